@@ -1,0 +1,9 @@
+//! FireScroll: a config database to deploy everywhere.
+//!
+//! A partitioned log ([`log`]) is the single source of truth; the [`engine`] applies each owned
+//! partition in offset order into a local fjall [`store`], and the [`service`] answers reads from
+//! it and turns writes into log entries for the HTTP ([`api`]) frontend. See `DESIGN.md`.
+
+pub mod log;
+pub mod model;
+pub mod store;

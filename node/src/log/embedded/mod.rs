@@ -1,0 +1,249 @@
+//! The embedded log: a durable, partitioned log in local files, for one node that owns every
+//! partition. No broker, no setup.
+//!
+//! Each partition is a directory of segment files written by one writer thread with group commit:
+//! it takes every append that queued up while the previous group was being synced, writes them,
+//! `fdatasync`s once, then acknowledges them all. Readers follow the durable end. Whole segments
+//! below the offset the store has durably applied are deleted, so disk use stays bounded.
+
+mod reader;
+mod segment;
+mod writer;
+
+use super::{AppendFuture, LogError, MutationLog, Ownership, PartitionReader};
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Settings of the embedded log.
+#[derive(Debug, Clone)]
+pub struct EmbeddedLogConfig {
+    /// Directory holding one sub-directory per partition.
+    pub dir: PathBuf,
+    pub partitions: u32,
+    /// A segment is closed and a new one started once it reaches this size.
+    pub segment_bytes: u64,
+    /// Largest entry accepted.
+    pub max_entry_bytes: usize,
+}
+
+/// What readers and the writer of one partition share.
+struct PartitionShared {
+    id: u32,
+    dir: PathBuf,
+    state: Mutex<PartitionState>,
+    /// Signalled whenever `end` moves.
+    appended: Condvar,
+}
+
+struct PartitionState {
+    /// Bases of the segments on disk, ascending; the last is the one being written.
+    segments: Vec<u64>,
+    /// Offset the next append gets; everything below is durable.
+    end: u64,
+    /// Set when a write or sync failed: the partition takes no more appends until a restart
+    /// recovers its files (after a failed fsync the file's state is unknown).
+    failed: Option<String>,
+}
+
+struct AppendRequest {
+    entries: Vec<Vec<u8>>,
+    reply: oneshot::Sender<Result<u64, LogError>>,
+}
+
+/// The embedded log. See the module docs.
+pub struct EmbeddedLog {
+    config: EmbeddedLogConfig,
+    partitions: Vec<Arc<PartitionShared>>,
+    senders: RwLock<Vec<Option<mpsc::Sender<AppendRequest>>>>,
+    writers: Mutex<Vec<JoinHandle<()>>>,
+    ownership: watch::Sender<Ownership>,
+}
+
+const PARTITION_COUNT_FILE: &str = "partition_count";
+
+impl EmbeddedLog {
+    /// Opens (or creates) the log, recovering every partition's tail, and starts the writers.
+    pub fn open(config: EmbeddedLogConfig) -> Result<Self, LogError> {
+        let storage = |what: &str, e: std::io::Error| {
+            LogError::Storage(format!("{what} in {}: {e}", config.dir.display()))
+        };
+        fs::create_dir_all(&config.dir).map_err(|e| storage("cannot create the log directory", e))?;
+        check_partition_count(&config.dir, config.partitions)?;
+
+        let mut partitions = Vec::new();
+        let mut senders = Vec::new();
+        let mut writers = Vec::new();
+        for id in 0..config.partitions {
+            let dir = config.dir.join(format!("p{id}"));
+            fs::create_dir_all(&dir).map_err(|e| storage("cannot create a partition directory", e))?;
+            let recovered = writer::Writer::recover(&dir, config.segment_bytes)
+                .map_err(|e| storage(&format!("cannot recover partition {id}"), e))?;
+            let shared = Arc::new(PartitionShared {
+                id,
+                dir,
+                state: Mutex::new(PartitionState {
+                    segments: recovered.segments.clone(),
+                    end: recovered.end,
+                    failed: None,
+                }),
+                appended: Condvar::new(),
+            });
+            let (tx, rx) = mpsc::channel(1024);
+            let writer = recovered.into_writer(shared.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("log-writer-{id}"))
+                .spawn(move || writer.run(rx))
+                .map_err(|e| storage("cannot start a writer thread", e))?;
+            partitions.push(shared);
+            senders.push(Some(tx));
+            writers.push(handle);
+        }
+        let all: BTreeSet<u32> = (0..config.partitions).collect();
+        let (ownership, _) = watch::channel(Arc::new(all));
+        Ok(EmbeddedLog {
+            config,
+            partitions,
+            senders: RwLock::new(senders),
+            writers: Mutex::new(writers),
+            ownership,
+        })
+    }
+
+    fn shared(&self, partition: u32) -> Result<&Arc<PartitionShared>, LogError> {
+        self.partitions.get(partition as usize).ok_or_else(|| {
+            LogError::Storage(format!(
+                "partition {partition} does not exist (the log has {})",
+                self.config.partitions
+            ))
+        })
+    }
+}
+
+/// The partition count is fixed when the log is created; opening it with another is refused,
+/// because every key would route to a different partition than the one it was written to.
+fn check_partition_count(dir: &Path, partitions: u32) -> Result<(), LogError> {
+    let path = dir.join(PARTITION_COUNT_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let stored: u32 = text.trim().parse().map_err(|_| {
+                LogError::Storage(format!("{} does not hold a number", path.display()))
+            })?;
+            if stored != partitions {
+                return Err(LogError::Storage(format!(
+                    "the embedded log in {} has {stored} partitions but PARTITIONS is {partitions}: \
+                     keys would route to the wrong partitions. Start with PARTITIONS={stored}, or use a new DB_PATH",
+                    dir.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let write = || -> std::io::Result<()> {
+                let tmp = dir.join(format!("{PARTITION_COUNT_FILE}.tmp"));
+                fs::write(&tmp, format!("{partitions}\n"))?;
+                fs::File::open(&tmp)?.sync_all()?;
+                fs::rename(&tmp, &path)?;
+                fs::File::open(dir)?.sync_all()
+            };
+            write().map_err(|e| LogError::Storage(format!("cannot write {}: {e}", path.display())))
+        }
+        Err(e) => Err(LogError::Storage(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+impl MutationLog for EmbeddedLog {
+    fn partition_count(&self) -> u32 {
+        self.config.partitions
+    }
+
+    fn append(&self, partition: u32, entries: Vec<Vec<u8>>) -> AppendFuture {
+        let limit = self.config.max_entry_bytes;
+        let sender = self
+            .senders
+            .read()
+            .expect("senders lock")
+            .get(partition as usize)
+            .cloned();
+        Box::pin(async move {
+            if let Some(size) = entries.iter().map(Vec::len).find(|&len| len > limit) {
+                return Err(LogError::TooLarge { size, limit });
+            }
+            let sender = match sender {
+                Some(Some(s)) => s,
+                Some(None) => return Err(LogError::Closed),
+                None => {
+                    return Err(LogError::Storage(format!(
+                        "partition {partition} does not exist"
+                    )));
+                }
+            };
+            let (reply, response) = oneshot::channel();
+            sender
+                .send(AppendRequest { entries, reply })
+                .await
+                .map_err(|_| LogError::Closed)?;
+            response.await.map_err(|_| LogError::Closed)?
+        })
+    }
+
+    fn ownership(&self) -> watch::Receiver<Ownership> {
+        self.ownership.subscribe()
+    }
+
+    fn reader(&self, partition: u32, from: u64) -> Result<Box<dyn PartitionReader>, LogError> {
+        let reader = reader::EmbeddedReader::new(self.shared(partition)?.clone(), from)?;
+        Ok(Box::new(reader))
+    }
+
+    fn bounds(&self, partition: u32) -> Result<(u64, u64), LogError> {
+        let state = self.shared(partition)?.state.lock().expect("partition lock");
+        Ok((state.segments.first().copied().unwrap_or(state.end), state.end))
+    }
+
+    fn release(&self, partition: u32, offset: u64) {
+        let Ok(shared) = self.shared(partition) else {
+            return;
+        };
+        // A segment can go once the next one starts at or below `offset`: all its entries are
+        // applied. The last segment is being written and always stays.
+        let doomed: Vec<u64> = {
+            let mut state = shared.state.lock().expect("partition lock");
+            let keep_from = state
+                .segments
+                .windows(2)
+                .take_while(|w| w[1] <= offset)
+                .count();
+            state.segments.drain(..keep_from).collect()
+        };
+        for base in doomed {
+            let path = segment::segment_path(&shared.dir, base);
+            match fs::remove_file(&path) {
+                Ok(()) => tracing::debug!(partition, base, "released an applied log segment"),
+                Err(e) => tracing::warn!(partition, base, error = %e, "cannot delete an applied log segment"),
+            }
+        }
+    }
+
+    fn shutdown(&self) {
+        // Dropping the senders lets each writer drain its queue and stop.
+        for sender in self.senders.write().expect("senders lock").iter_mut() {
+            sender.take();
+        }
+        for handle in self.writers.lock().expect("writers lock").drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for EmbeddedLog {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,120 @@
+//! Reading one partition of the embedded log in offset order, following its durable end.
+
+use super::PartitionShared;
+use super::segment::{Frame, read_frame, segment_path, skip_frame};
+use crate::log::{LogError, LogRecord, PartitionReader};
+use std::fs::File;
+use std::io::BufReader;
+use std::sync::Arc;
+use std::time::Duration;
+
+struct OpenSegment {
+    base: u64,
+    input: BufReader<File>,
+}
+
+/// A reader of one partition (see [`PartitionReader`]).
+pub struct EmbeddedReader {
+    shared: Arc<PartitionShared>,
+    next: u64,
+    current: Option<OpenSegment>,
+}
+
+impl EmbeddedReader {
+    pub fn new(shared: Arc<PartitionShared>, from: u64) -> Result<Self, LogError> {
+        let mut reader = EmbeddedReader {
+            shared,
+            next: from,
+            current: None,
+        };
+        reader.open_at(from)?;
+        Ok(reader)
+    }
+
+    fn storage(&self, what: String) -> LogError {
+        LogError::Storage(format!("partition {}: {what}", self.shared.id))
+    }
+
+    /// Opens the segment holding `offset` and positions the reader on it.
+    fn open_at(&mut self, offset: u64) -> Result<(), LogError> {
+        let base = {
+            let state = self.shared.state.lock().expect("partition lock");
+            let start = state.segments.first().copied().unwrap_or(state.end);
+            if offset < start || offset > state.end {
+                return Err(LogError::Truncated {
+                    partition: self.shared.id,
+                    requested: offset,
+                    start,
+                });
+            }
+            *state
+                .segments
+                .iter()
+                .rev()
+                .find(|&&base| base <= offset)
+                .expect("a segment starts at or below any offset at or above the start")
+        };
+        if self.current.as_ref().is_some_and(|c| c.base == base) {
+            return Err(self.storage(format!(
+                "segment {base} ends before offset {offset} although the log is durable past it"
+            )));
+        }
+        let path = segment_path(&self.shared.dir, base);
+        let file = File::open(&path)
+            .map_err(|e| self.storage(format!("cannot open {}: {e}", path.display())))?;
+        let mut input = BufReader::with_capacity(1 << 16, file);
+        for skipped in base..offset {
+            if !skip_frame(&mut input)
+                .map_err(|e| self.storage(format!("cannot read {}: {e}", path.display())))?
+            {
+                return Err(self.storage(format!(
+                    "segment {base} ends at offset {skipped}, before offset {offset}"
+                )));
+            }
+        }
+        self.current = Some(OpenSegment { base, input });
+        Ok(())
+    }
+}
+
+impl PartitionReader for EmbeddedReader {
+    fn read(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>, LogError> {
+        let next = self.next;
+        let end = {
+            let state = self.shared.state.lock().expect("partition lock");
+            let (state, _) = self
+                .shared
+                .appended
+                .wait_timeout_while(state, wait, |s| s.end <= next && s.failed.is_none())
+                .expect("partition lock");
+            state.end
+        };
+        let mut records = Vec::new();
+        while self.next < end && records.len() < max {
+            let Some(current) = self.current.as_mut() else {
+                self.open_at(self.next)?;
+                continue;
+            };
+            let frame = read_frame(&mut current.input)
+                .map_err(|e| LogError::Storage(format!("reading the log failed: {e}")))?;
+            match frame {
+                Frame::Entry(payload) => {
+                    records.push(LogRecord {
+                        offset: self.next,
+                        payload,
+                    });
+                    self.next += 1;
+                }
+                // This segment is done; the entry at `next` starts the following one.
+                Frame::End => self.open_at(self.next)?,
+                Frame::Torn => {
+                    return Err(self.storage(format!(
+                        "entry at offset {} is corrupt (checksum or length)",
+                        self.next
+                    )));
+                }
+            }
+        }
+        Ok(records)
+    }
+}

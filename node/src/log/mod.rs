@@ -1,0 +1,87 @@
+//! The write-ahead log: `trait MutationLog` and its backends.
+//!
+//! The log is the only source of truth (DESIGN.md invariant 2). Callers append entry bytes to an
+//! explicit partition and get durable offsets back; the engine reads owned partitions in offset
+//! order through [`PartitionReader`]s and learns which partitions it owns from [`Ownership`].
+//! The embedded backend owns every partition; a Kafka backend reports its group assignment.
+
+pub mod embedded;
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Why the log could not do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LogError {
+    /// The log cannot take writes right now (broker away, disk failing). Retrying later may work.
+    #[error("the log is unavailable: {0}")]
+    Unavailable(String),
+    /// The entries before `start` were removed (retention or truncation): reading from `requested`
+    /// would silently skip entries.
+    #[error("offset {requested} of partition {partition} is gone: the log starts at {start}")]
+    Truncated {
+        partition: u32,
+        requested: u64,
+        start: u64,
+    },
+    /// The entry is larger than the log accepts.
+    #[error("entry of {size} bytes is over the log's limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    /// The log's files or settings are not usable.
+    #[error("log storage error: {0}")]
+    Storage(String),
+    /// The log is shutting down.
+    #[error("the log is shut down")]
+    Closed,
+}
+
+/// One entry read back from the log.
+#[derive(Debug, Clone)]
+pub struct LogRecord {
+    pub offset: u64,
+    pub payload: Vec<u8>,
+}
+
+/// The partitions this node currently owns (and must apply and serve).
+pub type Ownership = Arc<BTreeSet<u32>>;
+
+/// A future resolving to the offset of the first appended entry, once durable.
+pub type AppendFuture = Pin<Box<dyn Future<Output = Result<u64, LogError>> + Send>>;
+
+/// Reads one partition in offset order.
+pub trait PartitionReader: Send {
+    /// Blocks up to `wait` for entries; returns between 0 and `max` of them, in offset order,
+    /// starting where the previous call stopped.
+    fn read(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>, LogError>;
+}
+
+/// A partitioned, durable, ordered log of entries.
+pub trait MutationLog: Send + Sync {
+    /// How many partitions the namespace has.
+    fn partition_count(&self) -> u32;
+
+    /// Appends `entries` to `partition`, contiguously and in order, and resolves to the offset of
+    /// the first once they are durable (acknowledged writes are never lost, invariant 6).
+    fn append(&self, partition: u32, entries: Vec<Vec<u8>>) -> AppendFuture;
+
+    /// The partitions this node owns, updated as ownership changes.
+    fn ownership(&self) -> watch::Receiver<Ownership>;
+
+    /// A reader of `partition` starting at offset `from`. Fails with [`LogError::Truncated`] if
+    /// `from` is below the log's start offset.
+    fn reader(&self, partition: u32, from: u64) -> Result<Box<dyn PartitionReader>, LogError>;
+
+    /// `(start, end)`: the first offset still held and the offset the next append gets.
+    fn bounds(&self, partition: u32) -> Result<(u64, u64), LogError>;
+
+    /// Tells the log that every entry of `partition` below `offset` is durably applied, so it may
+    /// reclaim them (the embedded log deletes whole segments; Kafka would commit the offset).
+    fn release(&self, partition: u32, offset: u64);
+
+    /// Stops accepting appends and flushes what was accepted.
+    fn shutdown(&self);
+}

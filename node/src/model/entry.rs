@@ -1,0 +1,176 @@
+//! Log entry v1: the documented unit of the write-ahead log (see `docs/log-entry-v1.md`).
+//!
+//! ```json
+//! {"v":1,"ts_ms":1732590000000,"ops":[{"op":"put","pk":"a","sk":"b","data":{"x":1},"if":"data == null"}]}
+//! ```
+//!
+//! FireScroll's single-mutation message (`{"pk","sk","data","ts_ms","mutation","if"}`) decodes as an
+//! entry of one op, so logs written by FireScroll (or producers built for it) keep working.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// The entry format version this build writes and applies.
+pub const ENTRY_VERSION: u32 = 1;
+
+/// What an operation does to its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpKind {
+    /// Replace the record's data (creating the record if needed).
+    Put,
+    /// Remove the record (absent records are fine).
+    Delete,
+}
+
+/// One operation of an entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Op {
+    pub op: OpKind,
+    pub pk: String,
+    #[serde(default)]
+    pub sk: String,
+    /// The new data for a put, as JSON text; `None` means JSON `null`. Ignored for deletes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Box<RawValue>>,
+    /// An `if` condition (expr syntax) evaluated against the stored record at apply time.
+    #[serde(default, rename = "if", skip_serializing_if = "Option::is_none")]
+    pub cond: Option<String>,
+}
+
+/// One atomic unit of the log: every op is in one partition and they apply together or not at all.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogEntry {
+    pub v: u32,
+    /// Set once, by the node that accepted the write; every replica uses it as the write time.
+    pub ts_ms: i64,
+    pub ops: Vec<Op>,
+}
+
+/// Why bytes from the log are not an entry this build can apply. Every replica reaches the same
+/// verdict for the same bytes, so these become the entry's (deterministic) rejection.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("entry is not valid JSON for log entry v1: {0}")]
+    Malformed(String),
+    #[error("entry version {0} is not supported by this node (it applies version {ENTRY_VERSION})")]
+    UnsupportedVersion(u64),
+    #[error("entry has no ops")]
+    Empty,
+}
+
+/// Everything any supported format may carry, parsed in one pass; `decode` then picks the format.
+#[derive(Deserialize)]
+struct AnyFormat {
+    v: Option<u64>,
+    ts_ms: Option<i64>,
+    ops: Option<Vec<Op>>,
+    // FireScroll's legacy single-mutation fields.
+    mutation: Option<OpKind>,
+    pk: Option<String>,
+    sk: Option<String>,
+    data: Option<Box<RawValue>>,
+    #[serde(rename = "if")]
+    cond: Option<String>,
+}
+
+impl LogEntry {
+    /// A v1 entry stamped with `ts_ms`.
+    pub fn new(ts_ms: i64, ops: Vec<Op>) -> Self {
+        LogEntry { v: ENTRY_VERSION, ts_ms, ops }
+    }
+
+    /// The entry's bytes as they go into the log.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("entries always serialize")
+    }
+
+    /// Decodes v1 entries and FireScroll's legacy single-mutation messages.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let any: AnyFormat =
+            serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        match (any.v, any.mutation) {
+            (Some(v), _) if v != u64::from(ENTRY_VERSION) => Err(DecodeError::UnsupportedVersion(v)),
+            (Some(_), _) => {
+                let ops = any.ops.ok_or_else(|| DecodeError::Malformed("missing `ops`".into()))?;
+                if ops.is_empty() {
+                    return Err(DecodeError::Empty);
+                }
+                let ts_ms = any
+                    .ts_ms
+                    .ok_or_else(|| DecodeError::Malformed("missing `ts_ms`".into()))?;
+                Ok(LogEntry::new(ts_ms, ops))
+            }
+            (None, Some(kind)) => {
+                let pk = any
+                    .pk
+                    .ok_or_else(|| DecodeError::Malformed("legacy mutation without `pk`".into()))?;
+                let ts_ms = any.ts_ms.ok_or_else(|| {
+                    DecodeError::Malformed("legacy mutation without `ts_ms`".into())
+                })?;
+                let op = Op {
+                    op: kind,
+                    pk,
+                    sk: any.sk.unwrap_or_default(),
+                    data: if kind == OpKind::Put { any.data } else { None },
+                    cond: any.cond,
+                };
+                Ok(LogEntry::new(ts_ms, vec![op]))
+            }
+            (None, None) => Err(DecodeError::Malformed(
+                "neither a v1 entry (`v`) nor a FireScroll mutation (`mutation`)".into(),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_round_trips_with_data_bytes_verbatim() {
+        let bytes = br#"{"v":1,"ts_ms":5,"ops":[{"op":"put","pk":"a","sk":"b","data":{"z":1,"a":[1.50,"x"]},"if":"data == null"},{"op":"delete","pk":"a","sk":"c"}]}"#;
+        let entry = LogEntry::decode(bytes).unwrap();
+        assert_eq!(entry.ts_ms, 5);
+        assert_eq!(entry.ops.len(), 2);
+        assert_eq!(entry.ops[0].data.as_ref().unwrap().get(), r#"{"z":1,"a":[1.50,"x"]}"#);
+        assert_eq!(entry.ops[0].cond.as_deref(), Some("data == null"));
+        assert_eq!(entry.ops[1].op, OpKind::Delete);
+        assert_eq!(LogEntry::decode(&entry.encode()).unwrap().encode(), entry.encode());
+    }
+
+    #[test]
+    fn legacy_firescroll_mutation_is_one_op() {
+        let bytes = br#"{"pk":"pk1","sk":"sk1","data":{"hey":"ho"},"ts_ms":1683468191123,"mutation":"put","if":null}"#;
+        let entry = LogEntry::decode(bytes).unwrap();
+        assert_eq!(entry.ts_ms, 1683468191123);
+        assert_eq!(entry.ops.len(), 1);
+        assert_eq!(entry.ops[0].op, OpKind::Put);
+        assert_eq!(entry.ops[0].data.as_ref().unwrap().get(), r#"{"hey":"ho"}"#);
+        assert!(entry.ops[0].cond.is_none());
+
+        let del = br#"{"pk":"pk1","sk":"sk1","data":null,"ts_ms":1,"mutation":"delete","if":"_updated_at > 1"}"#;
+        let entry = LogEntry::decode(del).unwrap();
+        assert_eq!(entry.ops[0].op, OpKind::Delete);
+        assert_eq!(entry.ops[0].cond.as_deref(), Some("_updated_at > 1"));
+    }
+
+    #[test]
+    fn bad_entries_say_why() {
+        assert!(matches!(LogEntry::decode(b"nope"), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            LogEntry::decode(br#"{"v":2,"ts_ms":1,"ops":[]}"#),
+            Err(DecodeError::UnsupportedVersion(2))
+        ));
+        assert!(matches!(
+            LogEntry::decode(br#"{"v":1,"ts_ms":1,"ops":[]}"#),
+            Err(DecodeError::Empty)
+        ));
+        assert!(matches!(LogEntry::decode(br#"{"x":1}"#), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            LogEntry::decode(br#"{"v":1,"ts_ms":1,"ops":[{"op":"upsert","pk":"a"}]}"#),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+}

@@ -1,0 +1,10 @@
+//! The data model every other module speaks: records, operations, log entries and the one
+//! partition function. Depends on nothing else in the crate.
+
+mod entry;
+mod partition;
+mod record;
+
+pub use entry::{DecodeError, ENTRY_VERSION, LogEntry, Op, OpKind};
+pub use partition::{murmur2, partition_of};
+pub use record::{Key, Position, Record};

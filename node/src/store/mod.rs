@@ -1,0 +1,105 @@
+//! The local materialized state on fjall: one keyspace of records per partition, plus a `meta`
+//! keyspace holding each partition's next offset to apply and the outcomes of rejected entries.
+//!
+//! Records and the partition's next offset change in one atomic fjall batch (DESIGN.md invariant 3),
+//! so after any crash the store is exactly "the log prefix up to next offset, applied".
+
+mod keys;
+mod partition;
+mod value;
+
+pub use keys::{decode_key, encode_key, pk_prefix};
+pub use partition::{Digest, PartitionStore, Scan, Write};
+pub use value::{HEADER_LEN, ValueView, decode_value, encode_value};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use std::path::Path;
+
+/// Why the store could not do what was asked. Any of these stops the partition that hit it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage engine error: {0}")]
+    Fjall(#[from] fjall::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error(
+        "the store in {path} holds {stored} partitions but the node is configured with {configured}: \
+         keys would be routed to the wrong partitions. Start with PARTITIONS={stored}, or use a new DB_PATH"
+    )]
+    PartitionCountMismatch {
+        path: String,
+        stored: u32,
+        configured: u32,
+    },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+const META_KEYSPACE: &str = "meta";
+const META_PARTITION_COUNT: &[u8] = b"partition_count";
+
+/// The node's store: a fjall database with one records keyspace per partition.
+#[derive(Clone)]
+pub struct Store {
+    db: Database,
+    meta: Keyspace,
+    partitions: u32,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `path` for a namespace of `partitions` partitions. Refuses a
+    /// store created with another partition count.
+    pub fn open(path: &Path, partitions: u32) -> Result<Self> {
+        let db = Database::builder(path).open()?;
+        let meta = db.keyspace(META_KEYSPACE, KeyspaceCreateOptions::default)?;
+        match meta.get(META_PARTITION_COUNT)? {
+            Some(bytes) => {
+                let stored = u32::from_be_bytes(bytes.as_ref().try_into().map_err(|_| {
+                    StoreError::Corrupt("partition count is not 4 bytes".into())
+                })?);
+                if stored != partitions {
+                    return Err(StoreError::PartitionCountMismatch {
+                        path: path.display().to_string(),
+                        stored,
+                        configured: partitions,
+                    });
+                }
+            }
+            None => {
+                meta.insert(META_PARTITION_COUNT, partitions.to_be_bytes())?;
+                db.persist(PersistMode::SyncAll)?;
+            }
+        }
+        Ok(Store {
+            db,
+            meta,
+            partitions,
+        })
+    }
+
+    /// The namespace's partition count.
+    pub fn partition_count(&self) -> u32 {
+        self.partitions
+    }
+
+    /// Opens partition `id`'s records (creating its keyspace on first use).
+    pub fn partition(&self, id: u32) -> Result<PartitionStore> {
+        assert!(id < self.partitions, "partition {id} out of range");
+        let records = self
+            .db
+            .keyspace(&format!("records_{id}"), KeyspaceCreateOptions::default)?;
+        Ok(PartitionStore::new(
+            id,
+            self.db.clone(),
+            records,
+            self.meta.clone(),
+        ))
+    }
+
+    /// Makes everything committed so far durable (fsync). Log entries below the offsets read
+    /// before this call may be discarded once it returns.
+    pub fn persist(&self) -> Result<()> {
+        self.db.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,215 @@
+//! One partition's records: snapshot reads, atomic apply commits, outcomes and the digest.
+
+use super::keys::{decode_key, encode_key, pk_prefix, sk_of};
+use super::value::decode_value;
+use super::{Result, StoreError};
+use crate::model::Record;
+use fjall::{Database, Keyspace, Readable, Slice};
+use sha2::{Digest as _, Sha256};
+use std::ops::Bound;
+
+const NEXT_OFFSET_TAG: u8 = b'n';
+const REJECTION_TAG: u8 = b'r';
+
+/// One change to a stored key: `Some(value)` writes it, `None` deletes it.
+pub type Write = (Vec<u8>, Option<Vec<u8>>);
+
+/// A partition's content fingerprint: replicas at the same offset have equal digests.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Digest {
+    pub records: u64,
+    /// Hex SHA-256 over every (key, value) in key order.
+    pub sha256: String,
+}
+
+/// Handle to one partition's keyspace. Cheap to clone.
+#[derive(Clone)]
+pub struct PartitionStore {
+    id: u32,
+    db: Database,
+    records: Keyspace,
+    meta: Keyspace,
+}
+
+impl PartitionStore {
+    pub(super) fn new(id: u32, db: Database, records: Keyspace, meta: Keyspace) -> Self {
+        PartitionStore {
+            id,
+            db,
+            records,
+            meta,
+        }
+    }
+
+    /// The partition id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    fn next_offset_key(&self) -> [u8; 5] {
+        let mut k = [NEXT_OFFSET_TAG; 5];
+        k[1..].copy_from_slice(&self.id.to_be_bytes());
+        k
+    }
+
+    fn rejection_key(&self, offset: u64) -> [u8; 13] {
+        let mut k = [REJECTION_TAG; 13];
+        k[1..5].copy_from_slice(&self.id.to_be_bytes());
+        k[5..].copy_from_slice(&offset.to_be_bytes());
+        k
+    }
+
+    /// The log offset this partition applies next (0 for a new partition).
+    pub fn next_offset(&self) -> Result<u64> {
+        match self.meta.get(self.next_offset_key())? {
+            None => Ok(0),
+            Some(b) => Ok(u64::from_be_bytes(b.as_ref().try_into().map_err(|_| {
+                StoreError::Corrupt(format!("partition {} next offset is not 8 bytes", self.id))
+            })?)),
+        }
+    }
+
+    /// The raw stored value of an encoded key (the applier's read).
+    pub fn get_raw(&self, key: &[u8]) -> Result<Option<Slice>> {
+        Ok(self.records.get(key)?)
+    }
+
+    /// Reads one record.
+    pub fn get(&self, pk: &str, sk: &str) -> Result<Option<Record>> {
+        match self.records.get(encode_key(pk, sk))? {
+            None => Ok(None),
+            Some(v) => to_record(pk.to_string(), sk.to_string(), &v).map(Some),
+        }
+    }
+
+    /// Reads several records from one consistent snapshot, in the order asked.
+    pub fn get_many<'a>(
+        &self,
+        keys: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Vec<Option<Record>>> {
+        let snapshot = self.db.snapshot();
+        keys.into_iter()
+            .map(|(pk, sk)| match snapshot.get(&self.records, encode_key(pk, sk))? {
+                None => Ok(None),
+                Some(v) => to_record(pk.to_string(), sk.to_string(), &v).map(Some),
+            })
+            .collect()
+    }
+
+    /// Iterates `pk`'s records whose sk starts with `sk_prefix`, in sk byte order, strictly after
+    /// `after` when given. Reads one snapshot taken now.
+    pub fn scan(&self, pk: &str, sk_prefix: &str, after: Option<&str>) -> Scan {
+        let pk_len = pk_prefix(pk).len();
+        let prefix = encode_key(pk, sk_prefix);
+        let start = match after {
+            Some(after) if after.as_bytes() >= sk_prefix.as_bytes() => {
+                Bound::Excluded(encode_key(pk, after))
+            }
+            _ => Bound::Included(prefix.clone()),
+        };
+        let snapshot = self.db.snapshot();
+        let iter = snapshot.range(&self.records, (start, Bound::Unbounded));
+        Scan {
+            pk: pk.to_string(),
+            pk_len,
+            prefix,
+            iter,
+        }
+    }
+
+    /// Atomically applies `writes`, records `rejections` (offset → outcome bytes) and moves the
+    /// partition's next offset to `next_offset`.
+    pub fn commit(
+        &self,
+        writes: impl IntoIterator<Item = Write>,
+        rejections: &[(u64, Vec<u8>)],
+        next_offset: u64,
+    ) -> Result<()> {
+        let mut batch = self.db.batch();
+        for (key, value) in writes {
+            match value {
+                Some(v) => batch.insert(&self.records, key, v),
+                None => batch.remove(&self.records, key),
+            }
+        }
+        for (offset, outcome) in rejections {
+            batch.insert(&self.meta, self.rejection_key(*offset), outcome.as_slice());
+        }
+        batch.insert(&self.meta, self.next_offset_key(), next_offset.to_be_bytes());
+        batch.commit()?;
+        Ok(())
+    }
+
+    /// The recorded outcome of a rejected entry at `offset`, if that entry was rejected.
+    pub fn rejection(&self, offset: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.meta.get(self.rejection_key(offset))?.map(|s| s.to_vec()))
+    }
+
+    /// Record count and SHA-256 over all (key, value) pairs in key order, from one snapshot.
+    pub fn digest(&self) -> Result<Digest> {
+        let snapshot = self.db.snapshot();
+        let mut hasher = Sha256::new();
+        let mut records = 0u64;
+        for guard in snapshot.iter(&self.records) {
+            let (k, v) = guard.into_inner()?;
+            hasher.update((k.len() as u64).to_be_bytes());
+            hasher.update(&k);
+            hasher.update((v.len() as u64).to_be_bytes());
+            hasher.update(&v);
+            records += 1;
+        }
+        let sha256 = hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(Digest { records, sha256 })
+    }
+
+    /// Approximate number of records (cheap; exact count comes with `digest`).
+    pub fn approximate_len(&self) -> usize {
+        self.records.approximate_len()
+    }
+}
+
+fn to_record(pk: String, sk: String, value: &[u8]) -> Result<Record> {
+    let view = decode_value(value)
+        .ok_or_else(|| StoreError::Corrupt(format!("value of {pk:?}/{sk:?} has no valid header")))?;
+    let data_json = String::from_utf8(view.data_json.to_vec())
+        .map_err(|_| StoreError::Corrupt(format!("data of {pk:?}/{sk:?} is not UTF-8")))?;
+    Ok(Record {
+        pk,
+        sk,
+        data_json,
+        created_at_ms: view.created_at_ms,
+        updated_at_ms: view.updated_at_ms,
+    })
+}
+
+/// Iterator over one pk's records (see [`PartitionStore::scan`]).
+pub struct Scan {
+    pk: String,
+    pk_len: usize,
+    prefix: Vec<u8>,
+    iter: fjall::Iter,
+}
+
+impl Iterator for Scan {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let guard = self.iter.next()?;
+        let (key, value) = match guard.into_inner() {
+            Ok(kv) => kv,
+            Err(e) => return Some(Err(e.into())),
+        };
+        if !key.starts_with(&self.prefix) {
+            return None;
+        }
+        let Some(sk) = sk_of(&key, self.pk_len) else {
+            let shown = decode_key(&key).map(|(_, sk)| sk).unwrap_or_default();
+            return Some(Err(StoreError::Corrupt(format!("bad sort key {shown:?}"))));
+        };
+        Some(to_record(self.pk.clone(), sk.to_string(), &value))
+    }
+}
