@@ -4,6 +4,7 @@
 //! partition in offset order into a local fjall [`store`], and the [`service`] answers reads from
 //! it and turns writes into log entries for the HTTP ([`api`]) frontend. See `DESIGN.md`.
 
+pub mod cond;
 pub mod log;
 pub mod model;
 pub mod store;
