@@ -5,6 +5,8 @@
 //! it and turns writes into log entries for the HTTP ([`api`]) frontend. See `DESIGN.md`.
 
 pub mod cond;
+pub mod engine;
 pub mod log;
+pub mod metrics;
 pub mod model;
 pub mod store;

@@ -1,0 +1,171 @@
+//! Applying log entries to a partition: deterministic, a pure function of the entries and the
+//! stored state (DESIGN.md invariant 4). No clock, randomness or I/O beyond reading the store.
+
+use super::outcome::{Rejection, RejectionKind};
+use crate::cond::{Conditions, Subject};
+use crate::log::LogRecord;
+use crate::model::{LogEntry, Op, OpKind, partition_of};
+use crate::store::{PartitionStore, StoreError, decode_value, encode_key, encode_value};
+use std::collections::HashMap;
+
+/// Pending writes of a batch: key → new value (`None` = delete). Later entries read through it.
+type Overlay = HashMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// The result of applying a run of entries, ready to commit atomically.
+pub struct AppliedBatch {
+    pub writes: Overlay,
+    /// Offsets of rejected entries and why.
+    pub rejections: Vec<(u64, Rejection)>,
+    /// The offset to apply next once this batch is committed.
+    pub next_offset: u64,
+    pub entries: usize,
+}
+
+/// Applies `records` (in offset order) on top of `store`'s committed state.
+pub fn apply_batch(
+    store: &PartitionStore,
+    conds: &Conditions,
+    partitions: u32,
+    records: &[LogRecord],
+) -> Result<AppliedBatch, StoreError> {
+    let mut batch = AppliedBatch {
+        writes: Overlay::new(),
+        rejections: Vec::new(),
+        next_offset: 0,
+        entries: records.len(),
+    };
+    for record in records {
+        if let Err(rejection) = apply_entry(
+            store,
+            conds,
+            partitions,
+            &record.payload,
+            &mut batch.writes,
+        )? {
+            batch.rejections.push((record.offset, rejection));
+        }
+        batch.next_offset = record.offset + 1;
+    }
+    Ok(batch)
+}
+
+/// Applies `records` and commits the result (records, rejections and next offset) atomically.
+pub fn apply_and_commit(
+    store: &PartitionStore,
+    conds: &Conditions,
+    partitions: u32,
+    records: &[LogRecord],
+) -> Result<AppliedBatch, StoreError> {
+    let batch = apply_batch(store, conds, partitions, records)?;
+    let rejections: Vec<(u64, Vec<u8>)> = batch
+        .rejections
+        .iter()
+        .map(|(offset, r)| (*offset, serde_json::to_vec(r).expect("rejections serialize")))
+        .collect();
+    store.commit(
+        batch.writes.iter().map(|(k, v)| (k.clone(), v.clone())),
+        &rejections,
+        batch.next_offset,
+    )?;
+    Ok(batch)
+}
+
+/// Applies one entry into `overlay`, all ops or none. The outer `Result` is for store failures
+/// (non-deterministic: they stop the partition); the inner one is the entry's outcome.
+fn apply_entry(
+    store: &PartitionStore,
+    conds: &Conditions,
+    partitions: u32,
+    payload: &[u8],
+    overlay: &mut Overlay,
+) -> Result<Result<(), Rejection>, StoreError> {
+    let entry = match LogEntry::decode(payload) {
+        Ok(entry) => entry,
+        Err(e) => {
+            return Ok(Err(Rejection {
+                kind: RejectionKind::MalformedEntry,
+                op: None,
+                message: e.to_string(),
+            }));
+        }
+    };
+    // This entry's own writes: later ops of the entry see earlier ones, and all are dropped if any
+    // op rejects the entry.
+    let mut local = Overlay::new();
+    for (index, op) in entry.ops.iter().enumerate() {
+        let reject = |kind, message| {
+            Ok(Err(Rejection {
+                kind,
+                op: Some(index as u32),
+                message,
+            }))
+        };
+        let owner = partition_of(&op.pk, partitions);
+        if owner != store.id() {
+            return reject(
+                RejectionKind::WrongPartition,
+                format!(
+                    "pk {:?} belongs to partition {owner}, but the entry is in partition {}",
+                    op.pk,
+                    store.id()
+                ),
+            );
+        }
+        let key = encode_key(&op.pk, &op.sk);
+        let stored = match local.get(&key).or_else(|| overlay.get(&key)) {
+            Some(pending) => pending.clone(),
+            None => store.get_raw(&key)?.map(|v| v.to_vec()),
+        };
+        let current = match stored.as_deref() {
+            None => None,
+            Some(bytes) => Some(decode_value(bytes).ok_or_else(|| {
+                StoreError::Corrupt(format!("value of {:?}/{:?} has no valid header", op.pk, op.sk))
+            })?),
+        };
+        if let Some(source) = &op.cond
+            && let Err((kind, message)) = check_condition(conds, source, op, current.as_ref())
+        {
+            return reject(kind, message);
+        }
+        let new_value = match op.op {
+            OpKind::Delete => None,
+            OpKind::Put => {
+                // `_created_at` survives updates; `_updated_at` never moves backwards, even when
+                // the accepting nodes' clocks disagree (FireScroll's bug, spec §12.4).
+                let (created, updated) = match &current {
+                    Some(v) => (v.created_at_ms, v.updated_at_ms.max(entry.ts_ms)),
+                    None => (entry.ts_ms, entry.ts_ms),
+                };
+                let data = op.data.as_ref().map_or("null", |d| d.get());
+                Some(encode_value(created, updated, data.as_bytes()))
+            }
+        };
+        local.insert(key, new_value);
+    }
+    overlay.extend(local);
+    Ok(Ok(()))
+}
+
+/// Evaluates an op's `if` against the record as stored (its stored `_updated_at`, not the new one).
+fn check_condition(
+    conds: &Conditions,
+    source: &str,
+    op: &Op,
+    current: Option<&crate::store::ValueView<'_>>,
+) -> Result<(), (RejectionKind, String)> {
+    let error = |e: String| (RejectionKind::ConditionError, e);
+    let program = conds.compile(source).map_err(|e| error(e.to_string()))?;
+    let stored = current.map(|v| (v.data_json, v.created_at_ms, v.updated_at_ms));
+    let subject = Subject::new(&op.pk, &op.sk, stored).map_err(error)?;
+    match conds.eval(source, &program, &subject) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err((
+            RejectionKind::ConditionFailed,
+            format!(
+                "`if` statement `{source}` was false for pk {:?}, sk {:?}",
+                op.pk, op.sk
+            ),
+        )),
+        Err(e) => Err(error(e.to_string())),
+    }
+}

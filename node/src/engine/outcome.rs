@@ -1,0 +1,50 @@
+//! Entry outcomes: what happened to an entry, the same on every replica.
+
+use serde::{Deserialize, Serialize};
+
+/// Why an entry was rejected. Every replica reaches the same verdict (DESIGN.md invariant 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectionKind {
+    /// An op's `if` evaluated to false.
+    ConditionFailed,
+    /// An op's `if` failed to compile or run, or did not return a boolean.
+    ConditionError,
+    /// The entry's bytes are not a supported entry.
+    MalformedEntry,
+    /// An op's pk belongs to another partition than the one the entry is in.
+    WrongPartition,
+}
+
+impl RejectionKind {
+    /// The metric label of this kind.
+    pub fn label(self) -> &'static str {
+        match self {
+            RejectionKind::ConditionFailed => "condition_failed",
+            RejectionKind::ConditionError => "condition_error",
+            RejectionKind::MalformedEntry => "malformed_entry",
+            RejectionKind::WrongPartition => "wrong_partition",
+        }
+    }
+}
+
+/// A rejected entry's recorded outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    #[serde(rename = "Kind")]
+    pub kind: RejectionKind,
+    /// Index of the op that caused it, when one did.
+    #[serde(rename = "Op", default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<u32>,
+    #[serde(rename = "Message")]
+    pub message: String,
+}
+
+/// What became of an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every op took effect.
+    Applied,
+    /// Nothing took effect, for this reason.
+    Rejected(Rejection),
+}

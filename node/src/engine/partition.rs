@@ -1,0 +1,84 @@
+//! One owned partition at runtime: its store, how far it has applied, its health, its applier.
+
+use crate::store::PartitionStore;
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use tokio::sync::watch;
+
+/// Whether a partition is applying and serving.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Health {
+    /// Applying the log and serving reads.
+    Serving,
+    /// Stopped by a non-deterministic failure (disk, corrupt files). Reads still see the state as
+    /// of the last commit; nothing more is applied until the cause is fixed and the node restarts.
+    Failed { reason: String },
+    /// The log no longer holds the entries this partition needs next (DESIGN.md invariant 8):
+    /// serving it would silently miss writes, so it is not served.
+    Gap {
+        next_offset: u64,
+        log_start: u64,
+    },
+}
+
+/// A partition this node owns.
+pub struct PartitionRuntime {
+    pub store: PartitionStore,
+    next_offset: watch::Sender<u64>,
+    health: Mutex<Health>,
+    pub(super) stop: Arc<AtomicBool>,
+    pub(super) applier: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl PartitionRuntime {
+    pub(super) fn new(store: PartitionStore, next_offset: u64, health: Health) -> Self {
+        PartitionRuntime {
+            store,
+            next_offset: watch::channel(next_offset).0,
+            health: Mutex::new(health),
+            stop: Arc::new(AtomicBool::new(false)),
+            applier: Mutex::new(None),
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.store.id()
+    }
+
+    /// The next offset to apply: every entry below it is applied and readable.
+    pub fn next_offset(&self) -> u64 {
+        *self.next_offset.borrow()
+    }
+
+    pub(super) fn set_next_offset(&self, next: u64) {
+        self.next_offset.send_replace(next);
+    }
+
+    /// Watches the next offset (for waiters).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.next_offset.subscribe()
+    }
+
+    pub fn health(&self) -> Health {
+        self.health.lock().expect("health lock").clone()
+    }
+
+    pub(super) fn set_health(&self, health: Health) {
+        *self.health.lock().expect("health lock") = health;
+    }
+
+    /// Whether reads may be served from this partition.
+    pub fn readable(&self) -> bool {
+        !matches!(self.health(), Health::Gap { .. })
+    }
+
+    pub(super) fn stop_applier(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(handle) = self.applier.lock().expect("applier lock").take() {
+            let _ = handle.join();
+        }
+    }
+}

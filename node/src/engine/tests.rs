@@ -1,0 +1,234 @@
+use super::*;
+use crate::log::LogRecord;
+use crate::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
+use crate::model::{LogEntry, Op, OpKind, partition_of};
+use crate::store::PartitionStore;
+use serde_json::value::RawValue;
+
+const PARTITIONS: u32 = 4;
+
+fn put(pk: &str, sk: &str, data: &str, cond: Option<&str>) -> Op {
+    Op {
+        op: OpKind::Put,
+        pk: pk.into(),
+        sk: sk.into(),
+        data: Some(RawValue::from_string(data.into()).unwrap()),
+        cond: cond.map(Into::into),
+    }
+}
+
+fn delete(pk: &str, sk: &str, cond: Option<&str>) -> Op {
+    Op {
+        op: OpKind::Delete,
+        pk: pk.into(),
+        sk: sk.into(),
+        data: None,
+        cond: cond.map(Into::into),
+    }
+}
+
+/// pks that all live in `partition`.
+fn pks_in(partition: u32, n: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("pk{i}"))
+        .filter(|pk| partition_of(pk, PARTITIONS) == partition)
+        .take(n)
+        .collect()
+}
+
+fn open_partition(dir: &std::path::Path, id: u32) -> PartitionStore {
+    crate::store::Store::open(dir, PARTITIONS).unwrap().partition(id).unwrap()
+}
+
+fn records(entries: &[Vec<u8>]) -> Vec<LogRecord> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, payload)| LogRecord {
+            offset: i as u64,
+            payload: payload.clone(),
+        })
+        .collect()
+}
+
+fn get(store: &PartitionStore, pk: &str, sk: &str) -> Option<crate::model::Record> {
+    store.get(pk, sk).unwrap()
+}
+
+/// A log exercising every outcome: puts, deletes, conditions true/false/erroring, multi-op
+/// entries rejected half-way, malformed bytes, unknown versions, legacy messages, wrong partition.
+fn mixed_log() -> Vec<Vec<u8>> {
+    let pks = pks_in(1, 5);
+    let other = pks_in(2, 1);
+    let mut log = Vec::new();
+    for i in 0..200i64 {
+        let pk = &pks[(i % 5) as usize];
+        let sk = format!("s{}", i % 7);
+        let entry = match i % 10 {
+            0 => LogEntry::new(i, vec![put(pk, &sk, &format!(r#"{{"n":{i}}}"#), None)]),
+            1 => LogEntry::new(i, vec![put(pk, &sk, "{}", Some("data == null"))]),
+            2 => LogEntry::new(i, vec![put(pk, &sk, r#""x""#, Some("data.n > 3"))]),
+            3 => LogEntry::new(i, vec![delete(pk, &sk, Some("_updated_at < 100"))]),
+            4 => LogEntry::new(
+                i,
+                vec![put(pk, "a", "1", None), put(pk, "b", "2", Some("data.missing.deeper > 1"))],
+            ),
+            5 => LogEntry::new(i, vec![put(pk, &sk, "[1,2]", None), delete(pk, "s0", None)]),
+            6 => LogEntry::new(i, vec![put(&other[0], "x", "1", None)]),
+            7 => {
+                log.push(br#"{"v":9,"ts_ms":1,"ops":[]}"#.to_vec());
+                continue;
+            }
+            8 => {
+                log.push(format!(r#"{{"pk":"{pk}","sk":"legacy","data":{{"i":{i}}},"ts_ms":{i},"mutation":"put","if":null}}"#).into_bytes());
+                continue;
+            }
+            _ => {
+                log.push(b"\xff not json".to_vec());
+                continue;
+            }
+        };
+        log.push(entry.encode());
+    }
+    log
+}
+
+#[test]
+fn same_log_gives_same_digest_whatever_the_batching() {
+    let log = records(&mixed_log());
+    let conds = Conditions::new();
+    let mut digests = Vec::new();
+    let mut outcomes = Vec::new();
+    for batch_size in [1usize, 7, 64, 1000] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_partition(dir.path(), 1);
+        let mut rejected = Vec::new();
+        for chunk in log.chunks(batch_size) {
+            let batch = apply_and_commit(&store, &conds, PARTITIONS, chunk).unwrap();
+            rejected.extend(batch.rejections.into_iter().map(|(o, r)| (o, r.kind)));
+        }
+        assert_eq!(store.next_offset().unwrap(), log.len() as u64);
+        digests.push(store.digest().unwrap());
+        outcomes.push(rejected);
+    }
+    assert!(digests[0].records > 5, "the log leaves records behind: {:?}", digests[0]);
+    assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
+    assert!(outcomes.windows(2).all(|w| w[0] == w[1]));
+    let kinds: std::collections::BTreeSet<_> = outcomes[0].iter().map(|(_, k)| *k).collect();
+    assert!(kinds.contains(&RejectionKind::ConditionFailed));
+    assert!(kinds.contains(&RejectionKind::ConditionError));
+    assert!(kinds.contains(&RejectionKind::MalformedEntry));
+    assert!(kinds.contains(&RejectionKind::WrongPartition));
+}
+
+#[test]
+fn an_entry_is_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pk = &pks_in(0, 1)[0];
+    let store = open_partition(dir.path(), 0);
+    let conds = Conditions::new();
+    let entries = vec![
+        LogEntry::new(1, vec![put(pk, "a", "1", None)]).encode(),
+        // Second op's condition fails: the first op must not take effect either.
+        LogEntry::new(2, vec![put(pk, "a", "2", None), put(pk, "b", "2", Some("data != nil"))]).encode(),
+        // Ops see the entry's earlier ops.
+        LogEntry::new(3, vec![put(pk, "c", "3", None), put(pk, "c", "4", Some("data == 3"))]).encode(),
+    ];
+    let batch = apply_and_commit(&store, &conds, PARTITIONS, &records(&entries)).unwrap();
+    assert_eq!(batch.rejections.len(), 1);
+    assert_eq!(batch.rejections[0].0, 1);
+    assert_eq!(batch.rejections[0].1.op, Some(1));
+    assert_eq!(get(&store, pk, "a").unwrap().data_json, "1");
+    assert!(get(&store, pk, "b").is_none());
+    assert_eq!(get(&store, pk, "c").unwrap().data_json, "4");
+    let stored = store.rejection(1).unwrap().unwrap();
+    let rejection: Rejection = serde_json::from_slice(&stored).unwrap();
+    assert_eq!(rejection.kind, RejectionKind::ConditionFailed);
+    assert!(store.rejection(0).unwrap().is_none());
+}
+
+#[test]
+fn timestamps_and_conditions_use_the_stored_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let pk = &pks_in(3, 1)[0];
+    let store = open_partition(dir.path(), 3);
+    let conds = Conditions::new();
+    let entries = vec![
+        LogEntry::new(1000, vec![put(pk, "k", "1", None)]).encode(),
+        // The condition sees the stored _updated_at (1000), not this entry's 2000.
+        LogEntry::new(2000, vec![put(pk, "k", "2", Some("_updated_at == 1000"))]).encode(),
+        LogEntry::new(3000, vec![put(pk, "k", "3", Some("_updated_at == 3000"))]).encode(),
+        // A node with a slow clock: _updated_at must not go back in time.
+        LogEntry::new(1500, vec![put(pk, "k", "4", None)]).encode(),
+    ];
+    let batch = apply_and_commit(&store, &conds, PARTITIONS, &records(&entries)).unwrap();
+    assert_eq!(batch.rejections.iter().map(|r| r.0).collect::<Vec<_>>(), vec![2]);
+    let record = get(&store, pk, "k").unwrap();
+    assert_eq!(record.data_json, "4");
+    assert_eq!(record.created_at_ms, 1000);
+    assert_eq!(record.updated_at_ms, 2000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_applies_waits_and_resumes_without_reapplying() {
+    let dir = tempfile::tempdir().unwrap();
+    let pk = pks_in(2, 1).remove(0);
+    let start_engine = || {
+        let log = Arc::new(
+            EmbeddedLog::open(EmbeddedLogConfig {
+                dir: dir.path().join("log"),
+                partitions: PARTITIONS,
+                segment_bytes: 1 << 20,
+                max_entry_bytes: 1 << 20,
+            })
+            .unwrap(),
+        );
+        let store = crate::store::Store::open(&dir.path().join("store"), PARTITIONS).unwrap();
+        let (engine, tasks) = Engine::start(
+            store,
+            log.clone(),
+            Arc::new(Conditions::new()),
+            Arc::new(Metrics::new()),
+            EngineConfig::default(),
+        );
+        (engine, tasks, log)
+    };
+    let (engine, tasks, log) = start_engine();
+    assert_eq!(engine.partitions().len(), PARTITIONS as usize);
+    // A counter that only moves by exactly one: re-applying any entry would be rejected and
+    // would change that entry's recorded outcome.
+    let mut positions = Vec::new();
+    for n in 0..20 {
+        let cond = if n == 0 { "data == nil".to_string() } else { format!("data == {}", n - 1) };
+        let entry = LogEntry::new(n, vec![put(&pk, "counter", &n.to_string(), Some(&cond))]);
+        let offset = log.append(2, vec![entry.encode()]).await.unwrap();
+        positions.push(Position { partition: 2, offset });
+    }
+    let last = *positions.last().unwrap();
+    engine.wait_applied(last, Duration::from_secs(10)).await.unwrap();
+    for &p in &positions {
+        assert_eq!(engine.outcome(p).unwrap(), Some(Outcome::Applied));
+    }
+    let before = engine.partition(2).unwrap().store.get(&pk, "counter").unwrap().unwrap();
+    assert_eq!(before.data_json, "19");
+    let err = engine
+        .wait_applied(Position { partition: 2, offset: 1000 }, Duration::from_millis(50))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WaitError::Timeout { next: 20, .. }), "{err}");
+
+    engine.shutdown();
+    tasks.iter().for_each(|t| t.abort());
+    log.shutdown();
+    drop((engine, log));
+
+    let (engine, _tasks, _log) = start_engine();
+    let runtime = engine.partition(2).unwrap();
+    assert_eq!(runtime.next_offset(), 20);
+    for &p in &positions {
+        assert_eq!(engine.outcome(p).unwrap(), Some(Outcome::Applied));
+    }
+    let after = runtime.store.get(&pk, "counter").unwrap().unwrap();
+    assert_eq!(after, before);
+    engine.shutdown();
+}

@@ -1,0 +1,141 @@
+//! The Prometheus registry served on the internal port. FireScroll's three metrics keep their
+//! names and buckets (spec §10), with a bounded label set; the rest are FireScroll-Rust's own.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Every metric the node exports.
+pub struct Metrics {
+    registry: Registry,
+    /// `http_latencies_micro{operation}`: whole HTTP request time, µs.
+    pub http_latency: HistogramVec,
+    /// `partition_operation_latencies_micro{operation}`: one partition read or apply, µs.
+    pub partition_latency: HistogramVec,
+    /// `partitions`: partitions owned by this node.
+    pub partitions: IntGauge,
+    /// `firescroll_entries_applied_total{partition}`: entries applied (any outcome).
+    pub entries_applied: IntCounterVec,
+    /// `firescroll_entry_outcomes_total{outcome}`: applied, or the kind of rejection.
+    pub outcomes: IntCounterVec,
+    /// `firescroll_apply_lag_entries{partition}`: log end minus next offset to apply.
+    pub apply_lag: IntGaugeVec,
+    /// `firescroll_applied_offset{partition}`: last applied offset (-1 before any).
+    pub applied_offset: IntGaugeVec,
+    /// `firescroll_partition_healthy{partition}`: 1 serving, 0 stopped (failure or gap).
+    pub partition_healthy: IntGaugeVec,
+}
+
+const HTTP_BUCKETS: &[f64] = &[
+    100.0, 200.0, 300.0, 400.0, 500.0, 750.0, 1000.0, 1250.0, 1500.0, 2000.0, 2500.0, 3000.0,
+    4000.0, 5000.0, 6000.0, 10000.0, 15000.0,
+];
+const PARTITION_BUCKETS: &[f64] = &[
+    10.0, 15.0, 25.0, 50.0, 75.0, 100.0, 200.0, 300.0, 400.0, 500.0, 750.0, 1000.0, 1250.0,
+    1500.0, 2000.0, 2500.0, 3000.0,
+];
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let http_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "http_latencies_micro",
+                "Full HTTP request processing latencies in microseconds.",
+            )
+            .buckets(HTTP_BUCKETS.to_vec()),
+            &["operation"],
+        )
+        .expect("valid metric");
+        let partition_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "partition_operation_latencies_micro",
+                "Latency of one partition-level operation in microseconds.",
+            )
+            .buckets(PARTITION_BUCKETS.to_vec()),
+            &["operation"],
+        )
+        .expect("valid metric");
+        let partitions =
+            IntGauge::new("partitions", "Partitions owned by this node.").expect("valid metric");
+        let entries_applied = IntCounterVec::new(
+            Opts::new(
+                "firescroll_entries_applied_total",
+                "Log entries applied, any outcome.",
+            ),
+            &["partition"],
+        )
+        .expect("valid metric");
+        let outcomes = IntCounterVec::new(
+            Opts::new(
+                "firescroll_entry_outcomes_total",
+                "Entry outcomes: applied, or the kind of deterministic rejection.",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let apply_lag = IntGaugeVec::new(
+            Opts::new(
+                "firescroll_apply_lag_entries",
+                "Entries in the log not yet applied locally.",
+            ),
+            &["partition"],
+        )
+        .expect("valid metric");
+        let applied_offset = IntGaugeVec::new(
+            Opts::new(
+                "firescroll_applied_offset",
+                "Last applied log offset (-1 before any).",
+            ),
+            &["partition"],
+        )
+        .expect("valid metric");
+        let partition_healthy = IntGaugeVec::new(
+            Opts::new(
+                "firescroll_partition_healthy",
+                "1 while the partition applies and serves; 0 when stopped by a failure or a gap.",
+            ),
+            &["partition"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(http_latency.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(partition_latency.clone()),
+            Box::new(partitions.clone()),
+            Box::new(entries_applied.clone()),
+            Box::new(outcomes.clone()),
+            Box::new(apply_lag.clone()),
+            Box::new(applied_offset.clone()),
+            Box::new(partition_healthy.clone()),
+        ] {
+            registry.register(collector).expect("unique metric");
+        }
+        Metrics {
+            registry,
+            http_latency,
+            partition_latency,
+            partitions,
+            entries_applied,
+            outcomes,
+            apply_lag,
+            applied_offset,
+            partition_healthy,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
+        String::from_utf8(out).expect("exposition is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
