@@ -4,9 +4,13 @@
 //! partition in offset order into a local fjall [`store`], and the [`service`] answers reads from
 //! it and turns writes into log entries for the HTTP ([`api`]) frontend. See `DESIGN.md`.
 
+pub mod api;
 pub mod cond;
+pub mod config;
 pub mod engine;
 pub mod log;
 pub mod metrics;
 pub mod model;
+pub mod node;
+pub mod service;
 pub mod store;

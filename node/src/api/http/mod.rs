@@ -1,0 +1,49 @@
+//! FireScroll's public HTTP API (wire-compatible), plus what it lacked: atomic batches, positions
+//! and outcomes for writes, read-your-writes, real list cursors, JSON errors.
+
+mod records;
+mod request;
+mod response;
+
+use crate::service::{ErrorKind, Service, ServiceError};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::Response;
+use axum::routing::{get, post};
+
+/// The public router.
+pub fn router(service: Service) -> Router {
+    let body_limit = service.limits().max_body_bytes;
+    Router::new()
+        .route("/up", get(|| async { response::text(StatusCode::OK, "ok") }))
+        .route("/ready", get(ready))
+        .route("/records/{op}", post(records::handle))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(service)
+}
+
+async fn ready(State(service): State<Service>) -> Response {
+    let readiness = service.readiness();
+    if readiness.ready {
+        response::text(StatusCode::OK, "ok")
+    } else {
+        response::error(&ServiceError::new(
+            ErrorKind::Unavailable,
+            "not_ready",
+            readiness.problems.join("; "),
+        ))
+    }
+}
+
+async fn not_found(method: Method, uri: Uri) -> Response {
+    response::error(&ServiceError::new(
+        ErrorKind::NotFound,
+        "not_found",
+        format!(
+            "no route for {method} {}: the API is POST /records/{{put,get,delete,list,batch,outcomes}}, GET /up, GET /ready",
+            uri.path()
+        ),
+    ))
+}

@@ -1,0 +1,206 @@
+//! `POST /records/{op}`: parse the body, call the service, render.
+
+use super::request::{GetBody, ListBody, MutateBody, OutcomesBody, PositionBody, RecordBody};
+use super::response;
+use crate::model::{Key, OpKind, Position};
+use crate::service::{ListRequest, Service, ServiceError, WriteMode, WriteOp, WriteRequest};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::de::DeserializeOwned;
+use std::time::Instant;
+
+/// The operations of `/records/{op}`; anything else is a 400 that lists them.
+const OPERATIONS: [&str; 6] = ["put", "get", "delete", "list", "batch", "outcomes"];
+
+/// `POST /records/{op}`.
+pub async fn handle(
+    State(service): State<Service>,
+    Path(op): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let label = OPERATIONS
+        .iter()
+        .copied()
+        .find(|known| *known == op)
+        .unwrap_or("unknown");
+    let result = match body {
+        Err(rejection) => Err(body_error(&service, rejection)),
+        Ok(body) => dispatch(&service, &op, &body).await,
+    };
+    let response = match result {
+        Ok(body) => response::json(StatusCode::OK, body),
+        Err(e) => response::error(&e),
+    };
+    service
+        .metrics()
+        .http_latency
+        .with_label_values(&[label])
+        .observe(started.elapsed().as_micros() as f64);
+    response
+}
+
+async fn dispatch(service: &Service, op: &str, body: &[u8]) -> Result<Vec<u8>, ServiceError> {
+    match op {
+        "get" => {
+            let req: GetBody = parse(body)?;
+            let keys = required_records(req.records)?
+                .into_iter()
+                .map(|k| Key { pk: k.pk, sk: k.sk })
+                .collect();
+            let min_offsets = positions(req.min_offsets)?;
+            let records = service.get(keys, &min_offsets).await?;
+            Ok(response::records(&records, None))
+        }
+        "list" => {
+            let req: ListBody = parse(body)?;
+            let limit = match req.limit {
+                None => 0,
+                Some(l) if l >= 0 => l as u64,
+                Some(l) => {
+                    return Err(ServiceError::bad_request(
+                        "bad_limit",
+                        format!("`limit` must be 0 (no limit) or more, not {l}"),
+                    ));
+                }
+            };
+            let page = service
+                .list(ListRequest {
+                    pk: req.pk,
+                    sk_prefix: req.sk_prefix,
+                    limit,
+                    cond: req.cond,
+                    if_stop: req.if_stop.unwrap_or(false),
+                    cursor: req.cursor,
+                    min_offsets: positions(req.min_offsets)?,
+                })
+                .await?;
+            Ok(response::records(&page.records, page.next_cursor.as_deref()))
+        }
+        "put" | "delete" | "batch" => {
+            let req: MutateBody = parse(body)?;
+            let records = required_records(req.records)?;
+            let (mode, fixed) = match op {
+                "put" => (WriteMode::PerRecord, Some(OpKind::Put)),
+                "delete" => (WriteMode::PerRecord, Some(OpKind::Delete)),
+                _ => (WriteMode::Atomic, None),
+            };
+            let ops = records
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| write_op(i, r, fixed))
+                .collect::<Result<_, _>>()?;
+            let results = service
+                .mutate(WriteRequest {
+                    ops,
+                    mode,
+                    wait: req.wait.unwrap_or(false),
+                })
+                .await?;
+            Ok(response::positions(&results))
+        }
+        "outcomes" => {
+            let req: OutcomesBody = parse(body)?;
+            let positions = positions(req.positions)?;
+            if positions.is_empty() {
+                return Err(ServiceError::bad_request(
+                    "empty_positions",
+                    "`Positions` must hold at least one {\"Partition\",\"Offset\"}",
+                ));
+            }
+            Ok(response::outcomes(&service.outcomes(&positions).await?))
+        }
+        other => Err(ServiceError::bad_request(
+            "unknown_operation",
+            format!(
+                "unknown operation '{other}': use one of {}",
+                OPERATIONS.map(|o| format!("/records/{o}")).join(", ")
+            ),
+        )),
+    }
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ServiceError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ServiceError::bad_request(
+            "empty_body",
+            "the request body is empty: send a JSON object",
+        ));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ServiceError::bad_request("invalid_json", format!("invalid JSON body: {e}")))
+}
+
+fn required_records<T>(records: Option<Vec<T>>) -> Result<Vec<T>, ServiceError> {
+    match records {
+        Some(records) if !records.is_empty() => Ok(records),
+        _ => Err(ServiceError::bad_request(
+            "empty_records",
+            "`Records` must hold at least one record",
+        )),
+    }
+}
+
+fn write_op(index: usize, r: RecordBody, fixed: Option<OpKind>) -> Result<WriteOp, ServiceError> {
+    let op = match (fixed, r.op.as_deref()) {
+        (Some(kind), _) => kind,
+        (None, Some(op)) if op.eq_ignore_ascii_case("put") => OpKind::Put,
+        (None, Some(op)) if op.eq_ignore_ascii_case("delete") => OpKind::Delete,
+        (None, other) => {
+            return Err(ServiceError::bad_request(
+                "bad_op",
+                format!(
+                    "record {index}: `op` must be \"put\" or \"delete\" in a batch, not {}",
+                    other.map_or("missing".to_string(), |o| format!("{o:?}"))
+                ),
+            ));
+        }
+    };
+    Ok(WriteOp {
+        op,
+        pk: r.pk,
+        sk: r.sk,
+        data: r.data,
+        cond: r.cond,
+    })
+}
+
+fn positions(list: Option<Vec<PositionBody>>) -> Result<Vec<Position>, ServiceError> {
+    list.unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| match (p.partition, p.offset) {
+            (Some(partition), Some(offset)) if partition >= 0 && offset >= 0 => Ok(Position {
+                partition: u32::try_from(partition).map_err(|_| bad_position(i))?,
+                offset: offset as u64,
+            }),
+            _ => Err(bad_position(i)),
+        })
+        .collect()
+}
+
+fn bad_position(index: usize) -> ServiceError {
+    ServiceError::bad_request(
+        "bad_position",
+        format!(
+            "position {index} needs a non-negative `Partition` and `Offset`, as a write's `Positions` return them"
+        ),
+    )
+}
+
+fn body_error(service: &Service, rejection: BytesRejection) -> ServiceError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ServiceError::too_large(
+            "body_too_large",
+            format!(
+                "the request body is over {} bytes (MAX_BODY_BYTES): send fewer records per request",
+                service.limits().max_body_bytes
+            ),
+        )
+    } else {
+        ServiceError::bad_request("bad_body", format!("cannot read the request body: {rejection}"))
+    }
+}

@@ -1,0 +1,158 @@
+//! Request bodies. Field names match case-insensitively, as Go's `encoding/json` did for
+//! FireScroll (`Records`, `records`, `pk`, `Pk` all work); unknown fields are ignored and the last
+//! of duplicate fields wins, also as in Go.
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt;
+
+/// An object key, borrowed from the body when it has no escapes.
+struct FieldName<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for FieldName<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = FieldName<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(FieldName(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(FieldName(Cow::Owned(v.to_string())))
+            }
+        }
+        deserializer.deserialize_str(V)
+    }
+}
+
+/// Declares a request struct whose JSON fields match case-insensitively.
+macro_rules! case_insensitive {
+    ($(#[$meta:meta])* pub struct $name:ident { $( $(#[$fmeta:meta])* pub $field:ident : $ty:ty = $json:literal ),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Default)]
+        pub struct $name { $( $(#[$fmeta])* pub $field: $ty ),* }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str(concat!("a JSON object (", stringify!($name), ")"))
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<$name, A::Error> {
+                        let mut out = $name::default();
+                        while let Some(FieldName(key)) = map.next_key()? {
+                            $(
+                                if key.eq_ignore_ascii_case($json) {
+                                    out.$field = map.next_value()?;
+                                    continue;
+                                }
+                            )*
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                        Ok(out)
+                    }
+                }
+                deserializer.deserialize_map(V)
+            }
+        }
+    };
+}
+
+case_insensitive! {
+    /// A log position, as writes return them and `min_offsets` takes them back.
+    pub struct PositionBody {
+        pub partition: Option<i64> = "partition",
+        pub offset: Option<i64> = "offset",
+    }
+}
+
+case_insensitive! {
+    /// A record's address in a get.
+    pub struct KeyBody {
+        pub pk: String = "pk",
+        pub sk: String = "sk",
+    }
+}
+
+case_insensitive! {
+    /// `POST /records/get`.
+    pub struct GetBody {
+        pub records: Option<Vec<KeyBody>> = "records",
+        pub min_offsets: Option<Vec<PositionBody>> = "min_offsets",
+    }
+}
+
+case_insensitive! {
+    /// One record of a put, delete or batch.
+    pub struct RecordBody {
+        /// Only in batches: `put` or `delete`.
+        pub op: Option<String> = "op",
+        pub pk: String = "pk",
+        pub sk: String = "sk",
+        pub data: Option<Box<RawValue>> = "data",
+        pub cond: Option<String> = "if",
+    }
+}
+
+case_insensitive! {
+    /// `POST /records/{put,delete,batch}`.
+    pub struct MutateBody {
+        pub records: Option<Vec<RecordBody>> = "records",
+        pub wait: Option<bool> = "wait",
+    }
+}
+
+case_insensitive! {
+    /// `POST /records/list`.
+    pub struct ListBody {
+        pub pk: String = "pk",
+        pub sk_prefix: String = "sk_prefix",
+        pub limit: Option<i64> = "limit",
+        pub cond: Option<String> = "if",
+        pub if_stop: Option<bool> = "if_stop",
+        pub cursor: Option<String> = "cursor",
+        pub min_offsets: Option<Vec<PositionBody>> = "min_offsets",
+    }
+}
+
+case_insensitive! {
+    /// `POST /records/outcomes`.
+    pub struct OutcomesBody {
+        pub positions: Option<Vec<PositionBody>> = "positions",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_names_match_in_any_case() {
+        let body: MutateBody = serde_json::from_str(
+            r#"{"RECORDS":[{"Pk":"a","sK":"b","DATA":{"x":[1, 2]},"If":"data == null"}],"Wait":true,"extra":1}"#,
+        )
+        .unwrap();
+        let records = body.records.unwrap();
+        assert_eq!(records[0].pk, "a");
+        assert_eq!(records[0].sk, "b");
+        assert_eq!(records[0].data.as_ref().unwrap().get(), "{\"x\":[1, 2]}");
+        assert_eq!(records[0].cond.as_deref(), Some("data == null"));
+        assert_eq!(body.wait, Some(true));
+    }
+
+    #[test]
+    fn wrong_types_are_errors() {
+        assert!(serde_json::from_str::<GetBody>(r#"{"Records":[{"pk":5}]}"#).is_err());
+        assert!(serde_json::from_str::<GetBody>(r#"{"Records":{}}"#).is_err());
+        assert!(serde_json::from_str::<GetBody>(r#"[]"#).is_err());
+        let escaped: KeyBody = serde_json::from_str(r#"{"p\u006b":"x"}"#).unwrap();
+        assert_eq!(escaped.pk, "x");
+    }
+}

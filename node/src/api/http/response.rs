@@ -1,0 +1,167 @@
+//! Response bodies, written by hand so stored data bytes go to the wire without re-serializing.
+//! Shapes are FireScroll's: `{"Records":[{"Pk","Sk","Data","CreatedAt","UpdatedAt"}]}`.
+
+use crate::engine::{Outcome, Rejection};
+use serde::Serialize;
+use crate::model::{Position, Record};
+use crate::service::{EntryResult, ErrorKind, ServiceError};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::io::Write;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// A JSON response.
+pub fn json(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=UTF-8"),
+    );
+    response
+}
+
+/// A plain-text response (`/up`, `/ready`), as FireScroll answered them.
+pub fn text(status: StatusCode, body: &'static str) -> Response {
+    (status, body).into_response()
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+}
+
+/// RFC 3339 UTC with milliseconds, e.g. `2023-05-07T14:03:11.123Z`.
+fn write_time(out: &mut Vec<u8>, ms: i64) {
+    let time = if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    };
+    write!(out, "\"{}\"", humantime::format_rfc3339_millis(time)).expect("Vec write");
+}
+
+/// `{"Records":[...]}` plus `"NextCursor"` when a list page has more after it.
+pub fn records(records: &[Record], next_cursor: Option<&str>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + records.iter().map(|r| r.data_json.len() + 128).sum::<usize>());
+    out.extend_from_slice(b"{\"Records\":[");
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"Pk\":");
+        write_str(&mut out, &r.pk);
+        out.extend_from_slice(b",\"Sk\":");
+        write_str(&mut out, &r.sk);
+        out.extend_from_slice(b",\"Data\":");
+        out.extend_from_slice(r.data_json.as_bytes());
+        out.extend_from_slice(b",\"CreatedAt\":");
+        write_time(&mut out, r.created_at_ms);
+        out.extend_from_slice(b",\"UpdatedAt\":");
+        write_time(&mut out, r.updated_at_ms);
+        out.push(b'}');
+    }
+    out.push(b']');
+    if let Some(cursor) = next_cursor {
+        out.extend_from_slice(b",\"NextCursor\":");
+        write_str(&mut out, cursor);
+    }
+    out.push(b'}');
+    out
+}
+
+/// An entry's outcome as JSON: `Status` (applied, rejected, pending), then the rejection's details.
+#[derive(Serialize)]
+struct OutcomeBody<'a> {
+    #[serde(rename = "Status")]
+    status: &'static str,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    rejection: Option<&'a Rejection>,
+}
+
+impl<'a> OutcomeBody<'a> {
+    fn of(outcome: Option<&'a Outcome>) -> Self {
+        match outcome {
+            None => OutcomeBody { status: "pending", rejection: None },
+            Some(Outcome::Applied) => OutcomeBody { status: "applied", rejection: None },
+            Some(Outcome::Rejected(r)) => OutcomeBody { status: "rejected", rejection: Some(r) },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct PositionBody<'a> {
+    #[serde(rename = "Partition")]
+    partition: u32,
+    #[serde(rename = "Offset")]
+    offset: u64,
+    #[serde(rename = "Outcome", skip_serializing_if = "Option::is_none")]
+    outcome: Option<OutcomeBody<'a>>,
+}
+
+/// `{"Positions":[{"Partition","Offset"[,"Outcome"]}]}` for a write.
+pub fn positions(results: &[EntryResult]) -> Vec<u8> {
+    let items: Vec<PositionBody> = results
+        .iter()
+        .map(|r| PositionBody {
+            partition: r.position.partition,
+            offset: r.position.offset,
+            outcome: r.outcome.as_ref().map(|o| OutcomeBody::of(o.as_ref())),
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({ "Positions": items })).expect("serializes")
+}
+
+/// `{"Outcomes":[{"Partition","Offset","Outcome"}]}`.
+pub fn outcomes(results: &[(Position, Option<Outcome>)]) -> Vec<u8> {
+    let items: Vec<PositionBody> = results
+        .iter()
+        .map(|(p, o)| PositionBody {
+            partition: p.partition,
+            offset: p.offset,
+            outcome: Some(OutcomeBody::of(o.as_ref())),
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({ "Outcomes": items })).expect("serializes")
+}
+
+/// The HTTP status of a service error kind.
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// `{"error":{"code","message"}}` with the matching status.
+pub fn error(e: &ServiceError) -> Response {
+    let body = serde_json::to_vec(&serde_json::json!({
+        "error": { "code": e.code, "message": e.message }
+    }))
+    .expect("serializes");
+    json(status_of(e.kind), body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_render_data_verbatim_with_millisecond_times() {
+        let r = Record {
+            pk: "p\"1".into(),
+            sk: "\u{0}".into(),
+            data_json: r#"{"hey":"ho","n":1.50}"#.into(),
+            created_at_ms: 1_683_468_191_123,
+            updated_at_ms: 1_683_468_191_000,
+        };
+        let body = String::from_utf8(records(&[r], Some("s"))).unwrap();
+        assert_eq!(
+            body,
+            r#"{"Records":[{"Pk":"p\"1","Sk":"\u0000","Data":{"hey":"ho","n":1.50},"CreatedAt":"2023-05-07T14:03:11.123Z","UpdatedAt":"2023-05-07T14:03:11.000Z"}],"NextCursor":"s"}"#
+        );
+        assert_eq!(String::from_utf8(records(&[], None)).unwrap(), r#"{"Records":[]}"#);
+    }
+}

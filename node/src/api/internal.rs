@@ -1,0 +1,35 @@
+//! The internal port: Prometheus metrics and operator views. Keep it off the public network.
+
+use crate::service::Service;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+/// The internal router: `/metrics`, `/debug/partitions`, `/up`.
+pub fn router(service: Service) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/debug/partitions", get(partitions))
+        .route("/up", get(|| async { "ok" }))
+        .with_state(service)
+}
+
+async fn metrics(State(service): State<Service>) -> Response {
+    let mut response = service.metrics().render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+/// Every owned partition: applied offset, log bounds, lag, health, record count, digest.
+async fn partitions(State(service): State<Service>) -> Response {
+    let reports = tokio::task::spawn_blocking(move || service.partition_reports()).await;
+    match reports {
+        Ok(reports) => axum::Json(serde_json::json!({ "partitions": reports })).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}

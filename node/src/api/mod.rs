@@ -1,0 +1,4 @@
+//! Frontends: wire formats only. They parse, call [`crate::service`], and render.
+
+pub mod http;
+pub mod internal;

@@ -1,0 +1,77 @@
+//! Compacting JSON text: stored data carries no insignificant whitespace, whatever the client sent.
+
+use std::borrow::Cow;
+
+/// `json` without whitespace outside strings. `json` must be valid JSON (it came through
+/// `RawValue`); string contents are copied untouched.
+pub fn compact_json(json: &str) -> Cow<'_, str> {
+    let bytes = json.as_bytes();
+    if !needs_compacting(bytes) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut run_start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+            out.push_str(&json[run_start..i]);
+            run_start = i + 1;
+        }
+    }
+    out.push_str(&json[run_start..]);
+    Cow::Owned(out)
+}
+
+fn needs_compacting(bytes: &[u8]) -> bool {
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in bytes {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compact_json;
+    use std::borrow::Cow;
+
+    #[test]
+    fn strips_only_insignificant_whitespace() {
+        let pretty = "{\n  \"a b\": [1, 2.5,\t\"x \\\" y\"],\r\n  \"c\" : null }";
+        assert_eq!(compact_json(pretty), r#"{"a b":[1,2.5,"x \" y"],"c":null}"#);
+        assert!(matches!(compact_json(r#"{"k":"v w"}"#), Cow::Borrowed(_)));
+        assert_eq!(compact_json(" \"s\\\\\" "), "\"s\\\\\"");
+    }
+
+    #[test]
+    fn result_is_the_same_json() {
+        let pretty = "{ \"z\" : { \"y\" : [ true , false , null , \"\\u00e9 \" ] } , \"n\" : -1.5e3 }";
+        let a: serde_json::Value = serde_json::from_str(pretty).unwrap();
+        let b: serde_json::Value = serde_json::from_str(&compact_json(pretty)).unwrap();
+        assert_eq!(a, b);
+    }
+}

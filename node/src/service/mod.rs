@@ -1,0 +1,149 @@
+//! The one read/write surface every frontend calls (DESIGN.md §1): HTTP today, RESP next. It
+//! validates requests, turns writes into log entries, waits for outcomes, and reads owned
+//! partitions. Frontends only parse and render.
+
+mod json;
+mod read;
+mod status;
+mod write;
+
+pub use json::compact_json;
+pub use read::{ListPage, ListRequest};
+pub use status::{PartitionReport, Readiness};
+pub use write::{EntryResult, WriteMode, WriteOp, WriteRequest};
+
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Request limits. Each has a setting; errors name the limit so users know what to change.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Bytes of one request body.
+    pub max_body_bytes: usize,
+    /// Records (or keys) in one request.
+    pub max_records: usize,
+    /// Bytes of a pk or an sk.
+    pub max_key_bytes: usize,
+    /// Bytes of one record's data (JSON text).
+    pub max_value_bytes: usize,
+    /// Bytes of one log entry.
+    pub max_entry_bytes: usize,
+    /// Records one list call returns at most (`limit` 0 means this many, with a cursor for more).
+    pub max_list_records: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 8 * 1024 * 1024,
+            max_records: 1000,
+            max_key_bytes: 2048,
+            max_value_bytes: 512 * 1024,
+            max_entry_bytes: 1024 * 1024,
+            max_list_records: 10_000,
+        }
+    }
+}
+
+/// Service settings.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub limits: Limits,
+    /// Longest a `"wait": true` write waits for its outcome before answering "pending".
+    pub write_wait_timeout: Duration,
+    /// Longest a read with `min_offsets` waits for them to be applied.
+    pub read_wait_timeout: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            limits: Limits::default(),
+            write_wait_timeout: Duration::from_secs(10),
+            read_wait_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What kind of failure a [`ServiceError`] is; frontends map it to a status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is wrong; the message says what to fix.
+    BadRequest,
+    /// No such route or resource.
+    NotFound,
+    /// The request or a part of it is over a size limit.
+    TooLarge,
+    /// The log or a partition cannot serve right now; retrying later may work.
+    Unavailable,
+    /// A bounded wait ran out.
+    Timeout,
+    /// A fault of the node.
+    Internal,
+}
+
+/// A failed service call: a stable code, and a message that says what to fix.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ServiceError {
+    pub kind: ErrorKind,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ServiceError {
+    pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
+        ServiceError {
+            kind,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadRequest, code, message)
+    }
+
+    pub fn too_large(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::TooLarge, code, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, "internal", message)
+    }
+}
+
+/// The service. Cheap to clone.
+#[derive(Clone)]
+pub struct Service {
+    engine: Engine,
+    metrics: Arc<Metrics>,
+    config: Arc<ServiceConfig>,
+}
+
+impl Service {
+    pub fn new(engine: Engine, metrics: Arc<Metrics>, config: ServiceConfig) -> Self {
+        Service {
+            engine,
+            metrics,
+            config: Arc::new(config),
+        }
+    }
+
+    /// The engine behind the service.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.config.limits
+    }
+}

@@ -1,0 +1,88 @@
+//! Node status for `/ready` and `/debug/partitions`.
+
+use super::Service;
+use crate::engine::Health;
+use crate::store::Digest;
+use serde::Serialize;
+
+/// Whether the node serves everything it owns.
+#[derive(Debug, Clone, Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    /// Why not, one line per problem.
+    pub problems: Vec<String>,
+}
+
+/// One partition as `/debug/partitions` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionReport {
+    pub partition: u32,
+    /// Last applied offset; null before the first entry.
+    pub applied_offset: Option<u64>,
+    pub log_start: Option<u64>,
+    pub log_end: Option<u64>,
+    pub lag: Option<u64>,
+    pub health: Health,
+    pub records: u64,
+    pub digest: String,
+}
+
+impl Service {
+    /// Ready when the node owns partitions and every one of them applies and serves.
+    pub fn readiness(&self) -> Readiness {
+        let mut problems = Vec::new();
+        let partitions = self.engine.partitions();
+        if partitions.is_empty() {
+            problems.push("no partitions".to_string());
+        }
+        for (id, reason) in self.engine.unopened() {
+            problems.push(format!("partition {id} cannot be opened: {reason}"));
+        }
+        for runtime in partitions {
+            match runtime.health() {
+                Health::Serving => {}
+                Health::Failed { reason } => {
+                    problems.push(format!("partition {} stopped: {reason}", runtime.id()))
+                }
+                Health::Gap {
+                    next_offset,
+                    log_start,
+                } => problems.push(format!(
+                    "partition {} not served: needs offset {next_offset}, log starts at {log_start}",
+                    runtime.id()
+                )),
+            }
+        }
+        Readiness {
+            ready: problems.is_empty(),
+            problems,
+        }
+    }
+
+    /// Every owned partition with its offsets, health, record count and digest. Computing the
+    /// digests reads every record: meant for operators and tests, not for hot paths.
+    pub fn partition_reports(&self) -> Vec<PartitionReport> {
+        self.engine
+            .partitions()
+            .into_iter()
+            .map(|runtime| {
+                let next = runtime.next_offset();
+                let bounds = self.engine.log().bounds(runtime.id()).ok();
+                let digest = runtime.store.digest().unwrap_or_else(|e| Digest {
+                    records: 0,
+                    sha256: format!("unavailable: {e}"),
+                });
+                PartitionReport {
+                    partition: runtime.id(),
+                    applied_offset: next.checked_sub(1),
+                    log_start: bounds.map(|b| b.0),
+                    log_end: bounds.map(|b| b.1),
+                    lag: bounds.map(|b| b.1.saturating_sub(next)),
+                    health: runtime.health(),
+                    records: digest.records,
+                    digest: digest.sha256,
+                }
+            })
+            .collect()
+    }
+}

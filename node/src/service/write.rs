@@ -1,0 +1,324 @@
+//! Writes: validate, group into log entries by partition, append durably, optionally wait for
+//! the outcomes.
+
+use super::{ErrorKind, Service, ServiceError, compact_json};
+use crate::engine::{Outcome, WaitError};
+use crate::log::LogError;
+use crate::model::{LogEntry, Op, OpKind, Position, partition_of};
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// One record to write.
+#[derive(Debug, Clone)]
+pub struct WriteOp {
+    pub op: OpKind,
+    pub pk: String,
+    pub sk: String,
+    /// The data of a put (JSON); `None` is JSON null.
+    pub data: Option<Box<RawValue>>,
+    /// An `if` condition evaluated against the stored record at apply time.
+    pub cond: Option<String>,
+}
+
+/// How the records of one request map onto entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// FireScroll's `/records/put` and `/records/delete`: every record stands alone. Records may
+    /// span partitions; a record with an `if` is its own entry, so its condition decides for it
+    /// alone, and unconditional records of a partition share entries.
+    PerRecord,
+    /// `/records/batch`: all records are one entry, applied together or not at all, so they must
+    /// share a partition.
+    Atomic,
+}
+
+/// A write request.
+#[derive(Debug, Clone)]
+pub struct WriteRequest {
+    pub ops: Vec<WriteOp>,
+    pub mode: WriteMode,
+    /// Wait until each entry is applied on this node and report its outcome.
+    pub wait: bool,
+}
+
+/// Where one entry of a write went, and (when waited for) what became of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryResult {
+    pub position: Position,
+    /// `None` when not waited for; `Some(None)` when the wait ran out before it was applied.
+    pub outcome: Option<Option<Outcome>>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Service {
+    /// Validates and writes `request`; resolves once every entry is durable in the log.
+    pub async fn mutate(&self, request: WriteRequest) -> Result<Vec<EntryResult>, ServiceError> {
+        let ops = self.validate_ops(request.ops)?;
+        let partitions = self.engine.partition_count();
+        let mut by_partition: BTreeMap<u32, Vec<Op>> = BTreeMap::new();
+        for op in ops {
+            by_partition
+                .entry(partition_of(&op.pk, partitions))
+                .or_default()
+                .push(op);
+        }
+        let ts_ms = now_ms();
+        let entries: Vec<(u32, Vec<Vec<u8>>)> = match request.mode {
+            WriteMode::Atomic => {
+                if by_partition.len() > 1 {
+                    let ids: Vec<String> = by_partition.keys().map(u32::to_string).collect();
+                    return Err(ServiceError::bad_request(
+                        "batch_spans_partitions",
+                        format!(
+                            "a batch is applied atomically, so all its records must be in one partition, but these are in partitions {}; \
+                             records with the same pk always share a partition, or use /records/put and /records/delete",
+                            ids.join(", ")
+                        ),
+                    ));
+                }
+                let (partition, ops) = by_partition.into_iter().next().expect("validated non-empty");
+                let entry = LogEntry::new(ts_ms, ops).encode();
+                self.check_entry_size(&entry)?;
+                vec![(partition, vec![entry])]
+            }
+            WriteMode::PerRecord => by_partition
+                .into_iter()
+                .map(|(partition, ops)| {
+                    let entries = self.per_record_entries(ts_ms, ops)?;
+                    Ok((partition, entries))
+                })
+                .collect::<Result<_, ServiceError>>()?,
+        };
+        let positions = self.append_all(entries).await?;
+        if !request.wait {
+            return Ok(positions
+                .into_iter()
+                .map(|position| EntryResult {
+                    position,
+                    outcome: None,
+                })
+                .collect());
+        }
+        let mut results = Vec::with_capacity(positions.len());
+        for position in positions {
+            let outcome = self.await_outcome(position).await?;
+            results.push(EntryResult {
+                position,
+                outcome: Some(outcome),
+            });
+        }
+        Ok(results)
+    }
+
+    /// Waits (bounded) for the entry at `position` to be applied here and returns its outcome,
+    /// or `None` if the wait ran out.
+    pub async fn await_outcome(&self, position: Position) -> Result<Option<Outcome>, ServiceError> {
+        match self
+            .engine
+            .wait_applied(position, self.config.write_wait_timeout)
+            .await
+        {
+            Ok(()) => {}
+            Err(WaitError::Timeout { .. }) => return Ok(None),
+            Err(e @ WaitError::NotOwned(_)) => {
+                return Err(ServiceError::new(
+                    ErrorKind::Unavailable,
+                    "partition_unavailable",
+                    e.to_string(),
+                ));
+            }
+        }
+        self.engine
+            .outcome(position)
+            .map_err(|e| ServiceError::internal(format!("reading the outcome failed: {e}")))
+    }
+
+    fn validate_ops(&self, ops: Vec<WriteOp>) -> Result<Vec<Op>, ServiceError> {
+        let limits = &self.config.limits;
+        if ops.is_empty() {
+            return Err(ServiceError::bad_request(
+                "empty_records",
+                "`Records` must hold at least one record",
+            ));
+        }
+        if ops.len() > limits.max_records {
+            return Err(ServiceError::bad_request(
+                "too_many_records",
+                format!(
+                    "{} records in one request; the limit is {} (MAX_RECORDS_PER_REQUEST): split the request",
+                    ops.len(),
+                    limits.max_records
+                ),
+            ));
+        }
+        ops.into_iter()
+            .enumerate()
+            .map(|(i, op)| {
+                self.validate_key(i, &op.pk, &op.sk)?;
+                let data = match (op.op, op.data) {
+                    (OpKind::Put, Some(data)) => {
+                        if data.get().len() > limits.max_value_bytes {
+                            return Err(ServiceError::too_large(
+                                "value_too_large",
+                                format!(
+                                    "record {i} (pk {:?}): data is {} bytes; the limit is {} (MAX_VALUE_BYTES)",
+                                    op.pk,
+                                    data.get().len(),
+                                    limits.max_value_bytes
+                                ),
+                            ));
+                        }
+                        Some(match compact_json(data.get()) {
+                            std::borrow::Cow::Borrowed(_) => data,
+                            std::borrow::Cow::Owned(compact) => RawValue::from_string(compact)
+                                .map_err(|e| ServiceError::internal(e.to_string()))?,
+                        })
+                    }
+                    _ => None,
+                };
+                if let Some(cond) = &op.cond {
+                    self.engine.conditions().check(cond).map_err(|e| {
+                        ServiceError::bad_request("invalid_if", format!("record {i}: {e}"))
+                    })?;
+                }
+                Ok(Op {
+                    op: op.op,
+                    pk: op.pk,
+                    sk: op.sk,
+                    data,
+                    cond: op.cond,
+                })
+            })
+            .collect()
+    }
+
+    /// Checks one record's address. Shared by reads and writes.
+    pub(super) fn validate_key(&self, index: usize, pk: &str, sk: &str) -> Result<(), ServiceError> {
+        let max = self.config.limits.max_key_bytes;
+        if pk.is_empty() {
+            return Err(ServiceError::bad_request(
+                "missing_pk",
+                format!("record {index}: `pk` is required and must not be empty"),
+            ));
+        }
+        for (name, value) in [("pk", pk), ("sk", sk)] {
+            if value.len() > max {
+                return Err(ServiceError::bad_request(
+                    "key_too_large",
+                    format!(
+                        "record {index}: `{name}` is {} bytes; the limit is {max} (MAX_KEY_BYTES)",
+                        value.len()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_entry_size(&self, entry: &[u8]) -> Result<(), ServiceError> {
+        let limit = self.config.limits.max_entry_bytes;
+        if entry.len() > limit {
+            return Err(ServiceError::too_large(
+                "entry_too_large",
+                format!(
+                    "the records of one partition make a {} byte log entry; the limit is {limit} (MAX_ENTRY_BYTES): \
+                     send fewer or smaller records",
+                    entry.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Entries for one partition of a per-record write, in request order: each conditional op
+    /// alone, runs of unconditional ops together up to the entry size limit.
+    fn per_record_entries(&self, ts_ms: i64, ops: Vec<Op>) -> Result<Vec<Vec<u8>>, ServiceError> {
+        let limit = self.config.limits.max_entry_bytes;
+        let mut entries = Vec::new();
+        let mut run: Vec<Op> = Vec::new();
+        let mut run_bytes = 0usize;
+        let flush = |run: &mut Vec<Op>, entries: &mut Vec<Vec<u8>>| -> Result<(), ServiceError> {
+            if !run.is_empty() {
+                let entry = LogEntry::new(ts_ms, std::mem::take(run)).encode();
+                self.check_entry_size(&entry)?;
+                entries.push(entry);
+            }
+            Ok(())
+        };
+        for op in ops {
+            if op.cond.is_some() {
+                flush(&mut run, &mut entries)?;
+                run_bytes = 0;
+                let entry = LogEntry::new(ts_ms, vec![op]).encode();
+                self.check_entry_size(&entry)?;
+                entries.push(entry);
+                continue;
+            }
+            let size = op.pk.len() + op.sk.len() + op.data.as_ref().map_or(4, |d| d.get().len()) + 64;
+            if run_bytes + size > limit {
+                flush(&mut run, &mut entries)?;
+                run_bytes = 0;
+            }
+            run_bytes += size;
+            run.push(op);
+        }
+        flush(&mut run, &mut entries)?;
+        Ok(entries)
+    }
+
+    /// Appends every partition's entries concurrently; positions come back in partition order.
+    async fn append_all(
+        &self,
+        entries: Vec<(u32, Vec<Vec<u8>>)>,
+    ) -> Result<Vec<Position>, ServiceError> {
+        let log = self.engine.log();
+        let appends: Vec<_> = entries
+            .into_iter()
+            .map(|(partition, entries)| {
+                let count = entries.len() as u64;
+                (partition, count, tokio::spawn(log.append(partition, entries)))
+            })
+            .collect();
+        let mut positions = Vec::new();
+        let mut failure: Option<LogError> = None;
+        for (partition, count, append) in appends {
+            match append.await {
+                Ok(Ok(first)) => positions.extend((first..first + count).map(|offset| Position {
+                    partition,
+                    offset,
+                })),
+                Ok(Err(e)) => failure = Some(e),
+                Err(e) => failure = Some(LogError::Unavailable(e.to_string())),
+            }
+        }
+        let Some(error) = failure else {
+            return Ok(positions);
+        };
+        let written = if positions.is_empty() {
+            "nothing was written".to_string()
+        } else {
+            let list: Vec<String> = positions
+                .iter()
+                .map(|p| format!("{}@{}", p.partition, p.offset))
+                .collect();
+            format!("entries at partition@offset {} were written", list.join(", "))
+        };
+        Err(match error {
+            LogError::TooLarge { size, limit } => ServiceError::too_large(
+                "entry_too_large",
+                format!("a {size} byte entry is over the log's limit of {limit} bytes; {written}"),
+            ),
+            other => ServiceError::new(
+                ErrorKind::Unavailable,
+                "log_unavailable",
+                format!("the write could not be made durable: {other}; {written}. Retry later"),
+            ),
+        })
+    }
+}
