@@ -1,0 +1,207 @@
+//! Test harness: runs the real `firescroll` binary on free loopback ports with its own data
+//! directory, and talks to it over real HTTP.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_firescroll");
+
+/// A free TCP port on loopback (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One running node.
+pub struct Node {
+    child: Option<Child>,
+    _dir: Option<tempfile::TempDir>,
+    pub data: PathBuf,
+    pub api: u16,
+    pub internal: u16,
+    env: Vec<(String, String)>,
+    client: reqwest::blocking::Client,
+    log_path: PathBuf,
+}
+
+impl Node {
+    /// A fresh node on the embedded log.
+    pub fn start() -> Node {
+        Self::start_with(&[])
+    }
+
+    /// A fresh node with extra environment settings.
+    pub fn start_with(env: &[(&str, &str)]) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let mut node = Self::unstarted(dir.path(), env);
+        node._dir = Some(dir);
+        node.spawn();
+        node
+    }
+
+    fn unstarted(base: &Path, env: &[(&str, &str)]) -> Node {
+        Node {
+            child: None,
+            _dir: None,
+            data: base.join("data"),
+            api: free_port(),
+            internal: free_port(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            client: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            log_path: base.join("node.log"),
+        }
+    }
+
+    /// Starts the process and waits until `/up` answers.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.env_clear()
+            .env("DB_PATH", &self.data)
+            .env("API_PORT", self.api.to_string())
+            .env("INTERNAL_PORT", self.internal.to_string())
+            .env("LISTEN_ADDR", "127.0.0.1")
+            .env("CHECKPOINT_INTERVAL_MS", "200")
+            .env("LOG_LEVEL", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn firescroll"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.client.get(self.url("/up")).send()
+                && r.status().is_success()
+            {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("firescroll exited with {status} while starting:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "firescroll did not come up:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.api)
+    }
+
+    pub fn internal_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.internal)
+    }
+
+    /// POSTs raw bytes; returns (status, body text).
+    pub fn post_raw(&self, path: &str, body: impl Into<reqwest::blocking::Body>) -> (u16, String) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .expect("request failed");
+        (r.status().as_u16(), r.text().unwrap())
+    }
+
+    /// POSTs JSON; returns (status, body as JSON).
+    pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let (status, text) = self.post_raw(path, body.to_string());
+        let json = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{path} answered non-JSON ({e}): {text}"));
+        (status, json)
+    }
+
+    /// GETs a URL (public or internal); returns (status, body).
+    pub fn get_url(&self, url: &str) -> (u16, String) {
+        let r = self.client.get(url).send().expect("request failed");
+        (r.status().as_u16(), r.text().unwrap())
+    }
+
+    /// `/debug/partitions` as JSON.
+    pub fn partitions(&self) -> Vec<Value> {
+        let (_, body) = self.get_url(&self.internal_url("/debug/partitions"));
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["partitions"].as_array().unwrap().clone()
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("node is running");
+        Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "firescroll ignored SIGTERM:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs the binary to completion with `env` and no data; returns (exit code, stderr).
+pub fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .env_clear()
+        .env("DB_PATH", dir.path().join("data"))
+        .env("API_PORT", free_port().to_string())
+        .env("INTERNAL_PORT", free_port().to_string())
+        .env("LISTEN_ADDR", "127.0.0.1")
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Replaces every RFC 3339 millisecond timestamp string in `v` with `"<time>"`.
+pub fn normalize_times(v: &mut Value) {
+    match v {
+        Value::String(s) if is_timestamp(s) => *s = "<time>".into(),
+        Value::Array(items) => items.iter_mut().for_each(normalize_times),
+        Value::Object(map) => map.values_mut().for_each(normalize_times),
+        _ => {}
+    }
+}
+
+fn is_timestamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 24
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[19] == b'.'
+        && b[23] == b'Z'
+        && s[..4].bytes().all(|c| c.is_ascii_digit())
+}
