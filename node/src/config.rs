@@ -132,7 +132,11 @@ impl Config {
         };
         macro_rules! pick {
             ($field:ident, $default:expr) => {
-                given.$field.clone().or(file.$field.clone()).unwrap_or($default)
+                given
+                    .$field
+                    .clone()
+                    .or(file.$field.clone())
+                    .unwrap_or($default)
             };
         }
         let defaults = Limits::default();
@@ -181,7 +185,10 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         let limits = &self.service.limits;
         if !(1..=100_000).contains(&self.partitions) {
-            bail!("PARTITIONS: {} is out of range; use 1 to 100000", self.partitions);
+            bail!(
+                "PARTITIONS: {} is out of range; use 1 to 100000",
+                self.partitions
+            );
         }
         if self.api_port == self.internal_port && self.api_port != 0 {
             bail!(
@@ -209,7 +216,10 @@ impl Config {
             );
         }
         if self.log_segment_bytes < 1024 {
-            bail!("LOG_SEGMENT_BYTES: {} is too small; use at least 1024", self.log_segment_bytes);
+            bail!(
+                "LOG_SEGMENT_BYTES: {} is too small; use at least 1024",
+                self.log_segment_bytes
+            );
         }
         if self.checkpoint_interval.is_zero() {
             bail!("CHECKPOINT_INTERVAL_MS: must be greater than 0");
@@ -238,8 +248,18 @@ mod tests {
     fn flags_beat_the_file_which_beats_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("fs.toml");
-        std::fs::write(&file, "api_port = 9000\npartitions = 8\nlog_format = \"json\"\n").unwrap();
-        let c = Config::resolve(settings(&["--config", file.to_str().unwrap(), "--api-port", "9100"])).unwrap();
+        std::fs::write(
+            &file,
+            "api_port = 9000\npartitions = 8\nlog_format = \"json\"\n",
+        )
+        .unwrap();
+        let c = Config::resolve(settings(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--api-port",
+            "9100",
+        ]))
+        .unwrap();
         assert_eq!(c.api_port, 9100);
         assert_eq!(c.partitions, 8);
         assert_eq!(c.log_format, LogFormat::Json);
@@ -256,7 +276,10 @@ mod tests {
         let file = dir.path().join("fs.toml");
         std::fs::write(&file, "api_prot = 1\n").unwrap();
         let e = Config::resolve(settings(&["--config", file.to_str().unwrap()])).unwrap_err();
-        assert!(format!("{e:#}").contains("unknown field `api_prot`"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("unknown field `api_prot`"),
+            "{e:#}"
+        );
         assert!(Settings::try_parse_from(["firescroll", "--api-port", "http"]).is_err());
     }
 }

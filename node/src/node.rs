@@ -17,7 +17,10 @@ use tokio::net::TcpListener;
 
 /// Runs the node until `shutdown` resolves, then stops accepting requests, finishes those in
 /// flight, stops applying and flushes the store and log.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     if config.kafka_seeds.is_some() {
         bail!(
             "KAFKA_SEEDS: this build only has the embedded log; the Kafka log is not implemented yet. \
@@ -28,8 +31,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .with_context(|| format!("DB_PATH: cannot create {}", config.db_path.display()))?;
 
     // The store first: fjall locks its directory, so a second node on the same DB_PATH stops here.
-    let store = Store::open(&config.db_path.join("store"), config.partitions)
-        .with_context(|| format!("DB_PATH: cannot open the store in {}", config.db_path.display()))?;
+    let store =
+        Store::open(&config.db_path.join("store"), config.partitions).with_context(|| {
+            format!(
+                "DB_PATH: cannot open the store in {}",
+                config.db_path.display()
+            )
+        })?;
     let log = Arc::new(
         EmbeddedLog::open(EmbeddedLogConfig {
             dir: config.db_path.join("log"),
@@ -78,7 +86,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     tokio::spawn(async move {
         shutdown.await;
         if !sleep.is_zero() {
-            tracing::info!(seconds = sleep.as_secs(), "shutdown requested; draining before closing");
+            tracing::info!(
+                seconds = sleep.as_secs(),
+                "shutdown requested; draining before closing"
+            );
             tokio::time::sleep(sleep).await;
         }
         tracing::info!("shutting down: no new requests");

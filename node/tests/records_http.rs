@@ -44,7 +44,11 @@ fn parse(file: &str) -> Vec<Request> {
             Some((s, b)) => (s, Some(b.to_string())),
             None => (expect.as_str(), None),
         };
-        let (method, url) = request_line.unwrap().split_once(' ').map(|(m, u)| (m.to_string(), u.to_string())).unwrap();
+        let (method, url) = request_line
+            .unwrap()
+            .split_once(' ')
+            .map(|(m, u)| (m.to_string(), u.to_string()))
+            .unwrap();
         requests.push(Request {
             title,
             method,
@@ -59,9 +63,14 @@ fn parse(file: &str) -> Vec<Request> {
 
 #[test]
 fn every_request_in_records_http_gives_its_documented_answer() {
-    let file = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../records.http")).unwrap();
+    let file =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../records.http")).unwrap();
     let requests = parse(&file);
-    assert!(requests.len() >= 20, "records.http has {} requests", requests.len());
+    assert!(
+        requests.len() >= 20,
+        "records.http has {} requests",
+        requests.len()
+    );
     let node = Node::start();
     let client = reqwest::blocking::Client::new();
     for r in &requests {
@@ -81,8 +90,14 @@ fn every_request_in_records_http_gives_its_documented_answer() {
         .unwrap();
         let status = response.status().as_u16();
         let text = response.text().unwrap();
-        assert_eq!(status, r.expect_status, "{:?}: status (body {text})", r.title);
-        let Some(expected) = &r.expect_body else { continue };
+        assert_eq!(
+            status, r.expect_status,
+            "{:?}: status (body {text})",
+            r.title
+        );
+        let Some(expected) = &r.expect_body else {
+            continue;
+        };
         match serde_json::from_str::<Value>(expected) {
             Ok(expected) => {
                 let mut actual: Value = serde_json::from_str(&text)

@@ -66,9 +66,9 @@ pub fn rewrite_negated_string_ops(src: &str) -> String {
     loop {
         let tokens = tokenize(&src);
         let text = |t: &Token| &src[t.start..t.end];
-        let Some(i) = (0..tokens.len().saturating_sub(1)).find(|&i| {
-            text(&tokens[i]) == "not" && NEGATABLE.contains(&text(&tokens[i + 1]))
-        }) else {
+        let Some(i) = (0..tokens.len().saturating_sub(1))
+            .find(|&i| text(&tokens[i]) == "not" && NEGATABLE.contains(&text(&tokens[i + 1])))
+        else {
             return src;
         };
         // Left operand: back to a boundary or an unmatched opening bracket.
@@ -126,17 +126,29 @@ mod tests {
             rw(r#"sk > "sk3" && sk not contains "_a""#),
             r#"sk > "sk3" && !(sk contains "_a")"#
         );
-        assert_eq!(rw(r#"data.a + "x" not startsWith "y""#), r#"!(data.a + "x" startsWith "y")"#);
+        assert_eq!(
+            rw(r#"data.a + "x" not startsWith "y""#),
+            r#"!(data.a + "x" startsWith "y")"#
+        );
         assert_eq!(
             rw(r#"(pk not endsWith "z") || f(a, b not matches "^q")"#),
             r#"(!(pk endsWith "z")) || f(a, !(b matches "^q"))"#
         );
-        assert_eq!(rw(r#"a not contains "x" and b not contains "y""#), r#"!(a contains "x") and !(b contains "y")"#);
+        assert_eq!(
+            rw(r#"a not contains "x" and b not contains "y""#),
+            r#"!(a contains "x") and !(b contains "y")"#
+        );
     }
 
     #[test]
     fn leaves_everything_else_alone() {
-        for s in [r#"x not in ["a"]"#, r#"not (a contains "b")"#, r#""not contains" == pk"#, "not", "a not contains"] {
+        for s in [
+            r#"x not in ["a"]"#,
+            r#"not (a contains "b")"#,
+            r#""not contains" == pk"#,
+            "not",
+            "a not contains",
+        ] {
             assert_eq!(rw(s), s);
         }
     }

@@ -17,14 +17,21 @@ fn firescroll_idioms() {
     assert_eq!(eval("data == nil", None), Ok(true));
     assert_eq!(eval("data == null", hey), Ok(false));
     assert_eq!(eval("_updated_at > 1", hey), Ok(true));
-    assert_eq!(eval("_created_at == 10 && _updated_at == 20", hey), Ok(true));
+    assert_eq!(
+        eval("_created_at == 10 && _updated_at == 20", hey),
+        Ok(true)
+    );
     assert_eq!(eval(r#"pk == "pk1" && sk == "sk1""#, None), Ok(true));
     assert_eq!(eval("undefined_name == nil", None), Ok(true));
 }
 
 #[test]
 fn numbers_compare_across_int_and_float() {
-    let v = Some((r#"{"version":3,"ratio":0.5,"big":18446744073709551615}"#, 1, 1));
+    let v = Some((
+        r#"{"version":3,"ratio":0.5,"big":18446744073709551615}"#,
+        1,
+        1,
+    ));
     assert_eq!(eval("data.version == 3", v), Ok(true));
     assert_eq!(eval("data.ratio < 1", v), Ok(true));
     assert_eq!(eval("data.big > 1", v), Ok(true));
@@ -45,19 +52,35 @@ fn never_boolean_is_refused_with_firescroll_message() {
 
 #[test]
 fn syntax_errors_and_ranges_are_refused() {
-    assert!(matches!(Conditions::new().check("1 +"), Err(CondError::Invalid { .. })));
-    assert!(matches!(Conditions::new().check("all(1..100000000000, # > 0)"), Err(CondError::Invalid { .. })));
+    assert!(matches!(
+        Conditions::new().check("1 +"),
+        Err(CondError::Invalid { .. })
+    ));
+    assert!(matches!(
+        Conditions::new().check("all(1..100000000000, # > 0)"),
+        Err(CondError::Invalid { .. })
+    ));
     // `..` inside a string is fine.
     assert_eq!(eval(r#"pk != "a..b""#, None), Ok(true));
-    assert!(Conditions::new().check(&"a".repeat(MAX_CONDITION_BYTES + 1)).is_err());
+    assert!(
+        Conditions::new()
+            .check(&"a".repeat(MAX_CONDITION_BYTES + 1))
+            .is_err()
+    );
 }
 
 #[test]
 fn runtime_errors_and_non_booleans_at_apply_are_errors() {
     let v = Some((r#"{"x":"text","enabled":"yes"}"#, 1, 1));
-    assert!(matches!(eval("data.x > 1", v), Err(CondError::Runtime { .. })));
+    assert!(matches!(
+        eval("data.x > 1", v),
+        Err(CondError::Runtime { .. })
+    ));
     let err = eval("data.enabled", v).unwrap_err();
-    assert!(err.to_string().contains("returned string, not a boolean"), "{err}");
+    assert!(
+        err.to_string().contains("returned string, not a boolean"),
+        "{err}"
+    );
 }
 
 #[test]

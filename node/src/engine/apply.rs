@@ -35,13 +35,9 @@ pub fn apply_batch(
         entries: records.len(),
     };
     for record in records {
-        if let Err(rejection) = apply_entry(
-            store,
-            conds,
-            partitions,
-            &record.payload,
-            &mut batch.writes,
-        )? {
+        if let Err(rejection) =
+            apply_entry(store, conds, partitions, &record.payload, &mut batch.writes)?
+        {
             batch.rejections.push((record.offset, rejection));
         }
         batch.next_offset = record.offset + 1;
@@ -60,7 +56,12 @@ pub fn apply_and_commit(
     let rejections: Vec<(u64, Vec<u8>)> = batch
         .rejections
         .iter()
-        .map(|(offset, r)| (*offset, serde_json::to_vec(r).expect("rejections serialize")))
+        .map(|(offset, r)| {
+            (
+                *offset,
+                serde_json::to_vec(r).expect("rejections serialize"),
+            )
+        })
         .collect();
     store.commit(
         batch.writes.iter().map(|(k, v)| (k.clone(), v.clone())),
@@ -119,7 +120,10 @@ fn apply_entry(
         let current = match stored.as_deref() {
             None => None,
             Some(bytes) => Some(decode_value(bytes).ok_or_else(|| {
-                StoreError::Corrupt(format!("value of {:?}/{:?} has no valid header", op.pk, op.sk))
+                StoreError::Corrupt(format!(
+                    "value of {:?}/{:?} has no valid header",
+                    op.pk, op.sk
+                ))
             })?),
         };
         if let Some(source) = &op.cond

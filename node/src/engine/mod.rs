@@ -207,7 +207,10 @@ impl Engine {
         let label = id.to_string();
         let failed = |reason: String| {
             tracing::error!(partition = id, %reason, "partition cannot be opened");
-            metrics.partition_healthy.with_label_values(&[&label]).set(0);
+            metrics
+                .partition_healthy
+                .with_label_values(&[&label])
+                .set(0);
             reason
         };
         let store = match self.inner.store.partition(id) {
@@ -218,7 +221,11 @@ impl Engine {
             Ok(next) => next,
             Err(e) => {
                 let reason = failed(format!("reading the applied offset failed: {e}"));
-                return Ok(Arc::new(PartitionRuntime::new(store, 0, Health::Failed { reason })));
+                return Ok(Arc::new(PartitionRuntime::new(
+                    store,
+                    0,
+                    Health::Failed { reason },
+                )));
             }
         };
         metrics
@@ -232,11 +239,18 @@ impl Engine {
             }
             Err(e) => {
                 let reason = failed(format!("opening the log at offset {next} failed: {e}"));
-                return Ok(Arc::new(PartitionRuntime::new(store, next, Health::Failed { reason })));
+                return Ok(Arc::new(PartitionRuntime::new(
+                    store,
+                    next,
+                    Health::Failed { reason },
+                )));
             }
         };
         let runtime = Arc::new(PartitionRuntime::new(store, next, Health::Serving));
-        metrics.partition_healthy.with_label_values(&[&label]).set(1);
+        metrics
+            .partition_healthy
+            .with_label_values(&[&label])
+            .set(1);
         let handle = {
             let engine = self.clone();
             let runtime = runtime.clone();
@@ -372,7 +386,11 @@ impl Engine {
     }
 
     /// Waits until `position` is applied on this node, up to `timeout`.
-    pub async fn wait_applied(&self, position: Position, timeout: Duration) -> Result<(), WaitError> {
+    pub async fn wait_applied(
+        &self,
+        position: Position,
+        timeout: Duration,
+    ) -> Result<(), WaitError> {
         let runtime = self
             .partition(position.partition)
             .ok_or(WaitError::NotOwned(position.partition))?;

@@ -18,10 +18,7 @@ pub enum Health {
     Failed { reason: String },
     /// The log no longer holds the entries this partition needs next (DESIGN.md invariant 8):
     /// serving it would silently miss writes, so it is not served.
-    Gap {
-        next_offset: u64,
-        log_start: u64,
-    },
+    Gap { next_offset: u64, log_start: u64 },
 }
 
 /// A partition this node owns.

@@ -37,7 +37,10 @@ fn pks_in(partition: u32, n: usize) -> Vec<String> {
 }
 
 fn open_partition(dir: &std::path::Path, id: u32) -> PartitionStore {
-    crate::store::Store::open(dir, PARTITIONS).unwrap().partition(id).unwrap()
+    crate::store::Store::open(dir, PARTITIONS)
+        .unwrap()
+        .partition(id)
+        .unwrap()
 }
 
 fn records(entries: &[Vec<u8>]) -> Vec<LogRecord> {
@@ -71,7 +74,10 @@ fn mixed_log() -> Vec<Vec<u8>> {
             3 => LogEntry::new(i, vec![delete(pk, &sk, Some("_updated_at < 100"))]),
             4 => LogEntry::new(
                 i,
-                vec![put(pk, "a", "1", None), put(pk, "b", "2", Some("data.missing.deeper > 1"))],
+                vec![
+                    put(pk, "a", "1", None),
+                    put(pk, "b", "2", Some("data.missing.deeper > 1")),
+                ],
             ),
             5 => LogEntry::new(i, vec![put(pk, &sk, "[1,2]", None), delete(pk, "s0", None)]),
             6 => LogEntry::new(i, vec![put(&other[0], "x", "1", None)]),
@@ -111,7 +117,11 @@ fn same_log_gives_same_digest_whatever_the_batching() {
         digests.push(store.digest().unwrap());
         outcomes.push(rejected);
     }
-    assert!(digests[0].records > 5, "the log leaves records behind: {:?}", digests[0]);
+    assert!(
+        digests[0].records > 5,
+        "the log leaves records behind: {:?}",
+        digests[0]
+    );
     assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
     assert!(outcomes.windows(2).all(|w| w[0] == w[1]));
     let kinds: std::collections::BTreeSet<_> = outcomes[0].iter().map(|(_, k)| *k).collect();
@@ -130,9 +140,23 @@ fn an_entry_is_all_or_nothing() {
     let entries = vec![
         LogEntry::new(1, vec![put(pk, "a", "1", None)]).encode(),
         // Second op's condition fails: the first op must not take effect either.
-        LogEntry::new(2, vec![put(pk, "a", "2", None), put(pk, "b", "2", Some("data != nil"))]).encode(),
+        LogEntry::new(
+            2,
+            vec![
+                put(pk, "a", "2", None),
+                put(pk, "b", "2", Some("data != nil")),
+            ],
+        )
+        .encode(),
         // Ops see the entry's earlier ops.
-        LogEntry::new(3, vec![put(pk, "c", "3", None), put(pk, "c", "4", Some("data == 3"))]).encode(),
+        LogEntry::new(
+            3,
+            vec![
+                put(pk, "c", "3", None),
+                put(pk, "c", "4", Some("data == 3")),
+            ],
+        )
+        .encode(),
     ];
     let batch = apply_and_commit(&store, &conds, PARTITIONS, &records(&entries)).unwrap();
     assert_eq!(batch.rejections.len(), 1);
@@ -162,7 +186,10 @@ fn timestamps_and_conditions_use_the_stored_record() {
         LogEntry::new(1500, vec![put(pk, "k", "4", None)]).encode(),
     ];
     let batch = apply_and_commit(&store, &conds, PARTITIONS, &records(&entries)).unwrap();
-    assert_eq!(batch.rejections.iter().map(|r| r.0).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(
+        batch.rejections.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![2]
+    );
     let record = get(&store, pk, "k").unwrap();
     assert_eq!(record.data_json, "4");
     assert_eq!(record.created_at_ms, 1000);
@@ -199,20 +226,42 @@ async fn engine_applies_waits_and_resumes_without_reapplying() {
     // would change that entry's recorded outcome.
     let mut positions = Vec::new();
     for n in 0..20 {
-        let cond = if n == 0 { "data == nil".to_string() } else { format!("data == {}", n - 1) };
+        let cond = if n == 0 {
+            "data == nil".to_string()
+        } else {
+            format!("data == {}", n - 1)
+        };
         let entry = LogEntry::new(n, vec![put(&pk, "counter", &n.to_string(), Some(&cond))]);
         let offset = log.append(2, vec![entry.encode()]).await.unwrap();
-        positions.push(Position { partition: 2, offset });
+        positions.push(Position {
+            partition: 2,
+            offset,
+        });
     }
     let last = *positions.last().unwrap();
-    engine.wait_applied(last, Duration::from_secs(10)).await.unwrap();
+    engine
+        .wait_applied(last, Duration::from_secs(10))
+        .await
+        .unwrap();
     for &p in &positions {
         assert_eq!(engine.outcome(p).unwrap(), Some(Outcome::Applied));
     }
-    let before = engine.partition(2).unwrap().store.get(&pk, "counter").unwrap().unwrap();
+    let before = engine
+        .partition(2)
+        .unwrap()
+        .store
+        .get(&pk, "counter")
+        .unwrap()
+        .unwrap();
     assert_eq!(before.data_json, "19");
     let err = engine
-        .wait_applied(Position { partition: 2, offset: 1000 }, Duration::from_millis(50))
+        .wait_applied(
+            Position {
+                partition: 2,
+                offset: 1000,
+            },
+            Duration::from_millis(50),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, WaitError::Timeout { next: 20, .. }), "{err}");
@@ -230,5 +279,80 @@ async fn engine_applies_waits_and_resumes_without_reapplying() {
     }
     let after = runtime.store.get(&pk, "counter").unwrap().unwrap();
     assert_eq!(after, before);
+    engine.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_failure_stops_the_partition_visibly_instead_of_skipping() {
+    let dir = tempfile::tempdir().unwrap();
+    let pk = pks_in(1, 1).remove(0);
+    let log = Arc::new(
+        EmbeddedLog::open(EmbeddedLogConfig {
+            dir: dir.path().join("log"),
+            partitions: PARTITIONS,
+            segment_bytes: 1 << 20,
+            max_entry_bytes: 1 << 20,
+        })
+        .unwrap(),
+    );
+    let store = crate::store::Store::open(&dir.path().join("store"), PARTITIONS).unwrap();
+    // Damage on disk: a value that is not in the stored format.
+    store
+        .partition(1)
+        .unwrap()
+        .commit(
+            [(
+                crate::store::encode_key(&pk, "bad"),
+                Some(b"garbage".to_vec()),
+            )],
+            &[],
+            0,
+        )
+        .unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let (engine, _tasks) = Engine::start(
+        store,
+        log.clone(),
+        Arc::new(Conditions::new()),
+        metrics.clone(),
+        EngineConfig::default(),
+    );
+    let entry = LogEntry::new(1, vec![put(&pk, "bad", "1", None)]);
+    let offset = log.append(1, vec![entry.encode()]).await.unwrap();
+    let runtime = engine.partition(1).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while runtime.health() == Health::Serving {
+        assert!(Instant::now() < deadline, "the partition never stopped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        matches!(runtime.health(), Health::Failed { ref reason } if reason.contains("corrupt"))
+    );
+    // Not applied, not skipped: the entry stays next in line for after the repair.
+    assert_eq!(runtime.next_offset(), offset);
+    assert!(
+        metrics
+            .render()
+            .contains("firescroll_partition_healthy{partition=\"1\"} 0")
+    );
+    // Other partitions carry on.
+    let other = pks_in(2, 1).remove(0);
+    let offset = log
+        .append(
+            2,
+            vec![LogEntry::new(1, vec![put(&other, "ok", "1", None)]).encode()],
+        )
+        .await
+        .unwrap();
+    engine
+        .wait_applied(
+            Position {
+                partition: 2,
+                offset,
+            },
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
     engine.shutdown();
 }

@@ -77,7 +77,11 @@ struct AnyFormat {
 impl LogEntry {
     /// A v1 entry stamped with `ts_ms`.
     pub fn new(ts_ms: i64, ops: Vec<Op>) -> Self {
-        LogEntry { v: ENTRY_VERSION, ts_ms, ops }
+        LogEntry {
+            v: ENTRY_VERSION,
+            ts_ms,
+            ops,
+        }
     }
 
     /// The entry's bytes as they go into the log.
@@ -90,9 +94,13 @@ impl LogEntry {
         let any: AnyFormat =
             serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
         match (any.v, any.mutation) {
-            (Some(v), _) if v != u64::from(ENTRY_VERSION) => Err(DecodeError::UnsupportedVersion(v)),
+            (Some(v), _) if v != u64::from(ENTRY_VERSION) => {
+                Err(DecodeError::UnsupportedVersion(v))
+            }
             (Some(_), _) => {
-                let ops = any.ops.ok_or_else(|| DecodeError::Malformed("missing `ops`".into()))?;
+                let ops = any
+                    .ops
+                    .ok_or_else(|| DecodeError::Malformed("missing `ops`".into()))?;
                 if ops.is_empty() {
                     return Err(DecodeError::Empty);
                 }
@@ -134,10 +142,16 @@ mod tests {
         let entry = LogEntry::decode(bytes).unwrap();
         assert_eq!(entry.ts_ms, 5);
         assert_eq!(entry.ops.len(), 2);
-        assert_eq!(entry.ops[0].data.as_ref().unwrap().get(), r#"{"z":1,"a":[1.50,"x"]}"#);
+        assert_eq!(
+            entry.ops[0].data.as_ref().unwrap().get(),
+            r#"{"z":1,"a":[1.50,"x"]}"#
+        );
         assert_eq!(entry.ops[0].cond.as_deref(), Some("data == null"));
         assert_eq!(entry.ops[1].op, OpKind::Delete);
-        assert_eq!(LogEntry::decode(&entry.encode()).unwrap().encode(), entry.encode());
+        assert_eq!(
+            LogEntry::decode(&entry.encode()).unwrap().encode(),
+            entry.encode()
+        );
     }
 
     #[test]
@@ -158,7 +172,10 @@ mod tests {
 
     #[test]
     fn bad_entries_say_why() {
-        assert!(matches!(LogEntry::decode(b"nope"), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            LogEntry::decode(b"nope"),
+            Err(DecodeError::Malformed(_))
+        ));
         assert!(matches!(
             LogEntry::decode(br#"{"v":2,"ts_ms":1,"ops":[]}"#),
             Err(DecodeError::UnsupportedVersion(2))
@@ -167,7 +184,10 @@ mod tests {
             LogEntry::decode(br#"{"v":1,"ts_ms":1,"ops":[]}"#),
             Err(DecodeError::Empty)
         ));
-        assert!(matches!(LogEntry::decode(br#"{"x":1}"#), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            LogEntry::decode(br#"{"x":1}"#),
+            Err(DecodeError::Malformed(_))
+        ));
         assert!(matches!(
             LogEntry::decode(br#"{"v":1,"ts_ms":1,"ops":[{"op":"upsert","pk":"a"}]}"#),
             Err(DecodeError::Malformed(_))

@@ -65,8 +65,14 @@ mod tests {
         assert!(vectors.len() >= 15);
         for v in vectors {
             let key = unhex(v["key_hex"].as_str().unwrap());
-            assert_eq!(u64::from(murmur2(&key)), v["murmur2"].as_u64().unwrap(), "{key:?}");
-            let Ok(pk) = std::str::from_utf8(&key) else { continue };
+            assert_eq!(
+                u64::from(murmur2(&key)),
+                v["murmur2"].as_u64().unwrap(),
+                "{key:?}"
+            );
+            let Ok(pk) = std::str::from_utf8(&key) else {
+                continue;
+            };
             for (count, partition) in v["partitions"].as_object().unwrap() {
                 let count: u32 = count.parse().unwrap();
                 assert_eq!(

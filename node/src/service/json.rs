@@ -69,7 +69,8 @@ mod tests {
 
     #[test]
     fn result_is_the_same_json() {
-        let pretty = "{ \"z\" : { \"y\" : [ true , false , null , \"\\u00e9 \" ] } , \"n\" : -1.5e3 }";
+        let pretty =
+            "{ \"z\" : { \"y\" : [ true , false , null , \"\\u00e9 \" ] } , \"n\" : -1.5e3 }";
         let a: serde_json::Value = serde_json::from_str(pretty).unwrap();
         let b: serde_json::Value = serde_json::from_str(&compact_json(pretty)).unwrap();
         assert_eq!(a, b);

@@ -74,6 +74,8 @@ pub enum ErrorKind {
     BadRequest,
     /// No such route or resource.
     NotFound,
+    /// The route exists but not for this method.
+    MethodNotAllowed,
     /// The request or a part of it is over a size limit.
     TooLarge,
     /// The log or a partition cannot serve right now; retrying later may work.

@@ -76,7 +76,11 @@ impl Service {
             let started = Instant::now();
             let records = runtime
                 .store
-                .get_many(indexes.iter().map(|&i| (keys[i].pk.as_str(), keys[i].sk.as_str())))
+                .get_many(
+                    indexes
+                        .iter()
+                        .map(|&i| (keys[i].pk.as_str(), keys[i].sk.as_str())),
+                )
                 .map_err(|e| self.read_failed(partition, e))?;
             let hits = records.iter().filter(|r| r.is_some()).count();
             self.metrics
@@ -108,11 +112,16 @@ impl Service {
         let partition = partition_of(&request.pk, self.engine.partition_count());
         let runtime = self.readable_partition(partition)?;
         let max = self.config.limits.max_list_records as u64;
-        let limit = if request.limit == 0 { max } else { request.limit.min(max) } as usize;
+        let limit = if request.limit == 0 {
+            max
+        } else {
+            request.limit.min(max)
+        } as usize;
         let started = Instant::now();
-        let mut scan = runtime
-            .store
-            .scan(&request.pk, &request.sk_prefix, request.cursor.as_deref());
+        let mut scan =
+            runtime
+                .store
+                .scan(&request.pk, &request.sk_prefix, request.cursor.as_deref());
         let mut page = ListPage::default();
         let mut stopped = false;
         for record in scan.by_ref() {
@@ -154,7 +163,11 @@ impl Service {
         }
         self.metrics
             .partition_latency
-            .with_label_values(&[if page.records.is_empty() { "list_full_miss" } else { "list" }])
+            .with_label_values(&[if page.records.is_empty() {
+                "list_full_miss"
+            } else {
+                "list"
+            }])
             .observe(started.elapsed().as_micros() as f64);
         Ok(page)
     }

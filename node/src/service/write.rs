@@ -82,7 +82,10 @@ impl Service {
                         ),
                     ));
                 }
-                let (partition, ops) = by_partition.into_iter().next().expect("validated non-empty");
+                let (partition, ops) = by_partition
+                    .into_iter()
+                    .next()
+                    .expect("validated non-empty");
                 let entry = LogEntry::new(ts_ms, ops).encode();
                 self.check_entry_size(&entry)?;
                 vec![(partition, vec![entry])]
@@ -199,7 +202,12 @@ impl Service {
     }
 
     /// Checks one record's address. Shared by reads and writes.
-    pub(super) fn validate_key(&self, index: usize, pk: &str, sk: &str) -> Result<(), ServiceError> {
+    pub(super) fn validate_key(
+        &self,
+        index: usize,
+        pk: &str,
+        sk: &str,
+    ) -> Result<(), ServiceError> {
         let max = self.config.limits.max_key_bytes;
         if pk.is_empty() {
             return Err(ServiceError::bad_request(
@@ -260,7 +268,8 @@ impl Service {
                 entries.push(entry);
                 continue;
             }
-            let size = op.pk.len() + op.sk.len() + op.data.as_ref().map_or(4, |d| d.get().len()) + 64;
+            let size =
+                op.pk.len() + op.sk.len() + op.data.as_ref().map_or(4, |d| d.get().len()) + 64;
             if run_bytes + size > limit {
                 flush(&mut run, &mut entries)?;
                 run_bytes = 0;
@@ -282,17 +291,19 @@ impl Service {
             .into_iter()
             .map(|(partition, entries)| {
                 let count = entries.len() as u64;
-                (partition, count, tokio::spawn(log.append(partition, entries)))
+                (
+                    partition,
+                    count,
+                    tokio::spawn(log.append(partition, entries)),
+                )
             })
             .collect();
         let mut positions = Vec::new();
         let mut failure: Option<LogError> = None;
         for (partition, count, append) in appends {
             match append.await {
-                Ok(Ok(first)) => positions.extend((first..first + count).map(|offset| Position {
-                    partition,
-                    offset,
-                })),
+                Ok(Ok(first)) => positions
+                    .extend((first..first + count).map(|offset| Position { partition, offset })),
                 Ok(Err(e)) => failure = Some(e),
                 Err(e) => failure = Some(LogError::Unavailable(e.to_string())),
             }
@@ -307,7 +318,10 @@ impl Service {
                 .iter()
                 .map(|p| format!("{}@{}", p.partition, p.offset))
                 .collect();
-            format!("entries at partition@offset {} were written", list.join(", "))
+            format!(
+                "entries at partition@offset {} were written",
+                list.join(", ")
+            )
         };
         Err(match error {
             LogError::TooLarge { size, limit } => ServiceError::too_large(

@@ -41,12 +41,12 @@ pub fn decode_key(key: &[u8]) -> Option<(String, String)> {
             i += 1;
             continue;
         }
-        match key.get(i + 1)? {
-            &ESCAPED_ZERO => {
+        match *key.get(i + 1)? {
+            ESCAPED_ZERO => {
                 pk.push(0);
                 i += 2;
             }
-            &TERMINATOR => {
+            TERMINATOR => {
                 let sk = key[i + 2..].to_vec();
                 return Some((String::from_utf8(pk).ok()?, String::from_utf8(sk).ok()?));
             }
@@ -68,8 +68,16 @@ mod tests {
 
     #[test]
     fn zero_bytes_and_unicode_round_trip() {
-        for (pk, sk) in [("a\0b", "\0"), ("", ""), ("ünï", "日本\0語"), ("\0\0", "x\u{1}")] {
-            assert_eq!(decode_key(&encode_key(pk, sk)), Some((pk.to_string(), sk.to_string())));
+        for (pk, sk) in [
+            ("a\0b", "\0"),
+            ("", ""),
+            ("ünï", "日本\0語"),
+            ("\0\0", "x\u{1}"),
+        ] {
+            assert_eq!(
+                decode_key(&encode_key(pk, sk)),
+                Some((pk.to_string(), sk.to_string()))
+            );
         }
     }
 

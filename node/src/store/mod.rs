@@ -54,9 +54,10 @@ impl Store {
         let meta = db.keyspace(META_KEYSPACE, KeyspaceCreateOptions::default)?;
         match meta.get(META_PARTITION_COUNT)? {
             Some(bytes) => {
-                let stored = u32::from_be_bytes(bytes.as_ref().try_into().map_err(|_| {
-                    StoreError::Corrupt("partition count is not 4 bytes".into())
-                })?);
+                let stored =
+                    u32::from_be_bytes(bytes.as_ref().try_into().map_err(|_| {
+                        StoreError::Corrupt("partition count is not 4 bytes".into())
+                    })?);
                 if stored != partitions {
                     return Err(StoreError::PartitionCountMismatch {
                         path: path.display().to_string(),

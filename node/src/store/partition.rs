@@ -89,10 +89,12 @@ impl PartitionStore {
     ) -> Result<Vec<Option<Record>>> {
         let snapshot = self.db.snapshot();
         keys.into_iter()
-            .map(|(pk, sk)| match snapshot.get(&self.records, encode_key(pk, sk))? {
-                None => Ok(None),
-                Some(v) => to_record(pk.to_string(), sk.to_string(), &v).map(Some),
-            })
+            .map(
+                |(pk, sk)| match snapshot.get(&self.records, encode_key(pk, sk))? {
+                    None => Ok(None),
+                    Some(v) => to_record(pk.to_string(), sk.to_string(), &v).map(Some),
+                },
+            )
             .collect()
     }
 
@@ -135,14 +137,21 @@ impl PartitionStore {
         for (offset, outcome) in rejections {
             batch.insert(&self.meta, self.rejection_key(*offset), outcome.as_slice());
         }
-        batch.insert(&self.meta, self.next_offset_key(), next_offset.to_be_bytes());
+        batch.insert(
+            &self.meta,
+            self.next_offset_key(),
+            next_offset.to_be_bytes(),
+        );
         batch.commit()?;
         Ok(())
     }
 
     /// The recorded outcome of a rejected entry at `offset`, if that entry was rejected.
     pub fn rejection(&self, offset: u64) -> Result<Option<Vec<u8>>> {
-        Ok(self.meta.get(self.rejection_key(offset))?.map(|s| s.to_vec()))
+        Ok(self
+            .meta
+            .get(self.rejection_key(offset))?
+            .map(|s| s.to_vec()))
     }
 
     /// Record count and SHA-256 over all (key, value) pairs in key order, from one snapshot.
@@ -173,8 +182,9 @@ impl PartitionStore {
 }
 
 fn to_record(pk: String, sk: String, value: &[u8]) -> Result<Record> {
-    let view = decode_value(value)
-        .ok_or_else(|| StoreError::Corrupt(format!("value of {pk:?}/{sk:?} has no valid header")))?;
+    let view = decode_value(value).ok_or_else(|| {
+        StoreError::Corrupt(format!("value of {pk:?}/{sk:?} has no valid header"))
+    })?;
     let data_json = String::from_utf8(view.data_json.to_vec())
         .map_err(|_| StoreError::Corrupt(format!("data of {pk:?}/{sk:?} is not UTF-8")))?;
     Ok(Record {

@@ -12,7 +12,11 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_firescroll");
 
 /// A free TCP port on loopback (bound, then released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// One running node.
@@ -49,7 +53,10 @@ impl Node {
             data: base.join("data"),
             api: free_port(),
             internal: free_port(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             client: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -88,9 +95,16 @@ impl Node {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("firescroll exited with {status} while starting:\n{}", self.log());
+                panic!(
+                    "firescroll exited with {status} while starting:\n{}",
+                    self.log()
+                );
             }
-            assert!(Instant::now() < deadline, "firescroll did not come up:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "firescroll did not come up:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -147,13 +161,21 @@ impl Node {
     /// SIGTERM and wait for a clean exit.
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("node is running");
-        Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "firescroll ignored SIGTERM:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "firescroll ignored SIGTERM:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -182,7 +204,10 @@ pub fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (i32, String) {
         .args(args)
         .output()
         .unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Replaces every RFC 3339 millisecond timestamp string in `v` with `"<time>"`.

@@ -16,10 +16,14 @@ use axum::routing::{get, post};
 pub fn router(service: Service) -> Router {
     let body_limit = service.limits().max_body_bytes;
     Router::new()
-        .route("/up", get(|| async { response::text(StatusCode::OK, "ok") }))
+        .route(
+            "/up",
+            get(|| async { response::text(StatusCode::OK, "ok") }),
+        )
         .route("/ready", get(ready))
         .route("/records/{op}", post(records::handle))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(service)
 }
@@ -43,6 +47,17 @@ async fn not_found(method: Method, uri: Uri) -> Response {
         "not_found",
         format!(
             "no route for {method} {}: the API is POST /records/{{put,get,delete,list,batch,outcomes}}, GET /up, GET /ready",
+            uri.path()
+        ),
+    ))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    response::error(&ServiceError::new(
+        ErrorKind::MethodNotAllowed,
+        "method_not_allowed",
+        format!(
+            "{method} is not allowed on {}: /records/* take POST with a JSON body; /up and /ready take GET",
             uri.path()
         ),
     ))

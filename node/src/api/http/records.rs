@@ -78,7 +78,10 @@ async fn dispatch(service: &Service, op: &str, body: &[u8]) -> Result<Vec<u8>, S
                     min_offsets: positions(req.min_offsets)?,
                 })
                 .await?;
-            Ok(response::records(&page.records, page.next_cursor.as_deref()))
+            Ok(response::records(
+                &page.records,
+                page.next_cursor.as_deref(),
+            ))
         }
         "put" | "delete" | "batch" => {
             let req: MutateBody = parse(body)?;
@@ -201,6 +204,9 @@ fn body_error(service: &Service, rejection: BytesRejection) -> ServiceError {
             ),
         )
     } else {
-        ServiceError::bad_request("bad_body", format!("cannot read the request body: {rejection}"))
+        ServiceError::bad_request(
+            "bad_body",
+            format!("cannot read the request body: {rejection}"),
+        )
     }
 }

@@ -2,8 +2,8 @@
 //! FireScroll (`Records`, `records`, `pk`, `Pk` all work); unknown fields are ignored and the last
 //! of duplicate fields wins, also as in Go.
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;

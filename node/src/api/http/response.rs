@@ -2,11 +2,11 @@
 //! Shapes are FireScroll's: `{"Records":[{"Pk","Sk","Data","CreatedAt","UpdatedAt"}]}`.
 
 use crate::engine::{Outcome, Rejection};
-use serde::Serialize;
 use crate::model::{Position, Record};
 use crate::service::{EntryResult, ErrorKind, ServiceError};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use std::io::Write;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -41,7 +41,12 @@ fn write_time(out: &mut Vec<u8>, ms: i64) {
 
 /// `{"Records":[...]}` plus `"NextCursor"` when a list page has more after it.
 pub fn records(records: &[Record], next_cursor: Option<&str>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + records.iter().map(|r| r.data_json.len() + 128).sum::<usize>());
+    let mut out = Vec::with_capacity(
+        64 + records
+            .iter()
+            .map(|r| r.data_json.len() + 128)
+            .sum::<usize>(),
+    );
     out.extend_from_slice(b"{\"Records\":[");
     for (i, r) in records.iter().enumerate() {
         if i > 0 {
@@ -80,9 +85,18 @@ struct OutcomeBody<'a> {
 impl<'a> OutcomeBody<'a> {
     fn of(outcome: Option<&'a Outcome>) -> Self {
         match outcome {
-            None => OutcomeBody { status: "pending", rejection: None },
-            Some(Outcome::Applied) => OutcomeBody { status: "applied", rejection: None },
-            Some(Outcome::Rejected(r)) => OutcomeBody { status: "rejected", rejection: Some(r) },
+            None => OutcomeBody {
+                status: "pending",
+                rejection: None,
+            },
+            Some(Outcome::Applied) => OutcomeBody {
+                status: "applied",
+                rejection: None,
+            },
+            Some(Outcome::Rejected(r)) => OutcomeBody {
+                status: "rejected",
+                rejection: Some(r),
+            },
         }
     }
 }
@@ -128,6 +142,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
     match kind {
         ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -162,6 +177,9 @@ mod tests {
             body,
             r#"{"Records":[{"Pk":"p\"1","Sk":"\u0000","Data":{"hey":"ho","n":1.50},"CreatedAt":"2023-05-07T14:03:11.123Z","UpdatedAt":"2023-05-07T14:03:11.000Z"}],"NextCursor":"s"}"#
         );
-        assert_eq!(String::from_utf8(records(&[], None)).unwrap(), r#"{"Records":[]}"#);
+        assert_eq!(
+            String::from_utf8(records(&[], None)).unwrap(),
+            r#"{"Records":[]}"#
+        );
     }
 }

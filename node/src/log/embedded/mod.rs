@@ -71,7 +71,8 @@ impl EmbeddedLog {
         let storage = |what: &str, e: std::io::Error| {
             LogError::Storage(format!("{what} in {}: {e}", config.dir.display()))
         };
-        fs::create_dir_all(&config.dir).map_err(|e| storage("cannot create the log directory", e))?;
+        fs::create_dir_all(&config.dir)
+            .map_err(|e| storage("cannot create the log directory", e))?;
         check_partition_count(&config.dir, config.partitions)?;
 
         let mut partitions = Vec::new();
@@ -79,7 +80,8 @@ impl EmbeddedLog {
         let mut writers = Vec::new();
         for id in 0..config.partitions {
             let dir = config.dir.join(format!("p{id}"));
-            fs::create_dir_all(&dir).map_err(|e| storage("cannot create a partition directory", e))?;
+            fs::create_dir_all(&dir)
+                .map_err(|e| storage("cannot create a partition directory", e))?;
             let recovered = writer::Writer::recover(&dir, config.segment_bytes)
                 .map_err(|e| storage(&format!("cannot recover partition {id}"), e))?;
             let shared = Arc::new(PartitionShared {
@@ -151,7 +153,10 @@ fn check_partition_count(dir: &Path, partitions: u32) -> Result<(), LogError> {
             };
             write().map_err(|e| LogError::Storage(format!("cannot write {}: {e}", path.display())))
         }
-        Err(e) => Err(LogError::Storage(format!("cannot read {}: {e}", path.display()))),
+        Err(e) => Err(LogError::Storage(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -200,8 +205,15 @@ impl MutationLog for EmbeddedLog {
     }
 
     fn bounds(&self, partition: u32) -> Result<(u64, u64), LogError> {
-        let state = self.shared(partition)?.state.lock().expect("partition lock");
-        Ok((state.segments.first().copied().unwrap_or(state.end), state.end))
+        let state = self
+            .shared(partition)?
+            .state
+            .lock()
+            .expect("partition lock");
+        Ok((
+            state.segments.first().copied().unwrap_or(state.end),
+            state.end,
+        ))
     }
 
     fn release(&self, partition: u32, offset: u64) {
@@ -223,7 +235,9 @@ impl MutationLog for EmbeddedLog {
             let path = segment::segment_path(&shared.dir, base);
             match fs::remove_file(&path) {
                 Ok(()) => tracing::debug!(partition, base, "released an applied log segment"),
-                Err(e) => tracing::warn!(partition, base, error = %e, "cannot delete an applied log segment"),
+                Err(e) => {
+                    tracing::warn!(partition, base, error = %e, "cannot delete an applied log segment")
+                }
             }
         }
     }

@@ -29,11 +29,18 @@ async fn appends_are_ordered_contiguous_and_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let log = EmbeddedLog::open(config(dir.path(), 100)).unwrap();
-        assert_eq!(log.append(0, vec![b"a".to_vec(), b"b".to_vec()]).await.unwrap(), 0);
+        assert_eq!(
+            log.append(0, vec![b"a".to_vec(), b"b".to_vec()])
+                .await
+                .unwrap(),
+            0
+        );
         assert_eq!(log.append(0, vec![b"c".to_vec()]).await.unwrap(), 2);
         assert_eq!(log.append(1, vec![b"x".to_vec()]).await.unwrap(), 0);
         for i in 0..50u32 {
-            log.append(0, vec![i.to_string().into_bytes()]).await.unwrap();
+            log.append(0, vec![i.to_string().into_bytes()])
+                .await
+                .unwrap();
         }
     }
     let log = EmbeddedLog::open(config(dir.path(), 100)).unwrap();
@@ -60,7 +67,11 @@ async fn concurrent_appends_are_group_committed_without_loss() {
         tasks.push(tokio::spawn(async move {
             let mut offsets = Vec::new();
             for i in 0..100 {
-                offsets.push(log.append(0, vec![format!("{t}-{i}").into_bytes()]).await.unwrap());
+                offsets.push(
+                    log.append(0, vec![format!("{t}-{i}").into_bytes()])
+                        .await
+                        .unwrap(),
+                );
             }
             offsets
         }));
@@ -79,7 +90,9 @@ async fn a_torn_tail_is_cut_and_appends_continue() {
     let dir = tempfile::tempdir().unwrap();
     {
         let log = EmbeddedLog::open(config(dir.path(), 1 << 20)).unwrap();
-        log.append(0, vec![b"one".to_vec(), b"two".to_vec()]).await.unwrap();
+        log.append(0, vec![b"one".to_vec(), b"two".to_vec()])
+            .await
+            .unwrap();
     }
     // A crash in the middle of writing a third frame leaves half a frame behind.
     let seg = segment::segment_path(&dir.path().join("p0"), 0);
@@ -90,8 +103,14 @@ async fn a_torn_tail_is_cut_and_appends_continue() {
     let log = EmbeddedLog::open(config(dir.path(), 1 << 20)).unwrap();
     assert_eq!(log.bounds(0).unwrap(), (0, 2));
     assert_eq!(log.append(0, vec![b"three".to_vec()]).await.unwrap(), 2);
-    let payloads: Vec<Vec<u8>> = read_all(&log, 0, 0).into_iter().map(|r| r.payload).collect();
-    assert_eq!(payloads, vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
+    let payloads: Vec<Vec<u8>> = read_all(&log, 0, 0)
+        .into_iter()
+        .map(|r| r.payload)
+        .collect();
+    assert_eq!(
+        payloads,
+        vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+    );
 }
 
 #[tokio::test]
@@ -99,15 +118,27 @@ async fn released_segments_are_deleted_and_reading_below_start_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let log = EmbeddedLog::open(config(dir.path(), 64)).unwrap();
     for i in 0..40u32 {
-        log.append(0, vec![format!("entry-{i:04}").into_bytes()]).await.unwrap();
+        log.append(0, vec![format!("entry-{i:04}").into_bytes()])
+            .await
+            .unwrap();
     }
-    let segments_before = segment::list_segments(&dir.path().join("p0")).unwrap().len();
-    assert!(segments_before > 3, "small segments roll: {segments_before}");
+    let segments_before = segment::list_segments(&dir.path().join("p0"))
+        .unwrap()
+        .len();
+    assert!(
+        segments_before > 3,
+        "small segments roll: {segments_before}"
+    );
     log.release(0, 30);
     let (start, end) = log.bounds(0).unwrap();
     assert!(start > 0 && start <= 30, "start {start}");
     assert_eq!(end, 40);
-    assert!(segment::list_segments(&dir.path().join("p0")).unwrap().len() < segments_before);
+    assert!(
+        segment::list_segments(&dir.path().join("p0"))
+            .unwrap()
+            .len()
+            < segments_before
+    );
     assert!(matches!(log.reader(0, 0), Err(LogError::Truncated { start: s, .. }) if s == start));
     let rest = read_all(&log, 0, 30);
     assert_eq!(rest.len(), 10);
@@ -126,7 +157,10 @@ async fn partition_count_is_fixed_at_creation() {
     let mut other = config(dir.path(), 1024);
     other.partitions = 3;
     let err = EmbeddedLog::open(other).err().unwrap().to_string();
-    assert!(err.contains("has 2 partitions but PARTITIONS is 3"), "{err}");
+    assert!(
+        err.contains("has 2 partitions but PARTITIONS is 3"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -136,6 +170,12 @@ async fn oversized_entries_are_refused() {
     cfg.max_entry_bytes = 10;
     let log = EmbeddedLog::open(cfg).unwrap();
     let err = log.append(0, vec![vec![0; 11]]).await.unwrap_err();
-    assert!(matches!(err, LogError::TooLarge { size: 11, limit: 10 }));
+    assert!(matches!(
+        err,
+        LogError::TooLarge {
+            size: 11,
+            limit: 10
+        }
+    ));
     assert_eq!(log.bounds(0).unwrap(), (0, 0));
 }

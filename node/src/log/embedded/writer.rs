@@ -107,7 +107,9 @@ impl Writer {
                 .clone();
             if let Some(reason) = failed {
                 for request in group {
-                    let _ = request.reply.send(Err(LogError::Unavailable(reason.clone())));
+                    let _ = request
+                        .reply
+                        .send(Err(LogError::Unavailable(reason.clone())));
                 }
                 continue;
             }
@@ -127,7 +129,9 @@ impl Writer {
                     tracing::error!(partition = self.shared.id, error = %e, "embedded log write failed");
                     self.shared.state.lock().expect("partition lock").failed = Some(reason.clone());
                     for request in group {
-                        let _ = request.reply.send(Err(LogError::Unavailable(reason.clone())));
+                        let _ = request
+                            .reply
+                            .send(Err(LogError::Unavailable(reason.clone())));
                     }
                 }
             }

@@ -1,0 +1,194 @@
+//! Bad input gets a clear error (or a deterministic rejection), the node keeps serving, and
+//! nothing already stored changes.
+
+mod common;
+
+use common::{Node, run_to_exit};
+use serde_json::{Value, json};
+
+fn error_code(reply: &Value) -> &str {
+    reply["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error: {reply}"))
+}
+
+fn digests(node: &Node) -> Vec<Value> {
+    node.partitions()
+        .iter()
+        .map(|p| p["digest"].clone())
+        .collect()
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_change_nothing() {
+    let node = Node::start_with(&[
+        ("MAX_BODY_BYTES", "65536"),
+        ("MAX_VALUE_BYTES", "1000"),
+        ("MAX_RECORDS_PER_REQUEST", "10"),
+        ("MAX_KEY_BYTES", "64"),
+    ]);
+    let (status, reply) = node.post(
+        "/records/put",
+        json!({"Records":[{"pk":"keep","sk":"me","data":{"v":1}}],"wait":true}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let before = digests(&node);
+
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("/records/put", "{\"Records\": [".into(), 400, "invalid_json"),
+        ("/records/put", "not json at all".into(), 400, "invalid_json"),
+        ("/records/put", "".into(), 400, "empty_body"),
+        ("/records/put", json!({"Records":[{"pk":5,"sk":"x"}]}).to_string(), 400, "invalid_json"),
+        ("/records/put", json!({"Records":"nope"}).to_string(), 400, "invalid_json"),
+        ("/records/put", json!({"Records":[]}).to_string(), 400, "empty_records"),
+        ("/records/put", json!({}).to_string(), 400, "empty_records"),
+        ("/records/get", json!({"Records":[]}).to_string(), 400, "empty_records"),
+        ("/records/put", json!({"Records":[{"sk":"no pk","data":1}]}).to_string(), 400, "missing_pk"),
+        ("/records/put", json!({"Records":[{"pk":"k".repeat(65),"data":1}]}).to_string(), 400, "key_too_large"),
+        ("/records/put", json!({"Records":[{"pk":"k","data":"x".repeat(2000)}]}).to_string(), 413, "value_too_large"),
+        ("/records/put", json!({"Records":(0..11).map(|i| json!({"pk":format!("k{i}"),"data":i})).collect::<Vec<_>>()}).to_string(), 400, "too_many_records"),
+        ("/records/put", format!("{{\"Records\":[{{\"pk\":\"big\",\"data\":\"{}\"}}]}}", "y".repeat(70_000)), 413, "body_too_large"),
+        ("/records/put", json!({"Records":[{"pk":"k","data":1,"if":"data ==="}]}).to_string(), 400, "invalid_if"),
+        ("/records/put", json!({"Records":[{"pk":"k","data":1,"if":"all(1..100000000000, # > 0)"}]}).to_string(), 400, "invalid_if"),
+        ("/records/put", json!({"Records":[{"pk":"k","data":1,"if":"pk + sk"}]}).to_string(), 400, "invalid_if"),
+        ("/records/batch", json!({"Records":[{"op":"upsert","pk":"k","data":1}]}).to_string(), 400, "bad_op"),
+        ("/records/list", json!({"pk":"keep","limit":-1}).to_string(), 400, "bad_limit"),
+        ("/records/list", json!({"pk":"keep","if":"data.v > \"x\""}).to_string(), 400, "if_failed"),
+        ("/records/get", json!({"Records":[{"pk":"keep","sk":"me"}],"min_offsets":[{"Partition":99,"Offset":0}]}).to_string(), 400, "bad_min_offsets"),
+        ("/records/get", json!({"Records":[{"pk":"keep","sk":"me"}],"min_offsets":[{"Partition":0}]}).to_string(), 400, "bad_position"),
+        ("/records/nope", json!({}).to_string(), 400, "unknown_operation"),
+    ];
+    for (path, body, want_status, want_code) in cases {
+        let (status, text) = node.post_raw(path, body.clone());
+        let reply: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{path} {body:.80}: non-JSON {e}: {text}"));
+        assert_eq!(
+            (status, error_code(&reply)),
+            (want_status, want_code),
+            "{path} {body:.80}: {reply}"
+        );
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(message.len() > 10, "message says what to fix: {message}");
+    }
+    let (status, text) = node.get_url(&node.url("/records/get"));
+    assert_eq!(status, 405, "{text}");
+    let (status, text) = node.get_url(&node.url("/nowhere"));
+    assert_eq!(status, 404, "{text}");
+
+    assert_eq!(digests(&node), before, "bad input changed stored data");
+    let (status, reply) = node.post("/records/get", json!({"Records":[{"pk":"keep","sk":"me"}]}));
+    assert_eq!(
+        (status, &reply["Records"][0]["Data"]),
+        (200, &json!({"v":1}))
+    );
+}
+
+#[test]
+fn runtime_condition_errors_reject_the_entry_deterministically() {
+    let node = Node::start();
+    let put = |data: Value, cond: Option<&str>| {
+        let mut record = json!({"pk":"cfg","sk":"x","data":data});
+        if let Some(c) = cond {
+            record["if"] = c.into();
+        }
+        node.post("/records/put", json!({"Records":[record],"wait":true}))
+    };
+    let (_, reply) = put(json!({"x":"a string"}), None);
+    assert_eq!(reply["Positions"][0]["Outcome"]["Status"], "applied");
+    // Compiles, but `data.x > 1` compares a string with a number at apply time.
+    let (status, reply) = put(json!({"x":2}), Some("data.x > 1"));
+    assert_eq!(status, 200, "{reply}");
+    let outcome = &reply["Positions"][0]["Outcome"];
+    assert_eq!(outcome["Status"], "rejected", "{reply}");
+    assert_eq!(outcome["Kind"], "condition_error", "{reply}");
+    // A condition that is data-dependent but not a boolean is rejected the same way.
+    let (_, reply) = put(json!({"x":3}), Some("data.x"));
+    assert_eq!(
+        reply["Positions"][0]["Outcome"]["Kind"], "condition_error",
+        "{reply}"
+    );
+    // The partition keeps applying; the stored record is untouched by the rejected entries.
+    let (_, got) = node.post("/records/get", json!({"Records":[{"pk":"cfg","sk":"x"}]}));
+    assert_eq!(got["Records"][0]["Data"], json!({"x":"a string"}));
+    let (_, reply) = put(json!({"x":4}), Some("data.x == \"a string\""));
+    assert_eq!(
+        reply["Positions"][0]["Outcome"]["Status"], "applied",
+        "{reply}"
+    );
+}
+
+#[test]
+fn any_bytes_in_keys_and_unicode_work() {
+    let node = Node::start();
+    let pks = ["a\u{0}b", "a", "a\u{0}", "日本語", "emoji 🔥"];
+    let sks = ["", "\u{0}", "\u{0}\u{0}", "z", "ünï\u{0}cödé"];
+    let records: Vec<Value> = pks
+        .iter()
+        .flat_map(|pk| {
+            sks.iter()
+                .map(move |sk| json!({"pk":pk,"sk":sk,"data":{"pk":pk,"sk":sk}}))
+        })
+        .collect();
+    let (status, reply) = node.post("/records/put", json!({"Records":records,"wait":true}));
+    assert_eq!(status, 200, "{reply}");
+    for pk in pks {
+        let keys: Vec<Value> = sks.iter().map(|sk| json!({"pk":pk,"sk":sk})).collect();
+        let (_, got) = node.post("/records/get", json!({"Records":keys}));
+        let got = got["Records"].as_array().unwrap();
+        assert_eq!(got.len(), sks.len(), "{pk:?}");
+        for (record, sk) in got.iter().zip(sks) {
+            assert_eq!(
+                (
+                    record["Pk"].as_str().unwrap(),
+                    record["Sk"].as_str().unwrap()
+                ),
+                (pk, sk)
+            );
+            assert_eq!(record["Data"], json!({"pk":pk,"sk":sk}));
+        }
+        // A list of one pk holds exactly its records, in sk byte order; `a` never sees `a\0b`'s.
+        let (_, listed) = node.post("/records/list", json!({"pk":pk}));
+        let listed: Vec<&str> = listed["Records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["Sk"].as_str().unwrap())
+            .collect();
+        let mut expected: Vec<&str> = sks.to_vec();
+        expected.sort();
+        assert_eq!(listed, expected, "{pk:?}");
+    }
+}
+
+#[test]
+fn bad_settings_stop_the_node_naming_the_setting() {
+    let (code, err) = run_to_exit(&[("API_PORT", "http")], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("API_PORT"), "{err}");
+    let (code, err) = run_to_exit(&[("PARTITIONS", "0")], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("PARTITIONS"), "{err}");
+    let (code, err) = run_to_exit(&[("KAFKA_SEEDS", "127.0.0.1:9092")], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("KAFKA_SEEDS"), "{err}");
+}
+
+#[test]
+fn changing_the_partition_count_of_existing_data_is_refused() {
+    let mut node = Node::start_with(&[("PARTITIONS", "4")]);
+    node.terminate();
+    let out = std::process::Command::new(common::BIN)
+        .env_clear()
+        .env("DB_PATH", &node.data)
+        .env("PARTITIONS", "8")
+        .env("API_PORT", common::free_port().to_string())
+        .env("INTERNAL_PORT", common::free_port().to_string())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("4 partitions") && err.contains("PARTITIONS"),
+        "{err}"
+    );
+}

@@ -1,0 +1,156 @@
+//! Durability across `kill -9` and clean shutdown, against the real binary.
+
+mod common;
+
+use common::Node;
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Default)]
+struct Acked {
+    /// Position of each acknowledged counter write, in order (write k sets n = k + 1).
+    counter: Vec<Value>,
+    /// Highest k of an acknowledged batch write.
+    batch_k: Option<u64>,
+}
+
+fn position(reply: &Value) -> Value {
+    reply["Positions"][0].clone()
+}
+
+#[test]
+fn kill_9_loses_no_acknowledged_write_and_applies_nothing_twice() {
+    let mut node = Node::start();
+    let acked = Arc::new(Mutex::new(Acked::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        let url = node.url("");
+        std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::new();
+            let post = |path: &str, body: Value| -> Option<Value> {
+                let r = client
+                    .post(format!("{url}{path}"))
+                    .body(body.to_string())
+                    .send()
+                    .ok()?;
+                if !r.status().is_success() {
+                    return None;
+                }
+                r.json_value()
+            };
+            for k in 0u64.. {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                // The counter only moves by one: `if` guards it, so an entry applied twice
+                // would be rejected the second time and its recorded outcome would change.
+                let cond = if k == 0 {
+                    "data == null".to_string()
+                } else {
+                    format!("data.n == {k}")
+                };
+                let put =
+                    json!({"Records":[{"pk":"counter","sk":"c","data":{"n":k + 1},"if":cond}]});
+                let Some(reply) = post("/records/put", put) else {
+                    return;
+                };
+                acked.lock().unwrap().counter.push(position(&reply));
+                // Two records of one atomic batch must always agree.
+                let batch = json!({"Records":[
+                    {"op":"put","pk":"batch","sk":"a","data":{"k":k}},
+                    {"op":"put","pk":"batch","sk":"b","data":{"k":k}}
+                ]});
+                let Some(_) = post("/records/batch", batch) else {
+                    return;
+                };
+                acked.lock().unwrap().batch_k = Some(k);
+            }
+        })
+    };
+    // Let the writer get going, read the counter's creation time, then pull the plug mid-stream.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while acked.lock().unwrap().counter.len() < 50 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writer made no progress:\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let first = acked.lock().unwrap().counter[0].clone();
+    let (_, before) = node.post(
+        "/records/get",
+        json!({"Records":[{"pk":"counter","sk":"c"}],"min_offsets":[first]}),
+    );
+    let created_before = before["Records"][0]["CreatedAt"].clone();
+    assert!(created_before.is_string(), "{before}");
+    std::thread::sleep(Duration::from_millis(300));
+    node.kill9();
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+
+    let acked = Arc::try_unwrap(acked).ok().unwrap().into_inner().unwrap();
+    let acked_count = acked.counter.len() as u64;
+    assert!(acked_count >= 50);
+
+    node.spawn();
+    let last = acked.counter.last().unwrap().clone();
+    let (status, after) = node.post(
+        "/records/get",
+        json!({"Records":[{"pk":"counter","sk":"c"},{"pk":"batch","sk":"a"},{"pk":"batch","sk":"b"}],"min_offsets":[last]}),
+    );
+    assert_eq!(status, 200, "{after}");
+    let records = after["Records"].as_array().unwrap();
+    let n = records[0]["Data"]["n"].as_u64().unwrap();
+    // Every acknowledged increment is there; at most one more that was durable but not yet acked.
+    assert!(
+        n == acked_count || n == acked_count + 1,
+        "n = {n}, acknowledged {acked_count}"
+    );
+    assert_eq!(
+        records[0]["CreatedAt"], created_before,
+        "_created_at changed"
+    );
+    let (a, b) = (&records[1]["Data"]["k"], &records[2]["Data"]["k"]);
+    assert_eq!(a, b, "a batch was half applied");
+    assert!(a.as_u64().unwrap() >= acked.batch_k.unwrap());
+
+    // Every acknowledged counter entry still has the outcome "applied": none was applied twice.
+    let (status, outcomes) = node.post("/records/outcomes", json!({"Positions": acked.counter}));
+    assert_eq!(status, 200, "{outcomes}");
+    for o in outcomes["Outcomes"].as_array().unwrap() {
+        assert_eq!(o["Outcome"]["Status"], "applied", "{o}");
+    }
+}
+
+#[test]
+fn sigterm_exits_cleanly_and_data_survives() {
+    let mut node = Node::start();
+    let (status, reply) = node.post(
+        "/records/put",
+        json!({"Records":[{"pk":"k","sk":"s","data":{"v":1}}]}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let status = node.terminate();
+    assert!(status.success(), "exit {status}:\n{}", node.log());
+    assert!(node.log().contains("stopped cleanly"));
+    node.spawn();
+    let (_, got) = node.post(
+        "/records/get",
+        json!({"Records":[{"pk":"k","sk":"s"}],"min_offsets":[position(&reply)]}),
+    );
+    assert_eq!(got["Records"][0]["Data"], json!({"v":1}));
+}
+
+trait JsonValue {
+    fn json_value(self) -> Option<Value>;
+}
+
+impl JsonValue for reqwest::blocking::Response {
+    fn json_value(self) -> Option<Value> {
+        serde_json::from_str(&self.text().ok()?).ok()
+    }
+}
