@@ -1,1 +1,61 @@
-//! Benchmarks live in `benches/benches/`; this crate has no code of its own.
+//! Shared fixtures for FireScroll's benchmarks.
+
+use firescroll::log::LogRecord;
+use firescroll::model::{LogEntry, Op, OpKind, partition_of};
+use firescroll::store::{PartitionStore, Store, encode_key, encode_value};
+use serde_json::value::RawValue;
+
+/// Partitions in benchmark stores.
+pub const PARTITIONS: u32 = 4;
+
+/// The `i`-th benchmark pk that lives in `partition` (16 bytes, like a typical config key).
+pub fn pk_in(partition: u32, i: u64) -> String {
+    (i * 64..)
+        .map(|n| format!("key-{n:012}"))
+        .find(|pk| partition_of(pk, PARTITIONS) == partition)
+        .expect("some key lands in every partition")
+}
+
+/// A 100-byte JSON value.
+pub fn value_100b(i: u64) -> String {
+    let v = format!(r#"{{"id":{i},"enabled":true,"version":3,"pad":""#);
+    format!("{v}{}\"}}", "x".repeat(100 - v.len() - 2))
+}
+
+/// A store in `dir` whose partition 0 holds `n` records (keys `pk_in(0, 0..n)`, sk `""`).
+pub fn loaded_partition(dir: &std::path::Path, n: u64) -> (Vec<String>, PartitionStore) {
+    let store = Store::open(dir, PARTITIONS).expect("open store");
+    let partition = store.partition(0).expect("open partition");
+    let keys: Vec<String> = (0..n).map(|i| pk_in(0, i)).collect();
+    for (chunk_index, chunk) in keys.chunks(10_000).enumerate() {
+        let writes = chunk.iter().enumerate().map(|(j, pk)| {
+            let i = (chunk_index * 10_000 + j) as u64;
+            (
+                encode_key(pk, ""),
+                Some(encode_value(1, 1, value_100b(i).as_bytes())),
+            )
+        });
+        partition.commit(writes, &[], 0).expect("load");
+    }
+    (keys, partition)
+}
+
+/// `n` log records, each a single-op put entry in partition 0 (distinct keys), optionally with
+/// an `if`.
+pub fn single_op_entries(n: u64, cond: Option<&str>) -> Vec<LogRecord> {
+    (0..n)
+        .map(|i| {
+            let op = Op {
+                op: OpKind::Put,
+                pk: pk_in(0, i),
+                sk: String::new(),
+                data: Some(RawValue::from_string(value_100b(i)).expect("valid JSON")),
+                cond: cond.map(str::to_string),
+            };
+            LogRecord {
+                offset: i,
+                payload: LogEntry::new(1_732_590_000_000, vec![op]).encode(),
+            }
+        })
+        .collect()
+}

@@ -2,8 +2,8 @@
 //! names and buckets (spec §10), with a bounded label set; the rest are FireScroll-Rust's own.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric the node exports.
@@ -25,7 +25,23 @@ pub struct Metrics {
     pub applied_offset: IntGaugeVec,
     /// `firescroll_partition_healthy{partition}`: 1 serving, 0 stopped (failure or gap).
     pub partition_healthy: IntGaugeVec,
+    /// Children of the two latency histograms for the hot paths, resolved once: looking a label
+    /// up per request costs a hash and a lock.
+    hot: Vec<(&'static str, Histogram, Histogram)>,
 }
+
+/// The operation labels with pre-resolved histograms: HTTP operations and partition reads.
+const HOT_LABELS: [&str; 9] = [
+    "get",
+    "get_full_miss",
+    "list",
+    "list_full_miss",
+    "put",
+    "delete",
+    "batch",
+    "outcomes",
+    "unknown",
+];
 
 const HTTP_BUCKETS: &[f64] = &[
     100.0, 200.0, 300.0, 400.0, 500.0, 750.0, 1000.0, 1250.0, 1500.0, 2000.0, 2500.0, 3000.0,
@@ -111,7 +127,18 @@ impl Metrics {
         ] {
             registry.register(collector).expect("unique metric");
         }
+        let hot = HOT_LABELS
+            .iter()
+            .map(|&label| {
+                (
+                    label,
+                    http_latency.with_label_values(&[label]),
+                    partition_latency.with_label_values(&[label]),
+                )
+            })
+            .collect();
         Metrics {
+            hot,
             registry,
             http_latency,
             partition_latency,
@@ -121,6 +148,32 @@ impl Metrics {
             apply_lag,
             applied_offset,
             partition_healthy,
+        }
+    }
+
+    fn hot(&self, label: &str) -> Option<&(&'static str, Histogram, Histogram)> {
+        self.hot.iter().find(|(l, _, _)| *l == label)
+    }
+
+    /// Records an HTTP request's latency under `operation`.
+    pub fn observe_http(&self, operation: &str, micros: f64) {
+        match self.hot(operation) {
+            Some((_, http, _)) => http.observe(micros),
+            None => self
+                .http_latency
+                .with_label_values(&[operation])
+                .observe(micros),
+        }
+    }
+
+    /// Records a partition-level operation's latency under `operation`.
+    pub fn observe_partition(&self, operation: &str, micros: f64) {
+        match self.hot(operation) {
+            Some((_, _, partition)) => partition.observe(micros),
+            None => self
+                .partition_latency
+                .with_label_values(&[operation])
+                .observe(micros),
         }
     }
 

@@ -83,10 +83,10 @@ impl Service {
                 )
                 .map_err(|e| self.read_failed(partition, e))?;
             let hits = records.iter().filter(|r| r.is_some()).count();
-            self.metrics
-                .partition_latency
-                .with_label_values(&[if hits == 0 { "get_full_miss" } else { "get" }])
-                .observe(started.elapsed().as_micros() as f64);
+            self.metrics.observe_partition(
+                if hits == 0 { "get_full_miss" } else { "get" },
+                started.elapsed().as_micros() as f64,
+            );
             for (i, record) in indexes.into_iter().zip(records) {
                 found[i] = record;
             }
@@ -161,14 +161,13 @@ impl Service {
         if !stopped && page.records.len() >= limit && scan.next().is_some() {
             page.next_cursor = page.records.last().map(|r| r.sk.clone());
         }
+        let label = if page.records.is_empty() {
+            "list_full_miss"
+        } else {
+            "list"
+        };
         self.metrics
-            .partition_latency
-            .with_label_values(&[if page.records.is_empty() {
-                "list_full_miss"
-            } else {
-                "list"
-            }])
-            .observe(started.elapsed().as_micros() as f64);
+            .observe_partition(label, started.elapsed().as_micros() as f64);
         Ok(page)
     }
 

@@ -87,7 +87,16 @@ impl PartitionStore {
         &self,
         keys: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Vec<Option<Record>>> {
+        let mut keys = keys.into_iter().peekable();
+        let Some(first) = keys.next() else {
+            return Ok(Vec::new());
+        };
+        if keys.peek().is_none() {
+            // One key needs no snapshot: a single read is consistent by itself.
+            return Ok(vec![self.get(first.0, first.1)?]);
+        }
         let snapshot = self.db.snapshot();
+        let keys = std::iter::once(first).chain(keys);
         keys.into_iter()
             .map(
                 |(pk, sk)| match snapshot.get(&self.records, encode_key(pk, sk))? {

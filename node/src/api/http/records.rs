@@ -37,9 +37,7 @@ pub async fn handle(
     };
     service
         .metrics()
-        .http_latency
-        .with_label_values(&[label])
-        .observe(started.elapsed().as_micros() as f64);
+        .observe_http(label, started.elapsed().as_micros() as f64);
     response
 }
 

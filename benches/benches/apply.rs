@@ -1,0 +1,108 @@
+//! Apply throughput: single-op entries applied and committed in batches, and end to end from the
+//! embedded log (append everything, then time the engine until it has applied it all).
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use firescroll::cond::Conditions;
+use firescroll::engine::{Engine, EngineConfig, apply_and_commit};
+use firescroll::log::MutationLog;
+use firescroll::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
+use firescroll::metrics::Metrics;
+use firescroll::model::Position;
+use firescroll::store::Store;
+use firescroll_benches::{PARTITIONS, single_op_entries};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BATCH: u64 = 1024;
+
+fn apply_batches(c: &mut Criterion) {
+    let conds = Conditions::new();
+    let mut group = c.benchmark_group("apply");
+    group.throughput(Throughput::Elements(BATCH));
+    for (name, cond) in [
+        ("batch_of_1024_single_op_puts", None),
+        (
+            "batch_of_1024_puts_with_if",
+            Some("data == null || data.version == 3"),
+        ),
+    ] {
+        let entries = single_op_entries(BATCH, cond);
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let dir = tempfile::tempdir().unwrap();
+                let store = Store::open(dir.path(), PARTITIONS)
+                    .unwrap()
+                    .partition(0)
+                    .unwrap();
+                let started = Instant::now();
+                for _ in 0..iters {
+                    apply_and_commit(&store, &conds, PARTITIONS, &entries).unwrap();
+                }
+                started.elapsed()
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Appends `n` single-op entries to partition 0 of a fresh embedded log, then starts an engine
+/// and measures how long it takes to apply them all.
+fn from_embedded_log(n: u64) -> Duration {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(
+            EmbeddedLog::open(EmbeddedLogConfig {
+                dir: dir.path().join("log"),
+                partitions: PARTITIONS,
+                segment_bytes: 64 << 20,
+                max_entry_bytes: 1 << 20,
+            })
+            .unwrap(),
+        );
+        let entries: Vec<Vec<u8>> = single_op_entries(n, None)
+            .into_iter()
+            .map(|r| r.payload)
+            .collect();
+        for chunk in entries.chunks(4096) {
+            log.append(0, chunk.to_vec()).await.unwrap();
+        }
+        let store = Store::open(&dir.path().join("store"), PARTITIONS).unwrap();
+        let started = Instant::now();
+        let (engine, tasks) = Engine::start(
+            store,
+            log.clone(),
+            Arc::new(Conditions::new()),
+            Arc::new(Metrics::new()),
+            EngineConfig::default(),
+        );
+        engine
+            .wait_applied(
+                Position {
+                    partition: 0,
+                    offset: n - 1,
+                },
+                Duration::from_secs(600),
+            )
+            .await
+            .unwrap();
+        let elapsed = started.elapsed();
+        engine.shutdown();
+        tasks.iter().for_each(|t| t.abort());
+        elapsed
+    })
+}
+
+fn apply_from_log(c: &mut Criterion) {
+    const N: u64 = 100_000;
+    let mut group = c.benchmark_group("apply_from_embedded_log");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(N));
+    group.bench_function("100k_single_op_entries", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| from_embedded_log(N)).sum())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, apply_batches, apply_from_log);
+criterion_main!(benches);

@@ -1,0 +1,44 @@
+//! `if` evaluation: building the subject from stored JSON and running a cached program.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use firescroll::cond::{Conditions, Subject};
+use firescroll_benches::value_100b;
+use std::hint::black_box;
+
+fn condition(c: &mut Criterion) {
+    let conds = Conditions::new();
+    let stored = value_100b(7);
+    for (name, source) in [
+        ("if_data_is_null", "data == null"),
+        (
+            "if_version_and_flag",
+            "data.version == 3 && data.enabled == true",
+        ),
+        (
+            "if_string_ops",
+            r#"sk startsWith "feature/" && sk not contains "_old""#,
+        ),
+    ] {
+        let program = conds.check(source).unwrap();
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                let subject =
+                    Subject::new("flags", "feature/checkout", Some((stored.as_bytes(), 1, 2)))
+                        .unwrap();
+                black_box(conds.eval(source, &program, &subject).unwrap())
+            })
+        });
+    }
+    c.bench_function("if_compile_cached", |b| {
+        b.iter(|| {
+            black_box(
+                conds
+                    .compile("data.version == 3 && data.enabled == true")
+                    .unwrap(),
+            )
+        })
+    });
+}
+
+criterion_group!(benches, condition);
+criterion_main!(benches);

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# HTTP get throughput: FireScroll vs an axum hello-world baseline, same machine, same wrk run shape.
+#
+#   benches/http_get.sh            # needs wrk (apt-get install wrk) and python3
+#
+# Starts a release `firescroll` on a fresh data dir, loads RECORDS records, drives
+# POST /records/get (one random key per request) with wrk, then does the same against the
+# baseline (benches/src/bin/hello.rs), and prints both and their ratio.
+# Env: RECORDS (100000), DURATION (10s), CONNECTIONS (50), THREADS (1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/firescroll/target}"
+export RECORDS="${RECORDS:-100000}"
+DURATION="${DURATION:-10s}"
+CONNECTIONS="${CONNECTIONS:-50}"
+THREADS="${THREADS:-1}"
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+
+cargo build --release -q -p firescroll -p firescroll-benches --bins
+BIN="$CARGO_TARGET_DIR/release"
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+wait_up() { for _ in $(seq 1 200); do curl -sf -o /dev/null "$1" -X POST -d '{"Records":[{"pk":"x"}]}' && return 0; sleep 0.05; done; echo "server at $1 did not start" >&2; exit 1; }
+
+DB_PATH="$work/data" API_PORT=18190 INTERNAL_PORT=18191 LISTEN_ADDR=127.0.0.1 LOG_LEVEL=warn \
+    "$BIN/firescroll" >"$work/node.log" 2>&1 &
+pids+=($!)
+wait_up http://127.0.0.1:18190/records/get
+python3 benches/load.py http://127.0.0.1:18190
+
+"$BIN/hello" 18192 &
+pids+=($!)
+wait_up http://127.0.0.1:18192/records/get
+
+run() {  # name url
+    local out
+    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s benches/wrk/get.lua "$2")
+    local rps p50 p99
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+    echo "$1 $rps $p50 $p99"
+}
+# Warm both up, then measure.
+wrk -t1 -c10 -d2s -s benches/wrk/get.lua http://127.0.0.1:18190/records/get >/dev/null
+fs=$(run firescroll http://127.0.0.1:18190/records/get)
+hello=$(run hello-world http://127.0.0.1:18192/records/get)
+echo
+printf '%-12s %12s %10s %10s\n' server req/s p50 p99
+printf '%-12s %12s %10s %10s\n' $fs
+printf '%-12s %12s %10s %10s\n' $hello
+awk -v a="$(cut -d' ' -f2 <<<"$fs")" -v b="$(cut -d' ' -f2 <<<"$hello")" \
+    'BEGIN { printf "firescroll / hello-world throughput: %.2f\n", a / b }'
