@@ -192,3 +192,16 @@ fn changing_the_partition_count_of_existing_data_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn logs_are_json_lines_on_request() {
+    let mut node = Node::start_with(&[("LOG_FORMAT", "json")]);
+    node.terminate();
+    let log = node.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 3, "{log}");
+    for line in lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    }
+}
