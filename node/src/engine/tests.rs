@@ -36,6 +36,18 @@ fn pks_in(partition: u32, n: usize) -> Vec<String> {
         .collect()
 }
 
+fn open_log(dir: &std::path::Path) -> Arc<EmbeddedLog> {
+    Arc::new(
+        EmbeddedLog::open(EmbeddedLogConfig {
+            dir: dir.join("log"),
+            partitions: PARTITIONS,
+            segment_bytes: 1 << 20,
+            max_entry_bytes: 1 << 20,
+        })
+        .unwrap(),
+    )
+}
+
 fn open_partition(dir: &std::path::Path, id: u32) -> PartitionStore {
     crate::store::Store::open(dir, PARTITIONS)
         .unwrap()
@@ -201,15 +213,7 @@ async fn engine_applies_waits_and_resumes_without_reapplying() {
     let dir = tempfile::tempdir().unwrap();
     let pk = pks_in(2, 1).remove(0);
     let start_engine = || {
-        let log = Arc::new(
-            EmbeddedLog::open(EmbeddedLogConfig {
-                dir: dir.path().join("log"),
-                partitions: PARTITIONS,
-                segment_bytes: 1 << 20,
-                max_entry_bytes: 1 << 20,
-            })
-            .unwrap(),
-        );
+        let log = open_log(dir.path());
         let store = crate::store::Store::open(&dir.path().join("store"), PARTITIONS).unwrap();
         let (engine, tasks) = Engine::start(
             store,
@@ -286,15 +290,7 @@ async fn engine_applies_waits_and_resumes_without_reapplying() {
 async fn a_store_failure_stops_the_partition_visibly_instead_of_skipping() {
     let dir = tempfile::tempdir().unwrap();
     let pk = pks_in(1, 1).remove(0);
-    let log = Arc::new(
-        EmbeddedLog::open(EmbeddedLogConfig {
-            dir: dir.path().join("log"),
-            partitions: PARTITIONS,
-            segment_bytes: 1 << 20,
-            max_entry_bytes: 1 << 20,
-        })
-        .unwrap(),
-    );
+    let log = open_log(dir.path());
     let store = crate::store::Store::open(&dir.path().join("store"), PARTITIONS).unwrap();
     // Damage on disk: a value that is not in the stored format.
     store

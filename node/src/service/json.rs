@@ -5,38 +5,25 @@ use std::borrow::Cow;
 /// `json` without whitespace outside strings. `json` must be valid JSON (it came through
 /// `RawValue`); string contents are copied untouched.
 pub fn compact_json(json: &str) -> Cow<'_, str> {
-    let bytes = json.as_bytes();
-    if !needs_compacting(bytes) {
+    let mut gaps = insignificant_whitespace(json.as_bytes()).peekable();
+    if gaps.peek().is_none() {
         return Cow::Borrowed(json);
     }
     let mut out = String::with_capacity(json.len());
-    let mut in_string = false;
-    let mut escaped = false;
     let mut run_start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else if b == b'"' {
-            in_string = true;
-        } else if matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
-            out.push_str(&json[run_start..i]);
-            run_start = i + 1;
-        }
+    for i in gaps {
+        out.push_str(&json[run_start..i]);
+        run_start = i + 1;
     }
     out.push_str(&json[run_start..]);
     Cow::Owned(out)
 }
 
-fn needs_compacting(bytes: &[u8]) -> bool {
+/// Positions of whitespace bytes that are outside JSON strings.
+fn insignificant_whitespace(bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
     let mut in_string = false;
     let mut escaped = false;
-    for &b in bytes {
+    bytes.iter().enumerate().filter_map(move |(i, &b)| {
         if in_string {
             if escaped {
                 escaped = false;
@@ -45,13 +32,14 @@ fn needs_compacting(bytes: &[u8]) -> bool {
             } else if b == b'"' {
                 in_string = false;
             }
+            None
         } else if b == b'"' {
             in_string = true;
-        } else if matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
-            return true;
+            None
+        } else {
+            matches!(b, b' ' | b'\n' | b'\r' | b'\t').then_some(i)
         }
-    }
-    false
+    })
 }
 
 #[cfg(test)]
