@@ -4,8 +4,8 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use firescroll::cond::Conditions;
 use firescroll::engine::{Engine, EngineConfig, apply_and_commit};
-use firescroll::log::MutationLog;
 use firescroll::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
+use firescroll::log::{Append, MutationLog};
 use firescroll::metrics::Metrics;
 use firescroll::model::Position;
 use firescroll::store::Store;
@@ -60,9 +60,12 @@ fn from_embedded_log(n: u64) -> Duration {
             })
             .unwrap(),
         );
-        let entries: Vec<Vec<u8>> = single_op_entries(n, None)
+        let entries: Vec<Append> = single_op_entries(n, None)
             .into_iter()
-            .map(|r| r.payload)
+            .map(|r| Append {
+                key: String::new(),
+                payload: r.payload,
+            })
             .collect();
         for chunk in entries.chunks(4096) {
             log.append(0, chunk.to_vec()).await.unwrap();

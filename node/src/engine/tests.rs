@@ -36,6 +36,13 @@ fn pks_in(partition: u32, n: usize) -> Vec<String> {
         .collect()
 }
 
+fn append(entry: &LogEntry) -> crate::log::Append {
+    crate::log::Append {
+        key: entry.ops[0].pk.clone(),
+        payload: entry.encode(),
+    }
+}
+
 fn open_log(dir: &std::path::Path) -> Arc<EmbeddedLog> {
     Arc::new(
         EmbeddedLog::open(EmbeddedLogConfig {
@@ -236,7 +243,7 @@ async fn engine_applies_waits_and_resumes_without_reapplying() {
             format!("data == {}", n - 1)
         };
         let entry = LogEntry::new(n, vec![put(&pk, "counter", &n.to_string(), Some(&cond))]);
-        let offset = log.append(2, vec![entry.encode()]).await.unwrap();
+        let offset = log.append(2, vec![append(&entry)]).await.unwrap()[0];
         positions.push(Position {
             partition: 2,
             offset,
@@ -314,7 +321,7 @@ async fn a_store_failure_stops_the_partition_visibly_instead_of_skipping() {
         EngineConfig::default(),
     );
     let entry = LogEntry::new(1, vec![put(&pk, "bad", "1", None)]);
-    let offset = log.append(1, vec![entry.encode()]).await.unwrap();
+    let offset = log.append(1, vec![append(&entry)]).await.unwrap()[0];
     let runtime = engine.partition(1).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while runtime.health() == Health::Serving {
@@ -336,10 +343,13 @@ async fn a_store_failure_stops_the_partition_visibly_instead_of_skipping() {
     let offset = log
         .append(
             2,
-            vec![LogEntry::new(1, vec![put(&other, "ok", "1", None)]).encode()],
+            vec![append(&LogEntry::new(
+                1,
+                vec![put(&other, "ok", "1", None)],
+            ))],
         )
         .await
-        .unwrap();
+        .unwrap()[0];
     engine
         .wait_applied(
             Position {

@@ -49,8 +49,16 @@ pub struct LogRecord {
 /// The partitions this node currently owns (and must apply and serve).
 pub type Ownership = Arc<BTreeSet<u32>>;
 
-/// A future resolving to the offset of the first appended entry, once durable.
-pub type AppendFuture = Pin<Box<dyn Future<Output = Result<u64, LogError>> + Send>>;
+/// An entry to append: its bytes, and the message key (the pk of its first op) that Kafka tools
+/// and compaction see.
+#[derive(Debug, Clone)]
+pub struct Append {
+    pub key: String,
+    pub payload: Vec<u8>,
+}
+
+/// A future resolving to the offsets of the appended entries, in order, once they are durable.
+pub type AppendFuture = Pin<Box<dyn Future<Output = Result<Vec<u64>, LogError>> + Send>>;
 
 /// Reads one partition in offset order.
 pub trait PartitionReader: Send {
@@ -64,9 +72,9 @@ pub trait MutationLog: Send + Sync {
     /// How many partitions the namespace has.
     fn partition_count(&self) -> u32;
 
-    /// Appends `entries` to `partition`, contiguously and in order, and resolves to the offset of
-    /// the first once they are durable (acknowledged writes are never lost, invariant 6).
-    fn append(&self, partition: u32, entries: Vec<Vec<u8>>) -> AppendFuture;
+    /// Appends `entries` to `partition` in order and resolves to their offsets once they are
+    /// durable (acknowledged writes are never lost, invariant 6).
+    fn append(&self, partition: u32, entries: Vec<Append>) -> AppendFuture;
 
     /// The partitions this node owns, updated as ownership changes.
     fn ownership(&self) -> watch::Receiver<Ownership>;

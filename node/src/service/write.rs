@@ -3,7 +3,7 @@
 
 use super::{ErrorKind, Service, ServiceError, compact_json};
 use crate::engine::{Outcome, WaitError};
-use crate::log::LogError;
+use crate::log::{Append, LogError};
 use crate::model::{LogEntry, Op, OpKind, Position, partition_of};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -69,7 +69,7 @@ impl Service {
                 .push(op);
         }
         let ts_ms = now_ms();
-        let entries: Vec<(u32, Vec<Vec<u8>>)> = match request.mode {
+        let entries: Vec<(u32, Vec<Append>)> = match request.mode {
             WriteMode::Atomic => {
                 if by_partition.len() > 1 {
                     let ids: Vec<String> = by_partition.keys().map(u32::to_string).collect();
@@ -86,8 +86,7 @@ impl Service {
                     .into_iter()
                     .next()
                     .expect("validated non-empty");
-                let entry = LogEntry::new(ts_ms, ops).encode();
-                self.check_entry_size(&entry)?;
+                let entry = self.encode_entry(ts_ms, ops)?;
                 vec![(partition, vec![entry])]
             }
             WriteMode::PerRecord => by_partition
@@ -229,33 +228,34 @@ impl Service {
         Ok(())
     }
 
-    fn check_entry_size(&self, entry: &[u8]) -> Result<(), ServiceError> {
+    /// Encodes `ops` as one entry, keyed by the first op's pk, within the entry size limit.
+    fn encode_entry(&self, ts_ms: i64, ops: Vec<Op>) -> Result<Append, ServiceError> {
+        let key = ops[0].pk.clone();
+        let payload = LogEntry::new(ts_ms, ops).encode();
         let limit = self.config.limits.max_entry_bytes;
-        if entry.len() > limit {
+        if payload.len() > limit {
             return Err(ServiceError::too_large(
                 "entry_too_large",
                 format!(
                     "the records of one partition make a {} byte log entry; the limit is {limit} (MAX_ENTRY_BYTES): \
                      send fewer or smaller records",
-                    entry.len()
+                    payload.len()
                 ),
             ));
         }
-        Ok(())
+        Ok(Append { key, payload })
     }
 
     /// Entries for one partition of a per-record write, in request order: each conditional op
     /// alone, runs of unconditional ops together up to the entry size limit.
-    fn per_record_entries(&self, ts_ms: i64, ops: Vec<Op>) -> Result<Vec<Vec<u8>>, ServiceError> {
+    fn per_record_entries(&self, ts_ms: i64, ops: Vec<Op>) -> Result<Vec<Append>, ServiceError> {
         let limit = self.config.limits.max_entry_bytes;
         let mut entries = Vec::new();
         let mut run: Vec<Op> = Vec::new();
         let mut run_bytes = 0usize;
-        let flush = |run: &mut Vec<Op>, entries: &mut Vec<Vec<u8>>| -> Result<(), ServiceError> {
+        let flush = |run: &mut Vec<Op>, entries: &mut Vec<Append>| -> Result<(), ServiceError> {
             if !run.is_empty() {
-                let entry = LogEntry::new(ts_ms, std::mem::take(run)).encode();
-                self.check_entry_size(&entry)?;
-                entries.push(entry);
+                entries.push(self.encode_entry(ts_ms, std::mem::take(run))?);
             }
             Ok(())
         };
@@ -263,9 +263,7 @@ impl Service {
             if op.cond.is_some() {
                 flush(&mut run, &mut entries)?;
                 run_bytes = 0;
-                let entry = LogEntry::new(ts_ms, vec![op]).encode();
-                self.check_entry_size(&entry)?;
-                entries.push(entry);
+                entries.push(self.encode_entry(ts_ms, vec![op])?);
                 continue;
             }
             let size =
@@ -284,26 +282,22 @@ impl Service {
     /// Appends every partition's entries concurrently; positions come back in partition order.
     async fn append_all(
         &self,
-        entries: Vec<(u32, Vec<Vec<u8>>)>,
+        entries: Vec<(u32, Vec<Append>)>,
     ) -> Result<Vec<Position>, ServiceError> {
         let log = self.engine.log();
         let appends: Vec<_> = entries
             .into_iter()
-            .map(|(partition, entries)| {
-                let count = entries.len() as u64;
-                (
-                    partition,
-                    count,
-                    tokio::spawn(log.append(partition, entries)),
-                )
-            })
+            .map(|(partition, entries)| (partition, tokio::spawn(log.append(partition, entries))))
             .collect();
         let mut positions = Vec::new();
         let mut failure: Option<LogError> = None;
-        for (partition, count, append) in appends {
+        for (partition, append) in appends {
             match append.await {
-                Ok(Ok(first)) => positions
-                    .extend((first..first + count).map(|offset| Position { partition, offset })),
+                Ok(Ok(offsets)) => positions.extend(
+                    offsets
+                        .into_iter()
+                        .map(|offset| Position { partition, offset }),
+                ),
                 Ok(Err(e)) => failure = Some(e),
                 Err(e) => failure = Some(LogError::Unavailable(e.to_string())),
             }

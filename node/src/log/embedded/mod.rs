@@ -10,7 +10,7 @@ mod reader;
 mod segment;
 mod writer;
 
-use super::{AppendFuture, LogError, MutationLog, Ownership, PartitionReader};
+use super::{Append, AppendFuture, LogError, MutationLog, Ownership, PartitionReader};
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -51,6 +51,7 @@ struct PartitionState {
 
 struct AppendRequest {
     entries: Vec<Vec<u8>>,
+    /// Gets the offset of the first entry; the rest follow it contiguously.
     reply: oneshot::Sender<Result<u64, LogError>>,
 }
 
@@ -165,7 +166,9 @@ impl MutationLog for EmbeddedLog {
         self.config.partitions
     }
 
-    fn append(&self, partition: u32, entries: Vec<Vec<u8>>) -> AppendFuture {
+    fn append(&self, partition: u32, entries: Vec<Append>) -> AppendFuture {
+        // The embedded log has no use for message keys.
+        let entries: Vec<Vec<u8>> = entries.into_iter().map(|e| e.payload).collect();
         let limit = self.config.max_entry_bytes;
         let sender = self
             .senders
@@ -186,12 +189,14 @@ impl MutationLog for EmbeddedLog {
                     )));
                 }
             };
+            let count = entries.len() as u64;
             let (reply, response) = oneshot::channel();
             sender
                 .send(AppendRequest { entries, reply })
                 .await
                 .map_err(|_| LogError::Closed)?;
-            response.await.map_err(|_| LogError::Closed)?
+            let first = response.await.map_err(|_| LogError::Closed)??;
+            Ok((first..first + count).collect())
         })
     }
 

@@ -3,6 +3,23 @@ use crate::log::LogRecord;
 use std::io::Write as _;
 use std::time::Duration;
 
+fn entries(payloads: &[&[u8]]) -> Vec<Append> {
+    payloads
+        .iter()
+        .map(|p| Append {
+            key: String::new(),
+            payload: p.to_vec(),
+        })
+        .collect()
+}
+
+fn one(payload: Vec<u8>) -> Vec<Append> {
+    vec![Append {
+        key: String::new(),
+        payload,
+    }]
+}
+
 fn config(dir: &Path, segment_bytes: u64) -> EmbeddedLogConfig {
     EmbeddedLogConfig {
         dir: dir.to_path_buf(),
@@ -30,15 +47,13 @@ async fn appends_are_ordered_contiguous_and_survive_reopen() {
     {
         let log = EmbeddedLog::open(config(dir.path(), 100)).unwrap();
         assert_eq!(
-            log.append(0, vec![b"a".to_vec(), b"b".to_vec()])
-                .await
-                .unwrap(),
-            0
+            log.append(0, entries(&[b"a", b"b"])).await.unwrap(),
+            vec![0, 1]
         );
-        assert_eq!(log.append(0, vec![b"c".to_vec()]).await.unwrap(), 2);
-        assert_eq!(log.append(1, vec![b"x".to_vec()]).await.unwrap(), 0);
+        assert_eq!(log.append(0, entries(&[b"c"])).await.unwrap(), vec![2]);
+        assert_eq!(log.append(1, entries(&[b"x"])).await.unwrap(), vec![0]);
         for i in 0..50u32 {
-            log.append(0, vec![i.to_string().into_bytes()])
+            log.append(0, one(i.to_string().into_bytes()))
                 .await
                 .unwrap();
         }
@@ -67,8 +82,8 @@ async fn concurrent_appends_are_group_committed_without_loss() {
         tasks.push(tokio::spawn(async move {
             let mut offsets = Vec::new();
             for i in 0..100 {
-                offsets.push(
-                    log.append(0, vec![format!("{t}-{i}").into_bytes()])
+                offsets.extend(
+                    log.append(0, one(format!("{t}-{i}").into_bytes()))
                         .await
                         .unwrap(),
                 );
@@ -90,9 +105,7 @@ async fn a_torn_tail_is_cut_and_appends_continue() {
     let dir = tempfile::tempdir().unwrap();
     {
         let log = EmbeddedLog::open(config(dir.path(), 1 << 20)).unwrap();
-        log.append(0, vec![b"one".to_vec(), b"two".to_vec()])
-            .await
-            .unwrap();
+        log.append(0, entries(&[b"one", b"two"])).await.unwrap();
     }
     // A crash in the middle of writing a third frame leaves half a frame behind.
     let seg = segment::segment_path(&dir.path().join("p0"), 0);
@@ -102,7 +115,7 @@ async fn a_torn_tail_is_cut_and_appends_continue() {
 
     let log = EmbeddedLog::open(config(dir.path(), 1 << 20)).unwrap();
     assert_eq!(log.bounds(0).unwrap(), (0, 2));
-    assert_eq!(log.append(0, vec![b"three".to_vec()]).await.unwrap(), 2);
+    assert_eq!(log.append(0, entries(&[b"three"])).await.unwrap(), vec![2]);
     let payloads: Vec<Vec<u8>> = read_all(&log, 0, 0)
         .into_iter()
         .map(|r| r.payload)
@@ -118,7 +131,7 @@ async fn released_segments_are_deleted_and_reading_below_start_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let log = EmbeddedLog::open(config(dir.path(), 64)).unwrap();
     for i in 0..40u32 {
-        log.append(0, vec![format!("entry-{i:04}").into_bytes()])
+        log.append(0, one(format!("entry-{i:04}").into_bytes()))
             .await
             .unwrap();
     }
@@ -169,7 +182,7 @@ async fn oversized_entries_are_refused() {
     let mut cfg = config(dir.path(), 1024);
     cfg.max_entry_bytes = 10;
     let log = EmbeddedLog::open(cfg).unwrap();
-    let err = log.append(0, vec![vec![0; 11]]).await.unwrap_err();
+    let err = log.append(0, one(vec![0; 11])).await.unwrap_err();
     assert!(matches!(
         err,
         LogError::TooLarge {
