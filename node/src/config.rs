@@ -2,6 +2,7 @@
 //! one), then a TOML file (`--config`), then defaults. A bad setting stops the node with a message
 //! naming the setting and what is wrong with it.
 
+use crate::log::kafka::{KafkaSettings, SaslMechanism};
 use crate::service::{Limits, ServiceConfig};
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -40,9 +41,57 @@ pub struct Settings {
     /// Internal port: /metrics and /debug [default: 8191].
     #[arg(long, env = "INTERNAL_PORT")]
     pub internal_port: Option<u16>,
-    /// Kafka seed brokers (host:port,...). Not supported by this build yet.
+    /// Kafka seed brokers (host:port,...). Set: the Kafka log; unset: the embedded log.
     #[arg(long, env = "KAFKA_SEEDS")]
     pub kafka_seeds: Option<String>,
+    /// Namespace: topic names and the consumer group derive from it [default: default].
+    #[arg(long, env = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Region of this node; one consumer group per region and replica group [default: local].
+    #[arg(long, env = "REGION")]
+    pub region: Option<String>,
+    /// Replica group: each holds a full copy of every partition [default: default].
+    #[arg(long, env = "REPLICA_GROUP")]
+    pub replica_group: Option<String>,
+    /// Static group membership id, unique per node [default: <hostname>-<API_PORT>].
+    #[arg(long, env = "INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// Group session timeout, ms: how long a dead node keeps its partitions [default: 10000].
+    #[arg(long, env = "KAFKA_SESSION_MS")]
+    pub kafka_session_ms: Option<u64>,
+    /// Group heartbeat interval, ms [default: a third of KAFKA_SESSION_MS].
+    #[arg(long, env = "KAFKA_HEARTBEAT_MS")]
+    pub kafka_heartbeat_ms: Option<u64>,
+    /// SASL user (with KAFKA_PASS).
+    #[arg(long, env = "KAFKA_USER")]
+    pub kafka_user: Option<String>,
+    /// SASL password (with KAFKA_USER).
+    #[arg(long, env = "KAFKA_PASS", hide_env_values = true)]
+    pub kafka_pass: Option<String>,
+    /// SASL mechanism: SCRAM-SHA-256 or SCRAM-SHA-512 [default: SCRAM-SHA-256].
+    #[arg(long, env = "KAFKA_SASL_MECHANISM")]
+    pub kafka_sasl_mechanism: Option<String>,
+    /// TLS to the brokers (FireScroll's KAFKA_TLS=1).
+    #[arg(long, env = "KAFKA_TLS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub kafka_tls: Option<bool>,
+    /// CA bundle for KAFKA_TLS.
+    #[arg(long, env = "KAFKA_TLS_CA_PATH")]
+    pub kafka_tls_ca_path: Option<PathBuf>,
+    /// How long a write waits for Kafka before failing with 503, ms [default: 5000].
+    #[arg(long, env = "KAFKA_PRODUCE_TIMEOUT_MS")]
+    pub kafka_produce_timeout_ms: Option<u64>,
+    /// Producer linger, ms [default: 1].
+    #[arg(long, env = "KAFKA_LINGER_MS")]
+    pub kafka_linger_ms: Option<u64>,
+    /// Producer compression: none, gzip, snappy, lz4 [default: lz4].
+    #[arg(long, env = "KAFKA_COMPRESSION")]
+    pub kafka_compression: Option<String>,
+    /// Create missing topics at start (else refuse to start) [default: true].
+    #[arg(long, env = "KAFKA_CREATE_TOPICS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub kafka_create_topics: Option<bool>,
+    /// Replication factor of topics FireScroll creates [default: 1].
+    #[arg(long, env = "KAFKA_REPLICATION_FACTOR")]
+    pub kafka_replication_factor: Option<i32>,
     /// Largest request body in bytes [default: 8388608].
     #[arg(long, env = "MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -104,7 +153,8 @@ pub struct Config {
     pub listen_addr: IpAddr,
     pub api_port: u16,
     pub internal_port: u16,
-    pub kafka_seeds: Option<String>,
+    /// Set when the node uses the Kafka log.
+    pub kafka: Option<KafkaSettings>,
     pub service: ServiceConfig,
     pub log_segment_bytes: u64,
     pub checkpoint_interval: Duration,
@@ -149,7 +199,7 @@ impl Config {
             listen_addr: pick!(listen_addr, IpAddr::from([0, 0, 0, 0])),
             api_port: pick!(api_port, 8190),
             internal_port: pick!(internal_port, 8191),
-            kafka_seeds: given.kafka_seeds.clone().or(file.kafka_seeds.clone()),
+            kafka: None,
             service: ServiceConfig {
                 limits: Limits {
                     max_body_bytes: pick!(max_body_bytes, defaults.max_body_bytes),
@@ -178,6 +228,55 @@ impl Config {
             })?,
             shutdown_sleep: Duration::from_secs(pick!(shutdown_sleep_sec, 0)),
         };
+        let mut config = config;
+        if let Some(seeds) = given.kafka_seeds.clone().or(file.kafka_seeds.clone()) {
+            let session = Duration::from_millis(pick!(kafka_session_ms, 10_000));
+            let user = given.kafka_user.clone().or(file.kafka_user.clone());
+            let pass = given.kafka_pass.clone().or(file.kafka_pass.clone());
+            let sasl = match (user, pass) {
+                (Some(u), Some(p)) => Some((u, p)),
+                (None, None) => None,
+                _ => bail!("KAFKA_USER and KAFKA_PASS: set both for SASL, or neither"),
+            };
+            let mechanism_name = pick!(kafka_sasl_mechanism, "SCRAM-SHA-256".to_string());
+            let compression = pick!(kafka_compression, "lz4".to_string());
+            if !["none", "gzip", "snappy", "lz4"].contains(&compression.as_str()) {
+                bail!("KAFKA_COMPRESSION: {compression:?} is not one of none, gzip, snappy, lz4");
+            }
+            let hostname = std::env::var("HOSTNAME")
+                .ok()
+                .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "firescroll".to_string());
+            config.kafka = Some(KafkaSettings {
+                seeds,
+                namespace: pick!(namespace, "default".to_string()),
+                region: pick!(region, "local".to_string()),
+                replica_group: pick!(replica_group, "default".to_string()),
+                instance_id: pick!(instance_id, format!("{hostname}-{}", config.api_port)),
+                partitions: config.partitions,
+                session_timeout: session,
+                heartbeat_interval: Duration::from_millis(pick!(
+                    kafka_heartbeat_ms,
+                    (session.as_millis() as u64 / 3).max(100)
+                )),
+                sasl,
+                sasl_mechanism: SaslMechanism::parse(&mechanism_name).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "KAFKA_SASL_MECHANISM: {mechanism_name:?} is not SCRAM-SHA-256 or SCRAM-SHA-512"
+                    )
+                })?,
+                tls: pick!(kafka_tls, false),
+                tls_ca_path: given.kafka_tls_ca_path.clone().or(file.kafka_tls_ca_path.clone()),
+                produce_timeout: Duration::from_millis(pick!(kafka_produce_timeout_ms, 5000)),
+                linger: Duration::from_millis(pick!(kafka_linger_ms, 1)),
+                compression,
+                create_topics: pick!(kafka_create_topics, true),
+                replication_factor: pick!(kafka_replication_factor, 1),
+                max_entry_bytes: config.service.limits.max_entry_bytes,
+            });
+        }
         config.validate()?;
         Ok(config)
     }
@@ -221,6 +320,29 @@ impl Config {
                 self.log_segment_bytes
             );
         }
+        if let Some(kafka) = &self.kafka {
+            for (name, value) in [
+                ("NAMESPACE", &kafka.namespace),
+                ("REGION", &kafka.region),
+                ("REPLICA_GROUP", &kafka.replica_group),
+            ] {
+                if value.is_empty()
+                    || !value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+                {
+                    bail!(
+                        "{name}: {value:?} must be letters, digits, '-' or '.' (it becomes part of topic and group names, joined by '_')"
+                    );
+                }
+            }
+            if kafka.session_timeout < Duration::from_millis(500) {
+                bail!(
+                    "KAFKA_SESSION_MS: {} is too small; use at least 500",
+                    kafka.session_timeout.as_millis()
+                );
+            }
+        }
         if self.checkpoint_interval.is_zero() {
             bail!("CHECKPOINT_INTERVAL_MS: must be greater than 0");
         }
@@ -241,7 +363,7 @@ mod tests {
         let c = Config::resolve(Settings::default()).unwrap();
         assert_eq!(c.db_path, PathBuf::from("./data"));
         assert_eq!((c.api_port, c.internal_port, c.partitions), (8190, 8191, 4));
-        assert!(c.kafka_seeds.is_none());
+        assert!(c.kafka.is_none());
     }
 
     #[test]
@@ -281,5 +403,44 @@ mod tests {
             "{e:#}"
         );
         assert!(Settings::try_parse_from(["firescroll", "--api-port", "http"]).is_err());
+        let kafka = |extra: &[&str]| {
+            let mut args = vec!["--kafka-seeds", "127.0.0.1:9092"];
+            args.extend_from_slice(extra);
+            err(settings(&args))
+        };
+        assert!(kafka(&["--namespace", "a_b"]).starts_with("NAMESPACE"));
+        assert!(kafka(&["--kafka-user", "u"]).contains("KAFKA_USER and KAFKA_PASS"));
+        assert!(kafka(&["--kafka-sasl-mechanism", "PLAIN"]).starts_with("KAFKA_SASL_MECHANISM"));
+        assert!(kafka(&["--kafka-compression", "brotli"]).starts_with("KAFKA_COMPRESSION"));
+    }
+
+    #[test]
+    fn kafka_settings_follow_firescroll_names() {
+        let c = Config::resolve(settings(&[
+            "--kafka-seeds",
+            "b:9092",
+            "--namespace",
+            "prod",
+            "--region",
+            "iad",
+            "--replica-group",
+            "rg2",
+            "--instance-id",
+            "n1",
+            "--kafka-session-ms",
+            "6000",
+            "--kafka-user",
+            "u",
+            "--kafka-pass",
+            "p",
+            "--kafka-tls",
+            "1",
+        ]))
+        .unwrap();
+        let k = c.kafka.unwrap();
+        assert_eq!(k.group_id(), "firescroll_prod_iad_rg2");
+        assert_eq!(k.instance_id, "n1");
+        assert_eq!(k.heartbeat_interval, Duration::from_millis(2000));
+        assert_eq!(k.base_config().get("security.protocol"), Some("sasl_ssl"));
     }
 }

@@ -6,10 +6,11 @@ use crate::config::Config;
 use crate::engine::{Engine, EngineConfig};
 use crate::log::MutationLog;
 use crate::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
+use crate::log::kafka::{KafkaLog, StartOffsets};
 use crate::metrics::Metrics;
 use crate::service::Service;
 use crate::store::Store;
-use anyhow::{Context, bail};
+use anyhow::Context;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,36 +22,22 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    if config.kafka_seeds.is_some() {
-        bail!(
-            "KAFKA_SEEDS: this build only has the embedded log; the Kafka log is not implemented yet. \
-             Unset KAFKA_SEEDS to run a single node"
-        );
-    }
     std::fs::create_dir_all(&config.db_path)
         .with_context(|| format!("DB_PATH: cannot create {}", config.db_path.display()))?;
 
     // The store first: fjall locks its directory, so a second node on the same DB_PATH stops here.
-    let store =
-        Store::open(&config.db_path.join("store"), config.partitions).with_context(|| {
-            format!(
-                "DB_PATH: cannot open the store in {}",
-                config.db_path.display()
-            )
-        })?;
-    let log = Arc::new(
-        EmbeddedLog::open(EmbeddedLogConfig {
-            dir: config.db_path.join("log"),
-            partitions: config.partitions,
-            segment_bytes: config.log_segment_bytes,
-            max_entry_bytes: config.service.limits.max_entry_bytes,
-        })
-        .context("cannot open the embedded log")?,
-    );
+    let store_path = config.db_path.join("store");
+    let store = Store::open(&store_path, config.partitions).with_context(|| {
+        format!(
+            "DB_PATH: cannot open the store in {}",
+            config.db_path.display()
+        )
+    })?;
+    let log = open_log(&config, &store, &store_path).await?;
     let metrics = Arc::new(Metrics::new());
     let (engine, engine_tasks) = Engine::start(
         store,
-        log.clone() as Arc<dyn MutationLog>,
+        log.clone(),
         Arc::new(Conditions::new()),
         metrics.clone(),
         EngineConfig {
@@ -74,7 +61,7 @@ pub async fn run(
         internal = %internal_listener.local_addr()?,
         db_path = %config.db_path.display(),
         partitions = config.partitions,
-        log = "embedded",
+        log = if config.kafka.is_some() { "kafka" } else { "embedded" },
         "firescroll is serving"
     );
     tracing::warn!(
@@ -118,4 +105,37 @@ pub async fn run(
     .context("flushing on shutdown failed")?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The embedded log, or the Kafka log when KAFKA_SEEDS is set.
+async fn open_log(
+    config: &Config,
+    store: &Store,
+    store_path: &std::path::Path,
+) -> anyhow::Result<Arc<dyn MutationLog>> {
+    let Some(kafka) = &config.kafka else {
+        store.check_log_identity(store_path, "embedded")?;
+        let log = EmbeddedLog::open(EmbeddedLogConfig {
+            dir: config.db_path.join("log"),
+            partitions: config.partitions,
+            segment_bytes: config.log_segment_bytes,
+            max_entry_bytes: config.service.limits.max_entry_bytes,
+        })
+        .context("cannot open the embedded log")?;
+        return Ok(Arc::new(log));
+    };
+    store.check_log_identity(store_path, &format!("kafka:{}", kafka.namespace))?;
+    let offsets = store.clone();
+    // A partition this node gains starts where this node's store left off.
+    let start_offsets: StartOffsets = Arc::new(move |partition| {
+        offsets
+            .partition(partition)
+            .and_then(|p| p.next_offset())
+            .unwrap_or_else(|e| {
+                tracing::error!(partition, error = %e, "cannot read the applied offset; the engine will report it");
+                0
+            })
+    });
+    let log = KafkaLog::connect(kafka.clone(), start_offsets).await?;
+    Ok(Arc::new(log))
 }

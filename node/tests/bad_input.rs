@@ -168,9 +168,14 @@ fn bad_settings_stop_the_node_naming_the_setting() {
     let (code, err) = run_to_exit(&[("PARTITIONS", "0")], &[]);
     assert_ne!(code, 0);
     assert!(err.contains("PARTITIONS"), "{err}");
-    let (code, err) = run_to_exit(&[("KAFKA_SEEDS", "127.0.0.1:9092")], &[]);
+    // Nothing listens there: the node says which broker it cannot reach, and stops.
+    let seeds = format!("127.0.0.1:{}", common::free_port());
+    let (code, err) = run_to_exit(&[("KAFKA_SEEDS", &seeds)], &[]);
     assert_ne!(code, 0);
-    assert!(err.contains("KAFKA_SEEDS"), "{err}");
+    assert!(err.contains("cannot reach Kafka") && err.contains("KAFKA_SEEDS"), "{err}");
+    let (code, err) = run_to_exit(&[("KAFKA_SEEDS", &seeds), ("NAMESPACE", "bad_name")], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("NAMESPACE"), "{err}");
 }
 
 #[test]

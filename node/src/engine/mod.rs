@@ -296,8 +296,15 @@ impl Engine {
         let wait = Duration::from_millis(100);
         while !runtime.stop.load(Ordering::SeqCst) {
             let records = match reader.read(inner.config.batch_max, wait) {
-                Ok(records) if records.is_empty() => continue,
-                Ok(records) => records,
+                Ok(mut records) => {
+                    // Exactly once: whatever a log re-delivers below the applied offset is skipped.
+                    let next = runtime.next_offset();
+                    records.retain(|r| r.offset >= next);
+                    if records.is_empty() {
+                        continue;
+                    }
+                    records
+                }
                 Err(LogError::Truncated { start, .. }) => {
                     let gap = self.gap(runtime.store.clone(), runtime.next_offset(), start);
                     runtime.set_health(gap.health());

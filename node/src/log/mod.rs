@@ -6,6 +6,7 @@
 //! The embedded backend owns every partition; a Kafka backend reports its group assignment.
 
 pub mod embedded;
+pub mod kafka;
 
 use std::collections::BTreeSet;
 use std::future::Future;

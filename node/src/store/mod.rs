@@ -23,6 +23,15 @@ pub enum StoreError {
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error(
+        "the store in {path} was applied from the {stored} log, but this node is configured for the {configured} log: \
+         its offsets mean nothing there. Use a new DB_PATH, or configure the {stored} log again"
+    )]
+    LogMismatch {
+        path: String,
+        stored: String,
+        configured: String,
+    },
+    #[error(
         "the store in {path} holds {stored} partitions but the node is configured with {configured}: \
          keys would be routed to the wrong partitions. Start with PARTITIONS={stored}, or use a new DB_PATH"
     )]
@@ -37,6 +46,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 const META_KEYSPACE: &str = "meta";
 const META_PARTITION_COUNT: &[u8] = b"partition_count";
+const META_LOG_IDENTITY: &[u8] = b"log_identity";
 
 /// The node's store: a fjall database with one records keyspace per partition.
 #[derive(Clone)]
@@ -76,6 +86,26 @@ impl Store {
             meta,
             partitions,
         })
+    }
+
+    /// Records which log this store's offsets refer to (e.g. `embedded`, `kafka:prod`) on first
+    /// use, and refuses another later: offsets of one log mean nothing in another.
+    pub fn check_log_identity(&self, path: &Path, identity: &str) -> Result<()> {
+        match self.meta.get(META_LOG_IDENTITY)? {
+            Some(stored) if stored.as_ref() != identity.as_bytes() => {
+                Err(StoreError::LogMismatch {
+                    path: path.display().to_string(),
+                    stored: String::from_utf8_lossy(&stored).into_owned(),
+                    configured: identity.to_string(),
+                })
+            }
+            Some(_) => Ok(()),
+            None => {
+                self.meta.insert(META_LOG_IDENTITY, identity.as_bytes())?;
+                self.db.persist(PersistMode::SyncAll)?;
+                Ok(())
+            }
+        }
     }
 
     /// The namespace's partition count.

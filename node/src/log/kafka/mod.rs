@@ -1,0 +1,414 @@
+//! The Kafka (or Redpanda) log: the multi-region write-ahead log.
+//!
+//! Writes go through an idempotent `acks=all` producer to the partition `partition_of(pk)`
+//! names. Each node joins its replica group's consumer group with static membership; partition
+//! ownership comes from the rebalance callback, which also starts every newly owned partition at
+//! this node's own applied offset (from the store, never the group's committed offset: another
+//! replica's progress says nothing about this node's store) and splits it into its own queue, so
+//! each partition's applier reads it directly.
+
+mod bootstrap;
+mod settings;
+
+pub use bootstrap::{BootstrapError, bootstrap};
+pub use settings::{KafkaSettings, SaslMechanism};
+
+use super::{Append, AppendFuture, LogError, LogRecord, MutationLog, Ownership, PartitionReader};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::base_consumer::PartitionQueue;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Where each partition this node gains should start: the store's next offset to apply.
+pub type StartOffsets = Arc<dyn Fn(u32) -> u64 + Send + Sync>;
+
+/// State shared by the log and its consumer's rebalance callback.
+struct Shared {
+    topic: String,
+    start_offsets: StartOffsets,
+    consumer: OnceLock<Weak<BaseConsumer<GroupContext>>>,
+    /// Queues of newly assigned partitions, waiting for the engine to open a reader.
+    queues: Mutex<HashMap<u32, PartitionQueue<GroupContext>>>,
+    ownership: watch::Sender<Ownership>,
+}
+
+/// The consumer's context: routes librdkafka's logs to tracing and handles rebalances.
+pub struct GroupContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for GroupContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", facility, "{message}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
+            _ => tracing::debug!(target: "librdkafka", facility, "{message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", %error, "{reason}");
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let shared = &self.shared;
+        let partitions: Vec<i32> = tpl
+            .elements_for_topic(&shared.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                for &p in &partitions {
+                    let next = (shared.start_offsets)(p as u32);
+                    if let Err(e) =
+                        tpl.set_partition_offset(&shared.topic, p, Offset::Offset(next as i64))
+                    {
+                        tracing::error!(partition = p, error = %e, "cannot set the start offset");
+                    }
+                }
+                // Split before assigning, so no message of these partitions reaches the main queue.
+                if let Some(consumer_arc) = shared.consumer.get().and_then(Weak::upgrade) {
+                    let mut queues = shared.queues.lock().expect("queues lock");
+                    for &p in &partitions {
+                        if let Some(queue) = consumer_arc.split_partition_queue(&shared.topic, p) {
+                            queues.insert(p as u32, queue);
+                        }
+                    }
+                }
+                let assigned = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = assigned {
+                    tracing::error!(error = %e, "assigning partitions failed");
+                    return;
+                }
+                tracing::info!(?partitions, "partitions assigned");
+                shared.ownership.send_modify(|owned| {
+                    let mut set: BTreeSet<u32> = (**owned).clone();
+                    set.extend(partitions.iter().map(|&p| p as u32));
+                    *owned = Arc::new(set);
+                });
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                shared.ownership.send_modify(|owned| {
+                    let mut set: BTreeSet<u32> = (**owned).clone();
+                    for p in &partitions {
+                        set.remove(&(*p as u32));
+                    }
+                    *owned = Arc::new(set);
+                });
+                {
+                    let mut queues = shared.queues.lock().expect("queues lock");
+                    for p in &partitions {
+                        queues.remove(&(*p as u32));
+                    }
+                }
+                let revoked = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = revoked {
+                    tracing::error!(error = %e, "unassigning partitions failed");
+                }
+                tracing::info!(?partitions, "partitions revoked");
+            }
+            other => {
+                let code: RDKafkaErrorCode = other.into();
+                tracing::error!(error = %code, "rebalance failed");
+            }
+        }
+    }
+}
+
+/// The Kafka log. See the module docs.
+pub struct KafkaLog {
+    settings: KafkaSettings,
+    producer: FutureProducer,
+    consumer: Arc<BaseConsumer<GroupContext>>,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    poller: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> LogError {
+    LogError::Unavailable(e.to_string())
+}
+
+impl KafkaLog {
+    /// Bootstraps the namespace, then joins the replica group. Partitions arrive through
+    /// [`MutationLog::ownership`] as the group assigns them.
+    pub async fn connect(
+        settings: KafkaSettings,
+        start_offsets: StartOffsets,
+    ) -> Result<Self, BootstrapError> {
+        bootstrap(&settings).await?;
+        let producer: FutureProducer = settings
+            .producer_config()
+            .create()
+            .map_err(|e| BootstrapError::Kafka(e.to_string()))?;
+        let (ownership, _) = watch::channel(Arc::new(BTreeSet::new()));
+        let shared = Arc::new(Shared {
+            topic: settings.mutations_topic(),
+            start_offsets,
+            consumer: OnceLock::new(),
+            queues: Mutex::new(HashMap::new()),
+            ownership,
+        });
+        let consumer: Arc<BaseConsumer<GroupContext>> = Arc::new(
+            settings
+                .consumer_config()
+                .create_with_context(GroupContext {
+                    shared: shared.clone(),
+                })
+                .map_err(|e| BootstrapError::Kafka(e.to_string()))?,
+        );
+        let _ = shared.consumer.set(Arc::downgrade(&consumer));
+        consumer
+            .subscribe(&[&settings.mutations_topic()])
+            .map_err(|e| BootstrapError::Kafka(e.to_string()))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        // Polling the main queue serves the group protocol and rebalance callbacks; messages
+        // arrive on the per-partition queues instead.
+        let poller = {
+            let (consumer, stop) = (consumer.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("kafka-group".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::SeqCst) {
+                        match consumer.poll(Duration::from_millis(100)) {
+                            None => {}
+                            Some(Ok(m)) => tracing::warn!(
+                                partition = m.partition(),
+                                offset = m.offset(),
+                                "message on the main queue (partition not split); it will be re-read"
+                            ),
+                            Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                        }
+                    }
+                })
+                .map_err(|e| BootstrapError::Kafka(e.to_string()))?
+        };
+        tracing::info!(
+            group = settings.group_id(),
+            instance = settings.instance_id,
+            topic = settings.mutations_topic(),
+            "joined the replica group"
+        );
+        Ok(KafkaLog {
+            settings,
+            producer,
+            consumer,
+            shared,
+            stop,
+            poller: Mutex::new(Some(poller)),
+        })
+    }
+}
+
+impl MutationLog for KafkaLog {
+    fn partition_count(&self) -> u32 {
+        self.settings.partitions
+    }
+
+    fn append(&self, partition: u32, entries: Vec<Append>) -> AppendFuture {
+        let topic = self.shared.topic.clone();
+        let producer = self.producer.clone();
+        let limit = self.settings.max_entry_bytes;
+        Box::pin(async move {
+            if let Some(size) = entries.iter().map(|e| e.payload.len()).find(|&l| l > limit) {
+                return Err(LogError::TooLarge { size, limit });
+            }
+            // Enqueue all, in order (the idempotent producer keeps a partition's order), then
+            // wait for every acknowledgement.
+            let mut deliveries = Vec::with_capacity(entries.len());
+            for entry in &entries {
+                let record = FutureRecord::to(&topic)
+                    .partition(partition as i32)
+                    .key(&entry.key)
+                    .payload(&entry.payload);
+                let delivery = producer
+                    .send_result(record)
+                    .map_err(|(e, _)| unavailable(format!("cannot queue the write: {e}")))?;
+                deliveries.push(delivery);
+            }
+            let mut offsets = Vec::with_capacity(deliveries.len());
+            for delivery in deliveries {
+                match delivery.await {
+                    Ok(Ok(delivered)) => offsets.push(delivered.offset as u64),
+                    Ok(Err((e, _))) => {
+                        return Err(unavailable(format!(
+                            "Kafka did not acknowledge the write: {e}"
+                        )));
+                    }
+                    Err(_) => return Err(LogError::Closed),
+                }
+            }
+            Ok(offsets)
+        })
+    }
+
+    fn ownership(&self) -> watch::Receiver<Ownership> {
+        self.shared.ownership.subscribe()
+    }
+
+    fn reader(&self, partition: u32, from: u64) -> Result<Box<dyn PartitionReader>, LogError> {
+        let topic = &self.shared.topic;
+        // No silent gaps: if retention removed what this node needs next, say so.
+        if let Ok((low, _)) =
+            self.consumer
+                .fetch_watermarks(topic, partition as i32, Duration::from_secs(5))
+            && from < low as u64
+        {
+            return Err(LogError::Truncated {
+                partition,
+                requested: from,
+                start: low as u64,
+            });
+        }
+        let queue = self
+            .shared
+            .queues
+            .lock()
+            .expect("queues lock")
+            .remove(&partition)
+            .ok_or_else(|| {
+                unavailable(format!(
+                    "partition {partition} is not assigned to this node"
+                ))
+            })?;
+        Ok(Box::new(KafkaReader {
+            queue,
+            partition,
+            next: from,
+            consumer: self.consumer.clone(),
+            topic: topic.clone(),
+        }))
+    }
+
+    fn bounds(&self, partition: u32) -> Result<(u64, u64), LogError> {
+        let (low, high) = self
+            .consumer
+            .fetch_watermarks(&self.shared.topic, partition as i32, Duration::from_secs(2))
+            .map_err(unavailable)?;
+        Ok((low.max(0) as u64, high.max(0) as u64))
+    }
+
+    fn release(&self, partition: u32, offset: u64) {
+        // Committing is only for operators' lag tools: the start offset always comes from the
+        // store. Partitions not assigned here are skipped.
+        if !self.shared.ownership.borrow().contains(&partition) || offset == 0 {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        if tpl
+            .add_partition_offset(
+                &self.shared.topic,
+                partition as i32,
+                Offset::Offset(offset as i64),
+            )
+            .is_ok()
+        {
+            let _ = self.consumer.commit(&tpl, CommitMode::Async);
+        }
+    }
+
+    fn shutdown(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(poller) = self.poller.lock().expect("poller lock").take() {
+            let _ = poller.join();
+        }
+        let _ = rdkafka::producer::Producer::flush(&self.producer, Duration::from_secs(5));
+    }
+}
+
+impl Drop for KafkaLog {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Reads one partition's queue.
+struct KafkaReader {
+    queue: PartitionQueue<GroupContext>,
+    partition: u32,
+    next: u64,
+    consumer: Arc<BaseConsumer<GroupContext>>,
+    topic: String,
+}
+
+impl KafkaReader {
+    fn error(&self, e: KafkaError) -> LogError {
+        let out_of_range = matches!(
+            e.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset)
+        );
+        if out_of_range {
+            let start = self
+                .consumer
+                .fetch_watermarks(&self.topic, self.partition as i32, Duration::from_secs(5))
+                .map(|(low, _)| low.max(0) as u64)
+                .unwrap_or(self.next + 1);
+            return LogError::Truncated {
+                partition: self.partition,
+                requested: self.next,
+                start,
+            };
+        }
+        unavailable(format!("reading partition {}: {e}", self.partition))
+    }
+}
+
+impl PartitionReader for KafkaReader {
+    fn read(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>, LogError> {
+        let mut records = Vec::new();
+        let mut timeout = wait;
+        while records.len() < max {
+            let Some(result) = self.queue.poll(timeout) else {
+                break;
+            };
+            timeout = Duration::ZERO;
+            let message = result.map_err(|e| self.error(e))?;
+            let offset = message.offset() as u64;
+            // Entries below `next` are already applied here (a re-delivery after a rebalance).
+            if offset < self.next {
+                continue;
+            }
+            records.push(LogRecord {
+                offset,
+                payload: message.payload().unwrap_or_default().to_vec(),
+            });
+            self.next = offset + 1;
+        }
+        Ok(records)
+    }
+}
