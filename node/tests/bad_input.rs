@@ -172,7 +172,10 @@ fn bad_settings_stop_the_node_naming_the_setting() {
     let seeds = format!("127.0.0.1:{}", common::free_port());
     let (code, err) = run_to_exit(&[("KAFKA_SEEDS", &seeds)], &[]);
     assert_ne!(code, 0);
-    assert!(err.contains("cannot reach Kafka") && err.contains("KAFKA_SEEDS"), "{err}");
+    assert!(
+        err.contains("cannot reach Kafka") && err.contains("KAFKA_SEEDS"),
+        "{err}"
+    );
     let (code, err) = run_to_exit(&[("KAFKA_SEEDS", &seeds), ("NAMESPACE", "bad_name")], &[]);
     assert_ne!(code, 0);
     assert!(err.contains("NAMESPACE"), "{err}");

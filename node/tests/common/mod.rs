@@ -230,3 +230,158 @@ fn is_timestamp(s: &str) -> bool {
         && b[23] == b'Z'
         && s[..4].bytes().all(|c| c.is_ascii_digit())
 }
+
+/// A real Kafka-protocol broker (nisshi) on a free loopback port with its own data directory.
+/// The binary comes from `NISSHI_BIN` (scripts/test.sh sets it) or the default install path.
+pub struct Broker {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let mut broker = Broker {
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            port: free_port(),
+        };
+        broker.spawn();
+        broker
+    }
+
+    fn bin() -> PathBuf {
+        let path = std::env::var_os("NISSHI_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                    .join(".cache/nisshi-0.8.1/bin/nisshi")
+            });
+        assert!(
+            path.exists(),
+            "the Kafka-protocol broker is not installed at {}: run scripts/test.sh (or scripts/kafka-broker.sh install)",
+            path.display()
+        );
+        path
+    }
+
+    /// (Re)starts the broker on the same port and data.
+    pub fn spawn(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("broker.log"))
+            .unwrap();
+        let child = Command::new(Self::bin())
+            .current_dir(self.dir.path())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args([
+                "--storage-engine",
+                "sqlite://nisshi.db",
+                "--group-initial-rebalance-delay",
+                "0s",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start nisshi");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "the broker did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn seeds(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the broker (SIGTERM, clean).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    child.kill().unwrap();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Environment for a node on `broker` in `namespace`, one of `replica_group`, as `instance`.
+pub fn kafka_env(
+    broker: &Broker,
+    namespace: &str,
+    replica_group: &str,
+    instance: &str,
+) -> Vec<(String, String)> {
+    [
+        ("KAFKA_SEEDS", broker.seeds()),
+        ("NAMESPACE", namespace.to_string()),
+        ("REGION", "test".to_string()),
+        ("REPLICA_GROUP", replica_group.to_string()),
+        ("INSTANCE_ID", instance.to_string()),
+        ("KAFKA_SESSION_MS", "2000".to_string()),
+        ("KAFKA_HEARTBEAT_MS", "300".to_string()),
+        ("KAFKA_PRODUCE_TIMEOUT_MS", "3000".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+impl Node {
+    /// A fresh node with the given environment (owned strings).
+    pub fn start_env(env: &[(String, String)]) -> Node {
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Self::start_with(&pairs)
+    }
+
+    /// Partition ids this node owns, from `/debug/partitions`.
+    pub fn owned(&self) -> Vec<u64> {
+        self.partitions()
+            .iter()
+            .map(|p| p["partition"].as_u64().unwrap())
+            .collect()
+    }
+
+    /// Waits until `check` holds for this node, or panics with `what` and the node's log.
+    pub fn wait_until(&self, what: &str, timeout: Duration, check: impl Fn(&Node) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !check(self) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

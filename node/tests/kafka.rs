@@ -1,0 +1,341 @@
+//! The Kafka log, against a real Kafka-protocol broker (nisshi) that each test starts for itself.
+
+mod common;
+
+use common::{Broker, Node, kafka_env, run_to_exit};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+const PARTITIONS: u64 = 4;
+
+fn put(node: &Node, pk: &str, data: Value, cond: Option<&str>) -> Value {
+    let mut record = json!({"pk": pk, "sk": "s", "data": data});
+    if let Some(c) = cond {
+        record["if"] = c.into();
+    }
+    let (status, reply) = node.post("/records/put", json!({"Records": [record]}));
+    assert_eq!(status, 200, "{reply}");
+    reply["Positions"][0].clone()
+}
+
+fn owns_all(node: &Node) -> bool {
+    node.owned().len() as u64 == PARTITIONS
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn one_replica_group_splits_partitions_and_survives_a_kill_9() {
+    let broker = Broker::start();
+    let a = Node::start_env(&kafka_env(&broker, "split", "rg", "a"));
+    a.wait_until("a owns every partition", Duration::from_secs(30), owns_all);
+    let mut b = Node::start_env(&kafka_env(&broker, "split", "rg", "b"));
+    let split = |_: &Node| {
+        let (oa, ob): (BTreeSet<u64>, BTreeSet<u64>) = (
+            a.owned().into_iter().collect(),
+            b.owned().into_iter().collect(),
+        );
+        !oa.is_empty()
+            && !ob.is_empty()
+            && oa.is_disjoint(&ob)
+            && oa.len() + ob.len() == PARTITIONS as usize
+    };
+    a.wait_until(
+        "the partitions split between a and b",
+        Duration::from_secs(30),
+        split,
+    );
+
+    let positions: Vec<Value> = (0..40)
+        .map(|i| put(&a, &format!("k{i}"), json!(i), None))
+        .collect();
+    // Each node applies only the partitions it owns: together they hold every record once.
+    a.wait_until("a and b applied everything", Duration::from_secs(30), |a| {
+        let count = |n: &Node| {
+            n.partitions()
+                .iter()
+                .map(|p| p["records"].as_u64().unwrap())
+                .sum::<u64>()
+        };
+        count(a) + count(&b) == 40
+    });
+
+    b.kill9();
+    let killed = Instant::now();
+    a.wait_until(
+        "a takes over b's partitions",
+        Duration::from_secs(60),
+        owns_all,
+    );
+    let takeover = killed.elapsed();
+    let keys: Vec<Value> = (0..40)
+        .map(|i| json!({"pk": format!("k{i}"), "sk": "s"}))
+        .collect();
+    let (status, got) = a.post(
+        "/records/get",
+        json!({"Records": keys, "min_offsets": positions}),
+    );
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["Records"].as_array().unwrap().len(), 40, "{got}");
+    println!("takeover after kill -9: {takeover:?} (session timeout 2 s)");
+}
+
+#[test]
+fn two_replica_groups_each_hold_everything_with_equal_digests() {
+    let broker = Broker::start();
+    let a = Node::start_env(&kafka_env(&broker, "groups", "rg1", "a"));
+    let b = Node::start_env(&kafka_env(&broker, "groups", "rg2", "b"));
+    a.wait_until("a owns every partition", Duration::from_secs(30), owns_all);
+    b.wait_until("b owns every partition", Duration::from_secs(30), owns_all);
+    let mut last = Vec::new();
+    for i in 0..60 {
+        let pk = format!("k{}", i % 17);
+        last.push(match i % 4 {
+            0 => put(&a, &pk, json!({"v": i}), Some("data == null")),
+            1 => put(&b, &pk, json!({"v": i}), Some("data.v < 1000")),
+            2 => put(&a, &pk, json!({"v": i}), None),
+            _ => {
+                let (_, reply) = b.post(
+                    "/records/delete",
+                    json!({"Records": [{"pk": pk, "sk": "s", "if": "data.v % 2 == 0"}]}),
+                );
+                reply["Positions"][0].clone()
+            }
+        });
+    }
+    for node in [&a, &b] {
+        let (status, reply) = node.post(
+            "/records/get",
+            json!({"Records": [{"pk": "k0", "sk": "s"}], "min_offsets": last}),
+        );
+        assert_eq!(status, 200, "{reply}");
+    }
+    let digests = |n: &Node| -> Vec<(Value, Value, Value)> {
+        n.partitions()
+            .iter()
+            .map(|p| {
+                (
+                    p["partition"].clone(),
+                    p["applied_offset"].clone(),
+                    p["digest"].clone(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(digests(&a), digests(&b));
+    assert!(
+        a.partitions()
+            .iter()
+            .any(|p| p["records"].as_u64().unwrap() > 0)
+    );
+}
+
+#[test]
+fn restart_resumes_from_the_store_without_reapplying() {
+    let broker = Broker::start();
+    let env = kafka_env(&broker, "resume", "rg", "solo");
+    let mut node = Node::start_env(&env);
+    node.wait_until("owns every partition", Duration::from_secs(30), owns_all);
+    let mut positions = Vec::new();
+    for k in 0..30 {
+        let cond = if k == 0 {
+            "data == null".to_string()
+        } else {
+            format!("data.n == {k}")
+        };
+        positions.push(put(&node, "counter", json!({"n": k + 1}), Some(&cond)));
+    }
+    let read = |node: &Node| {
+        let (status, got) = node.post(
+            "/records/get",
+            json!({"Records": [{"pk": "counter", "sk": "s"}], "min_offsets": positions}),
+        );
+        assert_eq!(status, 200, "{got}");
+        got["Records"][0].clone()
+    };
+    let before = read(&node);
+    assert_eq!(before["Data"], json!({"n": 30}));
+    node.kill9();
+    node.spawn();
+    node.wait_until(
+        "owns every partition again",
+        Duration::from_secs(60),
+        owns_all,
+    );
+    let after = read(&node);
+    assert_eq!(after, before, "re-applied or lost something");
+    let (_, outcomes) = node.post("/records/outcomes", json!({"Positions": positions}));
+    for o in outcomes["Outcomes"].as_array().unwrap() {
+        assert_eq!(o["Outcome"]["Status"], "applied", "{o}");
+    }
+}
+
+#[test]
+fn partition_count_mismatches_refuse_to_start() {
+    let broker = Broker::start();
+    let mut first = Node::start_env(&kafka_env(&broker, "pin", "rg", "a"));
+    first.terminate();
+    let env = |ns: &str, partitions: &str| -> Vec<(String, String)> {
+        let mut env = kafka_env(&broker, ns, "rg", "b");
+        env.push(("PARTITIONS".into(), partitions.into()));
+        env
+    };
+    let run = |env: Vec<(String, String)>| {
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run_to_exit(&pairs, &[])
+    };
+    let (code, err) = run(env("pin", "8"));
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("has 4 partitions but PARTITIONS is 8"),
+        "{err}"
+    );
+
+    // A namespace whose partitions topic pins 2, although its mutations topic has 4.
+    runtime().block_on(async {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", broker.seeds());
+        let admin: AdminClient<DefaultClientContext> = config.create().unwrap();
+        let topics = [
+            NewTopic::new("firescroll_pinned_mutations", 4, TopicReplication::Fixed(1)),
+            NewTopic::new(
+                "firescroll_pinned_partitions",
+                1,
+                TopicReplication::Fixed(1),
+            ),
+        ];
+        for r in admin
+            .create_topics(&topics, &AdminOptions::new())
+            .await
+            .unwrap()
+        {
+            r.unwrap();
+        }
+        let producer: FutureProducer = config.create().unwrap();
+        producer
+            .send(
+                FutureRecord::<(), _>::to("firescroll_pinned_partitions")
+                    .partition(0)
+                    .payload(r#"{"NumPartitions":2}"#),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    });
+    let (code, err) = run(env("pinned", "4"));
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("was created with 2 partitions") && err.contains("PARTITIONS=2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn broker_outage_keeps_reads_fails_writes_fast_and_recovers() {
+    let mut broker = Broker::start();
+    let node = Node::start_env(&kafka_env(&broker, "outage", "rg", "solo"));
+    node.wait_until("owns every partition", Duration::from_secs(30), owns_all);
+    let before = put(&node, "cfg", json!({"v": 1}), None);
+    let read = |min: &Value| {
+        node.post(
+            "/records/get",
+            json!({"Records": [{"pk": "cfg", "sk": "s"}], "min_offsets": [min]}),
+        )
+    };
+    assert_eq!(read(&before).1["Records"][0]["Data"], json!({"v": 1}));
+
+    broker.stop();
+    let (status, got) = read(&before);
+    assert_eq!(
+        (status, &got["Records"][0]["Data"]),
+        (200, &json!({"v": 1})),
+        "reads must not need the broker"
+    );
+    let started = Instant::now();
+    let (status, reply) = node.post(
+        "/records/put",
+        json!({"Records": [{"pk": "cfg", "sk": "s", "data": {"v": 2}}]}),
+    );
+    assert_eq!(status, 503, "{reply}");
+    assert_eq!(reply["error"]["code"], "log_unavailable", "{reply}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the write failed only after {:?}",
+        started.elapsed()
+    );
+
+    broker.spawn();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let after = loop {
+        let (status, reply) = node.post(
+            "/records/put",
+            json!({"Records": [{"pk": "cfg", "sk": "s2", "data": {"v": 3}}]}),
+        );
+        if status == 200 {
+            break reply["Positions"][0].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writes never recovered: {reply}\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (status, got) = node.post(
+        "/records/get",
+        json!({"Records": [{"pk": "cfg", "sk": "s"}, {"pk": "cfg", "sk": "s2"}], "min_offsets": [after]}),
+    );
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["Records"].as_array().unwrap().len(), 2, "{got}");
+}
+
+#[test]
+fn entries_from_other_producers_are_applied() {
+    let broker = Broker::start();
+    let node = Node::start_env(&kafka_env(&broker, "interop", "rg", "solo"));
+    node.wait_until("owns every partition", Duration::from_secs(30), owns_all);
+    let topic = "firescroll_interop_mutations";
+    let produce = |pk: &str, payload: String| -> Value {
+        let partition = firescroll::model::partition_of(pk, PARTITIONS as u32) as i32;
+        let (p, offset) = runtime().block_on(async {
+            let producer: FutureProducer = ClientConfig::new()
+                .set("bootstrap.servers", broker.seeds())
+                .create()
+                .unwrap();
+            let delivered = producer
+                .send(
+                    FutureRecord::to(topic)
+                        .key(pk)
+                        .partition(partition)
+                        .payload(&payload),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+            (delivered.partition, delivered.offset)
+        });
+        json!({"Partition": p, "Offset": offset})
+    };
+    let v1 = produce("cdc", r#"{"v":1,"ts_ms":1732590000000,"ops":[{"op":"put","pk":"cdc","sk":"row1","data":{"from":"cdc"}},{"op":"put","pk":"cdc","sk":"row2","data":[1,2]}]}"#.into());
+    let legacy = produce("old", r#"{"pk":"old","sk":"sk1","data":{"hey":"ho"},"ts_ms":1683468191123,"mutation":"put","if":null}"#.into());
+    let (status, got) = node.post(
+        "/records/get",
+        json!({"Records": [{"pk": "cdc", "sk": "row1"}, {"pk": "cdc", "sk": "row2"}, {"pk": "old", "sk": "sk1"}], "min_offsets": [v1, legacy]}),
+    );
+    assert_eq!(status, 200, "{got}");
+    let records = got["Records"].as_array().unwrap();
+    assert_eq!(records.len(), 3, "{got}");
+    assert_eq!(records[0]["Data"], json!({"from": "cdc"}));
+    assert_eq!(records[0]["CreatedAt"], "2024-11-26T03:00:00.000Z");
+    assert_eq!(records[2]["Data"], json!({"hey": "ho"}));
+}
