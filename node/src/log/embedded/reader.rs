@@ -18,6 +18,8 @@ pub struct EmbeddedReader {
     shared: Arc<PartitionShared>,
     next: u64,
     current: Option<OpenSegment>,
+    /// An error met after some records were read: those go out first, the error on the next call.
+    pending: Option<LogError>,
 }
 
 impl EmbeddedReader {
@@ -26,6 +28,7 @@ impl EmbeddedReader {
             shared,
             next: from,
             current: None,
+            pending: None,
         };
         reader.open_at(from)?;
         Ok(reader)
@@ -79,6 +82,28 @@ impl EmbeddedReader {
 
 impl PartitionReader for EmbeddedReader {
     fn read(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>, LogError> {
+        if let Some(e) = self.pending.take() {
+            return Err(e);
+        }
+        let mut records = Vec::new();
+        if let Err(e) = self.read_into(&mut records, max, wait) {
+            if records.is_empty() {
+                return Err(e);
+            }
+            self.pending = Some(e);
+        }
+        Ok(records)
+    }
+}
+
+impl EmbeddedReader {
+    /// Reads up to `max` records into `records`; on error, what was read so far stays there.
+    fn read_into(
+        &mut self,
+        records: &mut Vec<LogRecord>,
+        max: usize,
+        wait: Duration,
+    ) -> Result<(), LogError> {
         let next = self.next;
         let end = {
             let state = self.shared.state.lock().expect("partition lock");
@@ -89,7 +114,6 @@ impl PartitionReader for EmbeddedReader {
                 .expect("partition lock");
             state.end
         };
-        let mut records = Vec::new();
         while self.next < end && records.len() < max {
             let Some(current) = self.current.as_mut() else {
                 self.open_at(self.next)?;
@@ -115,6 +139,6 @@ impl PartitionReader for EmbeddedReader {
                 }
             }
         }
-        Ok(records)
+        Ok(())
     }
 }

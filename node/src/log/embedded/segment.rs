@@ -98,6 +98,9 @@ fn read_fully(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Scans a segment, cuts off a torn tail (a write that never finished before a crash, so it was
 /// never acknowledged), and returns (valid frames, valid length in bytes).
+///
+/// Only the end of the file can be torn: a bad frame followed by more data is damage to entries
+/// that were acknowledged, and is refused rather than cut.
 pub fn recover_segment(path: &Path) -> io::Result<(u64, u64)> {
     let file = OpenOptions::new().read(true).write(true).open(path)?;
     let total = file.metadata()?.len();
@@ -111,6 +114,16 @@ pub fn recover_segment(path: &Path) -> io::Result<(u64, u64)> {
             }
             Frame::End => break,
             Frame::Torn => {
+                if !is_torn_tail(path, valid_len, total)? {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{}: entry {frames} of this segment (byte {valid_len}) is corrupt and more data follows it; \
+                             this is damage, not an interrupted write. Restore the file or rebuild this node's data",
+                            path.display()
+                        ),
+                    ));
+                }
                 tracing::warn!(
                     segment = %path.display(),
                     kept_bytes = valid_len,
@@ -128,6 +141,20 @@ pub fn recover_segment(path: &Path) -> io::Result<(u64, u64)> {
     }
     file.seek(SeekFrom::Start(valid_len))?;
     Ok((frames, valid_len))
+}
+
+/// Whether the bad frame at `at` is the file's last: its header is incomplete, or the length it
+/// declares reaches to (or past) the end of the file.
+fn is_torn_tail(path: &Path, at: u64, total: u64) -> io::Result<bool> {
+    if total - at < FRAME_HEADER as u64 {
+        return Ok(true);
+    }
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(at))?;
+    let mut header = [0u8; FRAME_HEADER];
+    file.read_exact(&mut header)?;
+    let len = u64::from(u32::from_le_bytes(header[..4].try_into().expect("4 bytes")));
+    Ok(at + FRAME_HEADER as u64 + len >= total)
 }
 
 /// Creates an empty segment file and makes its existence durable.

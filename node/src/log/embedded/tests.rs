@@ -192,3 +192,56 @@ async fn oversized_entries_are_refused() {
     ));
     assert_eq!(log.bounds(0).unwrap(), (0, 0));
 }
+
+/// Flips one byte of `payload`'s first occurrence in partition 0's first segment.
+fn corrupt(dir: &Path, payload: &[u8]) {
+    let seg = segment::segment_path(&dir.join("p0"), 0);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes
+        .windows(payload.len())
+        .position(|w| w == payload)
+        .unwrap();
+    bytes[at] ^= 0xff;
+    std::fs::write(&seg, bytes).unwrap();
+}
+
+#[tokio::test]
+async fn a_reader_hands_out_what_it_read_before_reporting_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(config(dir.path(), 1 << 20)).unwrap();
+    log.append(0, entries(&[b"first", b"second", b"third"]))
+        .await
+        .unwrap();
+    let mut reader = log.reader(0, 0).unwrap();
+    corrupt(dir.path(), b"third");
+    let records = reader.read(10, Duration::from_millis(10)).unwrap();
+    let payloads: Vec<&[u8]> = records.iter().map(|r| r.payload.as_slice()).collect();
+    assert_eq!(payloads, vec![b"first".as_slice(), b"second".as_slice()]);
+    let err = reader.read(10, Duration::from_millis(10)).unwrap_err();
+    assert!(err.to_string().contains("offset 2 is corrupt"), "{err}");
+}
+
+#[tokio::test]
+async fn damage_before_the_tail_is_refused_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = EmbeddedLog::open(config(dir.path(), 1 << 20)).unwrap();
+        log.append(0, entries(&[b"first", b"second", b"third"]))
+            .await
+            .unwrap();
+    }
+    corrupt(dir.path(), b"second");
+    let err = EmbeddedLog::open(config(dir.path(), 1 << 20))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("is corrupt and more data follows"), "{err}");
+    // Nothing was cut: the damaged file keeps all three entries' bytes.
+    let seg = segment::segment_path(&dir.path().join("p0"), 0);
+    assert!(
+        std::fs::read(&seg)
+            .unwrap()
+            .windows(5)
+            .any(|w| w == b"third")
+    );
+}

@@ -310,6 +310,7 @@ impl MutationLog for KafkaLog {
             queue,
             partition,
             next: from,
+            pending: None,
             consumer: self.consumer.clone(),
             topic: topic.clone(),
         }))
@@ -362,6 +363,8 @@ struct KafkaReader {
     queue: PartitionQueue<GroupContext>,
     partition: u32,
     next: u64,
+    /// An error met after some records were read: those go out first, the error on the next call.
+    pending: Option<LogError>,
     consumer: Arc<BaseConsumer<GroupContext>>,
     topic: String,
 }
@@ -390,6 +393,9 @@ impl KafkaReader {
 
 impl PartitionReader for KafkaReader {
     fn read(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>, LogError> {
+        if let Some(e) = self.pending.take() {
+            return Err(e);
+        }
         let mut records = Vec::new();
         let mut timeout = wait;
         while records.len() < max {
@@ -397,7 +403,14 @@ impl PartitionReader for KafkaReader {
                 break;
             };
             timeout = Duration::ZERO;
-            let message = result.map_err(|e| self.error(e))?;
+            let message = match result {
+                Ok(message) => message,
+                Err(e) if records.is_empty() => return Err(self.error(e)),
+                Err(e) => {
+                    self.pending = Some(self.error(e));
+                    break;
+                }
+            };
             let offset = message.offset() as u64;
             // Entries below `next` are already applied here (a re-delivery after a rebalance).
             if offset < self.next {
