@@ -175,6 +175,7 @@ impl Engine {
                 .remove(id);
             if let Some(runtime) = removed {
                 runtime.stop_applier();
+                self.inner.metrics.forget_partition(*id);
                 tracing::info!(partition = id, "partition released");
             }
         }
