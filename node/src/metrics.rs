@@ -180,7 +180,11 @@ impl Metrics {
     /// Drops a partition's gauges when this node stops owning it, so they do not linger stale.
     pub fn forget_partition(&self, partition: u32) {
         let label = partition.to_string();
-        for gauge in [&self.apply_lag, &self.applied_offset, &self.partition_healthy] {
+        for gauge in [
+            &self.apply_lag,
+            &self.applied_offset,
+            &self.partition_healthy,
+        ] {
             let _ = gauge.remove_label_values(&[&label]);
         }
     }
