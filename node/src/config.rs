@@ -62,6 +62,9 @@ pub struct Settings {
     /// Group heartbeat interval, ms [default: a third of KAFKA_SESSION_MS].
     #[arg(long, env = "KAFKA_HEARTBEAT_MS")]
     pub kafka_heartbeat_ms: Option<u64>,
+    /// Longest a consumer fetch waits at the broker for new entries, ms [default: 50].
+    #[arg(long, env = "KAFKA_FETCH_WAIT_MS")]
+    pub kafka_fetch_wait_ms: Option<u64>,
     /// SASL user (with KAFKA_PASS).
     #[arg(long, env = "KAFKA_USER")]
     pub kafka_user: Option<String>,
@@ -261,6 +264,7 @@ impl Config {
                     kafka_heartbeat_ms,
                     (session.as_millis() as u64 / 3).max(100)
                 )),
+                fetch_wait: Duration::from_millis(pick!(kafka_fetch_wait_ms, 50)),
                 sasl,
                 sasl_mechanism: SaslMechanism::parse(&mechanism_name).ok_or_else(|| {
                     anyhow::anyhow!(

@@ -41,6 +41,9 @@ pub struct KafkaSettings {
     pub partitions: u32,
     pub session_timeout: Duration,
     pub heartbeat_interval: Duration,
+    /// Longest a fetch waits at the broker for new entries. Brokers that hold a fetch for its full
+    /// wait (instead of answering when data arrives) add up to this much write-to-visible delay.
+    pub fetch_wait: Duration,
     /// SASL credentials (KAFKA_USER / KAFKA_PASS); used only when both are set.
     pub sasl: Option<(String, String)>,
     pub sasl_mechanism: SaslMechanism,
@@ -144,7 +147,8 @@ impl KafkaSettings {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "error")
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", self.fetch_wait.as_millis().to_string());
         config
     }
 
@@ -170,6 +174,7 @@ pub(crate) fn test_settings() -> KafkaSettings {
         partitions: 4,
         session_timeout: Duration::from_secs(10),
         heartbeat_interval: Duration::from_secs(3),
+        fetch_wait: Duration::from_millis(50),
         sasl: None,
         sasl_mechanism: SaslMechanism::ScramSha256,
         tls: false,
