@@ -7,10 +7,10 @@
 #
 # Node i (from 0) serves HTTP on 8190+10*i and metrics on 8191+10*i, with data in .cluster/node$i.
 # By default every node is its own replica group, so each holds every partition and answers every
-# read. GROUPS=1 puts all nodes in one replica group instead: the partitions are split between
+# read. REPLICA_GROUPS=1 puts all nodes in one replica group instead: the partitions are split between
 # them and a node answers reads for the partitions it owns (reads of the others come with the
 # cluster issue's remote reads).
-# Env: KAFKA_PORT (9092), PARTITIONS (4), NAMESPACE (local), GROUPS (N), CARGO_TARGET_DIR.
+# Env: KAFKA_PORT (9092), PARTITIONS (4), NAMESPACE (local), REPLICA_GROUPS (N), CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=.cluster
@@ -21,7 +21,7 @@ NAMESPACE="${NAMESPACE:-local}"
 TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
 
 start() {
-    local n="${1:-3}" groups="${GROUPS:-${1:-3}}"
+    local n="${1:-3}" groups="${REPLICA_GROUPS:-${1:-3}}"
     mkdir -p "$DIR"
     scripts/kafka-broker.sh install
     cargo build --release -p firescroll

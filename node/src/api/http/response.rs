@@ -111,6 +111,18 @@ struct PositionBody<'a> {
     outcome: Option<OutcomeBody<'a>>,
 }
 
+#[derive(Serialize)]
+struct PositionsBody<'a> {
+    #[serde(rename = "Positions")]
+    positions: Vec<PositionBody<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutcomesBody<'a> {
+    #[serde(rename = "Outcomes")]
+    outcomes: Vec<PositionBody<'a>>,
+}
+
 /// `{"Positions":[{"Partition","Offset"[,"Outcome"]}]}` for a write.
 pub fn positions(results: &[EntryResult]) -> Vec<u8> {
     let items: Vec<PositionBody> = results
@@ -121,7 +133,7 @@ pub fn positions(results: &[EntryResult]) -> Vec<u8> {
             outcome: r.outcome.as_ref().map(|o| OutcomeBody::of(o.as_ref())),
         })
         .collect();
-    serde_json::to_vec(&serde_json::json!({ "Positions": items })).expect("serializes")
+    serde_json::to_vec(&PositionsBody { positions: items }).expect("serializes")
 }
 
 /// `{"Outcomes":[{"Partition","Offset","Outcome"}]}`.
@@ -134,7 +146,7 @@ pub fn outcomes(results: &[(Position, Option<Outcome>)]) -> Vec<u8> {
             outcome: Some(OutcomeBody::of(o.as_ref())),
         })
         .collect();
-    serde_json::to_vec(&serde_json::json!({ "Outcomes": items })).expect("serializes")
+    serde_json::to_vec(&OutcomesBody { outcomes: items }).expect("serializes")
 }
 
 /// The HTTP status of a service error kind.
@@ -162,6 +174,25 @@ pub fn error(e: &ServiceError) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positions_keep_their_field_order() {
+        let results = [EntryResult {
+            position: Position {
+                partition: 1,
+                offset: 7,
+            },
+            outcome: Some(Some(Outcome::Rejected(Rejection {
+                kind: crate::engine::RejectionKind::ConditionFailed,
+                op: Some(0),
+                message: "no".into(),
+            }))),
+        }];
+        assert_eq!(
+            String::from_utf8(positions(&results)).unwrap(),
+            r#"{"Positions":[{"Partition":1,"Offset":7,"Outcome":{"Status":"rejected","Kind":"condition_failed","Op":0,"Message":"no"}}]}"#
+        );
+    }
 
     #[test]
     fn records_render_data_verbatim_with_millisecond_times() {
