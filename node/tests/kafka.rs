@@ -339,3 +339,77 @@ fn entries_from_other_producers_are_applied() {
     assert_eq!(records[0]["CreatedAt"], "2024-11-26T03:00:00.000Z");
     assert_eq!(records[2]["Data"], json!({"hey": "ho"}));
 }
+
+#[test]
+fn a_partition_behind_the_log_start_is_not_served() {
+    let broker = Broker::start();
+    let env = kafka_env(&broker, "gap", "rg", "solo");
+    let mut node = Node::start_env(&env);
+    node.wait_until("owns every partition", Duration::from_secs(30), owns_all);
+    let first = put(&node, "gapkey", json!(1), None);
+    let partition = first["Partition"].as_i64().unwrap() as i32;
+    let (status, _) = node.post(
+        "/records/get",
+        json!({"Records": [{"pk": "gapkey", "sk": "s"}], "min_offsets": [first]}),
+    );
+    assert_eq!(status, 200);
+    node.terminate();
+    // While the node is down, more is written, and retention removes everything before it.
+    let end = runtime().block_on(async {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", broker.seeds());
+        let producer: FutureProducer = config.create().unwrap();
+        let mut last = 0;
+        for i in 0..5 {
+            let entry = format!(
+                r#"{{"v":1,"ts_ms":1,"ops":[{{"op":"put","pk":"gapkey","sk":"s{i}","data":{i}}}]}}"#
+            );
+            last = producer
+                .send(
+                    FutureRecord::to("firescroll_gap_mutations")
+                        .key("gapkey")
+                        .partition(partition)
+                        .payload(&entry),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap()
+                .offset;
+        }
+        let admin: AdminClient<DefaultClientContext> = config.create().unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(
+            "firescroll_gap_mutations",
+            partition,
+            rdkafka::Offset::Offset(last),
+        )
+        .unwrap();
+        admin
+            .delete_records(&tpl, &AdminOptions::new())
+            .await
+            .unwrap();
+        last
+    });
+    assert!(end > 1);
+    node.spawn();
+    node.wait_until(
+        "not ready because of the gap",
+        Duration::from_secs(30),
+        |n| {
+            let (status, body) = n.get_url(&n.url("/ready"));
+            status == 503 && body.contains(&format!("partition {partition} not served"))
+        },
+    );
+    let (status, reply) = node.post(
+        "/records/get",
+        json!({"Records": [{"pk": "gapkey", "sk": "s"}]}),
+    );
+    assert_eq!(status, 503, "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the log starts at"),
+        "{reply}"
+    );
+}

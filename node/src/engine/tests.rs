@@ -362,3 +362,57 @@ async fn a_store_failure_stops_the_partition_visibly_instead_of_skipping() {
         .unwrap();
     engine.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_in_the_log_is_never_served_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(
+        EmbeddedLog::open(EmbeddedLogConfig {
+            dir: dir.path().join("log"),
+            partitions: PARTITIONS,
+            segment_bytes: 64,
+            max_entry_bytes: 1 << 20,
+        })
+        .unwrap(),
+    );
+    let pk = pks_in(3, 1).remove(0);
+    for i in 0..40 {
+        let entry = LogEntry::new(i, vec![put(&pk, &format!("s{i}"), "1", None)]);
+        log.append(3, vec![append(&entry)]).await.unwrap();
+    }
+    // Retention removed entries this (empty) replica never applied.
+    log.release(3, 30);
+    let start = log.bounds(3).unwrap().0;
+    assert!(start > 0);
+    let store = crate::store::Store::open(&dir.path().join("store"), PARTITIONS).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let (engine, _tasks) = Engine::start(
+        store,
+        log.clone(),
+        Arc::new(Conditions::new()),
+        metrics.clone(),
+        EngineConfig::default(),
+    );
+    let runtime = engine.partition(3).unwrap();
+    assert_eq!(
+        runtime.health(),
+        Health::Gap {
+            next_offset: 0,
+            log_start: start
+        }
+    );
+    assert!(!runtime.readable());
+    assert_eq!(
+        runtime.next_offset(),
+        0,
+        "nothing may be applied past the gap"
+    );
+    assert!(
+        metrics
+            .render()
+            .contains("firescroll_partition_healthy{partition=\"3\"} 0")
+    );
+    // The other partitions are fine.
+    assert_eq!(engine.partition(0).unwrap().health(), Health::Serving);
+    engine.shutdown();
+}
