@@ -134,6 +134,10 @@ pub struct Settings {
     /// Debug logging (FireScroll's DEBUG=1).
     #[arg(long, env = "DEBUG", value_parser = clap::builder::BoolishValueParser::new())]
     pub debug: Option<bool>,
+    /// Delete a partition's local data when this node loses it [default: false: keep it, so
+    /// getting it back is quick].
+    #[arg(long, env = "DROP_RELEASED_PARTITIONS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub drop_released_partitions: Option<bool>,
     /// Seconds to keep serving after SIGTERM before closing, so load balancers can deregister
     /// the node [default: 0].
     #[arg(long, env = "SHUTDOWN_SLEEP_SEC")]
@@ -161,6 +165,7 @@ pub struct Config {
     pub service: ServiceConfig,
     pub log_segment_bytes: u64,
     pub checkpoint_interval: Duration,
+    pub drop_released_partitions: bool,
     pub log_format: LogFormat,
     pub log_level: tracing::Level,
     pub shutdown_sleep: Duration,
@@ -223,6 +228,7 @@ impl Config {
             },
             log_segment_bytes: pick!(log_segment_bytes, 16 << 20),
             checkpoint_interval: Duration::from_millis(pick!(checkpoint_interval_ms, 2000)),
+            drop_released_partitions: pick!(drop_released_partitions, false),
             log_format: pick!(log_format, LogFormat::Text),
             log_level: level_name.parse().map_err(|_| {
                 anyhow::anyhow!(

@@ -42,6 +42,7 @@ pub async fn run(
         metrics.clone(),
         EngineConfig {
             checkpoint_interval: config.checkpoint_interval,
+            drop_released: config.drop_released_partitions,
             ..EngineConfig::default()
         },
     );

@@ -37,7 +37,10 @@ fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn one_replica_group_splits_partitions_and_survives_a_kill_9() {
     let broker = Broker::start();
-    let a = Node::start_env(&kafka_env(&broker, "split", "rg", "a"));
+    // `a` deletes what it loses, so after the takeover it must rebuild those partitions from the log.
+    let mut a_env = kafka_env(&broker, "split", "rg", "a");
+    a_env.push(("DROP_RELEASED_PARTITIONS".into(), "1".into()));
+    let a = Node::start_env(&a_env);
     a.wait_until("a owns every partition", Duration::from_secs(30), owns_all);
     let mut b = Node::start_env(&kafka_env(&broker, "split", "rg", "b"));
     let split = |_: &Node| {
@@ -70,6 +73,11 @@ fn one_replica_group_splits_partitions_and_survives_a_kill_9() {
         count(a) + count(&b) == 40
     });
 
+    assert!(
+        a.log().contains("released partition's data deleted"),
+        "{}",
+        a.log()
+    );
     b.kill9();
     let killed = Instant::now();
     a.wait_until(

@@ -31,6 +31,9 @@ pub struct EngineConfig {
     pub batch_max: usize,
     /// How often the store is made durable and applied log entries released.
     pub checkpoint_interval: Duration,
+    /// Delete a partition's local data when this node stops owning it (by default it is kept,
+    /// so getting the partition back only needs the entries written since).
+    pub drop_released: bool,
 }
 
 impl Default for EngineConfig {
@@ -38,6 +41,7 @@ impl Default for EngineConfig {
         EngineConfig {
             batch_max: 1024,
             checkpoint_interval: Duration::from_secs(2),
+            drop_released: false,
         }
     }
 }
@@ -177,6 +181,23 @@ impl Engine {
                 runtime.stop_applier();
                 self.inner.metrics.forget_partition(*id);
                 tracing::info!(partition = id, "partition released");
+                if self.inner.config.drop_released {
+                    match Arc::try_unwrap(runtime) {
+                        Ok(runtime) => match runtime.store.destroy() {
+                            Ok(()) => {
+                                tracing::info!(partition = id, "released partition's data deleted")
+                            }
+                            Err(e) => {
+                                tracing::error!(partition = id, error = %e, "deleting a released partition's data failed")
+                            }
+                        },
+                        // A reader still holds it; the data stays until the next release.
+                        Err(_) => tracing::warn!(
+                            partition = id,
+                            "released partition still in use; its data is kept"
+                        ),
+                    }
+                }
             }
         }
         let mut unopened = self.inner.unopened.write().expect("unopened lock");

@@ -134,3 +134,51 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_destroyed_partition_starts_over_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 2).unwrap();
+        let p0 = store.partition(0).unwrap();
+        let p1 = store.partition(1).unwrap();
+        let value = encode_value(1, 1, b"1");
+        p0.commit(
+            [(encode_key("a", ""), Some(value.clone()))],
+            &[(3, b"{}".to_vec())],
+            5,
+        )
+        .unwrap();
+        p1.commit(
+            [(encode_key("b", ""), Some(value))],
+            &[(3, b"{}".to_vec())],
+            7,
+        )
+        .unwrap();
+        p0.destroy().unwrap();
+        let p0 = store.partition(0).unwrap();
+        assert_eq!(p0.next_offset().unwrap(), 0);
+        assert!(p0.get("a", "").unwrap().is_none());
+        assert!(p0.rejection(3).unwrap().is_none());
+        // The other partition is untouched.
+        assert_eq!(p1.next_offset().unwrap(), 7);
+        assert!(p1.get("b", "").unwrap().is_some());
+        assert!(p1.rejection(3).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_store_follows_one_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 2).unwrap();
+        store.check_log_identity(dir.path(), "embedded").unwrap();
+        store.check_log_identity(dir.path(), "embedded").unwrap();
+        let err = store
+            .check_log_identity(dir.path(), "kafka:prod")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("applied from the embedded log"), "{err}");
+    }
+}

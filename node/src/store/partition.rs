@@ -184,6 +184,21 @@ impl PartitionStore {
         Ok(Digest { records, sha256 })
     }
 
+    /// Deletes the partition's records, its next offset and its recorded outcomes, as if this
+    /// node had never held it. The handle must not be used afterwards.
+    pub fn destroy(self) -> Result<()> {
+        let mut tag = [REJECTION_TAG; 5];
+        tag[1..].copy_from_slice(&self.id.to_be_bytes());
+        let mut batch = self.db.batch();
+        for guard in self.meta.prefix(tag) {
+            batch.remove(&self.meta, guard.key()?);
+        }
+        batch.remove(&self.meta, self.next_offset_key());
+        batch.commit()?;
+        self.db.delete_keyspace(self.records)?;
+        Ok(())
+    }
+
     /// Approximate number of records (cheap; exact count comes with `digest`).
     pub fn approximate_len(&self) -> usize {
         self.records.approximate_len()
