@@ -182,20 +182,13 @@ impl Engine {
                 self.inner.metrics.forget_partition(*id);
                 tracing::info!(partition = id, "partition released");
                 if self.inner.config.drop_released {
-                    match Arc::try_unwrap(runtime) {
-                        Ok(runtime) => match runtime.store.destroy() {
-                            Ok(()) => {
-                                tracing::info!(partition = id, "released partition's data deleted")
-                            }
-                            Err(e) => {
-                                tracing::error!(partition = id, error = %e, "deleting a released partition's data failed")
-                            }
-                        },
-                        // A reader still holds it; the data stays until the next release.
-                        Err(_) => tracing::warn!(
-                            partition = id,
-                            "released partition still in use; its data is kept"
-                        ),
+                    match runtime.store.destroy() {
+                        Ok(()) => {
+                            tracing::info!(partition = id, "released partition's data deleted")
+                        }
+                        Err(e) => {
+                            tracing::error!(partition = id, error = %e, "deleting a released partition's data failed")
+                        }
                     }
                 }
             }

@@ -185,8 +185,9 @@ impl PartitionStore {
     }
 
     /// Deletes the partition's records, its next offset and its recorded outcomes, as if this
-    /// node had never held it. The handle must not be used afterwards.
-    pub fn destroy(self) -> Result<()> {
+    /// node had never held it. Handles still held elsewhere (an in-flight read) keep working until
+    /// dropped; fjall removes the files after the last one goes.
+    pub fn destroy(&self) -> Result<()> {
         let mut tag = [REJECTION_TAG; 5];
         tag[1..].copy_from_slice(&self.id.to_be_bytes());
         let mut batch = self.db.batch();
@@ -195,7 +196,7 @@ impl PartitionStore {
         }
         batch.remove(&self.meta, self.next_offset_key());
         batch.commit()?;
-        self.db.delete_keyspace(self.records)?;
+        self.db.delete_keyspace(self.records.clone())?;
         Ok(())
     }
 
