@@ -25,15 +25,15 @@ trap cleanup EXIT
 
 wait_up() { for _ in $(seq 1 200); do curl -sf -o /dev/null "$1" -X POST -d '{"Records":[{"pk":"x"}]}' && return 0; sleep 0.05; done; echo "server at $1 did not start" >&2; exit 1; }
 
-DB_PATH="$work/data" API_PORT=18190 INTERNAL_PORT=18191 LISTEN_ADDR=127.0.0.1 LOG_LEVEL=warn \
+DB_PATH="$work/data" API_PORT=18190 INTERNAL_PORT=18191 RESP_PORT=18192 LISTEN_ADDR=127.0.0.1 LOG_LEVEL=warn \
     "$BIN/firescroll" >"$work/node.log" 2>&1 &
 pids+=($!)
 wait_up http://127.0.0.1:18190/records/get
 python3 benches/load.py http://127.0.0.1:18190
 
-"$BIN/hello" 18192 &
+"$BIN/hello" 18193 &
 pids+=($!)
-wait_up http://127.0.0.1:18192/records/get
+wait_up http://127.0.0.1:18193/records/get
 
 run() {  # name url
     local out
@@ -47,7 +47,7 @@ run() {  # name url
 # Warm both up, then measure.
 wrk -t1 -c10 -d2s -s benches/wrk/get.lua http://127.0.0.1:18190/records/get >/dev/null
 fs=$(run firescroll http://127.0.0.1:18190/records/get)
-hello=$(run hello-world http://127.0.0.1:18192/records/get)
+hello=$(run hello-world http://127.0.0.1:18193/records/get)
 echo
 printf '%-12s %12s %10s %10s\n' server req/s p50 p99
 printf '%-12s %12s %10s %10s\n' $fs

@@ -31,7 +31,7 @@ start_broker() {
 
 start_node() {  # name port extra-env...
     local name=$1 port=$2; shift 2
-    env DB_PATH="$work/$name" API_PORT="$port" INTERNAL_PORT=$((port + 1)) LISTEN_ADDR=127.0.0.1 \
+    env DB_PATH="$work/$name" API_PORT="$port" INTERNAL_PORT=$((port + 1)) RESP_PORT=$((port + 2)) LISTEN_ADDR=127.0.0.1 \
         LOG_LEVEL=warn PARTITIONS=4 "$@" "$BIN" >"$work/$name.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$port/ready" >/dev/null && return; sleep 0.1; done

@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# The whole test suite. Installs the real services the tests talk to (once; the first install of
-# the Kafka-protocol broker takes 15-30 minutes on 2 cores), then runs every test.
+# The whole test suite. Installs the real services and clients the tests talk to (once; the first
+# install of the Kafka-protocol broker takes 15-30 minutes on 2 cores; redis-cli comes from
+# Debian's redis-tools), then runs every test.
 #
 #   scripts/test.sh [cargo test args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/kafka-broker.sh install >&2
+# A real Redis client for the Redis-protocol tests.
+if ! command -v redis-cli >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        { apt-get update -qq && apt-get install -y -qq redis-tools; } >&2
+    fi
+    command -v redis-cli >/dev/null 2>&1 || { echo "redis-cli is required: install redis-tools" >&2; exit 1; }
+fi
 # Integration tests start their own brokers from this binary, each on a free port.
 NISSHI_BIN="$(scripts/kafka-broker.sh bin)"
 export NISSHI_BIN

@@ -2,6 +2,7 @@
 //! one), then a TOML file (`--config`), then defaults. A bad setting stops the node with a message
 //! naming the setting and what is wrong with it.
 
+use crate::api::resp::{FrameLimits, RespConfig};
 use crate::log::kafka::{KafkaSettings, SaslMechanism};
 use crate::service::{Limits, ServiceConfig};
 use anyhow::{Context, bail};
@@ -41,6 +42,15 @@ pub struct Settings {
     /// Internal port: /metrics and /debug [default: 8191].
     #[arg(long, env = "INTERNAL_PORT")]
     pub internal_port: Option<u16>,
+    /// Redis protocol port [default: 6379].
+    #[arg(long, env = "RESP_PORT")]
+    pub resp_port: Option<u16>,
+    /// Redis connections served at once [default: 10000].
+    #[arg(long, env = "RESP_MAX_CLIENTS")]
+    pub resp_max_clients: Option<usize>,
+    /// Close Redis connections idle this many seconds; 0 never [default: 300].
+    #[arg(long, env = "RESP_IDLE_TIMEOUT_SEC")]
+    pub resp_idle_timeout_sec: Option<u64>,
     /// Kafka seed brokers (host:port,...). Set: the Kafka log; unset: the embedded log.
     #[arg(long, env = "KAFKA_SEEDS")]
     pub kafka_seeds: Option<String>,
@@ -160,6 +170,8 @@ pub struct Config {
     pub listen_addr: IpAddr,
     pub api_port: u16,
     pub internal_port: u16,
+    pub resp_port: u16,
+    pub resp: RespConfig,
     /// Set when the node uses the Kafka log.
     pub kafka: Option<KafkaSettings>,
     pub service: ServiceConfig,
@@ -207,6 +219,19 @@ impl Config {
             listen_addr: pick!(listen_addr, IpAddr::from([0, 0, 0, 0])),
             api_port: pick!(api_port, 8190),
             internal_port: pick!(internal_port, 8191),
+            resp_port: pick!(resp_port, 6379),
+            resp: RespConfig {
+                max_clients: pick!(resp_max_clients, 10_000),
+                idle_timeout: match pick!(resp_idle_timeout_sec, 300) {
+                    0 => None,
+                    secs => Some(Duration::from_secs(secs)),
+                },
+                limits: FrameLimits {
+                    max_bulk: pick!(max_body_bytes, defaults.max_body_bytes) as u64,
+                    max_args: 2 * pick!(max_records_per_request, defaults.max_records) as u64 + 8,
+                    max_buffered: pick!(max_body_bytes, defaults.max_body_bytes),
+                },
+            },
             kafka: None,
             service: ServiceConfig {
                 limits: Limits {
@@ -299,11 +324,27 @@ impl Config {
                 self.partitions
             );
         }
-        if self.api_port == self.internal_port && self.api_port != 0 {
-            bail!(
-                "API_PORT and INTERNAL_PORT are both {}: give them different ports",
-                self.api_port
-            );
+        for (a, b, pa, pb) in [
+            (
+                "API_PORT",
+                "INTERNAL_PORT",
+                self.api_port,
+                self.internal_port,
+            ),
+            ("API_PORT", "RESP_PORT", self.api_port, self.resp_port),
+            (
+                "INTERNAL_PORT",
+                "RESP_PORT",
+                self.internal_port,
+                self.resp_port,
+            ),
+        ] {
+            if pa == pb && pa != 0 {
+                bail!("{a} and {b} are both {pa}: give them different ports");
+            }
+        }
+        if self.resp.max_clients == 0 {
+            bail!("RESP_MAX_CLIENTS: must be greater than 0");
         }
         for (name, value) in [
             ("MAX_BODY_BYTES", limits.max_body_bytes),
@@ -373,6 +414,7 @@ mod tests {
         let c = Config::resolve(Settings::default()).unwrap();
         assert_eq!(c.db_path, PathBuf::from("./data"));
         assert_eq!((c.api_port, c.internal_port, c.partitions), (8190, 8191, 4));
+        assert_eq!(c.resp_port, 6379);
         assert!(c.kafka.is_none());
     }
 

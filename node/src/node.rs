@@ -56,10 +56,15 @@ pub async fn run(
     let internal_listener = TcpListener::bind(internal_addr)
         .await
         .with_context(|| format!("INTERNAL_PORT: cannot listen on {internal_addr}"))?;
+    let resp_addr = SocketAddr::new(config.listen_addr, config.resp_port);
+    let resp_listener = TcpListener::bind(resp_addr)
+        .await
+        .with_context(|| format!("RESP_PORT: cannot listen on {resp_addr}"))?;
 
     tracing::info!(
         api = %api_listener.local_addr()?,
         internal = %internal_listener.local_addr()?,
+        resp = %resp_listener.local_addr()?,
         db_path = %config.db_path.display(),
         partitions = config.partitions,
         log = if config.kafka.is_some() { "kafka" } else { "embedded" },
@@ -88,9 +93,10 @@ pub async fn run(
     };
     let public = axum::serve(api_listener, api::http::router(service.clone()))
         .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let internal = axum::serve(internal_listener, api::internal::router(service))
-        .with_graceful_shutdown(stopped(stop_rx));
-    let (public, internal) = tokio::join!(public, internal);
+    let internal = axum::serve(internal_listener, api::internal::router(service.clone()))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let resp = api::resp::serve(resp_listener, service, config.resp.clone(), stop_rx);
+    let (public, internal, ()) = tokio::join!(public, internal, resp);
     public.context("the API server failed")?;
     internal.context("the internal server failed")?;
 

@@ -191,6 +191,7 @@ fn changing_the_partition_count_of_existing_data_is_refused() {
         .env("PARTITIONS", "8")
         .env("API_PORT", common::free_port().to_string())
         .env("INTERNAL_PORT", common::free_port().to_string())
+        .env("RESP_PORT", common::free_port().to_string())
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -20,6 +20,9 @@ pub struct ListRequest {
     pub cond: Option<String>,
     /// Stop at the first record for which `cond` is false.
     pub if_stop: bool,
+    /// Skip the record whose sk equals a non-empty `sk_prefix` (FireScroll's list did; its
+    /// `sk_prefix` doubled as "continue after").
+    pub skip_prefix_itself: bool,
     /// Continue after this cursor (from a previous page's `next_cursor`).
     pub cursor: Option<String>,
     /// Wait until these positions are applied before reading.
@@ -126,7 +129,10 @@ impl Service {
         let mut stopped = false;
         for record in scan.by_ref() {
             let record = record.map_err(|e| self.read_failed(partition, e))?;
-            if !request.sk_prefix.is_empty() && record.sk == request.sk_prefix {
+            if request.skip_prefix_itself
+                && !request.sk_prefix.is_empty()
+                && record.sk == request.sk_prefix
+            {
                 continue;
             }
             if let (Some(source), Some(program)) = (&request.cond, &program) {

@@ -26,6 +26,7 @@ pub struct Node {
     pub data: PathBuf,
     pub api: u16,
     pub internal: u16,
+    pub resp: u16,
     env: Vec<(String, String)>,
     client: reqwest::blocking::Client,
     log_path: PathBuf,
@@ -53,6 +54,7 @@ impl Node {
             data: base.join("data"),
             api: free_port(),
             internal: free_port(),
+            resp: free_port(),
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -77,6 +79,7 @@ impl Node {
             .env("DB_PATH", &self.data)
             .env("API_PORT", self.api.to_string())
             .env("INTERNAL_PORT", self.internal.to_string())
+            .env("RESP_PORT", self.resp.to_string())
             .env("LISTEN_ADDR", "127.0.0.1")
             .env("CHECKPOINT_INTERVAL_MS", "200")
             .env("LOG_LEVEL", "debug")
@@ -199,6 +202,7 @@ pub fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (i32, String) {
         .env("DB_PATH", dir.path().join("data"))
         .env("API_PORT", free_port().to_string())
         .env("INTERNAL_PORT", free_port().to_string())
+        .env("RESP_PORT", free_port().to_string())
         .env("LISTEN_ADDR", "127.0.0.1")
         .envs(env.iter().copied())
         .args(args)

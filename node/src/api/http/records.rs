@@ -72,6 +72,7 @@ async fn dispatch(service: &Service, op: &str, body: &[u8]) -> Result<Vec<u8>, S
                     limit,
                     cond: req.cond,
                     if_stop: req.if_stop.unwrap_or(false),
+                    skip_prefix_itself: true,
                     cursor: req.cursor,
                     min_offsets: positions(req.min_offsets)?,
                 })

@@ -1,0 +1,197 @@
+//! Hash commands: the hash is a pk, its fields are sks.
+
+use super::{Context, data_of, text, value_of, wrong_arity};
+use crate::api::resp::reply::Reply;
+use crate::model::{Key, OpKind};
+use crate::service::WriteOp;
+use bytes::Bytes;
+
+fn keys_of(pk: &Bytes, fields: &[Bytes]) -> Result<Vec<Key>, Reply> {
+    let pk = text(pk)?;
+    fields
+        .iter()
+        .map(|f| {
+            Ok(Key {
+                pk: pk.clone(),
+                sk: text(f)?,
+            })
+        })
+        .collect()
+}
+
+/// `HGET key field`
+pub async fn hget(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let [pk, field] = args else {
+        return wrong_arity("hget");
+    };
+    let keys = match keys_of(pk, std::slice::from_ref(field)) {
+        Ok(keys) => keys,
+        Err(e) => return e,
+    };
+    match ctx.read(keys).await {
+        Ok(records) => records
+            .first()
+            .map_or(Reply::Null, |r| Reply::Bulk(value_of(r))),
+        Err(e) => e,
+    }
+}
+
+/// `HMGET key field [field ...]`
+pub async fn hmget(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let [pk, fields @ ..] = args else {
+        return wrong_arity("hmget");
+    };
+    if fields.is_empty() {
+        return wrong_arity("hmget");
+    }
+    let keys = match keys_of(pk, fields) {
+        Ok(keys) => keys,
+        Err(e) => return e,
+    };
+    match ctx.read(keys.clone()).await {
+        Ok(records) => Reply::Array(
+            keys.iter()
+                .map(|k| {
+                    records
+                        .iter()
+                        .find(|r| r.sk == k.sk)
+                        .map_or(Reply::Null, |r| Reply::Bulk(value_of(r)))
+                })
+                .collect(),
+        ),
+        Err(e) => e,
+    }
+}
+
+async fn all_fields(
+    ctx: &Context<'_>,
+    args: &[Bytes],
+    name: &str,
+) -> Result<Vec<crate::model::Record>, Reply> {
+    let [pk] = args else {
+        return Err(wrong_arity(name));
+    };
+    ctx.scan_all(text(pk)?, String::new()).await
+}
+
+/// `HGETALL key`: a map under RESP3.
+pub async fn hgetall(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    match all_fields(ctx, args, "hgetall").await {
+        Ok(records) => Reply::Map(
+            records
+                .iter()
+                .map(|r| (Reply::bulk(r.sk.clone()), Reply::Bulk(value_of(r))))
+                .collect(),
+        ),
+        Err(e) => e,
+    }
+}
+
+/// `HKEYS key`
+pub async fn hkeys(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    match all_fields(ctx, args, "hkeys").await {
+        Ok(records) => Reply::Array(records.into_iter().map(|r| Reply::bulk(r.sk)).collect()),
+        Err(e) => e,
+    }
+}
+
+/// `HVALS key`
+pub async fn hvals(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    match all_fields(ctx, args, "hvals").await {
+        Ok(records) => Reply::Array(records.iter().map(|r| Reply::Bulk(value_of(r))).collect()),
+        Err(e) => e,
+    }
+}
+
+/// `HLEN key`
+pub async fn hlen(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    match all_fields(ctx, args, "hlen").await {
+        Ok(records) => Reply::Int(records.len() as i64),
+        Err(e) => e,
+    }
+}
+
+/// `HEXISTS key field`
+pub async fn hexists(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let [pk, field] = args else {
+        return wrong_arity("hexists");
+    };
+    let keys = match keys_of(pk, std::slice::from_ref(field)) {
+        Ok(keys) => keys,
+        Err(e) => return e,
+    };
+    match ctx.exist(&keys).await {
+        Ok(found) => Reply::Int(i64::from(found[0])),
+        Err(e) => e,
+    }
+}
+
+/// `HSET key field value [field value ...]`: how many fields are new. (`HMSET` answers OK.)
+pub async fn hset(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
+    let [pk, pairs @ ..] = args else {
+        return wrong_arity(name);
+    };
+    if pairs.is_empty() || pairs.len() % 2 != 0 {
+        return wrong_arity(name);
+    }
+    let fields: Vec<Bytes> = pairs.iter().step_by(2).cloned().collect();
+    let keys = match keys_of(pk, &fields) {
+        Ok(keys) => keys,
+        Err(e) => return e,
+    };
+    let existing = match ctx.exist(&keys).await {
+        Ok(found) => found.iter().filter(|&&f| f).count(),
+        Err(e) => return e,
+    };
+    let mut ops = Vec::with_capacity(keys.len());
+    for (key, value) in keys.iter().zip(pairs.iter().skip(1).step_by(2)) {
+        match data_of(value) {
+            Ok(data) => ops.push(WriteOp {
+                op: OpKind::Put,
+                pk: key.pk.clone(),
+                sk: key.sk.clone(),
+                data: Some(data),
+                cond: None,
+            }),
+            Err(e) => return e,
+        }
+    }
+    let new_fields = keys.len() - existing;
+    match ctx.write(ops, false).await {
+        Ok(_) if name == "hmset" => Reply::ok(),
+        Ok(_) => Reply::Int(new_fields as i64),
+        Err(e) => e,
+    }
+}
+
+/// `HDEL key field [field ...]`: how many existed.
+pub async fn hdel(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let [pk, fields @ ..] = args else {
+        return wrong_arity("hdel");
+    };
+    if fields.is_empty() {
+        return wrong_arity("hdel");
+    }
+    let keys = match keys_of(pk, fields) {
+        Ok(keys) => keys,
+        Err(e) => return e,
+    };
+    let existed = match ctx.exist(&keys).await {
+        Ok(found) => found.iter().filter(|&&f| f).count(),
+        Err(e) => return e,
+    };
+    let ops = keys
+        .into_iter()
+        .map(|k| WriteOp {
+            op: OpKind::Delete,
+            pk: k.pk,
+            sk: k.sk,
+            data: None,
+            cond: None,
+        })
+        .collect();
+    match ctx.write(ops, false).await {
+        Ok(_) => Reply::Int(existed as i64),
+        Err(e) => e,
+    }
+}

@@ -1,0 +1,168 @@
+//! String-style commands: the record (pk = key, sk = "").
+
+use super::{Context, data_of, text, value_of, wrong_arity};
+use crate::api::resp::reply::Reply;
+use crate::engine::Outcome;
+use crate::model::{Key, OpKind};
+use crate::service::WriteOp;
+use bytes::Bytes;
+
+fn key(arg: &Bytes) -> Result<Key, Reply> {
+    Ok(Key {
+        pk: text(arg)?,
+        sk: String::new(),
+    })
+}
+
+/// `GET key`
+pub async fn get(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let [k] = args else { return wrong_arity("get") };
+    let key = match key(k) {
+        Ok(key) => key,
+        Err(e) => return e,
+    };
+    match ctx.read(vec![key]).await {
+        Ok(records) => records
+            .first()
+            .map_or(Reply::Null, |r| Reply::Bulk(value_of(r))),
+        Err(e) => e,
+    }
+}
+
+/// `MGET key [key ...]`
+pub async fn mget(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    if args.is_empty() {
+        return wrong_arity("mget");
+    }
+    let keys: Vec<Key> = match args.iter().map(key).collect() {
+        Ok(keys) => keys,
+        Err(e) => return e,
+    };
+    match ctx.read(keys.clone()).await {
+        Ok(records) => Reply::Array(
+            keys.iter()
+                .map(|k| {
+                    records
+                        .iter()
+                        .find(|r| r.pk == k.pk)
+                        .map_or(Reply::Null, |r| Reply::Bulk(value_of(r)))
+                })
+                .collect(),
+        ),
+        Err(e) => e,
+    }
+}
+
+/// `EXISTS key [key ...]`: how many of the keys exist (repeats count again, as in Redis).
+pub async fn exists(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    if args.is_empty() {
+        return wrong_arity("exists");
+    }
+    let keys: Vec<Key> = match args.iter().map(key).collect() {
+        Ok(keys) => keys,
+        Err(e) => return e,
+    };
+    match ctx.exist(&keys).await {
+        Ok(found) => Reply::Int(found.iter().filter(|&&f| f).count() as i64),
+        Err(e) => e,
+    }
+}
+
+/// `SET key value [NX|XX] [GET]`. NX and XX become `if` conditions, decided in log order.
+pub async fn set(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let [k, v, options @ ..] = args else {
+        return wrong_arity("set");
+    };
+    let mut cond = None;
+    for option in options {
+        match option.to_ascii_uppercase().as_slice() {
+            b"NX" if cond.is_none() => cond = Some("data == nil"),
+            b"XX" if cond.is_none() => cond = Some("data != nil"),
+            b"EX" | b"PX" | b"EXAT" | b"PXAT" | b"KEEPTTL" => {
+                return Reply::err("expiry is not supported: FireScroll keys do not expire");
+            }
+            _ => return Reply::err("syntax error"),
+        }
+    }
+    let (key, data) = match (key(k), data_of(v)) {
+        (Ok(key), Ok(data)) => (key, data),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    let op = WriteOp {
+        op: OpKind::Put,
+        pk: key.pk,
+        sk: key.sk,
+        data: Some(data),
+        cond: cond.map(str::to_string),
+    };
+    match ctx.write(vec![op], cond.is_some()).await {
+        Err(e) => e,
+        Ok(_) if cond.is_none() => Reply::ok(),
+        Ok(results) => match results.first().and_then(|r| r.outcome.clone()) {
+            Some(Some(Outcome::Applied)) => Reply::ok(),
+            Some(Some(Outcome::Rejected(_))) => Reply::Null,
+            _ => {
+                Reply::err("the write is durable but was not applied in time; read the key to see")
+            }
+        },
+    }
+}
+
+/// `DEL key [key ...]`: how many existed.
+pub async fn del(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    if args.is_empty() {
+        return wrong_arity("del");
+    }
+    let keys: Vec<Key> = match args.iter().map(key).collect() {
+        Ok(keys) => keys,
+        Err(e) => return e,
+    };
+    let existed = match ctx.exist(&keys).await {
+        Ok(found) => found.iter().filter(|&&f| f).count(),
+        Err(e) => return e,
+    };
+    let ops = keys
+        .into_iter()
+        .map(|k| WriteOp {
+            op: OpKind::Delete,
+            pk: k.pk,
+            sk: k.sk,
+            data: None,
+            cond: None,
+        })
+        .collect();
+    match ctx.write(ops, false).await {
+        Ok(_) => Reply::Int(existed as i64),
+        Err(e) => e,
+    }
+}
+
+/// `TYPE key`: `string` when the record (key, "") exists, else `hash` when the pk has fields.
+pub async fn type_of(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let [k] = args else {
+        return wrong_arity("type");
+    };
+    let key = match key(k) {
+        Ok(key) => key,
+        Err(e) => return e,
+    };
+    match ctx.exist(std::slice::from_ref(&key)).await {
+        Ok(found) if found[0] => return Reply::Simple("string"),
+        Ok(_) => {}
+        Err(e) => return e,
+    }
+    let page = ctx
+        .service
+        .list(crate::service::ListRequest {
+            pk: key.pk,
+            limit: 1,
+            min_offsets: ctx.session.min_offsets(),
+            ..Default::default()
+        })
+        .await;
+    match page {
+        Ok(page) if page.records.is_empty() => Reply::Simple("none"),
+        Ok(_) => Reply::Simple("hash"),
+        Err(e) => super::service_error(e),
+    }
+}

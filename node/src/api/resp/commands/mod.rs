@@ -1,0 +1,206 @@
+//! Command dispatch. Reads and writes go through [`Service`], exactly as HTTP's do.
+//!
+//! The mapping (DESIGN.md §3): a Redis hash per pk, its fields are sks. `GET`/`SET`/`DEL`/`EXISTS`
+//! address the record (pk = key, sk = ""). Values are the data's JSON text, and a JSON string is
+//! returned unquoted; a written value that is not JSON is stored as a JSON string.
+
+mod hash;
+mod keys;
+mod scan;
+mod server;
+
+pub use scan::ScanCursors;
+
+use super::reply::Reply;
+use crate::model::{Key, Position, Record};
+use crate::service::{ListRequest, Service, ServiceError, WriteMode, WriteOp, WriteRequest};
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+
+/// Per-connection state.
+#[derive(Debug)]
+pub struct Session {
+    pub id: u64,
+    /// RESP protocol version in use: 2 until `HELLO 3`.
+    pub proto: u8,
+    pub name: Option<Bytes>,
+    /// Set by `QUIT`: close after replying.
+    pub closing: bool,
+    /// The latest position this connection wrote in each partition. Its reads wait for them
+    /// (bounded), so a connection always reads its own writes, as Redis users expect.
+    written: BTreeMap<u32, u64>,
+}
+
+impl Session {
+    pub fn new(id: u64) -> Self {
+        Session {
+            id,
+            proto: 2,
+            name: None,
+            closing: false,
+            written: BTreeMap::new(),
+        }
+    }
+
+    fn min_offsets(&self) -> Vec<Position> {
+        self.written
+            .iter()
+            .map(|(&partition, &offset)| Position { partition, offset })
+            .collect()
+    }
+}
+
+/// What a command runs with.
+pub struct Context<'a> {
+    pub service: &'a Service,
+    pub scans: &'a ScanCursors,
+    pub session: &'a mut Session,
+}
+
+/// Runs one command.
+pub async fn execute(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
+    let Some(name) = args.first() else {
+        return Reply::err("empty command");
+    };
+    let original = String::from_utf8_lossy(name).into_owned();
+    let name = original.to_ascii_lowercase();
+    let args = &args[1..];
+    match name.as_str() {
+        "get" => keys::get(ctx, args).await,
+        "mget" => keys::mget(ctx, args).await,
+        "exists" => keys::exists(ctx, args).await,
+        "set" => keys::set(ctx, args).await,
+        "del" => keys::del(ctx, args).await,
+        "type" => keys::type_of(ctx, args).await,
+        "hget" => hash::hget(ctx, args).await,
+        "hmget" => hash::hmget(ctx, args).await,
+        "hgetall" => hash::hgetall(ctx, args).await,
+        "hkeys" => hash::hkeys(ctx, args).await,
+        "hvals" => hash::hvals(ctx, args).await,
+        "hlen" => hash::hlen(ctx, args).await,
+        "hexists" => hash::hexists(ctx, args).await,
+        "hset" | "hmset" => hash::hset(ctx, args, &name).await,
+        "hdel" => hash::hdel(ctx, args).await,
+        "hscan" => scan::hscan(ctx, args).await,
+        _ => match server::execute(ctx, &name, args) {
+            Some(reply) => reply,
+            None => unknown_command(&original, args),
+        },
+    }
+}
+
+/// Redis's message for an unknown command.
+fn unknown_command(name: &str, args: &[Bytes]) -> Reply {
+    let beginning: String = args
+        .iter()
+        .take(3)
+        .map(|a| format!("'{}' ", String::from_utf8_lossy(a)))
+        .collect();
+    Reply::err(format!(
+        "unknown command '{name}', with args beginning with: {beginning}"
+    ))
+}
+
+/// Redis's message for a wrong argument count.
+fn wrong_arity(name: &str) -> Reply {
+    Reply::err(format!("wrong number of arguments for '{name}' command"))
+}
+
+/// An argument as UTF-8 text (keys and fields must be).
+fn text(arg: &Bytes) -> Result<String, Reply> {
+    String::from_utf8(arg.to_vec()).map_err(|_| Reply::err("keys and fields must be UTF-8 text"))
+}
+
+fn service_error(e: ServiceError) -> Reply {
+    Reply::err(e.message)
+}
+
+/// The wire value of a record: its JSON text, or a JSON string's contents.
+fn value_of(record: &Record) -> Bytes {
+    if record.data_json.starts_with('"')
+        && let Ok(s) = serde_json::from_str::<String>(&record.data_json)
+    {
+        return Bytes::from(s);
+    }
+    Bytes::from(record.data_json.clone())
+}
+
+/// The data a written value becomes: itself if it is JSON, else a JSON string of it.
+fn data_of(value: &Bytes) -> Result<Box<RawValue>, Reply> {
+    let text = std::str::from_utf8(value).map_err(|_| Reply::err("values must be UTF-8 text"))?;
+    if let Ok(raw) = serde_json::from_str::<Box<RawValue>>(text) {
+        return Ok(raw);
+    }
+    let quoted = serde_json::to_string(text).expect("strings serialize");
+    Ok(RawValue::from_string(quoted).expect("a JSON string is JSON"))
+}
+
+impl Context<'_> {
+    /// Reads `keys`, after this connection's own writes are applied.
+    async fn read(&self, keys: Vec<Key>) -> Result<Vec<Record>, Reply> {
+        self.service
+            .get(keys, &self.session.min_offsets())
+            .await
+            .map_err(service_error)
+    }
+
+    /// Whether each of `keys` exists, in order.
+    async fn exist(&self, keys: &[Key]) -> Result<Vec<bool>, Reply> {
+        let found = self.read(keys.to_vec()).await?;
+        Ok(keys
+            .iter()
+            .map(|k| found.iter().any(|r| r.pk == k.pk && r.sk == k.sk))
+            .collect())
+    }
+
+    /// Every record of `pk` whose sk starts with `prefix`, page by page.
+    async fn scan_all(&self, pk: String, prefix: String) -> Result<Vec<Record>, Reply> {
+        let mut records = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self
+                .service
+                .list(ListRequest {
+                    pk: pk.clone(),
+                    sk_prefix: prefix.clone(),
+                    cursor,
+                    min_offsets: self.session.min_offsets(),
+                    ..ListRequest::default()
+                })
+                .await
+                .map_err(service_error)?;
+            records.extend(page.records);
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(records),
+            }
+        }
+    }
+
+    /// Writes `ops` through the log; replies once durable. `wait` also waits for the outcome.
+    async fn write(
+        &mut self,
+        ops: Vec<WriteOp>,
+        wait: bool,
+    ) -> Result<Vec<crate::service::EntryResult>, Reply> {
+        let results = self
+            .service
+            .mutate(WriteRequest {
+                ops,
+                mode: WriteMode::PerRecord,
+                wait,
+            })
+            .await
+            .map_err(service_error)?;
+        for r in &results {
+            let latest = self
+                .session
+                .written
+                .entry(r.position.partition)
+                .or_default();
+            *latest = (*latest).max(r.position.offset);
+        }
+        Ok(results)
+    }
+}

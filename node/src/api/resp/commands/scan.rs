@@ -1,0 +1,267 @@
+//! `HSCAN key cursor [MATCH pattern] [COUNT n]`.
+//!
+//! Cursors are decimal numbers, as clients expect (several parse them as u64). A cursor names
+//! "after field X of hash K" in a table on the node that issued it, valid for `CURSOR_TTL` there:
+//! a scan sees every field that exists throughout it exactly once, in field order, whatever is
+//! written meanwhile. `MATCH` patterns are Redis globs; a literal prefix (`user:*`) narrows the
+//! scan itself, anything else filters what is scanned.
+
+use super::{Context, text, value_of};
+use crate::api::resp::reply::Reply;
+use crate::service::ListRequest;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long an HSCAN cursor stays valid after it was issued.
+pub const CURSOR_TTL: Duration = Duration::from_secs(600);
+const MAX_CURSORS: usize = 100_000;
+
+struct Position {
+    pk: String,
+    after: String,
+    issued: Instant,
+}
+
+/// The node's open HSCAN cursors.
+pub struct ScanCursors {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Position>>,
+}
+
+impl Default for ScanCursors {
+    fn default() -> Self {
+        ScanCursors {
+            // Start somewhere unpredictable-looking but deterministic enough for debugging.
+            next: AtomicU64::new(1),
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl ScanCursors {
+    fn issue(&self, pk: String, after: String) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut open = self.open.lock().expect("cursor lock");
+        if open.len() >= MAX_CURSORS {
+            open.retain(|_, p| p.issued.elapsed() < CURSOR_TTL);
+            if open.len() >= MAX_CURSORS {
+                open.clear();
+            }
+        }
+        open.insert(
+            id,
+            Position {
+                pk,
+                after,
+                issued: Instant::now(),
+            },
+        );
+        id
+    }
+
+    fn resume(&self, id: u64, pk: &str) -> Option<String> {
+        let open = self.open.lock().expect("cursor lock");
+        let p = open.get(&id)?;
+        (p.pk == pk && p.issued.elapsed() < CURSOR_TTL).then(|| p.after.clone())
+    }
+}
+
+pub async fn hscan(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let [pk, cursor, options @ ..] = args else {
+        return super::wrong_arity("hscan");
+    };
+    let pk = match text(pk) {
+        Ok(pk) => pk,
+        Err(e) => return e,
+    };
+    let Some(cursor) = std::str::from_utf8(cursor)
+        .ok()
+        .and_then(|c| c.parse::<u64>().ok())
+    else {
+        return Reply::err("invalid cursor");
+    };
+    let mut pattern: Option<Vec<u8>> = None;
+    let mut count = 10u64;
+    let mut options = options.iter();
+    while let Some(option) = options.next() {
+        let value = options.next();
+        match (option.to_ascii_uppercase().as_slice(), value) {
+            (b"MATCH", Some(p)) => pattern = Some(p.to_vec()),
+            (b"COUNT", Some(n)) => match std::str::from_utf8(n).ok().and_then(|n| n.parse().ok()) {
+                Some(n) if n > 0 => count = n,
+                _ => return Reply::err("value is not an integer or out of range"),
+            },
+            (b"NOVALUES", None) => return Reply::err("NOVALUES is not supported"),
+            _ => return Reply::err("syntax error"),
+        }
+    }
+    let after = match cursor {
+        0 => None,
+        id => match ctx.scans.resume(id, &pk) {
+            Some(after) => Some(after),
+            None => {
+                return Reply::err(format!(
+                    "cursor {id} is unknown or expired (cursors live {} s on the node that issued them): start again from 0",
+                    CURSOR_TTL.as_secs()
+                ));
+            }
+        },
+    };
+    let prefix = pattern.as_deref().map(literal_prefix).unwrap_or_default();
+    let page = ctx
+        .service
+        .list(ListRequest {
+            pk: pk.clone(),
+            sk_prefix: String::from_utf8_lossy(&prefix).into_owned(),
+            limit: count,
+            cursor: after,
+            min_offsets: ctx.session.min_offsets(),
+            ..ListRequest::default()
+        })
+        .await;
+    let page = match page {
+        Ok(page) => page,
+        Err(e) => return super::service_error(e),
+    };
+    let mut items = Vec::new();
+    for record in &page.records {
+        if pattern
+            .as_deref()
+            .is_none_or(|p| glob_match(p, record.sk.as_bytes()))
+        {
+            items.push(Reply::bulk(record.sk.clone()));
+            items.push(Reply::Bulk(value_of(record)));
+        }
+    }
+    let next = match page.next_cursor {
+        Some(last) => ctx.scans.issue(pk, last),
+        None => 0,
+    };
+    Reply::Array(vec![Reply::bulk(next.to_string()), Reply::Array(items)])
+}
+
+/// The part of a glob before its first special character.
+fn literal_prefix(pattern: &[u8]) -> Vec<u8> {
+    pattern
+        .iter()
+        .take_while(|&&b| !matches!(b, b'*' | b'?' | b'[' | b'\\'))
+        .copied()
+        .collect()
+}
+
+/// Redis's glob matching (`stringmatchlen`): `*`, `?`, `[abc]`, `[^a-z]`, `\x`.
+pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let (mut star_p, mut star_t) = (None, 0);
+    while t < text.len() {
+        if p < pattern.len() {
+            match pattern[p] {
+                b'*' => {
+                    star_p = Some(p);
+                    star_t = t;
+                    p += 1;
+                    continue;
+                }
+                b'?' => {
+                    p += 1;
+                    t += 1;
+                    continue;
+                }
+                b'[' => {
+                    if let Some((matched, next)) = class_match(pattern, p, text[t])
+                        && matched
+                    {
+                        p = next;
+                        t += 1;
+                        continue;
+                    }
+                }
+                b'\\' if p + 1 < pattern.len() && pattern[p + 1] == text[t] => {
+                    p += 2;
+                    t += 1;
+                    continue;
+                }
+                b'\\' if p + 1 < pattern.len() => {}
+                c if c == text[t] => {
+                    p += 1;
+                    t += 1;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        match star_p {
+            Some(sp) => {
+                p = sp + 1;
+                star_t += 1;
+                t = star_t;
+            }
+            None => return false,
+        }
+    }
+    pattern[p..].iter().all(|&b| b == b'*')
+}
+
+/// Matches `c` against the class starting at `pattern[start] == b'['`: (matched, index after `]`).
+fn class_match(pattern: &[u8], start: usize, c: u8) -> Option<(bool, usize)> {
+    let mut i = start + 1;
+    let negate = pattern.get(i) == Some(&b'^');
+    if negate {
+        i += 1;
+    }
+    let mut matched = false;
+    while i < pattern.len() && pattern[i] != b']' {
+        if pattern[i] == b'\\' && i + 1 < pattern.len() {
+            matched |= pattern[i + 1] == c;
+            i += 2;
+        } else if i + 2 < pattern.len() && pattern[i + 1] == b'-' && pattern[i + 2] != b']' {
+            let (lo, hi) = (
+                pattern[i].min(pattern[i + 2]),
+                pattern[i].max(pattern[i + 2]),
+            );
+            matched |= (lo..=hi).contains(&c);
+            i += 3;
+        } else {
+            matched |= pattern[i] == c;
+            i += 1;
+        }
+    }
+    (i < pattern.len()).then_some((matched != negate, i + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_like_redis() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("*", "", true),
+            ("user:*", "user:42", true),
+            ("user:*", "users", false),
+            ("h?llo", "hello", true),
+            ("h?llo", "hllo", false),
+            ("h[ae]llo", "hallo", true),
+            ("h[ae]llo", "hillo", false),
+            ("h[^e]llo", "hallo", true),
+            ("h[^e]llo", "hello", false),
+            ("h[a-c]llo", "hbllo", true),
+            ("*a*b*", "xxaxxbxx", true),
+            ("*a*b*", "xxbxxaxx", false),
+            ("\\*x", "*x", true),
+            ("\\*x", "ax", false),
+        ];
+        for (pattern, text, want) in cases {
+            assert_eq!(
+                glob_match(pattern.as_bytes(), text.as_bytes()),
+                *want,
+                "{pattern} ~ {text}"
+            );
+        }
+        assert_eq!(literal_prefix(b"user:*:x"), b"user:");
+        assert_eq!(literal_prefix(b"*"), b"");
+    }
+}

@@ -1,0 +1,232 @@
+//! Connection and server commands stock clients send: HELLO, AUTH, CLIENT, COMMAND, INFO, CONFIG,
+//! SELECT, PING, ECHO, QUIT, RESET.
+
+use super::{Context, Session, wrong_arity};
+use crate::api::resp::reply::Reply;
+use bytes::Bytes;
+
+/// The Redis version FireScroll answers with; clients gate features on it.
+const REDIS_VERSION: &str = "7.2.0";
+
+/// Commands this frontend knows, with Redis's arity (negative: at least that many).
+const COMMANDS: &[(&str, i64)] = &[
+    ("get", 2),
+    ("mget", -2),
+    ("exists", -2),
+    ("set", -3),
+    ("del", -2),
+    ("type", 2),
+    ("hget", 3),
+    ("hmget", -3),
+    ("hgetall", 2),
+    ("hkeys", 2),
+    ("hvals", 2),
+    ("hlen", 2),
+    ("hexists", 3),
+    ("hset", -4),
+    ("hmset", -4),
+    ("hdel", -3),
+    ("hscan", -3),
+    ("hello", -1),
+    ("auth", -2),
+    ("client", -2),
+    ("command", -1),
+    ("info", -1),
+    ("config", -2),
+    ("select", 2),
+    ("ping", -1),
+    ("echo", 2),
+    ("quit", -1),
+    ("reset", 1),
+];
+
+/// Runs a connection or server command; `None` if `name` is not one.
+pub fn execute(ctx: &mut Context<'_>, name: &str, args: &[Bytes]) -> Option<Reply> {
+    Some(match name {
+        "ping" => match args {
+            [] => Reply::Simple("PONG"),
+            [msg] => Reply::Bulk(msg.clone()),
+            _ => wrong_arity("ping"),
+        },
+        "echo" => match args {
+            [msg] => Reply::Bulk(msg.clone()),
+            _ => wrong_arity("echo"),
+        },
+        "quit" => {
+            ctx.session.closing = true;
+            Reply::ok()
+        }
+        "reset" => {
+            *ctx.session = Session::new(ctx.session.id);
+            Reply::Simple("RESET")
+        }
+        "select" => match args {
+            [db] if db.as_ref() == b"0" => Reply::ok(),
+            [_] => Reply::err("DB index is out of range (FireScroll has one database, 0)"),
+            _ => wrong_arity("select"),
+        },
+        "auth" => auth(args),
+        "hello" => hello(ctx.session, args),
+        "client" => client(ctx.session, args),
+        "command" => command(args),
+        "info" => info(ctx),
+        "config" => config(args),
+        _ => return None,
+    })
+}
+
+fn auth(args: &[Bytes]) -> Reply {
+    match args {
+        [_] | [_, _] => Reply::err(
+            "AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+        ),
+        _ => wrong_arity("auth"),
+    }
+}
+
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`
+fn hello(session: &mut Session, args: &[Bytes]) -> Reply {
+    let mut rest = args;
+    if let [version, tail @ ..] = args {
+        match version.as_ref() {
+            b"2" => session.proto = 2,
+            b"3" => session.proto = 3,
+            _ => return Reply::Error("NOPROTO unsupported protocol version".into()),
+        }
+        rest = tail;
+    }
+    while let [option, tail @ ..] = rest {
+        match (option.to_ascii_uppercase().as_slice(), tail) {
+            (b"AUTH", [_, _, more @ ..]) => {
+                // No credentials are configured: any are accepted, as Redis's default user does.
+                rest = more;
+            }
+            (b"SETNAME", [name, more @ ..]) => {
+                session.name = Some(name.clone());
+                rest = more;
+            }
+            _ => return Reply::err("syntax error in HELLO"),
+        }
+    }
+    Reply::Map(vec![
+        (Reply::bulk("server"), Reply::bulk("redis")),
+        (Reply::bulk("version"), Reply::bulk(REDIS_VERSION)),
+        (Reply::bulk("proto"), Reply::Int(i64::from(session.proto))),
+        (Reply::bulk("id"), Reply::Int(session.id as i64)),
+        (Reply::bulk("mode"), Reply::bulk("standalone")),
+        (Reply::bulk("role"), Reply::bulk("master")),
+        (Reply::bulk("modules"), Reply::Array(vec![])),
+    ])
+}
+
+fn client(session: &mut Session, args: &[Bytes]) -> Reply {
+    let [sub, rest @ ..] = args else {
+        return wrong_arity("client");
+    };
+    match (sub.to_ascii_uppercase().as_slice(), rest) {
+        (b"SETNAME", [name]) => {
+            session.name = Some(name.clone());
+            Reply::ok()
+        }
+        (b"GETNAME", []) => session.name.clone().map_or(Reply::Null, Reply::Bulk),
+        (b"ID", []) => Reply::Int(session.id as i64),
+        (b"SETINFO", [_, _]) => Reply::ok(),
+        (b"INFO", []) => Reply::bulk(format!(
+            "id={} name={} resp={} db=0\n",
+            session.id,
+            session
+                .name
+                .as_ref()
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .unwrap_or_default(),
+            session.proto
+        )),
+        (b"SETNAME" | b"GETNAME" | b"ID" | b"SETINFO" | b"INFO", _) => Reply::err(format!(
+            "wrong number of arguments for 'client|{}' command",
+            String::from_utf8_lossy(sub).to_ascii_lowercase()
+        )),
+        _ => Reply::err(format!(
+            "unknown subcommand '{}'. Try CLIENT HELP.",
+            String::from_utf8_lossy(sub)
+        )),
+    }
+}
+
+fn command(args: &[Bytes]) -> Reply {
+    let entry = |&(name, arity): &(&'static str, i64)| {
+        let keyed = !matches!(
+            name,
+            "hello"
+                | "auth"
+                | "client"
+                | "command"
+                | "info"
+                | "config"
+                | "select"
+                | "ping"
+                | "echo"
+                | "quit"
+                | "reset"
+        );
+        let last_key = if matches!(name, "mget" | "exists" | "del") {
+            -1
+        } else {
+            1
+        };
+        Reply::Array(vec![
+            Reply::bulk(name),
+            Reply::Int(arity),
+            Reply::Array(vec![]),
+            Reply::Int(i64::from(keyed)),
+            Reply::Int(if keyed { last_key } else { 0 }),
+            Reply::Int(i64::from(keyed)),
+        ])
+    };
+    match args {
+        [] => Reply::Array(COMMANDS.iter().map(entry).collect()),
+        [sub, rest @ ..] => match sub.to_ascii_uppercase().as_slice() {
+            b"COUNT" => Reply::Int(COMMANDS.len() as i64),
+            b"DOCS" => Reply::Map(vec![]),
+            b"INFO" => Reply::Array(
+                rest.iter()
+                    .map(|name| {
+                        let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+                        COMMANDS
+                            .iter()
+                            .find(|(n, _)| *n == name)
+                            .map_or(Reply::Null, entry)
+                    })
+                    .collect(),
+            ),
+            _ => Reply::err(format!(
+                "unknown subcommand '{}'. Try COMMAND HELP.",
+                String::from_utf8_lossy(sub)
+            )),
+        },
+    }
+}
+
+fn info(ctx: &Context<'_>) -> Reply {
+    let engine = ctx.service.engine();
+    let owned = engine.partitions().len();
+    let ready = ctx.service.readiness().ready;
+    Reply::bulk(format!(
+        "# Server\r\nredis_version:{REDIS_VERSION}\r\nredis_mode:standalone\r\nfirescroll_version:{}\r\n\r\n\
+         # FireScroll\r\npartitions:{}\r\nowned_partitions:{owned}\r\nready:{}\r\n",
+        env!("CARGO_PKG_VERSION"),
+        engine.partition_count(),
+        u8::from(ready),
+    ))
+}
+
+/// `CONFIG GET pattern`: nothing is configurable through Redis; answers an empty result, which
+/// is what clients probing for `save` or `appendonly` handle.
+fn config(args: &[Bytes]) -> Reply {
+    match args {
+        [sub, _, ..] if sub.eq_ignore_ascii_case(b"GET") => Reply::Map(vec![]),
+        [sub, ..] if sub.eq_ignore_ascii_case(b"SET") => {
+            Reply::err("FireScroll is configured through its settings, not CONFIG SET")
+        }
+        _ => wrong_arity("config"),
+    }
+}

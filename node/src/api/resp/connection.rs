@@ -1,0 +1,86 @@
+//! One client connection: read, run every complete command in order (pipelining), write all
+//! replies at once.
+
+use super::RespConfig;
+use super::commands::{Context, ScanCursors, Session, execute};
+use super::frame::next_command;
+use super::reply::Reply;
+use crate::service::Service;
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// Replies buffered before they are written even in the middle of a pipeline.
+const FLUSH_AT: usize = 64 * 1024;
+
+pub async fn run(
+    mut stream: TcpStream,
+    id: u64,
+    service: &Service,
+    scans: &ScanCursors,
+    config: &RespConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut input = BytesMut::with_capacity(16 * 1024);
+    let mut output = BytesMut::with_capacity(16 * 1024);
+    let mut session = Session::new(id);
+    loop {
+        // Run every command that has fully arrived.
+        loop {
+            match next_command(&mut input, &config.limits) {
+                Ok(Some(args)) if args.is_empty() => continue,
+                Ok(Some(args)) => {
+                    let mut ctx = Context {
+                        service,
+                        scans,
+                        session: &mut session,
+                    };
+                    let reply = execute(&mut ctx, args).await;
+                    reply.encode(session.proto, &mut output);
+                    if session.closing {
+                        let _ = stream.write_all(&output).await;
+                        return;
+                    }
+                    if output.len() >= FLUSH_AT {
+                        if stream.write_all(&output).await.is_err() {
+                            return;
+                        }
+                        output.clear();
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // A protocol error leaves the stream unreadable: say why and close.
+                    Reply::err(e).encode(session.proto, &mut output);
+                    let _ = stream.write_all(&output).await;
+                    return;
+                }
+            }
+        }
+        if !output.is_empty() {
+            if stream.write_all(&output).await.is_err() {
+                return;
+            }
+            output.clear();
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let read = stream.read_buf(&mut input);
+        let read = async {
+            match config.idle_timeout {
+                Some(idle) => tokio::time::timeout(idle, read).await.ok(),
+                None => Some(read.await),
+            }
+        };
+        tokio::select! {
+            result = read => match result {
+                Some(Ok(n)) if n > 0 => {}
+                // EOF, a read error, or idle for too long.
+                _ => return,
+            },
+            _ = stop.wait_for(|&s| s) => return,
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The Redis protocol frontend (RESP2 and RESP3): any Redis client reads FireScroll, and can write.
+//! Commands call the same [`Service`] as HTTP, so both always agree.
+
+mod commands;
+mod connection;
+pub mod frame;
+pub mod reply;
+
+pub use frame::FrameLimits;
+
+use crate::service::Service;
+use commands::ScanCursors;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+/// Settings of the RESP server.
+#[derive(Debug, Clone)]
+pub struct RespConfig {
+    /// Connections served at once; more are told so and closed.
+    pub max_clients: usize,
+    /// A connection idle this long is closed (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    pub limits: FrameLimits,
+}
+
+/// Serves RESP on `listener` until `stop` turns true; then stops accepting, lets each connection
+/// finish the command it is running, and returns.
+pub async fn serve(
+    listener: TcpListener,
+    service: Service,
+    config: RespConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    let scans = Arc::new(ScanCursors::default());
+    let permits = Arc::new(Semaphore::new(config.max_clients));
+    let ids = AtomicU64::new(1);
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|&s| s) => break,
+        };
+        let (mut stream, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a RESP connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max = config.max_clients, "RESP connection refused: too many clients");
+            let _ = stream
+                .write_all(b"-ERR max number of clients reached\r\n")
+                .await;
+            continue;
+        };
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        let (service, scans, config, stop) =
+            (service.clone(), scans.clone(), config.clone(), stop.clone());
+        connections.spawn(async move {
+            connection::run(stream, id, &service, &scans, &config, stop).await;
+            drop(permit);
+        });
+        // Reap finished connections so the set does not grow.
+        while connections.try_join_next().is_some() {}
+    }
+    while connections.join_next().await.is_some() {}
+}

@@ -1,0 +1,118 @@
+//! Replies, independent of the protocol version, and their RESP2/RESP3 encoding.
+
+use bytes::{Bytes, BytesMut};
+use redis_protocol::{resp2, resp3};
+
+/// A reply to one command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// `+text`
+    Simple(&'static str),
+    /// `-text` (the text starts with the error code, e.g. `ERR ...`).
+    Error(String),
+    Int(i64),
+    Bulk(Bytes),
+    Null,
+    Array(Vec<Reply>),
+    /// A map under RESP3; a flat key, value, ... array under RESP2.
+    Map(Vec<(Reply, Reply)>),
+}
+
+impl Reply {
+    pub fn ok() -> Reply {
+        Reply::Simple("OK")
+    }
+
+    /// `-ERR message`.
+    pub fn err(message: impl std::fmt::Display) -> Reply {
+        Reply::Error(format!("ERR {message}"))
+    }
+
+    pub fn bulk(data: impl Into<Bytes>) -> Reply {
+        Reply::Bulk(data.into())
+    }
+
+    /// Appends the reply's wire form for protocol version `proto` (2 or 3).
+    pub fn encode(self, proto: u8, out: &mut BytesMut) {
+        let result = if proto >= 3 {
+            resp3::encode::complete::extend_encode(out, &self.into_resp3(), false)
+        } else {
+            resp2::encode::extend_encode(out, &self.into_resp2(), false)
+        };
+        result.expect("replies are always encodable");
+    }
+
+    fn into_resp2(self) -> resp2::types::BytesFrame {
+        use resp2::types::BytesFrame as F;
+        match self {
+            Reply::Simple(s) => F::SimpleString(Bytes::from_static(s.as_bytes())),
+            Reply::Error(e) => F::Error(e.into()),
+            Reply::Int(i) => F::Integer(i),
+            Reply::Bulk(b) => F::BulkString(b),
+            Reply::Null => F::Null,
+            Reply::Array(items) => F::Array(items.into_iter().map(Reply::into_resp2).collect()),
+            Reply::Map(pairs) => F::Array(
+                pairs
+                    .into_iter()
+                    .flat_map(|(k, v)| [k.into_resp2(), v.into_resp2()])
+                    .collect(),
+            ),
+        }
+    }
+
+    fn into_resp3(self) -> resp3::types::BytesFrame {
+        use resp3::types::BytesFrame as F;
+        match self {
+            Reply::Simple(s) => F::SimpleString {
+                data: Bytes::from_static(s.as_bytes()),
+                attributes: None,
+            },
+            Reply::Error(e) => F::SimpleError {
+                data: e.into(),
+                attributes: None,
+            },
+            Reply::Int(i) => F::Number {
+                data: i,
+                attributes: None,
+            },
+            Reply::Bulk(b) => F::BlobString {
+                data: b,
+                attributes: None,
+            },
+            Reply::Null => F::Null,
+            Reply::Array(items) => F::Array {
+                data: items.into_iter().map(Reply::into_resp3).collect(),
+                attributes: None,
+            },
+            Reply::Map(pairs) => F::Map {
+                data: pairs
+                    .into_iter()
+                    .map(|(k, v)| (k.into_resp3(), v.into_resp3()))
+                    .collect(),
+                attributes: None,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(reply: Reply, proto: u8) -> String {
+        let mut out = BytesMut::new();
+        reply.encode(proto, &mut out);
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn maps_are_flat_arrays_under_resp2() {
+        let map = Reply::Map(vec![(Reply::bulk("f"), Reply::bulk("v"))]);
+        assert_eq!(wire(map.clone(), 2), "*2\r\n$1\r\nf\r\n$1\r\nv\r\n");
+        assert_eq!(wire(map, 3), "%1\r\n$1\r\nf\r\n$1\r\nv\r\n");
+        assert_eq!(wire(Reply::Null, 2), "$-1\r\n");
+        assert_eq!(wire(Reply::Null, 3), "_\r\n");
+        assert_eq!(wire(Reply::err("boom"), 2), "-ERR boom\r\n");
+        assert_eq!(wire(Reply::Int(-3), 3), ":-3\r\n");
+    }
+}

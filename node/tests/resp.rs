@@ -1,0 +1,326 @@
+//! The Redis protocol against real clients: redis-rs (RESP2 and RESP3), redis-cli, raw sockets.
+
+mod common;
+
+use common::Node;
+use redis::{Commands, Value as RedisValue};
+use serde_json::json;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+fn client(node: &Node, resp3: bool) -> redis::Connection {
+    let url = if resp3 {
+        format!("redis://127.0.0.1:{}/?protocol=resp3", node.resp)
+    } else {
+        format!("redis://127.0.0.1:{}/", node.resp)
+    };
+    redis::Client::open(url).unwrap().get_connection().unwrap()
+}
+
+fn exercise(con: &mut redis::Connection, prefix: &str) {
+    let k = |s: &str| format!("{prefix}{s}");
+    let _: () = con.set(k("plain"), "hello world").unwrap();
+    let _: () = con.set(k("json"), r#"{"a":[1,2]}"#).unwrap();
+    assert_eq!(con.get::<_, String>(k("plain")).unwrap(), "hello world");
+    assert_eq!(con.get::<_, String>(k("json")).unwrap(), r#"{"a":[1,2]}"#);
+    assert_eq!(con.get::<_, Option<String>>(k("missing")).unwrap(), None);
+    let got: Vec<Option<String>> = con.mget(&[k("plain"), k("missing")]).unwrap();
+    assert_eq!(got, vec![Some("hello world".into()), None]);
+    assert_eq!(
+        con.exists::<_, i64>(&[k("plain"), k("missing"), k("json")])
+            .unwrap(),
+        2
+    );
+
+    let added: i64 = con
+        .hset_multiple(k("h"), &[("f1", "v1"), ("f2", "2"), ("f3", "[3]")])
+        .unwrap_or(3);
+    assert_eq!(added, 3);
+    assert_eq!(
+        con.hset::<_, _, _, i64>(k("h"), "f1", "again").unwrap(),
+        0,
+        "f1 existed"
+    );
+    assert_eq!(con.hget::<_, _, String>(k("h"), "f1").unwrap(), "again");
+    let all: HashMap<String, String> = con.hgetall(k("h")).unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all["f2"], "2");
+    assert_eq!(con.hlen::<_, i64>(k("h")).unwrap(), 3);
+    assert_eq!(
+        con.hkeys::<_, Vec<String>>(k("h")).unwrap(),
+        vec!["f1", "f2", "f3"]
+    );
+    assert_eq!(
+        con.hvals::<_, Vec<String>>(k("h")).unwrap(),
+        vec!["again", "2", "[3]"]
+    );
+    assert!(con.hexists::<_, _, bool>(k("h"), "f2").unwrap());
+    let values: Vec<Option<String>> = redis::cmd("HMGET")
+        .arg(k("h"))
+        .arg("f2")
+        .arg("nope")
+        .query(con)
+        .unwrap();
+    assert_eq!(values, vec![Some("2".into()), None]);
+    assert_eq!(con.hdel::<_, _, i64>(k("h"), &["f2", "nope"]).unwrap(), 1);
+    assert!(!con.hexists::<_, _, bool>(k("h"), "f2").unwrap());
+    let kind: String = redis::cmd("TYPE").arg(k("h")).query(con).unwrap();
+    assert_eq!(kind, "hash");
+    assert_eq!(con.del::<_, i64>(&[k("plain"), k("missing")]).unwrap(), 1);
+    assert_eq!(con.get::<_, Option<String>>(k("plain")).unwrap(), None);
+    let nx: Option<String> = redis::cmd("SET")
+        .arg(k("json"))
+        .arg("x")
+        .arg("NX")
+        .query(con)
+        .unwrap();
+    assert_eq!(nx, None, "NX on an existing key does nothing");
+}
+
+#[test]
+fn redis_rs_works_over_resp2_and_resp3() {
+    let node = Node::start();
+    exercise(&mut client(&node, false), "two:");
+    let mut three = client(&node, true);
+    exercise(&mut three, "three:");
+    // Under RESP3, HGETALL is a map.
+    let raw: RedisValue = redis::cmd("HGETALL")
+        .arg("three:h")
+        .query(&mut three)
+        .unwrap();
+    assert!(matches!(raw, RedisValue::Map(_)), "{raw:?}");
+    let err = redis::cmd("NOSUCH")
+        .arg("x")
+        .query::<String>(&mut three)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("unknown command 'NOSUCH'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_thousand_pipelined_commands() {
+    let node = Node::start();
+    let mut con = client(&node, false);
+    let mut pipe = redis::pipe();
+    for i in 0..500 {
+        pipe.cmd("HSET")
+            .arg("pipe")
+            .arg(format!("f{i:04}"))
+            .arg(i)
+            .ignore();
+    }
+    for i in 0..500 {
+        pipe.cmd("HGET").arg("pipe").arg(format!("f{i:04}"));
+    }
+    let got: Vec<i64> = pipe.query(&mut con).unwrap();
+    assert_eq!(
+        got,
+        (0..500).collect::<Vec<_>>(),
+        "a connection reads its own pipelined writes"
+    );
+}
+
+#[test]
+fn hscan_over_ten_thousand_fields_returns_what_http_list_does() {
+    let node = Node::start();
+    for chunk in 0..10 {
+        let records: Vec<_> = (0..1000)
+            .map(|i| json!({"pk": "big", "sk": format!("field:{:05}", chunk * 1000 + i), "data": {"n": chunk * 1000 + i}}))
+            .collect();
+        let (status, reply) = node.post("/records/put", json!({"Records": records, "wait": true}));
+        assert_eq!(status, 200, "{reply}");
+    }
+    let mut http = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut body = json!({"pk": "big", "limit": 3000});
+        if let Some(c) = &cursor {
+            body["cursor"] = c.clone().into();
+        }
+        let (_, page) = node.post("/records/list", body);
+        for r in page["Records"].as_array().unwrap() {
+            http.push((r["Sk"].as_str().unwrap().to_string(), r["Data"].to_string()));
+        }
+        match page["NextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(http.len(), 10_000);
+    let mut con = client(&node, false);
+    let mut scanned = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, items): (u64, Vec<String>) = redis::cmd("HSCAN")
+            .arg("big")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(777)
+            .query(&mut con)
+            .unwrap();
+        for pair in items.chunks(2) {
+            scanned.push((pair[0].clone(), pair[1].clone()));
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    assert_eq!(scanned, http);
+    // MATCH with a literal prefix narrows the scan; other globs filter.
+    let (_, items): (u64, Vec<String>) = redis::cmd("HSCAN")
+        .arg("big")
+        .arg(0)
+        .arg("MATCH")
+        .arg("field:0999*")
+        .arg("COUNT")
+        .arg(100)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(items.len(), 20, "field:09990..field:09999 with values");
+    let (_, items): (u64, Vec<String>) = redis::cmd("HSCAN")
+        .arg("big")
+        .arg(0)
+        .arg("MATCH")
+        .arg("*:0000[12]")
+        .arg("COUNT")
+        .arg(100)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        items,
+        vec!["field:00001", r#"{"n":1}"#, "field:00002", r#"{"n":2}"#]
+    );
+    let err = redis::cmd("HSCAN")
+        .arg("big")
+        .arg(987654)
+        .query::<RedisValue>(&mut con)
+        .unwrap_err();
+    assert!(err.to_string().contains("unknown or expired"), "{err}");
+}
+
+#[test]
+fn http_and_resp_see_the_same_records() {
+    let node = Node::start();
+    let (_, reply) = node.post("/records/put", json!({"Records": [{"pk": "cfg", "sk": "", "data": "v1"}, {"pk": "cfg", "sk": "limits", "data": {"max": 5}}], "wait": true}));
+    assert_eq!(reply["Positions"][0]["Outcome"]["Status"], "applied");
+    let mut con = client(&node, false);
+    assert_eq!(
+        con.get::<_, String>("cfg").unwrap(),
+        "v1",
+        "a JSON string comes back unquoted"
+    );
+    assert_eq!(
+        con.hget::<_, _, String>("cfg", "limits").unwrap(),
+        r#"{"max":5}"#
+    );
+    let _: () = con.set("cfg", "7").unwrap();
+    let _: i64 = con.hset("cfg", "name", "plain text").unwrap();
+    // The RESP connection reads its own writes; HTTP waits for them with min_offsets via /ready-free polling.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, got) = node.post(
+            "/records/get",
+            json!({"Records": [{"pk": "cfg", "sk": ""}, {"pk": "cfg", "sk": "name"}]}),
+        );
+        let records = got["Records"].as_array().unwrap();
+        if records.len() == 2 && records[0]["Data"] == json!(7) {
+            assert_eq!(
+                records[1]["Data"],
+                json!("plain text"),
+                "non-JSON values are stored as JSON strings"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{got}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn raw_exchange(node: &Node, bytes: &[u8]) -> (String, bool) {
+    let mut stream = TcpStream::connect(("127.0.0.1", node.resp)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            // The server closed while our bytes were still arriving.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
+#[test]
+fn garbage_gets_an_error_and_a_closed_connection_and_the_server_carries_on() {
+    let node = Node::start();
+    for garbage in [
+        &b"*1\r\n$99999999999\r\n"[..],
+        b"*2\r\n$3\r\nGET\r\n:notanumber\r\n",
+        b"*-5x\r\n",
+        b"*1\r\n*1\r\n$1\r\nx\r\n",
+    ] {
+        let (reply, closed) = raw_exchange(&node, garbage);
+        assert!(reply.starts_with("-ERR"), "{garbage:?} -> {reply:?}");
+        assert!(
+            closed,
+            "{garbage:?}: the connection must close after a protocol error"
+        );
+    }
+    // Bytes that are not a RESP array are an inline command, as in Redis: an unknown one here.
+    let (reply, _) = raw_exchange(&node, b"\xff\xfe\x01\r\nQUIT\r\n");
+    assert_eq!(
+        reply,
+        "-ERR unknown command '\u{fffd}\u{fffd}\u{1}', with args beginning with: \r\n+OK\r\n"
+    );
+    let (reply, _) = raw_exchange(&node, b"PING\r\nECHO hi\r\nQUIT\r\n");
+    assert_eq!(reply, "+PONG\r\n$2\r\nhi\r\n+OK\r\n");
+    let mut con = client(&node, false);
+    assert_eq!(
+        redis::cmd("PING").query::<String>(&mut con).unwrap(),
+        "PONG"
+    );
+}
+
+#[test]
+fn the_connection_limit_is_enforced() {
+    let node = Node::start_with(&[("RESP_MAX_CLIENTS", "2")]);
+    let _a = client(&node, false);
+    let _b = client(&node, false);
+    let (reply, closed) = raw_exchange(&node, b"PING\r\n");
+    assert_eq!(reply, "-ERR max number of clients reached\r\n");
+    assert!(closed);
+}
+
+#[test]
+fn a_scripted_redis_cli_session() {
+    let node = Node::start();
+    let script = "SET greeting hello\nGET greeting\nHSET user:1 name ann age 37\nHGETALL user:1\nHDEL user:1 age\nHKEYS user:1\nTYPE user:1\nEXISTS greeting nope\nFOO bar\nSELECT 0\nCLIENT SETNAME cli\nCLIENT GETNAME\nDEL greeting\nGET greeting\n";
+    let mut child = std::process::Command::new("redis-cli")
+        .args(["-p", &node.resp.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("redis-cli is installed (apt-get install redis-tools; scripts/test.sh does)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    // As redis-cli prints a real Redis's answers (fields in sk order; a blank line after an error).
+    let expected = "OK\nhello\n2\nage\n37\nname\nann\n1\nname\nhash\n1\nERR unknown command 'FOO', with args beginning with: 'bar' \n\nOK\nOK\ncli\n1\n\n";
+    assert_eq!(text, expected);
+}
