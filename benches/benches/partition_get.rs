@@ -19,6 +19,13 @@ fn partition_get(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let (keys, partition) = loaded_partition(dir.path(), RECORDS);
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    c.bench_function("partition_get_random_100k_memtable", |b| {
+        b.iter(|| {
+            let pk = &keys[(xorshift(&mut rng) % RECORDS) as usize];
+            black_box(partition.get(pk, "").unwrap().unwrap())
+        })
+    });
+    partition.flush_memtable().unwrap();
 
     c.bench_function("partition_get_random_100k", |b| {
         b.iter(|| {

@@ -4,7 +4,7 @@
 
 use crate::api::resp::{FrameLimits, RespConfig};
 use crate::log::kafka::{KafkaSettings, SaslMechanism};
-use crate::service::{Limits, ServiceConfig};
+use crate::service::{Limits, ServiceConfig, Tokens};
 use anyhow::{Context, bail};
 use clap::Parser;
 use serde::Deserialize;
@@ -42,6 +42,30 @@ pub struct Settings {
     /// Internal port: /metrics and /debug [default: 8191].
     #[arg(long, env = "INTERNAL_PORT")]
     pub internal_port: Option<u16>,
+    /// Tokens that may read, comma-separated. With no tokens at all, the node is open.
+    #[arg(
+        long,
+        env = "READ_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub read_tokens: Option<Vec<String>>,
+    /// Tokens that may read and write, comma-separated.
+    #[arg(
+        long,
+        env = "WRITE_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub write_tokens: Option<Vec<String>>,
+    /// Tokens that may do everything, comma-separated.
+    #[arg(
+        long,
+        env = "ADMIN_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub admin_tokens: Option<Vec<String>>,
     /// Redis protocol port [default: 6379].
     #[arg(long, env = "RESP_PORT")]
     pub resp_port: Option<u16>,
@@ -250,6 +274,11 @@ impl Config {
                     read_wait_timeout_ms,
                     service_defaults.read_wait_timeout.as_millis() as u64
                 )),
+                tokens: Tokens::new(
+                    &pick!(read_tokens, Vec::new()),
+                    &pick!(write_tokens, Vec::new()),
+                    &pick!(admin_tokens, Vec::new()),
+                ),
             },
             log_segment_bytes: pick!(log_segment_bytes, 16 << 20),
             checkpoint_interval: Duration::from_millis(pick!(checkpoint_interval_ms, 2000)),

@@ -70,9 +70,12 @@ pub async fn run(
         log = if config.kafka.is_some() { "kafka" } else { "embedded" },
         "firescroll is serving"
     );
-    tracing::warn!(
-        "no auth token is configured: anyone who can reach the API port can read and write (a dev node)"
-    );
+    if !config.service.tokens.required() {
+        tracing::warn!(
+            "no auth token is configured (READ_TOKENS, WRITE_TOKENS, ADMIN_TOKENS): anyone who can reach \
+             the HTTP or Redis port can read and write (a dev node)"
+        );
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sleep = config.shutdown_sleep;

@@ -2,11 +2,13 @@
 //! validates requests, turns writes into log entries, waits for outcomes, and reads owned
 //! partitions. Frontends only parse and render.
 
+mod auth;
 mod json;
 mod read;
 mod status;
 mod write;
 
+pub use auth::{Access, Tokens};
 pub use json::compact_json;
 pub use read::{ListPage, ListRequest};
 pub use status::{PartitionReport, Readiness};
@@ -55,6 +57,8 @@ pub struct ServiceConfig {
     pub write_wait_timeout: Duration,
     /// Longest a read with `min_offsets` waits for them to be applied.
     pub read_wait_timeout: Duration,
+    /// Who may read, write and administer.
+    pub tokens: Tokens,
 }
 
 impl Default for ServiceConfig {
@@ -63,6 +67,7 @@ impl Default for ServiceConfig {
             limits: Limits::default(),
             write_wait_timeout: Duration::from_secs(10),
             read_wait_timeout: Duration::from_secs(5),
+            tokens: Tokens::default(),
         }
     }
 }
@@ -84,6 +89,10 @@ pub enum ErrorKind {
     Timeout,
     /// A fault of the node.
     Internal,
+    /// No valid credentials were presented.
+    Unauthorized,
+    /// The credentials do not allow this.
+    Forbidden,
 }
 
 /// A failed service call: a stable code, and a message that says what to fix.
@@ -142,6 +151,16 @@ impl Service {
     /// The metrics registry.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// What `token` (from `Authorization: Bearer` or Redis `AUTH`) grants.
+    pub fn access(&self, token: Option<&str>) -> Access {
+        self.config.tokens.access(token)
+    }
+
+    /// Whether callers must present a token.
+    pub fn auth_required(&self) -> bool {
+        self.config.tokens.required()
     }
 
     /// The limits in force.

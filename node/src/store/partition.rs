@@ -200,6 +200,13 @@ impl PartitionStore {
         Ok(())
     }
 
+    /// Writes the partition's in-memory table out to disk tables and waits for it. Reads of
+    /// flushed data use bloom filters and block indexes instead of walking the memtable.
+    pub fn flush_memtable(&self) -> Result<()> {
+        self.records.rotate_memtable_and_wait()?;
+        Ok(())
+    }
+
     /// Approximate number of records (cheap; exact count comes with `digest`).
     pub fn approximate_len(&self) -> usize {
         self.records.approximate_len()

@@ -3,11 +3,14 @@
 use super::request::{GetBody, ListBody, MutateBody, OutcomesBody, PositionBody, RecordBody};
 use super::response;
 use crate::model::{Key, OpKind, Position};
-use crate::service::{ListRequest, Service, ServiceError, WriteMode, WriteOp, WriteRequest};
+use crate::service::{
+    Access, ErrorKind, ListRequest, Service, ServiceError, WriteMode, WriteOp, WriteRequest,
+};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::de::DeserializeOwned;
 use std::time::Instant;
@@ -19,6 +22,7 @@ const OPERATIONS: [&str; 6] = ["put", "get", "delete", "list", "batch", "outcome
 pub async fn handle(
     State(service): State<Service>,
     Path(op): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
@@ -27,9 +31,10 @@ pub async fn handle(
         .copied()
         .find(|known| *known == op)
         .unwrap_or("unknown");
-    let result = match body {
-        Err(rejection) => Err(body_error(&service, rejection)),
-        Ok(body) => dispatch(&service, &op, &body).await,
+    let result = match (authorize(&service, &headers, label), body) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Err(rejection)) => Err(body_error(&service, rejection)),
+        (Ok(()), Ok(body)) => dispatch(&service, &op, &body).await,
     };
     let response = match result {
         Ok(body) => response::json(StatusCode::OK, body),
@@ -39,6 +44,46 @@ pub async fn handle(
         .metrics()
         .observe_http(label, started.elapsed().as_micros() as f64);
     response
+}
+
+/// Checks the caller's `Authorization: Bearer <token>` against what `operation` needs.
+fn authorize(service: &Service, headers: &HeaderMap, operation: &str) -> Result<(), ServiceError> {
+    if !service.auth_required() {
+        return Ok(());
+    }
+    let token = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let needed = match operation {
+        "put" | "delete" | "batch" => Access::Write,
+        _ => Access::Read,
+    };
+    match service.access(token) {
+        Access::None => Err(ServiceError::new(
+            ErrorKind::Unauthorized,
+            "unauthorized",
+            if token.is_some() {
+                "the bearer token is not valid"
+            } else {
+                "this node requires a token: send `Authorization: Bearer <token>`"
+            },
+        )),
+        granted if granted < needed => Err(ServiceError::new(
+            ErrorKind::Forbidden,
+            "forbidden",
+            format!(
+                "/records/{operation} needs a {} token; this one may only {}",
+                needed.name(),
+                granted.name()
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 async fn dispatch(service: &Service, op: &str, body: &[u8]) -> Result<Vec<u8>, ServiceError> {

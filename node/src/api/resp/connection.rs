@@ -24,7 +24,7 @@ pub async fn run(
 ) {
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut output = BytesMut::with_capacity(16 * 1024);
-    let mut session = Session::new(id);
+    let mut session = Session::new(id, service.access(None));
     loop {
         // Run every command that has fully arrived.
         loop {

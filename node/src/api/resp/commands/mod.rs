@@ -13,7 +13,9 @@ pub use scan::ScanCursors;
 
 use super::reply::Reply;
 use crate::model::{Key, Position, Record};
-use crate::service::{ListRequest, Service, ServiceError, WriteMode, WriteOp, WriteRequest};
+use crate::service::{
+    Access, ListRequest, Service, ServiceError, WriteMode, WriteOp, WriteRequest,
+};
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -22,6 +24,8 @@ use std::collections::BTreeMap;
 #[derive(Debug)]
 pub struct Session {
     pub id: u64,
+    /// What this connection may do: everything on an open node, nothing until `AUTH` otherwise.
+    pub access: Access,
     /// RESP protocol version in use: 2 until `HELLO 3`.
     pub proto: u8,
     pub name: Option<Bytes>,
@@ -33,9 +37,10 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(id: u64) -> Self {
+    pub fn new(id: u64, access: Access) -> Self {
         Session {
             id,
+            access,
             proto: 2,
             name: None,
             closing: false,
@@ -66,6 +71,9 @@ pub async fn execute(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
     let original = String::from_utf8_lossy(name).into_owned();
     let name = original.to_ascii_lowercase();
     let args = &args[1..];
+    if let Err(denied) = permitted(ctx.session.access, &name) {
+        return denied;
+    }
     match name.as_str() {
         "get" => keys::get(ctx, args).await,
         "mget" => keys::mget(ctx, args).await,
@@ -87,6 +95,22 @@ pub async fn execute(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
             Some(reply) => reply,
             None => unknown_command(&original, args),
         },
+    }
+}
+
+/// Whether a connection with `access` may run `name`, in Redis's words when not.
+fn permitted(access: Access, name: &str) -> Result<(), Reply> {
+    let needed = match name {
+        "auth" | "hello" | "quit" | "reset" => Access::None,
+        "set" | "del" | "hset" | "hmset" | "hdel" => Access::Write,
+        _ => Access::Read,
+    };
+    match access {
+        granted if granted >= needed => Ok(()),
+        Access::None => Err(Reply::Error("NOAUTH Authentication required.".into())),
+        _ => Err(Reply::Error(format!(
+            "NOPERM this token has no permissions to run the '{name}' command"
+        ))),
     }
 }
 

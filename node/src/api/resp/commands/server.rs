@@ -3,6 +3,7 @@
 
 use super::{Context, Session, wrong_arity};
 use crate::api::resp::reply::Reply;
+use crate::service::Access;
 use bytes::Bytes;
 
 /// The Redis version FireScroll answers with; clients gate features on it.
@@ -57,7 +58,8 @@ pub fn execute(ctx: &mut Context<'_>, name: &str, args: &[Bytes]) -> Option<Repl
             Reply::ok()
         }
         "reset" => {
-            *ctx.session = Session::new(ctx.session.id);
+            // RESET also forgets the connection's authentication, as in Redis.
+            *ctx.session = Session::new(ctx.session.id, ctx.service.access(None));
             Reply::Simple("RESET")
         }
         "select" => match args {
@@ -65,8 +67,8 @@ pub fn execute(ctx: &mut Context<'_>, name: &str, args: &[Bytes]) -> Option<Repl
             [_] => Reply::err("DB index is out of range (FireScroll has one database, 0)"),
             _ => wrong_arity("select"),
         },
-        "auth" => auth(args),
-        "hello" => hello(ctx.session, args),
+        "auth" => auth(ctx, args),
+        "hello" => hello(ctx, args),
         "client" => client(ctx.session, args),
         "command" => command(args),
         "info" => info(ctx),
@@ -75,38 +77,70 @@ pub fn execute(ctx: &mut Context<'_>, name: &str, args: &[Bytes]) -> Option<Repl
     })
 }
 
-fn auth(args: &[Bytes]) -> Reply {
-    match args {
-        [_] | [_, _] => Reply::err(
+/// `AUTH [user] token`: the token decides; the user name is ignored.
+fn auth(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let token = match args {
+        [token] | [_, token] => token,
+        _ => return wrong_arity("auth"),
+    };
+    if !ctx.service.auth_required() {
+        return Reply::err(
             "AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
-        ),
-        _ => wrong_arity("auth"),
+        );
+    }
+    authenticate(ctx, token).map_or_else(|e| e, |()| Reply::ok())
+}
+
+fn authenticate(ctx: &mut Context<'_>, token: &Bytes) -> Result<(), Reply> {
+    match ctx.service.access(std::str::from_utf8(token).ok()) {
+        Access::None => Err(Reply::Error(
+            "WRONGPASS invalid username-password pair or user is disabled.".into(),
+        )),
+        granted => {
+            ctx.session.access = granted;
+            Ok(())
+        }
     }
 }
 
 /// `HELLO [protover [AUTH user pass] [SETNAME name]]`
-fn hello(session: &mut Session, args: &[Bytes]) -> Reply {
+fn hello(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let mut proto = ctx.session.proto;
     let mut rest = args;
     if let [version, tail @ ..] = args {
         match version.as_ref() {
-            b"2" => session.proto = 2,
-            b"3" => session.proto = 3,
+            b"2" => proto = 2,
+            b"3" => proto = 3,
             _ => return Reply::Error("NOPROTO unsupported protocol version".into()),
         }
         rest = tail;
     }
+    let mut name = None;
     while let [option, tail @ ..] = rest {
         match (option.to_ascii_uppercase().as_slice(), tail) {
-            (b"AUTH", [_, _, more @ ..]) => {
-                // No credentials are configured: any are accepted, as Redis's default user does.
+            (b"AUTH", [_, token, more @ ..]) => {
+                // On an open node any credentials are accepted, as Redis's default user does.
+                if ctx.service.auth_required()
+                    && let Err(denied) = authenticate(ctx, token)
+                {
+                    return denied;
+                }
                 rest = more;
             }
-            (b"SETNAME", [name, more @ ..]) => {
-                session.name = Some(name.clone());
+            (b"SETNAME", [new_name, more @ ..]) => {
+                name = Some(new_name.clone());
                 rest = more;
             }
             _ => return Reply::err("syntax error in HELLO"),
         }
+    }
+    if ctx.session.access == Access::None {
+        return Reply::Error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time".into());
+    }
+    let session = &mut *ctx.session;
+    session.proto = proto;
+    if name.is_some() {
+        session.name = name;
     }
     Reply::Map(vec![
         (Reply::bulk("server"), Reply::bulk("redis")),

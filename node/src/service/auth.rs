@@ -1,0 +1,101 @@
+//! Who may do what (DESIGN.md §4): tokens at three levels, each implying the ones before it —
+//! read, write, admin. Both frontends ask the same question here. With no token configured the
+//! node is open (a dev node, like Redis without requirepass) and says so at start.
+
+use sha2::{Digest, Sha256};
+
+/// What a caller may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Access {
+    None,
+    Read,
+    Write,
+    Admin,
+}
+
+impl Access {
+    /// The lowercase name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Access::None => "none",
+            Access::Read => "read",
+            Access::Write => "write",
+            Access::Admin => "admin",
+        }
+    }
+}
+
+/// The configured tokens, kept only as SHA-256 digests.
+#[derive(Debug, Clone, Default)]
+pub struct Tokens {
+    tokens: Vec<([u8; 32], Access)>,
+}
+
+impl Tokens {
+    /// Tokens per level (READ_TOKENS, WRITE_TOKENS, ADMIN_TOKENS).
+    pub fn new(read: &[String], write: &[String], admin: &[String]) -> Self {
+        let mut tokens = Vec::new();
+        for (list, access) in [
+            (read, Access::Read),
+            (write, Access::Write),
+            (admin, Access::Admin),
+        ] {
+            for token in list.iter().filter(|t| !t.is_empty()) {
+                tokens.push((digest(token), access));
+            }
+        }
+        Tokens { tokens }
+    }
+
+    /// Whether any token is configured (else everyone is admin).
+    pub fn required(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+
+    /// What `token` grants: with no tokens configured, everything.
+    pub fn access(&self, token: Option<&str>) -> Access {
+        if !self.required() {
+            return Access::Admin;
+        }
+        let Some(token) = token else {
+            return Access::None;
+        };
+        let presented = digest(token);
+        // Compare against every token, in constant time, and keep the highest grant.
+        self.tokens
+            .iter()
+            .filter(|(d, _)| constant_time_eq(d, &presented))
+            .map(|(_, access)| *access)
+            .max()
+            .unwrap_or(Access::None)
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_and_open_nodes() {
+        let open = Tokens::default();
+        assert!(!open.required());
+        assert_eq!(open.access(None), Access::Admin);
+        let t = Tokens::new(&["r".into()], &["w".into()], &["a".into(), "".into()]);
+        assert!(t.required());
+        assert_eq!(t.access(None), Access::None);
+        assert_eq!(t.access(Some("")), Access::None);
+        assert_eq!(t.access(Some("nope")), Access::None);
+        assert_eq!(t.access(Some("r")), Access::Read);
+        assert_eq!(t.access(Some("w")), Access::Write);
+        assert_eq!(t.access(Some("a")), Access::Admin);
+        assert!(Access::Admin > Access::Write && Access::Write > Access::Read);
+    }
+}
