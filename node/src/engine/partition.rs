@@ -26,6 +26,8 @@ pub struct PartitionRuntime {
     pub store: PartitionStore,
     next_offset: watch::Sender<u64>,
     health: Mutex<Health>,
+    /// Mirrors "health is not a gap", read on every request without taking the lock.
+    readable: AtomicBool,
     pub(super) stop: Arc<AtomicBool>,
     pub(super) applier: Mutex<Option<JoinHandle<()>>>,
 }
@@ -35,6 +37,7 @@ impl PartitionRuntime {
         PartitionRuntime {
             store,
             next_offset: watch::channel(next_offset).0,
+            readable: AtomicBool::new(!matches!(health, Health::Gap { .. })),
             health: Mutex::new(health),
             stop: Arc::new(AtomicBool::new(false)),
             applier: Mutex::new(None),
@@ -64,12 +67,14 @@ impl PartitionRuntime {
     }
 
     pub(super) fn set_health(&self, health: Health) {
+        self.readable
+            .store(!matches!(health, Health::Gap { .. }), Ordering::SeqCst);
         *self.health.lock().expect("health lock") = health;
     }
 
     /// Whether reads may be served from this partition.
     pub fn readable(&self) -> bool {
-        !matches!(self.health(), Health::Gap { .. })
+        self.readable.load(Ordering::SeqCst)
     }
 
     pub(super) fn stop_applier(&self) {

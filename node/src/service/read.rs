@@ -5,6 +5,8 @@ use super::{ErrorKind, Service, ServiceError};
 use crate::cond::Subject;
 use crate::engine::{Health, Outcome, PartitionRuntime, WaitError};
 use crate::model::{Key, Position, Record, partition_of};
+use crate::store::{HEADER_LEN, decode_value};
+use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -95,6 +97,43 @@ impl Service {
             }
         }
         Ok(found.into_iter().flatten().collect())
+    }
+
+    /// The data (JSON text) of one record, without copying it out of the store: the hot path of
+    /// Redis `GET`/`HGET`. Same rules as [`Service::get`].
+    pub async fn get_data(
+        &self,
+        pk: &str,
+        sk: &str,
+        min_offsets: &[Position],
+    ) -> Result<Option<Bytes>, ServiceError> {
+        self.validate_key(0, pk, sk)?;
+        if !min_offsets.is_empty() {
+            self.wait_for(min_offsets).await?;
+        }
+        let partition = partition_of(pk, self.engine.partition_count());
+        let runtime = self.readable_partition(partition)?;
+        let started = Instant::now();
+        let value = runtime
+            .store
+            .get_value(pk, sk)
+            .map_err(|e| self.read_failed(partition, e))?;
+        self.metrics.observe_partition(
+            if value.is_some() {
+                "get"
+            } else {
+                "get_full_miss"
+            },
+            started.elapsed().as_micros() as f64,
+        );
+        let Some(value) = value else { return Ok(None) };
+        if decode_value(&value).is_none() {
+            return Err(self.read_failed(
+                partition,
+                format!("value of {pk:?}/{sk:?} has no valid header"),
+            ));
+        }
+        Ok(Some(Bytes::from_owner(value).slice(HEADER_LEN..)))
     }
 
     /// One page of `pk`'s records. FireScroll semantics: `sk_prefix` filters by prefix and skips
@@ -239,10 +278,11 @@ impl Service {
         let runtime = self.engine.partition(partition).ok_or_else(|| {
             unavailable(format!("partition {partition} is not served by this node"))
         })?;
-        if let Health::Gap {
-            next_offset,
-            log_start,
-        } = runtime.health()
+        if !runtime.readable()
+            && let Health::Gap {
+                next_offset,
+                log_start,
+            } = runtime.health()
         {
             return Err(unavailable(format!(
                 "partition {partition} is not served: it needs log entries from offset {next_offset}, \

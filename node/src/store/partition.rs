@@ -74,6 +74,11 @@ impl PartitionStore {
         Ok(self.records.get(key)?)
     }
 
+    /// The stored value (header and data) of one record, without copying it.
+    pub fn get_value(&self, pk: &str, sk: &str) -> Result<Option<Slice>> {
+        Ok(self.records.get(encode_key(pk, sk))?)
+    }
+
     /// Reads one record.
     pub fn get(&self, pk: &str, sk: &str) -> Result<Option<Record>> {
         match self.records.get(encode_key(pk, sk))? {

@@ -24,14 +24,12 @@ pub async fn hget(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let [pk, field] = args else {
         return wrong_arity("hget");
     };
-    let keys = match keys_of(pk, std::slice::from_ref(field)) {
-        Ok(keys) => keys,
-        Err(e) => return e,
+    let (pk, field) = match (text(pk), text(field)) {
+        (Ok(pk), Ok(field)) => (pk, field),
+        (Err(e), _) | (_, Err(e)) => return e,
     };
-    match ctx.read(keys).await {
-        Ok(records) => records
-            .first()
-            .map_or(Reply::Null, |r| Reply::Bulk(value_of(r))),
+    match ctx.read_one(&pk, &field).await {
+        Ok(value) => value.map_or(Reply::Null, Reply::Bulk),
         Err(e) => e,
     }
 }

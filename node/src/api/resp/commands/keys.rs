@@ -21,10 +21,8 @@ pub async fn get(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         Ok(key) => key,
         Err(e) => return e,
     };
-    match ctx.read(vec![key]).await {
-        Ok(records) => records
-            .first()
-            .map_or(Reply::Null, |r| Reply::Bulk(value_of(r))),
+    match ctx.read_one(&key.pk, "").await {
+        Ok(value) => value.map_or(Reply::Null, Reply::Bulk),
         Err(e) => e,
     }
 }

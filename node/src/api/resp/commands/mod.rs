@@ -65,11 +65,10 @@ pub struct Context<'a> {
 
 /// Runs one command.
 pub async fn execute(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
-    let Some(name) = args.first() else {
+    let Some(original) = args.first() else {
         return Reply::err("empty command");
     };
-    let original = String::from_utf8_lossy(name).into_owned();
-    let name = original.to_ascii_lowercase();
+    let name = String::from_utf8_lossy(original).to_ascii_lowercase();
     let args = &args[1..];
     if let Err(denied) = permitted(ctx.session.access, &name) {
         return denied;
@@ -93,7 +92,7 @@ pub async fn execute(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
         "hscan" => scan::hscan(ctx, args).await,
         _ => match server::execute(ctx, &name, args) {
             Some(reply) => reply,
-            None => unknown_command(&original, args),
+            None => unknown_command(&String::from_utf8_lossy(original), args),
         },
     }
 }
@@ -142,12 +141,22 @@ fn service_error(e: ServiceError) -> Reply {
 
 /// The wire value of a record: its JSON text, or a JSON string's contents.
 fn value_of(record: &Record) -> Bytes {
-    if record.data_json.starts_with('"')
-        && let Ok(s) = serde_json::from_str::<String>(&record.data_json)
-    {
-        return Bytes::from(s);
+    wire_value(Bytes::from(record.data_json.clone()))
+}
+
+/// The wire value of data JSON: itself, or a JSON string's contents (without copying when the
+/// string has no escapes).
+fn wire_value(json: Bytes) -> Bytes {
+    if json.first() != Some(&b'"') {
+        return json;
     }
-    Bytes::from(record.data_json.clone())
+    if json.len() >= 2 && !json.contains(&b'\\') {
+        return json.slice(1..json.len() - 1);
+    }
+    match serde_json::from_slice::<String>(&json) {
+        Ok(s) => Bytes::from(s),
+        Err(_) => json,
+    }
 }
 
 /// The data a written value becomes: itself if it is JSON, else a JSON string of it.
@@ -161,6 +170,16 @@ fn data_of(value: &Bytes) -> Result<Box<RawValue>, Reply> {
 }
 
 impl Context<'_> {
+    /// The wire value of one record, after this connection's own writes are applied.
+    async fn read_one(&self, pk: &str, sk: &str) -> Result<Option<Bytes>, Reply> {
+        let min_offsets = self.session.min_offsets();
+        self.service
+            .get_data(pk, sk, &min_offsets)
+            .await
+            .map(|data| data.map(wire_value))
+            .map_err(service_error)
+    }
+
     /// Reads `keys`, after this connection's own writes are applied.
     async fn read(&self, keys: Vec<Key>) -> Result<Vec<Record>, Reply> {
         self.service
