@@ -324,3 +324,55 @@ fn a_scripted_redis_cli_session() {
     let expected = "OK\nhello\n2\nage\n37\nname\nann\n1\nname\nhash\n1\nERR unknown command 'FOO', with args beginning with: 'bar' \n\nOK\nOK\ncli\n1\n\n";
     assert_eq!(text, expected);
 }
+
+#[test]
+fn idle_connections_are_closed() {
+    let node = Node::start_with(&[("RESP_IDLE_TIMEOUT_SEC", "1")]);
+    let mut stream = TcpStream::connect(("127.0.0.1", node.resp)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        stream.read(&mut buf).unwrap(),
+        0,
+        "the server closes an idle connection"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+#[test]
+fn redis_py_works_over_resp3() {
+    let node = Node::start();
+    let script = format!(
+        r#"
+import redis
+r = redis.Redis(port={port}, protocol=3, decode_responses=True)
+assert r.ping()
+r.hset("py", mapping={{"a": "1", "b": "two"}})
+assert r.hgetall("py") == {{"a": "1", "b": "two"}}, r.hgetall("py")
+r.set("py:s", "text")
+assert r.get("py:s") == "text"
+cursor, items = r.hscan("py", 0)
+assert cursor == 0 and items == {{"a": "1", "b": "two"}}, (cursor, items)
+pipe = r.pipeline(transaction=False)
+for i in range(100):
+    pipe.hset("py:p", f"f{{i}}", i)
+pipe.hlen("py:p")
+assert pipe.execute()[-1] == 100
+print("ok")
+"#,
+        port = node.resp
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+        "redis-py (pip install redis; scripts/test.sh does): {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
