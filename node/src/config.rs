@@ -172,6 +172,10 @@ pub struct Settings {
     /// getting it back is quick].
     #[arg(long, env = "DROP_RELEASED_PARTITIONS", value_parser = clap::builder::BoolishValueParser::new())]
     pub drop_released_partitions: Option<bool>,
+    /// Largest in-memory read index per partition, bytes; a partition larger than this is read
+    /// from the store only; 0 turns the index off [default: 268435456].
+    #[arg(long, env = "READ_INDEX_MAX_BYTES")]
+    pub read_index_max_bytes: Option<usize>,
     /// Seconds to keep serving after SIGTERM before closing, so load balancers can deregister
     /// the node [default: 0].
     #[arg(long, env = "SHUTDOWN_SLEEP_SEC")]
@@ -202,6 +206,7 @@ pub struct Config {
     pub log_segment_bytes: u64,
     pub checkpoint_interval: Duration,
     pub drop_released_partitions: bool,
+    pub read_index_max_bytes: usize,
     pub log_format: LogFormat,
     pub log_level: tracing::Level,
     pub shutdown_sleep: Duration,
@@ -283,6 +288,7 @@ impl Config {
             log_segment_bytes: pick!(log_segment_bytes, 16 << 20),
             checkpoint_interval: Duration::from_millis(pick!(checkpoint_interval_ms, 2000)),
             drop_released_partitions: pick!(drop_released_partitions, false),
+            read_index_max_bytes: pick!(read_index_max_bytes, 256 << 20),
             log_format: pick!(log_format, LogFormat::Text),
             log_level: level_name.parse().map_err(|_| {
                 anyhow::anyhow!(

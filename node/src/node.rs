@@ -43,6 +43,7 @@ pub async fn run(
         EngineConfig {
             checkpoint_interval: config.checkpoint_interval,
             drop_released: config.drop_released_partitions,
+            read_index_max_bytes: config.read_index_max_bytes,
             ..EngineConfig::default()
         },
     );

@@ -8,10 +8,12 @@
 mod apply;
 mod outcome;
 mod partition;
+mod read_index;
 
 pub use apply::{AppliedBatch, apply_and_commit, apply_batch};
 pub use outcome::{Outcome, Rejection, RejectionKind};
 pub use partition::{Health, PartitionRuntime};
+pub use read_index::{Lookup, ReadIndex};
 
 use crate::cond::Conditions;
 use crate::log::{LogError, MutationLog, Ownership, PartitionReader};
@@ -34,6 +36,8 @@ pub struct EngineConfig {
     /// Delete a partition's local data when this node stops owning it (by default it is kept,
     /// so getting the partition back only needs the entries written since).
     pub drop_released: bool,
+    /// Largest in-memory read index per partition, in bytes (0: none).
+    pub read_index_max_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -42,6 +46,7 @@ impl Default for EngineConfig {
             batch_max: 1024,
             checkpoint_interval: Duration::from_secs(2),
             drop_released: false,
+            read_index_max_bytes: 256 << 20,
         }
     }
 }
@@ -240,6 +245,7 @@ impl Engine {
                     store,
                     0,
                     Health::Failed { reason },
+                    ReadIndex::off(),
                 )));
             }
         };
@@ -258,10 +264,23 @@ impl Engine {
                     store,
                     next,
                     Health::Failed { reason },
+                    ReadIndex::off(),
                 )));
             }
         };
-        let runtime = Arc::new(PartitionRuntime::new(store, next, Health::Serving));
+        let index = match ReadIndex::load(&store, self.inner.config.read_index_max_bytes) {
+            Ok(index) => index,
+            Err(e) => {
+                let reason = failed(format!("loading the read index failed: {e}"));
+                return Ok(Arc::new(PartitionRuntime::new(
+                    store,
+                    next,
+                    Health::Failed { reason },
+                    ReadIndex::off(),
+                )));
+            }
+        };
+        let runtime = Arc::new(PartitionRuntime::new(store, next, Health::Serving, index));
         metrics
             .partition_healthy
             .with_label_values(&[&label])
@@ -300,6 +319,7 @@ impl Engine {
                 next_offset: next,
                 log_start: start,
             },
+            ReadIndex::off(),
         )
     }
 
@@ -339,6 +359,8 @@ impl Engine {
                 &records,
             ) {
                 Ok(batch) => {
+                    // The index first: whoever sees the new offset must read the new values.
+                    runtime.index.apply(batch.writes.iter());
                     runtime.set_next_offset(batch.next_offset);
                     inner
                         .metrics

@@ -1,5 +1,6 @@
 //! One owned partition at runtime: its store, how far it has applied, its health, its applier.
 
+use super::ReadIndex;
 use crate::store::PartitionStore;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +25,8 @@ pub enum Health {
 /// A partition this node owns.
 pub struct PartitionRuntime {
     pub store: PartitionStore,
+    /// In-memory copy of the records for single-key reads (kept by the applier).
+    pub index: ReadIndex,
     next_offset: watch::Sender<u64>,
     health: Mutex<Health>,
     /// Mirrors "health is not a gap", read on every request without taking the lock.
@@ -33,9 +36,15 @@ pub struct PartitionRuntime {
 }
 
 impl PartitionRuntime {
-    pub(super) fn new(store: PartitionStore, next_offset: u64, health: Health) -> Self {
+    pub(super) fn new(
+        store: PartitionStore,
+        next_offset: u64,
+        health: Health,
+        index: ReadIndex,
+    ) -> Self {
         PartitionRuntime {
             store,
+            index,
             next_offset: watch::channel(next_offset).0,
             readable: AtomicBool::new(!matches!(health, Health::Gap { .. })),
             health: Mutex::new(health),

@@ -416,3 +416,60 @@ async fn a_gap_in_the_log_is_never_served_silently() {
     assert_eq!(engine.partition(0).unwrap().health(), Health::Serving);
     engine.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_index_always_matches_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let store = crate::store::Store::open(&dir.path().join("store"), PARTITIONS).unwrap();
+    let (engine, _tasks) = Engine::start(
+        store,
+        log.clone(),
+        Arc::new(Conditions::new()),
+        Arc::new(Metrics::new()),
+        EngineConfig::default(),
+    );
+    let entries: Vec<crate::log::Append> = mixed_log()
+        .into_iter()
+        .map(|payload| crate::log::Append {
+            key: String::new(),
+            payload,
+        })
+        .collect();
+    let mut last = 0;
+    for chunk in entries.chunks(13) {
+        last = *log.append(1, chunk.to_vec()).await.unwrap().last().unwrap();
+    }
+    engine
+        .wait_applied(
+            Position {
+                partition: 1,
+                offset: last,
+            },
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let runtime = engine.partition(1).unwrap();
+    assert!(runtime.index.enabled());
+    let mut count = 0;
+    for entry in runtime.store.entries() {
+        let (key, value) = entry.unwrap();
+        assert_eq!(runtime.index.get(&key), Lookup::Found(value));
+        count += 1;
+    }
+    assert!(count > 5);
+    assert_eq!(
+        runtime.index.len(),
+        count,
+        "the index holds nothing the store does not"
+    );
+    // Keys deleted by the log are absent in the index too.
+    assert_eq!(
+        runtime
+            .index
+            .get(&crate::store::encode_key("no-such-pk", "")),
+        Lookup::Absent
+    );
+    engine.shutdown();
+}

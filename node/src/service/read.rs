@@ -3,10 +3,12 @@
 
 use super::{ErrorKind, Service, ServiceError};
 use crate::cond::Subject;
+use crate::engine::Lookup;
 use crate::engine::{Health, Outcome, PartitionRuntime, WaitError};
 use crate::model::{Key, Position, Record, partition_of};
-use crate::store::{HEADER_LEN, decode_value};
+use crate::store::{HEADER_LEN, StoreError, decode_value, encode_key, to_record};
 use bytes::Bytes;
+use fjall::Slice;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,6 +39,16 @@ pub struct ListPage {
     pub records: Vec<Record>,
     /// Present when more records may follow: pass it as `cursor` to get them.
     pub next_cursor: Option<String>,
+}
+
+/// One record's stored value: from the in-memory index when it is on, else from the store.
+fn read_one(runtime: &PartitionRuntime, pk: &str, sk: &str) -> Result<Option<Slice>, StoreError> {
+    let key = encode_key(pk, sk);
+    match runtime.index.get(&key) {
+        Lookup::Found(value) => Ok(Some(value)),
+        Lookup::Absent => Ok(None),
+        Lookup::Unknown => runtime.store.get_raw(&key),
+    }
 }
 
 impl Service {
@@ -79,14 +91,26 @@ impl Service {
         for (partition, indexes) in groups {
             let runtime = self.readable_partition(partition)?;
             let started = Instant::now();
-            let records = runtime
-                .store
-                .get_many(
-                    indexes
-                        .iter()
-                        .map(|&i| (keys[i].pk.as_str(), keys[i].sk.as_str())),
-                )
-                .map_err(|e| self.read_failed(partition, e))?;
+            let records = if let [i] = indexes[..] {
+                // One key is consistent by itself: the in-memory index can answer it.
+                let (pk, sk) = (&keys[i].pk, &keys[i].sk);
+                let value =
+                    read_one(&runtime, pk, sk).map_err(|e| self.read_failed(partition, e))?;
+                let record = value
+                    .map(|v| to_record(pk.clone(), sk.clone(), &v))
+                    .transpose()
+                    .map_err(|e| self.read_failed(partition, e))?;
+                vec![record]
+            } else {
+                runtime
+                    .store
+                    .get_many(
+                        indexes
+                            .iter()
+                            .map(|&i| (keys[i].pk.as_str(), keys[i].sk.as_str())),
+                    )
+                    .map_err(|e| self.read_failed(partition, e))?
+            };
             let hits = records.iter().filter(|r| r.is_some()).count();
             self.metrics.observe_partition(
                 if hits == 0 { "get_full_miss" } else { "get" },
@@ -114,10 +138,7 @@ impl Service {
         let partition = partition_of(pk, self.engine.partition_count());
         let runtime = self.readable_partition(partition)?;
         let started = Instant::now();
-        let value = runtime
-            .store
-            .get_value(pk, sk)
-            .map_err(|e| self.read_failed(partition, e))?;
+        let value = read_one(&runtime, pk, sk).map_err(|e| self.read_failed(partition, e))?;
         self.metrics.observe_partition(
             if value.is_some() {
                 "get"

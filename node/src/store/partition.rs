@@ -168,6 +168,14 @@ impl PartitionStore {
             .map(|s| s.to_vec()))
     }
 
+    /// Every (encoded key, stored value) of the partition, in key order, from one snapshot.
+    pub fn entries(&self) -> impl Iterator<Item = Result<(Slice, Slice)>> + use<> {
+        self.db
+            .snapshot()
+            .iter(&self.records)
+            .map(|guard| guard.into_inner().map_err(StoreError::from))
+    }
+
     /// Record count and SHA-256 over all (key, value) pairs in key order, from one snapshot.
     pub fn digest(&self) -> Result<Digest> {
         let snapshot = self.db.snapshot();
@@ -218,7 +226,8 @@ impl PartitionStore {
     }
 }
 
-fn to_record(pk: String, sk: String, value: &[u8]) -> Result<Record> {
+/// The record (pk, sk) whose stored value is `value`.
+pub fn to_record(pk: String, sk: String, value: &[u8]) -> Result<Record> {
     let view = decode_value(value).ok_or_else(|| {
         StoreError::Corrupt(format!("value of {pk:?}/{sk:?} has no valid header"))
     })?;
