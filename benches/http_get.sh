@@ -29,6 +29,8 @@ DB_PATH="$work/data" API_PORT=18190 INTERNAL_PORT=18191 RESP_PORT=18192 LISTEN_A
     "$BIN/firescroll" >"$work/node.log" 2>&1 &
 pids+=($!)
 wait_up http://127.0.0.1:18190/records/get
+# Something else on the port would answer instead of this node: refuse to measure it.
+kill -0 "${pids[0]}" 2>/dev/null || { echo "firescroll did not start:" >&2; cat "$work/node.log" >&2; exit 1; }
 python3 benches/load.py http://127.0.0.1:18190
 
 "$BIN/hello" 18193 &

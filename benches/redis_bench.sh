@@ -28,6 +28,10 @@ pids+=($!)
 for port in $FS $RS; do
     for _ in $(seq 1 100); do redis-cli -p $port PING >/dev/null 2>&1 && break; sleep 0.1; done
 done
+# Something else on a port would answer instead: refuse to measure it.
+for pid in "${pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null || { echo "a server did not start:" >&2; cat "$work"/*.log >&2; exit 1; }
+done
 
 # redis-benchmark's __rand_int__ is a 12-digit zero-padded number below -r.
 python3 - "$KEYS" >"$work/load.txt" <<'PY'

@@ -34,7 +34,14 @@ start_node() {  # name port extra-env...
     env DB_PATH="$work/$name" API_PORT="$port" INTERNAL_PORT=$((port + 1)) RESP_PORT=$((port + 2)) LISTEN_ADDR=127.0.0.1 \
         LOG_LEVEL=warn PARTITIONS=4 "$@" "$BIN" >"$work/$name.log" 2>&1 &
     pids+=($!)
-    for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$port/ready" >/dev/null && return; sleep 0.1; done
+    for _ in $(seq 1 300); do
+        if curl -sf "http://127.0.0.1:$port/ready" >/dev/null; then
+            # Something else on the port would answer instead: refuse to measure it.
+            kill -0 "${pids[-1]}" 2>/dev/null && return
+            break
+        fi
+        sleep 0.1
+    done
     echo "$name did not become ready:" >&2; cat "$work/$name.log" >&2; exit 1
 }
 

@@ -2,6 +2,8 @@
 //! every HTTP and Redis get. Also prints p50/p99 of single gets measured one by one.
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use firescroll::engine::ReadIndex;
+use firescroll::store::encode_key;
 use firescroll_benches::loaded_partition;
 use std::hint::black_box;
 use std::time::Instant;
@@ -23,6 +25,14 @@ fn partition_get(c: &mut Criterion) {
         b.iter(|| {
             let pk = &keys[(xorshift(&mut rng) % RECORDS) as usize];
             black_box(partition.get(pk, "").unwrap().unwrap())
+        })
+    });
+    // What single-key reads use: the in-memory index the applier keeps.
+    let index = ReadIndex::load(&partition, 1 << 30).unwrap();
+    c.bench_function("read_index_get_random_100k", |b| {
+        b.iter(|| {
+            let pk = &keys[(xorshift(&mut rng) % RECORDS) as usize];
+            black_box(index.get(&encode_key(pk, "")))
         })
     });
     partition.flush_memtable().unwrap();
