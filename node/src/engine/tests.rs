@@ -43,6 +43,20 @@ fn append(entry: &LogEntry) -> crate::log::Append {
     }
 }
 
+fn start_engine(
+    store: crate::store::Store,
+    log: Arc<EmbeddedLog>,
+    metrics: Arc<Metrics>,
+) -> (Engine, Vec<tokio::task::JoinHandle<()>>) {
+    Engine::start(
+        store,
+        log,
+        Arc::new(Conditions::new()),
+        metrics,
+        EngineConfig::default(),
+    )
+}
+
 fn open_log(dir: &std::path::Path) -> Arc<EmbeddedLog> {
     Arc::new(
         EmbeddedLog::open(EmbeddedLogConfig {
@@ -219,19 +233,13 @@ fn timestamps_and_conditions_use_the_stored_record() {
 async fn engine_applies_waits_and_resumes_without_reapplying() {
     let dir = tempfile::tempdir().unwrap();
     let pk = pks_in(2, 1).remove(0);
-    let start_engine = || {
+    let boot = || {
         let log = open_log(dir.path());
         let store = crate::store::Store::open(&dir.path().join("store"), PARTITIONS).unwrap();
-        let (engine, tasks) = Engine::start(
-            store,
-            log.clone(),
-            Arc::new(Conditions::new()),
-            Arc::new(Metrics::new()),
-            EngineConfig::default(),
-        );
+        let (engine, tasks) = start_engine(store, log.clone(), Arc::new(Metrics::new()));
         (engine, tasks, log)
     };
-    let (engine, tasks, log) = start_engine();
+    let (engine, tasks, log) = boot();
     assert_eq!(engine.partitions().len(), PARTITIONS as usize);
     // A counter that only moves by exactly one: re-applying any entry would be rejected and
     // would change that entry's recorded outcome.
@@ -282,7 +290,7 @@ async fn engine_applies_waits_and_resumes_without_reapplying() {
     log.shutdown();
     drop((engine, log));
 
-    let (engine, _tasks, _log) = start_engine();
+    let (engine, _tasks, _log) = boot();
     let runtime = engine.partition(2).unwrap();
     assert_eq!(runtime.next_offset(), 20);
     for &p in &positions {
@@ -313,13 +321,7 @@ async fn a_store_failure_stops_the_partition_visibly_instead_of_skipping() {
         )
         .unwrap();
     let metrics = Arc::new(Metrics::new());
-    let (engine, _tasks) = Engine::start(
-        store,
-        log.clone(),
-        Arc::new(Conditions::new()),
-        metrics.clone(),
-        EngineConfig::default(),
-    );
+    let (engine, _tasks) = start_engine(store, log.clone(), metrics.clone());
     let entry = LogEntry::new(1, vec![put(&pk, "bad", "1", None)]);
     let offset = log.append(1, vec![append(&entry)]).await.unwrap()[0];
     let runtime = engine.partition(1).unwrap();
@@ -386,13 +388,7 @@ async fn a_gap_in_the_log_is_never_served_silently() {
     assert!(start > 0);
     let store = crate::store::Store::open(&dir.path().join("store"), PARTITIONS).unwrap();
     let metrics = Arc::new(Metrics::new());
-    let (engine, _tasks) = Engine::start(
-        store,
-        log.clone(),
-        Arc::new(Conditions::new()),
-        metrics.clone(),
-        EngineConfig::default(),
-    );
+    let (engine, _tasks) = start_engine(store, log.clone(), metrics.clone());
     let runtime = engine.partition(3).unwrap();
     assert_eq!(
         runtime.health(),
@@ -422,13 +418,7 @@ async fn the_read_index_always_matches_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let log = open_log(dir.path());
     let store = crate::store::Store::open(&dir.path().join("store"), PARTITIONS).unwrap();
-    let (engine, _tasks) = Engine::start(
-        store,
-        log.clone(),
-        Arc::new(Conditions::new()),
-        Arc::new(Metrics::new()),
-        EngineConfig::default(),
-    );
+    let (engine, _tasks) = start_engine(store, log.clone(), Arc::new(Metrics::new()));
     let entries: Vec<crate::log::Append> = mixed_log()
         .into_iter()
         .map(|payload| crate::log::Append {

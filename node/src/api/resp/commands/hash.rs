@@ -174,22 +174,5 @@ pub async fn hdel(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         Ok(keys) => keys,
         Err(e) => return e,
     };
-    let existed = match ctx.exist(&keys).await {
-        Ok(found) => found.iter().filter(|&&f| f).count(),
-        Err(e) => return e,
-    };
-    let ops = keys
-        .into_iter()
-        .map(|k| WriteOp {
-            op: OpKind::Delete,
-            pk: k.pk,
-            sk: k.sk,
-            data: None,
-            cond: None,
-        })
-        .collect();
-    match ctx.write(ops, false).await {
-        Ok(_) => Reply::Int(existed as i64),
-        Err(e) => e,
-    }
+    ctx.delete(keys).await
 }

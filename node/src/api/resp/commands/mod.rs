@@ -221,6 +221,28 @@ impl Context<'_> {
         }
     }
 
+    /// Deletes `keys` through the log; replies with how many of them existed (Redis's count).
+    async fn delete(&mut self, keys: Vec<Key>) -> Reply {
+        let existed = match self.exist(&keys).await {
+            Ok(found) => found.iter().filter(|&&f| f).count(),
+            Err(e) => return e,
+        };
+        let ops = keys
+            .into_iter()
+            .map(|k| WriteOp {
+                op: crate::model::OpKind::Delete,
+                pk: k.pk,
+                sk: k.sk,
+                data: None,
+                cond: None,
+            })
+            .collect();
+        match self.write(ops, false).await {
+            Ok(_) => Reply::Int(existed as i64),
+            Err(e) => e,
+        }
+    }
+
     /// Writes `ops` through the log; replies once durable. `wait` also waits for the outcome.
     async fn write(
         &mut self,
