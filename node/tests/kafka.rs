@@ -421,3 +421,48 @@ fn a_partition_behind_the_log_start_is_not_served() {
         "{reply}"
     );
 }
+
+#[test]
+fn writes_to_partitions_owned_elsewhere_are_acknowledged_and_never_block_local_reads() {
+    let broker = Broker::start();
+    let a = Node::start_env(&kafka_env(&broker, "elsewhere", "rg", "a"));
+    a.wait_until("a owns every partition", Duration::from_secs(30), owns_all);
+    let b = Node::start_env(&kafka_env(&broker, "elsewhere", "rg", "b"));
+    a.wait_until("the partitions split", Duration::from_secs(30), |a| {
+        !b.owned().is_empty() && a.owned().len() + b.owned().len() == PARTITIONS as usize
+    });
+    let owned_by_a = a.owned();
+    let pk_where = |mine: bool| {
+        (0..)
+            .map(|i| format!("pk{i}"))
+            .find(|pk| {
+                owned_by_a.contains(&u64::from(firescroll::model::partition_of(
+                    pk,
+                    PARTITIONS as u32,
+                ))) == mine
+            })
+            .unwrap()
+    };
+    let (local, remote) = (pk_where(true), pk_where(false));
+
+    // "wait" on a partition another node applies: the durable write is acknowledged, never a 503.
+    let (status, reply) = a.post(
+        "/records/put",
+        json!({"Records": [{"pk": remote, "sk": "", "data": 1}], "wait": true}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        reply["Positions"][0]["Outcome"]["Status"], "pending",
+        "{reply}"
+    );
+
+    // A Redis connection that wrote to a remote partition still reads its local keys.
+    let mut con = redis::Client::open(format!("redis://127.0.0.1:{}/", a.resp))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::Commands::set(&mut con, &local, "here").unwrap();
+    let _: () = redis::Commands::set(&mut con, &remote, "there").unwrap();
+    let got: String = redis::Commands::get(&mut con, &local).unwrap();
+    assert_eq!(got, "here");
+}

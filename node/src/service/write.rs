@@ -119,7 +119,7 @@ impl Service {
     }
 
     /// Waits (bounded) for the entry at `position` to be applied here and returns its outcome,
-    /// or `None` if the wait ran out.
+    /// or `None` if the wait ran out or another node applies that partition.
     pub async fn await_outcome(&self, position: Position) -> Result<Option<Outcome>, ServiceError> {
         match self
             .engine
@@ -127,14 +127,9 @@ impl Service {
             .await
         {
             Ok(()) => {}
-            Err(WaitError::Timeout { .. }) => return Ok(None),
-            Err(e @ WaitError::NotOwned(_)) => {
-                return Err(ServiceError::new(
-                    ErrorKind::Unavailable,
-                    "partition_unavailable",
-                    e.to_string(),
-                ));
-            }
+            // The write is durable either way: never answer it with an error a client would retry.
+            // Another node applies this partition; its outcome can be asked there later.
+            Err(WaitError::Timeout { .. } | WaitError::NotOwned(_)) => return Ok(None),
         }
         self.engine
             .outcome(position)

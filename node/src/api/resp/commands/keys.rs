@@ -135,9 +135,9 @@ pub async fn type_of(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let page = ctx
         .service
         .list(crate::service::ListRequest {
+            min_offsets: ctx.min_offsets([key.pk.as_str()]),
             pk: key.pk,
             limit: 1,
-            min_offsets: ctx.session.min_offsets(),
             ..Default::default()
         })
         .await;

@@ -12,7 +12,7 @@ mod server;
 pub use scan::ScanCursors;
 
 use super::reply::Reply;
-use crate::model::{Key, Position, Record};
+use crate::model::{Key, Position, Record, partition_of};
 use crate::service::{
     Access, ListRequest, Service, ServiceError, WriteMode, WriteOp, WriteRequest,
 };
@@ -48,10 +48,25 @@ impl Session {
         }
     }
 
-    fn min_offsets(&self) -> Vec<Position> {
-        self.written
-            .iter()
-            .map(|(&partition, &offset)| Position { partition, offset })
+    /// This connection's latest writes in the partitions of `pks`: what a read of them waits for.
+    fn min_offsets<'a>(
+        &self,
+        partitions: u32,
+        pks: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<Position> {
+        let mut wanted: Vec<u32> = pks
+            .into_iter()
+            .map(|pk| partition_of(pk, partitions))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        wanted
+            .into_iter()
+            .filter_map(|partition| {
+                self.written
+                    .get(&partition)
+                    .map(|&offset| Position { partition, offset })
+            })
             .collect()
     }
 }
@@ -170,9 +185,15 @@ fn data_of(value: &Bytes) -> Result<Box<RawValue>, Reply> {
 }
 
 impl Context<'_> {
+    /// What a read of `pks` waits for: this connection's own writes in their partitions.
+    fn min_offsets<'a>(&self, pks: impl IntoIterator<Item = &'a str>) -> Vec<Position> {
+        self.session
+            .min_offsets(self.service.engine().partition_count(), pks)
+    }
+
     /// The wire value of one record, after this connection's own writes are applied.
     async fn read_one(&self, pk: &str, sk: &str) -> Result<Option<Bytes>, Reply> {
-        let min_offsets = self.session.min_offsets();
+        let min_offsets = self.min_offsets([pk]);
         self.service
             .get_data(pk, sk, &min_offsets)
             .await
@@ -182,8 +203,9 @@ impl Context<'_> {
 
     /// Reads `keys`, after this connection's own writes are applied.
     async fn read(&self, keys: Vec<Key>) -> Result<Vec<Record>, Reply> {
+        let min_offsets = self.min_offsets(keys.iter().map(|k| k.pk.as_str()));
         self.service
-            .get(keys, &self.session.min_offsets())
+            .get(keys, &min_offsets)
             .await
             .map_err(service_error)
     }
@@ -208,7 +230,7 @@ impl Context<'_> {
                     pk: pk.clone(),
                     sk_prefix: prefix.clone(),
                     cursor,
-                    min_offsets: self.session.min_offsets(),
+                    min_offsets: self.min_offsets([pk.as_str()]),
                     ..ListRequest::default()
                 })
                 .await

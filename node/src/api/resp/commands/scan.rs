@@ -118,7 +118,7 @@ pub async fn hscan(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             sk_prefix: String::from_utf8_lossy(&prefix).into_owned(),
             limit: count,
             cursor: after,
-            min_offsets: ctx.session.min_offsets(),
+            min_offsets: ctx.min_offsets([pk.as_str()]),
             ..ListRequest::default()
         })
         .await;
