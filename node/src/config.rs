@@ -214,8 +214,18 @@ pub struct Config {
 
 impl Config {
     /// Reads flags and environment, then the TOML file they name, and applies defaults.
+    /// `--help` and `--version` print and exit; an invalid flag or variable is one line.
     pub fn load() -> anyhow::Result<Config> {
-        Self::resolve(Settings::parse())
+        let settings = match Settings::try_parse() {
+            Ok(settings) => settings,
+            Err(e) if !e.use_stderr() => e.exit(),
+            Err(e) => {
+                let rendered = e.to_string();
+                let line = rendered.lines().next().unwrap_or_default();
+                bail!("{}", line.trim_start_matches("error: "));
+            }
+        };
+        Self::resolve(settings)
     }
 
     /// Merges `given` (flags/env) over its TOML file over the defaults, and validates.

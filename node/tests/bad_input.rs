@@ -162,12 +162,16 @@ fn any_bytes_in_keys_and_unicode_work() {
 
 #[test]
 fn bad_settings_stop_the_node_naming_the_setting() {
-    let (code, err) = run_to_exit(&[("API_PORT", "http")], &[]);
-    assert_ne!(code, 0);
-    assert!(err.contains("API_PORT"), "{err}");
-    let (code, err) = run_to_exit(&[("PARTITIONS", "0")], &[]);
-    assert_ne!(code, 0);
-    assert!(err.contains("PARTITIONS"), "{err}");
+    for (name, value) in [
+        ("API_PORT", "http"),
+        ("PARTITIONS", "0"),
+        ("DEBUG", "maybe"),
+    ] {
+        let (code, err) = run_to_exit(&[(name, value)], &[]);
+        assert_ne!(code, 0);
+        assert!(err.contains(name), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
     // Nothing listens there: the node says which broker it cannot reach, and stops.
     let seeds = format!("127.0.0.1:{}", common::free_port());
     let (code, err) = run_to_exit(&[("KAFKA_SEEDS", &seeds)], &[]);
