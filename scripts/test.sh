@@ -14,10 +14,10 @@ if ! command -v redis-cli >/dev/null 2>&1; then
     fi
     command -v redis-cli >/dev/null 2>&1 || { echo "redis-cli is required: install redis-tools" >&2; exit 1; }
 fi
-# redis-py, for the RESP3 client test.
-if ! python3 -c 'import redis' >/dev/null 2>&1; then
-    python3 -m pip install --quiet 'redis>=5' >&2 ||
-        { echo "redis-py is required: python3 -m pip install 'redis>=5'" >&2; exit 1; }
+# Python clients written by others: redis-py (RESP3) and confluent-kafka (a foreign producer).
+if ! python3 -c 'import redis, confluent_kafka' >/dev/null 2>&1; then
+    python3 -m pip install --quiet 'redis>=5' 'confluent-kafka>=2' >&2 ||
+        { echo "required: python3 -m pip install 'redis>=5' 'confluent-kafka>=2'" >&2; exit 1; }
 fi
 # Integration tests start their own brokers from this binary, each on a free port.
 NISSHI_BIN="$(scripts/kafka-broker.sh bin)"

@@ -33,9 +33,10 @@ pub fn murmur2(data: &[u8]) -> u32 {
     h
 }
 
-/// The partition that owns `pk`: `(murmur2(pk) & 0x7fffffff) % partitions`, exactly what a Kafka
-/// producer's default partitioner picks for message key `pk`. Writes set the partition explicitly
-/// with it and reads route with it, so the two can never disagree (FireScroll's bug, spec §4.2).
+/// The partition that owns `pk`: `(murmur2(pk) & 0x7fffffff) % partitions`, exactly what Kafka's
+/// murmur2 partitioner picks for message key `pk` (the Java client's default; librdkafka clients
+/// call it `murmur2_random`). Writes set the partition explicitly with it and reads route with it,
+/// so the two can never disagree (FireScroll's bug, spec §4.2).
 ///
 /// # Panics
 /// If `partitions` is zero; configuration rejects that long before.
