@@ -22,6 +22,8 @@ pub enum StoreError {
     Fjall(#[from] fjall::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("partition {id} does not exist: the namespace has {partitions} partitions (0 to {})", partitions - 1)]
+    NoSuchPartition { id: u32, partitions: u32 },
     #[error(
         "the store in {path} was applied from the {stored} log, but this node is configured for the {configured} log: \
          its offsets mean nothing there. Use a new DB_PATH, or configure the {stored} log again"
@@ -115,7 +117,12 @@ impl Store {
 
     /// Opens partition `id`'s records (creating its keyspace on first use).
     pub fn partition(&self, id: u32) -> Result<PartitionStore> {
-        assert!(id < self.partitions, "partition {id} out of range");
+        if id >= self.partitions {
+            return Err(StoreError::NoSuchPartition {
+                id,
+                partitions: self.partitions,
+            });
+        }
         let records = self
             .db
             .keyspace(&format!("records_{id}"), KeyspaceCreateOptions::default)?;
@@ -167,6 +174,14 @@ mod tests {
         assert_eq!(p1.next_offset().unwrap(), 7);
         assert!(p1.get("b", "").unwrap().is_some());
         assert!(p1.rejection(3).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_partition_beyond_the_count_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 2).unwrap();
+        let err = store.partition(2).err().unwrap().to_string();
+        assert!(err.contains("partition 2 does not exist"), "{err}");
     }
 
     #[test]

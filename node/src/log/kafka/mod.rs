@@ -35,6 +35,8 @@ pub type StartOffsets = Arc<dyn Fn(u32) -> u64 + Send + Sync>;
 /// State shared by the log and its consumer's rebalance callback.
 struct Shared {
     topic: String,
+    /// The namespace's partition count (PARTITIONS).
+    partitions: u32,
     start_offsets: StartOffsets,
     consumer: OnceLock<Weak<BaseConsumer<GroupContext>>>,
     /// Queues of newly assigned partitions, waiting for the engine to open a reader.
@@ -74,22 +76,39 @@ impl ConsumerContext for GroupContext {
         tpl: &mut TopicPartitionList,
     ) {
         let shared = &self.shared;
-        let partitions: Vec<i32> = tpl
+        let mut partitions: Vec<i32> = tpl
             .elements_for_topic(&shared.topic)
             .iter()
             .map(|e| e.partition())
             .collect();
+        // Partitions added to the topic after the namespace was created would route keys
+        // differently from every node's `partition_of`: never apply or serve them.
+        let (known, unknown): (Vec<i32>, Vec<i32>) = partitions
+            .iter()
+            .partition(|&&p| p >= 0 && (p as u32) < shared.partitions);
+        if !unknown.is_empty() {
+            tracing::error!(
+                ?unknown,
+                configured = shared.partitions,
+                "the mutations topic has partitions beyond PARTITIONS (were partitions added?); they are ignored"
+            );
+        }
+        partitions = known;
         let cooperative = matches!(
             consumer.rebalance_protocol(),
             RebalanceProtocol::Cooperative
         );
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                // Only the known partitions, each at this node's own next offset.
+                let mut assignment = TopicPartitionList::new();
                 for &p in &partitions {
                     let next = (shared.start_offsets)(p as u32);
-                    if let Err(e) =
-                        tpl.set_partition_offset(&shared.topic, p, Offset::Offset(next as i64))
-                    {
+                    if let Err(e) = assignment.add_partition_offset(
+                        &shared.topic,
+                        p,
+                        Offset::Offset(next as i64),
+                    ) {
                         tracing::error!(partition = p, error = %e, "cannot set the start offset");
                     }
                 }
@@ -103,9 +122,9 @@ impl ConsumerContext for GroupContext {
                     }
                 }
                 let assigned = if cooperative {
-                    consumer.incremental_assign(tpl)
+                    consumer.incremental_assign(&assignment)
                 } else {
-                    consumer.assign(tpl)
+                    consumer.assign(&assignment)
                 };
                 if let Err(e) = assigned {
                     tracing::error!(error = %e, "assigning partitions failed");
@@ -132,8 +151,12 @@ impl ConsumerContext for GroupContext {
                         queues.remove(&(*p as u32));
                     }
                 }
+                let mut revocation = TopicPartitionList::new();
+                for &p in &partitions {
+                    revocation.add_partition(&shared.topic, p);
+                }
                 let revoked = if cooperative {
-                    consumer.incremental_unassign(tpl)
+                    consumer.incremental_unassign(&revocation)
                 } else {
                     consumer.unassign()
                 };
@@ -179,6 +202,7 @@ impl KafkaLog {
         let (ownership, _) = watch::channel(Arc::new(BTreeSet::new()));
         let shared = Arc::new(Shared {
             topic: settings.mutations_topic(),
+            partitions: settings.partitions,
             start_offsets,
             consumer: OnceLock::new(),
             queues: Mutex::new(HashMap::new()),
