@@ -85,7 +85,24 @@ fn redis_rs_works_over_resp2_and_resp3() {
     exercise(&mut client(&node, false), "two:");
     let mut three = client(&node, true);
     exercise(&mut three, "three:");
-    // Under RESP3, HGETALL is a map.
+    // Under RESP3, HGETALL is a map, in field order.
+    let _: i64 = three.hset("three:order", "b", "2").unwrap();
+    let _: i64 = three.hset("three:order", "a", "1").unwrap();
+    let _: i64 = three.hset("three:order", "c", "3").unwrap();
+    let ordered: RedisValue = redis::cmd("HGETALL")
+        .arg("three:order")
+        .query(&mut three)
+        .unwrap();
+    let RedisValue::Map(pairs) = ordered else {
+        panic!("{ordered:?}")
+    };
+    let fields: Vec<RedisValue> = pairs.into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        fields,
+        ["a", "b", "c"]
+            .map(|f| RedisValue::BulkString(f.as_bytes().to_vec()))
+            .to_vec()
+    );
     let raw: RedisValue = redis::cmd("HGETALL")
         .arg("three:h")
         .query(&mut three)
