@@ -176,6 +176,9 @@ pub struct Settings {
     /// from the store only; 0 turns the index off [default: 268435456].
     #[arg(long, env = "READ_INDEX_MAX_BYTES")]
     pub read_index_max_bytes: Option<usize>,
+    /// Entries per partition whose outcomes are kept for `/records/outcomes` [default: 1000000].
+    #[arg(long, env = "OUTCOME_RETENTION")]
+    pub outcome_retention: Option<u64>,
     /// Seconds to keep serving after SIGTERM before closing, so load balancers can deregister
     /// the node [default: 0].
     #[arg(long, env = "SHUTDOWN_SLEEP_SEC")]
@@ -207,6 +210,7 @@ pub struct Config {
     pub checkpoint_interval: Duration,
     pub drop_released_partitions: bool,
     pub read_index_max_bytes: usize,
+    pub outcome_retention: u64,
     pub log_format: LogFormat,
     pub log_level: tracing::Level,
     pub shutdown_sleep: Duration,
@@ -299,6 +303,7 @@ impl Config {
             checkpoint_interval: Duration::from_millis(pick!(checkpoint_interval_ms, 2000)),
             drop_released_partitions: pick!(drop_released_partitions, false),
             read_index_max_bytes: pick!(read_index_max_bytes, 256 << 20),
+            outcome_retention: pick!(outcome_retention, 1_000_000),
             log_format: pick!(log_format, LogFormat::Text),
             log_level: level_name.parse().map_err(|_| {
                 anyhow::anyhow!(

@@ -44,6 +44,7 @@ pub async fn run(
             checkpoint_interval: config.checkpoint_interval,
             drop_released: config.drop_released_partitions,
             read_index_max_bytes: config.read_index_max_bytes,
+            outcome_retention: config.outcome_retention,
             ..EngineConfig::default()
         },
     );

@@ -38,6 +38,9 @@ pub struct EngineConfig {
     pub drop_released: bool,
     /// Largest in-memory read index per partition, in bytes (0: none).
     pub read_index_max_bytes: usize,
+    /// Outcomes are kept for the last this-many entries of each partition; older ones are
+    /// pruned at checkpoints and reported as expired.
+    pub outcome_retention: u64,
 }
 
 impl Default for EngineConfig {
@@ -47,6 +50,7 @@ impl Default for EngineConfig {
             checkpoint_interval: Duration::from_secs(2),
             drop_released: false,
             read_index_max_bytes: 256 << 20,
+            outcome_retention: 1_000_000,
         }
     }
 }
@@ -417,6 +421,9 @@ impl Engine {
             tracing::error!(error = %e, "making the store durable failed; keeping the log");
             return;
         }
+        for runtime in &partitions {
+            self.prune_outcomes(runtime);
+        }
         for (id, next) in applied {
             self.inner.log.release(id, next);
             if let Ok((_, end)) = self.inner.log.bounds(id) {
@@ -425,6 +432,22 @@ impl Engine {
                     .apply_lag
                     .with_label_values(&[&id.to_string()])
                     .set(end.saturating_sub(next) as i64);
+            }
+        }
+    }
+
+    /// Deletes outcomes that fell out of the retention window since the last prune.
+    fn prune_outcomes(&self, runtime: &PartitionRuntime) {
+        let below = runtime
+            .next_offset()
+            .saturating_sub(self.inner.config.outcome_retention);
+        let from = runtime.outcomes_pruned_below.load(Ordering::SeqCst);
+        match runtime.store.prune_rejections(from, below) {
+            Ok(_) => runtime
+                .outcomes_pruned_below
+                .store(below.max(from), Ordering::SeqCst),
+            Err(e) => {
+                tracing::warn!(partition = runtime.id(), error = %e, "pruning old outcomes failed")
             }
         }
     }
@@ -457,8 +480,12 @@ impl Engine {
         let runtime = self
             .partition(position.partition)
             .ok_or(OutcomeError::NotOwned(position.partition))?;
-        if runtime.next_offset() <= position.offset {
+        let next = runtime.next_offset();
+        if next <= position.offset {
             return Ok(None);
+        }
+        if position.offset < next.saturating_sub(self.inner.config.outcome_retention) {
+            return Ok(Some(Outcome::Expired));
         }
         match runtime.store.rejection(position.offset)? {
             None => Ok(Some(Outcome::Applied)),

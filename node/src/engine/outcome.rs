@@ -47,4 +47,6 @@ pub enum Outcome {
     Applied,
     /// Nothing took effect, for this reason.
     Rejected(Rejection),
+    /// Applied long enough ago that its outcome is no longer kept (OUTCOME_RETENTION).
+    Expired,
 }

@@ -3,7 +3,7 @@
 use super::ReadIndex;
 use crate::store::PartitionStore;
 use serde::Serialize;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use tokio::sync::watch;
@@ -31,6 +31,8 @@ pub struct PartitionRuntime {
     health: Mutex<Health>,
     /// Mirrors "health is not a gap", read on every request without taking the lock.
     readable: AtomicBool,
+    /// Outcomes of offsets below this are already pruned.
+    pub(super) outcomes_pruned_below: AtomicU64,
     pub(super) stop: Arc<AtomicBool>,
     pub(super) applier: Mutex<Option<JoinHandle<()>>>,
 }
@@ -47,6 +49,7 @@ impl PartitionRuntime {
             index,
             next_offset: watch::channel(next_offset).0,
             readable: AtomicBool::new(!matches!(health, Health::Gap { .. })),
+            outcomes_pruned_below: AtomicU64::new(0),
             health: Mutex::new(health),
             stop: Arc::new(AtomicBool::new(false)),
             applier: Mutex::new(None),

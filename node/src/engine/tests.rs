@@ -463,3 +463,55 @@ async fn the_read_index_always_matches_the_store() {
     );
     engine.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_outcomes_are_pruned_and_reported_expired_never_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let store = crate::store::Store::open(&dir.path().join("store"), PARTITIONS).unwrap();
+    let (engine, _tasks) = Engine::start(
+        store,
+        log.clone(),
+        Arc::new(Conditions::new()),
+        Arc::new(Metrics::new()),
+        EngineConfig {
+            outcome_retention: 5,
+            ..EngineConfig::default()
+        },
+    );
+    let pk = pks_in(0, 1).remove(0);
+    // Every entry is rejected: its condition is never true.
+    let mut last = 0;
+    for i in 0..20 {
+        let entry = LogEntry::new(i, vec![put(&pk, "k", "1", Some("data == 42"))]);
+        last = log.append(0, vec![append(&entry)]).await.unwrap()[0];
+    }
+    let end = Position {
+        partition: 0,
+        offset: last,
+    };
+    engine
+        .wait_applied(end, Duration::from_secs(10))
+        .await
+        .unwrap();
+    engine.checkpoint();
+    let runtime = engine.partition(0).unwrap();
+    // Offsets 0..15 are out of the window: pruned from the store, reported as expired.
+    assert_eq!(runtime.store.rejection(3).unwrap(), None);
+    assert_eq!(
+        engine
+            .outcome(Position {
+                partition: 0,
+                offset: 3
+            })
+            .unwrap(),
+        Some(Outcome::Expired)
+    );
+    // The last five keep their rejection.
+    assert!(runtime.store.rejection(17).unwrap().is_some());
+    assert!(matches!(
+        engine.outcome(end).unwrap(),
+        Some(Outcome::Rejected(_))
+    ));
+    engine.shutdown();
+}

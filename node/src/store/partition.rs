@@ -160,6 +160,27 @@ impl PartitionStore {
         Ok(())
     }
 
+    /// Deletes the recorded outcomes of rejected entries at offsets in `from..below`; returns how
+    /// many there were.
+    pub fn prune_rejections(&self, from: u64, below: u64) -> Result<usize> {
+        if from >= below {
+            return Ok(0);
+        }
+        let mut batch = self.db.batch();
+        let mut pruned = 0;
+        for guard in self
+            .meta
+            .range(self.rejection_key(from)..self.rejection_key(below))
+        {
+            batch.remove(&self.meta, guard.key()?);
+            pruned += 1;
+        }
+        if pruned > 0 {
+            batch.commit()?;
+        }
+        Ok(pruned)
+    }
+
     /// The recorded outcome of a rejected entry at `offset`, if that entry was rejected.
     pub fn rejection(&self, offset: u64) -> Result<Option<Vec<u8>>> {
         Ok(self

@@ -89,6 +89,10 @@ impl<'a> OutcomeBody<'a> {
                 status: "pending",
                 rejection: None,
             },
+            Some(Outcome::Expired) => OutcomeBody {
+                status: "expired",
+                rejection: None,
+            },
             Some(Outcome::Applied) => OutcomeBody {
                 status: "applied",
                 rejection: None,
