@@ -25,10 +25,20 @@ pub struct Metrics {
     pub applied_offset: IntGaugeVec,
     /// `firescroll_partition_healthy{partition}`: 1 serving, 0 stopped (failure or gap).
     pub partition_healthy: IntGaugeVec,
+    /// `resp_latencies_micro{command}`: one Redis command, µs (known commands, else `other`).
+    pub resp_latency: HistogramVec,
     /// Children of the two latency histograms for the hot paths, resolved once: looking a label
     /// up per request costs a hash and a lock.
     hot: Vec<(&'static str, Histogram, Histogram)>,
+    /// Pre-resolved children of `resp_latency`.
+    resp_hot: Vec<(&'static str, Histogram)>,
 }
+
+/// Redis commands with their own latency label; the rest count as `other` (a bounded set).
+pub const RESP_MEASURED: [&str; 17] = [
+    "get", "mget", "exists", "set", "del", "hget", "hmget", "hgetall", "hkeys", "hvals", "hlen",
+    "hexists", "hset", "hdel", "hscan", "ping", "other",
+];
 
 /// The operation labels with pre-resolved histograms: HTTP operations and partition reads.
 const HOT_LABELS: [&str; 9] = [
@@ -115,6 +125,15 @@ impl Metrics {
             &["partition"],
         )
         .expect("valid metric");
+        let resp_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "resp_latencies_micro",
+                "Redis protocol command latencies in microseconds.",
+            )
+            .buckets(PARTITION_BUCKETS.to_vec()),
+            &["command"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(http_latency.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(partition_latency.clone()),
@@ -124,6 +143,7 @@ impl Metrics {
             Box::new(apply_lag.clone()),
             Box::new(applied_offset.clone()),
             Box::new(partition_healthy.clone()),
+            Box::new(resp_latency.clone()),
         ] {
             registry.register(collector).expect("unique metric");
         }
@@ -137,8 +157,13 @@ impl Metrics {
                 )
             })
             .collect();
+        let resp_hot = RESP_MEASURED
+            .iter()
+            .map(|&command| (command, resp_latency.with_label_values(&[command])))
+            .collect();
         Metrics {
             hot,
+            resp_hot,
             registry,
             http_latency,
             partition_latency,
@@ -148,6 +173,7 @@ impl Metrics {
             apply_lag,
             applied_offset,
             partition_healthy,
+            resp_latency,
         }
     }
 
@@ -174,6 +200,18 @@ impl Metrics {
                 .partition_latency
                 .with_label_values(&[operation])
                 .observe(micros),
+        }
+    }
+
+    /// Records a Redis command's latency; unknown commands count as `other`.
+    pub fn observe_resp(&self, command: &[u8], micros: f64) {
+        let found = self
+            .resp_hot
+            .iter()
+            .find(|(name, _)| command.eq_ignore_ascii_case(name.as_bytes()))
+            .or_else(|| self.resp_hot.last());
+        if let Some((_, histogram)) = found {
+            histogram.observe(micros);
         }
     }
 

@@ -78,8 +78,18 @@ pub struct Context<'a> {
     pub session: &'a mut Session,
 }
 
-/// Runs one command.
+/// Runs one command and records its latency.
 pub async fn execute(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
+    let started = std::time::Instant::now();
+    let name = args.first().cloned().unwrap_or_default();
+    let reply = run(ctx, args).await;
+    ctx.service
+        .metrics()
+        .observe_resp(&name, started.elapsed().as_micros() as f64);
+    reply
+}
+
+async fn run(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
     let Some(original) = args.first() else {
         return Reply::err("empty command");
     };

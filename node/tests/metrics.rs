@@ -1,0 +1,107 @@
+//! The internal port: Prometheus metrics and `/debug/partitions` reflect what the node did.
+
+mod common;
+
+use common::Node;
+use serde_json::json;
+
+/// The value of the sample `name{labels}` (exact text before the value), if present.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+fn sum(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn metrics_count_what_happened_with_bounded_labels() {
+    let node = Node::start();
+    node.post(
+        "/records/put",
+        json!({"Records": [{"pk": "m", "sk": "a", "data": 1}], "wait": true}),
+    );
+    node.post(
+        "/records/put",
+        json!({"Records": [{"pk": "m", "sk": "a", "data": 2, "if": "data == null"}], "wait": true}),
+    );
+    node.post("/records/get", json!({"Records": [{"pk": "m", "sk": "a"}]}));
+    node.post("/records/list", json!({"pk": "m"}));
+    node.post_raw("/records/whatever-a-client-sends", "{}");
+    let mut redis = redis::Client::open(format!("redis://127.0.0.1:{}/", node.resp))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: Option<String> = redis::cmd("GET").arg("m").query(&mut redis).unwrap();
+    let _ = redis::cmd("NOSUCHCMD").query::<String>(&mut redis);
+
+    let (status, text) = node.get_url(&node.internal_url("/metrics"));
+    assert_eq!(status, 200);
+    assert_eq!(sample(&text, "partitions"), Some(4.0));
+    for op in ["put", "get", "list", "unknown"] {
+        let count = sample(
+            &text,
+            &format!("http_latencies_micro_count{{operation=\"{op}\"}}"),
+        );
+        assert!(count >= Some(1.0), "http {op}: {count:?}");
+    }
+    assert!(
+        !text.contains("whatever-a-client-sends"),
+        "labels stay bounded"
+    );
+    assert!(
+        sample(
+            &text,
+            "partition_operation_latencies_micro_count{operation=\"get\"}"
+        ) >= Some(1.0)
+    );
+    assert!(
+        sample(
+            &text,
+            "partition_operation_latencies_micro_count{operation=\"list\"}"
+        ) >= Some(1.0)
+    );
+    assert_eq!(sum(&text, "firescroll_entries_applied_total{"), 2.0);
+    assert_eq!(
+        sample(
+            &text,
+            "firescroll_entry_outcomes_total{outcome=\"applied\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "firescroll_entry_outcomes_total{outcome=\"condition_failed\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(sum(&text, "firescroll_partition_healthy{"), 4.0);
+    assert!(text.contains("firescroll_apply_lag_entries{"));
+    assert_eq!(
+        sum(&text, "firescroll_applied_offset{"),
+        1.0 - 3.0,
+        "one partition at offset 1, three at -1"
+    );
+    assert!(sample(&text, "resp_latencies_micro_count{command=\"get\"}") >= Some(1.0));
+    assert!(sample(&text, "resp_latencies_micro_count{command=\"other\"}") >= Some(1.0));
+    assert!(!text.contains("NOSUCHCMD"));
+
+    let partitions = node.partitions();
+    assert_eq!(partitions.len(), 4);
+    let written: Vec<_> = partitions.iter().filter(|p| p["records"] == 1).collect();
+    assert_eq!(written.len(), 1);
+    assert_eq!(written[0]["applied_offset"], 1);
+    assert_eq!(written[0]["health"]["state"], "serving");
+    assert_eq!(written[0]["digest"].as_str().unwrap().len(), 64);
+}
