@@ -33,7 +33,8 @@ pub struct Settings {
     /// Number of partitions, fixed when the namespace is created [default: 4].
     #[arg(long, env = "PARTITIONS")]
     pub partitions: Option<u32>,
-    /// Address the HTTP servers listen on [default: 0.0.0.0].
+    /// Address the HTTP and Redis servers listen on; set 0.0.0.0 (or ::) to accept other hosts
+    /// [default: 127.0.0.1].
     #[arg(long, env = "LISTEN_ADDR")]
     pub listen_addr: Option<IpAddr>,
     /// Public HTTP API port [default: 8190].
@@ -259,7 +260,7 @@ impl Config {
         let config = Config {
             db_path: pick!(db_path, PathBuf::from("./data")),
             partitions: pick!(partitions, 4),
-            listen_addr: pick!(listen_addr, IpAddr::from([0, 0, 0, 0])),
+            listen_addr: pick!(listen_addr, IpAddr::from([127, 0, 0, 1])),
             api_port: pick!(api_port, 8190),
             internal_port: pick!(internal_port, 8191),
             resp_port: pick!(resp_port, 6379),
@@ -465,6 +466,10 @@ mod tests {
         assert_eq!(c.db_path, PathBuf::from("./data"));
         assert_eq!((c.api_port, c.internal_port, c.partitions), (8190, 8191, 4));
         assert_eq!(c.resp_port, 6379);
+        assert!(
+            c.listen_addr.is_loopback(),
+            "an open dev node is reachable from this machine only"
+        );
         assert!(c.kafka.is_none());
     }
 

@@ -72,11 +72,21 @@ pub async fn run(
         log = if config.kafka.is_some() { "kafka" } else { "embedded" },
         "firescroll is serving"
     );
-    if !config.service.tokens.required() {
-        tracing::warn!(
-            "no auth token is configured (READ_TOKENS, WRITE_TOKENS, ADMIN_TOKENS): anyone who can reach \
-             the HTTP or Redis port can read and write (a dev node)"
-        );
+    match (
+        config.service.tokens.required(),
+        config.listen_addr.is_loopback(),
+    ) {
+        (true, _) => {}
+        (false, true) => tracing::warn!(
+            "no auth token is configured (READ_TOKENS, WRITE_TOKENS, ADMIN_TOKENS): a dev node, \
+             reachable from this machine only (LISTEN_ADDR={})",
+            config.listen_addr
+        ),
+        (false, false) => tracing::warn!(
+            "NO AUTH TOKEN IS CONFIGURED and LISTEN_ADDR={} accepts other hosts: anyone who can reach \
+             the HTTP or Redis port can read and write. Set READ_TOKENS / WRITE_TOKENS / ADMIN_TOKENS",
+            config.listen_addr
+        ),
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
