@@ -189,13 +189,14 @@ fn bad_settings_stop_the_node_naming_the_setting() {
 fn changing_the_partition_count_of_existing_data_is_refused() {
     let mut node = Node::start_with(&[("PARTITIONS", "4")]);
     node.terminate();
+    let ports = common::free_ports::<3>();
     let out = std::process::Command::new(common::BIN)
         .env_clear()
         .env("DB_PATH", &node.data)
         .env("PARTITIONS", "8")
-        .env("API_PORT", common::free_port().to_string())
-        .env("INTERNAL_PORT", common::free_port().to_string())
-        .env("RESP_PORT", common::free_port().to_string())
+        .env("API_PORT", ports[0].to_string())
+        .env("INTERNAL_PORT", ports[1].to_string())
+        .env("RESP_PORT", ports[2].to_string())
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

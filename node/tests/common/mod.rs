@@ -48,13 +48,14 @@ impl Node {
     }
 
     fn unstarted(base: &Path, env: &[(&str, &str)]) -> Node {
+        let [api, internal, resp] = free_ports();
         Node {
             child: None,
             _dir: None,
             data: base.join("data"),
-            api: free_port(),
-            internal: free_port(),
-            resp: free_port(),
+            api,
+            internal,
+            resp,
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -197,12 +198,13 @@ impl Drop for Node {
 /// Runs the binary to completion with `env` and no data; returns (exit code, stderr).
 pub fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
+    let [api, internal, resp] = free_ports();
     let out = Command::new(BIN)
         .env_clear()
         .env("DB_PATH", dir.path().join("data"))
-        .env("API_PORT", free_port().to_string())
-        .env("INTERNAL_PORT", free_port().to_string())
-        .env("RESP_PORT", free_port().to_string())
+        .env("API_PORT", api.to_string())
+        .env("INTERNAL_PORT", internal.to_string())
+        .env("RESP_PORT", resp.to_string())
         .env("LISTEN_ADDR", "127.0.0.1")
         .envs(env.iter().copied())
         .args(args)
