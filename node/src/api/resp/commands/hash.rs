@@ -46,19 +46,7 @@ pub async fn hmget(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         Ok(keys) => keys,
         Err(e) => return e,
     };
-    match ctx.read(keys.clone()).await {
-        Ok(records) => Reply::Array(
-            keys.iter()
-                .map(|k| {
-                    records
-                        .iter()
-                        .find(|r| r.sk == k.sk)
-                        .map_or(Reply::Null, |r| Reply::Bulk(value_of(r)))
-                })
-                .collect(),
-        ),
-        Err(e) => e,
-    }
+    ctx.read_values(keys).await
 }
 
 async fn all_fields(

@@ -1,6 +1,6 @@
 //! String-style commands: the record (pk = key, sk = "").
 
-use super::{Context, data_of, text, value_of, wrong_arity};
+use super::{Context, data_of, text, wrong_arity};
 use crate::api::resp::reply::Reply;
 use crate::engine::Outcome;
 use crate::model::{Key, OpKind};
@@ -36,19 +36,7 @@ pub async fn mget(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         Ok(keys) => keys,
         Err(e) => return e,
     };
-    match ctx.read(keys.clone()).await {
-        Ok(records) => Reply::Array(
-            keys.iter()
-                .map(|k| {
-                    records
-                        .iter()
-                        .find(|r| r.pk == k.pk)
-                        .map_or(Reply::Null, |r| Reply::Bulk(value_of(r)))
-                })
-                .collect(),
-        ),
-        Err(e) => e,
-    }
+    ctx.read_values(keys).await
 }
 
 /// `EXISTS key [key ...]`: how many of the keys exist (repeats count again, as in Redis).

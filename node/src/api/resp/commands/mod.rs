@@ -220,6 +220,23 @@ impl Context<'_> {
             .map_err(service_error)
     }
 
+    /// The values of `keys`, in the order asked (nil where there is no record): MGET and HMGET.
+    async fn read_values(&self, keys: Vec<Key>) -> Reply {
+        match self.read(keys.clone()).await {
+            Ok(records) => Reply::Array(
+                keys.iter()
+                    .map(|k| {
+                        records
+                            .iter()
+                            .find(|r| r.pk == k.pk && r.sk == k.sk)
+                            .map_or(Reply::Null, |r| Reply::Bulk(value_of(r)))
+                    })
+                    .collect(),
+            ),
+            Err(e) => e,
+        }
+    }
+
     /// Whether each of `keys` exists, in order.
     async fn exist(&self, keys: &[Key]) -> Result<Vec<bool>, Reply> {
         let found = self.read(keys.to_vec()).await?;
