@@ -11,6 +11,8 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::CorsLayer;
 
 /// The public router.
 pub fn router(service: Service) -> Router {
@@ -25,6 +27,10 @@ pub fn router(service: Service) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        // As FireScroll served it: any origin may call the API from a browser, and answers are
+        // gzipped for clients that ask.
+        .layer(CompressionLayer::new().gzip(true))
+        .layer(CorsLayer::permissive())
         .with_state(service)
 }
 
