@@ -393,3 +393,51 @@ print("ok")
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn hscan_returns_every_lasting_field_exactly_once_while_others_change() {
+    let node = Node::start();
+    let mut con = client(&node, false);
+    let lasting: Vec<String> = (0..300).map(|i| format!("f{:04}", i * 2)).collect();
+    let mut pipe = redis::pipe();
+    for f in &lasting {
+        pipe.cmd("HSET").arg("moving").arg(f).arg("stays").ignore();
+    }
+    let _: () = pipe.query(&mut con).unwrap();
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor = 0u64;
+    let mut page = 0;
+    loop {
+        let (next, items): (u64, Vec<String>) = redis::cmd("HSCAN")
+            .arg("moving")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(25)
+            .query(&mut con)
+            .unwrap();
+        seen.extend(
+            items
+                .chunks(2)
+                .filter(|kv| kv[1] == "stays")
+                .map(|kv| kv[0].clone()),
+        );
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+        // Between pages, other (odd-numbered) fields come and go on both sides of the cursor.
+        page += 1;
+        let _: i64 = redis::cmd("HSET")
+            .arg("moving")
+            .arg(format!("f{:04}", (page * 37 % 300) * 2 + 1))
+            .arg("new")
+            .query(&mut con)
+            .unwrap();
+        let _: i64 = redis::cmd("HDEL")
+            .arg("moving")
+            .arg(format!("f{:04}", (page * 53 % 300) * 2 + 1))
+            .query(&mut con)
+            .unwrap();
+    }
+    assert_eq!(seen, lasting, "each lasting field once, in order");
+}
