@@ -173,8 +173,9 @@ pub struct Settings {
     /// getting it back is quick].
     #[arg(long, env = "DROP_RELEASED_PARTITIONS", value_parser = clap::builder::BoolishValueParser::new())]
     pub drop_released_partitions: Option<bool>,
-    /// Largest in-memory read index per partition, bytes; a partition larger than this is read
-    /// from the store only; 0 turns the index off [default: 268435456].
+    /// Memory for the in-memory read indexes of all partitions together, bytes; split evenly
+    /// across the partitions, and a partition larger than its share is read from the store only;
+    /// 0 turns the index off [default: 536870912].
     #[arg(long, env = "READ_INDEX_MAX_BYTES")]
     pub read_index_max_bytes: Option<usize>,
     /// Entries per partition whose outcomes are kept for `/records/outcomes` [default: 1000000].
@@ -303,7 +304,7 @@ impl Config {
             log_segment_bytes: pick!(log_segment_bytes, 16 << 20),
             checkpoint_interval: Duration::from_millis(pick!(checkpoint_interval_ms, 2000)),
             drop_released_partitions: pick!(drop_released_partitions, false),
-            read_index_max_bytes: pick!(read_index_max_bytes, 256 << 20),
+            read_index_max_bytes: pick!(read_index_max_bytes, 512 << 20),
             outcome_retention: pick!(outcome_retention, 1_000_000),
             log_format: pick!(log_format, LogFormat::Text),
             log_level: level_name.parse().map_err(|_| {

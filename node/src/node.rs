@@ -43,7 +43,8 @@ pub async fn run(
         EngineConfig {
             checkpoint_interval: config.checkpoint_interval,
             drop_released: config.drop_released_partitions,
-            read_index_max_bytes: config.read_index_max_bytes,
+            // A node-wide budget, so the index's memory does not grow with the partition count.
+            read_index_max_bytes: config.read_index_max_bytes / config.partitions as usize,
             outcome_retention: config.outcome_retention,
             ..EngineConfig::default()
         },

@@ -105,3 +105,38 @@ fn metrics_count_what_happened_with_bounded_labels() {
     assert_eq!(written[0]["health"]["state"], "serving");
     assert_eq!(written[0]["digest"].as_str().unwrap().len(), 64);
 }
+
+#[test]
+fn the_read_index_budget_is_node_wide_and_reads_stay_correct_beyond_it() {
+    // 4 partitions share 8 KiB: 2 KiB each. One partition gets far more than that.
+    let node = Node::start_with(&[("READ_INDEX_MAX_BYTES", "8192")]);
+    let pk_partition = |pk: &str| firescroll::model::partition_of(pk, 4);
+    let big: Vec<_> = (0..100)
+        .map(|i| json!({"pk": "big", "sk": format!("{i:03}"), "data": {"pad": "y".repeat(50)}}))
+        .collect();
+    node.post("/records/put", json!({"Records": big, "wait": true}));
+    let small_pk = (0..)
+        .map(|i| format!("s{i}"))
+        .find(|pk| pk_partition(pk) != pk_partition("big"))
+        .unwrap();
+    node.post(
+        "/records/put",
+        json!({"Records": [{"pk": small_pk, "sk": "", "data": 1}], "wait": true}),
+    );
+    for report in node.partitions() {
+        let partition = report["partition"].as_u64().unwrap() as u32;
+        let expect_index = partition != pk_partition("big");
+        assert_eq!(report["read_index"], json!(expect_index), "{report}");
+    }
+    // Reads are the same either way.
+    let (_, got) = node.post(
+        "/records/get",
+        json!({"Records": [{"pk": "big", "sk": "042"}]}),
+    );
+    assert_eq!(got["Records"][0]["Data"], json!({"pad": "y".repeat(50)}));
+    let (_, got) = node.post(
+        "/records/get",
+        json!({"Records": [{"pk": small_pk, "sk": ""}]}),
+    );
+    assert_eq!(got["Records"][0]["Data"], json!(1));
+}

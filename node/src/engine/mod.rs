@@ -36,7 +36,7 @@ pub struct EngineConfig {
     /// Delete a partition's local data when this node stops owning it (by default it is kept,
     /// so getting the partition back only needs the entries written since).
     pub drop_released: bool,
-    /// Largest in-memory read index per partition, in bytes (0: none).
+    /// Largest in-memory read index of one partition, in bytes (0: none).
     pub read_index_max_bytes: usize,
     /// Outcomes are kept for the last this-many entries of each partition; older ones are
     /// pruned at checkpoints and reported as expired.

@@ -25,6 +25,8 @@ pub struct PartitionReport {
     pub health: Health,
     pub records: u64,
     pub digest: String,
+    /// Whether single-key reads are served from the in-memory index (else from the store).
+    pub read_index: bool,
 }
 
 impl Service {
@@ -81,6 +83,7 @@ impl Service {
                     health: runtime.health(),
                     records: digest.records,
                     digest: digest.sha256,
+                    read_index: runtime.index.enabled(),
                 }
             })
             .collect()
