@@ -88,7 +88,7 @@ pub struct Settings {
     /// Replica group: each holds a full copy of every partition [default: default].
     #[arg(long, env = "REPLICA_GROUP")]
     pub replica_group: Option<String>,
-    /// Static group membership id, unique per node [default: <hostname>-<API_PORT>].
+    /// Static group membership id, unique per node (default: `<hostname>-<API_PORT>`).
     #[arg(long, env = "INSTANCE_ID")]
     pub instance_id: Option<String>,
     /// Group session timeout, ms: how long a dead node keeps its partitions [default: 10000].
