@@ -64,7 +64,7 @@ pub fn apply_and_commit(
         })
         .collect();
     store.commit(
-        batch.writes.iter().map(|(k, v)| (k.clone(), v.clone())),
+        batch.writes.iter().map(|(k, v)| (k, v.as_deref())),
         &rejections,
         batch.next_offset,
     )?;

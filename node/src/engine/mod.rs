@@ -245,12 +245,7 @@ impl Engine {
             Ok(next) => next,
             Err(e) => {
                 let reason = failed(format!("reading the applied offset failed: {e}"));
-                return Ok(Arc::new(PartitionRuntime::new(
-                    store,
-                    0,
-                    Health::Failed { reason },
-                    ReadIndex::off(),
-                )));
+                return Ok(Arc::new(PartitionRuntime::failed(store, 0, reason)));
             }
         };
         metrics
@@ -264,24 +259,14 @@ impl Engine {
             }
             Err(e) => {
                 let reason = failed(format!("opening the log at offset {next} failed: {e}"));
-                return Ok(Arc::new(PartitionRuntime::new(
-                    store,
-                    next,
-                    Health::Failed { reason },
-                    ReadIndex::off(),
-                )));
+                return Ok(Arc::new(PartitionRuntime::failed(store, next, reason)));
             }
         };
         let index = match ReadIndex::load(&store, self.inner.config.read_index_max_bytes) {
             Ok(index) => index,
             Err(e) => {
                 let reason = failed(format!("loading the read index failed: {e}"));
-                return Ok(Arc::new(PartitionRuntime::new(
-                    store,
-                    next,
-                    Health::Failed { reason },
-                    ReadIndex::off(),
-                )));
+                return Ok(Arc::new(PartitionRuntime::failed(store, next, reason)));
             }
         };
         let runtime = Arc::new(PartitionRuntime::new(store, next, Health::Serving, index));

@@ -56,6 +56,16 @@ impl PartitionRuntime {
         }
     }
 
+    /// A partition that cannot apply, for `reason`; reads see its state as of the last commit.
+    pub(super) fn failed(store: PartitionStore, next_offset: u64, reason: String) -> Self {
+        Self::new(
+            store,
+            next_offset,
+            Health::Failed { reason },
+            ReadIndex::off(),
+        )
+    }
+
     pub fn id(&self) -> u32 {
         self.store.id()
     }

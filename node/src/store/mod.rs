@@ -9,7 +9,7 @@ mod partition;
 mod value;
 
 pub use keys::{decode_key, encode_key, pk_prefix};
-pub use partition::{Digest, PartitionStore, Scan, Write, to_record};
+pub use partition::{Digest, PartitionStore, Scan, to_record};
 pub use value::{HEADER_LEN, ValueView, decode_value, encode_value};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};

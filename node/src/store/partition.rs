@@ -11,9 +11,6 @@ use std::ops::Bound;
 const NEXT_OFFSET_TAG: u8 = b'n';
 const REJECTION_TAG: u8 = b'r';
 
-/// One change to a stored key: `Some(value)` writes it, `None` deletes it.
-pub type Write = (Vec<u8>, Option<Vec<u8>>);
-
 /// A partition's content fingerprint: replicas at the same offset have equal digests.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Digest {
@@ -135,17 +132,17 @@ impl PartitionStore {
 
     /// Atomically applies `writes`, records `rejections` (offset → outcome bytes) and moves the
     /// partition's next offset to `next_offset`.
-    pub fn commit(
+    pub fn commit<K: AsRef<[u8]>, V: AsRef<[u8]>>(
         &self,
-        writes: impl IntoIterator<Item = Write>,
+        writes: impl IntoIterator<Item = (K, Option<V>)>,
         rejections: &[(u64, Vec<u8>)],
         next_offset: u64,
     ) -> Result<()> {
         let mut batch = self.db.batch();
         for (key, value) in writes {
             match value {
-                Some(v) => batch.insert(&self.records, key, v),
-                None => batch.remove(&self.records, key),
+                Some(v) => batch.insert(&self.records, key.as_ref(), v.as_ref()),
+                None => batch.remove(&self.records, key.as_ref()),
             }
         }
         for (offset, outcome) in rejections {
