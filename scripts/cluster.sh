@@ -5,12 +5,11 @@
 #   scripts/cluster.sh status      # who owns which partitions
 #   scripts/cluster.sh stop
 #
-# Node i (from 0) serves HTTP on 8190+10*i, metrics on 8191+10*i and Redis on 6379+i, with data
-# in .cluster/node$i.
-# By default every node is its own replica group, so each holds every partition and answers every
-# read. REPLICA_GROUPS=1 puts all nodes in one replica group instead: the partitions are split between
-# them and a node answers reads for the partitions it owns (reads of the others come with the
-# cluster issue's remote reads).
+# Node i (from 0) serves HTTP on 8190+10*i, metrics on 8191+10*i, gossip on 8192+10*i and Redis on
+# 6379+i, with data in .cluster/node$i. The nodes gossip (node0 is the seed), so every node answers
+# every read: partitions it does not own are read from an owner.
+# By default every node is its own replica group, so each holds every partition. REPLICA_GROUPS=1
+# puts all nodes in one replica group instead: the partitions are split between them.
 # Env: KAFKA_PORT (9092), PARTITIONS (4), NAMESPACE (local), REPLICA_GROUPS (N), CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,8 +27,9 @@ start() {
     cargo build --release -p firescroll
     scripts/kafka-broker.sh status >/dev/null 2>&1 || scripts/kafka-broker.sh start
     for i in $(seq 0 $((n - 1))); do
-        local api=$((8190 + 10 * i)) internal=$((8191 + 10 * i)) resp=$((6379 + i))
+        local api=$((8190 + 10 * i)) internal=$((8191 + 10 * i)) gossip=$((8192 + 10 * i)) resp=$((6379 + i))
         DB_PATH="$DIR/node$i" API_PORT=$api INTERNAL_PORT=$internal RESP_PORT=$resp LISTEN_ADDR=127.0.0.1 \
+            GOSSIP_PORT=$gossip ADVERTISE_ADDR=127.0.0.1 GOSSIP_PEERS=127.0.0.1:8192 \
             KAFKA_SEEDS="127.0.0.1:$KAFKA_PORT" NAMESPACE="$NAMESPACE" PARTITIONS="$PARTITIONS" \
             REGION=local REPLICA_GROUP="rg$((i % groups))" INSTANCE_ID="node$i" KAFKA_SESSION_MS=6000 \
             nohup "$TARGET/release/firescroll" >"$DIR/node$i.log" 2>&1 &

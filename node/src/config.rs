@@ -3,12 +3,13 @@
 //! naming the setting and what is wrong with it.
 
 use crate::api::resp::{FrameLimits, RespConfig};
+use crate::cluster::ClusterSettings;
 use crate::log::kafka::{KafkaSettings, SaslMechanism};
 use crate::service::{Limits, ServiceConfig, Tokens};
 use anyhow::{Context, bail};
 use clap::Parser;
 use serde::Deserialize;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -76,6 +77,22 @@ pub struct Settings {
     /// Close Redis connections idle this many seconds; 0 never [default: 300].
     #[arg(long, env = "RESP_IDLE_TIMEOUT_SEC")]
     pub resp_idle_timeout_sec: Option<u64>,
+    /// Gossip (SWIM, UDP) port, for nodes of one region to find each other [default: 8192].
+    #[arg(long, env = "GOSSIP_PORT")]
+    pub gossip_port: Option<u16>,
+    /// The host (or FireScroll's `host:api_port`) other nodes reach this one at. Set: gossip is
+    /// on and this node answers any read, asking owners for partitions it does not serve.
+    #[arg(long, env = "ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
+    /// Gossip seeds, `host:gossip_port,...`; a DNS name stands for all its addresses.
+    #[arg(long, env = "GOSSIP_PEERS", value_delimiter = ',')]
+    pub gossip_peers: Option<Vec<String>>,
+    /// How often this node re-sends its card (addresses, served partitions), ms [default: 1000].
+    #[arg(long, env = "GOSSIP_BROADCAST_MS")]
+    pub gossip_broadcast_ms: Option<u64>,
+    /// Bound of one read proxied to another node, ms, beyond any min_offsets wait [default: 2000].
+    #[arg(long, env = "PROXY_TIMEOUT_MS")]
+    pub proxy_timeout_ms: Option<u64>,
     /// Kafka seed brokers (host:port,...). Set: the Kafka log; unset: the embedded log.
     #[arg(long, env = "KAFKA_SEEDS")]
     pub kafka_seeds: Option<String>,
@@ -207,6 +224,8 @@ pub struct Config {
     pub resp: RespConfig,
     /// Set when the node uses the Kafka log.
     pub kafka: Option<KafkaSettings>,
+    /// Set when gossip is on (ADVERTISE_ADDR or GOSSIP_PEERS).
+    pub cluster: Option<ClusterSettings>,
     pub service: ServiceConfig,
     pub log_segment_bytes: u64,
     pub checkpoint_interval: Duration,
@@ -278,6 +297,7 @@ impl Config {
                 },
             },
             kafka: None,
+            cluster: None,
             service: ServiceConfig {
                 limits: Limits {
                     max_body_bytes: pick!(max_body_bytes, defaults.max_body_bytes),
@@ -362,6 +382,58 @@ impl Config {
                 create_topics: pick!(kafka_create_topics, true),
                 replication_factor: pick!(kafka_replication_factor, 1),
                 max_entry_bytes: config.service.limits.max_entry_bytes,
+            });
+        }
+        let advertise = given.advertise_addr.clone().or(file.advertise_addr.clone());
+        let peers: Vec<String> = pick!(gossip_peers, Vec::new())
+            .into_iter()
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect();
+        if advertise.is_some() || !peers.is_empty() {
+            let Some(advertise) = advertise else {
+                bail!(
+                    "GOSSIP_PEERS is set but ADVERTISE_ADDR is not: set the address other nodes reach this one at"
+                );
+            };
+            let Some(kafka) = &config.kafka else {
+                bail!(
+                    "ADVERTISE_ADDR/GOSSIP_PEERS need KAFKA_SEEDS: on the embedded log a node is alone and serves every partition"
+                );
+            };
+            let (host, api_port) = split_advertise(&advertise)?;
+            if let Some(port) = api_port
+                && port != config.api_port
+            {
+                bail!(
+                    "ADVERTISE_ADDR: port {port} is not API_PORT ({}); give the host alone, or host:API_PORT",
+                    config.api_port
+                );
+            }
+            for peer in &peers {
+                if peer
+                    .rsplit_once(':')
+                    .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+                {
+                    bail!("GOSSIP_PEERS: {peer:?} is not host:port");
+                }
+            }
+            let gossip_port = pick!(gossip_port, 8192);
+            let tokens = &config.service.tokens;
+            config.cluster = Some(ClusterSettings {
+                bind: SocketAddr::new(config.listen_addr, gossip_port),
+                advertise_host: host,
+                gossip_port,
+                api_port: config.api_port,
+                resp_port: config.resp_port,
+                peers,
+                broadcast_interval: Duration::from_millis(pick!(gossip_broadcast_ms, 1000).max(50)),
+                read_timeout: Duration::from_millis(pick!(proxy_timeout_ms, 2000).max(1)),
+                namespace: kafka.namespace.clone(),
+                region: kafka.region.clone(),
+                replica_group: kafka.replica_group.clone(),
+                instance_id: kafka.instance_id.clone(),
+                token: tokens.peer_token(),
             });
         }
         config.validate()?;
@@ -450,6 +522,31 @@ impl Config {
             bail!("CHECKPOINT_INTERVAL_MS: must be greater than 0");
         }
         Ok(())
+    }
+}
+
+/// ADVERTISE_ADDR as host and optional port: `host`, `host:port`, `1.2.3.4`, `fdaa::3`,
+/// `[fdaa::3]:8190`.
+fn split_advertise(value: &str) -> anyhow::Result<(String, Option<u16>)> {
+    let value = value.trim();
+    if value.is_empty() {
+        bail!("ADVERTISE_ADDR: empty; set the address other nodes reach this one at");
+    }
+    if let Ok(ip) = value.parse::<IpAddr>() {
+        return Ok((ip.to_string(), None));
+    }
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok((addr.ip().to_string(), Some(addr.port())));
+    }
+    match value.rsplit_once(':') {
+        None => Ok((value.to_string(), None)),
+        Some((host, port)) if !host.is_empty() && !host.contains(':') => {
+            let port = port.parse().map_err(|_| {
+                anyhow::anyhow!("ADVERTISE_ADDR: {value:?}: {port:?} is not a port")
+            })?;
+            Ok((host.to_string(), Some(port)))
+        }
+        Some(_) => bail!("ADVERTISE_ADDR: {value:?} is not a host, host:port or [ipv6]:port"),
     }
 }
 

@@ -5,6 +5,7 @@
 //! it and turns writes into log entries for the HTTP ([`api`]) frontend. See `DESIGN.md`.
 
 pub mod api;
+pub mod cluster;
 pub mod cond;
 pub mod config;
 pub mod engine;

@@ -27,6 +27,14 @@ pub struct Metrics {
     pub partition_healthy: IntGaugeVec,
     /// `resp_latencies_micro{command}`: one Redis command, µs (known commands, else `other`).
     pub resp_latency: HistogramVec,
+    /// `firescroll_cluster_members`: members of this region's gossip cluster with a current
+    /// card, this node included (0 with gossip off).
+    pub cluster_members: IntGauge,
+    /// `firescroll_proxied_reads_total{operation,result}`: reads sent to another node
+    /// (get/list/outcomes; ok, failover, error).
+    pub proxied_reads: IntCounterVec,
+    /// `firescroll_proxy_latency_micro{operation}`: one proxied request, µs.
+    pub proxy_latency: HistogramVec,
     /// Children of the two latency histograms for the hot paths, resolved once: looking a label
     /// up per request costs a hash and a lock.
     hot: Vec<(&'static str, Histogram, Histogram)>,
@@ -134,6 +142,28 @@ impl Metrics {
             &["command"],
         )
         .expect("valid metric");
+        let cluster_members = IntGauge::new(
+            "firescroll_cluster_members",
+            "Members of this region's gossip cluster with a current card, this node included.",
+        )
+        .expect("valid metric");
+        let proxied_reads = IntCounterVec::new(
+            Opts::new(
+                "firescroll_proxied_reads_total",
+                "Reads sent to another node: ok, failover (tried another owner), error.",
+            ),
+            &["operation", "result"],
+        )
+        .expect("valid metric");
+        let proxy_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "firescroll_proxy_latency_micro",
+                "One request to another node for a proxied read, in microseconds.",
+            )
+            .buckets(HTTP_BUCKETS.to_vec()),
+            &["operation"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(http_latency.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(partition_latency.clone()),
@@ -144,6 +174,9 @@ impl Metrics {
             Box::new(applied_offset.clone()),
             Box::new(partition_healthy.clone()),
             Box::new(resp_latency.clone()),
+            Box::new(cluster_members.clone()),
+            Box::new(proxied_reads.clone()),
+            Box::new(proxy_latency.clone()),
         ] {
             registry.register(collector).expect("unique metric");
         }
@@ -174,6 +207,9 @@ impl Metrics {
             applied_offset,
             partition_healthy,
             resp_latency,
+            cluster_members,
+            proxied_reads,
+            proxy_latency,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Wiring one node together: log, store, engine, service, HTTP servers, and an orderly shutdown.
 
 use crate::api;
+use crate::cluster::{Cluster, Served};
 use crate::cond::Conditions;
 use crate::config::Config;
 use crate::engine::{Engine, EngineConfig};
@@ -49,7 +50,28 @@ pub async fn run(
             ..EngineConfig::default()
         },
     );
-    let service = Service::new(engine.clone(), metrics, config.service.clone());
+    let mut service = Service::new(engine.clone(), metrics.clone(), config.service.clone());
+    let cluster = match &config.cluster {
+        None => None,
+        Some(settings) => {
+            let serving = engine.clone();
+            // The card tells the region what this node can answer: readable partitions only, so
+            // a partition stopped by a gap or a disk failure is read from another replica.
+            let served: Served = Arc::new(move || {
+                serving
+                    .partitions()
+                    .iter()
+                    .filter(|p| p.readable())
+                    .map(|p| (p.id(), p.next_offset()))
+                    .collect()
+            });
+            let cluster = Cluster::start(settings.clone(), served, metrics)
+                .await
+                .context("cannot start gossip")?;
+            service = service.with_cluster(cluster.clone());
+            Some(cluster)
+        }
+    };
 
     let api_addr = SocketAddr::new(config.listen_addr, config.api_port);
     let internal_addr = SocketAddr::new(config.listen_addr, config.internal_port);
@@ -94,6 +116,10 @@ pub async fn run(
     let sleep = config.shutdown_sleep;
     tokio::spawn(async move {
         shutdown.await;
+        // Leave first: the region stops routing reads here while this node still answers them.
+        if let Some(cluster) = &cluster {
+            cluster.leave().await;
+        }
         if !sleep.is_zero() {
             tracing::info!(
                 seconds = sleep.as_secs(),

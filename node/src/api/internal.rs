@@ -7,11 +7,12 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-/// The internal router: `/metrics`, `/debug/partitions`, `/up`.
+/// The internal router: `/metrics`, `/debug/partitions`, `/debug/cluster`, `/up`.
 pub fn router(service: Service) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/debug/partitions", get(partitions))
+        .route("/debug/cluster", get(cluster))
         .route("/up", get(|| async { "ok" }))
         .with_state(service)
 }
@@ -31,5 +32,17 @@ async fn partitions(State(service): State<Service>) -> Response {
     match reports {
         Ok(reports) => axum::Json(serde_json::json!({ "partitions": reports })).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// Members, their states and partitions, and partition → owners, as this node sees them.
+async fn cluster(State(service): State<Service>) -> Response {
+    match service.cluster() {
+        Some(cluster) => axum::Json(cluster.view()).into_response(),
+        None => axum::Json(serde_json::json!({
+            "gossip": "off",
+            "hint": "set ADVERTISE_ADDR (and GOSSIP_PEERS) with KAFKA_SEEDS to join a region"
+        }))
+        .into_response(),
     }
 }

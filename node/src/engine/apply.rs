@@ -1,10 +1,10 @@
 //! Applying log entries to a partition: deterministic, a pure function of the entries and the
 //! stored state (DESIGN.md invariant 4). No clock, randomness or I/O beyond reading the store.
 
-use super::outcome::{Rejection, RejectionKind};
 use crate::cond::{Conditions, Subject};
 use crate::log::LogRecord;
 use crate::model::{LogEntry, Op, OpKind, partition_of};
+use crate::model::{Rejection, RejectionKind};
 use crate::store::{PartitionStore, StoreError, decode_value, encode_key, encode_value};
 use std::collections::HashMap;
 

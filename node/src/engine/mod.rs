@@ -6,12 +6,11 @@
 //! task makes the store durable and then lets the log reclaim applied entries.
 
 mod apply;
-mod outcome;
 mod partition;
 mod read_index;
 
+pub use crate::model::{Outcome, Rejection, RejectionKind};
 pub use apply::{AppliedBatch, apply_and_commit, apply_batch};
-pub use outcome::{Outcome, Rejection, RejectionKind};
 pub use partition::{Health, PartitionRuntime};
 pub use read_index::{Lookup, ReadIndex};
 

@@ -2,9 +2,11 @@
 //! partition function. Depends on nothing else in the crate.
 
 mod entry;
+mod outcome;
 mod partition;
 mod record;
 
 pub use entry::{DecodeError, ENTRY_VERSION, LogEntry, Op, OpKind};
+pub use outcome::{Outcome, Rejection, RejectionKind};
 pub use partition::{murmur2, partition_of};
 pub use record::{Key, Position, Record};

@@ -29,12 +29,26 @@ impl Access {
 #[derive(Debug, Clone, Default)]
 pub struct Tokens {
     tokens: Vec<([u8; 32], Access)>,
+    /// The least powerful configured token, kept to present to peers for proxied reads
+    /// (nodes of a region share their tokens).
+    peer: Option<Secret>,
+}
+
+/// A token that never shows in logs or `Debug` output.
+#[derive(Clone)]
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl Tokens {
     /// Tokens per level (READ_TOKENS, WRITE_TOKENS, ADMIN_TOKENS).
     pub fn new(read: &[String], write: &[String], admin: &[String]) -> Self {
         let mut tokens = Vec::new();
+        let mut peer = None;
         for (list, access) in [
             (read, Access::Read),
             (write, Access::Write),
@@ -42,9 +56,16 @@ impl Tokens {
         ] {
             for token in list.iter().filter(|t| !t.is_empty()) {
                 tokens.push((digest(token), access));
+                peer.get_or_insert_with(|| Secret(token.clone()));
             }
         }
-        Tokens { tokens }
+        Tokens { tokens, peer }
+    }
+
+    /// The token this node presents to peers: its least powerful one (a read token if any;
+    /// reads are all it asks of them). `None` for an open node.
+    pub fn peer_token(&self) -> Option<String> {
+        self.peer.as_ref().map(|s| s.0.clone())
     }
 
     /// Whether any token is configured (else everyone is admin).

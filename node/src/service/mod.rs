@@ -5,6 +5,7 @@
 mod auth;
 mod json;
 mod read;
+mod remote;
 mod status;
 mod write;
 
@@ -14,6 +15,7 @@ pub use read::{ListPage, ListRequest};
 pub use status::{PartitionReport, Readiness};
 pub use write::{EntryResult, WriteMode, WriteOp, WriteRequest};
 
+use crate::cluster::Cluster;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use std::sync::Arc;
@@ -130,6 +132,8 @@ impl ServiceError {
 #[derive(Clone)]
 pub struct Service {
     engine: Engine,
+    /// With gossip on: where partitions this node does not serve are read.
+    cluster: Option<Cluster>,
     metrics: Arc<Metrics>,
     config: Arc<ServiceConfig>,
 }
@@ -138,9 +142,21 @@ impl Service {
     pub fn new(engine: Engine, metrics: Arc<Metrics>, config: ServiceConfig) -> Self {
         Service {
             engine,
+            cluster: None,
             metrics,
             config: Arc::new(config),
         }
+    }
+
+    /// Reads partitions this node does not serve from their owners in `cluster`.
+    pub fn with_cluster(mut self, cluster: Cluster) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// The region's cluster, when gossip is on.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
     }
 
     /// The engine behind the service.

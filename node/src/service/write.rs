@@ -119,7 +119,8 @@ impl Service {
     }
 
     /// Waits (bounded) for the entry at `position` to be applied here and returns its outcome,
-    /// or `None` if the wait ran out or another node applies that partition.
+    /// or `None` if the wait ran out. When another node applies that partition, an owner in the
+    /// region is asked (it waits the same bound).
     pub async fn await_outcome(&self, position: Position) -> Result<Option<Outcome>, ServiceError> {
         match self
             .engine
@@ -128,8 +129,21 @@ impl Service {
         {
             Ok(()) => {}
             // The write is durable either way: never answer it with an error a client would retry.
-            // Another node applies this partition; its outcome can be asked there later.
-            Err(WaitError::Timeout { .. } | WaitError::NotOwned(_)) => return Ok(None),
+            Err(WaitError::Timeout { .. }) => return Ok(None),
+            // Another node applies this partition: ask an owner in the region, if gossip is on.
+            Err(WaitError::NotOwned(_)) => {
+                let Some(cluster) = &self.cluster else {
+                    return Ok(None);
+                };
+                return Ok(self
+                    .outcomes_remote(cluster, &[position], self.config.write_wait_timeout)
+                    .await
+                    .inspect_err(
+                        |e| tracing::debug!(?position, error = %e, "no owner told the outcome"),
+                    )
+                    .ok()
+                    .and_then(|mut o| o.pop().flatten()));
+            }
         }
         self.engine
             .outcome(position)

@@ -1,6 +1,7 @@
 //! FireScroll's public HTTP API (wire-compatible), plus what it lacked: atomic batches, positions
 //! and outcomes for writes, read-your-writes, real list cursors, JSON errors.
 
+mod cluster;
 mod records;
 mod request;
 mod response;
@@ -24,6 +25,8 @@ pub fn router(service: Service) -> Router {
         )
         .route("/ready", get(ready))
         .route("/records/{op}", post(records::handle))
+        // Reads proxied by the other nodes of the region (gossip on).
+        .route("/cluster/v1/{op}", post(cluster::handle))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

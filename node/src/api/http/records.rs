@@ -47,7 +47,11 @@ pub async fn handle(
 }
 
 /// Checks the caller's `Authorization: Bearer <token>` against what `operation` needs.
-fn authorize(service: &Service, headers: &HeaderMap, operation: &str) -> Result<(), ServiceError> {
+pub(super) fn authorize(
+    service: &Service,
+    headers: &HeaderMap,
+    operation: &str,
+) -> Result<(), ServiceError> {
     if !service.auth_required() {
         return Ok(());
     }

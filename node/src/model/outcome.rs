@@ -40,8 +40,8 @@ pub struct Rejection {
     pub message: String,
 }
 
-/// What became of an entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What became of an entry. Serializable so a node can answer another node's question.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// Every op took effect.
     Applied,

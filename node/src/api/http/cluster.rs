@@ -1,0 +1,111 @@
+//! `POST /cluster/v1/{get,list,outcomes}`: what a node answers its region's peers. Answers
+//! come from this node's own partitions only — these handlers call the service's local reads,
+//! which never proxy — so a proxied request is never proxied again (hop limit 1).
+
+use super::records::authorize;
+use super::response;
+use crate::cluster::wire::{
+    GetQuery, ListQuery, OutcomesQuery, OutcomesReply, positions_from_wire, render_record,
+};
+use crate::model::Key;
+use crate::service::{ListRequest, Service, ServiceError};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use std::time::Duration;
+
+/// `POST /cluster/v1/{op}`.
+pub async fn handle(
+    State(service): State<Service>,
+    Path(op): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = match authorize(&service, &headers, "get") {
+        Err(e) => Err(e),
+        Ok(()) => dispatch(&service, &op, &body).await,
+    };
+    match result {
+        Ok(body) => response::json(StatusCode::OK, body),
+        Err(e) => response::error(&e),
+    }
+}
+
+async fn dispatch(service: &Service, op: &str, body: &[u8]) -> Result<Vec<u8>, ServiceError> {
+    match op {
+        "get" => {
+            let query: GetQuery = parse(body)?;
+            let keys = query
+                .keys
+                .into_iter()
+                .map(|(pk, sk)| Key { pk, sk })
+                .collect();
+            let found = service
+                .get_local(keys, &positions_from_wire(&query.min_offsets))
+                .await?;
+            let mut out = b"{\"records\":[".to_vec();
+            for (i, slot) in found.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                match slot {
+                    Some(record) => render_record(&mut out, record, false),
+                    None => out.extend_from_slice(b"null"),
+                }
+            }
+            out.extend_from_slice(b"]}");
+            Ok(out)
+        }
+        "list" => {
+            let query: ListQuery = parse(body)?;
+            let page = service
+                .list_local(ListRequest {
+                    pk: query.pk,
+                    sk_prefix: query.sk_prefix,
+                    limit: query.limit,
+                    cond: query.cond,
+                    if_stop: query.if_stop,
+                    skip_prefix_itself: query.skip_prefix_itself,
+                    cursor: query.cursor,
+                    min_offsets: positions_from_wire(&query.min_offsets),
+                })
+                .await?;
+            let mut out = b"{\"records\":[".to_vec();
+            for (i, record) in page.records.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                render_record(&mut out, record, true);
+            }
+            out.extend_from_slice(b"],\"next_cursor\":");
+            serde_json::to_writer(&mut out, &page.next_cursor).expect("writing to a Vec");
+            out.push(b'}');
+            Ok(out)
+        }
+        "outcomes" => {
+            let query: OutcomesQuery = parse(body)?;
+            let outcomes = service
+                .outcomes_local(
+                    &positions_from_wire(&query.positions),
+                    Duration::from_millis(query.wait_ms),
+                )
+                .await?;
+            Ok(serde_json::to_vec(&OutcomesReply { outcomes }).expect("serializes"))
+        }
+        other => Err(ServiceError::new(
+            crate::service::ErrorKind::NotFound,
+            "not_found",
+            format!("no cluster operation {other:?}: get, list or outcomes"),
+        )),
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ServiceError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ServiceError::bad_request(
+            "bad_request",
+            format!("not a cluster request from a FireScroll peer: {e}"),
+        )
+    })
+}

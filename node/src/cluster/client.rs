@@ -1,0 +1,194 @@
+//! The remote read client: one pooled HTTP/1.1 client for all peers, bounded timeouts, and
+//! errors that tell a failover worth trying (the peer is unreachable or cannot serve) from an
+//! answer to pass on (the request itself is wrong).
+
+use super::wire::{
+    GET_PATH, GetQuery, GetReply, LIST_PATH, ListQuery, ListReply, OUTCOMES_PATH, OutcomesQuery,
+    OutcomesReply,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Header marking a request as proxied once; peers never proxy it again.
+pub const HOP_HEADER: &str = "x-firescroll-hop";
+
+/// Why a peer did not answer a read.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PeerError {
+    /// Connection refused or reset, a timeout, or an unreadable answer.
+    #[error("{addr} did not answer: {reason}")]
+    Unreachable { addr: SocketAddr, reason: String },
+    /// The peer answered with an error.
+    #[error("{addr} answered {status}: {message}")]
+    Refused {
+        addr: SocketAddr,
+        status: u16,
+        code: String,
+        message: String,
+    },
+}
+
+impl PeerError {
+    /// Whether another owner may answer where this one did not: it is unreachable, cannot
+    /// serve the partition (503), or failed (500). A 4xx is about the request and a 504 already
+    /// waited the whole bound: another owner would answer the same.
+    pub fn worth_failover(&self) -> bool {
+        match self {
+            PeerError::Unreachable { .. } => true,
+            PeerError::Refused { status, .. } => matches!(status, 500 | 502 | 503),
+        }
+    }
+}
+
+/// Pooled client for the `/cluster/v1` endpoints of peers.
+#[derive(Clone)]
+pub struct PeerClient {
+    http: reqwest::Client,
+    token: Option<String>,
+    timeout: Duration,
+}
+
+impl PeerClient {
+    /// `timeout` bounds each request beyond any wait it asks of the peer; `token` is presented
+    /// as `Authorization: Bearer` when the region requires one.
+    pub fn new(timeout: Duration, token: Option<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeout.min(Duration::from_secs(1)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .no_proxy()
+            .build()
+            .expect("an HTTP client with no TLS always builds");
+        PeerClient {
+            http,
+            token,
+            timeout,
+        }
+    }
+
+    /// Point reads at `addr`.
+    pub async fn get(
+        &self,
+        addr: SocketAddr,
+        query: &GetQuery,
+        peer_wait: Duration,
+    ) -> Result<GetReply, PeerError> {
+        let reply: GetReply = self.post(addr, GET_PATH, query, peer_wait).await?;
+        if reply.records.len() != query.keys.len() {
+            return Err(PeerError::Unreachable {
+                addr,
+                reason: format!(
+                    "answered {} records for {} keys",
+                    reply.records.len(),
+                    query.keys.len()
+                ),
+            });
+        }
+        Ok(reply)
+    }
+
+    /// A pk listing at `addr`.
+    pub async fn list(
+        &self,
+        addr: SocketAddr,
+        query: &ListQuery,
+        peer_wait: Duration,
+    ) -> Result<ListReply, PeerError> {
+        self.post(addr, LIST_PATH, query, peer_wait).await
+    }
+
+    /// Entry outcomes at `addr`, which may wait up to `query.wait_ms` for each.
+    pub async fn outcomes(
+        &self,
+        addr: SocketAddr,
+        query: &OutcomesQuery,
+    ) -> Result<OutcomesReply, PeerError> {
+        let wait = Duration::from_millis(query.wait_ms);
+        let reply: OutcomesReply = self.post(addr, OUTCOMES_PATH, query, wait).await?;
+        if reply.outcomes.len() != query.positions.len() {
+            return Err(PeerError::Unreachable {
+                addr,
+                reason: "answered the wrong number of outcomes".into(),
+            });
+        }
+        Ok(reply)
+    }
+
+    async fn post<Q: Serialize, R: DeserializeOwned>(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        query: &Q,
+        peer_wait: Duration,
+    ) -> Result<R, PeerError> {
+        let unreachable = |reason: String| PeerError::Unreachable { addr, reason };
+        let body = serde_json::to_vec(query).expect("queries always serialize");
+        let mut request = self
+            .http
+            .post(format!("http://{addr}{path}"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(HOP_HEADER, "1")
+            .timeout(self.timeout + peer_wait)
+            .body(body);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| unreachable(describe(&e)))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| unreachable(describe(&e)))?;
+        if !status.is_success() {
+            let (code, message) = error_of(&bytes);
+            return Err(PeerError::Refused {
+                addr,
+                status: status.as_u16(),
+                code,
+                message,
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| unreachable(format!("unreadable answer: {e}")))
+    }
+}
+
+/// `{"error":{"code","message"}}` of an error answer, or the raw text.
+fn error_of(body: &[u8]) -> (String, String) {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        error: Inner,
+    }
+    #[derive(serde::Deserialize)]
+    struct Inner {
+        code: String,
+        message: String,
+    }
+    match serde_json::from_slice::<Body>(body) {
+        Ok(b) => (b.error.code, b.error.message),
+        Err(_) => (
+            "peer_error".into(),
+            String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+        ),
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "connection failed".into()
+    } else {
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            text = format!("{text}: {s}");
+            source = s.source();
+        }
+        text
+    }
+}

@@ -1,0 +1,206 @@
+//! Membership of a region (SWIM gossip on foca, over UDP on GOSSIP_PORT), the partition →
+//! owners map built from members' cards, and the client that reads from those owners.
+//!
+//! Every member broadcasts a [`card::Card`] — its addresses, replica group and the partitions it
+//! serves with their applied offsets — every GOSSIP_BROADCAST_MS and whenever what it serves
+//! changes. SWIM detects dead members; a dead or departed member leaves the map at once. The
+//! service asks [`Cluster::owners`] where to send reads for partitions this node does not serve.
+
+mod card;
+mod client;
+mod gossip;
+mod identity;
+mod table;
+pub mod wire;
+
+pub use card::CardTooLarge;
+pub use client::{HOP_HEADER, PeerClient, PeerError};
+pub use identity::NodeId;
+pub use table::{ClusterView, Peer};
+
+use crate::metrics::Metrics;
+use card::Card;
+use rand::seq::SliceRandom;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use table::Table;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+/// Gossip settings (from ADVERTISE_ADDR, GOSSIP_PORT, GOSSIP_PEERS and friends).
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// Where the gossip socket binds (LISTEN_ADDR:GOSSIP_PORT).
+    pub bind: SocketAddr,
+    /// The host peers reach this node at; API, RESP and gossip are on it at their ports.
+    pub advertise_host: String,
+    pub gossip_port: u16,
+    pub api_port: u16,
+    pub resp_port: u16,
+    /// Seeds, `host:port`; names resolve to all their addresses, again and again.
+    pub peers: Vec<String>,
+    pub broadcast_interval: Duration,
+    /// Bound of one proxied request, beyond any read-your-writes wait it carries.
+    pub read_timeout: Duration,
+    pub namespace: String,
+    pub region: String,
+    pub replica_group: String,
+    pub instance_id: String,
+    /// Presented to peers when the region requires tokens.
+    pub token: Option<String>,
+}
+
+/// Partitions this node serves now, with the next offset each applies.
+pub type Served = Arc<dyn Fn() -> Vec<(u32, u64)> + Send + Sync>;
+
+/// Why gossip could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("GOSSIP_PORT: cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("ADVERTISE_ADDR: cannot resolve {host:?}: {reason}")]
+    Advertise { host: String, reason: String },
+    #[error("{0}; use fewer PARTITIONS per namespace")]
+    CardTooLarge(#[from] CardTooLarge),
+}
+
+/// What the driver task and the read path share.
+pub(crate) struct Shared {
+    local: NodeId,
+    table: Arc<Mutex<Table>>,
+    served: Served,
+    metrics: Arc<Metrics>,
+}
+
+/// A handle on this node's membership. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    shared: Arc<Shared>,
+    client: PeerClient,
+    input: mpsc::Sender<gossip::Input>,
+}
+
+impl Cluster {
+    /// Binds the gossip socket, joins through the seeds and starts broadcasting this node's card.
+    pub async fn start(
+        settings: ClusterSettings,
+        served: Served,
+        metrics: Arc<Metrics>,
+    ) -> Result<Cluster, ClusterError> {
+        let advertise = |port: u16| {
+            let host = settings.advertise_host.clone();
+            async move {
+                let reason = match tokio::net::lookup_host((host.as_str(), port)).await {
+                    Ok(mut addrs) => match addrs.next() {
+                        Some(addr) => return Ok(addr),
+                        None => "no address".to_string(),
+                    },
+                    Err(e) => e.to_string(),
+                };
+                Err(ClusterError::Advertise { host, reason })
+            }
+        };
+        let gossip_addr = advertise(settings.gossip_port).await?;
+        let local = NodeId::fresh(gossip_addr);
+        let card = Card {
+            id: local,
+            seq: 0,
+            namespace: settings.namespace.clone(),
+            region: settings.region.clone(),
+            replica_group: settings.replica_group.clone(),
+            instance_id: settings.instance_id.clone(),
+            api: SocketAddr::new(gossip_addr.ip(), settings.api_port),
+            resp: SocketAddr::new(gossip_addr.ip(), settings.resp_port),
+            partitions: Vec::new(),
+            offsets: Vec::new(),
+        };
+        // Refuse at start what could never be gossiped: a card serving every partition.
+        let mut widest = card.clone();
+        let top = served().iter().map(|&(p, _)| p).max().unwrap_or(0);
+        widest.set_partitions(&(0..=top).map(|p| (p, 0)).collect::<Vec<_>>());
+        widest.encode(gossip::MAX_CARD_BYTES)?;
+
+        let socket = UdpSocket::bind(settings.bind)
+            .await
+            .map_err(|source| ClusterError::Bind {
+                addr: settings.bind,
+                source,
+            })?;
+        let socket = Arc::new(socket);
+        let stale_after = (settings.broadcast_interval * 10).max(Duration::from_secs(5));
+        let shared = Arc::new(Shared {
+            local,
+            table: Arc::new(Mutex::new(Table::new(
+                local,
+                &settings.namespace,
+                &settings.region,
+                stale_after,
+            ))),
+            served,
+            metrics,
+        });
+        let (tx, rx) = mpsc::channel(1024);
+        tracing::info!(
+            id = %local,
+            bind = %settings.bind,
+            api = %card.api,
+            seeds = ?settings.peers,
+            "gossip started"
+        );
+        let client = PeerClient::new(settings.read_timeout, settings.token.clone());
+        tokio::spawn(gossip::receive(socket.clone(), tx.clone()));
+        tokio::spawn(gossip::drive(
+            shared.clone(),
+            settings,
+            socket,
+            card,
+            tx.clone(),
+            rx,
+        ));
+        Ok(Cluster {
+            shared,
+            client,
+            input: tx,
+        })
+    }
+
+    /// The other members serving `partition`, in random order so reads spread over replicas.
+    pub fn owners(&self, partition: u32) -> Vec<Peer> {
+        let mut owners = self
+            .shared
+            .table
+            .lock()
+            .expect("table lock")
+            .owners(partition, Instant::now());
+        owners.shuffle(&mut rand::rng());
+        owners
+    }
+
+    /// The client for reading from owners.
+    pub fn client(&self) -> &PeerClient {
+        &self.client
+    }
+
+    /// The cluster as this node sees it (`/debug/cluster`).
+    pub fn view(&self) -> ClusterView {
+        self.shared
+            .table
+            .lock()
+            .expect("table lock")
+            .view(Instant::now())
+    }
+
+    /// Leaves the cluster, telling a few members so the region learns at once rather than
+    /// after SWIM's suspicion timeout. Bounded: a stuck driver does not hold up shutdown.
+    pub async fn leave(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.input.send(gossip::Input::Leave(done)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), wait).await;
+        }
+        tracing::info!(id = %self.shared.local, "left the gossip cluster");
+    }
+}

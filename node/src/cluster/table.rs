@@ -1,0 +1,292 @@
+//! The region's partition → owners table, built from members' cards. A member that SWIM
+//! declares down or that leaves is removed at once; a card not refreshed for `stale_after` stops
+//! counting, so a member whose broadcasts stopped reaching us is not routed to forever.
+
+use super::card::Card;
+use super::identity::NodeId;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// A member that serves a partition, as a read router needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub id: NodeId,
+    pub instance_id: String,
+    pub replica_group: String,
+    pub api: SocketAddr,
+    /// The next offset it applies of the partition asked about, when its card carried it.
+    pub next_offset: Option<u64>,
+}
+
+struct Known {
+    card: Card,
+    received: Instant,
+}
+
+/// Cards by member, and members known to be gone.
+pub struct Table {
+    local: NodeId,
+    namespace: String,
+    region: String,
+    stale_after: Duration,
+    cards: HashMap<NodeId, Known>,
+    /// Identities SWIM declared down: their late or re-gossiped cards are ignored. An identity
+    /// is never reused (a restarted process has a new one), so this only grows by departures
+    /// and is trimmed after an hour.
+    gone: HashMap<NodeId, Instant>,
+}
+
+/// Whether a received card was new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// Newer than what we had: keep it and pass it on.
+    New,
+    /// Seen already, from a member that is gone, or from another namespace or region.
+    Ignored,
+}
+
+impl Table {
+    pub fn new(local: NodeId, namespace: &str, region: &str, stale_after: Duration) -> Self {
+        Table {
+            local,
+            namespace: namespace.to_string(),
+            region: region.to_string(),
+            stale_after,
+            cards: HashMap::new(),
+            gone: HashMap::new(),
+        }
+    }
+
+    /// This node renewed its identity (it was declared down while alive and rejoined).
+    pub fn set_local(&mut self, id: NodeId) {
+        self.local = id;
+    }
+
+    /// Takes a card if it is newer than the one held for its member.
+    pub fn accept(&mut self, card: Card, now: Instant) -> Accepted {
+        if card.namespace != self.namespace || card.region != self.region {
+            tracing::warn!(
+                member = %card.id, namespace = %card.namespace, region = %card.region,
+                "ignoring a gossip card from another namespace or region: check GOSSIP_PEERS"
+            );
+            return Accepted::Ignored;
+        }
+        if self.gone.contains_key(&card.id) {
+            return Accepted::Ignored;
+        }
+        if let Some(known) = self.cards.get(&card.id)
+            && known.card.seq >= card.seq
+        {
+            return Accepted::Ignored;
+        }
+        self.cards.insert(
+            card.id,
+            Known {
+                card,
+                received: now,
+            },
+        );
+        Accepted::New
+    }
+
+    /// SWIM declared `id` down, or it left: it serves nothing from now on.
+    pub fn remove(&mut self, id: NodeId, now: Instant) {
+        if self.cards.remove(&id).is_some() {
+            tracing::info!(member = %id, "member left the partition map");
+        }
+        self.gone.insert(id, now);
+        self.gone
+            .retain(|_, at| now.duration_since(*at) < Duration::from_secs(3600));
+    }
+
+    /// The other members serving `partition` now (never this node).
+    pub fn owners(&self, partition: u32, now: Instant) -> Vec<Peer> {
+        self.cards
+            .values()
+            .filter(|k| {
+                k.card.id != self.local && now.duration_since(k.received) < self.stale_after
+            })
+            .filter(|k| k.card.serves(partition))
+            .map(|k| Peer {
+                id: k.card.id,
+                instance_id: k.card.instance_id.clone(),
+                replica_group: k.card.replica_group.clone(),
+                api: k.card.api,
+                next_offset: k.card.next_offset(partition),
+            })
+            .collect()
+    }
+
+    /// Members with a current card, this node included.
+    pub fn member_count(&self, now: Instant) -> usize {
+        self.cards
+            .values()
+            .filter(|k| {
+                k.card.id == self.local || now.duration_since(k.received) < self.stale_after
+            })
+            .count()
+    }
+
+    /// What `/debug/cluster` shows.
+    pub fn view(&self, now: Instant) -> ClusterView {
+        let mut members: Vec<MemberView> = self
+            .cards
+            .values()
+            .map(|k| MemberView {
+                id: k.card.id.to_string(),
+                local: k.card.id == self.local,
+                instance_id: k.card.instance_id.clone(),
+                replica_group: k.card.replica_group.clone(),
+                api: k.card.api.to_string(),
+                resp: k.card.resp.to_string(),
+                gossip: k.card.id.addr.to_string(),
+                state: if k.card.id == self.local
+                    || now.duration_since(k.received) < self.stale_after
+                {
+                    "alive"
+                } else {
+                    "stale"
+                },
+                card_age_ms: now.duration_since(k.received).as_millis() as u64,
+                partitions: k
+                    .card
+                    .served()
+                    .into_iter()
+                    .map(|(partition, next_offset)| PartitionView {
+                        partition,
+                        next_offset,
+                    })
+                    .collect(),
+            })
+            .collect();
+        members.sort_by(|a, b| a.instance_id.cmp(&b.instance_id).then(a.id.cmp(&b.id)));
+        let mut owners: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
+        for m in members.iter().filter(|m| m.state == "alive") {
+            for p in &m.partitions {
+                owners
+                    .entry(p.partition)
+                    .or_default()
+                    .push(m.instance_id.clone());
+            }
+        }
+        ClusterView {
+            local: self.local.to_string(),
+            members,
+            partition_owners: owners,
+            departed: self.gone.len(),
+        }
+    }
+}
+
+/// The cluster as this node sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterView {
+    pub local: String,
+    pub members: Vec<MemberView>,
+    /// Partition → instance ids of the members serving it (this node included).
+    pub partition_owners: std::collections::BTreeMap<u32, Vec<String>>,
+    /// Members that left or were declared down in the last hour.
+    pub departed: usize,
+}
+
+/// One member in [`ClusterView`].
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberView {
+    pub id: String,
+    pub local: bool,
+    pub instance_id: String,
+    pub replica_group: String,
+    pub api: String,
+    pub resp: String,
+    pub gossip: String,
+    pub state: &'static str,
+    pub card_age_ms: u64,
+    pub partitions: Vec<PartitionView>,
+}
+
+/// One served partition in [`MemberView`].
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionView {
+    pub partition: u32,
+    pub next_offset: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> NodeId {
+        NodeId {
+            addr: SocketAddr::from(([127, 0, 0, n], 8192)),
+            incarnation: 1,
+        }
+    }
+
+    fn card(n: u8, seq: u64, partitions: &[u32]) -> Card {
+        let mut c = Card {
+            id: id(n),
+            seq,
+            namespace: "ns".into(),
+            region: "r".into(),
+            replica_group: "g".into(),
+            instance_id: format!("n{n}"),
+            api: SocketAddr::from(([127, 0, 0, n], 8190)),
+            resp: SocketAddr::from(([127, 0, 0, n], 6379)),
+            partitions: Vec::new(),
+            offsets: Vec::new(),
+        };
+        c.set_partitions(&partitions.iter().map(|&p| (p, 10)).collect::<Vec<_>>());
+        c
+    }
+
+    fn owner_names(t: &Table, p: u32, now: Instant) -> Vec<String> {
+        let mut names: Vec<String> = t
+            .owners(p, now)
+            .into_iter()
+            .map(|o| o.instance_id)
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn newest_card_wins_and_departures_are_final() {
+        let now = Instant::now();
+        let mut t = Table::new(id(1), "ns", "r", Duration::from_secs(10));
+        assert_eq!(t.accept(card(1, 1, &[0]), now), Accepted::New);
+        assert_eq!(t.accept(card(2, 2, &[0, 1]), now), Accepted::New);
+        assert_eq!(t.accept(card(3, 1, &[1]), now), Accepted::New);
+        assert_eq!(owner_names(&t, 0, now), ["n2"], "never routes to itself");
+        assert_eq!(owner_names(&t, 1, now), ["n2", "n3"]);
+        // An older card of n2 arriving late changes nothing.
+        assert_eq!(t.accept(card(2, 1, &[]), now), Accepted::Ignored);
+        assert_eq!(owner_names(&t, 1, now), ["n2", "n3"]);
+        // n2 gives up partition 1.
+        assert_eq!(t.accept(card(2, 3, &[0]), now), Accepted::New);
+        assert_eq!(owner_names(&t, 1, now), ["n3"]);
+        // n3 dies; a re-gossiped card of it does not bring it back.
+        t.remove(id(3), now);
+        assert!(owner_names(&t, 1, now).is_empty());
+        assert_eq!(t.accept(card(3, 9, &[1]), now), Accepted::Ignored);
+        assert!(t.owners(1, now).is_empty());
+        assert_eq!(t.owners(0, now)[0].next_offset, Some(10));
+    }
+
+    #[test]
+    fn stale_cards_stop_counting_and_strangers_are_ignored() {
+        let now = Instant::now();
+        let mut t = Table::new(id(1), "ns", "r", Duration::from_secs(10));
+        t.accept(card(2, 1, &[0]), now);
+        assert_eq!(owner_names(&t, 0, now + Duration::from_secs(9)), ["n2"]);
+        assert!(t.owners(0, now + Duration::from_secs(11)).is_empty());
+        let mut stranger = card(4, 1, &[0]);
+        stranger.region = "elsewhere".into();
+        assert_eq!(t.accept(stranger, now), Accepted::Ignored);
+        let view = t.view(now + Duration::from_secs(11));
+        assert_eq!(view.members.len(), 1);
+        assert_eq!(view.members[0].state, "stale");
+        assert!(view.partition_owners.is_empty());
+    }
+}

@@ -1,0 +1,119 @@
+//! The internal read protocol between the nodes of a region: JSON over the peers' HTTP API
+//! port, under `/cluster/v1/`. A peer answers only from its own partitions — it never proxies
+//! again (hop limit 1) — so a routing disagreement costs one failed hop, never a loop.
+
+use crate::model::{Outcome, Position, Record};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Path of point reads.
+pub const GET_PATH: &str = "/cluster/v1/get";
+/// Path of pk listings.
+pub const LIST_PATH: &str = "/cluster/v1/list";
+/// Path of entry outcomes.
+pub const OUTCOMES_PATH: &str = "/cluster/v1/outcomes";
+
+/// Point reads of keys in partitions the peer serves.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GetQuery {
+    /// (pk, sk) pairs.
+    pub keys: Vec<(String, String)>,
+    /// Positions to wait for first (read-your-writes), as (partition, offset).
+    pub min_offsets: Vec<(u32, u64)>,
+}
+
+/// The answer to a [`GetQuery`]: one slot per key, in order, `None` where there is no record.
+#[derive(Debug, Deserialize)]
+pub struct GetReply {
+    pub records: Vec<Option<WireRecord>>,
+}
+
+/// A record on the wire: data verbatim.
+#[derive(Debug, Deserialize)]
+pub struct WireRecord {
+    /// Present in list replies (get replies are aligned with the keys asked).
+    #[serde(default)]
+    pub sk: Option<String>,
+    pub data: Box<RawValue>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+impl WireRecord {
+    /// The model record, given the key it was read at.
+    pub fn into_record(self, pk: String, sk: String) -> Record {
+        Record {
+            pk,
+            sk,
+            data_json: String::from(Box::<str>::from(self.data)),
+            created_at_ms: self.created_at_ms,
+            updated_at_ms: self.updated_at_ms,
+        }
+    }
+}
+
+/// Writes `record` as a [`WireRecord`] (with its sk when `with_sk`), its data verbatim.
+pub fn render_record(out: &mut Vec<u8>, record: &Record, with_sk: bool) {
+    out.extend_from_slice(b"{");
+    if with_sk {
+        out.extend_from_slice(b"\"sk\":");
+        serde_json::to_writer(&mut *out, &record.sk).expect("writing to a Vec cannot fail");
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"data\":");
+    out.extend_from_slice(record.data_json.as_bytes());
+    out.extend_from_slice(
+        format!(
+            ",\"created_at_ms\":{},\"updated_at_ms\":{}}}",
+            record.created_at_ms, record.updated_at_ms
+        )
+        .as_bytes(),
+    );
+}
+
+/// A pk listing on a peer; the fields of the service's list request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ListQuery {
+    pub pk: String,
+    pub sk_prefix: String,
+    pub limit: u64,
+    pub cond: Option<String>,
+    pub if_stop: bool,
+    pub skip_prefix_itself: bool,
+    pub cursor: Option<String>,
+    pub min_offsets: Vec<(u32, u64)>,
+}
+
+/// The answer to a [`ListQuery`].
+#[derive(Debug, Deserialize)]
+pub struct ListReply {
+    pub records: Vec<WireRecord>,
+    pub next_cursor: Option<String>,
+}
+
+/// Outcomes of entries, waiting (bounded) for them to be applied.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutcomesQuery {
+    pub positions: Vec<(u32, u64)>,
+    /// How long the peer may wait for each position to be applied; 0 answers at once.
+    pub wait_ms: u64,
+}
+
+/// The answer to an [`OutcomesQuery`]: `None` where not applied (yet).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct OutcomesReply {
+    pub outcomes: Vec<Option<Outcome>>,
+}
+
+/// Positions as wire pairs.
+pub fn positions_to_wire(positions: &[Position]) -> Vec<(u32, u64)> {
+    positions.iter().map(|p| (p.partition, p.offset)).collect()
+}
+
+/// Wire pairs as positions.
+pub fn positions_from_wire(pairs: &[(u32, u64)]) -> Vec<Position> {
+    pairs
+        .iter()
+        .map(|&(partition, offset)| Position { partition, offset })
+        .collect()
+}

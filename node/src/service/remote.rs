@@ -1,0 +1,289 @@
+//! Reads of partitions this node does not serve: asked of an owner in the region, one request
+//! per owner per client request, failing over to another owner when one is unreachable or
+//! cannot serve. Owners answer from their own partitions only (hop limit 1). A partition that no
+//! reachable owner serves is an error naming it — never a silently shorter answer.
+
+use super::{ErrorKind, Service, ServiceError};
+use crate::cluster::wire::{GetQuery, ListQuery, OutcomesQuery, positions_to_wire};
+use crate::cluster::{Cluster, NodeId, Peer, PeerError};
+use crate::model::{Key, Outcome, Position, Record};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+
+impl Service {
+    /// The records at `keys[i]` for every `i` in `partitions`' index lists, read from owners.
+    pub(super) async fn get_remote(
+        &self,
+        cluster: &Cluster,
+        keys: &[Key],
+        partitions: BTreeMap<u32, Vec<usize>>,
+        min_offsets: &[Position],
+    ) -> Result<Vec<(usize, Option<Record>)>, ServiceError> {
+        let mut pending = partitions;
+        let mut failed: HashSet<NodeId> = HashSet::new();
+        let mut found = Vec::new();
+        while !pending.is_empty() {
+            // Plan: each pending partition to one owner not yet failed, reusing an owner already
+            // chosen when it serves the partition too, so each owner gets one request.
+            let mut plan: HashMap<NodeId, (Peer, Vec<u32>)> = HashMap::new();
+            for &partition in pending.keys() {
+                let owners: Vec<Peer> = cluster
+                    .owners(partition)
+                    .into_iter()
+                    .filter(|o| !failed.contains(&o.id))
+                    .collect();
+                let Some(owner) = owners
+                    .iter()
+                    .find(|o| plan.contains_key(&o.id))
+                    .or(owners.first())
+                else {
+                    return Err(no_owner(partition, !failed.is_empty()));
+                };
+                plan.entry(owner.id)
+                    .or_insert_with(|| (owner.clone(), Vec::new()))
+                    .1
+                    .push(partition);
+            }
+            let mut requests = JoinSet::new();
+            for (peer, parts) in plan.into_values() {
+                let mut query = GetQuery::default();
+                let mut indexes = Vec::new();
+                for p in &parts {
+                    for &i in &pending[p] {
+                        query.keys.push((keys[i].pk.clone(), keys[i].sk.clone()));
+                        indexes.push(i);
+                    }
+                }
+                query.min_offsets = positions_to_wire(
+                    &min_offsets
+                        .iter()
+                        .copied()
+                        .filter(|m| parts.contains(&m.partition))
+                        .collect::<Vec<_>>(),
+                );
+                let wait = self.peer_wait(!query.min_offsets.is_empty());
+                let client = cluster.client().clone();
+                requests.spawn(async move {
+                    let started = Instant::now();
+                    let reply = client.get(peer.api, &query, wait).await;
+                    (peer, parts, query, indexes, reply, started.elapsed())
+                });
+            }
+            while let Some(joined) = requests.join_next().await {
+                let (peer, parts, query, indexes, reply, took) =
+                    joined.map_err(|e| ServiceError::internal(format!("proxied read: {e}")))?;
+                self.metrics
+                    .proxy_latency
+                    .with_label_values(&["get"])
+                    .observe(took.as_micros() as f64);
+                match reply {
+                    Ok(reply) => {
+                        self.count_proxied("get", "ok");
+                        for (((pk, sk), slot), i) in
+                            query.keys.into_iter().zip(reply.records).zip(indexes)
+                        {
+                            found.push((i, slot.map(|r| r.into_record(pk, sk))));
+                        }
+                        for p in parts {
+                            pending.remove(&p);
+                        }
+                    }
+                    Err(e) if e.worth_failover() => {
+                        self.count_proxied("get", "failover");
+                        tracing::warn!(peer = %peer.instance_id, error = %e, "proxied get failed; trying another owner");
+                        failed.insert(peer.id);
+                    }
+                    Err(e) => {
+                        self.count_proxied("get", "error");
+                        return Err(peer_error(&peer, e));
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// One page of a pk in a partition this node does not serve, from an owner.
+    pub(super) async fn list_remote(
+        &self,
+        cluster: &Cluster,
+        partition: u32,
+        query: ListQuery,
+    ) -> Result<(Vec<Record>, Option<String>), ServiceError> {
+        let wait = self.peer_wait(!query.min_offsets.is_empty());
+        let owners = cluster.owners(partition);
+        if owners.is_empty() {
+            return Err(no_owner(partition, false));
+        }
+        for peer in owners {
+            let started = Instant::now();
+            let reply = cluster.client().list(peer.api, &query, wait).await;
+            self.metrics
+                .proxy_latency
+                .with_label_values(&["list"])
+                .observe(started.elapsed().as_micros() as f64);
+            match reply {
+                Ok(reply) => {
+                    self.count_proxied("list", "ok");
+                    let records = reply
+                        .records
+                        .into_iter()
+                        .map(|r| {
+                            let sk = r.sk.clone().unwrap_or_default();
+                            r.into_record(query.pk.clone(), sk)
+                        })
+                        .collect();
+                    return Ok((records, reply.next_cursor));
+                }
+                Err(e) if e.worth_failover() => {
+                    self.count_proxied("list", "failover");
+                    tracing::warn!(peer = %peer.instance_id, error = %e, "proxied list failed; trying another owner");
+                }
+                Err(e) => {
+                    self.count_proxied("list", "error");
+                    return Err(peer_error(&peer, e));
+                }
+            }
+        }
+        Err(no_owner(partition, true))
+    }
+
+    /// Outcomes of entries in partitions this node does not serve, from owners, each waited
+    /// for up to `wait`.
+    pub(super) async fn outcomes_remote(
+        &self,
+        cluster: &Cluster,
+        positions: &[Position],
+        wait: Duration,
+    ) -> Result<Vec<Option<Outcome>>, ServiceError> {
+        let mut by_partition: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for (i, p) in positions.iter().enumerate() {
+            by_partition.entry(p.partition).or_default().push(i);
+        }
+        let mut outcomes = vec![None; positions.len()];
+        for (partition, indexes) in by_partition {
+            let query = OutcomesQuery {
+                positions: indexes
+                    .iter()
+                    .map(|&i| (positions[i].partition, positions[i].offset))
+                    .collect(),
+                wait_ms: wait.as_millis() as u64,
+            };
+            let owners = cluster.owners(partition);
+            if owners.is_empty() {
+                return Err(no_owner(partition, false));
+            }
+            let mut answered = false;
+            for peer in owners {
+                match cluster.client().outcomes(peer.api, &query).await {
+                    Ok(reply) => {
+                        self.count_proxied("outcomes", "ok");
+                        for (i, outcome) in indexes.iter().zip(reply.outcomes) {
+                            outcomes[*i] = outcome;
+                        }
+                        answered = true;
+                        break;
+                    }
+                    Err(e) if e.worth_failover() => {
+                        self.count_proxied("outcomes", "failover");
+                        tracing::warn!(peer = %peer.instance_id, error = %e, "asking for outcomes failed; trying another owner");
+                    }
+                    Err(e) => {
+                        self.count_proxied("outcomes", "error");
+                        return Err(peer_error(&peer, e));
+                    }
+                }
+            }
+            if !answered {
+                return Err(no_owner(partition, true));
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// How long a peer may wait for read-your-writes positions.
+    fn peer_wait(&self, has_positions: bool) -> Duration {
+        if has_positions {
+            self.config.read_wait_timeout
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    fn count_proxied(&self, operation: &str, result: &str) {
+        self.metrics
+            .proxied_reads
+            .with_label_values(&[operation, result])
+            .inc();
+    }
+}
+
+/// No owner of `partition` could answer.
+fn no_owner(partition: u32, tried: bool) -> ServiceError {
+    let message = if tried {
+        format!(
+            "partition {partition} is unavailable: no node serving it in this region answered; retry shortly"
+        )
+    } else {
+        format!(
+            "partition {partition} is unavailable: no node in this region serves it right now (a takeover may be in progress); retry shortly"
+        )
+    };
+    ServiceError::new(ErrorKind::Unavailable, "partition_unavailable", message)
+}
+
+/// An owner's answer about the request itself, passed on to the caller.
+fn peer_error(peer: &Peer, e: PeerError) -> ServiceError {
+    match e {
+        PeerError::Refused {
+            status,
+            code,
+            message,
+            ..
+        } => {
+            let kind = match status {
+                400 => ErrorKind::BadRequest,
+                413 => ErrorKind::TooLarge,
+                504 => ErrorKind::Timeout,
+                401 | 403 => {
+                    return ServiceError::new(
+                        ErrorKind::Unavailable,
+                        "peer_refused",
+                        format!(
+                            "node {} refused this node's token ({status}): nodes of a region must share READ_TOKENS/WRITE_TOKENS/ADMIN_TOKENS",
+                            peer.instance_id
+                        ),
+                    );
+                }
+                _ => ErrorKind::Internal,
+            };
+            ServiceError::new(kind, known_code(&code), message)
+        }
+        e @ PeerError::Unreachable { .. } => ServiceError::new(
+            ErrorKind::Unavailable,
+            "partition_unavailable",
+            e.to_string(),
+        ),
+    }
+}
+
+/// The stable code of a peer's error, when it is one of ours.
+fn known_code(code: &str) -> &'static str {
+    const CODES: [&str; 9] = [
+        "if_failed",
+        "invalid_if",
+        "min_offsets_timeout",
+        "bad_min_offsets",
+        "bad_request",
+        "key_too_large",
+        "too_many_records",
+        "partition_unavailable",
+        "internal",
+    ];
+    CODES
+        .iter()
+        .find(|&&c| c == code)
+        .copied()
+        .unwrap_or("peer_error")
+}
