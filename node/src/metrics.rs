@@ -35,6 +35,8 @@ pub struct Metrics {
     pub proxied_reads: IntCounterVec,
     /// `firescroll_proxy_latency_micro{operation}`: one proxied request, µs.
     pub proxy_latency: HistogramVec,
+    /// `firescroll_peer_requests_total{operation}`: reads this node answered for its peers.
+    pub peer_requests: IntCounterVec,
     /// Children of the two latency histograms for the hot paths, resolved once: looking a label
     /// up per request costs a hash and a lock.
     hot: Vec<(&'static str, Histogram, Histogram)>,
@@ -164,6 +166,14 @@ impl Metrics {
             &["operation"],
         )
         .expect("valid metric");
+        let peer_requests = IntCounterVec::new(
+            Opts::new(
+                "firescroll_peer_requests_total",
+                "Reads this node answered for other nodes of its region (get, list, outcomes).",
+            ),
+            &["operation"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(http_latency.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(partition_latency.clone()),
@@ -177,6 +187,7 @@ impl Metrics {
             Box::new(cluster_members.clone()),
             Box::new(proxied_reads.clone()),
             Box::new(proxy_latency.clone()),
+            Box::new(peer_requests.clone()),
         ] {
             registry.register(collector).expect("unique metric");
         }
@@ -210,6 +221,7 @@ impl Metrics {
             cluster_members,
             proxied_reads,
             proxy_latency,
+            peer_requests,
         }
     }
 

@@ -26,6 +26,13 @@ pub async fn handle(
         Err(e) => Err(e),
         Ok(()) => dispatch(&service, &op, &body).await,
     };
+    if matches!(op.as_str(), "get" | "list" | "outcomes") {
+        service
+            .metrics()
+            .peer_requests
+            .with_label_values(&[op.as_str()])
+            .inc();
+    }
     match result {
         Ok(body) => response::json(StatusCode::OK, body),
         Err(e) => response::error(&e),

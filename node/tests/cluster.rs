@@ -1,0 +1,453 @@
+//! A region of several real `firescroll` processes on loopback, gossiping (SWIM) and reading from
+//! each other, on a real Kafka-protocol broker: every node answers every read, over HTTP and RESP.
+
+mod common;
+
+use common::{Broker, Node, free_port, kafka_env};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const PARTITIONS: u32 = 6;
+
+/// One region at a time: each test runs a broker and 3-4 nodes, and on a small machine several
+/// at once starve the Kafka group heartbeats into rebalance storms.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Environment of a gossiping node: its own gossip port, seeded by `seed` (a gossip port).
+fn cluster_env(
+    broker: &Broker,
+    namespace: &str,
+    group: &str,
+    instance: &str,
+    gossip: u16,
+    seed: u16,
+) -> Vec<(String, String)> {
+    let mut env = kafka_env(broker, namespace, group, instance);
+    env.extend(
+        [
+            ("PARTITIONS", PARTITIONS.to_string()),
+            ("GOSSIP_PORT", gossip.to_string()),
+            ("ADVERTISE_ADDR", "127.0.0.1".to_string()),
+            ("GOSSIP_PEERS", format!("127.0.0.1:{seed}")),
+            ("GOSSIP_BROADCAST_MS", "200".to_string()),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    );
+    env
+}
+
+/// `n` nodes in `groups` (node i in group i % groups), all seeded by node 0 only.
+fn start_region(broker: &Broker, namespace: &str, n: usize, groups: usize) -> Vec<Node> {
+    start_region_with(broker, namespace, n, groups, &[])
+}
+
+fn start_region_with(
+    broker: &Broker,
+    namespace: &str,
+    n: usize,
+    groups: usize,
+    extra: &[(&str, &str)],
+) -> Vec<Node> {
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    (0..n)
+        .map(|i| {
+            let mut env = cluster_env(
+                broker,
+                namespace,
+                &format!("g{}", i % groups),
+                &format!("n{i}"),
+                ports[i],
+                ports[0],
+            );
+            env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            Node::start_env(&env)
+        })
+        .collect()
+}
+
+fn debug_cluster(node: &Node) -> Value {
+    let (status, text) = node.get_url(&node.internal_url("/debug/cluster"));
+    assert_eq!(status, 200, "{text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Partition → sorted owner instance ids, as `node` sees the region.
+fn owner_map(node: &Node) -> BTreeMap<String, Vec<String>> {
+    let view = debug_cluster(node);
+    let mut map: BTreeMap<String, Vec<String>> =
+        serde_json::from_value(view["partition_owners"].clone()).unwrap();
+    for owners in map.values_mut() {
+        owners.sort();
+    }
+    map
+}
+
+/// Waits until every node sees every partition with `per_partition` owners, all agree, and the
+/// map stays so for a second and a half (Kafka's rebalances settled).
+fn wait_converged(nodes: &[Node], per_partition: usize) -> BTreeMap<String, Vec<String>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut stable_since: Option<(Instant, BTreeMap<String, Vec<String>>)> = None;
+    loop {
+        let maps: Vec<_> = nodes.iter().map(owner_map).collect();
+        let complete = maps[0].len() == PARTITIONS as usize
+            && maps[0].values().all(|o| o.len() == per_partition);
+        if complete && maps.iter().all(|m| *m == maps[0]) {
+            match &stable_since {
+                Some((since, map)) if *map == maps[0] => {
+                    if since.elapsed() > Duration::from_millis(1500) {
+                        return maps[0].clone();
+                    }
+                }
+                _ => stable_since = Some((Instant::now(), maps[0].clone())),
+            }
+        } else {
+            stable_since = None;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "partition maps did not converge: {maps:#?}\n{}",
+            nodes[0].log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn keys(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| json!({"pk": format!("key{i}"), "sk": "s"}))
+        .collect()
+}
+
+/// Writes `n` records through `node`, waiting for each entry's outcome.
+fn write_all(node: &Node, n: usize) -> Value {
+    let records: Vec<Value> = (0..n)
+        .map(|i| json!({"pk": format!("key{i}"), "sk": "s", "data": {"i": i}}))
+        .collect();
+    let (status, reply) = node.post("/records/put", json!({"Records": records, "wait": true}));
+    assert_eq!(status, 200, "{reply}");
+    reply
+}
+
+/// Asserts `node` returns all `n` records with their data.
+fn assert_reads_all(node: &Node, n: usize) {
+    let (status, reply) = node.post("/records/get", json!({"Records": keys(n)}));
+    assert_eq!(status, 200, "node on {}: {reply}", node.api);
+    let records = reply["Records"].as_array().unwrap();
+    assert_eq!(records.len(), n, "node on {}: {reply}", node.api);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r["Pk"], format!("key{i}"));
+        assert_eq!(r["Data"], json!({"i": i}));
+    }
+}
+
+fn partition_of(pk: &str) -> u32 {
+    firescroll::model::partition_of(pk, PARTITIONS)
+}
+
+fn redis(node: &Node) -> redis::Connection {
+    redis::Client::open(format!("redis://127.0.0.1:{}/", node.resp))
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+fn metric(node: &Node, name_and_labels: &str) -> f64 {
+    let (_, text) = node.get_url(&node.internal_url("/metrics"));
+    text.lines()
+        .filter(|l| l.starts_with(name_and_labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn three_nodes_one_group_answer_every_read_and_recover_from_a_kill_9() {
+    let _serial = serial();
+    let broker = Broker::start();
+    let mut nodes = start_region(&broker, "three", 3, 1);
+    let map = wait_converged(&nodes, 1);
+    let n = 40;
+
+    // Writes accepted by n0 for partitions it does not own still report their outcomes: n0 asks
+    // an owner.
+    let reply = write_all(&nodes[0], n);
+    let positions = reply["Positions"].as_array().unwrap();
+    assert_eq!(positions.len(), PARTITIONS as usize, "{reply}");
+    for p in positions {
+        assert_eq!(p["Outcome"]["Status"], "applied", "{reply}");
+    }
+    // A rejection decided on another node comes back too.
+    let remote_pk = (0..)
+        .map(|i| format!("cond{i}"))
+        .find(|pk| !nodes[0].owned().contains(&(partition_of(pk) as u64)))
+        .unwrap();
+    let (_, reply) = nodes[0].post(
+        "/records/put",
+        json!({"Records": [{"pk": remote_pk, "sk": "s", "data": {}, "if": "data != null"}], "wait": true}),
+    );
+    assert_eq!(
+        reply["Positions"][0]["Outcome"]["Status"], "rejected",
+        "{reply}"
+    );
+
+    // Every node answers every key, over HTTP and RESP, with one consistent result.
+    for node in &nodes {
+        assert_reads_all(node, n);
+        let mut con = redis(node);
+        for i in 0..n {
+            let data: Option<String> = redis::cmd("HGET")
+                .arg(format!("key{i}"))
+                .arg("s")
+                .query(&mut con)
+                .unwrap();
+            assert_eq!(data.as_deref(), Some(format!("{{\"i\":{i}}}").as_str()));
+        }
+        let all: Vec<String> = redis::cmd("HGETALL").arg("key7").query(&mut con).unwrap();
+        assert_eq!(all, ["s", "{\"i\":7}"]);
+        let (status, page) = node.post("/records/list", json!({"pk": "key3"}));
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["Records"][0]["Data"], json!({"i": 3}));
+        // A bad `if` in a proxied list is the caller's 400, not a peer failure.
+        let (status, page) = node.post("/records/list", json!({"pk": "key3", "if": "data.i +"}));
+        assert_eq!(status, 400, "{page}");
+    }
+    assert!(
+        metric(
+            &nodes[0],
+            "firescroll_proxied_reads_total{operation=\"get\",result=\"ok\"}"
+        ) > 0.0
+    );
+
+    // Hop limit: a peer request for a partition the peer does not serve is refused, never
+    // proxied again.
+    let foreign = (0..n)
+        .map(|i| format!("key{i}"))
+        .find(|pk| !nodes[1].owned().contains(&(partition_of(pk) as u64)))
+        .unwrap();
+    let (status, text) = nodes[1].post_raw(
+        "/cluster/v1/get",
+        json!({"keys": [[foreign, "s"]], "min_offsets": []}).to_string(),
+    );
+    assert_eq!(status, 503, "{text}");
+
+    // Kill -9 the owner of some partitions. Until Kafka hands them to a survivor, reads of them
+    // are a 503 naming the partition — never a shorter 200.
+    let victim = 2;
+    let victim_partitions: Vec<String> = map
+        .iter()
+        .filter(|(_, owners)| **owners == [format!("n{victim}")])
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert!(!victim_partitions.is_empty(), "{map:?}");
+    nodes[victim].kill9();
+    let killed = Instant::now();
+    let mut unavailable = 0;
+    loop {
+        let (status, reply) = nodes[0].post("/records/get", json!({"Records": keys(n)}));
+        if status == 200 {
+            if reply["Records"].as_array().unwrap().len() == n {
+                break;
+            }
+            panic!("a read answered a partial result after a kill: {reply}");
+        }
+        assert_eq!(status, 503, "{reply}");
+        assert_eq!(reply["error"]["code"], "partition_unavailable", "{reply}");
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(
+            victim_partitions
+                .iter()
+                .any(|p| message.contains(&format!("partition {p} "))),
+            "{message} should name one of {victim_partitions:?}"
+        );
+        unavailable += 1;
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "reads did not recover:\n{}",
+            nodes[0].log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "reads fully available {:?} after kill -9 of an owner ({unavailable} 503s meanwhile)",
+        killed.elapsed()
+    );
+    for node in &nodes[..2] {
+        assert_reads_all(node, n);
+    }
+    // The dead member leaves every survivor's map.
+    let survivors = &nodes[..2];
+    let map = wait_converged(survivors, 1);
+    assert!(map.values().all(|o| !o.contains(&format!("n{victim}"))));
+}
+
+#[test]
+fn two_replica_groups_answer_everything_and_reads_use_both_replicas() {
+    let _serial = serial();
+    let broker = Broker::start();
+    let mut nodes = start_region(&broker, "groups", 4, 2);
+    wait_converged(&nodes, 2);
+    let n = 40;
+    write_all(&nodes[0], n);
+    for node in &nodes {
+        assert_reads_all(node, n);
+    }
+    // Reads from n0 of partitions it does not own spread over both owners of each.
+    let not_local: Vec<usize> = (0..n)
+        .filter(|i| {
+            !nodes[0]
+                .owned()
+                .contains(&(partition_of(&format!("key{i}")) as u64))
+        })
+        .collect();
+    for _ in 0..20 {
+        for &i in &not_local {
+            let (status, reply) = nodes[0].post(
+                "/records/get",
+                json!({"Records": [{"pk": format!("key{i}"), "sk": "s"}]}),
+            );
+            assert_eq!(status, 200, "{reply}");
+        }
+    }
+    let served: Vec<f64> = nodes[1..]
+        .iter()
+        .map(|node| metric(node, "firescroll_peer_requests_total{operation=\"get\"}"))
+        .collect();
+    let helping = served.iter().filter(|&&s| s > 0.0).count();
+    assert!(
+        helping >= 2,
+        "proxied reads should spread over replicas: peer requests served {served:?}"
+    );
+
+    // Kill -9 one node: each of its partitions has an owner in the other group, so reads fail
+    // over at once — no error at all.
+    nodes[3].kill9();
+    let killed = Instant::now();
+    while killed.elapsed() < Duration::from_secs(8) {
+        assert_reads_all(&nodes[0], n);
+        assert_reads_all(&nodes[1], n);
+    }
+    let failovers = metric(
+        &nodes[0],
+        "firescroll_proxied_reads_total{operation=\"get\",result=\"failover\"}",
+    ) + metric(
+        &nodes[1],
+        "firescroll_proxied_reads_total{operation=\"get\",result=\"failover\"}",
+    );
+    eprintln!("failovers after the kill: {failovers}");
+}
+
+#[test]
+fn a_restarted_node_rejoins_through_one_seed_and_maps_converge() {
+    let _serial = serial();
+    let broker = Broker::start();
+    let mut nodes = start_region(&broker, "rejoin", 3, 1);
+    wait_converged(&nodes, 1);
+    write_all(&nodes[0], 20);
+
+    // Restart n1 (same INSTANCE_ID, ports and data): it is a new gossip member, and the
+    // region converges on it — its old self is gone from every map.
+    let before = debug_cluster(&nodes[0]);
+    let old_id = before["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["instance_id"] == "n1")
+        .unwrap()["id"]
+        .clone();
+    nodes[1].kill9();
+    nodes[1].spawn();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let views: Vec<Value> = nodes.iter().map(debug_cluster).collect();
+        let ok = views.iter().all(|v| {
+            let members = v["members"].as_array().unwrap();
+            let n1: Vec<&Value> = members
+                .iter()
+                .filter(|m| m["instance_id"] == "n1")
+                .collect();
+            members.len() == 3 && n1.len() == 1 && n1[0]["id"] != old_id
+        });
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted node did not replace its old self: {views:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_converged(&nodes, 1);
+    for node in &nodes {
+        assert_reads_all(node, 20);
+    }
+    let members = metric(&nodes[2], "firescroll_cluster_members");
+    assert_eq!(members, 3.0);
+}
+
+#[test]
+fn read_your_writes_across_nodes_with_tokens() {
+    let _serial = serial();
+    let broker = Broker::start();
+    let nodes = start_region_with(
+        &broker,
+        "ryw",
+        3,
+        1,
+        &[("READ_TOKENS", "reader"), ("WRITE_TOKENS", "writer")],
+    );
+    let authed = |node: &Node, path: &str, token: &str, body: Value| -> (u16, Value) {
+        let r = reqwest::blocking::Client::new()
+            .post(node.url(path))
+            .bearer_auth(token)
+            .body(body.to_string())
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, serde_json::from_str(&r.text().unwrap()).unwrap())
+    };
+    wait_converged(&nodes, 1);
+    // Keys that n2 does not own: n2 must ask an owner, which waits for the position.
+    let remote: Vec<String> = (0..)
+        .map(|i| format!("ryw{i}"))
+        .filter(|pk| !nodes[2].owned().contains(&(partition_of(pk) as u64)))
+        .take(15)
+        .collect();
+    for (round, pk) in remote.iter().enumerate() {
+        let (status, reply) = authed(
+            &nodes[0],
+            "/records/put",
+            "writer",
+            json!({"Records": [{"pk": pk, "sk": "s", "data": {"round": round}}]}),
+        );
+        assert_eq!(status, 200, "{reply}");
+        let positions = reply["Positions"].clone();
+        let (status, got) = authed(
+            &nodes[2],
+            "/records/get",
+            "reader",
+            json!({"Records": [{"pk": pk, "sk": "s"}], "min_offsets": positions}),
+        );
+        assert_eq!(status, 200, "{got}");
+        assert_eq!(got["Records"][0]["Data"], json!({"round": round}), "{got}");
+        let (status, page) = authed(
+            &nodes[2],
+            "/records/list",
+            "reader",
+            json!({"pk": pk, "min_offsets": positions}),
+        );
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["Records"].as_array().unwrap().len(), 1, "{page}");
+    }
+    // The peer endpoints need a token like any read.
+    let (status, text) = nodes[1].post_raw(
+        "/cluster/v1/get",
+        json!({"keys": [["x", "s"]], "min_offsets": []}).to_string(),
+    );
+    assert_eq!(status, 401, "{text}");
+}
