@@ -648,4 +648,71 @@ mod tests {
         assert_eq!(k.heartbeat_interval, Duration::from_millis(2000));
         assert_eq!(k.base_config().get("security.protocol"), Some("sasl_ssl"));
     }
+
+    #[test]
+    fn gossip_is_on_with_an_advertise_address_and_needs_kafka() {
+        let c = Config::resolve(settings(&["--kafka-seeds", "b:9092"])).unwrap();
+        assert!(
+            c.cluster.is_none(),
+            "no ADVERTISE_ADDR/GOSSIP_PEERS: gossip off"
+        );
+        let c = Config::resolve(settings(&[
+            "--kafka-seeds",
+            "b:9092",
+            "--advertise-addr",
+            "fdaa::3",
+            "--gossip-peers",
+            "iad.app.internal:8192, 10.0.0.2:8192",
+            "--read-tokens",
+            "r1",
+            "--write-tokens",
+            "w1",
+        ]))
+        .unwrap();
+        let cluster = c.cluster.unwrap();
+        assert_eq!(cluster.advertise_host, "fdaa::3");
+        assert_eq!(cluster.gossip_port, 8192);
+        assert_eq!(cluster.peers, ["iad.app.internal:8192", "10.0.0.2:8192"]);
+        assert_eq!(cluster.broadcast_interval, Duration::from_millis(1000));
+        assert_eq!(
+            cluster.token.as_deref(),
+            Some("r1"),
+            "the least powerful token"
+        );
+
+        let error = |args: &[&str]| Config::resolve(settings(args)).unwrap_err().to_string();
+        assert!(error(&["--advertise-addr", "10.0.0.1"]).contains("need KAFKA_SEEDS"));
+        assert!(
+            error(&["--kafka-seeds", "b:9092", "--gossip-peers", "x:1"])
+                .contains("ADVERTISE_ADDR is not")
+        );
+        assert!(
+            error(&[
+                "--kafka-seeds",
+                "b:9092",
+                "--advertise-addr",
+                "h",
+                "--gossip-peers",
+                "x"
+            ])
+            .contains("is not host:port")
+        );
+        assert!(
+            error(&["--kafka-seeds", "b:9092", "--advertise-addr", "h:9999"])
+                .contains("is not API_PORT")
+        );
+    }
+
+    #[test]
+    fn advertise_addresses_in_every_form() {
+        let split = |v: &str| split_advertise(v).unwrap();
+        assert_eq!(split("node1"), ("node1".into(), None));
+        assert_eq!(split("node1:8190"), ("node1".into(), Some(8190)));
+        assert_eq!(split("10.1.2.3"), ("10.1.2.3".into(), None));
+        assert_eq!(split("10.1.2.3:8190"), ("10.1.2.3".into(), Some(8190)));
+        assert_eq!(split("fdaa:0:1::3"), ("fdaa:0:1::3".into(), None));
+        assert_eq!(split("[fdaa::3]:8190"), ("fdaa::3".into(), Some(8190)));
+        assert!(split_advertise("").is_err());
+        assert!(split_advertise("host:http").is_err());
+    }
 }

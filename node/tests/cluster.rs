@@ -35,7 +35,9 @@ fn cluster_env(
             ("PARTITIONS", PARTITIONS.to_string()),
             ("GOSSIP_PORT", gossip.to_string()),
             ("ADVERTISE_ADDR", "127.0.0.1".to_string()),
-            ("GOSSIP_PEERS", format!("127.0.0.1:{seed}")),
+            // A DNS name: it resolves to all its addresses (here 127.0.0.1, and ::1 where
+            // nobody listens).
+            ("GOSSIP_PEERS", format!("localhost:{seed}")),
             ("GOSSIP_BROADCAST_MS", "200".to_string()),
         ]
         .map(|(k, v)| (k.to_string(), v)),
@@ -135,9 +137,13 @@ fn write_all(node: &Node, n: usize) -> Value {
     reply
 }
 
-/// Asserts `node` returns all `n` records with their data.
-fn assert_reads_all(node: &Node, n: usize) {
-    let (status, reply) = node.post("/records/get", json!({"Records": keys(n)}));
+/// Asserts `node` returns all `n` records with their data, once it (or the owner it asks) has
+/// applied `positions` (a write's reply: replicas apply at their own pace).
+fn assert_reads_all(node: &Node, n: usize, positions: &Value) {
+    let (status, reply) = node.post(
+        "/records/get",
+        json!({"Records": keys(n), "min_offsets": positions}),
+    );
     assert_eq!(status, 200, "node on {}: {reply}", node.api);
     let records = reply["Records"].as_array().unwrap();
     assert_eq!(records.len(), n, "node on {}: {reply}", node.api);
@@ -177,7 +183,8 @@ fn three_nodes_one_group_answer_every_read_and_recover_from_a_kill_9() {
     // Writes accepted by n0 for partitions it does not own still report their outcomes: n0 asks
     // an owner.
     let reply = write_all(&nodes[0], n);
-    let positions = reply["Positions"].as_array().unwrap();
+    let written = reply["Positions"].clone();
+    let positions = written.as_array().unwrap();
     assert_eq!(positions.len(), PARTITIONS as usize, "{reply}");
     for p in positions {
         assert_eq!(p["Outcome"]["Status"], "applied", "{reply}");
@@ -198,7 +205,7 @@ fn three_nodes_one_group_answer_every_read_and_recover_from_a_kill_9() {
 
     // Every node answers every key, over HTTP and RESP, with one consistent result.
     for node in &nodes {
-        assert_reads_all(node, n);
+        assert_reads_all(node, n, &written);
         let mut con = redis(node);
         for i in 0..n {
             let data: Option<String> = redis::cmd("HGET")
@@ -249,7 +256,11 @@ fn three_nodes_one_group_answer_every_read_and_recover_from_a_kill_9() {
     let killed = Instant::now();
     let mut unavailable = 0;
     loop {
-        let (status, reply) = nodes[0].post("/records/get", json!({"Records": keys(n)}));
+        // With the write's positions: the new owner replays the partition before answering.
+        let (status, reply) = nodes[0].post(
+            "/records/get",
+            json!({"Records": keys(n), "min_offsets": written}),
+        );
         if status == 200 {
             if reply["Records"].as_array().unwrap().len() == n {
                 break;
@@ -278,7 +289,7 @@ fn three_nodes_one_group_answer_every_read_and_recover_from_a_kill_9() {
         killed.elapsed()
     );
     for node in &nodes[..2] {
-        assert_reads_all(node, n);
+        assert_reads_all(node, n, &written);
     }
     // The dead member leaves every survivor's map.
     let survivors = &nodes[..2];
@@ -293,9 +304,9 @@ fn two_replica_groups_answer_everything_and_reads_use_both_replicas() {
     let mut nodes = start_region(&broker, "groups", 4, 2);
     wait_converged(&nodes, 2);
     let n = 40;
-    write_all(&nodes[0], n);
+    let written = write_all(&nodes[0], n)["Positions"].clone();
     for node in &nodes {
-        assert_reads_all(node, n);
+        assert_reads_all(node, n, &written);
     }
     // Reads from n0 of partitions it does not own spread over both owners of each.
     let not_local: Vec<usize> = (0..n)
@@ -329,8 +340,8 @@ fn two_replica_groups_answer_everything_and_reads_use_both_replicas() {
     nodes[3].kill9();
     let killed = Instant::now();
     while killed.elapsed() < Duration::from_secs(8) {
-        assert_reads_all(&nodes[0], n);
-        assert_reads_all(&nodes[1], n);
+        assert_reads_all(&nodes[0], n, &written);
+        assert_reads_all(&nodes[1], n, &written);
     }
     let failovers = metric(
         &nodes[0],
@@ -348,7 +359,7 @@ fn a_restarted_node_rejoins_through_one_seed_and_maps_converge() {
     let broker = Broker::start();
     let mut nodes = start_region(&broker, "rejoin", 3, 1);
     wait_converged(&nodes, 1);
-    write_all(&nodes[0], 20);
+    let written = write_all(&nodes[0], 20)["Positions"].clone();
 
     // Restart n1 (same INSTANCE_ID, ports and data): it is a new gossip member, and the
     // region converges on it — its old self is gone from every map.
@@ -384,10 +395,34 @@ fn a_restarted_node_rejoins_through_one_seed_and_maps_converge() {
     }
     wait_converged(&nodes, 1);
     for node in &nodes {
-        assert_reads_all(node, 20);
+        assert_reads_all(node, 20, &written);
     }
     let members = metric(&nodes[2], "firescroll_cluster_members");
     assert_eq!(members, 3.0);
+
+    // A graceful stop tells the region: the node leaves the maps of the others.
+    let status = nodes[2].terminate();
+    assert!(status.success(), "{}", nodes[2].log());
+    assert!(nodes[2].log().contains("left the gossip cluster"));
+    let survivors = &nodes[..2];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while survivors.iter().any(|n| {
+        debug_cluster(n)["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["instance_id"] == "n2")
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "n2 stayed in the maps after leaving"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_converged(survivors, 1);
+    for node in survivors {
+        assert_reads_all(node, 20, &written);
+    }
 }
 
 #[test]

@@ -71,6 +71,7 @@ pub enum ClusterError {
 /// What the driver task and the read path share.
 pub(crate) struct Shared {
     local: NodeId,
+    replica_group: String,
     table: Arc<Mutex<Table>>,
     served: Served,
     metrics: Arc<Metrics>,
@@ -134,6 +135,7 @@ impl Cluster {
         let stale_after = (settings.broadcast_interval * 10).max(Duration::from_secs(5));
         let shared = Arc::new(Shared {
             local,
+            replica_group: settings.replica_group.clone(),
             table: Arc::new(Mutex::new(Table::new(
                 local,
                 &settings.namespace,
@@ -177,6 +179,14 @@ impl Cluster {
             .expect("table lock")
             .owners(partition, Instant::now());
         owners.shuffle(&mut rand::rng());
+        owners
+    }
+
+    /// Like [`Cluster::owners`], but this node's replica group first: what "applied by the
+    /// local replica group" means for a write's outcome.
+    pub fn owners_own_group_first(&self, partition: u32) -> Vec<Peer> {
+        let mut owners = self.owners(partition);
+        owners.sort_by_key(|o| o.replica_group != self.shared.replica_group);
         owners
     }
 

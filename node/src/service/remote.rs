@@ -45,7 +45,7 @@ impl Service {
                     .1
                     .push(partition);
             }
-            let mut requests = JoinSet::new();
+            let mut batches = Vec::with_capacity(plan.len());
             for (peer, parts) in plan.into_values() {
                 let mut query = GetQuery::default();
                 let mut indexes = Vec::new();
@@ -62,17 +62,34 @@ impl Service {
                         .filter(|m| parts.contains(&m.partition))
                         .collect::<Vec<_>>(),
                 );
+                batches.push((peer, parts, query, indexes));
+            }
+            let ask = |(peer, parts, query, indexes): (Peer, Vec<u32>, GetQuery, Vec<usize>)| {
                 let wait = self.peer_wait(!query.min_offsets.is_empty());
                 let client = cluster.client().clone();
-                requests.spawn(async move {
+                async move {
                     let started = Instant::now();
                     let reply = client.get(peer.api, &query, wait).await;
                     (peer, parts, query, indexes, reply, started.elapsed())
-                });
-            }
-            while let Some(joined) = requests.join_next().await {
-                let (peer, parts, query, indexes, reply, took) =
-                    joined.map_err(|e| ServiceError::internal(format!("proxied read: {e}")))?;
+                }
+            };
+            let answers = if batches.len() == 1 {
+                // The common case (one owner to ask): no task to spawn.
+                vec![ask(batches.pop().expect("one batch")).await]
+            } else {
+                let mut requests = JoinSet::new();
+                for batch in batches {
+                    requests.spawn(ask(batch));
+                }
+                let mut answers = Vec::new();
+                while let Some(joined) = requests.join_next().await {
+                    answers.push(
+                        joined.map_err(|e| ServiceError::internal(format!("proxied read: {e}")))?,
+                    );
+                }
+                answers
+            };
+            for (peer, parts, query, indexes, reply, took) in answers {
                 self.metrics
                     .proxy_latency
                     .with_label_values(&["get"])
@@ -170,7 +187,7 @@ impl Service {
                     .collect(),
                 wait_ms: wait.as_millis() as u64,
             };
-            let owners = cluster.owners(partition);
+            let owners = cluster.owners_own_group_first(partition);
             if owners.is_empty() {
                 return Err(no_owner(partition, false));
             }

@@ -25,8 +25,6 @@ pub fn router(service: Service) -> Router {
         )
         .route("/ready", get(ready))
         .route("/records/{op}", post(records::handle))
-        // Reads proxied by the other nodes of the region (gossip on).
-        .route("/cluster/v1/{op}", post(cluster::handle))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -34,6 +32,13 @@ pub fn router(service: Service) -> Router {
         // gzipped for clients that ask.
         .layer(CompressionLayer::new().gzip(true))
         .layer(CorsLayer::permissive())
+        // Reads proxied by the other nodes of the region (gossip on): not for browsers, never
+        // compressed (peers do not ask for it), so outside those layers.
+        .merge(
+            Router::new()
+                .route("/cluster/v1/{op}", post(cluster::handle))
+                .layer(DefaultBodyLimit::max(body_limit)),
+        )
         .with_state(service)
 }
 
