@@ -100,6 +100,22 @@ read -r r3 a3 b3 <<<"$(resp "$LOCAL")";  printf '%-28s %12s %10s %10s\n' "Redis 
 read -r r4 a4 b4 <<<"$(resp "$REMOTE")"; printf '%-28s %12s %10s %10s\n' "Redis HGET, proxied key" "$r4" "$a4" "$b4"
 awk -v a="$r2" -v b="$r1" -v c="$r4" -v d="$r3" 'BEGIN{printf "proxied/local throughput: HTTP %.2f, Redis %.2f\n", a/b, c/d}'
 
+# Unloaded latency: one client, one request at a time, keep-alive.
+python3 - "$LOCAL" "$REMOTE" <<'PY'
+import http.client, json, sys, time
+for label, key in (("local", sys.argv[1]), ("proxied", sys.argv[2])):
+    conn = http.client.HTTPConnection("127.0.0.1", 18190)
+    body = json.dumps({"Records": [{"pk": key, "sk": "s"}]})
+    lat = []
+    for _ in range(3000):
+        t = time.perf_counter()
+        conn.request("POST", "/records/get", body=body, headers={"content-type": "application/json"})
+        conn.getresponse().read()
+        lat.append(time.perf_counter() - t)
+    lat.sort()
+    print(f"one client, HTTP get, {label:8} key: p50 {lat[len(lat) // 2] * 1e6:.0f} us, p99 {lat[int(len(lat) * 0.99)] * 1e6:.0f} us")
+PY
+
 # Death of b: how long until a answers every key again (b's partitions move to a).
 python3 - "$work" "$(cat "$work/b.pid")" <<'PY'
 import json, os, signal, sys, time, urllib.request, urllib.error
