@@ -1,7 +1,7 @@
 //! Membership of a region (SWIM gossip on foca, over UDP on GOSSIP_PORT), the partition →
 //! owners map built from members' cards, and the client that reads from those owners.
 //!
-//! Every member broadcasts a [`card::Card`] — its addresses, replica group and the partitions it
+//! Every member broadcasts a card — its addresses, replica group and the partitions it
 //! serves with their applied offsets — every GOSSIP_BROADCAST_MS and whenever what it serves
 //! changes. SWIM detects dead members; a dead or departed member leaves the map at once. The
 //! service asks [`Cluster::owners`] where to send reads for partitions this node does not serve.
