@@ -13,5 +13,6 @@ pub mod log;
 pub mod metrics;
 pub mod model;
 pub mod node;
+pub mod plugins;
 pub mod service;
 pub mod store;

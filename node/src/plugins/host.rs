@@ -1,0 +1,296 @@
+//! The wasmtime host: compiles and validates plugins, and runs them deterministically — fuel
+//! (never wall-clock) limits, NaN canonicalization, no threads or relaxed SIMD, a memory cap
+//! and a stack limit — with a fresh instance per call, so no call can see another's state.
+
+use super::{Digest, PluginError, PluginFailure, PluginKind};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap, TypedFunc,
+};
+
+/// Limits every plugin runs under. The same on every node of a namespace, or replicas could
+/// disagree about an out-of-fuel plugin.
+#[derive(Debug, Clone)]
+pub struct PluginLimits {
+    /// Fuel (roughly, wasm instructions) one call may burn.
+    pub fuel: u64,
+    /// Linear memory one instance may grow to.
+    pub memory_bytes: usize,
+    /// Size of an uploaded module.
+    pub max_module_bytes: usize,
+    /// Size of a transform's output.
+    pub max_output_bytes: usize,
+    /// Instances alive at once (the pooling allocator's slots).
+    pub max_instances: u32,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        PluginLimits {
+            fuel: 50_000_000,
+            memory_bytes: 64 << 20,
+            max_module_bytes: 4 << 20,
+            max_output_bytes: 512 << 10,
+            max_instances: 256,
+        }
+    }
+}
+
+/// Per-call store data.
+pub struct CallState {
+    limits: StoreLimits,
+}
+
+/// A compiled, validated plugin, ready to instantiate.
+pub struct Compiled {
+    pub digest: Digest,
+    pub kind: PluginKind,
+    pub size: usize,
+    pre: InstancePre<CallState>,
+}
+
+/// The host: one wasmtime engine and the compiled modules by digest.
+pub struct PluginHost {
+    engine: Engine,
+    limits: PluginLimits,
+    compiled: RwLock<HashMap<Digest, Arc<Compiled>>>,
+}
+
+impl PluginHost {
+    pub fn new(limits: PluginLimits) -> Result<Self, PluginError> {
+        let mut config = Config::new();
+        // Threads are off by construction: wasmtime is built without its `threads` feature.
+        config
+            .consume_fuel(true)
+            .cranelift_nan_canonicalization(true)
+            .wasm_relaxed_simd(false)
+            .max_wasm_stack(512 << 10);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_core_instances(limits.max_instances)
+            .total_memories(limits.max_instances)
+            .total_tables(limits.max_instances)
+            .max_memory_size(limits.memory_bytes);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| PluginError::Host(e.to_string()))?;
+        Ok(PluginHost {
+            engine,
+            limits,
+            compiled: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &PluginLimits {
+        &self.limits
+    }
+
+    /// Compiles and validates `bytes`: under the size limit, no imports (plugins are pure),
+    /// `memory`, `alloc` and `dealloc` exported with the ABI's types, and `condition` and/or
+    /// `transform`. Cached by digest: loading the same bytes again is free.
+    pub fn load(&self, bytes: &[u8]) -> Result<Arc<Compiled>, PluginError> {
+        let digest = Digest::of(bytes);
+        if let Some(compiled) = self.get(&digest) {
+            return Ok(compiled);
+        }
+        if bytes.len() > self.limits.max_module_bytes {
+            return Err(PluginError::Invalid(format!(
+                "the module is {} bytes; the limit is {} (PLUGIN_MAX_BYTES)",
+                bytes.len(),
+                self.limits.max_module_bytes
+            )));
+        }
+        let module = Module::new(&self.engine, bytes)
+            .map_err(|e| PluginError::Invalid(format!("not a valid WebAssembly module: {e:#}")))?;
+        let imports: Vec<String> = module
+            .imports()
+            .map(|i| format!("{}::{}", i.module(), i.name()))
+            .collect();
+        if !imports.is_empty() {
+            return Err(PluginError::Invalid(format!(
+                "plugins must be pure and import nothing, but this module imports {}",
+                imports.join(", ")
+            )));
+        }
+        let kind = kind_of(&module)?;
+        let pre = Linker::<CallState>::new(&self.engine)
+            .instantiate_pre(&module)
+            .map_err(|e| PluginError::Invalid(e.to_string()))?;
+        let compiled = Arc::new(Compiled {
+            digest,
+            kind,
+            size: bytes.len(),
+            pre,
+        });
+        self.compiled
+            .write()
+            .expect("plugin cache lock")
+            .insert(digest, compiled.clone());
+        Ok(compiled)
+    }
+
+    /// The compiled plugin with `digest`, if loaded.
+    pub fn get(&self, digest: &Digest) -> Option<Arc<Compiled>> {
+        self.compiled
+            .read()
+            .expect("plugin cache lock")
+            .get(digest)
+            .cloned()
+    }
+
+    /// Runs `condition` on `input` (the ABI's JSON): true or false, or a deterministic failure.
+    pub fn condition(&self, plugin: &Compiled, input: &[u8]) -> Result<bool, PluginFailure> {
+        let mut call = self.start(plugin, input)?;
+        let func: TypedFunc<(i32, i32), i32> = call
+            .instance
+            .get_typed_func(&mut call.store, "condition")
+            .map_err(|_| PluginFailure::Abi("the plugin has no `condition` export".into()))?;
+        match func
+            .call(&mut call.store, (call.ptr, call.len))
+            .map_err(failure)?
+        {
+            1 => Ok(true),
+            0 => Ok(false),
+            code => Err(PluginFailure::Error(code as i64)),
+        }
+    }
+
+    /// Runs `transform` on `input`: the output JSON, checked to be one JSON value.
+    pub fn transform(&self, plugin: &Compiled, input: &[u8]) -> Result<Vec<u8>, PluginFailure> {
+        let mut call = self.start(plugin, input)?;
+        let func: TypedFunc<(i32, i32), i64> = call
+            .instance
+            .get_typed_func(&mut call.store, "transform")
+            .map_err(|_| PluginFailure::Abi("the plugin has no `transform` export".into()))?;
+        let packed = func
+            .call(&mut call.store, (call.ptr, call.len))
+            .map_err(failure)?;
+        if packed < 0 {
+            return Err(PluginFailure::Error(packed));
+        }
+        let (ptr, len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
+        if len > self.limits.max_output_bytes {
+            return Err(PluginFailure::Output(format!(
+                "{len} bytes of output; the limit is {}",
+                self.limits.max_output_bytes
+            )));
+        }
+        let memory = call.memory;
+        let data = memory.data(&call.store);
+        let out = data
+            .get(ptr..ptr.saturating_add(len))
+            .ok_or_else(|| PluginFailure::Output(format!("output {ptr}+{len} is outside memory")))?
+            .to_vec();
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&out) {
+            return Err(PluginFailure::Output(format!(
+                "output is not one JSON value: {e}"
+            )));
+        }
+        Ok(out)
+    }
+
+    /// A fresh instance with `input` copied into memory it allocated.
+    fn start(&self, plugin: &Compiled, input: &[u8]) -> Result<Call, PluginFailure> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            .instances(1)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = Store::new(&self.engine, CallState { limits });
+        store.limiter(|state| &mut state.limits);
+        store
+            .set_fuel(self.limits.fuel)
+            .map_err(|e| PluginFailure::Abi(e.to_string()))?;
+        let instance = plugin.pre.instantiate(&mut store).map_err(failure)?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| PluginFailure::Abi("the plugin exports no `memory`".into()))?;
+        let alloc: TypedFunc<i32, i32> = instance
+            .get_typed_func(&mut store, "alloc")
+            .map_err(|_| PluginFailure::Abi("the plugin has no `alloc(i32) -> i32`".into()))?;
+        let len = i32::try_from(input.len())
+            .map_err(|_| PluginFailure::Abi("input over 2 GiB".into()))?;
+        let ptr = alloc.call(&mut store, len).map_err(failure)?;
+        memory
+            .write(&mut store, ptr as u32 as usize, input)
+            .map_err(|_| PluginFailure::Abi(format!("alloc returned {ptr}, outside memory")))?;
+        Ok(Call {
+            store,
+            instance,
+            memory,
+            ptr,
+            len,
+        })
+    }
+}
+
+struct Call {
+    store: Store<CallState>,
+    instance: wasmtime::Instance,
+    memory: wasmtime::Memory,
+    ptr: i32,
+    len: i32,
+}
+
+/// A failed call as a deterministic failure: out of fuel, or the trap's kind (never a message
+/// with addresses or a backtrace, which could differ between nodes).
+fn failure(e: wasmtime::Error) -> PluginFailure {
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => PluginFailure::OutOfFuel,
+        Some(trap) => PluginFailure::Trap(trap.to_string()),
+        None => PluginFailure::Trap("the call failed".into()),
+    }
+}
+
+/// What a module can be used as, from its exports; refuses modules missing the ABI.
+fn kind_of(module: &Module) -> Result<PluginKind, PluginError> {
+    use wasmtime::{ExternType, ValType};
+    let func = |name: &str| match module.get_export(name) {
+        Some(ExternType::Func(f)) => Some(f),
+        _ => None,
+    };
+    let is = |ty: &Option<wasmtime::FuncType>, params: &[&str], results: &[&str]| {
+        let name = |v: ValType| match v {
+            ValType::I32 => "i32",
+            ValType::I64 => "i64",
+            _ => "other",
+        };
+        ty.as_ref().is_some_and(|f| {
+            f.params().map(name).collect::<Vec<_>>() == params
+                && f.results().map(name).collect::<Vec<_>>() == results
+        })
+    };
+    let missing = |what: &str| {
+        PluginError::Invalid(format!(
+            "the module does not export {what} (see the plugin ABI: memory, alloc, dealloc, condition and/or transform)"
+        ))
+    };
+    if !matches!(module.get_export("memory"), Some(ExternType::Memory(_))) {
+        return Err(missing("`memory`"));
+    }
+    if !is(&func("alloc"), &["i32"], &["i32"]) {
+        return Err(missing("`alloc(len: i32) -> i32`"));
+    }
+    if !is(&func("dealloc"), &["i32", "i32"], &[]) {
+        return Err(missing("`dealloc(ptr: i32, len: i32)`"));
+    }
+    let condition = func("condition");
+    let transform = func("transform");
+    if condition.is_some() && !is(&condition, &["i32", "i32"], &["i32"]) {
+        return Err(missing(
+            "`condition(ptr: i32, len: i32) -> i32` with that signature",
+        ));
+    }
+    if transform.is_some() && !is(&transform, &["i32", "i32"], &["i64"]) {
+        return Err(missing(
+            "`transform(ptr: i32, len: i32) -> i64` with that signature",
+        ));
+    }
+    match (condition.is_some(), transform.is_some()) {
+        (true, true) => Ok(PluginKind::Both),
+        (true, false) => Ok(PluginKind::Condition),
+        (false, true) => Ok(PluginKind::Transform),
+        (false, false) => Err(missing("`condition` or `transform`")),
+    }
+}

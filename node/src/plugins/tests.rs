@@ -1,0 +1,184 @@
+//! The host against hand-written WAT modules: good ones, and each way a plugin can be bad.
+
+use super::*;
+use std::sync::Arc;
+
+/// The ABI's boilerplate plus `body` (more exports).
+fn module(body: &str) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(module
+            (memory (export "memory") 1)
+            (func (export "alloc") (param i32) (result i32) i32.const 1024)
+            (func (export "dealloc") (param i32 i32))
+            {body})"#
+    ))
+    .unwrap()
+}
+
+fn host() -> PluginHost {
+    PluginHost::new(PluginLimits {
+        fuel: 1_000_000,
+        memory_bytes: 1 << 20,
+        ..PluginLimits::default()
+    })
+    .unwrap()
+}
+
+const INPUT: &[u8] = br#"{"op":"put","pk":"a","sk":"b","data":1,"current":null,"args":null}"#;
+
+/// True when the input's first byte is `{`: reads the input the host wrote.
+const FIRST_BYTE_IS_BRACE: &str = r#"(func (export "condition") (param i32 i32) (result i32)
+    local.get 0 i32.load8_u i32.const 123 i32.eq)"#;
+
+/// Returns the input unchanged.
+const ECHO: &str = r#"(func (export "transform") (param i32 i32) (result i64)
+    local.get 0 i64.extend_i32_u i64.const 32 i64.shl local.get 1 i64.extend_i32_u i64.or)"#;
+
+#[test]
+fn conditions_and_transforms_run_and_are_cached_by_digest() {
+    let host = host();
+    let plugin = host.load(&module(FIRST_BYTE_IS_BRACE)).unwrap();
+    assert_eq!(plugin.kind, PluginKind::Condition);
+    assert_eq!(host.condition(&plugin, INPUT), Ok(true));
+    assert_eq!(host.condition(&plugin, b"[]"), Ok(false));
+    let again = host.load(&module(FIRST_BYTE_IS_BRACE)).unwrap();
+    assert!(Arc::ptr_eq(&plugin, &again));
+    assert_eq!(host.get(&plugin.digest).unwrap().digest, plugin.digest);
+
+    let echo = host.load(&module(ECHO)).unwrap();
+    assert_eq!(echo.kind, PluginKind::Transform);
+    assert_eq!(host.transform(&echo, INPUT).unwrap(), INPUT);
+    let both = host
+        .load(&module(&format!("{FIRST_BYTE_IS_BRACE} {ECHO}")))
+        .unwrap();
+    assert_eq!(both.kind, PluginKind::Both);
+}
+
+#[test]
+fn bad_modules_are_refused_with_the_reason() {
+    let host = host();
+    let invalid = |bytes: &[u8]| match host.load(bytes) {
+        Err(PluginError::Invalid(reason)) => reason,
+        Err(e) => panic!("expected an invalid plugin, got {e}"),
+        Ok(_) => panic!("a bad module was accepted"),
+    };
+    assert!(invalid(b"\0asm garbage").contains("not a valid WebAssembly module"));
+    assert!(invalid(b"hello").contains("not a valid WebAssembly module"));
+    let importing = wat::parse_str(
+        r#"(module (import "env" "now" (func)) (memory (export "memory") 1)
+            (func (export "alloc") (param i32) (result i32) i32.const 0)
+            (func (export "dealloc") (param i32 i32))
+            (func (export "condition") (param i32 i32) (result i32) i32.const 1))"#,
+    )
+    .unwrap();
+    assert!(invalid(&importing).contains("imports env::now"));
+    let no_alloc = wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+            (func (export "condition") (param i32 i32) (result i32) i32.const 1))"#,
+    )
+    .unwrap();
+    assert!(invalid(&no_alloc).contains("alloc"));
+    assert!(invalid(&module("")).contains("`condition` or `transform`"));
+    let wrong_type = module(r#"(func (export "condition") (param i32) (result i32) i32.const 1)"#);
+    assert!(invalid(&wrong_type).contains("condition(ptr: i32, len: i32) -> i32"));
+    let small = PluginHost::new(PluginLimits {
+        max_module_bytes: 10,
+        ..PluginLimits::default()
+    })
+    .unwrap();
+    assert!(matches!(
+        small.load(&module(ECHO)),
+        Err(PluginError::Invalid(reason)) if reason.contains("limit is 10")
+    ));
+}
+
+#[test]
+fn runaway_plugins_fail_deterministically_and_the_host_carries_on() {
+    let host = host();
+    let run = |body: &str| {
+        let plugin = host.load(&module(body)).unwrap();
+        host.condition(&plugin, INPUT)
+    };
+    let looping = r#"(func (export "condition") (param i32 i32) (result i32)
+        (loop $l br $l) i32.const 1)"#;
+    assert_eq!(run(looping), Err(PluginFailure::OutOfFuel));
+    assert_eq!(run(looping), Err(PluginFailure::OutOfFuel), "every time");
+    let trapping = r#"(func (export "condition") (param i32 i32) (result i32) unreachable)"#;
+    assert!(matches!(run(trapping), Err(PluginFailure::Trap(t)) if t.contains("unreachable")));
+    let bomb = r#"(func (export "condition") (param i32 i32) (result i32)
+        (loop $l (drop (memory.grow (i32.const 16))) br $l) i32.const 1)"#;
+    assert!(
+        matches!(run(bomb), Err(PluginFailure::Trap(_))),
+        "{:?}",
+        run(bomb)
+    );
+    let negative = r#"(func (export "condition") (param i32 i32) (result i32) i32.const -7)"#;
+    assert_eq!(run(negative), Err(PluginFailure::Error(-7)));
+    let two = r#"(func (export "condition") (param i32 i32) (result i32) i32.const 2)"#;
+    assert_eq!(run(two), Err(PluginFailure::Error(2)));
+    // After all that, a good plugin still runs.
+    assert_eq!(run(FIRST_BYTE_IS_BRACE), Ok(true));
+}
+
+#[test]
+fn transform_output_must_be_json_inside_memory() {
+    let host = host();
+    let transform = |body: &str, input: &[u8]| {
+        let plugin = host.load(&module(body)).unwrap();
+        host.transform(&plugin, input)
+    };
+    assert!(matches!(
+        transform(ECHO, b"not json"),
+        Err(PluginFailure::Output(m)) if m.contains("not one JSON value")
+    ));
+    let outside = r#"(func (export "transform") (param i32 i32) (result i64)
+        i64.const 0x7fff000000000010)"#;
+    assert!(matches!(
+        transform(outside, INPUT),
+        Err(PluginFailure::Output(m)) if m.contains("outside memory")
+    ));
+    let error = r#"(func (export "transform") (param i32 i32) (result i64) i64.const -1)"#;
+    assert_eq!(transform(error, INPUT), Err(PluginFailure::Error(-1)));
+}
+
+#[test]
+fn input_json_carries_everything_verbatim() {
+    let input = Input {
+        op: "put",
+        pk: "p\"k",
+        sk: "",
+        data: Some(r#"{"a":[1,2]}"#),
+        current: Some((r#"{"a":[1]}"#, 5, 6)),
+        args: Some(r#"{"v":"1.2.0"}"#),
+    };
+    let value: serde_json::Value = serde_json::from_slice(&input.to_json()).unwrap();
+    assert_eq!(
+        value,
+        serde_json::json!({"op":"put","pk":"p\"k","sk":"","data":{"a":[1,2]},
+            "current":{"data":{"a":[1]},"_created_at":5,"_updated_at":6},"args":{"v":"1.2.0"}})
+    );
+    let bare = Input {
+        op: "delete",
+        pk: "a",
+        sk: "b",
+        data: None,
+        current: None,
+        args: None,
+    };
+    let value: serde_json::Value = serde_json::from_slice(&bare.to_json()).unwrap();
+    assert_eq!(value["current"], serde_json::Value::Null);
+    assert_eq!(value["data"], serde_json::Value::Null);
+}
+
+#[test]
+fn digests_print_and_parse() {
+    let d = Digest::of(b"abc");
+    let text = d.to_string();
+    assert_eq!(
+        text,
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    assert_eq!(text.parse::<Digest>().unwrap(), d);
+    assert_eq!(format!("sha256:{text}").parse::<Digest>().unwrap(), d);
+    assert!("abc".parse::<Digest>().is_err());
+}
