@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs the real services and clients the tests talk to (once; the first
 # install of the Kafka-protocol broker takes 15-30 minutes on 2 cores; redis-cli comes from
-# Debian's redis-tools), then runs every test.
+# Debian's redis-tools), builds the example WebAssembly plugins from source, then runs every test.
 #
 #   scripts/test.sh [cargo test args...]
 set -euo pipefail
@@ -19,6 +19,8 @@ if ! python3 -c 'import redis, confluent_kafka' >/dev/null 2>&1; then
     python3 -m pip install --quiet 'redis>=5' 'confluent-kafka>=2' >&2 ||
         { echo "required: python3 -m pip install 'redis>=5' 'confluent-kafka>=2'" >&2; exit 1; }
 fi
+# The example plugins (plugins/, with the SDK in sdk-wasm/), built to wasm32 for the plugin tests.
+scripts/build-plugins.sh >&2
 # Integration tests start their own brokers from this binary, each on a free port.
 NISSHI_BIN="$(scripts/kafka-broker.sh bin)"
 export NISSHI_BIN

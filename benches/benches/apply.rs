@@ -3,11 +3,12 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use firescroll::cond::Conditions;
-use firescroll::engine::{Engine, EngineConfig, apply_and_commit};
+use firescroll::engine::{Engine, EngineConfig, PluginResolver, apply_and_commit};
 use firescroll::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use firescroll::log::{Append, MutationLog};
 use firescroll::metrics::Metrics;
 use firescroll::model::Position;
+use firescroll::plugins::{PluginHost, PluginLimits};
 use firescroll::store::Store;
 use firescroll_benches::{PARTITIONS, single_op_entries};
 use std::sync::Arc;
@@ -30,13 +31,15 @@ fn apply_batches(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let dir = tempfile::tempdir().unwrap();
-                let store = Store::open(dir.path(), PARTITIONS)
-                    .unwrap()
-                    .partition(0)
-                    .unwrap();
+                let opened = Store::open(dir.path(), PARTITIONS).unwrap();
+                let store = opened.partition(0).unwrap();
+                let plugins = PluginResolver::new(
+                    Arc::new(PluginHost::new(PluginLimits::default()).unwrap()),
+                    opened.plugins().unwrap(),
+                );
                 let started = Instant::now();
                 for _ in 0..iters {
-                    apply_and_commit(&store, &conds, PARTITIONS, &entries).unwrap();
+                    apply_and_commit(&store, &conds, &plugins, PARTITIONS, &entries).unwrap();
                 }
                 started.elapsed()
             })

@@ -51,6 +51,7 @@ pub fn single_op_entries(n: u64, cond: Option<&str>) -> Vec<LogRecord> {
                 sk: String::new(),
                 data: Some(RawValue::from_string(value_100b(i)).expect("valid JSON")),
                 cond: cond.map(str::to_string),
+                ..Op::default()
             };
             LogRecord {
                 offset: i,

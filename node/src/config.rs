@@ -5,6 +5,7 @@
 use crate::api::resp::{FrameLimits, RespConfig};
 use crate::cluster::ClusterSettings;
 use crate::log::kafka::{KafkaSettings, SaslMechanism};
+use crate::plugins::PluginLimits;
 use crate::service::{Limits, ServiceConfig, Tokens};
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -195,6 +196,16 @@ pub struct Settings {
     /// 0 turns the index off [default: 536870912].
     #[arg(long, env = "READ_INDEX_MAX_BYTES")]
     pub read_index_max_bytes: Option<usize>,
+    /// Fuel (about one per wasm instruction) a plugin call may burn; the same on every node of a
+    /// namespace [default: 50000000].
+    #[arg(long, env = "PLUGIN_FUEL")]
+    pub plugin_fuel: Option<u64>,
+    /// Memory one plugin instance may grow to, bytes [default: 67108864].
+    #[arg(long, env = "PLUGIN_MEMORY_BYTES")]
+    pub plugin_memory_bytes: Option<usize>,
+    /// Largest plugin module accepted, bytes [default: 4194304].
+    #[arg(long, env = "PLUGIN_MAX_BYTES")]
+    pub plugin_max_bytes: Option<usize>,
     /// Entries per partition whose outcomes are kept for `/records/outcomes` [default: 1000000].
     #[arg(long, env = "OUTCOME_RETENTION")]
     pub outcome_retention: Option<u64>,
@@ -232,6 +243,7 @@ pub struct Config {
     pub drop_released_partitions: bool,
     pub read_index_max_bytes: usize,
     pub outcome_retention: u64,
+    pub plugin_limits: PluginLimits,
     pub log_format: LogFormat,
     pub log_level: tracing::Level,
     pub shutdown_sleep: Duration,
@@ -275,6 +287,7 @@ impl Config {
         }
         let defaults = Limits::default();
         let service_defaults = ServiceConfig::default();
+        let plugin_defaults = PluginLimits::default();
         let debug = pick!(debug, false);
         let level_name = pick!(log_level, if debug { "debug" } else { "info" }.to_string());
         let config = Config {
@@ -326,6 +339,13 @@ impl Config {
             drop_released_partitions: pick!(drop_released_partitions, false),
             read_index_max_bytes: pick!(read_index_max_bytes, 512 << 20),
             outcome_retention: pick!(outcome_retention, 1_000_000),
+            plugin_limits: PluginLimits {
+                fuel: pick!(plugin_fuel, plugin_defaults.fuel),
+                memory_bytes: pick!(plugin_memory_bytes, plugin_defaults.memory_bytes),
+                max_module_bytes: pick!(plugin_max_bytes, plugin_defaults.max_module_bytes),
+                max_output_bytes: pick!(max_value_bytes, defaults.max_value_bytes),
+                ..plugin_defaults
+            },
             log_format: pick!(log_format, LogFormat::Text),
             log_level: level_name.parse().map_err(|_| {
                 anyhow::anyhow!(
@@ -517,6 +537,11 @@ impl Config {
                     kafka.session_timeout.as_millis()
                 );
             }
+        }
+        if self.plugin_limits.fuel == 0 || self.plugin_limits.memory_bytes < 65536 {
+            bail!(
+                "PLUGIN_FUEL must be above 0 and PLUGIN_MEMORY_BYTES at least 65536 (one wasm page)"
+            );
         }
         if self.checkpoint_interval.is_zero() {
             bail!("CHECKPOINT_INTERVAL_MS: must be greater than 0");

@@ -47,6 +47,7 @@ pub async fn run(
             // A node-wide budget, so the index's memory does not grow with the partition count.
             read_index_max_bytes: config.read_index_max_bytes / config.partitions as usize,
             outcome_retention: config.outcome_retention,
+            plugin_limits: config.plugin_limits.clone(),
             ..EngineConfig::default()
         },
     );

@@ -1,10 +1,12 @@
 //! Applying log entries to a partition: deterministic, a pure function of the entries and the
 //! stored state (DESIGN.md invariant 4). No clock, randomness or I/O beyond reading the store.
 
+use super::plugins::{PluginResolver, Resolved};
 use crate::cond::{Conditions, Subject};
 use crate::log::LogRecord;
 use crate::model::{LogEntry, Op, OpKind, partition_of};
 use crate::model::{Rejection, RejectionKind};
+use crate::plugins::{Input, PluginFailure};
 use crate::store::{PartitionStore, StoreError, decode_value, encode_key, encode_value};
 use std::collections::HashMap;
 
@@ -19,27 +21,52 @@ pub struct AppliedBatch {
     /// The offset to apply next once this batch is committed.
     pub next_offset: u64,
     pub entries: usize,
+    /// The batch stopped before the entry at `next_offset`: it names a plugin (digest) this
+    /// node does not have yet. The partition waits for it; it never rejects for timing.
+    pub waiting_for: Option<String>,
 }
 
-/// Applies `records` (in offset order) on top of `store`'s committed state.
+/// What one entry came to.
+enum EntryOutcome {
+    Applied,
+    Rejected(Rejection),
+    /// Needs a plugin not yet here (digest).
+    Waiting(String),
+}
+
+/// Applies `records` (in offset order) on top of `store`'s committed state, stopping before an
+/// entry whose plugin is not here yet.
 pub fn apply_batch(
     store: &PartitionStore,
     conds: &Conditions,
+    plugins: &PluginResolver,
     partitions: u32,
     records: &[LogRecord],
 ) -> Result<AppliedBatch, StoreError> {
     let mut batch = AppliedBatch {
         writes: Overlay::new(),
         rejections: Vec::new(),
-        next_offset: 0,
-        entries: records.len(),
+        next_offset: records.first().map_or(0, |r| r.offset),
+        entries: 0,
+        waiting_for: None,
     };
     for record in records {
-        if let Err(rejection) =
-            apply_entry(store, conds, partitions, &record.payload, &mut batch.writes)?
-        {
-            batch.rejections.push((record.offset, rejection));
+        match apply_entry(
+            store,
+            conds,
+            plugins,
+            partitions,
+            &record.payload,
+            &mut batch.writes,
+        )? {
+            EntryOutcome::Applied => {}
+            EntryOutcome::Rejected(rejection) => batch.rejections.push((record.offset, rejection)),
+            EntryOutcome::Waiting(digest) => {
+                batch.waiting_for = Some(digest);
+                break;
+            }
         }
+        batch.entries += 1;
         batch.next_offset = record.offset + 1;
     }
     Ok(batch)
@@ -49,10 +76,14 @@ pub fn apply_batch(
 pub fn apply_and_commit(
     store: &PartitionStore,
     conds: &Conditions,
+    plugins: &PluginResolver,
     partitions: u32,
     records: &[LogRecord],
 ) -> Result<AppliedBatch, StoreError> {
-    let batch = apply_batch(store, conds, partitions, records)?;
+    let batch = apply_batch(store, conds, plugins, partitions, records)?;
+    if batch.entries == 0 {
+        return Ok(batch);
+    }
     let rejections: Vec<(u64, Vec<u8>)> = batch
         .rejections
         .iter()
@@ -76,26 +107,35 @@ pub fn apply_and_commit(
 fn apply_entry(
     store: &PartitionStore,
     conds: &Conditions,
+    plugins: &PluginResolver,
     partitions: u32,
     payload: &[u8],
     overlay: &mut Overlay,
-) -> Result<Result<(), Rejection>, StoreError> {
+) -> Result<EntryOutcome, StoreError> {
     let entry = match LogEntry::decode(payload) {
         Ok(entry) => entry,
         Err(e) => {
-            return Ok(Err(Rejection {
+            return Ok(EntryOutcome::Rejected(Rejection {
                 kind: RejectionKind::MalformedEntry,
                 op: None,
                 message: e.to_string(),
             }));
         }
     };
+    // Every plugin the entry names must be here before any op runs.
+    for op in &entry.ops {
+        for digest in op.if_plugin.iter().chain(&op.transform) {
+            if let Resolved::Missing = plugins.resolve(digest) {
+                return Ok(EntryOutcome::Waiting(digest.clone()));
+            }
+        }
+    }
     // This entry's own writes: later ops of the entry see earlier ones, and all are dropped if any
     // op rejects the entry.
     let mut local = Overlay::new();
     for (index, op) in entry.ops.iter().enumerate() {
         let reject = |kind, message| {
-            Ok(Err(Rejection {
+            Ok(EntryOutcome::Rejected(Rejection {
                 kind,
                 op: Some(index as u32),
                 message,
@@ -131,6 +171,52 @@ fn apply_entry(
         {
             return reject(kind, message);
         }
+        let stored = current
+            .as_ref()
+            .map(|v| (v.data_json, v.created_at_ms, v.updated_at_ms));
+        let op_name = match op.op {
+            OpKind::Put => "put",
+            OpKind::Delete => "delete",
+        };
+        let input = || Input {
+            op: op_name,
+            pk: &op.pk,
+            sk: &op.sk,
+            data: match op.op {
+                OpKind::Put => Some(op.data.as_ref().map_or("null", |d| d.get())),
+                OpKind::Delete => None,
+            },
+            current: stored,
+            args: op.args.as_ref().map(|a| a.get()),
+        };
+        if let Some(digest) = &op.if_plugin {
+            let verdict = ready(plugins, digest, true).and_then(|p| {
+                plugins
+                    .host()
+                    .condition(&p, &input().to_json())
+                    .map_err(fail)
+            });
+            match verdict {
+                Ok(true) => {}
+                Ok(false) => {
+                    return reject(
+                        RejectionKind::PluginConditionFailed,
+                        format!(
+                            "if_plugin {} was false for pk {:?}, sk {:?}",
+                            short(digest),
+                            op.pk,
+                            op.sk
+                        ),
+                    );
+                }
+                Err(e) => {
+                    return reject(
+                        RejectionKind::PluginError,
+                        format!("if_plugin {} {e}", short(digest)),
+                    );
+                }
+            }
+        }
         let new_value = match op.op {
             OpKind::Delete => None,
             OpKind::Put => {
@@ -140,14 +226,67 @@ fn apply_entry(
                     Some(v) => (v.created_at_ms, v.updated_at_ms.max(entry.ts_ms)),
                     None => (entry.ts_ms, entry.ts_ms),
                 };
-                let data = op.data.as_ref().map_or("null", |d| d.get());
+                let transformed;
+                let data = match &op.transform {
+                    None => op.data.as_ref().map_or("null", |d| d.get()),
+                    Some(digest) => {
+                        let output = ready(plugins, digest, false).and_then(|p| {
+                            let out = plugins
+                                .host()
+                                .transform(&p, &input().to_json())
+                                .map_err(fail)?;
+                            String::from_utf8(out)
+                                .map_err(|_| "returned output that is not UTF-8".to_string())
+                        });
+                        match output {
+                            Ok(output) => {
+                                transformed = output;
+                                transformed.as_str()
+                            }
+                            Err(e) => {
+                                return reject(
+                                    RejectionKind::PluginError,
+                                    format!("transform {} {e}", short(digest)),
+                                );
+                            }
+                        }
+                    }
+                };
                 Some(encode_value(created, updated, data.as_bytes()))
             }
         };
         local.insert(key, new_value);
     }
     overlay.extend(local);
-    Ok(Ok(()))
+    Ok(EntryOutcome::Applied)
+}
+
+/// The plugin `digest` names, if it can be used as a condition (`condition`) or transform.
+fn ready(
+    plugins: &PluginResolver,
+    digest: &str,
+    condition: bool,
+) -> Result<std::sync::Arc<crate::plugins::Compiled>, String> {
+    let plugin = match plugins.resolve(digest) {
+        Resolved::Ready(plugin) => plugin,
+        Resolved::Invalid(e) => return Err(format!("cannot be used: {e}")),
+        // Checked before the entry's first op: the entry waits instead of getting here.
+        Resolved::Missing => return Err("is not on this node".into()),
+    };
+    match (condition, plugin.kind) {
+        (true, kind) if !kind.is_condition() => Err("is not a condition plugin".into()),
+        (false, kind) if !kind.is_transform() => Err("is not a transform plugin".into()),
+        _ => Ok(plugin),
+    }
+}
+
+fn fail(failure: PluginFailure) -> String {
+    failure.to_string()
+}
+
+/// A digest as messages show it.
+fn short(digest: &str) -> String {
+    format!("sha256:{}", &digest[..digest.len().min(12)])
 }
 
 /// Evaluates an op's `if` against the record as stored (its stored `_updated_at`, not the new one).

@@ -7,11 +7,13 @@
 
 mod apply;
 mod partition;
+mod plugins;
 mod read_index;
 
 pub use crate::model::{Outcome, Rejection, RejectionKind};
 pub use apply::{AppliedBatch, apply_and_commit, apply_batch};
 pub use partition::{Health, PartitionRuntime};
+pub use plugins::{PluginResolver, Resolved};
 pub use read_index::{Lookup, ReadIndex};
 
 use crate::cond::Conditions;
@@ -40,6 +42,8 @@ pub struct EngineConfig {
     /// Outcomes are kept for the last this-many entries of each partition; older ones are
     /// pruned at checkpoints and reported as expired.
     pub outcome_retention: u64,
+    /// Limits plugins run under.
+    pub plugin_limits: crate::plugins::PluginLimits,
 }
 
 impl Default for EngineConfig {
@@ -50,6 +54,7 @@ impl Default for EngineConfig {
             drop_released: false,
             read_index_max_bytes: 256 << 20,
             outcome_retention: 1_000_000,
+            plugin_limits: crate::plugins::PluginLimits::default(),
         }
     }
 }
@@ -74,6 +79,7 @@ struct Inner {
     store: Store,
     log: Arc<dyn MutationLog>,
     conds: Arc<Conditions>,
+    plugins: PluginResolver,
     metrics: Arc<Metrics>,
     config: EngineConfig,
     partitions: RwLock<BTreeMap<u32, Arc<PartitionRuntime>>>,
@@ -97,8 +103,14 @@ impl Engine {
         metrics: Arc<Metrics>,
         config: EngineConfig,
     ) -> (Engine, Vec<JoinHandle<()>>) {
+        let host = crate::plugins::PluginHost::new(config.plugin_limits.clone())
+            .expect("the WebAssembly engine cannot start");
+        let plugin_store = store
+            .plugins()
+            .expect("the plugins keyspace cannot be opened");
         let engine = Engine {
             inner: Arc::new(Inner {
+                plugins: PluginResolver::new(Arc::new(host), plugin_store),
                 store,
                 log,
                 conds,
@@ -149,6 +161,11 @@ impl Engine {
     /// The condition compiler shared with the service.
     pub fn conditions(&self) -> &Arc<Conditions> {
         &self.inner.conds
+    }
+
+    /// Plugins: the host and the modules on disk.
+    pub fn plugins(&self) -> &PluginResolver {
+        &self.inner.plugins
     }
 
     /// A partition this node owns.
@@ -317,8 +334,15 @@ impl Engine {
         let label = id.to_string();
         let inner = &self.inner;
         let wait = Duration::from_millis(100);
+        // Entries read but not applied yet: they follow one that waits for a plugin.
+        let mut carried: Vec<crate::log::LogRecord> = Vec::new();
         while !runtime.stop.load(Ordering::SeqCst) {
-            let records = match reader.read(inner.config.batch_max, wait) {
+            let read = if carried.is_empty() {
+                reader.read(inner.config.batch_max, wait)
+            } else {
+                Ok(std::mem::take(&mut carried))
+            };
+            let records = match read {
                 Ok(mut records) => {
                     // Exactly once: whatever a log re-delivers below the applied offset is skipped.
                     let next = runtime.next_offset();
@@ -343,6 +367,7 @@ impl Engine {
             match apply_and_commit(
                 &runtime.store,
                 &inner.conds,
+                &inner.plugins,
                 inner.store.partition_count(),
                 &records,
             ) {
@@ -378,6 +403,15 @@ impl Engine {
                         .partition_latency
                         .with_label_values(&["apply_batch"])
                         .observe(started.elapsed().as_micros() as f64);
+                    if let Some(digest) = batch.waiting_for {
+                        carried = records
+                            .into_iter()
+                            .filter(|r| r.offset >= batch.next_offset)
+                            .collect();
+                        if !self.wait_for_plugin(runtime, &digest, batch.next_offset) {
+                            return;
+                        }
+                    }
                 }
                 Err(e) => {
                     let reason = format!("applying offsets {}.. failed: {e}", records[0].offset);
@@ -392,6 +426,26 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Holds partition `runtime` at `offset` until the plugin `digest` is on this node (it
+    /// travels through the log separately from the entries that use it). False if the
+    /// partition was stopped meanwhile.
+    fn wait_for_plugin(&self, runtime: &PartitionRuntime, digest: &str, offset: u64) -> bool {
+        tracing::warn!(
+            partition = runtime.id(),
+            offset,
+            plugin = digest,
+            "waiting for a plugin this node does not have yet"
+        );
+        while !runtime.stop.load(Ordering::SeqCst) {
+            if !matches!(self.inner.plugins.resolve(digest), Resolved::Missing) {
+                tracing::info!(partition = runtime.id(), plugin = digest, "plugin arrived");
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
     }
 
     /// Makes the store durable, then lets the log reclaim what is applied; refreshes lag metrics.

@@ -2,10 +2,21 @@ use super::*;
 use crate::log::LogRecord;
 use crate::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use crate::model::{LogEntry, Op, OpKind, partition_of};
+use crate::plugins::{PluginHost, PluginLimits};
 use crate::store::PartitionStore;
 use serde_json::value::RawValue;
 
 const PARTITIONS: u32 = 4;
+
+/// A plugin resolver with no plugins (its own store, so the partition's store stays unlocked).
+fn no_plugins() -> PluginResolver {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let store = Store::open(&dir, PARTITIONS).unwrap();
+    PluginResolver::new(
+        Arc::new(PluginHost::new(PluginLimits::default()).unwrap()),
+        store.plugins().unwrap(),
+    )
+}
 
 fn put(pk: &str, sk: &str, data: &str, cond: Option<&str>) -> Op {
     Op {
@@ -14,6 +25,7 @@ fn put(pk: &str, sk: &str, data: &str, cond: Option<&str>) -> Op {
         sk: sk.into(),
         data: Some(RawValue::from_string(data.into()).unwrap()),
         cond: cond.map(Into::into),
+        ..Op::default()
     }
 }
 
@@ -24,6 +36,7 @@ fn delete(pk: &str, sk: &str, cond: Option<&str>) -> Op {
         sk: sk.into(),
         data: None,
         cond: cond.map(Into::into),
+        ..Op::default()
     }
 }
 
@@ -143,7 +156,7 @@ fn same_log_gives_same_digest_whatever_the_batching() {
         let store = open_partition(dir.path(), 1);
         let mut rejected = Vec::new();
         for chunk in log.chunks(batch_size) {
-            let batch = apply_and_commit(&store, &conds, PARTITIONS, chunk).unwrap();
+            let batch = apply_and_commit(&store, &conds, &no_plugins(), PARTITIONS, chunk).unwrap();
             rejected.extend(batch.rejections.into_iter().map(|(o, r)| (o, r.kind)));
         }
         assert_eq!(store.next_offset().unwrap(), log.len() as u64);
@@ -191,7 +204,14 @@ fn an_entry_is_all_or_nothing() {
         )
         .encode(),
     ];
-    let batch = apply_and_commit(&store, &conds, PARTITIONS, &records(&entries)).unwrap();
+    let batch = apply_and_commit(
+        &store,
+        &conds,
+        &no_plugins(),
+        PARTITIONS,
+        &records(&entries),
+    )
+    .unwrap();
     assert_eq!(batch.rejections.len(), 1);
     assert_eq!(batch.rejections[0].0, 1);
     assert_eq!(batch.rejections[0].1.op, Some(1));
@@ -218,7 +238,14 @@ fn timestamps_and_conditions_use_the_stored_record() {
         // A node with a slow clock: _updated_at must not go back in time.
         LogEntry::new(1500, vec![put(pk, "k", "4", None)]).encode(),
     ];
-    let batch = apply_and_commit(&store, &conds, PARTITIONS, &records(&entries)).unwrap();
+    let batch = apply_and_commit(
+        &store,
+        &conds,
+        &no_plugins(),
+        PARTITIONS,
+        &records(&entries),
+    )
+    .unwrap();
     assert_eq!(
         batch.rejections.iter().map(|r| r.0).collect::<Vec<_>>(),
         vec![2]
@@ -514,4 +541,70 @@ async fn old_outcomes_are_pruned_and_reported_expired_never_applied() {
         Some(Outcome::Rejected(_))
     ));
     engine.shutdown();
+}
+
+#[test]
+fn an_entry_waits_for_its_plugin_instead_of_rejecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let pk = &pks_in(0, 1)[0];
+    let store = open_partition(dir.path(), 0);
+    let conds = Conditions::new();
+    let plugins = no_plugins();
+    // A condition that is true when the input's first byte is `{` (it always is).
+    let module = wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+            (func (export "alloc") (param i32) (result i32) i32.const 1024)
+            (func (export "dealloc") (param i32 i32))
+            (func (export "condition") (param i32 i32) (result i32)
+                local.get 0 i32.load8_u i32.const 123 i32.eq))"#,
+    )
+    .unwrap();
+    let digest = crate::plugins::Digest::of(&module).to_string();
+    let with_plugin = Op {
+        if_plugin: Some(digest.clone()),
+        ..put(pk, "p", "2", None)
+    };
+    let entries = vec![
+        LogEntry::new(1, vec![put(pk, "a", "1", None)]).encode(),
+        LogEntry::new(2, vec![with_plugin]).encode(),
+        LogEntry::new(3, vec![put(pk, "b", "3", None)]).encode(),
+    ];
+    let log = records(&entries);
+    let batch = apply_and_commit(&store, &conds, &plugins, PARTITIONS, &log).unwrap();
+    assert_eq!(batch.waiting_for.as_deref(), Some(digest.as_str()));
+    assert_eq!(
+        (batch.entries, batch.next_offset),
+        (1, 1),
+        "stops before the entry"
+    );
+    assert!(batch.rejections.is_empty(), "never rejected for timing");
+    assert_eq!(store.next_offset().unwrap(), 1);
+    assert!(get(&store, pk, "b").is_none());
+
+    // The module arrives (as the plugins topic would deliver it): the entry applies.
+    plugins.store().put_module(&digest, &module).unwrap();
+    let batch = apply_and_commit(&store, &conds, &plugins, PARTITIONS, &log[1..]).unwrap();
+    assert_eq!(batch.waiting_for, None);
+    assert!(batch.rejections.is_empty(), "{:?}", batch.rejections);
+    assert_eq!(store.next_offset().unwrap(), 3);
+    assert_eq!(get(&store, pk, "p").unwrap().data_json, "2");
+    assert_eq!(get(&store, pk, "b").unwrap().data_json, "3");
+
+    // A digest that is not a digest is a deterministic rejection, not a wait.
+    let bogus = Op {
+        if_plugin: Some("xyz".into()),
+        ..put(pk, "q", "1", None)
+    };
+    let batch = apply_and_commit(
+        &store,
+        &conds,
+        &plugins,
+        PARTITIONS,
+        &[LogRecord {
+            offset: 3,
+            payload: LogEntry::new(4, vec![bogus]).encode(),
+        }],
+    )
+    .unwrap();
+    assert_eq!(batch.rejections[0].1.kind, RejectionKind::PluginError);
 }

@@ -93,4 +93,27 @@ pub trait MutationLog: Send + Sync {
 
     /// Stops accepting appends and flushes what was accepted.
     fn shutdown(&self);
+
+    /// Where plugins travel to the other nodes, when there are other nodes (the Kafka log's
+    /// compacted plugins topic). `None` on the embedded log: the node is alone.
+    fn plugin_feed(&self) -> Option<&dyn PluginFeed> {
+        None
+    }
+}
+
+/// A future resolving once a plugin record is durable in the log.
+pub type PublishFuture<'a> = Pin<Box<dyn Future<Output = Result<(), LogError>> + Send + 'a>>;
+
+/// Receives every plugin record of the namespace (`key`, and `None` for a removal), from the
+/// beginning and as they come.
+pub type PluginSink = Arc<dyn Fn(&str, Option<&[u8]>) + Send + Sync>;
+
+/// Plugin modules and name bindings as log records: `wasm:<digest hex>` → module bytes,
+/// `name:<name>` → binding JSON (a tombstone unbinds). Compaction keeps the latest of each key.
+pub trait PluginFeed: Send + Sync {
+    /// Writes one record (durably: acks=all).
+    fn publish<'a>(&'a self, key: String, value: Option<Vec<u8>>) -> PublishFuture<'a>;
+
+    /// Starts delivering every record, old and new, to `sink` (once).
+    fn follow(&self, sink: PluginSink);
 }

@@ -14,17 +14,18 @@ use serde_json::value::RawValue;
 pub const ENTRY_VERSION: u32 = 1;
 
 /// What an operation does to its record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OpKind {
     /// Replace the record's data (creating the record if needed).
+    #[default]
     Put,
     /// Remove the record (absent records are fine).
     Delete,
 }
 
 /// One operation of an entry.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Op {
     pub op: OpKind,
     pub pk: String,
@@ -36,6 +37,15 @@ pub struct Op {
     /// An `if` condition (expr syntax) evaluated against the stored record at apply time.
     #[serde(default, rename = "if", skip_serializing_if = "Option::is_none")]
     pub cond: Option<String>,
+    /// A condition plugin, pinned by the sha256 digest (hex) of its module; must also pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_plugin: Option<String>,
+    /// A transform plugin (digest) whose output replaces a put's data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<String>,
+    /// Arguments handed to the op's plugins (any JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Box<RawValue>>,
 }
 
 /// One atomic unit of the log: every op is in one partition and they apply together or not at all.
@@ -122,6 +132,7 @@ impl LogEntry {
                     sk: any.sk.unwrap_or_default(),
                     data: if kind == OpKind::Put { any.data } else { None },
                     cond: any.cond,
+                    ..Op::default()
                 };
                 Ok(LogEntry::new(ts_ms, vec![op]))
             }

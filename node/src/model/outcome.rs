@@ -14,6 +14,10 @@ pub enum RejectionKind {
     MalformedEntry,
     /// An op's pk belongs to another partition than the one the entry is in.
     WrongPartition,
+    /// An op's `if_plugin` returned false.
+    PluginConditionFailed,
+    /// An op's plugin trapped, ran out of fuel, returned an error code or invalid output.
+    PluginError,
 }
 
 impl RejectionKind {
@@ -24,6 +28,8 @@ impl RejectionKind {
             RejectionKind::ConditionError => "condition_error",
             RejectionKind::MalformedEntry => "malformed_entry",
             RejectionKind::WrongPartition => "wrong_partition",
+            RejectionKind::PluginConditionFailed => "plugin_condition_failed",
+            RejectionKind::PluginError => "plugin_error",
         }
     }
 }

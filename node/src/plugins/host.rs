@@ -4,7 +4,7 @@
 
 use super::{Digest, PluginError, PluginFailure, PluginKind};
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
     PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap, TypedFunc,
@@ -22,7 +22,7 @@ pub struct PluginLimits {
     pub max_module_bytes: usize,
     /// Size of a transform's output.
     pub max_output_bytes: usize,
-    /// Instances alive at once (the pooling allocator's slots).
+    /// Instances alive at once (the pooling allocator's slots); more calls at once wait.
     pub max_instances: u32,
 }
 
@@ -33,7 +33,7 @@ impl Default for PluginLimits {
             memory_bytes: 64 << 20,
             max_module_bytes: 4 << 20,
             max_output_bytes: 512 << 10,
-            max_instances: 256,
+            max_instances: 32,
         }
     }
 }
@@ -56,6 +56,10 @@ pub struct PluginHost {
     engine: Engine,
     limits: PluginLimits,
     compiled: RwLock<HashMap<Digest, Arc<Compiled>>>,
+    /// Free instance slots. A call waits for one rather than fail: running out of slots is this
+    /// node's condition, and must never become a (replica-specific) rejection.
+    slots: Mutex<u32>,
+    freed: Condvar,
 }
 
 impl PluginHost {
@@ -66,7 +70,11 @@ impl PluginHost {
             .consume_fuel(true)
             .cranelift_nan_canonicalization(true)
             .wasm_relaxed_simd(false)
-            .max_wasm_stack(512 << 10);
+            .max_wasm_stack(512 << 10)
+            // Reserve only what a memory may use (explicit bounds checks instead of 4 GiB of
+            // address space per slot): many nodes' engines fit in one process, as in tests.
+            .memory_reservation(limits.memory_bytes as u64)
+            .memory_guard_size(64 << 10);
         let mut pool = PoolingAllocationConfig::default();
         pool.total_core_instances(limits.max_instances)
             .total_memories(limits.max_instances)
@@ -76,8 +84,10 @@ impl PluginHost {
         let engine = Engine::new(&config).map_err(|e| PluginError::Host(e.to_string()))?;
         Ok(PluginHost {
             engine,
-            limits,
             compiled: RwLock::new(HashMap::new()),
+            slots: Mutex::new(limits.max_instances),
+            freed: Condvar::new(),
+            limits,
         })
     }
 
@@ -191,7 +201,8 @@ impl PluginHost {
     }
 
     /// A fresh instance with `input` copied into memory it allocated.
-    fn start(&self, plugin: &Compiled, input: &[u8]) -> Result<Call, PluginFailure> {
+    fn start<'h>(&'h self, plugin: &Compiled, input: &[u8]) -> Result<Call<'h>, PluginFailure> {
+        let slot = self.take_slot();
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_bytes)
             .instances(1)
@@ -221,16 +232,38 @@ impl PluginHost {
             memory,
             ptr,
             len,
+            _slot: slot,
         })
+    }
+
+    fn take_slot(&self) -> Slot<'_> {
+        let mut free = self.slots.lock().expect("slots lock");
+        while *free == 0 {
+            free = self.freed.wait(free).expect("slots lock");
+        }
+        *free -= 1;
+        Slot(self)
     }
 }
 
-struct Call {
+/// A held instance slot, returned on drop (after the call's store, declared before it in
+/// [`Call`], has released the instance).
+struct Slot<'h>(&'h PluginHost);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *self.0.slots.lock().expect("slots lock") += 1;
+        self.0.freed.notify_one();
+    }
+}
+
+struct Call<'h> {
     store: Store<CallState>,
     instance: wasmtime::Instance,
     memory: wasmtime::Memory,
     ptr: i32,
     len: i32,
+    _slot: Slot<'h>,
 }
 
 /// A failed call as a deterministic failure: out of fuel, or the trap's kind (never a message

@@ -12,8 +12,10 @@
 //! how an entry already in the log applies.
 
 mod host;
+mod registry;
 
 pub use host::{Compiled, PluginHost, PluginLimits};
+pub use registry::{Binding, Registry, check_name};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -132,7 +134,7 @@ pub struct Input<'a> {
     pub sk: &'a str,
     pub data: Option<&'a str>,
     /// The stored record: (data JSON, created ms, updated ms).
-    pub current: Option<(&'a str, i64, i64)>,
+    pub current: Option<(&'a [u8], i64, i64)>,
     /// The write's `args` JSON text.
     pub args: Option<&'a str>,
 }
@@ -163,7 +165,7 @@ impl Input<'_> {
             None => out.extend_from_slice(b"null"),
             Some((data, created, updated)) => {
                 out.extend_from_slice(b"{\"data\":");
-                out.extend_from_slice(data.as_bytes());
+                out.extend_from_slice(data);
                 out.extend_from_slice(
                     format!(",\"_created_at\":{created},\"_updated_at\":{updated}}}").as_bytes(),
                 );

@@ -4,6 +4,7 @@
 
 mod auth;
 mod json;
+mod plugins;
 mod read;
 mod remote;
 mod status;
@@ -18,6 +19,7 @@ pub use write::{EntryResult, WriteMode, WriteOp, WriteRequest};
 use crate::cluster::Cluster;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
+use crate::plugins::Registry;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -134,14 +136,38 @@ pub struct Service {
     engine: Engine,
     /// With gossip on: where partitions this node does not serve are read.
     cluster: Option<Cluster>,
+    /// Plugin names → digests.
+    registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     config: Arc<ServiceConfig>,
 }
 
 impl Service {
+    /// The service over `engine`. Loads the plugin bindings stored on this node, and follows
+    /// the log's plugin records when there are other nodes.
     pub fn new(engine: Engine, metrics: Arc<Metrics>, config: ServiceConfig) -> Self {
+        let registry = Arc::new(Registry::default());
+        let store = engine.plugins().store().clone();
+        match store.bindings() {
+            Ok(bindings) => {
+                for (name, json) in bindings {
+                    match serde_json::from_slice(&json) {
+                        Ok(binding) => registry.bind(binding),
+                        Err(e) => tracing::warn!(name, error = %e, "unreadable plugin binding"),
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reading plugin bindings failed"),
+        }
+        if let Some(feed) = engine.log().plugin_feed() {
+            let registry = registry.clone();
+            feed.follow(Arc::new(move |key, value| {
+                plugins::receive_plugin_record(&store, &registry, key, value)
+            }));
+        }
         Service {
             engine,
+            registry,
             cluster: None,
             metrics,
             config: Arc::new(config),

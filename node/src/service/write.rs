@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// One record to write.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct WriteOp {
     pub op: OpKind,
     pub pk: String,
@@ -19,6 +19,12 @@ pub struct WriteOp {
     pub data: Option<Box<RawValue>>,
     /// An `if` condition evaluated against the stored record at apply time.
     pub cond: Option<String>,
+    /// A condition plugin's name; it must pass too.
+    pub if_plugin: Option<String>,
+    /// A transform plugin's name: its output is stored instead of `data` (puts only).
+    pub transform: Option<String>,
+    /// Arguments for the plugins (any JSON).
+    pub args: Option<Box<RawValue>>,
 }
 
 /// How the records of one request map onto entries.
@@ -50,7 +56,7 @@ pub struct EntryResult {
     pub outcome: Option<Option<Outcome>>,
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -198,12 +204,42 @@ impl Service {
                         ServiceError::bad_request("invalid_if", format!("record {i}: {e}"))
                     })?;
                 }
+                // The accepting node pins each plugin name to the digest it is bound to now.
+                let if_plugin = match &op.if_plugin {
+                    None => None,
+                    Some(name) => Some(self.pin_plugin(i, name, true)?),
+                };
+                let transform = match (&op.transform, op.op) {
+                    (None, _) => None,
+                    (Some(_), OpKind::Delete) => {
+                        return Err(ServiceError::bad_request(
+                            "bad_transform",
+                            format!("record {i}: `transform` applies to puts, not deletes"),
+                        ));
+                    }
+                    (Some(name), OpKind::Put) => Some(self.pin_plugin(i, name, false)?),
+                };
+                if let Some(args) = &op.args
+                    && args.get().len() > limits.max_value_bytes
+                {
+                    return Err(ServiceError::too_large(
+                        "args_too_large",
+                        format!(
+                            "record {i}: `args` is {} bytes; the limit is {} (MAX_VALUE_BYTES)",
+                            args.get().len(),
+                            limits.max_value_bytes
+                        ),
+                    ));
+                }
                 Ok(Op {
                     op: op.op,
                     pk: op.pk,
                     sk: op.sk,
                     data,
                     cond: op.cond,
+                    if_plugin,
+                    transform,
+                    args: op.args,
                 })
             })
             .collect()
@@ -269,7 +305,7 @@ impl Service {
             Ok(())
         };
         for op in ops {
-            if op.cond.is_some() {
+            if op.cond.is_some() || op.if_plugin.is_some() || op.transform.is_some() {
                 flush(&mut run, &mut entries)?;
                 run_bytes = 0;
                 entries.push(self.encode_entry(ts_ms, vec![op])?);

@@ -6,10 +6,12 @@
 
 mod keys;
 mod partition;
+mod plugins;
 mod value;
 
 pub use keys::{decode_key, encode_key, pk_prefix};
 pub use partition::{Digest, PartitionStore, Scan, to_record};
+pub use plugins::PluginStore;
 pub use value::{HEADER_LEN, ValueView, decode_value, encode_value};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -132,6 +134,14 @@ impl Store {
             records,
             self.meta.clone(),
         ))
+    }
+
+    /// The plugin modules and name bindings.
+    pub fn plugins(&self) -> Result<PluginStore> {
+        let keyspace = self
+            .db
+            .keyspace("plugins", KeyspaceCreateOptions::default)?;
+        Ok(PluginStore::new(self.db.clone(), keyspace))
     }
 
     /// Makes everything committed so far durable (fsync). Log entries below the offsets read

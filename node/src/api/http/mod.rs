@@ -2,6 +2,7 @@
 //! and outcomes for writes, read-your-writes, real list cursors, JSON errors.
 
 mod cluster;
+mod plugins;
 mod records;
 mod request;
 mod response;
@@ -25,6 +26,11 @@ pub fn router(service: Service) -> Router {
         )
         .route("/ready", get(ready))
         .route("/records/{op}", post(records::handle))
+        .route("/plugins", get(plugins::list))
+        .route(
+            "/plugins/{name}",
+            get(plugins::get).put(plugins::put).delete(plugins::delete),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -60,7 +66,7 @@ async fn not_found(method: Method, uri: Uri) -> Response {
         ErrorKind::NotFound,
         "not_found",
         format!(
-            "no route for {method} {}: the API is POST /records/{{put,get,delete,list,batch,outcomes}}, GET /up, GET /ready",
+            "no route for {method} {}: the API is POST /records/{{put,get,delete,list,batch,outcomes}}, GET /up, GET /ready, /plugins",
             uri.path()
         ),
     ))

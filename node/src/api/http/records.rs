@@ -52,6 +52,20 @@ pub(super) fn authorize(
     headers: &HeaderMap,
     operation: &str,
 ) -> Result<(), ServiceError> {
+    let needed = match operation {
+        "put" | "delete" | "batch" => Access::Write,
+        _ => Access::Read,
+    };
+    authorize_for(service, headers, needed, &format!("/records/{operation}"))
+}
+
+/// Checks the caller's bearer token grants `needed` for `what` (named in the error).
+pub(super) fn authorize_for(
+    service: &Service,
+    headers: &HeaderMap,
+    needed: Access,
+    what: &str,
+) -> Result<(), ServiceError> {
     if !service.auth_required() {
         return Ok(());
     }
@@ -63,10 +77,6 @@ pub(super) fn authorize(
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::trim);
-    let needed = match operation {
-        "put" | "delete" | "batch" => Access::Write,
-        _ => Access::Read,
-    };
     match service.access(token) {
         Access::None => Err(ServiceError::new(
             ErrorKind::Unauthorized,
@@ -81,7 +91,7 @@ pub(super) fn authorize(
             ErrorKind::Forbidden,
             "forbidden",
             format!(
-                "/records/{operation} needs a {} token; this one may only {}",
+                "{what} needs a {} token; this one may only {}",
                 needed.name(),
                 granted.name()
             ),
@@ -99,7 +109,10 @@ async fn dispatch(service: &Service, op: &str, body: &[u8]) -> Result<Vec<u8>, S
                 .map(|k| Key { pk: k.pk, sk: k.sk })
                 .collect();
             let min_offsets = positions(req.min_offsets)?;
-            let records = service.get(keys, &min_offsets).await?;
+            let mut records = service.get(keys, &min_offsets).await?;
+            if let Some(name) = &req.transform {
+                records = service.read_transform(name, req.args, records).await?;
+            }
             Ok(response::records(&records, None))
         }
         "list" => {
@@ -126,10 +139,11 @@ async fn dispatch(service: &Service, op: &str, body: &[u8]) -> Result<Vec<u8>, S
                     min_offsets: positions(req.min_offsets)?,
                 })
                 .await?;
-            Ok(response::records(
-                &page.records,
-                page.next_cursor.as_deref(),
-            ))
+            let records = match &req.transform {
+                Some(name) => service.read_transform(name, req.args, page.records).await?,
+                None => page.records,
+            };
+            Ok(response::records(&records, page.next_cursor.as_deref()))
         }
         "put" | "delete" | "batch" => {
             let req: MutateBody = parse(body)?;
@@ -216,6 +230,9 @@ fn write_op(index: usize, r: RecordBody, fixed: Option<OpKind>) -> Result<WriteO
         sk: r.sk,
         data: r.data,
         cond: r.cond,
+        if_plugin: r.if_plugin,
+        transform: r.transform,
+        args: r.args,
     })
 }
 

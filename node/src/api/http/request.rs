@@ -86,6 +86,8 @@ case_insensitive! {
     pub struct GetBody {
         pub records: Option<Vec<KeyBody>> = "records",
         pub min_offsets: Option<Vec<PositionBody>> = "min_offsets",
+        pub transform: Option<String> = "transform",
+        pub args: Option<Box<RawValue>> = "args",
     }
 }
 
@@ -98,6 +100,9 @@ case_insensitive! {
         pub sk: String = "sk",
         pub data: Option<Box<RawValue>> = "data",
         pub cond: Option<String> = "if",
+        pub if_plugin: Option<String> = "if_plugin",
+        pub transform: Option<String> = "transform",
+        pub args: Option<Box<RawValue>> = "args",
     }
 }
 
@@ -119,6 +124,8 @@ case_insensitive! {
         pub if_stop: Option<bool> = "if_stop",
         pub cursor: Option<String> = "cursor",
         pub min_offsets: Option<Vec<PositionBody>> = "min_offsets",
+        pub transform: Option<String> = "transform",
+        pub args: Option<Box<RawValue>> = "args",
     }
 }
 

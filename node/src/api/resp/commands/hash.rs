@@ -138,6 +138,7 @@ pub async fn hset(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
                 sk: key.sk.clone(),
                 data: Some(data),
                 cond: None,
+                ..WriteOp::default()
             }),
             Err(e) => return e,
         }

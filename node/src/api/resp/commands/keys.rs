@@ -80,6 +80,7 @@ pub async fn set(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         sk: key.sk,
         data: Some(data),
         cond: cond.map(str::to_string),
+        ..WriteOp::default()
     };
     match ctx.write(vec![op], cond.is_some()).await {
         Err(e) => e,

@@ -284,6 +284,7 @@ impl Context<'_> {
                 sk: k.sk,
                 data: None,
                 cond: None,
+                ..WriteOp::default()
             })
             .collect();
         match self.write(ops, false).await {

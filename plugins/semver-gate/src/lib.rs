@@ -1,0 +1,44 @@
+//! Condition: a semver-gated rollout. A put passes only if its `data.version` is a semantic
+//! version above the stored record's (or there is no stored record), and — when the write's
+//! `args` has `min`/`max` — within that range. So an old deployer can never roll a config back,
+//! and a canary can be held to a band of versions.
+//!
+//! `{"pk":"svc","sk":"config","data":{"version":"1.4.0",...},"if_plugin":"semver-gate","args":{"max":"2.0.0"}}`
+#![no_std]
+extern crate alloc;
+
+use firescroll_plugin_sdk::serde_json::Value;
+use firescroll_plugin_sdk::{Input, Reject, condition};
+
+/// `major.minor.patch`, with an optional `v` and pre-release/build suffix ignored.
+fn parse(v: &Value) -> Option<(u64, u64, u64)> {
+    let text = v.as_str()?.trim_start_matches('v');
+    let core = text.split(['-', '+']).next()?;
+    let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
+    let version = (parts.next()??, parts.next()??, parts.next()??);
+    parts.next().is_none().then_some(version)
+}
+
+fn gate(input: Input) -> Result<bool, Reject> {
+    if input.op != "put" {
+        return Ok(true);
+    }
+    let Some(new) = parse(&input.data["version"]) else {
+        return Ok(false);
+    };
+    if let Some(current) = &input.current
+        && let Some(old) = parse(&current.data["version"])
+        && new <= old
+    {
+        return Ok(false);
+    }
+    let within = |bound: &str, ok: fn(&(u64, u64, u64), &(u64, u64, u64)) -> bool| {
+        match input.args.get(bound) {
+            None | Some(Value::Null) => true,
+            Some(v) => parse(v).is_some_and(|b| ok(&new, &b)),
+        }
+    };
+    Ok(within("min", |n, b| n >= b) && within("max", |n, b| n < b))
+}
+
+condition!(gate);
