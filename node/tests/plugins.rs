@@ -341,3 +341,140 @@ fn uploading_needs_an_admin_token() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 403);
 }
+
+/// Applied offset and digest of every partition, once `node` has applied up to `ends`.
+fn settled_digests(node: &Node, ends: &[(u64, u64)]) -> Vec<(u64, String)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let reports = node.partitions();
+        let done = ends.iter().all(|&(partition, end)| {
+            reports.iter().any(|p| {
+                p["partition"] == partition
+                    && p["applied_offset"].as_u64().is_some_and(|a| a + 1 >= end)
+            })
+        });
+        if done {
+            let mut digests: Vec<(u64, String)> = reports
+                .iter()
+                .map(|p| {
+                    (
+                        p["partition"].as_u64().unwrap(),
+                        p["digest"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            digests.sort();
+            return digests;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node did not apply up to {ends:?}: {reports:?}\n{}",
+            node.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn through_kafka_plugins_reach_every_node_and_replicas_agree() {
+    use common::{Broker, kafka_env};
+    let broker = Broker::start();
+    let a = Node::start_env(&kafka_env(&broker, "plugins", "g1", "a"));
+    let b = Node::start_env(&kafka_env(&broker, "plugins", "g2", "b"));
+    for node in [&a, &b] {
+        node.wait_until(
+            "owning every partition",
+            std::time::Duration::from_secs(30),
+            |n| n.owned().len() == 4,
+        );
+    }
+    // Uploaded through a...
+    assert_eq!(
+        upload(&a, "semver-gate", example("semver-gate"), None).0,
+        200
+    );
+    assert_eq!(
+        upload(&a, "merge-patch", example("merge-patch"), None).0,
+        200
+    );
+    let looping = wat(
+        r#"(func (export "condition") (param i32 i32) (result i32) (loop $l br $l) i32.const 1)"#,
+    );
+    assert_eq!(upload(&a, "loop", looping, None).0, 200);
+    // ...known to b through the plugins topic.
+    b.wait_until(
+        "the plugins to arrive",
+        std::time::Duration::from_secs(30),
+        |n| {
+            let (_, list) = n.get_url(&n.url("/plugins"));
+            let list: Value = serde_json::from_str(&list).unwrap();
+            list["plugins"].as_array().unwrap().len() == 3
+        },
+    );
+
+    // Writes accepted by b use them; each replica group applies them the same way.
+    let writes = [
+        json!({"pk": "svc", "sk": "cfg", "data": {"version": "1.0.0", "x": 1}, "if_plugin": "semver-gate"}),
+        json!({"pk": "svc", "sk": "cfg", "data": {"version": "0.9.0"}, "if_plugin": "semver-gate"}),
+        json!({"pk": "svc", "sk": "cfg", "data": {"version": "1.1.0", "y": 2}, "if_plugin": "semver-gate", "transform": "merge-patch"}),
+        json!({"pk": "other", "sk": "s", "data": {"v": 1}, "if_plugin": "loop"}),
+        json!({"pk": "other", "sk": "t", "data": {"v": 2}, "transform": "merge-patch"}),
+    ];
+    let mut positions = Vec::new();
+    for write in writes {
+        let (status, reply) = b.post("/records/put", json!({"Records": [write]}));
+        assert_eq!(status, 200, "{reply}");
+        positions.push(reply["Positions"][0].clone());
+    }
+    let outcomes = |node: &Node| {
+        let (status, reply) = node.post("/records/outcomes", json!({"positions": positions}));
+        assert_eq!(status, 200, "{reply}");
+        reply["Outcomes"].clone()
+    };
+    let ends: Vec<(u64, u64)> = positions
+        .iter()
+        .map(|p| {
+            (
+                p["Partition"].as_u64().unwrap(),
+                p["Offset"].as_u64().unwrap() + 1,
+            )
+        })
+        .collect();
+    let digests_a = settled_digests(&a, &ends);
+    let digests_b = settled_digests(&b, &ends);
+    assert_eq!(digests_a, digests_b, "replicas hold identical records");
+    let (outcomes_a, outcomes_b) = (outcomes(&a), outcomes(&b));
+    assert_eq!(outcomes_a, outcomes_b, "replicas reach identical outcomes");
+    let kinds: Vec<&str> = outcomes_a
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["Outcome"]["Kind"].as_str().unwrap_or("applied"))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "applied",
+            "plugin_condition_failed",
+            "applied",
+            "plugin_error",
+            "applied"
+        ]
+    );
+    assert!(
+        outcomes_a[3]["Outcome"]["Message"]
+            .as_str()
+            .unwrap()
+            .contains("out of fuel")
+    );
+    assert_eq!(
+        get_data(&a, "svc", "cfg"),
+        json!({"version": "1.1.0", "x": 1, "y": 2})
+    );
+
+    // A node that starts later replays the log and the plugins topic from the start: whatever
+    // arrives first, every entry waits for its plugin and ends the same.
+    let c = Node::start_env(&kafka_env(&broker, "plugins", "g3", "c"));
+    assert_eq!(settled_digests(&c, &ends), digests_a);
+    assert_eq!(outcomes(&c), outcomes_a);
+}

@@ -69,7 +69,8 @@ pub async fn bootstrap(settings: &KafkaSettings) -> Result<(), BootstrapError> {
     let mutations = settings.mutations_topic();
     let pins = settings.partitions_topic();
     let mut missing = Vec::new();
-    for (topic, partitions) in [(&mutations, settings.partitions), (&pins, 1)] {
+    let plugins = settings.plugins_topic();
+    for (topic, partitions) in [(&mutations, settings.partitions), (&pins, 1), (&plugins, 1)] {
         if existing(topic).is_none() {
             if !settings.create_topics {
                 return Err(BootstrapError::MissingTopic {
@@ -113,11 +114,19 @@ async fn create_topics(
     let new: Vec<NewTopic> = topics
         .iter()
         .map(|(name, partitions)| {
-            NewTopic::new(
+            let topic = NewTopic::new(
                 name,
                 *partitions as i32,
                 TopicReplication::Fixed(settings.replication_factor),
-            )
+            );
+            if *name == settings.plugins_topic() {
+                // Keyed by digest and name: compaction keeps every module and the latest binding.
+                topic
+                    .set("cleanup.policy", "compact")
+                    .set("max.message.bytes", "16781312")
+            } else {
+                topic
+            }
         })
         .collect();
     let results = admin

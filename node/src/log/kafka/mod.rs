@@ -8,9 +8,11 @@
 //! each partition's applier reads it directly.
 
 mod bootstrap;
+mod plugins;
 mod settings;
 
 pub use bootstrap::{BootstrapError, bootstrap};
+pub use plugins::KafkaPluginFeed;
 pub use settings::{KafkaSettings, SaslMechanism};
 
 use super::{Append, AppendFuture, LogError, LogRecord, MutationLog, Ownership, PartitionReader};
@@ -177,6 +179,7 @@ impl ConsumerContext for GroupContext {
 pub struct KafkaLog {
     settings: KafkaSettings,
     producer: FutureProducer,
+    plugins: KafkaPluginFeed,
     consumer: Arc<BaseConsumer<GroupContext>>,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
@@ -248,7 +251,10 @@ impl KafkaLog {
             topic = settings.mutations_topic(),
             "joined the replica group"
         );
+        let plugins = KafkaPluginFeed::new(settings.clone())
+            .map_err(|e| BootstrapError::Kafka(e.to_string()))?;
         Ok(KafkaLog {
+            plugins,
             settings,
             producer,
             consumer,
@@ -367,7 +373,12 @@ impl MutationLog for KafkaLog {
         }
     }
 
+    fn plugin_feed(&self) -> Option<&dyn super::PluginFeed> {
+        Some(&self.plugins)
+    }
+
     fn shutdown(&self) {
+        self.plugins.shutdown();
         self.stop.store(true, Ordering::SeqCst);
         if let Some(poller) = self.poller.lock().expect("poller lock").take() {
             let _ = poller.join();

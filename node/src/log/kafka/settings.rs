@@ -75,6 +75,11 @@ impl KafkaSettings {
         format!("firescroll_{}_partitions", self.namespace)
     }
 
+    /// `firescroll_{ns}_plugins`: plugin modules and name bindings (compacted).
+    pub fn plugins_topic(&self) -> String {
+        format!("firescroll_{}_plugins", self.namespace)
+    }
+
     /// `firescroll_{ns}_{region}_{replica_group}`: one consumer group per replica group.
     pub fn group_id(&self) -> String {
         format!(
