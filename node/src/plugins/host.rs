@@ -200,6 +200,14 @@ impl PluginHost {
         Ok(out)
     }
 
+    /// One instance kept for many calls — for measuring what a fresh instance per call costs.
+    /// Apply never uses it: state a plugin keeps between calls would make outcomes depend on
+    /// each replica's call history.
+    pub fn session<'h>(&'h self, plugin: &Compiled) -> Result<Session<'h>, PluginFailure> {
+        let call = self.start(plugin, b"{}")?;
+        Ok(Session { host: self, call })
+    }
+
     /// A fresh instance with `input` copied into memory it allocated.
     fn start<'h>(&'h self, plugin: &Compiled, input: &[u8]) -> Result<Call<'h>, PluginFailure> {
         let slot = self.take_slot();
@@ -243,6 +251,42 @@ impl PluginHost {
         }
         *free -= 1;
         Slot(self)
+    }
+}
+
+/// A kept instance (see [`PluginHost::session`]).
+pub struct Session<'h> {
+    host: &'h PluginHost,
+    call: Call<'h>,
+}
+
+impl Session<'_> {
+    /// Runs `condition` on `input` in the kept instance, with fresh fuel.
+    pub fn condition(&mut self, input: &[u8]) -> Result<bool, PluginFailure> {
+        let call = &mut self.call;
+        call.store
+            .set_fuel(self.host.limits.fuel)
+            .map_err(|e| PluginFailure::Abi(e.to_string()))?;
+        let alloc: TypedFunc<i32, i32> = call
+            .instance
+            .get_typed_func(&mut call.store, "alloc")
+            .map_err(|_| PluginFailure::Abi("no alloc".into()))?;
+        let len = input.len() as i32;
+        let ptr = alloc.call(&mut call.store, len).map_err(failure)?;
+        call.memory
+            .write(&mut call.store, ptr as u32 as usize, input)
+            .map_err(|_| PluginFailure::Abi("alloc returned memory outside".into()))?;
+        let func: TypedFunc<(i32, i32), i32> = call
+            .instance
+            .get_typed_func(&mut call.store, "condition")
+            .map_err(|_| PluginFailure::Abi("no condition".into()))?;
+        let verdict = func.call(&mut call.store, (ptr, len)).map_err(failure)?;
+        let dealloc: TypedFunc<(i32, i32), ()> = call
+            .instance
+            .get_typed_func(&mut call.store, "dealloc")
+            .map_err(|_| PluginFailure::Abi("no dealloc".into()))?;
+        dealloc.call(&mut call.store, (ptr, len)).map_err(failure)?;
+        Ok(verdict == 1)
     }
 }
 

@@ -14,7 +14,7 @@
 mod host;
 mod registry;
 
-pub use host::{Compiled, PluginHost, PluginLimits};
+pub use host::{Compiled, PluginHost, PluginLimits, Session};
 pub use registry::{Binding, Registry, check_name};
 
 use serde::{Deserialize, Serialize};

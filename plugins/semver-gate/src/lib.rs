@@ -32,13 +32,19 @@ fn gate(input: Input) -> Result<bool, Reject> {
     {
         return Ok(false);
     }
-    let within = |bound: &str, ok: fn(&(u64, u64, u64), &(u64, u64, u64)) -> bool| {
-        match input.args.get(bound) {
-            None | Some(Value::Null) => true,
-            Some(v) => parse(v).is_some_and(|b| ok(&new, &b)),
-        }
-    };
-    Ok(within("min", |n, b| n >= b) && within("max", |n, b| n < b))
+    let min = bound(&input.args, "min");
+    let max = bound(&input.args, "max");
+    Ok(min.is_none_or(|b| b.is_some_and(|b| new >= b))
+        && max.is_none_or(|b| b.is_some_and(|b| new < b)))
+}
+
+/// `args[name]`: `None` when absent or null, `Some(None)` when present but not a version (which
+/// no version satisfies).
+fn bound(args: &Value, name: &str) -> Option<Option<(u64, u64, u64)>> {
+    match args.get(name) {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(parse(v)),
+    }
 }
 
 condition!(gate);
