@@ -56,13 +56,13 @@ pub async fn run(
         None => None,
         Some(settings) => {
             let serving = engine.clone();
-            // The card tells the region what this node can answer: readable partitions only, so
+            // The card tells the region what this node can answer: serving partitions only, so
             // a partition stopped by a gap or a disk failure is read from another replica.
             let served: Served = Arc::new(move || {
                 serving
                     .partitions()
                     .iter()
-                    .filter(|p| p.readable())
+                    .filter(|p| p.serving())
                     .map(|p| (p.id(), p.next_offset()))
                     .collect()
             });

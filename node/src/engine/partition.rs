@@ -94,6 +94,12 @@ impl PartitionRuntime {
         *self.health.lock().expect("health lock") = health;
     }
 
+    /// Whether this partition applies the log and serves reads (neither stopped by a failure
+    /// nor by a gap).
+    pub fn serving(&self) -> bool {
+        matches!(*self.health.lock().expect("health lock"), Health::Serving)
+    }
+
     /// Whether reads may be served from this partition.
     pub fn readable(&self) -> bool {
         self.readable.load(Ordering::SeqCst)

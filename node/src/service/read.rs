@@ -480,6 +480,13 @@ impl Service {
     /// This node's partition if it serves it; else, with gossip on, the region's owners.
     fn route(&self, partition: u32) -> Result<Route, ServiceError> {
         match (self.readable_partition(partition), &self.cluster) {
+            // A partition stopped by a disk failure only has stale state: a healthy replica in
+            // the region answers instead, when there is one.
+            (Ok(runtime), Some(cluster))
+                if !runtime.serving() && !cluster.owners(partition).is_empty() =>
+            {
+                Ok(Route::Remote(cluster.clone()))
+            }
             (Ok(runtime), _) => Ok(Route::Local(runtime)),
             (Err(_), Some(cluster)) => Ok(Route::Remote(cluster.clone())),
             (Err(e), None) => Err(e),
