@@ -231,6 +231,25 @@ fn three_nodes_one_group_answer_every_read_and_recover_from_a_kill_9() {
         ) > 0.0
     );
 
+    // Many concurrent reads through n0 share requests to the owners: each still gets exactly
+    // its own record.
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let node = &nodes[0];
+            scope.spawn(move || {
+                for round in 0..40 {
+                    let i = (t * 7 + round * 3) % n;
+                    let (status, reply) = node.post(
+                        "/records/get",
+                        json!({"Records": [{"pk": format!("key{i}"), "sk": "s"}]}),
+                    );
+                    assert_eq!(status, 200, "{reply}");
+                    assert_eq!(reply["Records"][0]["Data"], json!({"i": i}), "{reply}");
+                }
+            });
+        }
+    });
+
     // Hop limit: a peer request for a partition the peer does not serve is refused, never
     // proxied again.
     let foreign = (0..n)

@@ -153,7 +153,11 @@ pub async fn drive(
                     last_resolve = Some(now);
                     tokio::spawn(resolve_seeds(settings.peers.clone(), tx.clone()));
                 }
-                let members = shared.table.lock().expect("table lock").member_count(now);
+                let members = {
+                    let mut table = shared.table.lock().expect("table lock");
+                    table.prune(now);
+                    table.member_count(now)
+                };
                 shared.metrics.cluster_members.set(members as i64);
             }
         }

@@ -6,6 +6,7 @@
 //! changes. SWIM detects dead members; a dead or departed member leaves the map at once. The
 //! service asks [`Cluster::owners`] where to send reads for partitions this node does not serve.
 
+mod batcher;
 mod card;
 mod client;
 mod gossip;
@@ -82,6 +83,7 @@ pub(crate) struct Shared {
 pub struct Cluster {
     shared: Arc<Shared>,
     client: PeerClient,
+    batcher: Arc<batcher::GetBatcher>,
     input: mpsc::Sender<gossip::Input>,
 }
 
@@ -165,6 +167,7 @@ impl Cluster {
         ));
         Ok(Cluster {
             shared,
+            batcher: Arc::new(batcher::GetBatcher::new(client.clone())),
             client,
             input: tx,
         })
@@ -188,6 +191,16 @@ impl Cluster {
         let mut owners = self.owners(partition);
         owners.sort_by_key(|o| o.replica_group != self.shared.replica_group);
         owners
+    }
+
+    /// Point reads of `keys` at the owner `addr`, coalesced with other callers' reads bound for
+    /// it (one slot per key, in order).
+    pub async fn get_coalesced(
+        &self,
+        addr: SocketAddr,
+        keys: Vec<(String, String)>,
+    ) -> Result<Vec<Option<wire::WireRecord>>, PeerError> {
+        self.batcher.get(addr, keys).await
     }
 
     /// The client for reading from owners.

@@ -76,6 +76,24 @@ impl Table {
         if self.gone.contains_key(&card.id) {
             return Accepted::Ignored;
         }
+        // One member per gossip address, the later process winning (as SWIM resolves it): a
+        // restarted node's old self, still gossiped about, must not come back.
+        if card.id.addr == self.local.addr && card.id != self.local {
+            return Accepted::Ignored;
+        }
+        let rival = self
+            .cards
+            .keys()
+            .find(|id| id.addr == card.id.addr && **id != card.id)
+            .copied();
+        if let Some(rival) = rival {
+            if rival.incarnation > card.id.incarnation {
+                self.gone.insert(card.id, now);
+                return Accepted::Ignored;
+            }
+            self.cards.remove(&rival);
+            self.gone.insert(rival, now);
+        }
         if let Some(known) = self.cards.get(&card.id)
             && known.card.seq >= card.seq
         {
@@ -99,6 +117,13 @@ impl Table {
         self.gone.insert(id, now);
         self.gone
             .retain(|_, at| now.duration_since(*at) < Duration::from_secs(3600));
+    }
+
+    /// Forgets cards stale for twice the staleness bound (they already route nothing).
+    pub fn prune(&mut self, now: Instant) {
+        let bound = self.stale_after * 2;
+        self.cards
+            .retain(|id, k| *id == self.local || now.duration_since(k.received) < bound);
     }
 
     /// The other members serving `partition` now (never this node).
@@ -275,6 +300,25 @@ mod tests {
     }
 
     #[test]
+    fn one_member_per_address_and_the_later_process_wins() {
+        let now = Instant::now();
+        let mut t = Table::new(id(1), "ns", "r", Duration::from_secs(10));
+        let old = card(2, 5, &[0]);
+        let mut restarted = card(2, 1, &[1]);
+        restarted.id.incarnation = 2;
+        t.accept(old.clone(), now);
+        assert_eq!(t.accept(restarted, now), Accepted::New);
+        assert_eq!(owner_names(&t, 1, now), ["n2"]);
+        assert!(t.owners(0, now).is_empty(), "the old process is gone");
+        assert_eq!(t.accept(old, now), Accepted::Ignored);
+        // This node's own old self, gossiped back to it after a restart.
+        let mut old_self = card(1, 9, &[3]);
+        old_self.id.incarnation = 0;
+        assert_eq!(t.accept(old_self, now), Accepted::Ignored);
+        assert_eq!(t.view(now).members.len(), 1);
+    }
+
+    #[test]
     fn stale_cards_stop_counting_and_strangers_are_ignored() {
         let now = Instant::now();
         let mut t = Table::new(id(1), "ns", "r", Duration::from_secs(10));
@@ -288,5 +332,10 @@ mod tests {
         assert_eq!(view.members.len(), 1);
         assert_eq!(view.members[0].state, "stale");
         assert!(view.partition_owners.is_empty());
+        t.prune(now + Duration::from_secs(21));
+        assert!(
+            t.view(now).members.is_empty(),
+            "long-stale cards are forgotten"
+        );
     }
 }

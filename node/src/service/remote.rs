@@ -4,7 +4,7 @@
 //! reachable owner serves is an error naming it — never a silently shorter answer.
 
 use super::{ErrorKind, Service, ServiceError};
-use crate::cluster::wire::{GetQuery, ListQuery, OutcomesQuery, positions_to_wire};
+use crate::cluster::wire::{GetQuery, GetReply, ListQuery, OutcomesQuery, positions_to_wire};
 use crate::cluster::{Cluster, NodeId, Peer, PeerError};
 use crate::model::{Key, Outcome, Position, Record};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -66,10 +66,18 @@ impl Service {
             }
             let ask = |(peer, parts, query, indexes): (Peer, Vec<u32>, GetQuery, Vec<usize>)| {
                 let wait = self.peer_wait(!query.min_offsets.is_empty());
-                let client = cluster.client().clone();
+                let cluster = cluster.clone();
                 async move {
                     let started = Instant::now();
-                    let reply = client.get(peer.api, &query, wait).await;
+                    // Reads without positions to wait for share requests with other callers'.
+                    let reply = if query.min_offsets.is_empty() {
+                        cluster
+                            .get_coalesced(peer.api, query.keys.clone())
+                            .await
+                            .map(|records| GetReply { records })
+                    } else {
+                        cluster.client().get(peer.api, &query, wait).await
+                    };
                     (peer, parts, query, indexes, reply, started.elapsed())
                 }
             };
