@@ -122,14 +122,15 @@ impl Service {
                 ),
             ));
         }
-        let plugin = match self.engine.plugins().resolve(&binding.digest.to_string()) {
-            Resolved::Ready(plugin) => plugin,
-            _ => return Err(not_found(name)),
-        };
-        let host = self.engine.plugins().host().clone();
+        let engine = self.engine.clone();
         let name = name.to_string();
-        // Plugins are CPU work, bounded by fuel: off the async threads.
+        // Plugins are CPU work (and a first use compiles the module): off the async threads.
         tokio::task::spawn_blocking(move || {
+            let plugin = match engine.plugins().resolve(&binding.digest.to_string()) {
+                Resolved::Ready(plugin) => plugin,
+                _ => return Err(not_found(&name)),
+            };
+            let host = engine.plugins().host();
             records
                 .into_iter()
                 .map(|mut record| {
