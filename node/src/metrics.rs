@@ -275,6 +275,13 @@ impl Metrics {
         }
     }
 
+    /// Adds metrics owned elsewhere (the plugin host's) to the registry.
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
+        if let Err(e) = self.registry.register(collector) {
+            tracing::warn!(error = %e, "a metric could not be registered");
+        }
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();

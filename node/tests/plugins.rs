@@ -303,6 +303,15 @@ fn bad_plugins_are_refused_or_rejected_and_nothing_stored_changes() {
         (400, Some("transform_failed"))
     );
 
+    let (_, metrics) = node.get_url(&node.internal_url("/metrics"));
+    for line in [
+        r#"firescroll_plugin_calls_total{kind="condition",result="out_of_fuel"} 1"#,
+        r#"firescroll_plugin_calls_total{kind="condition",result="error_code"} 1"#,
+        r#"firescroll_plugin_calls_total{kind="transform",result="invalid_output"} 2"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+
     // Nothing stored changed, the node still serves, and plugins survive a restart.
     assert_eq!(get_data(&node, "keep", "me"), json!({"v": 1}));
     assert_eq!(node.terminate().code(), Some(0));

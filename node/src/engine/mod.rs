@@ -105,6 +105,8 @@ impl Engine {
     ) -> (Engine, Vec<JoinHandle<()>>) {
         let host = crate::plugins::PluginHost::new(config.plugin_limits.clone())
             .expect("the WebAssembly engine cannot start");
+        metrics.register(Box::new(host.metrics().calls.clone()));
+        metrics.register(Box::new(host.metrics().latency.clone()));
         let plugin_store = store
             .plugins()
             .expect("the plugins keyspace cannot be opened");

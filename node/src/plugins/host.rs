@@ -60,6 +60,46 @@ pub struct PluginHost {
     /// node's condition, and must never become a (replica-specific) rejection.
     slots: Mutex<u32>,
     freed: Condvar,
+    metrics: PluginMetrics,
+}
+
+/// `firescroll_plugin_calls_total{kind,result}` and `firescroll_plugin_call_micro{kind}`.
+pub struct PluginMetrics {
+    pub calls: prometheus::IntCounterVec,
+    pub latency: prometheus::HistogramVec,
+}
+
+impl PluginMetrics {
+    fn new() -> Self {
+        PluginMetrics {
+            calls: prometheus::IntCounterVec::new(
+                prometheus::Opts::new(
+                    "firescroll_plugin_calls_total",
+                    "Plugin calls by kind (condition, transform) and result (true, false, ok, out_of_fuel, trap, error_code, invalid_output, abi).",
+                ),
+                &["kind", "result"],
+            )
+            .expect("valid metric"),
+            latency: prometheus::HistogramVec::new(
+                prometheus::HistogramOpts::new(
+                    "firescroll_plugin_call_micro",
+                    "One plugin call, instantiation included, in microseconds.",
+                )
+                .buckets(vec![
+                    5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0, 20000.0, 100000.0,
+                ]),
+                &["kind"],
+            )
+            .expect("valid metric"),
+        }
+    }
+
+    fn observe(&self, kind: &str, result: &str, started: std::time::Instant) {
+        self.calls.with_label_values(&[kind, result]).inc();
+        self.latency
+            .with_label_values(&[kind])
+            .observe(started.elapsed().as_micros() as f64);
+    }
 }
 
 impl PluginHost {
@@ -87,6 +127,7 @@ impl PluginHost {
             compiled: RwLock::new(HashMap::new()),
             slots: Mutex::new(limits.max_instances),
             freed: Condvar::new(),
+            metrics: PluginMetrics::new(),
             limits,
         })
     }
@@ -151,6 +192,32 @@ impl PluginHost {
 
     /// Runs `condition` on `input` (the ABI's JSON): true or false, or a deterministic failure.
     pub fn condition(&self, plugin: &Compiled, input: &[u8]) -> Result<bool, PluginFailure> {
+        let started = std::time::Instant::now();
+        let result = self.run_condition(plugin, input);
+        let outcome = match &result {
+            Ok(true) => "true",
+            Ok(false) => "false",
+            Err(e) => e.label(),
+        };
+        self.metrics.observe("condition", outcome, started);
+        result
+    }
+
+    /// Runs `transform` on `input`: the output JSON, checked to be one JSON value.
+    pub fn transform(&self, plugin: &Compiled, input: &[u8]) -> Result<Vec<u8>, PluginFailure> {
+        let started = std::time::Instant::now();
+        let result = self.run_transform(plugin, input);
+        let outcome = result.as_ref().map_or_else(|e| e.label(), |_| "ok");
+        self.metrics.observe("transform", outcome, started);
+        result
+    }
+
+    /// The host's metrics, to register with the node's registry.
+    pub fn metrics(&self) -> &PluginMetrics {
+        &self.metrics
+    }
+
+    fn run_condition(&self, plugin: &Compiled, input: &[u8]) -> Result<bool, PluginFailure> {
         let mut call = self.start(plugin, input)?;
         let func: TypedFunc<(i32, i32), i32> = call
             .instance
@@ -166,8 +233,7 @@ impl PluginHost {
         }
     }
 
-    /// Runs `transform` on `input`: the output JSON, checked to be one JSON value.
-    pub fn transform(&self, plugin: &Compiled, input: &[u8]) -> Result<Vec<u8>, PluginFailure> {
+    fn run_transform(&self, plugin: &Compiled, input: &[u8]) -> Result<Vec<u8>, PluginFailure> {
         let mut call = self.start(plugin, input)?;
         let func: TypedFunc<(i32, i32), i64> = call
             .instance

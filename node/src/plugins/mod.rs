@@ -14,7 +14,7 @@
 mod host;
 mod registry;
 
-pub use host::{Compiled, PluginHost, PluginLimits, Session};
+pub use host::{Compiled, PluginHost, PluginLimits, PluginMetrics, Session};
 pub use registry::{Binding, Registry, check_name};
 
 use serde::{Deserialize, Serialize};
@@ -123,6 +123,19 @@ pub enum PluginFailure {
     Output(String),
     #[error("does not follow the plugin ABI: {0}")]
     Abi(String),
+}
+
+impl PluginFailure {
+    /// The metric label of this failure.
+    pub fn label(&self) -> &'static str {
+        match self {
+            PluginFailure::OutOfFuel => "out_of_fuel",
+            PluginFailure::Trap(_) => "trap",
+            PluginFailure::Error(_) => "error_code",
+            PluginFailure::Output(_) => "invalid_output",
+            PluginFailure::Abi(_) => "abi",
+        }
+    }
 }
 
 /// The input a plugin gets, as JSON: `{op, pk, sk, data, current, args}`. `data` and

@@ -159,6 +159,22 @@ impl Service {
             }
             Err(e) => tracing::error!(error = %e, "reading plugin bindings failed"),
         }
+        // Compile the bound plugins now, off the request path, so no first write or read waits.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (engine, digests) = (
+                engine.clone(),
+                registry
+                    .list()
+                    .into_iter()
+                    .map(|b| b.digest.to_string())
+                    .collect::<Vec<_>>(),
+            );
+            runtime.spawn_blocking(move || {
+                for digest in digests {
+                    engine.plugins().resolve(&digest);
+                }
+            });
+        }
         if let Some(feed) = engine.log().plugin_feed() {
             let registry = registry.clone();
             feed.follow(Arc::new(move |key, value| {
