@@ -152,8 +152,18 @@ impl PluginHost {
                 self.limits.max_module_bytes
             )));
         }
-        let module = Module::new(&self.engine, bytes)
-            .map_err(|e| PluginError::Invalid(format!("not a valid WebAssembly module: {e:#}")))?;
+        let module = Module::new(&self.engine, bytes).map_err(|e| {
+            let reason = format!("{e:#}");
+            // The pooling allocator refuses, at compile time, memories over the cap.
+            if reason.contains("pooling allocator") {
+                PluginError::Invalid(format!(
+                    "the module needs more memory than plugins may use ({} bytes, PLUGIN_MEMORY_BYTES): {reason}",
+                    self.limits.memory_bytes
+                ))
+            } else {
+                PluginError::Invalid(format!("not a valid WebAssembly module: {reason}"))
+            }
+        })?;
         let imports: Vec<String> = module
             .imports()
             .map(|i| format!("{}::{}", i.module(), i.name()))
@@ -165,6 +175,15 @@ impl PluginHost {
             )));
         }
         let kind = kind_of(&module)?;
+        if let Some(wasmtime::ExternType::Memory(memory)) = module.get_export("memory") {
+            let initial = memory.minimum().saturating_mul(65536);
+            if initial > self.limits.memory_bytes as u64 {
+                return Err(PluginError::Invalid(format!(
+                    "the module starts with {initial} bytes of memory; plugins may use {} (PLUGIN_MEMORY_BYTES)",
+                    self.limits.memory_bytes
+                )));
+            }
+        }
         let pre = Linker::<CallState>::new(&self.engine)
             .instantiate_pre(&module)
             .map_err(|e| PluginError::Invalid(e.to_string()))?;

@@ -81,6 +81,15 @@ fn bad_modules_are_refused_with_the_reason() {
     assert!(invalid(&module("")).contains("`condition` or `transform`"));
     let wrong_type = module(r#"(func (export "condition") (param i32) (result i32) i32.const 1)"#);
     assert!(invalid(&wrong_type).contains("condition(ptr: i32, len: i32) -> i32"));
+    let huge_memory = wat::parse_str(
+        r#"(module (memory (export "memory") 100)
+            (func (export "alloc") (param i32) (result i32) i32.const 0)
+            (func (export "dealloc") (param i32 i32))
+            (func (export "condition") (param i32 i32) (result i32) i32.const 1))"#,
+    )
+    .unwrap();
+    let reason = invalid(&huge_memory);
+    assert!(reason.contains("PLUGIN_MEMORY_BYTES"), "{reason}");
     let small = PluginHost::new(PluginLimits {
         max_module_bytes: 10,
         ..PluginLimits::default()
@@ -111,6 +120,26 @@ fn runaway_plugins_fail_deterministically_and_the_host_carries_on() {
         matches!(run(bomb), Err(PluginFailure::Trap(_))),
         "{:?}",
         run(bomb)
+    );
+    let deep = r#"(func $f (export "condition") (param i32 i32) (result i32)
+        local.get 0 local.get 1 call $f)"#;
+    assert!(
+        matches!(run(deep), Err(PluginFailure::Trap(t)) if t.contains("stack")),
+        "{:?}",
+        run(deep)
+    );
+    let start_loops = wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+            (func $spin (loop $l br $l)) (start $spin)
+            (func (export "alloc") (param i32) (result i32) i32.const 1024)
+            (func (export "dealloc") (param i32 i32))
+            (func (export "condition") (param i32 i32) (result i32) i32.const 1))"#,
+    )
+    .unwrap();
+    let plugin = host.load(&start_loops).unwrap();
+    assert_eq!(
+        host.condition(&plugin, INPUT),
+        Err(PluginFailure::OutOfFuel)
     );
     let negative = r#"(func (export "condition") (param i32 i32) (result i32) i32.const -7)"#;
     assert_eq!(run(negative), Err(PluginFailure::Error(-7)));
