@@ -354,6 +354,25 @@ fn two_replica_groups_answer_everything_and_reads_use_both_replicas() {
         "proxied reads should spread over replicas: peer requests served {served:?}"
     );
 
+    // Freeze one node (SIGSTOP): reads sent to it time out (PROXY_TIMEOUT_MS) and fail over to
+    // the other group's owner until SWIM declares it down — no read fails. Thawed, it rejoins
+    // under a renewed identity and the map is whole again.
+    nodes[2].signal("STOP");
+    let frozen = Instant::now();
+    while frozen.elapsed() < Duration::from_secs(6) {
+        assert_reads_all(&nodes[0], n, &written);
+    }
+    let timeouts = metric(
+        &nodes[0],
+        "firescroll_proxied_reads_total{operation=\"get\",result=\"failover\"}",
+    );
+    eprintln!("failovers while a node was frozen: {timeouts}");
+    nodes[2].signal("CONT");
+    wait_converged(&nodes, 2);
+    for node in &nodes {
+        assert_reads_all(node, n, &written);
+    }
+
     // Kill -9 one node: each of its partitions has an owner in the other group, so reads fail
     // over at once — no error at all.
     nodes[3].kill9();

@@ -52,6 +52,9 @@ pub struct ClusterSettings {
     pub token: Option<String>,
 }
 
+/// How long an owner that failed a read is tried last.
+pub const SHUN_FOR: Duration = Duration::from_secs(10);
+
 /// Partitions this node serves now, with the next offset each applies.
 pub type Served = Arc<dyn Fn() -> Vec<(u32, u64)> + Send + Sync>;
 
@@ -82,6 +85,9 @@ pub(crate) struct Shared {
 #[derive(Clone)]
 pub struct Cluster {
     shared: Arc<Shared>,
+    /// Owners that recently failed a proxied read, and when: tried last for a while, so a hung
+    /// owner costs one timeout rather than one per read until SWIM declares it down.
+    failed: Arc<Mutex<std::collections::HashMap<NodeId, Instant>>>,
     client: PeerClient,
     batcher: Arc<batcher::GetBatcher>,
     input: mpsc::Sender<gossip::Input>,
@@ -167,29 +173,51 @@ impl Cluster {
         ));
         Ok(Cluster {
             shared,
+            failed: Arc::default(),
             batcher: Arc::new(batcher::GetBatcher::new(client.clone())),
             client,
             input: tx,
         })
     }
 
-    /// The other members serving `partition`, in random order so reads spread over replicas.
+    /// The other members serving `partition`, in random order so reads spread over replicas;
+    /// owners that failed a read in the last [`SHUN_FOR`] come last.
     pub fn owners(&self, partition: u32) -> Vec<Peer> {
+        let now = Instant::now();
         let mut owners = self
             .shared
             .table
             .lock()
             .expect("table lock")
-            .owners(partition, Instant::now());
+            .owners(partition, now);
         owners.shuffle(&mut rand::rng());
+        let mut failed = self.failed.lock().expect("failed lock");
+        if !failed.is_empty() {
+            failed.retain(|_, at| now.duration_since(*at) < SHUN_FOR);
+            owners.sort_by_key(|o| failed.contains_key(&o.id));
+        }
         owners
+    }
+
+    /// Notes that `id` failed a proxied read (unreachable, or could not serve).
+    pub fn note_failure(&self, id: NodeId) {
+        self.failed
+            .lock()
+            .expect("failed lock")
+            .insert(id, Instant::now());
     }
 
     /// Like [`Cluster::owners`], but this node's replica group first: what "applied by the
     /// local replica group" means for a write's outcome.
     pub fn owners_own_group_first(&self, partition: u32) -> Vec<Peer> {
         let mut owners = self.owners(partition);
-        owners.sort_by_key(|o| o.replica_group != self.shared.replica_group);
+        let failed = self.failed.lock().expect("failed lock");
+        owners.sort_by_key(|o| {
+            (
+                failed.contains_key(&o.id),
+                o.replica_group != self.shared.replica_group,
+            )
+        });
         owners
     }
 

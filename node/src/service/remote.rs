@@ -118,6 +118,7 @@ impl Service {
                         self.count_proxied("get", "failover");
                         tracing::warn!(peer = %peer.instance_id, error = %e, "proxied get failed; trying another owner");
                         failed.insert(peer.id);
+                        cluster.note_failure(peer.id);
                     }
                     Err(e) => {
                         self.count_proxied("get", "error");
@@ -164,6 +165,7 @@ impl Service {
                 Err(e) if e.worth_failover() => {
                     self.count_proxied("list", "failover");
                     tracing::warn!(peer = %peer.instance_id, error = %e, "proxied list failed; trying another owner");
+                    cluster.note_failure(peer.id);
                 }
                 Err(e) => {
                     self.count_proxied("list", "error");
@@ -213,6 +215,7 @@ impl Service {
                     Err(e) if e.worth_failover() => {
                         self.count_proxied("outcomes", "failover");
                         tracing::warn!(peer = %peer.instance_id, error = %e, "asking for outcomes failed; trying another owner");
+                        cluster.note_failure(peer.id);
                     }
                     Err(e) => {
                         self.count_proxied("outcomes", "error");
