@@ -21,6 +21,10 @@ if ! python3 -c 'import redis, confluent_kafka' >/dev/null 2>&1; then
 fi
 # The example plugins (plugins/, with the SDK in sdk-wasm/), built to wasm32 for the plugin tests.
 scripts/build-plugins.sh >&2
+# The SDK's and the example plugins' own unit tests, natively (their logic is plain Rust).
+plugin_tests_target="${PLUGIN_TESTS_TARGET_DIR:-$HOME/.cache/firescroll/plugins-test-target}"
+(cd sdk-wasm && CARGO_TARGET_DIR="$plugin_tests_target" cargo test --locked)
+(cd plugins && CARGO_TARGET_DIR="$plugin_tests_target" cargo test --locked)
 # Integration tests start their own brokers from this binary, each on a free port.
 NISSHI_BIN="$(scripts/kafka-broker.sh bin)"
 export NISSHI_BIN

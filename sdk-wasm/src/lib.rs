@@ -201,3 +201,64 @@ macro_rules! transform {
         }
     };
 }
+
+#[cfg(test)]
+extern crate std;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    const INPUT: &[u8] = br#"{"op":"put","pk":"a","sk":"b","data":{"n":2},"current":{"data":{"n":1},"_created_at":5,"_updated_at":6},"args":null}"#;
+
+    #[test]
+    fn typed_input_parses_with_defaults() {
+        #[derive(Debug, Default, Deserialize, PartialEq)]
+        struct Data {
+            n: u32,
+        }
+        let input: Input<Data> = serde_json::from_slice(INPUT).unwrap();
+        assert_eq!(input.data, Data { n: 2 });
+        let current = input.current.unwrap();
+        assert_eq!(
+            (current.data.n, current.created_at, current.updated_at),
+            (1, 5, 6)
+        );
+        assert_eq!(input.args, Value::Null);
+        let deleted: Input<Data> = serde_json::from_slice(
+            br#"{"op":"delete","pk":"a","sk":"","data":null,"current":null,"args":null}"#,
+        )
+        .unwrap();
+        assert_eq!(deleted.data, Data::default());
+    }
+
+    #[test]
+    fn conditions_map_to_the_abi_codes() {
+        let verdict = |f: fn(Input) -> Result<bool, Reject>| abi::condition(INPUT, f);
+        assert_eq!(verdict(|i| Ok(i.data["n"] == 2)), 1);
+        assert_eq!(verdict(|_| Ok(false)), 0);
+        assert_eq!(verdict(|_| Err(Reject(-9))), -9);
+        assert_eq!(
+            verdict(|_| Err(Reject(4))),
+            -1,
+            "errors are always negative"
+        );
+        assert_eq!(abi::condition(b"not json", |_: Input| Ok(true)), -2);
+    }
+
+    #[test]
+    fn transforms_return_packed_json() {
+        let packed = abi::transform(INPUT, |i: Input| {
+            Ok(json!({"doubled": i.data["n"].as_u64().unwrap() * 2}))
+        });
+        // On a 64-bit host the pointer half is truncated; the length half is exact.
+        let len = (packed & 0xffff_ffff) as usize;
+        assert_eq!(len, br#"{"doubled":4}"#.len());
+        assert_eq!(
+            abi::transform(INPUT, |_: Input| Err::<Value, _>(Reject(-7))),
+            -7
+        );
+        assert_eq!(abi::transform(b"[", |_: Input| Ok(json!(1))), -2);
+    }
+}

@@ -48,3 +48,35 @@ fn redact(input: Input) -> Result<Value, Reject> {
 }
 
 transform!(redact);
+
+#[cfg(test)]
+extern crate std;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use firescroll_plugin_sdk::serde_json::{self, json};
+
+    fn run(data: Value, args: Value) -> Value {
+        let input = json!({"op":"read","pk":"p","sk":"s","data":data,"current":null,"args":args});
+        redact(serde_json::from_value(input).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn projects_redacts_and_defaults_to_secrets() {
+        let data = json!({"a": 1, "password": "x", "nested": [{"password": 2, "b": 3}], "secret_key": "k"});
+        assert_eq!(
+            run(data.clone(), json!({"fields": ["a", "nope"]})),
+            json!({"a": 1})
+        );
+        assert_eq!(
+            run(data.clone(), json!({"redact": ["password"]})),
+            json!({"a": 1, "nested": [{"b": 3}], "secret_key": "k"})
+        );
+        assert_eq!(
+            run(data, json!(null)),
+            json!({"a": 1, "password": "x", "nested": [{"password": 2, "b": 3}]})
+        );
+        assert_eq!(run(json!("scalar"), json!(null)), json!("scalar"));
+    }
+}
