@@ -32,6 +32,13 @@ pub enum LogError {
     /// The entry is larger than the log accepts.
     #[error("entry of {size} bytes is over the log's limit of {limit} bytes")]
     TooLarge { size: usize, limit: usize },
+    /// The broker refused the entry as too large (its topic's `max.message.bytes` is below this
+    /// node's MAX_ENTRY_BYTES).
+    #[error(
+        "entry of {size} bytes is over the broker's message size limit (the topic's max.message.bytes); \
+         raise it, or lower MAX_ENTRY_BYTES to match"
+    )]
+    BrokerTooLarge { size: usize },
     /// The log's files or settings are not usable.
     #[error("log storage error: {0}")]
     Storage(String),

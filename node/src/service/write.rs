@@ -367,6 +367,9 @@ impl Service {
                 "entry_too_large",
                 format!("a {size} byte entry is over the log's limit of {limit} bytes; {written}"),
             ),
+            e @ LogError::BrokerTooLarge { .. } => {
+                ServiceError::too_large("entry_too_large", format!("{e}; {written}"))
+            }
             other => ServiceError::new(
                 ErrorKind::Unavailable,
                 "log_unavailable",

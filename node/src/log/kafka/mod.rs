@@ -190,6 +190,18 @@ fn unavailable(e: impl std::fmt::Display) -> LogError {
     LogError::Unavailable(e.to_string())
 }
 
+/// What a failed delivery means for the write. The broker's own size limit (the topic's
+/// `max.message.bytes`, when below MAX_ENTRY_BYTES) is the write's fault — a 413, never a
+/// retryable outage.
+fn delivery_error(e: KafkaError, size: usize) -> LogError {
+    match e {
+        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge) => {
+            LogError::BrokerTooLarge { size }
+        }
+        e => unavailable(format!("Kafka did not acknowledge the write: {e}")),
+    }
+}
+
 impl KafkaLog {
     /// Bootstraps the namespace, then joins the replica group. Partitions arrive through
     /// [`MutationLog::ownership`] as the group assigns them.
@@ -296,9 +308,8 @@ impl MutationLog for KafkaLog {
                 match delivery.await {
                     Ok(Ok(delivered)) => offsets.push(delivered.offset as u64),
                     Ok(Err((e, _))) => {
-                        return Err(unavailable(format!(
-                            "Kafka did not acknowledge the write: {e}"
-                        )));
+                        let size = entries.iter().map(|e| e.payload.len()).max().unwrap_or(0);
+                        return Err(delivery_error(e, size));
                     }
                     Err(_) => return Err(LogError::Closed),
                 }
@@ -458,5 +469,24 @@ impl PartitionReader for KafkaReader {
             self.next = offset + 1;
         }
         Ok(records)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broker_size_refusal_is_the_writes_fault_and_the_rest_are_outages() {
+        let too_large = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        assert!(matches!(
+            delivery_error(too_large, 900),
+            LogError::BrokerTooLarge { size: 900 }
+        ));
+        let timed_out = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        assert!(matches!(
+            delivery_error(timed_out, 900),
+            LogError::Unavailable(_)
+        ));
     }
 }
