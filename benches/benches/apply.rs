@@ -3,31 +3,48 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use firescroll::cond::Conditions;
-use firescroll::engine::{Engine, EngineConfig, PluginResolver, apply_and_commit};
+use firescroll::engine::{Engine, EngineConfig, PluginResolver, Resolved, Rules, apply_and_commit};
 use firescroll::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use firescroll::log::{Append, MutationLog};
 use firescroll::metrics::Metrics;
 use firescroll::model::Position;
-use firescroll::plugins::{PluginHost, PluginLimits};
+use firescroll::plugins::{Digest, PluginHost, PluginLimits};
 use firescroll::store::Store;
-use firescroll_benches::{PARTITIONS, single_op_entries};
+use firescroll_benches::{
+    PARTITIONS, example_plugin, single_op_entries, single_op_entries_with_plugin,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const BATCH: u64 = 1024;
 
+/// Single-op puts: without a condition, with an expr `if`, and with a plugin condition (the
+/// `semver-gate` example, when scripts/build-plugins.sh has built it).
 fn apply_batches(c: &mut Criterion) {
     let conds = Conditions::new();
+    let gate = example_plugin("semver-gate");
     let mut group = c.benchmark_group("apply");
     group.throughput(Throughput::Elements(BATCH));
-    for (name, cond) in [
-        ("batch_of_1024_single_op_puts", None),
+    let mut runs = vec![
+        (
+            "batch_of_1024_single_op_puts",
+            single_op_entries(BATCH, None),
+        ),
         (
             "batch_of_1024_puts_with_if",
-            Some("data == null || data.version == 3"),
+            single_op_entries(BATCH, Some("data == null || data.version == 3")),
         ),
-    ] {
-        let entries = single_op_entries(BATCH, cond);
+    ];
+    match &gate {
+        Some(module) => runs.push((
+            "batch_of_1024_puts_with_if_plugin",
+            single_op_entries_with_plugin(BATCH, &Digest::of(module).to_string()),
+        )),
+        None => eprintln!(
+            "plugins/dist/semver-gate.wasm is missing: run scripts/build-plugins.sh to measure apply with a plugin"
+        ),
+    }
+    for (name, entries) in runs {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let dir = tempfile::tempdir().unwrap();
@@ -37,9 +54,21 @@ fn apply_batches(c: &mut Criterion) {
                     Arc::new(PluginHost::new(PluginLimits::default()).unwrap()),
                     opened.plugins().unwrap(),
                 );
+                if let Some(module) = &gate {
+                    let digest = Digest::of(module).to_string();
+                    plugins.store().put_module(&digest, module).unwrap();
+                    // Compiled before timing, as a node does at upload or first use.
+                    assert!(matches!(plugins.resolve(&digest), Resolved::Ready(_)));
+                }
+                let rules = Rules {
+                    conds: &conds,
+                    plugins: &plugins,
+                    partitions: PARTITIONS,
+                };
                 let started = Instant::now();
                 for _ in 0..iters {
-                    apply_and_commit(&store, &conds, &plugins, PARTITIONS, &entries).unwrap();
+                    let batch = apply_and_commit(&store, rules, &entries).unwrap();
+                    assert!(batch.waiting_for.is_none());
                 }
                 started.elapsed()
             })

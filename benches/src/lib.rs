@@ -60,3 +60,26 @@ pub fn single_op_entries(n: u64, cond: Option<&str>) -> Vec<LogRecord> {
         })
         .collect()
 }
+
+/// `n` entries like [`single_op_entries`], each op with `if_plugin` = `digest`.
+pub fn single_op_entries_with_plugin(n: u64, digest: &str) -> Vec<LogRecord> {
+    single_op_entries(n, None)
+        .into_iter()
+        .map(|record| {
+            let mut entry = LogEntry::decode(&record.payload).expect("own entries decode");
+            entry.ops[0].if_plugin = Some(digest.to_string());
+            LogRecord {
+                offset: record.offset,
+                payload: entry.encode(),
+            }
+        })
+        .collect()
+}
+
+/// An example plugin module built by scripts/build-plugins.sh (`plugins/dist/<name>.wasm`).
+pub fn example_plugin(name: &str) -> Option<Vec<u8>> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/dist")
+        .join(format!("{name}.wasm"));
+    std::fs::read(path).ok()
+}

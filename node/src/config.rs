@@ -729,6 +729,34 @@ mod tests {
     }
 
     #[test]
+    fn plugin_limits_are_settings() {
+        let c = Config::resolve(settings(&[
+            "--plugin-fuel",
+            "1000",
+            "--plugin-memory-bytes",
+            "131072",
+            "--plugin-max-bytes",
+            "2048",
+            "--max-value-bytes",
+            "4096",
+        ]))
+        .unwrap();
+        let limits = &c.plugin_limits;
+        assert_eq!(
+            (limits.fuel, limits.memory_bytes, limits.max_module_bytes),
+            (1000, 131072, 2048)
+        );
+        assert_eq!(
+            limits.max_output_bytes, 4096,
+            "a transform's output is a value"
+        );
+        let error = Config::resolve(settings(&["--plugin-fuel", "0"]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("PLUGIN_FUEL"), "{error}");
+    }
+
+    #[test]
     fn advertise_addresses_in_every_form() {
         let split = |v: &str| split_advertise(v).unwrap();
         assert_eq!(split("node1"), ("node1".into(), None));

@@ -4,7 +4,8 @@
 //! lone read waits for nothing; under load, one request carries many reads.
 
 use super::client::{PeerClient, PeerError};
-use super::wire::{GetQuery, WireRecord};
+use crate::model::Key;
+use crate::model::peer::{GetQuery, WireRecord};
 use dashmap::DashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ const MAX_KEYS: usize = 256;
 type Reply = Result<Vec<Option<WireRecord>>, PeerError>;
 
 struct Pending {
-    keys: Vec<(String, String)>,
+    keys: Vec<Key>,
     reply: oneshot::Sender<Reply>,
 }
 
@@ -39,7 +40,7 @@ impl GetBatcher {
 
     /// Reads `keys` at `addr`, possibly in one request with other callers' keys: one slot per
     /// key, in order.
-    pub async fn get(&self, addr: SocketAddr, keys: Vec<(String, String)>) -> Reply {
+    pub async fn get(&self, addr: SocketAddr, keys: Vec<Key>) -> Reply {
         let (reply, answer) = oneshot::channel();
         let mut pending = Pending { keys, reply };
         loop {
@@ -131,7 +132,7 @@ impl GetBatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::wire::GET_PATH;
+    use crate::model::peer::GET_PATH;
     use axum::body::Bytes;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -147,7 +148,7 @@ mod tests {
                     tokio::time::sleep(Duration::from_millis(30)).await;
                     let query: GetQuery = serde_json::from_slice(&body).unwrap();
                     widest.fetch_max(query.keys.len(), Ordering::SeqCst);
-                    if query.keys.iter().any(|(pk, _)| pk == "moved") {
+                    if query.keys.iter().any(|k| k.pk == "moved") {
                         return (
                             axum::http::StatusCode::SERVICE_UNAVAILABLE,
                             r#"{"error":{"code":"partition_unavailable","message":"moved"}}"#
@@ -157,7 +158,8 @@ mod tests {
                     let records: Vec<String> = query
                         .keys
                         .iter()
-                        .map(|(pk, _)| {
+                        .map(|k| {
+                            let pk = &k.pk;
                             format!(r#"{{"data":"{pk}","created_at_ms":1,"updated_at_ms":2}}"#)
                         })
                         .collect();
@@ -191,7 +193,15 @@ mod tests {
                 format!("k{i}")
             };
             reads.spawn(async move {
-                let reply = batcher.get(addr, vec![(pk.clone(), "s".into())]).await;
+                let reply = batcher
+                    .get(
+                        addr,
+                        vec![Key {
+                            pk: pk.clone(),
+                            sk: "s".into(),
+                        }],
+                    )
+                    .await;
                 (pk, reply)
             });
         }

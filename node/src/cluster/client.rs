@@ -2,9 +2,9 @@
 //! errors that tell a failover worth trying (the peer is unreachable or cannot serve) from an
 //! answer to pass on (the request itself is wrong).
 
-use super::wire::{
-    GET_PATH, GetQuery, GetReply, LIST_PATH, ListQuery, ListReply, OUTCOMES_PATH, OutcomesQuery,
-    OutcomesReply,
+use crate::model::ListRequest;
+use crate::model::peer::{
+    GET_PATH, GetQuery, GetReply, LIST_PATH, ListReply, OUTCOMES_PATH, OutcomesQuery, OutcomesReply,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -93,7 +93,7 @@ impl PeerClient {
     pub async fn list(
         &self,
         addr: SocketAddr,
-        query: &ListQuery,
+        query: &ListRequest,
         peer_wait: Duration,
     ) -> Result<ListReply, PeerError> {
         self.post(addr, LIST_PATH, query, peer_wait).await

@@ -12,7 +12,6 @@ mod client;
 mod gossip;
 mod identity;
 mod table;
-pub mod wire;
 
 pub use card::CardTooLarge;
 pub use client::{HOP_HEADER, PeerClient, PeerError};
@@ -20,6 +19,8 @@ pub use identity::NodeId;
 pub use table::{ClusterView, Peer};
 
 use crate::metrics::Metrics;
+use crate::model::Key;
+use crate::model::peer::WireRecord;
 use card::Card;
 use rand::seq::SliceRandom;
 use std::net::SocketAddr;
@@ -226,8 +227,8 @@ impl Cluster {
     pub async fn get_coalesced(
         &self,
         addr: SocketAddr,
-        keys: Vec<(String, String)>,
-    ) -> Result<Vec<Option<wire::WireRecord>>, PeerError> {
+        keys: Vec<Key>,
+    ) -> Result<Vec<Option<WireRecord>>, PeerError> {
         self.batcher.get(addr, keys).await
     }
 

@@ -10,6 +10,15 @@ use crate::plugins::{Input, PluginFailure};
 use crate::store::{PartitionStore, StoreError, decode_value, encode_key, encode_value};
 use std::collections::HashMap;
 
+/// What applying needs besides the partition's store: the same on every replica.
+#[derive(Clone, Copy)]
+pub struct Rules<'a> {
+    pub conds: &'a Conditions,
+    pub plugins: &'a PluginResolver,
+    /// The namespace's partition count (an op's pk must belong to the entry's partition).
+    pub partitions: u32,
+}
+
 /// Pending writes of a batch: key → new value (`None` = delete). Later entries read through it.
 type Overlay = HashMap<Vec<u8>, Option<Vec<u8>>>;
 
@@ -38,9 +47,7 @@ enum EntryOutcome {
 /// entry whose plugin is not here yet.
 pub fn apply_batch(
     store: &PartitionStore,
-    conds: &Conditions,
-    plugins: &PluginResolver,
-    partitions: u32,
+    rules: Rules<'_>,
     records: &[LogRecord],
 ) -> Result<AppliedBatch, StoreError> {
     let mut batch = AppliedBatch {
@@ -51,14 +58,7 @@ pub fn apply_batch(
         waiting_for: None,
     };
     for record in records {
-        match apply_entry(
-            store,
-            conds,
-            plugins,
-            partitions,
-            &record.payload,
-            &mut batch.writes,
-        )? {
+        match apply_entry(store, rules, &record.payload, &mut batch.writes)? {
             EntryOutcome::Applied => {}
             EntryOutcome::Rejected(rejection) => batch.rejections.push((record.offset, rejection)),
             EntryOutcome::Waiting(digest) => {
@@ -75,12 +75,10 @@ pub fn apply_batch(
 /// Applies `records` and commits the result (records, rejections and next offset) atomically.
 pub fn apply_and_commit(
     store: &PartitionStore,
-    conds: &Conditions,
-    plugins: &PluginResolver,
-    partitions: u32,
+    rules: Rules<'_>,
     records: &[LogRecord],
 ) -> Result<AppliedBatch, StoreError> {
-    let batch = apply_batch(store, conds, plugins, partitions, records)?;
+    let batch = apply_batch(store, rules, records)?;
     if batch.entries == 0 {
         return Ok(batch);
     }
@@ -106,9 +104,11 @@ pub fn apply_and_commit(
 /// (non-deterministic: they stop the partition); the inner one is the entry's outcome.
 fn apply_entry(
     store: &PartitionStore,
-    conds: &Conditions,
-    plugins: &PluginResolver,
-    partitions: u32,
+    Rules {
+        conds,
+        plugins,
+        partitions,
+    }: Rules<'_>,
     payload: &[u8],
     overlay: &mut Overlay,
 ) -> Result<EntryOutcome, StoreError> {

@@ -11,7 +11,7 @@ mod plugins;
 mod read_index;
 
 pub use crate::model::{Outcome, Rejection, RejectionKind};
-pub use apply::{AppliedBatch, apply_and_commit, apply_batch};
+pub use apply::{AppliedBatch, Rules, apply_and_commit, apply_batch};
 pub use partition::{Health, PartitionRuntime};
 pub use plugins::{PluginResolver, Resolved};
 pub use read_index::{Lookup, ReadIndex};
@@ -366,13 +366,12 @@ impl Engine {
                 }
             };
             let started = Instant::now();
-            match apply_and_commit(
-                &runtime.store,
-                &inner.conds,
-                &inner.plugins,
-                inner.store.partition_count(),
-                &records,
-            ) {
+            let rules = Rules {
+                conds: &inner.conds,
+                plugins: &inner.plugins,
+                partitions: inner.store.partition_count(),
+            };
+            match apply_and_commit(&runtime.store, rules, &records) {
                 Ok(batch) => {
                     // The index first: whoever sees the new offset must read the new values.
                     runtime.index.apply(batch.writes.iter());

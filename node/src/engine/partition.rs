@@ -31,6 +31,8 @@ pub struct PartitionRuntime {
     health: Mutex<Health>,
     /// Mirrors "health is not a gap", read on every request without taking the lock.
     readable: AtomicBool,
+    /// Mirrors "health is serving" (read on every routed request with gossip on).
+    serving: AtomicBool,
     /// Outcomes of offsets below this are already pruned.
     pub(super) outcomes_pruned_below: AtomicU64,
     pub(super) stop: Arc<AtomicBool>,
@@ -49,6 +51,7 @@ impl PartitionRuntime {
             index,
             next_offset: watch::channel(next_offset).0,
             readable: AtomicBool::new(!matches!(health, Health::Gap { .. })),
+            serving: AtomicBool::new(health == Health::Serving),
             outcomes_pruned_below: AtomicU64::new(0),
             health: Mutex::new(health),
             stop: Arc::new(AtomicBool::new(false)),
@@ -91,13 +94,15 @@ impl PartitionRuntime {
     pub(super) fn set_health(&self, health: Health) {
         self.readable
             .store(!matches!(health, Health::Gap { .. }), Ordering::SeqCst);
+        self.serving
+            .store(health == Health::Serving, Ordering::SeqCst);
         *self.health.lock().expect("health lock") = health;
     }
 
     /// Whether this partition applies the log and serves reads (neither stopped by a failure
     /// nor by a gap).
     pub fn serving(&self) -> bool {
-        matches!(*self.health.lock().expect("health lock"), Health::Serving)
+        self.serving.load(Ordering::SeqCst)
     }
 
     /// Whether reads may be served from this partition.

@@ -8,14 +8,33 @@ use serde_json::value::RawValue;
 
 const PARTITIONS: u32 = 4;
 
-/// A plugin resolver with no plugins (its own store, so the partition's store stays unlocked).
-fn no_plugins() -> PluginResolver {
-    let dir = tempfile::tempdir().unwrap().keep();
-    let store = Store::open(&dir, PARTITIONS).unwrap();
-    PluginResolver::new(
-        Arc::new(PluginHost::new(PluginLimits::default()).unwrap()),
-        store.plugins().unwrap(),
-    )
+/// Conditions and a plugin resolver with no plugins yet (its own store, so the partition's
+/// store stays unlocked).
+struct TestRules {
+    conds: Conditions,
+    plugins: PluginResolver,
+}
+
+impl TestRules {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let store = Store::open(&dir, PARTITIONS).unwrap();
+        TestRules {
+            conds: Conditions::new(),
+            plugins: PluginResolver::new(
+                Arc::new(PluginHost::new(PluginLimits::default()).unwrap()),
+                store.plugins().unwrap(),
+            ),
+        }
+    }
+
+    fn rules(&self) -> Rules<'_> {
+        Rules {
+            conds: &self.conds,
+            plugins: &self.plugins,
+            partitions: PARTITIONS,
+        }
+    }
 }
 
 fn put(pk: &str, sk: &str, data: &str, cond: Option<&str>) -> Op {
@@ -148,7 +167,7 @@ fn mixed_log() -> Vec<Vec<u8>> {
 #[test]
 fn same_log_gives_same_digest_whatever_the_batching() {
     let log = records(&mixed_log());
-    let conds = Conditions::new();
+    let rules = TestRules::new();
     let mut digests = Vec::new();
     let mut outcomes = Vec::new();
     for batch_size in [1usize, 7, 64, 1000] {
@@ -156,7 +175,7 @@ fn same_log_gives_same_digest_whatever_the_batching() {
         let store = open_partition(dir.path(), 1);
         let mut rejected = Vec::new();
         for chunk in log.chunks(batch_size) {
-            let batch = apply_and_commit(&store, &conds, &no_plugins(), PARTITIONS, chunk).unwrap();
+            let batch = apply_and_commit(&store, rules.rules(), chunk).unwrap();
             rejected.extend(batch.rejections.into_iter().map(|(o, r)| (o, r.kind)));
         }
         assert_eq!(store.next_offset().unwrap(), log.len() as u64);
@@ -182,7 +201,7 @@ fn an_entry_is_all_or_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let pk = &pks_in(0, 1)[0];
     let store = open_partition(dir.path(), 0);
-    let conds = Conditions::new();
+    let rules = TestRules::new();
     let entries = vec![
         LogEntry::new(1, vec![put(pk, "a", "1", None)]).encode(),
         // Second op's condition fails: the first op must not take effect either.
@@ -204,14 +223,7 @@ fn an_entry_is_all_or_nothing() {
         )
         .encode(),
     ];
-    let batch = apply_and_commit(
-        &store,
-        &conds,
-        &no_plugins(),
-        PARTITIONS,
-        &records(&entries),
-    )
-    .unwrap();
+    let batch = apply_and_commit(&store, rules.rules(), &records(&entries)).unwrap();
     assert_eq!(batch.rejections.len(), 1);
     assert_eq!(batch.rejections[0].0, 1);
     assert_eq!(batch.rejections[0].1.op, Some(1));
@@ -229,7 +241,7 @@ fn timestamps_and_conditions_use_the_stored_record() {
     let dir = tempfile::tempdir().unwrap();
     let pk = &pks_in(3, 1)[0];
     let store = open_partition(dir.path(), 3);
-    let conds = Conditions::new();
+    let rules = TestRules::new();
     let entries = vec![
         LogEntry::new(1000, vec![put(pk, "k", "1", None)]).encode(),
         // The condition sees the stored _updated_at (1000), not this entry's 2000.
@@ -238,14 +250,7 @@ fn timestamps_and_conditions_use_the_stored_record() {
         // A node with a slow clock: _updated_at must not go back in time.
         LogEntry::new(1500, vec![put(pk, "k", "4", None)]).encode(),
     ];
-    let batch = apply_and_commit(
-        &store,
-        &conds,
-        &no_plugins(),
-        PARTITIONS,
-        &records(&entries),
-    )
-    .unwrap();
+    let batch = apply_and_commit(&store, rules.rules(), &records(&entries)).unwrap();
     assert_eq!(
         batch.rejections.iter().map(|r| r.0).collect::<Vec<_>>(),
         vec![2]
@@ -548,8 +553,7 @@ fn an_entry_waits_for_its_plugin_instead_of_rejecting() {
     let dir = tempfile::tempdir().unwrap();
     let pk = &pks_in(0, 1)[0];
     let store = open_partition(dir.path(), 0);
-    let conds = Conditions::new();
-    let plugins = no_plugins();
+    let rules = TestRules::new();
     // A condition that is true when the input's first byte is `{` (it always is).
     let module = wat::parse_str(
         r#"(module (memory (export "memory") 1)
@@ -570,7 +574,7 @@ fn an_entry_waits_for_its_plugin_instead_of_rejecting() {
         LogEntry::new(3, vec![put(pk, "b", "3", None)]).encode(),
     ];
     let log = records(&entries);
-    let batch = apply_and_commit(&store, &conds, &plugins, PARTITIONS, &log).unwrap();
+    let batch = apply_and_commit(&store, rules.rules(), &log).unwrap();
     assert_eq!(batch.waiting_for.as_deref(), Some(digest.as_str()));
     assert_eq!(
         (batch.entries, batch.next_offset),
@@ -582,8 +586,8 @@ fn an_entry_waits_for_its_plugin_instead_of_rejecting() {
     assert!(get(&store, pk, "b").is_none());
 
     // The module arrives (as the plugins topic would deliver it): the entry applies.
-    plugins.store().put_module(&digest, &module).unwrap();
-    let batch = apply_and_commit(&store, &conds, &plugins, PARTITIONS, &log[1..]).unwrap();
+    rules.plugins.store().put_module(&digest, &module).unwrap();
+    let batch = apply_and_commit(&store, rules.rules(), &log[1..]).unwrap();
     assert_eq!(batch.waiting_for, None);
     assert!(batch.rejections.is_empty(), "{:?}", batch.rejections);
     assert_eq!(store.next_offset().unwrap(), 3);
@@ -597,9 +601,7 @@ fn an_entry_waits_for_its_plugin_instead_of_rejecting() {
     };
     let batch = apply_and_commit(
         &store,
-        &conds,
-        &plugins,
-        PARTITIONS,
+        rules.rules(),
         &[LogRecord {
             offset: 3,
             payload: LogEntry::new(4, vec![bogus]).encode(),

@@ -4,9 +4,10 @@
 mod entry;
 mod outcome;
 mod partition;
+pub mod peer;
 mod record;
 
 pub use entry::{DecodeError, ENTRY_VERSION, LogEntry, Op, OpKind};
 pub use outcome::{Outcome, Rejection, RejectionKind};
 pub use partition::{murmur2, partition_of};
-pub use record::{Key, Position, Record};
+pub use record::{Key, ListRequest, Position, Record};

@@ -1,7 +1,9 @@
-//! Records as readers see them, and the addresses of things in the log.
+//! Records as readers see them, the addresses of things in the log, and list requests.
+
+use serde::{Deserialize, Serialize};
 
 /// A record's address: partition key and sort key. Any UTF-8 is allowed in both, `\0` included.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Key {
     pub pk: String,
     pub sk: String,
@@ -21,8 +23,29 @@ pub struct Record {
 }
 
 /// Where an entry sits in the log: what a write returns, and what `min_offsets` waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Position {
     pub partition: u32,
     pub offset: u64,
+}
+
+/// A list call: `pk`'s records whose sk starts with `sk_prefix`, in sk byte order. The same
+/// request travels to a peer when another node serves the partition.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ListRequest {
+    pub pk: String,
+    pub sk_prefix: String,
+    /// Most records returned; 0 means the node's maximum page (then a cursor marks the rest).
+    pub limit: u64,
+    /// Keep only records for which this condition is true.
+    pub cond: Option<String>,
+    /// Stop at the first record for which `cond` is false.
+    pub if_stop: bool,
+    /// Skip the record whose sk equals a non-empty `sk_prefix` (FireScroll's list did; its
+    /// `sk_prefix` doubled as "continue after").
+    pub skip_prefix_itself: bool,
+    /// Continue after this cursor (from a previous page's `next_cursor`).
+    pub cursor: Option<String>,
+    /// Wait until these positions are applied before reading.
+    pub min_offsets: Vec<Position>,
 }

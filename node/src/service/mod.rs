@@ -10,9 +10,12 @@ mod remote;
 mod status;
 mod write;
 
+pub use crate::model::ListRequest;
+/// A plugin name's binding, as `/plugins` lists it.
+pub use crate::plugins::Binding;
 pub use auth::{Access, Tokens};
 pub use json::compact_json;
-pub use read::{ListPage, ListRequest};
+pub use read::ListPage;
 pub use status::{PartitionReport, Readiness};
 pub use write::{EntryResult, WriteMode, WriteOp, WriteRequest};
 

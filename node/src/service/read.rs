@@ -4,37 +4,16 @@
 
 use super::{ErrorKind, Service, ServiceError};
 use crate::cluster::Cluster;
-use crate::cluster::wire::{ListQuery, positions_to_wire};
 use crate::cond::Subject;
 use crate::engine::Lookup;
 use crate::engine::{Health, Outcome, PartitionRuntime, WaitError};
-use crate::model::{Key, Position, Record, partition_of};
+use crate::model::{Key, ListRequest, Position, Record, partition_of};
 use crate::store::{HEADER_LEN, StoreError, decode_value, encode_key, to_record};
 use bytes::Bytes;
 use fjall::Slice;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// A list call: `pk`'s records whose sk starts with `sk_prefix`, in sk byte order.
-#[derive(Debug, Clone, Default)]
-pub struct ListRequest {
-    pub pk: String,
-    pub sk_prefix: String,
-    /// Most records returned; 0 means the node's maximum page (then a cursor marks the rest).
-    pub limit: u64,
-    /// Keep only records for which this condition is true.
-    pub cond: Option<String>,
-    /// Stop at the first record for which `cond` is false.
-    pub if_stop: bool,
-    /// Skip the record whose sk equals a non-empty `sk_prefix` (FireScroll's list did; its
-    /// `sk_prefix` doubled as "continue after").
-    pub skip_prefix_itself: bool,
-    /// Continue after this cursor (from a previous page's `next_cursor`).
-    pub cursor: Option<String>,
-    /// Wait until these positions are applied before reading.
-    pub min_offsets: Vec<Position>,
-}
 
 /// One page of a list.
 #[derive(Debug, Clone, Default)]
@@ -280,15 +259,9 @@ impl Service {
         let (local_waits, positions) =
             self.split_positions(&request.min_offsets, &BTreeMap::from([(partition, ())]));
         self.wait_for(&local_waits).await?;
-        let query = ListQuery {
-            pk: request.pk,
-            sk_prefix: request.sk_prefix,
-            limit: request.limit,
-            cond: request.cond,
-            if_stop: request.if_stop,
-            skip_prefix_itself: request.skip_prefix_itself,
-            cursor: request.cursor,
-            min_offsets: positions_to_wire(&positions),
+        let query = ListRequest {
+            min_offsets: positions,
+            ..request
         };
         let (records, next_cursor) = self.list_remote(&cluster, partition, query).await?;
         Ok(ListPage {

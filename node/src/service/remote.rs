@@ -4,10 +4,11 @@
 //! reachable owner serves is an error naming it — never a silently shorter answer.
 
 use super::{ErrorKind, Service, ServiceError};
-use crate::cluster::wire::{GetQuery, GetReply, ListQuery, OutcomesQuery, positions_to_wire};
 use crate::cluster::{Cluster, NodeId, Peer, PeerError};
-use crate::model::{Key, Outcome, Position, Record};
+use crate::model::peer::{GetQuery, GetReply, OutcomesQuery};
+use crate::model::{Key, ListRequest, Outcome, Position, Record};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
@@ -51,17 +52,15 @@ impl Service {
                 let mut indexes = Vec::new();
                 for p in &parts {
                     for &i in &pending[p] {
-                        query.keys.push((keys[i].pk.clone(), keys[i].sk.clone()));
+                        query.keys.push(keys[i].clone());
                         indexes.push(i);
                     }
                 }
-                query.min_offsets = positions_to_wire(
-                    &min_offsets
-                        .iter()
-                        .copied()
-                        .filter(|m| parts.contains(&m.partition))
-                        .collect::<Vec<_>>(),
-                );
+                query.min_offsets = min_offsets
+                    .iter()
+                    .copied()
+                    .filter(|m| parts.contains(&m.partition))
+                    .collect();
                 batches.push((peer, parts, query, indexes));
             }
             let ask = |(peer, parts, query, indexes): (Peer, Vec<u32>, GetQuery, Vec<usize>)| {
@@ -78,7 +77,7 @@ impl Service {
                     } else {
                         cluster.client().get(peer.api, &query, wait).await
                     };
-                    (peer, parts, query, indexes, reply, started.elapsed())
+                    (peer, parts, query, indexes, reply, started)
                 }
             };
             let answers = if batches.len() == 1 {
@@ -97,32 +96,23 @@ impl Service {
                 }
                 answers
             };
-            for (peer, parts, query, indexes, reply, took) in answers {
-                self.metrics
-                    .proxy_latency
-                    .with_label_values(&["get"])
-                    .observe(took.as_micros() as f64);
+            for (peer, parts, query, indexes, reply, started) in answers {
+                self.observe_proxy("get", started);
                 match reply {
                     Ok(reply) => {
                         self.count_proxied("get", "ok");
-                        for (((pk, sk), slot), i) in
+                        for ((key, slot), i) in
                             query.keys.into_iter().zip(reply.records).zip(indexes)
                         {
-                            found.push((i, slot.map(|r| r.into_record(pk, sk))));
+                            found.push((i, slot.map(|r| r.into_record(key.pk, key.sk))));
                         }
                         for p in parts {
                             pending.remove(&p);
                         }
                     }
-                    Err(e) if e.worth_failover() => {
-                        self.count_proxied("get", "failover");
-                        tracing::warn!(peer = %peer.instance_id, error = %e, "proxied get failed; trying another owner");
-                        failed.insert(peer.id);
-                        cluster.note_failure(peer.id);
-                    }
                     Err(e) => {
-                        self.count_proxied("get", "error");
-                        return Err(peer_error(&peer, e));
+                        self.peer_failed(cluster, "get", &peer, e)?;
+                        failed.insert(peer.id);
                     }
                 }
             }
@@ -135,49 +125,28 @@ impl Service {
         &self,
         cluster: &Cluster,
         partition: u32,
-        query: ListQuery,
+        query: ListRequest,
     ) -> Result<(Vec<Record>, Option<String>), ServiceError> {
         let wait = self.peer_wait(!query.min_offsets.is_empty());
         let owners = cluster.owners(partition);
-        if owners.is_empty() {
-            return Err(no_owner(partition, false));
-        }
-        for peer in owners {
-            let started = Instant::now();
-            let reply = cluster.client().list(peer.api, &query, wait).await;
-            self.metrics
-                .proxy_latency
-                .with_label_values(&["list"])
-                .observe(started.elapsed().as_micros() as f64);
-            match reply {
-                Ok(reply) => {
-                    self.count_proxied("list", "ok");
-                    let records = reply
-                        .records
-                        .into_iter()
-                        .map(|r| {
-                            let sk = r.sk.clone().unwrap_or_default();
-                            r.into_record(query.pk.clone(), sk)
-                        })
-                        .collect();
-                    return Ok((records, reply.next_cursor));
-                }
-                Err(e) if e.worth_failover() => {
-                    self.count_proxied("list", "failover");
-                    tracing::warn!(peer = %peer.instance_id, error = %e, "proxied list failed; trying another owner");
-                    cluster.note_failure(peer.id);
-                }
-                Err(e) => {
-                    self.count_proxied("list", "error");
-                    return Err(peer_error(&peer, e));
-                }
-            }
-        }
-        Err(no_owner(partition, true))
+        let reply = self
+            .first_answer(cluster, "list", partition, owners, |peer| {
+                cluster.client().list(peer.api, &query, wait)
+            })
+            .await?;
+        let records = reply
+            .records
+            .into_iter()
+            .map(|r| {
+                let sk = r.sk.clone().unwrap_or_default();
+                r.into_record(query.pk.clone(), sk)
+            })
+            .collect();
+        Ok((records, reply.next_cursor))
     }
 
-    /// Outcomes of entries in partitions this node does not serve, from owners, each waited
-    /// for up to `wait`.
+    /// Outcomes of entries in partitions this node does not serve, from owners (of this node's
+    /// replica group first), each waited for up to `wait`.
     pub(super) async fn outcomes_remote(
         &self,
         cluster: &Cluster,
@@ -191,43 +160,79 @@ impl Service {
         let mut outcomes = vec![None; positions.len()];
         for (partition, indexes) in by_partition {
             let query = OutcomesQuery {
-                positions: indexes
-                    .iter()
-                    .map(|&i| (positions[i].partition, positions[i].offset))
-                    .collect(),
+                positions: indexes.iter().map(|&i| positions[i]).collect(),
                 wait_ms: wait.as_millis() as u64,
             };
             let owners = cluster.owners_own_group_first(partition);
-            if owners.is_empty() {
-                return Err(no_owner(partition, false));
-            }
-            let mut answered = false;
-            for peer in owners {
-                match cluster.client().outcomes(peer.api, &query).await {
-                    Ok(reply) => {
-                        self.count_proxied("outcomes", "ok");
-                        for (i, outcome) in indexes.iter().zip(reply.outcomes) {
-                            outcomes[*i] = outcome;
-                        }
-                        answered = true;
-                        break;
-                    }
-                    Err(e) if e.worth_failover() => {
-                        self.count_proxied("outcomes", "failover");
-                        tracing::warn!(peer = %peer.instance_id, error = %e, "asking for outcomes failed; trying another owner");
-                        cluster.note_failure(peer.id);
-                    }
-                    Err(e) => {
-                        self.count_proxied("outcomes", "error");
-                        return Err(peer_error(&peer, e));
-                    }
-                }
-            }
-            if !answered {
-                return Err(no_owner(partition, true));
+            let reply = self
+                .first_answer(cluster, "outcomes", partition, owners, |peer| {
+                    cluster.client().outcomes(peer.api, &query)
+                })
+                .await?;
+            for (i, outcome) in indexes.iter().zip(reply.outcomes) {
+                outcomes[*i] = outcome;
             }
         }
         Ok(outcomes)
+    }
+
+    /// Asks `owners` of `partition` in turn until one answers; the answer, or the error to
+    /// give the caller.
+    async fn first_answer<T, F, Fut>(
+        &self,
+        cluster: &Cluster,
+        operation: &'static str,
+        partition: u32,
+        owners: Vec<Peer>,
+        ask: F,
+    ) -> Result<T, ServiceError>
+    where
+        F: Fn(&Peer) -> Fut,
+        Fut: Future<Output = Result<T, PeerError>>,
+    {
+        if owners.is_empty() {
+            return Err(no_owner(partition, false));
+        }
+        for peer in owners {
+            let started = Instant::now();
+            let reply = ask(&peer).await;
+            self.observe_proxy(operation, started);
+            match reply {
+                Ok(answer) => {
+                    self.count_proxied(operation, "ok");
+                    return Ok(answer);
+                }
+                Err(e) => self.peer_failed(cluster, operation, &peer, e)?,
+            }
+        }
+        Err(no_owner(partition, true))
+    }
+
+    /// Books a failed request to `peer`: `Ok` when another owner is worth asking (and `peer`
+    /// is tried last for a while), else the error to answer the caller with.
+    fn peer_failed(
+        &self,
+        cluster: &Cluster,
+        operation: &'static str,
+        peer: &Peer,
+        e: PeerError,
+    ) -> Result<(), ServiceError> {
+        if e.worth_failover() {
+            self.count_proxied(operation, "failover");
+            tracing::warn!(peer = %peer.instance_id, operation, error = %e, "proxied read failed; trying another owner");
+            cluster.note_failure(peer.id);
+            Ok(())
+        } else {
+            self.count_proxied(operation, "error");
+            Err(peer_error(peer, e))
+        }
+    }
+
+    fn observe_proxy(&self, operation: &str, started: Instant) {
+        self.metrics
+            .proxy_latency
+            .with_label_values(&[operation])
+            .observe(started.elapsed().as_micros() as f64);
     }
 
     /// How long a peer may wait for read-your-writes positions.

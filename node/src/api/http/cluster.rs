@@ -4,11 +4,9 @@
 
 use super::records::authorize;
 use super::response;
-use crate::cluster::wire::{
-    GetQuery, ListQuery, OutcomesQuery, OutcomesReply, positions_from_wire, render_record,
-};
-use crate::model::Key;
-use crate::service::{ListRequest, Service, ServiceError};
+use crate::model::ListRequest;
+use crate::model::peer::{GetQuery, OutcomesQuery, OutcomesReply, render_record};
+use crate::service::{Service, ServiceError};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -43,14 +41,7 @@ async fn dispatch(service: &Service, op: &str, body: &[u8]) -> Result<Vec<u8>, S
     match op {
         "get" => {
             let query: GetQuery = parse(body)?;
-            let keys = query
-                .keys
-                .into_iter()
-                .map(|(pk, sk)| Key { pk, sk })
-                .collect();
-            let found = service
-                .get_local(keys, &positions_from_wire(&query.min_offsets))
-                .await?;
+            let found = service.get_local(query.keys, &query.min_offsets).await?;
             let mut out = b"{\"records\":[".to_vec();
             for (i, slot) in found.iter().enumerate() {
                 if i > 0 {
@@ -65,19 +56,8 @@ async fn dispatch(service: &Service, op: &str, body: &[u8]) -> Result<Vec<u8>, S
             Ok(out)
         }
         "list" => {
-            let query: ListQuery = parse(body)?;
-            let page = service
-                .list_local(ListRequest {
-                    pk: query.pk,
-                    sk_prefix: query.sk_prefix,
-                    limit: query.limit,
-                    cond: query.cond,
-                    if_stop: query.if_stop,
-                    skip_prefix_itself: query.skip_prefix_itself,
-                    cursor: query.cursor,
-                    min_offsets: positions_from_wire(&query.min_offsets),
-                })
-                .await?;
+            let query: ListRequest = parse(body)?;
+            let page = service.list_local(query).await?;
             let mut out = b"{\"records\":[".to_vec();
             for (i, record) in page.records.iter().enumerate() {
                 if i > 0 {
@@ -93,10 +73,7 @@ async fn dispatch(service: &Service, op: &str, body: &[u8]) -> Result<Vec<u8>, S
         "outcomes" => {
             let query: OutcomesQuery = parse(body)?;
             let outcomes = service
-                .outcomes_local(
-                    &positions_from_wire(&query.positions),
-                    Duration::from_millis(query.wait_ms),
-                )
+                .outcomes_local(&query.positions, Duration::from_millis(query.wait_ms))
                 .await?;
             Ok(serde_json::to_vec(&OutcomesReply { outcomes }).expect("serializes"))
         }

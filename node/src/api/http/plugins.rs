@@ -2,7 +2,7 @@
 
 use super::records::authorize_for;
 use super::response;
-use crate::plugins::Binding;
+use crate::service::Binding;
 use crate::service::{Access, Service, ServiceError};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};

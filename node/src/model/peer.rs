@@ -1,8 +1,10 @@
 //! The internal read protocol between the nodes of a region: JSON over the peers' HTTP API
-//! port, under `/cluster/v1/`. A peer answers only from its own partitions — it never proxies
-//! again (hop limit 1) — so a routing disagreement costs one failed hop, never a loop.
+//! port, under `/cluster/v1/`. The cluster's client speaks it and the HTTP API serves it, so it
+//! lives here, with the other formats nodes exchange. A peer answers only from its own partitions
+//! — it never proxies again (hop limit 1) — so a routing disagreement costs one failed hop, never
+//! a loop.
 
-use crate::model::{Outcome, Position, Record};
+use super::{Key, Outcome, Position, Record};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -16,10 +18,9 @@ pub const OUTCOMES_PATH: &str = "/cluster/v1/outcomes";
 /// Point reads of keys in partitions the peer serves.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GetQuery {
-    /// (pk, sk) pairs.
-    pub keys: Vec<(String, String)>,
-    /// Positions to wait for first (read-your-writes), as (partition, offset).
-    pub min_offsets: Vec<(u32, u64)>,
+    pub keys: Vec<Key>,
+    /// Positions to wait for first (read-your-writes).
+    pub min_offsets: Vec<Position>,
 }
 
 /// The answer to a [`GetQuery`]: one slot per key, in order, `None` where there is no record.
@@ -71,20 +72,7 @@ pub fn render_record(out: &mut Vec<u8>, record: &Record, with_sk: bool) {
     );
 }
 
-/// A pk listing on a peer; the fields of the service's list request.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ListQuery {
-    pub pk: String,
-    pub sk_prefix: String,
-    pub limit: u64,
-    pub cond: Option<String>,
-    pub if_stop: bool,
-    pub skip_prefix_itself: bool,
-    pub cursor: Option<String>,
-    pub min_offsets: Vec<(u32, u64)>,
-}
-
-/// The answer to a [`ListQuery`].
+/// The answer to a [`ListRequest`](super::ListRequest).
 #[derive(Debug, Deserialize)]
 pub struct ListReply {
     pub records: Vec<WireRecord>,
@@ -94,7 +82,7 @@ pub struct ListReply {
 /// Outcomes of entries, waiting (bounded) for them to be applied.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OutcomesQuery {
-    pub positions: Vec<(u32, u64)>,
+    pub positions: Vec<Position>,
     /// How long the peer may wait for each position to be applied; 0 answers at once.
     pub wait_ms: u64,
 }
@@ -103,17 +91,4 @@ pub struct OutcomesQuery {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct OutcomesReply {
     pub outcomes: Vec<Option<Outcome>>,
-}
-
-/// Positions as wire pairs.
-pub fn positions_to_wire(positions: &[Position]) -> Vec<(u32, u64)> {
-    positions.iter().map(|p| (p.partition, p.offset)).collect()
-}
-
-/// Wire pairs as positions.
-pub fn positions_from_wire(pairs: &[(u32, u64)]) -> Vec<Position> {
-    pairs
-        .iter()
-        .map(|&(partition, offset)| Position { partition, offset })
-        .collect()
 }
