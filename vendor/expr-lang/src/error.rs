@@ -10,6 +10,8 @@ pub enum Error {
     PestError(Box<pest::error::Error<Rule>>),
     ParseError(String),
     ExprError(String),
+    /// A [`crate::Budget`] ran out (FireScroll addition): steps, bytes or depth.
+    BudgetExceeded(String),
     #[cfg(feature = "regex")]
     RegexError(regex::Error),
     #[cfg(feature = "serde")]
@@ -26,7 +28,7 @@ impl Display for Error {
             Error::PestError(e) => Display::fmt(e, f),
             #[cfg(feature = "regex")]
             Error::RegexError(e) => Display::fmt(e, f),
-            Error::ParseError(e) | Error::ExprError(e) => f.write_str(e),
+            Error::ParseError(e) | Error::ExprError(e) | Error::BudgetExceeded(e) => f.write_str(e),
             #[cfg(feature = "serde")]
             Error::DeserializeError(e) | Error::SerializeError(e) => f.write_str(e),
         }
@@ -69,6 +71,7 @@ impl Debug for Error {
             Error::PestError(e) => write!(f, "PestError: {}", e),
             Error::ParseError(e) => write!(f, "ParseError: {}", e),
             Error::ExprError(e) => write!(f, "ExprError: {}", e),
+            Error::BudgetExceeded(e) => write!(f, "BudgetExceeded: {}", e),
             #[cfg(feature = "regex")]
             Error::RegexError(e) => write!(f, "RegexError: {}", e),
             #[cfg(feature = "serde")]

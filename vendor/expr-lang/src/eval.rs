@@ -165,7 +165,18 @@ impl<'a> Environment<'a> {
         self.run(&program, ctx)
     }
 
+    /// Evaluates one node. Under [`crate::run_bounded`] this is where a step is charged, the
+    /// depth is counted and the produced value is weighed; any depth runs on a stack with room.
     pub fn eval_expr(&self, ctx: &dyn ContextProvider, node: &Node) -> Result<Value> {
+        crate::budget::enter()?;
+        let result = crate::budget::with_stack(|| self.eval_node(ctx, node));
+        crate::budget::leave();
+        let value = result?;
+        crate::budget::charge_value(&value)?;
+        Ok(value)
+    }
+
+    fn eval_node(&self, ctx: &dyn ContextProvider, node: &Node) -> Result<Value> {
         let value = match node {
             Node::Value(value) => value.clone(),
             Node::Ident(id) => {
@@ -208,7 +219,13 @@ impl<'a> Environment<'a> {
                 right,
             } => self.eval_operator(ctx, operator, left, right)?,
             Node::Unary { operator, node } => self.eval_unary_operator(ctx, operator, node)?,
-            Node::Postfix { operator, node } => self.eval_postfix_operator(ctx, operator, node)?,
+            Node::Postfix { operator, node: operand } => {
+                match crate::ast::postfix_operator::lookup_in_place(ctx, node, 0) {
+                    // `data.a.b`: read in place instead of copying `data` and then `data.a`.
+                    Some(value) => value.clone(),
+                    None => self.eval_postfix_operator(ctx, operator, operand)?,
+                }
+            }
             Node::Array(a) => Value::Array(
                 a.iter()
                     .map(|e| self.eval_expr(ctx, e))
@@ -217,6 +234,8 @@ impl<'a> Environment<'a> {
             Node::Range(start, end) => {
                 match (self.eval_expr(ctx, start)?, self.eval_expr(ctx, end)?) {
                     (Value::Integer(start), Value::Integer(end)) => {
+                        let len = (i128::from(end) - i128::from(start) + 1).max(0) as u128;
+                        crate::budget::ensure_bytes(len * 16)?;
                         Value::Array((start..=end).map(Value::Integer).collect())
                     }
                     (start, end) => bail!("invalid range: {start:?}..{end:?}"),

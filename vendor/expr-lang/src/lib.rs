@@ -23,6 +23,7 @@
 //! assert_eq!(six, 6);
 //! ```
 mod ast;
+mod budget;
 mod context;
 mod eval;
 mod error;
@@ -38,6 +39,7 @@ mod value;
 
 pub use crate::context::{Context, ContextProvider};
 pub use crate::error::{Error, Result};
+pub use crate::budget::{Budget, Limits, compile_bounded, run_bounded, value_weight};
 pub use crate::eval::{Environment, run, eval};
 pub use crate::parser::compile;
 #[allow(deprecated)]

@@ -213,6 +213,56 @@ impl Environment<'_> {
     }
 }
 
+static NIL: Value = Value::Nil;
+/// Longest member chain read in place.
+const MAX_IN_PLACE_CHAIN: u32 = 32;
+
+/// The value a chain of literal member and index accesses on a variable (`data.a[0].b`) stands
+/// for, found by reference, or `None` when the chain is anything else or would fail (then the
+/// ordinary evaluation produces the value or the error). Gives exactly what evaluating the chain
+/// would give (FireScroll addition: reading `data.x` no longer copies all of `data`).
+pub(crate) fn lookup_in_place<'c>(
+    ctx: &'c dyn ContextProvider,
+    node: &Node,
+    depth: u32,
+) -> Option<&'c Value> {
+    if depth > MAX_IN_PLACE_CHAIN {
+        return None;
+    }
+    match node {
+        Node::Ident(id) if id != "$env" => ctx.get(id).or_else(|| {
+            ctx.get("#")
+                .and_then(|o| o.as_map())
+                .and_then(|m| m.get(id))
+        }),
+        Node::Postfix {
+            operator: PostfixOperator::Index { idx, optional },
+            node,
+        } => {
+            let Node::Value(key) = idx.as_ref() else {
+                return None;
+            };
+            let base = lookup_in_place(ctx, node, depth + 1)?;
+            match (key, base) {
+                (Value::Integer(idx), Value::Array(arr)) => {
+                    Some(arr.get(i64_to_idx(*idx, arr.len())).unwrap_or(&NIL))
+                }
+                (Value::String(key), Value::Map(map)) => Some(map.get(key).unwrap_or(&NIL)),
+                (key, Value::KeyedMap(map)) => Some(
+                    map.iter()
+                        .find(|(candidate, _)| crate::ast::operator::map_keys_equal(key, candidate))
+                        .map(|(_, value)| value)
+                        .unwrap_or(&NIL),
+                ),
+                (_, Value::Bytes(_)) => None,
+                (_, _) if *optional => Some(&NIL),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
 fn i64_to_idx(idx: i64, len: usize) -> usize {
     if idx < 0 {
         (len as i64 + idx) as usize

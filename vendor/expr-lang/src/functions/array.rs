@@ -302,6 +302,7 @@ pub fn add_array_functions(env: &mut Environment) {
                 if !crate::ast::operator::is_comparable_map_key(&key) {
                     bail!("groupBy() predicate returned a non-comparable key");
                 }
+                crate::budget::steps(groups.len() as u64)?;
                 if let Some((_, group)) = groups.iter_mut().find(|(candidate, _)| {
                     crate::ast::operator::map_keys_equal(candidate, &key)
                 }) {
@@ -340,6 +341,7 @@ pub fn add_array_functions(env: &mut Environment) {
         if let Err(error) = validate_sort_values(a.iter()) {
             bail!("sort() {error}");
         }
+        crate::budget::steps(sort_steps(a.len()))?;
         let mut result = a.clone();
         result.sort_by(|a, b| {
             let cmp = compare_sort_values(a, b);
@@ -382,6 +384,7 @@ pub fn add_array_functions(env: &mut Environment) {
         if let Err(error) = validate_sort_values(keyed.iter().map(|(key, _)| key)) {
             bail!("sortBy() {error}");
         }
+        crate::budget::steps(sort_steps(keyed.len()))?;
         keyed.sort_by(|(a, _), (b, _)| {
             let cmp = compare_sort_values(a, b);
             if desc {
@@ -429,4 +432,10 @@ fn compare_sort_values(left: &Value, right: &Value) -> std::cmp::Ordering {
         (Value::String(left), Value::String(right)) => left.cmp(right),
         _ => unreachable!("sort values validated before comparison"),
     }
+}
+
+/// Comparisons a sort of `n` values is charged: n * ceil(log2(n)).
+pub(crate) fn sort_steps(n: usize) -> u64 {
+    let n = n as u64;
+    n * u64::from(u64::BITS - n.leading_zeros())
 }

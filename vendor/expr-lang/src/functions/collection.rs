@@ -43,6 +43,9 @@ pub fn add_collection_functions(env: &mut Environment) {
                 _ => bail!("join() array elements must be strings"),
             })
             .collect::<crate::Result<Vec<_>>>()?;
+        let joined: u128 = values.iter().map(|v| v.len() as u128).sum::<u128>()
+            + separator.len() as u128 * values.len() as u128;
+        crate::budget::ensure_bytes(joined)?;
         Ok(Value::from(values.join(separator)))
     });
 
@@ -83,6 +86,7 @@ pub fn add_collection_functions(env: &mut Environment) {
     env.add_function("uniq", |call| {
         let mut output = Vec::new();
         for value in one_array("uniq", call.args)? {
+            crate::budget::steps(output.len() as u64)?;
             if !output
                 .iter()
                 .any(|candidate| crate::ast::operator::values_equal(candidate, &value))

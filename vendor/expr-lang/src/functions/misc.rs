@@ -132,6 +132,7 @@ pub fn add_misc_functions(env: &mut Environment) {
                         if !crate::ast::operator::is_comparable_map_key(&key) {
                             bail!("fromPairs() map key is not comparable");
                         }
+                        crate::budget::steps(values.len() as u64)?;
                         if let Some((_, existing)) = values.iter_mut().find(|(candidate, _)| {
                             crate::ast::operator::map_keys_equal(candidate, &key)
                         }) {

@@ -133,6 +133,7 @@ pub fn add_number_functions(env: &mut Environment) {
         if numbers.is_empty() {
             return Ok(Value::Float(0.0));
         }
+        crate::budget::steps(crate::functions::array::sort_steps(numbers.len()))?;
         numbers.sort_by(f64::total_cmp);
         let middle = numbers.len() / 2;
         let median = if numbers.len() % 2 == 0 {

@@ -68,6 +68,7 @@ pub fn add_string_functions(env: &mut Environment) {
         if c.args.len() != 2 && c.args.len() != 3 {
             bail!("split() takes two or three arguments");
         }
+        ensure_split_fits(&c.args)?;
         if let (Value::String(s), Value::String(sep), None) = (&c.args[0], &c.args[1], c.args.get(2)) {
             Ok(s.split(sep).map(Value::from).collect::<Vec<_>>().into())
         } else if let (Value::String(s), Value::String(sep), Some(Value::Integer(n))) = (&c.args[0], &c.args[1], c.args.get(2)) {
@@ -81,6 +82,7 @@ pub fn add_string_functions(env: &mut Environment) {
         if c.args.len() != 2 && c.args.len() != 3 {
             bail!("splitAfter() takes two or three arguments");
         }
+        ensure_split_fits(&c.args)?;
         if let (Value::String(s), Value::String(sep), None) = (&c.args[0], &c.args[1], c.args.get(2)) {
             Ok(s.split_inclusive(sep).map(Value::from).collect::<Vec<_>>().into())
         } else if let (Value::String(s), Value::String(sep), Some(Value::Integer(n))) = (&c.args[0], &c.args[1], c.args.get(2)) {
@@ -108,6 +110,9 @@ pub fn add_string_functions(env: &mut Environment) {
         else {
             bail!("replace() takes three strings");
         };
+        // At most one replacement per byte of `s` (and one more for an empty `from`).
+        let replacements = s.len() as u128 / from.len().max(1) as u128 + 1;
+        crate::budget::ensure_bytes(s.len() as u128 + replacements * to.len() as u128)?;
         match c.args.get(3) {
             None => Ok(s.replace(from, to).into()),
             Some(Value::Integer(count)) if *count < 0 => Ok(s.replace(from, to).into()),
@@ -128,6 +133,7 @@ pub fn add_string_functions(env: &mut Environment) {
         if count > 1_000_000 || s.len().checked_mul(count).is_none() {
             bail!("repeat() memory budget exceeded");
         }
+        crate::budget::ensure_bytes(s.len() as u128 * count as u128)?;
         Ok(s.repeat(count).into())
     });
 
@@ -174,4 +180,14 @@ pub fn add_string_functions(env: &mut Environment) {
             bail!("hasSuffix() takes a string as the first argument and a string to search for as the second argument");
         }
     });
+}
+
+/// Checks that splitting can be paid for before the pieces are built: an empty separator makes
+/// one string (and its header) per character.
+fn ensure_split_fits(args: &[Value]) -> crate::Result<()> {
+    if let (Some(Value::String(s)), Some(Value::String(sep))) = (args.first(), args.get(1)) {
+        let pieces = s.len() as u128 / sep.len().max(1) as u128 + 2;
+        crate::budget::ensure_bytes(s.len() as u128 + pieces * 40)?;
+    }
+    Ok(())
 }
