@@ -1,7 +1,7 @@
 //! `if` evaluation: building the subject from stored JSON and running a cached program.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use firescroll::cond::{Conditions, Subject};
+use firescroll::cond::{Budget, Conditions, ENTRY_LIMITS, Subject};
 use firescroll_benches::value_100b;
 use std::hint::black_box;
 
@@ -25,7 +25,8 @@ fn condition(c: &mut Criterion) {
                 let subject =
                     Subject::new("flags", "feature/checkout", Some((stored.as_bytes(), 1, 2)))
                         .unwrap();
-                black_box(conds.eval(source, &program, &subject).unwrap())
+                let mut budget = Budget::new(ENTRY_LIMITS);
+                black_box(conds.eval(source, &program, &subject, &mut budget).unwrap())
             })
         });
     }

@@ -37,6 +37,12 @@ pub struct Metrics {
     pub proxy_latency: HistogramVec,
     /// `firescroll_peer_requests_total{operation}`: reads this node answered for its peers.
     pub peer_requests: IntCounterVec,
+    /// `firescroll_requests_refused_total{reason}`: requests refused to protect the node (busy:
+    /// too many expensive lists at once; connections: the HTTP connection cap).
+    pub requests_refused: IntCounterVec,
+    /// `firescroll_partition_stalled{partition}`: 1 while the applier has been on one entry
+    /// longer than the stall threshold.
+    pub partition_stalled: IntGaugeVec,
     /// Children of the two latency histograms for the hot paths, resolved once: looking a label
     /// up per request costs a hash and a lock.
     hot: Vec<(&'static str, Histogram, Histogram)>,
@@ -174,8 +180,27 @@ impl Metrics {
             &["operation"],
         )
         .expect("valid metric");
+        let requests_refused = IntCounterVec::new(
+            Opts::new(
+                "firescroll_requests_refused_total",
+                "Requests refused to protect the node: busy (expensive lists), connections (cap).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let partition_stalled = IntGaugeVec::new(
+            Opts::new(
+                "firescroll_partition_stalled",
+                "1 while a partition's applier has made no progress on one entry for longer than \
+                 STALL_THRESHOLD_MS.",
+            ),
+            &["partition"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(http_latency.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests_refused.clone()),
+            Box::new(partition_stalled.clone()),
             Box::new(partition_latency.clone()),
             Box::new(partitions.clone()),
             Box::new(entries_applied.clone()),
@@ -222,6 +247,8 @@ impl Metrics {
             proxied_reads,
             proxy_latency,
             peer_requests,
+            requests_refused,
+            partition_stalled,
         }
     }
 

@@ -4,7 +4,7 @@ fn eval(source: &str, stored: Option<(&str, i64, i64)>) -> Result<bool, CondErro
     let conds = Conditions::new();
     let program = conds.check(source)?;
     let subject = Subject::new("pk1", "sk1", stored.map(|(d, c, u)| (d.as_bytes(), c, u))).unwrap();
-    conds.eval(source, &program, &subject)
+    conds.eval(source, &program, &subject, &mut Budget::new(ENTRY_LIMITS))
 }
 
 #[test]
@@ -51,15 +51,17 @@ fn never_boolean_is_refused_with_firescroll_message() {
 }
 
 #[test]
-fn syntax_errors_and_ranges_are_refused() {
+fn syntax_errors_and_unbounded_work_are_refused() {
     assert!(matches!(
         Conditions::new().check("1 +"),
         Err(CondError::Invalid { .. })
     ));
-    assert!(matches!(
-        Conditions::new().check("all(1..100000000000, # > 0)"),
-        Err(CondError::Invalid { .. })
-    ));
+    // Ranges are bounded by the budget: a small one works, a huge one is refused on arrival.
+    assert_eq!(eval("all(1..10, # > 0)", None), Ok(true));
+    let err = Conditions::new()
+        .check("all(1..100000000000, # > 0)")
+        .unwrap_err();
+    assert!(err.to_string().contains("budget exceeded"), "{err}");
     // `..` inside a string is fine.
     assert_eq!(eval(r#"pk != "a..b""#, None), Ok(true));
     assert!(
@@ -90,10 +92,58 @@ fn list_filters_from_records_http() {
     let program = conds.check(source).unwrap();
     let keep = |sk: &str| {
         let subject = Subject::new("pk3", sk, Some((br#"{"lets":"go"}"#, 1, 1))).unwrap();
-        conds.eval(source, &program, &subject).unwrap()
+        conds
+            .eval(source, &program, &subject, &mut Budget::new(LIST_LIMITS))
+            .unwrap()
     };
     assert!(keep("sk3_1"));
     assert!(!keep("sk3_a"));
     assert!(keep("sk3a"));
     assert!(!keep("sk3"));
+}
+
+#[test]
+fn a_condition_that_explodes_only_on_stored_data_is_a_budget_rejection() {
+    // Accepted on arrival (`data.x == 1` is false without a record)...
+    let source = r#"data.x == 1 && repeat(repeat("aaaaaaaaaa", 1000000), 1000000) == """#;
+    assert!(Conditions::new().check(source).is_ok());
+    // ...and rejected, not aborted, at apply.
+    let err = eval(source, Some((r#"{"x":1}"#, 1, 1))).unwrap_err();
+    assert!(matches!(err, CondError::BudgetExceeded { .. }), "{err:?}");
+    assert!(err.to_string().contains("budget exceeded"), "{err}");
+}
+
+#[test]
+fn nested_loops_over_stored_arrays_end_at_the_same_step() {
+    let items: Vec<u32> = (0..3000).collect();
+    let data = serde_json::json!({ "items": items }).to_string();
+    let source = "all(data.items, {all(data.items, {all(data.items, {# >= 0})})})";
+    let conds = Conditions::new();
+    let program = conds.check(source).unwrap();
+    let spent = || {
+        let subject = Subject::new("p", "s", Some((data.as_bytes(), 1, 1))).unwrap();
+        let mut budget = Budget::new(ENTRY_LIMITS);
+        let result = conds.eval(source, &program, &subject, &mut budget);
+        (result, budget.steps_used(), budget.bytes_used())
+    };
+    let first = spent();
+    assert!(
+        matches!(first.0, Err(CondError::BudgetExceeded { .. })),
+        "{:?}",
+        first.0
+    );
+    assert_eq!(first, spent());
+}
+
+#[test]
+fn deep_or_long_expressions_are_refused_without_crashing() {
+    let conds = Conditions::new();
+    for source in [
+        format!("{}1{} == 1", "[".repeat(600), "]".repeat(600)),
+        format!("{}1{} == 1", "(".repeat(1500), ")".repeat(1500)),
+        format!("data{} == 1", ".a".repeat(2000)),
+    ] {
+        let err = conds.check(&source).unwrap_err();
+        assert!(matches!(err, CondError::Invalid { .. }), "{err:?}");
+    }
 }

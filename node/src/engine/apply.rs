@@ -2,7 +2,7 @@
 //! stored state (DESIGN.md invariant 4). No clock, randomness or I/O beyond reading the store.
 
 use super::plugins::{PluginResolver, Resolved};
-use crate::cond::{Conditions, Subject};
+use crate::cond::{Budget, CondError, Conditions, ENTRY_LIMITS, Subject};
 use crate::log::LogRecord;
 use crate::model::{LogEntry, Op, OpKind, partition_of};
 use crate::model::{Rejection, RejectionKind};
@@ -133,6 +133,8 @@ fn apply_entry(
     // This entry's own writes: later ops of the entry see earlier ones, and all are dropped if any
     // op rejects the entry.
     let mut local = Overlay::new();
+    // All conditions of the entry spend from one budget: a long entry cannot multiply it.
+    let mut budget = Budget::new(ENTRY_LIMITS);
     for (index, op) in entry.ops.iter().enumerate() {
         let reject = |kind, message| {
             Ok(EntryOutcome::Rejected(Rejection {
@@ -167,7 +169,8 @@ fn apply_entry(
             })?),
         };
         if let Some(source) = &op.cond
-            && let Err((kind, message)) = check_condition(conds, source, op, current.as_ref())
+            && let Err((kind, message)) =
+                check_condition(conds, source, op, current.as_ref(), &mut budget)
         {
             return reject(kind, message);
         }
@@ -295,12 +298,13 @@ fn check_condition(
     source: &str,
     op: &Op,
     current: Option<&crate::store::ValueView<'_>>,
+    budget: &mut Budget,
 ) -> Result<(), (RejectionKind, String)> {
     let error = |e: String| (RejectionKind::ConditionError, e);
     let program = conds.compile(source).map_err(|e| error(e.to_string()))?;
     let stored = current.map(|v| (v.data_json, v.created_at_ms, v.updated_at_ms));
     let subject = Subject::new(&op.pk, &op.sk, stored).map_err(error)?;
-    match conds.eval(source, &program, &subject) {
+    match conds.eval(source, &program, &subject, budget) {
         Ok(true) => Ok(()),
         Ok(false) => Err((
             RejectionKind::ConditionFailed,
@@ -309,6 +313,11 @@ fn check_condition(
                 op.pk, op.sk
             ),
         )),
+        Err(e @ CondError::BudgetExceeded { .. }) => Err(error(format!(
+            "{e} (an entry's conditions may spend {} steps and {} MiB of values in all)",
+            ENTRY_LIMITS.steps,
+            ENTRY_LIMITS.bytes >> 20
+        ))),
         Err(e) => Err(error(e.to_string())),
     }
 }

@@ -4,6 +4,7 @@
 
 mod auth;
 mod json;
+mod list;
 mod plugins;
 mod read;
 mod remote;
@@ -15,7 +16,7 @@ pub use crate::model::ListRequest;
 pub use crate::plugins::Binding;
 pub use auth::{Access, Tokens};
 pub use json::compact_json;
-pub use read::ListPage;
+pub use list::ListPage;
 pub use status::{PartitionReport, Readiness};
 pub use write::{EntryResult, WriteMode, WriteOp, WriteRequest};
 
@@ -143,6 +144,8 @@ pub struct Service {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     config: Arc<ServiceConfig>,
+    /// Bounds the lists evaluating an `if` at once.
+    eval_slots: list::EvalSlots,
 }
 
 impl Service {
@@ -190,6 +193,7 @@ impl Service {
             cluster: None,
             metrics,
             config: Arc::new(config),
+            eval_slots: list::EvalSlots::new(),
         }
     }
 

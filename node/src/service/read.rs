@@ -4,24 +4,15 @@
 
 use super::{ErrorKind, Service, ServiceError};
 use crate::cluster::Cluster;
-use crate::cond::Subject;
 use crate::engine::Lookup;
 use crate::engine::{Health, Outcome, PartitionRuntime, WaitError};
-use crate::model::{Key, ListRequest, Position, Record, partition_of};
+use crate::model::{Key, Position, Record, partition_of};
 use crate::store::{HEADER_LEN, StoreError, decode_value, encode_key, to_record};
 use bytes::Bytes;
 use fjall::Slice;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// One page of a list.
-#[derive(Debug, Clone, Default)]
-pub struct ListPage {
-    pub records: Vec<Record>,
-    /// Present when more records may follow: pass it as `cursor` to get them.
-    pub next_cursor: Option<String>,
-}
 
 /// One record's stored value: from the in-memory index when it is on, else from the store.
 fn read_one(runtime: &PartitionRuntime, pk: &str, sk: &str) -> Result<Option<Slice>, StoreError> {
@@ -34,7 +25,7 @@ fn read_one(runtime: &PartitionRuntime, pk: &str, sk: &str) -> Result<Option<Sli
 }
 
 /// Where one partition's reads go.
-enum Route {
+pub(super) enum Route {
     /// This node serves it.
     Local(Arc<PartitionRuntime>),
     /// Another node in the region does.
@@ -239,118 +230,6 @@ impl Service {
         Ok(Some(Bytes::from_owner(value).slice(HEADER_LEN..)))
     }
 
-    /// One page of `pk`'s records, from this node or an owner in the region. See
-    /// [`Service::list_local`] for the semantics.
-    pub async fn list(&self, request: ListRequest) -> Result<ListPage, ServiceError> {
-        self.validate_key(0, &request.pk, &request.sk_prefix)?;
-        self.check_positions(&request.min_offsets)?;
-        let partition = partition_of(&request.pk, self.engine.partition_count());
-        let cluster = match self.route(partition)? {
-            Route::Local(_) => return self.list_local(request).await,
-            Route::Remote(cluster) => cluster,
-        };
-        if let Some(source) = &request.cond {
-            // A bad `if` is this request's fault: say so without a hop.
-            self.engine
-                .conditions()
-                .check(source)
-                .map_err(|e| ServiceError::bad_request("invalid_if", e.to_string()))?;
-        }
-        let (local_waits, positions) =
-            self.split_positions(&request.min_offsets, &BTreeMap::from([(partition, ())]));
-        self.wait_for(&local_waits).await?;
-        let query = ListRequest {
-            min_offsets: positions,
-            ..request
-        };
-        let (records, next_cursor) = self.list_remote(&cluster, partition, query).await?;
-        Ok(ListPage {
-            records,
-            next_cursor,
-        })
-    }
-
-    /// One page of `pk`'s records from this node only (what a peer answers for a proxied list).
-    /// FireScroll semantics: `sk_prefix` filters by prefix and skips the record whose sk equals
-    /// a non-empty prefix; `limit` counts returned records; `if` filters; `if_stop` ends the
-    /// scan at the first record the condition rejects.
-    pub async fn list_local(&self, request: ListRequest) -> Result<ListPage, ServiceError> {
-        self.validate_key(0, &request.pk, &request.sk_prefix)?;
-        let program = match &request.cond {
-            None => None,
-            Some(source) => Some(
-                self.engine
-                    .conditions()
-                    .check(source)
-                    .map_err(|e| ServiceError::bad_request("invalid_if", e.to_string()))?,
-            ),
-        };
-        self.wait_for(&request.min_offsets).await?;
-        let partition = partition_of(&request.pk, self.engine.partition_count());
-        let runtime = self.readable_partition(partition)?;
-        let max = self.config.limits.max_list_records as u64;
-        let limit = if request.limit == 0 {
-            max
-        } else {
-            request.limit.min(max)
-        } as usize;
-        let started = Instant::now();
-        let mut scan =
-            runtime
-                .store
-                .scan(&request.pk, &request.sk_prefix, request.cursor.as_deref());
-        let mut page = ListPage::default();
-        let mut stopped = false;
-        for record in scan.by_ref() {
-            let record = record.map_err(|e| self.read_failed(partition, e))?;
-            if request.skip_prefix_itself
-                && !request.sk_prefix.is_empty()
-                && record.sk == request.sk_prefix
-            {
-                continue;
-            }
-            if let (Some(source), Some(program)) = (&request.cond, &program) {
-                let subject = Subject::new(
-                    &record.pk,
-                    &record.sk,
-                    Some((
-                        record.data_json.as_bytes(),
-                        record.created_at_ms,
-                        record.updated_at_ms,
-                    )),
-                )
-                .map_err(|e| self.read_failed(partition, e))?;
-                let keep = self
-                    .engine
-                    .conditions()
-                    .eval(source, program, &subject)
-                    .map_err(|e| ServiceError::bad_request("if_failed", e.to_string()))?;
-                if !keep {
-                    if request.if_stop {
-                        stopped = true;
-                        break;
-                    }
-                    continue;
-                }
-            }
-            page.records.push(record);
-            if page.records.len() >= limit {
-                break;
-            }
-        }
-        if !stopped && page.records.len() >= limit && scan.next().is_some() {
-            page.next_cursor = page.records.last().map(|r| r.sk.clone());
-        }
-        let label = if page.records.is_empty() {
-            "list_full_miss"
-        } else {
-            "list"
-        };
-        self.metrics
-            .observe_partition(label, started.elapsed().as_micros() as f64);
-        Ok(page)
-    }
-
     /// The outcome of each position: `None` while not yet applied. Partitions this node does
     /// not serve are asked of an owner.
     pub async fn outcomes(
@@ -416,7 +295,7 @@ impl Service {
     }
 
     /// Refuses positions naming partitions that do not exist.
-    fn check_positions(&self, positions: &[Position]) -> Result<(), ServiceError> {
+    pub(super) fn check_positions(&self, positions: &[Position]) -> Result<(), ServiceError> {
         let partitions = self.engine.partition_count();
         match positions.iter().find(|p| p.partition >= partitions) {
             Some(p) => Err(ServiceError::bad_request(
@@ -433,7 +312,7 @@ impl Service {
     /// Read-your-writes positions split into those to wait for here (partitions this node
     /// serves) and those an owner waits for (`remote` partitions read elsewhere). Positions of
     /// partitions neither served here nor read are irrelevant to this read.
-    fn split_positions<T>(
+    pub(super) fn split_positions<T>(
         &self,
         positions: &[Position],
         remote: &BTreeMap<u32, T>,
@@ -451,7 +330,7 @@ impl Service {
     }
 
     /// This node's partition if it serves it; else, with gossip on, the region's owners.
-    fn route(&self, partition: u32) -> Result<Route, ServiceError> {
+    pub(super) fn route(&self, partition: u32) -> Result<Route, ServiceError> {
         match (self.readable_partition(partition), &self.cluster) {
             // A partition stopped by a disk failure only has stale state: a healthy replica in
             // the region answers instead, when there is one.
@@ -467,7 +346,7 @@ impl Service {
     }
 
     /// Waits (bounded) until every position is applied here: read-your-writes.
-    async fn wait_for(&self, positions: &[Position]) -> Result<(), ServiceError> {
+    pub(super) async fn wait_for(&self, positions: &[Position]) -> Result<(), ServiceError> {
         self.check_positions(positions)?;
         for &position in positions {
             match self
@@ -495,7 +374,10 @@ impl Service {
         Ok(())
     }
 
-    fn readable_partition(&self, partition: u32) -> Result<Arc<PartitionRuntime>, ServiceError> {
+    pub(super) fn readable_partition(
+        &self,
+        partition: u32,
+    ) -> Result<Arc<PartitionRuntime>, ServiceError> {
         let unavailable = |message: String| {
             ServiceError::new(ErrorKind::Unavailable, "partition_unavailable", message)
         };
@@ -516,7 +398,7 @@ impl Service {
         Ok(runtime)
     }
 
-    fn read_failed(&self, partition: u32, e: impl std::fmt::Display) -> ServiceError {
+    pub(super) fn read_failed(&self, partition: u32, e: impl std::fmt::Display) -> ServiceError {
         tracing::error!(partition, error = %e, "read failed");
         ServiceError::internal(format!("reading partition {partition} failed: {e}"))
     }
