@@ -213,6 +213,24 @@ pub struct Settings {
     /// the node [default: 0].
     #[arg(long, env = "SHUTDOWN_SLEEP_SEC")]
     pub shutdown_sleep_sec: Option<u64>,
+    /// After SIGTERM (and SHUTDOWN_SLEEP_SEC), longest wait for open requests and appliers before
+    /// the node exits anyway, ms [default: 10000].
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS")]
+    pub shutdown_timeout_ms: Option<u64>,
+    /// A partition whose applier is on one batch of entries longer than this is reported stalled
+    /// in /ready, /debug/partitions and metrics, ms [default: 10000].
+    #[arg(long, env = "STALL_THRESHOLD_MS")]
+    pub stall_threshold_ms: Option<u64>,
+    /// HTTP: longest wait for a request's headers, and for the next request on an idle
+    /// keep-alive connection, ms [default: 10000].
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT_MS")]
+    pub http_header_timeout_ms: Option<u64>,
+    /// HTTP: longest a request body may take to arrive, ms [default: 30000].
+    #[arg(long, env = "HTTP_BODY_TIMEOUT_MS")]
+    pub http_body_timeout_ms: Option<u64>,
+    /// HTTP: most open connections on the API port; more are closed at once [default: 4096].
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS")]
+    pub http_max_connections: Option<usize>,
 }
 
 /// Log output format.
@@ -247,6 +265,20 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: tracing::Level,
     pub shutdown_sleep: Duration,
+    pub shutdown_timeout: Duration,
+    pub stall_threshold: Duration,
+    pub http: HttpLimits,
+}
+
+/// Limits of the HTTP API's connections.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Longest wait for a request's headers (also for the next request on an idle connection).
+    pub header_timeout: Duration,
+    /// Longest a request body may take to arrive.
+    pub body_timeout: Duration,
+    /// Most open connections.
+    pub max_connections: usize,
 }
 
 impl Config {
@@ -353,6 +385,13 @@ impl Config {
                 )
             })?,
             shutdown_sleep: Duration::from_secs(pick!(shutdown_sleep_sec, 0)),
+            shutdown_timeout: Duration::from_millis(pick!(shutdown_timeout_ms, 10_000)),
+            stall_threshold: Duration::from_millis(pick!(stall_threshold_ms, 10_000)),
+            http: HttpLimits {
+                header_timeout: Duration::from_millis(pick!(http_header_timeout_ms, 10_000)),
+                body_timeout: Duration::from_millis(pick!(http_body_timeout_ms, 30_000)),
+                max_connections: pick!(http_max_connections, 4096),
+            },
         };
         let mut config = config;
         if let Some(seeds) = given.kafka_seeds.clone().or(file.kafka_seeds.clone()) {
@@ -545,6 +584,18 @@ impl Config {
         }
         if self.checkpoint_interval.is_zero() {
             bail!("CHECKPOINT_INTERVAL_MS: must be greater than 0");
+        }
+        for (name, value) in [
+            ("STALL_THRESHOLD_MS", self.stall_threshold),
+            ("HTTP_HEADER_TIMEOUT_MS", self.http.header_timeout),
+            ("HTTP_BODY_TIMEOUT_MS", self.http.body_timeout),
+        ] {
+            if value.is_zero() {
+                bail!("{name}: must be greater than 0");
+            }
+        }
+        if self.http.max_connections == 0 {
+            bail!("HTTP_MAX_CONNECTIONS: must be at least 1");
         }
         Ok(())
     }

@@ -48,6 +48,8 @@ pub async fn run(
             read_index_max_bytes: config.read_index_max_bytes / config.partitions as usize,
             outcome_retention: config.outcome_retention,
             plugin_limits: config.plugin_limits.clone(),
+            stall_threshold: config.stall_threshold,
+            stop_patience: config.shutdown_timeout / 2,
             ..EngineConfig::default()
         },
     );
@@ -66,7 +68,7 @@ pub async fn run(
                     .map(|p| (p.id(), p.next_offset()))
                     .collect()
             });
-            let cluster = Cluster::start(settings.clone(), served, metrics)
+            let cluster = Cluster::start(settings.clone(), served, metrics.clone())
                 .await
                 .context("cannot start gossip")?;
             service = service.with_cluster(cluster.clone());
@@ -131,17 +133,50 @@ pub async fn run(
         tracing::info!("shutting down: no new requests");
         let _ = stop_tx.send(true);
     });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|&stop| stop).await;
+    let body_limit = config.service.limits.max_body_bytes;
+    let public = api::http::serve(
+        api_listener,
+        api::http::with_body_limits(
+            api::http::router(service.clone()),
+            body_limit,
+            config.http.body_timeout,
+        ),
+        config.http.clone(),
+        metrics.clone(),
+        stop_rx.clone(),
+        config.shutdown_timeout,
+    );
+    let internal = api::http::serve(
+        internal_listener,
+        api::http::with_body_limits(
+            api::internal::router(service.clone()),
+            body_limit,
+            config.http.body_timeout,
+        ),
+        config.http.clone(),
+        metrics.clone(),
+        stop_rx.clone(),
+        config.shutdown_timeout,
+    );
+    let resp = {
+        let mut stop = stop_rx.clone();
+        let grace = config.shutdown_timeout;
+        let serving = api::resp::serve(resp_listener, service, config.resp.clone(), stop_rx);
+        async move {
+            let deadline = async {
+                let _ = stop.wait_for(|&s| s).await;
+                tokio::time::sleep(grace).await;
+            };
+            tokio::select! {
+                () = serving => {}
+                () = deadline => tracing::warn!(
+                    "Redis connections still open after {} ms (SHUTDOWN_TIMEOUT_MS); closing anyway",
+                    grace.as_millis()
+                ),
+            }
+        }
     };
-    let public = axum::serve(api_listener, api::http::router(service.clone()))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let internal = axum::serve(internal_listener, api::internal::router(service.clone()))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let resp = api::resp::serve(resp_listener, service, config.resp.clone(), stop_rx);
-    let (public, internal, ()) = tokio::join!(public, internal, resp);
-    public.context("the API server failed")?;
-    internal.context("the internal server failed")?;
+    tokio::join!(public, internal, resp);
 
     for task in engine_tasks {
         task.abort();

@@ -12,7 +12,7 @@ mod read_index;
 
 pub use crate::model::{Outcome, Rejection, RejectionKind};
 pub use apply::{AppliedBatch, Rules, apply_and_commit, apply_batch};
-pub use partition::{Health, PartitionRuntime};
+pub use partition::{Health, PartitionRuntime, Stall};
 pub use plugins::{PluginResolver, Resolved};
 pub use read_index::{Lookup, ReadIndex};
 
@@ -44,6 +44,11 @@ pub struct EngineConfig {
     pub outcome_retention: u64,
     /// Limits plugins run under.
     pub plugin_limits: crate::plugins::PluginLimits,
+    /// A partition whose applier has been on one batch longer than this is reported stalled
+    /// (`/ready`, `/debug/partitions`, `firescroll_partition_stalled`).
+    pub stall_threshold: Duration,
+    /// Longest shutdown (or losing a partition) waits for an applier to finish its batch.
+    pub stop_patience: Duration,
 }
 
 impl Default for EngineConfig {
@@ -55,6 +60,8 @@ impl Default for EngineConfig {
             read_index_max_bytes: 256 << 20,
             outcome_retention: 1_000_000,
             plugin_limits: crate::plugins::PluginLimits::default(),
+            stall_threshold: Duration::from_secs(10),
+            stop_patience: Duration::from_secs(5),
         }
     }
 }
@@ -142,6 +149,7 @@ impl Engine {
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
+                    engine.report_stalls();
                     let engine = engine.clone();
                     let _ = tokio::task::spawn_blocking(move || engine.checkpoint()).await;
                 }
@@ -205,7 +213,7 @@ impl Engine {
                 .expect("partitions lock")
                 .remove(id);
             if let Some(runtime) = removed {
-                runtime.stop_applier();
+                runtime.stop_applier(self.inner.config.stop_patience);
                 self.inner.metrics.forget_partition(*id);
                 tracing::info!(partition = id, "partition released");
                 if self.inner.config.drop_released {
@@ -371,7 +379,10 @@ impl Engine {
                 plugins: &inner.plugins,
                 partitions: inner.store.partition_count(),
             };
-            match apply_and_commit(&runtime.store, rules, &records) {
+            runtime.set_applying(Some(records[0].offset));
+            let applied = apply_and_commit(&runtime.store, rules, &records);
+            runtime.set_applying(None);
+            match applied {
                 Ok(batch) => {
                     // The index first: whoever sees the new offset must read the new values.
                     runtime.index.apply(batch.writes.iter());
@@ -537,6 +548,32 @@ impl Engine {
         }
     }
 
+    /// How long a partition's applier may stay on one batch before it is reported stalled.
+    pub fn stall_threshold(&self) -> Duration {
+        self.inner.config.stall_threshold
+    }
+
+    /// Sets `firescroll_partition_stalled` for every owned partition.
+    fn report_stalls(&self) {
+        let threshold = self.inner.config.stall_threshold;
+        for runtime in self.partitions() {
+            let stall = runtime.stalled(threshold);
+            if let Some(stall) = stall {
+                tracing::warn!(
+                    partition = runtime.id(),
+                    offset = stall.offset,
+                    for_ms = stall.for_ms,
+                    "partition stalled: the applier has been on one batch for too long"
+                );
+            }
+            self.inner
+                .metrics
+                .partition_stalled
+                .with_label_values(&[&runtime.id().to_string()])
+                .set(i64::from(stall.is_some()));
+        }
+    }
+
     /// Stops every applier and makes the store durable.
     pub fn shutdown(&self) {
         let partitions: Vec<_> = {
@@ -544,7 +581,7 @@ impl Engine {
             std::mem::take(&mut *map).into_values().collect()
         };
         for runtime in &partitions {
-            runtime.stop_applier();
+            runtime.stop_applier(self.inner.config.stop_patience);
         }
         if let Err(e) = self.inner.store.persist() {
             tracing::error!(error = %e, "final store flush failed");

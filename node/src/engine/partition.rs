@@ -6,6 +6,7 @@ use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Whether a partition is applying and serving.
@@ -37,6 +38,17 @@ pub struct PartitionRuntime {
     pub(super) outcomes_pruned_below: AtomicU64,
     pub(super) stop: Arc<AtomicBool>,
     pub(super) applier: Mutex<Option<JoinHandle<()>>>,
+    /// The first offset of the batch being applied, and since when (none between batches).
+    applying: Mutex<Option<(u64, Instant)>>,
+}
+
+/// A partition whose applier has been on one batch for a long time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Stall {
+    /// The first offset of the batch it is applying.
+    pub offset: u64,
+    /// How long it has been applying it.
+    pub for_ms: u64,
 }
 
 impl PartitionRuntime {
@@ -56,6 +68,7 @@ impl PartitionRuntime {
             health: Mutex::new(health),
             stop: Arc::new(AtomicBool::new(false)),
             applier: Mutex::new(None),
+            applying: Mutex::new(None),
         }
     }
 
@@ -110,10 +123,41 @@ impl PartitionRuntime {
         self.readable.load(Ordering::SeqCst)
     }
 
-    pub(super) fn stop_applier(&self) {
+    /// Marks the start (`Some(first offset)`) or the end (`None`) of applying a batch.
+    pub(super) fn set_applying(&self, offset: Option<u64>) {
+        *self.applying.lock().expect("applying lock") = offset.map(|o| (o, Instant::now()));
+    }
+
+    /// The batch being applied, if the applier has been on it for longer than `threshold`.
+    pub fn stalled(&self, threshold: Duration) -> Option<Stall> {
+        let (offset, since) = (*self.applying.lock().expect("applying lock"))?;
+        let elapsed = since.elapsed();
+        (elapsed > threshold).then(|| Stall {
+            offset,
+            for_ms: elapsed.as_millis() as u64,
+        })
+    }
+
+    /// Asks the applier to stop and waits for it, at most `patience`: an applier stuck inside
+    /// one entry is left behind (its uncommitted batch is applied again after a restart), so
+    /// shutting down and losing a partition never hang.
+    pub(super) fn stop_applier(&self, patience: Duration) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(handle) = self.applier.lock().expect("applier lock").take() {
+        let Some(handle) = self.applier.lock().expect("applier lock").take() else {
+            return;
+        };
+        let deadline = Instant::now() + patience;
+        while !handle.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if handle.is_finished() {
             let _ = handle.join();
+        } else {
+            tracing::warn!(
+                partition = self.id(),
+                "the applier did not stop within {} ms; leaving it behind",
+                patience.as_millis()
+            );
         }
     }
 }

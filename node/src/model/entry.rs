@@ -8,6 +8,7 @@
 //! entry of one op, so logs written by FireScroll (or producers built for it) keep working.
 
 use serde::{Deserialize, Serialize};
+use super::nesting::{MAX_JSON_DEPTH, json_nests_deeper_than};
 use serde_json::value::RawValue;
 
 /// The entry format version this build writes and applies.
@@ -67,6 +68,8 @@ pub enum DecodeError {
     UnsupportedVersion(u64),
     #[error("entry has no ops")]
     Empty,
+    #[error("op {op}: `{field}` nests deeper than {MAX_JSON_DEPTH} levels")]
+    TooDeep { op: usize, field: &'static str },
 }
 
 /// Everything any supported format may carry, parsed in one pass; `decode` then picks the format.
@@ -99,8 +102,23 @@ impl LogEntry {
         serde_json::to_vec(self).expect("entries always serialize")
     }
 
-    /// Decodes v1 entries and FireScroll's legacy single-mutation messages.
+    /// Decodes v1 entries and FireScroll's legacy single-mutation messages. Data or arguments
+    /// nested deeper than [`MAX_JSON_DEPTH`] make the entry malformed (no write accepts them).
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let entry = Self::decode_any(bytes)?;
+        for (op, o) in entry.ops.iter().enumerate() {
+            for (field, json) in [("data", &o.data), ("args", &o.args)] {
+                if let Some(json) = json
+                    && json_nests_deeper_than(json.get().as_bytes(), MAX_JSON_DEPTH)
+                {
+                    return Err(DecodeError::TooDeep { op, field });
+                }
+            }
+        }
+        Ok(entry)
+    }
+
+    fn decode_any(bytes: &[u8]) -> Result<Self, DecodeError> {
         let any: AnyFormat =
             serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
         match (any.v, any.mutation) {
@@ -202,6 +220,15 @@ mod tests {
         assert!(matches!(
             LogEntry::decode(br#"{"v":1,"ts_ms":1,"ops":[{"op":"upsert","pk":"a"}]}"#),
             Err(DecodeError::Malformed(_))
+        ));
+        let deep = format!(
+            r#"{{"v":1,"ts_ms":1,"ops":[{{"pk":"a","data":{}1{}}}]}}"#,
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        assert!(matches!(
+            LogEntry::decode(deep.as_bytes()),
+            Err(DecodeError::TooDeep { op: 0, field: "data" })
         ));
     }
 }

@@ -2,12 +2,14 @@
 //! partition function. Depends on nothing else in the crate.
 
 mod entry;
+mod nesting;
 mod outcome;
 mod partition;
 pub mod peer;
 mod record;
 
 pub use entry::{DecodeError, ENTRY_VERSION, LogEntry, Op, OpKind};
+pub use nesting::{MAX_JSON_DEPTH, json_nests_deeper_than};
 pub use outcome::{Outcome, Rejection, RejectionKind};
 pub use partition::{murmur2, partition_of};
 pub use record::{Key, ListRequest, Position, Record};

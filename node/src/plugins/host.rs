@@ -282,6 +282,12 @@ impl PluginHost {
                 "output is not one JSON value: {e}"
             )));
         }
+        if crate::model::json_nests_deeper_than(&out, crate::model::MAX_JSON_DEPTH) {
+            return Err(PluginFailure::Output(format!(
+                "output nests arrays and objects deeper than {} levels",
+                crate::model::MAX_JSON_DEPTH
+            )));
+        }
         Ok(out)
     }
 

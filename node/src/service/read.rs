@@ -331,14 +331,9 @@ impl Service {
 
     /// This node's partition if it serves it; else, with gossip on, the region's owners.
     pub(super) fn route(&self, partition: u32) -> Result<Route, ServiceError> {
+        // A partition stopped here (a disk failure, a gap) is read from a healthy replica in the
+        // region when there is one, else answered 503.
         match (self.readable_partition(partition), &self.cluster) {
-            // A partition stopped by a disk failure only has stale state: a healthy replica in
-            // the region answers instead, when there is one.
-            (Ok(runtime), Some(cluster))
-                if !runtime.serving() && !cluster.owners(partition).is_empty() =>
-            {
-                Ok(Route::Remote(cluster.clone()))
-            }
             (Ok(runtime), _) => Ok(Route::Local(runtime)),
             (Err(_), Some(cluster)) => Ok(Route::Remote(cluster.clone())),
             (Err(e), None) => Err(e),
@@ -384,16 +379,22 @@ impl Service {
         let runtime = self.engine.partition(partition).ok_or_else(|| {
             unavailable(format!("partition {partition} is not served by this node"))
         })?;
-        if !runtime.readable()
-            && let Health::Gap {
-                next_offset,
-                log_start,
-            } = runtime.health()
-        {
-            return Err(unavailable(format!(
-                "partition {partition} is not served: it needs log entries from offset {next_offset}, \
-                 but the log starts at {log_start}"
-            )));
+        // A partition that stopped applying only has stale state: answering from it would hide
+        // acknowledged writes behind a 200.
+        if !runtime.serving() {
+            return Err(match runtime.health() {
+                Health::Gap {
+                    next_offset,
+                    log_start,
+                } => unavailable(format!(
+                    "partition {partition} is not served: it needs log entries from offset {next_offset}, \
+                     but the log starts at {log_start}"
+                )),
+                Health::Failed { reason } => unavailable(format!(
+                    "partition {partition} is not served: it stopped applying ({reason})"
+                )),
+                Health::Serving => unavailable(format!("partition {partition} is not served")),
+            });
         }
         Ok(runtime)
     }

@@ -1,7 +1,7 @@
 //! Node status for `/ready` and `/debug/partitions`.
 
 use super::Service;
-use crate::engine::Health;
+use crate::engine::{Health, Stall};
 use crate::store::Digest;
 use serde::Serialize;
 
@@ -23,6 +23,8 @@ pub struct PartitionReport {
     pub log_end: Option<u64>,
     pub lag: Option<u64>,
     pub health: Health,
+    /// Present while the applier has been on one batch for longer than the stall threshold.
+    pub stalled: Option<Stall>,
     pub records: u64,
     pub digest: String,
     /// Whether single-key reads are served from the in-memory index (else from the store).
@@ -40,7 +42,18 @@ impl Service {
         for (id, reason) in self.engine.unopened() {
             problems.push(format!("partition {id} cannot be opened: {reason}"));
         }
+        let threshold = self.engine.stall_threshold();
         for runtime in partitions {
+            if let Some(stall) = runtime.stalled(threshold) {
+                problems.push(format!(
+                    "partition {} stalled: applying the entries from offset {} for {} ms \
+                     (STALL_THRESHOLD_MS is {})",
+                    runtime.id(),
+                    stall.offset,
+                    stall.for_ms,
+                    threshold.as_millis()
+                ));
+            }
             match runtime.health() {
                 Health::Serving => {}
                 Health::Failed { reason } => {
@@ -81,6 +94,7 @@ impl Service {
                     log_end: bounds.map(|b| b.1),
                     lag: bounds.map(|b| b.1.saturating_sub(next)),
                     health: runtime.health(),
+                    stalled: runtime.stalled(self.engine.stall_threshold()),
                     records: digest.records,
                     digest: digest.sha256,
                     read_index: runtime.index.enabled(),

@@ -4,7 +4,9 @@
 use super::{ErrorKind, Service, ServiceError, compact_json};
 use crate::engine::{Outcome, WaitError};
 use crate::log::{Append, LogError};
-use crate::model::{LogEntry, Op, OpKind, Position, partition_of};
+use crate::model::{
+    LogEntry, MAX_JSON_DEPTH, Op, OpKind, Position, json_nests_deeper_than, partition_of,
+};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -191,6 +193,16 @@ impl Service {
                                 ),
                             ));
                         }
+                        if json_nests_deeper_than(data.get().as_bytes(), MAX_JSON_DEPTH) {
+                            return Err(ServiceError::bad_request(
+                                "data_too_deep",
+                                format!(
+                                    "record {i} (pk {:?}): data nests arrays and objects deeper than \
+                                     {MAX_JSON_DEPTH} levels; flatten it",
+                                    op.pk
+                                ),
+                            ));
+                        }
                         Some(match compact_json(data.get()) {
                             std::borrow::Cow::Borrowed(_) => data,
                             std::borrow::Cow::Owned(compact) => RawValue::from_string(compact)
@@ -228,6 +240,17 @@ impl Service {
                             "record {i}: `args` is {} bytes; the limit is {} (MAX_VALUE_BYTES)",
                             args.get().len(),
                             limits.max_value_bytes
+                        ),
+                    ));
+                }
+                if let Some(args) = &op.args
+                    && json_nests_deeper_than(args.get().as_bytes(), MAX_JSON_DEPTH)
+                {
+                    return Err(ServiceError::bad_request(
+                        "args_too_deep",
+                        format!(
+                            "record {i}: `args` nests arrays and objects deeper than \
+                             {MAX_JSON_DEPTH} levels; flatten it"
                         ),
                     ));
                 }

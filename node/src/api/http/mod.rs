@@ -6,6 +6,9 @@ mod plugins;
 mod records;
 mod request;
 mod response;
+mod server;
+
+pub use server::{serve, with_body_limits};
 
 use crate::service::{ErrorKind, Service, ServiceError};
 use axum::Router;

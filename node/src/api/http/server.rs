@@ -1,0 +1,159 @@
+//! Serving a router over TCP with the limits a public port needs: a cap on open connections
+//! (beyond it, new ones are closed at once and counted), a timeout for request headers that also
+//! closes idle keep-alive connections, a deadline for request bodies, a `Content-Length` over the
+//! body limit refused before any of the body is read, and a bounded graceful shutdown.
+
+use crate::config::HttpLimits;
+use crate::metrics::Metrics;
+use crate::service::{ErrorKind, ServiceError};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::header::CONTENT_LENGTH;
+use axum::middleware::Next;
+use axum::response::Response;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+/// How often a refused connection is logged at most (the counter has every one).
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Adds the body rules to `router`: a declared body over `max_body_bytes` is refused before it is
+/// read, and a body must arrive within `body_timeout`.
+pub fn with_body_limits(router: Router, max_body_bytes: usize, body_timeout: Duration) -> Router {
+    router.layer(axum::middleware::from_fn(move |request: Request, next: Next| {
+        read_body(request, next, max_body_bytes, body_timeout)
+    }))
+}
+
+async fn read_body(request: Request, next: Next, limit: usize, timeout: Duration) -> Response {
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return super::response::error(&too_large(limit));
+    }
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Ok(Err(_)) => super::response::error(&too_large(limit)),
+        Err(_) => super::response::error(&ServiceError::new(
+            ErrorKind::Timeout,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} ms (HTTP_BODY_TIMEOUT_MS)",
+                timeout.as_millis()
+            ),
+        )),
+    }
+}
+
+fn too_large(limit: usize) -> ServiceError {
+    ServiceError::too_large(
+        "body_too_large",
+        format!("the request body is over {limit} bytes (MAX_BODY_BYTES): split the request"),
+    )
+}
+
+/// Serves `router` on `listener` until `stop` turns true, then lets open requests finish for at
+/// most `grace` before returning.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.header_timeout)
+        .keep_alive_timeout(limits.header_timeout);
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let refused = Refusals::default();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|&s| s) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            metrics
+                .requests_refused
+                .with_label_values(&["connections"])
+                .inc();
+            refused.note(limits.max_connections);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let builder = builder.clone();
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended");
+            }
+        });
+    }
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "HTTP requests still open after {} ms (SHUTDOWN_TIMEOUT_MS); closing anyway",
+            grace.as_millis()
+        );
+    }
+}
+
+/// Logs refused connections at most once per [`REFUSAL_LOG_EVERY`], with how many there were.
+#[derive(Default)]
+struct Refusals {
+    since_log: AtomicU64,
+    last_log: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Refusals {
+    fn note(&self, cap: usize) {
+        let count = self.since_log.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last_log.lock().expect("refusal log lock");
+        if last.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_EVERY) {
+            *last = Some(Instant::now());
+            self.since_log.store(0, Ordering::Relaxed);
+            tracing::warn!(
+                refused = count,
+                "HTTP connection cap reached (HTTP_MAX_CONNECTIONS={cap}): closing new connections"
+            );
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! How deeply JSON text nests. Stored data, plugin arguments and transform outputs are limited to
+//! [`MAX_JSON_DEPTH`] levels, so every later stage (conditions, plugins, rendering) can read
+//! whatever was stored: a write over it is refused, a log entry over it is malformed.
+
+/// Deepest nesting of arrays and objects accepted in data and plugin arguments.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Whether JSON text nests arrays and objects deeper than `max` levels. One pass over the
+/// bytes, skipping string contents; stops at the first level over.
+pub fn json_nests_deeper_than(json: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in json {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_arrays_and_objects_but_not_strings() {
+        let nested = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        assert!(!json_nests_deeper_than(nested(64).as_bytes(), 64));
+        assert!(json_nests_deeper_than(nested(65).as_bytes(), 64));
+        assert!(!json_nests_deeper_than(br#"{"a":"[[[[[\"[[["}"#, 1));
+        assert!(json_nests_deeper_than(br#"{"a":{"b":[]}}"#, 2));
+        assert!(!json_nests_deeper_than(br#"{"a":{"b":1},"c":[2]}"#, 2));
+    }
+}
