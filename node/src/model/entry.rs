@@ -7,8 +7,8 @@
 //! FireScroll's single-mutation message (`{"pk","sk","data","ts_ms","mutation","if"}`) decodes as an
 //! entry of one op, so logs written by FireScroll (or producers built for it) keep working.
 
-use serde::{Deserialize, Serialize};
 use super::nesting::{MAX_JSON_DEPTH, json_nests_deeper_than};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// The entry format version this build writes and applies.
@@ -222,13 +222,16 @@ mod tests {
             Err(DecodeError::Malformed(_))
         ));
         let deep = format!(
-            r#"{{"v":1,"ts_ms":1,"ops":[{{"pk":"a","data":{}1{}}}]}}"#,
+            r#"{{"v":1,"ts_ms":1,"ops":[{{"op":"put","pk":"a","data":{}1{}}}]}}"#,
             "[".repeat(100),
             "]".repeat(100)
         );
         assert!(matches!(
             LogEntry::decode(deep.as_bytes()),
-            Err(DecodeError::TooDeep { op: 0, field: "data" })
+            Err(DecodeError::TooDeep {
+                op: 0,
+                field: "data"
+            })
         ));
     }
 }

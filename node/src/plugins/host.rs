@@ -224,11 +224,24 @@ impl PluginHost {
 
     /// Runs `transform` on `input`: the output JSON, checked to be one JSON value.
     pub fn transform(&self, plugin: &Compiled, input: &[u8]) -> Result<Vec<u8>, PluginFailure> {
+        self.transform_with_fuel(plugin, input, self.limits.fuel).0
+    }
+
+    /// Runs `transform` with at most `fuel` (and never more than a call's limit), and says how
+    /// much it burnt: for reads, whose transforms share one budget per request.
+    pub fn transform_with_fuel(
+        &self,
+        plugin: &Compiled,
+        input: &[u8],
+        fuel: u64,
+    ) -> (Result<Vec<u8>, PluginFailure>, u64) {
         let started = std::time::Instant::now();
-        let result = self.run_transform(plugin, input);
+        let fuel = fuel.min(self.limits.fuel);
+        let mut spent = 0;
+        let result = self.run_transform(plugin, input, fuel, &mut spent);
         let outcome = result.as_ref().map_or_else(|e| e.label(), |_| "ok");
         self.metrics.observe("transform", outcome, started);
-        result
+        (result, spent)
     }
 
     /// The host's metrics, to register with the node's registry.
@@ -252,15 +265,21 @@ impl PluginHost {
         }
     }
 
-    fn run_transform(&self, plugin: &Compiled, input: &[u8]) -> Result<Vec<u8>, PluginFailure> {
-        let mut call = self.start(plugin, input)?;
+    fn run_transform(
+        &self,
+        plugin: &Compiled,
+        input: &[u8],
+        fuel: u64,
+        spent: &mut u64,
+    ) -> Result<Vec<u8>, PluginFailure> {
+        let mut call = self.start_with_fuel(plugin, input, fuel)?;
         let func: TypedFunc<(i32, i32), i64> = call
             .instance
             .get_typed_func(&mut call.store, "transform")
             .map_err(|_| PluginFailure::Abi("the plugin has no `transform` export".into()))?;
-        let packed = func
-            .call(&mut call.store, (call.ptr, call.len))
-            .map_err(failure)?;
+        let packed = func.call(&mut call.store, (call.ptr, call.len));
+        *spent = fuel - call.store.get_fuel().unwrap_or(0).min(fuel);
+        let packed = packed.map_err(failure)?;
         if packed < 0 {
             return Err(PluginFailure::Error(packed));
         }
@@ -301,6 +320,16 @@ impl PluginHost {
 
     /// A fresh instance with `input` copied into memory it allocated.
     fn start<'h>(&'h self, plugin: &Compiled, input: &[u8]) -> Result<Call<'h>, PluginFailure> {
+        self.start_with_fuel(plugin, input, self.limits.fuel)
+    }
+
+    /// [`Self::start`] with `fuel` for the whole call.
+    fn start_with_fuel<'h>(
+        &'h self,
+        plugin: &Compiled,
+        input: &[u8],
+        fuel: u64,
+    ) -> Result<Call<'h>, PluginFailure> {
         let slot = self.take_slot();
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_bytes)
@@ -310,7 +339,7 @@ impl PluginHost {
         let mut store = Store::new(&self.engine, CallState { limits });
         store.limiter(|state| &mut state.limits);
         store
-            .set_fuel(self.limits.fuel)
+            .set_fuel(fuel)
             .map_err(|e| PluginFailure::Abi(e.to_string()))?;
         let instance = plugin.pre.instantiate(&mut store).map_err(failure)?;
         let memory = instance

@@ -163,8 +163,9 @@ impl Service {
         Ok(page)
     }
 
-    /// A slot to evaluate a list's `if` in, or a 503 when none frees up in time.
-    async fn eval_slot(&self) -> Result<OwnedSemaphorePermit, ServiceError> {
+    /// A slot for expensive read work (a list's `if`, read transforms), or a 503 when none frees
+    /// up in time.
+    pub(super) async fn eval_slot(&self) -> Result<OwnedSemaphorePermit, ServiceError> {
         let slots = self.eval_slots.slots.clone();
         match tokio::time::timeout(SLOT_WAIT, slots.acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),

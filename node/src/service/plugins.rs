@@ -4,9 +4,12 @@
 use super::{ErrorKind, Service, ServiceError};
 use crate::engine::Resolved;
 use crate::model::Record;
-use crate::plugins::{Binding, Input, PluginError, check_name};
+use crate::plugins::{Binding, Input, PluginError, PluginFailure, check_name};
 use bytes::Bytes;
 use serde_json::value::RawValue;
+
+/// Fuel the transforms of one read may burn together, in calls' worth of PLUGIN_FUEL.
+const READ_TRANSFORM_CALLS: u64 = 10;
 
 fn not_found(name: &str) -> ServiceError {
     ServiceError::new(
@@ -124,13 +127,17 @@ impl Service {
         }
         let engine = self.engine.clone();
         let name = name.to_string();
-        // Plugins are CPU work (and a first use compiles the module): off the async threads.
+        // Plugins are CPU work (and a first use compiles the module): off the async threads, a
+        // few requests at once, and one fuel budget per request, not per record.
+        let slot = self.eval_slot().await?;
         tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let plugin = match engine.plugins().resolve(&binding.digest.to_string()) {
                 Resolved::Ready(plugin) => plugin,
                 _ => return Err(not_found(&name)),
             };
             let host = engine.plugins().host();
+            let mut fuel_left = host.limits().fuel.saturating_mul(READ_TRANSFORM_CALLS);
             records
                 .into_iter()
                 .map(|mut record| {
@@ -146,14 +153,28 @@ impl Service {
                         )),
                         args: args.as_ref().map(|a| a.get()),
                     };
-                    let output = host.transform(&plugin, &input.to_json()).map_err(|e| {
-                        ServiceError::bad_request(
+                    let budget_before = fuel_left;
+                    let (output, spent) =
+                        host.transform_with_fuel(&plugin, &input.to_json(), fuel_left);
+                    fuel_left -= spent.min(fuel_left);
+                    let output = output.map_err(|e| match e {
+                        PluginFailure::OutOfFuel if budget_before < host.limits().fuel => {
+                            ServiceError::bad_request(
+                                "transform_budget_exceeded",
+                                format!(
+                                    "transform {name:?} used up the fuel of one read ({READ_TRANSFORM_CALLS} \
+                                     times PLUGIN_FUEL) before pk {:?}, sk {:?}: read fewer records at once",
+                                    record.pk, record.sk
+                                ),
+                            )
+                        }
+                        e => ServiceError::bad_request(
                             "transform_failed",
                             format!(
                                 "transform {name:?} {e} for pk {:?}, sk {:?}",
                                 record.pk, record.sk
                             ),
-                        )
+                        ),
                     })?;
                     record.data_json = String::from_utf8(output).map_err(|_| {
                         ServiceError::bad_request(

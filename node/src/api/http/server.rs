@@ -28,9 +28,9 @@ const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Adds the body rules to `router`: a declared body over `max_body_bytes` is refused before it is
 /// read, and a body must arrive within `body_timeout`.
 pub fn with_body_limits(router: Router, max_body_bytes: usize, body_timeout: Duration) -> Router {
-    router.layer(axum::middleware::from_fn(move |request: Request, next: Next| {
-        read_body(request, next, max_body_bytes, body_timeout)
-    }))
+    router.layer(axum::middleware::from_fn(
+        move |request: Request, next: Next| read_body(request, next, max_body_bytes, body_timeout),
+    ))
 }
 
 async fn read_body(request: Request, next: Next, limit: usize, timeout: Duration) -> Response {
@@ -44,7 +44,10 @@ async fn read_body(request: Request, next: Next, limit: usize, timeout: Duration
     }
     let (parts, body) = request.into_parts();
     match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
-        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
         Ok(Err(_)) => super::response::error(&too_large(limit)),
         Err(_) => super::response::error(&ServiceError::new(
             ErrorKind::Timeout,
