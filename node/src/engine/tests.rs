@@ -610,3 +610,125 @@ fn an_entry_waits_for_its_plugin_instead_of_rejecting() {
     .unwrap();
     assert_eq!(batch.rejections[0].1.kind, RejectionKind::PluginError);
 }
+
+/// Fuzzing the apply path: arbitrary conditions (built from expr's syntax, hostile pieces
+/// included) over arbitrary stored data. Whatever an entry holds, applying it never fails, never
+/// panics, and two replicas come to the same records and the same outcomes.
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            (-1e9f64..1e9).prop_map(serde_json::Value::from),
+            "[a-z\"\\\\ ]{0,12}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(6, 200, 20, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..20).prop_map(serde_json::Value::from),
+                prop::collection::btree_map("[abxy]{1,2}", inner, 0..6)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Expressions over the subject, the operators, and the functions that loop, allocate or
+    /// sort: combined at random, many are nonsense, some are expensive, none may hurt apply.
+    fn condition() -> impl Strategy<Value = String> {
+        let atom = prop_oneof![
+            Just("data".to_string()),
+            Just("data.a".to_string()),
+            Just("data.a.b".to_string()),
+            Just("data[0]".to_string()),
+            Just("data?.x?.y".to_string()),
+            Just("pk".to_string()),
+            Just("_updated_at".to_string()),
+            Just("nil".to_string()),
+            Just("true".to_string()),
+            (-5i64..3000).prop_map(|n| n.to_string()),
+            Just("\"ab\"".to_string()),
+            Just("[1, 2, 3]".to_string()),
+            Just("1..2000".to_string()),
+            Just("{a: 1}".to_string()),
+        ];
+        atom.prop_recursive(5, 64, 3, |inner| {
+            prop_oneof![
+                (
+                    inner.clone(),
+                    prop::sample::select(vec![
+                        "==",
+                        "!=",
+                        "<",
+                        ">",
+                        "+",
+                        "-",
+                        "*",
+                        "/",
+                        "%",
+                        "&&",
+                        "||",
+                        "in",
+                        "contains",
+                        "startsWith",
+                        "??",
+                        "..",
+                    ]),
+                    inner.clone()
+                )
+                    .prop_map(|(a, op, b)| format!("({a} {op} {b})")),
+                (
+                    prop::sample::select(vec![
+                        "len", "all", "any", "map", "filter", "count", "sort", "uniq", "keys",
+                        "string", "int", "upper", "first", "flatten", "reverse",
+                    ]),
+                    inner.clone()
+                )
+                    .prop_map(|(f, a)| match f {
+                        "all" | "any" | "map" | "filter" | "count" => {
+                            format!("{f}({a}, {{# == # && all({a}, {{true}})}})")
+                        }
+                        _ => format!("{f}({a})"),
+                    }),
+                (inner.clone(), inner.clone())
+                    .prop_map(|(a, b)| format!("repeat(string({a}), len(string({b})) * 1000)")),
+                (inner.clone(), inner.clone(), inner)
+                    .prop_map(|(a, b, c)| format!("({a} ? {b} : {c})")),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_condition_over_any_data_is_an_outcome_on_every_replica(
+            data in json_value(),
+            conds in prop::collection::vec(condition(), 1..4),
+        ) {
+            let pk = &pks_in(1, 1)[0];
+            let data = data.to_string();
+            let mut log = vec![LogEntry::new(1, vec![put(pk, "s", &data, None)]).encode()];
+            for (i, cond) in conds.iter().enumerate() {
+                log.push(
+                    LogEntry::new(2 + i as i64, vec![put(pk, "s", "{\"a\":1}", Some(cond))]).encode(),
+                );
+            }
+            let log = records(&log);
+            let rules = TestRules::new();
+            let mut replicas = Vec::new();
+            for _ in 0..2 {
+                let dir = tempfile::tempdir().unwrap();
+                let store = open_partition(dir.path(), 1);
+                let batch = apply_and_commit(&store, rules.rules(), &log).unwrap();
+                prop_assert_eq!(batch.entries, log.len());
+                let rejected: Vec<_> =
+                    batch.rejections.into_iter().map(|(o, r)| (o, r.kind, r.message)).collect();
+                replicas.push((store.digest().unwrap(), rejected));
+            }
+            prop_assert_eq!(&replicas[0], &replicas[1]);
+        }
+    }
+}

@@ -115,15 +115,26 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
-        let builder = builder.clone();
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let (router, builder, watcher) = (router.clone(), builder.clone(), graceful.watcher());
+        let first_bytes = limits.header_timeout;
         tokio::spawn(async move {
             let _slot = slot;
-            if let Err(e) = connection.await {
+            // Telling HTTP/1 from HTTP/2 waits for the first bytes with no timeout of its own: a
+            // connection that sends nothing is closed after the header timeout.
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(first_bytes, stream.peek(&mut first)).await,
+                Ok(Ok(1..))
+            ) {
+                return;
+            }
+            let connection = builder
+                .serve_connection_with_upgrades(
+                    TokioIo::new(stream),
+                    TowerToHyperService::new(router),
+                )
+                .into_owned();
+            if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(%peer, error = %e, "HTTP connection ended");
             }
         });

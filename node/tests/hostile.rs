@@ -1,0 +1,396 @@
+//! Hostile input against real `firescroll` processes: no request and no log entry may crash,
+//! freeze or poison a node, and health says the truth (issue 10's reproductions, one test each).
+
+mod common;
+
+use common::Node;
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+const BOMB: &str = r#"repeat(repeat("aaaaaaaaaa", 1000000), 1000000) == """#;
+
+fn outcome(reply: &Value) -> &Value {
+    &reply["Positions"][0]["Outcome"]
+}
+
+/// Whether the node answers `/up`, a Redis PING and `/metrics`, each within `bound`.
+fn answers_everything(node: &Node, bound: Duration) -> Result<(), String> {
+    let http = reqwest::blocking::Client::builder()
+        .timeout(bound)
+        .build()
+        .unwrap();
+    for url in [node.url("/up"), node.internal_url("/metrics")] {
+        match http.get(&url).send() {
+            Ok(r) if r.status().is_success() => {}
+            other => return Err(format!("{url}: {other:?}")),
+        }
+    }
+    let mut redis = TcpStream::connect(("127.0.0.1", node.resp)).map_err(|e| e.to_string())?;
+    redis.set_read_timeout(Some(bound)).unwrap();
+    redis.write_all(b"PING\r\n").unwrap();
+    let mut reply = [0u8; 7];
+    redis
+        .read_exact(&mut reply)
+        .map_err(|e| format!("PING: {e}"))?;
+    if &reply != b"+PONG\r\n" {
+        return Err(format!(
+            "PING answered {:?}",
+            String::from_utf8_lossy(&reply)
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_condition_that_explodes_on_stored_data_is_rejected_and_the_node_keeps_going() {
+    let mut node = Node::start();
+    let (status, reply) = node.post(
+        "/records/put",
+        json!({"Records":[{"pk":"cfg","sk":"x","data":{"x":1}}],"wait":true}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    // Accepted: without the record, `data.x == 1` is false and the bomb never runs.
+    let (status, reply) = node.post(
+        "/records/put",
+        json!({"Records":[{"pk":"cfg","sk":"x","data":{"x":2},"if":format!("data.x == 1 && {BOMB}")}],"wait":true}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let rejected = outcome(&reply);
+    assert_eq!(rejected["Status"], "rejected", "{reply}");
+    assert_eq!(rejected["Kind"], "condition_error", "{reply}");
+    let message = rejected["Message"].as_str().unwrap_or_default();
+    assert!(message.contains("budget exceeded"), "{reply}");
+    // The partition goes on applying, and the record is as it was.
+    let (_, reply) = node.post(
+        "/records/put",
+        json!({"Records":[{"pk":"cfg","sk":"y","data":"after"}],"wait":true}),
+    );
+    assert_eq!(outcome(&reply)["Status"], "applied", "{reply}");
+    let (_, got) = node.post("/records/get", json!({"Records":[{"pk":"cfg","sk":"x"}]}));
+    assert_eq!(got["Records"][0]["Data"], json!({"x":1}));
+    // A restart does not meet the entry again as a crash.
+    node.terminate();
+    node.spawn();
+    let (status, got) = node.post("/records/get", json!({"Records":[{"pk":"cfg","sk":"y"}]}));
+    assert_eq!((status, &got["Records"][0]["Data"]), (200, &json!("after")));
+    let (status, _) = node.get_url(&node.url("/ready"));
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn lists_with_crashing_conditions_are_refused_and_the_node_stays_up() {
+    let node = Node::start();
+    node.post(
+        "/records/put",
+        json!({"Records":[{"pk":"p","sk":"a","data":{"x":1}}],"wait":true}),
+    );
+    for cond in [
+        BOMB.to_string(),
+        format!("{}1{} == 1", "[".repeat(600), "]".repeat(600)),
+        format!("{}1{} == 1", "(".repeat(1500), ")".repeat(1500)),
+        format!("data{} == 1", ".a".repeat(2000)),
+    ] {
+        let (status, reply) = node.post("/records/list", json!({"pk":"p","if":cond}));
+        assert_eq!(status, 400, "{cond:.40}: {reply}");
+        assert_eq!(reply["error"]["code"], "invalid_if", "{reply}");
+    }
+    // Only against the stored data: the list's budget ends it with a clear 400.
+    let (status, reply) = node.post(
+        "/records/list",
+        json!({"pk":"p","if":format!("data.x == 1 && {BOMB}")}),
+    );
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(reply["error"]["code"], "if_failed", "{reply}");
+    answers_everything(&node, Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn expensive_lists_never_make_the_node_unanswerable() {
+    let node = Node::start();
+    let items: Vec<u32> = (0..1000).collect();
+    let records: Vec<Value> = (0..20)
+        .map(|i| json!({"pk":"big","sk":format!("s{i:02}"),"data":{"items":items}}))
+        .collect();
+    let (status, reply) = node.post("/records/put", json!({"Records":records,"wait":true}));
+    assert_eq!(status, 200, "{reply}");
+    // Needs 10^9 steps per record: each list spends its whole budget.
+    let cond = "all(data.items, {all(data.items, {all(data.items, {# >= 0})})})";
+    let lists: Vec<_> = (0..6)
+        .map(|_| {
+            let url = node.url("/records/list");
+            std::thread::spawn(move || {
+                let r = reqwest::blocking::Client::new()
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(json!({"pk":"big","if":cond}).to_string())
+                    .timeout(Duration::from_secs(120))
+                    .send()
+                    .unwrap();
+                let status = r.status().as_u16();
+                (
+                    status,
+                    serde_json::from_str::<Value>(&r.text().unwrap()).unwrap(),
+                )
+            })
+        })
+        .collect();
+    // While they run, everything else answers.
+    for _ in 0..5 {
+        answers_everything(&node, Duration::from_secs(10)).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for list in lists {
+        let (status, reply) = list.join().unwrap();
+        // The budget ran out on the first record (400), or the node was busy (503).
+        match status {
+            400 => assert_eq!(reply["error"]["code"], "if_failed", "{reply}"),
+            503 => assert_eq!(reply["error"]["code"], "busy", "{reply}"),
+            _ => panic!("{status}: {reply}"),
+        }
+    }
+    // A cheaper filter that still needs more than one request's budget for the whole pk: pages
+    // end early with a cursor, and following the cursors visits every record exactly once.
+    let cond = "all(data.items, {all(data.items, {# >= 0})})";
+    let mut cursor: Option<String> = None;
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let mut query = json!({"pk":"big","if":cond});
+        if let Some(c) = &cursor {
+            query["cursor"] = c.clone().into();
+        }
+        let (status, reply) = node.post("/records/list", query);
+        assert_eq!(status, 200, "{reply}");
+        pages += 1;
+        for r in reply["Records"].as_array().unwrap() {
+            seen.push(r["Sk"].as_str().unwrap().to_string());
+        }
+        match reply["NextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+        assert!(pages < 100, "cursors never end");
+    }
+    let expected: Vec<String> = (0..20).map(|i| format!("s{i:02}")).collect();
+    assert_eq!(seen, expected);
+    assert!(
+        pages > 1,
+        "one page did all the work: the budget is not per request"
+    );
+}
+
+#[test]
+fn deep_data_is_refused_with_a_clear_error() {
+    let node = Node::start();
+    let deep = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+    let body = format!(r#"{{"Records":[{{"pk":"d","sk":"s","data":{deep}}}]}}"#);
+    let (status, text) = node.post_raw("/records/put", body);
+    let reply: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (status, &reply["error"]["code"]),
+        (400, &json!("data_too_deep")),
+        "{reply}"
+    );
+    // 64 levels are fine, and conditions and lists read them.
+    let ok = format!("{}1{}", "[".repeat(64), "]".repeat(64));
+    let body = format!(r#"{{"Records":[{{"pk":"d","sk":"s","data":{ok}}}],"wait":true}}"#);
+    let (status, text) = node.post_raw("/records/put", body);
+    assert_eq!(status, 200, "{text}");
+    let (status, reply) = node.post("/records/list", json!({"pk":"d","if":"data != nil"}));
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["Records"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_stalled_partition_is_reported_and_sigterm_still_exits() {
+    let mut node = Node::start_with(&[
+        ("STALL_THRESHOLD_MS", "500"),
+        ("SHUTDOWN_TIMEOUT_MS", "2000"),
+        // A call may run for minutes: the stall is real.
+        ("PLUGIN_FUEL", "1000000000000"),
+    ]);
+    let looping = wat::parse_str(
+        r#"(module
+            (memory (export "memory") 1)
+            (func (export "alloc") (param i32) (result i32) i32.const 1024)
+            (func (export "dealloc") (param i32 i32))
+            (func (export "condition") (param i32 i32) (result i32) (loop $l br $l) i32.const 1))"#,
+    )
+    .unwrap();
+    let r = reqwest::blocking::Client::new()
+        .put(node.url("/plugins/spin"))
+        .body(looping)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (status, reply) = node.post(
+        "/records/put",
+        json!({"Records":[{"pk":"s","sk":"x","data":1,"if_plugin":"spin"}]}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ready = loop {
+        let (status, text) = node.get_url(&node.url("/ready"));
+        if status == 503 && text.contains("stalled") {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never reported stalled: {status} {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(ready.contains("STALL_THRESHOLD_MS"), "{ready}");
+    let partitions = node.partitions();
+    let stalled: Vec<&Value> = partitions
+        .iter()
+        .filter(|p| p["stalled"].is_object())
+        .collect();
+    assert_eq!(stalled.len(), 1, "{partitions:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = node.get_url(&node.internal_url("/metrics"));
+        if metrics
+            .lines()
+            .any(|l| l.starts_with("firescroll_partition_stalled{") && l.ends_with(" 1"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no stalled metric:\n{metrics}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let started = Instant::now();
+    let status = node.terminate();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "SIGTERM took {:?}",
+        started.elapsed()
+    );
+    assert!(status.success() || status.code().is_some(), "{status}");
+}
+
+#[test]
+fn reads_of_a_failed_partition_answer_503_not_stale_data() {
+    let mut node = Node::start();
+    let (status, reply) = node.post(
+        "/records/put",
+        json!({"Records":[{"pk":"f","sk":"a","data":1},{"pk":"f","sk":"b","data":1}],"wait":true}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let partition = reply["Positions"][0]["Partition"].as_u64().unwrap() as u32;
+    node.terminate();
+    // Damage one stored value behind the node's back (what a bad disk does).
+    {
+        let store = firescroll::store::Store::open(&node.data.join("store"), 4).unwrap();
+        let p = store.partition(partition).unwrap();
+        let next = p.next_offset().unwrap();
+        let key = firescroll::store::encode_key("f", "a");
+        p.commit([(key, Some(b"x".to_vec()))], &[], next).unwrap();
+        store.persist().unwrap();
+    }
+    node.spawn();
+    // Applying an entry that reads the damaged value stops the partition.
+    let (status, reply) = node.post(
+        "/records/put",
+        json!({"Records":[{"pk":"f","sk":"a","data":2,"if":"data != nil"},{"pk":"f","sk":"b","data":2}]}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.get_url(&node.url("/ready")).0 != 503 {
+        assert!(Instant::now() < deadline, "the partition never stopped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The undamaged record of that partition is not served stale.
+    let (status, reply) = node.post("/records/get", json!({"Records":[{"pk":"f","sk":"b"}]}));
+    assert_eq!(status, 503, "{reply}");
+    assert_eq!(reply["error"]["code"], "partition_unavailable", "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("partition {partition}")),
+        "{message}"
+    );
+    let (status, reply) = node.post("/records/list", json!({"pk":"f"}));
+    assert_eq!(status, 503, "{reply}");
+}
+
+/// Sends `head` and reads whatever the server answers within `wait` (empty if it closed).
+fn raw_exchange(node: &Node, head: &str, wait: Duration) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", node.api)).unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if out.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn slow_and_greedy_http_clients_cannot_lock_others_out() {
+    let node = Node::start_with(&[
+        ("HTTP_MAX_CONNECTIONS", "16"),
+        ("HTTP_HEADER_TIMEOUT_MS", "1000"),
+        ("HTTP_BODY_TIMEOUT_MS", "1000"),
+    ]);
+    // A huge declared body is refused at once, before any of it is sent.
+    let reply = raw_exchange(
+        &node,
+        "POST /records/put HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000000000\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    // A body that trickles in is cut off at the body timeout.
+    let started = Instant::now();
+    let reply = raw_exchange(
+        &node,
+        "POST /records/put HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"Rec",
+        Duration::from_secs(10),
+    );
+    assert!(
+        reply.starts_with("HTTP/1.1 5") || reply.starts_with("HTTP/1.1 4"),
+        "{reply}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(8));
+    // Far more idle connections than the cap: the extra ones are closed at once, the rest by
+    // the header timeout; then everyone is served again.
+    let idle: Vec<TcpStream> = (0..64)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", node.api)).ok())
+        .collect();
+    assert!(idle.len() >= 16);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    loop {
+        if let Ok(r) = client.get(node.url("/up")).send()
+            && r.status().is_success()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "locked out by idle connections");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The idle ones were all closed by the server.
+    for mut s in idle {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 16];
+        let closed = matches!(s.read(&mut buf), Ok(0) | Err(_));
+        assert!(closed, "an idle connection stayed open");
+    }
+    let (_, metrics) = node.get_url(&node.internal_url("/metrics"));
+    let refused = metrics
+        .lines()
+        .find(|l| l.starts_with("firescroll_requests_refused_total{reason=\"connections\"}"))
+        .unwrap_or_else(|| panic!("no refusal counted:\n{metrics}"));
+    assert!(!refused.ends_with(" 0"), "{refused}");
+}
