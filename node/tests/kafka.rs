@@ -512,3 +512,87 @@ print(json.dumps(out))
     assert_eq!(status, 200, "{got}");
     assert_eq!(got["Records"][0]["Data"], json!({"source": "python"}));
 }
+
+#[test]
+fn a_poison_pill_is_the_same_rejection_on_every_replica_group() {
+    let broker = Broker::start();
+    let a = Node::start_env(&kafka_env(&broker, "pill", "rg1", "a"));
+    let b = Node::start_env(&kafka_env(&broker, "pill", "rg2", "b"));
+    a.wait_until("a owns every partition", Duration::from_secs(30), owns_all);
+    b.wait_until("b owns every partition", Duration::from_secs(30), owns_all);
+    put(&a, "cfg", json!({"x": 1}), None);
+    // Accepted (false without a record), then an allocation of 10 TB against the stored one.
+    let pill = put(
+        &a,
+        "cfg",
+        json!({"x": 2}),
+        Some(r#"data.x == 1 && repeat(repeat("aaaaaaaaaa", 1000000), 1000000) == """#),
+    );
+    // A foreign producer's entry with data nested past the limit: malformed, never stored.
+    let deep = format!(
+        r#"{{"v":1,"ts_ms":1,"ops":[{{"op":"put","pk":"cfg","sk":"deep","data":{}1{}}}]}}"#,
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    let partition = firescroll::model::partition_of("cfg", PARTITIONS as u32) as i32;
+    let deep_offset = runtime().block_on(async {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", broker.seeds())
+            .create()
+            .unwrap();
+        let delivered = producer
+            .send(
+                FutureRecord::to("firescroll_pill_mutations")
+                    .key("cfg")
+                    .partition(partition)
+                    .payload(&deep),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        delivered.offset
+    });
+    let after = put(&b, "cfg", json!({"x": 3}), Some("data.x == 1"));
+    let deep_position = json!({"Partition": partition, "Offset": deep_offset});
+    for node in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let reply = loop {
+            let (status, reply) = node.post(
+                "/records/outcomes",
+                json!({"Positions": [pill, deep_position, after]}),
+            );
+            assert_eq!(status, 200, "{reply}");
+            if reply["Outcomes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|o| o["Outcome"].is_object() && o["Outcome"]["Status"] != "pending")
+            {
+                break reply;
+            }
+            assert!(Instant::now() < deadline, "never applied: {reply}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let outcomes = reply["Outcomes"].as_array().unwrap();
+        let pill = &outcomes[0]["Outcome"];
+        assert_eq!(pill["Kind"], "condition_error", "{reply}");
+        assert!(
+            pill["Message"]
+                .as_str()
+                .unwrap()
+                .contains("budget exceeded"),
+            "{reply}"
+        );
+        assert_eq!(outcomes[1]["Outcome"]["Kind"], "malformed_entry", "{reply}");
+        assert_eq!(outcomes[2]["Outcome"]["Status"], "applied", "{reply}");
+        let (_, got) = node.post(
+            "/records/get",
+            json!({"Records": [{"pk": "cfg", "sk": "s"}]}),
+        );
+        assert_eq!(got["Records"][0]["Data"], json!({"x": 3}));
+        assert_eq!(node.get_url(&node.url("/ready")).0, 200);
+    }
+    let digests =
+        |n: &Node| -> Vec<Value> { n.partitions().iter().map(|p| p["digest"].clone()).collect() };
+    assert_eq!(digests(&a), digests(&b));
+}
