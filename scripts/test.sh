@@ -25,6 +25,9 @@ scripts/build-plugins.sh >&2
 plugin_tests_target="${PLUGIN_TESTS_TARGET_DIR:-$HOME/.cache/firescroll/plugins-test-target}"
 (cd sdk-wasm && CARGO_TARGET_DIR="$plugin_tests_target" cargo test --locked)
 (cd plugins && CARGO_TARGET_DIR="$plugin_tests_target" cargo test --locked)
+# The vendored expr-lang (evaluation budgets added; vendor/expr-lang/FIRESCROLL.md): its own tests
+# and the budget tests, with the features the node uses.
+(cd vendor/expr-lang && CARGO_TARGET_DIR="$plugin_tests_target" cargo test --no-default-features)
 # Integration tests start their own brokers from this binary, each on a free port.
 NISSHI_BIN="$(scripts/kafka-broker.sh bin)"
 export NISSHI_BIN
