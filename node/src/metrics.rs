@@ -2,8 +2,8 @@
 //! names and buckets (spec §10), with a bounded label set; the rest are FireScroll-Rust's own.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric the node exports.
@@ -40,6 +40,9 @@ pub struct Metrics {
     /// `firescroll_requests_refused_total{reason}`: requests refused to protect the node (busy:
     /// too many expensive lists at once; connections: the HTTP connection cap).
     pub requests_refused: IntCounterVec,
+    /// `firescroll_reads_cancelled_total`: expensive reads stopped early because their client
+    /// went away.
+    pub reads_cancelled: IntCounter,
     /// `firescroll_partition_stalled{partition}`: 1 while the applier has been on one entry
     /// longer than the stall threshold.
     pub partition_stalled: IntGaugeVec,
@@ -188,6 +191,11 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let reads_cancelled = IntCounter::new(
+            "firescroll_reads_cancelled_total",
+            "Expensive reads (lists with `if`) stopped early because their client went away.",
+        )
+        .expect("valid metric");
         let partition_stalled = IntGaugeVec::new(
             Opts::new(
                 "firescroll_partition_stalled",
@@ -201,6 +209,7 @@ impl Metrics {
             Box::new(http_latency.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(requests_refused.clone()),
             Box::new(partition_stalled.clone()),
+            Box::new(reads_cancelled.clone()),
             Box::new(partition_latency.clone()),
             Box::new(partitions.clone()),
             Box::new(entries_applied.clone()),
@@ -249,6 +258,7 @@ impl Metrics {
             peer_requests,
             requests_refused,
             partition_stalled,
+            reads_cancelled,
         }
     }
 

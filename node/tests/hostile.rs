@@ -394,3 +394,39 @@ fn slow_and_greedy_http_clients_cannot_lock_others_out() {
         .unwrap_or_else(|| panic!("no refusal counted:\n{metrics}"));
     assert!(!refused.ends_with(" 0"), "{refused}");
 }
+
+#[test]
+fn a_list_whose_client_gave_up_stops() {
+    let node = Node::start();
+    let items: Vec<u32> = (0..1000).collect();
+    let records: Vec<Value> = (0..20)
+        .map(|i| json!({"pk":"big","sk":format!("s{i:02}"),"data":{"items":items}}))
+        .collect();
+    let (status, reply) = node.post("/records/put", json!({"Records":records,"wait":true}));
+    assert_eq!(status, 200, "{reply}");
+    // Each record takes a million steps; the client waits for none of them.
+    let gave_up = reqwest::blocking::Client::new()
+        .post(node.url("/records/list"))
+        .body(json!({"pk":"big","if":"all(data.items, {all(data.items, {# >= 0})})"}).to_string())
+        .timeout(Duration::from_millis(300))
+        .send();
+    assert!(
+        gave_up.is_err(),
+        "the list answered before the client gave up"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, metrics) = node.get_url(&node.internal_url("/metrics"));
+        if metrics
+            .lines()
+            .any(|l| l == "firescroll_reads_cancelled_total 1")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the list was never stopped:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

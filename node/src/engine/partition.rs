@@ -132,7 +132,7 @@ impl PartitionRuntime {
     pub fn stalled(&self, threshold: Duration) -> Option<Stall> {
         let (offset, since) = (*self.applying.lock().expect("applying lock"))?;
         let elapsed = since.elapsed();
-        (elapsed > threshold).then(|| Stall {
+        (elapsed > threshold).then_some(Stall {
             offset,
             for_ms: elapsed.as_millis() as u64,
         })

@@ -2,6 +2,7 @@
 //! filtered off the async threads, a bounded number of lists at once, under one evaluation budget
 //! per request ([`LIST_LIMITS`]), and the scan stops as soon as the caller goes away.
 
+use super::cancel::Cancellation;
 use super::read::Route;
 use super::{ErrorKind, Service, ServiceError};
 use crate::cond::{Budget, CondError, Conditions, LIST_LIMITS, Subject};
@@ -44,7 +45,7 @@ impl EvalSlots {
     }
 }
 
-/// Set when the request that started a scan is dropped (its client went away).
+/// Sets the flag when the request that started a scan is dropped.
 struct CancelOnDrop(Arc<AtomicBool>);
 
 impl Drop for CancelOnDrop {
@@ -132,14 +133,20 @@ impl Service {
         let started = Instant::now();
         let page = match filter {
             // No `if`: reading is cheap, and bounded by the page size.
-            None => scan_page(&runtime, &request, None, limit, &AtomicBool::new(false)),
+            None => scan_page(&runtime, &request, None, limit, &Cancellation::never()),
             Some(filter) => {
                 let slot = self.eval_slot().await?;
-                let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
-                let cancelled = cancel.0.clone();
+                let cancellation = Cancellation::for_this_request();
+                let cancel = CancelOnDrop(cancellation.dropped.clone());
+                let metrics = self.metrics.clone();
                 let scan = tokio::task::spawn_blocking(move || {
                     let _slot: OwnedSemaphorePermit = slot;
-                    scan_page(&runtime, &request, Some(&filter), limit, &cancelled)
+                    let page = scan_page(&runtime, &request, Some(&filter), limit, &cancellation);
+                    // Counted here: the request that asked may be gone already.
+                    if let Err(ScanError::Cancelled) = page {
+                        metrics.reads_cancelled.inc();
+                    }
+                    page
                 });
                 let page = scan
                     .await
@@ -151,7 +158,9 @@ impl Service {
         let page = page.map_err(|e| match e {
             ScanError::Store(e) => self.read_failed(partition, e),
             ScanError::Condition(message) => ServiceError::bad_request("if_failed", message),
-            ScanError::Cancelled => ServiceError::internal("the list was cancelled"),
+            ScanError::Cancelled => {
+                ServiceError::internal("the list was cancelled: its client went away")
+            }
         })?;
         let label = if page.records.is_empty() {
             "list_full_miss"
@@ -194,7 +203,7 @@ fn scan_page(
     request: &ListRequest,
     filter: Option<&Filter>,
     limit: usize,
-    cancelled: &AtomicBool,
+    cancellation: &Cancellation,
 ) -> Result<ListPage, ScanError> {
     let mut scan = runtime
         .store
@@ -206,7 +215,7 @@ fn scan_page(
     let mut examined: Option<String> = None;
     let mut stopped = false;
     for record in scan.by_ref() {
-        if cancelled.load(Ordering::Relaxed) {
+        if cancellation.is_cancelled() {
             return Err(ScanError::Cancelled);
         }
         let record = record.map_err(ScanError::Store)?;

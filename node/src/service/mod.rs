@@ -3,6 +3,7 @@
 //! partitions. Frontends only parse and render.
 
 mod auth;
+mod cancel;
 mod json;
 mod list;
 mod plugins;
@@ -15,6 +16,7 @@ pub use crate::model::ListRequest;
 /// A plugin name's binding, as `/plugins` lists it.
 pub use crate::plugins::Binding;
 pub use auth::{Access, Tokens};
+pub use cancel::watch_client;
 pub use json::compact_json;
 pub use list::ListPage;
 pub use status::{PartitionReport, Readiness};

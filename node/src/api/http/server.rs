@@ -5,22 +5,24 @@
 
 use crate::config::HttpLimits;
 use crate::metrics::Metrics;
-use crate::service::{ErrorKind, ServiceError};
+use crate::service::{ErrorKind, ServiceError, watch_client};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::header::CONTENT_LENGTH;
 use axum::middleware::Next;
 use axum::response::Response;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tower::ServiceExt;
 
 /// How often a refused connection is logged at most (the counter has every one).
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -128,14 +130,41 @@ pub async fn serve(
             ) {
                 return;
             }
+            // The client's end of stream, seen on a second descriptor of the socket: hyper does
+            // not read while a request is being answered, so it would not notice.
+            let gone = Arc::new(AtomicBool::new(false));
+            let (stream, eof_watch) = match split_watch(stream) {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "cannot watch an HTTP connection");
+                    return;
+                }
+            };
+            let service = {
+                let gone = gone.clone();
+                tower::service_fn(move |request: Request<Incoming>| {
+                    let (router, gone) = (router.clone(), gone.clone());
+                    watch_client(gone, router.oneshot(request))
+                })
+            };
             let connection = builder
                 .serve_connection_with_upgrades(
                     TokioIo::new(stream),
-                    TowerToHyperService::new(router),
+                    TowerToHyperService::new(service),
                 )
                 .into_owned();
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(%peer, error = %e, "HTTP connection ended");
+            let client_left = async {
+                wait_for_eof(eof_watch).await;
+                gone.store(true, Ordering::Relaxed);
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                ended = watcher.watch(connection) => {
+                    if let Err(e) = ended {
+                        tracing::debug!(%peer, error = %e, "HTTP connection ended");
+                    }
+                }
+                () = client_left => {}
             }
         });
     }
@@ -147,6 +176,25 @@ pub async fn serve(
             "HTTP requests still open after {} ms (SHUTDOWN_TIMEOUT_MS); closing anyway",
             grace.as_millis()
         );
+    }
+}
+
+/// The stream, and a second handle on the same socket to watch for the client's end of stream.
+fn split_watch(stream: TcpStream) -> std::io::Result<(TcpStream, TcpStream)> {
+    let stream = stream.into_std()?;
+    let watch = stream.try_clone()?;
+    Ok((TcpStream::from_std(stream)?, TcpStream::from_std(watch)?))
+}
+
+/// Returns once the client has closed its side (or the socket failed). Bytes waiting to be read
+/// are hyper's: they are only peeked at, and looked at again a little later.
+async fn wait_for_eof(watch: TcpStream) {
+    let mut byte = [0u8; 1];
+    loop {
+        match watch.peek(&mut byte).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
     }
 }
 
