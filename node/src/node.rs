@@ -133,31 +133,22 @@ pub async fn run(
         tracing::info!("shutting down: no new requests");
         let _ = stop_tx.send(true);
     });
-    let body_limit = config.service.limits.max_body_bytes;
-    let public = api::http::serve(
-        api_listener,
-        api::http::with_body_limits(
-            api::http::router(service.clone()),
-            body_limit,
-            config.http.body_timeout,
-        ),
-        config.http.clone(),
-        metrics.clone(),
-        stop_rx.clone(),
-        config.shutdown_timeout,
-    );
-    let internal = api::http::serve(
-        internal_listener,
-        api::http::with_body_limits(
-            api::internal::router(service.clone()),
-            body_limit,
-            config.http.body_timeout,
-        ),
-        config.http.clone(),
-        metrics.clone(),
-        stop_rx.clone(),
-        config.shutdown_timeout,
-    );
+    let serve_http = |listener, router| {
+        api::http::serve(
+            listener,
+            api::http::with_body_limits(
+                router,
+                config.service.limits.max_body_bytes,
+                config.http.body_timeout,
+            ),
+            config.http.clone(),
+            metrics.clone(),
+            stop_rx.clone(),
+            config.shutdown_timeout,
+        )
+    };
+    let public = serve_http(api_listener, api::http::router(service.clone()));
+    let internal = serve_http(internal_listener, api::internal::router(service.clone()));
     let resp = {
         let mut stop = stop_rx.clone();
         let grace = config.shutdown_timeout;

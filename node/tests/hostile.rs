@@ -106,15 +106,20 @@ fn lists_with_crashing_conditions_are_refused_and_the_node_stays_up() {
     answers_everything(&node, Duration::from_secs(5)).unwrap();
 }
 
-#[test]
-fn expensive_lists_never_make_the_node_unanswerable() {
-    let node = Node::start();
+/// 20 records of pk `big`, each holding an array of 1,000 numbers.
+fn store_big_records(node: &Node) {
     let items: Vec<u32> = (0..1000).collect();
     let records: Vec<Value> = (0..20)
         .map(|i| json!({"pk":"big","sk":format!("s{i:02}"),"data":{"items":items}}))
         .collect();
     let (status, reply) = node.post("/records/put", json!({"Records":records,"wait":true}));
     assert_eq!(status, 200, "{reply}");
+}
+
+#[test]
+fn expensive_lists_never_make_the_node_unanswerable() {
+    let node = Node::start();
+    store_big_records(&node);
     // Needs 10^9 steps per record: each list spends its whole budget.
     let cond = "all(data.items, {all(data.items, {all(data.items, {# >= 0})})})";
     let lists: Vec<_> = (0..6)
@@ -398,12 +403,7 @@ fn slow_and_greedy_http_clients_cannot_lock_others_out() {
 #[test]
 fn a_list_whose_client_gave_up_stops() {
     let node = Node::start();
-    let items: Vec<u32> = (0..1000).collect();
-    let records: Vec<Value> = (0..20)
-        .map(|i| json!({"pk":"big","sk":format!("s{i:02}"),"data":{"items":items}}))
-        .collect();
-    let (status, reply) = node.post("/records/put", json!({"Records":records,"wait":true}));
-    assert_eq!(status, 200, "{reply}");
+    store_big_records(&node);
     // Each record takes a million steps; the client waits for none of them.
     let gave_up = reqwest::blocking::Client::new()
         .post(node.url("/records/list"))

@@ -9,21 +9,8 @@ pub const MAX_JSON_DEPTH: usize = 64;
 /// bytes, skipping string contents; stops at the first level over.
 pub fn json_nests_deeper_than(json: &[u8], max: usize) -> bool {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in json {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
+    for (_, b) in structural_bytes(json) {
         match b {
-            b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {
@@ -35,6 +22,29 @@ pub fn json_nests_deeper_than(json: &[u8], max: usize) -> bool {
         }
     }
     false
+}
+
+/// The bytes of JSON text that are outside strings (quotes excluded), with their positions.
+pub fn structural_bytes(json: &[u8]) -> impl Iterator<Item = (usize, u8)> + '_ {
+    let mut in_string = false;
+    let mut escaped = false;
+    json.iter().enumerate().filter_map(move |(i, &b)| {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            None
+        } else if b == b'"' {
+            in_string = true;
+            None
+        } else {
+            Some((i, b))
+        }
+    })
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Compacting JSON text: stored data carries no insignificant whitespace, whatever the client sent.
 
+use crate::model::structural_bytes;
 use std::borrow::Cow;
 
 /// `json` without whitespace outside strings. `json` must be valid JSON (it came through
@@ -21,25 +22,8 @@ pub fn compact_json(json: &str) -> Cow<'_, str> {
 
 /// Positions of whitespace bytes that are outside JSON strings.
 fn insignificant_whitespace(bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    let mut in_string = false;
-    let mut escaped = false;
-    bytes.iter().enumerate().filter_map(move |(i, &b)| {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            None
-        } else if b == b'"' {
-            in_string = true;
-            None
-        } else {
-            matches!(b, b' ' | b'\n' | b'\r' | b'\t').then_some(i)
-        }
-    })
+    structural_bytes(bytes)
+        .filter_map(|(i, b)| matches!(b, b' ' | b'\n' | b'\r' | b'\t').then_some(i))
 }
 
 #[cfg(test)]
