@@ -46,13 +46,19 @@ pub const LIST_LIMITS: Limits = Limits {
     value_depth: 128,
 };
 
-/// What the write-time check of a condition may spend (on an absent and an empty record).
+/// What checking the conditions of one request on arrival may spend (on an absent and an empty
+/// record each).
 const CHECK_LIMITS: Limits = Limits {
     steps: 100_000,
     bytes: 8 << 20,
     depth: MAX_CONDITION_DEPTH,
     value_depth: 128,
 };
+
+/// A budget for checking the conditions of one request when it arrives.
+pub fn arrival_budget() -> Budget {
+    Budget::new(CHECK_LIMITS)
+}
 
 /// Why a condition was refused or failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,14 +117,23 @@ impl Conditions {
     /// produce a boolean. Types are only known at apply time, so "able to" is decided by running it
     /// on an absent and an empty record: a string, number, map or array result there can never be
     /// a boolean (`"if": "pk"` is refused as FireScroll did); nil or an error may depend on data.
-    /// A condition that exhausts a (small) budget even there is refused too.
+    /// A condition that exhausts [`arrival_budget`] even there is refused too.
     pub fn check(&self, source: &str) -> Result<Arc<Program>, CondError> {
+        self.check_within(source, &mut arrival_budget())
+    }
+
+    /// [`Conditions::check`], spending from `budget`: the conditions of one request share one,
+    /// so a request with many conditions cannot multiply the work done before it is accepted.
+    pub fn check_within(
+        &self,
+        source: &str,
+        budget: &mut Budget,
+    ) -> Result<Arc<Program>, CondError> {
         let program = self.compile(source)?;
         let empty = Value::Map(Default::default());
         for data in [Value::Nil, empty] {
             let probe = Subject::probe(data);
-            let mut budget = Budget::new(CHECK_LIMITS);
-            match run(source, &program, &probe, &mut budget) {
+            match run(source, &program, &probe, budget) {
                 Ok(Value::Bool(_) | Value::Nil) | Err(CondError::Runtime { .. }) => {}
                 Ok(value) => {
                     return Err(CondError::Invalid {
@@ -131,7 +146,12 @@ impl Conditions {
                 ) => {
                     return Err(CondError::Invalid {
                         expr: source.to_string(),
-                        reason: format!("{reason}, even on an empty record"),
+                        reason: format!(
+                            "{reason}, even on an empty record (a request's conditions may spend \
+                             {} steps and {} MiB there)",
+                            CHECK_LIMITS.steps,
+                            CHECK_LIMITS.bytes >> 20
+                        ),
                     });
                 }
             }

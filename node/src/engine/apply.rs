@@ -10,6 +10,10 @@ use crate::plugins::{Input, PluginFailure};
 use crate::store::{PartitionStore, StoreError, decode_value, encode_key, encode_value};
 use std::collections::HashMap;
 
+/// Fuel all the plugin calls of one entry may burn together, in calls' worth of PLUGIN_FUEL.
+/// Like the condition budget, part of what every replica must agree on.
+pub const ENTRY_PLUGIN_CALLS: u64 = 10;
+
 /// What applying needs besides the partition's store: the same on every replica.
 #[derive(Clone, Copy)]
 pub struct Rules<'a> {
@@ -133,8 +137,11 @@ fn apply_entry(
     // This entry's own writes: later ops of the entry see earlier ones, and all are dropped if any
     // op rejects the entry.
     let mut local = Overlay::new();
-    // All conditions of the entry spend from one budget: a long entry cannot multiply it.
+    // All conditions of the entry spend from one budget, and all its plugin calls from one
+    // supply of fuel: a long entry cannot multiply what one op may cost.
     let mut budget = Budget::new(ENTRY_LIMITS);
+    let call_fuel = plugins.host().limits().fuel;
+    let mut fuel = call_fuel.saturating_mul(ENTRY_PLUGIN_CALLS);
     for (index, op) in entry.ops.iter().enumerate() {
         let reject = |kind, message| {
             Ok(EntryOutcome::Rejected(Rejection {
@@ -194,10 +201,13 @@ fn apply_entry(
         };
         if let Some(digest) = &op.if_plugin {
             let verdict = ready(plugins, digest, true).and_then(|p| {
-                plugins
-                    .host()
-                    .condition(&p, &input().to_json())
-                    .map_err(fail)
+                let (verdict, spent) =
+                    plugins
+                        .host()
+                        .condition_with_fuel(&p, &input().to_json(), fuel);
+                let before = fuel;
+                fuel -= spent.min(fuel);
+                verdict.map_err(|e| fail(e, before, call_fuel))
             });
             match verdict {
                 Ok(true) => {}
@@ -234,10 +244,13 @@ fn apply_entry(
                     None => op.data.as_ref().map_or("null", |d| d.get()),
                     Some(digest) => {
                         let output = ready(plugins, digest, false).and_then(|p| {
-                            let out = plugins
-                                .host()
-                                .transform(&p, &input().to_json())
-                                .map_err(fail)?;
+                            let (out, spent) =
+                                plugins
+                                    .host()
+                                    .transform_with_fuel(&p, &input().to_json(), fuel);
+                            let before = fuel;
+                            fuel -= spent.min(fuel);
+                            let out = out.map_err(|e| fail(e, before, call_fuel))?;
                             String::from_utf8(out)
                                 .map_err(|_| "returned output that is not UTF-8".to_string())
                         });
@@ -283,8 +296,17 @@ fn ready(
     }
 }
 
-fn fail(failure: PluginFailure) -> String {
-    failure.to_string()
+/// A plugin failure as the entry's rejection says it; running out of the entry's fuel (rather
+/// than a call's) says so.
+fn fail(failure: PluginFailure, fuel_before: u64, call_fuel: u64) -> String {
+    match failure {
+        // The call got less than a call's fuel: the entry's supply ran out, not the call's.
+        PluginFailure::OutOfFuel if fuel_before < call_fuel => format!(
+            "{failure}: the entry's plugin calls used up their fuel together \
+             ({ENTRY_PLUGIN_CALLS} times PLUGIN_FUEL)"
+        ),
+        failure => failure.to_string(),
+    }
 }
 
 /// A digest as messages show it.

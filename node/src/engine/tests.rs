@@ -611,6 +611,51 @@ fn an_entry_waits_for_its_plugin_instead_of_rejecting() {
     assert_eq!(batch.rejections[0].1.kind, RejectionKind::PluginError);
 }
 
+#[test]
+fn the_plugin_calls_of_an_entry_share_one_supply_of_fuel() {
+    let dir = tempfile::tempdir().unwrap();
+    let pk = &pks_in(0, 1)[0];
+    let store = open_partition(dir.path(), 0);
+    let rules = TestRules::new();
+    // About 30 M fuel per call: under one call's 50 M, so each call alone succeeds.
+    let module = wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+            (func (export "alloc") (param i32) (result i32) i32.const 1024)
+            (func (export "dealloc") (param i32 i32))
+            (func (export "condition") (param i32 i32) (result i32) (local $n i32)
+                i32.const 6000000 local.set $n
+                (loop $l local.get $n i32.const 1 i32.sub local.tee $n br_if $l)
+                i32.const 1))"#,
+    )
+    .unwrap();
+    let digest = crate::plugins::Digest::of(&module).to_string();
+    rules.plugins.store().put_module(&digest, &module).unwrap();
+    let ops = |n: usize| -> Vec<Op> {
+        (0..n)
+            .map(|i| Op {
+                if_plugin: Some(digest.clone()),
+                ..put(pk, &format!("s{i}"), "1", None)
+            })
+            .collect()
+    };
+    let entries = vec![
+        LogEntry::new(1, ops(5)).encode(),
+        LogEntry::new(2, ops(40)).encode(),
+    ];
+    let batch = apply_and_commit(&store, rules.rules(), &records(&entries)).unwrap();
+    assert_eq!(batch.entries, 2);
+    assert_eq!(batch.rejections.len(), 1, "{:?}", batch.rejections);
+    let (offset, rejection) = &batch.rejections[0];
+    assert_eq!(*offset, 1);
+    assert_eq!(rejection.kind, RejectionKind::PluginError);
+    assert!(
+        rejection.message.contains("used up their fuel together"),
+        "{}",
+        rejection.message
+    );
+    assert!(get(&store, pk, "s4").is_some() && get(&store, pk, "s5").is_none());
+}
+
 /// Fuzzing the apply path: arbitrary conditions (built from expr's syntax, hostile pieces
 /// included) over arbitrary stored data. Whatever an entry holds, applying it never fails, never
 /// panics, and two replicas come to the same records and the same outcomes.

@@ -211,15 +211,28 @@ impl PluginHost {
 
     /// Runs `condition` on `input` (the ABI's JSON): true or false, or a deterministic failure.
     pub fn condition(&self, plugin: &Compiled, input: &[u8]) -> Result<bool, PluginFailure> {
+        self.condition_with_fuel(plugin, input, self.limits.fuel).0
+    }
+
+    /// Runs `condition` with at most `fuel` (and never more than a call's limit), and says how
+    /// much it burnt: the plugin calls of one log entry share one budget.
+    pub fn condition_with_fuel(
+        &self,
+        plugin: &Compiled,
+        input: &[u8],
+        fuel: u64,
+    ) -> (Result<bool, PluginFailure>, u64) {
         let started = std::time::Instant::now();
-        let result = self.run_condition(plugin, input);
+        let fuel = fuel.min(self.limits.fuel);
+        let mut spent = 0;
+        let result = self.run_condition(plugin, input, fuel, &mut spent);
         let outcome = match &result {
             Ok(true) => "true",
             Ok(false) => "false",
             Err(e) => e.label(),
         };
         self.metrics.observe("condition", outcome, started);
-        result
+        (result, spent)
     }
 
     /// Runs `transform` on `input`: the output JSON, checked to be one JSON value.
@@ -249,16 +262,21 @@ impl PluginHost {
         &self.metrics
     }
 
-    fn run_condition(&self, plugin: &Compiled, input: &[u8]) -> Result<bool, PluginFailure> {
-        let mut call = self.start(plugin, input)?;
+    fn run_condition(
+        &self,
+        plugin: &Compiled,
+        input: &[u8],
+        fuel: u64,
+        spent: &mut u64,
+    ) -> Result<bool, PluginFailure> {
+        let mut call = self.start_with_fuel(plugin, input, fuel)?;
         let func: TypedFunc<(i32, i32), i32> = call
             .instance
             .get_typed_func(&mut call.store, "condition")
             .map_err(|_| PluginFailure::Abi("the plugin has no `condition` export".into()))?;
-        match func
-            .call(&mut call.store, (call.ptr, call.len))
-            .map_err(failure)?
-        {
+        let verdict = func.call(&mut call.store, (call.ptr, call.len));
+        *spent = fuel - call.store.get_fuel().unwrap_or(0).min(fuel);
+        match verdict.map_err(failure)? {
             1 => Ok(true),
             0 => Ok(false),
             code => Err(PluginFailure::Error(code as i64)),

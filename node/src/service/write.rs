@@ -176,6 +176,8 @@ impl Service {
                 ),
             ));
         }
+        // The conditions of the whole request share one budget for their checks on arrival.
+        let mut probe_budget = crate::cond::arrival_budget();
         ops.into_iter()
             .enumerate()
             .map(|(i, op)| {
@@ -212,7 +214,8 @@ impl Service {
                     _ => None,
                 };
                 if let Some(cond) = &op.cond {
-                    self.engine.conditions().check(cond).map_err(|e| {
+                    let conditions = self.engine.conditions();
+                    conditions.check_within(cond, &mut probe_budget).map_err(|e| {
                         ServiceError::bad_request("invalid_if", format!("record {i}: {e}"))
                     })?;
                 }
