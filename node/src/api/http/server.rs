@@ -12,6 +12,7 @@ use axum::extract::Request;
 use axum::http::header::CONTENT_LENGTH;
 use axum::middleware::Next;
 use axum::response::Response;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -23,6 +24,10 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
+
+/// A declared body over the limit but within this many times it is read (and dropped) before the
+/// 413, so the client sees the answer; a larger one is refused without reading it.
+const DRAIN_FACTOR: u64 = 4;
 
 /// How often a refused connection is logged at most (the counter has every one).
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -41,10 +46,15 @@ async fn read_body(request: Request, next: Next, limit: usize, timeout: Duration
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    let (parts, body) = request.into_parts();
+    if let Some(declared) = declared.filter(|&n| n > limit as u64) {
+        // A client sending a body it was not asked to stop often misses an answer sent early:
+        // read and drop a moderately large body first; refuse an absurd one at once.
+        if declared <= (limit as u64).saturating_mul(DRAIN_FACTOR) {
+            let _ = tokio::time::timeout(timeout, drain(body)).await;
+        }
         return super::response::error(&too_large(limit));
     }
-    let (parts, body) = request.into_parts();
     match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(bytes)) => {
             next.run(Request::from_parts(parts, Body::from(bytes)))
@@ -60,6 +70,11 @@ async fn read_body(request: Request, next: Next, limit: usize, timeout: Duration
             ),
         )),
     }
+}
+
+/// Reads a body to its end, keeping nothing.
+async fn drain(mut body: Body) {
+    while let Some(Ok(_)) = body.frame().await {}
 }
 
 fn too_large(limit: usize) -> ServiceError {
