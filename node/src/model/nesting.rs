@@ -8,6 +8,12 @@ pub const MAX_JSON_DEPTH: usize = 64;
 /// Whether JSON text nests arrays and objects deeper than `max` levels. One pass over the
 /// bytes, skipping string contents; stops at the first level over.
 pub fn json_nests_deeper_than(json: &[u8], max: usize) -> bool {
+    // Fast path for the common case (every entry is checked when applied): fewer opening
+    // brackets than the limit cannot nest past it, wherever they are.
+    let opening = json.iter().filter(|&&b| b == b'[' || b == b'{').count();
+    if opening <= max {
+        return false;
+    }
     let mut depth = 0usize;
     for (_, b) in structural_bytes(json) {
         match b {
