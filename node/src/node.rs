@@ -136,11 +136,8 @@ pub async fn run(
     let serve_http = |listener, router| {
         api::http::serve(
             listener,
-            api::http::with_body_limits(
-                router,
-                config.service.limits.max_body_bytes,
-                config.http.body_timeout,
-            ),
+            router,
+            config.service.limits.max_body_bytes,
             config.http.clone(),
             metrics.clone(),
             stop_rx.clone(),

@@ -1,30 +1,33 @@
-//! Whether the client of the request being served went away. A frontend that can tell (the HTTP
-//! server watches each connection for the client's end of stream) runs the request inside
-//! [`watch_client`]; long reads ask [`client_gone`] and stop early, so a client that gave up does
-//! not leave its work running.
+//! Whether the client of the request being served went away. A frontend that can tell runs the
+//! request inside [`watch_client`] with a second handle on the client's socket; long reads ask
+//! [`Cancellation::is_cancelled`], which peeks at that socket (a closed one reads as end of
+//! stream), and stop early, so a client that gave up does not leave its work running.
 
 use std::future::Future;
+use std::io::ErrorKind;
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 tokio::task_local! {
-    static CLIENT_GONE: Arc<AtomicBool>;
+    static CLIENT: Arc<TcpStream>;
 }
 
-/// Runs `request` with `gone` as its client's flag: set once the client has gone away.
-pub async fn watch_client<F: Future>(gone: Arc<AtomicBool>, request: F) -> F::Output {
-    CLIENT_GONE.scope(gone, request).await
-}
+/// How often a long read looks at its client's socket at most.
+const PEEK_EVERY: Duration = Duration::from_millis(20);
 
-/// The current request's flag, when its frontend watches the client.
-pub(super) fn client_flag() -> Option<Arc<AtomicBool>> {
-    CLIENT_GONE.try_with(Arc::clone).ok()
+/// Runs `request` knowing its client's socket (a duplicate handle, in non-blocking mode, never
+/// read from: only peeked at).
+pub async fn watch_client<F: Future>(client: Arc<TcpStream>, request: F) -> F::Output {
+    CLIENT.scope(client, request).await
 }
 
 /// Stops a long read: its caller's future was dropped, or its client went away.
 pub(super) struct Cancellation {
     pub(super) dropped: Arc<AtomicBool>,
-    pub(super) client: Option<Arc<AtomicBool>>,
+    client: Option<Arc<TcpStream>>,
+    last_peek: std::cell::Cell<Instant>,
 }
 
 impl Cancellation {
@@ -32,7 +35,8 @@ impl Cancellation {
     pub(super) fn for_this_request() -> Self {
         Cancellation {
             dropped: Arc::new(AtomicBool::new(false)),
-            client: client_flag(),
+            client: CLIENT.try_with(Arc::clone).ok(),
+            last_peek: std::cell::Cell::new(Instant::now()),
         }
     }
 
@@ -41,14 +45,26 @@ impl Cancellation {
         Cancellation {
             dropped: Arc::new(AtomicBool::new(false)),
             client: None,
+            last_peek: std::cell::Cell::new(Instant::now()),
         }
     }
 
     pub(super) fn is_cancelled(&self) -> bool {
-        self.dropped.load(Ordering::Relaxed)
-            || self
-                .client
-                .as_ref()
-                .is_some_and(|c| c.load(Ordering::Relaxed))
+        if self.dropped.load(Ordering::Relaxed) {
+            return true;
+        }
+        let Some(client) = &self.client else {
+            return false;
+        };
+        if self.last_peek.get().elapsed() < PEEK_EVERY {
+            return false;
+        }
+        self.last_peek.set(Instant::now());
+        match client.peek(&mut [0u8; 1]) {
+            // End of stream: the client closed its side.
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted),
+        }
     }
 }

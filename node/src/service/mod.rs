@@ -136,9 +136,14 @@ impl ServiceError {
     }
 }
 
-/// The service. Cheap to clone.
+/// The service. Cheap to clone: one reference count (every HTTP request clones it).
 #[derive(Clone)]
 pub struct Service {
+    inner: Arc<ServiceInner>,
+}
+
+/// What the service holds; its methods reach these fields through `Deref`.
+pub struct ServiceInner {
     engine: Engine,
     /// With gossip on: where partitions this node does not serve are read.
     cluster: Option<Cluster>,
@@ -148,6 +153,14 @@ pub struct Service {
     config: Arc<ServiceConfig>,
     /// Bounds the lists evaluating an `if` at once.
     eval_slots: list::EvalSlots,
+}
+
+impl std::ops::Deref for Service {
+    type Target = ServiceInner;
+
+    fn deref(&self) -> &ServiceInner {
+        &self.inner
+    }
 }
 
 impl Service {
@@ -190,18 +203,23 @@ impl Service {
             }));
         }
         Service {
-            engine,
-            registry,
-            cluster: None,
-            metrics,
-            config: Arc::new(config),
-            eval_slots: list::EvalSlots::new(),
+            inner: Arc::new(ServiceInner {
+                engine,
+                registry,
+                cluster: None,
+                metrics,
+                config: Arc::new(config),
+                eval_slots: list::EvalSlots::new(),
+            }),
         }
     }
 
-    /// Reads partitions this node does not serve from their owners in `cluster`.
+    /// Reads partitions this node does not serve from their owners in `cluster`. Called while
+    /// the node starts, before the service is shared.
     pub fn with_cluster(mut self, cluster: Cluster) -> Self {
-        self.cluster = Some(cluster);
+        Arc::get_mut(&mut self.inner)
+            .expect("the cluster is set before the service is shared")
+            .cluster = Some(cluster);
         self
     }
 

@@ -1,6 +1,7 @@
 //! FireScroll's public HTTP API (wire-compatible), plus what it lacked: atomic batches, positions
 //! and outcomes for writes, read-your-writes, real list cursors, JSON errors.
 
+mod body;
 mod cluster;
 mod plugins;
 mod records;
@@ -8,7 +9,7 @@ mod request;
 mod response;
 mod server;
 
-pub use server::{serve, with_body_limits};
+pub use server::serve;
 
 use crate::service::{ErrorKind, Service, ServiceError};
 use axum::Router;

@@ -260,6 +260,9 @@ fn bad_position(index: usize) -> ServiceError {
 }
 
 fn body_error(service: &Service, rejection: BytesRejection) -> ServiceError {
+    if let Some(timeout) = super::body::BodyTimeout::find(&rejection) {
+        return timeout;
+    }
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ServiceError::too_large(
             "body_too_large",
