@@ -1,7 +1,7 @@
 //! Serving a router over TCP with the limits a public port needs: a cap on open connections
 //! (beyond it, new ones are closed at once and counted), a timeout for request headers that also
-//! closes idle keep-alive connections, the body rules of [`super::body`], a watch on each
-//! connection so long reads stop when their client leaves, and a bounded graceful shutdown.
+//! closes idle keep-alive connections, the body rules of [`super::body`], a second handle on each
+//! socket so long reads can stop when their client leaves, and a bounded graceful shutdown.
 
 use super::body::admit;
 use crate::config::HttpLimits;
@@ -26,7 +26,7 @@ const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Serves `router` on `listener` until `stop` turns true, then lets open requests finish for at
 /// most `grace` before returning. Request bodies are bounded by `max_body_bytes` and
-/// `limits.body_timeout` ([`super::body::admit`]).
+/// `limits.body_timeout` (see `api/http/body.rs`).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
