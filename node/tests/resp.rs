@@ -441,3 +441,30 @@ fn hscan_returns_every_lasting_field_exactly_once_while_others_change() {
     }
     assert_eq!(seen, lasting, "each lasting field once, in order");
 }
+
+#[test]
+fn a_write_is_seen_by_every_connection_once_answered() {
+    let node = Node::start();
+    let mut writer = client(&node, false);
+    let mut reader = client(&node, true);
+    let mut stale = Vec::new();
+    for i in 0..2000 {
+        let key = format!("raw{}", i % 7);
+        let _: () = writer.set(&key, i).unwrap();
+        let got: Option<String> = reader.get(&key).unwrap();
+        if got.as_deref() != Some(i.to_string().as_str()) {
+            stale.push((i, got));
+        }
+        let _: i64 = writer.hset("rawh", &key, i).unwrap();
+        let got: Option<String> = reader.hget("rawh", &key).unwrap();
+        if got.as_deref() != Some(i.to_string().as_str()) {
+            stale.push((i, got));
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "{} stale reads, first {:?}",
+        stale.len(),
+        &stale[..stale.len().min(5)]
+    );
+}

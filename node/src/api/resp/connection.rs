@@ -2,7 +2,7 @@
 //! replies at once.
 
 use super::RespConfig;
-use super::commands::{Context, ScanCursors, Session, execute};
+use super::commands::{Context, ScanCursors, Session, WrittenPositions, execute};
 use super::frame::next_command;
 use super::reply::Reply;
 use crate::service::Service;
@@ -19,6 +19,7 @@ pub async fn run(
     id: u64,
     service: &Service,
     scans: &ScanCursors,
+    written: &WrittenPositions,
     config: &RespConfig,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -34,6 +35,7 @@ pub async fn run(
                     let mut ctx = Context {
                         service,
                         scans,
+                        written,
                         session: &mut session,
                     };
                     let reply = execute(&mut ctx, args).await;

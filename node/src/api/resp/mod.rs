@@ -9,7 +9,7 @@ pub mod reply;
 pub use frame::FrameLimits;
 
 use crate::service::Service;
-use commands::ScanCursors;
+use commands::{ScanCursors, WrittenPositions};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -36,6 +36,7 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let scans = Arc::new(ScanCursors::default());
+    let written = Arc::new(WrittenPositions::new(service.engine().partition_count()));
     let permits = Arc::new(Semaphore::new(config.max_clients));
     let ids = AtomicU64::new(1);
     let mut connections = tokio::task::JoinSet::new();
@@ -61,10 +62,15 @@ pub async fn serve(
             continue;
         };
         let id = ids.fetch_add(1, Ordering::Relaxed);
-        let (service, scans, config, stop) =
-            (service.clone(), scans.clone(), config.clone(), stop.clone());
+        let (service, scans, written, config, stop) = (
+            service.clone(),
+            scans.clone(),
+            written.clone(),
+            config.clone(),
+            stop.clone(),
+        );
         connections.spawn(async move {
-            connection::run(stream, id, &service, &scans, &config, stop).await;
+            connection::run(stream, id, &service, &scans, &written, &config, stop).await;
             drop(permit);
         });
         // Reap finished connections so the set does not grow.

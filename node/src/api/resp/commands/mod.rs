@@ -18,7 +18,7 @@ use crate::service::{
 };
 use bytes::Bytes;
 use serde_json::value::RawValue;
-use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Per-connection state.
 #[derive(Debug)]
@@ -31,24 +31,30 @@ pub struct Session {
     pub name: Option<Bytes>,
     /// Set by `QUIT`: close after replying.
     pub closing: bool,
-    /// The latest position this connection wrote in each partition. Its reads wait for them
-    /// (bounded), so a connection always reads its own writes, as Redis users expect.
-    written: BTreeMap<u32, u64>,
 }
 
-impl Session {
-    pub fn new(id: u64, access: Access) -> Self {
-        Session {
-            id,
-            access,
-            proto: 2,
-            name: None,
-            closing: false,
-            written: BTreeMap::new(),
+/// The latest position written through this node's Redis port in each partition. Every Redis
+/// read waits (bounded) until the partitions it reads have applied them, so once a write is
+/// answered, a read on any connection to this node sees it — as with one Redis server.
+pub struct WrittenPositions {
+    /// Per partition: the latest offset written plus one (0: none yet).
+    next: Vec<AtomicU64>,
+}
+
+impl WrittenPositions {
+    pub fn new(partitions: u32) -> Self {
+        WrittenPositions {
+            next: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
-    /// This connection's latest writes in the partitions of `pks`: what a read of them waits for.
+    fn record(&self, position: Position) {
+        if let Some(next) = self.next.get(position.partition as usize) {
+            next.fetch_max(position.offset + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// What a read of `pks` waits for: the latest writes in their partitions.
     fn min_offsets<'a>(
         &self,
         partitions: u32,
@@ -63,11 +69,23 @@ impl Session {
         wanted
             .into_iter()
             .filter_map(|partition| {
-                self.written
-                    .get(&partition)
-                    .map(|&offset| Position { partition, offset })
+                let next = self.next.get(partition as usize)?.load(Ordering::Relaxed);
+                next.checked_sub(1)
+                    .map(|offset| Position { partition, offset })
             })
             .collect()
+    }
+}
+
+impl Session {
+    pub fn new(id: u64, access: Access) -> Self {
+        Session {
+            id,
+            access,
+            proto: 2,
+            name: None,
+            closing: false,
+        }
     }
 }
 
@@ -75,6 +93,7 @@ impl Session {
 pub struct Context<'a> {
     pub service: &'a Service,
     pub scans: &'a ScanCursors,
+    pub written: &'a WrittenPositions,
     pub session: &'a mut Session,
 }
 
@@ -195,9 +214,10 @@ fn data_of(value: &Bytes) -> Result<Box<RawValue>, Reply> {
 }
 
 impl Context<'_> {
-    /// What a read of `pks` waits for: this connection's own writes in their partitions.
+    /// What a read of `pks` waits for: the writes answered through this node's Redis port in
+    /// their partitions.
     fn min_offsets<'a>(&self, pks: impl IntoIterator<Item = &'a str>) -> Vec<Position> {
-        self.session
+        self.written
             .min_offsets(self.service.engine().partition_count(), pks)
     }
 
@@ -309,12 +329,7 @@ impl Context<'_> {
             .await
             .map_err(service_error)?;
         for r in &results {
-            let latest = self
-                .session
-                .written
-                .entry(r.position.partition)
-                .or_default();
-            *latest = (*latest).max(r.position.offset);
+            self.written.record(r.position);
         }
         Ok(results)
     }
