@@ -294,6 +294,14 @@ impl Service {
         })
     }
 
+    /// Whether this node serves `position`'s partition and has applied it: a read here needs not
+    /// wait for it.
+    pub fn applied_here(&self, position: Position) -> bool {
+        self.engine
+            .partition(position.partition)
+            .is_some_and(|r| r.next_offset() > position.offset)
+    }
+
     /// Refuses positions naming partitions that do not exist.
     pub(super) fn check_positions(&self, positions: &[Position]) -> Result<(), ServiceError> {
         let partitions = self.engine.partition_count();

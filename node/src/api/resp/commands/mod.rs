@@ -54,26 +54,29 @@ impl WrittenPositions {
         }
     }
 
-    /// What a read of `pks` waits for: the latest writes in their partitions.
+    /// What a read of `pks` waits for: the latest writes in their partitions that `applied`
+    /// says are not applied yet. Allocates nothing when everything is applied (the usual case).
     fn min_offsets<'a>(
         &self,
         partitions: u32,
         pks: impl IntoIterator<Item = &'a str>,
+        applied: impl Fn(Position) -> bool,
     ) -> Vec<Position> {
-        let mut wanted: Vec<u32> = pks
-            .into_iter()
-            .map(|pk| partition_of(pk, partitions))
-            .collect();
-        wanted.sort_unstable();
-        wanted.dedup();
-        wanted
-            .into_iter()
-            .filter_map(|partition| {
-                let next = self.next.get(partition as usize)?.load(Ordering::Relaxed);
-                next.checked_sub(1)
-                    .map(|offset| Position { partition, offset })
-            })
-            .collect()
+        let mut waits: Vec<Position> = Vec::new();
+        for pk in pks {
+            let partition = partition_of(pk, partitions);
+            let Some(next) = self.next.get(partition as usize) else {
+                continue;
+            };
+            let Some(offset) = next.load(Ordering::Relaxed).checked_sub(1) else {
+                continue;
+            };
+            let position = Position { partition, offset };
+            if !applied(position) && !waits.contains(&position) {
+                waits.push(position);
+            }
+        }
+        waits
     }
 }
 
@@ -218,7 +221,9 @@ impl Context<'_> {
     /// their partitions.
     fn min_offsets<'a>(&self, pks: impl IntoIterator<Item = &'a str>) -> Vec<Position> {
         self.written
-            .min_offsets(self.service.engine().partition_count(), pks)
+            .min_offsets(self.service.engine().partition_count(), pks, |p| {
+                self.service.applied_here(p)
+            })
     }
 
     /// The wire value of one record, after this connection's own writes are applied.
