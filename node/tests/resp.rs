@@ -245,11 +245,11 @@ fn http_and_resp_see_the_same_records() {
             json!({"Records": [{"pk": "cfg", "sk": ""}, {"pk": "cfg", "sk": "name"}]}),
         );
         let records = got["Records"].as_array().unwrap();
-        if records.len() == 2 && records[0]["Data"] == json!(7) {
+        if records.len() == 2 && records[0]["Data"] == json!("7") {
             assert_eq!(
                 records[1]["Data"],
                 json!("plain text"),
-                "non-JSON values are stored as JSON strings"
+                "Redis values are stored as JSON strings of their bytes"
             );
             break;
         }
@@ -466,5 +466,89 @@ fn a_write_is_seen_by_every_connection_once_answered() {
         "{} stale reads, first {:?}",
         stale.len(),
         &stale[..stale.len().min(5)]
+    );
+}
+
+#[test]
+fn values_round_trip_byte_for_byte_and_json_documents_use_json_set() {
+    let node = Node::start();
+    let mut con = client(&node, false);
+    let awkward = [
+        r#""quoted""#,
+        r#"{"a": 1}"#,
+        "8080",
+        "  padded  ",
+        "null",
+        "true",
+        "[1, 2]",
+        "",
+        "ünï𝄞 \\ \" \n",
+        "line\nbreak\ttab",
+    ];
+    for (i, value) in awkward.iter().enumerate() {
+        let _: () = con.set(format!("exact{i}"), *value).unwrap();
+        let _: i64 = con.hset("exacth", format!("f{i}"), *value).unwrap();
+    }
+    for (i, value) in awkward.iter().enumerate() {
+        assert_eq!(con.get::<_, String>(format!("exact{i}")).unwrap(), *value);
+        assert_eq!(
+            con.hget::<_, _, String>("exacth", format!("f{i}")).unwrap(),
+            *value
+        );
+    }
+    // HTTP readers see each as the JSON string of those bytes.
+    let (_, got) = node.post(
+        "/records/get",
+        json!({"Records": [{"pk": "exact2", "sk": ""}, {"pk": "exact1", "sk": ""}]}),
+    );
+    assert_eq!(got["Records"][0]["Data"], json!("8080"), "{got}");
+    assert_eq!(got["Records"][1]["Data"], json!(r#"{"a": 1}"#), "{got}");
+    // Bytes that are not UTF-8 are refused with a reason, and nothing is written.
+    let refused: redis::RedisResult<()> = con.set("binary", &[0xff_u8, 0xfe, 0x00][..]);
+    let message = refused.unwrap_err().to_string();
+    assert!(message.contains("UTF-8"), "{message}");
+    assert_eq!(con.get::<_, Option<String>>("binary").unwrap(), None);
+
+    // JSON documents, as RedisJSON clients write them: HTTP reads the document itself.
+    let script = format!(
+        r#"
+import redis
+r = redis.Redis(port={port}, decode_responses=True)
+doc = {{"routes": [{{"path": "/a", "weight": 2}}], "enabled": True}}
+assert r.json().set("doc", "$", doc)
+assert r.json().get("doc") == doc, r.json().get("doc")
+assert r.json().get("doc", "$") == [doc], r.json().get("doc", "$")
+assert r.json().set("doc", "$", {{"x": 1}}, nx=True) is None
+assert r.json().get("nothing") is None
+r.json().set("gone", "$", [1])
+assert r.json().delete("gone") == 1
+assert r.json().get("gone") is None
+try:
+    r.json().get("doc", "$.routes")
+    raise SystemExit("a path below the root was accepted")
+except redis.ResponseError as e:
+    assert "root path" in str(e), e
+print("ok")
+"#,
+        port = node.resp
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+        "redis-py: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, got) = node.post(
+        "/records/get",
+        json!({"Records": [{"pk": "doc", "sk": ""}]}),
+    );
+    assert_eq!(
+        got["Records"][0]["Data"],
+        json!({"routes": [{"path": "/a", "weight": 2}], "enabled": true}),
+        "{got}"
     );
 }

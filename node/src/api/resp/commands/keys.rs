@@ -7,7 +7,7 @@ use crate::model::{Key, OpKind};
 use crate::service::WriteOp;
 use bytes::Bytes;
 
-fn key(arg: &Bytes) -> Result<Key, Reply> {
+pub(super) fn key(arg: &Bytes) -> Result<Key, Reply> {
     Ok(Key {
         pk: text(arg)?,
         sk: String::new(),
@@ -74,6 +74,17 @@ pub async fn set(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         (Ok(key), Ok(data)) => (key, data),
         (Err(e), _) | (_, Err(e)) => return e,
     };
+    put_record(ctx, key, data, cond).await
+}
+
+/// Writes the record `key` with `data`, under `cond` (`NX`/`XX`): `OK`, or nil when the
+/// condition was false.
+pub(super) async fn put_record(
+    ctx: &mut Context<'_>,
+    key: Key,
+    data: Box<serde_json::value::RawValue>,
+    cond: Option<&str>,
+) -> Reply {
     let op = WriteOp {
         op: OpKind::Put,
         pk: key.pk,

@@ -1,10 +1,12 @@
 //! Command dispatch. Reads and writes go through [`Service`], exactly as HTTP's do.
 //!
 //! The mapping (DESIGN.md §3): a Redis hash per pk, its fields are sks. `GET`/`SET`/`DEL`/`EXISTS`
-//! address the record (pk = key, sk = ""). Values are the data's JSON text, and a JSON string is
-//! returned unquoted; a written value that is not JSON is stored as a JSON string.
+//! address the record (pk = key, sk = ""). A written value is stored as a JSON string of exactly
+//! its bytes and read back as those bytes; data that is any other JSON value reads as its JSON
+//! text. `JSON.SET`/`JSON.GET` write and read JSON documents.
 
 mod hash;
+mod json;
 mod keys;
 mod scan;
 mod server;
@@ -137,6 +139,9 @@ async fn run(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
         "hset" | "hmset" => hash::hset(ctx, args, &name).await,
         "hdel" => hash::hdel(ctx, args).await,
         "hscan" => scan::hscan(ctx, args).await,
+        "json.set" => json::set(ctx, args).await,
+        "json.get" => json::get(ctx, args).await,
+        "json.del" | "json.forget" => json::del(ctx, args).await,
         _ => match server::execute(ctx, &name, args) {
             Some(reply) => reply,
             None => unknown_command(&String::from_utf8_lossy(original), args),
@@ -148,7 +153,9 @@ async fn run(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
 fn permitted(access: Access, name: &str) -> Result<(), Reply> {
     let needed = match name {
         "auth" | "hello" | "quit" | "reset" => Access::None,
-        "set" | "del" | "hset" | "hmset" | "hdel" => Access::Write,
+        "set" | "del" | "hset" | "hmset" | "hdel" | "json.set" | "json.del" | "json.forget" => {
+            Access::Write
+        }
         _ => Access::Read,
     };
     match access {
@@ -206,12 +213,16 @@ fn wire_value(json: Bytes) -> Bytes {
     }
 }
 
-/// The data a written value becomes: itself if it is JSON, else a JSON string of it.
+/// The data a written value becomes: a JSON string holding exactly the bytes the client sent,
+/// so a read returns them unchanged (`"quoted"`, `{"a": 1}` and `8080` included). JSON documents
+/// are written with `JSON.SET`. Values must be UTF-8: data is JSON text.
 fn data_of(value: &Bytes) -> Result<Box<RawValue>, Reply> {
-    let text = std::str::from_utf8(value).map_err(|_| Reply::err("values must be UTF-8 text"))?;
-    if let Ok(raw) = serde_json::from_str::<Box<RawValue>>(text) {
-        return Ok(raw);
-    }
+    let text = std::str::from_utf8(value).map_err(|_| {
+        Reply::err(
+            "values must be UTF-8 text: FireScroll stores them as JSON strings (encode binary \
+             values, e.g. as base64)",
+        )
+    })?;
     let quoted = serde_json::to_string(text).expect("strings serialize");
     Ok(RawValue::from_string(quoted).expect("a JSON string is JSON"))
 }
@@ -233,6 +244,15 @@ impl Context<'_> {
             .get_data(pk, sk, &min_offsets)
             .await
             .map(|data| data.map(wire_value))
+            .map_err(service_error)
+    }
+
+    /// The data JSON of one record, as stored (`JSON.GET`).
+    async fn read_json(&self, pk: &str, sk: &str) -> Result<Option<Bytes>, Reply> {
+        let min_offsets = self.min_offsets([pk]);
+        self.service
+            .get_data(pk, sk, &min_offsets)
+            .await
             .map_err(service_error)
     }
 
