@@ -548,3 +548,74 @@ print("ok")
         "{got}"
     );
 }
+
+#[test]
+fn transactions_are_one_atomic_entry_or_write_nothing() {
+    let node = Node::start();
+    // redis-py's default pipeline is a MULTI/EXEC transaction.
+    let script = format!(
+        r#"
+import redis
+r = redis.Redis(port={port}, decode_responses=True)
+pipe = r.pipeline()
+pipe.set("tx", "one")
+pipe.hset("tx", mapping={{"a": "1", "b": "2"}})
+pipe.get("tx")
+pipe.hgetall("tx")
+pipe.delete("tx")
+pipe.exists("tx")
+assert pipe.execute() == [True, 2, "one", {{"a": "1", "b": "2", "": "one"}}, 1, 0], "reads see the writes"
+assert r.get("tx") is None and r.hgetall("tx") == {{"a": "1", "b": "2"}}
+# Writes to keys in different partitions cannot be one entry: refused whole, nothing written.
+keys = [f"cross{{i}}" for i in range(8)]
+pipe = r.pipeline()
+for k in keys:
+    pipe.set(k, "x")
+try:
+    pipe.execute()
+    raise SystemExit("a cross-partition transaction was accepted")
+except redis.exceptions.ClusterCrossSlotError as e:
+    assert "Nothing was written" in str(e), e
+assert all(r.get(k) is None for k in keys)
+# A command refused while queuing discards the transaction.
+r.execute_command("MULTI")
+r.execute_command("SET", "aborted", "1")
+try:
+    r.execute_command("FLUSHALL")
+except redis.ResponseError:
+    pass
+try:
+    r.execute_command("EXEC")
+    raise SystemExit("EXEC ran after a refused command")
+except redis.exceptions.ExecAbortError:
+    pass
+assert r.get("aborted") is None
+# DISCARD drops what was queued.
+r.execute_command("MULTI")
+r.execute_command("SET", "discarded", "1")
+assert r.execute_command("DISCARD") == "OK"
+assert r.get("discarded") is None
+print("ok")
+"#,
+        port = node.resp
+    );
+    run_redis_py(&script);
+    // Over HTTP the transaction's records are there, written at one position.
+    let (_, got) = node.post("/records/list", json!({"pk": "tx"}));
+    let sks: Vec<&str> = got["Records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["Sk"].as_str().unwrap())
+        .collect();
+    assert_eq!(sks, vec!["a", "b"], "{got}");
+    // Errors without MULTI are Redis's.
+    let mut con = client(&node, false);
+    let err = redis::cmd("EXEC").query::<()>(&mut con).unwrap_err();
+    assert!(err.to_string().contains("EXEC without MULTI"), "{err}");
+    let err = redis::cmd("WATCH")
+        .arg("k")
+        .query::<()>(&mut con)
+        .unwrap_err();
+    assert!(err.to_string().contains("not supported"), "{err}");
+}

@@ -85,6 +85,11 @@ pub(super) async fn put_record(
     data: Box<serde_json::value::RawValue>,
     cond: Option<&str>,
 ) -> Reply {
+    if cond.is_some() && ctx.session.collecting.is_some() {
+        return Reply::err(
+            "NX/XX inside MULTI is not supported: the condition would decide the whole transaction",
+        );
+    }
     let op = WriteOp {
         op: OpKind::Put,
         pk: key.pk,

@@ -10,6 +10,7 @@ mod json;
 mod keys;
 mod scan;
 mod server;
+mod transaction;
 
 pub use scan::ScanCursors;
 
@@ -33,6 +34,10 @@ pub struct Session {
     pub name: Option<Bytes>,
     /// Set by `QUIT`: close after replying.
     pub closing: bool,
+    /// Commands queued since `MULTI`.
+    transaction: Option<transaction::Queued>,
+    /// While `EXEC` runs a transaction's writes: their ops, collected into one entry.
+    collecting: Option<Vec<WriteOp>>,
 }
 
 /// The latest position written through this node's Redis port in each partition. Every Redis
@@ -90,6 +95,8 @@ impl Session {
             proto: 2,
             name: None,
             closing: false,
+            transaction: None,
+            collecting: None,
         }
     }
 }
@@ -113,14 +120,18 @@ pub async fn execute(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
     reply
 }
 
-async fn run(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
+pub(super) async fn run(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
     let Some(original) = args.first() else {
         return Reply::err("empty command");
     };
     let name = String::from_utf8_lossy(original).to_ascii_lowercase();
     let args = &args[1..];
     if let Err(denied) = permitted(ctx.session.access, &name) {
+        transaction::refused_while_queuing(ctx);
         return denied;
+    }
+    if let Some(reply) = transaction::intercept(ctx, &name, args).await {
+        return reply;
     }
     match name.as_str() {
         "get" => keys::get(ctx, args).await,
@@ -213,6 +224,24 @@ fn wire_value(json: Bytes) -> Bytes {
     }
 }
 
+/// JSON `null`, for a put without data.
+#[allow(non_snake_case)]
+fn NULL_JSON() -> &'static RawValue {
+    static NULL: std::sync::OnceLock<Box<RawValue>> = std::sync::OnceLock::new();
+    NULL.get_or_init(|| RawValue::from_string("null".into()).expect("null is JSON"))
+}
+
+/// A record a transaction has written but not yet applied, as its reads see it.
+fn pending_record(pk: &str, sk: &str, data: &RawValue) -> Record {
+    Record {
+        pk: pk.to_string(),
+        sk: sk.to_string(),
+        data_json: data.get().to_string(),
+        created_at_ms: 0,
+        updated_at_ms: 0,
+    }
+}
+
 /// The data a written value becomes: a JSON string holding exactly the bytes the client sent,
 /// so a read returns them unchanged (`"quoted"`, `{"a": 1}` and `8080` included). JSON documents
 /// are written with `JSON.SET`. Values must be UTF-8: data is JSON text.
@@ -239,16 +268,25 @@ impl Context<'_> {
 
     /// The wire value of one record, after this connection's own writes are applied.
     async fn read_one(&self, pk: &str, sk: &str) -> Result<Option<Bytes>, Reply> {
-        let min_offsets = self.min_offsets([pk]);
-        self.service
-            .get_data(pk, sk, &min_offsets)
-            .await
-            .map(|data| data.map(wire_value))
-            .map_err(service_error)
+        Ok(self.read_json(pk, sk).await?.map(wire_value))
+    }
+
+    /// A write of the transaction `EXEC` is running to (pk, sk), if there is one: `Some(None)`
+    /// for a delete. The transaction's reads see its earlier writes, as in Redis.
+    fn pending(&self, pk: &str, sk: &str) -> Option<Option<&RawValue>> {
+        let ops = self.session.collecting.as_ref()?;
+        let op = ops.iter().rev().find(|op| op.pk == pk && op.sk == sk)?;
+        Some(match op.op {
+            crate::model::OpKind::Put => Some(op.data.as_deref().unwrap_or(NULL_JSON())),
+            crate::model::OpKind::Delete => None,
+        })
     }
 
     /// The data JSON of one record, as stored (`JSON.GET`).
     async fn read_json(&self, pk: &str, sk: &str) -> Result<Option<Bytes>, Reply> {
+        if let Some(pending) = self.pending(pk, sk) {
+            return Ok(pending.map(|data| Bytes::copy_from_slice(data.get().as_bytes())));
+        }
         let min_offsets = self.min_offsets([pk]);
         self.service
             .get_data(pk, sk, &min_offsets)
@@ -259,10 +297,20 @@ impl Context<'_> {
     /// Reads `keys`, after this connection's own writes are applied.
     async fn read(&self, keys: Vec<Key>) -> Result<Vec<Record>, Reply> {
         let min_offsets = self.min_offsets(keys.iter().map(|k| k.pk.as_str()));
-        self.service
-            .get(keys, &min_offsets)
+        let mut records = self
+            .service
+            .get(keys.clone(), &min_offsets)
             .await
-            .map_err(service_error)
+            .map_err(service_error)?;
+        if self.session.collecting.is_some() {
+            for key in &keys {
+                if let Some(pending) = self.pending(&key.pk, &key.sk) {
+                    records.retain(|r| r.pk != key.pk || r.sk != key.sk);
+                    records.extend(pending.map(|data| pending_record(&key.pk, &key.sk, data)));
+                }
+            }
+        }
+        Ok(records)
     }
 
     /// The values of `keys`, in the order asked (nil where there is no record): MGET and HMGET.
@@ -310,9 +358,23 @@ impl Context<'_> {
             records.extend(page.records);
             match page.next_cursor {
                 Some(next) => cursor = Some(next),
-                None => return Ok(records),
+                None => break,
             }
         }
+        // Inside EXEC: the transaction's earlier writes to this hash, in sk order.
+        if let Some(ops) = &self.session.collecting {
+            for op in ops
+                .iter()
+                .filter(|op| op.pk == pk && op.sk.starts_with(&prefix))
+            {
+                records.retain(|r| r.sk != op.sk);
+                if let Some(data) = self.pending(&op.pk, &op.sk).flatten() {
+                    records.push(pending_record(&op.pk, &op.sk, data));
+                }
+            }
+            records.sort_by(|a, b| a.sk.cmp(&b.sk));
+        }
+        Ok(records)
     }
 
     /// Deletes `keys` through the log; replies with how many of them existed (Redis's count).
@@ -344,6 +406,11 @@ impl Context<'_> {
         ops: Vec<WriteOp>,
         wait: bool,
     ) -> Result<Vec<crate::service::EntryResult>, Reply> {
+        if let Some(collected) = self.session.collecting.as_mut() {
+            // Inside EXEC: the transaction's writes go to the log together, afterwards.
+            collected.extend(ops);
+            return Ok(Vec::new());
+        }
         let results = self
             .service
             .mutate(WriteRequest {
@@ -353,9 +420,14 @@ impl Context<'_> {
             })
             .await
             .map_err(service_error)?;
-        for r in &results {
+        self.note_written(&results);
+        Ok(results)
+    }
+
+    /// Remembers where writes went, so that every later read on this node waits for them.
+    fn note_written(&self, results: &[crate::service::EntryResult]) {
+        for r in results {
             self.written.record(r.position);
         }
-        Ok(results)
     }
 }
