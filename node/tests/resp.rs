@@ -619,3 +619,69 @@ print("ok")
         .unwrap_err();
     assert!(err.to_string().contains("not supported"), "{err}");
 }
+
+#[test]
+fn the_commands_users_reach_for_next() {
+    let node = Node::start();
+    let mut con = client(&node, false);
+    assert_eq!(
+        redis::cmd("SETNX")
+            .arg("nx")
+            .arg("first")
+            .query::<i64>(&mut con)
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        redis::cmd("SETNX")
+            .arg("nx")
+            .arg("second")
+            .query::<i64>(&mut con)
+            .unwrap(),
+        0
+    );
+    assert_eq!(con.get::<_, String>("nx").unwrap(), "first");
+    assert_eq!(con.strlen::<_, i64>("nx").unwrap(), 5);
+    assert_eq!(con.strlen::<_, i64>("nothing").unwrap(), 0);
+    assert_eq!(con.hset_nx::<_, _, _, i64>("hnx", "f", "ünï").unwrap(), 1);
+    assert_eq!(con.hset_nx::<_, _, _, i64>("hnx", "f", "x").unwrap(), 0);
+    assert_eq!(
+        redis::cmd("HSTRLEN")
+            .arg("hnx")
+            .arg("f")
+            .query::<i64>(&mut con)
+            .unwrap(),
+        5
+    );
+    assert_eq!(con.unlink::<_, i64>(&["nx", "nothing"]).unwrap(), 1);
+    assert_eq!(con.get::<_, Option<String>>("nx").unwrap(), None);
+    // MSET and MSETNX are one atomic entry: keys in one partition, all or nothing.
+    let same: Vec<String> = (0..)
+        .map(|i| format!("m{i}"))
+        .filter(|k| firescroll::model::partition_of(k, 4) == 0)
+        .take(3)
+        .collect();
+    let other = (0..)
+        .map(|i| format!("o{i}"))
+        .find(|k| firescroll::model::partition_of(k, 4) == 1)
+        .unwrap();
+    let _: () = con.mset(&[(&same[0], "a"), (&same[1], "b")]).unwrap();
+    assert_eq!(con.get::<_, String>(&same[1]).unwrap(), "b");
+    let refused = con
+        .mset::<_, _, ()>(&[(&same[2], "c"), (&other, "d")])
+        .unwrap_err();
+    assert!(refused.to_string().contains("same slot"), "{refused}");
+    assert_eq!(con.get::<_, Option<String>>(&other).unwrap(), None);
+    assert_eq!(
+        con.mset_nx::<_, _, i64>(&[(&same[1], "x"), (&same[2], "y")])
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        con.get::<_, Option<String>>(&same[2]).unwrap(),
+        None,
+        "MSETNX is all or nothing"
+    );
+    assert_eq!(con.mset_nx::<_, _, i64>(&[(&same[2], "y")]).unwrap(), 1);
+    assert_eq!(con.get::<_, String>(&same[2]).unwrap(), "y");
+}

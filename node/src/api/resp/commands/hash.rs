@@ -1,5 +1,6 @@
 //! Hash commands: the hash is a pk, its fields are sks.
 
+use super::keys::{as_flag, put_record};
 use super::{Context, data_of, text, value_of, wrong_arity};
 use crate::api::resp::reply::Reply;
 use crate::model::{Key, OpKind};
@@ -164,4 +165,34 @@ pub async fn hdel(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         Err(e) => return e,
     };
     ctx.delete(keys).await
+}
+
+/// `HSETNX key field value`: 1 if the field was new and set, 0 if it existed.
+pub async fn hsetnx(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let [pk, field, value] = args else {
+        return wrong_arity("hsetnx");
+    };
+    let key = match keys_of(pk, std::slice::from_ref(field)) {
+        Ok(mut keys) => keys.remove(0),
+        Err(e) => return e,
+    };
+    match data_of(value) {
+        Ok(data) => as_flag(put_record(ctx, key, data, Some("data == nil")).await),
+        Err(e) => e,
+    }
+}
+
+/// `HSTRLEN key field`: the length in bytes of the field's value, 0 when there is none.
+pub async fn hstrlen(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let [pk, field] = args else {
+        return wrong_arity("hstrlen");
+    };
+    let (pk, field) = match (text(pk), text(field)) {
+        (Ok(pk), Ok(field)) => (pk, field),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    match ctx.read_one(&pk, &field).await {
+        Ok(value) => Reply::Int(value.map_or(0, |v| v.len() as i64)),
+        Err(e) => e,
+    }
 }

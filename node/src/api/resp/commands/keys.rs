@@ -152,3 +152,79 @@ pub async fn type_of(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         Err(e) => super::service_error(e),
     }
 }
+
+/// `SETNX key value`: 1 if set, 0 if the key existed.
+pub async fn setnx(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let [k, v] = args else {
+        return wrong_arity("setnx");
+    };
+    let (key, data) = match (key(k), data_of(v)) {
+        (Ok(key), Ok(data)) => (key, data),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    as_flag(put_record(ctx, key, data, Some("data == nil")).await)
+}
+
+/// OK as 1, nil (the condition was false) as 0: the replies of `SETNX`, `HSETNX`.
+pub(super) fn as_flag(reply: Reply) -> Reply {
+    match reply {
+        Reply::Null => Reply::Int(0),
+        Reply::Simple(_) => Reply::Int(1),
+        other => other,
+    }
+}
+
+/// `MSET key value [key value ...]` (OK), or `MSETNX` (1 if every key was new and all were set,
+/// else 0 and none): one atomic entry, so the keys must share a partition.
+pub async fn mset(ctx: &mut Context<'_>, args: &[Bytes], only_new: bool) -> Reply {
+    let name = if only_new { "msetnx" } else { "mset" };
+    if args.is_empty() || args.len() % 2 != 0 {
+        return wrong_arity(name);
+    }
+    if only_new && ctx.session.collecting.is_some() {
+        return Reply::err(
+            "MSETNX inside MULTI is not supported: its condition would decide the whole transaction",
+        );
+    }
+    let mut ops = Vec::with_capacity(args.len() / 2);
+    for pair in args.chunks(2) {
+        let (key, data) = match (key(&pair[0]), data_of(&pair[1])) {
+            (Ok(key), Ok(data)) => (key, data),
+            (Err(e), _) | (_, Err(e)) => return e,
+        };
+        ops.push(WriteOp {
+            op: OpKind::Put,
+            pk: key.pk,
+            sk: key.sk,
+            data: Some(data),
+            cond: only_new.then(|| "data == nil".to_string()),
+            ..WriteOp::default()
+        });
+    }
+    match ctx.write_atomic(ops, only_new).await {
+        Err(e) => e,
+        Ok(_) if !only_new => Reply::ok(),
+        Ok(results) => match results.first().and_then(|r| r.outcome.clone()) {
+            Some(Some(Outcome::Applied)) => Reply::Int(1),
+            Some(Some(Outcome::Rejected(_))) => Reply::Int(0),
+            _ => {
+                Reply::err("the write is durable but was not applied in time; read the keys to see")
+            }
+        },
+    }
+}
+
+/// `STRLEN key`: the length in bytes of the value, 0 when there is none.
+pub async fn strlen(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let [k] = args else {
+        return wrong_arity("strlen");
+    };
+    let key = match key(k) {
+        Ok(key) => key,
+        Err(e) => return e,
+    };
+    match ctx.read_one(&key.pk, "").await {
+        Ok(value) => Reply::Int(value.map_or(0, |v| v.len() as i64)),
+        Err(e) => e,
+    }
+}

@@ -138,7 +138,11 @@ pub(super) async fn run(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
         "mget" => keys::mget(ctx, args).await,
         "exists" => keys::exists(ctx, args).await,
         "set" => keys::set(ctx, args).await,
-        "del" => keys::del(ctx, args).await,
+        "setnx" => keys::setnx(ctx, args).await,
+        "mset" => keys::mset(ctx, args, false).await,
+        "msetnx" => keys::mset(ctx, args, true).await,
+        "strlen" => keys::strlen(ctx, args).await,
+        "del" | "unlink" => keys::del(ctx, args).await,
         "type" => keys::type_of(ctx, args).await,
         "hget" => hash::hget(ctx, args).await,
         "hmget" => hash::hmget(ctx, args).await,
@@ -148,6 +152,8 @@ pub(super) async fn run(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
         "hlen" => hash::hlen(ctx, args).await,
         "hexists" => hash::hexists(ctx, args).await,
         "hset" | "hmset" => hash::hset(ctx, args, &name).await,
+        "hsetnx" => hash::hsetnx(ctx, args).await,
+        "hstrlen" => hash::hstrlen(ctx, args).await,
         "hdel" => hash::hdel(ctx, args).await,
         "hscan" => scan::hscan(ctx, args).await,
         "json.set" => json::set(ctx, args).await,
@@ -164,9 +170,8 @@ pub(super) async fn run(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
 fn permitted(access: Access, name: &str) -> Result<(), Reply> {
     let needed = match name {
         "auth" | "hello" | "quit" | "reset" => Access::None,
-        "set" | "del" | "hset" | "hmset" | "hdel" | "json.set" | "json.del" | "json.forget" => {
-            Access::Write
-        }
+        "set" | "setnx" | "mset" | "msetnx" | "del" | "unlink" | "hset" | "hmset" | "hsetnx"
+        | "hdel" | "json.set" | "json.del" | "json.forget" => Access::Write,
         _ => Access::Read,
     };
     match access {
@@ -222,6 +227,16 @@ fn wire_value(json: Bytes) -> Bytes {
         Ok(s) => Bytes::from(s),
         Err(_) => json,
     }
+}
+
+/// Redis's error for writes that must be atomic but span partitions.
+fn crossslot() -> Reply {
+    Reply::Error(
+        "CROSSSLOT Keys in request don't hash to the same slot: these writes are one atomic log \
+         entry, so they must be in one partition. The fields of one hash (and the key of the same \
+         name) always are; write other keys separately. Nothing was written."
+            .into(),
+    )
 }
 
 /// JSON `null`, for a put without data.
@@ -420,6 +435,33 @@ impl Context<'_> {
             })
             .await
             .map_err(service_error)?;
+        self.note_written(&results);
+        Ok(results)
+    }
+
+    /// Writes `ops` as one atomic log entry (`MSET`, `MSETNX`): they must share a partition, else
+    /// Redis's CROSSSLOT error and nothing written. `wait` also waits for the outcome.
+    async fn write_atomic(
+        &mut self,
+        ops: Vec<WriteOp>,
+        wait: bool,
+    ) -> Result<Vec<crate::service::EntryResult>, Reply> {
+        if let Some(collected) = self.session.collecting.as_mut() {
+            collected.extend(ops);
+            return Ok(Vec::new());
+        }
+        let results = self
+            .service
+            .mutate(WriteRequest {
+                ops,
+                mode: WriteMode::Atomic,
+                wait,
+            })
+            .await
+            .map_err(|e| match e.code {
+                "batch_spans_partitions" => crossslot(),
+                _ => service_error(e),
+            })?;
         self.note_written(&results);
         Ok(results)
     }

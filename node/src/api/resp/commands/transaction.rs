@@ -19,9 +19,13 @@ pub struct Queued {
 }
 
 /// Commands a transaction may hold: the data commands (and a few harmless ones).
-const QUEUEABLE: [&str; 20] = [
+const QUEUEABLE: [&str; 24] = [
     "set",
+    "mset",
     "del",
+    "unlink",
+    "strlen",
+    "hstrlen",
     "hset",
     "hmset",
     "hdel",
@@ -137,13 +141,7 @@ async fn exec(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             ctx.note_written(&results);
             Reply::Array(replies)
         }
-        Err(e) if e.code == "batch_spans_partitions" => Reply::Error(
-            "CROSSSLOT Keys in request don't hash to the same slot: a transaction is one atomic \
-             log entry, so all its writes must be in one partition. The fields of one hash (and \
-             the key of the same name) always are; write other keys outside MULTI. Nothing was \
-             written."
-                .into(),
-        ),
+        Err(e) if e.code == "batch_spans_partitions" => super::crossslot(),
         Err(e) => service_error(e),
     }
 }
