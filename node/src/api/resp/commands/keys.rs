@@ -178,7 +178,7 @@ pub(super) fn as_flag(reply: Reply) -> Reply {
 /// else 0 and none): one atomic entry, so the keys must share a partition.
 pub async fn mset(ctx: &mut Context<'_>, args: &[Bytes], only_new: bool) -> Reply {
     let name = if only_new { "msetnx" } else { "mset" };
-    if args.is_empty() || args.len() % 2 != 0 {
+    if args.is_empty() || !args.len().is_multiple_of(2) {
         return wrong_arity(name);
     }
     if only_new && ctx.session.collecting.is_some() {
