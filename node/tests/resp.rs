@@ -685,3 +685,48 @@ fn the_commands_users_reach_for_next() {
     assert_eq!(con.mset_nx::<_, _, i64>(&[(&same[2], "y")]).unwrap(), 1);
     assert_eq!(con.get::<_, String>(&same[2]).unwrap(), "y");
 }
+
+#[test]
+fn pipelined_writes_go_to_the_log_together_with_exact_replies() {
+    let node = Node::start();
+    let mut con = client(&node, false);
+    let mut pipe = redis::pipe();
+    for i in 0..20_000 {
+        pipe.cmd("HSET").arg("piped").arg(format!("f{i}")).arg(i);
+    }
+    let replies: Vec<i64> = pipe.query(&mut con).unwrap();
+    assert_eq!(replies.len(), 20_000);
+    assert!(replies.iter().all(|&r| r == 1), "every field was new");
+    assert_eq!(con.hlen::<_, i64>("piped").unwrap(), 20_000);
+    // Replies that depend on earlier writes of the same pipeline see them, as in Redis.
+    let mut pipe = redis::pipe();
+    pipe.cmd("HSET").arg("mix").arg("a").arg("1");
+    pipe.cmd("HSET")
+        .arg("mix")
+        .arg("a")
+        .arg("2")
+        .arg("b")
+        .arg("3");
+    pipe.cmd("DEL").arg("mixk").arg("mixk2");
+    pipe.cmd("SET").arg("mixk").arg("v");
+    pipe.cmd("DEL").arg("mixk");
+    pipe.cmd("HGET").arg("mix").arg("a");
+    pipe.cmd("HDEL").arg("mix").arg("b").arg("c");
+    pipe.cmd("HLEN").arg("mix");
+    let replies: Vec<redis::Value> = pipe.query(&mut con).unwrap();
+    let ints: Vec<Option<i64>> = replies
+        .iter()
+        .map(|v| redis::from_redis_value(v.clone()).ok())
+        .collect();
+    assert_eq!(ints[0], Some(1));
+    assert_eq!(ints[1], Some(1), "a existed, b is new");
+    assert_eq!(ints[2], Some(0));
+    assert_eq!(ints[4], Some(1), "the SET before it in the pipeline");
+    assert_eq!(
+        redis::from_redis_value::<String>(replies[5].clone()).unwrap(),
+        "2"
+    );
+    assert_eq!(ints[6], Some(1));
+    assert_eq!(ints[7], Some(1));
+    assert_eq!(con.get::<_, Option<String>>("mixk").unwrap(), None);
+}

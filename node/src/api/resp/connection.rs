@@ -2,7 +2,9 @@
 //! replies at once.
 
 use super::RespConfig;
-use super::commands::{Context, ScanCursors, Session, WrittenPositions, execute};
+use super::commands::{
+    Context, ScanCursors, Session, WrittenPositions, collectable, execute, send_collected,
+};
 use super::frame::next_command;
 use super::reply::Reply;
 use crate::service::Service;
@@ -26,18 +28,37 @@ pub async fn run(
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut output = BytesMut::with_capacity(16 * 1024);
     let mut session = Session::new(id, service.access(None));
+    // Replies of a run of pipelined writes, held until their ops are in the log together.
+    let mut held: Vec<Reply> = Vec::new();
     loop {
         // Run every command that has fully arrived.
         loop {
-            match next_command(&mut input, &config.limits) {
+            let next = next_command(&mut input, &config.limits);
+            let mut ctx = Context {
+                service,
+                scans,
+                written,
+                session: &mut session,
+            };
+            // Consecutive plain writes of a pipeline go to the log together (group commit), in
+            // order; anything else first sends them and releases their replies.
+            let collect = matches!(&next, Ok(Some(args)) if collectable(&ctx, args));
+            if !collect && ctx.session.collecting_pipeline() {
+                let sent = send_collected(&mut ctx).await;
+                for reply in held.drain(..) {
+                    match &sent {
+                        Ok(()) => reply.encode(ctx.session.proto, &mut output),
+                        Err(e) => e.clone().encode(ctx.session.proto, &mut output),
+                    }
+                }
+            }
+            match next {
                 Ok(Some(args)) if args.is_empty() => continue,
+                Ok(Some(args)) if collect => {
+                    ctx.session.start_collecting();
+                    held.push(execute(&mut ctx, args).await);
+                }
                 Ok(Some(args)) => {
-                    let mut ctx = Context {
-                        service,
-                        scans,
-                        written,
-                        session: &mut session,
-                    };
                     let reply = execute(&mut ctx, args).await;
                     reply.encode(session.proto, &mut output);
                     if session.closing {

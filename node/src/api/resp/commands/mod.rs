@@ -88,6 +88,16 @@ impl WrittenPositions {
 }
 
 impl Session {
+    /// Whether pipelined writes are being collected (outside a transaction).
+    pub fn collecting_pipeline(&self) -> bool {
+        self.collecting.is_some() && self.transaction.is_none()
+    }
+
+    /// Starts collecting pipelined writes, if not already.
+    pub fn start_collecting(&mut self) {
+        self.collecting.get_or_insert_with(Vec::new);
+    }
+
     pub fn new(id: u64, access: Access) -> Self {
         Session {
             id,
@@ -164,6 +174,43 @@ pub(super) async fn run(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
             None => unknown_command(&String::from_utf8_lossy(original), args),
         },
     }
+}
+
+/// Whether a pipelined command can join a group of writes sent to the log together: plain writes
+/// whose replies do not depend on an outcome, outside a transaction.
+pub fn collectable(ctx: &Context<'_>, args: &[Bytes]) -> bool {
+    if ctx.session.transaction.is_some() || args.is_empty() {
+        return false;
+    }
+    let name = &args[0];
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    (is("set") && args.len() == 3)
+        || (is("json.set") && args.len() == 4)
+        || is("hset")
+        || is("hmset")
+        || is("hdel")
+        || is("del")
+        || is("unlink")
+}
+
+/// Sends the pipelined writes collected so far to the log (per record, as they would have gone
+/// one by one), and remembers where they went.
+pub async fn send_collected(ctx: &mut Context<'_>) -> Result<(), Reply> {
+    let ops = ctx.session.collecting.take().unwrap_or_default();
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let results = ctx
+        .service
+        .mutate(WriteRequest {
+            ops,
+            mode: WriteMode::PerRecord,
+            wait: false,
+        })
+        .await
+        .map_err(service_error)?;
+    ctx.note_written(&results);
+    Ok(())
 }
 
 /// Whether a connection with `access` may run `name`, in Redis's words when not.
