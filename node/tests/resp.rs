@@ -730,3 +730,62 @@ fn pipelined_writes_go_to_the_log_together_with_exact_replies() {
     assert_eq!(ints[7], Some(1));
     assert_eq!(con.get::<_, Option<String>>("mixk").unwrap(), None);
 }
+
+#[test]
+fn info_answers_the_sections_asked_for_and_redis_cli_stat_reads_it() {
+    let node = Node::start();
+    let mut first = client(&node, false);
+    let _second = client(&node, false);
+    let clients: String = redis::cmd("INFO").arg("clients").query(&mut first).unwrap();
+    assert!(clients.starts_with("# Clients"), "{clients}");
+    assert!(!clients.contains("# Server"), "{clients}");
+    let connected: u64 = clients
+        .lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{clients}"));
+    assert!(connected >= 2, "{clients}");
+    let everything: String = redis::cmd("INFO").query(&mut first).unwrap();
+    for section in [
+        "# Server",
+        "# Clients",
+        "# Memory",
+        "# Stats",
+        "# Firescroll",
+    ] {
+        assert!(everything.contains(section), "{section}: {everything}");
+    }
+    assert!(
+        everything.contains("used_memory:") && everything.contains("total_commands_processed:")
+    );
+    // redis-cli --stat prints a line of numbers per interval from INFO.
+    let out = std::process::Command::new("timeout")
+        .args([
+            "2.5",
+            "stdbuf",
+            "-o0",
+            "redis-cli",
+            "-p",
+            &node.resp.to_string(),
+            "--stat",
+            "-i",
+            "1",
+        ])
+        .output()
+        .expect("timeout, stdbuf and redis-cli run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let sample = text
+        .lines()
+        .find(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|w| w.parse::<u64>().is_ok())
+        })
+        .unwrap_or_else(|| panic!("no sample line:\n{text}"));
+    let columns: Vec<&str> = sample.split_whitespace().collect();
+    assert!(columns[1].ends_with('M'), "memory column: {sample}");
+    assert!(
+        columns[2].parse::<u64>().unwrap() >= 2,
+        "clients column: {sample}"
+    );
+}

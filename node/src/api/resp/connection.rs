@@ -2,9 +2,7 @@
 //! replies at once.
 
 use super::RespConfig;
-use super::commands::{
-    Context, ScanCursors, Session, WrittenPositions, collectable, execute, send_collected,
-};
+use super::commands::{Context, Session, Shared, collectable, execute, send_collected};
 use super::frame::next_command;
 use super::reply::Reply;
 use crate::service::Service;
@@ -20,8 +18,7 @@ pub async fn run(
     mut stream: TcpStream,
     id: u64,
     service: &Service,
-    scans: &ScanCursors,
-    written: &WrittenPositions,
+    shared: &Shared,
     config: &RespConfig,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -36,8 +33,9 @@ pub async fn run(
             let next = next_command(&mut input, &config.limits);
             let mut ctx = Context {
                 service,
-                scans,
-                written,
+                scans: &shared.scans,
+                written: &shared.written,
+                stats: &shared.stats,
                 session: &mut session,
             };
             // Consecutive plain writes of a pipeline go to the log together (group commit), in

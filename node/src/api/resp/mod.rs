@@ -9,7 +9,7 @@ pub mod reply;
 pub use frame::FrameLimits;
 
 use crate::service::Service;
-use commands::{ScanCursors, WrittenPositions};
+use commands::Shared;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -35,8 +35,7 @@ pub async fn serve(
     config: RespConfig,
     mut stop: watch::Receiver<bool>,
 ) {
-    let scans = Arc::new(ScanCursors::default());
-    let written = Arc::new(WrittenPositions::new(service.engine().partition_count()));
+    let shared = Arc::new(Shared::new(service.engine().partition_count()));
     let permits = Arc::new(Semaphore::new(config.max_clients));
     let ids = AtomicU64::new(1);
     let mut connections = tokio::task::JoinSet::new();
@@ -62,15 +61,17 @@ pub async fn serve(
             continue;
         };
         let id = ids.fetch_add(1, Ordering::Relaxed);
-        let (service, scans, written, config, stop) = (
+        let (service, shared, config, stop) = (
             service.clone(),
-            scans.clone(),
-            written.clone(),
+            shared.clone(),
             config.clone(),
             stop.clone(),
         );
+        shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+        shared.stats.clients.fetch_add(1, Ordering::Relaxed);
         connections.spawn(async move {
-            connection::run(stream, id, &service, &scans, &written, &config, stop).await;
+            connection::run(stream, id, &service, &shared, &config, stop).await;
+            shared.stats.clients.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
         // Reap finished connections so the set does not grow.

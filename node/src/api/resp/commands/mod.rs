@@ -111,11 +111,40 @@ impl Session {
     }
 }
 
+/// What all the connections of the Redis port share.
+pub struct Shared {
+    pub scans: ScanCursors,
+    pub written: WrittenPositions,
+    pub stats: ServerStats,
+}
+
+impl Shared {
+    pub fn new(partitions: u32) -> Self {
+        Shared {
+            scans: ScanCursors::default(),
+            written: WrittenPositions::new(partitions),
+            stats: ServerStats::default(),
+        }
+    }
+}
+
+/// Counters of the Redis port, for `INFO` (and `redis-cli --stat`).
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Connections open now.
+    pub clients: AtomicU64,
+    /// Connections accepted since start.
+    pub connections: AtomicU64,
+    /// Commands run since start.
+    pub commands: AtomicU64,
+}
+
 /// What a command runs with.
 pub struct Context<'a> {
     pub service: &'a Service,
     pub scans: &'a ScanCursors,
     pub written: &'a WrittenPositions,
+    pub stats: &'a ServerStats,
     pub session: &'a mut Session,
 }
 
@@ -124,6 +153,7 @@ pub async fn execute(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
     let started = std::time::Instant::now();
     let name = args.first().cloned().unwrap_or_default();
     let reply = run(ctx, args).await;
+    ctx.stats.commands.fetch_add(1, Ordering::Relaxed);
     ctx.service
         .metrics()
         .observe_resp(&name, started.elapsed().as_micros() as f64);

@@ -5,6 +5,7 @@ use super::{Context, Session, wrong_arity};
 use crate::api::resp::reply::Reply;
 use crate::service::Access;
 use bytes::Bytes;
+use std::sync::atomic::Ordering;
 
 /// The Redis version FireScroll answers with; clients gate features on it.
 const REDIS_VERSION: &str = "7.2.0";
@@ -71,7 +72,7 @@ pub fn execute(ctx: &mut Context<'_>, name: &str, args: &[Bytes]) -> Option<Repl
         "hello" => hello(ctx, args),
         "client" => client(ctx.session, args),
         "command" => command(args),
-        "info" => info(ctx),
+        "info" => info(ctx, args),
         "config" => config(args),
         _ => return None,
     })
@@ -240,17 +241,81 @@ fn command(args: &[Bytes]) -> Reply {
     }
 }
 
-fn info(ctx: &Context<'_>) -> Reply {
+/// `INFO [section ...]`: the sections asked for (all of them without one), in Redis's format.
+fn info(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
+    let wanted: Vec<String> = args
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+        .collect();
+    let all = wanted.is_empty()
+        || wanted
+            .iter()
+            .any(|w| matches!(w.as_str(), "all" | "default" | "everything"));
     let engine = ctx.service.engine();
-    let owned = engine.partitions().len();
-    let ready = ctx.service.readiness().ready;
-    Reply::bulk(format!(
-        "# Server\r\nredis_version:{REDIS_VERSION}\r\nredis_mode:standalone\r\nfirescroll_version:{}\r\n\r\n\
-         # FireScroll\r\npartitions:{}\r\nowned_partitions:{owned}\r\nready:{}\r\n",
-        env!("CARGO_PKG_VERSION"),
-        engine.partition_count(),
-        u8::from(ready),
-    ))
+    let stats = ctx.stats;
+    let memory = resident_bytes();
+    let sections: [(&str, String); 5] = [
+        (
+            "server",
+            format!(
+                "redis_version:{REDIS_VERSION}\r\nredis_mode:standalone\r\nfirescroll_version:{}\r\n\
+                 process_id:{}\r\n",
+                env!("CARGO_PKG_VERSION"),
+                std::process::id()
+            ),
+        ),
+        (
+            "clients",
+            format!(
+                "connected_clients:{}\r\nblocked_clients:0\r\n",
+                stats.clients.load(Ordering::Relaxed)
+            ),
+        ),
+        (
+            "memory",
+            format!(
+                "used_memory:{memory}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{memory}\r\n",
+                memory as f64 / (1024.0 * 1024.0)
+            ),
+        ),
+        (
+            "stats",
+            format!(
+                "total_connections_received:{}\r\ntotal_commands_processed:{}\r\n",
+                stats.connections.load(Ordering::Relaxed),
+                stats.commands.load(Ordering::Relaxed)
+            ),
+        ),
+        (
+            "firescroll",
+            format!(
+                "partitions:{}\r\nowned_partitions:{}\r\nready:{}\r\n",
+                engine.partition_count(),
+                engine.partitions().len(),
+                u8::from(ctx.service.readiness().ready)
+            ),
+        ),
+    ];
+    let mut text = String::new();
+    for (name, body) in sections {
+        if all || wanted.iter().any(|w| w == name) {
+            if !text.is_empty() {
+                text.push_str("\r\n");
+            }
+            let mut title = name.to_string();
+            title[..1].make_ascii_uppercase();
+            text.push_str(&format!("# {title}\r\n{body}"));
+        }
+    }
+    Reply::bulk(text)
+}
+
+/// This process's resident memory in bytes (Linux; 0 where it cannot be read).
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
 }
 
 /// `CONFIG GET pattern`: nothing is configurable through Redis; answers an empty result, which
