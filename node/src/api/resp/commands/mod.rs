@@ -230,17 +230,7 @@ pub async fn send_collected(ctx: &mut Context<'_>) -> Result<(), Reply> {
     if ops.is_empty() {
         return Ok(());
     }
-    let results = ctx
-        .service
-        .mutate(WriteRequest {
-            ops,
-            mode: WriteMode::PerRecord,
-            wait: false,
-        })
-        .await
-        .map_err(service_error)?;
-    ctx.note_written(&results);
-    Ok(())
+    ctx.send(ops, WriteMode::PerRecord, false).await.map(drop)
 }
 
 /// Whether a connection with `access` may run `name`, in Redis's words when not.
@@ -492,35 +482,32 @@ impl Context<'_> {
         }
     }
 
-    /// Writes `ops` through the log; replies once durable. `wait` also waits for the outcome.
+    /// Writes `ops` through the log, each record standing alone; replies once durable. `wait`
+    /// also waits for the outcome.
     async fn write(
         &mut self,
         ops: Vec<WriteOp>,
         wait: bool,
     ) -> Result<Vec<crate::service::EntryResult>, Reply> {
-        if let Some(collected) = self.session.collecting.as_mut() {
-            // Inside EXEC: the transaction's writes go to the log together, afterwards.
-            collected.extend(ops);
-            return Ok(Vec::new());
-        }
-        let results = self
-            .service
-            .mutate(WriteRequest {
-                ops,
-                mode: WriteMode::PerRecord,
-                wait,
-            })
-            .await
-            .map_err(service_error)?;
-        self.note_written(&results);
-        Ok(results)
+        self.send(ops, WriteMode::PerRecord, wait).await
     }
 
-    /// Writes `ops` as one atomic log entry (`MSET`, `MSETNX`): they must share a partition, else
-    /// Redis's CROSSSLOT error and nothing written. `wait` also waits for the outcome.
+    /// Writes `ops` as one atomic log entry (`MSET`, `MSETNX`).
     async fn write_atomic(
         &mut self,
         ops: Vec<WriteOp>,
+        wait: bool,
+    ) -> Result<Vec<crate::service::EntryResult>, Reply> {
+        self.send(ops, WriteMode::Atomic, wait).await
+    }
+
+    /// Writes `ops` through the log in `mode`, and remembers where they went. Inside `EXEC` or a
+    /// run of pipelined writes they are collected instead, and go to the log together
+    /// afterwards. Atomic writes that span partitions are Redis's CROSSSLOT error.
+    async fn send(
+        &mut self,
+        ops: Vec<WriteOp>,
+        mode: WriteMode,
         wait: bool,
     ) -> Result<Vec<crate::service::EntryResult>, Reply> {
         if let Some(collected) = self.session.collecting.as_mut() {
@@ -529,11 +516,7 @@ impl Context<'_> {
         }
         let results = self
             .service
-            .mutate(WriteRequest {
-                ops,
-                mode: WriteMode::Atomic,
-                wait,
-            })
+            .mutate(WriteRequest { ops, mode, wait })
             .await
             .map_err(|e| match e.code {
                 "batch_spans_partitions" => crossslot(),

@@ -5,9 +5,9 @@
 //! (from the pending entry), as in Redis; other clients' writes may land between those reads and
 //! the entry. `WATCH` is refused with a reason (not supported yet); `UNWATCH` is a no-op.
 
-use super::{Context, run, service_error};
+use super::{Context, run};
 use crate::api::resp::reply::Reply;
-use crate::service::{WriteMode, WriteOp, WriteRequest};
+use crate::service::{WriteMode, WriteOp};
 use bytes::Bytes;
 
 /// Commands queued since `MULTI`.
@@ -128,20 +128,8 @@ async fn exec(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     if ops.is_empty() {
         return Reply::Array(replies);
     }
-    let written = ctx
-        .service
-        .mutate(WriteRequest {
-            ops,
-            mode: WriteMode::Atomic,
-            wait: false,
-        })
-        .await;
-    match written {
-        Ok(results) => {
-            ctx.note_written(&results);
-            Reply::Array(replies)
-        }
-        Err(e) if e.code == "batch_spans_partitions" => super::crossslot(),
-        Err(e) => service_error(e),
+    match ctx.send(ops, WriteMode::Atomic, false).await {
+        Ok(_) => Reply::Array(replies),
+        Err(e) => e,
     }
 }
