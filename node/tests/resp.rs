@@ -789,3 +789,42 @@ fn info_answers_the_sections_asked_for_and_redis_cli_stat_reads_it() {
         "clients column: {sample}"
     );
 }
+
+#[test]
+fn pipelines_and_transactions_stay_inside_what_one_write_may_hold() {
+    let node = Node::start();
+    let mut con = client(&node, false);
+    // Six values of 300 KB to one hash: together far over one log entry (1 MiB), each one fine.
+    let big = "v".repeat(300_000);
+    let mut pipe = redis::pipe();
+    for i in 0..6 {
+        pipe.cmd("HSET")
+            .arg("bigpipe")
+            .arg(format!("f{i}"))
+            .arg(&big);
+    }
+    // After a big value the read buffer is large: thousands of small writes arrive at once.
+    for i in 0..5000 {
+        pipe.cmd("HSET").arg("bigpipe").arg(format!("s{i}")).arg(i);
+    }
+    let replies: Vec<i64> = pipe.query(&mut con).unwrap();
+    assert_eq!(replies, vec![1; 5006]);
+    assert_eq!(con.hlen::<_, i64>("bigpipe").unwrap(), 5006);
+    // A transaction queues at most MAX_RECORDS_PER_REQUEST commands, then is discarded.
+    let mut pipe = redis::pipe();
+    pipe.cmd("MULTI").ignore();
+    for i in 0..1001 {
+        pipe.cmd("HSET")
+            .arg("bigtx")
+            .arg(format!("f{i}"))
+            .arg("x")
+            .ignore();
+    }
+    pipe.cmd("EXEC");
+    let err = pipe.query::<redis::Value>(&mut con).unwrap_err();
+    assert!(
+        err.to_string().contains("EXECABORT") || err.to_string().contains("discarded"),
+        "{err}"
+    );
+    assert_eq!(con.hlen::<_, i64>("bigtx").unwrap(), 0);
+}

@@ -212,6 +212,21 @@ pub fn collectable(ctx: &Context<'_>, args: &[Bytes]) -> bool {
     if ctx.session.transaction.is_some() || args.is_empty() {
         return false;
     }
+    // A group stays well inside what one write may hold (records, and bytes of one entry), so
+    // it never fails where its commands one by one would not; a full group is sent first.
+    if let Some(collected) = &ctx.session.collecting {
+        let limits = ctx.service.limits();
+        let bytes: usize = collected
+            .iter()
+            .map(|op| op.data.as_ref().map_or(0, |d| d.get().len()) + op.pk.len() + op.sk.len())
+            .sum::<usize>()
+            + args.iter().map(Bytes::len).sum::<usize>();
+        if collected.len() + args.len() > limits.max_records / 2
+            || bytes > limits.max_entry_bytes / 2
+        {
+            return false;
+        }
+    }
     let name = &args[0];
     let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
     (is("set") && args.len() == 3)

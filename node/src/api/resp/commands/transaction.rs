@@ -70,6 +70,13 @@ pub async fn intercept(ctx: &mut Context<'_>, name: &str, args: &[Bytes]) -> Opt
                     QUEUEABLE.join(", ")
                 )));
             }
+            let most = ctx.service.limits().max_records;
+            if queue.commands.len() >= most {
+                queue.refused = true;
+                return Some(Reply::err(format!(
+                    "a transaction holds at most {most} commands (MAX_RECORDS_PER_REQUEST)"
+                )));
+            }
             let mut command = Vec::with_capacity(args.len() + 1);
             command.push(Bytes::copy_from_slice(name.as_bytes()));
             command.extend_from_slice(args);
