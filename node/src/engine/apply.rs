@@ -4,10 +4,12 @@
 use super::plugins::{PluginResolver, Resolved};
 use crate::cond::{Budget, CondError, Conditions, ENTRY_LIMITS, Subject};
 use crate::log::LogRecord;
-use crate::model::{LogEntry, Op, OpKind, partition_of};
-use crate::model::{Rejection, RejectionKind};
+use crate::model::{LogEntry, Op, OpKind, partition_of, pk_version};
+use crate::model::{Rejection, RejectionKind, Returned};
 use crate::plugins::{Input, PluginFailure};
-use crate::store::{PartitionStore, StoreError, decode_value, encode_key, encode_value};
+use crate::store::{
+    PartitionStore, StoreError, decode_value, encode_key, encode_value, pk_prefix,
+};
 use std::collections::HashMap;
 
 /// Fuel all the plugin calls of one entry may burn together, in calls' worth of PLUGIN_FUEL.
@@ -31,6 +33,8 @@ pub struct AppliedBatch {
     pub writes: Overlay,
     /// Offsets of rejected entries and why.
     pub rejections: Vec<(u64, Rejection)>,
+    /// Offsets of applied entries whose ops returned values, and the values.
+    pub returned: Vec<(u64, Vec<Returned>)>,
     /// The offset to apply next once this batch is committed.
     pub next_offset: u64,
     pub entries: usize,
@@ -41,7 +45,7 @@ pub struct AppliedBatch {
 
 /// What one entry came to.
 enum EntryOutcome {
-    Applied,
+    Applied(Vec<Returned>),
     Rejected(Rejection),
     /// Needs a plugin not yet here (digest).
     Waiting(String),
@@ -57,13 +61,15 @@ pub fn apply_batch(
     let mut batch = AppliedBatch {
         writes: Overlay::new(),
         rejections: Vec::new(),
+        returned: Vec::new(),
         next_offset: records.first().map_or(0, |r| r.offset),
         entries: 0,
         waiting_for: None,
     };
     for record in records {
         match apply_entry(store, rules, &record.payload, &mut batch.writes)? {
-            EntryOutcome::Applied => {}
+            EntryOutcome::Applied(returned) if returned.is_empty() => {}
+            EntryOutcome::Applied(returned) => batch.returned.push((record.offset, returned)),
             EntryOutcome::Rejected(rejection) => batch.rejections.push((record.offset, rejection)),
             EntryOutcome::Waiting(digest) => {
                 batch.waiting_for = Some(digest);
@@ -96,9 +102,15 @@ pub fn apply_and_commit(
             )
         })
         .collect();
+    let returned: Vec<(u64, Vec<u8>)> = batch
+        .returned
+        .iter()
+        .map(|(offset, r)| (*offset, serde_json::to_vec(r).expect("values serialize")))
+        .collect();
     store.commit(
         batch.writes.iter().map(|(k, v)| (k, v.as_deref())),
         &rejections,
+        &returned,
         batch.next_offset,
     )?;
     Ok(batch)
@@ -142,6 +154,7 @@ fn apply_entry(
     let mut budget = Budget::new(ENTRY_LIMITS);
     let call_fuel = plugins.host().limits().fuel;
     let mut fuel = call_fuel.saturating_mul(ENTRY_PLUGIN_CALLS);
+    let mut returned = Vec::new();
     for (index, op) in entry.ops.iter().enumerate() {
         let reject = |kind, message| {
             Ok(EntryOutcome::Rejected(Rejection {
@@ -160,6 +173,20 @@ fn apply_entry(
                     store.id()
                 ),
             );
+        }
+        if op.op == OpKind::Check {
+            let version = pk_version_at(store, &op.pk, overlay, &local)?;
+            if op.version.as_deref() != Some(version.as_str()) {
+                return reject(
+                    RejectionKind::ConditionFailed,
+                    format!(
+                        "the records of pk {:?} changed since version {} was read (WATCH)",
+                        op.pk,
+                        short(op.version.as_deref().unwrap_or("none"))
+                    ),
+                );
+            }
+            continue;
         }
         let key = encode_key(&op.pk, &op.sk);
         let stored = match local.get(&key).or_else(|| overlay.get(&key)) {
@@ -184,17 +211,13 @@ fn apply_entry(
         let stored = current
             .as_ref()
             .map(|v| (v.data_json, v.created_at_ms, v.updated_at_ms));
-        let op_name = match op.op {
-            OpKind::Put => "put",
-            OpKind::Delete => "delete",
-        };
         let input = || Input {
-            op: op_name,
+            op: op.op.name(),
             pk: &op.pk,
             sk: &op.sk,
             data: match op.op {
-                OpKind::Put => Some(op.data.as_ref().map_or("null", |d| d.get())),
-                OpKind::Delete => None,
+                OpKind::Delete | OpKind::Check => None,
+                _ => Some(op.data.as_ref().map_or("null", |d| d.get())),
             },
             current: stored,
             args: op.args.as_ref().map(|a| a.get()),
@@ -230,8 +253,37 @@ fn apply_entry(
                 }
             }
         }
+        if op.return_old {
+            returned.push(Returned {
+                op: index as u32,
+                data: current
+                    .as_ref()
+                    .map(|v| String::from_utf8_lossy(v.data_json).into_owned()),
+            });
+        }
         let new_value = match op.op {
-            OpKind::Delete => None,
+            OpKind::Delete | OpKind::Check => None,
+            OpKind::Incr | OpKind::IncrFloat | OpKind::Append => {
+                let (created, updated) = match &current {
+                    Some(v) => (v.created_at_ms, v.updated_at_ms.max(entry.ts_ms)),
+                    None => (entry.ts_ms, entry.ts_ms),
+                };
+                let operand = op.data.as_ref().map_or("null", |d| d.get());
+                let data = match super::rmw::compute(
+                    op.op,
+                    current.as_ref().map(|v| v.data_json),
+                    operand,
+                ) {
+                    Ok(data) => data,
+                    Err(e) => return reject(RejectionKind::ValueError, e.to_string()),
+                };
+                let value = encode_value(created, updated, data.as_bytes());
+                returned.push(Returned {
+                    op: index as u32,
+                    data: Some(data),
+                });
+                Some(value)
+            }
             OpKind::Put => {
                 // `_created_at` survives updates; `_updated_at` never moves backwards, even when
                 // the accepting nodes' clocks disagree (FireScroll's bug, spec §12.4).
@@ -274,7 +326,34 @@ fn apply_entry(
         local.insert(key, new_value);
     }
     overlay.extend(local);
-    Ok(EntryOutcome::Applied)
+    Ok(EntryOutcome::Applied(returned))
+}
+
+/// The version of `pk`'s records as this entry sees them: the store, under the batch's and the
+/// entry's pending writes.
+fn pk_version_at(
+    store: &PartitionStore,
+    pk: &str,
+    overlay: &Overlay,
+    local: &Overlay,
+) -> Result<String, StoreError> {
+    let prefix = pk_prefix(pk);
+    let mut records: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = store
+        .pk_entries(pk)?
+        .into_iter()
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect();
+    for pending in [overlay, local] {
+        for (key, value) in pending.iter().filter(|(k, _)| k.starts_with(&prefix)) {
+            match value {
+                Some(value) => records.insert(key.clone(), value.clone()),
+                None => records.remove(key),
+            };
+        }
+    }
+    Ok(pk_version(
+        records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+    ))
 }
 
 /// The plugin `digest` names, if it can be used as a condition (`condition`) or transform.

@@ -9,8 +9,10 @@ mod apply;
 mod partition;
 mod plugins;
 mod read_index;
+mod rmw;
 
-pub use crate::model::{Outcome, Rejection, RejectionKind};
+pub use crate::model::{Outcome, Rejection, RejectionKind, Returned};
+pub use rmw::{parse_finite_float, parse_redis_integer};
 pub use apply::{AppliedBatch, Rules, apply_and_commit, apply_batch};
 pub use partition::{Health, PartitionRuntime, Stall};
 pub use plugins::{PluginResolver, Resolved};
@@ -538,7 +540,15 @@ impl Engine {
             return Ok(Some(Outcome::Expired));
         }
         match runtime.store.rejection(position.offset)? {
-            None => Ok(Some(Outcome::Applied)),
+            None => {
+                let returned = match runtime.store.returned(position.offset)? {
+                    None => Vec::new(),
+                    Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                        StoreError::Corrupt(format!("stored values at {position:?}: {e}"))
+                    })?,
+                };
+                Ok(Some(Outcome::Applied(returned)))
+            }
             Some(bytes) => {
                 let rejection: Rejection = serde_json::from_slice(&bytes).map_err(|e| {
                     StoreError::Corrupt(format!("stored outcome at {position:?}: {e}"))

@@ -153,6 +153,7 @@ mod tests {
                     (encode_key("b", ""), Some(v.clone())),
                 ],
                 &[],
+                &[],
                 2,
             )
             .unwrap();

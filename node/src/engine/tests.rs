@@ -48,6 +48,25 @@ fn put(pk: &str, sk: &str, data: &str, cond: Option<&str>) -> Op {
     }
 }
 
+fn rmw(kind: OpKind, pk: &str, sk: &str, operand: &str) -> Op {
+    Op {
+        op: kind,
+        pk: pk.into(),
+        sk: sk.into(),
+        data: Some(RawValue::from_string(operand.into()).unwrap()),
+        ..Op::default()
+    }
+}
+
+fn check(pk: &str, version: &str) -> Op {
+    Op {
+        op: OpKind::Check,
+        pk: pk.into(),
+        version: Some(version.into()),
+        ..Op::default()
+    }
+}
+
 fn delete(pk: &str, sk: &str, cond: Option<&str>) -> Op {
     Op {
         op: OpKind::Delete,
@@ -126,13 +145,38 @@ fn get(store: &PartitionStore, pk: &str, sk: &str) -> Option<crate::model::Recor
 /// A log exercising every outcome: puts, deletes, conditions true/false/erroring, multi-op
 /// entries rejected half-way, malformed bytes, unknown versions, legacy messages, wrong partition.
 fn mixed_log() -> Vec<Vec<u8>> {
-    let pks = pks_in(1, 5);
+    let pks = pks_in(1, 6);
     let other = pks_in(2, 1);
+    let untouched = &pks[5];
+    let nothing = crate::model::pk_version(std::iter::empty());
     let mut log = Vec::new();
-    for i in 0..200i64 {
+    for i in 0..260i64 {
         let pk = &pks[(i % 5) as usize];
         let sk = format!("s{}", i % 7);
-        let entry = match i % 10 {
+        let entry = match i % 13 {
+            // Read-modify-write ops: some find a value they cannot work on (`{"n":..}`).
+            10 => LogEntry::new(i, vec![rmw(OpKind::Incr, pk, &sk, &i.to_string())]),
+            11 => LogEntry::new(
+                i,
+                vec![
+                    rmw(OpKind::IncrFloat, pk, "f", "0.25"),
+                    rmw(OpKind::Append, pk, "txt", r#""ab""#),
+                    Op {
+                        return_old: true,
+                        ..put(pk, "old", &i.to_string(), None)
+                    },
+                ],
+            ),
+            // Checks: a pk that never has records keeps the version of nothing; one that does
+            // not, so that entry is rejected whole.
+            12 => LogEntry::new(
+                i,
+                vec![
+                    check(untouched, &nothing),
+                    check(if i % 2 == 0 { pk } else { untouched }, &nothing),
+                    put(pk, "checked", &i.to_string(), None),
+                ],
+            ),
             0 => LogEntry::new(i, vec![put(pk, &sk, &format!(r#"{{"n":{i}}}"#), None)]),
             1 => LogEntry::new(i, vec![put(pk, &sk, "{}", Some("data == null"))]),
             2 => LogEntry::new(i, vec![put(pk, &sk, r#""x""#, Some("data.n > 3"))]),
@@ -170,17 +214,21 @@ fn same_log_gives_same_digest_whatever_the_batching() {
     let rules = TestRules::new();
     let mut digests = Vec::new();
     let mut outcomes = Vec::new();
+    let mut all_returned = Vec::new();
     for batch_size in [1usize, 7, 64, 1000] {
+        let mut returned = Vec::new();
         let dir = tempfile::tempdir().unwrap();
         let store = open_partition(dir.path(), 1);
         let mut rejected = Vec::new();
         for chunk in log.chunks(batch_size) {
             let batch = apply_and_commit(&store, rules.rules(), chunk).unwrap();
             rejected.extend(batch.rejections.into_iter().map(|(o, r)| (o, r.kind)));
+            returned.push(batch.returned);
         }
         assert_eq!(store.next_offset().unwrap(), log.len() as u64);
         digests.push(store.digest().unwrap());
         outcomes.push(rejected);
+        all_returned.push(returned.concat());
     }
     assert!(
         digests[0].records > 5,
@@ -194,6 +242,26 @@ fn same_log_gives_same_digest_whatever_the_batching() {
     assert!(kinds.contains(&RejectionKind::ConditionError));
     assert!(kinds.contains(&RejectionKind::MalformedEntry));
     assert!(kinds.contains(&RejectionKind::WrongPartition));
+    assert!(kinds.contains(&RejectionKind::ValueError));
+    // Entries whose checks held applied; the others were rejected at the check, not later.
+    let applied_checks = (0..260u64)
+        .filter(|i| i % 13 == 12)
+        .filter(|o| !outcomes[0].iter().any(|(r, _)| r == o))
+        .count();
+    assert!(applied_checks > 0 && applied_checks < 20, "{applied_checks}");
+    // What ops returned is the same however the log was batched, and is what they computed.
+    assert!(all_returned.windows(2).all(|w| w[0] == w[1]));
+    assert!(
+        all_returned[0].iter().any(|(_, values)| values.len() == 3),
+        "{:?}",
+        all_returned[0]
+    );
+    let last_appended = all_returned[0]
+        .iter()
+        .rev()
+        .find_map(|(_, values)| values.iter().find(|v| v.op == 1))
+        .unwrap();
+    assert!(last_appended.data.as_deref().unwrap().starts_with(r#""abab"#));
 }
 
 #[test]
@@ -295,7 +363,7 @@ async fn engine_applies_waits_and_resumes_without_reapplying() {
         .await
         .unwrap();
     for &p in &positions {
-        assert_eq!(engine.outcome(p).unwrap(), Some(Outcome::Applied));
+        assert_eq!(engine.outcome(p).unwrap(), Some(Outcome::Applied(vec![])));
     }
     let before = engine
         .partition(2)
@@ -326,7 +394,7 @@ async fn engine_applies_waits_and_resumes_without_reapplying() {
     let runtime = engine.partition(2).unwrap();
     assert_eq!(runtime.next_offset(), 20);
     for &p in &positions {
-        assert_eq!(engine.outcome(p).unwrap(), Some(Outcome::Applied));
+        assert_eq!(engine.outcome(p).unwrap(), Some(Outcome::Applied(vec![])));
     }
     let after = runtime.store.get(&pk, "counter").unwrap().unwrap();
     assert_eq!(after, before);
@@ -348,6 +416,7 @@ async fn a_store_failure_stops_the_partition_visibly_instead_of_skipping() {
                 crate::store::encode_key(&pk, "bad"),
                 Some(b"garbage".to_vec()),
             )],
+            &[],
             &[],
             0,
         )

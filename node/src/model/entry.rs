@@ -16,13 +16,45 @@ pub const ENTRY_VERSION: u32 = 1;
 
 /// What an operation does to its record.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum OpKind {
     /// Replace the record's data (creating the record if needed).
     #[default]
     Put,
     /// Remove the record (absent records are fine).
     Delete,
+    /// Add `data` (a JSON integer) to the record's integer value, computed at apply: a JSON
+    /// number stays a number, a string holding an integer stays a string, an absent record
+    /// becomes the string of `data`. Anything else, or an overflow, rejects the entry
+    /// (`value_error`). The new data is returned in the outcome (Redis `INCR`, `HINCRBY`).
+    Incr,
+    /// As `incr`, with a JSON number added as a 64-bit float (Redis `INCRBYFLOAT`).
+    IncrFloat,
+    /// Append `data` (a JSON string) to the record's string value (absent: the empty string);
+    /// the new data is returned in the outcome (Redis `APPEND`).
+    Append,
+    /// Write nothing; reject the entry (`condition_failed`) unless the records of `pk` (every
+    /// sk) are exactly those `version` names (Redis `WATCH`). See [`pk_version`].
+    Check,
+}
+
+impl OpKind {
+    /// The op's name in entries (and what plugins see as `op`).
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Put => "put",
+            OpKind::Delete => "delete",
+            OpKind::Incr => "incr",
+            OpKind::IncrFloat => "incr_float",
+            OpKind::Append => "append",
+            OpKind::Check => "check",
+        }
+    }
+
+    /// Whether the op computes its new value from the stored one at apply (and returns it).
+    pub fn is_read_modify_write(self) -> bool {
+        matches!(self, OpKind::Incr | OpKind::IncrFloat | OpKind::Append)
+    }
 }
 
 /// One operation of an entry.
@@ -47,6 +79,36 @@ pub struct Op {
     /// Arguments handed to the op's plugins (any JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args: Option<Box<RawValue>>,
+    /// For `check`: the version (hex) the records of `pk` must still have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// For `put` and `delete`: return the record's data as it was before the op, in the
+    /// outcome (Redis `GETSET`, `SET ... GET`, `GETDEL`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub return_old: bool,
+}
+
+/// The version of a pk's records that a `check` op compares: SHA-256 over each record's
+/// (encoded key length, encoded key, stored value length, stored value) in key order, as hex.
+/// Any write to any of them (even of the same data, which moves `_updated_at` or not) that
+/// changes a stored byte changes it; a pk without records has the hash of nothing.
+pub fn pk_version<'a>(records: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for (key, value) in records {
+        hasher.update((key.len() as u64).to_be_bytes());
+        hasher.update(key);
+        hasher.update((value.len() as u64).to_be_bytes());
+        hasher.update(value);
+    }
+    use std::fmt::Write;
+    hasher
+        .finalize()
+        .iter()
+        .fold(String::with_capacity(64), |mut hex, b| {
+            let _ = write!(hex, "{b:02x}");
+            hex
+        })
 }
 
 /// One atomic unit of the log: every op is in one partition and they apply together or not at all.

@@ -8,8 +8,8 @@ mod partition;
 pub mod peer;
 mod record;
 
-pub use entry::{DecodeError, ENTRY_VERSION, LogEntry, Op, OpKind};
+pub use entry::{DecodeError, ENTRY_VERSION, LogEntry, Op, OpKind, pk_version};
 pub use nesting::{MAX_JSON_DEPTH, json_nests_deeper_than, structural_bytes};
-pub use outcome::{Outcome, Rejection, RejectionKind};
+pub use outcome::{Outcome, Rejection, RejectionKind, Returned};
 pub use partition::{murmur2, partition_of};
 pub use record::{Key, ListRequest, Position, Record};

@@ -18,6 +18,9 @@ pub enum RejectionKind {
     PluginConditionFailed,
     /// An op's plugin trapped, ran out of fuel, returned an error code or invalid output.
     PluginError,
+    /// A read-modify-write op (`incr`, `append`) found a value it cannot work on, or its result
+    /// would overflow.
+    ValueError,
 }
 
 impl RejectionKind {
@@ -30,6 +33,7 @@ impl RejectionKind {
             RejectionKind::WrongPartition => "wrong_partition",
             RejectionKind::PluginConditionFailed => "plugin_condition_failed",
             RejectionKind::PluginError => "plugin_error",
+            RejectionKind::ValueError => "value_error",
         }
     }
 }
@@ -46,11 +50,23 @@ pub struct Rejection {
     pub message: String,
 }
 
+/// A value an op of an applied entry returned: the new data of a read-modify-write op, or the
+/// data before a `return_old` op.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Returned {
+    /// Index of the op in its entry.
+    #[serde(rename = "Op")]
+    pub op: u32,
+    /// The data as JSON text; `None` when there was no record.
+    #[serde(rename = "Data")]
+    pub data: Option<String>,
+}
+
 /// What became of an entry. Serializable so a node can answer another node's question.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
-    /// Every op took effect.
-    Applied,
+    /// Every op took effect; the values its ops returned, if any asked to.
+    Applied(Vec<Returned>),
     /// Nothing took effect, for this reason.
     Rejected(Rejection),
     /// Applied long enough ago that its outcome is no longer kept (OUTCOME_RETENTION).

@@ -10,9 +10,11 @@ mod plugins;
 mod read;
 mod remote;
 mod status;
+mod watch;
 mod write;
 
-pub use crate::model::ListRequest;
+pub use crate::engine::{parse_finite_float, parse_redis_integer};
+pub use crate::model::{ListRequest, Outcome, RejectionKind};
 /// A plugin name's binding, as `/plugins` lists it.
 pub use crate::plugins::Binding;
 pub use auth::{Access, Tokens};

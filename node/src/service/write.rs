@@ -27,6 +27,10 @@ pub struct WriteOp {
     pub transform: Option<String>,
     /// Arguments for the plugins (any JSON).
     pub args: Option<Box<RawValue>>,
+    /// For `check` ops: the version the pk's records must still have ([`crate::model::pk_version`]).
+    pub version: Option<String>,
+    /// Return the record's data from before the op in the outcome (puts and deletes).
+    pub return_old: bool,
 }
 
 /// How the records of one request map onto entries.
@@ -183,7 +187,8 @@ impl Service {
             .map(|(i, op)| {
                 self.validate_key(i, &op.pk, &op.sk)?;
                 let data = match (op.op, op.data) {
-                    (OpKind::Put, Some(data)) => {
+                    (OpKind::Delete | OpKind::Check, _) | (_, None) => None,
+                    (_, Some(data)) => {
                         if data.get().len() > limits.max_value_bytes {
                             return Err(ServiceError::too_large(
                                 "value_too_large",
@@ -211,8 +216,8 @@ impl Service {
                                 .map_err(|e| ServiceError::internal(e.to_string()))?,
                         })
                     }
-                    _ => None,
                 };
+                check_operand(i, &op.op, data.as_deref(), op.version.as_deref(), op.return_old)?;
                 if let Some(cond) = &op.cond {
                     let conditions = self.engine.conditions();
                     conditions.check_within(cond, &mut probe_budget).map_err(|e| {
@@ -233,6 +238,15 @@ impl Service {
                         ));
                     }
                     (Some(name), OpKind::Put) => Some(self.pin_plugin(i, name, false)?),
+                    (Some(_), kind) => {
+                        return Err(ServiceError::bad_request(
+                            "bad_transform",
+                            format!(
+                                "record {i}: `transform` applies to puts, not `{}` ops",
+                                kind.name()
+                            ),
+                        ));
+                    }
                 };
                 if let Some(args) = &op.args
                     && args.get().len() > limits.max_value_bytes
@@ -266,6 +280,8 @@ impl Service {
                     if_plugin,
                     transform,
                     args: op.args,
+                    version: op.version,
+                    return_old: op.return_old,
                 })
             })
             .collect()
@@ -331,7 +347,13 @@ impl Service {
             Ok(())
         };
         for op in ops {
-            if op.cond.is_some() || op.if_plugin.is_some() || op.transform.is_some() {
+            // An op that may reject its entry, or returns a value, is an entry of its own.
+            if op.cond.is_some()
+                || op.if_plugin.is_some()
+                || op.transform.is_some()
+                || op.return_old
+                || !matches!(op.op, OpKind::Put | OpKind::Delete)
+            {
                 flush(&mut run, &mut entries)?;
                 run_bytes = 0;
                 entries.push(self.encode_entry(ts_ms, vec![op])?);
@@ -402,5 +424,46 @@ impl Service {
                 format!("the write could not be made durable: {other}; {written}. Retry later"),
             ),
         })
+    }
+}
+
+/// Checks what an op of `kind` needs besides its address: the operand of a read-modify-write
+/// op, the version of a check.
+fn check_operand(
+    i: usize,
+    kind: &OpKind,
+    data: Option<&RawValue>,
+    version: Option<&str>,
+    return_old: bool,
+) -> Result<(), ServiceError> {
+    let bad = |message: String| Err(ServiceError::bad_request("bad_operand", message));
+    let json = data.map_or("null", RawValue::get);
+    match kind {
+        OpKind::Incr if serde_json::from_str::<i64>(json).is_err() => bad(format!(
+            "record {i}: an `incr` op's data must be an integer within 64 bits, not {json}"
+        )),
+        OpKind::IncrFloat
+            if !serde_json::from_str::<f64>(json).is_ok_and(f64::is_finite) =>
+        {
+            bad(format!(
+                "record {i}: an `incr_float` op's data must be a finite number, not {json}"
+            ))
+        }
+        OpKind::Append if serde_json::from_str::<String>(json).is_err() => bad(format!(
+            "record {i}: an `append` op's data must be a JSON string"
+        )),
+        OpKind::Check
+            if !version
+                .is_some_and(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit())) =>
+        {
+            bad(format!(
+                "record {i}: a `check` op needs `version`, 64 hex digits"
+            ))
+        }
+        kind if return_old && !matches!(kind, OpKind::Put | OpKind::Delete) => bad(format!(
+            "record {i}: `return_old` applies to puts and deletes, not `{}` ops",
+            kind.name()
+        )),
+        _ => Ok(()),
     }
 }

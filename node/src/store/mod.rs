@@ -166,12 +166,14 @@ mod tests {
         p0.commit(
             [(encode_key("a", ""), Some(value.clone()))],
             &[(3, b"{}".to_vec())],
+            &[(4, b"[]".to_vec())],
             5,
         )
         .unwrap();
         p1.commit(
             [(encode_key("b", ""), Some(value))],
             &[(3, b"{}".to_vec())],
+            &[],
             7,
         )
         .unwrap();
@@ -180,6 +182,7 @@ mod tests {
         assert_eq!(p0.next_offset().unwrap(), 0);
         assert!(p0.get("a", "").unwrap().is_none());
         assert!(p0.rejection(3).unwrap().is_none());
+        assert!(p0.returned(4).unwrap().is_none());
         // The other partition is untouched.
         assert_eq!(p1.next_offset().unwrap(), 7);
         assert!(p1.get("b", "").unwrap().is_some());

@@ -10,6 +10,7 @@ use std::ops::Bound;
 
 const NEXT_OFFSET_TAG: u8 = b'n';
 const REJECTION_TAG: u8 = b'r';
+const RETURNED_TAG: u8 = b'v';
 
 /// A partition's content fingerprint: replicas at the same offset have equal digests.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -50,7 +51,15 @@ impl PartitionStore {
     }
 
     fn rejection_key(&self, offset: u64) -> [u8; 13] {
-        let mut k = [REJECTION_TAG; 13];
+        self.outcome_key(REJECTION_TAG, offset)
+    }
+
+    fn returned_key(&self, offset: u64) -> [u8; 13] {
+        self.outcome_key(RETURNED_TAG, offset)
+    }
+
+    fn outcome_key(&self, tag: u8, offset: u64) -> [u8; 13] {
+        let mut k = [tag; 13];
         k[1..5].copy_from_slice(&self.id.to_be_bytes());
         k[5..].copy_from_slice(&offset.to_be_bytes());
         k
@@ -130,12 +139,14 @@ impl PartitionStore {
         }
     }
 
-    /// Atomically applies `writes`, records `rejections` (offset → outcome bytes) and moves the
+    /// Atomically applies `writes`, records `rejections` and `returned` (offset → outcome
+    /// bytes: why an entry was rejected, what an applied entry's ops returned) and moves the
     /// partition's next offset to `next_offset`.
     pub fn commit<K: AsRef<[u8]>, V: AsRef<[u8]>>(
         &self,
         writes: impl IntoIterator<Item = (K, Option<V>)>,
         rejections: &[(u64, Vec<u8>)],
+        returned: &[(u64, Vec<u8>)],
         next_offset: u64,
     ) -> Result<()> {
         let mut batch = self.db.batch();
@@ -148,6 +159,9 @@ impl PartitionStore {
         for (offset, outcome) in rejections {
             batch.insert(&self.meta, self.rejection_key(*offset), outcome.as_slice());
         }
+        for (offset, values) in returned {
+            batch.insert(&self.meta, self.returned_key(*offset), values.as_slice());
+        }
         batch.insert(
             &self.meta,
             self.next_offset_key(),
@@ -157,20 +171,23 @@ impl PartitionStore {
         Ok(())
     }
 
-    /// Deletes the recorded outcomes of rejected entries at offsets in `from..below`; returns how
-    /// many there were.
+    /// Deletes the recorded outcomes (rejections and returned values) of entries at offsets in
+    /// `from..below`; returns how many there were.
     pub fn prune_rejections(&self, from: u64, below: u64) -> Result<usize> {
         if from >= below {
             return Ok(0);
         }
         let mut batch = self.db.batch();
         let mut pruned = 0;
-        for guard in self
-            .meta
-            .range(self.rejection_key(from)..self.rejection_key(below))
-        {
-            batch.remove(&self.meta, guard.key()?);
-            pruned += 1;
+        let ranges = [
+            self.rejection_key(from)..self.rejection_key(below),
+            self.returned_key(from)..self.returned_key(below),
+        ];
+        for range in ranges {
+            for guard in self.meta.range(range) {
+                batch.remove(&self.meta, guard.key()?);
+                pruned += 1;
+            }
         }
         if pruned > 0 {
             batch.commit()?;
@@ -184,6 +201,23 @@ impl PartitionStore {
             .meta
             .get(self.rejection_key(offset))?
             .map(|s| s.to_vec()))
+    }
+
+    /// What the ops of the applied entry at `offset` returned, if any op returned something.
+    pub fn returned(&self, offset: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .meta
+            .get(self.returned_key(offset))?
+            .map(|s| s.to_vec()))
+    }
+
+    /// The stored (key, value) pairs of `pk`'s records, in key order, from one snapshot.
+    pub fn pk_entries(&self, pk: &str) -> Result<Vec<(Slice, Slice)>> {
+        self.db
+            .snapshot()
+            .prefix(&self.records, pk_prefix(pk))
+            .map(|guard| guard.into_inner().map_err(StoreError::from))
+            .collect()
     }
 
     /// Every (encoded key, stored value) of the partition, in key order, from one snapshot.
@@ -219,11 +253,13 @@ impl PartitionStore {
     /// node had never held it. Handles still held elsewhere (an in-flight read) keep working until
     /// dropped; fjall removes the files after the last one goes.
     pub fn destroy(&self) -> Result<()> {
-        let mut tag = [REJECTION_TAG; 5];
-        tag[1..].copy_from_slice(&self.id.to_be_bytes());
         let mut batch = self.db.batch();
-        for guard in self.meta.prefix(tag) {
-            batch.remove(&self.meta, guard.key()?);
+        for outcome_tag in [REJECTION_TAG, RETURNED_TAG] {
+            let mut tag = [outcome_tag; 5];
+            tag[1..].copy_from_slice(&self.id.to_be_bytes());
+            for guard in self.meta.prefix(tag) {
+                batch.remove(&self.meta, guard.key()?);
+            }
         }
         batch.remove(&self.meta, self.next_offset_key());
         batch.commit()?;

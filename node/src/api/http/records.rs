@@ -233,6 +233,7 @@ fn write_op(index: usize, r: RecordBody, fixed: Option<OpKind>) -> Result<WriteO
         if_plugin: r.if_plugin,
         transform: r.transform,
         args: r.args,
+        ..WriteOp::default()
     })
 }
 

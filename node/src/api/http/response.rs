@@ -93,7 +93,7 @@ impl<'a> OutcomeBody<'a> {
                 status: "expired",
                 rejection: None,
             },
-            Some(Outcome::Applied) => OutcomeBody {
+            Some(Outcome::Applied(_)) => OutcomeBody {
                 status: "applied",
                 rejection: None,
             },

@@ -1,8 +1,8 @@
 //! String-style commands: the record (pk = key, sk = "").
 
-use super::{Context, data_of, text, wrong_arity};
+use super::{Context, Shape, data_of, text, wrong_arity};
 use crate::api::resp::reply::Reply;
-use crate::engine::Outcome;
+use crate::service::Outcome;
 use crate::model::{Key, OpKind};
 use crate::service::WriteOp;
 use bytes::Bytes;
@@ -54,16 +54,19 @@ pub async fn exists(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     }
 }
 
-/// `SET key value [NX|XX] [GET]`. NX and XX become `if` conditions, decided in log order.
+/// `SET key value [NX|XX] [GET]`. NX and XX become `if` conditions, decided in log order; GET
+/// returns the old value from the op itself, at apply.
 pub async fn set(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let [k, v, options @ ..] = args else {
         return wrong_arity("set");
     };
     let mut cond = None;
+    let mut get = false;
     for option in options {
         match option.to_ascii_uppercase().as_slice() {
             b"NX" if cond.is_none() => cond = Some("data == nil"),
             b"XX" if cond.is_none() => cond = Some("data != nil"),
+            b"GET" => get = true,
             b"EX" | b"PX" | b"EXAT" | b"PXAT" | b"KEEPTTL" => {
                 return Reply::err("expiry is not supported: FireScroll keys do not expire");
             }
@@ -74,7 +77,68 @@ pub async fn set(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         (Ok(key), Ok(data)) => (key, data),
         (Err(e), _) | (_, Err(e)) => return e,
     };
-    put_record(ctx, key, data, cond).await
+    if !get {
+        return put_record(ctx, key, data, cond).await;
+    }
+    match cond {
+        Some("data == nil") => Reply::err(
+            "SET with both NX and GET is not supported: a refused write returns no old value here",
+        ),
+        _ if cond.is_some() && ctx.session.collecting.is_some() => Reply::err(
+            "NX/XX inside MULTI is not supported: the condition would decide the whole transaction",
+        ),
+        _ => {
+            let op = WriteOp {
+                op: OpKind::Put,
+                pk: key.pk,
+                sk: key.sk,
+                data: Some(data),
+                cond: cond.map(str::to_string),
+                return_old: true,
+                ..WriteOp::default()
+            };
+            ctx.write_returning(op, Shape::Bulk).await
+        }
+    }
+}
+
+/// `GETSET key value`: sets the value, replies with the old one (nil if none), as one op.
+pub async fn getset(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let [k, v] = args else {
+        return wrong_arity("getset");
+    };
+    let (key, data) = match (key(k), data_of(v)) {
+        (Ok(key), Ok(data)) => (key, data),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    let op = WriteOp {
+        op: OpKind::Put,
+        pk: key.pk,
+        sk: key.sk,
+        data: Some(data),
+        return_old: true,
+        ..WriteOp::default()
+    };
+    ctx.write_returning(op, Shape::Bulk).await
+}
+
+/// `GETDEL key`: deletes the key, replies with its value (nil if none), as one op.
+pub async fn getdel(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let [k] = args else {
+        return wrong_arity("getdel");
+    };
+    let key = match key(k) {
+        Ok(key) => key,
+        Err(e) => return e,
+    };
+    let op = WriteOp {
+        op: OpKind::Delete,
+        pk: key.pk,
+        sk: key.sk,
+        return_old: true,
+        ..WriteOp::default()
+    };
+    ctx.write_returning(op, Shape::Bulk).await
 }
 
 /// Writes the record `key` with `data`, under `cond` (`NX`/`XX`): `OK`, or nil when the
@@ -102,7 +166,7 @@ pub(super) async fn put_record(
         Err(e) => e,
         Ok(_) if cond.is_none() => Reply::ok(),
         Ok(results) => match results.first().and_then(|r| r.outcome.clone()) {
-            Some(Some(Outcome::Applied)) => Reply::ok(),
+            Some(Some(Outcome::Applied(_))) => Reply::ok(),
             Some(Some(Outcome::Rejected(_))) => Reply::Null,
             _ => {
                 Reply::err("the write is durable but was not applied in time; read the key to see")
@@ -205,7 +269,7 @@ pub async fn mset(ctx: &mut Context<'_>, args: &[Bytes], only_new: bool) -> Repl
         Err(e) => e,
         Ok(_) if !only_new => Reply::ok(),
         Ok(results) => match results.first().and_then(|r| r.outcome.clone()) {
-            Some(Some(Outcome::Applied)) => Reply::Int(1),
+            Some(Some(Outcome::Applied(_))) => Reply::Int(1),
             Some(Some(Outcome::Rejected(_))) => Reply::Int(0),
             _ => {
                 Reply::err("the write is durable but was not applied in time; read the keys to see")

@@ -5,6 +5,7 @@
 //! its bytes and read back as those bytes; data that is any other JSON value reads as its JSON
 //! text. `JSON.SET`/`JSON.GET` write and read JSON documents.
 
+mod counter;
 mod hash;
 mod json;
 mod keys;
@@ -15,7 +16,7 @@ mod transaction;
 pub use scan::ScanCursors;
 
 use super::reply::Reply;
-use crate::model::{Key, Position, Record, partition_of};
+use crate::model::{Key, OpKind, Position, Record, partition_of};
 use crate::service::{
     Access, ListRequest, Service, ServiceError, WriteMode, WriteOp, WriteRequest,
 };
@@ -38,6 +39,39 @@ pub struct Session {
     transaction: Option<transaction::Queued>,
     /// While `EXEC` runs a transaction's writes: their ops, collected into one entry.
     collecting: Option<Vec<WriteOp>>,
+    /// Set by a command run inside `EXEC` whose reply is made from what its op returns at
+    /// apply: (index of the op in the entry, how to make the reply).
+    deferred: Option<(usize, Shape)>,
+    /// Keys under `WATCH`, with the version of their records when watched.
+    watched: Vec<(String, String)>,
+}
+
+/// How a command's reply is made from the data its op returned at apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shape {
+    /// The value as an integer (`INCR`, `HINCRBY`).
+    Integer,
+    /// The value itself, nil for none (`INCRBYFLOAT`, `GETSET`, `GETDEL`, `SET ... GET`).
+    Bulk,
+    /// The value's length in bytes (`APPEND`).
+    Length,
+}
+
+impl Shape {
+    /// The reply for returned `data` (JSON text; `None`: no record).
+    fn reply(self, data: Option<&str>) -> Reply {
+        let value = data.map(|d| wire_value(Bytes::copy_from_slice(d.as_bytes())));
+        match self {
+            Shape::Bulk => value.map_or(Reply::Null, Reply::Bulk),
+            Shape::Length => Reply::Int(value.map_or(0, |v| v.len() as i64)),
+            Shape::Integer => {
+                match value.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()) {
+                    Some(n) => Reply::Int(n),
+                    None => Reply::err("value is not an integer or out of range"),
+                }
+            }
+        }
+    }
 }
 
 /// The latest position written through this node's Redis port in each partition. Every Redis
@@ -107,6 +141,8 @@ impl Session {
             closing: false,
             transaction: None,
             collecting: None,
+            deferred: None,
+            watched: Vec::new(),
         }
     }
 }
@@ -178,6 +214,12 @@ pub(super) async fn run(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
         "mget" => keys::mget(ctx, args).await,
         "exists" => keys::exists(ctx, args).await,
         "set" => keys::set(ctx, args).await,
+        "getset" => keys::getset(ctx, args).await,
+        "getdel" => keys::getdel(ctx, args).await,
+        "incr" | "decr" | "incrby" | "decrby" => counter::incr(ctx, args, &name).await,
+        "incrbyfloat" | "hincrbyfloat" => counter::incrbyfloat(ctx, args, &name).await,
+        "hincrby" => counter::hincrby(ctx, args).await,
+        "append" => counter::append(ctx, args).await,
         "setnx" => keys::setnx(ctx, args).await,
         "mset" => keys::mset(ctx, args, false).await,
         "msetnx" => keys::mset(ctx, args, true).await,
@@ -248,12 +290,38 @@ pub async fn send_collected(ctx: &mut Context<'_>) -> Result<(), Reply> {
     ctx.send(ops, WriteMode::PerRecord, false).await.map(drop)
 }
 
+/// The commands that write: they need write access.
+pub(super) const WRITE_COMMANDS: [&str; 23] = [
+    "set",
+    "setnx",
+    "getset",
+    "getdel",
+    "mset",
+    "msetnx",
+    "del",
+    "unlink",
+    "hset",
+    "hmset",
+    "hsetnx",
+    "hdel",
+    "json.set",
+    "json.del",
+    "json.forget",
+    "incr",
+    "decr",
+    "incrby",
+    "decrby",
+    "incrbyfloat",
+    "hincrby",
+    "hincrbyfloat",
+    "append",
+];
+
 /// Whether a connection with `access` may run `name`, in Redis's words when not.
 fn permitted(access: Access, name: &str) -> Result<(), Reply> {
     let needed = match name {
         "auth" | "hello" | "quit" | "reset" => Access::None,
-        "set" | "setnx" | "mset" | "msetnx" | "del" | "unlink" | "hset" | "hmset" | "hsetnx"
-        | "hdel" | "json.set" | "json.del" | "json.forget" => Access::Write,
+        name if WRITE_COMMANDS.contains(&name) => Access::Write,
         _ => Access::Read,
     };
     match access {
@@ -308,6 +376,26 @@ fn wire_value(json: Bytes) -> Bytes {
     match serde_json::from_slice::<String>(&json) {
         Ok(s) => Bytes::from(s),
         Err(_) => json,
+    }
+}
+
+/// The reply of a command whose op (`op`, in its entry) returns a value, from the entry's
+/// outcome (`None`: not applied within the write wait).
+fn outcome_reply(outcome: Option<crate::service::Outcome>, op: usize, shape: Shape) -> Reply {
+    use crate::service::{Outcome, RejectionKind};
+    match outcome {
+        Some(Outcome::Applied(returned)) => shape.reply(
+            returned
+                .iter()
+                .find(|r| r.op as usize == op)
+                .and_then(|r| r.data.as_deref()),
+        ),
+        // `SET ... XX GET` of an absent key: nothing was set and there was no old value.
+        Some(Outcome::Rejected(r)) if r.kind == RejectionKind::ConditionFailed => Reply::Null,
+        Some(Outcome::Rejected(r)) => Reply::err(r.message),
+        Some(Outcome::Expired) | None => {
+            Reply::err("the write is durable but was not applied in time; read the key to see")
+        }
     }
 }
 
@@ -368,21 +456,29 @@ impl Context<'_> {
         Ok(self.read_json(pk, sk).await?.map(wire_value))
     }
 
-    /// A write of the transaction `EXEC` is running to (pk, sk), if there is one: `Some(None)`
-    /// for a delete. The transaction's reads see its earlier writes, as in Redis.
-    fn pending(&self, pk: &str, sk: &str) -> Option<Option<&RawValue>> {
+    /// A write of the transaction `EXEC` is running to (pk, sk), if there is one: `Ok(None)` for
+    /// a delete. The transaction's reads see its earlier writes, as in Redis; a value computed
+    /// at apply (`INCR`, `APPEND`) is not known yet, and reading it is an error.
+    fn pending(&self, pk: &str, sk: &str) -> Option<Result<Option<&RawValue>, Reply>> {
         let ops = self.session.collecting.as_ref()?;
-        let op = ops.iter().rev().find(|op| op.pk == pk && op.sk == sk)?;
+        let op = ops
+            .iter()
+            .rev()
+            .find(|op| op.pk == pk && op.sk == sk && op.op != OpKind::Check)?;
         Some(match op.op {
-            crate::model::OpKind::Put => Some(op.data.as_deref().unwrap_or(NULL_JSON())),
-            crate::model::OpKind::Delete => None,
+            OpKind::Put => Ok(Some(op.data.as_deref().unwrap_or(NULL_JSON()))),
+            OpKind::Delete | OpKind::Check => Ok(None),
+            OpKind::Incr | OpKind::IncrFloat | OpKind::Append => Err(Reply::err(format!(
+                "this transaction reads {pk:?} after changing it with a command computed when \
+                 the transaction applies; read it after EXEC"
+            ))),
         })
     }
 
     /// The data JSON of one record, as stored (`JSON.GET`).
     async fn read_json(&self, pk: &str, sk: &str) -> Result<Option<Bytes>, Reply> {
         if let Some(pending) = self.pending(pk, sk) {
-            return Ok(pending.map(|data| Bytes::copy_from_slice(data.get().as_bytes())));
+            return Ok(pending?.map(|data| Bytes::copy_from_slice(data.get().as_bytes())));
         }
         let min_offsets = self.min_offsets([pk]);
         self.service
@@ -403,7 +499,7 @@ impl Context<'_> {
             for key in &keys {
                 if let Some(pending) = self.pending(&key.pk, &key.sk) {
                     records.retain(|r| r.pk != key.pk || r.sk != key.sk);
-                    records.extend(pending.map(|data| pending_record(&key.pk, &key.sk, data)));
+                    records.extend(pending?.map(|data| pending_record(&key.pk, &key.sk, data)));
                 }
             }
         }
@@ -462,10 +558,12 @@ impl Context<'_> {
         if let Some(ops) = &self.session.collecting {
             for op in ops
                 .iter()
-                .filter(|op| op.pk == pk && op.sk.starts_with(&prefix))
+                .filter(|op| op.pk == pk && op.sk.starts_with(&prefix) && op.op != OpKind::Check)
             {
                 records.retain(|r| r.sk != op.sk);
-                if let Some(data) = self.pending(&op.pk, &op.sk).flatten() {
+                if let Some(pending) = self.pending(&op.pk, &op.sk)
+                    && let Some(data) = pending?
+                {
                     records.push(pending_record(&op.pk, &op.sk, data));
                 }
             }
@@ -539,6 +637,24 @@ impl Context<'_> {
             })?;
         self.note_written(&results);
         Ok(results)
+    }
+
+    /// Writes `op`, whose reply is made from what it returns at apply (`shape`): the new value
+    /// of `INCR`, the old one of `GETSET`. Inside `EXEC` the reply is filled in once the
+    /// transaction has applied.
+    async fn write_returning(&mut self, op: WriteOp, shape: Shape) -> Reply {
+        if let Some(collected) = &self.session.collecting {
+            self.session.deferred = Some((collected.len(), shape));
+        }
+        let results = match self.send(vec![op], WriteMode::PerRecord, true).await {
+            Ok(results) => results,
+            Err(e) => return e,
+        };
+        let Some(result) = results.first() else {
+            // Collected by EXEC: the placeholder is replaced after apply.
+            return Reply::Null;
+        };
+        outcome_reply(result.outcome.clone().flatten(), 0, shape)
     }
 
     /// Remembers where writes went, so that every later read on this node waits for them.

@@ -3,11 +3,18 @@
 //! `CROSSSLOT` error and nothing is written). A command refused while queuing makes `EXEC` answer
 //! `EXECABORT`. Commands run in order at `EXEC`, and reads see the transaction's earlier writes
 //! (from the pending entry), as in Redis; other clients' writes may land between those reads and
-//! the entry. `WATCH` is refused with a reason (not supported yet); `UNWATCH` is a no-op.
+//! the entry. Commands computed at apply (`INCR`, `GETSET`, ...) answer from the entry's outcome.
+//!
+//! `WATCH` reads the version of each key's records (the string and every hash field) here; `EXEC`
+//! puts a `check` op per watched key first in the entry, so if anyone changed them in between —
+//! through any node, either protocol — every replica rejects the entry alike and `EXEC` answers
+//! nil. Watched keys share the transaction's partition (else CROSSSLOT). A version read from a
+//! node that lags makes `EXEC` fail and the client retry, never succeed wrongly.
 
-use super::{Context, run};
+use super::{Context, Shape, outcome_reply, run, text};
 use crate::api::resp::reply::Reply;
-use crate::service::{WriteMode, WriteOp};
+use crate::model::OpKind;
+use crate::service::{Outcome, RejectionKind, WriteMode, WriteOp};
 use bytes::Bytes;
 
 /// Commands queued since `MULTI`.
@@ -19,8 +26,18 @@ pub struct Queued {
 }
 
 /// Commands a transaction may hold: the data commands (and a few harmless ones).
-const QUEUEABLE: [&str; 24] = [
+const QUEUEABLE: [&str; 34] = [
     "set",
+    "getset",
+    "getdel",
+    "incr",
+    "decr",
+    "incrby",
+    "decrby",
+    "incrbyfloat",
+    "hincrby",
+    "hincrbyfloat",
+    "append",
     "mset",
     "del",
     "unlink",
@@ -53,14 +70,15 @@ pub async fn intercept(ctx: &mut Context<'_>, name: &str, args: &[Bytes]) -> Opt
         "multi" => Some(multi(ctx, args)),
         "exec" => Some(exec(ctx, args).await),
         "discard" => Some(discard(ctx, args)),
-        "watch" => Some(match ctx.session.transaction {
-            Some(_) => Reply::err("WATCH inside MULTI is not allowed"),
-            None => Reply::err(
-                "WATCH is not supported yet: FireScroll cannot make a transaction depend on keys \
-                 it does not write; use SET ... NX/XX or HTTP's `if` conditions",
-            ),
+        "watch" => Some(watch(ctx, args).await),
+        "unwatch" => Some(match ctx.session.transaction {
+            // Queued like any command in Redis, where it does nothing useful either.
+            Some(_) => Reply::Simple("QUEUED"),
+            None => {
+                ctx.session.watched.clear();
+                Reply::ok()
+            }
         }),
-        "unwatch" => Some(Reply::ok()),
         _ => {
             let queue = ctx.session.transaction.as_mut()?;
             if !QUEUEABLE.contains(&name) {
@@ -109,9 +127,37 @@ fn discard(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         return super::wrong_arity("discard");
     }
     match ctx.session.transaction.take() {
-        Some(_) => Reply::ok(),
+        Some(_) => {
+            ctx.session.watched.clear();
+            Reply::ok()
+        }
         None => Reply::err("DISCARD without MULTI"),
     }
+}
+
+/// `WATCH key [key ...]`: remembers the version of each key's records as read now.
+async fn watch(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    if ctx.session.transaction.is_some() {
+        return Reply::err("WATCH inside MULTI is not allowed");
+    }
+    if args.is_empty() {
+        return super::wrong_arity("watch");
+    }
+    for key in args {
+        let pk = match text(key) {
+            Ok(pk) => pk,
+            Err(e) => return e,
+        };
+        if ctx.session.watched.iter().any(|(watched, _)| *watched == pk) {
+            continue;
+        }
+        let min_offsets = ctx.min_offsets([pk.as_str()]);
+        match ctx.service.pk_version(&pk, &min_offsets).await {
+            Ok(version) => ctx.session.watched.push((pk, version)),
+            Err(e) => return super::service_error(e),
+        }
+    }
+    Reply::ok()
 }
 
 async fn exec(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
@@ -121,22 +167,69 @@ async fn exec(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let Some(queue) = ctx.session.transaction.take() else {
         return Reply::err("EXEC without MULTI");
     };
+    let watched = std::mem::take(&mut ctx.session.watched);
     if queue.refused {
         return Reply::Error("EXECABORT Transaction discarded because of previous errors.".into());
     }
+    // The checks of the watched keys come first in the entry: a changed key rejects it whole.
+    let checks: Vec<WriteOp> = watched
+        .into_iter()
+        .map(|(pk, version)| WriteOp {
+            op: OpKind::Check,
+            pk,
+            version: Some(version),
+            ..WriteOp::default()
+        })
+        .collect();
+    let check_count = checks.len();
     // Every command in order: writes are collected instead of sent, and reads see the writes
     // collected before them, as in Redis.
-    ctx.session.collecting = Some(Vec::new());
+    ctx.session.collecting = Some(checks);
     let mut replies = Vec::with_capacity(queue.commands.len());
+    let mut deferred: Vec<(usize, usize, Shape)> = Vec::new();
     for command in queue.commands {
-        replies.push(Box::pin(run(ctx, command)).await);
+        let reply = Box::pin(run(ctx, command)).await;
+        if let Some((op, shape)) = ctx.session.deferred.take() {
+            deferred.push((replies.len(), op, shape));
+        }
+        replies.push(reply);
     }
     let ops: Vec<WriteOp> = ctx.session.collecting.take().unwrap_or_default();
     if ops.is_empty() {
         return Reply::Array(replies);
     }
-    match ctx.send(ops, WriteMode::Atomic, false).await {
-        Ok(_) => Reply::Array(replies),
-        Err(e) => e,
+    let wait = check_count > 0 || !deferred.is_empty();
+    let results = match ctx.send(ops, WriteMode::Atomic, wait).await {
+        Ok(results) => results,
+        Err(e) => return e,
+    };
+    if !wait {
+        return Reply::Array(replies);
     }
+    let outcome = results.first().and_then(|r| r.outcome.clone()).flatten();
+    match &outcome {
+        Some(Outcome::Applied(_)) => {}
+        // A watched key changed: the transaction did nothing, as Redis answers it.
+        Some(Outcome::Rejected(r))
+            if r.kind == RejectionKind::ConditionFailed
+                && r.op.is_some_and(|op| (op as usize) < check_count) =>
+        {
+            return Reply::Null;
+        }
+        Some(Outcome::Rejected(r)) => {
+            return Reply::err(format!(
+                "the transaction was rejected when applied, nothing was written: {}",
+                r.message
+            ));
+        }
+        Some(Outcome::Expired) | None => {
+            return Reply::err(
+                "the transaction is durable but was not applied in time; read its keys to see",
+            );
+        }
+    }
+    for (reply, op, shape) in deferred {
+        replies[reply] = outcome_reply(outcome.clone(), op, shape);
+    }
+    Reply::Array(replies)
 }

@@ -1,0 +1,112 @@
+//! Read-modify-write commands: `INCR`, `INCRBY`, `DECR`, `DECRBY`, `INCRBYFLOAT`, `APPEND`,
+//! `HINCRBY`, `HINCRBYFLOAT`. Each becomes one op computed **at apply** from the stored value
+//! (so concurrent increments from any node add up exactly, identically on every replica); the
+//! reply is the value the op returned in the entry's outcome.
+
+use super::{Context, Shape, data_of, text, wrong_arity};
+use crate::api::resp::reply::Reply;
+use crate::model::OpKind;
+use crate::service::{WriteOp, parse_finite_float, parse_redis_integer};
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+/// `INCR key`, `DECR key`, `INCRBY key n`, `DECRBY key n`.
+pub async fn incr(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
+    let (k, by) = match (name, args) {
+        ("incr", [k]) => (k, 1),
+        ("decr", [k]) => (k, -1),
+        ("incrby", [k, n]) | ("decrby", [k, n]) => {
+            let Some(n) = integer(n) else {
+                return Reply::err("value is not an integer or out of range");
+            };
+            match (name, n.checked_neg()) {
+                ("incrby", _) => (k, n),
+                (_, Some(negated)) => (k, negated),
+                (_, None) => return Reply::err("decrement would overflow"),
+            }
+        }
+        _ => return wrong_arity(name),
+    };
+    let pk = match text(k) {
+        Ok(pk) => pk,
+        Err(e) => return e,
+    };
+    counter_op(ctx, pk, String::new(), OpKind::Incr, by.to_string(), Shape::Integer).await
+}
+
+/// `HINCRBY key field n`
+pub async fn hincrby(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let [k, f, n] = args else {
+        return wrong_arity("hincrby");
+    };
+    let Some(by) = integer(n) else {
+        return Reply::err("value is not an integer or out of range");
+    };
+    let (pk, sk) = match (text(k), text(f)) {
+        (Ok(pk), Ok(sk)) => (pk, sk),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    counter_op(ctx, pk, sk, OpKind::Incr, by.to_string(), Shape::Integer).await
+}
+
+/// `INCRBYFLOAT key x`, `HINCRBYFLOAT key field x`.
+pub async fn incrbyfloat(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
+    let (k, f, x) = match (name, args) {
+        ("incrbyfloat", [k, x]) => (k, None, x),
+        ("hincrbyfloat", [k, f, x]) => (k, Some(f), x),
+        _ => return wrong_arity(name),
+    };
+    let Some(by) = std::str::from_utf8(x).ok().and_then(parse_finite_float) else {
+        return Reply::err("value is not a valid float");
+    };
+    let pk = match text(k) {
+        Ok(pk) => pk,
+        Err(e) => return e,
+    };
+    let sk = match f.map(text).transpose() {
+        Ok(sk) => sk.unwrap_or_default(),
+        Err(e) => return e,
+    };
+    // Rust's shortest round-trip text of the f64 is valid JSON for a finite number.
+    counter_op(ctx, pk, sk, OpKind::IncrFloat, format!("{by:?}"), Shape::Bulk).await
+}
+
+/// `APPEND key value`: the length of the value after appending.
+pub async fn append(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let [k, v] = args else {
+        return wrong_arity("append");
+    };
+    let (pk, tail) = match (text(k), data_of(v)) {
+        (Ok(pk), Ok(tail)) => (pk, tail),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    let op = WriteOp {
+        op: OpKind::Append,
+        pk,
+        data: Some(tail),
+        ..WriteOp::default()
+    };
+    ctx.write_returning(op, Shape::Length).await
+}
+
+async fn counter_op(
+    ctx: &mut Context<'_>,
+    pk: String,
+    sk: String,
+    kind: OpKind,
+    operand: String,
+    shape: Shape,
+) -> Reply {
+    let op = WriteOp {
+        op: kind,
+        pk,
+        sk,
+        data: Some(RawValue::from_string(operand).expect("numbers are JSON")),
+        ..WriteOp::default()
+    };
+    ctx.write_returning(op, shape).await
+}
+
+fn integer(arg: &Bytes) -> Option<i64> {
+    std::str::from_utf8(arg).ok().and_then(parse_redis_integer)
+}
