@@ -292,7 +292,13 @@ fn reads_of_a_failed_partition_answer_503_not_stale_data() {
         let p = store.partition(partition).unwrap();
         let next = p.next_offset().unwrap();
         let key = firescroll::store::encode_key("f", "a");
-        p.commit([(key, Some(b"x".to_vec()))], &[], &[], next).unwrap();
+        p.commit(
+            [(key, Some(b"x".to_vec()))],
+            &firescroll::store::BatchMeta {
+                next_offset: next,
+                ..Default::default()
+            },
+        ).unwrap();
         store.persist().unwrap();
     }
     node.spawn();

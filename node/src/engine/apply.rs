@@ -8,7 +8,8 @@ use crate::model::{LogEntry, Op, OpKind, partition_of, pk_version};
 use crate::model::{Rejection, RejectionKind, Returned};
 use crate::plugins::{Input, PluginFailure};
 use crate::store::{
-    PartitionStore, StoreError, decode_value, encode_key, encode_value, pk_prefix,
+    BatchMeta, KeyChange, PartitionStore, StoreError, decode_value, encode_key, encode_value,
+    pk_prefix,
 };
 use std::collections::HashMap;
 
@@ -35,6 +36,8 @@ pub struct AppliedBatch {
     pub rejections: Vec<(u64, Rejection)>,
     /// Offsets of applied entries whose ops returned values, and the values.
     pub returned: Vec<(u64, Vec<Returned>)>,
+    /// How the batch changed each key (pk): for the key index.
+    pub keys: HashMap<String, KeyChange>,
     /// The offset to apply next once this batch is committed.
     pub next_offset: u64,
     pub entries: usize,
@@ -62,12 +65,19 @@ pub fn apply_batch(
         writes: Overlay::new(),
         rejections: Vec::new(),
         returned: Vec::new(),
+        keys: HashMap::new(),
         next_offset: records.first().map_or(0, |r| r.offset),
         entries: 0,
         waiting_for: None,
     };
     for record in records {
-        match apply_entry(store, rules, &record.payload, &mut batch.writes)? {
+        match apply_entry(
+            store,
+            rules,
+            &record.payload,
+            &mut batch.writes,
+            &mut batch.keys,
+        )? {
             EntryOutcome::Applied(returned) if returned.is_empty() => {}
             EntryOutcome::Applied(returned) => batch.returned.push((record.offset, returned)),
             EntryOutcome::Rejected(rejection) => batch.rejections.push((record.offset, rejection)),
@@ -107,11 +117,20 @@ pub fn apply_and_commit(
         .iter()
         .map(|(offset, r)| (*offset, serde_json::to_vec(r).expect("values serialize")))
         .collect();
+    let keys: Vec<(String, KeyChange)> = batch
+        .keys
+        .iter()
+        .filter(|(_, change)| **change != KeyChange::default())
+        .map(|(pk, change)| (pk.clone(), change.clone()))
+        .collect();
     store.commit(
         batch.writes.iter().map(|(k, v)| (k, v.as_deref())),
-        &rejections,
-        &returned,
-        batch.next_offset,
+        &BatchMeta {
+            rejections: &rejections,
+            returned: &returned,
+            keys: &keys,
+            next_offset: batch.next_offset,
+        },
     )?;
     Ok(batch)
 }
@@ -127,6 +146,7 @@ fn apply_entry(
     }: Rules<'_>,
     payload: &[u8],
     overlay: &mut Overlay,
+    keys: &mut HashMap<String, KeyChange>,
 ) -> Result<EntryOutcome, StoreError> {
     let entry = match LogEntry::decode(payload) {
         Ok(entry) => entry,
@@ -149,6 +169,7 @@ fn apply_entry(
     // This entry's own writes: later ops of the entry see earlier ones, and all are dropped if any
     // op rejects the entry.
     let mut local = Overlay::new();
+    let mut local_keys: HashMap<String, KeyChange> = HashMap::new();
     // All conditions of the entry spend from one budget, and all its plugin calls from one
     // supply of fuel: a long entry cannot multiply what one op may cost.
     let mut budget = Budget::new(ENTRY_LIMITS);
@@ -323,9 +344,18 @@ fn apply_entry(
                 Some(encode_value(created, updated, data.as_bytes()))
             }
         };
+        if current.is_some() != new_value.is_some() {
+            local_keys
+                .entry(op.pk.clone())
+                .or_default()
+                .note(&op.sk, new_value.is_some());
+        }
         local.insert(key, new_value);
     }
     overlay.extend(local);
+    for (pk, change) in local_keys {
+        keys.entry(pk).or_default().then(&change);
+    }
     Ok(EntryOutcome::Applied(returned))
 }
 

@@ -152,9 +152,10 @@ mod tests {
                     (encode_key("a", ""), Some(v.clone())),
                     (encode_key("b", ""), Some(v.clone())),
                 ],
-                &[],
-                &[],
-                2,
+                &crate::store::BatchMeta {
+                    next_offset: 2,
+                    ..Default::default()
+                },
             )
             .unwrap();
         let index = ReadIndex::load(&store, 1 << 20).unwrap();

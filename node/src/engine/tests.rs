@@ -208,6 +208,30 @@ fn mixed_log() -> Vec<Vec<u8>> {
     log
 }
 
+/// The key index kept at apply says exactly what the records say: each pk with its record
+/// count and whether it has the string record (sk ""), and the partition's key count.
+fn assert_key_index_matches(store: &PartitionStore) {
+    let mut expected: std::collections::BTreeMap<String, (u64, bool)> = Default::default();
+    for entry in store.entries() {
+        let (key, _) = entry.unwrap();
+        let (pk, sk) = crate::store::decode_key(&key).unwrap();
+        let slot = expected.entry(pk).or_default();
+        slot.0 += 1;
+        slot.1 |= sk.is_empty();
+    }
+    let (indexed, next) = store.scan_keys(0, usize::MAX).unwrap();
+    assert_eq!(next, None);
+    let indexed: std::collections::BTreeMap<String, (u64, bool)> = indexed
+        .into_iter()
+        .map(|k| {
+            assert_eq!(k.hash, crate::store::key_hash(&k.pk));
+            (k.pk, (k.records, k.string))
+        })
+        .collect();
+    assert_eq!(indexed, expected);
+    assert_eq!(store.key_count().unwrap(), expected.len() as u64);
+}
+
 #[test]
 fn same_log_gives_same_digest_whatever_the_batching() {
     let log = records(&mixed_log());
@@ -226,6 +250,7 @@ fn same_log_gives_same_digest_whatever_the_batching() {
             returned.push(batch.returned);
         }
         assert_eq!(store.next_offset().unwrap(), log.len() as u64);
+        assert_key_index_matches(&store);
         digests.push(store.digest().unwrap());
         outcomes.push(rejected);
         all_returned.push(returned.concat());
@@ -416,9 +441,7 @@ async fn a_store_failure_stops_the_partition_visibly_instead_of_skipping() {
                 crate::store::encode_key(&pk, "bad"),
                 Some(b"garbage".to_vec()),
             )],
-            &[],
-            &[],
-            0,
+            &crate::store::BatchMeta::default(),
         )
         .unwrap();
     let metrics = Arc::new(Metrics::new());

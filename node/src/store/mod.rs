@@ -1,16 +1,19 @@
-//! The local materialized state on fjall: one keyspace of records per partition, plus a `meta`
-//! keyspace holding each partition's next offset to apply and the outcomes of rejected entries.
+//! The local materialized state on fjall: one keyspace of records and one key index per
+//! partition, plus a `meta` keyspace holding each partition's next offset to apply, key count and
+//! the outcomes of recent entries.
 //!
 //! Records and the partition's next offset change in one atomic fjall batch (DESIGN.md invariant 3),
 //! so after any crash the store is exactly "the log prefix up to next offset, applied".
 
+mod key_index;
 mod keys;
 mod partition;
 mod plugins;
 mod value;
 
 pub use keys::{decode_key, encode_key, pk_prefix};
-pub use partition::{Digest, PartitionStore, Scan, to_record};
+pub use key_index::{KEY_HASH_BITS, KeyChange, KeyInfo, key_hash};
+pub use partition::{BatchMeta, Digest, PartitionStore, Scan, to_record};
 pub use plugins::PluginStore;
 pub use value::{HEADER_LEN, ValueView, decode_value, encode_value};
 
@@ -128,12 +131,10 @@ impl Store {
         let records = self
             .db
             .keyspace(&format!("records_{id}"), KeyspaceCreateOptions::default)?;
-        Ok(PartitionStore::new(
-            id,
-            self.db.clone(),
-            records,
-            self.meta.clone(),
-        ))
+        let keys = self
+            .db
+            .keyspace(&format!("keys_{id}"), KeyspaceCreateOptions::default)?;
+        PartitionStore::open(id, self.db.clone(), records, keys, self.meta.clone())
     }
 
     /// The plugin modules and name bindings.
@@ -165,16 +166,21 @@ mod tests {
         let value = encode_value(1, 1, b"1");
         p0.commit(
             [(encode_key("a", ""), Some(value.clone()))],
-            &[(3, b"{}".to_vec())],
-            &[(4, b"[]".to_vec())],
-            5,
+            &BatchMeta {
+                rejections: &[(3, b"{}".to_vec())],
+                returned: &[(4, b"[]".to_vec())],
+                keys: &[],
+                next_offset: 5,
+            },
         )
         .unwrap();
         p1.commit(
             [(encode_key("b", ""), Some(value))],
-            &[(3, b"{}".to_vec())],
-            &[],
-            7,
+            &BatchMeta {
+                rejections: &[(3, b"{}".to_vec())],
+                next_offset: 7,
+                ..Default::default()
+            },
         )
         .unwrap();
         p0.destroy().unwrap();
@@ -187,6 +193,50 @@ mod tests {
         assert_eq!(p1.next_offset().unwrap(), 7);
         assert!(p1.get("b", "").unwrap().is_some());
         assert!(p1.rejection(3).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_store_from_before_the_key_index_builds_it_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1).unwrap();
+        let p = store.partition(0).unwrap();
+        let value = encode_value(1, 1, b"1");
+        // Records committed without telling the key index, as an older build did.
+        p.commit(
+            [
+                (encode_key("h", "a"), Some(value.clone())),
+                (encode_key("h", "b"), Some(value.clone())),
+                (encode_key("s", ""), Some(value.clone())),
+                (encode_key("s\0x", "f"), Some(value)),
+            ],
+            &BatchMeta::default(),
+        )
+        .unwrap();
+        assert_eq!(p.key_count().unwrap(), 0);
+        p.forget_key_index().unwrap();
+        let p = store.partition(0).unwrap();
+        assert_eq!(p.key_count().unwrap(), 3);
+        let (keys, next) = p.scan_keys(0, 100).unwrap();
+        assert_eq!(next, None);
+        let mut seen: Vec<(String, u64, bool)> = keys
+            .into_iter()
+            .map(|k| (k.pk, k.records, k.string))
+            .collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            vec![
+                ("h".into(), 2, false),
+                ("s".into(), 1, true),
+                ("s\0x".into(), 1, false)
+            ]
+        );
+        // Pages never split one hash and resume after it.
+        let (first, next) = p.scan_keys(0, 1).unwrap();
+        assert_eq!(first.len(), 1);
+        let (rest, end) = p.scan_keys(next.unwrap(), 10).unwrap();
+        assert_eq!(rest.len(), 2);
+        assert_eq!(end, None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! One partition's records: snapshot reads, atomic apply commits, outcomes and the digest.
 
+use super::key_index::{KeyChange, KeyInfo, index_key, position_key};
 use super::keys::{decode_key, encode_key, pk_prefix, sk_of};
 use super::value::decode_value;
 use super::{Result, StoreError};
@@ -11,6 +12,21 @@ use std::ops::Bound;
 const NEXT_OFFSET_TAG: u8 = b'n';
 const REJECTION_TAG: u8 = b'r';
 const RETURNED_TAG: u8 = b'v';
+const KEY_COUNT_TAG: u8 = b'k';
+const KEY_INDEX_BUILT_TAG: u8 = b'i';
+
+/// What an apply batch commits besides its record writes.
+#[derive(Debug, Default)]
+pub struct BatchMeta<'a> {
+    /// Offset → why that entry was rejected (JSON).
+    pub rejections: &'a [(u64, Vec<u8>)],
+    /// Offset → what the applied entry's ops returned (JSON).
+    pub returned: &'a [(u64, Vec<u8>)],
+    /// How the batch changed each key (pk) of the key index.
+    pub keys: &'a [(String, KeyChange)],
+    /// The offset to apply next.
+    pub next_offset: u64,
+}
 
 /// A partition's content fingerprint: replicas at the same offset have equal digests.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -26,17 +42,100 @@ pub struct PartitionStore {
     id: u32,
     db: Database,
     records: Keyspace,
+    keys: Keyspace,
     meta: Keyspace,
 }
 
 impl PartitionStore {
-    pub(super) fn new(id: u32, db: Database, records: Keyspace, meta: Keyspace) -> Self {
-        PartitionStore {
+    /// Opens the partition's handle, building its key index first if this store predates it.
+    pub(super) fn open(
+        id: u32,
+        db: Database,
+        records: Keyspace,
+        keys: Keyspace,
+        meta: Keyspace,
+    ) -> Result<Self> {
+        let store = PartitionStore {
             id,
             db,
             records,
+            keys,
             meta,
+        };
+        if store.meta.get(store.tag_key(KEY_INDEX_BUILT_TAG))?.is_none() {
+            store.build_key_index()?;
         }
+        Ok(store)
+    }
+
+    fn tag_key(&self, tag: u8) -> [u8; 5] {
+        let mut k = [tag; 5];
+        k[1..].copy_from_slice(&self.id.to_be_bytes());
+        k
+    }
+
+    /// Counts every pk's records from one snapshot and writes the key index in one batch.
+    fn build_key_index(&self) -> Result<()> {
+        let mut found: Vec<(String, u64, bool)> = Vec::new();
+        for guard in self.db.snapshot().iter(&self.records) {
+            let key = guard.key()?;
+            let (pk, sk) = decode_key(&key)
+                .ok_or_else(|| StoreError::Corrupt("a stored key has no valid encoding".into()))?;
+            match found.last_mut() {
+                Some((p, n, string)) if *p == pk => {
+                    *n += 1;
+                    *string |= sk.is_empty();
+                }
+                _ => found.push((pk, 1, sk.is_empty())),
+            }
+        }
+        let mut batch = self.db.batch();
+        let count = found.len() as u64;
+        for (pk, n, string) in found {
+            batch.insert(&self.keys, index_key(&pk), KeyInfo::encode_value(n, string));
+        }
+        batch.insert(&self.meta, self.tag_key(KEY_COUNT_TAG), count.to_be_bytes());
+        batch.insert(&self.meta, self.tag_key(KEY_INDEX_BUILT_TAG), [1u8]);
+        batch.commit()?;
+        Ok(())
+    }
+
+    /// Forgets that the key index was built, as a store from before it would be.
+    #[cfg(test)]
+    pub(super) fn forget_key_index(&self) -> Result<()> {
+        self.meta.remove(self.tag_key(KEY_INDEX_BUILT_TAG))?;
+        Ok(())
+    }
+
+    /// How many keys (pks with at least one record) the partition holds.
+    pub fn key_count(&self) -> Result<u64> {
+        Ok(match self.meta.get(self.tag_key(KEY_COUNT_TAG))? {
+            None => 0,
+            Some(bytes) => u64::from_be_bytes(
+                bytes
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("key count is not 8 bytes".into()))?,
+            ),
+        })
+    }
+
+    /// Up to `limit` keys from hash position `from` on, in index order, from one snapshot (all
+    /// keys of the last hash included, so a page never splits one); and the position to go on
+    /// from, `None` when the partition has no more.
+    pub fn scan_keys(&self, from: u64, limit: usize) -> Result<(Vec<KeyInfo>, Option<u64>)> {
+        let snapshot = self.db.snapshot();
+        let mut keys: Vec<KeyInfo> = Vec::new();
+        for guard in snapshot.range(&self.keys, position_key(from)..) {
+            let (key, value) = guard.into_inner()?;
+            let info = KeyInfo::decode(&key, &value)
+                .ok_or_else(|| StoreError::Corrupt("a key index entry is malformed".into()))?;
+            if keys.len() >= limit && keys.last().is_none_or(|last| last.hash != info.hash) {
+                return Ok((keys, Some(info.hash)));
+            }
+            keys.push(info);
+        }
+        Ok((keys, None))
     }
 
     /// The partition id.
@@ -139,16 +238,20 @@ impl PartitionStore {
         }
     }
 
-    /// Atomically applies `writes`, records `rejections` and `returned` (offset → outcome
-    /// bytes: why an entry was rejected, what an applied entry's ops returned) and moves the
-    /// partition's next offset to `next_offset`.
+    /// Atomically applies `writes` and what `meta` says: the outcomes to keep (why an entry
+    /// was rejected, what an applied entry's ops returned), the key index's changes, and the
+    /// partition's next offset.
     pub fn commit<K: AsRef<[u8]>, V: AsRef<[u8]>>(
         &self,
         writes: impl IntoIterator<Item = (K, Option<V>)>,
-        rejections: &[(u64, Vec<u8>)],
-        returned: &[(u64, Vec<u8>)],
-        next_offset: u64,
+        meta: &BatchMeta<'_>,
     ) -> Result<()> {
+        let BatchMeta {
+            rejections,
+            returned,
+            keys,
+            next_offset,
+        } = *meta;
         let mut batch = self.db.batch();
         for (key, value) in writes {
             match value {
@@ -161,6 +264,31 @@ impl PartitionStore {
         }
         for (offset, values) in returned {
             batch.insert(&self.meta, self.returned_key(*offset), values.as_slice());
+        }
+        if !keys.is_empty() {
+            let mut count = self.key_count()? as i64;
+            for (pk, change) in keys {
+                let key = index_key(pk);
+                let (before, string) = match self.keys.get(&key)? {
+                    Some(v) => KeyInfo::decode(&key, &v)
+                        .map(|i| (i.records as i64, i.string))
+                        .ok_or_else(|| StoreError::Corrupt("a key index entry is malformed".into()))?,
+                    None => (0, false),
+                };
+                let after = before + change.records;
+                if after > 0 {
+                    let string = change.string.unwrap_or(string);
+                    batch.insert(&self.keys, key, KeyInfo::encode_value(after as u64, string));
+                } else {
+                    batch.remove(&self.keys, key);
+                }
+                count += i64::from(after > 0) - i64::from(before > 0);
+            }
+            batch.insert(
+                &self.meta,
+                self.tag_key(KEY_COUNT_TAG),
+                (count.max(0) as u64).to_be_bytes(),
+            );
         }
         batch.insert(
             &self.meta,
@@ -262,8 +390,11 @@ impl PartitionStore {
             }
         }
         batch.remove(&self.meta, self.next_offset_key());
+        batch.remove(&self.meta, self.tag_key(KEY_COUNT_TAG));
+        batch.remove(&self.meta, self.tag_key(KEY_INDEX_BUILT_TAG));
         batch.commit()?;
         self.db.delete_keyspace(self.records.clone())?;
+        self.db.delete_keyspace(self.keys.clone())?;
         Ok(())
     }
 
