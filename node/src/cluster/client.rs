@@ -4,7 +4,8 @@
 
 use crate::model::ListRequest;
 use crate::model::peer::{
-    GET_PATH, GetQuery, GetReply, LIST_PATH, ListReply, OUTCOMES_PATH, OutcomesQuery, OutcomesReply,
+    GET_PATH, GetQuery, GetReply, KEYS_PATH, KeysQuery, KeysReply, LIST_PATH, ListReply,
+    OUTCOMES_PATH, OutcomesQuery, OutcomesReply,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -97,6 +98,16 @@ impl PeerClient {
         peer_wait: Duration,
     ) -> Result<ListReply, PeerError> {
         self.post(addr, LIST_PATH, query, peer_wait).await
+    }
+
+    /// A page of a partition's key index at `addr`.
+    pub async fn keys(
+        &self,
+        addr: SocketAddr,
+        query: &KeysQuery,
+        peer_wait: Duration,
+    ) -> Result<KeysReply, PeerError> {
+        self.post(addr, KEYS_PATH, query, peer_wait).await
     }
 
     /// Entry outcomes at `addr`, which may wait up to `query.wait_ms` for each.

@@ -12,4 +12,4 @@ pub use entry::{DecodeError, ENTRY_VERSION, LogEntry, Op, OpKind, pk_version};
 pub use nesting::{MAX_JSON_DEPTH, json_nests_deeper_than, structural_bytes};
 pub use outcome::{Outcome, Rejection, RejectionKind, Returned};
 pub use partition::{murmur2, partition_of};
-pub use record::{Key, ListRequest, Position, Record};
+pub use record::{Key, KeyInfo, ListRequest, Position, Record};

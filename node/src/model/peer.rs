@@ -4,7 +4,7 @@
 //! — it never proxies again (hop limit 1) — so a routing disagreement costs one failed hop, never
 //! a loop.
 
-use super::{Key, Outcome, Position, Record};
+use super::{Key, KeyInfo, Outcome, Position, Record};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -14,6 +14,8 @@ pub const GET_PATH: &str = "/cluster/v1/get";
 pub const LIST_PATH: &str = "/cluster/v1/list";
 /// Path of entry outcomes.
 pub const OUTCOMES_PATH: &str = "/cluster/v1/outcomes";
+/// Path of key index pages and counts.
+pub const KEYS_PATH: &str = "/cluster/v1/keys";
 
 /// Point reads of keys in partitions the peer serves.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -91,4 +93,26 @@ pub struct OutcomesQuery {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct OutcomesReply {
     pub outcomes: Vec<Option<Outcome>>,
+}
+
+/// A page of a partition's key index from a hash position on, and its key count.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeysQuery {
+    pub partition: u32,
+    /// The hash position to start at (inclusive).
+    pub from: u64,
+    /// Most keys to return (a page never splits one hash); 0 asks only for the count.
+    pub limit: usize,
+    /// Positions to wait for first (read-your-writes).
+    pub min_offsets: Vec<Position>,
+}
+
+/// The answer to a [`KeysQuery`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeysReply {
+    pub keys: Vec<KeyInfo>,
+    /// Where the next page starts; `None` when the partition has no more keys.
+    pub next: Option<u64>,
+    /// The partition's key count.
+    pub count: u64,
 }

@@ -49,3 +49,15 @@ pub struct ListRequest {
     /// Wait until these positions are applied before reading.
     pub min_offsets: Vec<Position>,
 }
+
+/// One key (pk) of a partition, as its key index knows it: what `SCAN`, `KEYS` and `DBSIZE` see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    pub pk: String,
+    /// Its position in the index: a fixed 48-bit hash of the pk.
+    pub hash: u64,
+    /// How many records (sks) it has.
+    pub records: u64,
+    /// Whether the record (pk, "") exists: a Redis string, else a hash.
+    pub string: bool,
+}

@@ -5,6 +5,7 @@
 mod auth;
 mod cancel;
 mod json;
+mod keyspace;
 mod list;
 mod plugins;
 mod read;
@@ -20,6 +21,8 @@ pub use crate::plugins::Binding;
 pub use auth::{Access, Tokens};
 pub use cancel::watch_client;
 pub use json::compact_json;
+pub use crate::store::KEY_HASH_BITS;
+pub use keyspace::KeyPage;
 pub use list::ListPage;
 pub use status::{PartitionReport, Readiness};
 pub use write::{EntryResult, WriteMode, WriteOp, WriteRequest};

@@ -178,7 +178,7 @@ impl Service {
 
     /// Asks `owners` of `partition` in turn until one answers; the answer, or the error to
     /// give the caller.
-    async fn first_answer<T, F, Fut>(
+    pub(super) async fn first_answer<T, F, Fut>(
         &self,
         cluster: &Cluster,
         operation: &'static str,
@@ -236,7 +236,7 @@ impl Service {
     }
 
     /// How long a peer may wait for read-your-writes positions.
-    fn peer_wait(&self, has_positions: bool) -> Duration {
+    pub(super) fn peer_wait(&self, has_positions: bool) -> Duration {
         if has_positions {
             self.config.read_wait_timeout
         } else {

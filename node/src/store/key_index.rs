@@ -39,40 +39,29 @@ pub(super) fn position_key(hash: u64) -> [u8; 6] {
     key
 }
 
-/// What the index knows about one key.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct KeyInfo {
-    pub pk: String,
-    /// Its position ([`key_hash`]).
-    pub hash: u64,
-    /// How many records (sks) it has.
-    pub records: u64,
-    /// Whether the record (pk, "") exists: a Redis string, else a hash.
-    pub string: bool,
+pub use crate::model::KeyInfo;
+
+/// Decodes an index entry; `None` for bytes this module never wrote.
+pub(super) fn decode_info(key: &[u8], value: &[u8]) -> Option<KeyInfo> {
+    if key.len() < 6 || value.len() != 9 {
+        return None;
+    }
+    let mut hash = [0u8; 8];
+    hash[2..].copy_from_slice(&key[..6]);
+    Some(KeyInfo {
+        pk: String::from_utf8(key[6..].to_vec()).ok()?,
+        hash: u64::from_be_bytes(hash),
+        records: u64::from_be_bytes(value[..8].try_into().ok()?),
+        string: value[8] == 1,
+    })
 }
 
-impl KeyInfo {
-    /// Decodes an index entry; `None` for bytes this module never wrote.
-    pub(super) fn decode(key: &[u8], value: &[u8]) -> Option<KeyInfo> {
-        if key.len() < 6 || value.len() != 9 {
-            return None;
-        }
-        let mut hash = [0u8; 8];
-        hash[2..].copy_from_slice(&key[..6]);
-        Some(KeyInfo {
-            pk: String::from_utf8(key[6..].to_vec()).ok()?,
-            hash: u64::from_be_bytes(hash),
-            records: u64::from_be_bytes(value[..8].try_into().ok()?),
-            string: value[8] == 1,
-        })
-    }
-
-    pub(super) fn encode_value(records: u64, string: bool) -> [u8; 9] {
-        let mut value = [0u8; 9];
-        value[..8].copy_from_slice(&records.to_be_bytes());
-        value[8] = u8::from(string);
-        value
-    }
+/// An index entry's value.
+pub(super) fn encode_info(records: u64, string: bool) -> [u8; 9] {
+    let mut value = [0u8; 9];
+    value[..8].copy_from_slice(&records.to_be_bytes());
+    value[8] = u8::from(string);
+    value
 }
 
 /// How one apply batch changed a key: records added minus removed, and whether its string
@@ -112,7 +101,7 @@ mod tests {
         assert_eq!(key_hash("a"), 0xaf63_dc4c_8601_ec8c >> 16);
         assert!(key_hash("anything at all") < 1 << 48);
         let key = index_key("user:1");
-        let info = KeyInfo::decode(&key, &KeyInfo::encode_value(3, true)).unwrap();
+        let info = decode_info(&key, &encode_info(3, true)).unwrap();
         assert_eq!(info.pk, "user:1");
         assert_eq!(info.hash, key_hash("user:1"));
         assert_eq!((info.records, info.string), (3, true));

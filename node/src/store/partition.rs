@@ -1,6 +1,6 @@
 //! One partition's records: snapshot reads, atomic apply commits, outcomes and the digest.
 
-use super::key_index::{KeyChange, KeyInfo, index_key, position_key};
+use super::key_index::{KeyChange, KeyInfo, decode_info, encode_info, index_key, position_key};
 use super::keys::{decode_key, encode_key, pk_prefix, sk_of};
 use super::value::decode_value;
 use super::{Result, StoreError};
@@ -92,7 +92,7 @@ impl PartitionStore {
         let mut batch = self.db.batch();
         let count = found.len() as u64;
         for (pk, n, string) in found {
-            batch.insert(&self.keys, index_key(&pk), KeyInfo::encode_value(n, string));
+            batch.insert(&self.keys, index_key(&pk), encode_info(n, string));
         }
         batch.insert(&self.meta, self.tag_key(KEY_COUNT_TAG), count.to_be_bytes());
         batch.insert(&self.meta, self.tag_key(KEY_INDEX_BUILT_TAG), [1u8]);
@@ -128,7 +128,7 @@ impl PartitionStore {
         let mut keys: Vec<KeyInfo> = Vec::new();
         for guard in snapshot.range(&self.keys, position_key(from)..) {
             let (key, value) = guard.into_inner()?;
-            let info = KeyInfo::decode(&key, &value)
+            let info = decode_info(&key, &value)
                 .ok_or_else(|| StoreError::Corrupt("a key index entry is malformed".into()))?;
             if keys.len() >= limit && keys.last().is_none_or(|last| last.hash != info.hash) {
                 return Ok((keys, Some(info.hash)));
@@ -270,7 +270,7 @@ impl PartitionStore {
             for (pk, change) in keys {
                 let key = index_key(pk);
                 let (before, string) = match self.keys.get(&key)? {
-                    Some(v) => KeyInfo::decode(&key, &v)
+                    Some(v) => decode_info(&key, &v)
                         .map(|i| (i.records as i64, i.string))
                         .ok_or_else(|| StoreError::Corrupt("a key index entry is malformed".into()))?,
                     None => (0, false),
@@ -278,7 +278,7 @@ impl PartitionStore {
                 let after = before + change.records;
                 if after > 0 {
                     let string = change.string.unwrap_or(string);
-                    batch.insert(&self.keys, key, KeyInfo::encode_value(after as u64, string));
+                    batch.insert(&self.keys, key, encode_info(after as u64, string));
                 } else {
                     batch.remove(&self.keys, key);
                 }

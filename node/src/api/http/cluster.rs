@@ -1,11 +1,11 @@
-//! `POST /cluster/v1/{get,list,outcomes}`: what a node answers its region's peers. Answers
+//! `POST /cluster/v1/{get,list,outcomes,keys}`: what a node answers its region's peers. Answers
 //! come from this node's own partitions only — these handlers call the service's local reads,
 //! which never proxy — so a proxied request is never proxied again (hop limit 1).
 
 use super::records::authorize;
 use super::response;
 use crate::model::ListRequest;
-use crate::model::peer::{GetQuery, OutcomesQuery, OutcomesReply, render_record};
+use crate::model::peer::{GetQuery, KeysQuery, OutcomesQuery, OutcomesReply, render_record};
 use crate::service::{Service, ServiceError};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -24,7 +24,7 @@ pub async fn handle(
         Err(e) => Err(e),
         Ok(()) => dispatch(&service, &op, &body).await,
     };
-    if matches!(op.as_str(), "get" | "list" | "outcomes") {
+    if matches!(op.as_str(), "get" | "list" | "outcomes" | "keys") {
         service
             .metrics()
             .peer_requests
@@ -77,10 +77,15 @@ async fn dispatch(service: &Service, op: &str, body: &[u8]) -> Result<Vec<u8>, S
                 .await?;
             Ok(serde_json::to_vec(&OutcomesReply { outcomes }).expect("serializes"))
         }
+        "keys" => {
+            let query: KeysQuery = parse(body)?;
+            let reply = service.keys_local(query).await?;
+            Ok(serde_json::to_vec(&reply).expect("serializes"))
+        }
         other => Err(ServiceError::new(
             crate::service::ErrorKind::NotFound,
             "not_found",
-            format!("no cluster operation {other:?}: get, list or outcomes"),
+            format!("no cluster operation {other:?}: get, list, outcomes or keys"),
         )),
     }
 }

@@ -9,6 +9,7 @@ mod counter;
 mod hash;
 mod json;
 mod keys;
+mod keyspace;
 mod scan;
 mod server;
 mod transaction;
@@ -93,6 +94,22 @@ impl WrittenPositions {
         if let Some(next) = self.next.get(position.partition as usize) {
             next.fetch_max(position.offset + 1, Ordering::Relaxed);
         }
+    }
+
+    /// What a read of every partition waits for: the latest writes of each not applied yet.
+    fn all(&self, applied: impl Fn(Position) -> bool) -> Vec<Position> {
+        self.next
+            .iter()
+            .enumerate()
+            .filter_map(|(partition, next)| {
+                let offset = next.load(Ordering::Relaxed).checked_sub(1)?;
+                let position = Position {
+                    partition: partition as u32,
+                    offset,
+                };
+                (!applied(position)).then_some(position)
+            })
+            .collect()
     }
 
     /// What a read of `pks` waits for: the latest writes in their partitions that `applied`
@@ -238,6 +255,17 @@ pub(super) async fn run(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
         "hstrlen" => hash::hstrlen(ctx, args).await,
         "hdel" => hash::hdel(ctx, args).await,
         "hscan" => scan::hscan(ctx, args).await,
+        "scan" => keyspace::scan(ctx, args).await,
+        "keys" => keyspace::keys(ctx, args).await,
+        "dbsize" => keyspace::dbsize(ctx, args).await,
+        "randomkey" => keyspace::randomkey(ctx, args).await,
+        "info" => {
+            let keys = match server::wants_keyspace(args) {
+                true => ctx.key_count().await.ok(),
+                false => None,
+            };
+            server::info(ctx, args, keys)
+        }
         "json.set" => json::set(ctx, args).await,
         "json.get" => json::get(ctx, args).await,
         "json.del" | "json.forget" => json::del(ctx, args).await,
@@ -449,6 +477,22 @@ impl Context<'_> {
             .min_offsets(self.service.engine().partition_count(), pks, |p| {
                 self.service.applied_here(p)
             })
+    }
+
+    /// What a read of the whole keyspace waits for: every write answered through this node's
+    /// Redis port and not applied yet.
+    fn all_written(&self) -> Vec<Position> {
+        self.written.all(|p| self.service.applied_here(p))
+    }
+
+    /// The keys of the region (`DBSIZE`, `INFO keyspace`).
+    async fn key_count(&self) -> Result<u64, Reply> {
+        let counts = self
+            .service
+            .key_counts(&self.all_written())
+            .await
+            .map_err(service_error)?;
+        Ok(counts.iter().sum())
     }
 
     /// The wire value of one record, after this connection's own writes are applied.

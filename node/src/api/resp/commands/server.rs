@@ -72,7 +72,6 @@ pub fn execute(ctx: &mut Context<'_>, name: &str, args: &[Bytes]) -> Option<Repl
         "hello" => hello(ctx, args),
         "client" => client(ctx.session, args),
         "command" => command(args),
-        "info" => info(ctx, args),
         "config" => config(args),
         _ => return None,
     })
@@ -241,8 +240,8 @@ fn command(args: &[Bytes]) -> Reply {
     }
 }
 
-/// `INFO [section ...]`: the sections asked for (all of them without one), in Redis's format.
-fn info(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
+/// The sections `INFO args` asks for, lowercase, and whether that is all of them.
+fn wanted_sections(args: &[Bytes]) -> (Vec<String>, bool) {
     let wanted: Vec<String> = args
         .iter()
         .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
@@ -251,10 +250,27 @@ fn info(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
         || wanted
             .iter()
             .any(|w| matches!(w.as_str(), "all" | "default" | "everything"));
+    (wanted, all)
+}
+
+/// Whether `INFO args` shows the keyspace section (which needs the key count).
+pub fn wants_keyspace(args: &[Bytes]) -> bool {
+    let (wanted, all) = wanted_sections(args);
+    all || wanted.iter().any(|w| w == "keyspace")
+}
+
+/// `INFO [section ...]`: the sections asked for (all of them without one), in Redis's format.
+/// `keys` is the region's key count, when the keyspace section is asked for.
+pub fn info(ctx: &Context<'_>, args: &[Bytes], keys: Option<u64>) -> Reply {
+    let (wanted, all) = wanted_sections(args);
     let engine = ctx.service.engine();
     let stats = ctx.stats;
     let memory = resident_bytes();
-    let sections: [(&str, String); 5] = [
+    let keyspace = match keys {
+        Some(0) | None => String::new(),
+        Some(n) => format!("db0:keys={n},expires=0,avg_ttl=0\r\n"),
+    };
+    let sections: [(&str, String); 6] = [
         (
             "server",
             format!(
@@ -295,6 +311,7 @@ fn info(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
                 u8::from(ctx.service.readiness().ready)
             ),
         ),
+        ("keyspace", keyspace),
     ];
     let mut text = String::new();
     for (name, body) in sections {

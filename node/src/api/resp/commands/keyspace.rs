@@ -1,0 +1,171 @@
+//! The keyspace commands: `SCAN`, `KEYS`, `DBSIZE`, `RANDOMKEY`. A Redis key is a pk (its string
+//! record and hash fields); they read every partition's key index, here or at an owner in the
+//! region. SCAN cursors are valid on any node of the region (see `service::keyspace`).
+
+use super::scan::glob_match;
+use super::{Context, service_error, wrong_arity};
+use crate::api::resp::reply::Reply;
+use crate::model::KeyInfo;
+use bytes::Bytes;
+
+/// Most keys `KEYS` answers; past it, use `SCAN`.
+pub const KEYS_LIMIT: usize = 100_000;
+
+/// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE string|hash]`
+pub async fn scan(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let [cursor, options @ ..] = args else {
+        return wrong_arity("scan");
+    };
+    let Some(cursor) = std::str::from_utf8(cursor)
+        .ok()
+        .and_then(|c| c.parse::<u64>().ok())
+    else {
+        return Reply::err("invalid cursor");
+    };
+    let mut pattern: Option<Vec<u8>> = None;
+    let mut count = 10usize;
+    let mut kind: Option<bool> = None;
+    let mut options = options.iter();
+    while let Some(option) = options.next() {
+        let Some(value) = options.next() else {
+            return Reply::err("syntax error");
+        };
+        match option.to_ascii_uppercase().as_slice() {
+            b"MATCH" => pattern = Some(value.to_vec()),
+            b"COUNT" => match std::str::from_utf8(value).ok().and_then(|n| n.parse().ok()) {
+                Some(n) if n > 0 => count = n,
+                _ => return Reply::err("value is not an integer or out of range"),
+            },
+            b"TYPE" => {
+                kind = match value.to_ascii_lowercase().as_slice() {
+                    b"string" => Some(true),
+                    b"hash" => Some(false),
+                    // Redis answers no keys for a type it has none of.
+                    _ => return Reply::Array(vec![Reply::bulk("0"), Reply::Array(vec![])]),
+                }
+            }
+            _ => return Reply::err("syntax error"),
+        }
+    }
+    let min_offsets = ctx.all_written();
+    let page = match ctx.service.scan_keys(cursor, count, &min_offsets).await {
+        Ok(page) => page,
+        Err(e) => return service_error(e),
+    };
+    let keys = page
+        .keys
+        .into_iter()
+        .filter(|k| selected(k, pattern.as_deref(), kind))
+        .map(|k| Reply::bulk(k.pk))
+        .collect();
+    Reply::Array(vec![
+        Reply::bulk(page.cursor.to_string()),
+        Reply::Array(keys),
+    ])
+}
+
+/// `KEYS pattern`: every matching key, or an error past [`KEYS_LIMIT`].
+pub async fn keys(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let [pattern] = args else {
+        return wrong_arity("keys");
+    };
+    let min_offsets = ctx.all_written();
+    let mut found = Vec::new();
+    let mut cursor = 0;
+    loop {
+        let page = match ctx.service.scan_keys(cursor, 1000, &min_offsets).await {
+            Ok(page) => page,
+            Err(e) => return service_error(e),
+        };
+        found.extend(
+            page.keys
+                .into_iter()
+                .filter(|k| selected(k, Some(pattern), None))
+                .map(|k| Reply::bulk(k.pk)),
+        );
+        if found.len() > KEYS_LIMIT {
+            return Reply::err(format!(
+                "KEYS would answer more than {KEYS_LIMIT} keys; use SCAN with MATCH to walk them \
+                 in pages"
+            ));
+        }
+        if page.cursor == 0 {
+            return Reply::Array(found);
+        }
+        cursor = page.cursor;
+    }
+}
+
+/// `DBSIZE`: the keys of the region, from each partition's count kept at apply.
+pub async fn dbsize(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    if !args.is_empty() {
+        return wrong_arity("dbsize");
+    }
+    match ctx.key_count().await {
+        Ok(n) => Reply::Int(n as i64),
+        Err(e) => e,
+    }
+}
+
+/// `RANDOMKEY`: a key chosen at random (each key about equally likely), nil when there are none.
+pub async fn randomkey(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    if !args.is_empty() {
+        return wrong_arity("randomkey");
+    }
+    let min_offsets = ctx.all_written();
+    let counts = match ctx.service.key_counts(&min_offsets).await {
+        Ok(counts) => counts,
+        Err(e) => return service_error(e),
+    };
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return Reply::Null;
+    }
+    // A partition in proportion to its keys, then a random hash position in it: the first key
+    // at or after it (wrapping around).
+    let mut pick = random() % total;
+    let partition = counts
+        .iter()
+        .position(|&n| {
+            if pick < n {
+                true
+            } else {
+                pick -= n;
+                false
+            }
+        })
+        .expect("pick < total") as u64;
+    let shift = crate::service::KEY_HASH_BITS;
+    let from = random() & ((1 << shift) - 1);
+    for start in [from, 0] {
+        let cursor = (partition << shift) | start;
+        match ctx.service.scan_keys(cursor, 1, &min_offsets).await {
+            Ok(page) => {
+                if let Some(key) = page.keys.into_iter().next() {
+                    return Reply::bulk(key.pk);
+                }
+            }
+            Err(e) => return service_error(e),
+        }
+    }
+    Reply::Null
+}
+
+/// Whether a key passes SCAN's filters.
+fn selected(key: &KeyInfo, pattern: Option<&[u8]>, string: Option<bool>) -> bool {
+    // A pk with a string record and hash fields is a string to TYPE, and so here.
+    pattern.is_none_or(|p| glob_match(p, key.pk.as_bytes()))
+        && string.is_none_or(|want| key.string == want)
+}
+
+/// A random number from the standard library's per-process random hash keys.
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
+}

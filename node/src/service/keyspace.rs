@@ -1,0 +1,132 @@
+//! The keyspace of the region: counting and walking the keys (pks) of every partition, from this
+//! node's key index or an owner's (`SCAN`, `KEYS`, `RANDOMKEY`, `DBSIZE`).
+//!
+//! A scan cursor is one number: the partition in the high 16 bits, a key hash position in the low
+//! 48 ([`crate::store::key_hash`]). Every replica orders its index the same way, so any node of
+//! the region can continue a cursor another issued, and a scan returns every key present
+//! throughout it exactly once. Cursor 0 starts a scan and marks its end.
+
+use super::read::Route;
+use super::{Service, ServiceError};
+use crate::model::peer::{KeysQuery, KeysReply};
+use crate::model::{KeyInfo, Position};
+use crate::store::KEY_HASH_BITS;
+
+const HASH_MASK: u64 = (1 << KEY_HASH_BITS) - 1;
+
+/// One step of a scan over the region's keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPage {
+    pub keys: Vec<KeyInfo>,
+    /// The cursor to continue with; 0 when the scan has visited every partition.
+    pub cursor: u64,
+}
+
+impl Service {
+    /// About `count` keys from `cursor` on, over the partitions in order (fewer when a
+    /// partition ends; a page never splits keys of one hash).
+    pub async fn scan_keys(
+        &self,
+        cursor: u64,
+        count: usize,
+        min_offsets: &[Position],
+    ) -> Result<KeyPage, ServiceError> {
+        let partitions = self.engine.partition_count();
+        let mut partition = (cursor >> KEY_HASH_BITS) as u32;
+        let mut from = cursor & HASH_MASK;
+        if partition >= partitions {
+            return Err(ServiceError::bad_request(
+                "invalid_cursor",
+                format!(
+                    "cursor {cursor} names partition {partition}, but there are {partitions}: \
+                     start again from 0"
+                ),
+            ));
+        }
+        let count = count.max(1);
+        let mut keys = Vec::new();
+        loop {
+            let reply = self
+                .keys_in(partition, from, count - keys.len(), min_offsets)
+                .await?;
+            keys.extend(reply.keys);
+            match reply.next {
+                Some(next) => from = next,
+                None => {
+                    partition += 1;
+                    from = 0;
+                    if partition == partitions {
+                        return Ok(KeyPage { keys, cursor: 0 });
+                    }
+                }
+            }
+            if keys.len() >= count {
+                return Ok(KeyPage {
+                    keys,
+                    cursor: (u64::from(partition) << KEY_HASH_BITS) | from,
+                });
+            }
+        }
+    }
+
+    /// The key count of every partition, in partition order.
+    pub async fn key_counts(&self, min_offsets: &[Position]) -> Result<Vec<u64>, ServiceError> {
+        let mut counts = Vec::new();
+        for partition in 0..self.engine.partition_count() {
+            counts.push(self.keys_in(partition, 0, 0, min_offsets).await?.count);
+        }
+        Ok(counts)
+    }
+
+    /// A page of one partition's key index, from here or an owner.
+    async fn keys_in(
+        &self,
+        partition: u32,
+        from: u64,
+        limit: usize,
+        min_offsets: &[Position],
+    ) -> Result<KeysReply, ServiceError> {
+        let query = KeysQuery {
+            partition,
+            from,
+            limit,
+            min_offsets: min_offsets
+                .iter()
+                .copied()
+                .filter(|p| p.partition == partition)
+                .collect(),
+        };
+        match self.route(partition)? {
+            Route::Local(_) => self.keys_local(query).await,
+            Route::Remote(cluster) => {
+                let wait = self.peer_wait(!query.min_offsets.is_empty());
+                let owners = cluster.owners(partition);
+                self.first_answer(&cluster, "keys", partition, owners, |peer| {
+                    cluster.client().keys(peer.api, &query, wait)
+                })
+                .await
+            }
+        }
+    }
+
+    /// A page of one of this node's partitions' key index (what a peer answers).
+    pub async fn keys_local(&self, query: KeysQuery) -> Result<KeysReply, ServiceError> {
+        self.check_positions(&query.min_offsets)?;
+        self.wait_for(&query.min_offsets).await?;
+        let runtime = self.readable_partition(query.partition)?;
+        let limit = query.limit.min(self.config.limits.max_list_records);
+        let read = || -> Result<KeysReply, crate::store::StoreError> {
+            let count = runtime.store.key_count()?;
+            if query.limit == 0 {
+                return Ok(KeysReply {
+                    keys: Vec::new(),
+                    next: Some(query.from),
+                    count,
+                });
+            }
+            let (keys, next) = runtime.store.scan_keys(query.from & HASH_MASK, limit)?;
+            Ok(KeysReply { keys, next, count })
+        };
+        read().map_err(|e| self.read_failed(query.partition, e))
+    }
+}
