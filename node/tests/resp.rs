@@ -613,11 +613,215 @@ print("ok")
     let mut con = client(&node, false);
     let err = redis::cmd("EXEC").query::<()>(&mut con).unwrap_err();
     assert!(err.to_string().contains("EXEC without MULTI"), "{err}");
-    let err = redis::cmd("WATCH")
-        .arg("k")
+    let err = redis::cmd("MULTI")
+        .arg("extra")
         .query::<()>(&mut con)
         .unwrap_err();
-    assert!(err.to_string().contains("not supported"), "{err}");
+    assert!(err.to_string().contains("wrong number of arguments"), "{err}");
+}
+
+#[test]
+fn watch_makes_exec_answer_nil_when_a_watched_key_changed_anywhere() {
+    let node = Node::start();
+    let script = format!(
+        r#"
+import redis, threading, json, urllib.request
+port = {port}
+r = redis.Redis(port=port, decode_responses=True)
+
+def http_put(pk, sk, data):
+    body = json.dumps({{"Records": [{{"pk": pk, "sk": sk, "data": data}}]}}).encode()
+    urllib.request.urlopen(urllib.request.Request("http://127.0.0.1:{api}/records/put", body, {{"Content-Type": "application/json"}})).read()
+
+def aborted(watch, change, write):
+    p = r.pipeline()
+    p.watch(watch)
+    change()
+    p.multi()
+    write(p)
+    try:
+        p.execute()
+        return False
+    except redis.WatchError:
+        return True
+
+r.set("w", "0")
+# A change from another Redis connection, from HTTP, or by this very connection aborts EXEC.
+other = redis.Redis(port=port)
+assert aborted("w", lambda: other.set("w", "1"), lambda p: p.set("w", "mine"))
+assert r.get("w") == "1", "an aborted transaction wrote nothing"
+assert aborted("w", lambda: http_put("w", "", "2"), lambda p: p.set("w", "mine"))
+assert aborted("w", lambda: r.set("w", "3"), lambda p: p.set("w", "mine"))
+# A hash key is all its fields: a change of any field aborts.
+r.hset("wh", mapping={{"a": "1", "b": "2"}})
+assert aborted("wh", lambda: http_put("wh", "b", "x"), lambda p: p.hset("wh", "a", "9"))
+assert r.hget("wh", "a") == "1"
+# Creating a watched key that did not exist aborts too.
+assert aborted("fresh", lambda: other.set("fresh", "1"), lambda p: p.set("fresh", "2"))
+# Unchanged keys, or UNWATCH, let EXEC through.
+assert not aborted("w", lambda: None, lambda p: p.set("w", "mine"))
+assert r.get("w") == "mine"
+p = r.pipeline(); p.watch("w"); other.set("w", "moved"); p.unwatch(); p.multi(); p.set("w", "after unwatch")
+assert p.execute() == [True] and r.get("w") == "after unwatch"
+
+# The retry loop every Redis tutorial shows: four clients, no lost update.
+r.set("counter", "0")
+def add(n):
+    c = redis.Redis(port=port)
+    for _ in range(n):
+        with c.pipeline() as p:
+            while True:
+                try:
+                    p.watch("counter")
+                    v = int(p.get("counter"))
+                    p.multi()
+                    p.set("counter", str(v + 1))
+                    p.execute()
+                    break
+                except redis.WatchError:
+                    continue
+threads = [threading.Thread(target=add, args=(25,)) for _ in range(4)]
+[t.start() for t in threads]; [t.join() for t in threads]
+assert r.get("counter") == "100", r.get("counter")
+# WATCH inside MULTI is an error, as in Redis; watched keys must share the writes' partition.
+r.execute_command("MULTI")
+try:
+    r.execute_command("WATCH", "w")
+    raise SystemExit("WATCH inside MULTI was accepted")
+except redis.ResponseError as e:
+    assert "inside MULTI" in str(e)
+r.execute_command("DISCARD")
+print("ok")
+"#,
+        port = node.resp,
+        api = node.api
+    );
+    run_redis_py(&script);
+}
+
+#[test]
+fn counters_and_read_modify_write_commands_are_computed_at_apply() {
+    let node = Node::start();
+    let script = format!(
+        r#"
+import redis, threading
+port = {port}
+r = redis.Redis(port=port, decode_responses=True)
+# Eight clients increment at once: every increment counts.
+def bump():
+    c = redis.Redis(port=port)
+    for _ in range(100):
+        c.incr("hits")
+        c.hincrby("stats", "hits", 2)
+threads = [threading.Thread(target=bump) for _ in range(8)]
+[t.start() for t in threads]; [t.join() for t in threads]
+assert r.get("hits") == "800", r.get("hits")
+assert r.hget("stats", "hits") == "1600"
+assert r.incrby("n", 10) == 10 and r.decr("n") == 9 and r.decrby("n", 20) == -11
+assert r.incrbyfloat("fl", "10.5") == 10.5 and r.incrbyfloat("fl", "0.1") == 10.6
+assert r.get("fl") == "10.6"
+assert r.hincrbyfloat("stats", "ratio", "2.5") == 2.5
+assert r.append("greeting", "hello") == 5 and r.append("greeting", " world") == 11
+assert r.get("greeting") == "hello world"
+# Errors are Redis's, and change nothing.
+for bad in (lambda: r.incr("greeting"), lambda: r.incrbyfloat("greeting", 1)):
+    try:
+        bad()
+        raise SystemExit("incremented a string that is not a number")
+    except redis.ResponseError as e:
+        assert "not an integer" in str(e) or "not a valid float" in str(e), e
+r.set("big", str(2**63 - 1))
+try:
+    r.incr("big")
+    raise SystemExit("overflowed")
+except redis.ResponseError as e:
+    assert "overflow" in str(e), e
+assert r.get("big") == str(2**63 - 1) and r.get("greeting") == "hello world"
+# Old values come from the op itself.
+assert r.getset("gs", "one") is None and r.getset("gs", "two") == "one"
+assert r.set("gs", "three", get=True) == "two"
+assert r.getdel("gs") == "three" and r.get("gs") is None and r.getdel("gs") is None
+# Inside a transaction the replies come from the applied entry.
+# (one key: a transaction is one partition)
+p = r.pipeline()
+p.incr("tx"); p.incrby("tx", 5); p.hincrby("tx", "f", 2); p.append("tx", "0"); p.getset("tx", "x")
+assert p.execute() == [1, 6, 2, 2, "60"], "replies after apply"
+assert r.get("tx") == "x" and r.hget("tx", "f") == "2"
+# A transaction whose op fails at apply writes nothing and says why.
+p = r.pipeline(); p.hset("tx", "g", "written?"); p.incr("tx")
+try:
+    p.execute()
+    raise SystemExit("a failing transaction succeeded")
+except redis.ResponseError as e:
+    assert "nothing was written" in str(e), e
+assert r.hget("tx", "g") is None
+print("ok")
+"#,
+        port = node.resp
+    );
+    run_redis_py(&script);
+    // HTTP readers: a counter written by Redis is a JSON string, one written as a number over
+    // HTTP stays a number when Redis increments it.
+    let (_, got) = node.post("/records/get", json!({"Records": [{"pk": "hits", "sk": ""}]}));
+    assert_eq!(got["Records"][0]["Data"], json!("800"), "{got}");
+    node.post(
+        "/records/put",
+        json!({"Records": [{"pk": "num", "sk": "", "data": 41}]}),
+    );
+    let mut con = client(&node, false);
+    assert_eq!(con.incr::<_, _, i64>("num", 1).unwrap(), 42);
+    let (_, got) = node.post("/records/get", json!({"Records": [{"pk": "num", "sk": ""}]}));
+    assert_eq!(got["Records"][0]["Data"], json!(42), "{got}");
+}
+
+#[test]
+fn scan_keys_dbsize_and_randomkey_cover_every_partition() {
+    let node = Node::start();
+    let script = format!(
+        r#"
+import redis
+r = redis.Redis(port={port}, decode_responses=True)
+assert r.dbsize() == 0 and r.randomkey() is None and r.keys("*") == []
+for i in range(300):
+    r.set(f"user:{{i}}", i)
+for i in range(40):
+    r.hset(f"session:{{i}}", mapping={{"a": "1", "b": "2"}})
+r.hset("user:0", "extra", "field")   # a string key with hash fields is still one key
+assert r.dbsize() == 340, r.dbsize()
+seen = list(r.scan_iter(count=25))
+assert len(seen) == 340 and len(set(seen)) == 340, len(seen)
+assert sorted(r.scan_iter(match="user:1?")) == sorted(f"user:{{i}}" for i in range(10, 20))
+hashes = set(r.scan_iter(_type="hash", count=50))
+assert hashes == {{f"session:{{i}}" for i in range(40)}}, hashes
+assert len(r.keys("session:*")) == 40 and r.keys("nothing*") == []
+assert r.randomkey() in set(seen)
+r.delete("user:5")
+r.delete("session:3")   # a hash key has fields only: deleting its string record leaves it
+r.hdel("session:4", "a", "b")
+assert r.dbsize() == 338, r.dbsize()
+assert "session:4" not in set(r.scan_iter(count=1000))
+info = r.info("keyspace")
+assert info["db0"]["keys"] == 338, info
+print("ok")
+"#,
+        port = node.resp
+    );
+    run_redis_py(&script);
+    // redis-cli walks the keyspace with SCAN and sizes keys with TYPE/STRLEN/HLEN.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &node.resp.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs (apt-get install redis-tools; scripts/test.sh does)");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(cli(&["--scan"]).lines().count(), 338);
+    assert_eq!(cli(&["--scan", "--pattern", "session:*"]).lines().count(), 39);
+    let big = cli(&["--bigkeys"]);
+    assert!(big.contains("Sampled 338 keys"), "{big}");
+    assert!(big.contains("39 hashs"), "{big}");
 }
 
 #[test]
