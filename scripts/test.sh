@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs the real services and clients the tests talk to (once; the first
 # install of the Kafka-protocol broker takes 15-30 minutes on 2 cores; redis-cli comes from
-# Debian's redis-tools), builds the example WebAssembly plugins from source, then runs every test.
+# Debian's redis-tools, redis-py from PyPI, ioredis and node-redis from npm), builds the example WebAssembly plugins from source, then runs every test.
 #
 #   scripts/test.sh [cargo test args...]
 set -euo pipefail
@@ -19,6 +19,21 @@ if ! python3 -c 'import redis, confluent_kafka' >/dev/null 2>&1; then
     python3 -m pip install --quiet 'redis>=5' 'confluent-kafka>=2' >&2 ||
         { echo "required: python3 -m pip install 'redis>=5' 'confluent-kafka>=2'" >&2; exit 1; }
 fi
+# Node.js clients written by others: ioredis and node-redis, from npm, under a stable folder.
+NODE_CLIENTS="${NODE_CLIENTS_DIR:-$HOME/.cache/firescroll/node-clients}"
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        { apt-get update -qq && apt-get install -y -qq nodejs npm; } >&2
+    fi
+    command -v npm >/dev/null 2>&1 || { echo "node and npm are required: install nodejs and npm" >&2; exit 1; }
+fi
+if [ ! -d "$NODE_CLIENTS/node_modules/ioredis" ] || [ ! -d "$NODE_CLIENTS/node_modules/redis" ]; then
+    mkdir -p "$NODE_CLIENTS"
+    (cd "$NODE_CLIENTS" && { [ -f package.json ] || npm init -y >/dev/null; } &&
+        npm install --no-audit --no-fund --silent ioredis@5 redis@4) >&2 ||
+        { echo "required: npm install ioredis@5 redis@4 in $NODE_CLIENTS" >&2; exit 1; }
+fi
+export NODE_CLIENTS
 # The example plugins (plugins/, with the SDK in sdk-wasm/), built to wasm32 for the plugin tests.
 scripts/build-plugins.sh >&2
 # The SDK's and the example plugins' own unit tests, natively (their logic is plain Rust).

@@ -35,7 +35,9 @@ pub fn loaded_partition(dir: &std::path::Path, n: u64) -> (Vec<String>, Partitio
                 Some(encode_value(1, 1, value_100b(i).as_bytes())),
             )
         });
-        partition.commit(writes, &firescroll::store::BatchMeta::default()).expect("load");
+        partition
+            .commit(writes, &firescroll::store::BatchMeta::default())
+            .expect("load");
     }
     (keys, partition)
 }

@@ -298,7 +298,8 @@ fn reads_of_a_failed_partition_answer_503_not_stale_data() {
                 next_offset: next,
                 ..Default::default()
             },
-        ).unwrap();
+        )
+        .unwrap();
         store.persist().unwrap();
     }
     node.spawn();

@@ -617,7 +617,10 @@ print("ok")
         .arg("extra")
         .query::<()>(&mut con)
         .unwrap_err();
-    assert!(err.to_string().contains("wrong number of arguments"), "{err}");
+    assert!(
+        err.to_string().contains("wrong number of arguments"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -762,7 +765,10 @@ print("ok")
     run_redis_py(&script);
     // HTTP readers: a counter written by Redis is a JSON string, one written as a number over
     // HTTP stays a number when Redis increments it.
-    let (_, got) = node.post("/records/get", json!({"Records": [{"pk": "hits", "sk": ""}]}));
+    let (_, got) = node.post(
+        "/records/get",
+        json!({"Records": [{"pk": "hits", "sk": ""}]}),
+    );
     assert_eq!(got["Records"][0]["Data"], json!("800"), "{got}");
     node.post(
         "/records/put",
@@ -770,7 +776,10 @@ print("ok")
     );
     let mut con = client(&node, false);
     assert_eq!(con.incr::<_, _, i64>("num", 1).unwrap(), 42);
-    let (_, got) = node.post("/records/get", json!({"Records": [{"pk": "num", "sk": ""}]}));
+    let (_, got) = node.post(
+        "/records/get",
+        json!({"Records": [{"pk": "num", "sk": ""}]}),
+    );
     assert_eq!(got["Records"][0]["Data"], json!(42), "{got}");
 }
 
@@ -818,7 +827,10 @@ print("ok")
         String::from_utf8(out.stdout).unwrap()
     };
     assert_eq!(cli(&["--scan"]).lines().count(), 338);
-    assert_eq!(cli(&["--scan", "--pattern", "session:*"]).lines().count(), 39);
+    assert_eq!(
+        cli(&["--scan", "--pattern", "session:*"]).lines().count(),
+        39
+    );
     let big = cli(&["--bigkeys"]);
     assert!(big.contains("Sampled 338 keys"), "{big}");
     assert!(big.contains("39 hashs"), "{big}");
@@ -1031,4 +1043,82 @@ fn pipelines_and_transactions_stay_inside_what_one_write_may_hold() {
         "{err}"
     );
     assert_eq!(con.hlen::<_, i64>("bigtx").unwrap(), 0);
+}
+
+#[test]
+fn ioredis_and_node_redis_work_as_their_users_write_them() {
+    let node = Node::start();
+    let clients = std::env::var("NODE_CLIENTS").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/firescroll/node-clients",
+            std::env::var("HOME").unwrap()
+        )
+    });
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/node_clients.js");
+    let out = std::process::Command::new("node")
+        .arg(script)
+        .arg(node.resp.to_string())
+        .env("NODE_PATH", format!("{clients}/node_modules"))
+        .output()
+        .expect("node runs (scripts/test.sh installs nodejs, ioredis and node-redis)");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+        "ioredis/node-redis (npm install ioredis@5 redis@4 in {clients}; scripts/test.sh does): {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn client_list_and_kill_hrandfield_resetstat_and_quoted_inline_commands() {
+    let node = Node::start();
+    let script = format!(
+        r#"
+import redis
+r = redis.Redis(port={port}, decode_responses=True)
+victim = redis.Redis(port={port}, decode_responses=True)
+victim.client_setname("victim")
+victim.ping()
+clients = r.client_list()
+assert len(clients) >= 2, clients
+mine = r.client_id()
+theirs = [c for c in clients if c["name"] == "victim"]
+assert len(theirs) == 1 and theirs[0]["cmd"] == "ping", clients
+assert r.client_kill_filter(_id=theirs[0]["id"]) == 1
+def gone(name):
+    for _ in range(100):
+        if all(c["name"] != name for c in r.client_list()):
+            return True
+        time.sleep(0.05)
+assert gone("victim")
+# Killing by address, the old form.
+other = redis.Redis(port={port}, decode_responses=True); other.client_setname("other")
+addr = [c["addr"] for c in r.client_list() if c["name"] == "other"][0]
+assert r.execute_command("CLIENT", "KILL", addr) == "OK"
+assert gone("other")
+assert r.client_kill_filter(_id=999999) == 0
+r.hset("rf", mapping={{"a": "1", "b": "2", "c": "3"}})
+assert r.hrandfield("rf") in ("a", "b", "c")
+assert sorted(r.hrandfield("rf", 10)) == ["a", "b", "c"]
+assert len(r.hrandfield("rf", -7)) == 7
+pairs = r.hrandfield("rf", 2, withvalues=True)
+assert len(pairs) == 4 and {{pairs[0]: pairs[1]}}.items() <= {{"a": "1", "b": "2", "c": "3"}}.items()
+assert r.hrandfield("nothing") is None and r.hrandfield("nothing", 3) == []
+assert r.info("stats")["total_commands_processed"] > 0
+assert r.config_resetstat()
+assert r.info("stats")["total_commands_processed"] <= 2
+print("ok")
+"#,
+        port = node.resp
+    );
+    run_redis_py(&script);
+    // Inline commands (as typed into telnet) take Redis's quoting.
+    let (reply, _) = raw_exchange(
+        &node,
+        b"SET \"my key\" 'it\\'s \"here\"'\r\nGET \"my key\"\r\nGET \"open\r\n",
+    );
+    assert!(
+        reply.starts_with("+OK\r\n$11\r\nit's \"here\"\r\n-ERR Protocol error: unbalanced quotes"),
+        "{reply:?}"
+    );
 }

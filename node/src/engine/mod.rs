@@ -12,11 +12,11 @@ mod read_index;
 mod rmw;
 
 pub use crate::model::{Outcome, Rejection, RejectionKind, Returned};
-pub use rmw::{parse_finite_float, parse_redis_integer};
 pub use apply::{AppliedBatch, Rules, apply_and_commit, apply_batch};
 pub use partition::{Health, PartitionRuntime, Stall};
 pub use plugins::{PluginResolver, Resolved};
 pub use read_index::{Lookup, ReadIndex};
+pub use rmw::{compute as compute_read_modify_write, parse_finite_float, parse_redis_integer};
 
 use crate::cond::Conditions;
 use crate::log::{LogError, MutationLog, Ownership, PartitionReader};

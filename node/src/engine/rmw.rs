@@ -52,7 +52,8 @@ pub fn compute(kind: OpKind, current: Option<&[u8]>, operand: &str) -> Result<St
     };
     let new = match kind {
         OpKind::Incr => {
-            let by: i64 = serde_json::from_str(operand).map_err(|_| RmwError::BadOperand("incr"))?;
+            let by: i64 =
+                serde_json::from_str(operand).map_err(|_| RmwError::BadOperand("incr"))?;
             let value = match &text {
                 None => 0,
                 Some(t) => parse_redis_integer(t).ok_or(RmwError::NotAnInteger)?,
@@ -147,10 +148,26 @@ mod tests {
 
     #[test]
     fn integers_parse_like_redis() {
-        for ok in ["0", "-1", "9223372036854775807", "-9223372036854775808", "10"] {
+        for ok in [
+            "0",
+            "-1",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "10",
+        ] {
             assert!(parse_redis_integer(ok).is_some(), "{ok}");
         }
-        for bad in ["", "-", "+1", " 1", "1 ", "01", "-0", "1.0", "9223372036854775808"] {
+        for bad in [
+            "",
+            "-",
+            "+1",
+            " 1",
+            "1 ",
+            "01",
+            "-0",
+            "1.0",
+            "9223372036854775808",
+        ] {
             assert!(parse_redis_integer(bad).is_none(), "{bad}");
         }
     }

@@ -273,7 +273,10 @@ fn same_log_gives_same_digest_whatever_the_batching() {
         .filter(|i| i % 13 == 12)
         .filter(|o| !outcomes[0].iter().any(|(r, _)| r == o))
         .count();
-    assert!(applied_checks > 0 && applied_checks < 20, "{applied_checks}");
+    assert!(
+        applied_checks > 0 && applied_checks < 20,
+        "{applied_checks}"
+    );
     // What ops returned is the same however the log was batched, and is what they computed.
     assert!(all_returned.windows(2).all(|w| w[0] == w[1]));
     assert!(
@@ -286,7 +289,13 @@ fn same_log_gives_same_digest_whatever_the_batching() {
         .rev()
         .find_map(|(_, values)| values.iter().find(|v| v.op == 1))
         .unwrap();
-    assert!(last_appended.data.as_deref().unwrap().starts_with(r#""abab"#));
+    assert!(
+        last_appended
+            .data
+            .as_deref()
+            .unwrap()
+            .starts_with(r#""abab"#)
+    );
 }
 
 #[test]

@@ -14,14 +14,14 @@ mod status;
 mod watch;
 mod write;
 
-pub use crate::engine::{parse_finite_float, parse_redis_integer};
+pub use crate::engine::{compute_read_modify_write, parse_finite_float, parse_redis_integer};
 pub use crate::model::{ListRequest, Outcome, RejectionKind};
 /// A plugin name's binding, as `/plugins` lists it.
 pub use crate::plugins::Binding;
+pub use crate::store::KEY_HASH_BITS;
 pub use auth::{Access, Tokens};
 pub use cancel::watch_client;
 pub use json::compact_json;
-pub use crate::store::KEY_HASH_BITS;
 pub use keyspace::KeyPage;
 pub use list::ListPage;
 pub use status::{PartitionReport, Readiness};

@@ -442,13 +442,9 @@ fn check_operand(
         OpKind::Incr if serde_json::from_str::<i64>(json).is_err() => bad(format!(
             "record {i}: an `incr` op's data must be an integer within 64 bits, not {json}"
         )),
-        OpKind::IncrFloat
-            if !serde_json::from_str::<f64>(json).is_ok_and(f64::is_finite) =>
-        {
-            bad(format!(
-                "record {i}: an `incr_float` op's data must be a finite number, not {json}"
-            ))
-        }
+        OpKind::IncrFloat if !serde_json::from_str::<f64>(json).is_ok_and(f64::is_finite) => bad(
+            format!("record {i}: an `incr_float` op's data must be a finite number, not {json}"),
+        ),
         OpKind::Append if serde_json::from_str::<String>(json).is_err() => bad(format!(
             "record {i}: an `append` op's data must be a JSON string"
         )),

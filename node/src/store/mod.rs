@@ -11,8 +11,8 @@ mod partition;
 mod plugins;
 mod value;
 
-pub use keys::{decode_key, encode_key, pk_prefix};
 pub use key_index::{KEY_HASH_BITS, KeyChange, KeyInfo, key_hash};
+pub use keys::{decode_key, encode_key, pk_prefix};
 pub use partition::{BatchMeta, Digest, PartitionStore, Scan, to_record};
 pub use plugins::PluginStore;
 pub use value::{HEADER_LEN, ValueView, decode_value, encode_value};

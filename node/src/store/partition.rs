@@ -62,7 +62,11 @@ impl PartitionStore {
             keys,
             meta,
         };
-        if store.meta.get(store.tag_key(KEY_INDEX_BUILT_TAG))?.is_none() {
+        if store
+            .meta
+            .get(store.tag_key(KEY_INDEX_BUILT_TAG))?
+            .is_none()
+        {
             store.build_key_index()?;
         }
         Ok(store)
@@ -272,7 +276,9 @@ impl PartitionStore {
                 let (before, string) = match self.keys.get(&key)? {
                     Some(v) => decode_info(&key, &v)
                         .map(|i| (i.records as i64, i.string))
-                        .ok_or_else(|| StoreError::Corrupt("a key index entry is malformed".into()))?,
+                        .ok_or_else(|| {
+                            StoreError::Corrupt("a key index entry is malformed".into())
+                        })?,
                     None => (0, false),
                 };
                 let after = before + change.records;

@@ -21,6 +21,7 @@ pub async fn run(
     shared: &Shared,
     config: &RespConfig,
     mut stop: watch::Receiver<bool>,
+    kill: std::sync::Arc<tokio::sync::Notify>,
 ) {
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut output = BytesMut::with_capacity(16 * 1024);
@@ -36,6 +37,7 @@ pub async fn run(
                 scans: &shared.scans,
                 written: &shared.written,
                 stats: &shared.stats,
+                clients: &shared.clients,
                 session: &mut session,
             };
             // Consecutive plain writes of a pipeline go to the log together (group commit), in
@@ -102,6 +104,8 @@ pub async fn run(
                 _ => return,
             },
             _ = stop.wait_for(|&s| s) => return,
+            // CLIENT KILL from another connection.
+            () = kill.notified() => return,
         }
     }
 }

@@ -93,12 +93,95 @@ fn inline_command(
     let line = buf.split_to(end + 1).freeze();
     let text = line.slice(..end);
     let text = text.strip_suffix(b"\r").unwrap_or(&text);
-    Ok(Some(
-        text.split(|b| b.is_ascii_whitespace())
-            .filter(|w| !w.is_empty())
-            .map(Bytes::copy_from_slice)
-            .collect(),
-    ))
+    split_inline(text).map(Some)
+}
+
+/// Splits an inline command into words as Redis does (`sdssplitargs`): words are separated by
+/// whitespace; `"double quotes"` take `\n \r \t \b \a \\ \"` and `\xHH` escapes; `'single quotes'`
+/// take `\'`; a closing quote must be followed by whitespace or the end.
+fn split_inline(line: &[u8]) -> Result<Vec<Bytes>, FrameError> {
+    let unbalanced = || FrameError::Protocol("unbalanced quotes in request".into());
+    let mut words = Vec::new();
+    let mut i = 0;
+    loop {
+        while i < line.len() && line[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i == line.len() {
+            return Ok(words);
+        }
+        let mut word = Vec::new();
+        match line[i] {
+            b'"' => {
+                i += 1;
+                loop {
+                    match line.get(i..) {
+                        None | Some([]) => return Err(unbalanced()),
+                        Some([b'\\', b'x', h, l, ..])
+                            if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() =>
+                        {
+                            let hex = [*h, *l];
+                            let hex = std::str::from_utf8(&hex).expect("hex digits are ASCII");
+                            word.push(u8::from_str_radix(hex, 16).expect("two hex digits"));
+                            i += 4;
+                        }
+                        Some([b'\\', c, ..]) => {
+                            word.push(match c {
+                                b'n' => b'\n',
+                                b'r' => b'\r',
+                                b't' => b'\t',
+                                b'b' => 0x08,
+                                b'a' => 0x07,
+                                other => *other,
+                            });
+                            i += 2;
+                        }
+                        Some([b'"', rest @ ..]) => {
+                            if rest.first().is_some_and(|b| !b.is_ascii_whitespace()) {
+                                return Err(unbalanced());
+                            }
+                            i += 1;
+                            break;
+                        }
+                        Some([c, ..]) => {
+                            word.push(*c);
+                            i += 1;
+                        }
+                    }
+                }
+            }
+            b'\'' => {
+                i += 1;
+                loop {
+                    match line.get(i..) {
+                        None | Some([]) => return Err(unbalanced()),
+                        Some([b'\\', b'\'', ..]) => {
+                            word.push(b'\'');
+                            i += 2;
+                        }
+                        Some([b'\'', rest @ ..]) => {
+                            if rest.first().is_some_and(|b| !b.is_ascii_whitespace()) {
+                                return Err(unbalanced());
+                            }
+                            i += 1;
+                            break;
+                        }
+                        Some([c, ..]) => {
+                            word.push(*c);
+                            i += 1;
+                        }
+                    }
+                }
+            }
+            _ => {
+                while i < line.len() && !line[i].is_ascii_whitespace() {
+                    word.push(line[i]);
+                    i += 1;
+                }
+            }
+        }
+        words.push(Bytes::from(word));
+    }
 }
 
 /// Reads `*<n>` and the `$<len>` headers that have arrived, refusing absurd sizes before any of
@@ -158,6 +241,29 @@ fn read_number(buf: &[u8], at: usize) -> Result<Option<(i64, usize)>, FrameError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inline_commands_take_quotes_like_redis() {
+        let words = |line: &str| {
+            split_inline(line.as_bytes()).map(|w| w.iter().map(|w| w.to_vec()).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            words(r#"SET "my key" 'it\'s "quoted"'"#).unwrap(),
+            vec![
+                b"SET".to_vec(),
+                b"my key".to_vec(),
+                br#"it's "quoted""#.to_vec()
+            ]
+        );
+        assert_eq!(
+            words(r#"SET k "a\tb\x41\n""#).unwrap()[2],
+            b"a\tbA\n".to_vec()
+        );
+        assert_eq!(words("  PING   ").unwrap(), vec![b"PING".to_vec()]);
+        assert!(words(r#"SET k "open"#).is_err());
+        assert!(words(r#"SET k "a"b"#).is_err());
+        assert!(words("SET k 'open").is_err());
+    }
     use proptest::prelude::*;
 
     const LIMITS: FrameLimits = FrameLimits {

@@ -1,6 +1,7 @@
 //! The Redis protocol frontend (RESP2 and RESP3): any Redis client reads FireScroll, and can write.
 //! Commands call the same [`Service`] as HTTP, so both always agree.
 
+mod clients;
 mod commands;
 mod connection;
 pub mod frame;
@@ -69,8 +70,11 @@ pub async fn serve(
         );
         shared.stats.connections.fetch_add(1, Ordering::Relaxed);
         shared.stats.clients.fetch_add(1, Ordering::Relaxed);
+        let local = stream.local_addr().unwrap_or(peer);
+        let kill = shared.clients.register(id, peer, local);
         connections.spawn(async move {
-            connection::run(stream, id, &service, &shared, &config, stop).await;
+            connection::run(stream, id, &service, &shared, &config, stop, kill).await;
+            shared.clients.unregister(id);
             shared.stats.clients.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });

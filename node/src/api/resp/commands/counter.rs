@@ -31,7 +31,15 @@ pub async fn incr(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
         Ok(pk) => pk,
         Err(e) => return e,
     };
-    counter_op(ctx, pk, String::new(), OpKind::Incr, by.to_string(), Shape::Integer).await
+    counter_op(
+        ctx,
+        pk,
+        String::new(),
+        OpKind::Incr,
+        by.to_string(),
+        Shape::Integer,
+    )
+    .await
 }
 
 /// `HINCRBY key field n`
@@ -68,7 +76,15 @@ pub async fn incrbyfloat(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> R
         Err(e) => return e,
     };
     // Rust's shortest round-trip text of the f64 is valid JSON for a finite number.
-    counter_op(ctx, pk, sk, OpKind::IncrFloat, format!("{by:?}"), Shape::Bulk).await
+    counter_op(
+        ctx,
+        pk,
+        sk,
+        OpKind::IncrFloat,
+        format!("{by:?}"),
+        Shape::Bulk,
+    )
+    .await
 }
 
 /// `APPEND key value`: the length of the value after appending.

@@ -196,3 +196,58 @@ pub async fn hstrlen(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         Err(e) => e,
     }
 }
+
+/// `HRANDFIELD key [count [WITHVALUES]]`: random fields. A positive count gives distinct fields
+/// (at most all of them), a negative one may repeat fields, as in Redis.
+pub async fn hrandfield(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let (key, count, with_values) = match args {
+        [key] => (key, None, false),
+        [key, count] => (key, Some(count), false),
+        [key, count, w] if w.eq_ignore_ascii_case(b"WITHVALUES") => (key, Some(count), true),
+        [_, _, _] => return Reply::err("syntax error"),
+        _ => return wrong_arity("hrandfield"),
+    };
+    let count = match count.map(|c| std::str::from_utf8(c).ok()?.parse::<i64>().ok()) {
+        None => None,
+        Some(Some(n)) => Some(n),
+        Some(None) => return Reply::err("value is not an integer or out of range"),
+    };
+    let records = match all_fields(ctx, std::slice::from_ref(key), "hrandfield").await {
+        Ok(records) => records,
+        Err(e) => return e,
+    };
+    let Some(count) = count else {
+        return match records.is_empty() {
+            true => Reply::Null,
+            false => {
+                let i = (super::random() % records.len() as u64) as usize;
+                Reply::bulk(records[i].sk.clone())
+            }
+        };
+    };
+    let picked: Vec<usize> = if count >= 0 {
+        // Distinct fields: a partial Fisher-Yates shuffle.
+        let mut order: Vec<usize> = (0..records.len()).collect();
+        let take = (count as usize).min(order.len());
+        for i in 0..take {
+            let j = i + (super::random() % (order.len() - i) as u64) as usize;
+            order.swap(i, j);
+        }
+        order.truncate(take);
+        order
+    } else if records.is_empty() {
+        Vec::new()
+    } else {
+        (0..count.unsigned_abs().min(100_000))
+            .map(|_| (super::random() % records.len() as u64) as usize)
+            .collect()
+    };
+    let mut out = Vec::with_capacity(picked.len() * 2);
+    for i in picked {
+        out.push(Reply::bulk(records[i].sk.clone()));
+        if with_values {
+            out.push(Reply::Bulk(value_of(&records[i])));
+        }
+    }
+    Reply::Array(out)
+}

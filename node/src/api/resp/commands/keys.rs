@@ -2,8 +2,8 @@
 
 use super::{Context, Shape, data_of, text, wrong_arity};
 use crate::api::resp::reply::Reply;
-use crate::service::Outcome;
 use crate::model::{Key, OpKind};
+use crate::service::Outcome;
 use crate::service::WriteOp;
 use bytes::Bytes;
 

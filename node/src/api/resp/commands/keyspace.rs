@@ -3,7 +3,7 @@
 //! region. SCAN cursors are valid on any node of the region (see `service::keyspace`).
 
 use super::scan::glob_match;
-use super::{Context, service_error, wrong_arity};
+use super::{Context, random, service_error, wrong_arity};
 use crate::api::resp::reply::Reply;
 use crate::model::KeyInfo;
 use bytes::Bytes;
@@ -156,16 +156,4 @@ fn selected(key: &KeyInfo, pattern: Option<&[u8]>, string: Option<bool>) -> bool
     // A pk with a string record and hash fields is a string to TYPE, and so here.
     pattern.is_none_or(|p| glob_match(p, key.pk.as_bytes()))
         && string.is_none_or(|want| key.string == want)
-}
-
-/// A random number from the standard library's per-process random hash keys.
-fn random() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    hasher.finish()
 }

@@ -16,10 +16,12 @@ mod transaction;
 
 pub use scan::ScanCursors;
 
+use super::clients::ClientRegistry;
 use super::reply::Reply;
 use crate::model::{Key, OpKind, Position, Record, partition_of};
 use crate::service::{
     Access, ListRequest, Service, ServiceError, WriteMode, WriteOp, WriteRequest,
+    compute_read_modify_write,
 };
 use bytes::Bytes;
 use serde_json::value::RawValue;
@@ -166,6 +168,7 @@ impl Session {
 
 /// What all the connections of the Redis port share.
 pub struct Shared {
+    pub clients: ClientRegistry,
     pub scans: ScanCursors,
     pub written: WrittenPositions,
     pub stats: ServerStats,
@@ -174,6 +177,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(partitions: u32) -> Self {
         Shared {
+            clients: ClientRegistry::default(),
             scans: ScanCursors::default(),
             written: WrittenPositions::new(partitions),
             stats: ServerStats::default(),
@@ -198,6 +202,7 @@ pub struct Context<'a> {
     pub scans: &'a ScanCursors,
     pub written: &'a WrittenPositions,
     pub stats: &'a ServerStats,
+    pub clients: &'a ClientRegistry,
     pub session: &'a mut Session,
 }
 
@@ -207,6 +212,12 @@ pub async fn execute(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
     let name = args.first().cloned().unwrap_or_default();
     let reply = run(ctx, args).await;
     ctx.stats.commands.fetch_add(1, Ordering::Relaxed);
+    ctx.clients.ran(
+        ctx.session.id,
+        &String::from_utf8_lossy(&name).to_ascii_lowercase(),
+        ctx.session.proto,
+        ctx.session.name.as_deref(),
+    );
     ctx.service
         .metrics()
         .observe_resp(&name, started.elapsed().as_micros() as f64);
@@ -255,6 +266,7 @@ pub(super) async fn run(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
         "hstrlen" => hash::hstrlen(ctx, args).await,
         "hdel" => hash::hdel(ctx, args).await,
         "hscan" => scan::hscan(ctx, args).await,
+        "hrandfield" => hash::hrandfield(ctx, args).await,
         "scan" => keyspace::scan(ctx, args).await,
         "keys" => keyspace::keys(ctx, args).await,
         "dbsize" => keyspace::dbsize(ctx, args).await,
@@ -427,6 +439,18 @@ fn outcome_reply(outcome: Option<crate::service::Outcome>, op: usize, shape: Sha
     }
 }
 
+/// A random number from the standard library's per-process random hash keys.
+pub(super) fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
+}
+
 /// Redis's error for writes that must be atomic but span partitions.
 fn crossslot() -> Reply {
     Reply::Error(
@@ -445,11 +469,11 @@ fn NULL_JSON() -> &'static RawValue {
 }
 
 /// A record a transaction has written but not yet applied, as its reads see it.
-fn pending_record(pk: &str, sk: &str, data: &RawValue) -> Record {
+fn pending_record(pk: &str, sk: &str, data: String) -> Record {
     Record {
         pk: pk.to_string(),
         sk: sk.to_string(),
-        data_json: data.get().to_string(),
+        data_json: data,
         created_at_ms: 0,
         updated_at_ms: 0,
     }
@@ -500,35 +524,66 @@ impl Context<'_> {
         Ok(self.read_json(pk, sk).await?.map(wire_value))
     }
 
-    /// A write of the transaction `EXEC` is running to (pk, sk), if there is one: `Ok(None)` for
-    /// a delete. The transaction's reads see its earlier writes, as in Redis; a value computed
-    /// at apply (`INCR`, `APPEND`) is not known yet, and reading it is an error.
-    fn pending(&self, pk: &str, sk: &str) -> Option<Result<Option<&RawValue>, Reply>> {
-        let ops = self.session.collecting.as_ref()?;
-        let op = ops
+    /// The data (JSON) of (pk, sk) after the writes of the transaction `EXEC` is running, if it
+    /// wrote to it: `Ok(None)` for a delete. The transaction's reads see its earlier writes, as in
+    /// Redis; values computed at apply (`INCR`, `APPEND`) are computed here from what this node
+    /// reads now — the reply of the command itself comes from the applied entry.
+    async fn pending(&self, pk: &str, sk: &str) -> Option<Result<Option<String>, Reply>> {
+        // Owned, so nothing borrowed from an iterator lives across the awaits below.
+        let ops: Vec<(OpKind, String)> = self
+            .session
+            .collecting
+            .as_ref()?
             .iter()
-            .rev()
-            .find(|op| op.pk == pk && op.sk == sk && op.op != OpKind::Check)?;
-        Some(match op.op {
-            OpKind::Put => Ok(Some(op.data.as_deref().unwrap_or(NULL_JSON()))),
-            OpKind::Delete | OpKind::Check => Ok(None),
-            OpKind::Incr | OpKind::IncrFloat | OpKind::Append => Err(Reply::err(format!(
-                "this transaction reads {pk:?} after changing it with a command computed when \
-                 the transaction applies; read it after EXEC"
-            ))),
-        })
+            .filter(|op| op.pk == pk && op.sk == sk && op.op != OpKind::Check)
+            .map(|op| {
+                let data = op.data.as_deref().unwrap_or(NULL_JSON());
+                (op.op, data.get().to_string())
+            })
+            .collect();
+        if ops.is_empty() {
+            return None;
+        }
+        // `None` until known: the stored value is read only if an op needs it.
+        let mut state: Option<Option<String>> = None;
+        for (kind, data) in ops {
+            state = Some(match kind {
+                OpKind::Put => Some(data),
+                OpKind::Delete | OpKind::Check => None,
+                kind => {
+                    let base = match state {
+                        Some(known) => known,
+                        None => match self.stored_json(pk, sk).await {
+                            Ok(stored) => stored.map(|b| String::from_utf8_lossy(&b).into_owned()),
+                            Err(e) => return Some(Err(e)),
+                        },
+                    };
+                    match compute_read_modify_write(kind, base.as_deref().map(str::as_bytes), &data)
+                    {
+                        Ok(data) => Some(data),
+                        Err(e) => return Some(Err(Reply::err(e))),
+                    }
+                }
+            });
+        }
+        state.map(Ok)
     }
 
-    /// The data JSON of one record, as stored (`JSON.GET`).
-    async fn read_json(&self, pk: &str, sk: &str) -> Result<Option<Bytes>, Reply> {
-        if let Some(pending) = self.pending(pk, sk) {
-            return Ok(pending?.map(|data| Bytes::copy_from_slice(data.get().as_bytes())));
-        }
+    /// The data JSON of one record as this node reads it (after this connection's writes).
+    async fn stored_json(&self, pk: &str, sk: &str) -> Result<Option<Bytes>, Reply> {
         let min_offsets = self.min_offsets([pk]);
         self.service
             .get_data(pk, sk, &min_offsets)
             .await
             .map_err(service_error)
+    }
+
+    /// The data JSON of one record, as stored (`JSON.GET`).
+    async fn read_json(&self, pk: &str, sk: &str) -> Result<Option<Bytes>, Reply> {
+        if let Some(pending) = self.pending(pk, sk).await {
+            return Ok(pending?.map(Bytes::from));
+        }
+        self.stored_json(pk, sk).await
     }
 
     /// Reads `keys`, after this connection's own writes are applied.
@@ -541,7 +596,7 @@ impl Context<'_> {
             .map_err(service_error)?;
         if self.session.collecting.is_some() {
             for key in &keys {
-                if let Some(pending) = self.pending(&key.pk, &key.sk) {
+                if let Some(pending) = self.pending(&key.pk, &key.sk).await {
                     records.retain(|r| r.pk != key.pk || r.sk != key.sk);
                     records.extend(pending?.map(|data| pending_record(&key.pk, &key.sk, data)));
                 }
@@ -600,15 +655,18 @@ impl Context<'_> {
         }
         // Inside EXEC: the transaction's earlier writes to this hash, in sk order.
         if let Some(ops) = &self.session.collecting {
-            for op in ops
+            let mut written: Vec<&str> = ops
                 .iter()
                 .filter(|op| op.pk == pk && op.sk.starts_with(&prefix) && op.op != OpKind::Check)
-            {
-                records.retain(|r| r.sk != op.sk);
-                if let Some(pending) = self.pending(&op.pk, &op.sk)
+                .map(|op| op.sk.as_str())
+                .collect();
+            written.dedup();
+            for sk in written {
+                records.retain(|r| r.sk != sk);
+                if let Some(pending) = self.pending(&pk, sk).await
                     && let Some(data) = pending?
                 {
-                    records.push(pending_record(&op.pk, &op.sk, data));
+                    records.push(pending_record(&pk, sk, data));
                 }
             }
             records.sort_by(|a, b| a.sk.cmp(&b.sk));

@@ -2,6 +2,7 @@
 //! SELECT, PING, ECHO, QUIT, RESET.
 
 use super::{Context, Session, wrong_arity};
+use crate::api::resp::clients::KillFilter;
 use crate::api::resp::reply::Reply;
 use crate::service::Access;
 use bytes::Bytes;
@@ -16,8 +17,21 @@ const COMMANDS: &[(&str, i64)] = &[
     ("mget", -2),
     ("exists", -2),
     ("set", -3),
+    ("setnx", 3),
+    ("getset", 3),
+    ("getdel", 2),
+    ("mset", -3),
+    ("msetnx", -3),
+    ("strlen", 2),
     ("del", -2),
+    ("unlink", -2),
     ("type", 2),
+    ("incr", 2),
+    ("decr", 2),
+    ("incrby", 3),
+    ("decrby", 3),
+    ("incrbyfloat", 3),
+    ("append", 3),
     ("hget", 3),
     ("hmget", -3),
     ("hgetall", 2),
@@ -27,8 +41,26 @@ const COMMANDS: &[(&str, i64)] = &[
     ("hexists", 3),
     ("hset", -4),
     ("hmset", -4),
+    ("hsetnx", 4),
+    ("hstrlen", 3),
     ("hdel", -3),
+    ("hincrby", 4),
+    ("hincrbyfloat", 4),
+    ("hrandfield", -2),
     ("hscan", -3),
+    ("json.set", -4),
+    ("json.get", -2),
+    ("json.del", -2),
+    ("json.forget", -2),
+    ("watch", -2),
+    ("unwatch", 1),
+    ("multi", 1),
+    ("exec", 1),
+    ("discard", 1),
+    ("scan", -2),
+    ("keys", 2),
+    ("dbsize", 1),
+    ("randomkey", 1),
     ("hello", -1),
     ("auth", -2),
     ("client", -2),
@@ -70,9 +102,9 @@ pub fn execute(ctx: &mut Context<'_>, name: &str, args: &[Bytes]) -> Option<Repl
         },
         "auth" => auth(ctx, args),
         "hello" => hello(ctx, args),
-        "client" => client(ctx.session, args),
+        "client" => client(ctx, args),
         "command" => command(args),
-        "config" => config(args),
+        "config" => config(ctx, args),
         _ => return None,
     })
 }
@@ -153,11 +185,61 @@ fn hello(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     ])
 }
 
-fn client(session: &mut Session, args: &[Bytes]) -> Reply {
+fn client(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let [sub, rest @ ..] = args else {
         return wrong_arity("client");
     };
+    let session = &mut *ctx.session;
     match (sub.to_ascii_uppercase().as_slice(), rest) {
+        (b"LIST", []) => Reply::bulk(ctx.clients.list()),
+        (b"LIST", [ty, kind]) if ty.eq_ignore_ascii_case(b"TYPE") => {
+            if kind.eq_ignore_ascii_case(b"normal") {
+                Reply::bulk(ctx.clients.list())
+            } else {
+                Reply::bulk("")
+            }
+        }
+        // The old form: `CLIENT KILL addr:port`.
+        (b"KILL", [addr]) => {
+            let filter = KillFilter {
+                addr: Some(String::from_utf8_lossy(addr).into_owned()),
+                ..KillFilter::default()
+            };
+            match ctx.clients.kill(&filter) {
+                0 => Reply::err("No such client"),
+                _ => Reply::ok(),
+            }
+        }
+        (b"KILL", filters) if !filters.is_empty() && filters.len() % 2 == 0 => {
+            let mut filter = KillFilter {
+                skip: Some(session.id),
+                ..KillFilter::default()
+            };
+            for pair in filters.chunks(2) {
+                let value = String::from_utf8_lossy(&pair[1]).into_owned();
+                match pair[0].to_ascii_uppercase().as_slice() {
+                    b"ID" => match value.parse() {
+                        Ok(id) => filter.id = Some(id),
+                        Err(_) => return Reply::err("client-id should be greater than 0"),
+                    },
+                    b"ADDR" => filter.addr = Some(value),
+                    b"LADDR" => filter.laddr = Some(value),
+                    b"SKIPME" => match value.to_ascii_lowercase().as_str() {
+                        "yes" => filter.skip = Some(session.id),
+                        "no" => filter.skip = None,
+                        _ => return Reply::err("syntax error"),
+                    },
+                    b"TYPE" if value.eq_ignore_ascii_case("normal") => {}
+                    b"USER" if value == "default" => {}
+                    _ => {
+                        return Reply::err(
+                            "CLIENT KILL takes ID, ADDR, LADDR, SKIPME (and TYPE normal, USER default)",
+                        );
+                    }
+                }
+            }
+            Reply::Int(ctx.clients.kill(&filter) as i64)
+        }
         (b"SETNAME", [name]) => {
             session.name = Some(name.clone());
             Reply::ok()
@@ -175,10 +257,12 @@ fn client(session: &mut Session, args: &[Bytes]) -> Reply {
                 .unwrap_or_default(),
             session.proto
         )),
-        (b"SETNAME" | b"GETNAME" | b"ID" | b"SETINFO" | b"INFO", _) => Reply::err(format!(
-            "wrong number of arguments for 'client|{}' command",
-            String::from_utf8_lossy(sub).to_ascii_lowercase()
-        )),
+        (b"SETNAME" | b"GETNAME" | b"ID" | b"SETINFO" | b"INFO" | b"LIST" | b"KILL", _) => {
+            Reply::err(format!(
+                "wrong number of arguments for 'client|{}' command",
+                String::from_utf8_lossy(sub).to_ascii_lowercase()
+            ))
+        }
         _ => Reply::err(format!(
             "unknown subcommand '{}'. Try CLIENT HELP.",
             String::from_utf8_lossy(sub)
@@ -191,6 +275,14 @@ fn command(args: &[Bytes]) -> Reply {
         let keyed = !matches!(
             name,
             "hello"
+                | "unwatch"
+                | "multi"
+                | "exec"
+                | "discard"
+                | "scan"
+                | "keys"
+                | "dbsize"
+                | "randomkey"
                 | "auth"
                 | "client"
                 | "command"
@@ -202,7 +294,10 @@ fn command(args: &[Bytes]) -> Reply {
                 | "quit"
                 | "reset"
         );
-        let last_key = if matches!(name, "mget" | "exists" | "del") {
+        let last_key = if matches!(
+            name,
+            "mget" | "exists" | "del" | "unlink" | "watch" | "mset" | "msetnx"
+        ) {
             -1
         } else {
             1
@@ -213,7 +308,10 @@ fn command(args: &[Bytes]) -> Reply {
             Reply::Array(vec![]),
             Reply::Int(i64::from(keyed)),
             Reply::Int(if keyed { last_key } else { 0 }),
-            Reply::Int(i64::from(keyed)),
+            Reply::Int(match name {
+                "mset" | "msetnx" => 2,
+                _ => i64::from(keyed),
+            }),
         ])
     };
     match args {
@@ -336,9 +434,15 @@ fn resident_bytes() -> u64 {
 }
 
 /// `CONFIG GET pattern`: nothing is configurable through Redis; answers an empty result, which
-/// is what clients probing for `save` or `appendonly` handle.
-fn config(args: &[Bytes]) -> Reply {
+/// is what clients probing for `save` or `appendonly` handle. `CONFIG RESETSTAT` zeroes the
+/// counters `INFO stats` shows.
+fn config(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
     match args {
+        [sub] if sub.eq_ignore_ascii_case(b"RESETSTAT") => {
+            ctx.stats.connections.store(0, Ordering::Relaxed);
+            ctx.stats.commands.store(0, Ordering::Relaxed);
+            Reply::ok()
+        }
         [sub, _, ..] if sub.eq_ignore_ascii_case(b"GET") => Reply::Map(vec![]),
         [sub, ..] if sub.eq_ignore_ascii_case(b"SET") => {
             Reply::err("FireScroll is configured through its settings, not CONFIG SET")

@@ -148,7 +148,12 @@ async fn watch(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             Ok(pk) => pk,
             Err(e) => return e,
         };
-        if ctx.session.watched.iter().any(|(watched, _)| *watched == pk) {
+        if ctx
+            .session
+            .watched
+            .iter()
+            .any(|(watched, _)| *watched == pk)
+        {
             continue;
         }
         let min_offsets = ctx.min_offsets([pk.as_str()]);

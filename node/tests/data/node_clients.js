@@ -1,0 +1,65 @@
+// Stock Node.js Redis clients against a FireScroll node: ioredis and node-redis, as their users
+// write them. Prints "ok" when every assertion held. Usage: node node_clients.js <port>
+const assert = require("assert");
+const Redis = require("ioredis");
+const { createClient } = require("redis");
+
+const port = Number(process.argv[2]);
+
+async function withIoredis() {
+  const r = new Redis({ port, lazyConnect: true, maxRetriesPerRequest: 0 });
+  await r.connect();
+  assert.equal(await r.set("io:k", "v"), "OK");
+  assert.equal(await r.get("io:k"), "v");
+  // multi() is MULTI/EXEC: one atomic entry, replies per command.
+  const tx = await r.multi().set("io:h", "s").hset("io:h", "f", "1").hincrby("io:h", "n", 5).hgetall("io:h").exec();
+  assert.deepEqual(tx, [[null, "OK"], [null, 1], [null, 5], [null, { "": "s", f: "1", n: "5" }]]);
+  // A pipeline (not a transaction) of writes and reads.
+  const piped = await r.pipeline().set("io:p1", "a").incr("io:ctr").incr("io:ctr").get("io:p1").exec();
+  assert.deepEqual(piped.map(([e, v]) => v), ["OK", 1, 2, "a"]);
+  // WATCH: a change by another client makes exec() answer null.
+  const other = new Redis({ port });
+  await r.watch("io:k");
+  await other.set("io:k", "changed");
+  assert.equal(await r.multi().set("io:k", "mine").exec(), null);
+  assert.equal(await r.get("io:k"), "changed");
+  // scanStream walks every key once.
+  for (let i = 0; i < 50; i++) await r.set(`io:many:${i}`, i);
+  const seen = new Set();
+  await new Promise((resolve, reject) => {
+    r.scanStream({ match: "io:many:*", count: 7 })
+      .on("data", (keys) => keys.forEach((k) => seen.add(k)))
+      .on("end", resolve)
+      .on("error", reject);
+  });
+  assert.equal(seen.size, 50);
+  other.disconnect();
+  r.disconnect();
+}
+
+async function withNodeRedis() {
+  const c = createClient({ url: `redis://127.0.0.1:${port}` });
+  c.on("error", () => {});
+  await c.connect();
+  assert.equal(await c.set("nr:k", "v"), "OK");
+  assert.equal(await c.get("nr:k"), "v");
+  const tx = await c.multi().set("nr:h", "1").hSet("nr:h", { a: "1", b: "2" }).incr("nr:h").hGetAll("nr:h").exec();
+  assert.deepEqual(tx, ["OK", 2, 2, { "": "2", a: "1", b: "2" }]);
+  const keys = [];
+  for await (const key of c.scanIterator({ MATCH: "nr:*", COUNT: 3 })) keys.push(key);
+  assert.deepEqual(keys.sort(), ["nr:h", "nr:k"]);
+  // JSON documents through RedisJSON's commands.
+  await c.json.set("nr:doc", "$", { enabled: true, rollout: [1, 2] });
+  assert.deepEqual(await c.json.get("nr:doc"), { enabled: true, rollout: [1, 2] });
+  assert.equal(await c.dbSize() >= 3, true);
+  await c.quit();
+}
+
+(async () => {
+  await withIoredis();
+  await withNodeRedis();
+  console.log("ok");
+})().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
