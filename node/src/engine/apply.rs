@@ -237,7 +237,7 @@ fn apply_entry(
             pk: &op.pk,
             sk: &op.sk,
             data: match op.op {
-                OpKind::Delete | OpKind::Check => None,
+                OpKind::Delete | OpKind::DeleteKey | OpKind::Check => None,
                 _ => Some(op.data.as_ref().map_or("null", |d| d.get())),
             },
             current: stored,
@@ -284,6 +284,22 @@ fn apply_entry(
         }
         let new_value = match op.op {
             OpKind::Delete | OpKind::Check => None,
+            OpKind::DeleteKey => {
+                // Every other record of the pk goes too; (pk, sk) itself below.
+                for other in pk_records_at(store, &op.pk, overlay, &local)?.into_keys() {
+                    if other != key {
+                        let sk = crate::store::decode_key(&other)
+                            .map(|(_, sk)| sk)
+                            .unwrap_or_default();
+                        local_keys
+                            .entry(op.pk.clone())
+                            .or_default()
+                            .note(&sk, false);
+                        local.insert(other, None);
+                    }
+                }
+                None
+            }
             OpKind::Incr | OpKind::IncrFloat | OpKind::Append => {
                 let (created, updated) = match &current {
                     Some(v) => (v.created_at_ms, v.updated_at_ms.max(entry.ts_ms)),
@@ -359,14 +375,27 @@ fn apply_entry(
     Ok(EntryOutcome::Applied(returned))
 }
 
-/// The version of `pk`'s records as this entry sees them: the store, under the batch's and the
-/// entry's pending writes.
+/// The version of `pk`'s records as this entry sees them.
 fn pk_version_at(
     store: &PartitionStore,
     pk: &str,
     overlay: &Overlay,
     local: &Overlay,
 ) -> Result<String, StoreError> {
+    let records = pk_records_at(store, pk, overlay, local)?;
+    Ok(pk_version(
+        records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+    ))
+}
+
+/// `pk`'s records (stored key → value) as this entry sees them: the store, under the batch's
+/// and the entry's pending writes.
+fn pk_records_at(
+    store: &PartitionStore,
+    pk: &str,
+    overlay: &Overlay,
+    local: &Overlay,
+) -> Result<std::collections::BTreeMap<Vec<u8>, Vec<u8>>, StoreError> {
     let prefix = pk_prefix(pk);
     let mut records: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = store
         .pk_entries(pk)?
@@ -381,9 +410,7 @@ fn pk_version_at(
             };
         }
     }
-    Ok(pk_version(
-        records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
-    ))
+    Ok(records)
 }
 
 /// The plugin `digest` names, if it can be used as a condition (`condition`) or transform.

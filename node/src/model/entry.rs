@@ -23,6 +23,9 @@ pub enum OpKind {
     Put,
     /// Remove the record (absent records are fine).
     Delete,
+    /// Remove every record of `pk`, whatever its sk (Redis `DEL` of a key: the string and every
+    /// hash field).
+    DeleteKey,
     /// Add `data` (a JSON integer) to the record's integer value, computed at apply: a JSON
     /// number stays a number, a string holding an integer stays a string, an absent record
     /// becomes the string of `data`. Anything else, or an overflow, rejects the entry
@@ -44,6 +47,7 @@ impl OpKind {
         match self {
             OpKind::Put => "put",
             OpKind::Delete => "delete",
+            OpKind::DeleteKey => "delete_key",
             OpKind::Incr => "incr",
             OpKind::IncrFloat => "incr_float",
             OpKind::Append => "append",

@@ -187,7 +187,7 @@ impl Service {
             .map(|(i, op)| {
                 self.validate_key(i, &op.pk, &op.sk)?;
                 let data = match (op.op, op.data) {
-                    (OpKind::Delete | OpKind::Check, _) | (_, None) => None,
+                    (OpKind::Delete | OpKind::DeleteKey | OpKind::Check, _) | (_, None) => None,
                     (_, Some(data)) => {
                         if data.get().len() > limits.max_value_bytes {
                             return Err(ServiceError::too_large(
@@ -352,7 +352,7 @@ impl Service {
                 || op.if_plugin.is_some()
                 || op.transform.is_some()
                 || op.return_old
-                || !matches!(op.op, OpKind::Put | OpKind::Delete)
+                || !matches!(op.op, OpKind::Put | OpKind::Delete | OpKind::DeleteKey)
             {
                 flush(&mut run, &mut entries)?;
                 run_bytes = 0;

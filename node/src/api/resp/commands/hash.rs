@@ -164,7 +164,7 @@ pub async fn hdel(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         Ok(keys) => keys,
         Err(e) => return e,
     };
-    ctx.delete(keys).await
+    ctx.delete_records(keys).await
 }
 
 /// `HSETNX key field value`: 1 if the field was new and set, 0 if it existed.

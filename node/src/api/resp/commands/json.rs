@@ -86,7 +86,7 @@ pub async fn del(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         _ => return wrong_arity("json.del"),
     };
     match key(k) {
-        Ok(key) => ctx.delete(vec![key]).await,
+        Ok(key) => ctx.delete_records(vec![key]).await,
         Err(e) => e,
     }
 }

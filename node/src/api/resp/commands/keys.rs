@@ -39,16 +39,17 @@ pub async fn mget(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     ctx.read_values(keys).await
 }
 
-/// `EXISTS key [key ...]`: how many of the keys exist (repeats count again, as in Redis).
+/// `EXISTS key [key ...]`: how many of the keys exist — a string or a hash with fields (repeats
+/// count again, as in Redis).
 pub async fn exists(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     if args.is_empty() {
         return wrong_arity("exists");
     }
-    let keys: Vec<Key> = match args.iter().map(key).collect() {
-        Ok(keys) => keys,
+    let pks: Vec<String> = match args.iter().map(text).collect() {
+        Ok(pks) => pks,
         Err(e) => return e,
     };
-    match ctx.exist(&keys).await {
+    match ctx.keys_exist(&pks).await {
         Ok(found) => Reply::Int(found.iter().filter(|&&f| f).count() as i64),
         Err(e) => e,
     }
@@ -175,16 +176,17 @@ pub(super) async fn put_record(
     }
 }
 
-/// `DEL key [key ...]`: how many existed.
+/// `DEL key [key ...]`: deletes each key whole (the string and every hash field); how many
+/// existed.
 pub async fn del(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     if args.is_empty() {
         return wrong_arity("del");
     }
-    let keys: Vec<Key> = match args.iter().map(key).collect() {
-        Ok(keys) => keys,
+    let pks: Vec<String> = match args.iter().map(text).collect() {
+        Ok(pks) => pks,
         Err(e) => return e,
     };
-    ctx.delete(keys).await
+    ctx.delete_keys(pks).await
 }
 
 /// `TYPE key`: `string` when the record (key, "") exists, else `hash` when the pk has fields.

@@ -535,7 +535,11 @@ impl Context<'_> {
             .collecting
             .as_ref()?
             .iter()
-            .filter(|op| op.pk == pk && op.sk == sk && op.op != OpKind::Check)
+            .filter(|op| {
+                op.pk == pk
+                    && (op.sk == sk || op.op == OpKind::DeleteKey)
+                    && op.op != OpKind::Check
+            })
             .map(|op| {
                 let data = op.data.as_deref().unwrap_or(NULL_JSON());
                 (op.op, data.get().to_string())
@@ -549,7 +553,7 @@ impl Context<'_> {
         for (kind, data) in ops {
             state = Some(match kind {
                 OpKind::Put => Some(data),
-                OpKind::Delete | OpKind::Check => None,
+                OpKind::Delete | OpKind::DeleteKey | OpKind::Check => None,
                 kind => {
                     let base = match state {
                         Some(known) => known,
@@ -655,11 +659,19 @@ impl Context<'_> {
         }
         // Inside EXEC: the transaction's earlier writes to this hash, in sk order.
         if let Some(ops) = &self.session.collecting {
+            // A deleted key loses every record read; what was written after comes back below.
+            if ops
+                .iter()
+                .any(|op| op.pk == pk && op.op == OpKind::DeleteKey)
+            {
+                records.clear();
+            }
             let mut written: Vec<&str> = ops
                 .iter()
                 .filter(|op| op.pk == pk && op.sk.starts_with(&prefix) && op.op != OpKind::Check)
                 .map(|op| op.sk.as_str())
                 .collect();
+            written.sort_unstable();
             written.dedup();
             for sk in written {
                 records.retain(|r| r.sk != sk);
@@ -674,8 +686,38 @@ impl Context<'_> {
         Ok(records)
     }
 
-    /// Deletes `keys` through the log; replies with how many of them existed (Redis's count).
-    async fn delete(&mut self, keys: Vec<Key>) -> Reply {
+    /// Whether each Redis key (a pk: its string record or any hash field) exists, in order.
+    async fn keys_exist(&self, pks: &[String]) -> Result<Vec<bool>, Reply> {
+        let mut found = Vec::with_capacity(pks.len());
+        for pk in pks {
+            let in_transaction = self
+                .session
+                .collecting
+                .as_ref()
+                .is_some_and(|ops| ops.iter().any(|op| op.pk == *pk));
+            let exists = if in_transaction {
+                !self.scan_all(pk.clone(), String::new()).await?.is_empty()
+            } else {
+                let page = self
+                    .service
+                    .list(ListRequest {
+                        pk: pk.clone(),
+                        limit: 1,
+                        min_offsets: self.min_offsets([pk.as_str()]),
+                        ..ListRequest::default()
+                    })
+                    .await
+                    .map_err(service_error)?;
+                !page.records.is_empty()
+            };
+            found.push(exists);
+        }
+        Ok(found)
+    }
+
+    /// Deletes records (`HDEL` fields, `JSON.DEL` documents) through the log; replies with how
+    /// many of them existed (Redis's count).
+    async fn delete_records(&mut self, keys: Vec<Key>) -> Reply {
         let existed = match self.exist(&keys).await {
             Ok(found) => found.iter().filter(|&&f| f).count(),
             Err(e) => return e,
@@ -683,11 +725,30 @@ impl Context<'_> {
         let ops = keys
             .into_iter()
             .map(|k| WriteOp {
-                op: crate::model::OpKind::Delete,
+                op: OpKind::Delete,
                 pk: k.pk,
                 sk: k.sk,
-                data: None,
-                cond: None,
+                ..WriteOp::default()
+            })
+            .collect();
+        match self.write(ops, false).await {
+            Ok(_) => Reply::Int(existed as i64),
+            Err(e) => e,
+        }
+    }
+
+    /// Deletes the Redis keys `pks` (every record of each) through the log; replies with how
+    /// many of them existed (Redis's count).
+    async fn delete_keys(&mut self, pks: Vec<String>) -> Reply {
+        let existed = match self.keys_exist(&pks).await {
+            Ok(found) => found.iter().filter(|&&f| f).count(),
+            Err(e) => return e,
+        };
+        let ops = pks
+            .into_iter()
+            .map(|pk| WriteOp {
+                op: OpKind::DeleteKey,
+                pk,
                 ..WriteOp::default()
             })
             .collect();
