@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Redis protocol throughput: redis-benchmark against FireScroll and against redis-server on the same
 # machine, same parameters, keys preloaded in both (redis-cli --pipe). Prints ops/s, p50, p99, ratios.
+# Reads are compared with a plain redis-server; writes with one running `appendonly yes,
+# appendfsync always` — the same promise FireScroll makes: an acknowledged write is on disk.
 #
 #   benches/redis_bench.sh       # needs redis-tools and redis-server (apt-get install redis-tools redis-server)
 # Env: KEYS (100000), REQUESTS (300000), CLIENTS (50).
@@ -19,13 +21,17 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-FS=17379; RS=17380
+FS=17379; RS=17380; RD=17381
 DB_PATH="$work/fs" API_PORT=17190 INTERNAL_PORT=17191 RESP_PORT=$FS LISTEN_ADDR=127.0.0.1 LOG_LEVEL=warn \
     "$CARGO_TARGET_DIR/release/firescroll" >"$work/fs.log" 2>&1 &
 pids+=($!)
 redis-server --port $RS --save '' --appendonly no --daemonize no >"$work/redis.log" 2>&1 &
 pids+=($!)
-for port in $FS $RS; do
+mkdir -p "$work/durable"
+redis-server --port $RD --save '' --appendonly yes --appendfsync always --dir "$work/durable" \
+    --daemonize no >"$work/redis-durable.log" 2>&1 &
+pids+=($!)
+for port in $FS $RS $RD; do
     for _ in $(seq 1 100); do redis-cli -p $port PING >/dev/null 2>&1 && break; sleep 0.1; done
 done
 # Something else on a port would answer instead: refuse to measure it.
@@ -43,7 +49,7 @@ for i in range(n):
     for parts in (("SET", key, "xxx"), ("HSET", "bench:hash", field, "xxx")):
         sys.stdout.write(f"*{len(parts)}\r\n" + "".join(f"${len(p)}\r\n{p}\r\n" for p in parts))
 PY
-for port in $FS $RS; do redis-cli -p $port --pipe <"$work/load.txt" | tail -1; done
+for port in $FS $RS $RD; do redis-cli -p $port --pipe <"$work/load.txt" | tail -1; done
 # FireScroll applies asynchronously: wait until the last key is readable.
 last=$(printf 'key:%012d' $((KEYS - 1)))
 for _ in $(seq 1 300); do [ -n "$(redis-cli -p $FS GET "$last")" ] && break; sleep 0.1; done
@@ -53,15 +59,23 @@ bench() {  # port label args... -> "rps p50 p99"
     redis-benchmark -p "$port" -c "$CLIENTS" -n "$REQUESTS" -r "$KEYS" --csv "$@" 2>/dev/null |
         awk -F'"' 'NR==2 {print $4, $10, $14}'
 }
-printf '%-22s %12s %9s %9s %12s %9s %9s %8s\n' test fs_ops/s fs_p50 fs_p99 redis_ops/s r_p50 r_p99 ratio
-row() {  # label args...
-    local label=$1; shift
+printf '%-24s %12s %9s %9s %12s %9s %9s %8s\n' test fs_ops/s fs_p50 fs_p99 redis_ops/s r_p50 r_p99 ratio
+row() {  # against label args...
+    local against=$1 label=$2; shift 2
     read -r a50 b50 c50 <<<"$(bench $FS "$@")"
-    read -r a b c <<<"$(bench $RS "$@")"
-    printf '%-22s %12s %9s %9s %12s %9s %9s %8s\n' "$label" "$a50" "$b50" "$c50" "$a" "$b" "$c" \
+    read -r a b c <<<"$(bench "$against" "$@")"
+    printf '%-24s %12s %9s %9s %12s %9s %9s %8s\n' "$label" "$a50" "$b50" "$c50" "$a" "$b" "$c" \
         "$(awk -v x="$a50" -v y="$a" 'BEGIN{printf "%.2f", x/y}')"
 }
-row "GET -c$CLIENTS" -t get
-row "GET -c$CLIENTS -P16" -t get -P 16
-row "HGET -c$CLIENTS" HGET bench:hash field:__rand_int__
-row "HGET -c$CLIENTS -P16" -P 16 HGET bench:hash field:__rand_int__
+echo "# reads, against redis-server"
+row $RS "GET -c$CLIENTS" -t get
+row $RS "GET -c$CLIENTS -P16" -t get -P 16
+row $RS "HGET -c$CLIENTS" HGET bench:hash field:__rand_int__
+row $RS "HGET -c$CLIENTS -P16" -P 16 HGET bench:hash field:__rand_int__
+echo "# writes, against redis-server with appendfsync always"
+row $RD "SET -c$CLIENTS" -t set
+row $RD "SET -c$CLIENTS -P16" -t set -P 16
+row $RD "HSET -c$CLIENTS" HSET bench:hash field:__rand_int__ xxx
+row $RD "HSET -c$CLIENTS -P16" -P 16 HSET bench:hash field:__rand_int__ xxx
+row $RD "INCR -c$CLIENTS" -t incr
+row $RD "INCR -c$CLIENTS -P16" -t incr -P 16

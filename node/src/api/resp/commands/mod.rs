@@ -536,9 +536,7 @@ impl Context<'_> {
             .as_ref()?
             .iter()
             .filter(|op| {
-                op.pk == pk
-                    && (op.sk == sk || op.op == OpKind::DeleteKey)
-                    && op.op != OpKind::Check
+                op.pk == pk && (op.sk == sk || op.op == OpKind::DeleteKey) && op.op != OpKind::Check
             })
             .map(|op| {
                 let data = op.data.as_deref().unwrap_or(NULL_JSON());
