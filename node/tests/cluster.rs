@@ -530,3 +530,78 @@ fn read_your_writes_across_nodes_with_tokens() {
     );
     assert_eq!(status, 401, "{text}");
 }
+
+#[test]
+fn the_keyspace_spans_the_region_and_scan_cursors_move_between_nodes() {
+    let _serial = serial();
+    let broker = Broker::start();
+    let nodes = start_region(&broker, "keyspace", 3, 1);
+    wait_converged(&nodes, 1);
+    // Keys in every partition, written through one node; a hash too.
+    let mut con = redis(&nodes[0]);
+    for i in 0..120 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query(&mut con)
+            .unwrap();
+    }
+    let _: () = redis::cmd("HSET")
+        .arg("h")
+        .arg("f")
+        .arg("v")
+        .query(&mut con)
+        .unwrap();
+    // Every node counts the whole region (DBSIZE asks the owners of the partitions it lacks),
+    // once it has applied what was written.
+    for node in &nodes {
+        let mut c = redis(node);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let n: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+            if n == 121 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {} counts {n}", node.api);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // One SCAN, each page asked of the next node with the cursor the previous one issued:
+    // every key exactly once.
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor = 0u64;
+    let mut pages = 0;
+    let mut cons: Vec<redis::Connection> = nodes.iter().map(redis).collect();
+    loop {
+        let con = &mut cons[pages % nodes.len()];
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(7)
+            .query(con)
+            .unwrap();
+        seen.extend(keys);
+        pages += 1;
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    assert!(pages > 10, "{pages} pages");
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(seen.len(), 121, "no key twice: {seen:?}");
+    assert_eq!(unique.len(), 121);
+    // RANDOMKEY and KEYS reach partitions owned elsewhere too.
+    let mut c = redis(&nodes[2]);
+    let keys: Vec<String> = redis::cmd("KEYS").arg("k1*").query(&mut c).unwrap();
+    assert_eq!(keys.len(), 31, "{keys:?}"); // k1, k10..k19, k100..k119
+    let random: String = redis::cmd("RANDOMKEY").query(&mut c).unwrap();
+    assert!(unique.contains(&random), "{random}");
+    // DEL of a key owned elsewhere takes it whole; the count follows everywhere.
+    let deleted: i64 = redis::cmd("DEL").arg("h").arg("k5").query(&mut c).unwrap();
+    assert_eq!(deleted, 2);
+    let n: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    assert_eq!(n, 119);
+}
