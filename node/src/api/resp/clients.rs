@@ -10,12 +10,44 @@ use tokio::sync::Notify;
 struct Client {
     addr: SocketAddr,
     local: SocketAddr,
-    name: String,
     since: Instant,
+    handle: Arc<ClientHandle>,
+}
+
+/// A connection's own view of its registry entry: it notes its activity here (a lock nobody
+/// else takes but `CLIENT LIST`), and learns here that `CLIENT KILL` closed it.
+pub struct ClientHandle {
+    activity: Mutex<Activity>,
+    kill: Notify,
+}
+
+struct Activity {
     last_active: Instant,
     last_command: String,
+    name: String,
     proto: u8,
-    kill: Arc<Notify>,
+}
+
+impl ClientHandle {
+    /// Notes that the connection ran `command` at `at` (and its protocol and name after it).
+    /// Reuses its buffers: no allocation per command.
+    pub fn ran(&self, command: &[u8], at: Instant, proto: u8, name: Option<&[u8]>) {
+        let mut a = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+        a.last_active = at;
+        a.last_command.clear();
+        a.last_command
+            .extend(command.iter().map(|b| char::from(b.to_ascii_lowercase())));
+        a.proto = proto;
+        let name = name.unwrap_or_default();
+        if a.name.as_bytes() != name {
+            a.name = String::from_utf8_lossy(name).into_owned();
+        }
+    }
+
+    /// Resolves when `CLIENT KILL` selects this connection.
+    pub async fn killed(&self) {
+        self.kill.notified().await
+    }
 }
 
 /// Every open connection of the port.
@@ -35,40 +67,32 @@ pub struct KillFilter {
 }
 
 impl ClientRegistry {
-    /// Adds a connection; the returned notifier fires when `CLIENT KILL` closes it.
-    pub fn register(&self, id: u64, addr: SocketAddr, local: SocketAddr) -> Arc<Notify> {
-        let kill = Arc::new(Notify::new());
+    /// Adds a connection; it notes its activity through the returned handle.
+    pub fn register(&self, id: u64, addr: SocketAddr, local: SocketAddr) -> Arc<ClientHandle> {
         let now = Instant::now();
+        let handle = Arc::new(ClientHandle {
+            activity: Mutex::new(Activity {
+                last_active: now,
+                last_command: "NULL".into(),
+                name: String::new(),
+                proto: 2,
+            }),
+            kill: Notify::new(),
+        });
         self.lock().insert(
             id,
             Client {
                 addr,
                 local,
-                name: String::new(),
                 since: now,
-                last_active: now,
-                last_command: "NULL".into(),
-                proto: 2,
-                kill: kill.clone(),
+                handle: handle.clone(),
             },
         );
-        kill
+        handle
     }
 
     pub fn unregister(&self, id: u64) {
         self.lock().remove(&id);
-    }
-
-    /// Notes a command `id` ran (and its protocol and name after it).
-    pub fn ran(&self, id: u64, command: &str, proto: u8, name: Option<&[u8]>) {
-        if let Some(client) = self.lock().get_mut(&id) {
-            client.last_active = Instant::now();
-            client.last_command.clear();
-            client.last_command.push_str(command);
-            client.proto = proto;
-            client.name =
-                name.map_or_else(String::new, |n| String::from_utf8_lossy(n).into_owned());
-        }
     }
 
     /// `CLIENT LIST`'s text: one line per connection, in Redis's `key=value` format.
@@ -79,17 +103,18 @@ impl ClientRegistry {
         let mut text = String::new();
         for id in ids {
             let c = &open[id];
+            let a = c.handle.activity.lock().unwrap_or_else(|p| p.into_inner());
             text.push_str(&format!(
                 "id={id} addr={} laddr={} fd=0 name={} age={} idle={} flags=N db=0 sub=0 psub=0 \
                  ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 \
                  tot-mem=0 events=r cmd={} user=default redir=-1 resp={}\n",
                 c.addr,
                 c.local,
-                c.name,
+                a.name,
                 c.since.elapsed().as_secs(),
-                c.last_active.elapsed().as_secs(),
-                c.last_command,
-                c.proto
+                a.last_active.elapsed().as_secs(),
+                a.last_command,
+                a.proto
             ));
         }
         text
@@ -111,7 +136,7 @@ impl ClientRegistry {
                     .is_none_or(|a| *a == c.local.to_string())
                 && filter.skip != Some(*id);
             if selected {
-                c.kill.notify_one();
+                c.handle.kill.notify_one();
                 killed += 1;
             }
         }

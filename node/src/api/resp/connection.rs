@@ -2,6 +2,7 @@
 //! replies at once.
 
 use super::RespConfig;
+use super::clients::ClientHandle;
 use super::commands::{Context, Session, Shared, collectable, execute, send_collected};
 use super::frame::next_command;
 use super::reply::Reply;
@@ -21,13 +22,16 @@ pub async fn run(
     shared: &Shared,
     config: &RespConfig,
     mut stop: watch::Receiver<bool>,
-    kill: std::sync::Arc<tokio::sync::Notify>,
+    client: std::sync::Arc<ClientHandle>,
 ) {
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut output = BytesMut::with_capacity(16 * 1024);
     let mut session = Session::new(id, service.access(None));
     // Replies of a run of pipelined writes, held until their ops are in the log together.
     let mut held: Vec<Reply> = Vec::new();
+    // Registered once for the connection's life, not once per read.
+    let killed = client.killed();
+    tokio::pin!(killed);
     loop {
         // Run every command that has fully arrived.
         loop {
@@ -38,6 +42,7 @@ pub async fn run(
                 written: &shared.written,
                 stats: &shared.stats,
                 clients: &shared.clients,
+                client: &client,
                 session: &mut session,
             };
             // Consecutive plain writes of a pipeline go to the log together (group commit), in
@@ -105,7 +110,7 @@ pub async fn run(
             },
             _ = stop.wait_for(|&s| s) => return,
             // CLIENT KILL from another connection.
-            () = kill.notified() => return,
+            () = &mut killed => return,
         }
     }
 }

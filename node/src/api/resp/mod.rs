@@ -71,9 +71,9 @@ pub async fn serve(
         shared.stats.connections.fetch_add(1, Ordering::Relaxed);
         shared.stats.clients.fetch_add(1, Ordering::Relaxed);
         let local = stream.local_addr().unwrap_or(peer);
-        let kill = shared.clients.register(id, peer, local);
+        let client = shared.clients.register(id, peer, local);
         connections.spawn(async move {
-            connection::run(stream, id, &service, &shared, &config, stop, kill).await;
+            connection::run(stream, id, &service, &shared, &config, stop, client).await;
             shared.clients.unregister(id);
             shared.stats.clients.fetch_sub(1, Ordering::Relaxed);
             drop(permit);

@@ -16,7 +16,7 @@ mod transaction;
 
 pub use scan::ScanCursors;
 
-use super::clients::ClientRegistry;
+use super::clients::{ClientHandle, ClientRegistry};
 use super::reply::Reply;
 use crate::model::{Key, OpKind, Position, Record, partition_of};
 use crate::service::{
@@ -203,6 +203,8 @@ pub struct Context<'a> {
     pub written: &'a WrittenPositions,
     pub stats: &'a ServerStats,
     pub clients: &'a ClientRegistry,
+    /// This connection's entry in `clients`.
+    pub client: &'a ClientHandle,
     pub session: &'a mut Session,
 }
 
@@ -212,9 +214,9 @@ pub async fn execute(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
     let name = args.first().cloned().unwrap_or_default();
     let reply = run(ctx, args).await;
     ctx.stats.commands.fetch_add(1, Ordering::Relaxed);
-    ctx.clients.ran(
-        ctx.session.id,
-        &String::from_utf8_lossy(&name).to_ascii_lowercase(),
+    ctx.client.ran(
+        &name,
+        started,
         ctx.session.proto,
         ctx.session.name.as_deref(),
     );
