@@ -104,11 +104,21 @@ fn from_embedded_log(n: u64) -> Duration {
         }
         let store = Store::open(&dir.path().join("store"), PARTITIONS).unwrap();
         let started = Instant::now();
+        let metrics = Arc::new(Metrics::new());
+        let dyn_log: Arc<dyn firescroll::log::MutationLog> = log.clone();
+        let plugins = firescroll::engine::Plugins::open(
+            &store,
+            &dyn_log,
+            firescroll::plugins::PluginLimits::default(),
+            &metrics,
+        )
+        .expect("plugins set up");
         let (engine, tasks) = Engine::start(
             store,
             log.clone(),
             Arc::new(Conditions::new()),
-            Arc::new(Metrics::new()),
+            plugins.resolver,
+            metrics,
             EngineConfig::default(),
         );
         engine

@@ -4,7 +4,7 @@ use crate::api;
 use crate::cluster::{Cluster, Served};
 use crate::cond::Conditions;
 use crate::config::Config;
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig, Plugins};
 use crate::log::MutationLog;
 use crate::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use crate::log::kafka::{KafkaLog, StartOffsets};
@@ -36,10 +36,14 @@ pub async fn run(
     })?;
     let log = open_log(&config, &store, &store_path).await?;
     let metrics = Arc::new(Metrics::new());
+    let plugins = Plugins::open(&store, &log, config.plugin_limits.clone(), &metrics)
+        .context("plugins cannot be set up")?;
+    let conds = Arc::new(Conditions::new());
     let (engine, engine_tasks) = Engine::start(
         store,
         log.clone(),
-        Arc::new(Conditions::new()),
+        conds.clone(),
+        plugins.resolver.clone(),
         metrics.clone(),
         EngineConfig {
             checkpoint_interval: config.checkpoint_interval,
@@ -47,13 +51,19 @@ pub async fn run(
             // A node-wide budget, so the index's memory does not grow with the partition count.
             read_index_max_bytes: config.read_index_max_bytes / config.partitions as usize,
             outcome_retention: config.outcome_retention,
-            plugin_limits: config.plugin_limits.clone(),
             stall_threshold: config.stall_threshold,
             stop_patience: config.shutdown_timeout / 2,
             ..EngineConfig::default()
         },
     );
-    let mut service = Service::new(engine.clone(), metrics.clone(), config.service.clone());
+    let mut service = Service::new(
+        engine.clone(),
+        log.clone(),
+        conds,
+        plugins,
+        metrics.clone(),
+        config.service.clone(),
+    );
     let cluster = match &config.cluster {
         None => None,
         Some(settings) => {

@@ -14,7 +14,7 @@ mod rmw;
 pub use crate::model::{Outcome, Rejection, RejectionKind, Returned};
 pub use apply::{AppliedBatch, Rules, apply_and_commit, apply_batch};
 pub use partition::{Health, PartitionRuntime, Stall};
-pub use plugins::{PluginResolver, Resolved};
+pub use plugins::{PluginResolver, PluginSetupError, Plugins, Resolved};
 pub use read_index::{Lookup, ReadIndex};
 pub use rmw::{compute as compute_read_modify_write, parse_finite_float, parse_redis_integer};
 
@@ -44,8 +44,6 @@ pub struct EngineConfig {
     /// Outcomes are kept for the last this-many entries of each partition; older ones are
     /// pruned at checkpoints and reported as expired.
     pub outcome_retention: u64,
-    /// Limits plugins run under.
-    pub plugin_limits: crate::plugins::PluginLimits,
     /// A partition whose applier has been on one batch longer than this is reported stalled
     /// (`/ready`, `/debug/partitions`, `firescroll_partition_stalled`).
     pub stall_threshold: Duration,
@@ -61,7 +59,6 @@ impl Default for EngineConfig {
             drop_released: false,
             read_index_max_bytes: 256 << 20,
             outcome_retention: 1_000_000,
-            plugin_limits: crate::plugins::PluginLimits::default(),
             stall_threshold: Duration::from_secs(10),
             stop_patience: Duration::from_secs(5),
         }
@@ -109,19 +106,13 @@ impl Engine {
         store: Store,
         log: Arc<dyn MutationLog>,
         conds: Arc<Conditions>,
+        plugins: PluginResolver,
         metrics: Arc<Metrics>,
         config: EngineConfig,
     ) -> (Engine, Vec<JoinHandle<()>>) {
-        let host = crate::plugins::PluginHost::new(config.plugin_limits.clone())
-            .expect("the WebAssembly engine cannot start");
-        metrics.register(Box::new(host.metrics().calls.clone()));
-        metrics.register(Box::new(host.metrics().latency.clone()));
-        let plugin_store = store
-            .plugins()
-            .expect("the plugins keyspace cannot be opened");
         let engine = Engine {
             inner: Arc::new(Inner {
-                plugins: PluginResolver::new(Arc::new(host), plugin_store),
+                plugins,
                 store,
                 log,
                 conds,
@@ -163,21 +154,6 @@ impl Engine {
     /// The partition count of the namespace.
     pub fn partition_count(&self) -> u32 {
         self.inner.store.partition_count()
-    }
-
-    /// The log writes go to.
-    pub fn log(&self) -> &Arc<dyn MutationLog> {
-        &self.inner.log
-    }
-
-    /// The condition compiler shared with the service.
-    pub fn conditions(&self) -> &Arc<Conditions> {
-        &self.inner.conds
-    }
-
-    /// Plugins: the host and the modules on disk.
-    pub fn plugins(&self) -> &PluginResolver {
-        &self.inner.plugins
     }
 
     /// A partition this node owns.

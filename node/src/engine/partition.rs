@@ -1,7 +1,11 @@
 //! One owned partition at runtime: its store, how far it has applied, its health, its applier.
 
-use super::ReadIndex;
-use crate::store::PartitionStore;
+use super::{Lookup, ReadIndex};
+use crate::model::{KeyInfo, Record};
+use crate::store::{
+    Digest, HEADER_LEN, PartitionStore, Scan, StoreError, decode_value, encode_key, to_record,
+};
+use bytes::Bytes;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,11 +27,12 @@ pub enum Health {
     Gap { next_offset: u64, log_start: u64 },
 }
 
-/// A partition this node owns.
+/// A partition this node owns, and the reads it answers (readers never see its store's value
+/// format or its read index).
 pub struct PartitionRuntime {
-    pub store: PartitionStore,
+    pub(super) store: PartitionStore,
     /// In-memory copy of the records for single-key reads (kept by the applier).
-    pub index: ReadIndex,
+    pub(super) index: ReadIndex,
     next_offset: watch::Sender<u64>,
     health: Mutex<Health>,
     /// Mirrors "health is not a gap", read on every request without taking the lock.
@@ -70,6 +75,74 @@ impl PartitionRuntime {
             applier: Mutex::new(None),
             applying: Mutex::new(None),
         }
+    }
+
+    /// The stored value of (pk, sk): from the read index when it holds the partition (a single
+    /// key is consistent by itself), else from the store.
+    fn value(&self, pk: &str, sk: &str) -> Result<Option<fjall::Slice>, StoreError> {
+        let key = encode_key(pk, sk);
+        match self.index.get(&key) {
+            Lookup::Found(value) => Ok(Some(value)),
+            Lookup::Absent => Ok(None),
+            Lookup::Unknown => self.store.get_raw(&key),
+        }
+    }
+
+    /// One record.
+    pub fn get(&self, pk: &str, sk: &str) -> Result<Option<Record>, StoreError> {
+        self.value(pk, sk)?
+            .map(|v| to_record(pk.to_string(), sk.to_string(), &v))
+            .transpose()
+    }
+
+    /// Several records, from one snapshot, in the order asked.
+    pub fn get_many<'a>(
+        &self,
+        keys: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Vec<Option<Record>>, StoreError> {
+        self.store.get_many(keys)
+    }
+
+    /// The data (JSON text) of one record, sharing the stored bytes instead of copying them.
+    pub fn get_data(&self, pk: &str, sk: &str) -> Result<Option<Bytes>, StoreError> {
+        let Some(value) = self.value(pk, sk)? else {
+            return Ok(None);
+        };
+        if decode_value(&value).is_none() {
+            return Err(StoreError::Corrupt(format!(
+                "value of {pk:?}/{sk:?} has no valid header"
+            )));
+        }
+        Ok(Some(Bytes::from_owner(value).slice(HEADER_LEN..)))
+    }
+
+    /// `pk`'s records whose sk starts with `sk_prefix`, after `after`, from one snapshot.
+    pub fn scan(&self, pk: &str, sk_prefix: &str, after: Option<&str>) -> Scan {
+        self.store.scan(pk, sk_prefix, after)
+    }
+
+    /// How many keys (pks) the partition holds.
+    pub fn key_count(&self) -> Result<u64, StoreError> {
+        self.store.key_count()
+    }
+
+    /// A page of the key index from hash position `from` (see [`PartitionStore::scan_keys`]).
+    pub fn scan_keys(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<(Vec<KeyInfo>, Option<u64>), StoreError> {
+        self.store.scan_keys(from, limit)
+    }
+
+    /// Record count and content hash (replicas at equal offsets have equal digests).
+    pub fn digest(&self) -> Result<Digest, StoreError> {
+        self.store.digest()
+    }
+
+    /// Whether single-key reads are answered from memory.
+    pub fn read_index_enabled(&self) -> bool {
+        self.index.enabled()
     }
 
     /// A partition that cannot apply, for `reason`; reads see its state as of the last commit.

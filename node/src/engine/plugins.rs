@@ -1,9 +1,77 @@
-//! Plugins as the applier sees them: entries name a digest; the module comes from the host's
-//! cache, or from this node's plugin store (where uploads and the plugins topic put it).
+//! Plugins as the node runs them. [`Plugins::open`] is the one place they are set up at start
+//! (the wasm host, bindings from disk, precompiling, following the log's plugin records); the
+//! applier resolves the digests entries name, the service names and uploads.
 
-use crate::plugins::{Compiled, Digest, PluginHost};
-use crate::store::PluginStore;
+use crate::log::MutationLog;
+use crate::metrics::Metrics;
+use crate::plugins::{Binding, Compiled, Digest, PluginHost, PluginLimits, Registry};
+use crate::store::{PluginStore, Store, StoreError};
 use std::sync::Arc;
+
+/// Everything plugins need at run time, set up once when the node starts.
+#[derive(Clone)]
+pub struct Plugins {
+    /// Digests to compiled modules (what apply and read transforms run).
+    pub resolver: PluginResolver,
+    /// Names to digests (what writes and reads name).
+    pub registry: Arc<Registry>,
+}
+
+/// Why plugins could not be set up; the node does not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginSetupError {
+    #[error("the WebAssembly engine cannot start: {0}")]
+    Host(String),
+    #[error("the plugins keyspace cannot be opened: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl Plugins {
+    /// Starts the wasm host under `limits`, loads the bindings stored here, compiles the bound
+    /// modules in the background (so no first request waits), and follows the log's plugin
+    /// records when the log carries them (Kafka).
+    pub fn open(
+        store: &Store,
+        log: &Arc<dyn MutationLog>,
+        limits: PluginLimits,
+        metrics: &Metrics,
+    ) -> Result<Plugins, PluginSetupError> {
+        let host = PluginHost::new(limits).map_err(|e| PluginSetupError::Host(e.to_string()))?;
+        metrics.register(Box::new(host.metrics().calls.clone()));
+        metrics.register(Box::new(host.metrics().latency.clone()));
+        let plugin_store = store.plugins()?;
+        let registry = Arc::new(Registry::default());
+        for (name, json) in plugin_store.bindings()? {
+            match serde_json::from_slice(&json) {
+                Ok(binding) => registry.bind(binding),
+                Err(e) => tracing::warn!(name, error = %e, "unreadable plugin binding"),
+            }
+        }
+        let resolver = PluginResolver::new(Arc::new(host), plugin_store.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (resolver, digests) = (
+                resolver.clone(),
+                registry
+                    .list()
+                    .into_iter()
+                    .map(|b| b.digest.to_string())
+                    .collect::<Vec<_>>(),
+            );
+            runtime.spawn_blocking(move || {
+                for digest in digests {
+                    resolver.resolve(&digest);
+                }
+            });
+        }
+        if let Some(feed) = log.plugin_feed() {
+            let registry = registry.clone();
+            feed.follow(Arc::new(move |key, value| {
+                receive_plugin_record(&plugin_store, &registry, key, value)
+            }));
+        }
+        Ok(Plugins { resolver, registry })
+    }
+}
 
 /// Where a digest named by an entry stands on this node.
 pub enum Resolved {
@@ -14,7 +82,8 @@ pub enum Resolved {
     Invalid(String),
 }
 
-/// The host plus the store modules are loaded from.
+/// The host plus the store modules are loaded from. Cheap to clone.
+#[derive(Clone)]
 pub struct PluginResolver {
     host: Arc<PluginHost>,
     store: PluginStore,
@@ -55,5 +124,46 @@ impl PluginResolver {
                 Resolved::Missing
             }
         }
+    }
+}
+
+/// Applies one plugin record from the log to this node: modules to the store, bindings to the
+/// store and the registry. Records that do not parse are skipped (logged): they are not ours.
+fn receive_plugin_record(
+    store: &PluginStore,
+    registry: &Registry,
+    key: &str,
+    value: Option<&[u8]>,
+) {
+    let result = match (key.split_once(':'), value) {
+        (Some(("wasm", digest)), Some(bytes)) => {
+            if crate::plugins::Digest::of(bytes).to_string() != digest {
+                tracing::warn!(key, "plugin module does not match its digest; skipped");
+                return;
+            }
+            store.put_module(digest, bytes)
+        }
+        (Some(("name", name)), Some(json)) => match serde_json::from_slice::<Binding>(json) {
+            Ok(binding) if binding.name == name => {
+                let stored = store.put_binding(name, json);
+                registry.bind(binding);
+                stored
+            }
+            _ => {
+                tracing::warn!(key, "unreadable plugin binding; skipped");
+                return;
+            }
+        },
+        (Some(("name", name)), None) => {
+            registry.unbind(name);
+            store.remove_binding(name)
+        }
+        _ => {
+            tracing::warn!(key, "unknown plugin record; skipped");
+            return;
+        }
+    };
+    if let Err(e) = result {
+        tracing::error!(key, error = %e, "storing a plugin record failed");
     }
 }

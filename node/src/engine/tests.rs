@@ -99,13 +99,27 @@ fn start_engine(
     log: Arc<EmbeddedLog>,
     metrics: Arc<Metrics>,
 ) -> (Engine, Vec<tokio::task::JoinHandle<()>>) {
+    let plugins = test_plugins(&store, &log, &metrics);
     Engine::start(
         store,
         log,
         Arc::new(Conditions::new()),
+        plugins,
         metrics,
         EngineConfig::default(),
     )
+}
+
+/// Plugins as a node sets them up, over `store`.
+fn test_plugins(
+    store: &crate::store::Store,
+    log: &Arc<EmbeddedLog>,
+    metrics: &Metrics,
+) -> PluginResolver {
+    let log: Arc<dyn crate::log::MutationLog> = log.clone();
+    Plugins::open(store, &log, PluginLimits::default(), metrics)
+        .unwrap()
+        .resolver
 }
 
 fn open_log(dir: &std::path::Path) -> Arc<EmbeddedLog> {
@@ -619,11 +633,14 @@ async fn old_outcomes_are_pruned_and_reported_expired_never_applied() {
     let dir = tempfile::tempdir().unwrap();
     let log = open_log(dir.path());
     let store = crate::store::Store::open(&dir.path().join("store"), PARTITIONS).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let plugins = test_plugins(&store, &log, &metrics);
     let (engine, _tasks) = Engine::start(
         store,
         log.clone(),
         Arc::new(Conditions::new()),
-        Arc::new(Metrics::new()),
+        plugins,
+        metrics,
         EngineConfig {
             outcome_retention: 5,
             ..EngineConfig::default()

@@ -116,7 +116,7 @@ impl Service {
         let runtime = self.readable_partition(query.partition)?;
         let limit = query.limit.min(self.config.limits.max_list_records);
         let read = || -> Result<KeysReply, crate::store::StoreError> {
-            let count = runtime.store.key_count()?;
+            let count = runtime.key_count()?;
             if query.limit == 0 {
                 return Ok(KeysReply {
                     keys: Vec::new(),
@@ -124,7 +124,7 @@ impl Service {
                     count,
                 });
             }
-            let (keys, next) = runtime.store.scan_keys(query.from & HASH_MASK, limit)?;
+            let (keys, next) = runtime.scan_keys(query.from & HASH_MASK, limit)?;
             Ok(KeysReply { keys, next, count })
         };
         read().map_err(|e| self.read_failed(query.partition, e))

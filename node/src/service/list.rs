@@ -83,8 +83,7 @@ impl Service {
         };
         if let Some(source) = &request.cond {
             // A bad `if` is this request's fault: say so without a hop.
-            self.engine
-                .conditions()
+            self.conds
                 .check(source)
                 .map_err(|e| ServiceError::bad_request("invalid_if", e.to_string()))?;
         }
@@ -112,11 +111,10 @@ impl Service {
         let filter = match &request.cond {
             None => None,
             Some(source) => Some(Filter {
-                conds: self.engine.conditions().clone(),
+                conds: self.conds.clone(),
                 source: source.clone(),
                 program: self
-                    .engine
-                    .conditions()
+                    .conds
                     .check(source)
                     .map_err(|e| ServiceError::bad_request("invalid_if", e.to_string()))?,
             }),
@@ -205,9 +203,7 @@ fn scan_page(
     limit: usize,
     cancellation: &Cancellation,
 ) -> Result<ListPage, ScanError> {
-    let mut scan = runtime
-        .store
-        .scan(&request.pk, &request.sk_prefix, request.cursor.as_deref());
+    let mut scan = runtime.scan(&request.pk, &request.sk_prefix, request.cursor.as_deref());
     let mut page = ListPage::default();
     let mut budget = Budget::new(LIST_LIMITS);
     // The sk of the last record this page has fully looked at: where a page cut short by the

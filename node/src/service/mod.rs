@@ -15,7 +15,7 @@ mod watch;
 mod write;
 
 pub use crate::engine::{compute_read_modify_write, parse_finite_float, parse_redis_integer};
-pub use crate::model::{ListRequest, Outcome, RejectionKind};
+pub use crate::model::{ListRequest, Outcome, Rejection, RejectionKind};
 /// A plugin name's binding, as `/plugins` lists it.
 pub use crate::plugins::Binding;
 pub use crate::store::KEY_HASH_BITS;
@@ -28,7 +28,9 @@ pub use status::{PartitionReport, Readiness};
 pub use write::{EntryResult, WriteMode, WriteOp, WriteRequest};
 
 use crate::cluster::Cluster;
-use crate::engine::Engine;
+use crate::cond::Conditions;
+use crate::engine::{Engine, PluginResolver, Plugins};
+use crate::log::MutationLog;
 use crate::metrics::Metrics;
 use crate::plugins::Registry;
 use std::sync::Arc;
@@ -150,6 +152,12 @@ pub struct Service {
 /// What the service holds; its methods reach these fields through `Deref`.
 pub struct ServiceInner {
     engine: Engine,
+    /// Where writes go.
+    log: Arc<dyn MutationLog>,
+    /// `if` conditions: checked on arrival, evaluated by lists.
+    conds: Arc<Conditions>,
+    /// Compiled plugins by digest (uploads, read transforms).
+    plugins: PluginResolver,
     /// With gossip on: where partitions this node does not serve are read.
     cluster: Option<Cluster>,
     /// Plugin names → digests.
@@ -169,48 +177,23 @@ impl std::ops::Deref for Service {
 }
 
 impl Service {
-    /// The service over `engine`. Loads the plugin bindings stored on this node, and follows
-    /// the log's plugin records when there are other nodes.
-    pub fn new(engine: Engine, metrics: Arc<Metrics>, config: ServiceConfig) -> Self {
-        let registry = Arc::new(Registry::default());
-        let store = engine.plugins().store().clone();
-        match store.bindings() {
-            Ok(bindings) => {
-                for (name, json) in bindings {
-                    match serde_json::from_slice(&json) {
-                        Ok(binding) => registry.bind(binding),
-                        Err(e) => tracing::warn!(name, error = %e, "unreadable plugin binding"),
-                    }
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "reading plugin bindings failed"),
-        }
-        // Compile the bound plugins now, off the request path, so no first write or read waits.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let (engine, digests) = (
-                engine.clone(),
-                registry
-                    .list()
-                    .into_iter()
-                    .map(|b| b.digest.to_string())
-                    .collect::<Vec<_>>(),
-            );
-            runtime.spawn_blocking(move || {
-                for digest in digests {
-                    engine.plugins().resolve(&digest);
-                }
-            });
-        }
-        if let Some(feed) = engine.log().plugin_feed() {
-            let registry = registry.clone();
-            feed.follow(Arc::new(move |key, value| {
-                plugins::receive_plugin_record(&store, &registry, key, value)
-            }));
-        }
+    /// The service over `engine`, writing to `log`; conditions compile through `conds`, plugins
+    /// are those set up at start.
+    pub fn new(
+        engine: Engine,
+        log: Arc<dyn MutationLog>,
+        conds: Arc<Conditions>,
+        plugins: Plugins,
+        metrics: Arc<Metrics>,
+        config: ServiceConfig,
+    ) -> Self {
         Service {
             inner: Arc::new(ServiceInner {
                 engine,
-                registry,
+                log,
+                conds,
+                plugins: plugins.resolver,
+                registry: plugins.registry,
                 cluster: None,
                 metrics,
                 config: Arc::new(config),
@@ -233,9 +216,14 @@ impl Service {
         self.cluster.as_ref()
     }
 
-    /// The engine behind the service.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    /// The namespace's partition count.
+    pub fn partition_count(&self) -> u32 {
+        self.engine.partition_count()
+    }
+
+    /// How many partitions this node serves.
+    pub fn owned_partition_count(&self) -> usize {
+        self.engine.partitions().len()
     }
 
     /// The metrics registry.

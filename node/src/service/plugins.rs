@@ -24,7 +24,7 @@ impl Service {
     /// binding and module reach every node through the log.
     pub async fn put_plugin(&self, name: &str, bytes: Bytes) -> Result<Binding, ServiceError> {
         check_name(name).map_err(|e| ServiceError::bad_request("bad_plugin_name", e))?;
-        let host = self.engine.plugins().host().clone();
+        let host = self.plugins.host().clone();
         let module = bytes.clone();
         let compiled = tokio::task::spawn_blocking(move || host.load(&module))
             .await
@@ -64,8 +64,7 @@ impl Service {
     /// The module bytes `name` is bound to.
     pub fn plugin_module(&self, name: &str) -> Result<Vec<u8>, ServiceError> {
         let binding = self.plugin(name)?;
-        self.engine
-            .plugins()
+        self.plugins
             .store()
             .module(&binding.digest.to_string())
             .map_err(|e| ServiceError::internal(format!("reading plugin {name:?} failed: {e}")))?
@@ -125,18 +124,18 @@ impl Service {
                 ),
             ));
         }
-        let engine = self.engine.clone();
+        let plugins = self.plugins.clone();
         let name = name.to_string();
         // Plugins are CPU work (and a first use compiles the module): off the async threads, a
         // few requests at once, and one fuel budget per request, not per record.
         let slot = self.eval_slot().await?;
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            let plugin = match engine.plugins().resolve(&binding.digest.to_string()) {
+            let plugin = match plugins.resolve(&binding.digest.to_string()) {
                 Resolved::Ready(plugin) => plugin,
                 _ => return Err(not_found(&name)),
             };
-            let host = engine.plugins().host();
+            let host = plugins.host();
             let mut fuel_left = host.limits().fuel.saturating_mul(READ_TRANSFORM_CALLS);
             records
                 .into_iter()
@@ -196,7 +195,7 @@ impl Service {
         binding: &Binding,
         module: Option<&[u8]>,
     ) -> Result<(), ServiceError> {
-        let store = self.engine.plugins().store();
+        let store = self.plugins.store();
         let failed = |e: crate::store::StoreError| {
             ServiceError::internal(format!("storing plugin {:?} failed: {e}", binding.name))
         };
@@ -205,7 +204,7 @@ impl Service {
                 .put_module(&binding.digest.to_string(), bytes)
                 .map_err(failed)?;
         }
-        if let Some(feed) = self.engine.log().plugin_feed() {
+        if let Some(feed) = &self.log.plugin_feed() {
             let unavailable = |e: crate::log::LogError| {
                 ServiceError::new(ErrorKind::Unavailable, "log_unavailable", e.to_string())
             };
@@ -227,60 +226,18 @@ impl Service {
     }
 
     async fn unpublish_plugin(&self, name: &str) -> Result<(), ServiceError> {
-        if let Some(feed) = self.engine.log().plugin_feed() {
+        if let Some(feed) = &self.log.plugin_feed() {
             feed.publish(format!("name:{name}"), None)
                 .await
                 .map_err(|e| {
                     ServiceError::new(ErrorKind::Unavailable, "log_unavailable", e.to_string())
                 })?;
         }
-        self.engine
-            .plugins()
+        self.plugins
             .store()
             .remove_binding(name)
             .map_err(|e| ServiceError::internal(format!("unbinding {name:?} failed: {e}")))?;
         self.registry.unbind(name);
         Ok(())
-    }
-}
-
-/// Applies one plugin record from the log to this node: modules to the store, bindings to the
-/// store and the registry. Records that do not parse are skipped (logged): they are not ours.
-pub(super) fn receive_plugin_record(
-    store: &crate::store::PluginStore,
-    registry: &crate::plugins::Registry,
-    key: &str,
-    value: Option<&[u8]>,
-) {
-    let result = match (key.split_once(':'), value) {
-        (Some(("wasm", digest)), Some(bytes)) => {
-            if crate::plugins::Digest::of(bytes).to_string() != digest {
-                tracing::warn!(key, "plugin module does not match its digest; skipped");
-                return;
-            }
-            store.put_module(digest, bytes)
-        }
-        (Some(("name", name)), Some(json)) => match serde_json::from_slice::<Binding>(json) {
-            Ok(binding) if binding.name == name => {
-                let stored = store.put_binding(name, json);
-                registry.bind(binding);
-                stored
-            }
-            _ => {
-                tracing::warn!(key, "unreadable plugin binding; skipped");
-                return;
-            }
-        },
-        (Some(("name", name)), None) => {
-            registry.unbind(name);
-            store.remove_binding(name)
-        }
-        _ => {
-            tracing::warn!(key, "unknown plugin record; skipped");
-            return;
-        }
-    };
-    if let Err(e) = result {
-        tracing::error!(key, error = %e, "storing a plugin record failed");
     }
 }

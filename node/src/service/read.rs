@@ -4,26 +4,14 @@
 
 use super::{ErrorKind, Service, ServiceError};
 use crate::cluster::Cluster;
-use crate::engine::Lookup;
 use crate::engine::{Health, Outcome, PartitionRuntime, WaitError};
 use crate::model::{Key, Position, Record, partition_of};
-use crate::store::{HEADER_LEN, StoreError, decode_value, encode_key, to_record};
 use bytes::Bytes;
-use fjall::Slice;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One record's stored value: from the in-memory index when it is on, else from the store.
-fn read_one(runtime: &PartitionRuntime, pk: &str, sk: &str) -> Result<Option<Slice>, StoreError> {
-    let key = encode_key(pk, sk);
-    match runtime.index.get(&key) {
-        Lookup::Found(value) => Ok(Some(value)),
-        Lookup::Absent => Ok(None),
-        Lookup::Unknown => runtime.store.get_raw(&key),
-    }
-}
-
 /// Where one partition's reads go.
 pub(super) enum Route {
     /// This node serves it.
@@ -145,16 +133,12 @@ impl Service {
             let records = if let [i] = indexes[..] {
                 // One key is consistent by itself: the in-memory index can answer it.
                 let (pk, sk) = (&keys[i].pk, &keys[i].sk);
-                let value =
-                    read_one(&runtime, pk, sk).map_err(|e| self.read_failed(partition, e))?;
-                let record = value
-                    .map(|v| to_record(pk.clone(), sk.clone(), &v))
-                    .transpose()
+                let record = runtime
+                    .get(pk, sk)
                     .map_err(|e| self.read_failed(partition, e))?;
                 vec![record]
             } else {
                 runtime
-                    .store
                     .get_many(
                         indexes
                             .iter()
@@ -211,23 +195,18 @@ impl Service {
             self.wait_for(min_offsets).await?;
         }
         let started = Instant::now();
-        let value = read_one(&runtime, pk, sk).map_err(|e| self.read_failed(partition, e))?;
+        let data = runtime
+            .get_data(pk, sk)
+            .map_err(|e| self.read_failed(partition, e))?;
         self.metrics.observe_partition(
-            if value.is_some() {
+            if data.is_some() {
                 "get"
             } else {
                 "get_full_miss"
             },
             started.elapsed().as_micros() as f64,
         );
-        let Some(value) = value else { return Ok(None) };
-        if decode_value(&value).is_none() {
-            return Err(self.read_failed(
-                partition,
-                format!("value of {pk:?}/{sk:?} has no valid header"),
-            ));
-        }
-        Ok(Some(Bytes::from_owner(value).slice(HEADER_LEN..)))
+        Ok(data)
     }
 
     /// The outcome of each position: `None` while not yet applied. Partitions this node does

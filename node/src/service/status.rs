@@ -82,8 +82,8 @@ impl Service {
             .into_iter()
             .map(|runtime| {
                 let next = runtime.next_offset();
-                let bounds = self.engine.log().bounds(runtime.id()).ok();
-                let digest = runtime.store.digest().unwrap_or_else(|e| Digest {
+                let bounds = &self.log.bounds(runtime.id()).ok();
+                let digest = runtime.digest().unwrap_or_else(|e| Digest {
                     records: 0,
                     sha256: format!("unavailable: {e}"),
                 });
@@ -97,7 +97,7 @@ impl Service {
                     stalled: runtime.stalled(self.engine.stall_threshold()),
                     records: digest.records,
                     digest: digest.sha256,
-                    read_index: runtime.index.enabled(),
+                    read_index: runtime.read_index_enabled(),
                 }
             })
             .collect()

@@ -219,7 +219,7 @@ impl Service {
                 };
                 check_operand(i, &op.op, data.as_deref(), op.version.as_deref(), op.return_old)?;
                 if let Some(cond) = &op.cond {
-                    let conditions = self.engine.conditions();
+                    let conditions = &self.conds;
                     conditions.check_within(cond, &mut probe_budget).map_err(|e| {
                         ServiceError::bad_request("invalid_if", format!("record {i}: {e}"))
                     })?;
@@ -377,7 +377,7 @@ impl Service {
         &self,
         entries: Vec<(u32, Vec<Append>)>,
     ) -> Result<Vec<Position>, ServiceError> {
-        let log = self.engine.log();
+        let log = &self.log;
         let appends: Vec<_> = entries
             .into_iter()
             .map(|(partition, entries)| (partition, tokio::spawn(log.append(partition, entries))))

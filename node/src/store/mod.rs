@@ -18,6 +18,21 @@ pub use plugins::PluginStore;
 pub use value::{HEADER_LEN, ValueView, decode_value, encode_value};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+/// The version ([`crate::model::pk_version`]) of one pk's records, given as readers see them
+/// (their data verbatim) in sk order: re-encoded to exactly the bytes stored.
+pub fn version_of(records: &[crate::model::Record]) -> String {
+    let stored: Vec<(Vec<u8>, Vec<u8>)> = records
+        .iter()
+        .map(|r| {
+            (
+                encode_key(&r.pk, &r.sk),
+                encode_value(r.created_at_ms, r.updated_at_ms, r.data_json.as_bytes()),
+            )
+        })
+        .collect();
+    crate::model::pk_version(stored.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
+}
 use std::path::Path;
 
 /// Why the store could not do what was asked. Any of these stops the partition that hit it.

@@ -1,9 +1,9 @@
 //! Response bodies, written by hand so stored data bytes go to the wire without re-serializing.
 //! Shapes are FireScroll's: `{"Records":[{"Pk","Sk","Data","CreatedAt","UpdatedAt"}]}`.
 
-use crate::engine::{Outcome, Rejection};
 use crate::model::{Position, Record};
 use crate::service::{EntryResult, ErrorKind, ServiceError};
+use crate::service::{Outcome, Rejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -189,7 +189,7 @@ mod tests {
                 offset: 7,
             },
             outcome: Some(Some(Outcome::Rejected(Rejection {
-                kind: crate::engine::RejectionKind::ConditionFailed,
+                kind: crate::service::RejectionKind::ConditionFailed,
                 op: Some(0),
                 message: "no".into(),
             }))),

@@ -36,7 +36,7 @@ pub async fn serve(
     config: RespConfig,
     mut stop: watch::Receiver<bool>,
 ) {
-    let shared = Arc::new(Shared::new(service.engine().partition_count()));
+    let shared = Arc::new(Shared::new(service.partition_count()));
     let permits = Arc::new(Semaphore::new(config.max_clients));
     let ids = AtomicU64::new(1);
     let mut connections = tokio::task::JoinSet::new();

@@ -500,7 +500,7 @@ impl Context<'_> {
     /// their partitions.
     fn min_offsets<'a>(&self, pks: impl IntoIterator<Item = &'a str>) -> Vec<Position> {
         self.written
-            .min_offsets(self.service.engine().partition_count(), pks, |p| {
+            .min_offsets(self.service.partition_count(), pks, |p| {
                 self.service.applied_here(p)
             })
     }

@@ -361,7 +361,6 @@ pub fn wants_keyspace(args: &[Bytes]) -> bool {
 /// `keys` is the region's key count, when the keyspace section is asked for.
 pub fn info(ctx: &Context<'_>, args: &[Bytes], keys: Option<u64>) -> Reply {
     let (wanted, all) = wanted_sections(args);
-    let engine = ctx.service.engine();
     let stats = ctx.stats;
     let memory = resident_bytes();
     let keyspace = match keys {
@@ -404,8 +403,8 @@ pub fn info(ctx: &Context<'_>, args: &[Bytes], keys: Option<u64>) -> Reply {
             "firescroll",
             format!(
                 "partitions:{}\r\nowned_partitions:{}\r\nready:{}\r\n",
-                engine.partition_count(),
-                engine.partitions().len(),
+                ctx.service.partition_count(),
+                ctx.service.owned_partition_count(),
                 u8::from(ctx.service.readiness().ready)
             ),
         ),
