@@ -25,6 +25,53 @@ impl Access {
     }
 }
 
+/// What a caller asks to do, as far as access goes. Every frontend (HTTP, RESP, the peer API)
+/// names its requests with these, and [`Operation::needs`] is the one table of what each takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Say who you are or leave (`AUTH`, `HELLO`, `QUIT`, `RESET`).
+    Connect,
+    /// Read records, keys, outcomes, plugin bindings.
+    Read,
+    /// A peer of the region reading on a client's behalf (it presents the region's token).
+    PeerRead,
+    /// Write records (any op).
+    Write,
+    /// Upload or unbind plugins.
+    ManagePlugins,
+}
+
+impl Operation {
+    /// The access `self` takes.
+    pub fn needs(self) -> Access {
+        match self {
+            Operation::Connect => Access::None,
+            Operation::Read | Operation::PeerRead => Access::Read,
+            Operation::Write => Access::Write,
+            Operation::ManagePlugins => Access::Admin,
+        }
+    }
+
+    /// Whether `granted` allows `self`: `Err` names what was needed.
+    pub fn check(self, granted: Access) -> Result<(), Denied> {
+        let needed = self.needs();
+        match granted {
+            granted if granted >= needed => Ok(()),
+            Access::None => Err(Denied::NoToken),
+            granted => Err(Denied::TooWeak { needed, granted }),
+        }
+    }
+}
+
+/// Why an operation was refused; each frontend says it in its protocol's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// No valid token was presented.
+    NoToken,
+    /// The token is valid but below what the operation needs.
+    TooWeak { needed: Access, granted: Access },
+}
+
 /// The configured tokens, kept only as SHA-256 digests.
 #[derive(Debug, Clone, Default)]
 pub struct Tokens {
@@ -103,6 +150,24 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_table_says_what_each_operation_needs() {
+        use Operation::*;
+        assert_eq!(Connect.check(Access::None), Ok(()));
+        assert_eq!(Read.check(Access::None), Err(Denied::NoToken));
+        assert_eq!(PeerRead.check(Access::Read), Ok(()));
+        assert_eq!(
+            Write.check(Access::Read),
+            Err(Denied::TooWeak {
+                needed: Access::Write,
+                granted: Access::Read
+            })
+        );
+        assert_eq!(Write.check(Access::Admin), Ok(()));
+        assert!(ManagePlugins.check(Access::Write).is_err());
+        assert_eq!(ManagePlugins.check(Access::Admin), Ok(()));
+    }
 
     #[test]
     fn levels_and_open_nodes() {

@@ -19,7 +19,7 @@ pub use crate::model::{ListRequest, Outcome, Rejection, RejectionKind};
 /// A plugin name's binding, as `/plugins` lists it.
 pub use crate::plugins::Binding;
 pub use crate::store::KEY_HASH_BITS;
-pub use auth::{Access, Tokens};
+pub use auth::{Access, Denied, Operation, Tokens};
 pub use cancel::watch_client;
 pub use json::compact_json;
 pub use keyspace::KeyPage;

@@ -2,10 +2,11 @@
 //! come from this node's own partitions only — these handlers call the service's local reads,
 //! which never proxy — so a proxied request is never proxied again (hop limit 1).
 
-use super::records::authorize;
+use super::records::authorize_for;
 use super::response;
 use crate::model::ListRequest;
 use crate::model::peer::{GetQuery, KeysQuery, OutcomesQuery, OutcomesReply, render_record};
+use crate::service::Operation;
 use crate::service::{Service, ServiceError};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -20,7 +21,7 @@ pub async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let result = match authorize(&service, &headers, "get") {
+    let result = match authorize_for(&service, &headers, Operation::PeerRead, "/cluster/v1") {
         Err(e) => Err(e),
         Ok(()) => dispatch(&service, &op, &body).await,
     };

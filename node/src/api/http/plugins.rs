@@ -3,7 +3,7 @@
 use super::records::authorize_for;
 use super::response;
 use crate::service::Binding;
-use crate::service::{Access, Service, ServiceError};
+use crate::service::{Operation, Service, ServiceError};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -30,7 +30,7 @@ pub async fn put(
 ) -> Response {
     answer(
         async {
-            authorize_for(&service, &headers, Access::Admin, "PUT /plugins")?;
+            authorize_for(&service, &headers, Operation::ManagePlugins, "PUT /plugins")?;
             Ok(render(&service.put_plugin(&name, body).await?))
         }
         .await,
@@ -40,7 +40,7 @@ pub async fn put(
 /// `GET /plugins`: every binding.
 pub async fn list(State(service): State<Service>, headers: HeaderMap) -> Response {
     answer(
-        authorize_for(&service, &headers, Access::Read, "GET /plugins").map(|()| {
+        authorize_for(&service, &headers, Operation::Read, "GET /plugins").map(|()| {
             serde_json::to_vec(&serde_json::json!({ "plugins": service.plugins() }))
                 .expect("bindings serialize")
         }),
@@ -54,7 +54,7 @@ pub async fn get(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = authorize_for(&service, &headers, Access::Read, "GET /plugins") {
+    if let Err(e) = authorize_for(&service, &headers, Operation::Read, "GET /plugins") {
         return response::error(&e);
     }
     if query.get("bytes").is_some_and(|v| v == "1" || v == "true") {
@@ -81,7 +81,12 @@ pub async fn delete(
 ) -> Response {
     answer(
         async {
-            authorize_for(&service, &headers, Access::Admin, "DELETE /plugins")?;
+            authorize_for(
+                &service,
+                &headers,
+                Operation::ManagePlugins,
+                "DELETE /plugins",
+            )?;
             Ok(render(&service.delete_plugin(&name).await?))
         }
         .await,

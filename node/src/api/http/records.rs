@@ -4,7 +4,8 @@ use super::request::{GetBody, ListBody, MutateBody, OutcomesBody, PositionBody, 
 use super::response;
 use crate::model::{Key, OpKind, Position};
 use crate::service::{
-    Access, ErrorKind, ListRequest, Service, ServiceError, WriteMode, WriteOp, WriteRequest,
+    Denied, ErrorKind, ListRequest, Operation, Service, ServiceError, WriteMode, WriteOp,
+    WriteRequest,
 };
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -53,8 +54,8 @@ pub(super) fn authorize(
     operation: &str,
 ) -> Result<(), ServiceError> {
     let needed = match operation {
-        "put" | "delete" | "batch" => Access::Write,
-        _ => Access::Read,
+        "put" | "delete" | "batch" => Operation::Write,
+        _ => Operation::Read,
     };
     authorize_for(service, headers, needed, &format!("/records/{operation}"))
 }
@@ -63,7 +64,7 @@ pub(super) fn authorize(
 pub(super) fn authorize_for(
     service: &Service,
     headers: &HeaderMap,
-    needed: Access,
+    operation: Operation,
     what: &str,
 ) -> Result<(), ServiceError> {
     if !service.auth_required() {
@@ -77,8 +78,9 @@ pub(super) fn authorize_for(
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::trim);
-    match service.access(token) {
-        Access::None => Err(ServiceError::new(
+    match operation.check(service.access(token)) {
+        Ok(()) => Ok(()),
+        Err(Denied::NoToken) => Err(ServiceError::new(
             ErrorKind::Unauthorized,
             "unauthorized",
             if token.is_some() {
@@ -87,7 +89,7 @@ pub(super) fn authorize_for(
                 "this node requires a token: send `Authorization: Bearer <token>`"
             },
         )),
-        granted if granted < needed => Err(ServiceError::new(
+        Err(Denied::TooWeak { needed, granted }) => Err(ServiceError::new(
             ErrorKind::Forbidden,
             "forbidden",
             format!(
@@ -96,7 +98,6 @@ pub(super) fn authorize_for(
                 granted.name()
             ),
         )),
-        _ => Ok(()),
     }
 }
 

@@ -20,8 +20,8 @@ use super::clients::{ClientHandle, ClientRegistry};
 use super::reply::Reply;
 use crate::model::{Key, OpKind, Position, Record, partition_of};
 use crate::service::{
-    Access, ListRequest, Service, ServiceError, WriteMode, WriteOp, WriteRequest,
-    compute_read_modify_write,
+    Access, Denied, ListRequest, Operation, Service, ServiceError, WriteMode, WriteOp,
+    WriteRequest, compute_read_modify_write,
 };
 use bytes::Bytes;
 use serde_json::value::RawValue;
@@ -361,18 +361,17 @@ pub(super) const WRITE_COMMANDS: [&str; 23] = [
 
 /// Whether a connection with `access` may run `name`, in Redis's words when not.
 fn permitted(access: Access, name: &str) -> Result<(), Reply> {
-    let needed = match name {
-        "auth" | "hello" | "quit" | "reset" => Access::None,
-        name if WRITE_COMMANDS.contains(&name) => Access::Write,
-        _ => Access::Read,
+    let operation = match name {
+        "auth" | "hello" | "quit" | "reset" => Operation::Connect,
+        name if WRITE_COMMANDS.contains(&name) => Operation::Write,
+        _ => Operation::Read,
     };
-    match access {
-        granted if granted >= needed => Ok(()),
-        Access::None => Err(Reply::Error("NOAUTH Authentication required.".into())),
-        _ => Err(Reply::Error(format!(
+    operation.check(access).map_err(|denied| match denied {
+        Denied::NoToken => Reply::Error("NOAUTH Authentication required.".into()),
+        Denied::TooWeak { .. } => Reply::Error(format!(
             "NOPERM this token has no permissions to run the '{name}' command"
-        ))),
-    }
+        )),
+    })
 }
 
 /// Redis's message for an unknown command.
