@@ -1,6 +1,6 @@
 //! The internal port: Prometheus metrics and `/debug/partitions` reflect what the node did.
 
-mod common;
+use crate::common;
 
 use common::Node;
 use serde_json::json;

@@ -1,7 +1,7 @@
 //! What FireScroll's HTTP server also did, which clients rely on: CORS for browsers, gzip when
 //! asked, and cleartext HTTP/2 (h2c) next to HTTP/1.1.
 
-mod common;
+use crate::common;
 
 use common::Node;
 use serde_json::json;

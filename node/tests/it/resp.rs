@@ -1,6 +1,6 @@
 //! The Redis protocol against real clients: redis-rs (RESP2 and RESP3), redis-cli, raw sockets.
 
-mod common;
+use crate::common;
 
 use common::Node;
 use redis::{Commands, Value as RedisValue};

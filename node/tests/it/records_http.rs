@@ -1,7 +1,7 @@
 //! Runs every request of the repository's `records.http`, in order, against a fresh node and
 //! checks each answer against the `# Expect:` line written under its title.
 
-mod common;
+use crate::common;
 
 use common::{Node, normalize_times};
 use serde_json::Value;

@@ -1,6 +1,6 @@
 //! The Kafka log, against a real Kafka-protocol broker (nisshi) that each test starts for itself.
 
-mod common;
+use crate::common;
 
 use common::{Broker, Node, kafka_env, run_to_exit};
 use rdkafka::ClientConfig;

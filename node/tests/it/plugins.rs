@@ -1,7 +1,7 @@
 //! WebAssembly plugins over real HTTP on real `firescroll` processes: the example plugins built
 //! from source by scripts/build-plugins.sh, and hand-written bad ones.
 
-mod common;
+use crate::common;
 
 use common::Node;
 use serde_json::{Value, json};

@@ -1,7 +1,7 @@
 //! Bad input gets a clear error (or a deterministic rejection), the node keeps serving, and
 //! nothing already stored changes.
 
-mod common;
+use crate::common;
 
 use common::{Node, run_to_exit};
 use serde_json::{Value, json};

@@ -1,6 +1,6 @@
 //! Tokens at three levels, enforced the same way on HTTP and the Redis protocol.
 
-mod common;
+use crate::common;
 
 use common::Node;
 use redis::Commands;

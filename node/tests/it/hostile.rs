@@ -1,7 +1,7 @@
 //! Hostile input against real `firescroll` processes: no request and no log entry may crash,
 //! freeze or poison a node, and health says the truth (issue 10's reproductions, one test each).
 
-mod common;
+use crate::common;
 
 use common::Node;
 use serde_json::{Value, json};

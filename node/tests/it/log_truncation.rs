@@ -1,7 +1,7 @@
 //! The embedded log does not grow without bound: once entries are applied and the store is
 //! durable, whole segments are deleted, and the node restarts fine from what is left.
 
-mod common;
+use crate::common;
 
 use common::Node;
 use serde_json::json;

@@ -1,6 +1,6 @@
 //! Durability across `kill -9` and clean shutdown, against the real binary.
 
-mod common;
+use crate::common;
 
 use common::Node;
 use serde_json::{Value, json};

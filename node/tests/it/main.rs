@@ -1,0 +1,17 @@
+//! The integration tests: real `firescroll` processes, a real Kafka-protocol broker, real HTTP
+//! and Redis clients. One test binary (linking wasmtime and rdkafka once), one module per area.
+
+mod common;
+
+mod auth;
+mod bad_input;
+mod cluster;
+mod crash_recovery;
+mod hostile;
+mod http_compat;
+mod kafka;
+mod log_truncation;
+mod metrics;
+mod plugins;
+mod records_http;
+mod resp;
