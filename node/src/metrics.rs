@@ -1,5 +1,5 @@
 //! The Prometheus registry served on the internal port. FireScroll's three metrics keep their
-//! names and buckets (spec §10), with a bounded label set; the rest are FireScroll-Rust's own.
+//! names and buckets (docs/architecture.md, "FireScroll compatibility"), with a bounded label set; the rest are FireScroll-Rust's own.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,

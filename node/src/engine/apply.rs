@@ -1,5 +1,5 @@
 //! Applying log entries to a partition: deterministic, a pure function of the entries and the
-//! stored state (DESIGN.md invariant 4). No clock, randomness or I/O beyond reading the store.
+//! stored state (docs/architecture.md invariant 4). No clock, randomness or I/O beyond reading the store.
 
 use super::plugins::{PluginResolver, Resolved};
 use crate::cond::{Budget, CondError, Conditions, ENTRY_LIMITS, Subject};
@@ -323,7 +323,7 @@ fn apply_entry(
             }
             OpKind::Put => {
                 // `_created_at` survives updates; `_updated_at` never moves backwards, even when
-                // the accepting nodes' clocks disagree (FireScroll's bug, spec §12.4).
+                // the accepting nodes' clocks disagree (FireScroll's bug; docs/architecture.md, invariant 4).
                 let (created, updated) = match &current {
                     Some(v) => (v.created_at_ms, v.updated_at_ms.max(entry.ts_ms)),
                     None => (entry.ts_ms, entry.ts_ms),

@@ -22,7 +22,7 @@ pub enum Health {
     /// Stopped by a non-deterministic failure (disk, corrupt files). Reads still see the state as
     /// of the last commit; nothing more is applied until the cause is fixed and the node restarts.
     Failed { reason: String },
-    /// The log no longer holds the entries this partition needs next (DESIGN.md invariant 8):
+    /// The log no longer holds the entries this partition needs next (docs/architecture.md invariant 8):
     /// serving it would silently miss writes, so it is not served.
     Gap { next_offset: u64, log_start: u64 },
 }

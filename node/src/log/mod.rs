@@ -1,6 +1,6 @@
 //! The write-ahead log: `trait MutationLog` and its backends.
 //!
-//! The log is the only source of truth (DESIGN.md invariant 2). Callers append entry bytes to an
+//! The log is the only source of truth (docs/architecture.md invariant 2). Callers append entry bytes to an
 //! explicit partition and get durable offsets back; the engine reads owned partitions in offset
 //! order through [`PartitionReader`]s and learns which partitions it owns from [`Ownership`].
 //! The embedded backend owns every partition; a Kafka backend reports its group assignment.

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Why an entry was rejected. Every replica reaches the same verdict (DESIGN.md invariant 5).
+/// Why an entry was rejected. Every replica reaches the same verdict (docs/architecture.md invariant 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RejectionKind {

@@ -1,4 +1,4 @@
-//! The one partition function (DESIGN.md invariant 1): Kafka's default keyed partitioner.
+//! The one partition function (docs/architecture.md invariant 1): Kafka's default keyed partitioner.
 
 /// Kafka's murmur2 hash (seed `0x9747b28c`), bit-for-bit as in the Java client's `Utils.murmur2`.
 pub fn murmur2(data: &[u8]) -> u32 {
@@ -36,7 +36,7 @@ pub fn murmur2(data: &[u8]) -> u32 {
 /// The partition that owns `pk`: `(murmur2(pk) & 0x7fffffff) % partitions`, exactly what Kafka's
 /// murmur2 partitioner picks for message key `pk` (the Java client's default; librdkafka clients
 /// call it `murmur2_random`). Writes set the partition explicitly with it and reads route with it,
-/// so the two can never disagree (FireScroll's bug, spec §4.2).
+/// so the two can never disagree (FireScroll's bug; docs/architecture.md, invariant 1).
 ///
 /// # Panics
 /// If `partitions` is zero; configuration rejects that long before.

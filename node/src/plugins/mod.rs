@@ -1,6 +1,6 @@
 //! WebAssembly plugins: conditions and transforms users write in any language that compiles to
 //! WebAssembly, run deterministically so every replica reaches the same outcome
-//! (DESIGN.md §3 "Plugins", invariant 4).
+//! (README, "Plugins"; docs/architecture.md, invariant 4).
 //!
 //! The ABI: a module with no imports exporting `memory`, `alloc(len: i32) -> i32`,
 //! `dealloc(ptr: i32, len: i32)`, and `condition(ptr: i32, len: i32) -> i32` (1 true, 0 false,

@@ -1,4 +1,4 @@
-//! Who may do what (DESIGN.md §4): tokens at three levels, each implying the ones before it —
+//! Who may do what (README, "Auth"): tokens at three levels, each implying the ones before it —
 //! read, write, admin. Both frontends ask the same question here. With no token configured the
 //! node is open (a dev node, like Redis without requirepass) and says so at start.
 

@@ -1,4 +1,4 @@
-//! The one read/write surface every frontend calls (DESIGN.md §1): HTTP today, RESP next. It
+//! The one read/write surface every frontend calls (docs/architecture.md): HTTP and RESP. It
 //! validates requests, turns writes into log entries, waits for outcomes, and reads owned
 //! partitions. Frontends only parse and render.
 

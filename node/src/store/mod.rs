@@ -2,7 +2,7 @@
 //! partition, plus a `meta` keyspace holding each partition's next offset to apply, key count and
 //! the outcomes of recent entries.
 //!
-//! Records and the partition's next offset change in one atomic fjall batch (DESIGN.md invariant 3),
+//! Records and the partition's next offset change in one atomic fjall batch (docs/architecture.md invariant 3),
 //! so after any crash the store is exactly "the log prefix up to next offset, applied".
 
 mod key_index;

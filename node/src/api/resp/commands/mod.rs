@@ -1,6 +1,6 @@
 //! Command dispatch. Reads and writes go through [`Service`], exactly as HTTP's do.
 //!
-//! The mapping (DESIGN.md §3): a Redis hash per pk, its fields are sks. `GET`/`SET`/`DEL`/`EXISTS`
+//! The mapping (README, "Reading (and writing) with any Redis client"): a Redis key is a pk, a hash whose fields are sks. `GET`/`SET`/`DEL`/`EXISTS`
 //! address the record (pk = key, sk = ""). A written value is stored as a JSON string of exactly
 //! its bytes and read back as those bytes; data that is any other JSON value reads as its JSON
 //! text. `JSON.SET`/`JSON.GET` write and read JSON documents.
