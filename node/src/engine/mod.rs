@@ -5,11 +5,15 @@
 //! store commit. Waiters learn when an offset is applied and what its outcome was. A checkpoint
 //! task makes the store durable and then lets the log reclaim applied entries.
 
+mod applier;
 mod apply;
+mod checkpoint;
+mod ownership;
 mod partition;
 mod plugins;
 mod read_index;
 mod rmw;
+mod waiters;
 
 pub use crate::model::{Outcome, Rejection, RejectionKind, Returned};
 pub use apply::{AppliedBatch, Rules, apply_and_commit, apply_batch};
@@ -17,16 +21,15 @@ pub use partition::{Health, PartitionRuntime, Stall};
 pub use plugins::{PluginResolver, PluginSetupError, Plugins, Resolved};
 pub use read_index::{Lookup, ReadIndex};
 pub use rmw::{compute as compute_read_modify_write, parse_finite_float, parse_redis_integer};
+pub use waiters::{OutcomeError, WaitError};
 
 use crate::cond::Conditions;
-use crate::log::{LogError, MutationLog, Ownership, PartitionReader};
+use crate::log::MutationLog;
 use crate::metrics::Metrics;
-use crate::model::Position;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::task::JoinHandle;
 
 /// Engine settings.
@@ -63,22 +66,6 @@ impl Default for EngineConfig {
             stop_patience: Duration::from_secs(5),
         }
     }
-}
-
-/// Why waiting for a position ended without it being applied.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum WaitError {
-    #[error("partition {0} is not served by this node")]
-    NotOwned(u32),
-    #[error(
-        "partition {partition} has not applied offset {offset} within {waited_ms} ms (it applies offset {next} next)"
-    )]
-    Timeout {
-        partition: u32,
-        offset: u64,
-        next: u64,
-        waited_ms: u128,
-    },
 }
 
 struct Inner {
@@ -177,363 +164,6 @@ impl Engine {
         self.inner.unopened.read().expect("unopened lock").clone()
     }
 
-    /// Opens newly owned partitions and stops those no longer owned.
-    fn reconcile(&self, owned: &Ownership) {
-        let current: Vec<u32> = {
-            let map = self.inner.partitions.read().expect("partitions lock");
-            map.keys().copied().collect()
-        };
-        for id in current.iter().filter(|id| !owned.contains(id)) {
-            let removed = self
-                .inner
-                .partitions
-                .write()
-                .expect("partitions lock")
-                .remove(id);
-            if let Some(runtime) = removed {
-                runtime.stop_applier(self.inner.config.stop_patience);
-                self.inner.metrics.forget_partition(*id);
-                tracing::info!(partition = id, "partition released");
-                if self.inner.config.drop_released {
-                    match runtime.store.destroy() {
-                        Ok(()) => {
-                            tracing::info!(partition = id, "released partition's data deleted")
-                        }
-                        Err(e) => {
-                            tracing::error!(partition = id, error = %e, "deleting a released partition's data failed")
-                        }
-                    }
-                }
-            }
-        }
-        let mut unopened = self.inner.unopened.write().expect("unopened lock");
-        unopened.retain(|id, _| owned.contains(id));
-        for &id in owned.iter().filter(|id| !current.contains(id)) {
-            match self.open_partition(id) {
-                Ok(runtime) => {
-                    unopened.remove(&id);
-                    self.inner
-                        .partitions
-                        .write()
-                        .expect("partitions lock")
-                        .insert(id, runtime);
-                }
-                Err(reason) => {
-                    unopened.insert(id, reason);
-                }
-            }
-        }
-        drop(unopened);
-        self.inner
-            .metrics
-            .partitions
-            .set(self.inner.partitions.read().expect("partitions lock").len() as i64);
-    }
-
-    fn open_partition(&self, id: u32) -> Result<Arc<PartitionRuntime>, String> {
-        let metrics = &self.inner.metrics;
-        let label = id.to_string();
-        let failed = |reason: String| {
-            tracing::error!(partition = id, %reason, "partition cannot be opened");
-            metrics
-                .partition_healthy
-                .with_label_values(&[&label])
-                .set(0);
-            reason
-        };
-        let store = match self.inner.store.partition(id) {
-            Ok(store) => store,
-            Err(e) => return Err(failed(format!("opening the partition's store failed: {e}"))),
-        };
-        let next = match store.next_offset() {
-            Ok(next) => next,
-            Err(e) => {
-                let reason = failed(format!("reading the applied offset failed: {e}"));
-                return Ok(Arc::new(PartitionRuntime::failed(store, 0, reason)));
-            }
-        };
-        metrics
-            .applied_offset
-            .with_label_values(&[&label])
-            .set(next as i64 - 1);
-        let reader = match self.inner.log.reader(id, next) {
-            Ok(reader) => reader,
-            Err(LogError::Truncated { start, .. }) => {
-                return Ok(Arc::new(self.gap(store, next, start)));
-            }
-            Err(e) => {
-                let reason = failed(format!("opening the log at offset {next} failed: {e}"));
-                return Ok(Arc::new(PartitionRuntime::failed(store, next, reason)));
-            }
-        };
-        let index = match ReadIndex::load(&store, self.inner.config.read_index_max_bytes) {
-            Ok(index) => index,
-            Err(e) => {
-                let reason = failed(format!("loading the read index failed: {e}"));
-                return Ok(Arc::new(PartitionRuntime::failed(store, next, reason)));
-            }
-        };
-        let runtime = Arc::new(PartitionRuntime::new(store, next, Health::Serving, index));
-        metrics
-            .partition_healthy
-            .with_label_values(&[&label])
-            .set(1);
-        let handle = {
-            let engine = self.clone();
-            let runtime = runtime.clone();
-            std::thread::Builder::new()
-                .name(format!("apply-{id}"))
-                .spawn(move || engine.run_applier(&runtime, reader))
-                .expect("spawning an applier thread")
-        };
-        *runtime.applier.lock().expect("applier lock") = Some(handle);
-        tracing::info!(partition = id, next_offset = next, "partition opened");
-        Ok(runtime)
-    }
-
-    fn gap(&self, store: crate::store::PartitionStore, next: u64, start: u64) -> PartitionRuntime {
-        let id = store.id();
-        tracing::error!(
-            partition = id,
-            next_offset = next,
-            log_start = start,
-            "NOT SERVING partition {id}: it needs log entries from offset {next}, but the log now starts at {start} \
-             (retention removed them). Restore the partition from a snapshot or rebuild this replica"
-        );
-        self.inner
-            .metrics
-            .partition_healthy
-            .with_label_values(&[&id.to_string()])
-            .set(0);
-        PartitionRuntime::new(
-            store,
-            next,
-            Health::Gap {
-                next_offset: next,
-                log_start: start,
-            },
-            ReadIndex::off(),
-        )
-    }
-
-    /// The applier thread of one partition.
-    fn run_applier(&self, runtime: &PartitionRuntime, mut reader: Box<dyn PartitionReader>) {
-        let id = runtime.id();
-        let label = id.to_string();
-        let inner = &self.inner;
-        let wait = Duration::from_millis(100);
-        // Entries read but not applied yet: they follow one that waits for a plugin.
-        let mut carried: Vec<crate::log::LogRecord> = Vec::new();
-        while !runtime.stop.load(Ordering::SeqCst) {
-            let read = if carried.is_empty() {
-                reader.read(inner.config.batch_max, wait)
-            } else {
-                Ok(std::mem::take(&mut carried))
-            };
-            let records = match read {
-                Ok(mut records) => {
-                    // Exactly once: whatever a log re-delivers below the applied offset is skipped.
-                    let next = runtime.next_offset();
-                    records.retain(|r| r.offset >= next);
-                    if records.is_empty() {
-                        continue;
-                    }
-                    records
-                }
-                Err(LogError::Truncated { start, .. }) => {
-                    let gap = self.gap(runtime.store.clone(), runtime.next_offset(), start);
-                    runtime.set_health(gap.health());
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(partition = id, error = %e, "reading the log failed; retrying");
-                    std::thread::sleep(Duration::from_secs(1));
-                    continue;
-                }
-            };
-            let started = Instant::now();
-            let rules = Rules {
-                conds: &inner.conds,
-                plugins: &inner.plugins,
-                partitions: inner.store.partition_count(),
-            };
-            runtime.set_applying(Some(records[0].offset));
-            let applied = apply_and_commit(&runtime.store, rules, &records);
-            runtime.set_applying(None);
-            match applied {
-                Ok(batch) => {
-                    // The index first: whoever sees the new offset must read the new values.
-                    runtime.index.apply(batch.writes.iter());
-                    runtime.set_next_offset(batch.next_offset);
-                    inner
-                        .metrics
-                        .entries_applied
-                        .with_label_values(&[&label])
-                        .inc_by(batch.entries as u64);
-                    let rejected = batch.rejections.len();
-                    inner
-                        .metrics
-                        .outcomes
-                        .with_label_values(&["applied"])
-                        .inc_by((batch.entries - rejected) as u64);
-                    for (_, rejection) in &batch.rejections {
-                        inner
-                            .metrics
-                            .outcomes
-                            .with_label_values(&[rejection.kind.label()])
-                            .inc();
-                    }
-                    inner
-                        .metrics
-                        .applied_offset
-                        .with_label_values(&[&label])
-                        .set(batch.next_offset as i64 - 1);
-                    inner
-                        .metrics
-                        .partition_latency
-                        .with_label_values(&["apply_batch"])
-                        .observe(started.elapsed().as_micros() as f64);
-                    if let Some(digest) = batch.waiting_for {
-                        carried = records
-                            .into_iter()
-                            .filter(|r| r.offset >= batch.next_offset)
-                            .collect();
-                        if !self.wait_for_plugin(runtime, &digest, batch.next_offset) {
-                            return;
-                        }
-                    }
-                }
-                Err(e) => {
-                    let reason = format!("applying offsets {}.. failed: {e}", records[0].offset);
-                    tracing::error!(partition = id, %reason, "partition stopped");
-                    runtime.set_health(Health::Failed { reason });
-                    inner
-                        .metrics
-                        .partition_healthy
-                        .with_label_values(&[&label])
-                        .set(0);
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Holds partition `runtime` at `offset` until the plugin `digest` is on this node (it
-    /// travels through the log separately from the entries that use it). False if the
-    /// partition was stopped meanwhile.
-    fn wait_for_plugin(&self, runtime: &PartitionRuntime, digest: &str, offset: u64) -> bool {
-        tracing::warn!(
-            partition = runtime.id(),
-            offset,
-            plugin = digest,
-            "waiting for a plugin this node does not have yet"
-        );
-        while !runtime.stop.load(Ordering::SeqCst) {
-            if !matches!(self.inner.plugins.resolve(digest), Resolved::Missing) {
-                tracing::info!(partition = runtime.id(), plugin = digest, "plugin arrived");
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        false
-    }
-
-    /// Makes the store durable, then lets the log reclaim what is applied; refreshes lag metrics.
-    pub fn checkpoint(&self) {
-        let partitions = self.partitions();
-        let applied: Vec<(u32, u64)> = partitions
-            .iter()
-            .map(|p| (p.id(), p.next_offset()))
-            .collect();
-        if let Err(e) = self.inner.store.persist() {
-            tracing::error!(error = %e, "making the store durable failed; keeping the log");
-            return;
-        }
-        for runtime in &partitions {
-            self.prune_outcomes(runtime);
-        }
-        for (id, next) in applied {
-            self.inner.log.release(id, next);
-            if let Ok((_, end)) = self.inner.log.bounds(id) {
-                self.inner
-                    .metrics
-                    .apply_lag
-                    .with_label_values(&[&id.to_string()])
-                    .set(end.saturating_sub(next) as i64);
-            }
-        }
-    }
-
-    /// Deletes outcomes that fell out of the retention window since the last prune.
-    fn prune_outcomes(&self, runtime: &PartitionRuntime) {
-        let below = runtime
-            .next_offset()
-            .saturating_sub(self.inner.config.outcome_retention);
-        let from = runtime.outcomes_pruned_below.load(Ordering::SeqCst);
-        match runtime.store.prune_rejections(from, below) {
-            Ok(_) => runtime
-                .outcomes_pruned_below
-                .store(below.max(from), Ordering::SeqCst),
-            Err(e) => {
-                tracing::warn!(partition = runtime.id(), error = %e, "pruning old outcomes failed")
-            }
-        }
-    }
-
-    /// Waits until `position` is applied on this node, up to `timeout`.
-    pub async fn wait_applied(
-        &self,
-        position: Position,
-        timeout: Duration,
-    ) -> Result<(), WaitError> {
-        let runtime = self
-            .partition(position.partition)
-            .ok_or(WaitError::NotOwned(position.partition))?;
-        let mut next = runtime.subscribe();
-        let started = Instant::now();
-        match tokio::time::timeout(timeout, next.wait_for(|&n| n > position.offset)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(WaitError::NotOwned(position.partition)),
-            Err(_) => Err(WaitError::Timeout {
-                partition: position.partition,
-                offset: position.offset,
-                next: runtime.next_offset(),
-                waited_ms: started.elapsed().as_millis(),
-            }),
-        }
-    }
-
-    /// The outcome of the entry at `position`: `None` while it is not applied here yet.
-    pub fn outcome(&self, position: Position) -> Result<Option<Outcome>, OutcomeError> {
-        let runtime = self
-            .partition(position.partition)
-            .ok_or(OutcomeError::NotOwned(position.partition))?;
-        let next = runtime.next_offset();
-        if next <= position.offset {
-            return Ok(None);
-        }
-        if position.offset < next.saturating_sub(self.inner.config.outcome_retention) {
-            return Ok(Some(Outcome::Expired));
-        }
-        match runtime.store.rejection(position.offset)? {
-            None => {
-                let returned = match runtime.store.returned(position.offset)? {
-                    None => Vec::new(),
-                    Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                        StoreError::Corrupt(format!("stored values at {position:?}: {e}"))
-                    })?,
-                };
-                Ok(Some(Outcome::Applied(returned)))
-            }
-            Some(bytes) => {
-                let rejection: Rejection = serde_json::from_slice(&bytes).map_err(|e| {
-                    StoreError::Corrupt(format!("stored outcome at {position:?}: {e}"))
-                })?;
-                Ok(Some(Outcome::Rejected(rejection)))
-            }
-        }
-    }
-
     /// How long a partition's applier may stay on one batch before it is reported stalled.
     pub fn stall_threshold(&self) -> Duration {
         self.inner.config.stall_threshold
@@ -576,15 +206,6 @@ impl Engine {
             self.inner.log.release(runtime.id(), runtime.next_offset());
         }
     }
-}
-
-/// Why an outcome could not be looked up.
-#[derive(Debug, thiserror::Error)]
-pub enum OutcomeError {
-    #[error("partition {0} is not served by this node")]
-    NotOwned(u32),
-    #[error(transparent)]
-    Store(#[from] StoreError),
 }
 
 #[cfg(test)]

@@ -1,10 +1,16 @@
 use super::*;
+use crate::cond::Conditions;
 use crate::log::LogRecord;
 use crate::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
+use crate::metrics::Metrics;
+use crate::model::Position;
 use crate::model::{LogEntry, Op, OpKind, partition_of};
 use crate::plugins::{PluginHost, PluginLimits};
 use crate::store::PartitionStore;
+use crate::store::Store;
 use serde_json::value::RawValue;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 const PARTITIONS: u32 = 4;
 

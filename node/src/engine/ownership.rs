@@ -1,0 +1,152 @@
+//! Following ownership: opening the partitions the log assigns to this node (from the store,
+//! or as a visible gap when the log no longer covers them) and stopping the ones it takes away.
+
+use super::*;
+use crate::log::{LogError, Ownership};
+use std::sync::Arc;
+
+impl Engine {
+    /// Opens newly owned partitions and stops those no longer owned.
+    pub(super) fn reconcile(&self, owned: &Ownership) {
+        let current: Vec<u32> = {
+            let map = self.inner.partitions.read().expect("partitions lock");
+            map.keys().copied().collect()
+        };
+        for id in current.iter().filter(|id| !owned.contains(id)) {
+            let removed = self
+                .inner
+                .partitions
+                .write()
+                .expect("partitions lock")
+                .remove(id);
+            if let Some(runtime) = removed {
+                runtime.stop_applier(self.inner.config.stop_patience);
+                self.inner.metrics.forget_partition(*id);
+                tracing::info!(partition = id, "partition released");
+                if self.inner.config.drop_released {
+                    match runtime.store.destroy() {
+                        Ok(()) => {
+                            tracing::info!(partition = id, "released partition's data deleted")
+                        }
+                        Err(e) => {
+                            tracing::error!(partition = id, error = %e, "deleting a released partition's data failed")
+                        }
+                    }
+                }
+            }
+        }
+        let mut unopened = self.inner.unopened.write().expect("unopened lock");
+        unopened.retain(|id, _| owned.contains(id));
+        for &id in owned.iter().filter(|id| !current.contains(id)) {
+            match self.open_partition(id) {
+                Ok(runtime) => {
+                    unopened.remove(&id);
+                    self.inner
+                        .partitions
+                        .write()
+                        .expect("partitions lock")
+                        .insert(id, runtime);
+                }
+                Err(reason) => {
+                    unopened.insert(id, reason);
+                }
+            }
+        }
+        drop(unopened);
+        self.inner
+            .metrics
+            .partitions
+            .set(self.inner.partitions.read().expect("partitions lock").len() as i64);
+    }
+
+    pub(super) fn open_partition(&self, id: u32) -> Result<Arc<PartitionRuntime>, String> {
+        let metrics = &self.inner.metrics;
+        let label = id.to_string();
+        let failed = |reason: String| {
+            tracing::error!(partition = id, %reason, "partition cannot be opened");
+            metrics
+                .partition_healthy
+                .with_label_values(&[&label])
+                .set(0);
+            reason
+        };
+        let store = match self.inner.store.partition(id) {
+            Ok(store) => store,
+            Err(e) => return Err(failed(format!("opening the partition's store failed: {e}"))),
+        };
+        let next = match store.next_offset() {
+            Ok(next) => next,
+            Err(e) => {
+                let reason = failed(format!("reading the applied offset failed: {e}"));
+                return Ok(Arc::new(PartitionRuntime::failed(store, 0, reason)));
+            }
+        };
+        metrics
+            .applied_offset
+            .with_label_values(&[&label])
+            .set(next as i64 - 1);
+        let reader = match self.inner.log.reader(id, next) {
+            Ok(reader) => reader,
+            Err(LogError::Truncated { start, .. }) => {
+                return Ok(Arc::new(self.gap(store, next, start)));
+            }
+            Err(e) => {
+                let reason = failed(format!("opening the log at offset {next} failed: {e}"));
+                return Ok(Arc::new(PartitionRuntime::failed(store, next, reason)));
+            }
+        };
+        let index = match ReadIndex::load(&store, self.inner.config.read_index_max_bytes) {
+            Ok(index) => index,
+            Err(e) => {
+                let reason = failed(format!("loading the read index failed: {e}"));
+                return Ok(Arc::new(PartitionRuntime::failed(store, next, reason)));
+            }
+        };
+        let runtime = Arc::new(PartitionRuntime::new(store, next, Health::Serving, index));
+        metrics
+            .partition_healthy
+            .with_label_values(&[&label])
+            .set(1);
+        let handle = {
+            let engine = self.clone();
+            let runtime = runtime.clone();
+            std::thread::Builder::new()
+                .name(format!("apply-{id}"))
+                .spawn(move || engine.run_applier(&runtime, reader))
+                .expect("spawning an applier thread")
+        };
+        *runtime.applier.lock().expect("applier lock") = Some(handle);
+        tracing::info!(partition = id, next_offset = next, "partition opened");
+        Ok(runtime)
+    }
+
+    pub(super) fn gap(
+        &self,
+        store: crate::store::PartitionStore,
+        next: u64,
+        start: u64,
+    ) -> PartitionRuntime {
+        let id = store.id();
+        tracing::error!(
+            partition = id,
+            next_offset = next,
+            log_start = start,
+            "NOT SERVING partition {id}: it needs log entries from offset {next}, but the log now starts at {start} \
+             (retention removed them). Restore the partition from a snapshot or rebuild this replica"
+        );
+        self.inner
+            .metrics
+            .partition_healthy
+            .with_label_values(&[&id.to_string()])
+            .set(0);
+        PartitionRuntime::new(
+            store,
+            next,
+            Health::Gap {
+                next_offset: next,
+                log_start: start,
+            },
+            ReadIndex::off(),
+        )
+    }
+}

@@ -1,0 +1,87 @@
+//! Waiting for positions to be applied, and the outcomes of applied entries.
+
+use super::*;
+use crate::model::Position;
+use crate::store::StoreError;
+use std::time::{Duration, Instant};
+
+/// Why waiting for a position ended without it being applied.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WaitError {
+    #[error("partition {0} is not served by this node")]
+    NotOwned(u32),
+    #[error(
+        "partition {partition} has not applied offset {offset} within {waited_ms} ms (it applies offset {next} next)"
+    )]
+    Timeout {
+        partition: u32,
+        offset: u64,
+        next: u64,
+        waited_ms: u128,
+    },
+}
+
+/// Why an outcome could not be looked up.
+#[derive(Debug, thiserror::Error)]
+pub enum OutcomeError {
+    #[error("partition {0} is not served by this node")]
+    NotOwned(u32),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Engine {
+    /// Waits until `position` is applied on this node, up to `timeout`.
+    pub async fn wait_applied(
+        &self,
+        position: Position,
+        timeout: Duration,
+    ) -> Result<(), WaitError> {
+        let runtime = self
+            .partition(position.partition)
+            .ok_or(WaitError::NotOwned(position.partition))?;
+        let mut next = runtime.subscribe();
+        let started = Instant::now();
+        match tokio::time::timeout(timeout, next.wait_for(|&n| n > position.offset)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(WaitError::NotOwned(position.partition)),
+            Err(_) => Err(WaitError::Timeout {
+                partition: position.partition,
+                offset: position.offset,
+                next: runtime.next_offset(),
+                waited_ms: started.elapsed().as_millis(),
+            }),
+        }
+    }
+
+    /// The outcome of the entry at `position`: `None` while it is not applied here yet.
+    pub fn outcome(&self, position: Position) -> Result<Option<Outcome>, OutcomeError> {
+        let runtime = self
+            .partition(position.partition)
+            .ok_or(OutcomeError::NotOwned(position.partition))?;
+        let next = runtime.next_offset();
+        if next <= position.offset {
+            return Ok(None);
+        }
+        if position.offset < next.saturating_sub(self.inner.config.outcome_retention) {
+            return Ok(Some(Outcome::Expired));
+        }
+        match runtime.store.rejection(position.offset)? {
+            None => {
+                let returned = match runtime.store.returned(position.offset)? {
+                    None => Vec::new(),
+                    Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                        StoreError::Corrupt(format!("stored values at {position:?}: {e}"))
+                    })?,
+                };
+                Ok(Some(Outcome::Applied(returned)))
+            }
+            Some(bytes) => {
+                let rejection: Rejection = serde_json::from_slice(&bytes).map_err(|e| {
+                    StoreError::Corrupt(format!("stored outcome at {position:?}: {e}"))
+                })?;
+                Ok(Some(Outcome::Rejected(rejection)))
+            }
+        }
+    }
+}
