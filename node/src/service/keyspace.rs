@@ -6,7 +6,7 @@
 //! the region can continue a cursor another issued, and a scan returns every key present
 //! throughout it exactly once. Cursor 0 starts a scan and marks its end.
 
-use super::read::Route;
+use super::route::Route;
 use super::{Service, ServiceError};
 use crate::model::peer::{KeysQuery, KeysReply};
 use crate::model::{KeyInfo, Position};

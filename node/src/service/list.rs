@@ -3,7 +3,7 @@
 //! per request ([`LIST_LIMITS`]), and the scan stops as soon as the caller goes away.
 
 use super::cancel::Cancellation;
-use super::read::Route;
+use super::route::Route;
 use super::{ErrorKind, Service, ServiceError};
 use crate::cond::{Budget, CondError, Conditions, LIST_LIMITS, Subject};
 use crate::engine::PartitionRuntime;

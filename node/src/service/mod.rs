@@ -7,10 +7,14 @@ mod cancel;
 mod json;
 mod keyspace;
 mod list;
+mod outcomes;
 mod plugins;
+mod positions;
 mod read;
 mod remote;
+mod route;
 mod status;
+mod validate;
 mod watch;
 mod write;
 
@@ -245,4 +249,11 @@ impl Service {
     pub fn limits(&self) -> &Limits {
         &self.config.limits
     }
+}
+
+/// Now, in unix milliseconds: the timestamp the accepting node gives an entry.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

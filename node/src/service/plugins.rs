@@ -38,7 +38,7 @@ impl Service {
             digest: compiled.digest,
             kind: compiled.kind,
             size: compiled.size,
-            uploaded_at_ms: super::write::now_ms(),
+            uploaded_at_ms: super::now_ms(),
         };
         self.publish_plugin(&binding, Some(&bytes)).await?;
         Ok(binding)

@@ -1,24 +1,15 @@
-//! Reads: point gets and pk listings, each partition from one snapshot, with optional
-//! read-your-writes (`min_offsets`). Partitions this node serves are read here; with gossip on,
-//! the rest are asked of their owners (`remote.rs`).
+//! Point reads: each partition from one snapshot, with optional read-your-writes
+//! (`min_offsets`). Partitions this node serves are read here; with gossip on, the rest are asked
+//! of their owners (`remote.rs`). Routing is `route.rs`, waiting `positions.rs`, lists `list.rs`.
 
-use super::{ErrorKind, Service, ServiceError};
-use crate::cluster::Cluster;
-use crate::engine::{Health, Outcome, PartitionRuntime, WaitError};
+use super::route::Route;
+use super::{Service, ServiceError};
+use crate::engine::PartitionRuntime;
 use crate::model::{Key, Position, Record, partition_of};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// One record's stored value: from the in-memory index when it is on, else from the store.
-/// Where one partition's reads go.
-pub(super) enum Route {
-    /// This node serves it.
-    Local(Arc<PartitionRuntime>),
-    /// Another node in the region does.
-    Remote(Cluster),
-}
+use std::time::Instant;
 
 /// Partitions read locally, with the key indexes of each.
 type LocalGroups = Vec<(u32, Arc<PartitionRuntime>, Vec<usize>)>;
@@ -207,187 +198,5 @@ impl Service {
             started.elapsed().as_micros() as f64,
         );
         Ok(data)
-    }
-
-    /// The outcome of each position: `None` while not yet applied. Partitions this node does
-    /// not serve are asked of an owner.
-    pub async fn outcomes(
-        &self,
-        positions: &[Position],
-    ) -> Result<Vec<(Position, Option<Outcome>)>, ServiceError> {
-        self.check_positions(positions)?;
-        let mut outcomes = vec![None; positions.len()];
-        let mut remote = Vec::new();
-        let mut cluster = None;
-        for (i, &p) in positions.iter().enumerate() {
-            match self.route(p.partition)? {
-                Route::Local(_) => outcomes[i] = self.local_outcome(p)?,
-                Route::Remote(c) => {
-                    cluster = Some(c);
-                    remote.push(i);
-                }
-            }
-        }
-        if let Some(cluster) = cluster {
-            let asked: Vec<Position> = remote.iter().map(|&i| positions[i]).collect();
-            let answers = self
-                .outcomes_remote(&cluster, &asked, Duration::ZERO)
-                .await?;
-            for (i, outcome) in remote.into_iter().zip(answers) {
-                outcomes[i] = outcome;
-            }
-        }
-        Ok(positions.iter().copied().zip(outcomes).collect())
-    }
-
-    /// What a peer answers when asked for outcomes: each position's outcome once applied here,
-    /// waiting up to `wait` for each; `None` where the wait ran out.
-    pub async fn outcomes_local(
-        &self,
-        positions: &[Position],
-        wait: Duration,
-    ) -> Result<Vec<Option<Outcome>>, ServiceError> {
-        self.check_positions(positions)?;
-        let wait = wait.min(self.config.write_wait_timeout);
-        let mut outcomes = Vec::with_capacity(positions.len());
-        for &p in positions {
-            self.readable_partition(p.partition)?;
-            match self.engine.wait_applied(p, wait).await {
-                Ok(()) => outcomes.push(self.local_outcome(p)?),
-                Err(WaitError::Timeout { .. }) => outcomes.push(None),
-                Err(e @ WaitError::NotOwned(_)) => {
-                    return Err(ServiceError::new(
-                        ErrorKind::Unavailable,
-                        "partition_unavailable",
-                        e.to_string(),
-                    ));
-                }
-            }
-        }
-        Ok(outcomes)
-    }
-
-    fn local_outcome(&self, p: Position) -> Result<Option<Outcome>, ServiceError> {
-        self.engine.outcome(p).map_err(|e| {
-            ServiceError::internal(format!("reading the outcome of {p:?} failed: {e}"))
-        })
-    }
-
-    /// Whether this node serves `position`'s partition and has applied it: a read here needs not
-    /// wait for it.
-    pub fn applied_here(&self, position: Position) -> bool {
-        self.engine
-            .partition(position.partition)
-            .is_some_and(|r| r.next_offset() > position.offset)
-    }
-
-    /// Refuses positions naming partitions that do not exist.
-    pub(super) fn check_positions(&self, positions: &[Position]) -> Result<(), ServiceError> {
-        let partitions = self.engine.partition_count();
-        match positions.iter().find(|p| p.partition >= partitions) {
-            Some(p) => Err(ServiceError::bad_request(
-                "bad_min_offsets",
-                format!(
-                    "min_offsets names partition {}, but there are {partitions} partitions",
-                    p.partition
-                ),
-            )),
-            None => Ok(()),
-        }
-    }
-
-    /// Read-your-writes positions split into those to wait for here (partitions this node
-    /// serves) and those an owner waits for (`remote` partitions read elsewhere). Positions of
-    /// partitions neither served here nor read are irrelevant to this read.
-    pub(super) fn split_positions<T>(
-        &self,
-        positions: &[Position],
-        remote: &BTreeMap<u32, T>,
-    ) -> (Vec<Position>, Vec<Position>) {
-        let mut local = Vec::new();
-        let mut elsewhere = Vec::new();
-        for &p in positions {
-            if remote.contains_key(&p.partition) {
-                elsewhere.push(p);
-            } else if self.cluster.is_none() || self.engine.partition(p.partition).is_some() {
-                local.push(p);
-            }
-        }
-        (local, elsewhere)
-    }
-
-    /// This node's partition if it serves it; else, with gossip on, the region's owners.
-    pub(super) fn route(&self, partition: u32) -> Result<Route, ServiceError> {
-        // A partition stopped here (a disk failure, a gap) is read from a healthy replica in the
-        // region when there is one, else answered 503.
-        match (self.readable_partition(partition), &self.cluster) {
-            (Ok(runtime), _) => Ok(Route::Local(runtime)),
-            (Err(_), Some(cluster)) => Ok(Route::Remote(cluster.clone())),
-            (Err(e), None) => Err(e),
-        }
-    }
-
-    /// Waits (bounded) until every position is applied here: read-your-writes.
-    pub(super) async fn wait_for(&self, positions: &[Position]) -> Result<(), ServiceError> {
-        self.check_positions(positions)?;
-        for &position in positions {
-            match self
-                .engine
-                .wait_applied(position, self.config.read_wait_timeout)
-                .await
-            {
-                Ok(()) => {}
-                Err(e @ WaitError::NotOwned(_)) => {
-                    return Err(ServiceError::new(
-                        ErrorKind::Unavailable,
-                        "partition_unavailable",
-                        e.to_string(),
-                    ));
-                }
-                Err(e @ WaitError::Timeout { .. }) => {
-                    return Err(ServiceError::new(
-                        ErrorKind::Timeout,
-                        "min_offsets_timeout",
-                        format!("{e}; retry, or read without min_offsets"),
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    pub(super) fn readable_partition(
-        &self,
-        partition: u32,
-    ) -> Result<Arc<PartitionRuntime>, ServiceError> {
-        let unavailable = |message: String| {
-            ServiceError::new(ErrorKind::Unavailable, "partition_unavailable", message)
-        };
-        let runtime = self.engine.partition(partition).ok_or_else(|| {
-            unavailable(format!("partition {partition} is not served by this node"))
-        })?;
-        // A partition that stopped applying only has stale state: answering from it would hide
-        // acknowledged writes behind a 200.
-        if !runtime.serving() {
-            return Err(match runtime.health() {
-                Health::Gap {
-                    next_offset,
-                    log_start,
-                } => unavailable(format!(
-                    "partition {partition} is not served: it needs log entries from offset {next_offset}, \
-                     but the log starts at {log_start}"
-                )),
-                Health::Failed { reason } => unavailable(format!(
-                    "partition {partition} is not served: it stopped applying ({reason})"
-                )),
-                Health::Serving => unavailable(format!("partition {partition} is not served")),
-            });
-        }
-        Ok(runtime)
-    }
-
-    pub(super) fn read_failed(&self, partition: u32, e: impl std::fmt::Display) -> ServiceError {
-        tracing::error!(partition, error = %e, "read failed");
-        ServiceError::internal(format!("reading partition {partition} failed: {e}"))
     }
 }

@@ -2,14 +2,13 @@
 //! the outcomes.
 
 use super::{ErrorKind, Service, ServiceError, compact_json};
-use crate::engine::{Outcome, WaitError};
+use crate::engine::Outcome;
 use crate::log::{Append, LogError};
 use crate::model::{
     LogEntry, MAX_JSON_DEPTH, Op, OpKind, Position, json_nests_deeper_than, partition_of,
 };
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// One record to write.
 #[derive(Debug, Clone, Default)]
@@ -62,12 +61,6 @@ pub struct EntryResult {
     pub outcome: Option<Option<Outcome>>,
 }
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 impl Service {
     /// Validates and writes `request`; resolves once every entry is durable in the log.
     pub async fn mutate(&self, request: WriteRequest) -> Result<Vec<EntryResult>, ServiceError> {
@@ -80,7 +73,7 @@ impl Service {
                 .or_default()
                 .push(op);
         }
-        let ts_ms = now_ms();
+        let ts_ms = super::now_ms();
         let entries: Vec<(u32, Vec<Append>)> = match request.mode {
             WriteMode::Atomic => {
                 if by_partition.len() > 1 {
@@ -128,38 +121,6 @@ impl Service {
             });
         }
         Ok(results)
-    }
-
-    /// Waits (bounded) for the entry at `position` to be applied here and returns its outcome,
-    /// or `None` if the wait ran out. When another node applies that partition, an owner in the
-    /// region is asked (it waits the same bound).
-    pub async fn await_outcome(&self, position: Position) -> Result<Option<Outcome>, ServiceError> {
-        match self
-            .engine
-            .wait_applied(position, self.config.write_wait_timeout)
-            .await
-        {
-            Ok(()) => {}
-            // The write is durable either way: never answer it with an error a client would retry.
-            Err(WaitError::Timeout { .. }) => return Ok(None),
-            // Another node applies this partition: ask an owner in the region, if gossip is on.
-            Err(WaitError::NotOwned(_)) => {
-                let Some(cluster) = &self.cluster else {
-                    return Ok(None);
-                };
-                return Ok(self
-                    .outcomes_remote(cluster, &[position], self.config.write_wait_timeout)
-                    .await
-                    .inspect_err(
-                        |e| tracing::debug!(?position, error = %e, "no owner told the outcome"),
-                    )
-                    .ok()
-                    .and_then(|mut o| o.pop().flatten()));
-            }
-        }
-        self.engine
-            .outcome(position)
-            .map_err(|e| ServiceError::internal(format!("reading the outcome failed: {e}")))
     }
 
     fn validate_ops(&self, ops: Vec<WriteOp>) -> Result<Vec<Op>, ServiceError> {
@@ -285,34 +246,6 @@ impl Service {
                 })
             })
             .collect()
-    }
-
-    /// Checks one record's address. Shared by reads and writes.
-    pub(super) fn validate_key(
-        &self,
-        index: usize,
-        pk: &str,
-        sk: &str,
-    ) -> Result<(), ServiceError> {
-        let max = self.config.limits.max_key_bytes;
-        if pk.is_empty() {
-            return Err(ServiceError::bad_request(
-                "missing_pk",
-                format!("record {index}: `pk` is required and must not be empty"),
-            ));
-        }
-        for (name, value) in [("pk", pk), ("sk", sk)] {
-            if value.len() > max {
-                return Err(ServiceError::bad_request(
-                    "key_too_large",
-                    format!(
-                        "record {index}: `{name}` is {} bytes; the limit is {max} (MAX_KEY_BYTES)",
-                        value.len()
-                    ),
-                ));
-            }
-        }
-        Ok(())
     }
 
     /// Encodes `ops` as one entry, keyed by the first op's pk, within the entry size limit.

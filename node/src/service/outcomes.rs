@@ -1,0 +1,105 @@
+//! Outcomes of entries by position: from this node once applied here, else from an owner.
+
+use super::route::Route;
+use super::{ErrorKind, Service, ServiceError};
+use crate::engine::{Outcome, WaitError};
+use crate::model::Position;
+use std::time::Duration;
+
+impl Service {
+    /// The outcome of each position: `None` while not yet applied. Partitions this node does
+    /// not serve are asked of an owner.
+    pub async fn outcomes(
+        &self,
+        positions: &[Position],
+    ) -> Result<Vec<(Position, Option<Outcome>)>, ServiceError> {
+        self.check_positions(positions)?;
+        let mut outcomes = vec![None; positions.len()];
+        let mut remote = Vec::new();
+        let mut cluster = None;
+        for (i, &p) in positions.iter().enumerate() {
+            match self.route(p.partition)? {
+                Route::Local(_) => outcomes[i] = self.local_outcome(p)?,
+                Route::Remote(c) => {
+                    cluster = Some(c);
+                    remote.push(i);
+                }
+            }
+        }
+        if let Some(cluster) = cluster {
+            let asked: Vec<Position> = remote.iter().map(|&i| positions[i]).collect();
+            let answers = self
+                .outcomes_remote(&cluster, &asked, Duration::ZERO)
+                .await?;
+            for (i, outcome) in remote.into_iter().zip(answers) {
+                outcomes[i] = outcome;
+            }
+        }
+        Ok(positions.iter().copied().zip(outcomes).collect())
+    }
+
+    /// What a peer answers when asked for outcomes: each position's outcome once applied here,
+    /// waiting up to `wait` for each; `None` where the wait ran out.
+    pub async fn outcomes_local(
+        &self,
+        positions: &[Position],
+        wait: Duration,
+    ) -> Result<Vec<Option<Outcome>>, ServiceError> {
+        self.check_positions(positions)?;
+        let wait = wait.min(self.config.write_wait_timeout);
+        let mut outcomes = Vec::with_capacity(positions.len());
+        for &p in positions {
+            self.readable_partition(p.partition)?;
+            match self.engine.wait_applied(p, wait).await {
+                Ok(()) => outcomes.push(self.local_outcome(p)?),
+                Err(WaitError::Timeout { .. }) => outcomes.push(None),
+                Err(e @ WaitError::NotOwned(_)) => {
+                    return Err(ServiceError::new(
+                        ErrorKind::Unavailable,
+                        "partition_unavailable",
+                        e.to_string(),
+                    ));
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+
+    fn local_outcome(&self, p: Position) -> Result<Option<Outcome>, ServiceError> {
+        self.engine.outcome(p).map_err(|e| {
+            ServiceError::internal(format!("reading the outcome of {p:?} failed: {e}"))
+        })
+    }
+
+    /// Waits (bounded) for the entry at `position` to be applied here and returns its outcome,
+    /// or `None` if the wait ran out. When another node applies that partition, an owner in the
+    /// region is asked (it waits the same bound).
+    pub async fn await_outcome(&self, position: Position) -> Result<Option<Outcome>, ServiceError> {
+        match self
+            .engine
+            .wait_applied(position, self.config.write_wait_timeout)
+            .await
+        {
+            Ok(()) => {}
+            // The write is durable either way: never answer it with an error a client would retry.
+            Err(WaitError::Timeout { .. }) => return Ok(None),
+            // Another node applies this partition: ask an owner in the region, if gossip is on.
+            Err(WaitError::NotOwned(_)) => {
+                let Some(cluster) = &self.cluster else {
+                    return Ok(None);
+                };
+                return Ok(self
+                    .outcomes_remote(cluster, &[position], self.config.write_wait_timeout)
+                    .await
+                    .inspect_err(
+                        |e| tracing::debug!(?position, error = %e, "no owner told the outcome"),
+                    )
+                    .ok()
+                    .and_then(|mut o| o.pop().flatten()));
+            }
+        }
+        self.engine
+            .outcome(position)
+            .map_err(|e| ServiceError::internal(format!("reading the outcome failed: {e}")))
+    }
+}

@@ -1,0 +1,63 @@
+//! Where a partition is read: here when this node serves it and it is healthy, else at an
+//! owner in the region (with gossip on); and the errors that say why not.
+
+use super::{ErrorKind, Service, ServiceError};
+use crate::cluster::Cluster;
+use crate::engine::{Health, PartitionRuntime};
+use std::sync::Arc;
+
+/// Where one partition's reads go.
+pub(super) enum Route {
+    /// This node serves it.
+    Local(Arc<PartitionRuntime>),
+    /// Another node in the region does.
+    Remote(Cluster),
+}
+
+impl Service {
+    /// This node's partition if it serves it; else, with gossip on, the region's owners.
+    pub(super) fn route(&self, partition: u32) -> Result<Route, ServiceError> {
+        // A partition stopped here (a disk failure, a gap) is read from a healthy replica in the
+        // region when there is one, else answered 503.
+        match (self.readable_partition(partition), &self.cluster) {
+            (Ok(runtime), _) => Ok(Route::Local(runtime)),
+            (Err(_), Some(cluster)) => Ok(Route::Remote(cluster.clone())),
+            (Err(e), None) => Err(e),
+        }
+    }
+
+    pub(super) fn readable_partition(
+        &self,
+        partition: u32,
+    ) -> Result<Arc<PartitionRuntime>, ServiceError> {
+        let unavailable = |message: String| {
+            ServiceError::new(ErrorKind::Unavailable, "partition_unavailable", message)
+        };
+        let runtime = self.engine.partition(partition).ok_or_else(|| {
+            unavailable(format!("partition {partition} is not served by this node"))
+        })?;
+        // A partition that stopped applying only has stale state: answering from it would hide
+        // acknowledged writes behind a 200.
+        if !runtime.serving() {
+            return Err(match runtime.health() {
+                Health::Gap {
+                    next_offset,
+                    log_start,
+                } => unavailable(format!(
+                    "partition {partition} is not served: it needs log entries from offset {next_offset}, \
+                     but the log starts at {log_start}"
+                )),
+                Health::Failed { reason } => unavailable(format!(
+                    "partition {partition} is not served: it stopped applying ({reason})"
+                )),
+                Health::Serving => unavailable(format!("partition {partition} is not served")),
+            });
+        }
+        Ok(runtime)
+    }
+
+    pub(super) fn read_failed(&self, partition: u32, e: impl std::fmt::Display) -> ServiceError {
+        tracing::error!(partition, error = %e, "read failed");
+        ServiceError::internal(format!("reading partition {partition} failed: {e}"))
+    }
+}

@@ -1,0 +1,33 @@
+//! Checks every request shares, reads and writes alike.
+
+use super::{Service, ServiceError};
+
+impl Service {
+    /// Checks one record's address. Shared by reads and writes.
+    pub(super) fn validate_key(
+        &self,
+        index: usize,
+        pk: &str,
+        sk: &str,
+    ) -> Result<(), ServiceError> {
+        let max = self.config.limits.max_key_bytes;
+        if pk.is_empty() {
+            return Err(ServiceError::bad_request(
+                "missing_pk",
+                format!("record {index}: `pk` is required and must not be empty"),
+            ));
+        }
+        for (name, value) in [("pk", pk), ("sk", sk)] {
+            if value.len() > max {
+                return Err(ServiceError::bad_request(
+                    "key_too_large",
+                    format!(
+                        "record {index}: `{name}` is {} bytes; the limit is {max} (MAX_KEY_BYTES)",
+                        value.len()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
