@@ -1,0 +1,89 @@
+//! Configuration: command-line flags, then environment variables (FireScroll's names where it had
+//! one), then a TOML file (`--config`), then defaults. A bad setting stops the node with a message
+//! naming the setting and what is wrong with it.
+
+mod resolve;
+mod settings;
+mod validate;
+
+pub use settings::Settings;
+
+use crate::api::resp::RespConfig;
+use crate::cluster::ClusterSettings;
+use crate::log::kafka::KafkaSettings;
+use crate::plugins::PluginLimits;
+use crate::service::ServiceConfig;
+use anyhow::bail;
+use clap::Parser;
+use serde::Deserialize;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub db_path: PathBuf,
+    pub partitions: u32,
+    pub listen_addr: IpAddr,
+    pub api_port: u16,
+    pub internal_port: u16,
+    pub resp_port: u16,
+    pub resp: RespConfig,
+    /// Set when the node uses the Kafka log.
+    pub kafka: Option<KafkaSettings>,
+    /// Set when gossip is on (ADVERTISE_ADDR or GOSSIP_PEERS).
+    pub cluster: Option<ClusterSettings>,
+    pub service: ServiceConfig,
+    pub log_segment_bytes: u64,
+    pub checkpoint_interval: Duration,
+    pub drop_released_partitions: bool,
+    pub read_index_max_bytes: usize,
+    pub outcome_retention: u64,
+    pub plugin_limits: PluginLimits,
+    pub log_format: LogFormat,
+    pub log_level: tracing::Level,
+    pub shutdown_sleep: Duration,
+    pub shutdown_timeout: Duration,
+    pub stall_threshold: Duration,
+    pub http: HttpLimits,
+}
+
+/// Limits of the HTTP API's connections.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Longest wait for a request's headers (also for the next request on an idle connection).
+    pub header_timeout: Duration,
+    /// Longest a request body may take to arrive.
+    pub body_timeout: Duration,
+    /// Most open connections.
+    pub max_connections: usize,
+}
+
+impl Config {
+    /// Reads flags and environment, then the TOML file they name, and applies defaults.
+    /// `--help` and `--version` print and exit; an invalid flag or variable is one line.
+    pub fn load() -> anyhow::Result<Config> {
+        let settings = match Settings::try_parse() {
+            Ok(settings) => settings,
+            Err(e) if !e.use_stderr() => e.exit(),
+            Err(e) => {
+                let rendered = e.to_string();
+                let line = rendered.lines().next().unwrap_or_default();
+                bail!("{}", line.trim_start_matches("error: "));
+            }
+        };
+        Self::resolve(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests;

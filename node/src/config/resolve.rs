@@ -1,0 +1,249 @@
+//! Resolution: flags and environment over the TOML file over the defaults.
+
+use super::{Config, HttpLimits, LogFormat, Settings};
+use crate::api::resp::{FrameLimits, RespConfig};
+use crate::cluster::ClusterSettings;
+use crate::engine::EngineConfig;
+use crate::log::kafka::{KafkaSettings, SaslMechanism};
+use crate::plugins::PluginLimits;
+use crate::service::{Limits, ServiceConfig, Tokens};
+use anyhow::{Context, bail};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+impl Config {
+    /// Merges `given` (flags/env) over its TOML file over the defaults, and validates.
+    pub fn resolve(given: Settings) -> anyhow::Result<Config> {
+        let file = match &given.config {
+            None => Settings::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("config file {}: cannot read it", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("config file {}: invalid", path.display()))?
+            }
+        };
+        macro_rules! pick {
+            ($field:ident, $default:expr) => {
+                given
+                    .$field
+                    .clone()
+                    .or(file.$field.clone())
+                    .unwrap_or($default)
+            };
+        }
+        let defaults = Limits::default();
+        let service_defaults = ServiceConfig::default();
+        let plugin_defaults = PluginLimits::default();
+        let engine_defaults = EngineConfig::default();
+        let debug = pick!(debug, false);
+        let level_name = pick!(log_level, if debug { "debug" } else { "info" }.to_string());
+        let config = Config {
+            db_path: pick!(db_path, PathBuf::from("./data")),
+            partitions: pick!(partitions, 4),
+            listen_addr: pick!(listen_addr, IpAddr::from([127, 0, 0, 1])),
+            api_port: pick!(api_port, 8190),
+            internal_port: pick!(internal_port, 8191),
+            resp_port: pick!(resp_port, 6379),
+            resp: RespConfig {
+                max_clients: pick!(resp_max_clients, 10_000),
+                idle_timeout: match pick!(resp_idle_timeout_sec, 300) {
+                    0 => None,
+                    secs => Some(Duration::from_secs(secs)),
+                },
+                limits: FrameLimits {
+                    max_bulk: pick!(max_body_bytes, defaults.max_body_bytes) as u64,
+                    max_args: 2 * pick!(max_records_per_request, defaults.max_records) as u64 + 8,
+                    max_buffered: pick!(max_body_bytes, defaults.max_body_bytes),
+                },
+            },
+            kafka: None,
+            cluster: None,
+            service: ServiceConfig {
+                limits: Limits {
+                    max_body_bytes: pick!(max_body_bytes, defaults.max_body_bytes),
+                    max_records: pick!(max_records_per_request, defaults.max_records),
+                    max_key_bytes: pick!(max_key_bytes, defaults.max_key_bytes),
+                    max_value_bytes: pick!(max_value_bytes, defaults.max_value_bytes),
+                    max_entry_bytes: pick!(max_entry_bytes, defaults.max_entry_bytes),
+                    max_list_records: pick!(max_list_records, defaults.max_list_records),
+                },
+                write_wait_timeout: Duration::from_millis(pick!(
+                    write_wait_timeout_ms,
+                    service_defaults.write_wait_timeout.as_millis() as u64
+                )),
+                read_wait_timeout: Duration::from_millis(pick!(
+                    read_wait_timeout_ms,
+                    service_defaults.read_wait_timeout.as_millis() as u64
+                )),
+                tokens: Tokens::new(
+                    &pick!(read_tokens, Vec::new()),
+                    &pick!(write_tokens, Vec::new()),
+                    &pick!(admin_tokens, Vec::new()),
+                ),
+            },
+            log_segment_bytes: pick!(log_segment_bytes, 16 << 20),
+            checkpoint_interval: Duration::from_millis(pick!(
+                checkpoint_interval_ms,
+                engine_defaults.checkpoint_interval.as_millis() as u64
+            )),
+            drop_released_partitions: pick!(drop_released_partitions, false),
+            read_index_max_bytes: pick!(read_index_max_bytes, 512 << 20),
+            outcome_retention: pick!(outcome_retention, engine_defaults.outcome_retention),
+            plugin_limits: PluginLimits {
+                fuel: pick!(plugin_fuel, plugin_defaults.fuel),
+                memory_bytes: pick!(plugin_memory_bytes, plugin_defaults.memory_bytes),
+                max_module_bytes: pick!(plugin_max_bytes, plugin_defaults.max_module_bytes),
+                max_output_bytes: pick!(max_value_bytes, defaults.max_value_bytes),
+                ..plugin_defaults
+            },
+            log_format: pick!(log_format, LogFormat::Text),
+            log_level: level_name.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "LOG_LEVEL: {level_name:?} is not a level; use error, warn, info, debug or trace"
+                )
+            })?,
+            shutdown_sleep: Duration::from_secs(pick!(shutdown_sleep_sec, 0)),
+            shutdown_timeout: Duration::from_millis(pick!(shutdown_timeout_ms, 10_000)),
+            stall_threshold: Duration::from_millis(pick!(
+                stall_threshold_ms,
+                engine_defaults.stall_threshold.as_millis() as u64
+            )),
+            http: HttpLimits {
+                header_timeout: Duration::from_millis(pick!(http_header_timeout_ms, 10_000)),
+                body_timeout: Duration::from_millis(pick!(http_body_timeout_ms, 30_000)),
+                max_connections: pick!(http_max_connections, 4096),
+            },
+        };
+        let mut config = config;
+        if let Some(seeds) = given.kafka_seeds.clone().or(file.kafka_seeds.clone()) {
+            let session = Duration::from_millis(pick!(kafka_session_ms, 10_000));
+            let user = given.kafka_user.clone().or(file.kafka_user.clone());
+            let pass = given.kafka_pass.clone().or(file.kafka_pass.clone());
+            let sasl = match (user, pass) {
+                (Some(u), Some(p)) => Some((u, p)),
+                (None, None) => None,
+                _ => bail!("KAFKA_USER and KAFKA_PASS: set both for SASL, or neither"),
+            };
+            let mechanism_name = pick!(kafka_sasl_mechanism, "SCRAM-SHA-256".to_string());
+            let compression = pick!(kafka_compression, "lz4".to_string());
+            if !["none", "gzip", "snappy", "lz4"].contains(&compression.as_str()) {
+                bail!("KAFKA_COMPRESSION: {compression:?} is not one of none, gzip, snappy, lz4");
+            }
+            let hostname = std::env::var("HOSTNAME")
+                .ok()
+                .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "firescroll".to_string());
+            config.kafka = Some(KafkaSettings {
+                seeds,
+                namespace: pick!(namespace, "default".to_string()),
+                region: pick!(region, "local".to_string()),
+                replica_group: pick!(replica_group, "default".to_string()),
+                instance_id: pick!(instance_id, format!("{hostname}-{}", config.api_port)),
+                partitions: config.partitions,
+                session_timeout: session,
+                heartbeat_interval: Duration::from_millis(pick!(
+                    kafka_heartbeat_ms,
+                    (session.as_millis() as u64 / 3).max(100)
+                )),
+                fetch_wait: Duration::from_millis(pick!(kafka_fetch_wait_ms, 50)),
+                sasl,
+                sasl_mechanism: SaslMechanism::parse(&mechanism_name).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "KAFKA_SASL_MECHANISM: {mechanism_name:?} is not SCRAM-SHA-256 or SCRAM-SHA-512"
+                    )
+                })?,
+                tls: pick!(kafka_tls, false),
+                tls_ca_path: given.kafka_tls_ca_path.clone().or(file.kafka_tls_ca_path.clone()),
+                produce_timeout: Duration::from_millis(pick!(kafka_produce_timeout_ms, 5000)),
+                linger: Duration::from_millis(pick!(kafka_linger_ms, 1)),
+                compression,
+                create_topics: pick!(kafka_create_topics, true),
+                replication_factor: pick!(kafka_replication_factor, 1),
+                max_entry_bytes: config.service.limits.max_entry_bytes,
+            });
+        }
+        let advertise = given.advertise_addr.clone().or(file.advertise_addr.clone());
+        let peers: Vec<String> = pick!(gossip_peers, Vec::new())
+            .into_iter()
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect();
+        if advertise.is_some() || !peers.is_empty() {
+            let Some(advertise) = advertise else {
+                bail!(
+                    "GOSSIP_PEERS is set but ADVERTISE_ADDR is not: set the address other nodes reach this one at"
+                );
+            };
+            let Some(kafka) = &config.kafka else {
+                bail!(
+                    "ADVERTISE_ADDR/GOSSIP_PEERS need KAFKA_SEEDS: on the embedded log a node is alone and serves every partition"
+                );
+            };
+            let (host, api_port) = split_advertise(&advertise)?;
+            if let Some(port) = api_port
+                && port != config.api_port
+            {
+                bail!(
+                    "ADVERTISE_ADDR: port {port} is not API_PORT ({}); give the host alone, or host:API_PORT",
+                    config.api_port
+                );
+            }
+            for peer in &peers {
+                if peer
+                    .rsplit_once(':')
+                    .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+                {
+                    bail!("GOSSIP_PEERS: {peer:?} is not host:port");
+                }
+            }
+            let gossip_port = pick!(gossip_port, 8192);
+            let tokens = &config.service.tokens;
+            config.cluster = Some(ClusterSettings {
+                bind: SocketAddr::new(config.listen_addr, gossip_port),
+                advertise_host: host,
+                gossip_port,
+                api_port: config.api_port,
+                resp_port: config.resp_port,
+                peers,
+                broadcast_interval: Duration::from_millis(pick!(gossip_broadcast_ms, 1000).max(50)),
+                read_timeout: Duration::from_millis(pick!(proxy_timeout_ms, 2000).max(1)),
+                namespace: kafka.namespace.clone(),
+                region: kafka.region.clone(),
+                replica_group: kafka.replica_group.clone(),
+                instance_id: kafka.instance_id.clone(),
+                token: tokens.peer_token(),
+            });
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// ADVERTISE_ADDR as host and optional port: `host`, `host:port`, `1.2.3.4`, `fdaa::3`,
+/// `[fdaa::3]:8190`.
+pub(super) fn split_advertise(value: &str) -> anyhow::Result<(String, Option<u16>)> {
+    let value = value.trim();
+    if value.is_empty() {
+        bail!("ADVERTISE_ADDR: empty; set the address other nodes reach this one at");
+    }
+    if let Ok(ip) = value.parse::<IpAddr>() {
+        return Ok((ip.to_string(), None));
+    }
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok((addr.ip().to_string(), Some(addr.port())));
+    }
+    match value.rsplit_once(':') {
+        None => Ok((value.to_string(), None)),
+        Some((host, port)) if !host.is_empty() && !host.contains(':') => {
+            let port = port.parse().map_err(|_| {
+                anyhow::anyhow!("ADVERTISE_ADDR: {value:?}: {port:?} is not a port")
+            })?;
+            Ok((host.to_string(), Some(port)))
+        }
+        Some(_) => bail!("ADVERTISE_ADDR: {value:?} is not a host, host:port or [ipv6]:port"),
+    }
+}
