@@ -58,7 +58,10 @@ fn apply_batches(c: &mut Criterion) {
                     let digest = Digest::of(module).to_string();
                     plugins.store().put_module(&digest, module).unwrap();
                     // Compiled before timing, as a node does at upload or first use.
-                    assert!(matches!(plugins.resolve(&digest), Resolved::Ready(_)));
+                    assert!(matches!(
+                        plugins.resolve(&digest.parse().expect("a digest")),
+                        Resolved::Ready(_)
+                    ));
                 }
                 let rules = Rules {
                     conds: &conds,

@@ -22,9 +22,16 @@ fn condition(c: &mut Criterion) {
         let program = conds.check(source).unwrap();
         c.bench_function(name, |b| {
             b.iter(|| {
-                let subject =
-                    Subject::new("flags", "feature/checkout", Some((stored.as_bytes(), 1, 2)))
-                        .unwrap();
+                let subject = Subject::new(
+                    "flags",
+                    "feature/checkout",
+                    Some(firescroll::model::StoredRecord {
+                        data_json: stored.as_bytes(),
+                        created_at_ms: 1,
+                        updated_at_ms: 2,
+                    }),
+                )
+                .unwrap();
                 let mut budget = Budget::new(ENTRY_LIMITS);
                 black_box(conds.eval(source, &program, &subject, &mut budget).unwrap())
             })

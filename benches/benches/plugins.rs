@@ -23,7 +23,11 @@ fn per_call(c: &mut Criterion) {
         pk: "svc",
         sk: "config",
         data: Some(r#"{"version":"1.3.0","enabled":false}"#),
-        current: Some((stored.as_bytes(), 1, 2)),
+        current: Some(firescroll::model::StoredRecord {
+            data_json: stored.as_bytes(),
+            created_at_ms: 1,
+            updated_at_ms: 2,
+        }),
         args: Some(r#"{"max":"2.0.0"}"#),
     }
     .to_json();

@@ -69,7 +69,9 @@ pub fn single_op_entries_with_plugin(n: u64, digest: &str) -> Vec<LogRecord> {
         .into_iter()
         .map(|record| {
             let mut entry = LogEntry::decode(&record.payload).expect("own entries decode");
-            entry.ops[0].if_plugin = Some(digest.to_string());
+            entry.ops[0].if_plugin = Some(firescroll::model::PluginRef::Digest(
+                digest.parse().expect("a sha256 digest"),
+            ));
             LogRecord {
                 offset: record.offset,
                 payload: entry.encode(),

@@ -1,6 +1,7 @@
 //! What a condition sees: the record an op addresses, as it is stored.
 
 use super::json_value::parse_json_value;
+use crate::model::StoredRecord;
 use expr::{Context, ContextProvider, Value};
 
 static NIL: Value = Value::Nil;
@@ -16,16 +17,16 @@ pub struct Subject {
 }
 
 impl Subject {
-    /// The subject for an op on (pk, sk). `stored` is the stored record's (data JSON, created,
-    /// updated), or `None` when there is no record: then `data`, `_created_at` and `_updated_at`
-    /// are all nil.
-    pub fn new(pk: &str, sk: &str, stored: Option<(&[u8], i64, i64)>) -> Result<Self, String> {
+    /// The subject for an op on (pk, sk) and its stored record, or `None` when there is no
+    /// record: then `data`, `_created_at` and `_updated_at` are all nil.
+    pub fn new(pk: &str, sk: &str, stored: Option<StoredRecord<'_>>) -> Result<Self, String> {
         let (data, created_at, updated_at) = match stored {
             None => (Value::Nil, Value::Nil, Value::Nil),
-            Some((json, created, updated)) => (
-                parse_json_value(json).map_err(|e| format!("stored data is not JSON: {e}"))?,
-                Value::Integer(created),
-                Value::Integer(updated),
+            Some(stored) => (
+                parse_json_value(stored.data_json)
+                    .map_err(|e| format!("stored data is not JSON: {e}"))?,
+                Value::Integer(stored.created_at_ms),
+                Value::Integer(stored.updated_at_ms),
             ),
         };
         Ok(Subject {

@@ -1,9 +1,19 @@
 use super::*;
+use crate::model::StoredRecord;
+
+fn stored_record(data: &str, created: i64, updated: i64) -> StoredRecord<'_> {
+    StoredRecord {
+        data_json: data.as_bytes(),
+        created_at_ms: created,
+        updated_at_ms: updated,
+    }
+}
 
 fn eval(source: &str, stored: Option<(&str, i64, i64)>) -> Result<bool, CondError> {
     let conds = Conditions::new();
     let program = conds.check(source)?;
-    let subject = Subject::new("pk1", "sk1", stored.map(|(d, c, u)| (d.as_bytes(), c, u))).unwrap();
+    let subject =
+        Subject::new("pk1", "sk1", stored.map(|(d, c, u)| stored_record(d, c, u))).unwrap();
     conds.eval(source, &program, &subject, &mut Budget::new(ENTRY_LIMITS))
 }
 
@@ -91,7 +101,8 @@ fn list_filters_from_records_http() {
     let source = r#"sk > "sk3" && sk not contains "_a""#;
     let program = conds.check(source).unwrap();
     let keep = |sk: &str| {
-        let subject = Subject::new("pk3", sk, Some((br#"{"lets":"go"}"#, 1, 1))).unwrap();
+        let subject =
+            Subject::new("pk3", sk, Some(stored_record(r#"{"lets":"go"}"#, 1, 1))).unwrap();
         conds
             .eval(source, &program, &subject, &mut Budget::new(LIST_LIMITS))
             .unwrap()
@@ -121,7 +132,7 @@ fn nested_loops_over_stored_arrays_end_at_the_same_step() {
     let conds = Conditions::new();
     let program = conds.check(source).unwrap();
     let spent = || {
-        let subject = Subject::new("p", "s", Some((data.as_bytes(), 1, 1))).unwrap();
+        let subject = Subject::new("p", "s", Some(stored_record(&data, 1, 1))).unwrap();
         let mut budget = Budget::new(ENTRY_LIMITS);
         let result = conds.eval(source, &program, &subject, &mut budget);
         (result, budget.steps_used(), budget.bytes_used())

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::log::{LogError, PartitionReader};
+use crate::model::Digest;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -119,18 +120,18 @@ impl Engine {
     pub(super) fn wait_for_plugin(
         &self,
         runtime: &PartitionRuntime,
-        digest: &str,
+        digest: &Digest,
         offset: u64,
     ) -> bool {
         tracing::warn!(
             partition = runtime.id(),
             offset,
-            plugin = digest,
+            plugin = %digest,
             "waiting for a plugin this node does not have yet"
         );
         while !runtime.stop.load(Ordering::SeqCst) {
             if !matches!(self.inner.plugins.resolve(digest), Resolved::Missing) {
-                tracing::info!(partition = runtime.id(), plugin = digest, "plugin arrived");
+                tracing::info!(partition = runtime.id(), plugin = %digest, "plugin arrived");
                 return true;
             }
             std::thread::sleep(Duration::from_millis(100));

@@ -4,7 +4,9 @@
 use super::plugins::{PluginResolver, Resolved};
 use crate::cond::{Budget, CondError, Conditions, ENTRY_LIMITS, Subject};
 use crate::log::LogRecord;
-use crate::model::{LogEntry, Op, OpKind, partition_of, pk_version};
+use crate::model::{
+    Digest, LogEntry, Op, OpKind, PluginRef, StoredRecord, partition_of, pk_version,
+};
 use crate::model::{Rejection, RejectionKind, Returned};
 use crate::plugins::{Input, PluginFailure};
 use crate::store::{
@@ -43,7 +45,7 @@ pub struct AppliedBatch {
     pub entries: usize,
     /// The batch stopped before the entry at `next_offset`: it names a plugin (digest) this
     /// node does not have yet. The partition waits for it; it never rejects for timing.
-    pub waiting_for: Option<String>,
+    pub waiting_for: Option<Digest>,
 }
 
 /// What one entry came to.
@@ -51,7 +53,7 @@ enum EntryOutcome {
     Applied(Vec<Returned>),
     Rejected(Rejection),
     /// Needs a plugin not yet here (digest).
-    Waiting(String),
+    Waiting(Digest),
 }
 
 /// Applies `records` (in offset order) on top of `store`'s committed state, stopping before an
@@ -160,9 +162,11 @@ fn apply_entry(
     };
     // Every plugin the entry names must be here before any op runs.
     for op in &entry.ops {
-        for digest in op.if_plugin.iter().chain(&op.transform) {
-            if let Resolved::Missing = plugins.resolve(digest) {
-                return Ok(EntryOutcome::Waiting(digest.clone()));
+        for plugin in op.if_plugin.iter().chain(&op.transform) {
+            if let PluginRef::Digest(digest) = plugin
+                && let Resolved::Missing = plugins.resolve(digest)
+            {
+                return Ok(EntryOutcome::Waiting(*digest));
             }
         }
     }
@@ -203,7 +207,9 @@ fn apply_entry(
                     format!(
                         "the records of pk {:?} changed since version {} was read (WATCH)",
                         op.pk,
-                        short(op.version.as_deref().unwrap_or("none"))
+                        op.version
+                            .as_deref()
+                            .map_or("none", |v| &v[..v.len().min(12)])
                     ),
                 );
             }
@@ -224,14 +230,10 @@ fn apply_entry(
             })?),
         };
         if let Some(source) = &op.cond
-            && let Err((kind, message)) =
-                check_condition(conds, source, op, current.as_ref(), &mut budget)
+            && let Err((kind, message)) = check_condition(conds, source, op, current, &mut budget)
         {
             return reject(kind, message);
         }
-        let stored = current
-            .as_ref()
-            .map(|v| (v.data_json, v.created_at_ms, v.updated_at_ms));
         let input = || Input {
             op: op.op.name(),
             pk: &op.pk,
@@ -240,7 +242,7 @@ fn apply_entry(
                 OpKind::Delete | OpKind::DeleteKey | OpKind::Check => None,
                 _ => Some(op.data.as_ref().map_or("null", |d| d.get())),
             },
-            current: stored,
+            current,
             args: op.args.as_ref().map(|a| a.get()),
         };
         if let Some(digest) = &op.if_plugin {
@@ -413,12 +415,20 @@ fn pk_records_at(
     Ok(records)
 }
 
-/// The plugin `digest` names, if it can be used as a condition (`condition`) or transform.
+/// The plugin an op names, if it can be used as a condition (`condition`) or transform.
 fn ready(
     plugins: &PluginResolver,
-    digest: &str,
+    plugin: &PluginRef,
     condition: bool,
 ) -> Result<std::sync::Arc<crate::plugins::Compiled>, String> {
+    let digest = match plugin {
+        PluginRef::Digest(digest) => digest,
+        PluginRef::Name(_) => {
+            return Err(
+                "cannot be used: entries name plugins by the sha256 digest of their module".into(),
+            );
+        }
+    };
     let plugin = match plugins.resolve(digest) {
         Resolved::Ready(plugin) => plugin,
         Resolved::Invalid(e) => return Err(format!("cannot be used: {e}")),
@@ -446,8 +456,11 @@ fn fail(failure: PluginFailure, fuel_before: u64, call_fuel: u64) -> String {
 }
 
 /// A digest as messages show it.
-fn short(digest: &str) -> String {
-    format!("sha256:{}", &digest[..digest.len().min(12)])
+fn short(plugin: &PluginRef) -> String {
+    match plugin {
+        PluginRef::Digest(digest) => format!("sha256:{}", &digest.to_string()[..12]),
+        PluginRef::Name(name) => format!("{name:?}"),
+    }
 }
 
 /// Evaluates an op's `if` against the record as stored (its stored `_updated_at`, not the new one).
@@ -455,13 +468,12 @@ fn check_condition(
     conds: &Conditions,
     source: &str,
     op: &Op,
-    current: Option<&crate::store::ValueView<'_>>,
+    current: Option<StoredRecord<'_>>,
     budget: &mut Budget,
 ) -> Result<(), (RejectionKind, String)> {
     let error = |e: String| (RejectionKind::ConditionError, e);
     let program = conds.compile(source).map_err(|e| error(e.to_string()))?;
-    let stored = current.map(|v| (v.data_json, v.created_at_ms, v.updated_at_ms));
-    let subject = Subject::new(&op.pk, &op.sk, stored).map_err(error)?;
+    let subject = Subject::new(&op.pk, &op.sk, current).map_err(error)?;
     match conds.eval(source, &program, &subject, budget) {
         Ok(true) => Ok(()),
         Ok(false) => Err((

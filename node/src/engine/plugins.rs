@@ -54,7 +54,7 @@ impl Plugins {
                 registry
                     .list()
                     .into_iter()
-                    .map(|b| b.digest.to_string())
+                    .map(|b| b.digest)
                     .collect::<Vec<_>>(),
             );
             runtime.spawn_blocking(move || {
@@ -104,13 +104,9 @@ impl PluginResolver {
         &self.store
     }
 
-    /// The compiled plugin an entry's digest names.
-    pub fn resolve(&self, digest_hex: &str) -> Resolved {
-        let digest: Digest = match digest_hex.parse() {
-            Ok(d) => d,
-            Err(e) => return Resolved::Invalid(e),
-        };
-        if let Some(compiled) = self.host.get(&digest) {
+    /// The compiled plugin `digest` names.
+    pub fn resolve(&self, digest: &Digest) -> Resolved {
+        if let Some(compiled) = self.host.get(digest) {
             return Resolved::Ready(compiled);
         }
         match self.store.module(&digest.to_string()) {
@@ -137,7 +133,7 @@ fn receive_plugin_record(
 ) {
     let result = match (key.split_once(':'), value) {
         (Some(("wasm", digest)), Some(bytes)) => {
-            if crate::plugins::Digest::of(bytes).to_string() != digest {
+            if Digest::of(bytes).to_string() != digest {
                 tracing::warn!(key, "plugin module does not match its digest; skipped");
                 return;
             }

@@ -4,7 +4,7 @@ use crate::log::LogRecord;
 use crate::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use crate::metrics::Metrics;
 use crate::model::Position;
-use crate::model::{LogEntry, Op, OpKind, partition_of};
+use crate::model::{LogEntry, Op, OpKind, PluginRef, partition_of};
 use crate::plugins::{PluginHost, PluginLimits};
 use crate::store::PartitionStore;
 use crate::store::Store;
@@ -704,9 +704,10 @@ fn an_entry_waits_for_its_plugin_instead_of_rejecting() {
                 local.get 0 i32.load8_u i32.const 123 i32.eq))"#,
     )
     .unwrap();
-    let digest = crate::plugins::Digest::of(&module).to_string();
+    let pinned = crate::plugins::Digest::of(&module);
+    let digest = pinned.to_string();
     let with_plugin = Op {
-        if_plugin: Some(digest.clone()),
+        if_plugin: Some(PluginRef::Digest(pinned)),
         ..put(pk, "p", "2", None)
     };
     let entries = vec![
@@ -716,7 +717,7 @@ fn an_entry_waits_for_its_plugin_instead_of_rejecting() {
     ];
     let log = records(&entries);
     let batch = apply_and_commit(&store, rules.rules(), &log).unwrap();
-    assert_eq!(batch.waiting_for.as_deref(), Some(digest.as_str()));
+    assert_eq!(batch.waiting_for, Some(pinned));
     assert_eq!(
         (batch.entries, batch.next_offset),
         (1, 1),
@@ -737,7 +738,7 @@ fn an_entry_waits_for_its_plugin_instead_of_rejecting() {
 
     // A digest that is not a digest is a deterministic rejection, not a wait.
     let bogus = Op {
-        if_plugin: Some("xyz".into()),
+        if_plugin: Some(PluginRef::Name("xyz".into())),
         ..put(pk, "q", "1", None)
     };
     let batch = apply_and_commit(
@@ -769,12 +770,16 @@ fn the_plugin_calls_of_an_entry_share_one_supply_of_fuel() {
                 i32.const 1))"#,
     )
     .unwrap();
-    let digest = crate::plugins::Digest::of(&module).to_string();
-    rules.plugins.store().put_module(&digest, &module).unwrap();
+    let pinned = crate::plugins::Digest::of(&module);
+    rules
+        .plugins
+        .store()
+        .put_module(&pinned.to_string(), &module)
+        .unwrap();
     let ops = |n: usize| -> Vec<Op> {
         (0..n)
             .map(|i| Op {
-                if_plugin: Some(digest.clone()),
+                if_plugin: Some(PluginRef::Digest(pinned)),
                 ..put(pk, &format!("s{i}"), "1", None)
             })
             .collect()

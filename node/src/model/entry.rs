@@ -7,6 +7,7 @@
 //! FireScroll's single-mutation message (`{"pk","sk","data","ts_ms","mutation","if"}`) decodes as an
 //! entry of one op, so logs written by FireScroll (or producers built for it) keep working.
 
+use super::Digest;
 use super::nesting::{MAX_JSON_DEPTH, json_nests_deeper_than};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -74,12 +75,13 @@ pub struct Op {
     /// An `if` condition (expr syntax) evaluated against the stored record at apply time.
     #[serde(default, rename = "if", skip_serializing_if = "Option::is_none")]
     pub cond: Option<String>,
-    /// A condition plugin, pinned by the sha256 digest (hex) of its module; must also pass.
+    /// A condition plugin that must also pass: in the log, pinned by the digest of its module;
+    /// in a request, by name (the accepting node pins it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub if_plugin: Option<String>,
-    /// A transform plugin (digest) whose output replaces a put's data.
+    pub if_plugin: Option<PluginRef>,
+    /// A transform plugin whose output replaces a put's data (named like `if_plugin`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transform: Option<String>,
+    pub transform: Option<PluginRef>,
     /// Arguments handed to the op's plugins (any JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args: Option<Box<RawValue>>,
@@ -92,12 +94,46 @@ pub struct Op {
     pub return_old: bool,
 }
 
+/// A plugin an op names: by digest in the log (what every replica runs), by name in a request
+/// until the accepting node pins it. In entries it is the digest's 64 hex digits; anything else
+/// there is a name, which apply rejects (`plugin_error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginRef {
+    Digest(Digest),
+    Name(String),
+}
+
+impl std::fmt::Display for PluginRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PluginRef::Digest(d) => write!(f, "{d}"),
+            PluginRef::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+impl Serialize for PluginRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PluginRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(match text.parse::<Digest>() {
+            Ok(digest) => PluginRef::Digest(digest),
+            Err(_) => PluginRef::Name(text),
+        })
+    }
+}
+
 /// The version of a pk's records that a `check` op compares: SHA-256 over each record's
 /// (encoded key length, encoded key, stored value length, stored value) in key order, as hex.
 /// Any write to any of them (even of the same data, which moves `_updated_at` or not) that
 /// changes a stored byte changes it; a pk without records has the hash of nothing.
 pub fn pk_version<'a>(records: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> String {
-    use sha2::{Digest, Sha256};
+    use sha2::{Digest as _, Sha256};
     let mut hasher = Sha256::new();
     for (key, value) in records {
         hasher.update((key.len() as u64).to_be_bytes());
@@ -105,14 +141,7 @@ pub fn pk_version<'a>(records: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -
         hasher.update((value.len() as u64).to_be_bytes());
         hasher.update(value);
     }
-    use std::fmt::Write;
-    hasher
-        .finalize()
-        .iter()
-        .fold(String::with_capacity(64), |mut hex, b| {
-            let _ = write!(hex, "{b:02x}");
-            hex
-        })
+    Digest::from(hasher).to_string()
 }
 
 /// One atomic unit of the log: every op is in one partition and they apply together or not at all.

@@ -50,6 +50,26 @@ pub struct ListRequest {
     pub min_offsets: Vec<Position>,
 }
 
+/// A stored record as conditions, plugins and apply see it: its data (JSON text, as stored) and
+/// timestamps. The store's value format decodes to it without copying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredRecord<'a> {
+    pub data_json: &'a [u8],
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+impl Record {
+    /// This record as a [`StoredRecord`].
+    pub fn stored(&self) -> StoredRecord<'_> {
+        StoredRecord {
+            data_json: self.data_json.as_bytes(),
+            created_at_ms: self.created_at_ms,
+            updated_at_ms: self.updated_at_ms,
+        }
+    }
+}
+
 /// One key (pk) of a partition, as its key index knows it: what `SCAN`, `KEYS` and `DBSIZE` see.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyInfo {

@@ -17,66 +17,8 @@ mod registry;
 pub use host::{Compiled, PluginHost, PluginLimits, PluginMetrics, Session};
 pub use registry::{Binding, Registry, check_name};
 
+pub use crate::model::Digest;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
-use std::fmt;
-use std::str::FromStr;
-
-/// A plugin's identity: the SHA-256 of its bytes.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Digest(pub [u8; 32]);
-
-impl Digest {
-    /// The digest of `bytes`.
-    pub fn of(bytes: &[u8]) -> Self {
-        Digest(Sha256::digest(bytes).into())
-    }
-}
-
-impl fmt::Display for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256:{self}")
-    }
-}
-
-impl FromStr for Digest {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let hex = s.strip_prefix("sha256:").unwrap_or(s);
-        if hex.len() != 64 {
-            return Err(format!("{s:?} is not a sha256 digest (64 hex digits)"));
-        }
-        let mut out = [0u8; 32];
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-                .map_err(|_| format!("{s:?} is not a sha256 digest (64 hex digits)"))?;
-        }
-        Ok(Digest(out))
-    }
-}
-
-impl Serialize for Digest {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Digest {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
 
 /// What a plugin can be used as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,8 +88,8 @@ pub struct Input<'a> {
     pub pk: &'a str,
     pub sk: &'a str,
     pub data: Option<&'a str>,
-    /// The stored record: (data JSON, created ms, updated ms).
-    pub current: Option<(&'a [u8], i64, i64)>,
+    /// The stored record.
+    pub current: Option<crate::model::StoredRecord<'a>>,
     /// The write's `args` JSON text.
     pub args: Option<&'a str>,
 }
@@ -159,7 +101,7 @@ impl Input<'_> {
             64 + self.pk.len()
                 + self.sk.len()
                 + self.data.map_or(4, str::len)
-                + self.current.map_or(4, |c| c.0.len() + 64)
+                + self.current.map_or(4, |c| c.data_json.len() + 64)
                 + self.args.map_or(4, str::len),
         );
         let string = |out: &mut Vec<u8>, s: &str| {
@@ -176,11 +118,15 @@ impl Input<'_> {
         out.extend_from_slice(b",\"current\":");
         match self.current {
             None => out.extend_from_slice(b"null"),
-            Some((data, created, updated)) => {
+            Some(current) => {
                 out.extend_from_slice(b"{\"data\":");
-                out.extend_from_slice(data);
+                out.extend_from_slice(current.data_json);
                 out.extend_from_slice(
-                    format!(",\"_created_at\":{created},\"_updated_at\":{updated}}}").as_bytes(),
+                    format!(
+                        ",\"_created_at\":{},\"_updated_at\":{}}}",
+                        current.created_at_ms, current.updated_at_ms
+                    )
+                    .as_bytes(),
                 );
             }
         }

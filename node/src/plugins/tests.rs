@@ -177,7 +177,11 @@ fn input_json_carries_everything_verbatim() {
         pk: "p\"k",
         sk: "",
         data: Some(r#"{"a":[1,2]}"#),
-        current: Some((br#"{"a":[1]}"#, 5, 6)),
+        current: Some(crate::model::StoredRecord {
+            data_json: br#"{"a":[1]}"#,
+            created_at_ms: 5,
+            updated_at_ms: 6,
+        }),
         args: Some(r#"{"v":"1.2.0"}"#),
     };
     let value: serde_json::Value = serde_json::from_slice(&input.to_json()).unwrap();

@@ -264,20 +264,16 @@ fn scan_page(
 
 /// Whether `record` passes the filter.
 fn keep(filter: &Filter, record: &Record, budget: &mut Budget) -> Result<bool, CondError> {
-    let stored = (
-        record.data_json.as_bytes(),
-        record.created_at_ms,
-        record.updated_at_ms,
-    );
-    let subject = Subject::new(&record.pk, &record.sk, Some(stored)).map_err(|reason| {
-        CondError::Runtime {
-            expr: filter.source.clone(),
-            reason: format!(
-                "the record with sk {:?} cannot be evaluated: {reason}",
-                record.sk
-            ),
-        }
-    })?;
+    let subject =
+        Subject::new(&record.pk, &record.sk, Some(record.stored())).map_err(|reason| {
+            CondError::Runtime {
+                expr: filter.source.clone(),
+                reason: format!(
+                    "the record with sk {:?} cannot be evaluated: {reason}",
+                    record.sk
+                ),
+            }
+        })?;
     filter
         .conds
         .eval(&filter.source, &filter.program, &subject, budget)

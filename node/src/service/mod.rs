@@ -19,7 +19,7 @@ mod watch;
 mod write;
 
 pub use crate::engine::{compute_read_modify_write, parse_finite_float, parse_redis_integer};
-pub use crate::model::{ListRequest, Outcome, Rejection, RejectionKind};
+pub use crate::model::{ListRequest, Outcome, PluginRef, Rejection, RejectionKind};
 /// A plugin name's binding, as `/plugins` lists it.
 pub use crate::plugins::Binding;
 pub use crate::store::KEY_HASH_BITS;

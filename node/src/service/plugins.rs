@@ -3,7 +3,7 @@
 
 use super::{ErrorKind, Service, ServiceError};
 use crate::engine::Resolved;
-use crate::model::Record;
+use crate::model::{PluginRef, Record};
 use crate::plugins::{Binding, Input, PluginError, PluginFailure, check_name};
 use bytes::Bytes;
 use serde_json::value::RawValue;
@@ -76,9 +76,14 @@ impl Service {
     pub(super) fn pin_plugin(
         &self,
         index: usize,
-        name: &str,
+        plugin: &PluginRef,
         condition: bool,
-    ) -> Result<String, ServiceError> {
+    ) -> Result<PluginRef, ServiceError> {
+        let name = match plugin {
+            PluginRef::Name(name) => name,
+            // Already pinned (an internal caller): kept as given.
+            PluginRef::Digest(_) => return Ok(plugin.clone()),
+        };
         let binding = self.registry.get(name).ok_or_else(|| {
             ServiceError::bad_request(
                 "unknown_plugin",
@@ -103,7 +108,7 @@ impl Service {
                 ),
             ));
         }
-        Ok(binding.digest.to_string())
+        Ok(PluginRef::Digest(binding.digest))
     }
 
     /// Reshapes read records with the transform plugin `name` (the latest version of the name):
@@ -131,7 +136,7 @@ impl Service {
         let slot = self.eval_slot().await?;
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            let plugin = match plugins.resolve(&binding.digest.to_string()) {
+            let plugin = match plugins.resolve(&binding.digest) {
                 Resolved::Ready(plugin) => plugin,
                 _ => return Err(not_found(&name)),
             };
@@ -145,11 +150,7 @@ impl Service {
                         pk: &record.pk,
                         sk: &record.sk,
                         data: Some(&record.data_json),
-                        current: Some((
-                            record.data_json.as_bytes(),
-                            record.created_at_ms,
-                            record.updated_at_ms,
-                        )),
+                        current: Some(record.stored()),
                         args: args.as_ref().map(|a| a.get()),
                     };
                     let budget_before = fuel_left;

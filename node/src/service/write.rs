@@ -10,27 +10,9 @@ use crate::model::{
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 
-/// One record to write.
-#[derive(Debug, Clone, Default)]
-pub struct WriteOp {
-    pub op: OpKind,
-    pub pk: String,
-    pub sk: String,
-    /// The data of a put (JSON); `None` is JSON null.
-    pub data: Option<Box<RawValue>>,
-    /// An `if` condition evaluated against the stored record at apply time.
-    pub cond: Option<String>,
-    /// A condition plugin's name; it must pass too.
-    pub if_plugin: Option<String>,
-    /// A transform plugin's name: its output is stored instead of `data` (puts only).
-    pub transform: Option<String>,
-    /// Arguments for the plugins (any JSON).
-    pub args: Option<Box<RawValue>>,
-    /// For `check` ops: the version the pk's records must still have ([`crate::model::pk_version`]).
-    pub version: Option<String>,
-    /// Return the record's data from before the op in the outcome (puts and deletes).
-    pub return_old: bool,
-}
+/// One op of a write request: a log entry op whose plugins (`if_plugin`, `transform`) are named;
+/// validation pins each name to the digest it is bound to now.
+pub type WriteOp = Op;
 
 /// How the records of one request map onto entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -375,11 +375,7 @@ impl PartitionStore {
             hasher.update(&v);
             records += 1;
         }
-        let sha256 = hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sha256 = crate::model::Digest::from(hasher).to_string();
         Ok(Digest { records, sha256 })
     }
 

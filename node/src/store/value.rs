@@ -17,13 +17,8 @@ pub fn encode_value(created_at_ms: i64, updated_at_ms: i64, data_json: &[u8]) ->
     out
 }
 
-/// A decoded view of a stored value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ValueView<'a> {
-    pub created_at_ms: i64,
-    pub updated_at_ms: i64,
-    pub data_json: &'a [u8],
-}
+/// A decoded view of a stored value: the model's [`StoredRecord`](crate::model::StoredRecord).
+pub type ValueView<'a> = crate::model::StoredRecord<'a>;
 
 /// Decodes a stored value; `None` if the bytes are not a value this build wrote.
 pub fn decode_value(bytes: &[u8]) -> Option<ValueView<'_>> {

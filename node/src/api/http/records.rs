@@ -4,8 +4,8 @@ use super::request::{GetBody, ListBody, MutateBody, OutcomesBody, PositionBody, 
 use super::response;
 use crate::model::{Key, OpKind, Position};
 use crate::service::{
-    Denied, ErrorKind, ListRequest, Operation, Service, ServiceError, WriteMode, WriteOp,
-    WriteRequest,
+    Denied, ErrorKind, ListRequest, Operation, PluginRef, Service, ServiceError, WriteMode,
+    WriteOp, WriteRequest,
 };
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -231,8 +231,8 @@ fn write_op(index: usize, r: RecordBody, fixed: Option<OpKind>) -> Result<WriteO
         sk: r.sk,
         data: r.data,
         cond: r.cond,
-        if_plugin: r.if_plugin,
-        transform: r.transform,
+        if_plugin: r.if_plugin.map(PluginRef::Name),
+        transform: r.transform.map(PluginRef::Name),
         args: r.args,
         ..WriteOp::default()
     })
