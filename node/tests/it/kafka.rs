@@ -128,19 +128,7 @@ fn two_replica_groups_each_hold_everything_with_equal_digests() {
         );
         assert_eq!(status, 200, "{reply}");
     }
-    let digests = |n: &Node| -> Vec<(Value, Value, Value)> {
-        n.partitions()
-            .iter()
-            .map(|p| {
-                (
-                    p["partition"].clone(),
-                    p["applied_offset"].clone(),
-                    p["digest"].clone(),
-                )
-            })
-            .collect()
-    };
-    assert_eq!(digests(&a), digests(&b));
+    assert_eq!(a.digests(), b.digests());
     assert!(
         a.partitions()
             .iter()
@@ -190,31 +178,13 @@ print("ok")
         a = a.resp,
         b = b.resp
     );
-    let out = std::process::Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    common::assert_script_ok(
+        std::process::Command::new("python3").args(["-c", &script]),
+        "redis-py (pip install redis)",
     );
     // Both groups applied the same log to the same bytes.
-    let digests = |n: &Node| -> Vec<(Value, Value, Value)> {
-        n.partitions()
-            .iter()
-            .map(|p| {
-                (
-                    p["partition"].clone(),
-                    p["applied_offset"].clone(),
-                    p["digest"].clone(),
-                )
-            })
-            .collect()
-    };
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while digests(&a) != digests(&b) {
+    while a.digests() != b.digests() {
         assert!(std::time::Instant::now() < deadline, "digests differ");
         std::thread::sleep(Duration::from_millis(100));
     }

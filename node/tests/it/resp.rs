@@ -387,15 +387,9 @@ print("ok")
 
 /// Runs a redis-py script that prints `ok` when all its asserts held.
 fn run_redis_py(script: &str) {
-    let out = std::process::Command::new("python3")
-        .args(["-c", script])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
-        "redis-py (pip install redis; scripts/test.sh does): {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    common::assert_script_ok(
+        std::process::Command::new("python3").args(["-c", script]),
+        "redis-py (pip install redis; scripts/test.sh does)",
     );
 }
 
@@ -1061,17 +1055,14 @@ fn ioredis_and_node_redis_work_as_their_users_write_them() {
         )
     });
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/node_clients.js");
-    let out = std::process::Command::new("node")
-        .arg(script)
-        .arg(node.resp.to_string())
-        .env("NODE_PATH", format!("{clients}/node_modules"))
-        .output()
-        .expect("node runs (scripts/test.sh installs nodejs, ioredis and node-redis)");
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
-        "ioredis/node-redis (npm install ioredis@5 redis@4 in {clients}; scripts/test.sh does): {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    common::assert_script_ok(
+        std::process::Command::new("node")
+            .arg(script)
+            .arg(node.resp.to_string())
+            .env("NODE_PATH", format!("{clients}/node_modules")),
+        &format!(
+            "ioredis/node-redis (npm install ioredis@5 redis@4 in {clients}; scripts/test.sh does)"
+        ),
     );
 }
 

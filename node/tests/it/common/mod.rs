@@ -158,6 +158,21 @@ impl Node {
         v["partitions"].as_array().unwrap().clone()
     }
 
+    /// (partition, applied offset, digest) of every partition this node serves: two replicas
+    /// that applied the same log have equal lists.
+    pub fn digests(&self) -> Vec<(Value, Value, Value)> {
+        self.partitions()
+            .iter()
+            .map(|p| {
+                (
+                    p["partition"].clone(),
+                    p["applied_offset"].clone(),
+                    p["digest"].clone(),
+                )
+            })
+            .collect()
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -405,4 +420,19 @@ impl Node {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Runs a client script written by others' libraries (redis-py, ioredis, ...) that prints `ok`
+/// once all its own asserts held; fails with its output otherwise. `install` says how to get the
+/// tool (scripts/test.sh does).
+pub fn assert_script_ok(command: &mut std::process::Command, install: &str) {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?} ({install}): {e}"));
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+        "{install}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
