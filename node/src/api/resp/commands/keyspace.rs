@@ -2,7 +2,7 @@
 //! record and hash fields); they read every partition's key index, here or at an owner in the
 //! region. SCAN cursors are valid on any node of the region (see `service::keyspace`).
 
-use super::scan::glob_match;
+use super::scan::{glob_match, parse_count, parse_cursor};
 use super::{Context, random, service_error, wrong_arity};
 use crate::api::resp::reply::Reply;
 use crate::model::KeyInfo;
@@ -16,11 +16,9 @@ pub async fn scan(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let [cursor, options @ ..] = args else {
         return wrong_arity("scan");
     };
-    let Some(cursor) = std::str::from_utf8(cursor)
-        .ok()
-        .and_then(|c| c.parse::<u64>().ok())
-    else {
-        return Reply::err("invalid cursor");
+    let cursor = match parse_cursor(cursor) {
+        Ok(cursor) => cursor,
+        Err(e) => return e,
     };
     let mut pattern: Option<Vec<u8>> = None;
     let mut count = 10usize;
@@ -32,9 +30,9 @@ pub async fn scan(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         };
         match option.to_ascii_uppercase().as_slice() {
             b"MATCH" => pattern = Some(value.to_vec()),
-            b"COUNT" => match std::str::from_utf8(value).ok().and_then(|n| n.parse().ok()) {
-                Some(n) if n > 0 => count = n,
-                _ => return Reply::err("value is not an integer or out of range"),
+            b"COUNT" => match parse_count(value) {
+                Ok(n) => count = n,
+                Err(e) => return e,
             },
             b"TYPE" => {
                 kind = match value.to_ascii_lowercase().as_slice() {

@@ -77,11 +77,9 @@ pub async fn hscan(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         Ok(pk) => pk,
         Err(e) => return e,
     };
-    let Some(cursor) = std::str::from_utf8(cursor)
-        .ok()
-        .and_then(|c| c.parse::<u64>().ok())
-    else {
-        return Reply::err("invalid cursor");
+    let cursor = match parse_cursor(cursor) {
+        Ok(cursor) => cursor,
+        Err(e) => return e,
     };
     let mut pattern: Option<Vec<u8>> = None;
     let mut count = 10u64;
@@ -90,9 +88,9 @@ pub async fn hscan(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         let value = options.next();
         match (option.to_ascii_uppercase().as_slice(), value) {
             (b"MATCH", Some(p)) => pattern = Some(p.to_vec()),
-            (b"COUNT", Some(n)) => match std::str::from_utf8(n).ok().and_then(|n| n.parse().ok()) {
-                Some(n) if n > 0 => count = n,
-                _ => return Reply::err("value is not an integer or out of range"),
+            (b"COUNT", Some(n)) => match parse_count(n) {
+                Ok(n) => count = n as u64,
+                Err(e) => return e,
             },
             (b"NOVALUES", None) => return Reply::err("NOVALUES is not supported"),
             _ => return Reply::err("syntax error"),
@@ -141,6 +139,22 @@ pub async fn hscan(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         None => 0,
     };
     Reply::Array(vec![Reply::bulk(next.to_string()), Reply::Array(items)])
+}
+
+/// A SCAN/HSCAN cursor: a decimal u64, as clients send and parse it.
+pub(super) fn parse_cursor(arg: &Bytes) -> Result<u64, Reply> {
+    std::str::from_utf8(arg)
+        .ok()
+        .and_then(|c| c.parse::<u64>().ok())
+        .ok_or_else(|| Reply::err("invalid cursor"))
+}
+
+/// A scan's `COUNT`: a positive integer.
+pub(super) fn parse_count(arg: &Bytes) -> Result<usize, Reply> {
+    match std::str::from_utf8(arg).ok().and_then(|n| n.parse().ok()) {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(Reply::err("value is not an integer or out of range")),
+    }
 }
 
 /// The part of a glob before its first special character.

@@ -11,7 +11,7 @@
 //! nil. Watched keys share the transaction's partition (else CROSSSLOT). A version read from a
 //! node that lags makes `EXEC` fail and the client retry, never succeed wrongly.
 
-use super::{Context, Shape, outcome_reply, run, text};
+use super::{Context, Shape, WRITE_COMMANDS, outcome_reply, run, text};
 use crate::api::resp::reply::Reply;
 use crate::model::OpKind;
 use crate::service::{Outcome, RejectionKind, WriteMode, WriteOp};
@@ -25,43 +25,20 @@ pub struct Queued {
     refused: bool,
 }
 
-/// Commands a transaction may hold: the data commands (and a few harmless ones).
-const QUEUEABLE: [&str; 34] = [
-    "set",
-    "getset",
-    "getdel",
-    "incr",
-    "decr",
-    "incrby",
-    "decrby",
-    "incrbyfloat",
-    "hincrby",
-    "hincrbyfloat",
-    "append",
-    "mset",
-    "del",
-    "unlink",
-    "strlen",
-    "hstrlen",
-    "hset",
-    "hmset",
-    "hdel",
-    "json.set",
-    "json.del",
-    "json.forget",
-    "get",
-    "mget",
-    "exists",
-    "hget",
-    "hmget",
-    "hgetall",
-    "hkeys",
-    "hvals",
-    "hlen",
-    "hexists",
-    "json.get",
-    "ping",
+/// Writes whose condition would decide the whole transaction: refused inside one.
+const CONDITIONAL_WRITES: [&str; 3] = ["setnx", "msetnx", "hsetnx"];
+
+/// Reads a transaction may hold (they see its earlier writes), and PING.
+const QUEUEABLE_READS: [&str; 14] = [
+    "get", "mget", "exists", "strlen", "hget", "hmget", "hgetall", "hkeys", "hvals", "hlen",
+    "hexists", "hstrlen", "json.get", "ping",
 ];
+
+/// Whether a transaction may hold `name`: every write but the conditional ones, and the reads.
+fn queueable(name: &str) -> bool {
+    (WRITE_COMMANDS.contains(&name) && !CONDITIONAL_WRITES.contains(&name))
+        || QUEUEABLE_READS.contains(&name)
+}
 
 /// Handles the transaction commands, and queues commands while a transaction is open. `None`
 /// when `name` runs as usual.
@@ -81,11 +58,17 @@ pub async fn intercept(ctx: &mut Context<'_>, name: &str, args: &[Bytes]) -> Opt
         }),
         _ => {
             let queue = ctx.session.transaction.as_mut()?;
-            if !QUEUEABLE.contains(&name) {
+            if !queueable(name) {
                 queue.refused = true;
                 return Some(Reply::err(format!(
                     "'{name}' cannot be used in a transaction: it may hold {}",
-                    QUEUEABLE.join(", ")
+                    WRITE_COMMANDS
+                        .iter()
+                        .filter(|w| !CONDITIONAL_WRITES.contains(w))
+                        .chain(&QUEUEABLE_READS)
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )));
             }
             let most = ctx.service.limits().max_records;
