@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs the real services and clients the tests talk to (once; the first
 # install of the Kafka-protocol broker takes 15-30 minutes on 2 cores; redis-cli comes from
-# Debian's redis-tools, redis-py from PyPI, ioredis and node-redis from npm), builds the example WebAssembly plugins from source, then runs every test.
+# Debian's redis-tools, redis-py from PyPI, ioredis and node-redis from npm, the s3s-fs S3 server
+# from crates.io), builds the example WebAssembly plugins from source, then runs every test.
 #
 #   scripts/test.sh [cargo test args...]
 set -euo pipefail
@@ -34,6 +35,11 @@ if [ ! -d "$NODE_CLIENTS/node_modules/ioredis" ] || [ ! -d "$NODE_CLIENTS/node_m
         { echo "required: npm install ioredis@5 redis@4 in $NODE_CLIENTS" >&2; exit 1; }
 fi
 export NODE_CLIENTS
+# A real S3-compatible server (s3s-fs, from crates.io) for the snapshot tests; they start their own.
+scripts/s3-server.sh install >&2
+S3S_FS_BIN="${S3S_ROOT:-$HOME/.cache/s3s-fs-${S3S_VERSION:-0.14.1}}/bin/s3s-fs"
+[ -x "$S3S_FS_BIN" ] || { echo "s3s-fs is required: scripts/s3-server.sh install" >&2; exit 1; }
+export S3S_FS_BIN
 # The example plugins (plugins/, with the SDK in sdk-wasm/), built to wasm32 for the plugin tests.
 scripts/build-plugins.sh >&2
 # The SDK's and the example plugins' own unit tests, natively (their logic is plain Rust).

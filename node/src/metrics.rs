@@ -37,6 +37,11 @@ pub struct Metrics {
     pub proxy_latency: HistogramVec,
     /// `firescroll_peer_requests_total{operation}`: reads this node answered for its peers.
     pub peer_requests: IntCounterVec,
+    /// `firescroll_snapshots_total{result}`: S3 snapshots uploaded (`ok`) or failed (`failed`).
+    pub snapshots: IntCounterVec,
+    /// `firescroll_snapshot_offset{partition}`: the offset the newest snapshot this node uploaded
+    /// of a partition starts after (its next offset).
+    pub snapshot_offset: IntGaugeVec,
     /// `firescroll_requests_refused_total{reason}`: requests refused to protect the node (busy:
     /// too many expensive lists at once; connections: the HTTP connection cap).
     pub requests_refused: IntCounterVec,
@@ -205,8 +210,26 @@ impl Metrics {
             &["partition"],
         )
         .expect("valid metric");
+        let snapshots = IntCounterVec::new(
+            Opts::new(
+                "firescroll_snapshots_total",
+                "S3 snapshots of partitions this node uploaded (ok) or failed to (failed).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let snapshot_offset = IntGaugeVec::new(
+            Opts::new(
+                "firescroll_snapshot_offset",
+                "The next offset of the newest snapshot this node uploaded, per partition.",
+            ),
+            &["partition"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(http_latency.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(snapshots.clone()),
+            Box::new(snapshot_offset.clone()),
             Box::new(requests_refused.clone()),
             Box::new(partition_stalled.clone()),
             Box::new(reads_cancelled.clone()),
@@ -259,6 +282,8 @@ impl Metrics {
             requests_refused,
             partition_stalled,
             reads_cancelled,
+            snapshots,
+            snapshot_offset,
         }
     }
 

@@ -39,6 +39,14 @@ pub async fn run(
     let plugins = Plugins::open(&store, &log, config.plugin_limits.clone(), &metrics)
         .context("plugins cannot be set up")?;
     let conds = Arc::new(Conditions::new());
+    let snapshots = config.s3.as_ref().map(|s3| {
+        Arc::new(crate::backup::Snapshots::new(
+            s3.clone(),
+            &config.namespace,
+            config.partitions,
+            &config.node_name,
+        ))
+    });
     let (engine, engine_tasks) = Engine::start(
         store,
         log.clone(),
@@ -53,6 +61,7 @@ pub async fn run(
             outcome_retention: config.outcome_retention,
             stall_threshold: config.stall_threshold,
             stop_patience: config.shutdown_timeout / 2,
+            snapshots: snapshots.clone(),
             ..EngineConfig::default()
         },
     );
@@ -85,6 +94,26 @@ pub async fn run(
             Some(cluster)
         }
     };
+    if let (Some(s3), Some(snapshots)) = (&config.s3, snapshots) {
+        tracing::info!(
+            bucket = %s3.bucket,
+            endpoint = s3.endpoint.as_deref().unwrap_or("AWS"),
+            interval = ?s3.interval,
+            "S3 snapshots on"
+        );
+        let interval = s3.interval;
+        service = service.with_snapshots(snapshots);
+        let periodic = service.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                periodic.snapshot_due().await;
+            }
+        });
+    }
 
     let api_addr = SocketAddr::new(config.listen_addr, config.api_port);
     let internal_addr = SocketAddr::new(config.listen_addr, config.internal_port);

@@ -55,6 +55,12 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub stall_threshold: Duration,
     pub http: HttpLimits,
+    /// Set when S3 snapshots are on (S3_BUCKET).
+    pub s3: Option<crate::backup::S3Settings>,
+    /// The namespace (NAMESPACE; also on the embedded log, where it names snapshots).
+    pub namespace: String,
+    /// This node's name in snapshot keys: INSTANCE_ID, else host and API port.
+    pub node_name: String,
 }
 
 /// Limits of the HTTP API's connections.

@@ -115,6 +115,9 @@ impl Config {
                 body_timeout: Duration::from_millis(pick!(http_body_timeout_ms, 30_000)),
                 max_connections: pick!(http_max_connections, 4096),
             },
+            s3: None,
+            namespace: pick!(namespace, "default".to_string()),
+            node_name: String::new(),
         };
         let mut config = config;
         if let Some(seeds) = given.kafka_seeds.clone().or(file.kafka_seeds.clone()) {
@@ -131,12 +134,7 @@ impl Config {
             if !["none", "gzip", "snappy", "lz4"].contains(&compression.as_str()) {
                 bail!("KAFKA_COMPRESSION: {compression:?} is not one of none, gzip, snappy, lz4");
             }
-            let hostname = std::env::var("HOSTNAME")
-                .ok()
-                .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-                .map(|h| h.trim().to_string())
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| "firescroll".to_string());
+            let hostname = hostname();
             config.kafka = Some(KafkaSettings {
                 seeds,
                 namespace: pick!(namespace, "default".to_string()),
@@ -218,9 +216,64 @@ impl Config {
                 token: tokens.peer_token(),
             });
         }
+        config.node_name = match &config.kafka {
+            Some(kafka) => kafka.instance_id.clone(),
+            None => pick!(instance_id, format!("{}-{}", hostname(), config.api_port)),
+        };
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        if let Some(bucket) = given
+            .s3_bucket
+            .clone()
+            .or(file.s3_bucket.clone())
+            .or_else(|| env("BUCKET_NAME"))
+        {
+            let interval_text = pick!(snapshot_interval, "10m".to_string());
+            let interval = humantime::parse_duration(&interval_text).map_err(|e| {
+                anyhow::anyhow!(
+                    "SNAPSHOT_INTERVAL: {interval_text:?} is not a duration like 10m: {e}"
+                )
+            })?;
+            let checksums = pick!(s3_checksums, "when_required".to_string());
+            let checksums_when_required = match checksums.as_str() {
+                "when_required" => true,
+                "when_supported" => false,
+                other => bail!("S3_CHECKSUMS: {other:?} is not when_required or when_supported"),
+            };
+            config.s3 = Some(crate::backup::S3Settings {
+                bucket,
+                prefix: pick!(s3_prefix, "firescroll/{namespace}".to_string()),
+                endpoint: given
+                    .s3_endpoint
+                    .clone()
+                    .or(file.s3_endpoint.clone())
+                    .or_else(|| env("AWS_ENDPOINT_URL_S3")),
+                region: given
+                    .s3_region
+                    .clone()
+                    .or(file.s3_region.clone())
+                    .or_else(|| env("AWS_REGION"))
+                    .unwrap_or_else(|| "us-east-1".to_string()),
+                access_key: env("AWS_ACCESS_KEY_ID"),
+                secret_key: env("AWS_SECRET_ACCESS_KEY"),
+                checksums_when_required,
+                interval,
+                min_entries: pick!(snapshot_min_entries, 1),
+                keep: pick!(snapshot_keep, 3),
+            });
+        }
         config.validate()?;
         Ok(config)
     }
+}
+
+/// This machine's host name (HOSTNAME, /etc/hostname), or `firescroll`.
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "firescroll".to_string())
 }
 
 /// ADVERTISE_ADDR as host and optional port: `host`, `host:port`, `1.2.3.4`, `fdaa::3`,

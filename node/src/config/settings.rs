@@ -223,4 +223,32 @@ pub struct Settings {
     /// HTTP: most open connections on the API port; more are closed at once [default: 4096].
     #[arg(long, env = "HTTP_MAX_CONNECTIONS")]
     pub http_max_connections: Option<usize>,
+    /// S3 bucket for partition snapshots; setting it turns snapshots on (Fly's `BUCKET_NAME`
+    /// is used when unset). Credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+    #[arg(long, env = "S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// Key prefix of the snapshots [default: firescroll/{namespace}].
+    #[arg(long, env = "S3_PREFIX")]
+    pub s3_prefix: Option<String>,
+    /// An S3-compatible endpoint (MinIO, R2, Tigris), addressed path-style; Fly's
+    /// `AWS_ENDPOINT_URL_S3` is used when unset [default: AWS S3].
+    #[arg(long, env = "S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region (`AWS_REGION` when unset) [default: us-east-1].
+    #[arg(long, env = "S3_REGION")]
+    pub s3_region: Option<String>,
+    /// Request checksums: `when_required` (works with every S3-compatible store) or
+    /// `when_supported` (the AWS SDK's default) [default: when_required].
+    #[arg(long, env = "S3_CHECKSUMS")]
+    pub s3_checksums: Option<String>,
+    /// How often each owned partition is snapshotted, e.g. `10m`, `1h` [default: 10m].
+    #[arg(long, env = "SNAPSHOT_INTERVAL")]
+    pub snapshot_interval: Option<String>,
+    /// Skip a partition that applied fewer entries than this since its last snapshot
+    /// [default: 1].
+    #[arg(long, env = "SNAPSHOT_MIN_ENTRIES")]
+    pub snapshot_min_entries: Option<u64>,
+    /// Snapshots kept per partition [default: 3].
+    #[arg(long, env = "SNAPSHOT_KEEP")]
+    pub snapshot_keep: Option<usize>,
 }

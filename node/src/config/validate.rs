@@ -101,6 +101,14 @@ impl Config {
                 bail!("{name}: must be greater than 0");
             }
         }
+        if let Some(s3) = &self.s3 {
+            if s3.interval < std::time::Duration::from_secs(1) {
+                bail!("SNAPSHOT_INTERVAL: use at least 1s");
+            }
+            if s3.keep == 0 {
+                bail!("SNAPSHOT_KEEP: keep at least 1 snapshot");
+            }
+        }
         if self.http.max_connections == 0 {
             bail!("HTTP_MAX_CONNECTIONS: must be at least 1");
         }

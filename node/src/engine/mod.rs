@@ -52,6 +52,9 @@ pub struct EngineConfig {
     pub stall_threshold: Duration,
     /// Longest shutdown (or losing a partition) waits for an applier to finish its batch.
     pub stop_patience: Duration,
+    /// With S3 configured: a partition opened with an older state than the newest verified
+    /// snapshot the log still continues is restored from it first.
+    pub snapshots: Option<Arc<crate::backup::Snapshots>>,
 }
 
 impl Default for EngineConfig {
@@ -64,6 +67,7 @@ impl Default for EngineConfig {
             outcome_retention: 1_000_000,
             stall_threshold: Duration::from_secs(10),
             stop_patience: Duration::from_secs(5),
+            snapshots: None,
         }
     }
 }

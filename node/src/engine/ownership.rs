@@ -81,6 +81,10 @@ impl Engine {
                 return Ok(Arc::new(PartitionRuntime::failed(store, 0, reason)));
             }
         };
+        let next = match &self.inner.config.snapshots {
+            Some(snapshots) => self.restore_if_newer(&store, snapshots, next),
+            None => next,
+        };
         metrics
             .applied_offset
             .with_label_values(&[&label])
@@ -148,5 +152,73 @@ impl Engine {
             },
             ReadIndex::off(),
         )
+    }
+
+    /// Restores `store` from the newest verified snapshot that is newer than its state
+    /// (`next`) and that the log continues (its offset is within the log's bounds); returns
+    /// the offset to apply next. A snapshot that does not verify is skipped with a warning;
+    /// S3 trouble leaves the partition to replay the log.
+    fn restore_if_newer(
+        &self,
+        store: &crate::store::PartitionStore,
+        snapshots: &crate::backup::Snapshots,
+        next: u64,
+    ) -> u64 {
+        let id = store.id();
+        let Ok((start, end)) = self.inner.log.bounds(id) else {
+            return next;
+        };
+        let run = |f: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>>| {
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => tokio::task::block_in_place(|| handle.block_on(f)),
+                Err(_) => Err(crate::backup::BackupError::Invalid {
+                    key: String::new(),
+                    reason: "no async runtime to reach S3 from".into(),
+                }),
+            }
+        };
+        let manifests = match run(Box::pin(snapshots.list(Some(id)))) {
+            Ok(manifests) => manifests,
+            Err(e) => {
+                tracing::warn!(partition = id, error = %e, "cannot list snapshots; replaying the log");
+                return next;
+            }
+        };
+        for manifest in manifests.iter().rev() {
+            if manifest.next_offset <= next
+                || manifest.next_offset > end
+                || manifest.next_offset < start
+            {
+                continue;
+            }
+            let fetched = tokio::runtime::Handle::try_current().map(|handle| {
+                tokio::task::block_in_place(|| handle.block_on(snapshots.fetch(manifest)))
+            });
+            let decoded = match fetched {
+                Ok(Ok(decoded)) => decoded,
+                Ok(Err(e)) => {
+                    tracing::warn!(partition = id, error = %e, "snapshot does not verify; trying an older one");
+                    continue;
+                }
+                Err(_) => return next,
+            };
+            match store.restore(&decoded.records, manifest.next_offset, &manifest.object_key) {
+                Ok(()) => {
+                    tracing::info!(
+                        partition = id,
+                        next_offset = manifest.next_offset,
+                        records = manifest.records,
+                        snapshot = %manifest.object_key,
+                        "partition restored from a snapshot"
+                    );
+                    return manifest.next_offset;
+                }
+                Err(e) => {
+                    tracing::error!(partition = id, error = %e, "restoring a snapshot failed");
+                    return next;
+                }
+            }
+        }
+        next
     }
 }

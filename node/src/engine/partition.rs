@@ -140,6 +140,30 @@ impl PartitionRuntime {
         self.store.digest()
     }
 
+    /// The offset this partition applies next and its records, from one store snapshot (see
+    /// [`PartitionStore::frozen`]): what an S3 snapshot is made of.
+    #[allow(clippy::type_complexity)]
+    pub fn frozen(
+        &self,
+    ) -> Result<
+        (
+            u64,
+            impl Iterator<Item = Result<(fjall::Slice, fjall::Slice), StoreError>> + use<>,
+        ),
+        StoreError,
+    > {
+        self.store.frozen()
+    }
+
+    /// The snapshot this partition was last restored from (its object key), if any.
+    pub fn restored_from(&self) -> Option<String> {
+        self.store
+            .restored_from()
+            .ok()
+            .flatten()
+            .map(|(_, key)| key)
+    }
+
     /// Whether single-key reads are answered from memory.
     pub fn read_index_enabled(&self) -> bool {
         self.index.enabled()

@@ -66,6 +66,12 @@ impl Engine {
         if position.offset < next.saturating_sub(self.inner.config.outcome_retention) {
             return Ok(Some(Outcome::Expired));
         }
+        // Restored from a snapshot: what became of the entries before it is not known here.
+        if let Some((restored, _)) = runtime.store.restored_from()?
+            && position.offset < restored
+        {
+            return Ok(Some(Outcome::Expired));
+        }
         match runtime.store.rejection(position.offset)? {
             None => {
                 let returned = match runtime.store.returned(position.offset)? {

@@ -39,6 +39,8 @@ pub enum Operation {
     Write,
     /// Upload or unbind plugins.
     ManagePlugins,
+    /// Operate the node: snapshots.
+    Administer,
 }
 
 impl Operation {
@@ -48,7 +50,7 @@ impl Operation {
             Operation::Connect => Access::None,
             Operation::Read | Operation::PeerRead => Access::Read,
             Operation::Write => Access::Write,
-            Operation::ManagePlugins => Access::Admin,
+            Operation::ManagePlugins | Operation::Administer => Access::Admin,
         }
     }
 

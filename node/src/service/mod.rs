@@ -13,11 +13,13 @@ mod positions;
 mod read;
 mod remote;
 mod route;
+mod snapshots;
 mod status;
 mod validate;
 mod watch;
 mod write;
 
+pub use crate::backup::Manifest;
 pub use crate::engine::{compute_read_modify_write, parse_finite_float, parse_redis_integer};
 pub use crate::model::{ListRequest, Outcome, PluginRef, Rejection, RejectionKind};
 /// A plugin name's binding, as `/plugins` lists it.
@@ -170,6 +172,8 @@ pub struct ServiceInner {
     config: Arc<ServiceConfig>,
     /// Bounds the lists evaluating an `if` at once.
     eval_slots: list::EvalSlots,
+    /// With S3 configured: where snapshots go.
+    snapshots: Option<snapshots::SnapshotState>,
 }
 
 impl std::ops::Deref for Service {
@@ -202,6 +206,7 @@ impl Service {
                 metrics,
                 config: Arc::new(config),
                 eval_slots: list::EvalSlots::new(),
+                snapshots: None,
             }),
         }
     }
@@ -212,6 +217,15 @@ impl Service {
         Arc::get_mut(&mut self.inner)
             .expect("the cluster is set before the service is shared")
             .cluster = Some(cluster);
+        self
+    }
+
+    /// Snapshots partitions to `store` (S3). Called while the node starts, before the service
+    /// is shared.
+    pub fn with_snapshots(mut self, store: Arc<crate::backup::Snapshots>) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("snapshots are set before the service is shared")
+            .snapshots = Some(snapshots::SnapshotState::new(store));
         self
     }
 

@@ -29,6 +29,8 @@ pub struct PartitionReport {
     pub digest: String,
     /// Whether single-key reads are served from the in-memory index (else from the store).
     pub read_index: bool,
+    /// The S3 snapshot the partition was last restored from, if any.
+    pub restored_from: Option<String>,
 }
 
 impl Service {
@@ -98,6 +100,7 @@ impl Service {
                     records: digest.records,
                     digest: digest.sha256,
                     read_index: runtime.read_index_enabled(),
+                    restored_from: runtime.restored_from(),
                 }
             })
             .collect()

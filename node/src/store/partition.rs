@@ -14,6 +14,7 @@ const REJECTION_TAG: u8 = b'r';
 const RETURNED_TAG: u8 = b'v';
 const KEY_COUNT_TAG: u8 = b'k';
 const KEY_INDEX_BUILT_TAG: u8 = b'i';
+const RESTORED_TAG: u8 = b's';
 
 /// What an apply batch commits besides its record writes.
 #[derive(Debug, Default)]
@@ -109,6 +110,73 @@ impl PartitionStore {
     pub(super) fn forget_key_index(&self) -> Result<()> {
         self.meta.remove(self.tag_key(KEY_INDEX_BUILT_TAG))?;
         Ok(())
+    }
+
+    /// Replaces the partition's whole state with `records` (stored key, stored value, in key
+    /// order) as of `next_offset`, restored from the snapshot `source`: records, key index,
+    /// next offset, and the note that outcomes below `next_offset` are not known here. One
+    /// atomic commit: a crash leaves the old state or the restored one, never a mix.
+    pub fn restore(
+        &self,
+        records: &[(Vec<u8>, Vec<u8>)],
+        next_offset: u64,
+        source: &str,
+    ) -> Result<()> {
+        let mut batch = self.db.batch();
+        let snapshot = self.db.snapshot();
+        for guard in snapshot.iter(&self.records) {
+            batch.remove(&self.records, guard.key()?);
+        }
+        for guard in snapshot.iter(&self.keys) {
+            batch.remove(&self.keys, guard.key()?);
+        }
+        for outcome_tag in [REJECTION_TAG, RETURNED_TAG] {
+            for guard in snapshot.prefix(&self.meta, self.tag_key(outcome_tag)) {
+                batch.remove(&self.meta, guard.key()?);
+            }
+        }
+        let mut keys: Vec<(String, u64, bool)> = Vec::new();
+        for (key, value) in records {
+            let (pk, sk) = decode_key(key).ok_or_else(|| {
+                StoreError::Corrupt("a snapshot key has no valid encoding".into())
+            })?;
+            match keys.last_mut() {
+                Some((p, n, string)) if *p == pk => {
+                    *n += 1;
+                    *string |= sk.is_empty();
+                }
+                _ => keys.push((pk, 1, sk.is_empty())),
+            }
+            batch.insert(&self.records, key.as_slice(), value.as_slice());
+        }
+        for (pk, n, string) in &keys {
+            batch.insert(&self.keys, index_key(pk), encode_info(*n, *string));
+        }
+        batch.insert(
+            &self.meta,
+            self.tag_key(KEY_COUNT_TAG),
+            (keys.len() as u64).to_be_bytes(),
+        );
+        batch.insert(&self.meta, self.tag_key(KEY_INDEX_BUILT_TAG), [1u8]);
+        batch.insert(
+            &self.meta,
+            self.next_offset_key(),
+            next_offset.to_be_bytes(),
+        );
+        let mut restored = next_offset.to_be_bytes().to_vec();
+        restored.extend_from_slice(source.as_bytes());
+        batch.insert(&self.meta, self.tag_key(RESTORED_TAG), restored);
+        batch.commit()?;
+        Ok(())
+    }
+
+    /// The snapshot this partition was last restored from, and its next offset: outcomes of
+    /// entries below that offset are not known here.
+    pub fn restored_from(&self) -> Result<Option<(u64, String)>> {
+        Ok(self.meta.get(self.tag_key(RESTORED_TAG))?.and_then(|v| {
+            let offset = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+            Some((offset, String::from_utf8_lossy(&v[8..]).into_owned()))
+        }))
     }
 
     /// How many keys (pks with at least one record) the partition holds.
@@ -354,6 +422,26 @@ impl PartitionStore {
             .collect()
     }
 
+    /// One consistent view of the partition for a snapshot: the offset it applies next, and
+    /// every (stored key, stored value) in key order, both from one store snapshot taken now
+    /// (apply and reads go on meanwhile).
+    pub fn frozen(&self) -> Result<(u64, impl Iterator<Item = Result<(Slice, Slice)>> + use<>)> {
+        let snapshot = self.db.snapshot();
+        let next = match snapshot.get(&self.meta, self.next_offset_key())? {
+            None => 0,
+            Some(bytes) => u64::from_be_bytes(
+                bytes
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("next offset is not 8 bytes".into()))?,
+            ),
+        };
+        let records = snapshot
+            .iter(&self.records)
+            .map(|guard| guard.into_inner().map_err(StoreError::from));
+        Ok((next, records))
+    }
+
     /// Every (encoded key, stored value) of the partition, in key order, from one snapshot.
     pub fn entries(&self) -> impl Iterator<Item = Result<(Slice, Slice)>> + use<> {
         self.db
@@ -394,6 +482,7 @@ impl PartitionStore {
         batch.remove(&self.meta, self.next_offset_key());
         batch.remove(&self.meta, self.tag_key(KEY_COUNT_TAG));
         batch.remove(&self.meta, self.tag_key(KEY_INDEX_BUILT_TAG));
+        batch.remove(&self.meta, self.tag_key(RESTORED_TAG));
         batch.commit()?;
         self.db.delete_keyspace(self.records.clone())?;
         self.db.delete_keyspace(self.keys.clone())?;

@@ -15,3 +15,4 @@ mod metrics;
 mod plugins;
 mod records_http;
 mod resp;
+mod snapshots;

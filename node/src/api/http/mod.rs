@@ -1,6 +1,7 @@
 //! FireScroll's public HTTP API (wire-compatible), plus what it lacked: atomic batches, positions
 //! and outcomes for writes, read-your-writes, real list cursors, JSON errors.
 
+mod admin;
 mod body;
 mod cluster;
 mod plugins;
@@ -31,6 +32,7 @@ pub fn router(service: Service) -> Router {
         .route("/ready", get(ready))
         .route("/records/{op}", post(records::handle))
         .route("/plugins", get(plugins::list))
+        .route("/admin/snapshots", get(admin::list).post(admin::take))
         .route(
             "/plugins/{name}",
             get(plugins::get).put(plugins::put).delete(plugins::delete),
