@@ -94,9 +94,16 @@ pub struct Snapshots {
 impl Snapshots {
     /// A client for `settings`, writing as `node`.
     pub fn new(settings: S3Settings, namespace: &str, partitions: u32, node: &str) -> Snapshots {
+        // A store that hangs must not hold a snapshot pass (or a partition's restore) forever.
+        let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .operation_attempt_timeout(Duration::from_secs(120))
+            .operation_timeout(Duration::from_secs(300))
+            .build();
         let mut config = aws_sdk_s3::config::Builder::new()
             .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(settings.region.clone()));
+            .region(Region::new(settings.region.clone()))
+            .timeout_config(timeouts);
         if let (Some(key), Some(secret)) = (&settings.access_key, &settings.secret_key) {
             config = config.credentials_provider(Credentials::new(
                 key.clone(),

@@ -157,3 +157,56 @@ fn without_s3_snapshots_are_a_clear_error() {
     let body: Value = serde_json::from_str(&reply.text().unwrap()).unwrap();
     assert_eq!(body["error"]["code"], "snapshots_off", "{body}");
 }
+
+#[test]
+fn snapshots_run_on_a_timer_and_s3_going_away_never_stops_the_node() {
+    let mut s3 = S3Server::start();
+    let node = start_node(&s3, &[("SNAPSHOT_INTERVAL", "1s")]);
+    put_many(&node, 0, 300);
+    let metric = |name: &str| -> f64 {
+        let (_, text) = node.get_url(&node.internal_url("/metrics"));
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let ok = "firescroll_snapshots_total{result=\"ok\"}";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while metric(ok) < 4.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no periodic snapshots:\n{}",
+            node.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // S3 goes away: writes and reads go on; an operator's snapshot says why it failed.
+    s3.stop();
+    put_many(&node, 300, 400);
+    let (status, reply) = node.post(
+        "/records/get",
+        json!({"Records": [{"pk": "user3", "sk": "s3"}]}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let reply = node
+        .client()
+        .post(node.url("/admin/snapshots"))
+        .send()
+        .unwrap();
+    assert_eq!(reply.status(), 503);
+    let body: Value = serde_json::from_str(&reply.text().unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "snapshot_failed", "{body}");
+    // Back again: the timer snapshots the partitions that changed meanwhile.
+    let before = metric(ok);
+    s3.spawn();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while metric(ok) < before + 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "snapshots did not resume:\n{}",
+            node.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(metric("firescroll_snapshots_total{result=\"failed\"}") >= 1.0);
+}

@@ -446,7 +446,7 @@ pub fn assert_script_ok(command: &mut std::process::Command, install: &str) {
 /// `snaps`, its data in a temporary folder. scripts/test.sh installs it
 /// (`scripts/s3-server.sh install`).
 pub struct S3Server {
-    child: Child,
+    child: Option<Child>,
     pub port: u16,
     pub root: tempfile::TempDir,
 }
@@ -457,19 +457,38 @@ impl S3Server {
     pub const SECRET: &'static str = "testsecret";
 
     pub fn start() -> S3Server {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join(Self::BUCKET)).unwrap();
+        let mut server = S3Server {
+            child: None,
+            port: free_port(),
+            root,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Stops the server (its data stays).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and data.
+    pub fn spawn(&mut self) {
         let bin = std::env::var("S3S_FS_BIN").unwrap_or_else(|_| {
             format!(
                 "{}/.cache/s3s-fs-0.14.1/bin/s3s-fs",
                 std::env::var("HOME").unwrap()
             )
         });
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(root.path().join(Self::BUCKET)).unwrap();
-        let port = free_port();
+        let port = self.port;
         let child = Command::new(&bin)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", Self::KEY, "--secret-key", Self::SECRET])
-            .arg(root.path())
+            .arg(self.root.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -481,7 +500,7 @@ impl S3Server {
             assert!(Instant::now() < deadline, "s3s-fs did not start on {port}");
             std::thread::sleep(Duration::from_millis(50));
         }
-        S3Server { child, port, root }
+        self.child = Some(child);
     }
 
     /// The settings a node needs to snapshot to this server.
@@ -504,7 +523,6 @@ impl S3Server {
 
 impl Drop for S3Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
