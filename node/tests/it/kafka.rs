@@ -167,12 +167,18 @@ def work(port):
                     continue
 threads = [threading.Thread(target=work, args=(port,)) for port in ({a}, {b}) * 4]
 [t.start() for t in threads]; [t.join() for t in threads]
+# Each node applies the other's writes at its own pace: wait (bounded) until both have all.
+import time
+want = ("400", "1200", "200", "400")
 for port in ({a}, {b}):
     r = redis.Redis(port=port, decode_responses=True)
-    assert r.get("hits") == "400", r.get("hits")
-    assert r.hget("stats", "bytes") == "1200"
-    assert r.get("ratio") == "200"
-    assert r.get("watched") == "400", r.get("watched")
+    deadline = time.time() + 20
+    while True:
+        got = (r.get("hits"), r.hget("stats", "bytes"), r.get("ratio"), r.get("watched"))
+        if got == want or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    assert got == want, (port, got)
 print("ok")
 "#,
         a = a.resp,
@@ -647,4 +653,82 @@ fn a_poison_pill_is_the_same_rejection_on_every_replica_group() {
     let digests =
         |n: &Node| -> Vec<Value> { n.partitions().iter().map(|p| p["digest"].clone()).collect() };
     assert_eq!(digests(&a), digests(&b));
+}
+
+#[test]
+fn a_new_replica_group_starts_from_s3_snapshots_when_the_log_head_is_gone() {
+    let broker = Broker::start();
+    let s3 = common::S3Server::start();
+    let with_s3 = |group: &str, instance: &str| {
+        let mut env = kafka_env(&broker, "snap", group, instance);
+        env.extend(s3.env());
+        env
+    };
+    let a = Node::start_env(&with_s3("rg1", "a"));
+    a.wait_until("a owns every partition", Duration::from_secs(30), owns_all);
+    for chunk in (0..2000).collect::<Vec<_>>().chunks(250) {
+        let records: Vec<Value> = chunk
+            .iter()
+            .map(|i| json!({"pk": format!("k{}", i % 97), "sk": format!("s{i}"), "data": {"i": i}}))
+            .collect();
+        let (status, reply) = a.post("/records/put", json!({"Records": records, "wait": true}));
+        assert_eq!(status, 200, "{reply}");
+    }
+    put(&a, "k1", json!("never"), Some("data == null"));
+    let reply = a
+        .client()
+        .post(a.url("/admin/snapshots"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let taken: Value = serde_json::from_str(&reply).unwrap();
+    let taken = taken["Snapshots"].as_array().unwrap().clone();
+    assert_eq!(taken.len() as u64, PARTITIONS, "{reply}");
+    let mut last = Value::Null;
+    for i in 0..40 {
+        last = put(&a, &format!("after{i}"), json!(i), None);
+    }
+    // Retention removes every entry the snapshots hold: only a snapshot can bring them back.
+    runtime().block_on(async {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", broker.seeds());
+        let admin: AdminClient<DefaultClientContext> = config.create().unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for t in &taken {
+            tpl.add_partition_offset(
+                "firescroll_snap_mutations",
+                t["Partition"].as_i64().unwrap() as i32,
+                rdkafka::Offset::Offset(t["Offset"].as_i64().unwrap()),
+            )
+            .unwrap();
+        }
+        admin
+            .delete_records(&tpl, &AdminOptions::new())
+            .await
+            .unwrap();
+    });
+    // A node of another replica group, empty disk: restores every partition, then catches up.
+    let b = Node::start_env(&with_s3("rg2", "b"));
+    b.wait_until("b owns every partition", Duration::from_secs(30), owns_all);
+    let (status, reply) = b.post(
+        "/records/get",
+        json!({"Records": [{"pk": "after39", "sk": "s"}], "min_offsets": [last]}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.digests() != b.digests() {
+        assert!(Instant::now() < deadline, "digests differ:\n{}", b.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for p in b.partitions() {
+        let key = taken
+            .iter()
+            .find(|t| t["Partition"] == p["partition"])
+            .unwrap()["Key"]
+            .clone();
+        assert_eq!(p["restored_from"], key, "{p}");
+    }
+    let (status, _) = b.get_url(&b.url("/ready"));
+    assert_eq!(status, 200);
 }

@@ -43,6 +43,7 @@ struct Shared {
     consumer: OnceLock<Weak<BaseConsumer<GroupContext>>>,
     /// Queues of newly assigned partitions, waiting for the engine to open a reader.
     queues: Mutex<HashMap<u32, PartitionQueue<GroupContext>>>,
+
     ownership: watch::Sender<Ownership>,
 }
 
@@ -106,11 +107,15 @@ impl ConsumerContext for GroupContext {
                 let mut assignment = TopicPartitionList::new();
                 for &p in &partitions {
                     let next = (shared.start_offsets)(p as u32);
-                    if let Err(e) = assignment.add_partition_offset(
-                        &shared.topic,
-                        p,
-                        Offset::Offset(next as i64),
-                    ) {
+                    // An empty store starts at the log's first entry: the partition may be
+                    // restored from a snapshot before it is read, and the reader then skips
+                    // what the snapshot holds. (Offset 0 itself may be gone, which the broker
+                    // would answer with a reset to the end.)
+                    let start = match next {
+                        0 => Offset::Beginning,
+                        next => Offset::Offset(next as i64),
+                    };
+                    if let Err(e) = assignment.add_partition_offset(&shared.topic, p, start) {
                         tracing::error!(partition = p, error = %e, "cannot set the start offset");
                     }
                 }
