@@ -40,6 +40,8 @@ pub struct S3Settings {
     pub min_entries: u64,
     /// Verified snapshots kept per partition.
     pub keep: usize,
+    /// An object without a manifest (its upload died) older than this is deleted.
+    pub orphan_grace: Duration,
 }
 
 /// A snapshot's manifest: written last, it makes the snapshot visible.
@@ -248,7 +250,8 @@ impl Snapshots {
 
     /// Keeps the newest `SNAPSHOT_KEEP` snapshots of `partition` and deletes older ones
     /// (manifest first, so no visible snapshot ever lacks its object), and objects without a
-    /// manifest older than an hour (an upload that died). Returns how many objects went.
+    /// manifest older than SNAPSHOT_ORPHAN_GRACE (an upload that died). Returns how many objects
+    /// went.
     pub async fn retain(&self, partition: u32) -> Result<usize, BackupError> {
         let keep = self.settings.keep.max(1);
         let manifests = self.list(Some(partition)).await?;
@@ -271,7 +274,8 @@ impl Snapshots {
                     .iter()
                     .any(|m| m.object_key.trim_end_matches(".snap.gz") == name)
             };
-            let old = modified.is_some_and(|t| t.elapsed().unwrap_or_default() > ORPHAN_GRACE);
+            let old = modified
+                .is_some_and(|t| t.elapsed().unwrap_or_default() >= self.settings.orphan_grace);
             if orphan && old {
                 self.delete(&key).await?;
                 deleted += 1;
@@ -359,10 +363,6 @@ impl std::fmt::Debug for Snapshots {
         )
     }
 }
-
-/// How long an object without a manifest may sit before retention deletes it: longer than
-/// any upload takes.
-const ORPHAN_GRACE: Duration = Duration::from_secs(3600);
 
 fn s3_error(operation: &'static str, key: &str, e: impl std::error::Error) -> BackupError {
     // The SDK's Display is terse ("service error"); its source chain says what happened.

@@ -233,6 +233,12 @@ impl Config {
                     "SNAPSHOT_INTERVAL: {interval_text:?} is not a duration like 10m: {e}"
                 )
             })?;
+            let grace_text = pick!(snapshot_orphan_grace, "1h".to_string());
+            let orphan_grace = humantime::parse_duration(&grace_text).map_err(|e| {
+                anyhow::anyhow!(
+                    "SNAPSHOT_ORPHAN_GRACE: {grace_text:?} is not a duration like 1h: {e}"
+                )
+            })?;
             let checksums = pick!(s3_checksums, "when_required".to_string());
             let checksums_when_required = match checksums.as_str() {
                 "when_required" => true,
@@ -259,6 +265,7 @@ impl Config {
                 interval,
                 min_entries: pick!(snapshot_min_entries, 1),
                 keep: pick!(snapshot_keep, 3),
+                orphan_grace,
             });
         }
         config.validate()?;

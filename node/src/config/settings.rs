@@ -251,4 +251,8 @@ pub struct Settings {
     /// Snapshots kept per partition [default: 3].
     #[arg(long, env = "SNAPSHOT_KEEP")]
     pub snapshot_keep: Option<usize>,
+    /// A snapshot object without a manifest (its upload died) is deleted once this old; longer
+    /// than any upload takes [default: 1h].
+    #[arg(long, env = "SNAPSHOT_ORPHAN_GRACE")]
+    pub snapshot_orphan_grace: Option<String>,
 }

@@ -210,3 +210,42 @@ fn snapshots_run_on_a_timer_and_s3_going_away_never_stops_the_node() {
     }
     assert!(metric("firescroll_snapshots_total{result=\"failed\"}") >= 1.0);
 }
+
+#[test]
+fn an_upload_that_died_is_never_restored_and_is_cleaned_up() {
+    let s3 = S3Server::start();
+    let mut node = start_node(&s3, &[("SNAPSHOT_ORPHAN_GRACE", "0s")]);
+    put_many(&node, 0, 200);
+    let taken = snapshot(&node);
+    // What a node killed mid-upload leaves: a newer object of partition 0 with no manifest.
+    let key = taken.iter().find(|t| t["Partition"] == 0).unwrap()["Key"]
+        .as_str()
+        .unwrap()
+        .replace("-", "9-");
+    let orphan = s3.object_path(&key);
+    std::fs::write(&orphan, b"half an upload").unwrap();
+    put_many(&node, 200, 220);
+    let before = node.digests();
+    // The store is lost: the partition restores from the snapshot that has a manifest.
+    node.terminate();
+    std::fs::remove_dir_all(node.data.join("store")).unwrap();
+    node.spawn();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while node.digests() != before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "digests differ:\n{}",
+            node.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let p0 = &node.partitions()[0];
+    assert_eq!(
+        p0["restored_from"],
+        taken.iter().find(|t| t["Partition"] == 0).unwrap()["Key"]
+    );
+    // The next snapshot's retention removes the orphan (grace 0 here; an hour by default).
+    assert!(orphan.exists());
+    snapshot(&node);
+    assert!(!orphan.exists(), "the dead upload is still there");
+}
