@@ -185,8 +185,11 @@ impl Engine {
             }
         };
         for manifest in manifests.iter().rev() {
+            // An empty log (a new disk on the embedded log) may continue after the snapshot;
+            // otherwise the log must hold the entries that follow it.
+            let resumable = start == end && next == 0 && manifest.next_offset > end;
             if manifest.next_offset <= next
-                || manifest.next_offset > end
+                || (manifest.next_offset > end && !resumable)
                 || manifest.next_offset < start
             {
                 continue;
@@ -202,6 +205,21 @@ impl Engine {
                 }
                 Err(_) => return next,
             };
+            if manifest.next_offset > end {
+                let resumed = tokio::runtime::Handle::try_current().map(|handle| {
+                    tokio::task::block_in_place(|| {
+                        handle.block_on(self.inner.log.resume_at(id, manifest.next_offset))
+                    })
+                });
+                match resumed {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::info!(partition = id, error = %e, "the log cannot continue after this snapshot");
+                        continue;
+                    }
+                    Err(_) => return next,
+                }
+            }
             match store.restore(&decoded.records, manifest.next_offset, &manifest.object_key) {
                 Ok(()) => {
                     tracing::info!(

@@ -101,6 +101,19 @@ pub trait MutationLog: Send + Sync {
     /// Stops accepting appends and flushes what was accepted.
     fn shutdown(&self);
 
+    /// Makes an empty `partition` continue at `offset` (its next append gets `offset`): a
+    /// partition restored from a snapshot onto an empty disk keeps numbering after it. Logs
+    /// whose offsets are not theirs to choose (Kafka) refuse, as does a partition that holds
+    /// entries.
+    fn resume_at(&self, partition: u32, offset: u64) -> AppendFuture {
+        let _ = (partition, offset);
+        Box::pin(async {
+            Err(LogError::Storage(
+                "this log cannot continue a partition at a chosen offset".into(),
+            ))
+        })
+    }
+
     /// Where plugins travel to the other nodes, when there are other nodes (the Kafka log's
     /// compacted plugins topic). `None` on the embedded log: the node is alone.
     fn plugin_feed(&self) -> Option<&dyn PluginFeed> {

@@ -249,3 +249,32 @@ fn an_upload_that_died_is_never_restored_and_is_cleaned_up() {
     snapshot(&node);
     assert!(!orphan.exists(), "the dead upload is still there");
 }
+
+#[test]
+fn a_single_node_restores_onto_an_empty_disk_and_numbers_after_the_snapshot() {
+    let s3 = S3Server::start();
+    let mut node = start_node(&s3, &[]);
+    put_many(&node, 0, 400);
+    let taken = snapshot(&node);
+    let before = node.digests();
+    // Disaster: the whole data directory (store and embedded log) is gone.
+    node.terminate();
+    std::fs::remove_dir_all(&node.data).unwrap();
+    node.spawn();
+    assert_eq!(node.digests(), before, "{}", node.log());
+    // New writes are numbered after the snapshot, as if the log had never been lost.
+    let (status, reply) = node.post(
+        "/records/put",
+        json!({"Records": [{"pk": "user5", "sk": "new", "data": 1}], "wait": true}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let position = &reply["Positions"][0];
+    let snapshot_of = taken
+        .iter()
+        .find(|t| t["Partition"] == position["Partition"])
+        .unwrap();
+    assert_eq!(position["Offset"], snapshot_of["Offset"], "{reply}");
+    assert_eq!(position["Outcome"]["Status"], "applied", "{reply}");
+    let (status, _) = node.get_url(&node.url("/ready"));
+    assert_eq!(status, 200);
+}

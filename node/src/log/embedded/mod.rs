@@ -51,6 +51,8 @@ struct PartitionState {
 
 struct AppendRequest {
     entries: Vec<Vec<u8>>,
+    /// Instead of appending: make the empty partition continue at this offset.
+    resume_at: Option<u64>,
     /// Gets the offset of the first entry; the rest follow it contiguously.
     reply: oneshot::Sender<Result<u64, LogError>>,
 }
@@ -192,11 +194,39 @@ impl MutationLog for EmbeddedLog {
             let count = entries.len() as u64;
             let (reply, response) = oneshot::channel();
             sender
-                .send(AppendRequest { entries, reply })
+                .send(AppendRequest {
+                    entries,
+                    resume_at: None,
+                    reply,
+                })
                 .await
                 .map_err(|_| LogError::Closed)?;
             let first = response.await.map_err(|_| LogError::Closed)??;
             Ok((first..first + count).collect())
+        })
+    }
+
+    fn resume_at(&self, partition: u32, offset: u64) -> AppendFuture {
+        let sender = self
+            .senders
+            .read()
+            .expect("senders lock")
+            .get(partition as usize)
+            .cloned()
+            .flatten();
+        Box::pin(async move {
+            let sender = sender.ok_or(LogError::Closed)?;
+            let (reply, response) = oneshot::channel();
+            sender
+                .send(AppendRequest {
+                    entries: Vec::new(),
+                    resume_at: Some(offset),
+                    reply,
+                })
+                .await
+                .map_err(|_| LogError::Closed)?;
+            let at = response.await.map_err(|_| LogError::Closed)??;
+            Ok(vec![at])
         })
     }
 

@@ -245,3 +245,30 @@ async fn damage_before_the_tail_is_refused_not_cut() {
             .any(|w| w == b"third")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_partition_continues_at_a_chosen_offset_and_a_full_one_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(config(dir.path(), 1 << 20)).unwrap();
+    assert_eq!(log.resume_at(0, 100).await.unwrap(), vec![100]);
+    assert_eq!(log.bounds(0).unwrap(), (100, 100));
+    assert_eq!(
+        log.append(0, entries(&[b"a", b"b"])).await.unwrap(),
+        vec![100, 101]
+    );
+    let read = read_all(&log, 0, 100);
+    assert_eq!(
+        read.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![100, 101]
+    );
+    // A partition holding entries keeps its numbering.
+    assert!(log.resume_at(0, 500).await.is_err());
+    log.append(1, entries(&[b"x"])).await.unwrap();
+    assert!(log.resume_at(1, 50).await.is_err());
+    // After a restart the numbering is where it was.
+    log.shutdown();
+    drop(log);
+    let log = EmbeddedLog::open(config(dir.path(), 1 << 20)).unwrap();
+    assert_eq!(log.bounds(0).unwrap(), (100, 102));
+    assert_eq!(log.append(0, one(b"c".to_vec())).await.unwrap(), vec![102]);
+}

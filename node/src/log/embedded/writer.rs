@@ -89,50 +89,98 @@ impl Writer {
     }
 
     /// Serves appends until every sender is gone.
+    /// Moves an empty partition's numbering to `offset`: a fresh segment based there replaces
+    /// the empty one. Refused when the partition holds entries.
+    fn resume(&mut self, offset: u64) -> Result<u64, LogError> {
+        let (segments, end) = {
+            let state = self.shared.state.lock().expect("partition lock");
+            (state.segments.clone(), state.end)
+        };
+        let empty = segments.len() == 1 && segments[0] == end && self.active_len == 0;
+        if !empty || offset < end {
+            return Err(LogError::Storage(format!(
+                "partition {} holds entries (up to offset {end}): it cannot continue at {offset}",
+                self.shared.id
+            )));
+        }
+        if offset == end {
+            return Ok(offset);
+        }
+        let storage = |e: io::Error| LogError::Storage(format!("resuming at {offset}: {e}"));
+        let file = create_segment(&self.dir, offset).map_err(storage)?;
+        std::fs::remove_file(segment_path(&self.dir, segments[0])).map_err(storage)?;
+        self.out = BufWriter::with_capacity(1 << 16, file);
+        self.active_len = 0;
+        self.next = offset;
+        let mut state = self.shared.state.lock().expect("partition lock");
+        state.segments = vec![offset];
+        state.end = offset;
+        Ok(offset)
+    }
+
     pub fn run(mut self, mut requests: mpsc::Receiver<AppendRequest>) {
         while let Some(first) = requests.blocking_recv() {
+            if let Some(offset) = first.resume_at {
+                let _ = first.reply.send(self.resume(offset));
+                continue;
+            }
             let mut group = vec![first];
+            // A resume request ends the group; it runs after the group's appends.
+            let mut resume: Option<AppendRequest> = None;
             while group.len() < MAX_GROUP {
                 match requests.try_recv() {
+                    Ok(request) if request.resume_at.is_some() => {
+                        resume = Some(request);
+                        break;
+                    }
                     Ok(request) => group.push(request),
                     Err(_) => break,
                 }
             }
-            let failed = self
-                .shared
-                .state
-                .lock()
-                .expect("partition lock")
-                .failed
-                .clone();
-            if let Some(reason) = failed {
+            self.write_and_reply(group);
+            if let Some(request) = resume {
+                let offset = request.resume_at.expect("a resume request");
+                let _ = request.reply.send(self.resume(offset));
+            }
+        }
+    }
+
+    /// Writes one group (one fsync) and answers each of its requests.
+    fn write_and_reply(&mut self, group: Vec<AppendRequest>) {
+        let failed = self
+            .shared
+            .state
+            .lock()
+            .expect("partition lock")
+            .failed
+            .clone();
+        if let Some(reason) = failed {
+            for request in group {
+                let _ = request
+                    .reply
+                    .send(Err(LogError::Unavailable(reason.clone())));
+            }
+            return;
+        }
+        match self.write_group(&group) {
+            Ok(firsts) => {
+                self.shared.state.lock().expect("partition lock").end = self.next;
+                self.shared.appended.notify_all();
+                for (request, first) in group.into_iter().zip(firsts) {
+                    let _ = request.reply.send(Ok(first));
+                }
+            }
+            Err(e) => {
+                let reason = format!(
+                    "writing partition {} of the embedded log failed ({e}); restart the node to recover its files",
+                    self.shared.id
+                );
+                tracing::error!(partition = self.shared.id, error = %e, "embedded log write failed");
+                self.shared.state.lock().expect("partition lock").failed = Some(reason.clone());
                 for request in group {
                     let _ = request
                         .reply
                         .send(Err(LogError::Unavailable(reason.clone())));
-                }
-                continue;
-            }
-            match self.write_group(&group) {
-                Ok(firsts) => {
-                    self.shared.state.lock().expect("partition lock").end = self.next;
-                    self.shared.appended.notify_all();
-                    for (request, first) in group.into_iter().zip(firsts) {
-                        let _ = request.reply.send(Ok(first));
-                    }
-                }
-                Err(e) => {
-                    let reason = format!(
-                        "writing partition {} of the embedded log failed ({e}); restart the node to recover its files",
-                        self.shared.id
-                    );
-                    tracing::error!(partition = self.shared.id, error = %e, "embedded log write failed");
-                    self.shared.state.lock().expect("partition lock").failed = Some(reason.clone());
-                    for request in group {
-                        let _ = request
-                            .reply
-                            .send(Err(LogError::Unavailable(reason.clone())));
-                    }
                 }
             }
         }
