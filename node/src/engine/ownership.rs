@@ -188,6 +188,14 @@ impl Engine {
             // An empty log (a new disk on the embedded log) may continue after the snapshot;
             // otherwise the log must hold the entries that follow it.
             let resumable = start == end && next == 0 && manifest.next_offset > end;
+            // Another namespace's or partition count's snapshot would put keys in the wrong
+            // partitions.
+            if manifest.partitions != self.partition_count()
+                || manifest.format != crate::backup::FORMAT_VERSION
+            {
+                tracing::warn!(partition = id, snapshot = %manifest.object_key, "snapshot of another layout; skipped");
+                continue;
+            }
             if manifest.next_offset <= next
                 || (manifest.next_offset > end && !resumable)
                 || manifest.next_offset < start
