@@ -25,6 +25,19 @@ fn put_many(node: &Node, from: usize, to: usize) {
     }
 }
 
+/// Waits (bounded) until `node`'s partitions have the `expected` digests.
+fn wait_for_digests(node: &Node, expected: &[(Value, Value, Value)]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while node.digests() != expected {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "digests differ:\n{}",
+            node.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 fn snapshot(node: &Node) -> Vec<Value> {
     let reply = node
         .client()
@@ -107,15 +120,7 @@ fn snapshots_prove_the_digest_keep_the_newest_and_restore_a_lost_store() {
 
     // Every partition came back from a snapshot — partition 0 from the older one — and caught
     // up from the log to the same bytes as before.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while node.digests() != before {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "digests differ after restore:\n{}",
-            node.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_for_digests(&node, &before);
     for p in node.partitions() {
         let from = p["restored_from"]
             .as_str()
@@ -230,15 +235,7 @@ fn an_upload_that_died_is_never_restored_and_is_cleaned_up() {
     node.terminate();
     std::fs::remove_dir_all(node.data.join("store")).unwrap();
     node.spawn();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while node.digests() != before {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "digests differ:\n{}",
-            node.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_for_digests(&node, &before);
     let p0 = &node.partitions()[0];
     assert_eq!(
         p0["restored_from"],

@@ -2,9 +2,9 @@
 
 use super::records::authorize_for;
 use super::response;
-use crate::service::{Manifest, Operation, Service, ServiceError};
+use crate::service::{Manifest, Operation, Service};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Serialize;
 
@@ -24,16 +24,9 @@ struct Taken<'a> {
     sha256: &'a str,
 }
 
-fn answer(result: Result<Vec<u8>, ServiceError>) -> Response {
-    match result {
-        Ok(body) => response::json(StatusCode::OK, body),
-        Err(e) => response::error(&e),
-    }
-}
-
 /// `POST /admin/snapshots`: snapshots every partition this node serves, now.
 pub async fn take(State(service): State<Service>, headers: HeaderMap) -> Response {
-    answer(
+    response::json_or_error(
         async {
             authorize_for(
                 &service,
@@ -60,7 +53,7 @@ pub async fn take(State(service): State<Service>, headers: HeaderMap) -> Respons
 
 /// `GET /admin/snapshots`: every snapshot manifest the bucket holds for the namespace.
 pub async fn list(State(service): State<Service>, headers: HeaderMap) -> Response {
-    answer(
+    response::json_or_error(
         async {
             authorize_for(
                 &service,

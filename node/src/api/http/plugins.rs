@@ -3,7 +3,7 @@
 use super::records::authorize_for;
 use super::response;
 use crate::service::Binding;
-use crate::service::{Operation, Service, ServiceError};
+use crate::service::{Operation, Service};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -14,13 +14,6 @@ fn render(binding: &Binding) -> Vec<u8> {
     serde_json::to_vec(binding).expect("bindings serialize")
 }
 
-fn answer(result: Result<Vec<u8>, ServiceError>) -> Response {
-    match result {
-        Ok(body) => response::json(StatusCode::OK, body),
-        Err(e) => response::error(&e),
-    }
-}
-
 /// `PUT /plugins/{name}`: the body is the module's bytes.
 pub async fn put(
     State(service): State<Service>,
@@ -28,7 +21,7 @@ pub async fn put(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    answer(
+    response::json_or_error(
         async {
             authorize_for(&service, &headers, Operation::ManagePlugins, "PUT /plugins")?;
             Ok(render(&service.put_plugin(&name, body).await?))
@@ -39,7 +32,7 @@ pub async fn put(
 
 /// `GET /plugins`: every binding.
 pub async fn list(State(service): State<Service>, headers: HeaderMap) -> Response {
-    answer(
+    response::json_or_error(
         authorize_for(&service, &headers, Operation::Read, "GET /plugins").map(|()| {
             serde_json::to_vec(&serde_json::json!({ "plugins": service.plugins() }))
                 .expect("bindings serialize")
@@ -70,7 +63,7 @@ pub async fn get(
             Err(e) => response::error(&e),
         };
     }
-    answer(service.plugin(&name).map(|b| render(&b)))
+    response::json_or_error(service.plugin(&name).map(|b| render(&b)))
 }
 
 /// `DELETE /plugins/{name}`: unbinds the name (entries pinned to its digest still apply).
@@ -79,7 +72,7 @@ pub async fn delete(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    answer(
+    response::json_or_error(
         async {
             authorize_for(
                 &service,

@@ -169,6 +169,14 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
 }
 
 /// `{"error":{"code","message"}}` with the matching status.
+/// A service call's JSON body as a 200, or its error.
+pub fn json_or_error(result: Result<Vec<u8>, ServiceError>) -> Response {
+    match result {
+        Ok(body) => json(StatusCode::OK, body),
+        Err(e) => error(&e),
+    }
+}
+
 pub fn error(e: &ServiceError) -> Response {
     let body = serde_json::to_vec(&serde_json::json!({
         "error": { "code": e.code, "message": e.message }
