@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# S3 snapshots: how fast a node snapshots and restores its partitions, against a real
+# S3-compatible server (s3s-fs) on the same machine. Loads RECORDS records (1,000 per put) into
+# one node on the embedded log, takes a snapshot of every partition (POST /admin/snapshots),
+# then deletes the node's whole data directory and restarts it: it restores from S3.
+# Prints records/s and MB/s both ways, and the objects' size against the store's.
+#
+#   benches/snapshot_bench.sh          # RECORDS=1000000
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/firescroll/bench-target}"
+RECORDS="${RECORDS:-1000000}"
+scripts/s3-server.sh install >&2
+cargo build --release -q -p firescroll
+work=$(mktemp -d)
+S3_PORT=18014
+export S3_DATA_DIR="$work/s3"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    S3_DATA_DIR="$work/s3" scripts/s3-server.sh stop || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work/s3/root/bench"
+S3_PORT=$S3_PORT scripts/s3-server.sh start >&2
+export S3_BUCKET=bench S3_ENDPOINT=http://127.0.0.1:$S3_PORT AWS_ACCESS_KEY_ID=testkey AWS_SECRET_ACCESS_KEY=testsecret
+export SNAPSHOT_INTERVAL=24h DB_PATH="$work/data" API_PORT=18190 INTERNAL_PORT=18191 RESP_PORT=18379 LOG_LEVEL=warn
+start_node() {
+    "$CARGO_TARGET_DIR/release/firescroll" >>"$work/node.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 600); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' localhost:18190/ready)" = 200 ] && return 0
+        sleep 0.05
+    done
+    cat "$work/node.log" >&2; exit 1
+}
+start_node
+python3 - "$RECORDS" <<'PY'
+import http.client, json, sys
+n = int(sys.argv[1]); conn = http.client.HTTPConnection("127.0.0.1", 18190)
+for start in range(0, n, 1000):
+    records = [{"pk": f"user{i % 50000}", "sk": f"setting{i}", "data": {"enabled": i % 2 == 0, "rollout": i % 100, "owner": "team-edge"}} for i in range(start, min(n, start + 1000))]
+    conn.request("POST", "/records/put", json.dumps({"Records": records, "wait": True}), {"Content-Type": "application/json"})
+    r = conn.getresponse(); body = r.read()
+    assert r.status == 200, body
+PY
+digests() { curl -s localhost:18191/debug/partitions | python3 -c 'import json,sys; print(sorted((p["partition"], p["applied_offset"], p["digest"]) for p in json.load(sys.stdin)["partitions"]))'; }
+before=$(digests)
+store_bytes=$(du -sb "$work/data/store" | cut -f1)
+t0=$(date +%s.%N)
+curl -sf -X POST localhost:18190/admin/snapshots >"$work/taken.json"
+t1=$(date +%s.%N)
+object_bytes=$(curl -s localhost:18190/admin/snapshots | python3 -c 'import json,sys; print(sum(m["object_bytes"] for m in json.load(sys.stdin)["Snapshots"]))')
+kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+rm -rf "$work/data"
+t2=$(date +%s.%N)
+start_node
+t3=$(date +%s.%N)
+after=$(digests)
+[ "$before" = "$after" ] || { echo "digests differ after the restore" >&2; exit 1; }
+python3 - "$RECORDS" "$t0" "$t1" "$t2" "$t3" "$store_bytes" "$object_bytes" <<'PY'
+import sys
+n, t0, t1, t2, t3, store, obj = int(sys.argv[1]), *map(float, sys.argv[2:6]), int(sys.argv[6]), int(sys.argv[7])
+snap, restore = t1 - t0, t3 - t2
+print(f"records            {n:,}")
+print(f"store on disk      {store/1e6:.1f} MB; snapshot objects {obj/1e6:.1f} MB ({obj/store:.2f}x)")
+print(f"snapshot           {snap:.2f} s: {n/snap:,.0f} records/s, {obj/1e6/snap:.1f} MB/s of objects")
+print(f"restore (to ready) {restore:.2f} s: {n/restore:,.0f} records/s, {obj/1e6/restore:.1f} MB/s of objects")
+PY
