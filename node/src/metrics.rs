@@ -42,6 +42,9 @@ pub struct Metrics {
     /// `firescroll_snapshot_offset{partition}`: the offset the newest snapshot this node uploaded
     /// of a partition starts after (its next offset).
     pub snapshot_offset: IntGaugeVec,
+    /// `firescroll_snapshot_restores_total{result}`: partitions restored from a snapshot
+    /// (`ok`), or snapshots skipped because they did not verify (`invalid`).
+    pub snapshot_restores: IntCounterVec,
     /// `firescroll_requests_refused_total{reason}`: requests refused to protect the node (busy:
     /// too many expensive lists at once; connections: the HTTP connection cap).
     pub requests_refused: IntCounterVec,
@@ -226,8 +229,17 @@ impl Metrics {
             &["partition"],
         )
         .expect("valid metric");
+        let snapshot_restores = IntCounterVec::new(
+            Opts::new(
+                "firescroll_snapshot_restores_total",
+                "Partitions restored from an S3 snapshot (ok), or snapshots that did not verify and were skipped (invalid).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(http_latency.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(snapshot_restores.clone()),
             Box::new(snapshots.clone()),
             Box::new(snapshot_offset.clone()),
             Box::new(requests_refused.clone()),
@@ -284,6 +296,7 @@ impl Metrics {
             reads_cancelled,
             snapshots,
             snapshot_offset,
+            snapshot_restores,
         }
     }
 

@@ -208,6 +208,11 @@ impl Engine {
             let decoded = match fetched {
                 Ok(Ok(decoded)) => decoded,
                 Ok(Err(e)) => {
+                    self.inner
+                        .metrics
+                        .snapshot_restores
+                        .with_label_values(&["invalid"])
+                        .inc();
                     tracing::warn!(partition = id, error = %e, "snapshot does not verify; trying an older one");
                     continue;
                 }
@@ -230,6 +235,11 @@ impl Engine {
             }
             match store.restore(&decoded.records, manifest.next_offset, &manifest.object_key) {
                 Ok(()) => {
+                    self.inner
+                        .metrics
+                        .snapshot_restores
+                        .with_label_values(&["ok"])
+                        .inc();
                     tracing::info!(
                         partition = id,
                         next_offset = manifest.next_offset,

@@ -30,7 +30,7 @@ pub use cancel::watch_client;
 pub use json::compact_json;
 pub use keyspace::KeyPage;
 pub use list::ListPage;
-pub use status::{PartitionReport, Readiness};
+pub use status::{LastSnapshot, PartitionReport, Readiness};
 pub use write::{EntryResult, WriteMode, WriteOp, WriteRequest};
 
 use crate::cluster::Cluster;

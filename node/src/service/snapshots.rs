@@ -7,12 +7,13 @@ use crate::backup::{BackupError, Manifest, Snapshots, format};
 use crate::engine::PartitionRuntime;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// The snapshot store and what this node uploaded last, per partition.
 pub struct SnapshotState {
     pub(super) store: Arc<Snapshots>,
-    /// Partition → next offset of the newest snapshot this node uploaded.
-    last: Mutex<HashMap<u32, u64>>,
+    /// Partition → next offset of the newest snapshot this node uploaded, and when.
+    last: Mutex<HashMap<u32, (u64, Instant)>>,
 }
 
 impl SnapshotState {
@@ -37,6 +38,17 @@ impl Service {
                  S3-compatible store)",
             )
         })
+    }
+
+    /// The newest snapshot this node uploaded of `partition`, for `/debug/partitions`.
+    pub(super) fn last_snapshot(&self, partition: u32) -> Option<super::status::LastSnapshot> {
+        let state = self.snapshots.as_ref()?;
+        let last = state.last.lock().expect("snapshot lock");
+        last.get(&partition)
+            .map(|(offset, at)| super::status::LastSnapshot {
+                offset: *offset,
+                age_ms: at.elapsed().as_millis() as u64,
+            })
     }
 
     /// Snapshots every partition this node serves now (`POST /admin/snapshots`).
@@ -75,8 +87,7 @@ impl Service {
                 .lock()
                 .expect("snapshot lock")
                 .get(&runtime.id())
-                .copied()
-                .unwrap_or(0);
+                .map_or(0, |(offset, _)| *offset);
             if !runtime.serving() || runtime.next_offset() < last + min {
                 continue;
             }
@@ -121,7 +132,7 @@ impl Service {
             .last
             .lock()
             .expect("snapshot lock")
-            .insert(partition, manifest.next_offset);
+            .insert(partition, (manifest.next_offset, Instant::now()));
         if let Err(e) = state.store.retain(partition).await {
             tracing::warn!(partition, error = %e, "removing old snapshots failed");
         }

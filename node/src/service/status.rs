@@ -31,6 +31,16 @@ pub struct PartitionReport {
     pub read_index: bool,
     /// The S3 snapshot the partition was last restored from, if any.
     pub restored_from: Option<String>,
+    /// The newest snapshot this node uploaded of the partition since it started, if any.
+    pub last_snapshot: Option<LastSnapshot>,
+}
+
+/// A snapshot as `/debug/partitions` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LastSnapshot {
+    /// The offset the partition applies next after it (it holds every entry below).
+    pub offset: u64,
+    pub age_ms: u64,
 }
 
 impl Service {
@@ -101,6 +111,7 @@ impl Service {
                     digest: digest.sha256,
                     read_index: runtime.read_index_enabled(),
                     restored_from: runtime.restored_from(),
+                    last_snapshot: self.last_snapshot(runtime.id()),
                 }
             })
             .collect()

@@ -76,6 +76,7 @@ fn snapshots_prove_the_digest_keep_the_newest_and_restore_a_lost_store() {
             p["applied_offset"].as_u64().unwrap() + 1
         );
         assert_eq!(t["Records"], p["records"]);
+        assert_eq!(p["last_snapshot"]["offset"], t["Offset"], "{p}");
     }
 
     // Two more rounds with writes between: retention keeps the newest two per partition.
@@ -137,6 +138,12 @@ fn snapshots_prove_the_digest_keep_the_newest_and_restore_a_lost_store() {
     assert!(
         node.log().contains("snapshot does not verify"),
         "the damaged snapshot is reported"
+    );
+    let (_, metrics) = node.get_url(&node.internal_url("/metrics"));
+    assert!(
+        metrics.contains("firescroll_snapshot_restores_total{result=\"ok\"} 4")
+            && metrics.contains("firescroll_snapshot_restores_total{result=\"invalid\"} 1"),
+        "{metrics}"
     );
     // Outcomes of entries before the snapshot are not known after a restore: expired, never
     // a wrong "applied".
