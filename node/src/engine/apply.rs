@@ -15,6 +15,15 @@ use crate::store::{
 };
 use std::collections::HashMap;
 
+/// Bytes of stored data the read-modify-write, `check` and `delete_key` ops of one entry may
+/// read together (each record counts its key and value plus 64; each pending write looked
+/// through counts 64). Part of format v1: every replica runs out at the same op.
+pub const ENTRY_READ_BYTES: u64 = 64 << 20;
+
+/// Largest data a read-modify-write op may produce (`APPEND` cannot grow a value past it).
+/// Part of format v1, so it is a constant and not a node setting.
+pub const MAX_COMPUTED_BYTES: usize = 1 << 20;
+
 /// Fuel all the plugin calls of one entry may burn together, in calls' worth of PLUGIN_FUEL.
 /// Like the condition budget, part of what every replica must agree on.
 pub const ENTRY_PLUGIN_CALLS: u64 = 10;
@@ -179,6 +188,15 @@ fn apply_entry(
     let mut budget = Budget::new(ENTRY_LIMITS);
     let call_fuel = plugins.host().limits().fuel;
     let mut fuel = call_fuel.saturating_mul(ENTRY_PLUGIN_CALLS);
+    // What the entry's whole-key and read-modify-write ops may still read.
+    let mut reads = ENTRY_READ_BYTES;
+    let out_of_reads = || {
+        format!(
+            "the entry's read-modify-write, check and delete_key ops would read more than {} MiB \
+             of stored data together; split it into smaller entries",
+            ENTRY_READ_BYTES >> 20
+        )
+    };
     let mut returned = Vec::new();
     for (index, op) in entry.ops.iter().enumerate() {
         let reject = |kind, message| {
@@ -200,7 +218,9 @@ fn apply_entry(
             );
         }
         if op.op == OpKind::Check {
-            let version = pk_version_at(store, &op.pk, overlay, &local)?;
+            let Some(version) = pk_version_at(store, &op.pk, overlay, &local, &mut reads)? else {
+                return reject(RejectionKind::ValueError, out_of_reads());
+            };
             if op.version.as_deref() != Some(version.as_str()) {
                 return reject(
                     RejectionKind::ConditionFailed,
@@ -288,7 +308,12 @@ fn apply_entry(
             OpKind::Delete | OpKind::Check => None,
             OpKind::DeleteKey => {
                 // Every other record of the pk goes too; (pk, sk) itself below.
-                for other in pk_records_at(store, &op.pk, overlay, &local)?.into_keys() {
+                let Some(records) =
+                    pk_records_at(store, &op.pk, overlay, &local, &mut reads, false)?
+                else {
+                    return reject(RejectionKind::ValueError, out_of_reads());
+                };
+                for other in records.into_keys() {
                     if other != key {
                         let sk = crate::store::decode_key(&other)
                             .map(|(_, sk)| sk)
@@ -308,11 +333,27 @@ fn apply_entry(
                     None => (entry.ts_ms, entry.ts_ms),
                 };
                 let operand = op.data.as_ref().map_or("null", |d| d.get());
+                let stored_len = current.as_ref().map_or(0, |v| v.data_json.len());
+                let cost = (stored_len + operand.len() + 64) as u64;
+                if cost > reads {
+                    return reject(RejectionKind::ValueError, out_of_reads());
+                }
+                reads -= cost;
                 let data = match super::rmw::compute(
                     op.op,
                     current.as_ref().map(|v| v.data_json),
                     operand,
                 ) {
+                    Ok(data) if data.len() > MAX_COMPUTED_BYTES => {
+                        return reject(
+                            RejectionKind::ValueError,
+                            format!(
+                                "the value would grow to {} bytes; a read-modify-write op may \
+                                 produce at most {MAX_COMPUTED_BYTES}",
+                                data.len()
+                            ),
+                        );
+                    }
                     Ok(data) => data,
                     Err(e) => return reject(RejectionKind::ValueError, e.to_string()),
                 };
@@ -383,36 +424,71 @@ fn pk_version_at(
     pk: &str,
     overlay: &Overlay,
     local: &Overlay,
-) -> Result<String, StoreError> {
-    let records = pk_records_at(store, pk, overlay, local)?;
-    Ok(pk_version(
+    reads: &mut u64,
+) -> Result<Option<String>, StoreError> {
+    let Some(records) = pk_records_at(store, pk, overlay, local, reads, true)? else {
+        return Ok(None);
+    };
+    Ok(Some(pk_version(
         records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
-    ))
+    )))
 }
 
 /// `pk`'s records (stored key → value) as this entry sees them: the store, under the batch's
 /// and the entry's pending writes.
+/// `None` when reading them would spend more than `reads` (which it charges). Without
+/// `with_values` only the keys are read and charged (values come back empty): `delete_key`.
+#[allow(clippy::type_complexity)]
 fn pk_records_at(
     store: &PartitionStore,
     pk: &str,
     overlay: &Overlay,
     local: &Overlay,
-) -> Result<std::collections::BTreeMap<Vec<u8>, Vec<u8>>, StoreError> {
+    reads: &mut u64,
+    with_values: bool,
+) -> Result<Option<std::collections::BTreeMap<Vec<u8>, Vec<u8>>>, StoreError> {
     let prefix = pk_prefix(pk);
-    let mut records: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = store
-        .pk_entries(pk)?
-        .into_iter()
-        .map(|(k, v)| (k.to_vec(), v.to_vec()))
-        .collect();
-    for pending in [overlay, local] {
-        for (key, value) in pending.iter().filter(|(k, _)| k.starts_with(&prefix)) {
+    let mut charge = |cost: u64| -> bool {
+        if cost > *reads {
+            return false;
+        }
+        *reads -= cost;
+        true
+    };
+    // Looking through the batch's pending writes is work too.
+    if !charge(64 * (overlay.len() + local.len()) as u64) {
+        return Ok(None);
+    }
+    let mut records = std::collections::BTreeMap::new();
+    for entry in store.pk_entries(pk) {
+        let (k, v) = entry?;
+        let value = if with_values { v.to_vec() } else { Vec::new() };
+        if !charge((k.len() + value.len() + 64) as u64) {
+            return Ok(None);
+        }
+        records.insert(k.to_vec(), value);
+    }
+    for (pending, newer) in [(overlay, Some(local)), (local, None)] {
+        // A batch write this entry has since replaced is not read (nor charged).
+        let live = |k: &Vec<u8>| k.starts_with(&prefix) && newer.is_none_or(|n| !n.contains_key(k));
+        for (key, value) in pending.iter().filter(|(k, _)| live(k)) {
             match value {
-                Some(value) => records.insert(key.clone(), value.clone()),
+                Some(value) => {
+                    let value = if with_values {
+                        value.clone()
+                    } else {
+                        Vec::new()
+                    };
+                    if !charge((key.len() + value.len() + 64) as u64) {
+                        return Ok(None);
+                    }
+                    records.insert(key.clone(), value)
+                }
                 None => records.remove(key),
             };
         }
     }
-    Ok(records)
+    Ok(Some(records))
 }
 
 /// The plugin an op names, if it can be used as a condition (`condition`) or transform.

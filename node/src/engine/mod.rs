@@ -16,7 +16,9 @@ mod rmw;
 mod waiters;
 
 pub use crate::model::{Outcome, Rejection, RejectionKind, Returned};
-pub use apply::{AppliedBatch, Rules, apply_and_commit, apply_batch};
+pub use apply::{
+    AppliedBatch, ENTRY_READ_BYTES, MAX_COMPUTED_BYTES, Rules, apply_and_commit, apply_batch,
+};
 pub use partition::{Health, PartitionRuntime, Stall};
 pub use plugins::{PluginResolver, PluginSetupError, Plugins, Resolved};
 pub use read_index::{Lookup, ReadIndex};

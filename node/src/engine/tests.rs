@@ -923,3 +923,68 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn whole_key_and_computed_ops_are_bounded_per_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let pk = &pks_in(0, 1)[0];
+    let store = open_partition(dir.path(), 0);
+    let rules = TestRules::new();
+    // A big key: 3,500 fields of 20 KiB (about 70 MiB).
+    let big = format!("\"{}\"", "x".repeat(20 << 10));
+    let fill: Vec<Op> = (0..3500)
+        .map(|i| put(pk, &format!("f{i:05}"), &big, None))
+        .collect();
+    let mut log: Vec<Vec<u8>> = fill
+        .chunks(100)
+        .map(|ops| LogEntry::new(1, ops.to_vec()).encode())
+        .collect();
+    // Checking its version would read ~70 MiB: rejected, deterministically, before the work
+    // is done.
+    let nothing = crate::model::pk_version(std::iter::empty());
+    log.push(LogEntry::new(2, vec![check(pk, &nothing)]).encode());
+    log.push(
+        LogEntry::new(
+            3,
+            vec![
+                Op {
+                    op: OpKind::DeleteKey,
+                    pk: pk.clone(),
+                    ..Op::default()
+                },
+                Op {
+                    op: OpKind::DeleteKey,
+                    pk: pk.clone(),
+                    ..Op::default()
+                },
+                check(pk, &nothing),
+            ],
+        )
+        .encode(),
+    );
+    // APPEND cannot grow a value past MAX_COMPUTED_BYTES.
+    let chunk = format!("\"{}\"", "y".repeat(600 << 10));
+    log.push(LogEntry::new(4, vec![rmw(OpKind::Append, pk, "a", &chunk)]).encode());
+    log.push(LogEntry::new(5, vec![rmw(OpKind::Append, pk, "a", &chunk)]).encode());
+    let batch = apply_and_commit(&store, rules.rules(), &records(&log)).unwrap();
+    let rejected: Vec<(u64, RejectionKind, String)> = batch
+        .rejections
+        .into_iter()
+        .map(|(o, r)| (o, r.kind, r.message))
+        .collect();
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert_eq!(rejected[0].0, 35);
+    assert_eq!(rejected[0].1, RejectionKind::ValueError);
+    assert!(rejected[0].2.contains("64 MiB"), "{}", rejected[0].2);
+    // Deleting it reads only its keys: it applies; the rest of that entry sees an empty key.
+    assert_eq!(rejected[1].0, 38);
+    assert!(rejected[1].2.contains("at most"), "{}", rejected[1].2);
+    assert!(
+        get(&store, pk, "f00000").is_none(),
+        "the delete_key entry applied"
+    );
+    assert_eq!(
+        get(&store, pk, "a").unwrap().data_json.len(),
+        (600 << 10) + 2
+    );
+}

@@ -24,6 +24,21 @@ impl Service {
                 })
                 .await?;
             records.extend(page.records);
+            // A key whose check could never fit in an entry is refused here, before it is all
+            // held in memory.
+            let bytes: usize = records
+                .iter()
+                .map(|r| r.sk.len() + r.data_json.len() + 64)
+                .sum();
+            if bytes as u64 > crate::engine::ENTRY_READ_BYTES {
+                return Err(ServiceError::bad_request(
+                    "key_too_large",
+                    format!(
+                        "pk {pk:?} holds more than {} MiB: too large to WATCH",
+                        crate::engine::ENTRY_READ_BYTES >> 20
+                    ),
+                ));
+            }
             match page.next_cursor {
                 Some(next) => cursor = Some(next),
                 None => break,

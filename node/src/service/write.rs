@@ -267,7 +267,7 @@ impl Service {
                 || op.if_plugin.is_some()
                 || op.transform.is_some()
                 || op.return_old
-                || !matches!(op.op, OpKind::Put | OpKind::Delete | OpKind::DeleteKey)
+                || !matches!(op.op, OpKind::Put | OpKind::Delete)
             {
                 flush(&mut run, &mut entries)?;
                 run_bytes = 0;

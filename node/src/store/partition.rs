@@ -413,13 +413,13 @@ impl PartitionStore {
             .map(|s| s.to_vec()))
     }
 
-    /// The stored (key, value) pairs of `pk`'s records, in key order, from one snapshot.
-    pub fn pk_entries(&self, pk: &str) -> Result<Vec<(Slice, Slice)>> {
+    /// The stored (key, value) pairs of `pk`'s records, in key order, from one snapshot taken
+    /// now; read lazily, so a caller can stop early.
+    pub fn pk_entries(&self, pk: &str) -> impl Iterator<Item = Result<(Slice, Slice)>> + use<> {
         self.db
             .snapshot()
             .prefix(&self.records, pk_prefix(pk))
             .map(|guard| guard.into_inner().map_err(StoreError::from))
-            .collect()
     }
 
     /// One consistent view of the partition for a snapshot: the offset it applies next, and
