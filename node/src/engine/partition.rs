@@ -155,6 +155,13 @@ impl PartitionRuntime {
         self.store.frozen()
     }
 
+    /// The offset the store has committed up to (next to apply). It can be ahead of
+    /// [`Self::next_offset`] for a moment: a batch is published (and the read index updated)
+    /// just after its commit.
+    pub fn committed_next_offset(&self) -> Result<u64, StoreError> {
+        self.store.next_offset()
+    }
+
     /// The snapshot this partition was last restored from (its object key), if any.
     pub fn restored_from(&self) -> Option<String> {
         self.store

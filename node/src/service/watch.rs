@@ -44,6 +44,19 @@ impl Service {
                 None => break,
             }
         }
+        // Lists read the store, point reads the read index, which follows a commit by a
+        // moment. Were a GET after WATCH to see an older value than the version read here,
+        // a transaction built on it would pass its check and lose an update: wait until
+        // everything committed when the version was read is visible to point reads too.
+        let partition = crate::model::partition_of(pk, self.engine.partition_count());
+        if let super::route::Route::Local(runtime) = self.route(partition)? {
+            let committed = runtime
+                .committed_next_offset()
+                .map_err(|e| self.read_failed(partition, e))?;
+            if let Some(offset) = committed.checked_sub(1) {
+                self.wait_for(&[Position { partition, offset }]).await?;
+            }
+        }
         // Records carry their data verbatim, so this is the version of the stored bytes.
         Ok(crate::store::version_of(&records))
     }
