@@ -2,7 +2,8 @@
 # S3 snapshots: how fast a node snapshots and restores its partitions, against a real
 # S3-compatible server (s3s-fs) on the same machine. Loads RECORDS records (1,000 per put) into
 # one node on the embedded log, takes a snapshot of every partition (POST /admin/snapshots),
-# then deletes the node's whole data directory and restarts it: it restores from S3.
+# then deletes the node's store (keeping its log) and restarts it without S3: it replays the
+# log; then deletes the whole data directory and restarts it with S3: it restores from S3.
 # Prints records/s and MB/s both ways, and the objects' size against the store's.
 #
 #   benches/snapshot_bench.sh          # RECORDS=1000000
@@ -27,9 +28,11 @@ S3_PORT=$S3_PORT scripts/s3-server.sh start >&2
 export S3_BUCKET=bench S3_ENDPOINT=http://127.0.0.1:$S3_PORT AWS_ACCESS_KEY_ID=testkey AWS_SECRET_ACCESS_KEY=testsecret
 export SNAPSHOT_INTERVAL=24h DB_PATH="$work/data" API_PORT=18190 INTERNAL_PORT=18191 RESP_PORT=18379 LOG_LEVEL=warn
 start_node() {
-    "$CARGO_TARGET_DIR/release/firescroll" >>"$work/node.log" 2>&1 &
+    local run=("$CARGO_TARGET_DIR/release/firescroll")
+    [ -n "${NO_S3:-}" ] && run=(env -u S3_BUCKET "${run[@]}")
+    "${run[@]}" >>"$work/node.log" 2>&1 &
     pids+=($!)
-    for _ in $(seq 1 600); do
+    for _ in $(seq 1 3000); do
         [ "$(curl -s -o /dev/null -w '%{http_code}' localhost:18190/ready)" = 200 ] && return 0
         sleep 0.05
     done
@@ -53,18 +56,28 @@ curl -sf -X POST localhost:18190/admin/snapshots >"$work/taken.json"
 t1=$(date +%s.%N)
 object_bytes=$(curl -s localhost:18190/admin/snapshots | python3 -c 'import json,sys; print(sum(m["object_bytes"] for m in json.load(sys.stdin)["Snapshots"]))')
 kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+# The alternative to a snapshot: the store is lost but the log is whole, so the node replays it.
+rm -rf "$work/data/store"
+tr0=$(date +%s.%N)
+NO_S3=1 start_node
+tr1=$(date +%s.%N)
+[ "$before" = "$(digests)" ] || { echo "digests differ after the replay" >&2; exit 1; }
+kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+# Disaster: store and log are gone; the node restores from S3.
 rm -rf "$work/data"
 t2=$(date +%s.%N)
 start_node
 t3=$(date +%s.%N)
 after=$(digests)
 [ "$before" = "$after" ] || { echo "digests differ after the restore" >&2; exit 1; }
-python3 - "$RECORDS" "$t0" "$t1" "$t2" "$t3" "$store_bytes" "$object_bytes" <<'PY'
+python3 - "$RECORDS" "$t0" "$t1" "$t2" "$t3" "$store_bytes" "$object_bytes" "$tr0" "$tr1" <<'PY'
 import sys
 n, t0, t1, t2, t3, store, obj = int(sys.argv[1]), *map(float, sys.argv[2:6]), int(sys.argv[6]), int(sys.argv[7])
-snap, restore = t1 - t0, t3 - t2
+tr0, tr1 = float(sys.argv[8]), float(sys.argv[9])
+snap, restore, replay = t1 - t0, t3 - t2, tr1 - tr0
 print(f"records            {n:,}")
 print(f"store on disk      {store/1e6:.1f} MB; snapshot objects {obj/1e6:.1f} MB ({obj/store:.2f}x)")
 print(f"snapshot           {snap:.2f} s: {n/snap:,.0f} records/s, {obj/1e6/snap:.1f} MB/s of objects")
 print(f"restore (to ready) {restore:.2f} s: {n/restore:,.0f} records/s, {obj/1e6/restore:.1f} MB/s of objects")
+print(f"replay of the log  {replay:.2f} s: {n/replay:,.0f} records/s (restore is {replay/restore:.1f}x faster)")
 PY

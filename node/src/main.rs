@@ -14,6 +14,13 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if config.print_only {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&config.summary()).expect("JSON values serialize")
+        );
+        return std::process::ExitCode::SUCCESS;
+    }
     init_logging(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -45,6 +45,15 @@ pub struct Metrics {
     /// `firescroll_snapshot_restores_total{result}`: partitions restored from a snapshot
     /// (`ok`), or snapshots skipped because they did not verify (`invalid`).
     pub snapshot_restores: IntCounterVec,
+    /// `firescroll_snapshot_age_seconds{partition}`: how old the newest snapshot of a partition
+    /// is (this node's upload, or the newest in the bucket), updated every snapshot pass.
+    pub snapshot_age: IntGaugeVec,
+    /// `firescroll_snapshot_bytes{partition}`: the size of the newest snapshot object this node
+    /// uploaded.
+    pub snapshot_bytes: IntGaugeVec,
+    /// `firescroll_snapshot_duration_seconds`: one partition's snapshot, from reading the store
+    /// to the manifest written.
+    pub snapshot_duration: Histogram,
     /// `firescroll_requests_refused_total{reason}`: requests refused to protect the node (busy:
     /// too many expensive lists at once; connections: the HTTP connection cap).
     pub requests_refused: IntCounterVec,
@@ -237,8 +246,37 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        let snapshot_age = IntGaugeVec::new(
+            Opts::new(
+                "firescroll_snapshot_age_seconds",
+                "Age of the newest snapshot of each partition this node serves (its own upload or the newest in the bucket).",
+            ),
+            &["partition"],
+        )
+        .expect("valid metric");
+        let snapshot_bytes = IntGaugeVec::new(
+            Opts::new(
+                "firescroll_snapshot_bytes",
+                "Size of the newest snapshot object this node uploaded, per partition.",
+            ),
+            &["partition"],
+        )
+        .expect("valid metric");
+        let snapshot_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "firescroll_snapshot_duration_seconds",
+                "One partition's snapshot: reading the store, compressing, uploading, manifest.",
+            )
+            .buckets(vec![
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(http_latency.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(snapshot_age.clone()),
+            Box::new(snapshot_bytes.clone()),
+            Box::new(snapshot_duration.clone()),
             Box::new(snapshot_restores.clone()),
             Box::new(snapshots.clone()),
             Box::new(snapshot_offset.clone()),
@@ -297,6 +335,9 @@ impl Metrics {
             snapshots,
             snapshot_offset,
             snapshot_restores,
+            snapshot_age,
+            snapshot_bytes,
+            snapshot_duration,
         }
     }
 
@@ -345,6 +386,9 @@ impl Metrics {
             &self.apply_lag,
             &self.applied_offset,
             &self.partition_healthy,
+            &self.snapshot_age,
+            &self.snapshot_offset,
+            &self.snapshot_bytes,
         ] {
             let _ = gauge.remove_label_values(&[&label]);
         }

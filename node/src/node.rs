@@ -17,12 +17,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
+/// How often, at most, partitions stopped by a gap in the log try a snapshot again.
+const GAP_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Runs the node until `shutdown` resolves, then stops accepting requests, finishes those in
 /// flight, stops applying and flushes the store and log.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    for (setting, value) in &config.from_fly {
+        tracing::info!(setting, %value, "setting taken from Fly.io");
+    }
     std::fs::create_dir_all(&config.db_path)
         .with_context(|| format!("DB_PATH: cannot create {}", config.db_path.display()))?;
 
@@ -36,9 +42,6 @@ pub async fn run(
     })?;
     let log = open_log(&config, &store, &store_path).await?;
     let metrics = Arc::new(Metrics::new());
-    let plugins = Plugins::open(&store, &log, config.plugin_limits.clone(), &metrics)
-        .context("plugins cannot be set up")?;
-    let conds = Arc::new(Conditions::new());
     let snapshots = config.s3.as_ref().map(|s3| {
         Arc::new(crate::backup::Snapshots::new(
             s3.clone(),
@@ -47,6 +50,17 @@ pub async fn run(
             &config.node_name,
         ))
     });
+    if let (Some(snapshots), None) = (&snapshots, log.plugin_feed()) {
+        // The embedded log has no plugins topic: an empty store takes them from the bucket.
+        match crate::engine::restore_plugins(&store, snapshots).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(bindings = n, "plugins restored from S3"),
+            Err(e) => tracing::warn!(error = %e, "plugins could not be restored from S3"),
+        }
+    }
+    let plugins = Plugins::open(&store, &log, config.plugin_limits.clone(), &metrics)
+        .context("plugins cannot be set up")?;
+    let conds = Arc::new(Conditions::new());
     let (engine, engine_tasks) = Engine::start(
         store,
         log.clone(),
@@ -103,6 +117,17 @@ pub async fn run(
         );
         let interval = s3.interval;
         service = service.with_snapshots(snapshots);
+        let retrying = service.clone();
+        tokio::spawn(async move {
+            // A partition not served for a gap in the log is retried often: S3 may be back.
+            let mut tick = tokio::time::interval(interval.min(GAP_RETRY));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                retrying.retry_unserved().await;
+            }
+        });
         let periodic = service.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);

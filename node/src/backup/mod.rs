@@ -1,5 +1,6 @@
-//! S3 snapshots of partitions (issue 13, first part): the snapshot format, manifests written
-//! after their objects, listing and retention. Restore is not built yet.
+//! S3 snapshots of partitions: the snapshot format, manifests written after their objects,
+//! listing, verified fetches and retention. The engine restores from them when it opens a
+//! partition (`engine/ownership.rs`); the service takes them (`service/snapshots.rs`).
 //!
 //! Keys under `S3_PREFIX` (default `firescroll/{namespace}`):
 //! `p{partition:05}/{next_offset:020}-{node}.snap.gz` (the object) and the same name with
@@ -8,8 +9,10 @@
 //! visible, and it is written once its object is complete.
 
 pub mod format;
+pub mod plugins;
 
 pub use format::{Decoded, FORMAT_VERSION, FormatError, Header, Trailer};
+pub use plugins::{BackedUpBinding, BackedUpPlugin};
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{
@@ -42,6 +45,9 @@ pub struct S3Settings {
     pub keep: usize,
     /// An object without a manifest (its upload died) older than this is deleted.
     pub orphan_grace: Duration,
+    /// How long the log keeps entries (LOG_RETENTION), when known: snapshots must stay younger
+    /// than half of it so the log always continues the newest one.
+    pub log_retention: Option<Duration>,
 }
 
 /// A snapshot's manifest: written last, it makes the snapshot visible.

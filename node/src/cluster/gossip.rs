@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-/// Largest gossip datagram. Kept under a typical MTU so no datagram is fragmented.
-pub const MAX_PACKET_BYTES: usize = 1400;
+/// Largest gossip datagram: fits Fly.io's WireGuard MTU (1420 less IPv6 and UDP headers, as
+/// Corrosion sets it), so no datagram is fragmented or dropped on 6PN.
+pub const MAX_PACKET_BYTES: usize = 1372;
 /// Room a card leaves in a datagram for foca's header and membership updates.
 pub const MAX_CARD_BYTES: usize = MAX_PACKET_BYTES - 300;
 

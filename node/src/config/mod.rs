@@ -2,6 +2,7 @@
 //! one), then a TOML file (`--config`), then defaults. A bad setting stops the node with a message
 //! naming the setting and what is wrong with it.
 
+pub mod fly;
 mod resolve;
 mod settings;
 mod validate;
@@ -57,10 +58,14 @@ pub struct Config {
     pub http: HttpLimits,
     /// Set when S3 snapshots are on (S3_BUCKET).
     pub s3: Option<crate::backup::S3Settings>,
+    /// Settings taken from Fly.io's `FLY_*` variables (setting, value), logged at start.
+    pub from_fly: Vec<(&'static str, String)>,
     /// The namespace (NAMESPACE; also on the embedded log, where it names snapshots).
     pub namespace: String,
     /// This node's name in snapshot keys: INSTANCE_ID, else host and API port.
     pub node_name: String,
+    /// `--print-config`: print [`Config::summary`] and exit.
+    pub print_only: bool,
 }
 
 /// Limits of the HTTP API's connections.
@@ -88,6 +93,32 @@ impl Config {
             }
         };
         Self::resolve(settings)
+    }
+}
+
+impl Config {
+    /// Where this node listens, stores and gossips, as JSON (`--print-config`): what a
+    /// deployment template must agree with.
+    pub fn summary(&self) -> serde_json::Value {
+        let kafka = self.kafka.as_ref();
+        let cluster = self.cluster.as_ref();
+        serde_json::json!({
+            "listen_addr": self.listen_addr.to_string(),
+            "api_port": self.api_port,
+            "internal_port": self.internal_port,
+            "resp_port": self.resp_port,
+            "gossip_port": cluster.map(|c| c.gossip_port),
+            "db_path": self.db_path,
+            "log": if kafka.is_some() { "kafka" } else { "embedded" },
+            "namespace": self.namespace,
+            "region": kafka.map(|k| &k.region),
+            "replica_group": kafka.map(|k| &k.replica_group),
+            "instance_id": kafka.map(|k| &k.instance_id),
+            "advertise_host": cluster.map(|c| &c.advertise_host),
+            "gossip_peers": cluster.map(|c| &c.peers),
+            "s3_bucket": self.s3.as_ref().map(|s| &s.bucket),
+            "from_fly": self.from_fly.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+        })
     }
 }
 

@@ -15,6 +15,14 @@ use std::time::Duration;
 impl Config {
     /// Merges `given` (flags/env) over its TOML file over the defaults, and validates.
     pub fn resolve(given: Settings) -> anyhow::Result<Config> {
+        Self::resolve_with_fly(given, super::fly::FlyEnv::from_process())
+    }
+
+    /// [`Config::resolve`] as on a Fly machine with `fly`'s variables (or off Fly with `None`).
+    pub fn resolve_with_fly(
+        mut given: Settings,
+        fly: Option<super::fly::FlyEnv>,
+    ) -> anyhow::Result<Config> {
         let file = match &given.config {
             None => Settings::default(),
             Some(path) => {
@@ -24,6 +32,9 @@ impl Config {
                     .with_context(|| format!("config file {}: invalid", path.display()))?
             }
         };
+        let from_fly = fly
+            .map(|fly| fly.fill(&mut given, &file))
+            .unwrap_or_default();
         macro_rules! pick {
             ($field:ident, $default:expr) => {
                 given
@@ -118,6 +129,8 @@ impl Config {
             s3: None,
             namespace: pick!(namespace, "default".to_string()),
             node_name: String::new(),
+            from_fly,
+            print_only: given.print_config,
         };
         let mut config = config;
         if let Some(seeds) = given.kafka_seeds.clone().or(file.kafka_seeds.clone()) {
@@ -239,6 +252,12 @@ impl Config {
                     "SNAPSHOT_ORPHAN_GRACE: {grace_text:?} is not a duration like 1h: {e}"
                 )
             })?;
+            let log_retention = match given.log_retention.clone().or(file.log_retention.clone()) {
+                None => None,
+                Some(text) => Some(humantime::parse_duration(&text).map_err(|e| {
+                    anyhow::anyhow!("LOG_RETENTION: {text:?} is not a duration like 7d: {e}")
+                })?),
+            };
             let checksums = pick!(s3_checksums, "when_required".to_string());
             let checksums_when_required = match checksums.as_str() {
                 "when_required" => true,
@@ -266,6 +285,7 @@ impl Config {
                 min_entries: pick!(snapshot_min_entries, 1),
                 keep: pick!(snapshot_keep, 3),
                 orphan_grace,
+                log_retention,
             });
         }
         config.validate()?;

@@ -21,6 +21,11 @@ pub struct Settings {
     #[arg(long, env = "FIRESCROLL_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
+    /// Print the settings this node would run with (after flags, environment, file, Fly.io and
+    /// defaults) as JSON, and exit without starting.
+    #[arg(long)]
+    #[serde(skip)]
+    pub print_config: bool,
     /// Directory for the store and the embedded log [default: ./data].
     #[arg(long, env = "DB_PATH")]
     pub db_path: Option<PathBuf>,
@@ -255,4 +260,10 @@ pub struct Settings {
     /// than any upload takes [default: 1h].
     #[arg(long, env = "SNAPSHOT_ORPHAN_GRACE")]
     pub snapshot_orphan_grace: Option<String>,
+    /// How long the log keeps entries (the topic's `retention.ms`; not every broker answers
+    /// DescribeConfigs, so it is a setting), e.g. `7d`. With it, a partition whose newest
+    /// snapshot is older than half of it is snapshotted even below SNAPSHOT_MIN_ENTRIES, and a
+    /// warning says when snapshots fall behind [default: unset, no such check].
+    #[arg(long, env = "LOG_RETENTION")]
+    pub log_retention: Option<String>,
 }

@@ -190,3 +190,80 @@ fn advertise_addresses_in_every_form() {
     assert!(split_advertise("").is_err());
     assert!(split_advertise("host:http").is_err());
 }
+
+fn fly_machine() -> fly::FlyEnv {
+    let vars = [
+        ("FLY_APP_NAME", "edge-config"),
+        ("FLY_REGION", "ams"),
+        ("FLY_MACHINE_ID", "3d8d9d4ae71089"),
+        ("FLY_PRIVATE_IP", "fdaa:0:1:a7b:145:9c2e:8b4f:2"),
+        ("FLY_PROCESS_GROUP", "app"),
+    ];
+    fly::FlyEnv::read(|name| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    })
+    .unwrap()
+}
+
+#[test]
+fn on_fly_a_kafka_node_configures_itself_from_the_machine() {
+    let c = Config::resolve_with_fly(
+        settings(&["--kafka-seeds", "broker.internal:9092"]),
+        Some(fly_machine()),
+    )
+    .unwrap();
+    assert_eq!(c.listen_addr, "::".parse::<IpAddr>().unwrap());
+    let kafka = c.kafka.as_ref().unwrap();
+    assert_eq!(kafka.region, "ams");
+    assert_eq!(kafka.instance_id, "3d8d9d4ae71089");
+    assert_eq!(kafka.replica_group, "app");
+    let cluster = c.cluster.as_ref().unwrap();
+    assert_eq!(cluster.advertise_host, "fdaa:0:1:a7b:145:9c2e:8b4f:2");
+    assert_eq!(cluster.peers, ["ams.edge-config.internal:8192"]);
+    assert_eq!(cluster.bind.to_string(), "[::]:8192");
+    assert_eq!(c.node_name, "3d8d9d4ae71089");
+    let derived: Vec<&str> = c.from_fly.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        derived,
+        [
+            "LISTEN_ADDR",
+            "REGION",
+            "INSTANCE_ID",
+            "REPLICA_GROUP",
+            "ADVERTISE_ADDR",
+            "GOSSIP_PEERS"
+        ]
+    );
+}
+
+#[test]
+fn on_fly_explicit_settings_win_and_the_embedded_log_stays_alone() {
+    let c = Config::resolve_with_fly(
+        settings(&[
+            "--kafka-seeds",
+            "b:9092",
+            "--region",
+            "eu",
+            "--gossip-port",
+            "9000",
+            "--listen-addr",
+            "0.0.0.0",
+        ]),
+        Some(fly_machine()),
+    )
+    .unwrap();
+    assert_eq!(c.kafka.as_ref().unwrap().region, "eu");
+    assert_eq!(c.listen_addr, "0.0.0.0".parse::<IpAddr>().unwrap());
+    assert_eq!(
+        c.cluster.as_ref().unwrap().peers,
+        ["eu.edge-config.internal:9000"]
+    );
+    let alone = Config::resolve_with_fly(Settings::default(), Some(fly_machine())).unwrap();
+    assert!(alone.cluster.is_none() && alone.kafka.is_none());
+    assert_eq!(alone.listen_addr, "::".parse::<IpAddr>().unwrap());
+    let off_fly = Config::resolve_with_fly(Settings::default(), None).unwrap();
+    assert!(off_fly.from_fly.is_empty());
+    assert!(fly::FlyEnv::read(|_| None).is_none());
+}

@@ -37,7 +37,7 @@ impl Engine {
                     records
                 }
                 Err(LogError::Truncated { start, .. }) => {
-                    let gap = self.gap(runtime.store.clone(), runtime.next_offset(), start);
+                    let gap = self.gap(runtime.store.clone(), runtime.next_offset(), start, None);
                     runtime.set_health(gap.health());
                     return;
                 }

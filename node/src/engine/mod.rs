@@ -20,7 +20,10 @@ pub use apply::{
     AppliedBatch, ENTRY_READ_BYTES, MAX_COMPUTED_BYTES, Rules, apply_and_commit, apply_batch,
 };
 pub use partition::{Health, PartitionRuntime, Stall};
-pub use plugins::{PluginResolver, PluginSetupError, Plugins, Resolved};
+pub use plugins::{
+    PluginResolver, PluginRestoreError, PluginSetupError, Plugins, Resolved, plugins_to_back_up,
+    restore_plugins,
+};
 pub use read_index::{Lookup, ReadIndex};
 pub use rmw::{compute as compute_read_modify_write, parse_finite_float, parse_redis_integer};
 pub use waiters::{OutcomeError, WaitError};

@@ -81,9 +81,12 @@ impl Engine {
                 return Ok(Arc::new(PartitionRuntime::failed(store, 0, reason)));
             }
         };
-        let next = match &self.inner.config.snapshots {
-            Some(snapshots) => self.restore_if_newer(&store, snapshots, next),
-            None => next,
+        let (next, no_restore) = match &self.inner.config.snapshots {
+            Some(snapshots) => match self.restore_if_newer(&store, snapshots, next) {
+                Ok(next) => (next, None),
+                Err(why) => (next, Some(why)),
+            },
+            None => (next, None),
         };
         metrics
             .applied_offset
@@ -92,7 +95,7 @@ impl Engine {
         let reader = match self.inner.log.reader(id, next) {
             Ok(reader) => reader,
             Err(LogError::Truncated { start, .. }) => {
-                return Ok(Arc::new(self.gap(store, next, start)));
+                return Ok(Arc::new(self.gap(store, next, start, no_restore)));
             }
             Err(e) => {
                 let reason = failed(format!("opening the log at offset {next} failed: {e}"));
@@ -129,14 +132,22 @@ impl Engine {
         store: crate::store::PartitionStore,
         next: u64,
         start: u64,
+        snapshots: Option<String>,
     ) -> PartitionRuntime {
         let id = store.id();
+        let remedy = match &snapshots {
+            Some(why) => format!("no S3 snapshot fills the gap ({why}); retrying"),
+            None if self.inner.config.snapshots.is_some() => {
+                "retrying a restore from S3 snapshots".to_string()
+            }
+            None => "turn on S3 snapshots (S3_BUCKET) or rebuild this replica".to_string(),
+        };
         tracing::error!(
             partition = id,
             next_offset = next,
             log_start = start,
             "NOT SERVING partition {id}: it needs log entries from offset {next}, but the log now starts at {start} \
-             (retention removed them). Restore the partition from a snapshot or rebuild this replica"
+             (retention removed them); {remedy}"
         );
         self.inner
             .metrics
@@ -149,6 +160,7 @@ impl Engine {
             Health::Gap {
                 next_offset: next,
                 log_start: start,
+                snapshots,
             },
             ReadIndex::off(),
         )
@@ -156,33 +168,34 @@ impl Engine {
 
     /// Restores `store` from the newest verified snapshot that is newer than its state
     /// (`next`) and that the log continues (its offset is within the log's bounds); returns
-    /// the offset to apply next. A snapshot that does not verify is skipped with a warning;
-    /// S3 trouble leaves the partition to replay the log.
+    /// the offset to apply next, or why no snapshot was restored (for a gap's reason). A
+    /// snapshot that does not verify is skipped with a warning; S3 trouble leaves the partition
+    /// to the log.
     fn restore_if_newer(
         &self,
         store: &crate::store::PartitionStore,
         snapshots: &crate::backup::Snapshots,
         next: u64,
-    ) -> u64 {
+    ) -> Result<u64, String> {
         let id = store.id();
-        let Ok((start, end)) = self.inner.log.bounds(id) else {
-            return next;
+        let (start, end) = self
+            .inner
+            .log
+            .bounds(id)
+            .map_err(|e| format!("the log's bounds are unknown: {e}"))?;
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return Err("no async runtime to reach S3 from".into());
         };
-        let run = |f: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>>| {
-            match tokio::runtime::Handle::try_current() {
-                Ok(handle) => tokio::task::block_in_place(|| handle.block_on(f)),
-                Err(_) => Err(crate::backup::BackupError::Invalid {
-                    key: String::new(),
-                    reason: "no async runtime to reach S3 from".into(),
-                }),
-            }
-        };
-        let manifests = match run(Box::pin(snapshots.list(Some(id)))) {
-            Ok(manifests) => manifests,
-            Err(e) => {
-                tracing::warn!(partition = id, error = %e, "cannot list snapshots; replaying the log");
-                return next;
-            }
+        let manifests = block_on(&handle, snapshots.list(Some(id))).map_err(|e| {
+            tracing::warn!(partition = id, error = %e, "cannot list snapshots; following the log");
+            format!("S3 unreachable: {e}")
+        })?;
+        let mut why = match manifests.last() {
+            None => "the bucket holds no snapshot of this partition".to_string(),
+            Some(newest) => format!(
+                "no snapshot continues the log (the newest ends before offset {}, the log holds {start}..{end})",
+                newest.next_offset
+            ),
         };
         for manifest in manifests.iter().rev() {
             // An empty log (a new disk on the embedded log) may continue after the snapshot;
@@ -196,44 +209,37 @@ impl Engine {
                 tracing::warn!(partition = id, snapshot = %manifest.object_key, "snapshot of another layout; skipped");
                 continue;
             }
-            if manifest.next_offset <= next
-                || (manifest.next_offset > end && !resumable)
-                || manifest.next_offset < start
-            {
+            if manifest.next_offset <= next {
+                // Nothing newer than what the store holds.
+                return Ok(next);
+            }
+            if (manifest.next_offset > end && !resumable) || manifest.next_offset < start {
                 continue;
             }
-            let fetched = tokio::runtime::Handle::try_current().map(|handle| {
-                tokio::task::block_in_place(|| handle.block_on(snapshots.fetch(manifest)))
-            });
-            let decoded = match fetched {
-                Ok(Ok(decoded)) => decoded,
-                Ok(Err(e)) => {
+            tracing::info!(partition = id, snapshot = %manifest.object_key, "restoring partition {id} from a snapshot");
+            let decoded = match block_on(&handle, snapshots.fetch(manifest)) {
+                Ok(decoded) => decoded,
+                Err(e) => {
                     self.inner
                         .metrics
                         .snapshot_restores
                         .with_label_values(&["invalid"])
                         .inc();
                     tracing::warn!(partition = id, error = %e, "snapshot does not verify; trying an older one");
+                    why = format!("{e}");
                     continue;
                 }
-                Err(_) => return next,
             };
-            if manifest.next_offset > end {
-                let resumed = tokio::runtime::Handle::try_current().map(|handle| {
-                    tokio::task::block_in_place(|| {
-                        handle.block_on(self.inner.log.resume_at(id, manifest.next_offset))
-                    })
-                });
-                match resumed {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => {
-                        tracing::info!(partition = id, error = %e, "the log cannot continue after this snapshot");
-                        continue;
-                    }
-                    Err(_) => return next,
-                }
+            if manifest.next_offset > end
+                && let Err(e) =
+                    block_on(&handle, self.inner.log.resume_at(id, manifest.next_offset))
+            {
+                tracing::info!(partition = id, error = %e, "the log cannot continue after this snapshot");
+                why = format!("the log cannot continue after {}: {e}", manifest.object_key);
+                continue;
             }
-            match store.restore(&decoded.records, manifest.next_offset, &manifest.object_key) {
+            return match store.restore(&decoded.records, manifest.next_offset, &manifest.object_key)
+            {
                 Ok(()) => {
                     self.inner
                         .metrics
@@ -247,14 +253,55 @@ impl Engine {
                         snapshot = %manifest.object_key,
                         "partition restored from a snapshot"
                     );
-                    return manifest.next_offset;
+                    Ok(manifest.next_offset)
                 }
                 Err(e) => {
                     tracing::error!(partition = id, error = %e, "restoring a snapshot failed");
-                    return next;
+                    Err(format!("restoring {} failed: {e}", manifest.object_key))
+                }
+            };
+        }
+        Err(why)
+    }
+
+    /// Tries again to open each partition that is not served because of a gap in the log (a
+    /// snapshot may have appeared since, or S3 come back); a partition that now opens serving
+    /// replaces the unserved one. Called periodically when snapshots are on.
+    pub fn retry_gaps(&self) {
+        let gaps: Vec<Arc<PartitionRuntime>> = self
+            .partitions()
+            .into_iter()
+            .filter(|runtime| matches!(runtime.health(), Health::Gap { .. }))
+            .collect();
+        for old in gaps {
+            let id = old.id();
+            let Ok(fresh) = self.open_partition(id) else {
+                continue;
+            };
+            if !fresh.serving() {
+                // Still a gap: keep the old runtime, with the newest reason.
+                old.set_health(fresh.health());
+                continue;
+            }
+            let mut map = self.inner.partitions.write().expect("partitions lock");
+            match map.get(&id) {
+                // Ownership moved on meanwhile: the new runtime is not wanted.
+                Some(current) if Arc::ptr_eq(current, &old) => {
+                    map.insert(id, fresh);
+                    drop(map);
+                    tracing::info!(partition = id, "partition served again after a gap");
+                }
+                _ => {
+                    drop(map);
+                    fresh.stop_applier(self.inner.config.stop_patience);
                 }
             }
         }
-        next
     }
+}
+
+/// Runs `future` to completion from the synchronous ownership path (which runs on a runtime
+/// worker or a blocking thread).
+fn block_on<F: std::future::Future>(handle: &tokio::runtime::Handle, future: F) -> F::Output {
+    tokio::task::block_in_place(|| handle.block_on(future))
 }

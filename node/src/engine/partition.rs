@@ -24,7 +24,13 @@ pub enum Health {
     Failed { reason: String },
     /// The log no longer holds the entries this partition needs next (docs/architecture.md invariant 8):
     /// serving it would silently miss writes, so it is not served.
-    Gap { next_offset: u64, log_start: u64 },
+    Gap {
+        next_offset: u64,
+        log_start: u64,
+        /// Why no S3 snapshot filled the gap (`None` with snapshots off).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        snapshots: Option<String>,
+    },
 }
 
 /// A partition this node owns, and the reads it answers (readers never see its store's value

@@ -163,3 +163,67 @@ fn receive_plugin_record(
         tracing::error!(key, error = %e, "storing a plugin record failed");
     }
 }
+
+/// Brings plugins back from the snapshot bucket onto a store that holds no bindings (a lost
+/// data directory on the embedded log, which has no plugins topic to replay): every backed-up
+/// binding and the module it names, each module checked against its digest. Returns how many
+/// bindings came back. Call before [`Plugins::open`].
+pub async fn restore_plugins(
+    store: &Store,
+    snapshots: &crate::backup::Snapshots,
+) -> Result<usize, PluginRestoreError> {
+    let plugin_store = store.plugins()?;
+    if !plugin_store.bindings()?.is_empty() {
+        return Ok(0);
+    }
+    let backed_up = snapshots.fetch_plugins().await?;
+    for plugin in &backed_up {
+        let json = serde_json::to_vec(&plugin.binding.binding).expect("JSON values serialize");
+        if serde_json::from_slice::<Binding>(&json).is_err() {
+            return Err(PluginRestoreError::Binding(plugin.binding.name.clone()));
+        }
+        plugin_store.put_module(&plugin.binding.digest, &plugin.module)?;
+        plugin_store.put_binding(&plugin.binding.name, &json)?;
+    }
+    Ok(backed_up.len())
+}
+
+/// Why plugins could not be brought back from the bucket.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginRestoreError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
+    #[error("the backed-up binding {0:?} is not a binding this node reads")]
+    Binding(String),
+}
+
+/// The bindings this node holds with their modules, as the snapshot bucket keeps them.
+pub fn plugins_to_back_up(
+    registry: &Registry,
+    resolver: &PluginResolver,
+) -> Vec<crate::backup::BackedUpPlugin> {
+    registry
+        .list()
+        .into_iter()
+        .filter_map(|binding| {
+            let digest = binding.digest.to_string();
+            let module = match resolver.store().module(&digest) {
+                Ok(Some(module)) => module,
+                _ => {
+                    tracing::warn!(name = %binding.name, %digest, "a bound plugin's module is not stored here; not backed up");
+                    return None;
+                }
+            };
+            Some(crate::backup::BackedUpPlugin {
+                binding: crate::backup::BackedUpBinding {
+                    name: binding.name.clone(),
+                    digest,
+                    binding: serde_json::to_value(&binding).expect("bindings serialize"),
+                },
+                module,
+            })
+        })
+        .collect()
+}

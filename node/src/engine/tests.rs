@@ -564,7 +564,8 @@ async fn a_gap_in_the_log_is_never_served_silently() {
         runtime.health(),
         Health::Gap {
             next_offset: 0,
-            log_start: start
+            log_start: start,
+            snapshots: None,
         }
     );
     assert!(!runtime.readable());

@@ -43,9 +43,11 @@ impl Service {
                 Health::Gap {
                     next_offset,
                     log_start,
+                    snapshots,
                 } => unavailable(format!(
                     "partition {partition} is not served: it needs log entries from offset {next_offset}, \
-                     but the log starts at {log_start}"
+                     but the log starts at {log_start}{}",
+                    super::status::snapshot_note(snapshots.as_deref())
                 )),
                 Health::Failed { reason } => unavailable(format!(
                     "partition {partition} is not served: it stopped applying ({reason})"

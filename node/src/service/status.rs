@@ -74,9 +74,11 @@ impl Service {
                 Health::Gap {
                     next_offset,
                     log_start,
+                    snapshots,
                 } => problems.push(format!(
-                    "partition {} not served: needs offset {next_offset}, log starts at {log_start}",
-                    runtime.id()
+                    "partition {} not served: needs offset {next_offset}, log starts at {log_start}{}",
+                    runtime.id(),
+                    snapshot_note(snapshots.as_deref())
                 )),
             }
         }
@@ -116,4 +118,10 @@ impl Service {
             })
             .collect()
     }
+}
+
+/// What a gap's message adds about snapshots: why none filled it.
+pub(super) fn snapshot_note(why: Option<&str>) -> String {
+    why.map(|why| format!("; no S3 snapshot fills it: {why}"))
+        .unwrap_or_default()
 }

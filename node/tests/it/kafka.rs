@@ -690,24 +690,16 @@ fn a_new_replica_group_starts_from_s3_snapshots_when_the_log_head_is_gone() {
         last = put(&a, &format!("after{i}"), json!(i), None);
     }
     // Retention removes every entry the snapshots hold: only a snapshot can bring them back.
-    runtime().block_on(async {
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", broker.seeds());
-        let admin: AdminClient<DefaultClientContext> = config.create().unwrap();
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        for t in &taken {
-            tpl.add_partition_offset(
-                "firescroll_snap_mutations",
+    let heads: Vec<(i32, i64)> = taken
+        .iter()
+        .map(|t| {
+            (
                 t["Partition"].as_i64().unwrap() as i32,
-                rdkafka::Offset::Offset(t["Offset"].as_i64().unwrap()),
+                t["Offset"].as_i64().unwrap(),
             )
-            .unwrap();
-        }
-        admin
-            .delete_records(&tpl, &AdminOptions::new())
-            .await
-            .unwrap();
-    });
+        })
+        .collect();
+    delete_log_head(&broker, "snap", &heads);
     // A node of another replica group, empty disk: restores every partition, then catches up.
     let b = Node::start_env(&with_s3("rg2", "b"));
     b.wait_until("b owns every partition", Duration::from_secs(30), owns_all);
@@ -731,4 +723,115 @@ fn a_new_replica_group_starts_from_s3_snapshots_when_the_log_head_is_gone() {
     }
     let (status, _) = b.get_url(&b.url("/ready"));
     assert_eq!(status, 200);
+}
+
+/// Deletes every entry of the mutations topic of `namespace` below `offsets` (partition, offset).
+fn delete_log_head(broker: &Broker, namespace: &str, offsets: &[(i32, i64)]) {
+    runtime().block_on(async {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", broker.seeds());
+        let admin: AdminClient<DefaultClientContext> = config.create().unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for &(partition, offset) in offsets {
+            tpl.add_partition_offset(
+                &format!("firescroll_{namespace}_mutations"),
+                partition,
+                rdkafka::Offset::Offset(offset),
+            )
+            .unwrap();
+        }
+        admin
+            .delete_records(&tpl, &AdminOptions::new())
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn a_gap_no_snapshot_fills_is_not_served_and_is_served_once_one_does() {
+    let broker = Broker::start();
+    let mut s3 = common::S3Server::start();
+    let with_s3 = |group: &str, instance: &str| {
+        let mut env = kafka_env(&broker, "gap", group, instance);
+        env.extend(s3.env());
+        // Snapshots only when asked (a's), and b retries its unserved partitions every second.
+        let interval = if group == "rg1" { "24h" } else { "1s" };
+        env.push(("SNAPSHOT_INTERVAL".into(), interval.into()));
+        env
+    };
+    let a = Node::start_env(&with_s3("rg1", "a"));
+    a.wait_until("a owns every partition", Duration::from_secs(30), owns_all);
+    for i in 0..200 {
+        put(&a, &format!("k{i}"), json!(i), None);
+    }
+    let reply = a.client().post(a.url("/admin/snapshots")).send().unwrap();
+    assert_eq!(reply.status(), 200);
+    let mut last = Value::Null;
+    for i in 0..200 {
+        last = put(&a, &format!("later{i}"), json!(i), None);
+    }
+    // Retention removes everything, also what came after the snapshots: no snapshot fills the gap.
+    let _ = a.post(
+        "/records/get",
+        json!({"Records": [{"pk": "later199", "sk": "s"}], "min_offsets": [last]}),
+    );
+    let ends: Vec<(i32, i64)> = a
+        .partitions()
+        .iter()
+        .map(|p| {
+            (
+                p["partition"].as_i64().unwrap() as i32,
+                p["applied_offset"].as_i64().unwrap() + 1,
+            )
+        })
+        .collect();
+    delete_log_head(&broker, "gap", &ends);
+
+    let b = Node::start_env(&with_s3("rg2", "b"));
+    b.wait_until("b owns every partition", Duration::from_secs(30), owns_all);
+    let (status, ready) = b.get_url(&b.url("/ready"));
+    assert_eq!(status, 503, "{ready}");
+    assert!(
+        ready.contains("not served") && ready.contains("no snapshot continues the log"),
+        "/ready must say which partitions are not served and why: {ready}"
+    );
+    let (status, reply) = b.post(
+        "/records/get",
+        json!({"Records": [{"pk": "k1", "sk": "s"}]}),
+    );
+    assert_eq!(
+        status, 503,
+        "a partition with a hole is never served: {reply}"
+    );
+    assert!(b.log().contains("NOT SERVING partition"), "{}", b.log());
+
+    // S3 goes away: the reason says so.
+    s3.stop();
+    b.wait_until("b reports S3 unreachable", Duration::from_secs(30), |b| {
+        b.get_url(&b.url("/ready")).1.contains("S3 unreachable")
+    });
+
+    // S3 is back and a snapshot now reaches the log's start: b restores and serves.
+    s3.spawn();
+    let reply = a.client().post(a.url("/admin/snapshots")).send().unwrap();
+    assert_eq!(reply.status(), 200, "{}", reply.text().unwrap());
+    b.wait_until("b serves again", Duration::from_secs(60), |b| {
+        b.get_url(&b.url("/ready")).0 == 200
+    });
+    let (status, reply) = b.post(
+        "/records/get",
+        json!({"Records": [{"pk": "later199", "sk": "s"}]}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["Records"][0]["Data"], json!(199), "{reply}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.digests() != b.digests() {
+        assert!(Instant::now() < deadline, "digests differ:\n{}", b.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let metrics = b.get_url(&b.internal_url("/metrics")).1;
+    assert!(
+        metrics.contains("firescroll_snapshot_restores_total{result=\"ok\"} 4"),
+        "{metrics}"
+    );
 }

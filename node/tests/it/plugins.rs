@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 
 /// A module built by scripts/build-plugins.sh (which scripts/test.sh runs first).
-fn example(name: &str) -> Vec<u8> {
+pub(crate) fn example(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../plugins/dist")
         .join(format!("{name}.wasm"));
@@ -37,7 +37,7 @@ fn http() -> reqwest::blocking::Client {
 }
 
 /// `PUT /plugins/{name}` with `token`; (status, JSON).
-fn upload(node: &Node, name: &str, bytes: Vec<u8>, token: Option<&str>) -> (u16, Value) {
+pub(crate) fn upload(node: &Node, name: &str, bytes: Vec<u8>, token: Option<&str>) -> (u16, Value) {
     let mut request = http()
         .put(node.url(&format!("/plugins/{name}")))
         .body(bytes);

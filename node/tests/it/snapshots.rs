@@ -38,6 +38,21 @@ fn wait_for_digests(node: &Node, expected: &[(Value, Value, Value)]) {
     }
 }
 
+/// The object size of the newest snapshot of `partition` the bucket lists.
+fn listed_bytes(node: &Node, partition: u64) -> u64 {
+    let (_, text) = node.get_url(&node.url("/admin/snapshots"));
+    let listed: Value = serde_json::from_str(&text).unwrap();
+    listed["Snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["partition"] == partition)
+        .max_by_key(|m| m["next_offset"].as_u64())
+        .unwrap()["object_bytes"]
+        .as_u64()
+        .unwrap()
+}
+
 fn snapshot(node: &Node) -> Vec<Value> {
     let reply = node
         .client()
@@ -78,6 +93,15 @@ fn snapshots_prove_the_digest_keep_the_newest_and_restore_a_lost_store() {
         assert_eq!(t["Records"], p["records"]);
         assert_eq!(p["last_snapshot"]["offset"], t["Offset"], "{p}");
     }
+    let (_, metrics) = node.get_url(&node.internal_url("/metrics"));
+    let object_bytes = listed_bytes(&node, 0);
+    assert!(
+        metrics.contains(&format!(
+            "firescroll_snapshot_bytes{{partition=\"0\"}} {object_bytes}"
+        )) && metrics.contains("firescroll_snapshot_duration_seconds_count 4")
+            && metrics.contains("firescroll_snapshot_age_seconds{partition=\"0\"} 0"),
+        "{metrics}"
+    );
 
     // Two more rounds with writes between: retention keeps the newest two per partition.
     put_many(&node, 1500, 1600);
@@ -259,6 +283,9 @@ fn a_single_node_restores_onto_an_empty_disk_and_numbers_after_the_snapshot() {
     let s3 = S3Server::start();
     let mut node = start_node(&s3, &[]);
     put_many(&node, 0, 400);
+    let (status, binding) =
+        crate::plugins::upload(&node, "gate", crate::plugins::example("semver-gate"), None);
+    assert_eq!(status, 200, "{binding}");
     let taken = snapshot(&node);
     let before = node.digests();
     // Disaster: the whole data directory (store and embedded log) is gone.
@@ -281,4 +308,104 @@ fn a_single_node_restores_onto_an_empty_disk_and_numbers_after_the_snapshot() {
     assert_eq!(position["Outcome"]["Status"], "applied", "{reply}");
     let (status, _) = node.get_url(&node.url("/ready"));
     assert_eq!(status, 200);
+    // The plugins came back with the partitions (the embedded log has no plugins topic).
+    let (_, listed) = node.get_url(&node.url("/plugins"));
+    assert!(
+        listed.contains(binding["digest"].as_str().unwrap()),
+        "{listed}"
+    );
+    let gated = |version: &str| {
+        let (status, reply) = node.post(
+            "/records/put",
+            json!({"Records": [{"pk": "svc", "sk": "cfg", "data": {"version": version}, "if_plugin": "gate"}], "wait": true}),
+        );
+        assert_eq!(status, 200, "{reply}");
+        reply["Positions"][0]["Outcome"]["Status"].clone()
+    };
+    assert_eq!(gated("1.2.0"), "applied");
+    assert_eq!(gated("1.1.0"), "rejected", "the restored plugin runs");
+}
+
+#[test]
+fn a_kill_9_during_restore_leaves_nothing_half_restored_and_the_next_start_completes_it() {
+    let s3 = S3Server::start();
+    let mut node = start_node(&s3, &[]);
+    put_many(&node, 0, 20_000);
+    snapshot(&node);
+    let before = node.digests();
+    node.terminate();
+    std::fs::remove_dir_all(node.data.join("store")).unwrap();
+    // Killed as soon as a restore starts, three times over: whatever each start got done, the
+    // store holds either nothing of a partition's snapshot or all of it.
+    for _ in 0..3 {
+        let seen = node.log().len();
+        node.spawn_process();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !node.log()[seen..].contains("restoring partition") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no restore began:\n{}",
+                node.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        node.kill9();
+    }
+    node.spawn();
+    wait_for_digests(&node, &before);
+    assert_eq!(node.get_url(&node.url("/ready")).0, 200);
+    for p in node.partitions() {
+        assert!(
+            p["restored_from"].is_string(),
+            "every partition was restored: {p}"
+        );
+    }
+}
+
+#[test]
+fn with_log_retention_a_partition_is_snapshotted_before_the_log_outlives_its_snapshot() {
+    let s3 = S3Server::start();
+    // Far fewer entries than SNAPSHOT_MIN_ENTRIES: only LOG_RETENTION makes these snapshots.
+    let node = start_node(
+        &s3,
+        &[
+            ("SNAPSHOT_INTERVAL", "1s"),
+            ("SNAPSHOT_MIN_ENTRIES", "1000000"),
+            ("LOG_RETENTION", "4s"),
+        ],
+    );
+    put_many(&node, 0, 200);
+    let uploaded = |node: &Node| -> u64 {
+        let (_, metrics) = node.get_url(&node.internal_url("/metrics"));
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("firescroll_snapshots_total{result=\"ok\"} "))
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    // Every partition's newest snapshot holds everything it applied.
+    let covered =
+        |p: &Value| p["last_snapshot"]["offset"] == p["applied_offset"].as_u64().unwrap() + 1;
+    node.wait_until(
+        "every partition snapshotted",
+        std::time::Duration::from_secs(30),
+        |n| n.partitions().iter().all(covered),
+    );
+    let first = uploaded(&node);
+    // Half the retention later, a partition with new entries is snapshotted again; the ones
+    // without are not (the log holds nothing after their snapshot).
+    let (_, reply) = node.post(
+        "/records/put",
+        json!({"Records": [{"pk": "user1", "sk": "late", "data": 1}], "wait": true}),
+    );
+    let changed = reply["Positions"][0]["Partition"].clone();
+    node.wait_until(
+        "the changed partition snapshotted again",
+        std::time::Duration::from_secs(30),
+        |n| {
+            n.partitions()
+                .iter()
+                .any(|p| p["partition"] == changed && covered(p))
+        },
+    );
+    assert_eq!(uploaded(&node), first + 1, "only the changed partition");
 }

@@ -74,6 +74,12 @@ impl Node {
 
     /// Starts the process and waits until `/up` answers.
     pub fn spawn(&mut self) {
+        self.spawn_process();
+        self.wait_up();
+    }
+
+    /// Starts the process without waiting for it to answer (to catch it while it starts).
+    pub fn spawn_process(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -95,6 +101,9 @@ impl Node {
             cmd.env(k, v);
         }
         self.child = Some(cmd.spawn().expect("spawn firescroll"));
+    }
+
+    fn wait_up(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = self.client.get(self.url("/up")).send()
