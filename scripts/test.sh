@@ -15,10 +15,11 @@ if ! command -v redis-cli >/dev/null 2>&1; then
     fi
     command -v redis-cli >/dev/null 2>&1 || { echo "redis-cli is required: install redis-tools" >&2; exit 1; }
 fi
-# Python clients written by others: redis-py (RESP3) and confluent-kafka (a foreign producer).
-if ! python3 -c 'import redis, confluent_kafka' >/dev/null 2>&1; then
-    python3 -m pip install --quiet 'redis>=5' 'confluent-kafka>=2' >&2 ||
-        { echo "required: python3 -m pip install 'redis>=5' 'confluent-kafka>=2'" >&2; exit 1; }
+# Python clients written by others: redis-py (RESP3) and confluent-kafka (a foreign producer);
+# jsonschema validates the Fly.io templates against Fly's schema (scripts/check-fly.py).
+if ! python3 -c 'import redis, confluent_kafka, jsonschema' >/dev/null 2>&1; then
+    python3 -m pip install --quiet 'redis>=5' 'confluent-kafka>=2' 'jsonschema>=4' >&2 ||
+        { echo "required: python3 -m pip install 'redis>=5' 'confluent-kafka>=2' 'jsonschema>=4'" >&2; exit 1; }
 fi
 # Node.js clients written by others: ioredis and node-redis, from npm, under a stable folder.
 NODE_CLIENTS="${NODE_CLIENTS_DIR:-$HOME/.cache/firescroll/node-clients}"
