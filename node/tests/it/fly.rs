@@ -117,3 +117,28 @@ fn deploy_dry_run_prints_every_fly_command_and_runs_none() {
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--app NAME is required"));
 }
+
+#[test]
+fn a_many_region_fly_deployment_simulated_in_network_namespaces() {
+    // Root is needed for network namespaces (CI runs as root); the script removes all it made.
+    let out = Command::new(repo().join("scripts/fly-sim.sh"))
+        .env("FIRESCROLL_BIN", BIN)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("fly-sim: OK"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for step in [
+        "configured from FLY_* alone",
+        "one ring per region",
+        "is read on every machine",
+        "answered inside their region",
+        "took its partitions",
+        "restored 16 partitions from S3",
+    ] {
+        assert!(stdout.contains(step), "missing step {step:?}:\n{stdout}");
+    }
+}
