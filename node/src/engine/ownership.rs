@@ -4,6 +4,10 @@
 use super::*;
 use crate::log::{LogError, Ownership};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest a partition's open waits for S3 to list its snapshots.
+const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Engine {
     /// Opens newly owned partitions and stops those no longer owned.
@@ -35,12 +39,22 @@ impl Engine {
                 }
             }
         }
-        let mut unopened = self.inner.unopened.write().expect("unopened lock");
-        unopened.retain(|id, _| owned.contains(id));
+        self.inner
+            .unopened
+            .write()
+            .expect("unopened lock")
+            .retain(|id, _| owned.contains(id));
+        // No lock is held while a partition opens: a restore may wait on S3 for a long time,
+        // and /ready, reads and gossip read these maps from async threads meanwhile (holding
+        // one here once froze every runtime worker, and with them the S3 request itself).
         for &id in owned.iter().filter(|id| !current.contains(id)) {
             match self.open_partition(id) {
                 Ok(runtime) => {
-                    unopened.remove(&id);
+                    self.inner
+                        .unopened
+                        .write()
+                        .expect("unopened lock")
+                        .remove(&id);
                     self.inner
                         .partitions
                         .write()
@@ -48,11 +62,14 @@ impl Engine {
                         .insert(id, runtime);
                 }
                 Err(reason) => {
-                    unopened.insert(id, reason);
+                    self.inner
+                        .unopened
+                        .write()
+                        .expect("unopened lock")
+                        .insert(id, reason);
                 }
             }
         }
-        drop(unopened);
         self.inner
             .metrics
             .partitions
@@ -186,10 +203,28 @@ impl Engine {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return Err("no async runtime to reach S3 from".into());
         };
-        let manifests = block_on(&handle, snapshots.list(Some(id))).map_err(|e| {
-            tracing::warn!(partition = id, error = %e, "cannot list snapshots; following the log");
-            format!("S3 unreachable: {e}")
-        })?;
+        // Opening partitions one after another holds up ownership changes: a slow S3 must not.
+        let listed = block_on(
+            &handle,
+            tokio::time::timeout(LIST_TIMEOUT, snapshots.list(Some(id))),
+        );
+        let manifests = match listed {
+            Ok(Ok(manifests)) => manifests,
+            Ok(Err(e)) => {
+                tracing::warn!(partition = id, error = %e, "cannot list snapshots; following the log");
+                return Err(format!("S3 unreachable: {e}"));
+            }
+            Err(_) => {
+                tracing::warn!(
+                    partition = id,
+                    "listing snapshots timed out; following the log"
+                );
+                return Err(format!(
+                    "S3 unreachable: listing snapshots took over {} s",
+                    LIST_TIMEOUT.as_secs()
+                ));
+            }
+        };
         let mut why = match manifests.last() {
             None => "the bucket holds no snapshot of this partition".to_string(),
             Some(newest) => format!(
