@@ -50,37 +50,58 @@ pub enum FormatError {
     Mismatch { expected: String, actual: String },
 }
 
-/// Writes a snapshot of `records` (stored key, stored value, in key order) under `header`;
-/// returns the compressed bytes and the trailer.
-pub fn encode<K: AsRef<[u8]>, V: AsRef<[u8]>, E>(
+/// Why encoding stopped: the records could not be read, or the sink refused the bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError<E> {
+    #[error("reading the records: {0}")]
+    Records(E),
+    #[error("writing the snapshot: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Writes a snapshot of `records` (stored key, stored value, in key order) under `header`
+/// into `out` as it goes (nothing is held beyond the compressor's window); returns `out` and
+/// the trailer.
+pub fn encode_into<W: Write, K: AsRef<[u8]>, V: AsRef<[u8]>, E>(
     header: &Header,
     records: impl IntoIterator<Item = Result<(K, V), E>>,
-) -> Result<(Vec<u8>, Trailer), E> {
-    let mut out = GzEncoder::new(Vec::new(), Compression::fast());
-    let io = "writing to memory cannot fail";
-    out.write_all(MAGIC).expect(io);
-    serde_json::to_writer(&mut out, header).expect(io);
-    out.write_all(b"\n").expect(io);
+    out: W,
+) -> Result<(W, Trailer), EncodeError<E>> {
+    let mut out = GzEncoder::new(out, Compression::fast());
+    out.write_all(MAGIC)?;
+    serde_json::to_writer(&mut out, header).map_err(std::io::Error::from)?;
+    out.write_all(b"\n")?;
     let mut hasher = Sha256::new();
     let mut count = 0u64;
     for record in records {
-        let (key, value) = record?;
+        let (key, value) = record.map_err(EncodeError::Records)?;
         let (key, value) = (key.as_ref(), value.as_ref());
         for part in [key, value] {
-            out.write_all(&(part.len() as u32).to_be_bytes()).expect(io);
-            out.write_all(part).expect(io);
+            out.write_all(&(part.len() as u32).to_be_bytes())?;
+            out.write_all(part)?;
             hasher.update((part.len() as u64).to_be_bytes());
             hasher.update(part);
         }
         count += 1;
     }
-    out.write_all(&END.to_be_bytes()).expect(io);
+    out.write_all(&END.to_be_bytes())?;
     let trailer = Trailer {
         records: count,
         sha256: Digest::from(hasher).to_string(),
     };
-    serde_json::to_writer(&mut out, &trailer).expect(io);
-    Ok((out.finish().expect(io), trailer))
+    serde_json::to_writer(&mut out, &trailer).map_err(std::io::Error::from)?;
+    Ok((out.finish()?, trailer))
+}
+
+/// [`encode_into`] memory: the compressed bytes and the trailer.
+pub fn encode<K: AsRef<[u8]>, V: AsRef<[u8]>, E>(
+    header: &Header,
+    records: impl IntoIterator<Item = Result<(K, V), E>>,
+) -> Result<(Vec<u8>, Trailer), E> {
+    encode_into(header, records, Vec::new()).map_err(|e| match e {
+        EncodeError::Records(e) => e,
+        EncodeError::Io(e) => unreachable!("writing to memory cannot fail: {e}"),
+    })
 }
 
 /// A decoded snapshot: its header, records and verified trailer.

@@ -10,6 +10,7 @@
 
 pub mod format;
 pub mod plugins;
+pub mod upload;
 
 pub use format::{Decoded, FORMAT_VERSION, FormatError, Header, Trailer};
 pub use plugins::{BackedUpBinding, BackedUpPlugin};
@@ -45,6 +46,8 @@ pub struct S3Settings {
     pub keep: usize,
     /// An object without a manifest (its upload died) older than this is deleted.
     pub orphan_grace: Duration,
+    /// Size of the parts a snapshot object is uploaded in (at least 5 MiB, S3's minimum).
+    pub part_bytes: usize,
     /// How long the log keeps entries (LOG_RETENTION), when known: snapshots must stay younger
     /// than half of it so the log always continues the newest one.
     pub log_retention: Option<Duration>,
@@ -149,7 +152,7 @@ impl Snapshots {
         &self.settings
     }
 
-    fn partition_prefix(&self, partition: u32) -> String {
+    pub(super) fn partition_prefix(&self, partition: u32) -> String {
         format!("{}/p{partition:05}/", self.prefix)
     }
 
@@ -161,40 +164,6 @@ impl Snapshots {
             partitions: self.partitions,
             next_offset,
         }
-    }
-
-    /// Uploads a snapshot made by [`format::encode`]: the object first, then its manifest.
-    pub async fn upload(
-        &self,
-        header: &Header,
-        object: Vec<u8>,
-        trailer: &Trailer,
-    ) -> Result<Manifest, BackupError> {
-        let name = format!(
-            "{}{:020}-{}",
-            self.partition_prefix(header.partition),
-            header.next_offset,
-            self.node
-        );
-        let object_key = format!("{name}.snap.gz");
-        let manifest = Manifest {
-            format: FORMAT_VERSION,
-            namespace: self.namespace.clone(),
-            partitions: self.partitions,
-            partition: header.partition,
-            next_offset: header.next_offset,
-            records: trailer.records,
-            content_sha256: trailer.sha256.clone(),
-            object_key: object_key.clone(),
-            object_sha256: crate::model::Digest::of(&object).to_string(),
-            object_bytes: object.len() as u64,
-            created_at_ms: crate::service::now_ms(),
-            node: self.node.clone(),
-        };
-        self.put(&object_key, object).await?;
-        let json = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
-        self.put(&format!("{name}.json"), json).await?;
-        Ok(manifest)
     }
 
     /// Every manifest of `partition` (or of all partitions), oldest first. Manifests that do
@@ -290,7 +259,7 @@ impl Snapshots {
         Ok(deleted)
     }
 
-    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), BackupError> {
+    pub(super) async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), BackupError> {
         self.client
             .put_object()
             .bucket(&self.settings.bucket)
@@ -302,7 +271,7 @@ impl Snapshots {
         Ok(())
     }
 
-    async fn get(&self, key: &str) -> Result<Vec<u8>, BackupError> {
+    pub(super) async fn get(&self, key: &str) -> Result<Vec<u8>, BackupError> {
         let out = self
             .client
             .get_object()
@@ -331,7 +300,10 @@ impl Snapshots {
     }
 
     /// Every key under `prefix`, with its last-modified time.
-    async fn keys(&self, prefix: &str) -> Result<Vec<(String, Option<SystemTime>)>, BackupError> {
+    pub(super) async fn keys(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, Option<SystemTime>)>, BackupError> {
         let mut keys = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -370,7 +342,11 @@ impl std::fmt::Debug for Snapshots {
     }
 }
 
-fn s3_error(operation: &'static str, key: &str, e: impl std::error::Error) -> BackupError {
+pub(super) fn s3_error(
+    operation: &'static str,
+    key: &str,
+    e: impl std::error::Error,
+) -> BackupError {
     // The SDK's Display is terse ("service error"); its source chain says what happened.
     let mut reason = e.to_string();
     let mut source = e.source();

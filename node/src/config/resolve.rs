@@ -284,6 +284,7 @@ impl Config {
                 interval,
                 min_entries: pick!(snapshot_min_entries, 1),
                 keep: pick!(snapshot_keep, 3),
+                part_bytes: pick!(snapshot_part_bytes, 8 << 20),
                 orphan_grace,
                 log_retention,
             });

@@ -260,6 +260,10 @@ pub struct Settings {
     /// than any upload takes [default: 1h].
     #[arg(long, env = "SNAPSHOT_ORPHAN_GRACE")]
     pub snapshot_orphan_grace: Option<String>,
+    /// A snapshot object is uploaded while it is made, in parts of this size (at least 5 MiB)
+    /// [default: 8388608].
+    #[arg(long, env = "SNAPSHOT_PART_BYTES")]
+    pub snapshot_part_bytes: Option<usize>,
     /// How long the log keeps entries (the topic's `retention.ms`; not every broker answers
     /// DescribeConfigs, so it is a setting), e.g. `7d`. With it, a partition whose newest
     /// snapshot is older than half of it is snapshotted even below SNAPSHOT_MIN_ENTRIES, and a

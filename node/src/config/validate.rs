@@ -108,6 +108,13 @@ impl Config {
             if s3.keep == 0 {
                 bail!("SNAPSHOT_KEEP: keep at least 1 snapshot");
             }
+            if s3.part_bytes < crate::backup::upload::MIN_PART_BYTES {
+                bail!(
+                    "SNAPSHOT_PART_BYTES: {} is below S3's smallest part, {} bytes (5 MiB)",
+                    s3.part_bytes,
+                    crate::backup::upload::MIN_PART_BYTES
+                );
+            }
         }
         if self.http.max_connections == 0 {
             bail!("HTTP_MAX_CONNECTIONS: must be at least 1");

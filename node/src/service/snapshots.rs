@@ -3,7 +3,7 @@
 //! in the way of apply or reads.
 
 use super::{ErrorKind, Service, ServiceError};
-use crate::backup::{BackupError, Manifest, Snapshots, format};
+use crate::backup::{BackupError, Manifest, Snapshots, format, upload};
 use crate::engine::PartitionRuntime;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -208,19 +208,36 @@ impl Service {
         runtime: Arc<PartitionRuntime>,
     ) -> Result<Manifest, ServiceError> {
         let state = self.snapshot_state()?;
-        let store = state.store.clone();
         let partition = runtime.id();
         let started = Instant::now();
-        let encoded = tokio::task::spawn_blocking(move || {
-            let (next_offset, records) = runtime.frozen()?;
-            let header = store.header(partition, next_offset);
-            format::encode(&header, records).map(|(bytes, trailer)| (header, bytes, trailer))
-        })
-        .await
-        .map_err(|e| ServiceError::internal(format!("snapshot task failed: {e}")))?
-        .map_err(|e| self.read_failed(partition, e))?;
-        let (header, bytes, trailer) = encoded;
-        let uploaded = state.store.upload(&header, bytes, &trailer).await;
+        // One store snapshot fixes the offset (and so the object's key) before encoding starts;
+        // the encoder streams from it on a blocking thread while the parts upload.
+        let (next_offset, records) = runtime
+            .frozen()
+            .map_err(|e| self.read_failed(partition, e))?;
+        let header = state.store.header(partition, next_offset);
+        let (sink, parts) = upload::part_channel(state.store.settings().part_bytes);
+        let encoding = {
+            let header = header.clone();
+            tokio::task::spawn_blocking(move || {
+                let (sink, trailer) = format::encode_into(&header, records, sink)?;
+                Ok::<_, format::EncodeError<crate::store::StoreError>>((trailer, sink.finish()?))
+            })
+        };
+        let encoded = async {
+            match encoding.await {
+                Ok(Ok(done)) => Ok(done),
+                Ok(Err(e)) => Err(BackupError::Invalid {
+                    key: format!("partition {partition}"),
+                    reason: e.to_string(),
+                }),
+                Err(e) => Err(BackupError::Invalid {
+                    key: format!("partition {partition}"),
+                    reason: format!("the encoder failed: {e}"),
+                }),
+            }
+        };
+        let uploaded = state.store.upload_parts(&header, parts, encoded).await;
         let manifest = match uploaded {
             Ok(manifest) => manifest,
             Err(e) => {

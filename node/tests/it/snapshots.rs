@@ -409,3 +409,51 @@ fn with_log_retention_a_partition_is_snapshotted_before_the_log_outlives_its_sna
     );
     assert_eq!(uploaded(&node), first + 1, "only the changed partition");
 }
+
+#[test]
+fn a_snapshot_larger_than_a_part_is_uploaded_in_parts_and_restores() {
+    let s3 = S3Server::start();
+    let mut node = start_node(&s3, &[("SNAPSHOT_PART_BYTES", "5242880")]);
+    // ~12 MB of data that gzip cannot shrink much, all in one pk (one partition).
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut noise = |n: usize| -> String {
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                char::from(b'!' + (state % 90) as u8)
+            })
+            .collect()
+    };
+    for batch in 0..60 {
+        let records: Vec<Value> = (0..100)
+            .map(|i| json!({"pk": "big", "sk": format!("{batch:03}-{i:03}"), "data": noise(2000)}))
+            .collect();
+        let (status, reply) = node.post("/records/put", json!({"Records": records, "wait": true}));
+        assert_eq!(status, 200, "{reply}");
+    }
+    let taken = snapshot(&node);
+    let big = taken
+        .iter()
+        .find(|t| t["Records"] == 6000)
+        .expect("the big partition");
+    let bytes = listed_bytes(&node, big["Partition"].as_u64().unwrap());
+    assert!(bytes > 5242880, "{bytes} bytes: more than one part");
+    assert!(
+        node.log().contains("snapshot object uploaded in parts") && node.log().contains("parts=2"),
+        "a multipart upload: {}",
+        node.log()
+    );
+    let before = node.digests();
+    node.terminate();
+    std::fs::remove_dir_all(node.data.join("store")).unwrap();
+    node.spawn();
+    wait_for_digests(&node, &before);
+    let p = node.partitions();
+    let restored = p
+        .iter()
+        .find(|p| p["partition"] == big["Partition"])
+        .unwrap();
+    assert_eq!(restored["restored_from"], big["Key"], "{restored}");
+}
