@@ -26,6 +26,9 @@ trap cleanup EXIT
 mkdir -p "$work/s3/root/bench"
 S3_PORT=$S3_PORT scripts/s3-server.sh start >&2
 export S3_BUCKET=bench S3_ENDPOINT=http://127.0.0.1:$S3_PORT AWS_ACCESS_KEY_ID=testkey AWS_SECRET_ACCESS_KEY=testsecret
+# One log segment for everything: the embedded log releases whole applied segments, and the
+# replay below needs the log whole.
+export LOG_SEGMENT_BYTES=4294967296
 export SNAPSHOT_INTERVAL=24h DB_PATH="$work/data" API_PORT=18190 INTERNAL_PORT=18191 RESP_PORT=18379 LOG_LEVEL=warn
 start_node() {
     local run=("$CARGO_TARGET_DIR/release/firescroll")
@@ -58,18 +61,25 @@ object_bytes=$(curl -s localhost:18190/admin/snapshots | python3 -c 'import json
 kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 # The alternative to a snapshot: the store is lost but the log is whole, so the node replays it.
 rm -rf "$work/data/store"
+# Ready comes before the replay has caught up: the time is until the digests match.
+caught_up() {
+    for _ in $(seq 1 6000); do
+        [ "$before" = "$(digests)" ] && return 0
+        sleep 0.05
+    done
+    echo "digests differ after $1" >&2; exit 1
+}
 tr0=$(date +%s.%N)
 NO_S3=1 start_node
+caught_up "the replay"
 tr1=$(date +%s.%N)
-[ "$before" = "$(digests)" ] || { echo "digests differ after the replay" >&2; exit 1; }
 kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 # Disaster: store and log are gone; the node restores from S3.
 rm -rf "$work/data"
 t2=$(date +%s.%N)
 start_node
+caught_up "the restore"
 t3=$(date +%s.%N)
-after=$(digests)
-[ "$before" = "$after" ] || { echo "digests differ after the restore" >&2; exit 1; }
 python3 - "$RECORDS" "$t0" "$t1" "$t2" "$t3" "$store_bytes" "$object_bytes" "$tr0" "$tr1" <<'PY'
 import sys
 n, t0, t1, t2, t3, store, obj = int(sys.argv[1]), *map(float, sys.argv[2:6]), int(sys.argv[6]), int(sys.argv[7])
@@ -78,6 +88,6 @@ snap, restore, replay = t1 - t0, t3 - t2, tr1 - tr0
 print(f"records            {n:,}")
 print(f"store on disk      {store/1e6:.1f} MB; snapshot objects {obj/1e6:.1f} MB ({obj/store:.2f}x)")
 print(f"snapshot           {snap:.2f} s: {n/snap:,.0f} records/s, {obj/1e6/snap:.1f} MB/s of objects")
-print(f"restore (to ready) {restore:.2f} s: {n/restore:,.0f} records/s, {obj/1e6/restore:.1f} MB/s of objects")
-print(f"replay of the log  {replay:.2f} s: {n/replay:,.0f} records/s (restore is {replay/restore:.1f}x faster)")
+print(f"restore (to caught up) {restore:.2f} s: {n/restore:,.0f} records/s, {obj/1e6/restore:.1f} MB/s of objects")
+print(f"replay of the log (to caught up) {replay:.2f} s: {n/replay:,.0f} records/s (restore is {replay/restore:.1f}x faster)")
 PY

@@ -174,8 +174,10 @@ impl Snapshots {
             None => format!("{}/", self.prefix),
         };
         let mut manifests = Vec::new();
+        let plugins = self.plugins_prefix();
         for (key, _) in self.keys(&prefix).await? {
-            if !key.ends_with(".json") {
+            // Manifests only: the plugin backups (`plugins/`) live under the prefix too.
+            if !key.ends_with(".json") || key.starts_with(&plugins) {
                 continue;
             }
             let bytes = self.get(&key).await?;

@@ -28,7 +28,7 @@ pub struct BackedUpPlugin {
 }
 
 impl Snapshots {
-    fn plugins_prefix(&self) -> String {
+    pub(super) fn plugins_prefix(&self) -> String {
         format!("{}/plugins/", self.prefix)
     }
 

@@ -675,6 +675,20 @@ fn a_new_replica_group_starts_from_s3_snapshots_when_the_log_head_is_gone() {
         assert_eq!(status, 200, "{reply}");
     }
     put(&a, "k1", json!("never"), Some("data == null"));
+    // A plugin among them: uploaded through the plugins topic, named by entries on both sides
+    // of the snapshot.
+    let (status, binding) =
+        crate::plugins::upload(&a, "gate", crate::plugins::example("semver-gate"), None);
+    assert_eq!(status, 200, "{binding}");
+    let gated = |node: &Node, version: &str| {
+        let (status, reply) = node.post(
+            "/records/put",
+            json!({"Records": [{"pk": "svc", "sk": "cfg", "data": {"version": version}, "if_plugin": "gate"}], "wait": true}),
+        );
+        assert_eq!(status, 200, "{reply}");
+        reply["Positions"][0].clone()
+    };
+    assert_eq!(gated(&a, "1.2.0")["Outcome"]["Status"], "applied");
     let reply = a
         .client()
         .post(a.url("/admin/snapshots"))
@@ -689,6 +703,9 @@ fn a_new_replica_group_starts_from_s3_snapshots_when_the_log_head_is_gone() {
     for i in 0..40 {
         last = put(&a, &format!("after{i}"), json!(i), None);
     }
+    // After the snapshot: an entry the restored replica must run the plugin for.
+    assert_eq!(gated(&a, "1.1.0")["Outcome"]["Status"], "rejected");
+    assert_eq!(gated(&a, "1.3.0")["Outcome"]["Status"], "applied");
     // Retention removes every entry the snapshots hold: only a snapshot can bring them back.
     let heads: Vec<(i32, i64)> = taken
         .iter()
@@ -713,6 +730,15 @@ fn a_new_replica_group_starts_from_s3_snapshots_when_the_log_head_is_gone() {
         assert!(Instant::now() < deadline, "digests differ:\n{}", b.log());
         std::thread::sleep(Duration::from_millis(100));
     }
+    let (_, got) = b.post(
+        "/records/get",
+        json!({"Records": [{"pk": "svc", "sk": "cfg"}]}),
+    );
+    assert_eq!(
+        got["Records"][0]["Data"],
+        json!({"version": "1.3.0"}),
+        "{got}"
+    );
     for p in b.partitions() {
         let key = taken
             .iter()
