@@ -57,6 +57,9 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         ("/records/get", json!({"Records":[{"pk":"keep","sk":"me"}],"min_offsets":[{"Partition":99,"Offset":0}]}).to_string(), 400, "bad_min_offsets"),
         ("/records/get", json!({"Records":[{"pk":"keep","sk":"me"}],"min_offsets":[{"Partition":0}]}).to_string(), 400, "bad_position"),
         ("/records/nope", json!({}).to_string(), 400, "unknown_operation"),
+        // Not expiring silently: a deadline the node cannot keep is refused, not dropped.
+        ("/records/put", json!({"Records":[{"pk":"k","data":1,"ttl_ms":60000}]}).to_string(), 400, "expiry_unsupported"),
+        ("/records/batch", json!({"Records":[{"op":"put","pk":"k","data":1,"Expires_At":1}]}).to_string(), 400, "expiry_unsupported"),
     ];
     for (path, body, want_status, want_code) in cases {
         let (status, text) = node.post_raw(path, body.clone());

@@ -211,6 +211,16 @@ fn required_records<T>(records: Option<Vec<T>>) -> Result<Vec<T>, ServiceError> 
 }
 
 fn write_op(index: usize, r: RecordBody, fixed: Option<OpKind>) -> Result<WriteOp, ServiceError> {
+    if r.ttl_ms.is_some() || r.expires_at.is_some() {
+        return Err(ServiceError::bad_request(
+            "expiry_unsupported",
+            format!(
+                "record {index}: records do not expire yet, so `ttl_ms`/`expires_at` would be \
+                 ignored; nothing was written. Remove the field to store the record without a \
+                 deadline"
+            ),
+        ));
+    }
     let op = match (fixed, r.op.as_deref()) {
         (Some(kind), _) => kind,
         (None, Some(op)) if op.eq_ignore_ascii_case("put") => OpKind::Put,

@@ -103,6 +103,10 @@ case_insensitive! {
         pub if_plugin: Option<String> = "if_plugin",
         pub transform: Option<String> = "transform",
         pub args: Option<Box<RawValue>> = "args",
+        /// Expiry fields are recognised only to be refused until records can expire: ignoring
+        /// them would store a record the writer believes expires.
+        pub ttl_ms: Option<Box<RawValue>> = "ttl_ms",
+        pub expires_at: Option<Box<RawValue>> = "expires_at",
     }
 }
 
