@@ -72,6 +72,8 @@ class Machine:
         self.id = f"{number:02x}{TAG}5e7d9a01"  # 14 hex digits, like a Fly machine id
         self.data = work / self.ns / "data"
         self.log_path = work / f"{self.ns}.log"
+        self.env = {}
+        self.restarts = 0
 
     def url(self, path, port=8190):
         return f"http://[{self.ip}]:{port}{path}"
@@ -144,10 +146,28 @@ def add_machine(machine, all_machines, services):
     )
     env.update(services)
     machine.data.mkdir(parents=True, exist_ok=True)
+    machine.env = env
+    start(machine)
+
+
+def start(machine):
     out = open(machine.log_path, "ab")
     processes[machine.ns] = subprocess.Popen(
-        ["ip", "netns", "exec", ns, FIRESCROLL], env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL
+        ["ip", "netns", "exec", machine.ns, FIRESCROLL], env=machine.env, stdout=out, stderr=out,
+        stdin=subprocess.DEVNULL,
     )
+
+
+def up(machine):
+    """Ready, restarting a machine whose process exited, as Fly's restart policy does (a node
+    that cannot reach the broker within its bootstrap timeout exits and is started again)."""
+    if processes[machine.ns].poll() is not None:
+        machine.restarts += 1
+        expect(machine.restarts <= 3, f"{machine} exited {machine.restarts} times")
+        log(f"{machine} exited (code {processes[machine.ns].returncode}); restarting it, as Fly would")
+        start(machine)
+        return False
+    return ready(machine)
 
 
 def write_hosts(all_machines):
@@ -251,7 +271,7 @@ def run():
             add_machine(m, everyone, services)
     for region in first:
         for m in fleet[region]:
-            wait(f"{m} ready", lambda m=m: ready(m), 180, m)
+            wait(f"{m} ready", lambda m=m: up(m), 180, m)
     log(f"regions {', '.join(first)} up: {MACHINES_PER_REGION} machines each, configured from FLY_* alone")
 
     # Each region's gossip holds its own machines only, at their 6PN (IPv6) addresses.
@@ -336,7 +356,7 @@ def run():
     for m in fleet[later]:
         add_machine(m, everyone, services)
     for m in fleet[later]:
-        wait(f"{m} ready", lambda m=m: ready(m), 180, m)
+        wait(f"{m} ready", lambda m=m: up(m), 180, m)
     wait(f"{later} serves all {total} partitions", lambda: serves_all(later), 120)
     restored = [p for m in fleet[later] for p in partitions(m) if p.get("restored_from")]
     expect(len(restored) == total, f"every partition of {later} restored from a snapshot: {restored}")

@@ -54,3 +54,5 @@ plugin_tests_target="${PLUGIN_TESTS_TARGET_DIR:-$HOME/.cache/firescroll/plugins-
 NISSHI_BIN="$(scripts/kafka-broker.sh bin)"
 export NISSHI_BIN
 cargo test --workspace "$@"
+# The many-region Fly.io simulation (root: network namespaces), alone so nothing starves it.
+cargo test -p firescroll --test it "$@" -- --ignored --exact fly::a_many_region_fly_deployment_simulated_in_network_namespaces

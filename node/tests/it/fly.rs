@@ -118,7 +118,10 @@ fn deploy_dry_run_prints_every_fly_command_and_runs_none() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--app NAME is required"));
 }
 
+/// Eight nodes, a broker and an S3 server at once: scripts/test.sh runs it on its own after the
+/// rest of the suite (`--ignored`), so the other tests' load does not starve it.
 #[test]
+#[ignore = "run alone by scripts/test.sh after the suite"]
 fn a_many_region_fly_deployment_simulated_in_network_namespaces() {
     // Root is needed for network namespaces (CI runs as root); the script removes all it made.
     let out = Command::new(repo().join("scripts/fly-sim.sh"))
