@@ -19,6 +19,7 @@ Traffic stays on the bridge and inside the namespaces.
     scripts/fly-sim.sh    # FIRESCROLL_BIN, NISSHI_BIN, S3S_FS_BIN name the binaries
 """
 
+import ipaddress
 import json
 import os
 import shutil
@@ -35,7 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = "firescroll-sim"
-TAG = f"{os.getpid() % 0xFFFF:04x}"
+TAG = os.environ.get("FLY_SIM_TAG") or f"{os.getpid() % 0xFFFF:04x}"  # 4 hex digits
 PREFIX = f"fd5e:0:{TAG}"
 BRIDGE = f"fsb{TAG}"
 HOST_IP = f"{PREFIX}::1"
@@ -213,6 +214,16 @@ def cleanup():
         shutil.rmtree(work, ignore_errors=True)
 
 
+def on_bridge(addr):
+    """Whether `[ipv6]:port` is an address of the simulated 6PN (compared as addresses: the
+    node prints them canonically, without leading zeros)."""
+    host = addr.rsplit("]", 1)[0].lstrip("[")
+    try:
+        return ipaddress.ip_address(host) in ipaddress.ip_network(f"{PREFIX}::/64")
+    except ValueError:
+        return False
+
+
 def ready(m):
     return http("GET", m.url("/ready"), timeout=2)[0] == 200
 
@@ -282,7 +293,7 @@ def run():
                 status, body = http("GET", m.url("/debug/cluster", 8191))
                 view = json.loads(body) if status == 200 else {"members": []}
                 return sorted(x["instance_id"] for x in view["members"] if x["state"] == "alive") == ids and all(
-                    x["api"].startswith(f"[{PREFIX}:") for x in view["members"])
+                    on_bridge(x["api"]) for x in view["members"])
             wait(f"{m} sees exactly its region's machines over IPv6", region_members, 60, m)
     log("gossip: one ring per region, members at [fd..]:port addresses")
 
