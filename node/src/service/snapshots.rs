@@ -17,6 +17,9 @@ pub struct SnapshotState {
     last: Mutex<HashMap<u32, (u64, Instant)>>,
     /// Fingerprint of the plugin bindings last backed up (embedded log only).
     plugins_backed_up: Mutex<Option<String>>,
+    /// Held by the snapshot pass under way: one at a time, so operators' requests (however
+    /// many arrive) and the timer never snapshot the node twice over at once.
+    pass: tokio::sync::Mutex<()>,
 }
 
 impl SnapshotState {
@@ -25,6 +28,7 @@ impl SnapshotState {
             store,
             last: Mutex::new(HashMap::new()),
             plugins_backed_up: Mutex::new(None),
+            pass: tokio::sync::Mutex::new(()),
         }
     }
 }
@@ -57,7 +61,14 @@ impl Service {
 
     /// Snapshots every partition this node serves now (`POST /admin/snapshots`).
     pub async fn snapshot_now(&self) -> Result<Vec<Manifest>, ServiceError> {
-        self.snapshot_state()?;
+        let state = self.snapshot_state()?;
+        let Ok(_pass) = state.pass.try_lock() else {
+            return Err(ServiceError::new(
+                ErrorKind::Unavailable,
+                "snapshot_in_progress",
+                "a snapshot pass is already running on this node; ask again when it is done",
+            ));
+        };
         self.back_up_plugins().await?;
         let mut manifests = Vec::new();
         for runtime in self.engine.partitions() {
@@ -85,6 +96,10 @@ impl Service {
     /// next pass tries again.
     pub async fn snapshot_due(&self) {
         let Ok(state) = self.snapshot_state() else {
+            return;
+        };
+        // An operator's pass is running: this interval's work is being done.
+        let Ok(_pass) = state.pass.try_lock() else {
             return;
         };
         if let Err(e) = self.back_up_plugins().await {

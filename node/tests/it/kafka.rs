@@ -861,3 +861,47 @@ fn a_gap_no_snapshot_fills_is_not_served_and_is_served_once_one_does() {
         "{metrics}"
     );
 }
+
+#[test]
+fn a_node_opening_partitions_while_s3_hangs_keeps_answering() {
+    // S3 accepts connections and never answers: every partition's snapshot listing waits
+    // (bounded) while the group hands this node its partitions. Meanwhile the node must answer
+    // /ready and /up; it once froze whole (a lock held across the restore blocked every runtime
+    // worker, and with them the S3 request it waited for).
+    let broker = Broker::start();
+    let s3 = common::S3Server::start();
+    s3.signal("STOP");
+    let mut env = kafka_env(&broker, "hang", "rg1", "a");
+    env.extend(s3.env());
+    let a = Node::start_env(&env);
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let mut answered = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let probes: Vec<_> = (0..4)
+            .map(|_| {
+                let (client, url) = (client.clone(), a.url("/ready"));
+                std::thread::spawn(move || client.get(url).send().map(|r| r.status().as_u16()))
+            })
+            .collect();
+        for probe in probes {
+            let status = probe
+                .join()
+                .unwrap()
+                .expect("/ready answers while partitions open");
+            assert!(status == 200 || status == 503, "{status}");
+            answered += 1;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(answered > 0);
+    // S3 back: the node follows the log (which starts at 0) and serves every partition.
+    s3.signal("CONT");
+    a.wait_until("a serves every partition", Duration::from_secs(90), |n| {
+        owns_all(n) && n.get_url(&n.url("/ready")).0 == 200
+    });
+    put(&a, "after", json!(1), None);
+}

@@ -457,3 +457,37 @@ fn a_snapshot_larger_than_a_part_is_uploaded_in_parts_and_restores() {
         .unwrap();
     assert_eq!(restored["restored_from"], big["Key"], "{restored}");
 }
+
+#[test]
+fn one_snapshot_pass_at_a_time_however_many_requests_arrive() {
+    let s3 = S3Server::start();
+    let node = start_node(&s3, &[]);
+    put_many(&node, 0, 100);
+    // S3 hangs: the first pass waits on it; every other request is answered at once.
+    s3.signal("STOP");
+    let first = {
+        let url = node.url("/admin/snapshots");
+        std::thread::spawn(move || {
+            let r = reqwest::blocking::Client::new()
+                .post(url)
+                .timeout(std::time::Duration::from_secs(120))
+                .send()
+                .unwrap();
+            r.status().as_u16()
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for _ in 0..20 {
+        let reply = node
+            .client()
+            .post(node.url("/admin/snapshots"))
+            .send()
+            .unwrap();
+        assert_eq!(reply.status(), 503);
+        let body: Value = serde_json::from_str(&reply.text().unwrap()).unwrap();
+        assert_eq!(body["error"]["code"], "snapshot_in_progress", "{body}");
+    }
+    s3.signal("CONT");
+    assert_eq!(first.join().unwrap(), 200);
+    assert_eq!(snapshot(&node).len(), 4, "the next pass runs");
+}

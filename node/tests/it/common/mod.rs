@@ -480,9 +480,20 @@ impl S3Server {
     /// Stops the server (its data stays).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
+            let _ = child.kill(); // SIGKILL ends a stopped process too
             let _ = child.wait();
         }
+    }
+
+    /// Sends `signal` (`STOP`: a server that accepts connections and never answers; `CONT`).
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("s3s-fs is running");
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} failed");
     }
 
     /// Starts the server again on the same port and data.
