@@ -153,7 +153,7 @@ impl Snapshots {
             object_key: object_key.clone(),
             object_sha256: object.sha256,
             object_bytes: object.bytes,
-            created_at_ms: crate::service::now_ms(),
+            created_at_ms: crate::model::now_ms(),
             node: self.node.clone(),
         };
         let json = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");

@@ -265,9 +265,4 @@ impl Service {
     }
 }
 
-/// Now, in unix milliseconds: the timestamp the accepting node gives an entry.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub(crate) use crate::model::now_ms;
