@@ -22,6 +22,25 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::SUCCESS;
     }
     init_logging(&config);
+    // Testing only: shifts this node's clock, so tests can show that replicas whose clocks
+    // disagree still agree on every record (expiry included).
+    if let Ok(offset) = std::env::var("FIRESCROLL_CLOCK_OFFSET_MS") {
+        match offset.parse::<i64>() {
+            Ok(offset) => {
+                tracing::warn!(
+                    offset_ms = offset,
+                    "FIRESCROLL_CLOCK_OFFSET_MS shifts this node's clock (testing only)"
+                );
+                firescroll::model::set_clock_offset_ms(offset);
+            }
+            Err(_) => {
+                eprintln!(
+                    "firescroll: FIRESCROLL_CLOCK_OFFSET_MS={offset:?} is not a number of milliseconds"
+                );
+                return std::process::ExitCode::from(2);
+            }
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

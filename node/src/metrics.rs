@@ -63,6 +63,12 @@ pub struct Metrics {
     /// `firescroll_partition_stalled{partition}`: 1 while the applier has been on one entry
     /// longer than the stall threshold.
     pub partition_stalled: IntGaugeVec,
+    /// `firescroll_records_expired_total`: records removed from the store because the log's
+    /// time (entry timestamps) reached their deadline.
+    pub records_expired: IntCounter,
+    /// `firescroll_expiry_ticks_total{result}`: tick entries this node appended for quiet
+    /// partitions with due deadlines (`ok`, `failed`).
+    pub expiry_ticks: IntCounterVec,
     /// Children of the two latency histograms for the hot paths, resolved once: looking a label
     /// up per request costs a hash and a lock.
     hot: Vec<(&'static str, Histogram, Histogram)>,
@@ -272,8 +278,23 @@ impl Metrics {
             ]),
         )
         .expect("valid metric");
+        let records_expired = IntCounter::new(
+            "firescroll_records_expired_total",
+            "Records removed at apply because the log's time reached their deadline.",
+        )
+        .expect("valid metric");
+        let expiry_ticks = IntCounterVec::new(
+            Opts::new(
+                "firescroll_expiry_ticks_total",
+                "Tick entries appended for quiet partitions whose deadlines were due (ok, failed).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(http_latency.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(records_expired.clone()),
+            Box::new(expiry_ticks.clone()),
             Box::new(snapshot_age.clone()),
             Box::new(snapshot_bytes.clone()),
             Box::new(snapshot_duration.clone()),
@@ -338,6 +359,8 @@ impl Metrics {
             snapshot_age,
             snapshot_bytes,
             snapshot_duration,
+            records_expired,
+            expiry_ticks,
         }
     }
 

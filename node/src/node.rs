@@ -140,6 +140,20 @@ pub async fn run(
         });
     }
 
+    if !config.expiry_tick.is_zero() {
+        let ticking = service.clone();
+        let interval = config.expiry_tick;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut sent = std::collections::HashMap::new();
+            loop {
+                tick.tick().await;
+                ticking.tick_due_partitions(interval, &mut sent).await;
+            }
+        });
+    }
+
     let api_addr = SocketAddr::new(config.listen_addr, config.api_port);
     let internal_addr = SocketAddr::new(config.listen_addr, config.internal_port);
     let api_listener = TcpListener::bind(api_addr)

@@ -1,5 +1,5 @@
 //! `if` conditions in expr syntax (the `expr-lang` crate), as FireScroll ran them with Go's expr:
-//! variables `pk`, `sk`, `data`, `_created_at`, `_updated_at`; any other name (`null` included) is
+//! variables `pk`, `sk`, `data`, `_created_at`, `_updated_at`, `_expires_at`; any other name (`null` included) is
 //! nil, so `data == null` means "no record yet". Programs are compiled once and cached.
 //!
 //! Writes are checked when they arrive ([`Conditions::check`]); the condition is evaluated at apply

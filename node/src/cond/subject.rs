@@ -6,7 +6,7 @@ use expr::{Context, ContextProvider, Value};
 
 static NIL: Value = Value::Nil;
 
-/// The variables of one evaluation. Names other than the five below resolve to nil, like Go
+/// The variables of one evaluation. Names other than the six below resolve to nil, like Go
 /// expr's `AllowUndefinedVariables`, which also makes `null` a synonym of `nil`.
 pub struct Subject {
     pk: Value,
@@ -14,19 +14,22 @@ pub struct Subject {
     data: Value,
     created_at: Value,
     updated_at: Value,
+    expires_at: Value,
 }
 
 impl Subject {
     /// The subject for an op on (pk, sk) and its stored record, or `None` when there is no
-    /// record: then `data`, `_created_at` and `_updated_at` are all nil.
+    /// record: then `data`, `_created_at`, `_updated_at` and `_expires_at` are all nil
+    /// (`_expires_at` is nil too for a record without a deadline).
     pub fn new(pk: &str, sk: &str, stored: Option<StoredRecord<'_>>) -> Result<Self, String> {
-        let (data, created_at, updated_at) = match stored {
-            None => (Value::Nil, Value::Nil, Value::Nil),
+        let (data, created_at, updated_at, expires_at) = match stored {
+            None => (Value::Nil, Value::Nil, Value::Nil, Value::Nil),
             Some(stored) => (
                 parse_json_value(stored.data_json)
                     .map_err(|e| format!("stored data is not JSON: {e}"))?,
                 Value::Integer(stored.created_at_ms),
                 Value::Integer(stored.updated_at_ms),
+                stored.expires_at_ms.map_or(Value::Nil, Value::Integer),
             ),
         };
         Ok(Subject {
@@ -35,6 +38,7 @@ impl Subject {
             data,
             created_at,
             updated_at,
+            expires_at,
         })
     }
 
@@ -50,7 +54,8 @@ impl Subject {
             sk: Value::String(String::new()),
             data,
             created_at: ts.clone(),
-            updated_at: ts,
+            updated_at: ts.clone(),
+            expires_at: ts,
         }
     }
 }
@@ -63,6 +68,7 @@ impl ContextProvider for Subject {
             "data" => &self.data,
             "_created_at" => &self.created_at,
             "_updated_at" => &self.updated_at,
+            "_expires_at" => &self.expires_at,
             _ => &NIL,
         })
     }
@@ -74,6 +80,7 @@ impl ContextProvider for Subject {
         ctx.insert("data", self.data.clone());
         ctx.insert("_created_at", self.created_at.clone());
         ctx.insert("_updated_at", self.updated_at.clone());
+        ctx.insert("_expires_at", self.expires_at.clone());
         ctx
     }
 }

@@ -6,6 +6,7 @@ fn stored_record(data: &str, created: i64, updated: i64) -> StoredRecord<'_> {
         data_json: data.as_bytes(),
         created_at_ms: created,
         updated_at_ms: updated,
+        expires_at_ms: None,
     }
 }
 

@@ -49,6 +49,8 @@ pub struct Config {
     pub drop_released_partitions: bool,
     pub read_index_max_bytes: usize,
     pub outcome_retention: u64,
+    /// EXPIRY_TICK_MS: how often quiet partitions with due deadlines get a tick (zero: never).
+    pub expiry_tick: Duration,
     pub plugin_limits: PluginLimits,
     pub log_format: LogFormat,
     pub log_level: tracing::Level,

@@ -102,6 +102,7 @@ impl Config {
             drop_released_partitions: pick!(drop_released_partitions, false),
             read_index_max_bytes: pick!(read_index_max_bytes, 512 << 20),
             outcome_retention: pick!(outcome_retention, engine_defaults.outcome_retention),
+            expiry_tick: Duration::from_millis(pick!(expiry_tick_ms, 1_000)),
             plugin_limits: PluginLimits {
                 fuel: pick!(plugin_fuel, plugin_defaults.fuel),
                 memory_bytes: pick!(plugin_memory_bytes, plugin_defaults.memory_bytes),

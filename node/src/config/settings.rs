@@ -206,6 +206,12 @@ pub struct Settings {
     /// Entries per partition whose outcomes are kept for `/records/outcomes` [default: 1000000].
     #[arg(long, env = "OUTCOME_RETENTION")]
     pub outcome_retention: Option<u64>,
+    /// How often this node looks for partitions it serves whose record deadlines are due but
+    /// that no entry has reached (a quiet partition), and appends a small tick entry to each so
+    /// the expired records are removed; also how long a deadline may stay due before a tick is
+    /// sent. 0 sends no ticks (records are then removed by the next write) [default: 1000].
+    #[arg(long, env = "EXPIRY_TICK_MS")]
+    pub expiry_tick_ms: Option<u64>,
     /// Seconds to keep serving after SIGTERM before closing, so load balancers can deregister
     /// the node [default: 0].
     #[arg(long, env = "SHUTDOWN_SLEEP_SEC")]

@@ -66,6 +66,7 @@ impl Engine {
                         .entries_applied
                         .with_label_values(&[&label])
                         .inc_by(batch.entries as u64);
+                    inner.metrics.records_expired.inc_by(batch.expired);
                     let rejected = batch.rejections.len();
                     inner
                         .metrics

@@ -5,15 +5,15 @@ use super::plugins::{PluginResolver, Resolved};
 use crate::cond::{Budget, CondError, Conditions, ENTRY_LIMITS, Subject};
 use crate::log::LogRecord;
 use crate::model::{
-    Digest, LogEntry, Op, OpKind, PluginRef, StoredRecord, partition_of, pk_version,
+    Digest, ExpireIf, LogEntry, Op, OpKind, PluginRef, StoredRecord, partition_of, pk_version,
 };
 use crate::model::{Rejection, RejectionKind, Returned};
 use crate::plugins::{Input, PluginFailure};
 use crate::store::{
-    BatchMeta, KeyChange, PartitionStore, StoreError, decode_value, encode_key, encode_value,
-    pk_prefix,
+    BatchMeta, Deadline, KeyChange, PartitionStore, StoreError, decode_value, encode_key,
+    encode_value, pk_prefix,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// Bytes of stored data the read-modify-write, `check` and `delete_key` ops of one entry may
 /// read together (each record counts its key and value plus 64; each pending write looked
@@ -40,6 +40,11 @@ pub struct Rules<'a> {
 /// Pending writes of a batch: key → new value (`None` = delete). Later entries read through it.
 type Overlay = HashMap<Vec<u8>, Option<Vec<u8>>>;
 
+/// Records an entry may remove because its timestamp reached their deadline, at most (real
+/// removals; stale index entries do not count). Part of format v1: every replica stops at the
+/// same record. A backlog beyond it goes with the next entries (ticks included).
+pub const PURGE_PER_ENTRY: usize = 10_000;
+
 /// The result of applying a run of entries, ready to commit atomically.
 pub struct AppliedBatch {
     pub writes: Overlay,
@@ -49,12 +54,47 @@ pub struct AppliedBatch {
     pub returned: Vec<(u64, Vec<Returned>)>,
     /// How the batch changed each key (pk): for the key index.
     pub keys: HashMap<String, KeyChange>,
+    /// Deadline index entries the batch adds and removes.
+    pub deadlines_added: BTreeSet<Deadline>,
+    pub deadlines_removed: HashSet<Deadline>,
+    /// Records removed because an entry's timestamp reached their deadline.
+    pub expired: u64,
+    /// The last committed deadline index entry this batch has looked at: every committed entry
+    /// up to it is already removed (purged or found stale).
+    purge_cursor: Option<Deadline>,
     /// The offset to apply next once this batch is committed.
     pub next_offset: u64,
     pub entries: usize,
     /// The batch stopped before the entry at `next_offset`: it names a plugin (digest) this
     /// node does not have yet. The partition waits for it; it never rejects for timing.
     pub waiting_for: Option<Digest>,
+}
+
+impl AppliedBatch {
+    fn new(first_offset: u64) -> Self {
+        AppliedBatch {
+            writes: Overlay::new(),
+            rejections: Vec::new(),
+            returned: Vec::new(),
+            keys: HashMap::new(),
+            deadlines_added: BTreeSet::new(),
+            deadlines_removed: HashSet::new(),
+            expired: 0,
+            purge_cursor: None,
+            next_offset: first_offset,
+            entries: 0,
+            waiting_for: None,
+        }
+    }
+
+    /// Notes a deadline index change: `added` or removed.
+    fn note_deadline(&mut self, added: bool, deadline: Deadline) {
+        if added {
+            self.deadlines_added.insert(deadline);
+        } else if !self.deadlines_added.remove(&deadline) {
+            self.deadlines_removed.insert(deadline);
+        }
+    }
 }
 
 /// What one entry came to.
@@ -72,23 +112,9 @@ pub fn apply_batch(
     rules: Rules<'_>,
     records: &[LogRecord],
 ) -> Result<AppliedBatch, StoreError> {
-    let mut batch = AppliedBatch {
-        writes: Overlay::new(),
-        rejections: Vec::new(),
-        returned: Vec::new(),
-        keys: HashMap::new(),
-        next_offset: records.first().map_or(0, |r| r.offset),
-        entries: 0,
-        waiting_for: None,
-    };
+    let mut batch = AppliedBatch::new(records.first().map_or(0, |r| r.offset));
     for record in records {
-        match apply_entry(
-            store,
-            rules,
-            &record.payload,
-            &mut batch.writes,
-            &mut batch.keys,
-        )? {
+        match apply_entry(store, rules, &record.payload, &mut batch)? {
             EntryOutcome::Applied(returned) if returned.is_empty() => {}
             EntryOutcome::Applied(returned) => batch.returned.push((record.offset, returned)),
             EntryOutcome::Rejected(rejection) => batch.rejections.push((record.offset, rejection)),
@@ -134,19 +160,137 @@ pub fn apply_and_commit(
         .filter(|(_, change)| **change != KeyChange::default())
         .map(|(pk, change)| (pk.clone(), change.clone()))
         .collect();
+    let added: Vec<Deadline> = batch.deadlines_added.iter().cloned().collect();
+    let removed: Vec<Deadline> = batch.deadlines_removed.iter().cloned().collect();
     store.commit(
         batch.writes.iter().map(|(k, v)| (k, v.as_deref())),
         &BatchMeta {
             rejections: &rejections,
             returned: &returned,
             keys: &keys,
+            deadlines_added: &added,
+            deadlines_removed: &removed,
             next_offset: batch.next_offset,
         },
     )?;
     Ok(batch)
 }
 
-/// Applies one entry into `overlay`, all ops or none. The outer `Result` is for store failures
+/// The stored value of `key` as the batch sees it (its pending writes over the store).
+fn value_at(
+    store: &PartitionStore,
+    key: &[u8],
+    overlay: &Overlay,
+    local: Option<&Overlay>,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    match local.and_then(|l| l.get(key)).or_else(|| overlay.get(key)) {
+        Some(pending) => Ok(pending.clone()),
+        None => Ok(store.get_raw(key)?.map(|v| v.to_vec())),
+    }
+}
+
+/// Removes the records whose deadline `ts_ms` has reached, in deadline index order, at most
+/// [`PURGE_PER_ENTRY`] of them, into the batch (whatever becomes of the entry itself: its
+/// timestamp is the log's time either way). Index entries found stale are dropped on the way.
+fn purge(store: &PartitionStore, batch: &mut AppliedBatch, ts_ms: i64) -> Result<(), StoreError> {
+    let pending: Vec<Deadline> = batch
+        .deadlines_added
+        .range(..(ts_ms.saturating_add(1), Vec::new()))
+        .cloned()
+        .collect();
+    let mut pending = pending.into_iter().peekable();
+    let mut committed = store.due(batch.purge_cursor.as_ref(), ts_ms).peekable();
+    let mut purged = 0;
+    while purged < PURGE_PER_ENTRY {
+        // The next index entry in (deadline, key) order, from the store or the batch.
+        let from_store = match (committed.peek(), pending.peek()) {
+            (None, None) => break,
+            (Some(Err(_)), _) => {
+                return Err(committed
+                    .next()
+                    .expect("peeked")
+                    .expect_err("peeked an error"));
+            }
+            (Some(Ok(c)), Some(p)) => c < p,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+        };
+        let entry = if from_store {
+            let entry = committed.next().expect("peeked")?;
+            batch.purge_cursor = Some(entry.clone());
+            if batch.deadlines_removed.contains(&entry) {
+                continue;
+            }
+            entry
+        } else {
+            pending.next().expect("peeked")
+        };
+        let (deadline, key) = &entry;
+        let value = value_at(store, key, &batch.writes, None)?;
+        if value
+            .as_deref()
+            .and_then(crate::store::expires_at)
+            .is_some_and(|d| d == *deadline)
+        {
+            let (pk, sk) = crate::store::decode_key(key)
+                .ok_or_else(|| StoreError::Corrupt("a deadline index key is malformed".into()))?;
+            batch.keys.entry(pk).or_default().note(&sk, false);
+            batch.writes.insert(key.clone(), None);
+            batch.expired += 1;
+            purged += 1;
+        }
+        batch.note_deadline(false, entry);
+    }
+    Ok(())
+}
+
+/// An entry's writes, kept apart until all its ops have passed (then merged into the batch).
+#[derive(Default)]
+struct EntryWrites {
+    local: Overlay,
+    keys: HashMap<String, KeyChange>,
+    /// Deadline index changes in order: (added, entry).
+    deadlines: Vec<(bool, Deadline)>,
+}
+
+impl EntryWrites {
+    /// Writes `new` (none: removes) at `key` = (pk, sk), over the stored value `old` (raw,
+    /// expired or not).
+    fn write(
+        &mut self,
+        pk: &str,
+        sk: &str,
+        key: Vec<u8>,
+        old: Option<&[u8]>,
+        new: Option<Vec<u8>>,
+    ) {
+        if old.is_some() != new.is_some() {
+            self.keys
+                .entry(pk.to_string())
+                .or_default()
+                .note(sk, new.is_some());
+        }
+        if let Some(deadline) = old.and_then(crate::store::expires_at) {
+            self.deadlines.push((false, (deadline, key.clone())));
+        }
+        if let Some(deadline) = new.as_deref().and_then(crate::store::expires_at) {
+            self.deadlines.push((true, (deadline, key.clone())));
+        }
+        self.local.insert(key, new);
+    }
+
+    fn merge_into(self, batch: &mut AppliedBatch) {
+        batch.writes.extend(self.local);
+        for (pk, change) in self.keys {
+            batch.keys.entry(pk).or_default().then(&change);
+        }
+        for (added, deadline) in self.deadlines {
+            batch.note_deadline(added, deadline);
+        }
+    }
+}
+
+/// Applies one entry into the batch, all ops or none. The outer `Result` is for store failures
 /// (non-deterministic: they stop the partition); the inner one is the entry's outcome.
 fn apply_entry(
     store: &PartitionStore,
@@ -156,8 +300,7 @@ fn apply_entry(
         partitions,
     }: Rules<'_>,
     payload: &[u8],
-    overlay: &mut Overlay,
-    keys: &mut HashMap<String, KeyChange>,
+    batch: &mut AppliedBatch,
 ) -> Result<EntryOutcome, StoreError> {
     let entry = match LogEntry::decode(payload) {
         Ok(entry) => entry,
@@ -179,10 +322,13 @@ fn apply_entry(
             }
         }
     }
+    // The entry's timestamp is the log's time: records whose deadline it reached go first, so
+    // its ops (and every later entry) find them absent.
+    let now = entry.ts_ms;
+    purge(store, batch, now)?;
     // This entry's own writes: later ops of the entry see earlier ones, and all are dropped if any
     // op rejects the entry.
-    let mut local = Overlay::new();
-    let mut local_keys: HashMap<String, KeyChange> = HashMap::new();
+    let mut writes = EntryWrites::default();
     // All conditions of the entry spend from one budget, and all its plugin calls from one
     // supply of fuel: a long entry cannot multiply what one op may cost.
     let mut budget = Budget::new(ENTRY_LIMITS);
@@ -192,8 +338,8 @@ fn apply_entry(
     let mut reads = ENTRY_READ_BYTES;
     let out_of_reads = || {
         format!(
-            "the entry's read-modify-write, check and delete_key ops would read more than {} MiB \
-             of stored data together; split it into smaller entries",
+            "the entry's read-modify-write, check, delete_key and expire_key ops would read \
+             more than {} MiB of stored data together; split it into smaller entries",
             ENTRY_READ_BYTES >> 20
         )
     };
@@ -218,7 +364,9 @@ fn apply_entry(
             );
         }
         if op.op == OpKind::Check {
-            let Some(version) = pk_version_at(store, &op.pk, overlay, &local, &mut reads)? else {
+            let Some(version) =
+                pk_version_at(store, &op.pk, &batch.writes, &writes.local, &mut reads, now)?
+            else {
                 return reject(RejectionKind::ValueError, out_of_reads());
             };
             if op.version.as_deref() != Some(version.as_str()) {
@@ -235,12 +383,28 @@ fn apply_entry(
             }
             continue;
         }
+        if op.op == OpKind::ExpireKey {
+            let Some(records) = pk_records_at(
+                store,
+                &op.pk,
+                &batch.writes,
+                &writes.local,
+                &mut reads,
+                true,
+            )?
+            else {
+                return reject(RejectionKind::ValueError, out_of_reads());
+            };
+            let changed = expire_key(&op.pk, op, records, now, &mut writes)?;
+            returned.push(Returned {
+                op: index as u32,
+                data: Some(u8::from(changed).to_string()),
+            });
+            continue;
+        }
         let key = encode_key(&op.pk, &op.sk);
-        let stored = match local.get(&key).or_else(|| overlay.get(&key)) {
-            Some(pending) => pending.clone(),
-            None => store.get_raw(&key)?.map(|v| v.to_vec()),
-        };
-        let current = match stored.as_deref() {
+        let stored = value_at(store, &key, &batch.writes, Some(&writes.local))?;
+        let decoded = match stored.as_deref() {
             None => None,
             Some(bytes) => Some(decode_value(bytes).ok_or_else(|| {
                 StoreError::Corrupt(format!(
@@ -249,6 +413,8 @@ fn apply_entry(
                 ))
             })?),
         };
+        // A record whose deadline the entry's time reached is absent to the entry, purged or not.
+        let current = decoded.filter(|v| v.expires_at_ms.is_none_or(|d| d > now));
         if let Some(source) = &op.cond
             && let Err((kind, message)) = check_condition(conds, source, op, current, &mut budget)
         {
@@ -259,7 +425,11 @@ fn apply_entry(
             pk: &op.pk,
             sk: &op.sk,
             data: match op.op {
-                OpKind::Delete | OpKind::DeleteKey | OpKind::Check => None,
+                OpKind::Delete
+                | OpKind::DeleteKey
+                | OpKind::Check
+                | OpKind::Expire
+                | OpKind::ExpireKey => None,
                 _ => Some(op.data.as_ref().map_or("null", |d| d.get())),
             },
             current,
@@ -304,12 +474,47 @@ fn apply_entry(
                     .map(|v| String::from_utf8_lossy(v.data_json).into_owned()),
             });
         }
+        // A deadline the entry's time has already reached writes no record (Redis `SET ... PX 0`
+        // style: the key is gone at once).
+        let live = |deadline: Option<i64>| deadline.is_none_or(|d| d > now);
         let new_value = match op.op {
-            OpKind::Delete | OpKind::Check => None,
+            OpKind::Delete | OpKind::Check | OpKind::ExpireKey => None,
+            OpKind::Expire => {
+                let Some(cur) = current else {
+                    returned.push(Returned {
+                        op: index as u32,
+                        data: Some("0".into()),
+                    });
+                    continue;
+                };
+                let changes = expire_allowed(op, cur.expires_at_ms);
+                returned.push(Returned {
+                    op: index as u32,
+                    data: Some(u8::from(changes).to_string()),
+                });
+                if !changes {
+                    continue;
+                }
+                live(op.expires_at).then(|| {
+                    encode_value(
+                        cur.created_at_ms,
+                        cur.updated_at_ms,
+                        op.expires_at,
+                        cur.data_json,
+                    )
+                })
+            }
             OpKind::DeleteKey => {
-                // Every other record of the pk goes too; (pk, sk) itself below.
-                let Some(records) =
-                    pk_records_at(store, &op.pk, overlay, &local, &mut reads, false)?
+                // Every other record of the pk goes too; (pk, sk) itself below. Their values are
+                // not read: deadline index entries they leave are found stale when due.
+                let Some(records) = pk_records_at(
+                    store,
+                    &op.pk,
+                    &batch.writes,
+                    &writes.local,
+                    &mut reads,
+                    false,
+                )?
                 else {
                     return reject(RejectionKind::ValueError, out_of_reads());
                 };
@@ -318,11 +523,12 @@ fn apply_entry(
                         let sk = crate::store::decode_key(&other)
                             .map(|(_, sk)| sk)
                             .unwrap_or_default();
-                        local_keys
+                        writes
+                            .keys
                             .entry(op.pk.clone())
                             .or_default()
                             .note(&sk, false);
-                        local.insert(other, None);
+                        writes.local.insert(other, None);
                     }
                 }
                 None
@@ -357,7 +563,9 @@ fn apply_entry(
                     Ok(data) => data,
                     Err(e) => return reject(RejectionKind::ValueError, e.to_string()),
                 };
-                let value = encode_value(created, updated, data.as_bytes());
+                // Like Redis `INCR` and `APPEND`, a computed value keeps the record's deadline.
+                let deadline = current.as_ref().and_then(|v| v.expires_at_ms);
+                let value = encode_value(created, updated, deadline, data.as_bytes());
                 returned.push(Returned {
                     op: index as u32,
                     data: Some(data),
@@ -370,6 +578,11 @@ fn apply_entry(
                 let (created, updated) = match &current {
                     Some(v) => (v.created_at_ms, v.updated_at_ms.max(entry.ts_ms)),
                     None => (entry.ts_ms, entry.ts_ms),
+                };
+                let deadline = if op.keep_ttl {
+                    current.as_ref().and_then(|v| v.expires_at_ms)
+                } else {
+                    op.expires_at
                 };
                 let transformed;
                 let data = match &op.transform {
@@ -400,37 +613,108 @@ fn apply_entry(
                         }
                     }
                 };
-                Some(encode_value(created, updated, data.as_bytes()))
+                live(deadline).then(|| encode_value(created, updated, deadline, data.as_bytes()))
             }
         };
-        if current.is_some() != new_value.is_some() {
-            local_keys
-                .entry(op.pk.clone())
-                .or_default()
-                .note(&op.sk, new_value.is_some());
+        if stored.is_none() && new_value.is_none() {
+            continue;
         }
-        local.insert(key, new_value);
+        writes.write(&op.pk, &op.sk, key, stored.as_deref(), new_value);
     }
-    overlay.extend(local);
-    for (pk, change) in local_keys {
-        keys.entry(pk).or_default().then(&change);
-    }
+    writes.merge_into(batch);
     Ok(EntryOutcome::Applied(returned))
 }
 
+/// Whether an `expire` op may replace the deadline `current` (none: the record has none) with
+/// its own, and would change something (removing a deadline that is not there does not).
+fn expire_allowed(op: &Op, current: Option<i64>) -> bool {
+    let allowed = match op.expire_if {
+        None => true,
+        Some(ExpireIf::Nx) => current.is_none(),
+        Some(ExpireIf::Xx) => current.is_some(),
+        // No deadline counts as infinite: nothing is later, everything is earlier.
+        Some(ExpireIf::Gt) => {
+            matches!((op.expires_at, current), (Some(new), Some(cur)) if new > cur)
+        }
+        Some(ExpireIf::Lt) => match (op.expires_at, current) {
+            (Some(new), Some(cur)) => new < cur,
+            (Some(_), None) => true,
+            (None, _) => false,
+        },
+    };
+    allowed && (op.expires_at.is_some() || current.is_some())
+}
+
+/// An `expire_key` op over `pk`'s records (stored key → raw value, as the entry sees them):
+/// the key's deadline is the latest of its live records' (none if any has none). Returns
+/// whether it changed the key.
+fn expire_key(
+    pk: &str,
+    op: &Op,
+    records: std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+    now: i64,
+    writes: &mut EntryWrites,
+) -> Result<bool, StoreError> {
+    let mut live = Vec::new();
+    for (key, value) in records {
+        let view = decode_value(&value).ok_or_else(|| {
+            StoreError::Corrupt(format!("a value of pk {pk:?} has no valid header"))
+        })?;
+        if view.expires_at_ms.is_none_or(|d| d > now) {
+            live.push((key, value));
+        }
+    }
+    if live.is_empty() {
+        return Ok(false);
+    }
+    let deadlines: Vec<Option<i64>> = live
+        .iter()
+        .map(|(_, v)| crate::store::expires_at(v))
+        .collect();
+    let key_deadline = if deadlines.iter().any(Option::is_none) {
+        None
+    } else {
+        deadlines.iter().flatten().max().copied()
+    };
+    if !expire_allowed(op, key_deadline) {
+        return Ok(false);
+    }
+    for (key, old) in live {
+        let view = decode_value(&old).expect("decoded above");
+        let new = op.expires_at.is_none_or(|d| d > now).then(|| {
+            encode_value(
+                view.created_at_ms,
+                view.updated_at_ms,
+                op.expires_at,
+                view.data_json,
+            )
+        });
+        let sk = crate::store::decode_key(&key)
+            .map(|(_, sk)| sk)
+            .unwrap_or_default();
+        writes.write(pk, &sk, key, Some(&old), new);
+    }
+    Ok(true)
+}
+
 /// The version of `pk`'s records as this entry sees them.
+/// Records the entry's time has expired are left out, as readers leave them out.
 fn pk_version_at(
     store: &PartitionStore,
     pk: &str,
     overlay: &Overlay,
     local: &Overlay,
     reads: &mut u64,
+    now: i64,
 ) -> Result<Option<String>, StoreError> {
     let Some(records) = pk_records_at(store, pk, overlay, local, reads, true)? else {
         return Ok(None);
     };
     Ok(Some(pk_version(
-        records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+        records
+            .iter()
+            .filter(|(_, v)| !crate::store::is_expired(v, now))
+            .map(|(k, v)| (k.as_slice(), v.as_slice())),
     )))
 }
 

@@ -1,9 +1,10 @@
 //! One owned partition at runtime: its store, how far it has applied, its health, its applier.
 
 use super::{Lookup, ReadIndex};
+use crate::model::now_ms;
 use crate::model::{KeyInfo, Record};
 use crate::store::{
-    Digest, HEADER_LEN, PartitionStore, Scan, StoreError, decode_value, encode_key, to_record,
+    Digest, PartitionStore, Scan, StoreError, encode_key, header_len, is_expired, to_record,
 };
 use bytes::Bytes;
 use serde::Serialize;
@@ -84,14 +85,16 @@ impl PartitionRuntime {
     }
 
     /// The stored value of (pk, sk): from the read index when it holds the partition (a single
-    /// key is consistent by itself), else from the store.
+    /// key is consistent by itself), else from the store. None once it has expired by this
+    /// node's clock (the record stays stored until the log's time removes it).
     fn value(&self, pk: &str, sk: &str) -> Result<Option<fjall::Slice>, StoreError> {
         let key = encode_key(pk, sk);
-        match self.index.get(&key) {
-            Lookup::Found(value) => Ok(Some(value)),
-            Lookup::Absent => Ok(None),
-            Lookup::Unknown => self.store.get_raw(&key),
-        }
+        let value = match self.index.get(&key) {
+            Lookup::Found(value) => Some(value),
+            Lookup::Absent => None,
+            Lookup::Unknown => self.store.get_raw(&key)?,
+        };
+        Ok(value.filter(|v| !is_expired(v, now_ms())))
     }
 
     /// One record.
@@ -114,17 +117,23 @@ impl PartitionRuntime {
         let Some(value) = self.value(pk, sk)? else {
             return Ok(None);
         };
-        if decode_value(&value).is_none() {
+        let Some(header) = header_len(&value) else {
             return Err(StoreError::Corrupt(format!(
                 "value of {pk:?}/{sk:?} has no valid header"
             )));
-        }
-        Ok(Some(Bytes::from_owner(value).slice(HEADER_LEN..)))
+        };
+        Ok(Some(Bytes::from_owner(value).slice(header..)))
     }
 
     /// `pk`'s records whose sk starts with `sk_prefix`, after `after`, from one snapshot.
     pub fn scan(&self, pk: &str, sk_prefix: &str, after: Option<&str>) -> Scan {
         self.store.scan(pk, sk_prefix, after)
+    }
+
+    /// The earliest deadline in the partition's deadline index (perhaps of a record since
+    /// rewritten): when expired records may be waiting for an entry to remove them.
+    pub fn first_deadline(&self) -> Result<Option<i64>, StoreError> {
+        self.store.first_deadline()
     }
 
     /// How many keys (pks) the partition holds.

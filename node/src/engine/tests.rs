@@ -989,3 +989,5 @@ fn whole_key_and_computed_ops_are_bounded_per_entry() {
         (600 << 10) + 2
     );
 }
+
+mod expiry;

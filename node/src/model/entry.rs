@@ -40,6 +40,28 @@ pub enum OpKind {
     /// Write nothing; reject the entry (`condition_failed`) unless the records of `pk` (every
     /// sk) are exactly those `version` names (Redis `WATCH`). See [`pk_version`].
     Check,
+    /// Set (`expires_at`) or remove (no `expires_at`) the deadline of the record (pk, sk),
+    /// keeping its data and times, if `expire_if` allows. Returns `1` when it changed the
+    /// record, `0` when there is no record or `expire_if` said no (Redis `GETEX`, `HEXPIRE`).
+    Expire,
+    /// As `expire`, for every record of `pk` together: the key's deadline is the latest of its
+    /// records' (none if any record has none). Redis `EXPIRE`, `PERSIST`.
+    ExpireKey,
+}
+
+/// When an `expire` op may change a deadline, compared with the current one (Redis `EXPIRE`'s
+/// options; no deadline counts as an infinite one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpireIf {
+    /// Only when there is no deadline.
+    Nx,
+    /// Only when there is one.
+    Xx,
+    /// Only when the new one is later.
+    Gt,
+    /// Only when the new one is earlier.
+    Lt,
 }
 
 impl OpKind {
@@ -53,6 +75,8 @@ impl OpKind {
             OpKind::IncrFloat => "incr_float",
             OpKind::Append => "append",
             OpKind::Check => "check",
+            OpKind::Expire => "expire",
+            OpKind::ExpireKey => "expire_key",
         }
     }
 
@@ -92,6 +116,18 @@ pub struct Op {
     /// outcome (Redis `GETSET`, `SET ... GET`, `GETDEL`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub return_old: bool,
+    /// For `put`: the new record's deadline (unix ms); for `expire`: the deadline to set (none
+    /// removes it). Always absolute: the accepting node turns a relative TTL into one, so every
+    /// replica agrees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    /// For `put`: keep the current record's deadline instead of setting `expires_at` (Redis
+    /// `SET ... KEEPTTL`, `HSET` of a field).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_ttl: bool,
+    /// For `expire`: when the deadline may change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire_if: Option<ExpireIf>,
 }
 
 /// A plugin an op names: by digest in the log (what every replica runs), by name in a request
@@ -145,6 +181,8 @@ pub fn pk_version<'a>(records: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -
 }
 
 /// One atomic unit of the log: every op is in one partition and they apply together or not at all.
+/// An entry without ops is a *tick*: it writes nothing itself, but like every entry it removes
+/// the partition's records whose deadline its `ts_ms` has reached (see `docs/log-entry-v1.md`).
 #[derive(Debug, Clone, Serialize)]
 pub struct LogEntry {
     pub v: u32,
@@ -161,8 +199,6 @@ pub enum DecodeError {
     Malformed(String),
     #[error("entry version {0} is not supported by this node (it applies version {ENTRY_VERSION})")]
     UnsupportedVersion(u64),
-    #[error("entry has no ops")]
-    Empty,
     #[error("op {op}: `{field}` nests deeper than {MAX_JSON_DEPTH} levels")]
     TooDeep { op: usize, field: &'static str },
 }
@@ -190,6 +226,12 @@ impl LogEntry {
             ts_ms,
             ops,
         }
+    }
+
+    /// A tick: an entry without ops, stamped `ts_ms`, that only moves the partition's log time
+    /// (and so removes records whose deadline it reached).
+    pub fn tick(ts_ms: i64) -> Self {
+        LogEntry::new(ts_ms, Vec::new())
     }
 
     /// The entry's bytes as they go into the log.
@@ -224,9 +266,6 @@ impl LogEntry {
                 let ops = any
                     .ops
                     .ok_or_else(|| DecodeError::Malformed("missing `ops`".into()))?;
-                if ops.is_empty() {
-                    return Err(DecodeError::Empty);
-                }
                 let ts_ms = any
                     .ts_ms
                     .ok_or_else(|| DecodeError::Malformed("missing `ts_ms`".into()))?;
@@ -304,10 +343,13 @@ mod tests {
             LogEntry::decode(br#"{"v":2,"ts_ms":1,"ops":[]}"#),
             Err(DecodeError::UnsupportedVersion(2))
         ));
-        assert!(matches!(
-            LogEntry::decode(br#"{"v":1,"ts_ms":1,"ops":[]}"#),
-            Err(DecodeError::Empty)
-        ));
+        // No ops is a tick, not an error.
+        assert!(
+            LogEntry::decode(br#"{"v":1,"ts_ms":1,"ops":[]}"#)
+                .unwrap()
+                .ops
+                .is_empty()
+        );
         assert!(matches!(
             LogEntry::decode(br#"{"x":1}"#),
             Err(DecodeError::Malformed(_))

@@ -10,16 +10,29 @@ pub mod peer;
 mod record;
 
 pub use digest::Digest;
-pub use entry::{DecodeError, ENTRY_VERSION, LogEntry, Op, OpKind, PluginRef, pk_version};
+pub use entry::{
+    DecodeError, ENTRY_VERSION, ExpireIf, LogEntry, Op, OpKind, PluginRef, pk_version,
+};
 pub use nesting::{MAX_JSON_DEPTH, json_nests_deeper_than, structural_bytes};
 pub use outcome::{Outcome, Rejection, RejectionKind, Returned};
 pub use partition::{murmur2, partition_of};
 pub use record::{Key, KeyInfo, ListRequest, Position, Record, StoredRecord};
 
-/// Now, in unix milliseconds: the timestamp the accepting node gives an entry (never read in
-/// apply, which uses the entry's own).
+/// Added to the system clock by [`now_ms`]: zero, except where tests make nodes' clocks
+/// disagree (`FIRESCROLL_CLOCK_OFFSET_MS`).
+static CLOCK_OFFSET_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Shifts this process's clock ([`now_ms`]) by `offset_ms`: for tests that show replicas agree
+/// although their nodes' clocks do not.
+pub fn set_clock_offset_ms(offset_ms: i64) {
+    CLOCK_OFFSET_MS.store(offset_ms, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Now, in unix milliseconds: the timestamp the accepting node gives an entry, and the time
+/// reads hide expired records at (never read in apply, which uses the entry's own).
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
+    let system = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+        .map_or(0, |d| d.as_millis() as i64);
+    system.saturating_add(CLOCK_OFFSET_MS.load(std::sync::atomic::Ordering::Relaxed))
 }

@@ -40,6 +40,9 @@ pub struct WireRecord {
     pub data: Box<RawValue>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// The record's deadline, when it has one (absent from peers that predate expiry).
+    #[serde(default)]
+    pub expires_at_ms: Option<i64>,
 }
 
 impl WireRecord {
@@ -51,6 +54,7 @@ impl WireRecord {
             data_json: String::from(Box::<str>::from(self.data)),
             created_at_ms: self.created_at_ms,
             updated_at_ms: self.updated_at_ms,
+            expires_at_ms: self.expires_at_ms,
         }
     }
 }
@@ -67,11 +71,15 @@ pub fn render_record(out: &mut Vec<u8>, record: &Record, with_sk: bool) {
     out.extend_from_slice(record.data_json.as_bytes());
     out.extend_from_slice(
         format!(
-            ",\"created_at_ms\":{},\"updated_at_ms\":{}}}",
+            ",\"created_at_ms\":{},\"updated_at_ms\":{}",
             record.created_at_ms, record.updated_at_ms
         )
         .as_bytes(),
     );
+    if let Some(deadline) = record.expires_at_ms {
+        out.extend_from_slice(format!(",\"expires_at_ms\":{deadline}").as_bytes());
+    }
+    out.push(b'}');
 }
 
 /// The answer to a [`ListRequest`](super::ListRequest).

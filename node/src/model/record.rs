@@ -20,6 +20,8 @@ pub struct Record {
     pub created_at_ms: i64,
     /// Unix milliseconds of the entry that last wrote the record.
     pub updated_at_ms: i64,
+    /// The record's deadline (unix ms), if it expires: reads hide it from then on.
+    pub expires_at_ms: Option<i64>,
 }
 
 /// Where an entry sits in the log: what a write returns, and what `min_offsets` waits for.
@@ -50,13 +52,15 @@ pub struct ListRequest {
     pub min_offsets: Vec<Position>,
 }
 
-/// A stored record as conditions, plugins and apply see it: its data (JSON text, as stored) and
-/// timestamps. The store's value format decodes to it without copying.
+/// A stored record as conditions, plugins and apply see it: its data (JSON text, as stored),
+/// timestamps and deadline. The store's value format decodes to it without copying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoredRecord<'a> {
     pub data_json: &'a [u8],
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// Its deadline (unix ms), if it expires.
+    pub expires_at_ms: Option<i64>,
 }
 
 impl Record {
@@ -66,6 +70,7 @@ impl Record {
             data_json: self.data_json.as_bytes(),
             created_at_ms: self.created_at_ms,
             updated_at_ms: self.updated_at_ms,
+            expires_at_ms: self.expires_at_ms,
         }
     }
 }

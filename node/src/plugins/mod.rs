@@ -123,11 +123,17 @@ impl Input<'_> {
                 out.extend_from_slice(current.data_json);
                 out.extend_from_slice(
                     format!(
-                        ",\"_created_at\":{},\"_updated_at\":{}}}",
+                        ",\"_created_at\":{},\"_updated_at\":{}",
                         current.created_at_ms, current.updated_at_ms
                     )
                     .as_bytes(),
                 );
+                // Only records with a deadline carry `_expires_at`, so plugins built before
+                // expiry see exactly the input they always did.
+                if let Some(deadline) = current.expires_at_ms {
+                    out.extend_from_slice(format!(",\"_expires_at\":{deadline}").as_bytes());
+                }
+                out.push(b'}');
             }
         }
         out.extend_from_slice(b",\"args\":");

@@ -181,6 +181,7 @@ fn input_json_carries_everything_verbatim() {
             data_json: br#"{"a":[1]}"#,
             created_at_ms: 5,
             updated_at_ms: 6,
+            expires_at_ms: None,
         }),
         args: Some(r#"{"v":"1.2.0"}"#),
     };
@@ -189,6 +190,20 @@ fn input_json_carries_everything_verbatim() {
         value,
         serde_json::json!({"op":"put","pk":"p\"k","sk":"","data":{"a":[1,2]},
             "current":{"data":{"a":[1]},"_created_at":5,"_updated_at":6},"args":{"v":"1.2.0"}})
+    );
+    let expiring = Input {
+        current: Some(crate::model::StoredRecord {
+            data_json: b"1",
+            created_at_ms: 5,
+            updated_at_ms: 6,
+            expires_at_ms: Some(9),
+        }),
+        ..input
+    };
+    let value: serde_json::Value = serde_json::from_slice(&expiring.to_json()).unwrap();
+    assert_eq!(
+        value["current"],
+        serde_json::json!({"data":1,"_created_at":5,"_updated_at":6,"_expires_at":9})
     );
     let bare = Input {
         op: "delete",

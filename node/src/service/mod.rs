@@ -4,6 +4,7 @@
 
 mod auth;
 mod cancel;
+mod expiry;
 mod json;
 mod keyspace;
 mod list;

@@ -130,7 +130,15 @@ impl Service {
             .map(|(i, op)| {
                 self.validate_key(i, &op.pk, &op.sk)?;
                 let data = match (op.op, op.data) {
-                    (OpKind::Delete | OpKind::DeleteKey | OpKind::Check, _) | (_, None) => None,
+                    (
+                        OpKind::Delete
+                        | OpKind::DeleteKey
+                        | OpKind::Check
+                        | OpKind::Expire
+                        | OpKind::ExpireKey,
+                        _,
+                    )
+                    | (_, None) => None,
                     (_, Some(data)) => {
                         if data.get().len() > limits.max_value_bytes {
                             return Err(ServiceError::too_large(
@@ -225,6 +233,9 @@ impl Service {
                     args: op.args,
                     version: op.version,
                     return_old: op.return_old,
+                    expires_at: op.expires_at,
+                    keep_ttl: op.keep_ttl,
+                    expire_if: op.expire_if,
                 })
             })
             .collect()

@@ -1,6 +1,6 @@
 //! The local materialized state on fjall: one keyspace of records and one key index per
-//! partition, plus a `meta` keyspace holding each partition's next offset to apply, key count and
-//! the outcomes of recent entries.
+//! partition, plus a `meta` keyspace holding each partition's next offset to apply, key count,
+//! deadline index and the outcomes of recent entries.
 //!
 //! Records and the partition's next offset change in one atomic fjall batch (docs/architecture.md invariant 3),
 //! so after any crash the store is exactly "the log prefix up to next offset, applied".
@@ -13,9 +13,9 @@ mod value;
 
 pub use key_index::{KEY_HASH_BITS, KeyChange, KeyInfo, key_hash};
 pub use keys::{decode_key, encode_key, pk_prefix};
-pub use partition::{BatchMeta, Digest, PartitionStore, Scan, to_record};
+pub use partition::{BatchMeta, Deadline, Digest, PartitionStore, Scan, to_record};
 pub use plugins::PluginStore;
-pub use value::{HEADER_LEN, ValueView, decode_value, encode_value};
+pub use value::{ValueView, decode_value, encode_value, expires_at, header_len, is_expired};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
@@ -27,7 +27,12 @@ pub fn version_of(records: &[crate::model::Record]) -> String {
         .map(|r| {
             (
                 encode_key(&r.pk, &r.sk),
-                encode_value(r.created_at_ms, r.updated_at_ms, r.data_json.as_bytes()),
+                encode_value(
+                    r.created_at_ms,
+                    r.updated_at_ms,
+                    r.expires_at_ms,
+                    r.data_json.as_bytes(),
+                ),
             )
         })
         .collect();
@@ -178,7 +183,7 @@ mod tests {
         let store = Store::open(dir.path(), 2).unwrap();
         let p0 = store.partition(0).unwrap();
         let p1 = store.partition(1).unwrap();
-        let value = encode_value(1, 1, b"1");
+        let value = encode_value(1, 1, None, b"1");
         p0.commit(
             [(encode_key("a", ""), Some(value.clone()))],
             &BatchMeta {
@@ -186,6 +191,7 @@ mod tests {
                 returned: &[(4, b"[]".to_vec())],
                 keys: &[],
                 next_offset: 5,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -215,7 +221,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1).unwrap();
         let p = store.partition(0).unwrap();
-        let value = encode_value(1, 1, b"1");
+        let value = encode_value(1, 1, None, b"1");
         // Records committed without telling the key index, as an older build did.
         p.commit(
             [

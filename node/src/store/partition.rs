@@ -2,9 +2,10 @@
 
 use super::key_index::{KeyChange, KeyInfo, decode_info, encode_info, index_key, position_key};
 use super::keys::{decode_key, encode_key, pk_prefix, sk_of};
-use super::value::decode_value;
+use super::value::{decode_value, is_expired};
 use super::{Result, StoreError};
 use crate::model::Record;
+use crate::model::now_ms;
 use fjall::{Database, Keyspace, Readable, Slice};
 use sha2::{Digest as _, Sha256};
 use std::ops::Bound;
@@ -15,6 +16,14 @@ const RETURNED_TAG: u8 = b'v';
 const KEY_COUNT_TAG: u8 = b'k';
 const KEY_INDEX_BUILT_TAG: u8 = b'i';
 const RESTORED_TAG: u8 = b's';
+/// The deadline index: `e ++ partition ++ deadline ++ stored key` for every record with a
+/// deadline (see [`PartitionStore::due`]). Derived from the records, like the key index: not
+/// in the digest, rebuilt on restore.
+const DEADLINE_TAG: u8 = b'e';
+
+/// One entry of the deadline index: a record's deadline (unix ms) and its stored key. It may
+/// be stale (the record since got another deadline or went): whoever reads it checks the record.
+pub type Deadline = (i64, Vec<u8>);
 
 /// What an apply batch commits besides its record writes.
 #[derive(Debug, Default)]
@@ -25,6 +34,10 @@ pub struct BatchMeta<'a> {
     pub returned: &'a [(u64, Vec<u8>)],
     /// How the batch changed each key (pk) of the key index.
     pub keys: &'a [(String, KeyChange)],
+    /// Deadline index entries to add (records written with a deadline).
+    pub deadlines_added: &'a [Deadline],
+    /// Deadline index entries to remove (deadlines replaced, records purged).
+    pub deadlines_removed: &'a [Deadline],
     /// The offset to apply next.
     pub next_offset: u64,
 }
@@ -130,7 +143,7 @@ impl PartitionStore {
         for guard in snapshot.iter(&self.keys) {
             batch.remove(&self.keys, guard.key()?);
         }
-        for outcome_tag in [REJECTION_TAG, RETURNED_TAG] {
+        for outcome_tag in [REJECTION_TAG, RETURNED_TAG, DEADLINE_TAG] {
             for guard in snapshot.prefix(&self.meta, self.tag_key(outcome_tag)) {
                 batch.remove(&self.meta, guard.key()?);
             }
@@ -148,6 +161,9 @@ impl PartitionStore {
                 _ => keys.push((pk, 1, sk.is_empty())),
             }
             batch.insert(&self.records, key.as_slice(), value.as_slice());
+            if let Some(deadline) = super::value::expires_at(value) {
+                batch.insert(&self.meta, self.deadline_key(deadline, key), []);
+            }
         }
         for (pk, n, string) in &keys {
             batch.insert(&self.keys, index_key(pk), encode_info(*n, *string));
@@ -221,6 +237,58 @@ impl PartitionStore {
         k
     }
 
+    /// The deadline index key of (`deadline`, stored key): deadlines sort as numbers (the
+    /// sign bit flipped), then by key.
+    fn deadline_key(&self, deadline: i64, key: &[u8]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(13 + key.len());
+        k.extend_from_slice(&self.tag_key(DEADLINE_TAG));
+        k.extend_from_slice(&((deadline as u64) ^ (1 << 63)).to_be_bytes());
+        k.extend_from_slice(key);
+        k
+    }
+
+    /// Decodes a deadline index key of this partition.
+    fn decode_deadline_key(&self, k: &[u8]) -> Result<Deadline> {
+        let deadline = k
+            .get(5..13)
+            .and_then(|b| b.try_into().ok())
+            .map(|b| (u64::from_be_bytes(b) ^ (1 << 63)) as i64)
+            .ok_or_else(|| StoreError::Corrupt("a deadline index key is too short".into()))?;
+        Ok((deadline, k[13..].to_vec()))
+    }
+
+    /// Deadline index entries (deadline, stored key) from one snapshot, in order: those after
+    /// `after` (all when `None`) whose deadline is at most `up_to`. Read lazily.
+    pub fn due(
+        &self,
+        after: Option<&Deadline>,
+        up_to: i64,
+    ) -> impl Iterator<Item = Result<Deadline>> + use<> {
+        let start = match after {
+            Some((deadline, key)) => Bound::Excluded(self.deadline_key(*deadline, key)),
+            None => Bound::Included(self.tag_key(DEADLINE_TAG).to_vec()),
+        };
+        // Every key of deadline `up_to` sorts below the first key of `up_to + 1`.
+        // (Stored keys never begin with 0xFF: a pk is UTF-8 or an escaped 0x00.)
+        let end = match up_to.checked_add(1) {
+            Some(next) => Bound::Excluded(self.deadline_key(next, &[])),
+            None => Bound::Included(self.deadline_key(i64::MAX, &[0xFF])),
+        };
+        let this = self.clone();
+        self.db
+            .snapshot()
+            .range(&self.meta, (start, end))
+            .map(move |guard| this.decode_deadline_key(&guard.key()?))
+    }
+
+    /// The earliest deadline in the partition's deadline index (it may be a stale entry's).
+    pub fn first_deadline(&self) -> Result<Option<i64>> {
+        match self.due(None, i64::MAX).next() {
+            None => Ok(None),
+            Some(entry) => Ok(Some(entry?.0)),
+        }
+    }
+
     fn rejection_key(&self, offset: u64) -> [u8; 13] {
         self.outcome_key(REJECTION_TAG, offset)
     }
@@ -256,11 +324,13 @@ impl PartitionStore {
         Ok(self.records.get(encode_key(pk, sk))?)
     }
 
-    /// Reads one record.
+    /// Reads one record (none once it has expired by this node's clock).
     pub fn get(&self, pk: &str, sk: &str) -> Result<Option<Record>> {
         match self.records.get(encode_key(pk, sk))? {
-            None => Ok(None),
-            Some(v) => to_record(pk.to_string(), sk.to_string(), &v).map(Some),
+            Some(v) if !is_expired(&v, now_ms()) => {
+                to_record(pk.to_string(), sk.to_string(), &v).map(Some)
+            }
+            _ => Ok(None),
         }
     }
 
@@ -278,19 +348,22 @@ impl PartitionStore {
             return Ok(vec![self.get(first.0, first.1)?]);
         }
         let snapshot = self.db.snapshot();
+        let now = now_ms();
         let keys = std::iter::once(first).chain(keys);
         keys.into_iter()
             .map(
                 |(pk, sk)| match snapshot.get(&self.records, encode_key(pk, sk))? {
-                    None => Ok(None),
-                    Some(v) => to_record(pk.to_string(), sk.to_string(), &v).map(Some),
+                    Some(v) if !is_expired(&v, now) => {
+                        to_record(pk.to_string(), sk.to_string(), &v).map(Some)
+                    }
+                    _ => Ok(None),
                 },
             )
             .collect()
     }
 
     /// Iterates `pk`'s records whose sk starts with `sk_prefix`, in sk byte order, strictly after
-    /// `after` when given. Reads one snapshot taken now.
+    /// `after` when given. Reads one snapshot taken now, and skips records expired now.
     pub fn scan(&self, pk: &str, sk_prefix: &str, after: Option<&str>) -> Scan {
         let pk_len = pk_prefix(pk).len();
         let prefix = encode_key(pk, sk_prefix);
@@ -307,6 +380,7 @@ impl PartitionStore {
             pk_len,
             prefix,
             iter,
+            now: now_ms(),
         }
     }
 
@@ -322,9 +396,17 @@ impl PartitionStore {
             rejections,
             returned,
             keys,
+            deadlines_added,
+            deadlines_removed,
             next_offset,
         } = *meta;
         let mut batch = self.db.batch();
+        for (deadline, key) in deadlines_removed {
+            batch.remove(&self.meta, self.deadline_key(*deadline, key));
+        }
+        for (deadline, key) in deadlines_added {
+            batch.insert(&self.meta, self.deadline_key(*deadline, key), []);
+        }
         for (key, value) in writes {
             match value {
                 Some(v) => batch.insert(&self.records, key.as_ref(), v.as_ref()),
@@ -472,7 +554,7 @@ impl PartitionStore {
     /// dropped; fjall removes the files after the last one goes.
     pub fn destroy(&self) -> Result<()> {
         let mut batch = self.db.batch();
-        for outcome_tag in [REJECTION_TAG, RETURNED_TAG] {
+        for outcome_tag in [REJECTION_TAG, RETURNED_TAG, DEADLINE_TAG] {
             let mut tag = [outcome_tag; 5];
             tag[1..].copy_from_slice(&self.id.to_be_bytes());
             for guard in self.meta.prefix(tag) {
@@ -515,6 +597,7 @@ pub fn to_record(pk: String, sk: String, value: &[u8]) -> Result<Record> {
         data_json,
         created_at_ms: view.created_at_ms,
         updated_at_ms: view.updated_at_ms,
+        expires_at_ms: view.expires_at_ms,
     })
 }
 
@@ -524,20 +607,26 @@ pub struct Scan {
     pk_len: usize,
     prefix: Vec<u8>,
     iter: fjall::Iter,
+    /// Records expired at this time are skipped.
+    now: i64,
 }
 
 impl Iterator for Scan {
     type Item = Result<Record>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let guard = self.iter.next()?;
-        let (key, value) = match guard.into_inner() {
-            Ok(kv) => kv,
-            Err(e) => return Some(Err(e.into())),
+        let (key, value) = loop {
+            let (key, value) = match self.iter.next()?.into_inner() {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(e.into())),
+            };
+            if !key.starts_with(&self.prefix) {
+                return None;
+            }
+            if !is_expired(&value, self.now) {
+                break (key, value);
+            }
         };
-        if !key.starts_with(&self.prefix) {
-            return None;
-        }
         let Some(sk) = sk_of(&key, self.pk_len) else {
             let shown = decode_key(&key).map(|(_, sk)| sk).unwrap_or_default();
             return Some(Err(StoreError::Corrupt(format!("bad sort key {shown:?}"))));

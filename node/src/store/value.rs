@@ -1,18 +1,36 @@
-//! Stored values: a 17-byte header followed by the record's data as JSON text, verbatim.
+//! Stored values: a header followed by the record's data as JSON text, verbatim.
 //!
-//! Header: format byte `1`, `_created_at` (i64 big-endian ms), `_updated_at` (i64 big-endian ms).
+//! Format 1 (17-byte header): byte `1`, `_created_at` (i64 big-endian ms), `_updated_at` (i64 BE).
+//! Format 2 (25-byte header): byte `2`, the same two times, then `_expires_at` (i64 BE ms): a
+//! record with a deadline. Records without one keep format 1, so stores (and digests) from
+//! before expiry existed read and hash exactly as they did.
 //! Readers slice the JSON out and copy it to the wire; nothing is re-serialized.
 
 const FORMAT_V1: u8 = 1;
-/// Bytes before the data's JSON text.
+const FORMAT_V2: u8 = 2;
+/// Bytes before the data's JSON text in a value without a deadline.
 pub const HEADER_LEN: usize = 17;
+/// Bytes before the data's JSON text in a value with a deadline.
+pub const HEADER_LEN_EXPIRING: usize = 25;
 
-/// Encodes a stored value.
-pub fn encode_value(created_at_ms: i64, updated_at_ms: i64, data_json: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + data_json.len());
-    out.push(FORMAT_V1);
+/// Encodes a stored value; `expires_at_ms` is the record's deadline (unix ms), if it has one.
+pub fn encode_value(
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    expires_at_ms: Option<i64>,
+    data_json: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN_EXPIRING + data_json.len());
+    out.push(if expires_at_ms.is_some() {
+        FORMAT_V2
+    } else {
+        FORMAT_V1
+    });
     out.extend_from_slice(&created_at_ms.to_be_bytes());
     out.extend_from_slice(&updated_at_ms.to_be_bytes());
+    if let Some(deadline) = expires_at_ms {
+        out.extend_from_slice(&deadline.to_be_bytes());
+    }
     out.extend_from_slice(data_json);
     out
 }
@@ -20,16 +38,44 @@ pub fn encode_value(created_at_ms: i64, updated_at_ms: i64, data_json: &[u8]) ->
 /// A decoded view of a stored value: the model's [`StoredRecord`](crate::model::StoredRecord).
 pub type ValueView<'a> = crate::model::StoredRecord<'a>;
 
+/// How many header bytes precede the data of `bytes`; `None` if they are not a value this
+/// build wrote.
+pub fn header_len(bytes: &[u8]) -> Option<usize> {
+    let len = match *bytes.first()? {
+        FORMAT_V1 => HEADER_LEN,
+        FORMAT_V2 => HEADER_LEN_EXPIRING,
+        _ => return None,
+    };
+    (bytes.len() >= len).then_some(len)
+}
+
 /// Decodes a stored value; `None` if the bytes are not a value this build wrote.
 pub fn decode_value(bytes: &[u8]) -> Option<ValueView<'_>> {
-    if bytes.len() < HEADER_LEN || bytes[0] != FORMAT_V1 {
-        return None;
-    }
+    let len = header_len(bytes)?;
+    let time = |at: usize| bytes[at..at + 8].try_into().ok().map(i64::from_be_bytes);
     Some(ValueView {
-        created_at_ms: i64::from_be_bytes(bytes[1..9].try_into().ok()?),
-        updated_at_ms: i64::from_be_bytes(bytes[9..17].try_into().ok()?),
-        data_json: &bytes[HEADER_LEN..],
+        created_at_ms: time(1)?,
+        updated_at_ms: time(9)?,
+        expires_at_ms: if len == HEADER_LEN_EXPIRING {
+            Some(time(17)?)
+        } else {
+            None
+        },
+        data_json: &bytes[len..],
     })
+}
+
+/// The deadline of a stored value, if it has one (without decoding the rest).
+pub fn expires_at(bytes: &[u8]) -> Option<i64> {
+    match header_len(bytes)? {
+        HEADER_LEN_EXPIRING => bytes[17..25].try_into().ok().map(i64::from_be_bytes),
+        _ => None,
+    }
+}
+
+/// Whether a stored value has expired at `now_ms` (its deadline is at or before it).
+pub fn is_expired(bytes: &[u8], now_ms: i64) -> bool {
+    expires_at(bytes).is_some_and(|deadline| deadline <= now_ms)
 }
 
 #[cfg(test)]
@@ -38,12 +84,31 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let v = encode_value(-5, 1_732_590_000_000, br#"{"a":1}"#);
+        let v = encode_value(-5, 1_732_590_000_000, None, br#"{"a":1}"#);
         let view = decode_value(&v).unwrap();
         assert_eq!(view.created_at_ms, -5);
         assert_eq!(view.updated_at_ms, 1_732_590_000_000);
+        assert_eq!(view.expires_at_ms, None);
         assert_eq!(view.data_json, br#"{"a":1}"#);
+        assert_eq!(v.len(), HEADER_LEN + 7);
         assert!(decode_value(&v[..10]).is_none());
-        assert!(decode_value(b"\x02aaaaaaaaaaaaaaaaaaaaa").is_none());
+        assert!(decode_value(b"\x03aaaaaaaaaaaaaaaaaaaaaaaaaaaaa").is_none());
+        assert!(!is_expired(&v, i64::MAX));
+    }
+
+    #[test]
+    fn deadline_round_trips_and_expires_at_it() {
+        let v = encode_value(1, 2, Some(1_000), b"\"x\"");
+        let view = decode_value(&v).unwrap();
+        assert_eq!(
+            (view.created_at_ms, view.updated_at_ms, view.expires_at_ms),
+            (1, 2, Some(1_000))
+        );
+        assert_eq!(view.data_json, b"\"x\"");
+        assert_eq!(header_len(&v), Some(HEADER_LEN_EXPIRING));
+        assert!(!is_expired(&v, 999));
+        assert!(is_expired(&v, 1_000));
+        // A format-2 header cut short is not a value.
+        assert!(decode_value(&v[..20]).is_none());
     }
 }

@@ -62,6 +62,11 @@ pub fn records(records: &[Record], next_cursor: Option<&str>) -> Vec<u8> {
         write_time(&mut out, r.created_at_ms);
         out.extend_from_slice(b",\"UpdatedAt\":");
         write_time(&mut out, r.updated_at_ms);
+        // Only records with a deadline carry it, so FireScroll's shape is unchanged otherwise.
+        if let Some(deadline) = r.expires_at_ms {
+            out.extend_from_slice(b",\"ExpiresAt\":");
+            write_time(&mut out, deadline);
+        }
         out.push(b'}');
     }
     out.push(b']');
@@ -216,11 +221,21 @@ mod tests {
             data_json: r#"{"hey":"ho","n":1.50}"#.into(),
             created_at_ms: 1_683_468_191_123,
             updated_at_ms: 1_683_468_191_000,
+            expires_at_ms: None,
         };
-        let body = String::from_utf8(records(&[r], Some("s"))).unwrap();
+        let body = String::from_utf8(records(&[r.clone()], Some("s"))).unwrap();
         assert_eq!(
             body,
             r#"{"Records":[{"Pk":"p\"1","Sk":"\u0000","Data":{"hey":"ho","n":1.50},"CreatedAt":"2023-05-07T14:03:11.123Z","UpdatedAt":"2023-05-07T14:03:11.000Z"}],"NextCursor":"s"}"#
+        );
+        let expiring = Record {
+            expires_at_ms: Some(1_683_468_251_000),
+            ..r
+        };
+        let body = String::from_utf8(records(&[expiring], None)).unwrap();
+        assert!(
+            body.ends_with(r#""UpdatedAt":"2023-05-07T14:03:11.000Z","ExpiresAt":"2023-05-07T14:04:11.000Z"}]}"#),
+            "{body}"
         );
         assert_eq!(
             String::from_utf8(records(&[], None)).unwrap(),

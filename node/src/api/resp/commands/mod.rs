@@ -477,6 +477,7 @@ fn pending_record(pk: &str, sk: &str, data: String) -> Record {
         data_json: data,
         created_at_ms: 0,
         updated_at_ms: 0,
+        expires_at_ms: None,
     }
 }
 

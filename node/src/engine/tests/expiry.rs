@@ -1,0 +1,353 @@
+//! Expiry at apply: records go when the log's time (entry timestamps) reaches their deadline,
+//! identically whatever the batching, after a restore, and through ticks.
+
+use super::*;
+use crate::engine::apply::PURGE_PER_ENTRY;
+use crate::model::ExpireIf;
+
+/// A put of `pk` (sk "") with a deadline.
+fn put_until(pk: &str, data: &str, expires_at: Option<i64>) -> Op {
+    Op {
+        expires_at,
+        ..put(pk, "", data, None)
+    }
+}
+
+fn expire(kind: OpKind, pk: &str, expires_at: Option<i64>, when: Option<ExpireIf>) -> Op {
+    Op {
+        op: kind,
+        pk: pk.into(),
+        expires_at,
+        expire_if: when,
+        ..Op::default()
+    }
+}
+
+fn entry(ts: i64, ops: Vec<Op>) -> Vec<u8> {
+    LogEntry::new(ts, ops).encode()
+}
+
+/// (data, deadline) of a stored record, read raw (reads hide records by the wall clock, and
+/// these deadlines are in 1970).
+fn stored(store: &PartitionStore, pk: &str, sk: &str) -> Option<(String, Option<i64>)> {
+    let raw = store.get_raw(&crate::store::encode_key(pk, sk)).unwrap()?;
+    let view = crate::store::decode_value(&raw).unwrap();
+    Some((
+        String::from_utf8(view.data_json.to_vec()).unwrap(),
+        view.expires_at_ms,
+    ))
+}
+
+/// Every deadline index entry of the partition, as (deadline, pk).
+fn index_of(store: &PartitionStore) -> Vec<(i64, String)> {
+    store
+        .due(None, i64::MAX)
+        .map(|e| {
+            let (deadline, key) = e.unwrap();
+            (deadline, crate::store::decode_key(&key).unwrap().0)
+        })
+        .collect()
+}
+
+/// A log over partition 1's pks exercising deadlines: overwrites that move them, keep them and
+/// drop them, read-modify-write, expire ops of every kind, whole-key expiry, and ticks.
+fn expiry_log() -> (Vec<String>, Vec<Vec<u8>>) {
+    let pk = pks_in(1, 9);
+    let hash = |sk: &str, until: Option<i64>| Op {
+        expires_at: until,
+        ..put(&pk[5], sk, "\"f\"", None)
+    };
+    let log = vec![
+        entry(100, vec![put_until(&pk[0], "\"a\"", Some(1_000))]),
+        entry(110, vec![put_until(&pk[1], "\"b\"", Some(2_000))]),
+        // Moved later, then earlier: the index keeps stale entries the purge must skip.
+        entry(120, vec![put_until(&pk[1], "\"b2\"", Some(5_000))]),
+        // DEL of a key leaves its fields' index entries behind (it does not read values).
+        entry(
+            125,
+            vec![
+                Op {
+                    expires_at: Some(1_050),
+                    ..put(&pk[8], "a", "1", None)
+                },
+                Op {
+                    expires_at: Some(1_050),
+                    ..put(&pk[8], "b", "1", None)
+                },
+            ],
+        ),
+        entry(
+            126,
+            vec![Op {
+                op: OpKind::DeleteKey,
+                ..delete(&pk[8], "", None)
+            }],
+        ),
+        entry(130, vec![put_until(&pk[2], "\"c\"", Some(1_500))]),
+        entry(
+            140,
+            vec![Op {
+                keep_ttl: true,
+                ..put(&pk[2], "", "\"c2\"", None)
+            }],
+        ),
+        entry(150, vec![put_until(&pk[3], "\"7\"", Some(3_000))]),
+        entry(160, vec![rmw(OpKind::Incr, &pk[3], "", "5")]),
+        entry(170, vec![put_until(&pk[4], "\"d\"", Some(900))]),
+        entry(180, vec![put_until(&pk[4], "\"d-forever\"", None)]),
+        entry(190, vec![hash("x", Some(4_000)), hash("y", None)]),
+        entry(
+            200,
+            vec![expire(OpKind::ExpireKey, &pk[5], Some(2_500), None)],
+        ),
+        entry(210, vec![expire(OpKind::Expire, &pk[6], Some(2_500), None)]),
+        entry(220, vec![put_until(&pk[6], "\"g\"", None)]),
+        entry(
+            230,
+            vec![expire(
+                OpKind::Expire,
+                &pk[6],
+                Some(8_000),
+                Some(ExpireIf::Nx),
+            )],
+        ),
+        entry(
+            240,
+            vec![expire(
+                OpKind::Expire,
+                &pk[6],
+                Some(9_000),
+                Some(ExpireIf::Lt),
+            )],
+        ),
+        entry(
+            250,
+            vec![expire(
+                OpKind::Expire,
+                &pk[6],
+                Some(7_000),
+                Some(ExpireIf::Gt),
+            )],
+        ),
+        // Log time 1_200: pk0 (1_000) goes; pk2 (1_500) not yet.
+        LogEntry::tick(1_200).encode(),
+        // A timestamp from a slower clock: nothing comes back, nothing more goes.
+        LogEntry::tick(1_100).encode(),
+        entry(1_300, vec![put(&pk[7], "", "1", Some("data == null"))]),
+        LogEntry::tick(2_600).encode(),
+        // pk0 expired: a conditional create succeeds as if it had never been.
+        entry(
+            2_700,
+            vec![put_until(&pk[0], "\"new\"", Some(6_000)), {
+                let mut op = put(&pk[0], "x", "1", Some("_expires_at == nil"));
+                op.expires_at = Some(2_650);
+                op
+            }],
+        ),
+        LogEntry::tick(5_500).encode(),
+    ];
+    (pk, log)
+}
+
+#[test]
+fn records_go_when_the_log_reaches_their_deadline_whatever_the_batching() {
+    let (pk, log) = expiry_log();
+    let log = records(&log);
+    let rules = TestRules::new();
+    let mut digests = Vec::new();
+    for batch_size in [1usize, 2, 3, 5, 1000] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_partition(dir.path(), 1);
+        let mut expired = 0;
+        for chunk in log.chunks(batch_size) {
+            let batch = apply_and_commit(&store, rules.rules(), chunk).unwrap();
+            assert!(batch.rejections.is_empty(), "{:?}", batch.rejections);
+            expired += batch.expired;
+        }
+        assert_eq!(
+            stored(&store, &pk[0], ""),
+            Some(("\"new\"".into(), Some(6_000))),
+            "written again after it expired; not due at 5_500"
+        );
+        assert_eq!(stored(&store, &pk[0], "x"), None, "written already expired");
+        assert_eq!(
+            stored(&store, &pk[1], ""),
+            None,
+            "moved to 5_000, purged at 5_500"
+        );
+        assert_eq!(
+            stored(&store, &pk[2], ""),
+            None,
+            "kept 1_500 through the overwrite"
+        );
+        assert_eq!(stored(&store, &pk[3], ""), None, "INCR kept 3_000");
+        assert_eq!(
+            stored(&store, &pk[4], ""),
+            Some(("\"d-forever\"".into(), None)),
+            "an overwrite without a deadline drops it"
+        );
+        assert_eq!(
+            stored(&store, &pk[5], "x"),
+            None,
+            "EXPIRE reached every field"
+        );
+        assert_eq!(stored(&store, &pk[5], "y"), None);
+        assert_eq!(
+            stored(&store, &pk[6], ""),
+            Some(("\"g\"".into(), Some(8_000))),
+            "NX set 8_000, LT refused 9_000, GT refused 7_000"
+        );
+        assert_eq!(stored(&store, &pk[7], ""), Some(("1".into(), None)));
+        // pk0, pk1, pk2, pk3, pk5 (two fields); pk8's entries were stale.
+        assert_eq!(expired, 6, "batch size {batch_size}");
+        assert_key_index_matches(&store);
+        assert_eq!(
+            index_of(&store),
+            vec![(6_000, pk[0].clone()), (8_000, pk[6].clone())],
+            "purges remove their index entries, stale ones included"
+        );
+        digests.push(store.digest().unwrap());
+    }
+    assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
+}
+
+#[test]
+fn expire_ops_answer_like_redis_and_expired_records_are_absent_to_entries() {
+    let pk = pks_in(2, 1).remove(0);
+    let rules = TestRules::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_partition(dir.path(), 2);
+    let log = vec![
+        // On a missing key: 0.
+        entry(10, vec![expire(OpKind::ExpireKey, &pk, Some(100), None)]),
+        entry(20, vec![put(&pk, "", "\"v\"", None)]),
+        // PERSIST without a deadline: 0; XX without one: 0; NX: 1.
+        entry(30, vec![expire(OpKind::ExpireKey, &pk, None, None)]),
+        entry(
+            40,
+            vec![expire(
+                OpKind::ExpireKey,
+                &pk,
+                Some(500),
+                Some(ExpireIf::Xx),
+            )],
+        ),
+        entry(
+            50,
+            vec![expire(
+                OpKind::ExpireKey,
+                &pk,
+                Some(500),
+                Some(ExpireIf::Nx),
+            )],
+        ),
+        // The condition sees the deadline; KEEPTTL keeps it.
+        entry(
+            60,
+            vec![Op {
+                keep_ttl: true,
+                ..put(&pk, "", "\"v2\"", Some("_expires_at == 500"))
+            }],
+        ),
+        // PERSIST with one: 1.
+        entry(70, vec![expire(OpKind::Expire, &pk, None, None)]),
+        entry(80, vec![expire(OpKind::Expire, &pk, Some(90), None)]),
+        // The entry's time (95) is past the deadline (90): the record is absent to it.
+        entry(95, vec![put(&pk, "", "\"w\"", Some("data == null"))]),
+        // A deadline at or before the entry's time removes the key at once (1).
+        entry(100, vec![expire(OpKind::ExpireKey, &pk, Some(100), None)]),
+    ];
+    let batch = apply_and_commit(&store, rules.rules(), &records(&log)).unwrap();
+    assert!(batch.rejections.is_empty(), "{:?}", batch.rejections);
+    let returned: Vec<(u64, Option<String>)> = batch
+        .returned
+        .iter()
+        .map(|(offset, r)| (*offset, r[0].data.clone()))
+        .collect();
+    let one = || Some("1".to_string());
+    let zero = || Some("0".to_string());
+    assert_eq!(
+        returned,
+        vec![
+            (0, zero()),
+            (2, zero()),
+            (3, zero()),
+            (4, one()),
+            (6, one()),
+            (7, one()),
+            (9, one()),
+        ]
+    );
+    assert_eq!(stored(&store, &pk, ""), None);
+    assert_key_index_matches(&store);
+}
+
+#[test]
+fn a_restored_replica_purges_exactly_as_the_one_that_replayed() {
+    let (_, log) = expiry_log();
+    let log = records(&log);
+    let rules = TestRules::new();
+    let split = 14;
+    let dir = tempfile::tempdir().unwrap();
+    let replayed = open_partition(dir.path(), 1);
+    apply_and_commit(&replayed, rules.rules(), &log[..split]).unwrap();
+    // A snapshot of it, restored elsewhere: records only; the index is rebuilt from them.
+    let (next, entries) = replayed.frozen().unwrap();
+    let snapshot: Vec<(Vec<u8>, Vec<u8>)> = entries
+        .map(|e| {
+            let (k, v) = e.unwrap();
+            (k.to_vec(), v.to_vec())
+        })
+        .collect();
+    let other = tempfile::tempdir().unwrap();
+    let restored = open_partition(other.path(), 1);
+    restored.restore(&snapshot, next, "test").unwrap();
+    assert!(
+        index_of(&restored).len() < index_of(&replayed).len(),
+        "the replayed index has stale entries the rebuilt one lacks"
+    );
+    for store in [&replayed, &restored] {
+        apply_and_commit(store, rules.rules(), &log[split..]).unwrap();
+        assert_key_index_matches(store);
+    }
+    assert_eq!(replayed.digest().unwrap(), restored.digest().unwrap());
+}
+
+#[test]
+fn one_entry_purges_a_bounded_number_and_the_rest_follow() {
+    let pk = pks_in(3, 1).remove(0);
+    let rules = TestRules::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_partition(dir.path(), 3);
+    let extra = 5;
+    let fields: Vec<Op> = (0..PURGE_PER_ENTRY + extra)
+        .map(|i| Op {
+            expires_at: Some(1_000 + (i % 3) as i64),
+            ..put(&pk, &format!("f{i:06}"), "1", None)
+        })
+        .collect();
+    let log = vec![
+        entry(10, fields),
+        LogEntry::tick(2_000).encode(),
+        LogEntry::tick(2_001).encode(),
+    ];
+    let log = records(&log);
+    let first = apply_and_commit(&store, rules.rules(), &log[..2]).unwrap();
+    assert_eq!(first.expired, PURGE_PER_ENTRY as u64);
+    assert_eq!(store.digest().unwrap().records, extra as u64);
+    // The ones left are the last in (deadline, key) order: deadline 1_002, highest keys.
+    let left: Vec<String> = store
+        .pk_entries(&pk)
+        .map(|e| crate::store::decode_key(&e.unwrap().0).unwrap().1)
+        .collect();
+    let mut expected: Vec<String> = (0..PURGE_PER_ENTRY + extra)
+        .filter(|i| i % 3 == 2)
+        .map(|i| format!("f{i:06}"))
+        .collect();
+    expected = expected.split_off(expected.len() - extra);
+    assert_eq!(left, expected);
+    let second = apply_and_commit(&store, rules.rules(), &log[2..]).unwrap();
+    assert_eq!(second.expired, extra as u64);
+    assert_eq!(store.digest().unwrap().records, 0);
+    assert_key_index_matches(&store);
+}
