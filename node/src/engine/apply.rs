@@ -481,17 +481,22 @@ fn apply_entry(
             OpKind::Delete | OpKind::Check | OpKind::ExpireKey => None,
             OpKind::Expire => {
                 let Some(cur) = current else {
-                    returned.push(Returned {
-                        op: index as u32,
-                        data: Some("0".into()),
-                    });
+                    if !op.return_old {
+                        returned.push(Returned {
+                            op: index as u32,
+                            data: Some("0".into()),
+                        });
+                    }
                     continue;
                 };
                 let changes = expire_allowed(op, cur.expires_at_ms);
-                returned.push(Returned {
-                    op: index as u32,
-                    data: Some(u8::from(changes).to_string()),
-                });
+                // With `return_old` (Redis `GETEX`) the op returns the value instead.
+                if !op.return_old {
+                    returned.push(Returned {
+                        op: index as u32,
+                        data: Some(u8::from(changes).to_string()),
+                    });
+                }
                 if !changes {
                     continue;
                 }

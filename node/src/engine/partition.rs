@@ -147,7 +147,25 @@ impl PartitionRuntime {
         from: u64,
         limit: usize,
     ) -> Result<(Vec<KeyInfo>, Option<u64>), StoreError> {
-        self.store.scan_keys(from, limit)
+        let (mut keys, next) = self.store.scan_keys(from, limit)?;
+        // The index counts records the log has not removed yet. While some deadline is due,
+        // count what readers would see instead, and leave out keys with nothing left.
+        if self.first_deadline()?.is_some_and(|d| d <= now_ms()) {
+            let mut live = Vec::with_capacity(keys.len());
+            for mut key in keys {
+                let (mut records, mut string) = (0, false);
+                for record in self.store.scan(&key.pk, "", None) {
+                    string |= record?.sk.is_empty();
+                    records += 1;
+                }
+                if records > 0 {
+                    (key.records, key.string) = (records, string);
+                    live.push(key);
+                }
+            }
+            keys = live;
+        }
+        Ok((keys, next))
     }
 
     /// Record count and content hash (replicas at equal offsets have equal digests).

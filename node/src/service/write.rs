@@ -382,10 +382,12 @@ fn check_operand(
                 "record {i}: a `check` op needs `version`, 64 hex digits"
             ))
         }
-        kind if return_old && !matches!(kind, OpKind::Put | OpKind::Delete) => bad(format!(
-            "record {i}: `return_old` applies to puts and deletes, not `{}` ops",
-            kind.name()
-        )),
+        kind if return_old && !matches!(kind, OpKind::Put | OpKind::Delete | OpKind::Expire) => {
+            bad(format!(
+                "record {i}: `return_old` applies to puts, deletes and expires, not `{}` ops",
+                kind.name()
+            ))
+        }
         _ => Ok(()),
     }
 }

@@ -211,16 +211,6 @@ fn required_records<T>(records: Option<Vec<T>>) -> Result<Vec<T>, ServiceError> 
 }
 
 fn write_op(index: usize, r: RecordBody, fixed: Option<OpKind>) -> Result<WriteOp, ServiceError> {
-    if r.ttl_ms.is_some() || r.expires_at.is_some() {
-        return Err(ServiceError::bad_request(
-            "expiry_unsupported",
-            format!(
-                "record {index}: records do not expire yet, so `ttl_ms`/`expires_at` would be \
-                 ignored; nothing was written. Remove the field to store the record without a \
-                 deadline"
-            ),
-        ));
-    }
     let op = match (fixed, r.op.as_deref()) {
         (Some(kind), _) => kind,
         (None, Some(op)) if op.eq_ignore_ascii_case("put") => OpKind::Put,
@@ -235,6 +225,7 @@ fn write_op(index: usize, r: RecordBody, fixed: Option<OpKind>) -> Result<WriteO
             ));
         }
     };
+    let expires_at = deadline(index, op, &r)?;
     Ok(WriteOp {
         op,
         pk: r.pk,
@@ -244,8 +235,68 @@ fn write_op(index: usize, r: RecordBody, fixed: Option<OpKind>) -> Result<WriteO
         if_plugin: r.if_plugin.map(PluginRef::Name),
         transform: r.transform.map(PluginRef::Name),
         args: r.args,
+        expires_at,
+        keep_ttl: r.keep_ttl.unwrap_or(false),
         ..WriteOp::default()
     })
+}
+
+/// A record's deadline (unix ms) from its `ttl_ms` (relative to now, on this node) or
+/// `expires_at` (unix ms or RFC 3339): computed once here, so every replica agrees.
+fn deadline(index: usize, op: OpKind, r: &RecordBody) -> Result<Option<i64>, ServiceError> {
+    let bad = |message: String| ServiceError::bad_request("bad_expiry", format!("record {index}: {message}"));
+    let given = r.ttl_ms.is_some() || r.expires_at.is_some();
+    if given && op != OpKind::Put {
+        return Err(bad(
+            "only puts take `ttl_ms`/`expires_at`; a delete removes the record now".into(),
+        ));
+    }
+    if given && r.keep_ttl == Some(true) {
+        return Err(bad(
+            "`keep_ttl` keeps the current deadline, so it cannot come with `ttl_ms`/`expires_at`"
+                .into(),
+        ));
+    }
+    match (&r.ttl_ms, &r.expires_at) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(bad(
+            "give `ttl_ms` (relative) or `expires_at` (absolute), not both".into(),
+        )),
+        (Some(ttl), None) => {
+            let ttl = ttl
+                .get()
+                .parse::<i64>()
+                .ok()
+                .filter(|ttl| *ttl > 0)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "`ttl_ms` must be a positive whole number of milliseconds, not {}",
+                        ttl.get()
+                    ))
+                })?;
+            crate::model::now_ms()
+                .checked_add(ttl)
+                .map(Some)
+                .ok_or_else(|| bad(format!("`ttl_ms` {ttl} is too far in the future")))
+        }
+        (None, Some(at)) => {
+            let text = at.get();
+            let parsed = match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(serde_json::Value::Number(n)) => n.as_i64(),
+                Ok(serde_json::Value::String(s)) => humantime::parse_rfc3339(&s)
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .and_then(|d| i64::try_from(d.as_millis()).ok()),
+                _ => None,
+            };
+            match parsed {
+                Some(ms) if ms > 0 => Ok(Some(ms)),
+                _ => Err(bad(format!(
+                    "`expires_at` must be unix milliseconds or an RFC 3339 time such as                      \"2026-12-31T23:59:59Z\", not {text}"
+                ))),
+            }
+        }
+    }
 }
 
 fn positions(list: Option<Vec<PositionBody>>) -> Result<Vec<Position>, ServiceError> {

@@ -103,10 +103,12 @@ case_insensitive! {
         pub if_plugin: Option<String> = "if_plugin",
         pub transform: Option<String> = "transform",
         pub args: Option<Box<RawValue>> = "args",
-        /// Expiry fields are recognised only to be refused until records can expire: ignoring
-        /// them would store a record the writer believes expires.
+        /// Puts: the record expires this many ms after the accepting node received it.
         pub ttl_ms: Option<Box<RawValue>> = "ttl_ms",
+        /// Puts: the record expires at this time (unix ms, or an RFC 3339 string).
         pub expires_at: Option<Box<RawValue>> = "expires_at",
+        /// Puts: keep the record's current deadline (otherwise a put without one drops it).
+        pub keep_ttl: Option<bool> = "keep_ttl",
     }
 }
 

@@ -1,5 +1,6 @@
 //! Hash commands: the hash is a pk, its fields are sks.
 
+use super::expiry::Expiry;
 use super::keys::{as_flag, put_record};
 use super::{Context, data_of, text, value_of, wrong_arity};
 use crate::api::resp::reply::Reply;
@@ -139,6 +140,8 @@ pub async fn hset(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
                 sk: key.sk.clone(),
                 data: Some(data),
                 cond: None,
+                // A field written again keeps its deadline (the key's, after EXPIRE).
+                keep_ttl: true,
                 ..WriteOp::default()
             }),
             Err(e) => return e,
@@ -177,7 +180,7 @@ pub async fn hsetnx(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         Err(e) => return e,
     };
     match data_of(value) {
-        Ok(data) => as_flag(put_record(ctx, key, data, Some("data == nil")).await),
+        Ok(data) => as_flag(put_record(ctx, key, data, Some("data == nil"), Expiry::Keep).await),
         Err(e) => e,
     }
 }

@@ -2,6 +2,7 @@
 //! node-redis): `JSON.SET`, `JSON.GET`, `JSON.DEL` on the record (pk = key, sk = ""), at the root
 //! path only (`$` or `.`). The document is the record's data, as HTTP reads it.
 
+use super::expiry::Expiry;
 use super::keys::{key, put_record};
 use super::{Context, wrong_arity};
 use crate::api::resp::reply::Reply;
@@ -41,7 +42,7 @@ pub async fn set(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         None => return Reply::err("the value is not JSON: JSON.SET takes a JSON document"),
     };
     match key(k) {
-        Ok(key) => put_record(ctx, key, data, cond).await,
+        Ok(key) => put_record(ctx, key, data, cond, Expiry::Keep).await,
         Err(e) => e,
     }
 }

@@ -1,5 +1,6 @@
 //! String-style commands: the record (pk = key, sk = "").
 
+use super::expiry::Expiry;
 use super::{Context, Shape, data_of, text, wrong_arity};
 use crate::api::resp::reply::Reply;
 use crate::model::{Key, OpKind};
@@ -55,31 +56,23 @@ pub async fn exists(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     }
 }
 
-/// `SET key value [NX|XX] [GET]`. NX and XX become `if` conditions, decided in log order; GET
-/// returns the old value from the op itself, at apply.
+/// `SET key value [NX|XX] [GET] [EX s|PX ms|EXAT t|PXAT t|KEEPTTL]`. NX and XX become `if`
+/// conditions, decided in log order; GET returns the old value from the op itself, at apply.
+/// Without an expiry option the key's deadline is dropped, as in Redis.
 pub async fn set(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let [k, v, options @ ..] = args else {
         return wrong_arity("set");
     };
-    let mut cond = None;
-    let mut get = false;
-    for option in options {
-        match option.to_ascii_uppercase().as_slice() {
-            b"NX" if cond.is_none() => cond = Some("data == nil"),
-            b"XX" if cond.is_none() => cond = Some("data != nil"),
-            b"GET" => get = true,
-            b"EX" | b"PX" | b"EXAT" | b"PXAT" | b"KEEPTTL" => {
-                return Reply::err("expiry is not supported: FireScroll keys do not expire");
-            }
-            _ => return Reply::err("syntax error"),
-        }
-    }
+    let (cond, get, expiry) = match super::expiry::set_options(options) {
+        Ok(parsed) => parsed,
+        Err(e) => return e,
+    };
     let (key, data) = match (key(k), data_of(v)) {
         (Ok(key), Ok(data)) => (key, data),
         (Err(e), _) | (_, Err(e)) => return e,
     };
     if !get {
-        return put_record(ctx, key, data, cond).await;
+        return put_record(ctx, key, data, cond, expiry).await;
     }
     match cond {
         Some("data == nil") => Reply::err(
@@ -89,7 +82,7 @@ pub async fn set(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             "NX/XX inside MULTI is not supported: the condition would decide the whole transaction",
         ),
         _ => {
-            let op = WriteOp {
+            let mut op = WriteOp {
                 op: OpKind::Put,
                 pk: key.pk,
                 sk: key.sk,
@@ -98,6 +91,7 @@ pub async fn set(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
                 return_old: true,
                 ..WriteOp::default()
             };
+            expiry.apply(&mut op);
             ctx.write_returning(op, Shape::Bulk).await
         }
     }
@@ -142,20 +136,21 @@ pub async fn getdel(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     ctx.write_returning(op, Shape::Bulk).await
 }
 
-/// Writes the record `key` with `data`, under `cond` (`NX`/`XX`): `OK`, or nil when the
-/// condition was false.
+/// Writes the record `key` with `data`, under `cond` (`NX`/`XX`), doing `expiry` to its
+/// deadline: `OK`, or nil when the condition was false.
 pub(super) async fn put_record(
     ctx: &mut Context<'_>,
     key: Key,
     data: Box<serde_json::value::RawValue>,
     cond: Option<&str>,
+    expiry: Expiry,
 ) -> Reply {
     if cond.is_some() && ctx.session.collecting.is_some() {
         return Reply::err(
             "NX/XX inside MULTI is not supported: the condition would decide the whole transaction",
         );
     }
-    let op = WriteOp {
+    let mut op = WriteOp {
         op: OpKind::Put,
         pk: key.pk,
         sk: key.sk,
@@ -163,6 +158,7 @@ pub(super) async fn put_record(
         cond: cond.map(str::to_string),
         ..WriteOp::default()
     };
+    expiry.apply(&mut op);
     match ctx.write(vec![op], cond.is_some()).await {
         Err(e) => e,
         Ok(_) if cond.is_none() => Reply::ok(),
@@ -228,7 +224,7 @@ pub async fn setnx(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         (Ok(key), Ok(data)) => (key, data),
         (Err(e), _) | (_, Err(e)) => return e,
     };
-    as_flag(put_record(ctx, key, data, Some("data == nil")).await)
+    as_flag(put_record(ctx, key, data, Some("data == nil"), Expiry::Clear).await)
 }
 
 /// OK as 1, nil (the condition was false) as 0: the replies of `SETNX`, `HSETNX`.

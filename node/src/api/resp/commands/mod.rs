@@ -6,6 +6,7 @@
 //! text. `JSON.SET`/`JSON.GET` write and read JSON documents.
 
 mod counter;
+mod expiry;
 mod hash;
 mod json;
 mod keys;
@@ -251,6 +252,13 @@ pub(super) async fn run(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
         "hincrby" => counter::hincrby(ctx, args).await,
         "append" => counter::append(ctx, args).await,
         "setnx" => keys::setnx(ctx, args).await,
+        "setex" | "psetex" => expiry::setex(ctx, args, &name).await,
+        "getex" => expiry::getex(ctx, args).await,
+        "expire" | "pexpire" | "expireat" | "pexpireat" => {
+            expiry::expire(ctx, args, &name).await
+        }
+        "persist" => expiry::persist(ctx, args).await,
+        "ttl" | "pttl" | "expiretime" | "pexpiretime" => expiry::ttl(ctx, args, &name).await,
         "mset" => keys::mset(ctx, args, false).await,
         "msetnx" => keys::mset(ctx, args, true).await,
         "strlen" => keys::strlen(ctx, args).await,
@@ -333,8 +341,16 @@ pub async fn send_collected(ctx: &mut Context<'_>) -> Result<(), Reply> {
 }
 
 /// The commands that write: they need write access.
-pub(super) const WRITE_COMMANDS: [&str; 23] = [
+pub(super) const WRITE_COMMANDS: [&str; 31] = [
     "set",
+    "setex",
+    "psetex",
+    "getex",
+    "expire",
+    "pexpire",
+    "expireat",
+    "pexpireat",
+    "persist",
     "setnx",
     "getset",
     "getdel",
@@ -538,7 +554,9 @@ impl Context<'_> {
             .as_ref()?
             .iter()
             .filter(|op| {
-                op.pk == pk && (op.sk == sk || op.op == OpKind::DeleteKey) && op.op != OpKind::Check
+                op.pk == pk
+                    && (op.sk == sk || op.op == OpKind::DeleteKey)
+                    && !matches!(op.op, OpKind::Check | OpKind::Expire | OpKind::ExpireKey)
             })
             .map(|op| {
                 let data = op.data.as_deref().unwrap_or(NULL_JSON());
@@ -668,7 +686,11 @@ impl Context<'_> {
             }
             let mut written: Vec<&str> = ops
                 .iter()
-                .filter(|op| op.pk == pk && op.sk.starts_with(&prefix) && op.op != OpKind::Check)
+                .filter(|op| {
+                    op.pk == pk
+                        && op.sk.starts_with(&prefix)
+                        && !matches!(op.op, OpKind::Check | OpKind::Expire | OpKind::ExpireKey)
+                })
                 .map(|op| op.sk.as_str())
                 .collect();
             written.sort_unstable();

@@ -1,0 +1,307 @@
+//! Expiry: `SET ... EX|PX|EXAT|PXAT|KEEPTTL`, `SETEX`, `PSETEX`, `GETEX`, `EXPIRE`, `PEXPIRE`,
+//! `EXPIREAT`, `PEXPIREAT` (with `NX|XX|GT|LT`), `PERSIST`, `TTL`, `PTTL`, `EXPIRETIME`,
+//! `PEXPIRETIME`.
+//!
+//! This node turns a relative TTL into an absolute deadline (unix ms) before the write goes to
+//! the log, so every replica removes the record at the same point of the log. A key's deadline
+//! is its records' (the string, or every field of a hash): `EXPIRE` sets it on each record it
+//! has, and the key lives until its last record expires.
+
+use super::keys::{key, put_record};
+use super::{Context, Shape, data_of, text, wrong_arity};
+use crate::api::resp::reply::Reply;
+use crate::model::{ExpireIf, Key, OpKind, now_ms};
+use crate::service::{WriteOp, parse_redis_integer};
+use bytes::Bytes;
+
+/// What a write does to its record's deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Expiry {
+    /// Drops it (Redis `SET` without options).
+    Clear,
+    /// Sets it to this unix ms.
+    At(i64),
+    /// Keeps the record's current one (`KEEPTTL`, `HSET` of a field, `JSON.SET`).
+    Keep,
+}
+
+impl Expiry {
+    /// Puts this on a put op.
+    pub(super) fn apply(self, op: &mut WriteOp) {
+        match self {
+            Expiry::Clear => {}
+            Expiry::At(at) => op.expires_at = Some(at),
+            Expiry::Keep => op.keep_ttl = true,
+        }
+    }
+}
+
+/// The unit of a TTL argument.
+#[derive(Debug, Clone, Copy)]
+enum Unit {
+    /// Relative: seconds (`EX`) or milliseconds (`PX`) from now.
+    Seconds,
+    Millis,
+    /// Absolute: a unix time in seconds (`EXAT`) or milliseconds (`PXAT`).
+    UnixSeconds,
+    UnixMillis,
+}
+
+impl Unit {
+    fn of_option(option: &[u8]) -> Option<Unit> {
+        Some(match option {
+            b"EX" => Unit::Seconds,
+            b"PX" => Unit::Millis,
+            b"EXAT" => Unit::UnixSeconds,
+            b"PXAT" => Unit::UnixMillis,
+            _ => return None,
+        })
+    }
+
+    /// The deadline (unix ms) `n` of this unit means now; `None` when it overflows.
+    fn deadline(self, n: i64) -> Option<i64> {
+        match self {
+            Unit::Seconds => n.checked_mul(1000)?.checked_add(now_ms()),
+            Unit::Millis => n.checked_add(now_ms()),
+            Unit::UnixSeconds => n.checked_mul(1000),
+            Unit::UnixMillis => Some(n),
+        }
+    }
+}
+
+/// Redis's message for a TTL a command cannot take.
+fn invalid_expire(command: &str) -> Reply {
+    Reply::err(format!("invalid expire time in '{command}' command"))
+}
+
+fn integer(arg: &Bytes) -> Result<i64, Reply> {
+    std::str::from_utf8(arg)
+        .ok()
+        .and_then(parse_redis_integer)
+        .ok_or_else(|| Reply::err("value is not an integer or out of range"))
+}
+
+/// The deadline of a `SET`/`SETEX`/`GETEX` TTL argument: positive, and not overflowing.
+fn positive_deadline(arg: &Bytes, unit: Unit, command: &str) -> Result<i64, Reply> {
+    let n = integer(arg)?;
+    if n <= 0 {
+        return Err(invalid_expire(command));
+    }
+    unit.deadline(n).ok_or_else(|| invalid_expire(command))
+}
+
+/// Parses `SET`'s options after the value: (condition, GET, expiry).
+pub(super) fn set_options(
+    options: &[Bytes],
+) -> Result<(Option<&'static str>, bool, Expiry), Reply> {
+    let mut cond = None;
+    let mut get = false;
+    let mut expiry = None;
+    let mut i = 0;
+    while i < options.len() {
+        let option = options[i].to_ascii_uppercase();
+        match option.as_slice() {
+            b"NX" if cond.is_none() => cond = Some("data == nil"),
+            b"XX" if cond.is_none() => cond = Some("data != nil"),
+            b"GET" => get = true,
+            b"KEEPTTL" if expiry.is_none() => expiry = Some(Expiry::Keep),
+            name if expiry.is_none() && Unit::of_option(name).is_some() => {
+                let unit = Unit::of_option(name).expect("matched");
+                let Some(arg) = options.get(i + 1) else {
+                    return Err(Reply::err("syntax error"));
+                };
+                expiry = Some(Expiry::At(positive_deadline(arg, unit, "set")?));
+                i += 1;
+            }
+            _ => return Err(Reply::err("syntax error")),
+        }
+        i += 1;
+    }
+    Ok((cond, get, expiry.unwrap_or(Expiry::Clear)))
+}
+
+/// `SETEX key seconds value`, `PSETEX key milliseconds value`.
+pub async fn setex(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
+    let [k, ttl, v] = args else {
+        return wrong_arity(name);
+    };
+    let unit = if name == "psetex" {
+        Unit::Millis
+    } else {
+        Unit::Seconds
+    };
+    let deadline = match positive_deadline(ttl, unit, name) {
+        Ok(deadline) => deadline,
+        Err(e) => return e,
+    };
+    let (key, data) = match (key(k), data_of(v)) {
+        (Ok(key), Ok(data)) => (key, data),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    put_record(ctx, key, data, None, Expiry::At(deadline)).await
+}
+
+/// `GETEX key [EX s | PX ms | EXAT t | PXAT t | PERSIST]`: the value, and (with an option) its
+/// new deadline set by the same op at apply.
+pub async fn getex(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let Some((k, options)) = args.split_first() else {
+        return wrong_arity("getex");
+    };
+    let key = match key(k) {
+        Ok(key) => key,
+        Err(e) => return e,
+    };
+    let expires_at = match options {
+        [] => {
+            return match ctx.read_one(&key.pk, "").await {
+                Ok(value) => value.map_or(Reply::Null, Reply::Bulk),
+                Err(e) => e,
+            };
+        }
+        [option] if option.eq_ignore_ascii_case(b"PERSIST") => None,
+        [option, arg] => match Unit::of_option(&option.to_ascii_uppercase()) {
+            Some(unit) => match positive_deadline(arg, unit, "getex") {
+                Ok(deadline) => Some(deadline),
+                Err(e) => return e,
+            },
+            None => return Reply::err("syntax error"),
+        },
+        _ => return Reply::err("syntax error"),
+    };
+    let op = WriteOp {
+        op: OpKind::Expire,
+        pk: key.pk,
+        sk: key.sk,
+        expires_at,
+        return_old: true,
+        ..WriteOp::default()
+    };
+    ctx.write_returning(op, Shape::Bulk).await
+}
+
+/// `EXPIRE key seconds [NX|XX|GT|LT]`, `PEXPIRE`, `EXPIREAT`, `PEXPIREAT`: 1 when the deadline
+/// was set (a deadline already past deletes the key, as in Redis), 0 when the key does not
+/// exist or the option said no. Decided at apply, against the key as the log has it.
+pub async fn expire(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
+    let [k, n, options @ ..] = args else {
+        return wrong_arity(name);
+    };
+    let unit = match name {
+        "expire" => Unit::Seconds,
+        "pexpire" => Unit::Millis,
+        "expireat" => Unit::UnixSeconds,
+        _ => Unit::UnixMillis,
+    };
+    let n = match integer(n) {
+        Ok(n) => n,
+        Err(e) => return e,
+    };
+    let Some(deadline) = unit.deadline(n) else {
+        return invalid_expire(name);
+    };
+    let mut when = None;
+    for option in options {
+        let option = match option.to_ascii_uppercase().as_slice() {
+            b"NX" => ExpireIf::Nx,
+            b"XX" => ExpireIf::Xx,
+            b"GT" => ExpireIf::Gt,
+            b"LT" => ExpireIf::Lt,
+            other => {
+                return Reply::err(format!(
+                    "Unsupported option {}",
+                    String::from_utf8_lossy(other)
+                ));
+            }
+        };
+        when = match (when, option) {
+            (None, option) => Some(option),
+            (Some(a), b) if a == b => Some(a),
+            (Some(ExpireIf::Gt), ExpireIf::Lt) | (Some(ExpireIf::Lt), ExpireIf::Gt) => {
+                return Reply::err("GT and LT options at the same time are not compatible");
+            }
+            _ => {
+                return Reply::err(
+                    "NX and XX, GT or LT options at the same time are not compatible",
+                );
+            }
+        };
+    }
+    let pk = match text(k) {
+        Ok(pk) => pk,
+        Err(e) => return e,
+    };
+    let op = WriteOp {
+        op: OpKind::ExpireKey,
+        pk,
+        expires_at: Some(deadline),
+        expire_if: when,
+        ..WriteOp::default()
+    };
+    ctx.write_returning(op, Shape::Integer).await
+}
+
+/// `PERSIST key`: 1 when the key had a deadline and no longer has, else 0.
+pub async fn persist(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let [k] = args else {
+        return wrong_arity("persist");
+    };
+    let pk = match text(k) {
+        Ok(pk) => pk,
+        Err(e) => return e,
+    };
+    let op = WriteOp {
+        op: OpKind::ExpireKey,
+        pk,
+        ..WriteOp::default()
+    };
+    ctx.write_returning(op, Shape::Integer).await
+}
+
+/// `TTL`/`PTTL` (time left, seconds rounded as Redis does, or ms) and `EXPIRETIME`/
+/// `PEXPIRETIME` (the deadline, unix s or ms): -2 when the key does not exist, -1 when it has
+/// no deadline.
+pub async fn ttl(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
+    let [k] = args else {
+        return wrong_arity(name);
+    };
+    let key = match key(k) {
+        Ok(key) => key,
+        Err(e) => return e,
+    };
+    let deadline = match key_deadline(ctx, key).await {
+        Ok(Some(deadline)) => deadline,
+        Ok(None) => return Reply::Int(-2),
+        Err(e) => return e,
+    };
+    let Some(deadline) = deadline else {
+        return Reply::Int(-1);
+    };
+    let left = (deadline - now_ms()).max(0);
+    Reply::Int(match name {
+        "ttl" => (left + 500) / 1000,
+        "pttl" => left,
+        "expiretime" => deadline.div_euclid(1000),
+        _ => deadline,
+    })
+}
+
+/// The deadline of a Redis key: `None` when it does not exist, `Some(None)` when it has none.
+/// A hash's is the latest of its fields' (none if any field has none).
+async fn key_deadline(ctx: &mut Context<'_>, key: Key) -> Result<Option<Option<i64>>, Reply> {
+    let pk = key.pk.clone();
+    if let Some(record) = ctx.read(vec![key]).await?.into_iter().next() {
+        return Ok(Some(record.expires_at_ms));
+    }
+    let fields = ctx.scan_all(pk, String::new()).await?;
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let mut latest = i64::MIN;
+    for field in &fields {
+        match field.expires_at_ms {
+            None => return Ok(Some(None)),
+            Some(deadline) => latest = latest.max(deadline),
+        }
+    }
+    Ok(Some(Some(latest)))
+}
