@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs the real services and clients the tests talk to (once; the first
-# install of the Kafka-protocol broker takes 15-30 minutes on 2 cores; redis-cli comes from
-# Debian's redis-tools, redis-py from PyPI, ioredis and node-redis from npm, the s3s-fs S3 server
+# install of the Kafka-protocol broker takes 15-30 minutes on 2 cores; redis-cli and redis-server come
+# from Debian's redis-tools and redis-server, redis-py from PyPI, ioredis and node-redis from npm, the s3s-fs S3 server
 # from crates.io), builds the example WebAssembly plugins from source, then runs every test.
 #
 #   scripts/test.sh [cargo test args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/kafka-broker.sh install >&2
-# A real Redis client for the Redis-protocol tests.
-if ! command -v redis-cli >/dev/null 2>&1; then
+# A real Redis client for the Redis-protocol tests, and redis-server to compare answers with.
+if ! command -v redis-cli >/dev/null 2>&1 || ! command -v redis-server >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1; then
-        { apt-get update -qq && apt-get install -y -qq redis-tools; } >&2
+        { apt-get update -qq && apt-get install -y -qq redis-tools redis-server; } >&2
     fi
     command -v redis-cli >/dev/null 2>&1 || { echo "redis-cli is required: install redis-tools" >&2; exit 1; }
+    command -v redis-server >/dev/null 2>&1 || { echo "redis-server is required: install redis-server" >&2; exit 1; }
 fi
 # Python clients written by others: redis-py (RESP3) and confluent-kafka (a foreign producer);
 # jsonschema validates the Fly.io templates against Fly's schema (scripts/check-fly.py).

@@ -7,6 +7,7 @@ mod auth;
 mod bad_input;
 mod cluster;
 mod crash_recovery;
+mod expiry;
 mod fly;
 mod hostile;
 mod http_compat;

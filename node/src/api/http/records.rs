@@ -244,7 +244,9 @@ fn write_op(index: usize, r: RecordBody, fixed: Option<OpKind>) -> Result<WriteO
 /// A record's deadline (unix ms) from its `ttl_ms` (relative to now, on this node) or
 /// `expires_at` (unix ms or RFC 3339): computed once here, so every replica agrees.
 fn deadline(index: usize, op: OpKind, r: &RecordBody) -> Result<Option<i64>, ServiceError> {
-    let bad = |message: String| ServiceError::bad_request("bad_expiry", format!("record {index}: {message}"));
+    let bad = |message: String| {
+        ServiceError::bad_request("bad_expiry", format!("record {index}: {message}"))
+    };
     let given = r.ttl_ms.is_some() || r.expires_at.is_some();
     if given && op != OpKind::Put {
         return Err(bad(

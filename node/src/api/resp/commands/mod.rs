@@ -254,9 +254,7 @@ pub(super) async fn run(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
         "setnx" => keys::setnx(ctx, args).await,
         "setex" | "psetex" => expiry::setex(ctx, args, &name).await,
         "getex" => expiry::getex(ctx, args).await,
-        "expire" | "pexpire" | "expireat" | "pexpireat" => {
-            expiry::expire(ctx, args, &name).await
-        }
+        "expire" | "pexpire" | "expireat" | "pexpireat" => expiry::expire(ctx, args, &name).await,
         "persist" => expiry::persist(ctx, args).await,
         "ttl" | "pttl" | "expiretime" | "pexpiretime" => expiry::ttl(ctx, args, &name).await,
         "mset" => keys::mset(ctx, args, false).await,

@@ -1,0 +1,349 @@
+//! Expiry: Redis's TTL commands answer as redis-server does, and replicas whose clocks disagree
+//! remove expired records at the same offsets (equal digests), through ticks when the partition
+//! is quiet, across a kill -9.
+
+use crate::common;
+
+use common::{Broker, Node, free_port, kafka_env};
+use serde_json::json;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A real redis-server on a free port, without persistence, stopped on drop.
+struct RedisServer {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "redis-server is installed (apt-get install redis-server; scripts/test.sh does)",
+            );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RedisServer {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn connect(port: u16) -> redis::Connection {
+    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+/// One command's answer, as comparable text (errors by their message).
+fn answer(con: &mut redis::Connection, command: &str) -> String {
+    let mut cmd = redis::cmd(command.split(' ').next().unwrap());
+    for arg in command.split(' ').skip(1) {
+        cmd.arg(arg);
+    }
+    match cmd.query::<redis::Value>(con) {
+        Ok(value) => format!("{value:?}"),
+        Err(e) => format!("error {}", e.detail().unwrap_or_default()),
+    }
+}
+
+#[test]
+fn ttl_commands_answer_as_redis_server_does() {
+    let node = Node::start();
+    let redis = RedisServer::start();
+    let mut ours = connect(node.resp);
+    let mut theirs = connect(redis.port);
+    // Every TTL here is long enough that the seconds TTL reports do not move while it runs.
+    let script = [
+        "SET k v EX 1000",
+        "TTL k",
+        "SET k v",
+        "TTL k",
+        "TTL missing",
+        "PTTL missing",
+        "EXPIRETIME missing",
+        "EXPIRE k 100 XX",
+        "EXPIRE k 100 NX",
+        "EXPIRE k 50 GT",
+        "EXPIRE k 200 GT",
+        "EXPIRE k 300 LT",
+        "EXPIRE k 150 LT",
+        "TTL k",
+        "SET k v2 KEEPTTL",
+        "TTL k",
+        "GET k",
+        "PERSIST k",
+        "PERSIST k",
+        "TTL k",
+        "EXPIRE missing 10",
+        "PERSIST missing",
+        "SETEX s 100 x",
+        "TTL s",
+        "PSETEX p 100000 y",
+        "TTL p",
+        "GETEX p PERSIST",
+        "TTL p",
+        "GETEX p EX 500",
+        "TTL p",
+        "GETEX p",
+        "GETEX missing EX 5",
+        "EXPIREAT k 4102444800",
+        "EXPIRETIME k",
+        "PEXPIRETIME k",
+        "PEXPIREAT k 4102444800123",
+        "PEXPIRETIME k",
+        "EXPIRETIME k",
+        "SET e v EX 0",
+        "SET e v PX -5",
+        "SET e v EX abc",
+        "SET e v EX 10 PX 10",
+        "SET e v EX 10 KEEPTTL",
+        "SET e v EX",
+        "SETEX e 0 v",
+        "GETEX k EX 0",
+        "GETEX k FOREVER",
+        "EXPIRE k 10 NX XX",
+        "EXPIRE k 10 GT LT",
+        "EXPIRE k 10 SOON",
+        "EXPIRE k ten",
+        "EXISTS e",
+        "EXPIRE k -1",
+        "EXISTS k",
+        "GET k",
+        "HSET h f v",
+        "EXPIRE h 100",
+        "TTL h",
+        "HSET h f v2",
+        "TTL h",
+        "SET x 1 EX 100",
+        "INCR x",
+        "TTL x",
+        "APPEND x 0",
+        "TTL x",
+        "GETSET x 5",
+        "TTL x",
+        "SET y 1 EX 100 GET",
+        "SET y 2 XX KEEPTTL GET",
+        "TTL y",
+        "SET y 3 PX 1 NX",
+        "GET y",
+    ];
+    let mut differences = Vec::new();
+    for command in script {
+        let (a, b) = (answer(&mut ours, command), answer(&mut theirs, command));
+        if a != b {
+            differences.push(format!("{command}: firescroll {a} / redis-server {b}"));
+        }
+    }
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+    // PTTL counts down on both.
+    for con in [&mut ours, &mut theirs] {
+        let pttl: i64 = redis::cmd("PTTL").arg("p").query(con).unwrap();
+        assert!((490_000..=500_000).contains(&pttl), "{pttl}");
+    }
+    // A short TTL: gone from every read path once due, on both.
+    for con in [&mut ours, &mut theirs] {
+        let _: () = redis::cmd("SET")
+            .arg("short")
+            .arg("v")
+            .arg("PX")
+            .arg(300)
+            .query(con)
+            .unwrap();
+        let _: () = redis::cmd("HSET")
+            .arg("hs")
+            .arg("f")
+            .arg("v")
+            .query(con)
+            .unwrap();
+        let _: i64 = redis::cmd("PEXPIRE").arg("hs").arg(300).query(con).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    for (name, con) in [("firescroll", &mut ours), ("redis-server", &mut theirs)] {
+        let get: Option<String> = redis::cmd("GET").arg("short").query(con).unwrap();
+        let mget: Vec<Option<String>> =
+            redis::cmd("MGET").arg("short").arg("s").query(con).unwrap();
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg("short")
+            .arg("hs")
+            .query(con)
+            .unwrap();
+        let hgetall: Vec<String> = redis::cmd("HGETALL").arg("hs").query(con).unwrap();
+        let hscan: (String, Vec<String>) = redis::cmd("HSCAN").arg("hs").arg(0).query(con).unwrap();
+        let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(con).unwrap();
+        keys.sort();
+        let (_, mut scanned): (String, Vec<String>) = redis::cmd("SCAN")
+            .arg(0)
+            .arg("COUNT")
+            .arg(1000)
+            .query(con)
+            .unwrap();
+        scanned.sort();
+        assert_eq!(get, None, "{name}");
+        assert_eq!(mget, vec![None, Some("x".into())], "{name}");
+        assert_eq!(exists, 0, "{name}");
+        assert!(hgetall.is_empty() && hscan.1.is_empty(), "{name}");
+        assert_eq!(keys, ["h", "p", "s", "x", "y"], "{name}");
+        assert_eq!(scanned, keys, "{name}");
+    }
+}
+
+/// `firescroll_records_expired_total` of a node.
+fn expired_total(node: &Node) -> u64 {
+    metric(node, "firescroll_records_expired_total ")
+}
+
+fn metric(node: &Node, prefix: &str) -> u64 {
+    let (_, body) = node.get_url(&node.internal_url("/metrics"));
+    body.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
+}
+
+#[test]
+fn replicas_with_clocks_apart_remove_expired_records_at_the_same_offsets() {
+    let broker = Broker::start();
+    let env = |group: &str, instance: &str, offset_ms: &str| {
+        let mut env = kafka_env(&broker, "expiry", group, instance);
+        env.push(("EXPIRY_TICK_MS".into(), "300".into()));
+        env.push(("FIRESCROLL_CLOCK_OFFSET_MS".into(), offset_ms.into()));
+        env
+    };
+    let a = Node::start_env(&env("rg1", "a", "0"));
+    // b's clock runs 3 s behind a's.
+    let mut b = Node::start_env(&env("rg2", "b", "-3000"));
+    for node in [&a, &b] {
+        node.wait_until("it owns every partition", Duration::from_secs(30), |n| {
+            n.owned().len() == 4
+        });
+    }
+    // 40 records expiring in 2 s (by a's clock) over HTTP, through a.
+    let records: Vec<_> = (0..40)
+        .map(|i| json!({"pk": format!("t{i}"), "sk": "", "data": i, "ttl_ms": 2000}))
+        .collect();
+    let (status, reply) = a.post("/records/put", json!({"Records": records}));
+    assert_eq!(status, 200, "{reply}");
+    let mut ra = connect(a.resp);
+    let mut rb = connect(b.resp);
+    // Through b, with b's clock: 4 s from b's now is 1 s from a's.
+    for i in 0..10 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("r{i}"))
+            .arg(i)
+            .arg("PX")
+            .arg(4000)
+            .query(&mut rb)
+            .unwrap();
+    }
+    // Kept: overwritten before the deadline without one; persisted; a long TTL.
+    let _: () = redis::cmd("SET")
+        .arg("kept")
+        .arg("v")
+        .arg("EX")
+        .arg(2)
+        .query(&mut ra)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("kept")
+        .arg("w")
+        .query(&mut rb)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("persisted")
+        .arg("v")
+        .arg("EX")
+        .arg(2)
+        .query(&mut ra)
+        .unwrap();
+    let persisted: i64 = redis::cmd("PERSIST")
+        .arg("persisted")
+        .query(&mut rb)
+        .unwrap();
+    assert_eq!(persisted, 1);
+    let _: () = redis::cmd("SET")
+        .arg("long")
+        .arg("v")
+        .arg("EX")
+        .arg(3600)
+        .query(&mut ra)
+        .unwrap();
+    let started = Instant::now();
+    // Reads still see them before the deadline, on both.
+    let before: Option<String> = redis::cmd("GET").arg("t5").query(&mut rb).unwrap();
+    assert_eq!(before.as_deref(), Some("5"));
+    // Kill b around the deadline, while the purges happen; it replays the same log after.
+    std::thread::sleep(Duration::from_millis(1900));
+    b.kill9();
+    std::thread::sleep(Duration::from_millis(700));
+    b.spawn();
+    let mut rb = connect(b.resp);
+    // No entry is written from here on: only ticks move the log's time.
+    let due = Duration::from_secs(3 + 2) + Duration::from_millis(500);
+    std::thread::sleep(due.saturating_sub(started.elapsed()));
+    for (name, con) in [("a", &mut ra), ("b", &mut rb)] {
+        for key in ["t0", "t39", "r0", "r9"] {
+            let value: Option<String> = redis::cmd("GET").arg(key).query(con).unwrap();
+            assert_eq!(value, None, "{name} still reads {key}");
+        }
+        let kept: Vec<Option<String>> = redis::cmd("MGET")
+            .arg("kept")
+            .arg("persisted")
+            .arg("long")
+            .query(con)
+            .unwrap();
+        assert_eq!(
+            kept,
+            vec![Some("w".into()), Some("v".into()), Some("v".into())],
+            "{name}"
+        );
+        let ttl: i64 = redis::cmd("TTL").arg("persisted").query(con).unwrap();
+        assert_eq!(ttl, -1, "{name}");
+    }
+    // The 50 records are removed from both stores, by ticks (nothing else was written).
+    for node in [&a, &b] {
+        node.wait_until("50 records expired", Duration::from_secs(20), |n| {
+            n.partitions()
+                .iter()
+                .map(|p| p["records"].as_u64().unwrap())
+                .sum::<u64>()
+                == 3
+        });
+    }
+    assert_eq!(expired_total(&a), 50);
+    let ticks = metric(&a, "firescroll_expiry_ticks_total{result=\"ok\"} ")
+        + metric(&b, "firescroll_expiry_ticks_total{result=\"ok\"} ");
+    assert!(ticks > 0, "quiet partitions purge through ticks");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while a.digests() != b.digests() {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}\n{:?}",
+            a.digests(),
+            b.digests()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
