@@ -57,9 +57,15 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         ("/records/get", json!({"Records":[{"pk":"keep","sk":"me"}],"min_offsets":[{"Partition":99,"Offset":0}]}).to_string(), 400, "bad_min_offsets"),
         ("/records/get", json!({"Records":[{"pk":"keep","sk":"me"}],"min_offsets":[{"Partition":0}]}).to_string(), 400, "bad_position"),
         ("/records/nope", json!({}).to_string(), 400, "unknown_operation"),
-        // Not expiring silently: a deadline the node cannot keep is refused, not dropped.
-        ("/records/put", json!({"Records":[{"pk":"k","data":1,"ttl_ms":60000}]}).to_string(), 400, "expiry_unsupported"),
-        ("/records/batch", json!({"Records":[{"op":"put","pk":"k","data":1,"Expires_At":1}]}).to_string(), 400, "expiry_unsupported"),
+        // Deadlines that make no sense are refused, never dropped (field names in any case).
+        ("/records/put", json!({"Records":[{"pk":"k","data":1,"ttl_ms":0}]}).to_string(), 400, "bad_expiry"),
+        ("/records/put", json!({"Records":[{"pk":"k","data":1,"TTL_MS":1.5}]}).to_string(), 400, "bad_expiry"),
+        ("/records/put", json!({"Records":[{"pk":"k","data":1,"ttl_ms":i64::MAX}]}).to_string(), 400, "bad_expiry"),
+        ("/records/put", json!({"Records":[{"pk":"k","data":1,"ttl_ms":5,"expires_at":5}]}).to_string(), 400, "bad_expiry"),
+        ("/records/put", json!({"Records":[{"pk":"k","data":1,"ttl_ms":5,"keep_ttl":true}]}).to_string(), 400, "bad_expiry"),
+        ("/records/batch", json!({"Records":[{"op":"put","pk":"k","data":1,"Expires_At":"tomorrow"}]}).to_string(), 400, "bad_expiry"),
+        ("/records/batch", json!({"Records":[{"op":"put","pk":"k","data":1,"expires_at":-1}]}).to_string(), 400, "bad_expiry"),
+        ("/records/delete", json!({"Records":[{"pk":"k","ttl_ms":60000}]}).to_string(), 400, "bad_expiry"),
     ];
     for (path, body, want_status, want_code) in cases {
         let (status, text) = node.post_raw(path, body.clone());
