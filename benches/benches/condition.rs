@@ -29,6 +29,7 @@ fn condition(c: &mut Criterion) {
                         data_json: stored.as_bytes(),
                         created_at_ms: 1,
                         updated_at_ms: 2,
+                        expires_at_ms: None,
                     }),
                 )
                 .unwrap();

@@ -27,6 +27,7 @@ fn per_call(c: &mut Criterion) {
             data_json: stored.as_bytes(),
             created_at_ms: 1,
             updated_at_ms: 2,
+            expires_at_ms: None,
         }),
         args: Some(r#"{"max":"2.0.0"}"#),
     }

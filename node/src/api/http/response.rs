@@ -223,7 +223,7 @@ mod tests {
             updated_at_ms: 1_683_468_191_000,
             expires_at_ms: None,
         };
-        let body = String::from_utf8(records(&[r.clone()], Some("s"))).unwrap();
+        let body = String::from_utf8(records(std::slice::from_ref(&r), Some("s"))).unwrap();
         assert_eq!(
             body,
             r#"{"Records":[{"Pk":"p\"1","Sk":"\u0000","Data":{"hey":"ho","n":1.50},"CreatedAt":"2023-05-07T14:03:11.123Z","UpdatedAt":"2023-05-07T14:03:11.000Z"}],"NextCursor":"s"}"#
