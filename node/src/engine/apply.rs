@@ -480,26 +480,25 @@ fn apply_entry(
         let new_value = match op.op {
             OpKind::Delete | OpKind::Check | OpKind::ExpireKey => None,
             OpKind::Expire => {
-                let Some(cur) = current else {
+                // Redis `HEXPIRE`'s codes: -2 no record, 0 refused, 1 set, 2 removed. With
+                // `return_old` (Redis `GETEX`) the op returns the value instead.
+                let mut code = |code: &str| {
                     if !op.return_old {
                         returned.push(Returned {
                             op: index as u32,
-                            data: Some("0".into()),
+                            data: Some(code.into()),
                         });
                     }
+                };
+                let Some(cur) = current else {
+                    code("-2");
                     continue;
                 };
-                let changes = expire_allowed(op, cur.expires_at_ms);
-                // With `return_old` (Redis `GETEX`) the op returns the value instead.
-                if !op.return_old {
-                    returned.push(Returned {
-                        op: index as u32,
-                        data: Some(u8::from(changes).to_string()),
-                    });
-                }
-                if !changes {
+                if !expire_allowed(op, cur.expires_at_ms) {
+                    code("0");
                     continue;
                 }
+                code(if live(op.expires_at) { "1" } else { "2" });
                 live(op.expires_at).then(|| {
                     encode_value(
                         cur.created_at_ms,

@@ -41,8 +41,9 @@ pub enum OpKind {
     /// sk) are exactly those `version` names (Redis `WATCH`). See [`pk_version`].
     Check,
     /// Set (`expires_at`) or remove (no `expires_at`) the deadline of the record (pk, sk),
-    /// keeping its data and times, if `expire_if` allows. Returns `1` when it changed the
-    /// record, `0` when there is no record or `expire_if` said no (Redis `GETEX`, `HEXPIRE`).
+    /// keeping its data and times, if `expire_if` allows. Returns Redis `HEXPIRE`'s codes: `-2`
+    /// no record, `0` refused by `expire_if` (or nothing to remove), `1` set, `2` removed (a
+    /// deadline already reached); with `return_old`, the data instead (Redis `GETEX`).
     Expire,
     /// As `expire`, for every record of `pk` together: the key's deadline is the latest of its
     /// records' (none if any record has none). Redis `EXPIRE`, `PERSIST`.

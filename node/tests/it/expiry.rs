@@ -347,3 +347,60 @@ fn replicas_with_clocks_apart_remove_expired_records_at_the_same_offsets() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Redis 7.4's hash field expiry (redis-server here is older, so the answers are the ones its
+/// documentation gives): per-field codes, and expired fields gone from every hash read.
+#[test]
+fn hash_fields_expire_one_by_one_as_redis_7_4_documents() {
+    let node = Node::start();
+    let mut con = connect(node.resp);
+    let run = |con: &mut redis::Connection, command: &str| answer(con, command);
+    let script = [
+        ("HSET h a 1 b 2 c 3", "int(3)"),
+        ("HEXPIRE h 100 FIELDS 2 a nope", "array([int(1), int(-2)])"),
+        ("HEXPIRE h 50 GT FIELDS 1 a", "array([int(0)])"),
+        ("HEXPIRE h 200 NX FIELDS 2 a b", "array([int(0), int(1)])"),
+        (
+            "HTTL h FIELDS 4 a b c nope",
+            "array([int(100), int(200), int(-1), int(-2)])",
+        ),
+        (
+            "HPERSIST h FIELDS 3 a c nope",
+            "array([int(1), int(-1), int(-2)])",
+        ),
+        ("HEXPIRE h 0 FIELDS 1 b", "array([int(2)])"),
+        ("HEXPIREAT h 4102444800 FIELDS 1 a", "array([int(1)])"),
+        (
+            "HEXPIRETIME h FIELDS 2 a c",
+            "array([int(4102444800), int(-1)])",
+        ),
+        ("HPEXPIRETIME h FIELDS 1 a", "array([int(4102444800000)])"),
+        (
+            "HEXPIRE h 10 FIELDS 2 a",
+            "error The `numfields` parameter must match the number of arguments",
+        ),
+        (
+            "HEXPIRE h 10 FIELDS 0",
+            "error Parameter `numFields` should be greater than 0",
+        ),
+        (
+            "HEXPIRE h 10 a",
+            "error Mandatory argument FIELDS is missing or not at the right position",
+        ),
+        ("HEXPIRE missing 10 FIELDS 1 a", "array([int(-2)])"),
+        ("HPEXPIRE h 200 FIELDS 1 c", "array([int(1)])"),
+    ];
+    for (command, want) in script {
+        assert_eq!(run(&mut con, command), want, "{command}");
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    let all: Vec<String> = redis::cmd("HGETALL").arg("h").query(&mut con).unwrap();
+    assert_eq!(all, ["a", "1"], "b was removed, c expired");
+    let len: i64 = redis::cmd("HLEN").arg("h").query(&mut con).unwrap();
+    assert_eq!(len, 1);
+    let ttl: i64 = redis::cmd("TTL").arg("h").query(&mut con).unwrap();
+    assert!(
+        ttl > 1_000_000,
+        "the key lives as long as its last field: {ttl}"
+    );
+}

@@ -305,3 +305,152 @@ async fn key_deadline(ctx: &mut Context<'_>, key: Key) -> Result<Option<Option<i
     }
     Ok(Some(Some(latest)))
 }
+
+/// The fields after `FIELDS numfields` (Redis 7.4's hash field expiry syntax), as keys of `pk`.
+fn fields_of(pk: &Bytes, rest: &[Bytes]) -> Result<Vec<Key>, Reply> {
+    let [fields_word, count, fields @ ..] = rest else {
+        return Err(Reply::err(
+            "Mandatory argument FIELDS is missing or not at the right position",
+        ));
+    };
+    if !fields_word.eq_ignore_ascii_case(b"FIELDS") {
+        return Err(Reply::err(
+            "Mandatory argument FIELDS is missing or not at the right position",
+        ));
+    }
+    let count = integer(count)?;
+    if count <= 0 {
+        return Err(Reply::err("Parameter `numFields` should be greater than 0"));
+    }
+    if count as usize != fields.len() {
+        return Err(Reply::err(
+            "The `numfields` parameter must match the number of arguments",
+        ));
+    }
+    super::hash::keys_of(pk, fields)
+}
+
+/// `HEXPIRE key seconds [NX|XX|GT|LT] FIELDS n field ...`, `HPEXPIRE`, `HEXPIREAT`,
+/// `HPEXPIREAT`, and `HPERSIST key FIELDS n field ...`: per field, as Redis 7.4 answers — -2 no
+/// such field, 0 the option said no, 1 set, 2 removed (a deadline already past); `HPERSIST`:
+/// -2, -1 (no deadline), 1. One atomic entry, decided at apply.
+pub async fn hexpire(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
+    if ctx.session.collecting.is_some() {
+        return Reply::err(format!(
+            "{} inside MULTI is not supported: run it on its own",
+            name.to_ascii_uppercase()
+        ));
+    }
+    let persist = name == "hpersist";
+    let (pk, rest) = match args.split_first() {
+        Some((pk, rest)) => (pk, rest),
+        None => return wrong_arity(name),
+    };
+    let (expires_at, when, rest) = if persist {
+        (None, None, rest)
+    } else {
+        let Some((n, mut rest)) = rest.split_first() else {
+            return wrong_arity(name);
+        };
+        let unit = match name {
+            "hexpire" => Unit::Seconds,
+            "hpexpire" => Unit::Millis,
+            "hexpireat" => Unit::UnixSeconds,
+            _ => Unit::UnixMillis,
+        };
+        let deadline = match integer(n) {
+            Ok(n) if n >= 0 => unit.deadline(n),
+            Ok(_) => None,
+            Err(e) => return e,
+        };
+        let Some(deadline) = deadline else {
+            return invalid_expire(name);
+        };
+        let mut when = None;
+        if let Some(option) = rest.first() {
+            when = match option.to_ascii_uppercase().as_slice() {
+                b"NX" => Some(ExpireIf::Nx),
+                b"XX" => Some(ExpireIf::Xx),
+                b"GT" => Some(ExpireIf::Gt),
+                b"LT" => Some(ExpireIf::Lt),
+                _ => None,
+            };
+            if when.is_some() {
+                rest = &rest[1..];
+            }
+        }
+        (Some(deadline), when, rest)
+    };
+    let keys = match fields_of(pk, rest) {
+        Ok(keys) => keys,
+        Err(e) => return e,
+    };
+    let ops: Vec<WriteOp> = keys
+        .into_iter()
+        .map(|key| WriteOp {
+            op: OpKind::Expire,
+            pk: key.pk,
+            sk: key.sk,
+            expires_at,
+            expire_if: when,
+            ..WriteOp::default()
+        })
+        .collect();
+    let count = ops.len();
+    let results = match ctx.write_atomic(ops, true).await {
+        Ok(results) => results,
+        Err(e) => return e,
+    };
+    let returned = match results.first().and_then(|r| r.outcome.clone()).flatten() {
+        Some(crate::service::Outcome::Applied(returned)) => returned,
+        Some(crate::service::Outcome::Rejected(r)) => return Reply::err(r.message),
+        _ => {
+            return Reply::err(
+                "the write is durable but was not applied in time; read the fields to see",
+            );
+        }
+    };
+    let codes = (0..count).map(|op| {
+        let code = returned
+            .iter()
+            .find(|r| r.op as usize == op)
+            .and_then(|r| r.data.as_deref()?.parse::<i64>().ok())
+            .unwrap_or(-2);
+        // Removing a deadline that is not there is HPERSIST's -1.
+        Reply::Int(if persist && code == 0 { -1 } else { code })
+    });
+    Reply::Array(codes.collect())
+}
+
+/// `HTTL key FIELDS n field ...`, `HPTTL`, `HEXPIRETIME`, `HPEXPIRETIME`: per field, -2 no such
+/// field, -1 no deadline, else the time left or the deadline, as `TTL` and friends report them.
+pub async fn httl(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
+    let Some((pk, rest)) = args.split_first() else {
+        return wrong_arity(name);
+    };
+    let keys = match fields_of(pk, rest) {
+        Ok(keys) => keys,
+        Err(e) => return e,
+    };
+    let records = match ctx.read(keys.clone()).await {
+        Ok(records) => records,
+        Err(e) => return e,
+    };
+    let now = now_ms();
+    let answers = keys.iter().map(|key| {
+        let Some(record) = records.iter().find(|r| r.sk == key.sk) else {
+            return Reply::Int(-2);
+        };
+        let Some(deadline) = record.expires_at_ms else {
+            return Reply::Int(-1);
+        };
+        let left = (deadline - now).max(0);
+        Reply::Int(match name {
+            "httl" => (left + 500) / 1000,
+            "hpttl" => left,
+            "hexpiretime" => deadline.div_euclid(1000),
+            _ => deadline,
+        })
+    });
+    Reply::Array(answers.collect())
+}

@@ -8,7 +8,7 @@ use crate::model::{Key, OpKind};
 use crate::service::WriteOp;
 use bytes::Bytes;
 
-fn keys_of(pk: &Bytes, fields: &[Bytes]) -> Result<Vec<Key>, Reply> {
+pub(super) fn keys_of(pk: &Bytes, fields: &[Bytes]) -> Result<Vec<Key>, Reply> {
     let pk = text(pk)?;
     fields
         .iter()

@@ -257,6 +257,10 @@ pub(super) async fn run(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
         "expire" | "pexpire" | "expireat" | "pexpireat" => expiry::expire(ctx, args, &name).await,
         "persist" => expiry::persist(ctx, args).await,
         "ttl" | "pttl" | "expiretime" | "pexpiretime" => expiry::ttl(ctx, args, &name).await,
+        "hexpire" | "hpexpire" | "hexpireat" | "hpexpireat" | "hpersist" => {
+            expiry::hexpire(ctx, args, &name).await
+        }
+        "httl" | "hpttl" | "hexpiretime" | "hpexpiretime" => expiry::httl(ctx, args, &name).await,
         "mset" => keys::mset(ctx, args, false).await,
         "msetnx" => keys::mset(ctx, args, true).await,
         "strlen" => keys::strlen(ctx, args).await,
@@ -339,8 +343,13 @@ pub async fn send_collected(ctx: &mut Context<'_>) -> Result<(), Reply> {
 }
 
 /// The commands that write: they need write access.
-pub(super) const WRITE_COMMANDS: [&str; 31] = [
+pub(super) const WRITE_COMMANDS: [&str; 36] = [
     "set",
+    "hexpire",
+    "hpexpire",
+    "hexpireat",
+    "hpexpireat",
+    "hpersist",
     "setex",
     "psetex",
     "getex",
