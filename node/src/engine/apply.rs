@@ -62,6 +62,9 @@ pub struct AppliedBatch {
     /// The last committed deadline index entry this batch has looked at: every committed entry
     /// up to it is already removed (purged or found stale).
     purge_cursor: Option<Deadline>,
+    /// The first committed deadline index entry after `purge_cursor`, once looked up (so an
+    /// entry with nothing due costs no index read).
+    next_committed: Option<Option<Deadline>>,
     /// The offset to apply next once this batch is committed.
     pub next_offset: u64,
     pub entries: usize,
@@ -81,6 +84,7 @@ impl AppliedBatch {
             deadlines_removed: HashSet::new(),
             expired: 0,
             purge_cursor: None,
+            next_committed: None,
             next_offset: first_offset,
             entries: 0,
             waiting_for: None,
@@ -193,6 +197,29 @@ fn value_at(
 /// [`PURGE_PER_ENTRY`] of them, into the batch (whatever becomes of the entry itself: its
 /// timestamp is the log's time either way). Index entries found stale are dropped on the way.
 fn purge(store: &PartitionStore, batch: &mut AppliedBatch, ts_ms: i64) -> Result<(), StoreError> {
+    // Most entries find nothing due: decide that from the batch and one cached index read.
+    let pending_due = batch
+        .deadlines_added
+        .first()
+        .is_some_and(|(deadline, _)| *deadline <= ts_ms);
+    if !pending_due {
+        let next = match &batch.next_committed {
+            Some(next) => next.clone(),
+            None => {
+                let next = store
+                    .due(batch.purge_cursor.as_ref(), i64::MAX)
+                    .next()
+                    .transpose()?;
+                batch.next_committed = Some(next.clone());
+                next
+            }
+        };
+        if next.is_none_or(|(deadline, _)| deadline > ts_ms) {
+            return Ok(());
+        }
+    }
+    // The cursor moves below: look the next committed entry up again when needed.
+    batch.next_committed = None;
     let pending: Vec<Deadline> = batch
         .deadlines_added
         .range(..(ts_ms.saturating_add(1), Vec::new()))
