@@ -73,6 +73,8 @@ pub async fn run(
             // A node-wide budget, so the index's memory does not grow with the partition count.
             read_index_max_bytes: config.read_index_max_bytes / config.partitions as usize,
             outcome_retention: config.outcome_retention,
+            watch_history_bytes: config.watch_history_bytes / config.partitions as usize,
+            watch_lag_batches: config.watch_lag_batches,
             stall_threshold: config.stall_threshold,
             stop_patience: config.shutdown_timeout / 2,
             snapshots: snapshots.clone(),

@@ -51,6 +51,10 @@ pub struct Config {
     pub outcome_retention: u64,
     /// EXPIRY_TICK_MS: how often quiet partitions with due deadlines get a tick (zero: never).
     pub expiry_tick: Duration,
+    /// WATCH_HISTORY_BYTES: the node's in-memory change history for watches.
+    pub watch_history_bytes: usize,
+    /// WATCH_LAG_BATCHES: how far behind a watch may fall before it is cut off.
+    pub watch_lag_batches: usize,
     pub plugin_limits: PluginLimits,
     pub log_format: LogFormat,
     pub log_level: tracing::Level,

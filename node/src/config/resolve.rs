@@ -93,6 +93,10 @@ impl Config {
                     &pick!(write_tokens, Vec::new()),
                     &pick!(admin_tokens, Vec::new()),
                 ),
+                watch_bookmark: Duration::from_millis(pick!(
+                    watch_bookmark_ms,
+                    service_defaults.watch_bookmark.as_millis() as u64
+                )),
             },
             log_segment_bytes: pick!(log_segment_bytes, 16 << 20),
             checkpoint_interval: Duration::from_millis(pick!(
@@ -103,6 +107,8 @@ impl Config {
             read_index_max_bytes: pick!(read_index_max_bytes, 512 << 20),
             outcome_retention: pick!(outcome_retention, engine_defaults.outcome_retention),
             expiry_tick: Duration::from_millis(pick!(expiry_tick_ms, 1_000)),
+            watch_history_bytes: pick!(watch_history_bytes, 64 << 20),
+            watch_lag_batches: pick!(watch_lag_batches, 1024),
             plugin_limits: PluginLimits {
                 fuel: pick!(plugin_fuel, plugin_defaults.fuel),
                 memory_bytes: pick!(plugin_memory_bytes, plugin_defaults.memory_bytes),

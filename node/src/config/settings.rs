@@ -212,6 +212,18 @@ pub struct Settings {
     /// sent. 0 sends no ticks (records are then removed by the next write) [default: 1000].
     #[arg(long, env = "EXPIRY_TICK_MS")]
     pub expiry_tick_ms: Option<u64>,
+    /// Bytes of recent changes the node keeps in memory (split evenly across partitions) so a
+    /// watch can resume from a token; older tokens answer 410 [default: 67108864].
+    #[arg(long, env = "WATCH_HISTORY_BYTES")]
+    pub watch_history_bytes: Option<usize>,
+    /// How often a quiet watch gets a bookmark event that moves its token on, ms
+    /// [default: 10000].
+    #[arg(long, env = "WATCH_BOOKMARK_MS")]
+    pub watch_bookmark_ms: Option<u64>,
+    /// Committed batches a watch may fall behind (its client reading too slowly) before it is
+    /// cut off with an error event; apply never waits for a watch [default: 1024].
+    #[arg(long, env = "WATCH_LAG_BATCHES")]
+    pub watch_lag_batches: Option<usize>,
     /// Seconds to keep serving after SIGTERM before closing, so load balancers can deregister
     /// the node [default: 0].
     #[arg(long, env = "SHUTDOWN_SLEEP_SEC")]

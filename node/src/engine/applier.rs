@@ -57,9 +57,13 @@ impl Engine {
             let applied = apply_and_commit(&runtime.store, rules, &records);
             runtime.set_applying(None);
             match applied {
-                Ok(batch) => {
+                Ok(mut batch) => {
                     // The index first: whoever sees the new offset must read the new values.
                     runtime.index.apply(batch.writes.iter());
+                    let next = batch.next_offset;
+                    runtime
+                        .feed
+                        .publish(std::mem::take(&mut batch.changes), next);
                     runtime.set_next_offset(batch.next_offset);
                     inner
                         .metrics

@@ -1,6 +1,7 @@
 //! Applying log entries to a partition: deterministic, a pure function of the entries and the
 //! stored state (docs/architecture.md invariant 4). No clock, randomness or I/O beyond reading the store.
 
+use super::feed::{Change, ChangeKind, EntryChanges};
 use super::plugins::{PluginResolver, Resolved};
 use crate::cond::{Budget, CondError, Conditions, ENTRY_LIMITS, Subject};
 use crate::log::LogRecord;
@@ -59,6 +60,11 @@ pub struct AppliedBatch {
     pub deadlines_removed: HashSet<Deadline>,
     /// Records removed because an entry's timestamp reached their deadline.
     pub expired: u64,
+    /// What each applied entry changed (for the change feed), in offset order.
+    pub changes: Vec<EntryChanges>,
+    /// The changes of the entry being applied, and its timestamp.
+    entry_changes: Vec<Change>,
+    entry_ts: i64,
     /// The last committed deadline index entry this batch has looked at: every committed entry
     /// up to it is already removed (purged or found stale).
     purge_cursor: Option<Deadline>,
@@ -83,6 +89,9 @@ impl AppliedBatch {
             deadlines_added: BTreeSet::new(),
             deadlines_removed: HashSet::new(),
             expired: 0,
+            changes: Vec::new(),
+            entry_changes: Vec::new(),
+            entry_ts: 0,
             purge_cursor: None,
             next_committed: None,
             next_offset: first_offset,
@@ -118,7 +127,15 @@ pub fn apply_batch(
 ) -> Result<AppliedBatch, StoreError> {
     let mut batch = AppliedBatch::new(records.first().map_or(0, |r| r.offset));
     for record in records {
-        match apply_entry(store, rules, &record.payload, &mut batch)? {
+        let outcome = apply_entry(store, rules, &record.payload, &mut batch)?;
+        if !matches!(outcome, EntryOutcome::Waiting(_)) && !batch.entry_changes.is_empty() {
+            batch.changes.push(EntryChanges {
+                offset: record.offset,
+                ts_ms: batch.entry_ts,
+                changes: std::mem::take(&mut batch.entry_changes),
+            });
+        }
+        match outcome {
             EntryOutcome::Applied(returned) if returned.is_empty() => {}
             EntryOutcome::Applied(returned) => batch.returned.push((record.offset, returned)),
             EntryOutcome::Rejected(rejection) => batch.rejections.push((record.offset, rejection)),
@@ -263,6 +280,11 @@ fn purge(store: &PartitionStore, batch: &mut AppliedBatch, ts_ms: i64) -> Result
                 .ok_or_else(|| StoreError::Corrupt("a deadline index key is malformed".into()))?;
             batch.keys.entry(pk).or_default().note(&sk, false);
             batch.writes.insert(key.clone(), None);
+            batch.entry_changes.push(Change {
+                key: key.clone(),
+                value: None,
+                kind: ChangeKind::Expired,
+            });
             batch.expired += 1;
             purged += 1;
         }
@@ -278,6 +300,8 @@ struct EntryWrites {
     keys: HashMap<String, KeyChange>,
     /// Deadline index changes in order: (added, entry).
     deadlines: Vec<(bool, Deadline)>,
+    /// What the entry changed, in order (for the change feed).
+    changes: Vec<Change>,
 }
 
 impl EntryWrites {
@@ -303,10 +327,20 @@ impl EntryWrites {
         if let Some(deadline) = new.as_deref().and_then(crate::store::expires_at) {
             self.deadlines.push((true, (deadline, key.clone())));
         }
+        self.changes.push(Change {
+            key: key.clone(),
+            value: new.clone(),
+            kind: if new.is_some() {
+                ChangeKind::Put
+            } else {
+                ChangeKind::Delete
+            },
+        });
         self.local.insert(key, new);
     }
 
     fn merge_into(self, batch: &mut AppliedBatch) {
+        batch.entry_changes.extend(self.changes);
         batch.writes.extend(self.local);
         for (pk, change) in self.keys {
             batch.keys.entry(pk).or_default().then(&change);
@@ -352,6 +386,7 @@ fn apply_entry(
     // The entry's timestamp is the log's time: records whose deadline it reached go first, so
     // its ops (and every later entry) find them absent.
     let now = entry.ts_ms;
+    batch.entry_ts = now;
     purge(store, batch, now)?;
     // This entry's own writes: later ops of the entry see earlier ones, and all are dropped if any
     // op rejects the entry.
@@ -559,6 +594,11 @@ fn apply_entry(
                             .entry(op.pk.clone())
                             .or_default()
                             .note(&sk, false);
+                        writes.changes.push(Change {
+                            key: other.clone(),
+                            value: None,
+                            kind: ChangeKind::Delete,
+                        });
                         writes.local.insert(other, None);
                     }
                 }

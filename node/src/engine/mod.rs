@@ -8,6 +8,7 @@
 mod applier;
 mod apply;
 mod checkpoint;
+mod feed;
 mod ownership;
 mod partition;
 mod plugins;
@@ -19,6 +20,7 @@ pub use crate::model::{Outcome, Rejection, RejectionKind, Returned};
 pub use apply::{
     AppliedBatch, ENTRY_READ_BYTES, MAX_COMPUTED_BYTES, Rules, apply_and_commit, apply_batch,
 };
+pub use feed::{Change, ChangeKind, EntryChanges, Feed, Published, Subscription, TooOld};
 pub use partition::{Health, PartitionRuntime, Stall};
 pub use plugins::{
     PluginResolver, PluginRestoreError, PluginSetupError, Plugins, Resolved, plugins_to_back_up,
@@ -52,6 +54,10 @@ pub struct EngineConfig {
     /// Outcomes are kept for the last this-many entries of each partition; older ones are
     /// pruned at checkpoints and reported as expired.
     pub outcome_retention: u64,
+    /// Bytes of change history each partition keeps in memory for watches to resume from.
+    pub watch_history_bytes: usize,
+    /// Committed batches a watch may fall behind before it is cut off.
+    pub watch_lag_batches: usize,
     /// A partition whose applier has been on one batch longer than this is reported stalled
     /// (`/ready`, `/debug/partitions`, `firescroll_partition_stalled`).
     pub stall_threshold: Duration,
@@ -70,6 +76,8 @@ impl Default for EngineConfig {
             drop_released: false,
             read_index_max_bytes: 256 << 20,
             outcome_retention: 1_000_000,
+            watch_history_bytes: 4 << 20,
+            watch_lag_batches: 1024,
             stall_threshold: Duration::from_secs(10),
             stop_patience: Duration::from_secs(5),
             snapshots: None,

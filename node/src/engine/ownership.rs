@@ -126,7 +126,16 @@ impl Engine {
                 return Ok(Arc::new(PartitionRuntime::failed(store, next, reason)));
             }
         };
-        let runtime = Arc::new(PartitionRuntime::new(store, next, Health::Serving, index));
+        let runtime = Arc::new(PartitionRuntime::new(
+            store,
+            next,
+            Health::Serving,
+            index,
+            (
+                self.inner.config.watch_history_bytes,
+                self.inner.config.watch_lag_batches,
+            ),
+        ));
         metrics
             .partition_healthy
             .with_label_values(&[&label])
@@ -180,6 +189,7 @@ impl Engine {
                 snapshots,
             },
             ReadIndex::off(),
+            (0, 1),
         )
     }
 

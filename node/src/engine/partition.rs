@@ -1,6 +1,6 @@
 //! One owned partition at runtime: its store, how far it has applied, its health, its applier.
 
-use super::{Lookup, ReadIndex};
+use super::{Feed, Lookup, ReadIndex, Subscription, TooOld};
 use crate::model::now_ms;
 use crate::model::{KeyInfo, Record};
 use crate::store::{
@@ -40,6 +40,8 @@ pub struct PartitionRuntime {
     pub(super) store: PartitionStore,
     /// In-memory copy of the records for single-key reads (kept by the applier).
     pub(super) index: ReadIndex,
+    /// What applied entries changed, for watches.
+    pub(super) feed: Feed,
     next_offset: watch::Sender<u64>,
     health: Mutex<Health>,
     /// Mirrors "health is not a gap", read on every request without taking the lock.
@@ -69,10 +71,12 @@ impl PartitionRuntime {
         next_offset: u64,
         health: Health,
         index: ReadIndex,
+        feed: (usize, usize),
     ) -> Self {
         PartitionRuntime {
             store,
             index,
+            feed: Feed::new(next_offset, feed.0, feed.1),
             next_offset: watch::channel(next_offset).0,
             readable: AtomicBool::new(!matches!(health, Health::Gap { .. })),
             serving: AtomicBool::new(health == Health::Serving),
@@ -134,6 +138,16 @@ impl PartitionRuntime {
     /// rewritten): when expired records may be waiting for an entry to remove them.
     pub fn first_deadline(&self) -> Result<Option<i64>, StoreError> {
         self.store.first_deadline()
+    }
+
+    /// Subscribes to what applied entries change, from offset `from` (from now when `None`).
+    pub fn subscribe_changes(&self, from: Option<u64>) -> Result<Subscription, TooOld> {
+        self.feed.subscribe(from)
+    }
+
+    /// The oldest offset a change subscription may start at, and the next offset.
+    pub fn change_bounds(&self) -> (u64, u64) {
+        self.feed.bounds()
     }
 
     /// How many keys (pks) the partition holds.
@@ -216,6 +230,7 @@ impl PartitionRuntime {
             next_offset,
             Health::Failed { reason },
             ReadIndex::off(),
+            (0, 1),
         )
     }
 

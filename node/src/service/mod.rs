@@ -4,6 +4,7 @@
 
 mod auth;
 mod cancel;
+mod changes;
 mod expiry;
 mod json;
 mod keyspace;
@@ -28,6 +29,7 @@ pub use crate::plugins::Binding;
 pub use crate::store::KEY_HASH_BITS;
 pub use auth::{Access, Denied, Operation, Tokens};
 pub use cancel::watch_client;
+pub use changes::{ChangeEvent, Token, Watch, WatchEvent, WatchRequest};
 pub use json::compact_json;
 pub use keyspace::KeyPage;
 pub use list::ListPage;
@@ -83,6 +85,8 @@ pub struct ServiceConfig {
     pub read_wait_timeout: Duration,
     /// Who may read, write and administer.
     pub tokens: Tokens,
+    /// How often a quiet watch gets a bookmark event.
+    pub watch_bookmark: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -92,6 +96,7 @@ impl Default for ServiceConfig {
             write_wait_timeout: Duration::from_secs(10),
             read_wait_timeout: Duration::from_secs(5),
             tokens: Tokens::default(),
+            watch_bookmark: changes::DEFAULT_BOOKMARK,
         }
     }
 }
@@ -117,6 +122,8 @@ pub enum ErrorKind {
     Unauthorized,
     /// The credentials do not allow this.
     Forbidden,
+    /// What was asked for is no longer here (a watch token older than the history).
+    Gone,
 }
 
 /// A failed service call: a stable code, and a message that says what to fix.

@@ -18,3 +18,4 @@ mod plugins;
 mod records_http;
 mod resp;
 mod snapshots;
+mod watch;

@@ -9,6 +9,7 @@ mod records;
 mod request;
 mod response;
 mod server;
+mod watch;
 
 pub use server::serve;
 
@@ -44,6 +45,12 @@ pub fn router(service: Service) -> Router {
         // gzipped for clients that ask.
         .layer(CompressionLayer::new().gzip(true))
         .layer(CorsLayer::permissive())
+        // Watches stream: compressing them would hold events back in the encoder.
+        .merge(
+            Router::new()
+                .route("/records/watch", get(watch::watch))
+                .layer(CorsLayer::permissive()),
+        )
         // Reads proxied by the other nodes of the region (gossip on): not for browsers, never
         // compressed (peers do not ask for it), so outside those layers.
         .merge(

@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::header::AUTHORIZATION;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde::de::DeserializeOwned;
 use std::time::Instant;
@@ -38,7 +38,13 @@ pub async fn handle(
         (Ok(()), Ok(body)) => dispatch(&service, &op, &body).await,
     };
     let response = match result {
-        Ok(body) => response::json(StatusCode::OK, body),
+        Ok((body, token)) => {
+            let mut response = response::json(StatusCode::OK, body);
+            if let Some(token) = token.and_then(|t| HeaderValue::from_str(&t).ok()) {
+                response.headers_mut().insert(TOKEN_HEADER, token);
+            }
+            response
+        }
         Err(e) => response::error(&e),
     };
     service
@@ -101,20 +107,29 @@ pub(super) fn authorize_for(
     }
 }
 
-async fn dispatch(service: &Service, op: &str, body: &[u8]) -> Result<Vec<u8>, ServiceError> {
+/// A read's answer carries the watch token of the partitions it read (those this node
+/// serves), taken before reading: a watch from it misses nothing the read did not show.
+const TOKEN_HEADER: &str = "firescroll-token";
+
+async fn dispatch(
+    service: &Service,
+    op: &str,
+    body: &[u8],
+) -> Result<(Vec<u8>, Option<String>), ServiceError> {
     match op {
         "get" => {
             let req: GetBody = parse(body)?;
-            let keys = required_records(req.records)?
+            let keys: Vec<Key> = required_records(req.records)?
                 .into_iter()
                 .map(|k| Key { pk: k.pk, sk: k.sk })
                 .collect();
             let min_offsets = positions(req.min_offsets)?;
+            let token = service.read_token(keys.iter().map(|k| k.pk.as_str()));
             let mut records = service.get(keys, &min_offsets).await?;
             if let Some(name) = &req.transform {
                 records = service.read_transform(name, req.args, records).await?;
             }
-            Ok(response::records(&records, None))
+            Ok((response::records(&records, None), token))
         }
         "list" => {
             let req: ListBody = parse(body)?;
@@ -128,6 +143,7 @@ async fn dispatch(service: &Service, op: &str, body: &[u8]) -> Result<Vec<u8>, S
                     ));
                 }
             };
+            let token = service.read_token([req.pk.as_str()]);
             let page = service
                 .list(ListRequest {
                     pk: req.pk,
@@ -144,7 +160,10 @@ async fn dispatch(service: &Service, op: &str, body: &[u8]) -> Result<Vec<u8>, S
                 Some(name) => service.read_transform(name, req.args, page.records).await?,
                 None => page.records,
             };
-            Ok(response::records(&records, page.next_cursor.as_deref()))
+            Ok((
+                response::records(&records, page.next_cursor.as_deref()),
+                token,
+            ))
         }
         "put" | "delete" | "batch" => {
             let req: MutateBody = parse(body)?;
@@ -166,7 +185,7 @@ async fn dispatch(service: &Service, op: &str, body: &[u8]) -> Result<Vec<u8>, S
                     wait: req.wait.unwrap_or(false),
                 })
                 .await?;
-            Ok(response::positions(&results))
+            Ok((response::positions(&results), None))
         }
         "outcomes" => {
             let req: OutcomesBody = parse(body)?;
@@ -177,7 +196,10 @@ async fn dispatch(service: &Service, op: &str, body: &[u8]) -> Result<Vec<u8>, S
                     "`Positions` must hold at least one {\"Partition\",\"Offset\"}",
                 ));
             }
-            Ok(response::outcomes(&service.outcomes(&positions).await?))
+            Ok((
+                response::outcomes(&service.outcomes(&positions).await?),
+                None,
+            ))
         }
         other => Err(ServiceError::bad_request(
             "unknown_operation",

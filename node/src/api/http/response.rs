@@ -25,18 +25,38 @@ pub fn text(status: StatusCode, body: &'static str) -> Response {
     (status, body).into_response()
 }
 
-fn write_str(out: &mut Vec<u8>, s: &str) {
+pub(super) fn write_str(out: &mut Vec<u8>, s: &str) {
     serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
 }
 
 /// RFC 3339 UTC with milliseconds, e.g. `2023-05-07T14:03:11.123Z`.
-fn write_time(out: &mut Vec<u8>, ms: i64) {
+pub(super) fn write_time(out: &mut Vec<u8>, ms: i64) {
     let time = if ms >= 0 {
         UNIX_EPOCH + Duration::from_millis(ms as u64)
     } else {
         UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
     };
     write!(out, "\"{}\"", humantime::format_rfc3339_millis(time)).expect("Vec write");
+}
+
+/// A record's fields, `"Pk":..,"Sk":..,"Data":..,"CreatedAt":..,"UpdatedAt":..` (and
+/// `"ExpiresAt"` when it has a deadline), without the braces.
+pub fn write_record_fields(out: &mut Vec<u8>, r: &Record) {
+    out.extend_from_slice(b"\"Pk\":");
+    write_str(out, &r.pk);
+    out.extend_from_slice(b",\"Sk\":");
+    write_str(out, &r.sk);
+    out.extend_from_slice(b",\"Data\":");
+    out.extend_from_slice(r.data_json.as_bytes());
+    out.extend_from_slice(b",\"CreatedAt\":");
+    write_time(out, r.created_at_ms);
+    out.extend_from_slice(b",\"UpdatedAt\":");
+    write_time(out, r.updated_at_ms);
+    // Only records with a deadline carry it, so FireScroll's shape is unchanged otherwise.
+    if let Some(deadline) = r.expires_at_ms {
+        out.extend_from_slice(b",\"ExpiresAt\":");
+        write_time(out, deadline);
+    }
 }
 
 /// `{"Records":[...]}` plus `"NextCursor"` when a list page has more after it.
@@ -52,21 +72,8 @@ pub fn records(records: &[Record], next_cursor: Option<&str>) -> Vec<u8> {
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(b"{\"Pk\":");
-        write_str(&mut out, &r.pk);
-        out.extend_from_slice(b",\"Sk\":");
-        write_str(&mut out, &r.sk);
-        out.extend_from_slice(b",\"Data\":");
-        out.extend_from_slice(r.data_json.as_bytes());
-        out.extend_from_slice(b",\"CreatedAt\":");
-        write_time(&mut out, r.created_at_ms);
-        out.extend_from_slice(b",\"UpdatedAt\":");
-        write_time(&mut out, r.updated_at_ms);
-        // Only records with a deadline carry it, so FireScroll's shape is unchanged otherwise.
-        if let Some(deadline) = r.expires_at_ms {
-            out.extend_from_slice(b",\"ExpiresAt\":");
-            write_time(&mut out, deadline);
-        }
+        out.push(b'{');
+        write_record_fields(&mut out, r);
         out.push(b'}');
     }
     out.push(b']');
@@ -170,6 +177,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::Gone => StatusCode::GONE,
     }
 }
 

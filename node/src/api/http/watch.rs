@@ -1,0 +1,116 @@
+//! `GET /records/watch`: changes as Server-Sent Events.
+//!
+//! `?pk=..[&sk_prefix=..]` watches one pk, no `pk` the whole namespace (read access either way).
+//! Each change is an event `change` whose `id` is the token to resume right after it; a
+//! reconnect with `Last-Event-ID` (what EventSource sends) or `?from=` gets exactly the changes
+//! after it. The first event, and one per WATCH_BOOKMARK_MS on a watch that moved on without
+//! a matching change, is a `bookmark` carrying the current token. A token older than the node's
+//! history is a 410; a watch that falls behind ends with an `error` event (resume from the last
+//! id).
+
+use super::records::authorize_for;
+use super::response;
+use crate::service::{Operation, Service, ServiceError, Token, WatchEvent, WatchRequest};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use std::convert::Infallible;
+use std::time::Duration;
+
+/// The query of a watch.
+#[derive(Debug, Deserialize)]
+pub struct WatchQuery {
+    pk: Option<String>,
+    #[serde(default)]
+    sk_prefix: String,
+    from: Option<String>,
+}
+
+/// `GET /records/watch`.
+pub async fn watch(
+    State(service): State<Service>,
+    Query(query): Query<WatchQuery>,
+    headers: HeaderMap,
+) -> Response {
+    match start(&service, query, &headers) {
+        Ok(response) => response,
+        Err(e) => response::error(&e),
+    }
+}
+
+fn start(
+    service: &Service,
+    query: WatchQuery,
+    headers: &HeaderMap,
+) -> Result<Response, ServiceError> {
+    authorize_for(service, headers, Operation::Read, "/records/watch")?;
+    if query.pk.is_none() && !query.sk_prefix.is_empty() {
+        return Err(ServiceError::bad_request(
+            "sk_prefix_without_pk",
+            "`sk_prefix` narrows the watch of one `pk`: give the pk too",
+        ));
+    }
+    // EventSource resends the last event's id on reconnect: it wins over the URL's `from`.
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty());
+    let from = match last_event_id.or(query.from.as_deref()) {
+        Some(text) => Some(text.parse::<Token>()?),
+        None => None,
+    };
+    let watch = service.watch(WatchRequest {
+        pk: query.pk,
+        sk_prefix: query.sk_prefix,
+        from,
+    })?;
+    let events = futures_util::stream::unfold(watch, |mut watch| async move {
+        let event = watch.next().await?;
+        Some((Ok::<Event, Infallible>(render(event)), watch))
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+fn render(event: WatchEvent) -> Event {
+    match event {
+        WatchEvent::Change { token, change } => {
+            let mut data = Vec::with_capacity(256);
+            data.extend_from_slice(b"{\"Op\":");
+            response::write_str(&mut data, change.op);
+            data.extend_from_slice(
+                format!(
+                    ",\"Partition\":{},\"Offset\":{},",
+                    change.partition, change.offset
+                )
+                .as_bytes(),
+            );
+            match &change.record {
+                Some(record) => response::write_record_fields(&mut data, record),
+                None => {
+                    data.extend_from_slice(b"\"Pk\":");
+                    response::write_str(&mut data, &change.pk);
+                    data.extend_from_slice(b",\"Sk\":");
+                    response::write_str(&mut data, &change.sk);
+                }
+            }
+            data.extend_from_slice(b",\"At\":");
+            response::write_time(&mut data, change.ts_ms);
+            data.push(b'}');
+            Event::default()
+                .event("change")
+                .id(token)
+                .data(String::from_utf8(data).expect("JSON is UTF-8"))
+        }
+        WatchEvent::Bookmark { token } => Event::default()
+            .event("bookmark")
+            .id(token.clone())
+            .data(serde_json::json!({ "Token": token }).to_string()),
+        WatchEvent::End { code, reason } => Event::default()
+            .event("error")
+            .data(serde_json::json!({ "error": { "code": code, "message": reason } }).to_string()),
+    }
+}

@@ -1,0 +1,257 @@
+//! The change feed of one partition: what each applied entry changed, published once its batch
+//! is committed, to live subscribers and into a bounded in-memory history that a watch resumes
+//! from.
+//!
+//! Publishing never waits for a subscriber: live delivery is a bounded broadcast channel, and a
+//! subscriber that falls further behind than it holds learns it was cut off. The history is
+//! bounded in bytes; the oldest entries go first, and a subscription from before what is left
+//! is refused with the oldest offset that can still be served (the client reads again, then
+//! watches from there). After a restart the history starts empty at the partition's next offset.
+
+use crate::model::Record;
+use crate::store::{decode_key, to_record};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+/// Bytes counted per change on top of its key and value.
+const CHANGE_OVERHEAD: usize = 64;
+
+/// How a record changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// Written (created, replaced, or its deadline changed): the record as it now is.
+    Put,
+    /// Removed by an op.
+    Delete,
+    /// Removed because the log's time reached its deadline.
+    Expired,
+}
+
+impl ChangeKind {
+    /// The op's name in watch events.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChangeKind::Put => "put",
+            ChangeKind::Delete => "delete",
+            ChangeKind::Expired => "expired",
+        }
+    }
+}
+
+/// One record's change, in the store's encoding (decoded only by who reads it).
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub(super) key: Vec<u8>,
+    /// The stored value after the change (none when removed).
+    pub(super) value: Option<Vec<u8>>,
+    pub kind: ChangeKind,
+}
+
+impl Change {
+    /// The record's (pk, sk).
+    pub fn key(&self) -> Option<(String, String)> {
+        decode_key(&self.key)
+    }
+
+    /// The record as the change left it (none when removed).
+    pub fn record(&self) -> Option<Record> {
+        let (pk, sk) = self.key()?;
+        to_record(pk, sk, self.value.as_deref()?).ok()
+    }
+
+    fn bytes(&self) -> usize {
+        self.key.len() + self.value.as_ref().map_or(0, Vec::len) + CHANGE_OVERHEAD
+    }
+}
+
+/// What one applied entry changed, in order. Rejected entries change nothing and are not here
+/// (records their time expired still are).
+#[derive(Debug, Clone)]
+pub struct EntryChanges {
+    pub offset: u64,
+    pub ts_ms: i64,
+    pub changes: Vec<Change>,
+}
+
+/// One committed batch as live subscribers get it: its entries' changes, and the offset the
+/// partition applies next (every entry below it is covered).
+#[derive(Debug)]
+pub struct Published {
+    pub entries: Vec<Arc<EntryChanges>>,
+    pub next_offset: u64,
+}
+
+/// A subscription: the history from the asked offset, then the live batches after it.
+pub struct Subscription {
+    /// Entries at or after the asked offset that were already applied, in order.
+    pub backlog: Vec<Arc<EntryChanges>>,
+    /// The backlog covers every entry below this.
+    pub next_offset: u64,
+    /// Batches published after the backlog.
+    pub live: broadcast::Receiver<Arc<Published>>,
+}
+
+/// The asked offset is older than the history: it starts at `oldest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooOld {
+    pub oldest: u64,
+}
+
+/// See the module docs.
+pub struct Feed {
+    state: Mutex<History>,
+    live: broadcast::Sender<Arc<Published>>,
+    budget: usize,
+}
+
+struct History {
+    entries: VecDeque<Arc<EntryChanges>>,
+    bytes: usize,
+    /// The history holds every change of the entries from this offset on.
+    start: u64,
+    /// The offset the partition applies next.
+    next: u64,
+}
+
+impl Feed {
+    /// A feed for a partition that applies `next_offset` next, keeping about `budget` bytes of
+    /// history; a live subscriber more than `lag` batches behind is cut off.
+    pub fn new(next_offset: u64, budget: usize, lag: usize) -> Feed {
+        Feed {
+            state: Mutex::new(History {
+                entries: VecDeque::new(),
+                bytes: 0,
+                start: next_offset,
+                next: next_offset,
+            }),
+            live: broadcast::channel(lag.max(1)).0,
+            budget,
+        }
+    }
+
+    /// Publishes a committed batch: its entries' changes, and the next offset after it.
+    pub(super) fn publish(&self, entries: Vec<EntryChanges>, next_offset: u64) {
+        let entries: Vec<Arc<EntryChanges>> = entries.into_iter().map(Arc::new).collect();
+        let mut history = self.state.lock().expect("feed lock");
+        for entry in &entries {
+            history.bytes += entry.changes.iter().map(Change::bytes).sum::<usize>();
+            history.entries.push_back(entry.clone());
+        }
+        history.next = next_offset;
+        while history.bytes > self.budget {
+            let Some(oldest) = history.entries.pop_front() else {
+                break;
+            };
+            history.bytes -= oldest.changes.iter().map(Change::bytes).sum::<usize>();
+            history.start = oldest.offset + 1;
+        }
+        if history.entries.is_empty() && history.bytes == 0 && self.budget == 0 {
+            history.start = next_offset;
+        }
+        // Under the lock, so a subscriber gets each batch once: in its backlog or live.
+        let _ = self.live.send(Arc::new(Published {
+            entries,
+            next_offset,
+        }));
+    }
+
+    /// Subscribes from `from` (the next offset when `None`): the history from there, then live.
+    pub fn subscribe(&self, from: Option<u64>) -> Result<Subscription, TooOld> {
+        let history = self.state.lock().expect("feed lock");
+        let from = from.unwrap_or(history.next);
+        if from < history.start {
+            return Err(TooOld {
+                oldest: history.start,
+            });
+        }
+        let backlog = history
+            .entries
+            .iter()
+            .filter(|e| e.offset >= from)
+            .cloned()
+            .collect();
+        Ok(Subscription {
+            backlog,
+            next_offset: history.next,
+            live: self.live.subscribe(),
+        })
+    }
+
+    /// The oldest offset a subscription may start at, and the next offset.
+    pub fn bounds(&self) -> (u64, u64) {
+        let history = self.state.lock().expect("feed lock");
+        (history.start, history.next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{encode_key, encode_value};
+
+    fn entry(offset: u64, n: usize) -> EntryChanges {
+        EntryChanges {
+            offset,
+            ts_ms: 1,
+            changes: (0..n)
+                .map(|i| Change {
+                    key: encode_key("pk", &format!("{offset}-{i}")),
+                    value: Some(encode_value(1, 1, None, b"1")),
+                    kind: ChangeKind::Put,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_subscriber_gets_every_batch_once_from_history_then_live() {
+        let feed = Feed::new(10, 1 << 20, 16);
+        feed.publish(vec![entry(10, 1), entry(12, 2)], 13);
+        let mut sub = feed.subscribe(Some(11)).unwrap();
+        assert_eq!(
+            sub.backlog.iter().map(|e| e.offset).collect::<Vec<_>>(),
+            [12]
+        );
+        assert_eq!(sub.next_offset, 13);
+        feed.publish(vec![entry(13, 1)], 15);
+        let live = sub.live.try_recv().unwrap();
+        assert_eq!((live.entries[0].offset, live.next_offset), (13, 15));
+        assert!(sub.live.try_recv().is_err());
+        let record = live.entries[0].changes[0].record().unwrap();
+        assert_eq!((record.pk.as_str(), record.sk.as_str()), ("pk", "13-0"));
+        // From now: no backlog.
+        assert!(feed.subscribe(None).unwrap().backlog.is_empty());
+    }
+
+    #[test]
+    fn the_history_is_bounded_and_older_offsets_are_refused() {
+        let one = entry(0, 1).changes[0].bytes();
+        let feed = Feed::new(0, 3 * one, 16);
+        for offset in 0..5 {
+            feed.publish(vec![entry(offset, 1)], offset + 1);
+        }
+        assert_eq!(feed.bounds(), (2, 5));
+        assert_eq!(feed.subscribe(Some(1)).err(), Some(TooOld { oldest: 2 }));
+        assert_eq!(feed.subscribe(Some(2)).unwrap().backlog.len(), 3);
+        // Without history, only "from now" works, and the next offset moves with the log.
+        let none = Feed::new(7, 0, 16);
+        none.publish(vec![entry(7, 1)], 9);
+        assert_eq!(none.bounds(), (9, 9));
+        assert!(none.subscribe(Some(8)).is_err());
+        assert!(none.subscribe(Some(9)).unwrap().backlog.is_empty());
+    }
+
+    #[test]
+    fn a_subscriber_that_falls_behind_learns_it() {
+        let feed = Feed::new(0, 0, 16);
+        let mut sub = feed.subscribe(None).unwrap();
+        for offset in 0..21 {
+            feed.publish(vec![entry(offset, 1)], offset + 1);
+        }
+        assert!(matches!(
+            sub.live.try_recv(),
+            Err(broadcast::error::TryRecvError::Lagged(_))
+        ));
+    }
+}

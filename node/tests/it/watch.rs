@@ -1,0 +1,288 @@
+//! Watches (`GET /records/watch`, Server-Sent Events) read by a plain SSE client over a socket:
+//! exact resume with Last-Event-ID and `?from=`, 410 for a token older than the history, a slow
+//! client cut off while apply keeps its pace, and "read, then watch from the read's token".
+
+use crate::common;
+
+use common::Node;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// One server-sent event.
+#[derive(Debug, Clone, Default)]
+struct Sse {
+    event: String,
+    id: Option<String>,
+    data: Value,
+}
+
+/// A minimal SSE client over one HTTP/1.1 connection.
+struct Watcher {
+    reader: BufReader<TcpStream>,
+    status: u16,
+}
+
+impl Watcher {
+    fn open(node: &Node, query: &str, last_event_id: Option<&str>) -> Watcher {
+        let mut stream = TcpStream::connect(("127.0.0.1", node.api)).unwrap();
+        let mut request = format!(
+            "GET /records/watch?{query} HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n"
+        );
+        if let Some(id) = last_event_id {
+            request.push_str(&format!("Last-Event-ID: {id}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut status_line = String::new();
+        reader.read_line(&mut status_line).unwrap();
+        let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+        loop {
+            let mut header = String::new();
+            reader.read_line(&mut header).unwrap();
+            if header == "\r\n" {
+                break;
+            }
+        }
+        Watcher { reader, status }
+    }
+
+    /// The body of a refused watch (no chunked stream).
+    fn error_body(mut self) -> Value {
+        let mut body = String::new();
+        let _ = std::io::Read::read_to_string(&mut self.reader, &mut body);
+        serde_json::from_str(body.trim()).unwrap_or_else(|_| json!(body))
+    }
+
+    /// The next event (chunked encoding's size lines are skipped), or `None` at the end.
+    fn next(&mut self) -> Option<Sse> {
+        let mut event = Sse::default();
+        let mut data = String::new();
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            let line = line.trim_end_matches(['\r', '\n']);
+            if let Some(v) = line.strip_prefix("event: ") {
+                event.event = v.to_string();
+            } else if let Some(v) = line.strip_prefix("id: ") {
+                event.id = Some(v.to_string());
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                data.push_str(v);
+            } else if line.is_empty() && !event.event.is_empty() {
+                event.data = serde_json::from_str(&data).unwrap();
+                return Some(event);
+            }
+        }
+    }
+
+    /// The next `change` event, skipping bookmarks; panics on anything else.
+    fn change(&mut self) -> Sse {
+        loop {
+            let event = self.next().expect("the watch ended");
+            match event.event.as_str() {
+                "change" => return event,
+                "bookmark" => continue,
+                other => panic!("unexpected {other} event: {event:?}"),
+            }
+        }
+    }
+}
+
+fn put(node: &Node, records: Value) {
+    let (status, reply) = node.post("/records/put", json!({"Records": records, "wait": true}));
+    assert_eq!(status, 200, "{reply}");
+}
+
+fn what(event: &Sse) -> String {
+    format!(
+        "{} {}/{} {}",
+        event.data["Op"].as_str().unwrap(),
+        event.data["Pk"].as_str().unwrap(),
+        event.data["Sk"].as_str().unwrap(),
+        event.data["Data"]
+    )
+}
+
+#[test]
+fn a_watch_resumes_with_exactly_the_changes_after_its_last_event() {
+    let node = Node::start_with(&[("WATCH_BOOKMARK_MS", "200")]);
+    let mut watch = Watcher::open(&node, "pk=cfg", None);
+    assert_eq!(watch.status, 200);
+    let first = watch.next().unwrap();
+    assert_eq!(
+        first.event, "bookmark",
+        "the first event says where the watch starts"
+    );
+    // Five changes of cfg, over HTTP and Redis; others' changes are not this watch's.
+    put(&node, json!([{"pk": "cfg", "sk": "a", "data": 1}]));
+    put(&node, json!([{"pk": "other", "sk": "a", "data": 1}]));
+    put(
+        &node,
+        json!([{"pk": "cfg", "sk": "b", "data": {"x": [1, 2]}}]),
+    );
+    let mut redis = redis::Client::open(format!("redis://127.0.0.1:{}/", node.resp))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: i64 = redis::cmd("HSET")
+        .arg("cfg")
+        .arg("c")
+        .arg("v")
+        .query(&mut redis)
+        .unwrap();
+    let _: i64 = redis::cmd("HDEL")
+        .arg("cfg")
+        .arg("a")
+        .query(&mut redis)
+        .unwrap();
+    put(&node, json!([{"pk": "cfg", "sk": "b", "data": 2}]));
+    let got: Vec<String> = (0..5).map(|_| what(&watch.change())).collect();
+    assert_eq!(
+        got,
+        [
+            "put cfg/a 1",
+            "put cfg/b {\"x\":[1,2]}",
+            "put cfg/c \"v\"",
+            "delete cfg/a null",
+            "put cfg/b 2"
+        ]
+    );
+    // The client goes away after the third; three more writes happen meanwhile (one of them
+    // an atomic batch of two records).
+    let mut replay = Watcher::open(&node, "pk=cfg", None);
+    replay.next().unwrap();
+    drop(watch);
+    put(&node, json!([{"pk": "cfg", "sk": "d", "data": 4}]));
+    let (status, reply) = node.post(
+        "/records/batch",
+        json!({"Records": [
+            {"op": "put", "pk": "cfg", "sk": "e", "data": 5},
+            {"op": "delete", "pk": "cfg", "sk": "c"}
+        ], "wait": true}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let after: Vec<Sse> = (0..3).map(|_| replay.change()).collect();
+    // Reconnecting with the last id seen gets exactly what followed it, none twice.
+    let last_seen = after[0].id.clone().unwrap();
+    let mut resumed = Watcher::open(&node, "pk=cfg", Some(&last_seen));
+    assert_eq!(resumed.status, 200);
+    let rest: Vec<String> = (0..2).map(|_| what(&resumed.change())).collect();
+    assert_eq!(rest, ["put cfg/e 5", "delete cfg/c null"]);
+    // Resuming in the middle of the two-record entry gives its second change only.
+    let middle = after[1].id.clone().unwrap();
+    assert!(middle.contains('.'), "a token inside an entry: {middle}");
+    let mut from_middle = Watcher::open(&node, &format!("pk=cfg&from={middle}"), None);
+    assert_eq!(what(&from_middle.change()), "delete cfg/c null");
+    // A watch whose records do not change gets bookmarks that move its token on.
+    let mut narrow = Watcher::open(&node, "pk=cfg&sk_prefix=zz", None);
+    let start = narrow.next().unwrap();
+    put(&node, json!([{"pk": "cfg", "sk": "y", "data": 1}]));
+    let moved = narrow.next().unwrap();
+    assert_eq!(moved.event, "bookmark", "{moved:?}");
+    assert_ne!(moved.id, start.id);
+    let offset = |e: &Sse| -> u64 {
+        e.id.as_ref()
+            .unwrap()
+            .split(':')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(offset(&moved), offset(&start) + 1);
+    // The whole namespace (read access): "other" too.
+    let mut all = Watcher::open(&node, "from=0:0,1:0,2:0,3:0", None);
+    let pks: Vec<String> = (0..10)
+        .map(|_| all.change().data["Pk"].as_str().unwrap().to_string())
+        .collect();
+    assert!(pks.contains(&"other".to_string()), "{pks:?}");
+    assert_eq!(pks.iter().filter(|p| *p == "cfg").count(), 9, "{pks:?}");
+}
+
+#[test]
+fn a_token_older_than_the_history_is_410_and_read_then_watch_misses_nothing() {
+    let mut node = Node::start();
+    put(&node, json!([{"pk": "cfg", "sk": "a", "data": 1}]));
+    let (status, reply) = node.post(
+        "/records/get",
+        json!({"Records": [{"pk": "cfg", "sk": "a"}]}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let token = node
+        .client()
+        .post(node.url("/records/get"))
+        .body(json!({"Records": [{"pk": "cfg", "sk": "a"}]}).to_string())
+        .send()
+        .unwrap()
+        .headers()
+        .get("firescroll-token")
+        .expect("reads carry the watch token")
+        .to_str()
+        .unwrap()
+        .to_string();
+    // Written after the read: the watch from the read's token has it (and nothing before).
+    put(&node, json!([{"pk": "cfg", "sk": "b", "data": 2}]));
+    let mut watch = Watcher::open(&node, &format!("pk=cfg&from={token}"), None);
+    assert_eq!(what(&watch.change()), "put cfg/b 2");
+    drop(watch);
+    // After a restart the history starts at the partition's next offset: the first token is
+    // too old now, and the answer names the oldest position the node can serve.
+    node.terminate();
+    node.spawn();
+    let refused = Watcher::open(&node, &format!("pk=cfg&from={token}"), None);
+    assert_eq!(refused.status, 410);
+    let body = refused.error_body();
+    assert_eq!(body["error"]["code"], "token_too_old", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    let partition = token.split(':').next().unwrap();
+    assert!(message.contains(&format!("{partition}:2")), "{message}");
+    // A token that is not one is a 400 that says what a token looks like.
+    let bad = Watcher::open(&node, "pk=cfg", Some("yesterday"));
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.error_body()["error"]["code"], "bad_token");
+}
+
+#[test]
+fn a_watcher_that_stops_reading_is_cut_off_and_apply_keeps_its_pace() {
+    let node = Node::start_with(&[("WATCH_LAG_BATCHES", "32")]);
+    let mut slow = Watcher::open(&node, "", None);
+    assert_eq!(slow.next().unwrap().event, "bookmark");
+    // Never read again while the node applies hundreds of batches with big changes (more than
+    // the socket, the watch's queue and 32 batches hold).
+    let big = "x".repeat(60_000);
+    let mut last = Value::Null;
+    for i in 0..400 {
+        let body = json!({"Records": [{"pk": "k", "sk": format!("{i}"), "data": big}]});
+        let (status, reply) = node.post("/records/put", body);
+        assert_eq!(status, 200, "{reply}");
+        last = reply["Positions"][0].clone();
+    }
+    // Every write is applied, promptly: the watcher held nobody up.
+    let (status, reply) = node.post(
+        "/records/get",
+        json!({"Records": [{"pk": "k", "sk": "399"}], "min_offsets": [last]}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["Records"][0]["Data"].as_str().unwrap().len(), 60_000);
+    // The stuck watcher finds, after what was in flight, that it was cut off.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let event = slow.next().expect("an error event before the end");
+        if event.event == "error" {
+            assert_eq!(
+                event.data["error"]["code"], "watch_fell_behind",
+                "{event:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no error event");
+    }
+    assert!(slow.next().is_none(), "the watch ends after the error");
+}
