@@ -287,6 +287,27 @@ impl Service {
         })
     }
 
+    /// The partitions this node applies and serves now.
+    pub fn served_partitions(&self) -> Vec<u32> {
+        self.engine
+            .partitions()
+            .iter()
+            .filter(|p| p.serving())
+            .map(|p| p.id())
+            .collect()
+    }
+
+    /// Whether this node applies and serves `partition`.
+    pub fn serves(&self, partition: u32) -> bool {
+        self.readable_partition(partition).is_ok()
+    }
+
+    /// The live changes of `partition` from now, if this node serves it.
+    pub fn subscribe_partition(&self, partition: u32) -> Option<Subscription> {
+        let runtime = self.readable_partition(partition).ok()?;
+        runtime.subscribe_changes(None).ok()
+    }
+
     /// The token of the partitions `pks` are in, as applied on this node now: a read made after
     /// this is at least this new, so a watch from it misses nothing. Partitions this node does not
     /// serve are left out.

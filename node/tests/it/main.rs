@@ -18,4 +18,5 @@ mod plugins;
 mod records_http;
 mod resp;
 mod snapshots;
+mod tracking;
 mod watch;

@@ -91,6 +91,11 @@ impl ClientRegistry {
         handle
     }
 
+    /// Whether connection `id` is open.
+    pub fn exists(&self, id: u64) -> bool {
+        self.lock().contains_key(&id)
+    }
+
     pub fn unregister(&self, id: u64) {
         self.lock().remove(&id);
     }

@@ -38,6 +38,7 @@ pub async fn run(
             let next = next_command(&mut input, &config.limits);
             let mut ctx = Context {
                 service,
+                hub: &shared.hub,
                 scans: &shared.scans,
                 written: &shared.written,
                 stats: &shared.stats,
@@ -102,15 +103,39 @@ pub async fn run(
                 None => Some(read.await),
             }
         };
+        let mut overflow = false;
+        // Pushes (invalidations, pub/sub messages) arrive between commands too.
+        let push = async {
+            match session.pushes.as_mut() {
+                Some((pushes, _)) => pushes.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             result = read => match result {
                 Some(Ok(n)) if n > 0 => {}
                 // EOF, a read error, or idle for too long.
                 _ => return,
             },
+            Some(push) = push => {
+                let proto = session.proto;
+                push.into_reply(proto).encode(proto, &mut output);
+                // Whatever else is queued goes in the same write.
+                if let Some((pushes, overflowed)) = session.pushes.as_mut() {
+                    while let Ok(push) = pushes.try_recv() {
+                        push.into_reply(proto).encode(proto, &mut output);
+                    }
+                    // Its client could not keep up: it cannot trust its cache any more.
+                    overflow = overflowed.load(std::sync::atomic::Ordering::Relaxed);
+                }
+            }
             _ = stop.wait_for(|&s| s) => return,
             // CLIENT KILL from another connection.
             () = &mut killed => return,
+        }
+        if overflow {
+            let _ = stream.write_all(&output).await;
+            return;
         }
     }
 }

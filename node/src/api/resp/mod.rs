@@ -5,6 +5,7 @@ mod clients;
 mod commands;
 mod connection;
 pub mod frame;
+mod push;
 pub mod reply;
 
 pub use frame::FrameLimits;
@@ -36,7 +37,10 @@ pub async fn serve(
     config: RespConfig,
     mut stop: watch::Receiver<bool>,
 ) {
-    let shared = Arc::new(Shared::new(service.partition_count()));
+    let shared = Arc::new(Shared::new(
+        service.partition_count(),
+        push::Hub::start(service.clone()),
+    ));
     let permits = Arc::new(Semaphore::new(config.max_clients));
     let ids = AtomicU64::new(1);
     let mut connections = tokio::task::JoinSet::new();
@@ -74,6 +78,7 @@ pub async fn serve(
         let client = shared.clients.register(id, peer, local);
         connections.spawn(async move {
             connection::run(stream, id, &service, &shared, &config, stop, client).await;
+            shared.hub.unregister(id);
             shared.clients.unregister(id);
             shared.stats.clients.fetch_sub(1, Ordering::Relaxed);
             drop(permit);

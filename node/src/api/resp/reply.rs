@@ -16,6 +16,10 @@ pub enum Reply {
     Array(Vec<Reply>),
     /// A map under RESP3; a flat key, value, ... array under RESP2.
     Map(Vec<(Reply, Reply)>),
+    /// A RESP3 push (out-of-band: invalidations, pub/sub); an array under RESP2.
+    Push(Vec<Reply>),
+    /// Several frames in a row (`SUBSCRIBE a b` confirms each channel on its own).
+    Frames(Vec<Reply>),
 }
 
 impl Reply {
@@ -34,6 +38,12 @@ impl Reply {
 
     /// Appends the reply's wire form for protocol version `proto` (2 or 3).
     pub fn encode(self, proto: u8, out: &mut BytesMut) {
+        if let Reply::Frames(frames) = self {
+            for frame in frames {
+                frame.encode(proto, out);
+            }
+            return;
+        }
         let result = if proto >= 3 {
             resp3::encode::complete::extend_encode(out, &self.into_resp3(), false)
         } else {
@@ -50,7 +60,9 @@ impl Reply {
             Reply::Int(i) => F::Integer(i),
             Reply::Bulk(b) => F::BulkString(b),
             Reply::Null => F::Null,
-            Reply::Array(items) => F::Array(items.into_iter().map(Reply::into_resp2).collect()),
+            Reply::Array(items) | Reply::Push(items) | Reply::Frames(items) => {
+                F::Array(items.into_iter().map(Reply::into_resp2).collect())
+            }
             Reply::Map(pairs) => F::Array(
                 pairs
                     .into_iter()
@@ -80,7 +92,11 @@ impl Reply {
                 attributes: None,
             },
             Reply::Null => F::Null,
-            Reply::Array(items) => F::Array {
+            Reply::Array(items) | Reply::Frames(items) => F::Array {
+                data: items.into_iter().map(Reply::into_resp3).collect(),
+                attributes: None,
+            },
+            Reply::Push(items) => F::Push {
                 data: items.into_iter().map(Reply::into_resp3).collect(),
                 attributes: None,
             },

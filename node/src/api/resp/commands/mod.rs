@@ -11,13 +11,16 @@ mod hash;
 mod json;
 mod keys;
 mod keyspace;
+mod pubsub;
 mod scan;
 mod server;
 mod transaction;
 
 pub use scan::ScanCursors;
+pub(super) use scan::glob_match;
 
 use super::clients::{ClientHandle, ClientRegistry};
+use super::push::{Hub, Push};
 use super::reply::Reply;
 use crate::model::{Key, OpKind, Position, Record, partition_of};
 use crate::service::{
@@ -26,6 +29,7 @@ use crate::service::{
 };
 use bytes::Bytes;
 use serde_json::value::RawValue;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Per-connection state.
@@ -48,6 +52,18 @@ pub struct Session {
     deferred: Option<(usize, Shape)>,
     /// Keys under `WATCH`, with the version of their records when watched.
     watched: Vec<(String, String)>,
+    /// Pushes for this connection (invalidations, pub/sub messages), once it asked for any;
+    /// and whether they overflowed (the connection then closes).
+    pub pushes: Option<(
+        tokio::sync::mpsc::Receiver<Push>,
+        Arc<std::sync::atomic::AtomicBool>,
+    )>,
+    /// `CLIENT TRACKING` settings, when on (the hub has them too).
+    tracking: Option<super::push::Tracking>,
+    /// `CLIENT CACHING yes|no` for the next command.
+    caching: Option<bool>,
+    /// Channels and patterns subscribed to: in RESP2 the connection is then in subscribe mode.
+    subscriptions: usize,
 }
 
 /// How a command's reply is made from the data its op returned at apply.
@@ -163,12 +179,18 @@ impl Session {
             collecting: None,
             deferred: None,
             watched: Vec::new(),
+            pushes: None,
+            tracking: None,
+            caching: None,
+            subscriptions: 0,
         }
     }
 }
 
 /// What all the connections of the Redis port share.
 pub struct Shared {
+    /// Invalidations and pub/sub messages for the connections.
+    pub hub: Arc<Hub>,
     pub clients: ClientRegistry,
     pub scans: ScanCursors,
     pub written: WrittenPositions,
@@ -176,8 +198,9 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(partitions: u32) -> Self {
+    pub fn new(partitions: u32, hub: Arc<Hub>) -> Self {
         Shared {
+            hub,
             clients: ClientRegistry::default(),
             scans: ScanCursors::default(),
             written: WrittenPositions::new(partitions),
@@ -200,6 +223,7 @@ pub struct ServerStats {
 /// What a command runs with.
 pub struct Context<'a> {
     pub service: &'a Service,
+    pub hub: &'a Hub,
     pub scans: &'a ScanCursors,
     pub written: &'a WrittenPositions,
     pub stats: &'a ServerStats,
@@ -213,7 +237,19 @@ pub struct Context<'a> {
 pub async fn execute(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
     let started = std::time::Instant::now();
     let name = args.first().cloned().unwrap_or_default();
+    // With CLIENT TRACKING on, the keys a read command reads are remembered after it ran.
+    let tracked: Option<(String, Vec<Bytes>)> = ctx.session.tracking.as_ref().map(|_| {
+        let lower = String::from_utf8_lossy(&name).to_ascii_lowercase();
+        let keys = pubsub::read_keys(&lower, args.get(1..).unwrap_or_default()).to_vec();
+        (lower, keys)
+    });
     let reply = run(ctx, args).await;
+    if let Some((lower, keys)) = tracked
+        && lower != "client"
+        && !matches!(reply, Reply::Error(_))
+    {
+        pubsub::track(ctx, keys);
+    }
     ctx.stats.commands.fetch_add(1, Ordering::Relaxed);
     ctx.client.ran(
         &name,
@@ -237,10 +273,31 @@ pub(super) async fn run(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
         transaction::refused_while_queuing(ctx);
         return denied;
     }
+    if ctx.session.subscriptions > 0
+        && ctx.session.proto < 3
+        && !pubsub::ALLOWED_WHILE_SUBSCRIBED.contains(&name.as_str())
+    {
+        return Reply::err(format!(
+            "Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+        ));
+    }
     if let Some(reply) = transaction::intercept(ctx, &name, args).await {
         return reply;
     }
     match name.as_str() {
+        "subscribe" => pubsub::subscribe(ctx, args, false),
+        "psubscribe" => pubsub::subscribe(ctx, args, true),
+        "unsubscribe" => pubsub::unsubscribe(ctx, args, false),
+        "punsubscribe" => pubsub::unsubscribe(ctx, args, true),
+        "publish" | "spublish" | "ssubscribe" | "sunsubscribe" => Reply::err(format!(
+            "{} is not supported: FireScroll's pub/sub carries keyspace notifications \
+             (CONFIG SET notify-keyspace-events, then SUBSCRIBE/PSUBSCRIBE), not messages between clients",
+            name.to_ascii_uppercase()
+        )),
+        "ping" if ctx.session.subscriptions > 0 && ctx.session.proto < 3 => Reply::Array(vec![
+            Reply::bulk("pong"),
+            Reply::Bulk(args.first().cloned().unwrap_or_default()),
+        ]),
         "get" => keys::get(ctx, args).await,
         "mget" => keys::mget(ctx, args).await,
         "exists" => keys::exists(ctx, args).await,
@@ -853,6 +910,10 @@ impl Context<'_> {
     fn note_written(&self, results: &[crate::service::EntryResult]) {
         for r in results {
             self.written.record(r.position);
+            if self.session.tracking.is_some() {
+                self.hub
+                    .wrote(self.session.id, (r.position.partition, r.position.offset));
+            }
         }
     }
 }

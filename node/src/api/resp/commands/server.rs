@@ -8,8 +8,9 @@ use crate::service::Access;
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
 
-/// The Redis version FireScroll answers with; clients gate features on it.
-const REDIS_VERSION: &str = "7.2.0";
+/// The Redis version FireScroll answers with; clients gate features on it (redis-py's
+/// client-side cache needs 7.4; FireScroll has 7.4's hash field expiry too).
+const REDIS_VERSION: &str = "7.4.0";
 
 /// Commands this frontend knows, with Redis's arity (negative: at least that many).
 const COMMANDS: &[(&str, i64)] = &[
@@ -72,6 +73,31 @@ const COMMANDS: &[(&str, i64)] = &[
     ("echo", 2),
     ("quit", -1),
     ("reset", 1),
+    ("setex", 4),
+    ("psetex", 4),
+    ("getex", -2),
+    ("expire", -3),
+    ("pexpire", -3),
+    ("expireat", -3),
+    ("pexpireat", -3),
+    ("persist", 2),
+    ("ttl", 2),
+    ("pttl", 2),
+    ("expiretime", 2),
+    ("pexpiretime", 2),
+    ("hexpire", -6),
+    ("hpexpire", -6),
+    ("hexpireat", -6),
+    ("hpexpireat", -6),
+    ("hpersist", -5),
+    ("httl", -5),
+    ("hpttl", -5),
+    ("hexpiretime", -5),
+    ("hpexpiretime", -5),
+    ("subscribe", -2),
+    ("unsubscribe", -1),
+    ("psubscribe", -2),
+    ("punsubscribe", -1),
 ];
 
 /// Runs a connection or server command; `None` if `name` is not one.
@@ -91,7 +117,9 @@ pub fn execute(ctx: &mut Context<'_>, name: &str, args: &[Bytes]) -> Option<Repl
             Reply::ok()
         }
         "reset" => {
-            // RESET also forgets the connection's authentication, as in Redis.
+            // RESET also forgets the connection's authentication, tracking and subscriptions,
+            // as in Redis.
+            ctx.hub.unregister(ctx.session.id);
             *ctx.session = Session::new(ctx.session.id, ctx.service.access(None));
             Reply::Simple("RESET")
         }
@@ -189,6 +217,13 @@ fn client(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let [sub, rest @ ..] = args else {
         return wrong_arity("client");
     };
+    match (sub.to_ascii_uppercase().as_slice(), rest) {
+        (b"TRACKING", options) => return super::pubsub::tracking(ctx, options),
+        (b"CACHING", options) => return super::pubsub::caching(ctx, options),
+        (b"TRACKINGINFO", []) => return super::pubsub::tracking_info(ctx),
+        (b"GETREDIR", []) => return super::pubsub::get_redirect(ctx),
+        _ => {}
+    }
     let session = &mut *ctx.session;
     match (sub.to_ascii_uppercase().as_slice(), rest) {
         (b"LIST", []) => Reply::bulk(ctx.clients.list()),
@@ -442,10 +477,22 @@ fn config(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
             ctx.stats.commands.store(0, Ordering::Relaxed);
             Reply::ok()
         }
-        [sub, _, ..] if sub.eq_ignore_ascii_case(b"GET") => Reply::Map(vec![]),
-        [sub, ..] if sub.eq_ignore_ascii_case(b"SET") => {
-            Reply::err("FireScroll is configured through its settings, not CONFIG SET")
+        [sub, name]
+            if sub.eq_ignore_ascii_case(b"GET")
+                && super::glob_match(&name.to_ascii_lowercase(), b"notify-keyspace-events") =>
+        {
+            super::pubsub::notify_config(ctx, None)
         }
+        [sub, _, ..] if sub.eq_ignore_ascii_case(b"GET") => Reply::Map(vec![]),
+        [sub, name, value]
+            if sub.eq_ignore_ascii_case(b"SET")
+                && name.eq_ignore_ascii_case(b"notify-keyspace-events") =>
+        {
+            super::pubsub::notify_config(ctx, Some(value))
+        }
+        [sub, ..] if sub.eq_ignore_ascii_case(b"SET") => Reply::err(
+            "FireScroll is configured through its settings; CONFIG SET takes only notify-keyspace-events",
+        ),
         _ => wrong_arity("config"),
     }
 }

@@ -1,0 +1,277 @@
+//! Pushes a connection asks for: `CLIENT TRACKING` (client-side caching invalidations) and
+//! `SUBSCRIBE`/`PSUBSCRIBE` (keyspace notifications; `PUBLISH` between clients is not offered).
+//! The hub ([`crate::api::resp::push`]) produces the messages from the change feed.
+
+use super::{Context, wrong_arity};
+use crate::api::resp::push::{NotifyFlags, Tracking};
+use crate::api::resp::reply::Reply;
+use crate::model::partition_of;
+use bytes::Bytes;
+
+/// Commands a RESP2 connection may send while subscribed (Redis's rule).
+pub(super) const ALLOWED_WHILE_SUBSCRIBED: [&str; 7] = [
+    "subscribe",
+    "unsubscribe",
+    "psubscribe",
+    "punsubscribe",
+    "ping",
+    "quit",
+    "reset",
+];
+
+/// Makes sure the connection receives pushes.
+fn ensure_registered(ctx: &mut Context<'_>) {
+    if ctx.session.pushes.is_none() {
+        ctx.session.pushes = Some(ctx.hub.register(ctx.session.id));
+    }
+}
+
+/// `SUBSCRIBE`/`PSUBSCRIBE channel ...`: one confirmation per channel.
+pub fn subscribe(ctx: &mut Context<'_>, args: &[Bytes], pattern: bool) -> Reply {
+    let name = if pattern { "psubscribe" } else { "subscribe" };
+    if args.is_empty() {
+        return wrong_arity(name);
+    }
+    ensure_registered(ctx);
+    let mut frames = Vec::with_capacity(args.len());
+    for channel in args {
+        let count = ctx
+            .hub
+            .subscribe(ctx.session.id, channel.clone(), pattern, true);
+        ctx.session.subscriptions = count;
+        frames.push(Reply::Push(vec![
+            Reply::bulk(name),
+            Reply::Bulk(channel.clone()),
+            Reply::Int(count as i64),
+        ]));
+    }
+    Reply::Frames(frames)
+}
+
+/// `UNSUBSCRIBE`/`PUNSUBSCRIBE [channel ...]` (all without arguments).
+pub fn unsubscribe(ctx: &mut Context<'_>, args: &[Bytes], pattern: bool) -> Reply {
+    let name = if pattern {
+        "punsubscribe"
+    } else {
+        "unsubscribe"
+    };
+    let channels = if args.is_empty() {
+        ctx.hub.subscriptions(ctx.session.id, pattern)
+    } else {
+        args.to_vec()
+    };
+    if channels.is_empty() {
+        return Reply::Push(vec![
+            Reply::bulk(name),
+            Reply::Null,
+            Reply::Int(ctx.session.subscriptions as i64),
+        ]);
+    }
+    let mut frames = Vec::with_capacity(channels.len());
+    for channel in channels {
+        let count = ctx
+            .hub
+            .subscribe(ctx.session.id, channel.clone(), pattern, false);
+        ctx.session.subscriptions = count;
+        frames.push(Reply::Push(vec![
+            Reply::bulk(name),
+            Reply::Bulk(channel),
+            Reply::Int(count as i64),
+        ]));
+    }
+    Reply::Frames(frames)
+}
+
+/// `CLIENT TRACKING ON|OFF [REDIRECT id] [PREFIX p ...] [BCAST] [OPTIN] [OPTOUT] [NOLOOP]`.
+pub fn tracking(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let [switch, options @ ..] = args else {
+        return wrong_arity("client|tracking");
+    };
+    let on = match switch.to_ascii_uppercase().as_slice() {
+        b"ON" => true,
+        b"OFF" => false,
+        _ => return Reply::err("syntax error"),
+    };
+    let mut tracking = Tracking::default();
+    let mut i = 0;
+    while i < options.len() {
+        match options[i].to_ascii_uppercase().as_slice() {
+            b"BCAST" => tracking.bcast = true,
+            b"OPTIN" => tracking.optin = true,
+            b"OPTOUT" => tracking.optout = true,
+            b"NOLOOP" => tracking.noloop = true,
+            b"PREFIX" if i + 1 < options.len() => {
+                tracking.prefixes.push(options[i + 1].clone());
+                i += 1;
+            }
+            b"REDIRECT" if i + 1 < options.len() => {
+                let Some(id) = std::str::from_utf8(&options[i + 1])
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                else {
+                    return Reply::err("Invalid client ID");
+                };
+                if id != ctx.session.id && !ctx.clients.exists(id) {
+                    return Reply::err("The client ID you want redirect to does not exist");
+                }
+                tracking.redirect = (id != ctx.session.id).then_some(id);
+                i += 1;
+            }
+            _ => return Reply::err("syntax error"),
+        }
+        i += 1;
+    }
+    if !on {
+        ctx.hub.set_tracking(ctx.session.id, None);
+        ctx.session.tracking = None;
+        return Reply::ok();
+    }
+    if tracking.optin && tracking.optout {
+        return Reply::err("You can't use both OPTIN and OPTOUT");
+    }
+    if tracking.bcast && (tracking.optin || tracking.optout) {
+        return Reply::err("OPTIN and OPTOUT are not compatible with BCAST");
+    }
+    if !tracking.prefixes.is_empty() && !tracking.bcast {
+        return Reply::err("PREFIX option requires BCAST mode to be enabled");
+    }
+    ensure_registered(ctx);
+    ctx.hub.set_tracking(ctx.session.id, Some(tracking.clone()));
+    ctx.session.tracking = Some(tracking);
+    ctx.session.caching = None;
+    Reply::ok()
+}
+
+/// `CLIENT CACHING YES|NO`: whether the next command's reads are tracked (OPTIN/OPTOUT).
+pub fn caching(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let [value] = args else {
+        return wrong_arity("client|caching");
+    };
+    let yes = match value.to_ascii_uppercase().as_slice() {
+        b"YES" => true,
+        b"NO" => false,
+        _ => return Reply::err("syntax error"),
+    };
+    match &ctx.session.tracking {
+        Some(t) if (yes && t.optin) || (!yes && t.optout) => {
+            ctx.session.caching = Some(yes);
+            Reply::ok()
+        }
+        Some(t) if t.optin || t.optout => Reply::err(if yes {
+            "CLIENT CACHING YES is only valid when tracking is enabled in OPTIN mode."
+        } else {
+            "CLIENT CACHING NO is only valid when tracking is enabled in OPTOUT mode."
+        }),
+        _ => Reply::err(
+            "CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled",
+        ),
+    }
+}
+
+/// `CLIENT TRACKINGINFO`.
+pub fn tracking_info(ctx: &Context<'_>) -> Reply {
+    let tracking = &ctx.session.tracking;
+    let mut flags = Vec::new();
+    match tracking {
+        None => flags.push(Reply::bulk("off")),
+        Some(t) => {
+            flags.push(Reply::bulk("on"));
+            for (set, flag) in [
+                (t.bcast, "bcast"),
+                (t.optin, "optin"),
+                (t.optout, "optout"),
+                (t.noloop, "noloop"),
+            ] {
+                if set {
+                    flags.push(Reply::bulk(flag));
+                }
+            }
+            match ctx.session.caching {
+                Some(true) => flags.push(Reply::bulk("caching-yes")),
+                Some(false) => flags.push(Reply::bulk("caching-no")),
+                None => {}
+            }
+        }
+    }
+    let redirect = match tracking {
+        None => -1,
+        Some(t) => t.redirect.map_or(0, |id| id as i64),
+    };
+    let prefixes = tracking
+        .as_ref()
+        .map(|t| t.prefixes.iter().cloned().map(Reply::Bulk).collect())
+        .unwrap_or_default();
+    Reply::Map(vec![
+        (Reply::bulk("flags"), Reply::Array(flags)),
+        (Reply::bulk("redirect"), Reply::Int(redirect)),
+        (Reply::bulk("prefixes"), Reply::Array(prefixes)),
+    ])
+}
+
+/// `CLIENT GETREDIR`: the redirect target, 0 for none, -1 when tracking is off.
+pub fn get_redirect(ctx: &Context<'_>) -> Reply {
+    Reply::Int(match &ctx.session.tracking {
+        None => -1,
+        Some(t) => t.redirect.map_or(0, |id| id as i64),
+    })
+}
+
+/// The keys a read command reads (what default-mode tracking remembers).
+pub(super) fn read_keys<'a>(name: &str, args: &'a [Bytes]) -> &'a [Bytes] {
+    match name {
+        "mget" | "exists" => args,
+        "get" | "strlen" | "getex" | "hget" | "hmget" | "hgetall" | "hkeys" | "hvals" | "hlen"
+        | "hexists" | "hstrlen" | "hrandfield" | "hscan" | "type" | "ttl" | "pttl"
+        | "expiretime" | "pexpiretime" | "httl" | "hpttl" | "hexpiretime" | "hpexpiretime"
+        | "json.get" => &args[..args.len().min(1)],
+        _ => &[],
+    }
+}
+
+/// After a read command: remember its keys for this connection's tracking. Keys of partitions
+/// this node does not apply are invalidated at once instead (their changes do not pass here, so
+/// the client must not keep them).
+pub(super) fn track(ctx: &mut Context<'_>, keys: Vec<Bytes>) {
+    let Some(tracking) = &ctx.session.tracking else {
+        return;
+    };
+    let caching = ctx.session.caching.take();
+    if tracking.bcast
+        || keys.is_empty()
+        || (tracking.optin && caching != Some(true))
+        || (tracking.optout && caching == Some(false))
+    {
+        return;
+    }
+    let partitions = ctx.service.partition_count();
+    let (local, remote): (Vec<Bytes>, Vec<Bytes>) = keys.into_iter().partition(|key| {
+        let pk = String::from_utf8_lossy(key);
+        ctx.service.serves(partition_of(&pk, partitions))
+    });
+    if !local.is_empty() {
+        ctx.hub.track(ctx.session.id, local);
+    }
+    if !remote.is_empty() {
+        ctx.hub.invalidate_now(ctx.session.id, remote);
+    }
+}
+
+/// `CONFIG GET notify-keyspace-events` / `CONFIG SET notify-keyspace-events <flags>`.
+pub fn notify_config(ctx: &Context<'_>, value: Option<&Bytes>) -> Reply {
+    match value {
+        None => Reply::Map(vec![(
+            Reply::bulk("notify-keyspace-events"),
+            Reply::bulk(ctx.hub.notify_flags().letters()),
+        )]),
+        Some(value) => match std::str::from_utf8(value).ok().and_then(NotifyFlags::parse) {
+            Some(flags) => {
+                ctx.hub.set_notify_flags(flags);
+                Reply::ok()
+            }
+            None => Reply::err(
+                "Invalid argument 'notify-keyspace-events' for CONFIG SET: use Redis's flags \
+                 (K, E, g, $, h, x, A)",
+            ),
+        },
+    }
+}

@@ -1,0 +1,497 @@
+//! Messages the server sends a connection on its own: client-side caching invalidations
+//! (`CLIENT TRACKING`) and pub/sub messages (keyspace notifications).
+//!
+//! One hub per node follows the change feed of every partition this node serves and turns each
+//! change into invalidations for the connections tracking that key (or a prefix of it, in
+//! broadcast mode) and into keyspace notifications for matching subscribers. Nothing here slows
+//! apply: the hub reads the feed like any watch, and a connection whose pushes pile up
+//! (`PUSH_QUEUE`) is disconnected, as Redis does with its output buffer limit — a client that
+//! cannot keep up would otherwise keep serving stale cached values.
+
+use super::reply::Reply;
+use crate::engine::{Change, ChangeKind, Subscription};
+use crate::service::Service;
+use bytes::Bytes;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+
+/// Pushes one connection may have queued before it is disconnected.
+const PUSH_QUEUE: usize = 4096;
+
+/// The pub/sub channel invalidations go to for `CLIENT TRACKING ... REDIRECT` (RESP2 clients).
+pub const INVALIDATE_CHANNEL: &[u8] = b"__redis__:invalidate";
+
+/// A message for one connection.
+#[derive(Debug, Clone)]
+pub enum Push {
+    /// RESP3 `invalidate`: these keys changed (`None`: every key, the cache must be flushed).
+    Invalidate(Option<Vec<Bytes>>),
+    /// A pub/sub message (`pattern` set for a pattern subscription).
+    Message {
+        pattern: Option<Bytes>,
+        channel: Bytes,
+        payload: Reply,
+    },
+}
+
+impl Push {
+    /// The frame to write for a connection speaking `proto`.
+    pub fn into_reply(self, proto: u8) -> Reply {
+        match self {
+            Push::Invalidate(keys) => {
+                let keys = keys.map_or(Reply::Null, |k| {
+                    Reply::Array(k.into_iter().map(Reply::Bulk).collect())
+                });
+                Reply::Push(vec![Reply::bulk("invalidate"), keys])
+            }
+            Push::Message {
+                pattern,
+                channel,
+                payload,
+            } => {
+                let mut items = Vec::with_capacity(4);
+                match pattern {
+                    Some(pattern) => {
+                        items.push(Reply::bulk("pmessage"));
+                        items.push(Reply::Bulk(pattern));
+                    }
+                    None => items.push(Reply::bulk("message")),
+                }
+                items.push(Reply::Bulk(channel));
+                items.push(payload);
+                // RESP2 has no push type: a message is an array, as Redis sends it.
+                if proto >= 3 {
+                    Reply::Push(items)
+                } else {
+                    Reply::Array(items)
+                }
+            }
+        }
+    }
+}
+
+/// How a connection tracks keys for its client-side cache (`CLIENT TRACKING ON ...`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tracking {
+    /// Broadcast mode: every key under `prefixes` (all keys without any), read or not.
+    pub bcast: bool,
+    pub prefixes: Vec<Bytes>,
+    /// Track only reads after `CLIENT CACHING yes`.
+    pub optin: bool,
+    /// Track reads unless after `CLIENT CACHING no`.
+    pub optout: bool,
+    /// No invalidations for this connection's own writes.
+    pub noloop: bool,
+    /// Send the invalidations to this connection instead (RESP2 clients, through
+    /// `__redis__:invalidate`).
+    pub redirect: Option<u64>,
+}
+
+struct Conn {
+    tx: mpsc::Sender<Push>,
+    tracking: Option<Tracking>,
+    /// Positions this connection wrote (for NOLOOP), newest last.
+    own_writes: std::collections::VecDeque<(u32, u64)>,
+    channels: HashSet<Bytes>,
+    patterns: HashSet<Bytes>,
+    /// Set when its queue overflowed: the connection closes.
+    overflowed: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct State {
+    conns: HashMap<u64, Conn>,
+    /// Default-mode tracking: key → connections that read it since its last invalidation.
+    tracked: HashMap<Bytes, HashSet<u64>>,
+}
+
+/// See the module docs.
+#[derive(Default)]
+pub struct Hub {
+    state: Mutex<State>,
+    /// Connections with tracking or subscriptions: the feed is skipped while there are none.
+    active: AtomicUsize,
+    /// `notify-keyspace-events` as Redis's flag letters, parsed ([`NotifyFlags`]).
+    notify: AtomicU32,
+}
+
+/// Which keyspace notifications are on (`CONFIG SET notify-keyspace-events`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NotifyFlags(u32);
+
+impl NotifyFlags {
+    const KEYSPACE: u32 = 1;
+    const KEYEVENT: u32 = 2;
+    const GENERIC: u32 = 4;
+    const STRING: u32 = 8;
+    const HASH: u32 = 16;
+    const EXPIRED: u32 = 32;
+
+    /// Parses Redis's letters (`K`, `E`, `g`, `$`, `h`, `x`, `A`; the ones for types FireScroll
+    /// does not have are accepted and mean nothing). `None` for other letters.
+    pub fn parse(text: &str) -> Option<NotifyFlags> {
+        let mut flags = 0;
+        for c in text.chars() {
+            flags |= match c {
+                'K' => Self::KEYSPACE,
+                'E' => Self::KEYEVENT,
+                'g' => Self::GENERIC,
+                '$' => Self::STRING,
+                'h' => Self::HASH,
+                'x' => Self::EXPIRED,
+                'A' => Self::GENERIC | Self::STRING | Self::HASH | Self::EXPIRED,
+                'l' | 's' | 'z' | 'e' | 't' | 'm' | 'd' | 'n' => 0,
+                _ => return None,
+            };
+        }
+        Some(NotifyFlags(flags))
+    }
+
+    /// The letters, as `CONFIG GET` shows them.
+    pub fn letters(self) -> String {
+        let mut out = String::new();
+        let all = Self::GENERIC | Self::STRING | Self::HASH | Self::EXPIRED;
+        for (bit, letter) in [(Self::KEYSPACE, 'K'), (Self::KEYEVENT, 'E')] {
+            if self.0 & bit != 0 {
+                out.push(letter);
+            }
+        }
+        if self.0 & all == all {
+            out.push('A');
+        } else {
+            for (bit, letter) in [
+                (Self::GENERIC, 'g'),
+                (Self::STRING, '$'),
+                (Self::HASH, 'h'),
+                (Self::EXPIRED, 'x'),
+            ] {
+                if self.0 & bit != 0 {
+                    out.push(letter);
+                }
+            }
+        }
+        out
+    }
+
+    /// Redis's event for a change (by its effect), if the flags want that class.
+    fn event(self, kind: ChangeKind, sk: &str) -> Option<&'static str> {
+        let (event, class) = match (kind, sk.is_empty()) {
+            (ChangeKind::Put, true) => ("set", Self::STRING),
+            (ChangeKind::Put, false) => ("hset", Self::HASH),
+            (ChangeKind::Delete, true) => ("del", Self::GENERIC),
+            (ChangeKind::Delete, false) => ("hdel", Self::HASH),
+            (ChangeKind::Expired, _) => ("expired", Self::EXPIRED),
+        };
+        (self.0 & class != 0 && self.0 & (Self::KEYSPACE | Self::KEYEVENT) != 0).then_some(event)
+    }
+}
+
+impl Hub {
+    /// Starts following the change feeds of the partitions `service` serves (checking for new
+    /// ones every second).
+    pub fn start(service: Service) -> Arc<Hub> {
+        let hub = Arc::new(Hub::default());
+        let following = hub.clone();
+        tokio::spawn(async move {
+            let mut followed: HashSet<u32> = HashSet::new();
+            let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u32>();
+            loop {
+                for partition in service.served_partitions() {
+                    if followed.contains(&partition) {
+                        continue;
+                    }
+                    if let Some(subscription) = service.subscribe_partition(partition) {
+                        followed.insert(partition);
+                        let (hub, done) = (following.clone(), done_tx.clone());
+                        tokio::spawn(async move {
+                            hub.follow(partition, subscription).await;
+                            let _ = done.send(partition);
+                        });
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    Some(partition) = done_rx.recv() => { followed.remove(&partition); }
+                }
+            }
+        });
+        hub
+    }
+
+    async fn follow(&self, partition: u32, subscription: Subscription) {
+        let mut live = subscription.live;
+        loop {
+            match live.recv().await {
+                Ok(published) => {
+                    if self.active.load(Ordering::Relaxed) == 0 {
+                        continue;
+                    }
+                    for entry in &published.entries {
+                        for change in &entry.changes {
+                            self.changed(partition, entry.offset, change);
+                        }
+                    }
+                }
+                // Fell behind: which keys changed is unknown, so every cache is flushed.
+                Err(broadcast::error::RecvError::Lagged(_)) => self.flush_all(),
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Registers connection `id` for pushes (once); returns its queue and overflow flag.
+    pub fn register(&self, id: u64) -> (mpsc::Receiver<Push>, Arc<AtomicBool>) {
+        let (tx, rx) = mpsc::channel(PUSH_QUEUE);
+        let overflowed = Arc::new(AtomicBool::new(false));
+        let mut state = self.state.lock().expect("hub lock");
+        state.conns.insert(
+            id,
+            Conn {
+                tx,
+                tracking: None,
+                own_writes: Default::default(),
+                channels: HashSet::new(),
+                patterns: HashSet::new(),
+                overflowed: overflowed.clone(),
+            },
+        );
+        self.active.store(state.conns.len(), Ordering::Relaxed);
+        (rx, overflowed)
+    }
+
+    /// Forgets connection `id` (closed).
+    pub fn unregister(&self, id: u64) {
+        let mut state = self.state.lock().expect("hub lock");
+        if state.conns.remove(&id).is_some() {
+            state.tracked.retain(|_, ids| {
+                ids.remove(&id);
+                !ids.is_empty()
+            });
+        }
+        self.active.store(state.conns.len(), Ordering::Relaxed);
+    }
+
+    /// Sets (or with `None` turns off) connection `id`'s tracking.
+    pub fn set_tracking(&self, id: u64, tracking: Option<Tracking>) {
+        let mut state = self.state.lock().expect("hub lock");
+        if tracking.is_none() {
+            state.tracked.retain(|_, ids| {
+                ids.remove(&id);
+                !ids.is_empty()
+            });
+        }
+        if let Some(conn) = state.conns.get_mut(&id) {
+            conn.tracking = tracking;
+        }
+    }
+
+    /// Connection `id` read `keys`: track them (default mode).
+    pub fn track(&self, id: u64, keys: impl IntoIterator<Item = Bytes>) {
+        let mut state = self.state.lock().expect("hub lock");
+        for key in keys {
+            state.tracked.entry(key).or_default().insert(id);
+        }
+    }
+
+    /// Connection `id` wrote at `position` (for NOLOOP).
+    pub fn wrote(&self, id: u64, position: (u32, u64)) {
+        let mut state = self.state.lock().expect("hub lock");
+        if let Some(conn) = state.conns.get_mut(&id)
+            && conn.tracking.as_ref().is_some_and(|t| t.noloop)
+        {
+            conn.own_writes.push_back(position);
+            if conn.own_writes.len() > 1024 {
+                conn.own_writes.pop_front();
+            }
+        }
+    }
+
+    /// Sends `keys` to connection `id` as invalidated now (keys it must not keep).
+    pub fn invalidate_now(&self, id: u64, keys: Vec<Bytes>) {
+        let state = self.state.lock().expect("hub lock");
+        if let Some(conn) = state.conns.get(&id) {
+            let target = conn
+                .tracking
+                .as_ref()
+                .and_then(|t| t.redirect)
+                .unwrap_or(id);
+            send_invalidation(&state, target, Some(keys));
+        }
+    }
+
+    /// (Un)subscribes connection `id` to `channel` (a pattern when `pattern`); returns how many
+    /// channels and patterns it is subscribed to now.
+    pub fn subscribe(&self, id: u64, channel: Bytes, pattern: bool, on: bool) -> usize {
+        let mut state = self.state.lock().expect("hub lock");
+        let Some(conn) = state.conns.get_mut(&id) else {
+            return 0;
+        };
+        let set = if pattern {
+            &mut conn.patterns
+        } else {
+            &mut conn.channels
+        };
+        if on {
+            set.insert(channel);
+        } else {
+            set.remove(&channel);
+        }
+        conn.channels.len() + conn.patterns.len()
+    }
+
+    /// The channels (or patterns) connection `id` is subscribed to.
+    pub fn subscriptions(&self, id: u64, pattern: bool) -> Vec<Bytes> {
+        let state = self.state.lock().expect("hub lock");
+        state.conns.get(&id).map_or_else(Vec::new, |c| {
+            let set = if pattern { &c.patterns } else { &c.channels };
+            set.iter().cloned().collect()
+        })
+    }
+
+    /// The keyspace notification flags.
+    pub fn notify_flags(&self) -> NotifyFlags {
+        NotifyFlags(self.notify.load(Ordering::Relaxed))
+    }
+
+    pub fn set_notify_flags(&self, flags: NotifyFlags) {
+        self.notify.store(flags.0, Ordering::Relaxed);
+    }
+
+    fn flush_all(&self) {
+        let state = self.state.lock().expect("hub lock");
+        let targets: Vec<u64> = state
+            .conns
+            .iter()
+            .filter_map(|(id, c)| c.tracking.as_ref().map(|t| t.redirect.unwrap_or(*id)))
+            .collect();
+        for target in targets {
+            send_invalidation(&state, target, None);
+        }
+    }
+
+    fn changed(&self, partition: u32, offset: u64, change: &Change) {
+        let Some((pk, sk)) = change.key() else {
+            return;
+        };
+        let key = Bytes::from(pk.clone().into_bytes());
+        let mut state = self.state.lock().expect("hub lock");
+        // Default mode: whoever read the key since its last invalidation, once.
+        let mut targets: Vec<u64> = state.tracked.remove(&key).into_iter().flatten().collect();
+        for (id, conn) in &state.conns {
+            if let Some(t) = &conn.tracking
+                && t.bcast
+                && (t.prefixes.is_empty() || t.prefixes.iter().any(|p| key.starts_with(p)))
+            {
+                targets.push(*id);
+            }
+        }
+        targets.sort_unstable();
+        targets.dedup();
+        for id in targets {
+            let Some(conn) = state.conns.get(&id) else {
+                continue;
+            };
+            let Some(tracking) = &conn.tracking else {
+                continue;
+            };
+            if tracking.noloop && conn.own_writes.contains(&(partition, offset)) {
+                continue;
+            }
+            let target = tracking.redirect.unwrap_or(id);
+            send_invalidation(&state, target, Some(vec![key.clone()]));
+        }
+        let flags = self.notify_flags();
+        if let Some(event) = flags.event(change.kind, &sk) {
+            let mut messages = Vec::new();
+            if flags.0 & NotifyFlags::KEYSPACE != 0 {
+                let channel = Bytes::from(format!("__keyspace@0__:{pk}"));
+                messages.push((channel, Reply::bulk(event)));
+            }
+            if flags.0 & NotifyFlags::KEYEVENT != 0 {
+                let channel = Bytes::from(format!("__keyevent@0__:{event}"));
+                messages.push((channel, Reply::Bulk(key.clone())));
+            }
+            for (channel, payload) in messages {
+                publish(&state, &channel, payload);
+            }
+        }
+    }
+}
+
+/// Queues an invalidation for connection `target`: RESP3 `invalidate`, or for a redirect
+/// target subscribed to `__redis__:invalidate`, a message there.
+fn send_invalidation(state: &State, target: u64, keys: Option<Vec<Bytes>>) {
+    let Some(conn) = state.conns.get(&target) else {
+        return;
+    };
+    let push = if conn.channels.contains(INVALIDATE_CHANNEL) {
+        Push::Message {
+            pattern: None,
+            channel: Bytes::from_static(INVALIDATE_CHANNEL),
+            payload: keys.map_or(Reply::Null, |k| {
+                Reply::Array(k.into_iter().map(Reply::Bulk).collect())
+            }),
+        }
+    } else {
+        Push::Invalidate(keys)
+    };
+    queue(conn, push);
+}
+
+/// Delivers a message on `channel` to its subscribers and matching pattern subscribers.
+fn publish(state: &State, channel: &[u8], payload: Reply) {
+    for conn in state.conns.values() {
+        if conn.channels.contains(channel) {
+            queue(
+                conn,
+                Push::Message {
+                    pattern: None,
+                    channel: Bytes::copy_from_slice(channel),
+                    payload: payload.clone(),
+                },
+            );
+        }
+        for pattern in &conn.patterns {
+            if super::commands::glob_match(pattern, channel) {
+                queue(
+                    conn,
+                    Push::Message {
+                        pattern: Some(pattern.clone()),
+                        channel: Bytes::copy_from_slice(channel),
+                        payload: payload.clone(),
+                    },
+                );
+            }
+        }
+    }
+}
+
+fn queue(conn: &Conn, push: Push) {
+    if conn.tx.try_send(push).is_err() {
+        conn.overflowed.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notify_flags_parse_and_print_as_redis_does() {
+        let all = NotifyFlags::parse("KEA").unwrap();
+        assert_eq!(all.letters(), "KEA");
+        assert_eq!(all.event(ChangeKind::Put, ""), Some("set"));
+        assert_eq!(all.event(ChangeKind::Delete, "f"), Some("hdel"));
+        let expired = NotifyFlags::parse("Ex").unwrap();
+        assert_eq!(expired.event(ChangeKind::Expired, ""), Some("expired"));
+        assert_eq!(expired.event(ChangeKind::Put, ""), None);
+        assert_eq!(
+            NotifyFlags::parse("").unwrap().event(ChangeKind::Put, ""),
+            None
+        );
+        assert!(NotifyFlags::parse("Q").is_none());
+    }
+}
