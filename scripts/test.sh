@@ -22,7 +22,7 @@ if ! python3 -c 'import redis, confluent_kafka, jsonschema' >/dev/null 2>&1; the
     python3 -m pip install --quiet 'redis>=5' 'confluent-kafka>=2' 'jsonschema>=4' >&2 ||
         { echo "required: python3 -m pip install 'redis>=5' 'confluent-kafka>=2' 'jsonschema>=4'" >&2; exit 1; }
 fi
-# Node.js clients written by others: ioredis and node-redis, from npm, under a stable folder.
+# Node.js clients written by others: ioredis and node-redis (4 and 5), from npm, under a stable folder.
 NODE_CLIENTS="${NODE_CLIENTS_DIR:-$HOME/.cache/firescroll/node-clients}"
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1; then
@@ -30,11 +30,13 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     fi
     command -v npm >/dev/null 2>&1 || { echo "node and npm are required: install nodejs and npm" >&2; exit 1; }
 fi
-if [ ! -d "$NODE_CLIENTS/node_modules/ioredis" ] || [ ! -d "$NODE_CLIENTS/node_modules/redis" ]; then
+# node-redis 5 (for its client-side cache) sits beside 4 under the name redis5.
+if [ ! -d "$NODE_CLIENTS/node_modules/ioredis" ] || [ ! -d "$NODE_CLIENTS/node_modules/redis" ] ||
+    [ ! -d "$NODE_CLIENTS/node_modules/redis5" ]; then
     mkdir -p "$NODE_CLIENTS"
     (cd "$NODE_CLIENTS" && { [ -f package.json ] || npm init -y >/dev/null; } &&
-        npm install --no-audit --no-fund --silent ioredis@5 redis@4) >&2 ||
-        { echo "required: npm install ioredis@5 redis@4 in $NODE_CLIENTS" >&2; exit 1; }
+        npm install --no-audit --no-fund --silent ioredis@5 redis@4 redis5@npm:redis@5) >&2 ||
+        { echo "required: npm install ioredis@5 redis@4 redis5@npm:redis@5 in $NODE_CLIENTS" >&2; exit 1; }
 fi
 export NODE_CLIENTS
 # A real S3-compatible server (s3s-fs, from crates.io) for the snapshot tests; they start their own.

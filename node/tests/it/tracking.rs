@@ -236,3 +236,28 @@ print("ok")
         "redis-py (pip install redis)",
     );
 }
+
+#[test]
+fn node_redis_client_side_cache_sees_writes_from_http() {
+    let node = Node::start();
+    let clients = std::env::var("NODE_CLIENTS").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/firescroll/node-clients",
+            std::env::var("HOME").unwrap()
+        )
+    });
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/node_redis_client_side_cache.js"
+    );
+    common::assert_script_ok(
+        std::process::Command::new("node")
+            .arg(script)
+            .arg(node.resp.to_string())
+            .arg(node.api.to_string())
+            .env("NODE_PATH", format!("{clients}/node_modules")),
+        &format!(
+            "node-redis 5 (npm install redis5@npm:redis@5 in {clients}; scripts/test.sh does)"
+        ),
+    );
+}
