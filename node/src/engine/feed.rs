@@ -39,6 +39,11 @@ impl ChangeKind {
     }
 }
 
+/// The stored-key prefix of `pk`'s records whose sk starts with `sk_prefix`.
+pub fn watch_prefix(pk: &str, sk_prefix: &str) -> Vec<u8> {
+    crate::store::encode_key(pk, sk_prefix)
+}
+
 /// One record's change, in the store's encoding (decoded only by who reads it).
 #[derive(Debug, Clone)]
 pub struct Change {
@@ -49,6 +54,12 @@ pub struct Change {
 }
 
 impl Change {
+    /// Whether the record's stored key starts with `prefix` ([`watch_prefix`]): checked without
+    /// decoding, as a watch checks every change of its partition.
+    pub fn has_prefix(&self, prefix: &[u8]) -> bool {
+        self.key.starts_with(prefix)
+    }
+
     /// The record's (pk, sk).
     pub fn key(&self) -> Option<(String, String)> {
         decode_key(&self.key)

@@ -20,7 +20,9 @@ pub use crate::model::{Outcome, Rejection, RejectionKind, Returned};
 pub use apply::{
     AppliedBatch, ENTRY_READ_BYTES, MAX_COMPUTED_BYTES, Rules, apply_and_commit, apply_batch,
 };
-pub use feed::{Change, ChangeKind, EntryChanges, Feed, Published, Subscription, TooOld};
+pub use feed::{
+    Change, ChangeKind, EntryChanges, Feed, Published, Subscription, TooOld, watch_prefix,
+};
 pub use partition::{Health, PartitionRuntime, Stall};
 pub use plugins::{
     PluginResolver, PluginRestoreError, PluginSetupError, Plugins, Resolved, plugins_to_back_up,

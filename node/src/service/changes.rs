@@ -13,6 +13,7 @@ use crate::model::{Record, partition_of};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
@@ -121,10 +122,6 @@ enum Step {
         after: (u64, u32),
         change: ChangeEvent,
     },
-    Advance {
-        partition: u32,
-        to: u64,
-    },
     End {
         code: &'static str,
         reason: String,
@@ -134,6 +131,10 @@ enum Step {
 /// A running watch: call [`Watch::next`] for each event.
 pub struct Watch {
     steps: mpsc::Receiver<Step>,
+    /// Per partition: the offset its forwarder has handled every change below (whether it
+    /// matched or not), stored after the matching ones were queued. An atomic, not a message:
+    /// a busy partition would otherwise wake every watch on every batch.
+    advanced: Vec<(u32, Arc<AtomicU64>)>,
     positions: Token,
     /// The token last given to the client.
     told: Option<String>,
@@ -155,29 +156,26 @@ impl Watch {
         }
         loop {
             tokio::select! {
-                step = self.steps.recv() => match step {
-                    Some(Step::Change { partition, after, change }) => {
-                        self.positions.0.insert(partition, after);
-                        let token = self.positions.to_string();
-                        self.told = Some(token.clone());
-                        return Some(WatchEvent::Change { token, change });
+                step = self.steps.recv() => return self.take(step),
+                _ = self.bookmarks.tick() => {
+                    // Loaded before looking at the queue: every change below these offsets
+                    // that matched is in the queue by now.
+                    let advanced: Vec<(u32, u64)> = self
+                        .advanced
+                        .iter()
+                        .map(|(p, a)| (*p, a.load(Ordering::Acquire)))
+                        .collect();
+                    match self.steps.try_recv() {
+                        Ok(step) => return self.take(Some(step)),
+                        Err(mpsc::error::TryRecvError::Disconnected) => return self.take(None),
+                        Err(mpsc::error::TryRecvError::Empty) => {}
                     }
-                    Some(Step::Advance { partition, to }) => {
+                    for (partition, to) in advanced {
                         let at = self.positions.0.entry(partition).or_default();
                         if to > at.0 {
                             *at = (to, 0);
                         }
                     }
-                    Some(Step::End { code, reason }) => {
-                        self.ended = true;
-                        return Some(WatchEvent::End { code, reason });
-                    }
-                    None => {
-                        self.ended = true;
-                        return None;
-                    }
-                },
-                _ = self.bookmarks.tick() => {
                     let token = self.positions.to_string();
                     if self.told.as_deref() != Some(token.as_str()) {
                         self.told = Some(token.clone());
@@ -187,21 +185,46 @@ impl Watch {
             }
         }
     }
+
+    fn take(&mut self, step: Option<Step>) -> Option<WatchEvent> {
+        match step {
+            Some(Step::Change {
+                partition,
+                after,
+                change,
+            }) => {
+                self.positions.0.insert(partition, after);
+                let token = self.positions.to_string();
+                self.told = Some(token.clone());
+                Some(WatchEvent::Change { token, change })
+            }
+            Some(Step::End { code, reason }) => {
+                self.ended = true;
+                Some(WatchEvent::End { code, reason })
+            }
+            None => {
+                self.ended = true;
+                None
+            }
+        }
+    }
 }
 
 /// Which changes a watch delivers.
 #[derive(Clone)]
 struct Filter {
-    pk: Option<String>,
-    sk_prefix: String,
+    /// The stored-key prefix of the watched records (none: the whole namespace).
+    prefix: Option<Arc<Vec<u8>>>,
 }
 
 impl Filter {
     fn event(&self, partition: u32, entry: &EntryChanges, change: &Change) -> Option<ChangeEvent> {
-        let (pk, sk) = change.key()?;
-        if self.pk.as_ref().is_some_and(|want| *want != pk) || !sk.starts_with(&self.sk_prefix) {
+        if let Some(prefix) = &self.prefix
+            && !change.has_prefix(prefix)
+        {
             return None;
         }
+        let (pk, sk) = change.key()?;
         Some(ChangeEvent {
             partition,
             offset: entry.offset,
@@ -223,8 +246,10 @@ impl Service {
             None => (0..self.engine.partition_count()).collect(),
         };
         let filter = Filter {
-            pk: request.pk.clone(),
-            sk_prefix: request.sk_prefix.clone(),
+            prefix: request
+                .pk
+                .as_ref()
+                .map(|pk| Arc::new(crate::engine::watch_prefix(pk, &request.sk_prefix))),
         };
         let mut subscriptions = Vec::with_capacity(partitions.len());
         let mut positions = Token::default();
@@ -266,13 +291,16 @@ impl Service {
             ));
         }
         let (tx, rx) = mpsc::channel(QUEUE);
+        let mut advanced = Vec::with_capacity(subscriptions.len());
         for (partition, start, subscription) in subscriptions {
+            let handled = Arc::new(AtomicU64::new(start.0));
+            advanced.push((partition, handled.clone()));
             tokio::spawn(forward(
                 partition,
                 start,
                 subscription,
                 filter.clone(),
-                tx.clone(),
+                (tx.clone(), handled),
             ));
         }
         let mut bookmarks = tokio::time::interval(self.config.watch_bookmark);
@@ -280,6 +308,7 @@ impl Service {
         bookmarks.reset();
         Ok(Watch {
             steps: rx,
+            advanced,
             positions,
             told: None,
             bookmarks,
@@ -331,7 +360,7 @@ async fn forward(
     start: (u64, u32),
     subscription: Subscription,
     filter: Filter,
-    tx: mpsc::Sender<Step>,
+    (tx, handled): (mpsc::Sender<Step>, Arc<AtomicU64>),
 ) {
     let Subscription {
         backlog,
@@ -369,14 +398,10 @@ async fn forward(
         steps
     };
     let deliver = |entries: &[Arc<EntryChanges>], next: u64, at: &mut (u64, u32)| {
-        let mut steps = send_entries(entries, at);
+        let steps = send_entries(entries, at);
         if next > at.0 {
             *at = (next, 0);
         }
-        steps.push(Step::Advance {
-            partition,
-            to: at.0,
-        });
         steps
     };
     for step in deliver(&backlog, next_offset.max(start.0), &mut at) {
@@ -384,6 +409,7 @@ async fn forward(
             return;
         }
     }
+    handled.store(at.0, Ordering::Release);
     loop {
         let steps = match live.recv().await {
             Ok(published) => {
@@ -414,6 +440,9 @@ async fn forward(
             if tx.send(step).await.is_err() {
                 return;
             }
+        }
+        if at.1 == 0 {
+            handled.store(at.0, Ordering::Release);
         }
         if end {
             return;
