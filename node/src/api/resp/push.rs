@@ -390,6 +390,7 @@ impl Hub {
         }
         targets.sort_unstable();
         targets.dedup();
+        let mut still_tracking = Vec::new();
         for id in targets {
             let Some(conn) = state.conns.get(&id) else {
                 continue;
@@ -398,10 +399,23 @@ impl Hub {
                 continue;
             };
             if tracking.noloop && conn.own_writes.contains(&(partition, offset)) {
+                // Not told of its own write, so it must stay tracked: the key is dropped from
+                // the table only together with an invalidation (this one may apply after the
+                // connection read the key again).
+                if !tracking.bcast {
+                    still_tracking.push(id);
+                }
                 continue;
             }
             let target = tracking.redirect.unwrap_or(id);
             send_invalidation(&state, target, Some(vec![key.clone()]));
+        }
+        if !still_tracking.is_empty() {
+            state
+                .tracked
+                .entry(key.clone())
+                .or_default()
+                .extend(still_tracking);
         }
         let flags = self.notify_flags();
         if let Some(event) = flags.event(change.kind, &sk) {

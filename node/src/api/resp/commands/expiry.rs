@@ -48,6 +48,16 @@ enum Unit {
 }
 
 impl Unit {
+    /// The unit of `EXPIRE`, `PEXPIRE`, `EXPIREAT`, `PEXPIREAT` and their `H` forms.
+    fn of_command(name: &str) -> Unit {
+        match name.strip_prefix('h').unwrap_or(name) {
+            "expire" => Unit::Seconds,
+            "pexpire" => Unit::Millis,
+            "expireat" => Unit::UnixSeconds,
+            _ => Unit::UnixMillis,
+        }
+    }
+
     fn of_option(option: &[u8]) -> Option<Unit> {
         Some(match option {
             b"EX" => Unit::Seconds,
@@ -67,6 +77,17 @@ impl Unit {
             Unit::UnixMillis => Some(n),
         }
     }
+}
+
+/// `NX`, `XX`, `GT` or `LT` (any case).
+fn expire_if(option: &Bytes) -> Option<ExpireIf> {
+    Some(match option.to_ascii_uppercase().as_slice() {
+        b"NX" => ExpireIf::Nx,
+        b"XX" => ExpireIf::Xx,
+        b"GT" => ExpireIf::Gt,
+        b"LT" => ExpireIf::Lt,
+        _ => return None,
+    })
 }
 
 /// Redis's message for a TTL a command cannot take.
@@ -186,12 +207,7 @@ pub async fn expire(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply 
     let [k, n, options @ ..] = args else {
         return wrong_arity(name);
     };
-    let unit = match name {
-        "expire" => Unit::Seconds,
-        "pexpire" => Unit::Millis,
-        "expireat" => Unit::UnixSeconds,
-        _ => Unit::UnixMillis,
-    };
+    let unit = Unit::of_command(name);
     let n = match integer(n) {
         Ok(n) => n,
         Err(e) => return e,
@@ -201,17 +217,11 @@ pub async fn expire(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply 
     };
     let mut when = None;
     for option in options {
-        let option = match option.to_ascii_uppercase().as_slice() {
-            b"NX" => ExpireIf::Nx,
-            b"XX" => ExpireIf::Xx,
-            b"GT" => ExpireIf::Gt,
-            b"LT" => ExpireIf::Lt,
-            other => {
-                return Reply::err(format!(
-                    "Unsupported option {}",
-                    String::from_utf8_lossy(other)
-                ));
-            }
+        let Some(option) = expire_if(option) else {
+            return Reply::err(format!(
+                "Unsupported option {}",
+                String::from_utf8_lossy(option)
+            ));
         };
         when = match (when, option) {
             (None, option) => Some(option),
@@ -352,12 +362,7 @@ pub async fn hexpire(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply
         let Some((n, mut rest)) = rest.split_first() else {
             return wrong_arity(name);
         };
-        let unit = match name {
-            "hexpire" => Unit::Seconds,
-            "hpexpire" => Unit::Millis,
-            "hexpireat" => Unit::UnixSeconds,
-            _ => Unit::UnixMillis,
-        };
+        let unit = Unit::of_command(name);
         let deadline = match integer(n) {
             Ok(n) if n >= 0 => unit.deadline(n),
             Ok(_) => None,
@@ -366,18 +371,9 @@ pub async fn hexpire(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply
         let Some(deadline) = deadline else {
             return invalid_expire(name);
         };
-        let mut when = None;
-        if let Some(option) = rest.first() {
-            when = match option.to_ascii_uppercase().as_slice() {
-                b"NX" => Some(ExpireIf::Nx),
-                b"XX" => Some(ExpireIf::Xx),
-                b"GT" => Some(ExpireIf::Gt),
-                b"LT" => Some(ExpireIf::Lt),
-                _ => None,
-            };
-            if when.is_some() {
-                rest = &rest[1..];
-            }
+        let when = rest.first().and_then(expire_if);
+        if when.is_some() {
+            rest = &rest[1..];
         }
         (Some(deadline), when, rest)
     };
