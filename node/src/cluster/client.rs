@@ -127,6 +127,47 @@ impl PeerClient {
         Ok(reply)
     }
 
+    /// Opens a watch (`GET /records/watch?{query}`) at `addr`, marked as proxied once; the
+    /// answer streams until either side closes it (no timeout once it started).
+    pub async fn watch(
+        &self,
+        addr: SocketAddr,
+        query: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<reqwest::Response, PeerError> {
+        let unreachable = |reason: String| PeerError::Unreachable { addr, reason };
+        let mut request = self
+            .http
+            .get(format!("http://{addr}/records/watch?{query}"))
+            .header(HOP_HEADER, "1")
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = tokio::time::timeout(self.timeout, request.send())
+            .await
+            .map_err(|_| unreachable("timed out".into()))?
+            .map_err(|e| unreachable(describe(&e)))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| unreachable(describe(&e)))?;
+        let (code, message) = error_of(&bytes);
+        Err(PeerError::Refused {
+            addr,
+            status: status.as_u16(),
+            code,
+            message,
+        })
+    }
+
     async fn post<Q: Serialize, R: DeserializeOwned>(
         &self,
         addr: SocketAddr,

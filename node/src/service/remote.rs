@@ -178,6 +178,32 @@ impl Service {
 
     /// Asks `owners` of `partition` in turn until one answers; the answer, or the error to
     /// give the caller.
+    /// A watch of `pk` served by an owner of its partition elsewhere in the region (this node
+    /// does not apply it): the owner's event stream, passed through as it comes. `query` is the
+    /// watch's query string, `last_event_id` the token to resume from. Owners are tried in turn;
+    /// when the one streaming goes away, the client reconnects (here or anywhere) with its last
+    /// event id and another owner continues exactly.
+    pub async fn watch_remote(
+        &self,
+        pk: &str,
+        query: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<Option<reqwest::Response>, ServiceError> {
+        let partition = crate::model::partition_of(pk, self.engine.partition_count());
+        let Some(cluster) = self.cluster.clone() else {
+            return Ok(None);
+        };
+        if self.readable_partition(partition).is_ok() {
+            return Ok(None);
+        }
+        let owners = cluster.owners_own_group_first(partition);
+        self.first_answer(&cluster, "watch", partition, owners, |peer| {
+            cluster.client().watch(peer.api, query, last_event_id)
+        })
+        .await
+        .map(Some)
+    }
+
     pub(super) async fn first_answer<T, F, Fut>(
         &self,
         cluster: &Cluster,
@@ -277,6 +303,7 @@ fn peer_error(peer: &Peer, e: PeerError) -> ServiceError {
         } => {
             let kind = match status {
                 400 => ErrorKind::BadRequest,
+                410 => ErrorKind::Gone,
                 413 => ErrorKind::TooLarge,
                 504 => ErrorKind::Timeout,
                 401 | 403 => {
@@ -303,7 +330,9 @@ fn peer_error(peer: &Peer, e: PeerError) -> ServiceError {
 
 /// The stable code of a peer's error, when it is one of ours.
 fn known_code(code: &str) -> &'static str {
-    const CODES: [&str; 9] = [
+    const CODES: [&str; 11] = [
+        "token_too_old",
+        "bad_token",
         "if_failed",
         "invalid_if",
         "min_offsets_timeout",

@@ -614,3 +614,54 @@ fn the_keyspace_spans_the_region_and_scan_cursors_move_between_nodes() {
     let n: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
     assert_eq!(n, 119);
 }
+
+#[test]
+fn a_watch_on_any_node_follows_a_pk_applied_elsewhere_and_resumes_exactly() {
+    let _serial = serial();
+    let broker = Broker::start();
+    let nodes = start_region(&broker, "watching", 2, 1);
+    let map = wait_converged(&nodes, 1);
+    // A pk that node 1 applies and node 0 does not: watched through node 0.
+    let pk = (0..)
+        .map(|i| format!("cfg{i}"))
+        .find(|pk| map[&partition_of(pk).to_string()] == ["n1"])
+        .unwrap();
+    let mut watch = crate::watch::Watcher::open(&nodes[0], &format!("pk={pk}"), None);
+    assert_eq!(watch.status, 200);
+    assert_eq!(watch.next().unwrap().event, "bookmark");
+    let put = |sk: &str| {
+        let (status, reply) = nodes[0].post(
+            "/records/put",
+            json!({"Records": [{"pk": pk, "sk": sk, "data": sk}], "wait": true}),
+        );
+        assert_eq!(status, 200, "{reply}");
+    };
+    for sk in ["a", "b", "c"] {
+        put(sk);
+    }
+    let seen: Vec<_> = (0..3).map(|_| watch.change()).collect();
+    let sks: Vec<&str> = seen
+        .iter()
+        .map(|e| e.data["Sk"].as_str().unwrap())
+        .collect();
+    assert_eq!(sks, ["a", "b", "c"]);
+    // Gone after the second; two more writes; back (through either node) with its last id.
+    drop(watch);
+    put("d");
+    put("e");
+    for node in &nodes {
+        let mut resumed =
+            crate::watch::Watcher::open(node, &format!("pk={pk}"), seen[1].id.as_deref());
+        assert_eq!(resumed.status, 200);
+        let sks: Vec<String> = (0..3)
+            .map(|_| resumed.change().data["Sk"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(sks, ["c", "d", "e"], "through {}", node.api);
+    }
+    assert!(
+        metric(
+            &nodes[0],
+            "firescroll_proxied_reads_total{operation=\"watch\",result=\"ok\"}"
+        ) >= 2.0
+    );
+}

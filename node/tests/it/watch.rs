@@ -12,20 +12,20 @@ use std::time::{Duration, Instant};
 
 /// One server-sent event.
 #[derive(Debug, Clone, Default)]
-struct Sse {
-    event: String,
-    id: Option<String>,
-    data: Value,
+pub(crate) struct Sse {
+    pub(crate) event: String,
+    pub(crate) id: Option<String>,
+    pub(crate) data: Value,
 }
 
 /// A minimal SSE client over one HTTP/1.1 connection.
-struct Watcher {
+pub(crate) struct Watcher {
     reader: BufReader<TcpStream>,
-    status: u16,
+    pub(crate) status: u16,
 }
 
 impl Watcher {
-    fn open(node: &Node, query: &str, last_event_id: Option<&str>) -> Watcher {
+    pub(crate) fn open(node: &Node, query: &str, last_event_id: Option<&str>) -> Watcher {
         let mut stream = TcpStream::connect(("127.0.0.1", node.api)).unwrap();
         let mut request = format!(
             "GET /records/watch?{query} HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n"
@@ -60,7 +60,7 @@ impl Watcher {
     }
 
     /// The next event (chunked encoding's size lines are skipped), or `None` at the end.
-    fn next(&mut self) -> Option<Sse> {
+    pub(crate) fn next(&mut self) -> Option<Sse> {
         let mut event = Sse::default();
         let mut data = String::new();
         loop {
@@ -83,7 +83,7 @@ impl Watcher {
     }
 
     /// The next `change` event, skipping bookmarks; panics on anything else.
-    fn change(&mut self) -> Sse {
+    pub(crate) fn change(&mut self) -> Sse {
         loop {
             let event = self.next().expect("the watch ended");
             match event.event.as_str() {

@@ -6,13 +6,16 @@
 //! after it. The first event, and one per WATCH_BOOKMARK_MS on a watch that moved on without
 //! a matching change, is a `bookmark` carrying the current token. A token older than the node's
 //! history is a 410; a watch that falls behind ends with an `error` event (resume from the last
-//! id).
+//! id). A pk whose partition another node of the region applies is watched there, through this
+//! node (hop limit 1): the stream passes through, and a reconnect resumes on any owner.
 
 use super::records::authorize_for;
 use super::response;
 use crate::service::{Operation, Service, ServiceError, Token, WatchEvent, WatchRequest};
-use axum::extract::{Query, State};
+use axum::body::Body;
+use axum::extract::{Query, RawQuery, State};
 use axum::http::HeaderMap;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -28,16 +31,60 @@ pub struct WatchQuery {
     from: Option<String>,
 }
 
+/// Marks a watch proxied once by another node of the region: it is served here or refused,
+/// never proxied again.
+const HOP_HEADER: &str = "x-firescroll-hop";
+
 /// `GET /records/watch`.
 pub async fn watch(
     State(service): State<Service>,
     Query(query): Query<WatchQuery>,
+    RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    // A pk whose partition another node of the region applies: that node's stream, passed on.
+    if let Some(pk) = &query.pk
+        && !headers.contains_key(HOP_HEADER)
+    {
+        if let Err(e) = authorize_for(&service, &headers, Operation::Read, "/records/watch") {
+            return response::error(&e);
+        }
+        match service
+            .watch_remote(pk, raw.as_deref().unwrap_or(""), last_event_id(&headers))
+            .await
+        {
+            Ok(Some(remote)) => return passed_on(remote),
+            Ok(None) => {}
+            Err(e) => return response::error(&e),
+        }
+    }
     match start(&service, query, &headers) {
         Ok(response) => response,
         Err(e) => response::error(&e),
     }
+}
+
+/// The `Last-Event-ID` header (EventSource resends the last event's id on reconnect).
+fn last_event_id(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty())
+}
+
+/// An owner's event stream as this node's answer.
+fn passed_on(remote: reqwest::Response) -> Response {
+    let chunks = futures_util::stream::unfold(remote, |mut remote| async move {
+        match remote.chunk().await {
+            Ok(Some(chunk)) => Some((Ok::<_, std::io::Error>(chunk), remote)),
+            Ok(None) | Err(_) => None,
+        }
+    });
+    Response::builder()
+        .header(CONTENT_TYPE, "text/event-stream")
+        .header(CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(chunks))
+        .expect("a valid response")
 }
 
 fn start(
@@ -53,11 +100,7 @@ fn start(
         ));
     }
     // EventSource resends the last event's id on reconnect: it wins over the URL's `from`.
-    let last_event_id = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.trim().is_empty());
-    let from = match last_event_id.or(query.from.as_deref()) {
+    let from = match last_event_id(headers).or(query.from.as_deref()) {
         Some(text) => Some(text.parse::<Token>()?),
         None => None,
     };
