@@ -4,7 +4,7 @@ use super::{Feed, Lookup, ReadIndex, Subscription, TooOld};
 use crate::model::now_ms;
 use crate::model::{KeyInfo, Record};
 use crate::store::{
-    Digest, PartitionStore, Scan, StoreError, encode_key, header_len, is_expired, to_record,
+    Digest, PartitionStore, Scan, StoreError, encode_key, header_len, is_expired_now, to_record,
 };
 use bytes::Bytes;
 use serde::Serialize;
@@ -98,7 +98,7 @@ impl PartitionRuntime {
             Lookup::Absent => None,
             Lookup::Unknown => self.store.get_raw(&key)?,
         };
-        Ok(value.filter(|v| !is_expired(v, now_ms())))
+        Ok(value.filter(|v| !is_expired_now(v)))
     }
 
     /// One record.
@@ -163,17 +163,13 @@ impl PartitionRuntime {
     ) -> Result<(Vec<KeyInfo>, Option<u64>), StoreError> {
         let (mut keys, next) = self.store.scan_keys(from, limit)?;
         // The index counts records the log has not removed yet. While some deadline is due,
-        // count what readers would see instead, and leave out keys with nothing left.
+        // leave out keys with no live record left (one read per key: the first live record;
+        // counts stay the index's until the log removes the rest, a second or so).
         if self.first_deadline()?.is_some_and(|d| d <= now_ms()) {
             let mut live = Vec::with_capacity(keys.len());
-            for mut key in keys {
-                let (mut records, mut string) = (0, false);
-                for record in self.store.scan(&key.pk, "", None) {
-                    string |= record?.sk.is_empty();
-                    records += 1;
-                }
-                if records > 0 {
-                    (key.records, key.string) = (records, string);
+            for key in keys {
+                if let Some(first) = self.store.scan(&key.pk, "", None).next() {
+                    first?;
                     live.push(key);
                 }
             }

@@ -15,7 +15,9 @@ pub use key_index::{KEY_HASH_BITS, KeyChange, KeyInfo, key_hash};
 pub use keys::{decode_key, encode_key, pk_prefix};
 pub use partition::{BatchMeta, Deadline, Digest, PartitionStore, Scan, to_record};
 pub use plugins::PluginStore;
-pub use value::{ValueView, decode_value, encode_value, expires_at, header_len, is_expired};
+pub use value::{
+    ValueView, decode_value, encode_value, expires_at, header_len, is_expired, is_expired_now,
+};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 

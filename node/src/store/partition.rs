@@ -2,7 +2,7 @@
 
 use super::key_index::{KeyChange, KeyInfo, decode_info, encode_info, index_key, position_key};
 use super::keys::{decode_key, encode_key, pk_prefix, sk_of};
-use super::value::{decode_value, is_expired};
+use super::value::{decode_value, is_expired, is_expired_now};
 use super::{Result, StoreError};
 use crate::model::Record;
 use crate::model::now_ms;
@@ -327,7 +327,7 @@ impl PartitionStore {
     /// Reads one record (none once it has expired by this node's clock).
     pub fn get(&self, pk: &str, sk: &str) -> Result<Option<Record>> {
         match self.records.get(encode_key(pk, sk))? {
-            Some(v) if !is_expired(&v, now_ms()) => {
+            Some(v) if !is_expired_now(&v) => {
                 to_record(pk.to_string(), sk.to_string(), &v).map(Some)
             }
             _ => Ok(None),

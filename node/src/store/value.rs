@@ -78,6 +78,12 @@ pub fn is_expired(bytes: &[u8], now_ms: i64) -> bool {
     expires_at(bytes).is_some_and(|deadline| deadline <= now_ms)
 }
 
+/// Whether a stored value has expired by this node's clock, read only for values with a
+/// deadline (single-key reads are the hot path; most values have none).
+pub fn is_expired_now(bytes: &[u8]) -> bool {
+    expires_at(bytes).is_some_and(|deadline| deadline <= crate::model::now_ms())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

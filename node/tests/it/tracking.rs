@@ -186,6 +186,28 @@ fn tracking_modes_redirect_bcast_and_noloop_push_what_redis_pushes() {
     http_put(&node, "mine", "2");
     own.wait_for(">2\r\n$10\r\ninvalidate\r\n*1\r\n$4\r\nmine\r\n");
 
+    // OPTIN: only reads after CLIENT CACHING yes are tracked.
+    let mut optin = Raw::open(&node);
+    optin.send(&["HELLO", "3"]);
+    optin.wait_for("7.4.0");
+    optin.send(&["CLIENT", "TRACKING", "ON", "OPTIN"]);
+    optin.wait_for("+OK\r\n");
+    optin.send(&["GET", "untracked"]);
+    optin.wait_for("_\r\n");
+    http_put(&node, "untracked", "1");
+    assert!(
+        !optin
+            .drain(Duration::from_millis(500))
+            .contains("invalidate")
+    );
+    optin.send(&["CLIENT", "CACHING", "YES"]);
+    optin.wait_for("_\r\n+OK\r\n");
+    optin.send(&["GET", "opted"]);
+    optin.wait_for("_\r\n+OK\r\n_\r\n");
+    http_put(&node, "opted", "1");
+    optin.wait_for(">2\r\n$10\r\ninvalidate\r\n*1\r\n$5\r\nopted\r\n");
+    assert!(!optin.seen.contains("untracked\r\n*"), "{}", optin.seen);
+
     // Redis's answers to options that do not go together.
     own.send(&["CLIENT", "TRACKING", "ON", "PREFIX", "a"]);
     own.wait_for("PREFIX option requires BCAST mode to be enabled");

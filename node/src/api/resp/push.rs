@@ -21,6 +21,15 @@ use tokio::sync::{broadcast, mpsc};
 /// Pushes one connection may have queued before it is disconnected.
 const PUSH_QUEUE: usize = 4096;
 
+/// Keys the node tracks for default-mode clients at most (Redis's `tracking-table-max-keys`
+/// default). Past it, the oldest-looking keys are invalidated and forgotten, so clients reading
+/// ever new keys cannot grow the table without bound.
+const MAX_TRACKED_KEYS: usize = 1_000_000;
+
+/// Channels and patterns one connection may subscribe to: every notification is checked
+/// against every pattern, so a client cannot make that unbounded.
+pub const MAX_SUBSCRIPTIONS: usize = 10_000;
+
 /// The pub/sub channel invalidations go to for `CLIENT TRACKING ... REDIRECT` (RESP2 clients).
 pub const INVALIDATE_CHANNEL: &[u8] = b"__redis__:invalidate";
 
@@ -293,6 +302,20 @@ impl Hub {
         let mut state = self.state.lock().expect("hub lock");
         for key in keys {
             state.tracked.entry(key).or_default().insert(id);
+        }
+        while state.tracked.len() > MAX_TRACKED_KEYS {
+            let Some(key) = state.tracked.keys().next().cloned() else {
+                break;
+            };
+            let ids = state.tracked.remove(&key).unwrap_or_default();
+            for id in ids {
+                let target = state
+                    .conns
+                    .get(&id)
+                    .and_then(|c| c.tracking.as_ref()?.redirect)
+                    .unwrap_or(id);
+                send_invalidation(&state, target, Some(vec![key.clone()]));
+            }
         }
     }
 

@@ -236,6 +236,16 @@ pub async fn expire(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply 
             }
         };
     }
+    expire_key(ctx, k, Some(deadline), when).await
+}
+
+/// Sets (or removes) the deadline of every record of key `k`, decided at apply: 1 or 0.
+async fn expire_key(
+    ctx: &mut Context<'_>,
+    k: &Bytes,
+    expires_at: Option<i64>,
+    expire_if: Option<ExpireIf>,
+) -> Reply {
     let pk = match text(k) {
         Ok(pk) => pk,
         Err(e) => return e,
@@ -243,8 +253,8 @@ pub async fn expire(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply 
     let op = WriteOp {
         op: OpKind::ExpireKey,
         pk,
-        expires_at: Some(deadline),
-        expire_if: when,
+        expires_at,
+        expire_if,
         ..WriteOp::default()
     };
     ctx.write_returning(op, Shape::Integer).await
@@ -255,16 +265,7 @@ pub async fn persist(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let [k] = args else {
         return wrong_arity("persist");
     };
-    let pk = match text(k) {
-        Ok(pk) => pk,
-        Err(e) => return e,
-    };
-    let op = WriteOp {
-        op: OpKind::ExpireKey,
-        pk,
-        ..WriteOp::default()
-    };
-    ctx.write_returning(op, Shape::Integer).await
+    expire_key(ctx, k, None, None).await
 }
 
 /// `TTL`/`PTTL` (time left, seconds rounded as Redis does, or ms) and `EXPIRETIME`/

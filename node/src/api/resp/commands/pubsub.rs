@@ -3,7 +3,7 @@
 //! The hub ([`crate::api::resp::push`]) produces the messages from the change feed.
 
 use super::{Context, wrong_arity};
-use crate::api::resp::push::{NotifyFlags, Tracking};
+use crate::api::resp::push::{MAX_SUBSCRIPTIONS, NotifyFlags, Tracking};
 use crate::api::resp::reply::Reply;
 use crate::model::partition_of;
 use bytes::Bytes;
@@ -31,6 +31,11 @@ pub fn subscribe(ctx: &mut Context<'_>, args: &[Bytes], pattern: bool) -> Reply 
     let name = if pattern { "psubscribe" } else { "subscribe" };
     if args.is_empty() {
         return wrong_arity(name);
+    }
+    if ctx.session.subscriptions + args.len() > MAX_SUBSCRIPTIONS {
+        return Reply::err(format!(
+            "a connection may subscribe to {MAX_SUBSCRIPTIONS} channels and patterns at most"
+        ));
     }
     ensure_registered(ctx);
     let mut frames = Vec::with_capacity(args.len());
