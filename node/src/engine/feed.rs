@@ -37,6 +37,16 @@ impl ChangeKind {
             ChangeKind::Expired => "expired",
         }
     }
+
+    /// The kind [`ChangeKind::name`] names.
+    pub fn from_name(name: &str) -> Option<ChangeKind> {
+        match name {
+            "put" => Some(ChangeKind::Put),
+            "delete" => Some(ChangeKind::Delete),
+            "expired" => Some(ChangeKind::Expired),
+            _ => None,
+        }
+    }
 }
 
 /// The stored-key prefix of `pk`'s records whose sk starts with `sk_prefix`.
@@ -58,6 +68,11 @@ impl Change {
     /// decoding, as a watch checks every change of its partition.
     pub fn has_prefix(&self, prefix: &[u8]) -> bool {
         self.key.starts_with(prefix)
+    }
+
+    /// The stored-key prefix of the record's pk ([`crate::store::pk_prefix`]), without decoding.
+    pub fn pk_prefix(&self) -> Option<&[u8]> {
+        Some(&self.key[..crate::store::pk_prefix_len(&self.key)?])
     }
 
     /// The record's (pk, sk).

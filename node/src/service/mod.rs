@@ -29,7 +29,7 @@ pub use crate::plugins::Binding;
 pub use crate::store::KEY_HASH_BITS;
 pub use auth::{Access, Denied, Operation, Tokens};
 pub use cancel::watch_client;
-pub use changes::{ChangeEvent, Token, Watch, WatchEvent, WatchRequest};
+pub use changes::{ChangeEvent, Follow, Token, Watch, WatchEvent, WatchRequest};
 pub use json::compact_json;
 pub use keyspace::KeyPage;
 pub use list::ListPage;
@@ -182,6 +182,8 @@ pub struct ServiceInner {
     eval_slots: list::EvalSlots,
     /// With S3 configured: where snapshots go.
     snapshots: Option<snapshots::SnapshotState>,
+    /// Fan each watched partition's changes out to its watches.
+    dispatchers: changes::Dispatchers,
 }
 
 impl std::ops::Deref for Service {
@@ -215,6 +217,7 @@ impl Service {
                 config: Arc::new(config),
                 eval_slots: list::EvalSlots::new(),
                 snapshots: None,
+                dispatchers: changes::Dispatchers::default(),
             }),
         }
     }

@@ -176,20 +176,17 @@ impl Service {
         Ok(outcomes)
     }
 
-    /// Asks `owners` of `partition` in turn until one answers; the answer, or the error to
-    /// give the caller.
-    /// A watch of `pk` served by an owner of its partition elsewhere in the region (this node
+    /// A watch of one pk (or one partition) served by an owner of its partition elsewhere in the region (this node
     /// does not apply it): the owner's event stream, passed through as it comes. `query` is the
     /// watch's query string, `last_event_id` the token to resume from. Owners are tried in turn;
     /// when the one streaming goes away, the client reconnects (here or anywhere) with its last
     /// event id and another owner continues exactly.
     pub async fn watch_remote(
         &self,
-        pk: &str,
+        partition: u32,
         query: &str,
         last_event_id: Option<&str>,
     ) -> Result<Option<reqwest::Response>, ServiceError> {
-        let partition = crate::model::partition_of(pk, self.engine.partition_count());
         let Some(cluster) = self.cluster.clone() else {
             return Ok(None);
         };
@@ -204,6 +201,8 @@ impl Service {
         .map(Some)
     }
 
+    /// Asks `owners` of `partition` in turn until one answers; the answer, or the error to
+    /// give the caller.
     pub(super) async fn first_answer<T, F, Fut>(
         &self,
         cluster: &Cluster,

@@ -30,6 +30,24 @@ pub fn pk_prefix(pk: &str) -> Vec<u8> {
     out
 }
 
+/// The length of a stored key's pk prefix (what [`pk_prefix`] gives for its pk), found without
+/// decoding. `None` for bytes `encode_key` never produces.
+pub fn pk_prefix_len(key: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i < key.len() {
+        if key[i] != ESCAPE {
+            i += 1;
+            continue;
+        }
+        match *key.get(i + 1)? {
+            ESCAPED_ZERO => i += 2,
+            TERMINATOR => return Some(i + 2),
+            _ => return None,
+        }
+    }
+    None
+}
+
 /// Splits a stored key back into (pk, sk). `None` for bytes `encode_key` never produces.
 pub fn decode_key(key: &[u8]) -> Option<(String, String)> {
     let mut pk = Vec::with_capacity(key.len());
@@ -77,6 +95,10 @@ mod tests {
             assert_eq!(
                 decode_key(&encode_key(pk, sk)),
                 Some((pk.to_string(), sk.to_string()))
+            );
+            assert_eq!(
+                pk_prefix_len(&encode_key(pk, sk)),
+                Some(pk_prefix(pk).len())
             );
         }
     }

@@ -12,7 +12,7 @@ mod plugins;
 mod value;
 
 pub use key_index::{KEY_HASH_BITS, KeyChange, KeyInfo, key_hash};
-pub use keys::{decode_key, encode_key, pk_prefix};
+pub use keys::{decode_key, encode_key, pk_prefix, pk_prefix_len};
 pub use partition::{BatchMeta, Deadline, Digest, PartitionStore, Scan, to_record};
 pub use plugins::PluginStore;
 pub use value::{

@@ -665,3 +665,57 @@ fn a_watch_on_any_node_follows_a_pk_applied_elsewhere_and_resumes_exactly() {
         ) >= 2.0
     );
 }
+
+#[test]
+fn redis_caches_and_notifications_cover_keys_applied_by_another_node() {
+    let _serial = serial();
+    let broker = Broker::start();
+    let nodes = start_region(&broker, "pushes", 2, 1);
+    let map = wait_converged(&nodes, 1);
+    // A pk that node 1 applies and node 0 does not: read, cached and watched through node 0.
+    let pk = (0..)
+        .map(|i| format!("flag{i}"))
+        .find(|pk| map[&partition_of(pk).to_string()] == ["n1"])
+        .unwrap();
+    let script = format!(
+        r#"
+import json, time, urllib.request, redis
+from redis.cache import CacheConfig
+def http_put(data):
+    body = json.dumps({{"Records": [{{"pk": "{pk}", "sk": "", "data": data}}], "wait": True}}).encode()
+    urllib.request.urlopen(urllib.request.Request("http://127.0.0.1:{api1}/records/put", data=body)).read()
+http_put("off")
+cached = redis.Redis(port={resp0}, protocol=3, cache_config=CacheConfig(), decode_responses=True)
+events = redis.Redis(port={resp0}, decode_responses=True)
+events.config_set("notify-keyspace-events", "KEA")
+sub = events.pubsub()
+sub.psubscribe("__keyspace@0__:{pk}")
+assert sub.get_message(timeout=5)["type"] == "psubscribe"
+assert cached.get("{pk}") == "off"
+assert cached.get("{pk}") == "off"
+assert len(cached.get_cache().collection) == 1, "a key applied elsewhere is cached too"
+http_put("on")
+deadline = time.time() + 10
+while cached.get("{pk}") != "on":
+    assert time.time() < deadline, "the cache never learned of the write on the other node"
+    time.sleep(0.02)
+message = sub.get_message(timeout=10)
+assert message and message["type"] == "pmessage", message
+assert (message["channel"], message["data"]) == ("__keyspace@0__:{pk}", "set"), message
+print("ok")
+"#,
+        api1 = nodes[1].api,
+        resp0 = nodes[0].resp,
+    );
+    common::assert_script_ok(
+        std::process::Command::new("python3").args(["-c", &script]),
+        "redis-py 5.1+ (pip install redis)",
+    );
+    // The changes reached node 0 through node 1's watch of the partition.
+    assert!(
+        metric(
+            &nodes[0],
+            "firescroll_proxied_reads_total{operation=\"watch\",result=\"ok\"}"
+        ) >= 1.0
+    );
+}

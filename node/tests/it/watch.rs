@@ -204,6 +204,26 @@ fn a_watch_resumes_with_exactly_the_changes_after_its_last_event() {
         .collect();
     assert!(pks.contains(&"other".to_string()), "{pks:?}");
     assert_eq!(pks.iter().filter(|p| *p == "cfg").count(), 9, "{pks:?}");
+    // One partition, keys only: cfg's partition from its start, without the data.
+    let partition = offset_partition(&start);
+    let mut keys = Watcher::open(
+        &node,
+        &format!("partition={partition}&keys_only=true&from={partition}:0"),
+        None,
+    );
+    let first = keys.change();
+    assert_eq!(what(&first), "put cfg/a null", "{first:?}");
+    assert!(first.data.get("Data").is_none(), "{first:?}");
+    let both = Watcher::open(&node, &format!("pk=cfg&partition={partition}"), None);
+    assert_eq!(both.status, 400);
+    let none = Watcher::open(&node, "partition=99", None);
+    assert_eq!(none.status, 400);
+    assert_eq!(none.error_body()["error"]["code"], "bad_partition");
+}
+
+/// The partition of a single-partition token.
+fn offset_partition(event: &Sse) -> u32 {
+    event.id.as_ref().unwrap().split(':').next().unwrap().parse().unwrap()
 }
 
 #[test]

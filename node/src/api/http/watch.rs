@@ -1,12 +1,13 @@
 //! `GET /records/watch`: changes as Server-Sent Events.
 //!
-//! `?pk=..[&sk_prefix=..]` watches one pk, no `pk` the whole namespace (read access either way).
+//! `?pk=..[&sk_prefix=..]` watches one pk, `?partition=N` every record of one partition, neither
+//! the whole namespace (read access each way); `keys_only=true` leaves the records' data out.
 //! Each change is an event `change` whose `id` is the token to resume right after it; a
 //! reconnect with `Last-Event-ID` (what EventSource sends) or `?from=` gets exactly the changes
 //! after it. The first event, and one per WATCH_BOOKMARK_MS on a watch that moved on without
 //! a matching change, is a `bookmark` carrying the current token. A token older than the node's
 //! history is a 410; a watch that falls behind ends with an `error` event (resume from the last
-//! id). A pk whose partition another node of the region applies is watched there, through this
+//! id). A pk or partition that another node of the region applies is watched there, through this
 //! node (hop limit 1): the stream passes through, and a reconnect resumes on any owner.
 
 use super::records::authorize_for;
@@ -28,6 +29,9 @@ pub struct WatchQuery {
     pk: Option<String>,
     #[serde(default)]
     sk_prefix: String,
+    partition: Option<u32>,
+    #[serde(default)]
+    keys_only: bool,
     from: Option<String>,
 }
 
@@ -42,15 +46,19 @@ pub async fn watch(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    // A pk whose partition another node of the region applies: that node's stream, passed on.
-    if let Some(pk) = &query.pk
+    // A pk or partition that another node of the region applies: that node's stream, passed on.
+    let partition = match &query.pk {
+        Some(pk) => Some(crate::model::partition_of(pk, service.partition_count())),
+        None => query.partition.filter(|&p| p < service.partition_count()),
+    };
+    if let Some(partition) = partition
         && !headers.contains_key(HOP_HEADER)
     {
         if let Err(e) = authorize_for(&service, &headers, Operation::Read, "/records/watch") {
             return response::error(&e);
         }
         match service
-            .watch_remote(pk, raw.as_deref().unwrap_or(""), last_event_id(&headers))
+            .watch_remote(partition, raw.as_deref().unwrap_or(""), last_event_id(&headers))
             .await
         {
             Ok(Some(remote)) => return passed_on(remote),
@@ -104,9 +112,17 @@ fn start(
         Some(text) => Some(text.parse::<Token>()?),
         None => None,
     };
+    if query.pk.is_some() && query.partition.is_some() {
+        return Err(ServiceError::bad_request(
+            "pk_and_partition",
+            "watch one `pk` or one `partition`, not both",
+        ));
+    }
     let watch = service.watch(WatchRequest {
         pk: query.pk,
         sk_prefix: query.sk_prefix,
+        partition: query.partition,
+        keys_only: query.keys_only,
         from,
     })?;
     let events = futures_util::stream::unfold(watch, |mut watch| async move {

@@ -9,14 +9,14 @@
 //! cannot keep up would otherwise keep serving stale cached values.
 
 use super::reply::Reply;
-use crate::engine::{Change, ChangeKind, Subscription};
-use crate::service::Service;
+use crate::engine::ChangeKind;
+use crate::service::{ErrorKind, Service, Token, WatchEvent};
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, mpsc};
 
 /// Pushes one connection may have queued before it is disconnected.
 const PUSH_QUEUE: usize = 4096;
@@ -118,13 +118,18 @@ struct State {
 }
 
 /// See the module docs.
-#[derive(Default)]
 pub struct Hub {
     state: Mutex<State>,
     /// Connections with tracking or subscriptions: the feed is skipped while there are none.
     active: AtomicUsize,
     /// `notify-keyspace-events` as Redis's flag letters, parsed ([`NotifyFlags`]).
     notify: AtomicU32,
+    /// Per partition: whether its changes reach the hub now (reads of it may be tracked).
+    followed: Vec<AtomicBool>,
+    /// Per partition: changes handled so far, moved under the state lock.
+    sequence: Vec<AtomicU64>,
+    /// Wakes the loop that starts followers.
+    wake: Notify,
 }
 
 /// Which keyspace notifications are on (`CONFIG SET notify-keyspace-events`).
@@ -199,30 +204,45 @@ impl NotifyFlags {
 }
 
 impl Hub {
-    /// Starts following the change feeds of the partitions `service` serves (checking for new
-    /// ones every second).
+    /// A hub for a namespace of `partitions`, following their changes (see [`Hub::start`]).
+    fn new(partitions: u32) -> Hub {
+        Hub {
+            state: Mutex::default(),
+            active: AtomicUsize::new(0),
+            notify: AtomicU32::new(0),
+            followed: (0..partitions).map(|_| AtomicBool::new(false)).collect(),
+            sequence: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Starts following the changes of every partition: those this node serves always, those
+    /// other nodes of the region serve (through an owner's watch) while connections track keys or
+    /// subscribe. Checks for partitions to follow every second, and at once when a connection
+    /// needs them.
     pub fn start(service: Service) -> Arc<Hub> {
-        let hub = Arc::new(Hub::default());
+        let hub = Arc::new(Hub::new(service.partition_count()));
         let following = hub.clone();
         tokio::spawn(async move {
             let mut followed: HashSet<u32> = HashSet::new();
             let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u32>();
             loop {
-                for partition in service.served_partitions() {
-                    if followed.contains(&partition) {
+                let active = following.active.load(Ordering::Relaxed) > 0;
+                for partition in 0..service.partition_count() {
+                    if followed.contains(&partition) || !(active || service.serves(partition)) {
                         continue;
                     }
-                    if let Some(subscription) = service.subscribe_partition(partition) {
-                        followed.insert(partition);
-                        let (hub, done) = (following.clone(), done_tx.clone());
-                        tokio::spawn(async move {
-                            hub.follow(partition, subscription).await;
-                            let _ = done.send(partition);
-                        });
-                    }
+                    followed.insert(partition);
+                    let (hub, service, done) =
+                        (following.clone(), service.clone(), done_tx.clone());
+                    tokio::spawn(async move {
+                        hub.follow(&service, partition).await;
+                        let _ = done.send(partition);
+                    });
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = following.wake.notified() => {}
                     Some(partition) = done_rx.recv() => { followed.remove(&partition); }
                 }
             }
@@ -230,25 +250,83 @@ impl Hub {
         hub
     }
 
-    async fn follow(&self, partition: u32, subscription: Subscription) {
-        let mut live = subscription.live;
+    /// Follows `partition`'s changes, resuming exactly from the last token when the stream ends
+    /// (an owner went away, the partition moved, the follower fell behind). Returns when the
+    /// partition is served elsewhere and no connection needs pushes.
+    async fn follow(&self, service: &Service, partition: u32) {
+        let mut token: Option<Token> = None;
         loop {
-            match live.recv().await {
-                Ok(published) => {
-                    if self.active.load(Ordering::Relaxed) == 0 {
-                        continue;
-                    }
-                    for entry in &published.entries {
-                        for change in &entry.changes {
-                            self.changed(partition, entry.offset, change);
+            let local = service.serves(partition);
+            if !local && self.active.load(Ordering::Relaxed) == 0 {
+                break;
+            }
+            match service.follow_partition(partition, token.clone()).await {
+                Ok(mut stream) => {
+                    while let Some(event) = stream.next().await {
+                        match event {
+                            WatchEvent::Bookmark { token: at } => {
+                                token = at.parse().ok();
+                                self.followed[partition as usize].store(true, Ordering::Release);
+                                // A partition that came here is followed here, one that left
+                                // while nobody needs pushes is not followed at all.
+                                let moved = !stream.is_local() && service.serves(partition);
+                                let idle = self.active.load(Ordering::Relaxed) == 0;
+                                if moved || (idle && !stream.is_local()) {
+                                    break;
+                                }
+                            }
+                            WatchEvent::Change { token: at, change } => {
+                                token = at.parse().ok();
+                                if let Some(kind) = ChangeKind::from_name(change.op) {
+                                    self.changed(
+                                        partition,
+                                        change.offset,
+                                        &change.pk,
+                                        &change.sk,
+                                        kind,
+                                    );
+                                }
+                            }
+                            WatchEvent::End { .. } => break,
                         }
                     }
                 }
-                // Fell behind: which keys changed is unknown, so every cache is flushed.
-                Err(broadcast::error::RecvError::Lagged(_)) => self.flush_all(),
-                Err(broadcast::error::RecvError::Closed) => return,
+                Err(e) => {
+                    self.followed[partition as usize].store(false, Ordering::Release);
+                    if e.kind == ErrorKind::Gone {
+                        // Changes were missed: which keys changed is unknown.
+                        token = None;
+                        self.flush_all();
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
             }
+            // Until the stream is back, reads of this partition are not tracked (they are
+            // invalidated at once); keys tracked before get the changes missed meanwhile.
+            self.followed[partition as usize].store(false, Ordering::Release);
         }
+        self.followed[partition as usize].store(false, Ordering::Release);
+    }
+
+    /// Waits (at most `limit`) until every partition's changes are followed, so a connection
+    /// that just subscribed or turned tracking on gets the changes of every key from now.
+    pub async fn wait_followed(&self, limit: Duration) {
+        self.wake.notify_one();
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.followed.iter().any(|f| !f.load(Ordering::Acquire))
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The number of changes of `partition` the hub handled so far: a read that saw the same
+    /// number before and after may track its keys (no change slipped in between unnoticed).
+    pub fn sequence(&self, partition: u32) -> u64 {
+        self.sequence
+            .get(partition as usize)
+            .map_or(0, |s| s.load(Ordering::Acquire))
     }
 
     /// Registers connection `id` for pushes (once); returns its queue and overflow flag.
@@ -297,11 +375,33 @@ impl Hub {
         }
     }
 
-    /// Connection `id` read `keys`: track them (default mode).
-    pub fn track(&self, id: u64, keys: impl IntoIterator<Item = Bytes>) {
+    /// Connection `id` read `keys` (default mode), each with its partition and the partition's
+    /// [`Hub::sequence`] from before the read: a key is tracked when its partition is followed
+    /// and no change of it was handled meanwhile (that change may be the key's, and the read may
+    /// not have seen it); otherwise it is invalidated at once, so the client does not keep it.
+    pub fn track(&self, id: u64, keys: Vec<(Bytes, u32, u64)>) {
         let mut state = self.state.lock().expect("hub lock");
-        for key in keys {
-            state.tracked.entry(key).or_default().insert(id);
+        let mut not_tracked = Vec::new();
+        for (key, partition, before) in keys {
+            let followed = self
+                .followed
+                .get(partition as usize)
+                .is_some_and(|f| f.load(Ordering::Acquire));
+            if followed && self.sequence(partition) == before {
+                state.tracked.entry(key).or_default().insert(id);
+            } else {
+                not_tracked.push(key);
+            }
+        }
+        if !not_tracked.is_empty()
+            && let Some(conn) = state.conns.get(&id)
+        {
+            let target = conn
+                .tracking
+                .as_ref()
+                .and_then(|t| t.redirect)
+                .unwrap_or(id);
+            send_invalidation(&state, target, Some(not_tracked));
         }
         while state.tracked.len() > MAX_TRACKED_KEYS {
             let Some(key) = state.tracked.keys().next().cloned() else {
@@ -329,19 +429,6 @@ impl Hub {
             if conn.own_writes.len() > 1024 {
                 conn.own_writes.pop_front();
             }
-        }
-    }
-
-    /// Sends `keys` to connection `id` as invalidated now (keys it must not keep).
-    pub fn invalidate_now(&self, id: u64, keys: Vec<Bytes>) {
-        let state = self.state.lock().expect("hub lock");
-        if let Some(conn) = state.conns.get(&id) {
-            let target = conn
-                .tracking
-                .as_ref()
-                .and_then(|t| t.redirect)
-                .unwrap_or(id);
-            send_invalidation(&state, target, Some(keys));
         }
     }
 
@@ -395,12 +482,15 @@ impl Hub {
         }
     }
 
-    fn changed(&self, partition: u32, offset: u64, change: &Change) {
-        let Some((pk, sk)) = change.key() else {
-            return;
-        };
-        let key = Bytes::from(pk.clone().into_bytes());
+    fn changed(&self, partition: u32, offset: u64, pk: &str, sk: &str, kind: ChangeKind) {
         let mut state = self.state.lock().expect("hub lock");
+        if let Some(sequence) = self.sequence.get(partition as usize) {
+            sequence.fetch_add(1, Ordering::AcqRel);
+        }
+        if self.active.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let key = Bytes::copy_from_slice(pk.as_bytes());
         // Default mode: whoever read the key since its last invalidation, once.
         let mut targets: Vec<u64> = state.tracked.remove(&key).into_iter().flatten().collect();
         for (id, conn) in &state.conns {
@@ -441,7 +531,7 @@ impl Hub {
                 .extend(still_tracking);
         }
         let flags = self.notify_flags();
-        if let Some(event) = flags.event(change.kind, &sk) {
+        if let Some(event) = flags.event(kind, sk) {
             let mut messages = Vec::new();
             if flags.0 & NotifyFlags::KEYSPACE != 0 {
                 let channel = Bytes::from(format!("__keyspace@0__:{pk}"));
@@ -515,6 +605,36 @@ fn queue(conn: &Conn, push: Push) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn invalidated(rx: &mut mpsc::Receiver<Push>) -> Option<Vec<Bytes>> {
+        match rx.try_recv() {
+            Ok(Push::Invalidate(keys)) => keys,
+            other => panic!("expected an invalidation, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_read_is_tracked_only_when_no_change_of_its_partition_slipped_in() {
+        let hub = Hub::new(2);
+        let (mut rx, _) = hub.register(1);
+        hub.set_tracking(1, Some(Tracking::default()));
+        let key = Bytes::from_static(b"k");
+        // Partition 0 is not followed yet: the key is invalidated at once, not tracked.
+        hub.track(1, vec![(key.clone(), 0, hub.sequence(0))]);
+        assert_eq!(invalidated(&mut rx), Some(vec![key.clone()]));
+        hub.followed[0].store(true, Ordering::Release);
+        // A change of the partition handled between the read's start and its end: the read
+        // may have missed it, so the key is invalidated at once too.
+        let before = hub.sequence(0);
+        hub.changed(0, 7, "other", "", ChangeKind::Put);
+        hub.track(1, vec![(key.clone(), 0, before)]);
+        assert_eq!(invalidated(&mut rx), Some(vec![key.clone()]));
+        // No change in between: tracked, and invalidated by its next change.
+        hub.track(1, vec![(key.clone(), 0, hub.sequence(0))]);
+        assert!(rx.try_recv().is_err());
+        hub.changed(0, 8, "k", "", ChangeKind::Put);
+        assert_eq!(invalidated(&mut rx), Some(vec![key]));
+    }
 
     #[test]
     fn notify_flags_parse_and_print_as_redis_does() {

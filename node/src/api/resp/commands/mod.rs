@@ -233,22 +233,35 @@ pub struct Context<'a> {
     pub session: &'a mut Session,
 }
 
+/// How long SUBSCRIBE and CLIENT TRACKING wait for the changes of every partition to reach this
+/// node (the partitions other nodes serve are followed through them).
+const FOLLOW_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Runs one command and records its latency.
 pub async fn execute(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
     let started = std::time::Instant::now();
     let name = args.first().cloned().unwrap_or_default();
-    // With CLIENT TRACKING on, the keys a read command reads are remembered after it ran.
-    let tracked: Option<(String, Vec<Bytes>)> = ctx.session.tracking.as_ref().map(|_| {
+    // With CLIENT TRACKING on, the keys a read command reads are remembered after it ran, if
+    // no change of their partitions slipped in meanwhile (see `Hub::track`).
+    let tracked = ctx.session.tracking.as_ref().map(|_| {
         let lower = String::from_utf8_lossy(&name).to_ascii_lowercase();
-        let keys = pubsub::read_keys(&lower, args.get(1..).unwrap_or_default()).to_vec();
-        (lower, keys)
+        let keys = pubsub::read_keys(&lower, args.get(1..).unwrap_or_default());
+        (lower, pubsub::before_read(ctx, keys))
     });
+    let pushes_wanted = matches!(name.to_ascii_lowercase().as_slice(), b"subscribe" | b"psubscribe")
+        || (name.eq_ignore_ascii_case(b"client")
+            && args.get(1).is_some_and(|a| a.eq_ignore_ascii_case(b"tracking")));
     let reply = run(ctx, args).await;
     if let Some((lower, keys)) = tracked
         && lower != "client"
         && !matches!(reply, Reply::Error(_))
     {
         pubsub::track(ctx, keys);
+    }
+    if pushes_wanted && !matches!(reply, Reply::Error(_)) {
+        // The changes of partitions served elsewhere reach this node once their followers are
+        // connected: the reply waits for that (briefly), so what follows it is not missed.
+        ctx.hub.wait_followed(FOLLOW_WAIT).await;
     }
     ctx.stats.commands.fetch_add(1, Ordering::Relaxed);
     ctx.client.ran(

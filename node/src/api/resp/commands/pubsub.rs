@@ -233,10 +233,21 @@ pub(super) fn read_keys<'a>(name: &str, args: &'a [Bytes]) -> &'a [Bytes] {
     }
 }
 
-/// After a read command: remember its keys for this connection's tracking. Keys of partitions
-/// this node does not apply are invalidated at once instead (their changes do not pass here, so
-/// the client must not keep them).
-pub(super) fn track(ctx: &mut Context<'_>, keys: Vec<Bytes>) {
+/// Before a read command: its keys, each with its partition and the partition's change count
+/// in the hub (for [`track`]).
+pub(super) fn before_read(ctx: &Context<'_>, keys: &[Bytes]) -> Vec<(Bytes, u32, u64)> {
+    let partitions = ctx.service.partition_count();
+    keys.iter()
+        .map(|key| {
+            let partition = partition_of(&String::from_utf8_lossy(key), partitions);
+            (key.clone(), partition, ctx.hub.sequence(partition))
+        })
+        .collect()
+}
+
+/// After a read command: remember its keys for this connection's tracking (the hub invalidates
+/// at once the keys whose changes may have been missed, see `Hub::track`).
+pub(super) fn track(ctx: &mut Context<'_>, keys: Vec<(Bytes, u32, u64)>) {
     let Some(tracking) = &ctx.session.tracking else {
         return;
     };
@@ -248,17 +259,7 @@ pub(super) fn track(ctx: &mut Context<'_>, keys: Vec<Bytes>) {
     {
         return;
     }
-    let partitions = ctx.service.partition_count();
-    let (local, remote): (Vec<Bytes>, Vec<Bytes>) = keys.into_iter().partition(|key| {
-        let pk = String::from_utf8_lossy(key);
-        ctx.service.serves(partition_of(&pk, partitions))
-    });
-    if !local.is_empty() {
-        ctx.hub.track(ctx.session.id, local);
-    }
-    if !remote.is_empty() {
-        ctx.hub.invalidate_now(ctx.session.id, remote);
-    }
+    ctx.hub.track(ctx.session.id, keys);
 }
 
 /// `CONFIG GET notify-keyspace-events` / `CONFIG SET notify-keyspace-events <flags>`.

@@ -7,19 +7,25 @@
 //! still holds the history from there (else the watch is refused with 410 and the oldest
 //! position it could serve).
 
+mod dispatch;
+mod follow;
+
+pub(crate) use dispatch::Dispatchers;
+pub use follow::Follow;
+
 use super::{ErrorKind, Service, ServiceError};
-use crate::engine::{Change, EntryChanges, Published, Subscription};
+use crate::engine::{Change, EntryChanges, Subscription};
 use crate::model::{Record, partition_of};
-use std::collections::BTreeMap;
+use dispatch::{Dispatcher, Ending, Step};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
-/// Steps a watch may have queued for its client; then its partitions' feeds hold the rest,
-/// up to WATCH_LAG_BATCHES, before the watch is cut off. Small: steps carry whole records.
-const QUEUE: usize = 64;
+/// Changes a watch may have queued for its client before it is cut off (the node never waits
+/// for a watcher); their bytes are bounded too (see `dispatch`).
+const QUEUE: usize = 4096;
 
 /// Where a watch is in each partition: the entry to resume at, and how many of its changes
 /// were already delivered.
@@ -80,10 +86,14 @@ impl Token {
 /// What a watch covers, and from where.
 #[derive(Debug, Clone, Default)]
 pub struct WatchRequest {
-    /// One pk, or (none) every record of the namespace.
+    /// One pk; without it every record of `partition`, or of the namespace.
     pub pk: Option<String>,
     /// Only sks starting with this (with a pk).
     pub sk_prefix: String,
+    /// Every record of this partition (without a pk).
+    pub partition: Option<u32>,
+    /// Changes without the records' data (which key changed, and how).
+    pub keys_only: bool,
     /// Resume here; without it, from now.
     pub from: Option<Token>,
 }
@@ -97,7 +107,7 @@ pub struct ChangeEvent {
     pub op: &'static str,
     pub pk: String,
     pub sk: String,
-    /// The record as the change left it (puts).
+    /// The record as the change left it (puts, unless the watch is keys only).
     pub record: Option<Record>,
     /// The entry's timestamp.
     pub ts_ms: i64,
@@ -107,7 +117,10 @@ pub struct ChangeEvent {
 #[derive(Debug, Clone)]
 pub enum WatchEvent {
     /// A change; `token` resumes right after it.
-    Change { token: String, change: ChangeEvent },
+    Change {
+        token: String,
+        change: Arc<ChangeEvent>,
+    },
     /// Nothing new matched, but the watch moved on: `token` resumes from here.
     Bookmark { token: String },
     /// The watch ended (its client fell behind, or a partition left this node); resume with the
@@ -115,31 +128,89 @@ pub enum WatchEvent {
     End { code: &'static str, reason: String },
 }
 
-/// What a partition's forwarder tells the watch.
-enum Step {
-    Change {
-        partition: u32,
-        after: (u64, u32),
-        change: ChangeEvent,
-    },
-    End {
-        code: &'static str,
-        reason: String,
-    },
+impl ChangeEvent {
+    /// About the memory the event holds.
+    fn bytes(&self) -> usize {
+        let record = self.record.as_ref();
+        64 + self.pk.len() + self.sk.len() + record.map_or(0, |r| r.data_json.len() + 64)
+    }
+
+    fn of(partition: u32, entry: &EntryChanges, change: &Change, keys_only: bool) -> ChangeEvent {
+        let (pk, sk) = change.key().unwrap_or_default();
+        ChangeEvent {
+            partition,
+            offset: entry.offset,
+            op: change.kind.name(),
+            pk,
+            sk,
+            record: if keys_only { None } else { change.record() },
+            ts_ms: entry.ts_ms,
+        }
+    }
+}
+
+/// Which changes a watch delivers.
+#[derive(Clone)]
+pub(super) struct Filter {
+    /// The stored-key prefix of the watched pk (none: the whole partition).
+    pk_prefix: Option<Arc<[u8]>>,
+    /// The stored-key prefix of the watched records (the pk's, and the sk prefix).
+    prefix: Option<Arc<[u8]>>,
+    keys_only: bool,
+}
+
+impl Filter {
+    fn new(request: &WatchRequest) -> Filter {
+        Filter {
+            pk_prefix: request
+                .pk
+                .as_deref()
+                .map(|pk| Arc::from(crate::store::pk_prefix(pk))),
+            prefix: request
+                .pk
+                .as_deref()
+                .map(|pk| Arc::from(crate::engine::watch_prefix(pk, &request.sk_prefix))),
+            keys_only: request.keys_only,
+        }
+    }
+
+    fn matches(&self, change: &Change) -> bool {
+        self.prefix.as_ref().is_none_or(|p| change.has_prefix(p))
+    }
+}
+
+/// The changes of one partition that a watch replays itself before its live ones: those the
+/// partition applied before the watch registered.
+struct Backlog {
+    partition: u32,
+    entries: VecDeque<Arc<EntryChanges>>,
+    /// The next change to look at in the first entry.
+    at: (u64, u32),
+    /// Live changes start here.
+    live_start: (u64, u32),
 }
 
 /// A running watch: call [`Watch::next`] for each event.
 pub struct Watch {
     steps: mpsc::Receiver<Step>,
-    /// Per partition: the offset its forwarder has handled every change below (whether it
-    /// matched or not), stored after the matching ones were queued. An atomic, not a message:
-    /// a busy partition would otherwise wake every watch on every batch.
-    advanced: Vec<(u32, Arc<AtomicU64>)>,
+    backlogs: VecDeque<Backlog>,
+    filter: Filter,
+    /// The partitions' dispatchers, and this watch's id with each.
+    dispatchers: Vec<(Arc<Dispatcher>, u64)>,
+    ending: Arc<Ending>,
     positions: Token,
     /// The token last given to the client.
     told: Option<String>,
     bookmarks: tokio::time::Interval,
     ended: bool,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        for (dispatcher, id) in &self.dispatchers {
+            dispatcher.deregister(*id);
+        }
+    }
 }
 
 impl Watch {
@@ -154,23 +225,35 @@ impl Watch {
             self.told = Some(token.clone());
             return Some(WatchEvent::Bookmark { token });
         }
+        if let Some(end) = self.end() {
+            return Some(end);
+        }
+        if let Some(event) = self.replay() {
+            return Some(event);
+        }
         loop {
             tokio::select! {
+                biased;
+                _ = self.ending.notify.notified() => {
+                    if let Some(end) = self.end() {
+                        return Some(end);
+                    }
+                }
                 step = self.steps.recv() => return self.take(step),
                 _ = self.bookmarks.tick() => {
                     // Loaded before looking at the queue: every change below these offsets
                     // that matched is in the queue by now.
-                    let advanced: Vec<(u32, u64)> = self
-                        .advanced
+                    let processed: Vec<(u32, u64)> = self
+                        .dispatchers
                         .iter()
-                        .map(|(p, a)| (*p, a.load(Ordering::Acquire)))
+                        .map(|(d, _)| (d.partition(), d.processed()))
                         .collect();
                     match self.steps.try_recv() {
                         Ok(step) => return self.take(Some(step)),
                         Err(mpsc::error::TryRecvError::Disconnected) => return self.take(None),
                         Err(mpsc::error::TryRecvError::Empty) => {}
                     }
-                    for (partition, to) in advanced {
+                    for (partition, to) in processed {
                         let at = self.positions.0.entry(partition).or_default();
                         if to > at.0 {
                             *at = (to, 0);
@@ -186,21 +269,61 @@ impl Watch {
         }
     }
 
+    fn end(&mut self) -> Option<WatchEvent> {
+        let (code, reason) = self.ending.reason()?;
+        self.ended = true;
+        Some(WatchEvent::End { code, reason })
+    }
+
+    /// The next matching change of the backlogs, moving their positions on.
+    fn replay(&mut self) -> Option<WatchEvent> {
+        while let Some(backlog) = self.backlogs.front_mut() {
+            let partition = backlog.partition;
+            let Some(entry) = backlog.entries.front().cloned() else {
+                let at = self.positions.0.entry(partition).or_default();
+                *at = (*at).max(backlog.live_start);
+                self.backlogs.pop_front();
+                continue;
+            };
+            if entry.offset < backlog.at.0 {
+                backlog.entries.pop_front();
+                continue;
+            }
+            let first = if entry.offset == backlog.at.0 {
+                backlog.at.1 as usize
+            } else {
+                0
+            };
+            for (i, change) in entry.changes.iter().enumerate().skip(first) {
+                let after = if i + 1 < entry.changes.len() {
+                    (entry.offset, i as u32 + 1)
+                } else {
+                    (entry.offset + 1, 0)
+                };
+                backlog.at = after;
+                if self.filter.matches(change) {
+                    let change = ChangeEvent::of(partition, &entry, change, self.filter.keys_only);
+                    return Some(self.changed(partition, after, Arc::new(change)));
+                }
+            }
+            backlog.at = (entry.offset + 1, 0);
+            backlog.entries.pop_front();
+        }
+        None
+    }
+
+    fn changed(&mut self, partition: u32, after: (u64, u32), change: Arc<ChangeEvent>) -> WatchEvent {
+        self.positions.0.insert(partition, after);
+        let token = self.positions.to_string();
+        self.told = Some(token.clone());
+        WatchEvent::Change { token, change }
+    }
+
     fn take(&mut self, step: Option<Step>) -> Option<WatchEvent> {
         match step {
-            Some(Step::Change {
-                partition,
-                after,
-                change,
-            }) => {
-                self.positions.0.insert(partition, after);
-                let token = self.positions.to_string();
-                self.told = Some(token.clone());
-                Some(WatchEvent::Change { token, change })
-            }
-            Some(Step::End { code, reason }) => {
-                self.ended = true;
-                Some(WatchEvent::End { code, reason })
+            Some(step) => {
+                self.ending.dequeued(&step);
+                Some(self.changed(step.partition, step.after, step.change))
             }
             None => {
                 self.ended = true;
@@ -210,68 +333,68 @@ impl Watch {
     }
 }
 
-/// Which changes a watch delivers.
-#[derive(Clone)]
-struct Filter {
-    /// The stored-key prefix of the watched records (none: the whole namespace).
-    prefix: Option<Arc<Vec<u8>>>,
-}
-
-impl Filter {
-    fn event(&self, partition: u32, entry: &EntryChanges, change: &Change) -> Option<ChangeEvent> {
-        if let Some(prefix) = &self.prefix
-            && !change.has_prefix(prefix)
-        {
-            return None;
-        }
-        let (pk, sk) = change.key()?;
-        Some(ChangeEvent {
-            partition,
-            offset: entry.offset,
-            op: change.kind.name(),
-            pk,
-            sk,
-            record: change.record(),
-            ts_ms: entry.ts_ms,
-        })
-    }
-}
-
 impl Service {
     /// Starts a watch. Every partition it covers must be served by this node; a token older than
     /// what this node can replay is a 410 naming the oldest position it can serve.
     pub fn watch(&self, request: WatchRequest) -> Result<Watch, ServiceError> {
-        let partitions: Vec<u32> = match &request.pk {
-            Some(pk) => vec![partition_of(pk, self.engine.partition_count())],
-            None => (0..self.engine.partition_count()).collect(),
+        let count = self.engine.partition_count();
+        let partitions: Vec<u32> = match (&request.pk, request.partition) {
+            (Some(pk), _) => vec![partition_of(pk, count)],
+            (None, Some(partition)) if partition < count => vec![partition],
+            (None, Some(partition)) => {
+                return Err(ServiceError::bad_request(
+                    "bad_partition",
+                    format!("partition {partition} does not exist: the namespace has {count}"),
+                ));
+            }
+            (None, None) => (0..count).collect(),
         };
-        let filter = Filter {
-            prefix: request
-                .pk
-                .as_ref()
-                .map(|pk| Arc::new(crate::engine::watch_prefix(pk, &request.sk_prefix))),
+        let filter = Filter::new(&request);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let ending = Arc::new(Ending::default());
+        let mut watch = Watch {
+            steps: rx,
+            backlogs: VecDeque::new(),
+            filter: filter.clone(),
+            dispatchers: Vec::with_capacity(partitions.len()),
+            ending: ending.clone(),
+            positions: Token::default(),
+            told: None,
+            bookmarks: tokio::time::interval(self.config.watch_bookmark),
+            ended: false,
         };
-        let mut subscriptions = Vec::with_capacity(partitions.len());
-        let mut positions = Token::default();
         let mut too_old = Token::default();
         for &partition in &partitions {
-            let runtime = self.readable_partition(partition).map_err(|e| {
+            let unavailable = |message: &str| {
                 ServiceError::new(
                     ErrorKind::Unavailable,
                     "watch_unavailable",
                     format!(
-                        "{}; a watch is served by a node that applies its partitions: connect to \
-                         one (GET /records/watch there, with the same token)",
-                        e.message
+                        "{message}; a watch is served by a node that applies its partitions:                          connect to one (GET /records/watch there, with the same token)"
                     ),
                 )
-            })?;
+            };
+            let runtime = self
+                .readable_partition(partition)
+                .map_err(|e| unavailable(&e.message))?;
+            let dispatcher = self.dispatchers.of(&runtime);
             let from = request.from.as_ref().and_then(|t| t.get(partition));
-            match runtime.subscribe_changes(from.map(|(offset, _)| offset)) {
-                Ok(subscription) => {
-                    let start = from.unwrap_or((subscription.next_offset, 0));
-                    positions.0.insert(partition, start);
-                    subscriptions.push((partition, start, subscription));
+            match dispatcher.register(&runtime, from, filter.clone(), tx.clone(), ending.clone()) {
+                Ok(Some(registered)) => {
+                    let start = from.unwrap_or(registered.live_start);
+                    watch.positions.0.insert(partition, start);
+                    watch.dispatchers.push((dispatcher, registered.id));
+                    watch.backlogs.push_back(Backlog {
+                        partition,
+                        entries: registered.backlog.into(),
+                        at: start,
+                        live_start: registered.live_start,
+                    });
+                }
+                Ok(None) => {
+                    return Err(unavailable(&format!(
+                        "partition {partition} just left this node"
+                    )));
                 }
                 Err(e) => {
                     too_old.0.insert(partition, (e.oldest, 0));
@@ -290,30 +413,11 @@ impl Service {
                 ),
             ));
         }
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let mut advanced = Vec::with_capacity(subscriptions.len());
-        for (partition, start, subscription) in subscriptions {
-            let handled = Arc::new(AtomicU64::new(start.0));
-            advanced.push((partition, handled.clone()));
-            tokio::spawn(forward(
-                partition,
-                start,
-                subscription,
-                filter.clone(),
-                (tx.clone(), handled),
-            ));
-        }
-        let mut bookmarks = tokio::time::interval(self.config.watch_bookmark);
-        bookmarks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        bookmarks.reset();
-        Ok(Watch {
-            steps: rx,
-            advanced,
-            positions,
-            told: None,
-            bookmarks,
-            ended: false,
-        })
+        watch
+            .bookmarks
+            .set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        watch.bookmarks.reset();
+        Ok(watch)
     }
 
     /// The partitions this node applies and serves now.
@@ -350,103 +454,6 @@ impl Service {
             }
         }
         (!token.0.is_empty()).then(|| token.to_string())
-    }
-}
-
-/// Sends one partition's matching changes from `start` on, then live ones, until the watch is
-/// dropped, the client falls behind, or the partition goes away.
-async fn forward(
-    partition: u32,
-    start: (u64, u32),
-    subscription: Subscription,
-    filter: Filter,
-    (tx, handled): (mpsc::Sender<Step>, Arc<AtomicU64>),
-) {
-    let Subscription {
-        backlog,
-        next_offset,
-        mut live,
-    } = subscription;
-    let mut at = start;
-    let send_entries = |entries: &[Arc<EntryChanges>], at: &mut (u64, u32)| {
-        let mut steps = Vec::new();
-        for entry in entries {
-            if entry.offset < at.0 {
-                continue;
-            }
-            let skip = if entry.offset == at.0 { at.1 } else { 0 };
-            let last = entry.changes.len() as u32;
-            for (i, change) in entry.changes.iter().enumerate().skip(skip as usize) {
-                let i = i as u32;
-                // After this change: the next one of the entry, or the next entry.
-                let after = if i + 1 < last {
-                    (entry.offset, i + 1)
-                } else {
-                    (entry.offset + 1, 0)
-                };
-                *at = after;
-                if let Some(change) = filter.event(partition, entry, change) {
-                    steps.push(Step::Change {
-                        partition,
-                        after,
-                        change,
-                    });
-                }
-            }
-            *at = (entry.offset + 1, 0);
-        }
-        steps
-    };
-    let deliver = |entries: &[Arc<EntryChanges>], next: u64, at: &mut (u64, u32)| {
-        let steps = send_entries(entries, at);
-        if next > at.0 {
-            *at = (next, 0);
-        }
-        steps
-    };
-    for step in deliver(&backlog, next_offset.max(start.0), &mut at) {
-        if tx.send(step).await.is_err() {
-            return;
-        }
-    }
-    handled.store(at.0, Ordering::Release);
-    loop {
-        let steps = match live.recv().await {
-            Ok(published) => {
-                let Published {
-                    entries,
-                    next_offset,
-                } = &*published;
-                deliver(entries, *next_offset, &mut at)
-            }
-            Err(broadcast::error::RecvError::Lagged(missed)) => vec![Step::End {
-                code: "watch_fell_behind",
-                reason: format!(
-                    "this watch fell {missed} batches behind partition {partition}'s changes and \
-                     was cut off (the node never waits for a watcher); reconnect with the last \
-                     event id to resume"
-                ),
-            }],
-            Err(broadcast::error::RecvError::Closed) => vec![Step::End {
-                code: "partition_moved",
-                reason: format!(
-                    "partition {partition} is no longer served by this node; reconnect (to a node \
-                     that serves it) with the last event id to resume"
-                ),
-            }],
-        };
-        let end = matches!(steps.last(), Some(Step::End { .. }));
-        for step in steps {
-            if tx.send(step).await.is_err() {
-                return;
-            }
-        }
-        if at.1 == 0 {
-            handled.store(at.0, Ordering::Release);
-        }
-        if end {
-            return;
-        }
     }
 }
 
