@@ -33,6 +33,7 @@ pub use changes::{ChangeEvent, Follow, Token, Watch, WatchEvent, WatchRequest};
 pub use json::compact_json;
 pub use keyspace::KeyPage;
 pub use list::ListPage;
+pub use remote::RemoteStream;
 pub use status::{LastSnapshot, PartitionReport, Readiness};
 pub use write::{EntryResult, WriteMode, WriteOp, WriteRequest};
 

@@ -186,7 +186,7 @@ impl Service {
         partition: u32,
         query: &str,
         last_event_id: Option<&str>,
-    ) -> Result<Option<reqwest::Response>, ServiceError> {
+    ) -> Result<Option<RemoteStream>, ServiceError> {
         let Some(cluster) = self.cluster.clone() else {
             return Ok(None);
         };
@@ -198,7 +198,7 @@ impl Service {
             cluster.client().watch(peer.api, query, last_event_id)
         })
         .await
-        .map(Some)
+        .map(|response| Some(RemoteStream(response)))
     }
 
     /// Asks `owners` of `partition` in turn until one answers; the answer, or the error to
@@ -347,4 +347,14 @@ fn known_code(code: &str) -> &'static str {
         .find(|&&c| c == code)
         .copied()
         .unwrap_or("peer_error")
+}
+
+/// An owner's answer that streams (a watch), read chunk by chunk as it arrives.
+pub struct RemoteStream(reqwest::Response);
+
+impl RemoteStream {
+    /// The next bytes; `None` once the owner ended the stream or went away.
+    pub async fn chunk(&mut self) -> Option<bytes::Bytes> {
+        self.0.chunk().await.ok().flatten()
+    }
 }

@@ -223,7 +223,15 @@ fn a_watch_resumes_with_exactly_the_changes_after_its_last_event() {
 
 /// The partition of a single-partition token.
 fn offset_partition(event: &Sse) -> u32 {
-    event.id.as_ref().unwrap().split(':').next().unwrap().parse().unwrap()
+    event
+        .id
+        .as_ref()
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[test]

@@ -12,7 +12,9 @@
 
 use super::records::authorize_for;
 use super::response;
-use crate::service::{Operation, Service, ServiceError, Token, WatchEvent, WatchRequest};
+use crate::service::{
+    Operation, RemoteStream, Service, ServiceError, Token, WatchEvent, WatchRequest,
+};
 use axum::body::Body;
 use axum::extract::{Query, RawQuery, State};
 use axum::http::HeaderMap;
@@ -58,7 +60,11 @@ pub async fn watch(
             return response::error(&e);
         }
         match service
-            .watch_remote(partition, raw.as_deref().unwrap_or(""), last_event_id(&headers))
+            .watch_remote(
+                partition,
+                raw.as_deref().unwrap_or(""),
+                last_event_id(&headers),
+            )
             .await
         {
             Ok(Some(remote)) => return passed_on(remote),
@@ -81,12 +87,10 @@ fn last_event_id(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// An owner's event stream as this node's answer.
-fn passed_on(remote: reqwest::Response) -> Response {
+fn passed_on(remote: RemoteStream) -> Response {
     let chunks = futures_util::stream::unfold(remote, |mut remote| async move {
-        match remote.chunk().await {
-            Ok(Some(chunk)) => Some((Ok::<_, std::io::Error>(chunk), remote)),
-            Ok(None) | Err(_) => None,
-        }
+        let chunk = remote.chunk().await?;
+        Some((Ok::<_, std::io::Error>(chunk), remote))
     });
     Response::builder()
         .header(CONTENT_TYPE, "text/event-stream")

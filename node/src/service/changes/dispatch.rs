@@ -241,9 +241,10 @@ impl Dispatcher {
                         let queued = sink.ending.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
                         let sent = match queued + bytes > QUEUE_BYTES && queued > 0 {
                             true => Err(true),
-                            false => sink.tx.try_send(step).map_err(|e| {
-                                matches!(e, mpsc::error::TrySendError::Full(_))
-                            }),
+                            false => sink
+                                .tx
+                                .try_send(step)
+                                .map_err(|e| matches!(e, mpsc::error::TrySendError::Full(_))),
                         };
                         if let Err(full) = sent {
                             if full {

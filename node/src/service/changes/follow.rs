@@ -166,7 +166,12 @@ mod tests {
         };
         assert_eq!(token, "3:7.1");
         assert_eq!(
-            (change.partition, change.offset, change.op, change.pk.as_str()),
+            (
+                change.partition,
+                change.offset,
+                change.op,
+                change.pk.as_str()
+            ),
             (3, 7, "delete", "a")
         );
         assert!(matches!(

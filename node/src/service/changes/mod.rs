@@ -312,7 +312,12 @@ impl Watch {
         None
     }
 
-    fn changed(&mut self, partition: u32, after: (u64, u32), change: Arc<ChangeEvent>) -> WatchEvent {
+    fn changed(
+        &mut self,
+        partition: u32,
+        after: (u64, u32),
+        change: Arc<ChangeEvent>,
+    ) -> WatchEvent {
         self.positions.0.insert(partition, after);
         let token = self.positions.to_string();
         self.told = Some(token.clone());
