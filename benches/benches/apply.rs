@@ -67,6 +67,7 @@ fn apply_batches(c: &mut Criterion) {
                     conds: &conds,
                     plugins: &plugins,
                     partitions: PARTITIONS,
+                    index: None,
                 };
                 let started = Instant::now();
                 for _ in 0..iters {

@@ -52,6 +52,7 @@ impl Engine {
                 conds: &inner.conds,
                 plugins: &inner.plugins,
                 partitions: inner.store.partition_count(),
+                index: Some(&runtime.index),
             };
             runtime.set_applying(Some(records[0].offset));
             let applied = apply_and_commit(&runtime.store, rules, &records);

@@ -3,6 +3,7 @@
 
 use super::feed::{Change, ChangeKind, EntryChanges};
 use super::plugins::{PluginResolver, Resolved};
+use super::read_index::{Lookup, ReadIndex};
 use crate::cond::{Budget, CondError, Conditions, ENTRY_LIMITS, Subject};
 use crate::log::LogRecord;
 use crate::model::{
@@ -36,6 +37,10 @@ pub struct Rules<'a> {
     pub plugins: &'a PluginResolver,
     /// The namespace's partition count (an op's pk must belong to the entry's partition).
     pub partitions: u32,
+    /// The partition's read index, which mirrors the committed store (the applier updates it
+    /// after each commit): it answers apply's point reads with a hash lookup instead of a walk of
+    /// the LSM (the memtable's skiplist walk was a fifth of the CPU of pipelined SETs).
+    pub index: Option<&'a ReadIndex>,
 }
 
 /// Pending writes of a batch: key → new value (`None` = delete). Later entries read through it.
@@ -199,21 +204,29 @@ pub fn apply_and_commit(
 
 /// The stored value of `key` as the batch sees it (its pending writes over the store).
 fn value_at(
-    store: &PartitionStore,
+    (store, index): (&PartitionStore, Option<&ReadIndex>),
     key: &[u8],
     overlay: &Overlay,
     local: Option<&Overlay>,
 ) -> Result<Option<Vec<u8>>, StoreError> {
-    match local.and_then(|l| l.get(key)).or_else(|| overlay.get(key)) {
-        Some(pending) => Ok(pending.clone()),
-        None => Ok(store.get_raw(key)?.map(|v| v.to_vec())),
+    if let Some(pending) = local.and_then(|l| l.get(key)).or_else(|| overlay.get(key)) {
+        return Ok(pending.clone());
+    }
+    match index.map_or(Lookup::Unknown, |i| i.get(key)) {
+        Lookup::Found(value) => Ok(Some(value.to_vec())),
+        Lookup::Absent => Ok(None),
+        Lookup::Unknown => Ok(store.get_raw(key)?.map(|v| v.to_vec())),
     }
 }
 
 /// Removes the records whose deadline `ts_ms` has reached, in deadline index order, at most
 /// [`PURGE_PER_ENTRY`] of them, into the batch (whatever becomes of the entry itself: its
 /// timestamp is the log's time either way). Index entries found stale are dropped on the way.
-fn purge(store: &PartitionStore, batch: &mut AppliedBatch, ts_ms: i64) -> Result<(), StoreError> {
+fn purge(
+    (store, index): (&PartitionStore, Option<&ReadIndex>),
+    batch: &mut AppliedBatch,
+    ts_ms: i64,
+) -> Result<(), StoreError> {
     // Most entries find nothing due: decide that from the batch and one cached index read.
     let pending_due = batch
         .deadlines_added
@@ -270,7 +283,7 @@ fn purge(store: &PartitionStore, batch: &mut AppliedBatch, ts_ms: i64) -> Result
             pending.next().expect("peeked")
         };
         let (deadline, key) = &entry;
-        let value = value_at(store, key, &batch.writes, None)?;
+        let value = value_at((store, index), key, &batch.writes, None)?;
         if value
             .as_deref()
             .and_then(crate::store::expires_at)
@@ -359,6 +372,7 @@ fn apply_entry(
         conds,
         plugins,
         partitions,
+        index: read_index,
     }: Rules<'_>,
     payload: &[u8],
     batch: &mut AppliedBatch,
@@ -387,7 +401,7 @@ fn apply_entry(
     // its ops (and every later entry) find them absent.
     let now = entry.ts_ms;
     batch.entry_ts = now;
-    purge(store, batch, now)?;
+    purge((store, read_index), batch, now)?;
     // This entry's own writes: later ops of the entry see earlier ones, and all are dropped if any
     // op rejects the entry.
     let mut writes = EntryWrites::default();
@@ -465,7 +479,12 @@ fn apply_entry(
             continue;
         }
         let key = encode_key(&op.pk, &op.sk);
-        let stored = value_at(store, &key, &batch.writes, Some(&writes.local))?;
+        let stored = value_at(
+            (store, read_index),
+            &key,
+            &batch.writes,
+            Some(&writes.local),
+        )?;
         let decoded = match stored.as_deref() {
             None => None,
             Some(bytes) => Some(decode_value(bytes).ok_or_else(|| {

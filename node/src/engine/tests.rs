@@ -39,6 +39,7 @@ impl TestRules {
             conds: &self.conds,
             plugins: &self.plugins,
             partitions: PARTITIONS,
+            index: None,
         }
     }
 }
@@ -278,13 +279,32 @@ fn same_log_gives_same_digest_whatever_the_batching() {
     let mut digests = Vec::new();
     let mut outcomes = Vec::new();
     let mut all_returned = Vec::new();
-    for batch_size in [1usize, 7, 64, 1000] {
+    // Apply's point reads come from the store, or from a read index kept as the applier keeps
+    // it (with room for everything, or one that turns itself off part of the way).
+    let runs: [(usize, Option<usize>); 7] = [
+        (1, None),
+        (7, None),
+        (64, None),
+        (1000, None),
+        (1, Some(usize::MAX)),
+        (7, Some(usize::MAX)),
+        (7, Some(4000)),
+    ];
+    for (batch_size, index_budget) in runs {
         let mut returned = Vec::new();
         let dir = tempfile::tempdir().unwrap();
         let store = open_partition(dir.path(), 1);
+        let index = index_budget.map(|budget| ReadIndex::load(&store, budget).unwrap());
         let mut rejected = Vec::new();
         for chunk in log.chunks(batch_size) {
-            let batch = apply_and_commit(&store, rules.rules(), chunk).unwrap();
+            let rules = Rules {
+                index: index.as_ref(),
+                ..rules.rules()
+            };
+            let batch = apply_and_commit(&store, rules, chunk).unwrap();
+            if let Some(index) = &index {
+                index.apply(batch.writes.iter());
+            }
             rejected.extend(batch.rejections.into_iter().map(|(o, r)| (o, r.kind)));
             returned.push(batch.returned);
         }

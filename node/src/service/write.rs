@@ -43,20 +43,37 @@ pub struct EntryResult {
     pub outcome: Option<Option<Outcome>>,
 }
 
+/// An entry to append, with the request indices of its ops.
+type Located = (Append, Vec<usize>);
+
 impl Service {
     /// Validates and writes `request`; resolves once every entry is durable in the log.
     pub async fn mutate(&self, request: WriteRequest) -> Result<Vec<EntryResult>, ServiceError> {
+        self.mutate_located(request)
+            .await
+            .map(|(results, _)| results)
+    }
+
+    /// [`Service::mutate`], also saying where each of the request's ops went, in request order:
+    /// the index of its entry in the results, and its index inside that entry (per-record writes
+    /// pack plain puts and deletes of a partition into shared entries).
+    pub async fn mutate_located(
+        &self,
+        request: WriteRequest,
+    ) -> Result<(Vec<EntryResult>, Vec<(usize, u32)>), ServiceError> {
         let ops = self.validate_ops(request.ops)?;
+        let count = ops.len();
         let partitions = self.engine.partition_count();
-        let mut by_partition: BTreeMap<u32, Vec<Op>> = BTreeMap::new();
-        for op in ops {
+        let mut by_partition: BTreeMap<u32, Vec<(usize, Op)>> = BTreeMap::new();
+        for (i, op) in ops.into_iter().enumerate() {
             by_partition
                 .entry(partition_of(&op.pk, partitions))
                 .or_default()
-                .push(op);
+                .push((i, op));
         }
         let ts_ms = super::now_ms();
-        let entries: Vec<(u32, Vec<Append>)> = match request.mode {
+        // Each entry with the request indices of its ops.
+        let entries: Vec<(u32, Vec<Located>)> = match request.mode {
             WriteMode::Atomic => {
                 if by_partition.len() > 1 {
                     let ids: Vec<String> = by_partition.keys().map(u32::to_string).collect();
@@ -73,8 +90,9 @@ impl Service {
                     .into_iter()
                     .next()
                     .expect("validated non-empty");
+                let (indices, ops): (Vec<usize>, Vec<Op>) = ops.into_iter().unzip();
                 let entry = self.encode_entry(ts_ms, ops)?;
-                vec![(partition, vec![entry])]
+                vec![(partition, vec![(entry, indices)])]
             }
             WriteMode::PerRecord => by_partition
                 .into_iter()
@@ -84,15 +102,30 @@ impl Service {
                 })
                 .collect::<Result<_, ServiceError>>()?,
         };
-        let positions = self.append_all(entries).await?;
+        let mut located = vec![(0usize, 0u32); count];
+        let mut appends = Vec::with_capacity(entries.len());
+        let mut entry_index = 0;
+        for (partition, partition_entries) in entries {
+            let mut batch = Vec::with_capacity(partition_entries.len());
+            for (entry, indices) in partition_entries {
+                for (op_index, i) in indices.into_iter().enumerate() {
+                    located[i] = (entry_index, op_index as u32);
+                }
+                entry_index += 1;
+                batch.push(entry);
+            }
+            appends.push((partition, batch));
+        }
+        let positions = self.append_all(appends).await?;
         if !request.wait {
-            return Ok(positions
+            let results = positions
                 .into_iter()
                 .map(|position| EntryResult {
                     position,
                     outcome: None,
                 })
-                .collect());
+                .collect();
+            return Ok((results, located));
         }
         let mut results = Vec::with_capacity(positions.len());
         for position in positions {
@@ -102,7 +135,7 @@ impl Service {
                 outcome: Some(outcome),
             });
         }
-        Ok(results)
+        Ok((results, located))
     }
 
     fn validate_ops(&self, ops: Vec<WriteOp>) -> Result<Vec<Op>, ServiceError> {
@@ -261,18 +294,27 @@ impl Service {
 
     /// Entries for one partition of a per-record write, in request order: each conditional op
     /// alone, runs of unconditional ops together up to the entry size limit.
-    fn per_record_entries(&self, ts_ms: i64, ops: Vec<Op>) -> Result<Vec<Append>, ServiceError> {
+    /// Entries for `ops` (each with its request index), each with the request indices of its
+    /// ops.
+    fn per_record_entries(
+        &self,
+        ts_ms: i64,
+        ops: Vec<(usize, Op)>,
+    ) -> Result<Vec<Located>, ServiceError> {
         let limit = self.config.limits.max_entry_bytes;
         let mut entries = Vec::new();
-        let mut run: Vec<Op> = Vec::new();
+        let mut run: Vec<(usize, Op)> = Vec::new();
         let mut run_bytes = 0usize;
-        let flush = |run: &mut Vec<Op>, entries: &mut Vec<Append>| -> Result<(), ServiceError> {
+        let flush = |run: &mut Vec<(usize, Op)>,
+                     entries: &mut Vec<Located>|
+         -> Result<(), ServiceError> {
             if !run.is_empty() {
-                entries.push(self.encode_entry(ts_ms, std::mem::take(run))?);
+                let (indices, ops): (Vec<usize>, Vec<Op>) = std::mem::take(run).into_iter().unzip();
+                entries.push((self.encode_entry(ts_ms, ops)?, indices));
             }
             Ok(())
         };
-        for op in ops {
+        for (i, op) in ops {
             // An op that may reject its entry, or returns a value, is an entry of its own.
             if op.cond.is_some()
                 || op.if_plugin.is_some()
@@ -282,7 +324,7 @@ impl Service {
             {
                 flush(&mut run, &mut entries)?;
                 run_bytes = 0;
-                entries.push(self.encode_entry(ts_ms, vec![op])?);
+                entries.push((self.encode_entry(ts_ms, vec![op])?, vec![i]));
                 continue;
             }
             let size =
@@ -292,7 +334,7 @@ impl Service {
                 run_bytes = 0;
             }
             run_bytes += size;
-            run.push(op);
+            run.push((i, op));
         }
         flush(&mut run, &mut entries)?;
         Ok(entries)

@@ -948,6 +948,46 @@ fn pipelined_writes_go_to_the_log_together_with_exact_replies() {
 }
 
 #[test]
+fn pipelined_counters_go_to_the_log_together_and_answer_as_redis_server_does() {
+    let node = Node::start();
+    let server = crate::expiry::RedisServer::start();
+    // The same non-transactional pipeline against both, errors kept in place: the counters'
+    // replies are filled in from their entries' outcomes, in order, one failing alone.
+    let script = format!(
+        r#"
+import json, redis
+def run(port):
+    r = redis.Redis(port=port, decode_responses=True)
+    p = r.pipeline(transaction=False)
+    p.set("pc:text", "abc")
+    for i in range(300):
+        p.incr("pc:n")
+        if i % 50 == 0:
+            p.incrby("pc:n", -7)
+    p.decrby("pc:n", 3)
+    p.incrbyfloat("pc:f", 1.5)
+    p.hincrby("pc:h", "f", 4)
+    p.hincrbyfloat("pc:h", "g", 0.25)
+    p.append("pc:text", "def")
+    p.incr("pc:text")
+    p.hset("pc:h2", "a", "1")
+    p.incr("pc:n")
+    p.get("pc:n")
+    p.incr("pc:n")
+    out = p.execute(raise_on_error=False)
+    return ["error" if isinstance(x, Exception) else x for x in out]
+ours, theirs = run({ours}), run({theirs})
+assert len(ours) == 317, len(ours)
+assert ours == theirs, [(i, a, b) for i, (a, b) in enumerate(zip(ours, theirs)) if a != b]
+print("ok")
+"#,
+        ours = node.resp,
+        theirs = server.port
+    );
+    run_redis_py(&script);
+}
+
+#[test]
 fn info_answers_the_sections_asked_for_and_redis_cli_stat_reads_it() {
     let node = Node::start();
     let mut first = client(&node, false);

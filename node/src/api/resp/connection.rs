@@ -3,7 +3,9 @@
 
 use super::RespConfig;
 use super::clients::ClientHandle;
-use super::commands::{Context, Session, Shared, collectable, execute, send_collected};
+use super::commands::{
+    Context, Deferred, Session, Shared, collectable, execute, send_collected, take_deferred,
+};
 use super::frame::next_command;
 use super::reply::Reply;
 use crate::service::Service;
@@ -27,8 +29,10 @@ pub async fn run(
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut output = BytesMut::with_capacity(16 * 1024);
     let mut session = Session::new(id, service.access(None));
-    // Replies of a run of pipelined writes, held until their ops are in the log together.
+    // Replies of a run of pipelined writes, held until their ops are in the log together; those
+    // computed at apply (INCR) are filled in from the outcomes.
     let mut held: Vec<Reply> = Vec::new();
+    let mut deferred: Vec<Deferred> = Vec::new();
     // Registered once for the connection's life, not once per read.
     let killed = client.killed();
     tokio::pin!(killed);
@@ -50,10 +54,16 @@ pub async fn run(
             // order; anything else first sends them and releases their replies.
             let collect = matches!(&next, Ok(Some(args)) if collectable(&ctx, args));
             if !collect && ctx.session.collecting_pipeline() {
-                let sent = send_collected(&mut ctx).await;
+                let sent = send_collected(&mut ctx, &deferred).await;
+                deferred.clear();
+                if let Ok(filled) = &sent {
+                    for (place, reply) in filled {
+                        held[*place] = reply.clone();
+                    }
+                }
                 for reply in held.drain(..) {
                     match &sent {
-                        Ok(()) => reply.encode(ctx.session.proto, &mut output),
+                        Ok(_) => reply.encode(ctx.session.proto, &mut output),
                         Err(e) => e.clone().encode(ctx.session.proto, &mut output),
                     }
                 }
@@ -62,7 +72,11 @@ pub async fn run(
                 Ok(Some(args)) if args.is_empty() => continue,
                 Ok(Some(args)) if collect => {
                     ctx.session.start_collecting();
-                    held.push(execute(&mut ctx, args).await);
+                    let reply = execute(&mut ctx, args).await;
+                    if let Some((op, shape)) = take_deferred(&mut ctx) {
+                        deferred.push((held.len(), op, shape));
+                    }
+                    held.push(reply);
                 }
                 Ok(Some(args)) => {
                     let reply = execute(&mut ctx, args).await;

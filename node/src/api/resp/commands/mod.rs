@@ -68,7 +68,7 @@ pub struct Session {
 
 /// How a command's reply is made from the data its op returned at apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Shape {
+pub enum Shape {
     /// The value as an integer (`INCR`, `HINCRBY`).
     Integer,
     /// The value itself, nil for none (`INCRBYFLOAT`, `GETSET`, `GETDEL`, `SET ... GET`).
@@ -404,16 +404,57 @@ pub fn collectable(ctx: &Context<'_>, args: &[Bytes]) -> bool {
         || is("hdel")
         || is("del")
         || is("unlink")
+        // Computed at apply: their replies are filled in from the entries' outcomes.
+        || is("incr")
+        || is("decr")
+        || is("incrby")
+        || is("decrby")
+        || is("incrbyfloat")
+        || is("hincrby")
+        || is("hincrbyfloat")
+        || is("append")
+}
+
+/// A collected command whose reply comes from its op's outcome: (its reply's place among the
+/// held replies, its op's index among the collected ops, the reply's shape).
+pub type Deferred = (usize, usize, Shape);
+
+/// The command just run was collected and its reply must wait for its op's outcome: its op's
+/// index among the collected ops, and the reply's shape.
+pub fn take_deferred(ctx: &mut Context<'_>) -> Option<(usize, Shape)> {
+    ctx.session.deferred.take()
 }
 
 /// Sends the pipelined writes collected so far to the log (per record, as they would have gone
-/// one by one), and remembers where they went.
-pub async fn send_collected(ctx: &mut Context<'_>) -> Result<(), Reply> {
+/// one by one), and remembers where they went. When some replies are `deferred`, waits for the
+/// outcomes and returns those replies (their places among the held replies, and the reply).
+pub async fn send_collected(
+    ctx: &mut Context<'_>,
+    deferred: &[Deferred],
+) -> Result<Vec<(usize, Reply)>, Reply> {
     let ops = ctx.session.collecting.take().unwrap_or_default();
     if ops.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    ctx.send(ops, WriteMode::PerRecord, false).await.map(drop)
+    let wait = !deferred.is_empty();
+    let (results, located) = ctx
+        .service
+        .mutate_located(WriteRequest {
+            ops,
+            mode: WriteMode::PerRecord,
+            wait,
+        })
+        .await
+        .map_err(service_error)?;
+    ctx.note_written(&results);
+    Ok(deferred
+        .iter()
+        .map(|&(place, op, shape)| {
+            let (entry, index) = located[op];
+            let outcome = results[entry].outcome.clone().flatten();
+            (place, outcome_reply(outcome, index as usize, shape))
+        })
+        .collect())
 }
 
 /// The commands that write: they need write access.
