@@ -25,6 +25,9 @@ pub struct Metrics {
     pub applied_offset: IntGaugeVec,
     /// `firescroll_partition_healthy{partition}`: 1 serving, 0 stopped (failure or gap).
     pub partition_healthy: IntGaugeVec,
+    /// `firescroll_read_index_bytes{partition}`: bytes the in-memory read index holds (0 when
+    /// it is off: the partition outgrew READ_INDEX_MAX_BYTES).
+    pub read_index_bytes: IntGaugeVec,
     /// `resp_latencies_micro{command}`: one Redis command, µs (known commands, else `other`).
     pub resp_latency: HistogramVec,
     /// `firescroll_cluster_members`: members of this region's gossip cluster with a current
@@ -167,6 +170,14 @@ impl Metrics {
             &["partition"],
         )
         .expect("valid metric");
+        let read_index_bytes = IntGaugeVec::new(
+            Opts::new(
+                "firescroll_read_index_bytes",
+                "Bytes held by the partition's in-memory read index (0 when it is off).",
+            ),
+            &["partition"],
+        )
+        .expect("valid metric");
         let resp_latency = HistogramVec::new(
             HistogramOpts::new(
                 "resp_latencies_micro",
@@ -303,6 +314,7 @@ impl Metrics {
             Box::new(snapshot_offset.clone()),
             Box::new(requests_refused.clone()),
             Box::new(partition_stalled.clone()),
+            Box::new(read_index_bytes.clone()),
             Box::new(reads_cancelled.clone()),
             Box::new(partition_latency.clone()),
             Box::new(partitions.clone()),
@@ -352,6 +364,7 @@ impl Metrics {
             peer_requests,
             requests_refused,
             partition_stalled,
+            read_index_bytes,
             reads_cancelled,
             snapshots,
             snapshot_offset,

@@ -107,7 +107,7 @@ impl Config {
             read_index_max_bytes: pick!(read_index_max_bytes, 512 << 20),
             outcome_retention: pick!(outcome_retention, engine_defaults.outcome_retention),
             expiry_tick: Duration::from_millis(pick!(expiry_tick_ms, 1_000)),
-            watch_history_bytes: pick!(watch_history_bytes, 64 << 20),
+            watch_history_bytes: pick!(watch_history_bytes, 32 << 20),
             watch_lag_batches: pick!(watch_lag_batches, 1024),
             plugin_limits: PluginLimits {
                 fuel: pick!(plugin_fuel, plugin_defaults.fuel),

@@ -213,7 +213,7 @@ pub struct Settings {
     #[arg(long, env = "EXPIRY_TICK_MS")]
     pub expiry_tick_ms: Option<u64>,
     /// Bytes of recent changes the node keeps in memory (split evenly across partitions) so a
-    /// watch can resume from a token; older tokens answer 410 [default: 67108864].
+    /// watch can resume from a token; older tokens answer 410 [default: 33554432].
     #[arg(long, env = "WATCH_HISTORY_BYTES")]
     pub watch_history_bytes: Option<usize>,
     /// How often a quiet watch gets a bookmark event that moves its token on, ms

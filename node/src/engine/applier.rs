@@ -61,6 +61,11 @@ impl Engine {
                 Ok(mut batch) => {
                     // The index first: whoever sees the new offset must read the new values.
                     runtime.index.apply(batch.writes.iter());
+                    inner
+                        .metrics
+                        .read_index_bytes
+                        .with_label_values(&[&label])
+                        .set(runtime.index.bytes() as i64);
                     let next = batch.next_offset;
                     runtime
                         .feed

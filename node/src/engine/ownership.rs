@@ -126,6 +126,11 @@ impl Engine {
                 return Ok(Arc::new(PartitionRuntime::failed(store, next, reason)));
             }
         };
+        self.inner
+            .metrics
+            .read_index_bytes
+            .with_label_values(&[&id.to_string()])
+            .set(index.bytes() as i64);
         let runtime = Arc::new(PartitionRuntime::new(
             store,
             next,

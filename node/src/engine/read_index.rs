@@ -126,6 +126,15 @@ impl ReadIndex {
         found.map_or(Lookup::Absent, Lookup::Found)
     }
 
+    /// Bytes held (keys, values and per-entry overhead); 0 when off.
+    pub fn bytes(&self) -> usize {
+        if self.enabled() {
+            self.bytes.load(Ordering::Relaxed)
+        } else {
+            0
+        }
+    }
+
     /// Records held.
     pub fn len(&self) -> usize {
         self.map.len()

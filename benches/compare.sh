@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Every row of the performance table in one run, each side by side with its baseline on this
+# machine, printed as one table of ratios (markdown). Runs the scripts next to it:
+# redis_bench.sh (RESP vs redis-server, plain and appendfsync always), http_get.sh (vs an axum
+# hello world), http_put.sh (vs durable redis SET), cluster_reads.sh (proxied vs local),
+# the criterion apply bench with a plugin condition, and memory.sh (1M records).
+#
+#   benches/compare.sh      # needs wrk, redis-tools, redis-server, python3; ~15 minutes
+# Env: SKIP="memory plugin ..." leaves rows out (redis, http_get, http_put, cluster, plugin, memory).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/firescroll/bench-target}"
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+skip() { [[ " ${SKIP:-} " == *" $1 "* ]]; }
+run() {  # name script... : runs it, keeps its output, says where it failed
+    local name=$1; shift
+    if skip "$name"; then return; fi
+    echo "running $name: $*" >&2
+    "$@" >"$out/$name" 2>&1 || { echo "$name failed:" >&2; tail -20 "$out/$name" >&2; }
+}
+run redis benches/redis_bench.sh
+run http_get benches/http_get.sh
+run http_put benches/http_put.sh
+run cluster benches/cluster_reads.sh
+if ! skip plugin; then
+    if [ -f plugins/dist/semver-gate.wasm ] ||
+        scripts/build-plugins.sh >"$out/plugins-build" 2>&1; then
+        run plugin cargo bench -p firescroll-benches --bench apply -- apply/batch_of_1024_puts_with_if_plugin
+    fi
+fi
+run memory benches/memory.sh
+
+ratio() {  # redis_bench row label -> its ratio column
+    awk -v row="$1" 'index($0, row) == 1 { r = $NF } END { print (r == "" ? "n/a" : r "x") }' "$out/redis" 2>/dev/null || echo n/a
+}
+grab() {  # file regex -> the first capture of the last matching line
+    [ -f "$out/$1" ] || { echo "n/a"; return; }
+    sed -nE "s/$2/\1/p" "$out/$1" | tail -1 | grep . || echo "n/a"
+}
+echo
+echo "| measure | result | goal |"
+echo "|---|---|---|"
+if ! skip redis; then
+    for row in "SET -c50 " "HSET -c50 " "SET -c50 -P16" "HSET -c50 -P16" "INCR -c50 " "INCR -c50 -P16"; do
+        echo "| RESP \`${row% }\` vs durable redis-server | $(ratio "$row") | ≥ 1.0x |"
+    done
+    for row in "GET -c50 " "GET -c50 -P16" "HGET -c50 " "HGET -c50 -P16"; do
+        echo "| RESP \`${row% }\` vs redis-server | $(ratio "$row") | ≥ 1.0x |"
+    done
+fi
+skip http_get || echo "| HTTP get vs axum hello world | $(grab http_get 'throughput: ([0-9.]+)')x | ≥ 0.9x |"
+skip http_put || echo "| HTTP put (one record, wait false) vs durable redis SET | $(grab http_put '^ratio: ([0-9.]+)x')x | ≥ 0.5x |"
+skip cluster || echo "| proxied get vs local get (HTTP, Redis) | $(grab cluster 'throughput: (HTTP [0-9.]+, Redis [0-9.]+)') | ≥ 0.8x |"
+skip plugin || echo "| apply with a plugin condition | $(grab plugin 'thrpt: +\[[^ ]+ [^ ]+ ([0-9.]+ [KM]elem\/s)') | ≥ 200 Kelem/s |"
+skip memory || echo "| RSS with 1M small records, loaded / after restart | $(grab memory 'loaded [0-9]+ records: (RSS [0-9]+ MB), .*') / $(grab memory 'after a restart: (RSS [0-9]+ MB), .*') (read index $(grab memory 'read index ([0-9]+ MB)')) | < 200 MB |"
