@@ -10,8 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/firescroll/bench-target}"
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
+# Each script's whole output stays here for a look at the numbers behind a ratio.
+out="$CARGO_TARGET_DIR/compare-last"
+rm -rf "$out" && mkdir -p "$out"
 skip() { [[ " ${SKIP:-} " == *" $1 "* ]]; }
 run() {  # name script... : runs it, keeps its output, says where it failed
     local name=$1; shift
@@ -32,25 +33,29 @@ fi
 run memory benches/memory.sh
 
 ratio() {  # redis_bench row label -> its ratio column
-    awk -v row="$1" 'index($0, row) == 1 { r = $NF } END { print (r == "" ? "n/a" : r "x") }' "$out/redis" 2>/dev/null || echo n/a
+    [ -f "$out/redis" ] || { echo "n/a"; return; }
+    awk -v row="$1" '{ label = substr($0, 1, 24); sub(/ +$/, "", label); if (label == row) r = $NF }
+        END { print (r == "" ? "n/a" : r "x") }' "$out/redis"
 }
-grab() {  # file regex -> the first capture of the last matching line
+grab() {  # file regex -> the first capture of the last line it matches
     [ -f "$out/$1" ] || { echo "n/a"; return; }
-    sed -nE "s/$2/\1/p" "$out/$1" | tail -1 | grep . || echo "n/a"
+    sed -nE "s/^.*$2.*$/\1/p" "$out/$1" | tail -1 | grep . || echo "n/a"
 }
+echo
+echo "Each script's output: $out"
 echo
 echo "| measure | result | goal |"
 echo "|---|---|---|"
 if ! skip redis; then
-    for row in "SET -c50 " "HSET -c50 " "SET -c50 -P16" "HSET -c50 -P16" "INCR -c50 " "INCR -c50 -P16"; do
-        echo "| RESP \`${row% }\` vs durable redis-server | $(ratio "$row") | ≥ 1.0x |"
+    for row in "SET -c50" "HSET -c50" "SET -c50 -P16" "HSET -c50 -P16" "INCR -c50" "INCR -c50 -P16"; do
+        echo "| RESP \`$row\` vs durable redis-server | $(ratio "$row") | ≥ 1.0x |"
     done
-    for row in "GET -c50 " "GET -c50 -P16" "HGET -c50 " "HGET -c50 -P16"; do
-        echo "| RESP \`${row% }\` vs redis-server | $(ratio "$row") | ≥ 1.0x |"
+    for row in "GET -c50" "GET -c50 -P16" "HGET -c50" "HGET -c50 -P16"; do
+        echo "| RESP \`$row\` vs redis-server | $(ratio "$row") | ≥ 1.0x |"
     done
 fi
 skip http_get || echo "| HTTP get vs axum hello world | $(grab http_get 'throughput: ([0-9.]+)')x | ≥ 0.9x |"
-skip http_put || echo "| HTTP put (one record, wait false) vs durable redis SET | $(grab http_put '^ratio: ([0-9.]+)x')x | ≥ 0.5x |"
+skip http_put || echo "| HTTP put (one record, wait false) vs durable redis SET | $(grab http_put 'ratio: ([0-9.]+)x')x | ≥ 0.5x |"
 skip cluster || echo "| proxied get vs local get (HTTP, Redis) | $(grab cluster 'throughput: (HTTP [0-9.]+, Redis [0-9.]+)') | ≥ 0.8x |"
-skip plugin || echo "| apply with a plugin condition | $(grab plugin 'thrpt: +\[[^ ]+ [^ ]+ ([0-9.]+ [KM]elem\/s)') | ≥ 200 Kelem/s |"
+skip plugin || echo "| apply with a plugin condition | $(grab plugin 'thrpt: +\[[^ ]+ [^ ]+ ([0-9.]+ [KM]elem\/s) ') | ≥ 200 Kelem/s |"
 skip memory || echo "| RSS with 1M small records, loaded / after restart | $(grab memory 'loaded [0-9]+ records: (RSS [0-9]+ MB), .*') / $(grab memory 'after a restart: (RSS [0-9]+ MB), .*') (read index $(grab memory 'read index ([0-9]+ MB)')) | < 200 MB |"
