@@ -55,6 +55,39 @@ fn conditions_and_transforms_run_and_are_cached_by_digest() {
 }
 
 #[test]
+fn every_call_starts_from_the_modules_initial_state() {
+    // Each call finds its global and memory as the module declares them (zero), both inside the
+    // part of a slot's memory that is reset in place between calls and past it, then leaves
+    // traces there: a call seeing them would let outcomes depend on a replica's call history.
+    let host = host();
+    let plugin = host
+        .load(
+            &wat::parse_str(
+                r#"(module
+                    (memory (export "memory") 4)
+                    (global $calls (mut i32) (i32.const 0))
+                    (func (export "alloc") (param i32) (result i32) i32.const 1024)
+                    (func (export "dealloc") (param i32 i32))
+                    (func (export "condition") (param i32 i32) (result i32)
+                        (local $fresh i32)
+                        global.get $calls i32.eqz
+                        i32.const 2000 i32.load i32.eqz i32.and
+                        i32.const 200000 i32.load i32.eqz i32.and
+                        local.set $fresh
+                        global.get $calls i32.const 1 i32.add global.set $calls
+                        i32.const 2000 i32.const 7 i32.store
+                        i32.const 200000 i32.const 7 i32.store
+                        local.get $fresh))"#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+    for call in 0..5 {
+        assert_eq!(host.condition(&plugin, INPUT), Ok(true), "call {call}");
+    }
+}
+
+#[test]
 fn bad_modules_are_refused_with_the_reason() {
     let host = host();
     let invalid = |bytes: &[u8]| match host.load(bytes) {

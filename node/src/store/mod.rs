@@ -104,7 +104,9 @@ impl Store {
     /// Opens (or creates) the store in `path` for a namespace of `partitions` partitions. Refuses a
     /// store created with another partition count.
     pub fn open(path: &Path, partitions: u32) -> Result<Self> {
-        let db = Database::builder(path).cache_size(BLOCK_CACHE_BYTES).open()?;
+        let db = Database::builder(path)
+            .cache_size(BLOCK_CACHE_BYTES)
+            .open()?;
         let meta = db.keyspace(META_KEYSPACE, KeyspaceCreateOptions::default)?;
         match meta.get(META_PARTITION_COUNT)? {
             Some(bytes) => {
@@ -168,9 +170,7 @@ impl Store {
         let records = self
             .db
             .keyspace(&format!("records_{id}"), keyspace_options)?;
-        let keys = self
-            .db
-            .keyspace(&format!("keys_{id}"), keyspace_options)?;
+        let keys = self.db.keyspace(&format!("keys_{id}"), keyspace_options)?;
         PartitionStore::open(id, self.db.clone(), records, keys, self.meta.clone())
     }
 
