@@ -126,8 +126,9 @@ pub struct Hub {
     notify: AtomicU32,
     /// Per partition: whether its changes reach the hub now (reads of it may be tracked).
     followed: Vec<AtomicBool>,
-    /// Per partition: changes handled so far, moved under the state lock.
-    sequence: Vec<AtomicU64>,
+    /// Per partition: the offset after the last change the hub handled (moved under the state
+    /// lock).
+    handled: Vec<AtomicU64>,
     /// Wakes the loop that starts followers.
     wake: Notify,
 }
@@ -211,7 +212,7 @@ impl Hub {
             active: AtomicUsize::new(0),
             notify: AtomicU32::new(0),
             followed: (0..partitions).map(|_| AtomicBool::new(false)).collect(),
-            sequence: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+            handled: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
             wake: Notify::new(),
         }
     }
@@ -321,10 +322,10 @@ impl Hub {
         }
     }
 
-    /// The number of changes of `partition` the hub handled so far: a read that saw the same
-    /// number before and after may track its keys (no change slipped in between unnoticed).
-    pub fn sequence(&self, partition: u32) -> u64 {
-        self.sequence
+    /// The offset after the last change of `partition` the hub handled (pushed to whoever
+    /// tracked or subscribed then).
+    pub fn handled(&self, partition: u32) -> u64 {
+        self.handled
             .get(partition as usize)
             .map_or(0, |s| s.load(Ordering::Acquire))
     }
@@ -375,19 +376,20 @@ impl Hub {
         }
     }
 
-    /// Connection `id` read `keys` (default mode), each with its partition and the partition's
-    /// [`Hub::sequence`] from before the read: a key is tracked when its partition is followed
-    /// and no change of it was handled meanwhile (that change may be the key's, and the read may
-    /// not have seen it); otherwise it is invalidated at once, so the client does not keep it.
+    /// Connection `id` read `keys` (default mode), each with its partition and an offset the
+    /// read saw at least up to: a key is tracked when its partition is followed and the hub has
+    /// handled no change of it past that offset (such a change may be the key's, the read may
+    /// not have seen it, and it was pushed before this connection tracked the key); otherwise it
+    /// is invalidated at once, so the client does not keep it.
     pub fn track(&self, id: u64, keys: Vec<(Bytes, u32, u64)>) {
         let mut state = self.state.lock().expect("hub lock");
         let mut not_tracked = Vec::new();
-        for (key, partition, before) in keys {
+        for (key, partition, seen) in keys {
             let followed = self
                 .followed
                 .get(partition as usize)
                 .is_some_and(|f| f.load(Ordering::Acquire));
-            if followed && self.sequence(partition) == before {
+            if followed && self.handled(partition) <= seen {
                 state.tracked.entry(key).or_default().insert(id);
             } else {
                 not_tracked.push(key);
@@ -484,8 +486,8 @@ impl Hub {
 
     fn changed(&self, partition: u32, offset: u64, pk: &str, sk: &str, kind: ChangeKind) {
         let mut state = self.state.lock().expect("hub lock");
-        if let Some(sequence) = self.sequence.get(partition as usize) {
-            sequence.fetch_add(1, Ordering::AcqRel);
+        if let Some(handled) = self.handled.get(partition as usize) {
+            handled.fetch_max(offset + 1, Ordering::AcqRel);
         }
         if self.active.load(Ordering::Relaxed) == 0 {
             return;
@@ -620,19 +622,21 @@ mod tests {
         hub.set_tracking(1, Some(Tracking::default()));
         let key = Bytes::from_static(b"k");
         // Partition 0 is not followed yet: the key is invalidated at once, not tracked.
-        hub.track(1, vec![(key.clone(), 0, hub.sequence(0))]);
+        hub.track(1, vec![(key.clone(), 0, hub.handled(0))]);
         assert_eq!(invalidated(&mut rx), Some(vec![key.clone()]));
         hub.followed[0].store(true, Ordering::Release);
-        // A change of the partition handled between the read's start and its end: the read
-        // may have missed it, so the key is invalidated at once too.
-        let before = hub.sequence(0);
+        // A change of the partition handled between the read's start and its end, past what the
+        // read is known to have seen: it may have missed it, so the key is invalidated at once.
+        let seen = hub.handled(0);
         hub.changed(0, 7, "other", "", ChangeKind::Put);
-        hub.track(1, vec![(key.clone(), 0, before)]);
+        hub.track(1, vec![(key.clone(), 0, seen)]);
         assert_eq!(invalidated(&mut rx), Some(vec![key.clone()]));
-        // No change in between: tracked, and invalidated by its next change.
-        hub.track(1, vec![(key.clone(), 0, hub.sequence(0))]);
-        assert!(rx.try_recv().is_err());
+        // A change the read waited for (the connection's own write at offset 8, seen up to 9):
+        // tracked, and invalidated by the key's next change.
         hub.changed(0, 8, "k", "", ChangeKind::Put);
+        hub.track(1, vec![(key.clone(), 0, 9)]);
+        assert!(rx.try_recv().is_err());
+        hub.changed(0, 9, "k", "", ChangeKind::Put);
         assert_eq!(invalidated(&mut rx), Some(vec![key]));
     }
 

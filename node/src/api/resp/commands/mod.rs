@@ -133,6 +133,14 @@ impl WrittenPositions {
 
     /// What a read of `pks` waits for: the latest writes in their partitions that `applied`
     /// says are not applied yet. Allocates nothing when everything is applied (the usual case).
+    /// The offset after the last write through this node to `partition` (0 before any): a read
+    /// on this node sees at least up to there.
+    pub fn next(&self, partition: u32) -> u64 {
+        self.next
+            .get(partition as usize)
+            .map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+
     fn min_offsets<'a>(
         &self,
         partitions: u32,

@@ -233,14 +233,16 @@ pub(super) fn read_keys<'a>(name: &str, args: &'a [Bytes]) -> &'a [Bytes] {
     }
 }
 
-/// Before a read command: its keys, each with its partition and the partition's change count
-/// in the hub (for [`track`]).
+/// Before a read command: its keys, each with its partition and an offset the read will see at
+/// least up to (for [`track`]): what the hub had handled of the partition, or what was written to
+/// it through this node (reads wait for those), whichever is later.
 pub(super) fn before_read(ctx: &Context<'_>, keys: &[Bytes]) -> Vec<(Bytes, u32, u64)> {
     let partitions = ctx.service.partition_count();
     keys.iter()
         .map(|key| {
             let partition = partition_of(&String::from_utf8_lossy(key), partitions);
-            (key.clone(), partition, ctx.hub.sequence(partition))
+            let seen = ctx.hub.handled(partition).max(ctx.written.next(partition));
+            (key.clone(), partition, seen)
         })
         .collect()
 }
