@@ -217,9 +217,9 @@ impl Hub {
         }
     }
 
-    /// Starts following the changes of every partition: those this node serves always, those
-    /// other nodes of the region serve (through an owner's watch) while connections track keys or
-    /// subscribe. Checks for partitions to follow every second, and at once when a connection
+    /// Starts following the changes of every partition — here, or through an owner's watch when
+    /// another node of the region applies it — while connections track keys or subscribe (with
+    /// none, writes cost the hub nothing). Checks every second, and at once when a connection
     /// needs them.
     pub fn start(service: Service) -> Arc<Hub> {
         let hub = Arc::new(Hub::new(service.partition_count()));
@@ -230,7 +230,7 @@ impl Hub {
             loop {
                 let active = following.active.load(Ordering::Relaxed) > 0;
                 for partition in 0..service.partition_count() {
-                    if followed.contains(&partition) || !(active || service.serves(partition)) {
+                    if followed.contains(&partition) || !active {
                         continue;
                     }
                     followed.insert(partition);
@@ -252,13 +252,12 @@ impl Hub {
     }
 
     /// Follows `partition`'s changes, resuming exactly from the last token when the stream ends
-    /// (an owner went away, the partition moved, the follower fell behind). Returns when the
-    /// partition is served elsewhere and no connection needs pushes.
+    /// (an owner went away, the partition moved, the follower fell behind). Returns once no
+    /// connection needs pushes (seen at the next event or bookmark).
     async fn follow(&self, service: &Service, partition: u32) {
         let mut token: Option<Token> = None;
-        loop {
-            let local = service.serves(partition);
-            if !local && self.active.load(Ordering::Relaxed) == 0 {
+        'follow: loop {
+            if self.active.load(Ordering::Relaxed) == 0 {
                 break;
             }
             match service.follow_partition(partition, token.clone()).await {
@@ -268,11 +267,8 @@ impl Hub {
                             WatchEvent::Bookmark { token: at } => {
                                 token = at.parse().ok();
                                 self.followed[partition as usize].store(true, Ordering::Release);
-                                // A partition that came here is followed here, one that left
-                                // while nobody needs pushes is not followed at all.
-                                let moved = !stream.is_local() && service.serves(partition);
-                                let idle = self.active.load(Ordering::Relaxed) == 0;
-                                if moved || (idle && !stream.is_local()) {
+                                // A partition that came here is followed here.
+                                if !stream.is_local() && service.serves(partition) {
                                     break;
                                 }
                             }
@@ -289,6 +285,9 @@ impl Hub {
                                 }
                             }
                             WatchEvent::End { .. } => break,
+                        }
+                        if self.active.load(Ordering::Relaxed) == 0 {
+                            break 'follow;
                         }
                     }
                 }

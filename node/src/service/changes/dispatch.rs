@@ -154,12 +154,21 @@ impl Dispatcher {
     }
 
     /// Forgets watch `id` (dropped).
-    pub fn deregister(&self, id: u64) {
+    /// Only the watch's own list is searched: thousands of watches closing at once must not
+    /// each walk every other watch under the lock that dispatch takes.
+    pub fn deregister(&self, id: u64, pk_prefix: Option<&[u8]>) {
         let mut registry = self.registry.lock().expect("dispatcher lock");
-        for sinks in registry.sinks_mut() {
-            sinks.retain(|s| s.id != id);
+        match pk_prefix {
+            Some(pk) => {
+                if let Some(sinks) = registry.by_pk.get_mut(pk) {
+                    sinks.retain(|s| s.id != id);
+                    if sinks.is_empty() {
+                        registry.by_pk.remove(pk);
+                    }
+                }
+            }
+            None => registry.whole.retain(|s| s.id != id),
         }
-        registry.by_pk.retain(|_, sinks| !sinks.is_empty());
     }
 
     async fn run(self: Arc<Self>, mut live: broadcast::Receiver<Arc<Published>>) {

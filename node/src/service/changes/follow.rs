@@ -36,6 +36,8 @@ impl Follow {
 pub struct RemoteWatch {
     response: reqwest::Response,
     buffer: Vec<u8>,
+    /// The buffer before this holds no event end: each chunk is searched once.
+    searched: usize,
 }
 
 /// The fields of a change event a follower needs.
@@ -52,13 +54,17 @@ struct ChangeData {
 impl RemoteWatch {
     async fn next(&mut self) -> Option<WatchEvent> {
         loop {
-            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+            let from = self.searched.saturating_sub(1);
+            if let Some(end) = self.buffer[from..].windows(2).position(|w| w == b"\n\n") {
+                let end = from + end;
                 let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                self.searched = 0;
                 if let Some(event) = parse_event(&block) {
                     return Some(event);
                 }
                 continue;
             }
+            self.searched = self.buffer.len();
             if self.buffer.len() > MAX_EVENT_BYTES {
                 return None;
             }
@@ -148,6 +154,7 @@ impl Service {
         Ok(Follow::Remote(RemoteWatch {
             response,
             buffer: Vec::new(),
+            searched: 0,
         }))
     }
 }

@@ -208,7 +208,7 @@ pub struct Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         for (dispatcher, id) in &self.dispatchers {
-            dispatcher.deregister(*id);
+            dispatcher.deregister(*id, self.filter.pk_prefix.as_deref());
         }
     }
 }

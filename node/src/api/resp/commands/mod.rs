@@ -256,13 +256,13 @@ pub async fn execute(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
         let keys = pubsub::read_keys(&lower, args.get(1..).unwrap_or_default());
         (lower, pubsub::before_read(ctx, keys))
     });
-    let pushes_wanted = matches!(
-        name.to_ascii_lowercase().as_slice(),
-        b"subscribe" | b"psubscribe"
-    ) || (name.eq_ignore_ascii_case(b"client")
-        && args
-            .get(1)
-            .is_some_and(|a| a.eq_ignore_ascii_case(b"tracking")));
+    // Compared in place: this runs for every command.
+    let pushes_wanted = name.eq_ignore_ascii_case(b"subscribe")
+        || name.eq_ignore_ascii_case(b"psubscribe")
+        || (name.eq_ignore_ascii_case(b"client")
+            && args
+                .get(1)
+                .is_some_and(|a| a.eq_ignore_ascii_case(b"tracking")));
     let reply = run(ctx, args).await;
     if let Some((lower, keys)) = tracked
         && lower != "client"

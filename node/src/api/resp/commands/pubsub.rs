@@ -38,15 +38,26 @@ pub fn subscribe(ctx: &mut Context<'_>, args: &[Bytes], pattern: bool) -> Reply 
         ));
     }
     ensure_registered(ctx);
-    let mut frames = Vec::with_capacity(args.len());
-    for channel in args {
+    change_subscriptions(ctx, name, args.to_vec(), pattern, true)
+}
+
+/// (Un)subscribes to each of `channels`: one confirmation each, with the count after it.
+fn change_subscriptions(
+    ctx: &mut Context<'_>,
+    name: &'static str,
+    channels: Vec<Bytes>,
+    pattern: bool,
+    on: bool,
+) -> Reply {
+    let mut frames = Vec::with_capacity(channels.len());
+    for channel in channels {
         let count = ctx
             .hub
-            .subscribe(ctx.session.id, channel.clone(), pattern, true);
+            .subscribe(ctx.session.id, channel.clone(), pattern, on);
         ctx.session.subscriptions = count;
         frames.push(Reply::Push(vec![
             Reply::bulk(name),
-            Reply::Bulk(channel.clone()),
+            Reply::Bulk(channel),
             Reply::Int(count as i64),
         ]));
     }
@@ -72,19 +83,7 @@ pub fn unsubscribe(ctx: &mut Context<'_>, args: &[Bytes], pattern: bool) -> Repl
             Reply::Int(ctx.session.subscriptions as i64),
         ]);
     }
-    let mut frames = Vec::with_capacity(channels.len());
-    for channel in channels {
-        let count = ctx
-            .hub
-            .subscribe(ctx.session.id, channel.clone(), pattern, false);
-        ctx.session.subscriptions = count;
-        frames.push(Reply::Push(vec![
-            Reply::bulk(name),
-            Reply::Bulk(channel),
-            Reply::Int(count as i64),
-        ]));
-    }
-    Reply::Frames(frames)
+    change_subscriptions(ctx, name, channels, pattern, false)
 }
 
 /// `CLIENT TRACKING ON|OFF [REDIRECT id] [PREFIX p ...] [BCAST] [OPTIN] [OPTOUT] [NOLOOP]`.
