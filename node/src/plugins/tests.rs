@@ -56,9 +56,10 @@ fn conditions_and_transforms_run_and_are_cached_by_digest() {
 
 #[test]
 fn every_call_starts_from_the_modules_initial_state() {
-    // Each call finds its global and memory as the module declares them (zero), both inside the
-    // part of a slot's memory that is reset in place between calls and past it, then leaves
-    // traces there: a call seeing them would let outcomes depend on a replica's call history.
+    // Each call finds its global and memory as the module declares them (zero, 4 pages), at a
+    // low address, a higher one, and in pages it grows, then leaves traces in all of them and
+    // grows memory: a call seeing any of that would let outcomes depend on a replica's call
+    // history. (Slots keep memory mapped and reset what a call dirtied in place.)
     let host = host();
     let plugin = host
         .load(
@@ -71,12 +72,16 @@ fn every_call_starts_from_the_modules_initial_state() {
                     (func (export "condition") (param i32 i32) (result i32)
                         (local $fresh i32)
                         global.get $calls i32.eqz
+                        memory.size i32.const 4 i32.eq i32.and
                         i32.const 2000 i32.load i32.eqz i32.and
                         i32.const 200000 i32.load i32.eqz i32.and
+                        (memory.grow (i32.const 2)) i32.const 4 i32.eq i32.and
+                        i32.const 327688 i32.load i32.eqz i32.and
                         local.set $fresh
                         global.get $calls i32.const 1 i32.add global.set $calls
                         i32.const 2000 i32.const 7 i32.store
                         i32.const 200000 i32.const 7 i32.store
+                        i32.const 327688 i32.const 7 i32.store
                         local.get $fresh))"#,
             )
             .unwrap(),
@@ -85,6 +90,10 @@ fn every_call_starts_from_the_modules_initial_state() {
     for call in 0..5 {
         assert_eq!(host.condition(&plugin, INPUT), Ok(true), "call {call}");
     }
+    // The module does see its own traces when an instance is kept (as the bench's reuse does).
+    let mut kept = host.session(&plugin).unwrap();
+    assert_eq!(kept.condition(INPUT), Ok(true));
+    assert_eq!(kept.condition(INPUT), Ok(false));
 }
 
 #[test]
