@@ -1,18 +1,22 @@
 //! The Prometheus registry served on the internal port. FireScroll's three metrics keep their
 //! names and buckets (docs/architecture.md, "FireScroll compatibility"), with a bounded label set; the rest are FireScroll-Rust's own.
 
+mod sharded;
+
+pub use sharded::{ShardedHistogram, ShardedHistogramVec};
+
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric the node exports.
 pub struct Metrics {
     registry: Registry,
     /// `http_latencies_micro{operation}`: whole HTTP request time, µs.
-    pub http_latency: HistogramVec,
+    pub http_latency: ShardedHistogramVec,
     /// `partition_operation_latencies_micro{operation}`: one partition read or apply, µs.
-    pub partition_latency: HistogramVec,
+    pub partition_latency: ShardedHistogramVec,
     /// `partitions`: partitions owned by this node.
     pub partitions: IntGauge,
     /// `firescroll_entries_applied_total{partition}`: entries applied (any outcome).
@@ -29,7 +33,7 @@ pub struct Metrics {
     /// it is off: the partition outgrew READ_INDEX_MAX_BYTES).
     pub read_index_bytes: IntGaugeVec,
     /// `resp_latencies_micro{command}`: one Redis command, µs (known commands, else `other`).
-    pub resp_latency: HistogramVec,
+    pub resp_latency: ShardedHistogramVec,
     /// `firescroll_cluster_members`: members of this region's gossip cluster with a current
     /// card, this node included (0 with gossip off).
     pub cluster_members: IntGauge,
@@ -37,7 +41,7 @@ pub struct Metrics {
     /// (get/list/outcomes; ok, failover, error).
     pub proxied_reads: IntCounterVec,
     /// `firescroll_proxy_latency_micro{operation}`: one proxied request, µs.
-    pub proxy_latency: HistogramVec,
+    pub proxy_latency: ShardedHistogramVec,
     /// `firescroll_peer_requests_total{operation}`: reads this node answered for its peers.
     pub peer_requests: IntCounterVec,
     /// `firescroll_snapshots_total{result}`: S3 snapshots uploaded (`ok`) or failed (`failed`).
@@ -74,9 +78,9 @@ pub struct Metrics {
     pub expiry_ticks: IntCounterVec,
     /// Children of the two latency histograms for the hot paths, resolved once: looking a label
     /// up per request costs a hash and a lock.
-    hot: Vec<(&'static str, Histogram, Histogram)>,
+    hot: Vec<(&'static str, ShardedHistogram, ShardedHistogram)>,
     /// Pre-resolved children of `resp_latency`.
-    resp_hot: Vec<(&'static str, Histogram)>,
+    resp_hot: Vec<(&'static str, ShardedHistogram)>,
 }
 
 /// Redis commands with their own latency label; the rest count as `other` (a bounded set).
@@ -110,7 +114,7 @@ const PARTITION_BUCKETS: &[f64] = &[
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let http_latency = HistogramVec::new(
+        let http_latency = ShardedHistogramVec::new(
             HistogramOpts::new(
                 "http_latencies_micro",
                 "Full HTTP request processing latencies in microseconds.",
@@ -119,7 +123,7 @@ impl Metrics {
             &["operation"],
         )
         .expect("valid metric");
-        let partition_latency = HistogramVec::new(
+        let partition_latency = ShardedHistogramVec::new(
             HistogramOpts::new(
                 "partition_operation_latencies_micro",
                 "Latency of one partition-level operation in microseconds.",
@@ -178,7 +182,7 @@ impl Metrics {
             &["partition"],
         )
         .expect("valid metric");
-        let resp_latency = HistogramVec::new(
+        let resp_latency = ShardedHistogramVec::new(
             HistogramOpts::new(
                 "resp_latencies_micro",
                 "Redis protocol command latencies in microseconds.",
@@ -200,7 +204,7 @@ impl Metrics {
             &["operation", "result"],
         )
         .expect("valid metric");
-        let proxy_latency = HistogramVec::new(
+        let proxy_latency = ShardedHistogramVec::new(
             HistogramOpts::new(
                 "firescroll_proxy_latency_micro",
                 "One request to another node for a proxied read, in microseconds.",
@@ -377,7 +381,7 @@ impl Metrics {
         }
     }
 
-    fn hot(&self, label: &str) -> Option<&(&'static str, Histogram, Histogram)> {
+    fn hot(&self, label: &str) -> Option<&(&'static str, ShardedHistogram, ShardedHistogram)> {
         self.hot.iter().find(|(l, _, _)| *l == label)
     }
 
@@ -385,10 +389,7 @@ impl Metrics {
     pub fn observe_http(&self, operation: &str, micros: f64) {
         match self.hot(operation) {
             Some((_, http, _)) => http.observe(micros),
-            None => self
-                .http_latency
-                .with_label_values(&[operation])
-                .observe(micros),
+            None => self.http_latency.observe(&[operation], micros),
         }
     }
 
@@ -396,10 +397,7 @@ impl Metrics {
     pub fn observe_partition(&self, operation: &str, micros: f64) {
         match self.hot(operation) {
             Some((_, _, partition)) => partition.observe(micros),
-            None => self
-                .partition_latency
-                .with_label_values(&[operation])
-                .observe(micros),
+            None => self.partition_latency.observe(&[operation], micros),
         }
     }
 

@@ -98,8 +98,7 @@ impl Engine {
                     inner
                         .metrics
                         .partition_latency
-                        .with_label_values(&["apply_batch"])
-                        .observe(started.elapsed().as_micros() as f64);
+                        .observe(&["apply_batch"], started.elapsed().as_micros() as f64);
                     if let Some(digest) = batch.waiting_for {
                         carried = records
                             .into_iter()

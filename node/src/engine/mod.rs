@@ -36,8 +36,9 @@ use crate::cond::Conditions;
 use crate::log::MutationLog;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -94,7 +95,11 @@ struct Inner {
     plugins: PluginResolver,
     metrics: Arc<Metrics>,
     config: EngineConfig,
-    partitions: RwLock<BTreeMap<u32, Arc<PartitionRuntime>>>,
+    /// Swapped whole on an ownership change: every read looks a partition up, and a lock
+    /// (even a read lock) is a cache line all request threads write to.
+    partitions: ArcSwap<BTreeMap<u32, Arc<PartitionRuntime>>>,
+    /// Serializes changes of `partitions`.
+    partitions_changing: Mutex<()>,
     /// Owned partitions whose store could not even be opened, and why.
     unopened: RwLock<BTreeMap<u32, String>>,
 }
@@ -124,7 +129,8 @@ impl Engine {
                 conds,
                 metrics,
                 config,
-                partitions: RwLock::new(BTreeMap::new()),
+                partitions: ArcSwap::from_pointee(BTreeMap::new()),
+                partitions_changing: Mutex::new(()),
                 unopened: RwLock::new(BTreeMap::new()),
             }),
         };
@@ -164,18 +170,38 @@ impl Engine {
 
     /// A partition this node owns.
     pub fn partition(&self, id: u32) -> Option<Arc<PartitionRuntime>> {
+        self.inner.partitions.load().get(&id).cloned()
+    }
+
+    /// Runs `f` on a partition this node owns, without taking a reference to it (that is an
+    /// atomic every request thread would write to).
+    pub fn with_partition<R>(&self, id: u32, f: impl FnOnce(&PartitionRuntime) -> R) -> Option<R> {
         self.inner
             .partitions
-            .read()
-            .expect("partitions lock")
+            .load()
             .get(&id)
-            .cloned()
+            .map(|runtime| f(runtime))
     }
 
     /// Every owned partition, by id.
     pub fn partitions(&self) -> Vec<Arc<PartitionRuntime>> {
-        let map = self.inner.partitions.read().expect("partitions lock");
-        map.values().cloned().collect()
+        self.inner.partitions.load().values().cloned().collect()
+    }
+
+    /// Changes the owned partitions with `f`, one change at a time.
+    fn change_partitions<R>(
+        &self,
+        f: impl FnOnce(&mut BTreeMap<u32, Arc<PartitionRuntime>>) -> R,
+    ) -> R {
+        let _changing = self
+            .inner
+            .partitions_changing
+            .lock()
+            .expect("partitions lock");
+        let mut map = BTreeMap::clone(&self.inner.partitions.load());
+        let result = f(&mut map);
+        self.inner.partitions.store(Arc::new(map));
+        result
     }
 
     /// Owned partitions that could not be opened at all, with the reason.
@@ -211,10 +237,10 @@ impl Engine {
 
     /// Stops every applier and makes the store durable.
     pub fn shutdown(&self) {
-        let partitions: Vec<_> = {
-            let mut map = self.inner.partitions.write().expect("partitions lock");
-            std::mem::take(&mut *map).into_values().collect()
-        };
+        let partitions: Vec<_> = self
+            .change_partitions(std::mem::take)
+            .into_values()
+            .collect();
         for runtime in &partitions {
             runtime.stop_applier(self.inner.config.stop_patience);
         }

@@ -12,17 +12,9 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 impl Engine {
     /// Opens newly owned partitions and stops those no longer owned.
     pub(super) fn reconcile(&self, owned: &Ownership) {
-        let current: Vec<u32> = {
-            let map = self.inner.partitions.read().expect("partitions lock");
-            map.keys().copied().collect()
-        };
+        let current: Vec<u32> = self.inner.partitions.load().keys().copied().collect();
         for id in current.iter().filter(|id| !owned.contains(id)) {
-            let removed = self
-                .inner
-                .partitions
-                .write()
-                .expect("partitions lock")
-                .remove(id);
+            let removed = self.change_partitions(|map| map.remove(id));
             if let Some(runtime) = removed {
                 runtime.stop_applier(self.inner.config.stop_patience);
                 self.inner.metrics.forget_partition(*id);
@@ -55,11 +47,7 @@ impl Engine {
                         .write()
                         .expect("unopened lock")
                         .remove(&id);
-                    self.inner
-                        .partitions
-                        .write()
-                        .expect("partitions lock")
-                        .insert(id, runtime);
+                    self.change_partitions(|map| map.insert(id, runtime));
                 }
                 Err(reason) => {
                     self.inner
@@ -73,7 +61,7 @@ impl Engine {
         self.inner
             .metrics
             .partitions
-            .set(self.inner.partitions.read().expect("partitions lock").len() as i64);
+            .set(self.inner.partitions.load().len() as i64);
     }
 
     pub(super) fn open_partition(&self, id: u32) -> Result<Arc<PartitionRuntime>, String> {
@@ -333,18 +321,19 @@ impl Engine {
                 old.set_health(fresh.health());
                 continue;
             }
-            let mut map = self.inner.partitions.write().expect("partitions lock");
-            match map.get(&id) {
-                // Ownership moved on meanwhile: the new runtime is not wanted.
+            // Ownership moved on meanwhile when another runtime is there: the new one is not
+            // wanted.
+            let replaced = self.change_partitions(|map| match map.get(&id) {
                 Some(current) if Arc::ptr_eq(current, &old) => {
-                    map.insert(id, fresh);
-                    drop(map);
-                    tracing::info!(partition = id, "partition served again after a gap");
+                    map.insert(id, fresh.clone());
+                    true
                 }
-                _ => {
-                    drop(map);
-                    fresh.stop_applier(self.inner.config.stop_patience);
-                }
+                _ => false,
+            });
+            if replaced {
+                tracing::info!(partition = id, "partition served again after a gap");
+            } else {
+                fresh.stop_applier(self.inner.config.stop_patience);
             }
         }
     }

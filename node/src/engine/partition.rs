@@ -43,6 +43,9 @@ pub struct PartitionRuntime {
     /// What applied entries changed, for watches.
     pub(super) feed: Feed,
     next_offset: watch::Sender<u64>,
+    /// The same offset for readers that only look: every read checks it, and the watch's lock
+    /// is one more cache line all request threads would write to.
+    next_offset_now: std::sync::atomic::AtomicU64,
     health: Mutex<Health>,
     /// Mirrors "health is not a gap", read on every request without taking the lock.
     readable: AtomicBool,
@@ -78,6 +81,7 @@ impl PartitionRuntime {
             index,
             feed: Feed::new(next_offset, feed.0, feed.1),
             next_offset: watch::channel(next_offset).0,
+            next_offset_now: std::sync::atomic::AtomicU64::new(next_offset),
             readable: AtomicBool::new(!matches!(health, Health::Gap { .. })),
             serving: AtomicBool::new(health == Health::Serving),
             outcomes_pruned_below: AtomicU64::new(0),
@@ -236,10 +240,14 @@ impl PartitionRuntime {
 
     /// The next offset to apply: every entry below it is applied and readable.
     pub fn next_offset(&self) -> u64 {
-        *self.next_offset.borrow()
+        self.next_offset_now
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub(super) fn set_next_offset(&self, next: u64) {
+        // Stored before waiters wake, so a woken waiter reads at least `next` here too.
+        self.next_offset_now
+            .store(next, std::sync::atomic::Ordering::Release);
         self.next_offset.send_replace(next);
     }
 

@@ -11,8 +11,8 @@ impl Service {
     /// wait for it.
     pub fn applied_here(&self, position: Position) -> bool {
         self.engine
-            .partition(position.partition)
-            .is_some_and(|r| r.next_offset() > position.offset)
+            .with_partition(position.partition, |r| r.next_offset() > position.offset)
+            .unwrap_or(false)
     }
 
     /// Refuses positions naming partitions that do not exist.

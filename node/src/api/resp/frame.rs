@@ -54,18 +54,24 @@ pub fn next_command(
             Ok(None)
         }
         Ok(Some((frame, _, _))) => match frame {
-            BytesFrame::Array(items) => items
-                .into_iter()
-                .map(|item| match item {
-                    BytesFrame::BulkString(b) | BytesFrame::SimpleString(b) => Ok(b),
-                    BytesFrame::Integer(i) => Ok(Bytes::from(i.to_string())),
-                    other => Err(FrameError::Protocol(format!(
-                        "expected bulk strings in a command, got {:?}",
-                        other.kind()
-                    ))),
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some),
+            BytesFrame::Array(items) => {
+                // Not `collect`: that reuses the frames' allocation and shrinks it (a realloc
+                // per command).
+                let mut args = Vec::with_capacity(items.len());
+                for item in items {
+                    args.push(match item {
+                        BytesFrame::BulkString(b) | BytesFrame::SimpleString(b) => b,
+                        BytesFrame::Integer(i) => Bytes::from(i.to_string()),
+                        other => {
+                            return Err(FrameError::Protocol(format!(
+                                "expected bulk strings in a command, got {:?}",
+                                other.kind()
+                            )));
+                        }
+                    });
+                }
+                Ok(Some(args))
+            }
             other => Err(FrameError::Protocol(format!(
                 "expected an array of bulk strings, got {:?}",
                 other.kind()

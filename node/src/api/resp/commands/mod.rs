@@ -292,7 +292,9 @@ pub(super) async fn run(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
     let Some(original) = args.first() else {
         return Reply::err("empty command");
     };
-    let name = String::from_utf8_lossy(original).to_ascii_lowercase();
+    let mut lower = [0u8; 32];
+    let name = lowercase(original, &mut lower);
+    let name: &str = &name;
     let args = &args[1..];
     if let Err(denied) = permitted(ctx.session.access, &name) {
         transaction::refused_while_queuing(ctx);
@@ -300,7 +302,7 @@ pub(super) async fn run(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
     }
     if ctx.session.subscriptions > 0
         && ctx.session.proto < 3
-        && !pubsub::ALLOWED_WHILE_SUBSCRIBED.contains(&name.as_str())
+        && !pubsub::ALLOWED_WHILE_SUBSCRIBED.contains(&name)
     {
         return Reply::err(format!(
             "Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
@@ -309,7 +311,7 @@ pub(super) async fn run(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
     if let Some(reply) = transaction::intercept(ctx, &name, args).await {
         return reply;
     }
-    match name.as_str() {
+    match name {
         "subscribe" => pubsub::subscribe(ctx, args, false),
         "psubscribe" => pubsub::subscribe(ctx, args, true),
         "unsubscribe" => pubsub::unsubscribe(ctx, args, false),
@@ -380,6 +382,19 @@ pub(super) async fn run(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
             None => unknown_command(&String::from_utf8_lossy(original), args),
         },
     }
+}
+
+/// `name` in lowercase, in `buf` when it fits (every command name does): no allocation per
+/// command.
+fn lowercase<'b>(name: &[u8], buf: &'b mut [u8; 32]) -> std::borrow::Cow<'b, str> {
+    if let Some(out) = buf.get_mut(..name.len()) {
+        out.copy_from_slice(name);
+        out.make_ascii_lowercase();
+        if let Ok(text) = std::str::from_utf8(out) {
+            return std::borrow::Cow::Borrowed(text);
+        }
+    }
+    std::borrow::Cow::Owned(String::from_utf8_lossy(name).to_ascii_lowercase())
 }
 
 /// Whether a pipelined command can join a group of writes sent to the log together: plain writes
