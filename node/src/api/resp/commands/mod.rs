@@ -296,7 +296,7 @@ pub(super) async fn run(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
     let name = lowercase(original, &mut lower);
     let name: &str = &name;
     let args = &args[1..];
-    if let Err(denied) = permitted(ctx.session.access, &name) {
+    if let Err(denied) = permitted(ctx.session.access, name) {
         transaction::refused_while_queuing(ctx);
         return denied;
     }
@@ -308,7 +308,7 @@ pub(super) async fn run(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
             "Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
         ));
     }
-    if let Some(reply) = transaction::intercept(ctx, &name, args).await {
+    if let Some(reply) = transaction::intercept(ctx, name, args).await {
         return reply;
     }
     match name {
@@ -331,20 +331,20 @@ pub(super) async fn run(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
         "set" => keys::set(ctx, args).await,
         "getset" => keys::getset(ctx, args).await,
         "getdel" => keys::getdel(ctx, args).await,
-        "incr" | "decr" | "incrby" | "decrby" => counter::incr(ctx, args, &name).await,
-        "incrbyfloat" | "hincrbyfloat" => counter::incrbyfloat(ctx, args, &name).await,
+        "incr" | "decr" | "incrby" | "decrby" => counter::incr(ctx, args, name).await,
+        "incrbyfloat" | "hincrbyfloat" => counter::incrbyfloat(ctx, args, name).await,
         "hincrby" => counter::hincrby(ctx, args).await,
         "append" => counter::append(ctx, args).await,
         "setnx" => keys::setnx(ctx, args).await,
-        "setex" | "psetex" => expiry::setex(ctx, args, &name).await,
+        "setex" | "psetex" => expiry::setex(ctx, args, name).await,
         "getex" => expiry::getex(ctx, args).await,
-        "expire" | "pexpire" | "expireat" | "pexpireat" => expiry::expire(ctx, args, &name).await,
+        "expire" | "pexpire" | "expireat" | "pexpireat" => expiry::expire(ctx, args, name).await,
         "persist" => expiry::persist(ctx, args).await,
-        "ttl" | "pttl" | "expiretime" | "pexpiretime" => expiry::ttl(ctx, args, &name).await,
+        "ttl" | "pttl" | "expiretime" | "pexpiretime" => expiry::ttl(ctx, args, name).await,
         "hexpire" | "hpexpire" | "hexpireat" | "hpexpireat" | "hpersist" => {
-            expiry::hexpire(ctx, args, &name).await
+            expiry::hexpire(ctx, args, name).await
         }
-        "httl" | "hpttl" | "hexpiretime" | "hpexpiretime" => expiry::httl(ctx, args, &name).await,
+        "httl" | "hpttl" | "hexpiretime" | "hpexpiretime" => expiry::httl(ctx, args, name).await,
         "mset" => keys::mset(ctx, args, false).await,
         "msetnx" => keys::mset(ctx, args, true).await,
         "strlen" => keys::strlen(ctx, args).await,
@@ -357,7 +357,7 @@ pub(super) async fn run(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
         "hvals" => hash::hvals(ctx, args).await,
         "hlen" => hash::hlen(ctx, args).await,
         "hexists" => hash::hexists(ctx, args).await,
-        "hset" | "hmset" => hash::hset(ctx, args, &name).await,
+        "hset" | "hmset" => hash::hset(ctx, args, name).await,
         "hsetnx" => hash::hsetnx(ctx, args).await,
         "hstrlen" => hash::hstrlen(ctx, args).await,
         "hdel" => hash::hdel(ctx, args).await,
@@ -377,7 +377,7 @@ pub(super) async fn run(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
         "json.set" => json::set(ctx, args).await,
         "json.get" => json::get(ctx, args).await,
         "json.del" | "json.forget" => json::del(ctx, args).await,
-        _ => match server::execute(ctx, &name, args) {
+        _ => match server::execute(ctx, name, args) {
             Some(reply) => reply,
             None => unknown_command(&String::from_utf8_lossy(original), args),
         },
@@ -791,10 +791,20 @@ impl Context<'_> {
 
     /// Whether each of `keys` exists, in order.
     async fn exist(&self, keys: &[Key]) -> Result<Vec<bool>, Reply> {
-        let found = self.read(keys.to_vec()).await?;
+        // One key (HSET of one field, TYPE): its data alone, no record built (this ran before
+        // every HSET and was 14 % of a profile of them).
+        if let [key] = keys {
+            return Ok(vec![self.read_json(&key.pk, &key.sk).await?.is_some()]);
+        }
+        let found: std::collections::HashSet<(String, String)> = self
+            .read(keys.to_vec())
+            .await?
+            .into_iter()
+            .map(|r| (r.pk, r.sk))
+            .collect();
         Ok(keys
             .iter()
-            .map(|k| found.iter().any(|r| r.pk == k.pk && r.sk == k.sk))
+            .map(|k| found.contains(&(k.pk.clone(), k.sk.clone())))
             .collect())
     }
 
