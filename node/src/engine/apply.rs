@@ -555,6 +555,9 @@ fn apply_entry(
                     .map(|v| String::from_utf8_lossy(v.data_json).into_owned()),
             });
         }
+        if op.return_existed && matches!(op.op, OpKind::Put | OpKind::Delete) {
+            returned.push(existed(index, current.is_some()));
+        }
         // A deadline the entry's time has already reached writes no record (Redis `SET ... PX 0`
         // style: the key is gone at once).
         let live = |deadline: Option<i64>| deadline.is_none_or(|d| d > now);
@@ -603,6 +606,27 @@ fn apply_entry(
                 else {
                     return reject(RejectionKind::ValueError, out_of_reads());
                 };
+                if op.return_existed {
+                    // The key existed if any of its records is live at the entry's time; most
+                    // have no deadline, so this usually reads one value.
+                    let mut any = current.is_some();
+                    for other in records.keys().filter(|k| **k != key) {
+                        if any {
+                            break;
+                        }
+                        let value = value_at(
+                            (store, read_index),
+                            other,
+                            &batch.writes,
+                            Some(&writes.local),
+                        )?;
+                        any = value
+                            .as_deref()
+                            .and_then(decode_value)
+                            .is_some_and(|v| v.expires_at_ms.is_none_or(|d| d > now));
+                    }
+                    returned.push(existed(index, any));
+                }
                 for other in records.into_keys() {
                     if other != key {
                         let sk = crate::store::decode_key(&other)
@@ -713,6 +737,14 @@ fn apply_entry(
     }
     writes.merge_into(batch);
     Ok(EntryOutcome::Applied(returned))
+}
+
+/// What a `return_existed` op returns: whether its record (or key) existed before it.
+fn existed(index: usize, existed: bool) -> Returned {
+    Returned {
+        op: index as u32,
+        data: Some(if existed { "1" } else { "0" }.to_string()),
+    }
 }
 
 /// Whether an `expire` op may replace the deadline `current` (none: the record has none) with

@@ -182,6 +182,7 @@ fn mixed_log() -> Vec<Vec<u8>> {
                     Op {
                         op: OpKind::DeleteKey,
                         pk: pk.clone(),
+                        return_existed: true,
                         ..Op::default()
                     },
                     put(pk, "after", "1", None),
@@ -204,6 +205,11 @@ fn mixed_log() -> Vec<Vec<u8>> {
                     Op {
                         return_old: true,
                         ..put(pk, "old", &i.to_string(), None)
+                    },
+                    // Written with every `delete_key` below: there once one ran for this pk.
+                    Op {
+                        return_existed: true,
+                        ..delete(pk, "after", None)
                     },
                 ],
             ),
@@ -339,10 +345,17 @@ fn same_log_gives_same_digest_whatever_the_batching() {
     // What ops returned is the same however the log was batched, and is what they computed.
     assert!(all_returned.windows(2).all(|w| w[0] == w[1]));
     assert!(
-        all_returned[0].iter().any(|(_, values)| values.len() == 3),
+        all_returned[0].iter().any(|(_, values)| values.len() == 4),
         "{:?}",
         all_returned[0]
     );
+    // `return_existed` found the record sometimes, and sometimes not.
+    let existed: std::collections::BTreeSet<&str> = all_returned[0]
+        .iter()
+        .filter(|(_, values)| values.len() == 4)
+        .filter_map(|(_, values)| values[3].data.as_deref())
+        .collect();
+    assert_eq!(existed, ["0", "1"].into(), "{:?}", all_returned[0]);
     let last_appended = all_returned[0]
         .iter()
         .rev()
@@ -418,6 +431,82 @@ fn timestamps_and_conditions_use_the_stored_record() {
     assert_eq!(record.data_json, "4");
     assert_eq!(record.created_at_ms, 1000);
     assert_eq!(record.updated_at_ms, 2000);
+}
+
+#[test]
+fn return_existed_is_decided_in_log_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let [pk, hash, gone]: [String; 3] = pks_in(3, 3).try_into().unwrap();
+    let store = open_partition(dir.path(), 3);
+    let rules = TestRules::new();
+    let existed = |op: Op| Op {
+        return_existed: true,
+        ..op
+    };
+    let delete_key = |pk: &str| Op {
+        op: OpKind::DeleteKey,
+        pk: pk.into(),
+        return_existed: true,
+        ..Op::default()
+    };
+    let entries = [
+        // Later ops of an entry see earlier ones: the second put of "a" finds it.
+        LogEntry::new(
+            1000,
+            vec![
+                existed(put(&pk, "a", "1", None)),
+                existed(put(&pk, "a", "2", None)),
+                existed(put(&pk, "b", "3", None)),
+                // Not asked: nothing returned for it.
+                put(&pk, "c", "4", None),
+            ],
+        ),
+        LogEntry::new(
+            1001,
+            vec![
+                existed(delete(&pk, "a", None)),
+                existed(delete(&pk, "a", None)),
+            ],
+        ),
+        // A key with fields but no string record exists; deleted twice, it existed once.
+        LogEntry::new(1002, vec![put(&hash, "f", "1", None)]),
+        LogEntry::new(1003, vec![delete_key(&hash), delete_key(&hash)]),
+        // A key whose only record's deadline the entry's time reached does not exist.
+        LogEntry::new(
+            1004,
+            vec![Op {
+                expires_at: Some(1500),
+                ..put(&gone, "f", "1", None)
+            }],
+        ),
+        LogEntry::new(2000, vec![delete_key(&gone), delete_key(&pk)]),
+    ]
+    .iter()
+    .map(LogEntry::encode)
+    .collect::<Vec<_>>();
+    let batch = apply_and_commit(&store, rules.rules(), &records(&entries)).unwrap();
+    assert!(batch.rejections.is_empty());
+    let returned: Vec<(u64, Vec<(u32, &str)>)> = batch
+        .returned
+        .iter()
+        .map(|(offset, values)| {
+            let values = values
+                .iter()
+                .map(|r| (r.op, r.data.as_deref().unwrap()))
+                .collect();
+            (*offset, values)
+        })
+        .collect();
+    assert_eq!(
+        returned,
+        vec![
+            (0, vec![(0, "0"), (1, "1"), (2, "0")]),
+            (1, vec![(0, "1"), (1, "0")]),
+            (3, vec![(0, "1"), (1, "0")]),
+            (5, vec![(0, "0"), (1, "1")]),
+        ]
+    );
+    assert!(get(&store, &pk, "b").is_none() && get(&store, &hash, "f").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

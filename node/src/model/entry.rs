@@ -117,6 +117,11 @@ pub struct Op {
     /// outcome (Redis `GETSET`, `SET ... GET`, `GETDEL`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub return_old: bool,
+    /// For `put`, `delete` and `delete_key`: return whether the record (for `delete_key`, any
+    /// record of the pk) existed before the op, as `"1"` or `"0"` in the outcome — the counts
+    /// Redis `DEL`, `HDEL` and `HSET` answer, decided in log order like the write itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub return_existed: bool,
     /// For `put`: the new record's deadline (unix ms); for `expire`: the deadline to set (none
     /// removes it). Always absolute: the accepting node turns a relative TTL into one, so every
     /// replica agrees.

@@ -162,6 +162,7 @@ impl Service {
             .enumerate()
             .map(|(i, op)| {
                 self.validate_key(i, &op.pk, &op.sk)?;
+                check_operand(i, &op)?;
                 let data = match (op.op, op.data) {
                     (
                         OpKind::Delete
@@ -201,7 +202,6 @@ impl Service {
                         })
                     }
                 };
-                check_operand(i, &op.op, data.as_deref(), op.version.as_deref(), op.return_old)?;
                 if let Some(cond) = &op.cond {
                     let conditions = &self.conds;
                     conditions.check_within(cond, &mut probe_budget).map_err(|e| {
@@ -266,6 +266,7 @@ impl Service {
                     args: op.args,
                     version: op.version,
                     return_old: op.return_old,
+                    return_existed: op.return_existed,
                     expires_at: op.expires_at,
                     keep_ttl: op.keep_ttl,
                     expire_if: op.expire_if,
@@ -397,13 +398,8 @@ impl Service {
 
 /// Checks what an op of `kind` needs besides its address: the operand of a read-modify-write
 /// op, the version of a check.
-fn check_operand(
-    i: usize,
-    kind: &OpKind,
-    data: Option<&RawValue>,
-    version: Option<&str>,
-    return_old: bool,
-) -> Result<(), ServiceError> {
+fn check_operand(i: usize, op: &Op) -> Result<(), ServiceError> {
+    let (kind, data, version) = (&op.op, op.data.as_deref(), op.version.as_deref());
     let bad = |message: String| Err(ServiceError::bad_request("bad_operand", message));
     let json = data.map_or("null", RawValue::get);
     match kind {
@@ -424,9 +420,17 @@ fn check_operand(
                 "record {i}: a `check` op needs `version`, 64 hex digits"
             ))
         }
-        kind if return_old && !matches!(kind, OpKind::Put | OpKind::Delete | OpKind::Expire) => {
+        kind if op.return_old && !matches!(kind, OpKind::Put | OpKind::Delete | OpKind::Expire) => {
             bad(format!(
                 "record {i}: `return_old` applies to puts, deletes and expires, not `{}` ops",
+                kind.name()
+            ))
+        }
+        kind if op.return_existed
+            && !matches!(kind, OpKind::Put | OpKind::Delete | OpKind::DeleteKey) =>
+        {
+            bad(format!(
+                "record {i}: `return_existed` applies to puts, deletes and delete_key ops, not `{}` ops",
                 kind.name()
             ))
         }

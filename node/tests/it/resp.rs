@@ -948,6 +948,52 @@ fn pipelined_writes_go_to_the_log_together_with_exact_replies() {
 }
 
 #[test]
+fn del_hdel_and_hset_counts_are_decided_in_log_order_as_redis_server_does() {
+    let node = Node::start();
+    let server = crate::expiry::RedisServer::start();
+    // Keys written twice in one command, pipelines and transactions: the same replies as
+    // redis-server gives.
+    let script = format!(
+        r#"
+import redis, threading
+def run(port):
+    r = redis.Redis(port=port, decode_responses=True)
+    out = [r.hset("c:h", mapping={{"a": "1"}}), r.execute_command("HSET", "c:h", "b", "1", "b", "2"),
+           r.execute_command("HDEL", "c:h", "b", "b", "zz"), r.set("c:k", "v"),
+           r.delete("c:k", "c:k", "c:none"), r.delete("c:h"), r.delete("c:h")]
+    p = r.pipeline(transaction=False)
+    p.hset("c:p", "a", "1"); p.hset("c:p", "a", "2"); p.hdel("c:p", "a"); p.hdel("c:p", "a")
+    p.set("c:p2", "x"); p.delete("c:p2", "c:p2"); p.unlink("c:p2")
+    out += p.execute()
+    p = r.pipeline()
+    p.hset("c:t", "a", "1"); p.hset("c:t", mapping={{"a": "2", "b": "3"}}); p.delete("c:t")
+    p.delete("c:t"); p.hset("c:t", "z", "1"); p.hdel("c:t", "z", "z"); p.delete("c:t")
+    out += p.execute()
+    return out
+ours, theirs = run({ours}), run({theirs})
+assert ours == theirs, (ours, theirs)
+# Many clients at once: each key deleted counts once in all, each field is new for one HSET.
+r = redis.Redis(port={ours}, decode_responses=True)
+for i in range(40):
+    r.set(f"race:{{i}}", "v")
+dels, news = [], []
+def race():
+    c = redis.Redis(port={ours}, decode_responses=True)
+    dels.append(sum(c.delete(f"race:{{i}}") for i in range(40)))
+    news.append(sum(c.hset("race:h", f"f{{i}}", "x") for i in range(40)))
+threads = [threading.Thread(target=race) for _ in range(6)]
+[t.start() for t in threads]; [t.join() for t in threads]
+assert sum(dels) == 40, dels
+assert sum(news) == 40, news
+print("ok")
+"#,
+        ours = node.resp,
+        theirs = server.port
+    );
+    run_redis_py(&script);
+}
+
+#[test]
 fn pipelined_counters_go_to_the_log_together_and_answer_as_redis_server_does() {
     let node = Node::start();
     let server = crate::expiry::RedisServer::start();

@@ -127,10 +127,6 @@ pub async fn hset(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
         Ok(keys) => keys,
         Err(e) => return e,
     };
-    let existing = match ctx.exist(&keys).await {
-        Ok(found) => found.iter().filter(|&&f| f).count(),
-        Err(e) => return e,
-    };
     let mut ops = Vec::with_capacity(keys.len());
     for (key, value) in keys.iter().zip(pairs.iter().skip(1).step_by(2)) {
         match data_of(value) {
@@ -142,17 +138,22 @@ pub async fn hset(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
                 cond: None,
                 // A field written again keeps its deadline (the key's, after EXPIRE).
                 keep_ttl: true,
+                // HSET answers how many fields are new, decided at apply (HMSET answers OK
+                // and need not wait for it).
+                return_existed: name != "hmset",
                 ..WriteOp::default()
             }),
             Err(e) => return e,
         }
     }
-    let new_fields = keys.len() - existing;
-    match ctx.write(ops, false).await {
-        Ok(_) if name == "hmset" => Reply::ok(),
-        Ok(_) => Reply::Int(new_fields as i64),
-        Err(e) => e,
+    if name == "hmset" {
+        return match ctx.write(ops, false).await {
+            Ok(_) => Reply::ok(),
+            Err(e) => e,
+        };
     }
+    let shape = super::Shape::Added(ops.len() as u32);
+    ctx.write_counting(ops, shape).await
 }
 
 /// `HDEL key field [field ...]`: how many existed.

@@ -47,8 +47,9 @@ pub struct Session {
     transaction: Option<transaction::Queued>,
     /// While `EXEC` runs a transaction's writes: their ops, collected into one entry.
     collecting: Option<Vec<WriteOp>>,
-    /// Set by a command run inside `EXEC` whose reply is made from what its op returns at
-    /// apply: (index of the op in the entry, how to make the reply).
+    /// Set by a collected command (inside `EXEC` or a pipeline's group) whose reply is made
+    /// from what its ops return at apply: (index of its first op among the collected ones, how
+    /// to make the reply).
     deferred: Option<(usize, Shape)>,
     /// Keys under `WATCH`, with the version of their records when watched.
     watched: Vec<(String, String)>,
@@ -75,6 +76,10 @@ pub enum Shape {
     Bulk,
     /// The value's length in bytes (`APPEND`).
     Length,
+    /// How many of the command's `n` ops found their record (or key) there: `DEL`, `HDEL`.
+    Existed(u32),
+    /// How many of the command's `n` ops did not: the new fields of `HSET`.
+    Added(u32),
 }
 
 impl Shape {
@@ -90,6 +95,16 @@ impl Shape {
                     None => Reply::err("value is not an integer or out of range"),
                 }
             }
+            // Counts are made by `deferred_reply` from all their ops.
+            Shape::Existed(_) | Shape::Added(_) => Reply::err("a count needs its ops' outcomes"),
+        }
+    }
+
+    /// How many ops of the write the reply is made from.
+    fn ops(self) -> usize {
+        match self {
+            Shape::Existed(n) | Shape::Added(n) => n as usize,
+            _ => 1,
         }
     }
 }
@@ -472,12 +487,25 @@ pub async fn send_collected(
     ctx.note_written(&results);
     Ok(deferred
         .iter()
-        .map(|&(place, op, shape)| {
-            let (entry, index) = located[op];
-            let outcome = results[entry].outcome.clone().flatten();
-            (place, outcome_reply(outcome, index as usize, shape))
-        })
+        .map(|&(place, op, shape)| (place, located_reply(&results, &located, op, shape)))
         .collect())
+}
+
+/// The reply of a command whose ops start at `first` among a per-record write's ops, which
+/// went where `located` says.
+fn located_reply(
+    results: &[crate::service::EntryResult],
+    located: &[(usize, u32)],
+    first: usize,
+    shape: Shape,
+) -> Reply {
+    deferred_reply(shape, first, |op| {
+        let (entry, index) = located[op];
+        (
+            results[entry].outcome.as_ref().and_then(Option::as_ref),
+            index as usize,
+        )
+    })
 }
 
 /// The commands that write: they need write access.
@@ -583,22 +611,56 @@ fn wire_value(json: Bytes) -> Bytes {
 
 /// The reply of a command whose op (`op`, in its entry) returns a value, from the entry's
 /// outcome (`None`: not applied within the write wait).
-fn outcome_reply(outcome: Option<crate::service::Outcome>, op: usize, shape: Shape) -> Reply {
+fn outcome_reply(outcome: Option<&crate::service::Outcome>, op: usize, shape: Shape) -> Reply {
     use crate::service::{Outcome, RejectionKind};
     match outcome {
-        Some(Outcome::Applied(returned)) => shape.reply(
-            returned
-                .iter()
-                .find(|r| r.op as usize == op)
-                .and_then(|r| r.data.as_deref()),
-        ),
+        Some(Outcome::Applied(returned)) => shape.reply(returned_by(returned, op)),
         // `SET ... XX GET` of an absent key: nothing was set and there was no old value.
         Some(Outcome::Rejected(r)) if r.kind == RejectionKind::ConditionFailed => Reply::Null,
-        Some(Outcome::Rejected(r)) => Reply::err(r.message),
-        Some(Outcome::Expired) | None => {
-            Reply::err("the write is durable but was not applied in time; read the key to see")
+        Some(Outcome::Rejected(r)) => Reply::err(r.message.clone()),
+        Some(Outcome::Expired) | None => not_applied_in_time(),
+    }
+}
+
+/// What op `op` of an applied entry returned.
+fn returned_by(returned: &[crate::model::Returned], op: usize) -> Option<&str> {
+    returned
+        .iter()
+        .find(|r| r.op as usize == op)
+        .and_then(|r| r.data.as_deref())
+}
+
+fn not_applied_in_time() -> Reply {
+    Reply::err("the write is durable but was not applied in time; read the key to see")
+}
+
+/// The reply of a command whose `shape.ops()` ops start at `first` among a write's ops, from
+/// their entries' outcomes: `locate` gives an op's entry outcome and its index in that entry.
+/// Counts add up what each op returned; a rejected op answers its rejection.
+fn deferred_reply<'a>(
+    shape: Shape,
+    first: usize,
+    locate: impl Fn(usize) -> (Option<&'a crate::service::Outcome>, usize),
+) -> Reply {
+    use crate::service::Outcome;
+    let (existed, mut count) = match shape {
+        Shape::Existed(_) => ("1", 0),
+        Shape::Added(_) => ("0", 0),
+        _ => {
+            let (outcome, index) = locate(first);
+            return outcome_reply(outcome, index, shape);
+        }
+    };
+    for op in first..first + shape.ops() {
+        match locate(op) {
+            (Some(Outcome::Applied(returned)), index) => {
+                count += i64::from(returned_by(returned, index) == Some(existed));
+            }
+            (Some(Outcome::Rejected(r)), _) => return Reply::err(r.message.clone()),
+            (Some(Outcome::Expired) | None, _) => return not_applied_in_time(),
         }
     }
+    Reply::Int(count)
 }
 
 /// A random number from the standard library's per-process random hash keys.
@@ -791,8 +853,8 @@ impl Context<'_> {
 
     /// Whether each of `keys` exists, in order.
     async fn exist(&self, keys: &[Key]) -> Result<Vec<bool>, Reply> {
-        // One key (HSET of one field, TYPE): its data alone, no record built (this ran before
-        // every HSET and was 14 % of a profile of them).
+        // One key (HEXISTS, TYPE): its data alone, no record built (this ran before
+        // every HSET once, and was 14 % of a profile of them).
         if let [key] = keys {
             return Ok(vec![self.read_json(&key.pk, &key.sk).await?.is_some()]);
         }
@@ -893,46 +955,36 @@ impl Context<'_> {
     }
 
     /// Deletes records (`HDEL` fields, `JSON.DEL` documents) through the log; replies with how
-    /// many of them existed (Redis's count).
+    /// many of them existed (Redis's count, decided at apply).
     async fn delete_records(&mut self, keys: Vec<Key>) -> Reply {
-        let existed = match self.exist(&keys).await {
-            Ok(found) => found.iter().filter(|&&f| f).count(),
-            Err(e) => return e,
-        };
+        let shape = Shape::Existed(keys.len() as u32);
         let ops = keys
             .into_iter()
             .map(|k| WriteOp {
                 op: OpKind::Delete,
                 pk: k.pk,
                 sk: k.sk,
+                return_existed: true,
                 ..WriteOp::default()
             })
             .collect();
-        match self.write(ops, false).await {
-            Ok(_) => Reply::Int(existed as i64),
-            Err(e) => e,
-        }
+        self.write_counting(ops, shape).await
     }
 
     /// Deletes the Redis keys `pks` (every record of each) through the log; replies with how
-    /// many of them existed (Redis's count).
+    /// many of them existed (Redis's count, decided at apply: `DEL k k` is 1).
     async fn delete_keys(&mut self, pks: Vec<String>) -> Reply {
-        let existed = match self.keys_exist(&pks).await {
-            Ok(found) => found.iter().filter(|&&f| f).count(),
-            Err(e) => return e,
-        };
+        let shape = Shape::Existed(pks.len() as u32);
         let ops = pks
             .into_iter()
             .map(|pk| WriteOp {
                 op: OpKind::DeleteKey,
                 pk,
+                return_existed: true,
                 ..WriteOp::default()
             })
             .collect();
-        match self.write(ops, false).await {
-            Ok(_) => Reply::Int(existed as i64),
-            Err(e) => e,
-        }
+        self.write_counting(ops, shape).await
     }
 
     /// Writes `ops` through the log, each record standing alone; replies once durable. `wait`
@@ -994,7 +1046,34 @@ impl Context<'_> {
             // Collected by EXEC: the placeholder is replaced after apply.
             return Reply::Null;
         };
-        outcome_reply(result.outcome.clone().flatten(), 0, shape)
+        outcome_reply(result.outcome.as_ref().and_then(Option::as_ref), 0, shape)
+    }
+
+    /// Writes `ops` (each record standing alone, all with `return_existed`) and answers the
+    /// count `shape` makes of what they found, decided at apply in log order: two clients
+    /// deleting one key get 1 and 0, as from Redis. Inside `EXEC` or a pipeline's group the ops
+    /// are collected and the count is filled in after apply.
+    async fn write_counting(&mut self, ops: Vec<WriteOp>, shape: Shape) -> Reply {
+        debug_assert_eq!(ops.len(), shape.ops());
+        if let Some(collected) = self.session.collecting.as_mut() {
+            self.session.deferred = Some((collected.len(), shape));
+            collected.extend(ops);
+            return Reply::Null;
+        }
+        let (results, located) = match self
+            .service
+            .mutate_located(WriteRequest {
+                ops,
+                mode: WriteMode::PerRecord,
+                wait: true,
+            })
+            .await
+        {
+            Ok(sent) => sent,
+            Err(e) => return service_error(e),
+        };
+        self.note_written(&results);
+        located_reply(&results, &located, 0, shape)
     }
 
     /// Remembers where writes went, so that every later read on this node waits for them.

@@ -11,7 +11,7 @@
 //! nil. Watched keys share the transaction's partition (else CROSSSLOT). A version read from a
 //! node that lags makes `EXEC` fail and the client retry, never succeed wrongly.
 
-use super::{Context, Shape, WRITE_COMMANDS, outcome_reply, run, text};
+use super::{Context, Shape, WRITE_COMMANDS, deferred_reply, run, text};
 use crate::api::resp::reply::Reply;
 use crate::model::OpKind;
 use crate::service::{Outcome, RejectionKind, WriteMode, WriteOp};
@@ -217,7 +217,7 @@ async fn exec(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         }
     }
     for (reply, op, shape) in deferred {
-        replies[reply] = outcome_reply(outcome.clone(), op, shape);
+        replies[reply] = deferred_reply(shape, op, |op| (outcome.as_ref(), op));
     }
     Reply::Array(replies)
 }
