@@ -70,6 +70,13 @@ impl Engine {
                     runtime
                         .feed
                         .publish(std::mem::take(&mut batch.changes), next);
+                    // Before the new offset wakes the writers waiting for these outcomes.
+                    runtime.recent.lock().expect("recent outcomes").record(
+                        records[0].offset,
+                        next,
+                        batch.rejections.clone(),
+                        std::mem::take(&mut batch.returned),
+                    );
                     runtime.set_next_offset(batch.next_offset);
                     inner
                         .metrics

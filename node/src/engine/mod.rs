@@ -13,6 +13,7 @@ mod ownership;
 mod partition;
 mod plugins;
 mod read_index;
+mod recent;
 mod rmw;
 mod waiters;
 

@@ -53,6 +53,8 @@ pub struct PartitionRuntime {
     serving: AtomicBool,
     /// Outcomes of offsets below this are already pruned.
     pub(super) outcomes_pruned_below: AtomicU64,
+    /// The outcomes of the latest entries applied, for writers waiting on them.
+    pub(super) recent: Mutex<super::recent::RecentOutcomes>,
     pub(super) stop: Arc<AtomicBool>,
     pub(super) applier: Mutex<Option<JoinHandle<()>>>,
     /// The first offset of the batch being applied, and since when (none between batches).
@@ -85,6 +87,7 @@ impl PartitionRuntime {
             readable: AtomicBool::new(!matches!(health, Health::Gap { .. })),
             serving: AtomicBool::new(health == Health::Serving),
             outcomes_pruned_below: AtomicU64::new(0),
+            recent: Mutex::new(super::recent::RecentOutcomes::new(next_offset)),
             health: Mutex::new(health),
             stop: Arc::new(AtomicBool::new(false)),
             applier: Mutex::new(None),

@@ -66,6 +66,15 @@ impl Engine {
         if position.offset < next.saturating_sub(self.inner.config.outcome_retention) {
             return Ok(Some(Outcome::Expired));
         }
+        // Applied lately by this node: no store reads.
+        if let Some(outcome) = runtime
+            .recent
+            .lock()
+            .expect("recent outcomes")
+            .get(position.offset)
+        {
+            return Ok(Some(outcome));
+        }
         // Restored from a snapshot: what became of the entries before it is not known here.
         if let Some((restored, _)) = runtime.store.restored_from()?
             && position.offset < restored
