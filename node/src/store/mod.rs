@@ -107,7 +107,9 @@ impl Store {
         let db = Database::builder(path)
             .cache_size(BLOCK_CACHE_BYTES)
             .open()?;
-        let meta = db.keyspace(META_KEYSPACE, KeyspaceCreateOptions::default)?;
+        // Meta holds each entry's returned values (HSET's and DEL's counts, INCR's results) until
+        // they are pruned: bounded like the others, not by fjall's 64 MiB default.
+        let meta = db.keyspace(META_KEYSPACE, keyspace_options)?;
         match meta.get(META_PARTITION_COUNT)? {
             Some(bytes) => {
                 let stored =
