@@ -936,6 +936,9 @@ impl Context<'_> {
                 .is_some_and(|ops| ops.iter().any(|op| op.pk == *pk));
             let exists = if in_transaction {
                 !self.scan_all(pk.clone(), String::new()).await?.is_empty()
+            } else if self.stored_json(pk, "").await?.is_some() {
+                // A string: one point read, no page built.
+                true
             } else {
                 let page = self
                     .service
