@@ -175,11 +175,13 @@ pub fn apply_and_commit(
             )
         })
         .collect();
-    let returned: Vec<(u64, Vec<u8>)> = batch
-        .returned
-        .iter()
-        .map(|(offset, r)| (*offset, serde_json::to_vec(r).expect("values serialize")))
-        .collect();
+    // One value for the batch: entries are applied in offset order, so the last is the highest.
+    let returned: Option<(u64, Vec<u8>)> = batch.returned.last().map(|(last, _)| {
+        (
+            *last,
+            serde_json::to_vec(&batch.returned).expect("values serialize"),
+        )
+    });
     let keys: Vec<(String, KeyChange)> = batch
         .keys
         .iter()
@@ -192,7 +194,9 @@ pub fn apply_and_commit(
         batch.writes.iter().map(|(k, v)| (k, v.as_deref())),
         &BatchMeta {
             rejections: &rejections,
-            returned: &returned,
+            returned: returned
+                .as_ref()
+                .map(|(last, json)| (*last, json.as_slice())),
             keys: &keys,
             deadlines_added: &added,
             deadlines_removed: &removed,

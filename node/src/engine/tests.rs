@@ -507,6 +507,12 @@ fn return_existed_is_decided_in_log_order() {
         ]
     );
     assert!(get(&store, &pk, "b").is_none() && get(&store, &hash, "f").is_none());
+    // The store keeps them (one value for the batch) and finds each entry's.
+    for (offset, values) in &batch.returned {
+        assert_eq!(store.returned(*offset).unwrap().as_ref(), Some(values));
+    }
+    assert_eq!(store.returned(2).unwrap(), None);
+    assert_eq!(store.returned(4).unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

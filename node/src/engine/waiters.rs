@@ -83,13 +83,8 @@ impl Engine {
         }
         match runtime.store.rejection(position.offset)? {
             None => {
-                let returned = match runtime.store.returned(position.offset)? {
-                    None => Vec::new(),
-                    Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                        StoreError::Corrupt(format!("stored values at {position:?}: {e}"))
-                    })?,
-                };
-                Ok(Some(Outcome::Applied(returned)))
+                let returned = runtime.store.returned(position.offset)?;
+                Ok(Some(Outcome::Applied(returned.unwrap_or_default())))
             }
             Some(bytes) => {
                 let rejection: Rejection = serde_json::from_slice(&bytes).map_err(|e| {

@@ -207,7 +207,7 @@ mod tests {
             [(encode_key("a", ""), Some(value.clone()))],
             &BatchMeta {
                 rejections: &[(3, b"{}".to_vec())],
-                returned: &[(4, b"[]".to_vec())],
+                returned: Some((4, br#"[[4,[{"Op":0,"Data":"1"}]]]"#)),
                 keys: &[],
                 next_offset: 5,
                 ..Default::default()
@@ -229,10 +229,72 @@ mod tests {
         assert!(p0.get("a", "").unwrap().is_none());
         assert!(p0.rejection(3).unwrap().is_none());
         assert!(p0.returned(4).unwrap().is_none());
+        assert!(p0.returned(3).unwrap().is_none());
         // The other partition is untouched.
         assert_eq!(p1.next_offset().unwrap(), 7);
         assert!(p1.get("b", "").unwrap().is_some());
         assert!(p1.rejection(3).unwrap().is_some());
+    }
+
+    #[test]
+    fn returned_values_are_kept_per_batch_found_per_offset_and_pruned_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1).unwrap();
+        let p = store.partition(0).unwrap();
+        let values = |data: &str| {
+            vec![crate::model::Returned {
+                op: 0,
+                data: Some(data.into()),
+            }]
+        };
+        let commit = |last: u64, json: &[u8], next: u64| {
+            p.commit(
+                std::iter::empty::<(Vec<u8>, Option<Vec<u8>>)>(),
+                &BatchMeta {
+                    returned: Some((last, json)),
+                    next_offset: next,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        };
+        commit(
+            5,
+            br#"[[3,[{"Op":0,"Data":"a"}]],[5,[{"Op":0,"Data":"b"}]]]"#,
+            7,
+        );
+        commit(9, br#"[[9,[{"Op":0,"Data":"c"}]]]"#, 12);
+        // An entry stored alone, as stores from before 2026-12-03 hold them.
+        p.put_returned_alone(10, br#"[{"Op":0,"Data":"d"}]"#)
+            .unwrap();
+        let found: Vec<Option<Vec<crate::model::Returned>>> =
+            (2..=12).map(|o| p.returned(o).unwrap()).collect();
+        assert_eq!(
+            found,
+            vec![
+                None,
+                Some(values("a")),
+                None,
+                Some(values("b")),
+                None,
+                None,
+                None,
+                Some(values("c")),
+                Some(values("d")),
+                None,
+                None
+            ]
+        );
+        // A batch goes once all its offsets are below the bound, not before.
+        p.prune_rejections(0, 5).unwrap();
+        assert_eq!(p.returned(3).unwrap(), Some(values("a")));
+        p.prune_rejections(5, 6).unwrap();
+        assert_eq!(p.returned(3).unwrap(), None);
+        assert_eq!(p.returned(5).unwrap(), None);
+        assert_eq!(p.returned(9).unwrap(), Some(values("c")));
+        p.prune_rejections(6, 11).unwrap();
+        assert_eq!(p.returned(9).unwrap(), None);
+        assert_eq!(p.returned(10).unwrap(), None);
     }
 
     #[test]

@@ -4,15 +4,19 @@ use super::key_index::{KeyChange, KeyInfo, decode_info, encode_info, index_key, 
 use super::keys::{decode_key, encode_key, pk_prefix, sk_of};
 use super::value::{decode_value, is_expired, is_expired_now};
 use super::{Result, StoreError};
-use crate::model::Record;
 use crate::model::now_ms;
+use crate::model::{Record, Returned};
 use fjall::{Database, Keyspace, Readable, Slice};
 use sha2::{Digest as _, Sha256};
 use std::ops::Bound;
 
 const NEXT_OFFSET_TAG: u8 = b'n';
 const REJECTION_TAG: u8 = b'r';
+/// Values one entry returned, under its offset (written before 2026-12-03; still read).
 const RETURNED_TAG: u8 = b'v';
+/// Values a batch's entries returned, together under the last offset among them: one store
+/// write per batch instead of one per entry (every HSET and DEL returns its count).
+const RETURNED_BATCH_TAG: u8 = b'w';
 const KEY_COUNT_TAG: u8 = b'k';
 const KEY_INDEX_BUILT_TAG: u8 = b'i';
 const RESTORED_TAG: u8 = b's';
@@ -30,8 +34,9 @@ pub type Deadline = (i64, Vec<u8>);
 pub struct BatchMeta<'a> {
     /// Offset → why that entry was rejected (JSON).
     pub rejections: &'a [(u64, Vec<u8>)],
-    /// Offset → what the applied entry's ops returned (JSON).
-    pub returned: &'a [(u64, Vec<u8>)],
+    /// What the batch's applied entries returned: the last offset among them, and the JSON of
+    /// `[[offset, [returned, ...]], ...]` in offset order.
+    pub returned: Option<(u64, &'a [u8])>,
     /// How the batch changed each key (pk) of the key index.
     pub keys: &'a [(String, KeyChange)],
     /// Deadline index entries to add (records written with a deadline).
@@ -118,6 +123,13 @@ impl PartitionStore {
         Ok(())
     }
 
+    /// Stores one entry's returned values alone, as stores from before batches did.
+    #[cfg(test)]
+    pub(super) fn put_returned_alone(&self, offset: u64, json: &[u8]) -> Result<()> {
+        self.meta.insert(self.returned_key(offset), json)?;
+        Ok(())
+    }
+
     /// Forgets that the key index was built, as a store from before it would be.
     #[cfg(test)]
     pub(super) fn forget_key_index(&self) -> Result<()> {
@@ -143,7 +155,12 @@ impl PartitionStore {
         for guard in snapshot.iter(&self.keys) {
             batch.remove(&self.keys, guard.key()?);
         }
-        for outcome_tag in [REJECTION_TAG, RETURNED_TAG, DEADLINE_TAG] {
+        for outcome_tag in [
+            REJECTION_TAG,
+            RETURNED_TAG,
+            RETURNED_BATCH_TAG,
+            DEADLINE_TAG,
+        ] {
             for guard in snapshot.prefix(&self.meta, self.tag_key(outcome_tag)) {
                 batch.remove(&self.meta, guard.key()?);
             }
@@ -416,8 +433,12 @@ impl PartitionStore {
         for (offset, outcome) in rejections {
             batch.insert(&self.meta, self.rejection_key(*offset), outcome.as_slice());
         }
-        for (offset, values) in returned {
-            batch.insert(&self.meta, self.returned_key(*offset), values.as_slice());
+        if let Some((last, values)) = returned {
+            batch.insert(
+                &self.meta,
+                self.outcome_key(RETURNED_BATCH_TAG, last),
+                values,
+            );
         }
         if !keys.is_empty() {
             let mut count = self.key_count()? as i64;
@@ -463,9 +484,12 @@ impl PartitionStore {
         }
         let mut batch = self.db.batch();
         let mut pruned = 0;
+        // A batch's values go once its last offset is below `below`: no offset at or past it
+        // loses its values early.
         let ranges = [
             self.rejection_key(from)..self.rejection_key(below),
             self.returned_key(from)..self.returned_key(below),
+            self.outcome_key(RETURNED_BATCH_TAG, from)..self.outcome_key(RETURNED_BATCH_TAG, below),
         ];
         for range in ranges {
             for guard in self.meta.range(range) {
@@ -488,11 +512,25 @@ impl PartitionStore {
     }
 
     /// What the ops of the applied entry at `offset` returned, if any op returned something.
-    pub fn returned(&self, offset: u64) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .meta
-            .get(self.returned_key(offset))?
-            .map(|s| s.to_vec()))
+    pub fn returned(&self, offset: u64) -> Result<Option<Vec<Returned>>> {
+        let corrupt =
+            |e: serde_json::Error| StoreError::Corrupt(format!("stored values at {offset}: {e}"));
+        if let Some(bytes) = self.meta.get(self.returned_key(offset))? {
+            return serde_json::from_slice(&bytes).map(Some).map_err(corrupt);
+        }
+        // The first batch whose last returning offset is `offset` or later: the only one that
+        // can hold it (batches are disjoint and in order).
+        let from = self.outcome_key(RETURNED_BATCH_TAG, offset);
+        let to = self.outcome_key(RETURNED_BATCH_TAG, u64::MAX);
+        let Some(guard) = self.meta.range(from..=to).next() else {
+            return Ok(None);
+        };
+        let (_, bytes) = guard.into_inner()?;
+        let batch: Vec<(u64, Vec<Returned>)> = serde_json::from_slice(&bytes).map_err(corrupt)?;
+        Ok(batch
+            .into_iter()
+            .find(|(at, _)| *at == offset)
+            .map(|(_, values)| values))
     }
 
     /// The stored (key, value) pairs of `pk`'s records, in key order, from one snapshot taken
@@ -554,7 +592,12 @@ impl PartitionStore {
     /// dropped; fjall removes the files after the last one goes.
     pub fn destroy(&self) -> Result<()> {
         let mut batch = self.db.batch();
-        for outcome_tag in [REJECTION_TAG, RETURNED_TAG, DEADLINE_TAG] {
+        for outcome_tag in [
+            REJECTION_TAG,
+            RETURNED_TAG,
+            RETURNED_BATCH_TAG,
+            DEADLINE_TAG,
+        ] {
             let mut tag = [outcome_tag; 5];
             tag[1..].copy_from_slice(&self.id.to_be_bytes());
             for guard in self.meta.prefix(tag) {
