@@ -175,13 +175,7 @@ pub fn apply_and_commit(
             )
         })
         .collect();
-    // One value for the batch: entries are applied in offset order, so the last is the highest.
-    let returned: Option<(u64, Vec<u8>)> = batch.returned.last().map(|(last, _)| {
-        (
-            *last,
-            serde_json::to_vec(&batch.returned).expect("values serialize"),
-        )
-    });
+    let returned = returned_chunks(&batch.returned);
     let keys: Vec<(String, KeyChange)> = batch
         .keys
         .iter()
@@ -194,9 +188,7 @@ pub fn apply_and_commit(
         batch.writes.iter().map(|(k, v)| (k, v.as_deref())),
         &BatchMeta {
             rejections: &rejections,
-            returned: returned
-                .as_ref()
-                .map(|(last, json)| (*last, json.as_slice())),
+            returned: &returned,
             keys: &keys,
             deadlines_added: &added,
             deadlines_removed: &removed,
@@ -204,6 +196,28 @@ pub fn apply_and_commit(
         },
     )?;
     Ok(batch)
+}
+
+/// Returned values are stored in chunks of about this many bytes of JSON: one store write for
+/// a batch of small values (every HSET and DEL entry returns its count), and no single value
+/// of hundreds of MiB for a batch of entries that each return a large old value.
+const RETURNED_CHUNK_BYTES: usize = 256 << 10;
+
+/// The batch's returned values as stored: chunks of consecutive entries, each the JSON of
+/// `[[offset, [returned, ...]], ...]` under the last offset in it. Entries are applied in
+/// offset order, so chunks are disjoint and ordered.
+fn returned_chunks(returned: &[(u64, Vec<Returned>)]) -> Vec<(u64, Vec<u8>)> {
+    let mut chunks = Vec::new();
+    let mut json = Vec::new();
+    for (i, (offset, values)) in returned.iter().enumerate() {
+        json.push(if json.is_empty() { b'[' } else { b',' });
+        serde_json::to_writer(&mut json, &(offset, values)).expect("values serialize");
+        if json.len() >= RETURNED_CHUNK_BYTES || i + 1 == returned.len() {
+            json.push(b']');
+            chunks.push((*offset, std::mem::take(&mut json)));
+        }
+    }
+    chunks
 }
 
 /// The stored value of `key` as the batch sees it (its pending writes over the store).
@@ -612,7 +626,8 @@ fn apply_entry(
                 };
                 if op.return_existed {
                     // The key existed if any of its records is live at the entry's time; most
-                    // have no deadline, so this usually reads one value.
+                    // have no deadline, so this usually reads one value. The values read count
+                    // against the entry's reads, like every whole-key op's.
                     let mut any = current.is_some();
                     for other in records.keys().filter(|k| **k != key) {
                         if any {
@@ -624,6 +639,11 @@ fn apply_entry(
                             &batch.writes,
                             Some(&writes.local),
                         )?;
+                        let cost = (other.len() + value.as_ref().map_or(0, Vec::len) + 64) as u64;
+                        if cost > reads {
+                            return reject(RejectionKind::ValueError, out_of_reads());
+                        }
+                        reads -= cost;
                         any = value
                             .as_deref()
                             .and_then(decode_value)

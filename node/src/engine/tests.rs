@@ -515,6 +515,41 @@ fn return_existed_is_decided_in_log_order() {
     assert_eq!(store.returned(4).unwrap(), None);
 }
 
+#[test]
+fn large_returned_values_are_stored_in_bounded_chunks_and_each_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let pk = &pks_in(3, 1)[0];
+    let store = open_partition(dir.path(), 3);
+    let rules = TestRules::new();
+    // Each put returns the 100 KiB value before it: 41 of them in one batch would be one
+    // 4 MiB store value if not chunked.
+    let big = |i: usize| format!("\"{}\"", i.to_string().repeat(100 << 10));
+    let entries: Vec<Vec<u8>> = (0..41)
+        .map(|i| {
+            LogEntry::new(
+                i as i64,
+                vec![Op {
+                    return_old: true,
+                    ..put(pk, "k", &big(i % 10), None)
+                }],
+            )
+            .encode()
+        })
+        .collect();
+    let batch = apply_and_commit(&store, rules.rules(), &records(&entries)).unwrap();
+    assert_eq!(batch.returned.len(), 41);
+    let chunks = store.returned_chunk_count();
+    assert!((10..=40).contains(&chunks), "{chunks} chunks");
+    for (offset, values) in &batch.returned {
+        assert_eq!(store.returned(*offset).unwrap().as_ref(), Some(values));
+    }
+    assert_eq!(
+        batch.returned[0].1[0].data, None,
+        "the first put found nothing"
+    );
+    assert_eq!(store.returned(41).unwrap(), None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_applies_waits_and_resumes_without_reapplying() {
     let dir = tempfile::tempdir().unwrap();

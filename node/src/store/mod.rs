@@ -207,7 +207,7 @@ mod tests {
             [(encode_key("a", ""), Some(value.clone()))],
             &BatchMeta {
                 rejections: &[(3, b"{}".to_vec())],
-                returned: Some((4, br#"[[4,[{"Op":0,"Data":"1"}]]]"#)),
+                returned: &[(4, br#"[[4,[{"Op":0,"Data":"1"}]]]"#.to_vec())],
                 keys: &[],
                 next_offset: 5,
                 ..Default::default()
@@ -251,7 +251,7 @@ mod tests {
             p.commit(
                 std::iter::empty::<(Vec<u8>, Option<Vec<u8>>)>(),
                 &BatchMeta {
-                    returned: Some((last, json)),
+                    returned: &[(last, json.to_vec())],
                     next_offset: next,
                     ..Default::default()
                 },

@@ -14,8 +14,9 @@ const NEXT_OFFSET_TAG: u8 = b'n';
 const REJECTION_TAG: u8 = b'r';
 /// Values one entry returned, under its offset (written before 2026-12-03; still read).
 const RETURNED_TAG: u8 = b'v';
-/// Values a batch's entries returned, together under the last offset among them: one store
-/// write per batch instead of one per entry (every HSET and DEL returns its count).
+/// Values consecutive entries returned, together (a chunk of a batch's) under the last offset
+/// among them: one store write per batch of small values instead of one per entry (every HSET
+/// and DEL returns its count).
 const RETURNED_BATCH_TAG: u8 = b'w';
 const KEY_COUNT_TAG: u8 = b'k';
 const KEY_INDEX_BUILT_TAG: u8 = b'i';
@@ -34,9 +35,9 @@ pub type Deadline = (i64, Vec<u8>);
 pub struct BatchMeta<'a> {
     /// Offset → why that entry was rejected (JSON).
     pub rejections: &'a [(u64, Vec<u8>)],
-    /// What the batch's applied entries returned: the last offset among them, and the JSON of
-    /// `[[offset, [returned, ...]], ...]` in offset order.
-    pub returned: Option<(u64, &'a [u8])>,
+    /// What the batch's applied entries returned, in disjoint chunks in offset order: the last
+    /// offset of each, and the JSON of `[[offset, [returned, ...]], ...]`.
+    pub returned: &'a [(u64, Vec<u8>)],
     /// How the batch changed each key (pk) of the key index.
     pub keys: &'a [(String, KeyChange)],
     /// Deadline index entries to add (records written with a deadline).
@@ -128,6 +129,12 @@ impl PartitionStore {
     pub(super) fn put_returned_alone(&self, offset: u64, json: &[u8]) -> Result<()> {
         self.meta.insert(self.returned_key(offset), json)?;
         Ok(())
+    }
+
+    /// How many chunks of returned values are stored.
+    #[cfg(test)]
+    pub(crate) fn returned_chunk_count(&self) -> usize {
+        self.meta.prefix(self.tag_key(RETURNED_BATCH_TAG)).count()
     }
 
     /// Forgets that the key index was built, as a store from before it would be.
@@ -433,11 +440,11 @@ impl PartitionStore {
         for (offset, outcome) in rejections {
             batch.insert(&self.meta, self.rejection_key(*offset), outcome.as_slice());
         }
-        if let Some((last, values)) = returned {
+        for (last, values) in returned {
             batch.insert(
                 &self.meta,
-                self.outcome_key(RETURNED_BATCH_TAG, last),
-                values,
+                self.outcome_key(RETURNED_BATCH_TAG, *last),
+                values.as_slice(),
             );
         }
         if !keys.is_empty() {
@@ -518,8 +525,8 @@ impl PartitionStore {
         if let Some(bytes) = self.meta.get(self.returned_key(offset))? {
             return serde_json::from_slice(&bytes).map(Some).map_err(corrupt);
         }
-        // The first batch whose last returning offset is `offset` or later: the only one that
-        // can hold it (batches are disjoint and in order).
+        // The first chunk whose last returning offset is `offset` or later: the only one that
+        // can hold it (chunks are disjoint and in order).
         let from = self.outcome_key(RETURNED_BATCH_TAG, offset);
         let to = self.outcome_key(RETURNED_BATCH_TAG, u64::MAX);
         let Some(guard) = self.meta.range(from..=to).next() else {

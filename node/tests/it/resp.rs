@@ -947,44 +947,20 @@ fn pipelined_writes_go_to_the_log_together_with_exact_replies() {
     assert_eq!(con.get::<_, Option<String>>("mixk").unwrap(), None);
 }
 
-#[test]
-fn del_hdel_and_hset_counts_are_decided_in_log_order_as_redis_server_does() {
+/// Defines the redis-py function `run(port)` with `define_run`, runs it against a node and
+/// against a real redis-server, and asserts both gave the same replies; then runs `then`, with
+/// `ours` (the node's port) and `replies` (its replies).
+fn same_replies_as_redis_server(define_run: &str, then: &str) {
     let node = Node::start();
     let server = crate::expiry::RedisServer::start();
-    // Keys written twice in one command, pipelines and transactions: the same replies as
-    // redis-server gives.
     let script = format!(
         r#"
 import redis, threading
-def run(port):
-    r = redis.Redis(port=port, decode_responses=True)
-    out = [r.hset("c:h", mapping={{"a": "1"}}), r.execute_command("HSET", "c:h", "b", "1", "b", "2"),
-           r.execute_command("HDEL", "c:h", "b", "b", "zz"), r.set("c:k", "v"),
-           r.delete("c:k", "c:k", "c:none"), r.delete("c:h"), r.delete("c:h")]
-    p = r.pipeline(transaction=False)
-    p.hset("c:p", "a", "1"); p.hset("c:p", "a", "2"); p.hdel("c:p", "a"); p.hdel("c:p", "a")
-    p.set("c:p2", "x"); p.delete("c:p2", "c:p2"); p.unlink("c:p2")
-    out += p.execute()
-    p = r.pipeline()
-    p.hset("c:t", "a", "1"); p.hset("c:t", mapping={{"a": "2", "b": "3"}}); p.delete("c:t")
-    p.delete("c:t"); p.hset("c:t", "z", "1"); p.hdel("c:t", "z", "z"); p.delete("c:t")
-    out += p.execute()
-    return out
-ours, theirs = run({ours}), run({theirs})
-assert ours == theirs, (ours, theirs)
-# Many clients at once: each key deleted counts once in all, each field is new for one HSET.
-r = redis.Redis(port={ours}, decode_responses=True)
-for i in range(40):
-    r.set(f"race:{{i}}", "v")
-dels, news = [], []
-def race():
-    c = redis.Redis(port={ours}, decode_responses=True)
-    dels.append(sum(c.delete(f"race:{{i}}") for i in range(40)))
-    news.append(sum(c.hset("race:h", f"f{{i}}", "x") for i in range(40)))
-threads = [threading.Thread(target=race) for _ in range(6)]
-[t.start() for t in threads]; [t.join() for t in threads]
-assert sum(dels) == 40, dels
-assert sum(news) == 40, news
+{define_run}
+ours, theirs = {ours}, {theirs}
+replies, expected = run(ours), run(theirs)
+assert replies == expected, [(i, a, b) for i, (a, b) in enumerate(zip(replies, expected)) if a != b] or (len(replies), len(expected))
+{then}
 print("ok")
 "#,
         ours = node.resp,
@@ -994,14 +970,51 @@ print("ok")
 }
 
 #[test]
+fn del_hdel_and_hset_counts_are_decided_in_log_order_as_redis_server_does() {
+    // Keys written twice in one command, pipelines and transactions: the same replies as
+    // redis-server gives.
+    same_replies_as_redis_server(
+        r#"
+def run(port):
+    r = redis.Redis(port=port, decode_responses=True)
+    out = [r.hset("c:h", mapping={"a": "1"}), r.execute_command("HSET", "c:h", "b", "1", "b", "2"),
+           r.execute_command("HDEL", "c:h", "b", "b", "zz"), r.set("c:k", "v"),
+           r.delete("c:k", "c:k", "c:none"), r.delete("c:h"), r.delete("c:h")]
+    p = r.pipeline(transaction=False)
+    p.hset("c:p", "a", "1"); p.hset("c:p", "a", "2"); p.hdel("c:p", "a"); p.hdel("c:p", "a")
+    p.set("c:p2", "x"); p.delete("c:p2", "c:p2"); p.unlink("c:p2")
+    out += p.execute()
+    p = r.pipeline()
+    p.hset("c:t", "a", "1"); p.hset("c:t", mapping={"a": "2", "b": "3"}); p.delete("c:t")
+    p.delete("c:t"); p.hset("c:t", "z", "1"); p.hdel("c:t", "z", "z"); p.delete("c:t")
+    out += p.execute()
+    return out
+"#,
+        // Many clients at once: each key deleted counts once in all, each field is new for
+        // one HSET.
+        r#"
+r = redis.Redis(port=ours, decode_responses=True)
+for i in range(40):
+    r.set(f"race:{i}", "v")
+dels, news = [], []
+def race():
+    c = redis.Redis(port=ours, decode_responses=True)
+    dels.append(sum(c.delete(f"race:{i}") for i in range(40)))
+    news.append(sum(c.hset("race:h", f"f{i}", "x") for i in range(40)))
+threads = [threading.Thread(target=race) for _ in range(6)]
+[t.start() for t in threads]; [t.join() for t in threads]
+assert sum(dels) == 40, dels
+assert sum(news) == 40, news
+"#,
+    );
+}
+
+#[test]
 fn pipelined_counters_go_to_the_log_together_and_answer_as_redis_server_does() {
-    let node = Node::start();
-    let server = crate::expiry::RedisServer::start();
     // The same non-transactional pipeline against both, errors kept in place: the counters'
     // replies are filled in from their entries' outcomes, in order, one failing alone.
-    let script = format!(
+    same_replies_as_redis_server(
         r#"
-import json, redis
 def run(port):
     r = redis.Redis(port=port, decode_responses=True)
     p = r.pipeline(transaction=False)
@@ -1022,15 +1035,9 @@ def run(port):
     p.incr("pc:n")
     out = p.execute(raise_on_error=False)
     return ["error" if isinstance(x, Exception) else x for x in out]
-ours, theirs = run({ours}), run({theirs})
-assert len(ours) == 317, len(ours)
-assert ours == theirs, [(i, a, b) for i, (a, b) in enumerate(zip(ours, theirs)) if a != b]
-print("ok")
 "#,
-        ours = node.resp,
-        theirs = server.port
+        "assert len(replies) == 317, len(replies)",
     );
-    run_redis_py(&script);
 }
 
 #[test]
