@@ -8,13 +8,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/firescroll/bench-target}"
 RECORDS="${RECORDS:-1000000}"
-cargo build --release -q -p firescroll
+# FIRESCROLL_BIN measures another build (A/B) instead of building this tree.
+if [ -z "${FIRESCROLL_BIN:-}" ]; then cargo build --release -q -p firescroll; fi
+bin="${FIRESCROLL_BIN:-$CARGO_TARGET_DIR/release/firescroll}"
 work=$(mktemp -d)
 pid=
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 start() {
     DB_PATH="$work/data" API_PORT=18390 INTERNAL_PORT=18391 RESP_PORT=18479 LOG_LEVEL=warn \
-        "$CARGO_TARGET_DIR/release/firescroll" >>"$work/node.log" 2>&1 &
+        "$bin" >>"$work/node.log" 2>&1 &
     pid=$!
     for _ in $(seq 1 600); do
         [ "$(curl -s -o /dev/null -w '%{http_code}' localhost:18390/ready)" = 200 ] && return
