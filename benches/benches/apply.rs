@@ -44,7 +44,11 @@ fn apply_batches(c: &mut Criterion) {
             "plugins/dist/semver-gate.wasm is missing: run scripts/build-plugins.sh to measure apply with a plugin"
         ),
     }
+    // What a batch costs beyond its entries: four entries per batch is what each of four
+    // partitions gets from 50 connections writing one by one.
+    runs.push(("batch_of_4_single_op_puts_x256", single_op_entries(4, None)));
     for (name, entries) in runs {
+        let per_iter = if entries.len() == 4 { 256 } else { 1 };
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let dir = tempfile::tempdir().unwrap();
@@ -70,7 +74,7 @@ fn apply_batches(c: &mut Criterion) {
                     index: None,
                 };
                 let started = Instant::now();
-                for _ in 0..iters {
+                for _ in 0..iters * per_iter {
                     let batch = apply_and_commit(&store, rules, &entries).unwrap();
                     assert!(batch.waiting_for.is_none());
                 }
