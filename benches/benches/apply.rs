@@ -16,6 +16,10 @@ use firescroll_benches::{
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The allocator the `firescroll` binary runs with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BATCH: u64 = 1024;
 
 /// Single-op puts: without a condition, with an expr `if`, and with a plugin condition (the

@@ -7,6 +7,10 @@ use firescroll::plugins::{Input, PluginHost, PluginLimits};
 use firescroll_benches::example_plugin;
 use std::hint::black_box;
 
+/// The allocator the `firescroll` binary runs with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn example(name: &str) -> Vec<u8> {
     example_plugin(name).unwrap_or_else(|| {
         panic!("plugins/dist/{name}.wasm is missing: run scripts/build-plugins.sh")
