@@ -52,9 +52,7 @@ for _ in $(seq 1 600); do
 done
 sleep 2
 report "loaded $RECORDS records" "$(rss_mb)"
-stopped_at=$(date +%s.%N)
 kill "$pid"; wait "$pid" 2>/dev/null || true
-echo "stopped in $(awk -v a="$stopped_at" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}') s"
 start
 sleep 2
 report "after a restart" "$(rss_mb)"

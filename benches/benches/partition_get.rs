@@ -35,7 +35,7 @@ fn partition_get(c: &mut Criterion) {
             black_box(index.get(&encode_key(pk, "")))
         })
     });
-    partition.flush_memtables().unwrap();
+    partition.flush_memtable().unwrap();
 
     c.bench_function("partition_get_random_100k", |b| {
         b.iter(|| {

@@ -606,17 +606,7 @@ async fn engine_applies_waits_and_resumes_without_reapplying() {
         .unwrap_err();
     assert!(matches!(err, WaitError::Timeout { next: 20, .. }), "{err}");
 
-    let first = engine.partition(2).unwrap();
-    assert_eq!(
-        first.store.table_counts(),
-        (0, 0),
-        "20 entries stay in memtables"
-    );
     engine.shutdown();
-    // A clean shutdown writes the memtables out: nothing to replay into memory at the next start.
-    let (records, keys) = first.store.table_counts();
-    assert!(records > 0 && keys > 0, "{records} {keys}");
-    drop(first);
     tasks.iter().for_each(|t| t.abort());
     log.shutdown();
     drop((engine, log));

@@ -621,21 +621,11 @@ impl PartitionStore {
         Ok(())
     }
 
-    /// Writes the partition's in-memory tables (records, key index, and the meta keyspace it
-    /// shares) out to disk tables and waits for them. Reads of flushed data use bloom filters and
-    /// block indexes instead of walking a memtable, and a store closed after this has no journal
-    /// to replay into memory when it opens again.
-    pub fn flush_memtables(&self) -> Result<()> {
+    /// Writes the partition's in-memory table out to disk tables and waits for it. Reads of
+    /// flushed data use bloom filters and block indexes instead of walking the memtable.
+    pub fn flush_memtable(&self) -> Result<()> {
         self.records.rotate_memtable_and_wait()?;
-        self.keys.rotate_memtable_and_wait()?;
-        self.meta.rotate_memtable_and_wait()?;
         Ok(())
-    }
-
-    /// Disk tables of the records and of the key index (not counting what is still in memory).
-    #[cfg(test)]
-    pub(crate) fn table_counts(&self) -> (usize, usize) {
-        (self.records.table_count(), self.keys.table_count())
     }
 
     /// Approximate number of records (cheap; exact count comes with `digest`).
