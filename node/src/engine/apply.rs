@@ -198,10 +198,12 @@ pub fn apply_and_commit(
     Ok(batch)
 }
 
-/// Returned values are stored in chunks of about this many bytes of JSON: one store write for
-/// a batch of small values (every HSET and DEL entry returns its count), and no single value
-/// of hundreds of MiB for a batch of entries that each return a large old value.
-const RETURNED_CHUNK_BYTES: usize = 256 << 10;
+/// Returned values are stored in chunks of about this many bytes of JSON: a few store writes
+/// for a batch of small values (every HSET and DEL entry returns its count; ~130 fit), no
+/// single value of hundreds of MiB for a batch of entries that each return a large old value,
+/// and a lookup of one offset that misses the in-memory outcomes scans at most this much (plus
+/// one entry's values) to find it.
+const RETURNED_CHUNK_BYTES: usize = 4 << 10;
 
 /// The batch's returned values as stored: chunks of consecutive entries, each the JSON of
 /// `[[offset, [returned, ...]], ...]` under the last offset in it. Entries are applied in

@@ -37,7 +37,7 @@ impl Engine {
             .next_offset()
             .saturating_sub(self.inner.config.outcome_retention);
         let from = runtime.outcomes_pruned_below.load(Ordering::SeqCst);
-        match runtime.store.prune_rejections(from, below) {
+        match runtime.store.prune_outcomes(from, below) {
             Ok(_) => runtime
                 .outcomes_pruned_below
                 .store(below.max(from), Ordering::SeqCst),

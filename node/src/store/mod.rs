@@ -288,13 +288,13 @@ mod tests {
             ]
         );
         // A batch goes once all its offsets are below the bound, not before.
-        p.prune_rejections(0, 5).unwrap();
+        p.prune_outcomes(0, 5).unwrap();
         assert_eq!(p.returned(3).unwrap(), Some(values("a")));
-        p.prune_rejections(5, 6).unwrap();
+        p.prune_outcomes(5, 6).unwrap();
         assert_eq!(p.returned(3).unwrap(), None);
         assert_eq!(p.returned(5).unwrap(), None);
         assert_eq!(p.returned(9).unwrap(), Some(values("c")));
-        p.prune_rejections(6, 11).unwrap();
+        p.prune_outcomes(6, 11).unwrap();
         assert_eq!(p.returned(9).unwrap(), None);
         assert_eq!(p.returned(10).unwrap(), None);
     }

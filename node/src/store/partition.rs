@@ -485,7 +485,7 @@ impl PartitionStore {
 
     /// Deletes the recorded outcomes (rejections and returned values) of entries at offsets in
     /// `from..below`; returns how many there were.
-    pub fn prune_rejections(&self, from: u64, below: u64) -> Result<usize> {
+    pub fn prune_outcomes(&self, from: u64, below: u64) -> Result<usize> {
         if from >= below {
             return Ok(0);
         }
@@ -533,11 +533,15 @@ impl PartitionStore {
             return Ok(None);
         };
         let (_, bytes) = guard.into_inner()?;
-        let batch: Vec<(u64, Vec<Returned>)> = serde_json::from_slice(&bytes).map_err(corrupt)?;
-        Ok(batch
-            .into_iter()
-            .find(|(at, _)| *at == offset)
-            .map(|(_, values)| values))
+        // Only the asked entry's values are decoded; the others are skipped over as raw JSON.
+        let chunk: Vec<(u64, &serde_json::value::RawValue)> =
+            serde_json::from_slice(&bytes).map_err(corrupt)?;
+        match chunk.into_iter().find(|(at, _)| *at == offset) {
+            Some((_, values)) => serde_json::from_str(values.get())
+                .map(Some)
+                .map_err(corrupt),
+            None => Ok(None),
+        }
     }
 
     /// The stored (key, value) pairs of `pk`'s records, in key order, from one snapshot taken

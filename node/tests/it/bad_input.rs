@@ -56,6 +56,7 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         ("/records/list", json!({"pk":"keep","if":"data.v > \"x\""}).to_string(), 400, "if_failed"),
         ("/records/get", json!({"Records":[{"pk":"keep","sk":"me"}],"min_offsets":[{"Partition":99,"Offset":0}]}).to_string(), 400, "bad_min_offsets"),
         ("/records/get", json!({"Records":[{"pk":"keep","sk":"me"}],"min_offsets":[{"Partition":0}]}).to_string(), 400, "bad_position"),
+        ("/records/outcomes", json!({"Positions":(0..101).map(|i| json!({"Partition":0,"Offset":i})).collect::<Vec<_>>()}).to_string(), 400, "too_many_positions"),
         ("/records/nope", json!({}).to_string(), 400, "unknown_operation"),
         // Deadlines that make no sense are refused, never dropped (field names in any case).
         ("/records/put", json!({"Records":[{"pk":"k","data":1,"ttl_ms":0}]}).to_string(), 400, "bad_expiry"),
