@@ -101,6 +101,7 @@ fn from_embedded_log(n: u64) -> Duration {
                 partitions: PARTITIONS,
                 segment_bytes: 64 << 20,
                 max_entry_bytes: 1 << 20,
+                journal_bytes: firescroll::log::embedded::DEFAULT_JOURNAL_BYTES,
             })
             .unwrap(),
         );

@@ -273,6 +273,7 @@ async fn open_log(
             partitions: config.partitions,
             segment_bytes: config.log_segment_bytes,
             max_entry_bytes: config.service.limits.max_entry_bytes,
+            journal_bytes: crate::log::embedded::DEFAULT_JOURNAL_BYTES,
         })
         .context("cannot open the embedded log")?;
         return Ok(Arc::new(log));

@@ -136,6 +136,7 @@ fn open_log(dir: &std::path::Path) -> Arc<EmbeddedLog> {
             partitions: PARTITIONS,
             segment_bytes: 1 << 20,
             max_entry_bytes: 1 << 20,
+            journal_bytes: crate::log::embedded::DEFAULT_JOURNAL_BYTES,
         })
         .unwrap(),
     )
@@ -694,6 +695,7 @@ async fn a_gap_in_the_log_is_never_served_silently() {
             partitions: PARTITIONS,
             segment_bytes: 64,
             max_entry_bytes: 1 << 20,
+            journal_bytes: crate::log::embedded::DEFAULT_JOURNAL_BYTES,
         })
         .unwrap(),
     );

@@ -1,11 +1,14 @@
 //! The embedded log: a durable, partitioned log in local files, for one node that owns every
 //! partition. No broker, no setup.
 //!
-//! Each partition is a directory of segment files written by one writer thread with group commit:
-//! it takes every append that queued up while the previous group was being synced, writes them,
-//! `fdatasync`s once, then acknowledges them all. Readers follow the durable end. Whole segments
-//! below the offset the store has durably applied are deleted, so disk use stays bounded.
+//! Each partition is a directory of segment files. One writer thread serves every partition with
+//! group commit: it takes every append that queued up while the previous group was being synced,
+//! writes them to their partitions' segment files and to the shared journal, `fdatasync`s the
+//! journal once, then acknowledges them all (see [`journal`] for why one sync, and how recovery
+//! uses it). Readers follow each partition's durable end. Whole segments below the offset the
+//! store has durably applied are deleted, so disk use stays bounded.
 
+mod journal;
 mod reader;
 mod segment;
 mod writer;
@@ -28,7 +31,13 @@ pub struct EmbeddedLogConfig {
     pub segment_bytes: u64,
     /// Largest entry accepted.
     pub max_entry_bytes: usize,
+    /// Size the shared journal is reused at; once full, every segment file is synced and it
+    /// starts over. Bigger means rarer full syncs; recovery after a crash reads up to this much.
+    pub journal_bytes: u64,
 }
+
+/// The journal size the node uses.
+pub const DEFAULT_JOURNAL_BYTES: u64 = 32 << 20;
 
 /// What readers and the writer of one partition share.
 struct PartitionShared {
@@ -50,6 +59,7 @@ struct PartitionState {
 }
 
 struct AppendRequest {
+    partition: u32,
     entries: Vec<Vec<u8>>,
     /// Instead of appending: make the empty partition continue at this offset.
     resume_at: Option<u64>,
@@ -61,8 +71,9 @@ struct AppendRequest {
 pub struct EmbeddedLog {
     config: EmbeddedLogConfig,
     partitions: Vec<Arc<PartitionShared>>,
-    senders: RwLock<Vec<Option<mpsc::Sender<AppendRequest>>>>,
-    writers: Mutex<Vec<JoinHandle<()>>>,
+    /// `None` once shut down.
+    sender: RwLock<Option<mpsc::Sender<AppendRequest>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
     ownership: watch::Sender<Ownership>,
 }
 
@@ -77,15 +88,18 @@ impl EmbeddedLog {
         fs::create_dir_all(&config.dir)
             .map_err(|e| storage("cannot create the log directory", e))?;
         check_partition_count(&config.dir, config.partitions)?;
+        let (journal, replay) =
+            journal::Journal::open(&config.dir, config.journal_bytes, config.partitions)
+                .map_err(|e| storage("cannot read the journal", e))?;
 
         let mut partitions = Vec::new();
-        let mut senders = Vec::new();
-        let mut writers = Vec::new();
+        let mut partition_writers = Vec::new();
         for id in 0..config.partitions {
             let dir = config.dir.join(format!("p{id}"));
             fs::create_dir_all(&dir)
                 .map_err(|e| storage("cannot create a partition directory", e))?;
-            let recovered = writer::Writer::recover(&dir, config.segment_bytes)
+            let checkpoint = replay.checkpoint.as_ref().map(|ends| ends[id as usize]);
+            let recovered = writer::Recovered::recover(&dir, config.segment_bytes, checkpoint)
                 .map_err(|e| storage(&format!("cannot recover partition {id}"), e))?;
             let shared = Arc::new(PartitionShared {
                 id,
@@ -97,23 +111,22 @@ impl EmbeddedLog {
                 }),
                 appended: Condvar::new(),
             });
-            let (tx, rx) = mpsc::channel(1024);
-            let writer = recovered.into_writer(shared.clone());
-            let handle = std::thread::Builder::new()
-                .name(format!("log-writer-{id}"))
-                .spawn(move || writer.run(rx))
-                .map_err(|e| storage("cannot start a writer thread", e))?;
+            partition_writers.push(recovered.into_writer(shared.clone()));
             partitions.push(shared);
-            senders.push(Some(tx));
-            writers.push(handle);
         }
+        let writer = writer::Writer::new(partition_writers, journal, replay)?;
+        let (sender, requests) = mpsc::channel(1024);
+        let handle = std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || writer.run(requests))
+            .map_err(|e| storage("cannot start the writer thread", e))?;
         let all: BTreeSet<u32> = (0..config.partitions).collect();
         let (ownership, _) = watch::channel(Arc::new(all));
         Ok(EmbeddedLog {
             config,
             partitions,
-            senders: RwLock::new(senders),
-            writers: Mutex::new(writers),
+            sender: RwLock::new(Some(sender)),
+            writer: Mutex::new(Some(handle)),
             ownership,
         })
     }
@@ -172,29 +185,23 @@ impl MutationLog for EmbeddedLog {
         // The embedded log has no use for message keys.
         let entries: Vec<Vec<u8>> = entries.into_iter().map(|e| e.payload).collect();
         let limit = self.config.max_entry_bytes;
-        let sender = self
-            .senders
-            .read()
-            .expect("senders lock")
-            .get(partition as usize)
-            .cloned();
+        let exists = partition < self.config.partitions;
+        let sender = self.sender.read().expect("sender lock").clone();
         Box::pin(async move {
             if let Some(size) = entries.iter().map(Vec::len).find(|&len| len > limit) {
                 return Err(LogError::TooLarge { size, limit });
             }
-            let sender = match sender {
-                Some(Some(s)) => s,
-                Some(None) => return Err(LogError::Closed),
-                None => {
-                    return Err(LogError::Storage(format!(
-                        "partition {partition} does not exist"
-                    )));
-                }
-            };
+            if !exists {
+                return Err(LogError::Storage(format!(
+                    "partition {partition} does not exist"
+                )));
+            }
+            let sender = sender.ok_or(LogError::Closed)?;
             let count = entries.len() as u64;
             let (reply, response) = oneshot::channel();
             sender
                 .send(AppendRequest {
+                    partition,
                     entries,
                     resume_at: None,
                     reply,
@@ -207,18 +214,19 @@ impl MutationLog for EmbeddedLog {
     }
 
     fn resume_at(&self, partition: u32, offset: u64) -> AppendFuture {
-        let sender = self
-            .senders
-            .read()
-            .expect("senders lock")
-            .get(partition as usize)
-            .cloned()
-            .flatten();
+        let exists = partition < self.config.partitions;
+        let sender = self.sender.read().expect("sender lock").clone();
         Box::pin(async move {
+            if !exists {
+                return Err(LogError::Storage(format!(
+                    "partition {partition} does not exist"
+                )));
+            }
             let sender = sender.ok_or(LogError::Closed)?;
             let (reply, response) = oneshot::channel();
             sender
                 .send(AppendRequest {
+                    partition,
                     entries: Vec::new(),
                     resume_at: Some(offset),
                     reply,
@@ -278,11 +286,9 @@ impl MutationLog for EmbeddedLog {
     }
 
     fn shutdown(&self) {
-        // Dropping the senders lets each writer drain its queue and stop.
-        for sender in self.senders.write().expect("senders lock").iter_mut() {
-            sender.take();
-        }
-        for handle in self.writers.lock().expect("writers lock").drain(..) {
+        // Dropping the sender lets the writer drain its queue, sync and stop.
+        self.sender.write().expect("sender lock").take();
+        if let Some(handle) = self.writer.lock().expect("writer lock").take() {
             let _ = handle.join();
         }
     }

@@ -85,7 +85,7 @@ pub fn skip_frame(input: &mut BufReader<File>) -> io::Result<bool> {
     Ok(true)
 }
 
-fn read_fully(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub fn read_fully(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match input.read(&mut buf[filled..])? {
@@ -141,6 +141,39 @@ pub fn recover_segment(path: &Path) -> io::Result<(u64, u64)> {
     }
     file.seek(SeekFrom::Start(valid_len))?;
     Ok((frames, valid_len))
+}
+
+/// Cuts a segment back to its first `frames` entries (the journal holds everything after them)
+/// and returns its length in bytes. Those entries were synced, so a damaged or missing one is
+/// refused, not cut.
+pub fn cut_segment(path: &Path, frames: u64) -> io::Result<u64> {
+    let file = OpenOptions::new().read(true).write(true).open(path)?;
+    let total = file.metadata()?.len();
+    let mut input = BufReader::with_capacity(1 << 16, file);
+    let mut len = 0u64;
+    for index in 0..frames {
+        match read_frame(&mut input)? {
+            Frame::Entry(payload) => len += (FRAME_HEADER + payload.len()) as u64,
+            Frame::End | Frame::Torn => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: entry {index} of this segment (byte {len}) is missing or corrupt, \
+                         although it was synced; this is damage, not an interrupted write. \
+                         Restore the file or rebuild this node's data",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+    }
+    let mut file = input.into_inner();
+    if len < total {
+        file.set_len(len)?;
+        file.sync_all()?;
+    }
+    file.seek(SeekFrom::Start(len))?;
+    Ok(len)
 }
 
 /// Whether the bad frame at `at` is the file's last: its header is incomplete, or the length it

@@ -1,6 +1,9 @@
-//! The per-partition writer thread: group commit into the active segment.
+//! The writer thread: group commit of every partition's appends with one journal sync.
 
-use super::segment::{create_segment, list_segments, recover_segment, segment_path, write_frame};
+use super::journal::{Journal, Replay};
+use super::segment::{
+    create_segment, cut_segment, list_segments, recover_segment, segment_path, write_frame,
+};
 use super::{AppendRequest, PartitionShared};
 use crate::log::LogError;
 use std::fs::{File, OpenOptions};
@@ -9,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// Most append requests taken into one group (one fsync).
+/// Most append requests taken into one group (one sync).
 const MAX_GROUP: usize = 1024;
 
-/// A partition's files after crash recovery, ready to become a [`Writer`].
+/// A partition's files after crash recovery, ready to become a [`PartitionWriter`].
 pub struct Recovered {
     pub segments: Vec<u64>,
     pub end: u64,
@@ -22,60 +25,100 @@ pub struct Recovered {
     segment_bytes: u64,
 }
 
-/// Owns the active segment of one partition.
-pub struct Writer {
-    shared: Arc<PartitionShared>,
-    dir: PathBuf,
-    out: BufWriter<File>,
-    active_len: u64,
-    next: u64,
-    segment_bytes: u64,
-}
-
-impl Writer {
-    /// Finds the partition's segments, cuts a torn tail off the last one, and works out the end.
-    pub fn recover(dir: &Path, segment_bytes: u64) -> io::Result<Recovered> {
+impl Recovered {
+    /// Finds the partition's segments and works out its end.
+    ///
+    /// With a journal `checkpoint` (the partition's end when its files were last synced), the
+    /// files are cut back to it: what follows may be a partial write, and the journal holds it
+    /// whole. Without one, the segments were synced at every append, and only a torn tail (a write
+    /// that never finished before a crash, so it was never acknowledged) is cut off.
+    pub fn recover(dir: &Path, segment_bytes: u64, checkpoint: Option<u64>) -> io::Result<Self> {
         let mut segments = list_segments(dir)?;
         if segments.is_empty() {
             create_segment(dir, 0)?;
             segments.push(0);
         }
         let last = *segments.last().expect("at least one segment");
-        let (frames, valid_len) = recover_segment(&segment_path(dir, last))?;
+        let (end, active_len) = match checkpoint {
+            // Segments before the last were synced when the next one began, so only the last
+            // is cut: back to the checkpoint, or to nothing if it began after the checkpoint
+            // (or after an empty partition moved its numbering past it).
+            Some(at) => {
+                let end = at.max(last);
+                let len = cut_segment(&segment_path(dir, last), end - last)?;
+                (end, len)
+            }
+            None => {
+                let (frames, len) = recover_segment(&segment_path(dir, last))?;
+                (last + frames, len)
+            }
+        };
         let active = OpenOptions::new()
             .append(true)
             .open(segment_path(dir, last))?;
         Ok(Recovered {
-            end: last + frames,
+            end,
             segments,
             dir: dir.to_path_buf(),
             active,
-            active_len: valid_len,
+            active_len,
             segment_bytes,
         })
     }
 
-    fn write_group(&mut self, group: &[AppendRequest]) -> io::Result<Vec<u64>> {
-        let mut firsts = Vec::with_capacity(group.len());
-        for request in group {
-            firsts.push(self.next);
-            for entry in &request.entries {
-                if self.active_len >= self.segment_bytes {
-                    self.roll()?;
-                }
-                self.active_len += write_frame(&mut self.out, entry)? as u64;
-                self.next += 1;
-            }
+    pub fn into_writer(self, shared: Arc<PartitionShared>) -> PartitionWriter {
+        PartitionWriter {
+            shared,
+            dir: self.dir,
+            out: BufWriter::with_capacity(1 << 16, self.active),
+            active_len: self.active_len,
+            next: self.end,
+            segment_bytes: self.segment_bytes,
+            unsynced: false,
         }
-        self.out.flush()?;
-        self.out.get_ref().sync_data()?;
-        Ok(firsts)
+    }
+}
+
+/// Owns the active segment of one partition.
+pub struct PartitionWriter {
+    shared: Arc<PartitionShared>,
+    dir: PathBuf,
+    out: BufWriter<File>,
+    active_len: u64,
+    /// Offset of the next entry.
+    next: u64,
+    segment_bytes: u64,
+    /// Whether the active segment holds writes not yet synced.
+    unsynced: bool,
+}
+
+impl PartitionWriter {
+    /// Writes one entry (into the file's buffer), starting a new segment first when the active
+    /// one is full.
+    fn write(&mut self, entry: &[u8]) -> io::Result<()> {
+        if self.active_len >= self.segment_bytes {
+            self.roll()?;
+        }
+        self.active_len += write_frame(&mut self.out, entry)? as u64;
+        self.next += 1;
+        self.unsynced = true;
+        Ok(())
     }
 
-    /// Seals the active segment and starts a new one at the next offset.
-    fn roll(&mut self) -> io::Result<()> {
+    /// Syncs the active segment if it has unsynced writes.
+    fn sync(&mut self) -> io::Result<()> {
         self.out.flush()?;
-        self.out.get_ref().sync_data()?;
+        if self.unsynced {
+            self.out.get_ref().sync_data()?;
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment (synced, so the journal never needs to rewrite it) and starts a
+    /// new one at the next offset.
+    fn roll(&mut self) -> io::Result<()> {
+        self.sync()?;
         let file = create_segment(&self.dir, self.next)?;
         self.out = BufWriter::with_capacity(1 << 16, file);
         self.active_len = 0;
@@ -88,7 +131,6 @@ impl Writer {
         Ok(())
     }
 
-    /// Serves appends until every sender is gone.
     /// Moves an empty partition's numbering to `offset`: a fresh segment based there replaces
     /// the empty one. Refused when the partition holds entries.
     fn resume(&mut self, offset: u64) -> Result<u64, LogError> {
@@ -118,10 +160,85 @@ impl Writer {
         Ok(offset)
     }
 
+    /// Makes what was written visible to readers.
+    fn publish(&self) {
+        self.shared.state.lock().expect("partition lock").end = self.next;
+        self.shared.appended.notify_all();
+    }
+}
+
+/// Owns every partition's active segment and the journal.
+pub struct Writer {
+    partitions: Vec<PartitionWriter>,
+    journal: Journal,
+    /// Set once a write or sync failed: no more appends until a restart recovers the files
+    /// (after a failed sync the files' state is unknown).
+    failed: Option<String>,
+}
+
+impl Writer {
+    /// Completes recovery: appends the entries the journal holds past each partition's
+    /// checkpoint, syncs everything and starts a new journal generation.
+    pub fn new(
+        partitions: Vec<PartitionWriter>,
+        journal: Journal,
+        replay: Replay,
+    ) -> Result<Writer, LogError> {
+        let mut writer = Writer {
+            partitions,
+            journal,
+            failed: None,
+        };
+        let replayed = replay.frames.len();
+        for frame in replay.frames {
+            let partition = &mut writer.partitions[frame.partition as usize];
+            if frame.offset < partition.next {
+                continue;
+            }
+            if frame.offset > partition.next {
+                return Err(LogError::Storage(format!(
+                    "{}: partition {} continues at offset {} but the journal's next entry for it is {}; \
+                     entries are missing. Restore the log directory or rebuild this node's data",
+                    writer.journal.path().display(),
+                    frame.partition,
+                    partition.next,
+                    frame.offset
+                )));
+            }
+            partition
+                .write(&frame.payload)
+                .map_err(|e| LogError::Storage(format!("replaying the journal failed: {e}")))?;
+        }
+        if replayed > 0 {
+            tracing::info!(
+                entries = replayed,
+                "embedded log: re-appended the journal's entries after an unclean stop"
+            );
+        }
+        writer
+            .checkpoint()
+            .map_err(|e| LogError::Storage(format!("syncing the recovered log failed: {e}")))?;
+        for partition in &writer.partitions {
+            partition.publish();
+        }
+        Ok(writer)
+    }
+
+    /// Syncs every segment file and starts a new journal generation from their ends.
+    fn checkpoint(&mut self) -> io::Result<()> {
+        for partition in &mut self.partitions {
+            partition.sync()?;
+        }
+        let ends: Vec<u64> = self.partitions.iter().map(|p| p.next).collect();
+        self.journal.start_generation(&ends)
+    }
+
+    /// Serves appends until every sender is gone, then syncs everything so that the next start
+    /// has nothing to replay.
     pub fn run(mut self, mut requests: mpsc::Receiver<AppendRequest>) {
         while let Some(first) = requests.blocking_recv() {
-            if let Some(offset) = first.resume_at {
-                let _ = first.reply.send(self.resume(offset));
+            if first.resume_at.is_some() {
+                self.resume(first);
                 continue;
             }
             let mut group = vec![first];
@@ -139,63 +256,88 @@ impl Writer {
             }
             self.write_and_reply(group);
             if let Some(request) = resume {
-                let offset = request.resume_at.expect("a resume request");
-                let _ = request.reply.send(self.resume(offset));
+                self.resume(request);
             }
+        }
+        if self.failed.is_none()
+            && let Err(e) = self.checkpoint()
+        {
+            tracing::warn!(error = %e, "embedded log: the final sync failed; the next start replays the journal");
         }
     }
 
-    /// Writes one group (one fsync) and answers each of its requests.
+    fn resume(&mut self, request: AppendRequest) {
+        let offset = request.resume_at.expect("a resume request");
+        let result = self.partitions[request.partition as usize]
+            .resume(offset)
+            .and_then(|at| {
+                // The checkpoint must know the new numbering: recovery cuts back to it.
+                self.checkpoint()
+                    .map(|()| at)
+                    .map_err(|e| LogError::Storage(format!("resuming at {offset}: {e}")))
+            });
+        let _ = request.reply.send(result);
+    }
+
+    /// Writes one group, makes it durable with one sync, and answers each of its requests.
     fn write_and_reply(&mut self, group: Vec<AppendRequest>) {
-        let failed = self
-            .shared
-            .state
-            .lock()
-            .expect("partition lock")
-            .failed
-            .clone();
-        if let Some(reason) = failed {
-            for request in group {
-                let _ = request
-                    .reply
-                    .send(Err(LogError::Unavailable(reason.clone())));
+        if self.failed.is_none() {
+            match self.write_group(&group) {
+                Ok(firsts) => {
+                    for request in &group {
+                        self.partitions[request.partition as usize].publish();
+                    }
+                    for (request, first) in group.into_iter().zip(firsts) {
+                        let _ = request.reply.send(Ok(first));
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "embedded log write failed");
+                    let reason = format!(
+                        "writing the embedded log failed ({e}); restart the node to recover its files"
+                    );
+                    for partition in &self.partitions {
+                        partition
+                            .shared
+                            .state
+                            .lock()
+                            .expect("partition lock")
+                            .failed = Some(reason.clone());
+                        partition.shared.appended.notify_all();
+                    }
+                    self.failed = Some(reason);
+                }
             }
-            return;
         }
-        match self.write_group(&group) {
-            Ok(firsts) => {
-                self.shared.state.lock().expect("partition lock").end = self.next;
-                self.shared.appended.notify_all();
-                for (request, first) in group.into_iter().zip(firsts) {
-                    let _ = request.reply.send(Ok(first));
-                }
-            }
-            Err(e) => {
-                let reason = format!(
-                    "writing partition {} of the embedded log failed ({e}); restart the node to recover its files",
-                    self.shared.id
-                );
-                tracing::error!(partition = self.shared.id, error = %e, "embedded log write failed");
-                self.shared.state.lock().expect("partition lock").failed = Some(reason.clone());
-                for request in group {
-                    let _ = request
-                        .reply
-                        .send(Err(LogError::Unavailable(reason.clone())));
-                }
-            }
+        let reason = self.failed.clone().expect("failed");
+        for request in group {
+            let _ = request
+                .reply
+                .send(Err(LogError::Unavailable(reason.clone())));
         }
     }
-}
 
-impl Recovered {
-    pub fn into_writer(self, shared: Arc<PartitionShared>) -> Writer {
-        Writer {
-            shared,
-            dir: self.dir,
-            out: BufWriter::with_capacity(1 << 16, self.active),
-            active_len: self.active_len,
-            next: self.end,
-            segment_bytes: self.segment_bytes,
+    fn write_group(&mut self, group: &[AppendRequest]) -> io::Result<Vec<u64>> {
+        let mut firsts = Vec::with_capacity(group.len());
+        for request in group {
+            let partition = &mut self.partitions[request.partition as usize];
+            firsts.push(partition.next);
+            for entry in &request.entries {
+                self.journal.add(request.partition, partition.next, entry);
+                partition.write(entry)?;
+            }
         }
+        for request in group {
+            self.partitions[request.partition as usize].out.flush()?;
+        }
+        if self.journal.pending_fits() {
+            self.journal.commit()?;
+        } else {
+            // The journal is full: sync the segment files instead (this group included) and
+            // start the journal over.
+            self.checkpoint()?;
+        }
+        Ok(firsts)
     }
 }
