@@ -347,6 +347,18 @@ impl Service {
         entries: Vec<(u32, Vec<Append>)>,
     ) -> Result<Vec<Position>, ServiceError> {
         let log = &self.log;
+        if let [(partition, _)] = entries[..] {
+            // The common case, one partition: no task to spawn and join (a spawn and a wake
+            // more per write).
+            let (_, entries) = entries.into_iter().next().expect("one partition");
+            return match log.append(partition, entries).await {
+                Ok(offsets) => Ok(offsets
+                    .into_iter()
+                    .map(|offset| Position { partition, offset })
+                    .collect()),
+                Err(e) => Err(append_error(e, &[])),
+            };
+        }
         let appends: Vec<_> = entries
             .into_iter()
             .map(|(partition, entries)| (partition, tokio::spawn(log.append(partition, entries))))
@@ -364,35 +376,40 @@ impl Service {
                 Err(e) => failure = Some(LogError::Unavailable(e.to_string())),
             }
         }
-        let Some(error) = failure else {
-            return Ok(positions);
-        };
-        let written = if positions.is_empty() {
-            "nothing was written".to_string()
-        } else {
-            let list: Vec<String> = positions
-                .iter()
-                .map(|p| format!("{}@{}", p.partition, p.offset))
-                .collect();
-            format!(
-                "entries at partition@offset {} were written",
-                list.join(", ")
-            )
-        };
-        Err(match error {
-            LogError::TooLarge { size, limit } => ServiceError::too_large(
-                "entry_too_large",
-                format!("a {size} byte entry is over the log's limit of {limit} bytes; {written}"),
-            ),
-            e @ LogError::BrokerTooLarge { .. } => {
-                ServiceError::too_large("entry_too_large", format!("{e}; {written}"))
-            }
-            other => ServiceError::new(
-                ErrorKind::Unavailable,
-                "log_unavailable",
-                format!("the write could not be made durable: {other}; {written}. Retry later"),
-            ),
-        })
+        match failure {
+            None => Ok(positions),
+            Some(error) => Err(append_error(error, &positions)),
+        }
+    }
+}
+
+/// The error for an append that failed, saying which entries (`written`) were durable anyway.
+fn append_error(error: LogError, written: &[Position]) -> ServiceError {
+    let written = if written.is_empty() {
+        "nothing was written".to_string()
+    } else {
+        let list: Vec<String> = written
+            .iter()
+            .map(|p| format!("{}@{}", p.partition, p.offset))
+            .collect();
+        format!(
+            "entries at partition@offset {} were written",
+            list.join(", ")
+        )
+    };
+    match error {
+        LogError::TooLarge { size, limit } => ServiceError::too_large(
+            "entry_too_large",
+            format!("a {size} byte entry is over the log's limit of {limit} bytes; {written}"),
+        ),
+        e @ LogError::BrokerTooLarge { .. } => {
+            ServiceError::too_large("entry_too_large", format!("{e}; {written}"))
+        }
+        other => ServiceError::new(
+            ErrorKind::Unavailable,
+            "log_unavailable",
+            format!("the write could not be made durable: {other}; {written}. Retry later"),
+        ),
     }
 }
 

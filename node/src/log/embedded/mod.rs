@@ -4,7 +4,7 @@
 //! Each partition is a directory of segment files. One writer thread serves every partition with
 //! group commit: it takes every append that queued up while the previous group was being synced,
 //! writes them to their partitions' segment files and to the shared journal, `fdatasync`s the
-//! journal once, then acknowledges them all (see [`journal`] for why one sync, and how recovery
+//! journal once, then acknowledges them all (the `journal` module says why one sync, and how recovery
 //! uses it). Readers follow each partition's durable end. Whole segments below the offset the
 //! store has durably applied are deleted, so disk use stays bounded.
 
