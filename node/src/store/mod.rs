@@ -91,6 +91,14 @@ const BLOCK_CACHE_BYTES: u64 = 16 << 20;
 fn keyspace_options() -> KeyspaceCreateOptions {
     KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
 }
+
+/// The key index's memtable: its entries are small and only change when a pk gains its first
+/// record or loses its last.
+const KEY_INDEX_MEMTABLE_BYTES: u64 = 2 << 20;
+
+fn key_index_options() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default().max_memtable_size(KEY_INDEX_MEMTABLE_BYTES)
+}
 const META_PARTITION_COUNT: &[u8] = b"partition_count";
 const META_LOG_IDENTITY: &[u8] = b"log_identity";
 
@@ -174,7 +182,7 @@ impl Store {
         let records = self
             .db
             .keyspace(&format!("records_{id}"), keyspace_options)?;
-        let keys = self.db.keyspace(&format!("keys_{id}"), keyspace_options)?;
+        let keys = self.db.keyspace(&format!("keys_{id}"), key_index_options)?;
         PartitionStore::open(id, self.db.clone(), records, keys, self.meta.clone())
     }
 
