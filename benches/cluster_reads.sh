@@ -8,7 +8,7 @@
 # Env: DURATION (10s), CONNECTIONS (50), REQUESTS (100000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/firescroll/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/firescroll/bench-target}"
 DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-50}"
 REQUESTS="${REQUESTS:-100000}"

@@ -9,7 +9,7 @@
 # Env: RECORDS (100000), DURATION (10s), CONNECTIONS (50), THREADS (1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/firescroll/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/firescroll/bench-target}"
 export RECORDS="${RECORDS:-100000}"
 DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-50}"

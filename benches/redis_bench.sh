@@ -8,7 +8,7 @@
 # Env: KEYS (100000), REQUESTS (300000), CLIENTS (50).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/firescroll/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/firescroll/bench-target}"
 KEYS="${KEYS:-100000}"
 REQUESTS="${REQUESTS:-300000}"
 CLIENTS="${CLIENTS:-50}"
