@@ -284,8 +284,13 @@ impl Writer {
         if self.failed.is_none() {
             match self.write_group(&group) {
                 Ok(firsts) => {
+                    // Once per partition the group touched: a condvar notify is a syscall.
+                    let mut touched = vec![false; self.partitions.len()];
                     for request in &group {
-                        self.partitions[request.partition as usize].publish();
+                        touched[request.partition as usize] = true;
+                    }
+                    for (partition, _) in self.partitions.iter().zip(touched).filter(|(_, t)| *t) {
+                        partition.publish();
                     }
                     for (request, first) in group.into_iter().zip(firsts) {
                         let _ = request.reply.send(Ok(first));
@@ -328,8 +333,8 @@ impl Writer {
                 partition.write(entry)?;
             }
         }
-        for request in group {
-            self.partitions[request.partition as usize].out.flush()?;
+        for partition in &mut self.partitions {
+            partition.out.flush()?;
         }
         if self.journal.pending_fits() {
             self.journal.commit()?;
