@@ -268,6 +268,12 @@ impl Writer {
 
     fn resume(&mut self, request: AppendRequest) {
         let offset = request.resume_at.expect("a resume request");
+        if let Some(reason) = &self.failed {
+            let _ = request
+                .reply
+                .send(Err(LogError::Unavailable(reason.clone())));
+            return;
+        }
         let result = self.partitions[request.partition as usize]
             .resume(offset)
             .and_then(|at| {
