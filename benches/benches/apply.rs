@@ -29,20 +29,24 @@ fn apply_batches(c: &mut Criterion) {
     let gate = example_plugin("semver-gate");
     let mut group = c.benchmark_group("apply");
     group.throughput(Throughput::Elements(BATCH));
+    // (name, one batch's entries, batches per iteration): every iteration applies BATCH entries.
     let mut runs = vec![
         (
             "batch_of_1024_single_op_puts",
             single_op_entries(BATCH, None),
+            1,
         ),
         (
             "batch_of_1024_puts_with_if",
             single_op_entries(BATCH, Some("data == null || data.version == 3")),
+            1,
         ),
     ];
     match &gate {
         Some(module) => runs.push((
             "batch_of_1024_puts_with_if_plugin",
             single_op_entries_with_plugin(BATCH, &Digest::of(module).to_string()),
+            1,
         )),
         None => eprintln!(
             "plugins/dist/semver-gate.wasm is missing: run scripts/build-plugins.sh to measure apply with a plugin"
@@ -50,9 +54,12 @@ fn apply_batches(c: &mut Criterion) {
     }
     // What a batch costs beyond its entries: four entries per batch is what each of four
     // partitions gets from 50 connections writing one by one.
-    runs.push(("batch_of_4_single_op_puts_x256", single_op_entries(4, None)));
-    for (name, entries) in runs {
-        let per_iter = if entries.len() == 4 { 256 } else { 1 };
+    runs.push((
+        "batch_of_4_single_op_puts_x256",
+        single_op_entries(4, None),
+        BATCH / 4,
+    ));
+    for (name, entries, per_iter) in runs {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let dir = tempfile::tempdir().unwrap();

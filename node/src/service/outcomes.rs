@@ -6,14 +6,43 @@ use crate::engine::{Outcome, WaitError};
 use crate::model::Position;
 use std::time::Duration;
 
+/// One request asks for at most this many outcomes per record a write may carry
+/// (`MAX_RECORDS_PER_REQUEST`): each may read and parse a stored chunk of returned values.
+const POSITIONS_PER_RECORD: usize = 10;
+
 impl Service {
+    /// Refuses more positions than one request may ask for, and partitions that do not exist.
+    fn check_outcome_positions(&self, positions: &[Position]) -> Result<(), ServiceError> {
+        let most = self.config.limits.max_records * POSITIONS_PER_RECORD;
+        if positions.len() > most {
+            return Err(ServiceError::bad_request(
+                "too_many_positions",
+                format!(
+                    "at most {most} positions per request ({POSITIONS_PER_RECORD} times MAX_RECORDS_PER_REQUEST), got {}; ask in several requests",
+                    positions.len()
+                ),
+            ));
+        }
+        let partitions = self.engine.partition_count();
+        match positions.iter().find(|p| p.partition >= partitions) {
+            Some(p) => Err(ServiceError::bad_request(
+                "bad_position",
+                format!(
+                    "a position names partition {}, but there are {partitions} partitions",
+                    p.partition
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The outcome of each position: `None` while not yet applied. Partitions this node does
     /// not serve are asked of an owner.
     pub async fn outcomes(
         &self,
         positions: &[Position],
     ) -> Result<Vec<(Position, Option<Outcome>)>, ServiceError> {
-        self.check_positions(positions)?;
+        self.check_outcome_positions(positions)?;
         let mut outcomes = vec![None; positions.len()];
         let mut remote = Vec::new();
         let mut cluster = None;
@@ -45,7 +74,7 @@ impl Service {
         positions: &[Position],
         wait: Duration,
     ) -> Result<Vec<Option<Outcome>>, ServiceError> {
-        self.check_positions(positions)?;
+        self.check_outcome_positions(positions)?;
         let wait = wait.min(self.config.write_wait_timeout);
         let mut outcomes = Vec::with_capacity(positions.len());
         for &p in positions {

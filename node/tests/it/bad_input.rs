@@ -57,6 +57,9 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         ("/records/get", json!({"Records":[{"pk":"keep","sk":"me"}],"min_offsets":[{"Partition":99,"Offset":0}]}).to_string(), 400, "bad_min_offsets"),
         ("/records/get", json!({"Records":[{"pk":"keep","sk":"me"}],"min_offsets":[{"Partition":0}]}).to_string(), 400, "bad_position"),
         ("/records/outcomes", json!({"Positions":(0..101).map(|i| json!({"Partition":0,"Offset":i})).collect::<Vec<_>>()}).to_string(), 400, "too_many_positions"),
+        ("/records/outcomes", json!({"Positions":[{"Partition":99,"Offset":0}]}).to_string(), 400, "bad_position"),
+        // The peer endpoint behind `/records/outcomes` is bounded the same way.
+        ("/cluster/v1/outcomes", json!({"positions":(0..101).map(|i| json!({"partition":0,"offset":i})).collect::<Vec<_>>(),"wait_ms":0}).to_string(), 400, "too_many_positions"),
         ("/records/nope", json!({}).to_string(), 400, "unknown_operation"),
         // Deadlines that make no sense are refused, never dropped (field names in any case).
         ("/records/put", json!({"Records":[{"pk":"k","data":1,"ttl_ms":0}]}).to_string(), 400, "bad_expiry"),

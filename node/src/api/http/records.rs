@@ -196,17 +196,6 @@ async fn dispatch(
                     "`Positions` must hold at least one {\"Partition\",\"Offset\"}",
                 ));
             }
-            // Each position may read and parse a stored chunk of outcomes: bounded per request.
-            let most = service.limits().max_records * POSITIONS_PER_RECORD;
-            if positions.len() > most {
-                return Err(ServiceError::bad_request(
-                    "too_many_positions",
-                    format!(
-                        "at most {most} positions per request ({POSITIONS_PER_RECORD} times MAX_RECORDS_PER_REQUEST), got {}; ask in several requests",
-                        positions.len()
-                    ),
-                ));
-            }
             Ok((
                 response::outcomes(&service.outcomes(&positions).await?),
                 None,
@@ -333,9 +322,6 @@ fn deadline(index: usize, op: OpKind, r: &RecordBody) -> Result<Option<i64>, Ser
         }
     }
 }
-
-/// `/records/outcomes` takes at most this many positions per record a write may carry.
-const POSITIONS_PER_RECORD: usize = 10;
 
 fn positions(list: Option<Vec<PositionBody>>) -> Result<Vec<Position>, ServiceError> {
     list.unwrap_or_default()

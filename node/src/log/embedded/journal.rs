@@ -61,7 +61,14 @@ pub struct Journal {
     generation: u64,
     /// Frames of the group being built.
     pending: Vec<u8>,
+    /// The group being built has outgrown what is left of the journal: the rest of its frames
+    /// are not kept (the group will be made durable by syncing the segment files instead).
+    overflowed: bool,
 }
+
+/// The group buffer is given back after a group larger than this, rather than kept at its
+/// high-water mark.
+const KEEP_PENDING_BYTES: usize = 1 << 20;
 
 impl Journal {
     /// Opens (or creates) the journal in `dir` and reads its current generation.
@@ -87,12 +94,19 @@ impl Journal {
             capacity,
             generation: 0,
             pending: Vec::new(),
+            overflowed: false,
         };
         Ok((journal, replay))
     }
 
-    /// Adds one entry to the group being built.
+    /// Adds one entry to the group being built (unless the group no longer fits: then it is
+    /// only remembered that it does not).
     pub fn add(&mut self, partition: u32, offset: u64, payload: &[u8]) {
+        let end = self.pos + (self.pending.len() + HEADER + payload.len()) as u64;
+        if self.overflowed || end > self.capacity {
+            self.overflowed = true;
+            return;
+        }
         push_frame(
             &mut self.pending,
             self.generation,
@@ -104,11 +118,24 @@ impl Journal {
 
     /// Whether the group being built fits in what is left of the journal.
     pub fn pending_fits(&self) -> bool {
-        self.pos + self.pending.len() as u64 <= self.capacity
+        !self.overflowed
+    }
+
+    fn clear_pending(&mut self) {
+        self.overflowed = false;
+        if self.pending.capacity() > KEEP_PENDING_BYTES {
+            self.pending = Vec::new();
+        } else {
+            self.pending.clear();
+        }
     }
 
     /// Writes the group being built and syncs it: once this returns, the group is durable.
     pub fn commit(&mut self) -> io::Result<()> {
+        debug_assert!(
+            !self.overflowed,
+            "a group that does not fit is never committed"
+        );
         let end = self.pos + self.pending.len() as u64;
         if end > self.len {
             // Zero-fill ahead, so the syncs of the next groups overwrite blocks the file already
@@ -121,7 +148,7 @@ impl Journal {
         self.file.write_all_at(&self.pending, self.pos)?;
         self.file.sync_data()?;
         self.pos = end;
-        self.pending.clear();
+        self.clear_pending();
         Ok(())
     }
 
@@ -129,7 +156,7 @@ impl Journal {
     /// caller has synced all segment files up to there), dropping the group being built (it is
     /// in the synced segment files). Syncs the marker before returning.
     pub fn start_generation(&mut self, ends: &[u64]) -> io::Result<()> {
-        self.pending.clear();
+        self.clear_pending();
         self.generation = new_generation_id(self.generation);
         let payload: Vec<u8> = ends.iter().flat_map(|e| e.to_le_bytes()).collect();
         let mut marker = Vec::with_capacity(HEADER + payload.len());
@@ -262,4 +289,34 @@ fn read_frame(input: &mut impl Read) -> io::Result<Option<RawFrame>> {
         offset: u64::from_le_bytes(header[20..28].try_into().expect("8 bytes")),
         payload,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_larger_than_the_journal_is_not_buffered_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, replay) = Journal::open(dir.path(), 4096, 1).unwrap();
+        assert!(
+            replay.checkpoint.is_none(),
+            "a new journal holds no generation"
+        );
+        journal.start_generation(&[0]).unwrap();
+        for offset in 0..1_000 {
+            journal.add(0, offset, &[7u8; 1000]);
+        }
+        assert!(!journal.pending_fits());
+        assert!(journal.pending.len() <= 4096, "{}", journal.pending.len());
+        // The next generation starts with an empty group that fits again.
+        journal.start_generation(&[1_000]).unwrap();
+        journal.add(0, 1_000, b"small");
+        assert!(journal.pending_fits());
+        journal.commit().unwrap();
+        let (_, replay) = Journal::open(dir.path(), 4096, 1).unwrap();
+        assert_eq!(replay.checkpoint, Some(vec![1_000]));
+        assert_eq!(replay.frames.len(), 1);
+        assert_eq!(replay.frames[0].payload, b"small");
+    }
 }

@@ -368,3 +368,28 @@ async fn a_journal_reused_many_times_over_recovers_exactly_what_was_acknowledged
     assert_eq!(payloads(&log, 0), expected[0]);
     assert_eq!(payloads(&log, 1), expected[1]);
 }
+
+#[tokio::test]
+async fn a_journal_that_skips_offsets_is_refused_not_guessed_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(config(dir.path(), 1 << 20)).unwrap();
+    log.append(0, entries(&[b"a0", b"a1"])).await.unwrap();
+    log.shutdown();
+    drop(log);
+    // A journal whose checkpoint says partition 0 ends at 2, holding an entry at offset 5:
+    // offsets 2..5 are lost, and recovery must say so rather than number entries anew.
+    let (mut journal, _) = super::journal::Journal::open(dir.path(), 1 << 20, 2).unwrap();
+    journal.start_generation(&[2, 0]).unwrap();
+    journal.add(0, 5, b"a5");
+    journal.commit().unwrap();
+    drop(journal);
+    let err = EmbeddedLog::open(config(dir.path(), 1 << 20))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("entries are missing"), "{err}");
+    // Nothing was cut or renumbered: the two acknowledged entries are still there.
+    let seg = segment::segment_path(&dir.path().join("p0"), 0);
+    let bytes = std::fs::read(&seg).unwrap();
+    assert!(bytes.windows(2).any(|w| w == b"a1"));
+}

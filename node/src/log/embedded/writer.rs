@@ -189,12 +189,13 @@ impl Writer {
             journal,
             failed: None,
         };
-        let replayed = replay.frames.len();
+        let mut replayed = 0usize;
         for frame in replay.frames {
             let partition = &mut writer.partitions[frame.partition as usize];
             if frame.offset < partition.next {
                 continue;
             }
+            replayed += 1;
             if frame.offset > partition.next {
                 return Err(LogError::Storage(format!(
                     "{}: partition {} continues at offset {} but the journal's next entry for it is {}; \
