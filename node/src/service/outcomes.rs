@@ -23,13 +23,11 @@ impl Service {
                 ),
             ));
         }
-        let partitions = self.engine.partition_count();
-        match positions.iter().find(|p| p.partition >= partitions) {
-            Some(p) => Err(ServiceError::bad_request(
+        match self.unknown_partition(positions) {
+            Some((partition, partitions)) => Err(ServiceError::bad_request(
                 "bad_position",
                 format!(
-                    "a position names partition {}, but there are {partitions} partitions",
-                    p.partition
+                    "a position names partition {partition}, but there are {partitions} partitions"
                 ),
             )),
             None => Ok(()),
