@@ -47,8 +47,20 @@ impl Node {
         let dir = tempfile::tempdir().unwrap();
         let mut node = Self::unstarted(dir.path(), env);
         node._dir = Some(dir);
-        node.spawn();
-        node
+        // The ports were free when chosen, but released again so the node can bind them: another
+        // process may take one meanwhile. A fresh node then gets new ports and tries again.
+        for attempt in 1..=3 {
+            node.spawn_process();
+            match node.try_wait_up() {
+                Ok(()) => return node,
+                Err(log) if attempt < 3 && log.contains("Address already in use") => {
+                    [node.api, node.internal, node.resp] = free_ports();
+                    let _ = std::fs::remove_file(&node.log_path);
+                }
+                Err(log) => panic!("{log}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     fn unstarted(base: &Path, env: &[(&str, &str)]) -> Node {
@@ -104,24 +116,29 @@ impl Node {
     }
 
     fn wait_up(&mut self) {
+        if let Err(log) = self.try_wait_up() {
+            panic!("{log}");
+        }
+    }
+
+    /// Waits until `/up` answers; the reason and the node's log if it exits or never does.
+    fn try_wait_up(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                return Err(format!(
+                    "firescroll exited with {status} while starting:\n{}",
+                    self.log()
+                ));
+            }
             if let Ok(r) = self.client.get(self.url("/up")).send()
                 && r.status().is_success()
             {
-                return;
+                return Ok(());
             }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "firescroll exited with {status} while starting:\n{}",
-                    self.log()
-                );
+            if Instant::now() >= deadline {
+                return Err(format!("firescroll did not come up:\n{}", self.log()));
             }
-            assert!(
-                Instant::now() < deadline,
-                "firescroll did not come up:\n{}",
-                self.log()
-            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
