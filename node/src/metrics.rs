@@ -29,8 +29,8 @@ pub struct Metrics {
     pub applied_offset: IntGaugeVec,
     /// `firescroll_partition_healthy{partition}`: 1 serving, 0 stopped (failure or gap).
     pub partition_healthy: IntGaugeVec,
-    /// `firescroll_read_index_bytes{partition}`: bytes the in-memory read index holds (0 when
-    /// it is off: the partition outgrew READ_INDEX_MAX_BYTES).
+    /// `firescroll_read_index_bytes{partition}`: bytes the in-memory read index has allocated
+    /// (its arenas and tables; 0 when it is off: the partition outgrew READ_INDEX_MAX_BYTES).
     pub read_index_bytes: IntGaugeVec,
     /// `resp_latencies_micro{command}`: one Redis command, µs (known commands, else `other`).
     pub resp_latency: ShardedHistogramVec,
@@ -177,7 +177,7 @@ impl Metrics {
         let read_index_bytes = IntGaugeVec::new(
             Opts::new(
                 "firescroll_read_index_bytes",
-                "Bytes held by the partition's in-memory read index (0 when it is off).",
+                "Bytes the partition's in-memory read index has allocated (0 when it is off).",
             ),
             &["partition"],
         )

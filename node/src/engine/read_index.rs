@@ -6,6 +6,15 @@
 //! offset is published. Readers never fill it, so a reader can never put back a value the applier
 //! just replaced. When the partition's records outgrow the budget, the index turns itself off and
 //! reads go to the store.
+//!
+//! Layout: the map is split into independently locked shards. A shard keeps its records back to
+//! back in one arena (key length and value length as LEB128 varints, the key, the value) and finds
+//! them through a hash table of 4-byte arena offsets. A table of boxed records cost a 16-byte
+//! fat pointer per slot (~35 bytes per record at hashbrown's typical load) plus an allocation
+//! rounded up to its size class; 1M small records took ~100 MB that way and take ~70 MB this
+//! way. Replaced and removed records stay in the arena as garbage until it is a quarter of the
+//! arena, then the shard is compacted (copied live records only), so overwrites cannot grow it
+//! without bound. What the budget counts is what the shards have allocated.
 
 use crate::store::{PartitionStore, StoreError};
 use fjall::Slice;
@@ -14,11 +23,11 @@ use std::hash::BuildHasher;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-/// Bytes counted per entry on top of its key and value (map and allocation overhead).
-const ENTRY_OVERHEAD: usize = 64;
-
 /// Independently locked parts of the map: the applier writes one while readers use the others.
 const SHARDS: usize = 16;
+
+/// Garbage below this is never compacted away (small shards would otherwise be copied often).
+const MIN_GARBAGE_TO_COMPACT: usize = 4 << 10;
 
 /// What the index knows about a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,43 +40,194 @@ pub enum Lookup {
     Unknown,
 }
 
-/// One record: its key's length (4 bytes, little-endian), its key, then its value, in one
-/// allocation. A map of separately allocated keys and values cost ~145 bytes per small record
-/// (the map's slot, the key's allocation, the value's); this is its bytes plus 16 per slot, and
-/// a lookup touches one allocation instead of three.
-struct Packed(Box<[u8]>);
+/// Appends `value` as an LEB128 varint.
+fn put_varint(out: &mut Vec<u8>, mut value: usize) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
 
-impl Packed {
-    fn new(key: &[u8], value: &[u8]) -> Packed {
-        let mut bytes = Vec::with_capacity(4 + key.len() + value.len());
-        bytes.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(key);
-        bytes.extend_from_slice(value);
-        Packed(bytes.into_boxed_slice())
+/// Reads an LEB128 varint at `*at` and moves `*at` past it.
+fn get_varint(bytes: &[u8], at: &mut usize) -> usize {
+    let mut value = 0;
+    let mut shift = 0;
+    loop {
+        let byte = bytes[*at];
+        *at += 1;
+        value |= usize::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return value;
+        }
+        shift += 7;
+    }
+}
+
+/// Bytes a varint of `value` takes.
+fn varint_len(value: usize) -> usize {
+    (usize::BITS - (value | 1).leading_zeros()).div_ceil(7) as usize
+}
+
+/// A record in an arena: its key, its value, and the bytes it takes.
+struct Record<'a> {
+    key: &'a [u8],
+    value: &'a [u8],
+    len: usize,
+}
+
+/// Bits of an offset that say where in its chunk a record starts; the bits above say which chunk.
+const POSITION_BITS: u32 = 18;
+
+/// A chunk's size once an arena has grown (smaller chunks come first, each about the size of all
+/// before it, so a shard of a few records holds a few hundred bytes). A record larger than this
+/// gets a chunk of its own.
+const CHUNK_BYTES: usize = 64 << 10;
+
+/// The first chunk's size.
+const FIRST_CHUNK_BYTES: usize = 512;
+
+/// Chunks an arena can address: 16,384, so at least 1 GiB per shard and 16 GiB per partition.
+const MAX_CHUNKS: usize = 1 << (u32::BITS - POSITION_BITS);
+
+/// A shard could not take a record: it would need more chunks than an offset can name.
+struct ArenaFull;
+
+/// Records back to back (key length and value length as LEB128 varints, key, value), live ones
+/// and garbage, in chunks that never grow once allocated: appending never copies or frees what
+/// is there (a growing buffer's copies left freed blocks the allocator held on to).
+#[derive(Default)]
+struct Arena {
+    chunks: Vec<Vec<u8>>,
+    /// The chunks' capacities, together.
+    chunk_bytes: usize,
+    /// Bytes written.
+    used: usize,
+    /// Bytes of replaced and removed records.
+    garbage: usize,
+}
+
+impl Arena {
+    /// Bytes allocated: the chunks and the chunk list.
+    fn allocated(&self) -> usize {
+        self.chunk_bytes + self.chunks.capacity() * std::mem::size_of::<Vec<u8>>()
     }
 
-    fn key_len(&self) -> usize {
-        u32::from_le_bytes(self.0[..4].try_into().expect("4 bytes")) as usize
+    /// The record at `offset` (which [`Arena::append`] returned).
+    fn record(&self, offset: u32) -> Record<'_> {
+        let chunk = &self.chunks[(offset >> POSITION_BITS) as usize];
+        let start = (offset & ((1 << POSITION_BITS) - 1)) as usize;
+        let mut at = start;
+        let key_len = get_varint(chunk, &mut at);
+        let value_len = get_varint(chunk, &mut at);
+        let value_at = at + key_len;
+        Record {
+            key: &chunk[at..value_at],
+            value: &chunk[value_at..value_at + value_len],
+            len: value_at + value_len - start,
+        }
     }
 
-    fn key(&self) -> &[u8] {
-        &self.0[4..4 + self.key_len()]
+    /// Appends a record; returns its offset.
+    fn append(&mut self, key: &[u8], value: &[u8]) -> Result<u32, ArenaFull> {
+        let len = varint_len(key.len()) + varint_len(value.len()) + key.len() + value.len();
+        let fits = self.chunks.last().is_some_and(|chunk| {
+            chunk.capacity() - chunk.len() >= len && chunk.len() < 1 << POSITION_BITS
+        });
+        if !fits {
+            if self.chunks.len() == MAX_CHUNKS {
+                return Err(ArenaFull);
+            }
+            let size = self
+                .chunk_bytes
+                .clamp(FIRST_CHUNK_BYTES, CHUNK_BYTES)
+                .max(len);
+            self.chunks.push(Vec::with_capacity(size));
+            self.chunk_bytes += size;
+        }
+        let index = self.chunks.len() - 1;
+        let chunk = &mut self.chunks[index];
+        let offset = ((index as u32) << POSITION_BITS) | chunk.len() as u32;
+        put_varint(chunk, key.len());
+        put_varint(chunk, value.len());
+        chunk.extend_from_slice(key);
+        chunk.extend_from_slice(value);
+        self.used += len;
+        Ok(offset)
+    }
+}
+
+/// One independently locked part of the index: an arena of records and a table of their offsets.
+#[derive(Default)]
+struct Shard {
+    table: HashTable<u32>,
+    arena: Arena,
+}
+
+impl Shard {
+    /// Bytes allocated: the arena and the table.
+    fn allocated(&self) -> usize {
+        self.arena.allocated() + self.table.allocation_size()
     }
 
-    fn value(&self) -> &[u8] {
-        &self.0[4 + self.key_len()..]
+    fn find(&self, hash: u64, key: &[u8]) -> Option<&[u8]> {
+        let arena = &self.arena;
+        self.table
+            .find(hash, |&offset| arena.record(offset).key == key)
+            .map(|&offset| arena.record(offset).value)
     }
 
-    /// What it counts against the budget.
-    fn counted(&self) -> usize {
-        self.0.len() - 4 + ENTRY_OVERHEAD
+    fn insert(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        value: &[u8],
+        hasher: &impl BuildHasher,
+    ) -> Result<(), ArenaFull> {
+        let offset = self.arena.append(key, value)?;
+        let arena = &mut self.arena;
+        match self.table.find_mut(hash, |&o| arena.record(o).key == key) {
+            Some(slot) => {
+                arena.garbage += arena.record(*slot).len;
+                *slot = offset;
+            }
+            None => {
+                self.table
+                    .insert_unique(hash, offset, |&o| hasher.hash_one(arena.record(o).key));
+            }
+        }
+        self.compact_if_wasteful()
+    }
+
+    fn remove(&mut self, hash: u64, key: &[u8]) -> Result<(), ArenaFull> {
+        let arena = &mut self.arena;
+        if let Ok(entry) = self.table.find_entry(hash, |&o| arena.record(o).key == key) {
+            let (offset, _) = entry.remove();
+            arena.garbage += arena.record(offset).len;
+        }
+        self.compact_if_wasteful()
+    }
+
+    /// Copies the live records into a new arena once garbage is a quarter of what was written.
+    fn compact_if_wasteful(&mut self) -> Result<(), ArenaFull> {
+        let garbage = self.arena.garbage;
+        if garbage < MIN_GARBAGE_TO_COMPACT || garbage * 4 < self.arena.used {
+            return Ok(());
+        }
+        let old = std::mem::take(&mut self.arena);
+        for offset in self.table.iter_mut() {
+            let record = old.record(*offset);
+            *offset = self.arena.append(record.key, record.value)?;
+        }
+        Ok(())
     }
 }
 
 /// See the module docs.
 pub struct ReadIndex {
-    shards: Box<[RwLock<HashTable<Packed>>]>,
+    shards: Box<[RwLock<Shard>]>,
     hasher: std::hash::RandomState,
+    /// What the shards have allocated, together.
     bytes: AtomicUsize,
     budget: usize,
     enabled: AtomicBool,
@@ -76,7 +236,7 @@ pub struct ReadIndex {
 impl ReadIndex {
     fn empty(budget: usize) -> ReadIndex {
         ReadIndex {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashTable::new())).collect(),
+            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             hasher: std::hash::RandomState::new(),
             bytes: AtomicUsize::new(0),
             budget,
@@ -116,53 +276,50 @@ impl ReadIndex {
 
     /// The key's hash and its shard. The shard is picked from bits the table itself does not use
     /// (it takes buckets from the low bits and its tags from the top seven).
-    fn locate(&self, key: &[u8]) -> (u64, &RwLock<HashTable<Packed>>) {
+    fn locate(&self, key: &[u8]) -> (u64, &RwLock<Shard>) {
         let hash = self.hasher.hash_one(key);
         let shard = (hash >> 48) as usize % SHARDS;
         (hash, &self.shards[shard])
     }
 
-    fn insert(&self, key: &[u8], value: &[u8]) {
-        let packed = Packed::new(key, value);
-        let added = packed.counted();
+    /// Runs `change` on the key's shard and keeps the allocated total; turns the index off when
+    /// the total passes the budget or the shard cannot take the change.
+    fn change_shard(
+        &self,
+        key: &[u8],
+        change: impl FnOnce(&mut Shard, u64) -> Result<(), ArenaFull>,
+    ) {
         let (hash, shard) = self.locate(key);
-        let replaced = {
-            let mut table = shard.write().expect("read index shard");
-            match table.find_mut(hash, |p| p.key() == key) {
-                Some(slot) => Some(std::mem::replace(slot, packed)),
-                None => {
-                    table.insert_unique(hash, packed, |p| self.hasher.hash_one(p.key()));
-                    None
-                }
-            }
+        let (before, after, result) = {
+            let mut shard = shard.write().expect("read index shard");
+            let before = shard.allocated();
+            let result = change(&mut shard, hash);
+            (before, shard.allocated(), result)
         };
-        if let Some(old) = replaced {
-            self.bytes.fetch_sub(old.counted(), Ordering::Relaxed);
-        }
-        if self.bytes.fetch_add(added, Ordering::Relaxed) + added > self.budget {
+        let total = if after >= before {
+            self.bytes.fetch_add(after - before, Ordering::Relaxed) + (after - before)
+        } else {
+            self.bytes.fetch_sub(before - after, Ordering::Relaxed) - (before - after)
+        };
+        if result.is_err() || total > self.budget {
             self.disable();
         }
     }
 
+    fn insert(&self, key: &[u8], value: &[u8]) {
+        self.change_shard(key, |shard, hash| {
+            shard.insert(hash, key, value, &self.hasher)
+        });
+    }
+
     fn remove(&self, key: &[u8]) {
-        let (hash, shard) = self.locate(key);
-        let removed = match shard
-            .write()
-            .expect("read index shard")
-            .find_entry(hash, |p| p.key() == key)
-        {
-            Ok(entry) => Some(entry.remove().0),
-            Err(_) => None,
-        };
-        if let Some(old) = removed {
-            self.bytes.fetch_sub(old.counted(), Ordering::Relaxed);
-        }
+        self.change_shard(key, |shard, hash| shard.remove(hash, key));
     }
 
     fn disable(&self) {
         self.enabled.store(false, Ordering::Release);
         for shard in &self.shards {
-            *shard.write().expect("read index shard") = HashTable::new();
+            *shard.write().expect("read index shard") = Shard::default();
         }
         self.bytes.store(0, Ordering::Relaxed);
     }
@@ -192,8 +349,8 @@ impl ReadIndex {
         let found = shard
             .read()
             .expect("read index shard")
-            .find(hash, |p| p.key() == key)
-            .map(|p| Slice::from(p.value()));
+            .find(hash, key)
+            .map(Slice::from);
         // Turned off while we looked: the map may have been cleared under us.
         if !self.enabled() {
             return Lookup::Unknown;
@@ -201,7 +358,7 @@ impl ReadIndex {
         found.map_or(Lookup::Absent, Lookup::Found)
     }
 
-    /// Bytes held (keys, values and per-entry overhead); 0 when off.
+    /// Bytes the index has allocated (its shards' arenas and tables); 0 when off.
     pub fn bytes(&self) -> usize {
         if self.enabled() {
             self.bytes.load(Ordering::Relaxed)
@@ -214,7 +371,7 @@ impl ReadIndex {
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.read().expect("read index shard").len())
+            .map(|s| s.read().expect("read index shard").table.len())
             .sum()
     }
 
@@ -227,6 +384,56 @@ impl ReadIndex {
 mod tests {
     use super::*;
     use crate::store::{Store, encode_key, encode_value};
+
+    /// The shards' bookkeeping agrees with their contents: the counted total is what they have
+    /// allocated, and the garbage is exactly the arena bytes no live record uses.
+    fn assert_consistent(index: &ReadIndex) {
+        let mut allocated = 0;
+        for shard in &index.shards {
+            let shard = shard.read().unwrap();
+            allocated += shard.allocated();
+            let arena = &shard.arena;
+            let live: usize = shard.table.iter().map(|&o| arena.record(o).len).sum();
+            let written: usize = arena.chunks.iter().map(Vec::len).sum();
+            assert_eq!(arena.used, written);
+            assert_eq!(
+                arena.used - arena.garbage,
+                live,
+                "garbage is counted exactly"
+            );
+            assert!(
+                arena.garbage < MIN_GARBAGE_TO_COMPACT || arena.garbage * 4 < arena.used,
+                "garbage is compacted away: {} of {}",
+                arena.garbage,
+                arena.used
+            );
+            let capacity: usize = arena.chunks.iter().map(Vec::capacity).sum();
+            assert_eq!(arena.chunk_bytes, capacity);
+        }
+        assert_eq!(index.bytes(), allocated);
+    }
+
+    #[test]
+    fn varints_round_trip_at_every_width() {
+        for value in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            1 << 21,
+            u32::MAX as usize,
+        ] {
+            let mut bytes = vec![0xff];
+            put_varint(&mut bytes, value);
+            assert_eq!(bytes.len() - 1, varint_len(value), "{value}");
+            let mut at = 1;
+            assert_eq!(get_varint(&bytes, &mut at), value);
+            assert_eq!(at, bytes.len());
+        }
+    }
 
     #[test]
     fn loads_applies_and_turns_off_over_budget() {
@@ -247,6 +454,7 @@ mod tests {
             .unwrap();
         let index = ReadIndex::load(&store, 1 << 20).unwrap();
         assert_eq!(index.len(), 2);
+        assert_consistent(&index);
         assert_eq!(
             index.get(&encode_key("a", "")),
             Lookup::Found(Slice::from(v.as_slice()))
@@ -263,12 +471,16 @@ mod tests {
         let off = ReadIndex::load(&store, 0).unwrap();
         assert_eq!(off.get(&encode_key("a", "")), Lookup::Unknown);
         // Growing past the budget turns it off rather than serving a partial copy.
-        let tight =
-            ReadIndex::load(&store, 2 * (ka.len() + v.len() + ENTRY_OVERHEAD) + 10).unwrap();
+        // Two records take at most twice what one takes (alone in a shard, or sharing one).
+        let one = ReadIndex::empty(usize::MAX);
+        one.apply([(&ka, &Some(v.clone()))]);
+        let tight = ReadIndex::load(&store, 2 * one.bytes()).unwrap();
         assert!(tight.enabled());
+        assert_eq!(tight.len(), 2);
         let big = Some(vec![0u8; 1000]);
         tight.apply([(&kc, &big)]);
         assert_eq!(tight.get(&kc), Lookup::Unknown);
+        assert_eq!(tight.bytes(), 0);
     }
 
     #[test]
@@ -281,14 +493,12 @@ mod tests {
         for round in 0..3 {
             let values: Vec<Option<Vec<u8>>> = (0..keys.len()).map(|i| value(i, round)).collect();
             index.apply(keys.iter().zip(values.iter()));
+            assert_consistent(&index);
         }
         assert_eq!(index.len(), keys.len(), "overwrites add nothing");
-        let counted: usize = (0..keys.len())
-            .map(|i| keys[i].len() + value(i, 2).unwrap().len() + ENTRY_OVERHEAD)
-            .sum();
-        assert_eq!(index.bytes(), counted);
         let gone: Vec<Option<Vec<u8>>> = vec![None; 1_000];
         index.apply(keys[..1_000].iter().zip(gone.iter()));
+        assert_consistent(&index);
         assert_eq!(index.len(), 1_000);
         for (i, key) in keys.iter().enumerate() {
             let expected = if i < 1_000 {
@@ -299,6 +509,63 @@ mod tests {
             assert_eq!(index.get(key), expected, "key {i}");
         }
         // Every shard holds some of them: the shard bits are not the table's bucket bits.
-        assert!(index.shards.iter().all(|s| !s.read().unwrap().is_empty()));
+        assert!(
+            index
+                .shards
+                .iter()
+                .all(|s| !s.read().unwrap().table.is_empty())
+        );
+    }
+
+    #[test]
+    fn records_of_every_size_round_trip() {
+        let index = ReadIndex::empty(usize::MAX);
+        let sizes = [0, 1, 127, 128, 16_383, 16_384, 200_000];
+        let mut written = Vec::new();
+        for (i, &key_len) in sizes.iter().enumerate() {
+            for (j, &value_len) in sizes.iter().enumerate() {
+                let mut key = vec![b'k'; key_len];
+                key.extend_from_slice(format!("{i}.{j}").as_bytes());
+                let value: Vec<u8> = (0..value_len).map(|n| (n * 7 + i + j) as u8).collect();
+                written.push((key, Some(value)));
+            }
+        }
+        index.apply(written.iter().map(|(k, v)| (k, v)));
+        assert_consistent(&index);
+        for (key, value) in &written {
+            let value = value.as_ref().unwrap();
+            assert_eq!(index.get(key), Lookup::Found(Slice::from(value.as_slice())));
+        }
+    }
+
+    #[test]
+    fn rewriting_one_key_keeps_the_arena_bounded() {
+        let index = ReadIndex::empty(usize::MAX);
+        let key = encode_key("counter", "");
+        let others: Vec<(Vec<u8>, Option<Vec<u8>>)> = (0..100)
+            .map(|i| (encode_key(&format!("o{i}"), ""), Some(vec![b'o'; 50])))
+            .collect();
+        index.apply(others.iter().map(|(k, v)| (k, v)));
+        for n in 0..100_000u32 {
+            let value = Some(n.to_string().into_bytes());
+            index.apply([(&key, &value)]);
+        }
+        assert_consistent(&index);
+        let used: usize = index
+            .shards
+            .iter()
+            .map(|s| s.read().unwrap().arena.used)
+            .sum();
+        assert!(
+            used < SHARDS * MIN_GARBAGE_TO_COMPACT * 2,
+            "{used} bytes in the arenas"
+        );
+        assert_eq!(index.get(&key), Lookup::Found(Slice::from(&b"99999"[..])));
+        for (key, value) in &others {
+            assert_eq!(
+                index.get(key),
+                Lookup::Found(Slice::from(value.as_deref().unwrap()))
+            );
+        }
     }
 }
