@@ -137,7 +137,8 @@ pub fn apply_batch(
             batch.changes.push(EntryChanges {
                 offset: record.offset,
                 ts_ms: batch.entry_ts,
-                changes: std::mem::take(&mut batch.entry_changes),
+                // Sized exactly (the history keeps it), and the buffer is kept for the next entry.
+                changes: batch.entry_changes.drain(..).collect(),
             });
         }
         match outcome {
@@ -313,11 +314,9 @@ fn purge(
                 .ok_or_else(|| StoreError::Corrupt("a deadline index key is malformed".into()))?;
             batch.keys.entry(pk).or_default().note(&sk, false);
             batch.writes.insert(key.clone(), None);
-            batch.entry_changes.push(Change {
-                key: key.clone(),
-                value: None,
-                kind: ChangeKind::Expired,
-            });
+            batch
+                .entry_changes
+                .push(Change::new(key, None, ChangeKind::Expired));
             batch.expired += 1;
             purged += 1;
         }
@@ -360,15 +359,12 @@ impl EntryWrites {
         if let Some(deadline) = new.as_deref().and_then(crate::store::expires_at) {
             self.deadlines.push((true, (deadline, key.clone())));
         }
-        self.changes.push(Change {
-            key: key.clone(),
-            value: new.clone(),
-            kind: if new.is_some() {
-                ChangeKind::Put
-            } else {
-                ChangeKind::Delete
-            },
-        });
+        let kind = if new.is_some() {
+            ChangeKind::Put
+        } else {
+            ChangeKind::Delete
+        };
+        self.changes.push(Change::new(&key, new.as_deref(), kind));
         self.local.insert(key, new);
     }
 
@@ -663,11 +659,9 @@ fn apply_entry(
                             .entry(op.pk.clone())
                             .or_default()
                             .note(&sk, false);
-                        writes.changes.push(Change {
-                            key: other.clone(),
-                            value: None,
-                            kind: ChangeKind::Delete,
-                        });
+                        writes
+                            .changes
+                            .push(Change::new(&other, None, ChangeKind::Delete));
                         writes.local.insert(other, None);
                     }
                 }
