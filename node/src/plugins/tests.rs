@@ -87,13 +87,50 @@ fn every_call_starts_from_the_modules_initial_state() {
             .unwrap(),
         )
         .unwrap();
-    for call in 0..5 {
+    // Calls share stores (eight to a store): enough calls to use several, each a fresh instance.
+    for call in 0..20 {
         assert_eq!(host.condition(&plugin, INPUT), Ok(true), "call {call}");
     }
     // The module does see its own traces when an instance is kept (as the bench's reuse does).
     let mut kept = host.session(&plugin).unwrap();
     assert_eq!(kept.condition(INPUT), Ok(true));
     assert_eq!(kept.condition(INPUT), Ok(false));
+}
+
+#[test]
+fn more_callers_than_instance_slots_wait_and_all_finish() {
+    // Two slots, four threads: idle stores hold slots for finished instances, and a caller that
+    // finds none free gives those back rather than wait on them forever.
+    let host = PluginHost::new(PluginLimits {
+        fuel: 1_000_000,
+        memory_bytes: 1 << 20,
+        max_instances: 2,
+        ..PluginLimits::default()
+    })
+    .unwrap();
+    let plugin = host.load(&module(FIRST_BYTE_IS_BRACE)).unwrap();
+    let failing = host
+        .load(&module(
+            r#"(func (export "condition") (param i32 i32) (result i32) unreachable)"#,
+        ))
+        .unwrap();
+    std::thread::scope(|s| {
+        for thread in 0..4 {
+            let (host, plugin, failing) = (&host, &plugin, &failing);
+            s.spawn(move || {
+                for call in 0..200 {
+                    assert_eq!(host.condition(plugin, INPUT), Ok(true), "{thread}/{call}");
+                    if call % 7 == 0 {
+                        assert!(host.condition(failing, INPUT).is_err());
+                    }
+                }
+            });
+        }
+    });
+    // Every slot is back: as many calls at once as there are slots can still start.
+    let a = host.session(&plugin).unwrap();
+    let b = host.session(&plugin).unwrap();
+    drop((a, b));
 }
 
 #[test]
