@@ -214,10 +214,22 @@ impl Shard {
         if garbage < MIN_GARBAGE_TO_COMPACT || garbage * 4 < self.arena.used {
             return Ok(());
         }
+        // The table changes only once every record has moved: on failure the shard stays as it
+        // was (the index is then turned off, and a reader may still look in the meantime).
         let old = std::mem::take(&mut self.arena);
-        for offset in self.table.iter_mut() {
-            let record = old.record(*offset);
-            *offset = self.arena.append(record.key, record.value)?;
+        let mut moved = Vec::with_capacity(self.table.len());
+        for &offset in self.table.iter() {
+            let record = old.record(offset);
+            match self.arena.append(record.key, record.value) {
+                Ok(new) => moved.push(new),
+                Err(full) => {
+                    self.arena = old;
+                    return Err(full);
+                }
+            }
+        }
+        for (offset, new) in self.table.iter_mut().zip(moved) {
+            *offset = new;
         }
         Ok(())
     }
