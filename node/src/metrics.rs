@@ -32,6 +32,12 @@ pub struct Metrics {
     /// `firescroll_read_index_bytes{partition}`: bytes the in-memory read index has allocated
     /// (its arenas and tables; 0 when it is off: the partition outgrew READ_INDEX_MAX_BYTES).
     pub read_index_bytes: IntGaugeVec,
+    /// `firescroll_watch_history_bytes{partition}`: bytes of recent changes kept for watches to
+    /// resume from, as counted against the partition's share of WATCH_HISTORY_BYTES.
+    pub watch_history_bytes: IntGaugeVec,
+    /// `firescroll_recent_outcomes_bytes{partition}`: bytes of the most recent entries' outcomes
+    /// kept in memory for waiting writers (bounded at 8 MiB per partition).
+    pub recent_outcomes_bytes: IntGaugeVec,
     /// `resp_latencies_micro{command}`: one Redis command, µs (known commands, else `other`).
     pub resp_latency: ShardedHistogramVec,
     /// `firescroll_cluster_members`: members of this region's gossip cluster with a current
@@ -182,6 +188,22 @@ impl Metrics {
             &["partition"],
         )
         .expect("valid metric");
+        let watch_history_bytes = IntGaugeVec::new(
+            Opts::new(
+                "firescroll_watch_history_bytes",
+                "Bytes of recent changes the partition keeps for watches to resume from, as counted against its share of WATCH_HISTORY_BYTES.",
+            ),
+            &["partition"],
+        )
+        .expect("valid metric");
+        let recent_outcomes_bytes = IntGaugeVec::new(
+            Opts::new(
+                "firescroll_recent_outcomes_bytes",
+                "Bytes of the partition's most recent outcomes kept in memory for waiting writers (at most 8 MiB).",
+            ),
+            &["partition"],
+        )
+        .expect("valid metric");
         let resp_latency = ShardedHistogramVec::new(
             HistogramOpts::new(
                 "resp_latencies_micro",
@@ -319,6 +341,8 @@ impl Metrics {
             Box::new(requests_refused.clone()),
             Box::new(partition_stalled.clone()),
             Box::new(read_index_bytes.clone()),
+            Box::new(watch_history_bytes.clone()),
+            Box::new(recent_outcomes_bytes.clone()),
             Box::new(reads_cancelled.clone()),
             Box::new(partition_latency.clone()),
             Box::new(partitions.clone()),
@@ -369,6 +393,8 @@ impl Metrics {
             requests_refused,
             partition_stalled,
             read_index_bytes,
+            watch_history_bytes,
+            recent_outcomes_bytes,
             reads_cancelled,
             snapshots,
             snapshot_offset,

@@ -71,12 +71,16 @@ impl Engine {
                         .feed
                         .publish(std::mem::take(&mut batch.changes), next);
                     // Before the new offset wakes the writers waiting for these outcomes.
-                    runtime.recent.lock().expect("recent outcomes").record(
-                        records[0].offset,
-                        next,
-                        batch.rejections.clone(),
-                        std::mem::take(&mut batch.returned),
-                    );
+                    let recent_bytes = {
+                        let mut recent = runtime.recent.lock().expect("recent outcomes");
+                        recent.record(
+                            records[0].offset,
+                            next,
+                            batch.rejections.clone(),
+                            std::mem::take(&mut batch.returned),
+                        );
+                        recent.bytes()
+                    };
                     runtime.set_next_offset(batch.next_offset);
                     inner
                         .metrics
@@ -102,6 +106,16 @@ impl Engine {
                         .applied_offset
                         .with_label_values(&[&label])
                         .set(batch.next_offset as i64 - 1);
+                    inner
+                        .metrics
+                        .watch_history_bytes
+                        .with_label_values(&[&label])
+                        .set(runtime.feed.history_bytes() as i64);
+                    inner
+                        .metrics
+                        .recent_outcomes_bytes
+                        .with_label_values(&[&label])
+                        .set(recent_bytes as i64);
                     inner
                         .metrics
                         .partition_latency

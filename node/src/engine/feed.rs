@@ -235,6 +235,11 @@ impl Feed {
         })
     }
 
+    /// Bytes the history holds, as counted against its budget (WATCH_HISTORY_BYTES's share).
+    pub fn history_bytes(&self) -> usize {
+        self.state.lock().expect("feed lock").bytes
+    }
+
     /// The oldest offset a subscription may start at, and the next offset.
     pub fn bounds(&self) -> (u64, u64) {
         let history = self.state.lock().expect("feed lock");

@@ -78,6 +78,12 @@ impl RecentOutcomes {
         self.from = self.from.max(self.to.saturating_sub(KEPT_OFFSETS));
     }
 
+    /// Bytes kept, as counted against the bound (returned values and rejection messages, and a
+    /// fixed overhead per kept outcome).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// The outcome of the entry at `offset`, if it is covered.
     pub fn get(&self, offset: u64) -> Option<Outcome> {
         if !(self.from..self.to).contains(&offset) {

@@ -88,6 +88,10 @@ fn metrics_count_what_happened_with_bounded_labels() {
     );
     assert_eq!(sum(&text, "firescroll_partition_healthy{"), 4.0);
     assert!(text.contains("firescroll_apply_lag_entries{"));
+    // The in-memory buffers each say what they hold: the change of the first put (kept for
+    // watches) and the second put's rejection (kept for its waiting writer).
+    assert!(sum(&text, "firescroll_watch_history_bytes{") > 0.0);
+    assert!(sum(&text, "firescroll_recent_outcomes_bytes{") > 0.0);
     assert_eq!(
         sum(&text, "firescroll_applied_offset{"),
         1.0 - 3.0,
