@@ -23,15 +23,7 @@ impl Service {
                 ),
             ));
         }
-        match self.unknown_partition(positions) {
-            Some((partition, partitions)) => Err(ServiceError::bad_request(
-                "bad_position",
-                format!(
-                    "a position names partition {partition}, but there are {partitions} partitions"
-                ),
-            )),
-            None => Ok(()),
-        }
+        self.check_partitions(positions, "bad_position", "a position")
     }
 
     /// The outcome of each position: `None` while not yet applied. Partitions this node does

@@ -15,26 +15,30 @@ impl Service {
             .unwrap_or(false)
     }
 
-    /// Refuses positions naming partitions that do not exist.
+    /// Refuses `min_offsets` naming partitions that do not exist.
     pub(super) fn check_positions(&self, positions: &[Position]) -> Result<(), ServiceError> {
-        match self.unknown_partition(positions) {
-            Some((partition, partitions)) => Err(ServiceError::bad_request(
-                "bad_min_offsets",
+        self.check_partitions(positions, "bad_min_offsets", "min_offsets")
+    }
+
+    /// Refuses positions naming partitions that do not exist, with error `code`; `what` names
+    /// the positions in the message.
+    pub(super) fn check_partitions(
+        &self,
+        positions: &[Position],
+        code: &'static str,
+        what: &str,
+    ) -> Result<(), ServiceError> {
+        let partitions = self.engine.partition_count();
+        match positions.iter().find(|p| p.partition >= partitions) {
+            Some(p) => Err(ServiceError::bad_request(
+                code,
                 format!(
-                    "min_offsets names partition {partition}, but there are {partitions} partitions"
+                    "{what} names partition {}, but there are {partitions} partitions",
+                    p.partition
                 ),
             )),
             None => Ok(()),
         }
-    }
-
-    /// The first partition among `positions` that does not exist, with the partition count.
-    pub(super) fn unknown_partition(&self, positions: &[Position]) -> Option<(u32, u32)> {
-        let partitions = self.engine.partition_count();
-        positions
-            .iter()
-            .find(|p| p.partition >= partitions)
-            .map(|p| (p.partition, partitions))
     }
 
     /// Read-your-writes positions split into those to wait for here (partitions this node
