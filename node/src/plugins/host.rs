@@ -470,29 +470,24 @@ impl PluginHost {
 
     /// Takes an instance slot, waiting for one if none is free. Idle stores hold slots for
     /// instances that have finished: they are dropped first, so a call never waits on them.
+    /// Stores become idle under the slots lock (see `Call`'s drop), so a caller that found none
+    /// is already waiting when one does, and is woken for it.
     fn take_slot(&self) {
+        let mut free = self.slots.lock().expect("slots lock");
         loop {
-            {
-                let mut free = self.slots.lock().expect("slots lock");
-                if *free > 0 {
-                    *free -= 1;
-                    return;
-                }
+            if *free > 0 {
+                *free -= 1;
+                return;
             }
             let idle = self.idle.lock().expect("idle stores lock").pop();
             match idle {
-                Some(store) => self.retire(store),
-                None => {
-                    let free = self.slots.lock().expect("slots lock");
-                    if *free == 0 {
-                        // Woken when slots come back or a store goes idle; the timeout covers a
-                        // store that went idle between the two looks.
-                        let _ = self
-                            .freed
-                            .wait_timeout(free, std::time::Duration::from_millis(5))
-                            .expect("slots lock");
-                    }
+                Some(store) => {
+                    // Dropped before its slots are counted free: the pool takes them back then.
+                    let held = store.instances;
+                    drop(store);
+                    *free += held;
                 }
+                None => free = self.freed.wait(free).expect("slots lock"),
             }
         }
     }
@@ -502,7 +497,16 @@ impl PluginHost {
         let held = store.instances;
         drop(store);
         *self.slots.lock().expect("slots lock") += held;
-        self.freed.notify_all();
+        for _ in 0..held {
+            self.freed.notify_one();
+        }
+    }
+
+    /// Keeps a store for the next call, waking a caller that waits for its slots.
+    fn keep_idle(&self, store: CallStore) {
+        let _slots = self.slots.lock().expect("slots lock");
+        self.idle.lock().expect("idle stores lock").push(store);
+        self.freed.notify_one();
     }
 }
 
@@ -580,8 +584,7 @@ impl Drop for Call<'_> {
         if self.failed || store.instances >= CALLS_PER_STORE {
             self.host.retire(store);
         } else {
-            self.host.idle.lock().expect("idle stores lock").push(store);
-            self.host.freed.notify_all();
+            self.host.keep_idle(store);
         }
     }
 }
