@@ -67,7 +67,7 @@ impl Engine {
                         .with_label_values(&[&label])
                         .set(runtime.index.bytes() as i64);
                     let next = batch.next_offset;
-                    runtime
+                    let history_bytes = runtime
                         .feed
                         .publish(std::mem::take(&mut batch.changes), next);
                     // Before the new offset wakes the writers waiting for these outcomes.
@@ -110,7 +110,7 @@ impl Engine {
                         .metrics
                         .watch_history_bytes
                         .with_label_values(&[&label])
-                        .set(runtime.feed.history_bytes() as i64);
+                        .set(history_bytes as i64);
                     inner
                         .metrics
                         .recent_outcomes_bytes

@@ -187,8 +187,9 @@ impl Feed {
         }
     }
 
-    /// Publishes a committed batch: its entries' changes, and the next offset after it.
-    pub(super) fn publish(&self, entries: Vec<EntryChanges>, next_offset: u64) {
+    /// Publishes a committed batch: its entries' changes, and the next offset after it. Returns
+    /// the bytes the history now holds, as counted against its budget.
+    pub(super) fn publish(&self, entries: Vec<EntryChanges>, next_offset: u64) -> usize {
         let entries: Vec<Arc<EntryChanges>> = entries.into_iter().map(Arc::new).collect();
         let mut history = self.state.lock().expect("feed lock");
         for entry in &entries {
@@ -211,6 +212,7 @@ impl Feed {
             entries,
             next_offset,
         }));
+        history.bytes
     }
 
     /// Subscribes from `from` (the next offset when `None`): the history from there, then live.
@@ -233,11 +235,6 @@ impl Feed {
             next_offset: history.next,
             live: self.live.subscribe(),
         })
-    }
-
-    /// Bytes the history holds, as counted against its budget (WATCH_HISTORY_BYTES's share).
-    pub fn history_bytes(&self) -> usize {
-        self.state.lock().expect("feed lock").bytes
     }
 
     /// The oldest offset a subscription may start at, and the next offset.
