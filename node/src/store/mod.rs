@@ -49,6 +49,11 @@ pub enum StoreError {
     Fjall(#[from] fjall::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error(
+        "the store in {path} is in use by another process (another firescroll node on the same \
+         DB_PATH?): stop that process, or give this node its own DB_PATH"
+    )]
+    InUse { path: String },
     #[error("partition {id} does not exist: the namespace has {partitions} partitions (0 to {})", partitions - 1)]
     NoSuchPartition { id: u32, partitions: u32 },
     #[error(
@@ -114,9 +119,17 @@ impl Store {
     /// Opens (or creates) the store in `path` for a namespace of `partitions` partitions. Refuses a
     /// store created with another partition count.
     pub fn open(path: &Path, partitions: u32) -> Result<Self> {
-        let db = Database::builder(path)
-            .cache_size(BLOCK_CACHE_BYTES)
-            .open()?;
+        let db = match Database::builder(path).cache_size(BLOCK_CACHE_BYTES).open() {
+            Ok(db) => db,
+            // fjall holds a lock on its directory while open: two nodes writing one store would
+            // corrupt it, so say plainly why the second one stops.
+            Err(fjall::Error::Locked) => {
+                return Err(StoreError::InUse {
+                    path: path.display().to_string(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
         // Meta holds each entry's returned values (HSET's and DEL's counts, INCR's results) until
         // they are pruned: bounded like the others, not by fjall's 64 MiB default.
         let meta = db.keyspace(META_KEYSPACE, keyspace_options)?;

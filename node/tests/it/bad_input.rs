@@ -174,6 +174,41 @@ fn any_bytes_in_keys_and_unicode_work() {
 }
 
 #[test]
+fn a_second_node_on_the_same_db_path_stops_and_the_first_keeps_its_data() {
+    let node = Node::start();
+    let (status, _) = node.post(
+        "/records/put",
+        json!({"Records": [{"pk": "k", "sk": "s", "data": {"v": 1}}], "wait": true}),
+    );
+    assert_eq!(status, 200);
+    let [api, internal, resp] = common::free_ports();
+    let out = std::process::Command::new(common::BIN)
+        .env_clear()
+        .env("DB_PATH", &node.data)
+        .env("API_PORT", api.to_string())
+        .env("INTERNAL_PORT", internal.to_string())
+        .env("RESP_PORT", resp.to_string())
+        .env("LISTEN_ADDR", "127.0.0.1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("in use by another process") && err.contains("DB_PATH"),
+        "{err}"
+    );
+    // The first node still serves what it had, and takes writes.
+    let (status, body) = node.post("/records/get", json!({"Records": [{"pk": "k", "sk": "s"}]}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["Records"][0]["Data"], json!({"v": 1}), "{body}");
+    let (status, body) = node.post(
+        "/records/put",
+        json!({"Records": [{"pk": "k", "sk": "t", "data": 2}], "wait": true}),
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
 fn bad_settings_stop_the_node_naming_the_setting() {
     for (name, value) in [
         ("API_PORT", "http"),
