@@ -9,6 +9,8 @@ use crate::model::{Record, Returned};
 use fjall::{Database, Keyspace, Readable, Slice};
 use sha2::{Digest as _, Sha256};
 use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 const NEXT_OFFSET_TAG: u8 = b'n';
 const REJECTION_TAG: u8 = b'r';
@@ -64,6 +66,10 @@ pub struct PartitionStore {
     records: Keyspace,
     keys: Keyspace,
     meta: Keyspace,
+    /// Whether the deadline index may hold entries. False while no record of the partition has
+    /// ever had a deadline (most never do): [`PartitionStore::due`] then answers without a store
+    /// read, which apply otherwise does once per batch. Set before any commit that adds one.
+    deadlines: Arc<AtomicBool>,
 }
 
 impl PartitionStore {
@@ -81,7 +87,10 @@ impl PartitionStore {
             records,
             keys,
             meta,
+            deadlines: Arc::new(AtomicBool::new(true)),
         };
+        let any_deadline = store.due(None, i64::MAX).next().is_some();
+        store.deadlines.store(any_deadline, Ordering::Release);
         if store
             .meta
             .get(store.tag_key(KEY_INDEX_BUILT_TAG))?
@@ -173,6 +182,7 @@ impl PartitionStore {
             }
         }
         let mut keys: Vec<(String, u64, bool)> = Vec::new();
+        let mut any_deadline = false;
         for (key, value) in records {
             let (pk, sk) = decode_key(key).ok_or_else(|| {
                 StoreError::Corrupt("a snapshot key has no valid encoding".into())
@@ -186,6 +196,7 @@ impl PartitionStore {
             }
             batch.insert(&self.records, key.as_slice(), value.as_slice());
             if let Some(deadline) = super::value::expires_at(value) {
+                any_deadline = true;
                 batch.insert(&self.meta, self.deadline_key(deadline, key), []);
             }
         }
@@ -206,7 +217,13 @@ impl PartitionStore {
         let mut restored = next_offset.to_be_bytes().to_vec();
         restored.extend_from_slice(source.as_bytes());
         batch.insert(&self.meta, self.tag_key(RESTORED_TAG), restored);
+        if any_deadline {
+            self.deadlines.store(true, Ordering::Release);
+        }
         batch.commit()?;
+        if !any_deadline {
+            self.deadlines.store(false, Ordering::Release);
+        }
         Ok(())
     }
 
@@ -288,6 +305,8 @@ impl PartitionStore {
         after: Option<&Deadline>,
         up_to: i64,
     ) -> impl Iterator<Item = Result<Deadline>> + use<> {
+        // Nothing to read: no record of the partition has had a deadline.
+        let none = !self.deadlines.load(Ordering::Acquire);
         let start = match after {
             Some((deadline, key)) => Bound::Excluded(self.deadline_key(*deadline, key)),
             None => Bound::Included(self.tag_key(DEADLINE_TAG).to_vec()),
@@ -299,10 +318,15 @@ impl PartitionStore {
             None => Bound::Included(self.deadline_key(i64::MAX, &[0xFF])),
         };
         let this = self.clone();
-        self.db
-            .snapshot()
-            .range(&self.meta, (start, end))
-            .map(move |guard| this.decode_deadline_key(&guard.key()?))
+        (!none)
+            .then(|| {
+                self.db
+                    .snapshot()
+                    .range(&self.meta, (start, end))
+                    .map(move |guard| this.decode_deadline_key(&guard.key()?))
+            })
+            .into_iter()
+            .flatten()
     }
 
     /// The earliest deadline in the partition's deadline index (it may be a stale entry's).
@@ -424,6 +448,9 @@ impl PartitionStore {
             deadlines_removed,
             next_offset,
         } = *meta;
+        if !deadlines_added.is_empty() {
+            self.deadlines.store(true, Ordering::Release);
+        }
         let mut batch = self.db.batch();
         for (deadline, key) in deadlines_removed {
             batch.remove(&self.meta, self.deadline_key(*deadline, key));

@@ -314,6 +314,31 @@ fn a_restored_replica_purges_exactly_as_the_one_that_replayed() {
 }
 
 #[test]
+fn a_reopened_partition_purges_what_it_committed_before() {
+    let (_, log) = expiry_log();
+    let log = records(&log);
+    let rules = TestRules::new();
+    let split = 14;
+    let straight_dir = tempfile::tempdir().unwrap();
+    let straight = open_partition(straight_dir.path(), 1);
+    apply_and_commit(&straight, rules.rules(), &log).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let before = open_partition(dir.path(), 1);
+        apply_and_commit(&before, rules.rules(), &log[..split]).unwrap();
+        assert!(
+            !index_of(&before).is_empty(),
+            "deadlines committed before the restart"
+        );
+    }
+    // A new handle on the same files knows nothing but what the store holds.
+    let reopened = open_partition(dir.path(), 1);
+    apply_and_commit(&reopened, rules.rules(), &log[split..]).unwrap();
+    assert_eq!(index_of(&reopened), index_of(&straight));
+    assert_eq!(reopened.digest().unwrap(), straight.digest().unwrap());
+}
+
+#[test]
 fn one_entry_purges_a_bounded_number_and_the_rest_follow() {
     let pk = pks_in(3, 1).remove(0);
     let rules = TestRules::new();
