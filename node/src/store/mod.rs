@@ -20,6 +20,9 @@ pub use value::{
 };
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use partition::DeadlineFlag;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// The version ([`crate::model::pk_version`]) of one pk's records, given as readers see them
 /// (their data verbatim) in sk order: re-encoded to exactly the bytes stored.
@@ -113,6 +116,9 @@ pub struct Store {
     db: Database,
     meta: Keyspace,
     partitions: u32,
+    /// Each opened partition's "its deadline index may hold entries" flag, shared by every
+    /// handle of that partition (see [`PartitionStore::due`]).
+    deadline_flags: Arc<Mutex<HashMap<u32, DeadlineFlag>>>,
 }
 
 impl Store {
@@ -156,6 +162,7 @@ impl Store {
             db,
             meta,
             partitions,
+            deadline_flags: Arc::default(),
         })
     }
 
@@ -196,7 +203,18 @@ impl Store {
             .db
             .keyspace(&format!("records_{id}"), keyspace_options)?;
         let keys = self.db.keyspace(&format!("keys_{id}"), key_index_options)?;
-        PartitionStore::open(id, self.db.clone(), records, keys, self.meta.clone())
+        // Held while the partition opens, so two handles opened at once share one flag.
+        let mut flags = self.deadline_flags.lock().expect("deadline flags");
+        let store = PartitionStore::open(
+            id,
+            self.db.clone(),
+            records,
+            keys,
+            self.meta.clone(),
+            flags.get(&id).cloned(),
+        )?;
+        flags.insert(id, store.deadline_flag());
+        Ok(store)
     }
 
     /// The plugin modules and name bindings.
@@ -218,6 +236,29 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_handle_of_a_partition_sees_deadlines_another_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 2).unwrap();
+        let first = store.partition(1).unwrap();
+        assert_eq!(first.due(None, i64::MAX).count(), 0);
+        let second = store.partition(1).unwrap();
+        let key = encode_key("a", "");
+        second
+            .commit(
+                [(key.clone(), Some(encode_value(1, 1, Some(5_000), b"1")))],
+                &BatchMeta {
+                    deadlines_added: &[(5_000, key.clone())],
+                    next_offset: 1,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        // The first handle had found no deadline; it must not keep answering from that.
+        let due: Vec<Deadline> = first.due(None, i64::MAX).map(Result::unwrap).collect();
+        assert_eq!(due, vec![(5_000, key)]);
+    }
 
     #[test]
     fn a_destroyed_partition_starts_over_empty() {

@@ -32,6 +32,9 @@ const DEADLINE_TAG: u8 = b'e';
 /// be stale (the record since got another deadline or went): whoever reads it checks the record.
 pub type Deadline = (i64, Vec<u8>);
 
+/// Whether a partition's deadline index may hold entries (see [`PartitionStore::due`]).
+pub(super) type DeadlineFlag = Arc<AtomicBool>;
+
 /// What an apply batch commits besides its record writes.
 #[derive(Debug, Default)]
 pub struct BatchMeta<'a> {
@@ -68,29 +71,35 @@ pub struct PartitionStore {
     meta: Keyspace,
     /// Whether the deadline index may hold entries. False while no record of the partition has
     /// ever had a deadline (most never do): [`PartitionStore::due`] then answers without a store
-    /// read, which apply otherwise does once per batch. Set before any commit that adds one.
-    deadlines: Arc<AtomicBool>,
+    /// read, which apply otherwise does once per batch. Set before any commit that adds one;
+    /// shared by every handle of the partition (the [`super::Store`] hands it out).
+    deadlines: DeadlineFlag,
 }
 
 impl PartitionStore {
     /// Opens the partition's handle, building its key index first if this store predates it.
+    /// `deadlines` is the flag of an earlier handle of this partition, if any.
     pub(super) fn open(
         id: u32,
         db: Database,
         records: Keyspace,
         keys: Keyspace,
         meta: Keyspace,
+        deadlines: Option<DeadlineFlag>,
     ) -> Result<Self> {
+        let known = deadlines.is_some();
         let store = PartitionStore {
             id,
             db,
             records,
             keys,
             meta,
-            deadlines: Arc::new(AtomicBool::new(true)),
+            deadlines: deadlines.unwrap_or_else(|| Arc::new(AtomicBool::new(true))),
         };
-        let any_deadline = store.due(None, i64::MAX).next().is_some();
-        store.deadlines.store(any_deadline, Ordering::Release);
+        if !known {
+            let any_deadline = store.due(None, i64::MAX).next().is_some();
+            store.deadlines.store(any_deadline, Ordering::Release);
+        }
         if store
             .meta
             .get(store.tag_key(KEY_INDEX_BUILT_TAG))?
@@ -99,6 +108,11 @@ impl PartitionStore {
             store.build_key_index()?;
         }
         Ok(store)
+    }
+
+    /// This partition's deadline flag, for the next handle of it.
+    pub(super) fn deadline_flag(&self) -> DeadlineFlag {
+        self.deadlines.clone()
     }
 
     fn tag_key(&self, tag: u8) -> [u8; 5] {
