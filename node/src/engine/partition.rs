@@ -4,7 +4,8 @@ use super::{Feed, Lookup, ReadIndex, Subscription, TooOld};
 use crate::model::now_ms;
 use crate::model::{KeyInfo, Record};
 use crate::store::{
-    Digest, PartitionStore, Scan, StoreError, encode_key, header_len, is_expired_now, to_record,
+    Digest, PartitionStore, Scan, StoreError, encode_key, header_len, is_expired, is_expired_now,
+    to_record,
 };
 use bytes::Bytes;
 use serde::Serialize;
@@ -115,12 +116,27 @@ impl PartitionRuntime {
             .transpose()
     }
 
-    /// Several records, from one snapshot, in the order asked.
+    /// Several records as of one moment (a batch boundary of the read index, else one store
+    /// snapshot), in the order asked.
     pub fn get_many<'a>(
         &self,
         keys: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Vec<Option<Record>>, StoreError> {
-        self.store.get_many(keys)
+        let keys: Vec<(&str, &str)> = keys.into_iter().collect();
+        let encoded: Vec<Vec<u8>> = keys.iter().map(|(pk, sk)| encode_key(pk, sk)).collect();
+        let Some(values) = self.index.get_many(&encoded) else {
+            return self.store.get_many(keys);
+        };
+        let now = now_ms();
+        keys.iter()
+            .zip(values)
+            .map(|(&(pk, sk), value)| match value {
+                Some(v) if !is_expired(&v, now) => {
+                    to_record(pk.to_string(), sk.to_string(), &v).map(Some)
+                }
+                _ => Ok(None),
+            })
+            .collect()
     }
 
     /// The data (JSON text) of one record, sharing the stored bytes instead of copying them.

@@ -15,13 +15,18 @@
 //! way. Replaced and removed records stay in the arena as garbage until it is a quarter of the
 //! arena, then the shard is compacted (copied live records only), so overwrites cannot grow it
 //! without bound. What the budget counts is what the shards have allocated.
+//!
+//! Several keys at once ([`ReadIndex::get_many`]) are read like a seqlock: the applier makes a
+//! version odd while it applies a batch and even again after, and a reader that finds the same
+//! even version before and after its lookups saw one batch boundary (a lookup that saw a batch's
+//! write took its shard lock after the applier's, so it also sees the odd version afterwards).
 
 use crate::store::{PartitionStore, StoreError};
 use fjall::Slice;
 use hashbrown::HashTable;
 use std::hash::BuildHasher;
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// Independently locked parts of the map: the applier writes one while readers use the others.
 const SHARDS: usize = 16;
@@ -243,7 +248,12 @@ pub struct ReadIndex {
     bytes: AtomicUsize,
     budget: usize,
     enabled: AtomicBool,
+    /// Odd while the applier applies a batch; see the module docs.
+    version: AtomicU64,
 }
+
+/// Tries of a consistent multi-key lookup before the caller reads the store instead.
+const MANY_ATTEMPTS: usize = 3;
 
 impl ReadIndex {
     fn empty(budget: usize) -> ReadIndex {
@@ -253,6 +263,7 @@ impl ReadIndex {
             bytes: AtomicUsize::new(0),
             budget,
             enabled: AtomicBool::new(budget > 0),
+            version: AtomicU64::new(0),
         }
     }
 
@@ -341,15 +352,43 @@ impl ReadIndex {
         if !self.enabled() {
             return;
         }
+        self.version.fetch_add(1, Ordering::AcqRel);
         for (key, value) in writes {
             match value {
                 Some(v) => self.insert(key, v),
                 None => self.remove(key),
             }
             if !self.enabled() {
-                return;
+                break;
             }
         }
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// Looks up several encoded keys as of one batch boundary, in order; `None` when the index
+    /// cannot answer (off, or the applier kept changing it), and the caller reads the store.
+    pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Option<Vec<Option<Slice>>> {
+        for _ in 0..MANY_ATTEMPTS {
+            let before = self.version.load(Ordering::Acquire);
+            if before % 2 == 1 {
+                std::thread::yield_now();
+                continue;
+            }
+            let mut found = Vec::with_capacity(keys.len());
+            for key in keys {
+                match self.get(key.as_ref()) {
+                    Lookup::Found(value) => found.push(Some(value)),
+                    Lookup::Absent => found.push(None),
+                    Lookup::Unknown => return None,
+                }
+            }
+            // A lookup that saw a write of the batch in progress took its shard's lock after the
+            // applier released it, so this load sees the version the applier made odd (or later).
+            if self.version.load(Ordering::Acquire) == before {
+                return Some(found);
+            }
+        }
+        None
     }
 
     /// Looks up an encoded key.
@@ -579,5 +618,56 @@ mod tests {
                 Lookup::Found(Slice::from(value.as_deref().unwrap()))
             );
         }
+    }
+
+    #[test]
+    fn several_keys_are_read_as_of_one_batch() {
+        let index = std::sync::Arc::new(ReadIndex::empty(usize::MAX));
+        // Keys in many shards, all rewritten by every batch with the batch's number.
+        let keys: Vec<Vec<u8>> = (0..32).map(|i| encode_key(&format!("k{i}"), "")).collect();
+        let write = |n: u32| {
+            let value = Some(n.to_string().into_bytes());
+            let batch: Vec<(&Vec<u8>, &Option<Vec<u8>>)> =
+                keys.iter().map(|k| (k, &value)).collect();
+            index.apply(batch);
+        };
+        write(0);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (answered, refused) = std::thread::scope(|scope| {
+            let readers: Vec<_> = (0..2)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let (mut answered, mut refused) = (0, 0);
+                        while !stop.load(Ordering::Relaxed) {
+                            match index.get_many(&keys) {
+                                Some(values) => {
+                                    answered += 1;
+                                    let first = values[0].clone().expect("written");
+                                    for value in &values {
+                                        assert_eq!(value.as_ref(), Some(&first), "a torn read");
+                                    }
+                                }
+                                None => refused += 1,
+                            }
+                        }
+                        (answered, refused)
+                    })
+                })
+                .collect();
+            for n in 1..20_000 {
+                write(n);
+            }
+            stop.store(true, Ordering::Relaxed);
+            readers
+                .into_iter()
+                .map(|r| r.join().unwrap())
+                .fold((0, 0), |(a, r), (x, y)| (a + x, r + y))
+        });
+        assert!(answered > 0, "the index answered ({refused} refused)");
+        // Once the applier is quiet, every read is answered, with the last batch.
+        let values = index.get_many(&keys).expect("a quiet index answers");
+        assert!(values.iter().all(|v| v.as_deref() == Some(&b"19999"[..])));
+        // An index that is off never answers.
+        assert_eq!(ReadIndex::off().get_many(&keys), None);
     }
 }
