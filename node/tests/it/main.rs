@@ -6,6 +6,7 @@ mod common;
 mod auth;
 mod bad_input;
 mod cluster;
+mod consistent_reads;
 mod crash_recovery;
 mod expiry;
 mod fly;
