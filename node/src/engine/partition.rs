@@ -4,7 +4,7 @@ use super::{Feed, Lookup, ReadIndex, Subscription, TooOld};
 use crate::model::now_ms;
 use crate::model::{KeyInfo, Record};
 use crate::store::{
-    Digest, PartitionStore, Scan, StoreError, encode_key, header_len, is_expired, is_expired_now,
+    Digest, PartitionStore, Scan, StoreError, encode_key, header_len, is_expired_now, live_record,
     to_record,
 };
 use bytes::Bytes;
@@ -131,10 +131,8 @@ impl PartitionRuntime {
         keys.iter()
             .zip(values)
             .map(|(&(pk, sk), value)| match value {
-                Some(v) if !is_expired(&v, now) => {
-                    to_record(pk.to_string(), sk.to_string(), &v).map(Some)
-                }
-                _ => Ok(None),
+                Some(v) => live_record(pk, sk, &v, now),
+                None => Ok(None),
             })
             .collect()
     }

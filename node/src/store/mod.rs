@@ -13,7 +13,7 @@ mod value;
 
 pub use key_index::{KEY_HASH_BITS, KeyChange, KeyInfo, key_hash};
 pub use keys::{decode_key, encode_key, pk_prefix, pk_prefix_len};
-pub use partition::{BatchMeta, Deadline, Digest, PartitionStore, Scan, to_record};
+pub use partition::{BatchMeta, Deadline, Digest, PartitionStore, Scan, live_record, to_record};
 pub use plugins::PluginStore;
 pub use value::{
     ValueView, decode_value, encode_value, expires_at, header_len, is_expired, is_expired_now,
@@ -203,16 +203,12 @@ impl Store {
             .db
             .keyspace(&format!("records_{id}"), keyspace_options)?;
         let keys = self.db.keyspace(&format!("keys_{id}"), key_index_options)?;
-        // Held while the partition opens, so two handles opened at once share one flag.
+        let mut store =
+            PartitionStore::open(id, self.db.clone(), records, keys, self.meta.clone())?;
+        // Held while the flag is looked up or first read, so two handles opened at once share
+        // one (the key index build above, which can take long, runs outside it).
         let mut flags = self.deadline_flags.lock().expect("deadline flags");
-        let store = PartitionStore::open(
-            id,
-            self.db.clone(),
-            records,
-            keys,
-            self.meta.clone(),
-            flags.get(&id).cloned(),
-        )?;
+        store.join_deadline_flag(flags.get(&id).cloned());
         flags.insert(id, store.deadline_flag());
         Ok(store)
     }

@@ -78,28 +78,22 @@ pub struct PartitionStore {
 
 impl PartitionStore {
     /// Opens the partition's handle, building its key index first if this store predates it.
-    /// `deadlines` is the flag of an earlier handle of this partition, if any.
+    /// Its deadline flag starts set (nothing is skipped) until [`PartitionStore::join_deadline_flag`].
     pub(super) fn open(
         id: u32,
         db: Database,
         records: Keyspace,
         keys: Keyspace,
         meta: Keyspace,
-        deadlines: Option<DeadlineFlag>,
     ) -> Result<Self> {
-        let known = deadlines.is_some();
         let store = PartitionStore {
             id,
             db,
             records,
             keys,
             meta,
-            deadlines: deadlines.unwrap_or_else(|| Arc::new(AtomicBool::new(true))),
+            deadlines: Arc::new(AtomicBool::new(true)),
         };
-        if !known {
-            let any_deadline = store.due(None, i64::MAX).next().is_some();
-            store.deadlines.store(any_deadline, Ordering::Release);
-        }
         if store
             .meta
             .get(store.tag_key(KEY_INDEX_BUILT_TAG))?
@@ -108,6 +102,18 @@ impl PartitionStore {
             store.build_key_index()?;
         }
         Ok(store)
+    }
+
+    /// Takes the deadline flag of an earlier handle of this partition, or, for the first handle,
+    /// sets its own from what the deadline index holds.
+    pub(super) fn join_deadline_flag(&mut self, earlier: Option<DeadlineFlag>) {
+        match earlier {
+            Some(flag) => self.deadlines = flag,
+            None => {
+                let any = self.deadline_range(None, i64::MAX).next().is_some();
+                self.deadlines.store(any, Ordering::Release);
+            }
+        }
     }
 
     /// This partition's deadline flag, for the next handle of it.
@@ -319,8 +325,21 @@ impl PartitionStore {
         after: Option<&Deadline>,
         up_to: i64,
     ) -> impl Iterator<Item = Result<Deadline>> + use<> {
-        // Nothing to read: no record of the partition has had a deadline.
-        let none = !self.deadlines.load(Ordering::Acquire);
+        // Nothing to read while no record of the partition has had a deadline: apply asks once
+        // per batch, so this answer costs no key building, handle clone or snapshot.
+        self.deadlines
+            .load(Ordering::Acquire)
+            .then(|| self.deadline_range(after, up_to))
+            .into_iter()
+            .flatten()
+    }
+
+    /// The deadline index entries of [`PartitionStore::due`], read from one snapshot.
+    fn deadline_range(
+        &self,
+        after: Option<&Deadline>,
+        up_to: i64,
+    ) -> impl Iterator<Item = Result<Deadline>> + use<> {
         let start = match after {
             Some((deadline, key)) => Bound::Excluded(self.deadline_key(*deadline, key)),
             None => Bound::Included(self.tag_key(DEADLINE_TAG).to_vec()),
@@ -332,15 +351,10 @@ impl PartitionStore {
             None => Bound::Included(self.deadline_key(i64::MAX, &[0xFF])),
         };
         let this = self.clone();
-        (!none)
-            .then(|| {
-                self.db
-                    .snapshot()
-                    .range(&self.meta, (start, end))
-                    .map(move |guard| this.decode_deadline_key(&guard.key()?))
-            })
-            .into_iter()
-            .flatten()
+        self.db
+            .snapshot()
+            .range(&self.meta, (start, end))
+            .map(move |guard| this.decode_deadline_key(&guard.key()?))
     }
 
     /// The earliest deadline in the partition's deadline index (it may be a stale entry's).
@@ -415,10 +429,8 @@ impl PartitionStore {
         keys.into_iter()
             .map(
                 |(pk, sk)| match snapshot.get(&self.records, encode_key(pk, sk))? {
-                    Some(v) if !is_expired(&v, now) => {
-                        to_record(pk.to_string(), sk.to_string(), &v).map(Some)
-                    }
-                    _ => Ok(None),
+                    Some(v) => live_record(pk, sk, &v, now),
+                    None => Ok(None),
                 },
             )
             .collect()
@@ -677,6 +689,14 @@ impl PartitionStore {
     pub fn approximate_len(&self) -> usize {
         self.records.approximate_len()
     }
+}
+
+/// The record a stored `value` holds for (pk, sk), unless it has expired by `now` (unix ms).
+pub fn live_record(pk: &str, sk: &str, value: &[u8], now: i64) -> Result<Option<Record>> {
+    if is_expired(value, now) {
+        return Ok(None);
+    }
+    to_record(pk.to_string(), sk.to_string(), value).map(Some)
 }
 
 /// The record (pk, sk) whose stored value is `value`.
