@@ -24,6 +24,13 @@ pub enum WriteMode {
     /// `/records/batch`: all records are one entry, applied together or not at all, so they must
     /// share a partition.
     Atomic,
+    /// A Redis pipeline's writes: every op stands alone, as with `PerRecord`, but when the
+    /// request waits for its outcomes the ops of a partition share one entry, conditional and
+    /// read-modify-write ones included (a pipeline of `INCR`s is one entry, not one each). When
+    /// such an entry is rejected, none of its ops took effect, and they are written again as
+    /// `PerRecord` would have written them: each op's outcome is then the one it has alone, at a
+    /// later place in the log, which is still between its command's arrival and its reply.
+    Pipeline,
 }
 
 /// A write request.
@@ -45,6 +52,18 @@ pub struct EntryResult {
 
 /// An entry to append, with the request indices of its ops.
 type Located = (Append, Vec<usize>);
+
+/// A pipeline's entry shared by several ops of a partition, kept until its outcome says whether
+/// its ops must be written again one by one.
+struct SharedEntry {
+    /// Its place among the request's entries.
+    entry_index: usize,
+    partition: u32,
+    /// Its bytes, to take the ops back from.
+    payload: Vec<u8>,
+    /// The request indices of its ops.
+    indices: Vec<usize>,
+}
 
 impl Service {
     /// Validates and writes `request`; resolves once every entry is durable in the log.
@@ -94,20 +113,37 @@ impl Service {
                 let entry = self.encode_entry(ts_ms, ops)?;
                 vec![(partition, vec![(entry, indices)])]
             }
-            WriteMode::PerRecord => by_partition
+            WriteMode::PerRecord | WriteMode::Pipeline => by_partition
                 .into_iter()
                 .map(|(partition, ops)| {
-                    let entries = self.per_record_entries(ts_ms, ops)?;
+                    let entries = match request.mode == WriteMode::Pipeline && request.wait {
+                        true => self.shared_entry(ts_ms, ops)?,
+                        false => self.per_record_entries(ts_ms, ops)?,
+                    };
                     Ok((partition, entries))
                 })
                 .collect::<Result<_, ServiceError>>()?,
         };
+        // Shared pipeline entries, which a rejection makes write again op by op.
+        let mut retryable: Vec<SharedEntry> = Vec::new();
         let mut located = vec![(0usize, 0u32); count];
         let mut appends = Vec::with_capacity(entries.len());
         let mut entry_index = 0;
         for (partition, partition_entries) in entries {
             let mut batch = Vec::with_capacity(partition_entries.len());
+            // Only the partition's one entry can be written again: nothing of the request in
+            // its partition comes after it.
+            let alone = partition_entries.len() == 1;
             for (entry, indices) in partition_entries {
+                if request.mode == WriteMode::Pipeline && request.wait && alone && indices.len() > 1
+                {
+                    retryable.push(SharedEntry {
+                        entry_index,
+                        partition,
+                        payload: entry.payload.clone(),
+                        indices: indices.clone(),
+                    });
+                }
                 for (op_index, i) in indices.into_iter().enumerate() {
                     located[i] = (entry_index, op_index as u32);
                 }
@@ -135,7 +171,97 @@ impl Service {
                 outcome: Some(outcome),
             });
         }
+        if !retryable.is_empty() {
+            self.rewrite_rejected(retryable, &mut results, &mut located)
+                .await?;
+        }
         Ok((results, located))
+    }
+
+    /// A pipeline's entry for the ops of one partition: all of them in one entry when they fit
+    /// in one, else as `PerRecord` writes them (a rejected entry followed by more of the same
+    /// partition could not be written again without reordering the pipeline).
+    fn shared_entry(
+        &self,
+        ts_ms: i64,
+        ops: Vec<(usize, Op)>,
+    ) -> Result<Vec<Located>, ServiceError> {
+        if ops.len() < 2 {
+            return self.per_record_entries(ts_ms, ops);
+        }
+        let (indices, ops): (Vec<usize>, Vec<Op>) = ops.into_iter().unzip();
+        let entry = LogEntry::new(ts_ms, ops);
+        let payload = entry.encode();
+        if payload.len() > self.config.limits.max_entry_bytes {
+            return self.per_record_entries(ts_ms, indices.into_iter().zip(entry.ops).collect());
+        }
+        let key = entry.ops[0].pk.clone();
+        Ok(vec![(Append { key, payload }, indices)])
+    }
+
+    /// Writes again, op by op as `PerRecord` would, the ops of each shared pipeline entry that
+    /// was rejected (nothing of it took effect), and points `results` and `located` at where
+    /// they went.
+    async fn rewrite_rejected(
+        &self,
+        retryable: Vec<SharedEntry>,
+        results: &mut Vec<EntryResult>,
+        located: &mut [(usize, u32)],
+    ) -> Result<(), ServiceError> {
+        let ts_ms = super::now_ms();
+        let mut rewrites: Vec<(usize, u32, Vec<Located>)> = Vec::new();
+        for SharedEntry {
+            entry_index,
+            partition,
+            payload,
+            indices,
+        } in retryable
+        {
+            let Some(Some(Outcome::Rejected(_))) = &results[entry_index].outcome else {
+                continue;
+            };
+            let ops = LogEntry::decode(&payload)
+                .map_err(|e| ServiceError::internal(format!("re-reading a shared entry: {e}")))?
+                .ops;
+            let entries = self.per_record_entries(ts_ms, indices.into_iter().zip(ops).collect())?;
+            rewrites.push((entry_index, partition, entries));
+        }
+        if rewrites.is_empty() {
+            return Ok(());
+        }
+        // Each new entry: the rejected entry's place among the results for the first of a
+        // partition (the rest are added at the end), and the request indices of its ops.
+        let mut appends = Vec::with_capacity(rewrites.len());
+        let mut targets: Vec<(Option<usize>, Vec<usize>)> = Vec::new();
+        for (entry_index, partition, entries) in rewrites {
+            let mut batch = Vec::with_capacity(entries.len());
+            for (n, (entry, indices)) in entries.into_iter().enumerate() {
+                targets.push(((n == 0).then_some(entry_index), indices));
+                batch.push(entry);
+            }
+            appends.push((partition, batch));
+        }
+        let positions = self.append_all(appends).await?;
+        for (position, (place, indices)) in positions.into_iter().zip(targets) {
+            let result = EntryResult {
+                position,
+                outcome: Some(self.await_outcome(position).await?),
+            };
+            let place = match place {
+                Some(place) => {
+                    results[place] = result;
+                    place
+                }
+                None => {
+                    results.push(result);
+                    results.len() - 1
+                }
+            };
+            for (op_index, i) in indices.into_iter().enumerate() {
+                located[i] = (place, op_index as u32);
+            }
+        }
+        Ok(())
     }
 
     fn validate_ops(&self, ops: Vec<WriteOp>) -> Result<Vec<Op>, ServiceError> {
@@ -293,10 +419,10 @@ impl Service {
         Ok(Append { key, payload })
     }
 
-    /// Entries for one partition of a per-record write, in request order: each conditional op
-    /// alone, runs of unconditional ops together up to the entry size limit.
-    /// Entries for `ops` (each with its request index), each with the request indices of its
-    /// ops.
+    /// Entries for one partition of a per-record write (`ops`, each with its request index), in
+    /// request order, each with the request indices of its ops: each op that may reject its
+    /// entry or returns a value alone, runs of plain puts and deletes together up to the entry
+    /// size limit.
     fn per_record_entries(
         &self,
         ts_ms: i64,
@@ -328,8 +454,7 @@ impl Service {
                 entries.push((self.encode_entry(ts_ms, vec![op])?, vec![i]));
                 continue;
             }
-            let size =
-                op.pk.len() + op.sk.len() + op.data.as_ref().map_or(4, |d| d.get().len()) + 64;
+            let size = op_size(&op);
             if run_bytes + size > limit {
                 flush(&mut run, &mut entries)?;
                 run_bytes = 0;
@@ -381,6 +506,16 @@ impl Service {
             Some(error) => Err(append_error(error, &positions)),
         }
     }
+}
+
+/// About how many bytes `op` adds to an encoded entry.
+fn op_size(op: &Op) -> usize {
+    op.pk.len()
+        + op.sk.len()
+        + op.data.as_ref().map_or(4, |d| d.get().len())
+        + op.cond.as_ref().map_or(0, String::len)
+        + op.args.as_ref().map_or(0, |a| a.get().len())
+        + 64
 }
 
 /// The error for an append that failed, saying which entries (`written`) were durable anyway.

@@ -1041,6 +1041,58 @@ def run(port):
 }
 
 #[test]
+fn a_pipelines_counters_share_an_entry_and_one_that_fails_is_written_again_alone() {
+    let node = Node::start();
+    let mut con = client(&node, false);
+    // The log offset of the partition of pk "pc" now, read from a waited HTTP put there.
+    let offset = || {
+        let (status, got) = node.post(
+            "/records/put",
+            json!({"Records": [{"pk": "pc", "sk": "probe", "data": "x"}], "wait": true}),
+        );
+        assert_eq!(status, 200, "{got}");
+        got["Positions"][0]["Offset"].as_u64().unwrap()
+    };
+    let before = offset();
+    let mut pipe = redis::pipe();
+    for _ in 0..10 {
+        pipe.cmd("INCR").arg("pc");
+    }
+    pipe.cmd("HINCRBY").arg("pc").arg("hits").arg(5);
+    pipe.cmd("APPEND").arg("pc").arg("0");
+    let replies: Vec<i64> = pipe.query(&mut con).unwrap();
+    assert_eq!(replies, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 5, 3]);
+    let after = offset();
+    assert_eq!(after, before + 2, "the 12 writes were one entry");
+    // One op that fails at apply (the probe's "x" is no integer): its entry is rejected as a
+    // whole, then each op is written alone, so the others still apply, in order.
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    pipe.cmd("INCR").arg("pc");
+    pipe.cmd("HINCRBY").arg("pc").arg("probe").arg(1);
+    pipe.cmd("INCRBY").arg("pc").arg(10);
+    let replies: Vec<RedisValue> = pipe.query(&mut con).unwrap();
+    assert_eq!(replies[0], RedisValue::Int(101));
+    match &replies[1] {
+        RedisValue::ServerError(e) => {
+            assert!(
+                e.details().unwrap_or("").contains("not an integer"),
+                "{e:?}"
+            )
+        }
+        other => panic!("HINCRBY of \"x\" answered {other:?}"),
+    }
+    assert_eq!(replies[2], RedisValue::Int(111));
+    assert_eq!(
+        offset(),
+        after + 5,
+        "the rejected shared entry, then one entry per op"
+    );
+    assert_eq!(con.get::<_, i64>("pc").unwrap(), 111);
+    assert_eq!(con.hget::<_, _, String>("pc", "probe").unwrap(), "x");
+}
+
+#[test]
 fn info_answers_the_sections_asked_for_and_redis_cli_stat_reads_it() {
     let node = Node::start();
     let mut first = client(&node, false);

@@ -479,7 +479,7 @@ pub async fn send_collected(
         .service
         .mutate_located(WriteRequest {
             ops,
-            mode: WriteMode::PerRecord,
+            mode: WriteMode::Pipeline,
             wait,
         })
         .await
@@ -1067,7 +1067,7 @@ impl Context<'_> {
             .service
             .mutate_located(WriteRequest {
                 ops,
-                mode: WriteMode::PerRecord,
+                mode: WriteMode::Pipeline,
                 wait: true,
             })
             .await
