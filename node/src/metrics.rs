@@ -95,6 +95,41 @@ pub const RESP_MEASURED: [&str; 17] = [
     "hexists", "hset", "hdel", "hscan", "ping", "other",
 ];
 
+/// One connection's latency histograms of Redis commands: observing takes no atomic (a
+/// pipelined `GET` is a microsecond or two, and the shared histogram's atomics were a visible
+/// part of it); what was observed reaches the node's histograms on [`RespLatencies::flush`],
+/// which a connection calls once per batch of commands it answers, and when dropped.
+pub struct RespLatencies {
+    hot: Vec<(&'static str, prometheus::local::LocalHistogram)>,
+}
+
+impl RespLatencies {
+    /// Records a command's latency; commands not in [`RESP_MEASURED`] count as `other`.
+    pub fn observe(&self, command: &[u8], micros: f64) {
+        let found = self
+            .hot
+            .iter()
+            .find(|(name, _)| command.eq_ignore_ascii_case(name.as_bytes()))
+            .or_else(|| self.hot.last());
+        if let Some((_, histogram)) = found {
+            histogram.observe(micros);
+        }
+    }
+
+    /// Adds what was observed since the last flush to the node's histograms.
+    pub fn flush(&self) {
+        for (_, histogram) in &self.hot {
+            histogram.flush();
+        }
+    }
+}
+
+impl std::fmt::Debug for RespLatencies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RespLatencies").finish_non_exhaustive()
+    }
+}
+
 /// The operation labels with pre-resolved histograms: HTTP operations and partition reads.
 const HOT_LABELS: [&str; 9] = [
     "get",
@@ -427,15 +462,14 @@ impl Metrics {
         }
     }
 
-    /// Records a Redis command's latency; unknown commands count as `other`.
-    pub fn observe_resp(&self, command: &[u8], micros: f64) {
-        let found = self
-            .resp_hot
-            .iter()
-            .find(|(name, _)| command.eq_ignore_ascii_case(name.as_bytes()))
-            .or_else(|| self.resp_hot.last());
-        if let Some((_, histogram)) = found {
-            histogram.observe(micros);
+    /// Latency histograms of Redis commands for one connection (see [`RespLatencies`]).
+    pub fn resp_latencies(&self) -> RespLatencies {
+        RespLatencies {
+            hot: self
+                .resp_hot
+                .iter()
+                .map(|(name, histogram)| (*name, histogram.local()))
+                .collect(),
         }
     }
 

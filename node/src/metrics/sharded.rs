@@ -68,6 +68,12 @@ impl ShardedHistogram {
     pub fn observe(&self, value: f64) {
         self.shards[shard()].observe(value);
     }
+
+    /// A histogram that observes without atomics and adds what it observed to the calling
+    /// thread's shard when flushed (and when dropped).
+    pub fn local(&self) -> prometheus::local::LocalHistogram {
+        self.shards[shard()].local()
+    }
 }
 
 impl Collector for ShardedHistogramVec {

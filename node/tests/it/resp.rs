@@ -1093,6 +1093,44 @@ fn a_pipelines_counters_share_an_entry_and_one_that_fails_is_written_again_alone
 }
 
 #[test]
+fn every_command_reaches_the_latency_histogram_pipelined_or_not() {
+    let node = Node::start();
+    // Each connection keeps its own histograms and adds them to the node's after each batch
+    // of commands it answers: the counts must still be exact.
+    let count = |command: &str| -> u64 {
+        let (_, text) = node.get_url(&node.internal_url("/metrics"));
+        let series = format!("resp_latencies_micro_count{{command=\"{command}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .map_or(0, |n| n.trim().parse().unwrap())
+    };
+    let mut con = client(&node, false);
+    let mut pipe = redis::pipe();
+    for i in 0..300 {
+        pipe.cmd("GET").arg(format!("lat:{i}"));
+    }
+    pipe.cmd("PING").cmd("PING").cmd("PING");
+    let _: Vec<RedisValue> = pipe.query(&mut con).unwrap();
+    for _ in 0..7 {
+        let _: Option<String> = con.get("lat:one").unwrap();
+    }
+    // A connection that leaves adds what it has too.
+    {
+        let mut other = client(&node, false);
+        let _: Option<String> = other.get("lat:other").unwrap();
+    }
+    let want = 308;
+    for _ in 0..50 {
+        if count("get") == want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(count("get"), want);
+    assert_eq!(count("ping"), 3);
+}
+
+#[test]
 fn info_answers_the_sections_asked_for_and_redis_cli_stat_reads_it() {
     let node = Node::start();
     let mut first = client(&node, false);

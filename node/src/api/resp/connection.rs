@@ -29,6 +29,8 @@ pub async fn run(
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut output = BytesMut::with_capacity(16 * 1024);
     let mut session = Session::new(id, service.access(None));
+    // Flushed to the node's histograms once per batch of commands answered.
+    let mut latencies = service.metrics().resp_latencies();
     // Replies of a run of pipelined writes, held until their ops are in the log together; those
     // computed at apply (INCR) are filled in from the outcomes.
     let mut held: Vec<Reply> = Vec::new();
@@ -72,14 +74,14 @@ pub async fn run(
                 Ok(Some(args)) if args.is_empty() => continue,
                 Ok(Some(args)) if collect => {
                     ctx.session.start_collecting();
-                    let reply = execute(&mut ctx, args).await;
+                    let reply = execute(&mut ctx, args, &mut latencies).await;
                     if let Some((op, shape)) = take_deferred(&mut ctx) {
                         deferred.push((held.len(), op, shape));
                     }
                     held.push(reply);
                 }
                 Ok(Some(args)) => {
-                    let reply = execute(&mut ctx, args).await;
+                    let reply = execute(&mut ctx, args, &mut latencies).await;
                     reply.encode(session.proto, &mut output);
                     if session.closing {
                         let _ = stream.write_all(&output).await;
@@ -101,6 +103,7 @@ pub async fn run(
                 }
             }
         }
+        latencies.flush();
         if !output.is_empty() {
             if stream.write_all(&output).await.is_err() {
                 return;

@@ -38,11 +38,35 @@ impl Reply {
 
     /// Appends the reply's wire form for protocol version `proto` (2 or 3).
     pub fn encode(self, proto: u8, out: &mut BytesMut) {
-        if let Reply::Frames(frames) = self {
-            for frame in frames {
-                frame.encode(proto, out);
+        // The replies of nearly every command, written directly (the same bytes in RESP2 and
+        // RESP3, but for nil): building a frame to encode cost more than the GET it answers.
+        match self {
+            Reply::Bulk(data) => {
+                out.reserve(data.len() + 16);
+                out.extend_from_slice(b"$");
+                out.extend_from_slice(itoa::Buffer::new().format(data.len()).as_bytes());
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(&data);
+                out.extend_from_slice(b"\r\n");
+                return;
             }
-            return;
+            Reply::Int(n) => {
+                out.extend_from_slice(b":");
+                out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+                out.extend_from_slice(b"\r\n");
+                return;
+            }
+            Reply::Null => {
+                out.extend_from_slice(if proto >= 3 { b"_\r\n" } else { b"$-1\r\n" });
+                return;
+            }
+            Reply::Frames(frames) => {
+                for frame in frames {
+                    frame.encode(proto, out);
+                }
+                return;
+            }
+            _ => {}
         }
         let result = if proto >= 3 {
             resp3::encode::complete::extend_encode(out, &self.into_resp3(), false)
@@ -130,5 +154,59 @@ mod tests {
         assert_eq!(wire(Reply::Null, 3), "_\r\n");
         assert_eq!(wire(Reply::err("boom"), 2), "-ERR boom\r\n");
         assert_eq!(wire(Reply::Int(-3), 3), ":-3\r\n");
+    }
+
+    #[test]
+    fn the_direct_encodings_are_what_redis_protocol_writes() {
+        let values = [
+            Bytes::new(),
+            Bytes::from_static(b"v"),
+            Bytes::from_static(b"\r\n\x00\xff binary"),
+            Bytes::from(vec![b'x'; 70_000]),
+        ];
+        for proto in [2, 3] {
+            for value in &values {
+                let mut library = BytesMut::new();
+                match proto {
+                    2 => resp2::encode::extend_encode(
+                        &mut library,
+                        &resp2::types::BytesFrame::BulkString(value.clone()),
+                        false,
+                    ),
+                    _ => resp3::encode::complete::extend_encode(
+                        &mut library,
+                        &resp3::types::BytesFrame::BlobString {
+                            data: value.clone(),
+                            attributes: None,
+                        },
+                        false,
+                    ),
+                }
+                .unwrap();
+                let mut ours = BytesMut::new();
+                Reply::Bulk(value.clone()).encode(proto, &mut ours);
+                assert_eq!(ours, library, "bulk of {} bytes, RESP{proto}", value.len());
+            }
+            for n in [0, 7, -1, 1_234_567, i64::MIN, i64::MAX] {
+                let mut library = BytesMut::new();
+                match proto {
+                    2 => resp2::encode::extend_encode(
+                        &mut library,
+                        &resp2::types::BytesFrame::Integer(n),
+                        false,
+                    ),
+                    _ => resp3::encode::complete::extend_encode(
+                        &mut library,
+                        &resp3::types::BytesFrame::Number {
+                            data: n,
+                            attributes: None,
+                        },
+                        false,
+                    ),
+                }
+                .unwrap();
+                assert_eq!(wire(Reply::Int(n), proto).as_bytes(), &library[..], "{n}");
+            }
+        }
     }
 }

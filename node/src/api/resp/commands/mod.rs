@@ -65,6 +65,8 @@ pub struct Session {
     caching: Option<bool>,
     /// Channels and patterns subscribed to: in RESP2 the connection is then in subscribe mode.
     subscriptions: usize,
+    /// The command last noted in the client registry for `CLIENT LIST`, and when.
+    noted: Option<(Bytes, std::time::Instant)>,
 }
 
 /// How a command's reply is made from the data its op returned at apply.
@@ -206,7 +208,26 @@ impl Session {
             tracking: None,
             caching: None,
             subscriptions: 0,
+            noted: None,
         }
+    }
+
+    /// Whether `command`, finished at `at`, must be noted in the client registry: `CLIENT
+    /// LIST` shows the last command and the idle time in whole seconds, so a run of the same
+    /// command (a pipeline of `GET`s) is noted once per [`NOTE_EVERY`] instead of taking the
+    /// registry entry's lock every time; commands that change the name or protocol it shows
+    /// are always noted.
+    fn must_note(&mut self, command: &Bytes, at: std::time::Instant) -> bool {
+        let same = self.noted.as_ref().is_some_and(|(last, noted_at)| {
+            last.eq_ignore_ascii_case(command) && at.duration_since(*noted_at) < NOTE_EVERY
+        });
+        let changes_what_is_shown =
+            command.eq_ignore_ascii_case(b"client") || command.eq_ignore_ascii_case(b"hello");
+        if same && !changes_what_is_shown {
+            return false;
+        }
+        self.noted = Some((command.clone(), at));
+        true
     }
 }
 
@@ -256,12 +277,20 @@ pub struct Context<'a> {
     pub session: &'a mut Session,
 }
 
+/// How often a run of the same command is noted in the client registry (see
+/// [`Session::must_note`]).
+const NOTE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// How long SUBSCRIBE and CLIENT TRACKING wait for the changes of every partition to reach this
 /// node (the partitions other nodes serve are followed through them).
 const FOLLOW_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Runs one command and records its latency.
-pub async fn execute(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
+/// Runs one command and records its latency in the connection's `latencies`.
+pub async fn execute(
+    ctx: &mut Context<'_>,
+    args: Vec<Bytes>,
+    latencies: &mut crate::metrics::RespLatencies,
+) -> Reply {
     let started = std::time::Instant::now();
     let name = args.first().cloned().unwrap_or_default();
     // With CLIENT TRACKING on, the keys a read command reads are remembered after it ran, if
@@ -291,15 +320,16 @@ pub async fn execute(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
         ctx.hub.wait_followed(FOLLOW_WAIT).await;
     }
     ctx.stats.commands.fetch_add(1, Ordering::Relaxed);
-    ctx.client.ran(
-        &name,
-        started,
-        ctx.session.proto,
-        ctx.session.name.as_deref(),
-    );
-    ctx.service
-        .metrics()
-        .observe_resp(&name, started.elapsed().as_micros() as f64);
+    let finished = std::time::Instant::now();
+    if ctx.session.must_note(&name, finished) {
+        ctx.client.ran(
+            &name,
+            finished,
+            ctx.session.proto,
+            ctx.session.name.as_deref(),
+        );
+    }
+    latencies.observe(&name, finished.duration_since(started).as_micros() as f64);
     reply
 }
 
@@ -508,51 +538,61 @@ fn located_reply(
     })
 }
 
-/// The commands that write: they need write access.
+/// The commands that write: they need write access. Sorted, for [`is_write`]'s binary search.
 pub(super) const WRITE_COMMANDS: [&str; 36] = [
-    "set",
-    "hexpire",
-    "hpexpire",
-    "hexpireat",
-    "hpexpireat",
-    "hpersist",
-    "setex",
-    "psetex",
-    "getex",
-    "expire",
-    "pexpire",
-    "expireat",
-    "pexpireat",
-    "persist",
-    "setnx",
-    "getset",
-    "getdel",
-    "mset",
-    "msetnx",
-    "del",
-    "unlink",
-    "hset",
-    "hmset",
-    "hsetnx",
-    "hdel",
-    "json.set",
-    "json.del",
-    "json.forget",
-    "incr",
+    "append",
     "decr",
-    "incrby",
     "decrby",
-    "incrbyfloat",
+    "del",
+    "expire",
+    "expireat",
+    "getdel",
+    "getex",
+    "getset",
+    "hdel",
+    "hexpire",
+    "hexpireat",
     "hincrby",
     "hincrbyfloat",
-    "append",
+    "hmset",
+    "hpersist",
+    "hpexpire",
+    "hpexpireat",
+    "hset",
+    "hsetnx",
+    "incr",
+    "incrby",
+    "incrbyfloat",
+    "json.del",
+    "json.forget",
+    "json.set",
+    "mset",
+    "msetnx",
+    "persist",
+    "pexpire",
+    "pexpireat",
+    "psetex",
+    "set",
+    "setex",
+    "setnx",
+    "unlink",
 ];
+
+/// Whether `name` (lowercase) is one of [`WRITE_COMMANDS`]: a binary search, as every command
+/// asks.
+pub(super) fn is_write(name: &str) -> bool {
+    WRITE_COMMANDS.binary_search(&name).is_ok()
+}
 
 /// Whether a connection with `access` may run `name`, in Redis's words when not.
 fn permitted(access: Access, name: &str) -> Result<(), Reply> {
+    // No command of this port needs more than write access: nothing to look up.
+    if access >= Access::Write {
+        return Ok(());
+    }
     let operation = match name {
         "auth" | "hello" | "quit" | "reset" => Operation::Connect,
-        name if WRITE_COMMANDS.contains(&name) => Operation::Write,
+        name if is_write(name) => Operation::Write,
         _ => Operation::Read,
     };
     operation.check(access).map_err(|denied| match denied {
@@ -1088,5 +1128,42 @@ impl Context<'_> {
                     .wrote(self.session.id, (r.position.partition, r.position.offset));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_commands_are_sorted_so_is_write_finds_each() {
+        assert!(WRITE_COMMANDS.is_sorted(), "keep WRITE_COMMANDS sorted");
+        for name in WRITE_COMMANDS {
+            assert!(is_write(name), "{name}");
+        }
+        for name in ["get", "hget", "mget", "ping", "scan", "client", "zzz", ""] {
+            assert!(!is_write(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_run_of_one_command_is_noted_once_per_interval_others_always() {
+        let mut session = Session::new(1, Access::Write);
+        let t0 = std::time::Instant::now();
+        let get = Bytes::from_static(b"GET");
+        assert!(session.must_note(&get, t0), "the first command");
+        assert!(!session.must_note(&Bytes::from_static(b"get"), t0));
+        assert!(!session.must_note(&get, t0 + NOTE_EVERY / 2));
+        assert!(
+            session.must_note(&get, t0 + NOTE_EVERY),
+            "the interval passed"
+        );
+        assert!(session.must_note(&Bytes::from_static(b"SET"), t0 + NOTE_EVERY));
+        let client = Bytes::from_static(b"CLIENT");
+        assert!(session.must_note(&client, t0 + NOTE_EVERY));
+        assert!(
+            session.must_note(&client, t0 + NOTE_EVERY),
+            "CLIENT SETNAME changes the name CLIENT LIST shows"
+        );
     }
 }

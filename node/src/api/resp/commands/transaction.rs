@@ -11,7 +11,7 @@
 //! nil. Watched keys share the transaction's partition (else CROSSSLOT). A version read from a
 //! node that lags makes `EXEC` fail and the client retry, never succeed wrongly.
 
-use super::{Context, Shape, WRITE_COMMANDS, deferred_reply, run, text};
+use super::{Context, Shape, WRITE_COMMANDS, deferred_reply, is_write, run, text};
 use crate::api::resp::reply::Reply;
 use crate::model::OpKind;
 use crate::service::{Outcome, RejectionKind, WriteMode, WriteOp};
@@ -36,8 +36,7 @@ const QUEUEABLE_READS: [&str; 14] = [
 
 /// Whether a transaction may hold `name`: every write but the conditional ones, and the reads.
 fn queueable(name: &str) -> bool {
-    (WRITE_COMMANDS.contains(&name) && !CONDITIONAL_WRITES.contains(&name))
-        || QUEUEABLE_READS.contains(&name)
+    (is_write(name) && !CONDITIONAL_WRITES.contains(&name)) || QUEUEABLE_READS.contains(&name)
 }
 
 /// Handles the transaction commands, and queues commands while a transaction is open. `None`
