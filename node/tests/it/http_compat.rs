@@ -61,6 +61,20 @@ fn answers_are_gzipped_when_asked() {
         plain.starts_with("{\"Records\":["),
         "without Accept-Encoding the answer is plain JSON"
     );
+    // A small answer is not worth a gzip stream: it goes out plain even when gzip is accepted.
+    let small = client
+        .post(node.url("/records/get"))
+        .header("Accept-Encoding", "gzip")
+        .body(json!({"Records": [{"pk": "z", "sk": "001"}]}).to_string())
+        .send()
+        .unwrap();
+    assert!(
+        small.headers().get("content-encoding").is_none(),
+        "{:?}",
+        small.headers()
+    );
+    let text = small.text().unwrap();
+    assert!(text.starts_with("{\"Records\":[{"), "{text}");
 }
 
 #[test]
