@@ -31,6 +31,25 @@ fn browsers_may_call_the_api_from_any_origin() {
         .send()
         .unwrap();
     assert_eq!(got.headers()["access-control-allow-origin"], "*");
+    // Only requests from browsers (with `Origin`) pass through the CORS layer; GET answers
+    // always carry its headers (and `Vary: Origin`, for caches).
+    let api_client = client
+        .post(node.url("/records/get"))
+        .body(json!({"Records": [{"pk": "k", "sk": ""}]}).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(api_client.status(), 200);
+    assert!(
+        api_client
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none(),
+        "{:?}",
+        api_client.headers()
+    );
+    let up = client.get(node.url("/up")).send().unwrap();
+    assert_eq!(up.headers()["access-control-allow-origin"], "*");
+    assert!(up.headers()["vary"].to_str().unwrap().contains("origin"));
 }
 
 #[test]

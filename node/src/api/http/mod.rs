@@ -4,6 +4,7 @@
 mod admin;
 mod body;
 mod cluster;
+mod layers;
 mod plugins;
 mod records;
 mod request;
@@ -32,7 +33,7 @@ const GZIP_MIN_BYTES: u16 = 1024;
 /// The public router.
 pub fn router(service: Service) -> Router {
     let body_limit = service.limits().max_body_bytes;
-    Router::new()
+    let api = Router::new()
         .route(
             "/up",
             get(|| async { response::text(StatusCode::OK, "ok") }),
@@ -47,30 +48,38 @@ pub fn router(service: Service) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(body_limit))
-        // As FireScroll served it: any origin may call the API from a browser, and answers are
-        // gzipped for clients that ask (most do by default: browsers, Python's requests, Go's
-        // net/http, Node's fetch) once they are worth it.
-        .layer(
-            CompressionLayer::new()
-                .gzip(true)
-                .compress_when(DefaultPredicate::new().and(SizeAbove::new(GZIP_MIN_BYTES))),
-        )
-        .layer(CorsLayer::permissive())
+        .layer(DefaultBodyLimit::max(body_limit));
+    let others = Router::new()
         // Watches stream: compressing them would hold events back in the encoder.
-        .merge(
-            Router::new()
-                .route("/records/watch", get(watch::watch))
-                .layer(CorsLayer::permissive()),
+        .route(
+            "/records/watch",
+            get(watch::watch).layer(CorsLayer::permissive()),
         )
         // Reads proxied by the other nodes of the region (gossip on): not for browsers, never
         // compressed (peers do not ask for it), so outside those layers.
-        .merge(
-            Router::new()
-                .route("/cluster/v1/{op}", post(cluster::handle))
-                .layer(DefaultBodyLimit::max(body_limit)),
-        )
-        .with_state(service)
+        .route(
+            "/cluster/v1/{op}",
+            post(cluster::handle).layer(DefaultBodyLimit::max(body_limit)),
+        );
+    // As FireScroll served it: any origin may call the API from a browser, and answers are
+    // gzipped for clients that ask (most do by default: browsers, Python's requests, Go's
+    // net/http, Node's fetch) once they are worth it. Each layer is applied only where it can
+    // change the answer (see `layers.rs`).
+    let layered = layers::LayersWhenNeeded::new(|gzip, cors| {
+        let mut api = api.clone();
+        if gzip {
+            api = api.layer(
+                CompressionLayer::new()
+                    .gzip(true)
+                    .compress_when(DefaultPredicate::new().and(SizeAbove::new(GZIP_MIN_BYTES))),
+            );
+        }
+        if cors {
+            api = api.layer(CorsLayer::permissive());
+        }
+        api.merge(others.clone()).with_state(service.clone())
+    });
+    Router::new().fallback_service(layered)
 }
 
 async fn ready(State(service): State<Service>) -> Response {
