@@ -101,25 +101,30 @@ pub const RESP_MEASURED: [&str; 17] = [
 /// which a connection calls once per batch of commands it answers, and when dropped.
 pub struct RespLatencies {
     hot: Vec<(&'static str, prometheus::local::LocalHistogram)>,
+    /// Bit `i` set: `hot[i]` observed something since the last flush.
+    touched: std::cell::Cell<u32>,
 }
 
 impl RespLatencies {
     /// Records a command's latency; commands not in [`RESP_MEASURED`] count as `other`.
     pub fn observe(&self, command: &[u8], micros: f64) {
-        let found = self
+        let index = self
             .hot
             .iter()
-            .find(|(name, _)| command.eq_ignore_ascii_case(name.as_bytes()))
-            .or_else(|| self.hot.last());
-        if let Some((_, histogram)) = found {
-            histogram.observe(micros);
-        }
+            .position(|(name, _)| command.eq_ignore_ascii_case(name.as_bytes()))
+            .unwrap_or(self.hot.len() - 1);
+        self.hot[index].1.observe(micros);
+        self.touched.set(self.touched.get() | 1 << index);
     }
 
-    /// Adds what was observed since the last flush to the node's histograms.
+    /// Adds what was observed since the last flush to the node's histograms (only those that
+    /// observed anything: a connection answering one command at a time flushes one).
     pub fn flush(&self) {
-        for (_, histogram) in &self.hot {
-            histogram.flush();
+        let mut touched = self.touched.replace(0);
+        while touched != 0 {
+            let index = touched.trailing_zeros() as usize;
+            self.hot[index].1.flush();
+            touched &= touched - 1;
         }
     }
 }
@@ -464,12 +469,19 @@ impl Metrics {
 
     /// Latency histograms of Redis commands for one connection (see [`RespLatencies`]).
     pub fn resp_latencies(&self) -> RespLatencies {
+        const {
+            assert!(
+                RESP_MEASURED.len() <= 32,
+                "RespLatencies::touched has 32 bits"
+            )
+        };
         RespLatencies {
             hot: self
                 .resp_hot
                 .iter()
                 .map(|(name, histogram)| (*name, histogram.local()))
                 .collect(),
+            touched: std::cell::Cell::new(0),
         }
     }
 
@@ -508,5 +520,40 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(metrics: &Metrics, command: &str) -> u64 {
+        let series = format!("resp_latencies_micro_count{{command=\"{command}\"}} ");
+        metrics
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .map_or(0, |n| n.trim().parse().unwrap())
+    }
+
+    #[test]
+    fn a_connections_latencies_reach_the_node_when_flushed_or_dropped() {
+        let metrics = Metrics::new();
+        let latencies = metrics.resp_latencies();
+        for _ in 0..3 {
+            latencies.observe(b"GET", 5.0);
+        }
+        latencies.observe(b"echo", 1.0);
+        assert_eq!(count(&metrics, "get"), 0, "not before a flush");
+        latencies.flush();
+        assert_eq!(count(&metrics, "get"), 3);
+        assert_eq!(count(&metrics, "other"), 1, "unmeasured commands count as other");
+        latencies.flush();
+        assert_eq!(count(&metrics, "get"), 3, "a flush adds only what is new");
+        latencies.observe(b"hget", 2.0);
+        latencies.observe(b"get", 2.0);
+        drop(latencies);
+        assert_eq!(count(&metrics, "get"), 4, "dropping flushes");
+        assert_eq!(count(&metrics, "hget"), 1);
     }
 }

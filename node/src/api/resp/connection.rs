@@ -10,6 +10,7 @@ use super::frame::next_command;
 use super::reply::Reply;
 use crate::service::Service;
 use bytes::BytesMut;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -35,9 +36,16 @@ pub async fn run(
     // computed at apply (INCR) are filled in from the outcomes.
     let mut held: Vec<Reply> = Vec::new();
     let mut deferred: Vec<Deferred> = Vec::new();
-    // Registered once for the connection's life, not once per read.
+    // Registered once for the connection's life, not once per read: the kill and stop signals,
+    // and the idle timer (moved forward before each read, which costs no timer-wheel work).
     let killed = client.killed();
     tokio::pin!(killed);
+    let stopped = async move {
+        let _ = stop.wait_for(|&s| s).await;
+    };
+    tokio::pin!(stopped);
+    let idle = tokio::time::sleep(config.idle_timeout.unwrap_or(Duration::MAX / 4));
+    tokio::pin!(idle);
     loop {
         // Run every command that has fully arrived.
         loop {
@@ -110,16 +118,9 @@ pub async fn run(
             }
             output.clear();
         }
-        if *stop.borrow() {
-            return;
+        if let Some(timeout) = config.idle_timeout {
+            idle.as_mut().reset(tokio::time::Instant::now() + timeout);
         }
-        let read = stream.read_buf(&mut input);
-        let read = async {
-            match config.idle_timeout {
-                Some(idle) => tokio::time::timeout(idle, read).await.ok(),
-                None => Some(read.await),
-            }
-        };
         let mut overflow = false;
         // Pushes (invalidations, pub/sub messages) arrive between commands too.
         let push = async {
@@ -129,11 +130,13 @@ pub async fn run(
             }
         };
         tokio::select! {
-            result = read => match result {
-                Some(Ok(n)) if n > 0 => {}
-                // EOF, a read error, or idle for too long.
+            result = stream.read_buf(&mut input) => match result {
+                Ok(n) if n > 0 => {}
+                // EOF or a read error.
                 _ => return,
             },
+            // Idle for too long.
+            () = &mut idle => return,
             Some(push) = push => {
                 let proto = session.proto;
                 push.into_reply(proto).encode(proto, &mut output);
@@ -146,7 +149,7 @@ pub async fn run(
                     overflow = overflowed.load(std::sync::atomic::Ordering::Relaxed);
                 }
             }
-            _ = stop.wait_for(|&s| s) => return,
+            () = &mut stopped => return,
             // CLIENT KILL from another connection.
             () = &mut killed => return,
         }
