@@ -547,7 +547,11 @@ mod tests {
         assert_eq!(count(&metrics, "get"), 0, "not before a flush");
         latencies.flush();
         assert_eq!(count(&metrics, "get"), 3);
-        assert_eq!(count(&metrics, "other"), 1, "unmeasured commands count as other");
+        assert_eq!(
+            count(&metrics, "other"),
+            1,
+            "unmeasured commands count as other"
+        );
         latencies.flush();
         assert_eq!(count(&metrics, "get"), 3, "a flush adds only what is new");
         latencies.observe(b"hget", 2.0);
