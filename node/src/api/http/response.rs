@@ -12,7 +12,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 /// A JSON response.
 pub fn json(status: StatusCode, body: Vec<u8>) -> Response {
-    let mut response = (status, body).into_response();
+    // Built directly: `Vec<u8>`'s `IntoResponse` would set a content type only to have it
+    // replaced.
+    let mut response = Response::new(axum::body::Body::from(body));
+    *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=UTF-8"),
