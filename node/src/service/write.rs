@@ -91,6 +91,8 @@ impl Service {
                 .push((i, op));
         }
         let ts_ms = super::now_ms();
+        // A pipeline waited on shares entries (see `WriteMode::Pipeline`).
+        let shared = request.mode == WriteMode::Pipeline && request.wait;
         // Each entry with the request indices of its ops.
         let entries: Vec<(u32, Vec<Located>)> = match request.mode {
             WriteMode::Atomic => {
@@ -116,7 +118,7 @@ impl Service {
             WriteMode::PerRecord | WriteMode::Pipeline => by_partition
                 .into_iter()
                 .map(|(partition, ops)| {
-                    let entries = match request.mode == WriteMode::Pipeline && request.wait {
+                    let entries = match shared {
                         true => self.shared_entry(ts_ms, ops)?,
                         false => self.per_record_entries(ts_ms, ops)?,
                     };
@@ -135,8 +137,7 @@ impl Service {
             // its partition comes after it.
             let alone = partition_entries.len() == 1;
             for (entry, indices) in partition_entries {
-                if request.mode == WriteMode::Pipeline && request.wait && alone && indices.len() > 1
-                {
+                if shared && alone && indices.len() > 1 {
                     retryable.push(SharedEntry {
                         entry_index,
                         partition,

@@ -65,8 +65,10 @@ pub struct Session {
     caching: Option<bool>,
     /// Channels and patterns subscribed to: in RESP2 the connection is then in subscribe mode.
     subscriptions: usize,
-    /// The command last noted in the client registry for `CLIENT LIST`, and when.
-    noted: Option<(Bytes, std::time::Instant)>,
+    /// The command last noted in the client registry for `CLIENT LIST` (a copy: the command
+    /// itself shares the connection's input buffer, which must not be kept alive by it), and
+    /// when.
+    noted: Option<(NotedName, std::time::Instant)>,
 }
 
 /// How a command's reply is made from the data its op returned at apply.
@@ -217,16 +219,22 @@ impl Session {
     /// command (a pipeline of `GET`s) is noted once per [`NOTE_EVERY`] instead of taking the
     /// registry entry's lock every time; commands that change the name or protocol it shows
     /// are always noted.
-    fn must_note(&mut self, command: &Bytes, at: std::time::Instant) -> bool {
-        let same = self.noted.as_ref().is_some_and(|(last, noted_at)| {
-            last.eq_ignore_ascii_case(command) && at.duration_since(*noted_at) < NOTE_EVERY
+    fn must_note(&mut self, command: &[u8], at: std::time::Instant) -> bool {
+        let same = self.noted.as_ref().is_some_and(|((name, len), noted_at)| {
+            name[..usize::from(*len)].eq_ignore_ascii_case(command)
+                && at.duration_since(*noted_at) < NOTE_EVERY
         });
         let changes_what_is_shown =
             command.eq_ignore_ascii_case(b"client") || command.eq_ignore_ascii_case(b"hello");
         if same && !changes_what_is_shown {
             return false;
         }
-        self.noted = Some((command.clone(), at));
+        // A name longer than any command is not kept: it is noted every time.
+        self.noted = (command.len() <= NOTED_NAME_MAX).then(|| {
+            let mut name = [0u8; NOTED_NAME_MAX];
+            name[..command.len()].copy_from_slice(command);
+            ((name, command.len() as u8), at)
+        });
         true
     }
 }
@@ -276,6 +284,12 @@ pub struct Context<'a> {
     pub client: &'a ClientHandle,
     pub session: &'a mut Session,
 }
+
+/// The longest command name [`Session::must_note`] remembers (every command's name is shorter).
+const NOTED_NAME_MAX: usize = 32;
+
+/// A copy of a command's name, and its length.
+type NotedName = ([u8; NOTED_NAME_MAX], u8);
 
 /// How often a run of the same command is noted in the client registry (see
 /// [`Session::must_note`]).
@@ -1164,6 +1178,12 @@ mod tests {
         assert!(
             session.must_note(&client, t0 + NOTE_EVERY),
             "CLIENT SETNAME changes the name CLIENT LIST shows"
+        );
+        let long = vec![b'x'; 100];
+        assert!(session.must_note(&long, t0 + NOTE_EVERY));
+        assert!(
+            session.must_note(&long, t0 + NOTE_EVERY),
+            "a name too long to keep is noted every time"
         );
     }
 }
