@@ -63,12 +63,21 @@ pub fn single_op_entries(n: u64, cond: Option<&str>) -> Vec<LogRecord> {
         .collect()
 }
 
-/// `n` entries like [`single_op_entries`], each op with `if_plugin` = `digest`.
+/// `n` entries like [`single_op_entries`], each op with `if_plugin` = `digest` and its data's
+/// `version` a semantic version (`"1.0.<i>"`), so the `semver-gate` example passes a put of a
+/// new record.
 pub fn single_op_entries_with_plugin(n: u64, digest: &str) -> Vec<LogRecord> {
     single_op_entries(n, None)
         .into_iter()
-        .map(|record| {
+        .enumerate()
+        .map(|(i, record)| {
             let mut entry = LogEntry::decode(&record.payload).expect("own entries decode");
+            let data = value_100b(i as u64).replace(
+                "\"version\":3,\"pad\":\"xxxxxxxxx",
+                &format!("\"version\":\"1.0.{i:04}\",\"pad\":\""),
+            );
+            assert_eq!(data.len(), 100, "{data}");
+            entry.ops[0].data = Some(RawValue::from_string(data).expect("valid JSON"));
             entry.ops[0].if_plugin = Some(firescroll::model::PluginRef::Digest(
                 digest.parse().expect("a sha256 digest"),
             ));
