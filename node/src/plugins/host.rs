@@ -59,7 +59,7 @@ pub struct PluginHost {
     compiled: RwLock<HashMap<Digest, Arc<Compiled>>>,
     /// Free instance slots. A call waits for one rather than fail: running out of slots is this
     /// node's condition, and must never become a (replica-specific) rejection.
-    slots: Mutex<u32>,
+    slots: Mutex<Slots>,
     freed: Condvar,
     /// Stores with room for more instances, waiting for the next call (see [`CALLS_PER_STORE`]).
     idle: Mutex<Vec<CallStore>>,
@@ -72,6 +72,13 @@ pub struct PluginHost {
 /// import nothing: no memory, table or global is shared), so each call still starts from the
 /// module's initial state; the store only outlives it.
 const CALLS_PER_STORE: u32 = 8;
+
+/// Instance slots: how many are free, and how many callers wait for one (only then is `freed`
+/// signalled: a signal is a system call, paid on every call otherwise).
+struct Slots {
+    free: u32,
+    waiting: u32,
+}
 
 /// A store and the instance slots its instances hold (given back when it is dropped).
 struct CallStore {
@@ -171,7 +178,10 @@ impl PluginHost {
         Ok(PluginHost {
             engine,
             compiled: RwLock::new(HashMap::new()),
-            slots: Mutex::new(limits.max_instances),
+            slots: Mutex::new(Slots {
+                free: limits.max_instances,
+                waiting: 0,
+            }),
             freed: Condvar::new(),
             idle: Mutex::new(Vec::new()),
             metrics: PluginMetrics::new(),
@@ -473,10 +483,10 @@ impl PluginHost {
     /// Stores become idle under the slots lock (see `Call`'s drop), so a caller that found none
     /// is already waiting when one does, and is woken for it.
     fn take_slot(&self) {
-        let mut free = self.slots.lock().expect("slots lock");
+        let mut slots = self.slots.lock().expect("slots lock");
         loop {
-            if *free > 0 {
-                *free -= 1;
+            if slots.free > 0 {
+                slots.free -= 1;
                 return;
             }
             let idle = self.idle.lock().expect("idle stores lock").pop();
@@ -485,9 +495,13 @@ impl PluginHost {
                     // Dropped before its slots are counted free: the pool takes them back then.
                     let held = store.instances;
                     drop(store);
-                    *free += held;
+                    slots.free += held;
                 }
-                None => free = self.freed.wait(free).expect("slots lock"),
+                None => {
+                    slots.waiting += 1;
+                    slots = self.freed.wait(slots).expect("slots lock");
+                    slots.waiting -= 1;
+                }
             }
         }
     }
@@ -496,17 +510,20 @@ impl PluginHost {
     fn retire(&self, store: CallStore) {
         let held = store.instances;
         drop(store);
-        *self.slots.lock().expect("slots lock") += held;
-        for _ in 0..held {
+        let mut slots = self.slots.lock().expect("slots lock");
+        slots.free += held;
+        for _ in 0..held.min(slots.waiting) {
             self.freed.notify_one();
         }
     }
 
     /// Keeps a store for the next call, waking a caller that waits for its slots.
     fn keep_idle(&self, store: CallStore) {
-        let _slots = self.slots.lock().expect("slots lock");
+        let slots = self.slots.lock().expect("slots lock");
         self.idle.lock().expect("idle stores lock").push(store);
-        self.freed.notify_one();
+        if slots.waiting > 0 {
+            self.freed.notify_one();
+        }
     }
 }
 
