@@ -9,9 +9,9 @@ use firescroll::log::{Append, MutationLog};
 use firescroll::metrics::Metrics;
 use firescroll::model::Position;
 use firescroll::plugins::{Digest, PluginHost, PluginLimits};
-use firescroll::store::{BatchMeta, Store, encode_key};
+use firescroll::store::Store;
 use firescroll_benches::{
-    PARTITIONS, example_plugin, pk_in, single_op_entries, single_op_entries_with_plugin,
+    PARTITIONS, example_plugin, single_op_deletes, single_op_entries, single_op_entries_with_plugin,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -90,19 +90,17 @@ fn apply_batches(c: &mut Criterion) {
                     index: None,
                 };
                 // The plugin run's puts pass their gate only for new records: each iteration
-                // starts without them (removed untimed), so every entry is checked and applied.
-                let removes: Vec<(Vec<u8>, Option<Vec<u8>>)> = match fresh {
-                    true => (0..entries.len() as u64)
-                        .map(|i| (encode_key(&pk_in(0, i), ""), None))
-                        .collect(),
-                    false => Vec::new(),
+                // starts without them (deleted by entries applied outside the timed part), so
+                // every entry is checked and applied.
+                let deletes = if fresh {
+                    single_op_deletes(entries.len() as u64)
+                } else {
+                    Vec::new()
                 };
                 let mut timed = Duration::ZERO;
                 for _ in 0..iters * per_iter {
                     if fresh {
-                        store
-                            .commit(removes.iter().cloned(), &BatchMeta::default())
-                            .unwrap();
+                        apply_and_commit(&store, rules, &deletes).unwrap();
                     }
                     let started = Instant::now();
                     let batch = apply_and_commit(&store, rules, &entries).unwrap();

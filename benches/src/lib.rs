@@ -63,6 +63,25 @@ pub fn single_op_entries(n: u64, cond: Option<&str>) -> Vec<LogRecord> {
         .collect()
 }
 
+/// `n` log records, each deleting the record a [`single_op_entries`] entry of the same index
+/// puts.
+pub fn single_op_deletes(n: u64) -> Vec<LogRecord> {
+    (0..n)
+        .map(|i| {
+            let op = Op {
+                op: OpKind::Delete,
+                pk: pk_in(0, i),
+                sk: String::new(),
+                ..Op::default()
+            };
+            LogRecord {
+                offset: i,
+                payload: LogEntry::new(1_732_590_000_000, vec![op]).encode(),
+            }
+        })
+        .collect()
+}
+
 /// `n` entries like [`single_op_entries`], each op with `if_plugin` = `digest` and its data's
 /// `version` a semantic version (`"1.0.<i>"`), so the `semver-gate` example passes a put of a
 /// new record.

@@ -98,29 +98,30 @@ pub const RESP_MEASURED: [&str; 17] = [
 /// One connection's latency histograms of Redis commands: observing takes no atomic (a
 /// pipelined `GET` is a microsecond or two, and the shared histogram's atomics were a visible
 /// part of it); what was observed reaches the node's histograms on [`RespLatencies::flush`],
-/// which a connection calls once per batch of commands it answers, and when dropped.
+/// which a connection calls once per batch of commands it answers, and when dropped (each
+/// local histogram flushes itself then).
 pub struct RespLatencies {
     hot: Vec<(&'static str, prometheus::local::LocalHistogram)>,
     /// Bit `i` set: `hot[i]` observed something since the last flush.
-    touched: std::cell::Cell<u32>,
+    touched: u32,
 }
 
 impl RespLatencies {
     /// Records a command's latency; commands not in [`RESP_MEASURED`] count as `other`.
-    pub fn observe(&self, command: &[u8], micros: f64) {
+    pub fn observe(&mut self, command: &[u8], micros: f64) {
         let index = self
             .hot
             .iter()
             .position(|(name, _)| command.eq_ignore_ascii_case(name.as_bytes()))
             .unwrap_or(self.hot.len() - 1);
         self.hot[index].1.observe(micros);
-        self.touched.set(self.touched.get() | 1 << index);
+        self.touched |= 1 << index;
     }
 
     /// Adds what was observed since the last flush to the node's histograms (only those that
     /// observed anything: a connection answering one command at a time flushes one).
-    pub fn flush(&self) {
-        let mut touched = self.touched.replace(0);
+    pub fn flush(&mut self) {
+        let mut touched = std::mem::take(&mut self.touched);
         while touched != 0 {
             let index = touched.trailing_zeros() as usize;
             self.hot[index].1.flush();
@@ -481,7 +482,7 @@ impl Metrics {
                 .iter()
                 .map(|(name, histogram)| (*name, histogram.local()))
                 .collect(),
-            touched: std::cell::Cell::new(0),
+            touched: 0,
         }
     }
 
@@ -539,7 +540,7 @@ mod tests {
     #[test]
     fn a_connections_latencies_reach_the_node_when_flushed_or_dropped() {
         let metrics = Metrics::new();
-        let latencies = metrics.resp_latencies();
+        let mut latencies = metrics.resp_latencies();
         for _ in 0..3 {
             latencies.observe(b"GET", 5.0);
         }

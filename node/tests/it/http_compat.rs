@@ -6,6 +6,22 @@ use crate::common;
 use common::Node;
 use serde_json::json;
 
+/// `POST /records/get` of one record, with `headers` and nothing else (reqwest adds no
+/// `Accept-Encoding` unless built with a decompression feature).
+fn get_one(
+    node: &Node,
+    (pk, sk): (&str, &str),
+    headers: &[(&str, &str)],
+) -> reqwest::blocking::Response {
+    let mut request = reqwest::blocking::Client::new()
+        .post(node.url("/records/get"))
+        .body(json!({"Records": [{"pk": pk, "sk": sk}]}).to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().unwrap()
+}
+
 #[test]
 fn browsers_may_call_the_api_from_any_origin() {
     let node = Node::start();
@@ -24,20 +40,11 @@ fn browsers_may_call_the_api_from_any_origin() {
     let headers = preflight.headers();
     assert_eq!(headers["access-control-allow-origin"], "*");
     assert!(headers.contains_key("access-control-allow-methods"));
-    let got = client
-        .post(node.url("/records/get"))
-        .header("Origin", "https://app.example")
-        .body(json!({"Records": [{"pk": "k", "sk": ""}]}).to_string())
-        .send()
-        .unwrap();
+    let got = get_one(&node, ("k", ""), &[("Origin", "https://app.example")]);
     assert_eq!(got.headers()["access-control-allow-origin"], "*");
     // Only requests from browsers (with `Origin`) pass through the CORS layer; GET answers
     // always carry its headers (and `Vary: Origin`, for caches).
-    let api_client = client
-        .post(node.url("/records/get"))
-        .body(json!({"Records": [{"pk": "k", "sk": ""}]}).to_string())
-        .send()
-        .unwrap();
+    let api_client = get_one(&node, ("k", ""), &[]);
     assert_eq!(api_client.status(), 200);
     assert!(
         api_client
@@ -81,12 +88,7 @@ fn answers_are_gzipped_when_asked() {
         "without Accept-Encoding the answer is plain JSON"
     );
     // A small answer is not worth a gzip stream: it goes out plain even when gzip is accepted.
-    let small = client
-        .post(node.url("/records/get"))
-        .header("Accept-Encoding", "gzip")
-        .body(json!({"Records": [{"pk": "z", "sk": "001"}]}).to_string())
-        .send()
-        .unwrap();
+    let small = get_one(&node, ("z", "001"), &[("Accept-Encoding", "gzip")]);
     assert!(
         small.headers().get("content-encoding").is_none(),
         "{:?}",

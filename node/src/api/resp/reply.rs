@@ -207,6 +207,25 @@ mod tests {
                 .unwrap();
                 assert_eq!(wire(Reply::Int(n), proto).as_bytes(), &library[..], "{n}");
             }
+            let mut library = BytesMut::new();
+            match proto {
+                2 => resp2::encode::extend_encode(
+                    &mut library,
+                    &resp2::types::BytesFrame::Null,
+                    false,
+                ),
+                _ => resp3::encode::complete::extend_encode(
+                    &mut library,
+                    &resp3::types::BytesFrame::Null,
+                    false,
+                ),
+            }
+            .unwrap();
+            assert_eq!(
+                wire(Reply::Null, proto).as_bytes(),
+                &library[..],
+                "nil, RESP{proto}"
+            );
         }
     }
 }
