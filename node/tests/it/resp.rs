@@ -459,6 +459,30 @@ fn a_write_is_seen_by_every_connection_once_answered() {
         if got.as_deref() != Some(i.to_string().as_str()) {
             stale.push((i, got));
         }
+        if i % 10 == 0 {
+            // The other ways a write reaches the log: an atomic MSET, a pipeline's group.
+            let _: () = redis::cmd("MSET")
+                .arg("rawm")
+                .arg(i)
+                .query(&mut writer)
+                .unwrap();
+            let got: Option<String> = reader.get("rawm").unwrap();
+            if got.as_deref() != Some(i.to_string().as_str()) {
+                stale.push((i, got));
+            }
+            let (count,): (i64,) = redis::pipe()
+                .set("rawp", i)
+                .ignore()
+                .incr("rawc", 1)
+                .query(&mut writer)
+                .unwrap();
+            for (key, want) in [("rawp", i), ("rawc", count)] {
+                let got: Option<String> = reader.get(key).unwrap();
+                if got.as_deref() != Some(want.to_string().as_str()) {
+                    stale.push((i, got));
+                }
+            }
+        }
     }
     assert!(
         stale.is_empty(),

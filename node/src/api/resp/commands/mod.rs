@@ -15,14 +15,16 @@ mod pubsub;
 mod scan;
 mod server;
 mod transaction;
+mod written;
 
 pub use scan::ScanCursors;
 pub(super) use scan::glob_match;
+pub use written::{WriteSlots, WrittenPositions};
 
 use super::clients::{ClientHandle, ClientRegistry};
 use super::push::{Hub, Push};
 use super::reply::Reply;
-use crate::model::{Key, OpKind, Position, Record, partition_of};
+use crate::model::{Key, OpKind, Position, Record};
 use crate::service::{
     Access, Denied, ListRequest, Operation, Service, ServiceError, WriteMode, WriteOp,
     WriteRequest, compute_read_modify_write,
@@ -110,77 +112,6 @@ impl Shape {
             Shape::Existed(n) | Shape::Added(n) => n as usize,
             _ => 1,
         }
-    }
-}
-
-/// The latest position written through this node's Redis port in each partition. Every Redis
-/// read waits (bounded) until the partitions it reads have applied them, so once a write is
-/// answered, a read on any connection to this node sees it — as with one Redis server.
-pub struct WrittenPositions {
-    /// Per partition: the latest offset written plus one (0: none yet).
-    next: Vec<AtomicU64>,
-}
-
-impl WrittenPositions {
-    pub fn new(partitions: u32) -> Self {
-        WrittenPositions {
-            next: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
-
-    fn record(&self, position: Position) {
-        if let Some(next) = self.next.get(position.partition as usize) {
-            next.fetch_max(position.offset + 1, Ordering::Relaxed);
-        }
-    }
-
-    /// What a read of every partition waits for: the latest writes of each not applied yet.
-    fn all(&self, applied: impl Fn(Position) -> bool) -> Vec<Position> {
-        self.next
-            .iter()
-            .enumerate()
-            .filter_map(|(partition, next)| {
-                let offset = next.load(Ordering::Relaxed).checked_sub(1)?;
-                let position = Position {
-                    partition: partition as u32,
-                    offset,
-                };
-                (!applied(position)).then_some(position)
-            })
-            .collect()
-    }
-
-    /// What a read of `pks` waits for: the latest writes in their partitions that `applied`
-    /// says are not applied yet. Allocates nothing when everything is applied (the usual case).
-    /// The offset after the last write through this node to `partition` (0 before any): a read
-    /// on this node sees at least up to there.
-    pub fn next(&self, partition: u32) -> u64 {
-        self.next
-            .get(partition as usize)
-            .map_or(0, |n| n.load(Ordering::Relaxed))
-    }
-
-    fn min_offsets<'a>(
-        &self,
-        partitions: u32,
-        pks: impl IntoIterator<Item = &'a str>,
-        applied: impl Fn(Position) -> bool,
-    ) -> Vec<Position> {
-        let mut waits: Vec<Position> = Vec::new();
-        for pk in pks {
-            let partition = partition_of(pk, partitions);
-            let Some(next) = self.next.get(partition as usize) else {
-                continue;
-            };
-            let Some(offset) = next.load(Ordering::Relaxed).checked_sub(1) else {
-                continue;
-            };
-            let position = Position { partition, offset };
-            if !applied(position) && !waits.contains(&position) {
-                waits.push(position);
-            }
-        }
-        waits
     }
 }
 
@@ -519,6 +450,7 @@ pub async fn send_collected(
         return Ok(Vec::new());
     }
     let wait = !deferred.is_empty();
+    let slots = ctx.written.slots_of(&ops);
     let (results, located) = ctx
         .service
         .mutate_located(WriteRequest {
@@ -528,7 +460,7 @@ pub async fn send_collected(
         })
         .await
         .map_err(service_error)?;
-    ctx.note_written(&results);
+    ctx.note_written(&results, &slots);
     Ok(deferred
         .iter()
         .map(|&(place, op, shape)| (place, located_reply(&results, &located, op, shape)))
@@ -777,9 +709,7 @@ impl Context<'_> {
     /// their partitions.
     fn min_offsets<'a>(&self, pks: impl IntoIterator<Item = &'a str>) -> Vec<Position> {
         self.written
-            .min_offsets(self.service.partition_count(), pks, |p| {
-                self.service.applied_here(p)
-            })
+            .min_offsets(pks, |p| self.service.applied_here(p))
     }
 
     /// What a read of the whole keyspace waits for: every write answered through this node's
@@ -1076,6 +1006,7 @@ impl Context<'_> {
             collected.extend(ops);
             return Ok(Vec::new());
         }
+        let slots = self.written.slots_of(&ops);
         let results = self
             .service
             .mutate(WriteRequest { ops, mode, wait })
@@ -1084,7 +1015,7 @@ impl Context<'_> {
                 "batch_spans_partitions" => crossslot(),
                 _ => service_error(e),
             })?;
-        self.note_written(&results);
+        self.note_written(&results, &slots);
         Ok(results)
     }
 
@@ -1117,6 +1048,7 @@ impl Context<'_> {
             collected.extend(ops);
             return Reply::Null;
         }
+        let slots = self.written.slots_of(&ops);
         let (results, located) = match self
             .service
             .mutate_located(WriteRequest {
@@ -1129,14 +1061,14 @@ impl Context<'_> {
             Ok(sent) => sent,
             Err(e) => return service_error(e),
         };
-        self.note_written(&results);
+        self.note_written(&results, &slots);
         located_reply(&results, &located, 0, shape)
     }
 
     /// Remembers where writes went, so that every later read on this node waits for them.
-    fn note_written(&self, results: &[crate::service::EntryResult]) {
+    fn note_written(&self, results: &[crate::service::EntryResult], slots: &WriteSlots) {
+        self.written.record(results, slots);
         for r in results {
-            self.written.record(r.position);
             if self.session.tracking.is_some() {
                 self.hub
                     .wrote(self.session.id, (r.position.partition, r.position.offset));
