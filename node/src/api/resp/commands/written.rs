@@ -7,12 +7,17 @@ use crate::service::{EntryResult, WriteOp};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Key slots per partition. A read waits only for the writes to keys of its slots, so under a
-/// steady stream of writes most reads of other keys wait for nothing (with one position per
-/// partition, every read waited for the applier to finish the batch in flight: `GET` p99 7–14 ms
-/// beside pipelined `SET`s). Keys sharing a slot only make a read wait a little longer, never
-/// see less. 4,096 slots of 8 bytes: 32 KiB per partition.
-const KEY_SLOTS: usize = 4096;
+/// Key slots per partition, at most. A read waits only for the writes to keys of its slots, so
+/// under a steady stream of writes most reads of other keys wait for nothing (with one position
+/// per partition, every read waited for the applier to finish the batch in flight: `GET` p99
+/// 8–10 ms beside pipelined `SET`s). Keys sharing a slot only make a read wait a little longer,
+/// never see less. 4,096 slots of 8 bytes: 32 KiB per partition.
+const MAX_KEY_SLOTS: usize = 4096;
+
+/// Key slots of all partitions together, at most: a namespace of many partitions gets fewer per
+/// partition (at least one, which is one position per partition), so the slots stay within
+/// 512 KiB or 8 bytes per partition.
+const TOTAL_KEY_SLOTS: usize = 1 << 16;
 
 /// The latest positions written through this node's Redis port: per partition, and per key slot
 /// of each partition. Every Redis read waits (bounded) until they are applied.
@@ -31,10 +36,11 @@ pub struct WriteSlots(Vec<(u32, usize)>);
 
 impl WrittenPositions {
     pub fn new(partitions: u32) -> Self {
+        let slots = (TOTAL_KEY_SLOTS / partitions.max(1) as usize).clamp(1, MAX_KEY_SLOTS);
         WrittenPositions {
             next: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
             keys: (0..partitions)
-                .map(|_| (0..KEY_SLOTS).map(|_| AtomicU64::new(0)).collect())
+                .map(|_| (0..slots).map(|_| AtomicU64::new(0)).collect())
                 .collect(),
             hasher: std::hash::RandomState::new(),
         }
@@ -50,7 +56,8 @@ impl WrittenPositions {
     }
 
     fn slot_in_partition(&self, pk: &str) -> usize {
-        self.hasher.hash_one(pk) as usize % KEY_SLOTS
+        let slots = self.keys.first().map_or(1, |k| k.len());
+        self.hasher.hash_one(pk) as usize % slots
     }
 
     /// The slots of `ops`' keys, taken before the ops are handed to the log.
@@ -196,6 +203,34 @@ mod tests {
         assert_eq!(written.all(nothing_applied).len(), 1);
         // Once applied, nothing to wait for.
         assert!(written.min_offsets([key], |p| p.offset <= 41).is_empty());
+    }
+
+    #[test]
+    fn many_partitions_share_a_bounded_number_of_slots() {
+        let few = WrittenPositions::new(4);
+        assert!(few.keys.iter().all(|k| k.len() == MAX_KEY_SLOTS));
+        let many = WrittenPositions::new(100_000);
+        assert!(many.keys.iter().all(|k| k.len() == 1));
+        // One slot per partition: a read waits for its partition's latest write, as before.
+        let key = "user:1";
+        let (partition, slot) = many.slot_of(key);
+        assert_eq!(slot, 0);
+        many.record(&[written_at(partition, 5)], &many.slots_of(&[op(key)]));
+        assert_eq!(
+            many.min_offsets([another_key_of(&many, partition).as_str()], |_| false),
+            vec![Position {
+                partition,
+                offset: 5
+            }]
+        );
+    }
+
+    /// Some pk of `partition`.
+    fn another_key_of(written: &WrittenPositions, partition: u32) -> String {
+        (0..)
+            .map(|i| format!("other{i}"))
+            .find(|k| written.slot_of(k).0 == partition)
+            .unwrap()
     }
 
     #[test]
