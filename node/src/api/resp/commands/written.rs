@@ -71,19 +71,26 @@ impl WrittenPositions {
     /// Notes where a write's entries went, before its reply is sent. Each op's slot gets the
     /// latest entry of the write in the op's partition (at or after the op's own entry).
     pub fn record(&self, results: &[EntryResult], slots: &WriteSlots) {
-        for result in results {
-            if let Some(next) = self.next.get(result.position.partition as usize) {
-                next.fetch_max(result.position.offset + 1, Ordering::Relaxed);
+        // Each written partition's latest entry, in partition order (as `slots` are sorted).
+        let mut latest: Vec<(u32, u64)> = results
+            .iter()
+            .map(|r| (r.position.partition, r.position.offset + 1))
+            .collect();
+        latest.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        latest.dedup_by_key(|(partition, _)| *partition);
+        for &(partition, next) in &latest {
+            if let Some(at) = self.next.get(partition as usize) {
+                at.fetch_max(next, Ordering::Relaxed);
             }
         }
+        let mut written = latest.iter().peekable();
         for &(partition, slot) in &slots.0 {
-            let latest = results
-                .iter()
-                .filter(|r| r.position.partition == partition)
-                .map(|r| r.position.offset + 1)
-                .max();
-            if let (Some(latest), Some(keys)) = (latest, self.keys.get(partition as usize)) {
-                keys[slot].fetch_max(latest, Ordering::Relaxed);
+            while written.next_if(|(p, _)| *p < partition).is_some() {}
+            if let (Some(&&(p, next)), Some(keys)) =
+                (written.peek(), self.keys.get(partition as usize))
+                && p == partition
+            {
+                keys[slot].fetch_max(next, Ordering::Relaxed);
             }
         }
     }
@@ -203,6 +210,51 @@ mod tests {
         assert_eq!(written.all(nothing_applied).len(), 1);
         // Once applied, nothing to wait for.
         assert!(written.min_offsets([key], |p| p.offset <= 41).is_empty());
+    }
+
+    #[test]
+    fn a_write_over_several_partitions_notes_each_slot_in_its_own_partition() {
+        let written = WrittenPositions::new(4);
+        // Keys in three different partitions, written by one request whose entries come back
+        // in no particular partition order.
+        let mut keys: Vec<String> = Vec::new();
+        for i in 0.. {
+            let key = format!("k{i}");
+            if !keys
+                .iter()
+                .any(|k| written.slot_of(k).0 == written.slot_of(&key).0)
+            {
+                keys.push(key);
+            }
+            if keys.len() == 3 {
+                break;
+            }
+        }
+        let ops: Vec<WriteOp> = keys.iter().map(|k| op(k)).collect();
+        let partitions: Vec<u32> = keys.iter().map(|k| written.slot_of(k).0).collect();
+        let results = [
+            written_at(partitions[2], 30),
+            written_at(partitions[0], 10),
+            written_at(partitions[2], 31),
+            written_at(partitions[1], 20),
+            written_at(partitions[0], 12),
+        ];
+        written.record(&results, &written.slots_of(&ops));
+        for (key, (partition, offset)) in keys.iter().zip([
+            (partitions[0], 12),
+            (partitions[1], 20),
+            (partitions[2], 31),
+        ]) {
+            assert_eq!(
+                written.min_offsets([key.as_str()], |_| false),
+                vec![Position { partition, offset }],
+                "{key}"
+            );
+            assert_eq!(written.next(partition), offset + 1);
+        }
+        // The fourth partition was not written.
+        let untouched = (0..4).find(|p| !partitions.contains(p)).unwrap();
+        assert_eq!(written.next(untouched), 0);
     }
 
     #[test]
