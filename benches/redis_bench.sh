@@ -5,6 +5,9 @@
 # appendfsync always` — the same promise FireScroll makes: an acknowledged write is on disk.
 #
 #   benches/redis_bench.sh       # needs redis-tools and redis-server (apt-get install redis-tools redis-server)
+# The last row reads while another redis-benchmark writes pipelined SETs (-c20 -P16) to the same
+# server: what a reader sees of a write burst (against the durable redis-server, whose writes
+# make the same promise).
 # Env: KEYS (100000), REQUESTS (300000), CLIENTS (50).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -79,3 +82,17 @@ row $RD "HSET -c$CLIENTS" HSET bench:hash field:__rand_int__ xxx
 row $RD "HSET -c$CLIENTS -P16" -P 16 HSET bench:hash field:__rand_int__ xxx
 row $RD "INCR -c$CLIENTS" -t incr
 row $RD "INCR -c$CLIENTS -P16" -t incr -P 16
+echo "# reads beside a pipelined write load (SET -c20 -P16), against redis-server with appendfsync always"
+mixed() {  # port -> "rps p50 p99" of GET -c30 while SET -c20 -P16 runs
+    redis-benchmark -p "$1" -c 20 -n 100000000 -r "$KEYS" -P 16 -t set -q >/dev/null 2>&1 &
+    local writer=$!
+    sleep 1
+    redis-benchmark -p "$1" -c 30 -n "$REQUESTS" -r "$KEYS" --csv -t get 2>/dev/null |
+        awk -F'"' 'NR==2 {print $4, $10, $14}'
+    kill "$writer" 2>/dev/null || true
+    wait "$writer" 2>/dev/null || true
+}
+read -r a50 b50 c50 <<<"$(mixed $FS)"
+read -r a b c <<<"$(mixed $RD)"
+printf '%-24s %12s %9s %9s %12s %9s %9s %8s\n' "GET -c30 beside SETs" "$a50" "$b50" "$c50" "$a" "$b" "$c" \
+    "$(awk -v x="$a50" -v y="$a" 'BEGIN{printf "%.2f", x/y}')"
