@@ -120,7 +120,9 @@ impl WrittenPositions {
     }
 
     /// What a read of `pks` waits for: the latest writes to their key slots that `applied` says
-    /// are not applied yet. Allocates nothing when everything is applied (the usual case).
+    /// are not applied yet, one position per partition (the latest: a partition applies in
+    /// offset order), so a read of many keys waits for as many positions as it reads partitions.
+    /// Allocates nothing when everything is applied (the usual case).
     pub fn min_offsets<'a>(
         &self,
         pks: impl IntoIterator<Item = &'a str>,
@@ -145,8 +147,12 @@ impl WrittenPositions {
                 continue;
             };
             let position = Position { partition, offset };
-            if !applied(position) && !waits.contains(&position) {
-                waits.push(position);
+            if applied(position) {
+                continue;
+            }
+            match waits.iter_mut().find(|w| w.partition == partition) {
+                Some(wait) => wait.offset = wait.offset.max(offset),
+                None => waits.push(position),
             }
         }
         waits
@@ -283,6 +289,36 @@ mod tests {
             .map(|i| format!("other{i}"))
             .find(|k| written.slot_of(k).0 == partition)
             .unwrap()
+    }
+
+    #[test]
+    fn a_read_of_many_keys_waits_once_per_partition_for_the_latest_of_them() {
+        let written = WrittenPositions::new(2);
+        // Every key written by its own write, each at a later offset of its partition.
+        let keys: Vec<String> = (0..500).map(|i| format!("k{i}")).collect();
+        let mut offsets = [0u64; 2];
+        let mut latest = [None; 2];
+        for key in &keys {
+            let (partition, _) = written.slot_of(key);
+            let offset = offsets[partition as usize];
+            offsets[partition as usize] += 1;
+            written.record(
+                &[written_at(partition, offset)],
+                &written.slots_of(&[op(key)]),
+            );
+            latest[partition as usize] = Some(offset);
+        }
+        let mut waits = written.min_offsets(keys.iter().map(String::as_str), |_| false);
+        waits.sort_unstable_by_key(|w| w.partition);
+        let expected: Vec<Position> = (0..2)
+            .filter_map(|p| {
+                latest[p].map(|offset| Position {
+                    partition: p as u32,
+                    offset,
+                })
+            })
+            .collect();
+        assert_eq!(waits, expected);
     }
 
     #[test]
