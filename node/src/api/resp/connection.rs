@@ -47,6 +47,8 @@ pub async fn run(
     let idle = tokio::time::sleep(config.idle_timeout.unwrap_or(Duration::MAX / 4));
     tokio::pin!(idle);
     loop {
+        // When the commands that have arrived could start (see `execute`).
+        let mut clock = std::time::Instant::now();
         // Run every command that has fully arrived.
         loop {
             let next = next_command(&mut input, &config.limits);
@@ -65,6 +67,7 @@ pub async fn run(
             let collect = matches!(&next, Ok(Some(args)) if collectable(&ctx, args));
             if !collect && ctx.session.collecting_pipeline() {
                 let sent = send_collected(&mut ctx, &deferred).await;
+                clock = std::time::Instant::now();
                 deferred.clear();
                 if let Ok(filled) = &sent {
                     for (place, reply) in filled {
@@ -82,14 +85,14 @@ pub async fn run(
                 Ok(Some(args)) if args.is_empty() => continue,
                 Ok(Some(args)) if collect => {
                     ctx.session.start_collecting();
-                    let reply = execute(&mut ctx, args, &mut latencies).await;
+                    let reply = execute(&mut ctx, args, &mut latencies, &mut clock).await;
                     if let Some((op, shape)) = take_deferred(&mut ctx) {
                         deferred.push((held.len(), op, shape));
                     }
                     held.push(reply);
                 }
                 Ok(Some(args)) => {
-                    let reply = execute(&mut ctx, args, &mut latencies).await;
+                    let reply = execute(&mut ctx, args, &mut latencies, &mut clock).await;
                     reply.encode(session.proto, &mut output);
                     if session.closing {
                         let _ = stream.write_all(&output).await;
@@ -100,6 +103,7 @@ pub async fn run(
                             return;
                         }
                         output.clear();
+                        clock = std::time::Instant::now();
                     }
                 }
                 Ok(None) => break,

@@ -230,13 +230,18 @@ const NOTE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 /// node (the partitions other nodes serve are followed through them).
 const FOLLOW_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Runs one command and records its latency in the connection's `latencies`.
+/// Runs one command and records its latency in the connection's `latencies`. `clock` is when
+/// the command could start (when its bytes were read, or when the command before it in the
+/// pipeline finished) and is moved to when it finished: commands of a pipeline run back to back,
+/// so one clock read per command times them all (a clock read is a visible part of a pipelined
+/// `GET`).
 pub async fn execute(
     ctx: &mut Context<'_>,
     args: Vec<Bytes>,
     latencies: &mut crate::metrics::RespLatencies,
+    clock: &mut std::time::Instant,
 ) -> Reply {
-    let started = std::time::Instant::now();
+    let started = *clock;
     let name = args.first().cloned().unwrap_or_default();
     // With CLIENT TRACKING on, the keys a read command reads are remembered after it ran, if
     // no change of their partitions slipped in meanwhile (see `Hub::track`).
@@ -266,6 +271,7 @@ pub async fn execute(
     }
     ctx.stats.commands.fetch_add(1, Ordering::Relaxed);
     let finished = std::time::Instant::now();
+    *clock = finished;
     if ctx.session.must_note(&name, finished) {
         ctx.client.ran(
             &name,
