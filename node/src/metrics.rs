@@ -89,6 +89,12 @@ pub struct Metrics {
     resp_hot: Vec<(&'static str, ShardedHistogram)>,
 }
 
+/// Whole microseconds of `elapsed`, as histograms take them. `Duration::as_micros` is a `u128`,
+/// and turning that into a float is a library call, a visible part of a pipelined `GET`.
+pub fn micros(elapsed: std::time::Duration) -> f64 {
+    (elapsed.as_secs() * 1_000_000 + u64::from(elapsed.subsec_micros())) as f64
+}
+
 /// Redis commands with their own latency label; the rest count as `other` (a bounded set).
 pub const RESP_MEASURED: [&str; 17] = [
     "get", "mget", "exists", "set", "del", "hget", "hmget", "hgetall", "hkeys", "hvals", "hlen",
@@ -527,6 +533,21 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn micros_are_whole_microseconds_as_before() {
+        use std::time::Duration;
+        for d in [
+            Duration::ZERO,
+            Duration::from_nanos(999),
+            Duration::from_nanos(10_999),
+            Duration::from_micros(1_500_000),
+            Duration::new(3, 5_001),
+            Duration::from_secs(86_400 * 365),
+        ] {
+            assert_eq!(micros(d), d.as_micros() as f64, "{d:?}");
+        }
+    }
 
     fn count(metrics: &Metrics, command: &str) -> u64 {
         let series = format!("resp_latencies_micro_count{{command=\"{command}\"}} ");

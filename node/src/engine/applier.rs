@@ -119,7 +119,7 @@ impl Engine {
                     inner
                         .metrics
                         .partition_latency
-                        .observe(&["apply_batch"], started.elapsed().as_micros() as f64);
+                        .observe(&["apply_batch"], crate::metrics::micros(started.elapsed()));
                     if let Some(digest) = batch.waiting_for {
                         carried = records
                             .into_iter()

@@ -121,7 +121,7 @@ impl PluginMetrics {
         self.calls.with_label_values(&[kind, result]).inc();
         self.latency
             .with_label_values(&[kind])
-            .observe(started.elapsed().as_micros() as f64);
+            .observe(crate::metrics::micros(started.elapsed()));
     }
 }
 

@@ -166,7 +166,7 @@ impl Service {
             "list"
         };
         self.metrics
-            .observe_partition(label, started.elapsed().as_micros() as f64);
+            .observe_partition(label, crate::metrics::micros(started.elapsed()));
         Ok(page)
     }
 

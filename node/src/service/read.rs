@@ -140,7 +140,7 @@ impl Service {
             let hits = records.iter().filter(|r| r.is_some()).count();
             self.metrics.observe_partition(
                 if hits == 0 { "get_full_miss" } else { "get" },
-                started.elapsed().as_micros() as f64,
+                crate::metrics::micros(started.elapsed()),
             );
             found.extend(indexes.into_iter().zip(records));
         }
@@ -216,7 +216,7 @@ impl Service {
             } else {
                 "get_full_miss"
             },
-            started.elapsed().as_micros() as f64,
+            crate::metrics::micros(started.elapsed()),
         );
         Ok(data)
     }

@@ -256,7 +256,7 @@ impl Service {
     fn observe_proxy(&self, operation: &str, started: Instant) {
         self.metrics
             .proxy_latency
-            .observe(&[operation], started.elapsed().as_micros() as f64);
+            .observe(&[operation], crate::metrics::micros(started.elapsed()));
     }
 
     /// How long a peer may wait for read-your-writes positions.

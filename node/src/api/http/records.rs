@@ -49,7 +49,7 @@ pub async fn handle(
     };
     service
         .metrics()
-        .observe_http(label, started.elapsed().as_micros() as f64);
+        .observe_http(label, crate::metrics::micros(started.elapsed()));
     response
 }
 

@@ -280,7 +280,10 @@ pub async fn execute(
             ctx.session.name.as_deref(),
         );
     }
-    latencies.observe(&name, finished.duration_since(started).as_micros() as f64);
+    latencies.observe(
+        &name,
+        crate::metrics::micros(finished.duration_since(started)),
+    );
     reply
 }
 
