@@ -74,13 +74,7 @@ fn bulk_array_layout(buf: &[u8], limits: &FrameLimits) -> Result<Layout, FrameEr
     let Some((count, mut at)) = read_number(buf, 1)? else {
         return Ok(Layout::Partial);
     };
-    if count > limits.max_args as i64 {
-        return Err(FrameError::TooLarge {
-            what: "an argument count",
-            size: count as u64,
-            limit: limits.max_args,
-        });
-    }
+    within("an argument count", count, limits.max_args)?;
     if count <= 0 || !crlf_at(buf, at - 2) {
         return Ok(Layout::Other);
     }
@@ -93,13 +87,7 @@ fn bulk_array_layout(buf: &[u8], limits: &FrameLimits) -> Result<Layout, FrameEr
         let Some((len, data_at)) = read_number(buf, at + 1)? else {
             return Ok(Layout::Partial);
         };
-        if len > limits.max_bulk as i64 {
-            return Err(FrameError::TooLarge {
-                what: "an argument",
-                size: len as u64,
-                limit: limits.max_bulk,
-            });
-        }
+        within("an argument", len, limits.max_bulk)?;
         if len < 0 || !crlf_at(buf, data_at - 2) {
             return Ok(Layout::Other);
         }
@@ -116,6 +104,18 @@ fn bulk_array_layout(buf: &[u8], limits: &FrameLimits) -> Result<Layout, FrameEr
         args: count as usize,
         end: at,
     })
+}
+
+/// A declared size (`what`) within its limit, else the error that names both.
+fn within(what: &'static str, size: i64, limit: u64) -> Result<(), FrameError> {
+    if size > limit as i64 {
+        return Err(FrameError::TooLarge {
+            what,
+            size: size as u64,
+            limit,
+        });
+    }
+    Ok(())
 }
 
 fn crlf_at(buf: &[u8], at: usize) -> bool {
