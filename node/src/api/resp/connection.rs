@@ -6,7 +6,7 @@ use super::clients::ClientHandle;
 use super::commands::{
     Context, Deferred, Session, Shared, collectable, execute, send_collected, take_deferred,
 };
-use super::frame::next_command;
+use super::frame::CommandReader;
 use super::reply::Reply;
 use crate::service::Service;
 use bytes::BytesMut;
@@ -28,6 +28,7 @@ pub async fn run(
     client: std::sync::Arc<ClientHandle>,
 ) {
     let mut input = BytesMut::with_capacity(16 * 1024);
+    let mut reader = CommandReader::new(config.limits);
     let mut output = BytesMut::with_capacity(16 * 1024);
     let mut session = Session::new(id, service.access(None));
     // Flushed to the node's histograms once per batch of commands answered.
@@ -51,7 +52,7 @@ pub async fn run(
         let mut clock = std::time::Instant::now();
         // Run every command that has fully arrived.
         loop {
-            let next = next_command(&mut input, &config.limits);
+            let next = reader.next(&mut input);
             let mut ctx = Context {
                 service,
                 hub: &shared.hub,

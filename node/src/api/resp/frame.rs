@@ -30,26 +30,57 @@ pub struct FrameLimits {
     pub max_buffered: usize,
 }
 
-/// Takes the next complete command out of `buf`: `Ok(None)` until one has fully arrived.
-pub fn next_command(
-    buf: &mut BytesMut,
-    limits: &FrameLimits,
-) -> Result<Option<Vec<Bytes>>, FrameError> {
-    if buf.is_empty() {
-        return Ok(None);
+/// Takes commands off one connection's bytes, within its limits. It remembers how far it got
+/// through a command that has not fully arrived, so each read walks only the headers that are
+/// new: a client trickling a 2,000-argument command a byte at a time costs one walk of it, not
+/// one per byte.
+#[derive(Debug)]
+pub struct CommandReader {
+    limits: FrameLimits,
+    resume: Resume,
+}
+
+/// Where the walk of a command that has not fully arrived stopped: `done` of its `count`
+/// arguments are whole, and the next one's header starts at `at` (0: start from the beginning).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Resume {
+    count: i64,
+    done: i64,
+    at: usize,
+}
+
+impl CommandReader {
+    pub fn new(limits: FrameLimits) -> Self {
+        CommandReader {
+            limits,
+            resume: Resume::default(),
+        }
     }
-    if buf[0] != b'*' {
-        return inline_command(buf, limits);
-    }
-    match bulk_array_layout(buf, limits)? {
-        Layout::Complete { args, end } => Ok(Some(split_bulk_array(buf, args, end))),
-        Layout::Partial if buf.len() > limits.max_buffered => Err(FrameError::TooLarge {
-            what: "a command",
-            size: buf.len() as u64,
-            limit: limits.max_buffered as u64,
-        }),
-        Layout::Partial => Ok(None),
-        Layout::Other => decode_general(buf, limits),
+
+    /// Takes the next complete command out of `buf`: `Ok(None)` until one has fully arrived.
+    /// `buf` only grows at its end between calls, and only this takes from it.
+    pub fn next(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, FrameError> {
+        let limits = &self.limits;
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        if buf[0] != b'*' {
+            return inline_command(buf, limits);
+        }
+        let layout = bulk_array_layout(buf, limits, &mut self.resume);
+        if !matches!(layout, Ok(Layout::Partial)) {
+            self.resume = Resume::default();
+        }
+        match layout? {
+            Layout::Complete { args, end } => Ok(Some(split_bulk_array(buf, args, end))),
+            Layout::Partial if buf.len() > limits.max_buffered => Err(FrameError::TooLarge {
+                what: "a command",
+                size: buf.len() as u64,
+                limit: limits.max_buffered as u64,
+            }),
+            Layout::Partial => Ok(None),
+            Layout::Other => decode_general(buf, limits),
+        }
     }
 }
 
@@ -69,23 +100,42 @@ enum Layout {
 /// sizes before any of their data is buffered: a client cannot make the node reserve or wait for
 /// gigabytes. Every client sends commands as arrays of bulk strings, so this walk also finds
 /// where such a command ends, and [`split_bulk_array`] slices it out without a second parser
-/// (the general decoder's frames cost a pipelined `GET` a tenth of its CPU).
-fn bulk_array_layout(buf: &[u8], limits: &FrameLimits) -> Result<Layout, FrameError> {
-    let Some((count, mut at)) = read_number(buf, 1)? else {
-        return Ok(Layout::Partial);
+/// (the general decoder's frames cost a pipelined `GET` a tenth of its CPU). It starts where
+/// `resume` says the last walk of this command stopped, and notes where it stops when the
+/// command has not fully arrived.
+fn bulk_array_layout(
+    buf: &[u8],
+    limits: &FrameLimits,
+    resume: &mut Resume,
+) -> Result<Layout, FrameError> {
+    let Resume {
+        count,
+        mut done,
+        mut at,
+    } = if resume.at > 0 {
+        *resume
+    } else {
+        let Some((count, at)) = read_number(buf, 1)? else {
+            return Ok(Layout::Partial);
+        };
+        within("an argument count", count, limits.max_args)?;
+        if count <= 0 || !crlf_at(buf, at - 2) {
+            return Ok(Layout::Other);
+        }
+        Resume { count, done: 0, at }
     };
-    within("an argument count", count, limits.max_args)?;
-    if count <= 0 || !crlf_at(buf, at - 2) {
-        return Ok(Layout::Other);
-    }
-    for _ in 0..count {
+    let mut partial = |done, at| {
+        *resume = Resume { count, done, at };
+        Ok(Layout::Partial)
+    };
+    while done < count {
         match buf.get(at) {
-            None => return Ok(Layout::Partial),
+            None => return partial(done, at),
             Some(b'$') => {}
             Some(_) => return Ok(Layout::Other),
         }
         let Some((len, data_at)) = read_number(buf, at + 1)? else {
-            return Ok(Layout::Partial);
+            return partial(done, at);
         };
         within("an argument", len, limits.max_bulk)?;
         if len < 0 || !crlf_at(buf, data_at - 2) {
@@ -93,12 +143,13 @@ fn bulk_array_layout(buf: &[u8], limits: &FrameLimits) -> Result<Layout, FrameEr
         }
         let data_end = data_at + len as usize;
         if buf.len() < data_end + 2 {
-            return Ok(Layout::Partial);
+            return partial(done, at);
         }
         if !crlf_at(buf, data_end) {
             return Ok(Layout::Other);
         }
         at = data_end + 2;
+        done += 1;
     }
     Ok(Layout::Complete {
         args: count as usize,
@@ -340,6 +391,14 @@ fn read_number(buf: &[u8], at: usize) -> Result<Option<(i64, usize)>, FrameError
 mod tests {
     use super::*;
 
+    /// One command out of `buf` by a reader that has seen nothing of it before.
+    fn next_command(
+        buf: &mut BytesMut,
+        limits: &FrameLimits,
+    ) -> Result<Option<Vec<Bytes>>, FrameError> {
+        CommandReader::new(*limits).next(buf)
+    }
+
     #[test]
     fn inline_commands_take_quotes_like_redis() {
         let words = |line: &str| {
@@ -376,28 +435,62 @@ mod tests {
 
     #[test]
     fn pipelined_commands_come_out_one_by_one() {
+        let mut reader = CommandReader::new(LIMITS);
         let mut buf = BytesMut::from(
             &b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nPING\r\nPING inline\r\n*1\r\n$4\r\nPI"[..],
         );
         assert_eq!(
-            args(&next_command(&mut buf, &LIMITS).unwrap().unwrap()),
+            args(&reader.next(&mut buf).unwrap().unwrap()),
             vec![b"GET".as_slice(), b"k"]
         );
         assert_eq!(
-            args(&next_command(&mut buf, &LIMITS).unwrap().unwrap()),
+            args(&reader.next(&mut buf).unwrap().unwrap()),
             vec![b"PING".as_slice()]
         );
         assert_eq!(
-            args(&next_command(&mut buf, &LIMITS).unwrap().unwrap()),
+            args(&reader.next(&mut buf).unwrap().unwrap()),
             vec![b"PING".as_slice(), b"inline"]
         );
-        assert_eq!(next_command(&mut buf, &LIMITS).unwrap(), None, "incomplete");
+        assert_eq!(reader.next(&mut buf).unwrap(), None, "incomplete");
         buf.extend_from_slice(b"NG\r\n");
         assert_eq!(
-            args(&next_command(&mut buf, &LIMITS).unwrap().unwrap()),
+            args(&reader.next(&mut buf).unwrap().unwrap()),
             vec![b"PING".as_slice()]
         );
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_command_in_pieces_is_walked_once() {
+        let mut reader = CommandReader::new(LIMITS);
+        let head = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n";
+        let mut buf = BytesMut::from(&head[..]);
+        assert_eq!(reader.next(&mut buf), Ok(None));
+        // The next walk starts at the third argument's header, not at the first.
+        assert_eq!(
+            reader.resume,
+            Resume {
+                count: 3,
+                done: 2,
+                at: head.len()
+            }
+        );
+        buf.extend_from_slice(b"$2\r\nv");
+        assert_eq!(reader.next(&mut buf), Ok(None));
+        assert_eq!(
+            reader.resume.done, 2,
+            "the third argument's data is not all here"
+        );
+        buf.extend_from_slice(b"1\r\n*1\r\n$4\r\nPING\r\n");
+        assert_eq!(
+            args(&reader.next(&mut buf).unwrap().unwrap()),
+            vec![b"SET".as_slice(), b"k", b"v1"]
+        );
+        assert_eq!(reader.resume, Resume::default(), "forgotten once taken out");
+        assert_eq!(
+            args(&reader.next(&mut buf).unwrap().unwrap()),
+            vec![b"PING".as_slice()]
+        );
     }
 
     #[test]
@@ -493,11 +586,12 @@ mod tests {
         /// and never more buffered than the limit allows.
         #[test]
         fn garbage_never_panics_or_grows_without_bound(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..20)) {
+            let mut reader = CommandReader::new(LIMITS);
             let mut buf = BytesMut::new();
             for chunk in chunks {
                 buf.extend_from_slice(&chunk);
                 loop {
-                    match next_command(&mut buf, &LIMITS) {
+                    match reader.next(&mut buf) {
                         Ok(Some(_)) => continue,
                         Ok(None) => break,
                         Err(_) => { buf.clear(); break; }
@@ -538,6 +632,41 @@ mod tests {
                     Err(_) => {}
                 }
             }
+        }
+
+        /// Commands arriving in any pieces come out as they do arriving whole: what a reader
+        /// remembers of a command between reads never changes what it takes out.
+        #[test]
+        fn commands_in_pieces_come_out_as_whole(input in resp_like(), cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..12)) {
+            let mut whole_reader = CommandReader::new(LIMITS);
+            let mut whole = BytesMut::from(&input[..]);
+            let mut expected = Vec::new();
+            loop {
+                match whole_reader.next(&mut whole) {
+                    Ok(Some(args)) => expected.push(Ok(args)),
+                    Ok(None) => break,
+                    Err(e) => { expected.push(Err(e)); break; }
+                }
+            }
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(input.len() + 1)).collect();
+            cuts.push(input.len());
+            cuts.sort_unstable();
+            let mut reader = CommandReader::new(LIMITS);
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            let mut from = 0;
+            'pieces: for cut in cuts {
+                buf.extend_from_slice(&input[from..cut]);
+                from = cut;
+                loop {
+                    match reader.next(&mut buf) {
+                        Ok(Some(args)) => got.push(Ok(args)),
+                        Ok(None) => break,
+                        Err(e) => { got.push(Err(e)); break 'pieces; }
+                    }
+                }
+            }
+            prop_assert_eq!(got, expected);
         }
     }
 }
