@@ -34,8 +34,9 @@ run memory benches/memory.sh
 
 ratio() {  # redis_bench row label -> its ratio column
     [ -f "$out/redis" ] || { echo "n/a"; return; }
-    awk -v row="$1" '{ label = substr($0, 1, 24); sub(/ +$/, "", label); if (label == row) r = $NF }
-        END { print (r == "" ? "n/a" : r "x") }' "$out/redis"
+    # The ratio of the median round, then the lowest-highest of all rounds.
+    awk -v row="$1" '{ label = substr($0, 1, 24); sub(/ +$/, "", label); if (label == row) r = $(NF - 1) "x (" $NF ")" }
+        END { print (r == "" ? "n/a" : r) }' "$out/redis"
 }
 grab() {  # file regex -> the first capture of the last line it matches
     [ -f "$out/$1" ] || { echo "n/a"; return; }
@@ -56,7 +57,7 @@ if ! skip redis; then
     # Not a goal of the issue: what readers see of a write burst, for the record.
     echo "| RESP \`GET -c30\` beside pipelined SETs (-c20 -P16) vs durable redis-server under the same load | $(ratio "GET -c30 beside SETs") | — |"
 fi
-skip http_get || echo "| HTTP get vs axum hello world | $(grab http_get 'throughput: ([0-9.]+)')x | ≥ 0.9x |"
+skip http_get || echo "| HTTP get vs axum hello world | $(grab http_get 'throughput: ([0-9.]+)')x ($(grab http_get 'pairs, ([0-9.]+-[0-9.]+)')) | ≥ 0.9x |"
 skip http_put || echo "| HTTP put (one record, wait false) vs durable redis SET | $(grab http_put 'ratio: ([0-9.]+)x')x | ≥ 0.5x |"
 skip cluster || echo "| proxied get vs local get (HTTP, Redis) | $(grab cluster 'throughput: (HTTP [0-9.]+, Redis [0-9.]+)') | ≥ 0.8x |"
 skip plugin || echo "| apply with a plugin condition | $(grab plugin 'thrpt: +\[[^ ]+ [^ ]+ ([0-9.]+ [KM]elem\/s) ') | ≥ 200 Kelem/s |"

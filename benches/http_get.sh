@@ -6,7 +6,9 @@
 # Starts a release `firescroll` on a fresh data dir, loads RECORDS records, drives
 # POST /records/get (one random key per request) with wrk, then does the same against the
 # baseline (benches/src/bin/hello.rs), and prints both and their ratio.
-# Env: RECORDS (100000), DURATION (10s), CONNECTIONS (50), THREADS (1).
+# Runs ROUNDS pairs, alternating which server goes first, and prints every pair and the median
+# ratio (this machine is shared: one pair can be off by a quarter).
+# Env: RECORDS (100000), DURATION (10s), CONNECTIONS (50), THREADS (1), ROUNDS (3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/firescroll/bench-target}"
@@ -14,6 +16,7 @@ export RECORDS="${RECORDS:-100000}"
 DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-50}"
 THREADS="${THREADS:-1}"
+ROUNDS="${ROUNDS:-3}"
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 
 cargo build --release -q -p firescroll -p firescroll-benches --bins
@@ -48,11 +51,22 @@ run() {  # name url
 }
 # Warm both up, then measure.
 wrk -t1 -c10 -d2s -s benches/wrk/get.lua http://127.0.0.1:18190/records/get >/dev/null
-fs=$(run firescroll http://127.0.0.1:18190/records/get)
-hello=$(run hello-world http://127.0.0.1:18193/records/get)
+wrk -t1 -c10 -d2s -s benches/wrk/get.lua http://127.0.0.1:18193/records/get >/dev/null
 echo
-printf '%-12s %12s %10s %10s\n' server req/s p50 p99
-printf '%-12s %12s %10s %10s\n' $fs
-printf '%-12s %12s %10s %10s\n' $hello
-awk -v a="$(cut -d' ' -f2 <<<"$fs")" -v b="$(cut -d' ' -f2 <<<"$hello")" \
-    'BEGIN { printf "firescroll / hello-world throughput: %.2f\n", a / b }'
+printf '%-6s %-12s %12s %10s %10s\n' round server req/s p50 p99
+ratios=()
+for round in $(seq 1 "$ROUNDS"); do
+    # Alternate who goes first, so neither always meets the machine warmer.
+    if ((round % 2)); then
+        fs=$(run firescroll http://127.0.0.1:18190/records/get)
+        hello=$(run hello-world http://127.0.0.1:18193/records/get)
+    else
+        hello=$(run hello-world http://127.0.0.1:18193/records/get)
+        fs=$(run firescroll http://127.0.0.1:18190/records/get)
+    fi
+    printf '%-6s %-12s %12s %10s %10s\n' "$round" $fs
+    printf '%-6s %-12s %12s %10s %10s\n' "$round" $hello
+    ratios+=("$(awk -v a="$(cut -d' ' -f2 <<<"$fs")" -v b="$(cut -d' ' -f2 <<<"$hello")" 'BEGIN { printf "%.2f", a / b }')")
+done
+printf '%s\n' "${ratios[@]}" | sort -n | awk '{ r[NR] = $1 }
+    END { printf "firescroll / hello-world throughput: %s (median of %d pairs, %s-%s)\n", r[int((NR + 1) / 2)], NR, r[1], r[NR] }'

@@ -8,13 +8,17 @@
 # The last row reads while another redis-benchmark writes pipelined SETs (-c20 -P16) to the same
 # server: what a reader sees of a write burst (against the durable redis-server, whose writes
 # make the same promise).
-# Env: KEYS (100000), REQUESTS (300000), CLIENTS (50).
+# Each row runs ROUNDS times, alternating which server goes first, and prints the round with the
+# median ratio, and the lowest and highest ratio (this machine is shared: one pair can be off by
+# a third).
+# Env: KEYS (100000), REQUESTS (300000), CLIENTS (50), ROUNDS (3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/firescroll/bench-target}"
 KEYS="${KEYS:-100000}"
 REQUESTS="${REQUESTS:-300000}"
 CLIENTS="${CLIENTS:-50}"
+ROUNDS="${ROUNDS:-3}"
 for tool in redis-benchmark redis-cli redis-server; do
     command -v "$tool" >/dev/null || { echo "$tool is missing: apt-get install redis-tools redis-server" >&2; exit 1; }
 done
@@ -62,13 +66,27 @@ bench() {  # port label args... -> "rps p50 p99"
     redis-benchmark -p "$port" -c "$CLIENTS" -n "$REQUESTS" -r "$KEYS" --csv "$@" 2>/dev/null |
         awk -F'"' 'NR==2 {print $4, $10, $14}'
 }
-printf '%-24s %12s %9s %9s %12s %9s %9s %8s\n' test fs_ops/s fs_p50 fs_p99 redis_ops/s r_p50 r_p99 ratio
+printf '%-24s %12s %9s %9s %12s %9s %9s %8s %s\n' test fs_ops/s fs_p50 fs_p99 redis_ops/s r_p50 r_p99 ratio range
+# Prints a row from lines "ratio fs_ops fs_p50 fs_p99 r_ops r_p50 r_p99" (one per round): the
+# round with the median ratio, then the lowest and highest ratio.
+median_row() {  # label
+    sort -n | awk -v label="$1" '{ line[NR] = $0; r[NR] = $1 }
+        END { split(line[int((NR + 1) / 2)], m, " ")
+              printf "%-24s %12s %9s %9s %12s %9s %9s %8s %s\n", label, m[2], m[3], m[4], m[5], m[6], m[7], m[1], r[1] "-" r[NR] }'
+}
 row() {  # against label args...
     local against=$1 label=$2; shift 2
-    read -r a50 b50 c50 <<<"$(bench $FS "$@")"
-    read -r a b c <<<"$(bench "$against" "$@")"
-    printf '%-24s %12s %9s %9s %12s %9s %9s %8s\n' "$label" "$a50" "$b50" "$c50" "$a" "$b" "$c" \
-        "$(awk -v x="$a50" -v y="$a" 'BEGIN{printf "%.2f", x/y}')"
+    for round in $(seq 1 "$ROUNDS"); do
+        # Alternate who goes first, so neither always meets the machine warmer.
+        if ((round % 2)); then
+            read -r a50 b50 c50 <<<"$(bench $FS "$@")"
+            read -r a b c <<<"$(bench "$against" "$@")"
+        else
+            read -r a b c <<<"$(bench "$against" "$@")"
+            read -r a50 b50 c50 <<<"$(bench $FS "$@")"
+        fi
+        echo "$(awk -v x="$a50" -v y="$a" 'BEGIN{printf "%.2f", x/y}') $a50 $b50 $c50 $a $b $c"
+    done | median_row "$label"
 }
 echo "# reads, against redis-server"
 row $RS "GET -c$CLIENTS" -t get
@@ -92,7 +110,8 @@ mixed() {  # port -> "rps p50 p99" of GET -c30 while SET -c20 -P16 runs
     kill "$writer" 2>/dev/null || true
     wait "$writer" 2>/dev/null || true
 }
-read -r a50 b50 c50 <<<"$(mixed $FS)"
-read -r a b c <<<"$(mixed $RD)"
-printf '%-24s %12s %9s %9s %12s %9s %9s %8s\n' "GET -c30 beside SETs" "$a50" "$b50" "$c50" "$a" "$b" "$c" \
-    "$(awk -v x="$a50" -v y="$a" 'BEGIN{printf "%.2f", x/y}')"
+for round in $(seq 1 "$ROUNDS"); do
+    read -r a50 b50 c50 <<<"$(mixed $FS)"
+    read -r a b c <<<"$(mixed $RD)"
+    echo "$(awk -v x="$a50" -v y="$a" 'BEGIN{printf "%.2f", x/y}') $a50 $b50 $c50 $a $b $c"
+done | median_row "GET -c30 beside SETs"
