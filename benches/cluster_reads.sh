@@ -18,6 +18,8 @@ done
 scripts/kafka-broker.sh install >/dev/null
 cargo build --release -q -p firescroll
 BIN="$CARGO_TARGET_DIR/release/firescroll"
+. benches/ports.sh
+ports_free 19192 18190 18191 18192 18193 18290 18291 18292 18293
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$work"; }

@@ -5,7 +5,7 @@
 # hello world), http_put.sh (vs durable redis SET), cluster_reads.sh (proxied vs local),
 # the criterion apply bench with a plugin condition, and memory.sh (1M records).
 #
-#   benches/compare.sh      # needs wrk, redis-tools, redis-server, python3; ~15 minutes
+#   benches/compare.sh      # needs wrk, redis-tools, redis-server, python3; ~25 minutes
 # Env: SKIP="memory plugin ..." leaves rows out (redis, http_get, http_put, cluster, plugin, memory).
 set -euo pipefail
 cd "$(dirname "$0")/.."

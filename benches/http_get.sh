@@ -21,6 +21,8 @@ command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; e
 
 cargo build --release -q -p firescroll -p firescroll-benches --bins
 BIN="$CARGO_TARGET_DIR/release"
+. benches/ports.sh
+ports_free 18190 18191 18192 18193
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }

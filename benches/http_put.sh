@@ -17,6 +17,8 @@ for tool in wrk redis-server redis-benchmark; do
 done
 cargo build --release -q -p firescroll
 BIN="$CARGO_TARGET_DIR/release/firescroll"
+. benches/ports.sh
+ports_free 18290 18291 18292 18293
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }

@@ -11,6 +11,8 @@ RECORDS="${RECORDS:-1000000}"
 # FIRESCROLL_BIN measures another build (A/B) instead of building this tree.
 if [ -z "${FIRESCROLL_BIN:-}" ]; then cargo build --release -q -p firescroll; fi
 bin="${FIRESCROLL_BIN:-$CARGO_TARGET_DIR/release/firescroll}"
+. benches/ports.sh
+ports_free 18390 18391 18479
 work=$(mktemp -d)
 pid=
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT

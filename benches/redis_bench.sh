@@ -29,6 +29,8 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 
 FS=17379; RS=17380; RD=17381
+. benches/ports.sh
+ports_free $FS $RS $RD 17190 17191
 DB_PATH="$work/fs" API_PORT=17190 INTERNAL_PORT=17191 RESP_PORT=$FS LISTEN_ADDR=127.0.0.1 LOG_LEVEL=warn \
     "$CARGO_TARGET_DIR/release/firescroll" >"$work/fs.log" 2>&1 &
 pids+=($!)
