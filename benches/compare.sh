@@ -58,7 +58,7 @@ if ! skip redis; then
     echo "| RESP \`GET -c30\` beside pipelined SETs (-c20 -P16) vs durable redis-server under the same load | $(ratio "GET -c30 beside SETs") | — |"
 fi
 skip http_get || echo "| HTTP get vs axum hello world | $(grab http_get 'throughput: ([0-9.]+)')x ($(grab http_get 'pairs, ([0-9.]+-[0-9.]+)')) | ≥ 0.9x |"
-skip http_put || echo "| HTTP put (one record, wait false) vs durable redis SET | $(grab http_put 'ratio: ([0-9.]+)x')x | ≥ 0.5x |"
+skip http_put || echo "| HTTP put (one record, wait false) vs durable redis SET | $(grab http_put 'ratio: ([0-9.]+)x')x ($(grab http_put 'pairs, ([0-9.]+-[0-9.]+)')) | ≥ 0.5x |"
 skip cluster || echo "| proxied get vs local get (HTTP, Redis) | $(grab cluster 'throughput: (HTTP [0-9.]+, Redis [0-9.]+)') | ≥ 0.8x |"
 skip plugin || echo "| apply with a plugin condition | $(grab plugin 'thrpt: +\[[^ ]+ [^ ]+ ([0-9.]+ [KM]elem\/s) ') | ≥ 200 Kelem/s |"
 skip memory || echo "| RSS with 1M small records, loaded / after restart | $(grab memory 'loaded [0-9]+ records: (RSS [0-9]+ MB), .*') / $(grab memory 'after a restart: (RSS [0-9]+ MB), .*') (read index $(grab memory 'read index ([0-9]+ MB)')) | < 200 MB |"

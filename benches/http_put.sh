@@ -5,13 +5,16 @@
 # "HTTP put vs durable redis SET".
 #
 #   benches/http_put.sh        # needs wrk, redis-server, redis-benchmark (apt-get install wrk redis-server redis-tools)
-# Env: DURATION (10s), CONNECTIONS (50), REQUESTS (200000, redis-benchmark's -n).
+# Runs ROUNDS pairs, alternating which server goes first, and prints every pair and the median
+# ratio with the range (this machine is shared: one pair can be off by a third).
+# Env: DURATION (10s), CONNECTIONS (50), REQUESTS (200000, redis-benchmark's -n), ROUNDS (3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/firescroll/bench-target}"
 export DURATION="${DURATION:-10s}"
 export CONNECTIONS="${CONNECTIONS:-50}"
 REQUESTS="${REQUESTS:-200000}"
+ROUNDS="${ROUNDS:-3}"
 for tool in wrk redis-server redis-benchmark; do
     command -v "$tool" >/dev/null || { echo "$tool is missing: apt-get install wrk redis-server redis-tools" >&2; exit 1; }
 done
@@ -29,24 +32,44 @@ DB_PATH="$work/data" API_PORT=18290 INTERNAL_PORT=18291 RESP_PORT=18292 LISTEN_A
 pids+=($!)
 for _ in $(seq 1 300); do curl -sf http://127.0.0.1:18290/ready >/dev/null && break; sleep 0.1; done
 kill -0 "${pids[-1]}" 2>/dev/null || { echo "firescroll did not start:" >&2; cat "$work/node.log" >&2; exit 1; }
-out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s benches/wrk/put.lua http://127.0.0.1:18290/records/put)
-puts=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-put_p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
-[ -z "$non2xx" ] || { echo "wrk saw $non2xx failed puts:" >&2; echo "$out" >&2; exit 1; }
-
 mkdir -p "$work/redis"
 redis-server --port 18293 --save '' --appendonly yes --appendfsync always --dir "$work/redis" \
     --daemonize no >"$work/redis.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do redis-cli -p 18293 ping >/dev/null 2>&1 && break; sleep 0.1; done
-sets=$(redis-benchmark -p 18293 -t set -c "$CONNECTIONS" -n "$REQUESTS" -r 1000000 -d 40 -q |
-    awk '/SET/ {for (i = 1; i <= NF; i++) if ($i ~ /requests/) print $(i-1)}' | tr -d ',')
 
-python3 - "$puts" "$put_p99" "$sets" <<'PY'
+puts() {  # -> "req/s p99" of one wrk run of one-record puts
+    local out non2xx
+    out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s benches/wrk/put.lua http://127.0.0.1:18290/records/put)
+    non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+    [ -z "$non2xx" ] || { echo "wrk saw $non2xx failed puts:" >&2; echo "$out" >&2; exit 1; }
+    echo "$(awk '/Requests\/sec/ {print $2}' <<<"$out") $(awk '$1=="99%" {print $2}' <<<"$out")"
+}
+sets() {  # -> ops/s of one redis-benchmark run of SETs
+    redis-benchmark -p 18293 -t set -c "$CONNECTIONS" -n "$REQUESTS" -r 1000000 -d 40 -q |
+        awk '/SET/ {for (i = 1; i <= NF; i++) if ($i ~ /requests/) print $(i-1)}' | tr -d ','
+}
+rounds=()
+for round in $(seq 1 "$ROUNDS"); do
+    # Alternate who goes first, so neither always meets the machine warmer.
+    if ((round % 2)); then
+        read -r put put_p99 <<<"$(puts)"
+        set_ops=$(sets)
+    else
+        set_ops=$(sets)
+        read -r put put_p99 <<<"$(puts)"
+    fi
+    rounds+=("$put $put_p99 $set_ops")
+done
+
+python3 - "$CONNECTIONS" "${rounds[@]}" <<'PY'
 import sys
-puts, p99, sets = float(sys.argv[1]), sys.argv[2], float(sys.argv[3])
-print(f"HTTP put, one record, wait false (wrk -c{__import__('os').environ.get('CONNECTIONS', '50')}): {puts:,.0f} req/s (p99 {p99})")
-print(f"redis-server SET, appendfsync always (redis-benchmark): {sets:,.0f} ops/s")
-print(f"ratio: {puts / sets:.2f}x")
+connections, rounds = sys.argv[1], [r.split() for r in sys.argv[2:]]
+ratios = []
+for i, (puts, p99, sets) in enumerate(rounds, 1):
+    ratios.append(float(puts) / float(sets))
+    print(f"round {i}: HTTP put, one record, wait false (wrk -c{connections}): {float(puts):,.0f} req/s (p99 {p99}); "
+          f"redis-server SET, appendfsync always (redis-benchmark): {float(sets):,.0f} ops/s; {ratios[-1]:.2f}x")
+ordered = sorted(ratios)
+print(f"ratio: {ordered[(len(ordered) - 1) // 2]:.2f}x (median of {len(ordered)} pairs, {ordered[0]:.2f}-{ordered[-1]:.2f})")
 PY
