@@ -52,14 +52,15 @@ sets() {  # -> ops/s of one redis-benchmark run of SETs
 rounds=()
 for round in $(seq 1 "$ROUNDS"); do
     # Alternate who goes first, so neither always meets the machine warmer.
+    # Plain assignments, so that a failed run (puts exits 1 on failed requests) stops the script.
     if ((round % 2)); then
-        read -r put put_p99 <<<"$(puts)"
+        put=$(puts)
         set_ops=$(sets)
     else
         set_ops=$(sets)
-        read -r put put_p99 <<<"$(puts)"
+        put=$(puts)
     fi
-    rounds+=("$put $put_p99 $set_ops")
+    rounds+=("$put $set_ops")
 done
 
 python3 - "$CONNECTIONS" "${rounds[@]}" <<'PY'

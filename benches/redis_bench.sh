@@ -113,7 +113,12 @@ mixed() {  # port -> "rps p50 p99" of GET -c30 while SET -c20 -P16 runs
     wait "$writer" 2>/dev/null || true
 }
 for round in $(seq 1 "$ROUNDS"); do
-    read -r a50 b50 c50 <<<"$(mixed $FS)"
-    read -r a b c <<<"$(mixed $RD)"
+    if ((round % 2)); then
+        read -r a50 b50 c50 <<<"$(mixed $FS)"
+        read -r a b c <<<"$(mixed $RD)"
+    else
+        read -r a b c <<<"$(mixed $RD)"
+        read -r a50 b50 c50 <<<"$(mixed $FS)"
+    fi
     echo "$(awk -v x="$a50" -v y="$a" 'BEGIN{printf "%.2f", x/y}') $a50 $b50 $c50 $a $b $c"
 done | median_row "GET -c30 beside SETs"
