@@ -19,7 +19,7 @@
 use super::segment::{MAX_FRAME, read_fully};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 /// Bytes before each payload.
@@ -136,6 +136,7 @@ impl Journal {
             !self.overflowed,
             "a group that does not fit is never committed"
         );
+        self.ensure_linked()?;
         let end = self.pos + self.pending.len() as u64;
         if end > self.len {
             // Zero-fill ahead, so the syncs of the next groups overwrite blocks the file already
@@ -156,6 +157,7 @@ impl Journal {
     /// caller has synced all segment files up to there), dropping the group being built (it is
     /// in the synced segment files). Syncs the marker before returning.
     pub fn start_generation(&mut self, ends: &[u64]) -> io::Result<()> {
+        self.ensure_linked()?;
         self.clear_pending();
         self.generation = new_generation_id(self.generation);
         let payload: Vec<u8> = ends.iter().flat_map(|e| e.to_le_bytes()).collect();
@@ -165,6 +167,20 @@ impl Journal {
         self.len = self.len.max(marker.len() as u64);
         self.file.sync_data()?;
         self.pos = marker.len() as u64;
+        Ok(())
+    }
+
+    /// Fails once the journal's file has been deleted under the running node (with its whole
+    /// data directory, say): syncs would still succeed, into a file no restart can find, so
+    /// writes would be acknowledged and then lost. One `fstat` per group.
+    fn ensure_linked(&self) -> io::Result<()> {
+        if self.file.metadata()?.nlink() == 0 {
+            return Err(io::Error::other(format!(
+                "{} was deleted while the node ran, so nothing written now could be recovered: \
+                 restore the data directory, or start the node on a new one",
+                self.path.display()
+            )));
+        }
         Ok(())
     }
 

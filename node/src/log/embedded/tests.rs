@@ -393,3 +393,22 @@ async fn a_journal_that_skips_offsets_is_refused_not_guessed_at() {
     let bytes = std::fs::read(&seg).unwrap();
     assert!(bytes.windows(2).any(|w| w == b"a1"));
 }
+
+#[tokio::test]
+async fn appends_are_refused_once_the_log_directory_is_deleted_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("log");
+    let log = EmbeddedLog::open(config(&log_dir, 1 << 20)).unwrap();
+    assert_eq!(log.append(0, entries(&[b"kept"])).await.unwrap(), vec![0]);
+    // What an operator's `rm -rf` of the data directory does to a running node: the open files
+    // live on, unlinked, and syncs into them still succeed.
+    std::fs::remove_dir_all(&log_dir).unwrap();
+    let error = log.append(0, entries(&[b"lost"])).await.unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("was deleted while the node ran"),
+        "unexpected error: {message}"
+    );
+    // The log stays refused (it cannot know what is on disk any more).
+    assert!(log.append(1, entries(&[b"also lost"])).await.is_err());
+}
