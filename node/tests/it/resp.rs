@@ -286,7 +286,18 @@ fn garbage_gets_an_error_and_a_closed_connection_and_the_server_carries_on() {
         b"*2\r\n$3\r\nGET\r\n:notanumber\r\n",
         b"*-5x\r\n",
         b"*1\r\n*1\r\n$1\r\nx\r\n",
-    ] {
+    ]
+    .into_iter()
+    // Arrays nested 100,000 deep: a recursive decoder overflowed a worker's stack on these and
+    // the whole node aborted.
+    .chain(
+        [
+            b"*1\r\n".repeat(100_000),
+            [b"*2\r\n:1\r\n".as_slice(), &b"*1\r\n".repeat(100_000)].concat(),
+        ]
+        .iter()
+        .map(Vec::as_slice),
+    ) {
         let (reply, closed) = raw_exchange(&node, garbage);
         assert!(reply.starts_with("-ERR"), "{garbage:?} -> {reply:?}");
         assert!(

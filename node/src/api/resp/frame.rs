@@ -42,12 +42,19 @@ pub struct CommandReader {
 
 /// Where the walk of a command that has not fully arrived stopped: `done` of its `count`
 /// arguments are whole, and the next one's header starts at `at` (0: start from the beginning).
+/// `general`: an argument so far was an integer or a simple string, which the general decoder
+/// takes once the command is whole.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Resume {
     count: i64,
     done: i64,
     at: usize,
+    general: bool,
 }
+
+/// Longest simple-string argument line (clients send bulk strings; this is a courtesy to
+/// hand-made commands). Bounded because an unfinished line is scanned again on each read.
+const MAX_SIMPLE_LINE: usize = 64 * 1024;
 
 impl CommandReader {
     pub fn new(limits: FrameLimits) -> Self {
@@ -91,8 +98,8 @@ enum Layout {
     Complete { args: usize, end: usize },
     /// Well formed so far; more has to arrive.
     Partial,
-    /// Anything else (an empty or null array, other frame types, a missing CRLF): the general
-    /// decoder answers it, or says what is wrong.
+    /// An empty or null array, or a whole, flat array with integers or simple strings among its
+    /// arguments: the general decoder takes it (see [`bulk_array_layout`]).
     Other,
 }
 
@@ -103,6 +110,12 @@ enum Layout {
 /// (the general decoder's frames cost a pipelined `GET` a tenth of its CPU). It starts where
 /// `resume` says the last walk of this command stopped, and notes where it stops when the
 /// command has not fully arrived.
+///
+/// The general decoder recurses once per nested array (`*1\r\n*1\r\n...`: a few hundred
+/// kilobytes of them overflowed a worker thread's stack and aborted the node), so it only ever
+/// gets what this walk has checked to be flat: an empty or null array, or an array whose
+/// arguments are bulk strings, integers and simple strings, each whole and well formed (it turns
+/// the last two into arguments). Anything else in an array is refused here, as Redis refuses it.
 fn bulk_array_layout(
     buf: &[u8],
     limits: &FrameLimits,
@@ -112,6 +125,7 @@ fn bulk_array_layout(
         count,
         mut done,
         mut at,
+        mut general,
     } = if resume.at > 0 {
         *resume
     } else {
@@ -119,42 +133,106 @@ fn bulk_array_layout(
             return Ok(Layout::Partial);
         };
         within("an argument count", count, limits.max_args)?;
-        if count <= 0 || !crlf_at(buf, at - 2) {
+        if !line_ends(buf, at)? {
+            return Ok(Layout::Partial);
+        }
+        if count <= 0 {
             return Ok(Layout::Other);
         }
-        Resume { count, done: 0, at }
+        Resume {
+            count,
+            done: 0,
+            at,
+            general: false,
+        }
     };
-    let mut partial = |done, at| {
-        *resume = Resume { count, done, at };
+    let mut partial = |done, at, general| {
+        *resume = Resume {
+            count,
+            done,
+            at,
+            general,
+        };
         Ok(Layout::Partial)
     };
     while done < count {
         match buf.get(at) {
-            None => return partial(done, at),
+            None => return partial(done, at, general),
             Some(b'$') => {}
-            Some(_) => return Ok(Layout::Other),
+            Some(b':') => {
+                let Some((_, next)) = read_number(buf, at + 1)? else {
+                    return partial(done, at, general);
+                };
+                if !line_ends(buf, next)? {
+                    return partial(done, at, general);
+                }
+                (at, done, general) = (next, done + 1, true);
+                continue;
+            }
+            Some(b'+') => {
+                let line = &buf[at..buf.len().min(at + MAX_SIMPLE_LINE + 2)];
+                let Some(cr) = line.iter().position(|&b| b == b'\r') else {
+                    if line.len() > MAX_SIMPLE_LINE {
+                        return Err(FrameError::TooLarge {
+                            what: "a simple-string argument",
+                            size: line.len() as u64,
+                            limit: MAX_SIMPLE_LINE as u64,
+                        });
+                    }
+                    return partial(done, at, general);
+                };
+                let next = at + cr + 2;
+                if !line_ends(buf, next)? {
+                    return partial(done, at, general);
+                }
+                (at, done, general) = (next, done + 1, true);
+                continue;
+            }
+            Some(&other) => {
+                return Err(FrameError::Protocol(format!(
+                    "expected '$', got '{}'",
+                    other.escape_ascii()
+                )));
+            }
         }
         let Some((len, data_at)) = read_number(buf, at + 1)? else {
-            return partial(done, at);
+            return partial(done, at, general);
         };
         within("an argument", len, limits.max_bulk)?;
-        if len < 0 || !crlf_at(buf, data_at - 2) {
-            return Ok(Layout::Other);
+        if !line_ends(buf, data_at)? {
+            return partial(done, at, general);
+        }
+        if len < 0 {
+            return Err(FrameError::Protocol("invalid bulk length".into()));
         }
         let data_end = data_at + len as usize;
         if buf.len() < data_end + 2 {
-            return partial(done, at);
+            return partial(done, at, general);
         }
-        if !crlf_at(buf, data_end) {
-            return Ok(Layout::Other);
-        }
+        // What follows the data is not checked, as in Redis (and the general decoder).
         at = data_end + 2;
         done += 1;
+    }
+    if general {
+        return Ok(Layout::Other);
     }
     Ok(Layout::Complete {
         args: count as usize,
         end: at,
     })
+}
+
+/// Whether the line that ended with a CR at `next - 2` (`read_number`'s, or a simple
+/// string's) ends in CRLF: `Ok(false)` while its LF has not arrived, an error if something else
+/// follows the CR.
+fn line_ends(buf: &[u8], next: usize) -> Result<bool, FrameError> {
+    match buf.get(next - 1) {
+        None => Ok(false),
+        Some(b'\n') => Ok(true),
+        Some(_) => Err(FrameError::Protocol(
+            "expected CRLF at the end of a line".into(),
+        )),
+    }
 }
 
 /// A declared size (`what`) within its limit, else the error that names both.
@@ -167,10 +245,6 @@ fn within(what: &'static str, size: i64, limit: u64) -> Result<(), FrameError> {
         });
     }
     Ok(())
-}
-
-fn crlf_at(buf: &[u8], at: usize) -> bool {
-    buf.get(at..at + 2) == Some(b"\r\n")
 }
 
 /// Takes the array [`bulk_array_layout`] found complete out of `buf`: its arguments are slices of
@@ -472,7 +546,8 @@ mod tests {
             Resume {
                 count: 3,
                 done: 2,
-                at: head.len()
+                at: head.len(),
+                general: false,
             }
         );
         buf.extend_from_slice(b"$2\r\nv");
@@ -518,6 +593,62 @@ mod tests {
         let mut buf = BytesMut::from(&b"*1\r\n*1\r\n$1\r\nx\r\n"[..]);
         assert!(matches!(
             next_command(&mut buf, &LIMITS),
+            Err(FrameError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn nested_arrays_are_refused_without_recursing_into_them() {
+        // Deep enough to overflow a thread's stack in a recursive decoder; the reader must
+        // answer at the first nested header, whole or in pieces, after integers too.
+        for (count, prefix) in [(1, &b""[..]), (3, b":1\r\n+x\r\n")] {
+            let mut wire = format!("*{count}\r\n").into_bytes();
+            wire.extend_from_slice(prefix);
+            wire.extend(b"*1\r\n".repeat(1_000_000));
+            let mut buf = BytesMut::from(&wire[..]);
+            let limits = FrameLimits {
+                max_buffered: 8 << 20,
+                ..LIMITS
+            };
+            assert_eq!(
+                next_command(&mut buf, &limits),
+                Err(FrameError::Protocol("expected '$', got '*'".into()))
+            );
+        }
+        let mut reader = CommandReader::new(LIMITS);
+        let mut buf = BytesMut::from(&b"*2\r\n:1"[..]);
+        assert_eq!(
+            reader.next(&mut buf),
+            Ok(None),
+            "an integer line still arriving"
+        );
+        buf.extend_from_slice(b"2\r\n*1\r\n");
+        assert!(matches!(
+            reader.next(&mut buf),
+            Err(FrameError::Protocol(_))
+        ));
+        // Integers and simple strings alone still go to the general decoder.
+        let mut buf = BytesMut::from(&b"*3\r\n$3\r\nGET\r\n:12\r\n+ab\r\n"[..]);
+        assert_eq!(
+            args(&next_command(&mut buf, &LIMITS).unwrap().unwrap()),
+            vec![b"GET".as_slice(), b"12", b"ab"]
+        );
+        // A simple-string line that never ends is refused once past its bound, an integer at
+        // its 21st character.
+        let limits = FrameLimits {
+            max_buffered: 1 << 20,
+            ..LIMITS
+        };
+        let mut buf = BytesMut::from(&b"*1\r\n+"[..]);
+        buf.extend(std::iter::repeat_n(b'a', MAX_SIMPLE_LINE + 10));
+        assert!(matches!(
+            next_command(&mut buf, &limits),
+            Err(FrameError::TooLarge { .. })
+        ));
+        let mut buf = BytesMut::from(&b"*1\r\n:"[..]);
+        buf.extend(std::iter::repeat_n(b'1', 30));
+        assert!(matches!(
+            next_command(&mut buf, &limits),
             Err(FrameError::Protocol(_))
         ));
     }
