@@ -76,6 +76,7 @@ pub async fn run(
             watch_history_bytes: config.watch_history_bytes / config.partitions as usize,
             watch_lag_batches: config.watch_lag_batches,
             stall_threshold: config.stall_threshold,
+            apply_threads: config.apply_threads,
             stop_patience: config.shutdown_timeout / 2,
             snapshots: snapshots.clone(),
             ..EngineConfig::default()

@@ -61,6 +61,8 @@ pub struct Config {
     pub shutdown_sleep: Duration,
     pub shutdown_timeout: Duration,
     pub stall_threshold: Duration,
+    /// APPLY_THREADS: threads applying the owned partitions (0: one per core).
+    pub apply_threads: usize,
     pub http: HttpLimits,
     /// Set when S3 snapshots are on (S3_BUCKET).
     pub s3: Option<crate::backup::S3Settings>,

@@ -128,6 +128,7 @@ impl Config {
                 stall_threshold_ms,
                 engine_defaults.stall_threshold.as_millis() as u64
             )),
+            apply_threads: pick!(apply_threads, 0),
             http: HttpLimits {
                 header_timeout: Duration::from_millis(pick!(http_header_timeout_ms, 10_000)),
                 body_timeout: Duration::from_millis(pick!(http_body_timeout_ms, 30_000)),

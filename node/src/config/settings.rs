@@ -236,6 +236,9 @@ pub struct Settings {
     /// in /ready, /debug/partitions and metrics, ms [default: 10000].
     #[arg(long, env = "STALL_THRESHOLD_MS")]
     pub stall_threshold_ms: Option<u64>,
+    /// Threads that apply the partitions this node owns, taking turns [default: one per core].
+    #[arg(long, env = "APPLY_THREADS")]
+    pub apply_threads: Option<usize>,
     /// HTTP: longest wait for a request's headers, and for the next request on an idle
     /// keep-alive connection, ms [default: 10000].
     #[arg(long, env = "HTTP_HEADER_TIMEOUT_MS")]

@@ -33,6 +33,12 @@ impl Config {
                 bail!("{a} and {b} are both {pa}: give them different ports");
             }
         }
+        if self.apply_threads > 1024 {
+            bail!(
+                "APPLY_THREADS: {} is too many; use 1 to 1024 (or leave it unset: one per core)",
+                self.apply_threads
+            );
+        }
         if self.resp.max_clients == 0 {
             bail!("RESP_MAX_CLIENTS: must be greater than 0");
         }

@@ -1,172 +1,172 @@
-//! The applier loop of one partition: read entries in offset order, apply them in batches,
-//! commit each batch atomically, publish the new offset; wait for plugins entries name.
+//! One turn of a partition's applier: read the entries that follow in offset order, apply them
+//! as one batch, commit it atomically, publish the new offset; hold the partition while it
+//! waits for a plugin an entry names. The threads that run turns are the pool's (`pool.rs`).
 
+use super::pool::{Turn, Work};
 use super::*;
-use crate::log::{LogError, PartitionReader};
+use crate::log::LogError;
 use crate::model::Digest;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+/// How long a partition waits before reading its log again after a read failed.
+const READ_RETRY: Duration = Duration::from_secs(1);
+
 impl Engine {
-    /// The applier thread of one partition.
-    pub(super) fn run_applier(
-        &self,
-        runtime: &PartitionRuntime,
-        mut reader: Box<dyn PartitionReader>,
-    ) {
+    /// Applies at most one batch of partition `runtime`, reading its log without waiting.
+    pub(super) fn apply_turn(&self, runtime: &PartitionRuntime, work: &mut Work) -> Turn {
         let id = runtime.id();
         let label = id.to_string();
         let inner = &self.inner;
-        let wait = Duration::from_millis(100);
-        // Entries read but not applied yet: they follow one that waits for a plugin.
-        let mut carried: Vec<crate::log::LogRecord> = Vec::new();
-        while !runtime.stop.load(Ordering::SeqCst) {
-            let read = if carried.is_empty() {
-                reader.read(inner.config.batch_max, wait)
-            } else {
-                Ok(std::mem::take(&mut carried))
-            };
-            let records = match read {
-                Ok(mut records) => {
-                    // Exactly once: whatever a log re-delivers below the applied offset is skipped.
-                    let next = runtime.next_offset();
-                    records.retain(|r| r.offset >= next);
-                    if records.is_empty() {
-                        continue;
-                    }
-                    records
+        if runtime.stop.load(Ordering::SeqCst) {
+            return Turn::Finished;
+        }
+        if let Some((digest, offset)) = &work.waiting_for {
+            if !self.plugin_arrived(runtime, digest, *offset) {
+                return Turn::Waiting;
+            }
+            work.waiting_for = None;
+        }
+        if work.retry_at.is_some_and(|at| Instant::now() < at) {
+            return Turn::Waiting;
+        }
+        work.retry_at = None;
+        let read = if work.carried.is_empty() {
+            work.reader.read(inner.config.batch_max, Duration::ZERO)
+        } else {
+            Ok(std::mem::take(&mut work.carried))
+        };
+        let records = match read {
+            Ok(mut records) => {
+                // Exactly once: whatever a log re-delivers below the applied offset is skipped.
+                let next = runtime.next_offset();
+                records.retain(|r| r.offset >= next);
+                if records.is_empty() {
+                    return Turn::Idle;
                 }
-                Err(LogError::Truncated { start, .. }) => {
-                    let gap = self.gap(runtime.store.clone(), runtime.next_offset(), start, None);
-                    runtime.set_health(gap.health());
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(partition = id, error = %e, "reading the log failed; retrying");
-                    std::thread::sleep(Duration::from_secs(1));
-                    continue;
-                }
-            };
-            let started = Instant::now();
-            let rules = Rules {
-                conds: &inner.conds,
-                plugins: &inner.plugins,
-                partitions: inner.store.partition_count(),
-                index: Some(&runtime.index),
-            };
-            runtime.set_applying(Some(records[0].offset));
-            let applied = apply_and_commit(&runtime.store, rules, &records);
-            runtime.set_applying(None);
-            match applied {
-                Ok(mut batch) => {
-                    // The index first: whoever sees the new offset must read the new values.
-                    runtime.index.apply(batch.writes.iter());
-                    inner
-                        .metrics
-                        .read_index_bytes
-                        .with_label_values(&[&label])
-                        .set(runtime.index.bytes() as i64);
-                    let next = batch.next_offset;
-                    let history_bytes = runtime
-                        .feed
-                        .publish(std::mem::take(&mut batch.changes), next);
-                    // Before the new offset wakes the writers waiting for these outcomes.
-                    let recent_bytes = {
-                        let mut recent = runtime.recent.lock().expect("recent outcomes");
-                        recent.record(
-                            records[0].offset,
-                            next,
-                            batch.rejections.clone(),
-                            std::mem::take(&mut batch.returned),
-                        );
-                        recent.bytes()
-                    };
-                    runtime.set_next_offset(batch.next_offset);
-                    inner
-                        .metrics
-                        .entries_applied
-                        .with_label_values(&[&label])
-                        .inc_by(batch.entries as u64);
-                    inner.metrics.records_expired.inc_by(batch.expired);
-                    let rejected = batch.rejections.len();
+                records
+            }
+            Err(LogError::Truncated { start, .. }) => {
+                let gap = self.gap(runtime.store.clone(), runtime.next_offset(), start, None);
+                runtime.set_health(gap.health());
+                return Turn::Finished;
+            }
+            Err(e) => {
+                tracing::warn!(partition = id, error = %e, "reading the log failed; retrying");
+                work.retry_at = Some(Instant::now() + READ_RETRY);
+                return Turn::Waiting;
+            }
+        };
+        let started = Instant::now();
+        let rules = Rules {
+            conds: &inner.conds,
+            plugins: &inner.plugins,
+            partitions: inner.store.partition_count(),
+            index: Some(&runtime.index),
+        };
+        runtime.set_applying(Some(records[0].offset));
+        let applied = apply_and_commit(&runtime.store, rules, &records);
+        runtime.set_applying(None);
+        match applied {
+            Ok(mut batch) => {
+                // The index first: whoever sees the new offset must read the new values.
+                runtime.index.apply(batch.writes.iter());
+                inner
+                    .metrics
+                    .read_index_bytes
+                    .with_label_values(&[&label])
+                    .set(runtime.index.bytes() as i64);
+                let next = batch.next_offset;
+                let history_bytes = runtime
+                    .feed
+                    .publish(std::mem::take(&mut batch.changes), next);
+                // Before the new offset wakes the writers waiting for these outcomes.
+                let recent_bytes = {
+                    let mut recent = runtime.recent.lock().expect("recent outcomes");
+                    recent.record(
+                        records[0].offset,
+                        next,
+                        batch.rejections.clone(),
+                        std::mem::take(&mut batch.returned),
+                    );
+                    recent.bytes()
+                };
+                runtime.set_next_offset(batch.next_offset);
+                inner
+                    .metrics
+                    .entries_applied
+                    .with_label_values(&[&label])
+                    .inc_by(batch.entries as u64);
+                inner.metrics.records_expired.inc_by(batch.expired);
+                let rejected = batch.rejections.len();
+                inner
+                    .metrics
+                    .outcomes
+                    .with_label_values(&["applied"])
+                    .inc_by((batch.entries - rejected) as u64);
+                for (_, rejection) in &batch.rejections {
                     inner
                         .metrics
                         .outcomes
-                        .with_label_values(&["applied"])
-                        .inc_by((batch.entries - rejected) as u64);
-                    for (_, rejection) in &batch.rejections {
-                        inner
-                            .metrics
-                            .outcomes
-                            .with_label_values(&[rejection.kind.label()])
-                            .inc();
-                    }
-                    inner
-                        .metrics
-                        .applied_offset
-                        .with_label_values(&[&label])
-                        .set(batch.next_offset as i64 - 1);
-                    inner
-                        .metrics
-                        .watch_history_bytes
-                        .with_label_values(&[&label])
-                        .set(history_bytes as i64);
-                    inner
-                        .metrics
-                        .recent_outcomes_bytes
-                        .with_label_values(&[&label])
-                        .set(recent_bytes as i64);
-                    inner
-                        .metrics
-                        .partition_latency
-                        .observe(&["apply_batch"], crate::metrics::micros(started.elapsed()));
-                    if let Some(digest) = batch.waiting_for {
-                        carried = records
-                            .into_iter()
-                            .filter(|r| r.offset >= batch.next_offset)
-                            .collect();
-                        if !self.wait_for_plugin(runtime, &digest, batch.next_offset) {
-                            return;
-                        }
-                    }
+                        .with_label_values(&[rejection.kind.label()])
+                        .inc();
                 }
-                Err(e) => {
-                    let reason = format!("applying offsets {}.. failed: {e}", records[0].offset);
-                    tracing::error!(partition = id, %reason, "partition stopped");
-                    runtime.set_health(Health::Failed { reason });
-                    inner
-                        .metrics
-                        .partition_healthy
-                        .with_label_values(&[&label])
-                        .set(0);
-                    return;
+                inner
+                    .metrics
+                    .applied_offset
+                    .with_label_values(&[&label])
+                    .set(batch.next_offset as i64 - 1);
+                inner
+                    .metrics
+                    .watch_history_bytes
+                    .with_label_values(&[&label])
+                    .set(history_bytes as i64);
+                inner
+                    .metrics
+                    .recent_outcomes_bytes
+                    .with_label_values(&[&label])
+                    .set(recent_bytes as i64);
+                inner
+                    .metrics
+                    .partition_latency
+                    .observe(&["apply_batch"], crate::metrics::micros(started.elapsed()));
+                if let Some(digest) = batch.waiting_for {
+                    work.carried = records
+                        .into_iter()
+                        .filter(|r| r.offset >= batch.next_offset)
+                        .collect();
+                    tracing::warn!(
+                        partition = id,
+                        offset = batch.next_offset,
+                        plugin = %digest,
+                        "waiting for a plugin this node does not have yet"
+                    );
+                    work.waiting_for = Some((digest, batch.next_offset));
+                    return Turn::Waiting;
                 }
+                Turn::More
+            }
+            Err(e) => {
+                let reason = format!("applying offsets {}.. failed: {e}", records[0].offset);
+                tracing::error!(partition = id, %reason, "partition stopped");
+                runtime.set_health(Health::Failed { reason });
+                inner
+                    .metrics
+                    .partition_healthy
+                    .with_label_values(&[&label])
+                    .set(0);
+                Turn::Finished
             }
         }
     }
 
-    /// Holds partition `runtime` at `offset` until the plugin `digest` is on this node (it
-    /// travels through the log separately from the entries that use it). False if the
-    /// partition was stopped meanwhile.
-    pub(super) fn wait_for_plugin(
-        &self,
-        runtime: &PartitionRuntime,
-        digest: &Digest,
-        offset: u64,
-    ) -> bool {
-        tracing::warn!(
-            partition = runtime.id(),
-            offset,
-            plugin = %digest,
-            "waiting for a plugin this node does not have yet"
-        );
-        while !runtime.stop.load(Ordering::SeqCst) {
-            if !matches!(self.inner.plugins.resolve(digest), Resolved::Missing) {
-                tracing::info!(partition = runtime.id(), plugin = %digest, "plugin arrived");
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+    /// Whether the plugin `digest` that partition `runtime` waits for at `offset` is on this
+    /// node now (it travels through the log separately from the entries that use it).
+    fn plugin_arrived(&self, runtime: &PartitionRuntime, digest: &Digest, offset: u64) -> bool {
+        if matches!(self.inner.plugins.resolve(digest), Resolved::Missing) {
+            return false;
         }
-        false
+        tracing::info!(partition = runtime.id(), offset, plugin = %digest, "plugin arrived");
+        true
     }
 }

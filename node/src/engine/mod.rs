@@ -1,7 +1,7 @@
 //! The applier: turns the log into local state.
 //!
-//! For every partition the log says this node owns, a dedicated thread reads entries in offset
-//! order and applies them in batches, each batch (records + next offset + rejections) one atomic
+//! For every partition the log says this node owns, an applier (a few pooled threads take turns,
+//! one partition at a time each) reads entries in offset order and applies them in batches, each batch (records + next offset + rejections) one atomic
 //! store commit. Waiters learn when an offset is applied and what its outcome was. A checkpoint
 //! task makes the store durable and then lets the log reclaim applied entries.
 
@@ -12,6 +12,7 @@ mod feed;
 mod ownership;
 mod partition;
 mod plugins;
+mod pool;
 mod read_index;
 mod recent;
 mod rmw;
@@ -70,6 +71,8 @@ pub struct EngineConfig {
     /// With S3 configured: a partition opened with an older state than the newest verified
     /// snapshot the log still continues is restored from it first.
     pub snapshots: Option<Arc<crate::backup::Snapshots>>,
+    /// Threads that apply the owned partitions (0: one per core).
+    pub apply_threads: usize,
 }
 
 impl Default for EngineConfig {
@@ -85,6 +88,7 @@ impl Default for EngineConfig {
             stall_threshold: Duration::from_secs(10),
             stop_patience: Duration::from_secs(5),
             snapshots: None,
+            apply_threads: 0,
         }
     }
 }
@@ -103,6 +107,8 @@ struct Inner {
     partitions_changing: Mutex<()>,
     /// Owned partitions whose store could not even be opened, and why.
     unopened: RwLock<BTreeMap<u32, String>>,
+    /// The threads that apply the owned partitions.
+    pool: pool::ApplierPool,
 }
 
 /// The engine. Cheap to clone.
@@ -122,8 +128,10 @@ impl Engine {
         metrics: Arc<Metrics>,
         config: EngineConfig,
     ) -> (Engine, Vec<JoinHandle<()>>) {
+        let pool = pool::ApplierPool::new(config.apply_threads);
         let engine = Engine {
             inner: Arc::new(Inner {
+                pool,
                 plugins,
                 store,
                 log,
@@ -135,6 +143,7 @@ impl Engine {
                 unopened: RwLock::new(BTreeMap::new()),
             }),
         };
+        engine.inner.pool.start(Arc::downgrade(&engine.inner));
         let mut ownership = engine.inner.log.ownership();
         let owned = ownership.borrow_and_update().clone();
         engine.reconcile(&owned);
@@ -218,6 +227,8 @@ impl Engine {
     /// Sets `firescroll_partition_stalled` for every owned partition.
     fn report_stalls(&self) {
         let threshold = self.inner.config.stall_threshold;
+        // A thread stuck in one batch gets a replacement, so the other partitions keep theirs.
+        self.inner.pool.replace_stuck(threshold);
         for runtime in self.partitions() {
             let stall = runtime.stalled(threshold);
             if let Some(stall) = stall {
@@ -243,8 +254,9 @@ impl Engine {
             .into_values()
             .collect();
         for runtime in &partitions {
-            runtime.stop_applier(self.inner.config.stop_patience);
+            runtime.stop_applier(&self.inner.pool, self.inner.config.stop_patience);
         }
+        self.inner.pool.shutdown();
         if let Err(e) = self.inner.store.persist() {
             tracing::error!(error = %e, "final store flush failed");
         }

@@ -16,7 +16,7 @@ impl Engine {
         for id in current.iter().filter(|id| !owned.contains(id)) {
             let removed = self.change_partitions(|map| map.remove(id));
             if let Some(runtime) = removed {
-                runtime.stop_applier(self.inner.config.stop_patience);
+                runtime.stop_applier(&self.inner.pool, self.inner.config.stop_patience);
                 self.inner.metrics.forget_partition(*id);
                 tracing::info!(partition = id, "partition released");
                 if self.inner.config.drop_released {
@@ -133,15 +133,8 @@ impl Engine {
             .partition_healthy
             .with_label_values(&[&label])
             .set(1);
-        let handle = {
-            let engine = self.clone();
-            let runtime = runtime.clone();
-            std::thread::Builder::new()
-                .name(format!("apply-{id}"))
-                .spawn(move || engine.run_applier(&runtime, reader))
-                .expect("spawning an applier thread")
-        };
-        *runtime.applier.lock().expect("applier lock") = Some(handle);
+        let slot = self.inner.pool.add(runtime.clone(), reader);
+        *runtime.applier.lock().expect("applier lock") = Some(slot);
         tracing::info!(partition = id, next_offset = next, "partition opened");
         Ok(runtime)
     }
@@ -333,7 +326,7 @@ impl Engine {
             if replaced {
                 tracing::info!(partition = id, "partition served again after a gap");
             } else {
-                fresh.stop_applier(self.inner.config.stop_patience);
+                fresh.stop_applier(&self.inner.pool, self.inner.config.stop_patience);
             }
         }
     }

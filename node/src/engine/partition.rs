@@ -11,7 +11,6 @@ use bytes::Bytes;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -57,7 +56,8 @@ pub struct PartitionRuntime {
     /// The outcomes of the latest entries applied, for writers waiting on them.
     pub(super) recent: Mutex<super::recent::RecentOutcomes>,
     pub(super) stop: Arc<AtomicBool>,
-    pub(super) applier: Mutex<Option<JoinHandle<()>>>,
+    /// Its place in the applier pool, while it is applied.
+    pub(super) applier: Mutex<Option<Arc<super::pool::Slot>>>,
     /// The first offset of the batch being applied, and since when (none between batches).
     applying: Mutex<Option<(u64, Instant)>>,
 }
@@ -314,18 +314,12 @@ impl PartitionRuntime {
     /// Asks the applier to stop and waits for it, at most `patience`: an applier stuck inside
     /// one entry is left behind (its uncommitted batch is applied again after a restart), so
     /// shutting down and losing a partition never hang.
-    pub(super) fn stop_applier(&self, patience: Duration) {
+    pub(super) fn stop_applier(&self, pool: &super::pool::ApplierPool, patience: Duration) {
         self.stop.store(true, Ordering::SeqCst);
-        let Some(handle) = self.applier.lock().expect("applier lock").take() else {
+        let Some(slot) = self.applier.lock().expect("applier lock").take() else {
             return;
         };
-        let deadline = Instant::now() + patience;
-        while !handle.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if handle.is_finished() {
-            let _ = handle.join();
-        } else {
+        if !pool.stop(&slot, patience) {
             tracing::warn!(
                 partition = self.id(),
                 "the applier did not stop within {} ms; leaving it behind",

@@ -68,11 +68,20 @@ pub struct Append {
 /// A future resolving to the offsets of the appended entries, in order, once they are durable.
 pub type AppendFuture = Pin<Box<dyn Future<Output = Result<Vec<u64>, LogError>> + Send>>;
 
+/// Called by a log, from any thread, when entries (or an error) may have arrived for a reader.
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
+
 /// Reads one partition in offset order.
 pub trait PartitionReader: Send {
     /// Blocks up to `wait` for entries; returns between 0 and `max` of them, in offset order,
     /// starting where the previous call stopped.
     fn read(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>, LogError>;
+
+    /// Has the log call `waker` whenever this partition gets entries (or an error) that a
+    /// `read` made after the call would return: the appliers share a few threads, which read
+    /// without waiting and sleep until a partition they apply has something. A wake-up may be
+    /// spurious; what was already there when the waker was set is not announced.
+    fn set_waker(&mut self, waker: Waker);
 }
 
 /// A partitioned, durable, ordered log of entries.

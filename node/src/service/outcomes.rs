@@ -4,7 +4,7 @@ use super::route::Route;
 use super::{ErrorKind, Service, ServiceError};
 use crate::engine::{Outcome, WaitError};
 use crate::model::Position;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One request asks for at most this many outcomes per record a write may carry
 /// (`MAX_RECORDS_PER_REQUEST`): each may read and parse a stored chunk of returned values.
@@ -90,15 +90,17 @@ impl Service {
         })
     }
 
-    /// Waits (bounded) for the entry at `position` to be applied here and returns its outcome,
-    /// or `None` if the wait ran out. When another node applies that partition, an owner in the
-    /// region is asked (it waits the same bound).
-    pub async fn await_outcome(&self, position: Position) -> Result<Option<Outcome>, ServiceError> {
-        match self
-            .engine
-            .wait_applied(position, self.config.write_wait_timeout)
-            .await
-        {
+    /// Waits until `deadline` at most for the entry at `position` to be applied here and returns
+    /// its outcome, or `None` if the wait ran out. When another node applies that partition, an
+    /// owner in the region is asked (it waits the same bound). One deadline for every entry of a
+    /// request: `WRITE_WAIT_TIMEOUT_MS` bounds the whole wait, not each entry's.
+    pub async fn await_outcome(
+        &self,
+        position: Position,
+        deadline: Instant,
+    ) -> Result<Option<Outcome>, ServiceError> {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match self.engine.wait_applied(position, wait).await {
             Ok(()) => {}
             // The write is durable either way: never answer it with an error a client would retry.
             Err(WaitError::Timeout { .. }) => return Ok(None),
@@ -108,7 +110,7 @@ impl Service {
                     return Ok(None);
                 };
                 return Ok(self
-                    .outcomes_remote(cluster, &[position], self.config.write_wait_timeout)
+                    .outcomes_remote(cluster, &[position], wait)
                     .await
                     .inspect_err(
                         |e| tracing::debug!(?position, error = %e, "no owner told the outcome"),

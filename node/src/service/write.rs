@@ -9,6 +9,7 @@ use crate::model::{
 };
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 /// One op of a write request: a log entry op whose plugins (`if_plugin`, `transform`) are named;
 /// validation pins each name to the digest it is bound to now.
@@ -165,8 +166,9 @@ impl Service {
             return Ok((results, located));
         }
         let mut results = Vec::with_capacity(positions.len());
+        let deadline = Instant::now() + self.config.write_wait_timeout;
         for position in positions {
-            let outcome = self.await_outcome(position).await?;
+            let outcome = self.await_outcome(position, deadline).await?;
             results.push(EntryResult {
                 position,
                 outcome: Some(outcome),
@@ -243,10 +245,11 @@ impl Service {
             appends.push((partition, batch));
         }
         let positions = self.append_all(appends).await?;
+        let deadline = Instant::now() + self.config.write_wait_timeout;
         for (position, (place, indices)) in positions.into_iter().zip(targets) {
             let result = EntryResult {
                 position,
-                outcome: Some(self.await_outcome(position).await?),
+                outcome: Some(self.await_outcome(position, deadline).await?),
             };
             let place = match place {
                 Some(place) => {

@@ -215,6 +215,9 @@ fn a_stalled_partition_is_reported_and_sigterm_still_exits() {
         ("SHUTDOWN_TIMEOUT_MS", "2000"),
         // A call may run for minutes: the stall is real.
         ("PLUGIN_FUEL", "1000000000000"),
+        // One applier thread for every partition: the stuck one must not take the others'.
+        ("APPLY_THREADS", "1"),
+        ("WRITE_WAIT_TIMEOUT_MS", "1000"),
     ]);
     let looping = wat::parse_str(
         r#"(module
@@ -265,6 +268,49 @@ fn a_stalled_partition_is_reported_and_sigterm_still_exits() {
         }
         assert!(Instant::now() < deadline, "no stalled metric:\n{metrics}");
         std::thread::sleep(Duration::from_millis(200));
+    }
+    // The other partitions go on: the stuck thread was replaced. Writes to each of them are
+    // applied (a write's wait would run out as "pending" if nothing applied its partition).
+    let stuck_partition = stalled[0]["partition"].as_u64().unwrap();
+    let records: Vec<Value> = (0..40)
+        .map(|i| json!({"pk": format!("other{i}"), "sk": "x", "data": i}))
+        .collect();
+    let (status, reply) = node.post("/records/put", json!({"Records": records, "wait": true}));
+    assert_eq!(status, 200, "{reply}");
+    let mut others = std::collections::BTreeSet::new();
+    for position in reply["Positions"].as_array().unwrap() {
+        let partition = position["Partition"].as_u64().unwrap();
+        if partition != stuck_partition {
+            assert_eq!(position["Outcome"]["Status"], "applied", "{reply}");
+            others.insert(partition);
+        }
+    }
+    assert_eq!(
+        others.len(),
+        3,
+        "writes should reach every other partition: {reply}"
+    );
+    // Twenty entries behind the stuck one: WRITE_WAIT_TIMEOUT_MS bounds the request's whole
+    // wait (it once bounded each entry's: 20 s here), and each entry is reported pending.
+    let conditional: Vec<Value> = (0..20)
+        .map(|i| json!({"pk": "s", "sk": format!("y{i}"), "data": i, "if": "data == null"}))
+        .collect();
+    let asked = Instant::now();
+    let (status, reply) = node.post(
+        "/records/put",
+        json!({"Records": conditional, "wait": true}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "20 entries waited {:?}: the wait bound is per request",
+        asked.elapsed()
+    );
+    let positions = reply["Positions"].as_array().unwrap();
+    assert_eq!(positions.len(), 20, "{reply}");
+    for position in positions {
+        assert_eq!(position["Partition"].as_u64().unwrap(), stuck_partition);
+        assert_eq!(position["Outcome"]["Status"], "pending", "{reply}");
     }
     let started = Instant::now();
     let status = node.terminate();

@@ -48,6 +48,18 @@ struct PartitionShared {
     appended: Condvar,
 }
 
+impl PartitionShared {
+    /// Tells readers that `state` changed (its end moved, or it failed): those blocked in a
+    /// read, and those that asked to be woken. Called with the state locked, so that no reader
+    /// misses it between its check and its wait.
+    fn announce(&self, state: &PartitionState) {
+        self.appended.notify_all();
+        for wake in &state.wakers {
+            wake();
+        }
+    }
+}
+
 struct PartitionState {
     /// Bases of the segments on disk, ascending; the last is the one being written.
     segments: Vec<u64>,
@@ -56,6 +68,8 @@ struct PartitionState {
     /// Set when a write or sync failed: the partition takes no more appends until a restart
     /// recovers its files (after a failed fsync the file's state is unknown).
     failed: Option<String>,
+    /// Called with `appended` (see [`crate::log::PartitionReader::set_waker`]).
+    wakers: Vec<crate::log::Waker>,
 }
 
 struct AppendRequest {
@@ -108,6 +122,7 @@ impl EmbeddedLog {
                     segments: recovered.segments.clone(),
                     end: recovered.end,
                     failed: None,
+                    wakers: Vec::new(),
                 }),
                 appended: Condvar::new(),
             });

@@ -20,6 +20,17 @@ pub struct EmbeddedReader {
     current: Option<OpenSegment>,
     /// An error met after some records were read: those go out first, the error on the next call.
     pending: Option<LogError>,
+    /// The waker this reader registered with the partition, removed when it is dropped.
+    waker: Option<crate::log::Waker>,
+}
+
+impl Drop for EmbeddedReader {
+    fn drop(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            let mut state = self.shared.state.lock().expect("partition lock");
+            state.wakers.retain(|w| !Arc::ptr_eq(w, &waker));
+        }
+    }
 }
 
 impl EmbeddedReader {
@@ -29,6 +40,7 @@ impl EmbeddedReader {
             next: from,
             current: None,
             pending: None,
+            waker: None,
         };
         reader.open_at(from)?;
         Ok(reader)
@@ -81,6 +93,15 @@ impl EmbeddedReader {
 }
 
 impl PartitionReader for EmbeddedReader {
+    fn set_waker(&mut self, waker: crate::log::Waker) {
+        let mut state = self.shared.state.lock().expect("partition lock");
+        if let Some(old) = self.waker.take() {
+            state.wakers.retain(|w| !Arc::ptr_eq(w, &old));
+        }
+        state.wakers.push(waker.clone());
+        self.waker = Some(waker);
+    }
+
     fn read(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>, LogError> {
         if let Some(e) = self.pending.take() {
             return Err(e);

@@ -412,3 +412,42 @@ async fn appends_are_refused_once_the_log_directory_is_deleted_under_it() {
     // The log stays refused (it cannot know what is on disk any more).
     assert!(log.append(1, entries(&[b"also lost"])).await.is_err());
 }
+
+#[tokio::test]
+async fn a_readers_waker_is_called_for_its_partitions_appends_and_failures_until_dropped() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("log");
+    let log = EmbeddedLog::open(config(&log_dir, 1 << 20)).unwrap();
+    log.append(0, entries(&[b"before"])).await.unwrap();
+    let mut reader = log.reader(0, 0).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    reader.set_waker(Arc::new(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+    }));
+    // What was there before is read without a wake-up.
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert_eq!(reader.read(10, Duration::ZERO).unwrap().len(), 1);
+    // Another partition's append does not wake this reader; its own does, once it is durable.
+    log.append(1, entries(&[b"other"])).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    log.append(0, entries(&[b"a", b"b"])).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let read: Vec<Vec<u8>> = reader
+        .read(10, Duration::ZERO)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.payload)
+        .collect();
+    assert_eq!(read, vec![b"a".to_vec(), b"b".to_vec()]);
+    // A failed log wakes it too (the read then reports the failure).
+    std::fs::remove_dir_all(&log_dir).unwrap();
+    assert!(log.append(1, entries(&[b"lost"])).await.is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // A dropped reader's waker is forgotten.
+    drop(reader);
+    let shared = log.shared(0).unwrap();
+    assert!(shared.state.lock().unwrap().wakers.is_empty());
+}

@@ -162,8 +162,9 @@ impl PartitionWriter {
 
     /// Makes what was written visible to readers.
     fn publish(&self) {
-        self.shared.state.lock().expect("partition lock").end = self.next;
-        self.shared.appended.notify_all();
+        let mut state = self.shared.state.lock().expect("partition lock");
+        state.end = self.next;
+        self.shared.announce(&state);
     }
 }
 
@@ -310,13 +311,9 @@ impl Writer {
                         "writing the embedded log failed ({e}); restart the node to recover its files"
                     );
                     for partition in &self.partitions {
-                        partition
-                            .shared
-                            .state
-                            .lock()
-                            .expect("partition lock")
-                            .failed = Some(reason.clone());
-                        partition.shared.appended.notify_all();
+                        let mut state = partition.shared.state.lock().expect("partition lock");
+                        state.failed = Some(reason.clone());
+                        partition.shared.announce(&state);
                     }
                     self.failed = Some(reason);
                 }

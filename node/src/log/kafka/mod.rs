@@ -443,6 +443,12 @@ impl KafkaReader {
 }
 
 impl PartitionReader for KafkaReader {
+    fn set_waker(&mut self, waker: crate::log::Waker) {
+        // librdkafka calls it when the partition's queue goes from empty to not empty: a read
+        // that leaves messages behind must be followed by another without waiting for it.
+        self.queue.set_nonempty_callback(move || waker());
+    }
+
     fn read(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>, LogError> {
         if let Some(e) = self.pending.take() {
             return Err(e);

@@ -1,0 +1,399 @@
+//! The applier pool: a few threads (one per core by default, `APPLY_THREADS`) apply every
+//! partition this node owns.
+//!
+//! With a thread per partition, every group the log made durable woke one thread per partition
+//! it touched, and on a small machine those context switches cost more than the applying:
+//! `SET -c50` on 2 cores ran 25-35 % slower with 32 partitions than with 4, the log writer
+//! spending 41 % of its time waking appliers (benches/README, thirteenth session). Here a
+//! partition's reader wakes the pool when its log has entries (its waker); a thread that is
+//! already running picks the partition up without any wake-up at all.
+//!
+//! A turn applies at most one batch of one partition, so partitions share the threads fairly
+//! (round robin). Each partition is applied by one thread at a time, in offset order, exactly as
+//! before. A tick (every 100 ms) re-examines partitions that wait on something other than their
+//! log (a plugin this node does not have yet, a read error to retry), and once a second every
+//! partition is read again whatever its waker said. A thread stuck in one turn (a plugin given
+//! fuel for minutes) is replaced once the turn passes the stall threshold, so the other
+//! partitions keep as many threads as before.
+//!
+//! Locks: `ready` is never held with another; a slot's `sched` is taken inside `slots` (the
+//! tick), never the other way round.
+
+use super::partition::PartitionRuntime;
+use super::{Engine, Inner};
+use crate::log::{LogRecord, PartitionReader};
+use crate::model::Digest;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+/// How often partitions that wait on something other than their log are looked at again.
+const TICK: Duration = Duration::from_millis(100);
+
+/// How often every other partition is read again anyway: a safety net under the logs' wakers
+/// (the threads per partition this pool replaced woke ten times a second each).
+const SWEEP: Duration = Duration::from_secs(1);
+
+/// What a partition's applier carries from one turn to the next.
+pub(super) struct Work {
+    pub reader: Box<dyn PartitionReader>,
+    /// Entries read but not applied yet: they follow one that waits for a plugin.
+    pub carried: Vec<LogRecord>,
+    /// The plugin the partition waits for (it travels through the log separately from the
+    /// entries that use it), and the offset it waits at.
+    pub waiting_for: Option<(Digest, u64)>,
+    /// After a failed read: not before this instant again.
+    pub retry_at: Option<Instant>,
+}
+
+/// How a turn ended.
+pub(super) enum Turn {
+    /// Nothing to do until the log wakes the partition.
+    Idle,
+    /// Waiting for something other than the log (a plugin, a read to retry): looked at again
+    /// on the next tick.
+    Waiting,
+    /// A batch was applied: there may be more.
+    More,
+    /// The partition stopped (asked to, or it cannot go on): it leaves the pool.
+    Finished,
+}
+
+#[derive(Default)]
+struct Sched {
+    /// In the ready queue.
+    queued: bool,
+    /// A thread is in a turn of it.
+    running: bool,
+    /// Woken during a turn: run again after it.
+    woken: bool,
+    /// Its last turn ended [`Turn::Waiting`].
+    waiting: bool,
+    finished: bool,
+}
+
+/// One partition in the pool.
+pub(super) struct Slot {
+    runtime: Arc<PartitionRuntime>,
+    sched: Mutex<Sched>,
+    finished: Condvar,
+    work: Mutex<Work>,
+}
+
+struct Ready {
+    queue: VecDeque<Arc<Slot>>,
+    /// Threads waiting for a slot (only then is a push worth a notification).
+    idle: usize,
+    last_tick: Instant,
+    last_sweep: Instant,
+}
+
+/// A pool thread as the others see it.
+struct Worker {
+    /// Since when it is in its current turn.
+    turn_since: Mutex<Option<Instant>>,
+    /// Another thread took its place (it was stuck): it leaves after its turn.
+    replaced: AtomicBool,
+}
+
+struct Shared {
+    ready: Mutex<Ready>,
+    available: Condvar,
+    slots: Mutex<Vec<Weak<Slot>>>,
+    workers: Mutex<Vec<Arc<Worker>>>,
+    spawned: AtomicUsize,
+    shutdown: AtomicBool,
+    /// The engine the threads apply for (set once, by `start`).
+    engine: OnceLock<Weak<Inner>>,
+}
+
+/// The pool (see the module docs).
+pub(super) struct ApplierPool {
+    shared: Arc<Shared>,
+    threads: usize,
+}
+
+impl ApplierPool {
+    /// A pool of `threads` threads (0: one per core), started by [`ApplierPool::start`].
+    pub(super) fn new(threads: usize) -> Self {
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            threads
+        };
+        ApplierPool {
+            shared: Arc::new(Shared {
+                ready: Mutex::new(Ready {
+                    queue: VecDeque::new(),
+                    idle: 0,
+                    last_tick: Instant::now(),
+                    last_sweep: Instant::now(),
+                }),
+                available: Condvar::new(),
+                slots: Mutex::new(Vec::new()),
+                workers: Mutex::new(Vec::new()),
+                spawned: AtomicUsize::new(0),
+                shutdown: AtomicBool::new(false),
+                engine: OnceLock::new(),
+            }),
+            threads,
+        }
+    }
+
+    /// Starts the threads; they hold the engine only during a turn.
+    pub(super) fn start(&self, engine: Weak<Inner>) {
+        if self.shared.engine.set(engine).is_err() {
+            return;
+        }
+        for _ in 0..self.threads {
+            spawn_worker(&self.shared);
+        }
+    }
+
+    /// Applies `runtime` from `reader` until it stops: returns its slot, to stop it with.
+    pub(super) fn add(
+        &self,
+        runtime: Arc<PartitionRuntime>,
+        mut reader: Box<dyn PartitionReader>,
+    ) -> Arc<Slot> {
+        let slot = Arc::new_cyclic(|me: &Weak<Slot>| {
+            let (me, shared) = (me.clone(), Arc::downgrade(&self.shared));
+            reader.set_waker(Arc::new(move || {
+                if let (Some(slot), Some(shared)) = (me.upgrade(), shared.upgrade()) {
+                    wake(&shared, &slot);
+                }
+            }));
+            Slot {
+                runtime,
+                sched: Mutex::new(Sched::default()),
+                finished: Condvar::new(),
+                work: Mutex::new(Work {
+                    reader,
+                    carried: Vec::new(),
+                    waiting_for: None,
+                    retry_at: None,
+                }),
+            }
+        });
+        self.shared
+            .slots
+            .lock()
+            .expect("slots lock")
+            .push(Arc::downgrade(&slot));
+        // Whatever the log held before the waker was set.
+        wake(&self.shared, &slot);
+        slot
+    }
+
+    /// Asks `slot`'s partition to stop (its `stop` flag is set) and waits until no thread is in
+    /// a turn of it, at most `patience`; false if one still is (stuck inside one entry: it is
+    /// left behind, and its thread replaced).
+    pub(super) fn stop(&self, slot: &Arc<Slot>, patience: Duration) -> bool {
+        wake(&self.shared, slot);
+        let sched = slot.sched.lock().expect("sched lock");
+        let (sched, _) = slot
+            .finished
+            .wait_timeout_while(sched, patience, |s| !s.finished)
+            .expect("sched lock");
+        let finished = sched.finished;
+        drop(sched);
+        if !finished {
+            self.replace_stuck(patience);
+        }
+        finished
+    }
+
+    /// Replaces every thread that has been in one turn for longer than `threshold`, so the
+    /// other partitions keep their threads; each replaced thread leaves once its turn ends.
+    pub(super) fn replace_stuck(&self, threshold: Duration) {
+        let stuck: Vec<Arc<Worker>> = self
+            .shared
+            .workers
+            .lock()
+            .expect("workers lock")
+            .iter()
+            .filter(|w| !w.replaced.load(Ordering::SeqCst))
+            .filter(|w| {
+                w.turn_since
+                    .lock()
+                    .expect("turn lock")
+                    .is_some_and(|since| since.elapsed() > threshold)
+            })
+            .cloned()
+            .collect();
+        for worker in stuck {
+            worker.replaced.store(true, Ordering::SeqCst);
+            tracing::warn!(
+                "an applier thread has been in one batch for over {} ms; starting another in its place",
+                threshold.as_millis()
+            );
+            spawn_worker(&self.shared);
+        }
+    }
+
+    /// Stops the threads (after every partition was stopped).
+    pub(super) fn shutdown(&self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        let _ready = self.shared.ready.lock().expect("ready lock");
+        self.shared.available.notify_all();
+    }
+}
+
+impl Drop for ApplierPool {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn spawn_worker(shared: &Arc<Shared>) {
+    let worker = Arc::new(Worker {
+        turn_since: Mutex::new(None),
+        replaced: AtomicBool::new(false),
+    });
+    shared
+        .workers
+        .lock()
+        .expect("workers lock")
+        .push(worker.clone());
+    let n = shared.spawned.fetch_add(1, Ordering::SeqCst);
+    let shared = shared.clone();
+    std::thread::Builder::new()
+        .name(format!("apply-{n}"))
+        .spawn(move || run_worker(&shared, &worker))
+        .expect("spawning an applier thread");
+}
+
+fn run_worker(shared: &Arc<Shared>, me: &Arc<Worker>) {
+    while let Some(slot) = next_slot(shared) {
+        let Some(inner) = shared.engine.get().and_then(Weak::upgrade) else {
+            break;
+        };
+        let engine = Engine { inner };
+        {
+            let mut sched = slot.sched.lock().expect("sched lock");
+            sched.queued = false;
+            sched.running = true;
+            sched.woken = false;
+        }
+        *me.turn_since.lock().expect("turn lock") = Some(Instant::now());
+        let turn = {
+            let mut work = slot.work.lock().expect("work lock");
+            engine.apply_turn(&slot.runtime, &mut work)
+        };
+        *me.turn_since.lock().expect("turn lock") = None;
+        end_turn(shared, &slot, turn);
+        if me.replaced.load(Ordering::SeqCst) {
+            break;
+        }
+    }
+    shared
+        .workers
+        .lock()
+        .expect("workers lock")
+        .retain(|w| !Arc::ptr_eq(w, me));
+}
+
+/// The next slot to run a turn of; `None` once the pool shuts down.
+fn next_slot(shared: &Shared) -> Option<Arc<Slot>> {
+    loop {
+        let sweep = {
+            let mut ready = shared.ready.lock().expect("ready lock");
+            loop {
+                if shared.shutdown.load(Ordering::SeqCst) {
+                    return None;
+                }
+                if ready.last_tick.elapsed() >= TICK {
+                    ready.last_tick = Instant::now();
+                    let sweep = ready.last_sweep.elapsed() >= SWEEP;
+                    if sweep {
+                        ready.last_sweep = ready.last_tick;
+                    }
+                    break sweep;
+                }
+                if let Some(slot) = ready.queue.pop_front() {
+                    return Some(slot);
+                }
+                ready.idle += 1;
+                ready = shared
+                    .available
+                    .wait_timeout(ready, TICK)
+                    .expect("ready lock")
+                    .0;
+                ready.idle -= 1;
+            }
+        };
+        tick(shared, sweep);
+    }
+}
+
+/// Queues the partitions waiting on something other than their log (with `sweep`, every one
+/// not queued or running), to look again.
+fn tick(shared: &Shared, sweep: bool) {
+    let slots: Vec<Arc<Slot>> = {
+        let mut slots = shared.slots.lock().expect("slots lock");
+        slots.retain(|s| {
+            s.upgrade()
+                .is_some_and(|s| !s.sched.lock().expect("sched lock").finished)
+        });
+        slots.iter().filter_map(Weak::upgrade).collect()
+    };
+    for slot in slots {
+        if sweep || slot.sched.lock().expect("sched lock").waiting {
+            wake(shared, &slot);
+        }
+    }
+}
+
+/// The log (or a stop, or a tick) has something for `slot`.
+fn wake(shared: &Shared, slot: &Arc<Slot>) {
+    let push = {
+        let mut sched = slot.sched.lock().expect("sched lock");
+        if sched.finished || sched.queued {
+            false
+        } else if sched.running {
+            sched.woken = true;
+            false
+        } else {
+            sched.queued = true;
+            true
+        }
+    };
+    if push {
+        push_ready(shared, slot.clone(), true);
+    }
+}
+
+fn end_turn(shared: &Shared, slot: &Arc<Slot>, turn: Turn) {
+    let push = {
+        let mut sched = slot.sched.lock().expect("sched lock");
+        sched.running = false;
+        let again = match turn {
+            Turn::Finished => {
+                sched.finished = true;
+                slot.finished.notify_all();
+                false
+            }
+            Turn::More => true,
+            Turn::Idle | Turn::Waiting => sched.woken,
+        };
+        sched.waiting = matches!(turn, Turn::Waiting);
+        sched.queued = again;
+        again
+    };
+    if push {
+        // The thread that ran the turn takes the next one itself: waking another would move
+        // a busy partition from thread to thread with a wake-up for every batch.
+        push_ready(shared, slot.clone(), false);
+    }
+}
+
+/// Queues `slot`; with `wake_idle`, a thread waiting for work is woken for it (one already
+/// running takes it after its turn).
+fn push_ready(shared: &Shared, slot: Arc<Slot>, wake_idle: bool) {
+    let mut ready = shared.ready.lock().expect("ready lock");
+    ready.queue.push_back(slot);
+    if wake_idle && ready.idle > 0 {
+        shared.available.notify_one();
+    }
+}
