@@ -31,8 +31,11 @@ impl Engine {
             return Turn::Waiting;
         }
         work.retry_at = None;
+        let Some(reader) = work.reader.as_mut() else {
+            return Turn::Finished;
+        };
         let read = if work.carried.is_empty() {
-            work.reader.read(inner.config.batch_max, Duration::ZERO)
+            reader.read(inner.config.batch_max, Duration::ZERO)
         } else {
             Ok(std::mem::take(&mut work.carried))
         };

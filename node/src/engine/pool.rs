@@ -37,7 +37,9 @@ const SWEEP: Duration = Duration::from_secs(1);
 
 /// What a partition's applier carries from one turn to the next.
 pub(super) struct Work {
-    pub reader: Box<dyn PartitionReader>,
+    /// The partition's log; dropped (with its waker) by the thread whose turn finished the
+    /// partition, before anyone learns it finished.
+    pub reader: Option<Box<dyn PartitionReader>>,
     /// Entries read but not applied yet: they follow one that waits for a plugin.
     pub carried: Vec<LogRecord>,
     /// The plugin the partition waits for (it travels through the log separately from the
@@ -157,25 +159,27 @@ impl ApplierPool {
         runtime: Arc<PartitionRuntime>,
         mut reader: Box<dyn PartitionReader>,
     ) -> Arc<Slot> {
-        let slot = Arc::new_cyclic(|me: &Weak<Slot>| {
-            let (me, shared) = (me.clone(), Arc::downgrade(&self.shared));
-            reader.set_waker(Arc::new(move || {
-                if let (Some(slot), Some(shared)) = (me.upgrade(), shared.upgrade()) {
-                    wake(&shared, &slot);
-                }
-            }));
-            Slot {
-                runtime,
-                sched: Mutex::new(Sched::default()),
-                finished: Condvar::new(),
-                work: Mutex::new(Work {
-                    reader,
-                    carried: Vec::new(),
-                    waiting_for: None,
-                    retry_at: None,
-                }),
-            }
+        let slot = Arc::new(Slot {
+            runtime,
+            sched: Mutex::new(Sched::default()),
+            finished: Condvar::new(),
+            work: Mutex::new(Work {
+                reader: None,
+                carried: Vec::new(),
+                waiting_for: None,
+                retry_at: None,
+            }),
         });
+        // The waker holds the slot: a slot dropped inside a log's callback would drop its
+        // reader there, under the log's own lock. The cycle (slot, reader, waker, slot) ends
+        // when a turn finishes the partition and its thread drops the reader.
+        let (me, shared) = (slot.clone(), Arc::downgrade(&self.shared));
+        reader.set_waker(Arc::new(move || {
+            if let Some(shared) = shared.upgrade() {
+                wake(&shared, &me);
+            }
+        }));
+        slot.work.lock().expect("work lock").reader = Some(reader);
         self.shared
             .slots
             .lock()
@@ -277,10 +281,18 @@ fn run_worker(shared: &Arc<Shared>, me: &Arc<Worker>) {
             sched.woken = false;
         }
         *me.turn_since.lock().expect("turn lock") = Some(Instant::now());
-        let turn = {
+        let (turn, finished_reader) = {
             let mut work = slot.work.lock().expect("work lock");
-            engine.apply_turn(&slot.runtime, &mut work)
+            let turn = engine.apply_turn(&slot.runtime, &mut work);
+            let reader = match turn {
+                Turn::Finished => work.reader.take(),
+                _ => None,
+            };
+            (turn, reader)
         };
+        // Before the partition is reported finished: whoever stopped it may open it again
+        // (Kafka: split its queue anew) as soon as it is.
+        drop(finished_reader);
         *me.turn_since.lock().expect("turn lock") = None;
         end_turn(shared, &slot, turn);
         if me.replaced.load(Ordering::SeqCst) {

@@ -106,6 +106,15 @@ fn start_engine(
     log: Arc<EmbeddedLog>,
     metrics: Arc<Metrics>,
 ) -> (Engine, Vec<tokio::task::JoinHandle<()>>) {
+    start_engine_with(store, log, metrics, EngineConfig::default())
+}
+
+fn start_engine_with(
+    store: crate::store::Store,
+    log: Arc<EmbeddedLog>,
+    metrics: Arc<Metrics>,
+    config: EngineConfig,
+) -> (Engine, Vec<tokio::task::JoinHandle<()>>) {
     let plugins = test_plugins(&store, &log, &metrics);
     Engine::start(
         store,
@@ -113,7 +122,7 @@ fn start_engine(
         Arc::new(Conditions::new()),
         plugins,
         metrics,
-        EngineConfig::default(),
+        config,
     )
 }
 
@@ -621,6 +630,49 @@ async fn engine_applies_waits_and_resumes_without_reapplying() {
     let after = runtime.store.get(&pk, "counter").unwrap().unwrap();
     assert_eq!(after, before);
     engine.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_apply_thread_applies_every_partition_and_a_stopped_one_drops_its_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let store = crate::store::Store::open(&dir.path().join("store"), PARTITIONS).unwrap();
+    let config = EngineConfig {
+        apply_threads: 1,
+        ..EngineConfig::default()
+    };
+    let (engine, tasks) = start_engine_with(store, log.clone(), Arc::new(Metrics::new()), config);
+    // Every partition's reader asked to be woken by the log.
+    for p in 0..PARTITIONS {
+        assert_eq!(log.reader_wakers(p), 1, "partition {p}");
+    }
+    // Interleaved appends to every partition, each waited for: the one thread takes turns.
+    let mut positions = Vec::new();
+    for round in 0..30 {
+        for p in 0..PARTITIONS {
+            let pk = pks_in(p, 1).remove(0);
+            let entry = LogEntry::new(round, vec![put(&pk, &round.to_string(), "1", None)]);
+            let offset = log.append(p, vec![append(&entry)]).await.unwrap()[0];
+            positions.push(Position {
+                partition: p,
+                offset,
+            });
+        }
+    }
+    for &p in &positions {
+        engine
+            .wait_applied(p, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(engine.outcome(p).unwrap(), Some(Outcome::Applied(vec![])));
+    }
+    // Stopped partitions drop their readers (and with them their wakers) before they are
+    // reported stopped.
+    engine.shutdown();
+    for p in 0..PARTITIONS {
+        assert_eq!(log.reader_wakers(p), 0, "partition {p}");
+    }
+    tasks.iter().for_each(|t| t.abort());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -146,6 +146,13 @@ impl EmbeddedLog {
         })
     }
 
+    /// How many readers of `partition` asked to be woken (and were not dropped since).
+    #[cfg(test)]
+    pub(crate) fn reader_wakers(&self, partition: u32) -> usize {
+        let shared = self.shared(partition).expect("partition");
+        shared.state.lock().expect("partition lock").wakers.len()
+    }
+
     fn shared(&self, partition: u32) -> Result<&Arc<PartitionShared>, LogError> {
         self.partitions.get(partition as usize).ok_or_else(|| {
             LogError::Storage(format!(
