@@ -85,14 +85,18 @@ pub(super) struct Slot {
 
 struct Ready {
     queue: VecDeque<Arc<Slot>>,
-    /// Threads waiting for a slot (only then is a push worth a notification).
-    idle: usize,
+    /// Threads waiting for a slot, the one that ran most recently last: a push wakes that one,
+    /// whose caches still hold the partition it applied (a condition variable shared by all
+    /// wakes the longest waiter, and a busy partition then hopped between threads).
+    idle: Vec<Arc<Worker>>,
     last_tick: Instant,
     last_sweep: Instant,
 }
 
 /// A pool thread as the others see it.
 struct Worker {
+    /// Signalled (with `ready` locked) when a slot is queued for it.
+    wakeup: Condvar,
     /// Since when it is in its current turn.
     turn_since: Mutex<Option<Instant>>,
     /// Another thread took its place (it was stuck): it leaves after its turn.
@@ -101,7 +105,6 @@ struct Worker {
 
 struct Shared {
     ready: Mutex<Ready>,
-    available: Condvar,
     slots: Mutex<Vec<Weak<Slot>>>,
     workers: Mutex<Vec<Arc<Worker>>>,
     spawned: AtomicUsize,
@@ -128,11 +131,10 @@ impl ApplierPool {
             shared: Arc::new(Shared {
                 ready: Mutex::new(Ready {
                     queue: VecDeque::new(),
-                    idle: 0,
+                    idle: Vec::new(),
                     last_tick: Instant::now(),
                     last_sweep: Instant::now(),
                 }),
-                available: Condvar::new(),
                 slots: Mutex::new(Vec::new()),
                 workers: Mutex::new(Vec::new()),
                 spawned: AtomicUsize::new(0),
@@ -239,8 +241,10 @@ impl ApplierPool {
     /// Stops the threads (after every partition was stopped).
     pub(super) fn shutdown(&self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
-        let _ready = self.shared.ready.lock().expect("ready lock");
-        self.shared.available.notify_all();
+        let ready = self.shared.ready.lock().expect("ready lock");
+        for worker in &ready.idle {
+            worker.wakeup.notify_one();
+        }
     }
 }
 
@@ -252,6 +256,7 @@ impl Drop for ApplierPool {
 
 fn spawn_worker(shared: &Arc<Shared>) {
     let worker = Arc::new(Worker {
+        wakeup: Condvar::new(),
         turn_since: Mutex::new(None),
         replaced: AtomicBool::new(false),
     });
@@ -269,7 +274,7 @@ fn spawn_worker(shared: &Arc<Shared>) {
 }
 
 fn run_worker(shared: &Arc<Shared>, me: &Arc<Worker>) {
-    while let Some(slot) = next_slot(shared) {
+    while let Some(slot) = next_slot(shared, me) {
         let Some(inner) = shared.engine.get().and_then(Weak::upgrade) else {
             break;
         };
@@ -307,7 +312,9 @@ fn run_worker(shared: &Arc<Shared>, me: &Arc<Worker>) {
 }
 
 /// The next slot to run a turn of; `None` once the pool shuts down.
-fn next_slot(shared: &Shared) -> Option<Arc<Slot>> {
+fn next_slot(shared: &Shared, me: &Arc<Worker>) -> Option<Arc<Slot>> {
+    // After a turn a thread waits first in line; after a wait that timed out, last.
+    let mut warm = true;
     loop {
         let sweep = {
             let mut ready = shared.ready.lock().expect("ready lock");
@@ -326,13 +333,15 @@ fn next_slot(shared: &Shared) -> Option<Arc<Slot>> {
                 if let Some(slot) = ready.queue.pop_front() {
                     return Some(slot);
                 }
-                ready.idle += 1;
-                ready = shared
-                    .available
-                    .wait_timeout(ready, TICK)
-                    .expect("ready lock")
-                    .0;
-                ready.idle -= 1;
+                if warm {
+                    ready.idle.push(me.clone());
+                } else {
+                    ready.idle.insert(0, me.clone());
+                }
+                let (woken, timeout) = me.wakeup.wait_timeout(ready, TICK).expect("ready lock");
+                ready = woken;
+                warm = !timeout.timed_out();
+                ready.idle.retain(|w| !Arc::ptr_eq(w, me));
             }
         };
         tick(shared, sweep);
@@ -405,7 +414,7 @@ fn end_turn(shared: &Shared, slot: &Arc<Slot>, turn: Turn) {
 fn push_ready(shared: &Shared, slot: Arc<Slot>, wake_idle: bool) {
     let mut ready = shared.ready.lock().expect("ready lock");
     ready.queue.push_back(slot);
-    if wake_idle && ready.idle > 0 {
-        shared.available.notify_one();
+    if wake_idle && let Some(worker) = ready.idle.pop() {
+        worker.wakeup.notify_one();
     }
 }
