@@ -79,6 +79,9 @@ pub struct Metrics {
     /// `firescroll_records_expired_total`: records removed from the store because the log's
     /// time (entry timestamps) reached their deadline.
     pub records_expired: IntCounter,
+    /// `firescroll_apply_missed_wakeups_total`: batches the appliers found only on their
+    /// once-a-second sweep, because the log never woke them (should stay 0).
+    pub apply_missed_wakeups: IntCounter,
     /// `firescroll_expiry_ticks_total{result}`: tick entries this node appended for quiet
     /// partitions with due deadlines (`ok`, `failed`).
     pub expiry_ticks: IntCounterVec,
@@ -367,6 +370,11 @@ impl Metrics {
             "Records removed at apply because the log's time reached their deadline.",
         )
         .expect("valid metric");
+        let apply_missed_wakeups = IntCounter::new(
+            "firescroll_apply_missed_wakeups_total",
+            "Batches the appliers found only on their once-a-second sweep: the log did not wake them (should stay 0).",
+        )
+        .expect("valid metric");
         let expiry_ticks = IntCounterVec::new(
             Opts::new(
                 "firescroll_expiry_ticks_total",
@@ -378,6 +386,7 @@ impl Metrics {
         for collector in [
             Box::new(http_latency.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(records_expired.clone()),
+            Box::new(apply_missed_wakeups.clone()),
             Box::new(expiry_ticks.clone()),
             Box::new(snapshot_age.clone()),
             Box::new(snapshot_bytes.clone()),
@@ -450,6 +459,7 @@ impl Metrics {
             snapshot_bytes,
             snapshot_duration,
             records_expired,
+            apply_missed_wakeups,
             expiry_ticks,
         }
     }

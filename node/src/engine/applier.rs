@@ -163,6 +163,15 @@ impl Engine {
         }
     }
 
+    /// Books a batch found only by the pool's sweep: the partition's log did not wake it.
+    pub(super) fn note_missed_wakeup(&self, runtime: &PartitionRuntime) {
+        self.inner.metrics.apply_missed_wakeups.inc();
+        tracing::warn!(
+            partition = runtime.id(),
+            "the log did not announce entries to the applier; found them on the once-a-second sweep"
+        );
+    }
+
     /// Whether the plugin `digest` that partition `runtime` waits for at `offset` is on this
     /// node now (it travels through the log separately from the entries that use it).
     fn plugin_arrived(&self, runtime: &PartitionRuntime, digest: &Digest, offset: u64) -> bool {

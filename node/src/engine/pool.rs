@@ -72,6 +72,8 @@ struct Sched {
     woken: bool,
     /// Its last turn ended [`Turn::Waiting`].
     waiting: bool,
+    /// Queued by the sweep alone: if its turn finds entries, the log's waker missed them.
+    swept: bool,
     finished: bool,
 }
 
@@ -279,12 +281,13 @@ fn run_worker(shared: &Arc<Shared>, me: &Arc<Worker>) {
             break;
         };
         let engine = Engine { inner };
-        {
+        let swept = {
             let mut sched = slot.sched.lock().expect("sched lock");
             sched.queued = false;
             sched.running = true;
             sched.woken = false;
-        }
+            std::mem::take(&mut sched.swept)
+        };
         *me.turn_since.lock().expect("turn lock") = Some(Instant::now());
         let (turn, finished_reader) = {
             let mut work = slot.work.lock().expect("work lock");
@@ -295,6 +298,11 @@ fn run_worker(shared: &Arc<Shared>, me: &Arc<Worker>) {
             };
             (turn, reader)
         };
+        // Entries announced during the turn set `woken` (the logs call the waker before a read
+        // can see what it announces): only unannounced ones count as missed.
+        if swept && matches!(turn, Turn::More) && !slot.sched.lock().expect("sched lock").woken {
+            engine.note_missed_wakeup(&slot.runtime);
+        }
         // Before the partition is reported finished: whoever stopped it may open it again
         // (Kafka: split its queue anew) as soon as it is.
         drop(finished_reader);
@@ -360,16 +368,27 @@ fn tick(shared: &Shared, sweep: bool) {
         slots.iter().filter_map(Weak::upgrade).collect()
     };
     for slot in slots {
-        if sweep || slot.sched.lock().expect("sched lock").waiting {
+        let waiting = slot.sched.lock().expect("sched lock").waiting;
+        if waiting {
             wake(shared, &slot);
+        } else if sweep {
+            wake_for(shared, &slot, true);
         }
     }
 }
 
 /// The log (or a stop, or a tick) has something for `slot`.
 fn wake(shared: &Shared, slot: &Arc<Slot>) {
+    wake_for(shared, slot, false);
+}
+
+/// [`wake`]; `swept` when only the sweep asks (not the log, a stop or a waiting partition).
+fn wake_for(shared: &Shared, slot: &Arc<Slot>, swept: bool) {
     let push = {
         let mut sched = slot.sched.lock().expect("sched lock");
+        if !swept {
+            sched.swept = false;
+        }
         if sched.finished || sched.queued {
             false
         } else if sched.running {
@@ -377,6 +396,7 @@ fn wake(shared: &Shared, slot: &Arc<Slot>) {
             false
         } else {
             sched.queued = true;
+            sched.swept = swept;
             true
         }
     };

@@ -134,6 +134,17 @@ fn two_replica_groups_each_hold_everything_with_equal_digests() {
             .iter()
             .any(|p| p["records"].as_u64().unwrap() > 0)
     );
+    // Every batch was announced by the log (librdkafka's queue callback), none found only by
+    // the appliers' once-a-second sweep.
+    for node in [&a, &b] {
+        let (_, metrics) = node.get_url(&node.internal_url("/metrics"));
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l == "firescroll_apply_missed_wakeups_total 0"),
+            "the log missed wake-ups:\n{metrics}"
+        );
+    }
 }
 
 #[test]
