@@ -49,7 +49,10 @@ fn metrics_count_what_happened_with_bounded_labels() {
     assert_eq!(status, 200);
     assert_eq!(sample(&text, "partitions"), Some(4.0));
     // The embedded log woke the appliers for every batch (none found by the sweep alone).
-    assert_eq!(sample(&text, "firescroll_apply_missed_wakeups_total"), Some(0.0));
+    assert_eq!(
+        sample(&text, "firescroll_apply_missed_wakeups_total"),
+        Some(0.0)
+    );
     for op in ["put", "get", "list", "unknown"] {
         let count = sample(
             &text,
