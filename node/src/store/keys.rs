@@ -11,7 +11,8 @@ const TERMINATOR: u8 = 0x01;
 
 /// The stored key of (pk, sk).
 pub fn encode_key(pk: &str, sk: &str) -> Vec<u8> {
-    let mut key = pk_prefix(pk);
+    let mut key = Vec::with_capacity(pk.len() + 2 + sk.len());
+    push_pk_prefix(&mut key, pk);
     key.extend_from_slice(sk.as_bytes());
     key
 }
@@ -19,15 +20,26 @@ pub fn encode_key(pk: &str, sk: &str) -> Vec<u8> {
 /// The prefix shared by every key of `pk` (and of no other pk).
 pub fn pk_prefix(pk: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(pk.len() + 2 + 16);
-    for &b in pk.as_bytes() {
-        out.push(b);
-        if b == ESCAPE {
-            out.push(ESCAPED_ZERO);
+    push_pk_prefix(&mut out, pk);
+    out
+}
+
+/// Appends `pk`'s prefix to `out`. Every read encodes its key: a pk without the escape byte
+/// (almost all of them) is copied whole, not byte by byte.
+fn push_pk_prefix(out: &mut Vec<u8>, pk: &str) {
+    let pk = pk.as_bytes();
+    if !pk.contains(&ESCAPE) {
+        out.extend_from_slice(pk);
+    } else {
+        for &b in pk {
+            out.push(b);
+            if b == ESCAPE {
+                out.push(ESCAPED_ZERO);
+            }
         }
     }
     out.push(ESCAPE);
     out.push(TERMINATOR);
-    out
 }
 
 /// The length of a stored key's pk prefix (what [`pk_prefix`] gives for its pk), found without

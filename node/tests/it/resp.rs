@@ -1322,6 +1322,11 @@ assert r.hrandfield("nothing") is None and r.hrandfield("nothing", 3) == []
 assert r.info("stats")["total_commands_processed"] > 0
 assert r.config_resetstat()
 assert r.info("stats")["total_commands_processed"] <= 2
+# Commands of other connections are counted once answered (each connection adds its own).
+counted = redis.Redis(port={port})
+for _ in range(5):
+    counted.ping()
+assert r.info("stats")["total_commands_processed"] >= 7
 print("ok")
 "#,
         port = node.resp

@@ -117,6 +117,7 @@ pub async fn run(
             }
         }
         latencies.flush();
+        session.count_commands(&shared.stats);
         if !output.is_empty() {
             if stream.write_all(&output).await.is_err() {
                 return;

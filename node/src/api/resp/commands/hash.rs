@@ -2,7 +2,7 @@
 
 use super::expiry::Expiry;
 use super::keys::{as_flag, put_record};
-use super::{Context, data_of, text, value_of, wrong_arity};
+use super::{Context, data_of, text, text_ref, value_of, wrong_arity};
 use crate::api::resp::reply::Reply;
 use crate::model::{Key, OpKind};
 use crate::service::WriteOp;
@@ -26,11 +26,11 @@ pub async fn hget(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let [pk, field] = args else {
         return wrong_arity("hget");
     };
-    let (pk, field) = match (text(pk), text(field)) {
+    let (pk, field) = match (text_ref(pk), text_ref(field)) {
         (Ok(pk), Ok(field)) => (pk, field),
         (Err(e), _) | (_, Err(e)) => return e,
     };
-    match ctx.read_one(&pk, &field).await {
+    match ctx.read_one(pk, field).await {
         Ok(value) => value.map_or(Reply::Null, Reply::Bulk),
         Err(e) => e,
     }
@@ -191,11 +191,11 @@ pub async fn hstrlen(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let [pk, field] = args else {
         return wrong_arity("hstrlen");
     };
-    let (pk, field) = match (text(pk), text(field)) {
+    let (pk, field) = match (text_ref(pk), text_ref(field)) {
         (Ok(pk), Ok(field)) => (pk, field),
         (Err(e), _) | (_, Err(e)) => return e,
     };
-    match ctx.read_one(&pk, &field).await {
+    match ctx.read_one(pk, field).await {
         Ok(value) => Reply::Int(value.map_or(0, |v| v.len() as i64)),
         Err(e) => e,
     }

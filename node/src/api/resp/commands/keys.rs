@@ -1,7 +1,7 @@
 //! String-style commands: the record (pk = key, sk = "").
 
 use super::expiry::Expiry;
-use super::{Context, Shape, data_of, text, wrong_arity};
+use super::{Context, Shape, data_of, text, text_ref, wrong_arity};
 use crate::api::resp::reply::Reply;
 use crate::model::{Key, OpKind};
 use crate::service::Outcome;
@@ -18,11 +18,11 @@ pub(super) fn key(arg: &Bytes) -> Result<Key, Reply> {
 /// `GET key`
 pub async fn get(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let [k] = args else { return wrong_arity("get") };
-    let key = match key(k) {
-        Ok(key) => key,
+    let pk = match text_ref(k) {
+        Ok(pk) => pk,
         Err(e) => return e,
     };
-    match ctx.read_one(&key.pk, "").await {
+    match ctx.read_one(pk, "").await {
         Ok(value) => value.map_or(Reply::Null, Reply::Bulk),
         Err(e) => e,
     }

@@ -71,6 +71,10 @@ pub struct Session {
     /// itself shares the connection's input buffer, which must not be kept alive by it), and
     /// when.
     noted: Option<(NotedName, std::time::Instant)>,
+    /// Commands run and not yet added to the node's count (`INFO stats`): the connection adds
+    /// them once per batch it answers, as one shared counter bumped per command bounced
+    /// between the cores serving connections.
+    uncounted: u64,
 }
 
 /// How a command's reply is made from the data its op returned at apply.
@@ -126,6 +130,15 @@ impl Session {
         self.collecting.get_or_insert_with(Vec::new);
     }
 
+    /// Adds the commands this connection ran since the last call to the node's count.
+    pub fn count_commands(&mut self, stats: &ServerStats) {
+        if self.uncounted > 0 {
+            stats
+                .commands
+                .fetch_add(std::mem::take(&mut self.uncounted), Ordering::Relaxed);
+        }
+    }
+
     pub fn new(id: u64, access: Access) -> Self {
         Session {
             id,
@@ -142,6 +155,7 @@ impl Session {
             caching: None,
             subscriptions: 0,
             noted: None,
+            uncounted: 0,
         }
     }
 
@@ -269,7 +283,7 @@ pub async fn execute(
         // connected: the reply waits for that (briefly), so what follows it is not missed.
         ctx.hub.wait_followed(FOLLOW_WAIT).await;
     }
-    ctx.stats.commands.fetch_add(1, Ordering::Relaxed);
+    ctx.session.uncounted += 1;
     let finished = std::time::Instant::now();
     *clock = finished;
     if ctx.session.must_note(&name, finished) {
@@ -577,7 +591,12 @@ fn wrong_arity(name: &str) -> Reply {
 
 /// An argument as UTF-8 text (keys and fields must be).
 fn text(arg: &Bytes) -> Result<String, Reply> {
-    String::from_utf8(arg.to_vec()).map_err(|_| Reply::err("keys and fields must be UTF-8 text"))
+    text_ref(arg).map(str::to_string)
+}
+
+/// `arg` as text, borrowed: what a read needs (no copy per key read).
+fn text_ref(arg: &Bytes) -> Result<&str, Reply> {
+    std::str::from_utf8(arg).map_err(|_| Reply::err("keys and fields must be UTF-8 text"))
 }
 
 fn service_error(e: ServiceError) -> Reply {
@@ -802,7 +821,10 @@ impl Context<'_> {
 
     /// The data JSON of one record, as stored (`JSON.GET`).
     async fn read_json(&self, pk: &str, sk: &str) -> Result<Option<Bytes>, Reply> {
-        if let Some(pending) = self.pending(pk, sk).await {
+        // Outside `EXEC` there is nothing pending (checked here: this runs for every `GET`).
+        if self.session.collecting.is_some()
+            && let Some(pending) = self.pending(pk, sk).await
+        {
             return Ok(pending?.map(Bytes::from));
         }
         self.stored_json(pk, sk).await

@@ -431,7 +431,8 @@ pub fn info(ctx: &Context<'_>, args: &[Bytes], keys: Option<u64>) -> Reply {
             format!(
                 "total_connections_received:{}\r\ntotal_commands_processed:{}\r\n",
                 stats.connections.load(Ordering::Relaxed),
-                stats.commands.load(Ordering::Relaxed)
+                // With this connection's own commands of the batch running now.
+                stats.commands.load(Ordering::Relaxed) + ctx.session.uncounted
             ),
         ),
         (
@@ -470,11 +471,12 @@ fn resident_bytes() -> u64 {
 /// `CONFIG GET pattern`: nothing is configurable through Redis; answers an empty result, which
 /// is what clients probing for `save` or `appendonly` handle. `CONFIG RESETSTAT` zeroes the
 /// counters `INFO stats` shows.
-fn config(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
+fn config(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     match args {
         [sub] if sub.eq_ignore_ascii_case(b"RESETSTAT") => {
             ctx.stats.connections.store(0, Ordering::Relaxed);
             ctx.stats.commands.store(0, Ordering::Relaxed);
+            ctx.session.uncounted = 0;
             Reply::ok()
         }
         [sub, name]

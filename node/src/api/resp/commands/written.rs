@@ -28,7 +28,7 @@ pub struct WrittenPositions {
     /// Per partition, per key slot: the latest offset written to a key of the slot, plus one.
     keys: Vec<Box<[AtomicU64]>>,
     /// Picks a key's slot (seeded per node: a client cannot aim its keys at one slot).
-    hasher: std::hash::RandomState,
+    hasher: foldhash::fast::RandomState,
 }
 
 /// Where the ops of a write are noted once written: each op's partition and key slot.
@@ -42,7 +42,7 @@ impl WrittenPositions {
             keys: (0..partitions)
                 .map(|_| (0..slots).map(|_| AtomicU64::new(0)).collect())
                 .collect(),
-            hasher: std::hash::RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
         }
     }
 
