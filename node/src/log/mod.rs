@@ -123,6 +123,13 @@ pub trait MutationLog: Send + Sync {
         })
     }
 
+    /// Why the log refuses every append until the node restarts, if it does (the embedded log
+    /// after a failed write or sync, or once its files were deleted under it). A log that may
+    /// recover by itself (a broker that went away) says `None`: its appends fail one by one.
+    fn refuses_writes(&self) -> Option<String> {
+        None
+    }
+
     /// Where plugins travel to the other nodes, when there are other nodes (the Kafka log's
     /// compacted plugins topic). `None` on the embedded log: the node is alone.
     fn plugin_feed(&self) -> Option<&dyn PluginFeed> {

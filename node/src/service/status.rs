@@ -44,12 +44,18 @@ pub struct LastSnapshot {
 }
 
 impl Service {
-    /// Ready when the node owns partitions and every one of them applies and serves.
+    /// Ready when the node owns partitions, every one of them applies and serves, and its log
+    /// takes writes.
     pub fn readiness(&self) -> Readiness {
         let mut problems = Vec::new();
         let partitions = self.engine.partitions();
         if partitions.is_empty() {
             problems.push("no partitions".to_string());
+        }
+        // Reads may still be served, but a node that takes no write until it restarts is not
+        // ready: an orchestrator should restart it or route elsewhere.
+        if let Some(reason) = self.log.refuses_writes() {
+            problems.push(format!("the log refuses every write: {reason}"));
         }
         for (id, reason) in self.engine.unopened() {
             problems.push(format!("partition {id} cannot be opened: {reason}"));

@@ -373,6 +373,35 @@ fn reads_of_a_failed_partition_answer_503_not_stale_data() {
     assert_eq!(status, 503, "{reply}");
 }
 
+#[test]
+fn a_node_whose_log_was_deleted_under_it_refuses_writes_and_is_not_ready() {
+    let node = Node::start();
+    let (status, reply) = node.post(
+        "/records/put",
+        json!({"Records":[{"pk":"kept","sk":"s","data":1}],"wait":true}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(node.get_url(&node.url("/ready")).0, 200);
+    // What an operator's `rm -rf` of the wrong directory does: the open files live on, unlinked.
+    std::fs::remove_dir_all(node.data.join("log")).unwrap();
+    let (status, reply) = node.post(
+        "/records/put",
+        json!({"Records":[{"pk":"lost","sk":"s","data":1}]}),
+    );
+    assert_eq!(status, 503, "{reply}");
+    assert_eq!(reply["error"]["code"], "log_unavailable", "{reply}");
+    // Not ready, saying why; what was stored is still read.
+    let (status, body) = node.get_url(&node.url("/ready"));
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("refuses every write") && body.contains("was deleted while the node ran"),
+        "{body}"
+    );
+    let (status, reply) = node.post("/records/get", json!({"Records":[{"pk":"kept","sk":"s"}]}));
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["Records"][0]["Data"], 1, "{reply}");
+}
+
 /// Sends `head` and reads whatever the server answers within `wait` (empty if it closed).
 fn raw_exchange(node: &Node, head: &str, wait: Duration) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", node.api)).unwrap();

@@ -314,6 +314,17 @@ impl MutationLog for EmbeddedLog {
             let _ = handle.join();
         }
     }
+
+    fn refuses_writes(&self) -> Option<String> {
+        // The writer marks every partition at once when it fails.
+        let partition = self.partitions.first()?;
+        partition
+            .state
+            .lock()
+            .expect("partition lock")
+            .failed
+            .clone()
+    }
 }
 
 impl Drop for EmbeddedLog {

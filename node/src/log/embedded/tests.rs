@@ -400,6 +400,7 @@ async fn appends_are_refused_once_the_log_directory_is_deleted_under_it() {
     let log_dir = dir.path().join("log");
     let log = EmbeddedLog::open(config(&log_dir, 1 << 20)).unwrap();
     assert_eq!(log.append(0, entries(&[b"kept"])).await.unwrap(), vec![0]);
+    assert_eq!(log.refuses_writes(), None);
     // What an operator's `rm -rf` of the data directory does to a running node: the open files
     // live on, unlinked, and syncs into them still succeed.
     std::fs::remove_dir_all(&log_dir).unwrap();
@@ -409,8 +410,15 @@ async fn appends_are_refused_once_the_log_directory_is_deleted_under_it() {
         message.contains("was deleted while the node ran"),
         "unexpected error: {message}"
     );
-    // The log stays refused (it cannot know what is on disk any more).
+    // The log stays refused (it cannot know what is on disk any more), and says so (`/ready`).
     assert!(log.append(1, entries(&[b"also lost"])).await.is_err());
+    let refused = log
+        .refuses_writes()
+        .expect("the log says it refuses writes");
+    assert!(
+        refused.contains("was deleted while the node ran"),
+        "{refused}"
+    );
 }
 
 #[tokio::test]
