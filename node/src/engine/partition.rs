@@ -137,7 +137,8 @@ impl PartitionRuntime {
             .collect()
     }
 
-    /// The data (JSON text) of one record, sharing the stored bytes instead of copying them.
+    /// The data (JSON text) of one record: copied once out of the read index, or sharing the
+    /// bytes the store read.
     pub fn get_data(&self, pk: &str, sk: &str) -> Result<Option<Bytes>, StoreError> {
         let corrupt = || StoreError::Corrupt(format!("value of {pk:?}/{sk:?} has no valid header"));
         let key = encode_key(pk, sk);

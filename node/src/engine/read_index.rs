@@ -243,8 +243,9 @@ impl Shard {
 /// See the module docs.
 pub struct ReadIndex {
     shards: Box<[RwLock<Shard>]>,
-    /// foldhash, randomly seeded per index (keys come from clients, so not a fixed seed):
-    /// SipHash took ~140 instructions of the ~5,000 a pipelined `GET` costs, foldhash a third.
+    /// foldhash with a random seed per process and per index (keys come from clients, so never
+    /// a fixed seed; foldhash calls itself minimally DoS-resistant, which is what a seeded hash
+    /// table needs): SipHash took ~140 instructions of the ~5,000 a pipelined `GET` costs.
     hasher: foldhash::fast::RandomState,
     /// What the shards have allocated, together.
     bytes: AtomicUsize,

@@ -72,8 +72,8 @@ pub struct Session {
     /// when.
     noted: Option<(NotedName, std::time::Instant)>,
     /// Commands run and not yet added to the node's count (`INFO stats`): the connection adds
-    /// them once per batch it answers, as one shared counter bumped per command bounced
-    /// between the cores serving connections.
+    /// them once per batch it answers (a shared counter bumped per command moved its cache
+    /// line between the cores serving connections).
     uncounted: u64,
 }
 
