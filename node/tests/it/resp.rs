@@ -1327,6 +1327,14 @@ counted = redis.Redis(port={port})
 for _ in range(5):
     counted.ping()
 assert r.info("stats")["total_commands_processed"] >= 7
+# ... and so are those of a connection's last batch, which ends it.
+import socket
+before = r.info("stats")["total_commands_processed"]
+with socket.create_connection(("127.0.0.1", {port})) as raw:
+    raw.sendall(b"PING\r\nPING\r\nQUIT\r\n")
+    while raw.recv(1024):
+        pass
+assert r.info("stats")["total_commands_processed"] >= before + 4, (before, r.info("stats"))
 print("ok")
 "#,
         port = node.resp

@@ -47,121 +47,127 @@ pub async fn run(
     tokio::pin!(stopped);
     let idle = tokio::time::sleep(config.idle_timeout.unwrap_or(Duration::MAX / 4));
     tokio::pin!(idle);
-    loop {
-        // When the commands that have arrived could start (see `execute`).
-        let mut clock = std::time::Instant::now();
-        // Run every command that has fully arrived.
+    // The connection ends by returning from this block, wherever it does: its last commands
+    // are then counted below.
+    async {
         loop {
-            let next = reader.next(&mut input);
-            let mut ctx = Context {
-                service,
-                hub: &shared.hub,
-                scans: &shared.scans,
-                written: &shared.written,
-                stats: &shared.stats,
-                clients: &shared.clients,
-                client: &client,
-                session: &mut session,
-            };
-            // Consecutive plain writes of a pipeline go to the log together (group commit), in
-            // order; anything else first sends them and releases their replies.
-            let collect = matches!(&next, Ok(Some(args)) if collectable(&ctx, args));
-            if !collect && ctx.session.collecting_pipeline() {
-                let sent = send_collected(&mut ctx, &deferred).await;
-                clock = std::time::Instant::now();
-                deferred.clear();
-                if let Ok(filled) = &sent {
-                    for (place, reply) in filled {
-                        held[*place] = reply.clone();
+            // When the commands that have arrived could start (see `execute`).
+            let mut clock = std::time::Instant::now();
+            // Run every command that has fully arrived.
+            loop {
+                let next = reader.next(&mut input);
+                let mut ctx = Context {
+                    service,
+                    hub: &shared.hub,
+                    scans: &shared.scans,
+                    written: &shared.written,
+                    stats: &shared.stats,
+                    clients: &shared.clients,
+                    client: &client,
+                    session: &mut session,
+                };
+                // Consecutive plain writes of a pipeline go to the log together (group commit), in
+                // order; anything else first sends them and releases their replies.
+                let collect = matches!(&next, Ok(Some(args)) if collectable(&ctx, args));
+                if !collect && ctx.session.collecting_pipeline() {
+                    let sent = send_collected(&mut ctx, &deferred).await;
+                    clock = std::time::Instant::now();
+                    deferred.clear();
+                    if let Ok(filled) = &sent {
+                        for (place, reply) in filled {
+                            held[*place] = reply.clone();
+                        }
+                    }
+                    for reply in held.drain(..) {
+                        match &sent {
+                            Ok(_) => reply.encode(ctx.session.proto, &mut output),
+                            Err(e) => e.clone().encode(ctx.session.proto, &mut output),
+                        }
                     }
                 }
-                for reply in held.drain(..) {
-                    match &sent {
-                        Ok(_) => reply.encode(ctx.session.proto, &mut output),
-                        Err(e) => e.clone().encode(ctx.session.proto, &mut output),
+                match next {
+                    Ok(Some(args)) if args.is_empty() => continue,
+                    Ok(Some(args)) if collect => {
+                        ctx.session.start_collecting();
+                        let reply = execute(&mut ctx, args, &mut latencies, &mut clock).await;
+                        if let Some((op, shape)) = take_deferred(&mut ctx) {
+                            deferred.push((held.len(), op, shape));
+                        }
+                        held.push(reply);
                     }
-                }
-            }
-            match next {
-                Ok(Some(args)) if args.is_empty() => continue,
-                Ok(Some(args)) if collect => {
-                    ctx.session.start_collecting();
-                    let reply = execute(&mut ctx, args, &mut latencies, &mut clock).await;
-                    if let Some((op, shape)) = take_deferred(&mut ctx) {
-                        deferred.push((held.len(), op, shape));
+                    Ok(Some(args)) => {
+                        let reply = execute(&mut ctx, args, &mut latencies, &mut clock).await;
+                        reply.encode(session.proto, &mut output);
+                        if session.closing {
+                            let _ = stream.write_all(&output).await;
+                            return;
+                        }
+                        if output.len() >= FLUSH_AT {
+                            if stream.write_all(&output).await.is_err() {
+                                return;
+                            }
+                            output.clear();
+                            clock = std::time::Instant::now();
+                        }
                     }
-                    held.push(reply);
-                }
-                Ok(Some(args)) => {
-                    let reply = execute(&mut ctx, args, &mut latencies, &mut clock).await;
-                    reply.encode(session.proto, &mut output);
-                    if session.closing {
+                    Ok(None) => break,
+                    Err(e) => {
+                        // A protocol error leaves the stream unreadable: say why and close.
+                        Reply::err(e).encode(session.proto, &mut output);
                         let _ = stream.write_all(&output).await;
                         return;
                     }
-                    if output.len() >= FLUSH_AT {
-                        if stream.write_all(&output).await.is_err() {
-                            return;
-                        }
-                        output.clear();
-                        clock = std::time::Instant::now();
-                    }
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    // A protocol error leaves the stream unreadable: say why and close.
-                    Reply::err(e).encode(session.proto, &mut output);
-                    let _ = stream.write_all(&output).await;
+            }
+            latencies.flush();
+            session.count_commands(&shared.stats);
+            if !output.is_empty() {
+                if stream.write_all(&output).await.is_err() {
                     return;
                 }
+                output.clear();
             }
-        }
-        latencies.flush();
-        session.count_commands(&shared.stats);
-        if !output.is_empty() {
-            if stream.write_all(&output).await.is_err() {
+            if let Some(timeout) = config.idle_timeout {
+                idle.as_mut().reset(tokio::time::Instant::now() + timeout);
+            }
+            let mut overflow = false;
+            // Pushes (invalidations, pub/sub messages) arrive between commands too.
+            let push = async {
+                match session.pushes.as_mut() {
+                    Some((pushes, _)) => pushes.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                result = stream.read_buf(&mut input) => match result {
+                    Ok(n) if n > 0 => {}
+                    // EOF or a read error.
+                    _ => return,
+                },
+                // Idle for too long.
+                () = &mut idle => return,
+                Some(push) = push => {
+                    let proto = session.proto;
+                    push.into_reply(proto).encode(proto, &mut output);
+                    // Whatever else is queued goes in the same write.
+                    if let Some((pushes, overflowed)) = session.pushes.as_mut() {
+                        while let Ok(push) = pushes.try_recv() {
+                            push.into_reply(proto).encode(proto, &mut output);
+                        }
+                        // Its client could not keep up: it cannot trust its cache any more.
+                        overflow = overflowed.load(std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                () = &mut stopped => return,
+                // CLIENT KILL from another connection.
+                () = &mut killed => return,
+            }
+            if overflow {
+                let _ = stream.write_all(&output).await;
                 return;
             }
-            output.clear();
-        }
-        if let Some(timeout) = config.idle_timeout {
-            idle.as_mut().reset(tokio::time::Instant::now() + timeout);
-        }
-        let mut overflow = false;
-        // Pushes (invalidations, pub/sub messages) arrive between commands too.
-        let push = async {
-            match session.pushes.as_mut() {
-                Some((pushes, _)) => pushes.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            result = stream.read_buf(&mut input) => match result {
-                Ok(n) if n > 0 => {}
-                // EOF or a read error.
-                _ => return,
-            },
-            // Idle for too long.
-            () = &mut idle => return,
-            Some(push) = push => {
-                let proto = session.proto;
-                push.into_reply(proto).encode(proto, &mut output);
-                // Whatever else is queued goes in the same write.
-                if let Some((pushes, overflowed)) = session.pushes.as_mut() {
-                    while let Ok(push) = pushes.try_recv() {
-                        push.into_reply(proto).encode(proto, &mut output);
-                    }
-                    // Its client could not keep up: it cannot trust its cache any more.
-                    overflow = overflowed.load(std::sync::atomic::Ordering::Relaxed);
-                }
-            }
-            () = &mut stopped => return,
-            // CLIENT KILL from another connection.
-            () = &mut killed => return,
-        }
-        if overflow {
-            let _ = stream.write_all(&output).await;
-            return;
         }
     }
+    .await;
+    session.count_commands(&shared.stats);
 }
