@@ -307,8 +307,10 @@ fn run_worker(shared: &Arc<Shared>, me: &Arc<Worker>) {
         // (Kafka: split its queue anew) as soon as it is.
         drop(finished_reader);
         *me.turn_since.lock().expect("turn lock") = None;
-        end_turn(shared, &slot, turn);
-        if me.replaced.load(Ordering::SeqCst) {
+        // A replaced thread leaves after this turn: a partition it requeues must wake another.
+        let leaving = me.replaced.load(Ordering::SeqCst);
+        end_turn(shared, &slot, turn, leaving);
+        if leaving {
             break;
         }
     }
@@ -405,7 +407,8 @@ fn wake_for(shared: &Shared, slot: &Arc<Slot>, swept: bool) {
     }
 }
 
-fn end_turn(shared: &Shared, slot: &Arc<Slot>, turn: Turn) {
+/// Ends a turn of `slot`; `leaving` when the thread that ran it leaves the pool after it.
+fn end_turn(shared: &Shared, slot: &Arc<Slot>, turn: Turn, leaving: bool) {
     let push = {
         let mut sched = slot.sched.lock().expect("sched lock");
         sched.running = false;
@@ -425,7 +428,7 @@ fn end_turn(shared: &Shared, slot: &Arc<Slot>, turn: Turn) {
     if push {
         // The thread that ran the turn takes the next one itself: waking another would move
         // a busy partition from thread to thread with a wake-up for every batch.
-        push_ready(shared, slot.clone(), false);
+        push_ready(shared, slot.clone(), leaving);
     }
 }
 
