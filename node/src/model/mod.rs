@@ -13,7 +13,9 @@ pub use digest::Digest;
 pub use entry::{
     DecodeError, ENTRY_VERSION, ExpireIf, LogEntry, Op, OpKind, PluginRef, pk_version,
 };
-pub use nesting::{MAX_JSON_DEPTH, json_nests_deeper_than, structural_bytes};
+pub use nesting::{
+    MAX_JSON_DEPTH, json_nests_deeper_than, json_number_out_of_range, structural_bytes,
+};
 pub use outcome::{Outcome, Rejection, RejectionKind, Returned};
 pub use partition::{murmur2, partition_of};
 pub use record::{Key, KeyInfo, ListRequest, Position, Record, StoredRecord};

@@ -30,6 +30,48 @@ pub fn json_nests_deeper_than(json: &[u8], max: usize) -> bool {
     false
 }
 
+/// The first number in JSON text that no 64-bit float can hold (`1e999`, or an integer of
+/// more than 309 digits), if any. JSON's grammar has no bound, but conditions, plugins and
+/// most clients read numbers as floats and fail on such a record, so writes refuse them. The
+/// text must be valid JSON (numbers are found among the bytes outside strings).
+pub fn json_number_out_of_range(json: &[u8]) -> Option<&str> {
+    let is_number_byte =
+        |b: u8| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E');
+    let out_of_range = |run: &[u8]| {
+        // Only an exponent or a very long integer can overflow; most numbers skip the parse.
+        let candidate = (run[0] == b'-' || run[0].is_ascii_digit())
+            && (run.len() > 309 || run.iter().any(|&b| b == b'e' || b == b'E'));
+        candidate
+            && std::str::from_utf8(run)
+                .ok()
+                .and_then(|text| text.parse::<f64>().ok())
+                .is_some_and(|n| n.is_infinite())
+    };
+    // A run of number bytes: where it starts, and the position after its last byte.
+    let mut run: Option<(usize, usize)> = None;
+    let ends = structural_bytes(json)
+        .map(Some)
+        .chain(std::iter::once(None));
+    for next in ends {
+        match (next, run) {
+            (Some((i, b)), Some((start, end))) if i == end && is_number_byte(b) => {
+                run = Some((start, i + 1));
+            }
+            (next, current) => {
+                if let Some((start, end)) = current
+                    && out_of_range(&json[start..end])
+                {
+                    return std::str::from_utf8(&json[start..end]).ok();
+                }
+                run = next
+                    .filter(|&(_, b)| is_number_byte(b))
+                    .map(|(i, _)| (i, i + 1));
+            }
+        }
+    }
+    None
+}
+
 /// The bytes of JSON text that are outside strings (quotes excluded), with their positions.
 pub fn structural_bytes(json: &[u8]) -> impl Iterator<Item = (usize, u8)> + '_ {
     let mut in_string = false;
@@ -65,5 +107,31 @@ mod tests {
         assert!(!json_nests_deeper_than(br#"{"a":"[[[[[\"[[["}"#, 1));
         assert!(json_nests_deeper_than(br#"{"a":{"b":[]}}"#, 2));
         assert!(!json_nests_deeper_than(br#"{"a":{"b":1},"c":[2]}"#, 2));
+    }
+
+    #[test]
+    fn finds_numbers_no_float_holds() {
+        let huge = "9".repeat(400);
+        for (json, expected) in [
+            (r#"{"a":1e999}"#.to_string(), Some("1e999")),
+            (r#"[1,-2.5E+400,3]"#.to_string(), Some("-2.5E+400")),
+            ("1e999".to_string(), Some("1e999")),
+            (format!(r#"{{"n":{huge}}}"#), Some(huge.as_str())),
+            (
+                r#"{"a":1e308,"b":-1.7e308,"c":123456789012345678901234567890}"#.to_string(),
+                None,
+            ),
+            (
+                r#"{"s":"1e999","true":true,"e":false,"n":null}"#.to_string(),
+                None,
+            ),
+            (r#"{"tiny":1e-999}"#.to_string(), None),
+        ] {
+            assert_eq!(
+                json_number_out_of_range(json.as_bytes()),
+                expected,
+                "{json}"
+            );
+        }
     }
 }

@@ -5,7 +5,8 @@ use super::{ErrorKind, Service, ServiceError, compact_json};
 use crate::engine::Outcome;
 use crate::log::{Append, LogError};
 use crate::model::{
-    LogEntry, MAX_JSON_DEPTH, Op, OpKind, Position, json_nests_deeper_than, partition_of,
+    LogEntry, MAX_JSON_DEPTH, Op, OpKind, Position, json_nests_deeper_than,
+    json_number_out_of_range, partition_of,
 };
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -325,6 +326,9 @@ impl Service {
                                 ),
                             ));
                         }
+                        if let Some(number) = json_number_out_of_range(data.get().as_bytes()) {
+                            return Err(number_out_of_range(&format!("record {i} (pk {:?}): data", op.pk), number));
+                        }
                         Some(match compact_json(data.get()) {
                             std::borrow::Cow::Borrowed(_) => data,
                             std::borrow::Cow::Owned(compact) => RawValue::from_string(compact)
@@ -337,6 +341,36 @@ impl Service {
                     conditions.check_within(cond, &mut probe_budget).map_err(|e| {
                         ServiceError::bad_request("invalid_if", format!("record {i}: {e}"))
                     })?;
+                }
+                if let Some(args) = &op.args
+                    && args.get().len() > limits.max_value_bytes
+                {
+                    return Err(ServiceError::too_large(
+                        "args_too_large",
+                        format!(
+                            "record {i}: `args` is {} bytes; the limit is {} (MAX_VALUE_BYTES)",
+                            args.get().len(),
+                            limits.max_value_bytes
+                        ),
+                    ));
+                }
+                if let Some(args) = &op.args
+                    && json_nests_deeper_than(args.get().as_bytes(), MAX_JSON_DEPTH)
+                {
+                    return Err(ServiceError::bad_request(
+                        "args_too_deep",
+                        format!(
+                            "record {i}: `args` nests arrays and objects deeper than \
+                             {MAX_JSON_DEPTH} levels; flatten it"
+                        ),
+                    ));
+                }
+                if let Some(number) = op
+                    .args
+                    .as_ref()
+                    .and_then(|args| json_number_out_of_range(args.get().as_bytes()))
+                {
+                    return Err(number_out_of_range(&format!("record {i}: `args`"), number));
                 }
                 // The accepting node pins each plugin name to the digest it is bound to now.
                 let if_plugin = match &op.if_plugin {
@@ -362,29 +396,6 @@ impl Service {
                         ));
                     }
                 };
-                if let Some(args) = &op.args
-                    && args.get().len() > limits.max_value_bytes
-                {
-                    return Err(ServiceError::too_large(
-                        "args_too_large",
-                        format!(
-                            "record {i}: `args` is {} bytes; the limit is {} (MAX_VALUE_BYTES)",
-                            args.get().len(),
-                            limits.max_value_bytes
-                        ),
-                    ));
-                }
-                if let Some(args) = &op.args
-                    && json_nests_deeper_than(args.get().as_bytes(), MAX_JSON_DEPTH)
-                {
-                    return Err(ServiceError::bad_request(
-                        "args_too_deep",
-                        format!(
-                            "record {i}: `args` nests arrays and objects deeper than \
-                             {MAX_JSON_DEPTH} levels; flatten it"
-                        ),
-                    ));
-                }
                 Ok(Op {
                     op: op.op,
                     pk: op.pk,
@@ -592,4 +603,22 @@ fn check_operand(i: usize, op: &Op) -> Result<(), ServiceError> {
         }
         _ => Ok(()),
     }
+}
+
+/// A write's data or args holds a number no 64-bit float can hold (`1e999`): conditions and
+/// plugins would fail on every later write to the record, and most clients could not read it.
+fn number_out_of_range(what: &str, number: &str) -> ServiceError {
+    let shown: String = number.chars().take(24).collect();
+    let more = if shown.len() < number.len() {
+        "…"
+    } else {
+        ""
+    };
+    ServiceError::bad_request(
+        "number_out_of_range",
+        format!(
+            "{what} holds the number {shown}{more}, which is past the range of a 64-bit float \
+             (about ±1.8e308); store it as a string"
+        ),
+    )
 }

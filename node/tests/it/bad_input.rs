@@ -70,6 +70,10 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         ("/records/batch", json!({"Records":[{"op":"put","pk":"k","data":1,"Expires_At":"tomorrow"}]}).to_string(), 400, "bad_expiry"),
         ("/records/batch", json!({"Records":[{"op":"put","pk":"k","data":1,"expires_at":-1}]}).to_string(), 400, "bad_expiry"),
         ("/records/delete", json!({"Records":[{"pk":"k","ttl_ms":60000}]}).to_string(), 400, "bad_expiry"),
+        // Numbers no float holds would make every later `if` on the record fail.
+        ("/records/put", r#"{"Records":[{"pk":"keep","sk":"me","data":{"v":1e999}}]}"#.into(), 400, "number_out_of_range"),
+        ("/records/batch", format!(r#"{{"Records":[{{"op":"put","pk":"keep","sk":"me","data":[-{}]}}]}}"#, "9".repeat(400)), 400, "number_out_of_range"),
+        ("/records/put", r#"{"Records":[{"pk":"keep","sk":"me","data":1,"if_plugin":"x","args":{"min":2E+310}}]}"#.into(), 400, "number_out_of_range"),
     ];
     for (path, body, want_status, want_code) in cases {
         let (status, text) = node.post_raw(path, body.clone());

@@ -1045,6 +1045,31 @@ assert sum(news) == 40, news
 }
 
 #[test]
+fn argument_errors_read_as_redis_servers_do() {
+    // Clients and people match on these texts: each bad argument gets redis-server's error.
+    same_replies_as_redis_server(
+        r#"
+def run(port):
+    r = redis.Redis(port=port, decode_responses=True)
+    r.hset("ae:h", "f", "v")
+    r.set("ae:max", str(2**63 - 1))
+    out = []
+    for args in [("SCAN", 0, "COUNT", 0), ("SCAN", 0, "COUNT", -1), ("SCAN", 0, "COUNT", "x"),
+                 ("SCAN", 0, "COUNT", 5, "BOGUS"), ("HSCAN", "ae:h", 0, "COUNT", 0),
+                 ("INCR", "ae:max"), ("DECRBY", "ae:max", "-9223372036854775808"),
+                 ("INCRBY", "ae:max", "1.5"), ("HRANDFIELD", "ae:h", "x"), ("SET", "ae:k", "v", "EX", 0)]:
+        try:
+            r.execute_command(*args)
+            out.append((args, "no error"))
+        except redis.ResponseError as e:
+            out.append((args, str(e)))
+    return out
+"#,
+        "",
+    );
+}
+
+#[test]
 fn pipelined_counters_go_to_the_log_together_and_answer_as_redis_server_does() {
     // The same non-transactional pipeline against both, errors kept in place: the counters'
     // replies are filled in from their entries' outcomes, in order, one failing alone.
@@ -1316,6 +1341,12 @@ r.hset("rf", mapping={{"a": "1", "b": "2", "c": "3"}})
 assert r.hrandfield("rf") in ("a", "b", "c")
 assert sorted(r.hrandfield("rf", 10)) == ["a", "b", "c"]
 assert len(r.hrandfield("rf", -7)) == 7
+assert len(r.hrandfield("rf", -100000)) == 100000
+try:
+    r.hrandfield("rf", -100001)
+    raise SystemExit("a repeated-fields count past the bound must be refused, not cut short")
+except redis.ResponseError as e:
+    assert "out of range" in str(e) and "100000" in str(e), e
 pairs = r.hrandfield("rf", 2, withvalues=True)
 assert len(pairs) == 4 and {{pairs[0]: pairs[1]}}.items() <= {{"a": "1", "b": "2", "c": "3"}}.items()
 assert r.hrandfield("nothing") is None and r.hrandfield("nothing", 3) == []

@@ -201,6 +201,9 @@ pub async fn hstrlen(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     }
 }
 
+/// Most fields one `HRANDFIELD` with a negative count (fields may repeat) answers.
+const MAX_REPEATED_FIELDS: u64 = 100_000;
+
 /// `HRANDFIELD key [count [WITHVALUES]]`: random fields. A positive count gives distinct fields
 /// (at most all of them), a negative one may repeat fields, as in Redis.
 pub async fn hrandfield(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
@@ -216,6 +219,14 @@ pub async fn hrandfield(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         Some(Some(n)) => Some(n),
         Some(None) => return Reply::err("value is not an integer or out of range"),
     };
+    // A negative count repeats fields, so its reply is as long as asked: bounded, with an error
+    // past the bound rather than a shorter answer than asked for.
+    if count.is_some_and(|n| n.unsigned_abs() > MAX_REPEATED_FIELDS && n < 0) {
+        return Reply::err(format!(
+            "value is out of range: a negative HRANDFIELD count asks for at most \
+             {MAX_REPEATED_FIELDS} fields here; ask in several calls"
+        ));
+    }
     let records = match all_fields(ctx, std::slice::from_ref(key), "hrandfield").await {
         Ok(records) => records,
         Err(e) => return e,
@@ -242,7 +253,7 @@ pub async fn hrandfield(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     } else if records.is_empty() {
         Vec::new()
     } else {
-        (0..count.unsigned_abs().min(100_000))
+        (0..count.unsigned_abs())
             .map(|_| (super::random() % records.len() as u64) as usize)
             .collect()
     };

@@ -149,11 +149,15 @@ pub(super) fn parse_cursor(arg: &Bytes) -> Result<u64, Reply> {
         .ok_or_else(|| Reply::err("invalid cursor"))
 }
 
-/// A scan's `COUNT`: a positive integer.
+/// A scan's `COUNT`: a positive integer (Redis answers a syntax error for one below 1).
 pub(super) fn parse_count(arg: &Bytes) -> Result<usize, Reply> {
-    match std::str::from_utf8(arg).ok().and_then(|n| n.parse().ok()) {
-        Some(n) if n > 0 => Ok(n),
-        _ => Err(Reply::err("value is not an integer or out of range")),
+    match std::str::from_utf8(arg)
+        .ok()
+        .and_then(|n| n.parse::<i64>().ok())
+    {
+        Some(n) if n > 0 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+        Some(_) => Err(Reply::err("syntax error")),
+        None => Err(Reply::err("value is not an integer or out of range")),
     }
 }
 
