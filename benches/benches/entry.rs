@@ -23,11 +23,12 @@ fn entries(c: &mut Criterion) {
             b.iter(|| LogEntry::decode(black_box(bytes)).unwrap())
         });
         let entry = LogEntry::decode(bytes).unwrap();
-        group.bench_function(format!("encode_{name}"), |b| b.iter(|| black_box(&entry).encode()));
+        group.bench_function(format!("encode_{name}"), |b| {
+            b.iter(|| black_box(&entry).encode())
+        });
     }
     group.finish();
 }
 
 criterion_group!(benches, entries);
 criterion_main!(benches);
-
