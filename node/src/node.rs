@@ -214,19 +214,22 @@ pub async fn run(
         tracing::info!("shutting down: no new requests");
         let _ = stop_tx.send(true);
     });
-    let serve_http = |listener, router| {
-        api::http::serve(
-            listener,
-            router,
-            config.service.limits.max_body_bytes,
-            config.http.clone(),
-            metrics.clone(),
-            stop_rx.clone(),
-            config.shutdown_timeout,
-        )
-    };
-    let public = serve_http(api_listener, api::http::router(service.clone()));
-    let internal = serve_http(internal_listener, api::internal::router(service.clone()));
+    // A macro, not a closure: the two routers are different service types.
+    macro_rules! serve_http {
+        ($listener:expr, $router:expr) => {
+            api::http::serve(
+                $listener,
+                $router,
+                config.service.limits.max_body_bytes,
+                config.http.clone(),
+                metrics.clone(),
+                stop_rx.clone(),
+                config.shutdown_timeout,
+            )
+        };
+    }
+    let public = serve_http!(api_listener, api::http::router(service.clone()));
+    let internal = serve_http!(internal_listener, api::internal::router(service.clone()));
     let resp = {
         let mut stop = stop_rx.clone();
         let grace = config.shutdown_timeout;

@@ -19,10 +19,20 @@ use std::time::Instant;
 /// The operations of `/records/{op}`; anything else is a 400 that lists them.
 const OPERATIONS: [&str; 6] = ["put", "get", "delete", "list", "batch", "outcomes"];
 
-/// `POST /records/{op}`.
+/// `POST /records/{op}` for an operation without a route of its own: answers what there is.
 pub async fn handle(
     State(service): State<Service>,
     Path(op): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle_op(State(service), &op, headers, body).await
+}
+
+/// `POST /records/{op}`.
+pub async fn handle_op(
+    State(service): State<Service>,
+    op: &str,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -35,7 +45,7 @@ pub async fn handle(
     let result = match (authorize(&service, &headers, label), body) {
         (Err(e), _) => Err(e),
         (Ok(()), Err(rejection)) => Err(body_error(&service, rejection)),
-        (Ok(()), Ok(body)) => dispatch(&service, &op, &body).await,
+        (Ok(()), Ok(body)) => dispatch(&service, op, &body).await,
     };
     let response = match result {
         Ok((body, token)) => {

@@ -7,13 +7,14 @@ use super::body::admit;
 use crate::config::HttpLimits;
 use crate::metrics::Metrics;
 use crate::service::watch_client;
-use axum::Router;
 use axum::extract::Request;
+use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,18 +25,21 @@ use tower::ServiceExt;
 /// How often a refused connection is logged at most (the counter has every one).
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Serves `router` on `listener` until `stop` turns true, then lets open requests finish for at
-/// most `grace` before returning. Request bodies are bounded by `max_body_bytes` and
-/// `limits.body_timeout` (see `api/http/body.rs`).
-pub async fn serve(
+/// Serves `router` (an axum router, or any service answering as one) on `listener` until `stop`
+/// turns true, then lets open requests finish for at most `grace` before returning. Request
+/// bodies are bounded by `max_body_bytes` and `limits.body_timeout` (see `api/http/body.rs`).
+pub async fn serve<R>(
     listener: TcpListener,
-    router: Router,
+    router: R,
     max_body_bytes: usize,
     limits: HttpLimits,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
-) {
+) where
+    R: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    R::Future: Send,
+{
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
