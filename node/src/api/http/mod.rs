@@ -43,29 +43,23 @@ pub fn router(service: Service) -> layers::LayersWhenNeeded {
         // One route per operation: a parameter in the path costs each request a map of URL
         // parameters and an owned copy of it (~1k instructions); unknown ones still reach
         // `handle`, which names the operations there are.
-        .route(
-            "/records/put",
-            post(|s, h, b| records::handle_op(s, "put", h, b)),
-        )
-        .route(
-            "/records/get",
-            post(|s, h, b| records::handle_op(s, "get", h, b)),
-        )
+        .route("/records/put", post(|s, r| records::handle_op(s, "put", r)))
+        .route("/records/get", post(|s, r| records::handle_op(s, "get", r)))
         .route(
             "/records/delete",
-            post(|s, h, b| records::handle_op(s, "delete", h, b)),
+            post(|s, r| records::handle_op(s, "delete", r)),
         )
         .route(
             "/records/list",
-            post(|s, h, b| records::handle_op(s, "list", h, b)),
+            post(|s, r| records::handle_op(s, "list", r)),
         )
         .route(
             "/records/batch",
-            post(|s, h, b| records::handle_op(s, "batch", h, b)),
+            post(|s, r| records::handle_op(s, "batch", r)),
         )
         .route(
             "/records/outcomes",
-            post(|s, h, b| records::handle_op(s, "outcomes", h, b)),
+            post(|s, r| records::handle_op(s, "outcomes", r)),
         )
         .route("/records/{op}", post(records::handle))
         .route("/plugins", get(plugins::list))
