@@ -34,33 +34,22 @@ const GZIP_MIN_BYTES: u16 = 1024;
 /// needs (see `layers.rs`). Not wrapped in another `Router`: that matched every path again.
 pub fn router(service: Service) -> layers::LayersWhenNeeded {
     let body_limit = service.limits().max_body_bytes;
-    let api = Router::new()
+    let mut api = Router::new()
         .route(
             "/up",
             get(|| async { response::text(StatusCode::OK, "ok") }),
         )
-        .route("/ready", get(ready))
-        // One route per operation: a parameter in the path costs each request a map of URL
-        // parameters and an owned copy of it (~1k instructions); unknown ones still reach
-        // `handle`, which names the operations there are.
-        .route("/records/put", post(|s, r| records::handle_op(s, "put", r)))
-        .route("/records/get", post(|s, r| records::handle_op(s, "get", r)))
-        .route(
-            "/records/delete",
-            post(|s, r| records::handle_op(s, "delete", r)),
-        )
-        .route(
-            "/records/list",
-            post(|s, r| records::handle_op(s, "list", r)),
-        )
-        .route(
-            "/records/batch",
-            post(|s, r| records::handle_op(s, "batch", r)),
-        )
-        .route(
-            "/records/outcomes",
-            post(|s, r| records::handle_op(s, "outcomes", r)),
-        )
+        .route("/ready", get(ready));
+    // One route per operation: a parameter in the path costs each request a map of URL
+    // parameters and an owned copy of it (~1k instructions); unknown ones still reach
+    // `handle`, which names the operations there are.
+    for op in records::OPERATIONS {
+        api = api.route(
+            &format!("/records/{op}"),
+            post(move |s, r| records::handle_op(s, op, r)),
+        );
+    }
+    let api = api
         .route("/records/{op}", post(records::handle))
         .route("/plugins", get(plugins::list))
         .route("/admin/snapshots", get(admin::list).post(admin::take))

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use std::time::Instant;
 
 /// The operations of `/records/{op}`; anything else is a 400 that lists them.
-const OPERATIONS: [&str; 6] = ["put", "get", "delete", "list", "batch", "outcomes"];
+pub(super) const OPERATIONS: [&str; 6] = ["put", "get", "delete", "list", "batch", "outcomes"];
 
 /// `POST /records/{op}` for an operation without a route of its own: answers what there is.
 pub async fn handle(
