@@ -65,6 +65,9 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         ("/records/put", json!({"Records":[{"pk":"k","data":1,"ttl_ms":0}]}).to_string(), 400, "bad_expiry"),
         ("/records/put", json!({"Records":[{"pk":"k","data":1,"TTL_MS":1.5}]}).to_string(), 400, "bad_expiry"),
         ("/records/put", json!({"Records":[{"pk":"k","data":1,"ttl_ms":i64::MAX}]}).to_string(), 400, "bad_expiry"),
+        // Deadlines end with the year 9999 (RFC 3339 cannot write one later).
+        ("/records/put", json!({"Records":[{"pk":"k","data":1,"expires_at":253_402_300_800_000_i64}]}).to_string(), 400, "bad_expiry"),
+        ("/records/put", json!({"Records":[{"pk":"k","data":1,"ttl_ms":253_402_300_800_000_i64}]}).to_string(), 400, "bad_expiry"),
         ("/records/put", json!({"Records":[{"pk":"k","data":1,"ttl_ms":5,"expires_at":5}]}).to_string(), 400, "bad_expiry"),
         ("/records/put", json!({"Records":[{"pk":"k","data":1,"ttl_ms":5,"keep_ttl":true}]}).to_string(), 400, "bad_expiry"),
         ("/records/batch", json!({"Records":[{"op":"put","pk":"k","data":1,"Expires_At":"tomorrow"}]}).to_string(), 400, "bad_expiry"),

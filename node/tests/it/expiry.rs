@@ -212,6 +212,32 @@ fn ttl_commands_answer_as_redis_server_does() {
 }
 
 /// `firescroll_records_expired_total` of a node.
+#[test]
+fn a_deadline_past_the_year_9999_set_over_redis_still_reads_over_http() {
+    // Redis takes deadlines up to i64 milliseconds; RFC 3339 stops at 9999. Such a record was
+    // unreadable over HTTP (the time formatter panicked and the connection dropped).
+    let node = Node::start();
+    let mut con = connect(node.resp);
+    assert_eq!(answer(&mut con, "SET far v"), "ok");
+    assert_eq!(answer(&mut con, "PEXPIREAT far 9007199254740000"), "int(1)");
+    assert_eq!(answer(&mut con, "GET far"), "bulk-string('\"v\"')");
+    let (status, reply) = node.post("/records/get", json!({"Records":[{"pk":"far","sk":""}]}));
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        reply["Records"][0]["ExpiresAt"],
+        json!(9_007_199_254_740_000_i64),
+        "{reply}"
+    );
+    assert_eq!(reply["Records"][0]["Data"], "v");
+    let (status, reply) = node.post("/records/list", json!({"pk":"far"}));
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        reply["Records"].as_array().map(Vec::len),
+        Some(1),
+        "{reply}"
+    );
+}
+
 fn expired_total(node: &Node) -> u64 {
     metric(node, "firescroll_records_expired_total ")
 }

@@ -314,8 +314,13 @@ fn deadline(index: usize, op: OpKind, r: &RecordBody) -> Result<Option<i64>, Ser
                 })?;
             crate::model::now_ms()
                 .checked_add(ttl)
+                .filter(|at| *at <= response::LAST_RFC3339_MS)
                 .map(Some)
-                .ok_or_else(|| bad(format!("`ttl_ms` {ttl} is too far in the future")))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "`ttl_ms` {ttl} is too far in the future: deadlines end with the year 9999"
+                    ))
+                })
         }
         (None, Some(at)) => {
             let text = at.get();
@@ -328,7 +333,11 @@ fn deadline(index: usize, op: OpKind, r: &RecordBody) -> Result<Option<i64>, Ser
                 _ => None,
             };
             match parsed {
-                Some(ms) if ms > 0 => Ok(Some(ms)),
+                Some(ms) if ms > 0 && ms <= response::LAST_RFC3339_MS => Ok(Some(ms)),
+                Some(ms) if ms > 0 => Err(bad(format!(
+                    "`expires_at` {text} is past the year 9999, where deadlines end (RFC 3339 \
+                     cannot write it); leave the record without a deadline instead"
+                ))),
                 _ => Err(bad(format!(
                     "`expires_at` must be unix milliseconds or an RFC 3339 time such as                      \"2026-12-31T23:59:59Z\", not {text}"
                 ))),
