@@ -1,6 +1,8 @@
-//! How deeply JSON text nests. Stored data, plugin arguments and transform outputs are limited to
-//! [`MAX_JSON_DEPTH`] levels, so every later stage (conditions, plugins, rendering) can read
-//! whatever was stored: a write over it is refused, a log entry over it is malformed.
+//! Checks of JSON text that let every later stage (conditions, plugins, rendering) read whatever
+//! was stored. How deeply it nests: stored data, plugin arguments and transform outputs are
+//! limited to [`MAX_JSON_DEPTH`] levels (a write over it is refused, a log entry over it is
+//! malformed). And numbers no 64-bit float holds ([`json_number_out_of_range`]): refused at
+//! write only, as entries already in logs with one must keep applying the same way everywhere.
 
 /// Deepest nesting of arrays and objects accepted in data and plugin arguments.
 pub const MAX_JSON_DEPTH: usize = 64;
