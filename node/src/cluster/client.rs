@@ -205,7 +205,8 @@ impl PeerClient {
                 message,
             });
         }
-        serde_json::from_slice(&bytes).map_err(|e| unreachable(format!("unreadable answer: {e}")))
+        crate::model::from_json_bytes(&bytes)
+            .map_err(|e| unreachable(format!("unreadable answer: {e}")))
     }
 }
 

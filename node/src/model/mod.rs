@@ -3,6 +3,7 @@
 
 mod digest;
 mod entry;
+mod json_bytes;
 mod nesting;
 mod outcome;
 mod partition;
@@ -13,6 +14,7 @@ pub use digest::Digest;
 pub use entry::{
     DecodeError, ENTRY_VERSION, ExpireIf, LogEntry, Op, OpKind, PluginRef, pk_version,
 };
+pub use json_bytes::from_json_bytes;
 pub use nesting::{
     MAX_JSON_DEPTH, json_nests_deeper_than, json_number_out_of_range, structural_bytes,
 };

@@ -92,7 +92,7 @@ async fn dispatch(service: &Service, op: &str, body: &[u8]) -> Result<Vec<u8>, S
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ServiceError> {
-    serde_json::from_slice(body).map_err(|e| {
+    crate::model::from_json_bytes(body).map_err(|e| {
         ServiceError::bad_request(
             "bad_request",
             format!("not a cluster request from a FireScroll peer: {e}"),

@@ -232,7 +232,7 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ServiceError> {
             "the request body is empty: send a JSON object",
         ));
     }
-    serde_json::from_slice(body)
+    crate::model::from_json_bytes(body)
         .map_err(|e| ServiceError::bad_request("invalid_json", format!("invalid JSON body: {e}")))
 }
 
