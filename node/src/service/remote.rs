@@ -7,7 +7,7 @@ use super::{ErrorKind, Service, ServiceError};
 use crate::cluster::{Cluster, NodeId, Peer, PeerError};
 use crate::model::peer::{GetQuery, GetReply, OutcomesQuery};
 use crate::model::{Key, ListRequest, Outcome, Position, Record};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
@@ -22,32 +22,34 @@ impl Service {
         min_offsets: &[Position],
     ) -> Result<Vec<(usize, Option<Record>)>, ServiceError> {
         let mut pending = partitions;
-        let mut failed: HashSet<NodeId> = HashSet::new();
+        // Owners are few: plain vectors, not hash tables, for the plan and the failures.
+        let mut failed: Vec<NodeId> = Vec::new();
         let mut found = Vec::new();
         while !pending.is_empty() {
             // Plan: each pending partition to one owner not yet failed, reusing an owner already
             // chosen when it serves the partition too, so each owner gets one request.
-            let mut plan: HashMap<NodeId, (Peer, Vec<u32>)> = HashMap::new();
+            let mut plan: Vec<(Peer, Vec<u32>)> = Vec::new();
             for &partition in pending.keys() {
-                let owners: Vec<Peer> = cluster
+                let mut owners: Vec<Peer> = cluster
                     .owners(partition)
                     .into_iter()
                     .filter(|o| !failed.contains(&o.id))
                     .collect();
-                let Some(owner) = owners
+                let chosen = owners
                     .iter()
-                    .find(|o| plan.contains_key(&o.id))
-                    .or(owners.first())
-                else {
+                    .position(|o| plan.iter().any(|(p, _)| p.id == o.id))
+                    .unwrap_or(0);
+                if chosen >= owners.len() {
                     return Err(no_owner(partition, !failed.is_empty()));
-                };
-                plan.entry(owner.id)
-                    .or_insert_with(|| (owner.clone(), Vec::new()))
-                    .1
-                    .push(partition);
+                }
+                let owner = owners.swap_remove(chosen);
+                match plan.iter_mut().find(|(p, _)| p.id == owner.id) {
+                    Some((_, parts)) => parts.push(partition),
+                    None => plan.push((owner, vec![partition])),
+                }
             }
             let mut batches = Vec::with_capacity(plan.len());
-            for (peer, parts) in plan.into_values() {
+            for (peer, parts) in plan {
                 let mut query = GetQuery::default();
                 let mut indexes = Vec::new();
                 for p in &parts {
@@ -71,13 +73,13 @@ impl Service {
                     // Reads without positions to wait for share requests with other callers'.
                     let reply = if query.min_offsets.is_empty() {
                         cluster
-                            .get_coalesced(peer.api, query.keys.clone())
+                            .get_coalesced(peer.api, query.keys)
                             .await
                             .map(|records| GetReply { records })
                     } else {
                         cluster.client().get(peer.api, &query, wait).await
                     };
-                    (peer, parts, query, indexes, reply, started)
+                    (peer, parts, indexes, reply, started)
                 }
             };
             let answers = if batches.len() == 1 {
@@ -96,15 +98,17 @@ impl Service {
                 }
                 answers
             };
-            for (peer, parts, query, indexes, reply, started) in answers {
+            for (peer, parts, indexes, reply, started) in answers {
                 self.observe_proxy("get", started);
                 match reply {
                     Ok(reply) => {
                         self.count_proxied("get", "ok");
-                        for ((key, slot), i) in
-                            query.keys.into_iter().zip(reply.records).zip(indexes)
-                        {
-                            found.push((i, slot.map(|r| r.into_record(key.pk, key.sk))));
+                        for (slot, i) in reply.records.into_iter().zip(indexes) {
+                            let key = &keys[i];
+                            found.push((
+                                i,
+                                slot.map(|r| r.into_record(key.pk.clone(), key.sk.clone())),
+                            ));
                         }
                         for p in parts {
                             pending.remove(&p);
@@ -112,7 +116,7 @@ impl Service {
                     }
                     Err(e) => {
                         self.peer_failed(cluster, "get", &peer, e)?;
-                        failed.insert(peer.id);
+                        failed.push(peer.id);
                     }
                 }
             }
@@ -190,7 +194,7 @@ impl Service {
         let Some(cluster) = self.cluster.clone() else {
             return Ok(None);
         };
-        if self.readable_partition(partition).is_ok() {
+        if self.serving_partition(partition).is_some() {
             return Ok(None);
         }
         let owners = cluster.owners_own_group_first(partition);

@@ -19,11 +19,19 @@ impl Service {
     pub(super) fn route(&self, partition: u32) -> Result<Route, ServiceError> {
         // A partition stopped here (a disk failure, a gap) is read from a healthy replica in the
         // region when there is one, else answered 503.
-        match (self.readable_partition(partition), &self.cluster) {
-            (Ok(runtime), _) => Ok(Route::Local(runtime)),
-            (Err(_), Some(cluster)) => Ok(Route::Remote(cluster.clone())),
-            (Err(e), None) => Err(e),
+        if let Some(runtime) = self.serving_partition(partition) {
+            return Ok(Route::Local(runtime));
         }
+        match &self.cluster {
+            Some(cluster) => Ok(Route::Remote(cluster.clone())),
+            None => self.readable_partition(partition).map(Route::Local),
+        }
+    }
+
+    /// This node's runtime of `partition` when it applies and serves it. What every read of a
+    /// partition served elsewhere asks first: it makes no error (`readable_partition` says why).
+    pub(super) fn serving_partition(&self, partition: u32) -> Option<Arc<PartitionRuntime>> {
+        self.engine.partition(partition).filter(|r| r.serving())
     }
 
     pub(super) fn readable_partition(

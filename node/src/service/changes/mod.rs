@@ -437,12 +437,12 @@ impl Service {
 
     /// Whether this node applies and serves `partition`.
     pub fn serves(&self, partition: u32) -> bool {
-        self.readable_partition(partition).is_ok()
+        self.serving_partition(partition).is_some()
     }
 
     /// The live changes of `partition` from now, if this node serves it.
     pub fn subscribe_partition(&self, partition: u32) -> Option<Subscription> {
-        let runtime = self.readable_partition(partition).ok()?;
+        let runtime = self.serving_partition(partition)?;
         runtime.subscribe_changes(None).ok()
     }
 
@@ -454,7 +454,7 @@ impl Service {
         let mut token = Token::default();
         for pk in pks {
             let partition = partition_of(pk, partitions);
-            if let Ok(runtime) = self.readable_partition(partition) {
+            if let Some(runtime) = self.serving_partition(partition) {
                 token.0.insert(partition, (runtime.change_bounds().1, 0));
             }
         }
