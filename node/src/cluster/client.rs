@@ -1,4 +1,4 @@
-//! The remote read client: one pooled HTTP/1.1 client for all peers, bounded timeouts, and
+//! The remote read client: pooled HTTP/1.1 connections to all peers, bounded timeouts, and
 //! errors that tell a failover worth trying (the peer is unreachable or cannot serve) from an
 //! answer to pass on (the request itself is wrong).
 //!
@@ -303,4 +303,72 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query() -> GetQuery {
+        GetQuery::default()
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_a_failed_connection_worth_failing_over() {
+        // A port that was just free: nothing listens there.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let client = PeerClient::new(Duration::from_secs(2), None);
+        let e = client
+            .get(addr, &query(), Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, PeerError::Unreachable { reason, .. } if reason == "connection failed"),
+            "{e}"
+        );
+        assert!(e.worth_failover());
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_never_answers_times_out_within_the_bound() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accepts and reads nothing, answers nothing.
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            loop {
+                open.push(listener.accept().await.unwrap());
+            }
+        });
+        let client = PeerClient::new(Duration::from_millis(300), None);
+        let started = std::time::Instant::now();
+        let e = client
+            .get(addr, &query(), Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, PeerError::Unreachable { reason, .. } if reason == "timed out"),
+            "{e}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+        held.abort();
+    }
+
+    #[tokio::test]
+    async fn a_token_no_header_can_carry_is_a_clear_error_not_a_panic() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = PeerClient::new(Duration::from_secs(2), Some("read\ntoken".into()));
+        let e = client
+            .get(addr, &query(), Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("cannot be sent in an HTTP header"),
+            "{e}"
+        );
+    }
 }

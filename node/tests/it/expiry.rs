@@ -211,7 +211,6 @@ fn ttl_commands_answer_as_redis_server_does() {
     }
 }
 
-/// `firescroll_records_expired_total` of a node.
 #[test]
 fn a_deadline_past_the_year_9999_set_over_redis_still_reads_over_http() {
     // Redis takes deadlines up to i64 milliseconds; RFC 3339 stops at 9999. Such a record was
@@ -238,6 +237,7 @@ fn a_deadline_past_the_year_9999_set_over_redis_still_reads_over_http() {
     );
 }
 
+/// `firescroll_records_expired_total` of a node.
 fn expired_total(node: &Node) -> u64 {
     metric(node, "firescroll_records_expired_total ")
 }
