@@ -2,6 +2,10 @@
 //! request. Each owner gets a queue and at most [`IN_FLIGHT`] requests at a time; whatever queues
 //! up while those are out goes together in the next one. An idle owner gets a read at once, so a
 //! lone read waits for nothing; under load, one request carries many reads.
+//!
+//! While one request is out, the next waits for its answer (so everything queued meanwhile goes
+//! together: fewer, larger requests cost both nodes less per read) — but for [`STAGGER`] at most,
+//! so an answer that is slow in coming holds the other reads up that long, not until its timeout.
 
 use super::client::{PeerClient, PeerError};
 use crate::model::Key;
@@ -10,10 +14,13 @@ use dashmap::DashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
 /// Requests to one owner at a time.
 const IN_FLIGHT: usize = 2;
+/// How long reads queue behind a request in flight before the next request goes out anyway.
+/// Far above a peer's round trip within a region (~1 ms), far below a client's patience.
+const STAGGER: Duration = Duration::from_millis(5);
 /// Keys in one coalesced request (peers accept up to MAX_RECORDS_PER_REQUEST).
 const MAX_KEYS: usize = 256;
 
@@ -71,54 +78,63 @@ impl GetBatcher {
         let client = self.client.clone();
         tokio::spawn(async move {
             let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+            let answered = Arc::new(Notify::new());
             while let Some(first) = rx.recv().await {
+                // Made before looking at the slots, so an answer arriving in between still
+                // wakes it (`notify_waiters` reaches every `Notified` made before the call).
+                let in_flight_answered = answered.notified();
+                if slots.available_permits() < IN_FLIGHT {
+                    let _ = tokio::time::timeout(STAGGER, in_flight_answered).await;
+                }
                 let Ok(slot) = slots.clone().acquire_owned().await else {
                     break;
                 };
-                // Everything that queued while the slots were busy goes in this request.
-                let mut batch = vec![first];
-                let mut keys = batch[0].keys.len();
-                while keys < MAX_KEYS {
+                // Everything that queued while the slots were busy goes in this request: the
+                // keys moved into one query, each caller's reply kept with how many are its own.
+                let mut query = GetQuery {
+                    keys: first.keys,
+                    min_offsets: Vec::new(),
+                };
+                let mut callers = vec![(query.keys.len(), first.reply)];
+                while query.keys.len() < MAX_KEYS {
                     match rx.try_recv() {
                         Ok(next) => {
-                            keys += next.keys.len();
-                            batch.push(next);
+                            callers.push((next.keys.len(), next.reply));
+                            query.keys.extend(next.keys);
                         }
                         Err(_) => break,
                     }
                 }
                 let client = client.clone();
+                let answered = answered.clone();
                 tokio::spawn(async move {
-                    let query = GetQuery {
-                        keys: batch.iter().flat_map(|p| p.keys.iter().cloned()).collect(),
-                        min_offsets: Vec::new(),
-                    };
                     let reply = client.get(addr, &query, Duration::ZERO).await;
                     drop(slot);
+                    answered.notify_waiters();
                     match reply {
                         Ok(reply) => {
                             let mut records = reply.records.into_iter();
-                            for pending in batch {
-                                let mine = records.by_ref().take(pending.keys.len()).collect();
-                                let _ = pending.reply.send(Ok(mine));
+                            for (count, reply) in callers {
+                                let _ = reply.send(Ok(records.by_ref().take(count).collect()));
                             }
                         }
                         // The owner refused the request — perhaps for one caller's partition
                         // it no longer serves: each caller is asked alone, so one partition's
                         // move does not fail the others' reads.
-                        Err(PeerError::Refused { .. }) if batch.len() > 1 => {
-                            for pending in batch {
+                        Err(PeerError::Refused { .. }) if callers.len() > 1 => {
+                            let mut keys = query.keys.into_iter();
+                            for (count, reply) in callers {
                                 let query = GetQuery {
-                                    keys: pending.keys,
+                                    keys: keys.by_ref().take(count).collect(),
                                     min_offsets: Vec::new(),
                                 };
-                                let reply = client.get(addr, &query, Duration::ZERO).await;
-                                let _ = pending.reply.send(reply.map(|r| r.records));
+                                let answer = client.get(addr, &query, Duration::ZERO).await;
+                                let _ = reply.send(answer.map(|r| r.records));
                             }
                         }
                         Err(e) => {
-                            for pending in batch {
-                                let _ = pending.reply.send(Err(e.clone()));
+                            for (_, reply) in callers {
+                                let _ = reply.send(Err(e.clone()));
                             }
                         }
                     }
@@ -225,5 +241,72 @@ mod tests {
         assert_eq!(refused, 1);
         let widest = widest.load(Ordering::SeqCst);
         assert!(widest > 1, "40 concurrent reads were never coalesced");
+    }
+
+    /// A peer that answers each key with its pk as data, except that a request holding the pk
+    /// `held` gets its answer only once `release` has a permit; `arrived` is told it came.
+    async fn holding_peer() -> (SocketAddr, Arc<Notify>, Arc<Semaphore>) {
+        let arrived = Arc::new(Notify::new());
+        let release = Arc::new(Semaphore::new(0));
+        let (told, gate) = (arrived.clone(), release.clone());
+        let app = axum::Router::new().route(
+            GET_PATH,
+            axum::routing::post(move |body: Bytes| {
+                let (told, gate) = (told.clone(), gate.clone());
+                async move {
+                    let query: GetQuery = serde_json::from_slice(&body).unwrap();
+                    if query.keys.iter().any(|k| k.pk == "held") {
+                        told.notify_one();
+                        let _ = gate.acquire().await.unwrap();
+                    }
+                    let records: Vec<String> = query
+                        .keys
+                        .iter()
+                        .map(|k| {
+                            let pk = &k.pk;
+                            format!(r#"{{"data":"{pk}","created_at_ms":1,"updated_at_ms":2}}"#)
+                        })
+                        .collect();
+                    format!(r#"{{"records":[{}]}}"#, records.join(","))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (addr, arrived, release)
+    }
+
+    fn key(pk: &str) -> Vec<Key> {
+        vec![Key {
+            pk: pk.into(),
+            sk: "s".into(),
+        }]
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_queued_behind_an_unanswered_request_goes_out_without_it() {
+        let (addr, arrived, release) = holding_peer().await;
+        // The held request would time out only after a minute.
+        let batcher = Arc::new(GetBatcher::new(PeerClient::new(
+            Duration::from_secs(60),
+            None,
+        )));
+        let held = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.get(addr, key("held")).await }
+        });
+        arrived.notified().await;
+        // The owner sits on the first request: the next read still gets its answer, in a
+        // request of its own, while the first is unanswered.
+        let other = tokio::time::timeout(Duration::from_secs(30), batcher.get(addr, key("k1")))
+            .await
+            .expect("a read waited for an unanswered request to another key")
+            .unwrap();
+        assert_eq!(other[0].as_ref().unwrap().data.get(), r#""k1""#);
+        assert!(!held.is_finished(), "the held read was answered early");
+        release.add_permits(1);
+        let held = held.await.unwrap().unwrap();
+        assert_eq!(held[0].as_ref().unwrap().data.get(), r#""held""#);
     }
 }
