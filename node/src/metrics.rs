@@ -90,6 +90,9 @@ pub struct Metrics {
     hot: Vec<(&'static str, ShardedHistogram, ShardedHistogram)>,
     /// Pre-resolved children of `resp_latency`.
     resp_hot: Vec<(&'static str, ShardedHistogram)>,
+    /// Pre-resolved children for proxied point reads, counted and timed once per read.
+    proxied_get_ok: IntCounter,
+    proxy_get_latency: ShardedHistogram,
 }
 
 /// Whole microseconds of `elapsed`, as histograms take them. `Duration::as_micros` is a `u128`,
@@ -429,9 +432,13 @@ impl Metrics {
             .iter()
             .map(|&command| (command, resp_latency.with_label_values(&[command])))
             .collect();
+        let proxied_get_ok = proxied_reads.with_label_values(&["get", "ok"]);
+        let proxy_get_latency = proxy_latency.with_label_values(&["get"]);
         Metrics {
             hot,
             resp_hot,
+            proxied_get_ok,
+            proxy_get_latency,
             registry,
             http_latency,
             partition_latency,
@@ -473,6 +480,26 @@ impl Metrics {
         match self.hot(operation) {
             Some((_, http, _)) => http.observe(micros),
             None => self.http_latency.observe(&[operation], micros),
+        }
+    }
+
+    /// Counts a read sent to another node (`firescroll_proxied_reads_total`).
+    pub fn count_proxied(&self, operation: &str, result: &str) {
+        if operation == "get" && result == "ok" {
+            self.proxied_get_ok.inc();
+        } else {
+            self.proxied_reads
+                .with_label_values(&[operation, result])
+                .inc();
+        }
+    }
+
+    /// Records one proxied request's latency (`firescroll_proxy_latency_micro`).
+    pub fn observe_proxy(&self, operation: &str, micros: f64) {
+        if operation == "get" {
+            self.proxy_get_latency.observe(micros);
+        } else {
+            self.proxy_latency.observe(&[operation], micros);
         }
     }
 

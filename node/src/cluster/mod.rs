@@ -216,7 +216,7 @@ impl Cluster {
         owners.sort_by_key(|o| {
             (
                 failed.contains_key(&o.id),
-                o.replica_group != self.shared.replica_group,
+                *o.replica_group != *self.shared.replica_group,
             )
         });
         owners

@@ -7,14 +7,16 @@ use super::identity::NodeId;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A member that serves a partition, as a read router needs it.
+/// A member that serves a partition, as a read router needs it. Made for every proxied read:
+/// its names are shared with the table, not copied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub id: NodeId,
-    pub instance_id: String,
-    pub replica_group: String,
+    pub instance_id: Arc<str>,
+    pub replica_group: Arc<str>,
     pub api: SocketAddr,
     /// The next offset it applies of the partition asked about, when its card carried it.
     pub next_offset: Option<u64>,
@@ -23,6 +25,9 @@ pub struct Peer {
 struct Known {
     card: Card,
     received: Instant,
+    /// The card's `instance_id` and `replica_group`, for the [`Peer`]s made from it.
+    instance_id: Arc<str>,
+    replica_group: Arc<str>,
 }
 
 /// Cards by member, and members known to be gone.
@@ -102,6 +107,8 @@ impl Table {
         self.cards.insert(
             card.id,
             Known {
+                instance_id: card.instance_id.as_str().into(),
+                replica_group: card.replica_group.as_str().into(),
                 card,
                 received: now,
             },
@@ -136,8 +143,8 @@ impl Table {
             .filter(|k| k.card.serves(partition))
             .map(|k| Peer {
                 id: k.card.id,
-                instance_id: k.card.instance_id.clone(),
-                replica_group: k.card.replica_group.clone(),
+                instance_id: k.instance_id.clone(),
+                replica_group: k.replica_group.clone(),
                 api: k.card.api,
                 next_offset: k.card.next_offset(partition),
             })
@@ -270,7 +277,7 @@ mod tests {
         let mut names: Vec<String> = t
             .owners(p, now)
             .into_iter()
-            .map(|o| o.instance_id)
+            .map(|o| o.instance_id.to_string())
             .collect();
         names.sort();
         names

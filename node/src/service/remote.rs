@@ -24,11 +24,11 @@ impl Service {
         let mut pending = partitions;
         // Owners are few: plain vectors, not hash tables, for the plan and the failures.
         let mut failed: Vec<NodeId> = Vec::new();
-        let mut found = Vec::new();
+        let mut found = Vec::with_capacity(keys.len());
         while !pending.is_empty() {
             // Plan: each pending partition to one owner not yet failed, reusing an owner already
             // chosen when it serves the partition too, so each owner gets one request.
-            let mut plan: Vec<(Peer, Vec<u32>)> = Vec::new();
+            let mut plan: Vec<(Peer, Vec<u32>)> = Vec::with_capacity(1);
             for &partition in pending.keys() {
                 let mut owners: Vec<Peer> = cluster
                     .owners(partition)
@@ -50,8 +50,12 @@ impl Service {
             }
             let mut batches = Vec::with_capacity(plan.len());
             for (peer, parts) in plan {
-                let mut query = GetQuery::default();
-                let mut indexes = Vec::new();
+                let count = parts.iter().map(|p| pending[p].len()).sum();
+                let mut query = GetQuery {
+                    keys: Vec::with_capacity(count),
+                    min_offsets: Vec::new(),
+                };
+                let mut indexes = Vec::with_capacity(count);
                 for p in &parts {
                     for &i in &pending[p] {
                         query.keys.push(keys[i].clone());
@@ -259,8 +263,7 @@ impl Service {
 
     fn observe_proxy(&self, operation: &str, started: Instant) {
         self.metrics
-            .proxy_latency
-            .observe(&[operation], crate::metrics::micros(started.elapsed()));
+            .observe_proxy(operation, crate::metrics::micros(started.elapsed()));
     }
 
     /// How long a peer may wait for read-your-writes positions.
@@ -273,10 +276,7 @@ impl Service {
     }
 
     fn count_proxied(&self, operation: &str, result: &str) {
-        self.metrics
-            .proxied_reads
-            .with_label_values(&[operation, result])
-            .inc();
+        self.metrics.count_proxied(operation, result);
     }
 }
 
