@@ -32,18 +32,32 @@ const QUEUE: usize = 4096;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Token(BTreeMap<u32, (u64, u32)>);
 
-impl fmt::Display for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Token {
+    /// The token's text (`partition:offset[.index]`, comma-separated). Every HTTP read's answer
+    /// carries one: written directly, numbers through `itoa` (the formatter's machinery was
+    /// most of a read's token).
+    fn text(&self) -> String {
+        let mut text = String::with_capacity(24 * self.0.len());
+        let mut number = itoa::Buffer::new();
         for (i, (partition, (offset, index))) in self.0.iter().enumerate() {
             if i > 0 {
-                f.write_str(",")?;
+                text.push(',');
             }
-            write!(f, "{partition}:{offset}")?;
+            text.push_str(number.format(*partition));
+            text.push(':');
+            text.push_str(number.format(*offset));
             if *index > 0 {
-                write!(f, ".{index}")?;
+                text.push('.');
+                text.push_str(number.format(*index));
             }
         }
-        Ok(())
+        text
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text())
     }
 }
 
@@ -458,7 +472,7 @@ impl Service {
                 token.0.insert(partition, (runtime.change_bounds().1, 0));
             }
         }
-        (!token.0.is_empty()).then(|| token.to_string())
+        (!token.0.is_empty()).then(|| token.text())
     }
 }
 
