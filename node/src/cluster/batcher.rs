@@ -152,6 +152,27 @@ mod tests {
     use axum::body::Bytes;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    /// A peer's answer to `query`: each key's pk as its record's data.
+    fn answer(query: &GetQuery) -> String {
+        let records: Vec<String> = query
+            .keys
+            .iter()
+            .map(|k| {
+                let pk = &k.pk;
+                format!(r#"{{"data":"{pk}","created_at_ms":1,"updated_at_ms":2}}"#)
+            })
+            .collect();
+        format!(r#"{{"records":[{}]}}"#, records.join(","))
+    }
+
+    /// Serves `app` on a free loopback port.
+    async fn serve(app: axum::Router) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    }
+
     /// A peer that answers each key with its pk as data, slowly (so reads queue up), and refuses
     /// any request holding the pk `moved` — as an owner does for a partition it lost.
     /// `widest` records the most keys one request carried.
@@ -171,25 +192,11 @@ mod tests {
                                 .to_string(),
                         );
                     }
-                    let records: Vec<String> = query
-                        .keys
-                        .iter()
-                        .map(|k| {
-                            let pk = &k.pk;
-                            format!(r#"{{"data":"{pk}","created_at_ms":1,"updated_at_ms":2}}"#)
-                        })
-                        .collect();
-                    (
-                        axum::http::StatusCode::OK,
-                        format!(r#"{{"records":[{}]}}"#, records.join(",")),
-                    )
+                    (axum::http::StatusCode::OK, answer(&query))
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        addr
+        serve(app).await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,22 +266,11 @@ mod tests {
                         told.notify_one();
                         let _ = gate.acquire().await.unwrap();
                     }
-                    let records: Vec<String> = query
-                        .keys
-                        .iter()
-                        .map(|k| {
-                            let pk = &k.pk;
-                            format!(r#"{{"data":"{pk}","created_at_ms":1,"updated_at_ms":2}}"#)
-                        })
-                        .collect();
-                    format!(r#"{{"records":[{}]}}"#, records.join(","))
+                    answer(&query)
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (addr, arrived, release)
+        (serve(app).await, arrived, release)
     }
 
     fn key(pk: &str) -> Vec<Key> {
