@@ -206,6 +206,7 @@ mod tests {
         let batcher = Arc::new(GetBatcher::new(PeerClient::new(
             Duration::from_secs(5),
             None,
+            1 << 20,
         )));
         let mut reads = tokio::task::JoinSet::new();
         for i in 0..40 {
@@ -287,6 +288,7 @@ mod tests {
         let batcher = Arc::new(GetBatcher::new(PeerClient::new(
             Duration::from_secs(60),
             None,
+            1 << 20,
         )));
         let held = tokio::spawn({
             let batcher = batcher.clone();

@@ -13,7 +13,7 @@ use crate::model::peer::{
     OUTCOMES_PATH, OutcomesQuery, OutcomesReply,
 };
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -69,12 +69,15 @@ struct Clients {
     /// `Bearer <token>`, made once (`Err`: the token cannot be sent in an HTTP header).
     authorization: Option<Result<axum::http::HeaderValue, String>>,
     timeout: Duration,
+    max_answer_bytes: usize,
 }
 
 impl PeerClient {
     /// `timeout` bounds each request beyond any wait it asks of the peer; `token` is presented
-    /// as `Authorization: Bearer` when the region requires one.
-    pub fn new(timeout: Duration, token: Option<String>) -> Self {
+    /// as `Authorization: Bearer` when the region requires one; an answer longer than
+    /// `max_answer_bytes` is refused as it arrives (something other than a FireScroll node at
+    /// a peer's address must not make this node buffer whatever it sends within the timeout).
+    pub fn new(timeout: Duration, token: Option<String>, max_answer_bytes: usize) -> Self {
         let connect_timeout = timeout.min(Duration::from_secs(1));
         let idle = Duration::from_secs(60);
         let http = reqwest::Client::builder()
@@ -105,6 +108,7 @@ impl PeerClient {
                 token,
                 authorization,
                 timeout,
+                max_answer_bytes,
             }),
         }
     }
@@ -238,11 +242,17 @@ impl PeerClient {
                 }
             })?;
             let status = response.status();
-            let bytes = response
-                .into_body()
+            let limit = self.inner.max_answer_bytes;
+            let bytes = Limited::new(response.into_body(), limit)
                 .collect()
                 .await
-                .map_err(|e| chain(&e))?
+                .map_err(|e| {
+                    if e.is::<LengthLimitError>() {
+                        format!("its answer is over {limit} bytes, more than any FireScroll answer")
+                    } else {
+                        chain(e.as_ref())
+                    }
+                })?
                 .to_bytes();
             Ok::<_, String>((status, bytes))
         };
@@ -309,8 +319,12 @@ fn chain(e: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
 
-    fn query() -> GetQuery {
-        GetQuery::default()
+    /// The error of a point read at `addr`.
+    async fn get_error(client: &PeerClient, addr: SocketAddr) -> PeerError {
+        client
+            .get(addr, &GetQuery::default(), Duration::ZERO)
+            .await
+            .unwrap_err()
     }
 
     #[tokio::test]
@@ -320,11 +334,8 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let client = PeerClient::new(Duration::from_secs(2), None);
-        let e = client
-            .get(addr, &query(), Duration::ZERO)
-            .await
-            .unwrap_err();
+        let client = PeerClient::new(Duration::from_secs(2), None, 1 << 20);
+        let e = get_error(&client, addr).await;
         assert!(
             matches!(&e, PeerError::Unreachable { reason, .. } if reason == "connection failed"),
             "{e}"
@@ -343,12 +354,9 @@ mod tests {
                 open.push(listener.accept().await.unwrap());
             }
         });
-        let client = PeerClient::new(Duration::from_millis(300), None);
+        let client = PeerClient::new(Duration::from_millis(300), None, 1 << 20);
         let started = std::time::Instant::now();
-        let e = client
-            .get(addr, &query(), Duration::ZERO)
-            .await
-            .unwrap_err();
+        let e = get_error(&client, addr).await;
         assert!(
             matches!(&e, PeerError::Unreachable { reason, .. } if reason == "timed out"),
             "{e}"
@@ -361,13 +369,29 @@ mod tests {
     async fn a_token_no_header_can_carry_is_a_clear_error_not_a_panic() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let client = PeerClient::new(Duration::from_secs(2), Some("read\ntoken".into()));
-        let e = client
-            .get(addr, &query(), Duration::ZERO)
-            .await
-            .unwrap_err();
+        let client = PeerClient::new(Duration::from_secs(2), Some("read\ntoken".into()), 1 << 20);
+        let e = get_error(&client, addr).await;
         assert!(
             e.to_string().contains("cannot be sent in an HTTP header"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_longer_than_any_firescroll_answer_is_refused() {
+        // Something at a peer's address that streams far more than a FireScroll answer.
+        let app = axum::Router::new().route(
+            GET_PATH,
+            axum::routing::post(|| async { "x".repeat(4 << 20) }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let client = PeerClient::new(Duration::from_secs(5), None, 1 << 20);
+        let e = get_error(&client, addr).await;
+        assert!(
+            matches!(&e, PeerError::Unreachable { reason, .. }
+                if reason.contains("over 1048576 bytes")),
             "{e}"
         );
     }

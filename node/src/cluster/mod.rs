@@ -51,6 +51,8 @@ pub struct ClusterSettings {
     pub instance_id: String,
     /// Presented to peers when the region requires tokens.
     pub token: Option<String>,
+    /// The most bytes a peer's answer may have (see [`PeerClient::new`]).
+    pub max_answer_bytes: usize,
 }
 
 /// How long an owner that failed a read is tried last.
@@ -162,7 +164,11 @@ impl Cluster {
             seeds = ?settings.peers,
             "gossip started"
         );
-        let client = PeerClient::new(settings.read_timeout, settings.token.clone());
+        let client = PeerClient::new(
+            settings.read_timeout,
+            settings.token.clone(),
+            settings.max_answer_bytes,
+        );
         tokio::spawn(gossip::receive(socket.clone(), tx.clone()));
         tokio::spawn(gossip::drive(
             shared.clone(),

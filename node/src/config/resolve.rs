@@ -235,6 +235,14 @@ impl Config {
                 replica_group: kafka.replica_group.clone(),
                 instance_id: kafka.instance_id.clone(),
                 token: tokens.peer_token(),
+                // A peer answers at most a request's worth of records, each at most an entry:
+                // anything longer is not a FireScroll answer.
+                max_answer_bytes: config
+                    .service
+                    .limits
+                    .max_records
+                    .saturating_mul(config.service.limits.max_entry_bytes)
+                    .saturating_add(1 << 20),
             });
         }
         config.node_name = match &config.kafka {
