@@ -477,7 +477,10 @@ impl PartitionStore {
         if !deadlines_added.is_empty() {
             self.deadlines.store(true, Ordering::Release);
         }
-        let mut batch = self.db.batch();
+        // Left in fjall's journal buffer (by default every commit writes it out: a syscall per
+        // batch the applier commits). What is applied can be applied again from the log, which
+        // keeps every entry until a checkpoint has made the store durable (`Store::persist`).
+        let mut batch = self.db.batch().durability(None);
         for (deadline, key) in deadlines_removed {
             batch.remove(&self.meta, self.deadline_key(*deadline, key));
         }

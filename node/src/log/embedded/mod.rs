@@ -53,7 +53,11 @@ impl PartitionShared {
     /// read, and those that asked to be woken. Called with the state locked, so that no reader
     /// misses it between its check and its wait.
     fn announce(&self, state: &PartitionState) {
-        self.appended.notify_all();
+        // A condvar's notify is a syscall whether or not anyone waits: the writer announces
+        // every group to every partition it touched, and readers woken by `wakers` never block.
+        if state.blocked > 0 {
+            self.appended.notify_all();
+        }
         for wake in &state.wakers {
             wake();
         }
@@ -70,6 +74,8 @@ struct PartitionState {
     failed: Option<String>,
     /// Called with `appended` (see [`crate::log::PartitionReader::set_waker`]).
     wakers: Vec<crate::log::Waker>,
+    /// Readers blocked on `appended` right now.
+    blocked: usize,
 }
 
 struct AppendRequest {
@@ -123,6 +129,7 @@ impl EmbeddedLog {
                     end: recovered.end,
                     failed: None,
                     wakers: Vec::new(),
+                    blocked: 0,
                 }),
                 appended: Condvar::new(),
             });
@@ -151,6 +158,13 @@ impl EmbeddedLog {
     pub(crate) fn reader_wakers(&self, partition: u32) -> usize {
         let shared = self.shared(partition).expect("partition");
         shared.state.lock().expect("partition lock").wakers.len()
+    }
+
+    /// How many readers of `partition` are blocked in a read right now.
+    #[cfg(test)]
+    pub(crate) fn blocked_readers(&self, partition: u32) -> usize {
+        let shared = self.shared(partition).expect("partition");
+        shared.state.lock().expect("partition lock").blocked
     }
 
     fn shared(&self, partition: u32) -> Result<&Arc<PartitionShared>, LogError> {

@@ -127,12 +127,18 @@ impl EmbeddedReader {
     ) -> Result<(), LogError> {
         let next = self.next;
         let end = {
-            let state = self.shared.state.lock().expect("partition lock");
-            let (state, _) = self
-                .shared
-                .appended
-                .wait_timeout_while(state, wait, |s| s.end <= next && s.failed.is_none())
-                .expect("partition lock");
+            let mut state = self.shared.state.lock().expect("partition lock");
+            if state.end <= next && state.failed.is_none() && !wait.is_zero() {
+                // Counted, so that the writer notifies only when someone waits.
+                state.blocked += 1;
+                state = self
+                    .shared
+                    .appended
+                    .wait_timeout_while(state, wait, |s| s.end <= next && s.failed.is_none())
+                    .expect("partition lock")
+                    .0;
+                state.blocked -= 1;
+            }
             state.end
         };
         while self.next < end && records.len() < max {

@@ -458,3 +458,30 @@ async fn a_readers_waker_is_called_for_its_partitions_appends_and_failures_until
     drop(reader);
     assert_eq!(log.reader_wakers(0), 0);
 }
+
+/// A reader blocked in `read` is woken by its partition's next append, not by its timeout: the
+/// writer notifies only when a reader is blocked, so a miscount would leave it asleep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_read_returns_when_its_partition_is_appended_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(config(dir.path(), 1 << 20)).unwrap();
+    let mut reader = log.reader(0, 0).unwrap();
+    let (sent, received) = std::sync::mpsc::channel();
+    let blocked = std::thread::spawn(move || {
+        // Far longer than the test allows: only a notification ends this wait in time.
+        let records = reader.read(10, Duration::from_secs(600)).unwrap();
+        sent.send(records.len()).unwrap();
+        reader
+    });
+    // Until the reader is counted as blocked, an append would be read without waiting.
+    while log.blocked_readers(0) == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    log.append(0, entries(&[b"wake"])).await.unwrap();
+    let read = received
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the blocked read was not woken by the append");
+    assert_eq!(read, 1);
+    drop(blocked.join().unwrap());
+    assert_eq!(log.blocked_readers(0), 0);
+}
