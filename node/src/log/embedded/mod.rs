@@ -17,6 +17,7 @@ use super::{Append, AppendFuture, LogError, MutationLog, Ownership, PartitionRea
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -46,9 +47,24 @@ struct PartitionShared {
     state: Mutex<PartitionState>,
     /// Signalled whenever `end` moves.
     appended: Condvar,
+    /// `state.end`, for readers that do not wait: the appliers read it after every wake-up, and
+    /// taking the lock the writer holds while it wakes them made each side wait for the other.
+    end: AtomicU64,
 }
 
 impl PartitionShared {
+    /// Moves the partition's end (the lock held, so that blocked readers see it with their
+    /// condition); readers that do not wait see it from then on.
+    fn set_end(&self, state: &mut PartitionState, end: u64) {
+        state.end = end;
+        self.end.store(end, Ordering::Release);
+    }
+
+    /// The partition's end as last set, without the lock.
+    fn published_end(&self) -> u64 {
+        self.end.load(Ordering::Acquire)
+    }
+
     /// Tells readers that `state` changed (its end moved, or it failed): those blocked in a
     /// read, and those that asked to be woken. Called with the state locked, so that no reader
     /// misses it between its check and its wait.
@@ -132,6 +148,7 @@ impl EmbeddedLog {
                     blocked: 0,
                 }),
                 appended: Condvar::new(),
+                end: AtomicU64::new(recovered.end),
             });
             partition_writers.push(recovered.into_writer(shared.clone()));
             partitions.push(shared);

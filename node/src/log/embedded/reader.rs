@@ -126,9 +126,11 @@ impl EmbeddedReader {
         wait: Duration,
     ) -> Result<(), LogError> {
         let next = self.next;
-        let end = {
+        let end = if wait.is_zero() {
+            self.shared.published_end()
+        } else {
             let mut state = self.shared.state.lock().expect("partition lock");
-            if state.end <= next && state.failed.is_none() && !wait.is_zero() {
+            if state.end <= next && state.failed.is_none() {
                 // Counted, so that the writer notifies only when someone waits.
                 state.blocked += 1;
                 state = self

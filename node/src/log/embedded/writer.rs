@@ -156,14 +156,14 @@ impl PartitionWriter {
         self.next = offset;
         let mut state = self.shared.state.lock().expect("partition lock");
         state.segments = vec![offset];
-        state.end = offset;
+        self.shared.set_end(&mut state, offset);
         Ok(offset)
     }
 
     /// Makes what was written visible to readers.
     fn publish(&self) {
         let mut state = self.shared.state.lock().expect("partition lock");
-        state.end = self.next;
+        self.shared.set_end(&mut state, self.next);
         self.shared.announce(&state);
     }
 }
