@@ -343,7 +343,7 @@ fn a_single_node_restores_onto_an_empty_disk_and_numbers_after_the_snapshot() {
         assert_eq!(status, 200, "{reply}");
         reply["Positions"][0]["Outcome"]["Status"].clone()
     };
-    assert_eq!(gated("1.2.0"), "applied");
+    assert_eq!(gated("1.2.0"), "applied", "{}", node.log());
     assert_eq!(gated("1.1.0"), "rejected", "the restored plugin runs");
 }
 

@@ -5,12 +5,15 @@
 //! group commit: it takes every append that queued up while the previous group was being synced,
 //! writes them to their partitions' segment files and to the shared journal, `fdatasync`s the
 //! journal once, then acknowledges them all (the `journal` module says why one sync, and how recovery
-//! uses it). Readers follow each partition's durable end. Whole segments below the offset the
+//! uses it). Readers follow each partition's durable end, taking the latest entries from the
+//! partition's in-memory tail (the `tail` module), so the segment files are written in large
+//! buffered pieces rather than once per group. Whole segments below the offset the
 //! store has durably applied are deleted, so disk use stays bounded.
 
 mod journal;
 mod reader;
 mod segment;
+mod tail;
 mod writer;
 
 use super::{Append, AppendFuture, LogError, MutationLog, Ownership, PartitionReader};
@@ -47,6 +50,8 @@ struct PartitionShared {
     state: Mutex<PartitionState>,
     /// Signalled whenever `end` moves.
     appended: Condvar,
+    /// The latest entries, for readers that keep up (see [`tail`]).
+    tail: Mutex<tail::Tail>,
     /// `state.end`, for readers that do not wait: the appliers read it after every wake-up, and
     /// taking the lock the writer holds while it wakes them made each side wait for the other.
     end: AtomicU64,
@@ -148,6 +153,7 @@ impl EmbeddedLog {
                     blocked: 0,
                 }),
                 appended: Condvar::new(),
+                tail: Mutex::new(tail::Tail::new(recovered.end, config.partitions)),
                 end: AtomicU64::new(recovered.end),
             });
             partition_writers.push(recovered.into_writer(shared.clone()));

@@ -42,7 +42,14 @@ impl EmbeddedReader {
             pending: None,
             waker: None,
         };
-        reader.open_at(from)?;
+        // A reader starting within the tail reads nothing from the files (which may not have
+        // those entries yet); only the offset is checked.
+        let in_tail = from >= reader.shared.tail.lock().expect("tail lock").start();
+        if in_tail {
+            reader.segment_of(from)?;
+        } else {
+            reader.open_at(from)?;
+        }
         Ok(reader)
     }
 
@@ -50,25 +57,28 @@ impl EmbeddedReader {
         LogError::Storage(format!("partition {}: {what}", self.shared.id))
     }
 
+    /// The base of the segment holding `offset`; an error if the log does not hold it.
+    fn segment_of(&self, offset: u64) -> Result<u64, LogError> {
+        let state = self.shared.state.lock().expect("partition lock");
+        let start = state.segments.first().copied().unwrap_or(state.end);
+        if offset < start || offset > state.end {
+            return Err(LogError::Truncated {
+                partition: self.shared.id,
+                requested: offset,
+                start,
+            });
+        }
+        Ok(*state
+            .segments
+            .iter()
+            .rev()
+            .find(|&&base| base <= offset)
+            .expect("a segment starts at or below any offset at or above the start"))
+    }
+
     /// Opens the segment holding `offset` and positions the reader on it.
     fn open_at(&mut self, offset: u64) -> Result<(), LogError> {
-        let base = {
-            let state = self.shared.state.lock().expect("partition lock");
-            let start = state.segments.first().copied().unwrap_or(state.end);
-            if offset < start || offset > state.end {
-                return Err(LogError::Truncated {
-                    partition: self.shared.id,
-                    requested: offset,
-                    start,
-                });
-            }
-            *state
-                .segments
-                .iter()
-                .rev()
-                .find(|&&base| base <= offset)
-                .expect("a segment starts at or below any offset at or above the start")
-        };
+        let base = self.segment_of(offset)?;
         if self.current.as_ref().is_some_and(|c| c.base == base) {
             return Err(self.storage(format!(
                 "segment {base} ends before offset {offset} although the log is durable past it"
@@ -144,27 +154,48 @@ impl EmbeddedReader {
             state.end
         };
         while self.next < end && records.len() < max {
-            let Some(current) = self.current.as_mut() else {
-                self.open_at(self.next)?;
-                continue;
+            let (copied, tail_start) = {
+                let tail = self.shared.tail.lock().expect("tail lock");
+                let copied = tail.copy_into(self.next, end, max - records.len(), records);
+                (copied as u64, tail.start())
             };
-            let frame = read_frame(&mut current.input)
-                .map_err(|e| LogError::Storage(format!("reading the log failed: {e}")))?;
-            match frame {
-                Frame::Entry(payload) => {
-                    records.push(LogRecord {
-                        offset: self.next,
-                        payload,
-                    });
-                    self.next += 1;
-                }
-                // This segment is done; the entry at `next` starts the following one.
-                Frame::End => self.open_at(self.next)?,
-                Frame::Torn => {
-                    return Err(self.storage(format!(
-                        "entry at offset {} is corrupt (checksum or length)",
-                        self.next
-                    )));
+            if copied > 0 {
+                self.next += copied;
+                // The segment file's reader, if any, is behind now: reopened when needed.
+                self.current = None;
+                continue;
+            }
+            // Before the tail: from the segment files, which hold everything below its start.
+            let file_end = end.min(tail_start);
+            if self.next >= file_end {
+                return Err(self.storage(format!(
+                    "entry at offset {} is neither in memory nor in the segment files",
+                    self.next
+                )));
+            }
+            while self.next < file_end && records.len() < max {
+                let Some(current) = self.current.as_mut() else {
+                    self.open_at(self.next)?;
+                    continue;
+                };
+                let frame = read_frame(&mut current.input)
+                    .map_err(|e| LogError::Storage(format!("reading the log failed: {e}")))?;
+                match frame {
+                    Frame::Entry(payload) => {
+                        records.push(LogRecord {
+                            offset: self.next,
+                            payload,
+                        });
+                        self.next += 1;
+                    }
+                    // This segment is done; the entry at `next` starts the following one.
+                    Frame::End => self.open_at(self.next)?,
+                    Frame::Torn => {
+                        return Err(self.storage(format!(
+                            "entry at offset {} is corrupt (checksum or length)",
+                            self.next
+                        )));
+                    }
                 }
             }
         }

@@ -213,6 +213,10 @@ async fn a_reader_hands_out_what_it_read_before_reporting_damage() {
     log.append(0, entries(&[b"first", b"second", b"third"]))
         .await
         .unwrap();
+    // Past the in-memory tail (1 MiB here), so that they are read from the file.
+    for _ in 0..20 {
+        log.append(0, one(vec![0; 64 << 10])).await.unwrap();
+    }
     let mut reader = log.reader(0, 0).unwrap();
     corrupt(dir.path(), b"third");
     let records = reader.read(10, Duration::from_millis(10)).unwrap();
@@ -484,4 +488,60 @@ async fn a_blocked_read_returns_when_its_partition_is_appended_to() {
     assert_eq!(read, 1);
     drop(blocked.join().unwrap());
     assert_eq!(log.blocked_readers(0), 0);
+}
+
+/// Readers take the latest entries from memory and older ones from the segment files: entries
+/// that left the in-memory tail before the writer had handed them to the file are there for a
+/// reader that starts behind, and a reader that starts inside the tail needs no file at all.
+#[tokio::test]
+async fn readers_behind_the_tail_find_every_entry_in_the_segment_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // 512 partitions: a tail of 16 KiB each, less than the writer's 64 KiB file buffer, so
+    // entries leave the tail while the buffer still holds them. A journal that never fills
+    // (its sync would write the files too).
+    let roomy = || EmbeddedLogConfig {
+        partitions: 512,
+        journal_bytes: 64 << 20,
+        ..config(dir.path(), 64 << 20)
+    };
+    let log = EmbeddedLog::open(roomy()).unwrap();
+    let payload = |i: u32| {
+        let mut p = vec![(i % 251) as u8; 1 << 10];
+        p[..4].copy_from_slice(&i.to_le_bytes());
+        p
+    };
+    for i in 0..100u32 {
+        log.append(0, one(payload(i))).await.unwrap();
+    }
+    let read = read_all(&log, 0, 0);
+    assert_eq!(read.len(), 100);
+    for (i, record) in read.iter().enumerate() {
+        assert_eq!(record.offset, i as u64);
+        assert_eq!(record.payload, payload(i as u32), "entry {i}");
+    }
+    // Starting inside the tail, and following new appends from there.
+    let mut reader = log.reader(0, 95).unwrap();
+    let tail: Vec<u64> = reader
+        .read(100, Duration::ZERO)
+        .unwrap()
+        .iter()
+        .map(|r| r.offset)
+        .collect();
+    assert_eq!(tail, (95..100).collect::<Vec<_>>());
+    log.append(0, one(payload(100))).await.unwrap();
+    let next = reader.read(100, Duration::ZERO).unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].payload, payload(100));
+    drop(reader);
+    drop(log);
+    // After a restart every entry is read from the files.
+    let log = EmbeddedLog::open(roomy()).unwrap();
+    let again = read_all(&log, 0, 0);
+    assert_eq!(again.len(), 101);
+    assert!(
+        again
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.payload == payload(i as u32))
+    );
 }

@@ -73,6 +73,7 @@ impl Recovered {
             out: BufWriter::with_capacity(1 << 16, self.active),
             active_len: self.active_len,
             next: self.end,
+            flushed: self.end,
             segment_bytes: self.segment_bytes,
             unsynced: false,
         }
@@ -87,6 +88,9 @@ pub struct PartitionWriter {
     active_len: u64,
     /// Offset of the next entry.
     next: u64,
+    /// Entries below this offset are in the segment files (handed to the OS, maybe not
+    /// synced); later ones may still be in `out`'s buffer, and are in the partition's tail.
+    flushed: u64,
     segment_bytes: u64,
     /// Whether the active segment holds writes not yet synced.
     unsynced: bool,
@@ -102,12 +106,37 @@ impl PartitionWriter {
         self.active_len += write_frame(&mut self.out, entry)? as u64;
         self.next += 1;
         self.unsynced = true;
+        self.remember(entry)
+    }
+
+    /// Keeps `entry` (just written) in the partition's tail, for readers to take from memory.
+    /// Entries that leave the tail are in the segment file first: a reader that misses the
+    /// tail reads them there.
+    fn remember(&mut self, entry: &[u8]) -> io::Result<()> {
+        let mut tail = self.shared.tail.lock().expect("tail lock");
+        tail.push(entry);
+        if let Some(start) = tail.start_after_trim() {
+            if start > self.flushed {
+                // Not across the syscall: readers take the same lock.
+                drop(tail);
+                self.flush()?;
+                tail = self.shared.tail.lock().expect("tail lock");
+            }
+            tail.trim();
+        }
+        Ok(())
+    }
+
+    /// Hands everything written to the segment file (not synced).
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()?;
+        self.flushed = self.next;
         Ok(())
     }
 
     /// Syncs the active segment if it has unsynced writes.
     fn sync(&mut self) -> io::Result<()> {
-        self.out.flush()?;
+        self.flush()?;
         if self.unsynced {
             self.out.get_ref().sync_data()?;
             self.unsynced = false;
@@ -154,6 +183,12 @@ impl PartitionWriter {
         self.out = BufWriter::with_capacity(1 << 16, file);
         self.active_len = 0;
         self.next = offset;
+        self.flushed = offset;
+        self.shared
+            .tail
+            .lock()
+            .expect("tail lock")
+            .restart_at(offset);
         let mut state = self.shared.state.lock().expect("partition lock");
         state.segments = vec![offset];
         self.shared.set_end(&mut state, offset);
@@ -337,9 +372,9 @@ impl Writer {
                 partition.write(entry)?;
             }
         }
-        for partition in &mut self.partitions {
-            partition.out.flush()?;
-        }
+        // The segment files get the group when their buffers fill (or an entry leaves a tail
+        // unwritten, or they are synced): readers find it in the partitions' tails meanwhile,
+        // and the journal makes it durable.
         if self.journal.pending_fits() {
             self.journal.commit()?;
         } else {
