@@ -57,6 +57,11 @@ pub struct PluginHost {
     engine: Engine,
     limits: PluginLimits,
     compiled: RwLock<HashMap<Digest, Arc<Compiled>>>,
+    /// Held while a module compiles, so that a second caller for the same module finds it
+    /// compiled instead of compiling it again: at start the node compiles its plugins in the
+    /// background while the appliers may already need them, and two compiles of one module
+    /// competing for a busy machine's cores delay the entries that wait for it.
+    compiling: Mutex<()>,
     /// Free instance slots. A call waits for one rather than fail: running out of slots is this
     /// node's condition, and must never become a (replica-specific) rejection.
     slots: Mutex<Slots>,
@@ -178,6 +183,7 @@ impl PluginHost {
         Ok(PluginHost {
             engine,
             compiled: RwLock::new(HashMap::new()),
+            compiling: Mutex::new(()),
             slots: Mutex::new(Slots {
                 free: limits.max_instances,
                 waiting: 0,
@@ -208,6 +214,10 @@ impl PluginHost {
                 bytes.len(),
                 self.limits.max_module_bytes
             )));
+        }
+        let _compiling = self.compiling.lock().expect("plugin compile lock");
+        if let Some(compiled) = self.get(&digest) {
+            return Ok(compiled);
         }
         let module = Module::new(&self.engine, bytes).map_err(|e| {
             let reason = format!("{e:#}");

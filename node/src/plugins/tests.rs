@@ -55,6 +55,25 @@ fn conditions_and_transforms_run_and_are_cached_by_digest() {
 }
 
 #[test]
+fn a_module_loaded_by_several_threads_at_once_is_compiled_once() {
+    let host = Arc::new(host());
+    let bytes = Arc::new(module(FIRST_BYTE_IS_BRACE));
+    let start = Arc::new(std::sync::Barrier::new(8));
+    let loaders: Vec<_> = (0..8)
+        .map(|_| {
+            let (host, bytes, start) = (host.clone(), bytes.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                host.load(&bytes).unwrap()
+            })
+        })
+        .collect();
+    let loaded: Vec<Arc<Compiled>> = loaders.into_iter().map(|t| t.join().unwrap()).collect();
+    // One compile: every caller got the same compiled module (each compile makes its own).
+    assert!(loaded.iter().all(|c| Arc::ptr_eq(c, &loaded[0])));
+}
+
+#[test]
 fn every_call_starts_from_the_modules_initial_state() {
     // Each call finds its global and memory as the module declares them (zero, 4 pages), at a
     // low address, a higher one, and in pages it grows, then leaves traces in all of them and

@@ -86,8 +86,8 @@ impl Tail {
         self.start = offset;
     }
 
-    /// Copies the entries from `offset` (at or after [`Tail::start`]) below `end`, at most
-    /// `max`, into `out` as `(offset, payload)`; returns how many.
+    /// Copies the entries kept from `offset` on, below `end` and at most `max` of them, into
+    /// `out`; returns how many (none when `offset` is before [`Tail::start`]).
     pub fn copy_into(
         &self,
         offset: u64,
@@ -98,21 +98,16 @@ impl Tail {
         let Some(skip) = offset.checked_sub(self.start) else {
             return 0;
         };
-        let count = end.saturating_sub(offset).min(max as u64) as usize;
-        let before = out.len();
-        for (i, payload) in self
-            .entries
-            .iter()
-            .skip(skip as usize)
-            .take(count)
-            .enumerate()
-        {
-            out.push(crate::log::LogRecord {
-                offset: offset + i as u64,
+        let kept = self.entries.len();
+        let from = (skip as usize).min(kept);
+        let count = (end.saturating_sub(offset).min(max as u64) as usize).min(kept - from);
+        out.extend(self.entries.range(from..from + count).zip(offset..).map(
+            |(payload, offset)| crate::log::LogRecord {
+                offset,
                 payload: payload.clone(),
-            });
-        }
-        out.len() - before
+            },
+        ));
+        count
     }
 }
 
