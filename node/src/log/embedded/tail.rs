@@ -9,7 +9,8 @@
 
 use std::collections::VecDeque;
 
-/// Memory for the tails of all partitions together, bytes.
+/// Memory for the tails of all partitions together, bytes (beyond 512 partitions, each still
+/// gets [`MIN_BYTES`]; a tail only holds memory while its partition is written to).
 const TOTAL_BYTES: usize = 8 << 20;
 /// Bounds of one partition's share of [`TOTAL_BYTES`], bytes.
 const MIN_BYTES: usize = 16 << 10;
