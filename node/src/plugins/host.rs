@@ -57,11 +57,12 @@ pub struct PluginHost {
     engine: Engine,
     limits: PluginLimits,
     compiled: RwLock<HashMap<Digest, Arc<Compiled>>>,
-    /// Held while a module compiles, so that a second caller for the same module finds it
+    /// A lock per module being compiled, so that a second caller for the same module finds it
     /// compiled instead of compiling it again: at start the node compiles its plugins in the
     /// background while the appliers may already need them, and two compiles of one module
-    /// competing for a busy machine's cores delay the entries that wait for it.
-    compiling: Mutex<()>,
+    /// competing for a busy machine's cores delay the entries that wait for it. Per module, so
+    /// that an upload being compiled never holds up an applier that needs another one.
+    compiling: Mutex<HashMap<Digest, Arc<Mutex<()>>>>,
     /// Free instance slots. A call waits for one rather than fail: running out of slots is this
     /// node's condition, and must never become a (replica-specific) rejection.
     slots: Mutex<Slots>,
@@ -183,7 +184,7 @@ impl PluginHost {
         Ok(PluginHost {
             engine,
             compiled: RwLock::new(HashMap::new()),
-            compiling: Mutex::new(()),
+            compiling: Mutex::new(HashMap::new()),
             slots: Mutex::new(Slots {
                 free: limits.max_instances,
                 waiting: 0,
@@ -215,10 +216,38 @@ impl PluginHost {
                 self.limits.max_module_bytes
             )));
         }
-        let _compiling = self.compiling.lock().expect("plugin compile lock");
-        if let Some(compiled) = self.get(&digest) {
-            return Ok(compiled);
+        let gate = self
+            .compiling
+            .lock()
+            .expect("plugin compile lock")
+            .entry(digest)
+            .or_default()
+            .clone();
+        let compiled = {
+            let _held = gate.lock().expect("plugin compile lock");
+            match self.get(&digest) {
+                Some(compiled) => Ok(compiled),
+                None => self.compile(bytes, digest),
+            }
+        };
+        let mut compiling = self.compiling.lock().expect("plugin compile lock");
+        // The map's clone and ours: nobody else waits for this module (clones are made under
+        // this lock only).
+        if Arc::strong_count(&gate) == 2 {
+            compiling.remove(&digest);
         }
+        compiled
+    }
+
+    /// Modules with a compile lock in place (each entry is dropped by the last caller done
+    /// with it).
+    #[cfg(test)]
+    pub(crate) fn compile_locks(&self) -> usize {
+        self.compiling.lock().expect("plugin compile lock").len()
+    }
+
+    /// Compiles and checks `bytes` (whose digest is `digest`), and caches the result.
+    fn compile(&self, bytes: &[u8], digest: Digest) -> Result<Arc<Compiled>, PluginError> {
         let module = Module::new(&self.engine, bytes).map_err(|e| {
             let reason = format!("{e:#}");
             // The pooling allocator refuses, at compile time, memories over the cap.

@@ -71,6 +71,10 @@ fn a_module_loaded_by_several_threads_at_once_is_compiled_once() {
     let loaded: Vec<Arc<Compiled>> = loaders.into_iter().map(|t| t.join().unwrap()).collect();
     // One compile: every caller got the same compiled module (each compile makes its own).
     assert!(loaded.iter().all(|c| Arc::ptr_eq(c, &loaded[0])));
+    // Nothing is left behind per module, whether it compiled or not.
+    assert_eq!(host.compile_locks(), 0);
+    assert!(host.load(b"not wasm").is_err());
+    assert_eq!(host.compile_locks(), 0);
 }
 
 #[test]
