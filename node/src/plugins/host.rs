@@ -224,7 +224,11 @@ impl PluginHost {
             .or_default()
             .clone();
         let compiled = {
-            let _held = gate.lock().expect("plugin compile lock");
+            // Guards nothing but the compile itself: a caller that panicked while compiling
+            // leaves no state behind, so the others go on.
+            let _held = gate
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             match self.get(&digest) {
                 Some(compiled) => Ok(compiled),
                 None => self.compile(bytes, digest),

@@ -6,11 +6,14 @@ use crate::log::{LogError, LogRecord, PartitionReader};
 use std::fs::File;
 use std::io::BufReader;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 struct OpenSegment {
     base: u64,
     input: BufReader<File>,
+    /// Offset of the entry `input` reads next.
+    next: u64,
 }
 
 /// A reader of one partition (see [`PartitionReader`]).
@@ -22,6 +25,9 @@ pub struct EmbeddedReader {
     pending: Option<LogError>,
     /// The waker this reader registered with the partition, removed when it is dropped.
     waker: Option<crate::log::Waker>,
+    /// Frames passed over in the segment files to reach an offset (what a test looks at).
+    #[cfg(test)]
+    pub(super) skipped: u64,
 }
 
 impl Drop for EmbeddedReader {
@@ -41,6 +47,8 @@ impl EmbeddedReader {
             current: None,
             pending: None,
             waker: None,
+            #[cfg(test)]
+            skipped: 0,
         };
         // A reader starting within the tail reads nothing from the files (which may not have
         // those entries yet); only the offset is checked.
@@ -87,17 +95,61 @@ impl EmbeddedReader {
         let path = segment_path(&self.shared.dir, base);
         let file = File::open(&path)
             .map_err(|e| self.storage(format!("cannot open {}: {e}", path.display())))?;
-        let mut input = BufReader::with_capacity(1 << 16, file);
-        for skipped in base..offset {
-            if !skip_frame(&mut input)
-                .map_err(|e| self.storage(format!("cannot read {}: {e}", path.display())))?
-            {
-                return Err(self.storage(format!(
-                    "segment {base} ends at offset {skipped}, before offset {offset}"
+        self.current = Some(OpenSegment {
+            base,
+            input: BufReader::with_capacity(1 << 16, file),
+            next: base,
+        });
+        self.skip_to(offset)
+    }
+
+    /// The base of the segment file this reader holds open, if any.
+    #[cfg(test)]
+    pub(super) fn open_segment(&self) -> Option<u64> {
+        self.current.as_ref().map(|c| c.base)
+    }
+
+    /// Moves the open segment's reader to `offset` when that segment holds it and the reader is
+    /// not past it; otherwise closes it, to be reopened at `offset`. A reader that was taking
+    /// entries from the tail and fell behind it again goes on from where it left the file,
+    /// rather than reading the segment again from its start (up to LOG_SEGMENT_BYTES each time
+    /// it falls behind).
+    fn catch_up(&mut self, offset: u64) -> Result<(), LogError> {
+        let Some(current) = &self.current else {
+            return Ok(());
+        };
+        if current.next > offset || self.segment_of(offset)? != current.base {
+            self.current = None;
+            return Ok(());
+        }
+        self.skip_to(offset)
+    }
+
+    /// Passes over the open segment's entries up to `offset` (in that segment).
+    fn skip_to(&mut self, offset: u64) -> Result<(), LogError> {
+        let shared = &self.shared;
+        let current = self.current.as_mut().expect("an open segment");
+        let path = || segment_path(&shared.dir, current.base);
+        while current.next < offset {
+            let more = skip_frame(&mut current.input).map_err(|e| {
+                LogError::Storage(format!(
+                    "partition {}: cannot read {}: {e}",
+                    shared.id,
+                    path().display()
+                ))
+            })?;
+            if !more {
+                return Err(LogError::Storage(format!(
+                    "partition {}: segment {} ends at offset {}, before offset {offset}",
+                    shared.id, current.base, current.next
                 )));
             }
+            current.next += 1;
+            #[cfg(test)]
+            {
+                self.skipped += 1;
+            }
         }
-        self.current = Some(OpenSegment { base, input });
         Ok(())
     }
 }
@@ -161,8 +213,15 @@ impl EmbeddedReader {
             };
             if copied > 0 {
                 self.next += copied;
-                // The segment file's reader, if any, is behind now: reopened when needed.
-                self.current = None;
+                // The segment reader stays where it was, to go on from there if this reader
+                // falls behind the tail again, unless its segment was deleted meanwhile.
+                if self
+                    .current
+                    .as_ref()
+                    .is_some_and(|c| c.base < self.shared.first_segment.load(Ordering::Acquire))
+                {
+                    self.current = None;
+                }
                 continue;
             }
             // Before the tail: from the segment files, which hold everything below its start.
@@ -173,6 +232,7 @@ impl EmbeddedReader {
                     self.next
                 )));
             }
+            self.catch_up(self.next)?;
             while self.next < file_end && records.len() < max {
                 let Some(current) = self.current.as_mut() else {
                     self.open_at(self.next)?;
@@ -187,6 +247,7 @@ impl EmbeddedReader {
                             payload,
                         });
                         self.next += 1;
+                        current.next += 1;
                     }
                     // This segment is done; the entry at `next` starts the following one.
                     Frame::End => self.open_at(self.next)?,

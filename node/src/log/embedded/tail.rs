@@ -5,7 +5,8 @@
 //! reader might look for) and each applier a `read(2)` per turn. From here they take a copy
 //! instead, and the writer hands its segment buffer to the file only when it is full, when an
 //! entry leaves the tail without being in the file yet, or when it syncs. Readers that fall
-//! further behind than the tail read the segment files as before.
+//! further behind than the tail read the segment files as before, going on from where they left
+//! them (a reader keeps its segment open while it takes entries from here, until it is deleted).
 
 use std::collections::VecDeque;
 

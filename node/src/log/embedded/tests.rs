@@ -545,3 +545,83 @@ async fn readers_behind_the_tail_find_every_entry_in_the_segment_files() {
             .all(|(i, r)| r.payload == payload(i as u32))
     );
 }
+
+/// A reader that took entries from the tail and then fell behind it again goes on in the segment
+/// file from where it left it, instead of reading the segment from its start again each time.
+#[tokio::test]
+async fn a_reader_that_falls_behind_the_tail_again_goes_on_where_it_left_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // 512 partitions: a 16 KiB tail each, so ~16 of these 1 KiB entries.
+    let log = EmbeddedLog::open(EmbeddedLogConfig {
+        partitions: 512,
+        journal_bytes: 64 << 20,
+        ..config(dir.path(), 64 << 20)
+    })
+    .unwrap();
+    let payload = |i: u32| {
+        let mut p = vec![(i % 251) as u8; 1 << 10];
+        p[..4].copy_from_slice(&i.to_le_bytes());
+        p
+    };
+    for i in 0..40u32 {
+        log.append(0, one(payload(i))).await.unwrap();
+    }
+    let shared = log.shared(0).unwrap().clone();
+    let tail_start = shared.tail.lock().unwrap().start();
+    assert!(tail_start > 10 && tail_start < 40, "{tail_start}");
+    let mut reader = super::reader::EmbeddedReader::new(shared.clone(), 0).unwrap();
+    let mut read = Vec::new();
+    // From the file up to the tail, then a few entries from the tail.
+    read.extend(reader.read(tail_start as usize, Duration::ZERO).unwrap());
+    read.extend(reader.read(3, Duration::ZERO).unwrap());
+    assert_eq!(read.len() as u64, tail_start + 3);
+    // Enough new entries that the reader's next one left the tail.
+    for i in 40..80u32 {
+        log.append(0, one(payload(i))).await.unwrap();
+    }
+    assert!(shared.tail.lock().unwrap().start() > tail_start + 3);
+    while read.len() < 80 {
+        read.extend(reader.read(100, Duration::ZERO).unwrap());
+    }
+    for (i, record) in read.iter().enumerate() {
+        assert_eq!(record.offset, i as u64);
+        assert_eq!(record.payload, payload(i as u32), "entry {i}");
+    }
+    // Only the three entries it took from the tail were passed over in the file; reopening
+    // the segment would pass over all `tail_start + 3` before them.
+    assert_eq!(reader.skipped, 3);
+}
+
+/// A reader taking entries from the tail lets go of a segment file that was deleted (its disk
+/// space comes back then, not when the reader next falls behind or is dropped).
+#[tokio::test]
+async fn a_reader_in_the_tail_lets_go_of_a_deleted_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    // Segments of ~4 of these 1 KiB entries; 16 KiB tails.
+    let log = EmbeddedLog::open(EmbeddedLogConfig {
+        partitions: 512,
+        journal_bytes: 64 << 20,
+        ..config(dir.path(), 4 << 10)
+    })
+    .unwrap();
+    for i in 0..40u32 {
+        log.append(0, one(vec![i as u8; 1 << 10])).await.unwrap();
+    }
+    let shared = log.shared(0).unwrap().clone();
+    let tail_start = shared.tail.lock().unwrap().start();
+    let mut reader = super::reader::EmbeddedReader::new(shared.clone(), 0).unwrap();
+    assert_eq!(
+        reader
+            .read(tail_start as usize + 2, Duration::ZERO)
+            .unwrap()
+            .len() as u64,
+        tail_start + 2
+    );
+    let held = reader.open_segment().expect("the last segment it read");
+    // Everything applied: every segment but the one being written goes.
+    log.release(0, 40);
+    assert!(!segment::segment_path(&shared.dir, held).exists());
+    log.append(0, one(vec![40; 1 << 10])).await.unwrap();
+    assert!(!reader.read(100, Duration::ZERO).unwrap().is_empty());
+    assert_eq!(reader.open_segment(), None);
+}
