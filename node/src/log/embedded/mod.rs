@@ -55,9 +55,6 @@ struct PartitionShared {
     /// `state.end`, for readers that do not wait: the appliers read it after every wake-up, and
     /// taking the lock the writer holds while it wakes them made each side wait for the other.
     end: AtomicU64,
-    /// The base of the oldest segment kept (`state.segments`' first): a reader holding an older
-    /// one open lets it go, so that the disk space of a deleted segment comes back.
-    first_segment: AtomicU64,
 }
 
 impl PartitionShared {
@@ -158,9 +155,6 @@ impl EmbeddedLog {
                 appended: Condvar::new(),
                 tail: Mutex::new(tail::Tail::new(recovered.end, config.partitions)),
                 end: AtomicU64::new(recovered.end),
-                first_segment: AtomicU64::new(
-                    recovered.segments.first().copied().unwrap_or(recovered.end),
-                ),
             });
             partition_writers.push(recovered.into_writer(shared.clone()));
             partitions.push(shared);
@@ -337,11 +331,7 @@ impl MutationLog for EmbeddedLog {
                 .windows(2)
                 .take_while(|w| w[1] <= offset)
                 .count();
-            let doomed = state.segments.drain(..keep_from).collect();
-            if let Some(&first) = state.segments.first() {
-                shared.first_segment.store(first, Ordering::Release);
-            }
-            doomed
+            state.segments.drain(..keep_from).collect()
         };
         for base in doomed {
             let path = segment::segment_path(&shared.dir, base);

@@ -4,9 +4,8 @@ use super::PartitionShared;
 use super::segment::{Frame, read_frame, segment_path, skip_frame};
 use crate::log::{LogError, LogRecord, PartitionReader};
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Seek, SeekFrom};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 struct OpenSegment {
@@ -16,11 +15,23 @@ struct OpenSegment {
     next: u64,
 }
 
+/// Where a reader left a segment file when it went on from the partition's tail.
+struct LeftFile {
+    base: u64,
+    /// Byte position of the entry at `next`.
+    position: u64,
+    next: u64,
+}
+
 /// A reader of one partition (see [`PartitionReader`]).
 pub struct EmbeddedReader {
     shared: Arc<PartitionShared>,
     next: u64,
     current: Option<OpenSegment>,
+    /// Where it left the files for the tail: if it falls behind the tail again, it goes on
+    /// from there rather than reading the segment from its start (up to LOG_SEGMENT_BYTES,
+    /// each time). No file is held open meanwhile (nor a deleted segment's disk space).
+    left: Option<LeftFile>,
     /// An error met after some records were read: those go out first, the error on the next call.
     pending: Option<LogError>,
     /// The waker this reader registered with the partition, removed when it is dropped.
@@ -45,6 +56,7 @@ impl EmbeddedReader {
             shared,
             next: from,
             current: None,
+            left: None,
             pending: None,
             waker: None,
             #[cfg(test)]
@@ -109,19 +121,51 @@ impl EmbeddedReader {
         self.current.as_ref().map(|c| c.base)
     }
 
-    /// Moves the open segment's reader to `offset` when that segment holds it and the reader is
-    /// not past it; otherwise closes it, to be reopened at `offset`. A reader that was taking
-    /// entries from the tail and fell behind it again goes on from where it left the file,
-    /// rather than reading the segment again from its start (up to LOG_SEGMENT_BYTES each time
-    /// it falls behind).
-    fn catch_up(&mut self, offset: u64) -> Result<(), LogError> {
-        let Some(current) = &self.current else {
+    /// Notes where the open segment's reader is, and closes it: the reader goes on from the tail.
+    fn leave_file(&mut self) -> Result<(), LogError> {
+        if let Some(mut current) = self.current.take() {
+            let position = current
+                .input
+                .stream_position()
+                .map_err(|e| self.storage(format!("segment {}: {e}", current.base)))?;
+            self.left = Some(LeftFile {
+                base: current.base,
+                position,
+                next: current.next,
+            });
+        }
+        Ok(())
+    }
+
+    /// Before reading the files at `offset` again: reopens the segment where the reader left
+    /// it, when that segment holds `offset` and the reader had not passed it, and moves on to
+    /// `offset`; otherwise the segment is opened (and read from its start) when needed.
+    fn return_to_file(&mut self, offset: u64) -> Result<(), LogError> {
+        // An open segment is always at the reader's offset; one that is not (never expected)
+        // is closed rather than read from the wrong place.
+        if self.current.as_ref().is_some_and(|c| c.next != offset) {
+            self.current = None;
+        }
+        let Some(left) = self.left.take() else {
             return Ok(());
         };
-        if current.next > offset || self.segment_of(offset)? != current.base {
-            self.current = None;
+        if self.current.is_some() || left.next > offset || self.segment_of(offset)? != left.base {
             return Ok(());
         }
+        let path = segment_path(&self.shared.dir, left.base);
+        let reopened = File::open(&path).and_then(|mut file| {
+            file.seek(SeekFrom::Start(left.position))?;
+            Ok(file)
+        });
+        // Deleted meanwhile (the log moved past it): opened again from the start, as before.
+        let Ok(file) = reopened else {
+            return Ok(());
+        };
+        self.current = Some(OpenSegment {
+            base: left.base,
+            input: BufReader::with_capacity(1 << 16, file),
+            next: left.next,
+        });
         self.skip_to(offset)
     }
 
@@ -213,15 +257,7 @@ impl EmbeddedReader {
             };
             if copied > 0 {
                 self.next += copied;
-                // The segment reader stays where it was, to go on from there if this reader
-                // falls behind the tail again, unless its segment was deleted meanwhile.
-                if self
-                    .current
-                    .as_ref()
-                    .is_some_and(|c| c.base < self.shared.first_segment.load(Ordering::Acquire))
-                {
-                    self.current = None;
-                }
+                self.leave_file()?;
                 continue;
             }
             // Before the tail: from the segment files, which hold everything below its start.
@@ -232,7 +268,7 @@ impl EmbeddedReader {
                     self.next
                 )));
             }
-            self.catch_up(self.next)?;
+            self.return_to_file(self.next)?;
             while self.next < file_end && records.len() < max {
                 let Some(current) = self.current.as_mut() else {
                     self.open_at(self.next)?;

@@ -6,7 +6,8 @@
 //! instead, and the writer hands its segment buffer to the file only when it is full, when an
 //! entry leaves the tail without being in the file yet, or when it syncs. Readers that fall
 //! further behind than the tail read the segment files as before, going on from where they left
-//! them (a reader keeps its segment open while it takes entries from here, until it is deleted).
+//! them (a reader notes its place in the file, and holds no file open, while it takes entries
+//! from here).
 
 use std::collections::VecDeque;
 

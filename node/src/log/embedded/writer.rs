@@ -191,9 +191,6 @@ impl PartitionWriter {
             .restart_at(offset);
         let mut state = self.shared.state.lock().expect("partition lock");
         state.segments = vec![offset];
-        self.shared
-            .first_segment
-            .store(offset, std::sync::atomic::Ordering::Release);
         self.shared.set_end(&mut state, offset);
         Ok(offset)
     }
