@@ -490,26 +490,33 @@ async fn a_blocked_read_returns_when_its_partition_is_appended_to() {
     assert_eq!(log.blocked_readers(0), 0);
 }
 
+/// A log whose tails hold 16 KiB each (512 partitions: less than the writer's 64 KiB file
+/// buffer, so entries leave a tail while the buffer still holds them), with a journal that
+/// never fills (its sync would write the files too).
+fn small_tails(dir: &Path, segment_bytes: u64) -> EmbeddedLogConfig {
+    EmbeddedLogConfig {
+        partitions: 512,
+        journal_bytes: 64 << 20,
+        ..config(dir, segment_bytes)
+    }
+}
+
+/// A 1 KiB entry that says which it is.
+fn numbered(i: u32) -> Vec<u8> {
+    let mut p = vec![(i % 251) as u8; 1 << 10];
+    p[..4].copy_from_slice(&i.to_le_bytes());
+    p
+}
+
 /// Readers take the latest entries from memory and older ones from the segment files: entries
 /// that left the in-memory tail before the writer had handed them to the file are there for a
 /// reader that starts behind, and a reader that starts inside the tail needs no file at all.
 #[tokio::test]
 async fn readers_behind_the_tail_find_every_entry_in_the_segment_files() {
     let dir = tempfile::tempdir().unwrap();
-    // 512 partitions: a tail of 16 KiB each, less than the writer's 64 KiB file buffer, so
-    // entries leave the tail while the buffer still holds them. A journal that never fills
-    // (its sync would write the files too).
-    let roomy = || EmbeddedLogConfig {
-        partitions: 512,
-        journal_bytes: 64 << 20,
-        ..config(dir.path(), 64 << 20)
-    };
+    let roomy = || small_tails(dir.path(), 64 << 20);
     let log = EmbeddedLog::open(roomy()).unwrap();
-    let payload = |i: u32| {
-        let mut p = vec![(i % 251) as u8; 1 << 10];
-        p[..4].copy_from_slice(&i.to_le_bytes());
-        p
-    };
+    let payload = numbered;
     for i in 0..100u32 {
         log.append(0, one(payload(i))).await.unwrap();
     }
@@ -546,47 +553,59 @@ async fn readers_behind_the_tail_find_every_entry_in_the_segment_files() {
     );
 }
 
-/// A reader that took entries from the tail and then fell behind it again goes on in the segment
-/// file from where it left it, instead of reading the segment from its start again each time.
-#[tokio::test]
-async fn a_reader_that_falls_behind_the_tail_again_goes_on_where_it_left_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    // 512 partitions: a 16 KiB tail each, so ~16 of these 1 KiB entries.
-    let log = EmbeddedLog::open(EmbeddedLogConfig {
-        partitions: 512,
-        journal_bytes: 64 << 20,
-        ..config(dir.path(), 64 << 20)
-    })
-    .unwrap();
-    let payload = |i: u32| {
-        let mut p = vec![(i % 251) as u8; 1 << 10];
-        p[..4].copy_from_slice(&i.to_le_bytes());
-        p
-    };
-    for i in 0..40u32 {
-        log.append(0, one(payload(i))).await.unwrap();
+/// Appends numbered entries `range` to partition 0.
+async fn append_numbered(log: &EmbeddedLog, range: std::ops::Range<u32>) {
+    for i in range {
+        log.append(0, one(numbered(i))).await.unwrap();
     }
+}
+
+/// A log of small tails (segments of `segment_bytes`) whose partition 0 holds 40 numbered
+/// entries, and a reader of it at 0 that has read the files up to the tail: the log, the
+/// reader, what it read, and where the tail starts.
+async fn read_up_to_the_tail(
+    dir: &Path,
+    segment_bytes: u64,
+) -> (
+    EmbeddedLog,
+    super::reader::EmbeddedReader,
+    Vec<LogRecord>,
+    u64,
+) {
+    let log = EmbeddedLog::open(small_tails(dir, segment_bytes)).unwrap();
+    append_numbered(&log, 0..40).await;
     let shared = log.shared(0).unwrap().clone();
+    // A tail holds ~16 of these entries.
     let tail_start = shared.tail.lock().unwrap().start();
     assert!(tail_start > 10 && tail_start < 40, "{tail_start}");
-    let mut reader = super::reader::EmbeddedReader::new(shared.clone(), 0).unwrap();
-    let mut read = Vec::new();
-    // From the file up to the tail, then a few entries from the tail.
-    read.extend(reader.read(tail_start as usize, Duration::ZERO).unwrap());
-    read.extend(reader.read(3, Duration::ZERO).unwrap());
-    assert_eq!(read.len() as u64, tail_start + 3);
-    // Enough new entries that the reader's next one left the tail.
-    for i in 40..80u32 {
-        log.append(0, one(payload(i))).await.unwrap();
-    }
-    assert!(shared.tail.lock().unwrap().start() > tail_start + 3);
+    let mut reader = super::reader::EmbeddedReader::new(shared, 0).unwrap();
+    let read = reader.read(tail_start as usize, Duration::ZERO).unwrap();
+    assert_eq!(read.len() as u64, tail_start);
+    (log, reader, read, tail_start)
+}
+
+/// Reads on until `read` holds 80 entries, and checks each is the numbered entry at its offset.
+fn read_all_80(reader: &mut super::reader::EmbeddedReader, mut read: Vec<LogRecord>) {
     while read.len() < 80 {
         read.extend(reader.read(100, Duration::ZERO).unwrap());
     }
     for (i, record) in read.iter().enumerate() {
         assert_eq!(record.offset, i as u64);
-        assert_eq!(record.payload, payload(i as u32), "entry {i}");
+        assert_eq!(record.payload, numbered(i as u32), "entry {i}");
     }
+}
+
+/// A reader that took entries from the tail and then fell behind it again goes on in the segment
+/// file from where it left it, instead of reading the segment from its start again each time.
+#[tokio::test]
+async fn a_reader_that_falls_behind_the_tail_again_goes_on_where_it_left_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, mut reader, mut read, tail_start) = read_up_to_the_tail(dir.path(), 64 << 20).await;
+    read.extend(reader.read(3, Duration::ZERO).unwrap());
+    // Enough new entries that the reader's next one left the tail.
+    append_numbered(&log, 40..80).await;
+    assert!(log.shared(0).unwrap().tail.lock().unwrap().start() > tail_start + 3);
+    read_all_80(&mut reader, read);
     // Only the three entries it took from the tail were passed over in the file; reopening
     // the segment would pass over all `tail_start + 3` before them.
     assert_eq!(reader.skipped, 3);
@@ -597,34 +616,13 @@ async fn a_reader_that_falls_behind_the_tail_again_goes_on_where_it_left_the_fil
 #[tokio::test]
 async fn a_reader_in_the_tail_holds_no_segment_file_open() {
     let dir = tempfile::tempdir().unwrap();
-    // Segments of ~4 of these 1 KiB entries; 16 KiB tails.
-    let log = EmbeddedLog::open(EmbeddedLogConfig {
-        partitions: 512,
-        journal_bytes: 64 << 20,
-        ..config(dir.path(), 4 << 10)
-    })
-    .unwrap();
-    let payload = |i: u32| vec![i as u8; 1 << 10];
-    for i in 0..40u32 {
-        log.append(0, one(payload(i))).await.unwrap();
-    }
-    let shared = log.shared(0).unwrap().clone();
-    let tail_start = shared.tail.lock().unwrap().start();
-    let mut reader = super::reader::EmbeddedReader::new(shared.clone(), 0).unwrap();
-    let mut read = reader.read(tail_start as usize, Duration::ZERO).unwrap();
+    // Segments of ~4 entries.
+    let (log, mut reader, mut read, tail_start) = read_up_to_the_tail(dir.path(), 4 << 10).await;
     assert!(reader.open_segment().is_some(), "reading the files");
     read.extend(reader.read(2, Duration::ZERO).unwrap());
     assert_eq!(reader.open_segment(), None, "taking entries from the tail");
     // Everything it read is applied: the segments before it go; then it falls behind the tail.
     log.release(0, tail_start + 2);
-    for i in 40..80u32 {
-        log.append(0, one(payload(i))).await.unwrap();
-    }
-    while read.len() < 80 {
-        read.extend(reader.read(100, Duration::ZERO).unwrap());
-    }
-    for (i, record) in read.iter().enumerate() {
-        assert_eq!(record.offset, i as u64);
-        assert_eq!(record.payload, payload(i as u32), "entry {i}");
-    }
+    append_numbered(&log, 40..80).await;
+    read_all_80(&mut reader, read);
 }
