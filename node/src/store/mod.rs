@@ -83,13 +83,15 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 const META_KEYSPACE: &str = "meta";
 
-/// One keyspace's memtable before it is flushed. Smaller than fjall's 64 MiB default: with
+/// One keyspace's memtable before it is flushed. Far smaller than fjall's 64 MiB default: with
 /// three keyspaces per partition those held several hundred MiB on top of the read index (which
-/// already holds every record). 8 MiB rather than 16: loading 1M records peaked at 227 MB
-/// resident instead of 290, with no measurable change in write CPU (smaller memtables make
-/// apply's skiplist inserts cheaper and give the same back in flushes and compactions;
-/// benches/README.md).
-const MEMTABLE_BYTES: u64 = 8 << 20;
+/// already holds every record). Apply inserts every write into a memtable, a skiplist whose
+/// search is a chain of cache misses that grows with its size: at 8 MiB the search was 31 % of
+/// the appliers' time under `SET -c50`. At 2 MiB the appliers use 8–20 % less CPU per write, the
+/// flushes and compactions take most of it back (total write CPU 0–4 % lower), and loading 1M
+/// records peaks at 166 MB resident instead of 193. 1 MiB cost more in flushes than it saved
+/// (benches/README.md, twentieth session).
+const MEMTABLE_BYTES: u64 = 2 << 20;
 
 /// fjall's block cache. Smaller than its 32 MiB default: single-key reads, and apply's reads of
 /// stored values, go to the read index, which holds every record while it fits its budget; the
