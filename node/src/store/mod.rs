@@ -88,7 +88,7 @@ const META_KEYSPACE: &str = "meta";
 /// already holds every record). Apply inserts every write into a memtable, a skiplist whose
 /// search is a chain of cache misses that grows with its size: at 8 MiB the search was 31 % of
 /// the appliers' time under `SET -c50`. At 2 MiB the appliers use 8–20 % less CPU per write, the
-/// flushes and compactions take most of it back (total write CPU 0–4 % lower), and loading 1M
+/// flushes and compactions take most of it back (the node's write CPU ~3 % lower), and loading 1M
 /// records peaks at 166 MB resident instead of 193. 1 MiB cost more in flushes than it saved
 /// (benches/README.md, twentieth session).
 const MEMTABLE_BYTES: u64 = 2 << 20;
