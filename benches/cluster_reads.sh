@@ -5,7 +5,8 @@
 # with kill -9 and the script measures how long until A answers every key again.
 #
 #   benches/cluster_reads.sh      # needs wrk, redis-tools, python3; installs the broker if missing
-# Env: DURATION (10s), CONNECTIONS (50), REQUESTS (100000).
+# Env: DURATION (10s), CONNECTIONS (50), REQUESTS (100000); FIRESCROLL_BIN measures another build
+# (A/B) instead of building this tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/firescroll/bench-target}"
@@ -16,8 +17,8 @@ for tool in wrk redis-benchmark python3; do
     command -v "$tool" >/dev/null || { echo "$tool is missing (apt-get install wrk redis-tools)" >&2; exit 1; }
 done
 scripts/kafka-broker.sh install >/dev/null
-cargo build --release -q -p firescroll
-BIN="$CARGO_TARGET_DIR/release/firescroll"
+if [ -z "${FIRESCROLL_BIN:-}" ]; then cargo build --release -q -p firescroll; fi
+BIN="${FIRESCROLL_BIN:-$CARGO_TARGET_DIR/release/firescroll}"
 . benches/ports.sh
 ports_free 19192 18190 18191 18192 18193 18290 18291 18292 18293
 work=$(mktemp -d)

@@ -5,7 +5,9 @@
 //!
 //! While one request is out, the next waits for its answer (so everything queued meanwhile goes
 //! together: fewer, larger requests cost both nodes less per read) — but for [`STAGGER`] at most,
-//! so an answer that is slow in coming holds the other reads up that long, not until its timeout.
+//! so an answer that is slow in coming holds the other reads up that long, not until its timeout,
+//! and only until [`FULL_ENOUGH`] keys have queued: a request that large already spreads its cost
+//! thin, and holding it back would cap a busy owner's reads at one request per round trip.
 
 use super::client::{PeerClient, PeerError};
 use crate::model::Key;
@@ -23,6 +25,11 @@ const IN_FLIGHT: usize = 2;
 const STAGGER: Duration = Duration::from_millis(5);
 /// Keys in one coalesced request (peers accept up to MAX_RECORDS_PER_REQUEST).
 const MAX_KEYS: usize = 256;
+/// Keys queued behind a request in flight that go out without waiting for its answer. With
+/// reads held until the answer came, a fast machine served proxied reads at half the rate of
+/// local ones (one request per round trip, whatever its size); a 16-key request already costs
+/// each node a sixteenth of a request per read (benches/README.md, twentieth session).
+const FULL_ENOUGH: usize = 16;
 
 type Reply = Result<Vec<Option<WireRecord>>, PeerError>;
 
@@ -35,6 +42,9 @@ struct Pending {
 pub struct GetBatcher {
     client: PeerClient,
     queues: DashMap<SocketAddr, mpsc::UnboundedSender<Pending>>,
+    /// [`STAGGER`], longer in tests that must tell reads sent because enough queued from reads
+    /// sent because the wait ran out.
+    stagger: Duration,
 }
 
 impl GetBatcher {
@@ -42,6 +52,7 @@ impl GetBatcher {
         GetBatcher {
             client,
             queues: DashMap::new(),
+            stagger: STAGGER,
         }
     }
 
@@ -76,6 +87,7 @@ impl GetBatcher {
     fn spawn(&self, addr: SocketAddr) -> mpsc::UnboundedSender<Pending> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Pending>();
         let client = self.client.clone();
+        let stagger = self.stagger;
         tokio::spawn(async move {
             let slots = Arc::new(Semaphore::new(IN_FLIGHT));
             let answered = Arc::new(Notify::new());
@@ -83,25 +95,38 @@ impl GetBatcher {
                 // Made before looking at the slots, so an answer arriving in between still
                 // wakes it (`notify_waiters` reaches every `Notified` made before the call).
                 let in_flight_answered = answered.notified();
-                if slots.available_permits() < IN_FLIGHT {
-                    let _ = tokio::time::timeout(STAGGER, in_flight_answered).await;
-                }
-                let Ok(slot) = slots.clone().acquire_owned().await else {
-                    break;
-                };
-                // Everything that queued while the slots were busy goes in this request: the
-                // keys moved into one query, each caller's reply kept with how many are its own.
+                // The keys of every caller in this request, each caller's reply kept with how
+                // many are its own.
                 let mut query = GetQuery {
                     keys: first.keys,
                     min_offsets: Vec::new(),
                 };
                 let mut callers = vec![(query.keys.len(), first.reply)];
+                let mut take = |pending: Pending, query: &mut GetQuery| {
+                    callers.push((pending.keys.len(), pending.reply));
+                    query.keys.extend(pending.keys);
+                };
+                if slots.available_permits() < IN_FLIGHT {
+                    let stagger = tokio::time::sleep(stagger);
+                    tokio::pin!(stagger, in_flight_answered);
+                    while query.keys.len() < FULL_ENOUGH {
+                        tokio::select! {
+                            () = &mut in_flight_answered => break,
+                            () = &mut stagger => break,
+                            next = rx.recv() => match next {
+                                Some(next) => take(next, &mut query),
+                                None => break,
+                            },
+                        }
+                    }
+                }
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    break;
+                };
+                // Everything else that queued while the slots were busy goes in this request.
                 while query.keys.len() < MAX_KEYS {
                     match rx.try_recv() {
-                        Ok(next) => {
-                            callers.push((next.keys.len(), next.reply));
-                            query.keys.extend(next.keys);
-                        }
+                        Ok(next) => take(next, &mut query),
                         Err(_) => break,
                     }
                 }
@@ -279,6 +304,43 @@ mod tests {
             pk: pk.into(),
             sk: "s".into(),
         }]
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_queued_behind_a_request_go_out_once_there_are_enough_of_them() {
+        let (addr, arrived, release) = holding_peer().await;
+        let mut batcher = GetBatcher::new(PeerClient::new(Duration::from_secs(60), None, 1 << 20));
+        // Reads would otherwise wait this long for the held request's answer.
+        batcher.stagger = Duration::from_secs(600);
+        let batcher = Arc::new(batcher);
+        let held = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.get(addr, key("held")).await }
+        });
+        arrived.notified().await;
+        let mut reads = tokio::task::JoinSet::new();
+        for i in 0..FULL_ENOUGH {
+            let batcher = batcher.clone();
+            reads.spawn(async move { (i, batcher.get(addr, key(&format!("k{i}"))).await) });
+        }
+        // The owner sits on the first request; the queued reads are enough for a request of
+        // their own, which goes out and is answered meanwhile.
+        let answered = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut answered = 0;
+            while let Some(done) = reads.join_next().await {
+                let (i, reply) = done.unwrap();
+                let records = reply.unwrap();
+                assert_eq!(records[0].as_ref().unwrap().data.get(), format!("\"k{i}\""));
+                answered += 1;
+            }
+            answered
+        })
+        .await
+        .expect("queued reads waited for the stagger although there were enough of them");
+        assert_eq!(answered, FULL_ENOUGH);
+        assert!(!held.is_finished(), "the held read was answered early");
+        release.add_permits(1);
+        held.await.unwrap().unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
