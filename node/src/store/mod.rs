@@ -87,10 +87,11 @@ const META_KEYSPACE: &str = "meta";
 /// three keyspaces per partition those held several hundred MiB on top of the read index (which
 /// already holds every record). Apply inserts every write into a memtable, a skiplist whose
 /// search is a chain of cache misses that grows with its size: at 8 MiB the search was 31 % of
-/// the appliers' time under `SET -c50`. At 2 MiB the appliers use 8–20 % less CPU per write, the
-/// flushes and compactions take most of it back (the node's write CPU ~3 % lower), and loading 1M
-/// records peaks at 166 MB resident instead of 193. 1 MiB cost more in flushes than it saved
-/// (benches/README.md, twentieth session).
+/// the appliers' time under `SET -c50`. At 2 MiB the appliers use 8–20 % less CPU per write to a
+/// hot keyspace (the node ~3 % less in all), but pipelined writes spread over 1M keys cost the
+/// node ~6 % more (more flushes and compactions, no cheaper inserts; 4 MiB the same). Kept for
+/// memory, which an edge node is short of first: loading 1M records peaks at 166 MB resident
+/// instead of 193. 1 MiB cost more in flushes than it saved (benches/README.md, twentieth session).
 const MEMTABLE_BYTES: u64 = 2 << 20;
 
 /// fjall's block cache. Smaller than its 32 MiB default: single-key reads, and apply's reads of
