@@ -23,7 +23,8 @@ const IN_FLIGHT: usize = 2;
 /// How long reads queue behind a request in flight before the next request goes out anyway.
 /// Far above a peer's round trip within a region (~1 ms), far below a client's patience.
 const STAGGER: Duration = Duration::from_millis(5);
-/// Keys in one coalesced request (peers accept up to MAX_RECORDS_PER_REQUEST).
+/// Keys in one coalesced request at most (fewer when MAX_RECORDS_PER_REQUEST is lower: an owner
+/// refuses a request over it, and each of its reads would then be asked again alone).
 const MAX_KEYS: usize = 256;
 /// Keys queued behind a request in flight that go out without waiting for its answer. With
 /// reads held until the answer came, a fast machine served proxied reads at half the rate of
@@ -45,14 +46,20 @@ pub struct GetBatcher {
     /// [`STAGGER`], longer in tests that must tell reads sent because enough queued from reads
     /// sent because the wait ran out.
     stagger: Duration,
+    /// Keys in one request at most: [`MAX_KEYS`], or what an owner accepts if fewer.
+    max_keys: usize,
 }
 
 impl GetBatcher {
-    pub fn new(client: PeerClient) -> Self {
+    /// A batcher whose requests carry at most `max_records` keys (MAX_RECORDS_PER_REQUEST, what
+    /// the owners accept), and never more than [`MAX_KEYS`]; a single read of more keys still
+    /// goes alone, as it came.
+    pub fn new(client: PeerClient, max_records: usize) -> Self {
         GetBatcher {
             client,
             queues: DashMap::new(),
             stagger: STAGGER,
+            max_keys: max_records.clamp(1, MAX_KEYS),
         }
     }
 
@@ -87,11 +94,20 @@ impl GetBatcher {
     fn spawn(&self, addr: SocketAddr) -> mpsc::UnboundedSender<Pending> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Pending>();
         let client = self.client.clone();
-        let stagger = self.stagger;
+        let (stagger, max_keys) = (self.stagger, self.max_keys);
         tokio::spawn(async move {
             let slots = Arc::new(Semaphore::new(IN_FLIGHT));
             let answered = Arc::new(Notify::new());
-            while let Some(first) = rx.recv().await {
+            // A read that would have taken a request past `max_keys`: it starts the next one.
+            let mut carried: Option<Pending> = None;
+            loop {
+                let first = match carried.take() {
+                    Some(first) => first,
+                    None => match rx.recv().await {
+                        Some(first) => first,
+                        None => break,
+                    },
+                };
                 // Made before looking at the slots, so an answer arriving in between still
                 // wakes it (`notify_waiters` reaches every `Notified` made before the call).
                 let in_flight_answered = answered.notified();
@@ -102,10 +118,19 @@ impl GetBatcher {
                     min_offsets: Vec::new(),
                 };
                 let mut callers = vec![(query.keys.len(), first.reply)];
+                // Whether `pending` joined the request: one that would take it past `max_keys`
+                // waits for the next.
                 let mut take = |pending: Pending, query: &mut GetQuery| {
+                    if query.keys.len() + pending.keys.len() > max_keys {
+                        carried = Some(pending);
+                        return false;
+                    }
                     callers.push((pending.keys.len(), pending.reply));
                     query.keys.extend(pending.keys);
+                    true
                 };
+                // Set once a read was carried over: nothing more joins this request.
+                let mut full = false;
                 if slots.available_permits() < IN_FLIGHT {
                     let stagger = tokio::time::sleep(stagger);
                     tokio::pin!(stagger, in_flight_answered);
@@ -113,10 +138,13 @@ impl GetBatcher {
                         tokio::select! {
                             () = &mut in_flight_answered => break,
                             () = &mut stagger => break,
-                            next = rx.recv() => match next {
-                                Some(next) => take(next, &mut query),
-                                None => break,
-                            },
+                            next = rx.recv() => {
+                                let Some(next) = next else { break };
+                                if !take(next, &mut query) {
+                                    full = true;
+                                    break;
+                                }
+                            }
                         }
                     }
                 }
@@ -124,10 +152,10 @@ impl GetBatcher {
                     break;
                 };
                 // Everything else that queued while the slots were busy goes in this request.
-                while query.keys.len() < MAX_KEYS {
-                    match rx.try_recv() {
-                        Ok(next) => take(next, &mut query),
-                        Err(_) => break,
+                while !full && query.keys.len() < max_keys {
+                    let Ok(next) = rx.try_recv() else { break };
+                    if !take(next, &mut query) {
+                        break;
                     }
                 }
                 let client = client.clone();
@@ -228,11 +256,10 @@ mod tests {
     async fn concurrent_reads_share_requests_and_a_refusal_fails_only_its_caller() {
         let widest = Arc::new(AtomicUsize::new(0));
         let addr = peer(widest.clone()).await;
-        let batcher = Arc::new(GetBatcher::new(PeerClient::new(
-            Duration::from_secs(5),
-            None,
-            1 << 20,
-        )));
+        let batcher = Arc::new(GetBatcher::new(
+            PeerClient::new(Duration::from_secs(5), None, 1 << 20),
+            MAX_KEYS,
+        ));
         let mut reads = tokio::task::JoinSet::new();
         for i in 0..40 {
             let batcher = batcher.clone();
@@ -276,6 +303,46 @@ mod tests {
         assert!(widest > 1, "40 concurrent reads were never coalesced");
     }
 
+    /// `n` keys named `prefix0`, `prefix1`, ...
+    fn keys(prefix: &str, n: usize) -> Vec<Key> {
+        (0..n)
+            .map(|i| Key {
+                pk: format!("{prefix}{i}"),
+                sk: "s".into(),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn coalesced_reads_stay_within_the_keys_an_owner_accepts_and_none_is_lost() {
+        let widest = Arc::new(AtomicUsize::new(0));
+        let addr = peer(widest.clone()).await;
+        // Owners accept 8 keys per request.
+        let batcher = GetBatcher::new(PeerClient::new(Duration::from_secs(60), None, 1 << 20), 8);
+        // All three are queued before the batcher runs: the first two (4 keys) go together, and
+        // the third would take that request to 10, so it goes in the next.
+        let (first, second, third) = tokio::join!(
+            batcher.get(addr, keys("a", 1)),
+            batcher.get(addr, keys("b", 3)),
+            batcher.get(addr, keys("c", 6)),
+        );
+        for (reply, prefix, n) in [(first, "a", 1), (second, "b", 3), (third, "c", 6)] {
+            let records = reply.unwrap();
+            assert_eq!(records.len(), n);
+            for (i, record) in records.iter().enumerate() {
+                assert_eq!(
+                    record.as_ref().unwrap().data.get(),
+                    format!("\"{prefix}{i}\"")
+                );
+            }
+        }
+        assert_eq!(
+            widest.load(Ordering::SeqCst),
+            6,
+            "a request went past 8 keys"
+        );
+    }
+
     /// A peer that answers each key with its pk as data, except that a request holding the pk
     /// `held` gets its answer only once `release` has a permit; `arrived` is told it came.
     async fn holding_peer() -> (SocketAddr, Arc<Notify>, Arc<Semaphore>) {
@@ -309,7 +376,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reads_queued_behind_a_request_go_out_once_there_are_enough_of_them() {
         let (addr, arrived, release) = holding_peer().await;
-        let mut batcher = GetBatcher::new(PeerClient::new(Duration::from_secs(60), None, 1 << 20));
+        let mut batcher = GetBatcher::new(
+            PeerClient::new(Duration::from_secs(60), None, 1 << 20),
+            MAX_KEYS,
+        );
         // Reads would otherwise wait this long for the held request's answer.
         batcher.stagger = Duration::from_secs(600);
         let batcher = Arc::new(batcher);
@@ -343,15 +413,45 @@ mod tests {
         held.await.unwrap().unwrap();
     }
 
+    #[tokio::test]
+    async fn reads_that_do_not_fit_behind_a_request_in_flight_each_wait_their_turn() {
+        let (addr, arrived, release) = holding_peer().await;
+        let batcher = Arc::new(GetBatcher::new(
+            PeerClient::new(Duration::from_secs(60), None, 1 << 20),
+            8,
+        ));
+        let held = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.get(addr, key("held")).await }
+        });
+        arrived.notified().await;
+        // Behind the held request: 3 keys, then 6 that do not fit with them (carried to the
+        // next request), then 6 more that must not take the carried read's place.
+        let (b, c, d) = tokio::join!(
+            batcher.get(addr, keys("b", 3)),
+            batcher.get(addr, keys("c", 6)),
+            batcher.get(addr, keys("d", 6)),
+        );
+        for (reply, prefix, n) in [(b, "b", 3), (c, "c", 6), (d, "d", 6)] {
+            let records = reply.unwrap_or_else(|e| panic!("{prefix}: {e}"));
+            assert_eq!(records.len(), n);
+            assert_eq!(
+                records[n - 1].as_ref().unwrap().data.get(),
+                format!("\"{prefix}{}\"", n - 1)
+            );
+        }
+        release.add_permits(1);
+        held.await.unwrap().unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_read_queued_behind_an_unanswered_request_goes_out_without_it() {
         let (addr, arrived, release) = holding_peer().await;
         // The held request would time out only after a minute.
-        let batcher = Arc::new(GetBatcher::new(PeerClient::new(
-            Duration::from_secs(60),
-            None,
-            1 << 20,
-        )));
+        let batcher = Arc::new(GetBatcher::new(
+            PeerClient::new(Duration::from_secs(60), None, 1 << 20),
+            MAX_KEYS,
+        ));
         let held = tokio::spawn({
             let batcher = batcher.clone();
             async move { batcher.get(addr, key("held")).await }

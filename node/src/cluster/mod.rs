@@ -53,6 +53,9 @@ pub struct ClusterSettings {
     pub token: Option<String>,
     /// The most bytes a peer's answer may have (see [`PeerClient::new`]).
     pub max_answer_bytes: usize,
+    /// The most keys a peer accepts in one read (MAX_RECORDS_PER_REQUEST): coalesced reads
+    /// stay within it.
+    pub max_keys_per_request: usize,
 }
 
 /// How long an owner that failed a read is tried last.
@@ -169,6 +172,7 @@ impl Cluster {
             settings.token.clone(),
             settings.max_answer_bytes,
         );
+        let max_keys_per_request = settings.max_keys_per_request;
         tokio::spawn(gossip::receive(socket.clone(), tx.clone()));
         tokio::spawn(gossip::drive(
             shared.clone(),
@@ -181,7 +185,10 @@ impl Cluster {
         Ok(Cluster {
             shared,
             failed: Arc::default(),
-            batcher: Arc::new(batcher::GetBatcher::new(client.clone())),
+            batcher: Arc::new(batcher::GetBatcher::new(
+                client.clone(),
+                max_keys_per_request,
+            )),
             client,
             input: tx,
         })

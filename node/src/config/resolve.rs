@@ -243,6 +243,7 @@ impl Config {
                     .max_records
                     .saturating_mul(config.service.limits.max_entry_bytes)
                     .saturating_add(1 << 20),
+                max_keys_per_request: config.service.limits.max_records,
             });
         }
         config.node_name = match &config.kafka {
