@@ -3,7 +3,7 @@
 
 use super::feed::{Change, ChangeKind, EntryChanges};
 use super::plugins::{PluginResolver, Resolved};
-use super::read_index::{Lookup, ReadIndex};
+use super::read_index::ReadIndex;
 use crate::cond::{Budget, CondError, Conditions, ENTRY_LIMITS, Subject};
 use crate::log::LogRecord;
 use crate::model::{
@@ -240,10 +240,10 @@ fn value_at(
     if let Some(pending) = local.and_then(|l| l.get(key)).or_else(|| overlay.get(key)) {
         return Ok(pending.clone());
     }
-    match index.map_or(Lookup::Unknown, |i| i.get(key)) {
-        Lookup::Found(value) => Ok(Some(value.to_vec())),
-        Lookup::Absent => Ok(None),
-        Lookup::Unknown => Ok(store.get_raw(key)?.map(|v| v.to_vec())),
+    // Copied once, straight out of the index (`get` would copy it into a `Slice` first).
+    match index.and_then(|i| i.get_with(key, <[u8]>::to_vec)) {
+        Some(value) => Ok(value),
+        None => Ok(store.get_raw(key)?.map(|v| v.to_vec())),
     }
 }
 

@@ -1381,3 +1381,41 @@ print("ok")
         "{reply:?}"
     );
 }
+
+#[test]
+fn empty_keys_are_refused_in_redis_terms_and_the_empty_field_is_the_string() {
+    let node = Node::start();
+    let mut con = client(&node, false);
+    // Redis takes "" as a key; here a key needs a character, and the error says so in the
+    // terms of the command (not of the HTTP API's records and pks).
+    for cmd in [
+        redis::cmd("GET").arg("").clone(),
+        redis::cmd("SET").arg("").arg("v").clone(),
+        redis::cmd("HSET").arg("").arg("f").arg("v").clone(),
+        redis::cmd("INCR").arg("").clone(),
+        redis::cmd("DEL").arg("").clone(),
+    ] {
+        let e = cmd.query::<RedisValue>(&mut con).unwrap_err();
+        assert_eq!(
+            e.detail(),
+            Some("empty keys are not supported here: a key needs at least one character"),
+            "{e}"
+        );
+    }
+    // A key is a pk: its string is the record with sk "", its hash fields the others. So the
+    // hash field "" is the string, as the README says, and both live under one key.
+    assert_eq!(con.hset::<_, _, _, i64>("both", "", "text").unwrap(), 1);
+    assert_eq!(con.get::<_, String>("both").unwrap(), "text");
+    assert_eq!(con.hset::<_, _, _, i64>("both", "f", "v").unwrap(), 1);
+    let all: HashMap<String, String> = con.hgetall("both").unwrap();
+    assert_eq!(
+        all,
+        HashMap::from([("".into(), "text".into()), ("f".into(), "v".into())])
+    );
+    assert_eq!(con.del::<_, i64>("both").unwrap(), 1);
+    assert!(
+        con.hgetall::<_, HashMap<String, String>>("both")
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -600,7 +600,14 @@ fn text_ref(arg: &Bytes) -> Result<&str, Reply> {
 }
 
 fn service_error(e: ServiceError) -> Reply {
-    Reply::err(e.message)
+    match e.code {
+        // Redis takes "" as a key; FireScroll's pk cannot be empty. Said in Redis's terms (the
+        // service's message speaks of `pk` and the request's records).
+        "missing_pk" => {
+            Reply::err("empty keys are not supported here: a key needs at least one character")
+        }
+        _ => Reply::err(e.message),
+    }
 }
 
 /// The wire value of a record: its JSON text, or a JSON string's contents.
