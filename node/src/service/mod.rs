@@ -125,6 +125,8 @@ pub enum ErrorKind {
     Forbidden,
     /// What was asked for is no longer here (a watch token older than the history).
     Gone,
+    /// The body is in a form the node does not read (a `Content-Encoding` other than identity).
+    UnsupportedMediaType,
 }
 
 /// A failed service call: a stable code, and a message that says what to fix.

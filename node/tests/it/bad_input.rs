@@ -90,6 +90,53 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         let message = reply["error"]["message"].as_str().unwrap();
         assert!(message.len() > 10, "message says what to fix: {message}");
     }
+    // A compressed body is refused for what it is, not as invalid JSON (gzip from the
+    // system's gzip, as a client library would send it); the write is not made.
+    let mut gzip = std::process::Command::new("gzip")
+        .arg("-c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gzip runs");
+    std::io::Write::write_all(
+        gzip.stdin.as_mut().unwrap(),
+        json!({"Records":[{"pk":"keep","sk":"me","data":{"v":2}}]})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    let compressed = gzip.wait_with_output().unwrap().stdout;
+    for encoding in ["gzip", "br"] {
+        let response = node
+            .client()
+            .post(node.url("/records/put"))
+            .header("content-type", "application/json")
+            .header("content-encoding", encoding)
+            .body(compressed.clone())
+            .send()
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 415);
+        let reply: Value = serde_json::from_str(&response.text().unwrap()).unwrap();
+        assert_eq!(
+            error_code(&reply),
+            "unsupported_content_encoding",
+            "{reply}"
+        );
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(encoding) && message.contains("uncompressed"),
+            "{message}"
+        );
+    }
+    // `identity` is no encoding at all.
+    let response = node
+        .client()
+        .post(node.url("/records/get"))
+        .header("content-encoding", "identity")
+        .body(json!({"Records":[{"pk":"keep","sk":"me"}]}).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
     let (status, text) = node.get_url(&node.url("/records/get"));
     assert_eq!(status, 405, "{text}");
     let (status, text) = node.get_url(&node.url("/nowhere"));

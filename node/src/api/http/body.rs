@@ -5,7 +5,7 @@ use super::response;
 use crate::service::{ErrorKind, ServiceError};
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::header::CONTENT_LENGTH;
+use axum::http::header::{CONTENT_ENCODING, CONTENT_LENGTH};
 use axum::response::Response;
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -26,6 +26,25 @@ pub async fn admit(
     limit: usize,
     timeout: Duration,
 ) -> Result<Request, Response> {
+    // A compressed body would otherwise be refused as invalid JSON, which sends its sender
+    // looking in the wrong place.
+    let has_body = request.body().size_hint().exact() != Some(0);
+    if let Some(encoding) = request
+        .headers()
+        .get(CONTENT_ENCODING)
+        .filter(|e| has_body && !e.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        return Err(response::error(&ServiceError::new(
+            ErrorKind::UnsupportedMediaType,
+            "unsupported_content_encoding",
+            format!(
+                "request bodies are read as they are sent, and Content-Encoding {:?} is not \
+                 supported: send the body uncompressed (responses are gzipped when asked with \
+                 Accept-Encoding)",
+                String::from_utf8_lossy(encoding.as_bytes())
+            ),
+        )));
+    }
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
