@@ -1419,3 +1419,33 @@ fn empty_keys_are_refused_in_redis_terms_and_the_empty_field_is_the_string() {
             .is_empty()
     );
 }
+
+#[test]
+fn getrange_touch_and_time_answer_as_redis_server_does() {
+    same_replies_as_redis_server(
+        r#"
+def run(port):
+    r = redis.Redis(port=port, decode_responses=True)
+    r.set("gr:s", "This is a string")
+    r.set("gr:u", "héllo")
+    r.hset("gr:h", "f", "v")
+    out = []
+    for start, end in [(0, 3), (-3, -1), (0, -1), (10, 100), (-100, 2), (5, 3), (-1, -5), (16, 20)]:
+        out.append(r.getrange("gr:s", start, end))
+    out.append(r.execute_command("SUBSTR", "gr:s", 0, 3))
+    out.append(r.getrange("gr:nothing", 0, -1))
+    out.append(redis.Redis(port=port).getrange("gr:u", 0, 1))  # bytes: "h" and half of "é"
+    out.append(r.touch("gr:s", "gr:h", "gr:nothing", "gr:s"))
+    t = r.time()
+    out.append((type(t[0]), type(t[1]), 0 <= t[1] < 1_000_000, abs(t[0] - __import__("time").time()) < 60))
+    for args in [("GETRANGE", "gr:s", "x", 1), ("GETRANGE", "gr:s", 0), ("TOUCH",), ("TIME", "x")]:
+        try:
+            r.execute_command(*args)
+            out.append((args, "no error"))
+        except redis.ResponseError as e:
+            out.append((args, str(e)))
+    return out
+"#,
+        "",
+    );
+}

@@ -43,8 +43,19 @@ pub async fn mget(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
 /// `EXISTS key [key ...]`: how many of the keys exist — a string or a hash with fields (repeats
 /// count again, as in Redis).
 pub async fn exists(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    count_existing(ctx, args, "exists").await
+}
+
+/// `TOUCH key [key ...]`: how many of the keys exist, as `EXISTS` counts them. Nothing here
+/// keeps an access time to update (no LRU eviction: a config database evicts nothing).
+pub async fn touch(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    count_existing(ctx, args, "touch").await
+}
+
+/// How many of the keys `args` exist, each counted as often as it is named (as Redis does).
+async fn count_existing(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
     if args.is_empty() {
-        return wrong_arity("exists");
+        return wrong_arity(name);
     }
     let pks: Vec<String> = match args.iter().map(text).collect() {
         Ok(pks) => pks,
@@ -277,6 +288,49 @@ pub async fn mset(ctx: &mut Context<'_>, args: &[Bytes], only_new: bool) -> Repl
 }
 
 /// `STRLEN key`: the length in bytes of the value, 0 when there is none.
+/// `GETRANGE key start end` (and its old name `SUBSTR`): the bytes of the string from `start`
+/// to `end`, both included; negative indexes count from the end, out-of-range ones are clamped,
+/// as in Redis.
+pub async fn getrange(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
+    let [k, start, end] = args else {
+        return wrong_arity(name);
+    };
+    let integer = |arg: &Bytes| {
+        std::str::from_utf8(arg)
+            .ok()
+            .and_then(crate::engine::parse_redis_integer)
+    };
+    let (Some(start), Some(end)) = (integer(start), integer(end)) else {
+        return Reply::err("value is not an integer or out of range");
+    };
+    let key = match key(k) {
+        Ok(key) => key,
+        Err(e) => return e,
+    };
+    match ctx.read_one(&key.pk, "").await {
+        Ok(value) => {
+            let value = value.unwrap_or_default();
+            match byte_range(value.len(), start, end) {
+                Some(range) => Reply::Bulk(value.slice(range)),
+                None => Reply::Bulk(Bytes::new()),
+            }
+        }
+        Err(e) => e,
+    }
+}
+
+/// The bytes `start..=end` of a string of `len` bytes select, by Redis's `GETRANGE` rules;
+/// `None` when they select nothing.
+fn byte_range(len: usize, start: i64, end: i64) -> Option<std::ops::RangeInclusive<usize>> {
+    let len = len as i64;
+    if (start < 0 && end < 0 && start > end) || len == 0 {
+        return None;
+    }
+    let from_end = |i: i64| if i < 0 { (len + i).max(0) } else { i };
+    let (start, end) = (from_end(start), from_end(end).min(len - 1));
+    (start <= end).then_some(start as usize..=end as usize)
+}
+
 pub async fn strlen(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let [k] = args else {
         return wrong_arity("strlen");
@@ -288,5 +342,26 @@ pub async fn strlen(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     match ctx.read_one(&key.pk, "").await {
         Ok(value) => Reply::Int(value.map_or(0, |v| v.len() as i64)),
         Err(e) => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::byte_range;
+
+    #[test]
+    fn getrange_selects_what_redis_does() {
+        // "Hello World" (11 bytes), the cases of Redis's GETRANGE documentation and its edges.
+        let pick = |start, end| byte_range(11, start, end).map(|r| &"Hello World"[r]);
+        assert_eq!(pick(0, 3), Some("Hell"));
+        assert_eq!(pick(-3, -1), Some("rld"));
+        assert_eq!(pick(0, -1), Some("Hello World"));
+        assert_eq!(pick(10, 100), Some("d"));
+        assert_eq!(pick(-100, 2), Some("Hel"));
+        assert_eq!(pick(5, 3), None);
+        assert_eq!(pick(-1, -5), None);
+        assert_eq!(pick(11, 20), None);
+        assert_eq!(pick(i64::MIN, i64::MAX), Some("Hello World"));
+        assert_eq!(byte_range(0, 0, -1), None);
     }
 }

@@ -223,11 +223,11 @@ pub fn get_redirect(ctx: &Context<'_>) -> Reply {
 /// The keys a read command reads (what default-mode tracking remembers).
 pub(super) fn read_keys<'a>(name: &str, args: &'a [Bytes]) -> &'a [Bytes] {
     match name {
-        "mget" | "exists" => args,
-        "get" | "strlen" | "getex" | "hget" | "hmget" | "hgetall" | "hkeys" | "hvals" | "hlen"
-        | "hexists" | "hstrlen" | "hrandfield" | "hscan" | "type" | "ttl" | "pttl"
-        | "expiretime" | "pexpiretime" | "httl" | "hpttl" | "hexpiretime" | "hpexpiretime"
-        | "json.get" => &args[..args.len().min(1)],
+        "mget" | "exists" | "touch" => args,
+        "get" | "strlen" | "getrange" | "substr" | "getex" | "hget" | "hmget" | "hgetall"
+        | "hkeys" | "hvals" | "hlen" | "hexists" | "hstrlen" | "hrandfield" | "hscan" | "type"
+        | "ttl" | "pttl" | "expiretime" | "pexpiretime" | "httl" | "hpttl" | "hexpiretime"
+        | "hpexpiretime" | "json.get" => &args[..args.len().min(1)],
         _ => &[],
     }
 }

@@ -1,5 +1,5 @@
 //! Connection and server commands stock clients send: HELLO, AUTH, CLIENT, COMMAND, INFO, CONFIG,
-//! SELECT, PING, ECHO, QUIT, RESET.
+//! SELECT, PING, ECHO, TIME, QUIT, RESET.
 
 use super::{Context, Session, wrong_arity};
 use crate::api::resp::clients::KillFilter;
@@ -17,6 +17,10 @@ const COMMANDS: &[(&str, i64)] = &[
     ("get", 2),
     ("mget", -2),
     ("exists", -2),
+    ("touch", -2),
+    ("getrange", 4),
+    ("substr", 4),
+    ("time", 1),
     ("set", -3),
     ("setnx", 3),
     ("getset", 3),
@@ -107,6 +111,18 @@ pub fn execute(ctx: &mut Context<'_>, name: &str, args: &[Bytes]) -> Option<Repl
             [] => Reply::Simple("PONG"),
             [msg] => Reply::Bulk(msg.clone()),
             _ => wrong_arity("ping"),
+        },
+        "time" => match args {
+            [] => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                Reply::Array(vec![
+                    Reply::bulk(now.as_secs().to_string()),
+                    Reply::bulk(now.subsec_micros().to_string()),
+                ])
+            }
+            _ => wrong_arity("time"),
         },
         "echo" => match args {
             [msg] => Reply::Bulk(msg.clone()),
