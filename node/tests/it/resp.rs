@@ -1438,6 +1438,11 @@ def run(port):
     out.append(r.touch("gr:s", "gr:h", "gr:nothing", "gr:s"))
     t = r.time()
     out.append((type(t[0]), type(t[1]), 0 <= t[1] < 1_000_000, abs(t[0] - __import__("time").time()) < 60))
+    # In a transaction they see its earlier writes.
+    p = r.pipeline(transaction=True)
+    p.set("gr:t", "abcdef").getrange("gr:t", 1, 2).touch("gr:t", "gr:nothing").time()
+    replies = p.execute()
+    out.append((replies[:3], len(replies[3])))
     for args in [("GETRANGE", "gr:s", "x", 1), ("GETRANGE", "gr:s", 0), ("TOUCH",), ("TIME", "x")]:
         try:
             r.execute_command(*args)

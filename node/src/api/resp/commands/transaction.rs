@@ -28,10 +28,10 @@ pub struct Queued {
 /// Writes whose condition would decide the whole transaction: refused inside one.
 const CONDITIONAL_WRITES: [&str; 3] = ["setnx", "msetnx", "hsetnx"];
 
-/// Reads a transaction may hold (they see its earlier writes), and PING.
-const QUEUEABLE_READS: [&str; 14] = [
-    "get", "mget", "exists", "strlen", "hget", "hmget", "hgetall", "hkeys", "hvals", "hlen",
-    "hexists", "hstrlen", "json.get", "ping",
+/// Reads a transaction may hold (they see its earlier writes), PING and TIME.
+const QUEUEABLE_READS: [&str; 18] = [
+    "get", "mget", "exists", "touch", "strlen", "getrange", "substr", "hget", "hmget", "hgetall",
+    "hkeys", "hvals", "hlen", "hexists", "hstrlen", "json.get", "ping", "time",
 ];
 
 /// Whether a transaction may hold `name`: every write but the conditional ones, and the reads.
