@@ -984,13 +984,23 @@ fn pipelined_writes_go_to_the_log_together_with_exact_replies() {
 
 /// Defines the redis-py function `run(port)` with `define_run`, runs it against a node and
 /// against a real redis-server, and asserts both gave the same replies; then runs `then`, with
-/// `ours` (the node's port) and `replies` (its replies).
+/// `ours` (the node's port) and `replies` (its replies). `run` may use `errors_of(r, commands)`:
+/// the error each command gets (or "no error").
 fn same_replies_as_redis_server(define_run: &str, then: &str) {
     let node = Node::start();
     let server = crate::expiry::RedisServer::start();
     let script = format!(
         r#"
 import redis, threading
+def errors_of(r, commands):
+    out = []
+    for args in commands:
+        try:
+            r.execute_command(*args)
+            out.append((args, "no error"))
+        except redis.ResponseError as e:
+            out.append((args, str(e)))
+    return out
 {define_run}
 ours, theirs = {ours}, {theirs}
 replies, expected = run(ours), run(theirs)
@@ -1053,17 +1063,10 @@ def run(port):
     r = redis.Redis(port=port, decode_responses=True)
     r.hset("ae:h", "f", "v")
     r.set("ae:max", str(2**63 - 1))
-    out = []
-    for args in [("SCAN", 0, "COUNT", 0), ("SCAN", 0, "COUNT", -1), ("SCAN", 0, "COUNT", "x"),
-                 ("SCAN", 0, "COUNT", 5, "BOGUS"), ("HSCAN", "ae:h", 0, "COUNT", 0),
-                 ("INCR", "ae:max"), ("DECRBY", "ae:max", "-9223372036854775808"),
-                 ("INCRBY", "ae:max", "1.5"), ("HRANDFIELD", "ae:h", "x"), ("SET", "ae:k", "v", "EX", 0)]:
-        try:
-            r.execute_command(*args)
-            out.append((args, "no error"))
-        except redis.ResponseError as e:
-            out.append((args, str(e)))
-    return out
+    return errors_of(r, [("SCAN", 0, "COUNT", 0), ("SCAN", 0, "COUNT", -1), ("SCAN", 0, "COUNT", "x"),
+                         ("SCAN", 0, "COUNT", 5, "BOGUS"), ("HSCAN", "ae:h", 0, "COUNT", 0),
+                         ("INCR", "ae:max"), ("DECRBY", "ae:max", "-9223372036854775808"),
+                         ("INCRBY", "ae:max", "1.5"), ("HRANDFIELD", "ae:h", "x"), ("SET", "ae:k", "v", "EX", 0)])
 "#,
         "",
     );
@@ -1443,13 +1446,7 @@ def run(port):
     p.set("gr:t", "abcdef").getrange("gr:t", 1, 2).touch("gr:t", "gr:nothing").time()
     replies = p.execute()
     out.append((replies[:3], len(replies[3])))
-    for args in [("GETRANGE", "gr:s", "x", 1), ("GETRANGE", "gr:s", 0), ("TOUCH",), ("TIME", "x")]:
-        try:
-            r.execute_command(*args)
-            out.append((args, "no error"))
-        except redis.ResponseError as e:
-            out.append((args, str(e)))
-    return out
+    return out + errors_of(r, [("GETRANGE", "gr:s", "x", 1), ("GETRANGE", "gr:s", 0), ("TOUCH",), ("TIME", "x")])
 "#,
         "",
     );
