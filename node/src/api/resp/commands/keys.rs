@@ -287,7 +287,6 @@ pub async fn mset(ctx: &mut Context<'_>, args: &[Bytes], only_new: bool) -> Repl
     }
 }
 
-/// `STRLEN key`: the length in bytes of the value, 0 when there is none.
 /// `GETRANGE key start end` (and its old name `SUBSTR`): the bytes of the string from `start`
 /// to `end`, both included; negative indexes count from the end, out-of-range ones are clamped,
 /// as in Redis.
@@ -331,6 +330,7 @@ fn byte_range(len: usize, start: i64, end: i64) -> Option<std::ops::RangeInclusi
     (start <= end).then_some(start as usize..=end as usize)
 }
 
+/// `STRLEN key`: the length in bytes of the value, 0 when there is none.
 pub async fn strlen(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let [k] = args else {
         return wrong_arity("strlen");
