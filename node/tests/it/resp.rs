@@ -1424,7 +1424,7 @@ fn empty_keys_are_refused_in_redis_terms_and_the_empty_field_is_the_string() {
 }
 
 #[test]
-fn getrange_touch_and_time_answer_as_redis_server_does() {
+fn getrange_touch_time_and_memory_usage_answer_as_redis_server_does() {
     same_replies_as_redis_server(
         r#"
 def run(port):
@@ -1446,8 +1446,19 @@ def run(port):
     p.set("gr:t", "abcdef").getrange("gr:t", 1, 2).touch("gr:t", "gr:nothing").time()
     replies = p.execute()
     out.append((replies[:3], len(replies[3])))
-    return out + errors_of(r, [("GETRANGE", "gr:s", "x", 1), ("GETRANGE", "gr:s", 0), ("TOUCH",), ("TIME", "x")])
+    # MEMORY USAGE: a number for a key, nil for none (the numbers are each server's own).
+    out.append((r.memory_usage("gr:s") > 0, r.memory_usage("gr:h") > 0, r.memory_usage("gr:nothing")))
+    return out + errors_of(r, [("GETRANGE", "gr:s", "x", 1), ("GETRANGE", "gr:s", 0), ("TOUCH",), ("TIME", "x"),
+                               ("MEMORY", "USAGE"), ("MEMORY", "USAGE", "gr:s", "SAMPLES", "x"),
+                               ("MEMORY", "USAGE", "gr:s", "BOGUS"), ("MEMORY", "USAGE", "gr:s", "SAMPLES", 0)])
 "#,
-        "",
+        // Ours counts the key, each field's name and each value, as a client reads them.
+        r#"
+r = redis.Redis(port=ours)
+r.set("mu:s", "hello")
+r.hset("mu:h", mapping={"a": "1", "b": "22"})
+assert r.memory_usage("mu:s") == 4 + 5, r.memory_usage("mu:s")
+assert r.memory_usage("mu:h") == (4 + 1 + 1) + (4 + 1 + 2), r.memory_usage("mu:h")
+"#,
     );
 }

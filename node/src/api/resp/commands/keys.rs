@@ -330,6 +330,54 @@ fn byte_range(len: usize, start: i64, end: i64) -> Option<std::ops::RangeInclusi
     (start <= end).then_some(start as usize..=end as usize)
 }
 
+/// `MEMORY USAGE key [SAMPLES n]`: the bytes the key's records hold — the key, each field's
+/// name and each value, as a client reads them — or nil when there is no such key. Every record
+/// is counted (`SAMPLES` is accepted and has nothing to choose); the store's and the read
+/// index's own overhead is not included. What `redis-cli --memkeys` reads.
+pub async fn memory(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let [sub, rest @ ..] = args else {
+        return wrong_arity("memory");
+    };
+    if !sub.eq_ignore_ascii_case(b"usage") {
+        return Reply::err(format!(
+            "unknown subcommand '{}'. Try MEMORY USAGE.",
+            String::from_utf8_lossy(sub)
+        ));
+    }
+    let [k, options @ ..] = rest else {
+        return wrong_arity("memory|usage");
+    };
+    match options {
+        [] => {}
+        [samples, n] if samples.eq_ignore_ascii_case(b"samples") => {
+            if std::str::from_utf8(n)
+                .ok()
+                .and_then(crate::engine::parse_redis_integer)
+                .is_none()
+            {
+                return Reply::err("value is not an integer or out of range");
+            }
+        }
+        _ => return Reply::err("syntax error"),
+    }
+    let pk = match text(k) {
+        Ok(pk) => pk,
+        Err(e) => return e,
+    };
+    let records = match ctx.scan_all(pk.clone(), String::new()).await {
+        Ok(records) => records,
+        Err(e) => return e,
+    };
+    if records.is_empty() {
+        return Reply::Null;
+    }
+    let bytes: usize = records
+        .iter()
+        .map(|r| pk.len() + r.sk.len() + super::value_of(r).len())
+        .sum();
+    Reply::Int(bytes as i64)
+}
+
 /// `STRLEN key`: the length in bytes of the value, 0 when there is none.
 pub async fn strlen(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let [k] = args else {

@@ -342,6 +342,7 @@ pub(super) async fn run(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
         "mget" => keys::mget(ctx, args).await,
         "exists" => keys::exists(ctx, args).await,
         "touch" => keys::touch(ctx, args).await,
+        "memory" => keys::memory(ctx, args).await,
         "getrange" | "substr" => keys::getrange(ctx, args, name).await,
         "set" => keys::set(ctx, args).await,
         "getset" => keys::getset(ctx, args).await,

@@ -21,6 +21,7 @@ const COMMANDS: &[(&str, i64)] = &[
     ("getrange", 4),
     ("substr", 4),
     ("time", 1),
+    ("memory", -2),
     ("set", -3),
     ("setnx", 3),
     ("getset", 3),
