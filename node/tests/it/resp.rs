@@ -1459,6 +1459,12 @@ r.set("mu:s", "hello")
 r.hset("mu:h", mapping={"a": "1", "b": "22"})
 assert r.memory_usage("mu:s") == 4 + 5, r.memory_usage("mu:s")
 assert r.memory_usage("mu:h") == (4 + 1 + 1) + (4 + 1 + 2), r.memory_usage("mu:h")
+# A hash over many pages of the store's listing is summed whole.
+p = r.pipeline(transaction=False)
+for start in range(0, 25_000, 500):
+    p.hset("mu:big", mapping={f"f{i:05d}": "v" for i in range(start, start + 500)})
+p.execute()
+assert r.memory_usage("mu:big") == 25_000 * (6 + 6 + 1), r.memory_usage("mu:big")
 "#,
     );
 }

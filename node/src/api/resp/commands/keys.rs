@@ -332,8 +332,8 @@ fn byte_range(len: usize, start: i64, end: i64) -> Option<std::ops::RangeInclusi
 
 /// `MEMORY USAGE key [SAMPLES n]`: the bytes the key's records hold — the key, each field's
 /// name and each value, as a client reads them — or nil when there is no such key. Every record
-/// is counted (`SAMPLES` is accepted and has nothing to choose); the store's and the read
-/// index's own overhead is not included. What `redis-cli --memkeys` reads.
+/// is counted, a page at a time (`SAMPLES` is accepted and has nothing to choose); the store's
+/// and the read index's own overhead is not included. What `redis-cli --memkeys` reads.
 pub async fn memory(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let [sub, rest @ ..] = args else {
         return wrong_arity("memory");
@@ -364,18 +364,20 @@ pub async fn memory(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         Ok(pk) => pk,
         Err(e) => return e,
     };
-    let records = match ctx.scan_all(pk.clone(), String::new()).await {
-        Ok(records) => records,
-        Err(e) => return e,
-    };
-    if records.is_empty() {
-        return Reply::Null;
+    // Summed page by page: a hash of millions of fields is never held whole for one number.
+    let (mut records, mut bytes) = (0usize, 0usize);
+    let summed = ctx.scan_pages(&pk, "", |page| {
+        records += page.len();
+        bytes += page
+            .iter()
+            .map(|r| pk.len() + r.sk.len() + super::value_of(r).len())
+            .sum::<usize>();
+    });
+    match summed.await {
+        Ok(()) if records == 0 => Reply::Null,
+        Ok(()) => Reply::Int(bytes as i64),
+        Err(e) => e,
     }
-    let bytes: usize = records
-        .iter()
-        .map(|r| pk.len() + r.sk.len() + super::value_of(r).len())
-        .sum();
-    Reply::Int(bytes as i64)
 }
 
 /// `STRLEN key`: the length in bytes of the value, 0 when there is none.

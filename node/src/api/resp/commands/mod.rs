@@ -896,28 +896,40 @@ impl Context<'_> {
             .collect())
     }
 
-    /// Every record of `pk` whose sk starts with `prefix`, page by page.
-    async fn scan_all(&self, pk: String, prefix: String) -> Result<Vec<Record>, Reply> {
-        let mut records = Vec::new();
+    /// Hands each page of the stored records of `pk` whose sk starts with `prefix` to `each`,
+    /// in sk order; only one page is held at a time (the transaction's writes are not seen).
+    async fn scan_pages(
+        &self,
+        pk: &str,
+        prefix: &str,
+        mut each: impl FnMut(Vec<Record>),
+    ) -> Result<(), Reply> {
         let mut cursor = None;
         loop {
             let page = self
                 .service
                 .list(ListRequest {
-                    pk: pk.clone(),
-                    sk_prefix: prefix.clone(),
+                    pk: pk.to_string(),
+                    sk_prefix: prefix.to_string(),
                     cursor,
-                    min_offsets: self.min_offsets([pk.as_str()]),
+                    min_offsets: self.min_offsets([pk]),
                     ..ListRequest::default()
                 })
                 .await
                 .map_err(service_error)?;
-            records.extend(page.records);
+            each(page.records);
             match page.next_cursor {
                 Some(next) => cursor = Some(next),
-                None => break,
+                None => return Ok(()),
             }
         }
+    }
+
+    /// Every record of `pk` whose sk starts with `prefix`, with a transaction's earlier writes.
+    async fn scan_all(&self, pk: String, prefix: String) -> Result<Vec<Record>, Reply> {
+        let mut records = Vec::new();
+        self.scan_pages(&pk, &prefix, |page| records.extend(page))
+            .await?;
         // Inside EXEC: the transaction's earlier writes to this hash, in sk order.
         if let Some(ops) = &self.session.collecting {
             // A deleted key loses every record read; what was written after comes back below.
