@@ -496,6 +496,61 @@ fn slow_and_greedy_http_clients_cannot_lock_others_out() {
     assert!(!refused.ends_with(" 0"), "{refused}");
 }
 
+/// Reads until the server closes `stream` (or 15 s pass) and says how long that took.
+fn time_until_closed(stream: &mut TcpStream) -> Duration {
+    let started = Instant::now();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return started.elapsed(),
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return started.elapsed(),
+            Err(e) => panic!("the connection was not closed within 15 s: {e}"),
+        }
+    }
+}
+
+#[test]
+fn request_heads_that_stall_and_idle_keep_alives_end_at_the_header_timeout() {
+    let node = Node::start_with(&[("HTTP_HEADER_TIMEOUT_MS", "1000")]);
+    // A head that stops halfway (slowloris): closed at the timeout, not before.
+    let mut stalled = TcpStream::connect(("127.0.0.1", node.api)).unwrap();
+    stalled
+        .write_all(b"POST /records/get HTTP/1.1\r\nHost: x\r\nContent-Ty")
+        .unwrap();
+    let waited = time_until_closed(&mut stalled);
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed early: {waited:?}"
+    );
+    // A keep-alive connection that made requests and then sends nothing: each request's wait
+    // is timed afresh (the first head came well within the timeout, the later ones are timed
+    // from when they were awaited), and the idle wait ends the connection.
+    let mut kept = TcpStream::connect(("127.0.0.1", node.api)).unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(500));
+        kept.write_all(b"GET /up HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let n = kept.read(&mut buf).unwrap();
+        let reply = String::from_utf8_lossy(&buf[..n]);
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
+    let waited = time_until_closed(&mut kept);
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed early: {waited:?}"
+    );
+    // The node goes on serving.
+    let (status, _) = node.get_url(&node.url("/up"));
+    assert_eq!(status, 200);
+}
+
 #[test]
 fn a_list_whose_client_gave_up_stops() {
     let node = Node::start();

@@ -14,24 +14,28 @@ use axum::extract::Request;
 use axum::http::Method;
 use axum::http::header::{ACCEPT_ENCODING, ORIGIN};
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// The same routes with and without the layers: index bit 0 is gzip, bit 1 is CORS.
+///
+/// Shared behind one `Arc`: the server clones its service for every request, and four routers
+/// would be four reference counts bounced between the cores each time.
 #[derive(Clone)]
 pub struct LayersWhenNeeded {
-    variants: [Router; 4],
+    variants: Arc<[Router; 4]>,
 }
 
 impl LayersWhenNeeded {
     /// The four routers `build(gzip, cors)` makes, one for each need.
     pub fn new(build: impl Fn(bool, bool) -> Router) -> Self {
         LayersWhenNeeded {
-            variants: [
+            variants: Arc::new([
                 build(false, false),
                 build(true, false),
                 build(false, true),
                 build(true, true),
-            ],
+            ]),
         }
     }
 
@@ -55,8 +59,8 @@ impl tower::Service<Request> for LayersWhenNeeded {
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let variant = &mut self.variants[Self::pick(&request)];
-        tower::Service::call(variant, request)
+        let mut variant = self.variants[Self::pick(&request)].clone();
+        tower::Service::call(&mut variant, request)
     }
 }
 

@@ -4,6 +4,7 @@
 mod admin;
 mod body;
 mod cluster;
+mod header_timer;
 mod layers;
 mod plugins;
 mod records;

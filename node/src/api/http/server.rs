@@ -4,6 +4,7 @@
 //! socket so long reads can stop when their client leaves, and a bounded graceful shutdown.
 
 use super::body::admit;
+use super::header_timer::ConnectionTimer;
 use crate::config::HttpLimits;
 use crate::metrics::Metrics;
 use crate::service::watch_client;
@@ -42,10 +43,8 @@ pub async fn serve<R>(
 {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+    // The HTTP/1 header timeout's timer is set per connection (below).
+    builder.http1().header_read_timeout(limits.header_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -110,6 +109,9 @@ pub async fn serve<R>(
                     }
                 }
             });
+            // Each connection gets its own header timer (see `header_timer`).
+            let mut builder = (*builder).clone();
+            builder.http1().timer(ConnectionTimer::new());
             let connection = builder
                 .serve_connection_with_upgrades(
                     TokioIo::new(stream),
