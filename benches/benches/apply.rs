@@ -16,9 +16,12 @@ use firescroll_benches::{
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "../../node/src/allocator.rs"]
+mod allocator;
+
 /// The allocator the `firescroll` binary runs with.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: allocator::Allocator = allocator::Allocator;
 
 const BATCH: u64 = 1024;
 

@@ -5,9 +5,12 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use firescroll::model::LogEntry;
 use std::hint::black_box;
 
+#[path = "../../node/src/allocator.rs"]
+mod allocator;
+
 /// The allocator the `firescroll` binary runs with.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: allocator::Allocator = allocator::Allocator;
 
 /// A pipelined Redis client's counters in one partition: four `INCR`s share an entry.
 const COUNTERS: &[u8] = br#"{"v":1,"ts_ms":1796378819918,"ops":[{"op":"incr","pk":"counter:000000019438","sk":"","data":1},{"op":"incr","pk":"counter:000000006508","sk":"","data":1},{"op":"incr","pk":"counter:000000005268","sk":"","data":1},{"op":"incr","pk":"counter:000000012388","sk":"","data":1}]}"#;

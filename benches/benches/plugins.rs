@@ -7,9 +7,12 @@ use firescroll::plugins::{Input, PluginHost, PluginLimits};
 use firescroll_benches::example_plugin;
 use std::hint::black_box;
 
+#[path = "../../node/src/allocator.rs"]
+mod allocator;
+
 /// The allocator the `firescroll` binary runs with.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: allocator::Allocator = allocator::Allocator;
 
 fn example(name: &str) -> Vec<u8> {
     example_plugin(name).unwrap_or_else(|| {

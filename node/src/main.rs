@@ -6,11 +6,14 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+mod allocator;
+
 /// mimalloc instead of glibc's allocator: the applier allocates and frees small values, outcomes
 /// and skiplist nodes per entry, and glibc spent a fifth of its CPU in `malloc`, `free` and
-/// fastbin consolidation (server CPU per write 10-20 % lower; benches/README.md).
+/// fastbin consolidation (server CPU per write 10-20 % lower; benches/README.md). Called through
+/// [`allocator::Allocator`], which uses mimalloc's fast paths where they apply.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: allocator::Allocator = allocator::Allocator;
 
 /// `mi_option_purge_delay` in mimalloc.h's `mi_option_e` (the Rust bindings name no constant for
 /// it).
