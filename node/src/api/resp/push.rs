@@ -113,8 +113,9 @@ struct Conn {
 #[derive(Default)]
 struct State {
     conns: HashMap<u64, Conn>,
-    /// Default-mode tracking: key → connections that read it since its last invalidation.
-    tracked: HashMap<Bytes, HashSet<u64>>,
+    /// Default-mode tracking: key → connections that read it since its last invalidation, each
+    /// with the offset its latest read saw at least up to.
+    tracked: HashMap<Bytes, HashMap<u64, u64>>,
 }
 
 /// See the module docs.
@@ -389,7 +390,8 @@ impl Hub {
                 .get(partition as usize)
                 .is_some_and(|f| f.load(Ordering::Acquire));
             if followed && self.handled(partition) <= seen {
-                state.tracked.entry(key).or_default().insert(id);
+                let read_up_to = state.tracked.entry(key).or_default().entry(id).or_default();
+                *read_up_to = (*read_up_to).max(seen);
             } else {
                 not_tracked.push(key);
             }
@@ -409,7 +411,7 @@ impl Hub {
                 break;
             };
             let ids = state.tracked.remove(&key).unwrap_or_default();
-            for id in ids {
+            for id in ids.into_keys() {
                 let target = state
                     .conns
                     .get(&id)
@@ -492,8 +494,19 @@ impl Hub {
             return;
         }
         let key = Bytes::copy_from_slice(pk.as_bytes());
-        // Default mode: whoever read the key since its last invalidation, once.
-        let mut targets: Vec<u64> = state.tracked.remove(&key).into_iter().flatten().collect();
+        // Default mode: whoever read the key since its last invalidation, once. A read that saw
+        // this change already (it waited for it, and the hub handles changes after reads may
+        // see them) keeps the key tracked: its client holds the changed value, and telling it
+        // to drop that would only cost it a miss.
+        let mut kept = HashMap::new();
+        let mut targets = Vec::new();
+        for (id, read_up_to) in state.tracked.remove(&key).unwrap_or_default() {
+            if read_up_to > offset {
+                kept.insert(id, read_up_to);
+            } else {
+                targets.push(id);
+            }
+        }
         for (id, conn) in &state.conns {
             if let Some(t) = &conn.tracking
                 && t.bcast
@@ -504,7 +517,6 @@ impl Hub {
         }
         targets.sort_unstable();
         targets.dedup();
-        let mut still_tracking = Vec::new();
         for id in targets {
             let Some(conn) = state.conns.get(&id) else {
                 continue;
@@ -517,19 +529,15 @@ impl Hub {
                 // the table only together with an invalidation (this one may apply after the
                 // connection read the key again).
                 if !tracking.bcast {
-                    still_tracking.push(id);
+                    kept.insert(id, offset + 1);
                 }
                 continue;
             }
             let target = tracking.redirect.unwrap_or(id);
             send_invalidation(&state, target, Some(vec![key.clone()]));
         }
-        if !still_tracking.is_empty() {
-            state
-                .tracked
-                .entry(key.clone())
-                .or_default()
-                .extend(still_tracking);
+        if !kept.is_empty() {
+            state.tracked.entry(key.clone()).or_default().extend(kept);
         }
         let flags = self.notify_flags();
         if let Some(event) = flags.event(kind, sk) {
@@ -636,6 +644,14 @@ mod tests {
         hub.track(1, vec![(key.clone(), 0, 9)]);
         assert!(rx.try_recv().is_err());
         hub.changed(0, 9, "k", "", ChangeKind::Put);
+        assert_eq!(invalidated(&mut rx), Some(vec![key.clone()]));
+        // The same the other way round: the read waited for a write at offset 10 (another
+        // connection's) and was answered before the hub handled it. The client holds the new
+        // value, so that change is not an invalidation; the next one is.
+        hub.track(1, vec![(key.clone(), 0, 11)]);
+        hub.changed(0, 10, "k", "", ChangeKind::Put);
+        assert!(rx.try_recv().is_err(), "the read already saw offset 10");
+        hub.changed(0, 11, "k", "", ChangeKind::Put);
         assert_eq!(invalidated(&mut rx), Some(vec![key]));
     }
 

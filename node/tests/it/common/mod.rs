@@ -34,6 +34,8 @@ pub struct Node {
     env: Vec<(String, String)>,
     client: reqwest::blocking::Client,
     log_path: PathBuf,
+    /// Where the log of the process started last begins (a restart appends to the same file).
+    log_start: u64,
 }
 
 impl Node {
@@ -81,6 +83,7 @@ impl Node {
                 .build()
                 .unwrap(),
             log_path: base.join("node.log"),
+            log_start: 0,
         }
     }
 
@@ -92,6 +95,7 @@ impl Node {
 
     /// Starts the process without waiting for it to answer (to catch it while it starts).
     pub fn spawn_process(&mut self) {
+        self.log_start = std::fs::metadata(&self.log_path).map_or(0, |m| m.len());
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -131,8 +135,12 @@ impl Node {
                     self.log()
                 ));
             }
+            // `/up` may be answered by another test's node that took one of these ports while
+            // they were free (this node then fails to bind and exits): only this node's own log
+            // saying it serves (written once it holds all its ports) makes the answer its own.
             if let Ok(r) = self.client.get(self.url("/up")).send()
                 && r.status().is_success()
+                && self.serving_since_spawn()
             {
                 return Ok(());
             }
@@ -247,6 +255,15 @@ impl Node {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Whether the process started last logged that it serves (it holds all its ports).
+    fn serving_since_spawn(&self) -> bool {
+        let log = std::fs::read(&self.log_path).unwrap_or_default();
+        let since = log.get(self.log_start as usize..).unwrap_or_default();
+        since
+            .windows(b"firescroll is serving".len())
+            .any(|w| w == b"firescroll is serving")
     }
 }
 
