@@ -233,14 +233,18 @@ pub(super) fn read_keys<'a>(name: &str, args: &'a [Bytes]) -> &'a [Bytes] {
 }
 
 /// Before a read command: its keys, each with its partition and an offset the read will see at
-/// least up to (for [`track`]): what the hub had handled of the partition, or what was written to
-/// it through this node (reads wait for those), whichever is later.
+/// least up to (for [`track`]): what the hub had handled of the partition, or the last write to
+/// the key's slot through this node (the read waits for it), whichever is later. Not the
+/// partition's last write: a read does not wait for other slots' writes, and a bound past what
+/// it saw would let the hub skip (or send before the key was tracked) the invalidation of a
+/// change the client's value does not hold.
 pub(super) fn before_read(ctx: &Context<'_>, keys: &[Bytes]) -> Vec<(Bytes, u32, u64)> {
     let partitions = ctx.service.partition_count();
     keys.iter()
         .map(|key| {
-            let partition = partition_of(&String::from_utf8_lossy(key), partitions);
-            let seen = ctx.hub.handled(partition).max(ctx.written.next(partition));
+            let pk = String::from_utf8_lossy(key);
+            let partition = partition_of(&pk, partitions);
+            let seen = ctx.hub.handled(partition).max(ctx.written.key_next(&pk));
             (key.clone(), partition, seen)
         })
         .collect()

@@ -112,11 +112,22 @@ impl WrittenPositions {
     }
 
     /// The offset after the last write through this node to `partition` (0 before any): a read
-    /// on this node sees at least up to there.
+    /// of the whole partition (`SCAN`, `DBSIZE`) sees at least up to there. A read of some keys
+    /// waits only for their slots: see [`WrittenPositions::key_next`].
     pub fn next(&self, partition: u32) -> u64 {
         self.next
             .get(partition as usize)
             .map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+
+    /// The offset after the last write through this node to `pk`'s key slot (0 before any): a
+    /// read of `pk` on this node sees at least up to there (it waits for it), but not
+    /// necessarily the partition's later writes to other slots.
+    pub fn key_next(&self, pk: &str) -> u64 {
+        let (partition, slot) = self.slot_of(pk);
+        self.keys
+            .get(partition as usize)
+            .map_or(0, |keys| keys[slot].load(Ordering::Relaxed))
     }
 
     /// What a read of `pks` waits for: the latest writes to their key slots that `applied` says
@@ -210,6 +221,13 @@ mod tests {
             written
                 .min_offsets([other.as_str()], nothing_applied)
                 .is_empty()
+        );
+        // What each read sees at least (for client tracking) is what it waits for.
+        assert_eq!(written.key_next(key), 42);
+        assert_eq!(
+            written.key_next(&other),
+            0,
+            "not the partition's last write"
         );
         // Reads of the whole keyspace and subscriptions still wait for the partition.
         assert_eq!(written.next(partition), 42);
