@@ -23,7 +23,7 @@ pub struct ConnectionTimer {
 }
 
 impl ConnectionTimer {
-    /// A timer whose alarm is not set yet (it is set by the first sleep polled).
+    /// A timer whose alarm stands at now: the first sleep polled moves it to its deadline.
     pub fn new() -> Self {
         ConnectionTimer {
             alarm: Arc::new(Mutex::new(Box::pin(tokio::time::sleep_until(
@@ -69,8 +69,8 @@ impl Future for AlarmSleep {
         // One task polls a connection, so this lock is never contended.
         let mut alarm = self.alarm.lock().unwrap_or_else(|e| e.into_inner());
         if alarm.is_elapsed() {
-            // The alarm went off: the clock says whether this deadline
-            // passed; if not, the alarm moves to it.
+            // The alarm went off: the clock says whether this deadline passed; if not, the
+            // alarm moves to it.
             if Instant::now() >= deadline {
                 return Poll::Ready(());
             }

@@ -138,14 +138,26 @@ impl Node {
             // `/up` may be answered by another test's node that took one of these ports while
             // they were free (this node then fails to bind and exits): only this node's own log
             // saying it serves (written once it holds all its ports) makes the answer its own.
-            if let Ok(r) = self.client.get(self.url("/up")).send()
-                && r.status().is_success()
-                && self.serving_since_spawn()
-            {
+            let up = self
+                .client
+                .get(self.url("/up"))
+                .send()
+                .is_ok_and(|r| r.status().is_success());
+            if up && self.serving_since_spawn() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(format!("firescroll did not come up:\n{}", self.log()));
+                let why = if up {
+                    "something answers /up on its port, but this node's log never said \
+                     \"firescroll is serving\" (another process holds the port, or LOG_LEVEL \
+                     hides info lines)"
+                } else {
+                    "/up never answered"
+                };
+                return Err(format!(
+                    "firescroll did not come up: {why}:\n{}",
+                    self.log()
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
