@@ -1,6 +1,6 @@
 //! One turn of a partition's applier: read the entries that follow in offset order, apply them
 //! as one batch, commit it atomically, publish the new offset; hold the partition while it
-//! waits for a plugin an entry names. The threads that run turns are the pool's (`pool.rs`).
+//! waits for a plugin an entry names; stop it before an entry of a newer log format. The threads that run turns are the pool's (`pool.rs`).
 
 use super::pool::{Turn, Work};
 use super::*;
@@ -146,6 +146,27 @@ impl Engine {
                     );
                     work.waiting_for = Some((digest, batch.next_offset));
                     return Turn::Waiting;
+                }
+                if let Some(version) = batch.newer_format {
+                    let health = Health::NewerFormat {
+                        offset: batch.next_offset,
+                        version,
+                    };
+                    tracing::error!(
+                        partition = id,
+                        offset = batch.next_offset,
+                        version,
+                        applies_up_to = crate::model::ENTRY_VERSION,
+                        "partition stopped: {}",
+                        health.reason().unwrap_or_default()
+                    );
+                    runtime.set_health(health);
+                    inner
+                        .metrics
+                        .partition_healthy
+                        .with_label_values(&[&label])
+                        .set(0);
+                    return Turn::Finished;
                 }
                 Turn::More
             }

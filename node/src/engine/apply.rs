@@ -7,7 +7,8 @@ use super::read_index::ReadIndex;
 use crate::cond::{Budget, CondError, Conditions, ENTRY_LIMITS, Subject};
 use crate::log::LogRecord;
 use crate::model::{
-    Digest, ExpireIf, LogEntry, Op, OpKind, PluginRef, StoredRecord, partition_of, pk_version,
+    DecodeError, Digest, ExpireIf, LogEntry, Op, OpKind, PluginRef, StoredRecord, partition_of,
+    pk_version,
 };
 use crate::model::{Rejection, RejectionKind, Returned};
 use crate::plugins::{Input, PluginFailure};
@@ -87,6 +88,9 @@ pub struct AppliedBatch {
     /// The batch stopped before the entry at `next_offset`: it names a plugin (digest) this
     /// node does not have yet. The partition waits for it; it never rejects for timing.
     pub waiting_for: Option<Digest>,
+    /// The batch stopped before the entry at `next_offset`: it is of a newer log format (the
+    /// version) than this build applies. The partition stops there until a newer build runs.
+    pub newer_format: Option<u64>,
 }
 
 impl AppliedBatch {
@@ -109,6 +113,7 @@ impl AppliedBatch {
             next_offset: first_offset,
             entries: 0,
             waiting_for: None,
+            newer_format: None,
         }
     }
 
@@ -128,10 +133,12 @@ enum EntryOutcome {
     Rejected(Rejection),
     /// Needs a plugin not yet here (digest).
     Waiting(Digest),
+    /// Of a newer log format (version) than this build applies.
+    Newer(u64),
 }
 
 /// Applies `records` (in offset order) on top of `store`'s committed state, stopping before an
-/// entry whose plugin is not here yet.
+/// entry whose plugin is not here yet or whose format is newer than this build's.
 pub fn apply_batch(
     store: &PartitionStore,
     rules: Rules<'_>,
@@ -140,7 +147,11 @@ pub fn apply_batch(
     let mut batch = AppliedBatch::new(records.first().map_or(0, |r| r.offset), records.len());
     for record in records {
         let outcome = apply_entry(store, rules, &record.payload, &mut batch)?;
-        if !matches!(outcome, EntryOutcome::Waiting(_)) && !batch.entry_changes.is_empty() {
+        if matches!(
+            outcome,
+            EntryOutcome::Applied(_) | EntryOutcome::Rejected(_)
+        ) && !batch.entry_changes.is_empty()
+        {
             batch.changes.push(EntryChanges {
                 offset: record.offset,
                 ts_ms: batch.entry_ts,
@@ -154,6 +165,10 @@ pub fn apply_batch(
             EntryOutcome::Rejected(rejection) => batch.rejections.push((record.offset, rejection)),
             EntryOutcome::Waiting(digest) => {
                 batch.waiting_for = Some(digest);
+                break;
+            }
+            EntryOutcome::Newer(version) => {
+                batch.newer_format = Some(version);
                 break;
             }
         }
@@ -402,6 +417,8 @@ fn apply_entry(
 ) -> Result<EntryOutcome, StoreError> {
     let entry = match LogEntry::decode(payload) {
         Ok(entry) => entry,
+        // Not this build's to judge: a newer one applies it, and replicas must agree.
+        Err(DecodeError::Newer(version)) => return Ok(EntryOutcome::Newer(version)),
         Err(e) => {
             return Ok(EntryOutcome::Rejected(Rejection {
                 kind: RejectionKind::MalformedEntry,

@@ -32,6 +32,37 @@ pub enum Health {
         #[serde(skip_serializing_if = "Option::is_none")]
         snapshots: Option<String>,
     },
+    /// The entry at `offset` is of a newer log format (`version`) than this build applies.
+    /// Rejecting it would make this replica disagree with newer ones, so the partition stops
+    /// before it; reads see the state before it. A build that applies the version resumes there.
+    NewerFormat { offset: u64, version: u64 },
+}
+
+impl Health {
+    /// Why the partition is not serving, in words that say what to do (`None` while serving).
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            Health::Serving => None,
+            Health::Failed { reason } => Some(format!("it stopped applying ({reason})")),
+            Health::Gap {
+                next_offset,
+                log_start,
+                snapshots,
+            } => Some(format!(
+                "it needs log entries from offset {next_offset}, but the log starts at {log_start}{}",
+                snapshots
+                    .as_deref()
+                    .map(|why| format!("; no S3 snapshot fills it: {why}"))
+                    .unwrap_or_default()
+            )),
+            Health::NewerFormat { offset, version } => Some(format!(
+                "the entry at offset {offset} is log format v{version}, newer than this node \
+                 applies (up to v{}); nothing from it on is applied: run a FireScroll release \
+                 that applies v{version} on this node, and it resumes at that entry",
+                crate::model::ENTRY_VERSION
+            )),
+        }
+    }
 }
 
 /// A partition this node owns, and the reads it answers (readers never see its store's value

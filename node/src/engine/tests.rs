@@ -174,7 +174,7 @@ fn get(store: &PartitionStore, pk: &str, sk: &str) -> Option<crate::model::Recor
 }
 
 /// A log exercising every outcome: puts, deletes, conditions true/false/erroring, multi-op
-/// entries rejected half-way, malformed bytes, unknown versions, legacy messages, wrong partition.
+/// entries rejected half-way, malformed bytes, a version that never existed, legacy messages, wrong partition.
 fn mixed_log() -> Vec<Vec<u8>> {
     let pks = pks_in(1, 6);
     let other = pks_in(2, 1);
@@ -247,7 +247,7 @@ fn mixed_log() -> Vec<Vec<u8>> {
             5 => LogEntry::new(i, vec![put(pk, &sk, "[1,2]", None), delete(pk, "s0", None)]),
             6 => LogEntry::new(i, vec![put(&other[0], "x", "1", None)]),
             7 => {
-                log.push(br#"{"v":9,"ts_ms":1,"ops":[]}"#.to_vec());
+                log.push(br#"{"v":0,"ts_ms":1,"ops":[]}"#.to_vec());
                 continue;
             }
             8 => {
@@ -735,6 +735,110 @@ async fn a_store_failure_stops_the_partition_visibly_instead_of_skipping() {
         )
         .await
         .unwrap();
+    engine.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_of_a_newer_format_stops_its_partition_before_it_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let pk = pks_in(1, 1).remove(0);
+    let boot = || {
+        let log = open_log(dir.path());
+        let store = crate::store::Store::open(&dir.path().join("store"), PARTITIONS).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let (engine, tasks) = start_engine(store, log.clone(), metrics.clone());
+        (engine, tasks, log, metrics)
+    };
+    let (engine, tasks, log, metrics) = boot();
+    // Before it, in one append (one batch): applied. The newer entry, as a newer node would
+    // write it (an op kind this build does not know), and a v1 entry after it: neither applied.
+    let newer = format!(
+        r#"{{"v":2,"ts_ms":2,"ops":[{{"op":"rename","pk":"{pk}","sk":"","to":"elsewhere"}}]}}"#
+    );
+    let offsets = log
+        .append(
+            1,
+            vec![
+                append(&LogEntry::new(1, vec![put(&pk, "before", "1", None)])),
+                crate::log::Append {
+                    key: pk.clone(),
+                    payload: newer.into_bytes(),
+                },
+                append(&LogEntry::new(3, vec![put(&pk, "after", "3", None)])),
+            ],
+        )
+        .await
+        .unwrap();
+    let runtime = engine.partition(1).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while runtime.health() == Health::Serving {
+        assert!(Instant::now() < deadline, "the partition never stopped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopped = Health::NewerFormat {
+        offset: offsets[1],
+        version: 2,
+    };
+    assert_eq!(runtime.health(), stopped);
+    let reason = stopped.reason().unwrap();
+    assert!(
+        reason.contains("v2") && reason.contains("release"),
+        "says what to do: {reason}"
+    );
+    assert_eq!(runtime.next_offset(), offsets[1], "stopped before it");
+    assert_eq!(get(&runtime.store, &pk, "before").unwrap().data_json, "1");
+    assert!(get(&runtime.store, &pk, "after").is_none());
+    let outcome = engine.outcome(Position {
+        partition: 1,
+        offset: offsets[1],
+    });
+    assert!(
+        matches!(outcome, Ok(None)),
+        "no outcome (not rejected): {outcome:?}"
+    );
+    assert!(
+        metrics
+            .render()
+            .contains("firescroll_partition_healthy{partition=\"1\"} 0")
+    );
+    // Other partitions carry on.
+    let other = pks_in(2, 1).remove(0);
+    let offset = log
+        .append(
+            2,
+            vec![append(&LogEntry::new(
+                4,
+                vec![put(&other, "ok", "1", None)],
+            ))],
+        )
+        .await
+        .unwrap()[0];
+    engine
+        .wait_applied(
+            Position {
+                partition: 2,
+                offset,
+            },
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    engine.shutdown();
+    tasks.iter().for_each(|t| t.abort());
+    log.shutdown();
+    drop((engine, log, runtime));
+
+    // A restart of the same build stops at the same entry again: it was never skipped.
+    let (engine, _tasks, _log, _metrics) = boot();
+    let runtime = engine.partition(1).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while runtime.health() == Health::Serving {
+        assert!(Instant::now() < deadline, "the partition never stopped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(runtime.health(), stopped);
+    assert_eq!(runtime.next_offset(), offsets[1]);
+    assert!(get(&runtime.store, &pk, "after").is_none());
     engine.shutdown();
 }
 

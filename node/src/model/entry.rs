@@ -206,6 +206,14 @@ pub enum DecodeError {
     Malformed(String),
     #[error("entry version {0} is not supported by this node (it applies version {ENTRY_VERSION})")]
     UnsupportedVersion(u64),
+    /// A format newer than this build's. Not a verdict on the entry: a newer node may apply it,
+    /// so rejecting it here would make replicas of different versions disagree. The partition
+    /// stops before it instead (see `docs/log-entry-v1.md`, "Versions and upgrades").
+    #[error(
+        "entry is log format v{0}, newer than this node's (it applies formats up to v{ENTRY_VERSION}): \
+         run a FireScroll release that applies v{0} on this node"
+    )]
+    Newer(u64),
     #[error("op {op}: `{field}` nests deeper than {MAX_JSON_DEPTH} levels")]
     TooDeep { op: usize, field: &'static str },
 }
@@ -223,6 +231,12 @@ struct AnyFormat {
     data: Option<Box<RawValue>>,
     #[serde(rename = "if")]
     cond: Option<String>,
+}
+
+/// Only the version of an entry of any format (the rest skipped unread).
+#[derive(Deserialize)]
+struct VersionOnly {
+    v: Option<u64>,
 }
 
 impl LogEntry {
@@ -278,9 +292,20 @@ impl LogEntry {
     }
 
     fn decode_any(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let any: AnyFormat =
-            from_json_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        let any: AnyFormat = from_json_bytes(bytes).map_err(|e| {
+            // A newer format may not parse as this one (an op kind added since, say): what its
+            // version says decides, read on this failure path only.
+            // (An object only: serde would also take `[2]` as a struct's fields in order.)
+            let object = bytes.trim_ascii_start().starts_with(b"{");
+            match from_json_bytes::<VersionOnly>(bytes) {
+                Ok(VersionOnly { v: Some(v) }) if object && v > u64::from(ENTRY_VERSION) => {
+                    DecodeError::Newer(v)
+                }
+                _ => DecodeError::Malformed(e.to_string()),
+            }
+        })?;
         match (any.v, any.mutation) {
+            (Some(v), _) if v > u64::from(ENTRY_VERSION) => Err(DecodeError::Newer(v)),
             (Some(v), _) if v != u64::from(ENTRY_VERSION) => {
                 Err(DecodeError::UnsupportedVersion(v))
             }
@@ -362,8 +387,8 @@ mod tests {
             Err(DecodeError::Malformed(_))
         ));
         assert!(matches!(
-            LogEntry::decode(br#"{"v":2,"ts_ms":1,"ops":[]}"#),
-            Err(DecodeError::UnsupportedVersion(2))
+            LogEntry::decode(br#"{"v":0,"ts_ms":1,"ops":[]}"#),
+            Err(DecodeError::UnsupportedVersion(0))
         ));
         // No ops is a tick, not an error.
         assert!(
@@ -380,6 +405,7 @@ mod tests {
             LogEntry::decode(br#"{"v":1,"ts_ms":1,"ops":[{"op":"upsert","pk":"a"}]}"#),
             Err(DecodeError::Malformed(_))
         ));
+        // Nothing within v1 nests deeper, whatever the data.
         let deep = format!(
             r#"{{"v":1,"ts_ms":1,"ops":[{{"op":"put","pk":"a","data":{}1{}}}]}}"#,
             "[".repeat(100),
@@ -392,5 +418,40 @@ mod tests {
                 field: "data"
             })
         ));
+    }
+
+    #[test]
+    fn newer_formats_are_told_apart_from_malformed_entries() {
+        // A newer entry that would parse as v1, and ones that would not (an op kind, a field
+        // type or a shape v1 does not have): all are "newer", never a verdict on the entry.
+        for bytes in [
+            &br#"{"v":2,"ts_ms":1,"ops":[]}"#[..],
+            br#"{"v":2,"ts_ms":1,"ops":[{"op":"rename","pk":"a","to":"b"}]}"#,
+            br#"{"ops":{"put":[]},"v":3}"#,
+            br#"{"v":18446744073709551615}"#,
+        ] {
+            let text = String::from_utf8_lossy(bytes);
+            match LogEntry::decode(bytes) {
+                Err(DecodeError::Newer(v)) => {
+                    assert!(v >= 2, "{text}");
+                    let message = DecodeError::Newer(v).to_string();
+                    assert!(message.contains(&format!("v{v}")), "{message}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        // Not JSON, a version that is not a number, or not an object: malformed, whatever else.
+        for bytes in [
+            &br#"{"v":2,"ts_ms":1,"ops":["#[..],
+            br#"{"v":"2","ts_ms":1,"ops":[]}"#,
+            br#"[2]"#,
+            br#"{"v":-1,"ts_ms":1,"ops":[]}"#,
+        ] {
+            let text = String::from_utf8_lossy(bytes);
+            assert!(
+                matches!(LogEntry::decode(bytes), Err(DecodeError::Malformed(_))),
+                "{text}"
+            );
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use super::{ErrorKind, Service, ServiceError};
 use crate::cluster::Cluster;
-use crate::engine::{Health, PartitionRuntime};
+use crate::engine::PartitionRuntime;
 use std::sync::Arc;
 
 /// Where one partition's reads go.
@@ -47,21 +47,13 @@ impl Service {
         // A partition that stopped applying only has stale state: answering from it would hide
         // acknowledged writes behind a 200.
         if !runtime.serving() {
-            return Err(match runtime.health() {
-                Health::Gap {
-                    next_offset,
-                    log_start,
-                    snapshots,
-                } => unavailable(format!(
-                    "partition {partition} is not served: it needs log entries from offset {next_offset}, \
-                     but the log starts at {log_start}{}",
-                    super::status::snapshot_note(snapshots.as_deref())
-                )),
-                Health::Failed { reason } => unavailable(format!(
-                    "partition {partition} is not served: it stopped applying ({reason})"
-                )),
-                Health::Serving => unavailable(format!("partition {partition} is not served")),
-            });
+            let why = runtime
+                .health()
+                .reason()
+                .unwrap_or_else(|| "its state just changed; try again".into());
+            return Err(unavailable(format!(
+                "partition {partition} is not served: {why}"
+            )));
         }
         Ok(runtime)
     }

@@ -72,20 +72,8 @@ impl Service {
                     threshold.as_millis()
                 ));
             }
-            match runtime.health() {
-                Health::Serving => {}
-                Health::Failed { reason } => {
-                    problems.push(format!("partition {} stopped: {reason}", runtime.id()))
-                }
-                Health::Gap {
-                    next_offset,
-                    log_start,
-                    snapshots,
-                } => problems.push(format!(
-                    "partition {} not served: needs offset {next_offset}, log starts at {log_start}{}",
-                    runtime.id(),
-                    snapshot_note(snapshots.as_deref())
-                )),
+            if let Some(why) = runtime.health().reason() {
+                problems.push(format!("partition {} is not served: {why}", runtime.id()));
             }
         }
         Readiness {
@@ -124,10 +112,4 @@ impl Service {
             })
             .collect()
     }
-}
-
-/// What a gap's message adds about snapshots: why none filled it.
-pub(super) fn snapshot_note(why: Option<&str>) -> String {
-    why.map(|why| format!("; no S3 snapshot fills it: {why}"))
-        .unwrap_or_default()
 }

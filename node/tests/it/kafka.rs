@@ -34,6 +34,31 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Writes `payload` to the partition of `pk` in `namespace`'s mutations topic as a producer
+/// other than FireScroll would (rdkafka, key = pk, explicit partition); its position.
+fn produce(broker: &Broker, namespace: &str, pk: &str, payload: &str) -> Value {
+    let partition = firescroll::model::partition_of(pk, PARTITIONS as u32) as i32;
+    let offset = runtime().block_on(async {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", broker.seeds())
+            .create()
+            .unwrap();
+        let delivered = producer
+            .send(
+                FutureRecord::to(&format!("firescroll_{namespace}_mutations"))
+                    .key(pk)
+                    .partition(partition)
+                    .payload(payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        assert_eq!(delivered.partition, partition);
+        delivered.offset
+    });
+    json!({"Partition": partition, "Offset": offset})
+}
+
 #[test]
 fn one_replica_group_splits_partitions_and_survives_a_kill_9() {
     let broker = Broker::start();
@@ -381,30 +406,18 @@ fn entries_from_other_producers_are_applied() {
     let broker = Broker::start();
     let node = Node::start_env(&kafka_env(&broker, "interop", "rg", "solo"));
     node.wait_until("owns every partition", Duration::from_secs(30), owns_all);
-    let topic = "firescroll_interop_mutations";
-    let produce = |pk: &str, payload: String| -> Value {
-        let partition = firescroll::model::partition_of(pk, PARTITIONS as u32) as i32;
-        let (p, offset) = runtime().block_on(async {
-            let producer: FutureProducer = ClientConfig::new()
-                .set("bootstrap.servers", broker.seeds())
-                .create()
-                .unwrap();
-            let delivered = producer
-                .send(
-                    FutureRecord::to(topic)
-                        .key(pk)
-                        .partition(partition)
-                        .payload(&payload),
-                    Duration::from_secs(10),
-                )
-                .await
-                .unwrap();
-            (delivered.partition, delivered.offset)
-        });
-        json!({"Partition": p, "Offset": offset})
-    };
-    let v1 = produce("cdc", r#"{"v":1,"ts_ms":1732590000000,"ops":[{"op":"put","pk":"cdc","sk":"row1","data":{"from":"cdc"}},{"op":"put","pk":"cdc","sk":"row2","data":[1,2]}]}"#.into());
-    let legacy = produce("old", r#"{"pk":"old","sk":"sk1","data":{"hey":"ho"},"ts_ms":1683468191123,"mutation":"put","if":null}"#.into());
+    let v1 = produce(
+        &broker,
+        "interop",
+        "cdc",
+        r#"{"v":1,"ts_ms":1732590000000,"ops":[{"op":"put","pk":"cdc","sk":"row1","data":{"from":"cdc"}},{"op":"put","pk":"cdc","sk":"row2","data":[1,2]}]}"#,
+    );
+    let legacy = produce(
+        &broker,
+        "interop",
+        "old",
+        r#"{"pk":"old","sk":"sk1","data":{"hey":"ho"},"ts_ms":1683468191123,"mutation":"put","if":null}"#,
+    );
     let (status, got) = node.post(
         "/records/get",
         json!({"Records": [{"pk": "cdc", "sk": "row1"}, {"pk": "cdc", "sk": "row2"}, {"pk": "old", "sk": "sk1"}], "min_offsets": [v1, legacy]}),
@@ -415,6 +428,75 @@ fn entries_from_other_producers_are_applied() {
     assert_eq!(records[0]["Data"], json!({"from": "cdc"}));
     assert_eq!(records[0]["CreatedAt"], "2024-11-26T03:00:00.000Z");
     assert_eq!(records[2]["Data"], json!({"hey": "ho"}));
+}
+
+#[test]
+fn an_entry_of_a_newer_log_format_stops_its_partition_until_a_newer_node_runs() {
+    let broker = Broker::start();
+    let mut node = Node::start_env(&kafka_env(&broker, "newer", "rg", "solo"));
+    node.wait_until("owns every partition", Duration::from_secs(30), owns_all);
+    let before = put(&node, "cfg", json!(1), None);
+    let partition = before["Partition"].as_i64().unwrap();
+    // What a newer FireScroll might write (an op kind this one does not know), then a v1
+    // write after it: this node must neither reject the first (a newer replica applies it)
+    // nor apply the second ahead of it.
+    let newer = produce(
+        &broker,
+        "newer",
+        "cfg",
+        r#"{"v":2,"ts_ms":1,"ops":[{"op":"rename","pk":"cfg","sk":"s","to":"cfg2"}]}"#,
+    );
+    let after = put(&node, "cfg", json!(3), None);
+    let other_pk = (0..)
+        .map(|i| format!("other{i}"))
+        .find(|pk| i64::from(firescroll::model::partition_of(pk, PARTITIONS as u32)) != partition)
+        .unwrap();
+    let stopped_at = format!(
+        "partition {partition} is not served: the entry at offset {} is log format v2",
+        newer["Offset"]
+    );
+    for round in ["first start", "after a restart"] {
+        node.wait_until(
+            &format!("{round}: not ready, naming the entry"),
+            Duration::from_secs(30),
+            |n| {
+                let (status, body) = n.get_url(&n.url("/ready"));
+                status == 503 && body.contains(&stopped_at)
+            },
+        );
+        // Its records are not served stale: the error says why and what to run.
+        let (status, reply) = node.post(
+            "/records/get",
+            json!({"Records": [{"pk": "cfg", "sk": "s"}]}),
+        );
+        assert_eq!(status, 503, "{round}: {reply}");
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&stopped_at) && message.contains("release that applies v2"),
+            "{round}: {message}"
+        );
+        // Outcomes are not answered from it either (the newer entry has none here).
+        let (status, reply) = node.post(
+            "/records/outcomes",
+            json!({"Positions": [before, newer, after]}),
+        );
+        assert_eq!(status, 503, "{round}: {reply}");
+        assert!(reply.to_string().contains(&stopped_at), "{round}: {reply}");
+        // Other partitions take writes and serve reads.
+        let (status, reply) = node.post(
+            "/records/put",
+            json!({"Records": [{"pk": other_pk, "sk": "s", "data": round}], "wait": true}),
+        );
+        assert_eq!(status, 200, "{round}: {reply}");
+        let (status, reply) = node.post(
+            "/records/get",
+            json!({"Records": [{"pk": other_pk, "sk": "s"}]}),
+        );
+        assert_eq!(status, 200, "{round}: {reply}");
+        assert_eq!(reply["Records"][0]["Data"], json!(round), "{round}");
+        node.terminate();
+        node.spawn();
+    }
 }
 
 #[test]
@@ -474,7 +556,7 @@ fn a_partition_behind_the_log_start_is_not_served() {
         Duration::from_secs(30),
         |n| {
             let (status, body) = n.get_url(&n.url("/ready"));
-            status == 503 && body.contains(&format!("partition {partition} not served"))
+            status == 503 && body.contains(&format!("partition {partition} is not served"))
         },
     );
     let (status, reply) = node.post(
@@ -603,26 +685,8 @@ fn a_poison_pill_is_the_same_rejection_on_every_replica_group() {
         "[".repeat(100),
         "]".repeat(100)
     );
-    let partition = firescroll::model::partition_of("cfg", PARTITIONS as u32) as i32;
-    let deep_offset = runtime().block_on(async {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", broker.seeds())
-            .create()
-            .unwrap();
-        let delivered = producer
-            .send(
-                FutureRecord::to("firescroll_pill_mutations")
-                    .key("cfg")
-                    .partition(partition)
-                    .payload(&deep),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
-        delivered.offset
-    });
+    let deep_position = produce(&broker, "pill", "cfg", &deep);
     let after = put(&b, "cfg", json!({"x": 3}), Some("data.x == 1"));
-    let deep_position = json!({"Partition": partition, "Offset": deep_offset});
     for node in [&a, &b] {
         let deadline = Instant::now() + Duration::from_secs(30);
         let reply = loop {
