@@ -91,6 +91,7 @@ fn apply_batches(c: &mut Criterion) {
                     plugins: &plugins,
                     partitions: PARTITIONS,
                     index: None,
+                    reject_at: &Default::default(),
                 };
                 // The plugin run's puts pass their gate only for new records: each iteration
                 // starts without them (deleted by entries applied outside the timed part), so

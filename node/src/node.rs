@@ -77,6 +77,7 @@ pub async fn run(
             watch_lag_batches: config.watch_lag_batches,
             stall_threshold: config.stall_threshold,
             apply_threads: config.apply_threads,
+            reject_entries_at: Arc::new(config.reject_entries_at.clone()),
             stop_patience: config.shutdown_timeout / 2,
             snapshots: snapshots.clone(),
             ..EngineConfig::default()

@@ -61,6 +61,8 @@ pub struct Config {
     pub shutdown_sleep: Duration,
     pub shutdown_timeout: Duration,
     pub stall_threshold: Duration,
+    /// REJECT_ENTRIES_AT: entries rejected unread, by position.
+    pub reject_entries_at: std::collections::BTreeSet<crate::model::Position>,
     /// APPLY_THREADS: threads applying the owned partitions (0: one per core).
     pub apply_threads: usize,
     pub http: HttpLimits,
@@ -125,6 +127,7 @@ impl Config {
             "advertise_host": cluster.map(|c| &c.advertise_host),
             "gossip_peers": cluster.map(|c| &c.peers),
             "s3_bucket": self.s3.as_ref().map(|s| &s.bucket),
+            "reject_entries_at": self.reject_entries_at.iter().map(|p| format!("{}:{}", p.partition, p.offset)).collect::<Vec<_>>(),
             "from_fly": self.from_fly.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<std::collections::BTreeMap<_, _>>(),
         })
     }

@@ -128,6 +128,10 @@ impl Config {
                 stall_threshold_ms,
                 engine_defaults.stall_threshold.as_millis() as u64
             )),
+            reject_entries_at: pick!(reject_entries_at, Vec::new())
+                .iter()
+                .map(|p| parse_position(p))
+                .collect::<anyhow::Result<_>>()?,
             apply_threads: pick!(apply_threads, 0),
             http: HttpLimits {
                 header_timeout: Duration::from_millis(pick!(http_header_timeout_ms, 10_000)),
@@ -344,4 +348,19 @@ pub(super) fn split_advertise(value: &str) -> anyhow::Result<(String, Option<u16
         }
         Some(_) => bail!("ADVERTISE_ADDR: {value:?} is not a host, host:port or [ipv6]:port"),
     }
+}
+
+/// One `partition:offset` of REJECT_ENTRIES_AT.
+fn parse_position(text: &str) -> anyhow::Result<crate::model::Position> {
+    let parsed = text.trim().split_once(':').and_then(|(partition, offset)| {
+        Some(crate::model::Position {
+            partition: partition.trim().parse().ok()?,
+            offset: offset.trim().parse().ok()?,
+        })
+    });
+    parsed.ok_or_else(|| {
+        anyhow::anyhow!(
+            "REJECT_ENTRIES_AT: {text:?} is not a log position; write partition:offset, e.g. 2:1050"
+        )
+    })
 }

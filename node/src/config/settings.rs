@@ -236,6 +236,12 @@ pub struct Settings {
     /// in /ready, /debug/partitions and metrics, ms [default: 10000].
     #[arg(long, env = "STALL_THRESHOLD_MS")]
     pub stall_threshold_ms: Option<u64>,
+    /// Log positions (`partition:offset`, comma-separated) whose entries are rejected as
+    /// `malformed_entry` without being applied, whatever they hold: the way past an entry that
+    /// stopped its partition on every node (a log format no release applies). Set the same list
+    /// on every node of every region and keep it set (see docs/log-entry-v1.md).
+    #[arg(long, env = "REJECT_ENTRIES_AT", value_delimiter = ',')]
+    pub reject_entries_at: Option<Vec<String>>,
     /// Threads that apply the partitions this node owns, taking turns [default: one per core].
     #[arg(long, env = "APPLY_THREADS")]
     pub apply_threads: Option<usize>,

@@ -267,3 +267,27 @@ fn on_fly_explicit_settings_win_and_the_embedded_log_stays_alone() {
     assert!(off_fly.from_fly.is_empty());
     assert!(fly::FlyEnv::read(|_| None).is_none());
 }
+
+#[test]
+fn reject_entries_at_takes_log_positions() {
+    let config = Config::resolve(settings(&["--reject-entries-at", "2:1050, 0:7"])).unwrap();
+    let positions: Vec<(u32, u64)> = config
+        .reject_entries_at
+        .iter()
+        .map(|p| (p.partition, p.offset))
+        .collect();
+    assert_eq!(positions, [(0, 7), (2, 1050)]);
+    assert_eq!(
+        config.summary()["reject_entries_at"],
+        serde_json::json!(["0:7", "2:1050"])
+    );
+    for bad in ["1050", "2:x", "p1:3", "2:1050:3"] {
+        let error = Config::resolve(settings(&["--reject-entries-at", bad]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("REJECT_ENTRIES_AT") && error.contains("partition:offset"),
+            "{bad}: {error}"
+        );
+    }
+}

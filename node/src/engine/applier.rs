@@ -66,6 +66,7 @@ impl Engine {
             plugins: &inner.plugins,
             partitions: inner.store.partition_count(),
             index: Some(&runtime.index),
+            reject_at: &inner.config.reject_entries_at,
         };
         runtime.set_applying(Some(records[0].offset));
         let applied = apply_and_commit(&runtime.store, rules, &records);

@@ -7,8 +7,8 @@ use super::read_index::ReadIndex;
 use crate::cond::{Budget, CondError, Conditions, ENTRY_LIMITS, Subject};
 use crate::log::LogRecord;
 use crate::model::{
-    DecodeError, Digest, ExpireIf, LogEntry, Op, OpKind, PluginRef, StoredRecord, partition_of,
-    pk_version,
+    DecodeError, Digest, ExpireIf, LogEntry, Op, OpKind, PluginRef, Position, StoredRecord,
+    partition_of, pk_version,
 };
 use crate::model::{Rejection, RejectionKind, Returned};
 use crate::plugins::{Input, PluginFailure};
@@ -42,6 +42,8 @@ pub struct Rules<'a> {
     /// after each commit): it answers apply's point reads with a hash lookup instead of a walk of
     /// the LSM (the memtable's skiplist walk was a fifth of the CPU of pipelined SETs).
     pub index: Option<&'a ReadIndex>,
+    /// Positions whose entries are rejected unread (REJECT_ENTRIES_AT).
+    pub reject_at: &'a BTreeSet<Position>,
 }
 
 /// The hasher of apply's maps: foldhash, randomly seeded per map like std's, and several times
@@ -146,7 +148,23 @@ pub fn apply_batch(
 ) -> Result<AppliedBatch, StoreError> {
     let mut batch = AppliedBatch::new(records.first().map_or(0, |r| r.offset), records.len());
     for record in records {
-        let outcome = apply_entry(store, rules, &record.payload, &mut batch)?;
+        let position = Position {
+            partition: store.id(),
+            offset: record.offset,
+        };
+        let outcome = if !rules.reject_at.is_empty() && rules.reject_at.contains(&position) {
+            EntryOutcome::Rejected(Rejection {
+                kind: RejectionKind::MalformedEntry,
+                op: None,
+                message: format!(
+                    "rejected unread: REJECT_ENTRIES_AT names offset {} of partition {}",
+                    record.offset,
+                    store.id()
+                ),
+            })
+        } else {
+            apply_entry(store, rules, &record.payload, &mut batch)?
+        };
         if matches!(
             outcome,
             EntryOutcome::Applied(_) | EntryOutcome::Rejected(_)
@@ -411,6 +429,7 @@ fn apply_entry(
         plugins,
         partitions,
         index: read_index,
+        reject_at: _,
     }: Rules<'_>,
     payload: &[u8],
     batch: &mut AppliedBatch,

@@ -37,9 +37,10 @@ pub use waiters::{OutcomeError, WaitError};
 use crate::cond::Conditions;
 use crate::log::MutationLog;
 use crate::metrics::Metrics;
+use crate::model::Position;
 use crate::store::Store;
 use arc_swap::ArcSwap;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -73,6 +74,8 @@ pub struct EngineConfig {
     pub snapshots: Option<Arc<crate::backup::Snapshots>>,
     /// Threads that apply the owned partitions (0: one per core).
     pub apply_threads: usize,
+    /// Entries rejected unread (REJECT_ENTRIES_AT).
+    pub reject_entries_at: Arc<BTreeSet<Position>>,
 }
 
 impl Default for EngineConfig {
@@ -89,6 +92,7 @@ impl Default for EngineConfig {
             stop_patience: Duration::from_secs(5),
             snapshots: None,
             apply_threads: 0,
+            reject_entries_at: Arc::default(),
         }
     }
 }

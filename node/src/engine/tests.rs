@@ -19,6 +19,7 @@ const PARTITIONS: u32 = 4;
 struct TestRules {
     conds: Conditions,
     plugins: PluginResolver,
+    reject_at: std::collections::BTreeSet<Position>,
 }
 
 impl TestRules {
@@ -31,6 +32,7 @@ impl TestRules {
                 Arc::new(PluginHost::new(PluginLimits::default()).unwrap()),
                 store.plugins().unwrap(),
             ),
+            reject_at: Default::default(),
         }
     }
 
@@ -40,6 +42,7 @@ impl TestRules {
             plugins: &self.plugins,
             partitions: PARTITIONS,
             index: None,
+            reject_at: &self.reject_at,
         }
     }
 }
@@ -739,17 +742,21 @@ async fn a_store_failure_stops_the_partition_visibly_instead_of_skipping() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_entry_of_a_newer_format_stops_its_partition_before_it_across_restarts() {
+async fn an_entry_of_a_newer_format_stops_its_partition_before_it_until_rejected_by_the_operator() {
     let dir = tempfile::tempdir().unwrap();
     let pk = pks_in(1, 1).remove(0);
-    let boot = || {
+    let boot = |reject_entries_at: &[Position]| {
         let log = open_log(dir.path());
         let store = crate::store::Store::open(&dir.path().join("store"), PARTITIONS).unwrap();
         let metrics = Arc::new(Metrics::new());
-        let (engine, tasks) = start_engine(store, log.clone(), metrics.clone());
+        let config = EngineConfig {
+            reject_entries_at: Arc::new(reject_entries_at.iter().copied().collect()),
+            ..EngineConfig::default()
+        };
+        let (engine, tasks) = start_engine_with(store, log.clone(), metrics.clone(), config);
         (engine, tasks, log, metrics)
     };
-    let (engine, tasks, log, metrics) = boot();
+    let (engine, tasks, log, metrics) = boot(&[]);
     // Before it, in one append (one batch): applied. The newer entry, as a newer node would
     // write it (an op kind this build does not know), and a v1 entry after it: neither applied.
     let newer = format!(
@@ -829,7 +836,7 @@ async fn an_entry_of_a_newer_format_stops_its_partition_before_it_across_restart
     drop((engine, log, runtime));
 
     // A restart of the same build stops at the same entry again: it was never skipped.
-    let (engine, _tasks, _log, _metrics) = boot();
+    let (engine, tasks, log, _metrics) = boot(&[]);
     let runtime = engine.partition(1).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while runtime.health() == Health::Serving {
@@ -839,6 +846,43 @@ async fn an_entry_of_a_newer_format_stops_its_partition_before_it_across_restart
     assert_eq!(runtime.health(), stopped);
     assert_eq!(runtime.next_offset(), offsets[1]);
     assert!(get(&runtime.store, &pk, "after").is_none());
+    engine.shutdown();
+    tasks.iter().for_each(|t| t.abort());
+    log.shutdown();
+    drop((engine, log, runtime));
+
+    // The operator's way past an entry no release applies: rejected unread, the rest applied.
+    let newer_at = Position {
+        partition: 1,
+        offset: offsets[1],
+    };
+    let (engine, _tasks, _log, _metrics) = boot(&[newer_at]);
+    let last = Position {
+        partition: 1,
+        offset: offsets[2],
+    };
+    engine
+        .wait_applied(last, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let runtime = engine.partition(1).unwrap();
+    assert_eq!(runtime.health(), Health::Serving);
+    match engine.outcome(newer_at).unwrap() {
+        Some(Outcome::Rejected(rejection)) => {
+            assert_eq!(rejection.kind, RejectionKind::MalformedEntry);
+            assert!(
+                rejection.message.contains("REJECT_ENTRIES_AT"),
+                "{}",
+                rejection.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        engine.outcome(last).unwrap(),
+        Some(Outcome::Applied(vec![]))
+    );
+    assert_eq!(get(&runtime.store, &pk, "after").unwrap().data_json, "3");
     engine.shutdown();
 }
 

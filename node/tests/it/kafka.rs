@@ -431,7 +431,8 @@ fn entries_from_other_producers_are_applied() {
 }
 
 #[test]
-fn an_entry_of_a_newer_log_format_stops_its_partition_until_a_newer_node_runs() {
+fn an_entry_of_a_newer_log_format_stops_its_partition_until_a_release_applies_it_or_the_operator_rejects_it()
+ {
     let broker = Broker::start();
     let mut node = Node::start_env(&kafka_env(&broker, "newer", "rg", "solo"));
     node.wait_until("owns every partition", Duration::from_secs(30), owns_all);
@@ -495,8 +496,38 @@ fn an_entry_of_a_newer_log_format_stops_its_partition_until_a_newer_node_runs() 
         assert_eq!(status, 200, "{round}: {reply}");
         assert_eq!(reply["Records"][0]["Data"], json!(round), "{round}");
         node.terminate();
-        node.spawn();
+        if round == "first start" {
+            node.spawn();
+        }
     }
+    // The operator's way past an entry no release will apply: rejected unread, by position,
+    // and the partition goes on with the write after it.
+    node.set_env(
+        "REJECT_ENTRIES_AT",
+        &format!("{}:{}", newer["Partition"], newer["Offset"]),
+    );
+    node.spawn();
+    node.wait_until("owns every partition", Duration::from_secs(30), owns_all);
+    let (status, reply) = node.post(
+        "/records/get",
+        json!({"Records": [{"pk": "cfg", "sk": "s"}], "min_offsets": [after]}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["Records"][0]["Data"], json!(3), "{reply}");
+    let (status, reply) = node.post(
+        "/records/outcomes",
+        json!({"Positions": [before, newer, after]}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let outcomes = reply["Outcomes"].as_array().unwrap();
+    let statuses: Vec<&Value> = outcomes.iter().map(|o| &o["Outcome"]["Status"]).collect();
+    assert_eq!(
+        statuses,
+        [&json!("applied"), &json!("rejected"), &json!("applied")],
+        "{reply}"
+    );
+    assert_eq!(outcomes[1]["Outcome"]["Kind"], "malformed_entry", "{reply}");
+    assert_eq!(node.get_url(&node.url("/ready")).0, 200);
 }
 
 #[test]

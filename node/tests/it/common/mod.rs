@@ -460,6 +460,12 @@ impl Node {
         Self::start_with(&pairs)
     }
 
+    /// Sets (or replaces) one environment setting for the next `spawn`.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
     /// Partition ids this node owns, from `/debug/partitions`.
     pub fn owned(&self) -> Vec<u64> {
         self.partitions()
