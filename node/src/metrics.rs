@@ -309,6 +309,23 @@ impl Metrics {
             "Expensive reads (lists with `if`) stopped early because their client went away.",
         )
         .expect("valid metric");
+        // Constant 1: which release runs and the newest log format it applies, so an operator
+        // can check every node before writers use a newer format (docs/log-entry-v1.md).
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "firescroll_build_info",
+                "Always 1: the FireScroll release (version) and the newest log entry format it \
+                 applies (log_format).",
+            ),
+            &["version", "log_format"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                &crate::model::ENTRY_VERSION.to_string(),
+            ])
+            .set(1);
         let partition_stalled = IntGaugeVec::new(
             Opts::new(
                 "firescroll_partition_stalled",
@@ -399,6 +416,7 @@ impl Metrics {
             Box::new(snapshot_offset.clone()),
             Box::new(requests_refused.clone()),
             Box::new(partition_stalled.clone()),
+            Box::new(build_info),
             Box::new(read_index_bytes.clone()),
             Box::new(watch_history_bytes.clone()),
             Box::new(recent_outcomes_bytes.clone()),

@@ -48,6 +48,17 @@ fn metrics_count_what_happened_with_bounded_labels() {
     let (status, text) = node.get_url(&node.internal_url("/metrics"));
     assert_eq!(status, 200);
     assert_eq!(sample(&text, "partitions"), Some(4.0));
+    assert_eq!(
+        sample(
+            &text,
+            &format!(
+                "firescroll_build_info{{log_format=\"1\",version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        Some(1.0),
+        "{text}"
+    );
     // The embedded log woke the appliers for every batch (none found by the sweep alone).
     assert_eq!(
         sample(&text, "firescroll_apply_missed_wakeups_total"),
