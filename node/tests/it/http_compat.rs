@@ -114,3 +114,94 @@ fn cleartext_http2_is_served_next_to_http1() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().unwrap(), "{\"Records\":[]}");
 }
+
+/// `/records` requests from API clients (no `Origin`, no `Accept-Encoding`) go straight to their
+/// handler; the same requests asking `Accept-Encoding: identity` take the router (through the
+/// compression layer, which leaves them plain). Both ways must answer alike, errors included.
+#[test]
+fn records_requests_answer_alike_straight_to_their_handler_or_through_the_router() {
+    let node = Node::start();
+    let (status, reply) = node.post(
+        "/records/put",
+        json!({"Records": [{"pk": "same", "sk": "a", "data": {"x": 1}}], "wait": true}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let position = reply["Positions"][0].clone();
+    let too_large = format!(
+        r#"{{"Records":[{{"pk":"big","data":"{}"}}]}}"#,
+        "x".repeat(9 << 20)
+    );
+    let requests: Vec<(&str, String)> = vec![
+        (
+            "/records/get",
+            json!({"Records": [{"pk": "same", "sk": "a"}, {"pk": "none"}]}).to_string(),
+        ),
+        (
+            "/records/get",
+            json!({"records": [{"Pk": "same", "Sk": "a"}], "min_offsets": [position]}).to_string(),
+        ),
+        (
+            "/records/list",
+            json!({"pk": "same", "limit": 10}).to_string(),
+        ),
+        (
+            "/records/outcomes",
+            json!({"Positions": [position]}).to_string(),
+        ),
+        ("/records/get", "{not json".into()),
+        ("/records/get", "".into()),
+        ("/records/get", json!({"Records": []}).to_string()),
+        (
+            "/records/put",
+            json!({"Records": [{"pk": "same", "data": 1, "if": "pk"}]}).to_string(),
+        ),
+        (
+            "/records/delete",
+            json!({"Records": [{"pk": 5}]}).to_string(),
+        ),
+        (
+            "/records/batch",
+            json!({"Records": [{"op": "upsert", "pk": "same"}]}).to_string(),
+        ),
+        ("/records/nosuch", "{}".into()),
+        (
+            "/records/%67et",
+            json!({"Records": [{"pk": "same", "sk": "a"}]}).to_string(),
+        ),
+        ("/records/get/", "{}".into()),
+        ("/records/put", too_large),
+    ];
+    let send = |path: &str, body: &str, routed: bool| {
+        let mut request = node.client().post(node.url(path)).body(body.to_string());
+        if routed {
+            request = request.header("accept-encoding", "identity");
+        }
+        let response = request.send().unwrap();
+        let status = response.status().as_u16();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        let headers = (header("content-type"), header("firescroll-token"));
+        (status, headers, response.text().unwrap())
+    };
+    for (path, body) in &requests {
+        let direct = send(path, body, false);
+        let routed = send(path, body, true);
+        assert_eq!(direct, routed, "{path} {body:.80}");
+    }
+    // Writes: the same answers but for their positions.
+    let mut answers = Vec::new();
+    for (routed, pk) in [(false, "w1"), (true, "w2")] {
+        let body = json!({"Records": [{"pk": pk, "sk": "s", "data": [1]}], "wait": true});
+        let (status, _, text) = send("/records/put", &body.to_string(), routed);
+        let mut reply: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(reply["Positions"][0]["Offset"].is_u64(), "{reply}");
+        reply["Positions"][0]["Offset"] = json!(0);
+        reply["Positions"][0]["Partition"] = json!(0);
+        answers.push((status, reply));
+    }
+    assert_eq!(answers[0], answers[1]);
+}

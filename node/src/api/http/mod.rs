@@ -77,7 +77,7 @@ pub fn router(service: Service) -> layers::LayersWhenNeeded {
     // gzipped for clients that ask (most do by default: browsers, Python's requests, Go's
     // net/http, Node's fetch) once they are worth it. Each layer is applied only where it can
     // change the answer (see `layers.rs`).
-    layers::LayersWhenNeeded::new(|gzip, cors| {
+    layers::LayersWhenNeeded::new(service.clone(), |gzip, cors| {
         let mut api = api.clone();
         if gzip {
             api = api.layer(

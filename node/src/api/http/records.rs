@@ -20,6 +20,11 @@ use std::time::Instant;
 /// The operations of `/records/{op}`; anything else is a 400 that lists them.
 pub(super) const OPERATIONS: [&str; 6] = ["put", "get", "delete", "list", "batch", "outcomes"];
 
+/// `op` as one of [`OPERATIONS`] (with its static name), if it is one.
+pub(super) fn operation(op: &str) -> Option<&'static str> {
+    OPERATIONS.iter().copied().find(|known| *known == op)
+}
+
 /// `POST /records/{op}` for an operation without a route of its own: answers what there is.
 pub async fn handle(
     State(service): State<Service>,
@@ -36,11 +41,7 @@ pub async fn handle_op(State(service): State<Service>, op: &str, request: Reques
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
     let started = Instant::now();
-    let label = OPERATIONS
-        .iter()
-        .copied()
-        .find(|known| *known == op)
-        .unwrap_or("unknown");
+    let label = operation(op).unwrap_or("unknown");
     let result = async {
         authorize(&service, headers, label)?;
         let body = read_body(&service, body).await?;
