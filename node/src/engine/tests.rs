@@ -678,6 +678,32 @@ async fn one_apply_thread_applies_every_partition_and_a_stopped_one_drops_its_re
     tasks.iter().for_each(|t| t.abort());
 }
 
+/// Waits (bounded) until `runtime` stops serving.
+async fn until_stopped(runtime: &PartitionRuntime) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while runtime.health() == Health::Serving {
+        assert!(Instant::now() < deadline, "the partition never stopped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A write to partition 2 is applied (while another partition is stopped).
+async fn other_partitions_carry_on(engine: &Engine, log: &EmbeddedLog) {
+    let other = pks_in(2, 1).remove(0);
+    let entry = LogEntry::new(1, vec![put(&other, "ok", "1", None)]);
+    let offset = log.append(2, vec![append(&entry)]).await.unwrap()[0];
+    engine
+        .wait_applied(
+            Position {
+                partition: 2,
+                offset,
+            },
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_failure_stops_the_partition_visibly_instead_of_skipping() {
     let dir = tempfile::tempdir().unwrap();
@@ -701,11 +727,7 @@ async fn a_store_failure_stops_the_partition_visibly_instead_of_skipping() {
     let entry = LogEntry::new(1, vec![put(&pk, "bad", "1", None)]);
     let offset = log.append(1, vec![append(&entry)]).await.unwrap()[0];
     let runtime = engine.partition(1).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while runtime.health() == Health::Serving {
-        assert!(Instant::now() < deadline, "the partition never stopped");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_stopped(&runtime).await;
     assert!(
         matches!(runtime.health(), Health::Failed { ref reason } if reason.contains("corrupt"))
     );
@@ -716,28 +738,7 @@ async fn a_store_failure_stops_the_partition_visibly_instead_of_skipping() {
             .render()
             .contains("firescroll_partition_healthy{partition=\"1\"} 0")
     );
-    // Other partitions carry on.
-    let other = pks_in(2, 1).remove(0);
-    let offset = log
-        .append(
-            2,
-            vec![append(&LogEntry::new(
-                1,
-                vec![put(&other, "ok", "1", None)],
-            ))],
-        )
-        .await
-        .unwrap()[0];
-    engine
-        .wait_applied(
-            Position {
-                partition: 2,
-                offset,
-            },
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
+    other_partitions_carry_on(&engine, &log).await;
     engine.shutdown();
 }
 
@@ -777,11 +778,7 @@ async fn an_entry_of_a_newer_format_stops_its_partition_before_it_until_rejected
         .await
         .unwrap();
     let runtime = engine.partition(1).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while runtime.health() == Health::Serving {
-        assert!(Instant::now() < deadline, "the partition never stopped");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_stopped(&runtime).await;
     let stopped = Health::NewerFormat {
         offset: offsets[1],
         version: 2,
@@ -808,28 +805,7 @@ async fn an_entry_of_a_newer_format_stops_its_partition_before_it_until_rejected
             .render()
             .contains("firescroll_partition_healthy{partition=\"1\"} 0")
     );
-    // Other partitions carry on.
-    let other = pks_in(2, 1).remove(0);
-    let offset = log
-        .append(
-            2,
-            vec![append(&LogEntry::new(
-                4,
-                vec![put(&other, "ok", "1", None)],
-            ))],
-        )
-        .await
-        .unwrap()[0];
-    engine
-        .wait_applied(
-            Position {
-                partition: 2,
-                offset,
-            },
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
+    other_partitions_carry_on(&engine, &log).await;
     engine.shutdown();
     tasks.iter().for_each(|t| t.abort());
     log.shutdown();
@@ -838,11 +814,7 @@ async fn an_entry_of_a_newer_format_stops_its_partition_before_it_until_rejected
     // A restart of the same build stops at the same entry again: it was never skipped.
     let (engine, tasks, log, _metrics) = boot(&[]);
     let runtime = engine.partition(1).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while runtime.health() == Health::Serving {
-        assert!(Instant::now() < deadline, "the partition never stopped");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_stopped(&runtime).await;
     assert_eq!(runtime.health(), stopped);
     assert_eq!(runtime.next_offset(), offsets[1]);
     assert!(get(&runtime.store, &pk, "after").is_none());

@@ -158,19 +158,7 @@ impl Service {
         runtime: &PartitionRuntime,
         key: &Key,
     ) -> Result<Option<Record>, ServiceError> {
-        let started = Instant::now();
-        let record = runtime
-            .get(&key.pk, &key.sk)
-            .map_err(|e| self.read_failed(runtime.id(), e))?;
-        self.metrics.observe_partition(
-            if record.is_some() {
-                "get"
-            } else {
-                "get_full_miss"
-            },
-            crate::metrics::micros(started.elapsed()),
-        );
-        Ok(record)
+        self.timed_point_read(runtime, |r| r.get(&key.pk, &key.sk))
     }
 
     /// The data (JSON text) of one record, without copying it out of the store: the hot path of
@@ -232,18 +220,25 @@ impl Service {
         pk: &str,
         sk: &str,
     ) -> Result<Option<Bytes>, ServiceError> {
+        self.timed_point_read(runtime, |r| r.get_data(pk, sk))
+    }
+
+    /// A point read of a partition served here, timed as a `get` (or a `get_full_miss`).
+    fn timed_point_read<T>(
+        &self,
+        runtime: &PartitionRuntime,
+        read: impl FnOnce(&PartitionRuntime) -> Result<Option<T>, crate::store::StoreError>,
+    ) -> Result<Option<T>, ServiceError> {
         let started = Instant::now();
-        let data = runtime
-            .get_data(pk, sk)
-            .map_err(|e| self.read_failed(runtime.id(), e))?;
+        let found = read(runtime).map_err(|e| self.read_failed(runtime.id(), e))?;
         self.metrics.observe_partition(
-            if data.is_some() {
+            if found.is_some() {
                 "get"
             } else {
                 "get_full_miss"
             },
             crate::metrics::micros(started.elapsed()),
         );
-        Ok(data)
+        Ok(found)
     }
 }
