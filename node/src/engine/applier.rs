@@ -1,6 +1,7 @@
 //! One turn of a partition's applier: read the entries that follow in offset order, apply them
 //! as one batch, commit it atomically, publish the new offset; hold the partition while it
-//! waits for a plugin an entry names; stop it before an entry of a newer log format. The threads that run turns are the pool's (`pool.rs`).
+//! waits for a plugin an entry names; stop it before an entry of a newer log format. The
+//! threads that run turns are the pool's (`pool.rs`).
 
 use super::pool::{Turn, Work};
 use super::*;
