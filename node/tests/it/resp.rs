@@ -116,6 +116,23 @@ fn redis_rs_works_over_resp2_and_resp3() {
         err.to_string().contains("unknown command 'NOSUCH'"),
         "{err}"
     );
+    // A command of a type FireScroll does not store says so, in Redis's words first, and
+    // writes nothing.
+    let err = redis::cmd("LPUSH")
+        .arg("three:list")
+        .arg("a")
+        .query::<i64>(&mut three)
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("unknown command 'LPUSH'") && message.contains("lists are not supported"),
+        "{message}"
+    );
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg("three:list")
+        .query(&mut three)
+        .unwrap();
+    assert_eq!(exists, 0);
 }
 
 #[test]

@@ -15,6 +15,7 @@ mod pubsub;
 mod scan;
 mod server;
 mod transaction;
+mod unsupported;
 mod written;
 
 pub use scan::ScanCursors;
@@ -575,15 +576,19 @@ fn permitted(access: Access, name: &str) -> Result<(), Reply> {
     })
 }
 
-/// Redis's message for an unknown command.
+/// Redis's message for an unknown command, with why and what instead for the commands people
+/// reach for most (`unsupported.rs`).
 fn unknown_command(name: &str, args: &[Bytes]) -> Reply {
     let beginning: String = args
         .iter()
         .take(3)
         .map(|a| format!("'{}' ", String::from_utf8_lossy(a)))
         .collect();
+    let hint = unsupported::hint(&name.to_ascii_lowercase())
+        .map(|why| format!("({why})"))
+        .unwrap_or_default();
     Reply::err(format!(
-        "unknown command '{name}', with args beginning with: {beginning}"
+        "unknown command '{name}', with args beginning with: {beginning}{hint}"
     ))
 }
 
