@@ -457,6 +457,8 @@ fn an_entry_of_a_newer_log_format_stops_its_partition_until_a_release_applies_it
         newer["Offset"]
     );
     for round in ["first start", "after a restart"] {
+        // (Partitions open one by one after a restart: every one, before the others are used.)
+        node.wait_until("owns every partition", Duration::from_secs(30), owns_all);
         node.wait_until(
             &format!("{round}: not ready, naming the entry"),
             Duration::from_secs(30),
