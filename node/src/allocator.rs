@@ -41,35 +41,51 @@ fn checked(ptr: *mut u8, align: usize) -> *mut u8 {
     ptr
 }
 
+/// A block for `layout` from mimalloc's `plain` call where its blocks are aligned as asked,
+/// else from its `aligned` one (`mi_malloc`/`mi_malloc_aligned`, or the zeroing pair).
+///
+/// # Safety
+/// `layout` has a non-zero size (as `GlobalAlloc::alloc` requires of its callers).
+#[inline(always)]
+unsafe fn allocate(
+    layout: Layout,
+    plain: unsafe extern "C" fn(usize) -> *mut c_void,
+    aligned: unsafe extern "C" fn(usize, usize) -> *mut c_void,
+) -> *mut u8 {
+    if plain_fits(layout.size(), layout.align()) {
+        // SAFETY: a mimalloc allocation call, given a size.
+        checked(unsafe { plain(layout.size()) }.cast(), layout.align())
+    } else {
+        // SAFETY: a mimalloc allocation call, given a size and a power-of-two alignment.
+        unsafe { aligned(layout.size(), layout.align()) }.cast()
+    }
+}
+
 // SAFETY: every call is passed on to mimalloc, whose functions meet `GlobalAlloc`'s contract:
 // the plain ones only where their blocks are aligned as the layout asks (see `plain_fits`), and
 // `mi_free` takes blocks from either kind of call.
 unsafe impl GlobalAlloc for Allocator {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if plain_fits(layout.size(), layout.align()) {
-            // SAFETY: see the impl.
-            checked(
-                unsafe { libmimalloc_sys::mi_malloc(layout.size()) }.cast(),
-                layout.align(),
+        // SAFETY: see the impl.
+        unsafe {
+            allocate(
+                layout,
+                libmimalloc_sys::mi_malloc,
+                libmimalloc_sys::mi_malloc_aligned,
             )
-        } else {
-            // SAFETY: see the impl.
-            unsafe { libmimalloc_sys::mi_malloc_aligned(layout.size(), layout.align()) }.cast()
         }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if plain_fits(layout.size(), layout.align()) {
-            // SAFETY: see the impl.
-            checked(
-                unsafe { libmimalloc_sys::mi_zalloc(layout.size()) }.cast(),
-                layout.align(),
+        // SAFETY: see the impl.
+        unsafe {
+            allocate(
+                layout,
+                libmimalloc_sys::mi_zalloc,
+                libmimalloc_sys::mi_zalloc_aligned,
             )
-        } else {
-            // SAFETY: see the impl.
-            unsafe { libmimalloc_sys::mi_zalloc_aligned(layout.size(), layout.align()) }.cast()
         }
     }
 

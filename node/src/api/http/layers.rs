@@ -33,7 +33,11 @@ use std::task::{Context, Poll};
 /// would be four reference counts bounced between the cores each time.
 #[derive(Clone)]
 pub struct LayersWhenNeeded {
-    variants: Arc<[Router; 4]>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    variants: [Router; 4],
     /// What the `/records` handlers serve, for the requests that go straight to them.
     service: Service,
 }
@@ -43,13 +47,15 @@ impl LayersWhenNeeded {
     /// need neither layer are answered from `service` directly.
     pub fn new(service: Service, build: impl Fn(bool, bool) -> Router) -> Self {
         LayersWhenNeeded {
-            variants: Arc::new([
-                build(false, false),
-                build(true, false),
-                build(false, true),
-                build(true, true),
-            ]),
-            service,
+            shared: Arc::new(Shared {
+                variants: [
+                    build(false, false),
+                    build(true, false),
+                    build(false, true),
+                    build(true, true),
+                ],
+                service,
+            }),
         }
     }
 
@@ -83,12 +89,12 @@ impl tower::Service<Request> for LayersWhenNeeded {
                 .strip_prefix("/records/")
                 .and_then(records::operation)
         {
-            let service = self.service.clone();
+            let service = self.shared.service.clone();
             return Box::pin(
                 async move { Ok(records::handle_op(State(service), op, request).await) },
             );
         }
-        let mut router = self.variants[variant].clone();
+        let mut router = self.shared.variants[variant].clone();
         Box::pin(tower::Service::call(&mut router, request))
     }
 }
