@@ -216,6 +216,12 @@ impl PartitionRuntime {
         self.store.key_count()
     }
 
+    /// How many records `pk` has that a read would return (`HLEN`; see
+    /// [`PartitionStore::record_count`]).
+    pub fn record_count(&self, pk: &str) -> Result<u64, StoreError> {
+        self.store.record_count(pk)
+    }
+
     /// A page of the key index from hash position `from` (see [`PartitionStore::scan_keys`]).
     pub fn scan_keys(
         &self,

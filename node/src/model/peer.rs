@@ -113,6 +113,10 @@ pub struct KeysQuery {
     pub limit: usize,
     /// Positions to wait for first (read-your-writes).
     pub min_offsets: Vec<Position>,
+    /// A key whose record count to answer in [`KeysReply::records`] (`HLEN`). Releases before
+    /// it ignore it and answer without the count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pk: Option<String>,
 }
 
 /// The answer to a [`KeysQuery`].
@@ -123,4 +127,7 @@ pub struct KeysReply {
     pub next: Option<u64>,
     /// The partition's key count.
     pub count: u64,
+    /// How many records [`KeysQuery::pk`] has that a read would return, when it was asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<u64>,
 }

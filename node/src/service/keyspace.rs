@@ -9,7 +9,7 @@
 use super::route::Route;
 use super::{Service, ServiceError};
 use crate::model::peer::{KeysQuery, KeysReply};
-use crate::model::{KeyInfo, Position};
+use crate::model::{KeyInfo, Position, partition_of};
 use crate::store::KEY_HASH_BITS;
 
 const HASH_MASK: u64 = (1 << KEY_HASH_BITS) - 1;
@@ -78,6 +78,20 @@ impl Service {
         Ok(counts)
     }
 
+    /// How many records (hash fields, and the string) `pk` has that a read would return
+    /// (`HLEN`): one key index read, here or at an owner. `None` when the owner runs a release
+    /// that does not count them: the caller reads the records instead.
+    pub async fn record_count(
+        &self,
+        pk: &str,
+        min_offsets: &[Position],
+    ) -> Result<Option<u64>, ServiceError> {
+        let partition = partition_of(pk, self.engine.partition_count());
+        let mut query = keys_query(partition, 0, 0, min_offsets);
+        query.pk = Some(pk.to_string());
+        Ok(self.ask_keys(query).await?.records)
+    }
+
     /// A page of one partition's key index, from here or an owner.
     async fn keys_in(
         &self,
@@ -86,16 +100,13 @@ impl Service {
         limit: usize,
         min_offsets: &[Position],
     ) -> Result<KeysReply, ServiceError> {
-        let query = KeysQuery {
-            partition,
-            from,
-            limit,
-            min_offsets: min_offsets
-                .iter()
-                .copied()
-                .filter(|p| p.partition == partition)
-                .collect(),
-        };
+        self.ask_keys(keys_query(partition, from, limit, min_offsets))
+            .await
+    }
+
+    /// Answers `query` from this node's partition or an owner's.
+    async fn ask_keys(&self, query: KeysQuery) -> Result<KeysReply, ServiceError> {
+        let partition = query.partition;
         match self.route(partition)? {
             Route::Local(_) => self.keys_local(query).await,
             Route::Remote(cluster) => {
@@ -112,21 +123,57 @@ impl Service {
     /// A page of one of this node's partitions' key index (what a peer answers).
     pub async fn keys_local(&self, query: KeysQuery) -> Result<KeysReply, ServiceError> {
         self.check_positions(&query.min_offsets)?;
+        if let Some(pk) = &query.pk
+            && partition_of(pk, self.engine.partition_count()) != query.partition
+        {
+            return Err(ServiceError::bad_request(
+                "bad_request",
+                format!(
+                    "pk {pk:?} is not in partition {}: ask its own partition",
+                    query.partition
+                ),
+            ));
+        }
         self.wait_for(&query.min_offsets).await?;
         let runtime = self.readable_partition(query.partition)?;
         let limit = query.limit.min(self.config.limits.max_list_records);
         let read = || -> Result<KeysReply, crate::store::StoreError> {
             let count = runtime.key_count()?;
+            let records = match &query.pk {
+                Some(pk) => Some(runtime.record_count(pk)?),
+                None => None,
+            };
             if query.limit == 0 {
                 return Ok(KeysReply {
                     keys: Vec::new(),
                     next: Some(query.from),
                     count,
+                    records,
                 });
             }
             let (keys, next) = runtime.scan_keys(query.from & HASH_MASK, limit)?;
-            Ok(KeysReply { keys, next, count })
+            Ok(KeysReply {
+                keys,
+                next,
+                count,
+                records,
+            })
         };
         read().map_err(|e| self.read_failed(query.partition, e))
+    }
+}
+
+/// A query for a page of `partition`'s key index, waiting only for that partition's positions.
+fn keys_query(partition: u32, from: u64, limit: usize, min_offsets: &[Position]) -> KeysQuery {
+    KeysQuery {
+        partition,
+        from,
+        limit,
+        min_offsets: min_offsets
+            .iter()
+            .copied()
+            .filter(|p| p.partition == partition)
+            .collect(),
+        pk: None,
     }
 }

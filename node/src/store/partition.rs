@@ -269,6 +269,41 @@ impl PartitionStore {
         })
     }
 
+    /// How many records `pk` has that a read would return now (`HLEN`): its key index entry,
+    /// one read however many there are; counted record by record only while some deadline of
+    /// the partition is due, as the index goes on counting a record whose deadline has passed
+    /// until an entry removes it (a second or so).
+    pub fn record_count(&self, pk: &str) -> Result<u64> {
+        if self.first_deadline()?.is_some_and(|d| d <= now_ms()) {
+            self.live_records(pk)
+        } else {
+            self.indexed_records(pk)
+        }
+    }
+
+    /// How many records `pk` has by its key index entry, expired or not.
+    pub(crate) fn indexed_records(&self, pk: &str) -> Result<u64> {
+        let key = index_key(pk);
+        match self.keys.get(&key)? {
+            None => Ok(0),
+            Some(value) => decode_info(&key, &value)
+                .map(|info| info.records)
+                .ok_or_else(|| StoreError::Corrupt("a key index entry is malformed".into())),
+        }
+    }
+
+    /// How many records of `pk` a read would return now (expired ones left out), counted from
+    /// one snapshot without decoding them.
+    fn live_records(&self, pk: &str) -> Result<u64> {
+        let now = now_ms();
+        let mut live = 0;
+        for guard in self.db.snapshot().prefix(&self.records, pk_prefix(pk)) {
+            let (_, value) = guard.into_inner()?;
+            live += u64::from(!is_expired(&value, now));
+        }
+        Ok(live)
+    }
+
     /// Up to `limit` keys from hash position `from` on, in index order, from one snapshot (all
     /// keys of the last hash included, so a page never splits one); and the position to go on
     /// from, `None` when the partition has no more.

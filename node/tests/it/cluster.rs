@@ -619,8 +619,7 @@ fn the_keyspace_spans_the_region_and_scan_cursors_move_between_nodes() {
     }
     let _: () = redis::cmd("HSET")
         .arg("h")
-        .arg("f")
-        .arg("v")
+        .arg(&["f", "v", "g", "v", "e", "v"])
         .query(&mut con)
         .unwrap();
     // Every node counts the whole region (DBSIZE asks the owners of the partitions it lacks),
@@ -636,7 +635,32 @@ fn the_keyspace_spans_the_region_and_scan_cursors_move_between_nodes() {
             assert!(Instant::now() < deadline, "node {} counts {n}", node.api);
             std::thread::sleep(Duration::from_millis(100));
         }
+        // HLEN reads the owner's key index (two of the three nodes ask another).
+        let fields: i64 = redis::cmd("HLEN").arg("h").query(&mut c).unwrap();
+        assert_eq!(fields, 3, "node {}", node.api);
     }
+    // What a node asks the owner: the count rides on the key index query (a query without a
+    // pk, as earlier releases send, is answered as before).
+    let absent = (0..)
+        .map(|i| format!("absent{i}"))
+        .find(|pk| partition_of(pk) == partition_of("h"))
+        .unwrap();
+    let asked = |pk: Option<&str>| {
+        let mut query =
+            json!({"partition": partition_of("h"), "from": 0, "limit": 0, "min_offsets": []});
+        if let Some(pk) = pk {
+            query["pk"] = json!(pk);
+        }
+        nodes
+            .iter()
+            .map(|node| node.post("/cluster/v1/keys", query.clone()))
+            .find(|(status, _)| *status == 200)
+            .expect("the owner answers")
+            .1
+    };
+    assert_eq!(asked(Some("h"))["records"], json!(3));
+    assert_eq!(asked(Some(&absent))["records"], json!(0));
+    assert!(asked(None).get("records").is_none());
     // One SCAN, each page asked of the next node with the cursor the previous one issued:
     // every key exactly once.
     let mut seen: Vec<String> = Vec::new();

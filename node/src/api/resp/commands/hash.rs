@@ -91,10 +91,17 @@ pub async fn hvals(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     }
 }
 
-/// `HLEN key`
+/// `HLEN key`: O(1), like Redis's, from the key index.
 pub async fn hlen(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
-    match all_fields(ctx, args, "hlen").await {
-        Ok(records) => Reply::Int(records.len() as i64),
+    let [pk] = args else {
+        return wrong_arity("hlen");
+    };
+    let pk = match text(pk) {
+        Ok(pk) => pk,
+        Err(e) => return e,
+    };
+    match ctx.field_count(pk).await {
+        Ok(count) => Reply::Int(count as i64),
         Err(e) => e,
     }
 }

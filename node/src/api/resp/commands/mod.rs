@@ -772,6 +772,22 @@ impl Context<'_> {
         Ok(counts.iter().sum())
     }
 
+    /// How many fields `pk` has (`HLEN`; its string record counts as one): one key index read,
+    /// unless `EXEC` is running writes to it or its owner is a release that cannot count.
+    async fn field_count(&self, pk: String) -> Result<u64, Reply> {
+        if self.session.collecting.is_none() {
+            let counted = self
+                .service
+                .record_count(&pk, &self.min_offsets([pk.as_str()]))
+                .await
+                .map_err(service_error)?;
+            if let Some(count) = counted {
+                return Ok(count);
+            }
+        }
+        Ok(self.scan_all(pk, String::new()).await?.len() as u64)
+    }
+
     /// The wire value of one record, after this connection's own writes are applied.
     async fn read_one(&self, pk: &str, sk: &str) -> Result<Option<Bytes>, Reply> {
         Ok(self.read_json(pk, sk).await?.map(wire_value))
