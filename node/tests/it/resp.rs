@@ -1485,3 +1485,55 @@ assert r.memory_usage("mu:big") == 25_000 * (6 + 6 + 1), r.memory_usage("mu:big"
 "#,
     );
 }
+
+#[test]
+fn slowlog_keeps_slow_commands_for_redis_py_and_config_tunes_it() {
+    let node = Node::start();
+    let script = format!(
+        r#"
+import redis
+r = redis.Redis(port={port}, decode_responses=True)
+# Redis's defaults: 10 ms, 128 entries; a plain read is far below.
+assert r.config_get("slowlog*") == {{"slowlog-log-slower-than": "10000", "slowlog-max-len": "128"}}, r.config_get("slowlog*")
+assert r.config_get("maxmemory") == {{}}
+r.set("k", "v"); r.get("k")
+assert r.slowlog_len() == 0, r.slowlog_get()
+# Everything from here on; this connection named.
+assert r.config_set("slowlog-log-slower-than", 0)
+r.client_setname("worker-7")
+r.hset("h", mapping={{"a": "x" * 300}})
+r.get("k")
+entries = r.slowlog_get(3)
+text = lambda b: b.decode() if isinstance(b, bytes) else b
+assert [text(e["command"]) for e in entries] == ["GET k", "HSET h a " + "x" * 128 + "... (172 more bytes)", "CLIENT SETNAME worker-7"], entries
+assert entries[0]["id"] > entries[1]["id"] > entries[2]["id"]
+assert all(text(e["client_name"]) == "worker-7" for e in entries), entries
+assert text(entries[0]["client_address"]) == text(r.client_list()[0]["addr"]), (entries, r.client_list())
+assert all(e["duration"] >= 0 and e["start_time"] > 1_700_000_000 for e in entries), entries
+# Bounded, and off.
+assert r.config_set("slowlog-max-len", 2)
+assert r.slowlog_len() == 2
+assert r.config_set("slowlog-log-slower-than", -1)
+assert r.slowlog_reset()
+r.get("k")
+assert r.slowlog_len() == 0
+try:
+    r.config_set("slowlog-max-len", "many")
+    raise SystemExit("a bad value was taken")
+except redis.ResponseError as e:
+    assert "slowlog-max-len" in str(e), e
+print("ok")
+"#,
+        port = node.resp
+    );
+    run_redis_py(&script);
+    // redis-cli prints it as redis-server's.
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &node.resp.to_string(), "SLOWLOG", "HELP"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("GET [<count>]"),
+        "{out:?}"
+    );
+}

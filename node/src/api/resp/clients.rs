@@ -17,6 +17,8 @@ struct Client {
 /// A connection's own view of its registry entry: it notes its activity here (a lock nobody
 /// else takes but `CLIENT LIST`), and learns here that `CLIENT KILL` closed it.
 pub struct ClientHandle {
+    /// The client's address.
+    addr: SocketAddr,
     activity: Mutex<Activity>,
     kill: Notify,
 }
@@ -42,6 +44,11 @@ impl ClientHandle {
         if a.name.as_bytes() != name {
             a.name = String::from_utf8_lossy(name).into_owned();
         }
+    }
+
+    /// The client's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// Resolves when `CLIENT KILL` selects this connection.
@@ -71,6 +78,7 @@ impl ClientRegistry {
     pub fn register(&self, id: u64, addr: SocketAddr, local: SocketAddr) -> Arc<ClientHandle> {
         let now = Instant::now();
         let handle = Arc::new(ClientHandle {
+            addr,
             activity: Mutex::new(Activity {
                 last_active: now,
                 last_command: "NULL".into(),

@@ -62,6 +62,7 @@ pub async fn run(
                     scans: &shared.scans,
                     written: &shared.written,
                     stats: &shared.stats,
+                    slowlog: &shared.slowlog,
                     clients: &shared.clients,
                     client: &client,
                     session: &mut session,

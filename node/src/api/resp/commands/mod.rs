@@ -14,6 +14,7 @@ mod keyspace;
 mod pubsub;
 mod scan;
 mod server;
+mod slowlog;
 mod transaction;
 mod unsupported;
 mod written;
@@ -32,6 +33,7 @@ use crate::service::{
 };
 use bytes::Bytes;
 use serde_json::value::RawValue;
+use slowlog::SlowLog;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -193,6 +195,7 @@ pub struct Shared {
     pub scans: ScanCursors,
     pub written: WrittenPositions,
     pub stats: ServerStats,
+    pub slowlog: SlowLog,
 }
 
 impl Shared {
@@ -203,6 +206,7 @@ impl Shared {
             scans: ScanCursors::default(),
             written: WrittenPositions::new(partitions),
             stats: ServerStats::default(),
+            slowlog: SlowLog::default(),
         }
     }
 }
@@ -225,6 +229,7 @@ pub struct Context<'a> {
     pub scans: &'a ScanCursors,
     pub written: &'a WrittenPositions,
     pub stats: &'a ServerStats,
+    pub slowlog: &'a SlowLog,
     pub clients: &'a ClientRegistry,
     /// This connection's entry in `clients`.
     pub client: &'a ClientHandle,
@@ -272,7 +277,7 @@ pub async fn execute(
             && args
                 .get(1)
                 .is_some_and(|a| a.eq_ignore_ascii_case(b"tracking")));
-    let reply = run(ctx, args).await;
+    let reply = run(ctx, &args).await;
     if let Some((lower, keys)) = tracked
         && lower != "client"
         && !matches!(reply, Reply::Error(_))
@@ -295,14 +300,17 @@ pub async fn execute(
             ctx.session.name.as_deref(),
         );
     }
-    latencies.observe(
-        &name,
-        crate::metrics::micros(finished.duration_since(started)),
-    );
+    let took = finished.duration_since(started);
+    latencies.observe(&name, crate::metrics::micros(took));
+    let micros = took.as_micros() as u64;
+    if ctx.slowlog.wants(micros) {
+        ctx.slowlog
+            .record(&args, micros, ctx.client.addr(), ctx.session.name.as_ref());
+    }
     reply
 }
 
-pub(super) async fn run(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
+pub(super) async fn run(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let Some(original) = args.first() else {
         return Reply::err("empty command");
     };
@@ -373,6 +381,7 @@ pub(super) async fn run(ctx: &mut Context<'_>, args: Vec<Bytes>) -> Reply {
         "hkeys" => hash::hkeys(ctx, args).await,
         "hvals" => hash::hvals(ctx, args).await,
         "hlen" => hash::hlen(ctx, args).await,
+        "slowlog" => ctx.slowlog.command(args),
         "hexists" => hash::hexists(ctx, args).await,
         "hset" | "hmset" => hash::hset(ctx, args, name).await,
         "hsetnx" => hash::hsetnx(ctx, args).await,

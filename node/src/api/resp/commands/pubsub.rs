@@ -267,22 +267,16 @@ pub(super) fn track(ctx: &mut Context<'_>, keys: Vec<(Bytes, u32, u64)>) {
     ctx.hub.track(ctx.session.id, keys);
 }
 
-/// `CONFIG GET notify-keyspace-events` / `CONFIG SET notify-keyspace-events <flags>`.
-pub fn notify_config(ctx: &Context<'_>, value: Option<&Bytes>) -> Reply {
-    match value {
-        None => Reply::Map(vec![(
-            Reply::bulk("notify-keyspace-events"),
-            Reply::bulk(ctx.hub.notify_flags().letters()),
-        )]),
-        Some(value) => match std::str::from_utf8(value).ok().and_then(NotifyFlags::parse) {
-            Some(flags) => {
-                ctx.hub.set_notify_flags(flags);
-                Reply::ok()
-            }
-            None => Reply::err(
-                "Invalid argument 'notify-keyspace-events' for CONFIG SET: use Redis's flags \
-                 (K, E, g, $, h, x, A)",
-            ),
-        },
+/// `CONFIG SET notify-keyspace-events <flags>`.
+pub fn set_notify_config(ctx: &Context<'_>, value: &Bytes) -> Reply {
+    match std::str::from_utf8(value).ok().and_then(NotifyFlags::parse) {
+        Some(flags) => {
+            ctx.hub.set_notify_flags(flags);
+            Reply::ok()
+        }
+        None => Reply::err(
+            "Invalid argument 'notify-keyspace-events' for CONFIG SET: use Redis's flags \
+             (K, E, g, $, h, x, A)",
+        ),
     }
 }

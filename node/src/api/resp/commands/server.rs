@@ -73,6 +73,7 @@ const COMMANDS: &[(&str, i64)] = &[
     ("command", -1),
     ("info", -1),
     ("config", -2),
+    ("slowlog", -2),
     ("select", 2),
     ("ping", -1),
     ("echo", 2),
@@ -340,6 +341,7 @@ fn command(args: &[Bytes]) -> Reply {
                 | "command"
                 | "info"
                 | "config"
+                | "slowlog"
                 | "select"
                 | "ping"
                 | "echo"
@@ -485,9 +487,11 @@ fn resident_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-/// `CONFIG GET pattern`: nothing is configurable through Redis; answers an empty result, which
-/// is what clients probing for `save` or `appendonly` handle. `CONFIG RESETSTAT` zeroes the
-/// counters `INFO stats` shows.
+/// `CONFIG GET pattern [pattern ...]`: the few settings the Redis port has of its own
+/// (`notify-keyspace-events`, the slow log's), matched by glob; anything else is configured
+/// through FireScroll's settings and answers nothing, which is what clients probing for `save`
+/// or `appendonly` handle. `CONFIG SET` takes those settings (for this node, until it
+/// restarts). `CONFIG RESETSTAT` zeroes the counters `INFO stats` shows.
 fn config(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     match args {
         [sub] if sub.eq_ignore_ascii_case(b"RESETSTAT") => {
@@ -496,22 +500,41 @@ fn config(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             ctx.session.uncounted = 0;
             Reply::ok()
         }
-        [sub, name]
-            if sub.eq_ignore_ascii_case(b"GET")
-                && super::glob_match(&name.to_ascii_lowercase(), b"notify-keyspace-events") =>
-        {
-            super::pubsub::notify_config(ctx, None)
+        [sub, patterns @ ..] if sub.eq_ignore_ascii_case(b"GET") && !patterns.is_empty() => {
+            let patterns: Vec<Vec<u8>> = patterns.iter().map(|p| p.to_ascii_lowercase()).collect();
+            let mut settings = vec![("notify-keyspace-events", ctx.hub.notify_flags().letters())];
+            settings.extend(ctx.slowlog.settings());
+            Reply::Map(
+                settings
+                    .into_iter()
+                    .filter(|(name, _)| {
+                        patterns
+                            .iter()
+                            .any(|p| super::glob_match(p, name.as_bytes()))
+                    })
+                    .map(|(name, value)| (Reply::bulk(name), Reply::bulk(value)))
+                    .collect(),
+            )
         }
-        [sub, _, ..] if sub.eq_ignore_ascii_case(b"GET") => Reply::Map(vec![]),
         [sub, name, value]
             if sub.eq_ignore_ascii_case(b"SET")
                 && name.eq_ignore_ascii_case(b"notify-keyspace-events") =>
         {
-            super::pubsub::notify_config(ctx, Some(value))
+            super::pubsub::set_notify_config(ctx, value)
         }
-        [sub, ..] if sub.eq_ignore_ascii_case(b"SET") => Reply::err(
-            "FireScroll is configured through its settings; CONFIG SET takes only notify-keyspace-events",
-        ),
+        [sub, name, value] if sub.eq_ignore_ascii_case(b"SET") => {
+            match ctx.slowlog.set(name, value) {
+                Some(Ok(())) => Reply::ok(),
+                Some(Err(e)) => e,
+                None => Reply::err(
+                    "FireScroll is configured through its settings; CONFIG SET takes only \
+                     notify-keyspace-events, slowlog-log-slower-than and slowlog-max-len",
+                ),
+            }
+        }
+        [sub, ..] if sub.eq_ignore_ascii_case(b"SET") => {
+            Reply::err("FireScroll's CONFIG SET takes one setting at a time: CONFIG SET name value")
+        }
         _ => wrong_arity("config"),
     }
 }

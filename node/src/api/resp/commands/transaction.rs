@@ -175,7 +175,7 @@ async fn exec(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let mut replies = Vec::with_capacity(queue.commands.len());
     let mut deferred: Vec<(usize, usize, Shape)> = Vec::new();
     for command in queue.commands {
-        let reply = Box::pin(run(ctx, command)).await;
+        let reply = Box::pin(run(ctx, &command)).await;
         if let Some((op, shape)) = ctx.session.deferred.take() {
             deferred.push((replies.len(), op, shape));
         }
