@@ -1508,7 +1508,11 @@ text = lambda b: b.decode() if isinstance(b, bytes) else b
 assert [text(e["command"]) for e in entries] == ["GET k", "HSET h a " + "x" * 128 + "... (172 more bytes)", "CLIENT SETNAME worker-7"], entries
 assert entries[0]["id"] > entries[1]["id"] > entries[2]["id"]
 assert all(text(e["client_name"]) == "worker-7" for e in entries), entries
-assert text(entries[0]["client_address"]) == text(r.client_list()[0]["addr"]), (entries, r.client_list())
+# CLIENT INFO is this connection's CLIENT LIST line.
+me = r.client_info()
+assert me["name"] == "worker-7" and me["cmd"] == "client|info" and me["laddr"].endswith(":{port}"), me
+assert text(entries[0]["client_address"]) == me["addr"], (entries, me)
+assert r.client_no_evict("on") and r.execute_command("CLIENT", "NO-TOUCH", "off")
 assert all(e["duration"] >= 0 and e["start_time"] > 1_700_000_000 for e in entries), entries
 # Bounded, and off.
 assert r.config_set("slowlog-max-len", 2)

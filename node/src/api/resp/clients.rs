@@ -117,20 +117,24 @@ impl ClientRegistry {
         for id in ids {
             let c = &open[id];
             let a = c.handle.activity.lock().unwrap_or_else(|p| p.into_inner());
-            text.push_str(&format!(
-                "id={id} addr={} laddr={} fd=0 name={} age={} idle={} flags=N db=0 sub=0 psub=0 \
-                 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 \
-                 tot-mem=0 events=r cmd={} user=default redir=-1 resp={}\n",
-                c.addr,
-                c.local,
-                a.name,
-                c.since.elapsed().as_secs(),
+            text.push_str(&line(
+                *id,
+                c,
+                &a.name,
                 a.last_active.elapsed().as_secs(),
-                a.last_command,
-                a.proto
+                &a.last_command,
+                a.proto,
             ));
         }
         text
+    }
+
+    /// `CLIENT INFO`: connection `id`'s line of `CLIENT LIST`, as it is now (its activity is
+    /// noted only now and then: the caller knows its name and protocol).
+    pub fn info(&self, id: u64, name: &str, proto: u8) -> Option<String> {
+        let open = self.lock();
+        let c = open.get(&id)?;
+        Some(line(id, c, name, 0, "client|info", proto))
     }
 
     /// Closes the connections `filter` selects; how many.
@@ -161,4 +165,16 @@ impl ClientRegistry {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// One connection's line of `CLIENT LIST`, in Redis's format.
+fn line(id: u64, c: &Client, name: &str, idle_secs: u64, command: &str, proto: u8) -> String {
+    format!(
+        "id={id} addr={} laddr={} fd=0 name={name} age={} idle={idle_secs} flags=N db=0 sub=0 \
+         psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 \
+         tot-mem=0 events=r cmd={command} user=default redir=-1 resp={proto}\n",
+        c.addr,
+        c.local,
+        c.since.elapsed().as_secs(),
+    )
 }

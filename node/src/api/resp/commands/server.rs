@@ -300,22 +300,32 @@ fn client(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         (b"GETNAME", []) => session.name.clone().map_or(Reply::Null, Reply::Bulk),
         (b"ID", []) => Reply::Int(session.id as i64),
         (b"SETINFO", [_, _]) => Reply::ok(),
-        (b"INFO", []) => Reply::bulk(format!(
-            "id={} name={} resp={} db=0\n",
-            session.id,
-            session
+        // Nothing is evicted and no access time is kept: both modes are what FireScroll does.
+        (b"NO-EVICT" | b"NO-TOUCH", [mode])
+            if mode.eq_ignore_ascii_case(b"on") || mode.eq_ignore_ascii_case(b"off") =>
+        {
+            Reply::ok()
+        }
+        (b"NO-EVICT" | b"NO-TOUCH", [_]) => Reply::err("syntax error"),
+        (b"INFO", []) => {
+            let name = session
                 .name
                 .as_ref()
                 .map(|n| String::from_utf8_lossy(n).into_owned())
-                .unwrap_or_default(),
-            session.proto
-        )),
-        (b"SETNAME" | b"GETNAME" | b"ID" | b"SETINFO" | b"INFO" | b"LIST" | b"KILL", _) => {
-            Reply::err(format!(
-                "wrong number of arguments for 'client|{}' command",
-                String::from_utf8_lossy(sub).to_ascii_lowercase()
-            ))
+                .unwrap_or_default();
+            match ctx.clients.info(session.id, &name, session.proto) {
+                Some(line) => Reply::bulk(line),
+                None => Reply::err("this connection is not registered (it is closing)"),
+            }
         }
+        (
+            b"SETNAME" | b"GETNAME" | b"ID" | b"SETINFO" | b"INFO" | b"LIST" | b"KILL"
+            | b"NO-EVICT" | b"NO-TOUCH",
+            _,
+        ) => Reply::err(format!(
+            "wrong number of arguments for 'client|{}' command",
+            String::from_utf8_lossy(sub).to_ascii_lowercase()
+        )),
         _ => Reply::err(format!(
             "unknown subcommand '{}'. Try CLIENT HELP.",
             String::from_utf8_lossy(sub)
