@@ -1237,6 +1237,23 @@ fn info_answers_the_sections_asked_for_and_redis_cli_stat_reads_it() {
     assert!(
         everything.contains("used_memory:") && everything.contains("total_commands_processed:")
     );
+    // What monitoring reads to tell a restart: the port, uptime and a run id of 40 hex digits.
+    let field = |name: &str| {
+        everything
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("{name}: {everything}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(field("tcp_port"), node.resp.to_string());
+    assert!(field("uptime_in_seconds").parse::<u64>().is_ok());
+    assert_eq!(field("uptime_in_days"), "0");
+    let run_id = field("run_id");
+    assert!(
+        run_id.len() == 40 && run_id.chars().all(|c| c.is_ascii_hexdigit()),
+        "{run_id}"
+    );
     // redis-cli --stat prints a line of numbers per interval from INFO.
     let out = std::process::Command::new("timeout")
         .args([

@@ -37,9 +37,11 @@ pub async fn serve(
     config: RespConfig,
     mut stop: watch::Receiver<bool>,
 ) {
+    let port = listener.local_addr().map_or(0, |a| a.port());
     let shared = Arc::new(Shared::new(
         service.partition_count(),
         push::Hub::start(service.clone()),
+        port,
     ));
     let permits = Arc::new(Semaphore::new(config.max_clients));
     let ids = AtomicU64::new(1);

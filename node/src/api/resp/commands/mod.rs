@@ -199,27 +199,50 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(partitions: u32, hub: Arc<Hub>) -> Self {
+    pub fn new(partitions: u32, hub: Arc<Hub>, port: u16) -> Self {
         Shared {
             hub,
             clients: ClientRegistry::default(),
             scans: ScanCursors::default(),
             written: WrittenPositions::new(partitions),
-            stats: ServerStats::default(),
+            stats: ServerStats::new(port),
             slowlog: SlowLog::default(),
         }
     }
 }
 
 /// Counters of the Redis port, for `INFO` (and `redis-cli --stat`).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ServerStats {
+    /// When the port began serving (`uptime_in_seconds`).
+    pub started: std::time::Instant,
+    /// Random per start, as Redis's `run_id`: monitoring tells a restart by it.
+    pub run_id: String,
+    /// The port served.
+    pub port: u16,
     /// Connections open now.
     pub clients: AtomicU64,
     /// Connections accepted since start.
     pub connections: AtomicU64,
     /// Commands run since start.
     pub commands: AtomicU64,
+}
+
+impl ServerStats {
+    pub fn new(port: u16) -> Self {
+        use rand::RngExt as _;
+        let mut rng = rand::rng();
+        ServerStats {
+            started: std::time::Instant::now(),
+            run_id: (0..40)
+                .map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap_or('0'))
+                .collect(),
+            port,
+            clients: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            commands: AtomicU64::new(0),
+        }
+    }
 }
 
 /// What a command runs with.

@@ -427,6 +427,7 @@ pub fn info(ctx: &Context<'_>, args: &[Bytes], keys: Option<u64>) -> Reply {
     let (wanted, all) = wanted_sections(args);
     let stats = ctx.stats;
     let memory = resident_bytes();
+    let uptime = stats.started.elapsed().as_secs();
     let keyspace = match keys {
         Some(0) | None => String::new(),
         Some(n) => format!("db0:keys={n},expires=0,avg_ttl=0\r\n"),
@@ -436,9 +437,14 @@ pub fn info(ctx: &Context<'_>, args: &[Bytes], keys: Option<u64>) -> Reply {
             "server",
             format!(
                 "redis_version:{REDIS_VERSION}\r\nredis_mode:standalone\r\nfirescroll_version:{}\r\n\
-                 process_id:{}\r\n",
+                 arch_bits:{}\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\n\
+                 uptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\n",
                 env!("CARGO_PKG_VERSION"),
-                std::process::id()
+                usize::BITS,
+                std::process::id(),
+                stats.run_id,
+                stats.port,
+                uptime / 86_400,
             ),
         ),
         (
