@@ -51,9 +51,10 @@ fn change_subscriptions(
 ) -> Reply {
     let mut frames = Vec::with_capacity(channels.len());
     for channel in channels {
-        let count = ctx
-            .hub
-            .subscribe(ctx.session.id, channel.clone(), pattern, on);
+        // The hub keeps a copy: the argument is a slice of the connection's read buffer,
+        // which a kept reference would hold whole for as long as the subscription.
+        let kept = Bytes::copy_from_slice(&channel);
+        let count = ctx.hub.subscribe(ctx.session.id, kept, pattern, on);
         ctx.session.subscriptions = count;
         frames.push(Reply::Push(vec![
             Reply::bulk(name),
@@ -105,7 +106,10 @@ pub fn tracking(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             b"OPTOUT" => tracking.optout = true,
             b"NOLOOP" => tracking.noloop = true,
             b"PREFIX" if i + 1 < options.len() => {
-                tracking.prefixes.push(options[i + 1].clone());
+                // A copy, for the reason subscriptions copy their channels.
+                tracking
+                    .prefixes
+                    .push(Bytes::copy_from_slice(&options[i + 1]));
                 i += 1;
             }
             b"REDIRECT" if i + 1 < options.len() => {

@@ -206,7 +206,7 @@ fn hello(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
                 rest = more;
             }
             (b"SETNAME", [new_name, more @ ..]) => {
-                name = Some(new_name.clone());
+                name = Some(Bytes::copy_from_slice(new_name));
                 rest = more;
             }
             _ => return Reply::err("syntax error in HELLO"),
@@ -294,7 +294,8 @@ fn client(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             Reply::Int(ctx.clients.kill(&filter) as i64)
         }
         (b"SETNAME", [name]) => {
-            session.name = Some(name.clone());
+            // A copy, not a slice of the read buffer (which the name would keep whole).
+            session.name = Some(Bytes::copy_from_slice(name));
             Reply::ok()
         }
         (b"GETNAME", []) => session.name.clone().map_or(Reply::Null, Reply::Bulk),

@@ -73,7 +73,7 @@ impl SlowLog {
             micros,
             args: shortened(command),
             client: client.to_string(),
-            name: name.cloned().unwrap_or_default(),
+            name: name.map(|n| Bytes::copy_from_slice(n)).unwrap_or_default(),
         };
         let mut entries = self.lock();
         entries.push_front(entry);
@@ -233,7 +233,9 @@ fn shortened(command: &[Bytes]) -> Vec<Bytes> {
                 );
                 Bytes::from(short)
             } else {
-                arg.clone()
+                // A copy: the argument is a slice of the connection's read buffer, which a
+                // kept reference would hold whole (a pipeline's worth) as long as the entry.
+                Bytes::copy_from_slice(arg)
             }
         })
         .collect()
@@ -326,6 +328,25 @@ mod tests {
             Reply::Error(_)
         ));
         assert!(matches!(log.command(&args(&["NOPE"])), Reply::Error(_)));
+    }
+
+    #[test]
+    fn entries_hold_copies_not_the_connections_read_buffer() {
+        let log = SlowLog::default();
+        // Arguments are slices of one read buffer; an entry must not keep it alive.
+        let buffer = Bytes::from(b"SETk1worker".repeat(1000));
+        let inside = |b: &Bytes| {
+            let range = buffer.as_ptr() as usize..buffer.as_ptr() as usize + buffer.len();
+            range.contains(&(b.as_ptr() as usize))
+        };
+        let command = [buffer.slice(0..3), buffer.slice(3..5)];
+        let name = buffer.slice(5..11);
+        log.record(&command, 20_000, addr(), Some(&name));
+        let entries = log.lock();
+        let entry = &entries[0];
+        assert_eq!(entry.args, [Bytes::from("SET"), Bytes::from("k1")]);
+        assert_eq!(entry.name, Bytes::from("worker"));
+        assert!(!entry.args.iter().any(inside) && !inside(&entry.name));
     }
 
     #[test]
