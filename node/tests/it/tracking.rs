@@ -283,3 +283,26 @@ fn node_redis_client_side_cache_sees_writes_from_http() {
         ),
     );
 }
+
+#[test]
+fn tracked_keys_do_not_hold_the_buffers_they_were_read_from() {
+    let node = Node::start();
+    let mut raw = Raw::open(&node);
+    raw.send(&["HELLO", "3"]);
+    raw.send(&["CLIENT", "TRACKING", "on"]);
+    raw.send(&["PING", "ready"]);
+    raw.wait_for("ready");
+    let before = node.resident_mib();
+    // Each tracked read arrives right after a large argument (refused, its reply small): a
+    // tracked key that were a slice of the read buffer would keep all 256 KiB of it, 100 MiB
+    // for these 400 reads.
+    let big = "k".repeat(256 * 1024);
+    for i in 0..400 {
+        raw.send(&["EXISTS", &big]);
+        raw.send(&["GET", &format!("tracked{i}")]);
+    }
+    raw.send(&["PING", "done"]);
+    raw.wait_for("done");
+    let grown = node.resident_mib().saturating_sub(before);
+    assert!(grown < 40, "resident memory grew {grown} MiB");
+}

@@ -243,6 +243,18 @@ impl Node {
         assert!(status.success(), "kill -{signal} failed");
     }
 
+    /// The process's resident memory, in MiB.
+    pub fn resident_mib(&self) -> u64 {
+        let child = self.child.as_ref().expect("node is running");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .expect("VmRSS in /proc/<pid>/status")
+            / 1024
+    }
+
     /// SIGTERM and wait for a clean exit.
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("node is running");

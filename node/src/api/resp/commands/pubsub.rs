@@ -249,7 +249,9 @@ pub(super) fn before_read(ctx: &Context<'_>, keys: &[Bytes]) -> Vec<(Bytes, u32,
             let pk = String::from_utf8_lossy(key);
             let partition = partition_of(&pk, partitions);
             let seen = ctx.hub.handled(partition).max(ctx.written.key_next(&pk));
-            (key.clone(), partition, seen)
+            // A copy: the tracking table keeps the key, and a slice would keep the whole read
+            // buffer it came in (a pipeline's worth, a large value's) for as long.
+            (Bytes::copy_from_slice(key), partition, seen)
         })
         .collect()
 }
