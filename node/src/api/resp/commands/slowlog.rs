@@ -21,6 +21,9 @@ const DEFAULT_MAX_LEN: usize = 128;
 /// `SLOWLOG_ENTRY_MAX_STRING`).
 const MAX_ARGS: usize = 32;
 const MAX_ARG_BYTES: usize = 128;
+/// The most entries `slowlog-max-len` may keep (Redis takes any number): with the arguments
+/// bounded above, an entry holds at most ~4.5 KiB, so the slow log stays within ~45 MiB.
+const MAX_LEN_LIMIT: i64 = 10_000;
 /// How many entries `SLOWLOG GET` returns without a count.
 const DEFAULT_GET: usize = 10;
 
@@ -176,14 +179,15 @@ impl SlowLog {
                 self.slower_than_micros.store(micros, Ordering::Relaxed);
                 Ok(())
             }
-            ("slowlog-max-len", Some(len)) if len >= 0 => {
+            ("slowlog-max-len", Some(len)) if (0..=MAX_LEN_LIMIT).contains(&len) => {
                 self.max_len.store(len as usize, Ordering::Relaxed);
                 self.lock().truncate(len as usize);
                 Ok(())
             }
-            ("slowlog-max-len", Some(_)) => {
-                invalid("argument must be between 0 and 9223372036854775807 inclusive")
-            }
+            ("slowlog-max-len", Some(_)) => invalid(&format!(
+                "argument must be between 0 and {MAX_LEN_LIMIT} inclusive (FireScroll bounds the \
+                 slow log's memory)"
+            )),
             ("slowlog-log-slower-than" | "slowlog-max-len", None) => {
                 invalid("argument couldn't be parsed into an integer")
             }
@@ -368,6 +372,9 @@ mod tests {
         assert!(log.set(b"slowlog-log-slower-than", b"0").unwrap().is_ok());
         assert!(log.wants(0));
         assert!(log.set(b"slowlog-max-len", b"-3").unwrap().is_err());
+        assert!(log.set(b"slowlog-max-len", b"10001").unwrap().is_err());
+        assert!(log.set(b"slowlog-max-len", b"10000").unwrap().is_ok());
+        assert!(log.set(b"slowlog-max-len", b"2").unwrap().is_ok());
         assert!(
             log.set(b"slowlog-log-slower-than", b"soon")
                 .unwrap()
