@@ -1558,3 +1558,65 @@ print("ok")
         "{out:?}"
     );
 }
+
+#[test]
+fn monitor_streams_commands_as_redis_py_parses_them_and_drops_a_monitor_that_falls_behind() {
+    let node = Node::start();
+    let script = format!(
+        r#"
+import json, redis, urllib.request
+r = redis.Redis(port={port}, decode_responses=True)
+other = redis.Redis(port={port}, decode_responses=True)
+other.ping()
+with r.monitor() as m:
+    other.set("k", 'a "b"')
+    pipe = other.pipeline(transaction=True)
+    pipe.set("x", 1)
+    pipe.incr("x")
+    pipe.execute()
+    other.config_get("slowlog*")
+    # An HTTP write is not a Redis command: not shown.
+    urllib.request.urlopen(urllib.request.Request(
+        "http://127.0.0.1:{api}/records/put",
+        data=json.dumps({{"Records": [{{"pk": "h", "sk": "s", "data": 1}}]}}).encode())).read()
+    other.get("last")
+    seen = []
+    while not seen or seen[-1] != "GET last":
+        c = m.next_command()
+        assert c["client_address"] == "127.0.0.1" and c["db"] == 0, c
+        seen.append(c["command"])
+want = ['SET k a "b"', "MULTI", "SET x 1", "INCRBY x 1", "EXEC", "GET last"]
+got = [s.replace('\\"', '"') for s in seen if not s.startswith(("CLIENT", "PING", "HELLO"))]
+assert got == want, (got, seen)
+print("ok")
+"#,
+        port = node.resp,
+        api = node.api
+    );
+    run_redis_py(&script);
+
+    // A monitor that reads nothing while 30k commands run (1 KiB lines: more than the socket
+    // buffers hold) falls behind and is disconnected with an error, and the commands
+    // themselves never waited for it.
+    let mut monitor = std::net::TcpStream::connect(("127.0.0.1", node.resp)).unwrap();
+    monitor.write_all(b"MONITOR\r\n").unwrap();
+    let mut ok = [0u8; 5];
+    monitor.read_exact(&mut ok).unwrap();
+    assert_eq!(&ok, b"+OK\r\n");
+    let mut con = client(&node, false);
+    let arg = "x".repeat(1000);
+    let mut pipe = redis::pipe();
+    for _ in 0..30_000 {
+        pipe.cmd("EXISTS").arg(&arg).ignore();
+    }
+    let _: () = pipe.query(&mut con).unwrap();
+    monitor
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut seen = Vec::new();
+    monitor.read_to_end(&mut seen).unwrap();
+    let tail = String::from_utf8_lossy(&seen[seen.len().saturating_sub(300)..]).into_owned();
+    assert!(tail.contains("-ERR MONITOR fell"), "{tail}");
+    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+    assert_eq!(pong, "PONG");
+}

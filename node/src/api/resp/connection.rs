@@ -4,7 +4,8 @@
 use super::RespConfig;
 use super::clients::ClientHandle;
 use super::commands::{
-    Context, Deferred, Session, Shared, collectable, execute, send_collected, take_deferred,
+    Context, Deferred, MonitorLine, Session, Shared, collectable, execute, send_collected,
+    take_deferred,
 };
 use super::frame::CommandReader;
 use super::reply::Reply;
@@ -63,6 +64,7 @@ pub async fn run(
                     written: &shared.written,
                     stats: &shared.stats,
                     slowlog: &shared.slowlog,
+                    monitors: &shared.monitors,
                     clients: &shared.clients,
                     client: &client,
                     session: &mut session,
@@ -132,10 +134,18 @@ pub async fn run(
                 idle.as_mut().reset(tokio::time::Instant::now() + timeout);
             }
             let mut overflow = false;
-            // Pushes (invalidations, pub/sub messages) arrive between commands too.
+            // Pushes (invalidations, pub/sub messages) and monitored commands arrive between
+            // commands too.
+            let (pushes, monitor) = (&mut session.pushes, &mut session.monitor);
             let push = async {
-                match session.pushes.as_mut() {
+                match pushes.as_mut() {
                     Some((pushes, _)) => pushes.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let monitored = async {
+                match monitor.as_mut() {
+                    Some(monitor) => monitor.next().await,
                     None => std::future::pending().await,
                 }
             };
@@ -157,6 +167,32 @@ pub async fn run(
                         }
                         // Its client could not keep up: it cannot trust its cache any more.
                         overflow = overflowed.load(std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                line = monitored => {
+                    // What else is waiting goes in the same write.
+                    let mut line = Some(line);
+                    while let Some(next) = line {
+                        match next {
+                            MonitorLine::Command(text) => {
+                                output.extend_from_slice(b"+");
+                                output.extend_from_slice(text.as_bytes());
+                                output.extend_from_slice(b"\r\n");
+                            }
+                            MonitorLine::Behind(missed) => {
+                                output.extend_from_slice(
+                                    format!(
+                                        "-ERR MONITOR fell {missed} commands behind; \
+                                         disconnected (as Redis disconnects a monitor past its \
+                                         output buffer limit)\r\n"
+                                    )
+                                    .as_bytes(),
+                                );
+                                overflow = true;
+                                break;
+                            }
+                        }
+                        line = session.monitor.as_mut().and_then(|m| m.try_next());
                     }
                 }
                 () = &mut stopped => return,

@@ -11,6 +11,7 @@ mod hash;
 mod json;
 mod keys;
 mod keyspace;
+mod monitor;
 mod pubsub;
 mod scan;
 mod server;
@@ -32,6 +33,8 @@ use crate::service::{
     WriteRequest, compute_read_modify_write,
 };
 use bytes::Bytes;
+pub use monitor::Line as MonitorLine;
+use monitor::Monitors;
 use serde_json::value::RawValue;
 use slowlog::SlowLog;
 use std::sync::Arc;
@@ -64,6 +67,8 @@ pub struct Session {
         tokio::sync::mpsc::Receiver<Push>,
         Arc<std::sync::atomic::AtomicBool>,
     )>,
+    /// The command stream, after `MONITOR`.
+    pub monitor: Option<monitor::Monitor>,
     /// `CLIENT TRACKING` settings, when on (the hub has them too).
     tracking: Option<super::push::Tracking>,
     /// `CLIENT CACHING yes|no` for the next command.
@@ -154,6 +159,7 @@ impl Session {
             deferred: None,
             watched: Vec::new(),
             pushes: None,
+            monitor: None,
             tracking: None,
             caching: None,
             subscriptions: 0,
@@ -196,6 +202,7 @@ pub struct Shared {
     pub written: WrittenPositions,
     pub stats: ServerStats,
     pub slowlog: SlowLog,
+    pub monitors: Monitors,
 }
 
 impl Shared {
@@ -207,6 +214,7 @@ impl Shared {
             written: WrittenPositions::new(partitions),
             stats: ServerStats::new(port),
             slowlog: SlowLog::default(),
+            monitors: Monitors::default(),
         }
     }
 }
@@ -253,6 +261,7 @@ pub struct Context<'a> {
     pub written: &'a WrittenPositions,
     pub stats: &'a ServerStats,
     pub slowlog: &'a SlowLog,
+    pub monitors: &'a Monitors,
     pub clients: &'a ClientRegistry,
     /// This connection's entry in `clients`.
     pub client: &'a ClientHandle,
@@ -333,7 +342,23 @@ pub async fn execute(
     reply
 }
 
-pub(super) async fn run(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+/// Runs one command (a transaction's too), then shows it to the monitors if there are any: as
+/// in Redis, a command shows once it has run, so one queued by `MULTI` shows when `EXEC` runs it.
+pub(super) async fn run(ctx: &mut Context<'_>, command: &[Bytes]) -> Reply {
+    let queued = ctx.session.transaction.is_some()
+        && !command.first().is_some_and(|name| {
+            [&b"multi"[..], b"exec", b"discard", b"watch"]
+                .iter()
+                .any(|t| name.eq_ignore_ascii_case(t))
+        });
+    let reply = run_command(ctx, command).await;
+    if ctx.monitors.active() && !queued {
+        ctx.monitors.feed(ctx.client.addr(), command);
+    }
+    reply
+}
+
+async fn run_command(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let Some(original) = args.first() else {
         return Reply::err("empty command");
     };
@@ -353,7 +378,7 @@ pub(super) async fn run(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             "Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
         ));
     }
-    if let Some(reply) = transaction::intercept(ctx, name, args).await {
+    if let Some(reply) = transaction::intercept(ctx, original, name, args).await {
         return reply;
     }
     match name {
@@ -405,6 +430,15 @@ pub(super) async fn run(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         "hvals" => hash::hvals(ctx, args).await,
         "hlen" => hash::hlen(ctx, args).await,
         "slowlog" => ctx.slowlog.command(args),
+        "monitor" => {
+            if !args.is_empty() {
+                return wrong_arity("monitor");
+            }
+            if ctx.session.monitor.is_none() {
+                ctx.session.monitor = Some(ctx.monitors.watch());
+            }
+            Reply::ok()
+        }
         "hexists" => hash::hexists(ctx, args).await,
         "hset" | "hmset" => hash::hset(ctx, args, name).await,
         "hsetnx" => hash::hsetnx(ctx, args).await,

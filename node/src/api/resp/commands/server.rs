@@ -74,6 +74,7 @@ const COMMANDS: &[(&str, i64)] = &[
     ("info", -1),
     ("config", -2),
     ("slowlog", -2),
+    ("monitor", 1),
     ("select", 2),
     ("ping", -1),
     ("echo", 2),
@@ -353,6 +354,7 @@ fn command(args: &[Bytes]) -> Reply {
                 | "info"
                 | "config"
                 | "slowlog"
+                | "monitor"
                 | "select"
                 | "ping"
                 | "echo"

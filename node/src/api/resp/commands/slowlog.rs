@@ -213,15 +213,11 @@ impl SlowEntry {
 /// many more there were), each at most [`MAX_ARG_BYTES`] (saying how many more bytes), and the
 /// secrets of `AUTH` and `HELLO ... AUTH` as `(redacted)`, as Redis does.
 fn shortened(command: &[Bytes]) -> Vec<Bytes> {
-    let name = command.first().map(|n| n.to_ascii_lowercase());
-    let secret = |i: usize| match name.as_deref() {
-        Some(b"auth") => i >= 1,
-        Some(b"hello") => command
-            .iter()
-            .position(|a| a.eq_ignore_ascii_case(b"auth"))
-            .is_some_and(|at| at >= 1 && (i == at + 1 || i == at + 2)),
-        _ => false,
-    };
+    let name = command
+        .first()
+        .map(|n| n.to_ascii_lowercase())
+        .unwrap_or_default();
+    let secret = |i: usize| is_secret(command, &name, i);
     let kept = command.len().min(MAX_ARGS);
     (0..kept)
         .map(|i| {
@@ -243,6 +239,20 @@ fn shortened(command: &[Bytes]) -> Vec<Bytes> {
             }
         })
         .collect()
+}
+
+/// Whether argument `i` of `command` (named `lower_name`, lowercase) is a secret that the slow
+/// log and `MONITOR` show as `(redacted)`: `AUTH`'s credentials, and those after `HELLO`'s
+/// `AUTH`.
+pub(super) fn is_secret(command: &[Bytes], lower_name: &[u8], i: usize) -> bool {
+    match lower_name {
+        b"auth" => i >= 1,
+        b"hello" => command
+            .iter()
+            .position(|a| a.eq_ignore_ascii_case(b"auth"))
+            .is_some_and(|at| at >= 1 && (i == at + 1 || i == at + 2)),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

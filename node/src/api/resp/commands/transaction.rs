@@ -40,8 +40,13 @@ fn queueable(name: &str) -> bool {
 }
 
 /// Handles the transaction commands, and queues commands while a transaction is open. `None`
-/// when `name` runs as usual.
-pub async fn intercept(ctx: &mut Context<'_>, name: &str, args: &[Bytes]) -> Option<Reply> {
+/// when `name` (`original`, lowercase) runs as usual.
+pub async fn intercept(
+    ctx: &mut Context<'_>,
+    original: &Bytes,
+    name: &str,
+    args: &[Bytes],
+) -> Option<Reply> {
     match name {
         "multi" => Some(multi(ctx, args)),
         "exec" => Some(exec(ctx, args).await),
@@ -78,7 +83,8 @@ pub async fn intercept(ctx: &mut Context<'_>, name: &str, args: &[Bytes]) -> Opt
                 )));
             }
             let mut command = Vec::with_capacity(args.len() + 1);
-            command.push(Bytes::copy_from_slice(name.as_bytes()));
+            // As the client sent it: MONITOR shows it so when EXEC runs it.
+            command.push(original.clone());
             command.extend_from_slice(args);
             queue.commands.push(command);
             Some(Reply::Simple("QUEUED"))
