@@ -1595,8 +1595,9 @@ print("ok")
     );
     run_redis_py(&script);
 
-    // A monitor that reads nothing while 30k commands run (1 KiB lines: more than the socket
-    // buffers hold) falls behind and is disconnected with an error, and the commands
+    // A monitor that reads nothing while 80k commands run (1 KiB lines: more than the socket
+    // buffers, the 32 MiB a connection holds for a client that does not read, and the 16k
+    // lines of backlog) falls behind and is disconnected with an error, and the commands
     // themselves never waited for it.
     let mut monitor = std::net::TcpStream::connect(("127.0.0.1", node.resp)).unwrap();
     monitor.write_all(b"MONITOR\r\n").unwrap();
@@ -1606,7 +1607,7 @@ print("ok")
     let mut con = client(&node, false);
     let arg = "x".repeat(1000);
     let mut pipe = redis::pipe();
-    for _ in 0..30_000 {
+    for _ in 0..80_000 {
         pipe.cmd("EXISTS").arg(&arg).ignore();
     }
     let _: () = pipe.query(&mut con).unwrap();
@@ -1619,4 +1620,25 @@ print("ok")
     assert!(tail.contains("-ERR MONITOR fell"), "{tail}");
     let pong: String = redis::cmd("PING").query(&mut con).unwrap();
     assert_eq!(pong, "PONG");
+}
+
+#[test]
+fn a_pipeline_whose_commands_and_replies_outgrow_the_socket_buffers_completes() {
+    // redis-py writes the whole pipeline before it reads a reply: 20 MB of ECHOs, 20 MB back.
+    // A node that stopped reading once its replies filled the socket deadlocked with it.
+    let node = Node::start();
+    let script = format!(
+        r#"
+import redis
+r = redis.Redis(port={port}, socket_timeout=60)
+pipe = r.pipeline(transaction=False)
+for i in range(20000):
+    pipe.echo(b"%05d" % i + b"x" * 1000)
+out = pipe.execute()
+assert len(out) == 20000 and out[12345] == b"12345" + b"x" * 1000
+print("ok")
+"#,
+        port = node.resp
+    );
+    run_redis_py(&script);
 }

@@ -10,7 +10,7 @@ use super::commands::{
 use super::frame::CommandReader;
 use super::reply::Reply;
 use crate::service::Service;
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -18,6 +18,14 @@ use tokio::sync::watch;
 
 /// Replies buffered before they are written even in the middle of a pipeline.
 const FLUSH_AT: usize = 64 * 1024;
+
+/// Replies held while the client is not reading them, before the connection stops reading its
+/// commands until it does. Clients write a whole pipeline before they read a reply (redis-py,
+/// redis-rs): a node that stopped reading as soon as the socket was full deadlocked with a
+/// pipeline whose commands and replies each outgrew the socket buffers (20,000 `ECHO`s of 1 KiB;
+/// redis-server holds any amount for a normal client). The bound keeps a client that never
+/// reads from holding more than this of the node's memory.
+const OUTPUT_HELD_MAX: usize = 32 << 20;
 
 pub async fn run(
     mut stream: TcpStream,
@@ -106,10 +114,9 @@ pub async fn run(
                             return;
                         }
                         if output.len() >= FLUSH_AT {
-                            if stream.write_all(&output).await.is_err() {
+                            if flush(&mut stream, &mut output).await.is_err() {
                                 return;
                             }
-                            output.clear();
                             clock = std::time::Instant::now();
                         }
                     }
@@ -124,11 +131,8 @@ pub async fn run(
             }
             latencies.flush();
             session.count_commands(&shared.stats);
-            if !output.is_empty() {
-                if stream.write_all(&output).await.is_err() {
-                    return;
-                }
-                output.clear();
+            if !output.is_empty() && flush(&mut stream, &mut output).await.is_err() {
+                return;
             }
             if let Some(timeout) = config.idle_timeout {
                 idle.as_mut().reset(tokio::time::Instant::now() + timeout);
@@ -149,12 +153,23 @@ pub async fn run(
                     None => std::future::pending().await,
                 }
             };
+            // Borrowed halves: the read below keeps tokio's "a short read drained the socket"
+            // shortcut (one recvfrom per read, not a second that answers EAGAIN), and the wait
+            // for room to write runs beside it.
+            let (mut receiving, sending) = stream.split();
             tokio::select! {
-                result = stream.read_buf(&mut input) => match result {
+                result = receiving.read_buf(&mut input) => match result {
                     Ok(n) if n > 0 => {}
                     // EOF or a read error.
                     _ => return,
                 },
+                // Replies the client had no room for yet: written as it takes them, while its
+                // commands go on being read.
+                ready = sending.writable(), if !output.is_empty() => {
+                    if ready.is_err() || write_now(&stream, &mut output).is_err() {
+                        return;
+                    }
+                }
                 // Idle for too long.
                 () = &mut idle => return,
                 Some(push) = push => {
@@ -207,4 +222,30 @@ pub async fn run(
     }
     .await;
     session.count_commands(&shared.stats);
+}
+
+/// Writes what the socket takes now, then waits for the rest only while more than
+/// [`OUTPUT_HELD_MAX`] would stay held. `Err` when the connection is broken.
+async fn flush(stream: &mut TcpStream, output: &mut BytesMut) -> std::io::Result<()> {
+    write_now(stream, output)?;
+    if output.len() >= OUTPUT_HELD_MAX {
+        stream.write_all(output).await?;
+        output.clear();
+    }
+    Ok(())
+}
+
+/// Writes from the front of `output` what the socket takes without waiting.
+fn write_now(stream: &TcpStream, output: &mut BytesMut) -> std::io::Result<()> {
+    while !output.is_empty() {
+        match stream.try_write(output) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => output.advance(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    // Empty: start the next replies at the front of the buffer again.
+    output.clear();
+    Ok(())
 }
