@@ -7,6 +7,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 mod allocator;
+mod open_files;
 
 /// mimalloc instead of glibc's allocator: the applier allocates and frees small values, outcomes
 /// and skiplist nodes per entry, and glibc spent a fifth of its CPU in `malloc`, `free` and
@@ -49,6 +50,11 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::SUCCESS;
     }
     init_logging(&config);
+    // A Redis connection holds one descriptor, an HTTP one two (README, HTTP_MAX_CONNECTIONS).
+    open_files::report(
+        &open_files::raise(),
+        (config.resp.max_clients + 2 * config.http.max_connections) as u64,
+    );
     // Testing only: shifts this node's clock, so tests can show that replicas whose clocks
     // disagree still agree on every record (expiry included).
     if let Ok(offset) = std::env::var("FIRESCROLL_CLOCK_OFFSET_MS") {

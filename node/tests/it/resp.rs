@@ -348,6 +348,34 @@ fn the_connection_limit_is_enforced() {
 }
 
 #[test]
+fn the_open_files_limit_is_raised_at_start_so_clients_past_the_soft_limit_connect() {
+    // Many systems start a process with a soft limit far below RESP_MAX_CLIENTS.
+    let node = Node::start_under(&["/usr/bin/prlimit", "--nofile=256:4096", "--"], &[]);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", node.pid())).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(open_files[3..5], ["4096", "4096"], "{limits}");
+    assert!(node.log().contains("raised the open-files limit"));
+    // More connections at once than the soft limit had room for, each answered.
+    let mut connections: Vec<TcpStream> = (0..600)
+        .map(|_| TcpStream::connect(("127.0.0.1", node.resp)).unwrap())
+        .collect();
+    for c in &mut connections {
+        c.write_all(b"PING\r\n").unwrap();
+    }
+    for c in &mut connections {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut pong = [0u8; 7];
+        c.read_exact(&mut pong).unwrap();
+        assert_eq!(&pong, b"+PONG\r\n");
+    }
+}
+
+#[test]
 fn a_scripted_redis_cli_session() {
     let node = Node::start();
     let script = "SET greeting hello\nGET greeting\nHSET user:1 name ann age 37\nHGETALL user:1\nHDEL user:1 age\nHKEYS user:1\nTYPE user:1\nEXISTS greeting nope\nFOO bar\nSELECT 0\nCLIENT SETNAME cli\nCLIENT GETNAME\nDEL greeting\nGET greeting\n";

@@ -32,6 +32,8 @@ pub struct Node {
     pub internal: u16,
     pub resp: u16,
     env: Vec<(String, String)>,
+    /// A program the node is started through (its arguments, then the node's path), if any.
+    launcher: Vec<String>,
     client: reqwest::blocking::Client,
     log_path: PathBuf,
     /// Where the log of the process started last begins (a restart appends to the same file).
@@ -46,8 +48,15 @@ impl Node {
 
     /// A fresh node with extra environment settings.
     pub fn start_with(env: &[(&str, &str)]) -> Node {
+        Self::start_under(&[], env)
+    }
+
+    /// A fresh node started through `launcher` (a program and its arguments, given the node's
+    /// path last: `prlimit --nofile=256:8192 --`), with extra environment settings.
+    pub fn start_under(launcher: &[&str], env: &[(&str, &str)]) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let mut node = Self::unstarted(dir.path(), env);
+        node.launcher = launcher.iter().map(|a| a.to_string()).collect();
         node._dir = Some(dir);
         // The ports were free when chosen, but released again so the node can bind them: another
         // process may take one meanwhile. A fresh node then gets new ports and tries again.
@@ -78,6 +87,7 @@ impl Node {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            launcher: Vec::new(),
             client: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -101,7 +111,14 @@ impl Node {
             .append(true)
             .open(&self.log_path)
             .unwrap();
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match self.launcher.split_first() {
+            None => Command::new(BIN),
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(BIN);
+                cmd
+            }
+        };
         cmd.env_clear()
             .env("DB_PATH", &self.data)
             .env("API_PORT", self.api.to_string())
@@ -241,6 +258,11 @@ impl Node {
             .status()
             .unwrap();
         assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("node is running").id()
     }
 
     /// The process's resident memory, in MiB.
