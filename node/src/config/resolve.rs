@@ -10,6 +10,11 @@ use crate::service::{Limits, ServiceConfig, Tokens};
 use anyhow::{Context, bail};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+
+/// Arguments of one Redis command at most (unless one write may hold more): an `MGET`, `DEL`
+/// or `HSET` past MAX_RECORDS_PER_REQUEST is answered with that limit's error, not a closed
+/// connection.
+const MAX_RESP_ARGS: u64 = 1 << 18;
 use std::time::Duration;
 
 impl Config {
@@ -65,7 +70,13 @@ impl Config {
                 },
                 limits: FrameLimits {
                     max_bulk: pick!(max_body_bytes, defaults.max_body_bytes) as u64,
-                    max_args: 2 * pick!(max_records_per_request, defaults.max_records) as u64 + 8,
+                    // Far above what one write may hold (HSET's field-value pairs): a command
+                    // over that gets the write's own error ("the limit is N
+                    // (MAX_RECORDS_PER_REQUEST)") and the connection stays open, where an
+                    // argument count over this closes it. The bound keeps the arguments' list
+                    // (32 bytes each) near the bytes buffered for one command.
+                    max_args: (2 * pick!(max_records_per_request, defaults.max_records) as u64 + 8)
+                        .max(MAX_RESP_ARGS),
                     max_buffered: pick!(max_body_bytes, defaults.max_body_bytes),
                 },
             },

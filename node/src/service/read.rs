@@ -96,7 +96,8 @@ impl Service {
             return Err(ServiceError::bad_request(
                 "too_many_records",
                 format!(
-                    "{} keys in one request; the limit is {} (MAX_RECORDS_PER_REQUEST)",
+                    "{} keys in one request; the limit is {} (MAX_RECORDS_PER_REQUEST): split \
+                     the request",
                     keys.len(),
                     self.config.limits.max_records
                 ),

@@ -1670,3 +1670,32 @@ print("ok")
     );
     run_redis_py(&script);
 }
+
+#[test]
+fn commands_past_the_record_limit_get_its_error_and_the_connection_stays_open() {
+    // Past MAX_RECORDS_PER_REQUEST: MGET of 100k keys, HSET of 100k fields (redis-py's
+    // mapping=), DEL of 5,000 keys. They got a protocol error and a closed connection (redis-py
+    // saw "Connection reset by peer" in the middle of writing); now each gets the limit's error.
+    let node = Node::start();
+    let script = format!(
+        r#"
+import redis
+r = redis.Redis(port={port})
+def refused(call):
+    try:
+        call()
+    except redis.ResponseError as e:
+        assert "MAX_RECORDS_PER_REQUEST" in str(e) and "split" in str(e), e
+        return
+    raise SystemExit("not refused")
+refused(lambda: r.mget([f"k{{i}}" for i in range(100000)]))
+refused(lambda: r.hset("h", mapping={{f"f{{i}}": "v" for i in range(100000)}}))
+refused(lambda: r.delete(*[f"k{{i}}" for i in range(5000)]))
+assert r.ping()
+assert len(r.mget([f"k{{i}}" for i in range(1000)])) == 1000
+print("ok")
+"#,
+        port = node.resp
+    );
+    run_redis_py(&script);
+}
