@@ -322,6 +322,13 @@ fn garbage_gets_an_error_and_a_closed_connection_and_the_server_carries_on() {
             "{garbage:?}: the connection must close after a protocol error"
         );
     }
+    // A client still writing when it is closed sees no reply: the node's log says why.
+    let log = node.log();
+    assert!(
+        log.contains("closing a Redis connection after a protocol error")
+            && log.contains("(MAX_BODY_BYTES)"),
+        "{log}"
+    );
     // Bytes that are not a RESP array are an inline command, as in Redis: an unknown one here.
     let (reply, _) = raw_exchange(&node, b"\xff\xfe\x01\r\nQUIT\r\n");
     assert_eq!(

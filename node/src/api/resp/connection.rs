@@ -122,7 +122,14 @@ pub async fn run(
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        // A protocol error leaves the stream unreadable: say why and close.
+                        // A protocol error leaves the stream unreadable: say why and close. A
+                        // client still writing (a value over MAX_BODY_BYTES) sees only the
+                        // closed connection, so the node's log says why too.
+                        tracing::info!(
+                            client = %client.addr(),
+                            error = %e,
+                            "closing a Redis connection after a protocol error"
+                        );
                         Reply::err(e).encode(session.proto, &mut output);
                         let _ = stream.write_all(&output).await;
                         return;

@@ -11,12 +11,21 @@ use redis_protocol::resp2::types::{BytesFrame, Resp2Frame};
 pub enum FrameError {
     #[error("Protocol error: {0}")]
     Protocol(String),
-    #[error("Protocol error: {what} of {size} is over the limit of {limit}")]
+    #[error("Protocol error: {what} of {size} is over the limit of {limit}{}", setting(.what))]
     TooLarge {
         what: &'static str,
         size: u64,
         limit: u64,
     },
+}
+
+/// What bounds a [`FrameError::TooLarge`] size, for its message: the setting to raise.
+fn setting(what: &str) -> &'static str {
+    match what {
+        "an argument" | "a command" => " bytes (MAX_BODY_BYTES)",
+        "an argument count" => "",
+        _ => " bytes",
+    }
 }
 
 /// Limits on one command.
@@ -636,15 +645,17 @@ mod tests {
     #[test]
     fn huge_declared_sizes_fail_at_once() {
         let mut buf = BytesMut::from(&b"*1\r\n$99999999999\r\n"[..]);
-        assert!(matches!(
-            next_command(&mut buf, &LIMITS),
-            Err(FrameError::TooLarge { .. })
-        ));
+        let too_long = next_command(&mut buf, &LIMITS).unwrap_err();
+        assert!(matches!(too_long, FrameError::TooLarge { .. }));
+        // The message names the setting to raise.
+        assert!(
+            too_long.to_string().ends_with("bytes (MAX_BODY_BYTES)"),
+            "{too_long}"
+        );
         let mut buf = BytesMut::from(&b"*100000\r\n"[..]);
-        assert!(matches!(
-            next_command(&mut buf, &LIMITS),
-            Err(FrameError::TooLarge { .. })
-        ));
+        let too_many = next_command(&mut buf, &LIMITS).unwrap_err();
+        assert!(matches!(too_many, FrameError::TooLarge { .. }));
+        assert!(!too_many.to_string().contains("bytes"), "{too_many}");
         let mut buf = BytesMut::from(&b"*1\r\n$abc\r\n"[..]);
         assert!(matches!(
             next_command(&mut buf, &LIMITS),
