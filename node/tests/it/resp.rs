@@ -326,7 +326,7 @@ fn garbage_gets_an_error_and_a_closed_connection_and_the_server_carries_on() {
     let log = node.log();
     assert!(
         log.contains("closing a Redis connection after a protocol error")
-            && log.contains("(MAX_BODY_BYTES)"),
+            && log.contains("proto-max-bulk-len"),
         "{log}"
     );
     // Bytes that are not a RESP array are an inline command, as in Redis: an unknown one here.
@@ -1700,6 +1700,41 @@ refused(lambda: r.hset("h", mapping={{f"f{{i}}": "v" for i in range(100000)}}))
 refused(lambda: r.delete(*[f"k{{i}}" for i in range(5000)]))
 assert r.ping()
 assert len(r.mget([f"k{{i}}" for i in range(1000)])) == 1000
+print("ok")
+"#,
+        port = node.resp
+    );
+    run_redis_py(&script);
+}
+
+#[test]
+fn a_value_over_max_body_bytes_is_answered_and_the_connection_goes_on() {
+    // The node used to close the connection at the oversized header; a client still sending
+    // the value saw "Broken pipe", never the reason. Now the value is read past and answered.
+    let node = Node::start_with(&[("MAX_BODY_BYTES", "65536")]);
+    let script = format!(
+        r#"
+import redis
+r = redis.Redis(port={port})
+big = b"x" * 3_000_000
+try:
+    r.set("k", big)
+    raise SystemExit("taken")
+except redis.ResponseError as e:
+    assert "MAX_BODY_BYTES" in str(e) and "not run" in str(e), e
+assert r.ping() and r.get("k") is None
+# In a transaction it makes EXEC refuse the whole, as any command refused while queuing does.
+pipe = r.pipeline(transaction=True)
+pipe.set("a", 1)
+pipe.set("b", big)
+try:
+    pipe.execute()
+    raise SystemExit("a transaction with a refused command ran")
+except redis.ResponseError as e:
+    assert "EXECABORT" in str(e) or "MAX_BODY_BYTES" in str(e), e
+assert r.get("a") is None
+r.set("after", "ok")
+assert r.get("after") == b"ok"
 print("ok")
 "#,
         port = node.resp

@@ -4,8 +4,8 @@
 use super::RespConfig;
 use super::clients::ClientHandle;
 use super::commands::{
-    Context, Deferred, MonitorLine, Session, Shared, collectable, execute, send_collected,
-    take_deferred,
+    Context, Deferred, MonitorLine, Session, Shared, collectable, execute, refused_while_queuing,
+    send_collected, take_deferred,
 };
 use super::frame::CommandReader;
 use super::reply::Reply;
@@ -121,6 +121,13 @@ pub async fn run(
                         }
                     }
                     Ok(None) => break,
+                    // A command read past (an argument over MAX_BODY_BYTES): answered, and the
+                    // connection goes on; inside MULTI it makes EXEC refuse, as a command
+                    // refused while queuing does.
+                    Err(e) if !e.is_fatal() => {
+                        refused_while_queuing(&mut ctx);
+                        Reply::err(e).encode(session.proto, &mut output);
+                    }
                     Err(e) => {
                         // A protocol error leaves the stream unreadable: say why and close. A
                         // client still writing (a value over MAX_BODY_BYTES) sees only the

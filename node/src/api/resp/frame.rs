@@ -1,7 +1,7 @@
 //! Reading commands off the wire: RESP arrays of bulk strings (what every client sends, under RESP2
 //! and RESP3 alike) and inline commands (`PING\r\n`, as typed into telnet), within size limits.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use redis_protocol::resp2::decode::decode_bytes_mut;
 use redis_protocol::resp2::types::{BytesFrame, Resp2Frame};
 
@@ -17,12 +17,33 @@ pub enum FrameError {
         size: u64,
         limit: u64,
     },
+    /// A command with an argument over `max_bulk` (but within what Redis accepts at all): its
+    /// bytes were read past and dropped, and the connection goes on with the next command.
+    #[error(
+        "an argument of {size} bytes is over the limit of {limit} bytes (MAX_BODY_BYTES): the \
+         command was not run"
+    )]
+    Skipped { size: u64, limit: u64 },
 }
+
+impl FrameError {
+    /// Whether the connection must close: the bytes that follow cannot be read as commands.
+    pub fn is_fatal(&self) -> bool {
+        !matches!(self, FrameError::Skipped { .. })
+    }
+}
+
+/// The longest argument a client may declare at all (Redis's `proto-max-bulk-len`): one over
+/// the node's own limit but within this is read past, so its client gets an error it can read
+/// (a client still sending it would see only a closed connection); one over this closes the
+/// connection at its header.
+const SKIPPABLE_BULK: u64 = 512 << 20;
 
 /// What bounds a [`FrameError::TooLarge`] size, for its message: the setting to raise.
 fn setting(what: &str) -> &'static str {
     match what {
-        "an argument" | "a command" => " bytes (MAX_BODY_BYTES)",
+        "a command" => " bytes (MAX_BODY_BYTES)",
+        "an argument" => " bytes (the most Redis takes: proto-max-bulk-len)",
         "an argument count" => "",
         _ => " bytes",
     }
@@ -47,6 +68,18 @@ pub struct FrameLimits {
 pub struct CommandReader {
     limits: FrameLimits,
     resume: Resume,
+    /// Dropping the rest of a command with an argument over `max_bulk`.
+    skipping: Option<Skipping>,
+}
+
+/// What is left to drop of a command being skipped: bytes of the argument (and its CRLF) being
+/// dropped, then whole arguments after it.
+#[derive(Debug, Clone, Copy)]
+struct Skipping {
+    bytes: u64,
+    args: i64,
+    /// The oversized argument's length, for the error.
+    size: u64,
 }
 
 /// Where the walk of a command that has not fully arrived stopped: `done` of its `count`
@@ -70,12 +103,16 @@ impl CommandReader {
         CommandReader {
             limits,
             resume: Resume::default(),
+            skipping: None,
         }
     }
 
     /// Takes the next complete command out of `buf`: `Ok(None)` until one has fully arrived.
     /// `buf` only grows at its end between calls, and only this takes from it.
     pub fn next(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, FrameError> {
+        if self.skipping.is_some() {
+            return self.skip(buf);
+        }
         let limits = &self.limits;
         if buf.is_empty() {
             return Ok(None);
@@ -89,6 +126,19 @@ impl CommandReader {
         }
         match layout? {
             Layout::Complete { args, end } => Ok(Some(split_bulk_array(buf, args, end))),
+            Layout::Oversized {
+                data_at,
+                size,
+                args_after,
+            } => {
+                buf.advance(data_at);
+                self.skipping = Some(Skipping {
+                    bytes: size + 2,
+                    args: args_after,
+                    size,
+                });
+                self.skip(buf)
+            }
             Layout::Partial if buf.len() > limits.max_buffered => Err(FrameError::TooLarge {
                 what: "a command",
                 size: buf.len() as u64,
@@ -96,6 +146,61 @@ impl CommandReader {
             }),
             Layout::Partial => Ok(None),
             Layout::Other => decode_general(buf, limits),
+        }
+    }
+
+    /// Drops what has arrived of the command being skipped: `Ok(None)` until all of it has,
+    /// then the [`FrameError::Skipped`] that answers it. Nothing of it is kept, so a skipped
+    /// command costs no memory however long it is.
+    fn skip(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, FrameError> {
+        let result = self.skip_some(buf);
+        if !matches!(result, Ok(None)) {
+            self.skipping = None;
+        }
+        result
+    }
+
+    fn skip_some(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, FrameError> {
+        let skipping = self.skipping.as_mut().expect("a command is being skipped");
+        loop {
+            let dropped = usize::try_from(skipping.bytes)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
+            buf.advance(dropped);
+            skipping.bytes -= dropped as u64;
+            if skipping.bytes > 0 {
+                return Ok(None);
+            }
+            if skipping.args == 0 {
+                return Err(FrameError::Skipped {
+                    size: skipping.size,
+                    limit: self.limits.max_bulk,
+                });
+            }
+            // The next argument's header: a bulk string, as the walk requires.
+            match buf.first() {
+                None => return Ok(None),
+                Some(b'$') => {}
+                Some(&other) => {
+                    return Err(FrameError::Protocol(format!(
+                        "expected '$', got '{}'",
+                        other.escape_ascii()
+                    )));
+                }
+            }
+            let Some((len, data_at)) = read_number(buf, 1)? else {
+                return Ok(None);
+            };
+            if !line_ends(buf, data_at)? {
+                return Ok(None);
+            }
+            if len < 0 {
+                return Err(FrameError::Protocol("invalid bulk length".into()));
+            }
+            within("an argument", len, SKIPPABLE_BULK)?;
+            buf.advance(data_at);
+            skipping.bytes = len as u64 + 2;
+            skipping.args -= 1;
         }
     }
 }
@@ -107,6 +212,13 @@ enum Layout {
     Complete { args: usize, end: usize },
     /// Well formed so far; more has to arrive.
     Partial,
+    /// An argument over `max_bulk` whose data starts at `data_at`, with `args_after` more
+    /// arguments after it: the command is read past, not run.
+    Oversized {
+        data_at: usize,
+        size: u64,
+        args_after: i64,
+    },
     /// An empty or null array, or a whole, flat array with integers or simple strings among its
     /// arguments: the general decoder takes it (see [`bulk_array_layout`]).
     Other,
@@ -207,7 +319,18 @@ fn bulk_array_layout(
         let Some((len, data_at)) = read_number(buf, at + 1)? else {
             return partial(done, at, general);
         };
-        within("an argument", len, limits.max_bulk)?;
+        if len > limits.max_bulk as i64 {
+            // Read past (and answered) if Redis would take it at all, else the connection closes.
+            within("an argument", len, SKIPPABLE_BULK.max(limits.max_bulk))?;
+            if !line_ends(buf, data_at)? {
+                return partial(done, at, general);
+            }
+            return Ok(Layout::Oversized {
+                data_at,
+                size: len as u64,
+                args_after: count - done - 1,
+            });
+        }
         if !line_ends(buf, data_at)? {
             return partial(done, at, general);
         }
@@ -642,15 +765,107 @@ mod tests {
         );
     }
 
+    /// Feeds `bytes` to `reader` `chunk` bytes at a time, collecting what each call answers.
+    fn feed(
+        reader: &mut CommandReader,
+        bytes: &[u8],
+        chunk: usize,
+    ) -> Vec<Result<Vec<Vec<u8>>, FrameError>> {
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in bytes.chunks(chunk) {
+            buf.extend_from_slice(piece);
+            loop {
+                match reader.next(&mut buf) {
+                    Ok(None) => break,
+                    Ok(Some(cmd)) => out.push(Ok(cmd.iter().map(|a| a.to_vec()).collect())),
+                    Err(e) => {
+                        let fatal = e.is_fatal();
+                        out.push(Err(e));
+                        if fatal {
+                            return out;
+                        }
+                    }
+                }
+            }
+            // Nothing of a skipped argument is kept while it streams past.
+            assert!(
+                buf.len() <= LIMITS.max_buffered + chunk,
+                "{} buffered",
+                buf.len()
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn an_argument_over_the_limit_is_read_past_and_answered_whatever_the_chunks() {
+        let big = 10 * LIMITS.max_bulk as usize;
+        let mut bytes = b"*2\r\n$4\r\nPING\r\n$1\r\na\r\n".to_vec();
+        // An oversized argument in the middle, more arguments after it (one oversized too).
+        bytes.extend_from_slice(format!("*4\r\n$3\r\nSET\r\n${big}\r\n").as_bytes());
+        bytes.extend(std::iter::repeat_n(b'x', big));
+        bytes.extend_from_slice(format!("\r\n$1\r\nv\r\n${big}\r\n").as_bytes());
+        bytes.extend(std::iter::repeat_n(b'y', big));
+        bytes.extend_from_slice(b"\r\n*1\r\n$4\r\nPING\r\n");
+        for chunk in [1, 3, 7, 100, 1000, bytes.len()] {
+            let out = feed(&mut CommandReader::new(LIMITS), &bytes, chunk);
+            assert_eq!(out.len(), 3, "chunk {chunk}: {out:?}");
+            assert_eq!(out[0], Ok(vec![b"PING".to_vec(), b"a".to_vec()]));
+            assert_eq!(
+                out[1],
+                Err(FrameError::Skipped {
+                    size: big as u64,
+                    limit: LIMITS.max_bulk
+                })
+            );
+            assert_eq!(out[2], Ok(vec![b"PING".to_vec()]), "chunk {chunk}");
+        }
+        let message = FrameError::Skipped { size: 9, limit: 8 }.to_string();
+        assert!(message.contains("MAX_BODY_BYTES") && message.contains("not run"));
+    }
+
+    #[test]
+    fn a_skipped_command_that_goes_wrong_still_closes_the_connection() {
+        let big = 2 * LIMITS.max_bulk as usize;
+        let over = |rest: &[u8]| {
+            let mut bytes = format!("*2\r\n${big}\r\n").into_bytes();
+            bytes.extend(std::iter::repeat_n(b'x', big));
+            bytes.extend_from_slice(b"\r\n");
+            bytes.extend_from_slice(rest);
+            let out = feed(&mut CommandReader::new(LIMITS), &bytes, 64);
+            out.last().cloned().unwrap()
+        };
+        // What follows is not a bulk string, or declares more than Redis takes at all.
+        assert!(matches!(over(b":5\r\n"), Err(FrameError::Protocol(_))));
+        assert!(matches!(
+            over(b"$99999999999\r\n"),
+            Err(FrameError::TooLarge { .. })
+        ));
+        assert!(matches!(over(b"$-3\r\n"), Err(FrameError::Protocol(_))));
+    }
+
     #[test]
     fn huge_declared_sizes_fail_at_once() {
         let mut buf = BytesMut::from(&b"*1\r\n$99999999999\r\n"[..]);
         let too_long = next_command(&mut buf, &LIMITS).unwrap_err();
         assert!(matches!(too_long, FrameError::TooLarge { .. }));
-        // The message names the setting to raise.
+        // The message says what bounds it.
         assert!(
-            too_long.to_string().ends_with("bytes (MAX_BODY_BYTES)"),
+            too_long.to_string().ends_with("proto-max-bulk-len)"),
             "{too_long}"
+        );
+        // Arguments each within their limit, more of them buffered than one command may hold.
+        let mut buf = BytesMut::from(&b"*6\r\n"[..]);
+        for _ in 0..5 {
+            buf.extend_from_slice(b"$1000\r\n");
+            buf.extend(std::iter::repeat_n(b'x', 1000));
+            buf.extend_from_slice(b"\r\n");
+        }
+        let buffered = next_command(&mut buf, &LIMITS).unwrap_err();
+        assert!(
+            buffered.to_string().ends_with("bytes (MAX_BODY_BYTES)"),
+            "{buffered}"
         );
         let mut buf = BytesMut::from(&b"*100000\r\n"[..]);
         let too_many = next_command(&mut buf, &LIMITS).unwrap_err();

@@ -342,6 +342,12 @@ pub async fn execute(
     reply
 }
 
+/// Notes that a command was refused before it could run (a transaction open now fails at
+/// `EXEC`, as in Redis).
+pub fn refused_while_queuing(ctx: &mut Context<'_>) {
+    transaction::refused_while_queuing(ctx);
+}
+
 /// Runs one command (a transaction's too), then shows it to the monitors if there are any: as
 /// in Redis, a command shows once it has run, so one queued by `MULTI` shows when `EXEC` runs it.
 pub(super) async fn run(ctx: &mut Context<'_>, command: &[Bytes]) -> Reply {
