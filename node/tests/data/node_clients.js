@@ -33,6 +33,17 @@ async function withIoredis() {
       .on("error", reject);
   });
   assert.equal(seen.size, 50);
+  // MONITOR, parsed by ioredis: each command of another connection, as that client sent it.
+  const monitor = await r.monitor();
+  const monitored = [];
+  monitor.on("monitor", (time, args, source, db) => monitored.push({ time, args, source, db }));
+  await other.set("io:watched", 'a "b"');
+  await other.get("io:watched");
+  for (let i = 0; i < 50 && monitored.length < 2; i++) await new Promise((res) => setTimeout(res, 20));
+  assert.deepEqual(monitored.map((m) => m.args), [["set", "io:watched", 'a "b"'], ["get", "io:watched"]]);
+  assert.equal(monitored[0].db, "0");
+  assert.match(monitored[0].source, /^127\.0\.0\.1:\d+$/);
+  monitor.disconnect();
   other.disconnect();
   r.disconnect();
 }
