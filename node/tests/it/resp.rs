@@ -1547,7 +1547,16 @@ import redis
 r = redis.Redis(port={port}, decode_responses=True)
 # Redis's defaults: 10 ms, 128 entries; a plain read is far below.
 assert r.config_get("slowlog*") == {{"slowlog-log-slower-than": "10000", "slowlog-max-len": "128"}}, r.config_get("slowlog*")
-assert r.config_get("maxmemory") == {{}}
+# What tools plan around: nothing is evicted, one database; anything else is not Redis's to say.
+assert r.config_get("maxmemory*") == {{"maxmemory": "0", "maxmemory-policy": "noeviction"}}, r.config_get("maxmemory*")
+assert r.config_get("databases") == {{"databases": "1"}}
+assert r.info("memory")["maxmemory_policy"] == "noeviction"
+assert r.config_get("appendonly") == {{}}
+try:
+    r.config_set("maxmemory-policy", "allkeys-lru")
+    raise SystemExit("an eviction policy was taken")
+except redis.ResponseError as e:
+    assert "nothing is evicted" in str(e), e
 r.set("k", "v"); r.get("k")
 assert r.slowlog_len() == 0, r.slowlog_get()
 # Everything from here on; this connection named.

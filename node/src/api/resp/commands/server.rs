@@ -460,7 +460,8 @@ pub fn info(ctx: &Context<'_>, args: &[Bytes], keys: Option<u64>) -> Reply {
         (
             "memory",
             format!(
-                "used_memory:{memory}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{memory}\r\n",
+                "used_memory:{memory}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{memory}\r\n\
+                 maxmemory:0\r\nmaxmemory_policy:noeviction\r\n",
                 memory as f64 / (1024.0 * 1024.0)
             ),
         ),
@@ -506,6 +507,13 @@ fn resident_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
+/// Settings `CONFIG GET` shows that FireScroll does not let Redis change.
+const FIXED_SETTINGS: [(&str, &str); 3] = [
+    ("maxmemory", "0"),
+    ("maxmemory-policy", "noeviction"),
+    ("databases", "1"),
+];
+
 /// `CONFIG GET pattern [pattern ...]`: the few settings the Redis port has of its own
 /// (`notify-keyspace-events`, the slow log's), matched by glob; anything else is configured
 /// through FireScroll's settings and answers nothing, which is what clients probing for `save`
@@ -523,6 +531,10 @@ fn config(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             let patterns: Vec<Vec<u8>> = patterns.iter().map(|p| p.to_ascii_lowercase()).collect();
             let mut settings = vec![("notify-keyspace-events", ctx.hub.notify_flags().letters())];
             settings.extend(ctx.slowlog.settings());
+            // What tools read to plan around the server, as FireScroll is: nothing is ever
+            // evicted (Sidekiq warns unless `noeviction`), and there is one database
+            // (RedisInsight lists `databases` of them).
+            settings.extend(FIXED_SETTINGS.map(|(name, value)| (name, value.to_string())));
             Reply::Map(
                 settings
                     .into_iter()
@@ -545,6 +557,15 @@ fn config(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             match ctx.slowlog.set(name, value) {
                 Some(Ok(())) => Reply::ok(),
                 Some(Err(e)) => e,
+                None if FIXED_SETTINGS
+                    .iter()
+                    .any(|(fixed, _)| name.eq_ignore_ascii_case(fixed.as_bytes())) =>
+                {
+                    Reply::err(format!(
+                        "{} is fixed in FireScroll: nothing is evicted, and there is one database",
+                        String::from_utf8_lossy(name).to_ascii_lowercase()
+                    ))
+                }
                 None => Reply::err(
                     "FireScroll is configured through its settings; CONFIG SET takes only \
                      notify-keyspace-events, slowlog-log-slower-than and slowlog-max-len",
