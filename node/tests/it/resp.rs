@@ -1639,20 +1639,21 @@ print("ok")
     );
     run_redis_py(&script);
 
-    // A monitor that reads nothing while 80k commands run (1 KiB lines: more than the socket
-    // buffers, the 32 MiB a connection holds for a client that does not read, and the 16k
-    // lines of backlog) falls behind and is disconnected with an error, and the commands
-    // themselves never waited for it.
+    // A monitor that reads nothing while 10k commands run (lines of ~16 KiB, the longest a
+    // line gets: 31 keys shortened to 128 bytes, each escaped to four characters. More than
+    // the socket buffers, the 32 MiB a connection holds for a client that does not read and
+    // the 4,096 lines of backlog) falls behind and is disconnected with an error, and the
+    // commands themselves never waited for it.
     let mut monitor = std::net::TcpStream::connect(("127.0.0.1", node.resp)).unwrap();
     monitor.write_all(b"MONITOR\r\n").unwrap();
     let mut ok = [0u8; 5];
     monitor.read_exact(&mut ok).unwrap();
     assert_eq!(&ok, b"+OK\r\n");
     let mut con = client(&node, false);
-    let arg = "x".repeat(1000);
+    let key = "\u{1}".repeat(200);
     let mut pipe = redis::pipe();
-    for _ in 0..80_000 {
-        pipe.cmd("EXISTS").arg(&arg).ignore();
+    for _ in 0..10_000 {
+        pipe.cmd("EXISTS").arg(vec![key.as_str(); 31]).ignore();
     }
     let _: () = pipe.query(&mut con).unwrap();
     monitor

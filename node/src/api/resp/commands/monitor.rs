@@ -3,7 +3,9 @@
 //! `redis-cli monitor` shows what is hitting a node.
 //!
 //! As in Redis: a command shows when it has run (the commands of a transaction when `EXEC` runs
-//! them, not when queued); `AUTH` and `HELLO ... AUTH` secrets show as `(redacted)`; the
+//! them, not when queued); `AUTH` and `HELLO ... AUTH` secrets show as `(redacted)`. Unlike
+//! Redis, long commands are shortened as the slow log shortens them (32 arguments of 128
+//! bytes), so a line stays small whatever a command carries. The
 //! administrative commands (`MONITOR`, `CONFIG`, `SLOWLOG`) do not show. Commands of HTTP
 //! clients do not either: they are not Redis commands. A monitor that falls more than
 //! [`BACKLOG`] lines behind is told so and disconnected, as Redis disconnects one past its output
@@ -16,8 +18,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::broadcast;
 
-/// Lines a monitor may fall behind before it is disconnected.
-pub const BACKLOG: usize = 16 * 1024;
+/// Lines a monitor may fall behind before it is disconnected (the channel keeps this many:
+/// at most ~70 MiB of the longest lines, a few hundred KiB of usual ones).
+pub const BACKLOG: usize = 4096;
 
 /// The monitors of one node's Redis port.
 pub struct Monitors {
@@ -98,21 +101,22 @@ impl Monitors {
         let Some(name) = command.first() else {
             return;
         };
-        let lower = name.to_ascii_lowercase();
-        if matches!(lower.as_slice(), b"monitor" | b"config" | b"slowlog") {
+        if [&b"monitor"[..], b"config", b"slowlog"]
+            .iter()
+            .any(|hidden| name.eq_ignore_ascii_case(hidden))
+        {
             return;
         }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let mut line = format!("{}.{:06} [0 {client}]", now.as_secs(), now.subsec_micros());
-        for (i, arg) in command.iter().enumerate() {
+        // Shortened as the slow log shortens them: a line is then at most ~17 KiB (32
+        // arguments of 128 bytes, each escaped to at most four characters a byte), so the
+        // backlog is bounded in bytes too, whatever the commands carry (Redis shows them whole).
+        for arg in super::slowlog::shortened(command) {
             line.push(' ');
-            if super::slowlog::is_secret(command, &lower, i) {
-                line.push_str("\"(redacted)\"");
-            } else {
-                quote(&mut line, arg);
-            }
+            quote(&mut line, &arg);
         }
         // With no monitor left (it just went), nobody needs the line.
         let _ = self.lines.send(Arc::from(line));
@@ -186,6 +190,18 @@ mod tests {
         );
         assert_eq!(next_line(&mut monitor), r#"[0 127.0.0.1:5000] "get" "k""#);
         assert!(monitor.try_next().is_none());
+        // A long command is shortened, as the slow log shortens it: the line stays small.
+        let mut long = args(&[b"HSET", b"h"]);
+        long.extend((0..1000).map(|_| Bytes::from(vec![0u8; 100_000])));
+        monitors.feed(addr(), &long);
+        let line = next_line(&mut monitor);
+        assert!(line.len() < 20_000, "{} bytes", line.len());
+        assert!(
+            line.ends_with(r#""... (971 more arguments)""#),
+            "{}",
+            &line[line.len() - 60..]
+        );
+        assert!(line.contains("... (99872 more bytes)"));
         drop(monitor);
         assert!(!monitors.active());
     }

@@ -209,10 +209,11 @@ impl SlowEntry {
     }
 }
 
-/// A command's arguments as the slow log keeps them: at most [`MAX_ARGS`] (the last saying how
-/// many more there were), each at most [`MAX_ARG_BYTES`] (saying how many more bytes), and the
-/// secrets of `AUTH` and `HELLO ... AUTH` as `(redacted)`, as Redis does.
-fn shortened(command: &[Bytes]) -> Vec<Bytes> {
+/// A command's arguments as the slow log keeps them and `MONITOR` shows them: at most
+/// [`MAX_ARGS`] (the last saying how many more there were), each at most [`MAX_ARG_BYTES`]
+/// (saying how many more bytes), and the secrets of `AUTH` and `HELLO ... AUTH` as
+/// `(redacted)`, as Redis's slow log does.
+pub(super) fn shortened(command: &[Bytes]) -> Vec<Bytes> {
     let name = command
         .first()
         .map(|n| n.to_ascii_lowercase())
@@ -241,10 +242,10 @@ fn shortened(command: &[Bytes]) -> Vec<Bytes> {
         .collect()
 }
 
-/// Whether argument `i` of `command` (named `lower_name`, lowercase) is a secret that the slow
-/// log and `MONITOR` show as `(redacted)`: `AUTH`'s credentials, and those after `HELLO`'s
+/// Whether argument `i` of `command` (named `lower_name`, lowercase) is a secret that
+/// [`shortened`] shows as `(redacted)`: `AUTH`'s credentials, and those after `HELLO`'s
 /// `AUTH`.
-pub(super) fn is_secret(command: &[Bytes], lower_name: &[u8], i: usize) -> bool {
+fn is_secret(command: &[Bytes], lower_name: &[u8], i: usize) -> bool {
     match lower_name {
         b"auth" => i >= 1,
         b"hello" => command
