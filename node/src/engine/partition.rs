@@ -218,8 +218,8 @@ impl PartitionRuntime {
 
     /// How many records `pk` has that a read would return (`HLEN`; see
     /// [`PartitionStore::record_count`]).
-    pub fn record_count(&self, pk: &str) -> Result<u64, StoreError> {
-        self.store.record_count(pk)
+    pub fn record_count(&self, pk: &str, most: usize) -> Result<Option<u64>, StoreError> {
+        self.store.record_count(pk, most)
     }
 
     /// A page of the key index from hash position `from` (see [`PartitionStore::scan_keys`]).

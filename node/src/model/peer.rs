@@ -127,7 +127,8 @@ pub struct KeysReply {
     pub next: Option<u64>,
     /// The partition's key count.
     pub count: u64,
-    /// How many records [`KeysQuery::pk`] has that a read would return, when it was asked.
+    /// How many records [`KeysQuery::pk`] has that a read would return, when it was asked and
+    /// can be answered at once (see `Service::record_count`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub records: Option<u64>,
 }

@@ -79,8 +79,9 @@ impl Service {
     }
 
     /// How many records (hash fields, and the string) `pk` has that a read would return
-    /// (`HLEN`): one key index read, here or at an owner. `None` when the owner runs a release
-    /// that does not count them: the caller reads the records instead.
+    /// (`HLEN`): one key index read, here or at an owner. `None` when it cannot answer at once
+    /// (a deadline of the partition is due and the key has more records than a list page, or
+    /// the owner runs a release that does not count): the caller counts them by pages.
     pub async fn record_count(
         &self,
         pk: &str,
@@ -140,7 +141,7 @@ impl Service {
         let read = || -> Result<KeysReply, crate::store::StoreError> {
             let count = runtime.key_count()?;
             let records = match &query.pk {
-                Some(pk) => Some(runtime.record_count(pk)?),
+                Some(pk) => runtime.record_count(pk, self.config.limits.max_list_records)?,
                 None => None,
             };
             if query.limit == 0 {

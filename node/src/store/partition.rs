@@ -270,14 +270,15 @@ impl PartitionStore {
     }
 
     /// How many records `pk` has that a read would return now (`HLEN`): its key index entry,
-    /// one read however many there are; counted record by record only while some deadline of
-    /// the partition is due, as the index goes on counting a record whose deadline has passed
-    /// until an entry removes it (a second or so).
-    pub fn record_count(&self, pk: &str) -> Result<u64> {
+    /// one read however many there are. While some deadline of the partition is due the index
+    /// may still count records whose deadline has passed (until an entry removes them, a second
+    /// or so): they are then counted one by one, at most `most` of them (the request thread's
+    /// bound, as for a page of a list); `None` past that, for the caller to count by pages.
+    pub fn record_count(&self, pk: &str, most: usize) -> Result<Option<u64>> {
         if self.first_deadline()?.is_some_and(|d| d <= now_ms()) {
-            self.live_records(pk)
+            self.live_records(pk, most)
         } else {
-            self.indexed_records(pk)
+            self.indexed_records(pk).map(Some)
         }
     }
 
@@ -293,15 +294,23 @@ impl PartitionStore {
     }
 
     /// How many records of `pk` a read would return now (expired ones left out), counted from
-    /// one snapshot without decoding them.
-    fn live_records(&self, pk: &str) -> Result<u64> {
+    /// one snapshot without decoding them; `None` once more than `most` were looked at.
+    fn live_records(&self, pk: &str, most: usize) -> Result<Option<u64>> {
         let now = now_ms();
         let mut live = 0;
-        for guard in self.db.snapshot().prefix(&self.records, pk_prefix(pk)) {
+        for (looked, guard) in self
+            .db
+            .snapshot()
+            .prefix(&self.records, pk_prefix(pk))
+            .enumerate()
+        {
+            if looked == most {
+                return Ok(None);
+            }
             let (_, value) = guard.into_inner()?;
             live += u64::from(!is_expired(&value, now));
         }
-        Ok(live)
+        Ok(Some(live))
     }
 
     /// Up to `limit` keys from hash position `from` on, in index order, from one snapshot (all
