@@ -91,6 +91,30 @@ fn redis_requires_auth_and_read_tokens_cannot_write() {
         "+OK\r\n$-1\r\n-NOPERM this token has no permissions to run the 'set' command\r\n+RESET\r\n-NOAUTH Authentication required.\r\n+OK\r\n"
     );
     assert!(raw(&node, b"HELLO 3 AUTH default wrong\r\n").starts_with("-WRONGPASS"));
+    // The operator's commands (Redis's @admin) take an admin token; looking is a read.
+    let noperm = |command: &str| {
+        format!("-NOPERM this token has no permissions to run the '{command}' command\r\n")
+    };
+    for token in ["r1", "w1"] {
+        let out = raw(
+            &node,
+            format!("AUTH {token}\r\nCONFIG SET slowlog-max-len 5\r\nSLOWLOG RESET\r\nCLIENT KILL ID 999\r\nMONITOR\r\nSLOWLOG LEN\r\nCONFIG GET slowlog-max-len\r\n").as_bytes(),
+        );
+        assert_eq!(
+            out,
+            format!(
+                "+OK\r\n{}{}{}{}:0\r\n*2\r\n$15\r\nslowlog-max-len\r\n$3\r\n128\r\n+OK\r\n",
+                noperm("config"),
+                noperm("slowlog"),
+                noperm("client"),
+                noperm("monitor")
+            ),
+            "{token}"
+        );
+    }
+    assert!(
+        raw(&node, b"AUTH a1\r\nCONFIG SET slowlog-max-len 5\r\n").starts_with("+OK\r\n+OK\r\n")
+    );
     // redis-rs sends AUTH (and HELLO ... AUTH for RESP3) from the URL's password.
     for url in [
         format!("redis://:w1@127.0.0.1:{}/", node.resp),

@@ -372,7 +372,7 @@ async fn run_command(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let name = lowercase(original, &mut lower);
     let name: &str = &name;
     let args = &args[1..];
-    if let Err(denied) = permitted(ctx.session.access, name) {
+    if let Err(denied) = permitted(ctx.session.access, name, args) {
         transaction::refused_while_queuing(ctx);
         return denied;
     }
@@ -629,14 +629,26 @@ pub(super) fn is_write(name: &str) -> bool {
     WRITE_COMMANDS.binary_search(&name).is_ok()
 }
 
-/// Whether a connection with `access` may run `name`, in Redis's words when not.
-fn permitted(access: Access, name: &str) -> Result<(), Reply> {
-    // No command of this port needs more than write access: nothing to look up.
-    if access >= Access::Write {
+/// Whether a connection with `access` may run `name` with `args`, in Redis's words when not.
+fn permitted(access: Access, name: &str, args: &[Bytes]) -> Result<(), Reply> {
+    // Only the operator's commands need more than write access: for the rest, nothing to
+    // look up.
+    let operator = matches!(name, "monitor" | "config" | "slowlog" | "client");
+    if access == Access::Admin || (access >= Access::Write && !operator) {
         return Ok(());
     }
+    let sub = |names: &[&str]| {
+        args.first()
+            .is_some_and(|a| names.iter().any(|n| a.eq_ignore_ascii_case(n.as_bytes())))
+    };
     let operation = match name {
         "auth" | "hello" | "quit" | "reset" => Operation::Connect,
+        // What changes the node for every client, or shows or ends other clients' commands
+        // (Redis's @admin): an admin token's.
+        "monitor" => Operation::Administer,
+        "config" if sub(&["set", "resetstat"]) => Operation::Administer,
+        "slowlog" if sub(&["reset"]) => Operation::Administer,
+        "client" if sub(&["kill"]) => Operation::Administer,
         name if is_write(name) => Operation::Write,
         _ => Operation::Read,
     };
