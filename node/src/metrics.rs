@@ -73,6 +73,9 @@ pub struct Metrics {
     /// `firescroll_reads_cancelled_total`: expensive reads stopped early because their client
     /// went away.
     pub reads_cancelled: IntCounter,
+    /// `firescroll_disk_free_bytes`: free space of the data directory's volume, as last looked
+    /// up (writes are refused below MIN_FREE_DISK_BYTES).
+    pub disk_free_bytes: IntGauge,
     /// `firescroll_partition_stalled{partition}`: 1 while the applier has been on one entry
     /// longer than the stall threshold.
     pub partition_stalled: IntGaugeVec,
@@ -296,10 +299,16 @@ impl Metrics {
             &["operation"],
         )
         .expect("valid metric");
+        let disk_free_bytes = IntGauge::new(
+            "firescroll_disk_free_bytes",
+            "Free bytes of the data directory's volume, as last looked up (writes are refused below MIN_FREE_DISK_BYTES).",
+        )
+        .expect("valid metric");
         let requests_refused = IntCounterVec::new(
             Opts::new(
                 "firescroll_requests_refused_total",
-                "Requests refused to protect the node: busy (expensive lists), connections (cap).",
+                "Requests refused to protect the node: busy (expensive lists), connections (cap), \
+                 disk_space (writes while the disk is almost full).",
             ),
             &["reason"],
         )
@@ -415,6 +424,7 @@ impl Metrics {
             Box::new(snapshots.clone()),
             Box::new(snapshot_offset.clone()),
             Box::new(requests_refused.clone()),
+            Box::new(disk_free_bytes.clone()),
             Box::new(partition_stalled.clone()),
             Box::new(build_info),
             Box::new(read_index_bytes.clone()),
@@ -472,6 +482,7 @@ impl Metrics {
             proxy_latency,
             peer_requests,
             requests_refused,
+            disk_free_bytes,
             partition_stalled,
             read_index_bytes,
             watch_history_bytes,

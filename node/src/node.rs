@@ -9,7 +9,7 @@ use crate::log::MutationLog;
 use crate::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use crate::log::kafka::{KafkaLog, StartOffsets};
 use crate::metrics::Metrics;
-use crate::service::Service;
+use crate::service::{DiskSpace, Service};
 use crate::store::Store;
 use anyhow::Context;
 use std::future::Future;
@@ -91,6 +91,11 @@ pub async fn run(
         metrics.clone(),
         config.service.clone(),
     );
+    // Looks once now (and warns if the disk is already under its floor).
+    let disk = DiskSpace::new(&config.db_path, config.min_free_disk_bytes);
+    if disk.min_free() > 0 {
+        service = service.with_disk_space(disk);
+    }
     let cluster = match &config.cluster {
         None => None,
         Some(settings) => {

@@ -18,6 +18,7 @@ pub fn router(service: Service) -> Router {
 }
 
 async fn metrics(State(service): State<Service>) -> Response {
+    service.refresh_disk_space();
     let mut response = service.metrics().render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

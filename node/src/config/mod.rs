@@ -48,6 +48,8 @@ pub struct Config {
     pub checkpoint_interval: Duration,
     pub drop_released_partitions: bool,
     pub read_index_max_bytes: usize,
+    /// MIN_FREE_DISK_BYTES: writes are refused while DB_PATH's volume has less free (0: off).
+    pub min_free_disk_bytes: u64,
     pub outcome_retention: u64,
     /// EXPIRY_TICK_MS: how often quiet partitions with due deadlines get a tick (zero: never).
     pub expiry_tick: Duration,

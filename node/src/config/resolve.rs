@@ -116,6 +116,10 @@ impl Config {
             )),
             drop_released_partitions: pick!(drop_released_partitions, false),
             read_index_max_bytes: pick!(read_index_max_bytes, 512 << 20),
+            min_free_disk_bytes: pick!(
+                min_free_disk_bytes,
+                crate::service::DEFAULT_MIN_FREE_BYTES
+            ),
             outcome_retention: pick!(outcome_retention, engine_defaults.outcome_retention),
             expiry_tick: Duration::from_millis(pick!(expiry_tick_ms, 1_000)),
             watch_history_bytes: pick!(watch_history_bytes, 32 << 20),

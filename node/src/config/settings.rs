@@ -193,6 +193,11 @@ pub struct Settings {
     /// 0 turns the index off [default: 536870912].
     #[arg(long, env = "READ_INDEX_MAX_BYTES")]
     pub read_index_max_bytes: Option<usize>,
+    /// Free space, bytes, the volume of DB_PATH keeps: below it the node refuses writes (not
+    /// deletes) until space is freed, so that it keeps applying and serving reads instead of
+    /// failing mid-write; 0 turns the floor off [default: 134217728].
+    #[arg(long, env = "MIN_FREE_DISK_BYTES")]
+    pub min_free_disk_bytes: Option<u64>,
     /// Fuel (about one per wasm instruction) a plugin call may burn; the same on every node of a
     /// namespace [default: 50000000].
     #[arg(long, env = "PLUGIN_FUEL")]

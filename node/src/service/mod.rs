@@ -5,6 +5,7 @@
 mod auth;
 mod cancel;
 mod changes;
+mod disk_space;
 mod expiry;
 mod json;
 mod keyspace;
@@ -30,6 +31,7 @@ pub use crate::store::KEY_HASH_BITS;
 pub use auth::{Access, Denied, Operation, Tokens};
 pub use cancel::watch_client;
 pub use changes::{ChangeEvent, Follow, Token, Watch, WatchEvent, WatchRequest};
+pub use disk_space::{DEFAULT_MIN_FREE_BYTES, DiskSpace, LowDisk};
 pub use json::compact_json;
 pub use keyspace::KeyPage;
 pub use list::ListPage;
@@ -125,6 +127,8 @@ pub enum ErrorKind {
     Forbidden,
     /// What was asked for is no longer here (a watch token older than the history).
     Gone,
+    /// The node's disk is almost full: writes are refused until space is freed.
+    InsufficientStorage,
     /// The body is in a form the node does not read (a `Content-Encoding` other than identity).
     UnsupportedMediaType,
 }
@@ -187,6 +191,8 @@ pub struct ServiceInner {
     snapshots: Option<snapshots::SnapshotState>,
     /// Fan each watched partition's changes out to its watches.
     dispatchers: changes::Dispatchers,
+    /// The free-space floor writes are admitted under (MIN_FREE_DISK_BYTES), when set.
+    disk: Option<DiskSpace>,
 }
 
 impl std::ops::Deref for Service {
@@ -221,6 +227,7 @@ impl Service {
                 eval_slots: list::EvalSlots::new(),
                 snapshots: None,
                 dispatchers: changes::Dispatchers::default(),
+                disk: None,
             }),
         }
     }
@@ -241,6 +248,24 @@ impl Service {
             .expect("snapshots are set before the service is shared")
             .snapshots = Some(snapshots::SnapshotState::new(store));
         self
+    }
+
+    /// Refuses writes while the volume of the node's data has less free space than `disk`'s
+    /// floor. Called while the node starts, before the service is shared.
+    pub fn with_disk_space(mut self, disk: DiskSpace) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("the disk floor is set before the service is shared")
+            .disk = Some(disk);
+        self
+    }
+
+    /// Looks the data volume's free space up now (for the metrics), when a floor is set.
+    pub fn refresh_disk_space(&self) {
+        if let Some(free) = self.disk.as_ref().and_then(DiskSpace::look_now) {
+            self.metrics
+                .disk_free_bytes
+                .set(free.min(i64::MAX as u64) as i64);
+        }
     }
 
     /// The region's cluster, when gossip is on.

@@ -307,6 +307,7 @@ fn peer_error(peer: &Peer, e: PeerError) -> ServiceError {
                 400 => ErrorKind::BadRequest,
                 410 => ErrorKind::Gone,
                 413 => ErrorKind::TooLarge,
+                507 => ErrorKind::InsufficientStorage,
                 504 => ErrorKind::Timeout,
                 401 | 403 => {
                     return ServiceError::new(

@@ -83,6 +83,7 @@ impl Service {
         request: WriteRequest,
     ) -> Result<(Vec<EntryResult>, Vec<(usize, u32)>), ServiceError> {
         let ops = self.validate_ops(request.ops)?;
+        self.admit_on_disk(&ops)?;
         let count = ops.len();
         let partitions = self.engine.partition_count();
         let mut by_partition: BTreeMap<u32, Vec<(usize, Op)>> = BTreeMap::new();
@@ -479,6 +480,28 @@ impl Service {
         }
         flush(&mut run, &mut entries)?;
         Ok(entries)
+    }
+
+    /// Refuses `ops` while the node's disk is under its free-space floor, unless they only
+    /// delete (deleting is how a user makes room).
+    fn admit_on_disk(&self, ops: &[Op]) -> Result<(), ServiceError> {
+        let Some(disk) = &self.disk else {
+            return Ok(());
+        };
+        if ops
+            .iter()
+            .all(|op| matches!(op.op, OpKind::Delete | OpKind::DeleteKey))
+        {
+            return Ok(());
+        }
+        let bytes: usize = ops.iter().map(op_size).sum();
+        disk.admit(bytes as u64).map_err(|low| {
+            self.metrics
+                .requests_refused
+                .with_label_values(&["disk_space"])
+                .inc();
+            ServiceError::new(ErrorKind::InsufficientStorage, "disk_full", low.to_string())
+        })
     }
 
     /// Appends every partition's entries concurrently; positions come back in partition order.

@@ -8,6 +8,7 @@ mod bad_input;
 mod cluster;
 mod consistent_reads;
 mod crash_recovery;
+mod disk_space;
 mod expiry;
 mod fly;
 mod hostile;

@@ -58,6 +58,16 @@ impl Node {
         let mut node = Self::unstarted(dir.path(), env);
         node.launcher = launcher.iter().map(|a| a.to_string()).collect();
         node._dir = Some(dir);
+        node.start_unstarted()
+    }
+
+    /// A fresh node whose data and log live under `base` (which the caller keeps and removes).
+    pub fn start_in(base: &Path, env: &[(&str, &str)]) -> Node {
+        Self::unstarted(base, env).start_unstarted()
+    }
+
+    fn start_unstarted(self) -> Node {
+        let mut node = self;
         // The ports were free when chosen, but released again so the node can bind them: another
         // process may take one meanwhile. A fresh node then gets new ports and tries again.
         for attempt in 1..=3 {

@@ -698,6 +698,9 @@ fn service_error(e: ServiceError) -> Reply {
         "missing_pk" => {
             Reply::err("empty keys are not supported here: a key needs at least one character")
         }
+        // Redis refuses writes it cannot persist with MISCONF: what Redis users' runbooks and
+        // alerts look for when a disk fills.
+        "disk_full" => Reply::Error(format!("MISCONF {}", e.message)),
         _ => Reply::err(e.message),
     }
 }

@@ -1,0 +1,199 @@
+//! A node whose disk fills up: writes are refused before the volume is full (MIN_FREE_DISK_BYTES),
+//! reads and deletes go on, nothing acknowledged is lost, and writes are taken again once space
+//! is freed, without a restart. The node runs on a small tmpfs volume of its own.
+
+use crate::common;
+
+use common::Node;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct SmallVolume {
+    dir: tempfile::TempDir,
+}
+
+impl SmallVolume {
+    fn mount(bytes: u64) -> SmallVolume {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes}"),
+                "firescroll-test",
+            ])
+            .arg(dir.path())
+            .status()
+            .expect("mount");
+        assert!(
+            status.success(),
+            "this test mounts a small tmpfs volume for the node's data: run the tests as root \
+             (as scripts/test.sh and CI do)"
+        );
+        SmallVolume { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn free(&self) -> u64 {
+        let stat = rustix::fs::statvfs(self.path()).unwrap();
+        stat.f_bavail * stat.f_frsize
+    }
+}
+
+impl Drop for SmallVolume {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// Fills the volume with a file until only `leave` bytes are free.
+fn ballast(volume: &SmallVolume, leave: u64) -> PathBuf {
+    let path = volume.path().join("ballast");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let chunk = vec![7u8; 64 << 10];
+    while volume.free() > leave + chunk.len() as u64 {
+        file.write_all(&chunk).unwrap();
+        file.flush().unwrap();
+    }
+    path
+}
+
+fn redis_command(node: &Node, command: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", node.resp)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(format!("{command}\r\n").as_bytes())
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    line
+}
+
+fn refused_for_disk(node: &Node) -> u64 {
+    let (_, metrics) = node.get_url(&node.internal_url("/metrics"));
+    metrics
+        .lines()
+        .find(|l| l.starts_with("firescroll_requests_refused_total{reason=\"disk_space\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[test]
+fn a_full_disk_refuses_writes_keeps_reads_and_takes_writes_again_once_space_is_freed() {
+    const FLOOR: u64 = 16 << 20;
+    let volume = SmallVolume::mount(96 << 20);
+    // Declared after the volume: dropped (killed) before it is unmounted.
+    let node = Node::start_in(
+        volume.path(),
+        &[("MIN_FREE_DISK_BYTES", &FLOOR.to_string())],
+    );
+    let value = "v".repeat(8 << 10);
+    let mut acknowledged: Vec<String> = Vec::new();
+    for i in 0..20 {
+        let sk = format!("early-{i}");
+        let (status, reply) = node.post(
+            "/records/put",
+            json!({"Records":[{"pk":"disk","sk":sk,"data":value}],"wait":true}),
+        );
+        assert_eq!(status, 200, "{reply}");
+        acknowledged.push(sk);
+    }
+
+    // Leave a few MiB above the floor, then write until the node refuses.
+    let ballast = ballast(&volume, FLOOR + (4 << 20));
+    let mut refusal: Option<Value> = None;
+    for i in 0..4_000 {
+        let sk = format!("late-{i}");
+        let (status, reply) = node.post(
+            "/records/put",
+            json!({"Records":[{"pk":"disk","sk":sk,"data":value}]}),
+        );
+        match status {
+            200 => acknowledged.push(sk),
+            507 => {
+                refusal = Some(reply);
+                break;
+            }
+            _ => panic!("{status}: {reply}"),
+        }
+    }
+    let refusal = refusal.expect("the node took 32 MiB of writes with 4 MiB free");
+    assert_eq!(refusal["error"]["code"], "disk_full", "{refusal}");
+    let message = refusal["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("MIN_FREE_DISK_BYTES") && message.contains("deletes are still taken"),
+        "{message}"
+    );
+    assert!(volume.free() > FLOOR / 2, "refused before the disk filled");
+    assert!(refused_for_disk(&node) >= 1);
+
+    // Redis clients get Redis's error for writes it cannot persist; reads go on.
+    let reply = redis_command(&node, "SET disk:redis v");
+    assert!(reply.starts_with("-MISCONF "), "{reply}");
+    assert!(reply.contains("MIN_FREE_DISK_BYTES"), "{reply}");
+    assert_eq!(redis_command(&node, "PING"), "+PONG\r\n");
+
+    // Everything acknowledged is read back: no partition stopped.
+    for chunk in acknowledged.chunks(500) {
+        let keys: Vec<Value> = chunk
+            .iter()
+            .map(|sk| json!({"pk":"disk","sk":sk}))
+            .collect();
+        let (status, reply) = node.post("/records/get", json!({"Records":keys}));
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(reply["Records"].as_array().unwrap().len(), chunk.len());
+    }
+    // Deleting is how a user makes room: taken.
+    let (status, reply) = node.post(
+        "/records/delete",
+        json!({"Records":[{"pk":"disk","sk":"early-0"}],"wait":true}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        reply["Positions"][0]["Outcome"]["Status"], "applied",
+        "{reply}"
+    );
+    let (status, body) = node.get_url(&node.url("/ready"));
+    assert_eq!(
+        status, 200,
+        "reads are served, so the node stays ready: {body}"
+    );
+
+    // Space comes back: writes are taken again, without a restart.
+    std::fs::remove_file(ballast).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, reply) = node.post(
+            "/records/put",
+            json!({"Records":[{"pk":"disk","sk":"after","data":1}],"wait":true}),
+        );
+        if status == 200 {
+            assert_eq!(
+                reply["Positions"][0]["Outcome"]["Status"], "applied",
+                "{reply}"
+            );
+            break;
+        }
+        assert_eq!(status, 507, "{reply}");
+        assert!(Instant::now() < deadline, "writes were never taken again");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(redis_command(&node, "SET disk:redis v"), "+OK\r\n");
+    let log = node.log();
+    assert!(!log.contains("partition stopped"), "{log}");
+    assert!(log.contains("disk almost full: refusing writes"), "{log}");
+    assert!(log.contains("taking writes again"), "{log}");
+    let (_, metrics) = node.get_url(&node.internal_url("/metrics"));
+    assert!(metrics.contains("firescroll_disk_free_bytes "), "{metrics}");
+}
