@@ -1551,7 +1551,15 @@ assert r.config_get("slowlog*") == {{"slowlog-log-slower-than": "10000", "slowlo
 assert r.config_get("maxmemory*") == {{"maxmemory": "0", "maxmemory-policy": "noeviction"}}, r.config_get("maxmemory*")
 assert r.config_get("databases") == {{"databases": "1"}}
 assert r.info("memory")["maxmemory_policy"] == "noeviction"
-assert r.config_get("appendonly") == {{}}
+# Every acknowledged write is durably in the log (redis-benchmark reads these two).
+assert r.config_get("appendonly") == {{"appendonly": "yes"}}, r.config_get("appendonly")
+assert r.config_get("save") == {{"save": ""}}, r.config_get("save")
+assert r.config_get("appendfilename") == {{}}
+try:
+    r.config_set("appendonly", "no")
+    raise SystemExit("appendonly no was taken")
+except redis.ResponseError as e:
+    assert "durably in the log" in str(e), e
 try:
     r.config_set("maxmemory-policy", "allkeys-lru")
     raise SystemExit("an eviction policy was taken")
@@ -1600,6 +1608,32 @@ print("ok")
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("GET [<count>]"),
         "{out:?}"
+    );
+    // redis-benchmark reads `save` and `appendonly` before it starts, and warns when it cannot.
+    let out = std::process::Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &node.resp.to_string(),
+            "-t",
+            "ping",
+            "-n",
+            "200",
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && printed.contains("PING"),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains("Could not fetch server CONFIG"),
+        "{printed}"
     );
 }
 

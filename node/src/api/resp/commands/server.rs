@@ -507,18 +507,32 @@ fn resident_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-/// Settings `CONFIG GET` shows that FireScroll does not let Redis change.
-const FIXED_SETTINGS: [(&str, &str); 3] = [
-    ("maxmemory", "0"),
-    ("maxmemory-policy", "noeviction"),
-    ("databases", "1"),
+/// Settings `CONFIG GET` shows that FireScroll does not let Redis change: name, value, and why
+/// it is fixed. What tools read to plan around the server, as FireScroll is: nothing is ever
+/// evicted (Sidekiq warns unless `noeviction`), there is one database (RedisInsight lists
+/// `databases` of them), and every acknowledged write is in the log, durably (redis-benchmark
+/// reads `save` and `appendonly` and warns when it cannot).
+const FIXED_SETTINGS: [(&str, &str, &str); 5] = [
+    ("maxmemory", "0", "nothing is evicted"),
+    ("maxmemory-policy", "noeviction", "nothing is evicted"),
+    ("databases", "1", "there is one database"),
+    (
+        "appendonly",
+        "yes",
+        "every acknowledged write is durably in the log",
+    ),
+    (
+        "save",
+        "",
+        "the log is the store's persistence, not snapshots",
+    ),
 ];
 
 /// `CONFIG GET pattern [pattern ...]`: the few settings the Redis port has of its own
-/// (`notify-keyspace-events`, the slow log's), matched by glob; anything else is configured
-/// through FireScroll's settings and answers nothing, which is what clients probing for `save`
-/// or `appendonly` handle. `CONFIG SET` takes those settings (for this node, until it
-/// restarts). `CONFIG RESETSTAT` zeroes the counters `INFO stats` shows.
+/// (`notify-keyspace-events`, the slow log's) and the [`FIXED_SETTINGS`], matched by glob;
+/// anything else is configured through FireScroll's settings and answers nothing. `CONFIG SET`
+/// takes the Redis port's own settings (for this node, until it restarts). `CONFIG RESETSTAT`
+/// zeroes the counters `INFO stats` shows.
 fn config(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     match args {
         [sub] if sub.eq_ignore_ascii_case(b"RESETSTAT") => {
@@ -531,10 +545,7 @@ fn config(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             let patterns: Vec<Vec<u8>> = patterns.iter().map(|p| p.to_ascii_lowercase()).collect();
             let mut settings = vec![("notify-keyspace-events", ctx.hub.notify_flags().letters())];
             settings.extend(ctx.slowlog.settings());
-            // What tools read to plan around the server, as FireScroll is: nothing is ever
-            // evicted (Sidekiq warns unless `noeviction`), and there is one database
-            // (RedisInsight lists `databases` of them).
-            settings.extend(FIXED_SETTINGS.map(|(name, value)| (name, value.to_string())));
+            settings.extend(FIXED_SETTINGS.map(|(name, value, _)| (name, value.to_string())));
             Reply::Map(
                 settings
                     .into_iter()
@@ -557,19 +568,18 @@ fn config(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             match ctx.slowlog.set(name, value) {
                 Some(Ok(())) => Reply::ok(),
                 Some(Err(e)) => e,
-                None if FIXED_SETTINGS
+                None => match FIXED_SETTINGS
                     .iter()
-                    .any(|(fixed, _)| name.eq_ignore_ascii_case(fixed.as_bytes())) =>
+                    .find(|(fixed, _, _)| name.eq_ignore_ascii_case(fixed.as_bytes()))
                 {
-                    Reply::err(format!(
-                        "{} is fixed in FireScroll: nothing is evicted, and there is one database",
-                        String::from_utf8_lossy(name).to_ascii_lowercase()
-                    ))
-                }
-                None => Reply::err(
-                    "FireScroll is configured through its settings; CONFIG SET takes only \
-                     notify-keyspace-events, slowlog-log-slower-than and slowlog-max-len",
-                ),
+                    Some((fixed, _, why)) => {
+                        Reply::err(format!("{fixed} is fixed in FireScroll: {why}"))
+                    }
+                    None => Reply::err(
+                        "FireScroll is configured through its settings; CONFIG SET takes only \
+                         notify-keyspace-events, slowlog-log-slower-than and slowlog-max-len",
+                    ),
+                },
             }
         }
         [sub, ..] if sub.eq_ignore_ascii_case(b"SET") => {
