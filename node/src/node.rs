@@ -260,13 +260,20 @@ pub async fn run(
         task.abort();
     }
     let (engine, log) = (engine.clone(), log.clone());
-    tokio::task::spawn_blocking(move || {
-        engine.shutdown();
+    let unflushed = tokio::task::spawn_blocking(move || {
+        let unflushed = engine.shutdown();
         log.shutdown();
+        unflushed
     })
     .await
     .context("flushing on shutdown failed")?;
-    tracing::info!("stopped cleanly");
+    match unflushed {
+        None => tracing::info!("stopped cleanly"),
+        Some(e) => tracing::warn!(
+            error = %e,
+            "stopped, but the store's last writes were not flushed: the next start applies them again from the log"
+        ),
+    }
     Ok(())
 }
 

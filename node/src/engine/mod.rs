@@ -38,7 +38,7 @@ use crate::cond::Conditions;
 use crate::log::MutationLog;
 use crate::metrics::Metrics;
 use crate::model::Position;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -251,8 +251,9 @@ impl Engine {
         }
     }
 
-    /// Stops every applier and makes the store durable.
-    pub fn shutdown(&self) {
+    /// Stops every applier and makes the store durable; says why it could not (the next start
+    /// then applies again from the log what was not flushed).
+    pub fn shutdown(&self) -> Option<StoreError> {
         let partitions: Vec<_> = self
             .change_partitions(std::mem::take)
             .into_values()
@@ -263,10 +264,13 @@ impl Engine {
         self.inner.pool.shutdown();
         if let Err(e) = self.inner.store.persist() {
             tracing::error!(error = %e, "final store flush failed");
+            // Nothing below the applied offsets may be released: the store did not keep them.
+            return Some(e);
         }
         for runtime in &partitions {
             self.inner.log.release(runtime.id(), runtime.next_offset());
         }
+        None
     }
 }
 
