@@ -16,7 +16,8 @@ pub use entry::{
 };
 pub use json_bytes::from_json_bytes;
 pub use nesting::{
-    MAX_JSON_DEPTH, json_nests_deeper_than, json_number_out_of_range, structural_bytes,
+    MAX_JSON_DEPTH, json_lone_surrogate, json_nests_deeper_than, json_number_out_of_range,
+    structural_bytes,
 };
 pub use outcome::{Outcome, Rejection, RejectionKind, Returned};
 pub use partition::{murmur2, partition_of};

@@ -74,6 +74,57 @@ pub fn json_number_out_of_range(json: &[u8]) -> Option<&str> {
     None
 }
 
+/// The first `\uXXXX` escape in JSON text that is half of a UTF-16 surrogate pair without its
+/// other half (`"\ud800"`), if any. JSON's grammar lets such text through, but it is not a
+/// Unicode character: conditions, plugins and most clients cannot read a string holding one,
+/// so writes refuse them (as numbers out of range, at write only). The text must be valid JSON.
+pub fn json_lone_surrogate(json: &[u8]) -> Option<&str> {
+    // Most data has no `\u` escape at all.
+    if !json.windows(2).any(|w| w == b"\\u") {
+        return None;
+    }
+    let hex = |at: usize| {
+        json.get(at..at + 4)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u16::from_str_radix(h, 16).ok())
+    };
+    let mut i = 0;
+    let mut in_string = false;
+    while i < json.len() {
+        match (in_string, json[i]) {
+            (false, b'"') => in_string = true,
+            (false, _) => {}
+            (true, b'"') => in_string = false,
+            (true, b'\\') if json.get(i + 1) == Some(&b'u') => {
+                let unit = hex(i + 2)?;
+                let escape = &json[i..i + 6];
+                match unit {
+                    0xD800..=0xDBFF => {
+                        let low = (json.get(i + 6..i + 8) == Some(&b"\\u"[..]))
+                            .then(|| hex(i + 8))
+                            .flatten();
+                        if !low.is_some_and(|l| (0xDC00..=0xDFFF).contains(&l)) {
+                            return std::str::from_utf8(escape).ok();
+                        }
+                        i += 12;
+                        continue;
+                    }
+                    0xDC00..=0xDFFF => return std::str::from_utf8(escape).ok(),
+                    _ => {
+                        i += 6;
+                        continue;
+                    }
+                }
+            }
+            // Any other escape: skip the escaped byte (it may be a quote).
+            (true, b'\\') => i += 1,
+            (true, _) => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 /// The bytes of JSON text that are outside strings (quotes excluded), with their positions.
 pub fn structural_bytes(json: &[u8]) -> impl Iterator<Item = (usize, u8)> + '_ {
     let mut in_string = false;
@@ -109,6 +160,22 @@ mod tests {
         assert!(!json_nests_deeper_than(br#"{"a":"[[[[[\"[[["}"#, 1));
         assert!(json_nests_deeper_than(br#"{"a":{"b":[]}}"#, 2));
         assert!(!json_nests_deeper_than(br#"{"a":{"b":1},"c":[2]}"#, 2));
+    }
+
+    #[test]
+    fn finds_surrogate_halves_without_their_other_half() {
+        for (json, expected) in [
+            (r#""\ud800""#, Some(r"\ud800")),
+            (r#"{"a":"x\uDC00y"}"#, Some(r"\uDC00")),
+            (r#"["\ud83d\u0041"]"#, Some(r"\ud83d")),
+            (r#"["\ud83d"]"#, Some(r"\ud83d")),
+            (r#"{"\udfff":1}"#, Some(r"\udfff")),
+            (r#""\ud83d\ude00 and \u00e9 and \\ud800""#, None),
+            (r#"{"plain":"text","n":[1,2]}"#, None),
+            (r#""\\\\u0041\"\u0041""#, None),
+        ] {
+            assert_eq!(json_lone_surrogate(json.as_bytes()), expected, "{json}");
+        }
     }
 
     #[test]

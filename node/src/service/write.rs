@@ -5,7 +5,7 @@ use super::{ErrorKind, Service, ServiceError, compact_json};
 use crate::engine::Outcome;
 use crate::log::{Append, LogError};
 use crate::model::{
-    LogEntry, MAX_JSON_DEPTH, Op, OpKind, Position, json_nests_deeper_than,
+    LogEntry, MAX_JSON_DEPTH, Op, OpKind, Position, json_lone_surrogate, json_nests_deeper_than,
     json_number_out_of_range, partition_of,
 };
 use serde_json::value::RawValue;
@@ -330,6 +330,9 @@ impl Service {
                         if let Some(number) = json_number_out_of_range(data.get().as_bytes()) {
                             return Err(number_out_of_range(&format!("record {i} (pk {:?}): data", op.pk), number));
                         }
+                        if let Some(escape) = json_lone_surrogate(data.get().as_bytes()) {
+                            return Err(lone_surrogate(&format!("record {i} (pk {:?}): data", op.pk), escape));
+                        }
                         Some(match compact_json(data.get()) {
                             std::borrow::Cow::Borrowed(_) => data,
                             std::borrow::Cow::Owned(compact) => RawValue::from_string(compact)
@@ -372,6 +375,13 @@ impl Service {
                     .and_then(|args| json_number_out_of_range(args.get().as_bytes()))
                 {
                     return Err(number_out_of_range(&format!("record {i}: `args`"), number));
+                }
+                if let Some(escape) = op
+                    .args
+                    .as_ref()
+                    .and_then(|args| json_lone_surrogate(args.get().as_bytes()))
+                {
+                    return Err(lone_surrogate(&format!("record {i}: `args`"), escape));
                 }
                 // The accepting node pins each plugin name to the digest it is bound to now.
                 let if_plugin = match &op.if_plugin {
@@ -630,6 +640,17 @@ fn check_operand(i: usize, op: &Op) -> Result<(), ServiceError> {
 
 /// A write's data or args holds a number no 64-bit float can hold (`1e999`): conditions and
 /// plugins would fail on every later write to the record, and most clients could not read it.
+fn lone_surrogate(what: &str, escape: &str) -> ServiceError {
+    ServiceError::bad_request(
+        "lone_surrogate",
+        format!(
+            "{what} holds the escape {escape}, half of a UTF-16 surrogate pair without its other \
+             half: it is no Unicode character, and conditions, plugins and most clients cannot \
+             read a string holding it; send the character itself, or both halves of its pair"
+        ),
+    )
+}
+
 fn number_out_of_range(what: &str, number: &str) -> ServiceError {
     let shown: String = number.chars().take(24).collect();
     let more = if shown.len() < number.len() {

@@ -77,6 +77,10 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         ("/records/put", r#"{"Records":[{"pk":"keep","sk":"me","data":{"v":1e999}}]}"#.into(), 400, "number_out_of_range"),
         ("/records/batch", format!(r#"{{"Records":[{{"op":"put","pk":"keep","sk":"me","data":[-{}]}}]}}"#, "9".repeat(400)), 400, "number_out_of_range"),
         ("/records/put", r#"{"Records":[{"pk":"keep","sk":"me","data":1,"if_plugin":"x","args":{"min":2E+310}}]}"#.into(), 400, "number_out_of_range"),
+        // Half a surrogate pair is no character: every later `if` on the record would fail.
+        ("/records/put", r#"{"Records":[{"pk":"keep","sk":"me","data":{"v":"\ud800"}}]}"#.into(), 400, "lone_surrogate"),
+        ("/records/batch", r#"{"Records":[{"op":"put","pk":"keep","sk":"me","data":"x\uDFFFy"}]}"#.into(), 400, "lone_surrogate"),
+        ("/records/put", r#"{"Records":[{"pk":"keep","sk":"me","data":1,"if_plugin":"x","args":["\ud83d"]}]}"#.into(), 400, "lone_surrogate"),
     ];
     for (path, body, want_status, want_code) in cases {
         let (status, text) = node.post_raw(path, body.clone());
@@ -148,6 +152,19 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         (status, &reply["Records"][0]["Data"]),
         (200, &json!({"v":1}))
     );
+    // Both halves of a pair are a character: taken, and an `if` reads it.
+    let (status, text) = node.post_raw(
+        "/records/put",
+        r#"{"Records":[{"pk":"keep","sk":"me","data":{"v":"\ud83d\ude00"},"if":"data.v == 1"}],"wait":true}"#,
+    );
+    assert_eq!(status, 200, "{text}");
+    let reply: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        reply["Positions"][0]["Outcome"]["Status"], "applied",
+        "{reply}"
+    );
+    let (_, reply) = node.post("/records/get", json!({"Records":[{"pk":"keep","sk":"me"}]}));
+    assert_eq!(reply["Records"][0]["Data"], json!({"v":"😀"}));
 }
 
 #[test]
