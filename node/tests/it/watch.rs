@@ -219,6 +219,26 @@ fn a_watch_resumes_with_exactly_the_changes_after_its_last_event() {
     let none = Watcher::open(&node, "partition=99", None);
     assert_eq!(none.status, 400);
     assert_eq!(none.error_body()["error"]["code"], "bad_partition");
+    // A query the endpoint cannot read gets the API's JSON error, as every other mistake does.
+    for (query, code, says) in [
+        ("partition=-1", "bad_query", "partition"),
+        ("pk=cfg&keys_only=maybe", "bad_query", "keys_only"),
+        ("pk=cfg&pk=other", "bad_query", "pk"),
+        ("pk=", "missing_pk", "at least one character"),
+    ] {
+        let (status, body) = node.get_url(&node.url(&format!("/records/watch?{query}")));
+        let reply: Value =
+            serde_json::from_str(&body).unwrap_or_else(|_| panic!("{query}: {body}"));
+        assert_eq!(
+            (status, reply["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{query}: {body}"
+        );
+        assert!(
+            reply["error"]["message"].as_str().unwrap().contains(says),
+            "{query}: {body}"
+        );
+    }
 }
 
 /// The partition of a single-partition token.

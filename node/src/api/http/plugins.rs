@@ -5,6 +5,7 @@ use super::response;
 use crate::service::Binding;
 use crate::service::{Operation, Service};
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -44,9 +45,13 @@ pub async fn list(State(service): State<Service>, headers: HeaderMap) -> Respons
 pub async fn get(
     State(service): State<Service>,
     Path(name): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejection) => return response::query_error(&rejection),
+    };
     if let Err(e) = authorize_for(&service, &headers, Operation::Read, "GET /plugins") {
         return response::error(&e);
     }

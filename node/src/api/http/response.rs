@@ -206,6 +206,18 @@ pub fn outcomes(results: &[(Position, Option<Outcome>)]) -> Vec<u8> {
     serde_json::to_vec(&OutcomesBody { outcomes: items }).expect("serializes")
 }
 
+/// A query string the endpoint could not read, as the API's JSON error (axum's own rejection
+/// is plain text, which clients parsing `{"error":...}` cannot read).
+pub fn query_error(rejection: &axum::extract::rejection::QueryRejection) -> Response {
+    error(&ServiceError::bad_request(
+        "bad_query",
+        format!(
+            "the query string is not understood: {}",
+            rejection.body_text()
+        ),
+    ))
+}
+
 /// The HTTP status of a service error kind.
 pub fn status_of(kind: ErrorKind) -> StatusCode {
     match kind {

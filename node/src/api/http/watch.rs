@@ -16,6 +16,7 @@ use crate::service::{
     Operation, RemoteStream, Service, ServiceError, Token, WatchEvent, WatchRequest,
 };
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
@@ -44,10 +45,14 @@ const HOP_HEADER: &str = "x-firescroll-hop";
 /// `GET /records/watch`.
 pub async fn watch(
     State(service): State<Service>,
-    Query(query): Query<WatchQuery>,
+    query: Result<Query<WatchQuery>, QueryRejection>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejection) => return response::query_error(&rejection),
+    };
     // A pk or partition that another node of the region applies: that node's stream, passed on.
     let partition = match &query.pk {
         Some(pk) => Some(crate::model::partition_of(pk, service.partition_count())),
@@ -105,6 +110,12 @@ fn start(
     headers: &HeaderMap,
 ) -> Result<Response, ServiceError> {
     authorize_for(service, headers, Operation::Read, "/records/watch")?;
+    if query.pk.as_deref() == Some("") {
+        return Err(ServiceError::bad_request(
+            "missing_pk",
+            "`pk` is empty: a pk has at least one character (leave `pk` out to watch a partition or the namespace)",
+        ));
+    }
     if query.pk.is_none() && !query.sk_prefix.is_empty() {
         return Err(ServiceError::bad_request(
             "sk_prefix_without_pk",
