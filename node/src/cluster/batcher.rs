@@ -11,7 +11,7 @@
 
 use super::client::{PeerClient, PeerError};
 use crate::model::Key;
-use crate::model::peer::{GetQuery, WireRecord};
+use crate::model::peer::{GetQuery, GetReply};
 use dashmap::DashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,7 +32,9 @@ const MAX_KEYS: usize = 256;
 /// each node a sixteenth of a request per read (benches/README.md, twentieth session).
 const FULL_ENOUGH: usize = 16;
 
-type Reply = Result<Vec<Option<WireRecord>>, PeerError>;
+/// A caller's slots, and the owner's token for the whole request (its positions cover every
+/// caller's partitions, each taken before the owner read).
+type Reply = Result<GetReply, PeerError>;
 
 struct Pending {
     keys: Vec<Key>,
@@ -167,8 +169,11 @@ impl GetBatcher {
                     match reply {
                         Ok(reply) => {
                             let mut records = reply.records.into_iter();
-                            for (count, reply) in callers {
-                                let _ = reply.send(Ok(records.by_ref().take(count).collect()));
+                            for (count, caller) in callers {
+                                let _ = caller.send(Ok(GetReply {
+                                    records: records.by_ref().take(count).collect(),
+                                    token: reply.token.clone(),
+                                }));
                             }
                         }
                         // The owner refused the request — perhaps for one caller's partition
@@ -182,7 +187,7 @@ impl GetBatcher {
                                     min_offsets: Vec::new(),
                                 };
                                 let answer = client.get(addr, &query, Duration::ZERO).await;
-                                let _ = reply.send(answer.map(|r| r.records));
+                                let _ = reply.send(answer);
                             }
                         }
                         Err(e) => {
@@ -285,7 +290,7 @@ mod tests {
         while let Some(done) = reads.join_next().await {
             let (pk, reply) = done.unwrap();
             match reply {
-                Ok(records) => {
+                Ok(GetReply { records, .. }) => {
                     assert_ne!(pk, "moved");
                     assert_eq!(records.len(), 1);
                     let data = records[0].as_ref().unwrap().data.get();
@@ -327,7 +332,7 @@ mod tests {
             batcher.get(addr, keys("c", 6)),
         );
         for (reply, prefix, n) in [(first, "a", 1), (second, "b", 3), (third, "c", 6)] {
-            let records = reply.unwrap();
+            let records = reply.unwrap().records;
             assert_eq!(records.len(), n);
             for (i, record) in records.iter().enumerate() {
                 assert_eq!(
@@ -399,7 +404,7 @@ mod tests {
             let mut answered = 0;
             while let Some(done) = reads.join_next().await {
                 let (i, reply) = done.unwrap();
-                let records = reply.unwrap();
+                let records = reply.unwrap().records;
                 assert_eq!(records[0].as_ref().unwrap().data.get(), format!("\"k{i}\""));
                 answered += 1;
             }
@@ -433,7 +438,7 @@ mod tests {
             batcher.get(addr, keys("d", 6)),
         );
         for (reply, prefix, n) in [(b, "b", 3), (c, "c", 6), (d, "d", 6)] {
-            let records = reply.unwrap_or_else(|e| panic!("{prefix}: {e}"));
+            let records = reply.unwrap_or_else(|e| panic!("{prefix}: {e}")).records;
             assert_eq!(records.len(), n);
             assert_eq!(
                 records[n - 1].as_ref().unwrap().data.get(),
@@ -463,10 +468,10 @@ mod tests {
             .await
             .expect("a read waited for an unanswered request to another key")
             .unwrap();
-        assert_eq!(other[0].as_ref().unwrap().data.get(), r#""k1""#);
+        assert_eq!(other.records[0].as_ref().unwrap().data.get(), r#""k1""#);
         assert!(!held.is_finished(), "the held read was answered early");
         release.add_permits(1);
         let held = held.await.unwrap().unwrap();
-        assert_eq!(held[0].as_ref().unwrap().data.get(), r#""held""#);
+        assert_eq!(held.records[0].as_ref().unwrap().data.get(), r#""held""#);
     }
 }

@@ -20,7 +20,7 @@ pub use table::{ClusterView, Peer};
 
 use crate::metrics::Metrics;
 use crate::model::Key;
-use crate::model::peer::WireRecord;
+use crate::model::peer::GetReply;
 use card::Card;
 use rand::seq::SliceRandom;
 use std::net::SocketAddr;
@@ -241,7 +241,7 @@ impl Cluster {
         &self,
         addr: SocketAddr,
         keys: Vec<Key>,
-    ) -> Result<Vec<Option<WireRecord>>, PeerError> {
+    ) -> Result<GetReply, PeerError> {
         self.batcher.get(addr, keys).await
     }
 

@@ -29,6 +29,10 @@ pub struct GetQuery {
 #[derive(Debug, Deserialize)]
 pub struct GetReply {
     pub records: Vec<Option<WireRecord>>,
+    /// The owner's watch token of the partitions asked, taken before it read (absent from
+    /// peers that predate it): what the asking node's HTTP answer carries for them.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 /// A record on the wire: data verbatim.
@@ -87,6 +91,9 @@ pub fn render_record(out: &mut Vec<u8>, record: &Record, with_sk: bool) {
 pub struct ListReply {
     pub records: Vec<WireRecord>,
     pub next_cursor: Option<String>,
+    /// As [`GetReply::token`], for the pk's partition.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 /// Outcomes of entries, waiting (bounded) for them to be applied.

@@ -24,6 +24,10 @@ pub struct ListPage {
     pub records: Vec<Record>,
     /// Present when more records may follow: pass it as `cursor` to get them.
     pub next_cursor: Option<String>,
+    /// The watch token of the pk's partition, taken before reading (on the owner, for a page
+    /// read through one; `None` from owners that predate it): read, then watch from it, and no
+    /// change is missed.
+    pub token: Option<String>,
 }
 
 /// Slots for lists that evaluate an `if`: a few run at once, the rest wait briefly, then get a
@@ -94,11 +98,7 @@ impl Service {
             min_offsets: positions,
             ..request
         };
-        let (records, next_cursor) = self.list_remote(&cluster, partition, query).await?;
-        Ok(ListPage {
-            records,
-            next_cursor,
-        })
+        self.list_remote(&cluster, partition, query).await
     }
 
     /// One page of `pk`'s records from this node only (what a peer answers for a proxied list).
@@ -129,6 +129,7 @@ impl Service {
             request.limit.min(max)
         } as usize;
         let started = Instant::now();
+        let token = self.read_token([request.pk.as_str()]);
         let page = match filter {
             // No `if`: reading is cheap, and bounded by the page size.
             None => scan_page(&runtime, &request, None, limit, &Cancellation::never()),
@@ -167,7 +168,7 @@ impl Service {
         };
         self.metrics
             .observe_partition(label, crate::metrics::micros(started.elapsed()));
-        Ok(page)
+        Ok(ListPage { token, ..page })
     }
 
     /// A slot for expensive read work (a list's `if`, read transforms), or a 503 when none frees

@@ -3,7 +3,7 @@
 //! of their owners (`remote.rs`). Routing is `route.rs`, waiting `positions.rs`, lists `list.rs`.
 
 use super::route::Route;
-use super::{Service, ServiceError};
+use super::{Service, ServiceError, Token};
 use crate::engine::PartitionRuntime;
 use crate::model::{Key, Position, Record, partition_of};
 use bytes::Bytes;
@@ -22,6 +22,30 @@ impl Service {
         &self,
         keys: Vec<Key>,
         min_offsets: &[Position],
+    ) -> Result<Vec<Record>, ServiceError> {
+        self.get_and_token(keys, min_offsets, None).await
+    }
+
+    /// [`Service::get`], and the watch token of the partitions read: this node's for those it
+    /// serves, the answering owner's for the others (each taken before reading; an owner that
+    /// predates it sends none). Read, then watch from it, and no change is missed.
+    pub async fn get_with_token(
+        &self,
+        keys: Vec<Key>,
+        min_offsets: &[Position],
+    ) -> Result<(Vec<Record>, Option<String>), ServiceError> {
+        let mut token = self.read_positions(keys.iter().map(|k| k.pk.as_str()));
+        let records = self
+            .get_and_token(keys, min_offsets, Some(&mut token))
+            .await?;
+        Ok((records, token.text_if_any()))
+    }
+
+    async fn get_and_token(
+        &self,
+        keys: Vec<Key>,
+        min_offsets: &[Position],
+        token: Option<&mut Token>,
     ) -> Result<Vec<Record>, ServiceError> {
         self.validate_get(&keys, min_offsets)?;
         // The usual case, kept cheap: one key of a partition served here, nothing to wait for
@@ -49,7 +73,10 @@ impl Service {
         // Owners are asked first, so their answers travel while the local partitions are read.
         let remote_reads = async {
             match &cluster {
-                Some(c) => self.get_remote(c, &keys, remote, &remote_positions).await,
+                Some(c) => {
+                    self.get_remote(c, &keys, remote, &remote_positions, token)
+                        .await
+                }
                 None => Ok(Vec::new()),
             }
         };
@@ -199,6 +226,7 @@ impl Service {
                         &keys,
                         BTreeMap::from([(partition, vec![0])]),
                         &positions,
+                        None,
                     )
                     .await?;
                 return Ok(found

@@ -3,9 +3,9 @@
 //! cannot serve. Owners answer from their own partitions only (hop limit 1). A partition that no
 //! reachable owner serves is an error naming it — never a silently shorter answer.
 
-use super::{ErrorKind, Service, ServiceError};
+use super::{ErrorKind, ListPage, Service, ServiceError, Token};
 use crate::cluster::{Cluster, NodeId, Peer, PeerError};
-use crate::model::peer::{GetQuery, GetReply, OutcomesQuery};
+use crate::model::peer::{GetQuery, OutcomesQuery};
 use crate::model::{Key, ListRequest, Outcome, Position, Record};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -20,6 +20,7 @@ impl Service {
         keys: &[Key],
         partitions: BTreeMap<u32, Vec<usize>>,
         min_offsets: &[Position],
+        mut token: Option<&mut Token>,
     ) -> Result<Vec<(usize, Option<Record>)>, ServiceError> {
         let mut pending = partitions;
         // Owners are few: plain vectors, not hash tables, for the plan and the failures.
@@ -76,10 +77,7 @@ impl Service {
                     let started = Instant::now();
                     // Reads without positions to wait for share requests with other callers'.
                     let reply = if query.min_offsets.is_empty() {
-                        cluster
-                            .get_coalesced(peer.api, query.keys)
-                            .await
-                            .map(|records| GetReply { records })
+                        cluster.get_coalesced(peer.api, query.keys).await
                     } else {
                         cluster.client().get(peer.api, &query, wait).await
                     };
@@ -107,6 +105,12 @@ impl Service {
                 match reply {
                     Ok(reply) => {
                         self.count_proxied("get", "ok");
+                        if let (Some(token), Some(theirs)) = (
+                            token.as_deref_mut(),
+                            reply.token.as_deref().and_then(|t| t.parse::<Token>().ok()),
+                        ) {
+                            token.take_from(&theirs, &parts);
+                        }
                         for (slot, i) in reply.records.into_iter().zip(indexes) {
                             let key = &keys[i];
                             found.push((
@@ -134,7 +138,7 @@ impl Service {
         cluster: &Cluster,
         partition: u32,
         query: ListRequest,
-    ) -> Result<(Vec<Record>, Option<String>), ServiceError> {
+    ) -> Result<ListPage, ServiceError> {
         let wait = self.peer_wait(!query.min_offsets.is_empty());
         let owners = cluster.owners(partition);
         let reply = self
@@ -150,7 +154,11 @@ impl Service {
                 r.into_record(query.pk.clone(), sk)
             })
             .collect();
-        Ok((records, reply.next_cursor))
+        Ok(ListPage {
+            records,
+            next_cursor: reply.next_cursor,
+            token: reply.token,
+        })
     }
 
     /// Outcomes of entries in partitions this node does not serve, from owners (of this node's

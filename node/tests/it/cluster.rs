@@ -712,9 +712,6 @@ fn a_watch_on_any_node_follows_a_pk_applied_elsewhere_and_resumes_exactly() {
         .map(|i| format!("cfg{i}"))
         .find(|pk| map[&partition_of(pk).to_string()] == ["n1"])
         .unwrap();
-    let mut watch = crate::watch::Watcher::open(&nodes[0], &format!("pk={pk}"), None);
-    assert_eq!(watch.status, 200);
-    assert_eq!(watch.next().unwrap().event, "bookmark");
     let put = |sk: &str| {
         let (status, reply) = nodes[0].post(
             "/records/put",
@@ -722,6 +719,45 @@ fn a_watch_on_any_node_follows_a_pk_applied_elsewhere_and_resumes_exactly() {
         );
         assert_eq!(status, 200, "{reply}");
     };
+    // Read, then watch from the read's token, through the node that does not apply the pk: the
+    // owner's token comes back with the records, so the write in between is not missed.
+    put("before");
+    let token_of = |path: &str, body: Value| {
+        let response = nodes[0]
+            .client()
+            .post(nodes[0].url(path))
+            .body(body.to_string())
+            .send()
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let token = response
+            .headers()
+            .get("firescroll-token")
+            .unwrap_or_else(|| panic!("{path} through a non-owner carries the owner's token"))
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            token.starts_with(&format!("{}:", partition_of(&pk))),
+            "{path}: {token}"
+        );
+        token
+    };
+    let read = token_of(
+        "/records/get",
+        json!({"Records": [{"pk": pk, "sk": "before"}]}),
+    );
+    let listed = token_of("/records/list", json!({"pk": pk}));
+    put("between");
+    for token in [read, listed] {
+        let mut after_read =
+            crate::watch::Watcher::open(&nodes[0], &format!("pk={pk}&from={token}"), None);
+        assert_eq!(after_read.status, 200);
+        assert_eq!(after_read.change().data["Sk"], "between", "from {token}");
+    }
+    let mut watch = crate::watch::Watcher::open(&nodes[0], &format!("pk={pk}"), None);
+    assert_eq!(watch.status, 200);
+    assert_eq!(watch.next().unwrap().event, "bookmark");
     for sk in ["a", "b", "c"] {
         put(sk);
     }

@@ -295,6 +295,21 @@ fn a_token_older_than_the_history_is_410_and_read_then_watch_misses_nothing() {
     let bad = Watcher::open(&node, "pk=cfg", Some("yesterday"));
     assert_eq!(bad.status, 400);
     assert_eq!(bad.error_body()["error"]["code"], "bad_token");
+    // A token of other partitions (a read of another pk) would start the watch from now and
+    // skip what changed since the caller's read: refused, saying why.
+    let elsewhere = (partition.parse::<u32>().unwrap() + 1) % 4;
+    let (status, body) =
+        node.get_url(&node.url(&format!("/records/watch?pk=cfg&from={elsewhere}:0")));
+    assert_eq!(status, 400, "{body}");
+    let reply: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(reply["error"]["code"], "token_mismatch", "{body}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("pk \"cfg\""),
+        "{body}"
+    );
 }
 
 #[test]

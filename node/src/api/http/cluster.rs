@@ -42,6 +42,8 @@ async fn dispatch(service: &Service, op: &str, body: &[u8]) -> Result<Vec<u8>, S
     match op {
         "get" => {
             let query: GetQuery = parse(body)?;
+            // Before reading: a watch from it misses nothing the read did not see.
+            let token = service.read_token(query.keys.iter().map(|k| k.pk.as_str()));
             let found = service.get_local(query.keys, &query.min_offsets).await?;
             let mut out = b"{\"records\":[".to_vec();
             for (i, slot) in found.iter().enumerate() {
@@ -53,7 +55,12 @@ async fn dispatch(service: &Service, op: &str, body: &[u8]) -> Result<Vec<u8>, S
                     None => out.extend_from_slice(b"null"),
                 }
             }
-            out.extend_from_slice(b"]}");
+            out.push(b']');
+            if let Some(token) = token {
+                out.extend_from_slice(b",\"token\":");
+                serde_json::to_writer(&mut out, &token).expect("writing to a Vec");
+            }
+            out.push(b'}');
             Ok(out)
         }
         "list" => {
@@ -68,6 +75,8 @@ async fn dispatch(service: &Service, op: &str, body: &[u8]) -> Result<Vec<u8>, S
             }
             out.extend_from_slice(b"],\"next_cursor\":");
             serde_json::to_writer(&mut out, &page.next_cursor).expect("writing to a Vec");
+            out.extend_from_slice(b",\"token\":");
+            serde_json::to_writer(&mut out, &page.token).expect("writing to a Vec");
             out.push(b'}');
             Ok(out)
         }

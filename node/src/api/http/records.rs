@@ -139,8 +139,7 @@ async fn dispatch(
                 .map(|k| Key { pk: k.pk, sk: k.sk })
                 .collect();
             let min_offsets = positions(req.min_offsets)?;
-            let token = service.read_token(keys.iter().map(|k| k.pk.as_str()));
-            let mut records = service.get(keys, &min_offsets).await?;
+            let (mut records, token) = service.get_with_token(keys, &min_offsets).await?;
             if let Some(name) = &req.transform {
                 records = service.read_transform(name, req.args, records).await?;
             }
@@ -158,7 +157,6 @@ async fn dispatch(
                     ));
                 }
             };
-            let token = service.read_token([req.pk.as_str()]);
             let page = service
                 .list(ListRequest {
                     pk: req.pk,
@@ -177,7 +175,7 @@ async fn dispatch(
             };
             Ok((
                 response::records(&records, page.next_cursor.as_deref()),
-                token,
+                page.token,
             ))
         }
         "put" | "delete" | "batch" => {

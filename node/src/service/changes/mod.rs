@@ -95,6 +95,20 @@ impl Token {
     pub fn get(&self, partition: u32) -> Option<(u64, u32)> {
         self.0.get(&partition).copied()
     }
+
+    /// Takes `other`'s positions in `partitions` (those it has).
+    pub fn take_from(&mut self, other: &Token, partitions: &[u32]) {
+        for &partition in partitions {
+            if let Some(position) = other.get(partition) {
+                self.0.insert(partition, position);
+            }
+        }
+    }
+
+    /// The token's text, or `None` when it has no position.
+    pub fn text_if_any(&self) -> Option<String> {
+        (!self.0.is_empty()).then(|| self.text())
+    }
 }
 
 /// What a watch covers, and from where.
@@ -368,6 +382,27 @@ impl Service {
             }
             (None, None) => (0..count).collect(),
         };
+        // A token with no position for the one partition watched comes from a read or watch of
+        // other partitions: starting from now instead would silently skip what changed since
+        // the caller's read. (A whole-namespace watch starts the partitions its token lacks
+        // from now: the caller read nothing of them.)
+        if let ([partition], Some(from)) = (&partitions[..], &request.from)
+            && from.get(*partition).is_none()
+            && from.text_if_any().is_some()
+        {
+            let what = match &request.pk {
+                Some(pk) => format!("partition {partition}, where pk {pk:?} is"),
+                None => format!("partition {partition}"),
+            };
+            return Err(ServiceError::bad_request(
+                "token_mismatch",
+                format!(
+                    "the token {from} has no position in {what}: it comes from a read or watch \
+                     of other partitions. Watch from the FireScroll-Token of a read of this pk \
+                     (or the id of this watch's last event), or without a token to start now"
+                ),
+            ));
+        }
         let filter = Filter::new(&request);
         let (tx, rx) = mpsc::channel(QUEUE);
         let ending = Arc::new(Ending::default());
@@ -462,8 +497,14 @@ impl Service {
 
     /// The token of the partitions `pks` are in, as applied on this node now: a read made after
     /// this is at least this new, so a watch from it misses nothing. Partitions this node does not
-    /// serve are left out.
+    /// serve are left out (a read of them through an owner takes the owner's, see
+    /// [`Service::get_with_token`]).
     pub fn read_token<'a>(&self, pks: impl IntoIterator<Item = &'a str>) -> Option<String> {
+        self.read_positions(pks).text_if_any()
+    }
+
+    /// [`Service::read_token`] as positions.
+    pub fn read_positions<'a>(&self, pks: impl IntoIterator<Item = &'a str>) -> Token {
         let partitions = self.engine.partition_count();
         let mut token = Token::default();
         for pk in pks {
@@ -472,7 +513,7 @@ impl Service {
                 token.0.insert(partition, (runtime.change_bounds().1, 0));
             }
         }
-        (!token.0.is_empty()).then(|| token.text())
+        token
     }
 }
 
