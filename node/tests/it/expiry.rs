@@ -92,6 +92,9 @@ fn ttl_commands_answer_as_redis_server_does() {
         "EXPIRE k 300 LT",
         "EXPIRE k 150 LT",
         "TTL k",
+        "EXPIRE k 120 XX GT",
+        "EXPIRE k 250 GT XX",
+        "TTL k",
         "SET k v2 KEEPTTL",
         "TTL k",
         "GET k",
@@ -159,6 +162,15 @@ fn ttl_commands_answer_as_redis_server_does() {
         }
     }
     assert!(differences.is_empty(), "{}", differences.join("\n"));
+    // XX with LT (which the log format cannot express) is refused, saying what to do instead.
+    let refused = redis::cmd("EXPIRE")
+        .arg("k")
+        .arg(10)
+        .arg("XX")
+        .arg("LT")
+        .query::<i64>(&mut ours)
+        .unwrap_err();
+    assert!(refused.to_string().contains("use LT alone"), "{refused}");
     // PTTL counts down on both.
     for con in [&mut ours, &mut theirs] {
         let pttl: i64 = redis::cmd("PTTL").arg("p").query(con).unwrap();

@@ -229,6 +229,18 @@ pub async fn expire(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply 
             (Some(ExpireIf::Gt), ExpireIf::Lt) | (Some(ExpireIf::Lt), ExpireIf::Gt) => {
                 return Reply::err("GT and LT options at the same time are not compatible");
             }
+            // GT alone never sets a deadline on a key without one (no deadline counts as
+            // infinite), so XX adds nothing to it.
+            (Some(ExpireIf::Xx), ExpireIf::Gt) | (Some(ExpireIf::Gt), ExpireIf::Xx) => {
+                Some(ExpireIf::Gt)
+            }
+            (Some(ExpireIf::Xx), ExpireIf::Lt) | (Some(ExpireIf::Lt), ExpireIf::Xx) => {
+                return Reply::err(
+                    "EXPIRE with XX and LT together is not supported here (the log format has \
+                     one condition per expire): use LT alone, which also sets a deadline on a \
+                     key without one, or check TTL first",
+                );
+            }
             _ => {
                 return Reply::err(
                     "NX and XX, GT or LT options at the same time are not compatible",
