@@ -589,11 +589,103 @@ fn values_round_trip_byte_for_byte_and_json_documents_use_json_set() {
     );
     assert_eq!(got["Records"][0]["Data"], json!("8080"), "{got}");
     assert_eq!(got["Records"][1]["Data"], json!(r#"{"a": 1}"#), "{got}");
-    // Bytes that are not UTF-8 are refused with a reason, and nothing is written.
-    let refused: redis::RedisResult<()> = con.set("binary", &[0xff_u8, 0xfe, 0x00][..]);
-    let message = refused.unwrap_err().to_string();
-    assert!(message.contains("UTF-8"), "{message}");
-    assert_eq!(con.get::<_, Option<String>>("binary").unwrap(), None);
+    // Bytes that are not UTF-8 (every byte value, gzip, a pickle) round-trip too, through every
+    // read; HTTP readers see them as {"$base64": ...}, and HTTP writers can write them so.
+    let every_byte: Vec<u8> = (0..=255u8).rev().collect();
+    let gzip = {
+        let mut child = std::process::Command::new("gzip")
+            .arg("-c")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), &[b'x'; 300]).unwrap();
+        child.wait_with_output().unwrap().stdout
+    };
+    for (name, bytes) in [("bin:all", &every_byte), ("bin:gzip", &gzip)] {
+        let _: () = con.set(name, bytes.as_slice()).unwrap();
+        let _: i64 = con.hset("bin:h", name, bytes.as_slice()).unwrap();
+        assert_eq!(&con.get::<_, Vec<u8>>(name).unwrap(), bytes, "{name}");
+        assert_eq!(&con.hget::<_, _, Vec<u8>>("bin:h", name).unwrap(), bytes);
+        let len: usize = redis::cmd("STRLEN").arg(name).query(&mut con).unwrap();
+        assert_eq!(len, bytes.len());
+        let range: Vec<u8> = redis::cmd("GETRANGE")
+            .arg(name)
+            .arg(1)
+            .arg(3)
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(range, bytes[1..=3]);
+    }
+    let many: Vec<Vec<u8>> = redis::cmd("MGET")
+        .arg("bin:all")
+        .arg("bin:gzip")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(many, [every_byte.clone(), gzip.clone()]);
+    let all: Vec<(String, Vec<u8>)> = con.hgetall("bin:h").unwrap();
+    assert_eq!(
+        all,
+        [
+            ("bin:all".to_string(), every_byte.clone()),
+            ("bin:gzip".to_string(), gzip.clone())
+        ]
+    );
+    let old: Vec<u8> = redis::cmd("SET")
+        .arg("bin:all")
+        .arg("text now")
+        .arg("GET")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(old, every_byte, "SET ... GET answers the old binary value");
+    let (_, got) = node.post(
+        "/records/get",
+        json!({"Records": [{"pk": "bin:gzip", "sk": ""}]}),
+    );
+    let encoded = got["Records"][0]["Data"]["$base64"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{got}"));
+    let decoded = std::process::Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            std::io::Write::write_all(child.stdin.as_mut().unwrap(), encoded.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap()
+        .stdout;
+    assert_eq!(decoded, gzip, "HTTP readers get standard base64");
+    let (status, reply) = node.post(
+        "/records/put",
+        json!({"Records": [{"pk": "bin:http", "data": {"$base64": "/wABAg=="}}, {"pk": "bin:json", "data": {"$base64": "not base64!"}}], "wait": true}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        con.get::<_, Vec<u8>>("bin:http").unwrap(),
+        [0xff, 0x00, 0x01, 0x02]
+    );
+    assert_eq!(
+        con.get::<_, String>("bin:json").unwrap(),
+        r#"{"$base64":"not base64!"}"#
+    );
+    // Appended at apply to a JSON string: binary is stored whole, and APPEND says so.
+    let refused: redis::RedisResult<i64> = con.append("bin:gzip", &[0xff_u8][..]);
+    assert!(refused.unwrap_err().to_string().contains("stored whole"));
+    // A pickle, as Python caches store them.
+    let script = format!(
+        r#"
+import pickle, redis
+r = redis.Redis(port={port})
+value = {{"features": [0.25, 1.5], "id": 7, "blob": bytes(range(256))}}
+r.set("bin:pickle", pickle.dumps(value))
+assert pickle.loads(r.get("bin:pickle")) == value
+print("ok")
+"#,
+        port = node.resp
+    );
+    run_redis_py(&script);
 
     // JSON documents, as RedisJSON clients write them: HTTP reads the document itself.
     let script = format!(

@@ -92,6 +92,12 @@ pub async fn append(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let [k, v] = args else {
         return wrong_arity("append");
     };
+    if std::str::from_utf8(v).is_err() {
+        // Appended at apply, to a JSON string: binary values are stored whole.
+        return Reply::err(
+            "APPEND takes UTF-8 text here: a binary value is stored whole (SET the new value)",
+        );
+    }
     let (pk, tail) = match (text(k), data_of(v)) {
         (Ok(pk), Ok(tail)) => (pk, tail),
         (Err(e), _) | (_, Err(e)) => return e,

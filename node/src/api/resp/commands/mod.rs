@@ -710,9 +710,12 @@ fn value_of(record: &Record) -> Bytes {
     wire_value(Bytes::from(record.data_json.clone()))
 }
 
-/// The wire value of data JSON: itself, or a JSON string's contents (without copying when the
-/// string has no escapes).
+/// The wire value of data JSON: itself, a JSON string's contents (without copying when the
+/// string has no escapes), or the bytes of a binary value (see [`data_of`]).
 fn wire_value(json: Bytes) -> Bytes {
+    if json.first() == Some(&b'{') {
+        return binary_value(&json).unwrap_or(json);
+    }
     if json.first() != Some(&b'"') {
         return json;
     }
@@ -822,17 +825,34 @@ fn pending_record(pk: &str, sk: &str, data: String) -> Record {
 
 /// The data a written value becomes: a JSON string holding exactly the bytes the client sent,
 /// so a read returns them unchanged (`"quoted"`, `{"a": 1}` and `8080` included). JSON documents
-/// are written with `JSON.SET`. Values must be UTF-8: data is JSON text.
+/// are written with `JSON.SET`. Bytes that are not UTF-8 (a pickle, a protobuf, gzip) cannot be
+/// a JSON string: they are stored as `{"$base64":"<their standard base64>"}`, which reads
+/// return as the bytes again (and HTTP readers see as that object).
 fn data_of(value: &Bytes) -> Result<Box<RawValue>, Reply> {
-    let text = std::str::from_utf8(value).map_err(|_| {
-        Reply::err(
-            "values must be UTF-8 text: FireScroll stores them as JSON strings (encode binary \
-             values, e.g. as base64)",
-        )
-    })?;
+    let Ok(text) = std::str::from_utf8(value) else {
+        let mut json = String::with_capacity(BINARY_PREFIX.len() + value.len() * 4 / 3 + 6);
+        json.push_str(BINARY_PREFIX);
+        base64::Engine::encode_string(&base64::engine::general_purpose::STANDARD, value, &mut json);
+        json.push_str(BINARY_SUFFIX);
+        return Ok(RawValue::from_string(json).expect("base64 in a JSON string is JSON"));
+    };
     // Serialized straight into a raw value: `RawValue::from_string` would parse the quoted
     // text again to check it is JSON, which a serialized string always is.
     Ok(serde_json::value::to_raw_value(text).expect("strings serialize"))
+}
+
+/// How a binary value's data begins and ends (compact JSON, as stored).
+const BINARY_PREFIX: &str = "{\"$base64\":\"";
+const BINARY_SUFFIX: &str = "\"}";
+
+/// The bytes of data that is exactly `{"$base64":"<standard base64>"}`, else `None`.
+fn binary_value(json: &[u8]) -> Option<Bytes> {
+    let encoded = json
+        .strip_prefix(BINARY_PREFIX.as_bytes())?
+        .strip_suffix(BINARY_SUFFIX.as_bytes())?;
+    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded)
+        .ok()
+        .map(Bytes::from)
 }
 
 impl Context<'_> {
