@@ -45,10 +45,33 @@ pub fn version_of(records: &[crate::model::Record]) -> String {
 }
 use std::path::Path;
 
+/// fjall's error as an operator can act on it: its own text is the variant's debug form
+/// (`FjallError: Poisoned`), which does not say that a full disk is the usual cause or that
+/// only a restart clears it.
+fn fjall_message(error: &fjall::Error) -> String {
+    let io = match error {
+        fjall::Error::Io(e) => Some(e),
+        fjall::Error::Storage(fjall::LsmError::Io(e)) => Some(e),
+        _ => None,
+    };
+    match (error, io) {
+        (_, Some(e)) if e.kind() == std::io::ErrorKind::StorageFull => format!(
+            "{e}: the disk is full. Free space on DB_PATH's volume (or grow it), then restart \
+             the node: what was applied is kept, the rest is applied again from the log"
+        ),
+        (fjall::Error::Poisoned, _) => "the store takes no more writes after a failed write or \
+             sync (fjall: poisoned; the node's log says what failed first, often a full disk). \
+             Fix that, then restart the node: what was applied is kept, the rest is applied \
+             again from the log"
+            .to_string(),
+        _ => error.to_string(),
+    }
+}
+
 /// Why the store could not do what was asked. Any of these stops the partition that hit it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("storage engine error: {0}")]
+    #[error("storage engine error: {}", fjall_message(.0))]
     Fjall(#[from] fjall::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -235,6 +258,25 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_errors_say_what_to_do() {
+        let full = StoreError::from(fjall::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::StorageFull,
+        )))
+        .to_string();
+        assert!(
+            full.contains("the disk is full") && full.contains("restart the node"),
+            "{full}"
+        );
+        let poisoned = StoreError::from(fjall::Error::Poisoned).to_string();
+        assert!(
+            poisoned.contains("often a full disk") && poisoned.contains("restart the node"),
+            "{poisoned}"
+        );
+        let other = StoreError::from(fjall::Error::Locked).to_string();
+        assert!(other.contains("Locked"), "{other}");
+    }
 
     #[test]
     fn every_handle_of_a_partition_sees_deadlines_another_committed() {

@@ -197,3 +197,67 @@ fn a_full_disk_refuses_writes_keeps_reads_and_takes_writes_again_once_space_is_f
     let (_, metrics) = node.get_url(&node.internal_url("/metrics"));
     assert!(metrics.contains("firescroll_disk_free_bytes "), "{metrics}");
 }
+
+#[test]
+fn without_the_floor_a_full_disk_stops_partitions_with_a_reason_and_loses_nothing_acknowledged() {
+    let volume = SmallVolume::mount(96 << 20);
+    let mut node = Node::start_in(volume.path(), &[("MIN_FREE_DISK_BYTES", "0")]);
+    let ballast = ballast(&volume, 6 << 20);
+    let value = "v".repeat(8 << 10);
+    let mut acknowledged: Vec<String> = Vec::new();
+    let mut refusal = None;
+    for i in 0..4_000 {
+        let sk = format!("k{i}");
+        let (status, reply) = node.post(
+            "/records/put",
+            json!({"Records":[{"pk":format!("p{}", i % 16),"sk":sk,"data":value}]}),
+        );
+        match status {
+            200 => acknowledged.push(format!("p{}/{sk}", i % 16)),
+            _ => {
+                refusal = Some((status, reply));
+                break;
+            }
+        }
+    }
+    let (status, reply) = refusal.expect("the disk filled");
+    assert_eq!(status, 503, "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("No space left"),
+        "{reply}"
+    );
+    // Not ready, saying why in words an operator can act on (whichever met the full disk
+    // first: the log, or a partition's store).
+    let (status, body) = node.get_url(&node.url("/ready"));
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("No space left on device") && body.contains("restart the node"),
+        "{body}"
+    );
+    if body.contains("not served") {
+        assert!(
+            body.contains("the disk is full") || body.contains("often a full disk"),
+            "{body}"
+        );
+    }
+    // Space back and a restart: every acknowledged write is there.
+    std::fs::remove_file(ballast).unwrap();
+    node.terminate();
+    node.spawn();
+    for chunk in acknowledged.chunks(500) {
+        let keys: Vec<Value> = chunk
+            .iter()
+            .map(|key| {
+                let (pk, sk) = key.split_once('/').unwrap();
+                json!({"pk": pk, "sk": sk})
+            })
+            .collect();
+        let (status, reply) = node.post("/records/get", json!({"Records": keys}));
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(reply["Records"].as_array().unwrap().len(), chunk.len());
+    }
+    assert_eq!(node.get_url(&node.url("/ready")).0, 200);
+}
