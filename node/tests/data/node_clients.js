@@ -44,6 +44,12 @@ async function withIoredis() {
   assert.equal(monitored[0].db, "0");
   assert.match(monitored[0].source, /^127\.0\.0\.1:\d+$/);
   monitor.disconnect();
+  // Binary values (Buffers) come back byte for byte.
+  const blob = Buffer.from([0xff, 0x00, 0x80, 0xfe, 0x41]);
+  await r.set("io:blob", blob);
+  await r.hset("io:blobs", "b", blob);
+  assert.deepEqual(await r.getBuffer("io:blob"), blob);
+  assert.deepEqual(await r.hgetBuffer("io:blobs", "b"), blob);
   other.disconnect();
   r.disconnect();
 }
@@ -63,6 +69,11 @@ async function withNodeRedis() {
   await c.json.set("nr:doc", "$", { enabled: true, rollout: [1, 2] });
   assert.deepEqual(await c.json.get("nr:doc"), { enabled: true, rollout: [1, 2] });
   assert.equal(await c.dbSize() >= 3, true);
+  // Binary values, as Buffers in and out.
+  const { commandOptions } = require("redis");
+  const blob = Buffer.from([0x1f, 0x8b, 0x08, 0x00, 0xc3]);
+  await c.set("nr:blob", blob);
+  assert.deepEqual(await c.get(commandOptions({ returnBuffers: true }), "nr:blob"), blob);
   await c.quit();
 }
 
