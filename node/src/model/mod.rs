@@ -1,6 +1,7 @@
 //! The data model every other module speaks: records, operations, log entries and the one
 //! partition function. Depends on nothing else in the crate.
 
+mod binary;
 mod digest;
 mod entry;
 mod json_bytes;
@@ -10,6 +11,7 @@ mod partition;
 pub mod peer;
 mod record;
 
+pub use binary::{binary_bytes, binary_capacity, binary_data, is_binary_data};
 pub use digest::Digest;
 pub use entry::{
     DecodeError, ENTRY_VERSION, ExpireIf, LogEntry, Op, OpKind, PluginRef, pk_version,

@@ -307,10 +307,19 @@ impl Service {
                     | (_, None) => None,
                     (_, Some(data)) => {
                         if data.get().len() > limits.max_value_bytes {
+                            let binary = if crate::model::is_binary_data(data.get().as_bytes()) {
+                                format!(
+                                    " (binary values are stored as base64, 4/3 of their size: \
+                                     at most {} bytes of binary fit)",
+                                    crate::model::binary_capacity(limits.max_value_bytes)
+                                )
+                            } else {
+                                String::new()
+                            };
                             return Err(ServiceError::too_large(
                                 "value_too_large",
                                 format!(
-                                    "record {i} (pk {:?}): data is {} bytes; the limit is {} (MAX_VALUE_BYTES)",
+                                    "record {i} (pk {:?}): data is {} bytes; the limit is {} (MAX_VALUE_BYTES){binary}",
                                     op.pk,
                                     data.get().len(),
                                     limits.max_value_bytes

@@ -670,6 +670,15 @@ fn values_round_trip_byte_for_byte_and_json_documents_use_json_set() {
         con.get::<_, String>("bin:json").unwrap(),
         r#"{"$base64":"not base64!"}"#
     );
+    // Base64 takes 4/3 of the size: the limit's error says how much binary fits.
+    let most = 524_288usize.saturating_sub(14) / 4 * 3;
+    let _: () = con.set("bin:most", vec![0xff_u8; most]).unwrap();
+    let over: redis::RedisResult<()> = con.set("bin:over", vec![0xff_u8; most + 1]);
+    let message = over.unwrap_err().to_string();
+    assert!(
+        message.contains(&format!("at most {most} bytes of binary")),
+        "{message}"
+    );
     // Appended at apply to a JSON string: binary is stored whole, and APPEND says so.
     let refused: redis::RedisResult<i64> = con.append("bin:gzip", &[0xff_u8][..]);
     assert!(refused.unwrap_err().to_string().contains("stored whole"));

@@ -714,7 +714,7 @@ fn value_of(record: &Record) -> Bytes {
 /// string has no escapes), or the bytes of a binary value (see [`data_of`]).
 fn wire_value(json: Bytes) -> Bytes {
     if json.first() == Some(&b'{') {
-        return binary_value(&json).unwrap_or(json);
+        return crate::model::binary_bytes(&json).map_or(json, Bytes::from);
     }
     if json.first() != Some(&b'"') {
         return json;
@@ -830,29 +830,11 @@ fn pending_record(pk: &str, sk: &str, data: String) -> Record {
 /// return as the bytes again (and HTTP readers see as that object).
 fn data_of(value: &Bytes) -> Result<Box<RawValue>, Reply> {
     let Ok(text) = std::str::from_utf8(value) else {
-        let mut json = String::with_capacity(BINARY_PREFIX.len() + value.len() * 4 / 3 + 6);
-        json.push_str(BINARY_PREFIX);
-        base64::Engine::encode_string(&base64::engine::general_purpose::STANDARD, value, &mut json);
-        json.push_str(BINARY_SUFFIX);
-        return Ok(RawValue::from_string(json).expect("base64 in a JSON string is JSON"));
+        return Ok(crate::model::binary_data(value));
     };
     // Serialized straight into a raw value: `RawValue::from_string` would parse the quoted
     // text again to check it is JSON, which a serialized string always is.
     Ok(serde_json::value::to_raw_value(text).expect("strings serialize"))
-}
-
-/// How a binary value's data begins and ends (compact JSON, as stored).
-const BINARY_PREFIX: &str = "{\"$base64\":\"";
-const BINARY_SUFFIX: &str = "\"}";
-
-/// The bytes of data that is exactly `{"$base64":"<standard base64>"}`, else `None`.
-fn binary_value(json: &[u8]) -> Option<Bytes> {
-    let encoded = json
-        .strip_prefix(BINARY_PREFIX.as_bytes())?
-        .strip_suffix(BINARY_SUFFIX.as_bytes())?;
-    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded)
-        .ok()
-        .map(Bytes::from)
 }
 
 impl Context<'_> {
