@@ -581,6 +581,19 @@ impl Metrics {
     }
 
     /// The text exposition of every metric.
+    /// Per Redis command measured ([`RESP_MEASURED`], `other` for the rest): how many were
+    /// answered and their latencies' sum in microseconds, since the node started (`INFO
+    /// commandstats`). A connection's latest batch of commands may not be in yet.
+    pub fn resp_command_totals(&self) -> Vec<(&'static str, u64, f64)> {
+        self.resp_hot
+            .iter()
+            .map(|(name, histogram)| {
+                let (calls, micros) = histogram.totals();
+                (*name, calls, micros)
+            })
+            .collect()
+    }
+
     pub fn render(&self) -> String {
         let mut out = Vec::new();
         TextEncoder::new()

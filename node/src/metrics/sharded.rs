@@ -69,6 +69,16 @@ impl ShardedHistogram {
         self.shards[shard()].observe(value);
     }
 
+    /// How many values were observed, and their sum, over every shard.
+    pub fn totals(&self) -> (u64, f64) {
+        self.shards.iter().fold((0, 0.0), |(count, sum), shard| {
+            (
+                count + shard.get_sample_count(),
+                sum + shard.get_sample_sum(),
+            )
+        })
+    }
+
     /// A histogram that observes without atomics and adds what it observed to the calling
     /// thread's shard when flushed (and when dropped).
     pub fn local(&self) -> prometheus::local::LocalHistogram {

@@ -1539,6 +1539,12 @@ with socket.create_connection(("127.0.0.1", {port})) as raw:
     while raw.recv(1024):
         pass
 assert r.info("stats")["total_commands_processed"] >= before + 4, (before, r.info("stats"))
+# Command statistics, as monitoring tools read them: by name, or with `all`; not by default.
+counted.set("cs", "v"); counted.get("cs"); counted.get("cs"); counted.close()
+stats = r.info("commandstats")
+assert stats["cmdstat_get"]["calls"] >= 2 and stats["cmdstat_set"]["calls"] >= 1, stats
+assert stats["cmdstat_get"]["usec"] > 0 and stats["cmdstat_get"]["usec_per_call"] > 0, stats
+assert "cmdstat_get" in r.info("all") and "cmdstat_get" not in r.info(), r.info()
 print("ok")
 "#,
         port = node.resp

@@ -418,6 +418,26 @@ fn wanted_sections(args: &[Bytes]) -> (Vec<String>, bool) {
     (wanted, all)
 }
 
+/// `INFO commandstats`, as Redis writes it (`cmdstat_<name>:calls=..,usec=..,usec_per_call=..`),
+/// for the commands the node measures (`other`: all the rest together). Unlike Redis, `usec` is
+/// each command's time until answered (a write's wait for the log included), not CPU time, and
+/// counts from the node's start (`CONFIG RESETSTAT` does not reset it). Not in the default
+/// `INFO`, as in Redis: asked for by name, or with `all` / `everything`.
+fn commandstats(ctx: &Context<'_>) -> String {
+    let mut text = String::new();
+    for (name, calls, micros) in ctx.service.metrics().resp_command_totals() {
+        if calls == 0 {
+            continue;
+        }
+        text.push_str(&format!(
+            "cmdstat_{name}:calls={calls},usec={},usec_per_call={:.2},rejected_calls=0,failed_calls=0\r\n",
+            micros.round() as u64,
+            micros / calls as f64
+        ));
+    }
+    text
+}
+
 /// Whether `INFO args` shows the keyspace section (which needs the key count).
 pub fn wants_keyspace(args: &[Bytes]) -> bool {
     let (wanted, all) = wanted_sections(args);
@@ -435,6 +455,9 @@ pub fn info(ctx: &Context<'_>, args: &[Bytes], keys: Option<u64>) -> Reply {
         Some(0) | None => String::new(),
         Some(n) => format!("db0:keys={n},expires=0,avg_ttl=0\r\n"),
     };
+    let everything = wanted
+        .iter()
+        .any(|w| matches!(w.as_str(), "all" | "everything" | "commandstats"));
     let sections: [(&str, String); 6] = [
         (
             "server",
@@ -495,6 +518,13 @@ pub fn info(ctx: &Context<'_>, args: &[Bytes], keys: Option<u64>) -> Reply {
             title[..1].make_ascii_uppercase();
             text.push_str(&format!("# {title}\r\n{body}"));
         }
+    }
+    if everything {
+        if !text.is_empty() {
+            text.push_str("\r\n");
+        }
+        text.push_str("# Commandstats\r\n");
+        text.push_str(&commandstats(ctx));
     }
     Reply::bulk(text)
 }
