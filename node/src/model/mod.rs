@@ -11,7 +11,10 @@ mod partition;
 pub mod peer;
 mod record;
 
-pub use binary::{binary_bytes, binary_capacity, binary_data, is_binary_data};
+pub use binary::{
+    BINARY_KEY_MARK, binary_bytes, binary_capacity, binary_data, binary_key, binary_key_bytes,
+    is_binary_data,
+};
 pub use digest::Digest;
 pub use entry::{
     DecodeError, ENTRY_VERSION, ExpireIf, LogEntry, Op, OpKind, PluginRef, pk_version,

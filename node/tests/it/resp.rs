@@ -732,6 +732,75 @@ print("ok")
 }
 
 #[test]
+fn binary_keys_and_fields_work_as_feast_and_caches_use_them() {
+    let node = Node::start();
+    let script = format!(
+        r#"
+import base64, json, time, urllib.request, redis
+from redis.cache import CacheConfig
+r = redis.Redis(port={port})
+# Feast's Redis online store: an entity key serialized by protobuf (not UTF-8) plus the project,
+# fields that are murmur3 hashes of feature names (4 bytes) and "_ts:<view>", protobuf values.
+key = b"\x02\x00\x00\x00\x0c\x80\xff\x01driver_id\x92\x01" + b"my_project"
+fields = {{b"\xd1\x8f\x00\xff": b"\x08\x96\x01", b"\x9a\x02\xc3\x28": b"\x1d\x00\x00\x80?", b"_ts:driver_stats": b"\x08\xe8\x07"}}
+p = r.pipeline(transaction=False)
+p.hset(key, mapping=fields)
+p.expire(key, 3600)
+p.hmget(key, list(fields))
+results = p.execute()
+assert results[0] == 3 and results[1] is True, results
+assert results[2] == list(fields.values()), results[2]
+assert r.hgetall(key) == fields, r.hgetall(key)
+assert sorted(r.hkeys(key)) == sorted(fields), r.hkeys(key)
+assert 3590 <= r.ttl(key) <= 3600
+# The keyspace lists the key as the client wrote it.
+assert key in list(r.scan_iter()), list(r.scan_iter())
+assert key in r.keys("*")
+cursor, items = r.hscan(key, 0)
+assert items == fields, items
+# A string under a binary key, and its partition's reads after writes on another connection.
+skey = b"\xc0\xfe" + bytes(range(0, 40))
+other = redis.Redis(port={port})
+for i in range(50):
+    other.set(skey, f"v{{i}}")
+    assert r.get(skey) == f"v{{i}}".encode()
+# Client-side caching: a cached binary key is invalidated by a write on another connection.
+cached = redis.Redis(port={port}, protocol=3, cache_config=CacheConfig())
+assert cached.get(skey) == b"v49" and cached.get(skey) == b"v49"
+other.set(skey, "changed")
+deadline = time.time() + 10
+while cached.get(skey) != b"changed":
+    assert time.time() < deadline, "the binary key's cache was never invalidated"
+    time.sleep(0.02)
+# Keyspace notifications name the key as written.
+other.config_set("notify-keyspace-events", "KEA")
+sub = r.pubsub()
+sub.subscribe(b"__keyspace@0__:" + skey)
+assert sub.get_message(timeout=5)["type"] == "subscribe"
+other.set(skey, "again")
+message = sub.get_message(timeout=10)
+assert message and message["channel"] == b"__keyspace@0__:" + skey and message["data"] == b"set", message
+# Over HTTP the key is U+10FFFF followed by the base64 of its bytes.
+pk = "\U0010FFFF" + base64.b64encode(skey).decode()
+body = json.dumps({{"Records": [{{"pk": pk, "sk": ""}}]}}).encode()
+got = json.loads(urllib.request.urlopen(urllib.request.Request("http://127.0.0.1:{api}/records/get", data=body)).read())
+assert got["Records"][0]["Data"] == "again", got
+# A text key of exactly that shape would read back as other bytes: refused.
+try:
+    r.set(pk.encode(), "x")
+    raise SystemExit("a text key shaped like a binary key was taken")
+except redis.ResponseError as e:
+    assert "binary keys" in str(e), e
+assert r.delete(key, skey) == 2 and r.exists(key, skey) == 0
+print("ok")
+"#,
+        port = node.resp,
+        api = node.api,
+    );
+    run_redis_py(&script);
+}
+
+#[test]
 fn transactions_are_one_atomic_entry_or_write_nothing() {
     let node = Node::start();
     // redis-py's default pipeline is a MULTI/EXEC transaction.

@@ -493,7 +493,8 @@ impl Hub {
         if self.active.load(Ordering::Relaxed) == 0 {
             return;
         }
-        let key = Bytes::copy_from_slice(pk.as_bytes());
+        // As clients sent it (a binary key's bytes): what they track and match prefixes on.
+        let key = super::commands::wire_key(pk);
         // Default mode: whoever read the key since its last invalidation, once. A read that saw
         // this change already (it waited for it, and the hub handles changes after reads may
         // see them) keeps the key tracked: its client holds the changed value, and telling it
@@ -543,7 +544,9 @@ impl Hub {
         if let Some(event) = flags.event(kind, sk) {
             let mut messages = Vec::new();
             if flags.0 & NotifyFlags::KEYSPACE != 0 {
-                let channel = Bytes::from(format!("__keyspace@0__:{pk}"));
+                let mut channel = b"__keyspace@0__:".to_vec();
+                channel.extend_from_slice(&key);
+                let channel = Bytes::from(channel);
                 messages.push((channel, Reply::bulk(event)));
             }
             if flags.0 & NotifyFlags::KEYEVENT != 0 {

@@ -30,7 +30,7 @@ pub async fn hget(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         (Ok(pk), Ok(field)) => (pk, field),
         (Err(e), _) | (_, Err(e)) => return e,
     };
-    match ctx.read_one(pk, field).await {
+    match ctx.read_one(&pk, &field).await {
         Ok(value) => value.map_or(Reply::Null, Reply::Bulk),
         Err(e) => e,
     }
@@ -68,7 +68,12 @@ pub async fn hgetall(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         Ok(records) => Reply::Map(
             records
                 .iter()
-                .map(|r| (Reply::bulk(r.sk.clone()), Reply::Bulk(value_of(r))))
+                .map(|r| {
+                    (
+                        Reply::Bulk(super::wire_key(&r.sk)),
+                        Reply::Bulk(value_of(r)),
+                    )
+                })
                 .collect(),
         ),
         Err(e) => e,
@@ -78,7 +83,12 @@ pub async fn hgetall(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
 /// `HKEYS key`
 pub async fn hkeys(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     match all_fields(ctx, args, "hkeys").await {
-        Ok(records) => Reply::Array(records.into_iter().map(|r| Reply::bulk(r.sk)).collect()),
+        Ok(records) => Reply::Array(
+            records
+                .into_iter()
+                .map(|r| Reply::Bulk(super::wire_key(&r.sk)))
+                .collect(),
+        ),
         Err(e) => e,
     }
 }
@@ -202,7 +212,7 @@ pub async fn hstrlen(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         (Ok(pk), Ok(field)) => (pk, field),
         (Err(e), _) | (_, Err(e)) => return e,
     };
-    match ctx.read_one(pk, field).await {
+    match ctx.read_one(&pk, &field).await {
         Ok(value) => Reply::Int(value.map_or(0, |v| v.len() as i64)),
         Err(e) => e,
     }
@@ -243,7 +253,7 @@ pub async fn hrandfield(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             true => Reply::Null,
             false => {
                 let i = (super::random() % records.len() as u64) as usize;
-                Reply::bulk(records[i].sk.clone())
+                Reply::Bulk(super::wire_key(&records[i].sk))
             }
         };
     };
@@ -266,7 +276,7 @@ pub async fn hrandfield(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     };
     let mut out = Vec::with_capacity(picked.len() * 2);
     for i in picked {
-        out.push(Reply::bulk(records[i].sk.clone()));
+        out.push(Reply::Bulk(super::wire_key(&records[i].sk)));
         if with_values {
             out.push(Reply::Bulk(value_of(&records[i])));
         }

@@ -22,7 +22,7 @@ pub async fn get(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         Ok(pk) => pk,
         Err(e) => return e,
     };
-    match ctx.read_one(pk, "").await {
+    match ctx.read_one(&pk, "").await {
         Ok(value) => value.map_or(Reply::Null, Reply::Bulk),
         Err(e) => e,
     }

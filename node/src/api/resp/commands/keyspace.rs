@@ -54,7 +54,7 @@ pub async fn scan(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         .keys
         .into_iter()
         .filter(|k| selected(k, pattern.as_deref(), kind))
-        .map(|k| Reply::bulk(k.pk))
+        .map(|k| Reply::Bulk(super::wire_key(&k.pk)))
         .collect();
     Reply::Array(vec![
         Reply::bulk(page.cursor.to_string()),
@@ -79,7 +79,7 @@ pub async fn keys(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             page.keys
                 .into_iter()
                 .filter(|k| selected(k, Some(pattern), None))
-                .map(|k| Reply::bulk(k.pk)),
+                .map(|k| Reply::Bulk(super::wire_key(&k.pk))),
         );
         if found.len() > KEYS_LIMIT {
             return Reply::err(format!(
@@ -140,7 +140,7 @@ pub async fn randomkey(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         match ctx.service.scan_keys(cursor, 1, &min_offsets).await {
             Ok(page) => {
                 if let Some(key) = page.keys.into_iter().next() {
-                    return Reply::bulk(key.pk);
+                    return Reply::Bulk(super::wire_key(&key.pk));
                 }
             }
             Err(e) => return service_error(e),

@@ -37,6 +37,7 @@ pub use monitor::Line as MonitorLine;
 use monitor::Monitors;
 use serde_json::value::RawValue;
 use slowlog::SlowLog;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -681,14 +682,35 @@ fn wrong_arity(name: &str) -> Reply {
     Reply::err(format!("wrong number of arguments for '{name}' command"))
 }
 
-/// An argument as UTF-8 text (keys and fields must be).
+/// A key or field argument as the pk or sk it names: itself when UTF-8, else the binary key
+/// standing for its bytes ([`crate::model::binary_key`]).
 fn text(arg: &Bytes) -> Result<String, Reply> {
-    text_ref(arg).map(str::to_string)
+    text_ref(arg).map(Cow::into_owned)
 }
 
-/// `arg` as text, borrowed: what a read needs (no copy per key read).
-fn text_ref(arg: &Bytes) -> Result<&str, Reply> {
-    std::str::from_utf8(arg).map_err(|_| Reply::err("keys and fields must be UTF-8 text"))
+/// [`text`], borrowed when the key is UTF-8: what a read needs (no copy per key read).
+fn text_ref(arg: &Bytes) -> Result<Cow<'_, str>, Reply> {
+    match std::str::from_utf8(arg) {
+        Ok(text)
+            if text.starts_with(crate::model::BINARY_KEY_MARK)
+                && crate::model::binary_key_bytes(text).is_some() =>
+        {
+            Err(Reply::err(
+                "keys and fields of U+10FFFF followed by base64 stand for binary keys here \
+                 (send the bytes themselves)",
+            ))
+        }
+        Ok(text) => Ok(Cow::Borrowed(text)),
+        Err(_) => Ok(Cow::Owned(crate::model::binary_key(arg))),
+    }
+}
+
+/// The bytes a pk or sk stands for on the wire: the bytes of a binary key, else its text.
+pub(crate) fn wire_key(key: &str) -> Bytes {
+    match crate::model::binary_key_bytes(key) {
+        Some(bytes) => Bytes::from(bytes),
+        None => Bytes::copy_from_slice(key.as_bytes()),
+    }
 }
 
 fn service_error(e: ServiceError) -> Reply {

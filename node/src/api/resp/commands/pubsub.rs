@@ -246,7 +246,8 @@ pub(super) fn before_read(ctx: &Context<'_>, keys: &[Bytes]) -> Vec<(Bytes, u32,
     let partitions = ctx.service.partition_count();
     keys.iter()
         .map(|key| {
-            let pk = String::from_utf8_lossy(key);
+            // The pk the key names (a binary key's, for bytes that are not UTF-8).
+            let pk = super::text_ref(key).unwrap_or_else(|_| String::from_utf8_lossy(key));
             let partition = partition_of(&pk, partitions);
             let seen = ctx.hub.handled(partition).max(ctx.written.key_next(&pk));
             // A copy: the tracking table keeps the key, and a slice would keep the whole read

@@ -130,7 +130,7 @@ pub async fn hscan(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             .as_deref()
             .is_none_or(|p| glob_match(p, record.sk.as_bytes()))
         {
-            items.push(Reply::bulk(record.sk.clone()));
+            items.push(Reply::Bulk(super::wire_key(&record.sk)));
             items.push(Reply::Bulk(value_of(record)));
         }
     }
