@@ -22,6 +22,14 @@ if ! python3 -c 'import redis, confluent_kafka, jsonschema' >/dev/null 2>&1; the
     python3 -m pip install --quiet 'redis>=5' 'confluent-kafka>=2' 'jsonschema>=4' >&2 ||
         { echo "required: python3 -m pip install 'redis>=5' 'confluent-kafka>=2' 'jsonschema>=4'" >&2; exit 1; }
 fi
+# Feast, the ML feature store, with this node as its Redis online store: in a venv of its own
+# (pandas and pyarrow come with it), pinned, under a stable folder.
+FEAST_VENV="${FEAST_VENV_DIR:-$HOME/.cache/firescroll/feast-venv}"
+if ! "$FEAST_VENV/bin/python" -c 'import feast, redis' >/dev/null 2>&1; then
+    { python3 -m venv "$FEAST_VENV" && "$FEAST_VENV/bin/pip" install --quiet 'feast[redis]==0.67.0'; } >&2 ||
+        { echo "required: python3 -m venv $FEAST_VENV && $FEAST_VENV/bin/pip install 'feast[redis]==0.67.0'" >&2; exit 1; }
+fi
+export FEAST_PYTHON="$FEAST_VENV/bin/python"
 # Node.js clients written by others: ioredis and node-redis (4 and 5), from npm, under a stable folder.
 NODE_CLIENTS="${NODE_CLIENTS_DIR:-$HOME/.cache/firescroll/node-clients}"
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then

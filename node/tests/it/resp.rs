@@ -801,6 +801,26 @@ print("ok")
 }
 
 #[test]
+fn feast_materializes_features_into_the_node_and_reads_them_back() {
+    let node = Node::start();
+    let python = std::env::var("FEAST_PYTHON").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/firescroll/feast-venv/bin/python",
+            std::env::var("HOME").unwrap()
+        )
+    });
+    let repo = tempfile::tempdir().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/feast_store.py");
+    common::assert_script_ok(
+        std::process::Command::new(&python)
+            .arg(script)
+            .arg(node.resp.to_string())
+            .arg(repo.path()),
+        &format!("Feast ({python}: scripts/test.sh installs feast[redis] into that venv)"),
+    );
+}
+
+#[test]
 fn transactions_are_one_atomic_entry_or_write_nothing() {
     let node = Node::start();
     // redis-py's default pipeline is a MULTI/EXEC transaction.
