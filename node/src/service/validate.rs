@@ -19,10 +19,19 @@ impl Service {
         }
         for (name, value) in [("pk", pk), ("sk", sk)] {
             if value.len() > max {
+                // A binary key's bytes are stored as base64 (4/3 of them) after a 4-byte mark.
+                let binary = match crate::model::binary_key_bytes(value) {
+                    Some(_) => format!(
+                        " (a key that is not UTF-8 is stored as base64, 4/3 of its size: at most \
+                         {} bytes of binary fit)",
+                        max.saturating_sub(crate::model::BINARY_KEY_MARK.len_utf8()) / 4 * 3
+                    ),
+                    None => String::new(),
+                };
                 return Err(ServiceError::bad_request(
                     "key_too_large",
                     format!(
-                        "record {index}: `{name}` is {} bytes; the limit is {max} (MAX_KEY_BYTES)",
+                        "record {index}: `{name}` is {} bytes; the limit is {max} (MAX_KEY_BYTES){binary}",
                         value.len()
                     ),
                 ));

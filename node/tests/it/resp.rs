@@ -785,6 +785,14 @@ pk = "\U0010FFFF" + base64.b64encode(skey).decode()
 body = json.dumps({{"Records": [{{"pk": pk, "sk": ""}}]}}).encode()
 got = json.loads(urllib.request.urlopen(urllib.request.Request("http://127.0.0.1:{api}/records/get", data=body)).read())
 assert got["Records"][0]["Data"] == "again", got
+# Base64 takes 4/3 of a binary key's size: the limit's error says how much binary fits.
+try:
+    r.set(b"\xff" * 1600, "v")
+    raise SystemExit("a key over MAX_KEY_BYTES was taken")
+except redis.ResponseError as e:
+    assert "at most 1533 bytes of binary" in str(e), e
+r.set(b"\xff" * 1533, "fits")
+assert r.get(b"\xff" * 1533) == b"fits"
 # A text key of exactly that shape would read back as other bytes: refused.
 try:
     r.set(pk.encode(), "x")
