@@ -98,10 +98,11 @@ pub async fn append(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             "APPEND takes UTF-8 text here: a binary value is stored whole (SET the new value)",
         );
     }
-    let (pk, tail) = match (text(k), data_of(v)) {
-        (Ok(pk), Ok(tail)) => (pk, tail),
-        (Err(e), _) | (_, Err(e)) => return e,
+    let pk = match text(k) {
+        Ok(pk) => pk,
+        Err(e) => return e,
     };
+    let tail = data_of(v);
     let op = WriteOp {
         op: OpKind::Append,
         pk,

@@ -155,10 +155,11 @@ pub async fn setex(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
         Ok(deadline) => deadline,
         Err(e) => return e,
     };
-    let (key, data) = match (key(k), data_of(v)) {
-        (Ok(key), Ok(data)) => (key, data),
-        (Err(e), _) | (_, Err(e)) => return e,
+    let key = match key(k) {
+        Ok(key) => key,
+        Err(e) => return e,
     };
+    let data = data_of(v);
     put_record(ctx, key, data, None, Expiry::At(deadline)).await
 }
 

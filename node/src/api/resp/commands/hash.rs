@@ -146,22 +146,19 @@ pub async fn hset(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
     };
     let mut ops = Vec::with_capacity(keys.len());
     for (key, value) in keys.iter().zip(pairs.iter().skip(1).step_by(2)) {
-        match data_of(value) {
-            Ok(data) => ops.push(WriteOp {
-                op: OpKind::Put,
-                pk: key.pk.clone(),
-                sk: key.sk.clone(),
-                data: Some(data),
-                cond: None,
-                // A field written again keeps its deadline (the key's, after EXPIRE).
-                keep_ttl: true,
-                // HSET answers how many fields are new, decided at apply (HMSET answers OK
-                // and need not wait for it).
-                return_existed: name != "hmset",
-                ..WriteOp::default()
-            }),
-            Err(e) => return e,
-        }
+        ops.push(WriteOp {
+            op: OpKind::Put,
+            pk: key.pk.clone(),
+            sk: key.sk.clone(),
+            data: Some(data_of(value)),
+            cond: None,
+            // A field written again keeps its deadline (the key's, after EXPIRE).
+            keep_ttl: true,
+            // HSET answers how many fields are new, decided at apply (HMSET answers OK and
+            // need not wait for it).
+            return_existed: name != "hmset",
+            ..WriteOp::default()
+        });
     }
     if name == "hmset" {
         return match ctx.write(ops, false).await {
@@ -197,10 +194,7 @@ pub async fn hsetnx(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         Ok(mut keys) => keys.remove(0),
         Err(e) => return e,
     };
-    match data_of(value) {
-        Ok(data) => as_flag(put_record(ctx, key, data, Some("data == nil"), Expiry::Keep).await),
-        Err(e) => e,
-    }
+    as_flag(put_record(ctx, key, data_of(value), Some("data == nil"), Expiry::Keep).await)
 }
 
 /// `HSTRLEN key field`: the length in bytes of the field's value, 0 when there is none.

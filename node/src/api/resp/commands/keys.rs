@@ -78,10 +78,11 @@ pub async fn set(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         Ok(parsed) => parsed,
         Err(e) => return e,
     };
-    let (key, data) = match (key(k), data_of(v)) {
-        (Ok(key), Ok(data)) => (key, data),
-        (Err(e), _) | (_, Err(e)) => return e,
+    let key = match key(k) {
+        Ok(key) => key,
+        Err(e) => return e,
     };
+    let data = data_of(v);
     if !get {
         return put_record(ctx, key, data, cond, expiry).await;
     }
@@ -113,10 +114,11 @@ pub async fn getset(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let [k, v] = args else {
         return wrong_arity("getset");
     };
-    let (key, data) = match (key(k), data_of(v)) {
-        (Ok(key), Ok(data)) => (key, data),
-        (Err(e), _) | (_, Err(e)) => return e,
+    let key = match key(k) {
+        Ok(key) => key,
+        Err(e) => return e,
     };
+    let data = data_of(v);
     let op = WriteOp {
         op: OpKind::Put,
         pk: key.pk,
@@ -231,10 +233,11 @@ pub async fn setnx(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let [k, v] = args else {
         return wrong_arity("setnx");
     };
-    let (key, data) = match (key(k), data_of(v)) {
-        (Ok(key), Ok(data)) => (key, data),
-        (Err(e), _) | (_, Err(e)) => return e,
+    let key = match key(k) {
+        Ok(key) => key,
+        Err(e) => return e,
     };
+    let data = data_of(v);
     as_flag(put_record(ctx, key, data, Some("data == nil"), Expiry::Clear).await)
 }
 
@@ -261,10 +264,11 @@ pub async fn mset(ctx: &mut Context<'_>, args: &[Bytes], only_new: bool) -> Repl
     }
     let mut ops = Vec::with_capacity(args.len() / 2);
     for pair in args.chunks(2) {
-        let (key, data) = match (key(&pair[0]), data_of(&pair[1])) {
-            (Ok(key), Ok(data)) => (key, data),
-            (Err(e), _) | (_, Err(e)) => return e,
+        let key = match key(&pair[0]) {
+            Ok(key) => key,
+            Err(e) => return e,
         };
+        let data = data_of(&pair[1]);
         ops.push(WriteOp {
             op: OpKind::Put,
             pk: key.pk,

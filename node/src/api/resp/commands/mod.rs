@@ -850,13 +850,13 @@ fn pending_record(pk: &str, sk: &str, data: String) -> Record {
 /// are written with `JSON.SET`. Bytes that are not UTF-8 (a pickle, a protobuf, gzip) cannot be
 /// a JSON string: they are stored as `{"$base64":"<their standard base64>"}`, which reads
 /// return as the bytes again (and HTTP readers see as that object).
-fn data_of(value: &Bytes) -> Result<Box<RawValue>, Reply> {
+fn data_of(value: &Bytes) -> Box<RawValue> {
     let Ok(text) = std::str::from_utf8(value) else {
-        return Ok(crate::model::binary_data(value));
+        return crate::model::binary_data(value);
     };
     // Serialized straight into a raw value: `RawValue::from_string` would parse the quoted
     // text again to check it is JSON, which a serialized string always is.
-    Ok(serde_json::value::to_raw_value(text).expect("strings serialize"))
+    serde_json::value::to_raw_value(text).expect("strings serialize")
 }
 
 impl Context<'_> {
