@@ -829,6 +829,78 @@ fn feast_materializes_features_into_the_node_and_reads_them_back() {
 }
 
 #[test]
+fn set_commands_answer_as_redis_server_does_and_concurrent_spops_never_share_a_member() {
+    let node = Node::start();
+    let redis = crate::expiry::RedisServer::start();
+    let script = format!(
+        r#"
+import threading, redis
+ours, theirs = redis.Redis(port={port}), redis.Redis(port={redis_port})
+# RESP3: SMEMBERS and SINTER answer sets, as Redis 7 does.
+resp3 = redis.Redis(port={port}, protocol=3)
+commands = [
+    "SADD s a b c", "SADD s a d", "SREM s a zz", "SISMEMBER s b", "SISMEMBER s a",
+    "SISMEMBER nokey a", "SMISMEMBER s b a d", "SCARD s", "SCARD nokey", "TYPE s", "SMEMBERS s",
+    "SADD t c d e", "SINTER s t", "SUNION s t nokey", "SDIFF s t", "SDIFF t s", "SINTER s nokey",
+    "SINTERCARD 2 s t", "SINTERCARD 2 s t LIMIT 1", "SINTERCARD 0 s", "SINTERCARD 3 s t",
+    "SRANDMEMBER nokey", "SRANDMEMBER nokey 3", "SRANDMEMBER s 0", "SRANDMEMBER s 1 x",
+    "SSCAN nokey 0", "SRANDMEMBER s -5", "SPOP nokey", "SPOP nokey 2", "SADD p x", "SPOP p",
+    "SPOP p", "EXISTS p", "SPOP s -1", "SADD", "SREM s", "DEL s t", "SMEMBERS s",
+]
+def run(client, command):
+    try:
+        reply = client.execute_command(*command.split())
+    except redis.ResponseError as e:
+        return ("error", str(e).split(" ")[0])
+    if command.startswith("SRANDMEMBER s -5"):
+        return len(reply)
+    return reply
+differences = [(c, run(ours, c), run(theirs, c)) for c in commands]
+differences = [d for d in differences if d[1] != d[2]]
+assert not differences, differences
+# HSCAN ... NOVALUES (Redis 7.4), the fields alone: what SSCAN answers for a set.
+ours.hset("hv", mapping={{"a": "1", "b": "2"}})
+assert ours.hscan("hv", 0, no_values=True) == (0, [b"a", b"b"]), ours.hscan("hv", 0, no_values=True)
+ours.sadd("r3", "a", "b")
+assert resp3.smembers("r3") == {{b"a", b"b"}} and resp3.sinter("r3", "r3") == {{b"a", b"b"}}
+# SPOP from three clients at once: every member popped exactly once.
+ours.sadd("q", *[f"m{{i}}" for i in range(300)])
+got = [[], [], []]
+def worker(i):
+    client = redis.Redis(port={port})
+    while True:
+        popped = client.spop("q", 7)
+        if not popped:
+            break
+        got[i].extend(popped)
+threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+every = got[0] + got[1] + got[2]
+assert len(every) == 300 and len(set(every)) == 300 and ours.scard("q") == 0, (len(every), len(set(every)))
+# MULTI holds SADD, SREM and the one-key reads; SPOP (it reads before it writes) is refused.
+p = ours.pipeline(transaction=True)
+p.sadd("tx", "a", "b").srem("tx", "a").smembers("tx").scard("tx")
+assert p.execute() == [2, 1, {{b"b"}}, 1]
+try:
+    p = ours.pipeline(transaction=True)
+    p.spop("tx")
+    p.execute()
+    raise SystemExit("SPOP was taken in a transaction")
+except redis.ResponseError as e:
+    assert "cannot be used in a transaction" in str(e), e
+print("ok")
+"#,
+        port = node.resp,
+        redis_port = redis.port,
+    );
+    run_redis_py(&script);
+    let (_, got) = node.post("/records/list", json!({"pk": "tx"}));
+    assert_eq!(got["Records"][0]["Sk"], "b", "{got}");
+    assert_eq!(got["Records"][0]["Data"], json!(true), "{got}");
+}
+
+#[test]
 fn transactions_are_one_atomic_entry_or_write_nothing() {
     let node = Node::start();
     // redis-py's default pipeline is a MULTI/EXEC transaction.

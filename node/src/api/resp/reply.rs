@@ -16,6 +16,9 @@ pub enum Reply {
     Array(Vec<Reply>),
     /// A map under RESP3; a flat key, value, ... array under RESP2.
     Map(Vec<(Reply, Reply)>),
+    /// A set under RESP3 (`SMEMBERS`, `SINTER`: redis-py gives a Python set); an array under
+    /// RESP2. Its elements are distinct.
+    Set(Vec<Reply>),
     /// A RESP3 push (out-of-band: invalidations, pub/sub); an array under RESP2.
     Push(Vec<Reply>),
     /// Several frames in a row (`SUBSCRIBE a b` confirms each channel on its own).
@@ -84,7 +87,7 @@ impl Reply {
             Reply::Int(i) => F::Integer(i),
             Reply::Bulk(b) => F::BulkString(b),
             Reply::Null => F::Null,
-            Reply::Array(items) | Reply::Push(items) | Reply::Frames(items) => {
+            Reply::Array(items) | Reply::Push(items) | Reply::Frames(items) | Reply::Set(items) => {
                 F::Array(items.into_iter().map(Reply::into_resp2).collect())
             }
             Reply::Map(pairs) => F::Array(
@@ -121,6 +124,10 @@ impl Reply {
                 attributes: None,
             },
             Reply::Push(items) => F::Push {
+                data: items.into_iter().map(Reply::into_resp3).collect(),
+                attributes: None,
+            },
+            Reply::Set(items) => F::Set {
                 data: items.into_iter().map(Reply::into_resp3).collect(),
                 attributes: None,
             },

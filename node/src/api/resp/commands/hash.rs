@@ -51,7 +51,7 @@ pub async fn hmget(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     ctx.read_values(keys).await
 }
 
-async fn all_fields(
+pub(super) async fn all_fields(
     ctx: &Context<'_>,
     args: &[Bytes],
     name: &str,
@@ -218,12 +218,19 @@ const MAX_REPEATED_FIELDS: u64 = 100_000;
 /// `HRANDFIELD key [count [WITHVALUES]]`: random fields. A positive count gives distinct fields
 /// (at most all of them), a negative one may repeat fields, as in Redis.
 pub async fn hrandfield(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    random_fields(ctx, args, "hrandfield").await
+}
+
+/// HRANDFIELD, and SRANDMEMBER (which takes no WITHVALUES).
+pub(super) async fn random_fields(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
     let (key, count, with_values) = match args {
         [key] => (key, None, false),
         [key, count] => (key, Some(count), false),
-        [key, count, w] if w.eq_ignore_ascii_case(b"WITHVALUES") => (key, Some(count), true),
+        [key, count, w] if name == "hrandfield" && w.eq_ignore_ascii_case(b"WITHVALUES") => {
+            (key, Some(count), true)
+        }
         [_, _, _] => return Reply::err("syntax error"),
-        _ => return wrong_arity("hrandfield"),
+        _ => return wrong_arity(name),
     };
     let count = match count.map(|c| std::str::from_utf8(c).ok()?.parse::<i64>().ok()) {
         None => None,
@@ -234,11 +241,12 @@ pub async fn hrandfield(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     // past the bound rather than a shorter answer than asked for.
     if count.is_some_and(|n| n.unsigned_abs() > MAX_REPEATED_FIELDS && n < 0) {
         return Reply::err(format!(
-            "value is out of range: a negative HRANDFIELD count asks for at most \
-             {MAX_REPEATED_FIELDS} fields here; ask in several calls"
+            "value is out of range: a negative {} count asks for at most \
+             {MAX_REPEATED_FIELDS} here; ask in several calls",
+            name.to_ascii_uppercase()
         ));
     }
-    let records = match all_fields(ctx, std::slice::from_ref(key), "hrandfield").await {
+    let records = match all_fields(ctx, std::slice::from_ref(key), name).await {
         Ok(records) => records,
         Err(e) => return e,
     };

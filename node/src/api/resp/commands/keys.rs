@@ -223,6 +223,8 @@ pub async fn type_of(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         .await;
     match page {
         Ok(page) if page.records.is_empty() => Reply::Simple("none"),
+        // Set members are stored with `true` (HSET stores strings): its first record tells.
+        Ok(page) if page.records[0].data_json == "true" => Reply::Simple("set"),
         Ok(_) => Reply::Simple("hash"),
         Err(e) => super::service_error(e),
     }

@@ -15,6 +15,7 @@ mod monitor;
 mod pubsub;
 mod scan;
 mod server;
+mod set;
 mod slowlog;
 mod transaction;
 mod unsupported;
@@ -453,6 +454,19 @@ async fn run_command(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         "hdel" => hash::hdel(ctx, args).await,
         "hscan" => scan::hscan(ctx, args).await,
         "hrandfield" => hash::hrandfield(ctx, args).await,
+        "sadd" => set::sadd(ctx, args).await,
+        "srem" => set::srem(ctx, args).await,
+        "sismember" => set::sismember(ctx, args).await,
+        "smismember" => set::smismember(ctx, args).await,
+        "scard" => set::scard(ctx, args).await,
+        "smembers" => set::smembers(ctx, args).await,
+        "srandmember" => set::srandmember(ctx, args).await,
+        "sscan" => scan::sscan(ctx, args).await,
+        "sinter" => set::combine(ctx, args, set::Combine::Inter, name).await,
+        "sunion" => set::combine(ctx, args, set::Combine::Union, name).await,
+        "sdiff" => set::combine(ctx, args, set::Combine::Diff, name).await,
+        "sintercard" => set::sintercard(ctx, args).await,
+        "spop" => set::spop(ctx, args).await,
         "scan" => keyspace::scan(ctx, args).await,
         "keys" => keyspace::keys(ctx, args).await,
         "dbsize" => keyspace::dbsize(ctx, args).await,
@@ -515,6 +529,8 @@ pub fn collectable(ctx: &Context<'_>, args: &[Bytes]) -> bool {
         || is("hset")
         || is("hmset")
         || is("hdel")
+        || is("sadd")
+        || is("srem")
         || is("del")
         || is("unlink")
         // Computed at apply: their replies are filled in from the entries' outcomes.
@@ -585,7 +601,7 @@ fn located_reply(
 }
 
 /// The commands that write: they need write access. Sorted, for [`is_write`]'s binary search.
-pub(super) const WRITE_COMMANDS: [&str; 36] = [
+pub(super) const WRITE_COMMANDS: [&str; 39] = [
     "append",
     "decr",
     "decrby",
@@ -618,9 +634,12 @@ pub(super) const WRITE_COMMANDS: [&str; 36] = [
     "pexpire",
     "pexpireat",
     "psetex",
+    "sadd",
     "set",
     "setex",
     "setnx",
+    "spop",
+    "srem",
     "unlink",
 ];
 
@@ -1249,6 +1268,34 @@ impl Context<'_> {
         };
         self.note_written(&results, &slots);
         located_reply(&results, &located, 0, shape)
+    }
+
+    /// Writes `ops` (each with `return_existed`) outside any pipeline group, waits for their
+    /// outcomes, and answers what each returned, in order (`None`: rejected, or not applied
+    /// within the write wait).
+    async fn write_each(&mut self, ops: Vec<WriteOp>) -> Result<Vec<Option<String>>, Reply> {
+        let slots = self.written.slots_of(&ops);
+        let (results, located) = self
+            .service
+            .mutate_located(WriteRequest {
+                ops,
+                mode: WriteMode::Pipeline,
+                wait: true,
+            })
+            .await
+            .map_err(service_error)?;
+        self.note_written(&results, &slots);
+        Ok(located
+            .iter()
+            .map(
+                |&(entry, index)| match results[entry].outcome.as_ref().and_then(Option::as_ref) {
+                    Some(crate::service::Outcome::Applied(returned)) => {
+                        returned_by(returned, index as usize).map(str::to_string)
+                    }
+                    _ => None,
+                },
+            )
+            .collect())
     }
 
     /// Remembers where writes went, so that every later read on this node waits for them.

@@ -69,10 +69,22 @@ impl ScanCursors {
     }
 }
 
+/// `HSCAN key cursor [MATCH pattern] [COUNT n] [NOVALUES]`.
 pub async fn hscan(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    scan_fields(ctx, args, "hscan").await
+}
+
+/// `SSCAN key cursor [MATCH pattern] [COUNT n]`: a set's members are its fields.
+pub async fn sscan(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    scan_fields(ctx, args, "sscan").await
+}
+
+/// HSCAN (fields and values, or with NOVALUES fields only) and SSCAN (members: fields only).
+async fn scan_fields(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
     let [pk, cursor, options @ ..] = args else {
-        return super::wrong_arity("hscan");
+        return super::wrong_arity(name);
     };
+    let mut with_values = name == "hscan";
     let pk = match text(pk) {
         Ok(pk) => pk,
         Err(e) => return e,
@@ -92,7 +104,7 @@ pub async fn hscan(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
                 Ok(n) => count = n as u64,
                 Err(e) => return e,
             },
-            (b"NOVALUES", None) => return Reply::err("NOVALUES is not supported"),
+            (b"NOVALUES", None) if name == "hscan" => with_values = false,
             _ => return Reply::err("syntax error"),
         }
     }
@@ -131,7 +143,9 @@ pub async fn hscan(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             .is_none_or(|p| glob_match(p, record.sk.as_bytes()))
         {
             items.push(Reply::Bulk(super::wire_key(&record.sk)));
-            items.push(Reply::Bulk(value_of(record)));
+            if with_values {
+                items.push(Reply::Bulk(value_of(record)));
+            }
         }
     }
     let next = match page.next_cursor {

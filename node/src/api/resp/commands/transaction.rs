@@ -25,13 +25,34 @@ pub struct Queued {
     refused: bool,
 }
 
-/// Writes whose condition would decide the whole transaction: refused inside one.
-const CONDITIONAL_WRITES: [&str; 3] = ["setnx", "msetnx", "hsetnx"];
+/// Writes whose condition would decide the whole transaction (or, for `SPOP`, that read before
+/// they write): refused inside one.
+const CONDITIONAL_WRITES: [&str; 4] = ["setnx", "msetnx", "hsetnx", "spop"];
 
 /// Reads a transaction may hold (they see its earlier writes), PING and TIME.
-const QUEUEABLE_READS: [&str; 18] = [
-    "get", "mget", "exists", "touch", "strlen", "getrange", "substr", "hget", "hmget", "hgetall",
-    "hkeys", "hvals", "hlen", "hexists", "hstrlen", "json.get", "ping", "time",
+const QUEUEABLE_READS: [&str; 22] = [
+    "get",
+    "mget",
+    "exists",
+    "touch",
+    "strlen",
+    "getrange",
+    "substr",
+    "hget",
+    "hmget",
+    "hgetall",
+    "hkeys",
+    "hvals",
+    "hlen",
+    "hexists",
+    "hstrlen",
+    "json.get",
+    "ping",
+    "time",
+    "sismember",
+    "smismember",
+    "scard",
+    "smembers",
 ];
 
 /// Whether a transaction may hold `name`: every write but the conditional ones, and the reads.

@@ -3,7 +3,7 @@
 //! for most, why not and what to use instead.
 
 /// Lowercase names of Redis commands whose data types FireScroll does not store, by type.
-const TYPES: [(&str, &[&str]); 4] = [
+const TYPES: [(&str, &[&str]); 3] = [
     (
         "lists",
         &[
@@ -29,28 +29,6 @@ const TYPES: [(&str, &[&str]); 4] = [
             "rpoplpush",
             "rpush",
             "rpushx",
-        ],
-    ),
-    (
-        "sets",
-        &[
-            "sadd",
-            "scard",
-            "sdiff",
-            "sdiffstore",
-            "sinter",
-            "sintercard",
-            "sinterstore",
-            "sismember",
-            "smembers",
-            "smismember",
-            "smove",
-            "spop",
-            "srandmember",
-            "srem",
-            "sscan",
-            "sunion",
-            "sunionstore",
         ],
     ),
     (
@@ -120,10 +98,15 @@ const TYPES: [(&str, &[&str]); 4] = [
 pub(super) fn hint(name: &str) -> Option<String> {
     if let Some((kind, _)) = TYPES.iter().find(|(_, names)| names.contains(&name)) {
         return Some(format!(
-            "FireScroll stores strings, hashes and JSON documents; {kind} are not supported"
+            "FireScroll stores strings, hashes, sets and JSON documents; {kind} are not supported"
         ));
     }
     let why = match name {
+        "smove" | "sinterstore" | "sunionstore" | "sdiffstore" => {
+            "this would read and write different keys in one atomic step, which FireScroll does \
+             only within a partition: read with SMEMBERS, SRANDMEMBER or SINTER/SUNION/SDIFF, then \
+             write with SADD and SREM (in one MULTI/EXEC when the keys share a partition)"
+        }
         "rename" | "renamenx" | "copy" | "move" => {
             "FireScroll does not move or copy keys: write the value under the new name and \
              delete the old one, in one MULTI/EXEC when both keys share a partition"
