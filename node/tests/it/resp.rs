@@ -863,13 +863,15 @@ ours.hset("hv", mapping={{"a": "1", "b": "2"}})
 assert ours.hscan("hv", 0, no_values=True) == (0, [b"a", b"b"]), ours.hscan("hv", 0, no_values=True)
 ours.sadd("r3", "a", "b")
 assert resp3.smembers("r3") == {{b"a", b"b"}} and resp3.sinter("r3", "r3") == {{b"a", b"b"}}
-# SPOP from three clients at once: every member popped exactly once.
-ours.sadd("q", *[f"m{{i}}" for i in range(300)])
+# SPOP from three clients at once: every member popped exactly once (more members than one
+# SPOP looks at, so the later pops find the members the earlier ones left).
+for start in range(0, 3000, 1000):
+    ours.sadd("q", *[f"m{{i:04d}}" for i in range(start, start + 1000)])
 got = [[], [], []]
 def worker(i):
     client = redis.Redis(port={port})
     while True:
-        popped = client.spop("q", 7)
+        popped = client.spop("q", 25)
         if not popped:
             break
         got[i].extend(popped)
@@ -877,7 +879,7 @@ threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
 [t.start() for t in threads]
 [t.join() for t in threads]
 every = got[0] + got[1] + got[2]
-assert len(every) == 300 and len(set(every)) == 300 and ours.scard("q") == 0, (len(every), len(set(every)))
+assert len(every) == 3000 and len(set(every)) == 3000 and ours.scard("q") == 0, (len(every), len(set(every)))
 # MULTI holds SADD, SREM and the one-key reads; SPOP (it reads before it writes) is refused.
 p = ours.pipeline(transaction=True)
 p.sadd("tx", "a", "b").srem("tx", "a").smembers("tx").scard("tx")

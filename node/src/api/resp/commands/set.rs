@@ -229,11 +229,16 @@ async fn combined(
         .collect())
 }
 
+/// Members `SPOP` picks among at random: the first this many in member order (every member of
+/// a smaller set), or twice the count asked for if more.
+const POP_CANDIDATES: u64 = 1024;
+
 /// Rounds of picking and removing `SPOP` makes before it answers with what it has: each round
 /// loses only to members other clients removed meanwhile.
 const POP_ROUNDS: usize = 16;
 
-/// `SPOP key [count]`: removes and answers random members (without a count, one or nil).
+/// `SPOP key [count]`: removes and answers random members (without a count, one or nil), picked
+/// among the first [`POP_CANDIDATES`] in member order.
 pub async fn spop(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let (key, count) = match args {
         [key] => (key, None),
@@ -252,9 +257,23 @@ pub async fn spop(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         if popped.len() >= want {
             break;
         }
-        let members = match all_fields(ctx, std::slice::from_ref(key), "spop").await {
-            Ok(members) => members,
+        // One bounded page, not the whole set: a pop costs the same on a set of a million.
+        let pk = match text(key) {
+            Ok(pk) => pk,
             Err(e) => return e,
+        };
+        let page = ctx
+            .service
+            .list(crate::service::ListRequest {
+                min_offsets: ctx.min_offsets([pk.as_str()]),
+                pk,
+                limit: POP_CANDIDATES.max(want as u64 * 2),
+                ..Default::default()
+            })
+            .await;
+        let members = match page {
+            Ok(page) => page.records,
+            Err(e) => return super::service_error(e),
         };
         if members.is_empty() {
             break;
