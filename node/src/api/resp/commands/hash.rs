@@ -103,8 +103,13 @@ pub async fn hvals(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
 
 /// `HLEN key`: O(1), like Redis's, from the key index.
 pub async fn hlen(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    count_fields(ctx, args, "hlen").await
+}
+
+/// How many fields (or set members) a key has: `HLEN`, `SCARD`.
+pub(super) async fn count_fields(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
     let [pk] = args else {
-        return wrong_arity("hlen");
+        return wrong_arity(name);
     };
     let pk = match text(pk) {
         Ok(pk) => pk,
@@ -118,8 +123,13 @@ pub async fn hlen(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
 
 /// `HEXISTS key field`
 pub async fn hexists(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    field_exists(ctx, args, "hexists").await
+}
+
+/// Whether a key has a field (or set member): `HEXISTS`, `SISMEMBER`.
+pub(super) async fn field_exists(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
     let [pk, field] = args else {
-        return wrong_arity("hexists");
+        return wrong_arity(name);
     };
     let keys = match keys_of(pk, std::slice::from_ref(field)) {
         Ok(keys) => keys,

@@ -1253,27 +1253,18 @@ impl Context<'_> {
             collected.extend(ops);
             return Reply::Null;
         }
-        let slots = self.written.slots_of(&ops);
-        let (results, located) = match self
-            .service
-            .mutate_located(WriteRequest {
-                ops,
-                mode: WriteMode::Pipeline,
-                wait: true,
-            })
-            .await
-        {
-            Ok(sent) => sent,
-            Err(e) => return service_error(e),
-        };
-        self.note_written(&results, &slots);
-        located_reply(&results, &located, 0, shape)
+        match self.send_waited(ops).await {
+            Ok((results, located)) => located_reply(&results, &located, 0, shape),
+            Err(e) => e,
+        }
     }
 
-    /// Writes `ops` (each with `return_existed`) outside any pipeline group, waits for their
-    /// outcomes, and answers what each returned, in order (`None`: rejected, or not applied
-    /// within the write wait).
-    async fn write_each(&mut self, ops: Vec<WriteOp>) -> Result<Vec<Option<String>>, Reply> {
+    /// Writes `ops` as a pipeline's writes (each op's outcome its own), waits for their
+    /// outcomes, and remembers where they went: the results, and each op's entry and index.
+    async fn send_waited(
+        &mut self,
+        ops: Vec<WriteOp>,
+    ) -> Result<(Vec<crate::service::EntryResult>, Vec<(usize, u32)>), Reply> {
         let slots = self.written.slots_of(&ops);
         let (results, located) = self
             .service
@@ -1285,6 +1276,14 @@ impl Context<'_> {
             .await
             .map_err(service_error)?;
         self.note_written(&results, &slots);
+        Ok((results, located))
+    }
+
+    /// Writes `ops` (each with `return_existed`) outside any pipeline group, waits for their
+    /// outcomes, and answers what each returned, in order (`None`: rejected, or not applied
+    /// within the write wait).
+    async fn write_each(&mut self, ops: Vec<WriteOp>) -> Result<Vec<Option<String>>, Reply> {
+        let (results, located) = self.send_waited(ops).await?;
         Ok(located
             .iter()
             .map(

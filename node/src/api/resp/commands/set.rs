@@ -8,7 +8,7 @@
 //! them through the log: a member counts as popped only if its removal found it there, decided
 //! at apply, so concurrent pops never hand one member to two clients.
 
-use super::hash::{all_fields, keys_of, random_fields};
+use super::hash::{all_fields, count_fields, field_exists, keys_of, random_fields};
 use super::{Context, Shape, text, wrong_arity};
 use crate::api::resp::reply::Reply;
 use crate::model::OpKind;
@@ -67,17 +67,7 @@ pub async fn srem(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
 
 /// `SISMEMBER key member`: 1 or 0.
 pub async fn sismember(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
-    let [pk, member] = args else {
-        return wrong_arity("sismember");
-    };
-    let keys = match keys_of(pk, std::slice::from_ref(member)) {
-        Ok(keys) => keys,
-        Err(e) => return e,
-    };
-    match ctx.exist(&keys).await {
-        Ok(found) => Reply::Int(i64::from(found[0])),
-        Err(e) => e,
-    }
+    field_exists(ctx, args, "sismember").await
 }
 
 /// `SMISMEMBER key member [member ...]`: 1 or 0 for each.
@@ -105,17 +95,7 @@ pub async fn smismember(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
 
 /// `SCARD key`: O(1), from the key index (as `HLEN`).
 pub async fn scard(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
-    let [pk] = args else {
-        return wrong_arity("scard");
-    };
-    let pk = match text(pk) {
-        Ok(pk) => pk,
-        Err(e) => return e,
-    };
-    match ctx.field_count(pk).await {
-        Ok(count) => Reply::Int(count as i64),
-        Err(e) => e,
-    }
+    count_fields(ctx, args, "scard").await
 }
 
 /// `SMEMBERS key`: every member (a set under RESP3).
