@@ -880,6 +880,16 @@ threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
 [t.join() for t in threads]
 every = got[0] + got[1] + got[2]
 assert len(every) == 3000 and len(set(every)) == 3000 and ours.scard("q") == 0, (len(every), len(set(every)))
+# Hostile counts: a count past any set pops everything there is, in rounds of at most one
+# request's removals; a union of more keys than one request may name is refused.
+ours.sadd("big", *[f"b{{i}}" for i in range(1000)])
+ours.sadd("big", *[f"c{{i}}" for i in range(500)])
+assert len(ours.spop("big", 18446744073709551615)) == 1500 and ours.scard("big") == 0
+try:
+    ours.sunion(*[f"k{{i}}" for i in range(1001)])
+    raise SystemExit("a union of 1001 keys was taken")
+except redis.ResponseError as e:
+    assert "MAX_RECORDS_PER_REQUEST" in str(e), e
 # MULTI holds SADD, SREM and the one-key reads; SPOP (it reads before it writes) is refused.
 p = ours.pipeline(transaction=True)
 p.sadd("tx", "a", "b").srem("tx", "a").smembers("tx").scard("tx")

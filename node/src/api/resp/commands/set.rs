@@ -184,6 +184,14 @@ async fn combined(
     how: Combine,
     limit: Option<usize>,
 ) -> Result<Vec<Bytes>, Reply> {
+    // Each key is a read of its own: as many as one request may name (as for MGET).
+    let most = ctx.service.limits().max_records;
+    if keys.len() > most {
+        return Err(Reply::err(format!(
+            "{} keys in one command; the limit is {most} (MAX_RECORDS_PER_REQUEST): split the request",
+            keys.len()
+        )));
+    }
     let (first, others) = keys.split_first().expect("at least one key");
     let mut members: BTreeSet<Bytes> = members_of(ctx, std::slice::from_ref(first), "sinter")
         .await?
@@ -247,7 +255,7 @@ pub async fn spop(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             .list(crate::service::ListRequest {
                 min_offsets: ctx.min_offsets([pk.as_str()]),
                 pk,
-                limit: POP_CANDIDATES.max(want as u64 * 2),
+                limit: POP_CANDIDATES.max((want as u64).saturating_mul(2)),
                 ..Default::default()
             })
             .await;
@@ -260,7 +268,10 @@ pub async fn spop(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         }
         // Distinct members, in a random order: a partial Fisher-Yates shuffle.
         let mut order: Vec<usize> = (0..members.len()).collect();
-        let take = (want - popped.len()).min(order.len());
+        // At most one request's worth of removals per round (MAX_RECORDS_PER_REQUEST).
+        let take = (want - popped.len())
+            .min(order.len())
+            .min(ctx.service.limits().max_records);
         for i in 0..take {
             let j = i + (super::random() % (order.len() - i) as u64) as usize;
             order.swap(i, j);
