@@ -16,6 +16,13 @@ if ! command -v redis-cli >/dev/null 2>&1 || ! command -v redis-server >/dev/nul
     command -v redis-cli >/dev/null 2>&1 || { echo "redis-cli is required: install redis-tools" >&2; exit 1; }
     command -v redis-server >/dev/null 2>&1 || { echo "redis-server is required: install redis-server" >&2; exit 1; }
 fi
+# curl, the HTTP client of the TLS tests (HTTPS, HTTP/2 by ALPN, client certificates).
+if ! command -v curl >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        { apt-get update -qq && apt-get install -y -qq curl; } >&2
+    fi
+    command -v curl >/dev/null 2>&1 || { echo "curl is required: install curl" >&2; exit 1; }
+fi
 # Python clients written by others: redis-py (RESP3) and confluent-kafka (a foreign producer);
 # jsonschema validates the Fly.io templates against Fly's schema (scripts/check-fly.py).
 if ! python3 -c 'import redis, confluent_kafka, jsonschema' >/dev/null 2>&1; then

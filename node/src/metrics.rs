@@ -70,6 +70,12 @@ pub struct Metrics {
     /// `firescroll_requests_refused_total{reason}`: requests refused to protect the node (busy:
     /// too many expensive lists at once; connections: the HTTP connection cap).
     pub requests_refused: IntCounterVec,
+    /// `firescroll_tls_reloads_total{result}`: TLS certificate sets read again after their files
+    /// changed or on SIGHUP (`ok`, or `failed`: the previous one is still served).
+    pub tls_reloads: IntCounterVec,
+    /// `firescroll_tls_handshake_failures_total{port,reason}`: connections to a TLS port closed
+    /// before TLS was up (`plaintext`: the client spoke without TLS; `handshake`; `timeout`).
+    pub tls_handshake_failures: IntCounterVec,
     /// `firescroll_reads_cancelled_total`: expensive reads stopped early because their client
     /// went away.
     pub reads_cancelled: IntCounter,
@@ -313,6 +319,22 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let tls_reloads = IntCounterVec::new(
+            Opts::new(
+                "firescroll_tls_reloads_total",
+                "TLS certificate sets read again after their files changed or on SIGHUP (ok; failed: the previous one is still served).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let tls_handshake_failures = IntCounterVec::new(
+            Opts::new(
+                "firescroll_tls_handshake_failures_total",
+                "Connections to a TLS port closed before TLS was up (plaintext: the client spoke without TLS; handshake; timeout).",
+            ),
+            &["port", "reason"],
+        )
+        .expect("valid metric");
         let reads_cancelled = IntCounter::new(
             "firescroll_reads_cancelled_total",
             "Expensive reads (lists with `if`) stopped early because their client went away.",
@@ -431,6 +453,8 @@ impl Metrics {
             Box::new(watch_history_bytes.clone()),
             Box::new(recent_outcomes_bytes.clone()),
             Box::new(reads_cancelled.clone()),
+            Box::new(tls_reloads.clone()),
+            Box::new(tls_handshake_failures.clone()),
             Box::new(partition_latency.clone()),
             Box::new(partitions.clone()),
             Box::new(entries_applied.clone()),
@@ -488,6 +512,8 @@ impl Metrics {
             watch_history_bytes,
             recent_outcomes_bytes,
             reads_cancelled,
+            tls_reloads,
+            tls_handshake_failures,
             snapshots,
             snapshot_offset,
             snapshot_restores,

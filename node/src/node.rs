@@ -31,6 +31,11 @@ pub async fn run(
     }
     std::fs::create_dir_all(&config.db_path)
         .with_context(|| format!("DB_PATH: cannot create {}", config.db_path.display()))?;
+    // Before anything slow: a certificate that does not load stops the node at once.
+    let tls = match &config.tls {
+        None => None,
+        Some(settings) => Some(api::tls::Tls::load(settings.clone())?),
+    };
 
     // The store first: fjall locks its directory, so a second node on the same DB_PATH stops here.
     let store_path = config.db_path.join("store");
@@ -42,6 +47,9 @@ pub async fn run(
     })?;
     let log = open_log(&config, &store, &store_path).await?;
     let metrics = Arc::new(Metrics::new());
+    if let Some(tls) = &tls {
+        tls.spawn_reloader(metrics.clone());
+    }
     let snapshots = config.s3.as_ref().map(|s3| {
         Arc::new(crate::backup::Snapshots::new(
             s3.clone(),
@@ -177,6 +185,7 @@ pub async fn run(
         .with_context(|| format!("RESP_PORT: cannot listen on {resp_addr}"))?;
 
     tracing::info!(
+        tls = tls.is_some(),
         api = %api_listener.local_addr()?,
         internal = %internal_listener.local_addr()?,
         resp = %resp_listener.local_addr()?,
@@ -222,24 +231,34 @@ pub async fn run(
     });
     // A macro, not a closure: the two routers are different service types.
     macro_rules! serve_http {
-        ($listener:expr, $router:expr) => {
+        ($listener:expr, $router:expr, $tls:expr) => {
             api::http::serve(
                 $listener,
                 $router,
                 config.service.limits.max_body_bytes,
                 config.http.clone(),
                 metrics.clone(),
+                $tls,
                 stop_rx.clone(),
                 config.shutdown_timeout,
             )
         };
     }
-    let public = serve_http!(api_listener, api::http::router(service.clone()));
-    let internal = serve_http!(internal_listener, api::internal::router(service.clone()));
+    let public = serve_http!(
+        api_listener,
+        api::http::router(service.clone()),
+        tls.clone()
+    );
+    // The region's own nodes talk here: plaintext, on the private network.
+    let internal = serve_http!(
+        internal_listener,
+        api::internal::router(service.clone()),
+        None
+    );
     let resp = {
         let mut stop = stop_rx.clone();
         let grace = config.shutdown_timeout;
-        let serving = api::resp::serve(resp_listener, service, config.resp.clone(), stop_rx);
+        let serving = api::resp::serve(resp_listener, service, config.resp.clone(), tls, stop_rx);
         async move {
             let deadline = async {
                 let _ = stop.wait_for(|&s| s).await;

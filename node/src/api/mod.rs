@@ -3,3 +3,4 @@
 pub mod http;
 pub mod internal;
 pub mod resp;
+pub mod tls;

@@ -39,6 +39,8 @@ pub struct Config {
     pub internal_port: u16,
     pub resp_port: u16,
     pub resp: RespConfig,
+    /// Set when the HTTP API and Redis ports speak TLS (TLS_CERT_PATH and TLS_KEY_PATH).
+    pub tls: Option<crate::api::tls::TlsSettings>,
     /// Set when the node uses the Kafka log.
     pub kafka: Option<KafkaSettings>,
     /// Set when gossip is on (ADVERTISE_ADDR or GOSSIP_PEERS).
@@ -119,6 +121,7 @@ impl Config {
             "api_port": self.api_port,
             "internal_port": self.internal_port,
             "resp_port": self.resp_port,
+            "tls": self.tls.is_some(),
             "gossip_port": cluster.map(|c| c.gossip_port),
             "db_path": self.db_path,
             "log": if kafka.is_some() { "kafka" } else { "embedded" },

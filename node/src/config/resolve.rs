@@ -11,6 +11,14 @@ use anyhow::{Context, bail};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+/// A path setting from flags/env, else the file; an empty value is unset (`TLS_CERT_PATH=`).
+fn pick_path(given: &Option<PathBuf>, file: &Option<PathBuf>) -> Option<PathBuf> {
+    given
+        .clone()
+        .or(file.clone())
+        .filter(|p| !p.as_os_str().is_empty())
+}
+
 /// Arguments of one Redis command at most (unless one write may hold more): an `MGET`, `DEL`
 /// or `HSET` past MAX_RECORDS_PER_REQUEST is answered with that limit's error, not a closed
 /// connection.
@@ -79,6 +87,26 @@ impl Config {
                         .max(MAX_RESP_ARGS),
                     max_buffered: pick!(max_body_bytes, defaults.max_body_bytes),
                 },
+            },
+            tls: match (
+                pick_path(&given.tls_cert_path, &file.tls_cert_path),
+                pick_path(&given.tls_key_path, &file.tls_key_path),
+                pick_path(&given.tls_client_ca_path, &file.tls_client_ca_path),
+            ) {
+                (Some(cert_path), Some(key_path), client_ca_path) => {
+                    Some(crate::api::tls::TlsSettings {
+                        cert_path,
+                        key_path,
+                        client_ca_path,
+                    })
+                }
+                (None, None, None) => None,
+                (None, None, Some(_)) => bail!(
+                    "TLS_CLIENT_CA_PATH: client certificates need TLS on: set TLS_CERT_PATH and TLS_KEY_PATH too"
+                ),
+                _ => bail!(
+                    "TLS_CERT_PATH and TLS_KEY_PATH: set both (the certificate and its key) for TLS, or neither"
+                ),
             },
             kafka: None,
             cluster: None,

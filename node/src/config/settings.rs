@@ -66,6 +66,17 @@ pub struct Settings {
         hide_env_values = true
     )]
     pub admin_tokens: Option<Vec<String>>,
+    /// PEM certificate chain (leaf first): with TLS_KEY_PATH, the HTTP API and the Redis port
+    /// speak TLS only (HTTPS, `rediss://`). Read again when the file changes or on SIGHUP.
+    #[arg(long, env = "TLS_CERT_PATH")]
+    pub tls_cert_path: Option<PathBuf>,
+    /// PEM private key of TLS_CERT_PATH's certificate (PKCS#8, RSA or EC).
+    #[arg(long, env = "TLS_KEY_PATH")]
+    pub tls_key_path: Option<PathBuf>,
+    /// PEM CA certificates: with TLS on, every client must present a certificate one of them
+    /// signed (mutual TLS), as Redis's `tls-auth-clients yes`.
+    #[arg(long, env = "TLS_CLIENT_CA_PATH")]
+    pub tls_client_ca_path: Option<PathBuf>,
     /// Redis protocol port [default: 6379].
     #[arg(long, env = "RESP_PORT")]
     pub resp_port: Option<u16>,

@@ -20,5 +20,6 @@ mod plugins;
 mod records_http;
 mod resp;
 mod snapshots;
+mod tls;
 mod tracking;
 mod watch;

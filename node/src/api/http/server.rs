@@ -1,10 +1,12 @@
 //! Serving a router over TCP with the limits a public port needs: a cap on open connections
 //! (beyond it, new ones are closed at once and counted), a timeout for request headers that also
 //! closes idle keep-alive connections, the body rules of [`super::body`], a second handle on each
-//! socket so long reads can stop when their client leaves, and a bounded graceful shutdown.
+//! socket so long reads can stop when their client leaves, a bounded graceful shutdown, and TLS
+//! when the node has a certificate (see [`crate::api::tls`]).
 
 use super::body::admit;
 use super::header_timer::ConnectionTimer;
+use crate::api::tls::{self, Tls, TlsPort};
 use crate::config::HttpLimits;
 use crate::metrics::Metrics;
 use crate::service::watch_client;
@@ -26,15 +28,36 @@ use tower::ServiceExt;
 /// How often a refused connection is logged at most (the counter has every one).
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// The answer to a plaintext request on a TLS port (as nginx answers one), in the API's error
+/// shape.
+fn plaintext_on_tls_port() -> Vec<u8> {
+    let body = serde_json::json!({
+        "error": {
+            "code": "plain_http_to_https_port",
+            "message": "this port speaks HTTPS (TLS_CERT_PATH is set): use an https:// address",
+        }
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 /// Serves `router` (an axum router, or any service answering as one) on `listener` until `stop`
 /// turns true, then lets open requests finish for at most `grace` before returning. Request
 /// bodies are bounded by `max_body_bytes` and `limits.body_timeout` (see `api/http/body.rs`).
+/// With `tls`, every connection is HTTPS (HTTP/2 offered by ALPN).
+#[allow(clippy::too_many_arguments)]
 pub async fn serve<R>(
     listener: TcpListener,
     router: R,
     max_body_bytes: usize,
     limits: HttpLimits,
     metrics: Arc<Metrics>,
+    tls: Option<Arc<Tls>>,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) where
@@ -78,16 +101,14 @@ pub async fn serve<R>(
         };
         let _ = stream.set_nodelay(true);
         let (router, builder, watcher) = (router.clone(), builder.clone(), graceful.watcher());
+        let (tls, metrics) = (tls.clone(), metrics.clone());
         let first_bytes = limits.header_timeout;
         tokio::spawn(async move {
             let _slot = slot;
             // Telling HTTP/1 from HTTP/2 waits for the first bytes with no timeout of its own: a
-            // connection that sends nothing is closed after the header timeout.
-            let mut first = [0u8; 1];
-            if !matches!(
-                tokio::time::timeout(first_bytes, stream.peek(&mut first)).await,
-                Ok(Ok(1..))
-            ) {
+            // connection that sends nothing is closed after the header timeout. (On a TLS port
+            // the handshake's first byte, and ALPN then names the protocol.)
+            if tls.is_none() && tls::starts_handshake(&stream, first_bytes).await.is_err() {
                 return;
             }
             // A second handle on the socket, for long reads to see whether their client left
@@ -112,13 +133,39 @@ pub async fn serve<R>(
             // Each connection gets its own header timer (see `header_timer`).
             let mut builder = (*builder).clone();
             builder.http1().timer(ConnectionTimer::new());
-            let connection = builder
-                .serve_connection_with_upgrades(
-                    TokioIo::new(stream),
-                    TowerToHyperService::new(service),
-                )
-                .into_owned();
-            if let Err(e) = watcher.watch(connection).await {
+            let service = TowerToHyperService::new(service);
+            let ended = match tls {
+                None => {
+                    let connection = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    watcher.watch(connection).await
+                }
+                Some(tls) => {
+                    let Some(stream) = tls::accept(
+                        &tls,
+                        TlsPort::Http,
+                        stream,
+                        first_bytes,
+                        &plaintext_on_tls_port(),
+                        &metrics,
+                    )
+                    .await
+                    else {
+                        return;
+                    };
+                    // ALPN said which protocol: no waiting for the first bytes to tell.
+                    let builder = match stream.get_ref().1.alpn_protocol() {
+                        Some(b"h2") => builder.http2_only(),
+                        _ => builder.http1_only(),
+                    };
+                    let connection = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    watcher.watch(connection).await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "HTTP connection ended");
             }
         });

@@ -9,11 +9,10 @@ use super::commands::{
 };
 use super::frame::CommandReader;
 use super::reply::Reply;
+use super::socket::{Progress, Socket};
 use crate::service::Service;
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 /// Replies buffered before they are written even in the middle of a pipeline.
@@ -28,7 +27,7 @@ const FLUSH_AT: usize = 64 * 1024;
 const OUTPUT_HELD_MAX: usize = 32 << 20;
 
 pub async fn run(
-    mut stream: TcpStream,
+    mut stream: Socket,
     id: u64,
     service: &Service,
     shared: &Shared,
@@ -110,7 +109,7 @@ pub async fn run(
                         let reply = execute(&mut ctx, args, &mut latencies, &mut clock).await;
                         reply.encode(session.proto, &mut output);
                         if session.closing {
-                            let _ = stream.write_all(&output).await;
+                            stream.close_with(&output).await;
                             return;
                         }
                         if output.len() >= FLUSH_AT {
@@ -138,7 +137,7 @@ pub async fn run(
                             "closing a Redis connection after a protocol error"
                         );
                         Reply::err(e).encode(session.proto, &mut output);
-                        let _ = stream.write_all(&output).await;
+                        stream.close_with(&output).await;
                         return;
                     }
                 }
@@ -167,23 +166,14 @@ pub async fn run(
                     None => std::future::pending().await,
                 }
             };
-            // Borrowed halves: the read below keeps tokio's "a short read drained the socket"
-            // shortcut (one recvfrom per read, not a second that answers EAGAIN), and the wait
-            // for room to write runs beside it.
-            let (mut receiving, sending) = stream.split();
             tokio::select! {
-                result = receiving.read_buf(&mut input) => match result {
-                    Ok(n) if n > 0 => {}
-                    // EOF or a read error.
+                // Commands, and replies the client had no room for yet: written as it takes
+                // them, while its commands go on being read.
+                progress = stream.read_or_write(&mut input, &mut output) => match progress {
+                    Ok(Progress::Read(1..) | Progress::Wrote) => {}
+                    // EOF or a broken connection.
                     _ => return,
                 },
-                // Replies the client had no room for yet: written as it takes them, while its
-                // commands go on being read.
-                ready = sending.writable(), if !output.is_empty() => {
-                    if ready.is_err() || write_now(&stream, &mut output).is_err() {
-                        return;
-                    }
-                }
                 // Idle for too long.
                 () = &mut idle => return,
                 Some(push) = push => {
@@ -229,7 +219,7 @@ pub async fn run(
                 () = &mut killed => return,
             }
             if overflow {
-                let _ = stream.write_all(&output).await;
+                stream.close_with(&output).await;
                 return;
             }
         }
@@ -240,26 +230,11 @@ pub async fn run(
 
 /// Writes what the socket takes now, then waits for the rest only while more than
 /// [`OUTPUT_HELD_MAX`] would stay held. `Err` when the connection is broken.
-async fn flush(stream: &mut TcpStream, output: &mut BytesMut) -> std::io::Result<()> {
-    write_now(stream, output)?;
+async fn flush(stream: &mut Socket, output: &mut BytesMut) -> std::io::Result<()> {
+    stream.write_now(output)?;
     if output.len() >= OUTPUT_HELD_MAX {
         stream.write_all(output).await?;
         output.clear();
     }
-    Ok(())
-}
-
-/// Writes from the front of `output` what the socket takes without waiting.
-fn write_now(stream: &TcpStream, output: &mut BytesMut) -> std::io::Result<()> {
-    while !output.is_empty() {
-        match stream.try_write(output) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => output.advance(n),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) => return Err(e),
-        }
-    }
-    // Empty: start the next replies at the front of the buffer again.
-    output.clear();
     Ok(())
 }

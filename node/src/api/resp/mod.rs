@@ -7,11 +7,14 @@ mod connection;
 pub mod frame;
 mod push;
 pub mod reply;
+mod socket;
 
 pub use frame::FrameLimits;
 
+use crate::api::tls::{self, Tls, TlsPort};
 use crate::service::Service;
 use commands::Shared;
+use socket::Socket;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -29,12 +32,17 @@ pub struct RespConfig {
     pub limits: FrameLimits,
 }
 
+/// What a client that forgot TLS reads on a TLS port.
+const PLAINTEXT_ON_TLS_PORT: &[u8] = b"-ERR this port speaks TLS (TLS_CERT_PATH is set): connect \
+with TLS (redis-cli --tls --cacert ca.pem, a rediss:// URL)\r\n";
+
 /// Serves RESP on `listener` until `stop` turns true; then stops accepting, lets each connection
-/// finish the command it is running, and returns.
+/// finish the command it is running, and returns. With `tls`, every connection is TLS.
 pub async fn serve(
     listener: TcpListener,
     service: Service,
     config: RespConfig,
+    tls: Option<Arc<Tls>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let port = listener.local_addr().map_or(0, |a| a.port());
@@ -68,18 +76,34 @@ pub async fn serve(
             continue;
         };
         let id = ids.fetch_add(1, Ordering::Relaxed);
-        let (service, shared, config, stop) = (
+        let (service, shared, config, stop, tls) = (
             service.clone(),
             shared.clone(),
             config.clone(),
             stop.clone(),
+            tls.clone(),
         );
         shared.stats.connections.fetch_add(1, Ordering::Relaxed);
         shared.stats.clients.fetch_add(1, Ordering::Relaxed);
         let local = stream.local_addr().unwrap_or(peer);
         let client = shared.clients.register(id, peer, local);
         connections.spawn(async move {
-            connection::run(stream, id, &service, &shared, &config, stop, client).await;
+            let socket = match tls {
+                None => Some(Socket::Plain(stream)),
+                Some(tls) => tls::accept(
+                    &tls,
+                    TlsPort::Redis,
+                    stream,
+                    tls::HANDSHAKE_TIMEOUT,
+                    PLAINTEXT_ON_TLS_PORT,
+                    service.metrics(),
+                )
+                .await
+                .map(|stream| Socket::Tls(Box::new(stream))),
+            };
+            if let Some(socket) = socket {
+                connection::run(socket, id, &service, &shared, &config, stop, client).await;
+            }
             shared.hub.unregister(id);
             shared.clients.unregister(id);
             shared.stats.clients.fetch_sub(1, Ordering::Relaxed);

@@ -165,9 +165,15 @@ impl Node {
             // `/up` may be answered by another test's node that took one of these ports while
             // they were free (this node then fails to bind and exits): only this node's own log
             // saying it serves (written once it holds all its ports) makes the answer its own.
+            // With TLS on, the API port speaks HTTPS: the internal port answers `/up` too.
+            let up_url = if self.env.iter().any(|(k, _)| k == "TLS_CERT_PATH") {
+                self.internal_url("/up")
+            } else {
+                self.url("/up")
+            };
             let up = self
                 .client
-                .get(self.url("/up"))
+                .get(up_url)
                 .send()
                 .is_ok_and(|r| r.status().is_success());
             if up && self.serving_since_spawn() {
