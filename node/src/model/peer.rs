@@ -138,4 +138,8 @@ pub struct KeysReply {
     /// can be answered at once (see `Service::record_count`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub records: Option<u64>,
+    /// The partition's watch token on the answering node, taken before reading (a scan of every
+    /// record starts its watch there). Releases before it send none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }

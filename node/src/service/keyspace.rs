@@ -94,7 +94,7 @@ impl Service {
     }
 
     /// A page of one partition's key index, from here or an owner.
-    async fn keys_in(
+    pub(super) async fn keys_in(
         &self,
         partition: u32,
         from: u64,
@@ -138,6 +138,7 @@ impl Service {
         self.wait_for(&query.min_offsets).await?;
         let runtime = self.readable_partition(query.partition)?;
         let limit = query.limit.min(self.config.limits.max_list_records);
+        let token = self.partition_positions(query.partition).text_if_any();
         let read = || -> Result<KeysReply, crate::store::StoreError> {
             let count = runtime.key_count()?;
             let records = match &query.pk {
@@ -150,6 +151,7 @@ impl Service {
                     next: Some(query.from),
                     count,
                     records,
+                    token: token.clone(),
                 });
             }
             let (keys, next) = runtime.scan_keys(query.from & HASH_MASK, limit)?;
@@ -158,6 +160,7 @@ impl Service {
                 next,
                 count,
                 records,
+                token: token.clone(),
             })
         };
         read().map_err(|e| self.read_failed(query.partition, e))

@@ -16,6 +16,7 @@ mod positions;
 mod read;
 mod remote;
 mod route;
+mod scan;
 mod snapshots;
 mod status;
 mod validate;
@@ -36,6 +37,7 @@ pub use json::compact_json;
 pub use keyspace::KeyPage;
 pub use list::ListPage;
 pub use remote::RemoteStream;
+pub use scan::ScanPage;
 pub use status::{LastSnapshot, PartitionReport, Readiness};
 pub use write::{EntryResult, WriteMode, WriteOp, WriteRequest};
 

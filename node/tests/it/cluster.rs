@@ -661,6 +661,62 @@ fn the_keyspace_spans_the_region_and_scan_cursors_move_between_nodes() {
     assert_eq!(asked(Some("h"))["records"], json!(3));
     assert_eq!(asked(Some(&absent))["records"], json!(0));
     assert!(asked(None).get("records").is_none());
+    // The owner's watch token rides along (a scan of every record starts its watch there).
+    assert!(
+        asked(None)["token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(&format!("{}:", partition_of("h"))))
+    );
+    // An HTTP scan of every record, each page asked of the next node with the cursor the
+    // previous one issued: every record exactly once, and a position in every partition.
+    let mut records: Vec<(String, String)> = Vec::new();
+    let mut partitions_seen = std::collections::BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    for page in 0.. {
+        let node = &nodes[page % nodes.len()];
+        let mut body = json!({"limit": 9});
+        if let Some(c) = &cursor {
+            body["cursor"] = json!(c);
+        }
+        let response = node
+            .client()
+            .post(node.url("/records/scan"))
+            .body(body.to_string())
+            .send()
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let token = response.headers()["firescroll-token"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        partitions_seen.extend(
+            token
+                .split(',')
+                .map(|p| p.split(':').next().unwrap().to_string()),
+        );
+        let answer: Value = serde_json::from_str(&response.text().unwrap()).unwrap();
+        for r in answer["Records"].as_array().unwrap() {
+            records.push((
+                r["Pk"].as_str().unwrap().into(),
+                r["Sk"].as_str().unwrap().into(),
+            ));
+        }
+        match answer["NextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    let unique: std::collections::BTreeSet<_> = records.iter().cloned().collect();
+    assert_eq!(
+        (records.len(), unique.len()),
+        (123, 123),
+        "120 strings and a hash of 3"
+    );
+    assert_eq!(
+        partitions_seen.len(),
+        PARTITIONS as usize,
+        "{partitions_seen:?}"
+    );
     // One SCAN, each page asked of the next node with the cursor the previous one issued:
     // every key exactly once.
     let mut seen: Vec<String> = Vec::new();

@@ -19,6 +19,7 @@ mod metrics;
 mod plugins;
 mod records_http;
 mod resp;
+mod scan;
 mod snapshots;
 mod tls;
 mod tracking;

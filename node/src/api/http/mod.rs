@@ -111,7 +111,7 @@ async fn not_found(method: Method, uri: Uri) -> Response {
         ErrorKind::NotFound,
         "not_found",
         format!(
-            "no route for {method} {}: the API is POST /records/{{put,get,delete,list,batch,outcomes}}, GET /up, GET /ready, /plugins",
+            "no route for {method} {}: the API is POST /records/{{put,get,delete,list,scan,batch,outcomes}}, GET /up, GET /ready, /plugins",
             uri.path()
         ),
     ))

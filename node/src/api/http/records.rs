@@ -1,6 +1,8 @@
 //! `POST /records/{op}`: parse the body, call the service, render.
 
-use super::request::{GetBody, ListBody, MutateBody, OutcomesBody, PositionBody, RecordBody};
+use super::request::{
+    GetBody, ListBody, MutateBody, OutcomesBody, PositionBody, RecordBody, ScanBody,
+};
 use super::response;
 use crate::model::{Key, OpKind, Position};
 use crate::service::{
@@ -18,7 +20,8 @@ use serde::de::DeserializeOwned;
 use std::time::Instant;
 
 /// The operations of `/records/{op}`; anything else is a 400 that lists them.
-pub(super) const OPERATIONS: [&str; 6] = ["put", "get", "delete", "list", "batch", "outcomes"];
+pub(super) const OPERATIONS: [&str; 7] =
+    ["put", "get", "delete", "list", "scan", "batch", "outcomes"];
 
 /// `op` as one of [`OPERATIONS`] (with its static name), if it is one.
 pub(super) fn operation(op: &str) -> Option<&'static str> {
@@ -176,6 +179,26 @@ async fn dispatch(
             Ok((
                 response::records(&records, page.next_cursor.as_deref()),
                 page.token,
+            ))
+        }
+        "scan" => {
+            let req: ScanBody = parse(body)?;
+            let limit = match req.limit {
+                None => 0,
+                Some(l) if l >= 0 => l as usize,
+                Some(l) => {
+                    return Err(ServiceError::bad_request(
+                        "bad_limit",
+                        format!("`limit` must be 0 (a full page) or more, not {l}"),
+                    ));
+                }
+            };
+            let page = service
+                .scan(req.cursor.as_deref(), limit, &positions(req.min_offsets)?)
+                .await?;
+            Ok((
+                response::records(&page.records, page.next_cursor.as_deref()),
+                page.token.text_if_any(),
             ))
         }
         "put" | "delete" | "batch" => {

@@ -136,6 +136,15 @@ case_insensitive! {
 }
 
 case_insensitive! {
+    /// `POST /records/scan`.
+    pub struct ScanBody {
+        pub cursor: Option<String> = "cursor",
+        pub limit: Option<i64> = "limit",
+        pub min_offsets: Option<Vec<PositionBody>> = "min_offsets",
+    }
+}
+
+case_insensitive! {
     /// `POST /records/outcomes`.
     pub struct OutcomesBody {
         pub positions: Option<Vec<PositionBody>> = "positions",

@@ -105,6 +105,21 @@ impl Token {
         }
     }
 
+    /// Adds `partition`'s position now, if `service` serves it.
+    fn note_partition(&mut self, service: &Service, partition: u32) {
+        if let Some(runtime) = service.serving_partition(partition) {
+            self.0.insert(partition, (runtime.change_bounds().1, 0));
+        }
+    }
+
+    /// Takes `other`'s position in `partition` unless this token has one already (the earlier
+    /// position of a read stays: a watch from it misses nothing read after).
+    pub fn keep_first(&mut self, other: &Token, partition: u32) {
+        if let (None, Some(position)) = (self.get(partition), other.get(partition)) {
+            self.0.insert(partition, position);
+        }
+    }
+
     /// The token's text, or `None` when it has no position.
     pub fn text_if_any(&self) -> Option<String> {
         (!self.0.is_empty()).then(|| self.text())
@@ -508,11 +523,15 @@ impl Service {
         let partitions = self.engine.partition_count();
         let mut token = Token::default();
         for pk in pks {
-            let partition = partition_of(pk, partitions);
-            if let Some(runtime) = self.serving_partition(partition) {
-                token.0.insert(partition, (runtime.change_bounds().1, 0));
-            }
+            token.note_partition(self, partition_of(pk, partitions));
         }
+        token
+    }
+
+    /// The watch token of one partition this node serves (empty when it does not), taken now.
+    pub fn partition_positions(&self, partition: u32) -> Token {
+        let mut token = Token::default();
+        token.note_partition(self, partition);
         token
     }
 }

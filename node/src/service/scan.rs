@@ -1,0 +1,277 @@
+//! Walking every record of the region a page at a time (`POST /records/scan`): the keys (pks) of
+//! each partition in key index order (see `keyspace`), each key's records in sk order (as
+//! `list` gives them). For exports, admin views, and copying a namespace into another, one with
+//! more partitions say: scan, then watch each partition from the scan's token.
+//!
+//! A cursor says where the walk is: the partition, the key's hash position and the key, and
+//! where in its records. Key index order and list cursors are the same on every replica, so any
+//! node of the region can continue a cursor another issued. A record present throughout a scan
+//! is returned once (a record written during it may be returned or not: a watch from the
+//! scan's token sees that write).
+
+use super::{Service, ServiceError, Token};
+use crate::model::{ListRequest, Position, Record};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// One page of a scan.
+#[derive(Debug, Clone, Default)]
+pub struct ScanPage {
+    pub records: Vec<Record>,
+    /// Present when the scan has not reached the end: pass it as `cursor` for the next page.
+    pub next_cursor: Option<String>,
+    /// For each partition this page read, its watch position from before the page read it.
+    /// The first position a scan gives for a partition is where to watch it from.
+    pub token: Token,
+}
+
+/// Where a scan stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Cursor {
+    partition: u32,
+    /// The key index position to read keys from.
+    hash: u64,
+    /// The key being walked (at `hash`), and how far.
+    key: Option<(String, Within)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Within {
+    /// Its records from this list cursor on.
+    From(String),
+    /// All of its records were returned.
+    Done,
+}
+
+impl Cursor {
+    const START: Cursor = Cursor {
+        partition: 0,
+        hash: 0,
+        key: None,
+    };
+
+    /// `partition.hash`, then `.d.<key>` (done) or `.c.<key>.<list cursor>`; the key in
+    /// URL-safe base64 (any bytes, no dots).
+    fn encode(&self) -> String {
+        let mut text = format!("{}.{}", self.partition, self.hash);
+        match &self.key {
+            None => {}
+            Some((pk, Within::Done)) => {
+                text.push_str(".d.");
+                text.push_str(&URL_SAFE_NO_PAD.encode(pk));
+            }
+            Some((pk, Within::From(list))) => {
+                text.push_str(".c.");
+                text.push_str(&URL_SAFE_NO_PAD.encode(pk));
+                text.push('.');
+                text.push_str(list);
+            }
+        }
+        text
+    }
+
+    fn decode(text: &str, partitions: u32) -> Result<Cursor, ServiceError> {
+        let bad = || {
+            ServiceError::bad_request(
+                "invalid_cursor",
+                format!(
+                    "{text:?} is not a scan cursor: pass a page's NextCursor as it came, or none \
+                     to start"
+                ),
+            )
+        };
+        let mut parts = text.splitn(5, '.');
+        let partition: u32 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let hash: u64 = parts.next().and_then(|h| h.parse().ok()).ok_or_else(bad)?;
+        if partition >= partitions {
+            return Err(ServiceError::bad_request(
+                "invalid_cursor",
+                format!(
+                    "the cursor names partition {partition}, but there are {partitions}: \
+                     start again without a cursor"
+                ),
+            ));
+        }
+        let key = match parts.next() {
+            None => None,
+            Some(state) => {
+                let pk = parts
+                    .next()
+                    .and_then(|k| URL_SAFE_NO_PAD.decode(k).ok())
+                    .and_then(|k| String::from_utf8(k).ok())
+                    .ok_or_else(bad)?;
+                let within = match (state, parts.next()) {
+                    ("d", None) => Within::Done,
+                    ("c", Some(list)) => Within::From(list.to_string()),
+                    _ => return Err(bad()),
+                };
+                Some((pk, within))
+            }
+        };
+        Ok(Cursor {
+            partition,
+            hash,
+            key,
+        })
+    }
+
+    /// Whether the key at (`hash`, `pk`) was walked already (it sorts before the cursor's key,
+    /// or is that key, done).
+    fn passed(&self, hash: u64, pk: &str) -> bool {
+        match &self.key {
+            Some((at, within)) if hash == self.hash => match pk.as_bytes().cmp(at.as_bytes()) {
+                std::cmp::Ordering::Less => true,
+                std::cmp::Ordering::Equal => *within == Within::Done,
+                std::cmp::Ordering::Greater => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+impl Service {
+    /// About `limit` records from `cursor` on (0: the node's list page size), over every
+    /// partition of the region in order, read here or at an owner.
+    pub async fn scan(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+        min_offsets: &[Position],
+    ) -> Result<ScanPage, ServiceError> {
+        let partitions = self.engine.partition_count();
+        let mut at = match cursor.filter(|c| !c.is_empty()) {
+            None => Cursor::START,
+            Some(text) => Cursor::decode(text, partitions)?,
+        };
+        self.check_positions(min_offsets)?;
+        let max = self.config.limits.max_list_records;
+        let limit = if limit == 0 { max } else { limit.min(max) };
+        let mut page = ScanPage::default();
+        loop {
+            let reply = self
+                .keys_in(
+                    at.partition,
+                    at.hash,
+                    limit - page.records.len(),
+                    min_offsets,
+                )
+                .await?;
+            if let Some(text) = &reply.token {
+                page.token.keep_first(&text.parse()?, at.partition);
+            }
+            for key in reply.keys {
+                if at.passed(key.hash, &key.pk) {
+                    continue;
+                }
+                let mut list_cursor = match at.key.take() {
+                    Some((pk, Within::From(list))) if pk == key.pk => Some(list),
+                    _ => None,
+                };
+                loop {
+                    let listed = self
+                        .list(ListRequest {
+                            pk: key.pk.clone(),
+                            sk_prefix: String::new(),
+                            limit: (limit - page.records.len()) as u64,
+                            cond: None,
+                            if_stop: false,
+                            skip_prefix_itself: true,
+                            cursor: list_cursor,
+                            min_offsets: min_offsets.to_vec(),
+                        })
+                        .await?;
+                    page.records.extend(listed.records);
+                    list_cursor = listed.next_cursor;
+                    if list_cursor.is_none() || page.records.len() >= limit {
+                        break;
+                    }
+                }
+                if page.records.len() >= limit {
+                    let within = list_cursor.map_or(Within::Done, Within::From);
+                    let next = Cursor {
+                        partition: at.partition,
+                        hash: key.hash,
+                        key: Some((key.pk, within)),
+                    };
+                    page.next_cursor = Some(next.encode());
+                    return Ok(page);
+                }
+            }
+            at = match reply.next {
+                Some(hash) => Cursor {
+                    partition: at.partition,
+                    hash,
+                    key: None,
+                },
+                None if at.partition + 1 < partitions => Cursor {
+                    partition: at.partition + 1,
+                    ..Cursor::START
+                },
+                None => return Ok(page),
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_bad_ones_say_what_to_do() {
+        for cursor in [
+            Cursor::START,
+            Cursor {
+                partition: 3,
+                hash: 42,
+                key: Some(("a.b\u{0}{é}".into(), Within::Done)),
+            },
+            Cursor {
+                partition: 1,
+                hash: (1 << 48) - 1,
+                key: Some(("k".into(), Within::From("c.with.dots".into()))),
+            },
+            // After the record with the empty sk (a Redis string).
+            Cursor {
+                partition: 2,
+                hash: 5,
+                key: Some(("k".into(), Within::From(String::new()))),
+            },
+        ] {
+            assert_eq!(Cursor::decode(&cursor.encode(), 4).unwrap(), cursor);
+        }
+        for bad in [
+            "x",
+            "1",
+            "1.x",
+            "1.2.q.aw",
+            "1.2.d",
+            "1.2.c.aw",
+            "1.2.d.!!",
+            "1.2.d.aw.x",
+        ] {
+            let e = Cursor::decode(bad, 4).unwrap_err();
+            assert_eq!(e.code, "invalid_cursor", "{bad}");
+        }
+        let e = Cursor::decode("9.0", 4).unwrap_err();
+        assert!(e.message.contains("there are 4"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_resumed_scan_skips_only_the_keys_it_walked() {
+        let at = Cursor {
+            partition: 0,
+            hash: 7,
+            key: Some(("m".into(), Within::From("x".into()))),
+        };
+        assert!(at.passed(7, "a"));
+        assert!(!at.passed(7, "m"), "the key itself is not done");
+        assert!(!at.passed(7, "z"));
+        assert!(!at.passed(8, "a"), "a later hash");
+        let done = Cursor {
+            key: Some(("m".into(), Within::Done)),
+            ..at
+        };
+        assert!(done.passed(7, "m"));
+    }
+}
