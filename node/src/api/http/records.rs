@@ -361,7 +361,8 @@ fn deadline(index: usize, op: OpKind, r: &RecordBody) -> Result<Option<i64>, Ser
                      cannot write it); leave the record without a deadline instead"
                 ))),
                 _ => Err(bad(format!(
-                    "`expires_at` must be unix milliseconds or an RFC 3339 time such as                      \"2026-12-31T23:59:59Z\", not {text}"
+                    "`expires_at` must be unix milliseconds or an RFC 3339 time such as \
+                     \"2026-12-31T23:59:59Z\", not {text}"
                 ))),
             }
         }
