@@ -14,6 +14,7 @@ pub mod backup;
 pub mod cluster;
 pub mod cond;
 pub mod config;
+pub mod copy;
 pub mod engine;
 pub mod log;
 pub mod metrics;

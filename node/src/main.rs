@@ -35,6 +35,10 @@ fn tune_allocator() {
 
 fn main() -> std::process::ExitCode {
     tune_allocator();
+    // `firescroll copy ...`: the one subcommand (the node takes no positional arguments).
+    if std::env::args_os().nth(1).is_some_and(|a| a == "copy") {
+        return firescroll::copy::main(std::env::args_os().skip(1));
+    }
     let config = match Config::load() {
         Ok(config) => config,
         Err(e) => {

@@ -13,7 +13,9 @@ use std::path::PathBuf;
     name = "firescroll",
     version,
     about = "FireScroll: a config database to deploy everywhere. With no settings, runs one dev \
-             node on the embedded log with data in ./data."
+             node on the embedded log with data in ./data.",
+    after_help = "Copy a namespace into another (more partitions, another region): \
+                  firescroll copy --help"
 )]
 #[serde(deny_unknown_fields)]
 pub struct Settings {

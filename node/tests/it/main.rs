@@ -7,6 +7,7 @@ mod auth;
 mod bad_input;
 mod cluster;
 mod consistent_reads;
+mod copy;
 mod crash_recovery;
 mod disk_space;
 mod expiry;

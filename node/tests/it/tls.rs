@@ -13,14 +13,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A certificate authority whose certificate is a PEM file in the test's folder.
-struct Ca {
+pub(crate) struct Ca {
     params: rcgen::CertificateParams,
     key: rcgen::KeyPair,
     pem: PathBuf,
 }
 
 impl Ca {
-    fn new(dir: &Path, name: &str) -> Ca {
+    pub(crate) fn new(dir: &Path, name: &str) -> Ca {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params
@@ -39,7 +39,7 @@ impl Ca {
 
     /// A certificate this CA signs and its key, as PEM: for the node (`localhost`, 127.0.0.1)
     /// or for a client.
-    fn sign(&self, client: bool) -> (String, String) {
+    pub(crate) fn sign(&self, client: bool) -> (String, String) {
         let key = rcgen::KeyPair::generate().unwrap();
         let names: Vec<String> = if client {
             Vec::new()
@@ -57,14 +57,14 @@ impl Ca {
         (cert.pem(), key.serialize_pem())
     }
 
-    fn path(&self) -> &str {
+    pub(crate) fn path(&self) -> &str {
         self.pem.to_str().unwrap()
     }
 }
 
 /// Writes a certificate and key where the node reads them, each replaced in one step (written
 /// aside, then renamed), as cert-manager and careful scripts do.
-fn install(dir: &Path, (cert, key): &(String, String)) -> (String, String) {
+pub(crate) fn install(dir: &Path, (cert, key): &(String, String)) -> (String, String) {
     let (cert_path, key_path) = (dir.join("node.pem"), dir.join("node.key"));
     for (path, text) in [(&key_path, key), (&cert_path, cert)] {
         let aside = path.with_extension("new");

@@ -1,0 +1,352 @@
+//! `firescroll copy`: a namespace copied into one with twice the partitions through the HTTP
+//! APIs — records of every kind Redis and HTTP write, deadlines kept — then the changes made on
+//! the source followed until stopped, and resumed from the positions it printed. With tokens on
+//! both sides and a TLS target.
+
+use crate::common;
+
+use common::{BIN, Node};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Every record of a node as (pk, sk, data, deadline), through its scan.
+fn contents(node: &Node) -> BTreeSet<(String, String, String, String)> {
+    let mut records = BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut body = json!({"limit": 300});
+        if let Some(c) = &cursor {
+            body["cursor"] = json!(c);
+        }
+        let (status, page) = node.post("/records/scan", body);
+        assert_eq!(status, 200, "{page}");
+        for r in page["Records"].as_array().unwrap() {
+            let fresh = records.insert((
+                r["Pk"].as_str().unwrap().to_string(),
+                r["Sk"].as_str().unwrap().to_string(),
+                r["Data"].to_string(),
+                r["ExpiresAt"].to_string(),
+            ));
+            assert!(fresh, "a record came twice: {r}");
+        }
+        match page["NextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return records,
+        }
+    }
+}
+
+/// Whether the target holds exactly the source's records; the first differences when not.
+fn differences(source: &Node, target: &Node) -> Vec<String> {
+    let (want, got) = (contents(source), contents(target));
+    let missing = want
+        .difference(&got)
+        .map(|r| format!("missing or stale: {r:?}"));
+    let extra = got
+        .difference(&want)
+        .map(|r| format!("not in the source: {r:?}"));
+    missing.chain(extra).take(10).collect()
+}
+
+fn copy(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .arg("copy")
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn redis(node: &Node) -> redis::Connection {
+    redis::Client::open(format!("redis://127.0.0.1:{}/", node.resp))
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+#[test]
+fn a_namespace_is_copied_into_one_with_more_partitions_then_followed_and_resumed() {
+    let source = Node::start();
+    let target = Node::start_with(&[("PARTITIONS", "8")]);
+    // HTTP records over many pks, keys of every shape, JSON of every type.
+    let mut records = Vec::new();
+    for i in 0..400 {
+        let pk = match i % 4 {
+            0 => format!("flags.{i}"),
+            1 => format!("nul\u{0}{i}"),
+            2 => format!("clé-{i}-✓"),
+            _ => format!("svc/{i}"),
+        };
+        for j in 0..(i % 6 + 1) {
+            let data = match j % 4 {
+                0 => json!({"on": i % 2 == 0, "rollout": [i, j]}),
+                1 => json!(format!("v{i}")),
+                2 => json!(i * 1000 + j),
+                _ => json!(null),
+            };
+            records.push(json!({"pk": pk, "sk": format!("s{j}"), "data": data}));
+        }
+    }
+    for chunk in records.chunks(500) {
+        let (status, body) = source.post("/records/put", json!({"Records": chunk}));
+        assert_eq!(status, 200, "{body}");
+    }
+    // Redis's kinds: a hash, a set, bytes that are not UTF-8, a deadline, a JSON document.
+    let mut con = redis(&source);
+    let _: () = redis::cmd("HSET")
+        .arg("h")
+        .arg(&["a", "1", "b", "2"])
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::cmd("SADD")
+        .arg("allow")
+        .arg(&["10.0.0.1", "10.0.0.2"])
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("bin")
+        .arg(&[0u8, 0xff, 1][..])
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("session")
+        .arg("x")
+        .arg("EX")
+        .arg(3600)
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::cmd("JSON.SET")
+        .arg("doc")
+        .arg("$")
+        .arg(r#"{"a":[1,2]}"#)
+        .query(&mut con)
+        .unwrap();
+
+    let from = format!("http://127.0.0.1:{}", source.api);
+    let to = format!("http://127.0.0.1:{}", target.api);
+    // The copy runs while the source keeps changing: records it has passed, records ahead of
+    // it, new keys, deletes. Small pages make the scan long.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, url) = (stop.clone(), source.url("/records/put"));
+        let delete_url = source.url("/records/delete");
+        let client = source.client().clone();
+        let (started, running) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let body = json!({"Records": [
+                    {"pk": format!("svc/{}", (i * 4 + 3) % 400), "sk": "s0", "data": {"moved": i}},
+                    {"pk": format!("fresh{i}"), "sk": "", "data": i},
+                ]});
+                let put = client.post(&url).body(body.to_string()).send().unwrap();
+                assert_eq!(put.status().as_u16(), 200);
+                let gone =
+                    json!({"Records": [{"pk": format!("flags.{}", (i * 4) % 400), "sk": "s1"}]});
+                let delete = client
+                    .post(&delete_url)
+                    .body(gone.to_string())
+                    .send()
+                    .unwrap();
+                assert_eq!(delete.status().as_u16(), 200);
+                i += 1;
+                let _ = started.send(());
+            }
+            i
+        });
+        // The source changes from before the copy starts until after it ends.
+        running.recv().unwrap();
+        thread
+    };
+    let (ok, positions, stderr) = copy(&["--from", &from, "--to", &to, "--page", "37"], &[]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let changes = writer.join().unwrap();
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("copied"), "{stderr}");
+    assert!(
+        changes > 3,
+        "the source changed during the copy ({changes} rounds)"
+    );
+    // What changed after the copy took its end positions comes with a resume from the
+    // positions it printed: then nothing is missing or stale.
+    let (ok, positions, stderr) =
+        copy(&["--from", &from, "--to", &to, "--resume", &positions], &[]);
+    assert!(ok, "{stderr}");
+    let expected = contents(&source);
+    assert!(expected.len() > 1400, "{}", expected.len());
+    assert_eq!(
+        differences(&source, &target),
+        Vec::<String>::new(),
+        "the same records, deadlines included"
+    );
+    // Spread over the target's eight partitions, and read back by a Redis client.
+    let spread = target
+        .partitions()
+        .iter()
+        .filter(|p| p["records"].as_u64().is_some_and(|n| n > 0))
+        .count();
+    assert_eq!(
+        (target.partitions().len(), spread),
+        (8, 8),
+        "{:?}",
+        target.partitions()
+    );
+    let mut tcon = redis(&target);
+    let bytes: Vec<u8> = redis::cmd("GET").arg("bin").query(&mut tcon).unwrap();
+    assert_eq!(bytes, vec![0u8, 0xff, 1]);
+    let ttl: i64 = redis::cmd("TTL").arg("session").query(&mut tcon).unwrap();
+    assert!((3500..=3600).contains(&ttl), "{ttl}");
+    let members: BTreeSet<String> = redis::cmd("SMEMBERS")
+        .arg("allow")
+        .query(&mut tcon)
+        .unwrap();
+    assert_eq!(members.len(), 2);
+
+    // Following from the printed positions: changes made on the source reach the target.
+    let mut follow = Command::new(BIN)
+        .args([
+            "copy", "--from", &from, "--to", &to, "--follow", "--resume", &positions,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("live")
+        .arg("1")
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg("h")
+        .arg("a")
+        .arg("changed")
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::cmd("SREM")
+        .arg("allow")
+        .arg("10.0.0.1")
+        .query(&mut con)
+        .unwrap();
+    let (status, _) = source.post(
+        "/records/delete",
+        json!({"Records": [{"pk": "flags.0", "sk": "s0"}]}),
+    );
+    assert_eq!(status, 200);
+    // The same key changed twice in a row: the last write wins on the target too.
+    for v in ["first", "second", "third"] {
+        let _: () = redis::cmd("SET")
+            .arg("flip")
+            .arg(v)
+            .query(&mut con)
+            .unwrap();
+    }
+    wait_for("the changes on the target", || {
+        differences(&source, &target).is_empty()
+    });
+    let flip: String = redis::cmd("GET").arg("flip").query(&mut tcon).unwrap();
+    assert_eq!(flip, "third");
+    let status = Command::new("kill")
+        .args(["-INT", &follow.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = follow.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "copy --follow ignored SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(follow.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(exit.success(), "{out}");
+    let followed = out.trim().to_string();
+    assert_ne!(followed, positions, "it moved on");
+
+    // A change while no copy runs: `--resume` from where the follow stopped catches it up.
+    let _: () = redis::cmd("SET")
+        .arg("later")
+        .arg("1")
+        .query(&mut con)
+        .unwrap();
+    let (ok, _, stderr) = copy(&["--from", &from, "--to", &to, "--resume", &followed], &[]);
+    assert!(ok, "{stderr}");
+    assert_eq!(differences(&source, &target), Vec::<String>::new());
+}
+
+#[test]
+fn copy_with_tokens_to_a_tls_target_and_errors_that_say_what_to_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::tls::Ca::new(dir.path(), "ca");
+    let (cert, key) = crate::tls::install(dir.path(), &ca.sign(false));
+    let source = Node::start_with(&[("READ_TOKENS", "reader"), ("WRITE_TOKENS", "writer")]);
+    let target = Node::start_with(&[
+        ("WRITE_TOKENS", "target-writer"),
+        ("TLS_CERT_PATH", &cert),
+        ("TLS_KEY_PATH", &key),
+    ]);
+    let response = source
+        .client()
+        .post(source.url("/records/put"))
+        .bearer_auth("writer")
+        .body(json!({"Records": [{"pk": "cfg", "sk": "a", "data": 1}]}).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let from = format!("http://127.0.0.1:{}", source.api);
+    let to = format!("https://localhost:{}", target.api);
+
+    // Without the source's token: its 401, naming which side.
+    let (ok, _, stderr) = copy(&["--from", &from, "--to", &to, "--cacert", ca.path()], &[]);
+    assert!(
+        !ok && stderr.contains("--from") && stderr.contains("401"),
+        "{stderr}"
+    );
+    // Without trusting the target's CA: the TLS failure, naming which side.
+    let auth = [
+        ("COPY_FROM_AUTH", "reader"),
+        ("COPY_TO_AUTH", "target-writer"),
+    ];
+    let (ok, _, stderr) = copy(&["--from", &from, "--to", &to], &auth);
+    assert!(!ok && stderr.contains("--to"), "{stderr}");
+    // Not an address.
+    let (ok, _, stderr) = copy(&["--from", "localhost:1", "--to", &to], &auth);
+    assert!(!ok && stderr.contains("http://host:8190"), "{stderr}");
+
+    let (ok, positions, stderr) = copy(
+        &["--from", &from, "--to", &to, "--cacert", ca.path()],
+        &auth,
+    );
+    assert!(ok, "{stderr}");
+    assert!(positions.contains(':'), "{positions}");
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--cacert",
+            ca.path(),
+            "-H",
+            "Authorization: Bearer target-writer",
+        ])
+        .arg(format!("https://localhost:{}/records/get", target.api))
+        .args(["-d", r#"{"Records":[{"pk":"cfg","sk":"a"}]}"#])
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(body.contains(r#""Data":1"#), "{body}");
+}
