@@ -218,12 +218,7 @@ async fn copy_changes(
                 Some(event) => event,
                 None => {
                     // Nothing more arrived yet: what was read is written before waiting.
-                    writer.flush().await?;
-                    at = pending;
-                    reached
-                        .lock()
-                        .expect("positions lock")
-                        .insert(partition, at);
+                    at = writer.flush_to(pending, partition, reached).await?;
                     if done(at) {
                         return Ok(());
                     }
@@ -262,12 +257,7 @@ async fn copy_changes(
                 _ => {}
             }
         }
-        writer.flush().await?;
-        at = pending;
-        reached
-            .lock()
-            .expect("positions lock")
-            .insert(partition, at);
+        at = writer.flush_to(pending, partition, reached).await?;
     }
     Ok(())
 }
@@ -574,6 +564,22 @@ impl<'a> Writer<'a> {
         self.bytes += size;
         self.records.push(record);
         Ok(())
+    }
+
+    /// Flushes, then notes `position` (the position after the last change written) as
+    /// reached in `partition`, and answers it.
+    async fn flush_to(
+        &mut self,
+        position: Position,
+        partition: u32,
+        reached: &Mutex<BTreeMap<u32, Position>>,
+    ) -> anyhow::Result<Position> {
+        self.flush().await?;
+        reached
+            .lock()
+            .expect("positions lock")
+            .insert(partition, position);
+        Ok(position)
     }
 
     async fn flush(&mut self) -> anyhow::Result<()> {

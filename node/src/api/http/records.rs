@@ -150,16 +150,7 @@ async fn dispatch(
         }
         "list" => {
             let req: ListBody = parse(body)?;
-            let limit = match req.limit {
-                None => 0,
-                Some(l) if l >= 0 => l as u64,
-                Some(l) => {
-                    return Err(ServiceError::bad_request(
-                        "bad_limit",
-                        format!("`limit` must be 0 (no limit) or more, not {l}"),
-                    ));
-                }
-            };
+            let limit = page_limit(req.limit)?;
             let page = service
                 .list(ListRequest {
                     pk: req.pk,
@@ -183,16 +174,7 @@ async fn dispatch(
         }
         "scan" => {
             let req: ScanBody = parse(body)?;
-            let limit = match req.limit {
-                None => 0,
-                Some(l) if l >= 0 => l as usize,
-                Some(l) => {
-                    return Err(ServiceError::bad_request(
-                        "bad_limit",
-                        format!("`limit` must be 0 (a full page) or more, not {l}"),
-                    ));
-                }
-            };
+            let limit = page_limit(req.limit)? as usize;
             let page = service
                 .scan(req.cursor.as_deref(), limit, &positions(req.min_offsets)?)
                 .await?;
@@ -366,6 +348,18 @@ fn deadline(index: usize, op: OpKind, r: &RecordBody) -> Result<Option<i64>, Ser
                 ))),
             }
         }
+    }
+}
+
+/// A page's `limit`: 0 (or none) asks for a full page (MAX_LIST_RECORDS).
+fn page_limit(limit: Option<i64>) -> Result<u64, ServiceError> {
+    match limit {
+        None => Ok(0),
+        Some(l) if l >= 0 => Ok(l as u64),
+        Some(l) => Err(ServiceError::bad_request(
+            "bad_limit",
+            format!("`limit` must be 0 (a full page) or more, not {l}"),
+        )),
     }
 }
 
