@@ -366,6 +366,20 @@ impl Api {
         })
     }
 
+    /// Sends `method path` with `body`: the answer's head, its body to read.
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Bytes,
+    ) -> anyhow::Result<hyper::Response<Incoming>> {
+        let request = self.request(method, path, body)?;
+        self.client
+            .request(request)
+            .await
+            .with_context(|| format!("{} {}: cannot reach it", self.flag, self.base))
+    }
+
     fn request(
         &self,
         method: &str,
@@ -385,12 +399,9 @@ impl Api {
     /// `POST path` with a JSON body: its JSON answer and FireScroll-Token header, or an error
     /// with the node's own message.
     async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(Value, Option<String>)> {
-        let request = self.request("POST", path, Bytes::from(body.to_string()))?;
         let response = self
-            .client
-            .request(request)
-            .await
-            .with_context(|| format!("{} {}: cannot reach it", self.flag, self.base))?;
+            .send("POST", path, Bytes::from(body.to_string()))
+            .await?;
         let status = response.status();
         let token = response
             .headers()
@@ -427,12 +438,7 @@ impl Api {
     async fn watch(&self, partition: u32, at: Position) -> anyhow::Result<Events> {
         let from = format_positions(&BTreeMap::from([(partition, at)]));
         let path = format!("/records/watch?partition={partition}&from={from}");
-        let request = self.request("GET", &path, Bytes::new())?;
-        let response = self
-            .client
-            .request(request)
-            .await
-            .with_context(|| format!("{} {}: cannot reach it", self.flag, self.base))?;
+        let response = self.send("GET", &path, Bytes::new()).await?;
         let status = response.status();
         if !status.is_success() {
             let bytes = response.into_body().collect().await?.to_bytes();
