@@ -1,0 +1,244 @@
+//! The copy's HTTP side: a client for http:// and https:// nodes, requests with the node's
+//! token, answers with the node's own error messages, and a watch read as Server-Sent Events.
+
+use super::{Position, format_positions};
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper_rustls::{ConfigBuilderExt, HttpsConnector};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// An HTTPS-capable client (plain http:// too).
+pub(super) fn http_client(
+    cacert: Option<&std::path::Path>,
+) -> anyhow::Result<Client<HttpsConnector<HttpConnector>, Full<Bytes>>> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?;
+    let tls = match cacert {
+        None => builder
+            .with_native_roots()
+            .context("cannot load the system's CA certificates (give --cacert)")?,
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path)
+                .with_context(|| format!("--cacert {}", path.display()))?
+            {
+                roots
+                    .add(cert.with_context(|| format!("--cacert {}", path.display()))?)
+                    .with_context(|| {
+                        format!("--cacert {}: not a CA certificate", path.display())
+                    })?;
+            }
+            builder.with_root_certificates(roots)
+        }
+    }
+    .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
+/// One side of the copy: its base address and token.
+pub(super) struct Api {
+    base: String,
+    flag: &'static str,
+    authorization: Option<HeaderValue>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl Api {
+    pub(super) fn new(
+        base: &str,
+        token: Option<&str>,
+        client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+        flag: &'static str,
+    ) -> anyhow::Result<Api> {
+        let base = base.trim_end_matches('/').to_string();
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            bail!("{flag} {base:?}: give the node's HTTP API address, e.g. http://host:8190");
+        }
+        let authorization = token
+            .map(|t| HeaderValue::try_from(format!("Bearer {t}")))
+            .transpose()
+            .with_context(|| format!("{flag}'s token cannot be sent in an HTTP header"))?;
+        Ok(Api {
+            base,
+            flag,
+            authorization,
+            client,
+        })
+    }
+
+    /// Sends `method path` with `body`: the answer's head, its body to read.
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Bytes,
+    ) -> anyhow::Result<hyper::Response<Incoming>> {
+        let request = self.request(method, path, body)?;
+        self.client
+            .request(request)
+            .await
+            .with_context(|| format!("{} {}: cannot reach it", self.flag, self.base))
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Bytes,
+    ) -> anyhow::Result<hyper::Request<Full<Bytes>>> {
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(authorization) = &self.authorization {
+            request = request.header(AUTHORIZATION, authorization);
+        }
+        Ok(request.body(Full::new(body))?)
+    }
+
+    /// `POST path` with a JSON body: its JSON answer and FireScroll-Token header, or an error
+    /// with the node's own message.
+    pub(super) async fn post(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<(Value, Option<String>)> {
+        let response = self
+            .send("POST", path, Bytes::from(body.to_string()))
+            .await?;
+        let status = response.status();
+        let token = response
+            .headers()
+            .get("firescroll-token")
+            .and_then(|t| t.to_str().ok())
+            .map(str::to_string);
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .with_context(|| {
+                format!(
+                    "{} {}: the answer to {path} broke off",
+                    self.flag, self.base
+                )
+            })?
+            .to_bytes();
+        let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!(
+                "{} {}{path} answered {status}: {}",
+                self.flag,
+                self.base,
+                answer["error"]["message"].as_str().map_or_else(
+                    || String::from_utf8_lossy(&bytes).into_owned(),
+                    str::to_string
+                )
+            );
+        }
+        Ok((answer, token))
+    }
+
+    /// A watch of `partition` from `at`, as events.
+    pub(super) async fn watch(&self, partition: u32, at: Position) -> anyhow::Result<Events> {
+        let from = format_positions(&BTreeMap::from([(partition, at)]));
+        let path = format!("/records/watch?partition={partition}&from={from}");
+        let response = self.send("GET", &path, Bytes::new()).await?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.into_body().collect().await?.to_bytes();
+            let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            bail!(
+                "{} {}: the watch of partition {partition} from {from} answered {status}: {}{}",
+                self.flag,
+                self.base,
+                answer["error"]["message"].as_str().unwrap_or_default(),
+                if status.as_u16() == 410 {
+                    " (the source no longer holds the changes since then: copy again without --resume)"
+                } else {
+                    ""
+                }
+            );
+        }
+        Ok(Events {
+            body: response.into_body(),
+            buffer: Vec::new(),
+        })
+    }
+}
+
+/// A watch's Server-Sent Events.
+pub(super) struct Events {
+    body: Incoming,
+    buffer: Vec<u8>,
+}
+
+pub(super) struct Event {
+    pub(super) kind: String,
+    pub(super) id: String,
+    pub(super) data: String,
+}
+
+impl Events {
+    /// The next event already received, if any.
+    pub(super) fn next_now(&mut self) -> Option<Event> {
+        loop {
+            let end = self.buffer.windows(2).position(|w| w == b"\n\n")?;
+            let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+            let text = String::from_utf8_lossy(&block);
+            let mut event = Event {
+                kind: "message".into(),
+                id: String::new(),
+                data: String::new(),
+            };
+            for line in text.lines() {
+                let Some((field, value)) = line.split_once(':') else {
+                    continue;
+                };
+                let value = value.strip_prefix(' ').unwrap_or(value);
+                match field {
+                    "event" => event.kind = value.to_string(),
+                    "id" => event.id = value.to_string(),
+                    "data" => event.data.push_str(value),
+                    _ => {}
+                }
+            }
+            // Comments (keep-alives) carry no event.
+            if !event.id.is_empty() || event.kind == "error" {
+                return Some(event);
+            }
+        }
+    }
+
+    /// The next event, waiting for it; `None` when the stream ends.
+    pub(super) async fn next(&mut self) -> anyhow::Result<Option<Event>> {
+        loop {
+            if let Some(event) = self.next_now() {
+                return Ok(Some(event));
+            }
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buffer.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(_)) | None => return Ok(None),
+            }
+        }
+    }
+}
