@@ -17,6 +17,9 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// The client both sides share.
+pub(super) type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
 /// An HTTPS-capable client (plain http:// too).
 pub(super) fn http_client(
     cacert: Option<&std::path::Path>,

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use writer::{Kind, Writer};
 
 mod api;
+mod from_redis;
 mod writer;
 
 /// Copies every record of one FireScroll namespace into another (one with more partitions, in
@@ -27,7 +28,9 @@ mod writer;
 #[derive(Debug, clap::Parser)]
 #[command(name = "firescroll copy", version)]
 pub struct CopyArgs {
-    /// The source node's HTTP API, e.g. http://old-node:8190 (any node of its region).
+    /// The source node's HTTP API, e.g. http://old-node:8190 (any node of its region); or a
+    /// Redis server, redis://[:password@]host:6379[/db], whose strings, hashes and sets are
+    /// copied once.
     #[arg(long)]
     pub from: String,
     /// The target node's HTTP API, e.g. https://new-node:8190.
@@ -68,7 +71,9 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::process:
         .expect("a tokio runtime builds");
     match runtime.block_on(run(args)) {
         Ok(positions) => {
-            println!("{positions}");
+            if !positions.is_empty() {
+                println!("{positions}");
+            }
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {
@@ -82,6 +87,12 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::process:
 pub async fn run(args: CopyArgs) -> anyhow::Result<String> {
     anyhow::ensure!(args.page > 0, "--page must be at least 1");
     let client = http_client(args.cacert.as_deref())?;
+    if ["redis://", "rediss://", "redis+unix://"]
+        .iter()
+        .any(|scheme| args.from.starts_with(scheme))
+    {
+        return copy_redis(&args, client).await;
+    }
     let source = Api::new(
         &args.from,
         args.from_auth.as_deref(),
@@ -124,6 +135,34 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<String> {
     }
     let reached = reached.lock().expect("positions lock").clone();
     Ok(format_positions(&reached))
+}
+
+/// A Redis source: one pass. Answers no positions (Redis has no change feed).
+async fn copy_redis(args: &CopyArgs, client: api::HttpsClient) -> anyhow::Result<String> {
+    if args.resume.is_some() || args.follow {
+        bail!(
+            "--resume and --follow need a FireScroll source: Redis has no change feed to follow \
+             (stop writes to it before copying, or copy again to pick up changes)"
+        );
+    }
+    let target = Api::new(&args.to, args.to_auth.as_deref(), client, "--to")?;
+    let copied = from_redis::copy_from_redis(&args.from, &target, args.page).await?;
+    eprintln!(
+        "copied {} keys ({} records) from Redis",
+        copied.keys, copied.records
+    );
+    if !copied.skipped.is_empty() {
+        let skipped: Vec<String> = copied
+            .skipped
+            .iter()
+            .map(|(kind, n)| format!("{n} {kind}"))
+            .collect();
+        eprintln!(
+            "not copied: {} (FireScroll stores strings, hashes, sets and JSON documents)",
+            skipped.join(", ")
+        );
+    }
+    Ok(String::new())
 }
 
 /// The scan: every record of the source written to the target. Answers where to watch each

@@ -350,3 +350,119 @@ fn copy_with_tokens_to_a_tls_target_and_errors_that_say_what_to_fix() {
     let body = String::from_utf8_lossy(&out.stdout);
     assert!(body.contains(r#""Data":1"#), "{body}");
 }
+
+#[test]
+fn a_redis_servers_strings_hashes_and_sets_are_copied_and_read_back_alike() {
+    let server = crate::expiry::RedisServer::start();
+    let node = Node::start();
+    let mut from = redis::Client::open(format!("redis://127.0.0.1:{}/", server.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    // Config as Redis users keep it: flags and settings as strings (JSON-looking text too),
+    // hashes, allowlists as sets, bytes that are not UTF-8 as keys, fields and values, a
+    // deadline; enough keys for SCAN to take many pages. And a list and a sorted set, which
+    // FireScroll does not store.
+    let mut pipe = redis::pipe();
+    for i in 0..1200 {
+        pipe.cmd("SET")
+            .arg(format!("flag:{i}"))
+            .arg(if i % 2 == 0 { "on" } else { "off" });
+    }
+    pipe.cmd("SET").arg("json").arg(r#"{"a": 1, "b": [true]}"#);
+    pipe.cmd("SET").arg("bin").arg(&[0u8, 0xff, 0x80][..]);
+    pipe.cmd("SET").arg(&[0xfeu8, 0x01][..]).arg("binary key");
+    pipe.cmd("HSET")
+        .arg("limits")
+        .arg(&["rps", "10", "burst", "20"]);
+    pipe.cmd("HSET")
+        .arg("limits")
+        .arg(&[0xffu8][..])
+        .arg(&[0xc3u8, 0x28][..]);
+    pipe.cmd("SADD")
+        .arg("allow")
+        .arg(&["10.0.0.1", "10.0.0.2", "2001:db8::1"]);
+    pipe.cmd("SET").arg("session").arg("x").arg("EX").arg(3600);
+    pipe.cmd("EXPIRE").arg("limits").arg(1800);
+    pipe.cmd("RPUSH").arg("queue").arg(&["a", "b"]);
+    pipe.cmd("ZADD").arg("board").arg(1).arg("a");
+    let _: () = pipe.query(&mut from).unwrap();
+
+    let (ok, out, stderr) = copy(
+        &[
+            "--from",
+            &format!("redis://127.0.0.1:{}/0", server.port),
+            "--to",
+            &format!("http://127.0.0.1:{}", node.api),
+            "--page",
+            "100",
+        ],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    assert!(out.is_empty(), "no positions to resume from: {out}");
+    assert!(
+        stderr.contains("copied 1206 keys")
+            && stderr.contains("1 list")
+            && stderr.contains("1 zset"),
+        "{stderr}"
+    );
+
+    // Every Redis read answers on FireScroll what it answers on redis-server.
+    let mut to = redis(&node);
+    let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut from).unwrap();
+    for key in keys {
+        let kind: String = redis::cmd("TYPE").arg(&key).query(&mut from).unwrap();
+        let read = match kind.as_str() {
+            "string" => "GET",
+            "hash" => "HGETALL",
+            "set" => "SMEMBERS",
+            _ => continue,
+        };
+        let answer = |con: &mut redis::Connection| {
+            let value: redis::Value = redis::cmd(read).arg(&key).query(con).unwrap();
+            let items = match value {
+                redis::Value::Array(items) | redis::Value::Set(items) => items,
+                other => vec![other],
+            };
+            // Members and fields in any order (FireScroll answers in sk order, Redis as stored).
+            let mut entries: Vec<String> = match read {
+                "HGETALL" => items.chunks(2).map(|pair| format!("{pair:?}")).collect(),
+                _ => items.iter().map(|item| format!("{item:?}")).collect(),
+            };
+            entries.sort();
+            entries
+        };
+        assert_eq!(answer(&mut to), answer(&mut from), "{read} {key:?}");
+        let kind_there: String = redis::cmd("TYPE").arg(&key).query(&mut to).unwrap();
+        assert_eq!(kind_there, kind, "TYPE {key:?}");
+    }
+    for (key, max) in [("session", 3600), ("limits", 1800)] {
+        let ttl: i64 = redis::cmd("TTL").arg(key).query(&mut to).unwrap();
+        assert!((max - 100..=max).contains(&ttl), "TTL {key}: {ttl}");
+    }
+    let size: i64 = redis::cmd("DBSIZE").query(&mut to).unwrap();
+    assert_eq!(size, 1206);
+    // Over HTTP the JSON-looking string is the text it was (Redis values are bytes).
+    let (_, body) = node.post(
+        "/records/get",
+        json!({"Records": [{"pk": "json", "sk": ""}]}),
+    );
+    assert_eq!(
+        body["Records"][0]["Data"],
+        json!(r#"{"a": 1, "b": [true]}"#)
+    );
+
+    // A Redis source has nothing to follow.
+    let (ok, _, stderr) = copy(
+        &[
+            "--from",
+            &format!("redis://127.0.0.1:{}", server.port),
+            "--to",
+            &format!("http://127.0.0.1:{}", node.api),
+            "--follow",
+        ],
+        &[],
+    );
+    assert!(!ok && stderr.contains("no change feed"), "{stderr}");
+}

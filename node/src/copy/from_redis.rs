@@ -1,0 +1,212 @@
+//! A Redis server as the copy's source (`--from redis://host:6379`): moving a config store that
+//! lives in Redis — feature flags, settings, allowlists — into FireScroll. Strings, hashes and
+//! sets are copied with their deadlines, byte for byte as FireScroll's own Redis port would
+//! store them (text as a JSON string, other bytes as `{"$base64": ...}`, keys and fields that
+//! are not UTF-8 in FireScroll's binary key form), so every Redis client reads back what it
+//! wrote. Keys of other types are counted and named, not copied. Redis has no change feed to
+//! resume from: the copy is one pass over `SCAN` (stop writes to the source first, or copy
+//! again to pick up what changed).
+
+use super::api::Api;
+use super::writer::{Kind, Writer};
+use crate::model::{BINARY_KEY_MARK, binary_data, binary_key};
+use anyhow::{Context, bail};
+use redis::Value as Reply;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+/// What one pass copied and what it left.
+#[derive(Debug, Default)]
+pub(super) struct Copied {
+    pub records: u64,
+    pub keys: u64,
+    /// Keys not copied, by Redis type (lists, sorted sets, streams ...).
+    pub skipped: BTreeMap<String, u64>,
+}
+
+/// Copies every string, hash and set of the Redis server at `url` into `target`.
+pub(super) async fn copy_from_redis(
+    url: &str,
+    target: &Api,
+    page: usize,
+) -> anyhow::Result<Copied> {
+    let client = redis::Client::open(url).with_context(|| format!("--from {url}"))?;
+    let mut connection = tokio::task::spawn_blocking(move || client.get_connection())
+        .await?
+        .with_context(|| format!("--from {url}: cannot connect"))?;
+    let mut writer = Writer::new(target, page);
+    let mut copied = Copied::default();
+    let mut cursor = 0u64;
+    loop {
+        let (con, read) = tokio::task::spawn_blocking(move || {
+            let read = read_page(&mut connection, cursor, page);
+            (connection, read)
+        })
+        .await?;
+        connection = con;
+        let read = read.with_context(|| format!("--from {url}"))?;
+        for record in read.records {
+            writer.write(Kind::Put, record).await?;
+            copied.records += 1;
+        }
+        copied.keys += read.keys;
+        for (kind, n) in read.skipped {
+            *copied.skipped.entry(kind).or_default() += n;
+        }
+        cursor = read.next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    writer.flush().await?;
+    Ok(copied)
+}
+
+/// One `SCAN` page's keys read as records.
+struct Page {
+    next: u64,
+    records: Vec<Value>,
+    keys: u64,
+    skipped: BTreeMap<String, u64>,
+}
+
+fn read_page(con: &mut redis::Connection, cursor: u64, count: usize) -> anyhow::Result<Page> {
+    let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+        .arg(cursor)
+        .arg("COUNT")
+        .arg(count)
+        .query(con)?;
+    let mut page = Page {
+        next,
+        records: Vec::new(),
+        keys: 0,
+        skipped: BTreeMap::new(),
+    };
+    if keys.is_empty() {
+        return Ok(page);
+    }
+    // Each key's type and deadline, then its value, in two round trips per page.
+    let mut meta = redis::pipe();
+    for key in &keys {
+        meta.cmd("TYPE").arg(key).cmd("PTTL").arg(key);
+    }
+    let meta: Vec<Reply> = meta.query(con)?;
+    let mut values = redis::pipe();
+    let mut wanted = Vec::new();
+    for (key, pair) in keys.iter().zip(meta.chunks(2)) {
+        let kind = match &pair[0] {
+            Reply::SimpleString(kind) => kind.as_str(),
+            Reply::Okay => "string",
+            other => bail!("TYPE answered {other:?}"),
+        };
+        let pttl = match pair[1] {
+            Reply::Int(ms) => ms,
+            _ => -1,
+        };
+        match kind {
+            "string" => values.cmd("GET").arg(key),
+            "hash" => values.cmd("HGETALL").arg(key),
+            "set" => values.cmd("SMEMBERS").arg(key),
+            // Gone since SCAN saw it.
+            "none" => continue,
+            other => {
+                *page.skipped.entry(other.to_string()).or_default() += 1;
+                continue;
+            }
+        };
+        wanted.push((key, kind, pttl));
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let replies: Vec<Reply> = values.query(con)?;
+    for ((key, kind, pttl), reply) in wanted.into_iter().zip(replies) {
+        let Some(pk) = key_text(key) else {
+            *page
+                .skipped
+                .entry("key of FireScroll's binary form".into())
+                .or_default() += 1;
+            continue;
+        };
+        let deadline = (pttl > 0).then(|| now_ms + pttl);
+        let mut add = |sk: String, data: Value| {
+            let mut record = json!({ "pk": pk, "sk": sk, "data": data });
+            if let Some(at) = deadline {
+                record["expires_at"] = json!(at);
+            }
+            page.records.push(record);
+        };
+        match (kind, reply) {
+            // Deleted between the two round trips.
+            (_, Reply::Nil) => continue,
+            ("string", Reply::BulkString(bytes)) => add(String::new(), value_json(&bytes)),
+            ("hash", Reply::Array(items)) => {
+                for pair in items.chunks(2) {
+                    if let [Reply::BulkString(field), Reply::BulkString(value)] = pair {
+                        let Some(sk) = key_text(field) else { continue };
+                        add(sk, value_json(value));
+                    }
+                }
+            }
+            ("hash", Reply::Map(pairs)) => {
+                for (field, value) in pairs {
+                    if let (Reply::BulkString(field), Reply::BulkString(value)) = (field, value)
+                        && let Some(sk) = key_text(&field)
+                    {
+                        add(sk, value_json(&value));
+                    }
+                }
+            }
+            ("set", Reply::Array(members) | Reply::Set(members)) => {
+                for member in members {
+                    if let Reply::BulkString(member) = member
+                        && let Some(sk) = key_text(&member)
+                    {
+                        add(sk, json!(true));
+                    }
+                }
+            }
+            (kind, other) => bail!("{kind} key answered {other:?}"),
+        }
+        page.keys += 1;
+    }
+    Ok(page)
+}
+
+/// A Redis key or field as FireScroll's Redis port names it: the text, or the binary key form
+/// for bytes that are not UTF-8. `None` for text that is itself of the binary form (FireScroll's
+/// Redis port refuses it too: it would read back as other bytes).
+fn key_text(bytes: &[u8]) -> Option<String> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) if text.starts_with(BINARY_KEY_MARK) => None,
+        Ok(text) => Some(text.to_string()),
+        Err(_) => Some(binary_key(bytes)),
+    }
+}
+
+/// A Redis value as FireScroll's Redis port stores it.
+fn value_json(bytes: &[u8]) -> Value {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => json!(text),
+        Err(_) => serde_json::from_str(binary_data(bytes).get()).expect("binary data is JSON"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_values_take_the_redis_ports_forms() {
+        assert_eq!(key_text(b"flags"), Some("flags".into()));
+        assert_eq!(key_text(&[0xff, 0]), Some(binary_key(&[0xff, 0])));
+        assert_eq!(key_text(binary_key(&[0xff]).as_bytes()), None);
+        assert_eq!(
+            value_json(b"{\"a\":1}"),
+            json!("{\"a\":1}"),
+            "text stays text"
+        );
+        let binary = value_json(&[0, 0xff]);
+        assert!(binary["$base64"].is_string(), "{binary}");
+    }
+}
