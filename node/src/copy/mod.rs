@@ -29,7 +29,7 @@ mod writer;
 #[command(name = "firescroll copy", version)]
 pub struct CopyArgs {
     /// The source node's HTTP API, e.g. http://old-node:8190 (any node of its region); or a
-    /// Redis server, redis://[:password@]host:6379[/db], whose strings, hashes and sets are
+    /// Redis server, `redis://[:password@]host:6379[/db]`, whose strings, hashes and sets are
     /// copied once.
     #[arg(long)]
     pub from: String,
