@@ -4,7 +4,7 @@
 use super::{Position, format_positions};
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use hyper_rustls::{ConfigBuilderExt, HttpsConnector};
@@ -16,6 +16,11 @@ use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// The most one answer (a scan page, an error) or one watch event may hold: far above what a
+/// node sends (a page of MAX_LIST_RECORDS values of MAX_VALUE_BYTES), and a bound on what
+/// something else at the address can make the copy hold.
+const MAX_ANSWER_BYTES: usize = 1 << 30;
 
 /// The client both sides share.
 pub(super) type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -131,14 +136,14 @@ impl Api {
             .get("firescroll-token")
             .and_then(|t| t.to_str().ok())
             .map(str::to_string);
-        let bytes = response
-            .into_body()
+        let bytes = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
             .collect()
             .await
-            .with_context(|| {
-                format!(
-                    "{} {}: the answer to {path} broke off",
-                    self.flag, self.base
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{} {}: the answer to {path} broke off or passed {MAX_ANSWER_BYTES} bytes: {e}",
+                    self.flag,
+                    self.base
                 )
             })?
             .to_bytes();
@@ -238,6 +243,13 @@ impl Events {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         self.buffer.extend_from_slice(&data);
+                    }
+                    if self.buffer.len() > MAX_ANSWER_BYTES {
+                        anyhow::bail!(
+                            "the source's watch sent {} bytes without ending an event: is it a \
+                             FireScroll node?",
+                            self.buffer.len()
+                        );
                     }
                 }
                 Some(Err(_)) | None => return Ok(None),

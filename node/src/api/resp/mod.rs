@@ -70,9 +70,13 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             tracing::warn!(%peer, max = config.max_clients, "RESP connection refused: too many clients");
-            let _ = stream
-                .write_all(b"-ERR max number of clients reached\r\n")
-                .await;
+            // Said as Redis says it; a TLS client could not read it before its handshake, and
+            // is closed (the log and the warning above say why).
+            if tls.is_none() {
+                let _ = stream
+                    .write_all(b"-ERR max number of clients reached\r\n")
+                    .await;
+            }
             continue;
         };
         let id = ids.fetch_add(1, Ordering::Relaxed);
