@@ -73,6 +73,9 @@ pub struct Metrics {
     /// `firescroll_tls_reloads_total{result}`: TLS certificate sets read again after their files
     /// changed or on SIGHUP (`ok`, or `failed`: the previous one is still served).
     pub tls_reloads: IntCounterVec,
+    /// `firescroll_tls_certificate_expiry_timestamp_seconds`: when the certificate the TLS ports
+    /// serve expires (unix seconds; 0 with TLS off). Alert well before it.
+    pub tls_certificate_expiry: IntGauge,
     /// `firescroll_tls_handshake_failures_total{port,reason}`: connections to a TLS port closed
     /// before TLS was up (`plaintext`: the client spoke without TLS; `handshake`; `timeout`).
     pub tls_handshake_failures: IntCounterVec,
@@ -327,6 +330,11 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        let tls_certificate_expiry = IntGauge::new(
+            "firescroll_tls_certificate_expiry_timestamp_seconds",
+            "When the certificate the TLS ports serve expires, unix seconds (0 with TLS off): alert well before it.",
+        )
+        .expect("valid metric");
         let tls_handshake_failures = IntCounterVec::new(
             Opts::new(
                 "firescroll_tls_handshake_failures_total",
@@ -455,6 +463,7 @@ impl Metrics {
             Box::new(reads_cancelled.clone()),
             Box::new(tls_reloads.clone()),
             Box::new(tls_handshake_failures.clone()),
+            Box::new(tls_certificate_expiry.clone()),
             Box::new(partition_latency.clone()),
             Box::new(partitions.clone()),
             Box::new(entries_applied.clone()),
@@ -514,6 +523,7 @@ impl Metrics {
             reads_cancelled,
             tls_reloads,
             tls_handshake_failures,
+            tls_certificate_expiry,
             snapshots,
             snapshot_offset,
             snapshot_restores,

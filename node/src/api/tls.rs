@@ -36,6 +36,9 @@ pub const HANDSHAKE_RECORD: u8 = 0x16;
 /// rarely enough that scanners do not fill the log.
 pub const FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// A certificate expiring in fewer days than this is warned about at load and reload.
+pub const EXPIRY_WARNING_DAYS: i64 = 14;
+
 /// Longest a Redis client may take to start and finish its TLS handshake (HTTP uses its header
 /// timeout).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,6 +90,8 @@ pub struct Tls {
 struct Acceptors {
     http: TlsAcceptor,
     redis: TlsAcceptor,
+    /// When the served certificate (the chain's first) expires, unix seconds.
+    expires_at: Option<i64>,
 }
 
 /// A file's identity and version: a rotation that swaps a symlink (Kubernetes) or rewrites the
@@ -119,6 +124,38 @@ impl Tls {
         }))
     }
 
+    /// When the served certificate expires, unix seconds (when it could be read).
+    pub fn expires_at(&self) -> Option<i64> {
+        self.acceptors.load().expires_at
+    }
+
+    /// Publishes the served certificate's expiry, and warns when it is near or past: a
+    /// rotation that stopped (cert-manager, certbot) shows here weeks before clients refuse the
+    /// node.
+    fn note_expiry(&self, metrics: &Metrics) {
+        let Some(at) = self.expires_at() else {
+            return;
+        };
+        metrics.tls_certificate_expiry.set(at);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let days = (at - now).div_euclid(86_400);
+        if at <= now {
+            tracing::error!(
+                path = %self.settings.cert_path.display(),
+                "the TLS certificate (TLS_CERT_PATH) has EXPIRED: clients refuse it; put a new one in place (read again within {} s)",
+                RELOAD_EVERY.as_secs()
+            );
+        } else if days < EXPIRY_WARNING_DAYS {
+            tracing::warn!(
+                path = %self.settings.cert_path.display(),
+                days,
+                "the TLS certificate (TLS_CERT_PATH) expires in {days} days: rotate it"
+            );
+        }
+    }
+
     /// The acceptor for a new connection to `port` (the current certificate).
     pub fn acceptor(&self, port: TlsPort) -> TlsAcceptor {
         let acceptors = self.acceptors.load();
@@ -146,6 +183,7 @@ impl Tls {
     /// logging and counting each outcome.
     pub fn spawn_reloader(self: &Arc<Self>, metrics: Arc<Metrics>) {
         let tls = self.clone();
+        tls.note_expiry(&metrics);
         tokio::spawn(async move {
             let mut hangups =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -162,8 +200,8 @@ impl Tls {
                     _ = tick.tick() => false,
                     _ = hangup => true,
                 };
-                let tls = tls.clone();
-                let reloaded = tokio::task::spawn_blocking(move || tls.reload(forced)).await;
+                let reloading = tls.clone();
+                let reloaded = tokio::task::spawn_blocking(move || reloading.reload(forced)).await;
                 match reloaded {
                     Ok(None) => {}
                     Ok(Some(Ok(()))) => {
@@ -172,6 +210,7 @@ impl Tls {
                             trigger = if forced { "SIGHUP" } else { "files changed" },
                             "TLS certificate reloaded: new connections get the new one"
                         );
+                        tls.note_expiry(&metrics);
                     }
                     Ok(Some(Err(e))) => {
                         metrics.tls_reloads.with_label_values(&["failed"]).inc();
@@ -318,7 +357,15 @@ fn build(settings: &TlsSettings) -> Result<Acceptors, TlsError> {
     Ok(Acceptors {
         http: config(&[b"h2", b"http/1.1"])?,
         redis: config(&[])?,
+        expires_at: key.cert.first().and_then(expiry),
     })
+}
+
+/// A certificate's notAfter, unix seconds (`None` for one x509-parser cannot read; rustls took
+/// it, so it is served anyway).
+fn expiry(cert: &CertificateDer<'_>) -> Option<i64> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    Some(parsed.validity().not_after.timestamp())
 }
 
 /// The one certificate both ports present (swapped by building new acceptors).

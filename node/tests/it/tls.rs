@@ -40,6 +40,16 @@ impl Ca {
     /// A certificate this CA signs and its key, as PEM: for the node (`localhost`, 127.0.0.1)
     /// or for a client.
     pub(crate) fn sign(&self, client: bool) -> (String, String) {
+        self.sign_until(client, None)
+    }
+
+    /// [`Ca::sign`], valid until midnight (UTC) of `(year, month, day)` when given (rcgen's
+    /// default otherwise: the year 4096).
+    pub(crate) fn sign_until(
+        &self,
+        client: bool,
+        until: Option<(i32, u8, u8)>,
+    ) -> (String, String) {
         let key = rcgen::KeyPair::generate().unwrap();
         let names: Vec<String> = if client {
             Vec::new()
@@ -47,6 +57,9 @@ impl Ca {
             vec!["localhost".into(), "127.0.0.1".into()]
         };
         let mut params = rcgen::CertificateParams::new(names).unwrap();
+        if let Some((year, month, day)) = until {
+            params.not_after = rcgen::date_time_ymd(year, month, day);
+        }
         params.extended_key_usages = vec![if client {
             rcgen::ExtendedKeyUsagePurpose::ClientAuth
         } else {
@@ -341,9 +354,12 @@ const r = new Redis({{ port: {port}, host: "localhost", tls: {{ ca: fs.readFileS
 fn a_rotated_certificate_is_served_without_a_restart_and_a_broken_one_is_not() {
     let dir = tempfile::tempdir().unwrap();
     let (old_ca, new_ca) = (Ca::new(dir.path(), "old-ca"), Ca::new(dir.path(), "new-ca"));
-    let (cert, key) = install(dir.path(), &old_ca.sign(false));
+    let (cert, key) = install(dir.path(), &old_ca.sign_until(false, Some((2030, 1, 2))));
     let mut node = tls_node(&cert, &key, &[]);
     assert!(trusted_by(&node, &old_ca) && !trusted_by(&node, &new_ca));
+    // When the served certificate expires, for alerts: 2030-01-02T00:00:00Z.
+    let expiry = "firescroll_tls_certificate_expiry_timestamp_seconds";
+    assert_eq!(metric(&node, expiry), 1_893_542_400.0);
 
     // A rotation caught half-way (the certificate file cut short): logged, counted, and the
     // last good certificate still served.
@@ -368,13 +384,15 @@ fn a_rotated_certificate_is_served_without_a_restart_and_a_broken_one_is_not() {
     );
 
     // The new pair, from another CA: new connections get it, on both ports, without a restart.
-    install(dir.path(), &new_ca.sign(false));
+    install(dir.path(), &new_ca.sign_until(false, Some((2031, 6, 1))));
     wait_for("the new certificate", Duration::from_secs(30), || {
         trusted_by(&node, &new_ca)
     });
     assert!(!trusted_by(&node, &old_ca));
     assert_eq!(redis_cli_tls(&node, &new_ca, None, &["PING"]), "PONG");
     assert!(metric(&node, r#"firescroll_tls_reloads_total{result="ok"}"#) >= 1.0);
+    // The new certificate's expiry: 2031-06-01T00:00:00Z.
+    assert_eq!(metric(&node, expiry), 1_938_038_400.0);
 
     // SIGHUP reads the files at once, changed or not.
     node.signal("HUP");
@@ -389,6 +407,21 @@ fn a_rotated_certificate_is_served_without_a_restart_and_a_broken_one_is_not() {
     );
     assert!(trusted_by(&node, &new_ca), "still up after SIGHUP");
     assert!(node.terminate().success());
+}
+
+#[test]
+fn an_expired_certificate_is_said_loudly_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let (cert, key) = install(dir.path(), &ca.sign_until(false, Some((2020, 1, 1))));
+    let node = tls_node(&cert, &key, &[]);
+    assert!(node.log().contains("has EXPIRED"), "{}", node.log());
+    assert_eq!(
+        metric(&node, "firescroll_tls_certificate_expiry_timestamp_seconds"),
+        1_577_836_800.0
+    );
+    // Clients refuse it, as they should.
+    assert!(!trusted_by(&node, &ca));
 }
 
 #[test]
