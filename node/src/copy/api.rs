@@ -33,9 +33,12 @@ pub(super) fn http_client(
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?;
     let tls = match cacert {
+        // A machine without a CA store (a slim container) still copies over http://; an
+        // https:// address then fails naming the certificate, and --cacert is the way.
         None => builder
+            .clone()
             .with_native_roots()
-            .context("cannot load the system's CA certificates (give --cacert)")?,
+            .unwrap_or_else(|_| builder.with_root_certificates(rustls::RootCertStore::empty())),
         Some(path) => {
             let mut roots = rustls::RootCertStore::empty();
             for cert in CertificateDer::pem_file_iter(path)
