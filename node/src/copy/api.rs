@@ -26,9 +26,7 @@ const MAX_ANSWER_BYTES: usize = 1 << 30;
 pub(super) type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// An HTTPS-capable client (plain http:// too).
-pub(super) fn http_client(
-    cacert: Option<&std::path::Path>,
-) -> anyhow::Result<Client<HttpsConnector<HttpConnector>, Full<Bytes>>> {
+pub(super) fn http_client(cacert: Option<&std::path::Path>) -> anyhow::Result<HttpsClient> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?;
@@ -67,14 +65,14 @@ pub(super) struct Api {
     base: String,
     flag: &'static str,
     authorization: Option<HeaderValue>,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HttpsClient,
 }
 
 impl Api {
     pub(super) fn new(
         base: &str,
         token: Option<&str>,
-        client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+        client: HttpsClient,
         flag: &'static str,
     ) -> anyhow::Result<Api> {
         let base = base.trim_end_matches('/').to_string();
@@ -188,7 +186,7 @@ impl Api {
         }
         Ok(Events {
             body: response.into_body(),
-            buffer: Vec::new(),
+            parser: EventParser::default(),
         })
     }
 }
@@ -196,7 +194,7 @@ impl Api {
 /// A watch's Server-Sent Events.
 pub(super) struct Events {
     body: Incoming,
-    buffer: Vec<u8>,
+    parser: EventParser,
 }
 
 pub(super) struct Event {
@@ -205,12 +203,31 @@ pub(super) struct Event {
     pub(super) data: String,
 }
 
-impl Events {
-    /// The next event already received, if any.
-    pub(super) fn next_now(&mut self) -> Option<Event> {
+/// The events of a stream's bytes, as they arrive in any pieces.
+#[derive(Default)]
+struct EventParser {
+    buffer: Vec<u8>,
+    /// The buffer before this holds no event's end.
+    searched: usize,
+}
+
+impl EventParser {
+    fn push(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
+    }
+
+    /// The next whole event received, if any; comments (keep-alives) are skipped.
+    fn next(&mut self) -> Option<Event> {
         loop {
-            let end = self.buffer.windows(2).position(|w| w == b"\n\n")?;
+            // Each byte is searched once, however many pieces an event arrives in.
+            let from = self.searched.saturating_sub(1);
+            let Some(end) = self.buffer[from..].windows(2).position(|w| w == b"\n\n") else {
+                self.searched = self.buffer.len();
+                return None;
+            };
+            let end = from + end;
             let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+            self.searched = 0;
             let text = String::from_utf8_lossy(&block);
             let mut event = Event {
                 kind: "message".into(),
@@ -229,34 +246,70 @@ impl Events {
                     _ => {}
                 }
             }
-            // Comments (keep-alives) carry no event.
             if !event.id.is_empty() || event.kind == "error" {
                 return Some(event);
             }
         }
     }
+}
+
+impl Events {
+    /// The next event already received, if any.
+    pub(super) fn next_now(&mut self) -> Option<Event> {
+        self.parser.next()
+    }
 
     /// The next event, waiting for it; `None` when the stream ends.
     pub(super) async fn next(&mut self) -> anyhow::Result<Option<Event>> {
         loop {
-            if let Some(event) = self.next_now() {
+            if let Some(event) = self.parser.next() {
                 return Ok(Some(event));
             }
             match self.body.frame().await {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
-                        self.buffer.extend_from_slice(&data);
+                        self.parser.push(&data);
                     }
-                    if self.buffer.len() > MAX_ANSWER_BYTES {
+                    if self.parser.buffer.len() > MAX_ANSWER_BYTES {
                         anyhow::bail!(
                             "the source's watch sent {} bytes without ending an event: is it a \
                              FireScroll node?",
-                            self.buffer.len()
+                            self.parser.buffer.len()
                         );
                     }
                 }
                 Some(Err(_)) | None => return Ok(None),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_come_whole_however_the_stream_is_cut() {
+        let stream = b": keep-alive\n\nevent: bookmark\nid: 0:7\ndata: {\"Token\":\"0:7\"}\n\n\
+            event: change\nid: 0:8\ndata: {\"Op\":\"put\"}\n\nevent: error\ndata: {}\n\n";
+        for cut in 1..stream.len() {
+            let mut parser = EventParser::default();
+            let mut events = Vec::new();
+            for piece in stream.chunks(cut) {
+                parser.push(piece);
+                while let Some(event) = parser.next() {
+                    events.push((event.kind, event.id, event.data));
+                }
+            }
+            assert_eq!(
+                events,
+                [
+                    ("bookmark".into(), "0:7".into(), r#"{"Token":"0:7"}"#.into()),
+                    ("change".into(), "0:8".into(), r#"{"Op":"put"}"#.into()),
+                    ("error".into(), String::new(), "{}".into()),
+                ],
+                "pieces of {cut} bytes"
+            );
         }
     }
 }

@@ -678,23 +678,13 @@ fn the_keyspace_spans_the_region_and_scan_cursors_move_between_nodes() {
         if let Some(c) = &cursor {
             body["cursor"] = json!(c);
         }
-        let response = node
-            .client()
-            .post(node.url("/records/scan"))
-            .body(body.to_string())
-            .send()
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 200);
-        let token = response.headers()["firescroll-token"]
-            .to_str()
-            .unwrap()
-            .to_string();
+        let (status, answer, token) = node.post_with_token("/records/scan", &body);
+        assert_eq!(status, 200, "{answer}");
         partitions_seen.extend(
             token
                 .split(',')
                 .map(|p| p.split(':').next().unwrap().to_string()),
         );
-        let answer: Value = serde_json::from_str(&response.text().unwrap()).unwrap();
         for r in answer["Records"].as_array().unwrap() {
             records.push((
                 r["Pk"].as_str().unwrap().into(),

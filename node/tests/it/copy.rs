@@ -325,6 +325,23 @@ fn copy_with_tokens_to_a_tls_target_and_errors_that_say_what_to_fix() {
     ];
     let (ok, _, stderr) = copy(&["--from", &from, "--to", &to], &auth);
     assert!(!ok && stderr.contains("--to"), "{stderr}");
+    // A machine without a CA store (a slim container) still copies between http:// nodes
+    // (here the source into itself: whole puts change nothing).
+    let empty = dir.path().join("no-cas.pem");
+    std::fs::write(&empty, "").unwrap();
+    let (ok, _, stderr) = copy(
+        &["--from", &from, "--to", &from],
+        &[
+            ("COPY_FROM_AUTH", "reader"),
+            ("COPY_TO_AUTH", "writer"),
+            ("SSL_CERT_FILE", empty.to_str().unwrap()),
+            (
+                "SSL_CERT_DIR",
+                dir.path().join("no-such-dir").to_str().unwrap(),
+            ),
+        ],
+    );
+    assert!(ok, "{stderr}");
     // Not an address.
     let (ok, _, stderr) = copy(&["--from", "localhost:1", "--to", &to], &auth);
     assert!(!ok && stderr.contains("http://host:8190"), "{stderr}");

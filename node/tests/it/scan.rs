@@ -67,20 +67,7 @@ fn scan_all(node: &Node, limit: u64) -> Scanned {
 
 /// One scan request: status, body, and its FireScroll-Token header.
 fn scan_page(node: &Node, body: &Value) -> (u16, Value, String) {
-    let response = node
-        .client()
-        .post(node.url("/records/scan"))
-        .body(body.to_string())
-        .send()
-        .unwrap();
-    let status = response.status().as_u16();
-    let token = response
-        .headers()
-        .get("firescroll-token")
-        .map(|t| t.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let body: Value = serde_json::from_str(&response.text().unwrap()).unwrap();
-    (status, body, token)
+    node.post_with_token("/records/scan", body)
 }
 
 fn put(node: &Node, records: Vec<Value>) {

@@ -230,6 +230,25 @@ impl Node {
     }
 
     /// GETs a URL (public or internal); returns (status, body).
+    /// A POST of `body` to `path`: status, JSON answer, and its FireScroll-Token header ("" when
+    /// it has none).
+    pub fn post_with_token(&self, path: &str, body: &Value) -> (u16, Value, String) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .body(body.to_string())
+            .send()
+            .unwrap();
+        let status = response.status().as_u16();
+        let token = response
+            .headers()
+            .get("firescroll-token")
+            .map(|t| t.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let answer = serde_json::from_str(&response.text().unwrap()).unwrap();
+        (status, answer, token)
+    }
+
     pub fn get_url(&self, url: &str) -> (u16, String) {
         let r = self.client.get(url).send().expect("request failed");
         (r.status().as_u16(), r.text().unwrap())
