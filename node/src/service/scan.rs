@@ -131,7 +131,8 @@ impl Cursor {
 
 impl Service {
     /// About `limit` records from `cursor` on (0: the node's list page size), over every
-    /// partition of the region in order, read here or at an owner.
+    /// partition of the region in order, read here or at an owner. A page may hold fewer (even
+    /// none) and still have a cursor: it reads about eight times `limit` keys at most.
     pub async fn scan(
         &self,
         cursor: Option<&str>,
@@ -147,15 +148,19 @@ impl Service {
         let max = self.config.limits.max_list_records;
         let limit = if limit == 0 { max } else { limit.min(max) };
         let mut page = ScanPage::default();
+        // Keys whose records are all expired (not yet removed) give nothing: a page also ends
+        // after this many reads (index entries and key lists), with a cursor, so no request
+        // walks an unbounded keyspace.
+        let max_reads = limit.saturating_mul(4).saturating_add(16);
+        let mut reads = 0usize;
         loop {
+            let ask = limit - page.records.len();
             let reply = self
-                .keys_in(
-                    at.partition,
-                    at.hash,
-                    limit - page.records.len(),
-                    min_offsets,
-                )
+                .keys_in(at.partition, at.hash, ask, min_offsets)
                 .await?;
+            // The index entries that read looked at (keys with nothing live are left out of
+            // its answer, but were read).
+            reads += ask;
             if let Some(text) = &reply.token {
                 page.token.keep_first(&text.parse()?, at.partition);
             }
@@ -182,11 +187,13 @@ impl Service {
                         .await?;
                     page.records.extend(listed.records);
                     list_cursor = listed.next_cursor;
-                    if list_cursor.is_none() || page.records.len() >= limit {
+                    reads += 1;
+                    let page_done = page.records.len() >= limit || reads >= max_reads;
+                    if list_cursor.is_none() || page_done {
                         break;
                     }
                 }
-                if page.records.len() >= limit {
+                if page.records.len() >= limit || reads >= max_reads {
                     let within = list_cursor.map_or(Within::Done, Within::From);
                     let next = Cursor {
                         partition: at.partition,
@@ -209,6 +216,10 @@ impl Service {
                 },
                 None => return Ok(page),
             };
+            if reads >= max_reads {
+                page.next_cursor = Some(at.encode());
+                return Ok(page);
+            }
         }
     }
 }

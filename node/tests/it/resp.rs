@@ -1668,7 +1668,7 @@ fn client_list_and_kill_hrandfield_resetstat_and_quoted_inline_commands() {
     let node = Node::start();
     let script = format!(
         r#"
-import redis
+import redis, time
 r = redis.Redis(port={port}, decode_responses=True)
 victim = redis.Redis(port={port}, decode_responses=True)
 victim.client_setname("victim")
