@@ -270,10 +270,12 @@ fn a_page_reads_a_bounded_number_of_keys_even_when_they_hold_nothing_live() {
     let node = Node::start_with(&[("EXPIRY_TICK_MS", "0")]);
     put(&node, vec![json!({"pk": "alive", "sk": "", "data": 1})]);
     let doomed: Vec<Value> = (0..200)
-        .map(|i| json!({"pk": format!("gone{i}"), "sk": "", "data": i, "ttl_ms": 1}))
+        .map(|i| json!({"pk": format!("gone{i}"), "sk": "", "data": i, "ttl_ms": 500}))
         .collect();
+    // Long enough that none of the put's entries removes another's records (a later entry's
+    // time past an earlier one's deadlines would), short enough to be past when scanning.
     put(&node, doomed);
-    std::thread::sleep(Duration::from_millis(50));
+    std::thread::sleep(Duration::from_millis(1000));
     // A page of one record walks at most a few dozen keys: pages that found nothing live still
     // answer, with a cursor, instead of one request walking every key.
     let mut cursor: Option<String> = None;
