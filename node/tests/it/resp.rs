@@ -1172,6 +1172,15 @@ assert len(seen) == 340 and len(set(seen)) == 340, len(seen)
 assert sorted(r.scan_iter(match="user:1?")) == sorted(f"user:{{i}}" for i in range(10, 20))
 hashes = set(r.scan_iter(_type="hash", count=50))
 assert hashes == {{f"session:{{i}}" for i in range(40)}}, hashes
+# Sets are told from hashes by their members, as TYPE tells them.
+for i in range(5):
+    r.sadd(f"tags:{{i}}", "a", "b")
+sets = set(r.scan_iter(_type="set", count=50))
+assert sets == {{f"tags:{{i}}" for i in range(5)}}, sets
+assert set(r.scan_iter(_type="hash", count=50)) == hashes
+assert len(set(r.scan_iter(_type="string", count=50))) == 300
+assert list(r.scan_iter(_type="zset")) == []
+r.delete(*[f"tags:{{i}}" for i in range(5)])
 assert len(r.keys("session:*")) == 40 and r.keys("nothing*") == []
 assert r.randomkey() in set(seen)
 assert r.delete("user:5", "session:3", "missing") == 2   # DEL takes a hash whole

@@ -198,7 +198,8 @@ pub async fn del(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     ctx.delete_keys(pks).await
 }
 
-/// `TYPE key`: `string` when the record (key, "") exists, else `hash` when the pk has fields.
+/// `TYPE key`: `string` when the record (key, "") exists, else `set` or `hash` when the pk has
+/// records, else `none`.
 pub async fn type_of(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let [k] = args else {
         return wrong_arity("type");
@@ -208,25 +209,33 @@ pub async fn type_of(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         Err(e) => return e,
     };
     match ctx.exist(std::slice::from_ref(&key)).await {
-        Ok(found) if found[0] => return Reply::Simple("string"),
-        Ok(_) => {}
-        Err(e) => return e,
+        Ok(found) if found[0] => Reply::Simple("string"),
+        Ok(_) => match records_type(ctx, key.pk).await {
+            Ok(kind) => Reply::Simple(kind),
+            Err(e) => e,
+        },
+        Err(e) => e,
     }
+}
+
+/// The Redis type of a pk that has no string record: `set` or `hash` by its first record, `none`
+/// when it has no records.
+pub(super) async fn records_type(ctx: &Context<'_>, pk: String) -> Result<&'static str, Reply> {
     let page = ctx
         .service
         .list(crate::service::ListRequest {
-            min_offsets: ctx.min_offsets([key.pk.as_str()]),
-            pk: key.pk,
+            min_offsets: ctx.min_offsets([pk.as_str()]),
+            pk,
             limit: 1,
             ..Default::default()
         })
         .await;
     match page {
-        Ok(page) if page.records.is_empty() => Reply::Simple("none"),
+        Ok(page) if page.records.is_empty() => Ok("none"),
         // Set members are stored with `true` (HSET stores strings): its first record tells.
-        Ok(page) if page.records[0].data_json == "true" => Reply::Simple("set"),
-        Ok(_) => Reply::Simple("hash"),
-        Err(e) => super::service_error(e),
+        Ok(page) if page.records[0].data_json == "true" => Ok("set"),
+        Ok(_) => Ok("hash"),
+        Err(e) => Err(super::service_error(e)),
     }
 }
 

@@ -2,16 +2,16 @@
 //! record and hash fields); they read every partition's key index, here or at an owner in the
 //! region. SCAN cursors are valid on any node of the region (see `service::keyspace`).
 
+use super::keys::records_type;
 use super::scan::{glob_match, parse_count, parse_cursor};
 use super::{Context, random, service_error, wrong_arity};
 use crate::api::resp::reply::Reply;
-use crate::model::KeyInfo;
 use bytes::Bytes;
 
 /// Most keys `KEYS` answers; past it, use `SCAN`.
 pub const KEYS_LIMIT: usize = 100_000;
 
-/// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE string|hash]`
+/// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE string|hash|set]`
 pub async fn scan(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let [cursor, options @ ..] = args else {
         return wrong_arity("scan");
@@ -22,7 +22,7 @@ pub async fn scan(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     };
     let mut pattern: Option<Vec<u8>> = None;
     let mut count = 10usize;
-    let mut kind: Option<bool> = None;
+    let mut kind: Option<&'static str> = None;
     let mut options = options.iter();
     while let Some(option) = options.next() {
         let Some(value) = options.next() else {
@@ -36,8 +36,9 @@ pub async fn scan(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             },
             b"TYPE" => {
                 kind = match value.to_ascii_lowercase().as_slice() {
-                    b"string" => Some(true),
-                    b"hash" => Some(false),
+                    b"string" => Some("string"),
+                    b"hash" => Some("hash"),
+                    b"set" => Some("set"),
                     // Redis answers no keys for a type it has none of.
                     _ => return Reply::Array(vec![Reply::bulk("0"), Reply::Array(vec![])]),
                 }
@@ -50,12 +51,30 @@ pub async fn scan(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         Ok(page) => page,
         Err(e) => return service_error(e),
     };
-    let keys = page
-        .keys
-        .into_iter()
-        .filter(|k| selected(k, pattern.as_deref(), kind))
-        .map(|k| Reply::Bulk(super::wire_key(&k.pk)))
-        .collect();
+    let mut keys = Vec::new();
+    for key in page.keys {
+        if !pattern
+            .as_deref()
+            .is_none_or(|p| glob_match(p, key.pk.as_bytes()))
+        {
+            continue;
+        }
+        // A pk with a string record and hash fields is a string to TYPE, and so here. Sets and
+        // hashes are told apart by their first record, as TYPE does: one read per such key, and
+        // only when the filter asks.
+        let wanted = match kind {
+            None => true,
+            Some("string") => key.string,
+            Some(_) if key.string => false,
+            Some(kind) => match records_type(ctx, key.pk.clone()).await {
+                Ok(found) => found == kind,
+                Err(e) => return e,
+            },
+        };
+        if wanted {
+            keys.push(Reply::Bulk(super::wire_key(&key.pk)));
+        }
+    }
     Reply::Array(vec![
         Reply::bulk(page.cursor.to_string()),
         Reply::Array(keys),
@@ -78,7 +97,7 @@ pub async fn keys(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         found.extend(
             page.keys
                 .into_iter()
-                .filter(|k| selected(k, Some(pattern), None))
+                .filter(|k| glob_match(pattern, k.pk.as_bytes()))
                 .map(|k| Reply::Bulk(super::wire_key(&k.pk))),
         );
         if found.len() > KEYS_LIMIT {
@@ -147,11 +166,4 @@ pub async fn randomkey(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         }
     }
     Reply::Null
-}
-
-/// Whether a key passes SCAN's filters.
-fn selected(key: &KeyInfo, pattern: Option<&[u8]>, string: Option<bool>) -> bool {
-    // A pk with a string record and hash fields is a string to TYPE, and so here.
-    pattern.is_none_or(|p| glob_match(p, key.pk.as_bytes()))
-        && string.is_none_or(|want| key.string == want)
 }
