@@ -10,7 +10,7 @@
 use crate::model::ListRequest;
 use crate::model::peer::{
     GET_PATH, GetQuery, GetReply, KEYS_PATH, KeysQuery, KeysReply, LIST_PATH, ListReply,
-    OUTCOMES_PATH, OutcomesQuery, OutcomesReply,
+    OUTCOMES_PATH, OutcomesQuery, OutcomesReply, SCAN_PATH, ScanQuery, ScanReply,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -152,6 +152,32 @@ impl PeerClient {
         peer_wait: Duration,
     ) -> Result<KeysReply, PeerError> {
         self.post(addr, KEYS_PATH, query, peer_wait).await
+    }
+
+    /// A scan's page within one partition at `addr`; `None` when the peer runs a release
+    /// without it (it answers 404), so the caller walks the partition key by key instead.
+    pub async fn scan(
+        &self,
+        addr: SocketAddr,
+        query: &ScanQuery,
+        peer_wait: Duration,
+    ) -> Result<Option<ScanReply>, PeerError> {
+        self.scan_at(addr, "", query, peer_wait).await
+    }
+
+    /// [`PeerClient::scan`] with the path under `prefix` (tests serve both kinds of peer).
+    async fn scan_at(
+        &self,
+        addr: SocketAddr,
+        prefix: &str,
+        query: &ScanQuery,
+        peer_wait: Duration,
+    ) -> Result<Option<ScanReply>, PeerError> {
+        let path = format!("{prefix}{SCAN_PATH}");
+        match self.post(addr, &path, query, peer_wait).await {
+            Err(PeerError::Refused { status: 404, .. }) => Ok(None),
+            answer => answer.map(Some),
+        }
     }
 
     /// Entry outcomes at `addr`, which may wait up to `query.wait_ms` for each.
@@ -375,6 +401,46 @@ mod tests {
             e.to_string().contains("cannot be sent in an HTTP header"),
             "{e}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_scan_pages_is_told_from_one_that_failed() {
+        // What a release before `/cluster/v1/scan` answers it (its catch-all `{op}` route), and
+        // a peer that is unwell.
+        let app = axum::Router::new()
+            .route(
+                "/old/cluster/v1/scan",
+                axum::routing::post(|| async {
+                    (
+                        axum::http::StatusCode::NOT_FOUND,
+                        r#"{"code":"not_found","message":"no cluster operation \"scan\""}"#,
+                    )
+                }),
+            )
+            .route(
+                "/unwell/cluster/v1/scan",
+                axum::routing::post(|| async { axum::http::StatusCode::SERVICE_UNAVAILABLE }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let client = PeerClient::new(Duration::from_secs(5), None, 1 << 20);
+        let query = ScanQuery {
+            cursor: "0.0".into(),
+            limit: 1,
+            max_reads: 1,
+            min_offsets: Vec::new(),
+        };
+        let old = client
+            .scan_at(addr, "/old", &query, Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(old.is_none(), "an older release: walk key by key");
+        let e = client
+            .scan_at(addr, "/unwell", &query, Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert!(e.worth_failover(), "{e}");
     }
 
     #[tokio::test]

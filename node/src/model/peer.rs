@@ -16,6 +16,8 @@ pub const LIST_PATH: &str = "/cluster/v1/list";
 pub const OUTCOMES_PATH: &str = "/cluster/v1/outcomes";
 /// Path of key index pages and counts.
 pub const KEYS_PATH: &str = "/cluster/v1/keys";
+/// Path of a scan's page within one partition.
+pub const SCAN_PATH: &str = "/cluster/v1/scan";
 
 /// Point reads of keys in partitions the peer serves.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -38,6 +40,9 @@ pub struct GetReply {
 /// A record on the wire: data verbatim.
 #[derive(Debug, Deserialize)]
 pub struct WireRecord {
+    /// Present in scan replies (their records are of many pks).
+    #[serde(default)]
+    pub pk: Option<String>,
     /// Present in list replies (get replies are aligned with the keys asked).
     #[serde(default)]
     pub sk: Option<String>,
@@ -65,11 +70,22 @@ impl WireRecord {
 
 /// Writes `record` as a [`WireRecord`] (with its sk when `with_sk`), its data verbatim.
 pub fn render_record(out: &mut Vec<u8>, record: &Record, with_sk: bool) {
+    render(out, record, None, with_sk.then_some(record.sk.as_str()));
+}
+
+/// Writes `record` as a [`WireRecord`] with its pk and sk (a scan's records), data verbatim.
+pub fn render_keyed_record(out: &mut Vec<u8>, record: &Record) {
+    render(out, record, Some(&record.pk), Some(&record.sk));
+}
+
+fn render(out: &mut Vec<u8>, record: &Record, pk: Option<&str>, sk: Option<&str>) {
     out.extend_from_slice(b"{");
-    if with_sk {
-        out.extend_from_slice(b"\"sk\":");
-        serde_json::to_writer(&mut *out, &record.sk).expect("writing to a Vec cannot fail");
-        out.push(b',');
+    for (name, value) in [(&b"\"pk\":"[..], pk), (&b"\"sk\":"[..], sk)] {
+        if let Some(value) = value {
+            out.extend_from_slice(name);
+            serde_json::to_writer(&mut *out, value).expect("writing to a Vec cannot fail");
+            out.push(b',');
+        }
     }
     out.extend_from_slice(b"\"data\":");
     out.extend_from_slice(record.data_json.as_bytes());
@@ -142,4 +158,31 @@ pub struct KeysReply {
     /// record starts its watch there). Releases before it send none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+}
+
+/// A scan's page within one partition the peer serves (see `service::scan`): its records from
+/// `cursor` on, up to `limit` of them and `max_reads` reads, never past the partition's end.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScanQuery {
+    /// A scan cursor naming the partition (where its walk stands).
+    pub cursor: String,
+    pub limit: usize,
+    /// Most reads (key index entries asked, key lists) the page may take.
+    pub max_reads: usize,
+    /// Positions of the partition to wait for first (read-your-writes).
+    pub min_offsets: Vec<Position>,
+}
+
+/// The answer to a [`ScanQuery`].
+#[derive(Debug, Deserialize)]
+pub struct ScanReply {
+    /// With their pks and sks.
+    pub records: Vec<WireRecord>,
+    /// Where to continue within the partition; `None` when the page walked to its end.
+    pub next_cursor: Option<String>,
+    /// The partition's watch token on the answering node, taken before it read.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The reads the page took.
+    pub reads: usize,
 }

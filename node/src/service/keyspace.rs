@@ -106,7 +106,7 @@ impl Service {
     }
 
     /// Answers `query` from this node's partition or an owner's.
-    async fn ask_keys(&self, query: KeysQuery) -> Result<KeysReply, ServiceError> {
+    pub(super) async fn ask_keys(&self, query: KeysQuery) -> Result<KeysReply, ServiceError> {
         let partition = query.partition;
         match self.route(partition)? {
             Route::Local(_) => self.keys_local(query).await,
@@ -168,7 +168,12 @@ impl Service {
 }
 
 /// A query for a page of `partition`'s key index, waiting only for that partition's positions.
-fn keys_query(partition: u32, from: u64, limit: usize, min_offsets: &[Position]) -> KeysQuery {
+pub(super) fn keys_query(
+    partition: u32,
+    from: u64,
+    limit: usize,
+    min_offsets: &[Position],
+) -> KeysQuery {
     KeysQuery {
         partition,
         from,

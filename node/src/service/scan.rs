@@ -9,7 +9,10 @@
 //! is returned once (a record written during it may be returned or not: a watch from the
 //! scan's token sees that write).
 
+use super::keyspace::keys_query;
+use super::route::Route;
 use super::{Service, ServiceError, Token};
+use crate::model::peer::ScanQuery;
 use crate::model::{ListRequest, Position, Record};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -129,10 +132,39 @@ impl Cursor {
     }
 }
 
+/// One partition's part of a scan page.
+#[derive(Debug, Default)]
+pub struct PartitionScan {
+    pub records: Vec<Record>,
+    /// Where to continue within the partition; `None` when the part walked to its end.
+    next: Option<Cursor>,
+    /// The partition's watch token where it was read, taken before reading.
+    pub token: Option<String>,
+    /// The reads it took (key index entries asked, key lists).
+    pub reads: usize,
+}
+
+impl PartitionScan {
+    /// [`PartitionScan::next`] as a cursor's text.
+    pub fn next_cursor(&self) -> Option<String> {
+        self.next.as_ref().map(Cursor::encode)
+    }
+}
+
+/// Where a partition's keys and records are read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// This node's own store only: what a peer answers (it never proxies again).
+    Local,
+    /// Here or at an owner, read by read: for an owner whose release has no scan page.
+    Routed,
+}
+
 impl Service {
     /// About `limit` records from `cursor` on (0: the node's list page size), over every
-    /// partition of the region in order, read here or at an owner. A page may hold fewer (even
-    /// none) and still have a cursor: it reads about eight times `limit` keys at most.
+    /// partition of the region in order, read here or at an owner (one request per partition
+    /// part of the page). A page may hold fewer (even none) and still have a cursor: it reads
+    /// about four times `limit` keys at most.
     pub async fn scan(
         &self,
         cursor: Option<&str>,
@@ -151,18 +183,154 @@ impl Service {
         // Keys whose records are all expired (not yet removed) give nothing: a page also ends
         // after this many reads (index entries and key lists), with a cursor, so no request
         // walks an unbounded keyspace.
-        let max_reads = limit.saturating_mul(4).saturating_add(16);
+        let max_reads = max_reads(limit);
         let mut reads = 0usize;
         loop {
-            let ask = limit - page.records.len();
-            let reply = self
-                .keys_in(at.partition, at.hash, ask, min_offsets)
+            let partition = at.partition;
+            let part = self
+                .scan_partition_anywhere(
+                    at,
+                    limit - page.records.len(),
+                    max_reads - reads,
+                    min_offsets,
+                )
                 .await?;
+            page.records.extend(part.records);
+            reads = reads.saturating_add(part.reads);
+            if let Some(text) = &part.token {
+                page.token.keep_first(&text.parse()?, partition);
+            }
+            if let Some(next) = part.next {
+                page.next_cursor = Some(next.encode());
+                return Ok(page);
+            }
+            if partition + 1 == partitions {
+                return Ok(page);
+            }
+            at = Cursor {
+                partition: partition + 1,
+                ..Cursor::START
+            };
+            if page.records.len() >= limit || reads >= max_reads {
+                page.next_cursor = Some(at.encode());
+                return Ok(page);
+            }
+        }
+    }
+
+    /// A scan's page within one partition this node serves, from `query.cursor` on (what a
+    /// peer answers for a scan through a node that does not serve the partition).
+    pub async fn scan_partition_local(
+        &self,
+        query: ScanQuery,
+    ) -> Result<PartitionScan, ServiceError> {
+        let at = Cursor::decode(&query.cursor, self.engine.partition_count())?;
+        let limit = query.limit.clamp(1, self.config.limits.max_list_records);
+        let max_reads = query.max_reads.clamp(1, max_reads(limit));
+        let min_offsets: Vec<Position> = query
+            .min_offsets
+            .into_iter()
+            .filter(|p| p.partition == at.partition)
+            .collect();
+        self.scan_partition(at, limit, max_reads, &min_offsets, Reach::Local)
+            .await
+    }
+
+    /// A scan's page within `at`'s partition: from this node when it serves the partition, else
+    /// in one request to an owner.
+    async fn scan_partition_anywhere(
+        &self,
+        at: Cursor,
+        limit: usize,
+        max_reads: usize,
+        min_offsets: &[Position],
+    ) -> Result<PartitionScan, ServiceError> {
+        let partition = at.partition;
+        let min_offsets: Vec<Position> = min_offsets
+            .iter()
+            .copied()
+            .filter(|p| p.partition == partition)
+            .collect();
+        let cluster = match self.route(partition)? {
+            Route::Local(_) => {
+                return self
+                    .scan_partition(at, limit, max_reads, &min_offsets, Reach::Local)
+                    .await;
+            }
+            Route::Remote(cluster) => cluster,
+        };
+        let query = ScanQuery {
+            cursor: at.encode(),
+            limit,
+            max_reads,
+            min_offsets,
+        };
+        let wait = self.peer_wait(!query.min_offsets.is_empty());
+        let owners = cluster.owners(partition);
+        let reply = self
+            .first_answer(&cluster, "scan", partition, owners, |peer| {
+                cluster.client().scan(peer.api, &query, wait)
+            })
+            .await?;
+        let Some(reply) = reply else {
+            let min_offsets = query.min_offsets;
+            return self
+                .scan_partition(at, limit, max_reads, &min_offsets, Reach::Routed)
+                .await;
+        };
+        let next = match reply.next_cursor {
+            None => None,
+            Some(text) => match Cursor::decode(&text, self.engine.partition_count()) {
+                Ok(next) if next.partition == partition => Some(next),
+                _ => {
+                    return Err(ServiceError::internal(format!(
+                        "an owner of partition {partition} answered a scan with the cursor \
+                         {text:?}, not one of that partition"
+                    )));
+                }
+            },
+        };
+        let records = reply
+            .records
+            .into_iter()
+            .map(|r| {
+                let pk = r.pk.clone().unwrap_or_default();
+                let sk = r.sk.clone().unwrap_or_default();
+                r.into_record(pk, sk)
+            })
+            .collect();
+        Ok(PartitionScan {
+            records,
+            next,
+            token: reply.token,
+            reads: reply.reads,
+        })
+    }
+
+    /// Up to `limit` records of `at`'s partition from `at` on, in at most about `max_reads`
+    /// reads, read as `reach` says.
+    async fn scan_partition(
+        &self,
+        mut at: Cursor,
+        limit: usize,
+        max_reads: usize,
+        min_offsets: &[Position],
+        reach: Reach,
+    ) -> Result<PartitionScan, ServiceError> {
+        let partition = at.partition;
+        let mut part = PartitionScan::default();
+        loop {
+            let ask = limit - part.records.len();
+            let query = keys_query(partition, at.hash, ask, min_offsets);
+            let reply = match reach {
+                Reach::Local => self.keys_local(query).await?,
+                Reach::Routed => self.ask_keys(query).await?,
+            };
             // The index entries that read looked at (keys with nothing live are left out of
             // its answer, but were read).
-            reads += ask;
-            if let Some(text) = &reply.token {
-                page.token.keep_first(&text.parse()?, at.partition);
+            part.reads += ask;
+            if part.token.is_none() {
+                part.token = reply.token;
             }
             for key in reply.keys {
                 if at.passed(key.hash, &key.pk) {
@@ -173,55 +341,57 @@ impl Service {
                     _ => None,
                 };
                 loop {
-                    let listed = self
-                        .list(ListRequest {
-                            pk: key.pk.clone(),
-                            sk_prefix: String::new(),
-                            limit: (limit - page.records.len()) as u64,
-                            cond: None,
-                            if_stop: false,
-                            skip_prefix_itself: true,
-                            cursor: list_cursor,
-                            min_offsets: min_offsets.to_vec(),
-                        })
-                        .await?;
-                    page.records.extend(listed.records);
+                    let request = ListRequest {
+                        pk: key.pk.clone(),
+                        sk_prefix: String::new(),
+                        limit: (limit - part.records.len()) as u64,
+                        cond: None,
+                        if_stop: false,
+                        skip_prefix_itself: true,
+                        cursor: list_cursor,
+                        min_offsets: min_offsets.to_vec(),
+                    };
+                    let listed = match reach {
+                        Reach::Local => self.list_local(request).await?,
+                        Reach::Routed => self.list(request).await?,
+                    };
+                    part.records.extend(listed.records);
                     list_cursor = listed.next_cursor;
-                    reads += 1;
-                    let page_done = page.records.len() >= limit || reads >= max_reads;
-                    if list_cursor.is_none() || page_done {
+                    part.reads += 1;
+                    let full = part.records.len() >= limit || part.reads >= max_reads;
+                    if list_cursor.is_none() || full {
                         break;
                     }
                 }
-                if page.records.len() >= limit || reads >= max_reads {
+                if part.records.len() >= limit || part.reads >= max_reads {
                     let within = list_cursor.map_or(Within::Done, Within::From);
-                    let next = Cursor {
-                        partition: at.partition,
+                    part.next = Some(Cursor {
+                        partition,
                         hash: key.hash,
                         key: Some((key.pk, within)),
-                    };
-                    page.next_cursor = Some(next.encode());
-                    return Ok(page);
+                    });
+                    return Ok(part);
                 }
             }
-            at = match reply.next {
-                Some(hash) => Cursor {
-                    partition: at.partition,
-                    hash,
-                    key: None,
-                },
-                None if at.partition + 1 < partitions => Cursor {
-                    partition: at.partition + 1,
-                    ..Cursor::START
-                },
-                None => return Ok(page),
+            let Some(hash) = reply.next else {
+                return Ok(part);
             };
-            if reads >= max_reads {
-                page.next_cursor = Some(at.encode());
-                return Ok(page);
+            at = Cursor {
+                partition,
+                hash,
+                key: None,
+            };
+            if part.reads >= max_reads {
+                part.next = Some(at);
+                return Ok(part);
             }
         }
     }
+}
+
+/// Most reads a page of `limit` records takes.
+fn max_reads(limit: usize) -> usize {
+    limit.saturating_mul(4).saturating_add(16)
 }
 
 #[cfg(test)]

@@ -669,6 +669,11 @@ fn the_keyspace_spans_the_region_and_scan_cursors_move_between_nodes() {
     );
     // An HTTP scan of every record, each page asked of the next node with the cursor the
     // previous one issued: every record exactly once, and a position in every partition.
+    let peer_reads = |operation: &str| -> f64 {
+        let series = format!("firescroll_peer_requests_total{{operation=\"{operation}\"}}");
+        nodes.iter().map(|n| metric(n, &series)).sum()
+    };
+    let (lists_before, scans_before) = (peer_reads("list"), peer_reads("scan"));
     let mut records: Vec<(String, String)> = Vec::new();
     let mut partitions_seen = std::collections::BTreeSet::new();
     let mut cursor: Option<String> = None;
@@ -702,6 +707,11 @@ fn the_keyspace_spans_the_region_and_scan_cursors_move_between_nodes() {
         (123, 123),
         "120 strings and a hash of 3"
     );
+    // A node reads the partitions it does not serve in one request to an owner per page part
+    // (`/cluster/v1/scan`), not one proxied list per key.
+    assert_eq!(peer_reads("list") - lists_before, 0.0);
+    let scans = peer_reads("scan") - scans_before;
+    assert!((1.0..=60.0).contains(&scans), "{scans} scan requests");
     assert_eq!(
         partitions_seen.len(),
         PARTITIONS as usize,

@@ -1,11 +1,14 @@
-//! `POST /cluster/v1/{get,list,outcomes,keys}`: what a node answers its region's peers. Answers
+//! `POST /cluster/v1/{get,list,outcomes,keys,scan}`: what a node answers its region's peers. Answers
 //! come from this node's own partitions only — these handlers call the service's local reads,
 //! which never proxy — so a proxied request is never proxied again (hop limit 1).
 
 use super::records::authorize_for;
 use super::response;
 use crate::model::ListRequest;
-use crate::model::peer::{GetQuery, KeysQuery, OutcomesQuery, OutcomesReply, render_record};
+use crate::model::peer::{
+    GetQuery, KeysQuery, OutcomesQuery, OutcomesReply, ScanQuery, render_keyed_record,
+    render_record,
+};
 use crate::service::Operation;
 use crate::service::{Service, ServiceError};
 use axum::body::Bytes;
@@ -25,7 +28,7 @@ pub async fn handle(
         Err(e) => Err(e),
         Ok(()) => dispatch(&service, &op, &body).await,
     };
-    if matches!(op.as_str(), "get" | "list" | "outcomes" | "keys") {
+    if matches!(op.as_str(), "get" | "list" | "outcomes" | "keys" | "scan") {
         service
             .metrics()
             .peer_requests
@@ -92,10 +95,27 @@ async fn dispatch(service: &Service, op: &str, body: &[u8]) -> Result<Vec<u8>, S
             let reply = service.keys_local(query).await?;
             Ok(serde_json::to_vec(&reply).expect("serializes"))
         }
+        "scan" => {
+            let query: ScanQuery = parse(body)?;
+            let part = service.scan_partition_local(query).await?;
+            let mut out = b"{\"records\":[".to_vec();
+            for (i, record) in part.records.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                render_keyed_record(&mut out, record);
+            }
+            out.extend_from_slice(b"],\"next_cursor\":");
+            serde_json::to_writer(&mut out, &part.next_cursor()).expect("writing to a Vec");
+            out.extend_from_slice(b",\"token\":");
+            serde_json::to_writer(&mut out, &part.token).expect("writing to a Vec");
+            out.extend_from_slice(format!(",\"reads\":{}}}", part.reads).as_bytes());
+            Ok(out)
+        }
         other => Err(ServiceError::new(
             crate::service::ErrorKind::NotFound,
             "not_found",
-            format!("no cluster operation {other:?}: get, list, outcomes or keys"),
+            format!("no cluster operation {other:?}: get, list, outcomes, keys or scan"),
         )),
     }
 }
