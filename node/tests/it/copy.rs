@@ -291,6 +291,65 @@ fn a_namespace_is_copied_into_one_with_more_partitions_then_followed_and_resumed
 }
 
 #[test]
+fn a_copy_whose_last_source_entries_were_rejected_writes_ends_without_waiting_for_a_tick() {
+    // No bookmark tick while the test runs: the copy must learn from the watch's replay that it
+    // passed the rejected writes (they change nothing, so no change event carries them).
+    let source = Node::start_with(&[("WATCH_BOOKMARK_MS", "600000")]);
+    let target = Node::start();
+    let put = |body: serde_json::Value| {
+        let (status, reply) = source.post("/records/put", body);
+        assert!(status < 500, "{reply}");
+        reply["Positions"][0]["Offset"].as_u64().unwrap()
+    };
+    put(json!({"Records": [{"pk": "cfg", "sk": "a", "data": 1}], "wait": true}));
+    let (_, _, from) = source.post_with_token(
+        "/records/get",
+        &json!({"Records": [{"pk": "cfg", "sk": "a"}]}),
+    );
+    put(json!({"Records": [{"pk": "cfg", "sk": "b", "data": 2}], "wait": true}));
+    let mut last = 0;
+    for _ in 0..3 {
+        last = put(json!({"Records": [{"pk": "cfg", "sk": "a", "data": 3,
+                                        "if": "data == null"}], "wait": true}));
+    }
+    let mut child = Command::new(BIN)
+        .args([
+            "copy",
+            "--from",
+            &format!("http://127.0.0.1:{}", source.api),
+        ])
+        .args(["--to", &format!("http://127.0.0.1:{}", target.api)])
+        .args(["--resume", &from])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the copy still waits for the source's end position after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, got) = target.post(
+        "/records/get",
+        json!({"Records": [{"pk": "cfg", "sk": "b"}]}),
+    );
+    assert_eq!(got["Records"][0]["Data"], json!(2), "{got}");
+    // The positions it printed are past the rejected writes.
+    let reached: u64 = stdout.trim().split(':').nth(1).unwrap().parse().unwrap();
+    assert!(reached > last, "{stdout} is past {last}");
+}
+
+#[test]
 fn copy_with_tokens_to_a_tls_target_and_errors_that_say_what_to_fix() {
     let dir = tempfile::tempdir().unwrap();
     let ca = crate::tls::Ca::new(dir.path(), "ca");

@@ -349,3 +349,42 @@ fn a_watcher_that_stops_reading_is_cut_off_and_apply_keeps_its_pace() {
     }
     assert!(slow.next().is_none(), "the watch ends after the error");
 }
+
+#[test]
+fn a_watch_says_where_its_replay_ended_when_the_last_entries_changed_nothing() {
+    // No bookmark tick during the test: the bookmark must come from the end of the replay.
+    let node = Node::start_with(&[("WATCH_BOOKMARK_MS", "600000")]);
+    put(&node, json!([{"pk": "cfg", "sk": "a", "data": 1}]));
+    let (status, _, token) = node.post_with_token(
+        "/records/get",
+        &json!({"Records": [{"pk": "cfg", "sk": "a"}]}),
+    );
+    assert_eq!(status, 200);
+    // Writes the log holds but apply rejects: they move the partition on and change nothing.
+    let mut last = 0;
+    for _ in 0..3 {
+        let (_, reply) = node.post(
+            "/records/put",
+            json!({"Records": [{"pk": "cfg", "sk": "a", "data": 2, "if": "data == null"}],
+                   "wait": true}),
+        );
+        last = reply["Positions"][0]["Offset"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{reply}"));
+    }
+    let mut watch = Watcher::open(&node, &format!("pk=cfg&from={token}"), None);
+    let first = watch.next().unwrap();
+    assert_eq!(
+        (first.event.as_str(), first.id.as_deref()),
+        ("bookmark", Some(token.as_str()))
+    );
+    // A client waiting to reach the last rejected write's position (a copy catching up) hears
+    // at once that the watch is past it.
+    let caught_up = watch
+        .next()
+        .expect("a bookmark where the replay ended, before any tick");
+    assert_eq!(caught_up.event, "bookmark", "{caught_up:?}");
+    let id = caught_up.id.unwrap();
+    let offset: u64 = id.split(':').nth(1).unwrap().parse().unwrap();
+    assert!(offset > last, "{id} is past {last}");
+}

@@ -4,8 +4,9 @@
 //! the whole namespace (read access each way); `keys_only=true` leaves the records' data out.
 //! Each change is an event `change` whose `id` is the token to resume right after it; a
 //! reconnect with `Last-Event-ID` (what EventSource sends) or `?from=` gets exactly the changes
-//! after it. The first event, and one per WATCH_BOOKMARK_MS on a watch that moved on without
-//! a matching change, is a `bookmark` carrying the current token. A token older than the node's
+//! after it. The first event, the end of the replay of an earlier token's changes when the
+//! partitions had moved past the last one, and one per WATCH_BOOKMARK_MS on a watch that moved
+//! on without a matching change, are `bookmark`s carrying the current token. A token older than the node's
 //! history is a 410; a watch that falls behind ends with an `error` event (resume from the last
 //! id). A pk or partition that another node of the region applies is watched there, through this
 //! node (hop limit 1): the stream passes through, and a reconnect resumes on any owner.

@@ -245,6 +245,8 @@ pub struct Watch {
     /// The token last given to the client.
     told: Option<String>,
     bookmarks: tokio::time::Interval,
+    /// Whether the watch replayed its backlogs and said where that left it.
+    caught_up: bool,
     ended: bool,
 }
 
@@ -258,7 +260,9 @@ impl Drop for Watch {
 
 impl Watch {
     /// The next event; `None` once the watch ended. The first event is a bookmark with the
-    /// starting token; quiet watches get a bookmark every bookmark interval when they moved on.
+    /// starting token, and the replay of what was applied before the watch began ends with
+    /// one when it moved past the last change given; quiet watches get a bookmark every
+    /// bookmark interval when they moved on.
     pub async fn next(&mut self) -> Option<WatchEvent> {
         if self.ended {
             return None;
@@ -273,6 +277,18 @@ impl Watch {
         }
         if let Some(event) = self.replay() {
             return Some(event);
+        }
+        if !self.caught_up {
+            // The backlogs are replayed: the watch is at what its partitions had applied when it
+            // began. Said at once when that moved the token (entries that changed nothing
+            // watched, rejected writes say), so a client waiting to reach a position (a copy's
+            // catch-up) need not wait for the next bookmark tick.
+            self.caught_up = true;
+            let token = self.positions.to_string();
+            if self.told.as_deref() != Some(token.as_str()) {
+                self.told = Some(token.clone());
+                return Some(WatchEvent::Bookmark { token });
+            }
         }
         loop {
             tokio::select! {
@@ -430,6 +446,7 @@ impl Service {
             positions: Token::default(),
             told: None,
             bookmarks: tokio::time::interval(self.config.watch_bookmark),
+            caught_up: false,
             ended: false,
         };
         let mut too_old = Token::default();
@@ -439,7 +456,8 @@ impl Service {
                     ErrorKind::Unavailable,
                     "watch_unavailable",
                     format!(
-                        "{message}; a watch is served by a node that applies its partitions:                          connect to one (GET /records/watch there, with the same token)"
+                        "{message}; a watch is served by a node that applies its partitions: \
+                         connect to one (GET /records/watch there, with the same token)"
                     ),
                 )
             };
