@@ -40,7 +40,7 @@ pub(super) fn http_client(cacert: Option<&std::path::Path>) -> anyhow::Result<Ht
         Some(path) => {
             let mut roots = rustls::RootCertStore::empty();
             for cert in CertificateDer::pem_file_iter(path)
-                .with_context(|| format!("--cacert {}", path.display()))?
+                .with_context(|| format!("--cacert {}: cannot read it", path.display()))?
             {
                 roots
                     .add(cert.with_context(|| format!("--cacert {}", path.display()))?)

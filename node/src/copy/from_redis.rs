@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 use redis::Value as Reply;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::path::Path;
 
 /// What one pass copied and what it left.
 #[derive(Debug, Default)]
@@ -24,16 +25,40 @@ pub(super) struct Copied {
     pub skipped: BTreeMap<String, u64>,
 }
 
-/// Copies every string, hash and set of the Redis server at `url` into `target`.
+/// Copies every string, hash and set of the Redis server at `url` into `target`. A
+/// `rediss://` server (TLS) is checked against `cacert`'s PEM certificates when given, else the
+/// system's.
 pub(super) async fn copy_from_redis(
     url: &str,
+    cacert: Option<&Path>,
     target: &Api,
     page: usize,
 ) -> anyhow::Result<Copied> {
-    let client = redis::Client::open(url).with_context(|| format!("--from {url}"))?;
-    let mut connection = tokio::task::spawn_blocking(move || client.get_connection())
-        .await?
-        .with_context(|| format!("--from {url}: cannot connect"))?;
+    // Messages name the server without its password.
+    let shown = without_password(url);
+    let client = redis_client(url, cacert).with_context(|| format!("--from {shown}"))?;
+    // Bounded: a server that never answers (rediss:// to a plaintext port waits for a line
+    // that never comes) must not hold the copy forever.
+    let tls = url.starts_with("rediss://");
+    let mut connection = tokio::task::spawn_blocking(move || {
+        let connection = client.get_connection_with_timeout(REDIS_CONNECT_TIMEOUT)?;
+        connection.set_read_timeout(Some(REDIS_READ_TIMEOUT))?;
+        connection.set_write_timeout(Some(REDIS_READ_TIMEOUT))?;
+        Ok::<_, redis::RedisError>(connection)
+    })
+    .await?
+    .map_err(|e| match e.is_timeout() {
+        true => anyhow::anyhow!(
+            "no answer within {} s{}",
+            REDIS_CONNECT_TIMEOUT.as_secs(),
+            match tls {
+                true => " (rediss:// needs the server's TLS port; redis:// is plaintext)",
+                false => "",
+            }
+        ),
+        false => e.into(),
+    })
+    .with_context(|| format!("--from {shown}: cannot connect"))?;
     let mut writer = Writer::new(target, page);
     let mut copied = Copied::default();
     let mut cursor = 0u64;
@@ -44,7 +69,7 @@ pub(super) async fn copy_from_redis(
         })
         .await?;
         connection = con;
-        let read = read.with_context(|| format!("--from {url}"))?;
+        let read = read.with_context(|| format!("--from {shown}"))?;
         for record in read.records {
             writer.write(Kind::Put, record).await?;
             copied.records += 1;
@@ -60,6 +85,50 @@ pub(super) async fn copy_from_redis(
     }
     writer.flush().await?;
     Ok(copied)
+}
+
+/// How long connecting to a Redis source (TLS handshake and AUTH included) may take.
+const REDIS_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long one answer of a Redis source may take (a page's pipelined reads).
+const REDIS_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `url` with its password, if any, replaced by `***`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info
+                .split_once(':')
+                .map_or(user_info, |(user, _)| user);
+            let masked = if user_info.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{masked}@{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// A client of the Redis server at `url`.
+fn redis_client(url: &str, cacert: Option<&Path>) -> anyhow::Result<redis::Client> {
+    if !url.starts_with("rediss://") {
+        return Ok(redis::Client::open(url)?);
+    }
+    // The redis crate builds its rustls configuration with the process's provider: the one the
+    // rest of FireScroll uses (already installed is fine).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let root_cert = match cacert {
+        None => return Ok(redis::Client::open(url)?),
+        Some(path) => std::fs::read(path)
+            .with_context(|| format!("--cacert {}: cannot read it", path.display()))?,
+    };
+    let certificates = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(root_cert),
+    };
+    Ok(redis::Client::build_with_tls(url, certificates)?)
 }
 
 /// One `SCAN` page's keys read as records.
@@ -195,6 +264,22 @@ fn value_json(bytes: &[u8]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_name_the_server_without_its_password() {
+        for (url, shown) in [
+            ("rediss://:s3cret@host:6380", "rediss://:***@host:6380"),
+            (
+                "redis://default:p@ss:w@host:6379/2",
+                "redis://default:***@host:6379/2",
+            ),
+            ("redis://user@host", "redis://user@host"),
+            ("redis://host:6379/0", "redis://host:6379/0"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(without_password(url), shown);
+        }
+    }
 
     #[test]
     fn keys_and_values_take_the_redis_ports_forms() {

@@ -29,8 +29,8 @@ mod writer;
 #[command(name = "firescroll copy", version)]
 pub struct CopyArgs {
     /// The source node's HTTP API, e.g. http://old-node:8190 (any node of its region); or a
-    /// Redis server, `redis://[:password@]host:6379[/db]`, whose strings, hashes and sets are
-    /// copied once.
+    /// Redis server, `redis://[:password@]host:6379[/db]` (`rediss://` over TLS), whose
+    /// strings, hashes and sets are copied once.
     #[arg(long)]
     pub from: String,
     /// The target node's HTTP API, e.g. https://new-node:8190.
@@ -42,7 +42,8 @@ pub struct CopyArgs {
     /// Bearer token for the target (write access).
     #[arg(long, env = "COPY_TO_AUTH", hide_env_values = true)]
     pub to_auth: Option<String>,
-    /// PEM CA certificates to trust for https:// addresses instead of the system's.
+    /// PEM CA certificates to trust for https:// and rediss:// addresses instead of the
+    /// system's.
     #[arg(long)]
     pub cacert: Option<PathBuf>,
     /// Skip the scan: follow the source's changes from these positions (what a previous copy
@@ -146,7 +147,8 @@ async fn copy_redis(args: &CopyArgs, client: api::HttpsClient) -> anyhow::Result
         );
     }
     let target = Api::new(&args.to, args.to_auth.as_deref(), client, "--to")?;
-    let copied = from_redis::copy_from_redis(&args.from, &target, args.page).await?;
+    let copied =
+        from_redis::copy_from_redis(&args.from, args.cacert.as_deref(), &target, args.page).await?;
     eprintln!(
         "copied {} keys ({} records) from Redis",
         copied.keys, copied.records

@@ -542,3 +542,88 @@ fn a_redis_servers_strings_hashes_and_sets_are_copied_and_read_back_alike() {
     );
     assert!(!ok && stderr.contains("no change feed"), "{stderr}");
 }
+
+#[test]
+fn a_redis_server_behind_tls_and_a_password_is_copied_with_the_ca_given() {
+    // What a managed Redis asks of its clients: TLS (rediss://) and AUTH.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::tls::Ca::new(dir.path(), "ca");
+    let (cert, key) = crate::tls::install(dir.path(), &ca.sign(false));
+    let server = crate::expiry::RedisServer::start_with(&[
+        "--port",
+        "0",
+        "--tls-port",
+        "{port}",
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        ca.path(),
+        "--tls-auth-clients",
+        "no",
+        "--requirepass",
+        "s3cret",
+    ]);
+    let cli = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args([
+                "--tls",
+                "--cacert",
+                ca.path(),
+                "-p",
+                &server.port.to_string(),
+            ])
+            .args(["-a", "s3cret", "--no-auth-warning"])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    cli(&["SET", "flag", "on"]);
+    cli(&["HSET", "limits", "rps", "100", "burst", "20"]);
+    cli(&["SADD", "allow", "10.0.0.1"]);
+    let node = Node::start();
+    let to = format!("http://127.0.0.1:{}", node.api);
+    let from = format!("rediss://:s3cret@localhost:{}", server.port);
+    let (ok, _, stderr) = copy(&["--from", &from, "--to", &to, "--cacert", ca.path()], &[]);
+    assert!(ok && stderr.contains("copied 3 keys"), "{stderr}");
+    let mut con = redis(&node);
+    let flag: String = redis::cmd("GET").arg("flag").query(&mut con).unwrap();
+    let burst: String = redis::cmd("HGET")
+        .arg("limits")
+        .arg("burst")
+        .query(&mut con)
+        .unwrap();
+    let member: bool = redis::cmd("SISMEMBER")
+        .arg("allow")
+        .arg("10.0.0.1")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!((flag.as_str(), burst.as_str(), member), ("on", "20", true));
+    // Without the CA the server's certificate is not trusted, and the error says so; plain
+    // redis:// to a TLS port, and a wrong password, fail saying which side.
+    let (ok, _, stderr) = copy(&["--from", &from, "--to", &to], &[]);
+    assert!(!ok && stderr.contains("--from rediss://"), "{stderr}");
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+    let plain = format!("redis://:s3cret@localhost:{}", server.port);
+    let (ok, _, stderr) = copy(&["--from", &plain, "--to", &to], &[]);
+    assert!(!ok && stderr.contains("--from redis://"), "{stderr}");
+    let wrong = format!("rediss://:nope@localhost:{}", server.port);
+    let (ok, _, stderr) = copy(&["--from", &wrong, "--to", &to, "--cacert", ca.path()], &[]);
+    assert!(!ok && stderr.contains("--from rediss://:***@"), "{stderr}");
+    assert!(
+        !stderr.contains("nope"),
+        "the password stays out of messages: {stderr}"
+    );
+    // rediss:// to a plaintext server: the handshake gets no answer, and the copy gives up
+    // instead of waiting forever.
+    let plain_server = crate::expiry::RedisServer::start();
+    let tls_to_plain = format!("rediss://localhost:{}", plain_server.port);
+    let (ok, _, stderr) = copy(
+        &["--from", &tls_to_plain, "--to", &to, "--cacert", ca.path()],
+        &[],
+    );
+    assert!(!ok && stderr.contains("no answer within"), "{stderr}");
+}

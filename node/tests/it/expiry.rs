@@ -18,11 +18,22 @@ pub(crate) struct RedisServer {
 
 impl RedisServer {
     pub(crate) fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// A redis-server with more settings (`--name value` pairs), e.g. its TLS port only:
+    /// `["--port", "0", "--tls-port", ...]` (later settings win).
+    pub(crate) fn start_with(settings: &[&str]) -> RedisServer {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(
+                settings
+                    .iter()
+                    .map(|s| s.replace("{port}", &port.to_string())),
+            )
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())
