@@ -15,6 +15,7 @@ mod plugins;
 mod positions;
 mod read;
 mod remote;
+mod replicas;
 mod route;
 mod scan;
 mod snapshots;

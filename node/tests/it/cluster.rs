@@ -897,3 +897,50 @@ print("ok")
         ) >= 1.0
     );
 }
+
+#[test]
+fn wait_counts_the_other_nodes_that_applied_a_connections_writes() {
+    let _serial = serial();
+    let broker = Broker::start();
+    // Two replica groups of one node: each node serves every partition.
+    let nodes = start_region(&broker, "wait", 2, 2);
+    wait_converged(&nodes, 2);
+    // As an application uses it, through redis-py.
+    crate::resp::run_redis_py(&format!(
+        r#"
+import redis
+r = redis.Redis(port={port})
+assert r.wait(0, 0) == 1, "nothing written: the other node serves every partition"
+r.set("flag", "on")
+r.hset("limits", mapping={{"rps": "100"}})
+assert r.wait(1, 20000) == 1
+assert r.execute_command("WAITAOF", 1, 1, 20000) == [1, 1]
+assert r.wait(2, 300) == 1, "more than the region has: the timeout answers what there is"
+print("ok")
+"#,
+        port = nodes[0].resp
+    ));
+    // A node that has not applied the connection's last write is not counted: frozen, it
+    // cannot have.
+    let mut con = redis(&nodes[0]);
+    nodes[1].signal("STOP");
+    let _: () = redis::cmd("SET")
+        .arg("flag")
+        .arg("off")
+        .query(&mut con)
+        .unwrap();
+    let frozen: i64 = redis::cmd("WAIT").arg(1).arg(1500).query(&mut con).unwrap();
+    nodes[1].signal("CONT");
+    assert_eq!(frozen, 0);
+    let thawed: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(60000)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(thawed, 1);
+    let (_, got) = nodes[1].post(
+        "/records/get",
+        json!({"Records": [{"pk": "flag", "sk": ""}]}),
+    );
+    assert_eq!(got["Records"][0]["Data"], json!("off"), "{got}");
+}

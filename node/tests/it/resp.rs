@@ -449,7 +449,7 @@ print("ok")
 }
 
 /// Runs a redis-py script that prints `ok` when all its asserts held.
-fn run_redis_py(script: &str) {
+pub(crate) fn run_redis_py(script: &str) {
     common::assert_script_ok(
         std::process::Command::new("python3").args(["-c", script]),
         "redis-py (pip install redis; scripts/test.sh does)",
@@ -2081,4 +2081,37 @@ print("ok")
         port = node.resp
     );
     run_redis_py(&script);
+}
+
+#[test]
+fn wait_on_a_node_without_a_region_counts_no_other_copies_and_checks_its_arguments() {
+    let node = Node::start();
+    let mut con = client(&node, false);
+    let _: () = con.set("k", "v").unwrap();
+    let answer = |con: &mut redis::Connection, args: &[&str]| -> String {
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        match cmd.query::<redis::Value>(con) {
+            Ok(value) => format!("{value:?}"),
+            Err(e) => format!("error {}", e.detail().unwrap_or_default()),
+        }
+    };
+    assert_eq!(answer(&mut con, &["WAIT", "0", "0"]), "int(0)");
+    assert_eq!(answer(&mut con, &["WAIT", "1", "100"]), "int(0)");
+    assert_eq!(
+        answer(&mut con, &["WAITAOF", "1", "0", "0"]),
+        "array([int(1), int(0)])"
+    );
+    for (args, error) in [
+        (&["WAIT", "-1", "0"][..], "out of range"),
+        (&["WAIT", "1", "-5"], "timeout is negative"),
+        (&["WAIT", "1", "soon"], "not an integer"),
+        (&["WAITAOF", "2", "0", "0"], "numlocal"),
+        (&["WAIT", "1"], "wrong number of arguments"),
+    ] {
+        let got = answer(&mut con, args);
+        assert!(got.contains(error), "{args:?}: {got}");
+    }
 }

@@ -13,6 +13,7 @@ mod keys;
 mod keyspace;
 mod monitor;
 mod pubsub;
+mod replicas;
 mod scan;
 mod server;
 mod set;
@@ -61,6 +62,8 @@ pub struct Session {
     /// from what its ops return at apply: (index of its first op among the collected ones, how
     /// to make the reply).
     deferred: Option<(usize, Shape)>,
+    /// The last entry this connection wrote in each partition it wrote to (`WAIT`).
+    pub last_written: Vec<Position>,
     /// Keys under `WATCH`, with the version of their records when watched.
     watched: Vec<(String, String)>,
     /// Pushes for this connection (invalidations, pub/sub messages), once it asked for any;
@@ -159,6 +162,7 @@ impl Session {
             transaction: None,
             collecting: None,
             deferred: None,
+            last_written: Vec::new(),
             watched: Vec::new(),
             pushes: None,
             monitor: None,
@@ -478,6 +482,8 @@ async fn run_command(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             };
             server::info(ctx, args, keys)
         }
+        "wait" => replicas::wait(ctx, args).await,
+        "waitaof" => replicas::waitaof(ctx, args).await,
         "json.set" => json::set(ctx, args).await,
         "json.get" => json::get(ctx, args).await,
         "json.del" | "json.forget" => json::del(ctx, args).await,
@@ -1298,9 +1304,17 @@ impl Context<'_> {
     }
 
     /// Remembers where writes went, so that every later read on this node waits for them.
-    fn note_written(&self, results: &[crate::service::EntryResult], slots: &WriteSlots) {
+    fn note_written(&mut self, results: &[crate::service::EntryResult], slots: &WriteSlots) {
         self.written.record(results, slots);
         for r in results {
+            let written = &mut self.session.last_written;
+            match written
+                .iter_mut()
+                .find(|p| p.partition == r.position.partition)
+            {
+                Some(last) => last.offset = last.offset.max(r.position.offset),
+                None => written.push(r.position),
+            }
             if self.session.tracking.is_some() {
                 self.hub
                     .wrote(self.session.id, (r.position.partition, r.position.offset));

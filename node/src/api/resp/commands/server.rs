@@ -21,6 +21,8 @@ const COMMANDS: &[(&str, i64)] = &[
     ("getrange", 4),
     ("substr", 4),
     ("time", 1),
+    ("wait", 3),
+    ("waitaof", 4),
     ("memory", -2),
     ("set", -3),
     ("setnx", 3),

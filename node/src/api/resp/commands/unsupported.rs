@@ -123,11 +123,6 @@ pub(super) fn hint(name: &str) -> Option<String> {
             "FireScroll runs no Lua: use MULTI/EXEC for atomic writes, or a WebAssembly plugin \
              for logic at apply time"
         }
-        "wait" | "waitaof" => {
-            "every write FireScroll answers is already durable in its log before the reply; \
-             other nodes apply it from there, and a read through any node sees it when given \
-             the write's positions (HTTP min_offsets)"
-        }
         "object" => {
             "FireScroll keeps no Redis encodings, access times or frequencies (nothing is \
              evicted): TYPE, STRLEN and MEMORY USAGE describe a key"
@@ -154,7 +149,6 @@ mod tests {
         assert!(hint("rename").unwrap().contains("new name"));
         assert!(hint("flushall").unwrap().contains("SCAN"));
         assert!(hint("eval").unwrap().contains("MULTI/EXEC"));
-        assert!(hint("wait").unwrap().contains("durable"));
         assert!(hint("object").unwrap().contains("MEMORY USAGE"));
         assert!(hint("dump").unwrap().contains("SET"));
         assert_eq!(hint("nosuch"), None);
