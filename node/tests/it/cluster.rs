@@ -943,4 +943,59 @@ print("ok")
         json!({"Records": [{"pk": "flag", "sk": ""}]}),
     );
     assert_eq!(got["Records"][0]["Data"], json!("off"), "{got}");
+    // WAIT with no timeout blocks as long as it takes (as Redis's): a client that leaves, or is
+    // killed, ends it — its connection is gone from CLIENT LIST.
+    use std::io::{Read, Write};
+    let listed = |con: &mut redis::Connection, name: &str| {
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(con).unwrap();
+        list.contains(&format!("name={name} "))
+    };
+    let mut waiters: Vec<std::net::TcpStream> = ["leaves", "killed"]
+        .iter()
+        .map(|name| {
+            let mut waiter = std::net::TcpStream::connect(("127.0.0.1", nodes[0].resp)).unwrap();
+            let mut commands = redis::cmd("CLIENT")
+                .arg("SETNAME")
+                .arg(*name)
+                .get_packed_command();
+            commands.extend(redis::cmd("WAIT").arg(5).arg(0).get_packed_command());
+            waiter.write_all(&commands).unwrap();
+            waiter
+        })
+        .collect();
+    let gone = |con: &mut redis::Connection, name: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while listed(con, name) {
+            assert!(Instant::now() < deadline, "{name} is still connected");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(listed(&mut con, "leaves") && listed(&mut con, "killed")) {
+        assert!(Instant::now() < deadline, "the waiters did not connect");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let killed = waiters.pop().unwrap();
+    drop(waiters);
+    gone(&mut con, "leaves");
+    let addr = killed.local_addr().unwrap().to_string();
+    let n: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ADDR")
+        .arg(&addr)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(n, 1);
+    gone(&mut con, "killed");
+    let mut rest = Vec::new();
+    let mut killed = killed;
+    killed
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = killed.read_to_end(&mut rest);
+    assert_eq!(
+        String::from_utf8_lossy(&rest),
+        "+OK\r\n",
+        "SETNAME answered, WAIT not"
+    );
 }

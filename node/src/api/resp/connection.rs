@@ -4,8 +4,8 @@
 use super::RespConfig;
 use super::clients::ClientHandle;
 use super::commands::{
-    Context, Deferred, MonitorLine, Session, Shared, collectable, execute, refused_while_queuing,
-    send_collected, take_deferred,
+    Context, Deferred, MonitorLine, Session, Shared, blocks, collectable, execute,
+    refused_while_queuing, send_collected, take_deferred,
 };
 use super::frame::CommandReader;
 use super::reply::Reply;
@@ -104,6 +104,21 @@ pub async fn run(
                             deferred.push((held.len(), op, shape));
                         }
                         held.push(reply);
+                    }
+                    Ok(Some(args)) if blocks(&args) => {
+                        // It may wait long (or, as Redis's, without a limit): the replies before
+                        // it go out first, and it ends with its client, a CLIENT KILL or the
+                        // node's stop.
+                        if flush(&mut stream, &mut output).await.is_err() {
+                            return;
+                        }
+                        let reply = tokio::select! {
+                            reply = execute(&mut ctx, args, &mut latencies, &mut clock) => reply,
+                            () = stream.peer_closed() => return,
+                            () = &mut killed => return,
+                            () = &mut stopped => return,
+                        };
+                        reply.encode(session.proto, &mut output);
                     }
                     Ok(Some(args)) => {
                         let reply = execute(&mut ctx, args, &mut latencies, &mut clock).await;

@@ -1,13 +1,14 @@
 //! A Redis client's connection: plain TCP, or TLS over it (TLS_CERT_PATH). Beyond reading, the
 //! connection loop needs three things of it: writing what the socket takes *now* without
 //! waiting (a client may still be sending its pipeline, and not reading, while replies pile
-//! up), waiting for room to write while still reading commands, and a last write on close.
+//! up), waiting for room to write while still reading commands, and a last write on close; and
+//! noticing that the client left while a command blocks (`WAIT`).
 
 use bytes::{Buf, BytesMut};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
@@ -25,7 +26,29 @@ pub enum Progress {
     Wrote,
 }
 
+/// How often a blocked command looks again whether its client left, while what the client sent
+/// since waits unread.
+const PEER_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
 impl Socket {
+    /// Resolves once the client closed its side of the connection (or it broke), reading
+    /// nothing: what a command that blocks (`WAIT`) races, so a client that leaves does not
+    /// leave it running.
+    pub async fn peer_closed(&self) {
+        let tcp = match self {
+            Socket::Plain(stream) => stream,
+            Socket::Tls(stream) => stream.get_ref().0,
+        };
+        loop {
+            match tcp.ready(Interest::READABLE).await {
+                // Commands (or a TLS alert) waiting unread keep the socket readable: look again
+                // later, when a close shows as read-closed.
+                Ok(ready) if !ready.is_read_closed() => tokio::time::sleep(PEER_CHECK).await,
+                _ => return,
+            }
+        }
+    }
+
     /// Waits until commands arrive (read into `input`) or, while `output` holds replies the
     /// client has not taken, until the socket takes some of them.
     pub async fn read_or_write(

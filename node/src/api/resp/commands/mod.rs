@@ -507,6 +507,14 @@ fn lowercase<'b>(name: &[u8], buf: &'b mut [u8; 32]) -> std::borrow::Cow<'b, str
     std::borrow::Cow::Owned(String::from_utf8_lossy(name).to_ascii_lowercase())
 }
 
+/// Whether a command may wait long for something other than its own work (`WAIT`, `WAITAOF`):
+/// the connection then ends it when its client leaves.
+pub fn blocks(args: &[Bytes]) -> bool {
+    args.first().is_some_and(|name| {
+        name.eq_ignore_ascii_case(b"wait") || name.eq_ignore_ascii_case(b"waitaof")
+    })
+}
+
 /// Whether a pipelined command can join a group of writes sent to the log together: plain writes
 /// whose replies do not depend on an outcome, outside a transaction.
 pub fn collectable(ctx: &Context<'_>, args: &[Bytes]) -> bool {
