@@ -2100,6 +2100,9 @@ fn wait_on_a_node_without_a_region_counts_no_other_copies_and_checks_its_argumen
     };
     assert_eq!(answer(&mut con, &["WAIT", "0", "0"]), "int(0)");
     assert_eq!(answer(&mut con, &["WAIT", "1", "100"]), "int(0)");
+    // A timeout no clock can hold is no limit, not a crash.
+    let forever = i64::MAX.to_string();
+    assert_eq!(answer(&mut con, &["WAIT", "0", &forever]), "int(0)");
     assert_eq!(
         answer(&mut con, &["WAITAOF", "1", "0", "0"]),
         "array([int(1), int(0)])"

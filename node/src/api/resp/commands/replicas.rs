@@ -58,7 +58,11 @@ fn parse(replicas: &Bytes, timeout: &Bytes) -> Result<(usize, Option<Instant>), 
     if ms < 0 {
         return Err(Reply::err("timeout is negative"));
     }
-    let deadline = (ms > 0).then(|| Instant::now() + Duration::from_millis(ms as u64));
+    // A timeout past what a clock can hold is no limit (adding it would overflow).
+    let deadline = match ms {
+        0 => None,
+        ms => Instant::now().checked_add(Duration::from_millis(ms as u64)),
+    };
     Ok((want as usize, deadline))
 }
 
