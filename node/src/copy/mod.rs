@@ -57,6 +57,27 @@ pub struct CopyArgs {
     /// Records per scan page and per write.
     #[arg(long, default_value_t = 500)]
     pub page: usize,
+    /// How long to keep trying a side that does not answer (restarting, being deployed,
+    /// unreachable) before stopping; the positions reached are printed then too, for
+    /// `--resume`.
+    #[arg(long, default_value_t = 300)]
+    pub retry_secs: u64,
+}
+
+/// Where the target stood when a copy stopped on an error after it took some of the source's
+/// changes: what to `--resume` from (printed on stdout as a finished copy prints it).
+#[derive(Debug)]
+struct Reached(String);
+
+impl std::fmt::Display for Reached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "stopped with the target holding the source's changes up to {0}: continue with \
+             --resume {0}",
+            self.0
+        )
+    }
 }
 
 /// Runs `firescroll copy` with `args` (the program name first).
@@ -78,6 +99,9 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::process:
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {
+            if let Some(Reached(positions)) = e.downcast_ref::<Reached>() {
+                println!("{positions}");
+            }
             eprintln!("firescroll copy: {e:#}");
             std::process::ExitCode::FAILURE
         }
@@ -94,13 +118,15 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<String> {
     {
         return copy_redis(&args, client).await;
     }
+    let retry_for = std::time::Duration::from_secs(args.retry_secs);
     let source = Api::new(
         &args.from,
         args.from_auth.as_deref(),
         client.clone(),
         "--from",
+        retry_for,
     )?;
-    let target = Api::new(&args.to, args.to_auth.as_deref(), client, "--to")?;
+    let target = Api::new(&args.to, args.to_auth.as_deref(), client, "--to", retry_for)?;
     let starts = match &args.resume {
         Some(positions) => parse_positions(positions)?,
         None => copy_records(&source, &target, args.page).await?,
@@ -123,19 +149,20 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<String> {
         }
     });
     let all = futures_util::future::try_join_all(follows);
-    if args.follow {
+    let followed = if args.follow {
         eprintln!("following the source's changes; stop with Ctrl-C (SIGINT) or SIGTERM");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            done = all => { done?; }
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            done = all => done.map(|_| ()),
+            _ = tokio::signal::ctrl_c() => Ok(()),
+            _ = term.recv() => Ok(()),
         }
     } else {
-        all.await?;
-    }
-    let reached = reached.lock().expect("positions lock").clone();
-    Ok(format_positions(&reached))
+        all.await.map(|_| ())
+    };
+    let positions = format_positions(&reached.lock().expect("positions lock"));
+    followed.map_err(|e| e.context(Reached(positions.clone())))?;
+    Ok(positions)
 }
 
 /// A Redis source: one pass. Answers no positions (Redis has no change feed).
@@ -146,7 +173,8 @@ async fn copy_redis(args: &CopyArgs, client: api::HttpsClient) -> anyhow::Result
              (stop writes to it before copying, or copy again to pick up changes)"
         );
     }
-    let target = Api::new(&args.to, args.to_auth.as_deref(), client, "--to")?;
+    let retry_for = std::time::Duration::from_secs(args.retry_secs);
+    let target = Api::new(&args.to, args.to_auth.as_deref(), client, "--to", retry_for)?;
     let copied =
         from_redis::copy_from_redis(&args.from, args.cacert.as_deref(), &target, args.page).await?;
     eprintln!(

@@ -384,6 +384,10 @@ fn copy_with_tokens_to_a_tls_target_and_errors_that_say_what_to_fix() {
     ];
     let (ok, _, stderr) = copy(&["--from", &from, "--to", &to], &auth);
     assert!(!ok && stderr.contains("--to"), "{stderr}");
+    assert!(
+        !stderr.contains("trying again"),
+        "a certificate not trusted is not worth asking again: {stderr}"
+    );
     // A machine without a CA store (a slim container) still copies between http:// nodes
     // (here the source into itself: whole puts change nothing).
     let empty = dir.path().join("no-cas.pem");
@@ -626,4 +630,87 @@ fn a_redis_server_behind_tls_and_a_password_is_copied_with_the_ca_given() {
         &[],
     );
     assert!(!ok && stderr.contains("no answer within"), "{stderr}");
+}
+
+#[test]
+fn a_copy_rides_out_restarts_of_either_side_and_prints_where_it_stopped_when_it_gives_up() {
+    let mut source = Node::start();
+    let mut target = Node::start_with(&[("PARTITIONS", "8")]);
+    let put = |node: &Node, from: usize, to: usize| {
+        let records: Vec<_> = (from..to)
+            .map(|i| json!({"pk": format!("k{i}"), "sk": "", "data": i}))
+            .collect();
+        let (status, body) = node.post("/records/put", json!({"Records": records}));
+        assert_eq!(status, 200, "{body}");
+    };
+    put(&source, 0, 50);
+    let from = format!("http://127.0.0.1:{}", source.api);
+    let to = format!("http://127.0.0.1:{}", target.api);
+    let mut follow = Command::new(BIN)
+        .args(["copy", "--from", &from, "--to", &to, "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the scan's records on the target", || {
+        contents(&target).len() == 50
+    });
+    // The source restarts (a deploy): the copy waits for it and goes on watching. (Caught up
+    // first: a restarted node's watch history starts at its restart, so a copy behind it then
+    // has to scan again.)
+    put(&source, 50, 60);
+    wait_for("the copy to catch up", || {
+        differences(&source, &target).is_empty()
+    });
+    source.terminate();
+    source.spawn();
+    put(&source, 60, 70);
+    // And the target restarts: the writes are sent again once it answers.
+    target.terminate();
+    put(&source, 70, 80);
+    target.spawn();
+    wait_for("every change on the target", || {
+        differences(&source, &target).is_empty()
+    });
+    assert!(
+        follow.try_wait().unwrap().is_none(),
+        "the copy is still following"
+    );
+    Command::new("kill")
+        .args(["-INT", &follow.id().to_string()])
+        .status()
+        .unwrap();
+    let out = follow.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("answering again"), "{stderr}");
+
+    // A side that stays away past --retry-secs stops the copy, which prints where the target
+    // stands: a --resume from there, once it is back, leaves nothing missing.
+    let positions = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    target.terminate();
+    put(&source, 80, 90);
+    let (ok, printed, stderr) = copy(
+        &[
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--resume",
+            &positions,
+            "--retry-secs",
+            "1",
+        ],
+        &[],
+    );
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("gave up after trying for 1 s") && stderr.contains("--resume"),
+        "{stderr}"
+    );
+    assert!(!printed.is_empty(), "positions on stdout: {stderr}");
+    target.spawn();
+    let (ok, _, stderr) = copy(&["--from", &from, "--to", &to, "--resume", &printed], &[]);
+    assert!(ok, "{stderr}");
+    assert_eq!(differences(&source, &target), Vec::<String>::new());
 }
