@@ -64,6 +64,17 @@ fn refused_by_tls(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// The message of a node's error answer (`{"error":{"message"}}`), read up to 64 KiB.
+async fn error_message(response: hyper::Response<Incoming>) -> Option<String> {
+    let bytes = Limited::new(response.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .ok()?
+        .to_bytes();
+    let answer: Value = serde_json::from_slice(&bytes).ok()?;
+    answer["error"]["message"].as_str().map(str::to_string)
+}
+
 /// The client both sides share.
 pub(super) type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -174,17 +185,12 @@ impl Api {
             };
         let status = response.status().as_u16();
         if matches!(status, 502..=504) {
-            let bytes = Limited::new(response.into_body(), 64 * 1024)
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let message = error_message(response).await;
             return Err(Failure::Transient(anyhow::anyhow!(
                 "{} {}{path} answered {status}: {}",
                 self.flag,
                 self.base,
-                answer["error"]["message"].as_str().unwrap_or("unavailable")
+                message.as_deref().unwrap_or("unavailable")
             )));
         }
         Ok(response)
@@ -320,17 +326,12 @@ impl Api {
         let response = self.send("GET", &path, Bytes::new()).await?;
         let status = response.status();
         if !status.is_success() {
-            let bytes = Limited::new(response.into_body(), 64 * 1024)
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let message = error_message(response).await;
             return Err(Failure::Fatal(anyhow::anyhow!(
                 "{} {}: the watch of partition {partition} from {from} answered {status}: {}{}",
                 self.flag,
                 self.base,
-                answer["error"]["message"].as_str().unwrap_or_default(),
+                message.unwrap_or_default(),
                 if status.as_u16() == 410 {
                     " (the source no longer holds the changes since then: copy again without --resume)"
                 } else {
