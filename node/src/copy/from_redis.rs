@@ -25,15 +25,25 @@ pub(super) struct Copied {
     pub skipped: BTreeMap<String, u64>,
 }
 
-/// Copies every string, hash and set of the Redis server at `url` into `target`. A
-/// `rediss://` server (TLS) is checked against `cacert`'s PEM certificates when given, else the
-/// system's.
+/// Copies every string, hash and set of the Redis server at `url` whose key starts with
+/// `key_prefix` into `target`. A `rediss://` server (TLS) is checked against `cacert`'s PEM
+/// certificates when given, else the system's.
 pub(super) async fn copy_from_redis(
     url: &str,
     cacert: Option<&Path>,
+    key_prefix: &str,
     target: &Api,
     page: usize,
 ) -> anyhow::Result<Copied> {
+    // SCAN's MATCH with the prefix's glob characters escaped: keys starting with it, as sent.
+    let pattern: std::sync::Arc<[u8]> = key_prefix
+        .bytes()
+        .flat_map(|b| match b {
+            b'*' | b'?' | b'[' | b']' | b'\\' => vec![b'\\', b],
+            b => vec![b],
+        })
+        .chain([b'*'])
+        .collect();
     // Messages name the server without its password.
     let shown = without_password(url);
     let client = redis_client(url, cacert).with_context(|| format!("--from {shown}"))?;
@@ -63,8 +73,9 @@ pub(super) async fn copy_from_redis(
     let mut copied = Copied::default();
     let mut cursor = 0u64;
     loop {
+        let pattern = pattern.clone();
         let (con, read) = tokio::task::spawn_blocking(move || {
-            let read = read_page(&mut connection, cursor, page);
+            let read = read_page(&mut connection, cursor, &pattern, page);
             (connection, read)
         })
         .await?;
@@ -139,9 +150,16 @@ struct Page {
     skipped: BTreeMap<String, u64>,
 }
 
-fn read_page(con: &mut redis::Connection, cursor: u64, count: usize) -> anyhow::Result<Page> {
+fn read_page(
+    con: &mut redis::Connection,
+    cursor: u64,
+    pattern: &[u8],
+    count: usize,
+) -> anyhow::Result<Page> {
     let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
         .arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
         .arg("COUNT")
         .arg(count)
         .query(con)?;

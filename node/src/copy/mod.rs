@@ -57,6 +57,10 @@ pub struct CopyArgs {
     /// Records per scan page and per write.
     #[arg(long, default_value_t = 500)]
     pub page: usize,
+    /// Copy only the records (and changes) of pks starting with this, e.g. `flags:` — a
+    /// staging copy of one kind of record.
+    #[arg(long, default_value = "")]
+    pub pk_prefix: String,
     /// How long to keep trying a side that does not answer (restarting, being deployed,
     /// unreachable) before stopping; the positions reached are printed then too, for
     /// `--resume`.
@@ -129,7 +133,7 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<String> {
     let target = Api::new(&args.to, args.to_auth.as_deref(), client, "--to", retry_for)?;
     let starts = match &args.resume {
         Some(positions) => parse_positions(positions)?,
-        None => copy_records(&source, &target, args.page).await?,
+        None => copy_records(&source, &target, &args).await?,
     };
     let ends = if args.follow {
         None
@@ -143,10 +147,8 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<String> {
     let reached = Arc::new(Mutex::new(starts.clone()));
     let follows = starts.iter().map(|(&partition, &start)| {
         let end = ends.as_ref().and_then(|e| e.get(&partition).copied());
-        let (source, target, reached) = (&source, &target, reached.clone());
-        async move {
-            copy_changes(source, target, partition, start, end, args.page, &reached).await
-        }
+        let (source, target, args, reached) = (&source, &target, &args, reached.clone());
+        async move { copy_changes(source, target, partition, start, end, args, &reached).await }
     });
     let all = futures_util::future::try_join_all(follows);
     let followed = if args.follow {
@@ -175,8 +177,14 @@ async fn copy_redis(args: &CopyArgs, client: api::HttpsClient) -> anyhow::Result
     }
     let retry_for = std::time::Duration::from_secs(args.retry_secs);
     let target = Api::new(&args.to, args.to_auth.as_deref(), client, "--to", retry_for)?;
-    let copied =
-        from_redis::copy_from_redis(&args.from, args.cacert.as_deref(), &target, args.page).await?;
+    let copied = from_redis::copy_from_redis(
+        &args.from,
+        args.cacert.as_deref(),
+        &args.pk_prefix,
+        &target,
+        args.page,
+    )
+    .await?;
     eprintln!(
         "copied {} keys ({} records) from Redis",
         copied.keys, copied.records
@@ -200,14 +208,15 @@ async fn copy_redis(args: &CopyArgs, client: api::HttpsClient) -> anyhow::Result
 async fn copy_records(
     source: &Api,
     target: &Api,
-    page: usize,
+    args: &CopyArgs,
 ) -> anyhow::Result<BTreeMap<u32, Position>> {
+    let page = args.page;
     let mut starts = BTreeMap::new();
     let mut writer = Writer::new(target, page);
     let mut cursor: Option<String> = None;
     let mut copied = 0u64;
     loop {
-        let mut body = json!({ "limit": page });
+        let mut body = json!({ "limit": page, "pk_prefix": args.pk_prefix });
         if let Some(cursor) = &cursor {
             body["cursor"] = json!(cursor);
         }
@@ -218,7 +227,9 @@ async fn copy_records(
         let records = answer["Records"]
             .as_array()
             .context("the scan answered no Records")?;
-        for record in records {
+        // A source of a release without pk_prefix answers every record.
+        let wanted = records.iter().filter(|r| has_prefix(r, &args.pk_prefix));
+        for record in wanted {
             let mut put = json!({ "pk": record["Pk"], "sk": record["Sk"], "data": record["Data"] });
             if let Some(deadline) = record.get("ExpiresAt") {
                 put["expires_at"] = deadline.clone();
@@ -264,9 +275,10 @@ async fn copy_changes(
     partition: u32,
     start: Position,
     end: Option<Position>,
-    page: usize,
+    args: &CopyArgs,
     reached: &Mutex<BTreeMap<u32, Position>>,
 ) -> anyhow::Result<()> {
+    let page = args.page;
     let mut writer = Writer::new(target, page);
     let mut at = start;
     let done = |at: Position| end.is_some_and(|end| at.0 >= end.0);
@@ -297,6 +309,11 @@ async fn copy_changes(
                 "change" => {
                     let change: Value = serde_json::from_str(&event.data)
                         .context("the source sent a change that is not JSON")?;
+                    if !has_prefix(&change, &args.pk_prefix) {
+                        // Not copied, but passed: the position moves on.
+                        pending = position_of(&event.id, partition)?;
+                        continue;
+                    }
                     let key = json!({ "pk": change["Pk"], "sk": change["Sk"] });
                     match change["Op"].as_str() {
                         Some("put") => {
@@ -321,6 +338,13 @@ async fn copy_changes(
         at = writer.flush_to(pending, partition, reached).await?;
     }
     Ok(())
+}
+
+/// Whether a record or change (`{"Pk": ...}`) is one of the pks copied.
+fn has_prefix(record: &Value, pk_prefix: &str) -> bool {
+    record["Pk"]
+        .as_str()
+        .is_some_and(|pk| pk.starts_with(pk_prefix))
 }
 
 /// A position in one partition's log: (offset, change within the entry).

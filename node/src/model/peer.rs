@@ -171,6 +171,9 @@ pub struct ScanQuery {
     pub max_reads: usize,
     /// Positions of the partition to wait for first (read-your-writes).
     pub min_offsets: Vec<Position>,
+    /// Only the records of pks starting with this (empty: all).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pk_prefix: String,
 }
 
 /// The answer to a [`ScanQuery`].

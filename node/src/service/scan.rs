@@ -151,6 +151,19 @@ impl PartitionScan {
     }
 }
 
+/// What a partition's part of a scan page reads.
+#[derive(Debug, Clone, Copy)]
+struct Scope<'a> {
+    /// Only pks starting with this.
+    pk_prefix: &'a str,
+    /// Most records.
+    limit: usize,
+    /// Most reads (key index entries asked, key lists).
+    max_reads: usize,
+    /// The partition's positions to wait for.
+    min_offsets: &'a [Position],
+}
+
 /// Where a partition's keys and records are read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reach {
@@ -161,16 +174,27 @@ enum Reach {
 }
 
 impl Service {
-    /// About `limit` records from `cursor` on (0: the node's list page size), over every
-    /// partition of the region in order, read here or at an owner (one request per partition
+    /// About `limit` records of pks starting with `pk_prefix` from `cursor` on (0: the node's
+    /// list page size), over every partition of the region in order, read here or at an owner (one request per partition
     /// part of the page). A page may hold fewer (even none) and still have a cursor: it reads
     /// about four times `limit` keys at most.
     pub async fn scan(
         &self,
         cursor: Option<&str>,
+        pk_prefix: &str,
         limit: usize,
         min_offsets: &[Position],
     ) -> Result<ScanPage, ServiceError> {
+        if pk_prefix.len() > self.config.limits.max_key_bytes {
+            return Err(ServiceError::bad_request(
+                "key_too_large",
+                format!(
+                    "pk_prefix is {} bytes, longer than any pk (MAX_KEY_BYTES {})",
+                    pk_prefix.len(),
+                    self.config.limits.max_key_bytes
+                ),
+            ));
+        }
         let partitions = self.engine.partition_count();
         let mut at = match cursor.filter(|c| !c.is_empty()) {
             None => Cursor::START,
@@ -190,6 +214,7 @@ impl Service {
             let part = self
                 .scan_partition_anywhere(
                     at,
+                    pk_prefix,
                     limit - page.records.len(),
                     max_reads - reads,
                     min_offsets,
@@ -232,8 +257,13 @@ impl Service {
             .into_iter()
             .filter(|p| p.partition == at.partition)
             .collect();
-        self.scan_partition(at, limit, max_reads, &min_offsets, Reach::Local)
-            .await
+        let scope = Scope {
+            pk_prefix: &query.pk_prefix,
+            limit,
+            max_reads,
+            min_offsets: &min_offsets,
+        };
+        self.scan_partition(at, scope, Reach::Local).await
     }
 
     /// A scan's page within `at`'s partition: from this node when it serves the partition, else
@@ -241,6 +271,7 @@ impl Service {
     async fn scan_partition_anywhere(
         &self,
         at: Cursor,
+        pk_prefix: &str,
         limit: usize,
         max_reads: usize,
         min_offsets: &[Position],
@@ -251,19 +282,22 @@ impl Service {
             .copied()
             .filter(|p| p.partition == partition)
             .collect();
+        let scope = Scope {
+            pk_prefix,
+            limit,
+            max_reads,
+            min_offsets: &min_offsets,
+        };
         let cluster = match self.route(partition)? {
-            Route::Local(_) => {
-                return self
-                    .scan_partition(at, limit, max_reads, &min_offsets, Reach::Local)
-                    .await;
-            }
+            Route::Local(_) => return self.scan_partition(at, scope, Reach::Local).await,
             Route::Remote(cluster) => cluster,
         };
         let query = ScanQuery {
             cursor: at.encode(),
             limit,
             max_reads,
-            min_offsets,
+            min_offsets: min_offsets.clone(),
+            pk_prefix: pk_prefix.to_string(),
         };
         let wait = self.peer_wait(!query.min_offsets.is_empty());
         let owners = cluster.owners(partition);
@@ -273,10 +307,7 @@ impl Service {
             })
             .await?;
         let Some(reply) = reply else {
-            let min_offsets = query.min_offsets;
-            return self
-                .scan_partition(at, limit, max_reads, &min_offsets, Reach::Routed)
-                .await;
+            return self.scan_partition(at, scope, Reach::Routed).await;
         };
         let next = match reply.next_cursor {
             None => None,
@@ -298,6 +329,8 @@ impl Service {
                 let sk = r.sk.clone().unwrap_or_default();
                 r.into_record(pk, sk)
             })
+            // An owner of a release without the prefix answers every pk.
+            .filter(|r| r.pk.starts_with(pk_prefix))
             .collect();
         Ok(PartitionScan {
             records,
@@ -307,16 +340,20 @@ impl Service {
         })
     }
 
-    /// Up to `limit` records of `at`'s partition from `at` on, in at most about `max_reads`
-    /// reads, read as `reach` says.
+    /// Up to `scope.limit` records of `at`'s partition from `at` on, in at most about
+    /// `scope.max_reads` reads, read as `reach` says.
     async fn scan_partition(
         &self,
         mut at: Cursor,
-        limit: usize,
-        max_reads: usize,
-        min_offsets: &[Position],
+        scope: Scope<'_>,
         reach: Reach,
     ) -> Result<PartitionScan, ServiceError> {
+        let Scope {
+            pk_prefix,
+            limit,
+            max_reads,
+            min_offsets,
+        } = scope;
         let partition = at.partition;
         let mut part = PartitionScan::default();
         loop {
@@ -333,7 +370,8 @@ impl Service {
                 part.token = reply.token;
             }
             for key in reply.keys {
-                if at.passed(key.hash, &key.pk) {
+                // Keys of other prefixes cost their index read only (counted above).
+                if at.passed(key.hash, &key.pk) || !key.pk.starts_with(pk_prefix) {
                     continue;
                 }
                 let mut list_cursor = match at.key.take() {

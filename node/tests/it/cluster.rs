@@ -707,6 +707,36 @@ fn the_keyspace_spans_the_region_and_scan_cursors_move_between_nodes() {
         (123, 123),
         "120 strings and a hash of 3"
     );
+    // Keys of one prefix only, through a node that serves some of their partitions: the owners
+    // filter too.
+    let mut prefixed: Vec<String> = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut body = json!({"limit": 4, "pk_prefix": "k1"});
+        if let Some(c) = &cursor {
+            body["cursor"] = json!(c);
+        }
+        let (status, answer) = nodes[1].post("/records/scan", body);
+        assert_eq!(status, 200, "{answer}");
+        prefixed.extend(
+            answer["Records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["Pk"].as_str().unwrap().to_string()),
+        );
+        match answer["NextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    prefixed.sort();
+    let mut want: Vec<String> = (0..120)
+        .map(|i| format!("k{i}"))
+        .filter(|k| k.starts_with("k1"))
+        .collect();
+    want.sort();
+    assert_eq!(prefixed, want);
     // A node reads the partitions it does not serve in one request to an owner per page part
     // (`/cluster/v1/scan`), not one proxied list per key.
     assert_eq!(peer_reads("list") - lists_before, 0.0);

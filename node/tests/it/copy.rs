@@ -714,3 +714,92 @@ fn a_copy_rides_out_restarts_of_either_side_and_prints_where_it_stopped_when_it_
     assert!(ok, "{stderr}");
     assert_eq!(differences(&source, &target), Vec::<String>::new());
 }
+
+#[test]
+fn a_pk_prefix_copies_only_those_pks_from_a_node_and_from_redis() {
+    let source = Node::start();
+    let target = Node::start();
+    let put = |pks: &[String]| {
+        let records: Vec<_> = pks
+            .iter()
+            .map(|pk| json!({"pk": pk, "sk": "s", "data": pk}))
+            .collect();
+        let (status, body) = source.post("/records/put", json!({"Records": records}));
+        assert_eq!(status, 200, "{body}");
+    };
+    let keys = |prefix: &str, n: usize| -> Vec<String> {
+        (0..n).map(|i| format!("{prefix}{i}")).collect()
+    };
+    put(&keys("flags:", 30));
+    put(&keys("users:", 30));
+    let from = format!("http://127.0.0.1:{}", source.api);
+    let to = format!("http://127.0.0.1:{}", target.api);
+    let pks_on = |node: &Node| -> BTreeSet<String> {
+        contents(node).into_iter().map(|(pk, ..)| pk).collect()
+    };
+    let (ok, positions, stderr) = copy(
+        &[
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--pk-prefix",
+            "flags:",
+            "--page",
+            "7",
+        ],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    let want: BTreeSet<String> = keys("flags:", 30).into_iter().collect();
+    assert_eq!(pks_on(&target), want);
+    // The changes after it: those of the prefix only.
+    put(&["flags:new".to_string(), "users:new".to_string()]);
+    let (ok, _, stderr) = copy(
+        &[
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--pk-prefix",
+            "flags:",
+            "--resume",
+            &positions,
+        ],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    let got = pks_on(&target);
+    assert!(
+        got.contains("flags:new") && !got.contains("users:new"),
+        "{got:?}"
+    );
+
+    // From Redis: keys starting with the prefix as sent (glob characters in it are literal).
+    let server = crate::expiry::RedisServer::start();
+    let mut con = redis::Client::open(format!("redis://127.0.0.1:{}/", server.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for key in ["flags:a", "flags:*b", "fl*gs:c", "users:d"] {
+        let _: () = redis::cmd("SET").arg(key).arg("v").query(&mut con).unwrap();
+    }
+    let redis_url = format!("redis://127.0.0.1:{}", server.port);
+    for (prefix, want) in [
+        ("flags:", vec!["flags:*b", "flags:a"]),
+        ("fl*", vec!["fl*gs:c"]),
+    ] {
+        let fresh = Node::start();
+        let to = format!("http://127.0.0.1:{}", fresh.api);
+        let (ok, _, stderr) = copy(
+            &["--from", &redis_url, "--to", &to, "--pk-prefix", prefix],
+            &[],
+        );
+        assert!(ok, "{stderr}");
+        assert_eq!(
+            pks_on(&fresh).into_iter().collect::<Vec<_>>(),
+            want,
+            "{prefix}"
+        );
+    }
+}

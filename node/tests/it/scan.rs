@@ -30,12 +30,18 @@ fn note_tokens(tokens: &mut BTreeMap<u32, String>, header: &str) {
 
 /// Every page of a scan from the start, `limit` records at a time.
 fn scan_all(node: &Node, limit: u64) -> Scanned {
+    scan_all_with(node, json!({ "limit": limit }))
+}
+
+/// Every page of a scan from the start, each asked with `body` (and the cursor).
+fn scan_all_with(node: &Node, body: Value) -> Scanned {
+    let limit = body["limit"].as_u64().unwrap();
     let mut records = Vec::new();
     let mut tokens = BTreeMap::new();
     let mut cursor: Option<String> = None;
     let mut pages = 0;
     loop {
-        let mut body = json!({"limit": limit});
+        let mut body = body.clone();
         if let Some(c) = &cursor {
             body["cursor"] = json!(c);
         }
@@ -302,4 +308,50 @@ fn a_page_reads_a_bounded_number_of_keys_even_when_they_hold_nothing_live() {
         empty_with_cursor >= 3,
         "{empty_with_cursor} bounded empty pages"
     );
+}
+
+#[test]
+fn a_scan_with_a_pk_prefix_returns_exactly_the_records_of_those_pks() {
+    let node = Node::start();
+    let mut records = Vec::new();
+    for i in 0..60 {
+        for (table, sks) in [("flags:", 1), ("users:", 2), ("flag", 1)] {
+            for j in 0..sks {
+                records
+                    .push(json!({"pk": format!("{table}{i}"), "sk": format!("s{j}"), "data": i}));
+            }
+        }
+    }
+    put(&node, records);
+    for limit in [1000, 7, 1] {
+        let flags = scan_all_with(&node, json!({"limit": limit, "pk_prefix": "flags:"}));
+        let mut pks: Vec<&str> = flags.records.iter().map(|r| r.0.as_str()).collect();
+        pks.sort();
+        let mut want: Vec<String> = (0..60).map(|i| format!("flags:{i}")).collect();
+        want.sort();
+        assert_eq!(pks, want, "limit {limit}");
+        let users = scan_all_with(&node, json!({"limit": limit, "PK_PREFIX": "users:"}));
+        assert_eq!(users.records.len(), 120, "limit {limit}");
+        assert!(users.records.iter().all(|r| r.0.starts_with("users:")));
+    }
+    assert_eq!(
+        scan_all_with(&node, json!({"limit": 5, "pk_prefix": "flag"}))
+            .records
+            .len(),
+        120
+    );
+    assert_eq!(
+        scan_all_with(&node, json!({"limit": 5, "pk_prefix": ""}))
+            .records
+            .len(),
+        240
+    );
+    assert!(
+        scan_all_with(&node, json!({"limit": 5, "pk_prefix": "none:"}))
+            .records
+            .is_empty()
+    );
+    let (status, body, _) = scan_page(&node, &json!({"pk_prefix": "x".repeat(5000)}));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "key_too_large", "{body}");
 }

@@ -176,7 +176,12 @@ async fn dispatch(
             let req: ScanBody = parse(body)?;
             let limit = page_limit(req.limit)? as usize;
             let page = service
-                .scan(req.cursor.as_deref(), limit, &positions(req.min_offsets)?)
+                .scan(
+                    req.cursor.as_deref(),
+                    req.pk_prefix.as_deref().unwrap_or_default(),
+                    limit,
+                    &positions(req.min_offsets)?,
+                )
                 .await?;
             Ok((
                 response::records(&page.records, page.next_cursor.as_deref()),

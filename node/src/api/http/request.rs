@@ -141,6 +141,7 @@ case_insensitive! {
         pub cursor: Option<String> = "cursor",
         pub limit: Option<i64> = "limit",
         pub min_offsets: Option<Vec<PositionBody>> = "min_offsets",
+        pub pk_prefix: Option<String> = "pk_prefix",
     }
 }
 
