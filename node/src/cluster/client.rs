@@ -430,6 +430,7 @@ mod tests {
             limit: 1,
             max_reads: 1,
             min_offsets: Vec::new(),
+            pk_prefix: String::new(),
         };
         let old = client
             .scan_at(addr, "/old", &query, Duration::ZERO)
