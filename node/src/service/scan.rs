@@ -8,6 +8,10 @@
 //! node of the region can continue a cursor another issued. A record present throughout a scan
 //! is returned once (a record written during it may be returned or not: a watch from the
 //! scan's token sees that write).
+//!
+//! A partition this node does not serve is read by an owner, a page part at a time
+//! (`/cluster/v1/scan`, answered by [`Service::scan_partition_local`]); only for an owner of a
+//! release without it is it walked here key by key through proxied reads.
 
 use super::keyspace::keys_query;
 use super::route::Route;
@@ -175,9 +179,9 @@ enum Reach {
 
 impl Service {
     /// About `limit` records of pks starting with `pk_prefix` from `cursor` on (0: the node's
-    /// list page size), over every partition of the region in order, read here or at an owner (one request per partition
-    /// part of the page). A page may hold fewer (even none) and still have a cursor: it reads
-    /// about four times `limit` keys at most.
+    /// list page size), over every partition of the region in order, read here or at an owner
+    /// (one request per partition part of the page). A page may hold fewer (even none) and
+    /// still have a cursor: it reads about four times `limit` keys at most.
     pub async fn scan(
         &self,
         cursor: Option<&str>,
@@ -204,9 +208,9 @@ impl Service {
         let max = self.config.limits.max_list_records;
         let limit = if limit == 0 { max } else { limit.min(max) };
         let mut page = ScanPage::default();
-        // Keys whose records are all expired (not yet removed) give nothing: a page also ends
-        // after this many reads (index entries and key lists), with a cursor, so no request
-        // walks an unbounded keyspace.
+        // Keys whose records are all expired (not yet removed), or of another prefix, give
+        // nothing: a page also ends after this many reads (index entries and key lists), with a
+        // cursor, so no request walks an unbounded keyspace.
         let max_reads = max_reads(limit);
         let mut reads = 0usize;
         loop {
