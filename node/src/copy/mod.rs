@@ -59,7 +59,7 @@ pub struct CopyArgs {
     pub page: usize,
     /// Copy only the records (and changes) of pks starting with this, e.g. `flags:` — a
     /// staging copy of one kind of record.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub pk_prefix: String,
     /// How long to keep trying a side that does not answer (restarting, being deployed,
     /// unreachable) before stopping; the positions reached are printed then too, for
