@@ -83,6 +83,7 @@ pub async fn run(
             outcome_retention: config.outcome_retention,
             watch_history_bytes: config.watch_history_bytes / config.partitions as usize,
             watch_lag_batches: config.watch_lag_batches,
+            watch_history_dir: Some(config.db_path.join("watch-history")),
             stall_threshold: config.stall_threshold,
             apply_threads: config.apply_threads,
             reject_entries_at: Arc::new(config.reject_entries_at.clone()),

@@ -6,7 +6,9 @@
 //! subscriber that falls further behind than it holds learns it was cut off. The history is
 //! bounded in bytes; the oldest entries go first, and a subscription from before what is left
 //! is refused with the oldest offset that can still be served (the client reads again, then
-//! watches from there). After a restart the history starts empty at the partition's next offset.
+//! watches from there). An orderly stop saves the history and the next start at the same offset
+//! takes it back (`feed_file`); otherwise a restart's history starts empty at the partition's
+//! next offset.
 
 use crate::model::Record;
 use crate::store::{decode_key, to_record};
@@ -80,6 +82,12 @@ impl Change {
             key_len: u32::try_from(key.len()).expect("stored keys are far shorter than 4 GiB"),
             kind,
         }
+    }
+
+    /// The stored key's length, and the key and value bytes together (what a saved history
+    /// holds).
+    pub(super) fn parts(&self) -> (u32, &[u8]) {
+        (self.key_len, &self.bytes)
     }
 
     fn stored_key(&self) -> &[u8] {
@@ -184,6 +192,46 @@ impl Feed {
             }),
             live: broadcast::channel(lag.max(1)).0,
             budget,
+        }
+    }
+
+    /// A feed whose history is `saved` (see `feed_file`), when given; else [`Feed::new`].
+    pub(super) fn with_history(
+        saved: Option<super::feed_file::SavedHistory>,
+        next_offset: u64,
+        budget: usize,
+        lag: usize,
+    ) -> Feed {
+        let feed = Feed::new(next_offset, budget, lag);
+        if let Some(saved) = saved.filter(|s| s.next == next_offset) {
+            let mut history = feed.state.lock().expect("feed lock");
+            history.start = saved.start;
+            for entry in saved.entries {
+                history.bytes += entry.changes.iter().map(Change::bytes).sum::<usize>();
+                history.entries.push_back(entry);
+            }
+            // A budget lowered since: the oldest go first, as when publishing.
+            while history.bytes > budget {
+                let Some(oldest) = history.entries.pop_front() else {
+                    break;
+                };
+                history.bytes -= oldest.changes.iter().map(Change::bytes).sum::<usize>();
+                history.start = oldest.offset + 1;
+            }
+            if history.entries.is_empty() && budget == 0 {
+                history.start = next_offset;
+            }
+        }
+        feed
+    }
+
+    /// The history as it is, to save when the node stops (see `feed_file`).
+    pub(super) fn saved(&self) -> super::feed_file::SavedHistory {
+        let history = self.state.lock().expect("feed lock");
+        super::feed_file::SavedHistory {
+            start: history.start,
+            next: history.next,
+            entries: history.entries.iter().cloned().collect(),
         }
     }
 
@@ -301,6 +349,26 @@ mod tests {
         assert_eq!(none.bounds(), (9, 9));
         assert!(none.subscribe(Some(8)).is_err());
         assert!(none.subscribe(Some(9)).unwrap().backlog.is_empty());
+    }
+
+    #[test]
+    fn a_saved_history_is_served_as_if_the_node_had_not_stopped() {
+        let feed = Feed::new(10, 1 << 20, 16);
+        feed.publish(vec![entry(10, 1), entry(12, 2)], 13);
+        let back = Feed::with_history(Some(feed.saved()), 13, 1 << 20, 16);
+        assert_eq!(back.bounds(), (10, 13));
+        let sub = back.subscribe(Some(11)).unwrap();
+        assert_eq!(
+            sub.backlog.iter().map(|e| e.offset).collect::<Vec<_>>(),
+            [12]
+        );
+        // Saved at another offset: not taken.
+        let elsewhere = Feed::with_history(Some(feed.saved()), 14, 1 << 20, 16);
+        assert_eq!(elsewhere.bounds(), (14, 14));
+        // A smaller budget than the history's: the newest entries kept.
+        let one = entry(0, 1).changes[0].bytes();
+        let smaller = Feed::with_history(Some(feed.saved()), 13, 3 * one, 16);
+        assert_eq!(smaller.bounds(), (11, 13));
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod applier;
 mod apply;
 mod checkpoint;
 mod feed;
+mod feed_file;
 mod ownership;
 mod partition;
 mod plugins;
@@ -64,6 +65,9 @@ pub struct EngineConfig {
     pub watch_history_bytes: usize,
     /// Committed batches a watch may fall behind before it is cut off.
     pub watch_lag_batches: usize,
+    /// Where each partition's watch history is saved when the node stops, for the next start
+    /// (none: not saved).
+    pub watch_history_dir: Option<std::path::PathBuf>,
     /// A partition whose applier has been on one batch longer than this is reported stalled
     /// (`/ready`, `/debug/partitions`, `firescroll_partition_stalled`).
     pub stall_threshold: Duration,
@@ -88,6 +92,7 @@ impl Default for EngineConfig {
             outcome_retention: 1_000_000,
             watch_history_bytes: 4 << 20,
             watch_lag_batches: 1024,
+            watch_history_dir: None,
             stall_threshold: Duration::from_secs(10),
             stop_patience: Duration::from_secs(5),
             snapshots: None,
@@ -269,6 +274,19 @@ impl Engine {
         }
         for runtime in &partitions {
             self.inner.log.release(runtime.id(), runtime.next_offset());
+        }
+        // The store is durable at each partition's next offset: its history up to there holds
+        // for the next start.
+        if let Some(dir) = &self.inner.config.watch_history_dir {
+            for runtime in &partitions {
+                let saved = runtime.feed.saved();
+                if saved.next != runtime.next_offset() || saved.start >= saved.next {
+                    continue;
+                }
+                if let Err(e) = feed_file::save(dir, runtime.id(), &saved) {
+                    tracing::warn!(partition = runtime.id(), error = %e, "could not save the watch history; watches resume from after this restart only");
+                }
+            }
         }
         None
     }

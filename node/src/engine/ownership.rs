@@ -119,6 +119,13 @@ impl Engine {
             .read_index_bytes
             .with_label_values(&[&id.to_string()])
             .set(index.bytes() as i64);
+        // The history saved when the node last stopped, if it ends where this partition is.
+        let saved = self
+            .inner
+            .config
+            .watch_history_dir
+            .as_deref()
+            .and_then(|dir| super::feed_file::take(dir, id, next));
         let runtime = Arc::new(PartitionRuntime::new(
             store,
             next,
@@ -128,6 +135,7 @@ impl Engine {
                 self.inner.config.watch_history_bytes,
                 self.inner.config.watch_lag_batches,
             ),
+            saved,
         ));
         metrics
             .partition_healthy
@@ -176,6 +184,7 @@ impl Engine {
             },
             ReadIndex::off(),
             (0, 1),
+            None,
         )
     }
 

@@ -109,11 +109,12 @@ impl PartitionRuntime {
         health: Health,
         index: ReadIndex,
         feed: (usize, usize),
+        saved: Option<super::feed_file::SavedHistory>,
     ) -> Self {
         PartitionRuntime {
             store,
             index,
-            feed: Feed::new(next_offset, feed.0, feed.1),
+            feed: Feed::with_history(saved, next_offset, feed.0, feed.1),
             next_offset: watch::channel(next_offset).0,
             next_offset_now: std::sync::atomic::AtomicU64::new(next_offset),
             readable: AtomicBool::new(!matches!(health, Health::Gap { .. })),
@@ -294,6 +295,7 @@ impl PartitionRuntime {
             Health::Failed { reason },
             ReadIndex::off(),
             (0, 1),
+            None,
         )
     }
 
