@@ -655,9 +655,9 @@ fn a_copy_rides_out_restarts_of_either_side_and_prints_where_it_stopped_when_it_
     wait_for("the scan's records on the target", || {
         contents(&target).len() == 50
     });
-    // The source restarts (a deploy): the copy waits for it and goes on watching. (Caught up
-    // first: a restarted node's watch history starts at its restart, so a copy behind it then
-    // has to scan again.)
+    // The source restarts (a deploy): the copy waits for it and goes on watching (from the
+    // history the source saved when it stopped; caught up first, so the positions it resumes
+    // from are the newest).
     put(&source, 50, 60);
     wait_for("the copy to catch up", || {
         differences(&source, &target).is_empty()
