@@ -225,6 +225,11 @@ impl Feed {
         feed
     }
 
+    /// The bytes the history holds, as counted against its budget.
+    pub(super) fn bytes(&self) -> usize {
+        self.state.lock().expect("feed lock").bytes
+    }
+
     /// The history as it is, to save when the node stops (see `feed_file`).
     pub(super) fn saved(&self) -> super::feed_file::SavedHistory {
         let history = self.state.lock().expect("feed lock");

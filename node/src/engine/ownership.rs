@@ -141,6 +141,11 @@ impl Engine {
             .partition_healthy
             .with_label_values(&[&label])
             .set(1);
+        // A history taken back from the last stop holds bytes before any batch is applied.
+        metrics
+            .watch_history_bytes
+            .with_label_values(&[&label])
+            .set(runtime.feed.bytes() as i64);
         let slot = self.inner.pool.add(runtime.clone(), reader);
         *runtime.applier.lock().expect("applier lock") = Some(slot);
         tracing::info!(partition = id, next_offset = next, "partition opened");

@@ -285,6 +285,13 @@ fn a_token_older_than_the_history_is_410_after_a_crash_not_a_restart_and_read_th
     // same watch resumes there as before it.
     node.terminate();
     node.spawn();
+    let (_, metrics) = node.get_url(&node.internal_url("/metrics"));
+    let kept: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("firescroll_watch_history_bytes{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(kept > 0.0, "the history taken back is counted: {kept}");
     let mut watch = Watcher::open(&node, &format!("pk=cfg&from={token}"), None);
     assert_eq!(watch.status, 200);
     assert_eq!(what(&watch.change()), "put cfg/b 2");
