@@ -128,6 +128,18 @@ fn read(input: &mut impl Read) -> io::Result<SavedHistory> {
         }
         history.entries.push(Arc::new(entry));
     }
+    // A file that parses but does not describe a history (entries out of order, or outside
+    // start..next) would hand watches changes at the wrong positions: refused like a cut one.
+    let mut expected = history.start;
+    for entry in &history.entries {
+        if entry.offset < expected || entry.offset >= history.next {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "entries out of order or outside the history's offsets",
+            ));
+        }
+        expected = entry.offset + 1;
+    }
     let mut rest = [0u8; 1];
     if input.read(&mut rest)? != 0 {
         return Err(io::Error::new(
@@ -254,5 +266,14 @@ mod tests {
         assert!(take(dir.path(), 0, 9).is_none(), "a damaged length");
         std::fs::write(&path, whole).unwrap();
         assert!(take(dir.path(), 0, 9).is_some());
+        // Whole, but not a history: entries out of order, or past its next offset.
+        for offsets in [[7, 4], [4, 9]] {
+            let mut odd = history();
+            for (entry, offset) in odd.entries.iter_mut().zip(offsets) {
+                Arc::get_mut(entry).unwrap().offset = offset;
+            }
+            save(dir.path(), 0, &odd).unwrap();
+            assert!(take(dir.path(), 0, 9).is_none(), "offsets {offsets:?}");
+        }
     }
 }
