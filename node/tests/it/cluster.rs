@@ -774,6 +774,46 @@ fn the_keyspace_spans_the_region_and_scan_cursors_move_between_nodes() {
     unique.dedup();
     assert_eq!(seen.len(), 121, "no key twice: {seen:?}");
     assert_eq!(unique.len(), 121);
+    // HSCAN too: each page asked of the next node with the cursor the previous one issued gives
+    // every field once, in order (whichever nodes own the hash).
+    let fields: Vec<String> = (0..200).map(|i| format!("field:{i:03}")).collect();
+    let mut pipe = redis::pipe();
+    for f in &fields {
+        pipe.cmd("HSET").arg("wide").arg(f).arg("v").ignore();
+    }
+    let _: () = pipe.query(&mut cons[0]).unwrap();
+    // Each node reads the hash whole before its scan begins (one owner applies; others ask it).
+    let hlen_everywhere = |cons: &mut [redis::Connection], want: i64| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for con in cons.iter_mut() {
+            while redis::cmd("HLEN").arg("wide").query::<i64>(con).unwrap() != want {
+                assert!(Instant::now() < deadline, "HLEN wide never {want}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    hlen_everywhere(&mut cons, 200);
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor = 0u64;
+    for page in 0.. {
+        let (next, items): (u64, Vec<String>) = redis::cmd("HSCAN")
+            .arg("wide")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(15)
+            .arg("NOVALUES")
+            .query(&mut cons[page % nodes.len()])
+            .unwrap();
+        seen.extend(items);
+        if next == 0 {
+            assert!(page > 10, "{page} pages");
+            break;
+        }
+        cursor = next;
+    }
+    assert_eq!(seen, fields);
+    let _: i64 = redis::cmd("DEL").arg("wide").query(&mut cons[0]).unwrap();
+    hlen_everywhere(&mut cons, 0);
     // RANDOMKEY and KEYS reach partitions owned elsewhere too.
     let mut c = redis(&nodes[2]);
     let keys: Vec<String> = redis::cmd("KEYS").arg("k1*").query(&mut c).unwrap();

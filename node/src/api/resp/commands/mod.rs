@@ -7,6 +7,7 @@
 
 mod counter;
 mod expiry;
+mod field_cursor;
 mod hash;
 mod json;
 mod keys;
@@ -22,7 +23,7 @@ mod transaction;
 mod unsupported;
 mod written;
 
-pub use scan::ScanCursors;
+pub use field_cursor::ScanCursors;
 pub(super) use scan::glob_match;
 pub use written::{WriteSlots, WrittenPositions};
 

@@ -1,73 +1,15 @@
 //! `HSCAN key cursor [MATCH pattern] [COUNT n]`.
 //!
-//! Cursors are decimal numbers, as clients expect (several parse them as u64). A cursor names
-//! "after field X of hash K" in a table on the node that issued it, valid for `CURSOR_TTL` there:
-//! a scan sees every field that exists throughout it exactly once, in field order, whatever is
-//! written meanwhile. `MATCH` patterns are Redis globs; a literal prefix (`user:*`) narrows the
-//! scan itself, anything else filters what is scanned.
+//! Cursors are decimal numbers, as clients expect (several parse them as u64), that any node of
+//! the region can continue (see `field_cursor`): a scan sees every field that exists throughout
+//! it, in field order, whatever is written meanwhile — exactly once while one node serves it.
+//! `MATCH` patterns are Redis globs; a literal prefix (`user:*`) narrows the scan itself,
+//! anything else filters what is scanned.
 
 use super::{Context, text, value_of};
 use crate::api::resp::reply::Reply;
 use crate::service::ListRequest;
 use bytes::Bytes;
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
-/// How long an HSCAN cursor stays valid after it was issued.
-pub const CURSOR_TTL: Duration = Duration::from_secs(600);
-const MAX_CURSORS: usize = 100_000;
-
-struct Position {
-    pk: String,
-    after: String,
-    issued: Instant,
-}
-
-/// The node's open HSCAN cursors.
-pub struct ScanCursors {
-    next: AtomicU64,
-    open: Mutex<HashMap<u64, Position>>,
-}
-
-impl Default for ScanCursors {
-    fn default() -> Self {
-        ScanCursors {
-            // Start somewhere unpredictable-looking but deterministic enough for debugging.
-            next: AtomicU64::new(1),
-            open: Mutex::new(HashMap::new()),
-        }
-    }
-}
-
-impl ScanCursors {
-    fn issue(&self, pk: String, after: String) -> u64 {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut open = self.open.lock().expect("cursor lock");
-        if open.len() >= MAX_CURSORS {
-            open.retain(|_, p| p.issued.elapsed() < CURSOR_TTL);
-            if open.len() >= MAX_CURSORS {
-                open.clear();
-            }
-        }
-        open.insert(
-            id,
-            Position {
-                pk,
-                after,
-                issued: Instant::now(),
-            },
-        );
-        id
-    }
-
-    fn resume(&self, id: u64, pk: &str) -> Option<String> {
-        let open = self.open.lock().expect("cursor lock");
-        let p = open.get(&id)?;
-        (p.pk == pk && p.issued.elapsed() < CURSOR_TTL).then(|| p.after.clone())
-    }
-}
 
 /// `HSCAN key cursor [MATCH pattern] [COUNT n] [NOVALUES]`.
 pub async fn hscan(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
@@ -108,27 +50,30 @@ async fn scan_fields(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply
             _ => return Reply::err("syntax error"),
         }
     }
+    let prefix = pattern.as_deref().map(literal_prefix).unwrap_or_default();
+    let prefix = String::from_utf8_lossy(&prefix).into_owned();
+    let min_offsets = ctx.min_offsets([pk.as_str()]);
     let after = match cursor {
         0 => None,
-        id => match ctx.scans.resume(id, &pk) {
-            Some(after) => Some(after),
-            None => {
-                return Reply::err(format!(
-                    "cursor {id} is unknown or expired (cursors live {} s on the node that issued them): start again from 0",
-                    CURSOR_TTL.as_secs()
-                ));
+        cursor => {
+            let resumed = ctx
+                .scans
+                .resume(ctx.service, cursor, &pk, &prefix, min_offsets.clone())
+                .await;
+            match resumed {
+                Ok(after) => Some(after),
+                Err(e) => return e,
             }
-        },
+        }
     };
-    let prefix = pattern.as_deref().map(literal_prefix).unwrap_or_default();
     let page = ctx
         .service
         .list(ListRequest {
             pk: pk.clone(),
-            sk_prefix: String::from_utf8_lossy(&prefix).into_owned(),
+            sk_prefix: prefix,
             limit: count,
             cursor: after,
-            min_offsets: ctx.min_offsets([pk.as_str()]),
+            min_offsets,
             ..ListRequest::default()
         })
         .await;
