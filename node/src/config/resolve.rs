@@ -136,6 +136,8 @@ impl Config {
                     watch_bookmark_ms,
                     service_defaults.watch_bookmark.as_millis() as u64
                 )),
+                // Decided below, once the log is known.
+                entry_write_version: crate::model::ENTRY_VERSION,
             },
             log_segment_bytes: pick!(log_segment_bytes, 16 << 20),
             checkpoint_interval: Duration::from_millis(pick!(
@@ -292,6 +294,23 @@ impl Config {
                     .saturating_add(1 << 20),
                 max_keys_per_request: config.service.limits.max_records,
             });
+        }
+        // Nodes reading a Kafka log may run an older release during a rolling upgrade: they
+        // get v2 entries only once told every node applies them (docs/log-entry-v1.md).
+        config.service.entry_write_version = pick!(
+            entry_write_version,
+            if config.kafka.is_some() {
+                1
+            } else {
+                crate::model::ENTRY_VERSION
+            }
+        );
+        if !(1..=crate::model::ENTRY_VERSION).contains(&config.service.entry_write_version) {
+            bail!(
+                "ENTRY_WRITE_VERSION: {} is not a log entry format this release writes; use 1 or 2 \
+                 (2 once every node of every region runs a release that applies v2)",
+                config.service.entry_write_version
+            );
         }
         config.node_name = match &config.kafka {
             Some(kafka) => kafka.instance_id.clone(),

@@ -234,6 +234,13 @@ pub struct Settings {
     /// watch can resume from a token; older tokens answer 410 [default: 33554432].
     #[arg(long, env = "WATCH_HISTORY_BYTES")]
     pub watch_history_bytes: Option<usize>,
+    /// The newest log entry format this node writes: 2 lets a field that Redis `HSET` (and
+    /// `HSETNX`, `HINCRBY`, `SADD`, ...) adds to a key with a deadline take the key's deadline.
+    /// Raise it to 2 on a Kafka log only once every node of every region runs a release that
+    /// applies v2: an older node stops the partition at the first v2 entry until upgraded
+    /// [default: 2 on the embedded log, 1 on Kafka].
+    #[arg(long, env = "ENTRY_WRITE_VERSION")]
+    pub entry_write_version: Option<u32>,
     /// How often a quiet watch gets a bookmark event that moves its token on, ms
     /// [default: 10000].
     #[arg(long, env = "WATCH_BOOKMARK_MS")]

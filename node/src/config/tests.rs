@@ -291,3 +291,21 @@ fn reject_entries_at_takes_log_positions() {
         );
     }
 }
+
+#[test]
+fn the_entry_write_version_waits_for_the_fleet_on_kafka() {
+    let version =
+        |args: &[&str]| Config::resolve(settings(args)).map(|c| c.service.entry_write_version);
+    // One node reads the embedded log: it writes the newest format at once.
+    assert_eq!(version(&[]).unwrap(), crate::model::ENTRY_VERSION);
+    // On Kafka, older releases may read the log: v1 until raised.
+    assert_eq!(version(&["--kafka-seeds", "b:9092"]).unwrap(), 1);
+    let raised = ["--kafka-seeds", "b:9092", "--entry-write-version", "2"];
+    assert_eq!(version(&raised).unwrap(), 2);
+    for bad in ["0", "3"] {
+        let e = version(&["--entry-write-version", bad])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("ENTRY_WRITE_VERSION"), "{e}");
+    }
+}

@@ -742,8 +742,24 @@ fn apply_entry(
                     Ok(data) => data,
                     Err(e) => return reject(RejectionKind::ValueError, e.to_string()),
                 };
-                // Like Redis `INCR` and `APPEND`, a computed value keeps the record's deadline.
-                let deadline = current.as_ref().and_then(|v| v.expires_at_ms);
+                // Like Redis `INCR` and `APPEND`, a computed value keeps the record's deadline
+                // (a new field of a key with one, the key's: `key_ttl`).
+                let deadline = match &current {
+                    Some(v) => v.expires_at_ms,
+                    None if op.key_ttl => {
+                        let found = key_deadline_at(
+                            (store, &op.pk, &key, now),
+                            batch,
+                            &writes,
+                            &mut reads,
+                        )?;
+                        match found {
+                            Some(deadline) => deadline,
+                            None => return reject(RejectionKind::ValueError, out_of_reads()),
+                        }
+                    }
+                    None => None,
+                };
                 let value = encode_value(created, updated, deadline, data.as_bytes());
                 returned.push(Returned {
                     op: index as u32,
@@ -758,10 +774,22 @@ fn apply_entry(
                     Some(v) => (v.created_at_ms, v.updated_at_ms.max(entry.ts_ms)),
                     None => (entry.ts_ms, entry.ts_ms),
                 };
-                let deadline = if op.keep_ttl {
-                    current.as_ref().and_then(|v| v.expires_at_ms)
-                } else {
-                    op.expires_at
+                let deadline = match &current {
+                    _ if !op.keep_ttl => op.expires_at,
+                    Some(v) => v.expires_at_ms,
+                    None if op.key_ttl => {
+                        let found = key_deadline_at(
+                            (store, &op.pk, &key, now),
+                            batch,
+                            &writes,
+                            &mut reads,
+                        )?;
+                        match found {
+                            Some(deadline) => deadline,
+                            None => return reject(RejectionKind::ValueError, out_of_reads()),
+                        }
+                    }
+                    None => None,
                 };
                 let transformed;
                 let data = match &op.transform {
@@ -882,6 +910,98 @@ fn expire_key(
         writes.write(pk, &sk, key, Some(&old), new);
     }
     Ok(true)
+}
+
+/// The deadline a record `key` of `pk` created by a `key_ttl` op takes (format v2): that of
+/// the key's first live record other than `key`, in sk order, as this entry sees them (the store
+/// under the batch's and the entry's pending writes) — after `EXPIRE` every record of a key has
+/// the key's deadline, and fields added since took it too. `Some(None)`: no deadline (none on
+/// that record, or no other record); `None` when looking would spend more than `reads`.
+fn key_deadline_at(
+    (store, pk, key, now): (&PartitionStore, &str, &[u8], i64),
+    batch: &mut AppliedBatch,
+    writes: &EntryWrites,
+    reads: &mut u64,
+) -> Result<Option<Option<i64>>, StoreError> {
+    let live_deadline = |value: &[u8]| -> Result<Option<Option<i64>>, StoreError> {
+        let view = decode_value(value).ok_or_else(|| {
+            StoreError::Corrupt(format!("a value of pk {pk:?} has no valid header"))
+        })?;
+        Ok(view
+            .expires_at_ms
+            .is_none_or(|d| d > now)
+            .then_some(view.expires_at_ms))
+    };
+    // A partition with no deadline anywhere (most): nothing to take, and nothing to read.
+    let pending_deadline =
+        !batch.deadlines_added.is_empty() || writes.deadlines.iter().any(|(added, _)| *added);
+    if !pending_deadline {
+        let next = match &batch.next_committed {
+            Some(next) => next.clone(),
+            None => {
+                let next = store
+                    .due(batch.purge_cursor.as_ref(), i64::MAX)
+                    .next()
+                    .transpose()?;
+                batch.next_committed = Some(next.clone());
+                next
+            }
+        };
+        if next.is_none() {
+            return Ok(Some(None));
+        }
+    }
+    let mut charge = |cost: usize| -> bool {
+        let cost = cost as u64 + 64;
+        if cost > *reads {
+            return false;
+        }
+        *reads -= cost;
+        true
+    };
+    let prefix = pk_prefix(pk);
+    let pending = |k: &[u8]| writes.local.get(k).or_else(|| batch.writes.get(k));
+    // The first live record written by the batch or the entry...
+    let mut first: Option<(Vec<u8>, Option<i64>)> = None;
+    if !charge(64 * (batch.writes.len() + writes.local.len())) {
+        return Ok(None);
+    }
+    for k in batch.writes.keys().chain(writes.local.keys()) {
+        if !k.starts_with(&prefix) || k.as_slice() == key {
+            continue;
+        }
+        if first.as_ref().is_some_and(|(f, _)| f <= k) {
+            continue;
+        }
+        if let Some(Some(value)) = pending(k)
+            && let Some(deadline) = live_deadline(value)?
+        {
+            first = Some((k.clone(), deadline));
+        }
+    }
+    // ...or stored before it, whichever comes first.
+    for stored in store.pk_entries(pk) {
+        let (k, v) = stored?;
+        if first.as_ref().is_some_and(|(f, _)| f.as_slice() <= &*k) {
+            break;
+        }
+        if &*k == key {
+            continue;
+        }
+        if !charge(k.len() + v.len()) {
+            return Ok(None);
+        }
+        let deadline = match pending(&k) {
+            Some(None) => None,
+            Some(Some(value)) => live_deadline(value)?,
+            None => live_deadline(&v)?,
+        };
+        if let Some(deadline) = deadline {
+            first = Some((k.to_vec(), deadline));
+            break;
+        }
+    }
+    Ok(Some(first.and_then(|(_, deadline)| deadline)))
 }
 
 /// The version of `pk`'s records as this entry sees them.

@@ -13,8 +13,10 @@ use super::nesting::{MAX_JSON_DEPTH, json_nests_deeper_than};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-/// The entry format version this build writes and applies.
-pub const ENTRY_VERSION: u32 = 1;
+/// The newest entry format this build applies. It writes each entry in the oldest format that
+/// holds its ops (v1 unless an op uses a v2 field), and never newer than the node's write
+/// version.
+pub const ENTRY_VERSION: u32 = 2;
 
 /// What an operation does to its record.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +137,12 @@ pub struct Op {
     /// For `expire`: when the deadline may change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expire_if: Option<ExpireIf>,
+    /// Format v2. For a `put` with `keep_ttl` and the read-modify-write ops: a record this op
+    /// creates takes its key's deadline (that of the pk's first other live record, in sk
+    /// order), as Redis keeps a key's TTL when `HSET` adds a field. Ignored in v1 entries, as a
+    /// v1 node ignores it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub key_ttl: bool,
 }
 
 /// A plugin an op names: by digest in the log (what every replica runs), by name in a request
@@ -202,7 +210,7 @@ pub struct LogEntry {
 /// verdict for the same bytes, so these become the entry's (deterministic) rejection.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    #[error("entry is not valid JSON for log entry v1: {0}")]
+    #[error("entry is not valid JSON for a log entry: {0}")]
     Malformed(String),
     #[error("entry version {0} is not supported by this node (it applies version {ENTRY_VERSION})")]
     UnsupportedVersion(u64),
@@ -240,13 +248,15 @@ struct VersionOnly {
 }
 
 impl LogEntry {
-    /// A v1 entry stamped with `ts_ms`.
+    /// An entry stamped with `ts_ms`, in the oldest format that holds its ops: v2 when an op
+    /// asks for its key's deadline (`key_ttl`), else v1, which every release applies.
     pub fn new(ts_ms: i64, ops: Vec<Op>) -> Self {
-        LogEntry {
-            v: ENTRY_VERSION,
-            ts_ms,
-            ops,
-        }
+        let v = if ops.iter().any(|op| op.key_ttl) {
+            2
+        } else {
+            1
+        };
+        LogEntry { v, ts_ms, ops }
     }
 
     /// A tick: an entry without ops, stamped `ts_ms`, that only moves the partition's log time
@@ -306,17 +316,23 @@ impl LogEntry {
         })?;
         match (any.v, any.mutation) {
             (Some(v), _) if v > u64::from(ENTRY_VERSION) => Err(DecodeError::Newer(v)),
-            (Some(v), _) if v != u64::from(ENTRY_VERSION) => {
-                Err(DecodeError::UnsupportedVersion(v))
-            }
-            (Some(_), _) => {
-                let ops = any
+            (Some(0), _) => Err(DecodeError::UnsupportedVersion(0)),
+            (Some(v), _) => {
+                let mut ops = any
                     .ops
                     .ok_or_else(|| DecodeError::Malformed("missing `ops`".into()))?;
                 let ts_ms = any
                     .ts_ms
                     .ok_or_else(|| DecodeError::Malformed("missing `ts_ms`".into()))?;
-                Ok(LogEntry::new(ts_ms, ops))
+                if v < 2 {
+                    // Not a v1 field: a v1 node ignores it, so this one must too.
+                    ops.iter_mut().for_each(|op| op.key_ttl = false);
+                }
+                Ok(LogEntry {
+                    v: v as u32,
+                    ts_ms,
+                    ops,
+                })
             }
             (None, Some(kind)) => {
                 let pk = any
@@ -421,19 +437,43 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_is_written_in_the_oldest_format_that_holds_it() {
+        let plain = Op {
+            pk: "a".into(),
+            keep_ttl: true,
+            ..Op::default()
+        };
+        let v1 = LogEntry::new(5, vec![plain.clone()]);
+        assert_eq!(v1.v, 1);
+        assert!(v1.encode().starts_with(br#"{"v":1,"#));
+        let keyed = Op {
+            key_ttl: true,
+            ..plain
+        };
+        let v2 = LogEntry::new(5, vec![Op::default(), keyed]);
+        assert_eq!(v2.v, 2);
+        let decoded = LogEntry::decode(&v2.encode()).unwrap();
+        assert_eq!((decoded.v, decoded.ops[1].key_ttl), (2, true));
+        // v1 has no `key_ttl`: a v1 node ignores it, and so does this one.
+        let v1_with_it = br#"{"v":1,"ts_ms":1,"ops":[{"op":"put","pk":"a","key_ttl":true}]}"#;
+        let decoded = LogEntry::decode(v1_with_it).unwrap();
+        assert_eq!((decoded.v, decoded.ops[0].key_ttl), (1, false));
+    }
+
+    #[test]
     fn newer_formats_are_told_apart_from_malformed_entries() {
         // A newer entry that would parse as v1, and ones that would not (an op kind, a field
         // type or a shape v1 does not have): all are "newer", never a verdict on the entry.
         for bytes in [
-            &br#"{"v":2,"ts_ms":1,"ops":[]}"#[..],
-            br#"{"v":2,"ts_ms":1,"ops":[{"op":"rename","pk":"a","to":"b"}]}"#,
+            &br#"{"v":3,"ts_ms":1,"ops":[]}"#[..],
+            br#"{"v":3,"ts_ms":1,"ops":[{"op":"rename","pk":"a","to":"b"}]}"#,
             br#"{"ops":{"put":[]},"v":3}"#,
             br#"{"v":18446744073709551615}"#,
         ] {
             let text = String::from_utf8_lossy(bytes);
             match LogEntry::decode(bytes) {
                 Err(DecodeError::Newer(v)) => {
-                    assert!(v >= 2, "{text}");
+                    assert!(v >= 3, "{text}");
                     let message = DecodeError::Newer(v).to_string();
                     assert!(message.contains(&format!("v{v}")), "{message}");
                 }

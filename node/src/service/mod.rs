@@ -93,6 +93,9 @@ pub struct ServiceConfig {
     pub tokens: Tokens,
     /// How often a quiet watch gets a bookmark event.
     pub watch_bookmark: Duration,
+    /// The newest log entry format this node writes (`ENTRY_WRITE_VERSION`): below 2, ops
+    /// asking for their key's deadline (`key_ttl`) go to the log without it.
+    pub entry_write_version: u32,
 }
 
 impl Default for ServiceConfig {
@@ -103,6 +106,7 @@ impl Default for ServiceConfig {
             read_wait_timeout: Duration::from_secs(5),
             tokens: Tokens::default(),
             watch_bookmark: changes::DEFAULT_BOOKMARK,
+            entry_write_version: crate::model::ENTRY_VERSION,
         }
     }
 }

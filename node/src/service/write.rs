@@ -431,6 +431,7 @@ impl Service {
                     expires_at: op.expires_at,
                     keep_ttl: op.keep_ttl,
                     expire_if: op.expire_if,
+                    key_ttl: op.key_ttl && self.config.entry_write_version >= 2,
                 })
             })
             .collect()

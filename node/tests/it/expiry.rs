@@ -152,6 +152,19 @@ fn ttl_commands_answer_as_redis_server_does() {
         "TTL h",
         "HSET h f v2",
         "TTL h",
+        // Fields and members added to a key with a TTL keep the key's TTL.
+        "HSET h g v",
+        "TTL h",
+        "HINCRBY h n 3",
+        "HINCRBYFLOAT h fl 1.5",
+        "HSETNX h m v",
+        "TTL h",
+        "HMSET h o v",
+        "TTL h",
+        "SADD st a",
+        "EXPIRE st 100",
+        "SADD st b",
+        "TTL st",
         "SET x 1 EX 100",
         "INCR x",
         "TTL x",
@@ -203,6 +216,19 @@ fn ttl_commands_answer_as_redis_server_does() {
             .query(con)
             .unwrap();
         let _: i64 = redis::cmd("PEXPIRE").arg("hs").arg(300).query(con).unwrap();
+        // Added after the TTL: they go with the key.
+        let _: i64 = redis::cmd("HSET")
+            .arg("hs")
+            .arg("later")
+            .arg("v")
+            .query(con)
+            .unwrap();
+        let _: i64 = redis::cmd("HINCRBY")
+            .arg("hs")
+            .arg("count")
+            .arg(1)
+            .query(con)
+            .unwrap();
     }
     std::thread::sleep(Duration::from_millis(600));
     for (name, con) in [("firescroll", &mut ours), ("redis-server", &mut theirs)] {
@@ -229,7 +255,7 @@ fn ttl_commands_answer_as_redis_server_does() {
         assert_eq!(mget, vec![None, Some("x".into())], "{name}");
         assert_eq!(exists, 0, "{name}");
         assert!(hgetall.is_empty() && hscan.1.is_empty(), "{name}");
-        assert_eq!(keys, ["h", "p", "s", "x", "y"], "{name}");
+        assert_eq!(keys, ["h", "p", "s", "st", "x", "y"], "{name}");
         assert_eq!(scanned, keys, "{name}");
     }
 }
@@ -279,6 +305,8 @@ fn replicas_with_clocks_apart_remove_expired_records_at_the_same_offsets() {
         let mut env = kafka_env(&broker, "expiry", group, instance);
         env.push(("EXPIRY_TICK_MS".into(), "300".into()));
         env.push(("FIRESCROLL_CLOCK_OFFSET_MS".into(), offset_ms.into()));
+        // Log format v2: fields added to a key with a deadline take it (at apply, alike).
+        env.push(("ENTRY_WRITE_VERSION".into(), "2".into()));
         env
     };
     let a = Node::start_env(&env("rg1", "a", "0"));
@@ -339,6 +367,30 @@ fn replicas_with_clocks_apart_remove_expired_records_at_the_same_offsets() {
         .arg(3600)
         .query(&mut ra)
         .unwrap();
+    // A hash given 2 s through a, then fields added through b: they go with it.
+    let _: i64 = redis::cmd("HSET")
+        .arg("sess")
+        .arg("user")
+        .arg(1)
+        .query(&mut ra)
+        .unwrap();
+    let _: i64 = redis::cmd("PEXPIRE")
+        .arg("sess")
+        .arg(2000)
+        .query(&mut ra)
+        .unwrap();
+    let _: i64 = redis::cmd("HSET")
+        .arg("sess")
+        .arg("seen")
+        .arg("now")
+        .query(&mut rb)
+        .unwrap();
+    let _: i64 = redis::cmd("HINCRBY")
+        .arg("sess")
+        .arg("hits")
+        .arg(1)
+        .query(&mut rb)
+        .unwrap();
     let started = Instant::now();
     // Reads still see them before the deadline, on both.
     let before: Option<String> = redis::cmd("GET").arg("t5").query(&mut rb).unwrap();
@@ -370,10 +422,12 @@ fn replicas_with_clocks_apart_remove_expired_records_at_the_same_offsets() {
         );
         let ttl: i64 = redis::cmd("TTL").arg("persisted").query(con).unwrap();
         assert_eq!(ttl, -1, "{name}");
+        let sess: Vec<String> = redis::cmd("HGETALL").arg("sess").query(con).unwrap();
+        assert!(sess.is_empty(), "{name}: {sess:?}");
     }
-    // The 50 records are removed from both stores, by ticks (nothing else was written).
+    // The 53 records are removed from both stores, by ticks (nothing else was written).
     for node in [&a, &b] {
-        node.wait_until("50 records expired", Duration::from_secs(20), |n| {
+        node.wait_until("53 records expired", Duration::from_secs(20), |n| {
             n.partitions()
                 .iter()
                 .map(|p| p["records"].as_u64().unwrap())
@@ -381,7 +435,7 @@ fn replicas_with_clocks_apart_remove_expired_records_at_the_same_offsets() {
                 == 3
         });
     }
-    assert_eq!(expired_total(&a), 50);
+    assert_eq!(expired_total(&a), 53);
     let ticks = metric(&a, "firescroll_expiry_ticks_total{result=\"ok\"} ")
         + metric(&b, "firescroll_expiry_ticks_total{result=\"ok\"} ");
     assert!(ticks > 0, "quiet partitions purge through ticks");

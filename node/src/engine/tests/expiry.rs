@@ -212,6 +212,88 @@ fn records_go_when_the_log_reaches_their_deadline_whatever_the_batching() {
 }
 
 #[test]
+fn fields_created_in_a_key_with_a_deadline_take_it_whatever_the_batching() {
+    let pk = pks_in(3, 4);
+    // Redis `HSET` of a field: keep the field's deadline; a new one takes its key's (v2).
+    let field = |pk: &str, sk: &str| Op {
+        keep_ttl: true,
+        key_ttl: true,
+        ..put(pk, sk, "\"v\"", None)
+    };
+    let until = |pk: &str, sk: &str, at: i64| Op {
+        expires_at: Some(at),
+        ..put(pk, sk, "\"v\"", None)
+    };
+    let log = vec![
+        // A key with a deadline on every field (as after EXPIRE).
+        entry(10, vec![until(&pk[0], "a", 1_000), until(&pk[0], "b", 1_000)]),
+        entry(20, vec![field(&pk[0], "c")]),
+        entry(
+            30,
+            vec![Op {
+                key_ttl: true,
+                ..rmw(OpKind::Incr, &pk[0], "n", "1")
+            }],
+        ),
+        // A key without one: nothing to take.
+        entry(40, vec![put(&pk[1], "a", "1", None), field(&pk[1], "b")]),
+        // New key, EXPIRE, another field, all in one entry.
+        entry(
+            50,
+            vec![
+                field(&pk[2], "a"),
+                expire(OpKind::ExpireKey, &pk[2], Some(2_000), None),
+                field(&pk[2], "b"),
+            ],
+        ),
+        // The same across entries, the field sorting before the one it takes the deadline from.
+        entry(60, vec![field(&pk[3], "m")]),
+        entry(
+            61,
+            vec![expire(OpKind::ExpireKey, &pk[3], Some(3_000), None)],
+        ),
+        entry(62, vec![field(&pk[3], "a")]),
+        entry(63, vec![delete(&pk[3], "a", None)]),
+        entry(64, vec![field(&pk[3], "b")]),
+        // In a v1 entry the flag is not read (a v1 node ignores it).
+        format!(
+            r#"{{"v":1,"ts_ms":70,"ops":[{{"op":"put","pk":{},"sk":"z","data":1,"keep_ttl":true,"key_ttl":true}}]}}"#,
+            serde_json::to_string(&pk[3]).unwrap()
+        )
+        .into_bytes(),
+    ];
+    let log = records(&log);
+    let rules = TestRules::new();
+    let mut digests = Vec::new();
+    for batch_size in [1usize, 2, 3, 1000] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_partition(dir.path(), 3);
+        for chunk in log.chunks(batch_size) {
+            let batch = apply_and_commit(&store, rules.rules(), chunk).unwrap();
+            assert!(batch.rejections.is_empty(), "{:?}", batch.rejections);
+        }
+        let deadline = |pk: &str, sk: &str| stored(&store, pk, sk).map(|(_, d)| d);
+        let at = format!("batch size {batch_size}");
+        assert_eq!(deadline(&pk[0], "c"), Some(Some(1_000)), "{at}");
+        assert_eq!(
+            stored(&store, &pk[0], "n"),
+            Some(("\"1\"".into(), Some(1_000))),
+            "{at}"
+        );
+        assert_eq!(deadline(&pk[1], "b"), Some(None), "{at}");
+        assert_eq!(deadline(&pk[2], "a"), Some(Some(2_000)), "{at}");
+        assert_eq!(deadline(&pk[2], "b"), Some(Some(2_000)), "{at}");
+        assert_eq!(deadline(&pk[3], "m"), Some(Some(3_000)), "{at}");
+        assert_eq!(deadline(&pk[3], "a"), None, "{at}");
+        assert_eq!(deadline(&pk[3], "b"), Some(Some(3_000)), "{at}");
+        assert_eq!(deadline(&pk[3], "z"), Some(None), "{at}");
+        assert_key_index_matches(&store);
+        digests.push(store.digest().unwrap());
+    }
+    assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
+}
+
+#[test]
 fn expire_ops_answer_like_redis_and_expired_records_are_absent_to_entries() {
     let pk = pks_in(2, 1).remove(0);
     let rules = TestRules::new();

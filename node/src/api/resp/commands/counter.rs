@@ -122,6 +122,8 @@ async fn counter_op(
 ) -> Reply {
     let op = WriteOp {
         op: kind,
+        // A counter field `HINCRBY` creates takes its key's deadline, as Redis keeps the key's.
+        key_ttl: !sk.is_empty(),
         pk,
         sk,
         data: Some(RawValue::from_string(operand).expect("numbers are JSON")),

@@ -31,7 +31,12 @@ impl Expiry {
         match self {
             Expiry::Clear => {}
             Expiry::At(at) => op.expires_at = Some(at),
-            Expiry::Keep => op.keep_ttl = true,
+            Expiry::Keep => {
+                op.keep_ttl = true;
+                // A new field of a key with a deadline takes the key's, as Redis keeps a key's
+                // TTL when fields are added (a string key has no other record to take it from).
+                op.key_ttl = !op.sk.is_empty();
+            }
         }
     }
 }

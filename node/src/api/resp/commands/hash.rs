@@ -162,8 +162,10 @@ pub async fn hset(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
             sk: key.sk.clone(),
             data: Some(data_of(value)),
             cond: None,
-            // A field written again keeps its deadline (the key's, after EXPIRE).
+            // A field written again keeps its deadline (the key's, after EXPIRE); a new one
+            // takes the key's.
             keep_ttl: true,
+            key_ttl: true,
             // HSET answers how many fields are new, decided at apply (HMSET answers OK and
             // need not wait for it).
             return_existed: name != "hmset",

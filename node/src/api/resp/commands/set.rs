@@ -41,8 +41,10 @@ pub async fn sadd(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             pk: key.pk,
             sk: key.sk,
             data: Some(member_data()),
-            // A member added again keeps its deadline (the key's, after EXPIRE), as a field.
+            // A member added again keeps its deadline (the key's, after EXPIRE), as a field; a
+            // new one takes the key's.
             keep_ttl: true,
+            key_ttl: true,
             return_existed: true,
             ..WriteOp::default()
         })
