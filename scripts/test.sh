@@ -25,9 +25,9 @@ if ! command -v curl >/dev/null 2>&1; then
 fi
 # Python clients written by others: redis-py (RESP3) and confluent-kafka (a foreign producer);
 # jsonschema validates the Fly.io templates against Fly's schema (scripts/check-fly.py).
-if ! python3 -c 'import redis, confluent_kafka, jsonschema' >/dev/null 2>&1; then
-    python3 -m pip install --quiet 'redis>=5' 'confluent-kafka>=2' 'jsonschema>=4' >&2 ||
-        { echo "required: python3 -m pip install 'redis>=5' 'confluent-kafka>=2' 'jsonschema>=4'" >&2; exit 1; }
+if ! python3 -c 'import redis, confluent_kafka, jsonschema; redis.Redis.hsetex' >/dev/null 2>&1; then
+    python3 -m pip install --quiet 'redis>=6.2' 'confluent-kafka>=2' 'jsonschema>=4' >&2 ||
+        { echo "required: python3 -m pip install 'redis>=6.2' 'confluent-kafka>=2' 'jsonschema>=4'" >&2; exit 1; }
 fi
 # Feast, the ML feature store, with this node as its Redis online store: in a venv of its own
 # (pandas and pyarrow come with it), pinned, under a stable folder.

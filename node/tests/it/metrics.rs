@@ -52,7 +52,8 @@ fn metrics_count_what_happened_with_bounded_labels() {
         sample(
             &text,
             &format!(
-                "firescroll_build_info{{log_format=\"1\",version=\"{}\"}}",
+                "firescroll_build_info{{log_format=\"{}\",version=\"{}\"}}",
+                firescroll::model::ENTRY_VERSION,
                 env!("CARGO_PKG_VERSION")
             )
         ),

@@ -504,6 +504,66 @@ fn hscan_returns_every_lasting_field_exactly_once_while_others_change() {
     assert_eq!(seen, lasting, "each lasting field once, in order");
 }
 
+#[test]
+fn redis_8_hash_commands_set_read_and_delete_fields_with_their_deadlines() {
+    let node = Node::start();
+    let script = format!(
+        r#"
+import time
+import redis
+from redis.commands.core import HashDataPersistOptions as Only
+r = redis.Redis(port={port}, protocol=3, decode_responses=True)
+assert r.hsetex("hx", mapping={{"a": "1", "b": "2"}}, px=60000) == 1
+assert all(50000 < t <= 60000 for t in r.hpttl("hx", "a", "b")), r.hpttl("hx", "a", "b")
+# FNX: one of them exists, so none is set.
+assert r.hsetex("hx", mapping={{"a": "x", "c": "3"}}, data_persist_option=Only.FNX) == 0
+assert r.hget("hx", "a") == "1" and not r.hexists("hx", "c")
+# FXX with KEEPTTL: all exist, set, deadlines kept.
+assert r.hsetex("hx", mapping={{"a": "y"}}, data_persist_option=Only.FXX, keepttl=True) == 1
+assert r.hget("hx", "a") == "y" and r.hpttl("hx", "a")[0] > 50000, r.hpttl("hx", "a")
+assert r.hsetex("hx", mapping={{"a": "z", "new": "1"}}, data_persist_option=Only.FXX) == 0
+# HGETEX: a read alone, then PERSIST, then a new deadline, then one already past.
+assert r.hgetex("hx", "a", "missing") == ["y", None]
+assert r.hgetex("hx", "a", persist=True) == ["y"] and r.httl("hx", "a") == [-1]
+assert r.hgetex("hx", "b", ex=100) == ["2"] and 90 < r.httl("hx", "b")[0] <= 100
+assert r.hgetex("hx", "b", "missing", px=0) == ["2", None]
+assert not r.hexists("hx", "b")
+# HGETDEL: values, deleted with them; the key goes with its last field.
+r.hset("hx", mapping={{"c": "3", "d": "4"}})
+assert r.hgetdel("hx", "c", "nope") == ["3", None]
+assert sorted(r.hkeys("hx")) == ["a", "d"], r.hkeys("hx")
+assert r.hgetdel("hx", "a", "d") == ["y", "4"] and r.exists("hx") == 0
+# A short deadline: the fields go on their own.
+r.hsetex("short", mapping={{"f": "v"}}, px=200)
+time.sleep(0.6)
+assert r.hgetall("short") == {{}}, r.hgetall("short")
+for bad, says in [
+    (("HSETEX", "k", "FIELDS", 2, "a", "1"), "wrong number"),
+    (("HSETEX", "k", "EX", 0, "FIELDS", 1, "a", "1"), "invalid expire"),
+    (("HSETEX", "k", "FNX", "FXX", "FIELDS", 1, "a", "1"), "syntax"),
+    (("HGETEX", "k", "EX", -1, "FIELDS", 1, "a"), "invalid expire"),
+    (("HGETDEL", "k", "FIELDS", 2, "a"), "numfields"),
+    (("HGETDEL", "k", "a"), "FIELDS"),
+]:
+    try:
+        r.execute_command(*bad)
+        raise SystemExit(f"{{bad}}: no error")
+    except redis.ResponseError as e:
+        assert says in str(e), (bad, str(e))
+tx = r.pipeline(transaction=True)
+tx.hgetdel("k", "a")
+try:
+    tx.execute()
+    raise SystemExit("HGETDEL in MULTI: no error")
+except redis.ResponseError as e:
+    assert "inside MULTI" in str(e), str(e)
+print("ok")
+"#,
+        port = node.resp
+    );
+    run_redis_py(&script);
+}
+
 /// HSCAN pages of `count` from `cursor` to the end: the fields returned.
 fn hscan_rest(
     con: &mut redis::Connection,

@@ -43,7 +43,7 @@ impl Expiry {
 
 /// The unit of a TTL argument.
 #[derive(Debug, Clone, Copy)]
-enum Unit {
+pub(super) enum Unit {
     /// Relative: seconds (`EX`) or milliseconds (`PX`) from now.
     Seconds,
     Millis,
@@ -63,7 +63,7 @@ impl Unit {
         }
     }
 
-    fn of_option(option: &[u8]) -> Option<Unit> {
+    pub(super) fn of_option(option: &[u8]) -> Option<Unit> {
         Some(match option {
             b"EX" => Unit::Seconds,
             b"PX" => Unit::Millis,
@@ -74,7 +74,7 @@ impl Unit {
     }
 
     /// The deadline (unix ms) `n` of this unit means now; `None` when it overflows.
-    fn deadline(self, n: i64) -> Option<i64> {
+    pub(super) fn deadline(self, n: i64) -> Option<i64> {
         match self {
             Unit::Seconds => n.checked_mul(1000)?.checked_add(now_ms()),
             Unit::Millis => n.checked_add(now_ms()),
@@ -96,11 +96,11 @@ fn expire_if(option: &Bytes) -> Option<ExpireIf> {
 }
 
 /// Redis's message for a TTL a command cannot take.
-fn invalid_expire(command: &str) -> Reply {
+pub(super) fn invalid_expire(command: &str) -> Reply {
     Reply::err(format!("invalid expire time in '{command}' command"))
 }
 
-fn integer(arg: &Bytes) -> Result<i64, Reply> {
+pub(super) fn integer(arg: &Bytes) -> Result<i64, Reply> {
     std::str::from_utf8(arg)
         .ok()
         .and_then(parse_redis_integer)
@@ -108,7 +108,7 @@ fn integer(arg: &Bytes) -> Result<i64, Reply> {
 }
 
 /// The deadline of a `SET`/`SETEX`/`GETEX` TTL argument: positive, and not overflowing.
-fn positive_deadline(arg: &Bytes, unit: Unit, command: &str) -> Result<i64, Reply> {
+pub(super) fn positive_deadline(arg: &Bytes, unit: Unit, command: &str) -> Result<i64, Reply> {
     let n = integer(arg)?;
     if n <= 0 {
         return Err(invalid_expire(command));
@@ -336,7 +336,7 @@ async fn key_deadline(ctx: &mut Context<'_>, key: Key) -> Result<Option<Option<i
 }
 
 /// The fields after `FIELDS numfields` (Redis 7.4's hash field expiry syntax), as keys of `pk`.
-fn fields_of(pk: &Bytes, rest: &[Bytes]) -> Result<Vec<Key>, Reply> {
+pub(super) fn fields_of(pk: &Bytes, rest: &[Bytes]) -> Result<Vec<Key>, Reply> {
     let [fields_word, count, fields @ ..] = rest else {
         return Err(Reply::err(
             "Mandatory argument FIELDS is missing or not at the right position",

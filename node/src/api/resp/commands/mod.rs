@@ -9,6 +9,7 @@ mod counter;
 mod expiry;
 mod field_cursor;
 mod hash;
+mod hash_expiry;
 mod json;
 mod keys;
 mod keyspace;
@@ -431,6 +432,9 @@ async fn run_command(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             expiry::hexpire(ctx, args, name).await
         }
         "httl" | "hpttl" | "hexpiretime" | "hpexpiretime" => expiry::httl(ctx, args, name).await,
+        "hsetex" => hash_expiry::hsetex(ctx, args).await,
+        "hgetex" => hash_expiry::hgetex(ctx, args).await,
+        "hgetdel" => hash_expiry::hgetdel(ctx, args).await,
         "mset" => keys::mset(ctx, args, false).await,
         "msetnx" => keys::mset(ctx, args, true).await,
         "strlen" => keys::strlen(ctx, args).await,
@@ -616,7 +620,7 @@ fn located_reply(
 }
 
 /// The commands that write: they need write access. Sorted, for [`is_write`]'s binary search.
-pub(super) const WRITE_COMMANDS: [&str; 39] = [
+pub(super) const WRITE_COMMANDS: [&str; 42] = [
     "append",
     "decr",
     "decrby",
@@ -629,6 +633,8 @@ pub(super) const WRITE_COMMANDS: [&str; 39] = [
     "hdel",
     "hexpire",
     "hexpireat",
+    "hgetdel",
+    "hgetex",
     "hincrby",
     "hincrbyfloat",
     "hmset",
@@ -636,6 +642,7 @@ pub(super) const WRITE_COMMANDS: [&str; 39] = [
     "hpexpire",
     "hpexpireat",
     "hset",
+    "hsetex",
     "hsetnx",
     "incr",
     "incrby",
