@@ -72,14 +72,19 @@ pub(super) async fn copy_from_redis(
     let mut writer = Writer::new(target, page);
     let mut copied = Copied::default();
     let mut cursor = 0u64;
+    // Whether to ask hash fields' own deadlines (`HPTTL`, Redis 7.4), and whether the server
+    // was probed for it yet.
+    let mut field_ttls = (true, false);
     loop {
         let pattern = pattern.clone();
-        let (con, read) = tokio::task::spawn_blocking(move || {
-            let read = read_page(&mut connection, cursor, &pattern, page);
-            (connection, read)
+        let (con, asked, read) = tokio::task::spawn_blocking(move || {
+            let (ask, probed) = &mut field_ttls;
+            let read = read_page(&mut connection, cursor, &pattern, page, (ask, probed));
+            (connection, field_ttls, read)
         })
         .await?;
         connection = con;
+        field_ttls = asked;
         let read = read.with_context(|| format!("--from {shown}"))?;
         for record in read.records {
             writer.write(Kind::Put, record).await?;
@@ -150,11 +155,102 @@ struct Page {
     skipped: BTreeMap<String, u64>,
 }
 
+/// A key read from the source: its records as (field bytes, sk, data), and its deadline.
+struct Found {
+    key: Vec<u8>,
+    pk: String,
+    deadline: Option<i64>,
+    is_hash: bool,
+    entries: Vec<(Vec<u8>, String, Value)>,
+}
+
+/// The deadline of each field of each hash in `found` (Redis 7.4's `HPTTL`), in one round
+/// trip: per key `None` for a key that is not a hash, else per field `Some(deadline or none)`,
+/// or `None` for a field gone since it was read. A server without `HPTTL` (before 7.4, where
+/// fields have no deadlines of their own) turns `ask` off, for the rest of the copy.
+#[allow(clippy::type_complexity)]
+fn field_ttls(
+    con: &mut redis::Connection,
+    found: &[Found],
+    now_ms: i64,
+    (ask, asked_before): (&mut bool, &mut bool),
+) -> anyhow::Result<Vec<Option<Vec<Option<Option<i64>>>>>> {
+    let hashes: Vec<&Found> = found
+        .iter()
+        .filter(|f| f.is_hash && !f.entries.is_empty())
+        .collect();
+    if hashes.is_empty() {
+        return Ok(vec![None; found.len()]);
+    }
+    if !*asked_before {
+        // Once per copy, a probe whose every argument is text: on a server before 7.4 the
+        // "unknown command" error quotes the arguments, which may be binary fields here.
+        *asked_before = true;
+        let probe = redis::cmd("HPTTL")
+            .arg("firescroll:copy:probe")
+            .arg("FIELDS")
+            .arg(1)
+            .arg("f")
+            .query::<Reply>(con);
+        if let Err(e) = probe {
+            if e.to_string()
+                .to_ascii_lowercase()
+                .contains("unknown command")
+            {
+                *ask = false;
+                return Ok(vec![None; found.len()]);
+            }
+            return Err(e.into());
+        }
+    }
+    let mut pipe = redis::pipe();
+    for hash in &hashes {
+        pipe.cmd("HPTTL")
+            .arg(&hash.key)
+            .arg("FIELDS")
+            .arg(hash.entries.len());
+        for (field, _, _) in &hash.entries {
+            pipe.arg(field);
+        }
+    }
+    let replies: Vec<Reply> = pipe.query(con)?;
+    let mut replies = replies.into_iter();
+    Ok(found
+        .iter()
+        .map(|f| {
+            if !f.is_hash || f.entries.is_empty() {
+                return None;
+            }
+            // Nil: the key is gone since HGETALL (so are its fields: -2).
+            let ttls: Vec<i64> = match replies.next() {
+                Some(Reply::Array(items)) => items
+                    .iter()
+                    .map(|item| match item {
+                        Reply::Int(n) => *n,
+                        _ => -1,
+                    })
+                    .collect(),
+                _ => vec![-2; f.entries.len()],
+            };
+            Some(
+                (0..f.entries.len())
+                    .map(|i| match ttls.get(i).copied().unwrap_or(-1) {
+                        -2 => None,
+                        ms if ms >= 0 => Some(Some(now_ms + ms)),
+                        _ => Some(None),
+                    })
+                    .collect(),
+            )
+        })
+        .collect())
+}
+
 fn read_page(
     con: &mut redis::Connection,
     cursor: u64,
     pattern: &[u8],
     count: usize,
+    (ask_field_ttls, probed): (&mut bool, &mut bool),
 ) -> anyhow::Result<Page> {
     let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
         .arg(cursor)
@@ -207,6 +303,7 @@ fn read_page(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     let replies: Vec<Reply> = values.query(con)?;
+    let mut found: Vec<Found> = Vec::new();
     for ((key, kind, pttl), reply) in wanted.into_iter().zip(replies) {
         let Some(pk) = key_text(key) else {
             *page
@@ -215,47 +312,75 @@ fn read_page(
                 .or_default() += 1;
             continue;
         };
-        let deadline = (pttl > 0).then(|| now_ms + pttl);
-        let mut add = |sk: String, data: Value| {
-            let mut record = json!({ "pk": pk, "sk": sk, "data": data });
-            if let Some(at) = deadline {
-                record["expires_at"] = json!(at);
+        let mut key_found = Found {
+            key: key.clone(),
+            pk,
+            deadline: (pttl > 0).then(|| now_ms + pttl),
+            is_hash: kind == "hash",
+            entries: Vec::new(),
+        };
+        let mut add = |field: &[u8], data: Value| {
+            if let Some(sk) = key_text(field) {
+                key_found.entries.push((field.to_vec(), sk, data));
             }
-            page.records.push(record);
         };
         match (kind, reply) {
             // Deleted between the two round trips.
             (_, Reply::Nil) => continue,
-            ("string", Reply::BulkString(bytes)) => add(String::new(), value_json(&bytes)),
+            ("string", Reply::BulkString(bytes)) => {
+                key_found
+                    .entries
+                    .push((Vec::new(), String::new(), value_json(&bytes)));
+            }
             ("hash", Reply::Array(items)) => {
                 for pair in items.chunks(2) {
                     if let [Reply::BulkString(field), Reply::BulkString(value)] = pair {
-                        let Some(sk) = key_text(field) else { continue };
-                        add(sk, value_json(value));
+                        add(field, value_json(value));
                     }
                 }
             }
             ("hash", Reply::Map(pairs)) => {
                 for (field, value) in pairs {
-                    if let (Reply::BulkString(field), Reply::BulkString(value)) = (field, value)
-                        && let Some(sk) = key_text(&field)
-                    {
-                        add(sk, value_json(&value));
+                    if let (Reply::BulkString(field), Reply::BulkString(value)) = (field, value) {
+                        add(&field, value_json(&value));
                     }
                 }
             }
             ("set", Reply::Array(members) | Reply::Set(members)) => {
                 for member in members {
-                    if let Reply::BulkString(member) = member
-                        && let Some(sk) = key_text(&member)
-                    {
-                        add(sk, json!(true));
+                    if let Reply::BulkString(member) = member {
+                        add(&member, json!(true));
                     }
                 }
             }
             (kind, other) => bail!("{kind} key answered {other:?}"),
         }
         page.keys += 1;
+        found.push(key_found);
+    }
+    let field_ttls = if *ask_field_ttls {
+        field_ttls(con, &found, now_ms, (ask_field_ttls, probed))?
+    } else {
+        vec![None; found.len()]
+    };
+    for (key, field_ttls) in found.into_iter().zip(field_ttls) {
+        for (i, (_, sk, data)) in key.entries.into_iter().enumerate() {
+            // A field goes at its own deadline or its key's, whichever comes first.
+            let field = field_ttls.as_ref().map_or(Some(None), |ttls| ttls[i]);
+            let Some(field) = field else {
+                // Gone since HGETALL.
+                continue;
+            };
+            let deadline = match (key.deadline, field) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let mut record = json!({ "pk": key.pk, "sk": sk, "data": data });
+            if let Some(at) = deadline {
+                record["expires_at"] = json!(at);
+            }
+            page.records.push(record);
+        }
     }
     Ok(page)
 }

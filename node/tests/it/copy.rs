@@ -548,6 +548,71 @@ fn a_redis_servers_strings_hashes_and_sets_are_copied_and_read_back_alike() {
 }
 
 #[test]
+fn hash_fields_with_deadlines_of_their_own_keep_them() {
+    // Redis 7.4's HEXPIRE gives fields deadlines apart from their key's. This machine's
+    // redis-server (7.0) has none, so the source is a FireScroll node's Redis port, which
+    // answers HPTTL as 7.4 does (redis-server 7.0, without it, is the test above).
+    let source = Node::start();
+    let target = Node::start();
+    let mut con = redis(&source);
+    let _: i64 = redis::cmd("HSET")
+        .arg("h")
+        .arg(&["a", "1", "b", "2", "c", "3"])
+        .query(&mut con)
+        .unwrap();
+    let _: i64 = redis::cmd("EXPIRE")
+        .arg("h")
+        .arg(3600)
+        .query(&mut con)
+        .unwrap();
+    let _: Vec<i64> = redis::cmd("HEXPIRE")
+        .arg("h")
+        .arg(600)
+        .arg("FIELDS")
+        .arg(1)
+        .arg("a")
+        .query(&mut con)
+        .unwrap();
+    let _: i64 = redis::cmd("HSET")
+        .arg("plain")
+        .arg("f")
+        .arg("v")
+        .query(&mut con)
+        .unwrap();
+    let (ok, _, stderr) = copy(
+        &[
+            "--from",
+            &format!("redis://127.0.0.1:{}", source.resp),
+            "--to",
+            &format!("http://127.0.0.1:{}", target.api),
+        ],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    let mut to = redis(&target);
+    let ttls: Vec<i64> = redis::cmd("HTTL")
+        .arg("h")
+        .arg("FIELDS")
+        .arg(3)
+        .arg(&["a", "b", "c"])
+        .query(&mut to)
+        .unwrap();
+    assert!((500..=600).contains(&ttls[0]), "{ttls:?}");
+    assert!(
+        ttls[1..].iter().all(|t| (3500..=3600).contains(t)),
+        "{ttls:?}"
+    );
+    let plain: Vec<i64> = redis::cmd("HTTL")
+        .arg("plain")
+        .arg("FIELDS")
+        .arg(1)
+        .arg("f")
+        .query(&mut to)
+        .unwrap();
+    assert_eq!(plain, [-1]);
+}
+
+#[test]
 fn a_redis_server_behind_tls_and_a_password_is_copied_with_the_ca_given() {
     // What a managed Redis asks of its clients: TLS (rediss://) and AUTH.
     let dir = tempfile::tempdir().unwrap();
