@@ -84,6 +84,10 @@ pub struct AppliedBatch {
     /// The first committed deadline index entry after `purge_cursor`, once looked up (so an
     /// entry with nothing due costs no index read).
     next_committed: Option<Option<Deadline>>,
+    /// What `key_ttl` ops looked up, kept for the batch (built on the first such op, so other
+    /// workloads pay nothing): the pending keys in order, kept up as entries merge in, and
+    /// each pk's first stored record (the store does not change under a batch).
+    key_deadlines: Option<KeyDeadlineIndex>,
     /// The offset to apply next once this batch is committed.
     pub next_offset: u64,
     pub entries: usize,
@@ -112,6 +116,7 @@ impl AppliedBatch {
             entry_ts: 0,
             purge_cursor: None,
             next_committed: None,
+            key_deadlines: None,
             next_offset: first_offset,
             entries: 0,
             waiting_for: None,
@@ -412,6 +417,9 @@ impl EntryWrites {
 
     fn merge_into(self, batch: &mut AppliedBatch) {
         batch.entry_changes.extend(self.changes);
+        if let Some(index) = &mut batch.key_deadlines {
+            index.pending.extend(self.local.keys().cloned());
+        }
         batch.writes.extend(self.local);
         for (pk, change) in self.keys {
             batch.keys.entry(pk).or_default().then(&change);
@@ -960,13 +968,29 @@ fn key_deadline_at(
         true
     };
     let prefix = pk_prefix(pk);
+    let index = batch.key_deadlines.get_or_insert_with(|| KeyDeadlineIndex {
+        pending: batch.writes.keys().cloned().collect(),
+        first_stored: HashMap::default(),
+    });
     let pending = |k: &[u8]| writes.local.get(k).or_else(|| batch.writes.get(k));
-    // The first live record written by the batch or the entry...
+    // The first live record written by the batch (in key order) or the entry...
     let mut first: Option<(Vec<u8>, Option<i64>)> = None;
-    if !charge(64 * (batch.writes.len() + writes.local.len())) {
-        return Ok(None);
+    let batch_keys = index.pending.range(prefix.clone()..);
+    for k in batch_keys.take_while(|k| k.starts_with(&prefix)) {
+        if !charge(k.len()) {
+            return Ok(None);
+        }
+        if k.as_slice() == key {
+            continue;
+        }
+        if let Some(Some(value)) = pending(k)
+            && let Some(deadline) = live_deadline(value)?
+        {
+            first = Some((k.clone(), deadline));
+            break;
+        }
     }
-    for k in batch.writes.keys().chain(writes.local.keys()) {
+    for k in writes.local.keys() {
         if !k.starts_with(&prefix) || k.as_slice() == key {
             continue;
         }
@@ -979,13 +1003,40 @@ fn key_deadline_at(
             first = Some((k.clone(), deadline));
         }
     }
-    // ...or stored before it, whichever comes first.
-    for stored in store.pk_entries(pk) {
+    // ...or stored before it, whichever comes first: the pk's first stored record, looked up
+    // once per batch, unless it is this very record or the batch changed it.
+    let first_stored = match index.first_stored.get(pk) {
+        Some(cached) => cached.clone(),
+        None => {
+            let found = store
+                .pk_entries(pk)
+                .next()
+                .transpose()?
+                .map(|(k, v)| (k.to_vec(), v.to_vec()));
+            index.first_stored.insert(pk.to_owned(), found.clone());
+            found
+        }
+    };
+    // Usable alone when it stands as stored and is live; else walk the pk's stored records.
+    let usable = match &first_stored {
+        Some((k, v)) if k.as_slice() != key && pending(k).is_none() => live_deadline(v)?.is_some(),
+        _ => false,
+    };
+    let walk: Box<dyn Iterator<Item = Result<StoredPair, StoreError>>> = if usable {
+        Box::new(first_stored.into_iter().map(Ok))
+    } else {
+        Box::new(
+            store
+                .pk_entries(pk)
+                .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec()))),
+        )
+    };
+    for stored in walk {
         let (k, v) = stored?;
-        if first.as_ref().is_some_and(|(f, _)| f.as_slice() <= &*k) {
+        if first.as_ref().is_some_and(|(f, _)| *f <= k) {
             break;
         }
-        if &*k == key {
+        if k == key {
             continue;
         }
         if !charge(k.len() + v.len()) {
@@ -997,12 +1048,23 @@ fn key_deadline_at(
             None => live_deadline(&v)?,
         };
         if let Some(deadline) = deadline {
-            first = Some((k.to_vec(), deadline));
+            first = Some((k, deadline));
             break;
         }
     }
     Ok(Some(first.and_then(|(_, deadline)| deadline)))
 }
+
+/// A batch's lookups for [`key_deadline_at`].
+struct KeyDeadlineIndex {
+    /// The batch's pending keys (written or removed), in key order.
+    pending: BTreeSet<Vec<u8>>,
+    /// Each pk's first stored record, if any.
+    first_stored: HashMap<String, Option<StoredPair>, Hasher>,
+}
+
+/// A stored (key, value), copied out of the store.
+type StoredPair = (Vec<u8>, Vec<u8>);
 
 /// The version of `pk`'s records as this entry sees them.
 /// Records the entry's time has expired are left out, as readers leave them out.

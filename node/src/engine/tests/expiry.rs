@@ -287,6 +287,33 @@ fn fields_created_in_a_key_with_a_deadline_take_it_whatever_the_batching() {
         assert_eq!(deadline(&pk[3], "a"), None, "{at}");
         assert_eq!(deadline(&pk[3], "b"), Some(Some(3_000)), "{at}");
         assert_eq!(deadline(&pk[3], "z"), Some(None), "{at}");
+        // Then, in one batch over that store: a field taking the stored key's deadline, the
+        // key's deadline moved, a field taking the new one (not the batch's first look).
+        let more = records(&[
+            entry(80, vec![field(&pk[0], "d")]),
+            entry(
+                81,
+                vec![expire(OpKind::ExpireKey, &pk[0], Some(5_000), None)],
+            ),
+            entry(82, vec![field(&pk[0], "e")]),
+            // The first stored field deleted: the next one has the deadline.
+            entry(83, vec![delete(&pk[0], "a", None)]),
+            entry(84, vec![field(&pk[0], "f")]),
+        ]);
+        let more: Vec<LogRecord> = more
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut r)| {
+                r.offset = log.len() as u64 + i as u64;
+                r
+            })
+            .collect();
+        let batch = apply_and_commit(&store, rules.rules(), &more).unwrap();
+        assert!(batch.rejections.is_empty(), "{:?}", batch.rejections);
+        assert_eq!(deadline(&pk[0], "a"), None, "{at}");
+        for sk in ["b", "d", "e", "f"] {
+            assert_eq!(deadline(&pk[0], sk), Some(Some(5_000)), "{at}: {sk}");
+        }
         assert_key_index_matches(&store);
         digests.push(store.digest().unwrap());
     }
