@@ -627,6 +627,19 @@ fn apply_entry(
         if op.return_existed && matches!(op.op, OpKind::Put | OpKind::Delete) {
             returned.push(existed(index, current.is_some()));
         }
+        // A record a `key_ttl` op creates takes its key's deadline (format v2): puts that keep
+        // deadlines and computed values (Redis `HSET`, `HINCRBY` of a new field).
+        let inherits = current.is_none()
+            && op.key_ttl
+            && ((op.op == OpKind::Put && op.keep_ttl) || op.op.is_read_modify_write());
+        let key_deadline = if inherits {
+            match key_deadline_at((store, &op.pk, &key, now), batch, &writes, &mut reads)? {
+                Some(deadline) => deadline,
+                None => return reject(RejectionKind::ValueError, out_of_reads()),
+            }
+        } else {
+            None
+        };
         // A deadline the entry's time has already reached writes no record (Redis `SET ... PX 0`
         // style: the key is gone at once).
         let live = |deadline: Option<i64>| deadline.is_none_or(|d| d > now);
@@ -752,22 +765,7 @@ fn apply_entry(
                 };
                 // Like Redis `INCR` and `APPEND`, a computed value keeps the record's deadline
                 // (a new field of a key with one, the key's: `key_ttl`).
-                let deadline = match &current {
-                    Some(v) => v.expires_at_ms,
-                    None if op.key_ttl => {
-                        let found = key_deadline_at(
-                            (store, &op.pk, &key, now),
-                            batch,
-                            &writes,
-                            &mut reads,
-                        )?;
-                        match found {
-                            Some(deadline) => deadline,
-                            None => return reject(RejectionKind::ValueError, out_of_reads()),
-                        }
-                    }
-                    None => None,
-                };
+                let deadline = current.as_ref().map_or(key_deadline, |v| v.expires_at_ms);
                 let value = encode_value(created, updated, deadline, data.as_bytes());
                 returned.push(Returned {
                     op: index as u32,
@@ -785,19 +783,7 @@ fn apply_entry(
                 let deadline = match &current {
                     _ if !op.keep_ttl => op.expires_at,
                     Some(v) => v.expires_at_ms,
-                    None if op.key_ttl => {
-                        let found = key_deadline_at(
-                            (store, &op.pk, &key, now),
-                            batch,
-                            &writes,
-                            &mut reads,
-                        )?;
-                        match found {
-                            Some(deadline) => deadline,
-                            None => return reject(RejectionKind::ValueError, out_of_reads()),
-                        }
-                    }
-                    None => None,
+                    None => key_deadline,
                 };
                 let transformed;
                 let data = match &op.transform {
