@@ -124,6 +124,20 @@ impl AppliedBatch {
         }
     }
 
+    /// The first committed deadline index entry after the purge cursor, read once and kept
+    /// until the cursor moves.
+    fn next_committed(&mut self, store: &PartitionStore) -> Result<Option<Deadline>, StoreError> {
+        if let Some(next) = &self.next_committed {
+            return Ok(next.clone());
+        }
+        let next = store
+            .due(self.purge_cursor.as_ref(), i64::MAX)
+            .next()
+            .transpose()?;
+        self.next_committed = Some(next.clone());
+        Ok(next)
+    }
+
     /// Notes a deadline index change: `added` or removed.
     fn note_deadline(&mut self, added: bool, deadline: Deadline) {
         if added {
@@ -301,17 +315,7 @@ fn purge(
         .first()
         .is_some_and(|(deadline, _)| *deadline <= ts_ms);
     if !pending_due {
-        let next = match &batch.next_committed {
-            Some(next) => next.clone(),
-            None => {
-                let next = store
-                    .due(batch.purge_cursor.as_ref(), i64::MAX)
-                    .next()
-                    .transpose()?;
-                batch.next_committed = Some(next.clone());
-                next
-            }
-        };
+        let next = batch.next_committed(store)?;
         if next.is_none_or(|(deadline, _)| deadline > ts_ms) {
             return Ok(());
         }
@@ -930,17 +934,7 @@ fn key_deadline_at(
     let pending_deadline =
         !batch.deadlines_added.is_empty() || writes.deadlines.iter().any(|(added, _)| *added);
     if !pending_deadline {
-        let next = match &batch.next_committed {
-            Some(next) => next.clone(),
-            None => {
-                let next = store
-                    .due(batch.purge_cursor.as_ref(), i64::MAX)
-                    .next()
-                    .transpose()?;
-                batch.next_committed = Some(next.clone());
-                next
-            }
-        };
+        let next = batch.next_committed(store)?;
         if next.is_none() {
             return Ok(Some(None));
         }
