@@ -939,52 +939,40 @@ fn key_deadline_at(
             return Ok(Some(None));
         }
     }
+    // Charged as `pk_records_at` charges (the same on every replica however entries were
+    // batched): each record as the entry sees it, in key order up to the one found, and the
+    // entry's own writes looked through. Pending removals are passed uncharged.
     let mut charge = |cost: usize| -> bool {
-        let cost = cost as u64 + 64;
+        let cost = cost as u64;
         if cost > *reads {
             return false;
         }
         *reads -= cost;
         true
     };
+    if !charge(16 * writes.local.len()) {
+        return Ok(None);
+    }
     let prefix = pk_prefix(pk);
     let index = batch.key_deadlines.get_or_insert_with(|| KeyDeadlineIndex {
         pending: batch.writes.keys().cloned().collect(),
         first_stored: HashMap::default(),
     });
     let pending = |k: &[u8]| writes.local.get(k).or_else(|| batch.writes.get(k));
-    // The first live record written by the batch (in key order) or the entry...
-    let mut first: Option<(Vec<u8>, Option<i64>)> = None;
-    let batch_keys = index.pending.range(prefix.clone()..);
-    for k in batch_keys.take_while(|k| k.starts_with(&prefix)) {
-        if !charge(k.len()) {
-            return Ok(None);
-        }
-        if k.as_slice() == key {
-            continue;
-        }
-        if let Some(Some(value)) = pending(k)
-            && let Some(deadline) = live_deadline(value)?
-        {
-            first = Some((k.clone(), deadline));
-            break;
-        }
-    }
-    for k in writes.local.keys() {
-        if !k.starts_with(&prefix) || k.as_slice() == key {
-            continue;
-        }
-        if first.as_ref().is_some_and(|(f, _)| f <= k) {
-            continue;
-        }
-        if let Some(Some(value)) = pending(k)
-            && let Some(deadline) = live_deadline(value)?
-        {
-            first = Some((k.clone(), deadline));
-        }
-    }
-    // ...or stored before it, whichever comes first: the pk's first stored record, looked up
-    // once per batch, unless it is this very record or the batch changed it.
+    // The pending keys of the pk in order: the batch's (kept ordered) and the entry's own.
+    let mut entry_keys: Vec<&Vec<u8>> = writes
+        .local
+        .keys()
+        .filter(|k| k.starts_with(&prefix))
+        .collect();
+    entry_keys.sort_unstable();
+    let batch_keys = index
+        .pending
+        .range(prefix.clone()..)
+        .take_while(|k| k.starts_with(&prefix));
+    let mut pending_keys = merge_sorted(batch_keys, entry_keys.into_iter()).peekable();
+    // The stored records: the pk's first one alone, looked up once per batch, when it stands as
+    // stored and is live (the walk stops there); else all of them.
     let first_stored = match index.first_stored.get(pk) {
         Some(cached) => cached.clone(),
         None => {
@@ -997,7 +985,6 @@ fn key_deadline_at(
             found
         }
     };
-    // Usable alone when it stands as stored and is live; else walk the pk's stored records.
     let usable = match &first_stored {
         Some((k, v)) if k.as_slice() != key && pending(k).is_none() => live_deadline(v)?.is_some(),
         _ => false,
@@ -1011,28 +998,66 @@ fn key_deadline_at(
                 .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec()))),
         )
     };
-    for stored in walk {
-        let (k, v) = stored?;
-        if first.as_ref().is_some_and(|(f, _)| *f <= k) {
-            break;
-        }
+    let mut stored = walk.peekable();
+    // Both in key order, merged: the records as the entry sees them.
+    loop {
+        let from_store = match (pending_keys.peek(), stored.peek()) {
+            (None, None) => return Ok(Some(None)),
+            (_, Some(Err(_))) => {
+                return Err(stored.next().expect("peeked").expect_err("peeked an error"));
+            }
+            (Some(p), Some(Ok((s, _)))) => s.as_slice() < p.as_slice(),
+            (None, Some(_)) => true,
+            (Some(_), None) => false,
+        };
+        let (k, value) = if from_store {
+            let (k, v) = stored.next().expect("peeked")?;
+            match pending(&k) {
+                // Rewritten or removed: met again (or not at all) among the pending keys.
+                Some(_) => continue,
+                None => (k, v),
+            }
+        } else {
+            let k = pending_keys.next().expect("peeked").clone();
+            if stored
+                .peek()
+                .is_some_and(|s| s.as_ref().is_ok_and(|(sk, _)| *sk == k))
+            {
+                stored.next();
+            }
+            match pending(&k) {
+                Some(Some(value)) => (k, value.clone()),
+                _ => continue,
+            }
+        };
         if k == key {
             continue;
         }
-        if !charge(k.len() + v.len()) {
+        if !charge(k.len() + value.len() + 64) {
             return Ok(None);
         }
-        let deadline = match pending(&k) {
-            Some(None) => None,
-            Some(Some(value)) => live_deadline(value)?,
-            None => live_deadline(&v)?,
-        };
-        if let Some(deadline) = deadline {
-            first = Some((k, deadline));
-            break;
+        if let Some(deadline) = live_deadline(&value)? {
+            return Ok(Some(deadline));
         }
     }
-    Ok(Some(first.and_then(|(_, deadline)| deadline)))
+}
+
+/// Two ascending sequences of keys as one, each key once.
+fn merge_sorted<'a>(
+    a: impl Iterator<Item = &'a Vec<u8>>,
+    b: impl Iterator<Item = &'a Vec<u8>>,
+) -> impl Iterator<Item = &'a Vec<u8>> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) if x == y => {
+            b.next();
+            a.next()
+        }
+        (Some(x), Some(y)) if x < y => a.next(),
+        (Some(_), Some(_)) | (None, Some(_)) => b.next(),
+        (Some(_), None) => a.next(),
+        (None, None) => None,
+    })
 }
 
 /// A batch's lookups for [`key_deadline_at`].
@@ -1088,15 +1113,20 @@ fn pk_records_at(
         *reads -= cost;
         true
     };
-    // Looking through the batch's pending writes is work too.
-    if !charge(64 * (overlay.len() + local.len()) as u64) {
+    // Charges must not depend on how entries were batched (replicas batch differently, and a
+    // charge past the budget rejects the entry): each record as the entry sees it is charged
+    // once, whether it is stored or pending, and looking through the entry's own writes too.
+    // The batch's pending writes are looked through uncharged (bounded by the batch).
+    if !charge(64 * local.len() as u64) {
         return Ok(None);
     }
     let mut records = std::collections::BTreeMap::new();
     for entry in store.pk_entries(pk) {
         let (k, v) = entry?;
         let value = if with_values { v.to_vec() } else { Vec::new() };
-        if !charge((k.len() + value.len() + 64) as u64) {
+        // A record the batch or entry rewrote or removed is charged below as pending, if at all.
+        let pending = local.contains_key(&*k) || overlay.contains_key(&*k);
+        if !pending && !charge((k.len() + value.len() + 64) as u64) {
             return Ok(None);
         }
         records.insert(k.to_vec(), value);
