@@ -1313,4 +1313,47 @@ fn whole_key_and_computed_ops_are_bounded_per_entry() {
     );
 }
 
+#[test]
+fn read_budgets_decide_alike_however_entries_are_batched() {
+    // A key of ~61 MiB (under the 64 MiB an entry may read), written, then written again, then
+    // checked: replicas that batched the rewrite with the check or apart must decide alike (a
+    // record stored and rewritten in the batch was once charged twice: ~122 MiB, rejected).
+    let pk = &pks_in(0, 1)[0];
+    let big = format!("\"{}\"", "x".repeat(20 << 10));
+    let fill: Vec<Op> = (0..3100)
+        .map(|i| put(pk, &format!("f{i:05}"), &big, None))
+        .collect();
+    let mut log: Vec<Vec<u8>> = Vec::new();
+    for ts in [1, 2] {
+        log.extend(
+            fill.chunks(100)
+                .map(|ops| LogEntry::new(ts, ops.to_vec()).encode()),
+        );
+    }
+    let nothing = crate::model::pk_version(std::iter::empty());
+    log.push(LogEntry::new(3, vec![check(pk, &nothing)]).encode());
+    let log = records(&log);
+    let rules = TestRules::new();
+    let mut verdicts = Vec::new();
+    for split in [log.len(), 31] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_partition(dir.path(), 0);
+        let mut rejected = Vec::new();
+        for part in [&log[..split], &log[split..]] {
+            if part.is_empty() {
+                continue;
+            }
+            let batch = apply_and_commit(&store, rules.rules(), part).unwrap();
+            rejected.extend(batch.rejections.into_iter().map(|(o, r)| (o, r.kind)));
+        }
+        verdicts.push(rejected);
+    }
+    assert_eq!(
+        verdicts[0],
+        vec![(62, RejectionKind::ConditionFailed)],
+        "read whole, and the version differs"
+    );
+    assert_eq!(verdicts[0], verdicts[1], "batched apart");
+}
+
 mod expiry;
