@@ -20,6 +20,9 @@ use tokio::net::TcpListener;
 /// How often, at most, partitions stopped by a gap in the log try a snapshot again.
 const GAP_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Longest a node with an empty store waits at start for S3 to give back its plugins.
+const PLUGIN_RESTORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Runs the node until `shutdown` resolves, then stops accepting requests, finishes those in
 /// flight, stops applying and flushes the store and log.
 pub async fn run(
@@ -60,10 +63,20 @@ pub async fn run(
     });
     if let (Some(snapshots), None) = (&snapshots, log.plugin_feed()) {
         // The embedded log has no plugins topic: an empty store takes them from the bucket.
-        match crate::engine::restore_plugins(&store, snapshots).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(bindings = n, "plugins restored from S3"),
-            Err(e) => tracing::warn!(error = %e, "plugins could not be restored from S3"),
+        // Bounded: an S3 that hangs must not keep the node from serving for minutes.
+        let restored = tokio::time::timeout(
+            PLUGIN_RESTORE_TIMEOUT,
+            crate::engine::restore_plugins(&store, snapshots),
+        )
+        .await;
+        match restored {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(bindings = n, "plugins restored from S3"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "plugins could not be restored from S3"),
+            Err(_) => tracing::warn!(
+                waited_s = PLUGIN_RESTORE_TIMEOUT.as_secs(),
+                "plugins could not be restored from S3: it did not answer; starting without"
+            ),
         }
     }
     let plugins = Plugins::open(&store, &log, config.plugin_limits.clone(), &metrics)

@@ -116,6 +116,9 @@ struct Inner {
     partitions_changing: Mutex<()>,
     /// Owned partitions whose store could not even be opened, and why.
     unopened: RwLock<BTreeMap<u32, String>>,
+    /// Owned partitions still being opened (a restore may wait on S3): reads answer that they
+    /// are loading, and waits for their writes' outcomes wait for them.
+    opening: tokio::sync::watch::Sender<BTreeSet<u32>>,
     /// The threads that apply the owned partitions.
     pool: pool::ApplierPool,
 }
@@ -128,7 +131,11 @@ pub struct Engine {
 
 impl Engine {
     /// Starts applying every partition the log says this node owns, and follows ownership changes.
-    /// Returns once the partitions owned at start are open.
+    /// Without S3 snapshots, returns once the partitions owned at start are open (from local
+    /// disk: quick). With them, an open may wait on S3 to list snapshots (up to 10 s a
+    /// partition, one after another): the partitions owned at start then open in the
+    /// background, listed by [`Engine::opening`] meanwhile, so the node serves `/up` and says
+    /// why it is not ready instead of serving nothing at all.
     pub fn start(
         store: Store,
         log: Arc<dyn MutationLog>,
@@ -150,15 +157,25 @@ impl Engine {
                 partitions: ArcSwap::from_pointee(BTreeMap::new()),
                 partitions_changing: Mutex::new(()),
                 unopened: RwLock::new(BTreeMap::new()),
+                opening: tokio::sync::watch::Sender::new(BTreeSet::new()),
             }),
         };
         engine.inner.pool.start(Arc::downgrade(&engine.inner));
         let mut ownership = engine.inner.log.ownership();
         let owned = ownership.borrow_and_update().clone();
-        engine.reconcile(&owned);
+        let opens_in_background = engine.inner.config.snapshots.is_some();
+        if opens_in_background {
+            engine.mark_opening(owned.iter());
+        } else {
+            engine.reconcile(&owned);
+        }
         let follower = {
             let engine = engine.clone();
             tokio::spawn(async move {
+                if opens_in_background {
+                    let engine = engine.clone();
+                    let _ = tokio::task::spawn_blocking(move || engine.reconcile(&owned)).await;
+                }
                 while ownership.changed().await.is_ok() {
                     let owned = ownership.borrow_and_update().clone();
                     let engine = engine.clone();
@@ -226,6 +243,16 @@ impl Engine {
     /// Owned partitions that could not be opened at all, with the reason.
     pub fn unopened(&self) -> BTreeMap<u32, String> {
         self.inner.unopened.read().expect("unopened lock").clone()
+    }
+
+    /// Owned partitions still being opened (restoring from, or waiting on, S3).
+    pub fn opening(&self) -> BTreeSet<u32> {
+        self.inner.opening.borrow().clone()
+    }
+
+    /// Whether `partition` is owned and still being opened.
+    pub fn is_opening(&self, partition: u32) -> bool {
+        self.inner.opening.borrow().contains(&partition)
     }
 
     /// How long a partition's applier may stay on one batch before it is reported stalled.

@@ -39,7 +39,13 @@ impl Engine {
         // No lock is held while a partition opens: a restore may wait on S3 for a long time,
         // and /ready, reads and gossip read these maps from async threads meanwhile (holding
         // one here once froze every runtime worker, and with them the S3 request itself).
-        for &id in owned.iter().filter(|id| !current.contains(id)) {
+        let gained: Vec<u32> = owned
+            .iter()
+            .copied()
+            .filter(|id| !current.contains(id))
+            .collect();
+        self.mark_opening(&gained);
+        for id in gained {
             match self.open_partition(id) {
                 Ok(runtime) => {
                     self.inner
@@ -57,11 +63,25 @@ impl Engine {
                         .insert(id, reason);
                 }
             }
+            // Off the list once its outcome is in place, so it is never seen in neither.
+            self.inner
+                .opening
+                .send_if_modified(|opening| opening.remove(&id));
         }
         self.inner
             .metrics
             .partitions
             .set(self.inner.partitions.load().len() as i64);
+    }
+
+    /// Lists `ids` as opening (before their opens start, so /ready and reads say so at once).
+    pub(super) fn mark_opening<'a>(&self, ids: impl IntoIterator<Item = &'a u32>) {
+        let ids: Vec<u32> = ids.into_iter().copied().collect();
+        if !ids.is_empty() {
+            self.inner
+                .opening
+                .send_modify(|opening| opening.extend(ids));
+        }
     }
 
     pub(super) fn open_partition(&self, id: u32) -> Result<Arc<PartitionRuntime>, String> {

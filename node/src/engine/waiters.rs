@@ -19,6 +19,10 @@ pub enum WaitError {
         next: u64,
         waited_ms: u128,
     },
+    #[error(
+        "partition {partition} is still opening on this node after {waited_ms} ms (looking for a newer S3 snapshot to restore)"
+    )]
+    Opening { partition: u32, waited_ms: u128 },
 }
 
 /// Why an outcome could not be looked up.
@@ -37,11 +41,17 @@ impl Engine {
         position: Position,
         timeout: Duration,
     ) -> Result<(), WaitError> {
-        let runtime = self
-            .partition(position.partition)
-            .ok_or(WaitError::NotOwned(position.partition))?;
-        let mut next = runtime.subscribe();
         let started = Instant::now();
+        let runtime = match self.partition(position.partition) {
+            Some(runtime) => runtime,
+            // Still opening here (a restore waiting on S3): its writes are applied once it is.
+            None if self.is_opening(position.partition) => {
+                self.wait_opened(position.partition, timeout).await?
+            }
+            None => return Err(WaitError::NotOwned(position.partition)),
+        };
+        let mut next = runtime.subscribe();
+        let timeout = timeout.saturating_sub(started.elapsed());
         match tokio::time::timeout(timeout, next.wait_for(|&n| n > position.offset)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => Err(WaitError::NotOwned(position.partition)),
@@ -50,6 +60,26 @@ impl Engine {
                 offset: position.offset,
                 next: runtime.next_offset(),
                 waited_ms: started.elapsed().as_millis(),
+            }),
+        }
+    }
+
+    /// Waits up to `timeout` for `partition` to leave the opening list; its runtime once open.
+    async fn wait_opened(
+        &self,
+        partition: u32,
+        timeout: Duration,
+    ) -> Result<Arc<PartitionRuntime>, WaitError> {
+        let mut opening = self.inner.opening.subscribe();
+        let opened = opening.wait_for(|opening| !opening.contains(&partition));
+        match tokio::time::timeout(timeout, opened).await {
+            Ok(Ok(_)) => self
+                .partition(partition)
+                .ok_or(WaitError::NotOwned(partition)),
+            Ok(Err(_)) => Err(WaitError::NotOwned(partition)),
+            Err(_) => Err(WaitError::Opening {
+                partition,
+                waited_ms: timeout.as_millis(),
             }),
         }
     }

@@ -71,7 +71,7 @@ impl Service {
             self.readable_partition(p.partition)?;
             match self.engine.wait_applied(p, wait).await {
                 Ok(()) => outcomes.push(self.local_outcome(p)?),
-                Err(WaitError::Timeout { .. }) => outcomes.push(None),
+                Err(WaitError::Timeout { .. } | WaitError::Opening { .. }) => outcomes.push(None),
                 Err(e @ WaitError::NotOwned(_)) => {
                     return Err(ServiceError::new(
                         ErrorKind::Unavailable,
@@ -103,7 +103,7 @@ impl Service {
         match self.engine.wait_applied(position, wait).await {
             Ok(()) => {}
             // The write is durable either way: never answer it with an error a client would retry.
-            Err(WaitError::Timeout { .. }) => return Ok(None),
+            Err(WaitError::Timeout { .. } | WaitError::Opening { .. }) => return Ok(None),
             // Another node applies this partition: ask an owner in the region, if gossip is on.
             Err(WaitError::NotOwned(_)) => {
                 let Some(cluster) = &self.cluster else {

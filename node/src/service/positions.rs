@@ -78,6 +78,13 @@ impl Service {
                         e.to_string(),
                     ));
                 }
+                Err(e @ WaitError::Opening { .. }) => {
+                    return Err(ServiceError::new(
+                        ErrorKind::Unavailable,
+                        "partition_opening",
+                        format!("{e}; try again shortly"),
+                    ));
+                }
                 Err(e @ WaitError::Timeout { .. }) => {
                     return Err(ServiceError::new(
                         ErrorKind::Timeout,

@@ -41,9 +41,21 @@ impl Service {
         let unavailable = |message: String| {
             ServiceError::new(ErrorKind::Unavailable, "partition_unavailable", message)
         };
-        let runtime = self.engine.partition(partition).ok_or_else(|| {
-            unavailable(format!("partition {partition} is not served by this node"))
-        })?;
+        let Some(runtime) = self.engine.partition(partition) else {
+            if self.engine.is_opening(partition) {
+                return Err(ServiceError::new(
+                    ErrorKind::Unavailable,
+                    "partition_opening",
+                    format!(
+                        "partition {partition} is still opening on this node (looking for a newer \
+                         S3 snapshot to restore, up to 10 s while S3 does not answer); try again shortly"
+                    ),
+                ));
+            }
+            return Err(unavailable(format!(
+                "partition {partition} is not served by this node"
+            )));
+        };
         // A partition that stopped applying only has stale state: answering from it would hide
         // acknowledged writes behind a 200.
         if !runtime.serving() {

@@ -49,8 +49,14 @@ impl Service {
     pub fn readiness(&self) -> Readiness {
         let mut problems = Vec::new();
         let partitions = self.engine.partitions();
-        if partitions.is_empty() {
+        let opening = self.engine.opening();
+        if partitions.is_empty() && opening.is_empty() {
             problems.push("no partitions".to_string());
+        }
+        for id in opening {
+            problems.push(format!(
+                "partition {id} is opening (looking for a newer S3 snapshot to restore)"
+            ));
         }
         // Reads may still be served, but a node that takes no write until it restarts is not
         // ready: an orchestrator should restart it or route elsewhere.

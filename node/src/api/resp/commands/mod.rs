@@ -764,6 +764,9 @@ fn service_error(e: ServiceError) -> Reply {
         // Redis refuses writes it cannot persist with MISCONF: what Redis users' runbooks and
         // alerts look for when a disk fills.
         "disk_full" => Reply::Error(format!("MISCONF {}", e.message)),
+        // Redis answers LOADING while it loads its data at start: clients know to wait and retry
+        // (redis-py's BusyLoadingError).
+        "partition_opening" => Reply::Error(format!("LOADING {}", e.message)),
         _ => Reply::err(e.message),
     }
 }
