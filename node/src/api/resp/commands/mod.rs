@@ -5,6 +5,7 @@
 //! its bytes and read back as those bytes; data that is any other JSON value reads as its JSON
 //! text. `JSON.SET`/`JSON.GET` write and read JSON documents.
 
+mod command_table;
 mod counter;
 mod expiry;
 mod field_cursor;
@@ -400,11 +401,6 @@ async fn run_command(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         "psubscribe" => pubsub::subscribe(ctx, args, true),
         "unsubscribe" => pubsub::unsubscribe(ctx, args, false),
         "punsubscribe" => pubsub::unsubscribe(ctx, args, true),
-        "publish" | "spublish" | "ssubscribe" | "sunsubscribe" => Reply::err(format!(
-            "{} is not supported: FireScroll's pub/sub carries keyspace notifications \
-             (CONFIG SET notify-keyspace-events, then SUBSCRIBE/PSUBSCRIBE), not messages between clients",
-            name.to_ascii_uppercase()
-        )),
         "ping" if ctx.session.subscriptions > 0 && ctx.session.proto < 3 => Reply::Array(vec![
             Reply::bulk("pong"),
             Reply::Bulk(args.first().cloned().unwrap_or_default()),

@@ -12,106 +12,6 @@ use std::sync::atomic::Ordering;
 /// client-side cache needs 7.4; FireScroll has 7.4's hash field expiry too).
 const REDIS_VERSION: &str = "7.4.0";
 
-/// Commands this frontend knows, with Redis's arity (negative: at least that many).
-const COMMANDS: &[(&str, i64)] = &[
-    ("get", 2),
-    ("mget", -2),
-    ("exists", -2),
-    ("touch", -2),
-    ("getrange", 4),
-    ("substr", 4),
-    ("time", 1),
-    ("wait", 3),
-    ("waitaof", 4),
-    ("memory", -2),
-    ("set", -3),
-    ("setnx", 3),
-    ("getset", 3),
-    ("getdel", 2),
-    ("mset", -3),
-    ("msetnx", -3),
-    ("strlen", 2),
-    ("del", -2),
-    ("unlink", -2),
-    ("type", 2),
-    ("incr", 2),
-    ("decr", 2),
-    ("incrby", 3),
-    ("decrby", 3),
-    ("incrbyfloat", 3),
-    ("append", 3),
-    ("hget", 3),
-    ("hmget", -3),
-    ("hgetall", 2),
-    ("hkeys", 2),
-    ("hvals", 2),
-    ("hlen", 2),
-    ("hexists", 3),
-    ("hset", -4),
-    ("hmset", -4),
-    ("hsetnx", 4),
-    ("hstrlen", 3),
-    ("hdel", -3),
-    ("hincrby", 4),
-    ("hincrbyfloat", 4),
-    ("hrandfield", -2),
-    ("hscan", -3),
-    ("json.set", -4),
-    ("json.get", -2),
-    ("json.del", -2),
-    ("json.forget", -2),
-    ("watch", -2),
-    ("unwatch", 1),
-    ("multi", 1),
-    ("exec", 1),
-    ("discard", 1),
-    ("scan", -2),
-    ("keys", 2),
-    ("dbsize", 1),
-    ("randomkey", 1),
-    ("hello", -1),
-    ("auth", -2),
-    ("client", -2),
-    ("command", -1),
-    ("info", -1),
-    ("config", -2),
-    ("slowlog", -2),
-    ("monitor", 1),
-    ("select", 2),
-    ("ping", -1),
-    ("echo", 2),
-    ("quit", -1),
-    ("reset", 1),
-    ("setex", 4),
-    ("psetex", 4),
-    ("getex", -2),
-    ("expire", -3),
-    ("pexpire", -3),
-    ("expireat", -3),
-    ("pexpireat", -3),
-    ("persist", 2),
-    ("ttl", 2),
-    ("pttl", 2),
-    ("expiretime", 2),
-    ("pexpiretime", 2),
-    ("hexpire", -6),
-    ("hpexpire", -6),
-    ("hexpireat", -6),
-    ("hpexpireat", -6),
-    ("hpersist", -5),
-    ("httl", -5),
-    ("hpttl", -5),
-    ("hexpiretime", -5),
-    ("hpexpiretime", -5),
-    ("hsetex", -6),
-    ("hgetex", -5),
-    ("hgetdel", -5),
-    ("subscribe", -2),
-    ("unsubscribe", -1),
-    ("psubscribe", -2),
-    ("punsubscribe", -1),
-];
-
 /// Runs a connection or server command; `None` if `name` is not one.
 pub fn execute(ctx: &mut Context<'_>, name: &str, args: &[Bytes]) -> Option<Reply> {
     Some(match name {
@@ -155,7 +55,7 @@ pub fn execute(ctx: &mut Context<'_>, name: &str, args: &[Bytes]) -> Option<Repl
         "auth" => auth(ctx, args),
         "hello" => hello(ctx, args),
         "client" => client(ctx, args),
-        "command" => command(args),
+        "command" => super::command_table::command(args),
         "config" => config(ctx, args),
         _ => return None,
     })
@@ -337,76 +237,6 @@ fn client(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             "unknown subcommand '{}'. Try CLIENT HELP.",
             String::from_utf8_lossy(sub)
         )),
-    }
-}
-
-fn command(args: &[Bytes]) -> Reply {
-    let entry = |&(name, arity): &(&'static str, i64)| {
-        let keyed = !matches!(
-            name,
-            "hello"
-                | "unwatch"
-                | "multi"
-                | "exec"
-                | "discard"
-                | "scan"
-                | "keys"
-                | "dbsize"
-                | "randomkey"
-                | "auth"
-                | "client"
-                | "command"
-                | "info"
-                | "config"
-                | "slowlog"
-                | "monitor"
-                | "select"
-                | "ping"
-                | "echo"
-                | "quit"
-                | "reset"
-        );
-        let last_key = if matches!(
-            name,
-            "mget" | "exists" | "del" | "unlink" | "watch" | "mset" | "msetnx"
-        ) {
-            -1
-        } else {
-            1
-        };
-        Reply::Array(vec![
-            Reply::bulk(name),
-            Reply::Int(arity),
-            Reply::Array(vec![]),
-            Reply::Int(i64::from(keyed)),
-            Reply::Int(if keyed { last_key } else { 0 }),
-            Reply::Int(match name {
-                "mset" | "msetnx" => 2,
-                _ => i64::from(keyed),
-            }),
-        ])
-    };
-    match args {
-        [] => Reply::Array(COMMANDS.iter().map(entry).collect()),
-        [sub, rest @ ..] => match sub.to_ascii_uppercase().as_slice() {
-            b"COUNT" => Reply::Int(COMMANDS.len() as i64),
-            b"DOCS" => Reply::Map(vec![]),
-            b"INFO" => Reply::Array(
-                rest.iter()
-                    .map(|name| {
-                        let name = String::from_utf8_lossy(name).to_ascii_lowercase();
-                        COMMANDS
-                            .iter()
-                            .find(|(n, _)| *n == name)
-                            .map_or(Reply::Null, entry)
-                    })
-                    .collect(),
-            ),
-            _ => Reply::err(format!(
-                "unknown subcommand '{}'. Try COMMAND HELP.",
-                String::from_utf8_lossy(sub)
-            )),
-        },
     }
 }
 

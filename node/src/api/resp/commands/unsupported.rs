@@ -132,6 +132,10 @@ pub(super) fn hint(name: &str) -> Option<String> {
              values: read the value and SET it"
         }
         "swapdb" => "FireScroll has one database, 0",
+        "publish" | "spublish" | "ssubscribe" | "sunsubscribe" | "pubsub" => {
+            "FireScroll's pub/sub carries keyspace notifications (CONFIG SET \
+             notify-keyspace-events, then SUBSCRIBE/PSUBSCRIBE), not messages between clients"
+        }
         _ => return None,
     };
     Some(why.to_string())
@@ -151,6 +155,7 @@ mod tests {
         assert!(hint("eval").unwrap().contains("MULTI/EXEC"));
         assert!(hint("object").unwrap().contains("MEMORY USAGE"));
         assert!(hint("dump").unwrap().contains("SET"));
+        assert!(hint("publish").unwrap().contains("keyspace notifications"));
         assert_eq!(hint("nosuch"), None);
         // Each name is listed once, in one type, and none is one of FireScroll's writes.
         let mut all: Vec<&str> = TYPES
