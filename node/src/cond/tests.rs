@@ -159,3 +159,15 @@ fn deep_or_long_expressions_are_refused_without_crashing() {
         assert!(matches!(err, CondError::Invalid { .. }), "{err:?}");
     }
 }
+
+#[test]
+fn reading_a_member_of_nothing_says_what_to_write_instead() {
+    // A missing record's data is nil: `data.x` fails (as in Go FireScroll), saying how to ask.
+    let err = eval("data.x > 0", None).unwrap_err().to_string();
+    assert!(err.contains(r#"cannot fetch "x" from nil"#), "{err}");
+    assert!(err.contains("data?.x"), "{err}");
+    assert_eq!(eval("data?.x == nil", None), Ok(true));
+    let number = Some((r#"{"n":1}"#, 1, 1));
+    let err = eval("data.n.y == 1", number).unwrap_err().to_string();
+    assert!(err.contains(r#"cannot fetch "y" from an integer"#), "{err}");
+}

@@ -129,7 +129,7 @@ impl Environment<'_> {
                         .map(|(_, value)| value)
                         .unwrap_or(Value::Nil),
                     (_, _) if *optional => Value::Nil,
-                    _ => bail!("Invalid operand for operator []: {key:?}"),
+                    (key, value) => bail!("{}", fetch_error(key, &value)),
                 }
             },
             PostfixOperator::Range { start, end } => {
@@ -261,6 +261,33 @@ pub(crate) fn lookup_in_place<'c>(
         }
         _ => None,
     }
+}
+
+/// Why `key` cannot be read from `value`, in words a condition's author can act on (FireScroll:
+/// upstream said only "Invalid operand for operator []").
+fn fetch_error(key: &Value, value: &Value) -> String {
+    let key = match key {
+        Value::String(s) => format!("{s:?}"),
+        other => format!("{other}"),
+    };
+    let kind = match value {
+        Value::Nil => {
+            return format!(
+                "cannot fetch {key} from nil (a record that does not exist has nil data: \
+                 test `data == nil` first, or read optionally with `?.`, e.g. `data?.x`)"
+            );
+        }
+        Value::Integer(_) => "an integer",
+        Value::Float(_) => "a float",
+        Value::Bool(_) => "a bool",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array (index it with an integer)",
+        Value::Bytes(_) => "bytes (index them with an integer)",
+        Value::Map(_) | Value::KeyedMap(_) => "a map (index it with a string)",
+        #[allow(unreachable_patterns)]
+        _ => "a value without members",
+    };
+    format!("cannot fetch {key} from {kind}")
 }
 
 fn i64_to_idx(idx: i64, len: usize) -> usize {
