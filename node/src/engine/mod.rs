@@ -119,6 +119,10 @@ struct Inner {
     /// Owned partitions still being opened (a restore may wait on S3): reads answer that they
     /// are loading, and waits for their writes' outcomes wait for them.
     opening: tokio::sync::watch::Sender<BTreeSet<u32>>,
+    /// Set when the node stops: partitions still to open are not opened (an open in the
+    /// background must not start applying after the final flush, nor reach S3 from a runtime
+    /// that is going away).
+    stopping: std::sync::atomic::AtomicBool,
     /// The threads that apply the owned partitions.
     pool: pool::ApplierPool,
 }
@@ -158,6 +162,7 @@ impl Engine {
                 partitions_changing: Mutex::new(()),
                 unopened: RwLock::new(BTreeMap::new()),
                 opening: tokio::sync::watch::Sender::new(BTreeSet::new()),
+                stopping: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         engine.inner.pool.start(Arc::downgrade(&engine.inner));
@@ -250,6 +255,13 @@ impl Engine {
         self.inner.opening.borrow().clone()
     }
 
+    /// Whether the node is stopping (no partition opens any more).
+    fn stopping(&self) -> bool {
+        self.inner
+            .stopping
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Whether `partition` is owned and still being opened.
     pub fn is_opening(&self, partition: u32) -> bool {
         self.inner.opening.borrow().contains(&partition)
@@ -286,6 +298,9 @@ impl Engine {
     /// Stops every applier and makes the store durable; says why it could not (the next start
     /// then applies again from the log what was not flushed).
     pub fn shutdown(&self) -> Option<StoreError> {
+        self.inner
+            .stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let partitions: Vec<_> = self
             .change_partitions(std::mem::take)
             .into_values()

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::log::{LogError, Ownership};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +47,10 @@ impl Engine {
             .collect();
         self.mark_opening(&gained);
         for id in gained {
+            if self.stopping() {
+                self.inner.opening.send_modify(BTreeSet::clear);
+                break;
+            }
             match self.open_partition(id) {
                 Ok(runtime) => {
                     self.inner
@@ -166,6 +171,11 @@ impl Engine {
             .watch_history_bytes
             .with_label_values(&[&label])
             .set(runtime.feed.bytes() as i64);
+        // The node began to stop while this partition opened (a restore can take minutes): its
+        // appliers are gone and its store flushed, so this one must not start.
+        if self.stopping() {
+            return Err("the node is stopping".into());
+        }
         let slot = self.inner.pool.add(runtime.clone(), reader);
         *runtime.applier.lock().expect("applier lock") = Some(slot);
         tracing::info!(partition = id, next_offset = next, "partition opened");
@@ -233,6 +243,10 @@ impl Engine {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return Err("no async runtime to reach S3 from".into());
         };
+        // A runtime that is shutting down refuses new timers (a panic): no S3 once stopping.
+        if self.stopping() {
+            return Err("the node is stopping".into());
+        }
         // Opening partitions one after another holds up ownership changes: a slow S3 must not.
         let listed = block_on(
             &handle,

@@ -597,3 +597,28 @@ fn a_node_restarting_while_s3_hangs_serves_and_says_which_partitions_are_opening
     };
     assert_eq!(records(&node.partitions()), records(&before) + 1);
 }
+
+#[test]
+fn a_node_stopped_while_its_partitions_open_stops_cleanly_and_opens_nothing_after() {
+    // Partitions open in the background while S3 hangs; a SIGTERM then must not leave that
+    // open going on after the final flush (it once opened a partition after "stopped cleanly"
+    // and then panicked asking a runtime that was going away for a timer).
+    let s3 = S3Server::start();
+    let mut node = start_node(&s3, &[]);
+    put_many(&node, 0, 50);
+    node.terminate();
+    s3.signal("STOP");
+    node.spawn();
+    assert_eq!(node.get_url(&node.url("/ready")).0, 503);
+    let status = node.terminate();
+    let log = node.log();
+    assert!(status.success(), "{status}: {log}");
+    assert!(!log.contains("panicked"), "{log}");
+    let stopped = log.rfind("stopped cleanly").expect("stopped cleanly");
+    assert!(
+        !log[stopped..].contains("partition opened"),
+        "a partition opened after the stop:\n{}",
+        &log[stopped..]
+    );
+    s3.signal("CONT");
+}
