@@ -164,10 +164,13 @@ fn receive_plugin_record(
     }
 }
 
-/// Brings plugins back from the snapshot bucket onto a store that holds no bindings (a lost
-/// data directory on the embedded log, which has no plugins topic to replay): every backed-up
-/// binding and the module it names, each module checked against its digest. Returns how many
-/// bindings came back. Call before [`Plugins::open`].
+/// Brings plugins back from the snapshot bucket onto a new store — no bindings and nothing
+/// applied in any partition (a lost data directory on the embedded log, which has no plugins
+/// topic to replay): every backed-up binding and the module it names, each module checked
+/// against its digest. Returns how many bindings came back. Call before [`Plugins::open`].
+///
+/// A store that has applied entries keeps its own plugins, even none: the bucket may still hold
+/// bindings deleted since, and an ordinary restart needs no S3 call at all.
 pub async fn restore_plugins(
     store: &Store,
     snapshots: &crate::backup::Snapshots,
@@ -175,6 +178,11 @@ pub async fn restore_plugins(
     let plugin_store = store.plugins()?;
     if !plugin_store.bindings()?.is_empty() {
         return Ok(0);
+    }
+    for id in 0..store.partition_count() {
+        if store.partition(id)?.next_offset()? > 0 {
+            return Ok(0);
+        }
     }
     let backed_up = snapshots.fetch_plugins().await?;
     for plugin in &backed_up {

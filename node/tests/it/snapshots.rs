@@ -622,3 +622,36 @@ fn a_node_stopped_while_its_partitions_open_stops_cleanly_and_opens_nothing_afte
     );
     s3.signal("CONT");
 }
+
+#[test]
+fn a_plugin_deleted_since_the_last_snapshot_stays_deleted_across_a_restart() {
+    // The bucket keeps the bindings of the last snapshot pass. Only a new store (a lost data
+    // directory) takes plugins from it: a restart once brought back a plugin deleted since,
+    // because the store then held no binding.
+    let s3 = S3Server::start();
+    let mut node = start_node(&s3, &[]);
+    put_many(&node, 0, 50);
+    let (status, binding) =
+        crate::plugins::upload(&node, "gate", crate::plugins::example("semver-gate"), None);
+    assert_eq!(status, 200, "{binding}");
+    snapshot(&node);
+    let deleted = node
+        .client()
+        .delete(node.url("/plugins/gate"))
+        .send()
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    node.terminate();
+    node.spawn();
+    let (status, listed) = node.get_url(&node.url("/plugins"));
+    assert_eq!(status, 200, "{listed}");
+    assert!(
+        !listed.contains("gate"),
+        "the deleted plugin came back: {listed}"
+    );
+    assert!(
+        !node.log().contains("plugins restored from S3"),
+        "{}",
+        node.log()
+    );
+}
