@@ -119,10 +119,12 @@ struct Inner {
     /// Owned partitions still being opened (a restore may wait on S3): reads answer that they
     /// are loading, and waits for their writes' outcomes wait for them.
     opening: tokio::sync::watch::Sender<BTreeSet<u32>>,
-    /// Set when the node stops: partitions still to open are not opened (an open in the
-    /// background must not start applying after the final flush, nor reach S3 from a runtime
-    /// that is going away).
-    stopping: std::sync::atomic::AtomicBool,
+    /// True once the node stops: partitions still to open are not opened, and S3 calls of an
+    /// open in progress are dropped (an open in the background must not start applying after
+    /// the final flush, nor reach S3 from a runtime that is going away).
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Held while ownership changes are applied, so shutdown can wait for one in progress.
+    reconciling: Mutex<()>,
     /// The threads that apply the owned partitions.
     pool: pool::ApplierPool,
 }
@@ -162,7 +164,8 @@ impl Engine {
                 partitions_changing: Mutex::new(()),
                 unopened: RwLock::new(BTreeMap::new()),
                 opening: tokio::sync::watch::Sender::new(BTreeSet::new()),
-                stopping: std::sync::atomic::AtomicBool::new(false),
+                stop: tokio::sync::watch::Sender::new(false),
+                reconciling: Mutex::new(()),
             }),
         };
         engine.inner.pool.start(Arc::downgrade(&engine.inner));
@@ -257,9 +260,7 @@ impl Engine {
 
     /// Whether the node is stopping (no partition opens any more).
     fn stopping(&self) -> bool {
-        self.inner
-            .stopping
-            .load(std::sync::atomic::Ordering::SeqCst)
+        *self.inner.stop.borrow()
     }
 
     /// Whether `partition` is owned and still being opened.
@@ -298,9 +299,9 @@ impl Engine {
     /// Stops every applier and makes the store durable; says why it could not (the next start
     /// then applies again from the log what was not flushed).
     pub fn shutdown(&self) -> Option<StoreError> {
-        self.inner
-            .stopping
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // An open in progress drops its S3 calls and ends; none starts after it.
+        self.inner.stop.send_replace(true);
+        drop(self.inner.reconciling.lock().expect("reconciling lock"));
         let partitions: Vec<_> = self
             .change_partitions(std::mem::take)
             .into_values()

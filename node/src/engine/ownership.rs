@@ -13,6 +13,8 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 impl Engine {
     /// Opens newly owned partitions and stops those no longer owned.
     pub(super) fn reconcile(&self, owned: &Ownership) {
+        // Shutdown waits for this: an open must not write the store after its final flush.
+        let _reconciling = self.inner.reconciling.lock().expect("reconciling lock");
         let current: Vec<u32> = self.inner.partitions.load().keys().copied().collect();
         for id in current.iter().filter(|id| !owned.contains(id)) {
             let removed = self.change_partitions(|map| map.remove(id));
@@ -243,15 +245,11 @@ impl Engine {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return Err("no async runtime to reach S3 from".into());
         };
-        // A runtime that is shutting down refuses new timers (a panic): no S3 once stopping.
-        if self.stopping() {
-            return Err("the node is stopping".into());
-        }
         // Opening partitions one after another holds up ownership changes: a slow S3 must not.
-        let listed = block_on(
+        let listed = self.until_stopped(
             &handle,
             tokio::time::timeout(LIST_TIMEOUT, snapshots.list(Some(id))),
-        );
+        )?;
         let manifests = match listed {
             Ok(Ok(manifests)) => manifests,
             Ok(Err(e)) => {
@@ -296,7 +294,7 @@ impl Engine {
                 continue;
             }
             tracing::info!(partition = id, snapshot = %manifest.object_key, "restoring partition {id} from a snapshot");
-            let decoded = match block_on(&handle, snapshots.fetch(manifest)) {
+            let decoded = match self.until_stopped(&handle, snapshots.fetch(manifest))? {
                 Ok(decoded) => decoded,
                 Err(e) => {
                     self.inner
@@ -311,7 +309,7 @@ impl Engine {
             };
             if manifest.next_offset > end
                 && let Err(e) =
-                    block_on(&handle, self.inner.log.resume_at(id, manifest.next_offset))
+                    self.until_stopped(&handle, self.inner.log.resume_at(id, manifest.next_offset))?
             {
                 tracing::info!(partition = id, error = %e, "the log cannot continue after this snapshot");
                 why = format!("the log cannot continue after {}: {e}", manifest.object_key);
@@ -347,6 +345,8 @@ impl Engine {
     /// snapshot may have appeared since, or S3 come back); a partition that now opens serving
     /// replaces the unserved one. Called periodically when snapshots are on.
     pub fn retry_gaps(&self) {
+        // One open of a partition at a time, and none running through shutdown's flush.
+        let _reconciling = self.inner.reconciling.lock().expect("reconciling lock");
         let gaps: Vec<Arc<PartitionRuntime>> = self
             .partitions()
             .into_iter()
@@ -380,8 +380,24 @@ impl Engine {
     }
 }
 
-/// Runs `future` to completion from the synchronous ownership path (which runs on a runtime
-/// worker or a blocking thread).
-fn block_on<F: std::future::Future>(handle: &tokio::runtime::Handle, future: F) -> F::Output {
-    tokio::task::block_in_place(|| handle.block_on(future))
+impl Engine {
+    /// Runs `future` (an S3 or log call) to completion from the synchronous ownership path
+    /// (a runtime worker or a blocking thread), or drops it once the node begins to stop: the
+    /// runtime goes away soon after, and a call still running then (the S3 client's retry
+    /// timers) would panic in it.
+    fn until_stopped<F: std::future::Future>(
+        &self,
+        handle: &tokio::runtime::Handle,
+        future: F,
+    ) -> Result<F::Output, String> {
+        let mut stop = self.inner.stop.subscribe();
+        tokio::task::block_in_place(|| {
+            handle.block_on(async {
+                tokio::select! {
+                    output = future => Ok(output),
+                    _ = stop.wait_for(|&stopping| stopping) => Err("the node is stopping".to_string()),
+                }
+            })
+        })
+    }
 }
