@@ -326,6 +326,21 @@ fn a_token_older_than_the_history_is_410_after_a_crash_not_a_restart_and_read_th
             .contains("pk \"cfg\""),
         "{body}"
     );
+    // A token naming a partition the namespace does not have comes from another namespace:
+    // refused, on a whole-namespace watch too (which once started from now, silently).
+    for query in ["from=7:1", "pk=cfg&from=0:1,7:1"] {
+        let (status, body) = node.get_url(&node.url(&format!("/records/watch?{query}")));
+        assert_eq!(status, 400, "{query}: {body}");
+        let reply: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(reply["error"]["code"], "token_mismatch", "{body}");
+        assert!(
+            reply["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("the namespace has 4 partitions"),
+            "{body}"
+        );
+    }
 }
 
 #[test]

@@ -124,6 +124,11 @@ impl Token {
     pub fn text_if_any(&self) -> Option<String> {
         (!self.0.is_empty()).then(|| self.text())
     }
+
+    /// The highest partition the token has a position in.
+    pub fn highest_partition(&self) -> Option<u32> {
+        self.0.keys().next_back().copied()
+    }
 }
 
 /// What a watch covers, and from where.
@@ -413,6 +418,23 @@ impl Service {
             }
             (None, None) => (0..count).collect(),
         };
+        // Partition numbers past the namespace's: a token of another namespace (or partition
+        // count), whose offsets mean nothing here.
+        if let Some(from) = &request.from
+            && let Some(highest) = from.highest_partition()
+            && highest >= count
+        {
+            return Err(ServiceError::bad_request(
+                "token_mismatch",
+                format!(
+                    "the token {from} has a position in partition {highest}, but the namespace \
+                     has {count} partitions (0 to {}): it comes from another namespace. Watch \
+                     from the id of one of this namespace's watch events (or a read's \
+                     FireScroll-Token), or without a token to start now",
+                    count - 1
+                ),
+            ));
+        }
         // A token with no position for the one partition watched comes from a read or watch of
         // other partitions: starting from now instead would silently skip what changed since
         // the caller's read. (A whole-namespace watch starts the partitions its token lacks
