@@ -1210,6 +1210,18 @@ try:
 except redis.ResponseError as e:
     assert "inside MULTI" in str(e)
 r.execute_command("DISCARD")
+# A connection watches at most MAX_RECORDS_PER_REQUEST keys (each is a check in the one log
+# entry): past that, a clear error at once (262,144 keys once took minutes, the look-up
+# quadratic); UNWATCH starts again.
+try:
+    r.execute_command("WATCH", *[f"w{{i}}" for i in range(200000)])
+    raise SystemExit("200,000 watched keys were accepted")
+except redis.ResponseError as e:
+    assert "watches at most 1000 keys" in str(e), e
+r.execute_command("UNWATCH")
+r.execute_command("MULTI")
+r.execute_command("SET", "w1", "x")
+assert r.execute_command("EXEC") == ["OK"]
 print("ok")
 "#,
         port = node.resp,

@@ -165,6 +165,16 @@ async fn watch(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         {
             continue;
         }
+        // Each watched key is a check in the transaction's log entry, which holds at most this
+        // many ops; the bound also keeps the look-up above short.
+        let most = ctx.service.limits().max_records;
+        if ctx.session.watched.len() >= most {
+            return Reply::err(format!(
+                "a connection watches at most {most} keys (MAX_RECORDS_PER_REQUEST): each is \
+                 checked in the transaction's one log entry. The keys before this one are \
+                 watched; UNWATCH, or EXEC the transaction, to start again"
+            ));
+        }
         let min_offsets = ctx.min_offsets([pk.as_str()]);
         match ctx.service.pk_version(&pk, &min_offsets).await {
             Ok(version) => ctx.session.watched.push((pk, version)),
