@@ -126,6 +126,8 @@ pub enum ErrorKind {
     Unavailable,
     /// A bounded wait ran out.
     Timeout,
+    /// The client did not send its request in time (a body that trickled in).
+    RequestTimeout,
     /// A fault of the node.
     Internal,
     /// No valid credentials were presented.

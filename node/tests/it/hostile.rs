@@ -456,10 +456,9 @@ fn slow_and_greedy_http_clients_cannot_lock_others_out() {
         "POST /records/put HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"Rec",
         Duration::from_secs(10),
     );
-    assert!(
-        reply.starts_with("HTTP/1.1 5") || reply.starts_with("HTTP/1.1 4"),
-        "{reply}"
-    );
+    // 408: the client's own slowness, not a gateway's (504).
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains("body_timeout"), "{reply}");
     assert!(started.elapsed() < Duration::from_secs(8));
     // Far more idle connections than the cap: the extra ones are closed at once, the rest by
     // the header timeout; then everyone is served again.

@@ -91,7 +91,7 @@ impl BodyTimeout {
         while let Some(e) = cause {
             if let Some(timeout) = e.downcast_ref::<BodyTimeout>() {
                 return Some(ServiceError::new(
-                    ErrorKind::Timeout,
+                    ErrorKind::RequestTimeout,
                     "body_timeout",
                     timeout.to_string(),
                 ));
