@@ -603,13 +603,15 @@ fn an_hscan_continues_after_its_node_restarts() {
         pipe.cmd("HSET").arg("h").arg(f).arg("v").ignore();
     }
     let _: () = pipe.query(&mut con).unwrap();
+    // NOVALUES before COUNT: Redis takes the options in any order (this order was once a
+    // syntax error here).
     let first_page = |con: &mut redis::Connection| -> (u64, Vec<String>) {
         redis::cmd("HSCAN")
             .arg("h")
             .arg(0)
+            .arg("NOVALUES")
             .arg("COUNT")
             .arg(40)
-            .arg("NOVALUES")
             .query(con)
             .unwrap()
     };

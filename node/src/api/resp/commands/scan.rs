@@ -39,14 +39,18 @@ async fn scan_fields(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply
     let mut count = 10u64;
     let mut options = options.iter();
     while let Some(option) = options.next() {
-        let value = options.next();
-        match (option.to_ascii_uppercase().as_slice(), value) {
+        let option = option.to_ascii_uppercase();
+        // NOVALUES takes no value, and may come anywhere among the options, as in Redis.
+        if option == b"NOVALUES" && name == "hscan" {
+            with_values = false;
+            continue;
+        }
+        match (option.as_slice(), options.next()) {
             (b"MATCH", Some(p)) => pattern = Some(p.to_vec()),
             (b"COUNT", Some(n)) => match parse_count(n) {
                 Ok(n) => count = n as u64,
                 Err(e) => return e,
             },
-            (b"NOVALUES", None) if name == "hscan" => with_values = false,
             _ => return Reply::err("syntax error"),
         }
     }
