@@ -1438,6 +1438,15 @@ fn the_commands_users_reach_for_next() {
     );
     assert_eq!(con.mset_nx::<_, _, i64>(&[(&same[2], "y")]).unwrap(), 1);
     assert_eq!(con.get::<_, String>(&same[2]).unwrap(), "y");
+    // A new key named twice is set, to its last value, as redis-server does (every key is
+    // checked before any is set).
+    let twice = "msetnx-twice";
+    assert_eq!(
+        con.mset_nx::<_, _, i64>(&[(twice, "1"), (twice, "2")])
+            .unwrap(),
+        1
+    );
+    assert_eq!(con.get::<_, String>(twice).unwrap(), "2");
 }
 
 #[test]

@@ -273,13 +273,29 @@ pub async fn mset(ctx: &mut Context<'_>, args: &[Bytes], only_new: bool) -> Repl
             "MSETNX inside MULTI is not supported: its condition would decide the whole transaction",
         );
     }
-    let mut ops = Vec::with_capacity(args.len() / 2);
+    let mut ops: Vec<WriteOp> = Vec::with_capacity(args.len() / 2);
+    // MSETNX checks every key before it sets any, as Redis does: a key named twice is set once,
+    // to its last value (checked in sequence, its second op would see the first's write and
+    // refuse the whole command).
+    let mut seen: std::collections::HashMap<(String, String), usize> =
+        std::collections::HashMap::new();
     for pair in args.chunks(2) {
         let key = match key(&pair[0]) {
             Ok(key) => key,
             Err(e) => return e,
         };
         let data = data_of(&pair[1]);
+        if only_new {
+            match seen.entry((key.pk.clone(), key.sk.clone())) {
+                std::collections::hash_map::Entry::Occupied(earlier) => {
+                    ops[*earlier.get()].data = Some(data);
+                    continue;
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(ops.len());
+                }
+            }
+        }
         ops.push(WriteOp {
             op: OpKind::Put,
             pk: key.pk,
