@@ -120,23 +120,33 @@ pub(super) fn positive_deadline(arg: &Bytes, unit: Unit, command: &str) -> Resul
 pub(super) fn set_options(
     options: &[Bytes],
 ) -> Result<(Option<&'static str>, bool, Expiry), Reply> {
+    const NX: &str = "data == nil";
+    const XX: &str = "data != nil";
     let mut cond = None;
     let mut get = false;
     let mut expiry = None;
+    // The expiry option given, by name: Redis takes one repeated (the last value wins), not two
+    // different ones.
+    let mut expiry_option: Option<Vec<u8>> = None;
     let mut i = 0;
     while i < options.len() {
         let option = options[i].to_ascii_uppercase();
+        let repeated_or_first = expiry_option.as_deref().is_none_or(|o| o == option);
         match option.as_slice() {
-            b"NX" if cond.is_none() => cond = Some("data == nil"),
-            b"XX" if cond.is_none() => cond = Some("data != nil"),
+            b"NX" if cond != Some(XX) => cond = Some(NX),
+            b"XX" if cond != Some(NX) => cond = Some(XX),
             b"GET" => get = true,
-            b"KEEPTTL" if expiry.is_none() => expiry = Some(Expiry::Keep),
-            name if expiry.is_none() && Unit::of_option(name).is_some() => {
+            b"KEEPTTL" if repeated_or_first => {
+                expiry = Some(Expiry::Keep);
+                expiry_option = Some(option);
+            }
+            name if repeated_or_first && Unit::of_option(name).is_some() => {
                 let unit = Unit::of_option(name).expect("matched");
                 let Some(arg) = options.get(i + 1) else {
                     return Err(Reply::err("syntax error"));
                 };
                 expiry = Some(Expiry::At(positive_deadline(arg, unit, "set")?));
+                expiry_option = Some(option.clone());
                 i += 1;
             }
             _ => return Err(Reply::err("syntax error")),
@@ -468,4 +478,32 @@ pub async fn httl(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
         })
     });
     Reply::Array(answers.collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(text: &str) -> Result<(Option<&'static str>, bool), Reply> {
+        let args: Vec<Bytes> = text
+            .split_whitespace()
+            .map(|a| Bytes::from(a.to_string()))
+            .collect();
+        set_options(&args).map(|(cond, get, _)| (cond, get))
+    }
+
+    #[test]
+    fn set_takes_an_option_repeated_but_not_two_that_conflict_as_redis_does() {
+        assert_eq!(options("NX NX"), Ok((Some("data == nil"), false)));
+        assert_eq!(options("XX GET XX"), Ok((Some("data != nil"), true)));
+        assert!(options("NX XX").is_err());
+        assert!(options("XX NX").is_err());
+        assert!(options("EX 10 EX 20").is_ok());
+        assert!(options("KEEPTTL KEEPTTL").is_ok());
+        assert!(options("EX 10 PX 10").is_err());
+        assert!(options("KEEPTTL EX 10").is_err());
+        assert!(options("EX 10 KEEPTTL").is_err());
+        assert!(options("EX").is_err());
+        assert!(options("BOGUS").is_err());
+    }
 }
