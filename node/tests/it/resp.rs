@@ -1881,6 +1881,10 @@ except redis.ResponseError as e:
     assert "out of range" in str(e) and "100000" in str(e), e
 pairs = r.hrandfield("rf", 2, withvalues=True)
 assert len(pairs) == 4 and {{pairs[0]: pairs[1]}}.items() <= {{"a": "1", "b": "2", "c": "3"}}.items()
+# Under RESP3, field-value pairs, as redis-server 7 answers (it was one flat list here).
+r3 = redis.Redis(port={port}, protocol=3, decode_responses=True)
+pairs3 = r3.hrandfield("rf", -3, withvalues=True)
+assert len(pairs3) == 3 and all(len(p) == 2 and {{p[0]: p[1]}}.items() <= {{"a": "1", "b": "2", "c": "3"}}.items() for p in pairs3), pairs3
 assert r.hrandfield("nothing") is None and r.hrandfield("nothing", 3) == []
 assert r.info("stats")["total_commands_processed"] > 0
 assert r.config_resetstat()

@@ -288,11 +288,19 @@ pub(super) async fn random_fields(ctx: &mut Context<'_>, args: &[Bytes], name: &
             .map(|_| (super::random() % records.len() as u64) as usize)
             .collect()
     };
+    // Under RESP3 each field and its value are a pair of their own, as Redis 7 answers
+    // (redis-py then gives a list of pairs); under RESP2 one flat array.
+    let pairs = with_values && ctx.session.proto >= 3;
     let mut out = Vec::with_capacity(picked.len() * 2);
     for i in picked {
-        out.push(Reply::Bulk(super::wire_key(&records[i].sk)));
-        if with_values {
-            out.push(Reply::Bulk(value_of(&records[i])));
+        let field = Reply::Bulk(super::wire_key(&records[i].sk));
+        match (with_values, pairs) {
+            (false, _) => out.push(field),
+            (true, false) => out.extend([field, Reply::Bulk(value_of(&records[i]))]),
+            (true, true) => out.push(Reply::Array(vec![
+                field,
+                Reply::Bulk(value_of(&records[i])),
+            ])),
         }
     }
     Reply::Array(out)
