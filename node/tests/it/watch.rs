@@ -314,33 +314,22 @@ fn a_token_older_than_the_history_is_410_after_a_crash_not_a_restart_and_read_th
     // A token of other partitions (a read of another pk) would start the watch from now and
     // skip what changed since the caller's read: refused, saying why.
     let elsewhere = (partition.parse::<u32>().unwrap() + 1) % 4;
-    let (status, body) =
-        node.get_url(&node.url(&format!("/records/watch?pk=cfg&from={elsewhere}:0")));
-    assert_eq!(status, 400, "{body}");
-    let reply: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(reply["error"]["code"], "token_mismatch", "{body}");
-    assert!(
-        reply["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("pk \"cfg\""),
-        "{body}"
-    );
+    refused_watch(&node, &format!("pk=cfg&from={elsewhere}:0"), "pk \"cfg\"");
     // A token naming a partition the namespace does not have comes from another namespace:
     // refused, on a whole-namespace watch too (which once started from now, silently).
     for query in ["from=7:1", "pk=cfg&from=0:1,7:1"] {
-        let (status, body) = node.get_url(&node.url(&format!("/records/watch?{query}")));
-        assert_eq!(status, 400, "{query}: {body}");
-        let reply: Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(reply["error"]["code"], "token_mismatch", "{body}");
-        assert!(
-            reply["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("the namespace has 4 partitions"),
-            "{body}"
-        );
+        refused_watch(&node, query, "the namespace has 4 partitions");
     }
+}
+
+/// Asserts that a watch with `query` is a 400 `token_mismatch` whose message says `says`.
+fn refused_watch(node: &Node, query: &str, says: &str) {
+    let (status, body) = node.get_url(&node.url(&format!("/records/watch?{query}")));
+    assert_eq!(status, 400, "{query}: {body}");
+    let reply: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(reply["error"]["code"], "token_mismatch", "{body}");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(message.contains(says), "{query}: {body}");
 }
 
 #[test]
