@@ -170,4 +170,14 @@ fn reading_a_member_of_nothing_says_what_to_write_instead() {
     let number = Some((r#"{"n":1}"#, 1, 1));
     let err = eval("data.n.y == 1", number).unwrap_err().to_string();
     assert!(err.contains(r#"cannot fetch "y" from an integer"#), "{err}");
+    // A computed key of any size is named by its start: the message (kept in the entry's
+    // outcome on every replica) stays short.
+    let err = eval(r#"data[repeat("k", 100000)] == 1"#, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(r#"cannot fetch "kkk"#) && err.len() < 600,
+        "{}",
+        err.len()
+    );
 }

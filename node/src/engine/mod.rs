@@ -35,6 +35,9 @@ pub use read_index::{Lookup, ReadIndex};
 pub use rmw::{compute as compute_read_modify_write, parse_finite_float, parse_redis_integer};
 pub use waiters::{OutcomeError, WaitError};
 
+/// Why an owned partition is not open yet, as errors and `/ready` say it.
+pub const OPENING: &str = "looking for, or restoring, a newer S3 snapshot";
+
 use crate::cond::Conditions;
 use crate::log::MutationLog;
 use crate::metrics::Metrics;

@@ -20,7 +20,8 @@ pub enum WaitError {
         waited_ms: u128,
     },
     #[error(
-        "partition {partition} is still opening on this node after {waited_ms} ms (looking for a newer S3 snapshot to restore)"
+        "partition {partition} is still opening on this node after {waited_ms} ms ({})",
+        super::OPENING
     )]
     Opening { partition: u32, waited_ms: u128 },
 }

@@ -47,8 +47,9 @@ impl Service {
                     ErrorKind::Unavailable,
                     "partition_opening",
                     format!(
-                        "partition {partition} is still opening on this node (looking for a newer \
-                         S3 snapshot to restore, up to 10 s while S3 does not answer); try again shortly"
+                        "partition {partition} is still opening on this node ({}); try again \
+                         shortly",
+                        crate::engine::OPENING
                     ),
                 ));
             }

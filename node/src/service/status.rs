@@ -55,7 +55,8 @@ impl Service {
         }
         for id in opening {
             problems.push(format!(
-                "partition {id} is opening (looking for a newer S3 snapshot to restore)"
+                "partition {id} is opening ({})",
+                crate::engine::OPENING
             ));
         }
         // Reads may still be served, but a node that takes no write until it restarts is not

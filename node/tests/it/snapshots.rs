@@ -568,13 +568,28 @@ fn a_node_restarting_while_s3_hangs_serves_and_says_which_partitions_are_opening
         replies.iter().all(|r| r == "LOADING" || r == "answered"),
         "{replies:?}"
     );
-    // A write taken meanwhile is applied once its partition opens.
-    let (status, reply) = node.post(
-        "/records/put",
-        json!({"Records": [{"pk": "late", "sk": "", "data": 1}], "wait": false}),
-    );
-    assert_eq!(status, 200, "{reply}");
+    // A write taken meanwhile is applied once its partition opens, and its `wait` waits for
+    // that (it once answered at once, without an outcome: "not served by this node").
+    let waiting = {
+        let (url, client) = (node.url("/records/put"), node.client().clone());
+        std::thread::spawn(move || {
+            let body = json!({"Records": [{"pk": "late", "sk": "", "data": 1}], "wait": true});
+            let reply = client.post(url).body(body.to_string()).send().unwrap();
+            let status = reply.status().as_u16();
+            (
+                status,
+                serde_json::from_str::<Value>(&reply.text().unwrap()).unwrap(),
+            )
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
     s3.signal("CONT");
+    let (status, reply) = waiting.join().unwrap();
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        reply["Positions"][0]["Outcome"]["Status"], "applied",
+        "{reply}"
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while node.get_url(&node.url("/ready")).0 != 200 {
         assert!(std::time::Instant::now() < deadline, "{}", node.log());

@@ -266,10 +266,16 @@ pub(crate) fn lookup_in_place<'c>(
 /// Why `key` cannot be read from `value`, in words a condition's author can act on (FireScroll:
 /// upstream said only "Invalid operand for operator []").
 fn fetch_error(key: &Value, value: &Value) -> String {
-    let key = match key {
+    // A key can be a computed value of megabytes: the message names its start.
+    let mut key = match key {
         Value::String(s) => format!("{s:?}"),
         other => format!("{other}"),
     };
+    if key.len() > 80 {
+        let end = (0..=77).rev().find(|&i| key.is_char_boundary(i)).unwrap_or(0);
+        key.truncate(end);
+        key.push_str("...");
+    }
     let kind = match value {
         Value::Nil => {
             return format!(

@@ -615,56 +615,10 @@ fn located_reply(
     })
 }
 
-/// The commands that write: they need write access. Sorted, for [`is_write`]'s binary search.
-pub(super) const WRITE_COMMANDS: [&str; 42] = [
-    "append",
-    "decr",
-    "decrby",
-    "del",
-    "expire",
-    "expireat",
-    "getdel",
-    "getex",
-    "getset",
-    "hdel",
-    "hexpire",
-    "hexpireat",
-    "hgetdel",
-    "hgetex",
-    "hincrby",
-    "hincrbyfloat",
-    "hmset",
-    "hpersist",
-    "hpexpire",
-    "hpexpireat",
-    "hset",
-    "hsetex",
-    "hsetnx",
-    "incr",
-    "incrby",
-    "incrbyfloat",
-    "json.del",
-    "json.forget",
-    "json.set",
-    "mset",
-    "msetnx",
-    "persist",
-    "pexpire",
-    "pexpireat",
-    "psetex",
-    "sadd",
-    "set",
-    "setex",
-    "setnx",
-    "spop",
-    "srem",
-    "unlink",
-];
-
-/// Whether `name` (lowercase) is one of [`WRITE_COMMANDS`]: a binary search, as every command
-/// asks.
+/// Whether `name` (lowercase) writes, so needs write access: its `write` flag in `COMMAND`'s
+/// table (a binary search, as every command asks).
 pub(super) fn is_write(name: &str) -> bool {
-    WRITE_COMMANDS.binary_search(&name).is_ok()
+    command_table::lookup(name).is_some_and(command_table::CommandInfo::writes)
 }
 
 /// Whether a connection with `access` may run `name` with `args`, in Redis's words when not.
@@ -1343,9 +1297,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn write_commands_are_sorted_so_is_write_finds_each() {
-        assert!(WRITE_COMMANDS.is_sorted(), "keep WRITE_COMMANDS sorted");
-        for name in WRITE_COMMANDS {
+    fn is_write_follows_the_write_flag_of_the_command_table() {
+        for name in [
+            "set", "hset", "del", "json.set", "incr", "spop", "getex", "hgetdel",
+        ] {
             assert!(is_write(name), "{name}");
         }
         for name in ["get", "hget", "mget", "ping", "scan", "client", "zzz", ""] {

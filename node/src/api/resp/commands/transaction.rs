@@ -11,7 +11,7 @@
 //! nil. Watched keys share the transaction's partition (else CROSSSLOT). A version read from a
 //! node that lags makes `EXEC` fail and the client retry, never succeed wrongly.
 
-use super::{Context, Shape, WRITE_COMMANDS, deferred_reply, is_write, run, text};
+use super::{Context, Shape, command_table, deferred_reply, is_write, run, text};
 use crate::api::resp::reply::Reply;
 use crate::model::OpKind;
 use crate::service::{Outcome, RejectionKind, WriteMode, WriteOp};
@@ -87,11 +87,12 @@ pub async fn intercept(
                 queue.refused = true;
                 return Some(Reply::err(format!(
                     "'{name}' cannot be used in a transaction: it may hold {}",
-                    WRITE_COMMANDS
+                    command_table::COMMANDS
                         .iter()
+                        .filter(|c| c.writes())
+                        .map(|c| c.name)
                         .filter(|w| !CONDITIONAL_WRITES.contains(w))
-                        .chain(&QUEUEABLE_READS)
-                        .copied()
+                        .chain(QUEUEABLE_READS.iter().copied())
                         .collect::<Vec<_>>()
                         .join(", ")
                 )));
