@@ -30,6 +30,7 @@ fn condition(c: &mut Criterion) {
                         created_at_ms: 1,
                         updated_at_ms: 2,
                         expires_at_ms: None,
+                        own_deadline: false,
                     }),
                 )
                 .unwrap();

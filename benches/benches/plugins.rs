@@ -35,6 +35,7 @@ fn per_call(c: &mut Criterion) {
             created_at_ms: 1,
             updated_at_ms: 2,
             expires_at_ms: None,
+            own_deadline: false,
         }),
         args: Some(r#"{"max":"2.0.0"}"#),
     }

@@ -32,7 +32,7 @@ pub fn loaded_partition(dir: &std::path::Path, n: u64) -> (Vec<String>, Partitio
             let i = (chunk_index * 10_000 + j) as u64;
             (
                 encode_key(pk, ""),
-                Some(encode_value(1, 1, None, value_100b(i).as_bytes())),
+                Some(encode_value(1, 1, None, false, value_100b(i).as_bytes())),
             )
         });
         partition

@@ -7,6 +7,7 @@ fn stored_record(data: &str, created: i64, updated: i64) -> StoredRecord<'_> {
         created_at_ms: created,
         updated_at_ms: updated,
         expires_at_ms: None,
+        own_deadline: false,
     }
 }
 

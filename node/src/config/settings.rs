@@ -235,10 +235,11 @@ pub struct Settings {
     #[arg(long, env = "WATCH_HISTORY_BYTES")]
     pub watch_history_bytes: Option<usize>,
     /// The newest log entry format this node writes: 2 lets a field that Redis `HSET` (and
-    /// `HSETNX`, `HINCRBY`, `SADD`, ...) adds to a key with a deadline take the key's deadline.
-    /// Raise it to 2 on a Kafka log only once every node of every region runs a release that
-    /// applies v2: an older node stops the partition at the first v2 entry until upgraded
-    /// [default: 2 on the embedded log, 1 on Kafka].
+    /// `HSETNX`, `HINCRBY`, `SADD`, ...) adds to a key with a deadline take the key's deadline;
+    /// 3 keeps a field's own deadline (`HEXPIRE`, `HSETEX`) apart from its key's, so fields
+    /// added later do not take it. Raise it on a Kafka log only once every node of every region
+    /// runs a release that applies the format: an older node stops the partition at the first
+    /// such entry until upgraded [default: 3 on the embedded log, 1 on Kafka].
     #[arg(long, env = "ENTRY_WRITE_VERSION")]
     pub entry_write_version: Option<u32>,
     /// How often a quiet watch gets a bookmark event that moves its token on, ms

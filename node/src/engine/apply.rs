@@ -632,10 +632,16 @@ fn apply_entry(
             returned.push(existed(index, current.is_some()));
         }
         // A record a `key_ttl` op creates takes its key's deadline (format v2): puts that keep
-        // deadlines and computed values (Redis `HSET`, `HINCRBY` of a new field).
-        let inherits = current.is_none()
-            && op.key_ttl
-            && ((op.op == OpKind::Put && op.keep_ttl) || op.op.is_read_modify_write());
+        // deadlines and computed values (Redis `HSET`, `HINCRBY` of a new field). So does one
+        // such a put overwrites while it has a deadline of its own (format 3): Redis clears a
+        // field's TTL when `HSET` writes it, and the field then lives as its key does
+        // (`HSETEX ... KEEPTTL`, with `own_ttl`, keeps it).
+        let keeping_put = op.op == OpKind::Put && op.keep_ttl;
+        let inherits = op.key_ttl
+            && match &current {
+                None => keeping_put || op.op.is_read_modify_write(),
+                Some(v) => keeping_put && v.own_deadline && !op.own_ttl,
+            };
         let key_deadline = if inherits {
             match key_deadline_at((store, &op.pk, &key, now), batch, &writes, &mut reads)? {
                 Some(deadline) => deadline,
@@ -674,6 +680,7 @@ fn apply_entry(
                         cur.created_at_ms,
                         cur.updated_at_ms,
                         op.expires_at,
+                        op.own_ttl,
                         cur.data_json,
                     )
                 })
@@ -767,10 +774,12 @@ fn apply_entry(
                     Ok(data) => data,
                     Err(e) => return reject(RejectionKind::ValueError, e.to_string()),
                 };
-                // Like Redis `INCR` and `APPEND`, a computed value keeps the record's deadline
-                // (a new field of a key with one, the key's: `key_ttl`).
-                let deadline = current.as_ref().map_or(key_deadline, |v| v.expires_at_ms);
-                let value = encode_value(created, updated, deadline, data.as_bytes());
+                // Like Redis `INCR` and `APPEND`, a computed value keeps the record's deadline,
+                // its own or its key's (a new field of a key with one, the key's: `key_ttl`).
+                let (deadline, own) = current
+                    .as_ref()
+                    .map_or((key_deadline, false), |v| (v.expires_at_ms, v.own_deadline));
+                let value = encode_value(created, updated, deadline, own, data.as_bytes());
                 returned.push(Returned {
                     op: index as u32,
                     data: Some(data),
@@ -784,10 +793,10 @@ fn apply_entry(
                     Some(v) => (v.created_at_ms, v.updated_at_ms.max(entry.ts_ms)),
                     None => (entry.ts_ms, entry.ts_ms),
                 };
-                let deadline = match &current {
-                    _ if !op.keep_ttl => op.expires_at,
-                    Some(v) => v.expires_at_ms,
-                    None => key_deadline,
+                let (deadline, own) = match &current {
+                    _ if !op.keep_ttl => (op.expires_at, op.own_ttl),
+                    Some(v) if !inherits => (v.expires_at_ms, v.own_deadline),
+                    _ => (key_deadline, false),
                 };
                 let transformed;
                 let data = match &op.transform {
@@ -818,7 +827,8 @@ fn apply_entry(
                         }
                     }
                 };
-                live(deadline).then(|| encode_value(created, updated, deadline, data.as_bytes()))
+                live(deadline)
+                    .then(|| encode_value(created, updated, deadline, own, data.as_bytes()))
             }
         };
         if stored.is_none() && new_value.is_none() {
@@ -859,8 +869,10 @@ fn expire_allowed(op: &Op, current: Option<i64>) -> bool {
 }
 
 /// An `expire_key` op over `pk`'s records (stored key → raw value, as the entry sees them):
-/// the key's deadline is the latest of its live records' (none if any has none). Returns
-/// whether it changed the key.
+/// the key's deadline is the latest of its live records' that are the key's (none if any has
+/// none, or if every record's deadline is its own). A field's own deadline stays where the new
+/// key deadline does not cut it short (`PERSIST` leaves it, as Redis leaves a field's TTL).
+/// Returns whether it changed the key.
 fn expire_key(
     pk: &str,
     op: &Op,
@@ -882,6 +894,7 @@ fn expire_key(
     }
     let deadlines: Vec<Option<i64>> = live
         .iter()
+        .filter(|(_, v)| !decode_value(v).is_some_and(|view| view.own_deadline))
         .map(|(_, v)| crate::store::expires_at(v))
         .collect();
     let key_deadline = if deadlines.iter().any(Option::is_none) {
@@ -894,11 +907,22 @@ fn expire_key(
     }
     for (key, old) in live {
         let view = decode_value(&old).expect("decoded above");
-        let new = op.expires_at.is_none_or(|d| d > now).then(|| {
+        let own = view.own_deadline
+            && view
+                .expires_at_ms
+                .zip(op.expires_at)
+                .is_none_or(|(own, key)| own <= key);
+        let deadline = if own {
+            view.expires_at_ms
+        } else {
+            op.expires_at
+        };
+        let new = deadline.is_none_or(|d| d > now).then(|| {
             encode_value(
                 view.created_at_ms,
                 view.updated_at_ms,
-                op.expires_at,
+                deadline,
+                own,
                 view.data_json,
             )
         });
@@ -911,24 +935,27 @@ fn expire_key(
 }
 
 /// The deadline a record `key` of `pk` created by a `key_ttl` op takes (format v2): that of
-/// the key's first live record other than `key`, in sk order, as this entry sees them (the store
-/// under the batch's and the entry's pending writes) — after `EXPIRE` every record of a key has
-/// the key's deadline, and fields added since took it too. `Some(None)`: no deadline (none on
-/// that record, or no other record); `None` when looking would spend more than `reads`.
+/// the key's first live record other than `key` whose deadline is not its own (format 3), in sk
+/// order, as this entry sees them (the store under the batch's and the entry's pending writes)
+/// — after `EXPIRE` every record of a key has the key's deadline, and fields added since took
+/// it too. `Some(None)`: no deadline (none on that record, or no such record); `None` when
+/// looking would spend more than `reads`.
 fn key_deadline_at(
     (store, pk, key, now): (&PartitionStore, &str, &[u8], i64),
     batch: &mut AppliedBatch,
     writes: &EntryWrites,
     reads: &mut u64,
 ) -> Result<Option<Option<i64>>, StoreError> {
+    // The deadline a record gives its key: `None` when it gives none (expired, or a deadline of
+    // its own, which says nothing of the key's), else the key's as it says.
     let live_deadline = |value: &[u8]| -> Result<Option<Option<i64>>, StoreError> {
         let view = decode_value(value).ok_or_else(|| {
             StoreError::Corrupt(format!("a value of pk {pk:?} has no valid header"))
         })?;
-        Ok(view
-            .expires_at_ms
-            .is_none_or(|d| d > now)
-            .then_some(view.expires_at_ms))
+        Ok(
+            (view.expires_at_ms.is_none_or(|d| d > now) && !view.own_deadline)
+                .then_some(view.expires_at_ms),
+        )
     };
     // A partition with no deadline anywhere (most): nothing to take, and nothing to read.
     let pending_deadline =

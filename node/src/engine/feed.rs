@@ -310,7 +310,7 @@ mod tests {
                 .map(|i| {
                     Change::new(
                         &encode_key("pk", &format!("{offset}-{i}")),
-                        Some(&encode_value(1, 1, None, b"1")),
+                        Some(&encode_value(1, 1, None, false, b"1")),
                         ChangeKind::Put,
                     )
                 })

@@ -188,7 +188,7 @@ mod tests {
     fn history() -> SavedHistory {
         let put = Change::new(
             &encode_key("cfg", "a"),
-            Some(&encode_value(1, 2, None, b"{\"on\":true}")),
+            Some(&encode_value(1, 2, None, false, b"{\"on\":true}")),
             ChangeKind::Put,
         );
         let gone = Change::new(&encode_key("cfg", "b"), None, ChangeKind::Delete);

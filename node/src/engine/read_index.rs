@@ -504,7 +504,7 @@ mod tests {
     fn loads_applies_and_turns_off_over_budget() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1).unwrap().partition(0).unwrap();
-        let v = encode_value(1, 1, None, b"\"x\"");
+        let v = encode_value(1, 1, None, false, b"\"x\"");
         store
             .commit(
                 [

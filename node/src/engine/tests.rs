@@ -765,7 +765,7 @@ async fn an_entry_of_a_newer_format_stops_its_partition_before_it_until_rejected
     // Before it, in one append (one batch): applied. The newer entry, as a newer node would
     // write it (an op kind this build does not know), and a v1 entry after it: neither applied.
     let newer = format!(
-        r#"{{"v":3,"ts_ms":2,"ops":[{{"op":"rename","pk":"{pk}","sk":"","to":"elsewhere"}}]}}"#
+        r#"{{"v":4,"ts_ms":2,"ops":[{{"op":"rename","pk":"{pk}","sk":"","to":"elsewhere"}}]}}"#
     );
     let offsets = log
         .append(
@@ -785,12 +785,12 @@ async fn an_entry_of_a_newer_format_stops_its_partition_before_it_until_rejected
     until_stopped(&runtime).await;
     let stopped = Health::NewerFormat {
         offset: offsets[1],
-        version: 3,
+        version: 4,
     };
     assert_eq!(runtime.health(), stopped);
     let reason = stopped.reason().unwrap();
     assert!(
-        reason.contains("v3") && reason.contains("release"),
+        reason.contains("v4") && reason.contains("release"),
         "says what to do: {reason}"
     );
     assert_eq!(runtime.next_offset(), offsets[1], "stopped before it");

@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// The newest entry format this build applies. It writes each entry in the oldest format that
-/// holds its ops (v1 unless an op uses a v2 field), and never newer than the node's write
+/// holds its ops (v1 unless an op uses a v2 or v3 field), and never newer than the node's write
 /// version.
-pub const ENTRY_VERSION: u32 = 2;
+pub const ENTRY_VERSION: u32 = 3;
 
 /// What an operation does to its record.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +143,12 @@ pub struct Op {
     /// v1 node ignores it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub key_ttl: bool,
+    /// Format v3. For `expire` and a `put` with `expires_at`: the deadline set is the record's
+    /// own (a Redis hash field's `HEXPIRE`, `HSETEX ... EX`), which records `key_ttl` ops create
+    /// never take. For a `put` with `keep_ttl` and `key_ttl`: keep an own deadline (`HSETEX
+    /// ... KEEPTTL`) instead of dropping it for the key's (`HSET`). Ignored in v1 and v2 entries.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub own_ttl: bool,
 }
 
 /// A plugin an op names: by digest in the log (what every replica runs), by name in a request
@@ -248,10 +254,13 @@ struct VersionOnly {
 }
 
 impl LogEntry {
-    /// An entry stamped with `ts_ms`, in the oldest format that holds its ops: v2 when an op
-    /// asks for its key's deadline (`key_ttl`), else v1, which every release applies.
+    /// An entry stamped with `ts_ms`, in the oldest format that holds its ops: v3 when an op
+    /// sets or keeps a record's own deadline (`own_ttl`), v2 when one asks for its key's
+    /// (`key_ttl`), else v1, which every release applies.
     pub fn new(ts_ms: i64, ops: Vec<Op>) -> Self {
-        let v = if ops.iter().any(|op| op.key_ttl) {
+        let v = if ops.iter().any(|op| op.own_ttl) {
+            3
+        } else if ops.iter().any(|op| op.key_ttl) {
             2
         } else {
             1
@@ -324,9 +333,13 @@ impl LogEntry {
                 let ts_ms = any
                     .ts_ms
                     .ok_or_else(|| DecodeError::Malformed("missing `ts_ms`".into()))?;
+                // Fields of newer formats: a node of the entry's format ignores them, so this
+                // one must too.
                 if v < 2 {
-                    // Not a v1 field: a v1 node ignores it, so this one must too.
                     ops.iter_mut().for_each(|op| op.key_ttl = false);
+                }
+                if v < 3 {
+                    ops.iter_mut().for_each(|op| op.own_ttl = false);
                 }
                 Ok(LogEntry {
                     v: v as u32,
@@ -450,7 +463,7 @@ mod tests {
             key_ttl: true,
             ..plain
         };
-        let v2 = LogEntry::new(5, vec![Op::default(), keyed]);
+        let v2 = LogEntry::new(5, vec![Op::default(), keyed.clone()]);
         assert_eq!(v2.v, 2);
         let decoded = LogEntry::decode(&v2.encode()).unwrap();
         assert_eq!((decoded.v, decoded.ops[1].key_ttl), (2, true));
@@ -458,6 +471,22 @@ mod tests {
         let v1_with_it = br#"{"v":1,"ts_ms":1,"ops":[{"op":"put","pk":"a","key_ttl":true}]}"#;
         let decoded = LogEntry::decode(v1_with_it).unwrap();
         assert_eq!((decoded.v, decoded.ops[0].key_ttl), (1, false));
+        let own = Op {
+            own_ttl: true,
+            ..keyed
+        };
+        let v3 = LogEntry::new(5, vec![Op::default(), own]);
+        assert_eq!(v3.v, 3);
+        let decoded = LogEntry::decode(&v3.encode()).unwrap();
+        assert_eq!((decoded.v, decoded.ops[1].own_ttl), (3, true));
+        // v2 has no `own_ttl`: ignored there, as a v2 node ignores it.
+        let v2_with_it =
+            br#"{"v":2,"ts_ms":1,"ops":[{"op":"put","pk":"a","key_ttl":true,"own_ttl":true}]}"#;
+        let decoded = LogEntry::decode(v2_with_it).unwrap();
+        assert_eq!(
+            (decoded.v, decoded.ops[0].key_ttl, decoded.ops[0].own_ttl),
+            (2, true, false)
+        );
     }
 
     #[test]
@@ -465,15 +494,15 @@ mod tests {
         // A newer entry that would parse as v1, and ones that would not (an op kind, a field
         // type or a shape v1 does not have): all are "newer", never a verdict on the entry.
         for bytes in [
-            &br#"{"v":3,"ts_ms":1,"ops":[]}"#[..],
-            br#"{"v":3,"ts_ms":1,"ops":[{"op":"rename","pk":"a","to":"b"}]}"#,
-            br#"{"ops":{"put":[]},"v":3}"#,
+            &br#"{"v":4,"ts_ms":1,"ops":[]}"#[..],
+            br#"{"v":4,"ts_ms":1,"ops":[{"op":"rename","pk":"a","to":"b"}]}"#,
+            br#"{"ops":{"put":[]},"v":4}"#,
             br#"{"v":18446744073709551615}"#,
         ] {
             let text = String::from_utf8_lossy(bytes);
             match LogEntry::decode(bytes) {
                 Err(DecodeError::Newer(v)) => {
-                    assert!(v >= 3, "{text}");
+                    assert!(v >= 4, "{text}");
                     let message = DecodeError::Newer(v).to_string();
                     assert!(message.contains(&format!("v{v}")), "{message}");
                 }

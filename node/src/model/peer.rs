@@ -52,6 +52,9 @@ pub struct WireRecord {
     /// The record's deadline, when it has one (absent from peers that predate expiry).
     #[serde(default)]
     pub expires_at_ms: Option<i64>,
+    /// The deadline is the record's own (sent only when true; a `WATCH` version hashes it).
+    #[serde(default)]
+    pub own_deadline: bool,
 }
 
 impl WireRecord {
@@ -64,6 +67,7 @@ impl WireRecord {
             created_at_ms: self.created_at_ms,
             updated_at_ms: self.updated_at_ms,
             expires_at_ms: self.expires_at_ms,
+            own_deadline: self.own_deadline,
         }
     }
 }
@@ -98,6 +102,9 @@ fn render(out: &mut Vec<u8>, record: &Record, pk: Option<&str>, sk: Option<&str>
     );
     if let Some(deadline) = record.expires_at_ms {
         out.extend_from_slice(format!(",\"expires_at_ms\":{deadline}").as_bytes());
+        if record.own_deadline {
+            out.extend_from_slice(b",\"own_deadline\":true");
+        }
     }
     out.push(b'}');
 }
@@ -188,4 +195,39 @@ pub struct ScanReply {
     pub token: Option<String>,
     /// The reads the page took.
     pub reads: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_crosses_to_a_peer_as_it_is_stored() {
+        // The asking node hashes what it gets into a `WATCH` version: every part of the
+        // stored value must arrive, a field's own deadline included.
+        let plain = Record {
+            pk: "p".into(),
+            sk: "f\"1".into(),
+            data_json: r#"{"a":[1,2.50]}"#.into(),
+            created_at_ms: 1,
+            updated_at_ms: 2,
+            expires_at_ms: None,
+            own_deadline: false,
+        };
+        let keys = Record {
+            expires_at_ms: Some(9_000),
+            ..plain.clone()
+        };
+        let own = Record {
+            own_deadline: true,
+            ..keys.clone()
+        };
+        for record in [plain, keys, own] {
+            let mut out = Vec::new();
+            render_record(&mut out, &record, true);
+            let wire: WireRecord = serde_json::from_slice(&out).unwrap();
+            let sk = wire.sk.clone().unwrap();
+            assert_eq!(wire.into_record("p".into(), sk), record);
+        }
+    }
 }

@@ -22,6 +22,8 @@ pub struct Record {
     pub updated_at_ms: i64,
     /// The record's deadline (unix ms), if it expires: reads hide it from then on.
     pub expires_at_ms: Option<i64>,
+    /// The deadline is the record's own (a Redis hash field's `HEXPIRE`), not its key's.
+    pub own_deadline: bool,
 }
 
 /// Where an entry sits in the log: what a write returns, and what `min_offsets` waits for.
@@ -61,6 +63,9 @@ pub struct StoredRecord<'a> {
     pub updated_at_ms: i64,
     /// Its deadline (unix ms), if it expires.
     pub expires_at_ms: Option<i64>,
+    /// The deadline is the record's own (a Redis hash field's `HEXPIRE`), not its key's: a
+    /// field added to the key does not take it.
+    pub own_deadline: bool,
 }
 
 impl Record {
@@ -71,6 +76,7 @@ impl Record {
             created_at_ms: self.created_at_ms,
             updated_at_ms: self.updated_at_ms,
             expires_at_ms: self.expires_at_ms,
+            own_deadline: self.own_deadline,
         }
     }
 }

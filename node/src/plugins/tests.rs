@@ -284,6 +284,7 @@ fn input_json_carries_everything_verbatim() {
             created_at_ms: 5,
             updated_at_ms: 6,
             expires_at_ms: None,
+            own_deadline: false,
         }),
         args: Some(r#"{"v":"1.2.0"}"#),
     };
@@ -299,6 +300,7 @@ fn input_json_carries_everything_verbatim() {
             created_at_ms: 5,
             updated_at_ms: 6,
             expires_at_ms: Some(9),
+            own_deadline: false,
         }),
         ..input
     };

@@ -94,7 +94,8 @@ pub struct ServiceConfig {
     /// How often a quiet watch gets a bookmark event.
     pub watch_bookmark: Duration,
     /// The newest log entry format this node writes (`ENTRY_WRITE_VERSION`): below 2, ops
-    /// asking for their key's deadline (`key_ttl`) go to the log without it.
+    /// asking for their key's deadline (`key_ttl`) go to the log without it; below 3, ops
+    /// setting a record's own deadline (`own_ttl`) set a key's, as v2 did.
     pub entry_write_version: u32,
 }
 

@@ -432,6 +432,7 @@ impl Service {
                     keep_ttl: op.keep_ttl,
                     expire_if: op.expire_if,
                     key_ttl: op.key_ttl && self.config.entry_write_version >= 2,
+                    own_ttl: op.own_ttl && self.config.entry_write_version >= 3,
                 })
             })
             .collect()

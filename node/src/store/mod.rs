@@ -36,6 +36,7 @@ pub fn version_of(records: &[crate::model::Record]) -> String {
                     r.created_at_ms,
                     r.updated_at_ms,
                     r.expires_at_ms,
+                    r.own_deadline,
                     r.data_json.as_bytes(),
                 ),
             )
@@ -288,7 +289,10 @@ mod tests {
         let key = encode_key("a", "");
         second
             .commit(
-                [(key.clone(), Some(encode_value(1, 1, Some(5_000), b"1")))],
+                [(
+                    key.clone(),
+                    Some(encode_value(1, 1, Some(5_000), false, b"1")),
+                )],
                 &BatchMeta {
                     deadlines_added: &[(5_000, key.clone())],
                     next_offset: 1,
@@ -307,7 +311,7 @@ mod tests {
         let store = Store::open(dir.path(), 2).unwrap();
         let p0 = store.partition(0).unwrap();
         let p1 = store.partition(1).unwrap();
-        let value = encode_value(1, 1, None, b"1");
+        let value = encode_value(1, 1, None, false, b"1");
         p0.commit(
             [(encode_key("a", ""), Some(value.clone()))],
             &BatchMeta {
@@ -407,7 +411,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1).unwrap();
         let p = store.partition(0).unwrap();
-        let value = encode_value(1, 1, None, b"1");
+        let value = encode_value(1, 1, None, false, b"1");
         // Records committed without telling the key index, as an older build did.
         p.commit(
             [

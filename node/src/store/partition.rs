@@ -760,6 +760,7 @@ pub fn to_record(pk: String, sk: String, value: &[u8]) -> Result<Record> {
         created_at_ms: view.created_at_ms,
         updated_at_ms: view.updated_at_ms,
         expires_at_ms: view.expires_at_ms,
+        own_deadline: view.own_deadline,
     })
 }
 

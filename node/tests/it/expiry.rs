@@ -305,8 +305,9 @@ fn replicas_with_clocks_apart_remove_expired_records_at_the_same_offsets() {
         let mut env = kafka_env(&broker, "expiry", group, instance);
         env.push(("EXPIRY_TICK_MS".into(), "300".into()));
         env.push(("FIRESCROLL_CLOCK_OFFSET_MS".into(), offset_ms.into()));
-        // Log format v2: fields added to a key with a deadline take it (at apply, alike).
-        env.push(("ENTRY_WRITE_VERSION".into(), "2".into()));
+        // Log format v3: fields added to a key with a deadline take it, and never a field's own
+        // (at apply, alike).
+        env.push(("ENTRY_WRITE_VERSION".into(), "3".into()));
         env
     };
     let a = Node::start_env(&env("rg1", "a", "0"));
@@ -391,6 +392,26 @@ fn replicas_with_clocks_apart_remove_expired_records_at_the_same_offsets() {
         .arg(1)
         .query(&mut rb)
         .unwrap();
+    // A field given 2 s of its own through a, then a field added through b: it stays.
+    let _: i64 = redis::cmd("HSET")
+        .arg("flags")
+        .arg(&["on", "1", "beta", "1"])
+        .query(&mut ra)
+        .unwrap();
+    let _: Vec<i64> = redis::cmd("HPEXPIRE")
+        .arg("flags")
+        .arg(2000)
+        .arg("FIELDS")
+        .arg(1)
+        .arg("beta")
+        .query(&mut ra)
+        .unwrap();
+    let _: i64 = redis::cmd("HSET")
+        .arg("flags")
+        .arg("ga")
+        .arg(1)
+        .query(&mut rb)
+        .unwrap();
     let started = Instant::now();
     // Reads still see them before the deadline, on both.
     let before: Option<String> = redis::cmd("GET").arg("t5").query(&mut rb).unwrap();
@@ -424,18 +445,21 @@ fn replicas_with_clocks_apart_remove_expired_records_at_the_same_offsets() {
         assert_eq!(ttl, -1, "{name}");
         let sess: Vec<String> = redis::cmd("HGETALL").arg("sess").query(con).unwrap();
         assert!(sess.is_empty(), "{name}: {sess:?}");
+        let mut flags: Vec<String> = redis::cmd("HKEYS").arg("flags").query(con).unwrap();
+        flags.sort();
+        assert_eq!(flags, ["ga", "on"], "{name}");
     }
-    // The 53 records are removed from both stores, by ticks (nothing else was written).
+    // The 54 records are removed from both stores, by ticks (nothing else was written).
     for node in [&a, &b] {
-        node.wait_until("53 records expired", Duration::from_secs(20), |n| {
+        node.wait_until("54 records expired", Duration::from_secs(20), |n| {
             n.partitions()
                 .iter()
                 .map(|p| p["records"].as_u64().unwrap())
                 .sum::<u64>()
-                == 3
+                == 5
         });
     }
-    assert_eq!(expired_total(&a), 53);
+    assert_eq!(expired_total(&a), 54);
     let ticks = metric(&a, "firescroll_expiry_ticks_total{result=\"ok\"} ")
         + metric(&b, "firescroll_expiry_ticks_total{result=\"ok\"} ");
     assert!(ticks > 0, "quiet partitions purge through ticks");
@@ -506,4 +530,73 @@ fn hash_fields_expire_one_by_one_as_redis_7_4_documents() {
         ttl > 1_000_000,
         "the key lives as long as its last field: {ttl}"
     );
+}
+
+/// `HTTL` of each field as integers.
+fn field_ttls(con: &mut redis::Connection, key: &str, fields: &[&str]) -> Vec<i64> {
+    redis::cmd("HTTL")
+        .arg(key)
+        .arg("FIELDS")
+        .arg(fields.len())
+        .arg(fields)
+        .query(con)
+        .unwrap()
+}
+
+#[test]
+fn a_fields_own_deadline_is_not_taken_by_fields_added_to_its_key() {
+    // Redis 7.4 keeps a field's TTL (HEXPIRE, HSETEX) apart from its key's: a field added later
+    // lives as the key does. Log format v2 let it take the first other field's deadline, so a
+    // field HSET into a hash where one field had a TTL silently expired with that field.
+    let mut node = Node::start();
+    let mut con = connect(node.resp);
+    let near = |ttl: i64, want: i64| (want - 5..=want).contains(&ttl);
+    let run = |con: &mut redis::Connection, command: &str| answer(con, command);
+    run(&mut con, "HSET h a 1 b 2");
+    run(&mut con, "HEXPIRE h 100 FIELDS 1 a");
+    assert_eq!(run(&mut con, "HSET h c 3"), "int(1)");
+    let ttls = field_ttls(&mut con, "h", &["a", "b", "c"]);
+    assert!(near(ttls[0], 100) && ttls[1..] == [-1, -1], "{ttls:?}");
+    assert_eq!(run(&mut con, "TTL h"), "int(-1)", "the key has no TTL");
+    run(&mut con, "HSETEX h2 EX 100 FIELDS 1 a 1");
+    run(&mut con, "HINCRBY h2 n 1");
+    assert_eq!(field_ttls(&mut con, "h2", &["n"]), [-1]);
+    // A key TTL: an own TTL shorter than it stays; fields added take the key's, and so does a
+    // field HSET writes over (Redis clears a field's TTL when it is overwritten).
+    assert_eq!(run(&mut con, "EXPIRE h 500"), "int(1)");
+    let ttls = field_ttls(&mut con, "h", &["a", "b", "c"]);
+    assert!(
+        near(ttls[0], 100) && near(ttls[1], 500) && near(ttls[2], 500),
+        "{ttls:?}"
+    );
+    run(&mut con, "HSET h a 9 d 4");
+    let ttls = field_ttls(&mut con, "h", &["a", "d"]);
+    assert!(near(ttls[0], 500) && near(ttls[1], 500), "{ttls:?}");
+    // HSETEX KEEPTTL and HINCRBY keep a field's own TTL.
+    run(&mut con, "HEXPIRE h 50 FIELDS 1 b");
+    run(&mut con, "HSETEX h KEEPTTL FIELDS 1 b 7");
+    run(&mut con, "HINCRBY h b 1");
+    assert!(near(field_ttls(&mut con, "h", &["b"])[0], 50));
+    let b: String = redis::cmd("HGET")
+        .arg("h")
+        .arg("b")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(b, "8");
+    // PERSIST removes the key's TTL, not the field's; then there is no key TTL to remove.
+    assert_eq!(run(&mut con, "PERSIST h"), "int(1)");
+    let ttls = field_ttls(&mut con, "h", &["a", "b", "c", "d"]);
+    assert!(
+        ttls[0] == -1 && near(ttls[1], 50) && ttls[2..] == [-1, -1],
+        "{ttls:?}"
+    );
+    assert_eq!(run(&mut con, "PERSIST h"), "int(0)");
+    assert_eq!(run(&mut con, "TTL h"), "int(-1)");
+    // Stored as such: after a restart, a field added still does not take b's.
+    assert!(node.terminate().success());
+    node.spawn();
+    let mut con = connect(node.resp);
+    run(&mut con, "HSET h e 5");
+    let ttls = field_ttls(&mut con, "h", &["b", "e"]);
+    assert!(near(ttls[0], 50) && ttls[1] == -1, "{ttls:?}");
 }

@@ -321,6 +321,7 @@ mod tests {
             created_at_ms: 1_683_468_191_123,
             updated_at_ms: 1_683_468_191_000,
             expires_at_ms: None,
+            own_deadline: false,
         };
         let body = String::from_utf8(records(std::slice::from_ref(&r), Some("s"))).unwrap();
         assert_eq!(

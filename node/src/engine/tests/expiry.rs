@@ -321,6 +321,120 @@ fn fields_created_in_a_key_with_a_deadline_take_it_whatever_the_batching() {
 }
 
 #[test]
+fn a_fields_own_deadline_is_not_its_keys_whatever_the_batching() {
+    let pk = pks_in(3, 4);
+    // Redis `HSET` of a field (v2 flags), `HSETEX ... KEEPTTL` and `HEXPIRE` (v3's `own_ttl`).
+    let field = |pk: &str, sk: &str| Op {
+        keep_ttl: true,
+        key_ttl: true,
+        ..put(pk, sk, "\"v\"", None)
+    };
+    let field_keeping_own = |pk: &str, sk: &str| Op {
+        own_ttl: true,
+        ..field(pk, sk)
+    };
+    let hexpire = |pk: &str, sk: &str, at: i64| Op {
+        op: OpKind::Expire,
+        pk: pk.into(),
+        sk: sk.into(),
+        expires_at: Some(at),
+        own_ttl: true,
+        ..Op::default()
+    };
+    let incr = |pk: &str, sk: &str| Op {
+        key_ttl: true,
+        ..rmw(OpKind::Incr, pk, sk, "1")
+    };
+    let key_expire = |pk: &str, at: Option<i64>| expire(OpKind::ExpireKey, pk, at, None);
+    let log = vec![
+        // No key deadline, one field with its own: new fields, and the field written over by
+        // `HSET` (which clears a field's TTL in Redis), take none.
+        entry(10, vec![put(&pk[0], "a", "1", None), put(&pk[0], "b", "1", None)]),
+        entry(11, vec![hexpire(&pk[0], "a", 1_000)]),
+        entry(12, vec![field(&pk[0], "0"), incr(&pk[0], "n")]),
+        entry(13, vec![field(&pk[0], "a")]),
+        // A key deadline, and a field with an earlier one of its own: a new field sorting
+        // before it takes the key's from the next field; KEEPTTL and INCR keep the own one.
+        entry(20, vec![put(&pk[1], "a", "1", None), put(&pk[1], "b", "1", None)]),
+        entry(21, vec![key_expire(&pk[1], Some(5_000))]),
+        entry(22, vec![hexpire(&pk[1], "a", 2_000)]),
+        entry(23, vec![field(&pk[1], "0"), incr(&pk[1], "a")]),
+        entry(24, vec![field_keeping_own(&pk[1], "a")]),
+        // EXPIRE leaves an own deadline it does not cut short, PERSIST leaves it too, and a
+        // second PERSIST finds no key deadline (1, 1, 0).
+        entry(30, vec![put(&pk[2], "a", "1", None), put(&pk[2], "b", "1", None)]),
+        entry(31, vec![hexpire(&pk[2], "a", 1_000), hexpire(&pk[2], "b", 9_000)]),
+        entry(32, vec![key_expire(&pk[2], Some(5_000))]),
+        entry(33, vec![key_expire(&pk[2], None)]),
+        entry(34, vec![key_expire(&pk[2], None)]),
+        // Only own deadlines: nothing to take.
+        entry(
+            40,
+            vec![Op {
+                expires_at: Some(3_000),
+                own_ttl: true,
+                ..put(&pk[3], "a", "1", None)
+            }],
+        ),
+        entry(41, vec![field(&pk[3], "b")]),
+        // In a v2 entry `own_ttl` is not read (a v2 node ignores it): b's deadline is the key's.
+        format!(
+            r#"{{"v":2,"ts_ms":50,"ops":[{{"op":"expire","pk":{},"sk":"b","expires_at":4000,"own_ttl":true}}]}}"#,
+            serde_json::to_string(&pk[3]).unwrap()
+        )
+        .into_bytes(),
+        entry(51, vec![field(&pk[3], "c")]),
+    ];
+    let log = records(&log);
+    let rules = TestRules::new();
+    let mut digests = Vec::new();
+    for batch_size in [1usize, 2, 3, 1000] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_partition(dir.path(), 3);
+        let mut codes = Vec::new();
+        for chunk in log.chunks(batch_size) {
+            let batch = apply_and_commit(&store, rules.rules(), chunk).unwrap();
+            assert!(batch.rejections.is_empty(), "{:?}", batch.rejections);
+            codes.extend(
+                batch
+                    .returned
+                    .iter()
+                    .filter(|(offset, _)| (11..=13).contains(offset))
+                    .map(|(_, r)| r[0].data.clone().unwrap()),
+            );
+        }
+        // (deadline, own) of a record.
+        let deadline = |pk: &str, sk: &str| {
+            let raw = store
+                .get_raw(&crate::store::encode_key(pk, sk))
+                .unwrap()
+                .unwrap();
+            let view = crate::store::decode_value(&raw).unwrap();
+            (view.expires_at_ms, view.own_deadline)
+        };
+        let at = format!("batch size {batch_size}");
+        let none = (None, false);
+        assert_eq!(deadline(&pk[0], "0"), none, "{at}");
+        assert_eq!(deadline(&pk[0], "n"), none, "{at}");
+        assert_eq!(deadline(&pk[0], "a"), none, "{at}");
+        assert_eq!(deadline(&pk[0], "b"), none, "{at}");
+        assert_eq!(deadline(&pk[1], "0"), (Some(5_000), false), "{at}");
+        assert_eq!(deadline(&pk[1], "a"), (Some(2_000), true), "{at}");
+        assert_eq!(stored(&store, &pk[1], "a").unwrap().0, "\"v\"", "{at}");
+        assert_eq!(deadline(&pk[1], "b"), (Some(5_000), false), "{at}");
+        assert_eq!(deadline(&pk[2], "a"), (Some(1_000), true), "{at}");
+        assert_eq!(deadline(&pk[2], "b"), none, "{at}");
+        assert_eq!(codes, ["1", "1", "0"], "{at}");
+        assert_eq!(deadline(&pk[3], "a"), (Some(3_000), true), "{at}");
+        assert_eq!(deadline(&pk[3], "b"), (Some(4_000), false), "{at}");
+        assert_eq!(deadline(&pk[3], "c"), (Some(4_000), false), "{at}");
+        assert_key_index_matches(&store);
+        digests.push(store.digest().unwrap());
+    }
+    assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
+}
+
+#[test]
 fn expire_ops_answer_like_redis_and_expired_records_are_absent_to_entries() {
     let pk = pks_in(2, 1).remove(0);
     let rules = TestRules::new();

@@ -418,6 +418,8 @@ pub async fn hexpire(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply
             sk: key.sk,
             expires_at,
             expire_if: when,
+            // The field's own deadline: fields added to the key later do not take it.
+            own_ttl: expires_at.is_some(),
             ..WriteOp::default()
         })
         .collect();

@@ -77,11 +77,17 @@ pub async fn hsetex(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
                 ..WriteOp::default()
             };
             match deadline {
-                Deadline::At(at) => op.expires_at = Some(at),
-                // As `HSET`: a field keeps its deadline, a new one takes the key's.
-                _ => {
+                // The fields' own deadline, which fields added to the key later do not take.
+                Deadline::At(at) => {
+                    op.expires_at = Some(at);
+                    op.own_ttl = true;
+                }
+                // A new field takes the key's deadline; an existing one keeps its own
+                // (`KEEPTTL`) or, as `HSET` writes it, drops it for the key's.
+                Deadline::Keep | Deadline::Unchanged | Deadline::Remove => {
                     op.keep_ttl = true;
                     op.key_ttl = true;
+                    op.own_ttl = matches!(deadline, Deadline::Keep);
                 }
             }
             op
@@ -161,6 +167,7 @@ pub async fn hgetex(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             pk: key.pk,
             sk: key.sk,
             expires_at,
+            own_ttl: expires_at.is_some(),
             return_old: true,
             ..WriteOp::default()
         })

@@ -836,6 +836,7 @@ fn pending_record(pk: &str, sk: &str, data: String) -> Record {
         created_at_ms: 0,
         updated_at_ms: 0,
         expires_at_ms: None,
+        own_deadline: false,
     }
 }
 
