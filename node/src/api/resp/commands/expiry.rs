@@ -325,7 +325,9 @@ pub async fn ttl(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
 }
 
 /// The deadline of a Redis key: `None` when it does not exist, `Some(None)` when it has none.
-/// A hash's is the latest of its fields' (none if any field has none).
+/// A hash's is the latest of its fields' that are the key's (none if any such field has none,
+/// or if every field's deadline is its own: Redis 7.4's `TTL` of a hash whose fields alone have
+/// TTLs is -1), as `EXPIRE`'s `NX`/`XX`/`GT`/`LT` see it at apply.
 async fn key_deadline(ctx: &mut Context<'_>, key: Key) -> Result<Option<Option<i64>>, Reply> {
     let pk = key.pk.clone();
     if let Some(record) = ctx.read(vec![key]).await?.into_iter().next() {
@@ -335,14 +337,14 @@ async fn key_deadline(ctx: &mut Context<'_>, key: Key) -> Result<Option<Option<i
     if fields.is_empty() {
         return Ok(None);
     }
-    let mut latest = i64::MIN;
-    for field in &fields {
+    let mut latest = None;
+    for field in fields.iter().filter(|f| !f.own_deadline) {
         match field.expires_at_ms {
             None => return Ok(Some(None)),
-            Some(deadline) => latest = latest.max(deadline),
+            Some(deadline) => latest = latest.max(Some(deadline)),
         }
     }
-    Ok(Some(Some(latest)))
+    Ok(Some(latest))
 }
 
 /// The fields after `FIELDS numfields` (Redis 7.4's hash field expiry syntax), as keys of `pk`.
