@@ -164,6 +164,10 @@ struct Found {
     entries: Vec<(Vec<u8>, String, Value)>,
 }
 
+/// How much earlier than its key's a field's deadline must be to count as its own, ms: more
+/// than the time between asking the key's TTL and the fields' (and the clock's steps).
+const OWN_TTL_SLACK_MS: i64 = 1_000;
+
 /// The deadline of each field of each hash in `found` (Redis 7.4's `HPTTL`), in one round
 /// trip: per key `None` for a key that is not a hash, else per field `Some(deadline or none)`,
 /// or `None` for a field gone since it was read. A server without `HPTTL` (before 7.4, where
@@ -371,13 +375,21 @@ fn read_page(
                 // Gone since HGETALL.
                 continue;
             };
-            let deadline = match (key.deadline, field) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
+            // The field's own when it comes first: fields added to the key later must not
+            // take it (they take the key's). Both were asked as times left, in two round
+            // trips: within a second of the key's, it is the key's (a FireScroll source
+            // answers a field's `HPTTL` with its key's TTL where Redis 7.4 answers -1).
+            let (deadline, own) = match (key.deadline, field) {
+                (Some(a), Some(b)) => (Some(a.min(b)), b < a - OWN_TTL_SLACK_MS),
+                (None, Some(b)) => (Some(b), true),
+                (a, None) => (a, false),
             };
             let mut record = json!({ "pk": key.pk, "sk": sk, "data": data });
             if let Some(at) = deadline {
                 record["expires_at"] = json!(at);
+                if own {
+                    record["own_ttl"] = json!(true);
+                }
             }
             page.records.push(record);
         }

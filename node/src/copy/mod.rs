@@ -233,6 +233,9 @@ async fn copy_records(
             let mut put = json!({ "pk": record["Pk"], "sk": record["Sk"], "data": record["Data"] });
             if let Some(deadline) = record.get("ExpiresAt") {
                 put["expires_at"] = deadline.clone();
+                if record["OwnTtl"] == true {
+                    put["own_ttl"] = true.into();
+                }
             }
             writer.write(Kind::Put, put).await?;
         }
@@ -321,6 +324,9 @@ async fn copy_changes(
                             put["data"] = change["Data"].clone();
                             if let Some(deadline) = change.get("ExpiresAt") {
                                 put["expires_at"] = deadline.clone();
+                                if change["OwnTtl"] == true {
+                                    put["own_ttl"] = true.into();
+                                }
                             }
                             writer.write(Kind::Put, put).await?;
                         }

@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Every record of a node as (pk, sk, data, deadline), through its scan.
+/// Every record of `node`: pk, sk, data, and its deadline and whose it is.
 fn contents(node: &Node) -> BTreeSet<(String, String, String, String)> {
     let mut records = BTreeSet::new();
     let mut cursor: Option<String> = None;
@@ -27,7 +28,7 @@ fn contents(node: &Node) -> BTreeSet<(String, String, String, String)> {
                 r["Pk"].as_str().unwrap().to_string(),
                 r["Sk"].as_str().unwrap().to_string(),
                 r["Data"].to_string(),
-                r["ExpiresAt"].to_string(),
+                format!("{} own: {}", r["ExpiresAt"], r["OwnTtl"]),
             ));
             assert!(fresh, "a record came twice: {r}");
         }
@@ -610,6 +611,41 @@ fn hash_fields_with_deadlines_of_their_own_keep_them() {
         .query(&mut to)
         .unwrap();
     assert_eq!(plain, [-1]);
+    // a's deadline is its own there too: a field added takes the key's, not a's (which sorts
+    // first).
+    let _: i64 = redis::cmd("HSET")
+        .arg("h")
+        .arg("0")
+        .arg("new")
+        .query(&mut to)
+        .unwrap();
+    let added: Vec<i64> = redis::cmd("HTTL")
+        .arg("h")
+        .arg("FIELDS")
+        .arg(1)
+        .arg("0")
+        .query(&mut to)
+        .unwrap();
+    assert!((3500..=3600).contains(&added[0]), "{added:?}");
+    // And from that node to another over HTTP: the same records, deadlines and whose they are.
+    let again = Node::start();
+    let (ok, _, stderr) = copy(
+        &[
+            "--from",
+            &format!("http://127.0.0.1:{}", target.api),
+            "--to",
+            &format!("http://127.0.0.1:{}", again.api),
+        ],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(differences(&target, &again), Vec::<String>::new());
+    let owned = contents(&again)
+        .into_iter()
+        .filter(|r| r.3.ends_with("own: true"))
+        .map(|r| (r.0, r.1))
+        .collect::<Vec<_>>();
+    assert_eq!(owned, [("h".to_string(), "a".to_string())]);
 }
 
 #[test]

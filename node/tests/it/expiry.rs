@@ -591,6 +591,25 @@ fn a_fields_own_deadline_is_not_taken_by_fields_added_to_its_key() {
     );
     assert_eq!(run(&mut con, "PERSIST h"), "int(0)");
     assert_eq!(run(&mut con, "TTL h"), "int(-1)");
+    // Over HTTP, `own_ttl` says a put's deadline is the record's own; reads say so.
+    let (status, reply) = node.post(
+        "/records/put",
+        json!({"Records": [{"pk": "h3", "sk": "a", "data": "1", "ttl_ms": 100_000, "own_ttl": true}]}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    run(&mut con, "HSET h3 b 2");
+    assert_eq!(field_ttls(&mut con, "h3", &["b"]), [-1]);
+    let (_, got) = node.post(
+        "/records/get",
+        json!({"Records": [{"pk": "h3", "sk": "a"}]}),
+    );
+    assert_eq!(got["Records"][0]["OwnTtl"], true, "{got}");
+    let (status, refused) = node.post(
+        "/records/put",
+        json!({"Records": [{"pk": "h3", "sk": "a", "data": "1", "own_ttl": true}]}),
+    );
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"]["code"], "bad_expiry", "{refused}");
     // Stored as such: after a restart, a field added still does not take b's.
     assert!(node.terminate().success());
     node.spawn();

@@ -282,6 +282,7 @@ fn write_op(index: usize, r: RecordBody, fixed: Option<OpKind>) -> Result<WriteO
         args: r.args,
         expires_at,
         keep_ttl: r.keep_ttl.unwrap_or(false),
+        own_ttl: r.own_ttl.unwrap_or(false),
         ..WriteOp::default()
     })
 }
@@ -296,6 +297,13 @@ fn deadline(index: usize, op: OpKind, r: &RecordBody) -> Result<Option<i64>, Ser
     if given && op != OpKind::Put {
         return Err(bad(
             "only puts take `ttl_ms`/`expires_at`; a delete removes the record now".into(),
+        ));
+    }
+    if r.own_ttl == Some(true) && !given {
+        return Err(bad(
+            "`own_ttl` says whose the deadline given with `ttl_ms`/`expires_at` is (the record's \
+             own, not its pk's): give one of them with it"
+                .into(),
         ));
     }
     if given && r.keep_ttl == Some(true) {

@@ -109,6 +109,9 @@ case_insensitive! {
         pub expires_at: Option<Box<RawValue>> = "expires_at",
         /// Puts: keep the record's current deadline (otherwise a put without one drops it).
         pub keep_ttl: Option<bool> = "keep_ttl",
+        /// Puts with a deadline: it is the record's own, not its pk's (a Redis hash field's
+        /// `HEXPIRE`): fields Redis `HSET` adds to the pk later do not take it.
+        pub own_ttl: Option<bool> = "own_ttl",
     }
 }
 

@@ -81,7 +81,8 @@ pub(super) fn write_time(out: &mut Vec<u8>, ms: i64) {
 }
 
 /// A record's fields, `"Pk":..,"Sk":..,"Data":..,"CreatedAt":..,"UpdatedAt":..` (and
-/// `"ExpiresAt"` when it has a deadline), without the braces.
+/// `"ExpiresAt"` when it has a deadline, and `"OwnTtl":true` when that is its own), without the
+/// braces.
 pub fn write_record_fields(out: &mut Vec<u8>, r: &Record) {
     out.extend_from_slice(b"\"Pk\":");
     write_str(out, &r.pk);
@@ -97,6 +98,9 @@ pub fn write_record_fields(out: &mut Vec<u8>, r: &Record) {
     if let Some(deadline) = r.expires_at_ms {
         out.extend_from_slice(b",\"ExpiresAt\":");
         write_time(out, deadline);
+        if r.own_deadline {
+            out.extend_from_slice(b",\"OwnTtl\":true");
+        }
     }
 }
 
@@ -332,9 +336,18 @@ mod tests {
             expires_at_ms: Some(1_683_468_251_000),
             ..r
         };
-        let body = String::from_utf8(records(&[expiring], None)).unwrap();
+        let body = String::from_utf8(records(std::slice::from_ref(&expiring), None)).unwrap();
         assert!(
             body.ends_with(r#""UpdatedAt":"2023-05-07T14:03:11.000Z","ExpiresAt":"2023-05-07T14:04:11.000Z"}]}"#),
+            "{body}"
+        );
+        let own = Record {
+            own_deadline: true,
+            ..expiring
+        };
+        let body = String::from_utf8(records(&[own], None)).unwrap();
+        assert!(
+            body.ends_with(r#""ExpiresAt":"2023-05-07T14:04:11.000Z","OwnTtl":true}]}"#),
             "{body}"
         );
         assert_eq!(
