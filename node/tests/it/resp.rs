@@ -1578,7 +1578,9 @@ def run(port):
     return errors_of(r, [("SCAN", 0, "COUNT", 0), ("SCAN", 0, "COUNT", -1), ("SCAN", 0, "COUNT", "x"),
                          ("SCAN", 0, "COUNT", 5, "BOGUS"), ("HSCAN", "ae:h", 0, "COUNT", 0),
                          ("INCR", "ae:max"), ("DECRBY", "ae:max", "-9223372036854775808"),
-                         ("INCRBY", "ae:max", "1.5"), ("HRANDFIELD", "ae:h", "x"), ("SET", "ae:k", "v", "EX", 0)])
+                         ("INCRBY", "ae:max", "1.5"), ("HRANDFIELD", "ae:h", "x"), ("SET", "ae:k", "v", "EX", 0),
+                         ("HINCRBY", "ae:h", "f", 1), ("HINCRBYFLOAT", "ae:h", "f", 1),
+                         ("HINCRBY", "ae:h", "f", "x"), ("HINCRBYFLOAT", "ae:h", "f", "x")])
 "#,
         "",
     );

@@ -54,7 +54,8 @@ pub async fn hincrby(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         (Ok(pk), Ok(sk)) => (pk, sk),
         (Err(e), _) | (_, Err(e)) => return e,
     };
-    counter_op(ctx, pk, sk, OpKind::Incr, by.to_string(), Shape::Integer).await
+    let shape = Shape::FieldCounter { float: false };
+    counter_op(ctx, pk, sk, OpKind::Incr, by.to_string(), shape).await
 }
 
 /// `INCRBYFLOAT key x`, `HINCRBYFLOAT key field x`.
@@ -75,16 +76,13 @@ pub async fn incrbyfloat(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> R
         Ok(sk) => sk.unwrap_or_default(),
         Err(e) => return e,
     };
+    let shape = if sk.is_empty() {
+        Shape::Bulk
+    } else {
+        Shape::FieldCounter { float: true }
+    };
     // Rust's shortest round-trip text of the f64 is valid JSON for a finite number.
-    counter_op(
-        ctx,
-        pk,
-        sk,
-        OpKind::IncrFloat,
-        format!("{by:?}"),
-        Shape::Bulk,
-    )
-    .await
+    counter_op(ctx, pk, sk, OpKind::IncrFloat, format!("{by:?}"), shape).await
 }
 
 /// `APPEND key value`: the length of the value after appending.

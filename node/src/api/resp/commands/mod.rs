@@ -102,6 +102,9 @@ pub enum Shape {
     Bulk,
     /// The value's length in bytes (`APPEND`).
     Length,
+    /// A hash field's counter: as `Integer` (`HINCRBY`) or, `float`, `Bulk` (`HINCRBYFLOAT`),
+    /// refusing a field that holds no number in Redis's words for a hash value.
+    FieldCounter { float: bool },
     /// How many of the command's `n` ops found their record (or key) there: `DEL`, `HDEL`.
     Existed(u32),
     /// How many of the command's `n` ops did not: the new fields of `HSET`.
@@ -113,9 +116,11 @@ impl Shape {
     fn reply(self, data: Option<&str>) -> Reply {
         let value = data.map(|d| wire_value(Bytes::copy_from_slice(d.as_bytes())));
         match self {
-            Shape::Bulk => value.map_or(Reply::Null, Reply::Bulk),
+            Shape::Bulk | Shape::FieldCounter { float: true } => {
+                value.map_or(Reply::Null, Reply::Bulk)
+            }
             Shape::Length => Reply::Int(value.map_or(0, |v| v.len() as i64)),
-            Shape::Integer => {
+            Shape::Integer | Shape::FieldCounter { float: false } => {
                 match value.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()) {
                     Some(n) => Reply::Int(n),
                     None => Reply::err("value is not an integer or out of range"),
@@ -124,6 +129,20 @@ impl Shape {
             // Counts are made by `deferred_reply` from all their ops.
             Shape::Existed(_) | Shape::Added(_) => Reply::err("a count needs its ops' outcomes"),
         }
+    }
+
+    /// The reply for an op rejected with `message`.
+    fn rejected(self, message: &str) -> Reply {
+        let hash_value = match (self, message) {
+            (Shape::FieldCounter { .. }, "value is not an integer or out of range") => {
+                "hash value is not an integer"
+            }
+            (Shape::FieldCounter { .. }, "value is not a valid float") => {
+                "hash value is not a float"
+            }
+            _ => message,
+        };
+        Reply::err(hash_value.to_string())
     }
 
     /// How many ops of the write the reply is made from.
@@ -752,7 +771,7 @@ fn outcome_reply(outcome: Option<&crate::service::Outcome>, op: usize, shape: Sh
         Some(Outcome::Applied(returned)) => shape.reply(returned_by(returned, op)),
         // `SET ... XX GET` of an absent key: nothing was set and there was no old value.
         Some(Outcome::Rejected(r)) if r.kind == RejectionKind::ConditionFailed => Reply::Null,
-        Some(Outcome::Rejected(r)) => Reply::err(r.message.clone()),
+        Some(Outcome::Rejected(r)) => shape.rejected(&r.message),
         Some(Outcome::Expired) | None => not_applied_in_time(),
     }
 }
