@@ -2397,3 +2397,67 @@ fn command_lists_every_command_it_runs_described_as_redis_server_describes_it() 
         assert_eq!(keys(&mut ours), keys(&mut theirs), "{command:?}");
     }
 }
+
+/// What the server at `port` sends for `command` (inline) after `HELLO proto`, read until it
+/// has been quiet for 300 ms.
+fn raw_after_hello(port: u16, proto: u8, command: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    stream
+        .write_all(format!("HELLO {proto}\r\n{command}\r\n").as_bytes())
+        .unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = stream.read(&mut buf) {
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The type byte of the frame that carries `text` (the first of `text` in `reply`).
+fn frame_type_before(reply: &str, text: &str) -> Option<char> {
+    let at = reply.find(text)?;
+    let head = &reply[..at];
+    // The frame's header is the line before: `<type><length>\r\n`.
+    let line_start = head
+        .trim_end_matches("\r\n")
+        .rfind("\r\n")
+        .map_or(0, |i| i + 2);
+    head[line_start..].chars().next()
+}
+
+#[test]
+fn resp3_frame_types_are_the_ones_redis_server_sends() {
+    // Text for people is a verbatim string, COMMAND's lists are sets (RESP2: bulk, arrays).
+    let node = Node::start();
+    let server = crate::expiry::RedisServer::start();
+    for (command, text, resp3, resp2) in [
+        ("INFO server", "# Server", '=', '$'),
+        ("CLIENT INFO", "id=", '=', '$'),
+        ("CLIENT LIST", "id=", '=', '$'),
+        ("COMMAND INFO get", "+readonly", '~', '*'),
+        ("COMMAND INFO get", "+@read", '~', '*'),
+    ] {
+        for port in [server.port, node.resp] {
+            let got3 = raw_after_hello(port, 3, command);
+            let in3 = if resp3 == '=' {
+                format!("txt:{text}")
+            } else {
+                text.to_string()
+            };
+            assert_eq!(
+                frame_type_before(&got3, &in3),
+                Some(resp3),
+                "{command} on {port}: {got3:?}"
+            );
+            let got2 = raw_after_hello(port, 2, command);
+            assert_eq!(
+                frame_type_before(&got2, text),
+                Some(resp2),
+                "{command} on {port}: {got2:?}"
+            );
+        }
+    }
+}

@@ -12,6 +12,9 @@ pub enum Reply {
     Error(String),
     Int(i64),
     Bulk(Bytes),
+    /// Text for people (`INFO`, `CLIENT LIST`): a verbatim string under RESP3 (`=…txt:`, as
+    /// Redis sends it), a bulk string under RESP2.
+    Verbatim(Bytes),
     Null,
     Array(Vec<Reply>),
     /// A map under RESP3; a flat key, value, ... array under RESP2.
@@ -85,7 +88,7 @@ impl Reply {
             Reply::Simple(s) => F::SimpleString(Bytes::from_static(s.as_bytes())),
             Reply::Error(e) => F::Error(e.into()),
             Reply::Int(i) => F::Integer(i),
-            Reply::Bulk(b) => F::BulkString(b),
+            Reply::Bulk(b) | Reply::Verbatim(b) => F::BulkString(b),
             Reply::Null => F::Null,
             Reply::Array(items) | Reply::Push(items) | Reply::Frames(items) | Reply::Set(items) => {
                 F::Array(items.into_iter().map(Reply::into_resp2).collect())
@@ -116,6 +119,11 @@ impl Reply {
             },
             Reply::Bulk(b) => F::BlobString {
                 data: b,
+                attributes: None,
+            },
+            Reply::Verbatim(b) => F::VerbatimString {
+                data: b,
+                format: resp3::types::VerbatimStringFormat::Text,
                 attributes: None,
             },
             Reply::Null => F::Null,

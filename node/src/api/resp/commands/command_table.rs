@@ -593,20 +593,21 @@ pub(super) fn command(args: &[Bytes]) -> Reply {
 }
 
 /// One command as Redis 7 answers it: name, arity, flags, first/last key and step, ACL
-/// categories, tips, key specifications and subcommands (the last three empty).
+/// categories, tips, key specifications and subcommands (the last three empty). The lists are
+/// sets under RESP3, as redis-server sends them.
 fn describe(info: &CommandInfo) -> Reply {
     let (first, last, step) = info.keys;
     Reply::Array(vec![
         Reply::bulk(info.name),
         Reply::Int(info.arity),
-        Reply::Array(info.flags.iter().map(|f| Reply::Simple(f)).collect()),
+        Reply::Set(info.flags.iter().map(|f| Reply::Simple(f)).collect()),
         Reply::Int(first),
         Reply::Int(last),
         Reply::Int(step),
-        Reply::Array(info.acl.iter().map(|a| Reply::Simple(a)).collect()),
-        Reply::Array(vec![]),
-        Reply::Array(vec![]),
-        Reply::Array(vec![]),
+        Reply::Set(info.acl.iter().map(|a| Reply::Simple(a)).collect()),
+        Reply::Set(vec![]),
+        Reply::Set(vec![]),
+        Reply::Set(vec![]),
     ])
 }
 

@@ -150,12 +150,12 @@ fn client(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     }
     let session = &mut *ctx.session;
     match (sub.to_ascii_uppercase().as_slice(), rest) {
-        (b"LIST", []) => Reply::bulk(ctx.clients.list()),
+        (b"LIST", []) => Reply::Verbatim(ctx.clients.list().into()),
         (b"LIST", [ty, kind]) if ty.eq_ignore_ascii_case(b"TYPE") => {
             if kind.eq_ignore_ascii_case(b"normal") {
-                Reply::bulk(ctx.clients.list())
+                Reply::Verbatim(ctx.clients.list().into())
             } else {
-                Reply::bulk("")
+                Reply::Verbatim(Bytes::new())
             }
         }
         // The old form: `CLIENT KILL addr:port`.
@@ -221,7 +221,7 @@ fn client(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
                 .map(|n| String::from_utf8_lossy(n).into_owned())
                 .unwrap_or_default();
             match ctx.clients.info(session.id, &name, session.proto) {
-                Some(line) => Reply::bulk(line),
+                Some(line) => Reply::Verbatim(line.into()),
                 None => Reply::err("this connection is not registered (it is closing)"),
             }
         }
@@ -361,7 +361,7 @@ pub fn info(ctx: &Context<'_>, args: &[Bytes], keys: Option<u64>) -> Reply {
         text.push_str("# Commandstats\r\n");
         text.push_str(&commandstats(ctx));
     }
-    Reply::bulk(text)
+    Reply::Verbatim(text.into())
 }
 
 /// This process's resident memory in bytes (Linux; 0 where it cannot be read).
