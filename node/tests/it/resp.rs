@@ -1580,7 +1580,25 @@ def run(port):
                          ("INCR", "ae:max"), ("DECRBY", "ae:max", "-9223372036854775808"),
                          ("INCRBY", "ae:max", "1.5"), ("HRANDFIELD", "ae:h", "x"), ("SET", "ae:k", "v", "EX", 0),
                          ("HINCRBY", "ae:h", "f", 1), ("HINCRBYFLOAT", "ae:h", "f", 1),
-                         ("HINCRBY", "ae:h", "f", "x"), ("HINCRBYFLOAT", "ae:h", "f", "x")])
+                         ("HINCRBY", "ae:h", "f", "x"), ("HINCRBYFLOAT", "ae:h", "f", "x"),
+                         ("SELECT", "abc"), ("SELECT", "00"), ("CLIENT", "SETNAME", "my name"),
+                         ("CLIENT", "SETNAME", "a\nid=1"), ("CLIENT", "SETNAME", "ok-name"),
+                         ("HELLO", "2", "SETNAME", "x", "bogus")]) + transactions(r)
+
+def transactions(r):
+    # An unknown command inside MULTI is that, and discards the transaction; ECHO is queued.
+    out = []
+    p = r.pipeline()
+    p.echo("hi"); p.ping()
+    out.append(p.execute())
+    try:
+        p = r.pipeline()
+        p.set("ae:t", "1"); p.execute_command("BOGUS", "x")
+        out.append(p.execute())
+    except redis.ResponseError as e:
+        out.append(str(e))
+    out.append(r.get("ae:t"))
+    return out
 "#,
         "",
     );

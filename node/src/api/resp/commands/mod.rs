@@ -673,7 +673,7 @@ fn permitted(access: Access, name: &str, args: &[Bytes]) -> Result<(), Reply> {
 
 /// Redis's message for an unknown command, with why and what instead for the commands people
 /// reach for most (`unsupported.rs`).
-fn unknown_command(name: &str, args: &[Bytes]) -> Reply {
+pub(super) fn unknown_command(name: &str, args: &[Bytes]) -> Reply {
     let beginning: String = args
         .iter()
         .take(3)

@@ -48,8 +48,14 @@ pub fn execute(ctx: &mut Context<'_>, name: &str, args: &[Bytes]) -> Option<Repl
             Reply::Simple("RESET")
         }
         "select" => match args {
-            [db] if db.as_ref() == b"0" => Reply::ok(),
-            [_] => Reply::err("DB index is out of range (FireScroll has one database, 0)"),
+            [db] => match std::str::from_utf8(db)
+                .ok()
+                .and_then(crate::service::parse_redis_integer)
+            {
+                Some(0) => Reply::ok(),
+                Some(_) => Reply::err("DB index is out of range (FireScroll has one database, 0)"),
+                None => Reply::err("value is not an integer or out of range"),
+            },
             _ => wrong_arity("select"),
         },
         "auth" => auth(ctx, args),
@@ -112,10 +118,18 @@ fn hello(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
                 rest = more;
             }
             (b"SETNAME", [new_name, more @ ..]) => {
+                if let Err(refused) = client_name(new_name) {
+                    return refused;
+                }
                 name = Some(Bytes::copy_from_slice(new_name));
                 rest = more;
             }
-            _ => return Reply::err("syntax error in HELLO"),
+            _ => {
+                return Reply::err(format!(
+                    "Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(option)
+                ));
+            }
         }
     }
     if ctx.session.access == Access::None {
@@ -135,6 +149,18 @@ fn hello(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         (Reply::bulk("role"), Reply::bulk("master")),
         (Reply::bulk("modules"), Reply::Array(vec![])),
     ])
+}
+
+/// Refuses a connection name Redis refuses: one with a space, a newline or a byte outside
+/// printable ASCII, which would break (or forge lines of) `CLIENT LIST`'s one line per client.
+fn client_name(name: &[u8]) -> Result<(), Reply> {
+    if name.iter().all(|b| (b'!'..=b'~').contains(b)) {
+        Ok(())
+    } else {
+        Err(Reply::err(
+            "Client names cannot contain spaces, newlines or special characters.",
+        ))
+    }
 }
 
 fn client(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
@@ -200,6 +226,9 @@ fn client(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             Reply::Int(ctx.clients.kill(&filter) as i64)
         }
         (b"SETNAME", [name]) => {
+            if let Err(refused) = client_name(name) {
+                return refused;
+            }
             // A copy, not a slice of the read buffer (which the name would keep whole).
             session.name = Some(Bytes::copy_from_slice(name));
             Reply::ok()

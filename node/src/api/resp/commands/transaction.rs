@@ -11,7 +11,7 @@
 //! nil. Watched keys share the transaction's partition (else CROSSSLOT). A version read from a
 //! node that lags makes `EXEC` fail and the client retry, never succeed wrongly.
 
-use super::{Context, Shape, command_table, deferred_reply, is_write, run, text};
+use super::{Context, Shape, command_table, deferred_reply, is_write, run, text, unknown_command};
 use crate::api::resp::reply::Reply;
 use crate::model::OpKind;
 use crate::service::{Outcome, RejectionKind, WriteMode, WriteOp};
@@ -29,8 +29,8 @@ pub struct Queued {
 /// they write): refused inside one.
 const CONDITIONAL_WRITES: [&str; 4] = ["setnx", "msetnx", "hsetnx", "spop"];
 
-/// Reads a transaction may hold (they see its earlier writes), PING and TIME.
-const QUEUEABLE_READS: [&str; 22] = [
+/// Reads a transaction may hold (they see its earlier writes), PING, ECHO and TIME.
+const QUEUEABLE_READS: [&str; 23] = [
     "get",
     "mget",
     "exists",
@@ -48,6 +48,7 @@ const QUEUEABLE_READS: [&str; 22] = [
     "hstrlen",
     "json.get",
     "ping",
+    "echo",
     "time",
     "sismember",
     "smismember",
@@ -83,6 +84,11 @@ pub async fn intercept(
         }),
         _ => {
             let queue = ctx.session.transaction.as_mut()?;
+            if command_table::lookup(name).is_none() {
+                // As outside a transaction (and as Redis says it inside one).
+                queue.refused = true;
+                return Some(unknown_command(&String::from_utf8_lossy(original), args));
+            }
             if !queueable(name) {
                 queue.refused = true;
                 return Some(Reply::err(format!(
