@@ -1583,7 +1583,9 @@ def run(port):
                          ("HINCRBY", "ae:h", "f", "x"), ("HINCRBYFLOAT", "ae:h", "f", "x"),
                          ("SELECT", "abc"), ("SELECT", "00"), ("CLIENT", "SETNAME", "my name"),
                          ("CLIENT", "SETNAME", "a\nid=1"), ("CLIENT", "SETNAME", "ok-name"),
-                         ("HELLO", "2", "SETNAME", "x", "bogus")]) + transactions(r)
+                         ("HELLO", "2", "SETNAME", "x", "bogus"), ("UNLINK",), ("INCRBYFLOAT", "ae:f", "inf"),
+                         ("INCRBYFLOAT", "ae:f", "-Infinity"), ("HINCRBYFLOAT", "ae:h", "g", "inf"),
+                         ("INCRBYFLOAT", "ae:f", "nan"), ("HINCRBYFLOAT", "ae:h", "g", "nan")]) + transactions(r)
 
 def transactions(r):
     # An unknown command inside MULTI is that, and discards the transaction; ECHO is queued.

@@ -66,7 +66,18 @@ pub async fn incrbyfloat(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> R
         _ => return wrong_arity(name),
     };
     let Some(by) = std::str::from_utf8(x).ok().and_then(parse_finite_float) else {
-        return Reply::err("value is not a valid float");
+        // Redis's words: an infinite increment (`inf`; here also one past f64's range) is not
+        // a malformed one.
+        let infinite = std::str::from_utf8(x)
+            .ok()
+            .filter(|t| t.trim() == *t)
+            .and_then(|t| t.parse::<f64>().ok())
+            .is_some_and(f64::is_infinite);
+        return Reply::err(match (infinite, f.is_some()) {
+            (false, _) => "value is not a valid float",
+            (true, false) => "increment would produce NaN or Infinity",
+            (true, true) => "value is NaN or Infinity",
+        });
     };
     let pk = match text(k) {
         Ok(pk) => pk,

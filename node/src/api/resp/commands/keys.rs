@@ -187,9 +187,9 @@ pub(super) async fn put_record(
 
 /// `DEL key [key ...]`: deletes each key whole (the string and every hash field); how many
 /// existed.
-pub async fn del(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+pub async fn del(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
     if args.is_empty() {
-        return wrong_arity("del");
+        return wrong_arity(name);
     }
     let pks: Vec<String> = match args.iter().map(text).collect() {
         Ok(pks) => pks,

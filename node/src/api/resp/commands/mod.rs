@@ -453,7 +453,7 @@ async fn run_command(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         "mset" => keys::mset(ctx, args, false).await,
         "msetnx" => keys::mset(ctx, args, true).await,
         "strlen" => keys::strlen(ctx, args).await,
-        "del" | "unlink" => keys::del(ctx, args).await,
+        "del" | "unlink" => keys::del(ctx, args, name).await,
         "type" => keys::type_of(ctx, args).await,
         "hget" => hash::hget(ctx, args).await,
         "hmget" => hash::hmget(ctx, args).await,
