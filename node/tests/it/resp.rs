@@ -1585,7 +1585,8 @@ def run(port):
                          ("CLIENT", "SETNAME", "a\nid=1"), ("CLIENT", "SETNAME", "ok-name"),
                          ("HELLO", "2", "SETNAME", "x", "bogus"), ("UNLINK",), ("INCRBYFLOAT", "ae:f", "inf"),
                          ("INCRBYFLOAT", "ae:f", "-Infinity"), ("HINCRBYFLOAT", "ae:h", "g", "inf"),
-                         ("INCRBYFLOAT", "ae:f", "nan"), ("HINCRBYFLOAT", "ae:h", "g", "nan")]) + transactions(r)
+                         ("INCRBYFLOAT", "ae:f", "nan"), ("HINCRBYFLOAT", "ae:h", "g", "nan"),
+                         ("SPOP", "ae:s", 1, 2), ("SPOP",)]) + transactions(r)
 
 def transactions(r):
     # An unknown command inside MULTI is that, and discards the transaction; ECHO is queued.

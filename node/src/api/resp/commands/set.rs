@@ -239,7 +239,8 @@ pub async fn spop(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             Some(n) => (key, Some(n)),
             None => return Reply::err("value is out of range, must be positive"),
         },
-        _ => return wrong_arity("spop"),
+        [] => return wrong_arity("spop"),
+        _ => return Reply::err("syntax error"),
     };
     let want = count.unwrap_or(1);
     let mut popped: Vec<Bytes> = Vec::new();
