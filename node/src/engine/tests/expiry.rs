@@ -23,6 +23,15 @@ fn expire(kind: OpKind, pk: &str, expires_at: Option<i64>, when: Option<ExpireIf
     }
 }
 
+/// Redis `HSET` of a field: it keeps its deadline, and a new one takes its key's (v2).
+fn hset_field(pk: &str, sk: &str) -> Op {
+    Op {
+        keep_ttl: true,
+        key_ttl: true,
+        ..put(pk, sk, "\"v\"", None)
+    }
+}
+
 fn entry(ts: i64, ops: Vec<Op>) -> Vec<u8> {
     LogEntry::new(ts, ops).encode()
 }
@@ -214,12 +223,7 @@ fn records_go_when_the_log_reaches_their_deadline_whatever_the_batching() {
 #[test]
 fn fields_created_in_a_key_with_a_deadline_take_it_whatever_the_batching() {
     let pk = pks_in(3, 4);
-    // Redis `HSET` of a field: keep the field's deadline; a new one takes its key's (v2).
-    let field = |pk: &str, sk: &str| Op {
-        keep_ttl: true,
-        key_ttl: true,
-        ..put(pk, sk, "\"v\"", None)
-    };
+    let field = hset_field;
     let until = |pk: &str, sk: &str, at: i64| Op {
         expires_at: Some(at),
         ..put(pk, sk, "\"v\"", None)
@@ -323,12 +327,8 @@ fn fields_created_in_a_key_with_a_deadline_take_it_whatever_the_batching() {
 #[test]
 fn a_fields_own_deadline_is_not_its_keys_whatever_the_batching() {
     let pk = pks_in(3, 4);
-    // Redis `HSET` of a field (v2 flags), `HSETEX ... KEEPTTL` and `HEXPIRE` (v3's `own_ttl`).
-    let field = |pk: &str, sk: &str| Op {
-        keep_ttl: true,
-        key_ttl: true,
-        ..put(pk, sk, "\"v\"", None)
-    };
+    let field = hset_field;
+    // `HSETEX ... KEEPTTL` and `HEXPIRE` (v3's `own_ttl`).
     let field_keeping_own = |pk: &str, sk: &str| Op {
         own_ttl: true,
         ..field(pk, sk)
