@@ -23,6 +23,12 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 /// through counts 64). Part of format v1: every replica runs out at the same op.
 pub const ENTRY_READ_BYTES: u64 = 64 << 20;
 
+/// How many records with deadlines of their own (format 3) a `key_ttl` op passes looking for
+/// its key's deadline before it takes none (format v3): in a hash whose fields mostly have TTLs
+/// of their own, each new field would otherwise walk all of them. Past the bound the new field
+/// outlives a key deadline it did not find (never the other way round).
+pub const OWN_DEADLINES_PASSED: usize = 64;
+
 /// Largest data a read-modify-write op may produce (`APPEND` cannot grow a value past it).
 /// Part of format v1, so it is a constant and not a node setting.
 pub const MAX_COMPUTED_BYTES: usize = 1 << 20;
@@ -938,25 +944,35 @@ fn expire_key(
 /// the key's first live record other than `key` whose deadline is not its own (format 3), in sk
 /// order, as this entry sees them (the store under the batch's and the entry's pending writes)
 /// — after `EXPIRE` every record of a key has the key's deadline, and fields added since took
-/// it too. `Some(None)`: no deadline (none on that record, or no such record); `None` when
-/// looking would spend more than `reads`.
+/// it too. `Some(None)`: no deadline (none on that record, no such record, or
+/// [`OWN_DEADLINES_PASSED`] records with deadlines of their own passed); `None` when looking
+/// would spend more than `reads`.
 fn key_deadline_at(
     (store, pk, key, now): (&PartitionStore, &str, &[u8], i64),
     batch: &mut AppliedBatch,
     writes: &EntryWrites,
     reads: &mut u64,
 ) -> Result<Option<Option<i64>>, StoreError> {
-    // The deadline a record gives its key: `None` when it gives none (expired, or a deadline of
-    // its own, which says nothing of the key's), else the key's as it says.
-    let live_deadline = |value: &[u8]| -> Result<Option<Option<i64>>, StoreError> {
+    // What a record says of its key's deadline: `Live(deadline)` for a live record whose
+    // deadline (if any) is the key's; `Own` for a live one whose deadline is its own, which says
+    // nothing of the key's; `Expired` for one the entry's time has passed.
+    enum Gives {
+        Live(Option<i64>),
+        Own,
+        Expired,
+    }
+    let gives = |value: &[u8]| -> Result<Gives, StoreError> {
         let view = decode_value(value).ok_or_else(|| {
             StoreError::Corrupt(format!("a value of pk {pk:?} has no valid header"))
         })?;
-        Ok(
-            (view.expires_at_ms.is_none_or(|d| d > now) && !view.own_deadline)
-                .then_some(view.expires_at_ms),
-        )
+        Ok(match view.expires_at_ms {
+            Some(d) if d <= now => Gives::Expired,
+            Some(_) if view.own_deadline => Gives::Own,
+            deadline => Gives::Live(deadline),
+        })
     };
+    // Records with deadlines of their own passed so far (bounded: `OWN_DEADLINES_PASSED`).
+    let mut own_passed = 0usize;
     // A partition with no deadline anywhere (most): nothing to take, and nothing to read.
     let pending_deadline =
         !batch.deadlines_added.is_empty() || writes.deadlines.iter().any(|(added, _)| *added);
@@ -1013,7 +1029,9 @@ fn key_deadline_at(
         }
     };
     let usable = match &first_stored {
-        Some((k, v)) if k.as_slice() != key && pending(k).is_none() => live_deadline(v)?.is_some(),
+        Some((k, v)) if k.as_slice() != key && pending(k).is_none() => {
+            matches!(gives(v)?, Gives::Live(_))
+        }
         _ => false,
     };
     let walk: Box<dyn Iterator<Item = Result<StoredPair, StoreError>>> = if usable {
@@ -1063,8 +1081,15 @@ fn key_deadline_at(
         if !charge(k.len() + value.len() + 64) {
             return Ok(None);
         }
-        if let Some(deadline) = live_deadline(&value)? {
-            return Ok(Some(deadline));
+        match gives(&value)? {
+            Gives::Live(deadline) => return Ok(Some(deadline)),
+            Gives::Own => {
+                own_passed += 1;
+                if own_passed >= OWN_DEADLINES_PASSED {
+                    return Ok(Some(None));
+                }
+            }
+            Gives::Expired => {}
         }
     }
 }

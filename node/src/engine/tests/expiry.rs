@@ -661,3 +661,46 @@ fn a_key_counts_what_a_read_returns_from_its_index_or_one_by_one_while_a_deadlin
     assert_eq!(store.record_count(&pk[0], 3).unwrap(), None);
     assert_eq!(store.record_count(&pk[0], 4).unwrap(), Some(3));
 }
+
+#[test]
+fn a_new_field_passes_a_bounded_number_of_own_deadlines_looking_for_its_keys() {
+    use crate::engine::apply::OWN_DEADLINES_PASSED;
+    // Two keys: `OWN_DEADLINES_PASSED - 1` fields with TTLs of their own before one with the
+    // key's, and one more own field than that. A new field sorting after them all takes the key's
+    // deadline in the first and, past the bound, none in the second — on every batching.
+    let pk = pks_in(1, 2);
+    let own = |pk: &str, sk: String| Op {
+        expires_at: Some(1_000),
+        own_ttl: true,
+        ..put(pk, &sk, "1", None)
+    };
+    let mut log = Vec::new();
+    for (pk, owns) in [
+        (&pk[0], OWN_DEADLINES_PASSED - 1),
+        (&pk[1], OWN_DEADLINES_PASSED),
+    ] {
+        let fields = (0..owns).map(|i| own(pk, format!("a{i:03}")));
+        log.push(entry(10, fields.collect()));
+        log.push(entry(
+            11,
+            vec![Op {
+                expires_at: Some(5_000),
+                ..put(pk, "k", "1", None)
+            }],
+        ));
+        log.push(entry(12, vec![hset_field(pk, "z")]));
+    }
+    let log = records(&log);
+    let rules = TestRules::new();
+    for batch_size in [1usize, 1000] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_partition(dir.path(), 1);
+        for chunk in log.chunks(batch_size) {
+            let batch = apply_and_commit(&store, rules.rules(), chunk).unwrap();
+            assert!(batch.rejections.is_empty(), "{:?}", batch.rejections);
+        }
+        let at = format!("batch size {batch_size}");
+        assert_eq!(stored(&store, &pk[0], "z").unwrap().1, Some(5_000), "{at}");
+        assert_eq!(stored(&store, &pk[1], "z").unwrap().1, None, "{at}");
+    }
+}
