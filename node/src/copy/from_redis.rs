@@ -380,7 +380,7 @@ fn read_page(
             // trips: within a second of the key's, it is the key's (a FireScroll source
             // answers a field's `HPTTL` with its key's TTL where Redis 7.4 answers -1).
             let (deadline, own) = match (key.deadline, field) {
-                (Some(a), Some(b)) => (Some(a.min(b)), b < a - OWN_TTL_SLACK_MS),
+                (Some(a), Some(b)) => (Some(a.min(b)), b < a.saturating_sub(OWN_TTL_SLACK_MS)),
                 (None, Some(b)) => (Some(b), true),
                 (a, None) => (a, false),
             };

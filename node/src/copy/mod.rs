@@ -203,6 +203,17 @@ async fn copy_redis(args: &CopyArgs, client: api::HttpsClient) -> anyhow::Result
     Ok(String::new())
 }
 
+/// Gives `put` the deadline of `record` (a source's record or change), and says whether it is
+/// the record's own (`OwnTtl`), as the source's HTTP API shows them.
+fn keep_deadline(put: &mut Value, record: &Value) {
+    if let Some(deadline) = record.get("ExpiresAt") {
+        put["expires_at"] = deadline.clone();
+        if record["OwnTtl"] == true {
+            put["own_ttl"] = true.into();
+        }
+    }
+}
+
 /// The scan: every record of the source written to the target. Answers where to watch each
 /// partition from.
 async fn copy_records(
@@ -231,12 +242,7 @@ async fn copy_records(
         let wanted = records.iter().filter(|r| has_prefix(r, &args.pk_prefix));
         for record in wanted {
             let mut put = json!({ "pk": record["Pk"], "sk": record["Sk"], "data": record["Data"] });
-            if let Some(deadline) = record.get("ExpiresAt") {
-                put["expires_at"] = deadline.clone();
-                if record["OwnTtl"] == true {
-                    put["own_ttl"] = true.into();
-                }
-            }
+            keep_deadline(&mut put, record);
             writer.write(Kind::Put, put).await?;
         }
         copied += records.len() as u64;
@@ -322,12 +328,7 @@ async fn copy_changes(
                         Some("put") => {
                             let mut put = key;
                             put["data"] = change["Data"].clone();
-                            if let Some(deadline) = change.get("ExpiresAt") {
-                                put["expires_at"] = deadline.clone();
-                                if change["OwnTtl"] == true {
-                                    put["own_ttl"] = true.into();
-                                }
-                            }
+                            keep_deadline(&mut put, &change);
                             writer.write(Kind::Put, put).await?;
                         }
                         Some("delete" | "expired") => writer.write(Kind::Delete, key).await?,
