@@ -296,7 +296,7 @@ impl Config {
             });
         }
         // Nodes reading a Kafka log may run an older release during a rolling upgrade: they
-        // get v2 and v3 entries only once told every node applies them (docs/log-entry-v1.md).
+        // get entries of v2 and later only once told every node applies them (docs/log-entry-v1.md).
         config.service.entry_write_version = pick!(
             entry_write_version,
             if config.kafka.is_some() {
@@ -307,8 +307,9 @@ impl Config {
         );
         if !(1..=crate::model::ENTRY_VERSION).contains(&config.service.entry_write_version) {
             bail!(
-                "ENTRY_WRITE_VERSION: {} is not a log entry format this release writes; use 1, 2 \
-                 or 3 (the newest, once every node of every region runs a release that applies it)",
+                "ENTRY_WRITE_VERSION: {} is not a log entry format this release writes; use 1, 2, \
+                 3 or 4 (the newest, once every node of every region runs a release that applies \
+                 it)",
                 config.service.entry_write_version
             );
         }

@@ -750,7 +750,7 @@ fn apply_entry(
                 }
                 None
             }
-            OpKind::Incr | OpKind::IncrFloat | OpKind::Append => {
+            OpKind::Incr | OpKind::IncrFloat | OpKind::IncrLongDouble | OpKind::Append => {
                 let (created, updated) = match &current {
                     Some(v) => (v.created_at_ms, v.updated_at_ms.max(entry.ts_ms)),
                     None => (entry.ts_ms, entry.ts_ms),

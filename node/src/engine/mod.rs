@@ -10,6 +10,7 @@ mod apply;
 mod checkpoint;
 mod feed;
 mod feed_file;
+mod long_double;
 mod ownership;
 mod partition;
 mod plugins;
@@ -31,6 +32,7 @@ pub use plugins::{
     PluginResolver, PluginRestoreError, PluginSetupError, Plugins, Resolved, plugins_to_back_up,
     restore_plugins,
 };
+pub use long_double::LongDouble;
 pub use read_index::{Lookup, ReadIndex};
 pub use rmw::{compute as compute_read_modify_write, parse_finite_float, parse_redis_integer};
 pub use waiters::{OutcomeError, WaitError};

@@ -1,7 +1,9 @@
-//! Read-modify-write ops (`incr`, `incr_float`, `append`): the new data computed at apply from
+//! Read-modify-write ops (`incr`, `incr_float`, `incr_long_double`, `append`): the new data
+//! computed at apply from
 //! the stored data, so every replica computes the same value in log order (Redis `INCR`,
 //! `INCRBYFLOAT`, `APPEND`, `HINCRBY`, ...). Pure functions of their inputs.
 
+use super::long_double::LongDouble;
 use crate::model::OpKind;
 
 /// Why a read-modify-write op cannot run on the stored value. Deterministic: every replica
@@ -41,7 +43,9 @@ pub fn compute(kind: OpKind, current: Option<&[u8]>, operand: &str) -> Result<St
             Ok(serde_json::Value::String(s)) => Current::Text(s),
             Ok(serde_json::Value::Number(n)) => Current::Number(n.to_string()),
             _ if kind == OpKind::Append => return Err(RmwError::NotAString),
-            _ if kind == OpKind::IncrFloat => return Err(RmwError::NotAFloat),
+            _ if matches!(kind, OpKind::IncrFloat | OpKind::IncrLongDouble) => {
+                return Err(RmwError::NotAFloat);
+            }
             _ => return Err(RmwError::NotAnInteger),
         },
     };
@@ -74,6 +78,24 @@ pub fn compute(kind: OpKind, current: Option<&[u8]>, operand: &str) -> Result<St
             // `Display` never uses an exponent and prints the shortest text that reads back
             // as the same f64, on every platform: replicas agree byte for byte.
             format!("{sum}")
+        }
+        OpKind::IncrLongDouble => {
+            let by = match serde_json::from_str::<serde_json::Value>(operand) {
+                Ok(serde_json::Value::String(text)) => LongDouble::parse(&text),
+                Ok(serde_json::Value::Number(_)) => LongDouble::parse(operand.trim()),
+                _ => None,
+            }
+            .ok_or(RmwError::BadOperand("incr_long_double"))?;
+            let value = match &text {
+                None => LongDouble::ZERO,
+                Some(t) => LongDouble::parse(t).ok_or(RmwError::NotAFloat)?,
+            };
+            let sum = value.checked_add(by).ok_or(RmwError::NotFinite)?.to_string();
+            // A JSON number record must stay a number JSON readers take: within 64-bit floats.
+            if !was_string && sum.parse::<f64>().map_or(true, f64::is_infinite) {
+                return Err(RmwError::NotFinite);
+            }
+            sum
         }
         OpKind::Append => {
             if !was_string {
@@ -191,6 +213,41 @@ mod tests {
         assert_eq!(
             run(OpKind::IncrFloat, Some(r#""nan""#), "1"),
             Err(RmwError::NotAFloat)
+        );
+    }
+
+    #[test]
+    fn long_double_increments_compute_as_redis_does() {
+        let run = |current: Option<&str>, by: &str| run(OpKind::IncrLongDouble, current, by);
+        // 64-bit floats answer 0.30000000000000004 here; Redis (and v4) 0.3.
+        assert_eq!(run(Some(r#""0.1""#), r#""0.2""#).unwrap(), r#""0.3""#);
+        assert_eq!(run(None, r#""0x1.8p1""#).unwrap(), r#""3""#);
+        // The increment may be a JSON number, and a number record stays a number.
+        assert_eq!(run(Some("1.5"), "1").unwrap(), "2.5");
+        assert_eq!(
+            run(Some(r#""5000""#), r#""1.5e-5""#).unwrap(),
+            r#""5000.00001499999999988""#
+        );
+        // Past 64-bit floats a string holds every digit; a number record cannot.
+        assert_eq!(
+            run(Some(r#""1e308""#), r#""1e308""#).unwrap().len(),
+            309 + 2
+        );
+        assert_eq!(run(Some("1e308"), r#""1e308""#), Err(RmwError::NotFinite));
+        assert_eq!(
+            run(Some(r#""1e4932""#), r#""1e4932""#),
+            Err(RmwError::NotFinite)
+        );
+        assert_eq!(run(Some(r#""inf""#), r#""1""#), Err(RmwError::NotFinite));
+        assert_eq!(run(Some(r#"" 1""#), r#""1""#), Err(RmwError::NotAFloat));
+        assert_eq!(run(Some("[1]"), r#""1""#), Err(RmwError::NotAFloat));
+        assert_eq!(
+            run(None, r#""nan""#),
+            Err(RmwError::BadOperand("incr_long_double"))
+        );
+        assert_eq!(
+            run(None, "true"),
+            Err(RmwError::BadOperand("incr_long_double"))
         );
     }
 

@@ -224,6 +224,7 @@ fn mixed_log() -> Vec<Vec<u8>> {
                         return_existed: true,
                         ..delete(pk, "after", None)
                     },
+                    rmw(OpKind::IncrLongDouble, pk, "ld", r#""0.1""#),
                 ],
             ),
             // Checks: a pk that never has records keeps the version of nothing; one that does
@@ -358,14 +359,14 @@ fn same_log_gives_same_digest_whatever_the_batching() {
     // What ops returned is the same however the log was batched, and is what they computed.
     assert!(all_returned.windows(2).all(|w| w[0] == w[1]));
     assert!(
-        all_returned[0].iter().any(|(_, values)| values.len() == 4),
+        all_returned[0].iter().any(|(_, values)| values.len() == 5),
         "{:?}",
         all_returned[0]
     );
     // `return_existed` found the record sometimes, and sometimes not.
     let existed: std::collections::BTreeSet<&str> = all_returned[0]
         .iter()
-        .filter(|(_, values)| values.len() == 4)
+        .filter(|(_, values)| values.len() == 5)
         .filter_map(|(_, values)| values[3].data.as_deref())
         .collect();
     assert_eq!(existed, ["0", "1"].into(), "{:?}", all_returned[0]);
@@ -765,7 +766,7 @@ async fn an_entry_of_a_newer_format_stops_its_partition_before_it_until_rejected
     // Before it, in one append (one batch): applied. The newer entry, as a newer node would
     // write it (an op kind this build does not know), and a v1 entry after it: neither applied.
     let newer = format!(
-        r#"{{"v":4,"ts_ms":2,"ops":[{{"op":"rename","pk":"{pk}","sk":"","to":"elsewhere"}}]}}"#
+        r#"{{"v":5,"ts_ms":2,"ops":[{{"op":"rename","pk":"{pk}","sk":"","to":"elsewhere"}}]}}"#
     );
     let offsets = log
         .append(
@@ -785,12 +786,12 @@ async fn an_entry_of_a_newer_format_stops_its_partition_before_it_until_rejected
     until_stopped(&runtime).await;
     let stopped = Health::NewerFormat {
         offset: offsets[1],
-        version: 4,
+        version: 5,
     };
     assert_eq!(runtime.health(), stopped);
     let reason = stopped.reason().unwrap();
     assert!(
-        reason.contains("v4") && reason.contains("release"),
+        reason.contains("v5") && reason.contains("release"),
         "says what to do: {reason}"
     );
     assert_eq!(runtime.next_offset(), offsets[1], "stopped before it");

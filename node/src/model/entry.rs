@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 /// The newest entry format this build applies. It writes each entry in the oldest format that
 /// holds its ops (v1 unless an op uses a v2 or v3 field), and never newer than the node's write
 /// version.
-pub const ENTRY_VERSION: u32 = 3;
+pub const ENTRY_VERSION: u32 = 4;
 
 /// What an operation does to its record.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,8 +35,13 @@ pub enum OpKind {
     /// becomes the string of `data`. Anything else, or an overflow, rejects the entry
     /// (`value_error`). The new data is returned in the outcome (Redis `INCR`, `HINCRBY`).
     Incr,
-    /// As `incr`, with a JSON number added as a 64-bit float (Redis `INCRBYFLOAT`).
+    /// As `incr`, with a JSON number added as a 64-bit float.
     IncrFloat,
+    /// Format v4. As `incr`, adding `data` (a JSON string holding a number in Redis's float
+    /// syntax, or a JSON number) as Redis `INCRBYFLOAT` and `HINCRBYFLOAT` do: in x87 80-bit
+    /// extended precision, the result written `%.17Lf` with trailing zeros trimmed (`0.1` plus
+    /// `0.2` is `0.3`). See [`crate::engine::LongDouble`].
+    IncrLongDouble,
     /// Append `data` (a JSON string) to the record's string value (absent: the empty string);
     /// the new data is returned in the outcome (Redis `APPEND`).
     Append,
@@ -77,6 +82,7 @@ impl OpKind {
             OpKind::DeleteKey => "delete_key",
             OpKind::Incr => "incr",
             OpKind::IncrFloat => "incr_float",
+            OpKind::IncrLongDouble => "incr_long_double",
             OpKind::Append => "append",
             OpKind::Check => "check",
             OpKind::Expire => "expire",
@@ -86,7 +92,10 @@ impl OpKind {
 
     /// Whether the op computes its new value from the stored one at apply (and returns it).
     pub fn is_read_modify_write(self) -> bool {
-        matches!(self, OpKind::Incr | OpKind::IncrFloat | OpKind::Append)
+        matches!(
+            self,
+            OpKind::Incr | OpKind::IncrFloat | OpKind::IncrLongDouble | OpKind::Append
+        )
     }
 }
 
@@ -254,11 +263,13 @@ struct VersionOnly {
 }
 
 impl LogEntry {
-    /// An entry stamped with `ts_ms`, in the oldest format that holds its ops: v3 when an op
-    /// sets or keeps a record's own deadline (`own_ttl`), v2 when one asks for its key's
-    /// (`key_ttl`), else v1, which every release applies.
+    /// An entry stamped with `ts_ms`, in the oldest format that holds its ops: v4 when an op
+    /// is an `incr_long_double`, v3 when one sets or keeps a record's own deadline (`own_ttl`),
+    /// v2 when one asks for its key's (`key_ttl`), else v1, which every release applies.
     pub fn new(ts_ms: i64, ops: Vec<Op>) -> Self {
-        let v = if ops.iter().any(|op| op.own_ttl) {
+        let v = if ops.iter().any(|op| op.op == OpKind::IncrLongDouble) {
+            4
+        } else if ops.iter().any(|op| op.own_ttl) {
             3
         } else if ops.iter().any(|op| op.key_ttl) {
             2
@@ -341,12 +352,21 @@ impl LogEntry {
                 if v < 3 {
                     ops.iter_mut().for_each(|op| op.own_ttl = false);
                 }
+                // An op kind of a newer format: a node of the entry's format does not know it.
+                if v < 4 && ops.iter().any(|op| op.op == OpKind::IncrLongDouble) {
+                    return Err(DecodeError::Malformed(format!(
+                        "`incr_long_double` ops are log format v4, in a v{v} entry"
+                    )));
+                }
                 Ok(LogEntry {
                     v: v as u32,
                     ts_ms,
                     ops,
                 })
             }
+            (None, Some(OpKind::IncrLongDouble)) => Err(DecodeError::Malformed(
+                "`incr_long_double` is log format v4, not a FireScroll mutation".into(),
+            )),
             (None, Some(kind)) => {
                 let pk = any
                     .pk
@@ -490,13 +510,46 @@ mod tests {
     }
 
     #[test]
+    fn long_double_increments_are_v4_and_malformed_in_older_entries() {
+        let op = Op {
+            op: OpKind::IncrLongDouble,
+            pk: "a".into(),
+            data: Some(RawValue::from_string(r#""0.1""#.into()).unwrap()),
+            own_ttl: true,
+            ..Op::default()
+        };
+        let v4 = LogEntry::new(5, vec![Op::default(), op]);
+        assert_eq!(v4.v, 4);
+        let bytes = v4.encode();
+        assert!(
+            String::from_utf8_lossy(&bytes).contains(r#""op":"incr_long_double""#),
+            "the op's name in the log"
+        );
+        let decoded = LogEntry::decode(&bytes).unwrap();
+        assert_eq!(decoded.ops[1].op, OpKind::IncrLongDouble);
+        // A v3 node does not know the op kind: to it such an entry is malformed, and so it
+        // must be here (the same verdict on every replica), as is a legacy mutation of it.
+        for older in [
+            &br#"{"v":3,"ts_ms":1,"ops":[{"op":"incr_long_double","pk":"a","data":"1"}]}"#[..],
+            br#"{"v":1,"ts_ms":1,"ops":[{"op":"incr_long_double","pk":"a","data":"1"}]}"#,
+            br#"{"mutation":"incr_long_double","pk":"a","ts_ms":1}"#,
+        ] {
+            let text = String::from_utf8_lossy(older);
+            assert!(
+                matches!(LogEntry::decode(older), Err(DecodeError::Malformed(_))),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
     fn newer_formats_are_told_apart_from_malformed_entries() {
         // A newer entry that would parse as v1, and ones that would not (an op kind, a field
         // type or a shape v1 does not have): all are "newer", never a verdict on the entry.
         for bytes in [
-            &br#"{"v":4,"ts_ms":1,"ops":[]}"#[..],
-            br#"{"v":4,"ts_ms":1,"ops":[{"op":"rename","pk":"a","to":"b"}]}"#,
-            br#"{"ops":{"put":[]},"v":4}"#,
+            &br#"{"v":5,"ts_ms":1,"ops":[]}"#[..],
+            br#"{"v":5,"ts_ms":1,"ops":[{"op":"rename","pk":"a","to":"b"}]}"#,
+            br#"{"ops":{"put":[]},"v":5}"#,
             br#"{"v":18446744073709551615}"#,
         ] {
             let text = String::from_utf8_lossy(bytes);

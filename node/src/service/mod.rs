@@ -25,7 +25,9 @@ mod watch;
 mod write;
 
 pub use crate::backup::Manifest;
-pub use crate::engine::{compute_read_modify_write, parse_finite_float, parse_redis_integer};
+pub use crate::engine::{
+    LongDouble, compute_read_modify_write, parse_finite_float, parse_redis_integer,
+};
 pub use crate::model::{ListRequest, Outcome, PluginRef, Rejection, RejectionKind};
 /// A plugin name's binding, as `/plugins` lists it.
 pub use crate::plugins::Binding;
@@ -311,6 +313,12 @@ impl Service {
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
         &self.config.limits
+    }
+
+    /// The newest log entry format this node writes (`ENTRY_WRITE_VERSION`): an edge whose
+    /// ops differ by format (Redis `INCRBYFLOAT`: `incr_long_double` from v4) asks it.
+    pub fn entry_write_version(&self) -> u32 {
+        self.config.entry_write_version
     }
 }
 

@@ -2,7 +2,7 @@
 //! the outcomes.
 
 use super::{ErrorKind, Service, ServiceError, compact_json};
-use crate::engine::Outcome;
+use crate::engine::{LongDouble, Outcome};
 use crate::log::{Append, LogError};
 use crate::model::{
     LogEntry, MAX_JSON_DEPTH, Op, OpKind, Position, json_lone_surrogate, json_nests_deeper_than,
@@ -416,6 +416,16 @@ impl Service {
                         ));
                     }
                 };
+                let version = self.config.entry_write_version;
+                if op.op == OpKind::IncrLongDouble && version < 4 {
+                    return Err(ServiceError::bad_request(
+                        "bad_operand",
+                        format!(
+                            "record {i}: `incr_long_double` ops are log format v4; this node \
+                             writes v{version} (ENTRY_WRITE_VERSION)"
+                        ),
+                    ));
+                }
                 Ok(Op {
                     op: op.op,
                     pk: op.pk,
@@ -607,6 +617,17 @@ fn append_error(error: LogError, written: &[Position]) -> ServiceError {
     }
 }
 
+/// Whether `json` is what an `incr_long_double` op adds: a finite number, as a JSON number or
+/// as a JSON string in Redis's float syntax.
+fn long_double_operand(json: &str) -> bool {
+    let text = match serde_json::from_str::<serde_json::Value>(json) {
+        Ok(serde_json::Value::String(text)) => text,
+        Ok(serde_json::Value::Number(_)) => json.trim().to_owned(),
+        _ => return false,
+    };
+    LongDouble::parse(&text).is_some_and(|n| !n.is_infinite())
+}
+
 /// Checks what an op of `kind` needs besides its address: the operand of a read-modify-write
 /// op, the version of a check.
 fn check_operand(i: usize, op: &Op) -> Result<(), ServiceError> {
@@ -620,6 +641,10 @@ fn check_operand(i: usize, op: &Op) -> Result<(), ServiceError> {
         OpKind::IncrFloat if !serde_json::from_str::<f64>(json).is_ok_and(f64::is_finite) => bad(
             format!("record {i}: an `incr_float` op's data must be a finite number, not {json}"),
         ),
+        OpKind::IncrLongDouble if !long_double_operand(json) => bad(format!(
+            "record {i}: an `incr_long_double` op's data must be a finite number, or a string \
+             holding one in Redis's float syntax, not {json}"
+        )),
         OpKind::Append if serde_json::from_str::<String>(json).is_err() => bad(format!(
             "record {i}: an `append` op's data must be a JSON string"
         )),

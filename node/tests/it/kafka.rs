@@ -445,7 +445,7 @@ fn an_entry_of_a_newer_log_format_stops_its_partition_until_a_release_applies_it
         &broker,
         "newer",
         "cfg",
-        r#"{"v":4,"ts_ms":1,"ops":[{"op":"rename","pk":"cfg","sk":"s","to":"cfg2"}]}"#,
+        r#"{"v":5,"ts_ms":1,"ops":[{"op":"rename","pk":"cfg","sk":"s","to":"cfg2"}]}"#,
     );
     let after = put(&node, "cfg", json!(3), None);
     let other_pk = (0..)
@@ -453,7 +453,7 @@ fn an_entry_of_a_newer_log_format_stops_its_partition_until_a_release_applies_it
         .find(|pk| i64::from(firescroll::model::partition_of(pk, PARTITIONS as u32)) != partition)
         .unwrap();
     let stopped_at = format!(
-        "partition {partition} is not served: the entry at offset {} is log format v4",
+        "partition {partition} is not served: the entry at offset {} is log format v5",
         newer["Offset"]
     );
     for round in ["first start", "after a restart"] {
@@ -475,7 +475,7 @@ fn an_entry_of_a_newer_log_format_stops_its_partition_until_a_release_applies_it
         assert_eq!(status, 503, "{round}: {reply}");
         let message = reply["error"]["message"].as_str().unwrap();
         assert!(
-            message.contains(&stopped_at) && message.contains("release that applies v4"),
+            message.contains(&stopped_at) && message.contains("release that applies v5"),
             "{round}: {message}"
         );
         // Outcomes are not answered from it either (the newer entry has none here).

@@ -6,7 +6,7 @@
 use super::{Context, Shape, data_of, text, wrong_arity};
 use crate::api::resp::reply::Reply;
 use crate::model::OpKind;
-use crate::service::{WriteOp, parse_finite_float, parse_redis_integer};
+use crate::service::{LongDouble, WriteOp, parse_finite_float, parse_redis_integer};
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
@@ -65,19 +65,30 @@ pub async fn incrbyfloat(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> R
         ("hincrbyfloat", [k, f, x]) => (k, Some(f), x),
         _ => return wrong_arity(name),
     };
-    let Some(by) = std::str::from_utf8(x).ok().and_then(parse_finite_float) else {
-        // Redis's words: an infinite increment (`inf`; here also one past f64's range) is not
-        // a malformed one.
-        let infinite = std::str::from_utf8(x)
-            .ok()
-            .filter(|t| t.trim() == *t)
-            .and_then(|t| t.parse::<f64>().ok())
-            .is_some_and(f64::is_infinite);
-        return Reply::err(match (infinite, f.is_some()) {
-            (false, _) => "value is not a valid float",
-            (true, false) => "increment would produce NaN or Infinity",
-            (true, true) => "value is NaN or Infinity",
-        });
+    // From log format v4 the increment travels as the client's text and is added as Redis adds
+    // it (80-bit `long double`: `0.1` + `0.2` is `0.3`); before, as a 64-bit float.
+    let long_double = ctx.service.entry_write_version() >= 4;
+    let text_of_x = std::str::from_utf8(x).ok();
+    let (kind, operand) = match text_of_x {
+        Some(t) if long_double => match LongDouble::parse(t) {
+            Some(by) if !by.is_infinite() => (
+                OpKind::IncrLongDouble,
+                serde_json::to_string(t).expect("strings serialize"),
+            ),
+            Some(_) => return infinite_increment(f.is_some()),
+            None => return Reply::err("value is not a valid float"),
+        },
+        Some(t) => match parse_finite_float(t) {
+            // Rust's shortest round-trip text of the f64 is valid JSON for a finite number.
+            Some(by) => (OpKind::IncrFloat, format!("{by:?}")),
+            // An infinite increment (`inf`; here also one past f64's range) is not a
+            // malformed one, in Redis's words.
+            None if t.trim() == t && t.parse::<f64>().is_ok_and(f64::is_infinite) => {
+                return infinite_increment(f.is_some());
+            }
+            None => return Reply::err("value is not a valid float"),
+        },
+        None => return Reply::err("value is not a valid float"),
     };
     let pk = match text(k) {
         Ok(pk) => pk,
@@ -92,8 +103,17 @@ pub async fn incrbyfloat(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> R
     } else {
         Shape::FieldCounter { float: true }
     };
-    // Rust's shortest round-trip text of the f64 is valid JSON for a finite number.
-    counter_op(ctx, pk, sk, OpKind::IncrFloat, format!("{by:?}"), shape).await
+    counter_op(ctx, pk, sk, kind, operand, shape).await
+}
+
+/// Redis's answer to an infinite increment: `INCRBYFLOAT` checks the sum, `HINCRBYFLOAT` the
+/// increment first.
+fn infinite_increment(field: bool) -> Reply {
+    Reply::err(if field {
+        "value is NaN or Infinity"
+    } else {
+        "increment would produce NaN or Infinity"
+    })
 }
 
 /// `APPEND key value`: the length of the value after appending.
