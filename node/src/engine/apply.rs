@@ -23,6 +23,11 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 /// through counts 64). Part of format v1: every replica runs out at the same op.
 pub const ENTRY_READ_BYTES: u64 = 64 << 20;
 
+/// An `incr_long_double` over `n` digits is charged `n * n / 64` bytes of [`ENTRY_READ_BYTES`]
+/// besides its reads: the budget then holds ~270 increments of a 4,000-digit number (~0.1 s),
+/// and ~800,000 small ones. Part of log format v4 (it decides which entries are refused).
+const LONG_DOUBLE_SQUARED_DIGITS_PER_BYTE: u64 = 64;
+
 /// How many records with deadlines of their own (format 3) a `key_ttl` op passes looking for
 /// its key's deadline before it takes none (format v3): in a hash whose fields mostly have TTLs
 /// of their own, each new field would otherwise walk all of them. Past the bound the new field
@@ -757,7 +762,14 @@ fn apply_entry(
                 };
                 let operand = op.data.as_ref().map_or("null", |d| d.get());
                 let stored_len = current.as_ref().map_or(0, |v| v.data_json.len());
-                let cost = (stored_len + operand.len() + 64) as u64;
+                let mut cost = (stored_len + operand.len() + 64) as u64;
+                if op.op == OpKind::IncrLongDouble {
+                    // Reading and writing a long decimal costs time quadratic in its digits
+                    // (~0.35 ms at 4,000): charged as such, so an entry of many increments of
+                    // a huge number is refused by its length alone, alike everywhere.
+                    let digits = stored_len.max(operand.len()) as u64;
+                    cost += digits * digits / LONG_DOUBLE_SQUARED_DIGITS_PER_BYTE;
+                }
                 if cost > reads {
                     return reject(RejectionKind::ValueError, out_of_reads());
                 }
