@@ -1608,6 +1608,73 @@ def transactions(r):
 }
 
 #[test]
+fn float_increments_answer_as_redis_server_does_digit_for_digit() {
+    // Redis adds in 80-bit `long double` and writes 17 decimals, trimmed: 0.1 + 0.2 is 0.3
+    // there (64-bit floats: 0.30000000000000004). Chains of increments, one at a time, in a
+    // pipeline and in a transaction, and the awkward texts Redis reads as floats (or not).
+    same_replies_as_redis_server(
+        r#"
+import random
+def run(port):
+    r = redis.Redis(port=port, decode_responses=True)
+    # The replies as text: redis-py would make floats of them, hiding digits past 64 bits.
+    for name in ("INCRBYFLOAT", "HINCRBYFLOAT"):
+        r.set_response_callback(name, lambda reply, **options: reply)
+    rng = random.Random(11)
+    steps = ["0.1", "0.2", "-0.3", "1.5e-5", "3.14159", "0.01", "-2.5", "1e3", ".5", "5.",
+             "0x1p-3", "+7", "0.3333333333333333"]
+    out = []
+    for i in range(150):
+        step = rng.choice(steps) if i % 3 else "%.*f" % (rng.randint(0, 8), rng.uniform(-1e4, 1e4))
+        out.append(r.execute_command("INCRBYFLOAT", "fi:" + str(i % 4), step))
+        out.append(r.execute_command("HINCRBYFLOAT", "fi:h", "f" + str(i % 3), step))
+    for transaction in (False, True):
+        p = r.pipeline(transaction=transaction)
+        for step in steps:
+            p.execute_command("INCRBYFLOAT", "fi:p", step)
+            p.execute_command("HINCRBYFLOAT", "fi:ph", "f", step)
+        out += p.execute()
+    out += [r.get("fi:" + str(k)) for k in range(4)] + [r.hgetall("fi:h")]
+    r.set("fi:big", "1e308")
+    out += [r.execute_command("INCRBYFLOAT", "fi:big", "1e308"), r.get("fi:big")]
+    out += errors_of(r, [("INCRBYFLOAT", "fi:x", t) for t in
+                         ["1e5000", "1e-5000", " 1", "1 ", "0x", "1e", "infinity", "--1", "0x1p"]])
+    r.set("fi:s", "1e4932")
+    out += errors_of(r, [("INCRBYFLOAT", "fi:s", "1e4932"), ("INCRBYFLOAT", "fi:s", "-1e4932")])
+    out.append(r.get("fi:s"))
+    return out
+"#,
+        r#"
+assert "0.3" in replies and "0.30000000000000004" not in replies, replies[:8]
+assert any(len(str(x)) > 300 for x in replies), "a sum past 64-bit floats, every digit"
+"#,
+    );
+}
+
+#[test]
+fn below_log_format_4_float_increments_stay_64_bit() {
+    // A Kafka fleet not yet raised to v4 may hold older releases: increments stay the v1 op,
+    // which they apply (64-bit floats), however a v4 node would answer.
+    let node = Node::start_with(&[("ENTRY_WRITE_VERSION", "3")]);
+    let mut con = client(&node, false);
+    let mut incr = |by: &str| -> String {
+        redis::cmd("INCRBYFLOAT")
+            .arg("f")
+            .arg(by)
+            .query(&mut con)
+            .unwrap()
+    };
+    assert_eq!(incr("0.1"), "0.1");
+    assert_eq!(incr("0.2"), "0.30000000000000004");
+    let refused: redis::RedisResult<String> =
+        redis::cmd("INCRBYFLOAT").arg("f").arg("1e400").query(&mut con);
+    assert!(
+        refused.unwrap_err().to_string().contains("increment would produce NaN or Infinity"),
+        "past 64-bit floats, as this node always said"
+    );
+}
+
+#[test]
 fn pipelined_counters_go_to_the_log_together_and_answer_as_redis_server_does() {
     // The same non-transactional pipeline against both, errors kept in place: the counters'
     // replies are filled in from their entries' outcomes, in order, one failing alone.
