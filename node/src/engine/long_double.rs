@@ -42,9 +42,7 @@ impl LongDouble {
         {
             X87DoubleExtended::INFINITY
         } else {
-            let hex = body
-                .strip_prefix("0x")
-                .or_else(|| body.strip_prefix("0X"));
+            let hex = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X"));
             // APFloat's reader takes a subset of what strtold does, and more (NaN payloads):
             // only text checked here reaches it, spelled as it wants it.
             let canonical = match hex {
@@ -59,8 +57,7 @@ impl LongDouble {
                 None if has_number_syntax(body, false) => body.to_owned(),
                 _ => return None,
             };
-            let read =
-                X87DoubleExtended::from_str_r(&canonical, Round::NearestTiesToEven).ok()?;
+            let read = X87DoubleExtended::from_str_r(&canonical, Round::NearestTiesToEven).ok()?;
             // strtold's ERANGE, which Redis refuses when the result is infinite or zero.
             let overflow = read.status.intersects(Status::OVERFLOW);
             let to_zero = read.value.is_zero() && read.status.intersects(Status::UNDERFLOW);

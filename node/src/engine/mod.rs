@@ -27,12 +27,12 @@ pub use apply::{
 pub use feed::{
     Change, ChangeKind, EntryChanges, Feed, Published, Subscription, TooOld, watch_prefix,
 };
+pub use long_double::LongDouble;
 pub use partition::{Health, PartitionRuntime, Stall};
 pub use plugins::{
     PluginResolver, PluginRestoreError, PluginSetupError, Plugins, Resolved, plugins_to_back_up,
     restore_plugins,
 };
-pub use long_double::LongDouble;
 pub use read_index::{Lookup, ReadIndex};
 pub use rmw::{compute as compute_read_modify_write, parse_finite_float, parse_redis_integer};
 pub use waiters::{OutcomeError, WaitError};

@@ -90,7 +90,10 @@ pub fn compute(kind: OpKind, current: Option<&[u8]>, operand: &str) -> Result<St
                 None => LongDouble::ZERO,
                 Some(t) => LongDouble::parse(t).ok_or(RmwError::NotAFloat)?,
             };
-            let sum = value.checked_add(by).ok_or(RmwError::NotFinite)?.to_string();
+            let sum = value
+                .checked_add(by)
+                .ok_or(RmwError::NotFinite)?
+                .to_string();
             // A JSON number record must stay a number JSON readers take: within 64-bit floats.
             if !was_string && sum.parse::<f64>().map_or(true, f64::is_infinite) {
                 return Err(RmwError::NotFinite);

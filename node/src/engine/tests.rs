@@ -1340,7 +1340,10 @@ fn increments_of_a_huge_float_are_charged_for_their_digits() {
         .map(|(o, r)| (o, r.kind, r.message))
         .collect();
     assert_eq!(rejected.len(), 1, "{rejected:?}");
-    assert_eq!((rejected[0].0, rejected[0].1), (1, RejectionKind::ValueError));
+    assert_eq!(
+        (rejected[0].0, rejected[0].1),
+        (1, RejectionKind::ValueError)
+    );
     assert!(rejected[0].2.contains("64 MiB"), "{}", rejected[0].2);
     // 1e4000 + 1 is 1e4000 in 64 significant bits: it reads back as the nearest long double.
     let nearest = crate::engine::LongDouble::parse(&huge[1..huge.len() - 1]).unwrap();
@@ -1348,8 +1351,15 @@ fn increments_of_a_huge_float_are_charged_for_their_digits() {
     assert_eq!(stored.data_json, format!("\"{nearest}\""));
     assert!(stored.data_json.starts_with("\"99999999999999999999654"));
     let outcome_of = |offset| batch.returned.iter().find(|(o, _)| *o == offset);
-    assert!(outcome_of(1).is_none(), "the refused entry returned nothing");
-    assert_eq!(outcome_of(2).unwrap().1.len(), 250, "every increment of the next did");
+    assert!(
+        outcome_of(1).is_none(),
+        "the refused entry returned nothing"
+    );
+    assert_eq!(
+        outcome_of(2).unwrap().1.len(),
+        250,
+        "every increment of the next did"
+    );
 }
 
 #[test]

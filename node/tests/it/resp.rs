@@ -1666,10 +1666,15 @@ fn below_log_format_4_float_increments_stay_64_bit() {
     };
     assert_eq!(incr("0.1"), "0.1");
     assert_eq!(incr("0.2"), "0.30000000000000004");
-    let refused: redis::RedisResult<String> =
-        redis::cmd("INCRBYFLOAT").arg("f").arg("1e400").query(&mut con);
+    let refused: redis::RedisResult<String> = redis::cmd("INCRBYFLOAT")
+        .arg("f")
+        .arg("1e400")
+        .query(&mut con);
     assert!(
-        refused.unwrap_err().to_string().contains("increment would produce NaN or Infinity"),
+        refused
+            .unwrap_err()
+            .to_string()
+            .contains("increment would produce NaN or Infinity"),
         "past 64-bit floats, as this node always said"
     );
 }
