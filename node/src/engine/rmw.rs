@@ -1,7 +1,6 @@
 //! Read-modify-write ops (`incr`, `incr_float`, `incr_long_double`, `append`): the new data
-//! computed at apply from
-//! the stored data, so every replica computes the same value in log order (Redis `INCR`,
-//! `INCRBYFLOAT`, `APPEND`, `HINCRBY`, ...). Pure functions of their inputs.
+//! computed at apply from the stored data, so every replica computes the same value in log
+//! order (Redis `INCR`, `INCRBYFLOAT`, `APPEND`, `HINCRBY`, ...). Pure functions of their inputs.
 
 use super::long_double::LongDouble;
 use crate::model::OpKind;
