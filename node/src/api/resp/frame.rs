@@ -110,42 +110,50 @@ impl CommandReader {
     /// Takes the next complete command out of `buf`: `Ok(None)` until one has fully arrived.
     /// `buf` only grows at its end between calls, and only this takes from it.
     pub fn next(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, FrameError> {
-        if self.skipping.is_some() {
-            return self.skip(buf);
-        }
-        let limits = &self.limits;
-        if buf.is_empty() {
-            return Ok(None);
-        }
-        if buf[0] != b'*' {
-            return inline_command(buf, limits);
-        }
-        let layout = bulk_array_layout(buf, limits, &mut self.resume);
-        if !matches!(layout, Ok(Layout::Partial)) {
-            self.resume = Resume::default();
-        }
-        match layout? {
-            Layout::Complete { args, end } => Ok(Some(split_bulk_array(buf, args, end))),
-            Layout::Oversized {
-                data_at,
-                size,
-                args_after,
-            } => {
-                buf.advance(data_at);
-                self.skipping = Some(Skipping {
-                    bytes: size + 2,
-                    args: args_after,
-                    size,
-                });
-                self.skip(buf)
+        loop {
+            if self.skipping.is_some() {
+                return self.skip(buf);
             }
-            Layout::Partial if buf.len() > limits.max_buffered => Err(FrameError::TooLarge {
-                what: "a command",
-                size: buf.len() as u64,
-                limit: limits.max_buffered as u64,
-            }),
-            Layout::Partial => Ok(None),
-            Layout::Other => decode_general(buf, limits),
+            let limits = &self.limits;
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            if buf[0] != b'*' {
+                return inline_command(buf, limits);
+            }
+            let layout = bulk_array_layout(buf, limits, &mut self.resume);
+            if !matches!(layout, Ok(Layout::Partial)) {
+                self.resume = Resume::default();
+            }
+            return match layout? {
+                Layout::Complete { args, end } => Ok(Some(split_bulk_array(buf, args, end))),
+                // Not a command, and no reply: Redis reads past `*0`, `*-1` and `*-5` alike.
+                // A loop, not a call: a buffer of a million of them is a million turns.
+                Layout::Empty { end } => {
+                    buf.advance(end);
+                    continue;
+                }
+                Layout::Oversized {
+                    data_at,
+                    size,
+                    args_after,
+                } => {
+                    buf.advance(data_at);
+                    self.skipping = Some(Skipping {
+                        bytes: size + 2,
+                        args: args_after,
+                        size,
+                    });
+                    self.skip(buf)
+                }
+                Layout::Partial if buf.len() > limits.max_buffered => Err(FrameError::TooLarge {
+                    what: "a command",
+                    size: buf.len() as u64,
+                    limit: limits.max_buffered as u64,
+                }),
+                Layout::Partial => Ok(None),
+                Layout::Other => decode_general(buf, limits),
+            };
         }
     }
 
@@ -211,6 +219,9 @@ impl CommandReader {
 enum Layout {
     /// An array of `args` bulk strings, all arrived and well formed, ending at `end`.
     Complete { args: usize, end: usize },
+    /// An array of no arguments (`*0`) or a negative count (`*-1`, a null array): its header
+    /// ends at `end`, and nothing else is part of it.
+    Empty { end: usize },
     /// Well formed so far; more has to arrive.
     Partial,
     /// An argument over `max_bulk` whose data starts at `data_at`, with `args_after` more
@@ -220,8 +231,8 @@ enum Layout {
         size: u64,
         args_after: i64,
     },
-    /// An empty or null array, or a whole, flat array with integers or simple strings among its
-    /// arguments: the general decoder takes it (see [`bulk_array_layout`]).
+    /// A whole, flat array with integers or simple strings among its arguments: the general
+    /// decoder takes it (see [`bulk_array_layout`]).
     Other,
 }
 
@@ -235,9 +246,9 @@ enum Layout {
 ///
 /// The general decoder recurses once per nested array (`*1\r\n*1\r\n...`: a few hundred
 /// kilobytes of them overflowed a worker thread's stack and aborted the node), so it only ever
-/// gets what this walk has checked to be flat: an empty or null array, or an array whose
-/// arguments are bulk strings, integers and simple strings, each whole and well formed (it turns
-/// the last two into arguments). Anything else in an array is refused here, as Redis refuses it.
+/// gets what this walk has checked to be flat: an array whose arguments are bulk strings,
+/// integers and simple strings, each whole and well formed (it turns the last two into
+/// arguments). Anything else in an array is refused here, as Redis refuses it.
 fn bulk_array_layout(
     buf: &[u8],
     limits: &FrameLimits,
@@ -259,7 +270,7 @@ fn bulk_array_layout(
             return Ok(Layout::Partial);
         }
         if count <= 0 {
-            return Ok(Layout::Other);
+            return Ok(Layout::Empty { end: at });
         }
         Resume {
             count,
@@ -600,7 +611,8 @@ fn read_number_checked(buf: &[u8], at: usize) -> Result<Option<(i64, usize)>, Fr
         [b'-', digits @ ..] => (true, digits),
         digits => (false, digits),
     };
-    if digits.is_empty() {
+    // `-0` is not a length to Redis either (`string2ll`).
+    if digits.is_empty() || (negative && digits.iter().all(|&d| d == b'0')) {
         return Err(invalid());
     }
     let mut n: i64 = 0;
@@ -732,6 +744,27 @@ mod tests {
             vec![b"PING".as_slice()]
         );
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn empty_and_negative_arrays_are_read_past_without_a_reply_as_redis_does() {
+        let mut reader = CommandReader::new(LIMITS);
+        // A million of them in one buffer: read past in a loop, never a call per array.
+        let mut wire = b"*0\r\n*-1\r\n*-5\r\n".repeat(1 << 20);
+        wire.extend_from_slice(b"*1\r\n$4\r\nPING\r\n*0\r\n");
+        let mut buf = BytesMut::from(&wire[..]);
+        assert_eq!(
+            args(&reader.next(&mut buf).unwrap().unwrap()),
+            vec![b"PING".as_slice()]
+        );
+        assert_eq!(reader.next(&mut buf).unwrap(), None);
+        assert!(buf.is_empty());
+        // `-0` is no length to Redis (`string2ll`): refused, as a `*+1` is.
+        for bad in [&b"*-0\r\nPING\r\n"[..], b"*+1\r\n$4\r\nPING\r\n"] {
+            let mut buf = BytesMut::from(bad);
+            let error = CommandReader::new(LIMITS).next(&mut buf).unwrap_err();
+            assert!(error.to_string().contains("invalid length"), "{error}");
+        }
     }
 
     #[test]
@@ -1046,7 +1079,10 @@ mod tests {
             let mut fast = BytesMut::from(&input[..]);
             let mut general = fast.clone();
             let fast_result = next_command(&mut fast, &LIMITS);
-            if input.first() == Some(&b'*') {
+            // Empty and negative arrays are read past (as Redis does); the general decoder
+            // makes them an empty command or an error.
+            let empty = matches!(read_number(&input, 1), Ok(Some((n, _))) if n <= 0);
+            if input.first() == Some(&b'*') && !empty {
                 let general_result = decode_general(&mut general, &LIMITS);
                 match &fast_result {
                     Ok(Some(args)) => {
