@@ -1601,6 +1601,12 @@ def transactions(r):
     except redis.ResponseError as e:
         out.append(str(e))
     out.append(r.get("ae:t"))
+    # TYPE inside a transaction sees its earlier writes.
+    p = r.pipeline()
+    p.type("ae:ty"); p.set("ae:ty", "1"); p.type("ae:ty"); p.delete("ae:ty"); p.type("ae:ty")
+    p.hset("ae:ty", "f", "v"); p.type("ae:ty"); p.delete("ae:ty"); p.sadd("ae:ty", "m")
+    p.type("ae:ty")
+    out.append(p.execute())
     return out
 "#,
         "",

@@ -221,6 +221,20 @@ pub async fn type_of(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
 /// The Redis type of a pk that has no string record: `set` or `hash` by its first record, `none`
 /// when it has no records.
 pub(super) async fn records_type(ctx: &Context<'_>, pk: String) -> Result<&'static str, Reply> {
+    // Inside `EXEC`, after the transaction's earlier writes to the key.
+    if ctx
+        .session
+        .collecting
+        .as_ref()
+        .is_some_and(|ops| ops.iter().any(|op| op.pk == pk))
+    {
+        let records = ctx.scan_all(pk, String::new()).await?;
+        return Ok(match records.first() {
+            None => "none",
+            Some(first) if first.data_json == "true" => "set",
+            Some(_) => "hash",
+        });
+    }
     let page = ctx
         .service
         .list(crate::service::ListRequest {

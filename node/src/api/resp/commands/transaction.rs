@@ -30,7 +30,7 @@ pub struct Queued {
 const CONDITIONAL_WRITES: [&str; 4] = ["setnx", "msetnx", "hsetnx", "spop"];
 
 /// Reads a transaction may hold (they see its earlier writes), PING, ECHO and TIME.
-const QUEUEABLE_READS: [&str; 23] = [
+const QUEUEABLE_READS: [&str; 24] = [
     "get",
     "mget",
     "exists",
@@ -54,6 +54,7 @@ const QUEUEABLE_READS: [&str; 23] = [
     "smismember",
     "scard",
     "smembers",
+    "type",
 ];
 
 /// Whether a transaction may hold `name`: every write but the conditional ones, and the reads.
@@ -91,16 +92,12 @@ pub async fn intercept(
             }
             if !queueable(name) {
                 queue.refused = true;
+                // What may be queued, in a few words (a list of every write was 60 names).
                 return Some(Reply::err(format!(
-                    "'{name}' cannot be used in a transaction: it may hold {}",
-                    command_table::COMMANDS
-                        .iter()
-                        .filter(|c| c.writes())
-                        .map(|c| c.name)
-                        .filter(|w| !CONDITIONAL_WRITES.contains(w))
-                        .chain(QUEUEABLE_READS.iter().copied())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    "'{name}' cannot be used in a transaction here: one holds writes (but not \
+                     {}) and the reads {}; run it before MULTI or after EXEC",
+                    CONDITIONAL_WRITES.join(", "),
+                    QUEUEABLE_READS.join(", ")
                 )));
             }
             let most = ctx.service.limits().max_records;
