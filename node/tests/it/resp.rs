@@ -1049,6 +1049,13 @@ try:
     raise SystemExit("SPOP was taken in a transaction")
 except redis.ResponseError as e:
     assert "cannot be used in a transaction" in str(e), e
+# TTL of a key the transaction writes is decided at apply: that command alone says so.
+p = ours.pipeline(transaction=True)
+p.set("tx:ttl", "v", ex=100).ttl("tx:ttl").get("tx:ttl")
+got = p.execute(raise_on_error=False)
+assert got[0] is True and got[2] == b"v", got
+assert "known only once it applies" in str(got[1]), got
+assert 0 < ours.ttl("tx:ttl") <= 100
 print("ok")
 "#,
         port = node.resp,
@@ -1607,6 +1614,11 @@ def transactions(r):
     p.hset("ae:ty", "f", "v"); p.type("ae:ty"); p.delete("ae:ty"); p.sadd("ae:ty", "m")
     p.type("ae:ty")
     out.append(p.execute())
+    # TTL of a key the transaction does not write: as read before it.
+    r.set("ae:ttl", "v", ex=1000)
+    p = r.pipeline()
+    p.get("ae:ttl"); p.ttl("ae:ttl"); p.pttl("ae:nothing"); p.expiretime("ae:nothing")
+    out.append([x if not isinstance(x, int) or x < 900 else "about 1000" for x in p.execute()])
     return out
 "#,
         "",

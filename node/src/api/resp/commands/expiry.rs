@@ -307,6 +307,20 @@ pub async fn ttl(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
         Ok(key) => key,
         Err(e) => return e,
     };
+    // Inside `EXEC`: deadlines are decided at apply (`EXPIRE ... NX`, `SET ... KEEPTTL`), so
+    // the transaction's own writes to the key cannot be seen here as its values are.
+    if ctx
+        .session
+        .collecting
+        .as_ref()
+        .is_some_and(|ops| ops.iter().any(|op| op.pk == key.pk))
+    {
+        return Reply::err(format!(
+            "{} of a key this transaction writes is known only once it applies: read it after \
+             EXEC (or before MULTI)",
+            name.to_ascii_uppercase()
+        ));
+    }
     let deadline = match key_deadline(ctx, key).await {
         Ok(Some(deadline)) => deadline,
         Ok(None) => return Reply::Int(-2),

@@ -29,8 +29,9 @@ pub struct Queued {
 /// they write): refused inside one.
 const CONDITIONAL_WRITES: [&str; 4] = ["setnx", "msetnx", "hsetnx", "spop"];
 
-/// Reads a transaction may hold (they see its earlier writes), PING, ECHO and TIME.
-const QUEUEABLE_READS: [&str; 24] = [
+/// Reads a transaction may hold (they see its earlier writes; `TTL` and the like only of keys it
+/// does not write), PING, ECHO and TIME.
+const QUEUEABLE_READS: [&str; 28] = [
     "get",
     "mget",
     "exists",
@@ -55,6 +56,10 @@ const QUEUEABLE_READS: [&str; 24] = [
     "scard",
     "smembers",
     "type",
+    "ttl",
+    "pttl",
+    "expiretime",
+    "pexpiretime",
 ];
 
 /// Whether a transaction may hold `name`: every write but the conditional ones, and the reads.
