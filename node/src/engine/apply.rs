@@ -580,10 +580,25 @@ fn apply_entry(
         };
         // A record whose deadline the entry's time reached is absent to the entry, purged or not.
         let current = decoded.filter(|v| v.expires_at_ms.is_none_or(|d| d > now));
-        if let Some(source) = &op.cond
-            && let Err((kind, message)) = check_condition(conds, source, op, current, &mut budget)
-        {
-            return reject(kind, message);
+        if let Some(source) = &op.cond {
+            match check_condition(conds, source, op, current, &mut budget) {
+                Ok(()) => {}
+                // Format v4: a false `if` skips this op alone (Redis `SET ... NX` in `MULTI`).
+                Err((RejectionKind::ConditionFailed, _)) if op.if_skips => {
+                    returned.push(Returned {
+                        op: index as u32,
+                        data: Some("0".to_owned()),
+                    });
+                    continue;
+                }
+                Err((kind, message)) => return reject(kind, message),
+            }
+            if op.if_skips {
+                returned.push(Returned {
+                    op: index as u32,
+                    data: Some("1".to_owned()),
+                });
+            }
         }
         let input = || Input {
             op: op.op.name(),

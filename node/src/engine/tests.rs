@@ -448,6 +448,71 @@ fn timestamps_and_conditions_use_the_stored_record() {
 }
 
 #[test]
+fn a_false_skipping_condition_skips_its_op_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let pk = &pks_in(3, 1)[0];
+    let store = open_partition(dir.path(), 3);
+    let rules = TestRules::new();
+    let skipping = |sk: &str, data: &str, cond: &str| Op {
+        if_skips: true,
+        ..put(pk, sk, data, Some(cond))
+    };
+    let entries = [
+        // SET a 1 NX; SET a 2 NX; SET b 3; SET c 4 XX (a transaction): the second and fourth
+        // are skipped, the rest written.
+        LogEntry::new(
+            1000,
+            vec![
+                skipping("a", "1", "data == nil"),
+                skipping("a", "2", "data == nil"),
+                put(pk, "b", "3", None),
+                skipping("c", "4", "data != nil"),
+            ],
+        ),
+        // An `if` that cannot be evaluated still rejects the entry: it is not a "no".
+        LogEntry::new(
+            1001,
+            vec![put(pk, "d", "5", None), skipping("e", "6", "data.x.y ==")],
+        ),
+        // Without `if_skips`, a false `if` rejects the whole entry, as before.
+        LogEntry::new(
+            1002,
+            vec![
+                put(pk, "f", "7", None),
+                put(pk, "a", "8", Some("data == nil")),
+            ],
+        ),
+    ];
+    let log: Vec<Vec<u8>> = entries.iter().map(LogEntry::encode).collect();
+    let batch = apply_and_commit(&store, rules.rules(), &records(&log)).unwrap();
+    let returned: Vec<(u32, Option<&str>)> = batch.returned[0]
+        .1
+        .iter()
+        .map(|r| (r.op, r.data.as_deref()))
+        .collect();
+    assert_eq!(batch.returned[0].0, 0);
+    assert_eq!(returned, [(0, Some("1")), (1, Some("0")), (3, Some("0"))]);
+    let kinds: Vec<(u64, RejectionKind)> = batch
+        .rejections
+        .iter()
+        .map(|(offset, r)| (*offset, r.kind))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (1, RejectionKind::ConditionError),
+            (2, RejectionKind::ConditionFailed)
+        ]
+    );
+    let data = |sk: &str| get(&store, pk, sk).map(|r| r.data_json);
+    assert_eq!(data("a").as_deref(), Some("1"));
+    assert_eq!(data("b").as_deref(), Some("3"));
+    for absent in ["c", "d", "e", "f"] {
+        assert_eq!(data(absent), None, "{absent}");
+    }
+}
+
+#[test]
 fn return_existed_is_decided_in_log_order() {
     let dir = tempfile::tempdir().unwrap();
     let [pk, hash, gone]: [String; 3] = pks_in(3, 3).try_into().unwrap();

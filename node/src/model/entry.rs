@@ -158,6 +158,12 @@ pub struct Op {
     /// ... KEEPTTL`) instead of dropping it for the key's (`HSET`). Ignored in v1 and v2 entries.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub own_ttl: bool,
+    /// Format v4. For a `put` with `if`: a false condition skips the op (it writes nothing and
+    /// the rest of the entry goes on) instead of rejecting the entry; the op returns `"1"` when
+    /// it wrote and `"0"` when skipped (Redis `SET ... NX` and `SETNX` inside `MULTI`). Not with
+    /// `return_old` or `return_existed`. Ignored in older entries, as their nodes ignore it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub if_skips: bool,
 }
 
 /// A plugin an op names: by digest in the log (what every replica runs), by name in a request
@@ -264,10 +270,13 @@ struct VersionOnly {
 
 impl LogEntry {
     /// An entry stamped with `ts_ms`, in the oldest format that holds its ops: v4 when an op
-    /// is an `incr_long_double`, v3 when one sets or keeps a record's own deadline (`own_ttl`),
+    /// is an `incr_long_double` or uses `if_skips`, v3 when one sets or keeps a record's own deadline (`own_ttl`),
     /// v2 when one asks for its key's (`key_ttl`), else v1, which every release applies.
     pub fn new(ts_ms: i64, ops: Vec<Op>) -> Self {
-        let v = if ops.iter().any(|op| op.op == OpKind::IncrLongDouble) {
+        let v = if ops
+            .iter()
+            .any(|op| op.op == OpKind::IncrLongDouble || op.if_skips)
+        {
             4
         } else if ops.iter().any(|op| op.own_ttl) {
             3
@@ -351,6 +360,9 @@ impl LogEntry {
                 }
                 if v < 3 {
                     ops.iter_mut().for_each(|op| op.own_ttl = false);
+                }
+                if v < 4 {
+                    ops.iter_mut().for_each(|op| op.if_skips = false);
                 }
                 // An op kind of a newer format: a node of the entry's format does not know it.
                 if v < 4 && ops.iter().any(|op| op.op == OpKind::IncrLongDouble) {
@@ -507,6 +519,24 @@ mod tests {
             (decoded.v, decoded.ops[0].key_ttl, decoded.ops[0].own_ttl),
             (2, true, false)
         );
+    }
+
+    #[test]
+    fn skipping_conditions_are_v4_and_ignored_in_older_entries() {
+        let op = Op {
+            pk: "a".into(),
+            cond: Some("data == nil".into()),
+            if_skips: true,
+            ..Op::default()
+        };
+        let v4 = LogEntry::new(5, vec![op]);
+        assert_eq!(v4.v, 4);
+        let decoded = LogEntry::decode(&v4.encode()).unwrap();
+        assert!(decoded.ops[0].if_skips);
+        // A v3 node ignores the field (its `if` rejects the entry): so does this one.
+        let v3_with_it =
+            br#"{"v":3,"ts_ms":1,"ops":[{"op":"put","pk":"a","if":"false","if_skips":true}]}"#;
+        assert!(!LogEntry::decode(v3_with_it).unwrap().ops[0].if_skips);
     }
 
     #[test]

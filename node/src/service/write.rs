@@ -417,6 +417,30 @@ impl Service {
                     }
                 };
                 let version = self.config.entry_write_version;
+                if op.if_skips {
+                    let why = if version < 4 {
+                        Some(format!(
+                            "`if_skips` is log format v4; this node writes v{version} \
+                             (ENTRY_WRITE_VERSION)"
+                        ))
+                    } else if op.op != OpKind::Put || op.cond.is_none() {
+                        Some("`if_skips` applies to puts with an `if`".to_owned())
+                    } else if op.return_old || op.return_existed {
+                        Some(
+                            "an `if_skips` put returns whether it wrote: not with `return_old` \
+                             or `return_existed`"
+                                .to_owned(),
+                        )
+                    } else {
+                        None
+                    };
+                    if let Some(why) = why {
+                        return Err(ServiceError::bad_request(
+                            "bad_if_skips",
+                            format!("record {i}: {why}"),
+                        ));
+                    }
+                }
                 if op.op == OpKind::IncrLongDouble && version < 4 {
                     return Err(ServiceError::bad_request(
                         "bad_operand",
@@ -443,6 +467,7 @@ impl Service {
                     expire_if: op.expire_if,
                     key_ttl: op.key_ttl && self.config.entry_write_version >= 2,
                     own_ttl: op.own_ttl && self.config.entry_write_version >= 3,
+                    if_skips: op.if_skips,
                 })
             })
             .collect()

@@ -1670,7 +1670,38 @@ assert any(len(str(x)) > 300 for x in replies), "a sum past 64-bit floats, every
 }
 
 #[test]
-fn below_log_format_4_float_increments_stay_64_bit() {
+fn nx_and_xx_writes_inside_multi_answer_as_redis_server_does() {
+    // From log format v4 a write whose NX/XX condition is false is skipped alone at apply, as
+    // Redis skips it: the rest of the transaction is written.
+    same_replies_as_redis_server(
+        r#"
+def run(port):
+    r = redis.Redis(port=port, decode_responses=True)
+    out = []
+    for key in ("nx:a", "nx:b"):
+        p = r.pipeline()
+        p.set(key, "1", nx=True); p.set(key, "2", nx=True); p.set(key, "3", xx=True); p.get(key)
+        p.setnx(key, "4"); p.delete(key); p.set(key, "5", xx=True); p.set(key, "6", nx=True, ex=100)
+        p.get(key); p.setnx(key, "7"); p.exists(key)
+        out.append(p.execute())
+    p = r.pipeline()
+    p.hsetnx("nx:h", "f", "1"); p.hsetnx("nx:h", "f", "2"); p.hget("nx:h", "f")
+    p.hsetnx("nx:h", "g", "3"); p.hgetall("nx:h"); p.hlen("nx:h")
+    out.append(p.execute())
+    out.append(r.ttl("nx:b") > 0)
+    # Take a lock only if free, and see who holds it, in one transaction.
+    for owner in ("x", "y"):
+        p = r.pipeline()
+        p.set("nx:lock", owner, nx=True, px=100000); p.get("nx:lock")
+        out.append(p.execute())
+    return out
+"#,
+        "assert replies[-1] == [None, 'x'], replies",
+    );
+}
+
+#[test]
+fn below_log_format_4_float_increments_stay_64_bit_and_nx_stays_out_of_transactions() {
     // A Kafka fleet not yet raised to v4 may hold older releases: increments stay the v1 op,
     // which they apply (64-bit floats), however a v4 node would answer.
     let node = Node::start_with(&[("ENTRY_WRITE_VERSION", "3")]);
@@ -1695,6 +1726,19 @@ fn below_log_format_4_float_increments_stay_64_bit() {
             .contains("increment would produce NaN or Infinity"),
         "past 64-bit floats, as this node always said"
     );
+    // NX inside MULTI needs v4's skipping condition: below it, an error for that command.
+    let refused: redis::RedisResult<Vec<redis::Value>> = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("nx")
+        .arg("1")
+        .arg("NX")
+        .cmd("SET")
+        .arg("nx")
+        .arg("2")
+        .query(&mut con);
+    let error = refused.unwrap_err().to_string();
+    assert!(error.contains("ENTRY_WRITE_VERSION=4"), "{error}");
 }
 
 #[test]

@@ -175,7 +175,7 @@ pub async fn setex(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
         Err(e) => return e,
     };
     let data = data_of(v);
-    put_record(ctx, key, data, None, Expiry::At(deadline)).await
+    put_record(ctx, key, data, None, Expiry::At(deadline), false).await
 }
 
 /// `GETEX key [EX s | PX ms | EXAT t | PXAT t | PERSIST]`: the value, and (with an option) its

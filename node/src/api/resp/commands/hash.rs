@@ -1,7 +1,7 @@
 //! Hash commands: the hash is a pk, its fields are sks.
 
 use super::expiry::Expiry;
-use super::keys::{as_flag, put_record};
+use super::keys::put_record;
 use super::{Context, data_of, text, text_ref, value_of, wrong_arity};
 use crate::api::resp::reply::Reply;
 use crate::model::{Key, OpKind};
@@ -206,7 +206,15 @@ pub async fn hsetnx(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         Ok(mut keys) => keys.remove(0),
         Err(e) => return e,
     };
-    as_flag(put_record(ctx, key, data_of(value), Some("data == nil"), Expiry::Keep).await)
+    put_record(
+        ctx,
+        key,
+        data_of(value),
+        Some("data == nil"),
+        Expiry::Keep,
+        true,
+    )
+    .await
 }
 
 /// `HSTRLEN key field`: the length in bytes of the field's value, 0 when there is none.

@@ -42,7 +42,7 @@ pub async fn set(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         None => return Reply::err("the value is not JSON: JSON.SET takes a JSON document"),
     };
     match key(k) {
-        Ok(key) => put_record(ctx, key, data, cond, Expiry::Keep).await,
+        Ok(key) => put_record(ctx, key, data, cond, Expiry::Keep, false).await,
         Err(e) => e,
     }
 }

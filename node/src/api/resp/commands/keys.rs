@@ -84,14 +84,15 @@ pub async fn set(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     };
     let data = data_of(v);
     if !get {
-        return put_record(ctx, key, data, cond, expiry).await;
+        return put_record(ctx, key, data, cond, expiry, false).await;
     }
     match cond {
         Some("data == nil") => Reply::err(
             "SET with both NX and GET is not supported: a refused write returns no old value here",
         ),
         _ if cond.is_some() && ctx.session.collecting.is_some() => Reply::err(
-            "NX/XX inside MULTI is not supported: the condition would decide the whole transaction",
+            "SET with both XX and GET is not supported inside MULTI: a write its condition may \
+             skip answers whether it wrote, not the old value",
         ),
         _ => {
             let mut op = WriteOp {
@@ -150,19 +151,48 @@ pub async fn getdel(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
 }
 
 /// Writes the record `key` with `data`, under `cond` (`NX`/`XX`), doing `expiry` to its
-/// deadline: `OK`, or nil when the condition was false.
+/// deadline: `OK`, or nil when the condition was false (`flag`: 1 or 0, for `SETNX`/`HSETNX`).
 pub(super) async fn put_record(
     ctx: &mut Context<'_>,
     key: Key,
     data: Box<serde_json::value::RawValue>,
     cond: Option<&str>,
     expiry: Expiry,
+    flag: bool,
 ) -> Reply {
     if cond.is_some() && ctx.session.collecting.is_some() {
-        return Reply::err(
-            "NX/XX inside MULTI is not supported: the condition would decide the whole transaction",
-        );
+        // Inside `EXEC`: from log format v4 a false condition skips this write alone, decided
+        // at apply like the rest of the transaction.
+        if ctx.service.entry_write_version() < 4 {
+            return Reply::err(
+                "NX/XX inside MULTI needs log format v4 (ENTRY_WRITE_VERSION=4): below it the \
+                 condition would decide the whole transaction",
+            );
+        }
+        let mut op = WriteOp {
+            op: OpKind::Put,
+            pk: key.pk,
+            sk: key.sk,
+            data: Some(data),
+            cond: cond.map(str::to_string),
+            if_skips: true,
+            ..WriteOp::default()
+        };
+        expiry.apply(&mut op);
+        return ctx.write_returning(op, Shape::Ran { flag }).await;
     }
+    let reply = put_record_now(ctx, key, data, cond, expiry).await;
+    if flag { as_flag(reply) } else { reply }
+}
+
+/// [`put_record`] outside a transaction: its own entry, its reply from the outcome.
+async fn put_record_now(
+    ctx: &mut Context<'_>,
+    key: Key,
+    data: Box<serde_json::value::RawValue>,
+    cond: Option<&str>,
+    expiry: Expiry,
+) -> Reply {
     let mut op = WriteOp {
         op: OpKind::Put,
         pk: key.pk,
@@ -263,11 +293,11 @@ pub async fn setnx(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         Err(e) => return e,
     };
     let data = data_of(v);
-    as_flag(put_record(ctx, key, data, Some("data == nil"), Expiry::Clear).await)
+    put_record(ctx, key, data, Some("data == nil"), Expiry::Clear, true).await
 }
 
 /// OK as 1, nil (the condition was false) as 0: the replies of `SETNX`, `HSETNX`.
-pub(super) fn as_flag(reply: Reply) -> Reply {
+fn as_flag(reply: Reply) -> Reply {
     match reply {
         Reply::Null => Reply::Int(0),
         Reply::Simple(_) => Reply::Int(1),

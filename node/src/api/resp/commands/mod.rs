@@ -109,6 +109,9 @@ pub enum Shape {
     Existed(u32),
     /// How many of the command's `n` ops did not: the new fields of `HSET`.
     Added(u32),
+    /// Whether an `if_skips` put wrote (it returns `"1"`) or its condition skipped it: as `OK`
+    /// or nil (`SET ... NX` inside `MULTI`), or, `flag`, as 1 or 0 (`SETNX`, `HSETNX`).
+    Ran { flag: bool },
 }
 
 impl Shape {
@@ -120,6 +123,11 @@ impl Shape {
                 value.map_or(Reply::Null, Reply::Bulk)
             }
             Shape::Length => Reply::Int(value.map_or(0, |v| v.len() as i64)),
+            Shape::Ran { flag } => match (data == Some("1"), flag) {
+                (ran, true) => Reply::Int(i64::from(ran)),
+                (true, false) => Reply::ok(),
+                (false, false) => Reply::Null,
+            },
             Shape::Integer | Shape::FieldCounter { float: false } => {
                 match value.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()) {
                     Some(n) => Reply::Int(n),
@@ -921,10 +929,11 @@ impl Context<'_> {
     /// The data (JSON) of (pk, sk) after the writes of the transaction `EXEC` is running, if it
     /// wrote to it: `Ok(None)` for a delete. The transaction's reads see its earlier writes, as in
     /// Redis; values computed at apply (`INCR`, `APPEND`) are computed here from what this node
-    /// reads now — the reply of the command itself comes from the applied entry.
+    /// reads now, and so is whether an NX/XX put is skipped — the reply of the command itself
+    /// comes from the applied entry.
     async fn pending(&self, pk: &str, sk: &str) -> Option<Result<Option<String>, Reply>> {
         // Owned, so nothing borrowed from an iterator lives across the awaits below.
-        let ops: Vec<(OpKind, String)> = self
+        let ops: Vec<(OpKind, String, Option<bool>)> = self
             .session
             .collecting
             .as_ref()?
@@ -936,7 +945,11 @@ impl Context<'_> {
             })
             .map(|op| {
                 let data = op.data.as_deref().unwrap_or(NULL_JSON());
-                (op.op, data.get().to_string())
+                // A put its NX/XX condition may skip (`if_skips`): whether it needs a record.
+                let needs_record = op
+                    .if_skips
+                    .then(|| op.cond.as_deref() == Some("data != nil"));
+                (op.op, data.get().to_string(), needs_record)
             })
             .collect();
         if ops.is_empty() {
@@ -944,7 +957,22 @@ impl Context<'_> {
         }
         // `None` until known: the stored value is read only if an op needs it.
         let mut state: Option<Option<String>> = None;
-        for (kind, data) in ops {
+        for (kind, data, needs_record) in ops {
+            if let Some(needs_record) = needs_record {
+                let base = match state.take() {
+                    Some(known) => known,
+                    None => match self.stored_json(pk, sk).await {
+                        Ok(stored) => stored.map(|b| String::from_utf8_lossy(&b).into_owned()),
+                        Err(e) => return Some(Err(e)),
+                    },
+                };
+                // Skipped, as apply will skip it: the value stays what it was.
+                if base.is_some() != needs_record {
+                    state = Some(base);
+                    continue;
+                }
+                state = Some(base);
+            }
             state = Some(match kind {
                 OpKind::Put => Some(data),
                 OpKind::Delete | OpKind::DeleteKey | OpKind::Check => None,

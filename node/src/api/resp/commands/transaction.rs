@@ -26,8 +26,9 @@ pub struct Queued {
 }
 
 /// Writes whose condition would decide the whole transaction (or, for `SPOP`, that read before
-/// they write): refused inside one.
-const CONDITIONAL_WRITES: [&str; 4] = ["setnx", "msetnx", "hsetnx", "spop"];
+/// they write): refused inside one. (`SETNX`, `HSETNX` and `SET ... NX|XX` are skipped alone
+/// when their condition is false, from log format v4.)
+const CONDITIONAL_WRITES: [&str; 2] = ["msetnx", "spop"];
 
 /// Reads a transaction may hold (they see its earlier writes; `TTL` and the like only of keys it
 /// does not write), PING, ECHO and TIME.
