@@ -1614,6 +1614,11 @@ def transactions(r):
     p.hset("ae:ty", "f", "v"); p.type("ae:ty"); p.delete("ae:ty"); p.sadd("ae:ty", "m")
     p.type("ae:ty")
     out.append(p.execute())
+    # Set algebra inside a transaction sees its earlier writes (one key: one partition).
+    p = r.pipeline()
+    p.sadd("ae:st", "a", "b"); p.sinter("ae:st", "ae:st"); p.srem("ae:st", "a")
+    p.sunion("ae:st"); p.sdiff("ae:st", "ae:st"); p.sintercard(1, ["ae:st"])
+    out.append([sorted(x) if isinstance(x, set) else x for x in p.execute()])
     # TTL of a key the transaction does not write: as read before it.
     r.set("ae:ttl", "v", ex=1000)
     p = r.pipeline()

@@ -32,7 +32,7 @@ const CONDITIONAL_WRITES: [&str; 2] = ["msetnx", "spop"];
 
 /// Reads a transaction may hold (they see its earlier writes; `TTL` and the like only of keys it
 /// does not write), PING, ECHO and TIME.
-const QUEUEABLE_READS: [&str; 28] = [
+const QUEUEABLE_READS: [&str; 32] = [
     "get",
     "mget",
     "exists",
@@ -56,6 +56,10 @@ const QUEUEABLE_READS: [&str; 28] = [
     "smismember",
     "scard",
     "smembers",
+    "sinter",
+    "sunion",
+    "sdiff",
+    "sintercard",
     "type",
     "ttl",
     "pttl",
