@@ -543,6 +543,35 @@ fn apply_entry(
             }
             continue;
         }
+        if op.op == OpKind::Deadline {
+            let Some(records) = pk_records_at(
+                store,
+                &op.pk,
+                &batch.writes,
+                &writes.local,
+                &mut reads,
+                true,
+            )?
+            else {
+                return reject(RejectionKind::ValueError, out_of_reads());
+            };
+            let deadline = match live_records(&op.pk, records, now)? {
+                live if live.is_empty() => -2,
+                live => {
+                    let string = encode_key(&op.pk, "");
+                    match live.iter().find(|(key, _)| *key == string) {
+                        Some((_, value)) => crate::store::expires_at(value),
+                        None => key_deadline(&live),
+                    }
+                    .unwrap_or(-1)
+                }
+            };
+            returned.push(Returned {
+                op: index as u32,
+                data: Some(deadline.to_string()),
+            });
+            continue;
+        }
         if op.op == OpKind::ExpireKey {
             let Some(records) = pk_records_at(
                 store,
@@ -609,7 +638,8 @@ fn apply_entry(
                 | OpKind::DeleteKey
                 | OpKind::Check
                 | OpKind::Expire
-                | OpKind::ExpireKey => None,
+                | OpKind::ExpireKey
+                | OpKind::Deadline => None,
                 _ => Some(op.data.as_ref().map_or("null", |d| d.get())),
             },
             current,
@@ -680,7 +710,7 @@ fn apply_entry(
         // style: the key is gone at once).
         let live = |deadline: Option<i64>| deadline.is_none_or(|d| d > now);
         let new_value = match op.op {
-            OpKind::Delete | OpKind::Check | OpKind::ExpireKey => None,
+            OpKind::Delete | OpKind::Check | OpKind::ExpireKey | OpKind::Deadline => None,
             OpKind::Expire => {
                 // Redis `HEXPIRE`'s codes: -2 no record, 0 refused, 1 set, 2 removed. With
                 // `return_old` (Redis `GETEX`) the op returns the value instead.
@@ -901,6 +931,42 @@ fn expire_allowed(op: &Op, current: Option<i64>) -> bool {
     allowed && (op.expires_at.is_some() || current.is_some())
 }
 
+/// A record as stored: its encoded key and raw value.
+type RawRecord = (Vec<u8>, Vec<u8>);
+
+/// The records of `pk` whose deadline `now` has not reached, in key order.
+fn live_records(
+    pk: &str,
+    records: std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+    now: i64,
+) -> Result<Vec<RawRecord>, StoreError> {
+    let mut live = Vec::new();
+    for (key, value) in records {
+        let view = decode_value(&value).ok_or_else(|| {
+            StoreError::Corrupt(format!("a value of pk {pk:?} has no valid header"))
+        })?;
+        if view.expires_at_ms.is_none_or(|d| d > now) {
+            live.push((key, value));
+        }
+    }
+    Ok(live)
+}
+
+/// A key's deadline over its live records, as `expire_key` compares it: the latest of those
+/// whose deadline is not their own, none if any of them has none (or if there are none).
+fn key_deadline(live: &[RawRecord]) -> Option<i64> {
+    let deadlines: Vec<Option<i64>> = live
+        .iter()
+        .filter(|(_, v)| !decode_value(v).is_some_and(|view| view.own_deadline))
+        .map(|(_, v)| crate::store::expires_at(v))
+        .collect();
+    if deadlines.iter().any(Option::is_none) {
+        None
+    } else {
+        deadlines.iter().flatten().max().copied()
+    }
+}
+
 /// An `expire_key` op over `pk`'s records (stored key → raw value, as the entry sees them):
 /// the key's deadline is the latest of its live records' that are the key's (none if any has
 /// none, or if every record's deadline is its own). A field's own deadline stays where the new
@@ -913,29 +979,11 @@ fn expire_key(
     now: i64,
     writes: &mut EntryWrites,
 ) -> Result<bool, StoreError> {
-    let mut live = Vec::new();
-    for (key, value) in records {
-        let view = decode_value(&value).ok_or_else(|| {
-            StoreError::Corrupt(format!("a value of pk {pk:?} has no valid header"))
-        })?;
-        if view.expires_at_ms.is_none_or(|d| d > now) {
-            live.push((key, value));
-        }
-    }
+    let live = live_records(pk, records, now)?;
     if live.is_empty() {
         return Ok(false);
     }
-    let deadlines: Vec<Option<i64>> = live
-        .iter()
-        .filter(|(_, v)| !decode_value(v).is_some_and(|view| view.own_deadline))
-        .map(|(_, v)| crate::store::expires_at(v))
-        .collect();
-    let key_deadline = if deadlines.iter().any(Option::is_none) {
-        None
-    } else {
-        deadlines.iter().flatten().max().copied()
-    };
-    if !expire_allowed(op, key_deadline) {
+    if !expire_allowed(op, key_deadline(&live)) {
         return Ok(false);
     }
     for (key, old) in live {

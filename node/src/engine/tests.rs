@@ -513,6 +513,71 @@ fn a_false_skipping_condition_skips_its_op_alone() {
 }
 
 #[test]
+fn a_deadline_op_reads_the_keys_deadline_where_it_stands_in_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let [pk, hash]: [String; 2] = pks_in(3, 2).try_into().unwrap();
+    let store = open_partition(dir.path(), 3);
+    let rules = TestRules::new();
+    let deadline = |pk: &str| Op {
+        op: OpKind::Deadline,
+        pk: pk.into(),
+        ..Op::default()
+    };
+    let expire_key = |pk: &str, at: Option<i64>| Op {
+        op: OpKind::ExpireKey,
+        pk: pk.into(),
+        expires_at: at,
+        ..Op::default()
+    };
+    let field = |sk: &str, at: i64| Op {
+        expires_at: Some(at),
+        ..put(&hash, sk, "1", None)
+    };
+    let entries = [LogEntry::new(
+        1000,
+        vec![
+            deadline(&pk),
+            Op {
+                expires_at: Some(50_000),
+                ..put(&pk, "", r#""v""#, None)
+            },
+            deadline(&pk),
+            expire_key(&pk, None),
+            deadline(&pk),
+            // A hash: the latest of its fields' deadlines.
+            field("a", 70_000),
+            field("b", 90_000),
+            deadline(&hash),
+            Op {
+                op: OpKind::DeleteKey,
+                pk: pk.clone(),
+                ..Op::default()
+            },
+            deadline(&pk),
+        ],
+    )];
+    let log: Vec<Vec<u8>> = entries.iter().map(LogEntry::encode).collect();
+    let batch = apply_and_commit(&store, rules.rules(), &records(&log)).unwrap();
+    assert!(batch.rejections.is_empty(), "{:?}", batch.rejections);
+    let returned: Vec<(u32, Option<&str>)> = batch.returned[0]
+        .1
+        .iter()
+        .map(|r| (r.op, r.data.as_deref()))
+        .filter(|(op, _)| [0, 2, 4, 7, 9].contains(op))
+        .collect();
+    assert_eq!(
+        returned,
+        [
+            (0, Some("-2")),
+            (2, Some("50000")),
+            (4, Some("-1")),
+            (7, Some("90000")),
+            (9, Some("-2"))
+        ]
+    );
+}
+
+#[test]
 fn return_existed_is_decided_in_log_order() {
     let dir = tempfile::tempdir().unwrap();
     let [pk, hash, gone]: [String; 3] = pks_in(3, 3).try_into().unwrap();

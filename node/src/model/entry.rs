@@ -56,6 +56,11 @@ pub enum OpKind {
     /// As `expire`, for every record of `pk` together: the key's deadline is the latest of its
     /// records' (none if any record has none). Redis `EXPIRE`, `PERSIST`.
     ExpireKey,
+    /// Format v4. Write nothing; return the deadline of the Redis key `pk` (unix ms) as the
+    /// entry sees it at this op: its string record's, else as `expire_key` computes it; `-1`
+    /// when it has none, `-2` when `pk` has no live record (Redis `TTL` inside `MULTI` of a key
+    /// the transaction writes).
+    Deadline,
 }
 
 /// When an `expire` op may change a deadline, compared with the current one (Redis `EXPIRE`'s
@@ -87,6 +92,7 @@ impl OpKind {
             OpKind::Check => "check",
             OpKind::Expire => "expire",
             OpKind::ExpireKey => "expire_key",
+            OpKind::Deadline => "deadline",
         }
     }
 
@@ -270,12 +276,12 @@ struct VersionOnly {
 
 impl LogEntry {
     /// An entry stamped with `ts_ms`, in the oldest format that holds its ops: v4 when an op
-    /// is an `incr_long_double` or uses `if_skips`, v3 when one sets or keeps a record's own deadline (`own_ttl`),
+    /// is an `incr_long_double` or a `deadline` or uses `if_skips`, v3 when one sets or keeps a record's own deadline (`own_ttl`),
     /// v2 when one asks for its key's (`key_ttl`), else v1, which every release applies.
     pub fn new(ts_ms: i64, ops: Vec<Op>) -> Self {
         let v = if ops
             .iter()
-            .any(|op| op.op == OpKind::IncrLongDouble || op.if_skips)
+            .any(|op| matches!(op.op, OpKind::IncrLongDouble | OpKind::Deadline) || op.if_skips)
         {
             4
         } else if ops.iter().any(|op| op.own_ttl) {
@@ -365,9 +371,14 @@ impl LogEntry {
                     ops.iter_mut().for_each(|op| op.if_skips = false);
                 }
                 // An op kind of a newer format: a node of the entry's format does not know it.
-                if v < 4 && ops.iter().any(|op| op.op == OpKind::IncrLongDouble) {
+                if v < 4
+                    && let Some(op) = ops
+                        .iter()
+                        .find(|op| matches!(op.op, OpKind::IncrLongDouble | OpKind::Deadline))
+                {
                     return Err(DecodeError::Malformed(format!(
-                        "`incr_long_double` ops are log format v4, in a v{v} entry"
+                        "`{}` ops are log format v4, in a v{v} entry",
+                        op.op.name()
                     )));
                 }
                 Ok(LogEntry {
@@ -376,9 +387,12 @@ impl LogEntry {
                     ops,
                 })
             }
-            (None, Some(OpKind::IncrLongDouble)) => Err(DecodeError::Malformed(
-                "`incr_long_double` is log format v4, not a FireScroll mutation".into(),
-            )),
+            (None, Some(kind @ (OpKind::IncrLongDouble | OpKind::Deadline))) => {
+                Err(DecodeError::Malformed(format!(
+                    "`{}` is log format v4, not a FireScroll mutation",
+                    kind.name()
+                )))
+            }
             (None, Some(kind)) => {
                 let pk = any
                     .pk
@@ -557,12 +571,20 @@ mod tests {
         );
         let decoded = LogEntry::decode(&bytes).unwrap();
         assert_eq!(decoded.ops[1].op, OpKind::IncrLongDouble);
+        let deadline = Op {
+            op: OpKind::Deadline,
+            pk: "a".into(),
+            ..Op::default()
+        };
+        assert_eq!(LogEntry::new(5, vec![deadline]).v, 4);
         // A v3 node does not know the op kind: to it such an entry is malformed, and so it
         // must be here (the same verdict on every replica), as is a legacy mutation of it.
         for older in [
             &br#"{"v":3,"ts_ms":1,"ops":[{"op":"incr_long_double","pk":"a","data":"1"}]}"#[..],
             br#"{"v":1,"ts_ms":1,"ops":[{"op":"incr_long_double","pk":"a","data":"1"}]}"#,
             br#"{"mutation":"incr_long_double","pk":"a","ts_ms":1}"#,
+            br#"{"v":3,"ts_ms":1,"ops":[{"op":"deadline","pk":"a"}]}"#,
+            br#"{"mutation":"deadline","pk":"a","ts_ms":1}"#,
         ] {
             let text = String::from_utf8_lossy(older);
             assert!(

@@ -301,7 +301,8 @@ impl Service {
                         | OpKind::DeleteKey
                         | OpKind::Check
                         | OpKind::Expire
-                        | OpKind::ExpireKey,
+                        | OpKind::ExpireKey
+                        | OpKind::Deadline,
                         _,
                     )
                     | (_, None) => None,
@@ -441,12 +442,13 @@ impl Service {
                         ));
                     }
                 }
-                if op.op == OpKind::IncrLongDouble && version < 4 {
+                if matches!(op.op, OpKind::IncrLongDouble | OpKind::Deadline) && version < 4 {
                     return Err(ServiceError::bad_request(
                         "bad_operand",
                         format!(
-                            "record {i}: `incr_long_double` ops are log format v4; this node \
-                             writes v{version} (ENTRY_WRITE_VERSION)"
+                            "record {i}: `{}` ops are log format v4; this node writes \
+                             v{version} (ENTRY_WRITE_VERSION)",
+                            op.op.name()
                         ),
                     ));
                 }

@@ -1049,13 +1049,14 @@ try:
     raise SystemExit("SPOP was taken in a transaction")
 except redis.ResponseError as e:
     assert "cannot be used in a transaction" in str(e), e
-# TTL of a key the transaction writes is decided at apply: that command alone says so.
+# TTL of a key the transaction writes is read at apply, after the writes before it.
 p = ours.pipeline(transaction=True)
-p.set("tx:ttl", "v", ex=100).ttl("tx:ttl").get("tx:ttl")
-got = p.execute(raise_on_error=False)
-assert got[0] is True and got[2] == b"v", got
-assert "known only once it applies" in str(got[1]), got
-assert 0 < ours.ttl("tx:ttl") <= 100
+p.set("tx:ttl", "v", ex=100).ttl("tx:ttl").get("tx:ttl").persist("tx:ttl").ttl("tx:ttl")
+p.expire("tx:ttl", 50).pttl("tx:ttl").delete("tx:ttl").ttl("tx:ttl")
+got = p.execute()
+assert got[0] is True and 95 <= got[1] <= 100 and got[2] == b"v", got
+assert got[3:6] == [True, -1, True] and 45000 <= got[6] <= 50000, got
+assert got[7:] == [1, -2], got
 print("ok")
 "#,
         port = node.resp,
@@ -1694,6 +1695,13 @@ def run(port):
     p.hsetnx("nx:h", "g", "3"); p.hgetall("nx:h"); p.hlen("nx:h")
     out.append(p.execute())
     out.append(r.ttl("nx:b") > 0)
+    # TTL of a key the transaction writes, after each write (time left, to the second).
+    p = r.pipeline()
+    p.set("nx:t", "1", ex=100); p.ttl("nx:t"); p.set("nx:t", "2", nx=True, ex=300); p.ttl("nx:t")
+    p.set("nx:t", "3", xx=True, keepttl=True); p.ttl("nx:t"); p.expire("nx:t", 200, gt=True)
+    p.ttl("nx:t"); p.persist("nx:t"); p.ttl("nx:t"); p.expire("nx:t", 10, xx=True); p.ttl("nx:t")
+    p.set("nx:t", "4"); p.ttl("nx:t"); p.delete("nx:t"); p.ttl("nx:t"); p.expiretime("nx:t")
+    out.append([x - 1 if isinstance(x, int) and x > 50 and x % 100 == 0 else x for x in p.execute()])
     # Take a lock only if free, and see who holds it, in one transaction.
     for owner in ("x", "y"):
         p = r.pipeline()
@@ -1741,6 +1749,19 @@ fn below_log_format_4_float_increments_stay_64_bit_and_nx_stays_out_of_transacti
         .cmd("SET")
         .arg("nx")
         .arg("2")
+        .query(&mut con);
+    let error = refused.unwrap_err().to_string();
+    assert!(error.contains("ENTRY_WRITE_VERSION=4"), "{error}");
+    // And so does TTL of a key the transaction writes (read at apply from v4).
+    let refused: redis::RedisResult<Vec<redis::Value>> = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("t")
+        .arg("1")
+        .arg("EX")
+        .arg(100)
+        .cmd("TTL")
+        .arg("t")
         .query(&mut con);
     let error = refused.unwrap_err().to_string();
     assert!(error.contains("ENTRY_WRITE_VERSION=4"), "{error}");

@@ -307,19 +307,31 @@ pub async fn ttl(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
         Ok(key) => key,
         Err(e) => return e,
     };
-    // Inside `EXEC`: deadlines are decided at apply (`EXPIRE ... NX`, `SET ... KEEPTTL`), so
-    // the transaction's own writes to the key cannot be seen here as its values are.
-    if ctx
-        .session
-        .collecting
-        .as_ref()
-        .is_some_and(|ops| ops.iter().any(|op| op.pk == key.pk))
-    {
-        return Reply::err(format!(
-            "{} of a key this transaction writes is known only once it applies: read it after \
-             EXEC (or before MULTI)",
-            name.to_ascii_uppercase()
-        ));
+    let shown_as = match name {
+        "ttl" => DeadlineAs::Seconds,
+        "pttl" => DeadlineAs::Millis,
+        "expiretime" => DeadlineAs::UnixSeconds,
+        _ => DeadlineAs::UnixMillis,
+    };
+    // Inside `EXEC`, of a key the transaction writes: deadlines are decided at apply (`EXPIRE
+    // ... NX`, `SET ... KEEPTTL`), so from log format v4 the entry reads it there, in order.
+    if ctx.session.collecting.as_ref().is_some_and(|ops| {
+        ops.iter()
+            .any(|op| op.pk == key.pk && op.op != OpKind::Check)
+    }) {
+        if ctx.service.entry_write_version() < 4 {
+            return Reply::err(format!(
+                "{} of a key this transaction writes needs log format v4 \
+                 (ENTRY_WRITE_VERSION=4): read it after EXEC (or before MULTI)",
+                name.to_ascii_uppercase()
+            ));
+        }
+        let op = WriteOp {
+            op: OpKind::Deadline,
+            pk: key.pk,
+            ..WriteOp::default()
+        };
+        return ctx.write_returning(op, Shape::Deadline(shown_as)).await;
     }
     let deadline = match key_deadline(ctx, key).await {
         Ok(Some(deadline)) => deadline,
@@ -329,13 +341,33 @@ pub async fn ttl(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
     let Some(deadline) = deadline else {
         return Reply::Int(-1);
     };
-    let left = (deadline - now_ms()).max(0);
-    Reply::Int(match name {
-        "ttl" => (left + 500) / 1000,
-        "pttl" => left,
-        "expiretime" => deadline.div_euclid(1000),
-        _ => deadline,
-    })
+    Reply::Int(shown_as.show(deadline))
+}
+
+/// How `TTL` and its siblings show a deadline (unix ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadlineAs {
+    /// Seconds left, rounded as Redis rounds them (`TTL`).
+    Seconds,
+    /// Milliseconds left (`PTTL`).
+    Millis,
+    /// Unix seconds (`EXPIRETIME`).
+    UnixSeconds,
+    /// Unix milliseconds (`PEXPIRETIME`).
+    UnixMillis,
+}
+
+impl DeadlineAs {
+    /// `deadline` (unix ms) shown this way, time left counted from now.
+    pub fn show(self, deadline: i64) -> i64 {
+        let left = (deadline - now_ms()).max(0);
+        match self {
+            DeadlineAs::Seconds => (left + 500) / 1000,
+            DeadlineAs::Millis => left,
+            DeadlineAs::UnixSeconds => deadline.div_euclid(1000),
+            DeadlineAs::UnixMillis => deadline,
+        }
+    }
 }
 
 /// The deadline of a Redis key: `None` when it does not exist, `Some(None)` when it has none.

@@ -112,6 +112,9 @@ pub enum Shape {
     /// Whether an `if_skips` put wrote (it returns `"1"`) or its condition skipped it: as `OK`
     /// or nil (`SET ... NX` inside `MULTI`), or, `flag`, as 1 or 0 (`SETNX`, `HSETNX`).
     Ran { flag: bool },
+    /// A key's deadline from a `deadline` op (unix ms, `-1` none, `-2` no key), as `TTL`,
+    /// `PTTL`, `EXPIRETIME` or `PEXPIRETIME` answers it (`TTL` inside `MULTI`).
+    Deadline(expiry::DeadlineAs),
 }
 
 impl Shape {
@@ -123,6 +126,11 @@ impl Shape {
                 value.map_or(Reply::Null, Reply::Bulk)
             }
             Shape::Length => Reply::Int(value.map_or(0, |v| v.len() as i64)),
+            Shape::Deadline(shown_as) => match data.and_then(|d| d.parse::<i64>().ok()) {
+                Some(deadline) if deadline < 0 => Reply::Int(deadline),
+                Some(deadline) => Reply::Int(shown_as.show(deadline)),
+                None => Reply::err("a deadline op returned no deadline"),
+            },
             Shape::Ran { flag } => match (data == Some("1"), flag) {
                 (ran, true) => Reply::Int(i64::from(ran)),
                 (true, false) => Reply::ok(),
@@ -941,7 +949,10 @@ impl Context<'_> {
             .filter(|op| {
                 op.pk == pk
                     && (op.sk == sk || op.op == OpKind::DeleteKey)
-                    && !matches!(op.op, OpKind::Check | OpKind::Expire | OpKind::ExpireKey)
+                    && !matches!(
+                        op.op,
+                        OpKind::Check | OpKind::Expire | OpKind::ExpireKey | OpKind::Deadline
+                    )
             })
             .map(|op| {
                 let data = op.data.as_deref().unwrap_or(NULL_JSON());
@@ -1118,7 +1129,10 @@ impl Context<'_> {
                 .filter(|op| {
                     op.pk == pk
                         && op.sk.starts_with(&prefix)
-                        && !matches!(op.op, OpKind::Check | OpKind::Expire | OpKind::ExpireKey)
+                        && !matches!(
+                            op.op,
+                            OpKind::Check | OpKind::Expire | OpKind::ExpireKey | OpKind::Deadline
+                        )
                 })
                 .map(|op| op.sk.as_str())
                 .collect();

@@ -30,8 +30,8 @@ pub struct Queued {
 /// when their condition is false, from log format v4.)
 const CONDITIONAL_WRITES: [&str; 2] = ["msetnx", "spop"];
 
-/// Reads a transaction may hold (they see its earlier writes; `TTL` and the like only of keys it
-/// does not write), PING, ECHO and TIME.
+/// Reads a transaction may hold (they see its earlier writes; `TTL` and the like of a key it
+/// writes are read at apply, from log format v4), PING, ECHO and TIME.
 const QUEUEABLE_READS: [&str; 32] = [
     "get",
     "mget",
