@@ -543,7 +543,7 @@ fn apply_entry(
             }
             continue;
         }
-        if op.op == OpKind::Deadline {
+        if matches!(op.op, OpKind::Deadline | OpKind::ExpireKey) {
             let Some(records) = pk_records_at(
                 store,
                 &op.pk,
@@ -555,39 +555,14 @@ fn apply_entry(
             else {
                 return reject(RejectionKind::ValueError, out_of_reads());
             };
-            let deadline = match live_records(&op.pk, records, now)? {
-                live if live.is_empty() => -2,
-                live => {
-                    let string = encode_key(&op.pk, "");
-                    match live.iter().find(|(key, _)| *key == string) {
-                        Some((_, value)) => crate::store::expires_at(value),
-                        None => key_deadline(&live),
-                    }
-                    .unwrap_or(-1)
-                }
+            let data = if op.op == OpKind::Deadline {
+                redis_key_deadline(&op.pk, records, now)?.to_string()
+            } else {
+                u8::from(expire_key(&op.pk, op, records, now, &mut writes)?).to_string()
             };
             returned.push(Returned {
                 op: index as u32,
-                data: Some(deadline.to_string()),
-            });
-            continue;
-        }
-        if op.op == OpKind::ExpireKey {
-            let Some(records) = pk_records_at(
-                store,
-                &op.pk,
-                &batch.writes,
-                &writes.local,
-                &mut reads,
-                true,
-            )?
-            else {
-                return reject(RejectionKind::ValueError, out_of_reads());
-            };
-            let changed = expire_key(&op.pk, op, records, now, &mut writes)?;
-            returned.push(Returned {
-                op: index as u32,
-                data: Some(u8::from(changed).to_string()),
+                data: Some(data),
             });
             continue;
         }
@@ -950,6 +925,25 @@ fn live_records(
         }
     }
     Ok(live)
+}
+
+/// What a `deadline` op returns for `pk`: its string record's deadline if it has one, else the
+/// key's over its live records (unix ms); -1 for none, -2 when it has no live record.
+fn redis_key_deadline(
+    pk: &str,
+    records: std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+    now: i64,
+) -> Result<i64, StoreError> {
+    let live = live_records(pk, records, now)?;
+    if live.is_empty() {
+        return Ok(-2);
+    }
+    let string = encode_key(pk, "");
+    let deadline = match live.iter().find(|(key, _)| *key == string) {
+        Some((_, value)) => crate::store::expires_at(value),
+        None => key_deadline(&live),
+    };
+    Ok(deadline.unwrap_or(-1))
 }
 
 /// A key's deadline over its live records, as `expire_key` compares it: the latest of those

@@ -1379,6 +1379,16 @@ mod fuzz {
     }
 }
 
+/// A batch's rejections as (offset, kind, message).
+fn rejections_of(
+    rejections: Vec<(u64, crate::model::Rejection)>,
+) -> Vec<(u64, RejectionKind, String)> {
+    rejections
+        .into_iter()
+        .map(|(o, r)| (o, r.kind, r.message))
+        .collect()
+}
+
 #[test]
 fn whole_key_and_computed_ops_are_bounded_per_entry() {
     let dir = tempfile::tempdir().unwrap();
@@ -1422,11 +1432,7 @@ fn whole_key_and_computed_ops_are_bounded_per_entry() {
     log.push(LogEntry::new(4, vec![rmw(OpKind::Append, pk, "a", &chunk)]).encode());
     log.push(LogEntry::new(5, vec![rmw(OpKind::Append, pk, "a", &chunk)]).encode());
     let batch = apply_and_commit(&store, rules.rules(), &records(&log)).unwrap();
-    let rejected: Vec<(u64, RejectionKind, String)> = batch
-        .rejections
-        .into_iter()
-        .map(|(o, r)| (o, r.kind, r.message))
-        .collect();
+    let rejected = rejections_of(batch.rejections);
     assert_eq!(rejected.len(), 2, "{rejected:?}");
     assert_eq!(rejected[0].0, 35);
     assert_eq!(rejected[0].1, RejectionKind::ValueError);
@@ -1464,11 +1470,7 @@ fn increments_of_a_huge_float_are_charged_for_their_digits() {
         LogEntry::new(3, increments(250)).encode(),
     ];
     let batch = apply_and_commit(&store, rules.rules(), &records(&log)).unwrap();
-    let rejected: Vec<(u64, RejectionKind, String)> = batch
-        .rejections
-        .into_iter()
-        .map(|(o, r)| (o, r.kind, r.message))
-        .collect();
+    let rejected = rejections_of(batch.rejections);
     assert_eq!(rejected.len(), 1, "{rejected:?}");
     assert_eq!(
         (rejected[0].0, rejected[0].1),
