@@ -95,16 +95,10 @@ pub async fn set(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
              skip answers whether it wrote, not the old value",
         ),
         _ => {
-            let mut op = WriteOp {
-                op: OpKind::Put,
-                pk: key.pk,
-                sk: key.sk,
-                data: Some(data),
-                cond: cond.map(str::to_string),
+            let op = WriteOp {
                 return_old: true,
-                ..WriteOp::default()
+                ..put_op(key, data, cond, expiry)
             };
-            expiry.apply(&mut op);
             ctx.write_returning(op, Shape::Bulk).await
         }
     }
@@ -169,20 +163,33 @@ pub(super) async fn put_record(
                  condition would decide the whole transaction",
             );
         }
-        let mut op = WriteOp {
-            op: OpKind::Put,
-            pk: key.pk,
-            sk: key.sk,
-            data: Some(data),
-            cond: cond.map(str::to_string),
+        let op = WriteOp {
             if_skips: true,
-            ..WriteOp::default()
+            ..put_op(key, data, cond, expiry)
         };
-        expiry.apply(&mut op);
         return ctx.write_returning(op, Shape::Ran { flag }).await;
     }
     let reply = put_record_now(ctx, key, data, cond, expiry).await;
     if flag { as_flag(reply) } else { reply }
+}
+
+/// A put of `data` to `key` under `cond`, doing `expiry` to its deadline.
+fn put_op(
+    key: Key,
+    data: Box<serde_json::value::RawValue>,
+    cond: Option<&str>,
+    expiry: Expiry,
+) -> WriteOp {
+    let mut op = WriteOp {
+        op: OpKind::Put,
+        pk: key.pk,
+        sk: key.sk,
+        data: Some(data),
+        cond: cond.map(str::to_string),
+        ..WriteOp::default()
+    };
+    expiry.apply(&mut op);
+    op
 }
 
 /// [`put_record`] outside a transaction: its own entry, its reply from the outcome.
@@ -193,15 +200,7 @@ async fn put_record_now(
     cond: Option<&str>,
     expiry: Expiry,
 ) -> Reply {
-    let mut op = WriteOp {
-        op: OpKind::Put,
-        pk: key.pk,
-        sk: key.sk,
-        data: Some(data),
-        cond: cond.map(str::to_string),
-        ..WriteOp::default()
-    };
-    expiry.apply(&mut op);
+    let op = put_op(key, data, cond, expiry);
     match ctx.write(vec![op], cond.is_some()).await {
         Err(e) => e,
         Ok(_) if cond.is_none() => Reply::ok(),
