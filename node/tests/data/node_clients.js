@@ -23,6 +23,19 @@ async function withIoredis() {
   await other.set("io:k", "changed");
   assert.equal(await r.multi().set("io:k", "mine").exec(), null);
   assert.equal(await r.get("io:k"), "changed");
+  // A fixed-window rate limiter as such libraries write it: start the window only if none,
+  // count, and read the time left, in one transaction (SET NX and PTTL inside MULTI).
+  const hits = [];
+  for (let i = 0; i < 3; i++) {
+    const [[, started], [, count], [, left]] = await r
+      .multi().set("io:rl", 0, "EX", 60, "NX").incrby("io:rl", 1).pttl("io:rl").exec();
+    assert.ok(left > 55000 && left <= 60000, `time left ${left}`);
+    hits.push([started, count]);
+  }
+  assert.deepEqual(hits, [["OK", 1], [null, 2], [null, 3]]);
+  // INCRBYFLOAT answers as Redis does (0.1 + 0.2 is 0.3 there, not 0.30000000000000004).
+  await r.incrbyfloat("io:f", "0.1");
+  assert.equal(await r.incrbyfloat("io:f", "0.2"), "0.3");
   // scanStream walks every key once.
   for (let i = 0; i < 50; i++) await r.set(`io:many:${i}`, i);
   const seen = new Set();
