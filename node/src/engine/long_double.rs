@@ -258,6 +258,58 @@ mod tests {
         assert!(!LongDouble::parse("1e4932").unwrap().is_infinite());
     }
 
+    /// Exponents of any length, 5 KiB of digits, the edges of the subnormal and finite ranges:
+    /// read as glibc reads them (each expected answer is what its `strtold` and `%.17Lf` gave,
+    /// through Redis's code), never a panic or an endless loop.
+    #[test]
+    fn extreme_texts_read_as_glibc_reads_them() {
+        let zeros = "0".repeat(5000);
+        let cases: Vec<(String, Option<(&str, usize)>)> = vec![
+            ("1e99999999999999999999999999".into(), None),
+            ("1e-99999999999999999999999".into(), None),
+            ("0x1p99999999999999999999".into(), None),
+            ("0x1p-99999999999999999999".into(), None),
+            (format!("0.{zeros}1e5000"), Some(("0.1", 3))),
+            (format!("1{zeros}e-5000"), Some(("1", 1))),
+            (
+                "1e+0000000000000000000000000000000001".into(),
+                Some(("10", 2)),
+            ),
+            (format!("0x{}", "f".repeat(5000)), None),
+            (format!("0x.{zeros}1p20000"), Some(("0.0625", 6))),
+            ("9".repeat(5100), None),
+            ("1e-4951".into(), None),
+            ("1e-4950".into(), Some(("0", 1))),
+            ("0x1p-16445".into(), Some(("0", 1))),
+            ("0x1p-16446".into(), None),
+            (
+                "0x1p16383".into(),
+                Some(("594865747678615882542879663314", 4932)),
+            ),
+            ("0x1p16384".into(), None),
+            (
+                "-0x1.fffffffffffffffep16383".into(),
+                Some(("-11897314953572317650212638530", 4934)),
+            ),
+            ("1.18973149535723176509e+4932".into(), None),
+            ("0e999999999999999999".into(), Some(("0", 1))),
+            ("0x0p99999999999999".into(), Some(("0", 1))),
+            (
+                format!(".{}", "1".repeat(5000)),
+                Some(("0.11111111111111111", 19)),
+            ),
+        ];
+        for (text, expected) in cases {
+            let got = LongDouble::parse(&text).map(|n| n.to_string());
+            match (got.as_deref(), expected) {
+                (None, None) => {}
+                (Some(got), Some((prefix, len))) if got.starts_with(prefix) && got.len() == len => {
+                }
+                (got, _) => panic!("{:.60}: {:?}", text, got.map(|g| &g[..g.len().min(40)])),
+            }
+        }
+    }
+
     #[test]
     fn text_redis_does_not_read_as_a_float_is_refused() {
         for bad in [
