@@ -307,10 +307,11 @@ impl Config {
         );
         if !(1..=crate::model::ENTRY_VERSION).contains(&config.service.entry_write_version) {
             bail!(
-                "ENTRY_WRITE_VERSION: {} is not a log entry format this release writes; use 1, 2, \
-                 3 or 4 (the newest, once every node of every region runs a release that applies \
+                "ENTRY_WRITE_VERSION: {} is not a log entry format this release writes; use 1 to \
+                 {} (the newest, once every node of every region runs a release that applies \
                  it)",
-                config.service.entry_write_version
+                config.service.entry_write_version,
+                crate::model::ENTRY_VERSION
             );
         }
         config.node_name = match &config.kafka {

@@ -378,7 +378,8 @@ fn read_page(
             // The field's own when it comes first: fields added to the key later must not
             // take it (they take the key's). Both were asked as times left, in two round
             // trips: within a second of the key's, it is the key's (a FireScroll source
-            // answers a field's `HPTTL` with its key's TTL where Redis 7.4 answers -1).
+            // writing log format 4 or older answers a field's `HPTTL` with its key's TTL where
+            // Redis 7.4 answers -1).
             let (deadline, own) = match (key.deadline, field) {
                 (Some(a), Some(b)) => (Some(a.min(b)), b < a.saturating_sub(OWN_TTL_SLACK_MS)),
                 (None, Some(b)) => (Some(b), true),

@@ -668,11 +668,18 @@ fn apply_entry(
         // field's TTL when `HSET` writes it, and the field then lives as its key does
         // (`HSETEX ... KEEPTTL`, with `own_ttl`, keeps it).
         let keeping_put = op.op == OpKind::Put && op.keep_ttl;
-        let inherits = op.key_ttl
-            && match &current {
-                None => keeping_put || op.op.is_read_modify_write(),
-                Some(v) => keeping_put && v.own_deadline && !op.own_ttl,
-            };
+        // Format v5: removing a field's own deadline (Redis `HPERSIST`) gives it its key's, as
+        // Redis's field then lives as long as its key.
+        let drops_own = op.op == OpKind::Expire
+            && op.field_ttl
+            && op.expires_at.is_none()
+            && current.as_ref().is_some_and(|v| v.own_deadline);
+        let inherits = drops_own
+            || op.key_ttl
+                && match &current {
+                    None => keeping_put || op.op.is_read_modify_write(),
+                    Some(v) => keeping_put && v.own_deadline && !op.own_ttl,
+                };
         let key_deadline = if inherits {
             match key_deadline_at((store, &op.pk, &key, now), batch, &writes, &mut reads)? {
                 Some(deadline) => deadline,
@@ -701,17 +708,27 @@ fn apply_entry(
                     code("-2");
                     continue;
                 };
-                if !expire_allowed(op, cur.expires_at_ms) {
+                // Format v5 (`field_ttl`): a deadline the record has from its key is not its
+                // own, so `HEXPIRE ... NX` sets one and `HPERSIST` has none to remove.
+                let compared = match op.field_ttl && !cur.own_deadline {
+                    true => None,
+                    false => cur.expires_at_ms,
+                };
+                if !expire_allowed(op, compared) {
                     code("0");
                     continue;
                 }
-                code(if live(op.expires_at) { "1" } else { "2" });
-                live(op.expires_at).then(|| {
+                let (deadline, own) = match drops_own {
+                    true => (key_deadline, false),
+                    false => (op.expires_at, op.own_ttl),
+                };
+                code(if live(deadline) { "1" } else { "2" });
+                live(deadline).then(|| {
                     encode_value(
                         cur.created_at_ms,
                         cur.updated_at_ms,
-                        op.expires_at,
-                        op.own_ttl,
+                        deadline,
+                        own,
                         cur.data_json,
                     )
                 })

@@ -895,8 +895,9 @@ async fn an_entry_of_a_newer_format_stops_its_partition_before_it_until_rejected
     let (engine, tasks, log, metrics) = boot(&[]);
     // Before it, in one append (one batch): applied. The newer entry, as a newer node would
     // write it (an op kind this build does not know), and a v1 entry after it: neither applied.
+    let newer_version = crate::model::ENTRY_VERSION + 1;
     let newer = format!(
-        r#"{{"v":5,"ts_ms":2,"ops":[{{"op":"rename","pk":"{pk}","sk":"","to":"elsewhere"}}]}}"#
+        r#"{{"v":{newer_version},"ts_ms":2,"ops":[{{"op":"rename","pk":"{pk}","sk":"","to":"elsewhere"}}]}}"#
     );
     let offsets = log
         .append(
@@ -916,12 +917,12 @@ async fn an_entry_of_a_newer_format_stops_its_partition_before_it_until_rejected
     until_stopped(&runtime).await;
     let stopped = Health::NewerFormat {
         offset: offsets[1],
-        version: 5,
+        version: u64::from(newer_version),
     };
     assert_eq!(runtime.health(), stopped);
     let reason = stopped.reason().unwrap();
     assert!(
-        reason.contains("v5") && reason.contains("release"),
+        reason.contains(&format!("v{newer_version}")) && reason.contains("release"),
         "says what to do: {reason}"
     );
     assert_eq!(runtime.next_offset(), offsets[1], "stopped before it");

@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// The newest entry format this build applies. It writes each entry in the oldest format that
-/// holds its ops (v1 unless an op uses a v2 or v3 field), and never newer than the node's write
+/// holds its ops (v1 unless an op uses a field or op kind of a later one), and never newer than the node's write
 /// version.
-pub const ENTRY_VERSION: u32 = 4;
+pub const ENTRY_VERSION: u32 = 5;
 
 /// What an operation does to its record.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +170,13 @@ pub struct Op {
     /// `return_old` or `return_existed`. Ignored in older entries, as their nodes ignore it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub if_skips: bool,
+    /// Format v5. For `expire`: the op is about the record's own deadline alone (a Redis hash
+    /// field's TTL, `HEXPIRE`, `HPERSIST`, `HGETEX`), as Redis keeps a field's TTL apart from
+    /// its key's: a deadline the record has from its key counts as none for `expire_if`, and
+    /// removing one (`expires_at` none) leaves such a deadline where it is, while removing the
+    /// record's own gives it its key's. Ignored in older entries, as their nodes ignore it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub field_ttl: bool,
 }
 
 /// A plugin an op names: by digest in the log (what every replica runs), by name in a request
@@ -275,11 +282,14 @@ struct VersionOnly {
 }
 
 impl LogEntry {
-    /// An entry stamped with `ts_ms`, in the oldest format that holds its ops: v4 when an op
-    /// is an `incr_long_double` or a `deadline` or uses `if_skips`, v3 when one sets or keeps a record's own deadline (`own_ttl`),
-    /// v2 when one asks for its key's (`key_ttl`), else v1, which every release applies.
+    /// An entry stamped with `ts_ms`, in the oldest format that holds its ops: v5 when an op
+    /// uses `field_ttl`, v4 when one is an `incr_long_double` or a `deadline` or uses
+    /// `if_skips`, v3 when one sets or keeps a record's own deadline (`own_ttl`), v2 when one
+    /// asks for its key's (`key_ttl`), else v1, which every release applies.
     pub fn new(ts_ms: i64, ops: Vec<Op>) -> Self {
-        let v = if ops
+        let v = if ops.iter().any(|op| op.field_ttl) {
+            5
+        } else if ops
             .iter()
             .any(|op| matches!(op.op, OpKind::IncrLongDouble | OpKind::Deadline) || op.if_skips)
         {
@@ -369,6 +379,9 @@ impl LogEntry {
                 }
                 if v < 4 {
                     ops.iter_mut().for_each(|op| op.if_skips = false);
+                }
+                if v < 5 {
+                    ops.iter_mut().for_each(|op| op.field_ttl = false);
                 }
                 // An op kind of a newer format: a node of the entry's format does not know it.
                 if v < 4
@@ -554,6 +567,25 @@ mod tests {
     }
 
     #[test]
+    fn field_deadlines_are_v5_and_ignored_in_older_entries() {
+        let op = Op {
+            op: OpKind::Expire,
+            pk: "a".into(),
+            sk: "f".into(),
+            field_ttl: true,
+            ..Op::default()
+        };
+        let v5 = LogEntry::new(5, vec![Op::default(), op]);
+        assert_eq!(v5.v, 5);
+        let decoded = LogEntry::decode(&v5.encode()).unwrap();
+        assert!(decoded.ops[1].field_ttl);
+        // A v4 node ignores the field (its `expire` sees the key's deadline): so does this one.
+        let v4_with_it =
+            br#"{"v":4,"ts_ms":1,"ops":[{"op":"expire","pk":"a","sk":"f","field_ttl":true}]}"#;
+        assert!(!LogEntry::decode(v4_with_it).unwrap().ops[0].field_ttl);
+    }
+
+    #[test]
     fn long_double_increments_are_v4_and_malformed_in_older_entries() {
         let op = Op {
             op: OpKind::IncrLongDouble,
@@ -598,16 +630,16 @@ mod tests {
     fn newer_formats_are_told_apart_from_malformed_entries() {
         // A newer entry that would parse as v1, and ones that would not (an op kind, a field
         // type or a shape v1 does not have): all are "newer", never a verdict on the entry.
-        for bytes in [
-            &br#"{"v":5,"ts_ms":1,"ops":[]}"#[..],
-            br#"{"v":5,"ts_ms":1,"ops":[{"op":"rename","pk":"a","to":"b"}]}"#,
-            br#"{"ops":{"put":[]},"v":5}"#,
-            br#"{"v":18446744073709551615}"#,
+        let newer = ENTRY_VERSION + 1;
+        for text in [
+            format!(r#"{{"v":{newer},"ts_ms":1,"ops":[]}}"#),
+            format!(r#"{{"v":{newer},"ts_ms":1,"ops":[{{"op":"rename","pk":"a","to":"b"}}]}}"#),
+            format!(r#"{{"ops":{{"put":[]}},"v":{newer}}}"#),
+            r#"{"v":18446744073709551615}"#.to_owned(),
         ] {
-            let text = String::from_utf8_lossy(bytes);
-            match LogEntry::decode(bytes) {
+            match LogEntry::decode(text.as_bytes()) {
                 Err(DecodeError::Newer(v)) => {
-                    assert!(v >= 4, "{text}");
+                    assert!(v >= u64::from(newer), "{text}");
                     let message = DecodeError::Newer(v).to_string();
                     assert!(message.contains(&format!("v{v}")), "{message}");
                 }

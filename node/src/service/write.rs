@@ -442,6 +442,15 @@ impl Service {
                         ));
                     }
                 }
+                if op.field_ttl && op.op != OpKind::Expire {
+                    return Err(ServiceError::bad_request(
+                        "bad_field_ttl",
+                        format!(
+                            "record {i}: `field_ttl` applies to `expire` ops, not `{}`",
+                            op.op.name()
+                        ),
+                    ));
+                }
                 if matches!(op.op, OpKind::IncrLongDouble | OpKind::Deadline) && version < 4 {
                     return Err(ServiceError::bad_request(
                         "bad_operand",
@@ -470,6 +479,9 @@ impl Service {
                     key_ttl: op.key_ttl && self.config.entry_write_version >= 2,
                     own_ttl: op.own_ttl && self.config.entry_write_version >= 3,
                     if_skips: op.if_skips,
+                    // Below v5 an `expire` sees the key's deadline as the field's, as the
+                    // nodes that may apply the entry do (the RESP edge answers to match).
+                    field_ttl: op.field_ttl && version >= 5,
                 })
             })
             .collect()

@@ -530,6 +530,57 @@ fn hash_fields_expire_one_by_one_as_redis_7_4_documents() {
     assert_eq!(ttl, -1);
 }
 
+/// A hash field's TTL is its own, apart from its key's, as Redis 7.4 keeps them: the field
+/// commands see only the field's (log format v5), and every field still goes with its key.
+#[test]
+fn a_fields_ttl_commands_see_its_own_ttl_and_every_field_goes_with_its_key() {
+    let node = Node::start();
+    let mut con = connect(node.resp);
+    let script = [
+        ("HSET h a 1 b 2 c 3 d 4", "int(4)"),
+        ("PEXPIRE h 2000", "int(1)"),
+        // The key's TTL is not a field's: HTTL -1, nothing to persist, NX sets one, GT (no
+        // TTL counts as infinite) and XX find none. Before v5 these saw the key's, and
+        // HPERSIST took it off the field, which then outlived its key.
+        ("HTTL h FIELDS 2 a nope", "array([int(-1), int(-2)])"),
+        ("HPERSIST h FIELDS 1 a", "array([int(-1)])"),
+        ("HPEXPIRE h 1000000 NX FIELDS 1 b", "array([int(1)])"),
+        ("HPEXPIRE h 9000000 GT FIELDS 1 c", "array([int(0)])"),
+        ("HPEXPIRE h 1000 XX FIELDS 1 d", "array([int(0)])"),
+        ("HPEXPIRE h 5000 LT FIELDS 1 d", "array([int(1)])"),
+        // Persisting a field's own TTL leaves it living as its key does.
+        ("HPERSIST h FIELDS 1 b", "array([int(1)])"),
+        (
+            "HTTL h FIELDS 3 a b c",
+            "array([int(-1), int(-1), int(-1)])",
+        ),
+        (
+            "HGETEX h PERSIST FIELDS 1 a",
+            "array([bulk-string('\"1\"')])",
+        ),
+        (
+            "HGETEX h PERSIST FIELDS 1 d",
+            "array([bulk-string('\"4\"')])",
+        ),
+        ("HTTL h FIELDS 2 a d", "array([int(-1), int(-1)])"),
+    ];
+    for (command, want) in script {
+        assert_eq!(answer(&mut con, command), want, "{command}");
+    }
+    let ttl: i64 = redis::cmd("PTTL").arg("h").query(&mut con).unwrap();
+    assert!((1..=2000).contains(&ttl), "the key's TTL stands: {ttl}");
+    // Every field goes with the key, the persisted ones too.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let len: i64 = redis::cmd("HLEN").arg("h").query(&mut con).unwrap();
+        if len == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{len} fields outlived their key");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// `HTTL` of each field as integers.
 fn field_ttls(con: &mut redis::Connection, key: &str, fields: &[&str]) -> Vec<i64> {
     redis::cmd("HTTL")
@@ -561,16 +612,18 @@ fn a_fields_own_deadline_is_not_taken_by_fields_added_to_its_key() {
     run(&mut con, "HINCRBY h2 n 1");
     assert_eq!(field_ttls(&mut con, "h2", &["n"]), [-1]);
     // A key TTL: an own TTL shorter than it stays; fields added take the key's, and so does a
-    // field HSET writes over (Redis clears a field's TTL when it is overwritten).
+    // field HSET writes over (Redis clears a field's TTL when it is overwritten). A field's
+    // TTL is its own alone (HTTL -1 for the others); every field without one lives as the key
+    // does, which TTL reports (-1 if any of them had none).
     assert_eq!(run(&mut con, "EXPIRE h 500"), "int(1)");
     let ttls = field_ttls(&mut con, "h", &["a", "b", "c"]);
-    assert!(
-        near(ttls[0], 100) && near(ttls[1], 500) && near(ttls[2], 500),
-        "{ttls:?}"
-    );
+    assert!(near(ttls[0], 100) && ttls[1..] == [-1, -1], "{ttls:?}");
+    let key_ttl =
+        |con: &mut redis::Connection| -> i64 { redis::cmd("TTL").arg("h").query(con).unwrap() };
+    assert!(near(key_ttl(&mut con), 500));
     run(&mut con, "HSET h a 9 d 4");
-    let ttls = field_ttls(&mut con, "h", &["a", "d"]);
-    assert!(near(ttls[0], 500) && near(ttls[1], 500), "{ttls:?}");
+    assert_eq!(field_ttls(&mut con, "h", &["a", "d"]), [-1, -1]);
+    assert!(near(key_ttl(&mut con), 500), "a and d live as the key");
     // HSETEX KEEPTTL and HINCRBY keep a field's own TTL.
     run(&mut con, "HEXPIRE h 50 FIELDS 1 b");
     run(&mut con, "HSETEX h KEEPTTL FIELDS 1 b 7");

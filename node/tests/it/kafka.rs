@@ -441,11 +441,14 @@ fn an_entry_of_a_newer_log_format_stops_its_partition_until_a_release_applies_it
     // What a newer FireScroll might write (an op kind this one does not know), then a v1
     // write after it: this node must neither reject the first (a newer replica applies it)
     // nor apply the second ahead of it.
+    let newer_version = firescroll::model::ENTRY_VERSION + 1;
     let newer = produce(
         &broker,
         "newer",
         "cfg",
-        r#"{"v":5,"ts_ms":1,"ops":[{"op":"rename","pk":"cfg","sk":"s","to":"cfg2"}]}"#,
+        &format!(
+            r#"{{"v":{newer_version},"ts_ms":1,"ops":[{{"op":"rename","pk":"cfg","sk":"s","to":"cfg2"}}]}}"#
+        ),
     );
     let after = put(&node, "cfg", json!(3), None);
     let other_pk = (0..)
@@ -453,7 +456,7 @@ fn an_entry_of_a_newer_log_format_stops_its_partition_until_a_release_applies_it
         .find(|pk| i64::from(firescroll::model::partition_of(pk, PARTITIONS as u32)) != partition)
         .unwrap();
     let stopped_at = format!(
-        "partition {partition} is not served: the entry at offset {} is log format v5",
+        "partition {partition} is not served: the entry at offset {} is log format v{newer_version}",
         newer["Offset"]
     );
     for round in ["first start", "after a restart"] {
@@ -475,7 +478,8 @@ fn an_entry_of_a_newer_log_format_stops_its_partition_until_a_release_applies_it
         assert_eq!(status, 503, "{round}: {reply}");
         let message = reply["error"]["message"].as_str().unwrap();
         assert!(
-            message.contains(&stopped_at) && message.contains("release that applies v5"),
+            message.contains(&stopped_at)
+                && message.contains(&format!("release that applies v{newer_version}")),
             "{round}: {message}"
         );
         // Outcomes are not answered from it either (the newer entry has none here).

@@ -435,6 +435,97 @@ fn a_fields_own_deadline_is_not_its_keys_whatever_the_batching() {
 }
 
 #[test]
+fn a_field_ttl_op_sees_the_fields_own_deadline_alone_whatever_the_batching() {
+    let pk = pks_in(3, 2);
+    // Redis 7.4's `HEXPIRE ... NX|XX|GT|LT` and `HPERSIST` of a field (v5's `field_ttl`).
+    let field_op = |sk: &str, at: Option<i64>, when: Option<ExpireIf>| Op {
+        sk: sk.into(),
+        own_ttl: at.is_some(),
+        field_ttl: true,
+        ..expire(OpKind::Expire, &pk[0], at, when)
+    };
+    let key_expire = |pk: &str, at: Option<i64>| expire(OpKind::ExpireKey, pk, at, None);
+    let fields = |pk: &str| {
+        ["a", "b", "c", "d"]
+            .map(|sk| put(pk, sk, "1", None))
+            .to_vec()
+    };
+    let log = vec![
+        entry(10, fields(&pk[0])),
+        entry(11, vec![key_expire(&pk[0], Some(5_000))]),
+        // The key's deadline is not the field's: nothing to persist (0, HPERSIST's -1), NX
+        // sets one (1), GT and XX find none (0, 0).
+        entry(12, vec![field_op("a", None, None)]),
+        entry(13, vec![field_op("b", Some(2_000), Some(ExpireIf::Nx))]),
+        entry(14, vec![field_op("c", Some(9_000), Some(ExpireIf::Gt))]),
+        entry(15, vec![field_op("d", Some(1_000), Some(ExpireIf::Xx))]),
+        // Persisting a field's own deadline gives it its key's (1); LT against none sets (1).
+        entry(16, vec![field_op("b", None, None)]),
+        entry(17, vec![field_op("d", Some(3_000), Some(ExpireIf::Lt))]),
+        // In a v4 entry `field_ttl` is not read (a v4 node ignores it): NX sees the key's (0).
+        format!(
+            r#"{{"v":4,"ts_ms":18,"ops":[{{"op":"expire","pk":{},"sk":"a","expires_at":4000,"expire_if":"nx","own_ttl":true,"field_ttl":true}}]}}"#,
+            serde_json::to_string(&pk[0]).unwrap()
+        )
+        .into_bytes(),
+        // A key without a deadline: persisting a field's own leaves it none (1).
+        entry(
+            20,
+            vec![Op {
+                expires_at: Some(3_000),
+                own_ttl: true,
+                ..put(&pk[1], "a", "1", None)
+            }],
+        ),
+        entry(
+            21,
+            vec![Op {
+                pk: pk[1].clone(),
+                ..field_op("a", None, None)
+            }],
+        ),
+    ];
+    let log = records(&log);
+    let rules = TestRules::new();
+    let mut digests = Vec::new();
+    for batch_size in [1usize, 2, 3, 1000] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_partition(dir.path(), 3);
+        let mut codes = Vec::new();
+        for chunk in log.chunks(batch_size) {
+            let batch = apply_and_commit(&store, rules.rules(), chunk).unwrap();
+            assert!(batch.rejections.is_empty(), "{:?}", batch.rejections);
+            codes.extend(
+                batch
+                    .returned
+                    .iter()
+                    .map(|(_, r)| r[0].data.clone().unwrap()),
+            );
+        }
+        let at = format!("batch size {batch_size}");
+        // EXPIRE's 1, then the field ops' codes in log order.
+        assert_eq!(codes, ["1", "0", "1", "0", "0", "1", "1", "0", "1"], "{at}");
+        // (deadline, own) of a record.
+        let deadline = |pk: &str, sk: &str| {
+            let raw = store
+                .get_raw(&crate::store::encode_key(pk, sk))
+                .unwrap()
+                .unwrap();
+            let view = crate::store::decode_value(&raw).unwrap();
+            (view.expires_at_ms, view.own_deadline)
+        };
+        assert_eq!(deadline(&pk[0], "a"), (Some(5_000), false), "{at}");
+        assert_eq!(deadline(&pk[0], "b"), (Some(5_000), false), "{at}");
+        assert_eq!(deadline(&pk[0], "c"), (Some(5_000), false), "{at}");
+        assert_eq!(deadline(&pk[0], "d"), (Some(3_000), true), "{at}");
+        assert_eq!(deadline(&pk[1], "a"), (None, false), "{at}");
+        assert_key_index_matches(&store);
+        digests.push(store.digest().unwrap());
+    }
+    assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
+}
+
+#[test]
 fn expire_ops_answer_like_redis_and_expired_records_are_absent_to_entries() {
     let pk = pks_in(2, 1).remove(0);
     let rules = TestRules::new();

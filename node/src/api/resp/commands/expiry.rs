@@ -468,6 +468,8 @@ pub async fn hexpire(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply
             expire_if: when,
             // The field's own deadline: fields added to the key later do not take it.
             own_ttl: expires_at.is_some(),
+            // And the one `NX`/`XX`/`GT`/`LT` compare and `HPERSIST` removes (format v5).
+            field_ttl: true,
             ..WriteOp::default()
         })
         .collect();
@@ -512,11 +514,18 @@ pub async fn httl(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
         Err(e) => return e,
     };
     let now = now_ms();
+    // From format v5 a field's TTL is its own alone, as in Redis (its key's is the key's:
+    // `TTL`), and the writes agree (`field_ttl`); below it a field answers its key's.
+    let own_only = ctx.service.entry_write_version() >= 5;
     let answers = keys.iter().map(|key| {
         let Some(record) = records.iter().find(|r| r.sk == key.sk) else {
             return Reply::Int(-2);
         };
-        let Some(deadline) = record.expires_at_ms else {
+        let deadline = match record.expires_at_ms {
+            Some(_) if own_only && !record.own_deadline => None,
+            deadline => deadline,
+        };
+        let Some(deadline) = deadline else {
             return Reply::Int(-1);
         };
         let left = (deadline - now).max(0);

@@ -168,6 +168,8 @@ pub async fn hgetex(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             sk: key.sk,
             expires_at,
             own_ttl: expires_at.is_some(),
+            // `PERSIST` removes the field's own TTL alone (format v5), as `HPERSIST` does.
+            field_ttl: true,
             return_old: true,
             ..WriteOp::default()
         })
