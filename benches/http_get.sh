@@ -25,7 +25,8 @@ BIN="$CARGO_TARGET_DIR/release"
 ports_free 18190 18191 18192 18193
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+# The nodes save state as they stop (SIGTERM): wait for them, or rm races their writes.
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
 wait_up() { for _ in $(seq 1 200); do curl -sf -o /dev/null "$1" -X POST -d '{"Records":[{"pk":"x"}]}' && return 0; sleep 0.05; done; echo "server at $1 did not start" >&2; exit 1; }

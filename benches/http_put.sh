@@ -24,7 +24,8 @@ BIN="$CARGO_TARGET_DIR/release/firescroll"
 ports_free 18290 18291 18292 18293
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+# The nodes save state as they stop (SIGTERM): wait for them, or rm races their writes.
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
 DB_PATH="$work/data" API_PORT=18290 INTERNAL_PORT=18291 RESP_PORT=18292 LISTEN_ADDR=127.0.0.1 LOG_LEVEL=warn \

@@ -15,7 +15,8 @@ bin="${FIRESCROLL_BIN:-$CARGO_TARGET_DIR/release/firescroll}"
 ports_free 18390 18391 18479
 work=$(mktemp -d)
 pid=
-trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+# The node saves state as it stops (SIGTERM): wait for it, or rm races its writes.
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 start() {
     DB_PATH="$work/data" API_PORT=18390 INTERNAL_PORT=18391 RESP_PORT=18479 LOG_LEVEL=warn \
         "$bin" >>"$work/node.log" 2>&1 &

@@ -25,7 +25,8 @@ done
 cargo build --release -q -p firescroll
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+# The nodes save state as they stop (SIGTERM): wait for them, or rm races their writes.
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
 FS=17379; RS=17380; RD=17381

@@ -12,7 +12,8 @@ ulimit -n 65536 2>/dev/null || true
 DB_PATH="$work/data" API_PORT=18290 INTERNAL_PORT=18291 RESP_PORT=18379 LOG_LEVEL=warn \
     "$CARGO_TARGET_DIR/release/firescroll" >"$work/node.log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+# The node saves state as it stops (SIGTERM): wait for it, or rm races its writes.
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 1 600); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' localhost:18290/ready)" = 200 ] && break
     sleep 0.05

@@ -16,7 +16,8 @@ cargo build --release -q -p firescroll
 BIN="$CARGO_TARGET_DIR/release/firescroll"
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+# The nodes save state as they stop (SIGTERM): wait for them, or rm races their writes.
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
 start_broker() {

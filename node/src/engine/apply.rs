@@ -710,17 +710,19 @@ fn apply_entry(
                 };
                 // Format v5 (`field_ttl`): a deadline the record has from its key is not its
                 // own, so `HEXPIRE ... NX` sets one and `HPERSIST` has none to remove.
-                let compared = match op.field_ttl && !cur.own_deadline {
-                    true => None,
-                    false => cur.expires_at_ms,
+                let compared = if op.field_ttl && !cur.own_deadline {
+                    None
+                } else {
+                    cur.expires_at_ms
                 };
                 if !expire_allowed(op, compared) {
                     code("0");
                     continue;
                 }
-                let (deadline, own) = match drops_own {
-                    true => (key_deadline, false),
-                    false => (op.expires_at, op.own_ttl),
+                let (deadline, own) = if drops_own {
+                    (key_deadline, false)
+                } else {
+                    (op.expires_at, op.own_ttl)
                 };
                 code(if live(deadline) { "1" } else { "2" });
                 live(deadline).then(|| {
