@@ -7,7 +7,7 @@
 #
 # Secrets come from this shell's environment, when set: KAFKA_SEEDS (required: the log),
 # KAFKA_USER, KAFKA_PASS, KAFKA_TLS, KAFKA_SASL_MECHANISM, READ_TOKENS, WRITE_TOKENS,
-# ADMIN_TOKENS, S3_BUCKET, S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY. --tigris
+# ADMIN_TOKENS, GOSSIP_KEYS, S3_BUCKET, S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY. --tigris
 # creates a Tigris bucket instead (`fly storage create` sets the S3 secrets itself).
 # --dry-run prints every fly command it would run, and runs none (it then assumes nothing exists).
 set -euo pipefail
@@ -63,7 +63,7 @@ fi
 # 2. Secrets (staged: the deploy below picks them up in one restart).
 secrets=()
 for name in KAFKA_SEEDS KAFKA_USER KAFKA_PASS KAFKA_TLS KAFKA_SASL_MECHANISM READ_TOKENS \
-    WRITE_TOKENS ADMIN_TOKENS S3_BUCKET S3_ENDPOINT AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY; do
+    WRITE_TOKENS ADMIN_TOKENS GOSSIP_KEYS S3_BUCKET S3_ENDPOINT AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY; do
     [ -n "${!name:-}" ] && secrets+=("$name=${!name}")
 done
 [ "$dry_run" = 1 ] && [ -z "${KAFKA_SEEDS:-}" ] && secrets+=("KAFKA_SEEDS=<your brokers>")

@@ -43,6 +43,9 @@ pub struct Metrics {
     /// `firescroll_cluster_members`: members of this region's gossip cluster with a current
     /// card, this node included (0 with gossip off).
     pub cluster_members: IntGauge,
+    /// `firescroll_gossip_dropped_total`: gossip datagrams no key in GOSSIP_KEYS signed
+    /// (a node with another key or none, or forged), dropped unread.
+    pub gossip_dropped: IntCounter,
     /// `firescroll_proxied_reads_total{operation,result}`: reads sent to another node
     /// (get/list/outcomes; ok, failover, error).
     pub proxied_reads: IntCounterVec,
@@ -283,6 +286,11 @@ impl Metrics {
             "Members of this region's gossip cluster with a current card, this node included.",
         )
         .expect("valid metric");
+        let gossip_dropped = IntCounter::new(
+            "firescroll_gossip_dropped_total",
+            "Gossip datagrams dropped unread because no key in GOSSIP_KEYS signed them.",
+        )
+        .expect("valid metric");
         let proxied_reads = IntCounterVec::new(
             Opts::new(
                 "firescroll_proxied_reads_total",
@@ -473,6 +481,7 @@ impl Metrics {
             Box::new(partition_healthy.clone()),
             Box::new(resp_latency.clone()),
             Box::new(cluster_members.clone()),
+            Box::new(gossip_dropped.clone()),
             Box::new(proxied_reads.clone()),
             Box::new(proxy_latency.clone()),
             Box::new(peer_requests.clone()),
@@ -511,6 +520,7 @@ impl Metrics {
             partition_healthy,
             resp_latency,
             cluster_members,
+            gossip_dropped,
             proxied_reads,
             proxy_latency,
             peer_requests,

@@ -224,6 +224,18 @@ pub async fn run(
             config.listen_addr
         ),
     }
+    if let Some(cluster) = &config.cluster
+        && !cluster.auth.is_keyed()
+        && !config.listen_addr.is_loopback()
+    {
+        tracing::warn!(
+            "gossip is unsigned and LISTEN_ADDR={} accepts other hosts: anyone who can send UDP \
+             to GOSSIP_PORT {} can join this region and be sent its reads. Set GOSSIP_KEYS (the \
+             same on every node) unless only the region's nodes can reach that port",
+            config.listen_addr,
+            cluster.gossip_port
+        );
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sleep = config.shutdown_sleep;

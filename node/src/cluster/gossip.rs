@@ -2,6 +2,7 @@
 //! ticks; it sends what foca asks to send, schedules what it asks to schedule, and turns
 //! membership notifications into partition-map changes. Cards ride foca's custom broadcasts.
 
+use super::auth::{GossipAuth, TAG_BYTES};
 use super::card::Card;
 use super::identity::NodeId;
 use super::table::{Accepted, Table};
@@ -19,8 +20,10 @@ use tokio::sync::{mpsc, oneshot};
 /// Largest gossip datagram: fits Fly.io's WireGuard MTU (1420 less IPv6 and UDP headers, as
 /// Corrosion sets it), so no datagram is fragmented or dropped on 6PN.
 pub const MAX_PACKET_BYTES: usize = 1372;
+/// Largest datagram foca writes: room is left for the tag of a signed one (`GOSSIP_KEYS`).
+const MAX_FOCA_BYTES: usize = MAX_PACKET_BYTES - TAG_BYTES;
 /// Room a card leaves in a datagram for foca's header and membership updates.
-pub const MAX_CARD_BYTES: usize = MAX_PACKET_BYTES - 300;
+pub const MAX_CARD_BYTES: usize = MAX_FOCA_BYTES - 300;
 
 /// What the driver task reacts to.
 pub enum Input {
@@ -74,7 +77,7 @@ pub async fn drive(
     mut rx: mpsc::Receiver<Input>,
 ) {
     let mut config = foca::Config::new_lan(std::num::NonZeroU32::new(32).expect("non-zero"));
-    config.max_packet_size = std::num::NonZeroUsize::new(MAX_PACKET_BYTES).expect("non-zero");
+    config.max_packet_size = std::num::NonZeroUsize::new(MAX_FOCA_BYTES).expect("non-zero");
     let handler = CardHandler {
         table: shared.table.clone(),
     };
@@ -164,7 +167,8 @@ pub async fn drive(
         }
 
         while let Some((dst, data)) = runtime.to_send() {
-            if let Err(e) = socket.send_to(&data, dst.addr).await {
+            let datagram = settings.auth.seal(&data);
+            if let Err(e) = socket.send_to(&datagram, dst.addr).await {
                 tracing::debug!(to = %dst, error = %e, "gossip send failed");
             }
         }
@@ -231,14 +235,36 @@ async fn resolve_seeds(peers: Vec<String>, tx: mpsc::Sender<Input>) {
     }
 }
 
-/// Feeds received datagrams to the driver.
-pub async fn receive(socket: Arc<UdpSocket>, tx: mpsc::Sender<Input>) {
+/// How often a node says it drops gossip no key accepts (a node with another key, or none).
+const DROPPED_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+/// Feeds received datagrams to the driver: those `auth` accepts, without their tag.
+pub async fn receive(
+    socket: Arc<UdpSocket>,
+    tx: mpsc::Sender<Input>,
+    auth: GossipAuth,
+    dropped: prometheus::IntCounter,
+) {
     let mut buf = vec![0u8; MAX_PACKET_BYTES + 1];
+    let mut warned: Option<Instant> = None;
     loop {
         match socket.recv_from(&mut buf).await {
-            Ok((len, _from)) => {
+            Ok((len, from)) => {
+                let Some(payload) = auth.open(&buf[..len]) else {
+                    dropped.inc();
+                    if warned.is_none_or(|at| at.elapsed() >= DROPPED_WARNING_EVERY) {
+                        warned = Some(Instant::now());
+                        tracing::warn!(
+                            %from,
+                            "dropping gossip no key in GOSSIP_KEYS signed: a node with another \
+                             key (or none) cannot join this region (said once a minute; \
+                             firescroll_gossip_dropped_total counts them)"
+                        );
+                    }
+                    continue;
+                };
                 if tx
-                    .send(Input::Data(Bytes::copy_from_slice(&buf[..len])))
+                    .send(Input::Data(Bytes::copy_from_slice(payload)))
                     .await
                     .is_err()
                 {

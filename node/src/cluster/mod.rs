@@ -6,6 +6,7 @@
 //! changes. SWIM detects dead members; a dead or departed member leaves the map at once. The
 //! service asks [`Cluster::owners`] where to send reads for partitions this node does not serve.
 
+mod auth;
 mod batcher;
 mod card;
 mod client;
@@ -13,6 +14,7 @@ mod gossip;
 mod identity;
 mod table;
 
+pub use auth::{GossipAuth, KeyError as GossipKeyError};
 pub use card::CardTooLarge;
 pub use client::{HOP_HEADER, PeerClient, PeerError};
 pub use identity::NodeId;
@@ -56,6 +58,8 @@ pub struct ClusterSettings {
     /// The most keys a peer accepts in one read (MAX_RECORDS_PER_REQUEST): coalesced reads
     /// stay within it.
     pub max_keys_per_request: usize,
+    /// How datagrams are signed and which are accepted (GOSSIP_KEYS).
+    pub auth: GossipAuth,
 }
 
 /// How long an owner that failed a read is tried last.
@@ -165,6 +169,7 @@ impl Cluster {
             bind = %settings.bind,
             api = %card.api,
             seeds = ?settings.peers,
+            signed = settings.auth.is_keyed(),
             "gossip started"
         );
         let client = PeerClient::new(
@@ -173,7 +178,12 @@ impl Cluster {
             settings.max_answer_bytes,
         );
         let max_keys_per_request = settings.max_keys_per_request;
-        tokio::spawn(gossip::receive(socket.clone(), tx.clone()));
+        tokio::spawn(gossip::receive(
+            socket.clone(),
+            tx.clone(),
+            settings.auth.clone(),
+            shared.metrics.gossip_dropped.clone(),
+        ));
         tokio::spawn(gossip::drive(
             shared.clone(),
             settings,

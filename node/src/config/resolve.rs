@@ -269,6 +269,7 @@ impl Config {
                 }
             }
             let gossip_port = pick!(gossip_port, 8192);
+            let auth = crate::cluster::GossipAuth::new(&pick!(gossip_keys, Vec::new()))?;
             let tokens = &config.service.tokens;
             config.cluster = Some(ClusterSettings {
                 bind: SocketAddr::new(config.listen_addr, gossip_port),
@@ -293,6 +294,7 @@ impl Config {
                     .saturating_mul(config.service.limits.max_entry_bytes)
                     .saturating_add(1 << 20),
                 max_keys_per_request: config.service.limits.max_records,
+                auth,
             });
         }
         // Nodes reading a Kafka log may run an older release during a rolling upgrade: they

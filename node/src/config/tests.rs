@@ -148,6 +148,17 @@ fn gossip_is_on_with_an_advertise_address_and_needs_kafka() {
         error(&["--kafka-seeds", "b:9092", "--advertise-addr", "h:9999"])
             .contains("is not API_PORT")
     );
+    // Gossip keys: unsigned without them; a key too short to protect anything is refused.
+    assert!(!cluster.auth.is_keyed());
+    let gossip = ["--kafka-seeds", "b:9092", "--advertise-addr", "h"];
+    let keyed = Config::resolve(settings(
+        &[&gossip[..], &["--gossip-keys", "0123456789abcdef0123,none"]].concat(),
+    ))
+    .unwrap();
+    let auth = keyed.cluster.unwrap().auth;
+    assert!(auth.is_keyed() && auth.accepts_unsigned());
+    let short = error(&[&gossip[..], &["--gossip-keys", "secret"]].concat());
+    assert!(short.starts_with("GOSSIP_KEYS"), "{short}");
 }
 
 #[test]

@@ -1069,3 +1069,73 @@ print("ok")
         "SETNAME answered, WAIT not"
     );
 }
+
+#[test]
+fn signed_gossip_admits_the_key_holders_and_drops_everyone_else() {
+    let _serial = serial();
+    let broker = Broker::start();
+    // Two nodes of one replica group sharing a key (the second listed too, as in a rotation):
+    // they find each other and proxy reads to each other.
+    let key = "a-shared-gossip-key-0123456789";
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let start = |i: usize, group: &str, keys: Option<&str>| {
+        let mut env = cluster_env(
+            &broker,
+            "signed",
+            group,
+            &format!("n{i}"),
+            ports[i],
+            ports[0],
+        );
+        if let Some(keys) = keys {
+            env.push(("GOSSIP_KEYS".into(), keys.into()));
+        }
+        Node::start_env(&env)
+    };
+    let both = format!("{key},an-older-key-9876543210");
+    let nodes = vec![start(0, "g0", Some(key)), start(1, "g0", Some(&both))];
+    wait_converged(&nodes, 1);
+    let written = write_all(&nodes[0], 20);
+    assert_reads_all(&nodes[1], 20, &written["Positions"]);
+    // A node with another key and one with none, seeded by n0 (in another replica group, so
+    // they take no partitions from the first): neither joins, and n0 counts what it dropped.
+    let outsiders = [
+        start(2, "g1", Some("another-regions-key-0123456789")),
+        start(3, "g2", None),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&nodes[0], "firescroll_gossip_dropped_total") < 2.0 {
+        assert!(Instant::now() < deadline, "{}", log_tail(&nodes[0], 30));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Long enough for several announcements and card broadcasts.
+    std::thread::sleep(Duration::from_secs(3));
+    for node in &nodes {
+        let members: Vec<String> = debug_cluster(node)["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["instance_id"].as_str().unwrap().to_string())
+            .collect();
+        let mut members = members;
+        members.sort();
+        assert_eq!(members, ["n0", "n1"], "node on {}", node.api);
+    }
+    for outsider in &outsiders {
+        assert_eq!(
+            metric(outsider, "firescroll_cluster_members "),
+            1.0,
+            "alone: {}",
+            log_tail(outsider, 20)
+        );
+    }
+    assert!(
+        nodes[0]
+            .log()
+            .contains("dropping gossip no key in GOSSIP_KEYS signed"),
+        "says so"
+    );
+    // The region still answers everything.
+    assert_reads_all(&nodes[1], 20, &written["Positions"]);
+    assert_reads_all(&nodes[0], 20, &written["Positions"]);
+}
