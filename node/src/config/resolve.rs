@@ -251,6 +251,15 @@ impl Config {
                     "ADVERTISE_ADDR/GOSSIP_PEERS need KAFKA_SEEDS: on the embedded log a node is alone and serves every partition"
                 );
             };
+            if config.tls.is_some() {
+                bail!(
+                    "TLS_CERT_PATH with ADVERTISE_ADDR: the nodes of a region read from each other \
+                     over plain HTTP on API_PORT, which TLS takes over, so every read proxied to \
+                     another node would fail (TLS between nodes is not supported yet). Terminate \
+                     TLS in front of the nodes (a load balancer or a sidecar; on Fly.io, Fly's \
+                     proxy does), or run without gossip (unset ADVERTISE_ADDR and GOSSIP_PEERS)"
+                );
+            }
             let (host, api_port) = split_advertise(&advertise)?;
             if let Some(port) = api_port
                 && port != config.api_port

@@ -159,6 +159,10 @@ fn gossip_is_on_with_an_advertise_address_and_needs_kafka() {
     assert!(auth.is_keyed() && auth.accepts_unsigned());
     let short = error(&[&gossip[..], &["--gossip-keys", "secret"]].concat());
     assert!(short.starts_with("GOSSIP_KEYS"), "{short}");
+    // Peers read each other over plain HTTP on the API port: with TLS there, refused at start.
+    let tls = ["--tls-cert-path", "c.pem", "--tls-key-path", "k.pem"];
+    let both = error(&[&gossip[..], &tls[..]].concat());
+    assert!(both.contains("not supported yet"), "{both}");
 }
 
 #[test]
