@@ -326,7 +326,7 @@ fn stamps(settings: &TlsSettings) -> Vec<Stamp> {
     .collect()
 }
 
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
@@ -378,7 +378,7 @@ impl rustls::server::ResolvesServerCert for Fixed {
     }
 }
 
-fn certified_key(
+pub(crate) fn certified_key(
     settings: &TlsSettings,
     provider: &CryptoProvider,
 ) -> Result<CertifiedKey, TlsError> {
@@ -432,7 +432,7 @@ fn client_verifier(
 }
 
 /// The certificates of a PEM file, at least one.
-fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let chain = CertificateDer::pem_file_iter(path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| pem_problem(e, "certificate (-----BEGIN CERTIFICATE-----)"))?;

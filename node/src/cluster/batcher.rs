@@ -262,7 +262,7 @@ mod tests {
         let widest = Arc::new(AtomicUsize::new(0));
         let addr = peer(widest.clone()).await;
         let batcher = Arc::new(GetBatcher::new(
-            PeerClient::new(Duration::from_secs(5), None, 1 << 20),
+            PeerClient::new(Duration::from_secs(5), None, 1 << 20, None),
             MAX_KEYS,
         ));
         let mut reads = tokio::task::JoinSet::new();
@@ -323,7 +323,10 @@ mod tests {
         let widest = Arc::new(AtomicUsize::new(0));
         let addr = peer(widest.clone()).await;
         // Owners accept 8 keys per request.
-        let batcher = GetBatcher::new(PeerClient::new(Duration::from_secs(60), None, 1 << 20), 8);
+        let batcher = GetBatcher::new(
+            PeerClient::new(Duration::from_secs(60), None, 1 << 20, None),
+            8,
+        );
         // All three are queued before the batcher runs: the first two (4 keys) go together, and
         // the third would take that request to 10, so it goes in the next.
         let (first, second, third) = tokio::join!(
@@ -382,7 +385,7 @@ mod tests {
     async fn reads_queued_behind_a_request_go_out_once_there_are_enough_of_them() {
         let (addr, arrived, release) = holding_peer().await;
         let mut batcher = GetBatcher::new(
-            PeerClient::new(Duration::from_secs(60), None, 1 << 20),
+            PeerClient::new(Duration::from_secs(60), None, 1 << 20, None),
             MAX_KEYS,
         );
         // Reads would otherwise wait this long for the held request's answer.
@@ -422,7 +425,7 @@ mod tests {
     async fn reads_that_do_not_fit_behind_a_request_in_flight_each_wait_their_turn() {
         let (addr, arrived, release) = holding_peer().await;
         let batcher = Arc::new(GetBatcher::new(
-            PeerClient::new(Duration::from_secs(60), None, 1 << 20),
+            PeerClient::new(Duration::from_secs(60), None, 1 << 20, None),
             8,
         ));
         let held = tokio::spawn({
@@ -454,7 +457,7 @@ mod tests {
         let (addr, arrived, release) = holding_peer().await;
         // The held request would time out only after a minute.
         let batcher = Arc::new(GetBatcher::new(
-            PeerClient::new(Duration::from_secs(60), None, 1 << 20),
+            PeerClient::new(Duration::from_secs(60), None, 1 << 20, None),
             MAX_KEYS,
         ));
         let held = tokio::spawn({

@@ -2,11 +2,12 @@
 //! errors that tell a failover worth trying (the peer is unreachable or cannot serve) from an
 //! answer to pass on (the request itself is wrong).
 //!
-//! Requests go through hyper's pooled client directly; reqwest (kept for the watch stream)
-//! parsed each request's URL three times (building it, its redirect policy, sending it) and
-//! wrapped it in layers a peer request does not use: ~45k instructions of a proxying node's
-//! ~62k per peer request (callgrind; ~30k now).
+//! Requests go through hyper's pooled client directly; reqwest parsed each request's URL three
+//! times (building it, its redirect policy, sending it) and wrapped it in layers a peer request
+//! does not use: ~45k instructions of a proxying node's ~62k per peer request (callgrind; ~30k
+//! now). With TLS on the API port the same client speaks HTTPS (see `peer_tls`).
 
+use super::peer_tls::PeerTls;
 use crate::model::ListRequest;
 use crate::model::peer::{
     GET_PATH, GetQuery, GetReply, KEYS_PATH, KeysQuery, KeysReply, LIST_PATH, ListReply,
@@ -14,6 +15,7 @@ use crate::model::peer::{
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -61,11 +63,10 @@ pub struct PeerClient {
 
 /// What a [`PeerClient`] and its clones share.
 struct Clients {
-    /// The `/cluster/v1` requests.
-    pool: Client<HttpConnector, Full<Bytes>>,
-    /// The watch stream (`watch`), whose answer streams as a `reqwest::Response`.
-    http: reqwest::Client,
-    token: Option<String>,
+    /// The `/cluster/v1` requests and watch streams.
+    pool: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// `https` when peers' API ports speak TLS, else `http`.
+    scheme: &'static str,
     /// `Bearer <token>`, made once (`Err`: the token cannot be sent in an HTTP header).
     authorization: Option<Result<axum::http::HeaderValue, String>>,
     timeout: Duration,
@@ -77,19 +78,46 @@ impl PeerClient {
     /// as `Authorization: Bearer` when the region requires one; an answer longer than
     /// `max_answer_bytes` is refused as it arrives (something other than a FireScroll node at
     /// a peer's address must not make this node buffer whatever it sends within the timeout).
-    pub fn new(timeout: Duration, token: Option<String>, max_answer_bytes: usize) -> Self {
+    /// With `tls`, peers are asked over HTTPS, their certificates checked as it says.
+    pub fn new(
+        timeout: Duration,
+        token: Option<String>,
+        max_answer_bytes: usize,
+        tls: Option<PeerTls>,
+    ) -> Self {
         let connect_timeout = timeout.min(Duration::from_secs(1));
         let idle = Duration::from_secs(60);
-        let http = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .pool_idle_timeout(idle)
-            .tcp_nodelay(true)
-            .no_proxy()
-            .build()
-            .expect("an HTTP client with no TLS always builds");
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
+        connector.enforce_http(false);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let connector = match tls {
+            Some(tls) => {
+                let builder = builder.with_tls_config(tls.config).https_only();
+                match tls.server_name {
+                    Some(name) => builder.with_server_name_resolver(
+                        hyper_rustls::FixedServerNameResolver::new(name),
+                    ),
+                    None => builder,
+                }
+                .enable_http1()
+                .wrap_connector(connector)
+            }
+            // Plain HTTP only: the TLS configuration is never used.
+            None => builder
+                .with_tls_config(
+                    rustls::ClientConfig::builder_with_provider(crate::api::tls::provider())
+                        .with_safe_default_protocol_versions()
+                        .expect("aws-lc supports the default versions")
+                        .with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth(),
+                )
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(connector),
+        };
         let pool = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(idle)
             .pool_timer(hyper_util::rt::TokioTimer::new())
@@ -104,8 +132,7 @@ impl PeerClient {
         PeerClient {
             inner: std::sync::Arc::new(Clients {
                 pool,
-                http,
-                token,
+                scheme,
                 authorization,
                 timeout,
                 max_answer_bytes,
@@ -204,32 +231,39 @@ impl PeerClient {
         addr: SocketAddr,
         query: &str,
         last_event_id: Option<&str>,
-    ) -> Result<reqwest::Response, PeerError> {
+    ) -> Result<PeerStream, PeerError> {
         let unreachable = |reason: String| PeerError::Unreachable { addr, reason };
-        let mut request = self
-            .inner
-            .http
-            .get(format!("http://{addr}/records/watch?{query}"))
-            .header(HOP_HEADER, "1")
-            .header(reqwest::header::ACCEPT, "text/event-stream");
+        let scheme = self.inner.scheme;
+        let mut request =
+            axum::http::Request::get(format!("{scheme}://{addr}/records/watch?{query}"))
+                .header(HOP_HEADER, "1")
+                .header(axum::http::header::ACCEPT, "text/event-stream");
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
-        if let Some(token) = &self.inner.token {
-            request = request.bearer_auth(token);
+        if let Some(authorization) = &self.inner.authorization {
+            let value = authorization.clone().map_err(unreachable)?;
+            request = request.header(axum::http::header::AUTHORIZATION, value);
         }
-        let response = tokio::time::timeout(self.inner.timeout, request.send())
+        let request = request
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| unreachable(format!("cannot make the request: {e}")))?;
+        let response = tokio::time::timeout(self.inner.timeout, self.inner.pool.request(request))
             .await
             .map_err(|_| unreachable("timed out".into()))?
             .map_err(|e| unreachable(describe(&e)))?;
         let status = response.status();
         if status.is_success() {
-            return Ok(response);
+            return Ok(PeerStream(response.into_body()));
         }
-        let bytes = response
-            .bytes()
+        // An error answer is short: read it within the bound and its size.
+        let limit = self.inner.max_answer_bytes;
+        let read = Limited::new(response.into_body(), limit).collect();
+        let bytes = tokio::time::timeout(self.inner.timeout, read)
             .await
-            .map_err(|e| unreachable(describe(&e)))?;
+            .map_err(|_| unreachable("timed out".into()))?
+            .map_err(|e| unreachable(chain(e.as_ref())))?
+            .to_bytes();
         let (code, message) = error_of(&bytes);
         Err(PeerError::Refused {
             addr,
@@ -248,7 +282,8 @@ impl PeerClient {
     ) -> Result<R, PeerError> {
         let unreachable = |reason: String| PeerError::Unreachable { addr, reason };
         let body = serde_json::to_vec(query).expect("queries always serialize");
-        let mut request = axum::http::Request::post(format!("http://{addr}{path}"))
+        let scheme = self.inner.scheme;
+        let mut request = axum::http::Request::post(format!("{scheme}://{addr}{path}"))
             .header(axum::http::header::CONTENT_TYPE, "application/json")
             .header(HOP_HEADER, "1");
         if let Some(authorization) = &self.inner.authorization {
@@ -260,13 +295,12 @@ impl PeerClient {
             .map_err(|e| unreachable(format!("cannot make the request: {e}")))?;
         // The whole exchange, the answer's body included, within the bound.
         let exchange = async {
-            let response = self.inner.pool.request(request).await.map_err(|e| {
-                if e.is_connect() {
-                    "connection failed".to_string()
-                } else {
-                    chain(&e)
-                }
-            })?;
+            let response = self
+                .inner
+                .pool
+                .request(request)
+                .await
+                .map_err(|e| describe(&e))?;
             let status = response.status();
             let limit = self.inner.max_answer_bytes;
             let bytes = Limited::new(response.into_body(), limit)
@@ -320,13 +354,30 @@ fn error_of(body: &[u8]) -> (String, String) {
     }
 }
 
-fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timed out".into()
-    } else if e.is_connect() {
+fn describe(e: &hyper_util::client::legacy::Error) -> String {
+    if e.is_connect() {
         "connection failed".into()
     } else {
         chain(e)
+    }
+}
+
+/// A peer's answer that streams (a watch), read chunk by chunk as it arrives.
+pub struct PeerStream(hyper::body::Incoming);
+
+impl PeerStream {
+    /// The next bytes; `None` once the peer ended the stream or went away.
+    pub async fn chunk(&mut self) -> Option<Bytes> {
+        loop {
+            match self.0.frame().await? {
+                Ok(frame) => match frame.into_data() {
+                    Ok(data) if !data.is_empty() => return Some(data),
+                    // Trailers, or an empty frame: read on.
+                    _ => continue,
+                },
+                Err(_) => return None,
+            }
+        }
     }
 }
 
@@ -360,7 +411,7 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let client = PeerClient::new(Duration::from_secs(2), None, 1 << 20);
+        let client = PeerClient::new(Duration::from_secs(2), None, 1 << 20, None);
         let e = get_error(&client, addr).await;
         assert!(
             matches!(&e, PeerError::Unreachable { reason, .. } if reason == "connection failed"),
@@ -380,7 +431,7 @@ mod tests {
                 open.push(listener.accept().await.unwrap());
             }
         });
-        let client = PeerClient::new(Duration::from_millis(300), None, 1 << 20);
+        let client = PeerClient::new(Duration::from_millis(300), None, 1 << 20, None);
         let started = std::time::Instant::now();
         let e = get_error(&client, addr).await;
         assert!(
@@ -395,7 +446,12 @@ mod tests {
     async fn a_token_no_header_can_carry_is_a_clear_error_not_a_panic() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let client = PeerClient::new(Duration::from_secs(2), Some("read\ntoken".into()), 1 << 20);
+        let client = PeerClient::new(
+            Duration::from_secs(2),
+            Some("read\ntoken".into()),
+            1 << 20,
+            None,
+        );
         let e = get_error(&client, addr).await;
         assert!(
             e.to_string().contains("cannot be sent in an HTTP header"),
@@ -424,7 +480,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        let client = PeerClient::new(Duration::from_secs(5), None, 1 << 20);
+        let client = PeerClient::new(Duration::from_secs(5), None, 1 << 20, None);
         let query = ScanQuery {
             cursor: "0.0".into(),
             limit: 1,
@@ -454,7 +510,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        let client = PeerClient::new(Duration::from_secs(5), None, 1 << 20);
+        let client = PeerClient::new(Duration::from_secs(5), None, 1 << 20, None);
         let e = get_error(&client, addr).await;
         assert!(
             matches!(&e, PeerError::Unreachable { reason, .. }

@@ -12,12 +12,14 @@ mod card;
 mod client;
 mod gossip;
 mod identity;
+mod peer_tls;
 mod table;
 
 pub use auth::{GossipAuth, KeyError as GossipKeyError};
 pub use card::CardTooLarge;
-pub use client::{HOP_HEADER, PeerClient, PeerError};
+pub use client::{HOP_HEADER, PeerClient, PeerError, PeerStream};
 pub use identity::NodeId;
+pub use peer_tls::PeerTlsSettings;
 pub use table::{ClusterView, Peer};
 
 use crate::metrics::Metrics;
@@ -60,6 +62,8 @@ pub struct ClusterSettings {
     pub max_keys_per_request: usize,
     /// How datagrams are signed and which are accepted (GOSSIP_KEYS).
     pub auth: GossipAuth,
+    /// Peers are asked over HTTPS, checked so (TLS_CERT_PATH with PEER_TLS_CA_PATH).
+    pub tls: Option<PeerTlsSettings>,
 }
 
 /// How long an owner that failed a read is tried last.
@@ -80,6 +84,8 @@ pub enum ClusterError {
     Advertise { host: String, reason: String },
     #[error("{0}; use fewer PARTITIONS per namespace")]
     CardTooLarge(#[from] CardTooLarge),
+    #[error("{0}")]
+    Tls(#[from] crate::api::tls::TlsError),
 }
 
 /// What the driver task and the read path share.
@@ -172,10 +178,15 @@ impl Cluster {
             signed = settings.auth.is_keyed(),
             "gossip started"
         );
+        let peer_tls = match &settings.tls {
+            Some(tls) => Some(peer_tls::client_config(tls)?),
+            None => None,
+        };
         let client = PeerClient::new(
             settings.read_timeout,
             settings.token.clone(),
             settings.max_answer_bytes,
+            peer_tls,
         );
         let max_keys_per_request = settings.max_keys_per_request;
         tokio::spawn(gossip::receive(

@@ -251,15 +251,24 @@ impl Config {
                     "ADVERTISE_ADDR/GOSSIP_PEERS need KAFKA_SEEDS: on the embedded log a node is alone and serves every partition"
                 );
             };
-            if config.tls.is_some() {
-                bail!(
-                    "TLS_CERT_PATH with ADVERTISE_ADDR: the nodes of a region read from each other \
-                     over plain HTTP on API_PORT, which TLS takes over, so every read proxied to \
-                     another node would fail (TLS between nodes is not supported yet). Terminate \
-                     TLS in front of the nodes (a load balancer or a sidecar; on Fly.io, Fly's \
-                     proxy does), or run without gossip (unset ADVERTISE_ADDR and GOSSIP_PEERS)"
-                );
-            }
+            // With TLS on the API port, peers ask each other over HTTPS: they must know whom
+            // to trust.
+            let peer_tls = match (
+                &config.tls,
+                pick_path(&given.peer_tls_ca_path, &file.peer_tls_ca_path),
+            ) {
+                (None, _) => None,
+                (Some(own), Some(ca_path)) => Some(crate::cluster::PeerTlsSettings {
+                    ca_path,
+                    name: given.peer_tls_name.clone().or(file.peer_tls_name.clone()),
+                    own: own.clone(),
+                }),
+                (Some(_), None) => bail!(
+                    "PEER_TLS_CA_PATH: with TLS_CERT_PATH and ADVERTISE_ADDR the nodes of a region \
+                     ask each other for reads over HTTPS; name the CA that issues their \
+                     certificates (a PEM file), so each can check the others'"
+                ),
+            };
             let (host, api_port) = split_advertise(&advertise)?;
             if let Some(port) = api_port
                 && port != config.api_port
@@ -304,6 +313,7 @@ impl Config {
                     .saturating_add(1 << 20),
                 max_keys_per_request: config.service.limits.max_records,
                 auth,
+                tls: peer_tls,
             });
         }
         // Nodes reading a Kafka log may run an older release during a rolling upgrade: they

@@ -79,6 +79,15 @@ pub struct Settings {
     /// signed (mutual TLS), as Redis's `tls-auth-clients yes`.
     #[arg(long, env = "TLS_CLIENT_CA_PATH")]
     pub tls_client_ca_path: Option<PathBuf>,
+    /// With TLS and gossip: PEM certificates of the CA that issues the nodes' certificates,
+    /// which a node trusts when it asks its peers (over HTTPS) for reads.
+    #[arg(long, env = "PEER_TLS_CA_PATH")]
+    pub peer_tls_ca_path: Option<PathBuf>,
+    /// With TLS and gossip: the name every node's certificate carries, checked when a node asks
+    /// its peers for reads [default: the first DNS name of this node's certificate, else the
+    /// peer's IP address].
+    #[arg(long, env = "PEER_TLS_NAME")]
+    pub peer_tls_name: Option<String>,
     /// Redis protocol port [default: 6379].
     #[arg(long, env = "RESP_PORT")]
     pub resp_port: Option<u16>,

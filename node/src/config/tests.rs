@@ -159,10 +159,17 @@ fn gossip_is_on_with_an_advertise_address_and_needs_kafka() {
     assert!(auth.is_keyed() && auth.accepts_unsigned());
     let short = error(&[&gossip[..], &["--gossip-keys", "secret"]].concat());
     assert!(short.starts_with("GOSSIP_KEYS"), "{short}");
-    // Peers read each other over plain HTTP on the API port: with TLS there, refused at start.
+    // With TLS on the API port, peers ask each other over HTTPS: whom to trust must be said.
     let tls = ["--tls-cert-path", "c.pem", "--tls-key-path", "k.pem"];
     let both = error(&[&gossip[..], &tls[..]].concat());
-    assert!(both.contains("not supported yet"), "{both}");
+    assert!(both.starts_with("PEER_TLS_CA_PATH"), "{both}");
+    let peers = Config::resolve(settings(
+        &[&gossip[..], &tls[..], &["--peer-tls-ca-path", "ca.pem"]].concat(),
+    ))
+    .unwrap();
+    let peer_tls = peers.cluster.unwrap().tls.unwrap();
+    assert_eq!(peer_tls.ca_path, std::path::Path::new("ca.pem"));
+    assert_eq!(peer_tls.name, None);
 }
 
 #[test]

@@ -214,7 +214,7 @@ impl Service {
             cluster.client().watch(peer.api, query, last_event_id)
         })
         .await
-        .map(|response| Some(RemoteStream(response)))
+        .map(Some)
     }
 
     /// Asks `owners` of `partition` in turn until one answers; the answer, or the error to
@@ -362,11 +362,4 @@ fn known_code(code: &str) -> &'static str {
 }
 
 /// An owner's answer that streams (a watch), read chunk by chunk as it arrives.
-pub struct RemoteStream(reqwest::Response);
-
-impl RemoteStream {
-    /// The next bytes; `None` once the owner ended the stream or went away.
-    pub async fn chunk(&mut self) -> Option<bytes::Bytes> {
-        self.0.chunk().await.ok().flatten()
-    }
-}
+pub type RemoteStream = crate::cluster::PeerStream;

@@ -1139,3 +1139,130 @@ fn signed_gossip_admits_the_key_holders_and_drops_everyone_else() {
     assert_reads_all(&nodes[1], 20, &written["Positions"]);
     assert_reads_all(&nodes[0], 20, &written["Positions"]);
 }
+
+/// curl over HTTPS trusting `ca`: its output (stdout, then stderr).
+fn curl_tls(ca: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert", ca])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn a_region_with_tls_on_its_api_ports_asks_its_peers_over_https() {
+    tls_region_answers_everything(false);
+}
+
+#[test]
+fn a_region_that_asks_clients_for_certificates_presents_its_own_to_its_peers() {
+    tls_region_answers_everything(true);
+}
+
+/// Two nodes of one replica group with TLS on their API ports (and, `mutual`, client
+/// certificates required there): every read through either, proxied ones over HTTPS, and a
+/// watch streamed from the other node.
+fn tls_region_answers_everything(mutual: bool) {
+    let _serial = serial();
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::tls::Ca::new(dir.path(), "ca");
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    // Each node its own certificate from the region's CA (for `localhost`: the name peers ask
+    // for, taken from the node's own certificate).
+    let nodes: Vec<Node> = (0..2)
+        .map(|i| {
+            let own = dir.path().join(format!("n{i}"));
+            std::fs::create_dir(&own).unwrap();
+            let (cert, key) = crate::tls::install(&own, &ca.sign_node_and_client());
+            let namespace = if mutual { "peermtls" } else { "peertls" };
+            let mut env = cluster_env(
+                &broker,
+                namespace,
+                "g0",
+                &format!("n{i}"),
+                ports[i],
+                ports[0],
+            );
+            env.extend([
+                ("TLS_CERT_PATH".to_string(), cert),
+                ("TLS_KEY_PATH".to_string(), key),
+                ("PEER_TLS_CA_PATH".to_string(), ca.path().to_string()),
+            ]);
+            if mutual {
+                env.push(("TLS_CLIENT_CA_PATH".to_string(), ca.path().to_string()));
+            }
+            Node::start_env(&env)
+        })
+        .collect();
+    wait_converged(&nodes, 1);
+    // This test's own requests present a client certificate when the ports ask for one.
+    let client = dir.path().join("client");
+    std::fs::create_dir(&client).unwrap();
+    let (client_cert, client_key) = crate::tls::install(&client, &ca.sign(true));
+    let mut client_args: Vec<&str> = Vec::new();
+    if mutual {
+        client_args = vec!["--cert", &client_cert, "--key", &client_key];
+    }
+    let curl_tls =
+        |ca: &str, args: &[&str]| -> String { curl_tls(ca, &[&client_args[..], args].concat()) };
+    let https = |node: &Node, path: &str| format!("https://localhost:{}{path}", node.api);
+    let n = 20;
+    let records: Vec<Value> = (0..n)
+        .map(|i| json!({"pk": format!("key{i}"), "sk": "s", "data": {"i": i}}))
+        .collect();
+    let written = curl_tls(
+        ca.path(),
+        &[
+            &https(&nodes[0], "/records/put"),
+            "-d",
+            &json!({"Records": records, "wait": true}).to_string(),
+        ],
+    );
+    let written: Value = serde_json::from_str(&written).expect(&written);
+    // Every key from either node: half of them asked of the other over HTTPS.
+    for node in &nodes {
+        let body = json!({"Records": keys(n), "min_offsets": written["Positions"]}).to_string();
+        let reply = curl_tls(ca.path(), &[&https(node, "/records/get"), "-d", &body]);
+        let reply: Value = serde_json::from_str(&reply).expect(&reply);
+        let found = reply["Records"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{reply}"));
+        assert_eq!(found.len(), n, "{reply}\n{}", log_tail(node, 30));
+    }
+    for node in &nodes {
+        let ok = metric(
+            node,
+            "firescroll_proxied_reads_total{operation=\"get\",result=\"ok\"}",
+        );
+        assert!(ok > 0.0, "node on {} asked its peer", node.api);
+    }
+    // A watch of a pk the other node applies streams from it over HTTPS too.
+    let pk = (0..)
+        .map(|i| format!("watched{i}"))
+        .find(|pk| !nodes[1].owned().contains(&(partition_of(pk) as u64)))
+        .unwrap();
+    let watch = std::process::Command::new("curl")
+        .args(["-sS", "-N", "--max-time", "6", "--cacert", ca.path()])
+        .args(&client_args)
+        .arg(https(&nodes[1], &format!("/records/watch?pk={pk}")))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let put = json!({"Records": [{"pk": pk, "sk": "a", "data": 7}], "wait": true}).to_string();
+    curl_tls(ca.path(), &[&https(&nodes[0], "/records/put"), "-d", &put]);
+    let out = watch.wait_with_output().unwrap();
+    let events = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        events.contains("event: change") && events.contains(&format!("\"Pk\":\"{pk}\"")),
+        "{events}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -43,6 +43,21 @@ impl Ca {
         self.sign_until(client, None)
     }
 
+    /// A node's certificate (`localhost`, 127.0.0.1) that is good for client authentication
+    /// too: what a node presents to its peers when they ask clients for certificates.
+    pub(crate) fn sign_node_and_client(&self) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// [`Ca::sign`], valid until midnight (UTC) of `(year, month, day)` when given (rcgen's
     /// default otherwise: the year 4096).
     pub(crate) fn sign_until(

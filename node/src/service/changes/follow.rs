@@ -34,7 +34,7 @@ impl Follow {
 
 /// An owner's keys-only watch of a partition, read as events.
 pub struct RemoteWatch {
-    response: reqwest::Response,
+    response: crate::cluster::PeerStream,
     buffer: Vec<u8>,
     /// The buffer before this holds no event end: each chunk is searched once.
     searched: usize,
@@ -69,8 +69,8 @@ impl RemoteWatch {
                 return None;
             }
             match self.response.chunk().await {
-                Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),
-                Ok(None) | Err(_) => return None,
+                Some(chunk) => self.buffer.extend_from_slice(&chunk),
+                None => return None,
             }
         }
     }
