@@ -1142,16 +1142,7 @@ fn signed_gossip_admits_the_key_holders_and_drops_everyone_else() {
 
 /// curl over HTTPS trusting `ca`: its output (stdout, then stderr).
 fn curl_tls(ca: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "--max-time", "10", "--cacert", ca])
-        .args(args)
-        .output()
-        .expect("curl runs");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    crate::tls::curl(&[&["--cacert", ca], args].concat()).1
 }
 
 #[test]

@@ -126,7 +126,7 @@ fn tls_node(cert: &str, key: &str, more: &[(&str, &str)]) -> Node {
 }
 
 /// curl with `args`: whether it succeeded, and what it printed (stdout, then stderr).
-fn curl(args: &[&str]) -> (bool, String) {
+pub(crate) fn curl(args: &[&str]) -> (bool, String) {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "10"])
         .args(args)

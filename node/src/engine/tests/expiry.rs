@@ -36,6 +36,16 @@ fn entry(ts: i64, ops: Vec<Op>) -> Vec<u8> {
     LogEntry::new(ts, ops).encode()
 }
 
+/// (deadline, whether it is the record's own) of a stored record, read raw.
+fn deadline_and_own(store: &PartitionStore, pk: &str, sk: &str) -> (Option<i64>, bool) {
+    let raw = store
+        .get_raw(&crate::store::encode_key(pk, sk))
+        .unwrap()
+        .unwrap();
+    let view = crate::store::decode_value(&raw).unwrap();
+    (view.expires_at_ms, view.own_deadline)
+}
+
 /// (data, deadline) of a stored record, read raw (reads hide records by the wall clock, and
 /// these deadlines are in 1970).
 fn stored(store: &PartitionStore, pk: &str, sk: &str) -> Option<(String, Option<i64>)> {
@@ -403,15 +413,7 @@ fn a_fields_own_deadline_is_not_its_keys_whatever_the_batching() {
                     .map(|(_, r)| r[0].data.clone().unwrap()),
             );
         }
-        // (deadline, own) of a record.
-        let deadline = |pk: &str, sk: &str| {
-            let raw = store
-                .get_raw(&crate::store::encode_key(pk, sk))
-                .unwrap()
-                .unwrap();
-            let view = crate::store::decode_value(&raw).unwrap();
-            (view.expires_at_ms, view.own_deadline)
-        };
+        let deadline = |pk: &str, sk: &str| deadline_and_own(&store, pk, sk);
         let at = format!("batch size {batch_size}");
         let none = (None, false);
         assert_eq!(deadline(&pk[0], "0"), none, "{at}");
@@ -505,15 +507,7 @@ fn a_field_ttl_op_sees_the_fields_own_deadline_alone_whatever_the_batching() {
         let at = format!("batch size {batch_size}");
         // EXPIRE's 1, then the field ops' codes in log order.
         assert_eq!(codes, ["1", "0", "1", "0", "0", "1", "1", "0", "1"], "{at}");
-        // (deadline, own) of a record.
-        let deadline = |pk: &str, sk: &str| {
-            let raw = store
-                .get_raw(&crate::store::encode_key(pk, sk))
-                .unwrap()
-                .unwrap();
-            let view = crate::store::decode_value(&raw).unwrap();
-            (view.expires_at_ms, view.own_deadline)
-        };
+        let deadline = |pk: &str, sk: &str| deadline_and_own(&store, pk, sk);
         assert_eq!(deadline(&pk[0], "a"), (Some(5_000), false), "{at}");
         assert_eq!(deadline(&pk[0], "b"), (Some(5_000), false), "{at}");
         assert_eq!(deadline(&pk[0], "c"), (Some(5_000), false), "{at}");
