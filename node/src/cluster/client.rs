@@ -354,11 +354,13 @@ fn error_of(body: &[u8]) -> (String, String) {
     }
 }
 
+/// Why a request to a peer failed, in one line: a connection that failed says why (refused,
+/// or a TLS handshake that did not verify the peer's certificate).
 fn describe(e: &hyper_util::client::legacy::Error) -> String {
-    if e.is_connect() {
-        "connection failed".into()
-    } else {
-        chain(e)
+    match (e.is_connect(), std::error::Error::source(e)) {
+        (true, Some(cause)) => format!("connection failed: {}", chain(cause)),
+        (true, None) => "connection failed".into(),
+        (false, _) => chain(e),
     }
 }
 
@@ -414,7 +416,7 @@ mod tests {
         let client = PeerClient::new(Duration::from_secs(2), None, 1 << 20, None);
         let e = get_error(&client, addr).await;
         assert!(
-            matches!(&e, PeerError::Unreachable { reason, .. } if reason == "connection failed"),
+            matches!(&e, PeerError::Unreachable { reason, .. } if reason.starts_with("connection failed")),
             "{e}"
         );
         assert!(e.worth_failover());

@@ -1155,6 +1155,96 @@ fn a_region_that_asks_clients_for_certificates_presents_its_own_to_its_peers() {
     tls_region_answers_everything(true);
 }
 
+/// Node `i` of a region on `ports` (gossip ports; node 0 seeds) with TLS on its API port: its
+/// certificate signed by `issuer`, its peers' checked against `trusted`; with `mutual`, client
+/// certificates `trusted` signed are required on its ports.
+fn tls_peer(
+    broker: &Broker,
+    namespace: &str,
+    (i, ports): (usize, &[u16]),
+    dir: &std::path::Path,
+    (issuer, trusted): (&crate::tls::Ca, &crate::tls::Ca),
+    mutual: bool,
+) -> Node {
+    let own = dir.join(format!("n{i}"));
+    std::fs::create_dir(&own).unwrap();
+    let (cert, key) = crate::tls::install(&own, &issuer.sign_node_and_client());
+    let mut env = cluster_env(
+        broker,
+        namespace,
+        "g0",
+        &format!("n{i}"),
+        ports[i],
+        ports[0],
+    );
+    env.extend([
+        ("TLS_CERT_PATH".to_string(), cert),
+        ("TLS_KEY_PATH".to_string(), key),
+        ("PEER_TLS_CA_PATH".to_string(), trusted.path().to_string()),
+    ]);
+    if mutual {
+        env.push(("TLS_CLIENT_CA_PATH".to_string(), trusted.path().to_string()));
+    }
+    Node::start_env(&env)
+}
+
+#[test]
+fn a_peer_whose_certificate_the_region_does_not_trust_is_not_asked() {
+    let _serial = serial();
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, stranger) = (
+        crate::tls::Ca::new(dir.path(), "ca"),
+        crate::tls::Ca::new(dir.path(), "stranger"),
+    );
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    // n1's certificate comes from a CA the region does not trust; it trusts n0's.
+    let nodes = [
+        tls_peer(
+            &broker,
+            "untrusted",
+            (0, &ports),
+            dir.path(),
+            (&ca, &ca),
+            false,
+        ),
+        tls_peer(
+            &broker,
+            "untrusted",
+            (1, &ports),
+            dir.path(),
+            (&stranger, &ca),
+            false,
+        ),
+    ];
+    wait_converged(&nodes, 1);
+    let get = |node: &Node, trust: &crate::tls::Ca, pk: &str| {
+        let url = format!("https://localhost:{}/records/get", node.api);
+        let body = json!({"Records": [{"pk": pk, "sk": ""}]}).to_string();
+        crate::tls::curl(&["--cacert", trust.path(), &url, "-d", &body]).1
+    };
+    let owned_by = |owner: &Node| {
+        (0..)
+            .map(|i| format!("k{i}"))
+            .find(|pk| owner.owned().contains(&(partition_of(pk) as u64)))
+            .unwrap()
+    };
+    // n0 asks n1 and refuses its certificate: the read fails (never answered by n1), and n0's
+    // log says why.
+    let refused = get(&nodes[0], &ca, &owned_by(&nodes[1]));
+    assert!(refused.contains("partition_unavailable"), "{refused}");
+    let log = nodes[0].log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("proxied read failed") && l.contains("certificate")),
+        "{}",
+        log_tail(&nodes[0], 20)
+    );
+    // n1 trusts n0's certificate: its reads of n0's partitions go through.
+    let read = get(&nodes[1], &stranger, &owned_by(&nodes[0]));
+    assert!(read.contains("\"Records\""), "{read}");
+}
+
 /// Two nodes of one replica group with TLS on their API ports (and, `mutual`, client
 /// certificates required there): every read through either, proxied ones over HTTPS, and a
 /// watch streamed from the other node.
@@ -1166,29 +1256,17 @@ fn tls_region_answers_everything(mutual: bool) {
     let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
     // Each node its own certificate from the region's CA (for `localhost`: the name peers ask
     // for, taken from the node's own certificate).
+    let namespace = if mutual { "peermtls" } else { "peertls" };
     let nodes: Vec<Node> = (0..2)
         .map(|i| {
-            let own = dir.path().join(format!("n{i}"));
-            std::fs::create_dir(&own).unwrap();
-            let (cert, key) = crate::tls::install(&own, &ca.sign_node_and_client());
-            let namespace = if mutual { "peermtls" } else { "peertls" };
-            let mut env = cluster_env(
+            tls_peer(
                 &broker,
                 namespace,
-                "g0",
-                &format!("n{i}"),
-                ports[i],
-                ports[0],
-            );
-            env.extend([
-                ("TLS_CERT_PATH".to_string(), cert),
-                ("TLS_KEY_PATH".to_string(), key),
-                ("PEER_TLS_CA_PATH".to_string(), ca.path().to_string()),
-            ]);
-            if mutual {
-                env.push(("TLS_CLIENT_CA_PATH".to_string(), ca.path().to_string()));
-            }
-            Node::start_env(&env)
+                (i, &ports),
+                dir.path(),
+                (&ca, &ca),
+                mutual,
+            )
         })
         .collect();
     wait_converged(&nodes, 1);
