@@ -132,7 +132,7 @@ pub async fn run(
                     .map(|p| (p.id(), p.next_offset()))
                     .collect()
             });
-            let cluster = Cluster::start(settings.clone(), served, metrics.clone())
+            let cluster = Cluster::start(settings.clone(), served, metrics.clone(), tls.clone())
                 .await
                 .context("cannot start gossip")?;
             service = service.with_cluster(cluster.clone());

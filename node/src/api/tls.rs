@@ -90,6 +90,8 @@ pub struct Tls {
 struct Acceptors {
     http: TlsAcceptor,
     redis: TlsAcceptor,
+    /// The certificate and key both serve (and present to peers that ask for one).
+    key: Arc<CertifiedKey>,
     /// When the served certificate (the chain's first) expires, unix seconds.
     expires_at: Option<i64>,
 }
@@ -122,6 +124,17 @@ impl Tls {
             seen: Mutex::new(seen),
             failure_logged: Mutex::new(None),
         }))
+    }
+
+    /// The certificate and key served now: what this node presents to its peers when they ask
+    /// for a client certificate, so a rotation reaches them too.
+    pub fn certified_key(&self) -> Arc<CertifiedKey> {
+        self.acceptors.load().key.clone()
+    }
+
+    /// The settings it was loaded from.
+    pub fn settings(&self) -> &TlsSettings {
+        &self.settings
     }
 
     /// When the served certificate expires, unix seconds (when it could be read).
@@ -358,6 +371,7 @@ fn build(settings: &TlsSettings) -> Result<Acceptors, TlsError> {
         http: config(&[b"h2", b"http/1.1"])?,
         redis: config(&[])?,
         expires_at: key.cert.first().and_then(expiry),
+        key,
     })
 }
 

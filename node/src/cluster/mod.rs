@@ -111,10 +111,13 @@ pub struct Cluster {
 
 impl Cluster {
     /// Binds the gossip socket, joins through the seeds and starts broadcasting this node's card.
+    /// `tls`: what this node's API port serves, when it speaks TLS (peers are then asked over
+    /// HTTPS, as `settings.tls` says).
     pub async fn start(
         settings: ClusterSettings,
         served: Served,
         metrics: Arc<Metrics>,
+        tls: Option<Arc<crate::api::tls::Tls>>,
     ) -> Result<Cluster, ClusterError> {
         let advertise = |port: u16| {
             let host = settings.advertise_host.clone();
@@ -178,9 +181,9 @@ impl Cluster {
             signed = settings.auth.is_keyed(),
             "gossip started"
         );
-        let peer_tls = match &settings.tls {
-            Some(tls) => Some(peer_tls::client_config(tls)?),
-            None => None,
+        let peer_tls = match (&settings.tls, &tls) {
+            (Some(peers), Some(own)) => Some(peer_tls::client_config(peers, own)?),
+            _ => None,
         };
         let client = PeerClient::new(
             settings.read_timeout,

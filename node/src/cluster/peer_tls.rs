@@ -8,25 +8,23 @@
 //! peer's IP address. When the port asks clients for certificates (`TLS_CLIENT_CA_PATH`), a node
 //! presents its own (which then must be good for client authentication too).
 //!
-//! Read once at start: a rotated certificate is served at once (see `api::tls`), and peers
-//! present the new one from the next start.
+//! The CA file and the name are read at start; the certificate a node presents is the one it
+//! serves, so a rotation (see `api::tls`) reaches its peers with the next connection.
 
-use crate::api::tls::{TlsError, TlsSettings, certified_key, provider, read_certificates};
+use crate::api::tls::{Tls, TlsError, provider, read_certificates};
 use rustls::RootCertStore;
 use rustls::pki_types::ServerName;
 use rustls::sign::CertifiedKey;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// What a node needs to reach its peers over TLS.
+/// What a node needs to reach its peers over TLS, besides its own certificate.
 #[derive(Debug, Clone)]
 pub struct PeerTlsSettings {
     /// PEM certificates of the CA that issues the nodes' certificates (`PEER_TLS_CA_PATH`).
     pub ca_path: PathBuf,
     /// The name every node's certificate carries (`PEER_TLS_NAME`).
     pub name: Option<String>,
-    /// This node's own TLS files: the default name, and its client certificate.
-    pub own: TlsSettings,
 }
 
 /// A client configuration for peers and the name their certificates must carry (`None`: the
@@ -36,8 +34,9 @@ pub struct PeerTls {
     pub server_name: Option<ServerName<'static>>,
 }
 
-/// Reads the files `settings` names into a client configuration.
-pub fn client_config(settings: &PeerTlsSettings) -> Result<PeerTls, TlsError> {
+/// A client configuration from the CA file `settings` names and `own`, the TLS this node
+/// serves (its certificate gives the default name; it is presented when peers ask).
+pub fn client_config(settings: &PeerTlsSettings, own: &Arc<Tls>) -> Result<PeerTls, TlsError> {
     let ca_error = |problem: String| TlsError {
         setting: "PEER_TLS_CA_PATH",
         path: settings.ca_path.clone(),
@@ -54,8 +53,11 @@ pub fn client_config(settings: &PeerTlsSettings) -> Result<PeerTls, TlsError> {
         .with_safe_default_protocol_versions()
         .map_err(|e| ca_error(e.to_string()))?
         .with_root_certificates(roots);
-    let own = certified_key(&settings.own, &provider)?;
-    let server_name = match settings.name.clone().or_else(|| first_dns_name(&own)) {
+    let server_name = match settings
+        .name
+        .clone()
+        .or_else(|| first_dns_name(&own.certified_key()))
+    {
         Some(name) => Some(ServerName::try_from(name.clone()).map_err(|_| TlsError {
             setting: "PEER_TLS_NAME",
             path: PathBuf::from(&name),
@@ -63,8 +65,8 @@ pub fn client_config(settings: &PeerTlsSettings) -> Result<PeerTls, TlsError> {
         })?),
         None => None,
     };
-    let config = if settings.own.client_ca_path.is_some() {
-        builder.with_client_cert_resolver(Arc::new(OwnCertificate(Arc::new(own))))
+    let config = if own.settings().client_ca_path.is_some() {
+        builder.with_client_cert_resolver(Arc::new(ServedCertificate(own.clone())))
     } else {
         builder.with_no_client_auth()
     };
@@ -92,20 +94,90 @@ fn first_dns_name(key: &CertifiedKey) -> Option<String> {
         })
 }
 
-/// The certificate a node presents to peers that ask for one.
+/// The certificate a node presents to peers that ask for one: the one it serves now.
 #[derive(Debug)]
-struct OwnCertificate(Arc<CertifiedKey>);
+struct ServedCertificate(Arc<Tls>);
 
-impl rustls::client::ResolvesClientCert for OwnCertificate {
+impl rustls::client::ResolvesClientCert for ServedCertificate {
     fn resolve(
         &self,
         _root_hint_subjects: &[&[u8]],
         _sigschemes: &[rustls::SignatureScheme],
     ) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
+        Some(self.0.certified_key())
     }
 
     fn has_certs(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::client::ResolvesClientCert;
+
+    /// A self-signed certificate for `names` and its key, written where `settings` reads them.
+    fn write_pair(settings: &crate::api::tls::TlsSettings, names: &[&str]) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cert = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(&settings.cert_path, cert.pem()).unwrap();
+        std::fs::write(&settings.key_path, key.serialize_pem()).unwrap();
+        cert.der().to_vec()
+    }
+
+    #[test]
+    fn peers_get_the_certificate_served_now_and_the_name_it_carries() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = crate::api::tls::TlsSettings {
+            cert_path: dir.path().join("node.pem"),
+            key_path: dir.path().join("node.key"),
+            client_ca_path: Some(dir.path().join("ca.pem")),
+        };
+        let first = write_pair(&settings, &["*.region.example", "nodes.region.example"]);
+        std::fs::copy(&settings.cert_path, dir.path().join("ca.pem")).unwrap();
+        let own = Tls::load(settings.clone()).unwrap();
+        let peers = PeerTlsSettings {
+            ca_path: dir.path().join("ca.pem"),
+            name: None,
+        };
+        let tls = client_config(&peers, &own).unwrap();
+        // The first name that is not a wildcard.
+        assert_eq!(
+            tls.server_name,
+            Some(ServerName::try_from("nodes.region.example").unwrap())
+        );
+        assert!(tls.config.client_auth_cert_resolver.has_certs());
+        let presented = |resolver: &dyn ResolvesClientCert| {
+            resolver.resolve(&[], &[]).unwrap().cert[0]
+                .as_ref()
+                .to_vec()
+        };
+        let resolver = tls.config.client_auth_cert_resolver.clone();
+        assert_eq!(presented(resolver.as_ref()), first);
+        // A rotation is what peers get from the next handshake.
+        let second = write_pair(&settings, &["nodes.region.example"]);
+        assert!(matches!(own.reload(true), Some(Ok(()))));
+        assert_eq!(presented(resolver.as_ref()), second);
+        // A name given wins; one that is no name is refused at start, saying which setting.
+        let named = PeerTlsSettings {
+            name: Some("peers.internal".into()),
+            ..peers.clone()
+        };
+        let tls = client_config(&named, &own).unwrap();
+        assert_eq!(
+            tls.server_name,
+            Some(ServerName::try_from("peers.internal").unwrap())
+        );
+        let bad = PeerTlsSettings {
+            name: Some("not a name".into()),
+            ..peers
+        };
+        let error = client_config(&bad, &own).err().unwrap().to_string();
+        assert!(error.starts_with("PEER_TLS_NAME"), "{error}");
     }
 }

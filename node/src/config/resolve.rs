@@ -258,10 +258,9 @@ impl Config {
                 pick_path(&given.peer_tls_ca_path, &file.peer_tls_ca_path),
             ) {
                 (None, _) => None,
-                (Some(own), Some(ca_path)) => Some(crate::cluster::PeerTlsSettings {
+                (Some(_), Some(ca_path)) => Some(crate::cluster::PeerTlsSettings {
                     ca_path,
                     name: given.peer_tls_name.clone().or(file.peer_tls_name.clone()),
-                    own: own.clone(),
                 }),
                 (Some(_), None) => bail!(
                     "PEER_TLS_CA_PATH: with TLS_CERT_PATH and ADVERTISE_ADDR the nodes of a region \
