@@ -22,6 +22,7 @@ Traffic stays on the bridge and inside the namespaces.
 import ipaddress
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -270,6 +271,8 @@ def run():
         "AWS_REGION": "auto",
         "AWS_ACCESS_KEY_ID": "tid_sim",
         "AWS_SECRET_ACCESS_KEY": "tsec_sim",
+        # What fly/README.md has every deploy export: the machines sign their gossip.
+        "GOSSIP_KEYS": secrets.token_urlsafe(32),
     }
     fleet = {
         region: [Machine(region, i + 1, r * 16 + i + 2) for i in range(MACHINES_PER_REGION)]
