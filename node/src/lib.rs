@@ -23,3 +23,4 @@ pub mod node;
 pub mod plugins;
 pub mod service;
 pub mod store;
+pub mod tls_files;

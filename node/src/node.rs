@@ -132,7 +132,8 @@ pub async fn run(
                     .map(|p| (p.id(), p.next_offset()))
                     .collect()
             });
-            let cluster = Cluster::start(settings.clone(), served, metrics.clone(), tls.clone())
+            let identity = tls.as_ref().map(|tls| tls.peer_identity());
+            let cluster = Cluster::start(settings.clone(), served, metrics.clone(), identity)
                 .await
                 .context("cannot start gossip")?;
             service = service.with_cluster(cluster.clone());

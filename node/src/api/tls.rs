@@ -9,8 +9,9 @@
 //! node goes on serving the last good one: a half-written rotation never takes the ports down.
 
 use crate::metrics::Metrics;
+pub use crate::tls_files::TlsError;
+use crate::tls_files::{pem_problem, provider, read_certificates, read_roots};
 use arc_swap::ArcSwap;
-use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -49,15 +50,6 @@ pub struct TlsSettings {
     pub cert_path: PathBuf,
     pub key_path: PathBuf,
     pub client_ca_path: Option<PathBuf>,
-}
-
-/// A certificate set that does not load: which setting, which file, what is wrong.
-#[derive(Debug, thiserror::Error)]
-#[error("{setting} ({}): {problem}", path.display())]
-pub struct TlsError {
-    pub setting: &'static str,
-    pub path: PathBuf,
-    pub problem: String,
 }
 
 /// Which port a connection came to: HTTP offers HTTP/2 by ALPN, Redis offers nothing.
@@ -132,9 +124,14 @@ impl Tls {
         self.acceptors.load().key.clone()
     }
 
-    /// The settings it was loaded from.
-    pub fn settings(&self) -> &TlsSettings {
-        &self.settings
+    /// This node's side of its connections to peers: the certificate served at each moment,
+    /// presented when the ports ask clients for one (`TLS_CLIENT_CA_PATH`).
+    pub fn peer_identity(self: &Arc<Self>) -> crate::cluster::PeerIdentity {
+        let tls = self.clone();
+        crate::cluster::PeerIdentity {
+            served: Arc::new(move || tls.certified_key()),
+            presented: self.settings.client_ca_path.is_some(),
+        }
     }
 
     /// When the served certificate expires, unix seconds (when it could be read).
@@ -339,10 +336,6 @@ fn stamps(settings: &TlsSettings) -> Vec<Stamp> {
     .collect()
 }
 
-pub(crate) fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
 /// Both ports' server configurations from the files.
 fn build(settings: &TlsSettings) -> Result<Acceptors, TlsError> {
     let provider = provider();
@@ -392,7 +385,7 @@ impl rustls::server::ResolvesServerCert for Fixed {
     }
 }
 
-pub(crate) fn certified_key(
+fn certified_key(
     settings: &TlsSettings,
     provider: &CryptoProvider,
 ) -> Result<CertifiedKey, TlsError> {
@@ -429,40 +422,14 @@ fn client_verifier(
     path: &Path,
     provider: &Arc<CryptoProvider>,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
-    let error = |problem: String| TlsError {
-        setting: "TLS_CLIENT_CA_PATH",
-        path: path.to_path_buf(),
-        problem,
-    };
-    let mut roots = RootCertStore::empty();
-    for cert in read_certificates(path).map_err(error)? {
-        roots
-            .add(cert)
-            .map_err(|e| error(format!("not a CA certificate: {e}")))?;
-    }
+    let roots = read_roots("TLS_CLIENT_CA_PATH", path)?;
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
-        .map_err(|e| error(e.to_string()))
-}
-
-/// The certificates of a PEM file, at least one.
-pub(crate) fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let chain = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| pem_problem(e, "certificate (-----BEGIN CERTIFICATE-----)"))?;
-    if chain.is_empty() {
-        return Err("no certificate (-----BEGIN CERTIFICATE-----) in this file".into());
-    }
-    Ok(chain)
-}
-
-fn pem_problem(e: rustls::pki_types::pem::Error, what: &str) -> String {
-    use rustls::pki_types::pem::Error;
-    match e {
-        Error::Io(e) => format!("cannot read it: {e}"),
-        Error::NoItemsFound => format!("no {what} in this file"),
-        other => format!("not a PEM file of a {what}: {other}"),
-    }
+        .map_err(|e| TlsError {
+            setting: "TLS_CLIENT_CA_PATH",
+            path: path.to_path_buf(),
+            problem: e.to_string(),
+        })
 }
 
 #[cfg(test)]

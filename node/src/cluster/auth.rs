@@ -18,6 +18,9 @@ use aws_lc_rs::hmac;
 pub const TAG_BYTES: usize = 32;
 /// The shortest key accepted: shorter ones are guessable.
 pub const MIN_KEY_BYTES: usize = 16;
+/// The most entries `GOSSIP_KEYS` may list: every datagram that no key signed is checked
+/// against each of them, so a forged flood costs at most this many HMACs per datagram.
+pub const MAX_KEYS: usize = 8;
 /// Signs and checks only gossip: the same key used elsewhere would not sign the same bytes.
 const DOMAIN: &[u8] = b"firescroll-gossip-v1\0";
 
@@ -46,11 +49,19 @@ pub enum KeyError {
     Empty(usize),
     #[error("GOSSIP_KEYS: only `none` is listed; leave GOSSIP_KEYS unset for unsigned gossip")]
     OnlyNone,
+    #[error(
+        "GOSSIP_KEYS: {0} entries; at most {MAX_KEYS} (a rotation needs two: the new key and \
+         the old)"
+    )]
+    TooMany(usize),
 }
 
 impl GossipAuth {
     /// Keys in order (the first signs); `none` stands for unsigned datagrams.
     pub fn new<S: AsRef<str>>(entries: &[S]) -> Result<Self, KeyError> {
+        if entries.len() > MAX_KEYS {
+            return Err(KeyError::TooMany(entries.len()));
+        }
         let mut keys = Vec::with_capacity(entries.len());
         for (i, entry) in entries.iter().enumerate() {
             let entry = entry.as_ref().trim();
@@ -210,6 +221,9 @@ mod tests {
         );
         assert!(error(&[KEY, ""]).contains("entry 2 is empty"));
         assert!(error(&["none"]).contains("leave GOSSIP_KEYS unset"));
+        let many = [KEY; MAX_KEYS + 1];
+        assert!(error(&many).contains("at most"), "{}", error(&many));
+        assert!(GossipAuth::new(&[KEY; MAX_KEYS]).is_ok());
         assert!(!auth(&[]).is_keyed());
         let shown = format!("{:?}", auth(&[KEY]));
         assert!(!shown.contains(KEY), "never printed: {shown}");

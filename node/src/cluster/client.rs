@@ -108,7 +108,7 @@ impl PeerClient {
             // Plain HTTP only: the TLS configuration is never used.
             None => builder
                 .with_tls_config(
-                    rustls::ClientConfig::builder_with_provider(crate::api::tls::provider())
+                    rustls::ClientConfig::builder_with_provider(crate::tls_files::provider())
                         .with_safe_default_protocol_versions()
                         .expect("aws-lc supports the default versions")
                         .with_root_certificates(rustls::RootCertStore::empty())

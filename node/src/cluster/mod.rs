@@ -19,7 +19,7 @@ pub use auth::{GossipAuth, KeyError as GossipKeyError};
 pub use card::CardTooLarge;
 pub use client::{HOP_HEADER, PeerClient, PeerError, PeerStream};
 pub use identity::NodeId;
-pub use peer_tls::PeerTlsSettings;
+pub use peer_tls::{PeerIdentity, PeerTlsSettings};
 pub use table::{ClusterView, Peer};
 
 use crate::metrics::Metrics;
@@ -85,7 +85,7 @@ pub enum ClusterError {
     #[error("{0}; use fewer PARTITIONS per namespace")]
     CardTooLarge(#[from] CardTooLarge),
     #[error("{0}")]
-    Tls(#[from] crate::api::tls::TlsError),
+    Tls(#[from] crate::tls_files::TlsError),
 }
 
 /// What the driver task and the read path share.
@@ -111,13 +111,13 @@ pub struct Cluster {
 
 impl Cluster {
     /// Binds the gossip socket, joins through the seeds and starts broadcasting this node's card.
-    /// `tls`: what this node's API port serves, when it speaks TLS (peers are then asked over
+    /// `tls`: this node's side of TLS, when its API port speaks it (peers are then asked over
     /// HTTPS, as `settings.tls` says).
     pub async fn start(
         settings: ClusterSettings,
         served: Served,
         metrics: Arc<Metrics>,
-        tls: Option<Arc<crate::api::tls::Tls>>,
+        tls: Option<PeerIdentity>,
     ) -> Result<Cluster, ClusterError> {
         let advertise = |port: u16| {
             let host = settings.advertise_host.clone();

@@ -11,8 +11,7 @@
 //! The CA file and the name are read at start; the certificate a node presents is the one it
 //! serves, so a rotation (see `api::tls`) reaches its peers with the next connection.
 
-use crate::api::tls::{Tls, TlsError, provider, read_certificates};
-use rustls::RootCertStore;
+use crate::tls_files::{TlsError, provider, read_roots};
 use rustls::pki_types::ServerName;
 use rustls::sign::CertifiedKey;
 use std::path::PathBuf;
@@ -27,6 +26,14 @@ pub struct PeerTlsSettings {
     pub name: Option<String>,
 }
 
+/// This node's side of a TLS connection to a peer: the certificate it serves, asked at each
+/// handshake (so it follows rotations), and whether peers ask for it (`TLS_CLIENT_CA_PATH`).
+#[derive(Clone)]
+pub struct PeerIdentity {
+    pub served: Arc<dyn Fn() -> Arc<CertifiedKey> + Send + Sync>,
+    pub presented: bool,
+}
+
 /// A client configuration for peers and the name their certificates must carry (`None`: the
 /// peer's IP address).
 pub struct PeerTls {
@@ -34,29 +41,22 @@ pub struct PeerTls {
     pub server_name: Option<ServerName<'static>>,
 }
 
-/// A client configuration from the CA file `settings` names and `own`, the TLS this node
-/// serves (its certificate gives the default name; it is presented when peers ask).
-pub fn client_config(settings: &PeerTlsSettings, own: &Arc<Tls>) -> Result<PeerTls, TlsError> {
-    let ca_error = |problem: String| TlsError {
-        setting: "PEER_TLS_CA_PATH",
-        path: settings.ca_path.clone(),
-        problem,
-    };
-    let mut roots = RootCertStore::empty();
-    for cert in read_certificates(&settings.ca_path).map_err(ca_error)? {
-        roots
-            .add(cert)
-            .map_err(|e| ca_error(format!("not a CA certificate: {e}")))?;
-    }
-    let provider = provider();
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+/// A client configuration from the CA file `settings` names and this node's `own` identity (its
+/// certificate gives the default name; it is presented when peers ask).
+pub fn client_config(settings: &PeerTlsSettings, own: &PeerIdentity) -> Result<PeerTls, TlsError> {
+    let roots = read_roots("PEER_TLS_CA_PATH", &settings.ca_path)?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| ca_error(e.to_string()))?
+        .map_err(|e| TlsError {
+            setting: "PEER_TLS_CA_PATH",
+            path: settings.ca_path.clone(),
+            problem: e.to_string(),
+        })?
         .with_root_certificates(roots);
     let server_name = match settings
         .name
         .clone()
-        .or_else(|| first_dns_name(&own.certified_key()))
+        .or_else(|| first_dns_name(&(own.served)()))
     {
         Some(name) => Some(ServerName::try_from(name.clone()).map_err(|_| TlsError {
             setting: "PEER_TLS_NAME",
@@ -65,8 +65,8 @@ pub fn client_config(settings: &PeerTlsSettings, own: &Arc<Tls>) -> Result<PeerT
         })?),
         None => None,
     };
-    let config = if own.settings().client_ca_path.is_some() {
-        builder.with_client_cert_resolver(Arc::new(ServedCertificate(own.clone())))
+    let config = if own.presented {
+        builder.with_client_cert_resolver(Arc::new(ServedCertificate(own.served.clone())))
     } else {
         builder.with_no_client_auth()
     };
@@ -95,8 +95,13 @@ fn first_dns_name(key: &CertifiedKey) -> Option<String> {
 }
 
 /// The certificate a node presents to peers that ask for one: the one it serves now.
-#[derive(Debug)]
-struct ServedCertificate(Arc<Tls>);
+struct ServedCertificate(Arc<dyn Fn() -> Arc<CertifiedKey> + Send + Sync>);
+
+impl std::fmt::Debug for ServedCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServedCertificate")
+    }
+}
 
 impl rustls::client::ResolvesClientCert for ServedCertificate {
     fn resolve(
@@ -104,7 +109,7 @@ impl rustls::client::ResolvesClientCert for ServedCertificate {
         _root_hint_subjects: &[&[u8]],
         _sigschemes: &[rustls::SignatureScheme],
     ) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.certified_key())
+        Some((self.0)())
     }
 
     fn has_certs(&self) -> bool {
@@ -140,7 +145,8 @@ mod tests {
         };
         let first = write_pair(&settings, &["*.region.example", "nodes.region.example"]);
         std::fs::copy(&settings.cert_path, dir.path().join("ca.pem")).unwrap();
-        let own = Tls::load(settings.clone()).unwrap();
+        let served = crate::api::tls::Tls::load(settings.clone()).unwrap();
+        let own = served.peer_identity();
         let peers = PeerTlsSettings {
             ca_path: dir.path().join("ca.pem"),
             name: None,
@@ -161,7 +167,7 @@ mod tests {
         assert_eq!(presented(resolver.as_ref()), first);
         // A rotation is what peers get from the next handshake.
         let second = write_pair(&settings, &["nodes.region.example"]);
-        assert!(matches!(own.reload(true), Some(Ok(()))));
+        assert!(matches!(served.reload(true), Some(Ok(()))));
         assert_eq!(presented(resolver.as_ref()), second);
         // A name given wins; one that is no name is refused at start, saying which setting.
         let named = PeerTlsSettings {

@@ -107,7 +107,8 @@ pub struct Settings {
     /// Gossip seeds, `host:gossip_port,...`; a DNS name stands for all its addresses.
     #[arg(long, env = "GOSSIP_PEERS", value_delimiter = ',')]
     pub gossip_peers: Option<Vec<String>>,
-    /// Keys that sign gossip, `key,...` (each at least 16 bytes: `openssl rand -base64 32`).
+    /// Keys that sign gossip, `key,...` (at most 8, each at least 16 bytes: `openssl rand
+    /// -base64 32`).
     /// The first signs what this node sends; any listed key is accepted; `none` stands for
     /// unsigned (first: send unsigned; anywhere: accept unsigned). The same list on every
     /// node of a region; rotate by adding a key second, then first, then dropping the old
