@@ -36,6 +36,36 @@ fn entry(ts: i64, ops: Vec<Op>) -> Vec<u8> {
     LogEntry::new(ts, ops).encode()
 }
 
+/// One batching of a log: its batch size, the store it was applied into (and the folder that
+/// store lives in), and what each entry's first op returned, by offset.
+type BatchRun = (usize, tempfile::TempDir, PartitionStore, Vec<(u64, String)>);
+
+/// `log` applied in batches of 1, 2, 3 and all of it, each into a fresh store of `partition`,
+/// none rejected.
+fn applied_in_batches(log: &[Vec<u8>], partition: u32) -> Vec<BatchRun> {
+    let log = records(log);
+    let rules = TestRules::new();
+    [1usize, 2, 3, 1000]
+        .into_iter()
+        .map(|batch_size| {
+            let dir = tempfile::tempdir().unwrap();
+            let store = open_partition(dir.path(), partition);
+            let mut returned = Vec::new();
+            for chunk in log.chunks(batch_size) {
+                let batch = apply_and_commit(&store, rules.rules(), chunk).unwrap();
+                assert!(batch.rejections.is_empty(), "{:?}", batch.rejections);
+                returned.extend(
+                    batch
+                        .returned
+                        .iter()
+                        .map(|(offset, r)| (*offset, r[0].data.clone().unwrap())),
+                );
+            }
+            (batch_size, dir, store, returned)
+        })
+        .collect()
+}
+
 /// (deadline, whether it is the record's own) of a stored record, read raw.
 fn deadline_and_own(store: &PartitionStore, pk: &str, sk: &str) -> (Option<i64>, bool) {
     let raw = store
@@ -395,24 +425,13 @@ fn a_fields_own_deadline_is_not_its_keys_whatever_the_batching() {
         .into_bytes(),
         entry(51, vec![field(&pk[3], "c")]),
     ];
-    let log = records(&log);
-    let rules = TestRules::new();
     let mut digests = Vec::new();
-    for batch_size in [1usize, 2, 3, 1000] {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_partition(dir.path(), 3);
-        let mut codes = Vec::new();
-        for chunk in log.chunks(batch_size) {
-            let batch = apply_and_commit(&store, rules.rules(), chunk).unwrap();
-            assert!(batch.rejections.is_empty(), "{:?}", batch.rejections);
-            codes.extend(
-                batch
-                    .returned
-                    .iter()
-                    .filter(|(offset, _)| (11..=13).contains(offset))
-                    .map(|(_, r)| r[0].data.clone().unwrap()),
-            );
-        }
+    for (batch_size, _dir, store, returned) in applied_in_batches(&log, 3) {
+        let codes: Vec<&str> = returned
+            .iter()
+            .filter(|(offset, _)| (11..=13).contains(offset))
+            .map(|(_, data)| data.as_str())
+            .collect();
         let deadline = |pk: &str, sk: &str| deadline_and_own(&store, pk, sk);
         let at = format!("batch size {batch_size}");
         let none = (None, false);
@@ -487,23 +506,9 @@ fn a_field_ttl_op_sees_the_fields_own_deadline_alone_whatever_the_batching() {
             }],
         ),
     ];
-    let log = records(&log);
-    let rules = TestRules::new();
     let mut digests = Vec::new();
-    for batch_size in [1usize, 2, 3, 1000] {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_partition(dir.path(), 3);
-        let mut codes = Vec::new();
-        for chunk in log.chunks(batch_size) {
-            let batch = apply_and_commit(&store, rules.rules(), chunk).unwrap();
-            assert!(batch.rejections.is_empty(), "{:?}", batch.rejections);
-            codes.extend(
-                batch
-                    .returned
-                    .iter()
-                    .map(|(_, r)| r[0].data.clone().unwrap()),
-            );
-        }
+    for (batch_size, _dir, store, returned) in applied_in_batches(&log, 3) {
+        let codes: Vec<&str> = returned.iter().map(|(_, data)| data.as_str()).collect();
         let at = format!("batch size {batch_size}");
         // EXPIRE's 1, then the field ops' codes in log order.
         assert_eq!(codes, ["1", "0", "1", "0", "0", "1", "1", "0", "1"], "{at}");
