@@ -38,6 +38,25 @@ pub const OWN_DEADLINES_PASSED: usize = 64;
 /// Part of format v1, so it is a constant and not a node setting.
 pub const MAX_COMPUTED_BYTES: usize = 1 << 20;
 
+/// What each node a `json` op's path visits costs from the entry's reads, in bytes: a walk of a
+/// document costs about what reading it twice would.
+const JSON_VISIT_BYTES: u64 = 32;
+
+/// A `json` op's edit within the bounds apply gives an entry holding it alone: what a
+/// transaction's reads see of a document it edits before the entry applies.
+pub fn edit_json_alone(
+    cmd: crate::model::JsonCmd,
+    current: Option<&[u8]>,
+    path: &str,
+    operand: &str,
+) -> Result<super::Edited, super::JsonEditError> {
+    let mut limits = super::EditLimits {
+        visits: ENTRY_READ_BYTES / JSON_VISIT_BYTES,
+        max_bytes: MAX_COMPUTED_BYTES.max(current.map_or(0, <[u8]>::len)),
+    };
+    super::edit_json(cmd, current, path, operand, &mut limits)
+}
+
 /// Fuel all the plugin calls of one entry may burn together, in calls' worth of PLUGIN_FUEL.
 /// Like the condition budget, part of what every replica must agree on.
 pub const ENTRY_PLUGIN_CALLS: u64 = 10;
@@ -842,6 +861,67 @@ fn apply_entry(
                     data: Some(data),
                 });
                 Some(value)
+            }
+            OpKind::Json => {
+                let (Some(json_cmd), Some(path)) = (op.json_cmd, op.path.as_deref()) else {
+                    return reject(
+                        RejectionKind::ValueError,
+                        "a `json` op needs `json_cmd` and `path`".to_owned(),
+                    );
+                };
+                let stored_len = current.as_ref().map_or(0, |v| v.data_json.len());
+                let operand = op.data.as_ref().map_or("null", |d| d.get());
+                // Parsing the document and the operand, then every node the path visits (a
+                // few dozen bytes each), from the entry's reads.
+                let parse_cost = (stored_len + operand.len() + 64) as u64;
+                if parse_cost > reads {
+                    return reject(RejectionKind::ValueError, out_of_reads());
+                }
+                reads -= parse_cost;
+                let mut limits = super::EditLimits {
+                    visits: reads / JSON_VISIT_BYTES,
+                    max_bytes: MAX_COMPUTED_BYTES.max(stored_len),
+                };
+                let edited = super::edit_json(
+                    json_cmd,
+                    current.as_ref().map(|v| v.data_json),
+                    path,
+                    operand,
+                    &mut limits,
+                );
+                reads -= (reads / JSON_VISIT_BYTES - limits.visits) * JSON_VISIT_BYTES;
+                let edited = match edited {
+                    Ok(edited) => edited,
+                    Err(super::JsonEditError::Path(crate::model::PathError::TooCostly(_))) => {
+                        return reject(RejectionKind::ValueError, out_of_reads());
+                    }
+                    Err(e) => return reject(RejectionKind::ValueError, e.to_string()),
+                };
+                returned.push(Returned {
+                    op: index as u32,
+                    data: Some(edited.reply.to_string()),
+                });
+                match edited.data {
+                    None => continue,
+                    Some(None) => None,
+                    Some(Some(data)) => {
+                        let (created, updated) = match &current {
+                            Some(v) => (v.created_at_ms, v.updated_at_ms.max(entry.ts_ms)),
+                            None => (entry.ts_ms, entry.ts_ms),
+                        };
+                        // As a computed value: the record keeps its deadline.
+                        let (deadline, own) = current
+                            .as_ref()
+                            .map_or((None, false), |v| (v.expires_at_ms, v.own_deadline));
+                        Some(encode_value(
+                            created,
+                            updated,
+                            deadline,
+                            own,
+                            data.as_bytes(),
+                        ))
+                    }
+                }
             }
             OpKind::Put => {
                 // `_created_at` survives updates; `_updated_at` never moves backwards, even when

@@ -10,6 +10,7 @@ mod apply;
 mod checkpoint;
 mod feed;
 mod feed_file;
+mod json_edit;
 mod long_double;
 mod ownership;
 mod partition;
@@ -23,10 +24,12 @@ mod waiters;
 pub use crate::model::{Outcome, Rejection, RejectionKind, Returned};
 pub use apply::{
     AppliedBatch, ENTRY_READ_BYTES, MAX_COMPUTED_BYTES, Rules, apply_and_commit, apply_batch,
+    edit_json_alone,
 };
 pub use feed::{
     Change, ChangeKind, EntryChanges, Feed, Published, Subscription, TooOld, watch_prefix,
 };
+pub use json_edit::{EditLimits, Edited, JsonEditError, edit as edit_json};
 pub use long_double::LongDouble;
 pub use partition::{Health, PartitionRuntime, Stall};
 pub use plugins::{

@@ -4,7 +4,7 @@ use crate::log::LogRecord;
 use crate::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use crate::metrics::Metrics;
 use crate::model::Position;
-use crate::model::{LogEntry, Op, OpKind, PluginRef, partition_of};
+use crate::model::{JsonCmd, LogEntry, Op, OpKind, PluginRef, partition_of};
 use crate::plugins::{PluginHost, PluginLimits};
 use crate::store::PartitionStore;
 use crate::store::Store;
@@ -65,6 +65,14 @@ fn rmw(kind: OpKind, pk: &str, sk: &str, operand: &str) -> Op {
         sk: sk.into(),
         data: Some(RawValue::from_string(operand.into()).unwrap()),
         ..Op::default()
+    }
+}
+
+fn json_edit(cmd: JsonCmd, pk: &str, sk: &str, path: &str, operand: &str) -> Op {
+    Op {
+        json_cmd: Some(cmd),
+        path: Some(path.into()),
+        ..rmw(OpKind::Json, pk, sk, operand)
     }
 }
 
@@ -239,6 +247,10 @@ fn mixed_log() -> Vec<Vec<u8>> {
             ),
             0 => LogEntry::new(i, vec![put(pk, &sk, &format!(r#"{{"n":{i}}}"#), None)]),
             1 => LogEntry::new(i, vec![put(pk, &sk, "{}", Some("data == null"))]),
+            // A legacy path: rejects the entry where `s2` holds no document with a number `n`.
+            2 if i % 28 == 2 => {
+                LogEntry::new(i, vec![json_edit(JsonCmd::NumMultBy, pk, "s2", ".n", "3")])
+            }
             2 => LogEntry::new(i, vec![put(pk, &sk, r#""x""#, Some("data.n > 3"))]),
             3 => LogEntry::new(i, vec![delete(pk, &sk, Some("_updated_at < 100"))]),
             4 => LogEntry::new(
@@ -248,7 +260,24 @@ fn mixed_log() -> Vec<Vec<u8>> {
                     put(pk, "b", "2", Some("data.missing.deeper > 1")),
                 ],
             ),
-            5 => LogEntry::new(i, vec![put(pk, &sk, "[1,2]", None), delete(pk, "s0", None)]),
+            // JSON edits: the array just written grows; counters under any member named `n`
+            // count, where some record holds one (a JSONPath finds none elsewhere).
+            5 => LogEntry::new(
+                i,
+                vec![
+                    put(pk, &sk, "[1,2]", None),
+                    delete(pk, "s0", None),
+                    json_edit(JsonCmd::ArrAppend, pk, &sk, "$", "[3]"),
+                    json_edit(
+                        JsonCmd::SetIfAbsent,
+                        pk,
+                        "doc",
+                        "$",
+                        r#"{"n":0,"m":{"n":1}}"#,
+                    ),
+                    json_edit(JsonCmd::NumIncrBy, pk, "doc", "$..n", "2"),
+                ],
+            ),
             6 => LogEntry::new(i, vec![put(&other[0], "x", "1", None)]),
             7 => {
                 log.push(br#"{"v":0,"ts_ms":1,"ops":[]}"#.to_vec());
@@ -370,6 +399,15 @@ fn same_log_gives_same_digest_whatever_the_batching() {
         .filter_map(|(_, values)| values[3].data.as_deref())
         .collect();
     assert_eq!(existed, ["0", "1"].into(), "{:?}", all_returned[0]);
+    // JSON edits applied: arrays grew to three elements and counters counted, as their
+    // replies say.
+    let json_replies: Vec<&str> = all_returned[0]
+        .iter()
+        .filter(|(_, values)| values.len() == 3)
+        .flat_map(|(_, values)| values.iter().filter_map(|v| v.data.as_deref()))
+        .collect();
+    assert!(json_replies.contains(&"[3]"), "{json_replies:?}");
+    assert!(json_replies.contains(&r#""[2,3]""#), "{json_replies:?}");
     let last_appended = all_returned[0]
         .iter()
         .rev()

@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 /// The newest entry format this build applies. It writes each entry in the oldest format that
 /// holds its ops (v1 unless an op uses a field or op kind of a later one), and never newer than the node's write
 /// version.
-pub const ENTRY_VERSION: u32 = 5;
+pub const ENTRY_VERSION: u32 = 6;
 
 /// What an operation does to its record.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +61,53 @@ pub enum OpKind {
     /// when it has none, `-2` when `pk` has no live record (Redis `TTL` inside `MULTI` of a key
     /// the transaction writes).
     Deadline,
+    /// Format v6. Edit the JSON document that is the record's data at `path` (RedisJSON's
+    /// syntax, see [`crate::model::JsonPath`]) as `json_cmd` says, with `data` as its operand,
+    /// computed at apply; the record keeps its deadline. Returns the command's reply as JSON
+    /// (see [`JsonCmd`]). A command its document cannot take rejects the entry (`value_error`).
+    Json,
+}
+
+/// What a `json` op does at its path (Redis `JSON.SET`, `JSON.NUMINCRBY`, ...), with the op's
+/// `data` as operand. Each returns its reply as JSON: for a JSONPath (`$...`) one element per
+/// match (`null` where the match is not of the kind the command takes), for a legacy path the
+/// first match's alone (none, or one of the wrong kind, rejects the entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JsonCmd {
+    /// Put `data` at every match, or, with none, add it as the last name of the path to the
+    /// objects its parent path matches. `true` when written, `null` when not.
+    Set,
+    /// As `set`, only when the path matches nothing (`NX`).
+    SetIfAbsent,
+    /// As `set`, only where the path matches (`XX`).
+    SetIfPresent,
+    /// Remove every match (the root: the record). The count removed.
+    Del,
+    /// Empty every array and object match, zero every number. The count changed.
+    Clear,
+    /// Flip every boolean match: 1 or 0 (legacy: `"true"`/`"false"`).
+    Toggle,
+    /// Add the number `data` to every number match: the new values, as JSON text.
+    NumIncrBy,
+    /// Multiply every number match by `data`: the new values, as JSON text.
+    NumMultBy,
+    /// Append the string `data` to every string match: the new lengths.
+    StrAppend,
+    /// Append the values of the array `data` to every array match: the new lengths.
+    ArrAppend,
+    /// `data` is `[index, value, ...]`: insert the values before `index` (negative from the
+    /// end) of every array match: the new lengths.
+    ArrInsert,
+    /// Remove and return the element at the index `data` (negative from the end) of every
+    /// array match, as JSON text (`null` for an empty array).
+    ArrPop,
+    /// `data` is `[start, stop]`: keep only those elements (inclusive, negative from the end)
+    /// of every array match: the new lengths.
+    ArrTrim,
+    /// Merge `data` into every match as RFC 7396 says (`null` members remove); with no match,
+    /// add it as `set` does. `true`.
+    Merge,
 }
 
 /// When an `expire` op may change a deadline, compared with the current one (Redis `EXPIRE`'s
@@ -93,6 +140,7 @@ impl OpKind {
             OpKind::Expire => "expire",
             OpKind::ExpireKey => "expire_key",
             OpKind::Deadline => "deadline",
+            OpKind::Json => "json",
         }
     }
 
@@ -177,6 +225,12 @@ pub struct Op {
     /// record's own gives it its key's. Ignored in older entries, as their nodes ignore it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub field_ttl: bool,
+    /// Format v6. For `json`: what it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_cmd: Option<JsonCmd>,
+    /// Format v6. For `json`: where in the document, in RedisJSON's path syntax.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 /// A plugin an op names: by digest in the log (what every replica runs), by name in a request
@@ -282,12 +336,14 @@ struct VersionOnly {
 }
 
 impl LogEntry {
-    /// An entry stamped with `ts_ms`, in the oldest format that holds its ops: v5 when an op
-    /// uses `field_ttl`, v4 when one is an `incr_long_double` or a `deadline` or uses
+    /// An entry stamped with `ts_ms`, in the oldest format that holds its ops: v6 when an op is
+    /// a `json` edit, v5 when one uses `field_ttl`, v4 when one is an `incr_long_double` or a `deadline` or uses
     /// `if_skips`, v3 when one sets or keeps a record's own deadline (`own_ttl`), v2 when one
     /// asks for its key's (`key_ttl`), else v1, which every release applies.
     pub fn new(ts_ms: i64, ops: Vec<Op>) -> Self {
-        let v = if ops.iter().any(|op| op.field_ttl) {
+        let v = if ops.iter().any(|op| op.op == OpKind::Json) {
+            6
+        } else if ops.iter().any(|op| op.field_ttl) {
             5
         } else if ops
             .iter()
@@ -383,6 +439,12 @@ impl LogEntry {
                 if v < 5 {
                     ops.iter_mut().for_each(|op| op.field_ttl = false);
                 }
+                if v < 6 {
+                    ops.iter_mut().for_each(|op| {
+                        op.json_cmd = None;
+                        op.path = None;
+                    });
+                }
                 // An op kind of a newer format: a node of the entry's format does not know it.
                 if v < 4
                     && let Some(op) = ops
@@ -392,6 +454,11 @@ impl LogEntry {
                     return Err(DecodeError::Malformed(format!(
                         "`{}` ops are log format v4, in a v{v} entry",
                         op.op.name()
+                    )));
+                }
+                if v < 6 && ops.iter().any(|op| op.op == OpKind::Json) {
+                    return Err(DecodeError::Malformed(format!(
+                        "`json` ops are log format v6, in a v{v} entry"
                     )));
                 }
                 Ok(LogEntry {
@@ -406,6 +473,9 @@ impl LogEntry {
                     kind.name()
                 )))
             }
+            (None, Some(OpKind::Json)) => Err(DecodeError::Malformed(
+                "`json` is log format v6, not a FireScroll mutation".into(),
+            )),
             (None, Some(kind)) => {
                 let pk = any
                     .pk
@@ -583,6 +653,41 @@ mod tests {
         let v4_with_it =
             br#"{"v":4,"ts_ms":1,"ops":[{"op":"expire","pk":"a","sk":"f","field_ttl":true}]}"#;
         assert!(!LogEntry::decode(v4_with_it).unwrap().ops[0].field_ttl);
+    }
+
+    #[test]
+    fn json_edits_are_v6_and_malformed_in_older_entries() {
+        let op = Op {
+            op: OpKind::Json,
+            pk: "a".into(),
+            data: Some(RawValue::from_string("2".into()).unwrap()),
+            json_cmd: Some(JsonCmd::NumIncrBy),
+            path: Some("$.n".into()),
+            ..Op::default()
+        };
+        let v6 = LogEntry::new(5, vec![Op::default(), op]);
+        assert_eq!(v6.v, 6);
+        let text = String::from_utf8(v6.encode()).unwrap();
+        assert!(
+            text.contains(
+                r#""op":"json","pk":"a","sk":"","data":2,"json_cmd":"num_incr_by","path":"$.n""#
+            ),
+            "{text}"
+        );
+        let decoded = LogEntry::decode(text.as_bytes()).unwrap();
+        assert_eq!(decoded.ops[1].json_cmd, Some(JsonCmd::NumIncrBy));
+        assert_eq!(decoded.ops[1].path.as_deref(), Some("$.n"));
+        // An older node does not know the op, nor the fields (a put keeps them unread).
+        let v5 = text.replacen(r#""v":6"#, r#""v":5"#, 1);
+        let e = LogEntry::decode(v5.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("`json` ops are log format v6"), "{e}");
+        let put_v5 =
+            br#"{"v":5,"ts_ms":1,"ops":[{"op":"put","pk":"a","json_cmd":"del","path":"$"}]}"#;
+        let decoded = LogEntry::decode(put_v5).unwrap();
+        assert_eq!(
+            (decoded.ops[0].json_cmd, decoded.ops[0].path.as_deref()),
+            (None, None)
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod binary;
 mod digest;
 mod entry;
 mod json_bytes;
+mod json_path;
 mod nesting;
 mod outcome;
 mod partition;
@@ -17,9 +18,10 @@ pub use binary::{
 };
 pub use digest::Digest;
 pub use entry::{
-    DecodeError, ENTRY_VERSION, ExpireIf, LogEntry, Op, OpKind, PluginRef, pk_version,
+    DecodeError, ENTRY_VERSION, ExpireIf, JsonCmd, LogEntry, Op, OpKind, PluginRef, pk_version,
 };
 pub use json_bytes::from_json_bytes;
+pub use json_path::{Found, JsonPath, MAX_PATH_BYTES, PathError, Step, json_type_name};
 pub use nesting::{
     MAX_JSON_DEPTH, json_lone_surrogate, json_nests_deeper_than, json_number_out_of_range,
     structural_bytes,

@@ -451,6 +451,15 @@ impl Service {
                         ),
                     ));
                 }
+                if op.op == OpKind::Json && version < 6 {
+                    return Err(ServiceError::bad_request(
+                        "bad_operand",
+                        format!(
+                            "record {i}: `json` ops (a JSON document edited at a path) are log \
+                             format v6; this node writes v{version} (ENTRY_WRITE_VERSION)"
+                        ),
+                    ));
+                }
                 if matches!(op.op, OpKind::IncrLongDouble | OpKind::Deadline) && version < 4 {
                     return Err(ServiceError::bad_request(
                         "bad_operand",
@@ -482,6 +491,8 @@ impl Service {
                     // Below v5 an `expire` sees the key's deadline as the field's, as the
                     // nodes that may apply the entry do (the RESP edge answers to match).
                     field_ttl: op.field_ttl && version >= 5,
+                    json_cmd: op.json_cmd,
+                    path: op.path,
                 })
             })
             .collect()
@@ -687,6 +698,11 @@ fn check_operand(i: usize, op: &Op) -> Result<(), ServiceError> {
         OpKind::Append if serde_json::from_str::<String>(json).is_err() => bad(format!(
             "record {i}: an `append` op's data must be a JSON string"
         )),
+        OpKind::Json => check_json_operand(i, op, json),
+        _ if op.json_cmd.is_some() || op.path.is_some() => bad(format!(
+            "record {i}: `json_cmd` and `path` apply to `json` ops, not `{}`",
+            kind.name()
+        )),
         OpKind::Check
             if !version
                 .is_some_and(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit())) =>
@@ -711,6 +727,56 @@ fn check_operand(i: usize, op: &Op) -> Result<(), ServiceError> {
         }
         _ => Ok(()),
     }
+}
+
+/// Checks a `json` op: a command, a path that parses, and the operand its command takes (the
+/// document it edits is only known at apply).
+fn check_json_operand(i: usize, op: &Op, json: &str) -> Result<(), ServiceError> {
+    use crate::model::{JsonCmd, JsonPath};
+    let bad = |message: String| Err(ServiceError::bad_request("bad_operand", message));
+    let (Some(cmd), Some(path)) = (op.json_cmd, op.path.as_deref()) else {
+        return bad(format!(
+            "record {i}: a `json` op needs `json_cmd` and `path`"
+        ));
+    };
+    if let Err(e) = JsonPath::parse(path) {
+        return bad(format!("record {i}: {e}"));
+    }
+    let value = serde_json::from_str::<serde_json::Value>(json);
+    let fits = match cmd {
+        JsonCmd::Set | JsonCmd::SetIfAbsent | JsonCmd::SetIfPresent | JsonCmd::Merge => {
+            op.data.is_some()
+        }
+        JsonCmd::Del | JsonCmd::Clear | JsonCmd::Toggle => true,
+        JsonCmd::NumIncrBy | JsonCmd::NumMultBy => value.is_ok_and(|v| v.is_number()),
+        JsonCmd::StrAppend => value.is_ok_and(|v| v.is_string()),
+        JsonCmd::ArrAppend => value.is_ok_and(|v| v.is_array()),
+        JsonCmd::ArrInsert => value.is_ok_and(|v| {
+            v.as_array()
+                .and_then(|items| items.first())
+                .is_some_and(serde_json::Value::is_i64)
+        }),
+        JsonCmd::ArrPop => value.is_ok_and(|v| v.is_i64()),
+        JsonCmd::ArrTrim => serde_json::from_str::<[i64; 2]>(json).is_ok(),
+    };
+    if !fits {
+        return bad(format!(
+            "record {i}: a `json` op's data for `{}` must be {}, not {json}",
+            serde_json::to_value(cmd).map_or_else(|_| String::new(), |v| v.to_string()),
+            match cmd {
+                JsonCmd::Set | JsonCmd::SetIfAbsent | JsonCmd::SetIfPresent | JsonCmd::Merge =>
+                    "the JSON value to write",
+                JsonCmd::Del | JsonCmd::Clear | JsonCmd::Toggle => "absent",
+                JsonCmd::NumIncrBy | JsonCmd::NumMultBy => "a number",
+                JsonCmd::StrAppend => "a JSON string",
+                JsonCmd::ArrAppend => "an array of the values to append",
+                JsonCmd::ArrInsert => "[index, value, ...]",
+                JsonCmd::ArrPop => "an integer index",
+                JsonCmd::ArrTrim => "[start, stop]",
+            }
+        ));
+    }
+    Ok(())
 }
 
 /// A write's data or args holds a number no 64-bit float can hold (`1e999`): conditions and

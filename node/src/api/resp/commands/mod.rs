@@ -32,10 +32,10 @@ pub use written::{WriteSlots, WrittenPositions};
 use super::clients::{ClientHandle, ClientRegistry};
 use super::push::{Hub, Push};
 use super::reply::Reply;
-use crate::model::{Key, OpKind, Position, Record};
+use crate::model::{JsonCmd, Key, OpKind, Position, Record};
 use crate::service::{
     Access, Denied, ListRequest, Operation, Service, ServiceError, WriteMode, WriteOp,
-    WriteRequest, compute_read_modify_write,
+    WriteRequest, compute_read_modify_write, edit_json_alone,
 };
 use bytes::Bytes;
 pub use monitor::Line as MonitorLine;
@@ -115,6 +115,8 @@ pub enum Shape {
     /// A key's deadline from a `deadline` op (unix ms, `-1` none, `-2` no key), as `TTL`,
     /// `PTTL`, `EXPIRETIME` or `PEXPIRETIME` answers it (`TTL` inside `MULTI`).
     Deadline(expiry::DeadlineAs),
+    /// A `json` op's reply, returned as JSON (see [`crate::model::JsonCmd`]).
+    Json,
 }
 
 impl Shape {
@@ -142,6 +144,7 @@ impl Shape {
                     None => Reply::err("value is not an integer or out of range"),
                 }
             }
+            Shape::Json => json::reply_from_returned(data),
             // Counts are made by `deferred_reply` from all their ops.
             Shape::Existed(_) | Shape::Added(_) => Reply::err("a count needs its ops' outcomes"),
         }
@@ -523,6 +526,17 @@ async fn run_command(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         "json.set" => json::set(ctx, args).await,
         "json.get" => json::get(ctx, args).await,
         "json.del" | "json.forget" => json::del(ctx, args).await,
+        "json.merge" => json::merge(ctx, args).await,
+        "json.clear" | "json.toggle" => json::path_only(ctx, args, name).await,
+        "json.numincrby" | "json.nummultby" => json::number(ctx, args, name).await,
+        "json.strappend" => json::strappend(ctx, args).await,
+        "json.arrappend" | "json.arrinsert" => json::arrappend(ctx, args, name).await,
+        "json.arrpop" => json::arrpop(ctx, args).await,
+        "json.arrtrim" => json::arrtrim(ctx, args).await,
+        "json.mget" => json::mget(ctx, args).await,
+        "json.type" | "json.objkeys" | "json.objlen" | "json.arrlen" | "json.strlen" => {
+            json::inspect(ctx, args, name).await
+        }
         _ => match server::execute(ctx, name, args) {
             Some(reply) => reply,
             None => unknown_command(&String::from_utf8_lossy(original), args),
@@ -941,7 +955,8 @@ impl Context<'_> {
     /// comes from the applied entry.
     async fn pending(&self, pk: &str, sk: &str) -> Option<Result<Option<String>, Reply>> {
         // Owned, so nothing borrowed from an iterator lives across the awaits below.
-        let ops: Vec<(OpKind, String, Option<bool>)> = self
+        type PendingOp = (OpKind, String, Option<bool>, Option<(JsonCmd, String)>);
+        let ops: Vec<PendingOp> = self
             .session
             .collecting
             .as_ref()?
@@ -960,7 +975,8 @@ impl Context<'_> {
                 let needs_record = op
                     .if_skips
                     .then(|| op.cond.as_deref() == Some("data != nil"));
-                (op.op, data.get().to_string(), needs_record)
+                let json = op.json_cmd.zip(op.path.clone());
+                (op.op, data.get().to_string(), needs_record, json)
             })
             .collect();
         if ops.is_empty() {
@@ -968,7 +984,7 @@ impl Context<'_> {
         }
         // `None` until known: the stored value is read only if an op needs it.
         let mut state: Option<Option<String>> = None;
-        for (kind, data, needs_record) in ops {
+        for (kind, data, needs_record, json) in ops {
             if let Some(needs_record) = needs_record {
                 let base = match state.take() {
                     Some(known) => known,
@@ -995,10 +1011,18 @@ impl Context<'_> {
                             Err(e) => return Some(Err(e)),
                         },
                     };
-                    match compute_read_modify_write(kind, base.as_deref().map(str::as_bytes), &data)
-                    {
-                        Ok(data) => Some(data),
-                        Err(e) => return Some(Err(Reply::err(e))),
+                    let base_bytes = base.as_deref().map(str::as_bytes);
+                    if let Some((cmd, path)) = &json {
+                        // As apply will edit it.
+                        match edit_json_alone(*cmd, base_bytes, path, &data) {
+                            Ok(edited) => edited.data.unwrap_or(base),
+                            Err(e) => return Some(Err(Reply::err(e.to_string()))),
+                        }
+                    } else {
+                        match compute_read_modify_write(kind, base_bytes, &data) {
+                            Ok(data) => Some(data),
+                            Err(e) => return Some(Err(Reply::err(e))),
+                        }
                     }
                 }
             });

@@ -32,7 +32,7 @@ const CONDITIONAL_WRITES: [&str; 2] = ["msetnx", "spop"];
 
 /// Reads a transaction may hold (they see its earlier writes; `TTL` and the like of a key it
 /// writes are read at apply, from log format v4), PING, ECHO and TIME.
-const QUEUEABLE_READS: [&str; 32] = [
+const QUEUEABLE_READS: [&str; 38] = [
     "get",
     "mget",
     "exists",
@@ -49,6 +49,12 @@ const QUEUEABLE_READS: [&str; 32] = [
     "hexists",
     "hstrlen",
     "json.get",
+    "json.mget",
+    "json.type",
+    "json.objkeys",
+    "json.objlen",
+    "json.arrlen",
+    "json.strlen",
     "ping",
     "echo",
     "time",

@@ -1,0 +1,612 @@
+//! RedisJSON's paths into a JSON document: JSONPath (`$.a.b`, `$..name`, `$.list[0,-1]`,
+//! `$.list[1:3]`, `$.*`) and the legacy syntax its older commands take (`.a.b`, `a.b`, `.`,
+//! `["a b"]`). Read at the Redis edge (`JSON.GET`) and at apply (`JSON.SET` at a path), so a
+//! query is a pure function of the path and the document, and bounded: every node it visits is
+//! charged to a budget the caller gives, and a query past it fails alike everywhere.
+//!
+//! Filters (`[?...]`) and functions are not supported: parsing says so. Matches are returned in
+//! document order of the query's steps, each node at most once.
+
+use serde_json::Value;
+
+/// The longest path accepted, in bytes.
+pub const MAX_PATH_BYTES: usize = 1024;
+
+/// A parsed path. `legacy` paths (not starting with `$`) answer with one value where JSONPath
+/// answers with every match, as RedisJSON does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonPath {
+    /// As written, for messages.
+    text: String,
+    legacy: bool,
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    /// Selects among a node's children.
+    Child(Vec<Selector>),
+    /// Selects among a node's descendants (itself included, as `..` in RFC 9535: the node and
+    /// everything under it are each asked the selectors).
+    Descendant(Vec<Selector>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Selector {
+    Name(String),
+    Index(i64),
+    Wildcard,
+    Slice {
+        start: Option<i64>,
+        end: Option<i64>,
+        step: i64,
+    },
+}
+
+/// One step from a node to a child: where a match is, from the root.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// A node a query matched, and where it is.
+#[derive(Debug)]
+pub struct Found<'a> {
+    pub location: Vec<Step>,
+    pub value: &'a Value,
+}
+
+/// Why a path cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("JSON path {path:?} is not valid at byte {at}: {reason}")]
+    Syntax {
+        path: String,
+        at: usize,
+        reason: &'static str,
+    },
+    #[error("JSON path is longer than {MAX_PATH_BYTES} bytes")]
+    TooLong,
+    #[error(
+        "JSON path {0:?} uses {1}, which FireScroll does not support: use names, indexes, \
+         slices, `*` and `..`"
+    )]
+    Unsupported(String, &'static str),
+    #[error("the JSON path would visit more nodes than one command may ({0}); use a narrower path")]
+    TooCostly(u64),
+}
+
+impl JsonPath {
+    /// Parses a JSONPath (`$...`) or a legacy path (anything else; `.` is the root).
+    pub fn parse(text: &str) -> Result<Self, PathError> {
+        if text.len() > MAX_PATH_BYTES {
+            return Err(PathError::TooLong);
+        }
+        let (legacy, body) = match text.strip_prefix('$') {
+            Some(rest) => (false, rest),
+            None if text == "." => (true, ""),
+            // Legacy: `.a`, `["a"]`, or a bare first name (`a.b`).
+            None if text.starts_with('.') || text.starts_with('[') => (true, text),
+            None => (true, text),
+        };
+        let mut parser = Parser {
+            path: text,
+            bytes: body.as_bytes(),
+            at: 0,
+            offset: text.len() - body.len(),
+        };
+        let mut segments = Vec::new();
+        if legacy && !body.is_empty() && !body.starts_with('.') && !body.starts_with('[') {
+            // The bare first name of a legacy path.
+            segments.push(Segment::Child(vec![parser.name_or_wildcard()?]));
+        }
+        while !parser.done() {
+            segments.push(parser.segment()?);
+        }
+        Ok(JsonPath {
+            text: text.to_owned(),
+            legacy,
+            segments,
+        })
+    }
+
+    /// The path as written.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether the path is in the legacy syntax (answered with one value, not a list).
+    pub fn is_legacy(&self) -> bool {
+        self.legacy
+    }
+
+    /// Whether the path is the document's root (`$` or `.`).
+    pub fn is_root(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// The path without its last segment, and that segment's name when it is a child by one
+    /// name (`$.a.b` → `$.a`, `b`): where `JSON.SET` may add a key.
+    pub fn parent_and_new_key(&self) -> Option<(JsonPath, &str)> {
+        let (last, parent) = self.segments.split_last()?;
+        match last {
+            Segment::Child(selectors) => match selectors.as_slice() {
+                [Selector::Name(name)] => Some((
+                    JsonPath {
+                        text: self.text.clone(),
+                        legacy: self.legacy,
+                        segments: parent.to_vec(),
+                    },
+                    name,
+                )),
+                _ => None,
+            },
+            Segment::Descendant(_) => None,
+        }
+    }
+
+    /// Every node of `doc` the path matches, in order, each once. Each node visited costs one
+    /// from `budget`; past it the query fails with [`PathError::TooCostly`].
+    pub fn query<'a>(&self, doc: &'a Value, budget: &mut u64) -> Result<Vec<Found<'a>>, PathError> {
+        let limit = *budget;
+        let mut charge = |n: u64| {
+            if n > *budget {
+                *budget = 0;
+                Err(PathError::TooCostly(limit))
+            } else {
+                *budget -= n;
+                Ok(())
+            }
+        };
+        charge(1)?;
+        let mut current = vec![Found {
+            location: Vec::new(),
+            value: doc,
+        }];
+        for segment in &self.segments {
+            let mut next = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for found in &current {
+                match segment {
+                    Segment::Child(selectors) => {
+                        select(found, selectors, &mut next, &mut seen, &mut charge)?
+                    }
+                    Segment::Descendant(selectors) => {
+                        // The node and each descendant, depth first in document order.
+                        let mut stack = vec![(found.location.clone(), found.value)];
+                        while let Some((location, value)) = stack.pop() {
+                            charge(1)?;
+                            let here = Found { location, value };
+                            select(&here, selectors, &mut next, &mut seen, &mut charge)?;
+                            let children = children(here.value);
+                            for (step, child) in children.into_iter().rev() {
+                                let mut location = here.location.clone();
+                                location.push(step);
+                                stack.push((location, child));
+                            }
+                        }
+                    }
+                }
+            }
+            current = next;
+        }
+        Ok(current)
+    }
+}
+
+/// A node's children with their steps, in document order.
+fn children(value: &Value) -> Vec<(Step, &Value)> {
+    match value {
+        Value::Object(map) => map.iter().map(|(k, v)| (Step::Key(k.clone()), v)).collect(),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (Step::Index(i), v))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Adds the children of `found` that `selectors` pick to `out`, skipping nodes already there.
+fn select<'a>(
+    found: &Found<'a>,
+    selectors: &[Selector],
+    out: &mut Vec<Found<'a>>,
+    seen: &mut std::collections::HashSet<*const Value>,
+    charge: &mut impl FnMut(u64) -> Result<(), PathError>,
+) -> Result<(), PathError> {
+    let mut push = |step: Step, value: &'a Value| -> Result<(), PathError> {
+        charge(1)?;
+        if seen.insert(value as *const Value) {
+            let mut location = found.location.clone();
+            location.push(step);
+            out.push(Found { location, value });
+        }
+        Ok(())
+    };
+    for selector in selectors {
+        match (selector, found.value) {
+            (Selector::Name(name), Value::Object(map)) => {
+                if let Some((key, value)) = map.get_key_value(name.as_str()) {
+                    push(Step::Key(key.clone()), value)?;
+                }
+            }
+            (Selector::Wildcard, Value::Object(map)) => {
+                for (key, value) in map {
+                    push(Step::Key(key.clone()), value)?;
+                }
+            }
+            (Selector::Wildcard, Value::Array(items)) => {
+                for (i, value) in items.iter().enumerate() {
+                    push(Step::Index(i), value)?;
+                }
+            }
+            (Selector::Index(index), Value::Array(items)) => {
+                if let Some(i) = resolve_index(*index, items.len()) {
+                    push(Step::Index(i), &items[i])?;
+                }
+            }
+            (&Selector::Slice { start, end, step }, Value::Array(items)) => {
+                for i in slice_indexes(start, end, step, items.len()) {
+                    push(Step::Index(i), &items[i])?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A value's type as RedisJSON names it (`JSON.TYPE`).
+pub fn json_type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_f64() => "number",
+        Value::Number(_) => "integer",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// An index counted from the end when negative, if it is inside an array of `len`.
+fn resolve_index(index: i64, len: usize) -> Option<usize> {
+    let len = len as i64;
+    let i = if index < 0 { len + index } else { index };
+    (0..len).contains(&i).then_some(i as usize)
+}
+
+/// The indexes a slice `[start:end:step]` picks from an array of `len`, as RFC 9535 says.
+fn slice_indexes(start: Option<i64>, end: Option<i64>, step: i64, len: usize) -> Vec<usize> {
+    let len = len as i64;
+    let normalize = |i: i64| if i < 0 { len + i } else { i };
+    let mut out = Vec::new();
+    if step > 0 {
+        let lower = normalize(start.unwrap_or(0)).clamp(0, len);
+        let upper = normalize(end.unwrap_or(len)).clamp(0, len);
+        let mut i = lower;
+        while i < upper {
+            out.push(i as usize);
+            i += step;
+        }
+    } else if step < 0 {
+        let upper = normalize(start.unwrap_or(len - 1)).clamp(-1, len - 1);
+        let lower = normalize(end.unwrap_or(-len - 1)).clamp(-1, len - 1);
+        let mut i = upper;
+        while lower < i {
+            out.push(i as usize);
+            i += step;
+        }
+    }
+    out
+}
+
+struct Parser<'p> {
+    path: &'p str,
+    bytes: &'p [u8],
+    at: usize,
+    /// Where `bytes` starts in `path`, for error positions.
+    offset: usize,
+}
+
+impl Parser<'_> {
+    fn done(&self) -> bool {
+        self.at >= self.bytes.len()
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn error(&self, reason: &'static str) -> PathError {
+        PathError::Syntax {
+            path: self.path.to_owned(),
+            at: self.offset + self.at,
+            reason,
+        }
+    }
+
+    fn segment(&mut self) -> Result<Segment, PathError> {
+        match self.peek() {
+            Some(b'.') if self.bytes.get(self.at + 1) == Some(&b'.') => {
+                self.at += 2;
+                if self.peek() == Some(b'[') {
+                    Ok(Segment::Descendant(self.brackets()?))
+                } else {
+                    Ok(Segment::Descendant(vec![self.name_or_wildcard()?]))
+                }
+            }
+            Some(b'.') => {
+                self.at += 1;
+                Ok(Segment::Child(vec![self.name_or_wildcard()?]))
+            }
+            Some(b'[') => Ok(Segment::Child(self.brackets()?)),
+            _ => Err(self.error("expected `.`, `..` or `[`")),
+        }
+    }
+
+    /// A dot-notation name (up to the next `.` or `[`), or `*`.
+    fn name_or_wildcard(&mut self) -> Result<Selector, PathError> {
+        let start = self.at;
+        while let Some(b) = self.peek() {
+            if b == b'.' || b == b'[' {
+                break;
+            }
+            if b.is_ascii_whitespace() || matches!(b, b']' | b'\'' | b'"' | b'(' | b')' | b'?') {
+                return Err(
+                    self.error("a name after `.` has no spaces, quotes or brackets: use [\"...\"]")
+                );
+            }
+            self.at += 1;
+        }
+        let name = &self.bytes[start..self.at];
+        match name {
+            b"" => Err(self.error("expected a name or `*`")),
+            b"*" => Ok(Selector::Wildcard),
+            _ => Ok(Selector::Name(
+                String::from_utf8(name.to_vec()).map_err(|_| self.error("not UTF-8"))?,
+            )),
+        }
+    }
+
+    fn skip_spaces(&mut self) {
+        while self.peek().is_some_and(|b| b.is_ascii_whitespace()) {
+            self.at += 1;
+        }
+    }
+
+    /// `[selector, ...]`
+    fn brackets(&mut self) -> Result<Vec<Selector>, PathError> {
+        self.at += 1; // `[`
+        let mut selectors = Vec::new();
+        loop {
+            self.skip_spaces();
+            let selector = match self.peek() {
+                Some(b'?') => {
+                    return Err(PathError::Unsupported(
+                        self.path.to_owned(),
+                        "a filter ([?...])",
+                    ));
+                }
+                Some(b'*') => {
+                    self.at += 1;
+                    Selector::Wildcard
+                }
+                Some(quote @ (b'\'' | b'"')) => Selector::Name(self.quoted(quote)?),
+                Some(b'-' | b'0'..=b'9' | b':') => self.index_or_slice()?,
+                _ => return Err(self.error("expected a quoted name, an index, a slice or `*`")),
+            };
+            selectors.push(selector);
+            self.skip_spaces();
+            match self.peek() {
+                Some(b',') => self.at += 1,
+                Some(b']') => {
+                    self.at += 1;
+                    return Ok(selectors);
+                }
+                _ => return Err(self.error("expected `,` or `]`")),
+            }
+        }
+    }
+
+    fn integer(&mut self) -> Result<Option<i64>, PathError> {
+        self.skip_spaces();
+        let start = self.at;
+        if self.peek() == Some(b'-') {
+            self.at += 1;
+        }
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.at += 1;
+        }
+        let text = &self.path[self.offset + start..self.offset + self.at];
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse()
+            .map(Some)
+            .map_err(|_| self.error("not an integer in range"))
+    }
+
+    fn index_or_slice(&mut self) -> Result<Selector, PathError> {
+        let start = self.integer()?;
+        self.skip_spaces();
+        if self.peek() != Some(b':') {
+            return start
+                .map(Selector::Index)
+                .ok_or_else(|| self.error("expected an index"));
+        }
+        self.at += 1;
+        let end = self.integer()?;
+        self.skip_spaces();
+        let step = if self.peek() == Some(b':') {
+            self.at += 1;
+            self.integer()?.unwrap_or(1)
+        } else {
+            1
+        };
+        Ok(Selector::Slice { start, end, step })
+    }
+
+    /// A quoted name, with JSON's escapes (and `\'`).
+    fn quoted(&mut self, quote: u8) -> Result<String, PathError> {
+        self.at += 1;
+        let mut out = String::new();
+        loop {
+            let rest = &self.path[self.offset + self.at..];
+            let mut chars = rest.chars();
+            let Some(c) = chars.next() else {
+                return Err(self.error("unterminated quoted name"));
+            };
+            self.at += c.len_utf8();
+            match c {
+                c if c as u32 == u32::from(quote) => return Ok(out),
+                '\\' => {
+                    let Some(escaped) = chars.next() else {
+                        return Err(self.error("unterminated quoted name"));
+                    };
+                    self.at += escaped.len_utf8();
+                    out.push(match escaped {
+                        'b' => '\u{8}',
+                        'f' => '\u{c}',
+                        'n' => '\n',
+                        'r' => '\r',
+                        't' => '\t',
+                        'u' => {
+                            let hex = self
+                                .path
+                                .get(self.offset + self.at..self.offset + self.at + 4)
+                                .ok_or_else(|| self.error("expected four hex digits after \\u"))?;
+                            let code = u32::from_str_radix(hex, 16)
+                                .map_err(|_| self.error("expected four hex digits after \\u"))?;
+                            self.at += 4;
+                            char::from_u32(code)
+                                .ok_or_else(|| self.error("\\u escapes a lone surrogate"))?
+                        }
+                        '\\' | '/' | '\'' | '"' => escaped,
+                        _ => return Err(self.error("unknown escape")),
+                    });
+                }
+                c => out.push(c),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn matches(path: &str, doc: &Value) -> Vec<Value> {
+        let mut budget = 1_000;
+        JsonPath::parse(path)
+            .unwrap()
+            .query(doc, &mut budget)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.value.clone())
+            .collect()
+    }
+
+    fn doc() -> Value {
+        json!({"a": {"b": 1, "c": [10, 20, 30, 40]}, "b": "top", "x y": true, "list": [{"b": 2}, {"b": 3}]})
+    }
+
+    #[test]
+    fn jsonpath_and_legacy_paths_select_what_redisjson_selects() {
+        let d = doc();
+        assert_eq!(matches("$", &d), vec![d.clone()]);
+        assert_eq!(matches(".", &d), vec![d.clone()]);
+        assert_eq!(matches("$.a.b", &d), vec![json!(1)]);
+        assert_eq!(matches(".a.b", &d), vec![json!(1)]);
+        assert_eq!(matches("a.b", &d), vec![json!(1)]);
+        assert_eq!(matches("$['x y']", &d), vec![json!(true)]);
+        assert_eq!(matches(r#"["x y"]"#, &d), vec![json!(true)]);
+        assert_eq!(matches("$.a.c[0]", &d), vec![json!(10)]);
+        assert_eq!(matches("$.a.c[-1]", &d), vec![json!(40)]);
+        assert_eq!(matches("$.a.c[9]", &d), Vec::<Value>::new());
+        assert_eq!(matches("$.a.c[1:3]", &d), vec![json!(20), json!(30)]);
+        assert_eq!(matches("$.a.c[::-2]", &d), vec![json!(40), json!(20)]);
+        assert_eq!(matches("$.a.c[0, -1, 0]", &d), vec![json!(10), json!(40)]);
+        // RFC 9535 order: the node itself is asked first, then its descendants in order.
+        assert_eq!(
+            matches("$..b", &d),
+            vec![json!("top"), json!(1), json!(2), json!(3)]
+        );
+        assert_eq!(matches("$.list[*].b", &d), vec![json!(2), json!(3)]);
+        assert_eq!(
+            matches("$.a.*", &d),
+            vec![json!(1), json!([10, 20, 30, 40])]
+        );
+        assert_eq!(matches("$.nope.b", &d), Vec::<Value>::new());
+        assert!(JsonPath::parse("$").unwrap().is_root());
+        assert!(JsonPath::parse(".").unwrap().is_legacy());
+        assert!(!JsonPath::parse("$.a").unwrap().is_legacy());
+    }
+
+    #[test]
+    fn locations_lead_back_to_the_matches() {
+        let d = doc();
+        let mut budget = 1_000;
+        let found = JsonPath::parse("$..b")
+            .unwrap()
+            .query(&d, &mut budget)
+            .unwrap();
+        let locations: Vec<_> = found.into_iter().map(|f| f.location).collect();
+        assert_eq!(
+            locations[2],
+            vec![
+                Step::Key("list".into()),
+                Step::Index(0),
+                Step::Key("b".into())
+            ]
+        );
+        let path = JsonPath::parse("$.a.new").unwrap();
+        let (parent, key) = path.parent_and_new_key().unwrap();
+        assert_eq!(parent.segments, JsonPath::parse("$.a").unwrap().segments);
+        assert_eq!(key, "new");
+        assert!(
+            JsonPath::parse("$.a[0]")
+                .unwrap()
+                .parent_and_new_key()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn bad_paths_are_refused_with_where_and_why() {
+        for bad in [
+            "$.",
+            "$a",
+            "$[",
+            "$['a'",
+            "$[1",
+            "$..",
+            "$.a b",
+            "$[x]",
+            "a..",
+            "$[99999999999999999999]",
+        ] {
+            let e = JsonPath::parse(bad).unwrap_err();
+            assert!(matches!(e, PathError::Syntax { .. }), "{bad}: {e}");
+        }
+        let e = JsonPath::parse("$[?(@.a > 1)]").unwrap_err();
+        assert!(e.to_string().contains("filter"), "{e}");
+        assert_eq!(JsonPath::parse(&"a".repeat(2000)), Err(PathError::TooLong));
+    }
+
+    #[test]
+    fn a_query_stops_at_its_budget() {
+        // 100 arrays of 100: `$..*` alone visits 10,101 nodes.
+        let wide = Value::Array(vec![Value::Array(vec![json!(0); 100]); 100]);
+        let path = JsonPath::parse("$..*").unwrap();
+        let mut budget = 5_000;
+        assert_eq!(
+            path.query(&wide, &mut budget).unwrap_err(),
+            PathError::TooCostly(5_000)
+        );
+        assert_eq!(budget, 0);
+    }
+}
