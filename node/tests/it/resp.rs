@@ -550,13 +550,29 @@ for bad, says in [
         raise SystemExit(f"{{bad}}: no error")
     except redis.ResponseError as e:
         assert says in str(e), (bad, str(e))
+# Inside MULTI: one entry, each reply from what its ops found when it applied.
+r.hset("tx", mapping={{"a": "1", "b": "2", "c": "3"}})
 tx = r.pipeline(transaction=True)
-tx.hgetdel("k", "a")
+tx.hexpire("tx", 100, "a", "nope")
+tx.hpersist("tx", "a", "b")
+tx.hgetex("tx", "b", "nope", ex=50)
+tx.hgetdel("tx", "c", "nope")
+tx.hsetex("tx", mapping={{"d": "4"}}, px=60000)
+tx.hkeys("tx")
+got = tx.execute()
+assert got == [[1, -2], [1, -1], ["2", None], ["3", None], 1, ["a", "b", "d"]], got
+ttl = r.httl("tx", "a", "b")
+assert ttl[0] == -1 and 45 < ttl[1] <= 50, ttl
+assert 55000 < r.hpttl("tx", "d")[0] <= 60000
+tx = r.pipeline(transaction=True)
+tx.hsetex("tx", mapping={{"e": "5"}}, data_persist_option=Only.FNX)
+tx.hset("tx", "f", "6")
 try:
     tx.execute()
-    raise SystemExit("HGETDEL in MULTI: no error")
+    raise SystemExit("HSETEX FNX in MULTI: no error")
 except redis.ResponseError as e:
-    assert "inside MULTI" in str(e), str(e)
+    assert "FNX/FXX inside MULTI" in str(e), str(e)
+assert r.hget("tx", "f") == "6" and not r.hexists("tx", "e")
 print("ok")
 "#,
         port = node.resp

@@ -8,7 +8,7 @@
 //! has, and the key lives until its last record expires.
 
 use super::keys::{key, put_record};
-use super::{Context, Shape, data_of, text, wrong_arity};
+use super::{Context, Each, Shape, data_of, text, wrong_arity};
 use crate::api::resp::reply::Reply;
 use crate::model::{ExpireIf, Key, OpKind, now_ms};
 use crate::service::{WriteOp, parse_redis_integer};
@@ -422,12 +422,6 @@ pub(super) fn fields_of(pk: &Bytes, rest: &[Bytes]) -> Result<Vec<Key>, Reply> {
 /// such field, 0 the option said no, 1 set, 2 removed (a deadline already past); `HPERSIST`:
 /// -2, -1 (no deadline), 1. One atomic entry, decided at apply.
 pub async fn hexpire(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
-    if ctx.session.collecting.is_some() {
-        return Reply::err(format!(
-            "{} inside MULTI is not supported: run it on its own",
-            name.to_ascii_uppercase()
-        ));
-    }
     let persist = name == "hpersist";
     let (pk, rest) = match args.split_first() {
         Some((pk, rest)) => (pk, rest),
@@ -473,30 +467,7 @@ pub async fn hexpire(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply
             ..WriteOp::default()
         })
         .collect();
-    let count = ops.len();
-    let results = match ctx.write_atomic(ops, true).await {
-        Ok(results) => results,
-        Err(e) => return e,
-    };
-    let returned = match results.first().and_then(|r| r.outcome.clone()).flatten() {
-        Some(crate::service::Outcome::Applied(returned)) => returned,
-        Some(crate::service::Outcome::Rejected(r)) => return Reply::err(r.message),
-        _ => {
-            return Reply::err(
-                "the write is durable but was not applied in time; read the fields to see",
-            );
-        }
-    };
-    let codes = (0..count).map(|op| {
-        let code = returned
-            .iter()
-            .find(|r| r.op as usize == op)
-            .and_then(|r| r.data.as_deref()?.parse::<i64>().ok())
-            .unwrap_or(-2);
-        // Removing a deadline that is not there is HPERSIST's -1.
-        Reply::Int(if persist && code == 0 { -1 } else { code })
-    });
-    Reply::Array(codes.collect())
+    ctx.write_per_op(ops, Each::ExpireCode { persist }).await
 }
 
 /// `HTTL key FIELDS n field ...`, `HPTTL`, `HEXPIRETIME`, `HPEXPIRETIME`: per field, -2 no such

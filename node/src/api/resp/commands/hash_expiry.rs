@@ -4,7 +4,7 @@
 
 use super::expiry::{Unit, fields_of, integer, invalid_expire, positive_deadline};
 use super::hash::keys_of;
-use super::{Context, Shape, data_of, wrong_arity};
+use super::{Context, Each, data_of, wrong_arity};
 use crate::api::resp::reply::Reply;
 use crate::model::{OpKind, Outcome, RejectionKind, Returned};
 use crate::service::WriteOp;
@@ -25,9 +25,6 @@ enum Deadline {
 /// `HSETEX key [FNX | FXX] [EX s | PX ms | EXAT t | PXAT t | KEEPTTL] FIELDS n field value ...`:
 /// 1 when every field was set, 0 when `FNX` (none may exist) or `FXX` (all must) said no.
 pub async fn hsetex(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
-    if let Some(refused) = refused_in_multi(ctx, "hsetex") {
-        return refused;
-    }
     let Some((pk, mut rest)) = args.split_first() else {
         return wrong_arity("hsetex");
     };
@@ -93,6 +90,21 @@ pub async fn hsetex(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             op
         })
         .collect();
+    if ctx.session.collecting.is_some() {
+        if cond.is_some() {
+            // Every field or none: that needs the entry's verdict, and the transaction is one
+            // entry.
+            return Reply::err(
+                "HSETEX FNX/FXX inside MULTI is not supported: its condition would decide the \
+                 whole transaction; run it on its own, or without FNX/FXX",
+            );
+        }
+        // Joins the transaction's entry, which applies whole or not at all.
+        return match ctx.write_atomic(ops, false).await {
+            Ok(_) => Reply::Int(1),
+            Err(e) => e,
+        };
+    }
     match applied(ctx, ops).await {
         Ok(Some(_)) => Reply::Int(1),
         Ok(None) => Reply::Int(0),
@@ -157,9 +169,6 @@ pub async fn hgetex(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             );
         }
     };
-    if let Some(refused) = refused_in_multi(ctx, "hgetex") {
-        return refused;
-    }
     let ops = keys
         .into_iter()
         .map(|key| WriteOp {
@@ -174,15 +183,12 @@ pub async fn hgetex(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             ..WriteOp::default()
         })
         .collect();
-    values_of(ctx, ops).await
+    ctx.write_per_op(ops, Each::Value).await
 }
 
 /// `HGETDEL key FIELDS n field ...`: the fields' values (nil for none), deleted in the same op
 /// (the key with its last field).
 pub async fn hgetdel(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
-    if let Some(refused) = refused_in_multi(ctx, "hgetdel") {
-        return refused;
-    }
     let Some((pk, rest)) = args.split_first() else {
         return wrong_arity("hgetdel");
     };
@@ -200,18 +206,7 @@ pub async fn hgetdel(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             ..WriteOp::default()
         })
         .collect();
-    values_of(ctx, ops).await
-}
-
-/// Their replies are made from the entry's outcome, which a transaction's `EXEC` does not wait
-/// for (as `HEXPIRE`).
-fn refused_in_multi(ctx: &Context<'_>, name: &str) -> Option<Reply> {
-    ctx.session.collecting.is_some().then(|| {
-        Reply::err(format!(
-            "{} inside MULTI is not supported: run it on its own",
-            name.to_ascii_uppercase()
-        ))
-    })
+    ctx.write_per_op(ops, Each::Value).await
 }
 
 /// The `field value` pairs after `FIELDS n`.
@@ -246,25 +241,4 @@ async fn applied(ctx: &mut Context<'_>, ops: Vec<WriteOp>) -> Result<Option<Vec<
             "the write is durable but was not applied in time; read the fields to see",
         )),
     }
-}
-
-/// Writes `ops` (each returning its record's old data) as one entry: the values, in order.
-async fn values_of(ctx: &mut Context<'_>, ops: Vec<WriteOp>) -> Reply {
-    let count = ops.len();
-    let returned = match applied(ctx, ops).await {
-        Ok(Some(returned)) => returned,
-        Ok(None) => return Reply::err("the write was refused"),
-        Err(e) => return e,
-    };
-    Reply::Array(
-        (0..count)
-            .map(|op| {
-                let data = returned
-                    .iter()
-                    .find(|r| r.op as usize == op)
-                    .and_then(|r| r.data.as_deref());
-                Shape::Bulk.reply(data)
-            })
-            .collect(),
-    )
 }

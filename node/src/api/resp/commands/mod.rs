@@ -117,6 +117,31 @@ pub enum Shape {
     Deadline(expiry::DeadlineAs),
     /// A `json` op's reply, returned as JSON (see [`crate::model::JsonCmd`]).
     Json,
+    /// One reply per op of the command's `n`, as an array: `HEXPIRE`'s codes, the values
+    /// `HGETEX` and `HGETDEL` read.
+    PerOp(u32, Each),
+}
+
+/// How each op of a [`Shape::PerOp`] command answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Each {
+    /// Redis 7.4's per-field code (`-2` when the op returned none: no such field); `persist`
+    /// answers `HPERSIST`'s -1 for "no deadline to remove".
+    ExpireCode { persist: bool },
+    /// The value the op returned, nil for none.
+    Value,
+}
+
+impl Each {
+    fn reply(self, data: Option<&str>) -> Reply {
+        match self {
+            Each::ExpireCode { persist } => {
+                let code = data.and_then(|d| d.parse::<i64>().ok()).unwrap_or(-2);
+                Reply::Int(if persist && code == 0 { -1 } else { code })
+            }
+            Each::Value => Shape::Bulk.reply(data),
+        }
+    }
 }
 
 impl Shape {
@@ -145,8 +170,10 @@ impl Shape {
                 }
             }
             Shape::Json => json::reply_from_returned(data),
-            // Counts are made by `deferred_reply` from all their ops.
-            Shape::Existed(_) | Shape::Added(_) => Reply::err("a count needs its ops' outcomes"),
+            // Counts and lists are made by `deferred_reply` from all their ops.
+            Shape::Existed(_) | Shape::Added(_) | Shape::PerOp(..) => {
+                Reply::err("a reply of several ops needs their outcomes")
+            }
         }
     }
 
@@ -167,7 +194,7 @@ impl Shape {
     /// How many ops of the write the reply is made from.
     fn ops(self) -> usize {
         match self {
-            Shape::Existed(n) | Shape::Added(n) => n as usize,
+            Shape::Existed(n) | Shape::Added(n) | Shape::PerOp(n, _) => n as usize,
             _ => 1,
         }
     }
@@ -827,6 +854,19 @@ fn deferred_reply<'a>(
     locate: impl Fn(usize) -> (Option<&'a crate::service::Outcome>, usize),
 ) -> Reply {
     use crate::service::Outcome;
+    if let Shape::PerOp(n, each) = shape {
+        let mut replies = Vec::with_capacity(n as usize);
+        for op in first..first + n as usize {
+            match locate(op) {
+                (Some(Outcome::Applied(returned)), index) => {
+                    replies.push(each.reply(returned_by(returned, index)));
+                }
+                (Some(Outcome::Rejected(r)), _) => return Reply::err(r.message.clone()),
+                (Some(Outcome::Expired) | None, _) => return not_applied_in_time(),
+            }
+        }
+        return Reply::Array(replies);
+    }
     let (existed, mut count) = match shape {
         Shape::Existed(_) => ("1", 0),
         Shape::Added(_) => ("0", 0),
@@ -1301,6 +1341,27 @@ impl Context<'_> {
             return Reply::Null;
         };
         outcome_reply(result.outcome.as_ref().and_then(Option::as_ref), 0, shape)
+    }
+
+    /// Writes `ops` as one atomic entry and answers one reply per op, made as `each` says from
+    /// what the op returned at apply. Inside `EXEC` the ops join the transaction's entry and
+    /// the replies are filled in once it applied.
+    async fn write_per_op(&mut self, ops: Vec<WriteOp>, each: Each) -> Reply {
+        let shape = Shape::PerOp(ops.len() as u32, each);
+        if let Some(collected) = self.session.collecting.as_mut() {
+            self.session.deferred = Some((collected.len(), shape));
+            collected.extend(ops);
+            return Reply::Null;
+        }
+        let results = match self.write_atomic(ops, true).await {
+            Ok(results) => results,
+            Err(e) => return e,
+        };
+        let outcome = results
+            .first()
+            .and_then(|r| r.outcome.as_ref())
+            .and_then(Option::as_ref);
+        deferred_reply(shape, 0, |op| (outcome, op))
     }
 
     /// Writes `ops` (each record standing alone, all with `return_existed`) and answers the
