@@ -559,8 +559,14 @@ tx.hgetex("tx", "b", "nope", ex=50)
 tx.hgetdel("tx", "c", "nope")
 tx.hsetex("tx", mapping={{"d": "4"}}, px=60000)
 tx.hkeys("tx")
+tx.hrandfield("tx", 10)
 got = tx.execute()
-assert got == [[1, -2], [1, -1], ["2", None], ["3", None], 1, ["a", "b", "d"]], got
+assert got[:6] == [[1, -2], [1, -1], ["2", None], ["3", None], 1, ["a", "b", "d"]], got
+assert sorted(got[6]) == ["a", "b", "d"], got
+tx = r.pipeline(transaction=True)
+tx.sadd("txs", "m")
+tx.srandmember("txs")
+assert tx.execute() == [1, "m"]
 ttl = r.httl("tx", "a", "b")
 assert ttl[0] == -1 and 45 < ttl[1] <= 50, ttl
 assert 55000 < r.hpttl("tx", "d")[0] <= 60000

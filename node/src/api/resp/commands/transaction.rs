@@ -32,7 +32,7 @@ const CONDITIONAL_WRITES: [&str; 2] = ["msetnx", "spop"];
 
 /// Reads a transaction may hold (they see its earlier writes; `TTL` and the like of a key it
 /// writes are read at apply, from log format v4), PING, ECHO and TIME.
-const QUEUEABLE_READS: [&str; 38] = [
+const QUEUEABLE_READS: [&str; 40] = [
     "get",
     "mget",
     "exists",
@@ -62,6 +62,8 @@ const QUEUEABLE_READS: [&str; 38] = [
     "smismember",
     "scard",
     "smembers",
+    "srandmember",
+    "hrandfield",
     "sinter",
     "sunion",
     "sdiff",
