@@ -762,7 +762,10 @@ fn check_json_operand(i: usize, op: &Op, json: &str) -> Result<(), ServiceError>
     if !fits {
         return bad(format!(
             "record {i}: a `json` op's data for `{}` must be {}, not {json}",
-            serde_json::to_value(cmd).map_or_else(|_| String::new(), |v| v.to_string()),
+            serde_json::to_value(cmd)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
             match cmd {
                 JsonCmd::Set | JsonCmd::SetIfAbsent | JsonCmd::SetIfPresent | JsonCmd::Merge =>
                     "the JSON value to write",

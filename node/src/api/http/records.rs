@@ -4,7 +4,7 @@ use super::request::{
     GetBody, ListBody, MutateBody, OutcomesBody, PositionBody, RecordBody, ScanBody,
 };
 use super::response;
-use crate::model::{Key, OpKind, Position};
+use crate::model::{JsonCmd, Key, OpKind, Position};
 use crate::service::{
     Denied, ErrorKind, ListRequest, Operation, PluginRef, Service, ServiceError, WriteMode,
     WriteOp, WriteRequest,
@@ -260,18 +260,39 @@ fn write_op(index: usize, r: RecordBody, fixed: Option<OpKind>) -> Result<WriteO
         (Some(kind), _) => kind,
         (None, Some(op)) if op.eq_ignore_ascii_case("put") => OpKind::Put,
         (None, Some(op)) if op.eq_ignore_ascii_case("delete") => OpKind::Delete,
+        (None, Some(op)) if op.eq_ignore_ascii_case("json") => OpKind::Json,
         (None, other) => {
             return Err(ServiceError::bad_request(
                 "bad_op",
                 format!(
-                    "record {index}: `op` must be \"put\" or \"delete\" in a batch, not {}",
+                    "record {index}: `op` must be \"put\", \"delete\" or \"json\" in a batch, not {}",
                     other.map_or("missing".to_string(), |o| format!("{o:?}"))
                 ),
             ));
         }
     };
     let expires_at = deadline(index, op, &r)?;
+    let json_cmd = match &r.json_cmd {
+        None => None,
+        Some(name) => Some(
+            serde_json::from_value::<JsonCmd>(serde_json::Value::from(name.as_str())).map_err(
+                |_| {
+                    ServiceError::bad_request(
+                        "bad_operand",
+                        format!(
+                            "record {index}: `json_cmd` {name:?} is not one of set, \
+                             set_if_absent, set_if_present, merge, del, clear, toggle, \
+                             num_incr_by, num_mult_by, str_append, arr_append, arr_insert, \
+                             arr_pop, arr_trim"
+                        ),
+                    )
+                },
+            )?,
+        ),
+    };
     Ok(WriteOp {
+        json_cmd,
+        path: r.path,
         op,
         pk: r.pk,
         sk: r.sk,

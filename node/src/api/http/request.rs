@@ -94,8 +94,12 @@ case_insensitive! {
 case_insensitive! {
     /// One record of a put, delete or batch.
     pub struct RecordBody {
-        /// Only in batches: `put` or `delete`.
+        /// Only in batches: `put`, `delete` or `json`.
         pub op: Option<String> = "op",
+        /// `json` ops: what the edit does (`set`, `num_incr_by`, ...).
+        pub json_cmd: Option<String> = "json_cmd",
+        /// `json` ops: where in the document (a RedisJSON path).
+        pub path: Option<String> = "path",
         pub pk: String = "pk",
         pub sk: String = "sk",
         pub data: Option<Box<RawValue>> = "data",

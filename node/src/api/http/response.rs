@@ -7,6 +7,7 @@ use crate::service::{Outcome, Rejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use std::cell::Cell;
 use std::io::Write;
 use std::time::{Duration, UNIX_EPOCH};
@@ -130,13 +131,25 @@ pub fn records(records: &[Record], next_cursor: Option<&str>) -> Vec<u8> {
     out
 }
 
-/// An entry's outcome as JSON: `Status` (applied, rejected, pending), then the rejection's details.
+/// An entry's outcome as JSON: `Status` (applied, rejected, pending), then the rejection's
+/// details, or what the applied entry's ops returned (`json` edits' replies).
 #[derive(Serialize)]
 struct OutcomeBody<'a> {
     #[serde(rename = "Status")]
     status: &'static str,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     rejection: Option<&'a Rejection>,
+    #[serde(rename = "Returned", skip_serializing_if = "Vec::is_empty")]
+    returned: Vec<ReturnedBody<'a>>,
+}
+
+/// What one op of an applied entry returned: JSON.
+#[derive(Serialize)]
+struct ReturnedBody<'a> {
+    #[serde(rename = "Op")]
+    op: u32,
+    #[serde(rename = "Data")]
+    data: Option<&'a RawValue>,
 }
 
 impl<'a> OutcomeBody<'a> {
@@ -145,18 +158,32 @@ impl<'a> OutcomeBody<'a> {
             None => OutcomeBody {
                 status: "pending",
                 rejection: None,
+                returned: Vec::new(),
             },
             Some(Outcome::Expired) => OutcomeBody {
                 status: "expired",
                 rejection: None,
+                returned: Vec::new(),
             },
-            Some(Outcome::Applied(_)) => OutcomeBody {
+            Some(Outcome::Applied(returned)) => OutcomeBody {
                 status: "applied",
                 rejection: None,
+                returned: returned
+                    .iter()
+                    .map(|r| ReturnedBody {
+                        op: r.op,
+                        // Every op HTTP can send returns JSON (or nothing).
+                        data: r
+                            .data
+                            .as_deref()
+                            .and_then(|d| serde_json::from_str::<&RawValue>(d).ok()),
+                    })
+                    .collect(),
             },
             Some(Outcome::Rejected(r)) => OutcomeBody {
                 status: "rejected",
                 rejection: Some(r),
+                returned: Vec::new(),
             },
         }
     }
