@@ -147,115 +147,161 @@ impl JsonPath {
     }
 
     /// Every node of `doc` the path matches, in order, each once. Each node visited costs one
-    /// from `budget`; past it the query fails with [`PathError::TooCostly`].
+    /// from `budget`; past it the query fails with [`PathError::TooCostly`]. A visit costs the
+    /// same however deep the node is: where each node is stays a link to its parent until the
+    /// matches are known.
     pub fn query<'a>(&self, doc: &'a Value, budget: &mut u64) -> Result<Vec<Found<'a>>, PathError> {
         let limit = *budget;
-        let mut charge = |n: u64| {
-            if n > *budget {
-                *budget = 0;
-                Err(PathError::TooCostly(limit))
-            } else {
-                *budget -= n;
-                Ok(())
-            }
+        let mut walk = Walk {
+            trail: Vec::new(),
+            budget,
+            limit,
         };
-        charge(1)?;
-        let mut current = vec![Found {
-            location: Vec::new(),
-            value: doc,
-        }];
+        walk.charge(1)?;
+        let mut current: Vec<(usize, &'a Value)> = vec![(ROOT, doc)];
         for segment in &self.segments {
             let mut next = Vec::new();
             let mut seen = std::collections::HashSet::new();
-            for found in &current {
+            for &(at, value) in &current {
                 match segment {
                     Segment::Child(selectors) => {
-                        select(found, selectors, &mut next, &mut seen, &mut charge)?
+                        walk.select(at, value, selectors, &mut next, &mut seen)?;
                     }
                     Segment::Descendant(selectors) => {
                         // The node and each descendant, depth first in document order.
-                        let mut stack = vec![(found.location.clone(), found.value)];
-                        while let Some((location, value)) = stack.pop() {
-                            charge(1)?;
-                            let here = Found { location, value };
-                            select(&here, selectors, &mut next, &mut seen, &mut charge)?;
-                            let children = children(here.value);
-                            for (step, child) in children.into_iter().rev() {
-                                let mut location = here.location.clone();
-                                location.push(step);
-                                stack.push((location, child));
+                        let mut stack = vec![(at, value)];
+                        while let Some((at, value)) = stack.pop() {
+                            walk.charge(1)?;
+                            walk.select(at, value, selectors, &mut next, &mut seen)?;
+                            let first = stack.len();
+                            match value {
+                                Value::Object(map) => {
+                                    for (key, child) in map {
+                                        stack.push((walk.step(at, StepRef::Key(key)), child));
+                                    }
+                                }
+                                Value::Array(items) => {
+                                    for (i, child) in items.iter().enumerate() {
+                                        stack.push((walk.step(at, StepRef::Index(i)), child));
+                                    }
+                                }
+                                _ => {}
                             }
+                            stack[first..].reverse();
                         }
                     }
                 }
             }
             current = next;
         }
-        Ok(current)
+        Ok(current
+            .into_iter()
+            .map(|(at, value)| Found {
+                location: walk.location(at),
+                value,
+            })
+            .collect())
     }
 }
 
-/// A node's children with their steps, in document order.
-fn children(value: &Value) -> Vec<(Step, &Value)> {
-    match value {
-        Value::Object(map) => map.iter().map(|(k, v)| (Step::Key(k.clone()), v)).collect(),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (Step::Index(i), v))
-            .collect(),
-        _ => Vec::new(),
-    }
+/// The trail index of the document's root.
+const ROOT: usize = usize::MAX;
+
+/// A step as a query takes it, borrowing the key from the document.
+#[derive(Clone, Copy)]
+enum StepRef<'a> {
+    Key(&'a str),
+    Index(usize),
 }
 
-/// Adds the children of `found` that `selectors` pick to `out`, skipping nodes already there.
-fn select<'a>(
-    found: &Found<'a>,
-    selectors: &[Selector],
-    out: &mut Vec<Found<'a>>,
-    seen: &mut std::collections::HashSet<*const Value>,
-    charge: &mut impl FnMut(u64) -> Result<(), PathError>,
-) -> Result<(), PathError> {
-    let mut push = |step: Step, value: &'a Value| -> Result<(), PathError> {
-        charge(1)?;
-        if seen.insert(value as *const Value) {
-            let mut location = found.location.clone();
-            location.push(step);
-            out.push(Found { location, value });
+/// A query under way: every step taken, each with the index of the step before it.
+struct Walk<'a, 'b> {
+    trail: Vec<(usize, StepRef<'a>)>,
+    budget: &'b mut u64,
+    limit: u64,
+}
+
+impl<'a> Walk<'a, '_> {
+    fn charge(&mut self, n: u64) -> Result<(), PathError> {
+        if n > *self.budget {
+            *self.budget = 0;
+            return Err(PathError::TooCostly(self.limit));
+        }
+        *self.budget -= n;
+        Ok(())
+    }
+
+    /// Records a step from the node at `from`: the new node's index.
+    fn step(&mut self, from: usize, step: StepRef<'a>) -> usize {
+        self.trail.push((from, step));
+        self.trail.len() - 1
+    }
+
+    /// Where the node at `at` is, from the root.
+    fn location(&self, mut at: usize) -> Vec<Step> {
+        let mut steps = Vec::new();
+        while at != ROOT {
+            let (from, step) = self.trail[at];
+            steps.push(match step {
+                StepRef::Key(key) => Step::Key(key.to_owned()),
+                StepRef::Index(i) => Step::Index(i),
+            });
+            at = from;
+        }
+        steps.reverse();
+        steps
+    }
+
+    /// Adds the children of the node at `at` that `selectors` pick to `out`, skipping nodes
+    /// already there.
+    fn select(
+        &mut self,
+        at: usize,
+        value: &'a Value,
+        selectors: &[Selector],
+        out: &mut Vec<(usize, &'a Value)>,
+        seen: &mut std::collections::HashSet<*const Value>,
+    ) -> Result<(), PathError> {
+        let mut push = |walk: &mut Self, step: StepRef<'a>, child: &'a Value| {
+            walk.charge(1)?;
+            if seen.insert(child as *const Value) {
+                let index = walk.step(at, step);
+                out.push((index, child));
+            }
+            Ok(())
+        };
+        for selector in selectors {
+            match (selector, value) {
+                (Selector::Name(name), Value::Object(map)) => {
+                    if let Some((key, child)) = map.get_key_value(name.as_str()) {
+                        push(self, StepRef::Key(key), child)?;
+                    }
+                }
+                (Selector::Wildcard, Value::Object(map)) => {
+                    for (key, child) in map {
+                        push(self, StepRef::Key(key), child)?;
+                    }
+                }
+                (Selector::Wildcard, Value::Array(items)) => {
+                    for (i, child) in items.iter().enumerate() {
+                        push(self, StepRef::Index(i), child)?;
+                    }
+                }
+                (Selector::Index(index), Value::Array(items)) => {
+                    if let Some(i) = resolve_index(*index, items.len()) {
+                        push(self, StepRef::Index(i), &items[i])?;
+                    }
+                }
+                (&Selector::Slice { start, end, step }, Value::Array(items)) => {
+                    for i in slice_indexes(start, end, step, items.len()) {
+                        push(self, StepRef::Index(i), &items[i])?;
+                    }
+                }
+                _ => {}
+            }
         }
         Ok(())
-    };
-    for selector in selectors {
-        match (selector, found.value) {
-            (Selector::Name(name), Value::Object(map)) => {
-                if let Some((key, value)) = map.get_key_value(name.as_str()) {
-                    push(Step::Key(key.clone()), value)?;
-                }
-            }
-            (Selector::Wildcard, Value::Object(map)) => {
-                for (key, value) in map {
-                    push(Step::Key(key.clone()), value)?;
-                }
-            }
-            (Selector::Wildcard, Value::Array(items)) => {
-                for (i, value) in items.iter().enumerate() {
-                    push(Step::Index(i), value)?;
-                }
-            }
-            (Selector::Index(index), Value::Array(items)) => {
-                if let Some(i) = resolve_index(*index, items.len()) {
-                    push(Step::Index(i), &items[i])?;
-                }
-            }
-            (&Selector::Slice { start, end, step }, Value::Array(items)) => {
-                for i in slice_indexes(start, end, step, items.len()) {
-                    push(Step::Index(i), &items[i])?;
-                }
-            }
-            _ => {}
-        }
     }
-    Ok(())
 }
 
 /// A value's type as RedisJSON names it (`JSON.TYPE`).
@@ -289,7 +335,7 @@ fn slice_indexes(start: Option<i64>, end: Option<i64>, step: i64, len: usize) ->
         let mut i = lower;
         while i < upper {
             out.push(i as usize);
-            i += step;
+            i = i.saturating_add(step);
         }
     } else if step < 0 {
         let upper = normalize(start.unwrap_or(len - 1)).clamp(-1, len - 1);
@@ -297,7 +343,7 @@ fn slice_indexes(start: Option<i64>, end: Option<i64>, step: i64, len: usize) ->
         let mut i = upper;
         while lower < i {
             out.push(i as usize);
-            i += step;
+            i = i.saturating_add(step);
         }
     }
     out
@@ -530,6 +576,10 @@ mod tests {
         assert_eq!(matches("$.a.c[1:3]", &d), vec![json!(20), json!(30)]);
         assert_eq!(matches("$.a.c[::-2]", &d), vec![json!(40), json!(20)]);
         assert_eq!(matches("$.a.c[0, -1, 0]", &d), vec![json!(10), json!(40)]);
+        // Steps at the ends of i64 end the slice instead of wrapping around.
+        assert_eq!(matches("$.a.c[1::9223372036854775807]", &d), vec![json!(20)]);
+        assert_eq!(matches("$.a.c[::-9223372036854775808]", &d), vec![json!(40)]);
+        assert_eq!(matches("$.a.c[-9223372036854775808:9223372036854775807]", &d).len(), 4);
         // RFC 9535 order: the node itself is asked first, then its descendants in order.
         assert_eq!(
             matches("$..b", &d),
