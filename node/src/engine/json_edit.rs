@@ -52,6 +52,13 @@ pub struct Edited {
     pub reply: Value,
 }
 
+impl Edited {
+    /// An op that changed nothing, answering `reply`.
+    fn unchanged(reply: Value) -> Self {
+        Edited { data: None, reply }
+    }
+}
+
 /// Bounds on the work of `json` ops.
 #[derive(Debug, Clone, Copy)]
 pub struct EditLimits {
@@ -74,10 +81,7 @@ pub fn edit(
     let visits = &mut limits.visits;
     let Some(current) = current else {
         return match cmd {
-            JsonCmd::Del => Ok(Edited {
-                data: None,
-                reply: Value::from(0),
-            }),
+            JsonCmd::Del => Ok(Edited::unchanged(Value::from(0))),
             JsonCmd::Set | JsonCmd::SetIfAbsent | JsonCmd::Merge if path.is_root() => {
                 let value = operand_value(cmd, operand)?;
                 let value = match (cmd, value) {
@@ -94,10 +98,7 @@ pub fn edit(
                     reply: Value::Bool(true),
                 })
             }
-            JsonCmd::SetIfPresent => Ok(Edited {
-                data: None,
-                reply: Value::Null,
-            }),
+            JsonCmd::SetIfPresent => Ok(Edited::unchanged(Value::Null)),
             JsonCmd::Set | JsonCmd::SetIfAbsent | JsonCmd::Merge => Err(JsonEditError::NotAtRoot),
             _ => Err(JsonEditError::NoDocument),
         };
@@ -139,10 +140,7 @@ pub fn edit(
                 true
             };
             if !wrote {
-                return Ok(Edited {
-                    data: None,
-                    reply: Value::Null,
-                });
+                return Ok(Edited::unchanged(Value::Null));
             }
             Value::Bool(true)
         }
@@ -172,10 +170,7 @@ pub fn edit(
                 }
             }
             if removed == 0 {
-                return Ok(Edited {
-                    data: None,
-                    reply: Value::from(0),
-                });
+                return Ok(Edited::unchanged(Value::from(0)));
             }
             Value::from(removed)
         }
@@ -203,10 +198,7 @@ pub fn edit(
                 cleared += u64::from(changed);
             }
             if cleared == 0 {
-                return Ok(Edited {
-                    data: None,
-                    reply: Value::from(0),
-                });
+                return Ok(Edited::unchanged(Value::from(0)));
             }
             Value::from(cleared)
         }

@@ -577,9 +577,18 @@ mod tests {
         assert_eq!(matches("$.a.c[::-2]", &d), vec![json!(40), json!(20)]);
         assert_eq!(matches("$.a.c[0, -1, 0]", &d), vec![json!(10), json!(40)]);
         // Steps at the ends of i64 end the slice instead of wrapping around.
-        assert_eq!(matches("$.a.c[1::9223372036854775807]", &d), vec![json!(20)]);
-        assert_eq!(matches("$.a.c[::-9223372036854775808]", &d), vec![json!(40)]);
-        assert_eq!(matches("$.a.c[-9223372036854775808:9223372036854775807]", &d).len(), 4);
+        assert_eq!(
+            matches("$.a.c[1::9223372036854775807]", &d),
+            vec![json!(20)]
+        );
+        assert_eq!(
+            matches("$.a.c[::-9223372036854775808]", &d),
+            vec![json!(40)]
+        );
+        assert_eq!(
+            matches("$.a.c[-9223372036854775808:9223372036854775807]", &d).len(),
+            4
+        );
         // RFC 9535 order: the node itself is asked first, then its descendants in order.
         assert_eq!(
             matches("$..b", &d),
