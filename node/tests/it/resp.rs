@@ -914,6 +914,11 @@ assert j.arrlen("cfg", "$.regions") == [3]
 assert j.strlen("cfg", "$.name") == [6]
 assert j.delete("cfg", "$.flags.added") == 1
 assert j.mget(["cfg", "absent"], "$.hits") == [[5], None]
+assert j.arrindex("cfg", "$.regions", "iad") == [2] and j.arrindex("cfg", ".regions", "x") == -1
+# JSON.MSET: one atomic entry (its keys share a partition), at the root or at paths.
+assert j.mset([("cfg", "$.flags.tier", "silver"), ("cfg", "$.hits", 5)]) is True
+assert j.get("cfg", "$.flags.tier", "$.hits") == {{"$.flags.tier": ["silver"], "$.hits": [5]}}
+
 # Wrong kinds answer nil per match under JSONPath, an error under a legacy path.
 assert j.numincrby("cfg", "$..name", 1) == [None]
 for bad in (lambda: j.numincrby("cfg", ".name", 1), lambda: j.get("cfg", "$[?(@.hits > 1)]"),
@@ -950,7 +955,7 @@ print("ok")
     );
     assert_eq!(
         serde_json::to_string(&got["Records"][0]["Data"]).unwrap(),
-        r#"{"name":"edge-1","flags":{"beta":true,"tier":"gold"},"regions":["lhr","ams","iad","gru"],"hits":206}"#,
+        r#"{"name":"edge-1","flags":{"beta":true,"tier":"silver"},"regions":["lhr","ams","iad","gru"],"hits":206}"#,
         "{got}"
     );
 }

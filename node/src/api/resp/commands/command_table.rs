@@ -304,6 +304,13 @@ pub(super) const COMMANDS: &[CommandInfo] = &[
         &["@write", "@json", "@slow"],
     ),
     cmd(
+        "json.arrindex",
+        -4,
+        &["readonly", "module"],
+        ONE_KEY,
+        &["@read", "@json", "@slow"],
+    ),
+    cmd(
         "json.arrinsert",
         -5,
         &["write", "denyoom", "module"],
@@ -372,6 +379,13 @@ pub(super) const COMMANDS: &[CommandInfo] = &[
         &["readonly", "module"],
         (1, -2, 1),
         &["@read", "@json", "@slow"],
+    ),
+    cmd(
+        "json.mset",
+        -4,
+        &["write", "denyoom", "module"],
+        (1, -1, 3),
+        &["@write", "@json", "@slow"],
     ),
     cmd(
         "json.numincrby",

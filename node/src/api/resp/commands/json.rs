@@ -86,6 +86,63 @@ pub async fn set(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     }
 }
 
+/// `JSON.MSET key path value [key path value ...]`: one atomic entry (so the keys share a
+/// partition, else CROSSSLOT): each a put at the root or a `json` set at a path.
+pub async fn mset(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    if args.is_empty() || !args.len().is_multiple_of(3) {
+        return wrong_arity("json.mset");
+    }
+    let mut ops = Vec::with_capacity(args.len() / 3);
+    for triple in args.chunks(3) {
+        let (key, path, data) = match (key(&triple[0]), path_arg(&triple[1])) {
+            (Ok(key), Ok(path)) => match json_arg(&triple[2], "JSON.MSET") {
+                Ok(data) => (key, path, data),
+                Err(e) => return e,
+            },
+            (Err(e), _) | (_, Err(e)) => return e,
+        };
+        ops.push(if path.is_root() {
+            let mut op = WriteOp {
+                op: OpKind::Put,
+                pk: key.pk,
+                sk: key.sk,
+                data: Some(data),
+                ..WriteOp::default()
+            };
+            // As `JSON.SET` at the root: the document keeps the key's deadline.
+            Expiry::Keep.apply(&mut op);
+            op
+        } else {
+            WriteOp {
+                op: OpKind::Json,
+                pk: key.pk,
+                sk: key.sk,
+                data: Some(data),
+                json_cmd: Some(JsonCmd::Set),
+                path: Some(path.text().to_owned()),
+                ..WriteOp::default()
+            }
+        });
+    }
+    let results = match ctx.write_atomic(ops, true).await {
+        Ok(results) => results,
+        Err(e) => return e,
+    };
+    match results
+        .first()
+        .map(|r| r.outcome.as_ref().and_then(Option::as_ref))
+    {
+        // Inside `EXEC`: part of the transaction's entry.
+        None | Some(Some(crate::service::Outcome::Applied(_))) => Reply::ok(),
+        Some(Some(crate::service::Outcome::Rejected(r))) => {
+            Reply::err(format!("{} (nothing was written)", r.message))
+        }
+        Some(_) => {
+            Reply::err("the write is durable but was not applied in time; read the keys to see")
+        }
+    }
+}
+
 /// `JSON.MERGE key path value`: RFC 7396 merge patch at the path.
 pub async fn merge(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let [k, path, value] = args else {
@@ -460,6 +517,75 @@ pub async fn mget(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         });
     }
     Reply::Array(replies)
+}
+
+/// `JSON.ARRINDEX key path value [start [stop]]`: per array match, the index of the first
+/// element equal to `value` within `start..stop` (`stop` 0: to the end; negative from the end),
+/// -1 when none is.
+pub async fn arrindex(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let (k, path, value, range) = match args {
+        [k, path, value, range @ ..] if range.len() <= 2 => (k, path, value, range),
+        _ => return wrong_arity("json.arrindex"),
+    };
+    let path = match path_arg(path) {
+        Ok(path) => path,
+        Err(e) => return e,
+    };
+    let wanted: Value = match json_arg(value, "JSON.ARRINDEX")
+        .and_then(|v| serde_json::from_str(v.get()).map_err(|_| Reply::err("not JSON")))
+    {
+        Ok(wanted) => wanted,
+        Err(e) => return e,
+    };
+    let mut bounds = [0i64, 0];
+    for (slot, arg) in bounds.iter_mut().zip(range) {
+        match std::str::from_utf8(arg).ok().and_then(|t| t.parse().ok()) {
+            Some(n) => *slot = n,
+            None => return Reply::err("JSON.ARRINDEX's start and stop are integers"),
+        }
+    }
+    let doc = match document(ctx, k).await {
+        Ok(Some(doc)) => doc,
+        Ok(None) => return Reply::Null,
+        Err(e) => return e,
+    };
+    let mut visits = READ_VISITS;
+    let found = match query(&path, &doc, &mut visits) {
+        Ok(found) => found,
+        Err(e) => return e,
+    };
+    let index_in = |items: &Vec<Value>| {
+        let len = items.len() as i64;
+        let from_end = |i: i64| if i < 0 { (len + i).max(0) } else { i.min(len) };
+        let start = from_end(bounds[0]);
+        let stop = if bounds[1] == 0 {
+            len
+        } else {
+            from_end(bounds[1])
+        };
+        (start..stop)
+            .find(|&i| items[i as usize] == wanted)
+            .unwrap_or(-1)
+    };
+    if path.is_legacy() {
+        return match found.first() {
+            Some(Value::Array(items)) => Reply::Int(index_in(items)),
+            Some(other) => Reply::err(format!(
+                "wrong type of path value - expected an array but found {}",
+                json_type_name(other)
+            )),
+            None => Reply::err(format!("Path '{}' does not exist", path.text())),
+        };
+    }
+    Reply::Array(
+        found
+            .into_iter()
+            .map(|v| {
+                v.as_array()
+                    .map_or(Reply::Null, |items| Reply::Int(index_in(items)))
+            })
+            .collect(),
+    )
 }
 
 /// `JSON.TYPE`, `JSON.OBJKEYS`, `JSON.OBJLEN`, `JSON.ARRLEN`, `JSON.STRLEN` `key [path]` (the

@@ -554,6 +554,8 @@ async fn run_command(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         "json.get" => json::get(ctx, args).await,
         "json.del" | "json.forget" => json::del(ctx, args).await,
         "json.merge" => json::merge(ctx, args).await,
+        "json.mset" => json::mset(ctx, args).await,
+        "json.arrindex" => json::arrindex(ctx, args).await,
         "json.clear" | "json.toggle" => json::path_only(ctx, args, name).await,
         "json.numincrby" | "json.nummultby" => json::number(ctx, args, name).await,
         "json.strappend" => json::strappend(ctx, args).await,

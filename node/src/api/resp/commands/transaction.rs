@@ -32,7 +32,7 @@ const CONDITIONAL_WRITES: [&str; 2] = ["msetnx", "spop"];
 
 /// Reads a transaction may hold (they see its earlier writes; `TTL` and the like of a key it
 /// writes are read at apply, from log format v4), PING, ECHO and TIME.
-const QUEUEABLE_READS: [&str; 40] = [
+const QUEUEABLE_READS: [&str; 41] = [
     "get",
     "mget",
     "exists",
@@ -50,6 +50,7 @@ const QUEUEABLE_READS: [&str; 40] = [
     "hstrlen",
     "json.get",
     "json.mget",
+    "json.arrindex",
     "json.type",
     "json.objkeys",
     "json.objlen",
