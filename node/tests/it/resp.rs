@@ -928,6 +928,14 @@ for bad in (lambda: j.numincrby("cfg", ".name", 1), lambda: j.get("cfg", "$[?(@.
         raise SystemExit("accepted")
     except redis.ResponseError as e:
         assert str(e), e
+# One read naming a whole document under many paths stops at its answer's bound.
+j.set("big", "$", {{"blob": "x" * 400000}})
+try:
+    r.execute_command("JSON.GET", "big", *(["$"] * 200))
+    raise SystemExit("an 80 MB answer was built")
+except redis.ResponseError as e:
+    assert "larger than 64 MiB" in str(e), e
+assert j.get("big", "$.blob") == ["x" * 400000]
 # A transaction's reads see its path edits; its replies come from the one entry.
 p = r.pipeline(transaction=True)
 p.json().numincrby("cfg", "$.hits", 1)
