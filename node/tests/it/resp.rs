@@ -936,6 +936,12 @@ try:
 except redis.ResponseError as e:
     assert "larger than 64 MiB" in str(e), e
 assert j.get("big", "$.blob") == ["x" * 400000]
+j.set("wide", "$", [[0] * 100] * 100)
+try:
+    r.execute_command("JSON.GET", "wide", "INDENT", " " * 10000, "NEWLINE", "\n")
+    raise SystemExit("a 100 MB layout was built")
+except redis.ResponseError as e:
+    assert "larger than 64 MiB" in str(e), e
 # A transaction's reads see its path edits; its replies come from the one entry.
 p = r.pipeline(transaction=True)
 p.json().numincrby("cfg", "$.hits", 1)

@@ -393,12 +393,15 @@ impl Layout {
         self.indent.is_empty() && self.newline.is_empty() && self.space.is_empty()
     }
 
-    fn write(&self, value: &Value, depth: usize, out: &mut String) {
+    /// Writes `value` laid out into `out`; false, leaving it unfinished, once `out` is longer
+    /// than [`READ_ANSWER_BYTES`] (a long `INDENT` repeats on every line, at every depth).
+    fn write(&self, value: &Value, depth: usize, out: &mut String) -> bool {
         let line = |out: &mut String, depth: usize| {
             out.push_str(&self.newline);
             for _ in 0..depth {
                 out.push_str(&self.indent);
             }
+            out.len() <= READ_ANSWER_BYTES
         };
         match value {
             Value::Array(items) if !items.is_empty() => {
@@ -407,8 +410,9 @@ impl Layout {
                     if i > 0 {
                         out.push(',');
                     }
-                    line(out, depth + 1);
-                    self.write(item, depth + 1, out);
+                    if !line(out, depth + 1) || !self.write(item, depth + 1, out) {
+                        return false;
+                    }
                 }
                 line(out, depth);
                 out.push(']');
@@ -419,23 +423,35 @@ impl Layout {
                     if i > 0 {
                         out.push(',');
                     }
-                    line(out, depth + 1);
+                    if !line(out, depth + 1) {
+                        return false;
+                    }
                     out.push_str(&Value::from(key.as_str()).to_string());
                     out.push(':');
                     out.push_str(&self.space);
-                    self.write(item, depth + 1, out);
+                    if !self.write(item, depth + 1, out) {
+                        return false;
+                    }
                 }
                 line(out, depth);
                 out.push('}');
             }
             other => out.push_str(&other.to_string()),
         }
+        out.len() <= READ_ANSWER_BYTES
     }
 
-    fn text(&self, value: &Value) -> Bytes {
+    /// `value` laid out, or an error past [`READ_ANSWER_BYTES`].
+    fn text(&self, value: &Value) -> Reply {
         let mut out = String::new();
-        self.write(value, 0, &mut out);
-        Bytes::from(out)
+        if !self.write(value, 0, &mut out) {
+            return Reply::err(format!(
+                "the answer laid out would be larger than {} MiB; use shorter INDENT, NEWLINE \
+                 and SPACE strings, or narrower paths",
+                READ_ANSWER_BYTES >> 20
+            ));
+        }
+        Reply::Bulk(Bytes::from(out))
     }
 }
 
@@ -490,7 +506,7 @@ pub async fn get(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         Err(e) => return e,
     };
     if paths.is_empty() {
-        return Reply::Bulk(layout.text(&doc));
+        return layout.text(&doc);
     }
     let mut visits = READ_VISITS;
     let mut budget = AnswerBudget::new();
@@ -526,7 +542,7 @@ pub async fn get(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
                 .collect(),
         )
     };
-    Reply::Bulk(layout.text(&answer))
+    layout.text(&answer)
 }
 
 /// `JSON.MGET key [key ...] path`: each key's answer to the path (nil for a missing key, or
