@@ -175,21 +175,31 @@ fn two_replica_groups_each_hold_everything_with_equal_digests() {
 #[test]
 fn counters_and_watch_from_both_replica_groups_add_up_with_equal_digests() {
     let broker = Broker::start();
-    let a = Node::start_env(&kafka_env(&broker, "counters", "rg1", "a"));
-    let b = Node::start_env(&kafka_env(&broker, "counters", "rg2", "b"));
+    // Both run a release that applies log format v6, so they write it (JSON edits at a path).
+    let env = |group: &str, instance: &str| {
+        let mut env = kafka_env(&broker, "counters", group, instance);
+        env.push(("ENTRY_WRITE_VERSION".into(), "6".into()));
+        env
+    };
+    let a = Node::start_env(&env("rg1", "a"));
+    let b = Node::start_env(&env("rg2", "b"));
     a.wait_until("a owns every partition", Duration::from_secs(30), owns_all);
     b.wait_until("b owns every partition", Duration::from_secs(30), owns_all);
-    // Four clients on each group's node increment the same counters and run WATCH loops on
-    // one key: nothing is lost, whichever node accepted the write.
+    // Four clients on each group's node increment the same counters, edit one JSON document
+    // at paths and run WATCH loops on one key: nothing is lost, whichever node accepted the
+    // write.
     let script = format!(
         r#"
 import redis, threading
+redis.Redis(port={a}).json().set("doc", "$", {{"n": 0, "log": []}})
 def work(port):
     c = redis.Redis(port=port)
     for _ in range(50):
         c.incr("hits")
         c.hincrby("stats", "bytes", 3)
         c.incrbyfloat("ratio", "0.5")
+        c.json().numincrby("doc", "$.n", 1)
+        c.json().arrappend("doc", "$.log", port)
         with c.pipeline() as p:
             while True:
                 try:
@@ -205,12 +215,13 @@ threads = [threading.Thread(target=work, args=(port,)) for port in ({a}, {b}) * 
 [t.start() for t in threads]; [t.join() for t in threads]
 # Each node applies the other's writes at its own pace: wait (bounded) until both have all.
 import time
-want = ("400", "1200", "200", "400")
+want = ("400", "1200", "200", "400", [400], [400])
 for port in ({a}, {b}):
     r = redis.Redis(port=port, decode_responses=True)
     deadline = time.time() + 20
     while True:
-        got = (r.get("hits"), r.hget("stats", "bytes"), r.get("ratio"), r.get("watched"))
+        got = (r.get("hits"), r.hget("stats", "bytes"), r.get("ratio"), r.get("watched"),
+               r.json().get("doc", "$.n"), r.json().arrlen("doc", "$.log"))
         if got == want or time.time() > deadline:
             break
         time.sleep(0.1)
