@@ -36,6 +36,10 @@ async function withIoredis() {
   // INCRBYFLOAT answers as Redis does (0.1 + 0.2 is 0.3 there, not 0.30000000000000004).
   await r.incrbyfloat("io:f", "0.1");
   assert.equal(await r.incrbyfloat("io:f", "0.2"), "0.3");
+  // RedisJSON's commands, as ioredis users send them.
+  assert.equal(await r.call("JSON.SET", "io:doc", "$", '{"a":{"b":1}}'), "OK");
+  assert.equal(await r.call("JSON.NUMINCRBY", "io:doc", "$.a.b", 2), "[3]");
+  assert.equal(await r.call("JSON.GET", "io:doc", ".a"), '{"b":3}');
   // scanStream walks every key once.
   for (let i = 0; i < 50; i++) await r.set(`io:many:${i}`, i);
   const seen = new Set();
@@ -81,6 +85,12 @@ async function withNodeRedis() {
   // JSON documents through RedisJSON's commands.
   await c.json.set("nr:doc", "$", { enabled: true, rollout: [1, 2] });
   assert.deepEqual(await c.json.get("nr:doc"), { enabled: true, rollout: [1, 2] });
+  // ... and edited at a path, computed when the log entry applies.
+  assert.deepEqual(await c.json.get("nr:doc", { path: "$.rollout" }), [[1, 2]]);
+  assert.deepEqual(await c.json.arrAppend("nr:doc", "$.rollout", 3), [3]);
+  assert.deepEqual(await c.json.numIncrBy("nr:doc", "$.rollout[0]", 10), [11]);
+  assert.deepEqual(await c.sendCommand(["JSON.TOGGLE", "nr:doc", "$.enabled"]), [0]);
+  assert.deepEqual(await c.json.get("nr:doc"), { enabled: false, rollout: [11, 2, 3] });
   assert.equal(await c.dbSize() >= 3, true);
   // Binary values, as Buffers in and out.
   const { commandOptions } = require("redis");
