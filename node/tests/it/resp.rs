@@ -914,6 +914,9 @@ assert j.arrlen("cfg", "$.regions") == [3]
 assert j.strlen("cfg", "$.name") == [6]
 assert j.delete("cfg", "$.flags.added") == 1
 assert j.mget(["cfg", "absent"], "$.hits") == [[5], None]
+# Filters: comparisons, existence, && || !, as RFC 9535 has them (without its functions).
+assert j.get("cfg", "$.regions[?@ == 'iad' || @ == 'lhr']") == ["lhr", "iad"]
+assert j.get("cfg", "$[?@.beta == true && !@.nothing]") == [{{"beta": True, "tier": "gold"}}]
 assert j.arrindex("cfg", "$.regions", "iad") == [2] and j.arrindex("cfg", ".regions", "x") == -1
 # JSON.MSET: one atomic entry (its keys share a partition), at the root or at paths.
 assert j.mset([("cfg", "$.flags.tier", "silver"), ("cfg", "$.hits", 5)]) is True
@@ -921,7 +924,7 @@ assert j.get("cfg", "$.flags.tier", "$.hits") == {{"$.flags.tier": ["silver"], "
 
 # Wrong kinds answer nil per match under JSONPath, an error under a legacy path.
 assert j.numincrby("cfg", "$..name", 1) == [None]
-for bad in (lambda: j.numincrby("cfg", ".name", 1), lambda: j.get("cfg", "$[?(@.hits > 1)]"),
+for bad in (lambda: j.numincrby("cfg", ".name", 1), lambda: j.get("cfg", "$.regions[?length(@) > 1]"),
             lambda: j.set("absent", "$.a", 1), lambda: j.arrinsert("cfg", "$.regions", 9, "x")):
     try:
         bad()

@@ -4,9 +4,14 @@
 //! query is a pure function of the path and the document, and bounded: every node it visits is
 //! charged to a budget the caller gives, and a query past it fails alike everywhere.
 //!
-//! Filters (`[?...]`) and functions are not supported: parsing says so. Matches are returned in
-//! document order of the query's steps, each node at most once.
+//! Filters (`[?@.price < 10]`) are RFC 9535's without its functions (`filter.rs`; functions are
+//! refused when parsed). Matches are returned in document order of the query's steps, each node
+//! at most once.
 
+mod filter;
+mod parse;
+
+use parse::Parser;
 use serde_json::Value;
 
 /// The longest path accepted, in bytes.
@@ -14,7 +19,7 @@ pub const MAX_PATH_BYTES: usize = 1024;
 
 /// A parsed path. `legacy` paths (not starting with `$`) answer with one value where JSONPath
 /// answers with every match, as RedisJSON does.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JsonPath {
     /// As written, for messages.
     text: String,
@@ -22,7 +27,7 @@ pub struct JsonPath {
     segments: Vec<Segment>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Segment {
     /// Selects among a node's children.
     Child(Vec<Selector>),
@@ -31,7 +36,7 @@ enum Segment {
     Descendant(Vec<Selector>),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Selector {
     Name(String),
     Index(i64),
@@ -41,6 +46,8 @@ enum Selector {
         end: Option<i64>,
         step: i64,
     },
+    /// The children for which the filter holds.
+    Filter(Box<filter::Filter>),
 }
 
 /// One step from a node to a child: where a match is, from the root.
@@ -70,7 +77,7 @@ pub enum PathError {
     TooLong,
     #[error(
         "JSON path {0:?} uses {1}, which FireScroll does not support: use names, indexes, \
-         slices, `*` and `..`"
+         slices, `*`, `..` and filters of comparisons"
     )]
     Unsupported(String, &'static str),
     #[error("the JSON path would visit more nodes than one command may ({0}); use a narrower path")]
@@ -95,6 +102,7 @@ impl JsonPath {
             bytes: body.as_bytes(),
             at: 0,
             offset: text.len() - body.len(),
+            filter_depth: 0,
         };
         let mut segments = Vec::new();
         if legacy && !body.is_empty() && !body.starts_with('.') && !body.starts_with('[') {
@@ -156,44 +164,10 @@ impl JsonPath {
             trail: Vec::new(),
             budget,
             limit,
+            root: doc,
         };
         walk.charge(1)?;
-        let mut current: Vec<(usize, &'a Value)> = vec![(ROOT, doc)];
-        for segment in &self.segments {
-            let mut next = Vec::new();
-            let mut seen = std::collections::HashSet::new();
-            for &(at, value) in &current {
-                match segment {
-                    Segment::Child(selectors) => {
-                        walk.select(at, value, selectors, &mut next, &mut seen)?;
-                    }
-                    Segment::Descendant(selectors) => {
-                        // The node and each descendant, depth first in document order.
-                        let mut stack = vec![(at, value)];
-                        while let Some((at, value)) = stack.pop() {
-                            walk.charge(1)?;
-                            walk.select(at, value, selectors, &mut next, &mut seen)?;
-                            let first = stack.len();
-                            match value {
-                                Value::Object(map) => {
-                                    for (key, child) in map {
-                                        stack.push((walk.step(at, StepRef::Key(key)), child));
-                                    }
-                                }
-                                Value::Array(items) => {
-                                    for (i, child) in items.iter().enumerate() {
-                                        stack.push((walk.step(at, StepRef::Index(i)), child));
-                                    }
-                                }
-                                _ => {}
-                            }
-                            stack[first..].reverse();
-                        }
-                    }
-                }
-            }
-            current = next;
-        }
+        let current = walk.segments(&self.segments, doc)?;
         Ok(current
             .into_iter()
             .map(|(at, value)| Found {
@@ -219,9 +193,56 @@ struct Walk<'a, 'b> {
     trail: Vec<(usize, StepRef<'a>)>,
     budget: &'b mut u64,
     limit: u64,
+    /// The document (`$` inside filters).
+    root: &'a Value,
 }
 
 impl<'a> Walk<'a, '_> {
+    /// What `segments` match from `start`, each with its index in the trail.
+    fn segments(
+        &mut self,
+        segments: &[Segment],
+        start: &'a Value,
+    ) -> Result<Vec<(usize, &'a Value)>, PathError> {
+        let mut current: Vec<(usize, &'a Value)> = vec![(ROOT, start)];
+        for segment in segments {
+            let mut next = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for &(at, value) in &current {
+                match segment {
+                    Segment::Child(selectors) => {
+                        self.select(at, value, selectors, &mut next, &mut seen)?;
+                    }
+                    Segment::Descendant(selectors) => {
+                        // The node and each descendant, depth first in document order.
+                        let mut stack = vec![(at, value)];
+                        while let Some((at, value)) = stack.pop() {
+                            self.charge(1)?;
+                            self.select(at, value, selectors, &mut next, &mut seen)?;
+                            let first = stack.len();
+                            match value {
+                                Value::Object(map) => {
+                                    for (key, child) in map {
+                                        stack.push((self.step(at, StepRef::Key(key)), child));
+                                    }
+                                }
+                                Value::Array(items) => {
+                                    for (i, child) in items.iter().enumerate() {
+                                        stack.push((self.step(at, StepRef::Index(i)), child));
+                                    }
+                                }
+                                _ => {}
+                            }
+                            stack[first..].reverse();
+                        }
+                    }
+                }
+            }
+            current = next;
+        }
+        Ok(current)
+    }
+
     fn charge(&mut self, n: u64) -> Result<(), PathError> {
         if n > *self.budget {
             *self.budget = 0;
@@ -297,6 +318,22 @@ impl<'a> Walk<'a, '_> {
                         push(self, StepRef::Index(i), &items[i])?;
                     }
                 }
+                (Selector::Filter(test), Value::Object(map)) => {
+                    for (key, child) in map {
+                        self.charge(1)?;
+                        if filter::holds(self, test, child)? {
+                            push(self, StepRef::Key(key), child)?;
+                        }
+                    }
+                }
+                (Selector::Filter(test), Value::Array(items)) => {
+                    for (i, child) in items.iter().enumerate() {
+                        self.charge(1)?;
+                        if filter::holds(self, test, child)? {
+                            push(self, StepRef::Index(i), child)?;
+                        }
+                    }
+                }
                 _ => {}
             }
         }
@@ -347,197 +384,6 @@ fn slice_indexes(start: Option<i64>, end: Option<i64>, step: i64, len: usize) ->
         }
     }
     out
-}
-
-struct Parser<'p> {
-    path: &'p str,
-    bytes: &'p [u8],
-    at: usize,
-    /// Where `bytes` starts in `path`, for error positions.
-    offset: usize,
-}
-
-impl Parser<'_> {
-    fn done(&self) -> bool {
-        self.at >= self.bytes.len()
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.at).copied()
-    }
-
-    fn error(&self, reason: &'static str) -> PathError {
-        PathError::Syntax {
-            path: self.path.to_owned(),
-            at: self.offset + self.at,
-            reason,
-        }
-    }
-
-    fn segment(&mut self) -> Result<Segment, PathError> {
-        match self.peek() {
-            Some(b'.') if self.bytes.get(self.at + 1) == Some(&b'.') => {
-                self.at += 2;
-                if self.peek() == Some(b'[') {
-                    Ok(Segment::Descendant(self.brackets()?))
-                } else {
-                    Ok(Segment::Descendant(vec![self.name_or_wildcard()?]))
-                }
-            }
-            Some(b'.') => {
-                self.at += 1;
-                Ok(Segment::Child(vec![self.name_or_wildcard()?]))
-            }
-            Some(b'[') => Ok(Segment::Child(self.brackets()?)),
-            _ => Err(self.error("expected `.`, `..` or `[`")),
-        }
-    }
-
-    /// A dot-notation name (up to the next `.` or `[`), or `*`.
-    fn name_or_wildcard(&mut self) -> Result<Selector, PathError> {
-        let start = self.at;
-        while let Some(b) = self.peek() {
-            if b == b'.' || b == b'[' {
-                break;
-            }
-            if b.is_ascii_whitespace() || matches!(b, b']' | b'\'' | b'"' | b'(' | b')' | b'?') {
-                return Err(
-                    self.error("a name after `.` has no spaces, quotes or brackets: use [\"...\"]")
-                );
-            }
-            self.at += 1;
-        }
-        let name = &self.bytes[start..self.at];
-        match name {
-            b"" => Err(self.error("expected a name or `*`")),
-            b"*" => Ok(Selector::Wildcard),
-            _ => Ok(Selector::Name(
-                String::from_utf8(name.to_vec()).map_err(|_| self.error("not UTF-8"))?,
-            )),
-        }
-    }
-
-    fn skip_spaces(&mut self) {
-        while self.peek().is_some_and(|b| b.is_ascii_whitespace()) {
-            self.at += 1;
-        }
-    }
-
-    /// `[selector, ...]`
-    fn brackets(&mut self) -> Result<Vec<Selector>, PathError> {
-        self.at += 1; // `[`
-        let mut selectors = Vec::new();
-        loop {
-            self.skip_spaces();
-            let selector = match self.peek() {
-                Some(b'?') => {
-                    return Err(PathError::Unsupported(
-                        self.path.to_owned(),
-                        "a filter ([?...])",
-                    ));
-                }
-                Some(b'*') => {
-                    self.at += 1;
-                    Selector::Wildcard
-                }
-                Some(quote @ (b'\'' | b'"')) => Selector::Name(self.quoted(quote)?),
-                Some(b'-' | b'0'..=b'9' | b':') => self.index_or_slice()?,
-                _ => return Err(self.error("expected a quoted name, an index, a slice or `*`")),
-            };
-            selectors.push(selector);
-            self.skip_spaces();
-            match self.peek() {
-                Some(b',') => self.at += 1,
-                Some(b']') => {
-                    self.at += 1;
-                    return Ok(selectors);
-                }
-                _ => return Err(self.error("expected `,` or `]`")),
-            }
-        }
-    }
-
-    fn integer(&mut self) -> Result<Option<i64>, PathError> {
-        self.skip_spaces();
-        let start = self.at;
-        if self.peek() == Some(b'-') {
-            self.at += 1;
-        }
-        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
-            self.at += 1;
-        }
-        let text = &self.path[self.offset + start..self.offset + self.at];
-        if text.is_empty() {
-            return Ok(None);
-        }
-        text.parse()
-            .map(Some)
-            .map_err(|_| self.error("not an integer in range"))
-    }
-
-    fn index_or_slice(&mut self) -> Result<Selector, PathError> {
-        let start = self.integer()?;
-        self.skip_spaces();
-        if self.peek() != Some(b':') {
-            return start
-                .map(Selector::Index)
-                .ok_or_else(|| self.error("expected an index"));
-        }
-        self.at += 1;
-        let end = self.integer()?;
-        self.skip_spaces();
-        let step = if self.peek() == Some(b':') {
-            self.at += 1;
-            self.integer()?.unwrap_or(1)
-        } else {
-            1
-        };
-        Ok(Selector::Slice { start, end, step })
-    }
-
-    /// A quoted name, with JSON's escapes (and `\'`).
-    fn quoted(&mut self, quote: u8) -> Result<String, PathError> {
-        self.at += 1;
-        let mut out = String::new();
-        loop {
-            let rest = &self.path[self.offset + self.at..];
-            let mut chars = rest.chars();
-            let Some(c) = chars.next() else {
-                return Err(self.error("unterminated quoted name"));
-            };
-            self.at += c.len_utf8();
-            match c {
-                c if c as u32 == u32::from(quote) => return Ok(out),
-                '\\' => {
-                    let Some(escaped) = chars.next() else {
-                        return Err(self.error("unterminated quoted name"));
-                    };
-                    self.at += escaped.len_utf8();
-                    out.push(match escaped {
-                        'b' => '\u{8}',
-                        'f' => '\u{c}',
-                        'n' => '\n',
-                        'r' => '\r',
-                        't' => '\t',
-                        'u' => {
-                            let hex = self
-                                .path
-                                .get(self.offset + self.at..self.offset + self.at + 4)
-                                .ok_or_else(|| self.error("expected four hex digits after \\u"))?;
-                            let code = u32::from_str_radix(hex, 16)
-                                .map_err(|_| self.error("expected four hex digits after \\u"))?;
-                            self.at += 4;
-                            char::from_u32(code)
-                                .ok_or_else(|| self.error("\\u escapes a lone surrogate"))?
-                        }
-                        '\\' | '/' | '\'' | '"' => escaped,
-                        _ => return Err(self.error("unknown escape")),
-                    });
-                }
-                c => out.push(c),
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -606,6 +452,38 @@ mod tests {
     }
 
     #[test]
+    fn filters_compare_and_test_as_rfc_9535_says() {
+        let d = doc();
+        assert_eq!(matches("$.list[?@.b > 2]", &d), vec![json!({"b": 3})]);
+        assert_eq!(
+            matches("$.list[?(@.b == 2 || @.b == 3) && !@.x]", &d),
+            vec![json!({"b": 2}), json!({"b": 3})]
+        );
+        assert_eq!(matches("$.a.c[?@ >= 30]", &d), vec![json!(30), json!(40)]);
+        assert_eq!(
+            matches("$.a.c[?@ != 20 && @ < 35]", &d),
+            vec![json!(10), json!(30)]
+        );
+        // Existence; the document's root inside a filter; numbers by value; strings.
+        assert_eq!(
+            matches("$[?@.b]", &d),
+            vec![json!({"b": 1, "c": [10, 20, 30, 40]})]
+        );
+        assert_eq!(matches("$.list[?@.b == $.a.b]", &d).len(), 0);
+        assert_eq!(matches("$.a[?@ == 1.0]", &d), vec![json!(1)]);
+        assert_eq!(matches("$[?@ == 'top']", &d), vec![json!("top")]);
+        assert_eq!(
+            matches("$[?@ == \"top\" || @ == true]", &d),
+            vec![json!("top"), json!(true)]
+        );
+        // Nothing equals nothing; `<` is false across kinds.
+        assert_eq!(matches("$.list[?@.x == @.y]", &d).len(), 2);
+        assert_eq!(matches("$.list[?@.b < 'z']", &d).len(), 0);
+        // Nested filters.
+        assert_eq!(matches("$[?@.c[?@ > 35]]", &d).len(), 1);
+    }
+
+    #[test]
     fn locations_lead_back_to_the_matches() {
         let d = doc();
         let mut budget = 1_000;
@@ -651,8 +529,24 @@ mod tests {
             let e = JsonPath::parse(bad).unwrap_err();
             assert!(matches!(e, PathError::Syntax { .. }), "{bad}: {e}");
         }
-        let e = JsonPath::parse("$[?(@.a > 1)]").unwrap_err();
-        assert!(e.to_string().contains("filter"), "{e}");
+        let e = JsonPath::parse("$[?length(@) > 1]").unwrap_err();
+        assert!(e.to_string().contains("function"), "{e}");
+        for bad in [
+            "$[?@..b == 1]",
+            "$[?1]",
+            "$[?(@.a]",
+            "$[?@.a = 1]",
+            "$[?@.a == 1e]",
+        ] {
+            let e = JsonPath::parse(bad).unwrap_err();
+            assert!(matches!(e, PathError::Syntax { .. }), "{bad}: {e}");
+        }
+        let deep = format!("$[?{}@.a{}]", "(".repeat(20), ")".repeat(20));
+        let e = JsonPath::parse(&deep).unwrap_err().to_string();
+        assert!(e.contains("nest at most 16"), "{e}");
+        let nots = format!("$[?{}@.a]", "!".repeat(1000));
+        let e = JsonPath::parse(&nots).unwrap_err().to_string();
+        assert!(e.contains("nest at most 16"), "{e}");
         assert_eq!(JsonPath::parse(&"a".repeat(2000)), Err(PathError::TooLong));
     }
 
@@ -664,6 +558,13 @@ mod tests {
         let mut budget = 5_000;
         assert_eq!(
             path.query(&wide, &mut budget).unwrap_err(),
+            PathError::TooCostly(5_000)
+        );
+        // A filter's own queries spend from the same budget.
+        let filtered = JsonPath::parse("$[?@[?@ == 1]]").unwrap();
+        let mut budget = 5_000;
+        assert_eq!(
+            filtered.query(&wide, &mut budget).unwrap_err(),
             PathError::TooCostly(5_000)
         );
         assert_eq!(budget, 0);
