@@ -11,7 +11,8 @@ use firescroll::model::Position;
 use firescroll::plugins::{Digest, PluginHost, PluginLimits};
 use firescroll::store::Store;
 use firescroll_benches::{
-    PARTITIONS, example_plugin, single_op_deletes, single_op_entries, single_op_entries_with_plugin,
+    PARTITIONS, example_plugin, single_op_deletes, single_op_entries,
+    single_op_entries_with_plugin, single_op_json_edits,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,26 +27,36 @@ static GLOBAL: allocator::Allocator = allocator::Allocator;
 const BATCH: u64 = 1024;
 
 /// Single-op puts: without a condition, with an expr `if`, and with a plugin condition (the
-/// `semver-gate` example, when scripts/build-plugins.sh has built it).
+/// `semver-gate` example, when scripts/build-plugins.sh has built it); and JSON edits at a path
+/// of documents already stored.
 fn apply_batches(c: &mut Criterion) {
     let conds = Conditions::new();
     let gate = example_plugin("semver-gate");
     let mut group = c.benchmark_group("apply");
     group.throughput(Throughput::Elements(BATCH));
     // (name, one batch's entries, batches per iteration, whether each batch starts without its
-    // records): every iteration applies BATCH entries.
+    // records, entries applied once before timing): every iteration applies BATCH entries.
     let mut runs = vec![
         (
             "batch_of_1024_single_op_puts",
             single_op_entries(BATCH, None),
             1,
             false,
+            Vec::new(),
         ),
         (
             "batch_of_1024_puts_with_if",
             single_op_entries(BATCH, Some("data == null || data.version == 3")),
             1,
             false,
+            Vec::new(),
+        ),
+        (
+            "batch_of_1024_json_edits",
+            single_op_json_edits(BATCH),
+            1,
+            false,
+            single_op_entries(BATCH, None),
         ),
     ];
     match &gate {
@@ -54,6 +65,7 @@ fn apply_batches(c: &mut Criterion) {
             single_op_entries_with_plugin(BATCH, &Digest::of(module).to_string()),
             1,
             true,
+            Vec::new(),
         )),
         None => eprintln!(
             "plugins/dist/semver-gate.wasm is missing: run scripts/build-plugins.sh to measure apply with a plugin"
@@ -66,8 +78,9 @@ fn apply_batches(c: &mut Criterion) {
         single_op_entries(4, None),
         BATCH / 4,
         false,
+        Vec::new(),
     ));
-    for (name, entries, per_iter, fresh) in runs {
+    for (name, entries, per_iter, fresh, setup) in runs {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let dir = tempfile::tempdir().unwrap();
@@ -93,6 +106,9 @@ fn apply_batches(c: &mut Criterion) {
                     index: None,
                     reject_at: &Default::default(),
                 };
+                if !setup.is_empty() {
+                    apply_and_commit(&store, rules, &setup).unwrap();
+                }
                 // The plugin run's puts pass their gate only for new records: each iteration
                 // starts without them (deleted by entries applied outside the timed part), so
                 // every entry is checked and applied.
@@ -110,7 +126,7 @@ fn apply_batches(c: &mut Criterion) {
                     let batch = apply_and_commit(&store, rules, &entries).unwrap();
                     timed += started.elapsed();
                     assert!(batch.waiting_for.is_none());
-                    if fresh {
+                    if fresh || !setup.is_empty() {
                         assert!(batch.rejections.is_empty(), "{:?}", batch.rejections[0]);
                     }
                 }

@@ -1,7 +1,7 @@
 //! Shared fixtures for FireScroll's benchmarks.
 
 use firescroll::log::LogRecord;
-use firescroll::model::{LogEntry, Op, OpKind, partition_of};
+use firescroll::model::{JsonCmd, LogEntry, Op, OpKind, partition_of};
 use firescroll::store::{PartitionStore, Store, encode_key, encode_value};
 use serde_json::value::RawValue;
 
@@ -53,6 +53,28 @@ pub fn single_op_entries(n: u64, cond: Option<&str>) -> Vec<LogRecord> {
                 sk: String::new(),
                 data: Some(RawValue::from_string(value_100b(i)).expect("valid JSON")),
                 cond: cond.map(str::to_string),
+                ..Op::default()
+            };
+            LogRecord {
+                offset: i,
+                payload: LogEntry::new(1_732_590_000_000, vec![op]).encode(),
+            }
+        })
+        .collect()
+}
+
+/// `n` log records, each a `json` op adding 1 at `$.version` of the document a
+/// [`single_op_entries`] entry of the same index puts (Redis `JSON.NUMINCRBY doc $.version 1`).
+pub fn single_op_json_edits(n: u64) -> Vec<LogRecord> {
+    (0..n)
+        .map(|i| {
+            let op = Op {
+                op: OpKind::Json,
+                pk: pk_in(0, i),
+                sk: String::new(),
+                data: Some(RawValue::from_string("1".into()).expect("valid JSON")),
+                json_cmd: Some(JsonCmd::NumIncrBy),
+                path: Some("$.version".into()),
                 ..Op::default()
             };
             LogRecord {
