@@ -21,7 +21,10 @@ pub use entry::{
     DecodeError, ENTRY_VERSION, ExpireIf, JsonCmd, LogEntry, Op, OpKind, PluginRef, pk_version,
 };
 pub use json_bytes::from_json_bytes;
-pub use json_path::{Found, JsonPath, MAX_PATH_BYTES, PathError, Step, json_type_name};
+pub use json_path::{
+    Found, JsonPath, MAX_PATH_BYTES, PathError, READ_ANSWER_BYTES, READ_VISITS, Step,
+    json_type_name,
+};
 pub use nesting::{
     MAX_JSON_DEPTH, json_lone_surrogate, json_nests_deeper_than, json_number_out_of_range,
     structural_bytes,

@@ -88,6 +88,8 @@ case_insensitive! {
         pub min_offsets: Option<Vec<PositionBody>> = "min_offsets",
         pub transform: Option<String> = "transform",
         pub args: Option<Box<RawValue>> = "args",
+        /// A RedisJSON path: each record's `Data` is what it selects from the stored document.
+        pub path: Option<String> = "path",
     }
 }
 

@@ -17,6 +17,14 @@ use serde_json::Value;
 /// The longest path accepted, in bytes.
 pub const MAX_PATH_BYTES: usize = 1024;
 
+/// Nodes one read's path queries may visit together: reads run on request tasks, so this
+/// bounds how long one can hold its thread (tens of milliseconds).
+pub const READ_VISITS: u64 = 1_000_000;
+
+/// Bytes of JSON one read's answers may add up to (a read may name a whole document under many
+/// paths, or many documents): past it the read answers an error before copying more.
+pub const READ_ANSWER_BYTES: usize = 64 << 20;
+
 /// A parsed path. `legacy` paths (not starting with `$`) answer with one value where JSONPath
 /// answers with every match, as RedisJSON does.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +90,12 @@ pub enum PathError {
     Unsupported(String, &'static str),
     #[error("the JSON path would visit more nodes than one command may ({0}); use a narrower path")]
     TooCostly(u64),
+    /// Past [`READ_ANSWER_BYTES`] (the bound callers give reads).
+    #[error(
+        "the answer would be larger than {} MiB; ask for fewer or narrower paths",
+        READ_ANSWER_BYTES >> 20
+    )]
+    AnswerTooLarge,
 }
 
 impl JsonPath {
@@ -154,6 +168,32 @@ impl JsonPath {
         }
     }
 
+    /// What a read at this path answers from `doc`: under a JSONPath every match, as an array;
+    /// under a legacy path the first match (`None` when there is none). Queries spend from
+    /// `visits`, and the answer's JSON size from `bytes` (counted without copying and stopped
+    /// as soon as it is over, so a charge costs at most what is left).
+    pub fn answer(
+        &self,
+        doc: &Value,
+        visits: &mut u64,
+        bytes: &mut usize,
+    ) -> Result<Option<Value>, PathError> {
+        let found = self.query(doc, visits)?;
+        let mut charge = |value: &Value| {
+            serde_json::to_writer(Counter(bytes), value)
+                .map(|()| value.clone())
+                .map_err(|_| PathError::AnswerTooLarge)
+        };
+        if self.legacy {
+            return found.first().map(|f| charge(f.value)).transpose();
+        }
+        found
+            .iter()
+            .map(|f| charge(f.value))
+            .collect::<Result<Vec<_>, _>>()
+            .map(|values| Some(Value::Array(values)))
+    }
+
     /// Every node of `doc` the path matches, in order, each once. Each node visited costs one
     /// from `budget`; past it the query fails with [`PathError::TooCostly`]. A visit costs the
     /// same however deep the node is: where each node is stays a link to its parent until the
@@ -175,6 +215,23 @@ impl JsonPath {
                 value,
             })
             .collect())
+    }
+}
+
+/// Counts bytes written into it down from what is left, failing once past it.
+struct Counter<'a>(&'a mut usize);
+
+impl std::io::Write for Counter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        *self.0 = self
+            .0
+            .checked_sub(buf.len())
+            .ok_or_else(|| std::io::Error::other("over the answer's bound"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -481,6 +538,37 @@ mod tests {
         assert_eq!(matches("$.list[?@.b < 'z']", &d).len(), 0);
         // Nested filters.
         assert_eq!(matches("$[?@.c[?@ > 35]]", &d).len(), 1);
+    }
+
+    #[test]
+    fn a_read_answers_every_match_or_the_first_within_its_bytes() {
+        let d = doc();
+        let (mut visits, mut bytes) = (1_000, 1_000);
+        let answer = |path: &str, visits: &mut u64, bytes: &mut usize| {
+            JsonPath::parse(path).unwrap().answer(&d, visits, bytes)
+        };
+        assert_eq!(
+            answer("$..b", &mut visits, &mut bytes),
+            Ok(Some(json!(["top", 1, 2, 3])))
+        );
+        assert_eq!(
+            answer(".list[1].b", &mut visits, &mut bytes),
+            Ok(Some(json!(3)))
+        );
+        assert_eq!(answer(".nope", &mut visits, &mut bytes), Ok(None));
+        assert_eq!(
+            answer("$.nope", &mut visits, &mut bytes),
+            Ok(Some(json!([])))
+        );
+        // The bytes are the answers' together: the document is 77 bytes of JSON.
+        let mut bytes = 170;
+        assert!(answer("$", &mut visits, &mut bytes).is_ok());
+        assert!(answer("$", &mut visits, &mut bytes).is_ok());
+        assert_eq!(bytes, 16);
+        assert_eq!(
+            answer("$", &mut visits, &mut bytes),
+            Err(PathError::AnswerTooLarge)
+        );
     }
 
     #[test]

@@ -12,61 +12,11 @@ use super::expiry::Expiry;
 use super::keys::{key, put_record};
 use super::{Context, Shape, wrong_arity};
 use crate::api::resp::reply::Reply;
-use crate::model::{JsonCmd, JsonPath, OpKind, json_type_name};
+use crate::model::{JsonCmd, JsonPath, OpKind, READ_ANSWER_BYTES, READ_VISITS, json_type_name};
 use crate::service::WriteOp;
 use bytes::Bytes;
 use serde_json::Value;
 use serde_json::value::RawValue;
-
-/// Nodes a read's path queries may visit, together: a read runs on the connection's task, so
-/// this bounds how long one can hold it (tens of milliseconds).
-const READ_VISITS: u64 = 1_000_000;
-
-/// Bytes of JSON a read's matches may add up to (one `JSON.GET` may name the whole document
-/// under many paths): past it the read answers an error before copying more.
-const READ_ANSWER_BYTES: usize = 64 << 20;
-
-/// Counts what the matches of a read add up to, refusing past [`READ_ANSWER_BYTES`].
-struct AnswerBudget(usize);
-
-impl AnswerBudget {
-    fn new() -> Self {
-        AnswerBudget(READ_ANSWER_BYTES)
-    }
-
-    /// Charges `value`'s JSON size, stopping as soon as it is over what is left: the cost of a
-    /// charge is bounded by the budget, whatever the value.
-    fn charge(&mut self, value: &Value) -> Result<(), Reply> {
-        struct Counter<'a>(&'a mut usize);
-        impl std::io::Write for Counter<'_> {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                *self.0 = self
-                    .0
-                    .checked_sub(buf.len())
-                    .ok_or_else(|| std::io::Error::other("over"))?;
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        serde_json::to_writer(Counter(&mut self.0), value).map_err(|_| {
-            Reply::err(format!(
-                "the answer would be larger than {} MiB; ask for fewer or narrower paths",
-                READ_ANSWER_BYTES >> 20
-            ))
-        })
-    }
-}
-
-/// The matches as one JSON array, within `budget`.
-fn matches_array(found: Vec<&Value>, budget: &mut AnswerBudget) -> Result<Value, Reply> {
-    found
-        .into_iter()
-        .map(|value| budget.charge(value).map(|()| value.clone()))
-        .collect::<Result<Vec<_>, _>>()
-        .map(Value::Array)
-}
 
 fn path_arg(path: &Bytes) -> Result<JsonPath, Reply> {
     let text = std::str::from_utf8(path).map_err(|_| Reply::err("a JSON path is UTF-8 text"))?;
@@ -509,26 +459,13 @@ pub async fn get(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         return layout.text(&doc);
     }
     let mut visits = READ_VISITS;
-    let mut budget = AnswerBudget::new();
+    let mut bytes = READ_ANSWER_BYTES;
     let mut answers = Vec::with_capacity(paths.len());
     for path in &paths {
-        let found = match query(path, &doc, &mut visits) {
-            Ok(found) => found,
-            Err(e) => return e,
-        };
-        let answer = if path.is_legacy() {
-            match found.first() {
-                Some(value) => budget.charge(value).map(|()| (*value).clone()),
-                None => {
-                    return Reply::err(format!("Path '{}' does not exist", path.text()));
-                }
-            }
-        } else {
-            matches_array(found, &mut budget)
-        };
-        match answer {
-            Ok(answer) => answers.push(answer),
-            Err(e) => return e,
+        match path.answer(&doc, &mut visits, &mut bytes) {
+            Ok(Some(answer)) => answers.push(answer),
+            Ok(None) => return Reply::err(format!("Path '{}' does not exist", path.text())),
+            Err(e) => return Reply::err(e.to_string()),
         }
     }
     let answer = if let [one] = answers.as_slice() {
@@ -559,7 +496,7 @@ pub async fn mget(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         Err(e) => return e,
     };
     let mut visits = READ_VISITS;
-    let mut budget = AnswerBudget::new();
+    let mut bytes = READ_ANSWER_BYTES;
     let mut replies = Vec::with_capacity(keys.len());
     for k in keys {
         let doc = match document(ctx, k).await {
@@ -570,20 +507,11 @@ pub async fn mget(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             replies.push(Reply::Null);
             continue;
         };
-        let found = match query(&path, &doc, &mut visits) {
-            Ok(found) => found,
-            Err(e) => return e,
-        };
-        let answer = match (path.is_legacy(), found.first()) {
-            (true, None) => Ok(None),
-            (true, Some(value)) => budget.charge(value).map(|()| Some(value.to_string())),
-            (false, _) => matches_array(found, &mut budget).map(|v| Some(v.to_string())),
-        };
-        match answer {
-            Ok(answer) => {
-                replies.push(answer.map_or(Reply::Null, |text| Reply::Bulk(Bytes::from(text))))
-            }
-            Err(e) => return e,
+        match path.answer(&doc, &mut visits, &mut bytes) {
+            Ok(answer) => replies.push(answer.map_or(Reply::Null, |answer| {
+                Reply::Bulk(Bytes::from(answer.to_string()))
+            })),
+            Err(e) => return Reply::err(e.to_string()),
         }
     }
     Reply::Array(replies)
