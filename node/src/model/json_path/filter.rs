@@ -180,7 +180,12 @@ impl Parser<'_> {
                         return Ok(Operand::Literal(value));
                     }
                 }
-                if self.peek().is_some_and(|b| b.is_ascii_alphabetic()) {
+                // A name followed by `(`: one of RFC 9535's functions.
+                let name_end = self.bytes[self.at..]
+                    .iter()
+                    .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
+                    .map_or(self.bytes.len(), |n| self.at + n);
+                if name_end > self.at && self.bytes.get(name_end) == Some(&b'(') {
                     return Err(PathError::Unsupported(
                         self.path.to_owned(),
                         "a function in a filter (length, count, match, search, value)",

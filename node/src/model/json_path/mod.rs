@@ -625,6 +625,8 @@ mod tests {
             "$[?(@.a]",
             "$[?@.a = 1]",
             "$[?@.a == 1e]",
+            "$[?x]",
+            "$[?@.a == nul]",
         ] {
             let e = JsonPath::parse(bad).unwrap_err();
             assert!(matches!(e, PathError::Syntax { .. }), "{bad}: {e}");
