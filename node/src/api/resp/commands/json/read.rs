@@ -1,0 +1,350 @@
+//! RedisJSON's reads: the document read as any read, then queried here within one read's
+//! bounds (nodes visited, bytes answered).
+
+use super::super::keys::key;
+use super::super::{Context, wrong_arity};
+use super::{json_arg, path_arg};
+use crate::api::resp::reply::Reply;
+use crate::model::{JsonPath, READ_ANSWER_BYTES, READ_VISITS, json_type_name};
+use bytes::Bytes;
+use serde_json::Value;
+
+/// The document of `k` as this connection reads it, parsed; `None` when there is none.
+async fn document(ctx: &mut Context<'_>, k: &Bytes) -> Result<Option<Value>, Reply> {
+    let key = key(k)?;
+    match ctx.read_json(&key.pk, &key.sk).await? {
+        None => Ok(None),
+        Some(json) => serde_json::from_slice(&json)
+            .map(Some)
+            .map_err(|_| Reply::err("the stored value is not a JSON document")),
+    }
+}
+
+/// What `path` matches in `doc`, within the read budget.
+fn query<'a>(path: &JsonPath, doc: &'a Value, visits: &mut u64) -> Result<Vec<&'a Value>, Reply> {
+    path.query(doc, visits)
+        .map(|found| found.into_iter().map(|f| f.value).collect())
+        .map_err(|e| Reply::err(e.to_string()))
+}
+
+/// How `JSON.GET` lays its answer out (`INDENT`, `NEWLINE`, `SPACE`).
+#[derive(Default)]
+struct Layout {
+    indent: String,
+    newline: String,
+    space: String,
+}
+
+impl Layout {
+    fn is_compact(&self) -> bool {
+        self.indent.is_empty() && self.newline.is_empty() && self.space.is_empty()
+    }
+
+    /// Writes `value` laid out into `out`; false, leaving it unfinished, once `out` is longer
+    /// than [`READ_ANSWER_BYTES`] (a long `INDENT` repeats on every line, at every depth).
+    fn write(&self, value: &Value, depth: usize, out: &mut String) -> bool {
+        let line = |out: &mut String, depth: usize| {
+            out.push_str(&self.newline);
+            for _ in 0..depth {
+                out.push_str(&self.indent);
+            }
+            out.len() <= READ_ANSWER_BYTES
+        };
+        match value {
+            Value::Array(items) if !items.is_empty() => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    if !line(out, depth + 1) || !self.write(item, depth + 1, out) {
+                        return false;
+                    }
+                }
+                line(out, depth);
+                out.push(']');
+            }
+            Value::Object(map) if !map.is_empty() => {
+                out.push('{');
+                for (i, (key, item)) in map.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    if !line(out, depth + 1) {
+                        return false;
+                    }
+                    out.push_str(&Value::from(key.as_str()).to_string());
+                    out.push(':');
+                    out.push_str(&self.space);
+                    if !self.write(item, depth + 1, out) {
+                        return false;
+                    }
+                }
+                line(out, depth);
+                out.push('}');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+        out.len() <= READ_ANSWER_BYTES
+    }
+
+    /// `value` laid out, or an error past [`READ_ANSWER_BYTES`].
+    fn text(&self, value: &Value) -> Reply {
+        let mut out = String::new();
+        if !self.write(value, 0, &mut out) {
+            return Reply::err(format!(
+                "the answer laid out would be larger than {} MiB; use shorter INDENT, NEWLINE \
+                 and SPACE strings, or narrower paths",
+                READ_ANSWER_BYTES >> 20
+            ));
+        }
+        Reply::Bulk(Bytes::from(out))
+    }
+}
+
+/// `JSON.GET key [INDENT s] [NEWLINE s] [SPACE s] [path ...]`: the document; under one
+/// JSONPath a list of its matches, under one legacy path the first match; under several
+/// paths an object from each path to those.
+pub async fn get(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let Some((k, rest)) = args.split_first() else {
+        return wrong_arity("json.get");
+    };
+    let mut layout = Layout::default();
+    let mut paths = Vec::new();
+    let mut rest = rest.iter();
+    while let Some(arg) = rest.next() {
+        let slot = if arg.eq_ignore_ascii_case(b"INDENT") {
+            &mut layout.indent
+        } else if arg.eq_ignore_ascii_case(b"NEWLINE") {
+            &mut layout.newline
+        } else if arg.eq_ignore_ascii_case(b"SPACE") {
+            &mut layout.space
+        } else if arg.eq_ignore_ascii_case(b"NOESCAPE") {
+            continue;
+        } else {
+            match path_arg(arg) {
+                Ok(path) => {
+                    paths.push(path);
+                    continue;
+                }
+                Err(e) => return e,
+            }
+        };
+        let Some(value) = rest.next() else {
+            return Reply::err("syntax error: INDENT, NEWLINE and SPACE take a string");
+        };
+        *slot = String::from_utf8_lossy(value).into_owned();
+    }
+    if paths.is_empty() && layout.is_compact() {
+        // The document as stored, unparsed.
+        let key = match key(k) {
+            Ok(key) => key,
+            Err(e) => return e,
+        };
+        return match ctx.read_json(&key.pk, &key.sk).await {
+            Ok(Some(json)) => Reply::Bulk(json),
+            Ok(None) => Reply::Null,
+            Err(e) => e,
+        };
+    }
+    let doc = match document(ctx, k).await {
+        Ok(Some(doc)) => doc,
+        Ok(None) => return Reply::Null,
+        Err(e) => return e,
+    };
+    if paths.is_empty() {
+        return layout.text(&doc);
+    }
+    let mut visits = READ_VISITS;
+    let mut bytes = READ_ANSWER_BYTES;
+    let mut answers = Vec::with_capacity(paths.len());
+    for path in &paths {
+        match path.answer(&doc, &mut visits, &mut bytes) {
+            Ok(Some(answer)) => answers.push(answer),
+            Ok(None) => return Reply::err(format!("Path '{}' does not exist", path.text())),
+            Err(e) => return Reply::err(e.to_string()),
+        }
+    }
+    let answer = if let [one] = answers.as_slice() {
+        one.clone()
+    } else {
+        Value::Object(
+            paths
+                .iter()
+                .zip(answers)
+                .map(|(path, answer)| (path.text().to_owned(), answer))
+                .collect(),
+        )
+    };
+    layout.text(&answer)
+}
+
+/// `JSON.MGET key [key ...] path`: each key's answer to the path (nil for a missing key, or
+/// one the legacy path finds nothing in).
+pub async fn mget(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let [keys @ .., path] = args else {
+        return wrong_arity("json.mget");
+    };
+    if keys.is_empty() {
+        return wrong_arity("json.mget");
+    }
+    let path = match path_arg(path) {
+        Ok(path) => path,
+        Err(e) => return e,
+    };
+    let mut visits = READ_VISITS;
+    let mut bytes = READ_ANSWER_BYTES;
+    let mut replies = Vec::with_capacity(keys.len());
+    for k in keys {
+        let doc = match document(ctx, k).await {
+            Ok(doc) => doc,
+            Err(e) => return e,
+        };
+        let Some(doc) = doc else {
+            replies.push(Reply::Null);
+            continue;
+        };
+        match path.answer(&doc, &mut visits, &mut bytes) {
+            Ok(answer) => replies.push(answer.map_or(Reply::Null, |answer| {
+                Reply::Bulk(Bytes::from(answer.to_string()))
+            })),
+            Err(e) => return Reply::err(e.to_string()),
+        }
+    }
+    Reply::Array(replies)
+}
+
+/// `JSON.ARRINDEX key path value [start [stop]]`: per array match, the index of the first
+/// element equal to `value` within `start..stop` (`stop` 0: to the end; negative from the end),
+/// -1 when none is.
+pub async fn arrindex(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let (k, path, value, range) = match args {
+        [k, path, value, range @ ..] if range.len() <= 2 => (k, path, value, range),
+        _ => return wrong_arity("json.arrindex"),
+    };
+    let path = match path_arg(path) {
+        Ok(path) => path,
+        Err(e) => return e,
+    };
+    let wanted: Value = match json_arg(value, "JSON.ARRINDEX")
+        .and_then(|v| serde_json::from_str(v.get()).map_err(|_| Reply::err("not JSON")))
+    {
+        Ok(wanted) => wanted,
+        Err(e) => return e,
+    };
+    let mut bounds = [0i64, 0];
+    for (slot, arg) in bounds.iter_mut().zip(range) {
+        match std::str::from_utf8(arg).ok().and_then(|t| t.parse().ok()) {
+            Some(n) => *slot = n,
+            None => return Reply::err("JSON.ARRINDEX's start and stop are integers"),
+        }
+    }
+    let doc = match document(ctx, k).await {
+        Ok(Some(doc)) => doc,
+        Ok(None) => return Reply::Null,
+        Err(e) => return e,
+    };
+    let mut visits = READ_VISITS;
+    let found = match query(&path, &doc, &mut visits) {
+        Ok(found) => found,
+        Err(e) => return e,
+    };
+    let index_in = |items: &Vec<Value>| {
+        let len = items.len() as i64;
+        let from_end = |i: i64| if i < 0 { (len + i).max(0) } else { i.min(len) };
+        let start = from_end(bounds[0]);
+        let stop = if bounds[1] == 0 {
+            len
+        } else {
+            from_end(bounds[1])
+        };
+        (start..stop)
+            .find(|&i| items[i as usize] == wanted)
+            .unwrap_or(-1)
+    };
+    if path.is_legacy() {
+        return match found.first() {
+            Some(Value::Array(items)) => Reply::Int(index_in(items)),
+            Some(other) => Reply::err(format!(
+                "wrong type of path value - expected an array but found {}",
+                json_type_name(other)
+            )),
+            None => Reply::err(format!("Path '{}' does not exist", path.text())),
+        };
+    }
+    Reply::Array(
+        found
+            .into_iter()
+            .map(|v| {
+                v.as_array()
+                    .map_or(Reply::Null, |items| Reply::Int(index_in(items)))
+            })
+            .collect(),
+    )
+}
+
+/// `JSON.TYPE`, `JSON.OBJKEYS`, `JSON.OBJLEN`, `JSON.ARRLEN`, `JSON.STRLEN` `key [path]` (the
+/// root by default): per match under a JSONPath (nil where the match is of another kind), the
+/// first match's under a legacy path.
+pub async fn inspect(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
+    let (k, path) = match args {
+        [k] => (k, JsonPath::parse(".").expect("the root parses")),
+        [k, path] => match path_arg(path) {
+            Ok(path) => (k, path),
+            Err(e) => return e,
+        },
+        _ => return wrong_arity(name),
+    };
+    let doc = match document(ctx, k).await {
+        Ok(Some(doc)) => doc,
+        Ok(None) => return Reply::Null,
+        Err(e) => return e,
+    };
+    let mut visits = READ_VISITS;
+    let found = match query(&path, &doc, &mut visits) {
+        Ok(found) => found,
+        Err(e) => return e,
+    };
+    let (expected, answer): (&str, fn(&Value) -> Option<Reply>) = match name {
+        "json.type" => ("", |v| {
+            Some(Reply::Bulk(Bytes::from_static(
+                json_type_name(v).as_bytes(),
+            )))
+        }),
+        "json.objkeys" => ("an object", |v| {
+            v.as_object().map(|map| {
+                Reply::Array(
+                    map.keys()
+                        .map(|k| Reply::Bulk(Bytes::from(k.clone())))
+                        .collect(),
+                )
+            })
+        }),
+        "json.objlen" => ("an object", |v| {
+            v.as_object().map(|map| Reply::Int(map.len() as i64))
+        }),
+        "json.arrlen" => ("an array", |v| {
+            v.as_array().map(|items| Reply::Int(items.len() as i64))
+        }),
+        _ => ("a string", |v| {
+            v.as_str().map(|s| Reply::Int(s.len() as i64))
+        }),
+    };
+    if path.is_legacy() {
+        let Some(first) = found.first() else {
+            return Reply::err(format!("Path '{}' does not exist", path.text()));
+        };
+        return answer(first).unwrap_or_else(|| {
+            Reply::err(format!(
+                "wrong type of path value - expected {expected} but found {}",
+                json_type_name(first)
+            ))
+        });
+    }
+    Reply::Array(
+        found
+            .into_iter()
+            .map(|v| answer(v).unwrap_or(Reply::Null))
+            .collect(),
+    )
+}
