@@ -29,7 +29,7 @@ pub enum JsonEditError {
     },
     #[error("{0}")]
     Path(#[from] PathError),
-    #[error("the op's `data` is not what `json` {0} takes")]
+    #[error("the op's `data` must be {0} for its `json_cmd`")]
     BadOperand(&'static str),
     #[error("index out of bounds")]
     IndexOutOfBounds,
@@ -68,6 +68,44 @@ pub struct EditLimits {
     pub max_bytes: usize,
 }
 
+/// The operand (`data`) `cmd` takes, in words.
+pub fn operand_expected(cmd: JsonCmd) -> &'static str {
+    match cmd {
+        JsonCmd::Set | JsonCmd::SetIfAbsent | JsonCmd::SetIfPresent | JsonCmd::Merge => {
+            "the JSON value to write"
+        }
+        JsonCmd::Del | JsonCmd::Clear | JsonCmd::Toggle => "absent (it is not read)",
+        JsonCmd::NumIncrBy | JsonCmd::NumMultBy => "a number",
+        JsonCmd::StrAppend => "a JSON string",
+        JsonCmd::ArrAppend => "an array of the values to append",
+        JsonCmd::ArrInsert => "[index, value, ...]",
+        JsonCmd::ArrPop => "an integer index",
+        JsonCmd::ArrTrim => "[start, stop]",
+    }
+}
+
+/// Whether `operand` (the op's `data` as JSON text, `None` when absent) is what `cmd` takes:
+/// checked when a write arrives and again at apply (an entry may come from another producer).
+pub fn operand_fits(cmd: JsonCmd, operand: Option<&str>) -> bool {
+    let value = || operand.and_then(|o| serde_json::from_str::<Value>(o).ok());
+    match cmd {
+        JsonCmd::Set | JsonCmd::SetIfAbsent | JsonCmd::SetIfPresent | JsonCmd::Merge => {
+            value().is_some()
+        }
+        JsonCmd::Del | JsonCmd::Clear | JsonCmd::Toggle => true,
+        JsonCmd::NumIncrBy | JsonCmd::NumMultBy => value().is_some_and(|v| v.is_number()),
+        JsonCmd::StrAppend => value().is_some_and(|v| v.is_string()),
+        JsonCmd::ArrAppend => value().is_some_and(|v| v.is_array()),
+        JsonCmd::ArrInsert => value().is_some_and(|v| {
+            v.as_array()
+                .and_then(|items| items.first())
+                .is_some_and(Value::is_i64)
+        }),
+        JsonCmd::ArrPop => value().is_some_and(|v| v.is_i64()),
+        JsonCmd::ArrTrim => operand.is_some_and(|o| serde_json::from_str::<[i64; 2]>(o).is_ok()),
+    }
+}
+
 /// Runs `cmd` at `path` with `operand` (JSON text) over the stored document `current` (JSON
 /// text, `None` when there is no record), spending from `limits.visits`.
 pub fn edit(
@@ -78,6 +116,9 @@ pub fn edit(
     limits: &mut EditLimits,
 ) -> Result<Edited, JsonEditError> {
     let path = JsonPath::parse(path)?;
+    // Each command parses its operand where it uses it, refusing as `operand_fits` does (a unit
+    // test holds them together), so a valid one is parsed once.
+    let bad_operand = || JsonEditError::BadOperand(operand_expected(cmd));
     let visits = &mut limits.visits;
     let Some(current) = current else {
         return match cmd {
@@ -231,8 +272,7 @@ pub fn edit(
             }
         }
         JsonCmd::NumIncrBy | JsonCmd::NumMultBy => {
-            let by: Number = serde_json::from_str(operand)
-                .map_err(|_| JsonEditError::BadOperand("numincrby"))?;
+            let by: Number = serde_json::from_str(operand).map_err(|_| bad_operand())?;
             let mut replies = Vec::with_capacity(locations.len());
             for location in &locations {
                 replies.push(match at_mut(&mut doc, location) {
@@ -256,7 +296,7 @@ pub fn edit(
         }
         JsonCmd::StrAppend => {
             let Ok(Value::String(suffix)) = serde_json::from_str::<Value>(operand) else {
-                return Err(JsonEditError::BadOperand("strappend"));
+                return Err(bad_operand());
             };
             per_match(
                 &locations,
@@ -276,18 +316,14 @@ pub fn edit(
         }
         JsonCmd::ArrAppend | JsonCmd::ArrInsert => {
             let Ok(Value::Array(mut values)) = serde_json::from_str::<Value>(operand) else {
-                return Err(JsonEditError::BadOperand("arrappend"));
+                return Err(bad_operand());
             };
             let at = if cmd == JsonCmd::ArrInsert {
                 if values.is_empty() {
-                    return Err(JsonEditError::BadOperand("arrinsert"));
+                    return Err(bad_operand());
                 }
                 let index = values.remove(0);
-                Some(
-                    index
-                        .as_i64()
-                        .ok_or(JsonEditError::BadOperand("arrinsert"))?,
-                )
+                Some(index.as_i64().ok_or_else(bad_operand)?)
             } else {
                 None
             };
@@ -321,7 +357,7 @@ pub fn edit(
         }
         JsonCmd::ArrTrim => {
             let Ok([start, stop]) = serde_json::from_str::<[i64; 2]>(operand) else {
-                return Err(JsonEditError::BadOperand("arrtrim"));
+                return Err(bad_operand());
             };
             per_match(
                 &locations,
@@ -347,8 +383,7 @@ pub fn edit(
             )?
         }
         JsonCmd::ArrPop => {
-            let index: i64 =
-                serde_json::from_str(operand).map_err(|_| JsonEditError::BadOperand("arrpop"))?;
+            let index: i64 = serde_json::from_str(operand).map_err(|_| bad_operand())?;
             let mut replies = Vec::with_capacity(locations.len());
             for location in &locations {
                 replies.push(match at_mut(&mut doc, location) {
@@ -446,13 +481,7 @@ fn operand_size(value: &Value) -> usize {
 }
 
 fn operand_value(cmd: JsonCmd, operand: &str) -> Result<Value, JsonEditError> {
-    serde_json::from_str(operand).map_err(|_| {
-        JsonEditError::BadOperand(if cmd == JsonCmd::Merge {
-            "merge"
-        } else {
-            "set"
-        })
-    })
+    serde_json::from_str(operand).map_err(|_| JsonEditError::BadOperand(operand_expected(cmd)))
 }
 
 /// With a path that matched nothing: `value` added under the path's last name to every object
@@ -726,6 +755,54 @@ mod tests {
             doc.contains(r#""a":{"s":"ab","list":[1,2,3],"on":true,"m":{"y":1}}"#),
             "{doc}"
         );
+    }
+
+    #[test]
+    fn edits_refuse_exactly_the_operands_writes_are_refused() {
+        use JsonCmd::*;
+        let operands = [
+            "null",
+            "1",
+            "-2",
+            "1.5",
+            "\"s\"",
+            "[]",
+            "[1]",
+            "[1,2]",
+            "[0,\"x\"]",
+            "[1.5,2]",
+            "{}",
+            "true",
+        ];
+        let doc = r#"{"n":1,"s":"x","a":[1,2,3],"b":true,"o":{}}"#;
+        for cmd in [
+            Set,
+            SetIfAbsent,
+            SetIfPresent,
+            Merge,
+            Del,
+            Clear,
+            Toggle,
+            NumIncrBy,
+            NumMultBy,
+            StrAppend,
+            ArrAppend,
+            ArrInsert,
+            ArrPop,
+            ArrTrim,
+        ] {
+            for operand in operands {
+                let refused = matches!(
+                    edit(cmd, Some(doc.as_bytes()), "$.*", operand, &mut limits()),
+                    Err(JsonEditError::BadOperand(_))
+                );
+                assert_eq!(
+                    refused,
+                    !operand_fits(cmd, Some(operand)),
+                    "{cmd:?} with {operand}"
+                );
+            }
+        }
     }
 
     #[test]

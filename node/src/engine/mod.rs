@@ -29,7 +29,10 @@ pub use apply::{
 pub use feed::{
     Change, ChangeKind, EntryChanges, Feed, Published, Subscription, TooOld, watch_prefix,
 };
-pub use json_edit::{EditLimits, Edited, JsonEditError, edit as edit_json};
+pub use json_edit::{
+    EditLimits, Edited, JsonEditError, edit as edit_json,
+    operand_expected as json_operand_expected, operand_fits as json_operand_fits,
+};
 pub use long_double::LongDouble;
 pub use partition::{Health, PartitionRuntime, Stall};
 pub use plugins::{

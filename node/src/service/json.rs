@@ -1,7 +1,65 @@
-//! Compacting JSON text: stored data carries no insignificant whitespace, whatever the client sent.
+//! JSON text: stored data compacted (no insignificant whitespace, whatever the client sent),
+//! and reads of part of a stored document at a RedisJSON path ([`JsonRead`]), which HTTP gets
+//! with `path` and the Redis port's `JSON.*` reads share.
 
-use crate::model::structural_bytes;
+use super::ServiceError;
+use crate::model::{JsonPath, READ_ANSWER_BYTES, READ_VISITS, Record, structural_bytes};
+use serde_json::Value;
 use std::borrow::Cow;
+
+/// One read's path queries over stored documents, within the read's bounds together: nodes
+/// visited ([`READ_VISITS`]) and bytes answered ([`READ_ANSWER_BYTES`]).
+pub struct JsonRead {
+    visits: u64,
+    bytes: usize,
+}
+
+impl Default for JsonRead {
+    fn default() -> Self {
+        JsonRead {
+            visits: READ_VISITS,
+            bytes: READ_ANSWER_BYTES,
+        }
+    }
+}
+
+impl JsonRead {
+    /// A stored record's data, parsed.
+    pub fn document(data_json: &[u8]) -> Result<Value, ServiceError> {
+        serde_json::from_slice(data_json)
+            .map_err(|e| ServiceError::internal(format!("stored data is not JSON: {e}")))
+    }
+
+    /// What a read at `path` answers from `doc`: every match under a JSONPath, as an array;
+    /// the first under a legacy path (`None`: there is none).
+    pub fn answer(&mut self, path: &JsonPath, doc: &Value) -> Result<Option<Value>, ServiceError> {
+        path.answer(doc, &mut self.visits, &mut self.bytes)
+            .map_err(|e| ServiceError::bad_request("bad_path", e.to_string()))
+    }
+
+    /// The nodes `path` matches in `doc`.
+    pub fn matches<'a>(
+        &mut self,
+        path: &JsonPath,
+        doc: &'a Value,
+    ) -> Result<Vec<&'a Value>, ServiceError> {
+        path.query(doc, &mut self.visits)
+            .map(|found| found.into_iter().map(|f| f.value).collect())
+            .map_err(|e| ServiceError::bad_request("bad_path", e.to_string()))
+    }
+
+    /// Each record's data replaced by what `path` answers from it (a legacy path that finds
+    /// nothing: `null`).
+    pub fn select(&mut self, path: &JsonPath, records: &mut [Record]) -> Result<(), ServiceError> {
+        for record in records {
+            let doc = Self::document(record.data_json.as_bytes())?;
+            record.data_json = self
+                .answer(path, &doc)?
+                .map_or_else(|| "null".to_owned(), |v| v.to_string());
+        }
+        Ok(())
+    }
+}
 
 /// `json` without whitespace outside strings. `json` must be valid JSON (it came through
 /// `RawValue`); string contents are copied untouched.

@@ -36,7 +36,7 @@ pub use auth::{Access, Denied, Operation, Tokens};
 pub use cancel::watch_client;
 pub use changes::{ChangeEvent, Follow, Token, Watch, WatchEvent, WatchRequest};
 pub use disk_space::{DEFAULT_MIN_FREE_BYTES, DiskSpace, LowDisk};
-pub use json::compact_json;
+pub use json::{JsonRead, compact_json};
 pub use keyspace::KeyPage;
 pub use list::ListPage;
 pub use remote::RemoteStream;

@@ -732,7 +732,7 @@ fn check_operand(i: usize, op: &Op) -> Result<(), ServiceError> {
 /// Checks a `json` op: a command, a path that parses, and the operand its command takes (the
 /// document it edits is only known at apply).
 fn check_json_operand(i: usize, op: &Op, json: &str) -> Result<(), ServiceError> {
-    use crate::model::{JsonCmd, JsonPath};
+    use crate::model::JsonPath;
     let bad = |message: String| Err(ServiceError::bad_request("bad_operand", message));
     let (Some(cmd), Some(path)) = (op.json_cmd, op.path.as_deref()) else {
         return bad(format!(
@@ -742,41 +742,15 @@ fn check_json_operand(i: usize, op: &Op, json: &str) -> Result<(), ServiceError>
     if let Err(e) = JsonPath::parse(path) {
         return bad(format!("record {i}: {e}"));
     }
-    let value = serde_json::from_str::<serde_json::Value>(json);
-    let fits = match cmd {
-        JsonCmd::Set | JsonCmd::SetIfAbsent | JsonCmd::SetIfPresent | JsonCmd::Merge => {
-            op.data.is_some()
-        }
-        JsonCmd::Del | JsonCmd::Clear | JsonCmd::Toggle => true,
-        JsonCmd::NumIncrBy | JsonCmd::NumMultBy => value.is_ok_and(|v| v.is_number()),
-        JsonCmd::StrAppend => value.is_ok_and(|v| v.is_string()),
-        JsonCmd::ArrAppend => value.is_ok_and(|v| v.is_array()),
-        JsonCmd::ArrInsert => value.is_ok_and(|v| {
-            v.as_array()
-                .and_then(|items| items.first())
-                .is_some_and(serde_json::Value::is_i64)
-        }),
-        JsonCmd::ArrPop => value.is_ok_and(|v| v.is_i64()),
-        JsonCmd::ArrTrim => serde_json::from_str::<[i64; 2]>(json).is_ok(),
-    };
-    if !fits {
+    let operand = op.data.as_deref().map(RawValue::get);
+    if !crate::engine::json_operand_fits(cmd, operand) {
         return bad(format!(
             "record {i}: a `json` op's data for `{}` must be {}, not {json}",
             serde_json::to_value(cmd)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default(),
-            match cmd {
-                JsonCmd::Set | JsonCmd::SetIfAbsent | JsonCmd::SetIfPresent | JsonCmd::Merge =>
-                    "the JSON value to write",
-                JsonCmd::Del | JsonCmd::Clear | JsonCmd::Toggle => "absent",
-                JsonCmd::NumIncrBy | JsonCmd::NumMultBy => "a number",
-                JsonCmd::StrAppend => "a JSON string",
-                JsonCmd::ArrAppend => "an array of the values to append",
-                JsonCmd::ArrInsert => "[index, value, ...]",
-                JsonCmd::ArrPop => "an integer index",
-                JsonCmd::ArrTrim => "[start, stop]",
-            }
+            crate::engine::json_operand_expected(cmd)
         ));
     }
     Ok(())

@@ -932,7 +932,7 @@ for bad in (lambda: j.numincrby("cfg", ".name", 1), lambda: j.get("cfg", "$.regi
     except redis.ResponseError as e:
         assert str(e), e
 # One read naming a whole document under many paths stops at its answer's bound.
-j.set("big", "$", {{"blob": "x" * 400000}})
+j.set("big", "$", {{"blob": "x" * 400000, "n": 0}})
 try:
     r.execute_command("JSON.GET", "big", *(["$"] * 200))
     raise SystemExit("an 80 MB answer was built")
@@ -945,6 +945,18 @@ try:
     raise SystemExit("a 100 MB layout was built")
 except redis.ResponseError as e:
     assert "larger than 64 MiB" in str(e), e
+# A transaction's reads replay its pending edits of a document: within a bound, not for
+# minutes (each read replays every edit before it).
+tx = r.pipeline(transaction=True)
+for _ in range(100):
+    tx.json().numincrby("big", "$.n", 1)
+    tx.json().get("big", "$.n")
+try:
+    tx.execute()
+    raise SystemExit("100 reads replayed up to 100 edits of a 400 KB document each")
+except redis.ResponseError as e:
+    assert "read them after EXEC" in str(e), e
+assert j.get("big", "$.n") == [100]
 # A transaction's reads see its path edits; its replies come from the one entry.
 p = r.pipeline(transaction=True)
 p.json().numincrby("cfg", "$.hits", 1)
@@ -1813,7 +1825,8 @@ def run(port):
 
 #[test]
 fn below_log_format_4_float_increments_stay_64_bit_and_nx_stays_out_of_transactions() {
-    // (And below v5, field TTL commands read the key's: at the end.)
+    // (And below v5, field TTL commands read the key's; below v6, JSON writes at a path are
+    // refused: at the end.)
     // A Kafka fleet not yet raised to v4 may hold older releases: increments stay the v1 op,
     // which they apply (64-bit floats), however a v4 node would answer.
     let node = Node::start_with(&[("ENTRY_WRITE_VERSION", "3")]);
@@ -1866,18 +1879,32 @@ fn below_log_format_4_float_increments_stay_64_bit_and_nx_stays_out_of_transacti
     assert!(error.contains("ENTRY_WRITE_VERSION=4"), "{error}");
     // Below v5 a hash field's TTL commands see its key's TTL, as older releases apply them:
     // the entries say nothing they would read otherwise.
-    let mut run = |args: &[&str]| -> redis::Value {
-        redis::cmd(args[0]).arg(&args[1..]).query(&mut con).unwrap()
+    let mut run = |args: &[&str]| -> redis::RedisResult<redis::Value> {
+        redis::cmd(args[0]).arg(&args[1..]).query(&mut con)
     };
-    run(&["HSET", "h", "a", "1"]);
-    run(&["EXPIRE", "h", "100"]);
-    let ttl = run(&["HTTL", "h", "FIELDS", "1", "a"]);
+    run(&["HSET", "h", "a", "1"]).unwrap();
+    run(&["EXPIRE", "h", "100"]).unwrap();
+    let ttl = run(&["HTTL", "h", "FIELDS", "1", "a"]).unwrap();
     assert!(
         matches!(&ttl, redis::Value::Array(v) if matches!(v[0], redis::Value::Int(95..=100))),
         "{ttl:?}"
     );
-    let persisted = run(&["HPERSIST", "h", "FIELDS", "1", "a"]);
+    let persisted = run(&["HPERSIST", "h", "FIELDS", "1", "a"]).unwrap();
     assert_eq!(persisted, redis::Value::Array(vec![redis::Value::Int(1)]));
+    // Below v6, JSON writes at a path (a v6 op) are refused, saying what to raise; at the root
+    // they are plain puts, and reads at a path need no format.
+    assert_eq!(
+        run(&["JSON.SET", "doc", "$", r#"{"a":1}"#]),
+        Ok(redis::Value::Okay)
+    );
+    let refused = run(&["JSON.SET", "doc", "$.a", "2"])
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("ENTRY_WRITE_VERSION"), "{refused}");
+    assert_eq!(
+        run(&["JSON.GET", "doc", "$.a"]),
+        Ok(redis::Value::BulkString(b"[1]".to_vec()))
+    );
 }
 
 #[test]

@@ -6,8 +6,8 @@ use super::request::{
 use super::response;
 use crate::model::{JsonCmd, JsonPath, Key, OpKind, Position};
 use crate::service::{
-    Denied, ErrorKind, ListRequest, Operation, PluginRef, Service, ServiceError, WriteMode,
-    WriteOp, WriteRequest,
+    Denied, ErrorKind, JsonRead, ListRequest, Operation, PluginRef, Service, ServiceError,
+    WriteMode, WriteOp, WriteRequest,
 };
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
@@ -155,7 +155,7 @@ async fn dispatch(
                 records = service.read_transform(name, req.args, records).await?;
             }
             if let Some(path) = &path {
-                select_at(path, &mut records)?;
+                JsonRead::default().select(path, &mut records)?;
             }
             Ok((response::records(&records, None), token))
         }
@@ -269,22 +269,6 @@ fn required_records<T>(records: Option<Vec<T>>) -> Result<Vec<T>, ServiceError> 
 /// A get's `path`, parsed.
 fn read_path(text: &str) -> Result<JsonPath, ServiceError> {
     JsonPath::parse(text).map_err(|e| ServiceError::bad_request("bad_path", e.to_string()))
-}
-
-/// Each record's data replaced by what `path` selects from it (a JSONPath: every match, as an
-/// array; a legacy path: the first match, or `null`), within one read's bounds together.
-fn select_at(path: &JsonPath, records: &mut [crate::model::Record]) -> Result<(), ServiceError> {
-    let mut visits = crate::model::READ_VISITS;
-    let mut bytes = crate::model::READ_ANSWER_BYTES;
-    for record in records {
-        let doc: serde_json::Value = serde_json::from_str(&record.data_json)
-            .map_err(|e| ServiceError::internal(format!("stored data is not JSON: {e}")))?;
-        let answer = path
-            .answer(&doc, &mut visits, &mut bytes)
-            .map_err(|e| ServiceError::bad_request("bad_path", e.to_string()))?;
-        record.data_json = answer.map_or_else(|| "null".to_owned(), |v| v.to_string());
-    }
-    Ok(())
 }
 
 fn write_op(index: usize, r: RecordBody, fixed: Option<OpKind>) -> Result<WriteOp, ServiceError> {

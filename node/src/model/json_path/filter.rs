@@ -75,26 +75,28 @@ impl Parser<'_> {
     }
 
     fn logical_or(&mut self) -> Result<Filter, PathError> {
-        let mut terms = vec![self.logical_and()?];
-        while self.eat("||") {
-            terms.push(self.logical_and()?);
-        }
-        Ok(if terms.len() == 1 {
-            terms.remove(0)
-        } else {
-            Filter::Or(terms)
-        })
+        self.joined("||", Self::logical_and, Filter::Or)
     }
 
     fn logical_and(&mut self) -> Result<Filter, PathError> {
-        let mut terms = vec![self.basic()?];
-        while self.eat("&&") {
-            terms.push(self.basic()?);
+        self.joined("&&", Self::basic, Filter::And)
+    }
+
+    /// Terms `term` parses, joined by `token`: the one term, or `join` of them all.
+    fn joined(
+        &mut self,
+        token: &str,
+        term: fn(&mut Self) -> Result<Filter, PathError>,
+        join: fn(Vec<Filter>) -> Filter,
+    ) -> Result<Filter, PathError> {
+        let mut terms = vec![term(self)?];
+        while self.eat(token) {
+            terms.push(term(self)?);
         }
         Ok(if terms.len() == 1 {
             terms.remove(0)
         } else {
-            Filter::And(terms)
+            join(terms)
         })
     }
 

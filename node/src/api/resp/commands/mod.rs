@@ -65,6 +65,11 @@ pub struct Session {
     /// from what its ops return at apply: (index of its first op among the collected ones, how
     /// to make the reply).
     deferred: Option<(usize, Shape)>,
+    /// Bytes of documents the reads inside this `EXEC` may still parse to replay its pending
+    /// JSON edits (each read replays every edit before it: unbounded, 500 edits read 500 times
+    /// would hold the connection's thread for minutes). Atomic only because reads borrow the
+    /// session shared; one connection's task uses it.
+    pending_json_bytes: std::sync::atomic::AtomicU64,
     /// The last entry this connection wrote in each partition it wrote to (`WAIT`).
     pub last_written: Vec<Position>,
     /// Keys under `WATCH`, with the version of their records when watched.
@@ -230,6 +235,7 @@ impl Session {
             transaction: None,
             collecting: None,
             deferred: None,
+            pending_json_bytes: std::sync::atomic::AtomicU64::new(0),
             last_written: Vec::new(),
             watched: Vec::new(),
             pushes: None,
@@ -637,6 +643,10 @@ pub fn collectable(ctx: &Context<'_>, args: &[Bytes]) -> bool {
         || is("append")
 }
 
+/// Bytes of documents one `EXEC`'s reads may parse replaying its pending JSON edits (as one
+/// entry's apply may read: `ENTRY_READ_BYTES`).
+pub(super) const PENDING_JSON_BYTES: u64 = crate::engine::ENTRY_READ_BYTES;
+
 /// A collected command whose reply comes from its op's outcome: (its reply's place among the
 /// held replies, its op's index among the collected ops, the reply's shape).
 pub type Deferred = (usize, usize, Shape);
@@ -782,7 +792,7 @@ pub(crate) fn wire_key(key: &str) -> Bytes {
     }
 }
 
-fn service_error(e: ServiceError) -> Reply {
+pub(super) fn service_error(e: ServiceError) -> Reply {
     match e.code {
         // Redis takes "" as a key; FireScroll's pk cannot be empty. Said in Redis's terms (the
         // service's message speaks of `pk` and the request's records).
@@ -1055,6 +1065,17 @@ impl Context<'_> {
                     };
                     let base_bytes = base.as_deref().map(str::as_bytes);
                     if let Some((cmd, path)) = &json {
+                        let cost = (base.as_ref().map_or(0, String::len) + data.len() + 64) as u64;
+                        let budget = &self.session.pending_json_bytes;
+                        let left = budget.load(std::sync::atomic::Ordering::Relaxed);
+                        if cost > left {
+                            return Some(Err(Reply::err(format!(
+                                "this transaction's reads of the documents it edits would parse \
+                                 more than {} MiB; read them after EXEC",
+                                PENDING_JSON_BYTES >> 20
+                            ))));
+                        }
+                        budget.store(left - cost, std::sync::atomic::Ordering::Relaxed);
                         // As apply will edit it.
                         match edit_json_alone(*cmd, base_bytes, path, &data) {
                             Ok(edited) => edited.data.unwrap_or(base),

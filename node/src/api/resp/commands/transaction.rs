@@ -232,6 +232,7 @@ async fn exec(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     // Every command in order: writes are collected instead of sent, and reads see the writes
     // collected before them, as in Redis.
     ctx.session.collecting = Some(checks);
+    *ctx.session.pending_json_bytes.get_mut() = super::PENDING_JSON_BYTES;
     let mut replies = Vec::with_capacity(queue.commands.len());
     let mut deferred: Vec<(usize, usize, Shape)> = Vec::new();
     for command in queue.commands {

@@ -1,11 +1,12 @@
-//! RedisJSON's reads: the document read as any read, then queried here within one read's
-//! bounds (nodes visited, bytes answered).
+//! RedisJSON's reads: the document read as any read, then queried with the service's
+//! [`JsonRead`] (as an HTTP get with `path` is), within one read's bounds.
 
 use super::super::keys::key;
-use super::super::{Context, wrong_arity};
+use super::super::{Context, service_error, wrong_arity};
 use super::{json_arg, path_arg};
 use crate::api::resp::reply::Reply;
-use crate::model::{JsonPath, READ_ANSWER_BYTES, READ_VISITS, json_type_name};
+use crate::model::{JsonPath, READ_ANSWER_BYTES, json_type_name};
+use crate::service::JsonRead;
 use bytes::Bytes;
 use serde_json::Value;
 
@@ -14,17 +15,8 @@ async fn document(ctx: &mut Context<'_>, k: &Bytes) -> Result<Option<Value>, Rep
     let key = key(k)?;
     match ctx.read_json(&key.pk, &key.sk).await? {
         None => Ok(None),
-        Some(json) => serde_json::from_slice(&json)
-            .map(Some)
-            .map_err(|_| Reply::err("the stored value is not a JSON document")),
+        Some(json) => JsonRead::document(&json).map(Some).map_err(service_error),
     }
-}
-
-/// What `path` matches in `doc`, within the read budget.
-fn query<'a>(path: &JsonPath, doc: &'a Value, visits: &mut u64) -> Result<Vec<&'a Value>, Reply> {
-    path.query(doc, visits)
-        .map(|found| found.into_iter().map(|f| f.value).collect())
-        .map_err(|e| Reply::err(e.to_string()))
 }
 
 /// How `JSON.GET` lays its answer out (`INDENT`, `NEWLINE`, `SPACE`).
@@ -46,6 +38,11 @@ impl Layout {
         let line = |out: &mut String, depth: usize| {
             out.push_str(&self.newline);
             for _ in 0..depth {
+                // Checked per indent: an `INDENT` as long as a request's argument, 64 deep,
+                // would otherwise grow past the bound many times over before one check.
+                if out.len() > READ_ANSWER_BYTES {
+                    return false;
+                }
                 out.push_str(&self.indent);
             }
             out.len() <= READ_ANSWER_BYTES
@@ -155,14 +152,13 @@ pub async fn get(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     if paths.is_empty() {
         return layout.text(&doc);
     }
-    let mut visits = READ_VISITS;
-    let mut bytes = READ_ANSWER_BYTES;
+    let mut read = JsonRead::default();
     let mut answers = Vec::with_capacity(paths.len());
     for path in &paths {
-        match path.answer(&doc, &mut visits, &mut bytes) {
+        match read.answer(path, &doc) {
             Ok(Some(answer)) => answers.push(answer),
             Ok(None) => return Reply::err(format!("Path '{}' does not exist", path.text())),
-            Err(e) => return Reply::err(e.to_string()),
+            Err(e) => return service_error(e),
         }
     }
     let answer = if let [one] = answers.as_slice() {
@@ -192,8 +188,7 @@ pub async fn mget(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         Ok(path) => path,
         Err(e) => return e,
     };
-    let mut visits = READ_VISITS;
-    let mut bytes = READ_ANSWER_BYTES;
+    let mut read = JsonRead::default();
     let mut replies = Vec::with_capacity(keys.len());
     for k in keys {
         let doc = match document(ctx, k).await {
@@ -204,11 +199,11 @@ pub async fn mget(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             replies.push(Reply::Null);
             continue;
         };
-        match path.answer(&doc, &mut visits, &mut bytes) {
+        match read.answer(&path, &doc) {
             Ok(answer) => replies.push(answer.map_or(Reply::Null, |answer| {
                 Reply::Bulk(Bytes::from(answer.to_string()))
             })),
-            Err(e) => return Reply::err(e.to_string()),
+            Err(e) => return service_error(e),
         }
     }
     Reply::Array(replies)
@@ -244,10 +239,9 @@ pub async fn arrindex(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         Ok(None) => return Reply::Null,
         Err(e) => return e,
     };
-    let mut visits = READ_VISITS;
-    let found = match query(&path, &doc, &mut visits) {
+    let found = match JsonRead::default().matches(&path, &doc) {
         Ok(found) => found,
-        Err(e) => return e,
+        Err(e) => return service_error(e),
     };
     let index_in = |items: &Vec<Value>| {
         let len = items.len() as i64;
@@ -300,10 +294,9 @@ pub async fn inspect(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply
         Ok(None) => return Reply::Null,
         Err(e) => return e,
     };
-    let mut visits = READ_VISITS;
-    let found = match query(&path, &doc, &mut visits) {
+    let found = match JsonRead::default().matches(&path, &doc) {
         Ok(found) => found,
-        Err(e) => return e,
+        Err(e) => return service_error(e),
     };
     let (expected, answer): (&str, fn(&Value) -> Option<Reply>) = match name {
         "json.type" => ("", |v| {
