@@ -263,10 +263,11 @@ pub struct Settings {
     /// (80-bit `long double`: `0.1` + `0.2` is `0.3`, not `0.30000000000000004`) and lets `SET
     /// ... NX`, `SETNX` and `HSETNX` inside `MULTI` skip alone; 5 keeps a hash field's TTL
     /// apart from its key's in `HEXPIRE ... NX|XX|GT|LT`, `HPERSIST` and `HTTL`; 6 edits JSON
-    /// documents at a path (`JSON.SET doc $.a 1`, `JSON.NUMINCRBY`, ...). Raise it on a Kafka
-    /// log only once every node of every region runs a release that applies the format: an
-    /// older node stops the partition at the first such entry until upgraded [default: 6 on
-    /// the embedded log, 1 on Kafka].
+    /// documents at a path (`JSON.SET doc $.a 1`, `JSON.NUMINCRBY`, ...); 7 lets those paths'
+    /// filters call functions and test patterns (`length()`, `=~`). Raise it on a Kafka log
+    /// only once every node of every region runs a release that applies the format: an older
+    /// node stops the partition at the first such entry until upgraded [default: 7 on the
+    /// embedded log, 1 on Kafka].
     #[arg(long, env = "ENTRY_WRITE_VERSION")]
     pub entry_write_version: Option<u32>,
     /// How often a quiet watch gets a bookmark event that moves its token on, ms

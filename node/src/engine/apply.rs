@@ -53,6 +53,7 @@ pub fn edit_json_alone(
     let mut limits = super::EditLimits {
         visits: ENTRY_READ_BYTES / JSON_VISIT_BYTES,
         max_bytes: MAX_COMPUTED_BYTES.max(current.map_or(0, <[u8]>::len)),
+        paths_before_v7: false,
     };
     super::edit_json(cmd, current, path, operand, &mut limits)
 }
@@ -881,6 +882,7 @@ fn apply_entry(
                 let mut limits = super::EditLimits {
                     visits: reads / JSON_VISIT_BYTES,
                     max_bytes: MAX_COMPUTED_BYTES.max(stored_len),
+                    paths_before_v7: op.path_before_v7,
                 };
                 let edited = super::edit_json(
                     json_cmd,

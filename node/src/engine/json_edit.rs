@@ -66,6 +66,9 @@ pub struct EditLimits {
     pub visits: u64,
     /// Bytes its document may grow to.
     pub max_bytes: usize,
+    /// Whether paths are read as entries older than v7 read them: a filter function or pattern
+    /// is a path they cannot parse.
+    pub paths_before_v7: bool,
 }
 
 /// The operand (`data`) `cmd` takes, in words.
@@ -116,6 +119,12 @@ pub fn edit(
     limits: &mut EditLimits,
 ) -> Result<Edited, JsonEditError> {
     let path = JsonPath::parse(path)?;
+    if limits.paths_before_v7 && path.uses_functions() {
+        return Err(JsonEditError::Path(PathError::Unsupported(
+            path.text().to_owned(),
+            "a function or a pattern in a filter in an entry older than log format v7",
+        )));
+    }
     // Each command parses its operand where it uses it, refusing as `operand_fits` does (a unit
     // test holds them together), so a valid one is parsed once.
     let bad_operand = || JsonEditError::BadOperand(operand_expected(cmd));
@@ -592,6 +601,7 @@ mod tests {
         EditLimits {
             visits: 10_000,
             max_bytes: 1 << 20,
+            paths_before_v7: false,
         }
     }
 
@@ -806,11 +816,47 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_older_than_v7_reads_filter_functions_as_its_nodes_did() {
+        let doc = json!({"hosts": ["a.internal", "b.example.com"]}).to_string();
+        let path = r"$.hosts[?@ =~ '\\.internal$']";
+        let edited = edit(
+            JsonCmd::Del,
+            Some(doc.as_bytes()),
+            path,
+            "null",
+            &mut limits(),
+        )
+        .unwrap();
+        assert_eq!(edited.reply, json!(1));
+        let mut older = EditLimits {
+            paths_before_v7: true,
+            ..limits()
+        };
+        let e = edit(JsonCmd::Del, Some(doc.as_bytes()), path, "null", &mut older).unwrap_err();
+        assert!(e.to_string().contains("older than log format v7"), "{e}");
+        // Paths without them are read alike.
+        let plain = "$.hosts[?@ == 'a.internal']";
+        assert_eq!(
+            edit(
+                JsonCmd::Del,
+                Some(doc.as_bytes()),
+                plain,
+                "null",
+                &mut older
+            )
+            .unwrap()
+            .reply,
+            json!(1)
+        );
+    }
+
+    #[test]
     fn work_and_growth_are_bounded() {
         let wide = Value::Array(vec![json!([0, 0, 0, 0]); 1000]).to_string();
         let mut tight = EditLimits {
             visits: 1000,
             max_bytes: 1 << 20,
+            paths_before_v7: false,
         };
         assert!(matches!(
             edit(
@@ -825,6 +871,7 @@ mod tests {
         let mut small = EditLimits {
             visits: 100_000,
             max_bytes: 20_000,
+            paths_before_v7: false,
         };
         let big = format!("[{}]", vec!["\"0123456789\""; 1000].join(","));
         assert_eq!(

@@ -273,9 +273,16 @@ fn mixed_log() -> Vec<Vec<u8>> {
                         pk,
                         "doc",
                         "$",
-                        r#"{"n":0,"m":{"n":1}}"#,
+                        r#"{"n":0,"m":{"n":1,"tag":"edge-ams"}}"#,
                     ),
                     json_edit(JsonCmd::NumIncrBy, pk, "doc", "$..n", "2"),
+                    json_edit(
+                        JsonCmd::NumIncrBy,
+                        pk,
+                        "doc",
+                        "$[?@.tag =~ '^edge-' && count(@.*) == 2].n",
+                        "10",
+                    ),
                 ],
             ),
             6 => LogEntry::new(i, vec![put(&other[0], "x", "1", None)]),
@@ -399,15 +406,16 @@ fn same_log_gives_same_digest_whatever_the_batching() {
         .filter_map(|(_, values)| values[3].data.as_deref())
         .collect();
     assert_eq!(existed, ["0", "1"].into(), "{:?}", all_returned[0]);
-    // JSON edits applied: arrays grew to three elements and counters counted, as their
-    // replies say.
+    // JSON edits applied: arrays grew to three elements, counters counted and a filter with
+    // functions picked, as their replies say.
     let json_replies: Vec<&str> = all_returned[0]
         .iter()
-        .filter(|(_, values)| values.len() == 3)
+        .filter(|(_, values)| values.len() == 4)
         .flat_map(|(_, values)| values.iter().filter_map(|v| v.data.as_deref()))
         .collect();
     assert!(json_replies.contains(&"[3]"), "{json_replies:?}");
     assert!(json_replies.contains(&r#""[2,3]""#), "{json_replies:?}");
+    assert!(json_replies.contains(&r#""[13]""#), "{json_replies:?}");
     let last_appended = all_returned[0]
         .iter()
         .rev()

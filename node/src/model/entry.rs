@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 /// The newest entry format this build applies. It writes each entry in the oldest format that
 /// holds its ops (v1 unless an op uses a field or op kind of a later one), and never newer than the node's write
 /// version.
-pub const ENTRY_VERSION: u32 = 6;
+pub const ENTRY_VERSION: u32 = 7;
 
 /// What an operation does to its record.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -228,9 +228,28 @@ pub struct Op {
     /// Format v6. For `json`: what it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub json_cmd: Option<JsonCmd>,
-    /// Format v6. For `json`: where in the document, in RedisJSON's path syntax.
+    /// Format v6. For `json`: where in the document, in RedisJSON's path syntax (from v7 its
+    /// filters may call functions and test patterns).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// Not in the log: set when the op was read from an entry older than v7, whose `path` is
+    /// applied as a node of that format applies it (a filter function or pattern there is a
+    /// path it cannot parse).
+    #[serde(skip)]
+    pub path_before_v7: bool,
+}
+
+impl Op {
+    /// Whether this is a `json` op whose path's filters call a function or test a pattern
+    /// (log format v7).
+    pub fn path_uses_functions(&self) -> bool {
+        self.op == OpKind::Json
+            && self
+                .path
+                .as_deref()
+                .and_then(|path| super::JsonPath::parse(path).ok())
+                .is_some_and(|path| path.uses_functions())
+    }
 }
 
 /// A plugin an op names: by digest in the log (what every replica runs), by name in a request
@@ -336,12 +355,14 @@ struct VersionOnly {
 }
 
 impl LogEntry {
-    /// An entry stamped with `ts_ms`, in the oldest format that holds its ops: v6 when an op is
-    /// a `json` edit, v5 when one uses `field_ttl`, v4 when one is an `incr_long_double` or a `deadline` or uses
+    /// An entry stamped with `ts_ms`, in the oldest format that holds its ops: v7 when a `json`
+    /// op's path has a filter function or pattern, v6 when an op is a `json` edit, v5 when one uses `field_ttl`, v4 when one is an `incr_long_double` or a `deadline` or uses
     /// `if_skips`, v3 when one sets or keeps a record's own deadline (`own_ttl`), v2 when one
     /// asks for its key's (`key_ttl`), else v1, which every release applies.
     pub fn new(ts_ms: i64, ops: Vec<Op>) -> Self {
-        let v = if ops.iter().any(|op| op.op == OpKind::Json) {
+        let v = if ops.iter().any(Op::path_uses_functions) {
+            7
+        } else if ops.iter().any(|op| op.op == OpKind::Json) {
             6
         } else if ops.iter().any(|op| op.field_ttl) {
             5
@@ -444,6 +465,9 @@ impl LogEntry {
                         op.json_cmd = None;
                         op.path = None;
                     });
+                }
+                if v < 7 {
+                    ops.iter_mut().for_each(|op| op.path_before_v7 = true);
                 }
                 // An op kind of a newer format: a node of the entry's format does not know it.
                 if v < 4
@@ -688,6 +712,35 @@ mod tests {
             (decoded.ops[0].json_cmd, decoded.ops[0].path.as_deref()),
             (None, None)
         );
+    }
+
+    #[test]
+    fn json_paths_with_filter_functions_are_v7_and_read_as_older_nodes_read_them_before() {
+        let op = |path: &str| Op {
+            op: OpKind::Json,
+            pk: "a".into(),
+            json_cmd: Some(JsonCmd::Del),
+            path: Some(path.into()),
+            ..Op::default()
+        };
+        for (path, v) in [
+            ("$.hosts[?@ == 'x']", 6),
+            ("$.hosts[?@ =~ 'x']", 7),
+            ("$.hosts[?length(@) > 2]", 7),
+            ("$[?@.a[?match(@, 'x')]]", 7),
+            // A put's path is not read (and a path that does not parse has no functions).
+            ("$[?length(", 6),
+        ] {
+            assert_eq!(LogEntry::new(1, vec![op(path)]).v, v, "{path}");
+        }
+        let v7 = LogEntry::new(1, vec![op("$.hosts[?@ =~ 'x']")]);
+        let decoded = LogEntry::decode(&v7.encode()).unwrap();
+        assert!(!decoded.ops[0].path_before_v7);
+        // In an older entry the same path is applied as its nodes apply it.
+        let v6 = String::from_utf8(v7.encode())
+            .unwrap()
+            .replacen(r#""v":7"#, r#""v":6"#, 1);
+        assert!(LogEntry::decode(v6.as_bytes()).unwrap().ops[0].path_before_v7);
     }
 
     #[test]

@@ -290,11 +290,13 @@ impl Service {
         }
         // The conditions of the whole request share one budget for their checks on arrival.
         let mut probe_budget = crate::cond::arrival_budget();
+        // So do the patterns of its JSON paths, compiled to refuse a bad one here.
+        let mut pattern_budget = crate::model::READ_VISITS;
         ops.into_iter()
             .enumerate()
             .map(|(i, op)| {
                 self.validate_key(i, &op.pk, &op.sk)?;
-                check_operand(i, &op)?;
+                check_operand(i, &op, &mut pattern_budget)?;
                 let data = match (op.op, op.data) {
                     (
                         OpKind::Delete
@@ -451,6 +453,22 @@ impl Service {
                         ),
                     ));
                 }
+                if version < 7
+                    && op.op == OpKind::Json
+                    && op.path.as_deref().is_some_and(|path| {
+                        crate::model::JsonPath::parse(path).is_ok_and(|p| p.uses_functions())
+                    })
+                {
+                    return Err(ServiceError::bad_request(
+                        "bad_operand",
+                        format!(
+                            "record {i}: a JSON path whose filters call functions or test \
+                             patterns (`length()`, `=~`, ...) is log format v7; this node writes \
+                             v{version} (ENTRY_WRITE_VERSION): filter by comparisons, or raise \
+                             it once every node runs a release that applies v7"
+                        ),
+                    ));
+                }
                 if op.op == OpKind::Json && version < 6 {
                     return Err(ServiceError::bad_request(
                         "bad_operand",
@@ -493,6 +511,7 @@ impl Service {
                     field_ttl: op.field_ttl && version >= 5,
                     json_cmd: op.json_cmd,
                     path: op.path,
+                    path_before_v7: false,
                 })
             })
             .collect()
@@ -679,8 +698,9 @@ fn long_double_operand(json: &str) -> bool {
 }
 
 /// Checks what an op of `kind` needs besides its address: the operand of a read-modify-write
-/// op, the version of a check.
-fn check_operand(i: usize, op: &Op) -> Result<(), ServiceError> {
+/// op, the version of a check, the path of a `json` op (its patterns compiled within
+/// `pattern_budget`, which the request's ops share).
+fn check_operand(i: usize, op: &Op, pattern_budget: &mut u64) -> Result<(), ServiceError> {
     let (kind, data, version) = (&op.op, op.data.as_deref(), op.version.as_deref());
     let bad = |message: String| Err(ServiceError::bad_request("bad_operand", message));
     let json = data.map_or("null", RawValue::get);
@@ -698,7 +718,7 @@ fn check_operand(i: usize, op: &Op) -> Result<(), ServiceError> {
         OpKind::Append if serde_json::from_str::<String>(json).is_err() => bad(format!(
             "record {i}: an `append` op's data must be a JSON string"
         )),
-        OpKind::Json => check_json_operand(i, op, json),
+        OpKind::Json => check_json_operand(i, op, json, pattern_budget),
         _ if op.json_cmd.is_some() || op.path.is_some() => bad(format!(
             "record {i}: `json_cmd` and `path` apply to `json` ops, not `{}`",
             kind.name()
@@ -729,9 +749,14 @@ fn check_operand(i: usize, op: &Op) -> Result<(), ServiceError> {
     }
 }
 
-/// Checks a `json` op: a command, a path that parses, and the operand its command takes (the
-/// document it edits is only known at apply).
-fn check_json_operand(i: usize, op: &Op, json: &str) -> Result<(), ServiceError> {
+/// Checks a `json` op: a command, a path that parses (its patterns compile), and the operand its
+/// command takes (the document it edits is only known at apply).
+fn check_json_operand(
+    i: usize,
+    op: &Op,
+    json: &str,
+    pattern_budget: &mut u64,
+) -> Result<(), ServiceError> {
     use crate::model::JsonPath;
     let bad = |message: String| Err(ServiceError::bad_request("bad_operand", message));
     let (Some(cmd), Some(path)) = (op.json_cmd, op.path.as_deref()) else {
@@ -739,7 +764,7 @@ fn check_json_operand(i: usize, op: &Op, json: &str) -> Result<(), ServiceError>
             "record {i}: a `json` op needs `json_cmd` and `path`"
         ));
     };
-    if let Err(e) = JsonPath::parse(path) {
+    if let Err(e) = JsonPath::parse(path).and_then(|path| path.compile_patterns(pattern_budget)) {
         return bad(format!("record {i}: {e}"));
     }
     let operand = op.data.as_deref().map(RawValue::get);

@@ -175,10 +175,11 @@ fn two_replica_groups_each_hold_everything_with_equal_digests() {
 #[test]
 fn counters_and_watch_from_both_replica_groups_add_up_with_equal_digests() {
     let broker = Broker::start();
-    // Both run a release that applies log format v6, so they write it (JSON edits at a path).
+    // Both run a release that applies log format v7, so they write it (JSON edits at a path,
+    // filters with functions and patterns).
     let env = |group: &str, instance: &str| {
         let mut env = kafka_env(&broker, "counters", group, instance);
-        env.push(("ENTRY_WRITE_VERSION".into(), "6".into()));
+        env.push(("ENTRY_WRITE_VERSION".into(), "7".into()));
         env
     };
     let a = Node::start_env(&env("rg1", "a"));
@@ -191,7 +192,7 @@ fn counters_and_watch_from_both_replica_groups_add_up_with_equal_digests() {
     let script = format!(
         r#"
 import redis, threading
-redis.Redis(port={a}).json().set("doc", "$", {{"n": 0, "log": []}})
+redis.Redis(port={a}).json().set("doc", "$", {{"n": 0, "log": [], "flags": [{{"id": "edge-1", "on": 0}}, {{"id": "core-1", "on": 0}}]}})
 def work(port):
     c = redis.Redis(port=port)
     for _ in range(50):
@@ -200,6 +201,7 @@ def work(port):
         c.incrbyfloat("ratio", "0.5")
         c.json().numincrby("doc", "$.n", 1)
         c.json().arrappend("doc", "$.log", port)
+        c.json().numincrby("doc", "$.flags[?@.id =~ '^edge-' && length(@.id) == 6].on", 1)
         with c.pipeline() as p:
             while True:
                 try:
@@ -215,13 +217,14 @@ threads = [threading.Thread(target=work, args=(port,)) for port in ({a}, {b}) * 
 [t.start() for t in threads]; [t.join() for t in threads]
 # Each node applies the other's writes at its own pace: wait (bounded) until both have all.
 import time
-want = ("400", "1200", "200", "400", [400], [400])
+want = ("400", "1200", "200", "400", [400], [400], [400, 0])
 for port in ({a}, {b}):
     r = redis.Redis(port=port, decode_responses=True)
     deadline = time.time() + 20
     while True:
         got = (r.get("hits"), r.hget("stats", "bytes"), r.get("ratio"), r.get("watched"),
-               r.json().get("doc", "$.n"), r.json().arrlen("doc", "$.log"))
+               r.json().get("doc", "$.n"), r.json().arrlen("doc", "$.log"),
+               r.json().get("doc", "$.flags[*].on"))
         if got == want or time.time() > deadline:
             break
         time.sleep(0.1)

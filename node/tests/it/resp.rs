@@ -914,9 +914,16 @@ assert j.arrlen("cfg", "$.regions") == [3]
 assert j.strlen("cfg", "$.name") == [6]
 assert j.delete("cfg", "$.flags.added") == 1
 assert j.mget(["cfg", "absent"], "$.hits") == [[5], None]
-# Filters: comparisons, existence, && || !, as RFC 9535 has them (without its functions).
+# Filters: comparisons, existence, && || !, RFC 9535's functions and RedisJSON's `=~`.
 assert j.get("cfg", "$.regions[?@ == 'iad' || @ == 'lhr']") == ["lhr", "iad"]
 assert j.get("cfg", "$[?@.beta == true && !@.nothing]") == [{{"beta": True, "tier": "gold"}}]
+assert j.get("cfg", "$.regions[?@ =~ '(?i)^I']") == ["iad"]
+assert j.get("cfg", "$.regions[?search(@, 'a') && length(@) == 3]") == ["ams", "iad"]
+assert j.get("cfg", "$[?count(@.*) == 2].tier") == ["gold"]
+# At apply too: every replica decides which elements match alike.
+assert j.set("cfg", "$.regions[?match(@, 'a.s')]", "AMS")
+assert j.get("cfg", "$.regions[?@ =~ '^[A-Z]+$']") == ["AMS"]
+assert j.set("cfg", "$.regions[?match(@, 'A.S')]", "ams")
 assert j.arrindex("cfg", "$.regions", "iad") == [2] and j.arrindex("cfg", ".regions", "x") == -1
 # JSON.MSET: one atomic entry (its keys share a partition), at the root or at paths.
 assert j.mset([("cfg", "$.flags.tier", "silver"), ("cfg", "$.hits", 5)]) is True
@@ -924,13 +931,19 @@ assert j.get("cfg", "$.flags.tier", "$.hits") == {{"$.flags.tier": ["silver"], "
 
 # Wrong kinds answer nil per match under JSONPath, an error under a legacy path.
 assert j.numincrby("cfg", "$..name", 1) == [None]
-for bad in (lambda: j.numincrby("cfg", ".name", 1), lambda: j.get("cfg", "$.regions[?length(@) > 1]"),
+for bad in (lambda: j.numincrby("cfg", ".name", 1), lambda: j.get("cfg", "$.regions[?@ =~ '(']"),
+            lambda: j.set("cfg", "$.regions[?@ =~ '(']", 1), lambda: j.get("cfg", "$.regions[?sum(@) > 1]"),
             lambda: j.set("absent", "$.a", 1), lambda: j.arrinsert("cfg", "$.regions", 9, "x")):
     try:
         bad()
         raise SystemExit("accepted")
     except redis.ResponseError as e:
         assert str(e), e
+try:
+    j.get("cfg", "$.regions[?@ =~ '\\\\w{{100}}']")
+    raise SystemExit("a 100-character Unicode class compiled")
+except redis.ResponseError as e:
+    assert "compiles to more than 256 KiB" in str(e), e
 # One read naming a whole document under many paths stops at its answer's bound.
 j.set("big", "$", {{"blob": "x" * 400000, "n": 0}})
 try:
@@ -1904,6 +1917,41 @@ fn below_log_format_4_float_increments_stay_64_bit_and_nx_stays_out_of_transacti
     assert_eq!(
         run(&["JSON.GET", "doc", "$.a"]),
         Ok(redis::Value::BulkString(b"[1]".to_vec()))
+    );
+}
+
+/// A node writing log format v6 (its fleet not all on a release that applies v7) refuses JSON
+/// writes whose path filters call functions or test patterns, saying what to raise, and takes
+/// plain filters; reads take every filter on any format.
+#[test]
+fn below_log_format_7_json_writes_take_filters_without_functions() {
+    let node = Node::start_with(&[("ENTRY_WRITE_VERSION", "6")]);
+    let mut con = client(&node, false);
+    let mut run = |args: &[&str]| {
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query::<redis::Value>(&mut con)
+    };
+    assert_eq!(
+        run(&["JSON.SET", "doc", "$", r#"{"hosts":["edge-1","core-1"]}"#]),
+        Ok(redis::Value::Okay)
+    );
+    let refused = run(&["JSON.SET", "doc", "$.hosts[?@ =~ '^edge']", r#""x""#])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("log format v7") && refused.contains("ENTRY_WRITE_VERSION"),
+        "{refused}"
+    );
+    assert_eq!(
+        run(&["JSON.SET", "doc", "$.hosts[?@ == 'core-1']", r#""core-2""#]),
+        Ok(redis::Value::Okay)
+    );
+    assert_eq!(
+        run(&["JSON.GET", "doc", "$.hosts[?@ =~ '^edge' || length(@) > 9]"]),
+        Ok(redis::Value::BulkString(br#"["edge-1"]"#.to_vec()))
     );
 }
 

@@ -28,6 +28,18 @@ pub enum Reply {
     Frames(Vec<Reply>),
 }
 
+/// An error's message on one line, as Redis sends it (it replaces `\r` and `\n` by spaces): an
+/// error is a simple string, which ends at the first line break, so a message that quotes a
+/// client's argument (`unknown command 'a\nb'`) or a multi-line library message would end early
+/// and the rest be read as the next reply.
+fn one_line(message: String) -> String {
+    if message.contains(['\r', '\n']) {
+        message.replace(['\r', '\n'], " ")
+    } else {
+        message
+    }
+}
+
 impl Reply {
     pub fn ok() -> Reply {
         Reply::Simple("OK")
@@ -86,7 +98,7 @@ impl Reply {
         use resp2::types::BytesFrame as F;
         match self {
             Reply::Simple(s) => F::SimpleString(Bytes::from_static(s.as_bytes())),
-            Reply::Error(e) => F::Error(e.into()),
+            Reply::Error(e) => F::Error(one_line(e).into()),
             Reply::Int(i) => F::Integer(i),
             Reply::Bulk(b) | Reply::Verbatim(b) => F::BulkString(b),
             Reply::Null => F::Null,
@@ -110,7 +122,7 @@ impl Reply {
                 attributes: None,
             },
             Reply::Error(e) => F::SimpleError {
-                data: e.into(),
+                data: one_line(e).into(),
                 attributes: None,
             },
             Reply::Int(i) => F::Number {
@@ -169,6 +181,19 @@ mod tests {
         assert_eq!(wire(Reply::Null, 3), "_\r\n");
         assert_eq!(wire(Reply::err("boom"), 2), "-ERR boom\r\n");
         assert_eq!(wire(Reply::Int(-3), 3), ":-3\r\n");
+    }
+
+    #[test]
+    fn an_error_is_one_line_whatever_its_message_holds() {
+        let reply = || Reply::err("unknown command 'a\r\nb', regex:\n  (\n  ^");
+        for proto in [2, 3] {
+            assert_eq!(
+                wire(reply(), proto),
+                "-ERR unknown command 'a  b', regex:   (   ^\r\n"
+            );
+        }
+        let nested = Reply::Array(vec![Reply::err("x\ny"), Reply::Int(1)]);
+        assert_eq!(wire(nested, 2), "*2\r\n-ERR x y\r\n:1\r\n");
     }
 
     #[test]

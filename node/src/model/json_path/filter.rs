@@ -1,15 +1,19 @@
 //! Filter selectors (`[?@.price < 10]`, `[?(@.region == 'ams' && @.on)]`), as RFC 9535 defines
-//! them without its functions: comparisons of literals and singular queries (`@.a`, `$.b[0]`),
-//! existence tests (`@.tags`), `!`, `&&`, `||` and parentheses. Their queries spend from the
-//! same budget as the path around them, and they nest at most [`MAX_FILTER_NESTING`] deep, so a
-//! filter's cost and the stack it needs are bounded.
+//! them: comparisons of literals, singular queries (`@.a`, `$.b[0]`) and the functions
+//! `length()`, `count()` and `value()`; existence tests (`@.tags`); the tests `match()` and
+//! `search()` and RedisJSON's `=~` (regular expressions, `pattern.rs`); `!`, `&&`, `||` and
+//! parentheses. Their queries spend from the same budget as the path around them, and they nest
+//! at most [`MAX_FILTER_NESTING`] deep, so a filter's cost and the stack it needs are bounded.
 
 use super::parse::Parser;
+use super::pattern::{Compiled, FixedPattern, MAX_PATTERN_BYTES};
 use super::{PathError, Segment, Selector, Walk};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::sync::Arc;
 
-/// How deep filters and parentheses may nest inside one another.
+/// How deep filters, parentheses, `!` and function calls may nest inside one another.
 pub(super) const MAX_FILTER_NESTING: usize = 16;
 
 /// A filter's logical expression.
@@ -21,6 +25,13 @@ pub(super) enum Filter {
     /// True when the query matches anything.
     Exists(FilterQuery),
     Compare(Operand, CmpOp, Operand),
+    /// Whether `subject` is a string with a match of `pattern` (`=~` and `search()`), or one
+    /// the whole of which matches (`match()`, `whole`).
+    Pattern {
+        subject: Operand,
+        pattern: PatternOperand,
+        whole: bool,
+    },
 }
 
 /// A query inside a filter: from the current node (`@`) or from the document's root (`$`).
@@ -30,11 +41,30 @@ pub(super) struct FilterQuery {
     segments: Vec<Segment>,
 }
 
-/// One side of a comparison: a literal, or a singular query (none or one node).
+/// A value in a filter: a literal, a singular query (none or one node), or a function of them.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Operand {
     Literal(Value),
     Query(FilterQuery),
+    Call(Box<ValueCall>),
+}
+
+/// RFC 9535's functions that give a value.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum ValueCall {
+    /// Characters of a string, elements of an array, members of an object; else nothing.
+    Length(Operand),
+    /// How many nodes the query matches.
+    Count(FilterQuery),
+    /// The node the query matches when it matches exactly one; else nothing.
+    Value(FilterQuery),
+}
+
+/// A pattern: written in the path (compiled once), or read from the document at each node.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum PatternOperand {
+    Fixed(FixedPattern),
+    Read(Operand),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +77,12 @@ pub(super) enum CmpOp {
     Ge,
 }
 
+/// What a term of a filter is: a value (to compare) or a test.
+enum Term {
+    Value(Operand),
+    Test(Filter),
+}
+
 impl Parser<'_> {
     /// A filter selector's expression, after its `?`.
     pub(super) fn filter(&mut self) -> Result<Filter, PathError> {
@@ -54,7 +90,10 @@ impl Parser<'_> {
     }
 
     /// Runs `parse` one level deeper, refusing past [`MAX_FILTER_NESTING`].
-    fn nested<T>(&mut self, parse: fn(&mut Self) -> Result<T, PathError>) -> Result<T, PathError> {
+    fn nested<T>(
+        &mut self,
+        parse: impl FnOnce(&mut Self) -> Result<T, PathError>,
+    ) -> Result<T, PathError> {
         if self.filter_depth >= MAX_FILTER_NESTING {
             return Err(self.error("filters, parentheses and `!` nest at most 16 deep"));
         }
@@ -114,7 +153,27 @@ impl Parser<'_> {
             }
             return Ok(inner);
         }
-        let left = self.operand()?;
+        let left = match self.term()? {
+            Term::Test(test) => {
+                if self.comparison_follows() {
+                    return Err(self.error(
+                        "match() and search() are tests: use them alone or with !, && and ||",
+                    ));
+                }
+                return Ok(test);
+            }
+            Term::Value(left) => left,
+        };
+        if self.eat("=~") {
+            self.functions = true;
+            let pattern = self.pattern()?;
+            self.singular(&left)?;
+            return Ok(Filter::Pattern {
+                subject: left,
+                pattern,
+                whole: false,
+            });
+        }
         let op = [
             ("==", CmpOp::Eq),
             ("!=", CmpOp::Ne),
@@ -129,37 +188,130 @@ impl Parser<'_> {
         match (op, left) {
             (None, Operand::Query(query)) => Ok(Filter::Exists(query)),
             (None, Operand::Literal(_)) => Err(self.error("a literal alone is not a test")),
+            (None, Operand::Call(_)) => Err(self.error(
+                "length(), count() and value() give a value: compare it, as in length(@.tags) > 2",
+            )),
             (Some(op), left) => {
                 let right = self.operand()?;
-                for side in [&left, &right] {
-                    if let Operand::Query(query) = side
-                        && !query.is_singular()
-                    {
-                        return Err(self.error(
-                            "a comparison takes singular queries (names and indexes only)",
-                        ));
-                    }
-                }
+                self.singular(&left)?;
+                self.singular(&right)?;
                 Ok(Filter::Compare(left, op, right))
             }
         }
     }
 
-    fn operand(&mut self) -> Result<Operand, PathError> {
+    /// Whether a comparison operator comes next.
+    fn comparison_follows(&mut self) -> bool {
         self.skip_spaces();
-        match self.peek() {
+        let rest = &self.bytes[self.at..];
+        ["==", "!=", "<", ">", "=~"]
+            .iter()
+            .any(|op| rest.starts_with(op.as_bytes()))
+    }
+
+    /// Refuses a query that may match more than one node where a value is compared.
+    fn singular(&self, operand: &Operand) -> Result<(), PathError> {
+        match operand {
+            Operand::Query(query) if !query.is_singular() => Err(self.error(
+                "a comparison, length(), match() and search() take singular queries (names and \
+                 indexes only)",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// A value: what comparisons and functions take.
+    fn operand(&mut self) -> Result<Operand, PathError> {
+        match self.term()? {
+            Term::Value(operand) => Ok(operand),
+            Term::Test(_) => Err(self.error(
+                "match() and search() are tests, not values: use them alone or with !, && and ||",
+            )),
+        }
+    }
+
+    /// The pattern of `=~`, `match()` or `search()`: a string written here, or a value read from
+    /// the document.
+    fn pattern(&mut self) -> Result<PatternOperand, PathError> {
+        match self.operand()? {
+            Operand::Literal(Value::String(source)) => {
+                Ok(PatternOperand::Fixed(FixedPattern::new(source, false)))
+            }
+            Operand::Literal(_) => Err(self.error("a pattern is a string, or a query of one")),
+            read => {
+                self.singular(&read)?;
+                Ok(PatternOperand::Read(read))
+            }
+        }
+    }
+
+    /// A function's arguments, after its name and `(`.
+    fn call(&mut self, name: &str) -> Result<Term, PathError> {
+        self.functions = true;
+        let term = match name {
+            "length" => {
+                let arg = self.operand()?;
+                self.singular(&arg)?;
+                Term::Value(Operand::Call(Box::new(ValueCall::Length(arg))))
+            }
+            "count" | "value" => {
+                let Operand::Query(query) = self.operand()? else {
+                    return Err(self.error("count() and value() take a query (`@...` or `$...`)"));
+                };
+                Term::Value(Operand::Call(Box::new(if name == "count" {
+                    ValueCall::Count(query)
+                } else {
+                    ValueCall::Value(query)
+                })))
+            }
+            "match" | "search" => {
+                let subject = self.operand()?;
+                self.singular(&subject)?;
+                if !self.eat(",") {
+                    return Err(self
+                        .error("match() and search() take two arguments: a string and a pattern"));
+                }
+                let pattern = match self.pattern()? {
+                    PatternOperand::Fixed(fixed) if name == "match" => {
+                        PatternOperand::Fixed(FixedPattern::new(fixed.source().to_owned(), true))
+                    }
+                    pattern => pattern,
+                };
+                Term::Test(Filter::Pattern {
+                    subject,
+                    pattern,
+                    whole: name == "match",
+                })
+            }
+            _ => {
+                return Err(PathError::Unsupported(
+                    self.path.to_owned(),
+                    "a function other than length, count, value, match and search",
+                ));
+            }
+        };
+        if !self.eat(")") {
+            return Err(self.error("expected `)` after the function's arguments"));
+        }
+        Ok(term)
+    }
+
+    /// A literal, a query or a function call.
+    fn term(&mut self) -> Result<Term, PathError> {
+        self.skip_spaces();
+        let value = match self.peek() {
             Some(start @ (b'@' | b'$')) => {
                 self.at += 1;
                 let mut segments = Vec::new();
                 while matches!(self.peek(), Some(b'.' | b'[')) {
                     segments.push(self.segment()?);
                 }
-                Ok(Operand::Query(FilterQuery {
+                Operand::Query(FilterQuery {
                     relative: start == b'@',
                     segments,
-                }))
+                })
             }
-            Some(quote @ (b'\'' | b'"')) => Ok(Operand::Literal(Value::from(self.quoted(quote)?))),
+            Some(quote @ (b'\'' | b'"')) => Operand::Literal(Value::from(self.quoted(quote)?)),
             Some(b'-' | b'0'..=b'9') => {
                 let start = self.at;
                 while self.peek().is_some_and(|b| {
@@ -170,32 +322,37 @@ impl Parser<'_> {
                 let text = &self.path[self.offset + start..self.offset + self.at];
                 serde_json::from_str::<serde_json::Number>(text)
                     .map(|n| Operand::Literal(Value::Number(n)))
-                    .map_err(|_| self.error("not a JSON number"))
+                    .map_err(|_| self.error("not a JSON number"))?
             }
             _ => {
-                for (word, value) in [
-                    ("true", Value::Bool(true)),
-                    ("false", Value::Bool(false)),
-                    ("null", Value::Null),
-                ] {
-                    if self.eat(word) {
-                        return Ok(Operand::Literal(value));
-                    }
-                }
                 // A name followed by `(`: one of RFC 9535's functions.
                 let name_end = self.bytes[self.at..]
                     .iter()
                     .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
                     .map_or(self.bytes.len(), |n| self.at + n);
                 if name_end > self.at && self.bytes.get(name_end) == Some(&b'(') {
-                    return Err(PathError::Unsupported(
-                        self.path.to_owned(),
-                        "a function in a filter (length, count, match, search, value)",
-                    ));
+                    let name = self.path[self.offset + self.at..self.offset + name_end].to_owned();
+                    self.at = name_end + 1;
+                    return self.nested(|parser| parser.call(&name));
                 }
-                Err(self.error("expected `@`, `$`, a string, a number, true, false or null"))
+                let literal = [
+                    ("true", Value::Bool(true)),
+                    ("false", Value::Bool(false)),
+                    ("null", Value::Null),
+                ]
+                .into_iter()
+                .find(|(word, _)| self.eat(word));
+                match literal {
+                    Some((_, value)) => Operand::Literal(value),
+                    None => {
+                        return Err(self.error(
+                            "expected `@`, `$`, a string, a number, true, false, null or a function",
+                        ));
+                    }
+                }
             }
-        }
+        };
+        Ok(Term::Value(value))
     }
 }
 
@@ -237,7 +394,31 @@ pub(super) fn holds<'a>(
         Filter::Compare(left, op, right) => {
             let left = operand(walk, left, current)?;
             let right = operand(walk, right, current)?;
-            compare(left, *op, right)
+            compare(left.as_deref(), *op, right.as_deref())
+        }
+        Filter::Pattern {
+            subject,
+            pattern,
+            whole,
+        } => {
+            let subject = operand(walk, subject, current)?;
+            let Some(Value::String(text)) = subject.as_deref() else {
+                return Ok(false);
+            };
+            let compiled = match pattern {
+                PatternOperand::Fixed(fixed) => Some(walk.fixed_pattern(fixed)?),
+                PatternOperand::Read(read) => match operand(walk, read, current)?.as_deref() {
+                    Some(Value::String(source)) => walk.read_pattern(source, *whole)?,
+                    _ => None,
+                },
+            };
+            match compiled {
+                Some(compiled) => {
+                    walk.charge(compiled.match_visits(text))?;
+                    compiled.is_match(text)
+                }
+                None => false,
+            }
         }
     })
 }
@@ -255,16 +436,151 @@ fn run<'a>(
         .collect())
 }
 
-/// An operand's value: the literal, or the one node its singular query matches (none: nothing).
+/// An operand's value: the literal, the one node its singular query matches, what its function
+/// gives (none: nothing).
 fn operand<'x, 'a: 'x>(
     walk: &mut Walk<'a, '_>,
-    operand: &'x Operand,
+    value: &'x Operand,
     current: &'a Value,
-) -> Result<Option<&'x Value>, PathError> {
-    Ok(match operand {
-        Operand::Literal(value) => Some(value),
-        Operand::Query(query) => run(walk, query, current)?.first().copied(),
+) -> Result<Option<Cow<'x, Value>>, PathError> {
+    Ok(match value {
+        Operand::Literal(value) => Some(Cow::Borrowed(value)),
+        Operand::Query(query) => run(walk, query, current)?
+            .first()
+            .copied()
+            .map(Cow::Borrowed),
+        Operand::Call(call) => match &**call {
+            ValueCall::Length(arg) => {
+                let length = match operand(walk, arg, current)?.as_deref() {
+                    Some(Value::String(text)) => {
+                        // Characters are counted one by one.
+                        walk.charge(text.len() as u64 / 64)?;
+                        Some(text.chars().count())
+                    }
+                    Some(Value::Array(items)) => Some(items.len()),
+                    Some(Value::Object(members)) => Some(members.len()),
+                    _ => None,
+                };
+                length.map(|n| Cow::Owned(Value::from(n)))
+            }
+            ValueCall::Count(query) => {
+                Some(Cow::Owned(Value::from(run(walk, query, current)?.len())))
+            }
+            ValueCall::Value(query) => match run(walk, query, current)?.as_slice() {
+                [only] => Some(Cow::Borrowed(*only)),
+                _ => None,
+            },
+        },
     })
+}
+
+/// The patterns written in `segments`' filters, nested ones included.
+pub(super) fn fixed_patterns_of<'f>(segments: &'f [Segment], out: &mut Vec<&'f FixedPattern>) {
+    fn in_operand<'f>(operand: &'f Operand, out: &mut Vec<&'f FixedPattern>) {
+        match operand {
+            Operand::Literal(_) => {}
+            Operand::Query(query) => fixed_patterns_of(&query.segments, out),
+            Operand::Call(call) => match &**call {
+                ValueCall::Length(arg) => in_operand(arg, out),
+                ValueCall::Count(query) | ValueCall::Value(query) => {
+                    fixed_patterns_of(&query.segments, out);
+                }
+            },
+        }
+    }
+    fn in_filter<'f>(filter: &'f Filter, out: &mut Vec<&'f FixedPattern>) {
+        match filter {
+            Filter::Or(terms) | Filter::And(terms) => {
+                terms.iter().for_each(|term| in_filter(term, out));
+            }
+            Filter::Not(inner) => in_filter(inner, out),
+            Filter::Exists(query) => fixed_patterns_of(&query.segments, out),
+            Filter::Compare(left, _, right) => {
+                in_operand(left, out);
+                in_operand(right, out);
+            }
+            Filter::Pattern {
+                subject, pattern, ..
+            } => {
+                in_operand(subject, out);
+                match pattern {
+                    PatternOperand::Fixed(fixed) => out.push(fixed),
+                    PatternOperand::Read(read) => in_operand(read, out),
+                }
+            }
+        }
+    }
+    for segment in segments {
+        let (Segment::Child(selectors) | Segment::Descendant(selectors)) = segment;
+        for selector in selectors {
+            if let Selector::Filter(filter) = selector {
+                in_filter(filter, out);
+            }
+        }
+    }
+}
+
+impl Walk<'_, '_> {
+    /// A pattern written in the path, compiled (and charged) the first time any query of the
+    /// path needs it; one that does not compile fails the query, saying why.
+    pub(super) fn fixed_pattern(
+        &mut self,
+        fixed: &FixedPattern,
+    ) -> Result<Arc<Compiled>, PathError> {
+        let compiled = match fixed.compiled() {
+            Some(compiled) => compiled,
+            None => {
+                let compiled = self.compile(fixed.source(), fixed.whole())?;
+                fixed.keep(compiled)
+            }
+        };
+        compiled.clone().map_err(|reason| PathError::BadPattern {
+            pattern: fixed.source().to_owned(),
+            reason,
+        })
+    }
+
+    /// A pattern read from the document, compiled once per query (and charged then); one that
+    /// does not compile, or is longer than [`MAX_PATTERN_BYTES`], matches nothing, as in
+    /// RedisJSON.
+    fn read_pattern(
+        &mut self,
+        source: &str,
+        whole: bool,
+    ) -> Result<Option<Arc<Compiled>>, PathError> {
+        /// Patterns one query keeps compiled; past it each is compiled (and charged) again.
+        const KEPT: usize = 16;
+        if source.len() > MAX_PATTERN_BYTES {
+            return Ok(None);
+        }
+        if let Some((_, _, compiled)) = self
+            .patterns
+            .iter()
+            .find(|(kept, kept_whole, _)| kept == source && *kept_whole == whole)
+        {
+            return Ok(compiled.clone());
+        }
+        let compiled = self.compile(source, whole)?.ok();
+        if self.patterns.len() < KEPT {
+            self.patterns
+                .push((source.to_owned(), whole, compiled.clone()));
+        }
+        Ok(compiled)
+    }
+
+    /// Compiles a pattern, charging for it: a fixed part first, then its automaton's size.
+    fn compile(
+        &mut self,
+        source: &str,
+        whole: bool,
+    ) -> Result<Result<Arc<Compiled>, String>, PathError> {
+        self.charge(Compiled::BASE_VISITS)?;
+        let compiled = Compiled::new(source, whole);
+        if let Ok(compiled) = &compiled {
+            self.charge(compiled.compile_visits())?;
+        }
+        Ok(compiled.map(Arc::new))
+    }
 }
 
 /// RFC 9535's comparisons: nothing equals only nothing; numbers compare by value, strings by

@@ -4,12 +4,14 @@
 //! query is a pure function of the path and the document, and bounded: every node it visits is
 //! charged to a budget the caller gives, and a query past it fails alike everywhere.
 //!
-//! Filters (`[?@.price < 10]`) are RFC 9535's without its functions (`filter.rs`; functions are
-//! refused when parsed). Matches are returned in document order of the query's steps, each node
-//! at most once.
+//! Filters (`[?@.price < 10]`, `[?length(@.tags) > 2]`, `[?@.name =~ '(?i)^ams']`) are RFC
+//! 9535's, with its functions `length`, `count`, `value`, `match` and `search`, and RedisJSON's
+//! `=~` (`filter.rs`, patterns in `pattern.rs`). Matches are returned in document order of the
+//! query's steps, each node at most once.
 
 mod filter;
 mod parse;
+mod pattern;
 
 use parse::Parser;
 use serde_json::Value;
@@ -33,6 +35,8 @@ pub struct JsonPath {
     text: String,
     legacy: bool,
     segments: Vec<Segment>,
+    /// Whether a filter calls a function or tests a pattern (log format v7).
+    functions: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -88,6 +92,8 @@ pub enum PathError {
          slices, `*`, `..` and filters of comparisons"
     )]
     Unsupported(String, &'static str),
+    #[error("the pattern {pattern:?} in a JSON path is not one FireScroll can use: {reason}")]
+    BadPattern { pattern: String, reason: String },
     #[error("the JSON path would visit more nodes than one command may ({0}); use a narrower path")]
     TooCostly(u64),
     /// Past [`READ_ANSWER_BYTES`] (the bound callers give reads).
@@ -117,6 +123,7 @@ impl JsonPath {
             at: 0,
             offset: text.len() - body.len(),
             filter_depth: 0,
+            functions: false,
         };
         let mut segments = Vec::new();
         if legacy && !body.is_empty() && !body.starts_with('.') && !body.starts_with('[') {
@@ -130,6 +137,7 @@ impl JsonPath {
             text: text.to_owned(),
             legacy,
             segments,
+            functions: parser.functions,
         })
     }
 
@@ -141,6 +149,12 @@ impl JsonPath {
     /// Whether the path is in the legacy syntax (answered with one value, not a list).
     pub fn is_legacy(&self) -> bool {
         self.legacy
+    }
+
+    /// Whether a filter of the path calls a function (`length()`, `match()`, ...) or tests a
+    /// pattern (`=~`): what log format v7 added to the paths of `json` ops.
+    pub fn uses_functions(&self) -> bool {
+        self.functions
     }
 
     /// Whether the path is the document's root (`$` or `.`).
@@ -159,6 +173,7 @@ impl JsonPath {
                         text: self.text.clone(),
                         legacy: self.legacy,
                         segments: parent.to_vec(),
+                        functions: self.functions,
                     },
                     name,
                 )),
@@ -194,6 +209,25 @@ impl JsonPath {
             .map(|values| Some(Value::Array(values)))
     }
 
+    /// Compiles the patterns written in the path (`=~ '...'`, `match(@, '...')`), spending from
+    /// `budget` as a query would: refuses one that does not compile before any query meets it.
+    pub fn compile_patterns(&self, budget: &mut u64) -> Result<(), PathError> {
+        let limit = *budget;
+        let mut walk = Walk {
+            trail: Vec::new(),
+            budget,
+            limit,
+            root: &Value::Null,
+            patterns: Vec::new(),
+        };
+        let mut fixed = Vec::new();
+        filter::fixed_patterns_of(&self.segments, &mut fixed);
+        for pattern in fixed {
+            walk.fixed_pattern(pattern)?;
+        }
+        Ok(())
+    }
+
     /// Every node of `doc` the path matches, in order, each once. Each node visited costs one
     /// from `budget`; past it the query fails with [`PathError::TooCostly`]. A visit costs the
     /// same however deep the node is: where each node is stays a link to its parent until the
@@ -205,6 +239,7 @@ impl JsonPath {
             budget,
             limit,
             root: doc,
+            patterns: Vec::new(),
         };
         walk.charge(1)?;
         let current = walk.segments(&self.segments, doc)?;
@@ -252,6 +287,8 @@ struct Walk<'a, 'b> {
     limit: u64,
     /// The document (`$` inside filters).
     root: &'a Value,
+    /// Patterns read from the document, compiled (`None`: they do not compile).
+    patterns: Vec<(String, bool, Option<std::sync::Arc<pattern::Compiled>>)>,
 }
 
 impl<'a> Walk<'a, '_> {
@@ -540,6 +577,156 @@ mod tests {
         assert_eq!(matches("$[?@.c[?@ > 35]]", &d).len(), 1);
     }
 
+    fn inventory() -> Value {
+        json!({"inventory": [
+            {"id": 15970, "description": "Turtle Check Men Navy Blue Shirt", "season": ["Fall", "Winter"], "re": "^T"},
+            {"id": 59263, "description": "Titan Women Silver Watch", "season": ["Fall", "Winter", "Spring", "Summer"], "re": "("},
+            {"id": 46885, "description": "Ben 10 Boys Navy Blue Slippers", "season": ["Fall"], "re": 7},
+        ]})
+    }
+
+    fn ids(path: &str) -> Vec<i64> {
+        let mut budget = 100_000;
+        JsonPath::parse(path)
+            .unwrap()
+            .query(&inventory(), &mut budget)
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .into_iter()
+            .map(|f| f.value["id"].as_i64().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn patterns_filter_as_redisjson_and_rfc_9535_say() {
+        // RedisJSON's `=~` (its documentation's examples): a match anywhere in a string.
+        assert_eq!(
+            ids("$.inventory[?(@.description =~ \"Blue\")]"),
+            [15970, 46885]
+        );
+        assert_eq!(
+            ids("$.inventory[?(@.description =~ \"(?i)watch\")]"),
+            [59263]
+        );
+        assert_eq!(ids("$.inventory[?@.description=~'^T']"), [15970, 59263]);
+        // RFC 9535: match() is the whole string, search() a part.
+        assert_eq!(
+            ids("$.inventory[?match(@.description, 'T.*Watch')]"),
+            [59263]
+        );
+        assert_eq!(
+            ids("$.inventory[?match(@.description, 'Watch')]"),
+            Vec::<i64>::new()
+        );
+        assert_eq!(ids("$.inventory[?search(@.description, 'Watch')]"), [59263]);
+        assert_eq!(
+            ids("$.inventory[?!search(@.description, 'Blue') && @.id > 0]"),
+            [59263]
+        );
+        // A pattern read from the document: one that does not compile, or is not a string,
+        // matches nothing (as in RedisJSON).
+        assert_eq!(ids("$.inventory[?@.description =~ @.re]"), [15970]);
+        // Not a string: no match, no error.
+        assert_eq!(ids("$.inventory[?@.id =~ '1']"), Vec::<i64>::new());
+        assert_eq!(ids("$.inventory[?@.nope =~ '.*']"), Vec::<i64>::new());
+    }
+
+    #[test]
+    fn functions_give_values_as_rfc_9535_says() {
+        assert_eq!(ids("$.inventory[?length(@.season) > 2]"), [59263]);
+        assert_eq!(ids("$.inventory[?length(@.description) == 30]"), [46885]);
+        assert_eq!(ids("$.inventory[?count(@.season[*]) == 1]"), [46885]);
+        assert_eq!(ids("$.inventory[?count(@..*) > 7]"), [59263]);
+        assert_eq!(ids("$.inventory[?value(@.season[0]) == 'Fall']").len(), 3);
+        // value() of several nodes, and length() of a number, are nothing.
+        assert_eq!(ids("$.inventory[?value(@.season[*]) == 'Fall']"), [46885]);
+        assert_eq!(ids("$.inventory[?length(@.id) == 5]"), Vec::<i64>::new());
+        assert_eq!(ids("$.inventory[?length(@.id) == @.nope]").len(), 3);
+        // Characters, not bytes; literals and nested calls.
+        assert_eq!(
+            matches("$[?length(@) == 3]", &json!(["añb", "añbc"])),
+            [json!("añb")]
+        );
+        assert_eq!(matches("$[?length('abc') == 3]", &json!([1])), [json!(1)]);
+        assert_eq!(
+            matches(
+                "$[?length(value(@.*)) == 2]",
+                &json!([{"a": "xy"}, {"a": "x", "b": "y"}])
+            ),
+            [json!({"a": "xy"})]
+        );
+    }
+
+    #[test]
+    fn functions_and_patterns_are_refused_where_rfc_9535_refuses_them() {
+        for (bad, why) in [
+            ("$[?length(@)]", "give a value"),
+            ("$[?match(@, 'a') == true]", "are tests"),
+            ("$[?length(match(@, 'a')) > 1]", "are tests, not values"),
+            ("$[?length(@.*) > 1]", "singular"),
+            ("$[?@.* =~ 'a']", "singular"),
+            ("$[?count(1) > 1]", "take a query"),
+            ("$[?@ =~ 1]", "a pattern is a string"),
+            ("$[?match(@)]", "two arguments"),
+            ("$[?length(@, 1) > 1]", "expected `)`"),
+            ("$[?keys(@) > 1]", "function other than"),
+        ] {
+            let e = JsonPath::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        // A pattern written in the path that does not compile fails the query, saying why.
+        let path = JsonPath::parse("$[?@ =~ '(unclosed']").unwrap();
+        let e = path
+            .query(&json!(["a"]), &mut 1_000)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("(unclosed") && e.contains("unclosed group"),
+            "{e}"
+        );
+        let path = JsonPath::parse(r"$[?@ =~ '\\w{100}']").unwrap();
+        let e = path
+            .query(&json!(["a"]), &mut 1_000_000)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("compiles to more than 256 KiB"), "{e}");
+        // Calls nest as deep as parentheses do.
+        let deep = format!("$[?{}@{} > 1]", "length(value(".repeat(9), "))".repeat(9));
+        let e = JsonPath::parse(&deep).unwrap_err().to_string();
+        assert!(e.contains("nest at most 16"), "{e}");
+    }
+
+    #[test]
+    fn a_pattern_is_compiled_once_per_path_and_charged_its_worst_case() {
+        let path = JsonPath::parse("$[?@ =~ '(?:[ab]*a[ab]{12}){20}c']").unwrap();
+        let text = Value::from("ab".repeat(2_000));
+        let docs = Value::Array(vec![text; 10]);
+        // Compiling it, and then each match: 4,000 bytes by its hundreds of states.
+        let mut budget = u64::MAX;
+        path.query(&docs, &mut budget).unwrap();
+        let first = u64::MAX - budget;
+        assert!(first > 10 * 4_000 * 300 / 32, "{first}");
+        // The same path again does not pay for compiling twice.
+        let mut budget = u64::MAX;
+        path.query(&docs, &mut budget).unwrap();
+        let again = u64::MAX - budget;
+        assert!(again < first, "{again} vs {first}");
+        // Within a small budget it stops, as any query past its budget does.
+        let fresh = JsonPath::parse("$[?@ =~ '(?:[ab]*a[ab]{12}){20}c']").unwrap();
+        assert_eq!(
+            fresh.query(&docs, &mut 100_000).unwrap_err(),
+            PathError::TooCostly(100_000)
+        );
+        // Patterns read from documents are charged too, each compiled once per query.
+        let read = JsonPath::parse("$[?@.s =~ @.p]").unwrap();
+        let pairs = Value::Array(vec![
+            json!({"s": "ab".repeat(2_000), "p": "(?:[ab]*a[ab]{12}){20}c"});
+            10
+        ]);
+        let mut budget = u64::MAX;
+        read.query(&pairs, &mut budget).unwrap();
+        assert!(u64::MAX - budget > 10 * 4_000 * 300 / 32);
+    }
+
     #[test]
     fn a_read_answers_every_match_or_the_first_within_its_bytes() {
         let d = doc();
@@ -617,8 +804,8 @@ mod tests {
             let e = JsonPath::parse(bad).unwrap_err();
             assert!(matches!(e, PathError::Syntax { .. }), "{bad}: {e}");
         }
-        let e = JsonPath::parse("$[?length(@) > 1]").unwrap_err();
-        assert!(e.to_string().contains("function"), "{e}");
+        let e = JsonPath::parse("$[?sum(@) > 1]").unwrap_err();
+        assert!(e.to_string().contains("function other than"), "{e}");
         for bad in [
             "$[?@..b == 1]",
             "$[?1]",

@@ -12,6 +12,8 @@ pub(super) struct Parser<'p> {
     /// How deep in filters (and their parentheses) the parser is: names end at an operator
     /// there, and nesting is bounded.
     pub(super) filter_depth: usize,
+    /// Whether a filter called a function or tested a pattern.
+    pub(super) functions: bool,
 }
 
 impl Parser<'_> {
