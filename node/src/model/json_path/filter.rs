@@ -166,7 +166,7 @@ impl Parser<'_> {
         };
         if self.eat("=~") {
             self.functions = true;
-            let pattern = self.pattern()?;
+            let pattern = self.pattern(false)?;
             self.singular(&left)?;
             return Ok(Filter::Pattern {
                 subject: left,
@@ -232,10 +232,10 @@ impl Parser<'_> {
 
     /// The pattern of `=~`, `match()` or `search()`: a string written here, or a value read from
     /// the document.
-    fn pattern(&mut self) -> Result<PatternOperand, PathError> {
+    fn pattern(&mut self, whole: bool) -> Result<PatternOperand, PathError> {
         match self.operand()? {
             Operand::Literal(Value::String(source)) => {
-                Ok(PatternOperand::Fixed(FixedPattern::new(source, false)))
+                Ok(PatternOperand::Fixed(FixedPattern::new(source, whole)))
             }
             Operand::Literal(_) => Err(self.error("a pattern is a string, or a query of one")),
             read => {
@@ -271,16 +271,11 @@ impl Parser<'_> {
                     return Err(self
                         .error("match() and search() take two arguments: a string and a pattern"));
                 }
-                let pattern = match self.pattern()? {
-                    PatternOperand::Fixed(fixed) if name == "match" => {
-                        PatternOperand::Fixed(FixedPattern::new(fixed.source().to_owned(), true))
-                    }
-                    pattern => pattern,
-                };
+                let whole = name == "match";
                 Term::Test(Filter::Pattern {
                     subject,
-                    pattern,
-                    whole: name == "match",
+                    pattern: self.pattern(whole)?,
+                    whole,
                 })
             }
             _ => {
@@ -575,11 +570,18 @@ impl Walk<'_, '_> {
         whole: bool,
     ) -> Result<Result<Arc<Compiled>, String>, PathError> {
         self.charge(Compiled::BASE_VISITS)?;
-        let compiled = Compiled::new(source, whole);
-        if let Ok(compiled) = &compiled {
-            self.charge(compiled.compile_visits())?;
+        match Compiled::new(source, whole) {
+            Ok(compiled) => {
+                self.charge(compiled.compile_visits())?;
+                Ok(Ok(Arc::new(compiled)))
+            }
+            // Why it did not compile says more than the budget would; a charge past the budget
+            // has still spent it all, so the query ends at its next visit.
+            Err(why) => {
+                let _ = self.charge(Compiled::FAILED_VISITS);
+                Ok(Err(why))
+            }
         }
-        Ok(compiled.map(Arc::new))
     }
 }
 

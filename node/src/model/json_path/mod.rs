@@ -725,6 +725,17 @@ mod tests {
         let mut budget = u64::MAX;
         read.query(&pairs, &mut budget).unwrap();
         assert!(u64::MAX - budget > 10 * 4_000 * 300 / 32);
+        // One that does not compile is charged as the largest that does (finding out may cost
+        // as much): many distinct ones cannot make a query compile for free.
+        let bad = Value::Array(
+            (0..100)
+                .map(|i| json!({"s": "x", "p": format!("\\w{{100}}{i}")}))
+                .collect(),
+        );
+        assert_eq!(
+            read.query(&bad, &mut 1_000_000).unwrap_err(),
+            PathError::TooCostly(1_000_000)
+        );
     }
 
     #[test]

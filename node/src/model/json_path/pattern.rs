@@ -30,6 +30,10 @@ const MAX_NESTING: u32 = 32;
 /// its size is known).
 const COMPILE_VISITS_PER_STATE: u64 = 8;
 
+/// The least heap an automaton state takes (a small pattern's average is ~80 bytes): how many
+/// states the largest automaton may have.
+const BYTES_PER_STATE: u64 = 48;
+
 /// A match costs one visit per this many (byte × state) steps of the worst case.
 const STEPS_PER_VISIT: u64 = 32;
 
@@ -53,24 +57,30 @@ impl Compiled {
         } else {
             source
         };
-        // The regex crate first: its errors say where a pattern is wrong.
-        let regex = regex::RegexBuilder::new(pattern)
-            .nest_limit(MAX_NESTING)
-            // The regex crate's own automata (forward and reverse) are about this one's size.
-            .size_limit(4 * MAX_AUTOMATON_BYTES)
-            .dfa_size_limit(MAX_AUTOMATON_BYTES)
-            .build()
-            .map_err(|e| too_large_or(e.to_string()))?;
+        // The bounded automaton first: a pattern too large for it stops there, before the regex
+        // crate builds its own (forward and reverse) ones.
         let automaton = thompson::Compiler::new()
             .syntax(syntax::Config::new().nest_limit(MAX_NESTING))
             .configure(thompson::Config::new().nfa_size_limit(Some(MAX_AUTOMATON_BYTES)))
             .build(pattern)
-            .map_err(|e| too_large_or(e.to_string()))?;
+            .map_err(|e| why(&e))?;
+        let regex = regex::RegexBuilder::new(pattern)
+            .nest_limit(MAX_NESTING)
+            // Its automata are about the size of the one above, which is within bounds.
+            .size_limit(4 * MAX_AUTOMATON_BYTES)
+            .dfa_size_limit(MAX_AUTOMATON_BYTES)
+            .build()
+            .map_err(|e| why(&e))?;
         Ok(Compiled {
             regex,
             states: automaton.states().len() as u64,
         })
     }
+
+    /// Visits a pattern that did not compile is charged, besides [`Compiled::BASE_VISITS`]: as
+    /// much as the largest that does, for finding that out may have cost that much.
+    pub(super) const FAILED_VISITS: u64 =
+        (MAX_AUTOMATON_BYTES as u64 / BYTES_PER_STATE) * COMPILE_VISITS_PER_STATE;
 
     /// Visits compiling this pattern cost, besides [`Compiled::BASE_VISITS`].
     pub(super) fn compile_visits(&self) -> u64 {
@@ -87,9 +97,15 @@ impl Compiled {
     }
 }
 
-/// The regex crates' messages on one line (a syntax error's last line says what is wrong; the
-/// lines above it draw the pattern), with what to do when a pattern is too large.
-fn too_large_or(message: String) -> String {
+/// Why a pattern did not compile, on one line: the innermost error's message (a syntax error's
+/// last line says what is wrong; the lines above it draw the pattern), and what to do when a
+/// pattern is too large.
+fn why(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut innermost = error;
+    while let Some(source) = innermost.source() {
+        innermost = source;
+    }
+    let message = innermost.to_string();
     if message.contains("exceeded") || message.contains("limit") {
         format!(
             "it compiles to more than {} KiB; use a simpler pattern (Unicode classes such as \
