@@ -2227,6 +2227,16 @@ assert len(clients) >= 2, clients
 mine = r.client_id()
 theirs = [c for c in clients if c["name"] == "victim"]
 assert len(theirs) == 1 and theirs[0]["cmd"] == "ping", clients
+# redis-py says which library it is when it connects (CLIENT SETINFO), as Redis 7.2 lists it.
+assert theirs[0]["lib-name"] == "redis-py" and theirs[0]["lib-ver"] == redis.__version__, theirs
+for attr, value, why in (("lib-name", "a b", "lib-name cannot contain spaces"),
+                         ("LIB-VER", "1\n2", "LIB-VER cannot contain spaces"),
+                         ("lib-x", "1", "Unrecognized option 'lib-x'")):
+    try:
+        r.execute_command("CLIENT", "SETINFO", attr, value)
+        raise SystemExit("accepted " + attr)
+    except redis.ResponseError as e:
+        assert why in str(e), e
 assert r.client_kill_filter(_id=theirs[0]["id"]) == 1
 def gone(name):
     for _ in range(100):

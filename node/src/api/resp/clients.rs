@@ -28,6 +28,10 @@ struct Activity {
     last_command: String,
     name: String,
     proto: u8,
+    /// `CLIENT SETINFO lib-name` / `lib-ver`: which client library, as redis-py and node-redis
+    /// say when they connect.
+    lib_name: String,
+    lib_ver: String,
 }
 
 impl ClientHandle {
@@ -44,6 +48,17 @@ impl ClientHandle {
         if a.name.as_bytes() != name {
             a.name = String::from_utf8_lossy(name).into_owned();
         }
+    }
+
+    /// `CLIENT SETINFO`: the client library's name (`lib_version` false) or version.
+    pub fn set_lib(&self, lib_version: bool, value: &str) {
+        let mut a = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+        let field = if lib_version {
+            &mut a.lib_ver
+        } else {
+            &mut a.lib_name
+        };
+        value.clone_into(field);
     }
 
     /// The client's address.
@@ -84,6 +99,8 @@ impl ClientRegistry {
                 last_command: "NULL".into(),
                 name: String::new(),
                 proto: 2,
+                lib_name: String::new(),
+                lib_ver: String::new(),
             }),
             kill: Notify::new(),
         });
@@ -124,6 +141,7 @@ impl ClientRegistry {
                 a.last_active.elapsed().as_secs(),
                 &a.last_command,
                 a.proto,
+                &a,
             ));
         }
         text
@@ -134,7 +152,8 @@ impl ClientRegistry {
     pub fn info(&self, id: u64, name: &str, proto: u8) -> Option<String> {
         let open = self.lock();
         let c = open.get(&id)?;
-        Some(line(id, c, name, 0, "client|info", proto))
+        let a = c.handle.activity.lock().unwrap_or_else(|p| p.into_inner());
+        Some(line(id, c, name, 0, "client|info", proto, &a))
     }
 
     /// Closes the connections `filter` selects; how many.
@@ -167,14 +186,26 @@ impl ClientRegistry {
     }
 }
 
-/// One connection's line of `CLIENT LIST`, in Redis's format.
-fn line(id: u64, c: &Client, name: &str, idle_secs: u64, command: &str, proto: u8) -> String {
+/// One connection's line of `CLIENT LIST`, in Redis 7.2's format (`lib` its library, as
+/// `CLIENT SETINFO` gave it).
+fn line(
+    id: u64,
+    c: &Client,
+    name: &str,
+    idle_secs: u64,
+    command: &str,
+    proto: u8,
+    lib: &Activity,
+) -> String {
     format!(
         "id={id} addr={} laddr={} fd=0 name={name} age={} idle={idle_secs} flags=N db=0 sub=0 \
          psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 \
-         tot-mem=0 events=r cmd={command} user=default redir=-1 resp={proto}\n",
+         tot-mem=0 events=r cmd={command} user=default redir=-1 resp={proto} lib-name={} \
+         lib-ver={}\n",
         c.addr,
         c.local,
         c.since.elapsed().as_secs(),
+        lib.lib_name,
+        lib.lib_ver,
     )
 }

@@ -154,12 +154,17 @@ fn hello(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
 /// Refuses a connection name Redis refuses: one with a space, a newline or a byte outside
 /// printable ASCII, which would break (or forge lines of) `CLIENT LIST`'s one line per client.
 fn client_name(name: &[u8]) -> Result<(), Reply> {
-    if name.iter().all(|b| (b'!'..=b'~').contains(b)) {
+    client_attribute(name, "Client names")
+}
+
+/// Refuses, as Redis does, a `CLIENT LIST` field (`what`) with a byte outside printable ASCII.
+fn client_attribute(value: &[u8], what: &str) -> Result<(), Reply> {
+    if value.iter().all(|b| (b'!'..=b'~').contains(b)) {
         Ok(())
     } else {
-        Err(Reply::err(
-            "Client names cannot contain spaces, newlines or special characters.",
-        ))
+        Err(Reply::err(format!(
+            "{what} cannot contain spaces, newlines or special characters."
+        )))
     }
 }
 
@@ -235,7 +240,26 @@ fn client(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         }
         (b"GETNAME", []) => session.name.clone().map_or(Reply::Null, Reply::Bulk),
         (b"ID", []) => Reply::Int(session.id as i64),
-        (b"SETINFO", [_, _]) => Reply::ok(),
+        (b"SETINFO", [attribute, value]) => {
+            let lib_version = match attribute.to_ascii_lowercase().as_slice() {
+                b"lib-name" => false,
+                b"lib-ver" => true,
+                _ => {
+                    return Reply::err(format!(
+                        "Unrecognized option '{}'",
+                        String::from_utf8_lossy(attribute)
+                    ));
+                }
+            };
+            let what = String::from_utf8_lossy(attribute);
+            if let Err(refused) = client_attribute(value, &what) {
+                return refused;
+            }
+            // Printable ASCII, so UTF-8.
+            ctx.client
+                .set_lib(lib_version, std::str::from_utf8(value).unwrap_or_default());
+            Reply::ok()
+        }
         // Nothing is evicted and no access time is kept: both modes are what FireScroll does.
         (b"NO-EVICT" | b"NO-TOUCH", [mode])
             if mode.eq_ignore_ascii_case(b"on") || mode.eq_ignore_ascii_case(b"off") =>
