@@ -857,4 +857,101 @@ mod tests {
         );
         assert_eq!(budget, 0);
     }
+
+    /// Paths made of the syntax's own pieces, in any order: each parses or answers an error,
+    /// and a parsed one queries any document within its budget — never a panic, never past it.
+    mod arbitrary {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn pieces() -> impl Strategy<Value = String> {
+            let piece = prop::sample::select(vec![
+                "$", "@", ".", "..", "[", "]", "?", "(", ")", "*", ",", ":", "-1", "0", "2", "a",
+                "b", "'a'", "\"b\"", "==", "!=", "<", ">=", "=~", "!", "&&", "||", " ", "length(",
+                "count(", "value(", "match(", "search(", "'^a'", "'(?i)B'", "'('", "'.*'", "true",
+                "null", "1.5",
+            ]);
+            prop::collection::vec(piece, 0..24).prop_map(|p| format!("${}", p.concat()))
+        }
+
+        fn document() -> Value {
+            json!({"a": [{"a": "ab", "b": 2}, {"a": "B", "b": [1, "a"]}], "b": {"a": null, "b": "aaa"}})
+        }
+
+        /// Paths shaped as paths, with filters of every kind: most of these parse.
+        fn shaped() -> impl Strategy<Value = String> {
+            let term = prop::sample::select(vec![
+                "@",
+                "@.a",
+                "@.b",
+                "$.b.b",
+                "@[0]",
+                "'ab'",
+                "2",
+                "null",
+                "length(@)",
+                "length(@.a)",
+                "count(@.*)",
+                "count(@..*)",
+                "value(@..b)",
+                "value($.a[0].a)",
+            ]);
+            let test = (
+                term.clone(),
+                prop::sample::select(vec!["==", "!=", "<", ">=", "=~"]),
+                term,
+            )
+                .prop_map(|(l, op, r)| {
+                    // A pattern is a string or a query (a number there is a syntax error).
+                    let r = if op == "=~" && matches!(r, "2" | "null") {
+                        "'a'"
+                    } else {
+                        r
+                    };
+                    format!("{l} {op} {r}")
+                });
+            let call = prop::sample::select(vec![
+                "match(@, 'a.')",
+                "search(@.a, '(?i)B')",
+                "match(@, @.a)",
+                "search(@, '(')",
+                "@.a =~ '^a+$'",
+                "!@.b",
+                "@.a",
+            ])
+            .prop_map(str::to_owned);
+            let filter = prop::collection::vec(prop_oneof![test, call], 1..4)
+                .prop_map(|terms| format!("[?{}]", terms.join(" && ")));
+            let segment = prop_oneof![
+                prop::sample::select(vec![".a", ".b", "[0]", "[-1]", "[*]", "..a", "..*", "[1:]"])
+                    .prop_map(str::to_owned),
+                filter,
+            ];
+            prop::collection::vec(segment, 0..5).prop_map(|s| format!("${}", s.concat()))
+        }
+
+        proptest! {
+            #[test]
+            fn a_shaped_path_parses_and_queries_within_its_budget(path in shaped()) {
+                let parsed = JsonPath::parse(&path);
+                prop_assert!(parsed.is_ok(), "{path}: {parsed:?}");
+                let mut budget = 100_000;
+                match parsed.unwrap().query(&document(), &mut budget) {
+                    Ok(_) | Err(PathError::BadPattern { .. }) | Err(PathError::TooCostly(_)) => {}
+                    Err(e) => prop_assert!(false, "{path}: {e}"),
+                }
+            }
+
+            #[test]
+            fn any_path_parses_or_errs_and_queries_within_its_budget(path in pieces()) {
+                if let Ok(parsed) = JsonPath::parse(&path) {
+                    let mut budget = 100_000;
+                    let _ = parsed.query(&document(), &mut budget);
+                    prop_assert!(budget <= 100_000);
+                    let mut budget = 100_000;
+                    let _ = parsed.compile_patterns(&mut budget);
+                }
+            }
+        }
+    }
 }
