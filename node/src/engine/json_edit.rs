@@ -37,6 +37,11 @@ pub enum JsonEditError {
     NotFinite,
     #[error("the stored data is not a JSON document")]
     NotJson,
+    #[error(
+        "JSON path {0:?} has a filter function or pattern, which an entry older than log \
+         format v7 does not take (its nodes cannot parse it)"
+    )]
+    BeforeV7(String),
     #[error("the document would grow past {0} bytes")]
     TooLarge(usize),
     #[error("the document would nest arrays and objects deeper than {MAX_JSON_DEPTH} levels")]
@@ -120,10 +125,7 @@ pub fn edit(
 ) -> Result<Edited, JsonEditError> {
     let path = JsonPath::parse(path)?;
     if limits.paths_before_v7 && path.uses_functions() {
-        return Err(JsonEditError::Path(PathError::Unsupported(
-            path.text().to_owned(),
-            "a function or a pattern in a filter in an entry older than log format v7",
-        )));
+        return Err(JsonEditError::BeforeV7(path.text().to_owned()));
     }
     // Each command parses its operand where it uses it, refusing as `operand_fits` does (a unit
     // test holds them together), so a valid one is parsed once.

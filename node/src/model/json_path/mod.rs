@@ -89,12 +89,16 @@ pub enum PathError {
     TooLong,
     #[error(
         "JSON path {0:?} uses {1}, which FireScroll does not support: use names, indexes, \
-         slices, `*`, `..` and filters of comparisons"
+         slices, `*`, `..` and RFC 9535's filters"
     )]
     Unsupported(String, &'static str),
     #[error("the pattern {pattern:?} in a JSON path is not one FireScroll can use: {reason}")]
     BadPattern { pattern: String, reason: String },
-    #[error("the JSON path would visit more nodes than one command may ({0}); use a narrower path")]
+    /// Past the query's budget (the visits that were left to it).
+    #[error(
+        "the JSON path would visit more nodes, or match patterns over more text, than one \
+         command may; use a narrower path or a simpler pattern"
+    )]
     TooCostly(u64),
     /// Past [`READ_ANSWER_BYTES`] (the bound callers give reads).
     #[error(
