@@ -879,6 +879,9 @@ fn json_documents_are_read_and_edited_at_paths_by_redisjson_clients() {
 import redis, threading
 r = redis.Redis(port={port}, decode_responses=True)
 j = r.json()
+# Tools that look for RedisJSON among the modules before using it find it.
+assert r.module_list() == [{{"name": "ReJSON", "ver": 20600, "path": "", "args": []}}], r.module_list()
+assert r.info("modules")["modules"][0]["name"] == "ReJSON", r.info("modules")
 doc = {{"routes": [{{"path": "/a", "weight": 2}}], "enabled": True}}
 assert j.set("doc", "$", doc)
 assert j.get("doc") == doc and j.get("doc", "$") == [doc], j.get("doc")

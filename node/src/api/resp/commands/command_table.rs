@@ -465,6 +465,7 @@ pub(super) const COMMANDS: &[CommandInfo] = &[
         ALL_KEYS,
         &["@read", "@string", "@fast"],
     ),
+    cmd("module", -2, &[], NO_KEYS, &["@slow"]),
     cmd(
         "monitor",
         1,

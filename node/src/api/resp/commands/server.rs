@@ -62,6 +62,7 @@ pub fn execute(ctx: &mut Context<'_>, name: &str, args: &[Bytes]) -> Option<Repl
         "hello" => hello(ctx, args),
         "client" => client(ctx, args),
         "command" => super::command_table::command(args),
+        "module" => module(args),
         "config" => config(ctx, args),
         _ => return None,
     })
@@ -147,8 +148,51 @@ fn hello(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         (Reply::bulk("id"), Reply::Int(session.id as i64)),
         (Reply::bulk("mode"), Reply::bulk("standalone")),
         (Reply::bulk("role"), Reply::bulk("master")),
-        (Reply::bulk("modules"), Reply::Array(vec![])),
+        (Reply::bulk("modules"), Reply::Array(vec![rejson()])),
     ])
+}
+
+/// The RedisJSON version whose commands FireScroll answers (2.6: `JSON.MERGE`, `JSON.MSET`),
+/// as `MODULE LIST` and `INFO modules` give it.
+const REJSON_VERSION: i64 = 20600;
+
+/// RedisJSON as `MODULE LIST` (and `HELLO`) describe a loaded module: clients and tools that
+/// look for `ReJSON` there before using `JSON.*` (older redis-om, RedisInsight) find it, as
+/// FireScroll answers its commands itself.
+fn rejson() -> Reply {
+    Reply::Map(vec![
+        (Reply::bulk("name"), Reply::bulk("ReJSON")),
+        (Reply::bulk("ver"), Reply::Int(REJSON_VERSION)),
+        (Reply::bulk("path"), Reply::bulk("")),
+        (Reply::bulk("args"), Reply::Array(vec![])),
+    ])
+}
+
+/// `MODULE LIST`; loading and unloading are refused, saying why.
+fn module(args: &[Bytes]) -> Reply {
+    match args.first().map(|a| a.to_ascii_uppercase()).as_deref() {
+        Some(b"LIST") if args.len() == 1 => Reply::Array(vec![rejson()]),
+        Some(b"LOAD" | b"LOADEX" | b"UNLOAD") => Reply::err(
+            "FireScroll loads no modules: it answers RedisJSON's commands itself (MODULE LIST \
+             shows ReJSON); code that runs on writes is a WebAssembly plugin",
+        ),
+        Some(b"HELP") => Reply::Array(
+            [
+                "MODULE <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "LIST",
+                "    Return a list of loaded modules (FireScroll: ReJSON, built in).",
+                "HELP",
+                "    Print this help.",
+            ]
+            .map(Reply::Simple)
+            .into(),
+        ),
+        Some(_) => Reply::err(format!(
+            "unknown subcommand or wrong number of arguments for '{}'. Try MODULE HELP.",
+            String::from_utf8_lossy(&args[0])
+        )),
+        None => wrong_arity("module"),
+    }
 }
 
 /// Refuses a connection name Redis refuses: one with a space, a newline or a byte outside
@@ -346,7 +390,7 @@ pub fn info(ctx: &Context<'_>, args: &[Bytes], keys: Option<u64>) -> Reply {
     let everything = wanted
         .iter()
         .any(|w| matches!(w.as_str(), "all" | "everything" | "commandstats"));
-    let sections: [(&str, String); 6] = [
+    let sections: [(&str, String); 7] = [
         (
             "server",
             format!(
@@ -392,6 +436,13 @@ pub fn info(ctx: &Context<'_>, args: &[Bytes], keys: Option<u64>) -> Reply {
                 ctx.service.partition_count(),
                 ctx.service.owned_partition_count(),
                 u8::from(ctx.service.readiness().ready)
+            ),
+        ),
+        (
+            "modules",
+            format!(
+                "module:name=ReJSON,ver={REJSON_VERSION},api=1,filters=0,usedby=[],using=[],\
+                 options=[]\r\n"
             ),
         ),
         ("keyspace", keyspace),
