@@ -882,6 +882,13 @@ j = r.json()
 # Tools that look for RedisJSON among the modules before using it find it.
 assert r.module_list() == [{{"name": "ReJSON", "ver": 20600, "path": "", "args": []}}], r.module_list()
 assert r.info("modules")["modules"][0]["name"] == "ReJSON", r.info("modules")
+# JSON.RESP renders a document in RESP; JSON.DEBUG MEMORY is its JSON text's size.
+j.set("resp", "$", {{"a": [1, 2.5, "x", None, True], "o": {{"k": "v"}}}})
+assert r.execute_command("JSON.RESP", "resp") == ["{{", "a", ["[", 1, "2.5", "x", None, "true"], "o", ["{{", "k", "v"]]
+assert r.execute_command("JSON.RESP", "resp", "$.o") == [["{{", "k", "v"]]
+assert r.execute_command("JSON.DEBUG", "MEMORY", "resp") == 41
+assert r.execute_command("JSON.DEBUG", "MEMORY", "resp", "$.o") == [9]
+assert r.execute_command("JSON.DEBUG", "MEMORY", "absent") == 0
 doc = {{"routes": [{{"path": "/a", "weight": 2}}], "enabled": True}}
 assert j.set("doc", "$", doc)
 assert j.get("doc") == doc and j.get("doc", "$") == [doc], j.get("doc")

@@ -346,6 +346,13 @@ pub(super) const COMMANDS: &[CommandInfo] = &[
         &["@write", "@json", "@slow"],
     ),
     cmd(
+        "json.debug",
+        -2,
+        &["readonly", "module"],
+        (2, 2, 1),
+        &["@read", "@json", "@slow"],
+    ),
+    cmd(
         "json.del",
         -2,
         &["write", "module"],
@@ -410,6 +417,13 @@ pub(super) const COMMANDS: &[CommandInfo] = &[
     ),
     cmd(
         "json.objlen",
+        -2,
+        &["readonly", "module"],
+        ONE_KEY,
+        &["@read", "@json", "@slow"],
+    ),
+    cmd(
+        "json.resp",
         -2,
         &["readonly", "module"],
         ONE_KEY,

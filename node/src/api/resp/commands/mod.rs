@@ -569,9 +569,9 @@ async fn run_command(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         "json.arrpop" => json::arrpop(ctx, args).await,
         "json.arrtrim" => json::arrtrim(ctx, args).await,
         "json.mget" => json::mget(ctx, args).await,
-        "json.type" | "json.objkeys" | "json.objlen" | "json.arrlen" | "json.strlen" => {
-            json::inspect(ctx, args, name).await
-        }
+        "json.type" | "json.objkeys" | "json.objlen" | "json.arrlen" | "json.strlen"
+        | "json.resp" => json::inspect(ctx, args, name).await,
+        "json.debug" => json::debug(ctx, args).await,
         _ => match server::execute(ctx, name, args) {
             Some(reply) => reply,
             None => unknown_command(&String::from_utf8_lossy(original), args),

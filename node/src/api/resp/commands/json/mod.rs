@@ -12,7 +12,7 @@
 mod read;
 mod write;
 
-pub use read::{arrindex, get, inspect, mget};
+pub use read::{arrindex, debug, get, inspect, mget};
 pub use write::{arrappend, arrpop, arrtrim, del, merge, mset, number, path_only, set, strappend};
 
 use crate::api::resp::reply::Reply;

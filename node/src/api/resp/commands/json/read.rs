@@ -277,9 +277,55 @@ pub async fn arrindex(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     )
 }
 
-/// `JSON.TYPE`, `JSON.OBJKEYS`, `JSON.OBJLEN`, `JSON.ARRLEN`, `JSON.STRLEN` `key [path]` (the
-/// root by default): per match under a JSONPath (nil where the match is of another kind), the
-/// first match's under a legacy path.
+/// `JSON.DEBUG MEMORY key [path]` (the bytes of each match's JSON text, as `MEMORY USAGE`
+/// counts a value: FireScroll keeps documents as their text; 0 for a key without one) and
+/// `JSON.DEBUG HELP`.
+pub async fn debug(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    match args.split_first() {
+        Some((sub, rest)) if sub.eq_ignore_ascii_case(b"MEMORY") && !rest.is_empty() => {
+            inspect(ctx, rest, "json.debug").await
+        }
+        Some((sub, [])) if sub.eq_ignore_ascii_case(b"HELP") => Reply::Array(vec![
+            Reply::bulk(
+                "MEMORY <key> [path] - reports the size in bytes of the JSON value at \
+                         path (its JSON text); the root by default",
+            ),
+            Reply::bulk("HELP - this message"),
+        ]),
+        _ => Reply::err("unknown subcommand - try `JSON.DEBUG HELP`"),
+    }
+}
+
+/// A JSON value as `JSON.RESP` answers it: `null` nil, booleans simple strings, integers
+/// integers, other numbers and strings bulk strings, arrays `[` then their elements, objects
+/// `{` then their members' names and values.
+fn resp_of(value: &Value) -> Reply {
+    match value {
+        Value::Null => Reply::Null,
+        Value::Bool(true) => Reply::Simple("true"),
+        Value::Bool(false) => Reply::Simple("false"),
+        Value::Number(n) => n
+            .as_i64()
+            .map_or_else(|| Reply::Bulk(Bytes::from(n.to_string())), Reply::Int),
+        Value::String(s) => Reply::Bulk(Bytes::from(s.clone())),
+        Value::Array(items) => Reply::Array(
+            std::iter::once(Reply::Simple("["))
+                .chain(items.iter().map(resp_of))
+                .collect(),
+        ),
+        Value::Object(members) => Reply::Array(
+            std::iter::once(Reply::Simple("{"))
+                .chain(members.iter().flat_map(|(name, value)| {
+                    [Reply::Bulk(Bytes::from(name.clone())), resp_of(value)]
+                }))
+                .collect(),
+        ),
+    }
+}
+
+/// `JSON.TYPE`, `JSON.OBJKEYS`, `JSON.OBJLEN`, `JSON.ARRLEN`, `JSON.STRLEN`, `JSON.RESP` and
+/// `JSON.DEBUG MEMORY` `key [path]` (the root by default): per match under a JSONPath (nil where
+/// the match is of another kind), the first match's under a legacy path.
 pub async fn inspect(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
     let (k, path) = match args {
         [k] => (k, JsonPath::parse(".").expect("the root parses")),
@@ -291,6 +337,7 @@ pub async fn inspect(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply
     };
     let doc = match document(ctx, k).await {
         Ok(Some(doc)) => doc,
+        Ok(None) if name == "json.debug" => return Reply::Int(0),
         Ok(None) => return Reply::Null,
         Err(e) => return e,
     };
@@ -319,6 +366,8 @@ pub async fn inspect(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply
         "json.arrlen" => ("an array", |v| {
             v.as_array().map(|items| Reply::Int(items.len() as i64))
         }),
+        "json.resp" => ("", |v| Some(resp_of(v))),
+        "json.debug" => ("", |v| Some(Reply::Int(v.to_string().len() as i64))),
         _ => ("a string", |v| {
             v.as_str().map(|s| Reply::Int(s.len() as i64))
         }),
