@@ -382,6 +382,47 @@ fn the_open_files_limit_is_raised_at_start_so_clients_past_the_soft_limit_connec
     }
 }
 
+/// redis-cli at a terminal: `help <command>` (and its hints and tab completion) come from
+/// `COMMAND DOCS`, or, when that answers an error, from redis-cli's own table. An empty answer
+/// left it with no help at all.
+#[test]
+fn redis_cli_at_a_terminal_has_its_help() {
+    let node = Node::start();
+    let script = format!(
+        r#"
+import os, pty, select, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.environ["TERM"] = "xterm"
+    os.execvp("redis-cli", ["redis-cli", "-p", "{port}"])
+def read_for(seconds, until=None):
+    out, end = b"", time.time() + seconds
+    while time.time() < end and not (until and until in out):
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                break
+            out += data
+            if b"\x1b[6n" in data:  # the line editor asks where the cursor is
+                os.write(fd, b"\x1b[1;1R")
+    return out
+read_for(10, b"{port}>")
+os.write(fd, b"help hget\r")
+out = read_for(10, b"group:")
+os.write(fd, b"quit\r")
+read_for(1)
+assert b"Get the value of a hash field" in out, out
+print("ok")
+"#,
+        port = node.resp
+    );
+    common::assert_script_ok(
+        std::process::Command::new("python3").args(["-c", &script]),
+        "redis-cli (apt-get install redis-tools) and python3",
+    );
+}
+
 #[test]
 fn a_scripted_redis_cli_session() {
     let node = Node::start();

@@ -713,8 +713,13 @@ pub(super) fn command(args: &[Bytes]) -> Reply {
     };
     match sub.to_ascii_uppercase().as_slice() {
         b"COUNT" => Reply::Int(COMMANDS.len() as i64),
-        // Documentation is what redis-cli's hints use; none is kept here.
-        b"DOCS" => Reply::Map(vec![]),
+        // No documentation is kept here. An error (not an empty answer) is what makes
+        // redis-cli fall back to its own help table, with its hints and tab completion; an
+        // empty map left it with none.
+        b"DOCS" => Reply::err(
+            "FireScroll keeps no command docs: COMMAND INFO describes each command it runs \
+             (redis-cli then uses its own help)",
+        ),
         b"LIST" => Reply::Array(COMMANDS.iter().map(|c| Reply::bulk(c.name)).collect()),
         b"INFO" if rest.is_empty() => Reply::Array(COMMANDS.iter().map(describe).collect()),
         b"INFO" => Reply::Array(
