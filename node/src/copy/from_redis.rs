@@ -3,7 +3,7 @@
 //! sets are copied with their deadlines, byte for byte as FireScroll's own Redis port would
 //! store them (text as a JSON string, other bytes as `{"$base64": ...}`, keys and fields that
 //! are not UTF-8 in FireScroll's binary key form), so every Redis client reads back what it
-//! wrote. Keys of other types are counted and named, not copied. Redis has no change feed to
+//! wrote; RedisJSON documents (`ReJSON-RL`) as documents. Keys of other types are counted and named, not copied. Redis has no change feed to
 //! resume from: the copy is one pass over `SCAN` (stop writes to the source first, or copy
 //! again to pick up what changed).
 
@@ -294,6 +294,8 @@ fn read_page(
             "string" => values.cmd("GET").arg(key),
             "hash" => values.cmd("HGETALL").arg(key),
             "set" => values.cmd("SMEMBERS").arg(key),
+            // A RedisJSON document (Redis Stack, or a FireScroll node's document): its JSON.
+            "ReJSON-RL" => values.cmd("JSON.GET").arg(key),
             // Gone since SCAN saw it.
             "none" => continue,
             other => {
@@ -335,6 +337,14 @@ fn read_page(
                 key_found
                     .entries
                     .push((Vec::new(), String::new(), value_json(&bytes)));
+            }
+            ("ReJSON-RL", Reply::BulkString(json)) => {
+                let document = serde_json::from_slice(&json).map_err(|e| {
+                    anyhow::anyhow!("JSON.GET of a ReJSON-RL key answered no JSON: {e}")
+                })?;
+                key_found
+                    .entries
+                    .push((Vec::new(), String::new(), document));
             }
             ("hash", Reply::Array(items)) => {
                 for pair in items.chunks(2) {

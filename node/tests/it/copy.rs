@@ -548,6 +548,43 @@ fn a_redis_servers_strings_hashes_and_sets_are_copied_and_read_back_alike() {
     assert!(!ok && stderr.contains("no change feed"), "{stderr}");
 }
 
+/// RedisJSON documents (`TYPE` `ReJSON-RL`: a FireScroll node's documents, Redis Stack's) are
+/// copied as documents, and strings that look like JSON stay strings.
+#[test]
+fn documents_are_copied_as_documents_from_a_redis_port() {
+    let source = Node::start();
+    let target = Node::start();
+    let (status, body) = source.post(
+        "/records/put",
+        json!({"Records": [
+            {"pk": "cfg", "sk": "", "data": {"a": [1, {"b": null}], "on": true}},
+            {"pk": "port", "sk": "", "data": 8080},
+            {"pk": "flag", "sk": "", "data": false},
+            {"pk": "text", "sk": "", "data": "{\"looks\": \"like json\"}"},
+        ], "wait": true}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let mut con = redis(&source);
+    let _: () = redis::cmd("JSON.SET")
+        .arg("list")
+        .arg("$")
+        .arg("[1, 2.5, \"x\"]")
+        .query(&mut con)
+        .unwrap();
+    let (ok, stdout, stderr) = copy(
+        &[
+            "--from",
+            &format!("redis://127.0.0.1:{}", source.resp),
+            "--to",
+            &format!("http://127.0.0.1:{}", target.api),
+        ],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    assert!(!stdout.contains("not copied"), "{stdout}");
+    assert_eq!(differences(&source, &target), Vec::<String>::new());
+}
+
 #[test]
 fn hash_fields_with_deadlines_of_their_own_keep_them() {
     // Redis 7.4's HEXPIRE gives fields deadlines apart from their key's. This machine's

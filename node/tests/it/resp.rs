@@ -932,6 +932,11 @@ assert r.execute_command("JSON.DEBUG", "MEMORY", "resp", "$.o") == [9]
 assert r.execute_command("JSON.DEBUG", "MEMORY", "absent") == 0
 doc = {{"routes": [{{"path": "/a", "weight": 2}}], "enabled": True}}
 assert j.set("doc", "$", doc)
+# A document's type is RedisJSON's (tools show it as one); a string stays a string.
+r.set("plain", "{{\"looks\": \"like json\"}}")
+assert r.type("doc") == "ReJSON-RL" and r.type("plain") == "string", (r.type("doc"), r.type("plain"))
+assert set(r.scan_iter(_type="ReJSON-RL")) == {{"doc", "resp"}}, set(r.scan_iter(_type="ReJSON-RL"))
+assert set(r.scan_iter(_type="string")) == {{"plain"}}, set(r.scan_iter(_type="string"))
 assert j.get("doc") == doc and j.get("doc", "$") == [doc], j.get("doc")
 assert j.set("doc", "$", {{"x": 1}}, nx=True) is None
 assert j.get("nothing") is None

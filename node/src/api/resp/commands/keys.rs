@@ -227,8 +227,8 @@ pub async fn del(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply {
     ctx.delete_keys(pks).await
 }
 
-/// `TYPE key`: `string` when the record (key, "") exists, else `set` or `hash` when the pk has
-/// records, else `none`.
+/// `TYPE key`: `string` or `ReJSON-RL` when the record (key, "") exists (see [`value_type`]),
+/// else `set` or `hash` when the pk has records, else `none`.
 pub async fn type_of(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let [k] = args else {
         return wrong_arity("type");
@@ -237,13 +237,26 @@ pub async fn type_of(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         Ok(key) => key,
         Err(e) => return e,
     };
-    match ctx.exist(std::slice::from_ref(&key)).await {
-        Ok(found) if found[0] => Reply::Simple("string"),
-        Ok(_) => match records_type(ctx, key.pk).await {
+    match ctx.read_json(&key.pk, &key.sk).await {
+        Ok(Some(json)) => Reply::Simple(value_type(&json)),
+        Ok(None) => match records_type(ctx, key.pk).await {
             Ok(kind) => Reply::Simple(kind),
             Err(e) => e,
         },
         Err(e) => e,
+    }
+}
+
+/// The Redis type of a key's record (key, "") by its data: `string` for a JSON string (what
+/// Redis writes store) or binary data, `ReJSON-RL` — RedisJSON's type name, which tools read
+/// to show a document as one — for any other JSON (a document written with `JSON.SET` or over
+/// HTTP). `GET` reads either.
+pub(super) fn value_type(data_json: &[u8]) -> &'static str {
+    let first = data_json.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'"') || crate::model::is_binary_data(data_json) {
+        "string"
+    } else {
+        "ReJSON-RL"
     }
 }
 

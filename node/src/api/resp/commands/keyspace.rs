@@ -37,6 +37,7 @@ pub async fn scan(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             b"TYPE" => {
                 kind = match value.to_ascii_lowercase().as_slice() {
                     b"string" => Some("string"),
+                    b"rejson-rl" => Some("ReJSON-RL"),
                     b"hash" => Some("hash"),
                     b"set" => Some("set"),
                     // Redis answers no keys for a type it has none of.
@@ -59,12 +60,18 @@ pub async fn scan(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         {
             continue;
         }
-        // A pk with a string record and hash fields is a string to TYPE, and so here. Sets and
-        // hashes are told apart by their first record, as TYPE does: one read per such key, and
-        // only when the filter asks.
+        // A pk with a string record and hash fields is a string (or document) to TYPE, and so
+        // here. Strings and documents are told apart by their data, sets and hashes by their
+        // first record, as TYPE does: one read per such key, and only when the filter asks.
         let wanted = match kind {
             None => true,
-            Some("string") => key.string,
+            Some(kind @ ("string" | "ReJSON-RL")) if key.string => {
+                match ctx.read_json(&key.pk, "").await {
+                    Ok(json) => json.is_some_and(|json| super::keys::value_type(&json) == kind),
+                    Err(e) => return e,
+                }
+            }
+            Some("string" | "ReJSON-RL") => false,
             Some(_) if key.string => false,
             Some(kind) => match records_type(ctx, key.pk.clone()).await {
                 Ok(found) => found == kind,
