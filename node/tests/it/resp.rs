@@ -2281,6 +2281,11 @@ victim.ping()
 clients = r.client_list()
 assert len(clients) >= 2, clients
 mine = r.client_id()
+# The asking connection's own line says it is running CLIENT LIST; ID picks connections.
+me = r.client_list(client_id=[mine])
+assert [(c["id"], c["cmd"]) for c in me] == [(str(mine), "client|list")], me
+assert r.client_list(_type="pubsub") == [] and len(r.client_list(_type="normal")) >= 2
+assert any("LIST [TYPE" in line for line in r.execute_command("CLIENT", "HELP"))
 theirs = [c for c in clients if c["name"] == "victim"]
 assert len(theirs) == 1 and theirs[0]["cmd"] == "ping", clients
 # redis-py says which library it is when it connects (CLIENT SETINFO), as Redis 7.2 lists it.

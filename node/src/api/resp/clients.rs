@@ -125,24 +125,33 @@ impl ClientRegistry {
         self.lock().remove(&id);
     }
 
-    /// `CLIENT LIST`'s text: one line per connection, in Redis's `key=value` format.
-    pub fn list(&self) -> String {
+    /// `CLIENT LIST`'s text: one line per connection (of `only`, when given), in Redis's
+    /// `key=value` format. The asking connection (`me`: its id, name and protocol, which its
+    /// line would otherwise show as of its last noted command) is running `client|list`.
+    pub fn list(&self, only: Option<&[u64]>, me: (u64, &str, u8)) -> String {
         let open = self.lock();
-        let mut ids: Vec<&u64> = open.keys().collect();
+        let mut ids: Vec<&u64> = open
+            .keys()
+            .filter(|id| only.is_none_or(|only| only.contains(id)))
+            .collect();
         ids.sort();
         let mut text = String::new();
         for id in ids {
             let c = &open[id];
             let a = c.handle.activity.lock().unwrap_or_else(|p| p.into_inner());
-            text.push_str(&line(
-                *id,
-                c,
-                &a.name,
-                a.last_active.elapsed().as_secs(),
-                &a.last_command,
-                a.proto,
-                &a,
-            ));
+            text.push_str(&if *id == me.0 {
+                line(*id, c, me.1, 0, "client|list", me.2, &a)
+            } else {
+                line(
+                    *id,
+                    c,
+                    &a.name,
+                    a.last_active.elapsed().as_secs(),
+                    &a.last_command,
+                    a.proto,
+                    &a,
+                )
+            });
         }
         text
     }

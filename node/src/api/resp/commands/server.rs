@@ -225,14 +225,68 @@ fn client(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     }
     let session = &mut *ctx.session;
     match (sub.to_ascii_uppercase().as_slice(), rest) {
-        (b"LIST", []) => Reply::Verbatim(ctx.clients.list().into()),
-        (b"LIST", [ty, kind]) if ty.eq_ignore_ascii_case(b"TYPE") => {
-            if kind.eq_ignore_ascii_case(b"normal") {
-                Reply::Verbatim(ctx.clients.list().into())
-            } else {
-                Reply::Verbatim(Bytes::new())
+        (b"LIST", options) => {
+            let name = session
+                .name
+                .as_ref()
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .unwrap_or_default();
+            let me = (session.id, name.as_str(), session.proto);
+            match options {
+                [] => Reply::Verbatim(ctx.clients.list(None, me).into()),
+                // Every connection is a normal one (no replicas here; subscribers are listed
+                // as normal).
+                [ty, kind] if ty.eq_ignore_ascii_case(b"TYPE") => {
+                    if kind.eq_ignore_ascii_case(b"normal") {
+                        Reply::Verbatim(ctx.clients.list(None, me).into())
+                    } else if [&b"master"[..], b"replica", b"slave", b"pubsub"]
+                        .iter()
+                        .any(|k| kind.eq_ignore_ascii_case(k))
+                    {
+                        Reply::Verbatim(Bytes::new())
+                    } else {
+                        Reply::err(format!(
+                            "Unknown client type '{}'",
+                            String::from_utf8_lossy(kind)
+                        ))
+                    }
+                }
+                [id_word, ids @ ..] if id_word.eq_ignore_ascii_case(b"ID") && !ids.is_empty() => {
+                    let parsed: Option<Vec<u64>> = ids
+                        .iter()
+                        .map(|id| std::str::from_utf8(id).ok()?.parse().ok())
+                        .collect();
+                    match parsed {
+                        Some(ids) => Reply::Verbatim(ctx.clients.list(Some(&ids), me).into()),
+                        None => Reply::err("Invalid client ID"),
+                    }
+                }
+                _ => Reply::err("syntax error"),
             }
         }
+        (b"HELP", []) => Reply::Array(
+            [
+                "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "CACHING (YES|NO)",
+                "GETNAME",
+                "GETREDIR",
+                "ID",
+                "INFO",
+                "KILL <ip:port> | KILL <option> <value> [<option> <value> [...]]",
+                "    Options: ID, ADDR, LADDR, SKIPME (yes|no), TYPE normal, USER default.",
+                "LIST [TYPE (NORMAL|MASTER|REPLICA|PUBSUB)] [ID <id> [<id> ...]]",
+                "NO-EVICT (ON|OFF)",
+                "NO-TOUCH (ON|OFF)",
+                "SETINFO <LIB-NAME|LIB-VER> <value>",
+                "SETNAME <name>",
+                "TRACKING (ON|OFF) [REDIRECT <id>] [BCAST] [PREFIX <prefix> [...]] [OPTIN] \
+                 [OPTOUT] [NOLOOP]",
+                "TRACKINGINFO",
+                "HELP",
+            ]
+            .map(Reply::Simple)
+            .into(),
+        ),
         // The old form: `CLIENT KILL addr:port`.
         (b"KILL", [addr]) => {
             let filter = KillFilter {
@@ -323,8 +377,8 @@ fn client(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             }
         }
         (
-            b"SETNAME" | b"GETNAME" | b"ID" | b"SETINFO" | b"INFO" | b"LIST" | b"KILL"
-            | b"NO-EVICT" | b"NO-TOUCH",
+            b"SETNAME" | b"GETNAME" | b"ID" | b"SETINFO" | b"INFO" | b"KILL" | b"NO-EVICT"
+            | b"NO-TOUCH" | b"HELP",
             _,
         ) => Reply::err(format!(
             "wrong number of arguments for 'client|{}' command",
