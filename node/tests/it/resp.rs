@@ -382,6 +382,30 @@ fn the_open_files_limit_is_raised_at_start_so_clients_past_the_soft_limit_connec
     }
 }
 
+/// Every "Try X HELP" an error suggests works: the container commands answer `HELP` with their
+/// subcommands, as Redis does.
+#[test]
+fn every_container_command_answers_help() {
+    let node = Node::start();
+    let mut con = client(&node, false);
+    for command in ["CLIENT", "COMMAND", "CONFIG", "MEMORY", "MODULE", "SLOWLOG"] {
+        let refused = redis::cmd(command)
+            .arg("NOPE")
+            .query::<redis::Value>(&mut con)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains(&format!("Try {command} HELP")),
+            "{command}: {refused}"
+        );
+        let lines: Vec<String> = redis::cmd(command).arg("HELP").query(&mut con).unwrap();
+        assert!(
+            lines[0].starts_with(&format!("{command} <subcommand>")) && lines.len() > 3,
+            "{command}: {lines:?}"
+        );
+    }
+}
+
 /// redis-cli at a terminal: `help <command>` (and its hints and tab completion) come from
 /// `COMMAND DOCS`, or, when that answers an error, from redis-cli's own table. An empty answer
 /// left it with no help at all.

@@ -713,6 +713,23 @@ pub(super) fn command(args: &[Bytes]) -> Reply {
     };
     match sub.to_ascii_uppercase().as_slice() {
         b"COUNT" => Reply::Int(COMMANDS.len() as i64),
+        b"HELP" if rest.is_empty() => super::help(&[
+            "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "(no subcommand)",
+            "    Return details about all commands this port runs.",
+            "COUNT",
+            "    Return the total number of commands.",
+            "GETKEYS <full-command>",
+            "    Return the keys from a full command.",
+            "INFO [<command-name> ...]",
+            "    Return details about multiple commands (all of them without a name).",
+            "LIST",
+            "    Return a list of all commands.",
+            "DOCS",
+            "    Not kept: answers an error (redis-cli then uses its own help).",
+            "HELP",
+            "    Print this help.",
+        ]),
         // No documentation is kept here. An error (not an empty answer) is what makes
         // redis-cli fall back to its own help table, with its hints and tab completion; an
         // empty map left it with none.

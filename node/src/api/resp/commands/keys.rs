@@ -425,9 +425,19 @@ pub async fn memory(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let [sub, rest @ ..] = args else {
         return wrong_arity("memory");
     };
+    if sub.eq_ignore_ascii_case(b"help") && rest.is_empty() {
+        return super::help(&[
+            "MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "USAGE <key> [SAMPLES <count>]",
+            "    Return memory in bytes used by <key> (FireScroll: its records' keys, field",
+            "    names and values, as a client reads them).",
+            "HELP",
+            "    Print this help.",
+        ]);
+    }
     if !sub.eq_ignore_ascii_case(b"usage") {
         return Reply::err(format!(
-            "unknown subcommand '{}'. Try MEMORY USAGE.",
+            "unknown subcommand '{}'. Try MEMORY HELP.",
             String::from_utf8_lossy(sub)
         ));
     }

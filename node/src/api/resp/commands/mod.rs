@@ -756,6 +756,11 @@ pub(super) fn unknown_command(name: &str, args: &[Bytes]) -> Reply {
     ))
 }
 
+/// A `HELP` subcommand's answer: its lines, as simple strings (as Redis answers them).
+fn help(lines: &[&'static str]) -> Reply {
+    Reply::Array(lines.iter().copied().map(Reply::Simple).collect())
+}
+
 /// Redis's message for a wrong argument count.
 fn wrong_arity(name: &str) -> Reply {
     Reply::err(format!("wrong number of arguments for '{name}' command"))

@@ -176,17 +176,13 @@ fn module(args: &[Bytes]) -> Reply {
             "FireScroll loads no modules: it answers RedisJSON's commands itself (MODULE LIST \
              shows ReJSON); code that runs on writes is a WebAssembly plugin",
         ),
-        Some(b"HELP") => Reply::Array(
-            [
-                "MODULE <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-                "LIST",
-                "    Return a list of loaded modules (FireScroll: ReJSON, built in).",
-                "HELP",
-                "    Print this help.",
-            ]
-            .map(Reply::Simple)
-            .into(),
-        ),
+        Some(b"HELP") => super::help(&[
+            "MODULE <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "LIST",
+            "    Return a list of loaded modules (FireScroll: ReJSON, built in).",
+            "HELP",
+            "    Print this help.",
+        ]),
         Some(_) => Reply::err(format!(
             "unknown subcommand or wrong number of arguments for '{}'. Try MODULE HELP.",
             String::from_utf8_lossy(&args[0])
@@ -264,29 +260,25 @@ fn client(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
                 _ => Reply::err("syntax error"),
             }
         }
-        (b"HELP", []) => Reply::Array(
-            [
-                "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-                "CACHING (YES|NO)",
-                "GETNAME",
-                "GETREDIR",
-                "ID",
-                "INFO",
-                "KILL <ip:port> | KILL <option> <value> [<option> <value> [...]]",
-                "    Options: ID, ADDR, LADDR, SKIPME (yes|no), TYPE normal, USER default.",
-                "LIST [TYPE (NORMAL|MASTER|REPLICA|PUBSUB)] [ID <id> [<id> ...]]",
-                "NO-EVICT (ON|OFF)",
-                "NO-TOUCH (ON|OFF)",
-                "SETINFO <LIB-NAME|LIB-VER> <value>",
-                "SETNAME <name>",
-                "TRACKING (ON|OFF) [REDIRECT <id>] [BCAST] [PREFIX <prefix> [...]] [OPTIN] \
+        (b"HELP", []) => super::help(&[
+            "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "CACHING (YES|NO)",
+            "GETNAME",
+            "GETREDIR",
+            "ID",
+            "INFO",
+            "KILL <ip:port> | KILL <option> <value> [<option> <value> [...]]",
+            "    Options: ID, ADDR, LADDR, SKIPME (yes|no), TYPE normal, USER default.",
+            "LIST [TYPE (NORMAL|MASTER|REPLICA|PUBSUB)] [ID <id> [<id> ...]]",
+            "NO-EVICT (ON|OFF)",
+            "NO-TOUCH (ON|OFF)",
+            "SETINFO <LIB-NAME|LIB-VER> <value>",
+            "SETNAME <name>",
+            "TRACKING (ON|OFF) [REDIRECT <id>] [BCAST] [PREFIX <prefix> [...]] [OPTIN] \
                  [OPTOUT] [NOLOOP]",
-                "TRACKINGINFO",
-                "HELP",
-            ]
-            .map(Reply::Simple)
-            .into(),
-        ),
+            "TRACKINGINFO",
+            "HELP",
+        ]),
         // The old form: `CLIENT KILL addr:port`.
         (b"KILL", [addr]) => {
             let filter = KillFilter {
@@ -608,6 +600,32 @@ fn config(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         [sub, ..] if sub.eq_ignore_ascii_case(b"SET") => {
             Reply::err("FireScroll's CONFIG SET takes one setting at a time: CONFIG SET name value")
         }
-        _ => wrong_arity("config"),
+        [sub] if sub.eq_ignore_ascii_case(b"HELP") => super::help(&[
+            "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "GET <pattern>",
+            "    Return parameters matching the glob-like <pattern> and their values.",
+            "SET <directive> <value>",
+            "    Set the configuration <directive> to <value> (FireScroll: notify-keyspace-events,",
+            "    slowlog-log-slower-than, slowlog-max-len; the rest are the node's settings).",
+            "RESETSTAT",
+            "    Reset statistics reported by the INFO command.",
+            "HELP",
+            "    Print this help.",
+        ]),
+        [sub, ..]
+            if [&b"GET"[..], b"RESETSTAT", b"HELP"]
+                .iter()
+                .any(|known| sub.eq_ignore_ascii_case(known)) =>
+        {
+            Reply::err(format!(
+                "wrong number of arguments for 'config|{}' command",
+                String::from_utf8_lossy(sub).to_ascii_lowercase()
+            ))
+        }
+        [sub, ..] => Reply::err(format!(
+            "unknown subcommand '{}'. Try CONFIG HELP.",
+            String::from_utf8_lossy(sub)
+        )),
+        [] => wrong_arity("config"),
     }
 }

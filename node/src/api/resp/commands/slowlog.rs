@@ -119,25 +119,20 @@ impl SlowLog {
                 self.lock().clear();
                 Reply::ok()
             }
-            (b"HELP", []) => Reply::Array(
-                [
-                    "SLOWLOG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-                    "GET [<count>]",
-                    "    Return top <count> entries from the slowlog (default: 10, -1 mean all).",
-                    "    Entries are made of:",
-                    "    id, timestamp, time in microseconds, arguments array, client IP and port,",
-                    "    client name",
-                    "LEN",
-                    "    Return the length of the slowlog.",
-                    "RESET",
-                    "    Reset the slowlog.",
-                    "HELP",
-                    "    Print this help.",
-                ]
-                .into_iter()
-                .map(Reply::Simple)
-                .collect(),
-            ),
+            (b"HELP", []) => super::help(&[
+                "SLOWLOG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "GET [<count>]",
+                "    Return top <count> entries from the slowlog (default: 10, -1 mean all).",
+                "    Entries are made of:",
+                "    id, timestamp, time in microseconds, arguments array, client IP and port,",
+                "    client name",
+                "LEN",
+                "    Return the length of the slowlog.",
+                "RESET",
+                "    Reset the slowlog.",
+                "HELP",
+                "    Print this help.",
+            ]),
             (b"GET" | b"LEN" | b"RESET" | b"HELP", _) => Reply::err(format!(
                 "wrong number of arguments for 'slowlog|{}' command",
                 String::from_utf8_lossy(sub).to_ascii_lowercase()
