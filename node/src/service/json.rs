@@ -7,8 +7,14 @@ use crate::model::{JsonPath, READ_ANSWER_BYTES, READ_VISITS, Record, structural_
 use serde_json::Value;
 use std::borrow::Cow;
 
+/// Bytes of stored documents a read parses per visit it is charged: a read of many documents
+/// (`JSON.MGET`, an HTTP get with `path`) parses at most [`READ_VISITS`] times this (64 MB
+/// alone), as apply charges a document's parse to its entry.
+const PARSED_BYTES_PER_VISIT: u64 = 64;
+
 /// One read's path queries over stored documents, within the read's bounds together: nodes
-/// visited ([`READ_VISITS`]) and bytes answered ([`READ_ANSWER_BYTES`]).
+/// visited ([`READ_VISITS`], parsing documents included) and bytes answered
+/// ([`READ_ANSWER_BYTES`]).
 pub struct JsonRead {
     visits: u64,
     bytes: usize,
@@ -28,6 +34,25 @@ impl JsonRead {
     pub fn document(data_json: &[u8]) -> Result<Value, ServiceError> {
         serde_json::from_slice(data_json)
             .map_err(|e| ServiceError::internal(format!("stored data is not JSON: {e}")))
+    }
+
+    /// A stored record's data, parsed as one of the many documents of this read: charged to
+    /// its visits, so many large documents cannot hold a request thread for seconds.
+    pub fn parse(&mut self, data_json: &[u8]) -> Result<Value, ServiceError> {
+        let cost = data_json.len() as u64 / PARSED_BYTES_PER_VISIT;
+        if cost > self.visits {
+            self.visits = 0;
+            return Err(ServiceError::bad_request(
+                "read_too_large",
+                format!(
+                    "the documents this read parses add up to more than {} MB; read fewer at a \
+                     time",
+                    READ_VISITS * PARSED_BYTES_PER_VISIT / 1_000_000
+                ),
+            ));
+        }
+        self.visits -= cost;
+        Self::document(data_json)
     }
 
     /// What a read at `path` answers from `doc`: every match under a JSONPath, as an array;
@@ -52,7 +77,7 @@ impl JsonRead {
     /// nothing: `null`).
     pub fn select(&mut self, path: &JsonPath, records: &mut [Record]) -> Result<(), ServiceError> {
         for record in records {
-            let doc = Self::document(record.data_json.as_bytes())?;
+            let doc = self.parse(record.data_json.as_bytes())?;
             record.data_json = self
                 .answer(path, &doc)?
                 .map_or_else(|| "null".to_owned(), |v| v.to_string());

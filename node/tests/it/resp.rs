@@ -1032,6 +1032,13 @@ try:
 except redis.ResponseError as e:
     assert "larger than 64 MiB" in str(e), e
 assert j.get("big", "$.blob") == ["x" * 400000]
+# One read of many documents parses at most 64 MiB of them.
+try:
+    r.execute_command("JSON.MGET", *(["big"] * 170), "$.n")
+    raise SystemExit("one read parsed 68 MB of documents")
+except redis.ResponseError as e:
+    assert "more than 64 MB" in str(e), e
+assert r.execute_command("JSON.MGET", *(["big"] * 10), "$.n") == [[0]] * 10
 j.set("wide", "$", [[0] * 100] * 100)
 try:
     r.execute_command("JSON.GET", "wide", "INDENT", " " * 10000, "NEWLINE", "\n")

@@ -191,13 +191,18 @@ pub async fn mget(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let mut read = JsonRead::default();
     let mut replies = Vec::with_capacity(keys.len());
     for k in keys {
-        let doc = match document(ctx, k).await {
-            Ok(doc) => doc,
+        let json = match key(k) {
+            Ok(key) => ctx.read_json(&key.pk, &key.sk).await,
             Err(e) => return e,
         };
-        let Some(doc) = doc else {
-            replies.push(Reply::Null);
-            continue;
+        let doc = match json.map(|json| json.map(|json| read.parse(&json))) {
+            Ok(Some(Ok(doc))) => doc,
+            Ok(None) => {
+                replies.push(Reply::Null);
+                continue;
+            }
+            Ok(Some(Err(e))) => return service_error(e),
+            Err(e) => return e,
         };
         match read.answer(&path, &doc) {
             Ok(answer) => replies.push(answer.map_or(Reply::Null, |answer| {
