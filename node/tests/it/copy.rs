@@ -65,6 +65,19 @@ fn copy(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     )
 }
 
+/// `firescroll copy` from `source`'s Redis port into `target` over HTTP.
+fn copy_from_redis_port(source: &Node, target: &Node) -> (bool, String, String) {
+    copy(
+        &[
+            "--from",
+            &format!("redis://127.0.0.1:{}", source.resp),
+            "--to",
+            &format!("http://127.0.0.1:{}", target.api),
+        ],
+        &[],
+    )
+}
+
 fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !check() {
@@ -571,15 +584,7 @@ fn documents_are_copied_as_documents_from_a_redis_port() {
         .arg("[1, 2.5, \"x\"]")
         .query(&mut con)
         .unwrap();
-    let (ok, stdout, stderr) = copy(
-        &[
-            "--from",
-            &format!("redis://127.0.0.1:{}", source.resp),
-            "--to",
-            &format!("http://127.0.0.1:{}", target.api),
-        ],
-        &[],
-    );
+    let (ok, stdout, stderr) = copy_from_redis_port(&source, &target);
     assert!(ok, "{stderr}");
     assert!(!stdout.contains("not copied"), "{stdout}");
     assert_eq!(differences(&source, &target), Vec::<String>::new());
@@ -617,15 +622,7 @@ fn hash_fields_with_deadlines_of_their_own_keep_them() {
         .arg("v")
         .query(&mut con)
         .unwrap();
-    let (ok, _, stderr) = copy(
-        &[
-            "--from",
-            &format!("redis://127.0.0.1:{}", source.resp),
-            "--to",
-            &format!("http://127.0.0.1:{}", target.api),
-        ],
-        &[],
-    );
+    let (ok, _, stderr) = copy_from_redis_port(&source, &target);
     assert!(ok, "{stderr}");
     let mut to = redis(&target);
     let ttls: Vec<i64> = redis::cmd("HTTL")
