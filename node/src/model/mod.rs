@@ -22,7 +22,7 @@ pub use entry::{
 };
 pub use json_bytes::from_json_bytes;
 pub use json_path::{
-    Found, JsonPath, MAX_PATH_BYTES, PathError, READ_ANSWER_BYTES, READ_VISITS, Step,
+    Found, JsonPath, MAX_PATH_BYTES, PathError, READ_ANSWER_BYTES, READ_VISITS, Step, charge_text,
     json_type_name,
 };
 pub use nesting::{

@@ -63,6 +63,12 @@ impl JsonRead {
             .map_err(|e| ServiceError::bad_request("bad_path", e.to_string()))
     }
 
+    /// The size of `value`'s JSON text, charged to what this read may answer.
+    pub fn text_size(&mut self, value: &Value) -> Result<usize, ServiceError> {
+        crate::model::charge_text(value, &mut self.bytes)
+            .map_err(|e| ServiceError::bad_request("bad_path", e.to_string()))
+    }
+
     /// The nodes `path` matches in `doc`.
     pub fn matches<'a>(
         &mut self,

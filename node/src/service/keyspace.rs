@@ -24,7 +24,9 @@ pub struct KeyPage {
 
 impl Service {
     /// About `count` keys from `cursor` on, over the partitions in order (fewer when a
-    /// partition ends; a page never splits keys of one hash).
+    /// partition ends; a page never splits keys of one hash). At most `MAX_LIST_RECORDS` a
+    /// page whatever `count` asks (as Redis, `COUNT` is a hint): `SCAN 0 COUNT 1000000000`
+    /// would otherwise answer the whole keyspace in one reply.
     pub async fn scan_keys(
         &self,
         cursor: u64,
@@ -43,7 +45,7 @@ impl Service {
                 ),
             ));
         }
-        let count = count.max(1);
+        let count = count.clamp(1, self.config.limits.max_list_records);
         let mut keys = Vec::new();
         loop {
             let reply = self

@@ -954,12 +954,24 @@ assert r.execute_command("JSON.RESP", "resp", "$.o") == [["{{", "k", "v"]]
 assert r.execute_command("JSON.DEBUG", "MEMORY", "resp") == 41
 assert r.execute_command("JSON.DEBUG", "MEMORY", "resp", "$.o") == [9]
 assert r.execute_command("JSON.DEBUG", "MEMORY", "absent") == 0
+# A reply per JSON node, bounded: `$..*` renders each subtree once per ancestor.
+nested = [0] * 50000
+for _ in range(25):
+    nested = [nested]
+j.set("nested", "$", nested)
+try:
+    r.execute_command("JSON.RESP", "nested", "$..*")
+    raise SystemExit("JSON.RESP built over a million replies")
+except redis.ResponseError as e:
+    assert "more than 1000000 replies" in str(e), e
+assert len(r.execute_command("JSON.RESP", "nested", "$" + "[0]" * 25)[0]) == 50001
+assert r.execute_command("JSON.DEBUG", "MEMORY", "nested", "$[0]") == [100049]
 doc = {{"routes": [{{"path": "/a", "weight": 2}}], "enabled": True}}
 assert j.set("doc", "$", doc)
 # A document's type is RedisJSON's (tools show it as one); a string stays a string.
 r.set("plain", "{{\"looks\": \"like json\"}}")
 assert r.type("doc") == "ReJSON-RL" and r.type("plain") == "string", (r.type("doc"), r.type("plain"))
-assert set(r.scan_iter(_type="ReJSON-RL")) == {{"doc", "resp"}}, set(r.scan_iter(_type="ReJSON-RL"))
+assert set(r.scan_iter(_type="ReJSON-RL")) == {{"doc", "resp", "nested"}}, set(r.scan_iter(_type="ReJSON-RL"))
 assert set(r.scan_iter(_type="string")) == {{"plain"}}, set(r.scan_iter(_type="string"))
 assert j.get("doc") == doc and j.get("doc", "$") == [doc], j.get("doc")
 assert j.set("doc", "$", {{"x": 1}}, nx=True) is None
@@ -1529,6 +1541,41 @@ print("ok")
         json!({"Records": [{"pk": "num", "sk": ""}]}),
     );
     assert_eq!(got["Records"][0]["Data"], json!(42), "{got}");
+}
+
+/// `COUNT` is a hint: one `SCAN` page holds at most `MAX_LIST_RECORDS` keys whatever it asks
+/// (with `TYPE`, each string key of a page is read), and the pages still cover every key.
+#[test]
+fn a_scan_page_is_bounded_whatever_count_asks() {
+    let node = Node::start_with(&[("MAX_LIST_RECORDS", "50")]);
+    let mut con = client(&node, false);
+    let mut pipe = redis::pipe();
+    for i in 0..120 {
+        pipe.set(format!("k{i}"), i).ignore();
+    }
+    let () = pipe.query(&mut con).unwrap();
+    let mut cursor = 0u64;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut pages = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(1_000_000_000)
+            .arg("TYPE")
+            .arg("string")
+            .query(&mut con)
+            .unwrap();
+        assert!(keys.len() <= 50, "{} keys in one page", keys.len());
+        seen.extend(keys);
+        pages += 1;
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    assert!(pages >= 3, "{pages} pages");
+    assert_eq!(seen.len(), 120);
 }
 
 #[test]
@@ -2313,8 +2360,14 @@ clients = r.client_list()
 assert len(clients) >= 2, clients
 mine = r.client_id()
 # The asking connection's own line says it is running CLIENT LIST; ID picks connections.
-me = r.client_list(client_id=[mine])
+me = r.client_list(client_id=[mine, mine, 999999])
 assert [(c["id"], c["cmd"]) for c in me] == [(str(mine), "client|list")], me
+for attr in ("SETNAME", "SETINFO lib-name"):
+    try:
+        r.execute_command("CLIENT", *attr.split(), "n" * 1025)
+        raise SystemExit("a 1025-byte " + attr)
+    except redis.ResponseError as e:
+        assert "at most 1024 bytes" in str(e), e
 assert r.client_list(_type="pubsub") == [] and len(r.client_list(_type="normal")) >= 2
 assert any("LIST [TYPE" in line for line in r.execute_command("CLIENT", "HELP"))
 theirs = [c for c in clients if c["name"] == "victim"]

@@ -130,11 +130,14 @@ impl ClientRegistry {
     /// line would otherwise show as of its last noted command) is running `client|list`.
     pub fn list(&self, only: Option<&[u64]>, me: (u64, &str, u8)) -> String {
         let open = self.lock();
-        let mut ids: Vec<&u64> = open
-            .keys()
-            .filter(|id| only.is_none_or(|only| only.contains(id)))
-            .collect();
+        let mut ids: Vec<&u64> = match only {
+            // As many ids as arguments (262,144): each looked up, not each compared with every
+            // connection.
+            Some(only) => only.iter().filter(|id| open.contains_key(id)).collect(),
+            None => open.keys().collect(),
+        };
         ids.sort();
+        ids.dedup();
         let mut text = String::new();
         for id in ids {
             let c = &open[id];

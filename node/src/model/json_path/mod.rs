@@ -198,11 +198,7 @@ impl JsonPath {
         bytes: &mut usize,
     ) -> Result<Option<Value>, PathError> {
         let found = self.query(doc, visits)?;
-        let mut charge = |value: &Value| {
-            serde_json::to_writer(Counter(bytes), value)
-                .map(|()| value.clone())
-                .map_err(|_| PathError::AnswerTooLarge)
-        };
+        let mut charge = |value: &Value| charge_text(value, bytes).map(|_| value.clone());
         if self.legacy {
             return found.first().map(|f| charge(f.value)).transpose();
         }
@@ -255,6 +251,14 @@ impl JsonPath {
             })
             .collect())
     }
+}
+
+/// The size of `value`'s compact JSON text, charged to `bytes` (what an answer may still hold),
+/// counted without writing it out and stopped as soon as it is over.
+pub fn charge_text(value: &Value, bytes: &mut usize) -> Result<usize, PathError> {
+    let before = *bytes;
+    serde_json::to_writer(Counter(bytes), value).map_err(|_| PathError::AnswerTooLarge)?;
+    Ok(before - *bytes)
 }
 
 /// Counts bytes written into it down from what is left, failing once past it.

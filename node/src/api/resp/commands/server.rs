@@ -197,8 +197,19 @@ fn client_name(name: &[u8]) -> Result<(), Reply> {
     client_attribute(name, "Client names")
 }
 
-/// Refuses, as Redis does, a `CLIENT LIST` field (`what`) with a byte outside printable ASCII.
+/// The longest connection name, library name or version kept: each connection keeps its own
+/// until it closes, and up to `RESP_MAX_CLIENTS` of them are open (Redis sets no bound; a
+/// client's name is a few dozen bytes).
+const CLIENT_ATTRIBUTE_BYTES: usize = 1024;
+
+/// Refuses, as Redis does, a `CLIENT LIST` field (`what`) with a byte outside printable ASCII,
+/// and one longer than [`CLIENT_ATTRIBUTE_BYTES`].
 fn client_attribute(value: &[u8], what: &str) -> Result<(), Reply> {
+    if value.len() > CLIENT_ATTRIBUTE_BYTES {
+        return Err(Reply::err(format!(
+            "{what} may be at most {CLIENT_ATTRIBUTE_BYTES} bytes long here"
+        )));
+    }
     if value.iter().all(|b| (b'!'..=b'~').contains(b)) {
         Ok(())
     } else {

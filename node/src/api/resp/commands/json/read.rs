@@ -301,11 +301,22 @@ pub async fn debug(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     }
 }
 
+/// Replies one `JSON.RESP` may build (one per JSON node, each a few dozen bytes): the text
+/// bound of an answer does not bound them (`[0,0,...]` is two bytes a node), so they are
+/// bounded apart.
+const RESP_NODES: usize = 1_000_000;
+
 /// A JSON value as `JSON.RESP` answers it: `null` nil, booleans simple strings, integers
 /// integers, other numbers and strings bulk strings, arrays `[` then their elements, objects
-/// `{` then their members' names and values.
-fn resp_of(value: &Value) -> Reply {
-    match value {
+/// `{` then their members' names and values; spending a reply per node from `nodes`. Its
+/// recursion is as deep as the document, which apply and writes keep within 64 levels.
+fn resp_of(value: &Value, nodes: &mut usize) -> Result<Reply, Reply> {
+    *nodes = nodes.checked_sub(1).ok_or_else(|| {
+        Reply::err(format!(
+            "the answer would be more than {RESP_NODES} replies; ask for a narrower path"
+        ))
+    })?;
+    Ok(match value {
         Value::Null => Reply::Null,
         Value::Bool(true) => Reply::Simple("true"),
         Value::Bool(false) => Reply::Simple("false"),
@@ -313,19 +324,50 @@ fn resp_of(value: &Value) -> Reply {
             .as_i64()
             .map_or_else(|| Reply::Bulk(Bytes::from(n.to_string())), Reply::Int),
         Value::String(s) => Reply::Bulk(Bytes::from(s.clone())),
-        Value::Array(items) => Reply::Array(
-            std::iter::once(Reply::Simple("["))
-                .chain(items.iter().map(resp_of))
-                .collect(),
-        ),
-        Value::Object(members) => Reply::Array(
-            std::iter::once(Reply::Simple("{"))
-                .chain(members.iter().flat_map(|(name, value)| {
-                    [Reply::Bulk(Bytes::from(name.clone())), resp_of(value)]
-                }))
-                .collect(),
-        ),
-    }
+        Value::Array(items) => {
+            let mut replies = vec![Reply::Simple("[")];
+            for item in items {
+                replies.push(resp_of(item, nodes)?);
+            }
+            Reply::Array(replies)
+        }
+        Value::Object(members) => {
+            let mut replies = vec![Reply::Simple("{")];
+            for (name, value) in members {
+                replies.push(Reply::Bulk(Bytes::from(name.clone())));
+                replies.push(resp_of(value, nodes)?);
+            }
+            Reply::Array(replies)
+        }
+    })
+}
+
+/// `JSON.RESP` (`resp`) and `JSON.DEBUG MEMORY` of `path`'s matches: whole values, so each is
+/// charged its JSON text to what the read may answer (a `$..*` names every subtree once per
+/// ancestor), as `JSON.GET`'s answers are.
+fn rendered(read: &mut JsonRead, path: &JsonPath, found: &[&Value], resp: bool) -> Reply {
+    let mut nodes = RESP_NODES;
+    let mut render = |value: &Value| -> Result<Reply, Reply> {
+        let size = read.text_size(value).map_err(service_error)?;
+        if resp {
+            resp_of(value, &mut nodes)
+        } else {
+            Ok(Reply::Int(size as i64))
+        }
+    };
+    let rendered = if path.is_legacy() {
+        match found.first() {
+            None => return Reply::err(format!("Path '{}' does not exist", path.text())),
+            Some(first) => render(first),
+        }
+    } else {
+        found
+            .iter()
+            .map(|value| render(value))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Reply::Array)
+    };
+    rendered.unwrap_or_else(|refused| refused)
 }
 
 /// `JSON.TYPE`, `JSON.OBJKEYS`, `JSON.OBJLEN`, `JSON.ARRLEN`, `JSON.STRLEN`, `JSON.RESP` and
@@ -346,10 +388,14 @@ pub async fn inspect(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply
         Ok(None) => return Reply::Null,
         Err(e) => return e,
     };
-    let found = match JsonRead::default().matches(&path, &doc) {
+    let mut read = JsonRead::default();
+    let found = match read.matches(&path, &doc) {
         Ok(found) => found,
         Err(e) => return service_error(e),
     };
+    if matches!(name, "json.resp" | "json.debug") {
+        return rendered(&mut read, &path, &found, name == "json.resp");
+    }
     let (expected, answer): (&str, fn(&Value) -> Option<Reply>) = match name {
         "json.type" => ("", |v| {
             Some(Reply::Bulk(Bytes::from_static(
@@ -371,8 +417,6 @@ pub async fn inspect(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply
         "json.arrlen" => ("an array", |v| {
             v.as_array().map(|items| Reply::Int(items.len() as i64))
         }),
-        "json.resp" => ("", |v| Some(resp_of(v))),
-        "json.debug" => ("", |v| Some(Reply::Int(v.to_string().len() as i64))),
         _ => ("a string", |v| {
             v.as_str().map(|s| Reply::Int(s.len() as i64))
         }),
