@@ -256,6 +256,13 @@ pub async fn run(
         tracing::info!("shutting down: no new requests");
         let _ = stop_tx.send(true);
     });
+    // Answers held for clients that have not taken them, over every port (see
+    // `api::output_memory`).
+    let output = api::output_memory::OutputMemory::new(
+        config.client_output_max_bytes,
+        metrics.client_output_bytes.clone(),
+        metrics.clients_evicted.clone(),
+    );
     // A macro, not a closure: the two routers are different service types.
     macro_rules! serve_http {
         ($listener:expr, $router:expr, $tls:expr) => {
@@ -266,6 +273,7 @@ pub async fn run(
                 config.http.clone(),
                 metrics.clone(),
                 $tls,
+                output.clone(),
                 stop_rx.clone(),
                 config.shutdown_timeout,
             )
@@ -285,7 +293,14 @@ pub async fn run(
     let resp = {
         let mut stop = stop_rx.clone();
         let grace = config.shutdown_timeout;
-        let serving = api::resp::serve(resp_listener, service, config.resp.clone(), tls, stop_rx);
+        let serving = api::resp::serve(
+            resp_listener,
+            service,
+            config.resp.clone(),
+            tls,
+            output,
+            stop_rx,
+        );
         async move {
             let deadline = async {
                 let _ = stop.wait_for(|&s| s).await;

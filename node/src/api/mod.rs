@@ -2,5 +2,6 @@
 
 pub mod http;
 pub mod internal;
+pub mod output_memory;
 pub mod resp;
 pub mod tls;

@@ -122,6 +122,14 @@ impl Config {
                 );
             }
         }
+        if self.client_output_max_bytes < crate::model::READ_ANSWER_BYTES {
+            bail!(
+                "CLIENT_OUTPUT_MAX_BYTES: {} is below {} (64 MiB), the most one answer holds: \
+                 a client reading such an answer would be closed for it",
+                self.client_output_max_bytes,
+                crate::model::READ_ANSWER_BYTES
+            );
+        }
         if self.http.max_connections == 0 {
             bail!("HTTP_MAX_CONNECTIONS: must be at least 1");
         }

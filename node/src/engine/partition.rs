@@ -149,16 +149,19 @@ impl PartitionRuntime {
     }
 
     /// Several records as of one moment (a batch boundary of the read index, else one store
-    /// snapshot), in the order asked.
+    /// snapshot), in the order asked; [`StoreError::AnswerTooLarge`] as soon as their stored
+    /// values pass `max_bytes`.
     pub fn get_many<'a>(
         &self,
         keys: impl IntoIterator<Item = (&'a str, &'a str)>,
+        max_bytes: usize,
     ) -> Result<Vec<Option<Record>>, StoreError> {
         let keys: Vec<(&str, &str)> = keys.into_iter().collect();
         let encoded: Vec<Vec<u8>> = keys.iter().map(|(pk, sk)| encode_key(pk, sk)).collect();
-        let Some(values) = self.index.get_many(&encoded) else {
-            return self.store.get_many(keys);
+        let Some(values) = self.index.get_many(&encoded, max_bytes) else {
+            return self.store.get_many(keys, max_bytes);
         };
+        let values = values?;
         let now = now_ms();
         keys.iter()
             .zip(values)

@@ -370,7 +370,13 @@ impl ReadIndex {
 
     /// Looks up several encoded keys as of one batch boundary, in order; `None` when the index
     /// cannot answer (off, or the applier kept changing it), and the caller reads the store.
-    pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Option<Vec<Option<Slice>>> {
+    /// [`StoreError::AnswerTooLarge`] as soon as the values found pass `max_bytes` (the rest
+    /// are not copied).
+    pub fn get_many<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        max_bytes: usize,
+    ) -> Option<Result<Vec<Option<Slice>>, StoreError>> {
         for _ in 0..MANY_ATTEMPTS {
             let before = self.version.load(Ordering::Acquire);
             if before % 2 == 1 {
@@ -378,9 +384,16 @@ impl ReadIndex {
                 continue;
             }
             let mut found = Vec::with_capacity(keys.len());
+            let mut bytes = 0usize;
             for key in keys {
                 match self.get(key.as_ref()) {
-                    Lookup::Found(value) => found.push(Some(value)),
+                    Lookup::Found(value) => {
+                        bytes += value.len();
+                        if bytes > max_bytes {
+                            return Some(Err(StoreError::AnswerTooLarge { limit: max_bytes }));
+                        }
+                        found.push(Some(value));
+                    }
                     Lookup::Absent => found.push(None),
                     Lookup::Unknown => return None,
                 }
@@ -388,7 +401,7 @@ impl ReadIndex {
             // A lookup that saw a write of the batch in progress took its shard's lock after the
             // applier released it, so this load sees the version the applier made odd (or later).
             if self.version.load(Ordering::Acquire) == before {
-                return Some(found);
+                return Some(Ok(found));
             }
         }
         None
@@ -661,14 +674,15 @@ mod tests {
                 .map(|_| {
                     scope.spawn(|| {
                         while !stop.load(Ordering::Relaxed) {
-                            match index.get_many(&keys) {
-                                Some(values) => {
+                            match index.get_many(&keys, usize::MAX) {
+                                Some(Ok(values)) => {
                                     let first = values[0].clone().expect("written");
                                     for value in &values {
                                         assert_eq!(value.as_ref(), Some(&first), "a torn read");
                                     }
                                     answered.fetch_add(1, Ordering::Relaxed);
                                 }
+                                Some(Err(e)) => panic!("{e}"),
                                 None => {
                                     refused.fetch_add(1, Ordering::Relaxed);
                                 }
@@ -700,10 +714,24 @@ mod tests {
             refused.load(Ordering::Relaxed)
         );
         // Once the applier is quiet, every read is answered, with the last batch.
-        let values = index.get_many(&keys).expect("a quiet index answers");
+        let values = index
+            .get_many(&keys, usize::MAX)
+            .expect("a quiet index answers")
+            .unwrap();
         let expected = last.to_string().into_bytes();
         assert!(values.iter().all(|v| v.as_deref() == Some(&expected[..])));
         // An index that is off never answers.
-        assert_eq!(ReadIndex::off().get_many(&keys), None);
+        assert!(ReadIndex::off().get_many(&keys, usize::MAX).is_none());
+        // Values past the bytes asked for end the read, whatever the keys that follow.
+        let (each, total) = (expected.len(), keys.len() * expected.len());
+        assert!(matches!(
+            index.get_many(&keys, total - 1),
+            Some(Err(StoreError::AnswerTooLarge { limit })) if limit == total - 1
+        ));
+        assert_eq!(
+            index.get_many(&keys, total).unwrap().unwrap().len(),
+            keys.len(),
+            "values of {each} bytes each, {total} in all"
+        );
     }
 }

@@ -3,11 +3,12 @@
 //! per request ([`LIST_LIMITS`]), and the scan stops as soon as the caller goes away.
 
 use super::cancel::Cancellation;
+use super::read::answer_bytes;
 use super::route::Route;
 use super::{ErrorKind, Service, ServiceError};
 use crate::cond::{Budget, CondError, Conditions, LIST_LIMITS, Subject};
 use crate::engine::PartitionRuntime;
-use crate::model::{ListRequest, Record, partition_of};
+use crate::model::{ListRequest, READ_ANSWER_BYTES, Record, partition_of};
 use crate::store::StoreError;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -211,6 +212,9 @@ fn scan_page(
     // budget resumes.
     let mut examined: Option<String> = None;
     let mut stopped = false;
+    // What the page answers: past READ_ANSWER_BYTES it ends, with a cursor (10,000 records of
+    // 512 KiB made one 5 GB answer).
+    let mut bytes = 0usize;
     for record in scan.by_ref() {
         if cancellation.is_cancelled() {
             return Err(ScanError::Cancelled);
@@ -250,6 +254,12 @@ fn scan_page(
                 }
                 Err(e) => return Err(ScanError::Condition(e.to_string())),
             }
+        }
+        bytes += answer_bytes(&record);
+        if bytes > READ_ANSWER_BYTES && !page.records.is_empty() {
+            // The next page starts at this record.
+            page.next_cursor = examined;
+            return Ok(page);
         }
         examined = Some(record.sk.clone());
         page.records.push(record);

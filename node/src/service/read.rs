@@ -5,11 +5,29 @@
 use super::route::Route;
 use super::{Service, ServiceError, Token};
 use crate::engine::PartitionRuntime;
-use crate::model::{Key, Position, Record, partition_of};
+use crate::model::{Key, Position, READ_ANSWER_BYTES, Record, partition_of};
+use crate::store::StoreError;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// What one record adds to an answer, as the bound on answers counts it: its keys and data.
+pub(super) fn answer_bytes(record: &Record) -> usize {
+    record.pk.len() + record.sk.len() + record.data_json.len()
+}
+
+/// The error of a read whose answer would pass `limit` bytes.
+pub(super) fn too_large(limit: usize) -> ServiceError {
+    ServiceError::bad_request(
+        "read_too_large",
+        format!(
+            "the records this read answers add up to more than {} MiB, more than one answer \
+             may hold: read fewer at a time",
+            limit >> 20
+        ),
+    )
+}
 
 /// Partitions read locally, with the key indexes of each.
 type LocalGroups = Vec<(u32, Arc<PartitionRuntime>, Vec<usize>)>;
@@ -89,6 +107,11 @@ impl Service {
         for (i, record) in local_found?.into_iter().chain(remote_found?) {
             found[i] = record;
         }
+        // Each owner bounded its part; together they answer no more than one node would.
+        let bytes: usize = found.iter().flatten().map(answer_bytes).sum();
+        if bytes > READ_ANSWER_BYTES {
+            return Err(too_large(READ_ANSWER_BYTES));
+        }
         Ok(found.into_iter().flatten().collect())
     }
 
@@ -149,16 +172,24 @@ impl Service {
         groups
     }
 
-    /// Reads each local partition's keys from one snapshot.
+    /// Reads each local partition's keys from one snapshot, within [`READ_ANSWER_BYTES`]
+    /// together (a request naming a 512 KiB value 1,000 times built 500 MB answers, several
+    /// times over, before this bound).
     fn read_groups(
         &self,
         keys: &[Key],
         groups: LocalGroups,
     ) -> Result<Vec<(usize, Option<Record>)>, ServiceError> {
         let mut found = Vec::with_capacity(keys.len());
+        let mut left = READ_ANSWER_BYTES;
         for (partition, runtime, indexes) in groups {
             if let [i] = indexes[..] {
-                found.push((i, self.read_one(&runtime, &keys[i])?));
+                let record = self.read_one(&runtime, &keys[i])?;
+                let bytes = record.as_ref().map_or(0, answer_bytes);
+                left = left
+                    .checked_sub(bytes)
+                    .ok_or_else(|| too_large(READ_ANSWER_BYTES))?;
+                found.push((i, record));
                 continue;
             }
             let started = Instant::now();
@@ -167,8 +198,18 @@ impl Service {
                     indexes
                         .iter()
                         .map(|&i| (keys[i].pk.as_str(), keys[i].sk.as_str())),
+                    left,
                 )
-                .map_err(|e| self.read_failed(partition, e))?;
+                .map_err(|e| match e {
+                    StoreError::AnswerTooLarge { .. } => too_large(READ_ANSWER_BYTES),
+                    e => self.read_failed(partition, e),
+                })?;
+            // Stored values and answered records differ by headers and keys: the bound is
+            // on the latter.
+            let bytes: usize = records.iter().flatten().map(answer_bytes).sum();
+            left = left
+                .checked_sub(bytes)
+                .ok_or_else(|| too_large(READ_ANSWER_BYTES))?;
             let hits = records.iter().filter(|r| r.is_some()).count();
             self.metrics.observe_partition(
                 if hits == 0 { "get_full_miss" } else { "get" },

@@ -14,10 +14,11 @@
 //! release without it is it walked here key by key through proxied reads.
 
 use super::keyspace::keys_query;
+use super::read::answer_bytes;
 use super::route::Route;
 use super::{Service, ServiceError, Token};
 use crate::model::peer::ScanQuery;
-use crate::model::{ListRequest, Position, Record};
+use crate::model::{ListRequest, Position, READ_ANSWER_BYTES, Record};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -181,7 +182,8 @@ impl Service {
     /// About `limit` records of pks starting with `pk_prefix` from `cursor` on (0: the node's
     /// list page size), over every partition of the region in order, read here or at an owner
     /// (one request per partition part of the page). A page may hold fewer (even none) and
-    /// still have a cursor: it reads about four times `limit` keys at most.
+    /// still have a cursor: it reads about four times `limit` keys at most, and ends once its
+    /// records pass [`READ_ANSWER_BYTES`].
     pub async fn scan(
         &self,
         cursor: Option<&str>,
@@ -213,6 +215,7 @@ impl Service {
         // cursor, so no request walks an unbounded keyspace.
         let max_reads = max_reads(limit);
         let mut reads = 0usize;
+        let mut bytes = 0usize;
         loop {
             let partition = at.partition;
             let part = self
@@ -224,6 +227,7 @@ impl Service {
                     min_offsets,
                 )
                 .await?;
+            bytes += part.records.iter().map(answer_bytes).sum::<usize>();
             page.records.extend(part.records);
             reads = reads.saturating_add(part.reads);
             if let Some(text) = &part.token {
@@ -240,7 +244,7 @@ impl Service {
                 partition: partition + 1,
                 ..Cursor::START
             };
-            if page.records.len() >= limit || reads >= max_reads {
+            if page.records.len() >= limit || reads >= max_reads || bytes >= READ_ANSWER_BYTES {
                 page.next_cursor = Some(at.encode());
                 return Ok(page);
             }
@@ -360,6 +364,9 @@ impl Service {
         } = scope;
         let partition = at.partition;
         let mut part = PartitionScan::default();
+        // What the part answers: it ends, with a cursor, once past READ_ANSWER_BYTES (each
+        // key's list page is bounded so too).
+        let mut bytes = 0usize;
         loop {
             let ask = limit - part.records.len();
             let query = keys_query(partition, at.hash, ask, min_offsets);
@@ -397,15 +404,21 @@ impl Service {
                         Reach::Local => self.list_local(request).await?,
                         Reach::Routed => self.list(request).await?,
                     };
+                    bytes += listed.records.iter().map(answer_bytes).sum::<usize>();
                     part.records.extend(listed.records);
                     list_cursor = listed.next_cursor;
                     part.reads += 1;
-                    let full = part.records.len() >= limit || part.reads >= max_reads;
+                    let full = part.records.len() >= limit
+                        || part.reads >= max_reads
+                        || bytes >= READ_ANSWER_BYTES;
                     if list_cursor.is_none() || full {
                         break;
                     }
                 }
-                if part.records.len() >= limit || part.reads >= max_reads {
+                if part.records.len() >= limit
+                    || part.reads >= max_reads
+                    || bytes >= READ_ANSWER_BYTES
+                {
                     let within = list_cursor.map_or(Within::Done, Within::From);
                     part.next = Some(Cursor {
                         partition,

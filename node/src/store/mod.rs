@@ -76,6 +76,14 @@ pub enum StoreError {
     Fjall(#[from] fjall::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A read of several records stopped where their values passed what one answer may hold
+    /// (the caller's error, not the store's: nothing is wrong with the partition).
+    #[error(
+        "the records read add up to more than {} MiB, more than one answer may hold: read fewer \
+         at a time",
+        .limit >> 20
+    )]
+    AnswerTooLarge { limit: usize },
     #[error(
         "the store in {path} is in use by another process (another firescroll node on the same \
          DB_PATH?): stop that process, or give this node its own DB_PATH"

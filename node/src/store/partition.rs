@@ -458,6 +458,7 @@ impl PartitionStore {
     pub fn get_many<'a>(
         &self,
         keys: impl IntoIterator<Item = (&'a str, &'a str)>,
+        max_bytes: usize,
     ) -> Result<Vec<Option<Record>>> {
         let mut keys = keys.into_iter().peekable();
         let Some(first) = keys.next() else {
@@ -469,11 +470,18 @@ impl PartitionStore {
         }
         let snapshot = self.db.snapshot();
         let now = now_ms();
-        let keys = std::iter::once(first).chain(keys);
-        keys.into_iter()
+        let mut bytes = 0usize;
+        std::iter::once(first)
+            .chain(keys)
             .map(
                 |(pk, sk)| match snapshot.get(&self.records, encode_key(pk, sk))? {
-                    Some(v) => live_record(pk, sk, &v, now),
+                    Some(v) => {
+                        bytes += v.len();
+                        if bytes > max_bytes {
+                            return Err(StoreError::AnswerTooLarge { limit: max_bytes });
+                        }
+                        live_record(pk, sk, &v, now)
+                    }
                     None => Ok(None),
                 },
             )

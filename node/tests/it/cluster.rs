@@ -209,11 +209,7 @@ fn redis(node: &Node) -> redis::Connection {
 }
 
 fn metric(node: &Node, name_and_labels: &str) -> f64 {
-    let (_, text) = node.get_url(&node.internal_url("/metrics"));
-    text.lines()
-        .filter(|l| l.starts_with(name_and_labels))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    node.metric(name_and_labels)
 }
 
 #[test]

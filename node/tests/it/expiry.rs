@@ -292,10 +292,7 @@ fn expired_total(node: &Node) -> u64 {
 }
 
 fn metric(node: &Node, prefix: &str) -> u64 {
-    let (_, body) = node.get_url(&node.internal_url("/metrics"));
-    body.lines()
-        .find_map(|l| l.strip_prefix(prefix))
-        .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
+    node.metric(prefix) as u64
 }
 
 #[test]

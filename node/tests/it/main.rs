@@ -3,6 +3,7 @@
 
 mod common;
 
+mod answer_bounds;
 mod auth;
 mod bad_input;
 mod cluster;

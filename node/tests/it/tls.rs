@@ -182,10 +182,7 @@ fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
 
 /// A counter's value from the node's /metrics, 0 when it has no sample yet.
 fn metric(node: &Node, series: &str) -> f64 {
-    let (_, text) = node.get_url(&node.internal_url("/metrics"));
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
+    node.metric(series)
 }
 
 #[test]

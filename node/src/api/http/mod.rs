@@ -5,6 +5,7 @@ mod admin;
 mod body;
 mod cluster;
 mod header_timer;
+mod held_body;
 mod layers;
 mod plugins;
 mod records;
@@ -80,11 +81,15 @@ pub fn router(service: Service) -> layers::LayersWhenNeeded {
     layers::LayersWhenNeeded::new(service.clone(), |gzip, cors| {
         let mut api = api.clone();
         if gzip {
-            api = api.layer(
-                CompressionLayer::new()
-                    .gzip(true)
-                    .compress_when(DefaultPredicate::new().and(SizeAbove::new(GZIP_MIN_BYTES))),
-            );
+            api = api
+                .layer(axum::middleware::from_fn(
+                    held_body::count_before_compression,
+                ))
+                .layer(
+                    CompressionLayer::new()
+                        .gzip(true)
+                        .compress_when(DefaultPredicate::new().and(SizeAbove::new(GZIP_MIN_BYTES))),
+                );
         }
         if cors {
             api = api.layer(CorsLayer::permissive());

@@ -6,11 +6,14 @@
 
 use super::body::admit;
 use super::header_timer::ConnectionTimer;
+use super::held_body::counted;
+use crate::api::output_memory::OutputMemory;
 use crate::api::tls::{self, Tls, TlsPort};
 use crate::config::HttpLimits;
 use crate::metrics::Metrics;
 use crate::service::watch_client;
 use axum::extract::Request;
+use axum::http::header::ACCEPT_ENCODING;
 use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -49,7 +52,8 @@ fn plaintext_on_tls_port() -> Vec<u8> {
 /// Serves `router` (an axum router, or any service answering as one) on `listener` until `stop`
 /// turns true, then lets open requests finish for at most `grace` before returning. Request
 /// bodies are bounded by `max_body_bytes` and `limits.body_timeout` (see `api/http/body.rs`).
-/// With `tls`, every connection is HTTPS (HTTP/2 offered by ALPN).
+/// With `tls`, every connection is HTTPS (HTTP/2 offered by ALPN). Large answers count in
+/// `output` while they are sent; a connection the node closes for them ends at once.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve<R>(
     listener: TcpListener,
@@ -58,6 +62,7 @@ pub async fn serve<R>(
     limits: HttpLimits,
     metrics: Arc<Metrics>,
     tls: Option<Arc<Tls>>,
+    output: Arc<OutputMemory>,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) where
@@ -103,6 +108,7 @@ pub async fn serve<R>(
         let (router, builder, watcher) = (router.clone(), builder.clone(), graceful.watcher());
         let (tls, metrics) = (tls.clone(), metrics.clone());
         let first_bytes = limits.header_timeout;
+        let holder = Arc::new(output.holder("http"));
         tokio::spawn(async move {
             let _slot = slot;
             // Telling HTTP/1 from HTTP/2 waits for the first bytes with no timeout of its own: a
@@ -121,11 +127,18 @@ pub async fn serve<R>(
                 }
             };
             let body_timeout = limits.body_timeout;
-            let service = tower::service_fn(move |request: Request<Incoming>| {
-                let (router, client) = (router.clone(), client.clone());
+            let answers = holder.clone();
+            let service = tower::service_fn(move |mut request: Request<Incoming>| {
+                let (router, client, answers) = (router.clone(), client.clone(), answers.clone());
+                if request.headers().contains_key(ACCEPT_ENCODING) {
+                    // For the count inside the compression layer (see `held_body`).
+                    request.extensions_mut().insert(answers.clone());
+                }
                 async move {
                     match admit(request, max_body_bytes, body_timeout).await {
-                        Ok(request) => watch_client(client, router.oneshot(request)).await,
+                        Ok(request) => watch_client(client, router.oneshot(request))
+                            .await
+                            .map(|response| counted(response, &answers)),
                         Err(refused) => Ok(refused),
                     }
                 }
@@ -134,36 +147,44 @@ pub async fn serve<R>(
             let mut builder = (*builder).clone();
             builder.http1().timer(ConnectionTimer::new());
             let service = TowerToHyperService::new(service);
-            let ended = match tls {
-                None => {
-                    let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    watcher.watch(connection).await
+            let serving = async {
+                match tls {
+                    None => {
+                        let connection = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .into_owned();
+                        watcher.watch(connection).await
+                    }
+                    Some(tls) => {
+                        let Some(stream) = tls::accept(
+                            &tls,
+                            TlsPort::Http,
+                            stream,
+                            first_bytes,
+                            &plaintext_on_tls_port(),
+                            &metrics,
+                        )
+                        .await
+                        else {
+                            return Ok(());
+                        };
+                        // ALPN said which protocol: no waiting for the first bytes to tell.
+                        let builder = match stream.get_ref().1.alpn_protocol() {
+                            Some(b"h2") => builder.http2_only(),
+                            _ => builder.http1_only(),
+                        };
+                        let connection = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .into_owned();
+                        watcher.watch(connection).await
+                    }
                 }
-                Some(tls) => {
-                    let Some(stream) = tls::accept(
-                        &tls,
-                        TlsPort::Http,
-                        stream,
-                        first_bytes,
-                        &plaintext_on_tls_port(),
-                        &metrics,
-                    )
-                    .await
-                    else {
-                        return;
-                    };
-                    // ALPN said which protocol: no waiting for the first bytes to tell.
-                    let builder = match stream.get_ref().1.alpn_protocol() {
-                        Some(b"h2") => builder.http2_only(),
-                        _ => builder.http1_only(),
-                    };
-                    let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    watcher.watch(connection).await
-                }
+            };
+            // Closed by the node for the answers its client has not taken: dropping the
+            // connection drops them.
+            let ended = tokio::select! {
+                ended = serving => ended,
+                () = holder.evicted() => return,
             };
             if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "HTTP connection ended");

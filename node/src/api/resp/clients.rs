@@ -1,5 +1,6 @@
 //! The open connections of the Redis port, for `CLIENT LIST` and `CLIENT KILL`.
 
+use crate::api::output_memory::OutputHolder;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,8 @@ pub struct ClientHandle {
     addr: SocketAddr,
     activity: Mutex<Activity>,
     kill: Notify,
+    /// The replies it holds that its client has not taken, in the node's bound.
+    output: OutputHolder,
 }
 
 struct Activity {
@@ -66,9 +69,18 @@ impl ClientHandle {
         self.addr
     }
 
-    /// Resolves when `CLIENT KILL` selects this connection.
+    /// Resolves when `CLIENT KILL` selects this connection, or when the node closes it for the
+    /// replies it holds (`CLIENT_OUTPUT_MAX_BYTES`).
     pub async fn killed(&self) {
-        self.kill.notified().await
+        tokio::select! {
+            () = self.kill.notified() => {}
+            () = self.output.evicted() => {}
+        }
+    }
+
+    /// Notes that the connection holds `bytes` of replies its client has not taken.
+    pub fn hold_output(&self, bytes: usize) {
+        self.output.hold(bytes);
     }
 }
 
@@ -89,8 +101,15 @@ pub struct KillFilter {
 }
 
 impl ClientRegistry {
-    /// Adds a connection; it notes its activity through the returned handle.
-    pub fn register(&self, id: u64, addr: SocketAddr, local: SocketAddr) -> Arc<ClientHandle> {
+    /// Adds a connection; it notes its activity, and the replies it holds (in `output`),
+    /// through the returned handle.
+    pub fn register(
+        &self,
+        id: u64,
+        addr: SocketAddr,
+        local: SocketAddr,
+        output: OutputHolder,
+    ) -> Arc<ClientHandle> {
         let now = Instant::now();
         let handle = Arc::new(ClientHandle {
             addr,
@@ -103,6 +122,7 @@ impl ClientRegistry {
                 lib_ver: String::new(),
             }),
             kill: Notify::new(),
+            output,
         });
         self.lock().insert(
             id,
@@ -209,10 +229,13 @@ fn line(
     proto: u8,
     lib: &Activity,
 ) -> String {
+    // What Redis's `omem` counts: replies held for the client (its `tot-mem` adds buffers this
+    // port does not measure).
+    let omem = c.handle.output.held();
     format!(
         "id={id} addr={} laddr={} fd=0 name={name} age={} idle={idle_secs} flags=N db=0 sub=0 \
-         psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 \
-         tot-mem=0 events=r cmd={command} user=default redir=-1 resp={proto} lib-name={} \
+         psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem={omem} \
+         tot-mem={omem} events=r cmd={command} user=default redir=-1 resp={proto} lib-name={} \
          lib-ver={}\n",
         c.addr,
         c.local,

@@ -26,6 +26,14 @@ const FLUSH_AT: usize = 64 * 1024;
 /// reads from holding more than this of the node's memory.
 const OUTPUT_HELD_MAX: usize = 32 << 20;
 
+/// An empty reply buffer larger than this is let go (a connection that once answered a large
+/// `MGET` kept its buffer, hundreds of MB, until it closed).
+const OUTPUT_KEPT_CAPACITY: usize = 1 << 20;
+
+/// How long the last write before a close waits for a client that takes nothing, when idle
+/// connections are never closed (`RESP_IDLE_TIMEOUT_SEC=0`).
+const LAST_WRITE_MAX: Duration = Duration::from_secs(60);
+
 pub async fn run(
     mut stream: Socket,
     id: u64,
@@ -45,14 +53,17 @@ pub async fn run(
     // computed at apply (INCR) are filled in from the outcomes.
     let mut held: Vec<Reply> = Vec::new();
     let mut deferred: Vec<Deferred> = Vec::new();
-    // Registered once for the connection's life, not once per read: the kill and stop signals,
-    // and the idle timer (moved forward before each read, which costs no timer-wheel work).
-    let killed = client.killed();
-    tokio::pin!(killed);
-    let stopped = async move {
-        let _ = stop.wait_for(|&s| s).await;
+    // Registered once for the connection's life, not once per read: the end signals (CLIENT
+    // KILL, the node's output bound, the node's stop), and the idle timer (moved forward before
+    // each read, which costs no timer-wheel work).
+    let ended = async {
+        tokio::select! {
+            () = client.killed() => {}
+            _ = stop.wait_for(|&s| s) => {}
+        }
     };
-    tokio::pin!(stopped);
+    tokio::pin!(ended);
+    let last_write = config.idle_timeout.unwrap_or(LAST_WRITE_MAX);
     let idle = tokio::time::sleep(config.idle_timeout.unwrap_or(Duration::MAX / 4));
     tokio::pin!(idle);
     // The connection ends by returning from this block, wherever it does: its last commands
@@ -109,14 +120,16 @@ pub async fn run(
                         // It may wait long (or, as Redis's, without a limit): the replies before
                         // it go out first, and it ends with its client, a CLIENT KILL or the
                         // node's stop.
-                        if flush(&mut stream, &mut output).await.is_err() {
+                        if flush(&mut stream, &mut output, &client, ended.as_mut(), config)
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                         let reply = tokio::select! {
                             reply = execute(&mut ctx, args, &mut latencies, &mut clock) => reply,
                             () = stream.peer_closed() => return,
-                            () = &mut killed => return,
-                            () = &mut stopped => return,
+                            () = &mut ended => return,
                         };
                         reply.encode(session.proto, &mut output);
                     }
@@ -124,11 +137,14 @@ pub async fn run(
                         let reply = execute(&mut ctx, args, &mut latencies, &mut clock).await;
                         reply.encode(session.proto, &mut output);
                         if session.closing {
-                            stream.close_with(&output).await;
+                            stream.close_with(&output, last_write).await;
                             return;
                         }
                         if output.len() >= FLUSH_AT {
-                            if flush(&mut stream, &mut output).await.is_err() {
+                            if flush(&mut stream, &mut output, &client, ended.as_mut(), config)
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                             clock = std::time::Instant::now();
@@ -152,14 +168,18 @@ pub async fn run(
                             "closing a Redis connection after a protocol error"
                         );
                         Reply::err(e).encode(session.proto, &mut output);
-                        stream.close_with(&output).await;
+                        stream.close_with(&output, last_write).await;
                         return;
                     }
                 }
             }
             latencies.flush();
             session.count_commands(&shared.stats);
-            if !output.is_empty() && flush(&mut stream, &mut output).await.is_err() {
+            if !output.is_empty()
+                && flush(&mut stream, &mut output, &client, ended.as_mut(), config)
+                    .await
+                    .is_err()
+            {
                 return;
             }
             if let Some(timeout) = config.idle_timeout {
@@ -185,7 +205,11 @@ pub async fn run(
                 // Commands, and replies the client had no room for yet: written as it takes
                 // them, while its commands go on being read.
                 progress = stream.read_or_write(&mut input, &mut output) => match progress {
-                    Ok(Progress::Read(1..) | Progress::Wrote) => {}
+                    Ok(Progress::Read(1..)) => {}
+                    Ok(Progress::Wrote) => {
+                        release_capacity(&mut output);
+                        client.hold_output(output.len());
+                    }
                     // EOF or a broken connection.
                     _ => return,
                 },
@@ -229,12 +253,11 @@ pub async fn run(
                         line = session.monitor.as_mut().and_then(|m| m.try_next());
                     }
                 }
-                () = &mut stopped => return,
-                // CLIENT KILL from another connection.
-                () = &mut killed => return,
+                // CLIENT KILL from another connection, the node's output bound, its stop.
+                () = &mut ended => return,
             }
             if overflow {
-                stream.close_with(&output).await;
+                stream.close_with(&output, last_write).await;
                 return;
             }
         }
@@ -244,12 +267,35 @@ pub async fn run(
 }
 
 /// Writes what the socket takes now, then waits for the rest only while more than
-/// [`OUTPUT_HELD_MAX`] would stay held. `Err` when the connection is broken.
-async fn flush(stream: &mut Socket, output: &mut BytesMut) -> std::io::Result<()> {
+/// [`OUTPUT_HELD_MAX`] would stay held, noting what stays held in the node's output bound. `Err`
+/// when the connection is broken or must end (`ended`: killed, past the node's output bound,
+/// the node stopping), or when its client took nothing for the idle timeout meanwhile.
+async fn flush(
+    stream: &mut Socket,
+    output: &mut BytesMut,
+    client: &ClientHandle,
+    mut ended: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    config: &RespConfig,
+) -> std::io::Result<()> {
     stream.write_now(output)?;
-    if output.len() >= OUTPUT_HELD_MAX {
-        stream.write_all(output).await?;
-        output.clear();
+    while output.len() >= OUTPUT_HELD_MAX {
+        client.hold_output(output.len());
+        // Reset whenever the client takes some: a slow reader goes on, one that stopped ends.
+        let stalled = tokio::time::sleep(config.idle_timeout.unwrap_or(Duration::MAX / 4));
+        tokio::select! {
+            wrote = stream.write_some(output) => wrote?,
+            () = ended.as_mut() => return Err(std::io::ErrorKind::ConnectionAborted.into()),
+            () = stalled => return Err(std::io::ErrorKind::TimedOut.into()),
+        }
     }
+    release_capacity(output);
+    client.hold_output(output.len());
     Ok(())
+}
+
+/// Lets go of an empty reply buffer grown past [`OUTPUT_KEPT_CAPACITY`].
+fn release_capacity(output: &mut BytesMut) {
+    if output.is_empty() && output.capacity() > OUTPUT_KEPT_CAPACITY {
+        *output = BytesMut::with_capacity(16 * 1024);
+    }
 }

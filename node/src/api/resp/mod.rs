@@ -11,6 +11,7 @@ mod socket;
 
 pub use frame::FrameLimits;
 
+use crate::api::output_memory::OutputMemory;
 use crate::api::tls::{self, Tls, TlsPort};
 use crate::service::Service;
 use commands::Shared;
@@ -37,12 +38,14 @@ const PLAINTEXT_ON_TLS_PORT: &[u8] = b"-ERR this port speaks TLS (TLS_CERT_PATH 
 with TLS (redis-cli --tls --cacert ca.pem, a rediss:// URL)\r\n";
 
 /// Serves RESP on `listener` until `stop` turns true; then stops accepting, lets each connection
-/// finish the command it is running, and returns. With `tls`, every connection is TLS.
+/// finish the command it is running, and returns. With `tls`, every connection is TLS. Replies
+/// held for clients that have not taken them count in `output`.
 pub async fn serve(
     listener: TcpListener,
     service: Service,
     config: RespConfig,
     tls: Option<Arc<Tls>>,
+    output: Arc<OutputMemory>,
     mut stop: watch::Receiver<bool>,
 ) {
     let port = listener.local_addr().map_or(0, |a| a.port());
@@ -90,7 +93,9 @@ pub async fn serve(
         shared.stats.connections.fetch_add(1, Ordering::Relaxed);
         shared.stats.clients.fetch_add(1, Ordering::Relaxed);
         let local = stream.local_addr().unwrap_or(peer);
-        let client = shared.clients.register(id, peer, local);
+        let client = shared
+            .clients
+            .register(id, peer, local, output.holder("redis"));
         connections.spawn(async move {
             let socket = match tls {
                 None => Some(Socket::Plain(stream)),

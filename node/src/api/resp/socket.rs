@@ -104,6 +104,32 @@ impl Socket {
         }
     }
 
+    /// Waits until the socket takes some of `output` (at least one byte), and writes what it
+    /// takes.
+    pub async fn write_some(&mut self, output: &mut BytesMut) -> io::Result<()> {
+        match self {
+            Socket::Plain(stream) => {
+                stream.writable().await?;
+                write_now_plain(stream, output)
+            }
+            Socket::Tls(stream) => {
+                std::future::poll_fn(|cx| match Pin::new(&mut **stream).poll_write(cx, output) {
+                    Poll::Ready(Ok(0)) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => {
+                        output.advance(n);
+                        if output.is_empty() {
+                            output.clear();
+                        }
+                        Poll::Ready(Ok(()))
+                    }
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                })
+                .await
+            }
+        }
+    }
+
     /// Writes all of `bytes`, waiting as long as it takes.
     pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         match self {
@@ -116,12 +142,16 @@ impl Socket {
     }
 
     /// The last write before the connection closes (an error, `QUIT`): TLS also says goodbye
-    /// (close_notify), so the client reads it as the end, not as a cut connection.
-    pub async fn close_with(&mut self, bytes: &[u8]) {
-        let _ = self.write_all(bytes).await;
-        if let Socket::Tls(stream) = self {
-            let _ = stream.shutdown().await;
-        }
+    /// (close_notify), so the client reads it as the end, not as a cut connection. A client
+    /// that takes nothing for `within` is left at that.
+    pub async fn close_with(&mut self, bytes: &[u8], within: std::time::Duration) {
+        let _ = tokio::time::timeout(within, async {
+            let _ = self.write_all(bytes).await;
+            if let Socket::Tls(stream) = self {
+                let _ = stream.shutdown().await;
+            }
+        })
+        .await;
     }
 }
 

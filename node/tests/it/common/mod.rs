@@ -300,6 +300,21 @@ impl Node {
         self.child.as_ref().expect("node is running").id()
     }
 
+    /// The sum of the node's `/metrics` samples whose line starts with `series` (a name and
+    /// labels, or a name and a space), 0 when there is none yet.
+    pub fn metric(&self, series: &str) -> f64 {
+        let (_, text) = self.get_url(&self.internal_url("/metrics"));
+        text.lines()
+            .filter_map(|l| {
+                l.strip_prefix(series)?
+                    .rsplit(' ')
+                    .next()?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .sum()
+    }
+
     /// The process's resident memory, in MiB.
     pub fn resident_mib(&self) -> u64 {
         let child = self.child.as_ref().expect("node is running");

@@ -59,7 +59,8 @@ pub(super) async fn all_fields(
     let [pk] = args else {
         return Err(wrong_arity(name));
     };
-    ctx.scan_all(text(pk)?, String::new()).await
+    ctx.scan_within(text(pk)?, String::new(), crate::model::READ_ANSWER_BYTES)
+        .await
 }
 
 /// `HGETALL key`: a map under RESP3.

@@ -469,6 +469,7 @@ pub async fn memory(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             .iter()
             .map(|r| pk.len() + r.sk.len() + super::value_of(r).len())
             .sum::<usize>();
+        true
     });
     match summed.await {
         Ok(()) if records == 0 => Reply::Null,

@@ -95,22 +95,24 @@ pub async fn keys(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     };
     let min_offsets = ctx.all_written();
     let mut found = Vec::new();
+    let mut bytes = 0usize;
     let mut cursor = 0;
     loop {
         let page = match ctx.service.scan_keys(cursor, 1000, &min_offsets).await {
             Ok(page) => page,
             Err(e) => return service_error(e),
         };
-        found.extend(
-            page.keys
-                .into_iter()
-                .filter(|k| glob_match(pattern, k.pk.as_bytes()))
-                .map(|k| Reply::Bulk(super::wire_key(&k.pk))),
-        );
-        if found.len() > KEYS_LIMIT {
+        for key in page.keys {
+            if glob_match(pattern, key.pk.as_bytes()) {
+                bytes += key.pk.len();
+                found.push(Reply::Bulk(super::wire_key(&key.pk)));
+            }
+        }
+        if found.len() > KEYS_LIMIT || bytes > crate::model::READ_ANSWER_BYTES {
             return Reply::err(format!(
-                "KEYS would answer more than {KEYS_LIMIT} keys; use SCAN with MATCH to walk them \
-                 in pages"
+                "KEYS would answer more than {KEYS_LIMIT} keys or {} MiB; use SCAN with MATCH to \
+                 walk them in pages",
+                crate::model::READ_ANSWER_BYTES >> 20
             ));
         }
         if page.cursor == 0 {

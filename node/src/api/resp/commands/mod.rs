@@ -1174,12 +1174,13 @@ impl Context<'_> {
     }
 
     /// Hands each page of the stored records of `pk` whose sk starts with `prefix` to `each`,
-    /// in sk order; only one page is held at a time (the transaction's writes are not seen).
+    /// in sk order, until it answers false; only one page is held at a time (the transaction's
+    /// writes are not seen).
     async fn scan_pages(
         &self,
         pk: &str,
         prefix: &str,
-        mut each: impl FnMut(Vec<Record>),
+        mut each: impl FnMut(Vec<Record>) -> bool,
     ) -> Result<(), Reply> {
         let mut cursor = None;
         loop {
@@ -1194,19 +1195,49 @@ impl Context<'_> {
                 })
                 .await
                 .map_err(service_error)?;
-            each(page.records);
+            let go_on = each(page.records);
             match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => return Ok(()),
+                Some(next) if go_on => cursor = Some(next),
+                _ => return Ok(()),
             }
         }
     }
 
     /// Every record of `pk` whose sk starts with `prefix`, with a transaction's earlier writes.
     async fn scan_all(&self, pk: String, prefix: String) -> Result<Vec<Record>, Reply> {
+        self.scan_within(pk, prefix, usize::MAX).await
+    }
+
+    /// [`Context::scan_all`] for an answer: refused once the records read pass `most` bytes
+    /// (a hash of 200,000 fields of 512 KiB was read whole for one `HGETALL`).
+    async fn scan_within(
+        &self,
+        pk: String,
+        prefix: String,
+        most: usize,
+    ) -> Result<Vec<Record>, Reply> {
         let mut records = Vec::new();
-        self.scan_pages(&pk, &prefix, |page| records.extend(page))
-            .await?;
+        let mut bytes = 0usize;
+        let mut past = false;
+        self.scan_pages(&pk, &prefix, |page| {
+            bytes += page
+                .iter()
+                .map(|r| r.sk.len() + r.data_json.len())
+                .sum::<usize>();
+            past = bytes > most;
+            if !past {
+                records.extend(page);
+            }
+            !past
+        })
+        .await?;
+        if past {
+            return Err(Reply::err(format!(
+                "the key holds more than {} MiB, more than one answer may: read it in parts \
+                 (HSCAN, SSCAN)",
+                most >> 20
+            )));
+        }
         // Inside EXEC: the transaction's earlier writes to this hash, in sk order.
         if let Some(ops) = &self.session.collecting {
             // A deleted key loses every record read; what was written after comes back below.

@@ -199,6 +199,8 @@ async fn combined(
         .await?
         .into_iter()
         .collect();
+    // A union grows with each key: it answers at most what one answer may hold.
+    let mut bytes: usize = members.iter().map(Bytes::len).sum();
     for key in others {
         if how != Combine::Union && members.is_empty() {
             break;
@@ -209,7 +211,21 @@ async fn combined(
             .collect();
         match how {
             Combine::Inter => members.retain(|m| next.contains(m)),
-            Combine::Union => members.extend(next),
+            Combine::Union => {
+                for member in next {
+                    let len = member.len();
+                    if members.insert(member) {
+                        bytes += len;
+                    }
+                }
+                if bytes > crate::model::READ_ANSWER_BYTES {
+                    return Err(Reply::err(format!(
+                        "the union holds more than {} MiB, more than one answer may: read the \
+                         sets in parts (SSCAN)",
+                        crate::model::READ_ANSWER_BYTES >> 20
+                    )));
+                }
+            }
             Combine::Diff => members.retain(|m| !next.contains(m)),
         }
     }

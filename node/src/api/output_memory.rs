@@ -1,0 +1,270 @@
+//! Memory held by answers that clients have not taken yet, node-wide, over the Redis and HTTP
+//! ports (`CLIENT_OUTPUT_MAX_BYTES`).
+//!
+//! A client that asks for large answers and does not read them (slowly, or on purpose) makes
+//! the node hold them: four connections each sending `MGET` of a 500 KB value 1,000 times and
+//! never reading held 3.4 GB, and forty would have ended the process. Each connection notes here
+//! what it holds; past the bound, the connections holding the most are closed until the rest
+//! fit, as Redis 7 closes clients past `maxmemory-clients` (Redis leaves that off by default,
+//! and its process then grows without bound). A connection that reads its answers holds
+//! nothing between them, so noting costs it nothing.
+
+use prometheus::{IntCounterVec, IntGauge};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// The answers every connection of the node holds, and the bound on them.
+pub struct OutputMemory {
+    limit: usize,
+    total: AtomicUsize,
+    holders: Mutex<HashMap<u64, Arc<Holding>>>,
+    next_id: AtomicU64,
+    held_gauge: IntGauge,
+    evicted: IntCounterVec,
+}
+
+/// What one connection holds, and how it learns that it was closed for it.
+struct Holding {
+    held: AtomicUsize,
+    /// Chosen to be closed: not chosen again, nor counted as memory that will stay.
+    evicted: AtomicBool,
+    close: Notify,
+    port: &'static str,
+}
+
+/// One connection's account (dropped with it: what it held is released).
+pub struct OutputHolder {
+    memory: Arc<OutputMemory>,
+    id: u64,
+    holding: Arc<Holding>,
+}
+
+impl OutputMemory {
+    /// A bound of `limit` bytes for the node, measured in `held_gauge`
+    /// (`firescroll_client_output_bytes`), closed connections counted in `evicted`
+    /// (`firescroll_clients_evicted_total{port}`).
+    pub fn new(limit: usize, held_gauge: IntGauge, evicted: IntCounterVec) -> Arc<Self> {
+        Arc::new(OutputMemory {
+            limit,
+            total: AtomicUsize::new(0),
+            holders: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            held_gauge,
+            evicted,
+        })
+    }
+
+    /// The bound, in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Answers held now, node-wide.
+    pub fn held(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// An account for a new connection of `port` (`redis`, `http`).
+    pub fn holder(self: &Arc<Self>, port: &'static str) -> OutputHolder {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let holding = Arc::new(Holding {
+            held: AtomicUsize::new(0),
+            evicted: AtomicBool::new(false),
+            close: Notify::new(),
+            port,
+        });
+        self.lock().insert(id, holding.clone());
+        OutputHolder {
+            memory: self.clone(),
+            id,
+            holding,
+        }
+    }
+
+    /// Closes the connections holding the most until what the others hold fits the bound.
+    fn evict_past_limit(&self) {
+        let holders = self.lock();
+        // Connections already chosen are on their way out: what they hold is going.
+        let mut staying: usize = holders
+            .values()
+            .filter(|h| !h.evicted.load(Ordering::Relaxed))
+            .map(|h| h.held.load(Ordering::Relaxed))
+            .sum();
+        if staying <= self.limit {
+            return;
+        }
+        let mut by_size: Vec<&Arc<Holding>> = holders
+            .values()
+            .filter(|h| !h.evicted.load(Ordering::Relaxed))
+            .collect();
+        by_size.sort_by_key(|h| std::cmp::Reverse(h.held.load(Ordering::Relaxed)));
+        for holding in by_size {
+            if staying <= self.limit {
+                break;
+            }
+            let held = holding.held.load(Ordering::Relaxed);
+            holding.evicted.store(true, Ordering::Relaxed);
+            // A permit if the connection is not waiting on it right now.
+            holding.close.notify_one();
+            self.evicted.with_label_values(&[holding.port]).inc();
+            tracing::warn!(
+                port = holding.port,
+                held_bytes = held,
+                limit = self.limit,
+                "closing a client connection: answers its clients have not read pass \
+                 CLIENT_OUTPUT_MAX_BYTES, and it holds the most of them"
+            );
+            staying -= held;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Holding>>> {
+        self.holders
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl OutputHolder {
+    /// Notes that the connection now holds `bytes` of answers its client has not taken (in
+    /// place of what it noted before). Past the node's bound, the connections holding the most
+    /// — this one, perhaps — are told to close ([`OutputHolder::evicted`]).
+    pub fn hold(&self, bytes: usize) {
+        // The usual case, a client that took every reply: nothing to write.
+        if self.holding.held.load(Ordering::Relaxed) == bytes {
+            return;
+        }
+        let before = self.holding.held.swap(bytes, Ordering::Relaxed);
+        self.changed(before, bytes);
+    }
+
+    /// Notes `bytes` more held (an answer built), beside what the connection holds already (the
+    /// answers of other requests of an HTTP/2 connection).
+    pub fn add(&self, bytes: usize) {
+        let before = self.holding.held.fetch_add(bytes, Ordering::Relaxed);
+        self.changed(before, before + bytes);
+    }
+
+    /// Notes `bytes` of what [`OutputHolder::add`] noted released.
+    pub fn release(&self, bytes: usize) {
+        let before = self.holding.held.fetch_sub(bytes, Ordering::Relaxed);
+        self.changed(before, before - bytes);
+    }
+
+    /// Moves the node's total from `before` to `bytes` for this connection.
+    fn changed(&self, before: usize, bytes: usize) {
+        if before == bytes {
+            return;
+        }
+        let total = if bytes > before {
+            self.memory
+                .total
+                .fetch_add(bytes - before, Ordering::Relaxed)
+                + (bytes - before)
+        } else {
+            self.memory
+                .total
+                .fetch_sub(before - bytes, Ordering::Relaxed)
+                - (before - bytes)
+        };
+        self.memory.held_gauge.set(total as i64);
+        if bytes > before && total > self.memory.limit {
+            self.memory.evict_past_limit();
+        }
+    }
+
+    /// What the connection holds, as it last noted.
+    pub fn held(&self) -> usize {
+        self.holding.held.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the node chose to close this connection for what it holds.
+    pub async fn evicted(&self) {
+        self.holding.close.notified().await
+    }
+}
+
+impl Drop for OutputHolder {
+    fn drop(&mut self) {
+        self.hold(0);
+        self.memory.lock().remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::Opts;
+    use std::time::Duration;
+
+    fn memory(limit: usize) -> Arc<OutputMemory> {
+        OutputMemory::new(
+            limit,
+            IntGauge::new("held", "held").unwrap(),
+            IntCounterVec::new(Opts::new("evicted", "evicted"), &["port"]).unwrap(),
+        )
+    }
+
+    async fn is_evicted(holder: &OutputHolder) -> bool {
+        tokio::time::timeout(Duration::from_millis(20), holder.evicted())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn past_the_bound_the_largest_holders_are_closed_until_the_rest_fit() {
+        let memory = memory(100);
+        let (small, large, middle) = (
+            memory.holder("redis"),
+            memory.holder("http"),
+            memory.holder("redis"),
+        );
+        small.hold(10);
+        large.hold(60);
+        middle.hold(30);
+        assert_eq!(memory.held(), 100);
+        assert!(!is_evicted(&large).await, "at the bound, nobody is closed");
+        // 120 held: closing the largest (60) leaves 60.
+        middle.hold(50);
+        assert!(is_evicted(&large).await, "the largest holder is closed");
+        assert!(!is_evicted(&middle).await && !is_evicted(&small).await);
+        assert_eq!(memory.evicted.with_label_values(&["http"]).get(), 1);
+        // The closed connection's answers count until it is gone, but it is not chosen twice,
+        // and what it holds is not held against the others.
+        middle.hold(80);
+        assert!(!is_evicted(&middle).await, "10 + 80 is within the bound");
+        drop(large);
+        assert_eq!(memory.held(), 90);
+        assert_eq!(memory.held_gauge.get(), 90);
+        // One connection alone past the bound is closed too.
+        middle.hold(150);
+        assert!(is_evicted(&middle).await);
+        assert!(!is_evicted(&small).await);
+        drop(middle);
+        drop(small);
+        assert_eq!(memory.held(), 0);
+        assert!(
+            memory.lock().is_empty(),
+            "every account left with its connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn taking_answers_never_closes_a_connection() {
+        let memory = memory(100);
+        let (a, b) = (memory.holder("redis"), memory.holder("redis"));
+        a.hold(40);
+        b.hold(60);
+        // A connection whose client reads shrinks its holding: that alone closes nobody.
+        b.hold(10);
+        assert!(!is_evicted(&a).await && !is_evicted(&b).await);
+        assert_eq!(memory.held(), 50);
+        // A new large answer past the bound closes the one holding it, the largest.
+        let c = memory.holder("redis");
+        c.hold(70);
+        assert!(is_evicted(&c).await);
+        assert!(!is_evicted(&a).await && !is_evicted(&b).await);
+    }
+}

@@ -1,0 +1,375 @@
+//! What answers may cost the node: one answer holds at most 64 MiB (reads of many records are
+//! refused past it, pages end early with a cursor), and the answers clients have not taken are
+//! bounded node-wide (`CLIENT_OUTPUT_MAX_BYTES`): the connections holding the most are closed,
+//! over the Redis and the HTTP port alike.
+
+use crate::common::Node;
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// A value of 400,000 bytes: 150 of them are 60 MB, within one answer's 64 MiB; 200 are past it.
+const VALUE_BYTES: usize = 400_000;
+
+fn connect(node: &Node) -> redis::Connection {
+    redis::Client::open(format!("redis://127.0.0.1:{}/", node.resp))
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+fn error_of<T: std::fmt::Debug>(result: redis::RedisResult<T>) -> String {
+    result.expect_err("an error").to_string()
+}
+
+#[test]
+fn reads_of_many_records_answer_at_most_64_mib_and_pages_end_early() {
+    let node = Node::start();
+    let mut con = connect(&node);
+    let value = "x".repeat(VALUE_BYTES);
+    let _: () = redis::cmd("SET")
+        .arg("big")
+        .arg(&value)
+        .query(&mut con)
+        .unwrap();
+    // Within the bound: answered.
+    let found: Vec<String> = redis::cmd("MGET")
+        .arg(vec!["big"; 150])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(found.len(), 150);
+    assert!(found.iter().all(|v| v.len() == VALUE_BYTES));
+    // Past it (one key named 200 times: before the bound, 1,000 times built 500 MB answers
+    // several times over): refused, saying what to do, and the connection goes on.
+    let refused = error_of(
+        redis::cmd("MGET")
+            .arg(vec!["big"; 200])
+            .query::<Vec<String>>(&mut con),
+    );
+    assert!(
+        refused.contains("more than 64 MiB") && refused.contains("read fewer"),
+        "{refused}"
+    );
+    let keys: Vec<Value> = (0..200).map(|_| json!({"pk": "big", "sk": ""})).collect();
+    let (status, body) = node.post("/records/get", json!({ "Records": keys }));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "read_too_large", "{body}");
+
+    // A hash of 200 such fields: HGETALL would answer 80 MB.
+    let fields: Vec<(String, &str)> = (0..200).map(|i| (format!("f{i:03}"), &value[..])).collect();
+    for chunk in fields.chunks(20) {
+        let _: i64 = redis::cmd("HSET")
+            .arg("hash")
+            .arg(chunk)
+            .query(&mut con)
+            .unwrap();
+    }
+    for command in ["HGETALL", "HVALS"] {
+        let refused = error_of(
+            redis::cmd(command)
+                .arg("hash")
+                .query::<redis::Value>(&mut con),
+        );
+        assert!(
+            refused.contains("more than 64 MiB") && refused.contains("HSCAN"),
+            "{command}: {refused}"
+        );
+    }
+    // Two sets of 34 MB each: either is answered, their union (68 MB) is not.
+    for (set, tag) in [("set_a", 'a'), ("set_b", 'b')] {
+        let members: Vec<String> = (0..17_000)
+            .map(|i| format!("{tag}{i:06}{}", "m".repeat(1993)))
+            .collect();
+        for chunk in members.chunks(400) {
+            let _: i64 = redis::cmd("SADD")
+                .arg(set)
+                .arg(chunk)
+                .query(&mut con)
+                .unwrap();
+        }
+        let count: usize = redis::cmd("SCARD").arg(set).query(&mut con).unwrap();
+        assert_eq!(count, 17_000);
+    }
+    let both: Vec<String> = redis::cmd("SINTER")
+        .arg("set_a")
+        .arg("set_a")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(both.len(), 17_000);
+    let refused = error_of(
+        redis::cmd("SUNION")
+            .arg("set_a")
+            .arg("set_b")
+            .query::<Vec<String>>(&mut con),
+    );
+    assert!(refused.contains("more than 64 MiB"), "{refused}");
+    // In parts, it is all there: HSCAN, and HTTP list pages, each within the bound.
+    let mut cursor = 0u64;
+    let mut scanned = 0;
+    loop {
+        let (next, page): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
+            .arg("hash")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(1000)
+            .query(&mut con)
+            .unwrap();
+        scanned += page.len();
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    assert_eq!(scanned, 200);
+    let mut listed = Vec::new();
+    let mut list_cursor = Value::Null;
+    let mut pages = 0;
+    loop {
+        let (status, page) = node.post(
+            "/records/list",
+            json!({ "pk": "hash", "cursor": list_cursor }),
+        );
+        assert_eq!(status, 200, "{page}");
+        let records = page["Records"].as_array().unwrap();
+        let bytes: usize = records
+            .iter()
+            .map(|r| r["Data"].as_str().unwrap().len())
+            .sum();
+        assert!(bytes <= 64 << 20, "a page of {bytes} bytes");
+        listed.extend(
+            records
+                .iter()
+                .map(|r| r["Sk"].as_str().unwrap().to_string()),
+        );
+        pages += 1;
+        match &page["NextCursor"] {
+            Value::Null => break,
+            next => list_cursor = next.clone(),
+        }
+    }
+    let expected: Vec<String> = (0..200).map(|i| format!("f{i:03}")).collect();
+    assert_eq!(listed, expected, "every field once, in order");
+    assert!(pages >= 2, "80 MB take more than one page");
+    // A scan of the namespace too (201 records).
+    let mut scan_cursor = Value::Null;
+    let mut records = 0;
+    loop {
+        let (status, page) = node.post(
+            "/records/scan",
+            json!({ "limit": 1000, "cursor": scan_cursor }),
+        );
+        assert_eq!(status, 200, "{page}");
+        let part = page["Records"].as_array().unwrap();
+        let bytes: usize = part.iter().map(|r| r.to_string().len()).sum();
+        assert!(bytes <= 2 * (64 << 20), "a scan page of {bytes} bytes");
+        records += part.len();
+        match &page["NextCursor"] {
+            Value::Null => break,
+            next => scan_cursor = next.clone(),
+        }
+    }
+    assert_eq!(records, 201 + 2 * 17_000);
+}
+
+/// A client that sends one command and never reads: a socket the node fills, then holds the
+/// rest of the answer for.
+struct Hog {
+    stream: TcpStream,
+}
+
+impl Hog {
+    fn redis(node: &Node, keys: usize) -> Hog {
+        let mut command = format!("*{}\r\n$4\r\nMGET\r\n", keys + 1);
+        for _ in 0..keys {
+            command.push_str("$3\r\nbig\r\n");
+        }
+        Self::send(node.resp, command.as_bytes())
+    }
+
+    fn http(node: &Node, pk: &str, keys: usize, gzip: bool) -> Hog {
+        let records: Vec<Value> = (0..keys).map(|_| json!({"pk": pk, "sk": ""})).collect();
+        let body = json!({ "Records": records }).to_string();
+        let head = format!(
+            "POST /records/get HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             {}Content-Length: {}\r\n\r\n",
+            if gzip {
+                "Accept-Encoding: gzip\r\n"
+            } else {
+                ""
+            },
+            body.len()
+        );
+        Self::send(node.api, format!("{head}{body}").as_bytes())
+    }
+
+    fn send(port: u16, bytes: &[u8]) -> Hog {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.write_all(bytes).unwrap();
+        Hog { stream }
+    }
+
+    /// Reads what is there and what follows for a while: whether the node closed the
+    /// connection (EOF) before `answer_bytes` arrived.
+    fn was_closed(&mut self, answer_bytes: usize) -> bool {
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut got = 0;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(n) => {
+                    got += n;
+                    if got >= answer_bytes {
+                        return false;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(e) => panic!("after {got} bytes: {e}"),
+            }
+        }
+    }
+}
+
+/// Bytes that do not compress (a linear congruential generator's high bytes).
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 56) as u8
+        })
+        .collect()
+}
+
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The ids of the connections running `MGET`, from `CLIENT LIST`.
+fn mget_clients(con: &mut redis::Connection) -> Vec<(u64, usize)> {
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(con).unwrap();
+    list.lines()
+        .filter(|l| l.contains(" cmd=mget "))
+        .map(|l| {
+            let field = |name: &str| {
+                l.split(' ')
+                    .find_map(|f| f.strip_prefix(name))
+                    .unwrap()
+                    .parse::<usize>()
+                    .unwrap()
+            };
+            (field("id=") as u64, field("omem="))
+        })
+        .collect()
+}
+
+#[test]
+fn clients_that_leave_answers_unread_are_closed_past_the_node_bound() {
+    // The least the setting takes: one answer's most.
+    let node = Node::start_with(&[("CLIENT_OUTPUT_MAX_BYTES", "67108864")]);
+    let mut con = connect(&node);
+    let _: () = redis::cmd("SET")
+        .arg("big")
+        .arg("x".repeat(VALUE_BYTES))
+        .query(&mut con)
+        .unwrap();
+    let held = || node.metric("firescroll_client_output_bytes ");
+    let answer = 150 * VALUE_BYTES;
+
+    // A client that asks for 60 MB and reads none of it: the node holds what the socket does
+    // not take, shown as the connection's `omem`.
+    let _first = Hog::redis(&node, 150);
+    wait_for("the first answer held", || held() > (32 << 20) as f64);
+    let clients = mget_clients(&mut con);
+    assert_eq!(clients.len(), 1, "{clients:?}");
+    assert!(clients[0].1 > 32 << 20, "omem {}", clients[0].1);
+    // CLIENT KILL closes it even while its answer waits (it waited on the socket for ever
+    // before, deaf to CLIENT KILL, its idle timeout and the node's stop).
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(clients[0].0)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(killed, 1);
+    wait_for("the killed client gone", || {
+        mget_clients(&mut con).is_empty() && held() == 0.0
+    });
+
+    // Two such clients pass the bound: the one holding the most is closed, the other answered
+    // in full once it reads, and other clients are served throughout.
+    let mut hogs = [Hog::redis(&node, 150), Hog::redis(&node, 150)];
+    wait_for("a client closed", || {
+        node.metric("firescroll_clients_evicted_total{port=\"redis\"}") == 1.0
+    });
+    let _: String = redis::cmd("PING").query(&mut con).unwrap();
+    let closed: Vec<bool> = hogs.iter_mut().map(|h| h.was_closed(answer)).collect();
+    assert_eq!(
+        closed.iter().filter(|&&c| c).count(),
+        1,
+        "closed: {closed:?}"
+    );
+    assert!(node.log().contains("CLIENT_OUTPUT_MAX_BYTES"));
+    drop(hogs);
+    wait_for("nothing held", || held() == 0.0);
+
+    // The HTTP port alike (its answers count while they are sent).
+    let mut http = [
+        Hog::http(&node, "big", 150, false),
+        Hog::http(&node, "big", 150, false),
+    ];
+    wait_for("an HTTP client closed", || {
+        node.metric("firescroll_clients_evicted_total{port=\"http\"}") == 1.0
+    });
+    let (status, _) = node.post(
+        "/records/get",
+        json!({"Records": [{"pk": "big", "sk": ""}]}),
+    );
+    assert_eq!(status, 200);
+    let closed: Vec<bool> = http.iter_mut().map(|h| h.was_closed(answer)).collect();
+    assert_eq!(
+        closed.iter().filter(|&&c| c).count(),
+        1,
+        "closed: {closed:?}"
+    );
+    drop(http);
+    wait_for("nothing held", || held() == 0.0);
+    // Gzipped answers count before they are compressed (the compressed stream's size is not
+    // known ahead): bytes that do not compress, 100 values of 520 KB in base64.
+    let _: () = redis::cmd("SET")
+        .arg("random")
+        .arg(random_bytes(390_000))
+        .query(&mut con)
+        .unwrap();
+    // A Redis write's reply does not wait for its apply: HTTP reads see it once applied.
+    wait_for("the value applied", || {
+        let (_, found) = node.post(
+            "/records/get",
+            json!({"Records": [{"pk": "random", "sk": ""}]}),
+        );
+        found["Records"].as_array().is_some_and(|r| r.len() == 1)
+    });
+    let gzipped = [
+        Hog::http(&node, "random", 100, true),
+        Hog::http(&node, "random", 100, true),
+    ];
+    wait_for("a gzip client closed", || {
+        node.metric("firescroll_clients_evicted_total{port=\"http\"}") == 2.0
+    });
+    drop(gzipped);
+    wait_for("nothing held", || held() == 0.0);
+    assert_eq!(
+        node.metric("firescroll_clients_evicted_total{port=\"redis\"}"),
+        1.0,
+        "a client that reads its answers is never closed for them"
+    );
+}
