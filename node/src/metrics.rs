@@ -73,11 +73,11 @@ pub struct Metrics {
     /// `firescroll_requests_refused_total{reason}`: requests refused to protect the node (busy:
     /// too many expensive lists at once; connections: the HTTP connection cap).
     pub requests_refused: IntCounterVec,
-    /// `firescroll_client_output_bytes`: answers built for clients (Redis and HTTP) and not yet
-    /// taken by them, node-wide (bounded by CLIENT_OUTPUT_MAX_BYTES).
-    pub client_output_bytes: IntGauge,
-    /// `firescroll_clients_evicted_total{port}`: connections closed because the answers their
-    /// clients had not read passed CLIENT_OUTPUT_MAX_BYTES and they held the most.
+    /// `firescroll_client_memory_bytes`: requests still arriving and answers not yet taken by
+    /// their clients (Redis and HTTP), node-wide (bounded by CLIENT_MEMORY_MAX_BYTES).
+    pub client_memory_bytes: IntGauge,
+    /// `firescroll_clients_evicted_total{port}`: connections closed because what client
+    /// connections held passed CLIENT_MEMORY_MAX_BYTES and they held the most.
     pub clients_evicted: IntCounterVec,
     /// `firescroll_tls_reloads_total{result}`: TLS certificate sets read again after their files
     /// changed or on SIGHUP (`ok`, or `failed`: the previous one is still served).
@@ -336,16 +336,16 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
-        let client_output_bytes = IntGauge::new(
-            "firescroll_client_output_bytes",
-            "Answers built for clients (Redis and HTTP) and not yet taken by them, node-wide (bounded by CLIENT_OUTPUT_MAX_BYTES).",
+        let client_memory_bytes = IntGauge::new(
+            "firescroll_client_memory_bytes",
+            "Requests still arriving and answers not yet taken by their clients (Redis and HTTP), node-wide (bounded by CLIENT_MEMORY_MAX_BYTES).",
         )
         .expect("valid metric");
         let clients_evicted = IntCounterVec::new(
             Opts::new(
                 "firescroll_clients_evicted_total",
-                "Connections closed because the answers their clients had not read passed \
-                 CLIENT_OUTPUT_MAX_BYTES and they held the most (port: redis, http).",
+                "Connections closed because what client connections held passed \
+                 CLIENT_MEMORY_MAX_BYTES and they held the most (port: redis, http).",
             ),
             &["port"],
         )
@@ -482,7 +482,7 @@ impl Metrics {
             Box::new(snapshots.clone()),
             Box::new(snapshot_offset.clone()),
             Box::new(requests_refused.clone()),
-            Box::new(client_output_bytes.clone()),
+            Box::new(client_memory_bytes.clone()),
             Box::new(clients_evicted.clone()),
             Box::new(disk_free_bytes.clone()),
             Box::new(partition_stalled.clone()),
@@ -547,7 +547,7 @@ impl Metrics {
             proxy_latency,
             peer_requests,
             requests_refused,
-            client_output_bytes,
+            client_memory_bytes,
             clients_evicted,
             disk_free_bytes,
             partition_stalled,

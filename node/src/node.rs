@@ -256,11 +256,10 @@ pub async fn run(
         tracing::info!("shutting down: no new requests");
         let _ = stop_tx.send(true);
     });
-    // Answers held for clients that have not taken them, over every port (see
-    // `api::output_memory`).
-    let output = api::output_memory::OutputMemory::new(
-        config.client_output_max_bytes,
-        metrics.client_output_bytes.clone(),
+    // Requests arriving and answers not yet taken, over every port (see `api::client_memory`).
+    let client_memory = api::client_memory::ClientMemory::new(
+        config.client_memory_max_bytes,
+        metrics.client_memory_bytes.clone(),
         metrics.clients_evicted.clone(),
     );
     // A macro, not a closure: the two routers are different service types.
@@ -273,7 +272,7 @@ pub async fn run(
                 config.http.clone(),
                 metrics.clone(),
                 $tls,
-                output.clone(),
+                client_memory.clone(),
                 stop_rx.clone(),
                 config.shutdown_timeout,
             )
@@ -298,7 +297,7 @@ pub async fn run(
             service,
             config.resp.clone(),
             tls,
-            output,
+            client_memory,
             stop_rx,
         );
         async move {

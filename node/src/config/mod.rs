@@ -50,8 +50,8 @@ pub struct Config {
     pub checkpoint_interval: Duration,
     pub drop_released_partitions: bool,
     pub read_index_max_bytes: usize,
-    /// CLIENT_OUTPUT_MAX_BYTES: answers held for clients that have not taken them, node-wide.
-    pub client_output_max_bytes: usize,
+    /// CLIENT_MEMORY_MAX_BYTES: requests arriving and answers not yet taken, node-wide.
+    pub client_memory_max_bytes: usize,
     /// MIN_FREE_DISK_BYTES: writes are refused while DB_PATH's volume has less free (0: off).
     pub min_free_disk_bytes: u64,
     pub outcome_retention: u64,

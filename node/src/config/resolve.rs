@@ -146,7 +146,7 @@ impl Config {
             )),
             drop_released_partitions: pick!(drop_released_partitions, false),
             read_index_max_bytes: pick!(read_index_max_bytes, 512 << 20),
-            client_output_max_bytes: pick!(client_output_max_bytes, 256 << 20),
+            client_memory_max_bytes: pick!(client_memory_max_bytes, 256 << 20),
             min_free_disk_bytes: pick!(
                 min_free_disk_bytes,
                 crate::service::DEFAULT_MIN_FREE_BYTES

@@ -228,12 +228,12 @@ pub struct Settings {
     /// 0 turns the index off [default: 536870912].
     #[arg(long, env = "READ_INDEX_MAX_BYTES")]
     pub read_index_max_bytes: Option<usize>,
-    /// Memory for answers built for clients (Redis and HTTP) that they have not taken yet,
-    /// node-wide; past it, the connections holding the most are closed, as Redis 7 closes
-    /// clients past `maxmemory-clients`. At least 67108864 (one answer's most) [default:
-    /// 268435456].
-    #[arg(long, env = "CLIENT_OUTPUT_MAX_BYTES")]
-    pub client_output_max_bytes: Option<usize>,
+    /// Memory for client connections (Redis and HTTP), node-wide: requests still arriving and
+    /// answers their clients have not taken yet; past it, the connections holding the most are
+    /// closed, as Redis 7 closes clients past `maxmemory-clients`. At least 67108864 (one
+    /// answer's most) [default: 268435456].
+    #[arg(long, env = "CLIENT_MEMORY_MAX_BYTES")]
+    pub client_memory_max_bytes: Option<usize>,
     /// Free space, bytes, the volume of DB_PATH keeps: below it the node refuses writes (not
     /// deletes) until space is freed, so that it keeps applying and serving reads instead of
     /// failing mid-write; 0 turns the floor off [default: 134217728].

@@ -122,11 +122,11 @@ impl Config {
                 );
             }
         }
-        if self.client_output_max_bytes < crate::model::READ_ANSWER_BYTES {
+        if self.client_memory_max_bytes < crate::model::READ_ANSWER_BYTES {
             bail!(
-                "CLIENT_OUTPUT_MAX_BYTES: {} is below {} (64 MiB), the most one answer holds: \
+                "CLIENT_MEMORY_MAX_BYTES: {} is below {} (64 MiB), the most one answer holds: \
                  a client reading such an answer would be closed for it",
-                self.client_output_max_bytes,
+                self.client_memory_max_bytes,
                 crate::model::READ_ANSWER_BYTES
             );
         }

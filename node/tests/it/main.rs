@@ -3,9 +3,9 @@
 
 mod common;
 
-mod answer_bounds;
 mod auth;
 mod bad_input;
+mod client_memory;
 mod cluster;
 mod consistent_reads;
 mod copy;

@@ -2,6 +2,7 @@
 //! moderately large one, so the client sees the answer), and a body must arrive by a deadline.
 
 use super::response;
+use crate::api::client_memory::{COUNTED_FROM, MemoryHolder};
 use crate::service::{ErrorKind, ServiceError};
 use axum::body::Body;
 use axum::extract::Request;
@@ -12,6 +13,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
@@ -20,11 +22,13 @@ use tokio::time::{Instant, Sleep};
 /// 413, so the client sees the answer; a larger one is refused without reading it.
 const DRAIN_FACTOR: u64 = 4;
 
-/// The request, its body bounded by `timeout`, or the answer that refuses it.
+/// The request, its body bounded by `timeout` and counted in `holder` as it arrives, or the
+/// answer that refuses it.
 pub async fn admit(
     request: Request<Incoming>,
     limit: usize,
     timeout: Duration,
+    holder: Arc<MemoryHolder>,
 ) -> Result<Request, Response> {
     // A compressed body would otherwise be refused as invalid JSON, which sends its sender
     // looking in the wrong place.
@@ -56,10 +60,15 @@ pub async fn admit(
         deadline: Instant::now() + timeout,
         timeout,
         sleep: None,
+        holder: Some(holder),
+        received: 0,
+        counted: 0,
     };
     if let Some(declared) = declared.filter(|&n| n > limit as u64) {
         if declared <= (limit as u64).saturating_mul(DRAIN_FACTOR) {
+            // Dropped as it arrives: nothing is held.
             let mut body = body;
+            body.holder = None;
             while let Some(Ok(_)) = body.frame().await {}
         }
         return Err(response::error(&ServiceError::too_large(
@@ -71,12 +80,40 @@ pub async fn admit(
 }
 
 /// A body that fails once its deadline passes. The timer is only set up when the body is still
-/// on its way: most bodies arrive with their headers.
+/// on its way: most bodies arrive with their headers. A large body counts in its connection's
+/// client memory as it arrives, until it is read whole (or given up).
 struct TimedBody {
     inner: Incoming,
     deadline: Instant,
     timeout: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
+    /// Where it counts (`None`: a body read only to be dropped).
+    holder: Option<Arc<MemoryHolder>>,
+    /// Bytes arrived so far, and how many of them are counted in `holder`.
+    received: usize,
+    counted: usize,
+}
+
+impl TimedBody {
+    /// Notes `frame`'s bytes as arrived; counted once they reach [`COUNTED_FROM`] (a small
+    /// body, the usual one, costs nothing).
+    fn arrived(&mut self, frame: &Frame<Bytes>) {
+        if let (Some(data), Some(holder)) = (frame.data_ref(), &self.holder) {
+            self.received += data.len();
+            if self.received >= COUNTED_FROM {
+                holder.add(self.received - self.counted);
+                self.counted = self.received;
+            }
+        }
+    }
+}
+
+impl Drop for TimedBody {
+    fn drop(&mut self) {
+        if let Some(holder) = self.holder.as_ref().filter(|_| self.counted > 0) {
+            holder.release(self.counted);
+        }
+    }
 }
 
 /// A body that did not arrive in time.
@@ -112,6 +149,9 @@ impl HttpBody for TimedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            if let Some(Ok(frame)) = &frame {
+                this.arrived(frame);
+            }
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         let deadline = this.deadline;

@@ -1,5 +1,5 @@
 //! Large answers counted in the node's bound on answers clients have not taken
-//! ([`crate::api::output_memory`]), while they are being sent.
+//! ([`crate::api::client_memory`]), while they are being sent.
 //!
 //! An answer's body is counted from when it is built until it is dropped. hyper takes a body
 //! frame by frame, asking for the next only while its write buffer has room, so the body is
@@ -7,7 +7,7 @@
 //! last few hundred KB (a body given whole would be dropped at once, uncounted, its bytes still
 //! queued in hyper for a client that may never read them).
 
-use crate::api::output_memory::OutputHolder;
+use crate::api::client_memory::{COUNTED_FROM, MemoryHolder};
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
@@ -15,10 +15,6 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-
-/// Answers smaller than this are not counted: they go out in one write, and counting them
-/// would cost every small read (the common case) two atomic operations.
-pub const COUNTED_FROM: u64 = 64 * 1024;
 
 /// How much of an answer is handed to hyper at once.
 const SLICE: usize = 64 * 1024;
@@ -29,12 +25,14 @@ const SLICE: usize = 64 * 1024;
 struct Counted;
 
 /// `response`, its body counted in `holder` while it is sent if it is large.
-pub fn counted(mut response: Response, holder: &Arc<OutputHolder>) -> Response {
+pub fn counted(mut response: Response, holder: &Arc<MemoryHolder>) -> Response {
     if response.extensions().get::<Counted>().is_some() {
         return response;
     }
     match response.body().size_hint().exact() {
-        Some(bytes) if bytes >= COUNTED_FROM => {
+        // Smaller answers go out in one write; counting them would cost every small read (the
+        // common case) two atomic operations.
+        Some(bytes) if bytes >= COUNTED_FROM as u64 => {
             let bytes = bytes as usize;
             holder.add(bytes);
             response.extensions_mut().insert(Counted);
@@ -57,7 +55,7 @@ pub async fn count_before_compression(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let holder = request.extensions().get::<Arc<OutputHolder>>().cloned();
+    let holder = request.extensions().get::<Arc<MemoryHolder>>().cloned();
     let response = next.run(request).await;
     match holder {
         Some(holder) => counted(response, &holder),
@@ -70,7 +68,7 @@ struct HeldBody {
     inner: Body,
     /// What the inner body gave and is not handed out yet.
     rest: Bytes,
-    holder: Arc<OutputHolder>,
+    holder: Arc<MemoryHolder>,
     bytes: usize,
 }
 

@@ -7,7 +7,7 @@
 use super::body::admit;
 use super::header_timer::ConnectionTimer;
 use super::held_body::counted;
-use crate::api::output_memory::OutputMemory;
+use crate::api::client_memory::ClientMemory;
 use crate::api::tls::{self, Tls, TlsPort};
 use crate::config::HttpLimits;
 use crate::metrics::Metrics;
@@ -52,8 +52,9 @@ fn plaintext_on_tls_port() -> Vec<u8> {
 /// Serves `router` (an axum router, or any service answering as one) on `listener` until `stop`
 /// turns true, then lets open requests finish for at most `grace` before returning. Request
 /// bodies are bounded by `max_body_bytes` and `limits.body_timeout` (see `api/http/body.rs`).
-/// With `tls`, every connection is HTTPS (HTTP/2 offered by ALPN). Large answers count in
-/// `output` while they are sent; a connection the node closes for them ends at once.
+/// With `tls`, every connection is HTTPS (HTTP/2 offered by ALPN). Large request bodies count
+/// in `memory` while they arrive, large answers while they are sent; a connection the node
+/// closes for what it holds ends at once.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve<R>(
     listener: TcpListener,
@@ -62,7 +63,7 @@ pub async fn serve<R>(
     limits: HttpLimits,
     metrics: Arc<Metrics>,
     tls: Option<Arc<Tls>>,
-    output: Arc<OutputMemory>,
+    memory: Arc<ClientMemory>,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) where
@@ -108,7 +109,7 @@ pub async fn serve<R>(
         let (router, builder, watcher) = (router.clone(), builder.clone(), graceful.watcher());
         let (tls, metrics) = (tls.clone(), metrics.clone());
         let first_bytes = limits.header_timeout;
-        let holder = Arc::new(output.holder("http"));
+        let holder = Arc::new(memory.holder("http"));
         tokio::spawn(async move {
             let _slot = slot;
             // Telling HTTP/1 from HTTP/2 waits for the first bytes with no timeout of its own: a
@@ -127,18 +128,18 @@ pub async fn serve<R>(
                 }
             };
             let body_timeout = limits.body_timeout;
-            let answers = holder.clone();
+            let memory = holder.clone();
             let service = tower::service_fn(move |mut request: Request<Incoming>| {
-                let (router, client, answers) = (router.clone(), client.clone(), answers.clone());
+                let (router, client, memory) = (router.clone(), client.clone(), memory.clone());
                 if request.headers().contains_key(ACCEPT_ENCODING) {
                     // For the count inside the compression layer (see `held_body`).
-                    request.extensions_mut().insert(answers.clone());
+                    request.extensions_mut().insert(memory.clone());
                 }
                 async move {
-                    match admit(request, max_body_bytes, body_timeout).await {
+                    match admit(request, max_body_bytes, body_timeout, memory.clone()).await {
                         Ok(request) => watch_client(client, router.oneshot(request))
                             .await
-                            .map(|response| counted(response, &answers)),
+                            .map(|response| counted(response, &memory)),
                         Err(refused) => Ok(refused),
                     }
                 }
@@ -180,7 +181,7 @@ pub async fn serve<R>(
                     }
                 }
             };
-            // Closed by the node for the answers its client has not taken: dropping the
+            // Closed by the node for what it holds (`client_memory`): dropping the
             // connection drops them.
             let ended = tokio::select! {
                 ended = serving => ended,

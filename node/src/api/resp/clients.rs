@@ -1,6 +1,6 @@
 //! The open connections of the Redis port, for `CLIENT LIST` and `CLIENT KILL`.
 
-use crate::api::output_memory::OutputHolder;
+use crate::api::client_memory::MemoryHolder;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -22,8 +22,8 @@ pub struct ClientHandle {
     addr: SocketAddr,
     activity: Mutex<Activity>,
     kill: Notify,
-    /// The replies it holds that its client has not taken, in the node's bound.
-    output: OutputHolder,
+    /// The commands arriving and replies not yet taken it holds, in the node's bound.
+    memory: MemoryHolder,
 }
 
 struct Activity {
@@ -70,17 +70,17 @@ impl ClientHandle {
     }
 
     /// Resolves when `CLIENT KILL` selects this connection, or when the node closes it for the
-    /// replies it holds (`CLIENT_OUTPUT_MAX_BYTES`).
+    /// replies it holds (`CLIENT_MEMORY_MAX_BYTES`).
     pub async fn killed(&self) {
         tokio::select! {
             () = self.kill.notified() => {}
-            () = self.output.evicted() => {}
+            () = self.memory.evicted() => {}
         }
     }
 
-    /// Notes that the connection holds `bytes` of replies its client has not taken.
-    pub fn hold_output(&self, bytes: usize) {
-        self.output.hold(bytes);
+    /// Notes that the connection holds `bytes` of commands arriving and replies not yet taken.
+    pub fn hold_memory(&self, bytes: usize) {
+        self.memory.hold(bytes);
     }
 }
 
@@ -101,14 +101,14 @@ pub struct KillFilter {
 }
 
 impl ClientRegistry {
-    /// Adds a connection; it notes its activity, and the replies it holds (in `output`),
+    /// Adds a connection; it notes its activity, and what it holds (in `memory`),
     /// through the returned handle.
     pub fn register(
         &self,
         id: u64,
         addr: SocketAddr,
         local: SocketAddr,
-        output: OutputHolder,
+        memory: MemoryHolder,
     ) -> Arc<ClientHandle> {
         let now = Instant::now();
         let handle = Arc::new(ClientHandle {
@@ -122,7 +122,7 @@ impl ClientRegistry {
                 lib_ver: String::new(),
             }),
             kill: Notify::new(),
-            output,
+            memory,
         });
         self.lock().insert(
             id,
@@ -229,9 +229,9 @@ fn line(
     proto: u8,
     lib: &Activity,
 ) -> String {
-    // What Redis's `omem` counts: replies held for the client (its `tot-mem` adds buffers this
-    // port does not measure).
-    let omem = c.handle.output.held();
+    // What the connection holds, commands arriving and replies not yet taken (Redis splits it
+    // into `qbuf` and `omem`; its `tot-mem` is the sum), when it counts (`client_memory`).
+    let omem = c.handle.memory.held();
     format!(
         "id={id} addr={} laddr={} fd=0 name={name} age={} idle={idle_secs} flags=N db=0 sub=0 \
          psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem={omem} \

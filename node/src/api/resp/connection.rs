@@ -26,9 +26,10 @@ const FLUSH_AT: usize = 64 * 1024;
 /// reads from holding more than this of the node's memory.
 const OUTPUT_HELD_MAX: usize = 32 << 20;
 
-/// An empty reply buffer larger than this is let go (a connection that once answered a large
-/// `MGET` kept its buffer, hundreds of MB, until it closed).
-const OUTPUT_KEPT_CAPACITY: usize = 1 << 20;
+/// An empty buffer larger than this is let go (a connection that once answered a large `MGET`
+/// kept its reply buffer, hundreds of MB, until it closed; one that once sent an 8 MB `SET`,
+/// its command buffer).
+const KEPT_CAPACITY: usize = 1 << 20;
 
 /// How long the last write before a close waits for a client that takes nothing, when idle
 /// connections are never closed (`RESP_IDLE_TIMEOUT_SEC=0`).
@@ -120,9 +121,16 @@ pub async fn run(
                         // It may wait long (or, as Redis's, without a limit): the replies before
                         // it go out first, and it ends with its client, a CLIENT KILL or the
                         // node's stop.
-                        if flush(&mut stream, &mut output, &client, ended.as_mut(), config)
-                            .await
-                            .is_err()
+                        if flush(
+                            &mut stream,
+                            &mut output,
+                            input.len(),
+                            &client,
+                            ended.as_mut(),
+                            config,
+                        )
+                        .await
+                        .is_err()
                         {
                             return;
                         }
@@ -141,9 +149,16 @@ pub async fn run(
                             return;
                         }
                         if output.len() >= FLUSH_AT {
-                            if flush(&mut stream, &mut output, &client, ended.as_mut(), config)
-                                .await
-                                .is_err()
+                            if flush(
+                                &mut stream,
+                                &mut output,
+                                input.len(),
+                                &client,
+                                ended.as_mut(),
+                                config,
+                            )
+                            .await
+                            .is_err()
                             {
                                 return;
                             }
@@ -176,12 +191,22 @@ pub async fn run(
             latencies.flush();
             session.count_commands(&shared.stats);
             if !output.is_empty()
-                && flush(&mut stream, &mut output, &client, ended.as_mut(), config)
-                    .await
-                    .is_err()
+                && flush(
+                    &mut stream,
+                    &mut output,
+                    input.len(),
+                    &client,
+                    ended.as_mut(),
+                    config,
+                )
+                .await
+                .is_err()
             {
                 return;
             }
+            // What is left of the commands: the start of one still arriving, if any.
+            release_capacity(&mut input);
+            client.hold_memory(input.len() + output.len());
             if let Some(timeout) = config.idle_timeout {
                 idle.as_mut().reset(tokio::time::Instant::now() + timeout);
             }
@@ -205,10 +230,11 @@ pub async fn run(
                 // Commands, and replies the client had no room for yet: written as it takes
                 // them, while its commands go on being read.
                 progress = stream.read_or_write(&mut input, &mut output) => match progress {
-                    Ok(Progress::Read(1..)) => {}
+                    // A large command arriving in parts counts as it arrives.
+                    Ok(Progress::Read(1..)) => client.hold_memory(input.len() + output.len()),
                     Ok(Progress::Wrote) => {
                         release_capacity(&mut output);
-                        client.hold_output(output.len());
+                        client.hold_memory(input.len() + output.len());
                     }
                     // EOF or a broken connection.
                     _ => return,
@@ -267,19 +293,21 @@ pub async fn run(
 }
 
 /// Writes what the socket takes now, then waits for the rest only while more than
-/// [`OUTPUT_HELD_MAX`] would stay held, noting what stays held in the node's output bound. `Err`
+/// [`OUTPUT_HELD_MAX`] would stay held, noting what stays held (with `input_held` bytes of
+/// commands not run yet) in the node's bound on client memory. `Err`
 /// when the connection is broken or must end (`ended`: killed, past the node's output bound,
 /// the node stopping), or when its client took nothing for the idle timeout meanwhile.
 async fn flush(
     stream: &mut Socket,
     output: &mut BytesMut,
+    input_held: usize,
     client: &ClientHandle,
     mut ended: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
     config: &RespConfig,
 ) -> std::io::Result<()> {
     stream.write_now(output)?;
     while output.len() >= OUTPUT_HELD_MAX {
-        client.hold_output(output.len());
+        client.hold_memory(input_held + output.len());
         // Reset whenever the client takes some: a slow reader goes on, one that stopped ends.
         let stalled = tokio::time::sleep(config.idle_timeout.unwrap_or(Duration::MAX / 4));
         tokio::select! {
@@ -289,13 +317,13 @@ async fn flush(
         }
     }
     release_capacity(output);
-    client.hold_output(output.len());
+    client.hold_memory(input_held + output.len());
     Ok(())
 }
 
-/// Lets go of an empty reply buffer grown past [`OUTPUT_KEPT_CAPACITY`].
-fn release_capacity(output: &mut BytesMut) {
-    if output.is_empty() && output.capacity() > OUTPUT_KEPT_CAPACITY {
-        *output = BytesMut::with_capacity(16 * 1024);
+/// Lets go of an empty buffer (of replies, or of commands) grown past [`KEPT_CAPACITY`].
+fn release_capacity(buffer: &mut BytesMut) {
+    if buffer.is_empty() && buffer.capacity() > KEPT_CAPACITY {
+        *buffer = BytesMut::with_capacity(16 * 1024);
     }
 }

@@ -11,7 +11,7 @@ mod socket;
 
 pub use frame::FrameLimits;
 
-use crate::api::output_memory::OutputMemory;
+use crate::api::client_memory::ClientMemory;
 use crate::api::tls::{self, Tls, TlsPort};
 use crate::service::Service;
 use commands::Shared;
@@ -38,14 +38,14 @@ const PLAINTEXT_ON_TLS_PORT: &[u8] = b"-ERR this port speaks TLS (TLS_CERT_PATH 
 with TLS (redis-cli --tls --cacert ca.pem, a rediss:// URL)\r\n";
 
 /// Serves RESP on `listener` until `stop` turns true; then stops accepting, lets each connection
-/// finish the command it is running, and returns. With `tls`, every connection is TLS. Replies
-/// held for clients that have not taken them count in `output`.
+/// finish the command it is running, and returns. With `tls`, every connection is TLS. Commands
+/// still arriving and replies not yet taken count in `memory`.
 pub async fn serve(
     listener: TcpListener,
     service: Service,
     config: RespConfig,
     tls: Option<Arc<Tls>>,
-    output: Arc<OutputMemory>,
+    memory: Arc<ClientMemory>,
     mut stop: watch::Receiver<bool>,
 ) {
     let port = listener.local_addr().map_or(0, |a| a.port());
@@ -95,7 +95,7 @@ pub async fn serve(
         let local = stream.local_addr().unwrap_or(peer);
         let client = shared
             .clients
-            .register(id, peer, local, output.holder("redis"));
+            .register(id, peer, local, memory.holder("redis"));
         connections.spawn(async move {
             let socket = match tls {
                 None => Some(Socket::Plain(stream)),

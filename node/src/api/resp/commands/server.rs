@@ -362,7 +362,7 @@ fn client(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             Reply::ok()
         }
         // No access time is kept, and `NO-EVICT` is taken but changes nothing: the node's bound
-        // on unread answers (`CLIENT_OUTPUT_MAX_BYTES`) protects it from every connection alike
+        // on unread answers (`CLIENT_MEMORY_MAX_BYTES`) protects it from every connection alike
         // (in Redis the command is for administrators; here any client could send it).
         (b"NO-EVICT" | b"NO-TOUCH", [mode])
             if mode.eq_ignore_ascii_case(b"on") || mode.eq_ignore_ascii_case(b"off") =>

@@ -1,13 +1,16 @@
-//! Memory held by answers that clients have not taken yet, node-wide, over the Redis and HTTP
-//! ports (`CLIENT_OUTPUT_MAX_BYTES`).
+//! Memory the node holds for its clients' connections, node-wide, over the Redis and HTTP
+//! ports (`CLIENT_MEMORY_MAX_BYTES`): requests still arriving, and answers their clients have
+//! not taken yet.
 //!
 //! A client that asks for large answers and does not read them (slowly, or on purpose) makes
 //! the node hold them: four connections each sending `MGET` of a 500 KB value 1,000 times and
-//! never reading held 3.4 GB, and forty would have ended the process. Each connection notes here
-//! what it holds; past the bound, the connections holding the most are closed until the rest
-//! fit, as Redis 7 closes clients past `maxmemory-clients` (Redis leaves that off by default,
-//! and its process then grows without bound). A connection that reads its answers holds
-//! nothing between them, so noting costs it nothing.
+//! never reading held 3.4 GB, and forty would have ended the process. A client that sends most
+//! of a large request and stops does too: 100 connections each 7.9 MB into an 8 MB `SET` held
+//! 830 MB, and `RESP_MAX_CLIENTS` allows 10,000. Each connection notes here what it holds; past
+//! the bound, the connections holding the most are closed until the rest fit, as Redis 7
+//! closes clients past `maxmemory-clients` (Redis leaves that off by default, and its process
+//! then grows without bound). A connection whose client sends small requests and reads its
+//! answers holds nothing worth noting between them, so noting costs it nothing.
 
 use prometheus::{IntCounterVec, IntGauge};
 use std::collections::HashMap;
@@ -15,8 +18,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
-/// The answers every connection of the node holds, and the bound on them.
-pub struct OutputMemory {
+/// Less than this held by a connection is noted as nothing: a connection's buffers hold that
+/// much between ordinary commands, and the node's total (one cache line every connection
+/// writes) is then left alone. 10,000 connections below it hold at most 640 MiB.
+pub const COUNTED_FROM: usize = 64 * 1024;
+
+/// What every connection of the node holds, and the bound on it.
+pub struct ClientMemory {
     limit: usize,
     total: AtomicUsize,
     holders: Mutex<HashMap<u64, Arc<Holding>>>,
@@ -35,18 +43,18 @@ struct Holding {
 }
 
 /// One connection's account (dropped with it: what it held is released).
-pub struct OutputHolder {
-    memory: Arc<OutputMemory>,
+pub struct MemoryHolder {
+    memory: Arc<ClientMemory>,
     id: u64,
     holding: Arc<Holding>,
 }
 
-impl OutputMemory {
+impl ClientMemory {
     /// A bound of `limit` bytes for the node, measured in `held_gauge`
-    /// (`firescroll_client_output_bytes`), closed connections counted in `evicted`
+    /// (`firescroll_client_memory_bytes`), closed connections counted in `evicted`
     /// (`firescroll_clients_evicted_total{port}`).
     pub fn new(limit: usize, held_gauge: IntGauge, evicted: IntCounterVec) -> Arc<Self> {
-        Arc::new(OutputMemory {
+        Arc::new(ClientMemory {
             limit,
             total: AtomicUsize::new(0),
             holders: Mutex::new(HashMap::new()),
@@ -61,13 +69,13 @@ impl OutputMemory {
         self.limit
     }
 
-    /// Answers held now, node-wide.
+    /// Bytes held now, node-wide.
     pub fn held(&self) -> usize {
         self.total.load(Ordering::Relaxed)
     }
 
     /// An account for a new connection of `port` (`redis`, `http`).
-    pub fn holder(self: &Arc<Self>, port: &'static str) -> OutputHolder {
+    pub fn holder(self: &Arc<Self>, port: &'static str) -> MemoryHolder {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let holding = Arc::new(Holding {
             held: AtomicUsize::new(0),
@@ -76,7 +84,7 @@ impl OutputMemory {
             port,
         });
         self.lock().insert(id, holding.clone());
-        OutputHolder {
+        MemoryHolder {
             memory: self.clone(),
             id,
             holding,
@@ -113,8 +121,8 @@ impl OutputMemory {
                 port = holding.port,
                 held_bytes = held,
                 limit = self.limit,
-                "closing a client connection: answers its clients have not read pass \
-                 CLIENT_OUTPUT_MAX_BYTES, and it holds the most of them"
+                "closing a client connection: the requests and answers client connections \
+                 hold pass CLIENT_MEMORY_MAX_BYTES, and it holds the most"
             );
             staying -= held;
         }
@@ -127,11 +135,13 @@ impl OutputMemory {
     }
 }
 
-impl OutputHolder {
-    /// Notes that the connection now holds `bytes` of answers its client has not taken (in
+impl MemoryHolder {
+    /// Notes that the connection now holds `bytes` (of requests and answers) (in
     /// place of what it noted before). Past the node's bound, the connections holding the most
-    /// — this one, perhaps — are told to close ([`OutputHolder::evicted`]).
+    /// — this one, perhaps — are told to close ([`MemoryHolder::evicted`]).
     pub fn hold(&self, bytes: usize) {
+        // Small buffers are not worth an update of the node's total per command.
+        let bytes = if bytes < COUNTED_FROM { 0 } else { bytes };
         // The usual case, a client that took every reply: nothing to write.
         if self.holding.held.load(Ordering::Relaxed) == bytes {
             return;
@@ -140,14 +150,14 @@ impl OutputHolder {
         self.changed(before, bytes);
     }
 
-    /// Notes `bytes` more held (an answer built), beside what the connection holds already (the
-    /// answers of other requests of an HTTP/2 connection).
+    /// Notes `bytes` more held (a request's body arriving, an answer built), beside what the
+    /// connection holds already (other requests of an HTTP/2 connection).
     pub fn add(&self, bytes: usize) {
         let before = self.holding.held.fetch_add(bytes, Ordering::Relaxed);
         self.changed(before, before + bytes);
     }
 
-    /// Notes `bytes` of what [`OutputHolder::add`] noted released.
+    /// Notes `bytes` of what [`MemoryHolder::add`] noted released.
     pub fn release(&self, bytes: usize) {
         let before = self.holding.held.fetch_sub(bytes, Ordering::Relaxed);
         self.changed(before, before - bytes);
@@ -186,7 +196,7 @@ impl OutputHolder {
     }
 }
 
-impl Drop for OutputHolder {
+impl Drop for MemoryHolder {
     fn drop(&mut self) {
         self.hold(0);
         self.memory.lock().remove(&self.id);
@@ -199,15 +209,18 @@ mod tests {
     use prometheus::Opts;
     use std::time::Duration;
 
-    fn memory(limit: usize) -> Arc<OutputMemory> {
-        OutputMemory::new(
+    /// The unit of the tests' holdings: the least that is counted.
+    const K: usize = COUNTED_FROM;
+
+    fn memory(limit: usize) -> Arc<ClientMemory> {
+        ClientMemory::new(
             limit,
             IntGauge::new("held", "held").unwrap(),
             IntCounterVec::new(Opts::new("evicted", "evicted"), &["port"]).unwrap(),
         )
     }
 
-    async fn is_evicted(holder: &OutputHolder) -> bool {
+    async fn is_evicted(holder: &MemoryHolder) -> bool {
         tokio::time::timeout(Duration::from_millis(20), holder.evicted())
             .await
             .is_ok()
@@ -215,31 +228,31 @@ mod tests {
 
     #[tokio::test]
     async fn past_the_bound_the_largest_holders_are_closed_until_the_rest_fit() {
-        let memory = memory(100);
+        let memory = memory(100 * K);
         let (small, large, middle) = (
             memory.holder("redis"),
             memory.holder("http"),
             memory.holder("redis"),
         );
-        small.hold(10);
-        large.hold(60);
-        middle.hold(30);
-        assert_eq!(memory.held(), 100);
+        small.hold(10 * K);
+        large.hold(60 * K);
+        middle.hold(30 * K);
+        assert_eq!(memory.held(), 100 * K);
         assert!(!is_evicted(&large).await, "at the bound, nobody is closed");
         // 120 held: closing the largest (60) leaves 60.
-        middle.hold(50);
+        middle.hold(50 * K);
         assert!(is_evicted(&large).await, "the largest holder is closed");
         assert!(!is_evicted(&middle).await && !is_evicted(&small).await);
         assert_eq!(memory.evicted.with_label_values(&["http"]).get(), 1);
         // The closed connection's answers count until it is gone, but it is not chosen twice,
         // and what it holds is not held against the others.
-        middle.hold(80);
+        middle.hold(80 * K);
         assert!(!is_evicted(&middle).await, "10 + 80 is within the bound");
         drop(large);
-        assert_eq!(memory.held(), 90);
-        assert_eq!(memory.held_gauge.get(), 90);
+        assert_eq!(memory.held(), 90 * K);
+        assert_eq!(memory.held_gauge.get(), (90 * K) as i64);
         // One connection alone past the bound is closed too.
-        middle.hold(150);
+        middle.hold(150 * K);
         assert!(is_evicted(&middle).await);
         assert!(!is_evicted(&small).await);
         drop(middle);
@@ -253,18 +266,34 @@ mod tests {
 
     #[tokio::test]
     async fn taking_answers_never_closes_a_connection() {
-        let memory = memory(100);
+        let memory = memory(100 * K);
         let (a, b) = (memory.holder("redis"), memory.holder("redis"));
-        a.hold(40);
-        b.hold(60);
+        a.hold(40 * K);
+        b.hold(60 * K);
         // A connection whose client reads shrinks its holding: that alone closes nobody.
-        b.hold(10);
+        b.hold(10 * K);
         assert!(!is_evicted(&a).await && !is_evicted(&b).await);
-        assert_eq!(memory.held(), 50);
+        assert_eq!(memory.held(), 50 * K);
         // A new large answer past the bound closes the one holding it, the largest.
         let c = memory.holder("redis");
-        c.hold(70);
+        c.hold(70 * K);
         assert!(is_evicted(&c).await);
         assert!(!is_evicted(&a).await && !is_evicted(&b).await);
+    }
+
+    #[tokio::test]
+    async fn buffers_below_the_counted_size_hold_nothing() {
+        let memory = memory(100 * K);
+        let a = memory.holder("redis");
+        a.hold(K - 1);
+        assert_eq!((memory.held(), a.held()), (0, 0));
+        a.hold(K);
+        assert_eq!(memory.held(), K);
+        a.hold(K - 1);
+        assert_eq!(
+            memory.held(),
+            0,
+            "shrinking below it releases what was counted"
+        );
     }
 }

@@ -1,7 +1,7 @@
-//! What answers may cost the node: one answer holds at most 64 MiB (reads of many records are
-//! refused past it, pages end early with a cursor), and the answers clients have not taken are
-//! bounded node-wide (`CLIENT_OUTPUT_MAX_BYTES`): the connections holding the most are closed,
-//! over the Redis and the HTTP port alike.
+//! What clients may make the node hold: one answer holds at most 64 MiB (reads of many records
+//! are refused past it, pages end early with a cursor), and the requests still arriving and
+//! answers not yet taken are bounded node-wide (`CLIENT_MEMORY_MAX_BYTES`): the connections
+//! holding the most are closed, over the Redis and the HTTP port alike.
 
 use crate::common::Node;
 use serde_json::{Value, json};
@@ -275,14 +275,14 @@ fn mget_clients(con: &mut redis::Connection) -> Vec<(u64, usize)> {
 #[test]
 fn clients_that_leave_answers_unread_are_closed_past_the_node_bound() {
     // The least the setting takes: one answer's most.
-    let node = Node::start_with(&[("CLIENT_OUTPUT_MAX_BYTES", "67108864")]);
+    let node = Node::start_with(&[("CLIENT_MEMORY_MAX_BYTES", "67108864")]);
     let mut con = connect(&node);
     let _: () = redis::cmd("SET")
         .arg("big")
         .arg("x".repeat(VALUE_BYTES))
         .query(&mut con)
         .unwrap();
-    let held = || node.metric("firescroll_client_output_bytes ");
+    let held = || node.metric("firescroll_client_memory_bytes ");
     let answer = 150 * VALUE_BYTES;
 
     // A client that asks for 60 MB and reads none of it: the node holds what the socket does
@@ -318,7 +318,7 @@ fn clients_that_leave_answers_unread_are_closed_past_the_node_bound() {
         1,
         "closed: {closed:?}"
     );
-    assert!(node.log().contains("CLIENT_OUTPUT_MAX_BYTES"));
+    assert!(node.log().contains("CLIENT_MEMORY_MAX_BYTES"));
     drop(hogs);
     wait_for("nothing held", || held() == 0.0);
 
@@ -372,4 +372,60 @@ fn clients_that_leave_answers_unread_are_closed_past_the_node_bound() {
         1.0,
         "a client that reads its answers is never closed for them"
     );
+}
+
+/// Connections that each send most of a large request and stop.
+fn stalled_requests(port: u16, head: &[u8], count: usize) -> Vec<TcpStream> {
+    let part = vec![b'y'; 7_900_000];
+    (0..count)
+        .map(|_| {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            stream.write_all(head).unwrap();
+            stream.write_all(&part).unwrap();
+            stream
+        })
+        .collect()
+}
+
+#[test]
+fn clients_that_stop_halfway_through_large_requests_are_closed_past_the_node_bound() {
+    let node = Node::start_with(&[("CLIENT_MEMORY_MAX_BYTES", "67108864")]);
+    let held = || node.metric("firescroll_client_memory_bytes ");
+    // Twelve Redis clients each 7.9 MB into an 8 MB `SET` (95 MB): the node closes those
+    // holding the most until the rest fit, eight of them (63 MB).
+    let redis = stalled_requests(node.resp, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$8000000\r\n", 12);
+    wait_for("four Redis clients closed", || {
+        node.metric("firescroll_clients_evicted_total{port=\"redis\"}") == 4.0
+    });
+    assert!(held() <= (64 << 20) as f64, "{} held", held());
+    // Others are served, a large value sent whole included.
+    let mut con = connect(&node);
+    let _: () = redis::cmd("SET")
+        .arg("whole")
+        .arg("z".repeat(VALUE_BYTES))
+        .query(&mut con)
+        .unwrap();
+    let len: usize = redis::cmd("STRLEN").arg("whole").query(&mut con).unwrap();
+    assert_eq!(len, VALUE_BYTES);
+    drop(redis);
+    wait_for("nothing held", || held() == 0.0);
+    // Request bodies over HTTP alike.
+    let http = stalled_requests(
+        node.api,
+        b"POST /records/put HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 8000000\r\n\r\n",
+        12,
+    );
+    wait_for("four HTTP clients closed", || {
+        node.metric("firescroll_clients_evicted_total{port=\"http\"}") == 4.0
+    });
+    assert!(held() <= (64 << 20) as f64, "{} held", held());
+    let (status, body) = node.post(
+        "/records/put",
+        json!({"Records": [{"pk": "http", "sk": "", "data": "z".repeat(VALUE_BYTES)}]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    drop(http);
+    wait_for("nothing held", || held() == 0.0);
+    assert!(node.log().contains("CLIENT_MEMORY_MAX_BYTES"));
 }
