@@ -2323,6 +2323,31 @@ fn pipelines_and_transactions_stay_inside_what_one_write_may_hold() {
         "{err}"
     );
     assert_eq!(con.hlen::<_, i64>("bigtx").unwrap(), 0);
+    // And at most MAX_BODY_BYTES of commands (its writes are one entry of at most 1 MiB): past
+    // it, refused while queuing, then discarded. (It held up to 1,000 commands of 8 MB each.)
+    let _: () = redis::cmd("MULTI").query(&mut con).unwrap();
+    let mut refused = None;
+    for i in 0..40 {
+        match redis::cmd("SET")
+            .arg(format!("tx{i}"))
+            .arg(&big)
+            .query::<String>(&mut con)
+        {
+            Ok(queued) => assert_eq!(queued, "QUEUED"),
+            Err(e) => {
+                refused = Some((i, e.to_string()));
+                break;
+            }
+        }
+    }
+    let (at, message) = refused.expect("a queue past MAX_BODY_BYTES refused");
+    assert_eq!(at, 27, "8 MiB hold 27 commands of 300 KB: {message}");
+    assert!(message.contains("MAX_BODY_BYTES"), "{message}");
+    let err = redis::cmd("EXEC")
+        .query::<redis::Value>(&mut con)
+        .unwrap_err();
+    assert!(err.to_string().contains("discarded"), "{err}");
+    assert_eq!(con.get::<_, Option<String>>("tx0").unwrap(), None);
 }
 
 #[test]

@@ -21,6 +21,8 @@ use bytes::Bytes;
 #[derive(Debug, Default)]
 pub struct Queued {
     commands: Vec<Vec<Bytes>>,
+    /// The queued commands' bytes.
+    bytes: usize,
     /// A command was refused while queuing: `EXEC` will discard the transaction.
     refused: bool,
 }
@@ -126,6 +128,19 @@ pub async fn intercept(
                     "a transaction holds at most {most} commands (MAX_RECORDS_PER_REQUEST)"
                 )));
             }
+            // The writes become one log entry of at most MAX_ENTRY_BYTES: a queue past the
+            // request bound could never run, and held up to 1,000 commands of 8 MB each.
+            let limits = ctx.service.limits();
+            let bytes = original.len() + args.iter().map(Bytes::len).sum::<usize>();
+            if queue.bytes + bytes > limits.max_body_bytes {
+                queue.refused = true;
+                return Some(Reply::err(format!(
+                    "a transaction holds at most {} bytes of commands (MAX_BODY_BYTES); its \
+                     writes are one log entry of at most {} bytes (MAX_ENTRY_BYTES)",
+                    limits.max_body_bytes, limits.max_entry_bytes
+                )));
+            }
+            queue.bytes += bytes;
             let mut command = Vec::with_capacity(args.len() + 1);
             // As the client sent it: MONITOR shows it so when EXEC runs it.
             command.push(original.clone());
