@@ -185,6 +185,11 @@ impl MemoryHolder {
         }
     }
 
+    /// The node's bound this account is part of.
+    pub fn node(&self) -> &ClientMemory {
+        &self.memory
+    }
+
     /// What the connection holds, as it last noted.
     pub fn held(&self) -> usize {
         self.holding.held.load(Ordering::Relaxed)

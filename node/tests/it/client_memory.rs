@@ -292,6 +292,15 @@ fn clients_that_leave_answers_unread_are_closed_past_the_node_bound() {
     let clients = mget_clients(&mut con);
     assert_eq!(clients.len(), 1, "{clients:?}");
     assert!(clients[0].1 > 32 << 20, "omem {}", clients[0].1);
+    // INFO says so too, in Redis 7's fields.
+    let info: String = redis::cmd("INFO").arg("memory").query(&mut con).unwrap();
+    let field = |name: &str| -> usize {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {info}"))
+    };
+    assert_eq!(field("maxmemory_clients"), 64 << 20);
+    assert!(field("mem_clients_normal") > 32 << 20, "{info}");
     // CLIENT KILL closes it even while its answer waits (it waited on the socket for ever
     // before, deaf to CLIENT KILL, its idle timeout and the node's stop).
     let killed: i64 = redis::cmd("CLIENT")

@@ -78,6 +78,12 @@ impl ClientHandle {
         }
     }
 
+    /// What every client connection of the node holds now, and the bound on it (`INFO memory`).
+    pub fn clients_memory(&self) -> (usize, usize) {
+        let node = self.memory.node();
+        (node.held(), node.limit())
+    }
+
     /// Notes that the connection holds `bytes` of commands arriving and replies not yet taken.
     pub fn hold_memory(&self, bytes: usize) {
         self.memory.hold(bytes);

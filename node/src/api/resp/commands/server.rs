@@ -441,6 +441,7 @@ pub fn info(ctx: &Context<'_>, args: &[Bytes], keys: Option<u64>) -> Reply {
     let (wanted, all) = wanted_sections(args);
     let stats = ctx.stats;
     let memory = resident_bytes();
+    let (clients_memory, clients_bound) = ctx.client.clients_memory();
     let uptime = stats.started.elapsed().as_secs();
     let keyspace = match keys {
         Some(0) | None => String::new(),
@@ -475,7 +476,8 @@ pub fn info(ctx: &Context<'_>, args: &[Bytes], keys: Option<u64>) -> Reply {
             "memory",
             format!(
                 "used_memory:{memory}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{memory}\r\n\
-                 maxmemory:0\r\nmaxmemory_policy:noeviction\r\n",
+                 maxmemory:0\r\nmaxmemory_policy:noeviction\r\n\
+                 mem_clients_normal:{clients_memory}\r\nmaxmemory_clients:{clients_bound}\r\n",
                 memory as f64 / (1024.0 * 1024.0)
             ),
         ),
