@@ -65,6 +65,21 @@ pub async fn run(
     };
     tokio::pin!(ended);
     let last_write = config.idle_timeout.unwrap_or(LAST_WRITE_MAX);
+    // Replies go out through `flush`, noting what stays held: true when the connection must end.
+    macro_rules! flush_failed {
+        () => {
+            flush(
+                &mut stream,
+                &mut output,
+                input.len(),
+                &client,
+                ended.as_mut(),
+                config,
+            )
+            .await
+            .is_err()
+        };
+    }
     let idle = tokio::time::sleep(config.idle_timeout.unwrap_or(Duration::MAX / 4));
     tokio::pin!(idle);
     // The connection ends by returning from this block, wherever it does: its last commands
@@ -121,17 +136,7 @@ pub async fn run(
                         // It may wait long (or, as Redis's, without a limit): the replies before
                         // it go out first, and it ends with its client, a CLIENT KILL or the
                         // node's stop.
-                        if flush(
-                            &mut stream,
-                            &mut output,
-                            input.len(),
-                            &client,
-                            ended.as_mut(),
-                            config,
-                        )
-                        .await
-                        .is_err()
-                        {
+                        if flush_failed!() {
                             return;
                         }
                         let reply = tokio::select! {
@@ -149,17 +154,7 @@ pub async fn run(
                             return;
                         }
                         if output.len() >= FLUSH_AT {
-                            if flush(
-                                &mut stream,
-                                &mut output,
-                                input.len(),
-                                &client,
-                                ended.as_mut(),
-                                config,
-                            )
-                            .await
-                            .is_err()
-                            {
+                            if flush_failed!() {
                                 return;
                             }
                             clock = std::time::Instant::now();
@@ -190,18 +185,7 @@ pub async fn run(
             }
             latencies.flush();
             session.count_commands(&shared.stats);
-            if !output.is_empty()
-                && flush(
-                    &mut stream,
-                    &mut output,
-                    input.len(),
-                    &client,
-                    ended.as_mut(),
-                    config,
-                )
-                .await
-                .is_err()
-            {
+            if !output.is_empty() && flush_failed!() {
                 return;
             }
             // What is left of the commands: the start of one still arriving, if any.
