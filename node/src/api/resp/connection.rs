@@ -66,12 +66,13 @@ pub async fn run(
     tokio::pin!(ended);
     let last_write = config.idle_timeout.unwrap_or(LAST_WRITE_MAX);
     // Replies go out through `flush`, noting what stays held: true when the connection must end.
+    // `session` names the session (`ctx.session` while a command's context is alive).
     macro_rules! flush_failed {
-        () => {
+        ($session:expr) => {
             flush(
                 &mut stream,
                 &mut output,
-                input.len(),
+                input.len() + $session.held_bytes(),
                 &client,
                 ended.as_mut(),
                 config,
@@ -136,7 +137,7 @@ pub async fn run(
                         // It may wait long (or, as Redis's, without a limit): the replies before
                         // it go out first, and it ends with its client, a CLIENT KILL or the
                         // node's stop.
-                        if flush_failed!() {
+                        if flush_failed!(ctx.session) {
                             return;
                         }
                         let reply = tokio::select! {
@@ -154,7 +155,7 @@ pub async fn run(
                             return;
                         }
                         if output.len() >= FLUSH_AT {
-                            if flush_failed!() {
+                            if flush_failed!(session) {
                                 return;
                             }
                             clock = std::time::Instant::now();
@@ -185,12 +186,12 @@ pub async fn run(
             }
             latencies.flush();
             session.count_commands(&shared.stats);
-            if !output.is_empty() && flush_failed!() {
+            if !output.is_empty() && flush_failed!(session) {
                 return;
             }
             // What is left of the commands: the start of one still arriving, if any.
             release_capacity(&mut input);
-            client.hold_memory(input.len() + output.len());
+            client.hold_memory(input.len() + output.len() + session.held_bytes());
             if let Some(timeout) = config.idle_timeout {
                 idle.as_mut().reset(tokio::time::Instant::now() + timeout);
             }
@@ -215,10 +216,10 @@ pub async fn run(
                 // them, while its commands go on being read.
                 progress = stream.read_or_write(&mut input, &mut output) => match progress {
                     // A large command arriving in parts counts as it arrives.
-                    Ok(Progress::Read(1..)) => client.hold_memory(input.len() + output.len()),
+                    Ok(Progress::Read(1..)) => client.hold_memory(input.len() + output.len() + session.held_bytes()),
                     Ok(Progress::Wrote) => {
                         release_capacity(&mut output);
-                        client.hold_memory(input.len() + output.len());
+                        client.hold_memory(input.len() + output.len() + session.held_bytes());
                     }
                     // EOF or a broken connection.
                     _ => return,
@@ -277,21 +278,21 @@ pub async fn run(
 }
 
 /// Writes what the socket takes now, then waits for the rest only while more than
-/// [`OUTPUT_HELD_MAX`] would stay held, noting what stays held (with `input_held` bytes of
-/// commands not run yet) in the node's bound on client memory. `Err`
+/// [`OUTPUT_HELD_MAX`] would stay held, noting what stays held (with `also_held` bytes of
+/// commands not run yet and subscriptions) in the node's bound on client memory. `Err`
 /// when the connection is broken or must end (`ended`: killed, past the node's output bound,
 /// the node stopping), or when its client took nothing for the idle timeout meanwhile.
 async fn flush(
     stream: &mut Socket,
     output: &mut BytesMut,
-    input_held: usize,
+    also_held: usize,
     client: &ClientHandle,
     mut ended: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
     config: &RespConfig,
 ) -> std::io::Result<()> {
     stream.write_now(output)?;
     while output.len() >= OUTPUT_HELD_MAX {
-        client.hold_memory(input_held + output.len());
+        client.hold_memory(also_held + output.len());
         // Reset whenever the client takes some: a slow reader goes on, one that stopped ends.
         let stalled = tokio::time::sleep(config.idle_timeout.unwrap_or(Duration::MAX / 4));
         tokio::select! {
@@ -301,7 +302,7 @@ async fn flush(
         }
     }
     release_capacity(output);
-    client.hold_memory(input_held + output.len());
+    client.hold_memory(also_held + output.len());
     Ok(())
 }
 

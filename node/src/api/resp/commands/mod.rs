@@ -88,6 +88,8 @@ pub struct Session {
     caching: Option<bool>,
     /// Channels and patterns subscribed to: in RESP2 the connection is then in subscribe mode.
     subscriptions: usize,
+    /// Their names' bytes, which the hub keeps for this connection (in its client memory).
+    subscribed_bytes: usize,
     /// The command last noted in the client registry for `CLIENT LIST` (a copy: the command
     /// itself shares the connection's input buffer, which must not be kept alive by it), and
     /// when.
@@ -206,6 +208,12 @@ impl Shape {
 }
 
 impl Session {
+    /// What the session keeps beyond its buffers, for the node's bound on client memory: the
+    /// names of its subscriptions.
+    pub fn held_bytes(&self) -> usize {
+        self.subscribed_bytes
+    }
+
     /// Whether pipelined writes are being collected (outside a transaction).
     pub fn collecting_pipeline(&self) -> bool {
         self.collecting.is_some() && self.transaction.is_none()
@@ -243,6 +251,7 @@ impl Session {
             tracking: None,
             caching: None,
             subscriptions: 0,
+            subscribed_bytes: 0,
             noted: None,
             uncounted: 0,
         }

@@ -37,6 +37,16 @@ pub fn subscribe(ctx: &mut Context<'_>, args: &[Bytes], pattern: bool) -> Reply 
             "a connection may subscribe to {MAX_SUBSCRIPTIONS} channels and patterns at most"
         ));
     }
+    // Notifications name keys: a longer name matches none, and each is kept for as long as the
+    // subscription (10,000 names of 8 MB each were taken).
+    let most = 2 * ctx.service.limits().max_key_bytes + 64;
+    if let Some(long) = args.iter().find(|a| a.len() > most) {
+        return Reply::err(format!(
+            "a channel or pattern holds at most {most} bytes (twice MAX_KEY_BYTES, and a prefix \
+             such as __keyspace@0__:); this one has {}",
+            long.len()
+        ));
+    }
     ensure_registered(ctx);
     change_subscriptions(ctx, name, args.to_vec(), pattern, true)
 }
@@ -54,8 +64,21 @@ fn change_subscriptions(
         // The hub keeps a copy: the argument is a slice of the connection's read buffer,
         // which a kept reference would hold whole for as long as the subscription.
         let kept = Bytes::copy_from_slice(&channel);
+        let before = ctx.session.subscriptions;
         let count = ctx.hub.subscribe(ctx.session.id, kept, pattern, on);
         ctx.session.subscriptions = count;
+        // What the hub keeps for this connection.
+        match count.cmp(&before) {
+            std::cmp::Ordering::Greater => ctx.session.subscribed_bytes += channel.len(),
+            std::cmp::Ordering::Less => {
+                ctx.session.subscribed_bytes =
+                    ctx.session.subscribed_bytes.saturating_sub(channel.len())
+            }
+            std::cmp::Ordering::Equal => {}
+        }
+        if count == 0 {
+            ctx.session.subscribed_bytes = 0;
+        }
         frames.push(Reply::Push(vec![
             Reply::bulk(name),
             Reply::Bulk(channel),
