@@ -256,6 +256,14 @@ try:
     raise SystemExit("a 5 KB channel was taken")
 except redis.ResponseError as e:
     assert "holds at most 4160 bytes" in str(e), e
+# Every change is matched against every broadcast prefix: their number is bounded.
+prefixes = [a for i in range(1025) for a in ("PREFIX", "p%d" % i)]
+try:
+    q.execute_command("CLIENT", "TRACKING", "ON", "BCAST", *prefixes)
+    raise SystemExit("1,025 prefixes taken")
+except redis.ResponseError as e:
+    assert "at most 1024 prefixes" in str(e), e
+assert q.execute_command("CLIENT", "TRACKING", "ON", "BCAST", *prefixes[:2048]) in (b"OK", "OK", True)
 print("ok")
 "#,
         api = node.api,

@@ -90,6 +90,8 @@ pub struct Session {
     subscriptions: usize,
     /// Their names' bytes, which the hub keeps for this connection (in its client memory).
     subscribed_bytes: usize,
+    /// The bytes of the `CLIENT TRACKING` prefixes kept, here and in the hub.
+    tracking_bytes: usize,
     /// The command last noted in the client registry for `CLIENT LIST` (a copy: the command
     /// itself shares the connection's input buffer, which must not be kept alive by it), and
     /// when.
@@ -209,9 +211,9 @@ impl Shape {
 
 impl Session {
     /// What the session keeps beyond its buffers, for the node's bound on client memory: the
-    /// names of its subscriptions.
+    /// names of its subscriptions and its tracking prefixes.
     pub fn held_bytes(&self) -> usize {
-        self.subscribed_bytes
+        self.subscribed_bytes + self.tracking_bytes
     }
 
     /// Whether pipelined writes are being collected (outside a transaction).
@@ -252,6 +254,7 @@ impl Session {
             caching: None,
             subscriptions: 0,
             subscribed_bytes: 0,
+            tracking_bytes: 0,
             noted: None,
             uncounted: 0,
         }

@@ -26,6 +26,9 @@ fn ensure_registered(ctx: &mut Context<'_>) {
     }
 }
 
+/// Most `PREFIX`es of one `CLIENT TRACKING ... BCAST`.
+const MAX_TRACKING_PREFIXES: usize = 1024;
+
 /// `SUBSCRIBE`/`PSUBSCRIBE channel ...`: one confirmation per channel.
 pub fn subscribe(ctx: &mut Context<'_>, args: &[Bytes], pattern: bool) -> Reply {
     let name = if pattern { "psubscribe" } else { "subscribe" };
@@ -155,6 +158,7 @@ pub fn tracking(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     if !on {
         ctx.hub.set_tracking(ctx.session.id, None);
         ctx.session.tracking = None;
+        ctx.session.tracking_bytes = 0;
         return Reply::ok();
     }
     if tracking.optin && tracking.optout {
@@ -166,8 +170,22 @@ pub fn tracking(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     if !tracking.prefixes.is_empty() && !tracking.bcast {
         return Reply::err("PREFIX option requires BCAST mode to be enabled");
     }
+    // Every change is matched against every prefix of every broadcast connection, under the
+    // hub's lock: 200,000 prefixes of one client slowed every write's notifications.
+    if tracking.prefixes.len() > MAX_TRACKING_PREFIXES {
+        return Reply::err(format!(
+            "a connection tracks at most {MAX_TRACKING_PREFIXES} prefixes"
+        ));
+    }
+    let most = ctx.service.limits().max_key_bytes;
+    if tracking.prefixes.iter().any(|p| p.len() > most) {
+        return Reply::err(format!(
+            "a prefix holds at most {most} bytes (MAX_KEY_BYTES): a longer one matches no key"
+        ));
+    }
     ensure_registered(ctx);
     ctx.hub.set_tracking(ctx.session.id, Some(tracking.clone()));
+    ctx.session.tracking_bytes = 2 * tracking.prefixes.iter().map(Bytes::len).sum::<usize>();
     ctx.session.tracking = Some(tracking);
     ctx.session.caching = None;
     Reply::ok()
