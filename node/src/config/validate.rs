@@ -61,6 +61,13 @@ impl Config {
                 limits.max_entry_bytes
             );
         }
+        if limits.max_value_bytes >= crate::model::READ_ANSWER_BYTES {
+            bail!(
+                "MAX_VALUE_BYTES ({}) must be below {} (64 MiB), the most one answer holds",
+                limits.max_value_bytes,
+                crate::model::READ_ANSWER_BYTES
+            );
+        }
         if self.log_segment_bytes < 1024 {
             bail!(
                 "LOG_SEGMENT_BYTES: {} is too small; use at least 1024",

@@ -285,6 +285,8 @@ fn bad_settings_stop_the_node_naming_the_setting() {
         ("API_PORT", "http"),
         ("PARTITIONS", "0"),
         ("DEBUG", "maybe"),
+        // Below one answer's most, a client reading one would be closed for it.
+        ("CLIENT_MEMORY_MAX_BYTES", "1048576"),
     ] {
         let (code, err) = run_to_exit(&[(name, value)], &[]);
         assert_ne!(code, 0);
