@@ -314,6 +314,7 @@ fn write_op(index: usize, r: RecordBody, fixed: Option<OpKind>) -> Result<WriteO
         sk: r.sk,
         data: r.data,
         cond: r.cond,
+        if_skips: r.if_skips.unwrap_or(false),
         if_plugin: r.if_plugin.map(PluginRef::Name),
         transform: r.transform.map(PluginRef::Name),
         args: r.args,

@@ -106,6 +106,9 @@ case_insensitive! {
         pub sk: String = "sk",
         pub data: Option<Box<RawValue>> = "data",
         pub cond: Option<String> = "if",
+        /// Puts with an `if`: when it is false, skip this put alone (the rest of a batch still
+        /// applies) instead of rejecting the entry; the outcome's `Returned` says which wrote.
+        pub if_skips: Option<bool> = "if_skips",
         pub if_plugin: Option<String> = "if_plugin",
         pub transform: Option<String> = "transform",
         pub args: Option<Box<RawValue>> = "args",
