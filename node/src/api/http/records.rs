@@ -277,16 +277,28 @@ fn write_op(index: usize, r: RecordBody, fixed: Option<OpKind>) -> Result<WriteO
         (None, Some(op)) if op.eq_ignore_ascii_case("put") => OpKind::Put,
         (None, Some(op)) if op.eq_ignore_ascii_case("delete") => OpKind::Delete,
         (None, Some(op)) if op.eq_ignore_ascii_case("json") => OpKind::Json,
+        (None, Some(op)) if op.eq_ignore_ascii_case("expire") => OpKind::Expire,
         (None, other) => {
             return Err(ServiceError::bad_request(
                 "bad_op",
                 format!(
-                    "record {index}: `op` must be \"put\", \"delete\" or \"json\" in a batch, not {}",
+                    "record {index}: `op` must be \"put\", \"delete\", \"json\" or \"expire\" in a \
+                     batch, not {}",
                     other.map_or("missing".to_string(), |o| format!("{o:?}"))
                 ),
             ));
         }
     };
+    if op == OpKind::Expire && (r.data.is_some() || r.keep_ttl.is_some()) {
+        return Err(ServiceError::bad_request(
+            "bad_expire",
+            format!(
+                "record {index}: an `expire` op sets the record's deadline (`ttl_ms` or \
+                 `expires_at`) or, with neither, removes it, keeping its data: it takes no \
+                 `data` or `keep_ttl`"
+            ),
+        ));
+    }
     let expires_at = deadline(index, op, &r)?;
     let json_cmd = match &r.json_cmd {
         None => None,
@@ -332,9 +344,11 @@ fn deadline(index: usize, op: OpKind, r: &RecordBody) -> Result<Option<i64>, Ser
         ServiceError::bad_request("bad_expiry", format!("record {index}: {message}"))
     };
     let given = r.ttl_ms.is_some() || r.expires_at.is_some();
-    if given && op != OpKind::Put {
+    if given && !matches!(op, OpKind::Put | OpKind::Expire) {
         return Err(bad(
-            "only puts take `ttl_ms`/`expires_at`; a delete removes the record now".into(),
+            "only puts and `expire` ops take `ttl_ms`/`expires_at`; a delete removes the record \
+             now"
+            .into(),
         ));
     }
     if r.own_ttl == Some(true) && !given {
