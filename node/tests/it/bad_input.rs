@@ -293,6 +293,19 @@ fn bad_settings_stop_the_node_naming_the_setting() {
         assert!(err.contains(name), "{err}");
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     }
+    // A value larger than one answer may hold could not be read with another record.
+    let (code, err) = run_to_exit(
+        &[
+            ("MAX_VALUE_BYTES", "70000000"),
+            ("MAX_ENTRY_BYTES", "80000000"),
+        ],
+        &[],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("MAX_VALUE_BYTES") && err.contains("64 MiB"),
+        "{err}"
+    );
     // Nothing listens there: the node says which broker it cannot reach, and stops.
     let seeds = format!("127.0.0.1:{}", common::free_port());
     let (code, err) = run_to_exit(&[("KAFKA_SEEDS", &seeds)], &[]);

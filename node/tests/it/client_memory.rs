@@ -438,3 +438,34 @@ fn clients_that_stop_halfway_through_large_requests_are_closed_past_the_node_bou
     wait_for("nothing held", || held() == 0.0);
     assert!(node.log().contains("CLIENT_MEMORY_MAX_BYTES"));
 }
+
+#[test]
+fn a_client_that_takes_nothing_of_its_answer_is_closed_after_the_idle_timeout() {
+    // Far within the memory bound: only the idle timeout can end it (before, a connection
+    // waiting for its client to read waited for ever).
+    let node = Node::start_with(&[("RESP_IDLE_TIMEOUT_SEC", "2")]);
+    let mut con = connect(&node);
+    let _: () = redis::cmd("SET")
+        .arg("big")
+        .arg("x".repeat(VALUE_BYTES))
+        .query(&mut con)
+        .unwrap();
+    let _hog = Hog::redis(&node, 150);
+    wait_for("the answer held", || {
+        mget_clients(&mut con)
+            .first()
+            .is_some_and(|(_, omem)| *omem > 32 << 20)
+    });
+    // `con` stays busy (CLIENT LIST every 100 ms), so its own idle timer never fires.
+    wait_for("the stalled client closed", || {
+        mget_clients(&mut con).is_empty()
+    });
+    wait_for("nothing held", || {
+        node.metric("firescroll_client_memory_bytes ") == 0.0
+    });
+    assert_eq!(
+        node.metric("firescroll_clients_evicted_total{port=\"redis\"}"),
+        0.0,
+        "closed by its idle timeout, not by the memory bound"
+    );
+}
