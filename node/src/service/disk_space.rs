@@ -91,6 +91,11 @@ impl DiskSpace {
         }
     }
 
+    /// Whether writes are refused now: the volume was under the floor at the last look.
+    pub fn is_low(&self) -> bool {
+        self.low.load(Ordering::Relaxed)
+    }
+
     /// Looks the free space up now; `None` when the floor is off or looking failed.
     pub fn look_now(&self) -> Option<u64> {
         if self.min_free == 0 {

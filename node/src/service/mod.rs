@@ -295,6 +295,26 @@ impl Service {
         self.engine.partitions().len()
     }
 
+    /// Whether some partition this node serves is still opening (restored from a snapshot as
+    /// the node starts): its reads are refused until then, as Redis answers `LOADING`.
+    pub fn loading(&self) -> bool {
+        !self.engine.opening().is_empty()
+    }
+
+    /// Why this node takes no write now, if it does not: the log refuses every write, or the
+    /// data volume is under `MIN_FREE_DISK_BYTES`.
+    pub fn write_refusal(&self) -> Option<String> {
+        if let Some(reason) = self.log.refuses_writes() {
+            return Some(format!("the log refuses every write: {reason}"));
+        }
+        self.disk.as_ref().filter(|disk| disk.is_low()).map(|disk| {
+            format!(
+                "the data volume has less than MIN_FREE_DISK_BYTES ({} bytes) free",
+                disk.min_free()
+            )
+        })
+    }
+
     /// The metrics registry.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics

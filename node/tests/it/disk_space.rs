@@ -80,6 +80,22 @@ fn redis_command(node: &Node, command: &str) -> String {
     line
 }
 
+/// `INFO persistence`'s `aof_last_write_status`: `err` while the node refuses every write.
+fn write_status(node: &Node) -> String {
+    let mut con = redis::Client::open(format!("redis://127.0.0.1:{}/", node.resp))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("persistence")
+        .query(&mut con)
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("aof_last_write_status:"))
+        .unwrap_or_else(|| panic!("{info}"))
+        .to_string()
+}
+
 fn refused_for_disk(node: &Node) -> u64 {
     let (_, metrics) = node.get_url(&node.internal_url("/metrics"));
     metrics
@@ -143,6 +159,8 @@ fn a_full_disk_refuses_writes_keeps_reads_and_takes_writes_again_once_space_is_f
     assert!(reply.starts_with("-MISCONF "), "{reply}");
     assert!(reply.contains("MIN_FREE_DISK_BYTES"), "{reply}");
     assert_eq!(redis_command(&node, "PING"), "+PONG\r\n");
+    // Monitoring that reads INFO sees it, as Redis shows a failed write to its AOF.
+    assert_eq!(write_status(&node), "err");
 
     // Everything acknowledged is read back: no partition stopped.
     for chunk in acknowledged.chunks(500) {
@@ -190,6 +208,7 @@ fn a_full_disk_refuses_writes_keeps_reads_and_takes_writes_again_once_space_is_f
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(redis_command(&node, "SET disk:redis v"), "+OK\r\n");
+    assert_eq!(write_status(&node), "ok");
     let log = node.log();
     assert!(!log.contains("partition stopped"), "{log}");
     assert!(log.contains("disk almost full: refusing writes"), "{log}");

@@ -2229,7 +2229,11 @@ fn info_answers_the_sections_asked_for_and_redis_cli_stat_reads_it() {
         "# Server",
         "# Clients",
         "# Memory",
+        "# Persistence",
         "# Stats",
+        "# Replication",
+        "# CPU",
+        "# Cluster",
         "# Firescroll",
     ] {
         assert!(everything.contains(section), "{section}: {everything}");
@@ -2284,6 +2288,54 @@ fn info_answers_the_sections_asked_for_and_redis_cli_stat_reads_it() {
         columns[2].parse::<u64>().unwrap() >= 2,
         "clients column: {sample}"
     );
+}
+
+/// What health checks, monitoring and cluster-probing clients read: a master with no
+/// replicas, nothing loading, writes going to disk, and no cluster mode, as redis-server
+/// standalone answers (redis-py parses each).
+#[test]
+fn role_persistence_and_cluster_probes_answer_as_a_standalone_redis() {
+    let node = Node::start();
+    let script = format!(
+        r##"
+import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
+r = redis.Redis(port={port}, decode_responses=True)
+assert r.role() == ["master", 0, []], r.role()
+replication = r.info("replication")
+assert replication["role"] == "master" and replication["connected_slaves"] == 0, replication
+assert len(replication["master_replid"]) == 40, replication
+persistence = r.info("persistence")
+assert persistence["loading"] == 0 and persistence["aof_enabled"] == 1, persistence
+assert persistence["aof_last_write_status"] == "ok", persistence
+assert r.info("cluster") == {{"cluster_enabled": 0}}, r.info("cluster")
+cpu = r.info("cpu")
+assert cpu["used_cpu_user"] + cpu["used_cpu_sys"] > 0, cpu
+# The default INFO has every section, in Redis's order.
+raw = r.connection_pool.get_connection()
+raw.send_command("INFO")
+sections = [l[2:] for l in raw.read_response().splitlines() if l.startswith("# ")]
+r.connection_pool.release(raw)
+assert sections == ["Server", "Clients", "Memory", "Persistence", "Stats", "Replication", "CPU",
+                    "Modules", "Cluster", "Firescroll", "Keyspace"], sections
+for command in (("CLUSTER", "SLOTS"), ("CLUSTER", "INFO"), ("READONLY",), ("READWRITE",)):
+    try:
+        r.execute_command(*command)
+        raise SystemExit(f"{{command}} was answered")
+    except redis.ResponseError as e:
+        assert str(e) == "This instance has cluster support disabled", (command, e)
+# redis-py's cluster client, pointed at a node, says plainly that it is not a cluster.
+try:
+    RedisCluster(host="127.0.0.1", port={port})
+    raise SystemExit("RedisCluster connected")
+except RedisClusterException as e:
+    assert "Cluster mode is not enabled" in str(e), e
+print("ok")
+"##,
+        port = node.resp
+    );
+    run_redis_py(&script);
 }
 
 #[test]

@@ -564,6 +564,12 @@ fn a_node_restarting_while_s3_hangs_serves_and_says_which_partitions_are_opening
         })
         .collect();
     assert!(replies.iter().any(|r| r == "LOADING"), "{replies:?}");
+    // INFO says so, as Redis does while it loads (ioredis's ready check waits for `loading:0`).
+    let persistence: String = redis::cmd("INFO")
+        .arg("persistence")
+        .query(&mut redis)
+        .unwrap();
+    assert!(persistence.contains("loading:1\r\n"), "{persistence}");
     assert!(
         replies.iter().all(|r| r == "LOADING" || r == "answered"),
         "{replies:?}"
@@ -595,6 +601,11 @@ fn a_node_restarting_while_s3_hangs_serves_and_says_which_partitions_are_opening
         assert!(std::time::Instant::now() < deadline, "{}", node.log());
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    let persistence: String = redis::cmd("INFO")
+        .arg("persistence")
+        .query(&mut redis)
+        .unwrap();
+    assert!(persistence.contains("loading:0\r\n"), "{persistence}");
     let (status, reply) = node.post(
         "/records/get",
         json!({"Records": [{"pk": "late", "sk": ""}]}),

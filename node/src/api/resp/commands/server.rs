@@ -64,6 +64,21 @@ pub fn execute(ctx: &mut Context<'_>, name: &str, args: &[Bytes]) -> Option<Repl
         "command" => super::command_table::command(args),
         "module" => module(args),
         "config" => config(ctx, args),
+        "role" => match args {
+            // A master with no replicas: see `INFO replication`.
+            [] => Reply::Array(vec![
+                Reply::bulk("master"),
+                Reply::Int(0),
+                Reply::Array(Vec::new()),
+            ]),
+            _ => wrong_arity("role"),
+        },
+        // Redis's answer on a server without cluster mode, which clients that probe for a
+        // cluster (`CLUSTER SLOTS`, `CLUSTER INFO`) know to mean "standalone": FireScroll has no
+        // slots to route by, since every node of a region serves every key.
+        "cluster" | "readonly" | "readwrite" => {
+            Reply::err("This instance has cluster support disabled")
+        }
         _ => return None,
     })
 }
@@ -450,14 +465,24 @@ pub fn info(ctx: &Context<'_>, args: &[Bytes], keys: Option<u64>) -> Reply {
     let everything = wanted
         .iter()
         .any(|w| matches!(w.as_str(), "all" | "everything" | "commandstats"));
-    let sections: [(&str, String); 7] = [
+    // `INFO persistence`: FireScroll's persistence is the log, every acknowledged write in it
+    // durably (so `aof_enabled:1`); `loading` while partitions open from a snapshot (their reads
+    // answer `LOADING`), and a write refused for every client shows as a failed write.
+    let write_status = match ctx.service.write_refusal() {
+        Some(_) => "err",
+        None => "ok",
+    };
+    let (cpu_user, cpu_sys) = cpu_seconds();
+    let sections: [(&str, String); 11] = [
         (
             "server",
             format!(
                 "redis_version:{REDIS_VERSION}\r\nredis_mode:standalone\r\nfirescroll_version:{}\r\n\
-                 arch_bits:{}\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\n\
+                 os:{} {}\r\narch_bits:{}\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\n\
                  uptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\n",
                 env!("CARGO_PKG_VERSION"),
+                std::env::consts::OS,
+                std::env::consts::ARCH,
                 usize::BITS,
                 std::process::id(),
                 stats.run_id,
@@ -482,21 +507,43 @@ pub fn info(ctx: &Context<'_>, args: &[Bytes], keys: Option<u64>) -> Reply {
             ),
         ),
         (
+            "persistence",
+            format!(
+                "loading:{}\r\nasync_loading:0\r\nrdb_changes_since_last_save:0\r\n\
+                 rdb_bgsave_in_progress:0\r\nrdb_last_bgsave_status:ok\r\naof_enabled:1\r\n\
+                 aof_rewrite_in_progress:0\r\naof_rewrite_scheduled:0\r\n\
+                 aof_last_bgrewrite_status:ok\r\naof_last_write_status:{write_status}\r\n",
+                u8::from(ctx.service.loading())
+            ),
+        ),
+        (
             "stats",
             format!(
-                "total_connections_received:{}\r\ntotal_commands_processed:{}\r\n",
+                "total_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
+                 evicted_keys:0\r\n",
                 stats.connections.load(Ordering::Relaxed),
                 // With this connection's own commands of the batch running now.
                 stats.commands.load(Ordering::Relaxed) + ctx.session.uncounted
             ),
         ),
         (
-            "firescroll",
+            "replication",
+            // Every node takes writes (through the log) and serves every key: to its clients
+            // each is a master. The other nodes of the region are peers, not replicas a client
+            // could follow, so none are listed.
             format!(
-                "partitions:{}\r\nowned_partitions:{}\r\nready:{}\r\n",
-                ctx.service.partition_count(),
-                ctx.service.owned_partition_count(),
-                u8::from(ctx.service.readiness().ready)
+                "role:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\n\
+                 master_replid:{}\r\nmaster_replid2:{}\r\nmaster_repl_offset:0\r\n\
+                 second_repl_offset:-1\r\nrepl_backlog_active:0\r\n",
+                stats.run_id,
+                "0".repeat(40)
+            ),
+        ),
+        (
+            "cpu",
+            format!(
+                "used_cpu_sys:{cpu_sys:.6}\r\nused_cpu_user:{cpu_user:.6}\r\n\
+                 used_cpu_sys_children:0.000000\r\nused_cpu_user_children:0.000000\r\n"
             ),
         ),
         (
@@ -504,6 +551,16 @@ pub fn info(ctx: &Context<'_>, args: &[Bytes], keys: Option<u64>) -> Reply {
             format!(
                 "module:name=ReJSON,ver={REJSON_VERSION},api=1,filters=0,usedby=[],using=[],\
                  options=[]\r\n"
+            ),
+        ),
+        ("cluster", "cluster_enabled:0\r\n".to_string()),
+        (
+            "firescroll",
+            format!(
+                "partitions:{}\r\nowned_partitions:{}\r\nready:{}\r\n",
+                ctx.service.partition_count(),
+                ctx.service.owned_partition_count(),
+                u8::from(ctx.service.readiness().ready)
             ),
         ),
         ("keyspace", keyspace),
@@ -515,7 +572,10 @@ pub fn info(ctx: &Context<'_>, args: &[Bytes], keys: Option<u64>) -> Reply {
                 text.push_str("\r\n");
             }
             let mut title = name.to_string();
-            title[..1].make_ascii_uppercase();
+            match name {
+                "cpu" => title.make_ascii_uppercase(),
+                _ => title[..1].make_ascii_uppercase(),
+            }
             text.push_str(&format!("# {title}\r\n{body}"));
         }
     }
@@ -527,6 +587,24 @@ pub fn info(ctx: &Context<'_>, args: &[Bytes], keys: Option<u64>) -> Reply {
         text.push_str(&commandstats(ctx));
     }
     Reply::Verbatim(text.into())
+}
+
+/// The CPU time this process has used, user and system, in seconds (Linux's
+/// `/proc/self/stat`, in its clock ticks of 1/100 s; zeros where it cannot be read).
+fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // After the command name (in parentheses, which may hold spaces): state, then fields 4 to
+    // 13, then utime and stime.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let seconds = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|t| t.parse::<u64>().ok())
+            .map_or(0.0, |ticks| ticks as f64 / 100.0)
+    };
+    (seconds(11), seconds(12))
 }
 
 /// This process's resident memory in bytes (Linux; 0 where it cannot be read).
