@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs the real services and clients the tests talk to (once; the first
 # install of the Kafka-protocol broker takes 15-30 minutes on 2 cores; redis-cli and redis-server come
-# from Debian's redis-tools and redis-server, redis-py from PyPI, ioredis and node-redis from npm, the s3s-fs S3 server
+# from Debian's redis-tools and redis-server, HAProxy from Debian, redis-py from PyPI, ioredis and node-redis from npm, the s3s-fs S3 server
 # from crates.io), builds the example WebAssembly plugins from source, then runs every test.
 #
 #   scripts/test.sh [cargo test args...]
@@ -15,6 +15,13 @@ if ! command -v redis-cli >/dev/null 2>&1 || ! command -v redis-server >/dev/nul
     fi
     command -v redis-cli >/dev/null 2>&1 || { echo "redis-cli is required: install redis-tools" >&2; exit 1; }
     command -v redis-server >/dev/null 2>&1 || { echo "redis-server is required: install redis-server" >&2; exit 1; }
+fi
+# HAProxy, the load balancer people put before Redis masters, whose Redis health check a test runs.
+if ! command -v haproxy >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        { apt-get update -qq && apt-get install -y -qq haproxy; } >&2
+    fi
+    command -v haproxy >/dev/null 2>&1 || { echo "haproxy is required: install haproxy" >&2; exit 1; }
 fi
 # curl, the HTTP client of the TLS tests (HTTPS, HTTP/2 by ALPN, client certificates).
 if ! command -v curl >/dev/null 2>&1; then

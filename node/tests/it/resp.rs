@@ -8,7 +8,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn client(node: &Node, resp3: bool) -> redis::Connection {
     let url = if resp3 {
@@ -2336,6 +2336,97 @@ print("ok")
         port = node.resp
     );
     run_redis_py(&script);
+}
+
+/// HAProxy's usual health check of a Redis master (`PING`, then `INFO replication` expecting
+/// `role:master`) finds the node up, and commands pass through it. Without a replication
+/// section the check failed and HAProxy kept the node out.
+#[test]
+fn haproxy_redis_health_check_finds_the_node_a_master() {
+    let node = Node::start();
+    let dir = tempfile::tempdir().unwrap();
+    let [front] = common::free_ports();
+    let socket = dir.path().join("admin.sock");
+    let config = dir.path().join("haproxy.cfg");
+    std::fs::write(
+        &config,
+        format!(
+            "global\n    stats socket {socket} mode 600 level admin\n\
+             defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 10s\n    \
+             timeout server 10s\n\
+             frontend redis_front\n    bind 127.0.0.1:{front}\n    default_backend redis_back\n\
+             backend redis_back\n    option tcp-check\n    tcp-check connect\n    \
+             tcp-check send PING\\r\\n\n    tcp-check expect string +PONG\n    \
+             tcp-check send info\\ replication\\r\\n\n    tcp-check expect string role:master\n    \
+             tcp-check send QUIT\\r\\n\n    tcp-check expect string +OK\n    \
+             server firescroll 127.0.0.1:{resp} check inter 200ms fall 1 rise 1\n",
+            socket = socket.display(),
+            resp = node.resp,
+        ),
+    )
+    .unwrap();
+    let mut haproxy = std::process::Command::new("haproxy")
+        .arg("-f")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("haproxy runs (apt-get install haproxy; scripts/test.sh does)");
+    // The server's status and its last check as HAProxy's admin socket reports them (`show
+    // stat`: CSV under a header naming the columns).
+    let status = || -> Option<(String, String, String)> {
+        use std::os::unix::net::UnixStream;
+        let mut admin = UnixStream::connect(&socket).ok()?;
+        admin.write_all(b"show stat\n").unwrap();
+        let mut text = String::new();
+        admin.read_to_string(&mut text).unwrap();
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next()?.trim_start_matches("# ").split(',').collect();
+        let row: Vec<&str> = lines
+            .find(|l| l.starts_with("redis_back,firescroll,"))?
+            .split(',')
+            .collect();
+        let column = |name: &str| -> String {
+            let at = header.iter().position(|h| *h == name).unwrap();
+            row.get(at).unwrap_or(&"").to_string()
+        };
+        Some((
+            column("status"),
+            // A leading `* ` marks a check in progress.
+            column("check_status").trim_start_matches("* ").to_string(),
+            column("check_desc"),
+        ))
+    };
+    // Until its first check has run, HAProxy shows the server UP with the check `INI`.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (state, check, why) = loop {
+        if let Some(seen) = status().filter(|(_, check, _)| !matches!(check.as_str(), "" | "INI")) {
+            break seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "HAProxy ran no check: {:?}",
+            status()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!((state.as_str(), check.as_str()), ("UP", "L7OK"), "{why}");
+    let mut through = redis::Client::open(format!("redis://127.0.0.1:{front}/"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("behind-haproxy")
+        .arg("v")
+        .query(&mut through)
+        .unwrap();
+    let value: String = redis::cmd("GET")
+        .arg("behind-haproxy")
+        .query(&mut through)
+        .unwrap();
+    assert_eq!(value, "v");
+    haproxy.kill().unwrap();
+    haproxy.wait().unwrap();
 }
 
 #[test]
