@@ -11,11 +11,17 @@
 //! closes clients past `maxmemory-clients` (Redis leaves that off by default, and its process
 //! then grows without bound). A connection whose client sends small requests and reads its
 //! answers holds nothing worth noting between them, so noting costs it nothing.
+//!
+//! Stalled connections go first: those whose holding has not moved for [`STALLED_AFTER`] (a
+//! client that takes nothing and sends nothing), the largest of them first, and only then the
+//! largest of the rest. Largest-first alone let a thousand stuck watches, each just under a
+//! writer's request body, fill the bound and close every larger write as it arrived.
 
 use prometheus::{IntCounterVec, IntGauge};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// Less than this held by a connection is noted as nothing: a connection's buffers hold that
@@ -23,9 +29,16 @@ use tokio::sync::Notify;
 /// writes) is then left alone. 10,000 connections below it hold at most 640 MiB.
 pub const COUNTED_FROM: usize = 64 * 1024;
 
+/// A connection whose holding has not changed (nor its transfer moved on) for this long is
+/// stalled, and closed before the others past the bound.
+pub const STALLED_AFTER: Duration = Duration::from_secs(1);
+
 /// What every connection of the node holds, and the bound on it.
 pub struct ClientMemory {
     limit: usize,
+    /// What holdings' change times count from.
+    epoch: Instant,
+    stalled_after: Duration,
     total: AtomicUsize,
     holders: Mutex<HashMap<u64, Arc<Holding>>>,
     next_id: AtomicU64,
@@ -36,6 +49,8 @@ pub struct ClientMemory {
 /// What one connection holds, and how it learns that it was closed for it.
 struct Holding {
     held: AtomicUsize,
+    /// When the holding last changed or its transfer moved on, in µs from the node's epoch.
+    moved_us: AtomicU64,
     /// Chosen to be closed: not chosen again, nor counted as memory that will stay.
     evicted: AtomicBool,
     close: Notify,
@@ -54,8 +69,20 @@ impl ClientMemory {
     /// (`firescroll_client_memory_bytes`), closed connections counted in `evicted`
     /// (`firescroll_clients_evicted_total{port}`).
     pub fn new(limit: usize, held_gauge: IntGauge, evicted: IntCounterVec) -> Arc<Self> {
+        Self::with_stall(limit, STALLED_AFTER, held_gauge, evicted)
+    }
+
+    /// As [`ClientMemory::new`], with holdings stalled after `stalled_after`.
+    fn with_stall(
+        limit: usize,
+        stalled_after: Duration,
+        held_gauge: IntGauge,
+        evicted: IntCounterVec,
+    ) -> Arc<Self> {
         Arc::new(ClientMemory {
             limit,
+            epoch: Instant::now(),
+            stalled_after,
             total: AtomicUsize::new(0),
             holders: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
@@ -79,6 +106,7 @@ impl ClientMemory {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let holding = Arc::new(Holding {
             held: AtomicUsize::new(0),
+            moved_us: AtomicU64::new(self.now_us()),
             evicted: AtomicBool::new(false),
             close: Notify::new(),
             port,
@@ -91,7 +119,14 @@ impl ClientMemory {
         }
     }
 
-    /// Closes the connections holding the most until what the others hold fits the bound.
+    /// Microseconds since the epoch.
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// Closes connections until what the others hold fits the bound: the stalled ones first,
+    /// those holding the most first, and of those holding alike, the one that moved least
+    /// recently (many watches hold the same event: the one whose client is taking it stays).
     fn evict_past_limit(&self) {
         let holders = self.lock();
         // Connections already chosen are on their way out: what they hold is going.
@@ -103,16 +138,28 @@ impl ClientMemory {
         if staying <= self.limit {
             return;
         }
+        // Idle connections hold nothing: closing them would free nothing.
         let mut by_size: Vec<&Arc<Holding>> = holders
             .values()
-            .filter(|h| !h.evicted.load(Ordering::Relaxed))
+            .filter(|h| !h.evicted.load(Ordering::Relaxed) && h.held.load(Ordering::Relaxed) > 0)
             .collect();
-        by_size.sort_by_key(|h| std::cmp::Reverse(h.held.load(Ordering::Relaxed)));
+        let now = self.now_us();
+        let stalled_after = self.stalled_after.as_micros() as u64;
+        let stalled =
+            |h: &Holding| now.saturating_sub(h.moved_us.load(Ordering::Relaxed)) >= stalled_after;
+        by_size.sort_by_key(|h| {
+            (
+                std::cmp::Reverse(stalled(h)),
+                std::cmp::Reverse(h.held.load(Ordering::Relaxed)),
+                h.moved_us.load(Ordering::Relaxed),
+            )
+        });
         for holding in by_size {
             if staying <= self.limit {
                 break;
             }
             let held = holding.held.load(Ordering::Relaxed);
+            let stalled = stalled(holding);
             holding.evicted.store(true, Ordering::Relaxed);
             // A permit if the connection is not waiting on it right now.
             holding.close.notify_one();
@@ -120,9 +167,11 @@ impl ClientMemory {
             tracing::warn!(
                 port = holding.port,
                 held_bytes = held,
+                stalled,
                 limit = self.limit,
                 "closing a client connection: the requests and answers client connections \
-                 hold pass CLIENT_MEMORY_MAX_BYTES, and it holds the most"
+                 hold pass CLIENT_MEMORY_MAX_BYTES, and it holds the most (of the stalled \
+                 ones, if any: their clients neither took nor sent anything for a second)"
             );
             staying -= held;
         }
@@ -163,11 +212,20 @@ impl MemoryHolder {
         self.changed(before, before - bytes);
     }
 
+    /// Notes that the connection's transfer moved on (its client took part of an answer)
+    /// though what it holds did not change: it is not stalled.
+    pub fn moved(&self) {
+        self.holding
+            .moved_us
+            .store(self.memory.now_us(), Ordering::Relaxed);
+    }
+
     /// Moves the node's total from `before` to `bytes` for this connection.
     fn changed(&self, before: usize, bytes: usize) {
         if before == bytes {
             return;
         }
+        self.moved();
         let total = if bytes > before {
             self.memory
                 .total
@@ -220,6 +278,16 @@ mod tests {
     fn memory(limit: usize) -> Arc<ClientMemory> {
         ClientMemory::new(
             limit,
+            IntGauge::new("held", "held").unwrap(),
+            IntCounterVec::new(Opts::new("evicted", "evicted"), &["port"]).unwrap(),
+        )
+    }
+
+    /// A bound whose holdings stall after 50 ms.
+    fn memory_stalling(limit: usize) -> Arc<ClientMemory> {
+        ClientMemory::with_stall(
+            limit,
+            Duration::from_millis(50),
             IntGauge::new("held", "held").unwrap(),
             IntCounterVec::new(Opts::new("evicted", "evicted"), &["port"]).unwrap(),
         )
@@ -300,5 +368,67 @@ mod tests {
             0,
             "shrinking below it releases what was counted"
         );
+    }
+
+    #[tokio::test]
+    async fn stalled_holders_are_closed_before_larger_ones_that_move() {
+        let memory = memory_stalling(100 * K);
+        // Three stuck watches, each holding an event its client does not take.
+        let stuck: Vec<MemoryHolder> = (0..3).map(|_| memory.holder("http")).collect();
+        for holder in &stuck {
+            holder.hold(30 * K);
+        }
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        // A write's body arriving, larger than any of them, passes the bound: stuck ones go,
+        // the largest first, until the rest fit (90 + 40 - 30 = 100).
+        let writer = memory.holder("http");
+        writer.add(20 * K);
+        writer.add(20 * K);
+        assert!(!is_evicted(&writer).await, "the moving writer stays");
+        let closed = futures_util::future::join_all(stuck.iter().map(is_evicted)).await;
+        assert_eq!(closed.iter().filter(|&&c| c).count(), 1, "{closed:?}");
+    }
+
+    #[tokio::test]
+    async fn a_transfer_that_moves_on_is_not_stalled() {
+        let memory = memory_stalling(100 * K);
+        let (stuck, reading) = (memory.holder("http"), memory.holder("http"));
+        stuck.hold(40 * K);
+        reading.hold(40 * K);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        // Its client took a slice of a large answer: the same amount is counted until the end.
+        reading.moved();
+        let new = memory.holder("redis");
+        new.hold(30 * K);
+        assert!(is_evicted(&stuck).await);
+        assert!(!is_evicted(&reading).await && !is_evicted(&new).await);
+    }
+
+    #[tokio::test]
+    async fn of_those_holding_alike_the_one_that_moved_least_recently_goes() {
+        // Many watches stuck on one event hold the same as the watch whose client is taking it.
+        let memory = memory(100 * K);
+        let (stuck, taking) = (memory.holder("http"), memory.holder("http"));
+        stuck.hold(40 * K);
+        taking.hold(40 * K);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        taking.moved();
+        memory.holder("http").hold(30 * K);
+        assert!(is_evicted(&stuck).await);
+        assert!(!is_evicted(&taking).await);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_never_closed_for_memory() {
+        let memory = memory_stalling(100 * K);
+        // Stalled, but holding nothing: closing it would free nothing.
+        let idle = memory.holder("redis");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let (a, b) = (memory.holder("http"), memory.holder("http"));
+        a.hold(60 * K);
+        b.hold(60 * K);
+        assert!(!is_evicted(&idle).await);
+        assert_eq!(memory.evicted.with_label_values(&["http"]).get(), 1);
+        assert_eq!(memory.evicted.with_label_values(&["redis"]).get(), 0);
     }
 }

@@ -469,3 +469,98 @@ fn a_client_that_takes_nothing_of_its_answer_is_closed_after_the_idle_timeout() 
         "closed by its idle timeout, not by the memory bound"
     );
 }
+
+/// Opens watches of pk `w` whose clients then read nothing (their receive buffers set small
+/// before connecting), prints `ready` once each has its first event (it is registered), and
+/// holds them until its input closes.
+const STUCK_WATCHES: &str = r#"
+import socket, sys
+port, count = int(sys.argv[1]), int(sys.argv[2])
+watches = []
+for _ in range(count):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", port))
+    s.sendall(b"GET /records/watch?pk=w HTTP/1.1\r\nHost: x\r\n\r\n")
+    seen = b""
+    while b"event: bookmark" not in seen:
+        seen += s.recv(4096)
+    watches.append(s)
+print("ready", flush=True)
+sys.stdin.read()
+"#;
+
+#[test]
+fn watches_whose_clients_stopped_reading_are_closed_and_writers_go_on() {
+    let node = Node::start_with(&[("CLIENT_MEMORY_MAX_BYTES", "67108864")]);
+    let held = || node.metric("firescroll_client_memory_bytes ");
+    let closed = || node.metric("firescroll_clients_evicted_total{port=\"http\"}");
+    // 500 watches stuck on an event of 200 KB each would hold 100 MB: past the bound.
+    let mut stuck = std::process::Command::new("python3")
+        .args(["-c", STUCK_WATCHES, &node.api.to_string(), "500"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(stuck.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    // And one watch whose client reads everything.
+    let url = node.url("/records/watch?pk=w");
+    let reader = std::thread::spawn(move || {
+        let response = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap()
+            .get(url)
+            .send()
+            .unwrap();
+        let mut changes = 0;
+        for line in std::io::BufRead::lines(std::io::BufReader::new(response)) {
+            if line.unwrap() == "event: change" {
+                changes += 1;
+                if changes == 120 {
+                    break;
+                }
+            }
+        }
+        changes
+    });
+    let value = "v".repeat(200_000);
+    // Writes the size of one event: once the kernel's buffers of the stuck watches are full
+    // (2 MB each, here), their events fill the bound and the node closes some.
+    for i in 0..20 {
+        let (status, body) = node.post(
+            "/records/put",
+            json!({"Records": [{"pk": "w", "sk": format!("small-{i}"), "data": value}]}),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    wait_for("stuck watches closed", || closed() > 0.0);
+    assert!(held() <= (64 << 20) as f64, "{} held", held());
+    // Once they are stalled, writes of five times that arrive while the bound is full: the
+    // stalled watches go, not the writer, though its bodies are the largest.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = closed();
+    for i in 0..20 {
+        let records: Vec<Value> = (0..5)
+            .map(|j| json!({"pk": "w", "sk": format!("large-{i}-{j}"), "data": value}))
+            .collect();
+        let (status, body) = node.post("/records/put", json!({ "Records": records }));
+        assert_eq!(status, 200, "{body}");
+    }
+    assert!(
+        closed() > before,
+        "the large writes closed no stalled watch"
+    );
+    assert!(held() <= (64 << 20) as f64, "{} held", held());
+    // The watch that reads saw every change.
+    assert_eq!(reader.join().unwrap(), 120);
+    drop(stuck.stdin.take());
+    stuck.wait().unwrap();
+    wait_for("nothing held", || held() == 0.0);
+}

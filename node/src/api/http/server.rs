@@ -6,7 +6,7 @@
 
 use super::body::admit;
 use super::header_timer::ConnectionTimer;
-use super::held_body::counted;
+use super::held_body::{HYPER_BUFFER_BYTES, counted};
 use crate::api::client_memory::ClientMemory;
 use crate::api::tls::{self, Tls, TlsPort};
 use crate::config::HttpLimits;
@@ -73,9 +73,13 @@ pub async fn serve<R>(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // The HTTP/1 header timeout's timer is set per connection (below).
-    builder.http1().header_read_timeout(limits.header_timeout);
+    builder
+        .http1()
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(HYPER_BUFFER_BYTES);
     builder
         .http2()
+        .max_send_buf_size(HYPER_BUFFER_BYTES)
         .timer(TokioTimer::new())
         .keep_alive_interval(limits.header_timeout)
         .keep_alive_timeout(limits.header_timeout);
