@@ -942,7 +942,9 @@ fn json_documents_are_read_and_edited_at_paths_by_redisjson_clients() {
     let script = format!(
         r#"
 import redis, threading
-r = redis.Redis(port={port}, decode_responses=True)
+# redis-py 8 gives up on a reply after 5 s by default (and retries): the refused transaction
+# below parses up to 64 MiB before it says so, seconds in a debug build.
+r = redis.Redis(port={port}, decode_responses=True, socket_timeout=120)
 j = r.json()
 # Tools that look for RedisJSON among the modules before using it find it.
 assert r.module_list() == [{{"name": "ReJSON", "ver": 20600, "path": "", "args": []}}], r.module_list()
