@@ -12,8 +12,9 @@
 //! then grows without bound). A connection whose client sends small requests and reads its
 //! answers holds nothing worth noting between them, so noting costs it nothing.
 //!
-//! Stalled connections go first: those whose holding has not moved for [`STALLED_AFTER`] (a
-//! client that takes nothing and sends nothing), the largest of them first, and only then the
+//! Stalled connections go first: those whose holding waits on their client and has not moved
+//! for [`STALLED_AFTER`] (a client that takes nothing and sends nothing; state a connection keeps
+//! while idle, its subscriptions, never stalls), the largest of them first, and only then the
 //! largest of the rest. Largest-first alone let a thousand stuck watches, each just under a
 //! writer's request body, fill the bound and close every larger write as it arrived.
 
@@ -51,6 +52,10 @@ struct Holding {
     held: AtomicUsize,
     /// When the holding last changed or its transfer moved on, in µs from the node's epoch.
     moved_us: AtomicU64,
+    /// Whether what it holds waits on its client (an answer not taken, a request not all
+    /// arrived), as opposed to state it keeps while idle (a Redis connection's subscriptions):
+    /// only a waiting holding can stall.
+    waiting: AtomicBool,
     /// Chosen to be closed: not chosen again, nor counted as memory that will stay.
     evicted: AtomicBool,
     close: Notify,
@@ -107,6 +112,7 @@ impl ClientMemory {
         let holding = Arc::new(Holding {
             held: AtomicUsize::new(0),
             moved_us: AtomicU64::new(self.now_us()),
+            waiting: AtomicBool::new(true),
             evicted: AtomicBool::new(false),
             close: Notify::new(),
             port,
@@ -145,8 +151,10 @@ impl ClientMemory {
             .collect();
         let now = self.now_us();
         let stalled_after = self.stalled_after.as_micros() as u64;
-        let stalled =
-            |h: &Holding| now.saturating_sub(h.moved_us.load(Ordering::Relaxed)) >= stalled_after;
+        let stalled = |h: &Holding| {
+            h.waiting.load(Ordering::Relaxed)
+                && now.saturating_sub(h.moved_us.load(Ordering::Relaxed)) >= stalled_after
+        };
         by_size.sort_by_key(|h| {
             (
                 std::cmp::Reverse(stalled(h)),
@@ -189,6 +197,15 @@ impl MemoryHolder {
     /// place of what it noted before). Past the node's bound, the connections holding the most
     /// — this one, perhaps — are told to close ([`MemoryHolder::evicted`]).
     pub fn hold(&self, bytes: usize) {
+        self.hold_waiting(bytes, true);
+    }
+
+    /// As [`MemoryHolder::hold`], saying whether any of it waits on the client (`false`: only
+    /// state the connection keeps while idle, which never counts as stalled).
+    pub fn hold_waiting(&self, bytes: usize, waiting: bool) {
+        if self.holding.waiting.load(Ordering::Relaxed) != waiting {
+            self.holding.waiting.store(waiting, Ordering::Relaxed);
+        }
         // Small buffers are not worth an update of the node's total per command.
         let bytes = if bytes < COUNTED_FROM { 0 } else { bytes };
         // The usual case, a client that took every reply: nothing to write.
@@ -430,5 +447,19 @@ mod tests {
         assert!(!is_evicted(&idle).await);
         assert_eq!(memory.evicted.with_label_values(&["http"]).get(), 1);
         assert_eq!(memory.evicted.with_label_values(&["redis"]).get(), 0);
+    }
+
+    #[tokio::test]
+    async fn state_kept_while_idle_never_stalls() {
+        let memory = memory_stalling(100 * K);
+        // A subscriber's channel names: held, unchanged, but waiting on nobody.
+        let subscriber = memory.holder("redis");
+        subscriber.hold_waiting(20 * K, false);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let (a, b) = (memory.holder("redis"), memory.holder("redis"));
+        a.hold(50 * K);
+        b.hold(50 * K);
+        assert!(!is_evicted(&subscriber).await);
+        assert_eq!(memory.evicted.with_label_values(&["redis"]).get(), 1);
     }
 }

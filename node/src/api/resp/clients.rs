@@ -84,9 +84,11 @@ impl ClientHandle {
         (node.held(), node.limit())
     }
 
-    /// Notes that the connection holds `bytes` of commands arriving and replies not yet taken.
-    pub fn hold_memory(&self, bytes: usize) {
-        self.memory.hold(bytes);
+    /// Notes that the connection holds `bytes` of commands arriving, replies not yet taken and
+    /// subscriptions; `waiting`: whether any of it waits on the client (a command still
+    /// arriving, replies not taken), else it is state kept while idle, which never stalls.
+    pub fn hold_memory(&self, bytes: usize, waiting: bool) {
+        self.memory.hold_waiting(bytes, waiting);
     }
 }
 

@@ -191,7 +191,10 @@ pub async fn run(
             }
             // What is left of the commands: the start of one still arriving, if any.
             release_capacity(&mut input);
-            client.hold_memory(input.len() + output.len() + session.held_bytes());
+            client.hold_memory(
+                input.len() + output.len() + session.held_bytes(),
+                !(input.is_empty() && output.is_empty()),
+            );
             if let Some(timeout) = config.idle_timeout {
                 idle.as_mut().reset(tokio::time::Instant::now() + timeout);
             }
@@ -216,10 +219,13 @@ pub async fn run(
                 // them, while its commands go on being read.
                 progress = stream.read_or_write(&mut input, &mut output) => match progress {
                     // A large command arriving in parts counts as it arrives.
-                    Ok(Progress::Read(1..)) => client.hold_memory(input.len() + output.len() + session.held_bytes()),
+                    Ok(Progress::Read(1..)) => client.hold_memory(input.len() + output.len() + session.held_bytes(), true),
                     Ok(Progress::Wrote) => {
                         release_capacity(&mut output);
-                        client.hold_memory(input.len() + output.len() + session.held_bytes());
+                        client.hold_memory(
+                            input.len() + output.len() + session.held_bytes(),
+                            !(input.is_empty() && output.is_empty()),
+                        );
                     }
                     // EOF or a broken connection.
                     _ => return,
@@ -292,7 +298,7 @@ async fn flush(
 ) -> std::io::Result<()> {
     stream.write_now(output)?;
     while output.len() >= OUTPUT_HELD_MAX {
-        client.hold_memory(also_held + output.len());
+        client.hold_memory(also_held + output.len(), true);
         // Reset whenever the client takes some: a slow reader goes on, one that stopped ends.
         let stalled = tokio::time::sleep(config.idle_timeout.unwrap_or(Duration::MAX / 4));
         tokio::select! {
@@ -302,7 +308,7 @@ async fn flush(
         }
     }
     release_capacity(output);
-    client.hold_memory(also_held + output.len());
+    client.hold_memory(also_held + output.len(), !output.is_empty());
     Ok(())
 }
 
