@@ -520,10 +520,16 @@ pub fn info(ctx: &Context<'_>, args: &[Bytes], keys: Option<u64>) -> Reply {
             "stats",
             format!(
                 "total_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
-                 evicted_keys:0\r\n",
+                 evicted_keys:0\r\nevicted_clients:{}\r\n",
                 stats.connections.load(Ordering::Relaxed),
                 // With this connection's own commands of the batch running now.
-                stats.commands.load(Ordering::Relaxed) + ctx.session.uncounted
+                stats.commands.load(Ordering::Relaxed) + ctx.session.uncounted,
+                // Redis 7's count of clients closed past `maxmemory-clients`: this port's.
+                ctx.service
+                    .metrics()
+                    .clients_evicted
+                    .with_label_values(&["redis"])
+                    .get()
             ),
         ),
         (
