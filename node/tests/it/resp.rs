@@ -347,11 +347,17 @@ fn garbage_gets_an_error_and_a_closed_connection_and_the_server_carries_on() {
 #[test]
 fn the_connection_limit_is_enforced() {
     let node = Node::start_with(&[("RESP_MAX_CLIENTS", "2")]);
-    let _a = client(&node, false);
+    let a = client(&node, false);
     let _b = client(&node, false);
     let (reply, closed) = raw_exchange(&node, b"PING\r\n");
     assert_eq!(reply, "-ERR max number of clients reached\r\n");
     assert!(closed);
+    // Counted where monitoring looks, as Redis counts them.
+    let mut a = a;
+    let stats: String = redis::cmd("INFO").arg("stats").query(&mut a).unwrap();
+    assert!(stats.contains("rejected_connections:1\r\n"), "{stats}");
+    let clients: String = redis::cmd("INFO").arg("clients").query(&mut a).unwrap();
+    assert!(clients.contains("maxclients:2\r\n"), "{clients}");
 }
 
 #[test]
@@ -2290,6 +2296,89 @@ fn info_answers_the_sections_asked_for_and_redis_cli_stat_reads_it() {
         columns[2].parse::<u64>().unwrap() >= 2,
         "clients column: {sample}"
     );
+}
+
+/// `INFO stats` counts what redis_exporter, Datadog and Grafana's Redis dashboards read, as
+/// redis-server counts it: the same redis-py script runs against both, and must read the same
+/// lookups that hit and missed, at least the bytes it sent and read, a command rate while
+/// commands run, expired keys, subscriptions, and zeroes after `CONFIG RESETSTAT`.
+#[test]
+fn info_stats_count_lookups_bytes_rates_and_expiries_as_redis_server_does() {
+    let node = Node::start();
+    let server = crate::expiry::RedisServer::start();
+    for (port, firescroll) in [(server.port, false), (node.resp, true)] {
+        let script = format!(
+            r#"
+import redis, time
+firescroll = {firescroll}
+r = redis.Redis(port={port}, decode_responses=True, socket_timeout=60)
+c = redis.Redis(port={port}, decode_responses=True, socket_timeout=60)
+def stats():
+    return r.info("stats")
+def wait_for(what, check):
+    for _ in range(200):
+        s = stats()
+        if check(s):
+            return s
+        time.sleep(0.05)
+    raise SystemExit(what + ": " + repr(stats()))
+assert r.config_resetstat()
+s = stats()
+assert s["keyspace_hits"] == 0 and s["keyspace_misses"] == 0, s
+c.set("k", "v")
+for _ in range(3):
+    assert c.get("k") == "v"
+for _ in range(2):
+    assert c.get("missing") is None
+assert c.mget("k", "missing") == ["v", None]
+assert c.exists("k", "k", "missing") == 2
+s = stats()
+# GET 3 hits 2 misses, MGET 1 and 1, EXISTS 2 and 1.
+assert (s["keyspace_hits"], s["keyspace_misses"]) == (6, 4), s
+# Bytes: a 100 kB value in, then out.
+c.set("big", "x" * 100000)
+assert stats()["total_net_input_bytes"] >= 100000, stats()
+assert len(c.get("big")) == 100000
+assert stats()["total_net_output_bytes"] >= 100000, stats()
+# A rate while commands run (averaged over the last 1.6 s, as Redis's).
+p = c.pipeline(transaction=False)
+for _ in range(5000):
+    p.ping()
+p.execute()
+wait_for("a command rate", lambda s: s["instantaneous_ops_per_sec"] > 0 and s["instantaneous_input_kbps"] > 0)
+# An expired key is counted once removed.
+c.set("short", "v", px=50)
+wait_for("an expired key", lambda s: s["expired_keys"] >= 1)
+# Subscriptions: distinct channels and patterns.
+sub = redis.Redis(port={port}).pubsub()
+sub.subscribe("__keyspace@0__:k")
+sub.psubscribe("__key*__:*")
+other = redis.Redis(port={port}).pubsub()
+other.subscribe("__keyspace@0__:k")
+for p_ in (sub, sub, other):
+    assert p_.get_message(timeout=10) is not None
+wait_for("subscriptions", lambda s: (s["pubsub_channels"], s["pubsub_patterns"]) == (1, 1))
+if firescroll:
+    # A hash field found or not counts as a key does (redis-server counts the hash key).
+    assert r.config_resetstat()
+    c.hset("h", "f", "v")
+    assert c.hget("h", "f") == "v" and c.hget("h", "g") is None
+    assert c.hmget("h", "f", "g", "f") == ["v", None, "v"]
+    assert c.hexists("h", "f") and c.hgetall("nothing") == {{}}
+    s = stats()
+    assert (s["keyspace_hits"], s["keyspace_misses"]) == (4, 3), s
+    assert r.info("clients")["maxclients"] == 10000
+# CONFIG RESETSTAT zeroes the counts.
+assert r.config_resetstat()
+s = stats()
+assert s["keyspace_hits"] == 0 and s["keyspace_misses"] == 0 and s["expired_keys"] == 0, s
+assert s["total_net_input_bytes"] < 1000 and s["total_net_output_bytes"] < 1000, s
+print("ok")
+"#,
+            firescroll = if firescroll { "True" } else { "False" },
+        );
+        run_redis_py(&script);
+    }
 }
 
 /// What health checks, monitoring and cluster-probing clients read: a master with no

@@ -68,8 +68,9 @@ pub async fn run(
     // Replies go out through `flush`, noting what stays held: true when the connection must end.
     // `session` names the session (`ctx.session` while a command's context is alive).
     macro_rules! flush_failed {
-        ($session:expr) => {
-            flush(
+        ($session:expr) => {{
+            let pending = output.len();
+            let failed = flush(
                 &mut stream,
                 &mut output,
                 input.len() + $session.held_bytes(),
@@ -78,8 +79,10 @@ pub async fn run(
                 config,
             )
             .await
-            .is_err()
-        };
+            .is_err();
+            $session.counted.net_output += (pending - output.len()) as u64;
+            failed
+        }};
     }
     let idle = tokio::time::sleep(config.idle_timeout.unwrap_or(Duration::MAX / 4));
     tokio::pin!(idle);
@@ -151,6 +154,7 @@ pub async fn run(
                         let reply = execute(&mut ctx, args, &mut latencies, &mut clock).await;
                         reply.encode(session.proto, &mut output);
                         if session.closing {
+                            session.counted.net_output += output.len() as u64;
                             stream.close_with(&output, last_write).await;
                             return;
                         }
@@ -179,6 +183,7 @@ pub async fn run(
                             "closing a Redis connection after a protocol error"
                         );
                         Reply::err(e).encode(session.proto, &mut output);
+                        session.counted.net_output += output.len() as u64;
                         stream.close_with(&output, last_write).await;
                         return;
                     }
@@ -214,13 +219,18 @@ pub async fn run(
                     None => std::future::pending().await,
                 }
             };
+            let pending_output = output.len();
             tokio::select! {
                 // Commands, and replies the client had no room for yet: written as it takes
                 // them, while its commands go on being read.
                 progress = stream.read_or_write(&mut input, &mut output) => match progress {
                     // A large command arriving in parts counts as it arrives.
-                    Ok(Progress::Read(1..)) => client.hold_memory(input.len() + output.len() + session.held_bytes(), true),
+                    Ok(Progress::Read(read @ 1..)) => {
+                        session.counted.net_input += read as u64;
+                        client.hold_memory(input.len() + output.len() + session.held_bytes(), true);
+                    }
                     Ok(Progress::Wrote) => {
+                        session.counted.net_output += (pending_output - output.len()) as u64;
                         release_capacity(&mut output);
                         client.hold_memory(
                             input.len() + output.len() + session.held_bytes(),
@@ -274,6 +284,7 @@ pub async fn run(
                 () = &mut ended => return,
             }
             if overflow {
+                session.counted.net_output += output.len() as u64;
                 stream.close_with(&output, last_write).await;
                 return;
             }

@@ -53,13 +53,21 @@ pub async fn serve(
         service.partition_count(),
         push::Hub::start(service.clone()),
         port,
+        config.max_clients,
     ));
     let permits = Arc::new(Semaphore::new(config.max_clients));
     let ids = AtomicU64::new(1);
     let mut connections = tokio::task::JoinSet::new();
+    // `INFO`'s rates (`instantaneous_ops_per_sec`) are sampled here, between accepts.
+    let mut sample = tokio::time::interval(commands::SAMPLE_EVERY);
+    sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
+            _ = sample.tick() => {
+                shared.stats.sample();
+                continue;
+            }
             _ = stop.wait_for(|&s| s) => break,
         };
         let (mut stream, peer) = match accepted {
@@ -73,6 +81,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             tracing::warn!(%peer, max = config.max_clients, "RESP connection refused: too many clients");
+            shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
             // Said as Redis says it; a TLS client could not read it before its handshake, and
             // is closed (the log and the warning above say why).
             if tls.is_none() {

@@ -455,6 +455,19 @@ impl Hub {
         conn.channels.len() + conn.patterns.len()
     }
 
+    /// How many distinct channels, and patterns, some connection is subscribed to (`INFO
+    /// stats` `pubsub_channels`, `pubsub_patterns`).
+    pub fn subscribed_counts(&self) -> (usize, usize) {
+        let state = self.state.lock().expect("hub lock");
+        let mut channels: HashSet<&Bytes> = HashSet::new();
+        let mut patterns: HashSet<&Bytes> = HashSet::new();
+        for conn in state.conns.values() {
+            channels.extend(&conn.channels);
+            patterns.extend(&conn.patterns);
+        }
+        (channels.len(), patterns.len())
+    }
+
     /// The channels (or patterns) connection `id` is subscribed to.
     pub fn subscriptions(&self, id: u64, pattern: bool) -> Vec<Bytes> {
         let state = self.state.lock().expect("hub lock");

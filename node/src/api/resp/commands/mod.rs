@@ -21,12 +21,14 @@ mod scan;
 mod server;
 mod set;
 mod slowlog;
+mod stats;
 mod transaction;
 mod unsupported;
 mod written;
 
 pub use field_cursor::ScanCursors;
 pub(super) use scan::glob_match;
+pub use stats::{SAMPLE_EVERY, ServerStats};
 pub use written::{WriteSlots, WrittenPositions};
 
 use super::clients::{ClientHandle, ClientRegistry};
@@ -44,7 +46,6 @@ use serde_json::value::RawValue;
 use slowlog::SlowLog;
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Per-connection state.
 #[derive(Debug)]
@@ -96,10 +97,9 @@ pub struct Session {
     /// itself shares the connection's input buffer, which must not be kept alive by it), and
     /// when.
     noted: Option<(NotedName, std::time::Instant)>,
-    /// Commands run and not yet added to the node's count (`INFO stats`): the connection adds
-    /// them once per batch it answers (a shared counter bumped per command moved its cache
-    /// line between the cores serving connections).
-    uncounted: u64,
+    /// What this connection counted for `INFO stats` and not yet added to the node's counts
+    /// (once per batch it answers: see [`stats`]).
+    pub counted: stats::Unflushed,
 }
 
 /// How a command's reply is made from the data its op returned at apply.
@@ -226,13 +226,10 @@ impl Session {
         self.collecting.get_or_insert_with(Vec::new);
     }
 
-    /// Adds the commands this connection ran since the last call to the node's count.
+    /// Adds what this connection counted since the last call (commands, bytes, key lookups)
+    /// to the node's counts.
     pub fn count_commands(&mut self, stats: &ServerStats) {
-        if self.uncounted > 0 {
-            stats
-                .commands
-                .fetch_add(std::mem::take(&mut self.uncounted), Ordering::Relaxed);
-        }
+        stats.add(&mut self.counted);
     }
 
     pub fn new(id: u64, access: Access) -> Self {
@@ -256,7 +253,7 @@ impl Session {
             subscribed_bytes: 0,
             tracking_bytes: 0,
             noted: None,
-            uncounted: 0,
+            counted: stats::Unflushed::default(),
         }
     }
 
@@ -298,49 +295,15 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(partitions: u32, hub: Arc<Hub>, port: u16) -> Self {
+    pub fn new(partitions: u32, hub: Arc<Hub>, port: u16, max_clients: usize) -> Self {
         Shared {
             hub,
             clients: ClientRegistry::default(),
             scans: ScanCursors::default(),
             written: WrittenPositions::new(partitions),
-            stats: ServerStats::new(port),
+            stats: ServerStats::new(port, max_clients),
             slowlog: SlowLog::default(),
             monitors: Monitors::default(),
-        }
-    }
-}
-
-/// Counters of the Redis port, for `INFO` (and `redis-cli --stat`).
-#[derive(Debug)]
-pub struct ServerStats {
-    /// When the port began serving (`uptime_in_seconds`).
-    pub started: std::time::Instant,
-    /// Random per start, as Redis's `run_id`: monitoring tells a restart by it.
-    pub run_id: String,
-    /// The port served.
-    pub port: u16,
-    /// Connections open now.
-    pub clients: AtomicU64,
-    /// Connections accepted since start.
-    pub connections: AtomicU64,
-    /// Commands run since start.
-    pub commands: AtomicU64,
-}
-
-impl ServerStats {
-    pub fn new(port: u16) -> Self {
-        use rand::RngExt as _;
-        let mut rng = rand::rng();
-        ServerStats {
-            started: std::time::Instant::now(),
-            run_id: (0..40)
-                .map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap_or('0'))
-                .collect(),
-            port,
-            clients: AtomicU64::new(0),
-            connections: AtomicU64::new(0),
-            commands: AtomicU64::new(0),
         }
     }
 }
@@ -413,7 +376,7 @@ pub async fn execute(
         // connected: the reply waits for that (briefly), so what follows it is not missed.
         ctx.hub.wait_followed(FOLLOW_WAIT).await;
     }
-    ctx.session.uncounted += 1;
+    ctx.session.counted.commands += 1;
     let finished = std::time::Instant::now();
     *clock = finished;
     if ctx.session.must_note(&name, finished) {
@@ -450,6 +413,9 @@ pub(super) async fn run(ctx: &mut Context<'_>, command: &[Bytes]) -> Reply {
                 .any(|t| name.eq_ignore_ascii_case(t))
         });
     let reply = run_command(ctx, command).await;
+    if !queued && let Some(name) = command.first() {
+        stats::count_lookups(&mut ctx.session.counted, name, command.len() - 1, &reply);
+    }
     if ctx.monitors.active() && !queued {
         ctx.monitors.feed(ctx.client.addr(), command);
     }

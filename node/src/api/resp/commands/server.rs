@@ -493,8 +493,9 @@ pub fn info(ctx: &Context<'_>, args: &[Bytes], keys: Option<u64>) -> Reply {
         (
             "clients",
             format!(
-                "connected_clients:{}\r\nblocked_clients:0\r\n",
-                stats.clients.load(Ordering::Relaxed)
+                "connected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n",
+                stats.clients.load(Ordering::Relaxed),
+                stats.max_clients
             ),
         ),
         (
@@ -516,22 +517,7 @@ pub fn info(ctx: &Context<'_>, args: &[Bytes], keys: Option<u64>) -> Reply {
                 u8::from(ctx.service.loading())
             ),
         ),
-        (
-            "stats",
-            format!(
-                "total_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
-                 evicted_keys:0\r\nevicted_clients:{}\r\n",
-                stats.connections.load(Ordering::Relaxed),
-                // With this connection's own commands of the batch running now.
-                stats.commands.load(Ordering::Relaxed) + ctx.session.uncounted,
-                // Redis 7's count of clients closed past `maxmemory-clients`: this port's.
-                ctx.service
-                    .metrics()
-                    .clients_evicted
-                    .with_label_values(&["redis"])
-                    .get()
-            ),
-        ),
+        ("stats", stats_section(ctx)),
         (
             "replication",
             // Every node takes writes (through the log) and serves every key: to its clients
@@ -595,6 +581,43 @@ pub fn info(ctx: &Context<'_>, args: &[Bytes], keys: Option<u64>) -> Reply {
     Reply::Verbatim(text.into())
 }
 
+/// `INFO stats`: Redis's fields that this node counts, with this connection's counts of the
+/// batch running now. `expired_keys` counts records (strings, and hash fields) the log's time
+/// removed from partitions this node serves; `keyspace_hits`/`misses` the lookups of read
+/// commands (a hash field found or not counts as a key does); the `instantaneous_` rates
+/// average the last 1.6 s, as Redis's.
+fn stats_section(ctx: &Context<'_>) -> String {
+    let stats = ctx.stats;
+    let now = stats.snapshot(&ctx.session.counted);
+    let metrics = ctx.service.metrics();
+    // Redis 7's count of clients closed past `maxmemory-clients`: this port's.
+    let (expired, evicted_clients) = stats.since_reset(
+        metrics.records_expired.get(),
+        metrics.clients_evicted.with_label_values(&["redis"]).get(),
+    );
+    let (channels, patterns) = ctx.hub.subscribed_counts();
+    let totals = now.totals;
+    format!(
+        "total_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
+         instantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\n\
+         total_net_output_bytes:{}\r\ninstantaneous_input_kbps:{:.2}\r\n\
+         instantaneous_output_kbps:{:.2}\r\nrejected_connections:{}\r\n\
+         expired_keys:{expired}\r\nevicted_keys:0\r\nevicted_clients:{evicted_clients}\r\n\
+         keyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{channels}\r\n\
+         pubsub_patterns:{patterns}\r\nlatest_fork_usec:0\r\n",
+        stats.connections.load(Ordering::Relaxed),
+        totals.commands,
+        now.ops_per_sec.round() as u64,
+        totals.net_input,
+        totals.net_output,
+        now.input_kbps,
+        now.output_kbps,
+        stats.rejected.load(Ordering::Relaxed),
+        totals.hits,
+        totals.misses,
+    )
+}
+
 /// The CPU time this process has used, user and system, in seconds (Linux's
 /// `/proc/self/stat`, in its clock ticks of 1/100 s; zeros where it cannot be read).
 fn cpu_seconds() -> (f64, f64) {
@@ -650,9 +673,12 @@ const FIXED_SETTINGS: [(&str, &str, &str); 5] = [
 fn config(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     match args {
         [sub] if sub.eq_ignore_ascii_case(b"RESETSTAT") => {
-            ctx.stats.connections.store(0, Ordering::Relaxed);
-            ctx.stats.commands.store(0, Ordering::Relaxed);
-            ctx.session.uncounted = 0;
+            let metrics = ctx.service.metrics();
+            ctx.stats.reset(
+                metrics.records_expired.get(),
+                metrics.clients_evicted.with_label_values(&["redis"]).get(),
+            );
+            ctx.session.counted = Default::default();
             Reply::ok()
         }
         [sub, patterns @ ..] if sub.eq_ignore_ascii_case(b"GET") && !patterns.is_empty() => {
