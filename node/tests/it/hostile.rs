@@ -435,6 +435,36 @@ fn raw_exchange(node: &Node, head: &str, wait: Duration) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Request heads are bounded by what hyper buffers per connection (64 KiB, the bound that
+/// keeps what it holds outside the node's client-memory count small): a larger one is a 431,
+/// the usual sizes (cookies, tokens of a few KiB) are served.
+#[test]
+fn request_heads_over_64_kib_are_refused_with_431_and_the_usual_sizes_served() {
+    let node = Node::start();
+    let exchange = |header_bytes: usize| {
+        let head = format!(
+            "GET /up HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(header_bytes)
+        );
+        let mut s = TcpStream::connect(("127.0.0.1", node.api)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // The server may answer and close before it has read all of a large head.
+        let _ = s.write_all(head.as_bytes());
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    for size in [100, 16 * 1024, 48 * 1024] {
+        let reply = exchange(size);
+        assert!(reply.starts_with("HTTP/1.1 200"), "{size}: {reply}");
+    }
+    for size in [80 * 1024, 1024 * 1024] {
+        let reply = exchange(size);
+        assert!(reply.starts_with("HTTP/1.1 431"), "{size}: {reply}");
+    }
+    answers_everything(&node, Duration::from_secs(5)).unwrap();
+}
+
 #[test]
 fn slow_and_greedy_http_clients_cannot_lock_others_out() {
     let node = Node::start_with(&[
