@@ -58,6 +58,9 @@ struct Holding {
     waiting: AtomicBool,
     /// Chosen to be closed: not chosen again, nor counted as memory that will stay.
     evicted: AtomicBool,
+    /// Never chosen (an administrator's `CLIENT NO-EVICT on`): what it holds still counts, and
+    /// the others are closed for it, as Redis treats a no-evict client.
+    exempt: AtomicBool,
     close: Notify,
     port: &'static str,
 }
@@ -114,6 +117,7 @@ impl ClientMemory {
             moved_us: AtomicU64::new(self.now_us()),
             waiting: AtomicBool::new(true),
             evicted: AtomicBool::new(false),
+            exempt: AtomicBool::new(false),
             close: Notify::new(),
             port,
         });
@@ -147,7 +151,11 @@ impl ClientMemory {
         // Idle connections hold nothing: closing them would free nothing.
         let mut by_size: Vec<&Arc<Holding>> = holders
             .values()
-            .filter(|h| !h.evicted.load(Ordering::Relaxed) && h.held.load(Ordering::Relaxed) > 0)
+            .filter(|h| {
+                !h.evicted.load(Ordering::Relaxed)
+                    && !h.exempt.load(Ordering::Relaxed)
+                    && h.held.load(Ordering::Relaxed) > 0
+            })
             .collect();
         let now = self.now_us();
         let stalled_after = self.stalled_after.as_micros() as u64;
@@ -258,6 +266,17 @@ impl MemoryHolder {
         if bytes > before && total > self.memory.limit {
             self.memory.evict_past_limit();
         }
+    }
+
+    /// Exempts the connection from being closed past the bound (`CLIENT NO-EVICT on`), or
+    /// ends that (`off`). What it holds still counts.
+    pub fn set_exempt(&self, exempt: bool) {
+        self.holding.exempt.store(exempt, Ordering::Relaxed);
+    }
+
+    /// Whether the connection is exempt ([`MemoryHolder::set_exempt`]).
+    pub fn exempt(&self) -> bool {
+        self.holding.exempt.load(Ordering::Relaxed)
     }
 
     /// The node's bound this account is part of.
@@ -461,5 +480,25 @@ mod tests {
         b.hold(50 * K);
         assert!(!is_evicted(&subscriber).await);
         assert_eq!(memory.evicted.with_label_values(&["redis"]).get(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_exempt_connection_is_never_closed_but_its_holding_counts() {
+        let memory = memory(100 * K);
+        let (admin, other) = (memory.holder("redis"), memory.holder("redis"));
+        admin.set_exempt(true);
+        admin.hold(70 * K);
+        other.hold(40 * K);
+        // The largest holder is exempt: the other goes, though it alone fits the bound.
+        assert!(!is_evicted(&admin).await);
+        assert!(is_evicted(&other).await);
+        drop(other);
+        // Alone past the bound, it stays.
+        admin.hold(150 * K);
+        assert!(!is_evicted(&admin).await);
+        // Without the exemption it goes as any other.
+        admin.set_exempt(false);
+        admin.hold(151 * K);
+        assert!(is_evicted(&admin).await);
     }
 }

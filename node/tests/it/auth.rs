@@ -98,14 +98,15 @@ fn redis_requires_auth_and_read_tokens_cannot_write() {
     for token in ["r1", "w1"] {
         let out = raw(
             &node,
-            format!("AUTH {token}\r\nCONFIG SET slowlog-max-len 5\r\nSLOWLOG RESET\r\nCLIENT KILL ID 999\r\nMONITOR\r\nSLOWLOG LEN\r\nCONFIG GET slowlog-max-len\r\n").as_bytes(),
+            format!("AUTH {token}\r\nCONFIG SET slowlog-max-len 5\r\nSLOWLOG RESET\r\nCLIENT KILL ID 999\r\nCLIENT NO-EVICT on\r\nMONITOR\r\nSLOWLOG LEN\r\nCONFIG GET slowlog-max-len\r\n").as_bytes(),
         );
         assert_eq!(
             out,
             format!(
-                "+OK\r\n{}{}{}{}:0\r\n*2\r\n$15\r\nslowlog-max-len\r\n$3\r\n128\r\n+OK\r\n",
+                "+OK\r\n{}{}{}{}{}:0\r\n*2\r\n$15\r\nslowlog-max-len\r\n$3\r\n128\r\n+OK\r\n",
                 noperm("config"),
                 noperm("slowlog"),
+                noperm("client"),
                 noperm("client"),
                 noperm("monitor")
             ),
@@ -114,6 +115,12 @@ fn redis_requires_auth_and_read_tokens_cannot_write() {
     }
     assert!(
         raw(&node, b"AUTH a1\r\nCONFIG SET slowlog-max-len 5\r\n").starts_with("+OK\r\n+OK\r\n")
+    );
+    // An administrator's connection may exempt itself from the client-memory bound (`e`).
+    let exempt = raw(&node, b"AUTH a1\r\nCLIENT NO-EVICT on\r\nCLIENT INFO\r\n");
+    assert!(
+        exempt.starts_with("+OK\r\n+OK\r\n$") && exempt.contains(" flags=e "),
+        "{exempt}"
     );
     // redis-rs sends AUTH (and HELLO ... AUTH for RESP3) from the URL's password.
     for url in [

@@ -172,6 +172,15 @@ fn reads_of_many_records_answer_at_most_64_mib_and_pages_end_early() {
     assert_eq!(records, 201 + 2 * 17_000);
 }
 
+/// `MGET big big ...` of `keys` keys, in RESP.
+fn mget_command(keys: usize) -> Vec<u8> {
+    let mut command = format!("*{}\r\n$4\r\nMGET\r\n", keys + 1);
+    for _ in 0..keys {
+        command.push_str("$3\r\nbig\r\n");
+    }
+    command.into_bytes()
+}
+
 /// A client that sends one command and never reads: a socket the node fills, then holds the
 /// rest of the answer for.
 struct Hog {
@@ -180,11 +189,7 @@ struct Hog {
 
 impl Hog {
     fn redis(node: &Node, keys: usize) -> Hog {
-        let mut command = format!("*{}\r\n$4\r\nMGET\r\n", keys + 1);
-        for _ in 0..keys {
-            command.push_str("$3\r\nbig\r\n");
-        }
-        Self::send(node.resp, command.as_bytes())
+        Self::send(node.resp, &mget_command(keys))
     }
 
     fn http(node: &Node, pk: &str, keys: usize, gzip: bool) -> Hog {
@@ -272,16 +277,22 @@ fn mget_clients(con: &mut redis::Connection) -> Vec<(u64, usize)> {
         .collect()
 }
 
-#[test]
-fn clients_that_leave_answers_unread_are_closed_past_the_node_bound() {
-    // The least the setting takes: one answer's most.
-    let node = Node::start_with(&[("CLIENT_MEMORY_MAX_BYTES", "67108864")]);
+/// A node started with `env`, holding a `big` value of [`VALUE_BYTES`], and a connection to it.
+fn node_with_big(env: &[(&str, &str)]) -> (Node, redis::Connection) {
+    let node = Node::start_with(env);
     let mut con = connect(&node);
     let _: () = redis::cmd("SET")
         .arg("big")
         .arg("x".repeat(VALUE_BYTES))
         .query(&mut con)
         .unwrap();
+    (node, con)
+}
+
+#[test]
+fn clients_that_leave_answers_unread_are_closed_past_the_node_bound() {
+    // The least the setting takes: one answer's most.
+    let (node, mut con) = node_with_big(&[("CLIENT_MEMORY_MAX_BYTES", "67108864")]);
     let held = || node.metric("firescroll_client_memory_bytes ");
     let answer = 150 * VALUE_BYTES;
 
@@ -386,6 +397,32 @@ fn clients_that_leave_answers_unread_are_closed_past_the_node_bound() {
     );
 }
 
+/// An administrator's connection that said `CLIENT NO-EVICT on` is never closed for what it
+/// holds (as in Redis): past the bound the others are, even one holding less.
+#[test]
+fn a_no_evict_connection_keeps_its_unread_answer_and_the_others_are_closed() {
+    let (node, mut con) = node_with_big(&[("CLIENT_MEMORY_MAX_BYTES", "67108864")]);
+    let held = || node.metric("firescroll_client_memory_bytes ");
+    let mut command = b"CLIENT NO-EVICT on\r\n".to_vec();
+    command.extend_from_slice(&mget_command(150));
+    let mut exempt = Hog::send(node.resp, &command);
+    wait_for("the exempt answer held", || held() > (32 << 20) as f64);
+    // Half as much, but not exempt: this one goes.
+    let mut other = Hog::redis(&node, 100);
+    wait_for("a client closed", || {
+        node.metric("firescroll_clients_evicted_total{port=\"redis\"}") == 1.0
+    });
+    assert!(
+        other.was_closed(100 * VALUE_BYTES),
+        "the other client is closed"
+    );
+    assert!(
+        !exempt.was_closed(150 * VALUE_BYTES),
+        "the exempt client gets its whole answer"
+    );
+    let _: String = redis::cmd("PING").query(&mut con).unwrap();
+}
+
 /// Connections that each send most of a large request and stop.
 fn stalled_requests(port: u16, head: &[u8], count: usize) -> Vec<TcpStream> {
     let part = vec![b'y'; 7_900_000];
@@ -448,13 +485,7 @@ fn clients_that_stop_halfway_through_large_requests_are_closed_past_the_node_bou
 fn a_client_that_takes_nothing_of_its_answer_is_closed_after_the_idle_timeout() {
     // Far within the memory bound: only the idle timeout can end it (before, a connection
     // waiting for its client to read waited for ever).
-    let node = Node::start_with(&[("RESP_IDLE_TIMEOUT_SEC", "2")]);
-    let mut con = connect(&node);
-    let _: () = redis::cmd("SET")
-        .arg("big")
-        .arg("x".repeat(VALUE_BYTES))
-        .query(&mut con)
-        .unwrap();
+    let (node, mut con) = node_with_big(&[("RESP_IDLE_TIMEOUT_SEC", "2")]);
     let _hog = Hog::redis(&node, 150);
     wait_for("the answer held", || {
         mget_clients(&mut con)

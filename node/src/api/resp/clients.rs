@@ -90,6 +90,12 @@ impl ClientHandle {
     pub fn hold_memory(&self, bytes: usize, waiting: bool) {
         self.memory.hold_waiting(bytes, waiting);
     }
+
+    /// `CLIENT NO-EVICT on|off`: whether the node may close this connection past
+    /// `CLIENT_MEMORY_MAX_BYTES`.
+    pub fn set_no_evict(&self, on: bool) {
+        self.memory.set_exempt(on);
+    }
 }
 
 /// Every open connection of the port.
@@ -240,8 +246,10 @@ fn line(
     // What the connection holds, commands arriving and replies not yet taken (Redis splits it
     // into `qbuf` and `omem`; its `tot-mem` is the sum), when it counts (`client_memory`).
     let omem = c.handle.memory.held();
+    // Redis's flags: `e` a connection `CLIENT NO-EVICT` exempts, `N` none.
+    let flags = if c.handle.memory.exempt() { "e" } else { "N" };
     format!(
-        "id={id} addr={} laddr={} fd=0 name={name} age={} idle={idle_secs} flags=N db=0 sub=0 \
+        "id={id} addr={} laddr={} fd=0 name={name} age={} idle={idle_secs} flags={flags} db=0 sub=0 \
          psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem={omem} \
          tot-mem={omem} events=r cmd={command} user=default redir=-1 resp={proto} lib-name={} \
          lib-ver={}\n",

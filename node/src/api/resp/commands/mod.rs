@@ -706,7 +706,7 @@ fn permitted(access: Access, name: &str, args: &[Bytes]) -> Result<(), Reply> {
         "monitor" => Operation::Administer,
         "config" if sub(&["set", "resetstat"]) => Operation::Administer,
         "slowlog" if sub(&["reset"]) => Operation::Administer,
-        "client" if sub(&["kill"]) => Operation::Administer,
+        "client" if sub(&["kill", "no-evict"]) => Operation::Administer,
         name if is_write(name) => Operation::Write,
         _ => Operation::Read,
     };

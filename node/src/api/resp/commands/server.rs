@@ -376,10 +376,16 @@ fn client(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
                 .set_lib(lib_version, std::str::from_utf8(value).unwrap_or_default());
             Reply::ok()
         }
-        // No access time is kept, and `NO-EVICT` is taken but changes nothing: the node's bound
-        // on unread answers (`CLIENT_MEMORY_MAX_BYTES`) protects it from every connection alike
-        // (in Redis the command is for administrators; here any client could send it).
-        (b"NO-EVICT" | b"NO-TOUCH", [mode])
+        // As in Redis, an administrator's (`permitted` asks for an admin token): the connection
+        // is then never closed past `CLIENT_MEMORY_MAX_BYTES`, the others closed for it.
+        (b"NO-EVICT", [mode])
+            if mode.eq_ignore_ascii_case(b"on") || mode.eq_ignore_ascii_case(b"off") =>
+        {
+            ctx.client.set_no_evict(mode.eq_ignore_ascii_case(b"on"));
+            Reply::ok()
+        }
+        // No access time is kept: nothing to leave untouched.
+        (b"NO-TOUCH", [mode])
             if mode.eq_ignore_ascii_case(b"on") || mode.eq_ignore_ascii_case(b"off") =>
         {
             Reply::ok()
