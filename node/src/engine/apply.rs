@@ -524,6 +524,10 @@ fn apply_entry(
         )
     };
     let mut returned = Vec::new();
+    // Puts that skip together (format v8, `skips_with`): those before `skip_until` were
+    // skipped with their group, those before `unconditional_until` write without their `if`
+    // (their group's were all evaluated before any of them wrote).
+    let (mut skip_until, mut unconditional_until) = (0, 0);
     for (index, op) in entry.ops.iter().enumerate() {
         let reject = |kind, message| {
             Ok(EntryOutcome::Rejected(Rejection {
@@ -542,6 +546,44 @@ fn apply_entry(
                     store.id()
                 ),
             );
+        }
+        if index < skip_until {
+            continue;
+        }
+        if op.skips_with > 0 && index >= unconditional_until {
+            let end = (index + 1 + op.skips_with as usize).min(entry.ops.len());
+            let mut every_one_holds = true;
+            for member in &entry.ops[index..end] {
+                let Some(source) = &member.cond else {
+                    continue;
+                };
+                let key = encode_key(&member.pk, &member.sk);
+                let stored = value_at(
+                    (store, read_index),
+                    &key,
+                    &batch.writes,
+                    Some(&writes.local),
+                )?;
+                let current = stored_record_at(stored.as_deref(), member, now)?;
+                match check_condition(conds, source, member, current, &mut budget) {
+                    Ok(()) => {}
+                    Err((RejectionKind::ConditionFailed, _)) => {
+                        every_one_holds = false;
+                        break;
+                    }
+                    Err((kind, message)) => return reject(kind, message),
+                }
+            }
+            let verdict = if every_one_holds { "1" } else { "0" };
+            returned.extend((index..end).map(|member| Returned {
+                op: member as u32,
+                data: Some(verdict.to_owned()),
+            }));
+            if !every_one_holds {
+                skip_until = end;
+                continue;
+            }
+            unconditional_until = end;
         }
         if op.op == OpKind::Check {
             let Some(version) =
@@ -593,18 +635,10 @@ fn apply_entry(
             &batch.writes,
             Some(&writes.local),
         )?;
-        let decoded = match stored.as_deref() {
-            None => None,
-            Some(bytes) => Some(decode_value(bytes).ok_or_else(|| {
-                StoreError::Corrupt(format!(
-                    "value of {:?}/{:?} has no valid header",
-                    op.pk, op.sk
-                ))
-            })?),
-        };
-        // A record whose deadline the entry's time reached is absent to the entry, purged or not.
-        let current = decoded.filter(|v| v.expires_at_ms.is_none_or(|d| d > now));
-        if let Some(source) = &op.cond {
+        let current = stored_record_at(stored.as_deref(), op, now)?;
+        if index >= unconditional_until
+            && let Some(source) = &op.cond
+        {
             match check_condition(conds, source, op, current, &mut budget) {
                 Ok(()) => {}
                 // Format v4: a false `if` skips this op alone (Redis `SET ... NX` in `MULTI`).
@@ -1425,6 +1459,25 @@ fn short(plugin: &PluginRef) -> String {
 }
 
 /// Evaluates an op's `if` against the record as stored (its stored `_updated_at`, not the new one).
+/// The record `stored` holds for `op`'s key as an entry of time `now` sees it: a record whose
+/// deadline `now` reached is absent to the entry, purged or not.
+fn stored_record_at<'a>(
+    stored: Option<&'a [u8]>,
+    op: &Op,
+    now: i64,
+) -> Result<Option<StoredRecord<'a>>, StoreError> {
+    let decoded = match stored {
+        None => None,
+        Some(bytes) => Some(decode_value(bytes).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "value of {:?}/{:?} has no valid header",
+                op.pk, op.sk
+            ))
+        })?),
+    };
+    Ok(decoded.filter(|v| v.expires_at_ms.is_none_or(|d| d > now)))
+}
+
 fn check_condition(
     conds: &Conditions,
     source: &str,

@@ -494,6 +494,86 @@ fn timestamps_and_conditions_use_the_stored_record() {
 }
 
 #[test]
+fn puts_that_skip_together_write_all_or_none_and_the_entry_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let pk = &pks_in(3, 1)[0];
+    let store = open_partition(dir.path(), 3);
+    let rules = TestRules::new();
+    // A group of `n` puts (`MSETNX`, `HSETEX FNX|FXX` inside `MULTI`).
+    let group = |members: &[(&str, &str, &str)]| -> Vec<Op> {
+        members
+            .iter()
+            .enumerate()
+            .map(|(i, (sk, data, cond))| Op {
+                if_skips: true,
+                skips_with: if i == 0 { members.len() as u32 - 1 } else { 0 },
+                ..put(pk, sk, data, Some(cond))
+            })
+            .collect()
+    };
+    let entries = [
+        // a exists: the group {a, b} writes nothing, and the put after it is written; then
+        // {c, c} (a field named twice) checks both before either writes: both write, the
+        // second last.
+        LogEntry::new(
+            1000,
+            [
+                vec![put(pk, "a", "0", None)],
+                group(&[("a", "1", "data == nil"), ("b", "2", "data == nil")]),
+                vec![put(pk, "z", "9", None)],
+                group(&[("c", "3", "data == nil"), ("c", "4", "data == nil")]),
+                group(&[("a", "5", "data != nil"), ("c", "6", "data != nil")]),
+            ]
+            .concat(),
+        ),
+        // An `if` that cannot be evaluated still rejects the entry.
+        LogEntry::new(
+            1001,
+            [
+                vec![put(pk, "d", "7", None)],
+                group(&[("e", "8", "data == nil"), ("f", "9", "data.x.y ==")]),
+            ]
+            .concat(),
+        ),
+    ];
+    assert_eq!(entries[0].v, 8);
+    let log: Vec<Vec<u8>> = entries.iter().map(LogEntry::encode).collect();
+    let batch = apply_and_commit(&store, rules.rules(), &records(&log)).unwrap();
+    let returned: Vec<(u32, Option<&str>)> = batch.returned[0]
+        .1
+        .iter()
+        .map(|r| (r.op, r.data.as_deref()))
+        .collect();
+    assert_eq!(
+        returned,
+        [
+            (1, Some("0")),
+            (2, Some("0")),
+            (4, Some("1")),
+            (5, Some("1")),
+            (6, Some("1")),
+            (7, Some("1"))
+        ]
+    );
+    assert_eq!(
+        batch
+            .rejections
+            .iter()
+            .map(|(offset, r)| (*offset, r.kind))
+            .collect::<Vec<_>>(),
+        [(1, RejectionKind::ConditionError)]
+    );
+    let data = |sk: &str| get(&store, pk, sk).map(|r| r.data_json);
+    assert_eq!(data("a").as_deref(), Some("5"));
+    assert_eq!(data("b"), None, "skipped with its group");
+    assert_eq!(data("z").as_deref(), Some("9"));
+    assert_eq!(data("c").as_deref(), Some("6"));
+    for absent in ["d", "e", "f"] {
+        assert_eq!(data(absent), None, "{absent}");
+    }
+}
+
+#[test]
 fn a_false_skipping_condition_skips_its_op_alone() {
     let dir = tempfile::tempdir().unwrap();
     let pk = &pks_in(3, 1)[0];

@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 /// The newest entry format this build applies. It writes each entry in the oldest format that
 /// holds its ops (v1 unless an op uses a field or op kind of a later one), and never newer than the node's write
 /// version.
-pub const ENTRY_VERSION: u32 = 7;
+pub const ENTRY_VERSION: u32 = 8;
 
 /// What an operation does to its record.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,6 +218,15 @@ pub struct Op {
     /// `return_old` or `return_existed`. Ignored in older entries, as their nodes ignore it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub if_skips: bool,
+    /// Format v8. For an `if_skips` put: it and the next `skips_with` ops (each an `if_skips`
+    /// put) write together or not at all. Their `if`s are all evaluated, against the records as
+    /// they are when the first is reached, before any of them writes: when every one holds,
+    /// each writes in order (its `if` not evaluated again) and returns `"1"`; otherwise none
+    /// writes and each returns `"0"` (Redis `MSETNX` and `HSETEX ... FNX|FXX` inside `MULTI`,
+    /// where the rest of the transaction goes on). Ignored in older entries, as their nodes
+    /// ignore it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skips_with: u32,
     /// Format v5. For `expire`: the op is about the record's own deadline alone (a Redis hash
     /// field's TTL, `HEXPIRE`, `HPERSIST`, `HGETEX`), as Redis keeps a field's TTL apart from
     /// its key's: a deadline the record has from its key counts as none for `expire_if`, and
@@ -237,6 +246,10 @@ pub struct Op {
     /// path it cannot parse).
     #[serde(skip)]
     pub path_before_v7: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Op {
@@ -355,12 +368,15 @@ struct VersionOnly {
 }
 
 impl LogEntry {
-    /// An entry stamped with `ts_ms`, in the oldest format that holds its ops: v7 when a `json`
+    /// An entry stamped with `ts_ms`, in the oldest format that holds its ops: v8 when puts
+    /// skip together (`skips_with`), v7 when a `json`
     /// op's path has a filter function or pattern, v6 when an op is a `json` edit, v5 when one uses `field_ttl`, v4 when one is an `incr_long_double` or a `deadline` or uses
     /// `if_skips`, v3 when one sets or keeps a record's own deadline (`own_ttl`), v2 when one
     /// asks for its key's (`key_ttl`), else v1, which every release applies.
     pub fn new(ts_ms: i64, ops: Vec<Op>) -> Self {
-        let v = if ops.iter().any(Op::path_uses_functions) {
+        let v = if ops.iter().any(|op| op.skips_with > 0) {
+            8
+        } else if ops.iter().any(Op::path_uses_functions) {
             7
         } else if ops.iter().any(|op| op.op == OpKind::Json) {
             6
@@ -468,6 +484,9 @@ impl LogEntry {
                 }
                 if v < 7 {
                     ops.iter_mut().for_each(|op| op.path_before_v7 = true);
+                }
+                if v < 8 {
+                    ops.iter_mut().for_each(|op| op.skips_with = 0);
                 }
                 // An op kind of a newer format: a node of the entry's format does not know it.
                 if v < 4
@@ -658,6 +677,32 @@ mod tests {
         let v3_with_it =
             br#"{"v":3,"ts_ms":1,"ops":[{"op":"put","pk":"a","if":"false","if_skips":true}]}"#;
         assert!(!LogEntry::decode(v3_with_it).unwrap().ops[0].if_skips);
+    }
+
+    #[test]
+    fn puts_that_skip_together_are_v8_and_ignored_in_older_entries() {
+        let put = |pk: &str, skips_with| Op {
+            pk: pk.into(),
+            cond: Some("data == nil".into()),
+            if_skips: true,
+            skips_with,
+            ..Op::default()
+        };
+        let v8 = LogEntry::new(5, vec![put("a", 1), put("b", 0)]);
+        assert_eq!(v8.v, 8);
+        let decoded = LogEntry::decode(&v8.encode()).unwrap();
+        assert_eq!(
+            (decoded.ops[0].skips_with, decoded.ops[1].skips_with),
+            (1, 0)
+        );
+        // Not written when zero: entries without it are as before.
+        assert!(
+            !String::from_utf8(LogEntry::new(5, vec![put("a", 0)]).encode())
+                .unwrap()
+                .contains("skips_with")
+        );
+        let v7_with_it = br#"{"v":7,"ts_ms":1,"ops":[{"op":"put","pk":"a","if":"false","if_skips":true,"skips_with":1},{"op":"put","pk":"b","if":"true","if_skips":true}]}"#;
+        assert_eq!(LogEntry::decode(v7_with_it).unwrap().ops[0].skips_with, 0);
     }
 
     #[test]

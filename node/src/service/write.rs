@@ -83,6 +83,7 @@ impl Service {
         request: WriteRequest,
     ) -> Result<(Vec<EntryResult>, Vec<(usize, u32)>), ServiceError> {
         let ops = self.validate_ops(request.ops)?;
+        self.validate_skip_groups(&ops, request.mode)?;
         self.admit_on_disk(&ops)?;
         let count = ops.len();
         let partitions = self.engine.partition_count();
@@ -266,6 +267,48 @@ impl Service {
             for (op_index, i) in indices.into_iter().enumerate() {
                 located[i] = (place, op_index as u32);
             }
+        }
+        Ok(())
+    }
+
+    /// Puts that skip together (`skips_with`, log format v8) are `if_skips` puts, one group at a
+    /// time, all in one atomic entry.
+    fn validate_skip_groups(&self, ops: &[Op], mode: WriteMode) -> Result<(), ServiceError> {
+        let version = self.config.entry_write_version;
+        let mut members_until = 0;
+        for (i, op) in ops.iter().enumerate() {
+            if op.skips_with == 0 {
+                continue;
+            }
+            let end = i + 1 + op.skips_with as usize;
+            let why = if version < 8 {
+                Some(format!(
+                    "`skips_with` is log format v8; this node writes v{version}                      (ENTRY_WRITE_VERSION)"
+                ))
+            } else if mode != WriteMode::Atomic {
+                Some("`skips_with` needs the ops in one entry (an atomic batch)".to_owned())
+            } else if i < members_until {
+                Some("a group of puts that skip together cannot hold another".to_owned())
+            } else if end > ops.len() {
+                Some(format!(
+                    "`skips_with` {} goes past the request's last op",
+                    op.skips_with
+                ))
+            } else if !ops[i..end]
+                .iter()
+                .all(|member| member.if_skips && member.op == OpKind::Put)
+            {
+                Some("every op of a group that skips together is an `if_skips` put".to_owned())
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(ServiceError::bad_request(
+                    "bad_if_skips",
+                    format!("record {i}: {why}"),
+                ));
+            }
+            members_until = end;
         }
         Ok(())
     }
@@ -506,6 +549,7 @@ impl Service {
                     key_ttl: op.key_ttl && self.config.entry_write_version >= 2,
                     own_ttl: op.own_ttl && self.config.entry_write_version >= 3,
                     if_skips: op.if_skips,
+                    skips_with: op.skips_with,
                     // Below v5 an `expire` sees the key's deadline as the field's, as the
                     // nodes that may apply the entry do (the RESP edge answers to match).
                     field_ttl: op.field_ttl && version >= 5,

@@ -641,15 +641,19 @@ assert tx.execute() == [1, "m"]
 ttl = r.httl("tx", "a", "b")
 assert ttl[0] == -1 and 45 < ttl[1] <= 50, ttl
 assert 55000 < r.hpttl("tx", "d")[0] <= 60000
+# FNX/FXX inside MULTI: every field or none, decided at apply, and the rest goes on.
 tx = r.pipeline(transaction=True)
-tx.hsetex("tx", mapping={{"e": "5"}}, data_persist_option=Only.FNX)
+tx.hsetex("tx", mapping={{"a": "5", "e": "5"}}, data_persist_option=Only.FNX)
 tx.hset("tx", "f", "6")
-try:
-    tx.execute()
-    raise SystemExit("HSETEX FNX in MULTI: no error")
-except redis.ResponseError as e:
-    assert "FNX/FXX inside MULTI" in str(e), str(e)
-assert r.hget("tx", "f") == "6" and not r.hexists("tx", "e")
+tx.hmget("tx", "a", "e")
+tx.hsetex("tx", mapping={{"e": "7", "g": "7"}}, data_persist_option=Only.FNX, ex=100)
+tx.hmget("tx", "e", "g")
+tx.hsetex("tx", mapping={{"a": "8", "e": "8"}}, data_persist_option=Only.FXX)
+tx.hsetex("tx", mapping={{"a": "9", "nope": "9"}}, data_persist_option=Only.FXX)
+tx.hmget("tx", "a", "e", "nope")
+assert tx.execute() == [0, 1, ["1", None], 1, ["7", "7"], 1, 0, ["8", "8", None]]
+assert r.hmget("tx", "a", "e", "f", "g", "nope") == ["8", "8", "6", "7", None]
+assert 95 < r.httl("tx", "g")[0] <= 100
 print("ok")
 "#,
         port = node.resp
@@ -1941,6 +1945,43 @@ assert any(len(str(x)) > 300 for x in replies), "a sum past 64-bit floats, every
 }
 
 #[test]
+fn msetnx_inside_multi_sets_every_key_or_none_as_redis_server_does() {
+    // From log format v8 its keys write together or not at all, decided at apply, while the
+    // rest of the transaction goes on (below v8 it is refused while queuing: a test below).
+    // A transaction's keys share a partition.
+    let keys: Vec<String> = (0..)
+        .map(|i| format!("mx{i}"))
+        .filter(|k| firescroll::model::partition_of(k, 4) == 2)
+        .take(3)
+        .collect();
+    same_replies_as_redis_server(
+        &format!(
+            r#"
+def run(port):
+    r = redis.Redis(port=port, decode_responses=True)
+    a, b, c = {keys:?}
+    out = []
+    p = r.pipeline()
+    p.msetnx({{a: "1", b: "2"}}); p.mget(a, b, c); p.msetnx({{b: "3", c: "4"}}); p.mget(a, b, c)
+    p.set(c, "5"); p.msetnx({{c: "6"}}); p.get(c); p.delete(a, b, c)
+    p.msetnx({{a: "7", c: "8"}}); p.mget(a, b, c)
+    out.append(p.execute())
+    p = r.pipeline()
+    p.msetnx({{a: "9"}}); p.set(b, "10"); p.mget(a, b); p.execute_command("MSETNX", b, "x", b, "y")
+    out.append(p.execute())
+    out.append(r.mget(a, b, c))
+    # A key named twice is set once, to its last value.
+    p = r.pipeline()
+    p.delete(a); p.execute_command("MSETNX", a, "x", a, "y"); p.get(a)
+    out.append(p.execute())
+    return out
+"#
+        ),
+        "assert replies[0][0] == 1 and replies[0][2] == 0, replies",
+    );
+}
+
+#[test]
 fn nx_and_xx_writes_inside_multi_answer_as_redis_server_does() {
     // From log format v4 a write whose NX/XX condition is false is skipped alone at apply, as
     // Redis skips it: the rest of the transaction is written.
@@ -2095,6 +2136,39 @@ fn below_log_format_7_json_writes_take_filters_without_functions() {
         run(&["JSON.GET", "doc", "$.hosts[?@ =~ '^edge' || length(@) > 9]"]),
         Ok(redis::Value::BulkString(br#"["edge-1"]"#.to_vec()))
     );
+    // Below v8 MSETNX is refused while queuing (its condition would decide the whole
+    // transaction: EXECABORT), and HSETEX FNX at EXEC (the rest is written), each saying what
+    // to raise.
+    let mut tx = client(&node, false);
+    let refused: redis::RedisResult<Vec<redis::Value>> = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("s")
+        .arg("1")
+        .cmd("MSETNX")
+        .arg("s")
+        .arg("2")
+        .query(&mut tx);
+    let error = refused.unwrap_err().to_string();
+    assert!(error.contains("msetnx"), "{error}");
+    assert_eq!(run(&["EXISTS", "s"]), Ok(redis::Value::Int(0)));
+    let refused: redis::RedisResult<Vec<redis::Value>> = redis::pipe()
+        .atomic()
+        .cmd("HSET")
+        .arg("hx")
+        .arg("a")
+        .arg("1")
+        .cmd("HSETEX")
+        .arg("hx")
+        .arg("FNX")
+        .arg("FIELDS")
+        .arg(1)
+        .arg("b")
+        .arg("2")
+        .query(&mut tx);
+    let error = refused.unwrap_err().to_string();
+    assert!(error.contains("ENTRY_WRITE_VERSION=8"), "{error}");
+    assert_eq!(run(&["HLEN", "hx"]), Ok(redis::Value::Int(1)));
 }
 
 #[test]

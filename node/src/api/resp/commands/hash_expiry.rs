@@ -92,12 +92,8 @@ pub async fn hsetex(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         .collect();
     if ctx.session.collecting.is_some() {
         if cond.is_some() {
-            // Every field or none: that needs the entry's verdict, and the transaction is one
-            // entry.
-            return Reply::err(
-                "HSETEX FNX/FXX inside MULTI is not supported: its condition would decide the \
-                 whole transaction; run it on its own, or without FNX/FXX",
-            );
+            // Every field or none, while the rest of the transaction goes on.
+            return ctx.write_skip_group("HSETEX FNX/FXX", ops).await;
         }
         // Joins the transaction's entry, which applies whole or not at all.
         return match ctx.write_atomic(ops, false).await {

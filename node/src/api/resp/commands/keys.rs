@@ -324,11 +324,6 @@ pub async fn mset(ctx: &mut Context<'_>, args: &[Bytes], only_new: bool) -> Repl
     if args.is_empty() || !args.len().is_multiple_of(2) {
         return wrong_arity(name);
     }
-    if only_new && ctx.session.collecting.is_some() {
-        return Reply::err(
-            "MSETNX inside MULTI is not supported: its condition would decide the whole transaction",
-        );
-    }
     let mut ops: Vec<WriteOp> = Vec::with_capacity(args.len() / 2);
     // MSETNX checks every key before it sets any, as Redis does: a key named twice is set once,
     // to its last value (checked in sequence, its second op would see the first's write and
@@ -360,6 +355,10 @@ pub async fn mset(ctx: &mut Context<'_>, args: &[Bytes], only_new: bool) -> Repl
             cond: only_new.then(|| "data == nil".to_string()),
             ..WriteOp::default()
         });
+    }
+    if only_new && ctx.session.collecting.is_some() {
+        // Inside `EXEC`: every key set or none, while the rest of the transaction goes on.
+        return ctx.write_skip_group("MSETNX", ops).await;
     }
     match ctx.write_atomic(ops, only_new).await {
         Err(e) => e,

@@ -62,6 +62,10 @@ pub struct Session {
     transaction: Option<transaction::Queued>,
     /// While `EXEC` runs a transaction's writes: their ops, collected into one entry.
     collecting: Option<Vec<WriteOp>>,
+    /// The groups of collected ops that write together or not at all (`MSETNX`, `HSETEX
+    /// FNX|FXX`: `skips_with`), and whether this node, reading now, expects them to write: how
+    /// the transaction's later reads see them.
+    skip_groups: Vec<(std::ops::Range<usize>, bool)>,
     /// Set by a collected command (inside `EXEC` or a pipeline's group) whose reply is made
     /// from what its ops return at apply: (index of its first op among the collected ones, how
     /// to make the reply).
@@ -241,6 +245,7 @@ impl Session {
             closing: false,
             transaction: None,
             collecting: None,
+            skip_groups: Vec::new(),
             deferred: None,
             pending_json_bytes: std::sync::atomic::AtomicU64::new(0),
             last_written: Vec::new(),
@@ -991,24 +996,29 @@ impl Context<'_> {
     async fn pending(&self, pk: &str, sk: &str) -> Option<Result<Option<String>, Reply>> {
         // Owned, so nothing borrowed from an iterator lives across the awaits below.
         type PendingOp = (OpKind, String, Option<bool>, Option<(JsonCmd, String)>);
+        let groups = &self.session.skip_groups;
+        let group_of = |index: usize| groups.iter().find(|(ops, _)| ops.contains(&index));
         let ops: Vec<PendingOp> = self
             .session
             .collecting
             .as_ref()?
             .iter()
-            .filter(|op| {
+            .enumerate()
+            .filter(|(index, op)| {
                 op.pk == pk
                     && (op.sk == sk || op.op == OpKind::DeleteKey)
                     && !matches!(
                         op.op,
                         OpKind::Check | OpKind::Expire | OpKind::ExpireKey | OpKind::Deadline
                     )
+                    // Of a group expected not to write: as if absent.
+                    && group_of(*index).is_none_or(|(_, writes)| *writes)
             })
-            .map(|op| {
+            .map(|(index, op)| {
                 let data = op.data.as_deref().unwrap_or(NULL_JSON());
                 // A put its NX/XX condition may skip (`if_skips`): whether it needs a record.
-                let needs_record = op
-                    .if_skips
+                // One of a group expected to write writes whatever it finds.
+                let needs_record = (op.if_skips && group_of(index).is_none())
                     .then(|| op.cond.as_deref() == Some("data != nil"));
                 let json = op.json_cmd.zip(op.path.clone());
                 (op.op, data.get().to_string(), needs_record, json)
@@ -1365,6 +1375,55 @@ impl Context<'_> {
     /// Writes `op`, whose reply is made from what it returns at apply (`shape`): the new value
     /// of `INCR`, the old one of `GETSET`. Inside `EXEC` the reply is filled in once the
     /// transaction has applied.
+    /// Inside `EXEC`: adds `ops`, the puts of one command under one `if` each (`MSETNX`,
+    /// `HSETEX FNX|FXX`), as a group that writes together or not at all (log format v8,
+    /// `skips_with`), decided at apply while the rest of the transaction goes on; its reply, 1
+    /// or 0, comes from the applied entry. Later reads of the transaction see the group as this
+    /// node expects it to go from what it reads now, as they see `INCR`'s value.
+    async fn write_skip_group(&mut self, name: &str, mut ops: Vec<WriteOp>) -> Reply {
+        if self.service.entry_write_version() < 8 {
+            return Reply::err(format!(
+                "{name} inside MULTI needs log format v8 (ENTRY_WRITE_VERSION=8, once every node                  runs a release that applies it): below it its condition would decide the whole                  transaction; run it on its own"
+            ));
+        }
+        let keys: Vec<Key> = ops
+            .iter()
+            .map(|op| Key {
+                pk: op.pk.clone(),
+                sk: op.sk.clone(),
+            })
+            .collect();
+        let found = match self.read(keys).await {
+            Ok(found) => found,
+            Err(e) => return e,
+        };
+        let writes = ops.iter().all(|op| {
+            let exists = found.iter().any(|r| r.pk == op.pk && r.sk == op.sk);
+            match op.cond.as_deref() {
+                Some("data == nil") => !exists,
+                Some("data != nil") => exists,
+                _ => true,
+            }
+        });
+        let Some(collected) = self.session.collecting.as_mut() else {
+            return Reply::err("a group of writes outside a transaction");
+        };
+        let Some(members) = u32::try_from(ops.len()).ok().filter(|&n| n > 0) else {
+            return Reply::err("a group of writes needs a write");
+        };
+        for op in &mut ops {
+            op.if_skips = true;
+        }
+        ops[0].skips_with = members - 1;
+        let start = collected.len();
+        self.session
+            .skip_groups
+            .push((start..start + ops.len(), writes));
+        self.session.deferred = Some((start, Shape::Ran { flag: true }));
+        collected.extend(ops);
+        Reply::Null
+    }
+
     async fn write_returning(&mut self, op: WriteOp, shape: Shape) -> Reply {
         if let Some(collected) = &self.session.collecting {
             self.session.deferred = Some((collected.len(), shape));

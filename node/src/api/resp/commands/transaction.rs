@@ -27,10 +27,14 @@ pub struct Queued {
     refused: bool,
 }
 
-/// Writes whose condition would decide the whole transaction (or, for `SPOP`, that read before
-/// they write): refused inside one. (`SETNX`, `HSETNX` and `SET ... NX|XX` are skipped alone
-/// when their condition is false, from log format v4.)
-const CONDITIONAL_WRITES: [&str; 2] = ["msetnx", "spop"];
+/// Writes that read before they write (`SPOP`): refused inside a transaction. (`SETNX`,
+/// `HSETNX` and `SET ... NX|XX` are skipped alone when their condition is false, from log
+/// format v4; `MSETNX` and `HSETEX FNX|FXX` set all their keys or none, from v8.)
+const CONDITIONAL_WRITES: [&str; 1] = ["spop"];
+
+/// Writes whose condition decides for all their keys together: below log format v8 (no
+/// `skips_with`) it would decide the whole transaction, and they are refused inside one.
+const GROUP_WRITES: [&str; 1] = ["msetnx"];
 
 /// Reads a transaction may hold (they see its earlier writes; `TTL` and the like of a key it
 /// writes are read at apply, from log format v4), PING, ECHO and TIME.
@@ -78,9 +82,13 @@ const QUEUEABLE_READS: [&str; 41] = [
     "pexpiretime",
 ];
 
-/// Whether a transaction may hold `name`: every write but the conditional ones, and the reads.
-fn queueable(name: &str) -> bool {
-    (is_write(name) && !CONDITIONAL_WRITES.contains(&name)) || QUEUEABLE_READS.contains(&name)
+/// Whether a transaction may hold `name`, with entries of log format `version`: every write
+/// but the conditional ones, and the reads.
+fn queueable(name: &str, version: u32) -> bool {
+    (is_write(name)
+        && !CONDITIONAL_WRITES.contains(&name)
+        && (version >= 8 || !GROUP_WRITES.contains(&name)))
+        || QUEUEABLE_READS.contains(&name)
 }
 
 /// Handles the transaction commands, and queues commands while a transaction is open. `None`
@@ -111,13 +119,19 @@ pub async fn intercept(
                 queue.refused = true;
                 return Some(unknown_command(&String::from_utf8_lossy(original), args));
             }
-            if !queueable(name) {
+            let version = ctx.service.entry_write_version();
+            if !queueable(name, version) {
                 queue.refused = true;
                 // What may be queued, in a few words (a list of every write was 60 names).
                 return Some(Reply::err(format!(
                     "'{name}' cannot be used in a transaction here: one holds writes (but not \
                      {}) and the reads {}; run it before MULTI or after EXEC",
-                    CONDITIONAL_WRITES.join(", "),
+                    if version >= 8 {
+                        CONDITIONAL_WRITES.join(", ")
+                    } else {
+                        // Below v8 their condition would decide the whole transaction.
+                        [CONDITIONAL_WRITES, GROUP_WRITES].concat().join(", ")
+                    },
                     QUEUEABLE_READS.join(", ")
                 )));
             }
@@ -247,6 +261,7 @@ async fn exec(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     // Every command in order: writes are collected instead of sent, and reads see the writes
     // collected before them, as in Redis.
     ctx.session.collecting = Some(checks);
+    ctx.session.skip_groups.clear();
     *ctx.session.pending_json_bytes.get_mut() = super::PENDING_JSON_BYTES;
     let mut replies = Vec::with_capacity(queue.commands.len());
     let mut deferred: Vec<(usize, usize, Shape)> = Vec::new();
