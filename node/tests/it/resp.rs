@@ -641,6 +641,11 @@ assert tx.execute() == [1, "m"]
 ttl = r.httl("tx", "a", "b")
 assert ttl[0] == -1 and 45 < ttl[1] <= 50, ttl
 assert 55000 < r.hpttl("tx", "d")[0] <= 60000
+# A field named twice is checked once, before either is set, and set to its last value.
+assert r.execute_command("HSETEX", "dup", "FNX", "FIELDS", 2, "f", "a", "f", "b") == 1
+assert r.execute_command("HSETEX", "dup", "FXX", "FIELDS", 3, "f", "c", "g", "x", "f", "d") == 0
+assert r.execute_command("HSETEX", "dup", "FXX", "FIELDS", 2, "f", "c", "f", "d") == 1
+assert r.hgetall("dup") == {{"f": "d"}}, r.hgetall("dup")
 # FNX/FXX inside MULTI: every field or none, decided at apply, and the rest goes on.
 tx = r.pipeline(transaction=True)
 tx.hsetex("tx", mapping={{"a": "5", "e": "5"}}, data_persist_option=Only.FNX)

@@ -61,9 +61,26 @@ pub async fn hsetex(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         Err(e) => return e,
     };
     let deadline = deadline.unwrap_or(Deadline::Unchanged);
-    let ops: Vec<WriteOp> = keys
+    let mut fields_and_values: Vec<(crate::model::Key, &Bytes)> = keys
         .into_iter()
         .zip(pairs.iter().skip(1).step_by(2))
+        .collect();
+    if cond.is_some() {
+        // Every field is checked before any is set, as Redis does: a field named twice is set
+        // once, to its last value (checked in sequence, its second op would see the first's
+        // write and refuse the whole command).
+        let mut last: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for (i, (key, _)) in fields_and_values.iter().enumerate() {
+            last.insert(key.sk.clone(), i);
+        }
+        let mut i = 0;
+        fields_and_values.retain(|(key, _)| {
+            i += 1;
+            last.get(&key.sk) == Some(&(i - 1))
+        });
+    }
+    let ops: Vec<WriteOp> = fields_and_values
+        .into_iter()
         .map(|(key, value)| {
             let mut op = WriteOp {
                 op: OpKind::Put,
