@@ -40,7 +40,9 @@ pub use plugins::{
     restore_plugins,
 };
 pub use read_index::{Lookup, ReadIndex};
-pub use rmw::{compute as compute_read_modify_write, parse_finite_float, parse_redis_integer};
+pub use rmw::{
+    RmwError, compute as compute_read_modify_write, parse_finite_float, parse_redis_integer,
+};
 pub use waiters::{OutcomeError, WaitError};
 
 /// Why an owned partition is not open yet, as errors and `/ready` say it.

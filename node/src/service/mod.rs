@@ -26,7 +26,8 @@ mod write;
 
 pub use crate::backup::Manifest;
 pub use crate::engine::{
-    LongDouble, compute_read_modify_write, edit_json_alone, parse_finite_float, parse_redis_integer,
+    LongDouble, RmwError, compute_read_modify_write, edit_json_alone, parse_finite_float,
+    parse_redis_integer,
 };
 pub use crate::model::{ListRequest, Outcome, PluginRef, Rejection, RejectionKind};
 /// A plugin name's binding, as `/plugins` lists it.

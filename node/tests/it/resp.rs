@@ -1987,6 +1987,46 @@ def run(port):
 }
 
 #[test]
+fn reads_inside_multi_see_skipped_groups_and_past_deadlines_as_redis_server_does() {
+    // Found by a random differential run against redis-server: after an MSETNX that sets
+    // nothing, EXISTS inside the same transaction lost the key; after `EXPIRE k 0` (which
+    // deletes the key in Redis) the transaction's reads still saw it.
+    let keys: Vec<String> = (0..)
+        .map(|i| format!("rx{i}"))
+        .filter(|k| firescroll::model::partition_of(k, 4) == 1)
+        .take(3)
+        .collect();
+    same_replies_as_redis_server(
+        &format!(
+            r#"
+def run(port):
+    r = redis.Redis(port=port, decode_responses=True)
+    a, b, h = {keys:?}
+    out = []
+    r.set(a, "1"); r.hset(h, mapping={{"f": "1", "g": "2"}})
+    p = r.pipeline()
+    p.msetnx({{a: "2", b: "3"}}); p.exists(a, b); p.get(a); p.mget(a, b); p.type(a)
+    out.append(p.execute())
+    for option in ([], ["NX"], ["XX"], ["GT"], ["LT"]):
+        r.set(a, "1"); r.hset(h, mapping={{"f": "1", "g": "2"}})
+        p = r.pipeline()
+        p.execute_command("EXPIRE", a, 0, *option); p.exists(a); p.get(a)
+        p.execute_command("EXPIRE", h, -1, *option); p.hgetall(h); p.hlen(h); p.exists(h, a)
+        p.hset(h, "z", "9"); p.hgetall(h)
+        out.append(p.execute())
+        out.append((r.get(a), r.hgetall(h)))
+    r.set(a, "1", ex=100)
+    p = r.pipeline()
+    p.execute_command("EXPIRE", a, 0, "XX"); p.exists(a)
+    out.append(p.execute())
+    return out
+"#
+        ),
+        "assert replies[0][:3] == [False, 1, '1'], replies",
+    );
+}
+
+#[test]
 fn nx_and_xx_writes_inside_multi_answer_as_redis_server_does() {
     // From log format v4 a write whose NX/XX condition is false is skipped alone at apply, as
     // Redis skips it: the rest of the transaction is written.

@@ -278,6 +278,34 @@ async fn expire_key(
         Ok(pk) => pk,
         Err(e) => return e,
     };
+    // Inside `EXEC`, a deadline already past deletes the key when its condition holds, as in
+    // Redis: the transaction's later reads see it gone if this node, reading now, expects so
+    // (no deadline counts as infinite: `GT` never holds, `LT` always does).
+    if let Some(collected) = ctx.session.collecting.as_ref().map(Vec::len)
+        && expires_at.is_some_and(|at| at <= now_ms())
+    {
+        let deletes = match key_deadline(
+            ctx,
+            Key {
+                pk: pk.clone(),
+                sk: String::new(),
+            },
+        )
+        .await
+        {
+            Err(e) => return e,
+            Ok(None) => false,
+            Ok(Some(deadline)) => match expire_if {
+                None | Some(ExpireIf::Lt) => true,
+                Some(ExpireIf::Gt) => false,
+                Some(ExpireIf::Nx) => deadline.is_none(),
+                Some(ExpireIf::Xx) => deadline.is_some(),
+            },
+        };
+        if deletes {
+            ctx.session.deleting_expires.push(collected);
+        }
+    }
     let op = WriteOp {
         op: OpKind::ExpireKey,
         pk,

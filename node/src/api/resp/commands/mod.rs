@@ -66,6 +66,10 @@ pub struct Session {
     /// FNX|FXX`: `skips_with`), and whether this node, reading now, expects them to write: how
     /// the transaction's later reads see them.
     skip_groups: Vec<(std::ops::Range<usize>, bool)>,
+    /// The collected `expire_key` ops whose deadline is already past and which this node,
+    /// reading now, expects to delete their key (`EXPIRE k 0`): how the transaction's later
+    /// reads see them.
+    deleting_expires: Vec<usize>,
     /// Set by a collected command (inside `EXEC` or a pipeline's group) whose reply is made
     /// from what its ops return at apply: (index of its first op among the collected ones, how
     /// to make the reply).
@@ -199,6 +203,13 @@ impl Shape {
             (Shape::FieldCounter { .. }, "value is not a valid float") => {
                 "hash value is not a float"
             }
+            // Said in the terms of a Redis client, which stored bytes, not JSON.
+            (Shape::Length, message)
+                if message == crate::service::RmwError::NotAString.to_string() =>
+            {
+                "APPEND takes UTF-8 text here: the key holds a binary value (or a JSON \
+                 document, or JSON written over HTTP), which is stored whole: SET the new value"
+            }
             _ => message,
         };
         Reply::err(hash_value.to_string())
@@ -218,6 +229,13 @@ impl Session {
     /// names of its subscriptions and its tracking prefixes.
     pub fn held_bytes(&self) -> usize {
         self.subscribed_bytes + self.tracking_bytes
+    }
+
+    /// Whether collected op `index` deletes its key whole: `DEL`, or an `EXPIRE` to a deadline
+    /// already past that this node expects to hold.
+    fn deletes_key(&self, index: usize, op: &WriteOp) -> bool {
+        op.op == OpKind::DeleteKey
+            || (op.op == OpKind::ExpireKey && self.deleting_expires.contains(&index))
     }
 
     /// Whether pipelined writes are being collected (outside a transaction).
@@ -246,6 +264,7 @@ impl Session {
             transaction: None,
             collecting: None,
             skip_groups: Vec::new(),
+            deleting_expires: Vec::new(),
             deferred: None,
             pending_json_bytes: std::sync::atomic::AtomicU64::new(0),
             last_written: Vec::new(),
@@ -1005,12 +1024,14 @@ impl Context<'_> {
             .iter()
             .enumerate()
             .filter(|(index, op)| {
+                let deletes_key = self.session.deletes_key(*index, op);
                 op.pk == pk
-                    && (op.sk == sk || op.op == OpKind::DeleteKey)
-                    && !matches!(
-                        op.op,
-                        OpKind::Check | OpKind::Expire | OpKind::ExpireKey | OpKind::Deadline
-                    )
+                    && (op.sk == sk || deletes_key)
+                    && (deletes_key
+                        || !matches!(
+                            op.op,
+                            OpKind::Check | OpKind::Expire | OpKind::ExpireKey | OpKind::Deadline
+                        ))
                     // Of a group expected not to write: as if absent.
                     && group_of(*index).is_none_or(|(_, writes)| *writes)
             })
@@ -1021,7 +1042,12 @@ impl Context<'_> {
                 let needs_record = (op.if_skips && group_of(index).is_none())
                     .then(|| op.cond.as_deref() == Some("data != nil"));
                 let json = op.json_cmd.zip(op.path.clone());
-                (op.op, data.get().to_string(), needs_record, json)
+                let kind = if self.session.deletes_key(index, op) {
+                    OpKind::DeleteKey
+                } else {
+                    op.op
+                };
+                (kind, data.get().to_string(), needs_record, json)
             })
             .collect();
         if ops.is_empty() {
@@ -1231,7 +1257,8 @@ impl Context<'_> {
             // A deleted key loses every record read; what was written after comes back below.
             if ops
                 .iter()
-                .any(|op| op.pk == pk && op.op == OpKind::DeleteKey)
+                .enumerate()
+                .any(|(index, op)| op.pk == pk && self.session.deletes_key(index, op))
             {
                 records.clear();
             }
@@ -1250,10 +1277,13 @@ impl Context<'_> {
             written.sort_unstable();
             written.dedup();
             for sk in written {
+                // None: nothing the transaction wrote there takes effect (a group of writes
+                // expected to be skipped), and the stored record stays.
+                let Some(pending) = self.pending(&pk, sk).await else {
+                    continue;
+                };
                 records.retain(|r| r.sk != sk);
-                if let Some(pending) = self.pending(&pk, sk).await
-                    && let Some(data) = pending?
-                {
+                if let Some(data) = pending? {
                     records.push(pending_record(&pk, sk, data));
                 }
             }

@@ -262,6 +262,7 @@ async fn exec(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     // collected before them, as in Redis.
     ctx.session.collecting = Some(checks);
     ctx.session.skip_groups.clear();
+    ctx.session.deleting_expires.clear();
     *ctx.session.pending_json_bytes.get_mut() = super::PENDING_JSON_BYTES;
     let mut replies = Vec::with_capacity(queue.commands.len());
     let mut deferred: Vec<(usize, usize, Shape)> = Vec::new();
