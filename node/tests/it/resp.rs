@@ -932,6 +932,15 @@ fn values_round_trip_byte_for_byte_and_json_documents_use_json_set() {
     // Appended at apply to a JSON string: binary is stored whole, and APPEND says so.
     let refused: redis::RedisResult<i64> = con.append("bin:gzip", &[0xff_u8][..]);
     assert!(refused.unwrap_err().to_string().contains("stored whole"));
+    // And text to a binary value: said in a Redis client's terms, not the record's JSON.
+    let refused = con
+        .append::<_, _, i64>("bin:gzip", "text")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("holds a binary value") && refused.contains("stored whole"),
+        "{refused}"
+    );
     // A pickle, as Python caches store them.
     let script = format!(
         r#"
