@@ -646,6 +646,15 @@ assert r.execute_command("HSETEX", "dup", "FNX", "FIELDS", 2, "f", "a", "f", "b"
 assert r.execute_command("HSETEX", "dup", "FXX", "FIELDS", 3, "f", "c", "g", "x", "f", "d") == 0
 assert r.execute_command("HSETEX", "dup", "FXX", "FIELDS", 2, "f", "c", "f", "d") == 1
 assert r.hgetall("dup") == {{"f": "d"}}, r.hgetall("dup")
+# A deadline already past deletes the field (2), and the transaction's later reads see it gone.
+r.hset("hz", mapping={{"a": "1", "b": "2", "c": "3"}})
+r.hexpire("hz", 100, "c")
+tx = r.pipeline(transaction=True)
+tx.hexpire("hz", 0, "a"); tx.hgetall("hz"); tx.hexpire("hz", 0, "b", "c", nx=True); tx.hgetall("hz")
+tx.hexpire("hz", 0, "c", xx=True); tx.hlen("hz"); tx.hexists("hz", "c")
+got = tx.execute()
+assert got == [[2], {{"b": "2", "c": "3"}}, [2, 0], {{"c": "3"}}, [2], 0, False], got
+assert r.exists("hz") == 0
 # FNX/FXX inside MULTI: every field or none, decided at apply, and the rest goes on.
 tx = r.pipeline(transaction=True)
 tx.hsetex("tx", mapping={{"a": "5", "e": "5"}}, data_persist_option=Only.FNX)
@@ -1701,15 +1710,8 @@ fn the_commands_users_reach_for_next() {
     assert_eq!(con.unlink::<_, i64>(&["nx", "nothing"]).unwrap(), 1);
     assert_eq!(con.get::<_, Option<String>>("nx").unwrap(), None);
     // MSET and MSETNX are one atomic entry: keys in one partition, all or nothing.
-    let same: Vec<String> = (0..)
-        .map(|i| format!("m{i}"))
-        .filter(|k| firescroll::model::partition_of(k, 4) == 0)
-        .take(3)
-        .collect();
-    let other = (0..)
-        .map(|i| format!("o{i}"))
-        .find(|k| firescroll::model::partition_of(k, 4) == 1)
-        .unwrap();
+    let same = keys_in_partition("m", 0, 3);
+    let other = keys_in_partition("o", 1, 1).remove(0);
     let _: () = con.mset(&[(&same[0], "a"), (&same[1], "b")]).unwrap();
     assert_eq!(con.get::<_, String>(&same[1]).unwrap(), "b");
     let refused = con
@@ -1958,16 +1960,22 @@ assert any(len(str(x)) > 300 for x in replies), "a sum past 64-bit floats, every
     );
 }
 
+/// `n` keys `{prefix}{i}` in `partition` of a node's default four: a transaction's keys share
+/// a partition.
+fn keys_in_partition(prefix: &str, partition: u32, n: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .filter(|k| firescroll::model::partition_of(k, 4) == partition)
+        .take(n)
+        .collect()
+}
+
 #[test]
 fn msetnx_inside_multi_sets_every_key_or_none_as_redis_server_does() {
     // From log format v8 its keys write together or not at all, decided at apply, while the
     // rest of the transaction goes on (below v8 it is refused while queuing: a test below).
     // A transaction's keys share a partition.
-    let keys: Vec<String> = (0..)
-        .map(|i| format!("mx{i}"))
-        .filter(|k| firescroll::model::partition_of(k, 4) == 2)
-        .take(3)
-        .collect();
+    let keys = keys_in_partition("mx", 2, 3);
     same_replies_as_redis_server(
         &format!(
             r#"
@@ -2000,11 +2008,7 @@ fn reads_inside_multi_see_skipped_groups_and_past_deadlines_as_redis_server_does
     // Found by a random differential run against redis-server: after an MSETNX that sets
     // nothing, EXISTS inside the same transaction lost the key; after `EXPIRE k 0` (which
     // deletes the key in Redis) the transaction's reads still saw it.
-    let keys: Vec<String> = (0..)
-        .map(|i| format!("rx{i}"))
-        .filter(|k| firescroll::model::partition_of(k, 4) == 1)
-        .take(3)
-        .collect();
+    let keys = keys_in_partition("rx", 1, 3);
     same_replies_as_redis_server(
         &format!(
             r#"

@@ -480,6 +480,32 @@ pub async fn hexpire(ctx: &mut Context<'_>, args: &[Bytes], name: &str) -> Reply
         Ok(keys) => keys,
         Err(e) => return e,
     };
+    // Inside `EXEC`, a deadline already past deletes each field whose condition holds, as in
+    // Redis: the transaction's later reads see those gone if this node, reading now, expects
+    // so (a field's TTL is its own; none counts as infinite).
+    if let Some(collected) = ctx.session.collecting.as_ref().map(Vec::len)
+        && expires_at.is_some_and(|at| at <= now_ms())
+    {
+        let found = match ctx.read(keys.clone()).await {
+            Ok(found) => found,
+            Err(e) => return e,
+        };
+        for (i, key) in keys.iter().enumerate() {
+            let Some(field) = found.iter().find(|r| r.sk == key.sk) else {
+                continue;
+            };
+            let own = field.expires_at_ms.filter(|_| field.own_deadline);
+            let deletes = match when {
+                None | Some(ExpireIf::Lt) => true,
+                Some(ExpireIf::Gt) => false,
+                Some(ExpireIf::Nx) => own.is_none(),
+                Some(ExpireIf::Xx) => own.is_some(),
+            };
+            if deletes {
+                ctx.session.deleting_expires.push(collected + i);
+            }
+        }
+    }
     let ops: Vec<WriteOp> = keys
         .into_iter()
         .map(|key| WriteOp {

@@ -66,9 +66,9 @@ pub struct Session {
     /// FNX|FXX`: `skips_with`), and whether this node, reading now, expects them to write: how
     /// the transaction's later reads see them.
     skip_groups: Vec<(std::ops::Range<usize>, bool)>,
-    /// The collected `expire_key` ops whose deadline is already past and which this node,
-    /// reading now, expects to delete their key (`EXPIRE k 0`): how the transaction's later
-    /// reads see them.
+    /// The collected `expire_key` and `expire` ops whose deadline is already past and which
+    /// this node, reading now, expects to delete their key or field (`EXPIRE k 0`, `HEXPIRE k
+    /// 0 FIELDS 1 f`): how the transaction's later reads see them.
     deleting_expires: Vec<usize>,
     /// Set by a collected command (inside `EXEC` or a pipeline's group) whose reply is made
     /// from what its ops return at apply: (index of its first op among the collected ones, how
@@ -231,11 +231,18 @@ impl Session {
         self.subscribed_bytes + self.tracking_bytes
     }
 
-    /// Whether collected op `index` deletes its key whole: `DEL`, or an `EXPIRE` to a deadline
-    /// already past that this node expects to hold.
-    fn deletes_key(&self, index: usize, op: &WriteOp) -> bool {
-        op.op == OpKind::DeleteKey
-            || (op.op == OpKind::ExpireKey && self.deleting_expires.contains(&index))
+    /// What collected op `index` does to the records the transaction's later reads see: its
+    /// kind, a delete for an `EXPIRE`/`HEXPIRE` to a deadline already past that this node
+    /// expects to hold (of the key, `DeleteKey`; of a field, `Delete`), `None` for the ops that
+    /// change no record's value (checks, other deadlines).
+    fn pending_kind(&self, index: usize, op: &WriteOp) -> Option<OpKind> {
+        let deleting = || self.deleting_expires.contains(&index);
+        match op.op {
+            OpKind::ExpireKey if deleting() => Some(OpKind::DeleteKey),
+            OpKind::Expire if deleting() => Some(OpKind::Delete),
+            OpKind::Check | OpKind::Expire | OpKind::ExpireKey | OpKind::Deadline => None,
+            kind => Some(kind),
+        }
     }
 
     /// Whether pipelined writes are being collected (outside a transaction).
@@ -1024,14 +1031,10 @@ impl Context<'_> {
             .iter()
             .enumerate()
             .filter(|(index, op)| {
-                let deletes_key = self.session.deletes_key(*index, op);
+                let kind = self.session.pending_kind(*index, op);
                 op.pk == pk
-                    && (op.sk == sk || deletes_key)
-                    && (deletes_key
-                        || !matches!(
-                            op.op,
-                            OpKind::Check | OpKind::Expire | OpKind::ExpireKey | OpKind::Deadline
-                        ))
+                    && kind.is_some()
+                    && (op.sk == sk || kind == Some(OpKind::DeleteKey))
                     // Of a group expected not to write: as if absent.
                     && group_of(*index).is_none_or(|(_, writes)| *writes)
             })
@@ -1042,11 +1045,7 @@ impl Context<'_> {
                 let needs_record = (op.if_skips && group_of(index).is_none())
                     .then(|| op.cond.as_deref() == Some("data != nil"));
                 let json = op.json_cmd.zip(op.path.clone());
-                let kind = if self.session.deletes_key(index, op) {
-                    OpKind::DeleteKey
-                } else {
-                    op.op
-                };
+                let kind = self.session.pending_kind(index, op).unwrap_or(op.op);
                 (kind, data.get().to_string(), needs_record, json)
             })
             .collect();
@@ -1255,24 +1254,20 @@ impl Context<'_> {
         // Inside EXEC: the transaction's earlier writes to this hash, in sk order.
         if let Some(ops) = &self.session.collecting {
             // A deleted key loses every record read; what was written after comes back below.
-            if ops
-                .iter()
-                .enumerate()
-                .any(|(index, op)| op.pk == pk && self.session.deletes_key(index, op))
-            {
+            if ops.iter().enumerate().any(|(index, op)| {
+                op.pk == pk && self.session.pending_kind(index, op) == Some(OpKind::DeleteKey)
+            }) {
                 records.clear();
             }
             let mut written: Vec<&str> = ops
                 .iter()
-                .filter(|op| {
+                .enumerate()
+                .filter(|(index, op)| {
                     op.pk == pk
                         && op.sk.starts_with(&prefix)
-                        && !matches!(
-                            op.op,
-                            OpKind::Check | OpKind::Expire | OpKind::ExpireKey | OpKind::Deadline
-                        )
+                        && self.session.pending_kind(*index, op).is_some()
                 })
-                .map(|op| op.sk.as_str())
+                .map(|(_, op)| op.sk.as_str())
                 .collect();
             written.sort_unstable();
             written.dedup();
