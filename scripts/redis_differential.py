@@ -83,6 +83,21 @@ COMMANDS = [
     lambda: ("PERSIST", any_key()),
     lambda: ("TTL", any_key()),
     lambda: ("UNLINK", any_key()),
+    lambda: ("MGET", s(), s(), h()),
+    lambda: ("MSET", s(), v(), s(), v()),
+    lambda: ("GETEX", s(), *rng.choice([[], ["EX", "100"], ["PX", "0"], ["PERSIST"]])),
+    lambda: ("SET", s(), v(), *rng.choice([["EX", "100"], ["KEEPTTL"], ["PX", "5000", "GET"], ["NX", "EX", "50"]])),
+    lambda: ("INCRBY", s(), rng.choice(["5", "-7", "x"])),
+    lambda: ("DECR", s()),
+    lambda: ("SINTER", st(), st()),
+    lambda: ("SUNION", st(), st()),
+    lambda: ("SDIFF", st(), st()),
+    lambda: ("SINTERCARD", "2", st(), st()),
+    lambda: ("PEXPIRE", any_key(), str(rng.choice([100000, 0, -5]))),
+    lambda: ("HMSET", h(), f(), v(), f(), v()),
+    lambda: ("SETNX", s(), v()),
+    lambda: ("HRANDFIELD", h(), "0"),
+    lambda: ("EXPIRETIME", any_key()),
 ]
 
 
@@ -91,11 +106,11 @@ def comparable(command, reply):
     if isinstance(reply, redis.ResponseError):
         return ("ERR", str(reply).split(" ")[0])
     name = command[0]
-    if name in ("SMEMBERS", "HKEYS", "HVALS"):
+    if name in ("SMEMBERS", "HKEYS", "HVALS", "SINTER", "SUNION", "SDIFF") and isinstance(reply, (list, set)):
         return sorted(reply)
     if name == "HGETALL" and isinstance(reply, dict):
         return sorted(reply.items())
-    if name == "TTL" and isinstance(reply, int) and reply > 0:
+    if name in ("TTL", "EXPIRETIME") and isinstance(reply, int) and reply > 0:
         return "positive"
     return reply
 

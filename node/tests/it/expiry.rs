@@ -138,6 +138,9 @@ fn ttl_commands_answer_as_redis_server_does() {
         "SET e v EX",
         "SETEX e 0 v",
         "GETEX k EX 0",
+        // A missing key is nil whatever the time says (Redis looks it up first).
+        "GETEX missing EX 0",
+        "GETEX missing PX abc",
         "GETEX k FOREVER",
         "EXPIRE k 10 NX XX",
         "EXPIRE k 10 GT LT",

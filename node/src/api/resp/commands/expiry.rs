@@ -199,7 +199,15 @@ pub async fn getex(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         [option, arg] => match Unit::of_option(&option.to_ascii_uppercase()) {
             Some(unit) => match positive_deadline(arg, unit, "getex") {
                 Ok(deadline) => Some(deadline),
-                Err(e) => return e,
+                // As Redis, which looks the key up before it reads the time: a missing key is
+                // nil whatever the time says.
+                Err(e) => {
+                    return match ctx.read_one(&key.pk, "").await {
+                        Ok(None) => Reply::Null,
+                        Ok(Some(_)) => e,
+                        Err(read) => read,
+                    };
+                }
             },
             None => return Reply::err("syntax error"),
         },
