@@ -2490,6 +2490,12 @@ other.subscribe("__keyspace@0__:k")
 for p_ in (sub, sub, other):
     assert p_.get_message(timeout=10) is not None
 wait_for("subscriptions", lambda s: (s["pubsub_channels"], s["pubsub_patterns"]) == (1, 1))
+# Counted down as subscribers leave: one unsubscribes, the other's connection closes.
+sub.unsubscribe("__keyspace@0__:k")
+sub.punsubscribe("__key*__:*")
+wait_for("a channel still subscribed", lambda s: (s["pubsub_channels"], s["pubsub_patterns"]) == (1, 0))
+other.close()
+wait_for("no subscriptions", lambda s: (s["pubsub_channels"], s["pubsub_patterns"]) == (0, 0))
 if firescroll:
     # A hash field found or not counts as a key does (redis-server counts the hash key).
     assert r.config_resetstat()

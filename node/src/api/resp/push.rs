@@ -99,6 +99,16 @@ pub struct Tracking {
     pub redirect: Option<u64>,
 }
 
+/// One subscriber fewer to `name`; forgotten with its last.
+fn release(counts: &mut HashMap<Bytes, usize>, name: &Bytes) {
+    if let Some(count) = counts.get_mut(name) {
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(name);
+        }
+    }
+}
+
 struct Conn {
     tx: mpsc::Sender<Push>,
     tracking: Option<Tracking>,
@@ -116,6 +126,10 @@ struct State {
     /// Default-mode tracking: key → connections that read it since its last invalidation, each
     /// with the offset its latest read saw at least up to.
     tracked: HashMap<Bytes, HashMap<u64, u64>>,
+    /// How many connections are subscribed to each channel (`[0]`) and pattern (`[1]`):
+    /// `INFO`'s `pubsub_channels`/`pubsub_patterns` without walking every connection under the
+    /// lock the pushes take.
+    subscribed: [HashMap<Bytes, usize>; 2],
 }
 
 /// See the module docs.
@@ -353,7 +367,15 @@ impl Hub {
     /// Forgets connection `id` (closed).
     pub fn unregister(&self, id: u64) {
         let mut state = self.state.lock().expect("hub lock");
-        if state.conns.remove(&id).is_some() {
+        if let Some(conn) = state.conns.remove(&id) {
+            for (names, counts) in [conn.channels, conn.patterns]
+                .into_iter()
+                .zip(state.subscribed.iter_mut())
+            {
+                for name in names {
+                    release(counts, &name);
+                }
+            }
             state.tracked.retain(|_, ids| {
                 ids.remove(&id);
                 !ids.is_empty()
@@ -439,18 +461,23 @@ impl Hub {
     /// channels and patterns it is subscribed to now.
     pub fn subscribe(&self, id: u64, channel: Bytes, pattern: bool, on: bool) -> usize {
         let mut state = self.state.lock().expect("hub lock");
-        let Some(conn) = state.conns.get_mut(&id) else {
+        let State {
+            conns, subscribed, ..
+        } = &mut *state;
+        let Some(conn) = conns.get_mut(&id) else {
             return 0;
         };
-        let set = if pattern {
-            &mut conn.patterns
+        let (set, counts) = if pattern {
+            (&mut conn.patterns, &mut subscribed[1])
         } else {
-            &mut conn.channels
+            (&mut conn.channels, &mut subscribed[0])
         };
         if on {
-            set.insert(channel);
-        } else {
-            set.remove(&channel);
+            if set.insert(channel.clone()) {
+                *counts.entry(channel).or_default() += 1;
+            }
+        } else if set.remove(&channel) {
+            release(counts, &channel);
         }
         conn.channels.len() + conn.patterns.len()
     }
@@ -459,13 +486,7 @@ impl Hub {
     /// stats` `pubsub_channels`, `pubsub_patterns`).
     pub fn subscribed_counts(&self) -> (usize, usize) {
         let state = self.state.lock().expect("hub lock");
-        let mut channels: HashSet<&Bytes> = HashSet::new();
-        let mut patterns: HashSet<&Bytes> = HashSet::new();
-        for conn in state.conns.values() {
-            channels.extend(&conn.channels);
-            patterns.extend(&conn.patterns);
-        }
-        (channels.len(), patterns.len())
+        (state.subscribed[0].len(), state.subscribed[1].len())
     }
 
     /// The channels (or patterns) connection `id` is subscribed to.

@@ -236,7 +236,8 @@ impl Session {
     /// expects to hold (of the key, `DeleteKey`; of a field, `Delete`), `None` for the ops that
     /// change no record's value (checks, other deadlines).
     fn pending_kind(&self, index: usize, op: &WriteOp) -> Option<OpKind> {
-        let deleting = || self.deleting_expires.contains(&index);
+        // Pushed as ops were collected: in order, so searched, not walked.
+        let deleting = || self.deleting_expires.binary_search(&index).is_ok();
         match op.op {
             OpKind::ExpireKey if deleting() => Some(OpKind::DeleteKey),
             OpKind::Expire if deleting() => Some(OpKind::Delete),
@@ -1023,7 +1024,15 @@ impl Context<'_> {
         // Owned, so nothing borrowed from an iterator lives across the awaits below.
         type PendingOp = (OpKind, String, Option<bool>, Option<(JsonCmd, String)>);
         let groups = &self.session.skip_groups;
-        let group_of = |index: usize| groups.iter().find(|(ops, _)| ops.contains(&index));
+        // Groups are pushed in op order and never overlap: the last one starting at or before
+        // `index` is the only one that may hold it.
+        let group_of = |index: usize| {
+            let after = groups.partition_point(|(ops, _)| ops.start <= index);
+            after
+                .checked_sub(1)
+                .map(|i| &groups[i])
+                .filter(|(ops, _)| ops.contains(&index))
+        };
         let ops: Vec<PendingOp> = self
             .session
             .collecting
@@ -1031,9 +1040,11 @@ impl Context<'_> {
             .iter()
             .enumerate()
             .filter(|(index, op)| {
+                if op.pk != pk {
+                    return false;
+                }
                 let kind = self.session.pending_kind(*index, op);
-                op.pk == pk
-                    && kind.is_some()
+                kind.is_some()
                     && (op.sk == sk || kind == Some(OpKind::DeleteKey))
                     // Of a group expected not to write: as if absent.
                     && group_of(*index).is_none_or(|(_, writes)| *writes)
