@@ -1458,7 +1458,6 @@ fn short(plugin: &PluginRef) -> String {
     }
 }
 
-/// Evaluates an op's `if` against the record as stored (its stored `_updated_at`, not the new one).
 /// The record `stored` holds for `op`'s key as an entry of time `now` sees it: a record whose
 /// deadline `now` reached is absent to the entry, purged or not.
 fn stored_record_at<'a>(
@@ -1478,6 +1477,7 @@ fn stored_record_at<'a>(
     Ok(decoded.filter(|v| v.expires_at_ms.is_none_or(|d| d > now)))
 }
 
+/// Evaluates an op's `if` against the record as stored (its stored `_updated_at`, not the new one).
 fn check_condition(
     conds: &Conditions,
     source: &str,

@@ -283,7 +283,8 @@ impl Service {
             let end = i + 1 + op.skips_with as usize;
             let why = if version < 8 {
                 Some(format!(
-                    "`skips_with` is log format v8; this node writes v{version}                      (ENTRY_WRITE_VERSION)"
+                    "`skips_with` is log format v8; this node writes v{version} \
+                     (ENTRY_WRITE_VERSION)"
                 ))
             } else if mode != WriteMode::Atomic {
                 Some("`skips_with` needs the ops in one entry (an atomic batch)".to_owned())

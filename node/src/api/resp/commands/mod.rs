@@ -1419,7 +1419,9 @@ impl Context<'_> {
     async fn write_skip_group(&mut self, name: &str, mut ops: Vec<WriteOp>) -> Reply {
         if self.service.entry_write_version() < 8 {
             return Reply::err(format!(
-                "{name} inside MULTI needs log format v8 (ENTRY_WRITE_VERSION=8, once every node                  runs a release that applies it): below it its condition would decide the whole                  transaction; run it on its own"
+                "{name} inside MULTI needs log format v8 (ENTRY_WRITE_VERSION=8, once every node \
+                 runs a release that applies it): below it its condition would decide the whole \
+                 transaction; run it on its own"
             ));
         }
         let keys: Vec<Key> = ops
