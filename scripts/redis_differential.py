@@ -30,7 +30,8 @@ rs = redis.Redis(port=args.redis_port, socket_timeout=60)
 STRINGS, HASHES, SETS = ["t0", "t4", "t5"], ["t10", "t17"], ["t19", "t22"]
 KEYS = STRINGS + HASHES + SETS
 FIELDS = ["a", "b", "c"]
-VALUES = [b"1", b"-5", b"abc", b"", b"3.5", b"10", b"xxx", b"\x00\xff", b"9223372036854775807", b" 7"]
+VALUES = [b"1", b"-5", b"abc", b"", b"3.5", b"10", b"xxx", b"\x00\xff", b"9223372036854775807", b" 7",
+          b"007", b"+5", b"-0", b"1e2", b"0x10", b"inf", b"-9223372036854775808", b"1.0", b"nan", b"5 "]
 
 
 def s(): return rng.choice(STRINGS)
@@ -98,6 +99,32 @@ COMMANDS = [
     lambda: ("SETNX", s(), v()),
     lambda: ("HRANDFIELD", h(), "0"),
     lambda: ("EXPIRETIME", any_key()),
+    lambda: ("PTTL", any_key()),
+    lambda: ("PEXPIRETIME", any_key()),
+    lambda: ("MSETNX", s(), v(), s(), v()),
+    lambda: ("SETEX", s(), rng.choice(["100", "0", "-1", "x"]), v()),
+    lambda: ("PSETEX", s(), rng.choice(["100000", "0"]), v()),
+    lambda: ("EXPIREAT", any_key(), rng.choice(["1", "4000000000"]), *rng.choice([[], ["NX"], ["GT"]])),
+    lambda: ("SET", s(), v(), rng.choice(["EXAT", "PXAT"]), rng.choice(["4000000000", "1", "0"])),
+    lambda: ("GETEX", s(), rng.choice(["EXAT", "PXAT"]), rng.choice(["4000000000", "1", "-1"])),
+    lambda: ("HRANDFIELD", h(), rng.choice(["1", "2", "5", "-3"])),
+    lambda: ("HRANDFIELD", h()),
+    lambda: ("SRANDMEMBER", st(), rng.choice(["1", "2", "5", "-3", "0"])),
+    lambda: ("SRANDMEMBER", st()),
+    lambda: ("DBSIZE",),
+    lambda: ("KEYS", rng.choice(["*", "t1*", "t?", "t[01]*", "x*"])),
+    lambda: ("SCAN", "0", "MATCH", rng.choice(["*", "t1*", "t?"]), "COUNT", "1000"),
+    lambda: ("HSCAN", h(), "0", "COUNT", "100"),
+    lambda: ("SSCAN", st(), "0", "MATCH", rng.choice(["*", "a", "[ab]"])),
+    lambda: ("INCRBYFLOAT", s(), rng.choice(["inf", "1e308", "-1e308", "0"])),
+    lambda: ("HINCRBY", h(), f(), rng.choice(["9223372036854775807", "-9223372036854775808"])),
+    lambda: ("GETRANGE", s(), "0", "-1"),
+    lambda: ("SUBSTR", s(), "1", "2"),
+    lambda: ("EXISTS", any_key(), any_key(), any_key()),
+    lambda: ("TOUCH", any_key(), any_key()),
+    lambda: ("SADD", st(), f()),
+    lambda: ("HGETALL", "nokey"),
+    lambda: ("RANDOMKEY",),
 ]
 
 
@@ -110,8 +137,19 @@ def comparable(command, reply):
         return sorted(reply)
     if name == "HGETALL" and isinstance(reply, dict):
         return sorted(reply.items())
-    if name in ("TTL", "EXPIRETIME") and isinstance(reply, int) and reply > 0:
+    if name in ("TTL", "EXPIRETIME", "PTTL", "PEXPIRETIME") and isinstance(reply, int) and reply > 0:
         return "positive"
+    if name in ("KEYS",) and isinstance(reply, list):
+        return sorted(reply)
+    if name in ("SCAN", "SSCAN") and isinstance(reply, (list, tuple)):
+        return sorted(reply[1])
+    if name == "HSCAN" and isinstance(reply, (list, tuple)):
+        return sorted(reply[1].items()) if isinstance(reply[1], dict) else sorted(reply[1])
+    if name in ("HRANDFIELD", "SRANDMEMBER") and len(command) == 3 and isinstance(reply, (list, set)):
+        # Random: only how many (and, for a positive count, that they are distinct).
+        return ("count", len(reply), int(command[2]) < 0 or len(set(reply)) == len(reply))
+    if name in ("HRANDFIELD", "SRANDMEMBER", "RANDOMKEY") and len(command) < 3:
+        return reply is None
     return reply
 
 

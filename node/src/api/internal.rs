@@ -27,11 +27,18 @@ async fn metrics(State(service): State<Service>) -> Response {
     response
 }
 
-/// Every owned partition: applied offset, log bounds, lag, health, record count, digest.
+/// Every owned partition: applied offset, log bounds, lag, health, record count, digest; and
+/// under `standby`, those the log took from this node without settling their next owner yet.
 async fn partitions(State(service): State<Service>) -> Response {
-    let reports = tokio::task::spawn_blocking(move || service.partition_reports()).await;
+    let reports = tokio::task::spawn_blocking(move || {
+        (service.partition_reports(), service.standby_reports())
+    })
+    .await;
     match reports {
-        Ok(reports) => axum::Json(serde_json::json!({ "partitions": reports })).into_response(),
+        Ok((reports, standby)) => {
+            axum::Json(serde_json::json!({ "partitions": reports, "standby": standby }))
+                .into_response()
+        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }

@@ -19,6 +19,7 @@ mod pool;
 mod read_index;
 mod recent;
 mod rmw;
+mod standby;
 mod waiters;
 
 pub use crate::model::{Outcome, Rejection, RejectionKind, Returned};
@@ -127,6 +128,12 @@ struct Inner {
     partitions: ArcSwap<BTreeMap<u32, Arc<PartitionRuntime>>>,
     /// Serializes changes of `partitions`.
     partitions_changing: Mutex<()>,
+    /// Partitions taken from this node while their next owner is not settled (the group is
+    /// rebalancing, or the broker is away): not applied, their last state answering reads.
+    standby: ArcSwap<BTreeMap<u32, Arc<PartitionRuntime>>>,
+    /// Bumped whenever `partitions` or `standby` change: what waits for a partition that is
+    /// away to come back watches it.
+    changed: tokio::sync::watch::Sender<u64>,
     /// Owned partitions whose store could not even be opened, and why.
     unopened: RwLock<BTreeMap<u32, String>>,
     /// Owned partitions still being opened (a restore may wait on S3): reads answer that they
@@ -175,6 +182,8 @@ impl Engine {
                 config,
                 partitions: ArcSwap::from_pointee(BTreeMap::new()),
                 partitions_changing: Mutex::new(()),
+                standby: ArcSwap::from_pointee(BTreeMap::new()),
+                changed: tokio::sync::watch::Sender::new(0),
                 unopened: RwLock::new(BTreeMap::new()),
                 opening: tokio::sync::watch::Sender::new(BTreeSet::new()),
                 stop: tokio::sync::watch::Sender::new(false),
@@ -186,7 +195,7 @@ impl Engine {
         let owned = ownership.borrow_and_update().clone();
         let opens_in_background = engine.inner.config.snapshots.is_some();
         if opens_in_background {
-            engine.mark_opening(owned.iter());
+            engine.mark_opening(owned.owned.iter());
         } else {
             engine.reconcile(&owned);
         }
@@ -258,6 +267,7 @@ impl Engine {
         let mut map = BTreeMap::clone(&self.inner.partitions.load());
         let result = f(&mut map);
         self.inner.partitions.store(Arc::new(map));
+        self.inner.changed.send_modify(|n| *n += 1);
         result
     }
 

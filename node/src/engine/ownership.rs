@@ -17,22 +17,33 @@ impl Engine {
         let _reconciling = self.inner.reconciling.lock().expect("reconciling lock");
         let current: Vec<u32> = self.inner.partitions.load().keys().copied().collect();
         for id in current.iter().filter(|id| !owned.contains(id)) {
+            let on_standby = owned.unsettled.contains(id);
+            if on_standby && let Some(runtime) = self.partition(*id) {
+                // On standby before it leaves the owned ones: no read finds it in neither.
+                self.put_on_standby(runtime);
+            }
             let removed = self.change_partitions(|map| map.remove(id));
             if let Some(runtime) = removed {
                 runtime.stop_applier(&self.inner.pool, self.inner.config.stop_patience);
                 self.inner.metrics.forget_partition(*id);
-                tracing::info!(partition = id, "partition released");
-                if self.inner.config.drop_released {
-                    match runtime.store.destroy() {
-                        Ok(()) => {
-                            tracing::info!(partition = id, "released partition's data deleted")
-                        }
-                        Err(e) => {
-                            tracing::error!(partition = id, error = %e, "deleting a released partition's data failed")
-                        }
-                    }
+                if on_standby {
+                    runtime.set_health(Health::Released);
+                    tracing::info!(
+                        partition = id,
+                        "partition released; its last state answers reads until the log settles its next owner"
+                    );
+                } else {
+                    tracing::info!(partition = id, "partition released");
+                    self.forget_released(&runtime);
                 }
             }
+        }
+        for runtime in self.settle_standby(owned) {
+            tracing::info!(
+                partition = runtime.id(),
+                "the log settled the partition's next owner elsewhere; its reads are no longer answered here"
+            );
+            self.forget_released(&runtime);
         }
         self.inner
             .unopened
@@ -43,6 +54,7 @@ impl Engine {
         // and /ready, reads and gossip read these maps from async threads meanwhile (holding
         // one here once froze every runtime worker, and with them the S3 request itself).
         let gained: Vec<u32> = owned
+            .owned
             .iter()
             .copied()
             .filter(|id| !current.contains(id))
@@ -70,6 +82,8 @@ impl Engine {
                         .insert(id, reason);
                 }
             }
+            // Answered from the open partition from now on (or said why it cannot be).
+            self.drop_standby(id);
             // Off the list once its outcome is in place, so it is never seen in neither.
             self.inner
                 .opening
@@ -79,6 +93,21 @@ impl Engine {
             .metrics
             .partitions
             .set(self.inner.partitions.load().len() as i64);
+    }
+
+    /// Done with a partition this node no longer answers for: its data is deleted with
+    /// `DROP_RELEASED_PARTITIONS`, else kept for when it comes back.
+    fn forget_released(&self, runtime: &PartitionRuntime) {
+        if !self.inner.config.drop_released {
+            return;
+        }
+        let id = runtime.id();
+        match runtime.store.destroy() {
+            Ok(()) => tracing::info!(partition = id, "released partition's data deleted"),
+            Err(e) => {
+                tracing::error!(partition = id, error = %e, "deleting a released partition's data failed")
+            }
+        }
     }
 
     /// Lists `ids` as opening (before their opens start, so /ready and reads say so at once).
@@ -315,6 +344,8 @@ impl Engine {
                 why = format!("the log cannot continue after {}: {e}", manifest.object_key);
                 continue;
             }
+            // Its standby state must not answer reads while the restore replaces it.
+            self.drop_standby(id);
             return match store.restore(&decoded.records, manifest.next_offset, &manifest.object_key)
             {
                 Ok(()) => {

@@ -36,6 +36,10 @@ pub enum Health {
     /// Rejecting it would make this replica disagree with newer ones, so the partition stops
     /// before it; reads see the state before it. A build that applies the version resumes there.
     NewerFormat { offset: u64, version: u64 },
+    /// Taken from this node by the log while its next owner is not settled (a rebalance, or a
+    /// session lost with the broker): not applied, and its last state answers reads of it when
+    /// no node of the region serves it, as a replica that lags would.
+    Released,
 }
 
 impl Health {
@@ -61,6 +65,12 @@ impl Health {
                  that applies v{version} on this node, and it resumes at that entry",
                 crate::model::ENTRY_VERSION
             )),
+            Health::Released => Some(
+                "the log took it from this node and has not settled its next owner (a \
+                 rebalance, or the broker is away); reads are answered from its last state \
+                 meanwhile"
+                    .into(),
+            ),
         }
     }
 }

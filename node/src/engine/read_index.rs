@@ -342,6 +342,11 @@ impl ReadIndex {
         self.change_shard(key, |shard, hash| shard.remove(hash, key));
     }
 
+    /// Turns the index off for good (every lookup goes to the store) and frees it.
+    pub fn turn_off(&self) {
+        self.disable();
+    }
+
     fn disable(&self) {
         self.enabled.store(false, Ordering::Release);
         for shard in &self.shards {

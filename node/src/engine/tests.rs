@@ -1665,3 +1665,102 @@ fn read_budgets_decide_alike_however_entries_are_batched() {
 }
 
 mod expiry;
+
+/// Reconciles `engine` with an assignment of `owned` and `unsettled` partitions, as a log's
+/// rebalance would.
+async fn assign(engine: &Engine, owned: &[u32], unsettled: &[u32]) {
+    let assignment = Arc::new(crate::log::Assignment {
+        owned: owned.iter().copied().collect(),
+        unsettled: unsettled.iter().copied().collect(),
+    });
+    let engine = engine.clone();
+    tokio::task::spawn_blocking(move || engine.reconcile(&assignment))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_taken_without_a_settled_owner_answers_reads_until_it_is_back_or_settled() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let store = crate::store::Store::open(&dir.path().join("store"), PARTITIONS).unwrap();
+    let (engine, _tasks) = start_engine(store, log.clone(), Arc::new(Metrics::new()));
+    let pk = pks_in(1, 1).remove(0);
+    let write = |n: i64| {
+        let entry = LogEntry::new(n, vec![put(&pk, "s", &n.to_string(), None)]);
+        let log = log.clone();
+        async move {
+            let offset = log.append(1, vec![append(&entry)]).await.unwrap()[0];
+            Position {
+                partition: 1,
+                offset,
+            }
+        }
+    };
+    let first = write(1).await;
+    engine
+        .wait_applied(first, Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    // Taken while the group rebalances: not applied, its last state kept for reads.
+    assign(&engine, &[0, 2, 3], &[1]).await;
+    assert!(engine.partition(1).is_none());
+    let standby = engine.standby(1).expect("on standby");
+    assert_eq!(standby.health(), Health::Released);
+    assert!(!standby.serving());
+    assert!(engine.holds(1) && !engine.holds(4));
+    assert_eq!(standby.store.get(&pk, "s").unwrap().unwrap().data_json, "1");
+    assert_eq!(
+        engine.outcome(first).unwrap(),
+        Some(Outcome::Applied(vec![]))
+    );
+    engine
+        .wait_applied(first, Duration::from_millis(1))
+        .await
+        .expect("what it applied before is applied");
+    // A write meanwhile is durable but not applied here until the partition is back: waited
+    // for, not refused.
+    let second = write(2).await;
+    let err = engine
+        .wait_applied(second, Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WaitError::Timeout { next: 1, .. }), "{err}");
+    let waiting = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.wait_applied(second, Duration::from_secs(10)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assign(&engine, &[0, 1, 2, 3], &[]).await;
+    waiting
+        .await
+        .unwrap()
+        .expect("applied once the partition is back");
+    assert!(
+        engine.standby(1).is_none(),
+        "the open partition answers now"
+    );
+    let runtime = engine.partition(1).unwrap();
+    assert!(runtime.serving());
+    assert_eq!(runtime.store.get(&pk, "s").unwrap().unwrap().data_json, "2");
+
+    // Taken again, then settled elsewhere: no longer answered here at all.
+    assign(&engine, &[0, 2, 3], &[1]).await;
+    assert!(engine.standby(1).is_some());
+    let third = write(3).await;
+    let waiting = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.wait_applied(third, Duration::from_secs(10)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assign(&engine, &[0, 2, 3], &[]).await;
+    assert!(engine.standby(1).is_none() && !engine.holds(1));
+    let err = waiting.await.unwrap().unwrap_err();
+    assert!(matches!(err, WaitError::NotOwned(1)), "{err}");
+    assert!(matches!(
+        engine.outcome(first),
+        Err(OutcomeError::NotOwned(1))
+    ));
+    engine.shutdown();
+}

@@ -36,32 +36,75 @@ pub enum OutcomeError {
 }
 
 impl Engine {
-    /// Waits until `position` is applied on this node, up to `timeout`.
+    /// Waits until `position` is applied on this node, up to `timeout`. A partition the log
+    /// took from this node without settling its next owner (see [`Engine::standby`]) is waited
+    /// for until it comes back here (or is settled elsewhere: then it is not owned).
     pub async fn wait_applied(
         &self,
         position: Position,
         timeout: Duration,
     ) -> Result<(), WaitError> {
         let started = Instant::now();
-        let runtime = match self.partition(position.partition) {
-            Some(runtime) => runtime,
-            // Still opening here (a restore waiting on S3): its writes are applied once it is.
-            None if self.is_opening(position.partition) => {
-                self.wait_opened(position.partition, timeout).await?
+        // Subscribed before each look, so a change between the look and the wait is seen.
+        let mut changes = self.watch_changes();
+        loop {
+            let runtime = match self.partition(position.partition) {
+                Some(runtime) => runtime,
+                // Still opening here (a restore waiting on S3): its writes are applied once it is.
+                None if self.is_opening(position.partition) => {
+                    self.wait_opened(
+                        position.partition,
+                        timeout.saturating_sub(started.elapsed()),
+                    )
+                    .await?
+                }
+                None => match self.standby(position.partition) {
+                    Some(standby) if standby.next_offset() > position.offset => return Ok(()),
+                    Some(standby) => {
+                        let left = timeout.saturating_sub(started.elapsed());
+                        match tokio::time::timeout(left, changes.changed()).await {
+                            Ok(Ok(())) => {
+                                changes.borrow_and_update();
+                                continue;
+                            }
+                            Ok(Err(_)) => return Err(WaitError::NotOwned(position.partition)),
+                            Err(_) => {
+                                return Err(WaitError::Timeout {
+                                    partition: position.partition,
+                                    offset: position.offset,
+                                    next: standby.next_offset(),
+                                    waited_ms: started.elapsed().as_millis(),
+                                });
+                            }
+                        }
+                    }
+                    None => return Err(WaitError::NotOwned(position.partition)),
+                },
+            };
+            if runtime.next_offset() > position.offset {
+                return Ok(());
             }
-            None => return Err(WaitError::NotOwned(position.partition)),
-        };
-        let mut next = runtime.subscribe();
-        let timeout = timeout.saturating_sub(started.elapsed());
-        match tokio::time::timeout(timeout, next.wait_for(|&n| n > position.offset)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(WaitError::NotOwned(position.partition)),
-            Err(_) => Err(WaitError::Timeout {
-                partition: position.partition,
-                offset: position.offset,
-                next: runtime.next_offset(),
-                waited_ms: started.elapsed().as_millis(),
-            }),
+            let mut next = runtime.subscribe();
+            let left = timeout.saturating_sub(started.elapsed());
+            let applied = next.wait_for(|&n| n > position.offset);
+            tokio::select! {
+                waited = tokio::time::timeout(left, applied) => {
+                    return match waited {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(_)) => Err(WaitError::NotOwned(position.partition)),
+                        Err(_) => Err(WaitError::Timeout {
+                            partition: position.partition,
+                            offset: position.offset,
+                            next: runtime.next_offset(),
+                            waited_ms: started.elapsed().as_millis(),
+                        }),
+                    };
+                }
+                // Released meanwhile (perhaps to standby): look again.
+                Ok(()) = changes.changed() => {
+                    changes.borrow_and_update();
+                }
+            }
         }
     }
 
@@ -89,6 +132,7 @@ impl Engine {
     pub fn outcome(&self, position: Position) -> Result<Option<Outcome>, OutcomeError> {
         let runtime = self
             .partition(position.partition)
+            .or_else(|| self.standby(position.partition))
             .ok_or(OutcomeError::NotOwned(position.partition))?;
         let next = runtime.next_offset();
         if next <= position.offset {

@@ -54,8 +54,36 @@ pub struct LogRecord {
     pub payload: Vec<u8>,
 }
 
-/// The partitions this node currently owns (and must apply and serve).
-pub type Ownership = Arc<BTreeSet<u32>>;
+/// The partitions this node currently owns (and must apply and serve), and those taken from it
+/// while the assignment is in flux.
+pub type Ownership = Arc<Assignment>;
+
+/// What the log assigns to this node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Assignment {
+    /// The partitions to apply and serve.
+    pub owned: BTreeSet<u32>,
+    /// Partitions taken away whose next owner is not settled yet: the group is rebalancing, or
+    /// this node lost its session with the broker (which then revokes every partition until it
+    /// is back). Nobody may apply them meanwhile, so this node's last state of each still
+    /// answers reads, as a replica that lags would, until an assignment settles who has them.
+    pub unsettled: BTreeSet<u32>,
+}
+
+impl Assignment {
+    /// Every partition owned, none in flux (a log whose assignment never changes).
+    pub fn all(partitions: u32) -> Self {
+        Assignment {
+            owned: (0..partitions).collect(),
+            unsettled: BTreeSet::new(),
+        }
+    }
+
+    /// Whether this node owns `partition`.
+    pub fn contains(&self, partition: &u32) -> bool {
+        self.owned.contains(partition)
+    }
+}
 
 /// An entry to append: its bytes, and the message key (the pk of its first op) that Kafka tools
 /// and compaction see.

@@ -54,7 +54,7 @@ impl Service {
         for &p in positions {
             if remote.contains_key(&p.partition) {
                 elsewhere.push(p);
-            } else if self.cluster.is_none() || self.engine.partition(p.partition).is_some() {
+            } else if self.cluster.is_none() || self.engine.holds(p.partition) {
                 local.push(p);
             }
         }

@@ -22,6 +22,9 @@ impl Service {
         if let Some(runtime) = self.serving_partition(partition) {
             return Ok(Route::Local(runtime));
         }
+        if let Some(runtime) = self.standby_partition(partition) {
+            return Ok(Route::Local(runtime));
+        }
         match &self.cluster {
             Some(cluster) => Ok(Route::Remote(cluster.clone())),
             None => self.readable_partition(partition).map(Route::Local),
@@ -34,6 +37,22 @@ impl Service {
         self.engine.partition(partition).filter(|r| r.serving())
     }
 
+    /// This node's last state of `partition` when the log took it without settling its next
+    /// owner (a rebalance, or the broker is away) and no node of the region serves it: read as
+    /// a replica that lags is read (`min_offsets` and a Redis read's own writes still wait for
+    /// what it has not applied, until it is back). Failing every read of the region while a
+    /// broker restarts would serve nobody.
+    pub(super) fn standby_partition(&self, partition: u32) -> Option<Arc<PartitionRuntime>> {
+        let runtime = self.engine.standby(partition)?;
+        let served_elsewhere = self
+            .cluster
+            .as_ref()
+            .is_some_and(|cluster| !cluster.owners(partition).is_empty());
+        (!served_elsewhere).then_some(runtime)
+    }
+
+    /// This node's runtime of `partition` when its reads may be answered here (it serves it, or
+    /// keeps it on standby with no owner in the region); else why not.
     pub(super) fn readable_partition(
         &self,
         partition: u32,
@@ -42,6 +61,9 @@ impl Service {
             ServiceError::new(ErrorKind::Unavailable, "partition_unavailable", message)
         };
         let Some(runtime) = self.engine.partition(partition) else {
+            if let Some(standby) = self.standby_partition(partition) {
+                return Ok(standby);
+            }
             if self.engine.is_opening(partition) {
                 return Err(ServiceError::new(
                     ErrorKind::Unavailable,
@@ -69,6 +91,24 @@ impl Service {
             )));
         }
         Ok(runtime)
+    }
+
+    /// [`Service::readable_partition`], but only one this node applies: following changes
+    /// needs one (a standby partition's state does not move).
+    pub(super) fn applying_partition(
+        &self,
+        partition: u32,
+    ) -> Result<Arc<PartitionRuntime>, ServiceError> {
+        let runtime = self.readable_partition(partition)?;
+        if runtime.serving() {
+            return Ok(runtime);
+        }
+        let why = runtime.health().reason().unwrap_or_default();
+        Err(ServiceError::new(
+            ErrorKind::Unavailable,
+            "partition_unavailable",
+            format!("partition {partition} is not applied here right now: {why}"),
+        ))
     }
 
     pub(super) fn read_failed(&self, partition: u32, e: impl std::fmt::Display) -> ServiceError {

@@ -1,9 +1,10 @@
 //! Node status for `/ready` and `/debug/partitions`.
 
 use super::Service;
-use crate::engine::{Health, Stall};
+use crate::engine::{Health, PartitionRuntime, Stall};
 use crate::store::Digest;
 use serde::Serialize;
+use std::sync::Arc;
 
 /// Whether the node serves everything it owns.
 #[derive(Debug, Clone, Serialize)]
@@ -50,7 +51,13 @@ impl Service {
         let mut problems = Vec::new();
         let partitions = self.engine.partitions();
         let opening = self.engine.opening();
-        if partitions.is_empty() && opening.is_empty() {
+        // Partitions on standby still answer reads (the broker is away, or the group is
+        // rebalancing): taking every node of a region out of rotation for that would serve
+        // nobody.
+        if partitions.is_empty()
+            && opening.is_empty()
+            && self.engine.standby_partitions().is_empty()
+        {
             problems.push("no partitions".to_string());
         }
         for id in opening {
@@ -92,8 +99,17 @@ impl Service {
     /// Every owned partition with its offsets, health, record count and digest. Computing the
     /// digests reads every record: meant for operators and tests, not for hot paths.
     pub fn partition_reports(&self) -> Vec<PartitionReport> {
-        self.engine
-            .partitions()
+        self.reports(self.engine.partitions())
+    }
+
+    /// The same of every partition on standby (health `released`): taken from this node while
+    /// its next owner is not settled, its last state answering reads.
+    pub fn standby_reports(&self) -> Vec<PartitionReport> {
+        self.reports(self.engine.standby_partitions())
+    }
+
+    fn reports(&self, partitions: Vec<Arc<PartitionRuntime>>) -> Vec<PartitionReport> {
+        partitions
             .into_iter()
             .map(|runtime| {
                 let next = runtime.next_offset();

@@ -16,8 +16,7 @@ mod segment;
 mod tail;
 mod writer;
 
-use super::{Append, AppendFuture, LogError, MutationLog, Ownership, PartitionReader};
-use std::collections::BTreeSet;
+use super::{Append, AppendFuture, Assignment, LogError, MutationLog, Ownership, PartitionReader};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -165,8 +164,7 @@ impl EmbeddedLog {
             .name("log-writer".into())
             .spawn(move || writer.run(requests))
             .map_err(|e| storage("cannot start the writer thread", e))?;
-        let all: BTreeSet<u32> = (0..config.partitions).collect();
-        let (ownership, _) = watch::channel(Arc::new(all));
+        let (ownership, _) = watch::channel(Arc::new(Assignment::all(config.partitions)));
         Ok(EmbeddedLog {
             config,
             partitions,

@@ -15,7 +15,9 @@ pub use bootstrap::{BootstrapError, bootstrap};
 pub use plugins::KafkaPluginFeed;
 pub use settings::{KafkaSettings, SaslMechanism};
 
-use super::{Append, AppendFuture, LogError, LogRecord, MutationLog, Ownership, PartitionReader};
+use super::{
+    Append, AppendFuture, Assignment, LogError, LogRecord, MutationLog, Ownership, PartitionReader,
+};
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::base_consumer::PartitionQueue;
@@ -138,19 +140,27 @@ impl ConsumerContext for GroupContext {
                     return;
                 }
                 tracing::info!(?partitions, "partitions assigned");
-                shared.ownership.send_modify(|owned| {
-                    let mut set: BTreeSet<u32> = (**owned).clone();
-                    set.extend(partitions.iter().map(|&p| p as u32));
-                    *owned = Arc::new(set);
+                // A completed rebalance: whatever was taken from this node and not given back
+                // is someone else's now.
+                shared.ownership.send_modify(|ownership| {
+                    let mut owned = ownership.owned.clone();
+                    owned.extend(partitions.iter().map(|&p| p as u32));
+                    *ownership = Arc::new(Assignment {
+                        owned,
+                        unsettled: BTreeSet::new(),
+                    });
                 });
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                shared.ownership.send_modify(|owned| {
-                    let mut set: BTreeSet<u32> = (**owned).clone();
-                    for p in &partitions {
-                        set.remove(&(*p as u32));
+                // Not applied here any more, but nobody else has them yet: until the next
+                // assignment, this node's last state still answers their reads.
+                shared.ownership.send_modify(|ownership| {
+                    let mut next = Assignment::clone(ownership);
+                    for &p in &partitions {
+                        next.owned.remove(&(p as u32));
+                        next.unsettled.insert(p as u32);
                     }
-                    *owned = Arc::new(set);
+                    *ownership = Arc::new(next);
                 });
                 {
                     let mut queues = shared.queues.lock().expect("queues lock");
@@ -219,7 +229,7 @@ impl KafkaLog {
             .producer_config()
             .create()
             .map_err(|e| BootstrapError::Kafka(e.to_string()))?;
-        let (ownership, _) = watch::channel(Arc::new(BTreeSet::new()));
+        let (ownership, _) = watch::channel(Arc::new(Assignment::default()));
         let shared = Arc::new(Shared {
             topic: settings.mutations_topic(),
             partitions: settings.partitions,

@@ -484,7 +484,7 @@ impl Service {
                 )
             };
             let runtime = self
-                .readable_partition(partition)
+                .applying_partition(partition)
                 .map_err(|e| unavailable(&e.message))?;
             let dispatcher = self.dispatchers.of(&runtime);
             let from = request.from.as_ref().and_then(|t| t.get(partition));

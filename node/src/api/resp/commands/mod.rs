@@ -820,6 +820,12 @@ pub(super) fn service_error(e: ServiceError) -> Reply {
         // Redis answers LOADING while it loads its data at start: clients know to wait and retry
         // (redis-py's BusyLoadingError).
         "partition_opening" => Reply::Error(format!("LOADING {}", e.message)),
+        // A read waits for the writes this node answered to its keys; `min_offsets` is HTTP's.
+        "min_offsets_timeout" => Reply::err(format!(
+            "{}: a write this node answered to these keys is not applied here yet; retry shortly",
+            e.message
+                .trim_end_matches("; retry, or read without min_offsets")
+        )),
         _ => Reply::err(e.message),
     }
 }
