@@ -9,7 +9,12 @@
 Keys are typed (strings, hashes, sets: a FireScroll key may hold a string and hash fields at
 once, where Redis answers WRONGTYPE) and all in partition 2 of 4 (a transaction's keys share a
 partition). Known differences are not reported: a transaction whose command fails at apply
-writes nothing here (Redis runs the rest), and APPEND to or of binary values is refused here.
+writes nothing here (Redis runs the rest); APPEND to or of binary values is refused here;
+`INCRBYFLOAT k inf` of a non-number says "increment would produce NaN or Infinity" here (the
+increment is refused before the stored value is read); keyspace-wide reads and cursors (KEYS,
+SCAN, DBSIZE, RANDOMKEY, HSCAN, SSCAN) are refused inside MULTI; DBSIZE differs for a moment
+around expiry (each removes expired keys on its own schedule). Random replies (HRANDFIELD,
+SRANDMEMBER, RANDOMKEY) are compared by count only.
 After a difference both servers' keys are made equal again (redis-server's state copied).
 Found the differences fixed in the thirty-seventh session (benches/README.md).
 """
@@ -197,6 +202,10 @@ for i in range(args.count):
          and any(isinstance(x, tuple) and x[0] == "ERR" for x in theirs))
         # APPEND of or to binary values is refused here.
         or any(c[0] == "APPEND" for c in commands)
+        or any(c[0] == "INCRBYFLOAT" and c[2] == "inf" for c in commands)
+        or any(c[0] == "DBSIZE" for c in commands)
+        or (args.mode == "multi" and ours == ("EXEC", "Command")
+            and any(c[0] in ("KEYS", "SCAN", "DBSIZE", "RANDOMKEY", "HSCAN", "SSCAN") for c in commands))
     )
     if not known:
         differences += 1

@@ -19,6 +19,9 @@ pub struct Metrics {
     pub partition_latency: ShardedHistogramVec,
     /// `partitions`: partitions owned by this node.
     pub partitions: IntGauge,
+    /// `firescroll_partitions_standby`: partitions the log took from this node before settling
+    /// their next owner, still answering reads from their last state.
+    pub partitions_standby: IntGauge,
     /// `firescroll_entries_applied_total{partition}`: entries applied (any outcome).
     pub entries_applied: IntCounterVec,
     /// `firescroll_entry_outcomes_total{outcome}`: applied, or the kind of rejection.
@@ -214,6 +217,11 @@ impl Metrics {
         .expect("valid metric");
         let partitions =
             IntGauge::new("partitions", "Partitions owned by this node.").expect("valid metric");
+        let partitions_standby = IntGauge::new(
+            "firescroll_partitions_standby",
+            "Partitions taken from this node before their next owner was settled, still answering reads from their last state.",
+        )
+        .expect("valid metric");
         let entries_applied = IntCounterVec::new(
             Opts::new(
                 "firescroll_entries_applied_total",
@@ -496,6 +504,7 @@ impl Metrics {
             Box::new(tls_certificate_expiry.clone()),
             Box::new(partition_latency.clone()),
             Box::new(partitions.clone()),
+            Box::new(partitions_standby.clone()),
             Box::new(entries_applied.clone()),
             Box::new(outcomes.clone()),
             Box::new(apply_lag.clone()),
@@ -535,6 +544,7 @@ impl Metrics {
             http_latency,
             partition_latency,
             partitions,
+            partitions_standby,
             entries_applied,
             outcomes,
             apply_lag,

@@ -1,7 +1,7 @@
 //! Wiring one node together: log, store, engine, service, HTTP servers, and an orderly shutdown.
 
 use crate::api;
-use crate::cluster::{Cluster, Served};
+use crate::cluster::{Cluster, Served, ServedNow};
 use crate::cond::Conditions;
 use crate::config::Config;
 use crate::engine::{Engine, EngineConfig, Plugins};
@@ -102,6 +102,7 @@ pub async fn run(
             reject_entries_at: Arc::new(config.reject_entries_at.clone()),
             stop_patience: config.shutdown_timeout / 2,
             snapshots: snapshots.clone(),
+            standby_until_served_elsewhere: config.cluster.is_some(),
             ..EngineConfig::default()
         },
     );
@@ -123,14 +124,26 @@ pub async fn run(
         Some(settings) => {
             let serving = engine.clone();
             // The card tells the region what this node can answer: serving partitions only, so
-            // a partition stopped by a gap or a disk failure is read from another replica.
-            let served: Served = Arc::new(move || {
-                serving
-                    .partitions()
-                    .iter()
-                    .filter(|p| p.serving())
-                    .map(|p| (p.id(), p.next_offset()))
-                    .collect()
+            // a partition stopped by a gap or a disk failure is read from another replica; and
+            // those on standby (asked when nobody serves them) until another member serves them.
+            let served: Served = Arc::new(move |served_elsewhere: &dyn Fn(u32) -> bool| {
+                let mut standby = Vec::new();
+                for runtime in serving.standby_partitions() {
+                    if served_elsewhere(runtime.id()) {
+                        serving.end_standby(runtime.id());
+                    } else {
+                        standby.push(runtime.id());
+                    }
+                }
+                ServedNow {
+                    serving: serving
+                        .partitions()
+                        .iter()
+                        .filter(|p| p.serving())
+                        .map(|p| (p.id(), p.next_offset()))
+                        .collect(),
+                    standby,
+                }
             });
             let identity = tls.as_ref().map(|tls| tls.peer_identity());
             let cluster = Cluster::start(settings.clone(), served, metrics.clone(), identity)

@@ -27,6 +27,26 @@ pub struct Card {
     /// The next offset to apply of each served partition, ascending by partition; empty when
     /// they did not fit in one datagram.
     pub offsets: Vec<u64>,
+    /// Bit `p` set: partition `p` is on standby here — taken by the log before its next owner
+    /// was settled, its last state answering reads. Asked only when no member serves it. Last,
+    /// so cards of releases without it still decode (as none on standby).
+    #[serde(default)]
+    pub standby: Vec<u8>,
+}
+
+/// A card as releases before standby partitions sent it.
+#[derive(Deserialize)]
+struct CardWithoutStandby {
+    id: NodeId,
+    seq: u64,
+    namespace: String,
+    region: String,
+    replica_group: String,
+    instance_id: String,
+    api: SocketAddr,
+    resp: SocketAddr,
+    partitions: Vec<u8>,
+    offsets: Vec<u64>,
 }
 
 /// The dissemination key: a newer card of the same process replaces an older one in every
@@ -54,23 +74,23 @@ impl Card {
 
     /// Sets the served partitions (ascending, with their next offsets).
     pub fn set_partitions(&mut self, served: &[(u32, u64)]) {
-        let top = served
-            .iter()
-            .map(|&(p, _)| p as usize + 1)
-            .max()
-            .unwrap_or(0);
-        self.partitions = vec![0; top.div_ceil(8)];
-        for &(p, _) in served {
-            self.partitions[p as usize / 8] |= 1 << (p % 8);
-        }
+        self.partitions = bitmap(served.iter().map(|&(p, _)| p));
         self.offsets = served.iter().map(|&(_, o)| o).collect();
+    }
+
+    /// Sets the partitions on standby.
+    pub fn set_standby(&mut self, standby: &[u32]) {
+        self.standby = bitmap(standby.iter().copied());
     }
 
     /// Whether partition `p` is served.
     pub fn serves(&self, p: u32) -> bool {
-        self.partitions
-            .get(p as usize / 8)
-            .is_some_and(|byte| byte & (1 << (p % 8)) != 0)
+        has_bit(&self.partitions, p)
+    }
+
+    /// Whether partition `p` is on standby.
+    pub fn holds_standby(&self, p: u32) -> bool {
+        has_bit(&self.standby, p)
     }
 
     /// The served partitions, ascending, with their next offsets when the card carries them.
@@ -110,10 +130,44 @@ impl Card {
         }
     }
 
-    /// A card from its bytes.
+    /// A card from its bytes (a card of an older release has nothing on standby).
     pub fn decode(bytes: &[u8]) -> Result<Card, postcard::Error> {
-        postcard::from_bytes(bytes)
+        postcard::from_bytes(bytes).or_else(|e| {
+            let old: CardWithoutStandby = postcard::from_bytes(bytes).map_err(|_| e)?;
+            Ok(Card {
+                id: old.id,
+                seq: old.seq,
+                namespace: old.namespace,
+                region: old.region,
+                replica_group: old.replica_group,
+                instance_id: old.instance_id,
+                api: old.api,
+                resp: old.resp,
+                partitions: old.partitions,
+                offsets: old.offsets,
+                standby: Vec::new(),
+            })
+        })
     }
+}
+
+/// A bitmap with bit `p` set for each of `partitions`.
+fn bitmap(partitions: impl Iterator<Item = u32> + Clone) -> Vec<u8> {
+    let top = partitions
+        .clone()
+        .map(|p| p as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let mut bits = vec![0; top.div_ceil(8)];
+    for p in partitions {
+        bits[p as usize / 8] |= 1 << (p % 8);
+    }
+    bits
+}
+
+fn has_bit(bits: &[u8], p: u32) -> bool {
+    bits.get(p as usize / 8)
+        .is_some_and(|byte| byte & (1 << (p % 8)) != 0)
 }
 
 /// A card does not fit in one gossip datagram even without offsets.
@@ -140,6 +194,7 @@ mod tests {
             resp: "127.0.0.1:6379".parse().unwrap(),
             partitions: Vec::new(),
             offsets: Vec::new(),
+            standby: Vec::new(),
         }
     }
 
@@ -156,6 +211,55 @@ mod tests {
         assert!(back.serves(9) && !back.serves(1) && !back.serves(10) && !back.serves(1000));
         assert_eq!(back.next_offset(9), Some(77));
         assert_eq!(back.next_offset(2), None);
+    }
+
+    #[test]
+    fn standby_partitions_round_trip_and_older_cards_decode_without_them() {
+        let mut c = card();
+        c.set_partitions(&[(1, 5)]);
+        c.set_standby(&[0, 9]);
+        let back = Card::decode(&c.encode(1400).unwrap()).unwrap();
+        assert_eq!(back, c);
+        assert!(back.holds_standby(0) && back.holds_standby(9) && !back.holds_standby(1));
+        assert!(back.serves(1) && !back.serves(0));
+        // What a release before standby partitions sends: the same fields, without the last.
+        #[derive(Serialize)]
+        struct Older<'a> {
+            id: NodeId,
+            seq: u64,
+            namespace: &'a str,
+            region: &'a str,
+            replica_group: &'a str,
+            instance_id: &'a str,
+            api: SocketAddr,
+            resp: SocketAddr,
+            partitions: &'a [u8],
+            offsets: &'a [u64],
+        }
+        let older = postcard::to_allocvec(&Older {
+            id: c.id,
+            seq: c.seq,
+            namespace: &c.namespace,
+            region: &c.region,
+            replica_group: &c.replica_group,
+            instance_id: &c.instance_id,
+            api: c.api,
+            resp: c.resp,
+            partitions: &c.partitions,
+            offsets: &c.offsets,
+        })
+        .unwrap();
+        let decoded = Card::decode(&older).unwrap();
+        assert_eq!(
+            decoded,
+            Card {
+                standby: Vec::new(),
+                ..c.clone()
+            }
+        );
+        // And a release before it decodes a new card, the standby bits past its fields.
+        let back: CardWithoutStandby = postcard::from_bytes(&c.encode(1400).unwrap()).unwrap();
+        assert_eq!((back.partitions, back.offsets), (c.partitions, c.offsets));
     }
 
     #[test]

@@ -90,7 +90,7 @@ pub async fn drive(
     );
     let mut runtime = AccumulatingRuntime::new();
     let mut card = card;
-    let mut last_served: Option<Vec<u32>> = None;
+    let mut last_served: Option<(Vec<u32>, Vec<u32>)> = None;
     let mut last_card = Instant::now() - settings.broadcast_interval;
     let mut last_resolve: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -127,12 +127,15 @@ pub async fn drive(
             }
             _ = tick.tick() => {
                 let now = Instant::now();
-                let served = (shared.served)();
-                let partitions: Vec<u32> = served.iter().map(|&(p, _)| p).collect();
-                let changed = last_served.as_ref() != Some(&partitions);
+                let served = (shared.served)(&|p| {
+                    shared.table.lock().expect("table lock").serves(p, now)
+                });
+                let partitions: Vec<u32> = served.serving.iter().map(|&(p, _)| p).collect();
+                let changed = last_served.as_ref() != Some(&(partitions.clone(), served.standby.clone()));
                 if changed || now.duration_since(last_card) >= settings.broadcast_interval {
                     card.seq += 1;
-                    card.set_partitions(&served);
+                    card.set_partitions(&served.serving);
+                    card.set_standby(&served.standby);
                     match card.encode(MAX_CARD_BYTES) {
                         Ok(bytes) => {
                             if let Err(e) = foca.add_broadcast(&bytes) {
@@ -145,9 +148,9 @@ pub async fn drive(
                         Err(e) => tracing::error!(error = %e, "this node's card cannot be gossiped"),
                     }
                     if changed {
-                        tracing::info!(partitions = ?partitions, "serving partitions changed; told the region");
+                        tracing::info!(partitions = ?partitions, standby = ?served.standby, "serving partitions changed; told the region");
                     }
-                    last_served = Some(partitions);
+                    last_served = Some((partitions, served.standby));
                     last_card = now;
                 }
                 // Seeds again: often while alone (a seed may start later), rarely once joined

@@ -69,8 +69,17 @@ pub struct ClusterSettings {
 /// How long an owner that failed a read is tried last.
 pub const SHUN_FOR: Duration = Duration::from_secs(10);
 
-/// Partitions this node serves now, with the next offset each applies.
-pub type Served = Arc<dyn Fn() -> Vec<(u32, u64)> + Send + Sync>;
+/// What this node can answer now: the partitions it serves, with the next offset each
+/// applies, and those on standby (see [`Card::standby`]). Given whether another member serves
+/// a partition, so a standby copy ends once one does.
+pub type Served = Arc<dyn Fn(&dyn Fn(u32) -> bool) -> ServedNow + Send + Sync>;
+
+/// What [`Served`] tells.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServedNow {
+    pub serving: Vec<(u32, u64)>,
+    pub standby: Vec<u32>,
+}
 
 /// Why gossip could not start.
 #[derive(Debug, thiserror::Error)]
@@ -145,10 +154,16 @@ impl Cluster {
             resp: SocketAddr::new(gossip_addr.ip(), settings.resp_port),
             partitions: Vec::new(),
             offsets: Vec::new(),
+            standby: Vec::new(),
         };
         // Refuse at start what could never be gossiped: a card serving every partition.
         let mut widest = card.clone();
-        let top = served().iter().map(|&(p, _)| p).max().unwrap_or(0);
+        let top = served(&|_| false)
+            .serving
+            .iter()
+            .map(|&(p, _)| p)
+            .max()
+            .unwrap_or(0);
         widest.set_partitions(&(0..=top).map(|p| (p, 0)).collect::<Vec<_>>());
         widest.encode(gossip::MAX_CARD_BYTES)?;
 
@@ -218,8 +233,9 @@ impl Cluster {
         })
     }
 
-    /// The other members serving `partition`, in random order so reads spread over replicas;
-    /// owners that failed a read in the last [`SHUN_FOR`] come last.
+    /// The other members serving `partition` (or, when none does, keeping it on standby), in
+    /// random order so reads spread over replicas; owners that failed a read in the last
+    /// [`SHUN_FOR`] come last.
     pub fn owners(&self, partition: u32) -> Vec<Peer> {
         let now = Instant::now();
         let mut owners = self
@@ -235,6 +251,15 @@ impl Cluster {
             owners.sort_by_key(|o| failed.contains_key(&o.id));
         }
         owners
+    }
+
+    /// Whether another member serves `partition` now (standby copies aside).
+    pub fn served_elsewhere(&self, partition: u32) -> bool {
+        self.shared
+            .table
+            .lock()
+            .expect("table lock")
+            .serves(partition, Instant::now())
     }
 
     /// Notes that `id` failed a proxied read (unreachable, or could not serve).

@@ -133,14 +133,32 @@ impl Table {
             .retain(|id, k| *id == self.local || now.duration_since(k.received) < bound);
     }
 
-    /// The other members serving `partition` now (never this node).
+    /// Whether another member serves `partition` now.
+    pub fn serves(&self, partition: u32, now: Instant) -> bool {
+        self.current(now).any(|k| k.card.serves(partition))
+    }
+
+    /// The other members' current cards.
+    fn current(&self, now: Instant) -> impl Iterator<Item = &Known> {
+        self.cards.values().filter(move |k| {
+            k.card.id != self.local && now.duration_since(k.received) < self.stale_after
+        })
+    }
+
+    /// The other members serving `partition` now (never this node); when none does, those
+    /// keeping it on standby.
     pub fn owners(&self, partition: u32, now: Instant) -> Vec<Peer> {
-        self.cards
-            .values()
+        // No member serves it (the group is rebalancing, or the broker is away): those keeping
+        // it on standby answer from their last state.
+        let serves = self.serves(partition, now);
+        self.current(now)
             .filter(|k| {
-                k.card.id != self.local && now.duration_since(k.received) < self.stale_after
+                if serves {
+                    k.card.serves(partition)
+                } else {
+                    k.card.holds_standby(partition)
+                }
             })
-            .filter(|k| k.card.serves(partition))
             .map(|k| Peer {
                 id: k.card.id,
                 instance_id: k.instance_id.clone(),
@@ -268,6 +286,7 @@ mod tests {
             resp: SocketAddr::from(([127, 0, 0, n], 6379)),
             partitions: Vec::new(),
             offsets: Vec::new(),
+            standby: Vec::new(),
         };
         c.set_partitions(&partitions.iter().map(|&p| (p, 10)).collect::<Vec<_>>());
         c
@@ -304,6 +323,25 @@ mod tests {
         assert_eq!(t.accept(card(3, 9, &[1]), now), Accepted::Ignored);
         assert!(t.owners(1, now).is_empty());
         assert_eq!(t.owners(0, now)[0].next_offset, Some(10));
+    }
+
+    #[test]
+    fn members_keeping_a_partition_on_standby_are_asked_only_while_none_serves_it() {
+        let now = Instant::now();
+        let mut t = Table::new(id(1), "ns", "r", Duration::from_secs(10));
+        let mut standby = card(2, 1, &[0]);
+        standby.set_standby(&[1]);
+        t.accept(standby, now);
+        let mut own = card(1, 1, &[]);
+        own.set_standby(&[1, 2]);
+        t.accept(own, now);
+        assert_eq!(owner_names(&t, 1, now), ["n2"], "never itself");
+        assert!(t.owners(2, now).is_empty());
+        assert_eq!(t.owners(1, now)[0].next_offset, None);
+        // n3 serves partition 1 again: only it is asked.
+        t.accept(card(3, 1, &[1]), now);
+        assert_eq!(owner_names(&t, 1, now), ["n3"]);
+        assert_eq!(owner_names(&t, 0, now), ["n2"]);
     }
 
     #[test]

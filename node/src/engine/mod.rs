@@ -94,6 +94,11 @@ pub struct EngineConfig {
     pub apply_threads: usize,
     /// Entries rejected unread (REJECT_ENTRIES_AT).
     pub reject_entries_at: Arc<BTreeSet<Position>>,
+    /// A partition on standby stays there until it is owned here again or
+    /// [`Engine::end_standby`] is called (gossip calls it once another member serves the
+    /// partition). Without (no gossip to say so), it ends at the first rebalance after it was
+    /// taken that does not give it back.
+    pub standby_until_served_elsewhere: bool,
 }
 
 impl Default for EngineConfig {
@@ -112,6 +117,7 @@ impl Default for EngineConfig {
             snapshots: None,
             apply_threads: 0,
             reject_entries_at: Arc::default(),
+            standby_until_served_elsewhere: false,
         }
     }
 }
@@ -131,6 +137,8 @@ struct Inner {
     /// Partitions taken from this node while their next owner is not settled (the group is
     /// rebalancing, or the broker is away): not applied, their last state answering reads.
     standby: ArcSwap<BTreeMap<u32, Arc<PartitionRuntime>>>,
+    /// For each partition on standby, the rebalances the log had completed when it went there.
+    standby_since: Mutex<BTreeMap<u32, u64>>,
     /// Bumped whenever `partitions` or `standby` change: what waits for a partition that is
     /// away to come back watches it.
     changed: tokio::sync::watch::Sender<u64>,
@@ -183,6 +191,7 @@ impl Engine {
                 partitions: ArcSwap::from_pointee(BTreeMap::new()),
                 partitions_changing: Mutex::new(()),
                 standby: ArcSwap::from_pointee(BTreeMap::new()),
+                standby_since: Mutex::new(BTreeMap::new()),
                 changed: tokio::sync::watch::Sender::new(0),
                 unopened: RwLock::new(BTreeMap::new()),
                 opening: tokio::sync::watch::Sender::new(BTreeSet::new()),

@@ -20,7 +20,7 @@ impl Engine {
             let on_standby = owned.unsettled.contains(id);
             if on_standby && let Some(runtime) = self.partition(*id) {
                 // On standby before it leaves the owned ones: no read finds it in neither.
-                self.put_on_standby(runtime);
+                self.put_on_standby(runtime, owned.rebalances);
             }
             let removed = self.change_partitions(|map| map.remove(id));
             if let Some(runtime) = removed {
@@ -97,7 +97,7 @@ impl Engine {
 
     /// Done with a partition this node no longer answers for: its data is deleted with
     /// `DROP_RELEASED_PARTITIONS`, else kept for when it comes back.
-    fn forget_released(&self, runtime: &PartitionRuntime) {
+    pub(super) fn forget_released(&self, runtime: &PartitionRuntime) {
         if !self.inner.config.drop_released {
             return;
         }

@@ -29,13 +29,35 @@ impl Engine {
         self.inner.changed.subscribe()
     }
 
+    /// Ends the standby of `partition` (another member serves it now): its reads are no
+    /// longer answered here. Its data stays on disk (`DROP_RELEASED_PARTITIONS` deletes it).
+    /// Does nothing while ownership changes are being applied (an open may wait on S3 for long,
+    /// and gossip, which calls this, must not wait): the caller asks again later.
+    pub fn end_standby(&self, partition: u32) {
+        let Ok(_reconciling) = self.inner.reconciling.try_lock() else {
+            return;
+        };
+        if let Some(runtime) = self.drop_standby(partition) {
+            tracing::info!(
+                partition,
+                "another member serves the partition now; its reads are no longer answered here"
+            );
+            self.forget_released(&runtime);
+        }
+    }
+
     /// Keeps a partition that is being released to answer reads. Its read index is dropped:
     /// its reads go to the store, which is shared with whatever opens the partition next —
     /// so a read that resolved to the standby copy and then waited for a write the reopened
     /// partition applied finds that write (an index would stay as the standby left it), and
     /// the reopened partition's own index is not held twice.
-    pub(super) fn put_on_standby(&self, runtime: Arc<PartitionRuntime>) {
+    pub(super) fn put_on_standby(&self, runtime: Arc<PartitionRuntime>, rebalances: u64) {
         runtime.index.turn_off();
+        self.inner
+            .standby_since
+            .lock()
+            .expect("standby lock")
+            .insert(runtime.id(), rebalances);
         self.change_standby(|map| map.insert(runtime.id(), runtime));
     }
 
@@ -44,20 +66,45 @@ impl Engine {
         if !self.inner.standby.load().contains_key(&partition) {
             return None;
         }
+        self.inner
+            .standby_since
+            .lock()
+            .expect("standby lock")
+            .remove(&partition);
         self.change_standby(|map| map.remove(&partition))
     }
 
-    /// Takes off standby the partitions the log has settled elsewhere (neither owned here nor
-    /// in flux any more) and returns them.
+    /// Takes off standby the partitions the log has settled elsewhere and returns them: those
+    /// it no longer lists as taken (nor owned), and, unless gossip says when another member
+    /// serves them, those a rebalance since they were taken did not give back.
     pub(super) fn settle_standby(&self, assignment: &Assignment) -> Vec<Arc<PartitionRuntime>> {
-        let settled = |id: &u32| !assignment.unsettled.contains(id) && !assignment.contains(id);
+        let since = self
+            .inner
+            .standby_since
+            .lock()
+            .expect("standby lock")
+            .clone();
+        let by_gossip = self.inner.config.standby_until_served_elsewhere;
+        let settled = |id: &u32| {
+            !assignment.contains(id)
+                && (!assignment.unsettled.contains(id)
+                    || (!by_gossip && since.get(id).is_some_and(|&s| assignment.rebalances > s)))
+        };
         if !self.inner.standby.load().keys().any(settled) {
             return Vec::new();
         }
-        self.change_standby(|map| {
-            let ids: Vec<u32> = map.keys().copied().filter(settled).collect();
-            ids.iter().filter_map(|id| map.remove(id)).collect()
-        })
+        let settled: Vec<u32> = self
+            .inner
+            .standby
+            .load()
+            .keys()
+            .copied()
+            .filter(settled)
+            .collect();
+        settled
+            .iter()
+            .filter_map(|&id| self.drop_standby(id))
+            .collect()
     }
 
     /// Changes the standby partitions with `f`, one change (of them or of the owned ones) at a
@@ -73,6 +120,7 @@ impl Engine {
             .expect("partitions lock");
         let mut map = BTreeMap::clone(&self.inner.standby.load());
         let result = f(&mut map);
+        self.inner.metrics.partitions_standby.set(map.len() as i64);
         self.inner.standby.store(Arc::new(map));
         self.inner.changed.send_modify(|n| *n += 1);
         result

@@ -1668,10 +1668,11 @@ mod expiry;
 
 /// Reconciles `engine` with an assignment of `owned` and `unsettled` partitions, as a log's
 /// rebalance would.
-async fn assign(engine: &Engine, owned: &[u32], unsettled: &[u32]) {
+async fn assign(engine: &Engine, owned: &[u32], unsettled: &[u32], rebalances: u64) {
     let assignment = Arc::new(crate::log::Assignment {
         owned: owned.iter().copied().collect(),
         unsettled: unsettled.iter().copied().collect(),
+        rebalances,
     });
     let engine = engine.clone();
     tokio::task::spawn_blocking(move || engine.reconcile(&assignment))
@@ -1704,7 +1705,7 @@ async fn a_partition_taken_without_a_settled_owner_answers_reads_until_it_is_bac
         .unwrap();
 
     // Taken while the group rebalances: not applied, its last state kept for reads.
-    assign(&engine, &[0, 2, 3], &[1]).await;
+    assign(&engine, &[0, 2, 3], &[1], 0).await;
     assert!(engine.partition(1).is_none());
     let standby = engine.standby(1).expect("on standby");
     assert_eq!(standby.health(), Health::Released);
@@ -1732,7 +1733,7 @@ async fn a_partition_taken_without_a_settled_owner_answers_reads_until_it_is_bac
         async move { engine.wait_applied(second, Duration::from_secs(10)).await }
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assign(&engine, &[0, 1, 2, 3], &[]).await;
+    assign(&engine, &[0, 1, 2, 3], &[], 1).await;
     waiting
         .await
         .unwrap()
@@ -1745,8 +1746,9 @@ async fn a_partition_taken_without_a_settled_owner_answers_reads_until_it_is_bac
     assert!(runtime.serving());
     assert_eq!(runtime.store.get(&pk, "s").unwrap().unwrap().data_json, "2");
 
-    // Taken again, then settled elsewhere: no longer answered here at all.
-    assign(&engine, &[0, 2, 3], &[1]).await;
+    // Taken again, then a rebalance does not give it back (and, without gossip, nothing tells
+    // when another member serves it): no longer answered here at all.
+    assign(&engine, &[0, 2, 3], &[1], 1).await;
     assert!(engine.standby(1).is_some());
     let third = write(3).await;
     let waiting = tokio::spawn({
@@ -1754,7 +1756,7 @@ async fn a_partition_taken_without_a_settled_owner_answers_reads_until_it_is_bac
         async move { engine.wait_applied(third, Duration::from_secs(10)).await }
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assign(&engine, &[0, 2, 3], &[]).await;
+    assign(&engine, &[0, 2, 3], &[1], 2).await;
     assert!(engine.standby(1).is_none() && !engine.holds(1));
     let err = waiting.await.unwrap().unwrap_err();
     assert!(matches!(err, WaitError::NotOwned(1)), "{err}");
@@ -1762,5 +1764,26 @@ async fn a_partition_taken_without_a_settled_owner_answers_reads_until_it_is_bac
         engine.outcome(first),
         Err(OutcomeError::NotOwned(1))
     ));
+    engine.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_gossip_a_standby_partition_lasts_until_another_member_serves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let store = crate::store::Store::open(&dir.path().join("store"), PARTITIONS).unwrap();
+    let config = EngineConfig {
+        standby_until_served_elsewhere: true,
+        ..EngineConfig::default()
+    };
+    let (engine, _tasks) = start_engine_with(store, log, Arc::new(Metrics::new()), config);
+    assign(&engine, &[0, 2, 3], &[1], 0).await;
+    // The cooperative protocol's first round gives nothing back; the partition may reach its
+    // next owner only in the next round, so the standby copy stays.
+    assign(&engine, &[0, 2, 3], &[1], 1).await;
+    assign(&engine, &[0, 2, 3], &[1], 2).await;
+    assert!(engine.standby(1).is_some());
+    engine.end_standby(1);
+    assert!(engine.standby(1).is_none() && !engine.holds(1));
     engine.shutdown();
 }

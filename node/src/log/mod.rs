@@ -63,11 +63,14 @@ pub type Ownership = Arc<Assignment>;
 pub struct Assignment {
     /// The partitions to apply and serve.
     pub owned: BTreeSet<u32>,
-    /// Partitions taken away whose next owner is not settled yet: the group is rebalancing, or
-    /// this node lost its session with the broker (which then revokes every partition until it
-    /// is back). Nobody may apply them meanwhile, so this node's last state of each still
-    /// answers reads, as a replica that lags would, until an assignment settles who has them.
+    /// Partitions taken away and not given back since: the group rebalanced them (perhaps to
+    /// another member), or this node lost its session with the broker (which then revokes
+    /// every partition until it is back). Until another member serves one, nobody applies it,
+    /// so this node's last state of it still answers reads, as a replica that lags would.
     pub unsettled: BTreeSet<u32>,
+    /// Rebalances this node completed (assignments received): one after a partition was taken
+    /// away, the group had its say about it.
+    pub rebalances: u64,
 }
 
 impl Assignment {
@@ -76,6 +79,7 @@ impl Assignment {
         Assignment {
             owned: (0..partitions).collect(),
             unsettled: BTreeSet::new(),
+            rebalances: 0,
         }
     }
 

@@ -47,12 +47,14 @@ impl Service {
         let served_elsewhere = self
             .cluster
             .as_ref()
-            .is_some_and(|cluster| !cluster.owners(partition).is_empty());
+            .is_some_and(|cluster| cluster.served_elsewhere(partition));
         (!served_elsewhere).then_some(runtime)
     }
 
     /// This node's runtime of `partition` when its reads may be answered here (it serves it, or
-    /// keeps it on standby with no owner in the region); else why not.
+    /// keeps it on standby); else why not. What a read routed here, or a peer's read, uses: a
+    /// peer asks this node from a card gossip has not refreshed yet when the partition just
+    /// went on standby here, and the standby state answers it as well as any lagging replica.
     pub(super) fn readable_partition(
         &self,
         partition: u32,
@@ -61,7 +63,7 @@ impl Service {
             ServiceError::new(ErrorKind::Unavailable, "partition_unavailable", message)
         };
         let Some(runtime) = self.engine.partition(partition) else {
-            if let Some(standby) = self.standby_partition(partition) {
+            if let Some(standby) = self.engine.standby(partition) {
                 return Ok(standby);
             }
             if self.engine.is_opening(partition) {

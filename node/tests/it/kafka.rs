@@ -420,6 +420,10 @@ fn broker_outage_keeps_reads_fails_writes_fast_and_recovers() {
     for p in v["standby"].as_array().unwrap() {
         assert_eq!(p["health"]["state"], "released", "{p}");
     }
+    assert_eq!(
+        node.metric("firescroll_partitions_standby"),
+        PARTITIONS as f64
+    );
     read_all();
     assert_eq!(read(&before).0, 200);
     let value: Option<String> = redis::cmd("HGET")
@@ -475,6 +479,7 @@ fn broker_outage_keeps_reads_fails_writes_fast_and_recovers() {
         v["partitions"].as_array().unwrap().len() as u64 == PARTITIONS
             && v["standby"].as_array().unwrap().is_empty()
     });
+    assert_eq!(node.metric("firescroll_partitions_standby"), 0.0);
 }
 
 #[test]

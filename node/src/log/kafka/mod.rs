@@ -26,7 +26,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Message, Offset, TopicPartitionList};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
@@ -140,20 +140,21 @@ impl ConsumerContext for GroupContext {
                     return;
                 }
                 tracing::info!(?partitions, "partitions assigned");
-                // A completed rebalance: whatever was taken from this node and not given back
-                // is someone else's now.
+                // A completed rebalance (with the cooperative protocol, perhaps only its first
+                // round: a partition taken from this node may reach its next owner in the next).
                 shared.ownership.send_modify(|ownership| {
-                    let mut owned = ownership.owned.clone();
-                    owned.extend(partitions.iter().map(|&p| p as u32));
-                    *ownership = Arc::new(Assignment {
-                        owned,
-                        unsettled: BTreeSet::new(),
-                    });
+                    let mut next = Assignment::clone(ownership);
+                    for &p in &partitions {
+                        next.owned.insert(p as u32);
+                        next.unsettled.remove(&(p as u32));
+                    }
+                    next.rebalances += 1;
+                    *ownership = Arc::new(next);
                 });
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                // Not applied here any more, but nobody else has them yet: until the next
-                // assignment, this node's last state still answers their reads.
+                // Not applied here any more, and nobody else has them yet: this node's last
+                // state still answers their reads until another member serves them.
                 shared.ownership.send_modify(|ownership| {
                     let mut next = Assignment::clone(ownership);
                     for &p in &partitions {

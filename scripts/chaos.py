@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Chaos against a local cluster (scripts/cluster.sh start 3): counters (INCR) and set members
+(SADD) written through every node's Redis port, reads through node0, while nodes are killed
+with SIGKILL and restarted, or (CHAOS_BROKER=1) the broker is killed and restarted. At the end
+every node must hold every acknowledged write exactly once (an INCR whose reply was lost may or
+may not count), and the read errors are listed.
+
+    scripts/cluster.sh start 3                         # or REPLICA_GROUPS=1 scripts/cluster.sh start 3
+    CHAOS_BROKER=1 scripts/chaos.py 6 60               # seed, seconds
+    REPLICA_GROUPS=1 CHAOS_BROKER=1 scripts/chaos.py 6 60
+
+Nodes are restarted as cluster.sh starts them (REPLICA_GROUPS as given to it). Client retries
+are off: redis-py 6+ retries a command whose connection died, which counts an INCR twice.
+"""
+import os, random, subprocess, threading, time, json, sys, urllib.request
+import redis
+from redis.retry import Retry
+from redis.backoff import NoBackoff
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR", f"{ROOT}/target")
+rng = random.Random(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
+DURATION = float(sys.argv[2]) if len(sys.argv) > 2 else 60
+procs = {}
+
+def env_for(i):
+    e = dict(os.environ)
+    e.update(DB_PATH=f".cluster/node{i}", API_PORT=str(8190 + 10 * i), INTERNAL_PORT=str(8191 + 10 * i),
+             RESP_PORT=str(6379 + i), LISTEN_ADDR="127.0.0.1", GOSSIP_PORT=str(8192 + 10 * i),
+             ADVERTISE_ADDR="127.0.0.1", GOSSIP_PEERS="127.0.0.1:8192", KAFKA_SEEDS="127.0.0.1:9092",
+             NAMESPACE="local", PARTITIONS="4", REGION="local",
+             INSTANCE_ID=f"node{i}", KAFKA_SESSION_MS="6000",
+             REPLICA_GROUP=f"rg{i % int(os.environ.get('REPLICA_GROUPS', '3'))}")
+    return e
+
+def pid(i):
+    return int(open(f"{ROOT}/.cluster/node{i}.pid").read())
+
+def kill(i):
+    os.kill(pid(i), 9)
+    print(time.strftime("%T"), "killed node", i, flush=True)
+
+def start(i):
+    log = open(f"{ROOT}/.cluster/node{i}.log", "a")
+    p = subprocess.Popen([f"{TARGET}/release/firescroll"], cwd=ROOT, env=env_for(i), stdout=log, stderr=log)
+    open(f"{ROOT}/.cluster/node{i}.pid", "w").write(str(p.pid))
+    print(time.strftime("%T"), "started node", i, flush=True)
+
+stop = threading.Event()
+lock = threading.Lock()
+acked = {}      # counter -> acknowledged increments
+unknown = {}    # counter -> increments with lost replies
+members = set() # acknowledged SADD members
+errors = {}
+
+def worker(w):
+    r = None
+    n = 0
+    while not stop.is_set():
+        port = 6379 + rng.randrange(3)
+        try:
+            r = redis.Redis(port=port, socket_timeout=10, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+            for _ in range(200):
+                if stop.is_set():
+                    return
+                kind = rng.random()
+                c = f"c{rng.randrange(8)}"
+                if kind < 0.6:
+                    try:
+                        r.incr(c)
+                    except (redis.ConnectionError, redis.TimeoutError):
+                        with lock: unknown[c] = unknown.get(c, 0) + 1
+                        raise
+                    except redis.ResponseError as e:
+                        with lock:
+                            errors[str(e)[:80]] = errors.get(str(e)[:80], 0) + 1
+                            if "durable but" in str(e): unknown[c] = unknown.get(c, 0) + 1
+                        continue
+                    with lock: acked[c] = acked.get(c, 0) + 1
+                else:
+                    m = f"w{w}-{n}"; n += 1
+                    try:
+                        r.sadd("members", m)
+                    except redis.ResponseError as e:
+                        with lock: errors[str(e)[:80]] = errors.get(str(e)[:80], 0) + 1
+                        continue
+                    with lock: members.add(m)
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            with lock: errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
+            time.sleep(0.05)
+
+_r0 = redis.Redis(port=6379)
+base = {f"c{k}": int(_r0.get(f"c{k}") or 0) for k in range(8)}
+_r0.delete("members")
+read_errors = {}
+def reader():
+    r = redis.Redis(port=6379, socket_timeout=10, retry=Retry(NoBackoff(), 0))
+    while not stop.is_set():
+        try:
+            r.get(f"c{rng.randrange(8)}"); r.smembers("members") if rng.random() < 0.01 else None
+        except redis.ResponseError as e:
+            with lock: read_errors[str(e)[:70]] = read_errors.get(str(e)[:70], 0) + 1
+        except (redis.ConnectionError, redis.TimeoutError):
+            time.sleep(0.05)
+threads = [threading.Thread(target=worker, args=(w,)) for w in range(6)] + [threading.Thread(target=reader)]
+for t in threads: t.start()
+t0 = time.time()
+down = set()
+BROKER = os.environ.get("CHAOS_BROKER") == "1"
+broker_env = dict(os.environ, KAFKA_PORT="9092", KAFKA_DATA_DIR=f"{ROOT}/.cluster/broker")
+while time.time() - t0 < DURATION:
+    time.sleep(rng.uniform(1, 4))
+    if BROKER:
+        bpid = int(open(f"{ROOT}/.cluster/broker/broker.pid").read())
+        os.kill(bpid, 9 if rng.random() < 0.5 else 15)
+        while os.path.exists(f"/proc/{bpid}"):
+            time.sleep(0.05)
+        print(time.strftime("%T"), "broker killed", flush=True)
+        time.sleep(rng.uniform(1, 6))
+        subprocess.run([f"{ROOT}/scripts/kafka-broker.sh", "start"], env=broker_env, cwd=ROOT, stdout=subprocess.DEVNULL)
+        print(time.strftime("%T"), "broker started", flush=True)
+        continue
+    i = rng.choice([1, 2])
+    if i in down:
+        start(i); down.discard(i)
+    else:
+        kill(i); down.add(i)
+for i in list(down):
+    start(i)
+time.sleep(2)
+stop.set()
+for t in threads: t.join()
+print("errors:", errors)
+print("read errors:", read_errors)
+# Wait for every node to catch up.
+def parts(i):
+    return json.load(urllib.request.urlopen(f"http://127.0.0.1:{8191 + 10 * i}/debug/partitions", timeout=5))["partitions"]
+def replicas_agree(ps):
+    """Every partition's holders are caught up and at the same digest."""
+    by_partition = {}
+    for pl in ps:
+        for p in pl:
+            by_partition.setdefault(p["partition"], set()).add((p["lag"], p["digest"]))
+    return all(len(v) == 1 and next(iter(v))[0] == 0 for v in by_partition.values())
+for _ in range(120):
+    try:
+        if replicas_agree([parts(i) for i in range(3)]):
+            break
+    except Exception:
+        pass
+    time.sleep(1)
+ps = [parts(i) for i in range(3)]
+for i in range(3):
+    print("node", i, [(p["partition"], p["applied_offset"], p["lag"], p["records"], p["digest"][:8], p["health"]["state"]) for p in ps[i]])
+bad = 0
+for i in range(3):
+    r = redis.Redis(port=6379 + i)
+    for c in sorted(set(acked) | set(unknown)):
+        v = int(r.get(c) or 0) - base[c]
+        a, u = acked.get(c, 0), unknown.get(c, 0)
+        if not (a <= v <= a + u):
+            bad += 1; print("node", i, c, "value", v, "acked", a, "unknown", u)
+    got = {m.decode() for m in r.smembers("members")}
+    lost = members - got
+    if lost:
+        bad += 1; print("node", i, "lost members", len(lost), sorted(lost)[:5])
+digests_equal = replicas_agree(ps)
+print("acked", sum(acked.values()), "unknown", sum(unknown.values()), "members", len(members), "digests equal", digests_equal, "bad", bad)
+raise SystemExit(0 if bad == 0 and digests_equal else 1)
