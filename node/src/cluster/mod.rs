@@ -70,7 +70,7 @@ pub struct ClusterSettings {
 pub const SHUN_FOR: Duration = Duration::from_secs(10);
 
 /// What this node can answer now: the partitions it serves, with the next offset each
-/// applies, and those on standby (see [`Card::standby`]). Given whether another member serves
+/// applies, and those on standby (see `Card::standby`). Given whether another member serves
 /// a partition, so a standby copy ends once one does.
 pub type Served = Arc<dyn Fn(&dyn Fn(u32) -> bool) -> ServedNow + Send + Sync>;
 

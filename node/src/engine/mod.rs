@@ -268,14 +268,24 @@ impl Engine {
         &self,
         f: impl FnOnce(&mut BTreeMap<u32, Arc<PartitionRuntime>>) -> R,
     ) -> R {
+        self.change_map(&self.inner.partitions, f)
+    }
+
+    /// Changes `map` (the owned partitions or those on standby) with `f`, one change of either
+    /// at a time, and tells those waiting for a partition to come back.
+    fn change_map<R>(
+        &self,
+        map: &ArcSwap<BTreeMap<u32, Arc<PartitionRuntime>>>,
+        f: impl FnOnce(&mut BTreeMap<u32, Arc<PartitionRuntime>>) -> R,
+    ) -> R {
         let _changing = self
             .inner
             .partitions_changing
             .lock()
             .expect("partitions lock");
-        let mut map = BTreeMap::clone(&self.inner.partitions.load());
-        let result = f(&mut map);
-        self.inner.partitions.store(Arc::new(map));
+        let mut changed = BTreeMap::clone(&map.load());
+        let result = f(&mut changed);
+        map.store(Arc::new(changed));
         self.inner.changed.send_modify(|n| *n += 1);
         result
     }

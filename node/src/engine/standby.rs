@@ -107,22 +107,14 @@ impl Engine {
             .collect()
     }
 
-    /// Changes the standby partitions with `f`, one change (of them or of the owned ones) at a
-    /// time.
+    /// Changes the standby partitions with `f` (see [`Engine::change_map`]).
     fn change_standby<R>(
         &self,
         f: impl FnOnce(&mut BTreeMap<u32, Arc<PartitionRuntime>>) -> R,
     ) -> R {
-        let _changing = self
-            .inner
-            .partitions_changing
-            .lock()
-            .expect("partitions lock");
-        let mut map = BTreeMap::clone(&self.inner.standby.load());
-        let result = f(&mut map);
-        self.inner.metrics.partitions_standby.set(map.len() as i64);
-        self.inner.standby.store(Arc::new(map));
-        self.inner.changed.send_modify(|n| *n += 1);
+        let result = self.change_map(&self.inner.standby, f);
+        let count = self.inner.standby.load().len();
+        self.inner.metrics.partitions_standby.set(count as i64);
         result
     }
 }
