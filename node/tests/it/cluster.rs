@@ -213,6 +213,65 @@ fn metric(node: &Node, name_and_labels: &str) -> f64 {
 }
 
 #[test]
+fn a_group_split_over_two_nodes_answers_every_read_while_the_broker_is_away() {
+    let _serial = serial();
+    let mut broker = Broker::start();
+    let nodes = start_region(&broker, "standby", 2, 1);
+    wait_converged(&nodes, 1);
+    let n = 30;
+    let written = write_all(&nodes[0], n)["Positions"].clone();
+    for node in &nodes {
+        assert_reads_all(node, n, &written);
+    }
+    broker.stop();
+    // Each node's session runs out and the log takes its partitions: each keeps its own on
+    // standby, and gossip tells the other, so every read is still answered (they once all
+    // failed until the group re-formed, each node knowing only its own copies).
+    let standby_here = |node: &Node| -> Vec<u64> {
+        let (_, body) = node.get_url(&node.internal_url("/debug/partitions"));
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["standby"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["partition"].as_u64().unwrap())
+            .collect()
+    };
+    nodes[0].wait_until(
+        "every partition on standby on one node or the other",
+        Duration::from_secs(30),
+        |_| {
+            let (a, b) = (standby_here(&nodes[0]), standby_here(&nodes[1]));
+            !a.is_empty() && !b.is_empty() && a.len() + b.len() == PARTITIONS as usize
+        },
+    );
+    // Cards carry the standby copies: give them a few broadcasts.
+    std::thread::sleep(Duration::from_millis(1000));
+    for node in &nodes {
+        assert_reads_all(node, n, &written);
+        let mut con = redis(node);
+        for i in [0, 7, 19, 29] {
+            let got: Option<String> = redis::cmd("HGET")
+                .arg(format!("key{i}"))
+                .arg("s")
+                .query(&mut con)
+                .unwrap();
+            assert_eq!(
+                got,
+                Some(json!({"i": i}).to_string()),
+                "node on {}",
+                node.api
+            );
+        }
+    }
+    broker.spawn();
+    wait_converged(&nodes, 1);
+    for node in &nodes {
+        assert_reads_all(node, n, &written);
+    }
+}
+
+#[test]
 fn three_nodes_one_group_answer_every_read_and_recover_from_a_kill_9() {
     let _serial = serial();
     let broker = Broker::start();
