@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Chaos against a local cluster (scripts/cluster.sh start 3): counters (INCR) and set members
-(SADD) written through every node's Redis port, reads through node0, while nodes are killed
+(SADD) written through every node's Redis port, transfers between the fields of one hash in
+WATCH/MULTI/EXEC transactions (their sum never changes), reads through node0, a watcher per
+partition following the change feed (/records/watch) through any node and resuming with its last
+event id wherever its stream ends, while nodes are killed
 with SIGKILL and restarted, or (CHAOS_BROKER=1) the broker is killed and restarted. At the end
 every node must hold every acknowledged write exactly once (an INCR whose reply was lost may or
-may not count), and the read errors are listed.
+may not count), the hash's fields must add up to what they started at, every acknowledged set member must have
+come through the change feed exactly once, and the read errors are listed.
 
     scripts/cluster.sh start 3                         # or REPLICA_GROUPS=1 scripts/cluster.sh start 3
     CHAOS_BROKER=1 scripts/chaos.py 6 60               # seed, seconds
@@ -12,7 +16,7 @@ may not count), and the read errors are listed.
 Nodes are restarted as cluster.sh starts them (REPLICA_GROUPS as given to it). Client retries
 are off: redis-py 6+ retries a command whose connection died, which counts an INCR twice.
 """
-import os, random, subprocess, threading, time, json, sys, urllib.request
+import os, re, random, subprocess, threading, time, json, sys, urllib.request
 import redis
 from redis.retry import Retry
 from redis.backoff import NoBackoff
@@ -88,7 +92,87 @@ def worker(w):
             with lock: errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
             time.sleep(0.05)
 
+BANK_FIELDS = [f"f{k}" for k in range(5)]
+transfers = {"committed": 0, "watch_aborted": 0, "failed": 0}
+def banker():
+    """Moves amounts between the hash's fields: WATCH, read two fields, write both in MULTI."""
+    while not stop.is_set():
+        try:
+            r = redis.Redis(port=6379 + rng.randrange(3), socket_timeout=10, socket_connect_timeout=1,
+                            retry=Retry(NoBackoff(), 0))
+            for _ in range(100):
+                if stop.is_set():
+                    return
+                a, b = rng.sample(BANK_FIELDS, 2)
+                x = rng.randrange(1, 50)
+                with r.pipeline() as p:
+                    try:
+                        p.watch("bank")
+                        va, vb = (int(v) for v in p.hmget("bank", a, b))
+                        p.multi()
+                        p.hset("bank", a, va - x)
+                        p.hset("bank", b, vb + x)
+                        p.execute()
+                        with lock: transfers["committed"] += 1
+                    except redis.WatchError:
+                        with lock: transfers["watch_aborted"] += 1
+                    except redis.ResponseError as e:
+                        with lock:
+                            transfers["failed"] += 1
+                            errors["tx: " + str(e)[:70]] = errors.get("tx: " + str(e)[:70], 0) + 1
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            with lock: errors["tx: " + type(e).__name__] = errors.get("tx: " + type(e).__name__, 0) + 1
+            time.sleep(0.05)
+
+import requests
+PARTITIONS = int(os.environ.get("PARTITIONS", "4"))
+fed = {}          # set member -> times the change feed delivered its put
+feed_stats = {"reconnects": 0, "gone": 0, "duplicates": 0}
+feed_tokens = {}  # partition -> last event id
+feed_done = threading.Event()
+def follower(partition):
+    """Follows one partition's changes through random nodes, resuming from the last event id."""
+    token = None
+    ids = set()
+    while not feed_done.is_set():
+        port = 8190 + 10 * rng.randrange(3)
+        url = f"http://127.0.0.1:{port}/records/watch?partition={partition}" + (f"&from={token}" if token else "")
+        try:
+            with requests.get(url, stream=True, timeout=(1, 3)) as resp:
+                if resp.status_code == 410:
+                    with lock: feed_stats["gone"] += 1
+                    time.sleep(0.1); continue
+                if resp.status_code != 200:
+                    time.sleep(0.1); continue
+                event, data, eid = None, None, None
+                for line in resp.iter_lines(decode_unicode=True):
+                    if feed_done.is_set():
+                        return
+                    if line.startswith("event: "): event = line[7:]
+                    elif line.startswith("id: "): eid = line[4:]
+                    elif line.startswith("data: "): data = line[6:]
+                    elif line == "" and event:
+                        if event == "change":
+                            change = json.loads(data)
+                            if eid in ids:
+                                with lock: feed_stats["duplicates"] += 1
+                            ids.add(eid)
+                            if change["Pk"] == "members" and change["Op"] == "put":
+                                with lock: fed[change["Sk"]] = fed.get(change["Sk"], 0) + 1
+                        if eid:
+                            token = eid
+                            with lock: feed_tokens[partition] = token
+                        event, data, eid = None, None, None
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError):
+            pass
+        with lock: feed_stats["reconnects"] += 1
+        time.sleep(0.05)
+followers = [threading.Thread(target=follower, args=(p,)) for p in range(PARTITIONS)]
+for t in followers: t.start()
+
 _r0 = redis.Redis(port=6379)
+_r0.delete("bank")
+_r0.hset("bank", mapping={f: 1000 for f in BANK_FIELDS})
 base = {f"c{k}": int(_r0.get(f"c{k}") or 0) for k in range(8)}
 _r0.delete("members")
 read_errors = {}
@@ -102,6 +186,7 @@ def reader():
         except (redis.ConnectionError, redis.TimeoutError):
             time.sleep(0.05)
 threads = [threading.Thread(target=worker, args=(w,)) for w in range(6)] + [threading.Thread(target=reader)]
+threads += [threading.Thread(target=banker) for _ in range(3)]
 for t in threads: t.start()
 t0 = time.time()
 down = set()
@@ -134,13 +219,17 @@ print("read errors:", read_errors)
 # Wait for every node to catch up.
 def parts(i):
     return json.load(urllib.request.urlopen(f"http://127.0.0.1:{8191 + 10 * i}/debug/partitions", timeout=5))["partitions"]
+GROUPS = int(os.environ.get("REPLICA_GROUPS", "3"))
 def replicas_agree(ps):
-    """Every partition's holders are caught up and at the same digest."""
+    """Every partition is owned by one node per replica group, caught up, at the same digest."""
     by_partition = {}
+    holders = {}
     for pl in ps:
         for p in pl:
             by_partition.setdefault(p["partition"], set()).add((p["lag"], p["digest"]))
-    return all(len(v) == 1 and next(iter(v))[0] == 0 for v in by_partition.values())
+            holders[p["partition"]] = holders.get(p["partition"], 0) + 1
+    return sorted(holders) == list(range(PARTITIONS)) and all(n == GROUPS for n in holders.values()) \
+        and all(len(v) == 1 and next(iter(v))[0] == 0 for v in by_partition.values())
 for _ in range(120):
     try:
         if replicas_agree([parts(i) for i in range(3)]):
@@ -159,10 +248,27 @@ for i in range(3):
         a, u = acked.get(c, 0), unknown.get(c, 0)
         if not (a <= v <= a + u):
             bad += 1; print("node", i, c, "value", v, "acked", a, "unknown", u)
+    bank = {k.decode(): int(v) for k, v in r.hgetall("bank").items()}
+    if sum(bank.values()) != 1000 * len(BANK_FIELDS) or sorted(bank) != BANK_FIELDS:
+        bad += 1; print("node", i, "bank fields do not add up:", bank)
     got = {m.decode() for m in r.smembers("members")}
     lost = members - got
     if lost:
         bad += 1; print("node", i, "lost members", len(lost), sorted(lost)[:5])
+# The feed has until every partition's token reaches the applied offset (or 20 s).
+for _ in range(200):
+    with lock: tokens = dict(feed_tokens)
+    if all(int(re.match(r"\d+", tokens.get(p["partition"], "0:0").split(":")[1]).group()) >= (p["applied_offset"] or 0) for p in ps[0]):
+        break
+    time.sleep(0.1)
+feed_done.set()
+for t in followers: t.join()
+missed = members - set(fed)
+twice = [m for m, n in fed.items() if n > 1 and m in members]
+print("change feed:", feed_stats, "members missed", len(missed), "delivered twice", len(twice))
+if missed or twice or feed_stats["duplicates"]:
+    bad += 1; print("change feed missed", sorted(missed)[:5], "twice", twice[:5])
 digests_equal = replicas_agree(ps)
+print("transfers:", transfers)
 print("acked", sum(acked.values()), "unknown", sum(unknown.values()), "members", len(members), "digests equal", digests_equal, "bad", bad)
 raise SystemExit(0 if bad == 0 and digests_equal else 1)

@@ -175,13 +175,21 @@ impl Engine {
             .read_index_bytes
             .with_label_values(&[&id.to_string()])
             .set(index.bytes() as i64);
-        // The history saved when the node last stopped, if it ends where this partition is.
+        // The history of its standby copy, when the log gives the partition back where it
+        // took it (a broker outage revokes every partition; without this, every watch resuming
+        // after the outage got 410 and read everything again); else the history saved when the
+        // node last stopped, if it ends where this partition is.
         let saved = self
-            .inner
-            .config
-            .watch_history_dir
-            .as_deref()
-            .and_then(|dir| super::feed_file::take(dir, id, next));
+            .standby(id)
+            .map(|standby| standby.feed.saved())
+            .filter(|history| history.next == next)
+            .or_else(|| {
+                self.inner
+                    .config
+                    .watch_history_dir
+                    .as_deref()
+                    .and_then(|dir| super::feed_file::take(dir, id, next))
+            });
         let runtime = Arc::new(PartitionRuntime::new(
             store,
             next,

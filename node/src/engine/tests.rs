@@ -1768,6 +1768,46 @@ async fn a_partition_taken_without_a_settled_owner_answers_reads_until_it_is_bac
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_given_back_after_standby_keeps_its_change_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let store = crate::store::Store::open(&dir.path().join("store"), PARTITIONS).unwrap();
+    let (engine, _tasks) = start_engine(store, log.clone(), Arc::new(Metrics::new()));
+    let pk = pks_in(1, 1).remove(0);
+    let mut last = None;
+    for n in 0..3 {
+        let entry = LogEntry::new(n, vec![put(&pk, "s", &n.to_string(), None)]);
+        let offset = log.append(1, vec![append(&entry)]).await.unwrap()[0];
+        last = Some(Position {
+            partition: 1,
+            offset,
+        });
+    }
+    let last = last.unwrap();
+    engine
+        .wait_applied(last, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let before = engine.partition(1).unwrap().change_bounds();
+    assert_eq!(before, (0, 3), "every change is in the history");
+
+    // The broker went away (every partition taken), then gave it back where it was.
+    assign(&engine, &[0, 2, 3], &[1], 0).await;
+    assert!(engine.standby(1).is_some());
+    assign(&engine, &[0, 1, 2, 3], &[], 1).await;
+    let back = engine.partition(1).expect("owned again");
+    assert_eq!(
+        back.change_bounds(),
+        before,
+        "the history came back with it"
+    );
+    let from_start = back
+        .subscribe_changes(Some(0))
+        .expect("a watch resumes from before");
+    assert_eq!(from_start.backlog.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_gossip_a_standby_partition_lasts_until_another_member_serves_it() {
     let dir = tempfile::tempdir().unwrap();
     let log = open_log(dir.path());

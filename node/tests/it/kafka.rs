@@ -2,6 +2,7 @@
 
 use crate::common;
 
+use crate::watch::Watcher;
 use common::{Broker, Node, kafka_env, run_to_exit};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -386,6 +387,20 @@ fn broker_outage_keeps_reads_fails_writes_fast_and_recovers() {
         .get_connection()
         .unwrap();
     assert_eq!(read(&before).1["Records"][0]["Data"], json!({"v": 1}));
+    // A watch's place before the outage, to resume from after it.
+    let token = {
+        let mut watch = Watcher::open(&node, "pk=cfg", None);
+        assert_eq!(watch.status, 200);
+        let bookmark = watch.next().expect("a bookmark");
+        assert_eq!(bookmark.event, "bookmark", "{bookmark:?}");
+        bookmark.id.expect("a token")
+    };
+    // Applied after the token and before the outage: the history must still hold it after.
+    let (status, reply) = node.post(
+        "/records/put",
+        json!({"Records": [{"pk": "cfg", "sk": "s1", "data": "pre"}], "wait": true}),
+    );
+    assert_eq!(status, 200, "{reply}");
 
     broker.stop();
     let (status, got) = read(&before);
@@ -480,6 +495,21 @@ fn broker_outage_keeps_reads_fails_writes_fast_and_recovers() {
             && v["standby"].as_array().unwrap().is_empty()
     });
     assert_eq!(node.metric("firescroll_partitions_standby"), 0.0);
+    // The partitions came back where the outage took them, with their change history: a watch
+    // resumes from before the outage (it once got 410 and had to read everything again).
+    let mut watch = Watcher::open(&node, "pk=cfg", Some(&token));
+    assert_eq!(
+        watch.status, 200,
+        "a watch from before the outage must resume"
+    );
+    let changes: Vec<(Value, Value)> = (0..2)
+        .map(|_| watch.change())
+        .map(|c| (c.data["Sk"].clone(), c.data["Data"].clone()))
+        .collect();
+    assert_eq!(
+        changes,
+        [(json!("s1"), json!("pre")), (json!("s2"), json!({"v": 3}))]
+    );
 }
 
 #[test]
