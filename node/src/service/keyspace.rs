@@ -110,7 +110,7 @@ impl Service {
     /// Answers `query` from this node's partition or an owner's.
     pub(super) async fn ask_keys(&self, query: KeysQuery) -> Result<KeysReply, ServiceError> {
         let partition = query.partition;
-        match self.route(partition)? {
+        match self.route_waited(partition, &query.min_offsets).await? {
             Route::Local(_) => self.keys_local(query).await,
             Route::Remote(cluster) => {
                 let wait = self.peer_wait(!query.min_offsets.is_empty());

@@ -82,7 +82,7 @@ impl Service {
         self.validate_key(0, &request.pk, &request.sk_prefix)?;
         self.check_positions(&request.min_offsets)?;
         let partition = partition_of(&request.pk, self.engine.partition_count());
-        let cluster = match self.route(partition)? {
+        let cluster = match self.route_waited(partition, &request.min_offsets).await? {
             Route::Local(_) => return self.list_local(request).await,
             Route::Remote(cluster) => cluster,
         };

@@ -1,6 +1,7 @@
 //! Positions in the log as reads use them: which are applied here, waiting (bounded) for
 //! the rest (read-your-writes), and which a peer must wait for instead.
 
+use super::route::Route;
 use super::{ErrorKind, Service, ServiceError};
 use crate::engine::WaitError;
 use crate::model::Position;
@@ -63,6 +64,41 @@ impl Service {
 
     /// Waits (bounded) until every position is applied here: read-your-writes.
     pub(super) async fn wait_for(&self, positions: &[Position]) -> Result<(), ServiceError> {
+        match self.wait_here(positions).await? {
+            Waited::Applied => Ok(()),
+            Waited::Moved(partition) => Err(not_here(partition)),
+        }
+    }
+
+    /// [`Service::route`] for a read that must see `positions`: when it is answered here, the
+    /// positions of partitions held here are waited for first, and a partition that left this
+    /// node meanwhile (a standby copy ended: another member serves it now) is routed again,
+    /// to where it is served now — instead of failing a read that member can answer.
+    pub(super) async fn route_waited(
+        &self,
+        partition: u32,
+        positions: &[Position],
+    ) -> Result<Route, ServiceError> {
+        let mut moves = 0;
+        loop {
+            let route = self.route(partition)?;
+            if positions.is_empty() || matches!(route, Route::Remote(_)) {
+                return Ok(route);
+            }
+            let (here, _) = self.split_positions(positions, &BTreeMap::<u32, ()>::new());
+            match self.wait_here(&here).await? {
+                Waited::Applied => return Ok(route),
+                // Routed again: it is not held here now, so the next route goes elsewhere
+                // (twice at most: ownership that keeps moving is answered as unavailable).
+                Waited::Moved(_) if moves < 2 => moves += 1,
+                Waited::Moved(moved) => return Err(not_here(moved)),
+            }
+        }
+    }
+
+    /// Waits (bounded) until every position is applied here; with gossip on, a partition that
+    /// left this node while the read waited is `Moved` (its reads go to the member serving it).
+    pub(super) async fn wait_here(&self, positions: &[Position]) -> Result<Waited, ServiceError> {
         self.check_positions(positions)?;
         for &position in positions {
             match self
@@ -71,13 +107,10 @@ impl Service {
                 .await
             {
                 Ok(()) => {}
-                Err(e @ WaitError::NotOwned(_)) => {
-                    return Err(ServiceError::new(
-                        ErrorKind::Unavailable,
-                        "partition_unavailable",
-                        e.to_string(),
-                    ));
+                Err(WaitError::NotOwned(partition)) if self.cluster.is_some() => {
+                    return Ok(Waited::Moved(partition));
                 }
+                Err(WaitError::NotOwned(partition)) => return Err(not_here(partition)),
                 Err(e @ WaitError::Opening { .. }) => {
                     return Err(ServiceError::new(
                         ErrorKind::Unavailable,
@@ -94,6 +127,23 @@ impl Service {
                 }
             }
         }
-        Ok(())
+        Ok(Waited::Applied)
     }
+}
+
+/// How a wait for positions here ended.
+pub(super) enum Waited {
+    /// Every position is applied here.
+    Applied,
+    /// This partition left the node while the read waited for it.
+    Moved(u32),
+}
+
+/// The error of a read that waited here for a partition this node no longer holds.
+pub(super) fn not_here(partition: u32) -> ServiceError {
+    ServiceError::new(
+        ErrorKind::Unavailable,
+        "partition_unavailable",
+        WaitError::NotOwned(partition).to_string(),
+    )
 }

@@ -2,6 +2,7 @@
 //! (`min_offsets`). Partitions this node serves are read here; with gossip on, the rest are asked
 //! of their owners (`remote.rs`). Routing is `route.rs`, waiting `positions.rs`, lists `list.rs`.
 
+use super::positions::{Waited, not_here};
 use super::route::Route;
 use super::{Service, ServiceError, Token};
 use crate::engine::PartitionRuntime;
@@ -63,7 +64,7 @@ impl Service {
         &self,
         keys: Vec<Key>,
         min_offsets: &[Position],
-        token: Option<&mut Token>,
+        mut token: Option<&mut Token>,
     ) -> Result<Vec<Record>, ServiceError> {
         self.validate_get(&keys, min_offsets)?;
         // The usual case, kept cheap: one key of a partition served here, nothing to wait for
@@ -75,10 +76,39 @@ impl Service {
         {
             return Ok(self.read_one(&runtime, key)?.into_iter().collect());
         }
+        // A partition that leaves this node while the read waits for it here is routed again
+        // (once): the member serving it now answers.
+        let found = match self
+            .get_routed(&keys, min_offsets, token.as_deref_mut(), true)
+            .await?
+        {
+            Some(found) => found,
+            None => self
+                .get_routed(&keys, min_offsets, token, false)
+                .await?
+                .ok_or_else(|| ServiceError::internal("a read that may not move moved"))?,
+        };
+        // Each owner bounded its part; together they answer no more than one node would.
+        let bytes: usize = found.iter().flatten().map(answer_bytes).sum();
+        if bytes > READ_ANSWER_BYTES {
+            return Err(too_large(READ_ANSWER_BYTES));
+        }
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    /// One slot per key, each partition read here or asked of an owner; `None` (when `may_move`)
+    /// if a partition left this node while the read waited for it here.
+    async fn get_routed(
+        &self,
+        keys: &[Key],
+        min_offsets: &[Position],
+        token: Option<&mut Token>,
+        may_move: bool,
+    ) -> Result<Option<Vec<Option<Record>>>, ServiceError> {
         let mut local: LocalGroups = Vec::new();
         let mut remote: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
         let mut cluster = None;
-        for (partition, indexes) in self.group_keys(&keys) {
+        for (partition, indexes) in self.group_keys(keys) {
             match self.route(partition)? {
                 Route::Local(runtime) => local.push((partition, runtime, indexes)),
                 Route::Remote(c) => {
@@ -92,27 +122,28 @@ impl Service {
         let remote_reads = async {
             match &cluster {
                 Some(c) => {
-                    self.get_remote(c, &keys, remote, &remote_positions, token)
+                    self.get_remote(c, keys, remote, &remote_positions, token)
                         .await
                 }
                 None => Ok(Vec::new()),
             }
         };
         let local_reads = async {
-            self.wait_for(&local_waits).await?;
-            self.read_groups(&keys, local)
+            match self.wait_here(&local_waits).await? {
+                Waited::Applied => self.read_groups(keys, local).map(Some),
+                Waited::Moved(_) if may_move => Ok(None),
+                Waited::Moved(partition) => Err(not_here(partition)),
+            }
         };
         let (local_found, remote_found) = tokio::join!(local_reads, remote_reads);
+        let Some(local_found) = local_found? else {
+            return Ok(None);
+        };
         let mut found: Vec<Option<Record>> = vec![None; keys.len()];
-        for (i, record) in local_found?.into_iter().chain(remote_found?) {
+        for (i, record) in local_found.into_iter().chain(remote_found?) {
             found[i] = record;
         }
-        // Each owner bounded its part; together they answer no more than one node would.
-        let bytes: usize = found.iter().flatten().map(answer_bytes).sum();
-        if bytes > READ_ANSWER_BYTES {
-            return Err(too_large(READ_ANSWER_BYTES));
-        }
-        Ok(found.into_iter().flatten().collect())
+        Ok(Some(found))
     }
 
     /// What a peer answers for a proxied get: one slot per key, from this node's partitions
@@ -252,7 +283,7 @@ impl Service {
         {
             return read;
         }
-        let runtime = match self.route(partition)? {
+        let runtime = match self.route_waited(partition, min_offsets).await? {
             Route::Local(runtime) => runtime,
             Route::Remote(cluster) => {
                 let keys = [Key {

@@ -296,7 +296,7 @@ impl Service {
             max_reads,
             min_offsets: &min_offsets,
         };
-        let cluster = match self.route(partition)? {
+        let cluster = match self.route_waited(partition, &min_offsets).await? {
             Route::Local(_) => return self.scan_partition(at, scope, Reach::Local).await,
             Route::Remote(cluster) => cluster,
         };

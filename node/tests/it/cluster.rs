@@ -272,6 +272,80 @@ fn a_group_split_over_two_nodes_answers_every_read_while_the_broker_is_away() {
 }
 
 #[test]
+fn a_read_waiting_on_a_standby_copy_goes_to_the_member_that_serves_it_when_the_copy_ends() {
+    let _serial = serial();
+    let mut broker = Broker::start();
+    // Two replica groups: each node holds every partition. Node 0's reads wait up to a minute,
+    // and its log session outlasts node 1's: when the broker goes, node 1 gives its partitions
+    // up first (node 0 still serves them, so node 1 keeps no copy), then node 0 (nobody serves
+    // them now: node 0 keeps them on standby).
+    let nodes = start_region_each(&broker, "moved", 2, 2, |i| {
+        if i == 0 {
+            vec![
+                ("READ_WAIT_TIMEOUT_MS", "60000"),
+                ("KAFKA_SESSION_MS", "6000"),
+            ]
+        } else {
+            vec![]
+        }
+    });
+    wait_converged(&nodes, 2);
+    let (status, reply) = nodes[1].post(
+        "/records/put",
+        json!({"Records": [{"pk": "moved", "sk": "s1", "data": 1}], "wait": true}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let first = &reply["Positions"][0];
+    let next =
+        json!({"Partition": first["Partition"], "Offset": first["Offset"].as_u64().unwrap() + 1});
+
+    broker.stop();
+    nodes[0].wait_until(
+        "every partition on standby",
+        Duration::from_secs(30),
+        |node| {
+            let (_, body) = node.get_url(&node.internal_url("/debug/partitions"));
+            let v: Value = serde_json::from_str(&body).unwrap();
+            v["standby"].as_array().unwrap().len() == PARTITIONS as usize
+        },
+    );
+    // A read on node 0 naming the next write of the partition waits on its standby copy...
+    let read = std::thread::scope(|scope| {
+        let waiting = scope.spawn(|| {
+            nodes[0].post(
+                "/records/get",
+                json!({"Records": [{"pk": "moved", "sk": "s2"}], "min_offsets": [next]}),
+            )
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        // ...while node 0 cannot rejoin the log (frozen) and node 1 serves the partition again
+        // and applies that write: node 0's copy ends when it hears so.
+        nodes[0].signal("STOP");
+        broker.spawn();
+        nodes[1].wait_until("serving every partition", Duration::from_secs(60), |n| {
+            n.owned().len() == PARTITIONS as usize
+        });
+        let (status, reply) = nodes[1].post(
+            "/records/put",
+            json!({"Records": [{"pk": "moved", "sk": "s2", "data": 2}], "wait": true}),
+        );
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(reply["Positions"][0]["Offset"], next["Offset"], "{reply}");
+        // The broker goes again before node 0 thaws, so node 0 cannot take the partition back
+        // from the log first: its copy ends by gossip alone (node 1 keeps answering: it serves
+        // the partition until its own session runs out, then from its standby copy).
+        broker.stop();
+        nodes[0].signal("CONT");
+        waiting.join().unwrap()
+    });
+    // It is answered by the member that serves the partition now (it once failed: "partition
+    // N is not served by this node").
+    let (status, got) = read;
+    assert_eq!(status, 200, "{got}\n{}", nodes[0].log());
+    assert_eq!(got["Records"][0]["Data"], json!(2), "{got}");
+}
+
+#[test]
 fn three_nodes_one_group_answer_every_read_and_recover_from_a_kill_9() {
     let _serial = serial();
     let broker = Broker::start();
