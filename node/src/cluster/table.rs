@@ -20,6 +20,9 @@ pub struct Peer {
     pub api: SocketAddr,
     /// The next offset it applies of the partition asked about, when its card carried it.
     pub next_offset: Option<u64>,
+    /// Whether it applies the partition asked about; else it keeps it on standby (answers its
+    /// reads from its last state, but cannot follow its changes).
+    pub applies: bool,
 }
 
 struct Known {
@@ -165,6 +168,7 @@ impl Table {
                 replica_group: k.replica_group.clone(),
                 api: k.card.api,
                 next_offset: k.card.next_offset(partition),
+                applies: serves,
             })
             .collect()
     }
@@ -338,9 +342,14 @@ mod tests {
         assert_eq!(owner_names(&t, 1, now), ["n2"], "never itself");
         assert!(t.owners(2, now).is_empty());
         assert_eq!(t.owners(1, now)[0].next_offset, None);
+        assert!(
+            !t.owners(1, now)[0].applies,
+            "a standby copy follows no changes"
+        );
         // n3 serves partition 1 again: only it is asked.
         t.accept(card(3, 1, &[1]), now);
         assert_eq!(owner_names(&t, 1, now), ["n3"]);
+        assert!(t.owners(1, now)[0].applies);
         assert_eq!(owner_names(&t, 0, now), ["n2"]);
     }
 

@@ -209,7 +209,7 @@ impl Service {
         if self.serving_partition(partition).is_some() {
             return Ok(None);
         }
-        let owners = cluster.owners_own_group_first(partition);
+        let owners = appliers(cluster.owners_own_group_first(partition));
         self.first_answer(&cluster, "watch", partition, owners, |peer| {
             cluster.client().watch(peer.api, query, last_event_id)
         })
@@ -363,3 +363,11 @@ fn known_code(code: &str) -> &'static str {
 
 /// An owner's answer that streams (a watch), read chunk by chunk as it arrives.
 pub type RemoteStream = crate::cluster::PeerStream;
+
+/// The owners that apply their partition: only they can stream its changes (a standby copy's
+/// state does not move, and its holder refuses a watch, so asking it only costs a round trip
+/// and a warning per watch while the region re-forms).
+pub(super) fn appliers(mut owners: Vec<Peer>) -> Vec<Peer> {
+    owners.retain(|owner| owner.applies);
+    owners
+}

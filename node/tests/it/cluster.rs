@@ -264,6 +264,18 @@ fn a_group_split_over_two_nodes_answers_every_read_while_the_broker_is_away() {
             );
         }
     }
+    // A standby copy follows no changes: a watch of a partition only the other node holds is
+    // refused at once, without asking it (each such watch once cost a round trip and a warning).
+    let elsewhere = standby_here(&nodes[1])[0];
+    let (status, body) =
+        nodes[0].get_url(&nodes[0].url(&format!("/records/watch?partition={elsewhere}")));
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("no node in this region serves it"), "{body}");
+    assert!(
+        !nodes[0].log().contains("operation=\"watch\""),
+        "the standby holder was asked for a watch:\n{}",
+        nodes[0].log()
+    );
     broker.spawn();
     wait_converged(&nodes, 1);
     for node in &nodes {

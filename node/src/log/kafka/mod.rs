@@ -9,6 +9,7 @@
 
 mod bootstrap;
 mod plugins;
+mod quiet;
 mod settings;
 
 pub use bootstrap::{BootstrapError, bootstrap};
@@ -18,6 +19,7 @@ pub use settings::{KafkaSettings, SaslMechanism};
 use super::{
     Append, AppendFuture, Assignment, LogError, LogRecord, MutationLog, Ownership, PartitionReader,
 };
+use quiet::QuietContext;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::base_consumer::PartitionQueue;
@@ -49,27 +51,20 @@ struct Shared {
     ownership: watch::Sender<Ownership>,
 }
 
-/// The consumer's context: routes librdkafka's logs to tracing and handles rebalances.
+/// The consumer's context: routes librdkafka's logs to tracing (repeats once in a while, see
+/// [`QuietContext`]) and handles rebalances.
 pub struct GroupContext {
     shared: Arc<Shared>,
+    quiet: QuietContext,
 }
 
 impl ClientContext for GroupContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", facility, "{message}")
-            }
-            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
-            _ => tracing::debug!(target: "librdkafka", facility, "{message}"),
-        }
+        self.quiet.log(level, facility, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(target: "librdkafka", %error, "{reason}");
+        self.quiet.error(error, reason);
     }
 }
 
@@ -194,7 +189,7 @@ impl ConsumerContext for GroupContext {
 /// The Kafka log. See the module docs.
 pub struct KafkaLog {
     settings: KafkaSettings,
-    producer: FutureProducer,
+    producer: FutureProducer<QuietContext>,
     plugins: KafkaPluginFeed,
     consumer: Arc<BaseConsumer<GroupContext>>,
     shared: Arc<Shared>,
@@ -226,9 +221,9 @@ impl KafkaLog {
         start_offsets: StartOffsets,
     ) -> Result<Self, BootstrapError> {
         bootstrap(&settings).await?;
-        let producer: FutureProducer = settings
+        let producer: FutureProducer<QuietContext> = settings
             .producer_config()
-            .create()
+            .create_with_context(QuietContext::new())
             .map_err(|e| BootstrapError::Kafka(e.to_string()))?;
         let (ownership, _) = watch::channel(Arc::new(Assignment::default()));
         let shared = Arc::new(Shared {
@@ -244,6 +239,7 @@ impl KafkaLog {
                 .consumer_config()
                 .create_with_context(GroupContext {
                     shared: shared.clone(),
+                    quiet: QuietContext::new(),
                 })
                 .map_err(|e| BootstrapError::Kafka(e.to_string()))?,
         );
@@ -259,6 +255,7 @@ impl KafkaLog {
             std::thread::Builder::new()
                 .name("kafka-group".into())
                 .spawn(move || {
+                    let repeats = quiet::Repeats::new(quiet::EVERY);
                     while !stop.load(Ordering::SeqCst) {
                         match consumer.poll(Duration::from_millis(100)) {
                             None => {}
@@ -267,7 +264,11 @@ impl KafkaLog {
                                 offset = m.offset(),
                                 "message on the main queue (partition not split); it will be re-read"
                             ),
-                            Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                            Some(Err(e)) => {
+                                if let Some(left_out) = repeats.admit(&quiet::error_kind(&e)) {
+                                    tracing::warn!(error = %e, left_out, "consumer error");
+                                }
+                            }
                         }
                     }
                 })

@@ -4,6 +4,7 @@
 //! and follows it, outside any consumer group.
 
 use super::KafkaSettings;
+use super::quiet::{EVERY, QuietContext, Repeats, error_kind};
 use crate::log::{LogError, PluginFeed, PluginSink, PublishFuture};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -18,7 +19,7 @@ const MAX_RECORD_BYTES: usize = 16 << 20;
 /// The plugins topic of one namespace.
 pub struct KafkaPluginFeed {
     settings: KafkaSettings,
-    producer: FutureProducer,
+    producer: FutureProducer<QuietContext>,
     stop: Arc<AtomicBool>,
     following: AtomicBool,
 }
@@ -28,7 +29,7 @@ impl KafkaPluginFeed {
         let mut config = settings.producer_config();
         config.set("message.max.bytes", (MAX_RECORD_BYTES + 4096).to_string());
         let producer = config
-            .create()
+            .create_with_context(QuietContext::new())
             .map_err(|e| LogError::Unavailable(e.to_string()))?;
         Ok(KafkaPluginFeed {
             settings,
@@ -87,7 +88,8 @@ impl PluginFeed for KafkaPluginFeed {
                     .set("max.partition.fetch.bytes", MAX_RECORD_BYTES.to_string())
                     .set("receive.message.max.bytes", (MAX_RECORD_BYTES + 65536).to_string())
                     .set("fetch.wait.max.ms", settings.fetch_wait.as_millis().to_string());
-                let consumer: BaseConsumer = match config.create() {
+                let consumer: BaseConsumer<QuietContext> =
+                    match config.create_with_context(QuietContext::new()) {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot follow the plugins topic");
@@ -105,6 +107,7 @@ impl PluginFeed for KafkaPluginFeed {
                     return;
                 }
                 tracing::info!(topic, "following the plugins topic");
+                let repeats = Repeats::new(EVERY);
                 while !stop.load(Ordering::SeqCst) {
                     match consumer.poll(Duration::from_millis(100)) {
                         None => {}
@@ -117,7 +120,9 @@ impl PluginFeed for KafkaPluginFeed {
                             sink(key, message.payload());
                         }
                         Some(Err(e)) => {
-                            tracing::warn!(error = %e, "reading the plugins topic failed; retrying");
+                            if let Some(left_out) = repeats.admit(&error_kind(&e)) {
+                                tracing::warn!(error = %e, left_out, "reading the plugins topic failed; retrying");
+                            }
                             std::thread::sleep(Duration::from_millis(500));
                         }
                     }

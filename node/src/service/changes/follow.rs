@@ -145,7 +145,7 @@ impl Service {
         };
         let query = format!("partition={partition}&keys_only=true");
         let last = from.map(|t| t.to_string());
-        let owners = cluster.owners_own_group_first(partition);
+        let owners = crate::service::remote::appliers(cluster.owners_own_group_first(partition));
         let response = self
             .first_answer(&cluster, "watch", partition, owners, |peer| {
                 cluster.client().watch(peer.api, &query, last.as_deref())
