@@ -139,6 +139,10 @@ struct Inner {
     standby: ArcSwap<BTreeMap<u32, Arc<PartitionRuntime>>>,
     /// For each partition on standby, the rebalances the log had completed when it went there.
     standby_since: Mutex<BTreeMap<u32, u64>>,
+    /// The change history of partitions released here, kept for when the log gives one back
+    /// where it took it (another replica group may serve it first and end its standby copy):
+    /// each within its share of `WATCH_HISTORY_BYTES`, as when it was owned.
+    released_history: Mutex<BTreeMap<u32, feed_file::SavedHistory>>,
     /// Bumped whenever `partitions` or `standby` change: what waits for a partition that is
     /// away to come back watches it.
     changed: tokio::sync::watch::Sender<u64>,
@@ -192,6 +196,7 @@ impl Engine {
                 partitions_changing: Mutex::new(()),
                 standby: ArcSwap::from_pointee(BTreeMap::new()),
                 standby_since: Mutex::new(BTreeMap::new()),
+                released_history: Mutex::new(BTreeMap::new()),
                 changed: tokio::sync::watch::Sender::new(0),
                 unopened: RwLock::new(BTreeMap::new()),
                 opening: tokio::sync::watch::Sender::new(BTreeSet::new()),

@@ -99,6 +99,12 @@ impl Engine {
     /// `DROP_RELEASED_PARTITIONS`, else kept for when it comes back.
     pub(super) fn forget_released(&self, runtime: &PartitionRuntime) {
         if !self.inner.config.drop_released {
+            // Its changes, for the watches resuming once it is back here.
+            self.inner
+                .released_history
+                .lock()
+                .expect("released history lock")
+                .insert(runtime.id(), runtime.feed.saved());
             return;
         }
         let id = runtime.id();
@@ -175,13 +181,21 @@ impl Engine {
             .read_index_bytes
             .with_label_values(&[&id.to_string()])
             .set(index.bytes() as i64);
-        // The history of its standby copy, when the log gives the partition back where it
-        // took it (a broker outage revokes every partition; without this, every watch resuming
-        // after the outage got 410 and read everything again); else the history saved when the
-        // node last stopped, if it ends where this partition is.
+        // The history of its standby copy (or of the partition released here before), when
+        // the log gives the partition back where it took it (a broker outage revokes every
+        // partition; without this, every watch resuming after the outage got 410 and read
+        // everything again); else the history saved when the node last stopped, if it ends
+        // where this partition is.
+        let released = self
+            .inner
+            .released_history
+            .lock()
+            .expect("released history lock")
+            .remove(&id);
         let saved = self
             .standby(id)
             .map(|standby| standby.feed.saved())
+            .or(released)
             .filter(|history| history.next == next)
             .or_else(|| {
                 self.inner

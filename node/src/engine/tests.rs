@@ -1805,6 +1805,14 @@ async fn a_partition_given_back_after_standby_keeps_its_change_history() {
         .subscribe_changes(Some(0))
         .expect("a watch resumes from before");
     assert_eq!(from_start.backlog.len(), 3);
+
+    // Taken again, and its standby copy ended (another replica group serves it first): the
+    // history waits for it all the same.
+    assign(&engine, &[0, 2, 3], &[1], 1).await;
+    engine.end_standby(1);
+    assert!(!engine.holds(1));
+    assign(&engine, &[0, 1, 2, 3], &[], 2).await;
+    assert_eq!(engine.partition(1).unwrap().change_bounds(), before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
