@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Chaos against a local cluster (scripts/cluster.sh start 3): counters (INCR) and set members
 (SADD) written through every node's Redis port, transfers between the fields of one hash in
-WATCH/MULTI/EXEC transactions (their sum never changes), reads through node0, a watcher per
+WATCH/MULTI/EXEC transactions (their sum never changes), reads through node0 (one reader with
+redis-py's client-side cache, which must hold nothing stale at the end), a watcher per
 partition following the change feed (/records/watch) through any node and resuming with its last
 event id wherever its stream ends, while nodes are killed
 with SIGKILL and restarted, or (CHAOS_BROKER=1) the broker is killed and restarted. At the end
@@ -185,7 +186,25 @@ def reader():
             with lock: read_errors[str(e)[:70]] = read_errors.get(str(e)[:70], 0) + 1
         except (redis.ConnectionError, redis.TimeoutError):
             time.sleep(0.05)
+from redis.cache import CacheConfig
+cache_stats = {"reads": 0, "errors": 0}
+def cached_reader():
+    """Reads the counters through node0 with redis-py's client-side cache (RESP3 tracking):
+    whatever it caches must be invalidated when any node writes the key."""
+    global cached
+    while not stop.is_set():
+        try:
+            cached = redis.Redis(port=6379, protocol=3, cache_config=CacheConfig(), socket_timeout=10,
+                                 retry=Retry(NoBackoff(), 0))
+            while not stop.is_set():
+                cached.get(f"c{rng.randrange(8)}")
+                with lock: cache_stats["reads"] += 1
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+            with lock: cache_stats["errors"] += 1
+            time.sleep(0.05)
+cached = None
 threads = [threading.Thread(target=worker, args=(w,)) for w in range(6)] + [threading.Thread(target=reader)]
+threads += [threading.Thread(target=cached_reader)]
 threads += [threading.Thread(target=banker) for _ in range(3)]
 for t in threads: t.start()
 t0 = time.time()
@@ -255,6 +274,18 @@ for i in range(3):
     lost = members - got
     if lost:
         bad += 1; print("node", i, "lost members", len(lost), sorted(lost)[:5])
+# The client-side cache must hold nothing stale once writes stopped (its invalidations came).
+stale = {}
+for _ in range(50):
+    plain = redis.Redis(port=6379)
+    stale = {f"c{k}": (cached.get(f"c{k}"), plain.get(f"c{k}")) for k in range(8)}
+    stale = {k: v for k, v in stale.items() if v[0] != v[1]}
+    if not stale:
+        break
+    time.sleep(0.1)
+print("client-side cache:", cache_stats, "stale keys", stale)
+if stale:
+    bad += 1
 # The feed has until every partition's token reaches the applied offset (or 20 s).
 for _ in range(200):
     with lock: tokens = dict(feed_tokens)

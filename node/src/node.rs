@@ -20,6 +20,10 @@ use tokio::net::TcpListener;
 /// How often, at most, partitions stopped by a gap in the log try a snapshot again.
 const GAP_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Longest a node with gossip on waits, before opening its ports, to hear from another member
+/// of its region (see `Cluster::wait_for_region`).
+const REGION_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Longest a node with an empty store waits at start for S3 to give back its plugins.
 const PLUGIN_RESTORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -149,6 +153,14 @@ pub async fn run(
             let cluster = Cluster::start(settings.clone(), served, metrics.clone(), identity)
                 .await
                 .context("cannot start gossip")?;
+            // Reads of partitions served elsewhere need the region's cards: the ports open
+            // once another member is heard from (a moment), or after a bound.
+            if !cluster.wait_for_region(REGION_WAIT).await {
+                tracing::info!(
+                    waited = ?REGION_WAIT,
+                    "no other member of the region heard from yet; serving anyway"
+                );
+            }
             service = service.with_cluster(cluster.clone());
             Some(cluster)
         }

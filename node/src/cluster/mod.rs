@@ -97,6 +97,13 @@ pub enum ClusterError {
     Tls(#[from] crate::tls_files::TlsError),
 }
 
+/// Whether gossip sent to `addr` reaches this node's own socket: its port on the address it
+/// advertises or binds, or on loopback (`localhost` resolves to `::1` too).
+fn is_own_address(addr: SocketAddr, advertised: SocketAddr, bind: SocketAddr) -> bool {
+    addr.port() == bind.port()
+        && (addr.ip() == advertised.ip() || addr.ip() == bind.ip() || addr.ip().is_loopback())
+}
+
 /// What the driver task and the read path share.
 pub(crate) struct Shared {
     local: NodeId,
@@ -116,6 +123,8 @@ pub struct Cluster {
     client: PeerClient,
     batcher: Arc<batcher::GetBatcher>,
     input: mpsc::Sender<gossip::Input>,
+    /// Every seed (`GOSSIP_PEERS`) is this node's own gossip address: nobody to wait for.
+    seeds_are_self: bool,
 }
 
 impl Cluster {
@@ -142,6 +151,16 @@ impl Cluster {
             }
         };
         let gossip_addr = advertise(settings.gossip_port).await?;
+        let mut seeds_are_self = true;
+        for seed in &settings.peers {
+            let own = match tokio::net::lookup_host(seed.as_str()).await {
+                Ok(addrs) => addrs
+                    .into_iter()
+                    .all(|a| is_own_address(a, gossip_addr, settings.bind)),
+                Err(_) => false,
+            };
+            seeds_are_self &= own;
+        }
         let local = NodeId::fresh(gossip_addr);
         let card = Card {
             id: local,
@@ -230,7 +249,37 @@ impl Cluster {
             )),
             client,
             input: tx,
+            seeds_are_self,
         })
+    }
+
+    /// Waits, up to `bound`, until this node has the card of another member of the region —
+    /// unless every seed is this node itself (the first member of a region has nobody to hear
+    /// from). Until then it knows no owner of anything it does not serve: a node restarted
+    /// into a live region answered its first reads "no node in this region serves it" for the
+    /// few milliseconds gossip took. False when the bound ran out.
+    pub async fn wait_for_region(&self, bound: Duration) -> bool {
+        if self.seeds_are_self {
+            return true;
+        }
+        let deadline = Instant::now() + bound;
+        loop {
+            let now = Instant::now();
+            if self
+                .shared
+                .table
+                .lock()
+                .expect("table lock")
+                .member_count(now)
+                > 1
+            {
+                return true;
+            }
+            if now >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// The other members serving `partition` (or, when none does, keeping it on standby), in
@@ -316,5 +365,33 @@ impl Cluster {
             let _ = tokio::time::timeout(Duration::from_secs(1), wait).await;
         }
         tracing::info!(id = %self.shared.local, "left the gossip cluster");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_that_are_this_node_are_told_from_other_members() {
+        let bind: SocketAddr = "0.0.0.0:8192".parse().unwrap();
+        let advertised: SocketAddr = "[fdaa::3]:8192".parse().unwrap();
+        for own in [
+            "[fdaa::3]:8192",
+            "127.0.0.1:8192",
+            "[::1]:8192",
+            "0.0.0.0:8192",
+        ] {
+            assert!(
+                is_own_address(own.parse().unwrap(), advertised, bind),
+                "{own}"
+            );
+        }
+        for other in ["[fdaa::4]:8192", "127.0.0.1:8202", "10.0.0.2:8192"] {
+            assert!(
+                !is_own_address(other.parse().unwrap(), advertised, bind),
+                "{other}"
+            );
+        }
     }
 }
