@@ -13,6 +13,7 @@ come through the change feed exactly once, and the read errors are listed.
     scripts/cluster.sh start 3                         # or REPLICA_GROUPS=1 scripts/cluster.sh start 3
     CHAOS_BROKER=1 scripts/chaos.py 6 60               # seed, seconds
     REPLICA_GROUPS=1 CHAOS_BROKER=1 scripts/chaos.py 6 60
+    CHAOS_BROKER=mixed scripts/chaos.py 6 60           # nodes and the broker, at random
 
 Nodes are restarted as cluster.sh starts them (REPLICA_GROUPS as given to it). Client retries
 are off: redis-py 6+ retries a command whose connection died, which counts an INCR twice.
@@ -209,11 +210,12 @@ threads += [threading.Thread(target=banker) for _ in range(3)]
 for t in threads: t.start()
 t0 = time.time()
 down = set()
+MIXED = os.environ.get("CHAOS_BROKER") == "mixed"
 BROKER = os.environ.get("CHAOS_BROKER") == "1"
 broker_env = dict(os.environ, KAFKA_PORT="9092", KAFKA_DATA_DIR=f"{ROOT}/.cluster/broker")
 while time.time() - t0 < DURATION:
     time.sleep(rng.uniform(1, 4))
-    if BROKER:
+    if BROKER or (MIXED and rng.random() < 0.3):
         bpid = int(open(f"{ROOT}/.cluster/broker/broker.pid").read())
         os.kill(bpid, 9 if rng.random() < 0.5 else 15)
         while os.path.exists(f"/proc/{bpid}"):

@@ -117,6 +117,9 @@ pub struct ListReply {
     /// As [`GetReply::token`], for the pk's partition.
     #[serde(default)]
     pub token: Option<String>,
+    /// See `ListPage::read_through` (absent from owners that predate it).
+    #[serde(default)]
+    pub read_through: Option<u64>,
 }
 
 /// Outcomes of entries, waiting (bounded) for them to be applied.
@@ -229,5 +232,17 @@ mod tests {
             let sk = wire.sk.clone().unwrap();
             assert_eq!(wire.into_record("p".into(), sk), record);
         }
+    }
+
+    #[test]
+    fn a_list_answer_says_how_far_its_owner_had_applied_and_older_owners_parse_without_it() {
+        let from_older: ListReply =
+            serde_json::from_str(r#"{"records":[],"next_cursor":null,"token":"1:5"}"#).unwrap();
+        assert_eq!(from_older.read_through, None);
+        let current: ListReply = serde_json::from_str(
+            r#"{"records":[],"next_cursor":null,"token":"1:5","read_through":9}"#,
+        )
+        .unwrap();
+        assert_eq!(current.read_through, Some(9));
     }
 }

@@ -29,6 +29,10 @@ pub struct ListPage {
     /// read through one; `None` from owners that predate it): read, then watch from it, and no
     /// change is missed.
     pub token: Option<String>,
+    /// The partition's committed next offset once the page was read (on the owner, for a page
+    /// read through one; `None` from owners that predate it): the page reflects nothing past
+    /// it, so a later read that waits for the offset before it sees at least this page's state.
+    pub read_through: Option<u64>,
 }
 
 /// Slots for lists that evaluate an `if`: a few run at once, the rest wait briefly, then get a
@@ -131,6 +135,7 @@ impl Service {
         } as usize;
         let started = Instant::now();
         let token = self.read_token([request.pk.as_str()]);
+        let read = runtime.clone();
         let page = match filter {
             // No `if`: reading is cheap, and bounded by the page size.
             None => scan_page(&runtime, &request, None, limit, &Cancellation::never()),
@@ -169,7 +174,12 @@ impl Service {
         };
         self.metrics
             .observe_partition(label, crate::metrics::micros(started.elapsed()));
-        Ok(ListPage { token, ..page })
+        let read_through = read.committed_next_offset().ok();
+        Ok(ListPage {
+            token,
+            read_through,
+            ..page
+        })
     }
 
     /// A slot for expensive read work (a list's `if`, read transforms), or a 503 when none frees

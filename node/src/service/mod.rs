@@ -43,6 +43,7 @@ pub use list::ListPage;
 pub use remote::RemoteStream;
 pub use scan::ScanPage;
 pub use status::{LastSnapshot, PartitionReport, Readiness};
+pub use watch::Watched;
 pub use write::{EntryResult, WriteMode, WriteOp, WriteRequest};
 
 use crate::cluster::Cluster;

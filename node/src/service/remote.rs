@@ -158,6 +158,7 @@ impl Service {
             records,
             next_cursor: reply.next_cursor,
             token: reply.token,
+            read_through: reply.read_through,
         })
     }
 

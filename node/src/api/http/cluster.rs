@@ -80,6 +80,9 @@ async fn dispatch(service: &Service, op: &str, body: &[u8]) -> Result<Vec<u8>, S
             serde_json::to_writer(&mut out, &page.next_cursor).expect("writing to a Vec");
             out.extend_from_slice(b",\"token\":");
             serde_json::to_writer(&mut out, &page.token).expect("writing to a Vec");
+            if let Some(read_through) = page.read_through {
+                out.extend_from_slice(format!(",\"read_through\":{read_through}").as_bytes());
+            }
             out.push(b'}');
             Ok(out)
         }

@@ -34,7 +34,7 @@ pub use written::{WriteSlots, WrittenPositions};
 use super::clients::{ClientHandle, ClientRegistry};
 use super::push::{Hub, Push};
 use super::reply::Reply;
-use crate::model::{JsonCmd, Key, OpKind, Position, Record};
+use crate::model::{JsonCmd, Key, OpKind, Position, Record, partition_of};
 use crate::service::{
     Access, Denied, ListRequest, Operation, Service, ServiceError, WriteMode, WriteOp,
     WriteRequest, compute_read_modify_write, edit_json_alone,
@@ -83,6 +83,9 @@ pub struct Session {
     pub last_written: Vec<Position>,
     /// Keys under `WATCH`, with the version of their records when watched.
     watched: Vec<(String, String)>,
+    /// Per partition of a watched key, the last entry a watched version may reflect: reads
+    /// made while watching wait for it (see `service::Watched`).
+    watch_floors: Vec<Position>,
     /// Pushes for this connection (invalidations, pub/sub messages), once it asked for any;
     /// and whether they overflowed (the connection then closes).
     pub pushes: Option<(
@@ -277,6 +280,7 @@ impl Session {
             pending_json_bytes: std::sync::atomic::AtomicU64::new(0),
             last_written: Vec::new(),
             watched: Vec::new(),
+            watch_floors: Vec::new(),
             pushes: None,
             monitor: None,
             tracking: None,
@@ -980,8 +984,24 @@ impl Context<'_> {
     /// What a read of `pks` waits for: the writes answered through this node's Redis port in
     /// their partitions.
     fn min_offsets<'a>(&self, pks: impl IntoIterator<Item = &'a str>) -> Vec<Position> {
-        self.written
-            .min_offsets(pks, |p| self.service.applied_here(p))
+        let applied = |p| self.service.applied_here(p);
+        if self.session.watch_floors.is_empty() {
+            return self.written.min_offsets(pks, applied);
+        }
+        // While watching: also what the watched versions reflect, in the keys' partitions.
+        let pks: Vec<&str> = pks.into_iter().collect();
+        let mut waits = self.written.min_offsets(pks.iter().copied(), applied);
+        let partitions = self.written.partitions();
+        for &floor in &self.session.watch_floors {
+            if pks
+                .iter()
+                .any(|pk| partition_of(pk, partitions) == floor.partition)
+                && !applied(floor)
+            {
+                waits.push(floor);
+            }
+        }
+        waits
     }
 
     /// What a read of the whole keyspace waits for: every write answered through this node's

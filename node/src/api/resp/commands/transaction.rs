@@ -109,6 +109,7 @@ pub async fn intercept(
             Some(_) => Reply::Simple("QUEUED"),
             None => {
                 ctx.session.watched.clear();
+                ctx.session.watch_floors.clear();
                 Reply::ok()
             }
         }),
@@ -190,6 +191,7 @@ fn discard(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     match ctx.session.transaction.take() {
         Some(_) => {
             ctx.session.watched.clear();
+            ctx.session.watch_floors.clear();
             Reply::ok()
         }
         None => Reply::err("DISCARD without MULTI"),
@@ -229,7 +231,16 @@ async fn watch(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         }
         let min_offsets = ctx.min_offsets([pk.as_str()]);
         match ctx.service.pk_version(&pk, &min_offsets).await {
-            Ok(version) => ctx.session.watched.push((pk, version)),
+            Ok(watched) => {
+                if let Some(floor) = watched.floor {
+                    let floors = &mut ctx.session.watch_floors;
+                    match floors.iter_mut().find(|f| f.partition == floor.partition) {
+                        Some(f) => f.offset = f.offset.max(floor.offset),
+                        None => floors.push(floor),
+                    }
+                }
+                ctx.session.watched.push((pk, watched.version));
+            }
             Err(e) => return super::service_error(e),
         }
     }
@@ -244,6 +255,7 @@ async fn exec(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         return Reply::err("EXEC without MULTI");
     };
     let watched = std::mem::take(&mut ctx.session.watched);
+    ctx.session.watch_floors.clear();
     if queue.refused {
         return Reply::Error("EXECABORT Transaction discarded because of previous errors.".into());
     }

@@ -46,7 +46,8 @@ impl WrittenPositions {
         }
     }
 
-    fn partitions(&self) -> u32 {
+    /// The namespace's partition count.
+    pub fn partitions(&self) -> u32 {
         self.next.len() as u32
     }
 
