@@ -52,7 +52,7 @@ struct Shared {
 }
 
 /// The consumer's context: routes librdkafka's logs to tracing (repeats once in a while, see
-/// [`QuietContext`]) and handles rebalances.
+/// `QuietContext`) and handles rebalances.
 pub struct GroupContext {
     shared: Arc<Shared>,
     quiet: QuietContext,

@@ -985,13 +985,14 @@ impl Context<'_> {
     /// their partitions.
     fn min_offsets<'a>(&self, pks: impl IntoIterator<Item = &'a str>) -> Vec<Position> {
         let applied = |p| self.service.applied_here(p);
-        if self.session.watch_floors.is_empty() {
+        let tracking = self.session.tracking.is_some();
+        if self.session.watch_floors.is_empty() && !tracking {
             return self.written.min_offsets(pks, applied);
         }
-        // While watching: also what the watched versions reflect, in the keys' partitions.
         let pks: Vec<&str> = pks.into_iter().collect();
         let mut waits = self.written.min_offsets(pks.iter().copied(), applied);
         let partitions = self.written.partitions();
+        // While watching: also what the watched versions reflect, in the keys' partitions.
         for &floor in &self.session.watch_floors {
             if pks
                 .iter()
@@ -999,6 +1000,23 @@ impl Context<'_> {
                 && !applied(floor)
             {
                 waits.push(floor);
+            }
+        }
+        // While tracking: what the hub has handled of the keys' partitions. A read answered
+        // by a replica behind it (another owner that lags, a node catching up) gave the client
+        // a value the hub had already sent the invalidation of, and tracked it as if it were
+        // newer: the client kept it until the key changed again (chaos runs: counters stale
+        // for good once writes stopped).
+        if tracking {
+            for pk in &pks {
+                let partition = partition_of(pk, partitions);
+                let Some(offset) = self.hub.handled(partition).checked_sub(1) else {
+                    continue;
+                };
+                let position = Position { partition, offset };
+                if !applied(position) && !waits.contains(&position) {
+                    waits.push(position);
+                }
             }
         }
         waits
