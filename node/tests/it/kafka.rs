@@ -453,6 +453,14 @@ fn broker_outage_keeps_reads_fails_writes_fast_and_recovers() {
         "partitions on standby still serve reads: {body}"
     );
 
+    // The consumers fail every poll while the broker is away (~10 a second): each kind of
+    // failure is logged once per 30 s, with how many were left out, not every time.
+    let failed_polls = node.log().matches("consumer error").count();
+    assert!(
+        (1..=5).contains(&failed_polls),
+        "{failed_polls} 'consumer error' lines in the outage:\n{}",
+        node.log()
+    );
     broker.spawn();
     let deadline = Instant::now() + Duration::from_secs(60);
     let after = loop {
