@@ -68,16 +68,19 @@ fn start_region_each<'a>(
     groups: usize,
     extra: impl Fn(usize) -> Vec<(&'a str, &'a str)>,
 ) -> Vec<Node> {
-    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    // Each gossip port is picked just before its node binds it (all picked up front, a later
+    // node's could be taken by another test's node meanwhile: seen in CI); the seed's first.
+    let seed = free_port();
     (0..n)
         .map(|i| {
+            let port = if i == 0 { seed } else { free_port() };
             let mut env = cluster_env(
                 broker,
                 namespace,
                 &format!("g{}", i % groups),
                 &format!("n{i}"),
-                ports[i],
-                ports[0],
+                port,
+                seed,
             );
             env.extend(extra(i).iter().map(|(k, v)| (k.to_string(), v.to_string())));
             Node::start_env(&env)
