@@ -229,9 +229,31 @@ impl Engine {
         if self.stopping() {
             return Err("the node is stopping".into());
         }
+        // What the log holds beyond the store (a crash lost the store's last commits, the
+        // partition moved here, or a restore was older than the log): reads wait for it, so
+        // this node never answers older state than it, or the owner before it, answered.
+        let catch_up = match self.inner.log.bounds(id) {
+            Ok((_, end)) if end > next => {
+                runtime.catch_up_to(end);
+                Some(end)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(partition = id, error = %e, "the log's end is unknown; reads do not wait for the partition to catch up");
+                None
+            }
+        };
         let slot = self.inner.pool.add(runtime.clone(), reader);
         *runtime.applier.lock().expect("applier lock") = Some(slot);
-        tracing::info!(partition = id, next_offset = next, "partition opened");
+        match catch_up {
+            Some(end) => tracing::info!(
+                partition = id,
+                next_offset = next,
+                catch_up_to = end,
+                "partition opened; its reads wait until it applies what the log holds"
+            ),
+            None => tracing::info!(partition = id, next_offset = next, "partition opened"),
+        }
         Ok(runtime)
     }
 

@@ -101,6 +101,11 @@ pub struct PartitionRuntime {
     pub(super) applier: Mutex<Option<Arc<super::pool::Slot>>>,
     /// The first offset of the batch being applied, and since when (none between batches).
     applying: Mutex<Option<(u64, Instant)>>,
+    /// The log's end when the partition opened here behind it (its store had not kept, or
+    /// never had, what the log held: a restart after a crash, a partition moved here, a
+    /// restore from an older snapshot). Its reads wait until it is applied, so they never
+    /// answer older state than was answered before (0: nothing to catch up on).
+    catch_up_to: AtomicU64,
 }
 
 /// A partition whose applier has been on one batch for a long time.
@@ -135,6 +140,7 @@ impl PartitionRuntime {
             stop: Arc::new(AtomicBool::new(false)),
             applier: Mutex::new(None),
             applying: Mutex::new(None),
+            catch_up_to: AtomicU64::new(0),
         }
     }
 
@@ -350,6 +356,26 @@ impl PartitionRuntime {
     /// nor by a gap).
     pub fn serving(&self) -> bool {
         self.serving.load(Ordering::SeqCst)
+    }
+
+    /// Notes that the log held entries up to `end` (exclusive) when the partition opened here:
+    /// its reads wait for them.
+    pub(super) fn catch_up_to(&self, end: u64) {
+        self.catch_up_to.store(end, Ordering::Release);
+    }
+
+    /// The offset its reads wait to be applied to while the partition replays what the log
+    /// held when it opened here behind it (the next offset it must reach), or `None` once it
+    /// has.
+    pub fn catching_up(&self) -> Option<u64> {
+        let to = self.catch_up_to.load(Ordering::Acquire);
+        (to > self.next_offset()).then_some(to)
+    }
+
+    /// Whether it serves and answers reads now: it applies the log and has caught up with what
+    /// the log held when it opened here. The hot paths' one check.
+    pub fn current(&self) -> bool {
+        self.serving() && self.catching_up().is_none()
     }
 
     /// Whether reads may be served from this partition.

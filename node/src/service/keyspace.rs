@@ -138,7 +138,7 @@ impl Service {
             ));
         }
         self.wait_for(&query.min_offsets).await?;
-        let runtime = self.readable_partition(query.partition)?;
+        let runtime = self.caught_up_partition(query.partition).await?;
         let limit = query.limit.min(self.config.limits.max_list_records);
         let token = self.partition_positions(query.partition).text_if_any();
         let read = || -> Result<KeysReply, crate::store::StoreError> {

@@ -126,7 +126,7 @@ impl Service {
         };
         self.wait_for(&request.min_offsets).await?;
         let partition = partition_of(&request.pk, self.engine.partition_count());
-        let runtime = self.readable_partition(partition)?;
+        let runtime = self.caught_up_partition(partition).await?;
         let max = self.config.limits.max_list_records as u64;
         let limit = if request.limit == 0 {
             max

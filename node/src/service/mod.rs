@@ -298,9 +298,15 @@ impl Service {
     }
 
     /// Whether some partition this node serves is still opening (restored from a snapshot as
-    /// the node starts): its reads are refused until then, as Redis answers `LOADING`.
+    /// the node starts), or catching up with what the log held when it opened here: its reads
+    /// wait or are refused until then, as Redis answers `LOADING`.
     pub fn loading(&self) -> bool {
         !self.engine.opening().is_empty()
+            || self
+                .engine
+                .partitions()
+                .iter()
+                .any(|runtime| runtime.catching_up().is_some())
     }
 
     /// Why this node takes no write now, if it does not: the log refuses every write, or the

@@ -82,11 +82,19 @@ impl Service {
         let mut moves = 0;
         loop {
             let route = self.route(partition)?;
-            if positions.is_empty() || matches!(route, Route::Remote(_)) {
+            let catching_up = match &route {
+                Route::Local(runtime) => runtime.catching_up().is_some(),
+                Route::Remote(_) => return Ok(route),
+            };
+            if positions.is_empty() && !catching_up {
                 return Ok(route);
             }
             let (here, _) = self.split_positions(positions, &BTreeMap::<u32, ()>::new());
-            match self.wait_here(&here).await? {
+            let waited = match self.wait_here(&here).await? {
+                Waited::Applied => self.wait_caught_up(partition).await?,
+                moved => moved,
+            };
+            match waited {
                 Waited::Applied => return Ok(route),
                 // Routed again: it is not held here now, so the next route goes elsewhere
                 // (twice at most: ownership that keeps moving is answered as unavailable).
@@ -128,6 +136,65 @@ impl Service {
             }
         }
         Ok(Waited::Applied)
+    }
+
+    /// Waits (bounded) until `partition`, when this node applies it, has applied what the log
+    /// held when it opened here (a restart after a crash replays what the store had not kept;
+    /// a partition moved here replays what it never had): its reads answer no older state than
+    /// was answered before. Past the bound, a `partition_catching_up` error (Redis `LOADING`).
+    pub(super) async fn wait_caught_up(&self, partition: u32) -> Result<Waited, ServiceError> {
+        let Some(runtime) = self.engine.partition(partition) else {
+            return Ok(Waited::Applied);
+        };
+        let Some(to) = runtime.catching_up() else {
+            return Ok(Waited::Applied);
+        };
+        let position = Position {
+            partition,
+            offset: to - 1,
+        };
+        match self
+            .engine
+            .wait_applied(position, self.config.read_wait_timeout)
+            .await
+        {
+            Ok(()) => Ok(Waited::Applied),
+            Err(WaitError::NotOwned(partition)) if self.cluster.is_some() => {
+                Ok(Waited::Moved(partition))
+            }
+            Err(WaitError::NotOwned(partition)) => Err(not_here(partition)),
+            Err(e @ WaitError::Opening { .. }) => Err(ServiceError::new(
+                ErrorKind::Unavailable,
+                "partition_opening",
+                format!("{e}; try again shortly"),
+            )),
+            Err(WaitError::Timeout { next, .. }) => Err(ServiceError::new(
+                ErrorKind::Unavailable,
+                "partition_catching_up",
+                format!(
+                    "partition {partition} is catching up on this node: it opened behind the \
+                     log and has applied {next} of the {to} entries the log held then; its \
+                     reads wait until it has, so they never answer older data than was \
+                     answered before; try again shortly"
+                ),
+            )),
+        }
+    }
+
+    /// The runtime of `partition` for a read answered here (a peer's, or one routed here):
+    /// [`Service::readable_partition`], once it has caught up ([`Service::wait_caught_up`]).
+    pub(super) async fn caught_up_partition(
+        &self,
+        partition: u32,
+    ) -> Result<std::sync::Arc<crate::engine::PartitionRuntime>, ServiceError> {
+        let runtime = self.readable_partition(partition)?;
+        if runtime.catching_up().is_none() {
+            return Ok(runtime);
+        }
+        match self.wait_caught_up(partition).await? {
+            Waited::Applied => self.readable_partition(partition),
+            Waited::Moved(partition) => Err(not_here(partition)),
+        }
     }
 }
 

@@ -73,6 +73,7 @@ impl Service {
             && min_offsets.is_empty()
             && let Some(runtime) =
                 self.serving_partition(partition_of(&key.pk, self.engine.partition_count()))
+            && runtime.catching_up().is_none()
         {
             return Ok(self.read_one(&runtime, key)?.into_iter().collect());
         }
@@ -129,7 +130,16 @@ impl Service {
             }
         };
         let local_reads = async {
-            match self.wait_here(&local_waits).await? {
+            let mut waited = self.wait_here(&local_waits).await?;
+            for (partition, runtime, _) in &local {
+                if !matches!(waited, Waited::Applied) {
+                    break;
+                }
+                if runtime.catching_up().is_some() {
+                    waited = self.wait_caught_up(*partition).await?;
+                }
+            }
+            match waited {
                 Waited::Applied => self.read_groups(keys, local).map(Some),
                 Waited::Moved(_) if may_move => Ok(None),
                 Waited::Moved(partition) => Err(not_here(partition)),
@@ -156,7 +166,11 @@ impl Service {
         self.validate_get(&keys, min_offsets)?;
         let mut local: LocalGroups = Vec::new();
         for (partition, indexes) in self.group_keys(&keys) {
-            local.push((partition, self.readable_partition(partition)?, indexes));
+            local.push((
+                partition,
+                self.caught_up_partition(partition).await?,
+                indexes,
+            ));
         }
         self.wait_for(min_offsets).await?;
         let mut found: Vec<Option<Record>> = vec![None; keys.len()];
@@ -277,7 +291,7 @@ impl Service {
             && let Some(read) = self
                 .engine
                 .with_partition(partition, |runtime| {
-                    runtime.serving().then(|| self.read_data(runtime, pk, sk))
+                    runtime.current().then(|| self.read_data(runtime, pk, sk))
                 })
                 .flatten()
         {

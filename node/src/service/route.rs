@@ -20,6 +20,14 @@ impl Service {
         // A partition stopped here (a disk failure, a gap) is read from a healthy replica in the
         // region when there is one, else answered 503.
         if let Some(runtime) = self.serving_partition(partition) {
+            // Replaying what the log held when it opened here: a member that serves it answers
+            // at once (this node's reads of it would wait until it catches up).
+            if runtime.catching_up().is_some()
+                && let Some(cluster) = &self.cluster
+                && cluster.served_elsewhere(partition)
+            {
+                return Ok(Route::Remote(cluster.clone()));
+            }
             return Ok(Route::Local(runtime));
         }
         if let Some(runtime) = self.standby_partition(partition) {

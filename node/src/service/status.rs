@@ -45,8 +45,8 @@ pub struct LastSnapshot {
 }
 
 impl Service {
-    /// Ready when the node owns partitions, every one of them applies and serves, and its log
-    /// takes writes.
+    /// Ready when the node owns partitions, every one of them applies and serves (and has
+    /// caught up with what the log held when it opened here), and its log takes writes.
     pub fn readiness(&self) -> Readiness {
         let mut problems = Vec::new();
         let partitions = self.engine.partitions();
@@ -84,6 +84,14 @@ impl Service {
                     stall.offset,
                     stall.for_ms,
                     threshold.as_millis()
+                ));
+            }
+            if let Some(to) = runtime.catching_up() {
+                problems.push(format!(
+                    "partition {} is catching up: it has applied {} of the {to} entries the log \
+                     held when it opened here (its reads wait until it has)",
+                    runtime.id(),
+                    runtime.next_offset()
                 ));
             }
             if let Some(why) = runtime.health().reason() {

@@ -494,6 +494,90 @@ fn watch_through_a_node_that_does_not_apply_the_key_loses_no_update_while_an_own
     );
 }
 
+/// A node that lost its disk replays its partitions from the log when it comes back. While it
+/// does, its reads of them go to the member of the region that serves them up to date: never
+/// the replay's older state (it answered a key written before the replay reached it as
+/// missing, then as its old value).
+#[test]
+fn a_node_replaying_from_an_empty_disk_answers_reads_with_the_newest_data() {
+    let _serial = serial();
+    let broker = Broker::start();
+    // Groups g0 (n0, n2) and g1 (n1): n1 owns the key's partition in its group, n0 in the other.
+    let mut nodes = start_region(&broker, "replaying", 3, 2);
+    let map = wait_converged(&nodes, 2);
+    let key = (0..)
+        .map(|i| format!("flag{i}"))
+        .find(|pk| map[&partition_of(pk).to_string()] == ["n0", "n1"])
+        .unwrap();
+    let partition = partition_of(&key);
+    let mut con0 = redis(&nodes[0]);
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("old")
+        .query(&mut con0)
+        .unwrap();
+    // Entries n1 will take a while to replay, then the key's newest value.
+    let fillers: Vec<String> = (0..)
+        .map(|i| format!("filler{i}"))
+        .filter(|pk| partition_of(pk) == partition)
+        .take(20_000)
+        .collect();
+    for chunk in fillers.chunks(1000) {
+        let records: Vec<Value> = chunk
+            .iter()
+            .map(|pk| json!({"pk": pk, "sk": "s", "data": 1}))
+            .collect();
+        let (status, reply) = nodes[0].post("/records/put", json!({"Records": records}));
+        assert_eq!(status, 200, "{reply}");
+    }
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("new")
+        .query(&mut con0)
+        .unwrap();
+    let (status, reply) =
+        nodes[1].post("/records/get", json!({"Records": [{"pk": &key, "sk": ""}]}));
+    assert_eq!(status, 200, "{reply}");
+    nodes[1].kill9();
+    std::fs::remove_dir_all(&nodes[1].data).unwrap();
+    nodes[1].spawn();
+    // Reads through n1, over Redis and HTTP, until it serves the partition again, caught up.
+    let mut con1 = redis(&nodes[1]);
+    let started = Instant::now();
+    let (mut reads, mut caught_up) = (0, false);
+    while !caught_up {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "n1 did not catch up:\n{}",
+            nodes[1].log()
+        );
+        caught_up = nodes[1].owned().contains(&(partition as u64))
+            && nodes[1].get_url(&nodes[1].url("/ready")).0 == 200;
+        let got: Option<String> = redis::cmd("GET").arg(&key).query(&mut con1).unwrap();
+        assert_eq!(
+            got.as_deref(),
+            Some("new"),
+            "read {reads} through n1 (Redis)"
+        );
+        let (status, reply) =
+            nodes[1].post("/records/get", json!({"Records": [{"pk": &key, "sk": ""}]}));
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(
+            reply["Records"][0]["Data"], "new",
+            "read {reads} through n1 (HTTP)"
+        );
+        reads += 1;
+    }
+    assert!(
+        nodes[1]
+            .log()
+            .contains("its reads wait until it applies what the log holds"),
+        "n1 never opened the partition behind the log, so this test proves nothing:\n{}",
+        nodes[1].log()
+    );
+    eprintln!("{reads} reads through n1 while it replayed");
+}
+
 #[test]
 fn three_nodes_one_group_answer_every_read_and_recover_from_a_kill_9() {
     let _serial = serial();

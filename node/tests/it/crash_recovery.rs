@@ -154,3 +154,87 @@ impl JsonValue for reqwest::blocking::Response {
         serde_json::from_str(&self.text().ok()?).ok()
     }
 }
+
+/// Entries of 1,000 records each, all in one partition, that the restarted node replays.
+const REPLAYED_BATCHES: u64 = 100;
+
+/// A node whose store lost its last commits (as a crash loses what the last checkpoint had not
+/// made durable, here by putting back a copy of the store taken before them) replays them from
+/// the log when it starts again. Its reads of the partition wait for that replay: they never
+/// answer older data than the node answered before it stopped (they did, while it replayed).
+#[test]
+fn reads_after_a_restart_wait_for_the_replay_of_what_the_store_lost() {
+    let base = tempfile::tempdir().unwrap();
+    let mut node = Node::start_in(base.path(), &[]);
+    let (status, reply) = node.post(
+        "/records/put",
+        json!({"Records":[{"pk":"k","sk":"v","data":{"n":0}}]}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert!(node.terminate().success(), "{}", node.log());
+    let store = node.data.join("store");
+    let kept = base.path().join("store-kept");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&store)
+        .arg(&kept)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+
+    node.spawn();
+    let mut last = Value::Null;
+    for n in 1..=REPLAYED_BATCHES {
+        let mut records: Vec<Value> = (0..999)
+            .map(|j| json!({"op":"put","pk":"k","sk":format!("f{j:03}"),"data":{"n":n}}))
+            .collect();
+        records.push(json!({"op":"put","pk":"k","sk":"v","data":{"n":n}}));
+        let (status, reply) = node.post("/records/batch", json!({ "Records": records }));
+        assert_eq!(status, 200, "{reply}");
+        last = position(&reply);
+    }
+    let (status, got) = node.post(
+        "/records/get",
+        json!({"Records":[{"pk":"k","sk":"v"}],"min_offsets":[last]}),
+    );
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["Records"][0]["Data"]["n"], REPLAYED_BATCHES, "{got}");
+    assert!(node.terminate().success(), "{}", node.log());
+
+    // The store as it was before those entries; the log holds them.
+    std::fs::remove_dir_all(&store).unwrap();
+    std::fs::rename(&kept, &store).unwrap();
+    node.spawn();
+    assert!(
+        node.log()
+            .contains("its reads wait until it applies what the log holds"),
+        "the store did not open behind the log, so this test proves nothing:\n{}",
+        node.log()
+    );
+    // Every answer is the newest value: a read made while the replay lasts waits for it (or,
+    // past READ_WAIT_TIMEOUT_MS, says the partition is catching up).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut catching_up = 0;
+    loop {
+        let (status, got) = node.post("/records/get", json!({"Records":[{"pk":"k","sk":"v"}]}));
+        if status == 503 && got["error"]["code"] == "partition_catching_up" {
+            catching_up += 1;
+            assert!(std::time::Instant::now() < deadline, "{got}");
+            continue;
+        }
+        assert_eq!(status, 200, "{got}");
+        assert_eq!(
+            got["Records"][0]["Data"]["n"], REPLAYED_BATCHES,
+            "a read after the restart answered older data than before it ({catching_up} \
+             answers said the partition was catching up first)"
+        );
+        break;
+    }
+    // Caught up: ready, and what every other key holds is the newest too.
+    node.wait_until("ready", Duration::from_secs(30), |node| {
+        node.get_url(&node.url("/ready")).0 == 200
+    });
+    let (status, got) = node.post("/records/list", json!({"pk":"k","limit":2}));
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["Records"][0]["Data"]["n"], REPLAYED_BATCHES, "{got}");
+}

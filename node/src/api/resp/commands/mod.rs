@@ -823,7 +823,10 @@ pub(super) fn service_error(e: ServiceError) -> Reply {
         "disk_full" => Reply::Error(format!("MISCONF {}", e.message)),
         // Redis answers LOADING while it loads its data at start: clients know to wait and retry
         // (redis-py's BusyLoadingError).
-        "partition_opening" => Reply::Error(format!("LOADING {}", e.message)),
+        // So does a partition replaying the log after it opened here behind it.
+        "partition_opening" | "partition_catching_up" => {
+            Reply::Error(format!("LOADING {}", e.message))
+        }
         // A read waits for the writes this node answered to its keys; `min_offsets` is HTTP's.
         "min_offsets_timeout" => Reply::err(format!(
             "{}: a write this node answered to these keys is not applied here yet; retry shortly",
