@@ -232,14 +232,17 @@ impl Engine {
         // What the log holds beyond the store (a crash lost the store's last commits, the
         // partition moved here, or a restore was older than the log): reads wait for it, so
         // this node never answers older state than it, or the owner before it, answered.
-        let catch_up = match self.inner.log.bounds(id) {
-            Ok((_, end)) if end > next => {
+        let catch_up = match reader.end_at_open() {
+            Some(end) if end > next => {
                 runtime.catch_up_to(end);
                 Some(end)
             }
-            Ok(_) => None,
-            Err(e) => {
-                tracing::warn!(partition = id, error = %e, "the log's end is unknown; reads do not wait for the partition to catch up");
+            Some(_) => None,
+            None => {
+                tracing::warn!(
+                    partition = id,
+                    "the log's end is unknown; reads do not wait for the partition to catch up"
+                );
                 None
             }
         };

@@ -114,6 +114,11 @@ pub trait PartitionReader: Send {
     /// without waiting and sleep until a partition they apply has something. A wake-up may be
     /// spurious; what was already there when the waker was set is not announced.
     fn set_waker(&mut self, waker: Waker);
+
+    /// The log's end (the offset after its last entry) when the reader was opened, if the log
+    /// said: what a partition opened behind it must apply before its reads are answered (so
+    /// they never answer older data than was answered before).
+    fn end_at_open(&self) -> Option<u64>;
 }
 
 /// A partitioned, durable, ordered log of entries.

@@ -36,6 +36,8 @@ pub struct EmbeddedReader {
     pending: Option<LogError>,
     /// The waker this reader registered with the partition, removed when it is dropped.
     waker: Option<crate::log::Waker>,
+    /// The partition's end when the reader opened.
+    end_at_open: u64,
     /// Frames passed over in the segment files to reach an offset (what a test looks at).
     #[cfg(test)]
     pub(super) skipped: u64,
@@ -52,7 +54,9 @@ impl Drop for EmbeddedReader {
 
 impl EmbeddedReader {
     pub fn new(shared: Arc<PartitionShared>, from: u64) -> Result<Self, LogError> {
+        let end_at_open = shared.state.lock().expect("partition lock").end;
         let mut reader = EmbeddedReader {
+            end_at_open,
             shared,
             next: from,
             current: None,
@@ -206,6 +210,10 @@ impl PartitionReader for EmbeddedReader {
         }
         state.wakers.push(waker.clone());
         self.waker = Some(waker);
+    }
+
+    fn end_at_open(&self) -> Option<u64> {
+        Some(self.end_at_open)
     }
 
     fn read(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>, LogError> {

@@ -342,9 +342,10 @@ impl MutationLog for KafkaLog {
     fn reader(&self, partition: u32, from: u64) -> Result<Box<dyn PartitionReader>, LogError> {
         let topic = &self.shared.topic;
         // No silent gaps: if retention removed what this node needs next, say so.
-        if let Ok((low, _)) =
+        let watermarks =
             self.consumer
-                .fetch_watermarks(topic, partition as i32, Duration::from_secs(5))
+                .fetch_watermarks(topic, partition as i32, Duration::from_secs(5));
+        if let Ok((low, _)) = watermarks
             && from < low as u64
         {
             return Err(LogError::Truncated {
@@ -367,6 +368,7 @@ impl MutationLog for KafkaLog {
         Ok(Box::new(KafkaReader {
             queue,
             partition,
+            end_at_open: watermarks.ok().map(|(_, high)| high.max(0) as u64),
             next: from,
             pending: None,
             consumer: self.consumer.clone(),
@@ -425,6 +427,8 @@ impl Drop for KafkaLog {
 struct KafkaReader {
     queue: PartitionQueue<GroupContext>,
     partition: u32,
+    /// The high watermark when the reader opened (unknown when the broker did not answer).
+    end_at_open: Option<u64>,
     next: u64,
     /// An error met after some records were read: those go out first, the error on the next call.
     pending: Option<LogError>,
@@ -459,6 +463,10 @@ impl PartitionReader for KafkaReader {
         // librdkafka calls it when the partition's queue goes from empty to not empty: a read
         // that leaves messages behind must be followed by another without waiting for it.
         self.queue.set_nonempty_callback(move || waker());
+    }
+
+    fn end_at_open(&self) -> Option<u64> {
+        self.end_at_open
     }
 
     fn read(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>, LogError> {
