@@ -8,17 +8,22 @@ event id wherever its stream ends, while nodes are killed
 with SIGKILL and restarted, or (CHAOS_BROKER=1) the broker is killed and restarted. At the end
 every node must hold every acknowledged write exactly once (an INCR whose reply was lost may or
 may not count), the hash's fields must add up to what they started at, every acknowledged set member must have
-come through the change feed exactly once, and the read errors are listed.
+come through the change feed exactly once, no counter read through node0 may be lower than one
+read there over 2 s before (reads never go back in time), and the read errors are listed.
 
     scripts/cluster.sh start 3                         # or REPLICA_GROUPS=1 scripts/cluster.sh start 3
     CHAOS_BROKER=1 scripts/chaos.py 6 60               # seed, seconds
     REPLICA_GROUPS=1 CHAOS_BROKER=1 scripts/chaos.py 6 60
     CHAOS_BROKER=mixed scripts/chaos.py 6 60           # nodes and the broker, at random
+    CHAOS_WIPE=1 scripts/chaos.py 6 60                 # a killed node loses its disk 1 time in 3
+
+A node that lost its disk replays every partition it gets from the log when it comes back: its
+reads of them wait for that (or go to a member serving them), never answering older data.
 
 Nodes are restarted as cluster.sh starts them (REPLICA_GROUPS as given to it). Client retries
 are off: redis-py 6+ retries a command whose connection died, which counts an INCR twice.
 """
-import os, re, random, subprocess, threading, time, json, sys, urllib.request
+import os, re, random, shutil, subprocess, threading, time, json, sys, urllib.request
 import redis
 from redis.retry import Retry
 from redis.backoff import NoBackoff
@@ -178,11 +183,26 @@ _r0.hset("bank", mapping={f: 1000 for f in BANK_FIELDS})
 base = {f"c{k}": int(_r0.get(f"c{k}") or 0) for k in range(8)}
 _r0.delete("members")
 read_errors = {}
+# Reads that went back in time: a counter read lower than a value read through node0 over 2 s
+# before (a replica may lag by a moment, never by seconds: a node replaying after a crash or a
+# lost disk must not answer from where its replay has got to).
+went_back = []
 def reader():
     r = redis.Redis(port=6379, socket_timeout=10, retry=Retry(NoBackoff(), 0))
+    seen = {}   # counter -> [(time, value)] of the last 2 s
+    floor = {}  # counter -> highest value read over 2 s ago
     while not stop.is_set():
         try:
-            r.get(f"c{rng.randrange(8)}"); r.smembers("members") if rng.random() < 0.01 else None
+            c = f"c{rng.randrange(8)}"
+            v = int(r.get(c) or 0)
+            now = time.time()
+            recent = seen.setdefault(c, [])
+            while recent and recent[0][0] < now - 2:
+                floor[c] = max(floor.get(c, 0), recent.pop(0)[1])
+            recent.append((now, v))
+            if v < floor.get(c, 0):
+                with lock: went_back.append((time.strftime("%T"), c, v, floor[c]))
+            r.smembers("members") if rng.random() < 0.01 else None
         except redis.ResponseError as e:
             with lock: read_errors[str(e)[:70]] = read_errors.get(str(e)[:70], 0) + 1
         except (redis.ConnectionError, redis.TimeoutError):
@@ -212,6 +232,7 @@ t0 = time.time()
 down = set()
 MIXED = os.environ.get("CHAOS_BROKER") == "mixed"
 BROKER = os.environ.get("CHAOS_BROKER") == "1"
+WIPE = os.environ.get("CHAOS_WIPE") == "1"
 broker_env = dict(os.environ, KAFKA_PORT="9092", KAFKA_DATA_DIR=f"{ROOT}/.cluster/broker")
 while time.time() - t0 < DURATION:
     time.sleep(rng.uniform(1, 4))
@@ -230,6 +251,9 @@ while time.time() - t0 < DURATION:
         start(i); down.discard(i)
     else:
         kill(i); down.add(i)
+        if WIPE and rng.random() < 1 / 3:
+            shutil.rmtree(f"{ROOT}/.cluster/node{i}")
+            print(time.strftime("%T"), "wiped node", i, flush=True)
 for i in list(down):
     start(i)
 time.sleep(2)
@@ -237,6 +261,7 @@ stop.set()
 for t in threads: t.join()
 print("errors:", errors)
 print("read errors:", read_errors)
+print("reads back in time:", len(went_back), went_back[:5])
 # Wait for every node to catch up.
 def parts(i):
     return json.load(urllib.request.urlopen(f"http://127.0.0.1:{8191 + 10 * i}/debug/partitions", timeout=5))["partitions"]
@@ -301,6 +326,8 @@ twice = [m for m, n in fed.items() if n > 1 and m in members]
 print("change feed:", feed_stats, "members missed", len(missed), "delivered twice", len(twice))
 if missed or twice or feed_stats["duplicates"]:
     bad += 1; print("change feed missed", sorted(missed)[:5], "twice", twice[:5])
+if went_back:
+    bad += 1
 digests_equal = replicas_agree(ps)
 print("transfers:", transfers)
 print("acked", sum(acked.values()), "unknown", sum(unknown.values()), "members", len(members), "digests equal", digests_equal, "bad", bad)
