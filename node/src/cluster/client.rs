@@ -79,6 +79,11 @@ impl PeerClient {
     /// `max_answer_bytes` is refused as it arrives (something other than a FireScroll node at
     /// a peer's address must not make this node buffer whatever it sends within the timeout).
     /// With `tls`, peers are asked over HTTPS, their certificates checked as it says.
+    /// How long one peer request may take (`PROXY_TIMEOUT_MS`), waits for positions aside.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
     pub fn new(
         timeout: Duration,
         token: Option<String>,

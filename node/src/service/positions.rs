@@ -91,7 +91,10 @@ impl Service {
             }
             let (here, _) = self.split_positions(positions, &BTreeMap::<u32, ()>::new());
             let waited = match self.wait_here(&here).await? {
-                Waited::Applied => self.wait_caught_up(partition).await?,
+                Waited::Applied => {
+                    self.wait_caught_up(partition, self.config.read_wait_timeout)
+                        .await?
+                }
                 moved => moved,
             };
             match waited {
@@ -141,8 +144,12 @@ impl Service {
     /// Waits (bounded) until `partition`, when this node applies it, has applied what the log
     /// held when it opened here (a restart after a crash replays what the store had not kept;
     /// a partition moved here replays what it never had): its reads answer no older state than
-    /// was answered before. Past the bound, a `partition_catching_up` error (Redis `LOADING`).
-    pub(super) async fn wait_caught_up(&self, partition: u32) -> Result<Waited, ServiceError> {
+    /// was answered before. Past `bound`, a `partition_catching_up` error (Redis `LOADING`).
+    pub(super) async fn wait_caught_up(
+        &self,
+        partition: u32,
+        bound: std::time::Duration,
+    ) -> Result<Waited, ServiceError> {
         let Some(runtime) = self.engine.partition(partition) else {
             return Ok(Waited::Applied);
         };
@@ -153,11 +160,7 @@ impl Service {
             partition,
             offset: to - 1,
         };
-        match self
-            .engine
-            .wait_applied(position, self.config.read_wait_timeout)
-            .await
-        {
+        match self.engine.wait_applied(position, bound).await {
             Ok(()) => Ok(Waited::Applied),
             Err(WaitError::NotOwned(partition)) if self.cluster.is_some() => {
                 Ok(Waited::Moved(partition))
@@ -183,6 +186,9 @@ impl Service {
 
     /// The runtime of `partition` for a read answered here (a peer's, or one routed here):
     /// [`Service::readable_partition`], once it has caught up ([`Service::wait_caught_up`]).
+    /// A peer's read waits at most half its request's bound (`PROXY_TIMEOUT_MS`): answered
+    /// `partition_catching_up` then, the asker tries another owner before its own bound runs
+    /// out (a read routed here has waited in [`Service::route_waited`] already).
     pub(super) async fn caught_up_partition(
         &self,
         partition: u32,
@@ -191,7 +197,11 @@ impl Service {
         if runtime.catching_up().is_none() {
             return Ok(runtime);
         }
-        match self.wait_caught_up(partition).await? {
+        let bound = match &self.cluster {
+            Some(cluster) => (cluster.client().timeout() / 2).min(self.config.read_wait_timeout),
+            None => self.config.read_wait_timeout,
+        };
+        match self.wait_caught_up(partition, bound).await? {
             Waited::Applied => self.readable_partition(partition),
             Waited::Moved(partition) => Err(not_here(partition)),
         }

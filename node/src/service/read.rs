@@ -136,7 +136,9 @@ impl Service {
                     break;
                 }
                 if runtime.catching_up().is_some() {
-                    waited = self.wait_caught_up(*partition).await?;
+                    waited = self
+                        .wait_caught_up(*partition, self.config.read_wait_timeout)
+                        .await?;
                 }
             }
             match waited {
