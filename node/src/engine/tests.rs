@@ -1835,3 +1835,83 @@ async fn with_gossip_a_standby_partition_lasts_until_another_member_serves_it() 
     assert!(engine.standby(1).is_none() && !engine.holds(1));
     engine.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_opened_behind_the_log_catches_up_to_the_end_it_had_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let pk = pks_in(1, 1).remove(0);
+    // The log holds three entries the store never applied; the second waits for a plugin
+    // module that has not arrived, so the partition stays behind until it does.
+    let module = wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+            (func (export "alloc") (param i32) (result i32) i32.const 1024)
+            (func (export "dealloc") (param i32 i32))
+            (func (export "condition") (param i32 i32) (result i32) i32.const 1))"#,
+    )
+    .unwrap();
+    let pinned = crate::plugins::Digest::of(&module);
+    let gated = Op {
+        if_plugin: Some(PluginRef::Digest(pinned)),
+        ..put(&pk, "b", "2", None)
+    };
+    for entry in [
+        LogEntry::new(1, vec![put(&pk, "a", "1", None)]),
+        LogEntry::new(2, vec![gated]),
+        LogEntry::new(3, vec![put(&pk, "c", "3", None)]),
+    ] {
+        log.append(1, vec![append(&entry)]).await.unwrap();
+    }
+    let store = crate::store::Store::open(&dir.path().join("store"), PARTITIONS).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let plugins = test_plugins(&store, &log, &metrics);
+    let modules = plugins.store().clone();
+    let (engine, _tasks) = Engine::start(
+        store,
+        log.clone(),
+        Arc::new(Conditions::new()),
+        plugins,
+        metrics,
+        EngineConfig::default(),
+    );
+    let runtime = engine.partition(1).expect("opened");
+    engine
+        .wait_applied(
+            Position {
+                partition: 1,
+                offset: 0,
+            },
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(runtime.next_offset(), 1, "held at the gated entry");
+    assert_eq!(
+        runtime.catching_up(),
+        Some(3),
+        "the log's end when it opened"
+    );
+    assert!(!runtime.current());
+    // A partition whose store is level with the log has nothing to catch up on.
+    let level = engine.partition(0).unwrap();
+    assert_eq!((level.catching_up(), level.current()), (None, true));
+
+    modules.put_module(&pinned.to_string(), &module).unwrap();
+    engine
+        .wait_applied(
+            Position {
+                partition: 1,
+                offset: 2,
+            },
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(runtime.catching_up(), None);
+    assert!(runtime.current());
+    // Entries written after the open are ordinary lag: reads do not wait for them.
+    let entry = LogEntry::new(4, vec![put(&pk, "d", "4", None)]);
+    log.append(1, vec![append(&entry)]).await.unwrap();
+    assert_eq!(runtime.catching_up(), None);
+    engine.shutdown();
+}
