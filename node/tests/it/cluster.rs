@@ -407,6 +407,24 @@ fn a_node_restarted_into_a_live_region_answers_its_first_reads() {
     }
 }
 
+/// Writes `count` records of their own pks in `partition` through `node`, 1,000 a request:
+/// entries a node that lost its disk takes a while to replay.
+fn write_fillers(node: &Node, partition: u32, count: usize) {
+    let fillers: Vec<String> = (0..)
+        .map(|i| format!("filler{i}"))
+        .filter(|pk| partition_of(pk) == partition)
+        .take(count)
+        .collect();
+    for chunk in fillers.chunks(1000) {
+        let records: Vec<Value> = chunk
+            .iter()
+            .map(|pk| json!({"pk": pk, "sk": "s", "data": 1}))
+            .collect();
+        let (status, reply) = node.post("/records/put", json!({"Records": records}));
+        assert_eq!(status, 200, "{reply}");
+    }
+}
+
 #[test]
 fn watch_through_a_node_that_does_not_apply_the_key_loses_no_update_while_an_owner_lags() {
     let _serial = serial();
@@ -429,19 +447,7 @@ fn watch_through_a_node_that_does_not_apply_the_key_loses_no_update_while_an_own
     let mut con0 = redis(&nodes[0]);
     let _: () = redis::cmd("SET").arg(&key).arg(0).query(&mut con0).unwrap();
     // Entries n1 will take a while to replay.
-    let fillers: Vec<String> = (0..)
-        .map(|i| format!("filler{i}"))
-        .filter(|pk| partition_of(pk) == partition)
-        .take(20_000)
-        .collect();
-    for chunk in fillers.chunks(1000) {
-        let records: Vec<Value> = chunk
-            .iter()
-            .map(|pk| json!({"pk": pk, "sk": "s", "data": 1}))
-            .collect();
-        let (status, reply) = nodes[0].post("/records/put", json!({"Records": records}));
-        assert_eq!(status, 200, "{reply}");
-    }
+    write_fillers(&nodes[0], partition, 20_000);
     // n1 loses its disk and replays the whole partition, answering reads meanwhile from
     // wherever it has got to (a lagging owner), while n0 is up to date.
     nodes[1].kill9();
@@ -517,19 +523,7 @@ fn a_node_replaying_from_an_empty_disk_answers_reads_with_the_newest_data() {
         .query(&mut con0)
         .unwrap();
     // Entries n1 will take a while to replay, then the key's newest value.
-    let fillers: Vec<String> = (0..)
-        .map(|i| format!("filler{i}"))
-        .filter(|pk| partition_of(pk) == partition)
-        .take(20_000)
-        .collect();
-    for chunk in fillers.chunks(1000) {
-        let records: Vec<Value> = chunk
-            .iter()
-            .map(|pk| json!({"pk": pk, "sk": "s", "data": 1}))
-            .collect();
-        let (status, reply) = nodes[0].post("/records/put", json!({"Records": records}));
-        assert_eq!(status, 200, "{reply}");
-    }
+    write_fillers(&nodes[0], partition, 20_000);
     let _: () = redis::cmd("SET")
         .arg(&key)
         .arg("new")
