@@ -287,6 +287,9 @@ pub async fn run(
         metrics.client_memory_bytes.clone(),
         metrics.clients_evicted.clone(),
     );
+    metrics.register(Box::new(api::client_memory::StalledBytes::new(
+        &client_memory,
+    )));
     // A macro, not a closure: the two routers are different service types.
     macro_rules! serve_http {
         ($listener:expr, $router:expr, $tls:expr) => {

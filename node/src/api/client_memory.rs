@@ -34,6 +34,42 @@ pub const COUNTED_FROM: usize = 64 * 1024;
 /// stalled, and closed before the others past the bound.
 pub const STALLED_AFTER: Duration = Duration::from_secs(1);
 
+/// `firescroll_client_memory_stalled_bytes`, computed when scraped: what connections whose
+/// clients neither took nor sent anything for [`STALLED_AFTER`] hold (the part of
+/// `firescroll_client_memory_bytes` closed first past the bound).
+pub struct StalledBytes {
+    memory: std::sync::Weak<ClientMemory>,
+    gauge: IntGauge,
+}
+
+impl StalledBytes {
+    /// The metric of `memory`'s stalled connections.
+    pub fn new(memory: &Arc<ClientMemory>) -> Self {
+        StalledBytes {
+            memory: Arc::downgrade(memory),
+            gauge: IntGauge::new(
+                "firescroll_client_memory_stalled_bytes",
+                "What connections whose clients neither took nor sent anything for a second \
+                 hold (closed first past CLIENT_MEMORY_MAX_BYTES).",
+            )
+            .expect("valid metric"),
+        }
+    }
+}
+
+impl prometheus::core::Collector for StalledBytes {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        if let Some(memory) = self.memory.upgrade() {
+            self.gauge.set(memory.stalled_bytes() as i64);
+        }
+        self.gauge.collect()
+    }
+}
+
 /// What every connection of the node holds, and the bound on it.
 pub struct ClientMemory {
     limit: usize,
@@ -158,11 +194,7 @@ impl ClientMemory {
             })
             .collect();
         let now = self.now_us();
-        let stalled_after = self.stalled_after.as_micros() as u64;
-        let stalled = |h: &Holding| {
-            h.waiting.load(Ordering::Relaxed)
-                && now.saturating_sub(h.moved_us.load(Ordering::Relaxed)) >= stalled_after
-        };
+        let stalled = |h: &Holding| self.is_stalled(h, now);
         by_size.sort_by_key(|h| {
             (
                 std::cmp::Reverse(stalled(h)),
@@ -191,6 +223,23 @@ impl ClientMemory {
             );
             staying -= held;
         }
+    }
+
+    /// Whether `holding` waits on its client and has not moved for `stalled_after` at `now`.
+    fn is_stalled(&self, holding: &Holding, now: u64) -> bool {
+        holding.waiting.load(Ordering::Relaxed)
+            && now.saturating_sub(holding.moved_us.load(Ordering::Relaxed))
+                >= self.stalled_after.as_micros() as u64
+    }
+
+    /// What the stalled connections hold now (those closed first past the bound).
+    pub fn stalled_bytes(&self) -> usize {
+        let now = self.now_us();
+        self.lock()
+            .values()
+            .filter(|h| !h.evicted.load(Ordering::Relaxed) && self.is_stalled(h, now))
+            .map(|h| h.held.load(Ordering::Relaxed))
+            .sum()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Holding>>> {
@@ -417,12 +466,18 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(80)).await;
         // A write's body arriving, larger than any of them, passes the bound: stuck ones go,
         // the largest first, until the rest fit (90 + 40 - 30 = 100).
+        assert_eq!(memory.stalled_bytes(), 90 * K);
         let writer = memory.holder("http");
         writer.add(20 * K);
         writer.add(20 * K);
         assert!(!is_evicted(&writer).await, "the moving writer stays");
         let closed = futures_util::future::join_all(stuck.iter().map(is_evicted)).await;
         assert_eq!(closed.iter().filter(|&&c| c).count(), 1, "{closed:?}");
+        assert_eq!(
+            memory.stalled_bytes(),
+            60 * K,
+            "the one closed no longer counts, nor the moving writer"
+        );
     }
 
     #[tokio::test]

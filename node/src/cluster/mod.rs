@@ -311,6 +311,17 @@ impl Cluster {
             .serves(partition, Instant::now())
     }
 
+    /// Whether another member serves `partition` and, by its last card (at most
+    /// GOSSIP_BROADCAST_MS old), has applied every entry below `next`: one a read may go to
+    /// instead of waiting for this node to get that far.
+    pub fn served_elsewhere_from(&self, partition: u32, next: u64) -> bool {
+        self.shared
+            .table
+            .lock()
+            .expect("table lock")
+            .serves_from(partition, next, Instant::now())
+    }
+
     /// Notes that `id` failed a proxied read (unreachable, or could not serve).
     pub fn note_failure(&self, id: NodeId) {
         self.failed

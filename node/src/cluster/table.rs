@@ -141,6 +141,14 @@ impl Table {
         self.current(now).any(|k| k.card.serves(partition))
     }
 
+    /// Whether another member serves `partition` and, by its card, has applied every entry
+    /// below `next` (a card without offsets, too long for one datagram, counts as having).
+    pub fn serves_from(&self, partition: u32, next: u64, now: Instant) -> bool {
+        self.current(now).any(|k| {
+            k.card.serves(partition) && k.card.next_offset(partition).is_none_or(|o| o >= next)
+        })
+    }
+
     /// The other members' current cards.
     fn current(&self, now: Instant) -> impl Iterator<Item = &Known> {
         self.cards.values().filter(move |k| {
@@ -351,6 +359,26 @@ mod tests {
         assert_eq!(owner_names(&t, 1, now), ["n3"]);
         assert!(t.owners(1, now)[0].applies);
         assert_eq!(owner_names(&t, 0, now), ["n2"]);
+    }
+
+    #[test]
+    fn a_member_serves_from_an_offset_when_its_card_has_applied_that_far() {
+        let now = Instant::now();
+        let mut t = Table::new(id(1), "ns", "r", Duration::from_secs(10));
+        // Every partition of `card` has applied up to offset 10.
+        t.accept(card(2, 1, &[0]), now);
+        assert!(t.serves_from(0, 10, now));
+        assert!(!t.serves_from(0, 11, now), "behind the offset asked");
+        assert!(!t.serves_from(1, 0, now), "not served");
+        // A card whose offsets did not fit: serving is all it says.
+        let mut long = card(3, 1, &[0]);
+        long.offsets.clear();
+        t.accept(long, now);
+        assert!(t.serves_from(0, 11, now));
+        // This node's own card never counts.
+        let mut t = Table::new(id(1), "ns", "r", Duration::from_secs(10));
+        t.accept(card(1, 1, &[0]), now);
+        assert!(!t.serves_from(0, 0, now));
     }
 
     #[test]

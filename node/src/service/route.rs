@@ -20,11 +20,12 @@ impl Service {
         // A partition stopped here (a disk failure, a gap) is read from a healthy replica in the
         // region when there is one, else answered 503.
         if let Some(runtime) = self.serving_partition(partition) {
-            // Replaying what the log held when it opened here: a member that serves it answers
-            // at once (this node's reads of it would wait until it catches up).
-            if runtime.catching_up().is_some()
+            // Replaying what the log held when it opened here: a member that serves it and has
+            // applied that far answers at once (this node's reads of it would wait until it
+            // catches up). One catching up as well would only make the read wait there.
+            if let Some(to) = runtime.catching_up()
                 && let Some(cluster) = &self.cluster
-                && cluster.served_elsewhere(partition)
+                && cluster.served_elsewhere_from(partition, to)
             {
                 return Ok(Route::Remote(cluster.clone()));
             }

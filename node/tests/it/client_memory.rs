@@ -579,8 +579,14 @@ fn watches_whose_clients_stopped_reading_are_closed_and_writers_go_on() {
     wait_for("stuck watches closed", || closed() > 0.0);
     wait_for("the rest within the bound", || held() <= (64 << 20) as f64);
     // Once they are stalled, writes of five times that arrive while the bound is full: the
-    // stalled watches go, not the writer, though its bodies are the largest.
-    std::thread::sleep(Duration::from_millis(1500));
+    // stalled watches go, not the writer, though its bodies are the largest. Stalled means
+    // nothing moved for a second: until the node has pushed every event into the kernel's
+    // buffers of the stuck watches (slow on a loaded machine: a fixed wait failed in CI), they
+    // still move, and then the largest holding, the writer's, is rightly the one closed.
+    let stalled = || node.metric("firescroll_client_memory_stalled_bytes");
+    wait_for("the stuck watches to stall", || {
+        stalled() > 0.0 && held() - stalled() < 1_000_000.0
+    });
     let before = closed();
     for i in 0..20 {
         let records: Vec<Value> = (0..5)
