@@ -44,6 +44,19 @@ pub enum PeerError {
 }
 
 impl PeerError {
+    /// The peer's error code and message when it answered that the partition is not ready
+    /// there yet (`partition_opening`, `partition_catching_up`): it will be, shortly.
+    pub fn not_ready(&self) -> Option<(&'static str, &str)> {
+        match self {
+            PeerError::Refused { code, message, .. } => match code.as_str() {
+                "partition_opening" => Some(("partition_opening", message)),
+                "partition_catching_up" => Some(("partition_catching_up", message)),
+                _ => None,
+            },
+            PeerError::Unreachable { .. } => None,
+        }
+    }
+
     /// Whether another owner may answer where this one did not: it is unreachable, cannot
     /// serve the partition (503), or failed (500). A 4xx is about the request and a 504 already
     /// waited the whole bound: another owner would answer the same.

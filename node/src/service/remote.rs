@@ -25,6 +25,7 @@ impl Service {
         let mut pending = partitions;
         // Owners are few: plain vectors, not hash tables, for the plan and the failures.
         let mut failed: Vec<NodeId> = Vec::new();
+        let mut not_ready = None;
         let mut found = Vec::with_capacity(keys.len());
         while !pending.is_empty() {
             // Plan: each pending partition to one owner not yet failed, reusing an owner already
@@ -41,7 +42,7 @@ impl Service {
                     .position(|o| plan.iter().any(|(p, _)| p.id == o.id))
                     .unwrap_or(0);
                 if chosen >= owners.len() {
-                    return Err(no_owner(partition, !failed.is_empty()));
+                    return Err(no_owner(partition, !failed.is_empty(), not_ready));
                 }
                 let owner = owners.swap_remove(chosen);
                 match plan.iter_mut().find(|(p, _)| p.id == owner.id) {
@@ -123,6 +124,7 @@ impl Service {
                         }
                     }
                     Err(e) => {
+                        not_ready = not_ready_of(&e, &peer).or(not_ready);
                         self.peer_failed(cluster, "get", &peer, e)?;
                         failed.push(peer.id);
                     }
@@ -233,8 +235,9 @@ impl Service {
         Fut: Future<Output = Result<T, PeerError>>,
     {
         if owners.is_empty() {
-            return Err(no_owner(partition, false));
+            return Err(no_owner(partition, false, None));
         }
+        let mut not_ready = None;
         for peer in owners {
             let started = Instant::now();
             let reply = ask(&peer).await;
@@ -244,10 +247,13 @@ impl Service {
                     self.count_proxied(operation, "ok");
                     return Ok(answer);
                 }
-                Err(e) => self.peer_failed(cluster, operation, &peer, e)?,
+                Err(e) => {
+                    not_ready = not_ready_of(&e, &peer).or(not_ready);
+                    self.peer_failed(cluster, operation, &peer, e)?
+                }
             }
         }
-        Err(no_owner(partition, true))
+        Err(no_owner(partition, true, not_ready))
     }
 
     /// Books a failed request to `peer`: `Ok` when another owner is worth asking (and `peer`
@@ -289,8 +295,30 @@ impl Service {
     }
 }
 
-/// No owner of `partition` could answer.
-fn no_owner(partition: u32, tried: bool) -> ServiceError {
+/// An owner's answer that the partition is not ready there yet: its code and message.
+fn not_ready_of(e: &PeerError, peer: &Peer) -> Option<(&'static str, String)> {
+    e.not_ready()
+        .map(|(code, message)| (code, format!("{} answered: {message}", peer.instance_id)))
+}
+
+/// No owner of `partition` could answer. When one said the partition is not ready there yet
+/// (`not_ready`: opening, or catching up with the log), that is the answer, with its code: a
+/// Redis client gets `LOADING` and waits, as from a Redis loading its dataset.
+fn no_owner(
+    partition: u32,
+    tried: bool,
+    not_ready: Option<(&'static str, String)>,
+) -> ServiceError {
+    if let Some((code, message)) = not_ready {
+        return ServiceError::new(
+            ErrorKind::Unavailable,
+            code,
+            format!(
+                "no node serving partition {partition} in this region is ready to answer yet \
+                 ({message})"
+            ),
+        );
+    }
     let message = if tried {
         format!(
             "partition {partition} is unavailable: no node serving it in this region answered; retry shortly"
@@ -371,4 +399,49 @@ pub type RemoteStream = crate::cluster::PeerStream;
 pub(super) fn appliers(mut owners: Vec<Peer>) -> Vec<Peer> {
     owners.retain(|owner| owner.applies);
     owners
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn refused(code: &str) -> PeerError {
+        PeerError::Refused {
+            addr: SocketAddr::from(([127, 0, 0, 2], 8190)),
+            status: 503,
+            code: code.into(),
+            message: format!("partition 3: {code}"),
+        }
+    }
+
+    #[test]
+    fn when_no_owner_answers_one_not_ready_yet_is_the_answer() {
+        let peer = Peer {
+            id: NodeId {
+                addr: SocketAddr::from(([127, 0, 0, 2], 8192)),
+                incarnation: 1,
+            },
+            instance_id: "n1".into(),
+            replica_group: "g".into(),
+            api: SocketAddr::from(([127, 0, 0, 2], 8190)),
+            next_offset: None,
+            applies: true,
+        };
+        for code in ["partition_catching_up", "partition_opening"] {
+            let e = no_owner(3, true, not_ready_of(&refused(code), &peer));
+            assert_eq!((e.kind, e.code), (ErrorKind::Unavailable, code));
+            assert!(
+                e.message
+                    .contains(&format!("n1 answered: partition 3: {code}")),
+                "{}",
+                e.message
+            );
+        }
+        // Any other refusal says nothing about readiness: the usual answer.
+        assert!(not_ready_of(&refused("partition_unavailable"), &peer).is_none());
+        let e = no_owner(3, true, None);
+        assert_eq!(e.code, "partition_unavailable");
+        assert!(e.message.contains("no node serving it"), "{}", e.message);
+    }
 }
