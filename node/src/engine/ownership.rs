@@ -232,7 +232,18 @@ impl Engine {
         // What the log holds beyond the store (a crash lost the store's last commits, the
         // partition moved here, or a restore was older than the log): reads wait for it, so
         // this node never answers older state than it, or the owner before it, answered.
-        let catch_up = match reader.end_at_open() {
+        // The reader's own look at the end can fail (a consumer that just joined, a broker
+        // slow to answer): asked again, briefly, before reads go unprotected.
+        let end = reader.end_at_open().or_else(|| {
+            (0..3).find_map(|_| {
+                let end = self.inner.log.bounds(id).ok().map(|(_, end)| end);
+                if end.is_none() {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                end
+            })
+        });
+        let catch_up = match end {
             Some(end) if end > next => {
                 runtime.catch_up_to(end);
                 Some(end)

@@ -548,17 +548,28 @@ fn a_node_replaying_from_an_empty_disk_answers_reads_with_the_newest_data() {
         caught_up = nodes[1].owned().contains(&(partition as u64))
             && nodes[1].get_url(&nodes[1].url("/ready")).0 == 200;
         let got: Option<String> = redis::cmd("GET").arg(&key).query(&mut con1).unwrap();
+        let opens = || {
+            nodes[1]
+                .log()
+                .lines()
+                .filter(|l| l.contains("partition opened") || l.contains("log's end"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
         assert_eq!(
             got.as_deref(),
             Some("new"),
-            "read {reads} through n1 (Redis)"
+            "read {reads} through n1 (Redis); its opens:\n{}",
+            opens()
         );
         let (status, reply) =
             nodes[1].post("/records/get", json!({"Records": [{"pk": &key, "sk": ""}]}));
         assert_eq!(status, 200, "{reply}");
         assert_eq!(
-            reply["Records"][0]["Data"], "new",
-            "read {reads} through n1 (HTTP)"
+            reply["Records"][0]["Data"],
+            "new",
+            "read {reads} through n1 (HTTP); its opens:\n{}",
+            opens()
         );
         reads += 1;
     }

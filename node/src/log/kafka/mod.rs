@@ -368,7 +368,10 @@ impl MutationLog for KafkaLog {
         Ok(Box::new(KafkaReader {
             queue,
             partition,
-            end_at_open: watermarks.ok().map(|(_, high)| high.max(0) as u64),
+            // A negative watermark is librdkafka's "not known", not an empty partition.
+            end_at_open: watermarks
+                .ok()
+                .and_then(|(_, high)| u64::try_from(high).ok()),
             next: from,
             pending: None,
             consumer: self.consumer.clone(),
