@@ -1895,6 +1895,16 @@ async fn a_partition_opened_behind_the_log_catches_up_to_the_end_it_had_then() {
     // A partition whose store is level with the log has nothing to catch up on.
     let level = engine.partition(0).unwrap();
     assert_eq!((level.catching_up(), level.current()), (None, true));
+    // Taken from this node before it caught up (a rebalance): its standby copy is still
+    // behind (reads must not take it), and given back, it still catches up.
+    assign(&engine, &[0, 2, 3], &[1], 1).await;
+    assert_eq!(
+        engine.standby(1).expect("on standby").catching_up(),
+        Some(3)
+    );
+    assign(&engine, &[0, 1, 2, 3], &[], 2).await;
+    let runtime = engine.partition(1).expect("given back");
+    assert_eq!(runtime.catching_up(), Some(3));
 
     modules.put_module(&pinned.to_string(), &module).unwrap();
     engine

@@ -52,7 +52,12 @@ impl Service {
     /// what it has not applied, until it is back). Failing every read of the region while a
     /// broker restarts would serve nobody.
     pub(super) fn standby_partition(&self, partition: u32) -> Option<Arc<PartitionRuntime>> {
-        let runtime = self.engine.standby(partition)?;
+        // A copy taken while it still caught up with the log is behind what was answered
+        // before it opened here: it answers nothing.
+        let runtime = self
+            .engine
+            .standby(partition)
+            .filter(|runtime| runtime.catching_up().is_none())?;
         let served_elsewhere = self
             .cluster
             .as_ref()
@@ -73,6 +78,19 @@ impl Service {
         };
         let Some(runtime) = self.engine.partition(partition) else {
             if let Some(standby) = self.engine.standby(partition) {
+                if let Some(to) = standby.catching_up() {
+                    return Err(ServiceError::new(
+                        ErrorKind::Unavailable,
+                        "partition_catching_up",
+                        format!(
+                            "partition {partition} was taken from this node while it caught up \
+                             with the log (it has applied {} of the {to} entries the log held \
+                             when it opened here), and no other node serves it yet; try again \
+                             shortly",
+                            standby.next_offset()
+                        ),
+                    ));
+                }
                 return Ok(standby);
             }
             if self.engine.is_opening(partition) {
