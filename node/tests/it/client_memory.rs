@@ -592,8 +592,22 @@ fn watches_whose_clients_stopped_reading_are_closed_and_writers_go_on() {
         let records: Vec<Value> = (0..5)
             .map(|j| json!({"pk": "w", "sk": format!("large-{i}-{j}"), "data": value}))
             .collect();
-        let (status, body) = node.post("/records/put", json!({ "Records": records }));
-        assert_eq!(status, 200, "{body}");
+        let sent = node
+            .client()
+            .post(node.url("/records/put"))
+            .body(json!({ "Records": records }).to_string())
+            .send();
+        match sent {
+            Ok(r) => assert_eq!(r.status(), 200),
+            Err(e) => {
+                let log = node.log();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                panic!(
+                    "large write {i} failed ({e}); the node's last lines, newest first:\n{}",
+                    tail.join("\n")
+                );
+            }
+        }
     }
     assert!(
         closed() > before,
