@@ -233,16 +233,11 @@ impl Engine {
         // partition moved here, or a restore was older than the log): reads wait for it, so
         // this node never answers older state than it, or the owner before it, answered.
         // The reader's own look at the end can fail (a consumer that just joined, a broker
-        // slow to answer): asked again, briefly, before reads go unprotected.
-        let end = reader.end_at_open().or_else(|| {
-            (0..3).find_map(|_| {
-                let end = self.inner.log.bounds(id).ok().map(|(_, end)| end);
-                if end.is_none() {
-                    std::thread::sleep(std::time::Duration::from_millis(200));
-                }
-                end
-            })
-        });
+        // slow to answer): asked once more (bounded, 2 s on Kafka; partitions open one after
+        // another, so retrying longer would hold up every open in a broker outage).
+        let end = reader
+            .end_at_open()
+            .or_else(|| self.inner.log.bounds(id).ok().map(|(_, end)| end));
         let catch_up = match end {
             Some(end) if end > next => {
                 runtime.catch_up_to(end);

@@ -6,6 +6,7 @@ use super::{ErrorKind, Service, ServiceError};
 use crate::engine::WaitError;
 use crate::model::Position;
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 impl Service {
     /// Whether this node serves `position`'s partition and has applied it: a read here needs not
@@ -90,10 +91,15 @@ impl Service {
                 return Ok(route);
             }
             let (here, _) = self.split_positions(positions, &BTreeMap::<u32, ()>::new());
+            let started = Instant::now();
             let waited = match self.wait_here(&here).await? {
                 Waited::Applied => {
-                    self.wait_caught_up(partition, self.config.read_wait_timeout)
-                        .await?
+                    // One bound for the read: what the positions took is not waited again.
+                    let left = self
+                        .config
+                        .read_wait_timeout
+                        .saturating_sub(started.elapsed());
+                    self.wait_caught_up(partition, left).await?
                 }
                 moved => moved,
             };
@@ -109,36 +115,46 @@ impl Service {
 
     /// Waits (bounded) until every position is applied here; with gossip on, a partition that
     /// left this node while the read waited is `Moved` (its reads go to the member serving it).
+    /// `READ_WAIT_TIMEOUT_MS` bounds the whole wait, however many positions it names.
     pub(super) async fn wait_here(&self, positions: &[Position]) -> Result<Waited, ServiceError> {
         self.check_positions(positions)?;
+        let deadline = Instant::now() + self.config.read_wait_timeout;
         for &position in positions {
-            match self
-                .engine
-                .wait_applied(position, self.config.read_wait_timeout)
-                .await
-            {
-                Ok(()) => {}
-                Err(WaitError::NotOwned(partition)) if self.cluster.is_some() => {
-                    return Ok(Waited::Moved(partition));
-                }
-                Err(WaitError::NotOwned(partition)) => return Err(not_here(partition)),
-                Err(e @ WaitError::Opening { .. }) => {
-                    return Err(ServiceError::new(
-                        ErrorKind::Unavailable,
-                        "partition_opening",
-                        format!("{e}; try again shortly"),
-                    ));
-                }
-                Err(e @ WaitError::Timeout { .. }) => {
-                    return Err(ServiceError::new(
-                        ErrorKind::Timeout,
-                        "min_offsets_timeout",
-                        format!("{e}; retry, or read without min_offsets"),
-                    ));
-                }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let waited = self.waited(self.engine.wait_applied(position, left).await, |e| {
+                ServiceError::new(
+                    ErrorKind::Timeout,
+                    "min_offsets_timeout",
+                    format!("{e}; retry, or read without min_offsets"),
+                )
+            })?;
+            if let Waited::Moved(_) = waited {
+                return Ok(waited);
             }
         }
         Ok(Waited::Applied)
+    }
+
+    /// How a wait here ended, as a read takes it: applied, moved away (with gossip on), or the
+    /// error to answer (`timed_out` makes the one of a wait past its bound).
+    fn waited(
+        &self,
+        result: Result<(), WaitError>,
+        timed_out: impl FnOnce(WaitError) -> ServiceError,
+    ) -> Result<Waited, ServiceError> {
+        match result {
+            Ok(()) => Ok(Waited::Applied),
+            Err(WaitError::NotOwned(partition)) if self.cluster.is_some() => {
+                Ok(Waited::Moved(partition))
+            }
+            Err(WaitError::NotOwned(partition)) => Err(not_here(partition)),
+            Err(e @ WaitError::Opening { .. }) => Err(ServiceError::new(
+                ErrorKind::Unavailable,
+                "partition_opening",
+                format!("{e}; try again shortly"),
+            )),
+            Err(e @ WaitError::Timeout { .. }) => Err(timed_out(e)),
+        }
     }
 
     /// Waits (bounded) until `partition`, when this node applies it, has applied what the log
@@ -148,7 +164,7 @@ impl Service {
     pub(super) async fn wait_caught_up(
         &self,
         partition: u32,
-        bound: std::time::Duration,
+        bound: Duration,
     ) -> Result<Waited, ServiceError> {
         let Some(runtime) = self.engine.partition(partition) else {
             return Ok(Waited::Applied);
@@ -160,18 +176,12 @@ impl Service {
             partition,
             offset: to - 1,
         };
-        match self.engine.wait_applied(position, bound).await {
-            Ok(()) => Ok(Waited::Applied),
-            Err(WaitError::NotOwned(partition)) if self.cluster.is_some() => {
-                Ok(Waited::Moved(partition))
-            }
-            Err(WaitError::NotOwned(partition)) => Err(not_here(partition)),
-            Err(e @ WaitError::Opening { .. }) => Err(ServiceError::new(
-                ErrorKind::Unavailable,
-                "partition_opening",
-                format!("{e}; try again shortly"),
-            )),
-            Err(WaitError::Timeout { next, .. }) => Err(ServiceError::new(
+        self.waited(self.engine.wait_applied(position, bound).await, |e| {
+            let next = match e {
+                WaitError::Timeout { next, .. } => next,
+                _ => runtime.next_offset(),
+            };
+            ServiceError::new(
                 ErrorKind::Unavailable,
                 "partition_catching_up",
                 format!(
@@ -180,8 +190,8 @@ impl Service {
                      reads wait until it has, so they never answer older data than was \
                      answered before; try again shortly"
                 ),
-            )),
-        }
+            )
+        })
     }
 
     /// The runtime of `partition` for a read answered here (a peer's, or one routed here):

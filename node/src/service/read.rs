@@ -130,15 +130,16 @@ impl Service {
             }
         };
         let local_reads = async {
+            // One bound for the read, however many partitions it waits for.
+            let deadline = Instant::now() + self.config.read_wait_timeout;
             let mut waited = self.wait_here(&local_waits).await?;
             for (partition, runtime, _) in &local {
                 if !matches!(waited, Waited::Applied) {
                     break;
                 }
                 if runtime.catching_up().is_some() {
-                    waited = self
-                        .wait_caught_up(*partition, self.config.read_wait_timeout)
-                        .await?;
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    waited = self.wait_caught_up(*partition, left).await?;
                 }
             }
             match waited {
