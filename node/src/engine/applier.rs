@@ -46,6 +46,13 @@ impl Engine {
                 let next = runtime.next_offset();
                 records.retain(|r| r.offset >= next);
                 if records.is_empty() {
+                    // Nothing left to apply: if the reader passed the catch-up target over
+                    // offsets that hold no entry (Kafka's transaction markers), it has caught up.
+                    if runtime.catching_up().is_some()
+                        && let Some(position) = reader.position()
+                    {
+                        runtime.passed(position);
+                    }
                     return Turn::Idle;
                 }
                 records

@@ -364,6 +364,22 @@ impl PartitionRuntime {
         self.catch_up_to.store(end, Ordering::Release);
     }
 
+    /// Ends the catch-up once its log's reader, with no entry left to apply, has passed the
+    /// target: the offsets between were records that are no entries (Kafka's transaction
+    /// markers), which no applied offset ever covers.
+    pub(super) fn passed(&self, position: u64) {
+        let to = self.catch_up_to.load(Ordering::Acquire);
+        if to > self.next_offset() && position >= to {
+            self.catch_up_to.store(0, Ordering::Release);
+            tracing::info!(
+                partition = self.id(),
+                next_offset = self.next_offset(),
+                position,
+                "caught up: the log's last offsets hold no entries (transaction markers)"
+            );
+        }
+    }
+
     /// The offset its reads wait to be applied to while the partition replays what the log
     /// held when it opened here behind it (the next offset it must reach), or `None` once it
     /// has.

@@ -1925,3 +1925,121 @@ async fn a_partition_opened_behind_the_log_catches_up_to_the_end_it_had_then() {
     assert_eq!(runtime.catching_up(), None);
     engine.shutdown();
 }
+
+/// The embedded log with one offset past its end that holds no entry, as a Kafka transaction's
+/// commit marker does: the end says one more, and its readers pass over it once they have
+/// delivered everything.
+struct MarkerAtTheEnd(Arc<EmbeddedLog>);
+
+/// A reader of [`MarkerAtTheEnd`].
+struct PassesTheMarker {
+    inner: Box<dyn crate::log::PartitionReader>,
+    /// The marker's offset: the inner log's end when the reader opened.
+    marker: u64,
+    next: u64,
+}
+
+impl crate::log::PartitionReader for PassesTheMarker {
+    fn read(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>, crate::log::LogError> {
+        let records = self.inner.read(max, wait)?;
+        if let Some(last) = records.last() {
+            self.next = last.offset + 1;
+        }
+        Ok(records)
+    }
+
+    fn set_waker(&mut self, waker: crate::log::Waker) {
+        self.inner.set_waker(waker)
+    }
+
+    fn end_at_open(&self) -> Option<u64> {
+        Some(self.marker + 1)
+    }
+
+    fn position(&self) -> Option<u64> {
+        Some(if self.next >= self.marker {
+            self.marker + 1
+        } else {
+            self.next
+        })
+    }
+}
+
+impl crate::log::MutationLog for MarkerAtTheEnd {
+    fn partition_count(&self) -> u32 {
+        self.0.partition_count()
+    }
+
+    fn append(&self, partition: u32, entries: Vec<crate::log::Append>) -> crate::log::AppendFuture {
+        self.0.append(partition, entries)
+    }
+
+    fn ownership(&self) -> tokio::sync::watch::Receiver<crate::log::Ownership> {
+        self.0.ownership()
+    }
+
+    fn reader(
+        &self,
+        partition: u32,
+        from: u64,
+    ) -> Result<Box<dyn crate::log::PartitionReader>, crate::log::LogError> {
+        let inner = self.0.reader(partition, from)?;
+        let marker = inner.end_at_open().expect("the embedded log knows its end");
+        Ok(Box::new(PassesTheMarker {
+            inner,
+            marker,
+            next: from,
+        }))
+    }
+
+    fn bounds(&self, partition: u32) -> Result<(u64, u64), crate::log::LogError> {
+        self.0
+            .bounds(partition)
+            .map(|(start, end)| (start, end + 1))
+    }
+
+    fn release(&self, partition: u32, offset: u64) {
+        self.0.release(partition, offset)
+    }
+
+    fn shutdown(&self) {
+        self.0.shutdown()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_whose_log_ends_in_a_transaction_marker_catches_up_when_its_reader_passes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = open_log(dir.path());
+    let pk = pks_in(1, 1).remove(0);
+    for (ts, sk) in [(1, "a"), (2, "b")] {
+        let entry = LogEntry::new(ts, vec![put(&pk, sk, "1", None)]);
+        embedded.append(1, vec![append(&entry)]).await.unwrap();
+    }
+    let store = crate::store::Store::open(&dir.path().join("store"), PARTITIONS).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let plugins = test_plugins(&store, &embedded, &metrics);
+    let (engine, _tasks) = Engine::start(
+        store,
+        Arc::new(MarkerAtTheEnd(embedded.clone())),
+        Arc::new(Conditions::new()),
+        plugins,
+        metrics,
+        EngineConfig::default(),
+    );
+    let runtime = engine.partition(1).expect("opened");
+    // Offsets 0 and 1 are entries, 2 the marker: the applied offset stops at 2, the end is 3.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while runtime.catching_up().is_some() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(runtime.next_offset(), 2, "both entries applied");
+    assert_eq!(
+        runtime.catching_up(),
+        None,
+        "the reader passed the marker with nothing left to apply: reads must not wait for an \
+         entry that will never come"
+    );
+    assert!(runtime.current());
+    engine.shutdown();
+}

@@ -119,6 +119,14 @@ pub trait PartitionReader: Send {
     /// said: what a partition opened behind it must apply before its reads are answered (so
     /// they never answer older data than was answered before).
     fn end_at_open(&self) -> Option<u64>;
+
+    /// The offset after the last record the reader has passed over, delivered or not, when it
+    /// passes over records it never delivers: Kafka's transaction markers and the records of
+    /// aborted transactions take offsets no entry has, so the log's end can lie beyond the
+    /// last entry applied. `None` for a log whose every offset is an entry (the embedded log).
+    fn position(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A partitioned, durable, ordered log of entries.

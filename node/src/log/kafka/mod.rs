@@ -472,6 +472,17 @@ impl PartitionReader for KafkaReader {
         self.end_at_open
     }
 
+    fn position(&self) -> Option<u64> {
+        // librdkafka moves the application's position past a transaction marker when a poll
+        // consumes it without returning it (and past an aborted transaction's records).
+        let positions = self.consumer.position().ok()?;
+        let ours = positions.find_partition(&self.topic, self.partition as i32)?;
+        match ours.offset() {
+            Offset::Offset(offset) => u64::try_from(offset).ok(),
+            _ => None,
+        }
+    }
+
     fn read(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>, LogError> {
         if let Some(e) = self.pending.take() {
             return Err(e);
