@@ -526,14 +526,45 @@ print("ready", flush=True)
 sys.stdin.read()
 "#;
 
+/// The node's last log lines, newest first, for a failure's message.
+fn node_tail(node: &Node) -> String {
+    let log = node.log();
+    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+    format!(
+        "; the node's last lines, newest first:\n{}",
+        tail.join("\n")
+    )
+}
+
 #[test]
 fn watches_whose_clients_stopped_reading_are_closed_and_writers_go_on() {
+    // Events near MAX_VALUE_BYTES: 150 watches stuck on one each hold 75 MB, past the bound.
+    // Not more watches of smaller events: the kernel keeps up to `tcp_wmem`'s most (4 MiB
+    // here) of each one's events in its send buffer before the node holds any, and 500
+    // watches of 200 KB events took 1.5 GB of the machine's TCP memory, its `tcp_mem`
+    // pressure point, where the kernel squeezes every socket's buffers; beside other tests in
+    // CI the writer's and the reading watch's transfers then stalled too, and were closed as
+    // stalled. 150 take about 600 MB.
+    const VALUE_BYTES: usize = 500_000;
+    const WATCHES: usize = 150;
+    const LARGE_WRITES: usize = 20;
+    const RECORDS_PER_LARGE_WRITE: usize = 2;
+    let send_buffer_max = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|text| text.split_whitespace().nth(2)?.parse::<usize>().ok())
+        .unwrap_or(4 << 20);
+    // Enough to fill each stuck watch's kernel buffer and leave it stuck on an event.
+    let small_writes = send_buffer_max / VALUE_BYTES + 6;
     let node = Node::start_with(&[("CLIENT_MEMORY_MAX_BYTES", "67108864")]);
     let held = || node.metric("firescroll_client_memory_bytes ");
     let closed = || node.metric("firescroll_clients_evicted_total{port=\"http\"}");
-    // 500 watches stuck on an event of 200 KB each would hold 100 MB: past the bound.
     let mut stuck = std::process::Command::new("python3")
-        .args(["-c", STUCK_WATCHES, &node.api.to_string(), "500"])
+        .args([
+            "-c",
+            STUCK_WATCHES,
+            &node.api.to_string(),
+            &WATCHES.to_string(),
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -545,8 +576,34 @@ fn watches_whose_clients_stopped_reading_are_closed_and_writers_go_on() {
     )
     .unwrap();
     assert_eq!(ready.trim(), "ready");
-    // And one watch whose client reads everything.
+    let value = "v".repeat(VALUE_BYTES);
+    // Writes the size of one event: once the kernel's buffers of the stuck watches are full,
+    // their events fill the bound and the node closes some.
+    for i in 0..small_writes {
+        let (status, body) = node.post(
+            "/records/put",
+            json!({"Records": [{"pk": "w", "sk": format!("small-{i}"), "data": value}]}),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    wait_for("stuck watches closed", || closed() > 0.0);
+    wait_for("the rest within the bound", || held() <= (64 << 20) as f64);
+    // Once they are stalled, writes of six times that arrive while the bound is full: the
+    // stalled watches go, not the writer, though its bodies are the largest. Stalled means
+    // nothing moved for a second: until the node has pushed every event into the kernel's
+    // buffers of the stuck watches (slow on a loaded machine: a fixed wait failed in CI), they
+    // still move, and then the largest holding, the writer's, is rightly the one closed.
+    let stalled = || node.metric("firescroll_client_memory_stalled_bytes");
+    wait_for("the stuck watches to stall", || {
+        stalled() > 0.0 && held() - stalled() < (2 * VALUE_BYTES) as f64
+    });
+    // Then one watch whose client reads everything. Started now, not with the stuck ones: while
+    // none of them has stalled yet (they still move until their kernel buffers fill), a watch
+    // holding an event of the same size is closed as readily as they are (the least recently
+    // moved first), and on a loaded machine the test's reader can be that one.
     let url = node.url("/records/watch?pk=w");
+    let expected_changes = RECORDS_PER_LARGE_WRITE * LARGE_WRITES;
+    let (subscribed, is_subscribed) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let response = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(120))
@@ -557,65 +614,53 @@ fn watches_whose_clients_stopped_reading_are_closed_and_writers_go_on() {
             .unwrap();
         let mut changes = 0;
         for line in std::io::BufRead::lines(std::io::BufReader::new(response)) {
-            if line.unwrap() == "event: change" {
-                changes += 1;
-                if changes == 120 {
-                    break;
+            match line {
+                Ok(line) if line == "event: bookmark" => {
+                    let _ = subscribed.send(());
                 }
+                Ok(line) if line == "event: change" => changes += 1,
+                Ok(_) => {}
+                Err(e) => return Err(format!("after {changes} changes: {e}")),
+            }
+            if changes == expected_changes {
+                break;
             }
         }
-        changes
+        Ok(changes)
     });
-    let value = "v".repeat(200_000);
-    // Writes the size of one event: once the kernel's buffers of the stuck watches are full
-    // (2 MB each, here), their events fill the bound and the node closes some.
-    for i in 0..20 {
-        let (status, body) = node.post(
-            "/records/put",
-            json!({"Records": [{"pk": "w", "sk": format!("small-{i}"), "data": value}]}),
-        );
-        assert_eq!(status, 200, "{body}");
-    }
-    wait_for("stuck watches closed", || closed() > 0.0);
-    wait_for("the rest within the bound", || held() <= (64 << 20) as f64);
-    // Once they are stalled, writes of five times that arrive while the bound is full: the
-    // stalled watches go, not the writer, though its bodies are the largest. Stalled means
-    // nothing moved for a second: until the node has pushed every event into the kernel's
-    // buffers of the stuck watches (slow on a loaded machine: a fixed wait failed in CI), they
-    // still move, and then the largest holding, the writer's, is rightly the one closed.
-    let stalled = || node.metric("firescroll_client_memory_stalled_bytes");
-    wait_for("the stuck watches to stall", || {
-        stalled() > 0.0 && held() - stalled() < 1_000_000.0
-    });
+    is_subscribed
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the reading watch's first bookmark");
     let before = closed();
-    for i in 0..20 {
-        let records: Vec<Value> = (0..5)
+    let held_before = held();
+    for i in 0..LARGE_WRITES {
+        let records: Vec<Value> = (0..RECORDS_PER_LARGE_WRITE)
             .map(|j| json!({"pk": "w", "sk": format!("large-{i}-{j}"), "data": value}))
             .collect();
+        // Bodies of 3 MB (2 MB of it JSON's whitespace; an entry holds at most 1 MiB): the
+        // stuck watches closed to make room may have left up to an event's size free for each
+        // connection that closed some at the same moment, and each body must still cross it.
+        let body = format!("{}{}", " ".repeat(2 << 20), json!({ "Records": records }));
         let sent = node
             .client()
             .post(node.url("/records/put"))
-            .body(json!({ "Records": records }).to_string())
+            .body(body)
             .send();
         match sent {
             Ok(r) => assert_eq!(r.status(), 200),
-            Err(e) => {
-                let log = node.log();
-                let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                panic!(
-                    "large write {i} failed ({e}); the node's last lines, newest first:\n{}",
-                    tail.join("\n")
-                );
-            }
+            Err(e) => panic!("large write {i} failed ({e}){}", node_tail(&node)),
         }
     }
     assert!(
         closed() > before,
-        "the large writes closed no stalled watch"
+        "the large writes closed no stalled watch (held before them: {held_before} bytes)"
     );
     wait_for("the rest within the bound", || held() <= (64 << 20) as f64);
     // The watch that reads saw every change.
-    assert_eq!(reader.join().unwrap(), 120);
+    match reader.join().unwrap() {
+        Ok(changes) => assert_eq!(changes, expected_changes),
+        Err(e) => panic!("the reading watch failed {e}{}", node_tail(&node)),
+    }
     drop(stuck.stdin.take());
     stuck.wait().unwrap();
     wait_for("nothing held", || held() == 0.0);
