@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 /// How long a partition waits before reading its log again after a read failed.
 const READ_RETRY: Duration = Duration::from_secs(1);
 
+/// How often an idle partition asks its reader how far it got (for the lag metric), once it
+/// has caught up.
+const POSITION_EVERY: Duration = Duration::from_secs(1);
+
 impl Engine {
     /// Applies at most one batch of partition `runtime`, reading its log without waiting.
     pub(super) fn apply_turn(&self, runtime: &PartitionRuntime, work: &mut Work) -> Turn {
@@ -46,12 +50,18 @@ impl Engine {
                 let next = runtime.next_offset();
                 records.retain(|r| r.offset >= next);
                 if records.is_empty() {
-                    // Nothing left to apply: if the reader passed the catch-up target over
-                    // offsets that hold no entry (Kafka's transaction markers), it has caught up.
-                    if runtime.catching_up().is_some()
-                        && let Some(position) = reader.position()
-                    {
-                        runtime.passed(position);
+                    // Nothing left to apply: how far the reader got past offsets that hold no
+                    // entry (Kafka's transaction markers) ends a catch-up and corrects the lag.
+                    // Asked on every idle turn while catching up, else now and then.
+                    let due = runtime.catching_up().is_some()
+                        || work
+                            .position_asked
+                            .is_none_or(|at| at.elapsed() >= POSITION_EVERY);
+                    if due {
+                        if let Some(position) = reader.position() {
+                            runtime.passed(position);
+                        }
+                        work.position_asked = Some(Instant::now());
                     }
                     return Turn::Idle;
                 }

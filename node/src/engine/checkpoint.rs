@@ -8,9 +8,9 @@ impl Engine {
     /// Makes the store durable, then lets the log reclaim what is applied; refreshes lag metrics.
     pub fn checkpoint(&self) {
         let partitions = self.partitions();
-        let applied: Vec<(u32, u64)> = partitions
+        let applied: Vec<(u32, u64, u64)> = partitions
             .iter()
-            .map(|p| (p.id(), p.next_offset()))
+            .map(|p| (p.id(), p.next_offset(), p.log_position()))
             .collect();
         if let Err(e) = self.inner.store.persist() {
             tracing::error!(error = %e, "making the store durable failed; keeping the log");
@@ -19,14 +19,15 @@ impl Engine {
         for runtime in &partitions {
             self.prune_outcomes(runtime);
         }
-        for (id, next) in applied {
+        for (id, next, position) in applied {
             self.inner.log.release(id, next);
             if let Ok((_, end)) = self.inner.log.bounds(id) {
+                // From where the reader got: a transaction marker at the log's end is no lag.
                 self.inner
                     .metrics
                     .apply_lag
                     .with_label_values(&[&id.to_string()])
-                    .set(end.saturating_sub(next) as i64);
+                    .set(end.saturating_sub(position) as i64);
             }
         }
     }

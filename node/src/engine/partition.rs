@@ -106,6 +106,9 @@ pub struct PartitionRuntime {
     /// restore from an older snapshot). Its reads wait until it is applied, so they never
     /// answer older state than was answered before (0: nothing to catch up on).
     catch_up_to: AtomicU64,
+    /// How far its log's reader had got when it last found nothing to apply, if it says
+    /// (`PartitionRuntime::passed`); 0 until then.
+    passed: AtomicU64,
 }
 
 /// A partition whose applier has been on one batch for a long time.
@@ -141,6 +144,7 @@ impl PartitionRuntime {
             applier: Mutex::new(None),
             applying: Mutex::new(None),
             catch_up_to: AtomicU64::new(0),
+            passed: AtomicU64::new(0),
         }
     }
 
@@ -364,10 +368,12 @@ impl PartitionRuntime {
         self.catch_up_to.store(end, Ordering::Release);
     }
 
-    /// Ends the catch-up once its log's reader, with no entry left to apply, has passed the
+    /// Notes how far its log's reader has got with no entry left to apply (see
+    /// [`PartitionRuntime::log_position`]), and ends the catch-up once that has passed the
     /// target: the offsets between were records that are no entries (Kafka's transaction
     /// markers), which no applied offset ever covers.
     pub(super) fn passed(&self, position: u64) {
+        self.passed.fetch_max(position, Ordering::Relaxed);
         let to = self.catch_up_to.load(Ordering::Acquire);
         if to > self.next_offset() && position >= to {
             self.catch_up_to.store(0, Ordering::Release);
@@ -378,6 +384,13 @@ impl PartitionRuntime {
                 "caught up: the log's last offsets hold no entries (transaction markers)"
             );
         }
+    }
+
+    /// Where this partition stands in its log: its next offset, or further when its reader
+    /// has passed offsets that hold no entry (Kafka's transaction markers) with nothing left to
+    /// apply. The log's end minus this is its lag.
+    pub fn log_position(&self) -> u64 {
+        self.next_offset().max(self.passed.load(Ordering::Relaxed))
     }
 
     /// The offset its reads wait to be applied to while the partition replays what the log

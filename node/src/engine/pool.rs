@@ -47,6 +47,9 @@ pub(super) struct Work {
     pub waiting_for: Option<(Digest, u64)>,
     /// After a failed read: not before this instant again.
     pub retry_at: Option<Instant>,
+    /// When the reader's position was last asked for on an idle turn (see
+    /// [`PartitionReader::position`]).
+    pub position_asked: Option<Instant>,
 }
 
 /// How a turn ended.
@@ -172,6 +175,7 @@ impl ApplierPool {
                 carried: Vec::new(),
                 waiting_for: None,
                 retry_at: None,
+                position_asked: None,
             }),
         });
         // The waker holds the slot: a slot dropped inside a log's callback would drop its

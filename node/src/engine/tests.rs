@@ -2024,7 +2024,7 @@ async fn a_partition_whose_log_ends_in_a_transaction_marker_catches_up_when_its_
         Arc::new(MarkerAtTheEnd(embedded.clone())),
         Arc::new(Conditions::new()),
         plugins,
-        metrics,
+        metrics.clone(),
         EngineConfig::default(),
     );
     let runtime = engine.partition(1).expect("opened");
@@ -2041,5 +2041,9 @@ async fn a_partition_whose_log_ends_in_a_transaction_marker_catches_up_when_its_
          entry that will never come"
     );
     assert!(runtime.current());
+    // Nor is the marker lag: the log's end (3) less where the reader got (3).
+    engine.checkpoint();
+    assert_eq!(runtime.log_position(), 3);
+    assert_eq!(metrics.apply_lag.with_label_values(&["1"]).get(), 0);
     engine.shutdown();
 }
