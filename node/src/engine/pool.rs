@@ -47,9 +47,10 @@ pub(super) struct Work {
     pub waiting_for: Option<(Digest, u64)>,
     /// After a failed read: not before this instant again.
     pub retry_at: Option<Instant>,
-    /// When the reader's position was last asked for on an idle turn (see
-    /// [`PartitionReader::position`]).
+    /// When an idle turn last asked the reader how far it got.
     pub position_asked: Option<Instant>,
+    /// Whether the reader ever said (the embedded log never does: every offset is an entry).
+    pub position_known: bool,
 }
 
 /// How a turn ended.
@@ -176,6 +177,7 @@ impl ApplierPool {
                 waiting_for: None,
                 retry_at: None,
                 position_asked: None,
+                position_known: false,
             }),
         });
         // The waker holds the slot: a slot dropped inside a log's callback would drop its
