@@ -13,10 +13,6 @@ use std::time::{Duration, Instant};
 /// How long a partition waits before reading its log again after a read failed.
 const READ_RETRY: Duration = Duration::from_secs(1);
 
-/// How often an idle partition that has caught up asks its reader how far it got (see
-/// [`crate::log::PartitionReader::position`]).
-const POSITION_EVERY: Duration = Duration::from_secs(1);
-
 impl Engine {
     /// Applies at most one batch of partition `runtime`, reading its log without waiting.
     pub(super) fn apply_turn(&self, runtime: &PartitionRuntime, work: &mut Work) -> Turn {
@@ -52,22 +48,9 @@ impl Engine {
                 if records.is_empty() {
                     // Nothing left to apply: how far the reader got past offsets that hold no
                     // entry (Kafka's transaction markers) ends a catch-up and corrects the lag.
-                    // Asked on every idle turn while catching up, else at most once a second
-                    // (on Kafka it waits on the client's group thread).
-                    let due = runtime.catching_up().is_some()
-                        || work
-                            .position_asked
-                            .is_none_or(|at| at.elapsed() >= POSITION_EVERY);
-                    if due {
-                        work.position_asked = Some(Instant::now());
-                        if let Some(position) = reader.position() {
-                            work.position_known = true;
-                            runtime.passed(position);
-                        }
-                    } else if work.position_known {
-                        // Asked a moment ago: asked again on a tick once the second is up, as
-                        // a marker that arrived since will not wake the partition again.
-                        return Turn::Waiting;
+                    // (The reader never waits to say; it wakes the partition when it moves.)
+                    if let Some(position) = reader.position() {
+                        runtime.passed(position);
                     }
                     return Turn::Idle;
                 }

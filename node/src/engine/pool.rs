@@ -47,10 +47,6 @@ pub(super) struct Work {
     pub waiting_for: Option<(Digest, u64)>,
     /// After a failed read: not before this instant again.
     pub retry_at: Option<Instant>,
-    /// When an idle turn last asked the reader how far it got.
-    pub position_asked: Option<Instant>,
-    /// Whether the reader ever said (the embedded log never does: every offset is an entry).
-    pub position_known: bool,
 }
 
 /// How a turn ended.
@@ -176,8 +172,6 @@ impl ApplierPool {
                 carried: Vec::new(),
                 waiting_for: None,
                 retry_at: None,
-                position_asked: None,
-                position_known: false,
             }),
         });
         // The waker holds the slot: a slot dropped inside a log's callback would drop its

@@ -124,8 +124,9 @@ pub trait PartitionReader: Send {
     /// passes over records it never delivers: Kafka's transaction markers and the records of
     /// aborted transactions take offsets no entry has, so the log's end can lie beyond the
     /// last entry applied. `None` for a log whose every offset is an entry (the embedded log).
-    /// It may wait on the log's client (on Kafka, a round trip to librdkafka's group thread,
-    /// which that thread answers without a bound): ask it rarely, never per entry.
+    /// Never waits: a log whose client must be asked keeps the answer current elsewhere and
+    /// calls the waker when it moves past offsets it delivered nothing for, as such a move is
+    /// no delivery and would wake nobody otherwise.
     fn position(&self) -> Option<u64> {
         None
     }

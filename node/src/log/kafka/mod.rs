@@ -9,6 +9,7 @@
 
 mod bootstrap;
 mod plugins;
+mod positions;
 mod quiet;
 mod settings;
 
@@ -19,6 +20,7 @@ pub use settings::{KafkaSettings, SaslMechanism};
 use super::{
     Append, AppendFuture, Assignment, LogError, LogRecord, MutationLog, Ownership, PartitionReader,
 };
+use positions::{ReaderPosition, ReaderPositions};
 use quiet::QuietContext;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -32,7 +34,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Where each partition this node gains should start: the store's next offset to apply.
@@ -47,7 +49,8 @@ struct Shared {
     consumer: OnceLock<Weak<BaseConsumer<GroupContext>>>,
     /// Queues of newly assigned partitions, waiting for the engine to open a reader.
     queues: Mutex<HashMap<u32, PartitionQueue<GroupContext>>>,
-
+    /// Where each open reader is, kept current by the poller thread.
+    positions: ReaderPositions,
     ownership: watch::Sender<Ownership>,
 }
 
@@ -232,6 +235,7 @@ impl KafkaLog {
             start_offsets,
             consumer: OnceLock::new(),
             queues: Mutex::new(HashMap::new()),
+            positions: ReaderPositions::default(),
             ownership,
         });
         let consumer: Arc<BaseConsumer<GroupContext>> = Arc::new(
@@ -249,14 +253,20 @@ impl KafkaLog {
             .map_err(|e| BootstrapError::Kafka(e.to_string()))?;
         let stop = Arc::new(AtomicBool::new(false));
         // Polling the main queue serves the group protocol and rebalance callbacks; messages
-        // arrive on the per-partition queues instead.
+        // arrive on the per-partition queues instead. The same thread keeps the readers'
+        // positions current (asking waits on librdkafka's group thread; appliers never do).
         let poller = {
-            let (consumer, stop) = (consumer.clone(), stop.clone());
+            let (consumer, stop, shared) = (consumer.clone(), stop.clone(), shared.clone());
             std::thread::Builder::new()
                 .name("kafka-group".into())
                 .spawn(move || {
                     let repeats = quiet::Repeats::new(quiet::EVERY);
+                    let mut refreshed = Instant::now();
                     while !stop.load(Ordering::SeqCst) {
+                        if refreshed.elapsed() >= positions::REFRESH_EVERY {
+                            shared.positions.refresh(&consumer, &shared.topic);
+                            refreshed = Instant::now();
+                        }
                         match consumer.poll(Duration::from_millis(100)) {
                             None => {}
                             Some(Ok(m)) => tracing::warn!(
@@ -376,6 +386,8 @@ impl MutationLog for KafkaLog {
             pending: None,
             consumer: self.consumer.clone(),
             topic: topic.clone(),
+            position: self.shared.positions.open(partition),
+            shared: self.shared.clone(),
         }))
     }
 
@@ -437,6 +449,15 @@ struct KafkaReader {
     pending: Option<LogError>,
     consumer: Arc<BaseConsumer<GroupContext>>,
     topic: String,
+    /// How far it got, delivered or not, as the poller thread last asked.
+    position: Arc<ReaderPosition>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for KafkaReader {
+    fn drop(&mut self) {
+        self.shared.positions.close(self.partition, &self.position);
+    }
 }
 
 impl KafkaReader {
@@ -465,6 +486,7 @@ impl PartitionReader for KafkaReader {
     fn set_waker(&mut self, waker: crate::log::Waker) {
         // librdkafka calls it when the partition's queue goes from empty to not empty: a read
         // that leaves messages behind must be followed by another without waiting for it.
+        self.position.set_waker(waker.clone());
         self.queue.set_nonempty_callback(move || waker());
     }
 
@@ -474,13 +496,9 @@ impl PartitionReader for KafkaReader {
 
     fn position(&self) -> Option<u64> {
         // librdkafka moves the application's position past a transaction marker when a poll
-        // consumes it without returning it (and past an aborted transaction's records).
-        let positions = self.consumer.position().ok()?;
-        let ours = positions.find_partition(&self.topic, self.partition as i32)?;
-        match ours.offset() {
-            Offset::Offset(offset) => u64::try_from(offset).ok(),
-            _ => None,
-        }
+        // consumes it without returning it (and past an aborted transaction's records); the
+        // poller thread asks it and wakes the partition when it moves (`positions.rs`).
+        self.position.get()
     }
 
     fn read(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>, LogError> {
