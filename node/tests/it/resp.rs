@@ -493,6 +493,88 @@ fn idle_connections_are_closed() {
     assert!(started.elapsed() >= Duration::from_millis(900));
 }
 
+/// Reads `stream` until its read timeout: true if the node closed it meanwhile.
+fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 256];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn subscribed_and_monitoring_connections_are_never_closed_for_being_idle() {
+    let node = Node::start_with(&[("RESP_IDLE_TIMEOUT_SEC", "1")]);
+    let connect = || TcpStream::connect(("127.0.0.1", node.resp)).unwrap();
+    let (mut subscribed, mut monitoring, mut plain) = (connect(), connect(), connect());
+    subscribed
+        .write_all(b"*2\r\n$9\r\nSUBSCRIBE\r\n$2\r\nch\r\n")
+        .unwrap();
+    monitoring.write_all(b"*1\r\n$7\r\nMONITOR\r\n").unwrap();
+    // Three idle timeouts: as in Redis, only the plain connection goes.
+    assert!(closed_within(&mut plain, Duration::from_secs(10)));
+    assert!(!closed_within(&mut subscribed, Duration::from_secs(3)));
+    assert!(!closed_within(&mut monitoring, Duration::from_millis(100)));
+    // And CLIENT LIST says which one subscribes, as Redis does.
+    let mut con = client(&node, false);
+    let pubsub: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(pubsub.lines().count(), 1, "{pubsub}");
+    assert!(
+        pubsub.contains(" flags=P ") && pubsub.contains(" sub=1 psub=0 "),
+        "{pubsub}"
+    );
+    let normal: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("normal")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(normal.lines().count(), 2, "monitoring and asking: {normal}");
+    drop(con);
+    // Unsubscribed, it is an idle connection like any other.
+    subscribed
+        .write_all(b"*1\r\n$11\r\nUNSUBSCRIBE\r\n")
+        .unwrap();
+    assert!(closed_within(&mut subscribed, Duration::from_secs(10)));
+
+    // redis-py's listener, idle past the timeout, still gets the notification.
+    let script = format!(
+        r#"
+import redis, time
+r = redis.Redis(port={port}, decode_responses=True)
+r.config_set("notify-keyspace-events", "KEA")
+p = r.pubsub()
+p.subscribe("__keyspace@0__:idle-key")
+m = p.get_message(timeout=5)
+assert m and m["type"] == "subscribe", m
+time.sleep(3)
+redis.Redis(port={port}, decode_responses=True).set("idle-key", "v")
+m = p.get_message(timeout=5)
+assert m and m["type"] == "message" and m["data"] == "set", m
+print("ok")
+"#,
+        port = node.resp
+    );
+    run_redis_py(&script);
+}
+
 #[test]
 fn redis_py_works_over_resp3() {
     let node = Node::start();

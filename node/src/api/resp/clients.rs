@@ -162,7 +162,16 @@ impl ClientRegistry {
     /// `CLIENT LIST`'s text: one line per connection (of `only`, when given), in Redis's
     /// `key=value` format. The asking connection (`me`: its id, name and protocol, which its
     /// line would otherwise show as of its last noted command) is running `client|list`.
-    pub fn list(&self, only: Option<&[u64]>, me: (u64, &str, u8)) -> String {
+    /// `subscribed` holds each subscribed connection's channel and pattern counts (taken from
+    /// the hub before, so no lock is held inside another); `pubsub` keeps only subscribed
+    /// connections (`TYPE pubsub`) or only the others (`TYPE normal`).
+    pub fn list(
+        &self,
+        only: Option<&[u64]>,
+        me: (u64, &str, u8),
+        subscribed: &HashMap<u64, (usize, usize)>,
+        pubsub: Option<bool>,
+    ) -> String {
         let open = self.lock();
         let mut ids: Vec<&u64> = match only {
             // As many ids as arguments (262,144): each looked up, not each compared with every
@@ -174,10 +183,14 @@ impl ClientRegistry {
         ids.dedup();
         let mut text = String::new();
         for id in ids {
+            let subs = subscribed.get(id).copied().unwrap_or_default();
+            if pubsub.is_some_and(|pubsub| pubsub != (subs != (0, 0))) {
+                continue;
+            }
             let c = &open[id];
             let a = c.handle.activity.lock().unwrap_or_else(|p| p.into_inner());
             text.push_str(&if *id == me.0 {
-                line(*id, c, me.1, 0, "client|list", me.2, &a)
+                line(*id, c, me.1, 0, "client|list", me.2, &a, subs)
             } else {
                 line(
                     *id,
@@ -187,6 +200,7 @@ impl ClientRegistry {
                     &a.last_command,
                     a.proto,
                     &a,
+                    subs,
                 )
             });
         }
@@ -195,11 +209,18 @@ impl ClientRegistry {
 
     /// `CLIENT INFO`: connection `id`'s line of `CLIENT LIST`, as it is now (its activity is
     /// noted only now and then: the caller knows its name and protocol).
-    pub fn info(&self, id: u64, name: &str, proto: u8) -> Option<String> {
+    /// `subscribed`: its channel and pattern counts.
+    pub fn info(
+        &self,
+        id: u64,
+        name: &str,
+        proto: u8,
+        subscribed: (usize, usize),
+    ) -> Option<String> {
         let open = self.lock();
         let c = open.get(&id)?;
         let a = c.handle.activity.lock().unwrap_or_else(|p| p.into_inner());
-        Some(line(id, c, name, 0, "client|info", proto, &a))
+        Some(line(id, c, name, 0, "client|info", proto, &a, subscribed))
     }
 
     /// Closes the connections `filter` selects; how many.
@@ -233,7 +254,8 @@ impl ClientRegistry {
 }
 
 /// One connection's line of `CLIENT LIST`, in Redis 7.2's format (`lib` its library, as
-/// `CLIENT SETINFO` gave it).
+/// `CLIENT SETINFO` gave it; `(sub, psub)` its channel and pattern subscriptions).
+#[allow(clippy::too_many_arguments)]
 fn line(
     id: u64,
     c: &Client,
@@ -242,15 +264,26 @@ fn line(
     command: &str,
     proto: u8,
     lib: &Activity,
+    (sub, psub): (usize, usize),
 ) -> String {
     // What the connection holds, commands arriving and replies not yet taken (Redis splits it
     // into `qbuf` and `omem`; its `tot-mem` is the sum), when it counts (`client_memory`).
     let omem = c.handle.memory.held();
-    // Redis's flags: `e` a connection `CLIENT NO-EVICT` exempts, `N` none.
-    let flags = if c.handle.memory.exempt() { "e" } else { "N" };
+    // Redis's flags, in its order: `P` a subscriber, `e` a connection `CLIENT NO-EVICT`
+    // exempts; `N` none.
+    let mut flags = String::with_capacity(2);
+    if sub + psub > 0 {
+        flags.push('P');
+    }
+    if c.handle.memory.exempt() {
+        flags.push('e');
+    }
+    if flags.is_empty() {
+        flags.push('N');
+    }
     format!(
-        "id={id} addr={} laddr={} fd=0 name={name} age={} idle={idle_secs} flags={flags} db=0 sub=0 \
-         psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem={omem} \
+        "id={id} addr={} laddr={} fd=0 name={name} age={} idle={idle_secs} flags={flags} db=0 sub={sub} \
+         psub={psub} ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem={omem} \
          tot-mem={omem} events=r cmd={command} user=default redir=-1 resp={proto} lib-name={} \
          lib-ver={}\n",
         c.addr,

@@ -35,6 +35,9 @@ const KEPT_CAPACITY: usize = 1 << 20;
 /// connections are never closed (`RESP_IDLE_TIMEOUT_SEC=0`).
 const LAST_WRITE_MAX: Duration = Duration::from_secs(60);
 
+/// A timeout that never goes off (a century: far enough, and no overflow when added to now).
+const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 pub async fn run(
     mut stream: Socket,
     id: u64,
@@ -84,7 +87,7 @@ pub async fn run(
             failed
         }};
     }
-    let idle = tokio::time::sleep(config.idle_timeout.unwrap_or(Duration::MAX / 4));
+    let idle = tokio::time::sleep(config.idle_timeout.unwrap_or(NEVER));
     tokio::pin!(idle);
     // The connection ends by returning from this block, wherever it does: its last commands
     // are then counted below.
@@ -200,7 +203,14 @@ pub async fn run(
                 input.len() + output.len() + session.held_bytes(),
                 !(input.is_empty() && output.is_empty()),
             );
+            // A connection kept for its pushes (subscribed, monitoring) waits as long as it
+            // likes, as in Redis; TCP keepalive finds one whose client vanished.
             if let Some(timeout) = config.idle_timeout {
+                let timeout = if session.waits_for_pushes() {
+                    NEVER
+                } else {
+                    timeout
+                };
                 idle.as_mut().reset(tokio::time::Instant::now() + timeout);
             }
             let mut overflow = false;
@@ -311,7 +321,7 @@ async fn flush(
     while output.len() >= OUTPUT_HELD_MAX {
         client.hold_memory(also_held + output.len(), true);
         // Reset whenever the client takes some: a slow reader goes on, one that stopped ends.
-        let stalled = tokio::time::sleep(config.idle_timeout.unwrap_or(Duration::MAX / 4));
+        let stalled = tokio::time::sleep(config.idle_timeout.unwrap_or(NEVER));
         tokio::select! {
             wrote = stream.write_some(output) => wrote?,
             () = ended.as_mut() => return Err(std::io::ErrorKind::ConnectionAborted.into()),

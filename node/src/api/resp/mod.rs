@@ -23,6 +23,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
+/// How long a Redis connection is silent before the kernel probes its client (then every
+/// third of it, three times), as Redis's default `tcp-keepalive 300`.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(300);
+
 /// Settings of the RESP server.
 #[derive(Debug, Clone)]
 pub struct RespConfig {
@@ -79,6 +83,15 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
+        // Redis's `tcp-keepalive 300`: subscribed and monitoring connections never time out
+        // while idle, so one whose host vanished without closing it is found by the kernel.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(KEEPALIVE_IDLE)
+            .with_interval(KEEPALIVE_IDLE / 3)
+            .with_retries(3);
+        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
+            tracing::debug!(%peer, error = %e, "cannot set TCP keepalive");
+        }
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             tracing::warn!(%peer, max = config.max_clients, "RESP connection refused: too many clients");
             shared.stats.rejected.fetch_add(1, Ordering::Relaxed);

@@ -489,6 +489,17 @@ impl Hub {
         (state.subscribed[0].len(), state.subscribed[1].len())
     }
 
+    /// Each subscribed connection's channel and pattern counts (`CLIENT LIST`'s `sub`, `psub`).
+    pub fn subscription_counts(&self) -> HashMap<u64, (usize, usize)> {
+        let state = self.state.lock().expect("hub lock");
+        state
+            .conns
+            .iter()
+            .filter(|(_, c)| !(c.channels.is_empty() && c.patterns.is_empty()))
+            .map(|(&id, c)| (id, (c.channels.len(), c.patterns.len())))
+            .collect()
+    }
+
     /// The channels (or patterns) connection `id` is subscribed to.
     pub fn subscriptions(&self, id: u64, pattern: bool) -> Vec<Bytes> {
         let state = self.state.lock().expect("hub lock");

@@ -228,6 +228,12 @@ impl Shape {
 }
 
 impl Session {
+    /// Whether the connection is kept for what the node sends it unasked: subscribed to
+    /// channels or patterns, or monitoring. Redis never closes those for being idle.
+    pub fn waits_for_pushes(&self) -> bool {
+        self.subscriptions > 0 || self.monitor.is_some()
+    }
+
     /// What the session keeps beyond its buffers, for the node's bound on client memory: the
     /// names of its subscriptions and its tracking prefixes.
     pub fn held_bytes(&self) -> usize {

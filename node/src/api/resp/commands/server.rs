@@ -254,14 +254,19 @@ fn client(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
                 .map(|n| String::from_utf8_lossy(n).into_owned())
                 .unwrap_or_default();
             let me = (session.id, name.as_str(), session.proto);
+            let subscribed = ctx.hub.subscription_counts();
+            let list = |only: Option<&[u64]>, pubsub: Option<bool>| {
+                Reply::Verbatim(ctx.clients.list(only, me, &subscribed, pubsub).into())
+            };
             match options {
-                [] => Reply::Verbatim(ctx.clients.list(None, me).into()),
-                // Every connection is a normal one (no replicas here; subscribers are listed
-                // as normal).
+                [] => list(None, None),
+                // Subscribers, or the other connections (no replicas here).
                 [ty, kind] if ty.eq_ignore_ascii_case(b"TYPE") => {
                     if kind.eq_ignore_ascii_case(b"normal") {
-                        Reply::Verbatim(ctx.clients.list(None, me).into())
-                    } else if [&b"master"[..], b"replica", b"slave", b"pubsub"]
+                        list(None, Some(false))
+                    } else if kind.eq_ignore_ascii_case(b"pubsub") {
+                        list(None, Some(true))
+                    } else if [&b"master"[..], b"replica", b"slave"]
                         .iter()
                         .any(|k| kind.eq_ignore_ascii_case(k))
                     {
@@ -279,7 +284,7 @@ fn client(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
                         .map(|id| std::str::from_utf8(id).ok()?.parse().ok())
                         .collect();
                     match parsed {
-                        Some(ids) => Reply::Verbatim(ctx.clients.list(Some(&ids), me).into()),
+                        Some(ids) => list(Some(&ids), None),
                         None => Reply::err("Invalid client ID"),
                     }
                 }
@@ -397,7 +402,16 @@ fn client(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
                 .as_ref()
                 .map(|n| String::from_utf8_lossy(n).into_owned())
                 .unwrap_or_default();
-            match ctx.clients.info(session.id, &name, session.proto) {
+            let subscribed = ctx
+                .hub
+                .subscription_counts()
+                .get(&session.id)
+                .copied()
+                .unwrap_or_default();
+            match ctx
+                .clients
+                .info(session.id, &name, session.proto, subscribed)
+            {
                 Some(line) => Reply::Verbatim(line.into()),
                 None => Reply::err("this connection is not registered (it is closing)"),
             }
