@@ -252,8 +252,15 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ServiceError> {
             "the request body is empty: send a JSON object",
         ));
     }
-    crate::model::from_json_bytes(body)
-        .map_err(|e| ServiceError::bad_request("invalid_json", format!("invalid JSON body: {e}")))
+    crate::model::from_json_bytes(body).map_err(|e: serde_json::Error| {
+        // serde's own wording, which lists the fields the body may hold.
+        let code = if e.is_data() && e.to_string().starts_with("unknown field") {
+            "unknown_field"
+        } else {
+            "invalid_json"
+        };
+        ServiceError::bad_request(code, format!("invalid JSON body: {e}"))
+    })
 }
 
 fn required_records<T>(records: Option<Vec<T>>) -> Result<Vec<T>, ServiceError> {

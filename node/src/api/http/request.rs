@@ -1,6 +1,10 @@
 //! Request bodies. Field names match case-insensitively, as Go's `encoding/json` did for
-//! FireScroll (`Records`, `records`, `pk`, `Pk` all work); unknown fields are ignored and the last
-//! of duplicate fields wins, also as in Go.
+//! FireScroll (`Records`, `records`, `pk`, `Pk` all work), and the last of duplicate fields wins,
+//! also as in Go. Unlike Go, an unknown field is an error that lists the known ones: Go ignored
+//! it, so a misspelled condition (`"iff"`) or deadline wrote unconditionally, or forever. Still
+//! accepted and ignored: what the API's own answers hold (records read, positions written, a
+//! list's cursor), so an answer can be sent back as it came, and what Go's request type carried
+//! and its server overwrote (a record's `ts_ms` and `mutation`).
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -32,7 +36,7 @@ impl<'de> Deserialize<'de> for FieldName<'de> {
 
 /// Declares a request struct whose JSON fields match case-insensitively.
 macro_rules! case_insensitive {
-    ($(#[$meta:meta])* pub struct $name:ident { $( $(#[$fmeta:meta])* pub $field:ident : $ty:ty = $json:literal ),* $(,)? }) => {
+    ($(#[$meta:meta])* pub struct $name:ident { $( $(#[$fmeta:meta])* pub $field:ident : $ty:ty = $json:literal ),* $(,)? } $(ignoring [$($ignored:literal),*])?) => {
         $(#[$meta])*
         #[derive(Debug, Default)]
         pub struct $name { $( $(#[$fmeta])* pub $field: $ty ),* }
@@ -46,6 +50,7 @@ macro_rules! case_insensitive {
                         f.write_str(concat!("a JSON object (", stringify!($name), ")"))
                     }
                     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<$name, A::Error> {
+                        const FIELDS: &[&str] = &[$($json),*];
                         let mut out = $name::default();
                         while let Some(FieldName(key)) = map.next_key()? {
                             $(
@@ -54,7 +59,13 @@ macro_rules! case_insensitive {
                                     continue;
                                 }
                             )*
-                            map.next_value::<IgnoredAny>()?;
+                            $($(
+                                if key.eq_ignore_ascii_case($ignored) {
+                                    map.next_value::<IgnoredAny>()?;
+                                    continue;
+                                }
+                            )*)?
+                            return Err(de::Error::unknown_field(&key, FIELDS));
                         }
                         Ok(out)
                     }
@@ -71,6 +82,8 @@ case_insensitive! {
         pub partition: Option<i64> = "partition",
         pub offset: Option<i64> = "offset",
     }
+    // A write's answer: its positions go back as `min_offsets` as they came.
+    ignoring ["outcome"]
 }
 
 case_insensitive! {
@@ -79,6 +92,8 @@ case_insensitive! {
         pub pk: String = "pk",
         pub sk: String = "sk",
     }
+    // A read's answer: its records go back as keys as they came.
+    ignoring ["data", "createdat", "updatedat", "expiresat", "ownttl"]
 }
 
 case_insensitive! {
@@ -122,6 +137,9 @@ case_insensitive! {
         /// `HEXPIRE`): fields Redis `HSET` adds to the pk later do not take it.
         pub own_ttl: Option<bool> = "own_ttl",
     }
+    // Go's `RecordMutation` carried the first two, which its server overwrote; a read's answer
+    // the rest, so a record read can be written back as it came.
+    ignoring ["ts_ms", "mutation", "createdat", "updatedat", "expiresat", "ownttl"]
 }
 
 case_insensitive! {
@@ -130,6 +148,8 @@ case_insensitive! {
         pub records: Option<Vec<RecordBody>> = "records",
         pub wait: Option<bool> = "wait",
     }
+    // A list's answer, written back as it came.
+    ignoring ["nextcursor"]
 }
 
 case_insensitive! {
@@ -171,7 +191,7 @@ mod tests {
     #[test]
     fn field_names_match_in_any_case() {
         let body: MutateBody = serde_json::from_str(
-            r#"{"RECORDS":[{"Pk":"a","sK":"b","DATA":{"x":[1, 2]},"If":"data == null"}],"Wait":true,"extra":1}"#,
+            r#"{"RECORDS":[{"Pk":"a","sK":"b","DATA":{"x":[1, 2]},"If":"data == null"}],"Wait":true}"#,
         )
         .unwrap();
         let records = body.records.unwrap();
@@ -180,6 +200,46 @@ mod tests {
         assert_eq!(records[0].data.as_ref().unwrap().get(), "{\"x\":[1, 2]}");
         assert_eq!(records[0].cond.as_deref(), Some("data == null"));
         assert_eq!(body.wait, Some(true));
+    }
+
+    #[test]
+    fn an_unknown_field_is_an_error_that_lists_the_known_ones() {
+        // A misspelled condition must not write unconditionally.
+        let e = serde_json::from_str::<MutateBody>(
+            r#"{"records":[{"pk":"a","sk":"b","data":1,"iff":"false"}]}"#,
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("unknown field `iff`, expected one of"),
+            "{text}"
+        );
+        assert!(text.contains("`if`") && text.contains("`ttl_ms`"), "{text}");
+        // At every level, on reads too.
+        assert!(serde_json::from_str::<MutateBody>(r#"{"records":[],"if":"false"}"#).is_err());
+        assert!(serde_json::from_str::<ListBody>(r#"{"pk":"a","limt":5}"#).is_err());
+        assert!(
+            serde_json::from_str::<GetBody>(r#"{"Records":[{"pk":"a","sk":"b","x":1}]}"#).is_err()
+        );
+        // Go's RecordMutation fields, which its server overwrote, are still taken and ignored.
+        let go: MutateBody = serde_json::from_str(
+            r#"{"Records":[{"pk":"a","sk":"b","data":1,"ts_ms":5,"mutation":"put","if":null}]}"#,
+        )
+        .unwrap();
+        assert_eq!(go.records.unwrap()[0].pk, "a");
+        // What answers hold goes back as it came: positions as `min_offsets`, records as keys
+        // and as records to write.
+        let echoed: GetBody = serde_json::from_str(
+            r#"{"Records":[{"Pk":"a","Sk":"b","Data":1,"CreatedAt":"x","UpdatedAt":"y","ExpiresAt":"z","OwnTtl":true}],
+                "min_offsets":[{"Partition":1,"Offset":2,"Outcome":{"Status":"applied"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(echoed.min_offsets.unwrap()[0].offset, Some(2));
+        let written: MutateBody = serde_json::from_str(
+            r#"{"Records":[{"Pk":"a","Sk":"b","Data":1,"CreatedAt":"x","UpdatedAt":"y"}],"NextCursor":"c"}"#,
+        )
+        .unwrap();
+        assert_eq!(written.records.unwrap()[0].sk, "b");
     }
 
     #[test]
