@@ -192,6 +192,15 @@ impl Config {
         };
         let mut config = config;
         if let Some(seeds) = given.kafka_seeds.clone().or(file.kafka_seeds.clone()) {
+            // Set but empty (a template whose variable was unset): librdkafka would wait for
+            // brokers forever without a word, and guessing the embedded log instead could split
+            // a cluster's data without anyone noticing.
+            if seeds.split(',').all(|seed| seed.trim().is_empty()) {
+                bail!(
+                    "KAFKA_SEEDS is set but names no broker: name them (host:port,host:port), \
+                     or unset it for the embedded log"
+                );
+            }
             let session = Duration::from_millis(pick!(kafka_session_ms, 10_000));
             let user = given.kafka_user.clone().or(file.kafka_user.clone());
             let pass = given.kafka_pass.clone().or(file.kafka_pass.clone());

@@ -64,6 +64,15 @@ fn bad_settings_name_the_setting() {
     assert!(kafka(&["--kafka-user", "u"]).contains("KAFKA_USER and KAFKA_PASS"));
     assert!(kafka(&["--kafka-sasl-mechanism", "PLAIN"]).starts_with("KAFKA_SASL_MECHANISM"));
     assert!(kafka(&["--kafka-compression", "brotli"]).starts_with("KAFKA_COMPRESSION"));
+    // Set but empty, as a template whose variable was unset leaves it: not a broker, nor the
+    // embedded log.
+    for empty in ["", " ", ",,"] {
+        assert!(
+            err(settings(&["--kafka-seeds", empty]))
+                .starts_with("KAFKA_SEEDS is set but names no broker"),
+            "{empty:?}"
+        );
+    }
 }
 
 #[test]

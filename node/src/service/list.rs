@@ -83,7 +83,7 @@ impl Service {
     /// One page of `pk`'s records, from this node or an owner in the region. See
     /// [`Service::list_local`] for the semantics.
     pub async fn list(&self, request: ListRequest) -> Result<ListPage, ServiceError> {
-        self.validate_key(0, &request.pk, &request.sk_prefix)?;
+        self.validate_key(None, &request.pk, &request.sk_prefix)?;
         self.check_positions(&request.min_offsets)?;
         let partition = partition_of(&request.pk, self.engine.partition_count());
         let cluster = match self.route_waited(partition, &request.min_offsets).await? {
@@ -112,7 +112,7 @@ impl Service {
     /// scan at the first record the condition rejects. A page whose `if` spends the request's
     /// budget ends early, with a cursor to continue from.
     pub async fn list_local(&self, request: ListRequest) -> Result<ListPage, ServiceError> {
-        self.validate_key(0, &request.pk, &request.sk_prefix)?;
+        self.validate_key(None, &request.pk, &request.sk_prefix)?;
         let filter = match &request.cond {
             None => None,
             Some(source) => Some(Filter {

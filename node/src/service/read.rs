@@ -202,7 +202,7 @@ impl Service {
             ));
         }
         for (i, key) in keys.iter().enumerate() {
-            self.validate_key(i, &key.pk, &key.sk)?;
+            self.validate_key(Some(i), &key.pk, &key.sk)?;
         }
         self.check_positions(min_offsets)
     }
@@ -286,7 +286,7 @@ impl Service {
         sk: &str,
         min_offsets: &[Position],
     ) -> Result<Option<Bytes>, ServiceError> {
-        self.validate_key(0, pk, sk)?;
+        self.validate_key(Some(0), pk, sk)?;
         self.check_positions(min_offsets)?;
         let partition = partition_of(pk, self.engine.partition_count());
         // The usual case, kept cheap: a partition served here, nothing to wait for.

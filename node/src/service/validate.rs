@@ -3,21 +3,25 @@
 use super::{Service, ServiceError};
 
 impl Service {
-    /// Checks one record's address. Shared by reads and writes.
+    /// Checks one record's address. Shared by reads and writes. `index`: which of a request's
+    /// records it is, named in the error; `None` for a request of one key (a list, whose `sk`
+    /// is its `sk_prefix`).
     pub(super) fn validate_key(
         &self,
-        index: usize,
+        index: Option<usize>,
         pk: &str,
         sk: &str,
     ) -> Result<(), ServiceError> {
         let max = self.config.limits.max_key_bytes;
+        let record = index.map_or_else(String::new, |i| format!("record {i}: "));
         if pk.is_empty() {
             return Err(ServiceError::bad_request(
                 "missing_pk",
-                format!("record {index}: `pk` is required and must not be empty"),
+                format!("{record}`pk` is required and must not be empty"),
             ));
         }
-        for (name, value) in [("pk", pk), ("sk", sk)] {
+        let sk_name = if index.is_some() { "sk" } else { "sk_prefix" };
+        for (name, value) in [("pk", pk), (sk_name, sk)] {
             if value.len() > max {
                 // A binary key's bytes are stored as base64 (4/3 of them) after a 4-byte mark.
                 let binary = match crate::model::binary_key_bytes(value) {
@@ -31,7 +35,7 @@ impl Service {
                 return Err(ServiceError::bad_request(
                     "key_too_large",
                     format!(
-                        "record {index}: `{name}` is {} bytes; the limit is {max} (MAX_KEY_BYTES){binary}",
+                        "{record}`{name}` is {} bytes; the limit is {max} (MAX_KEY_BYTES){binary}",
                         value.len()
                     ),
                 ));

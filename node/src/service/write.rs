@@ -339,7 +339,7 @@ impl Service {
         ops.into_iter()
             .enumerate()
             .map(|(i, op)| {
-                self.validate_key(i, &op.pk, &op.sk)?;
+                self.validate_key(Some(i), &op.pk, &op.sk)?;
                 check_operand(i, &op, &mut pattern_budget)?;
                 let data = match (op.op, op.data) {
                     (

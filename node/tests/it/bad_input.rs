@@ -53,6 +53,11 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         ("/records/put", json!({"Records":[{"pk":"k","data":1,"if":"pk + sk"}]}).to_string(), 400, "invalid_if"),
         ("/records/batch", json!({"Records":[{"op":"upsert","pk":"k","data":1}]}).to_string(), 400, "bad_op"),
         ("/records/list", json!({"pk":"keep","limit":-1}).to_string(), 400, "bad_limit"),
+        ("/records/list", json!({"pk":""}).to_string(), 400, "missing_pk"),
+        // A misspelled field would drop what it says (a condition, a filter): refused.
+        ("/records/put", json!({"Records":[{"pk":"keep","sk":"me","data":2,"iff":"false"}]}).to_string(), 400, "unknown_field"),
+        ("/records/put", json!({"Records":[{"pk":"keep","sk":"me","data":2}],"if":"false"}).to_string(), 400, "unknown_field"),
+        ("/records/list", json!({"pk_prefix":"keep"}).to_string(), 400, "unknown_field"),
         ("/records/list", json!({"pk":"keep","if":"data.v > \"x\""}).to_string(), 400, "if_failed"),
         ("/records/get", json!({"Records":[{"pk":"keep","sk":"me"}],"min_offsets":[{"Partition":99,"Offset":0}]}).to_string(), 400, "bad_min_offsets"),
         ("/records/get", json!({"Records":[{"pk":"keep","sk":"me"}],"min_offsets":[{"Partition":0}]}).to_string(), 400, "bad_position"),

@@ -224,6 +224,8 @@ fn a_watch_resumes_with_exactly_the_changes_after_its_last_event() {
         ("partition=-1", "bad_query", "partition"),
         ("pk=cfg&keys_only=maybe", "bad_query", "keys_only"),
         ("pk=cfg&pk=other", "bad_query", "pk"),
+        // A misspelled filter would watch everything.
+        ("pkk=cfg", "bad_query", "unknown field `pkk`"),
         ("pk=", "missing_pk", "at least one character"),
     ] {
         let (status, body) = node.get_url(&node.url(&format!("/records/watch?{query}")));

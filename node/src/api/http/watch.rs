@@ -27,8 +27,10 @@ use serde::Deserialize;
 use std::convert::Infallible;
 use std::time::Duration;
 
-/// The query of a watch.
+/// The query of a watch. An unknown parameter is refused: a misspelled filter (`?pkk=`) would
+/// otherwise watch the whole namespace.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WatchQuery {
     pk: Option<String>,
     #[serde(default)]

@@ -132,6 +132,14 @@ pub(super) fn hint(name: &str) -> Option<String> {
              values: read the value and SET it"
         }
         "swapdb" => "FireScroll has one database, 0",
+        "save" | "bgsave" | "bgrewriteaof" | "lastsave" => {
+            "FireScroll has no dump or AOF to write: every acknowledged write is already durable \
+             in its log, and partitions are snapshotted to S3 (README: Snapshots to S3)"
+        }
+        "shutdown" | "debug" | "failover" | "replicaof" | "slaveof" | "sync" | "psync" => {
+            "FireScroll nodes are run and replicated through their log, not from a client: stop \
+             a node with SIGTERM, and add replicas as nodes of a replica group"
+        }
         "publish" | "spublish" | "ssubscribe" | "sunsubscribe" | "pubsub" => {
             "FireScroll's pub/sub carries keyspace notifications (CONFIG SET \
              notify-keyspace-events, then SUBSCRIBE/PSUBSCRIBE), not messages between clients"
@@ -156,6 +164,8 @@ mod tests {
         assert!(hint("object").unwrap().contains("MEMORY USAGE"));
         assert!(hint("dump").unwrap().contains("SET"));
         assert!(hint("publish").unwrap().contains("keyspace notifications"));
+        assert!(hint("bgsave").unwrap().contains("durable"));
+        assert!(hint("shutdown").unwrap().contains("SIGTERM"));
         assert_eq!(hint("nosuch"), None);
         // Each name is listed once, in one type, and none is one of FireScroll's writes.
         let mut all: Vec<&str> = TYPES
