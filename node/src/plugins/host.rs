@@ -253,7 +253,12 @@ impl PluginHost {
     /// Compiles and checks `bytes` (whose digest is `digest`), and caches the result.
     fn compile(&self, bytes: &[u8], digest: Digest) -> Result<Arc<Compiled>, PluginError> {
         let module = Module::new(&self.engine, bytes).map_err(|e| {
-            let reason = format!("{e:#}");
+            // On one line: wasmparser's reasons can hold pretty-printed byte arrays, which an
+            // error message (a JSON string, a log line) would carry as `\n    0x61,` runs.
+            let reason = format!("{e:#}")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
             // The pooling allocator refuses, at compile time, memories over the cap.
             if reason.contains("pooling allocator") {
                 PluginError::Invalid(format!(

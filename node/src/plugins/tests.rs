@@ -165,7 +165,9 @@ fn bad_modules_are_refused_with_the_reason() {
         Ok(_) => panic!("a bad module was accepted"),
     };
     assert!(invalid(b"\0asm garbage").contains("not a valid WebAssembly module"));
-    assert!(invalid(b"hello").contains("not a valid WebAssembly module"));
+    let not_wasm = invalid(b"hello");
+    assert!(not_wasm.contains("not a valid WebAssembly module"));
+    assert!(!not_wasm.contains('\n'), "one line: {not_wasm}");
     let importing = wat::parse_str(
         r#"(module (import "env" "now" (func)) (memory (export "memory") 1)
             (func (export "alloc") (param i32) (result i32) i32.const 0)
