@@ -257,13 +257,19 @@ try:
 except redis.ResponseError as e:
     assert "holds at most 4160 bytes" in str(e), e
 # Every change is matched against every broadcast prefix: their number is bounded.
-prefixes = [a for i in range(1025) for a in ("PREFIX", "p%d" % i)]
+prefixes = [a for i in range(1025) for a in ("PREFIX", "p%d:" % i)]
 try:
     q.execute_command("CLIENT", "TRACKING", "ON", "BCAST", *prefixes)
     raise SystemExit("1,025 prefixes taken")
 except redis.ResponseError as e:
     assert "at most 1024 prefixes" in str(e), e
 assert q.execute_command("CLIENT", "TRACKING", "ON", "BCAST", *prefixes[:2048]) in (b"OK", "OK", True)
+# Prefixes of one client must not overlap, as in Redis (a change would be announced per match).
+try:
+    q.execute_command("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "user:", "PREFIX", "user:1")
+    raise SystemExit("overlapping prefixes taken")
+except redis.ResponseError as e:
+    assert "Prefix 'user:' overlaps with another provided prefix 'user:1'" in str(e), e
 print("ok")
 "#,
         api = node.api,

@@ -183,6 +183,20 @@ pub fn tracking(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             "a prefix holds at most {most} bytes (MAX_KEY_BYTES): a longer one matches no key"
         ));
     }
+    // As Redis: one change would otherwise be announced once per prefix it matches.
+    for (i, first) in tracking.prefixes.iter().enumerate() {
+        if let Some(other) = tracking.prefixes[i + 1..]
+            .iter()
+            .find(|other| other.starts_with(first) || first.starts_with(other))
+        {
+            return Reply::err(format!(
+                "Prefix '{}' overlaps with another provided prefix '{}'. Prefixes for a single \
+                 client must not overlap.",
+                String::from_utf8_lossy(first),
+                String::from_utf8_lossy(other)
+            ));
+        }
+    }
     ensure_registered(ctx);
     ctx.hub.set_tracking(ctx.session.id, Some(tracking.clone()));
     ctx.session.tracking_bytes = 2 * tracking.prefixes.iter().map(Bytes::len).sum::<usize>();
