@@ -2114,6 +2114,15 @@ def run(port):
     p = r.pipeline()
     p.execute_command("EXPIRE", a, 0, "XX"); p.exists(a)
     out.append(p.execute())
+    # A value written with a deadline already past, or given one by GETEX, is gone for the
+    # transaction's later reads (a later differential run found them still there).
+    r.set(a, "1"); r.set(b, "2")
+    p = r.pipeline()
+    p.set(a, "x", exat=1); p.get(a); p.exists(a, b); p.type(a); p.getrange(a, 0, -1)
+    p.execute_command("GETEX", b, "PXAT", 4000000000); p.exists(a, b); p.touch(a, b); p.strlen(b)
+    p.execute_command("GETEX", b, "PXAT", -1)
+    out.append(p.execute())
+    out.append((r.get(a), r.get(b)))
     return out
 "#
         ),

@@ -213,6 +213,13 @@ pub async fn getex(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         },
         _ => return Reply::err("syntax error"),
     };
+    // Inside `EXEC`, a deadline already past deletes the string, as in Redis: the
+    // transaction's later reads see it gone.
+    if let Some(collected) = ctx.session.collecting.as_ref().map(Vec::len)
+        && expires_at.is_some_and(|at| at <= now_ms())
+    {
+        ctx.session.deleting_expires.push(collected);
+    }
     let op = WriteOp {
         op: OpKind::Expire,
         pk: key.pk,

@@ -241,15 +241,19 @@ impl Session {
     }
 
     /// What collected op `index` does to the records the transaction's later reads see: its
-    /// kind, a delete for an `EXPIRE`/`HEXPIRE` to a deadline already past that this node
-    /// expects to hold (of the key, `DeleteKey`; of a field, `Delete`), `None` for the ops that
-    /// change no record's value (checks, other deadlines).
+    /// kind, a delete for an `EXPIRE`/`HEXPIRE`/`GETEX` to a deadline already past that this
+    /// node expects to hold (of the key, `DeleteKey`; of a field or string, `Delete`) and for a
+    /// put whose deadline is already past (`SET ... EXAT 1`: written expired, as Redis deletes
+    /// it), `None` for the ops that change no record's value (checks, other deadlines).
     fn pending_kind(&self, index: usize, op: &WriteOp) -> Option<OpKind> {
         // Pushed as ops were collected: in order, so searched, not walked.
         let deleting = || self.deleting_expires.binary_search(&index).is_ok();
         match op.op {
             OpKind::ExpireKey if deleting() => Some(OpKind::DeleteKey),
             OpKind::Expire if deleting() => Some(OpKind::Delete),
+            OpKind::Put if op.expires_at.is_some_and(|at| at <= crate::model::now_ms()) => {
+                Some(OpKind::Delete)
+            }
             OpKind::Check | OpKind::Expire | OpKind::ExpireKey | OpKind::Deadline => None,
             kind => Some(kind),
         }
