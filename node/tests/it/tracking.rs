@@ -270,6 +270,11 @@ try:
     raise SystemExit("overlapping prefixes taken")
 except redis.ResponseError as e:
     assert "Prefix 'user:' overlaps with another provided prefix 'user:1'" in str(e), e
+try:
+    q.execute_command("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "b", "PREFIX", "a", "PREFIX", "c", "PREFIX", "ab")
+    raise SystemExit("overlapping prefixes apart taken")
+except redis.ResponseError as e:
+    assert "Prefix 'a' overlaps with another provided prefix 'ab'" in str(e), e
 print("ok")
 "#,
         api = node.api,

@@ -65,7 +65,10 @@ macro_rules! case_insensitive {
                                     continue;
                                 }
                             )*)?
-                            return Err(de::Error::unknown_field(&key, FIELDS));
+                            // Named in the answer: at most its first 64 characters (a
+                            // body may hold a name of megabytes).
+                            let shown: String = key.chars().take(64).collect();
+                            return Err(de::Error::unknown_field(&shown, FIELDS));
                         }
                         Ok(out)
                     }
@@ -215,6 +218,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("`if`") && text.contains("`ttl_ms`"), "{text}");
+        // A huge name is not echoed whole.
+        let huge = format!(r#"{{"records":[],"{}":1}}"#, "x".repeat(100_000));
+        let e = serde_json::from_str::<MutateBody>(&huge)
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 1_000, "{} bytes", e.len());
         // At every level, on reads too.
         assert!(serde_json::from_str::<MutateBody>(r#"{"records":[],"if":"false"}"#).is_err());
         assert!(serde_json::from_str::<ListBody>(r#"{"pk":"a","limt":5}"#).is_err());

@@ -500,6 +500,15 @@ impl Hub {
             .collect()
     }
 
+    /// Connection `id`'s channel and pattern counts (`CLIENT INFO`).
+    pub fn subscription_count(&self, id: u64) -> (usize, usize) {
+        let state = self.state.lock().expect("hub lock");
+        state
+            .conns
+            .get(&id)
+            .map_or((0, 0), |c| (c.channels.len(), c.patterns.len()))
+    }
+
     /// The channels (or patterns) connection `id` is subscribed to.
     pub fn subscriptions(&self, id: u64, pattern: bool) -> Vec<Bytes> {
         let state = self.state.lock().expect("hub lock");

@@ -183,19 +183,19 @@ pub fn tracking(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             "a prefix holds at most {most} bytes (MAX_KEY_BYTES): a longer one matches no key"
         ));
     }
-    // As Redis: one change would otherwise be announced once per prefix it matches.
-    for (i, first) in tracking.prefixes.iter().enumerate() {
-        if let Some(other) = tracking.prefixes[i + 1..]
-            .iter()
-            .find(|other| other.starts_with(first) || first.starts_with(other))
-        {
-            return Reply::err(format!(
-                "Prefix '{}' overlaps with another provided prefix '{}'. Prefixes for a single \
-                 client must not overlap.",
-                String::from_utf8_lossy(first),
-                String::from_utf8_lossy(other)
-            ));
-        }
+    // As Redis: one change would otherwise be announced once per prefix it matches. In sorted
+    // order a prefix comes right before some string it begins (everything between them begins
+    // with it too), so neighbours are all there is to compare: 1,024 prefixes of 2 KiB compared
+    // pairwise took a worker ~0.2 s per command.
+    let mut sorted: Vec<&Bytes> = tracking.prefixes.iter().collect();
+    sorted.sort_unstable();
+    if let Some(pair) = sorted.windows(2).find(|pair| pair[1].starts_with(pair[0])) {
+        return Reply::err(format!(
+            "Prefix '{}' overlaps with another provided prefix '{}'. Prefixes for a single \
+             client must not overlap.",
+            String::from_utf8_lossy(pair[0]),
+            String::from_utf8_lossy(pair[1])
+        ));
     }
     ensure_registered(ctx);
     ctx.hub.set_tracking(ctx.session.id, Some(tracking.clone()));

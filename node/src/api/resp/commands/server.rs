@@ -402,12 +402,7 @@ fn client(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
                 .as_ref()
                 .map(|n| String::from_utf8_lossy(n).into_owned())
                 .unwrap_or_default();
-            let subscribed = ctx
-                .hub
-                .subscription_counts()
-                .get(&session.id)
-                .copied()
-                .unwrap_or_default();
+            let subscribed = ctx.hub.subscription_count(session.id);
             match ctx
                 .clients
                 .info(session.id, &name, session.proto, subscribed)
