@@ -192,6 +192,37 @@ impl Engine {
         }
     }
 
+    /// Stops partition `runtime` after a turn of it panicked (a bug: retrying would meet it
+    /// again), reporting it as a failure naming the batch it was applying. Reads keep seeing
+    /// the last committed state; a restart tries the batch again.
+    pub(super) fn turn_panicked(
+        &self,
+        runtime: &PartitionRuntime,
+        panic: &(dyn std::any::Any + Send),
+    ) -> Turn {
+        let message = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a panic without a message");
+        let at = match runtime.applying_offset() {
+            Some(offset) => format!("applying the entries from offset {offset}"),
+            None => format!("reading the log at offset {}", runtime.next_offset()),
+        };
+        runtime.set_applying(None);
+        let reason = format!(
+            "{at} panicked: {message} (a bug in FireScroll: please report it with this              message; nothing of that batch was stored, and a restart tries it again)"
+        );
+        tracing::error!(partition = runtime.id(), %reason, "partition stopped");
+        runtime.set_health(Health::Failed { reason });
+        self.inner
+            .metrics
+            .partition_healthy
+            .with_label_values(&[&runtime.id().to_string()])
+            .set(0);
+        Turn::Finished
+    }
+
     /// Books a batch found only by the pool's sweep: the partition's log did not wake it.
     pub(super) fn note_missed_wakeup(&self, runtime: &PartitionRuntime) {
         self.inner.metrics.apply_missed_wakeups.inc();

@@ -353,9 +353,12 @@ fn purge(
     }
     // The cursor moves below: look the next committed entry up again when needed.
     batch.next_committed = None;
+    // Every deadline up to `ts_ms` itself, `i64::MAX` included (a range ending below
+    // `(ts_ms + 1, [])` saturated there, and left a record the store's own index purges).
     let pending: Vec<Deadline> = batch
         .deadlines_added
-        .range(..(ts_ms.saturating_add(1), Vec::new()))
+        .iter()
+        .take_while(|(deadline, _)| *deadline <= ts_ms)
         .cloned()
         .collect();
     let mut pending = pending.into_iter().peekable();

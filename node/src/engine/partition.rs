@@ -417,6 +417,14 @@ impl PartitionRuntime {
         *self.applying.lock().expect("applying lock") = offset.map(|o| (o, Instant::now()));
     }
 
+    /// The first offset of the batch being applied, if one is.
+    pub(super) fn applying_offset(&self) -> Option<u64> {
+        self.applying
+            .lock()
+            .expect("applying lock")
+            .map(|(offset, _)| offset)
+    }
+
     /// The batch being applied, if the applier has been on it for longer than `threshold`.
     pub fn stalled(&self, threshold: Duration) -> Option<Stall> {
         let (offset, since) = (*self.applying.lock().expect("applying lock"))?;

@@ -291,7 +291,13 @@ fn run_worker(shared: &Arc<Shared>, me: &Arc<Worker>) {
         *me.turn_since.lock().expect("turn lock") = Some(Instant::now());
         let (turn, finished_reader) = {
             let mut work = slot.work.lock().expect("work lock");
-            let turn = engine.apply_turn(&slot.runtime, &mut work);
+            // A panic is a bug, and the same entry would meet it again on every retry (and
+            // on every replica): the partition stops, visibly, and this thread goes on with
+            // the others, instead of dying with the partition marked running forever.
+            let turn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                engine.apply_turn(&slot.runtime, &mut work)
+            }))
+            .unwrap_or_else(|panic| engine.turn_panicked(&slot.runtime, panic.as_ref()));
             let reader = match turn {
                 Turn::Finished => work.reader.take(),
                 _ => None,

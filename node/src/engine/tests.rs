@@ -1003,6 +1003,99 @@ async fn a_store_failure_stops_the_partition_visibly_instead_of_skipping() {
     engine.shutdown();
 }
 
+/// The embedded log, but partition 1's readers panic as soon as they are read: a bug met in a
+/// turn of the applier.
+struct PanicsInPartition1(Arc<EmbeddedLog>);
+
+/// A reader of [`PanicsInPartition1`]'s partition 1.
+struct PanickingReader;
+
+impl crate::log::PartitionReader for PanickingReader {
+    fn read(&mut self, _: usize, _: Duration) -> Result<Vec<LogRecord>, crate::log::LogError> {
+        panic!("a bug met while reading");
+    }
+
+    fn set_waker(&mut self, _: crate::log::Waker) {}
+
+    fn end_at_open(&self) -> Option<u64> {
+        None
+    }
+}
+
+impl crate::log::MutationLog for PanicsInPartition1 {
+    fn partition_count(&self) -> u32 {
+        self.0.partition_count()
+    }
+
+    fn append(&self, partition: u32, entries: Vec<crate::log::Append>) -> crate::log::AppendFuture {
+        self.0.append(partition, entries)
+    }
+
+    fn ownership(&self) -> tokio::sync::watch::Receiver<crate::log::Ownership> {
+        self.0.ownership()
+    }
+
+    fn reader(
+        &self,
+        partition: u32,
+        from: u64,
+    ) -> Result<Box<dyn crate::log::PartitionReader>, crate::log::LogError> {
+        if partition == 1 {
+            return Ok(Box::new(PanickingReader));
+        }
+        self.0.reader(partition, from)
+    }
+
+    fn bounds(&self, partition: u32) -> Result<(u64, u64), crate::log::LogError> {
+        self.0.bounds(partition)
+    }
+
+    fn release(&self, partition: u32, offset: u64) {
+        self.0.release(partition, offset)
+    }
+
+    fn shutdown(&self) {
+        self.0.shutdown()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_a_turn_stops_its_partition_visibly_and_the_pool_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let store = crate::store::Store::open(&dir.path().join("store"), PARTITIONS).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let plugins = test_plugins(&store, &log, &metrics);
+    // One thread: had the panic taken it, no other partition would be applied again.
+    let (engine, _tasks) = Engine::start(
+        store,
+        Arc::new(PanicsInPartition1(log.clone())),
+        Arc::new(Conditions::new()),
+        plugins,
+        metrics.clone(),
+        EngineConfig {
+            apply_threads: 1,
+            ..EngineConfig::default()
+        },
+    );
+    let runtime = engine.partition(1).unwrap();
+    until_stopped(&runtime).await;
+    assert!(
+        matches!(runtime.health(), Health::Failed { ref reason }
+            if reason.contains("panicked: a bug met while reading")
+                && reason.contains("reading the log at offset 0")),
+        "{:?}",
+        runtime.health()
+    );
+    assert_eq!(
+        runtime.stalled(Duration::ZERO),
+        None,
+        "not left marked as applying"
+    );
+    partition_1_is_reported_and_others_carry_on(&engine, &log, &metrics).await;
+    engine.shutdown();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entry_of_a_newer_format_stops_its_partition_before_it_until_rejected_by_the_operator() {
     let dir = tempfile::tempdir().unwrap();
@@ -1665,6 +1758,7 @@ fn read_budgets_decide_alike_however_entries_are_batched() {
 }
 
 mod expiry;
+mod foreign;
 
 /// Reconciles `engine` with an assignment of `owned` and `unsettled` partitions, as a log's
 /// rebalance would.

@@ -37,14 +37,17 @@ impl FromStr for Digest {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let hex = s.strip_prefix("sha256:").unwrap_or(s);
-        if hex.len() != 64 {
+        let hex = s.strip_prefix("sha256:").unwrap_or(s).as_bytes();
+        // Checked byte by byte before any pair is read: the text may come from any producer's
+        // entry, and a pair cut through a character of several bytes (or `u8::from_str_radix`
+        // taking a `+` for a sign) must be a refusal, not a panic or a digest.
+        if hex.len() != 64 || !hex.iter().all(u8::is_ascii_hexdigit) {
             return Err(format!("{s:?} is not a sha256 digest (64 hex digits)"));
         }
+        let digit = |b: u8| (b as char).to_digit(16).expect("checked above") as u8;
         let mut out = [0u8; 32];
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-                .map_err(|_| format!("{s:?} is not a sha256 digest (64 hex digits)"))?;
+        for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+            *byte = digit(pair[0]) << 4 | digit(pair[1]);
         }
         Ok(Digest(out))
     }

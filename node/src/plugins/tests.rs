@@ -335,4 +335,11 @@ fn digests_print_and_parse() {
     assert_eq!(text.parse::<Digest>().unwrap(), d);
     assert_eq!(format!("sha256:{text}").parse::<Digest>().unwrap(), d);
     assert!("abc".parse::<Digest>().is_err());
+    // 64 bytes that are not 64 hex digits, with a character of two bytes where a pair of
+    // digits would be cut (a foreign producer's entry may name anything).
+    let cut = format!("a\u{e9}{}", "a".repeat(61));
+    assert_eq!(cut.len(), 64);
+    assert!(cut.parse::<Digest>().is_err());
+    assert!(format!("sha256:{cut}").parse::<Digest>().is_err());
+    assert!("+f".repeat(32).parse::<Digest>().is_err());
 }

@@ -842,13 +842,24 @@ fn a_poison_pill_is_the_same_rejection_on_every_replica_group() {
         "]".repeat(100)
     );
     let deep_position = produce(&broker, "pill", "cfg", &deep);
+    // One naming as its plugin 64 bytes that are not 64 hex digits, a pair of them cut through
+    // a two-byte character: its parse once panicked, and every replica's applier with it.
+    let cut = format!("a\u{e9}{}", "a".repeat(61));
+    let cut_position = produce(
+        &broker,
+        "pill",
+        "cfg",
+        &format!(
+            r#"{{"v":1,"ts_ms":1,"ops":[{{"op":"put","pk":"cfg","sk":"s","data":0,"if_plugin":"{cut}"}}]}}"#
+        ),
+    );
     let after = put(&b, "cfg", json!({"x": 3}), Some("data.x == 1"));
     for node in [&a, &b] {
         let deadline = Instant::now() + Duration::from_secs(30);
         let reply = loop {
             let (status, reply) = node.post(
                 "/records/outcomes",
-                json!({"Positions": [pill, deep_position, after]}),
+                json!({"Positions": [pill, deep_position, cut_position, after]}),
             );
             assert_eq!(status, 200, "{reply}");
             if reply["Outcomes"]
@@ -873,7 +884,16 @@ fn a_poison_pill_is_the_same_rejection_on_every_replica_group() {
             "{reply}"
         );
         assert_eq!(outcomes[1]["Outcome"]["Kind"], "malformed_entry", "{reply}");
-        assert_eq!(outcomes[2]["Outcome"]["Status"], "applied", "{reply}");
+        let cut = &outcomes[2]["Outcome"];
+        assert_eq!(cut["Kind"], "plugin_error", "{reply}");
+        assert!(
+            cut["Message"]
+                .as_str()
+                .unwrap()
+                .contains("by the sha256 digest"),
+            "{reply}"
+        );
+        assert_eq!(outcomes[3]["Outcome"]["Status"], "applied", "{reply}");
         let (_, got) = node.post(
             "/records/get",
             json!({"Records": [{"pk": "cfg", "sk": "s"}]}),

@@ -261,6 +261,22 @@ fn records_go_when_the_log_reaches_their_deadline_whatever_the_batching() {
 }
 
 #[test]
+fn the_last_millisecond_purges_alike_whatever_the_batching() {
+    // A deadline of `i64::MAX` (Redis takes any 64-bit `PXAT`) reached by an entry stamped
+    // `i64::MAX` (a foreign producer's): once went with the store's index, but stayed when the
+    // same batch had added it.
+    let pk = pks_in(1, 1).remove(0);
+    let log = vec![
+        entry(1_000, vec![put_until(&pk, "1", Some(i64::MAX))]),
+        entry(i64::MAX, Vec::new()),
+    ];
+    for (batch_size, _dir, store, _) in applied_in_batches(&log, 1) {
+        assert_eq!(stored(&store, &pk, ""), None, "batch size {batch_size}");
+        assert_eq!(index_of(&store), vec![], "batch size {batch_size}");
+    }
+}
+
+#[test]
 fn fields_created_in_a_key_with_a_deadline_take_it_whatever_the_batching() {
     let pk = pks_in(3, 4);
     let field = hset_field;
