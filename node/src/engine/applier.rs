@@ -27,6 +27,7 @@ impl Engine {
                 return Turn::Waiting;
             }
             work.waiting_for = None;
+            runtime.set_plugin_wait(None);
         }
         if work.retry_at.is_some_and(|at| Instant::now() < at) {
             return Turn::Waiting;
@@ -153,6 +154,7 @@ impl Engine {
                         "waiting for a plugin this node does not have yet"
                     );
                     work.waiting_for = Some((digest, batch.next_offset));
+                    runtime.set_plugin_wait(Some((digest, batch.next_offset)));
                     return Turn::Waiting;
                 }
                 if let Some(version) = batch.newer_format {

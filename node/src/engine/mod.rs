@@ -35,7 +35,7 @@ pub use json_edit::{
     operand_expected as json_operand_expected, operand_fits as json_operand_fits,
 };
 pub use long_double::LongDouble;
-pub use partition::{Health, PartitionRuntime, Stall};
+pub use partition::{Health, PartitionRuntime, Stall, plugin_wait_advice};
 pub use plugins::{
     PluginResolver, PluginRestoreError, PluginSetupError, Plugins, Resolved, plugins_to_back_up,
     restore_plugins,
@@ -327,13 +327,26 @@ impl Engine {
         self.inner.pool.replace_stuck(threshold);
         for runtime in self.partitions() {
             let stall = runtime.stalled(threshold);
-            if let Some(stall) = stall {
-                tracing::warn!(
+            match stall {
+                Some(Stall {
+                    offset,
+                    for_ms,
+                    plugin: Some(plugin),
+                }) => tracing::warn!(
                     partition = runtime.id(),
-                    offset = stall.offset,
-                    for_ms = stall.for_ms,
+                    offset,
+                    for_ms,
+                    %plugin,
+                    "partition stalled: {}",
+                    plugin_wait_advice(runtime.id(), offset, &plugin)
+                ),
+                Some(Stall { offset, for_ms, .. }) => tracing::warn!(
+                    partition = runtime.id(),
+                    offset,
+                    for_ms,
                     "partition stalled: the applier has been on one batch for too long"
-                );
+                ),
+                None => {}
             }
             self.inner
                 .metrics

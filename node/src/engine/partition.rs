@@ -1,6 +1,7 @@
 //! One owned partition at runtime: its store, how far it has applied, its health, its applier.
 
 use super::{Feed, Lookup, ReadIndex, Subscription, TooOld};
+use crate::model::Digest as ModuleDigest;
 use crate::model::now_ms;
 use crate::model::{KeyInfo, Record};
 use crate::store::{
@@ -101,6 +102,9 @@ pub struct PartitionRuntime {
     pub(super) applier: Mutex<Option<Arc<super::pool::Slot>>>,
     /// The first offset of the batch being applied, and since when (none between batches).
     applying: Mutex<Option<(u64, Instant)>>,
+    /// The plugin the entry at an offset names and this node does not have, and since when
+    /// the partition waits there for it.
+    plugin_wait: Mutex<Option<(ModuleDigest, u64, Instant)>>,
     /// The log's end when the partition opened here behind it (its store had not kept, or
     /// never had, what the log held: a restart after a crash, a partition moved here, a
     /// restore from an older snapshot). Its reads wait until it is applied, so they never
@@ -111,13 +115,30 @@ pub struct PartitionRuntime {
     passed: AtomicU64,
 }
 
-/// A partition whose applier has been on one batch for a long time.
+/// A partition whose applier has been on one batch for a long time, or has waited long at one
+/// entry for the plugin it names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Stall {
-    /// The first offset of the batch it is applying.
+    /// The first offset of the batch it is applying (or of the entry it waits at).
     pub offset: u64,
-    /// How long it has been applying it.
+    /// How long it has been applying it (or waiting).
     pub for_ms: u64,
+    /// The plugin module the entry at `offset` names and this node does not have: the
+    /// partition waits for it there (it travels through the log apart from the entries).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<ModuleDigest>,
+}
+
+/// What a partition waiting at `offset` for plugin module `plugin` waits for, and the two ways
+/// on: the module, or (when none exists: a producer named a digest nobody uploaded) rejecting
+/// the entry by position on every node, which every replica then does alike.
+pub fn plugin_wait_advice(partition: u32, offset: u64, plugin: &ModuleDigest) -> String {
+    format!(
+        "the entry at offset {offset} names the plugin module sha256:{plugin}, which has not \
+         reached this node, and nothing after it is applied until it does: upload that module \
+         (PUT /plugins/{{name}}); if it does not exist (a producer's mistake), set \
+         REJECT_ENTRIES_AT={partition}:{offset} on every node to reject the entry"
+    )
 }
 
 impl PartitionRuntime {
@@ -143,6 +164,7 @@ impl PartitionRuntime {
             stop: Arc::new(AtomicBool::new(false)),
             applier: Mutex::new(None),
             applying: Mutex::new(None),
+            plugin_wait: Mutex::new(None),
             catch_up_to: AtomicU64::new(0),
             passed: AtomicU64::new(0),
         }
@@ -425,13 +447,35 @@ impl PartitionRuntime {
             .map(|(offset, _)| offset)
     }
 
-    /// The batch being applied, if the applier has been on it for longer than `threshold`.
+    /// Marks the start (`Some((plugin, offset))`) or the end (`None`) of a wait for the
+    /// plugin the entry at `offset` names.
+    pub(super) fn set_plugin_wait(&self, wait: Option<(ModuleDigest, u64)>) {
+        let mut current = self.plugin_wait.lock().expect("plugin wait lock");
+        *current = match (wait, *current) {
+            // Still the same wait: it goes on since it began.
+            (Some((plugin, offset)), Some(same @ (p, o, _))) if p == plugin && o == offset => {
+                Some(same)
+            }
+            (Some((plugin, offset)), _) => Some((plugin, offset, Instant::now())),
+            (None, _) => None,
+        };
+    }
+
+    /// The batch being applied, if the applier has been on it for longer than `threshold`; or
+    /// the entry the partition waits at for a plugin, if it has for longer than that.
     pub fn stalled(&self, threshold: Duration) -> Option<Stall> {
-        let (offset, since) = (*self.applying.lock().expect("applying lock"))?;
+        let applying = *self.applying.lock().expect("applying lock");
+        let waiting = *self.plugin_wait.lock().expect("plugin wait lock");
+        let (offset, since, plugin) = match (applying, waiting) {
+            (Some((offset, since)), _) => (offset, since, None),
+            (None, Some((plugin, offset, since))) => (offset, since, Some(plugin)),
+            (None, None) => return None,
+        };
         let elapsed = since.elapsed();
         (elapsed > threshold).then_some(Stall {
             offset,
             for_ms: elapsed.as_millis() as u64,
+            plugin,
         })
     }
 

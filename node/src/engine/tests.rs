@@ -1980,6 +1980,22 @@ async fn a_partition_opened_behind_the_log_catches_up_to_the_end_it_had_then() {
         .await
         .unwrap();
     assert_eq!(runtime.next_offset(), 1, "held at the gated entry");
+    // Reported as a stall (`/ready`, `/debug/partitions`, the metric) naming the module and
+    // the entry, so an operator can tell a module that never comes from a slow one.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stall = loop {
+        if let Some(stall) = runtime.stalled(Duration::ZERO) {
+            break stall;
+        }
+        assert!(Instant::now() < deadline, "the wait is never reported");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!((stall.offset, stall.plugin), (1, Some(pinned)));
+    assert_eq!(
+        runtime.stalled(Duration::from_secs(60)),
+        None,
+        "not for long yet"
+    );
     assert_eq!(
         runtime.catching_up(),
         Some(3),
@@ -2013,6 +2029,7 @@ async fn a_partition_opened_behind_the_log_catches_up_to_the_end_it_had_then() {
         .unwrap();
     assert_eq!(runtime.catching_up(), None);
     assert!(runtime.current());
+    assert_eq!(runtime.stalled(Duration::ZERO), None, "the wait ended");
     // Entries written after the open are ordinary lag: reads do not wait for them.
     let entry = LogEntry::new(4, vec![put(&pk, "d", "4", None)]);
     log.append(1, vec![append(&entry)]).await.unwrap();

@@ -76,7 +76,18 @@ impl Service {
         }
         let threshold = self.engine.stall_threshold();
         for runtime in partitions {
-            if let Some(stall) = runtime.stalled(threshold) {
+            if let Some(Stall {
+                offset,
+                for_ms,
+                plugin: Some(plugin),
+            }) = runtime.stalled(threshold)
+            {
+                problems.push(format!(
+                    "partition {} stalled for {for_ms} ms: {}",
+                    runtime.id(),
+                    crate::engine::plugin_wait_advice(runtime.id(), offset, &plugin)
+                ));
+            } else if let Some(stall) = runtime.stalled(threshold) {
                 problems.push(format!(
                     "partition {} stalled: applying the entries from offset {} for {} ms \
                      (STALL_THRESHOLD_MS is {})",

@@ -656,6 +656,69 @@ fn an_entry_of_a_newer_log_format_stops_its_partition_until_a_release_applies_it
 }
 
 #[test]
+fn an_entry_naming_a_module_nobody_uploaded_is_reported_and_the_operator_can_reject_it() {
+    let broker = Broker::start();
+    let mut env = kafka_env(&broker, "nomodule", "rg", "solo");
+    env.push(("STALL_THRESHOLD_MS".into(), "300".into()));
+    let mut node = Node::start_env(&env);
+    node.wait_until("owns every partition", Duration::from_secs(30), owns_all);
+    // A producer's entry naming a digest no module has (a typo, a module never uploaded):
+    // the partition waits there, as for a module still on its way, on every replica.
+    let digest = "f".repeat(64);
+    let named = produce(
+        &broker,
+        "nomodule",
+        "cfg",
+        &format!(
+            r#"{{"v":1,"ts_ms":1,"ops":[{{"op":"put","pk":"cfg","sk":"s","data":1,"if_plugin":"{digest}"}}]}}"#
+        ),
+    );
+    let after = put(&node, "cfg", json!(2), None);
+    let (partition, offset) = (&named["Partition"], &named["Offset"]);
+    node.wait_until(
+        "not ready, naming the module, the entry and the ways on",
+        Duration::from_secs(30),
+        |n| {
+            let (status, body) = n.get_url(&n.url("/ready"));
+            status == 503
+                && body.contains(&format!("partition {partition} stalled for"))
+                && body.contains(&format!(
+                    "the entry at offset {offset} names the plugin module sha256:{digest}"
+                ))
+                && body.contains(&format!("REJECT_ENTRIES_AT={partition}:{offset}"))
+        },
+    );
+    let report = node
+        .partitions()
+        .into_iter()
+        .find(|p| &p["partition"] == partition)
+        .unwrap();
+    assert_eq!(report["stalled"]["plugin"], json!(digest), "{report}");
+    assert_eq!(&report["stalled"]["offset"], offset, "{report}");
+    let (_, metrics) = node.get_url(&node.internal_url("/metrics"));
+    assert!(
+        metrics.contains(&format!(
+            "firescroll_partition_stalled{{partition=\"{partition}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    // The operator's way past it: rejected unread, and the write after it applies.
+    node.terminate();
+    node.set_env("REJECT_ENTRIES_AT", &format!("{partition}:{offset}"));
+    node.spawn();
+    node.wait_until("owns every partition", Duration::from_secs(30), owns_all);
+    let (status, reply) = node.post(
+        "/records/get",
+        json!({"Records": [{"pk": "cfg", "sk": "s"}], "min_offsets": [after]}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["Records"][0]["Data"], json!(2), "{reply}");
+    node.wait_until("ready again", Duration::from_secs(10), |n| {
+        n.get_url(&n.url("/ready")).0 == 200
+    });
+}
+
+#[test]
 fn a_partition_behind_the_log_start_is_not_served() {
     let broker = Broker::start();
     let env = kafka_env(&broker, "gap", "rg", "solo");
