@@ -322,6 +322,28 @@ fn a_token_older_than_the_history_is_410_after_a_crash_not_a_restart_and_read_th
     for query in ["from=7:1", "pk=cfg&from=0:1,7:1"] {
         refused_watch(&node, query, "the namespace has 4 partitions");
     }
+    // A token past the end of the partition's log comes from another log (this namespace's
+    // before it was made again, say): waiting for the log to get there would skip every change
+    // until then. Refused; the end itself is where a caught-up watch stands.
+    refused_watch(
+        &node,
+        &format!("pk=cfg&from={partition}:1000000"),
+        &format!(
+            "is at offset 1000000 of partition {partition}, but that partition's log ends at 2"
+        ),
+    );
+    let mut at_the_end = Watcher::open(&node, &format!("pk=cfg&from={partition}:2"), None);
+    assert_eq!(at_the_end.status, 200);
+    put(&node, json!([{"pk": "cfg", "sk": "c", "data": 3}]));
+    assert_eq!(what(&at_the_end.change()), "put cfg/c 3");
+    // Two positions of one partition: which one would be meant?
+    let twice = Watcher::open(
+        &node,
+        &format!("pk=cfg&from={partition}:0,{partition}:2"),
+        None,
+    );
+    assert_eq!(twice.status, 400);
+    assert_eq!(twice.error_body()["error"]["code"], "bad_token");
 }
 
 /// Asserts that a watch with `query` is a 400 `token_mismatch` whose message says `says`.

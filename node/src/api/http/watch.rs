@@ -80,7 +80,7 @@ pub async fn watch(
             Err(e) => return response::error(&e),
         }
     }
-    match start(&service, query, &headers) {
+    match start(&service, query, &headers).await {
         Ok(response) => response,
         Err(e) => response::error(&e),
     }
@@ -107,7 +107,7 @@ fn passed_on(remote: RemoteStream) -> Response {
         .expect("a valid response")
 }
 
-fn start(
+async fn start(
     service: &Service,
     query: WatchQuery,
     headers: &HeaderMap,
@@ -136,13 +136,15 @@ fn start(
             "watch one `pk` or one `partition`, not both",
         ));
     }
-    let watch = service.watch(WatchRequest {
-        pk: query.pk,
-        sk_prefix: query.sk_prefix,
-        partition: query.partition,
-        keys_only: query.keys_only,
-        from,
-    })?;
+    let watch = service
+        .watch(WatchRequest {
+            pk: query.pk,
+            sk_prefix: query.sk_prefix,
+            partition: query.partition,
+            keys_only: query.keys_only,
+            from,
+        })
+        .await?;
     let events = futures_util::stream::unfold(watch, |mut watch| async move {
         let event = watch.next().await?;
         Some((Ok::<Event, Infallible>(render(event)), watch))

@@ -141,7 +141,7 @@ impl Service {
         };
         let cluster = match &self.cluster {
             Some(cluster) if !self.serves(partition) => cluster.clone(),
-            _ => return self.watch(request).map(Follow::Local),
+            _ => return self.watch(request).await.map(Follow::Local),
         };
         let query = format!("partition={partition}&keys_only=true");
         let last = from.map(|t| t.to_string());

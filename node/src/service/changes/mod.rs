@@ -81,10 +81,16 @@ impl std::str::FromStr for Token {
                 Some((offset, index)) => (offset, index.parse().map_err(|_| bad())?),
                 None => (position, 0),
             };
-            positions.insert(
-                partition.parse().map_err(|_| bad())?,
-                (offset.parse().map_err(|_| bad())?, index),
-            );
+            // Each partition at most once: which of two positions would be meant?
+            if positions
+                .insert(
+                    partition.parse().map_err(|_| bad())?,
+                    (offset.parse().map_err(|_| bad())?, index),
+                )
+                .is_some()
+            {
+                return Err(bad());
+            }
         }
         Ok(Token(positions))
     }
@@ -404,8 +410,62 @@ impl Watch {
 
 impl Service {
     /// Starts a watch. Every partition it covers must be served by this node; a token older than
-    /// what this node can replay is a 410 naming the oldest position it can serve.
-    pub fn watch(&self, request: WatchRequest) -> Result<Watch, ServiceError> {
+    /// what this node can replay is a 410 naming the oldest position it can serve, and one past
+    /// the end of a partition's log a 400 (it is not of this log).
+    pub async fn watch(&self, request: WatchRequest) -> Result<Watch, ServiceError> {
+        let partitions = self.watched_partitions(&request)?;
+        if let Some(from) = &request.from {
+            self.check_token_within_log(from, &partitions).await?;
+        }
+        self.register_watch(request, partitions)
+    }
+
+    /// Refuses a token at a position past the end of a partition's log: no entry of this log
+    /// is there, so it comes from another log (another namespace's, or this one's before it
+    /// was deleted and created again), and waiting for the log to get there would skip every
+    /// change until then. The log is asked only for positions this node has not applied yet
+    /// (a token from a replica ahead of this one is fine); when it cannot say, the watch goes
+    /// on as before.
+    async fn check_token_within_log(
+        &self,
+        from: &Token,
+        partitions: &[u32],
+    ) -> Result<(), ServiceError> {
+        for &partition in partitions {
+            let Some((offset, _)) = from.get(partition) else {
+                continue;
+            };
+            if self
+                .engine
+                .partition(partition)
+                .is_some_and(|runtime| offset <= runtime.next_offset())
+            {
+                continue;
+            }
+            let log = self.log.clone();
+            let Ok(Ok((_, end))) = tokio::task::spawn_blocking(move || log.bounds(partition)).await
+            else {
+                continue;
+            };
+            if offset > end {
+                return Err(ServiceError::bad_request(
+                    "token_mismatch",
+                    format!(
+                        "the token {from} is at offset {offset} of partition {partition}, but \
+                         that partition's log ends at {end}: it comes from another log (another \
+                         namespace's, or this one's before it was deleted and created again). \
+                         Read the records again and watch from the read's FireScroll-Token, or \
+                         watch without a token to start now"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The partitions `request` watches, once its token is checked to be of this namespace
+    /// and to cover them.
+    fn watched_partitions(&self, request: &WatchRequest) -> Result<Vec<u32>, ServiceError> {
         let count = self.engine.partition_count();
         let partitions: Vec<u32> = match (&request.pk, request.partition) {
             (Some(pk), _) => vec![partition_of(pk, count)],
@@ -456,6 +516,15 @@ impl Service {
                 ),
             ));
         }
+        Ok(partitions)
+    }
+
+    /// Registers the watch of `request` over `partitions` with their dispatchers.
+    fn register_watch(
+        &self,
+        request: WatchRequest,
+        partitions: Vec<u32>,
+    ) -> Result<Watch, ServiceError> {
         let filter = Filter::new(&request);
         let (tx, rx) = mpsc::channel(QUEUE);
         let ending = Arc::new(Ending::default());
@@ -589,7 +658,7 @@ mod tests {
         assert_eq!(token.get(0), Some((15, 2)));
         assert_eq!(token.get(3), Some((1042, 0)));
         assert_eq!(token.to_string(), "0:15.2,3:1042");
-        for bad in ["x", "1:", "1:a", "1:2.x", "-1:5"] {
+        for bad in ["x", "1:", "1:a", "1:2.x", "-1:5", "0:1,0:2"] {
             let e = bad.parse::<Token>().unwrap_err();
             assert_eq!(e.code, "bad_token", "{bad}");
         }
