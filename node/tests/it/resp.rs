@@ -548,6 +548,37 @@ fn subscribed_and_monitoring_connections_are_never_closed_for_being_idle() {
         .unwrap();
     assert_eq!(normal.lines().count(), 2, "monitoring and asking: {normal}");
     drop(con);
+    // CLIENT INFO counts a connection's own subscriptions (RESP3: a subscribed connection
+    // still runs any command).
+    let mut resp3 = connect();
+    resp3
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    resp3
+        .write_all(
+            b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n\
+              *3\r\n$9\r\nSUBSCRIBE\r\n$1\r\na\r\n$1\r\nb\r\n\
+              *2\r\n$10\r\nPSUBSCRIBE\r\n$2\r\np*\r\n\
+              *2\r\n$6\r\nCLIENT\r\n$4\r\nINFO\r\n",
+        )
+        .unwrap();
+    let mut seen = Vec::new();
+    let info = loop {
+        let mut buf = [0u8; 4096];
+        let n = resp3.read(&mut buf).unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&seen).into_owned();
+        if let Some(at) = text.find(" psub=")
+            && text[at..].contains('\n')
+        {
+            break text;
+        }
+    };
+    assert!(
+        info.contains(" flags=P ") && info.contains(" sub=2 psub=1 "),
+        "{info}"
+    );
     // Unsubscribed, it is an idle connection like any other.
     subscribed
         .write_all(b"*1\r\n$11\r\nUNSUBSCRIBE\r\n")
