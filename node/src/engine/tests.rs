@@ -1003,11 +1003,8 @@ async fn a_store_failure_stops_the_partition_visibly_instead_of_skipping() {
     engine.shutdown();
 }
 
-/// The embedded log, but partition 1's readers panic as soon as they are read: a bug met in a
-/// turn of the applier.
-struct PanicsInPartition1(Arc<EmbeddedLog>);
-
-/// A reader of [`PanicsInPartition1`]'s partition 1.
+/// A reader of partition 1 that panics as soon as it is read: a bug met in a turn of the
+/// applier.
 struct PanickingReader;
 
 impl crate::log::PartitionReader for PanickingReader {
@@ -1022,17 +1019,43 @@ impl crate::log::PartitionReader for PanickingReader {
     }
 }
 
-impl crate::log::MutationLog for PanicsInPartition1 {
+/// The embedded log, its partition 1 read by a [`PanickingReader`].
+fn panics_in_partition_1(log: Arc<EmbeddedLog>) -> EmbeddedWithReaders {
+    EmbeddedWithReaders {
+        inner: log,
+        reader: |log, partition, from| {
+            if partition == 1 {
+                return Ok(Box::new(PanickingReader));
+            }
+            log.reader(partition, from)
+        },
+        end_beyond: 0,
+    }
+}
+
+/// The embedded log with readers of its own choosing (`reader`), and an end `end_beyond`
+/// offsets past the embedded log's.
+struct EmbeddedWithReaders {
+    inner: Arc<EmbeddedLog>,
+    reader: fn(
+        &EmbeddedLog,
+        u32,
+        u64,
+    ) -> Result<Box<dyn crate::log::PartitionReader>, crate::log::LogError>,
+    end_beyond: u64,
+}
+
+impl crate::log::MutationLog for EmbeddedWithReaders {
     fn partition_count(&self) -> u32 {
-        self.0.partition_count()
+        self.inner.partition_count()
     }
 
     fn append(&self, partition: u32, entries: Vec<crate::log::Append>) -> crate::log::AppendFuture {
-        self.0.append(partition, entries)
+        self.inner.append(partition, entries)
     }
 
     fn ownership(&self) -> tokio::sync::watch::Receiver<crate::log::Ownership> {
-        self.0.ownership()
+        self.inner.ownership()
     }
 
     fn reader(
@@ -1040,22 +1063,21 @@ impl crate::log::MutationLog for PanicsInPartition1 {
         partition: u32,
         from: u64,
     ) -> Result<Box<dyn crate::log::PartitionReader>, crate::log::LogError> {
-        if partition == 1 {
-            return Ok(Box::new(PanickingReader));
-        }
-        self.0.reader(partition, from)
+        (self.reader)(&self.inner, partition, from)
     }
 
     fn bounds(&self, partition: u32) -> Result<(u64, u64), crate::log::LogError> {
-        self.0.bounds(partition)
+        self.inner
+            .bounds(partition)
+            .map(|(start, end)| (start, end + self.end_beyond))
     }
 
     fn release(&self, partition: u32, offset: u64) {
-        self.0.release(partition, offset)
+        self.inner.release(partition, offset)
     }
 
     fn shutdown(&self) {
-        self.0.shutdown()
+        self.inner.shutdown()
     }
 }
 
@@ -1069,7 +1091,7 @@ async fn a_panic_in_a_turn_stops_its_partition_visibly_and_the_pool_goes_on() {
     // One thread: had the panic taken it, no other partition would be applied again.
     let (engine, _tasks) = Engine::start(
         store,
-        Arc::new(PanicsInPartition1(log.clone())),
+        Arc::new(panics_in_partition_1(log.clone())),
         Arc::new(Conditions::new()),
         plugins,
         metrics.clone(),
@@ -2040,9 +2062,23 @@ async fn a_partition_opened_behind_the_log_catches_up_to_the_end_it_had_then() {
 /// The embedded log with one offset past its end that holds no entry, as a Kafka transaction's
 /// commit marker does: the end says one more, and its readers pass over it once they have
 /// delivered everything.
-struct MarkerAtTheEnd(Arc<EmbeddedLog>);
+fn marker_at_the_end(log: Arc<EmbeddedLog>) -> EmbeddedWithReaders {
+    EmbeddedWithReaders {
+        inner: log,
+        reader: |log, partition, from| {
+            let inner = log.reader(partition, from)?;
+            let marker = inner.end_at_open().expect("the embedded log knows its end");
+            Ok(Box::new(PassesTheMarker {
+                inner,
+                marker,
+                next: from,
+            }))
+        },
+        end_beyond: 1,
+    }
+}
 
-/// A reader of [`MarkerAtTheEnd`].
+/// A reader of [`marker_at_the_end`].
 struct PassesTheMarker {
     inner: Box<dyn crate::log::PartitionReader>,
     /// The marker's offset: the inner log's end when the reader opened.
@@ -2076,48 +2112,6 @@ impl crate::log::PartitionReader for PassesTheMarker {
     }
 }
 
-impl crate::log::MutationLog for MarkerAtTheEnd {
-    fn partition_count(&self) -> u32 {
-        self.0.partition_count()
-    }
-
-    fn append(&self, partition: u32, entries: Vec<crate::log::Append>) -> crate::log::AppendFuture {
-        self.0.append(partition, entries)
-    }
-
-    fn ownership(&self) -> tokio::sync::watch::Receiver<crate::log::Ownership> {
-        self.0.ownership()
-    }
-
-    fn reader(
-        &self,
-        partition: u32,
-        from: u64,
-    ) -> Result<Box<dyn crate::log::PartitionReader>, crate::log::LogError> {
-        let inner = self.0.reader(partition, from)?;
-        let marker = inner.end_at_open().expect("the embedded log knows its end");
-        Ok(Box::new(PassesTheMarker {
-            inner,
-            marker,
-            next: from,
-        }))
-    }
-
-    fn bounds(&self, partition: u32) -> Result<(u64, u64), crate::log::LogError> {
-        self.0
-            .bounds(partition)
-            .map(|(start, end)| (start, end + 1))
-    }
-
-    fn release(&self, partition: u32, offset: u64) {
-        self.0.release(partition, offset)
-    }
-
-    fn shutdown(&self) {
-        self.0.shutdown()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_whose_log_ends_in_a_transaction_marker_catches_up_when_its_reader_passes_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -2132,7 +2126,7 @@ async fn a_partition_whose_log_ends_in_a_transaction_marker_catches_up_when_its_
     let plugins = test_plugins(&store, &embedded, &metrics);
     let (engine, _tasks) = Engine::start(
         store,
-        Arc::new(MarkerAtTheEnd(embedded.clone())),
+        Arc::new(marker_at_the_end(embedded.clone())),
         Arc::new(Conditions::new()),
         plugins,
         metrics.clone(),

@@ -549,6 +549,24 @@ fn entries_from_other_producers_are_applied() {
     assert_eq!(records[2]["Data"], json!({"hey": "ho"}));
 }
 
+/// Starts the stopped `node` again with `REJECT_ENTRIES_AT` naming `rejected` (the operator's
+/// way past an entry that holds its partition on every node), and checks that the write at
+/// `after` then applies, leaving `cfg`/`s` holding `data`.
+fn restart_rejecting(node: &mut Node, rejected: &Value, after: &Value, data: Value) {
+    node.set_env(
+        "REJECT_ENTRIES_AT",
+        &format!("{}:{}", rejected["Partition"], rejected["Offset"]),
+    );
+    node.spawn();
+    node.wait_until("owns every partition", Duration::from_secs(30), owns_all);
+    let (status, reply) = node.post(
+        "/records/get",
+        json!({"Records": [{"pk": "cfg", "sk": "s"}], "min_offsets": [after]}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["Records"][0]["Data"], data, "{reply}");
+}
+
 #[test]
 fn an_entry_of_a_newer_log_format_stops_its_partition_until_a_release_applies_it_or_the_operator_rejects_it()
  {
@@ -627,18 +645,7 @@ fn an_entry_of_a_newer_log_format_stops_its_partition_until_a_release_applies_it
     }
     // The operator's way past an entry no release will apply: rejected unread, by position,
     // and the partition goes on with the write after it.
-    node.set_env(
-        "REJECT_ENTRIES_AT",
-        &format!("{}:{}", newer["Partition"], newer["Offset"]),
-    );
-    node.spawn();
-    node.wait_until("owns every partition", Duration::from_secs(30), owns_all);
-    let (status, reply) = node.post(
-        "/records/get",
-        json!({"Records": [{"pk": "cfg", "sk": "s"}], "min_offsets": [after]}),
-    );
-    assert_eq!(status, 200, "{reply}");
-    assert_eq!(reply["Records"][0]["Data"], json!(3), "{reply}");
+    restart_rejecting(&mut node, &newer, &after, json!(3));
     let (status, reply) = node.post(
         "/records/outcomes",
         json!({"Positions": [before, newer, after]}),
@@ -704,15 +711,7 @@ fn an_entry_naming_a_module_nobody_uploaded_is_reported_and_the_operator_can_rej
     );
     // The operator's way past it: rejected unread, and the write after it applies.
     node.terminate();
-    node.set_env("REJECT_ENTRIES_AT", &format!("{partition}:{offset}"));
-    node.spawn();
-    node.wait_until("owns every partition", Duration::from_secs(30), owns_all);
-    let (status, reply) = node.post(
-        "/records/get",
-        json!({"Records": [{"pk": "cfg", "sk": "s"}], "min_offsets": [after]}),
-    );
-    assert_eq!(status, 200, "{reply}");
-    assert_eq!(reply["Records"][0]["Data"], json!(2), "{reply}");
+    restart_rejecting(&mut node, &named, &after, json!(2));
     node.wait_until("ready again", Duration::from_secs(10), |n| {
         n.get_url(&n.url("/ready")).0 == 200
     });
