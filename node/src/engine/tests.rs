@@ -1037,13 +1037,16 @@ fn panics_in_partition_1(log: Arc<EmbeddedLog>) -> EmbeddedWithReaders {
 /// offsets past the embedded log's.
 struct EmbeddedWithReaders {
     inner: Arc<EmbeddedLog>,
-    reader: fn(
-        &EmbeddedLog,
-        u32,
-        u64,
-    ) -> Result<Box<dyn crate::log::PartitionReader>, crate::log::LogError>,
+    reader: OpenReader,
     end_beyond: u64,
 }
+
+/// How [`EmbeddedWithReaders`] opens a reader of a partition from an offset.
+type OpenReader = fn(
+    &EmbeddedLog,
+    u32,
+    u64,
+) -> Result<Box<dyn crate::log::PartitionReader>, crate::log::LogError>;
 
 impl crate::log::MutationLog for EmbeddedWithReaders {
     fn partition_count(&self) -> u32 {
