@@ -196,7 +196,7 @@ impl Engine {
 
     /// Stops partition `runtime` after a turn of it panicked (a bug: retrying would meet it
     /// again), reporting it as a failure naming the batch it was applying. Reads keep seeing
-    /// the last committed state; a restart tries the batch again.
+    /// the last committed state; a restart goes on after the last batch committed.
     pub(super) fn turn_panicked(
         &self,
         runtime: &PartitionRuntime,
@@ -213,7 +213,9 @@ impl Engine {
         };
         runtime.set_applying(None);
         let reason = format!(
-            "{at} panicked: {message} (a bug in FireScroll: please report it with this              message; nothing of that batch was stored, and a restart tries it again)"
+            "{at} panicked: {message} (a bug in FireScroll: please report it with this \
+             message; the partition applies nothing more until the node restarts, which goes \
+             on after the last batch committed)"
         );
         tracing::error!(partition = runtime.id(), %reason, "partition stopped");
         runtime.set_health(Health::Failed { reason });

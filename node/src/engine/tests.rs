@@ -1107,7 +1107,7 @@ async fn a_panic_in_a_turn_stops_its_partition_visibly_and_the_pool_goes_on() {
     until_stopped(&runtime).await;
     assert!(
         matches!(runtime.health(), Health::Failed { ref reason }
-            if reason.contains("panicked: a bug met while reading")
+            if reason.contains("panicked: a bug met while reading (a bug in FireScroll: please report it with this message;")
                 && reason.contains("reading the log at offset 0")),
         "{:?}",
         runtime.health()
