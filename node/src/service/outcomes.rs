@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 /// (`MAX_RECORDS_PER_REQUEST`): each may read and parse a stored chunk of returned values.
 const POSITIONS_PER_RECORD: usize = 10;
 
+/// How long an outcome request waits for the log to say where a partition ends (the Kafka log
+/// asks the broker), to tell a position past it from a pending one.
+const LOG_END_PATIENCE: Duration = Duration::from_millis(500);
+
 impl Service {
     /// Refuses more positions than one request may ask for, and partitions that do not exist.
     fn check_outcome_positions(&self, positions: &[Position]) -> Result<(), ServiceError> {
@@ -36,15 +40,22 @@ impl Service {
         let mut outcomes = vec![None; positions.len()];
         let mut remote = Vec::new();
         let mut cluster = None;
+        let mut pending = Vec::new();
         for (i, &p) in positions.iter().enumerate() {
             match self.route(p.partition)? {
-                Route::Local(_) => outcomes[i] = self.local_outcome(p)?,
+                Route::Local(_) => {
+                    outcomes[i] = self.local_outcome(p)?;
+                    if outcomes[i].is_none() {
+                        pending.push(p);
+                    }
+                }
                 Route::Remote(c) => {
                     cluster = Some(c);
                     remote.push(i);
                 }
             }
         }
+        self.refuse_positions_past_the_log(&pending).await?;
         if let Some(cluster) = cluster {
             let asked: Vec<Position> = remote.iter().map(|&i| positions[i]).collect();
             let answers = self
@@ -82,6 +93,41 @@ impl Service {
             }
         }
         Ok(outcomes)
+    }
+
+    /// Refuses positions not applied here that lie past the end of their partition's log: no
+    /// entry is there, so they come from another log (another namespace's, or this one's
+    /// before it was deleted and made again), and `pending` would be answered forever (or for
+    /// another entry, once the log got there). The log is asked once per partition, for at
+    /// most `LOG_END_PATIENCE`; when it cannot say in time, the position stays pending.
+    async fn refuse_positions_past_the_log(
+        &self,
+        pending: &[Position],
+    ) -> Result<(), ServiceError> {
+        let mut furthest = std::collections::BTreeMap::new();
+        for p in pending {
+            let offset = furthest.entry(p.partition).or_insert(p.offset);
+            *offset = (*offset).max(p.offset);
+        }
+        for (partition, offset) in furthest {
+            let log = self.log.clone();
+            let asked = tokio::task::spawn_blocking(move || log.bounds(partition));
+            let Ok(Ok(Ok((_, end)))) = tokio::time::timeout(LOG_END_PATIENCE, asked).await else {
+                continue;
+            };
+            if offset >= end {
+                return Err(ServiceError::bad_request(
+                    "no_entry",
+                    format!(
+                        "no entry is at offset {offset} of partition {partition}: its log ends \
+                         at {end}, so the position comes from another log (another namespace's, \
+                         or this one's before it was deleted and made again). Positions are \
+                         those a write to this namespace answered"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn local_outcome(&self, p: Position) -> Result<Option<Outcome>, ServiceError> {

@@ -63,6 +63,9 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         ("/records/get", json!({"Records":[{"pk":"keep","sk":"me"}],"min_offsets":[{"Partition":0}]}).to_string(), 400, "bad_position"),
         ("/records/outcomes", json!({"Positions":(0..101).map(|i| json!({"Partition":0,"Offset":i})).collect::<Vec<_>>()}).to_string(), 400, "too_many_positions"),
         ("/records/outcomes", json!({"Positions":[{"Partition":99,"Offset":0}]}).to_string(), 400, "bad_position"),
+        // A position past the end of its partition's log (another namespace's) holds no entry:
+        // not `pending` forever.
+        ("/records/outcomes", json!({"Positions":[{"Partition":0,"Offset":999_999}]}).to_string(), 400, "no_entry"),
         // The peer endpoint behind `/records/outcomes` is bounded the same way.
         ("/cluster/v1/outcomes", json!({"positions":(0..101).map(|i| json!({"partition":0,"offset":i})).collect::<Vec<_>>(),"wait_ms":0}).to_string(), 400, "too_many_positions"),
         ("/records/nope", json!({}).to_string(), 400, "unknown_operation"),
