@@ -10,6 +10,7 @@ mod expiry;
 mod json;
 mod keyspace;
 mod list;
+mod log_end;
 mod outcomes;
 mod plugins;
 mod positions;
@@ -207,6 +208,8 @@ pub struct ServiceInner {
     dispatchers: changes::Dispatchers,
     /// The free-space floor writes are admitted under (MIN_FREE_DISK_BYTES), when set.
     disk: Option<DiskSpace>,
+    /// Bounds the asks for where a partition's log ends (`log_end.rs`).
+    log_end_asks: log_end::LogEndAsks,
 }
 
 impl std::ops::Deref for Service {
@@ -242,6 +245,7 @@ impl Service {
                 snapshots: None,
                 dispatchers: changes::Dispatchers::default(),
                 disk: None,
+                log_end_asks: log_end::LogEndAsks::default(),
             }),
         }
     }

@@ -10,10 +10,6 @@ use std::time::{Duration, Instant};
 /// (`MAX_RECORDS_PER_REQUEST`): each may read and parse a stored chunk of returned values.
 const POSITIONS_PER_RECORD: usize = 10;
 
-/// How long an outcome request waits for the log to say where a partition ends (the Kafka log
-/// asks the broker), to tell a position past it from a pending one.
-const LOG_END_PATIENCE: Duration = Duration::from_millis(500);
-
 impl Service {
     /// Refuses more positions than one request may ask for, and partitions that do not exist.
     fn check_outcome_positions(&self, positions: &[Position]) -> Result<(), ServiceError> {
@@ -98,8 +94,8 @@ impl Service {
     /// Refuses positions not applied here that lie past the end of their partition's log: no
     /// entry is there, so they come from another log (another namespace's, or this one's
     /// before it was deleted and made again), and `pending` would be answered forever (or for
-    /// another entry, once the log got there). The log is asked once per partition, for at
-    /// most `LOG_END_PATIENCE`; when it cannot say in time, the position stays pending.
+    /// another entry, once the log got there). The log is asked once per partition; when it
+    /// cannot say (`Service::log_end`), the position stays pending.
     async fn refuse_positions_past_the_log(
         &self,
         pending: &[Position],
@@ -110,10 +106,10 @@ impl Service {
             *offset = (*offset).max(p.offset);
         }
         for (partition, offset) in furthest {
-            let log = self.log.clone();
-            let asked = tokio::task::spawn_blocking(move || log.bounds(partition));
-            let Ok(Ok(Ok((_, end)))) = tokio::time::timeout(LOG_END_PATIENCE, asked).await else {
-                continue;
+            // A log that cannot say for one partition now will not for the next either:
+            // one wait per request at most.
+            let Some(end) = self.log_end(partition).await else {
+                break;
             };
             if offset >= end {
                 return Err(ServiceError::bad_request(

@@ -424,8 +424,8 @@ impl Service {
     /// is there, so it comes from another log (another namespace's, or this one's before it
     /// was deleted and created again), and waiting for the log to get there would skip every
     /// change until then. The log is asked only for positions this node has not applied yet
-    /// (a token from a replica ahead of this one is fine); when it cannot say, the watch goes
-    /// on as before.
+    /// (a token from a replica ahead of this one is fine); when it cannot say
+    /// (`Service::log_end`), the watch goes on as before.
     async fn check_token_within_log(
         &self,
         from: &Token,
@@ -442,10 +442,10 @@ impl Service {
             {
                 continue;
             }
-            let log = self.log.clone();
-            let Ok(Ok((_, end))) = tokio::task::spawn_blocking(move || log.bounds(partition)).await
-            else {
-                continue;
+            // A log that cannot say for one partition now will not for the next either:
+            // one wait per request at most.
+            let Some(end) = self.log_end(partition).await else {
+                break;
             };
             if offset > end {
                 return Err(ServiceError::bad_request(
