@@ -58,6 +58,25 @@ pub fn edit_json_alone(
     super::edit_json(cmd, current, path, operand, &mut limits)
 }
 
+/// The data a read-modify-write op of `kind` computes from the `current` record's data JSON
+/// and its `operand`, as apply computes it (within [`MAX_COMPUTED_BYTES`]), or why it cannot:
+/// also how a transaction's later reads see the op before it applies.
+pub fn compute_read_modify_write(
+    kind: OpKind,
+    current: Option<&[u8]>,
+    operand: &str,
+) -> Result<String, String> {
+    let data = super::rmw::compute(kind, current, operand).map_err(|e| e.to_string())?;
+    if data.len() > MAX_COMPUTED_BYTES {
+        return Err(format!(
+            "the value would grow to {} bytes; a read-modify-write op may produce at most \
+             {MAX_COMPUTED_BYTES}",
+            data.len()
+        ));
+    }
+    Ok(data)
+}
+
 /// Fuel all the plugin calls of one entry may burn together, in calls' worth of PLUGIN_FUEL.
 /// Like the condition budget, part of what every replica must agree on.
 pub const ENTRY_PLUGIN_CALLS: u64 = 10;
@@ -578,10 +597,9 @@ fn apply_entry(
                 }
             }
             let verdict = if every_one_holds { "1" } else { "0" };
-            returned.extend((index..end).map(|member| Returned {
-                op: member as u32,
-                data: Some(verdict.to_owned()),
-            }));
+            returned.extend(
+                (index..end).map(|member| Returned::data(member as u32, Some(verdict.to_owned()))),
+            );
             if !every_one_holds {
                 skip_until = end;
                 continue;
@@ -625,10 +643,7 @@ fn apply_entry(
             } else {
                 u8::from(expire_key(&op.pk, op, records, now, &mut writes)?).to_string()
             };
-            returned.push(Returned {
-                op: index as u32,
-                data: Some(data),
-            });
+            returned.push(Returned::data(index as u32, Some(data)));
             continue;
         }
         let key = encode_key(&op.pk, &op.sk);
@@ -646,19 +661,13 @@ fn apply_entry(
                 Ok(()) => {}
                 // Format v4: a false `if` skips this op alone (Redis `SET ... NX` in `MULTI`).
                 Err((RejectionKind::ConditionFailed, _)) if op.if_skips => {
-                    returned.push(Returned {
-                        op: index as u32,
-                        data: Some("0".to_owned()),
-                    });
+                    returned.push(Returned::data(index as u32, Some("0".to_owned())));
                     continue;
                 }
                 Err((kind, message)) => return reject(kind, message),
             }
             if op.if_skips {
-                returned.push(Returned {
-                    op: index as u32,
-                    data: Some("1".to_owned()),
-                });
+                returned.push(Returned::data(index as u32, Some("1".to_owned())));
             }
         }
         let input = || Input {
@@ -709,12 +718,12 @@ fn apply_entry(
             }
         }
         if op.return_old {
-            returned.push(Returned {
-                op: index as u32,
-                data: current
+            returned.push(Returned::data(
+                index as u32,
+                current
                     .as_ref()
                     .map(|v| String::from_utf8_lossy(v.data_json).into_owned()),
-            });
+            ));
         }
         if op.return_existed && matches!(op.op, OpKind::Put | OpKind::Delete) {
             returned.push(existed(index, current.is_some()));
@@ -755,10 +764,7 @@ fn apply_entry(
                 // `return_old` (Redis `GETEX`) the op returns the value instead.
                 let mut code = |code: &str| {
                     if !op.return_old {
-                        returned.push(Returned {
-                            op: index as u32,
-                            data: Some(code.into()),
-                        });
+                        returned.push(Returned::data(index as u32, Some(code.into())));
                     }
                 };
                 let Some(cur) = current else {
@@ -870,23 +876,17 @@ fn apply_entry(
                     return reject(RejectionKind::ValueError, out_of_reads());
                 }
                 reads -= cost;
-                let data = match super::rmw::compute(
+                let data = match compute_read_modify_write(
                     op.op,
                     current.as_ref().map(|v| v.data_json),
                     operand,
                 ) {
-                    Ok(data) if data.len() > MAX_COMPUTED_BYTES => {
-                        return reject(
-                            RejectionKind::ValueError,
-                            format!(
-                                "the value would grow to {} bytes; a read-modify-write op may \
-                                 produce at most {MAX_COMPUTED_BYTES}",
-                                data.len()
-                            ),
-                        );
-                    }
                     Ok(data) => data,
-                    Err(e) => return reject(RejectionKind::ValueError, e.to_string()),
+                    Err(message) if op.fails_alone => {
+                        failed_alone(&mut returned, index, message);
+                        continue;
+                    }
+                    Err(message) => return reject(RejectionKind::ValueError, message),
                 };
                 // Like Redis `INCR` and `APPEND`, a computed value keeps the record's deadline,
                 // its own or its key's (a new field of a key with one, the key's: `key_ttl`).
@@ -894,10 +894,7 @@ fn apply_entry(
                     .as_ref()
                     .map_or((key_deadline, false), |v| (v.expires_at_ms, v.own_deadline));
                 let value = encode_value(created, updated, deadline, own, data.as_bytes());
-                returned.push(Returned {
-                    op: index as u32,
-                    data: Some(data),
-                });
+                returned.push(Returned::data(index as u32, Some(data)));
                 Some(value)
             }
             OpKind::Json => {
@@ -931,15 +928,16 @@ fn apply_entry(
                 reads -= (reads / JSON_VISIT_BYTES - limits.visits) * JSON_VISIT_BYTES;
                 let edited = match edited {
                     Ok(edited) => edited,
-                    Err(super::JsonEditError::Path(crate::model::PathError::TooCostly(_))) => {
+                    Err(e) if e.too_costly() => {
                         return reject(RejectionKind::ValueError, out_of_reads());
+                    }
+                    Err(e) if op.fails_alone => {
+                        failed_alone(&mut returned, index, e.to_string());
+                        continue;
                     }
                     Err(e) => return reject(RejectionKind::ValueError, e.to_string()),
                 };
-                returned.push(Returned {
-                    op: index as u32,
-                    data: Some(edited.reply.to_string()),
-                });
+                returned.push(Returned::data(index as u32, Some(edited.reply.to_string())));
                 match edited.data {
                     None => continue,
                     Some(None) => None,
@@ -1016,12 +1014,27 @@ fn apply_entry(
     Ok(EntryOutcome::Applied(returned))
 }
 
+/// Format v9: op `index`, which fails alone (`fails_alone`), met a value it cannot use: it
+/// writes nothing and returns why instead of what it would have (anything it returned before
+/// failing — a foreign producer's `return_old` on an `incr` — is dropped), and the entry goes
+/// on.
+fn failed_alone(returned: &mut Vec<Returned>, index: usize, message: String) {
+    while returned.last().is_some_and(|r| r.op as usize == index) {
+        returned.pop();
+    }
+    returned.push(Returned {
+        op: index as u32,
+        data: None,
+        error: Some(message),
+    });
+}
+
 /// What a `return_existed` op returns: whether its record (or key) existed before it.
 fn existed(index: usize, existed: bool) -> Returned {
-    Returned {
-        op: index as u32,
-        data: Some(if existed { "1" } else { "0" }.to_string()),
-    }
+    Returned::data(
+        index as u32,
+        Some(if existed { "1" } else { "0" }.to_string()),
+    )
 }
 
 /// Whether an `expire` op may replace the deadline `current` (none: the record has none) with

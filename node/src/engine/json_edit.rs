@@ -48,6 +48,14 @@ pub enum JsonEditError {
     TooDeep,
 }
 
+impl JsonEditError {
+    /// Whether the path ran out of the entry's budget of nodes to visit: the entry's, not the
+    /// op's, failure (it rejects the entry even when the op fails alone).
+    pub fn too_costly(&self) -> bool {
+        matches!(self, JsonEditError::Path(PathError::TooCostly(_)))
+    }
+}
+
 /// What a `json` op did.
 #[derive(Debug, PartialEq)]
 pub struct Edited {

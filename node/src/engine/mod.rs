@@ -25,7 +25,7 @@ mod waiters;
 pub use crate::model::{Outcome, Rejection, RejectionKind, Returned};
 pub use apply::{
     AppliedBatch, ENTRY_READ_BYTES, MAX_COMPUTED_BYTES, Rules, apply_and_commit, apply_batch,
-    edit_json_alone,
+    compute_read_modify_write, edit_json_alone,
 };
 pub use feed::{
     Change, ChangeKind, EntryChanges, Feed, Published, Subscription, TooOld, watch_prefix,
@@ -41,9 +41,7 @@ pub use plugins::{
     restore_plugins,
 };
 pub use read_index::{Lookup, ReadIndex};
-pub use rmw::{
-    RmwError, compute as compute_read_modify_write, parse_finite_float, parse_redis_integer,
-};
+pub use rmw::{RmwError, parse_finite_float, parse_redis_integer};
 pub use waiters::{OutcomeError, WaitError};
 
 /// Why an owned partition is not open yet, as errors and `/ready` say it.

@@ -124,10 +124,7 @@ mod tests {
     }
 
     fn returned(data: &str) -> Vec<Returned> {
-        vec![Returned {
-            op: 0,
-            data: Some(data.into()),
-        }]
+        vec![Returned::data(0, Some(data.into()))]
     }
 
     #[test]

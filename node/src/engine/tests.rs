@@ -574,6 +574,79 @@ fn puts_that_skip_together_write_all_or_none_and_the_entry_goes_on() {
 }
 
 #[test]
+fn an_op_that_fails_alone_writes_nothing_and_the_entry_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let pk = &pks_in(3, 1)[0];
+    let store = open_partition(dir.path(), 3);
+    let rules = TestRules::new();
+    let alone = |op: Op| Op {
+        fails_alone: true,
+        ..op
+    };
+    let too_long = serde_json::to_string(&"x".repeat(crate::engine::MAX_COMPUTED_BYTES)).unwrap();
+    let entries = [
+        // SET t abc, then a MULTI of INCR t (fails), APPEND t d, APPEND t <1 MiB> (too long),
+        // INCRBY n 5, a JSON edit at a path of no document (fails): each failure alone.
+        LogEntry::new(
+            1000,
+            vec![
+                put(pk, "t", r#""abc""#, None),
+                alone(rmw(OpKind::Incr, pk, "t", "1")),
+                alone(rmw(OpKind::Append, pk, "t", r#""d""#)),
+                alone(rmw(OpKind::Append, pk, "t", &too_long)),
+                alone(rmw(OpKind::Incr, pk, "n", "5")),
+                alone(json_edit(JsonCmd::NumIncrBy, pk, "doc", "$.a", "1")),
+            ],
+        ),
+        // Without it (log format v8 and older) the same failure rejects the whole entry.
+        LogEntry::new(
+            1001,
+            vec![put(pk, "u", "1", None), rmw(OpKind::Incr, pk, "t", "1")],
+        ),
+    ];
+    assert_eq!((entries[0].v, entries[1].v), (9, 1));
+    let log: Vec<Vec<u8>> = entries.iter().map(LogEntry::encode).collect();
+    let batch = apply_and_commit(&store, rules.rules(), &records(&log)).unwrap();
+    let returned: Vec<(u32, Option<&str>, bool)> = batch.returned[0]
+        .1
+        .iter()
+        .map(|r| (r.op, r.data.as_deref(), r.error.is_some()))
+        .collect();
+    assert_eq!(
+        returned,
+        [
+            (1, None, true),
+            (2, Some(r#""abcd""#), false),
+            (3, None, true),
+            // A counter a Redis client made is text, as it sent it.
+            (4, Some(r#""5""#), false),
+            (5, None, true),
+        ]
+    );
+    let errors: Vec<&str> = batch.returned[0]
+        .1
+        .iter()
+        .filter_map(|r| r.error.as_deref())
+        .collect();
+    assert!(errors[0].contains("not an integer"), "{errors:?}");
+    assert!(errors[1].contains("would grow"), "{errors:?}");
+    assert!(errors[2].contains("doesn't exist"), "{errors:?}");
+    assert_eq!(
+        batch
+            .rejections
+            .iter()
+            .map(|(offset, r)| (*offset, r.kind))
+            .collect::<Vec<_>>(),
+        [(1, RejectionKind::ValueError)]
+    );
+    let data = |sk: &str| get(&store, pk, sk).map(|r| r.data_json);
+    assert_eq!(data("t").as_deref(), Some(r#""abcd""#));
+    assert_eq!(data("n").as_deref(), Some(r#""5""#));
+    assert_eq!(data("doc"), None);
+    assert_eq!(data("u"), None, "rejected with its entry");
+}
+
+#[test]
 fn a_false_skipping_condition_skips_its_op_alone() {
     let dir = tempfile::tempdir().unwrap();
     let pk = &pks_in(3, 1)[0];

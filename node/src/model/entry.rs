@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 /// The newest entry format this build applies. It writes each entry in the oldest format that
 /// holds its ops (v1 unless an op uses a field or op kind of a later one), and never newer than the node's write
 /// version.
-pub const ENTRY_VERSION: u32 = 8;
+pub const ENTRY_VERSION: u32 = 9;
 
 /// What an operation does to its record.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -227,6 +227,15 @@ pub struct Op {
     /// ignore it.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub skips_with: u32,
+    /// Format v9. For the read-modify-write ops and `json`: a value this op's computation
+    /// cannot use (`incr` of text, a result past its bounds, a JSON path that does not fit the
+    /// document) skips this op alone — it writes nothing and returns the error (`Returned`'s
+    /// `error`) — instead of rejecting the entry, and the rest of the entry goes on (a Redis
+    /// `INCR` inside `MULTI` that fails while the transaction's other commands run). Running
+    /// out of the entry's read budget still rejects the entry. Ignored on other ops, and in
+    /// older entries, as their nodes ignore it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fails_alone: bool,
     /// Format v5. For `expire`: the op is about the record's own deadline alone (a Redis hash
     /// field's TTL, `HEXPIRE`, `HPERSIST`, `HGETEX`), as Redis keeps a field's TTL apart from
     /// its key's: a deadline the record has from its key counts as none for `expire_if`, and
@@ -368,13 +377,15 @@ struct VersionOnly {
 }
 
 impl LogEntry {
-    /// An entry stamped with `ts_ms`, in the oldest format that holds its ops: v8 when puts
-    /// skip together (`skips_with`), v7 when a `json`
+    /// An entry stamped with `ts_ms`, in the oldest format that holds its ops: v9 when an op
+    /// fails alone (`fails_alone`), v8 when puts skip together (`skips_with`), v7 when a `json`
     /// op's path has a filter function or pattern, v6 when an op is a `json` edit, v5 when one uses `field_ttl`, v4 when one is an `incr_long_double` or a `deadline` or uses
     /// `if_skips`, v3 when one sets or keeps a record's own deadline (`own_ttl`), v2 when one
     /// asks for its key's (`key_ttl`), else v1, which every release applies.
     pub fn new(ts_ms: i64, ops: Vec<Op>) -> Self {
-        let v = if ops.iter().any(|op| op.skips_with > 0) {
+        let v = if ops.iter().any(|op| op.fails_alone) {
+            9
+        } else if ops.iter().any(|op| op.skips_with > 0) {
             8
         } else if ops.iter().any(Op::path_uses_functions) {
             7
@@ -487,6 +498,9 @@ impl LogEntry {
                 }
                 if v < 8 {
                     ops.iter_mut().for_each(|op| op.skips_with = 0);
+                }
+                if v < 9 {
+                    ops.iter_mut().for_each(|op| op.fails_alone = false);
                 }
                 // An op kind of a newer format: a node of the entry's format does not know it.
                 if v < 4
@@ -703,6 +717,31 @@ mod tests {
         );
         let v7_with_it = br#"{"v":7,"ts_ms":1,"ops":[{"op":"put","pk":"a","if":"false","if_skips":true,"skips_with":1},{"op":"put","pk":"b","if":"true","if_skips":true}]}"#;
         assert_eq!(LogEntry::decode(v7_with_it).unwrap().ops[0].skips_with, 0);
+    }
+
+    #[test]
+    fn ops_that_fail_alone_are_v9_and_ignored_in_older_entries() {
+        let incr = Op {
+            op: OpKind::Incr,
+            pk: "a".into(),
+            data: Some(RawValue::from_string("1".into()).unwrap()),
+            fails_alone: true,
+            ..Op::default()
+        };
+        let v9 = LogEntry::new(5, vec![Op::default(), incr]);
+        assert_eq!(v9.v, 9);
+        let decoded = LogEntry::decode(&v9.encode()).unwrap();
+        assert!(!decoded.ops[0].fails_alone);
+        assert!(decoded.ops[1].fails_alone);
+        // Not written when false: entries without it are as before.
+        assert!(
+            !String::from_utf8(LogEntry::new(5, vec![Op::default()]).encode())
+                .unwrap()
+                .contains("fails_alone")
+        );
+        let v8_with_it =
+            br#"{"v":8,"ts_ms":1,"ops":[{"op":"incr","pk":"a","data":1,"fails_alone":true}]}"#;
+        assert!(!LogEntry::decode(v8_with_it).unwrap().ops[0].fails_alone);
     }
 
     #[test]

@@ -51,15 +51,30 @@ pub struct Rejection {
 }
 
 /// A value an op of an applied entry returned: the new data of a read-modify-write op, or the
-/// data before a `return_old` op.
+/// data before a `return_old` op; or why an op that fails alone (`fails_alone`, format v9)
+/// wrote nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Returned {
     /// Index of the op in its entry.
     #[serde(rename = "Op")]
     pub op: u32,
-    /// The data as JSON text; `None` when there was no record.
+    /// The data as JSON text; `None` when there was no record (or the op failed).
     #[serde(rename = "Data")]
     pub data: Option<String>,
+    /// Why the op failed alone: it wrote nothing, and the rest of the entry applied.
+    #[serde(rename = "Error", default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Returned {
+    /// What op `op` returned: `data` (JSON text, `None` for no record).
+    pub fn data(op: u32, data: Option<String>) -> Self {
+        Returned {
+            op,
+            data,
+            error: None,
+        }
+    }
 }
 
 /// What became of an entry. Serializable so a node can answer another node's question.

@@ -488,6 +488,27 @@ impl Service {
                         ));
                     }
                 }
+                if op.fails_alone {
+                    let why = if version < 9 {
+                        Some(format!(
+                            "`fails_alone` is log format v9; this node writes v{version} \
+                             (ENTRY_WRITE_VERSION)"
+                        ))
+                    } else if !(op.op.is_read_modify_write() || op.op == OpKind::Json) {
+                        Some(format!(
+                            "`fails_alone` applies to read-modify-write and `json` ops, not `{}`",
+                            op.op.name()
+                        ))
+                    } else {
+                        None
+                    };
+                    if let Some(why) = why {
+                        return Err(ServiceError::bad_request(
+                            "bad_fails_alone",
+                            format!("record {i}: {why}"),
+                        ));
+                    }
+                }
                 if op.field_ttl && op.op != OpKind::Expire {
                     return Err(ServiceError::bad_request(
                         "bad_field_ttl",
@@ -551,6 +572,7 @@ impl Service {
                     own_ttl: op.own_ttl && self.config.entry_write_version >= 3,
                     if_skips: op.if_skips,
                     skips_with: op.skips_with,
+                    fails_alone: op.fails_alone,
                     // Below v5 an `expire` sees the key's deadline as the field's, as the
                     // nodes that may apply the entry do (the RESP edge answers to match).
                     field_ttl: op.field_ttl && version >= 5,

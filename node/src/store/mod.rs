@@ -358,12 +358,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1).unwrap();
         let p = store.partition(0).unwrap();
-        let values = |data: &str| {
-            vec![crate::model::Returned {
-                op: 0,
-                data: Some(data.into()),
-            }]
-        };
+        let values = |data: &str| vec![crate::model::Returned::data(0, Some(data.into()))];
         let commit = |last: u64, json: &[u8], next: u64| {
             p.commit(
                 std::iter::empty::<(Vec<u8>, Option<Vec<u8>>)>(),

@@ -1658,14 +1658,13 @@ p = r.pipeline()
 p.incr("tx"); p.incrby("tx", 5); p.hincrby("tx", "f", 2); p.append("tx", "0"); p.getset("tx", "x")
 assert p.execute() == [1, 6, 2, 2, "60"], "replies after apply"
 assert r.get("tx") == "x" and r.hget("tx", "f") == "2"
-# A transaction whose op fails at apply writes nothing and says why.
-p = r.pipeline(); p.hset("tx", "g", "written?"); p.incr("tx")
-try:
-    p.execute()
-    raise SystemExit("a failing transaction succeeded")
-except redis.ResponseError as e:
-    assert "nothing was written" in str(e), e
-assert r.hget("tx", "g") is None
+# A command of a transaction that fails at apply fails alone, as in Redis: its error in its
+# place, the others' writes stored, and the transaction's later reads see it did nothing.
+p = r.pipeline(); p.hset("tx", "g", "written"); p.incr("tx"); p.get("tx"); p.append("tx", "!")
+replies = p.execute(raise_on_error=False)
+assert replies[0] == 1 and replies[2] == "x" and replies[3] == 2, replies
+assert isinstance(replies[1], redis.ResponseError) and "not an integer" in str(replies[1]), replies
+assert r.hget("tx", "g") == "written" and r.get("tx") == "x!"
 print("ok")
 "#,
         port = node.resp
@@ -2383,9 +2382,39 @@ def run(port):
 }
 
 #[test]
-fn a_pipelines_counters_share_an_entry_and_one_that_fails_is_written_again_alone() {
-    let node = Node::start();
-    let mut con = client(&node, false);
+fn a_transactions_command_that_fails_at_apply_fails_alone_as_in_redis_server() {
+    // Redis runs every command of an EXEC: one that meets a value it cannot use answers its
+    // error in its place and the others run, their later reads seeing it changed nothing.
+    // Keys of one partition (a transaction is one entry): t0, t4, t5, t10.
+    same_replies_as_redis_server(
+        r#"
+def run(port):
+    r = redis.Redis(port=port, decode_responses=True)
+    r.delete("t0", "t4", "t5", "t10")
+    r.set("t0", "abc"); r.set("t5", str(2**63 - 1)); r.hset("t10", "f", "x")
+    p = r.pipeline()
+    p.set("t4", "1"); p.incr("t0"); p.append("t0", "def"); p.incrbyfloat("t0", 1)
+    p.get("t0"); p.incr("t5"); p.decrby("t5", 1); p.hincrby("t10", "f", 1)
+    p.hincrbyfloat("t10", "f", 1.5); p.hincrby("t10", "g", 2); p.hgetall("t10")
+    p.incr("t4"); p.mget("t0", "t4", "t5")
+    out = p.execute(raise_on_error=False)
+    out = [("error", str(x)) if isinstance(x, Exception) else x for x in out]
+    return out + [r.get("t0"), r.get("t4"), r.get("t5"), r.hgetall("t10")]
+"#,
+        "assert [x for x in replies if isinstance(x, tuple)] != [], 'some command failed'",
+    );
+}
+
+#[test]
+fn a_pipelines_counters_share_an_entry_and_one_that_fails_fails_alone() {
+    // From log format v9 the op fails alone in the shared entry; below it the entry is
+    // rejected whole and each op written again on its own.
+    pipelined_counters_with_one_failing(&Node::start(), true);
+    pipelined_counters_with_one_failing(&Node::start_with(&[("ENTRY_WRITE_VERSION", "8")]), false);
+}
+
+fn pipelined_counters_with_one_failing(node: &Node, fails_alone: bool) {
+    let mut con = client(node, false);
     // The log offset of the partition of pk "pc" now, read from a waited HTTP put there.
     let offset = || {
         let (status, got) = node.post(
@@ -2406,8 +2435,9 @@ fn a_pipelines_counters_share_an_entry_and_one_that_fails_is_written_again_alone
     assert_eq!(replies, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 5, 3]);
     let after = offset();
     assert_eq!(after, before + 2, "the 12 writes were one entry");
-    // One op that fails at apply (the probe's "x" is no integer): its entry is rejected as a
-    // whole, then each op is written alone, so the others still apply, in order.
+    // One op that fails at apply (the probe's "x" is no integer): it fails alone (v9), or its
+    // entry is rejected as a whole and each op is written alone; either way the others apply,
+    // in order.
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     pipe.cmd("INCR").arg("pc");
@@ -2425,11 +2455,15 @@ fn a_pipelines_counters_share_an_entry_and_one_that_fails_is_written_again_alone
         other => panic!("HINCRBY of \"x\" answered {other:?}"),
     }
     assert_eq!(replies[2], RedisValue::Int(111));
-    assert_eq!(
-        offset(),
-        after + 5,
-        "the rejected shared entry, then one entry per op"
-    );
+    if fails_alone {
+        assert_eq!(offset(), after + 2, "one entry, then the probe");
+    } else {
+        assert_eq!(
+            offset(),
+            after + 5,
+            "the rejected shared entry, then one entry per op, then the probe"
+        );
+    }
     assert_eq!(con.get::<_, i64>("pc").unwrap(), 111);
     assert_eq!(con.hget::<_, _, String>("pc", "probe").unwrap(), "x");
 }

@@ -334,6 +334,7 @@ fn write_op(index: usize, r: RecordBody, fixed: Option<OpKind>) -> Result<WriteO
         data: r.data,
         cond: r.cond,
         if_skips: r.if_skips.unwrap_or(false),
+        fails_alone: r.fails_alone.unwrap_or(false),
         if_plugin: r.if_plugin.map(PluginRef::Name),
         transform: r.transform.map(PluginRef::Name),
         args: r.args,

@@ -127,6 +127,10 @@ case_insensitive! {
         /// Puts with an `if`: when it is false, skip this put alone (the rest of a batch still
         /// applies) instead of rejecting the entry; the outcome's `Returned` says which wrote.
         pub if_skips: Option<bool> = "if_skips",
+        /// `json` ops: when the edit cannot run on the document (a path it does not have, a
+        /// value of another type), it alone writes nothing (the rest of a batch still applies)
+        /// instead of rejecting the entry; the outcome's `Returned` gives its `Error`.
+        pub fails_alone: Option<bool> = "fails_alone",
         pub if_plugin: Option<String> = "if_plugin",
         pub transform: Option<String> = "transform",
         pub args: Option<Box<RawValue>> = "args",

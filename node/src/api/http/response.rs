@@ -150,6 +150,9 @@ struct ReturnedBody<'a> {
     op: u32,
     #[serde(rename = "Data")]
     data: Option<&'a RawValue>,
+    /// Why an op that fails alone (log format v9) wrote nothing.
+    #[serde(rename = "Error", skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
 }
 
 impl<'a> OutcomeBody<'a> {
@@ -177,6 +180,7 @@ impl<'a> OutcomeBody<'a> {
                             .data
                             .as_deref()
                             .and_then(|d| serde_json::from_str::<&RawValue>(d).ok()),
+                        error: r.error.as_deref(),
                     })
                     .collect(),
             },

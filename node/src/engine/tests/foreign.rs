@@ -194,6 +194,7 @@ fn op(pks: Vec<String>) -> impl Strategy<Value = String> {
                 "own_ttl",
                 "if_skips",
                 "field_ttl",
+                "fails_alone",
             ],
             0..4,
         ),
@@ -263,9 +264,9 @@ fn entry() -> impl Strategy<Value = Vec<u8>> {
     pks.push(pks_in(2, 1).remove(0));
     (
         prop_oneof![
-            10 => Just("8".to_string()),
-            5 => (1u64..=8).prop_map(|v| v.to_string()),
-            1 => prop_oneof![Just("9".to_string()), edge_int()],
+            10 => Just("9".to_string()),
+            5 => (1u64..=9).prop_map(|v| v.to_string()),
+            1 => prop_oneof![Just("10".to_string()), edge_int()],
         ],
         prop_oneof![
             10 => (1000i64..1100).prop_map(|t| t.to_string()),

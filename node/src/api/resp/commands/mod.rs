@@ -875,7 +875,11 @@ fn wire_value(json: Bytes) -> Bytes {
 fn outcome_reply(outcome: Option<&crate::service::Outcome>, op: usize, shape: Shape) -> Reply {
     use crate::service::{Outcome, RejectionKind};
     match outcome {
-        Some(Outcome::Applied(returned)) => shape.reply(returned_by(returned, op)),
+        // An op that failed alone (log format v9): its error, the rest of the entry applied.
+        Some(Outcome::Applied(returned)) => match failed_alone(returned, op) {
+            Some(message) => shape.rejected(message),
+            None => shape.reply(returned_by(returned, op)),
+        },
         // `SET ... XX GET` of an absent key: nothing was set and there was no old value.
         Some(Outcome::Rejected(r)) if r.kind == RejectionKind::ConditionFailed => Reply::Null,
         Some(Outcome::Rejected(r)) => shape.rejected(&r.message),
@@ -889,6 +893,14 @@ fn returned_by(returned: &[crate::model::Returned], op: usize) -> Option<&str> {
         .iter()
         .find(|r| r.op as usize == op)
         .and_then(|r| r.data.as_deref())
+}
+
+/// Why op `op` of an applied entry failed alone (log format v9), if it did.
+fn failed_alone(returned: &[crate::model::Returned], op: usize) -> Option<&str> {
+    returned
+        .iter()
+        .find(|r| r.op as usize == op)
+        .and_then(|r| r.error.as_deref())
 }
 
 fn not_applied_in_time() -> Reply {
@@ -1079,7 +1091,13 @@ impl Context<'_> {
     /// comes from the applied entry.
     async fn pending(&self, pk: &str, sk: &str) -> Option<Result<Option<String>, Reply>> {
         // Owned, so nothing borrowed from an iterator lives across the awaits below.
-        type PendingOp = (OpKind, String, Option<bool>, Option<(JsonCmd, String)>);
+        type PendingOp = (
+            OpKind,
+            String,
+            Option<bool>,
+            Option<(JsonCmd, String)>,
+            bool,
+        );
         let groups = &self.session.skip_groups;
         // Groups are pushed in op order and never overlap: the last one starting at or before
         // `index` is the only one that may hold it.
@@ -1114,7 +1132,13 @@ impl Context<'_> {
                     .then(|| op.cond.as_deref() == Some("data != nil"));
                 let json = op.json_cmd.zip(op.path.clone());
                 let kind = self.session.pending_kind(index, op).unwrap_or(op.op);
-                (kind, data.get().to_string(), needs_record, json)
+                (
+                    kind,
+                    data.get().to_string(),
+                    needs_record,
+                    json,
+                    op.fails_alone,
+                )
             })
             .collect();
         if ops.is_empty() {
@@ -1122,7 +1146,7 @@ impl Context<'_> {
         }
         // `None` until known: the stored value is read only if an op needs it.
         let mut state: Option<Option<String>> = None;
-        for (kind, data, needs_record, json) in ops {
+        for (kind, data, needs_record, json, fails_alone) in ops {
             if let Some(needs_record) = needs_record {
                 let base = match state.take() {
                     Some(known) => known,
@@ -1165,11 +1189,14 @@ impl Context<'_> {
                         // As apply will edit it.
                         match edit_json_alone(*cmd, base_bytes, path, &data) {
                             Ok(edited) => edited.data.unwrap_or(base),
+                            // Fails alone at apply (log format v9): the value stays.
+                            Err(e) if fails_alone && !e.too_costly() => base,
                             Err(e) => return Some(Err(Reply::err(e.to_string()))),
                         }
                     } else {
                         match compute_read_modify_write(kind, base_bytes, &data) {
                             Ok(data) => Some(data),
+                            Err(_) if fails_alone => base,
                             Err(e) => return Some(Err(Reply::err(e))),
                         }
                     }
@@ -1519,9 +1546,14 @@ impl Context<'_> {
         Reply::Null
     }
 
-    async fn write_returning(&mut self, op: WriteOp, shape: Shape) -> Reply {
+    async fn write_returning(&mut self, mut op: WriteOp, shape: Shape) -> Reply {
         if let Some(collected) = &self.session.collecting {
             self.session.deferred = Some((collected.len(), shape));
+            // Among other commands' writes (a transaction, a pipeline's group), a value this
+            // command cannot use fails it alone and the others' writes go on, as in Redis
+            // (log format v9; below it the entry is rejected whole).
+            op.fails_alone = self.service.entry_write_version() >= 9
+                && (op.op.is_read_modify_write() || op.op == OpKind::Json);
         }
         let results = match self.send(vec![op], WriteMode::PerRecord, true).await {
             Ok(results) => results,

@@ -3,7 +3,10 @@
 //! `CROSSSLOT` error and nothing is written). A command refused while queuing makes `EXEC` answer
 //! `EXECABORT`. Commands run in order at `EXEC`, and reads see the transaction's earlier writes
 //! (from the pending entry), as in Redis; other clients' writes may land between those reads and
-//! the entry. Commands computed at apply (`INCR`, `GETSET`, ...) answer from the entry's outcome.
+//! the entry. Commands computed at apply (`INCR`, `GETSET`, ...) answer from the entry's outcome;
+//! one that meets a value it cannot use there (`INCR` of text) fails alone, its error in its
+//! place while the others write, as in Redis (log format v9, `fails_alone`; below it the entry
+//! is rejected whole and `EXEC` says nothing was written).
 //!
 //! `WATCH` reads the version of each key's records (the string and every hash field) here; `EXEC`
 //! puts a `check` op per watched key first in the entry, so if anyone changed them in between —
