@@ -4,7 +4,8 @@
 # one node on the embedded log, takes a snapshot of every partition (POST /admin/snapshots),
 # then deletes the node's store (keeping its log) and restarts it without S3: it replays the
 # log; then deletes the whole data directory and restarts it with S3: it restores from S3.
-# Prints records/s and MB/s both ways, and the objects' size against the store's.
+# Prints records/s and MB/s both ways, the objects' size against the store's, and the restoring
+# node's peak RSS.
 #
 #   benches/snapshot_bench.sh          # RECORDS=1000000
 set -euo pipefail
@@ -80,14 +81,17 @@ t2=$(date +%s.%N)
 start_node
 caught_up "the restore"
 t3=$(date +%s.%N)
-python3 - "$RECORDS" "$t0" "$t1" "$t2" "$t3" "$store_bytes" "$object_bytes" "$tr0" "$tr1" <<'PY'
+# The restoring node's peak memory (the read index's budget, READ_INDEX_MAX_BYTES, included).
+peak_kb=$(awk '/^VmHWM/ { print $2 }' "/proc/${pids[-1]}/status")
+python3 - "$RECORDS" "$t0" "$t1" "$t2" "$t3" "$store_bytes" "$object_bytes" "$tr0" "$tr1" "$peak_kb" <<'PY'
 import sys
 n, t0, t1, t2, t3, store, obj = int(sys.argv[1]), *map(float, sys.argv[2:6]), int(sys.argv[6]), int(sys.argv[7])
-tr0, tr1 = float(sys.argv[8]), float(sys.argv[9])
+tr0, tr1, peak_kb = float(sys.argv[8]), float(sys.argv[9]), int(sys.argv[10])
 snap, restore, replay = t1 - t0, t3 - t2, tr1 - tr0
 print(f"records            {n:,}")
 print(f"store on disk      {store/1e6:.1f} MB; snapshot objects {obj/1e6:.1f} MB ({obj/store:.2f}x)")
 print(f"snapshot           {snap:.2f} s: {n/snap:,.0f} records/s, {obj/1e6/snap:.1f} MB/s of objects")
 print(f"restore (to caught up) {restore:.2f} s: {n/restore:,.0f} records/s, {obj/1e6/restore:.1f} MB/s of objects")
 print(f"replay of the log (to caught up) {replay:.2f} s: {n/replay:,.0f} records/s (restore is {replay/restore:.1f}x faster)")
+print(f"restoring node's peak RSS {peak_kb/1024:.0f} MB")
 PY

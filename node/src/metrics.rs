@@ -62,7 +62,8 @@ pub struct Metrics {
     /// of a partition starts after (its next offset).
     pub snapshot_offset: IntGaugeVec,
     /// `firescroll_snapshot_restores_total{result}`: partitions restored from a snapshot
-    /// (`ok`), or snapshots skipped because they did not verify (`invalid`).
+    /// (`ok`), or snapshots skipped because they did not verify (`invalid`) or could not be
+    /// fetched (`failed`: S3, or the local disk they are downloaded to).
     pub snapshot_restores: IntCounterVec,
     /// `firescroll_snapshot_age_seconds{partition}`: how old the newest snapshot of a partition
     /// is (this node's upload, or the newest in the bucket), updated every snapshot pass.

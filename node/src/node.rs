@@ -106,6 +106,7 @@ pub async fn run(
             reject_entries_at: Arc::new(config.reject_entries_at.clone()),
             stop_patience: config.shutdown_timeout / 2,
             snapshots: snapshots.clone(),
+            snapshot_download_dir: config.db_path.join("snapshot-downloads"),
             standby_until_served_elsewhere: config.cluster.is_some(),
             ..EngineConfig::default()
         },

@@ -104,64 +104,146 @@ pub fn encode<K: AsRef<[u8]>, V: AsRef<[u8]>, E>(
     })
 }
 
-/// A decoded snapshot: its header, records and verified trailer.
-pub struct Decoded {
-    pub header: Header,
-    pub records: Vec<(Vec<u8>, Vec<u8>)>,
-    pub trailer: Trailer,
+/// A record as stored: its encoded key and its stored value.
+pub type StoredRecord = (Vec<u8>, Vec<u8>);
+
+/// Bytes the header line and the trailer may take: far more than either needs, so a damaged
+/// object cannot make the reader hold an unbounded line.
+const MAX_LINE_BYTES: u64 = 64 << 10;
+
+/// Reads a snapshot as it goes, one record at a time: the header first, then the records, and
+/// at the end the trailer, against which the records' hash and count are checked. Memory stays
+/// at one record (and gzip's window) whatever the snapshot's size, and a length that lies
+/// allocates only what the stream really holds.
+pub struct Reader<R: Read> {
+    input: std::io::BufReader<GzDecoder<R>>,
+    header: Header,
+    hasher: Sha256,
+    records: u64,
+    /// Set once the end marker was read and the trailer verified.
+    trailer: Option<Trailer>,
 }
 
-/// Reads and verifies a snapshot: the records must hash to what the trailer says.
-pub fn decode(bytes: &[u8]) -> Result<Decoded, FormatError> {
-    let mut raw = Vec::new();
-    GzDecoder::new(bytes)
-        .read_to_end(&mut raw)
-        .map_err(|e| FormatError::Corrupt(format!("gzip: {e}")))?;
-    let rest = raw.strip_prefix(MAGIC).ok_or(FormatError::NotASnapshot)?;
-    let line_end = rest
-        .iter()
-        .position(|&b| b == b'\n')
-        .ok_or_else(|| FormatError::Corrupt("no header".into()))?;
-    let header: Header = serde_json::from_slice(&rest[..line_end])
-        .map_err(|e| FormatError::Corrupt(format!("header: {e}")))?;
-    let mut at = line_end + 1;
-    let mut take = |n: usize, what: &str| -> Result<&[u8], FormatError> {
-        let slice = rest
-            .get(at..at + n)
-            .ok_or_else(|| FormatError::Corrupt(format!("cut short in {what}")))?;
-        at += n;
-        Ok(slice)
-    };
-    let mut records = Vec::new();
-    let mut hasher = Sha256::new();
-    loop {
-        let len = u32::from_be_bytes(take(4, "a length")?.try_into().expect("4 bytes"));
+impl<R: Read> Reader<R> {
+    /// Starts reading the compressed snapshot `input`: checks the magic line and reads the
+    /// header.
+    pub fn new(input: R) -> Result<Self, FormatError> {
+        let mut input = std::io::BufReader::new(GzDecoder::new(input));
+        let mut magic = [0u8; MAGIC.len()];
+        input.read_exact(&mut magic).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => FormatError::NotASnapshot,
+            _ => gzip(e),
+        })?;
+        if magic != MAGIC {
+            return Err(FormatError::NotASnapshot);
+        }
+        let mut line = Vec::new();
+        std::io::BufRead::read_until(&mut (&mut input).take(MAX_LINE_BYTES), b'\n', &mut line)
+            .map_err(gzip)?;
+        if line.pop() != Some(b'\n') {
+            return Err(FormatError::Corrupt("no header".into()));
+        }
+        let header: Header = serde_json::from_slice(&line)
+            .map_err(|e| FormatError::Corrupt(format!("header: {e}")))?;
+        Ok(Reader {
+            input,
+            header,
+            hasher: Sha256::new(),
+            records: 0,
+            trailer: None,
+        })
+    }
+
+    /// What the snapshot is of.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The trailer, once every record was read and matched it.
+    pub fn trailer(&self) -> Option<&Trailer> {
+        self.trailer.as_ref()
+    }
+
+    /// The next record (stored key, stored value), or `None` after the last one, once the
+    /// trailer is read and the records hash and count to what it says.
+    pub fn next_record(&mut self) -> Result<Option<StoredRecord>, FormatError> {
+        if self.trailer.is_some() {
+            return Ok(None);
+        }
+        let len = self.length("a length")?;
         if len == END {
-            break;
+            self.finish()?;
+            return Ok(None);
         }
-        let key = take(len as usize, "a key")?.to_vec();
-        let vlen = u32::from_be_bytes(take(4, "a length")?.try_into().expect("4 bytes"));
-        let value = take(vlen as usize, "a value")?.to_vec();
+        let key = self.part(len, "a key")?;
+        let len = self.length("a length")?;
+        let value = self.part(len, "a value")?;
         for part in [&key, &value] {
-            hasher.update((part.len() as u64).to_be_bytes());
-            hasher.update(part);
+            self.hasher.update((part.len() as u64).to_be_bytes());
+            self.hasher.update(part);
         }
-        records.push((key, value));
+        self.records += 1;
+        Ok(Some((key, value)))
     }
-    let trailer: Trailer = serde_json::from_slice(&rest[at..])
-        .map_err(|e| FormatError::Corrupt(format!("trailer: {e}")))?;
-    let actual = Digest::from(hasher).to_string();
-    if actual != trailer.sha256 || trailer.records != records.len() as u64 {
-        return Err(FormatError::Mismatch {
-            expected: trailer.sha256,
-            actual,
-        });
+
+    fn length(&mut self, what: &str) -> Result<u32, FormatError> {
+        let mut bytes = [0u8; 4];
+        self.input
+            .read_exact(&mut bytes)
+            .map_err(|e| cut_short(e, what))?;
+        Ok(u32::from_be_bytes(bytes))
     }
-    Ok(Decoded {
-        header,
-        records,
-        trailer,
-    })
+
+    fn part(&mut self, len: u32, what: &str) -> Result<Vec<u8>, FormatError> {
+        // Grown as the bytes arrive, not allocated from the length up front.
+        let mut part = Vec::new();
+        (&mut self.input)
+            .take(u64::from(len))
+            .read_to_end(&mut part)
+            .map_err(gzip)?;
+        if part.len() != len as usize {
+            return Err(FormatError::Corrupt(format!("cut short in {what}")));
+        }
+        Ok(part)
+    }
+
+    fn finish(&mut self) -> Result<(), FormatError> {
+        let mut text = Vec::new();
+        (&mut self.input)
+            .take(MAX_LINE_BYTES)
+            .read_to_end(&mut text)
+            .map_err(gzip)?;
+        let trailer: Trailer = serde_json::from_slice(&text)
+            .map_err(|e| FormatError::Corrupt(format!("trailer: {e}")))?;
+        let actual = Digest::from(std::mem::take(&mut self.hasher)).to_string();
+        if actual != trailer.sha256 || trailer.records != self.records {
+            return Err(FormatError::Mismatch {
+                expected: trailer.sha256,
+                actual,
+            });
+        }
+        self.trailer = Some(trailer);
+        Ok(())
+    }
+}
+
+impl<R: Read> Iterator for Reader<R> {
+    type Item = Result<StoredRecord, FormatError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_record().transpose()
+    }
+}
+
+fn gzip(e: std::io::Error) -> FormatError {
+    FormatError::Corrupt(format!("gzip: {e}"))
+}
+
+fn cut_short(e: std::io::Error, what: &str) -> FormatError {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => FormatError::Corrupt(format!("cut short in {what}")),
+        _ => gzip(e),
+    }
 }
 
 #[cfg(test)]
@@ -177,6 +259,14 @@ mod tests {
         }
     }
 
+    /// Every record of a snapshot, read to its end (the trailer checked).
+    fn decode(bytes: &[u8]) -> Result<(Header, Vec<StoredRecord>, Trailer), FormatError> {
+        let mut reader = Reader::new(bytes)?;
+        let records = reader.by_ref().collect::<Result<Vec<_>, _>>()?;
+        let trailer = reader.trailer().cloned().expect("read to the end");
+        Ok((reader.header().clone(), records, trailer))
+    }
+
     #[test]
     fn round_trips_and_hashes_like_the_partition_digest() {
         let records = vec![
@@ -185,17 +275,17 @@ mod tests {
         ];
         let (bytes, trailer) =
             encode::<_, _, ()>(&header(), records.iter().cloned().map(Ok)).unwrap();
-        let decoded = decode(&bytes).unwrap();
-        assert_eq!(decoded.header, header());
-        assert_eq!(decoded.records, records);
-        assert_eq!(decoded.trailer, trailer);
+        let (read_header, read, read_trailer) = decode(&bytes).unwrap();
+        assert_eq!(read_header, header());
+        assert_eq!(read, records);
+        assert_eq!(read_trailer, trailer);
         // The same framing as the store's digest, which `model::pk_version` shares.
         let expected =
             crate::model::pk_version(records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
         assert_eq!(trailer.sha256, expected);
         let (empty, t) = encode::<Vec<u8>, Vec<u8>, ()>(&header(), []).unwrap();
         assert_eq!(t.records, 0);
-        assert_eq!(decode(&empty).unwrap().records.len(), 0);
+        assert_eq!(decode(&empty).unwrap().1.len(), 0);
     }
 
     #[test]
@@ -209,6 +299,23 @@ mod tests {
             assert!(decode(&bad).is_err(), "flip at {at} went unnoticed");
         }
         assert!(decode(&bytes[..bytes.len() / 2]).is_err());
-        assert!(matches!(decode(b"not gzip"), Err(FormatError::Corrupt(_))));
+        assert!(matches!(
+            decode(b"not gzip"),
+            Err(FormatError::Corrupt(_) | FormatError::NotASnapshot)
+        ));
+        // A length that lies (4 GiB in a tiny object) is an error, not a 4 GiB allocation.
+        let lying = {
+            let mut raw = MAGIC.to_vec();
+            raw.extend_from_slice(
+                b"{\"namespace\":\"ns\",\"partition\":3,\"partitions\":4,\"next_offset\":42}\n",
+            );
+            raw.extend_from_slice(&(u32::MAX - 1).to_be_bytes());
+            raw.extend_from_slice(b"short");
+            let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+            gz.write_all(&raw).unwrap();
+            gz.finish().unwrap()
+        };
+        let e = decode(&lying).expect_err("a lying length");
+        assert!(e.to_string().contains("cut short in a key"), "{e}");
     }
 }

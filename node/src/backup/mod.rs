@@ -12,7 +12,7 @@ pub mod format;
 pub mod plugins;
 pub mod upload;
 
-pub use format::{Decoded, FORMAT_VERSION, FormatError, Header, Trailer};
+pub use format::{FORMAT_VERSION, FormatError, Header, Reader, Trailer};
 pub use plugins::{BackedUpBinding, BackedUpPlugin};
 
 use aws_sdk_s3::Client;
@@ -21,6 +21,7 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::primitives::ByteStream;
 use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 /// Where snapshots go and how often.
@@ -90,6 +91,48 @@ pub enum BackupError {
     },
     #[error("snapshot {key}: {reason}")]
     Invalid { key: String, reason: String },
+    #[error("snapshot {key}: its local copy {}: {source}", .path.display())]
+    Local {
+        key: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A snapshot downloaded into a file and verified whole (the object's size and hash, then
+/// every record against its trailer and the header against the manifest):
+/// [`SnapshotFile::records`] reads the records again, one at a time. The file is removed
+/// when this is dropped.
+#[derive(Debug)]
+pub struct SnapshotFile {
+    path: PathBuf,
+    key: String,
+}
+
+impl SnapshotFile {
+    /// The snapshot's records from the start, read from the file as they are taken.
+    pub fn records(&self) -> Result<Reader<std::fs::File>, BackupError> {
+        let file = std::fs::File::open(&self.path).map_err(|source| self.local(source))?;
+        Reader::new(file).map_err(|source| BackupError::Format {
+            key: self.key.clone(),
+            source,
+        })
+    }
+
+    fn local(&self, source: std::io::Error) -> BackupError {
+        BackupError::Local {
+            key: self.key.clone(),
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+impl Drop for SnapshotFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// The snapshot store of one namespace.
@@ -192,37 +235,97 @@ impl Snapshots {
         Ok(manifests)
     }
 
-    /// Downloads and verifies the snapshot `manifest` names: object size and hash, the records'
-    /// hash, and that it is the snapshot the manifest says.
-    pub async fn fetch(&self, manifest: &Manifest) -> Result<Decoded, BackupError> {
+    /// Downloads the snapshot `manifest` names into a file in `dir` as it arrives (memory
+    /// stays at one chunk whatever its size) and verifies it: object size and hash, the
+    /// records' hash, and that it is the snapshot the manifest says. Earlier downloads of the
+    /// partition left in `dir` (a node that stopped during one) are removed first.
+    pub async fn fetch_to(
+        &self,
+        manifest: &Manifest,
+        dir: &Path,
+    ) -> Result<SnapshotFile, BackupError> {
+        use sha2::Digest as _;
+        use tokio::io::AsyncWriteExt;
         let key = &manifest.object_key;
         let invalid = |reason: String| BackupError::Invalid {
             key: key.clone(),
             reason,
         };
-        let bytes = self.get(key).await?;
-        let sha = crate::model::Digest::of(&bytes).to_string();
-        if bytes.len() as u64 != manifest.object_bytes || sha != manifest.object_sha256 {
+        let prefix = format!("p{:05}-", manifest.partition);
+        let snapshot = SnapshotFile {
+            path: dir.join(format!("{prefix}{:020}.snap.gz", manifest.next_offset)),
+            key: key.clone(),
+        };
+        let local = |source| snapshot.local(source);
+        tokio::fs::create_dir_all(dir).await.map_err(local)?;
+        let mut left = tokio::fs::read_dir(dir).await.map_err(local)?;
+        while let Some(entry) = left.next_entry().await.map_err(local)? {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                tokio::fs::remove_file(entry.path()).await.map_err(local)?;
+            }
+        }
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.settings.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_error("GetObject", key, e))?;
+        let mut body = out.body;
+        let mut file = tokio::fs::File::create(&snapshot.path)
+            .await
+            .map_err(local)?;
+        let mut hasher = sha2::Sha256::new();
+        let mut bytes = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| s3_error("GetObject", key, e))?;
+            bytes += chunk.len() as u64;
+            if bytes > manifest.object_bytes {
+                return Err(invalid(format!(
+                    "the object is larger than the {} bytes its manifest says",
+                    manifest.object_bytes
+                )));
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(local)?;
+        }
+        file.flush().await.map_err(local)?;
+        drop(file);
+        let sha = crate::model::Digest::from(hasher).to_string();
+        if bytes != manifest.object_bytes || sha != manifest.object_sha256 {
             return Err(invalid(format!(
-                "the object is {} bytes with sha256 {sha}; its manifest says {} bytes, {}",
-                bytes.len(),
-                manifest.object_bytes,
-                manifest.object_sha256
+                "the object is {bytes} bytes with sha256 {sha}; its manifest says {} bytes, {}",
+                manifest.object_bytes, manifest.object_sha256
             )));
         }
-        let decoded = format::decode(&bytes).map_err(|source| BackupError::Format {
-            key: key.clone(),
-            source,
-        })?;
-        if decoded.trailer.sha256 != manifest.content_sha256
-            || decoded.header.partition != manifest.partition
-            || decoded.header.next_offset != manifest.next_offset
-        {
-            return Err(invalid(
-                "the object is not the snapshot its manifest describes".into(),
-            ));
-        }
-        Ok(decoded)
+        // Every record against the trailer before any replaces the partition's state: a
+        // snapshot that does not verify is skipped with nothing changed.
+        let manifest = manifest.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut reader = snapshot.records()?;
+            let format = |source| BackupError::Format {
+                key: manifest.object_key.clone(),
+                source,
+            };
+            for record in reader.by_ref() {
+                record.map_err(format)?;
+            }
+            let (header, trailer) = (reader.header(), reader.trailer());
+            if trailer.is_none_or(|t| t.sha256 != manifest.content_sha256)
+                || header.partition != manifest.partition
+                || header.next_offset != manifest.next_offset
+            {
+                return Err(BackupError::Invalid {
+                    key: manifest.object_key.clone(),
+                    reason: "the object is not the snapshot its manifest describes".into(),
+                });
+            }
+            drop(reader);
+            Ok(snapshot)
+        })
+        .await
+        .unwrap_or_else(|e| Err(invalid(format!("verifying it stopped: {e}"))))
     }
 
     /// Keeps the newest `SNAPSHOT_KEEP` snapshots of `partition` and deletes older ones

@@ -88,6 +88,9 @@ pub struct EngineConfig {
     /// With S3 configured: a partition opened with an older state than the newest verified
     /// snapshot the log still continues is restored from it first.
     pub snapshots: Option<Arc<crate::backup::Snapshots>>,
+    /// Where a snapshot is downloaded to before a partition is restored from it (read from
+    /// the file as it restores; removed after).
+    pub snapshot_download_dir: std::path::PathBuf,
     /// Threads that apply the owned partitions (0: one per core).
     pub apply_threads: usize,
     /// Entries rejected unread (REJECT_ENTRIES_AT).
@@ -113,6 +116,9 @@ impl Default for EngineConfig {
             stall_threshold: Duration::from_secs(10),
             stop_patience: Duration::from_secs(5),
             snapshots: None,
+            // One folder per process: engines of different processes never share downloads.
+            snapshot_download_dir: std::env::temp_dir()
+                .join(format!("firescroll-snapshots-{}", std::process::id())),
             apply_threads: 0,
             reject_entries_at: Arc::default(),
             standby_until_served_elsewhere: false,

@@ -376,15 +376,26 @@ impl Engine {
                 continue;
             }
             tracing::info!(partition = id, snapshot = %manifest.object_key, "restoring partition {id} from a snapshot");
-            let decoded = match self.until_stopped(&handle, snapshots.fetch(manifest))? {
-                Ok(decoded) => decoded,
+            let dir = &self.inner.config.snapshot_download_dir;
+            let snapshot = match self.until_stopped(&handle, snapshots.fetch_to(manifest, dir))? {
+                Ok(snapshot) => snapshot,
                 Err(e) => {
+                    // S3 or the local disk failing is not the snapshot's fault.
+                    let fetched = !matches!(
+                        e,
+                        crate::backup::BackupError::S3 { .. }
+                            | crate::backup::BackupError::Local { .. }
+                    );
                     self.inner
                         .metrics
                         .snapshot_restores
-                        .with_label_values(&["invalid"])
+                        .with_label_values(&[if fetched { "invalid" } else { "failed" }])
                         .inc();
-                    tracing::warn!(partition = id, error = %e, "snapshot does not verify; trying an older one");
+                    if fetched {
+                        tracing::warn!(partition = id, error = %e, "snapshot does not verify; trying an older one");
+                    } else {
+                        tracing::warn!(partition = id, error = %e, "snapshot could not be fetched; trying an older one");
+                    }
                     why = format!("{e}");
                     continue;
                 }
@@ -397,10 +408,17 @@ impl Engine {
                 why = format!("the log cannot continue after {}: {e}", manifest.object_key);
                 continue;
             }
+            let records = match snapshot.records() {
+                Ok(records) => records,
+                Err(e) => {
+                    tracing::warn!(partition = id, error = %e, "the downloaded snapshot cannot be read; trying an older one");
+                    why = format!("{e}");
+                    continue;
+                }
+            };
             // Its standby state must not answer reads while the restore replaces it.
             self.drop_standby(id);
-            return match store.restore(&decoded.records, manifest.next_offset, &manifest.object_key)
-            {
+            return match store.restore(records, manifest.next_offset, &manifest.object_key) {
                 Ok(()) => {
                     self.inner
                         .metrics

@@ -43,3 +43,22 @@ impl Service {
         }
     }
 }
+
+/// The error for `position` (named `what` in the request, refused with `code`) past `end`,
+/// where its partition's log ends: no entry is there, so it comes from another log.
+pub(super) fn past_the_log(
+    code: &'static str,
+    what: &str,
+    position: crate::model::Position,
+    end: u64,
+) -> super::ServiceError {
+    super::ServiceError::bad_request(
+        code,
+        format!(
+            "{what}: no entry is at offset {} of partition {}: its log ends at {end}, so the \
+             position comes from another log (another namespace's, or this one's before it was \
+             deleted and made again). Positions are those a write to this namespace answered",
+            position.offset, position.partition
+        ),
+    )
+}

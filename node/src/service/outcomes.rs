@@ -112,14 +112,12 @@ impl Service {
                 break;
             };
             if offset >= end {
-                return Err(ServiceError::bad_request(
+                let position = Position { partition, offset };
+                return Err(super::log_end::past_the_log(
                     "no_entry",
-                    format!(
-                        "no entry is at offset {offset} of partition {partition}: its log ends \
-                         at {end}, so the position comes from another log (another namespace's, \
-                         or this one's before it was deleted and made again). Positions are \
-                         those a write to this namespace answered"
-                    ),
+                    "Positions",
+                    position,
+                    end,
                 ));
             }
         }

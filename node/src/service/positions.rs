@@ -8,6 +8,11 @@ use crate::model::Position;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+/// How long a read waits for a position before asking the log whether one is there at all: a
+/// write's own positions are applied within milliseconds, so the log (a broker round trip on
+/// Kafka) is asked only for the rare one that is not.
+const ASK_THE_LOG_AFTER: Duration = Duration::from_millis(250);
+
 impl Service {
     /// Whether this node serves `position`'s partition and has applied it: a read here needs not
     /// wait for it.
@@ -116,12 +121,39 @@ impl Service {
     /// Waits (bounded) until every position is applied here; with gossip on, a partition that
     /// left this node while the read waited is `Moved` (its reads go to the member serving it).
     /// `READ_WAIT_TIMEOUT_MS` bounds the whole wait, however many positions it names.
+    /// A position past the end of its partition's log (another log's: no entry is there) is
+    /// refused, once the wait for it has lasted `ASK_THE_LOG_AFTER`, instead of waiting out the
+    /// bound.
     pub(super) async fn wait_here(&self, positions: &[Position]) -> Result<Waited, ServiceError> {
         self.check_positions(positions)?;
         let deadline = Instant::now() + self.config.read_wait_timeout;
+        let mut asked = false;
         for &position in positions {
             let left = deadline.saturating_duration_since(Instant::now());
-            let waited = self.waited(self.engine.wait_applied(position, left).await, |e| {
+            let mut result = self
+                .engine
+                .wait_applied(position, left.min(ASK_THE_LOG_AFTER))
+                .await;
+            if matches!(result, Err(WaitError::Timeout { .. })) && left > ASK_THE_LOG_AFTER {
+                // One ask per read at most (a log that cannot say for one partition now will
+                // not for the next either).
+                if !asked {
+                    asked = true;
+                    if let Some(end) = self.log_end(position.partition).await
+                        && position.offset >= end
+                    {
+                        return Err(super::log_end::past_the_log(
+                            "bad_min_offsets",
+                            "min_offsets",
+                            position,
+                            end,
+                        ));
+                    }
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                result = self.engine.wait_applied(position, left).await;
+            }
+            let waited = self.waited(result, |e| {
                 ServiceError::new(
                     ErrorKind::Timeout,
                     "min_offsets_timeout",

@@ -354,6 +354,78 @@ mod tests {
     }
 
     #[test]
+    fn a_restore_commits_as_it_reads_and_one_cut_short_leaves_the_partition_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1).unwrap();
+        let p = store.partition(0).unwrap();
+        let value = |n: u8| encode_value(1, 1, None, false, &[n; 4096]);
+        p.commit(
+            [(encode_key("old", ""), Some(value(0)))],
+            &BatchMeta {
+                rejections: &[(3, b"{}".to_vec())],
+                next_offset: 5,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        // Twelve keys of two records each, and one with a deadline: several restore commits.
+        let mut records: Vec<(Vec<u8>, Vec<u8>)> = (0..12)
+            .flat_map(|i| {
+                let pk = format!("k{i:02}");
+                [
+                    (encode_key(&pk, ""), value(i)),
+                    (encode_key(&pk, "f"), value(i)),
+                ]
+            })
+            .collect();
+        records.push((
+            encode_key("z", ""),
+            encode_value(1, 1, Some(9_000), false, b"1"),
+        ));
+        let expected =
+            crate::model::pk_version(records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+        p.restore(records.iter().cloned().map(Ok::<_, String>), 100, "snap-a")
+            .unwrap();
+        assert_eq!(p.next_offset().unwrap(), 100);
+        assert_eq!(p.key_count().unwrap(), 13);
+        assert_eq!(p.record_count("k03", usize::MAX).unwrap(), Some(2));
+        assert!(p.get("old", "").unwrap().is_none());
+        assert!(p.rejection(3).unwrap().is_none());
+        assert_eq!(p.restored_from().unwrap(), Some((100, "snap-a".into())));
+        assert_eq!(p.digest().unwrap().sha256, expected);
+        let due: Vec<Deadline> = p.due(None, i64::MAX).map(Result::unwrap).collect();
+        assert_eq!(due, vec![(9_000, encode_key("z", ""))]);
+        // A restore cut short halfway (its snapshot unreadable, or the node stopping): what it
+        // committed is partial, so the next open starts the partition empty.
+        let cut = records
+            .iter()
+            .take(16)
+            .cloned()
+            .map(Ok)
+            .chain([Err("the disk went away".to_string())]);
+        let e = p.restore(cut, 200, "snap-b").unwrap_err().to_string();
+        assert!(
+            e.contains("the disk went away") && e.contains("snap-b"),
+            "{e}"
+        );
+        assert!(
+            p.get("k01", "").unwrap().is_some(),
+            "the first commits of the cut restore are in the store"
+        );
+        drop(p);
+        let p = store.partition(0).unwrap();
+        assert_eq!(p.next_offset().unwrap(), 0);
+        assert_eq!(p.key_count().unwrap(), 0);
+        assert_eq!(p.digest().unwrap().records, 0);
+        assert_eq!(p.restored_from().unwrap(), None);
+        assert_eq!(p.due(None, i64::MAX).count(), 0);
+        // And a restore after it is whole again.
+        p.restore(records.iter().cloned().map(Ok::<_, String>), 100, "snap-a")
+            .unwrap();
+        assert_eq!(p.digest().unwrap().sha256, expected);
+    }
+
+    #[test]
     fn returned_values_are_kept_per_batch_found_per_offset_and_pruned_whole() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1).unwrap();

@@ -23,6 +23,17 @@ const RETURNED_BATCH_TAG: u8 = b'w';
 const KEY_COUNT_TAG: u8 = b'k';
 const KEY_INDEX_BUILT_TAG: u8 = b'i';
 const RESTORED_TAG: u8 = b's';
+/// Set while a restore replaces the partition's state (the snapshot's offset and name): the
+/// state is partial until the restore's last commit removes it. A partition opened with it set
+/// (the node stopped mid-restore) starts empty.
+const RESTORING_TAG: u8 = b'x';
+/// Bytes of records (and removals) one commit of a restore holds: a partition of any size is
+/// restored in memory of about this much, not all of it at once. (Small in unit tests, so a
+/// small snapshot crosses several commits.)
+#[cfg(not(test))]
+const RESTORE_BATCH_BYTES: usize = 16 << 20;
+#[cfg(test)]
+const RESTORE_BATCH_BYTES: usize = 16 << 10;
 /// The deadline index: `e ++ partition ++ deadline ++ stored key` for every record with a
 /// deadline (see [`PartitionStore::due`]). Derived from the records, like the key index: not
 /// in the digest, rebuilt on restore.
@@ -94,6 +105,16 @@ impl PartitionStore {
             meta,
             deadlines: Arc::new(AtomicBool::new(true)),
         };
+        if let Some(mark) = store.meta.get(store.tag_key(RESTORING_TAG))? {
+            tracing::warn!(
+                partition = id,
+                snapshot = %String::from_utf8_lossy(mark.get(8..).unwrap_or_default()),
+                "a restore from a snapshot did not finish (the node stopped during it): the \
+                 partition starts empty, and is restored or replayed again"
+            );
+            store.clear_state()?;
+            store.meta.remove(store.tag_key(RESTORING_TAG))?;
+        }
         if store
             .meta
             .get(store.tag_key(KEY_INDEX_BUILT_TAG))?
@@ -175,58 +196,74 @@ impl PartitionStore {
 
     /// Replaces the partition's whole state with `records` (stored key, stored value, in key
     /// order) as of `next_offset`, restored from the snapshot `source`: records, key index,
-    /// next offset, and the note that outcomes below `next_offset` are not known here. One
-    /// atomic commit: a crash leaves the old state or the restored one, never a mix.
-    pub fn restore(
+    /// deadline index, next offset, and the note that outcomes below `next_offset` are not
+    /// known here. Written a bounded batch at a time as the records arrive (a partition larger
+    /// than memory restores as well as a small one), between a first commit that marks the
+    /// state partial and a last one that makes it whole: a node that stops in between finds
+    /// the mark when it opens the partition again and starts it empty (a new disk's state,
+    /// restored or replayed again), never a mix. An error reading `records` stops the restore
+    /// there, the state left partial (and so emptied at the next open).
+    pub fn restore<E: std::fmt::Display>(
         &self,
-        records: &[(Vec<u8>, Vec<u8>)],
+        records: impl IntoIterator<Item = std::result::Result<(Vec<u8>, Vec<u8>), E>>,
         next_offset: u64,
         source: &str,
     ) -> Result<()> {
+        let mut mark = next_offset.to_be_bytes().to_vec();
+        mark.extend_from_slice(source.as_bytes());
         let mut batch = self.db.batch();
-        let snapshot = self.db.snapshot();
-        for guard in snapshot.iter(&self.records) {
-            batch.remove(&self.records, guard.key()?);
-        }
-        for guard in snapshot.iter(&self.keys) {
-            batch.remove(&self.keys, guard.key()?);
-        }
-        for outcome_tag in [
-            REJECTION_TAG,
-            RETURNED_TAG,
-            RETURNED_BATCH_TAG,
-            DEADLINE_TAG,
-        ] {
-            for guard in snapshot.prefix(&self.meta, self.tag_key(outcome_tag)) {
-                batch.remove(&self.meta, guard.key()?);
-            }
-        }
-        let mut keys: Vec<(String, u64, bool)> = Vec::new();
+        batch.insert(&self.meta, self.tag_key(RESTORING_TAG), mark);
+        batch.remove(&self.meta, self.next_offset_key());
+        batch.remove(&self.meta, self.tag_key(KEY_INDEX_BUILT_TAG));
+        batch.remove(&self.meta, self.tag_key(RESTORED_TAG));
+        batch.commit()?;
+        // Nothing is skipped while the state is partial.
+        self.deadlines.store(true, Ordering::Release);
+        self.clear_state()?;
+        let mut batch = self.db.batch();
+        let mut held = 0usize;
+        // The pk whose records are being read, how many, and whether one is its string: the
+        // records come in key order, so each pk's are together.
+        let mut current: Option<(String, u64, bool)> = None;
+        let mut key_count = 0u64;
         let mut any_deadline = false;
-        for (key, value) in records {
-            let (pk, sk) = decode_key(key).ok_or_else(|| {
+        for record in records {
+            let (key, value) = record
+                .map_err(|e| StoreError::Corrupt(format!("reading the snapshot {source}: {e}")))?;
+            let (pk, sk) = decode_key(&key).ok_or_else(|| {
                 StoreError::Corrupt("a snapshot key has no valid encoding".into())
             })?;
-            match keys.last_mut() {
+            match &mut current {
                 Some((p, n, string)) if *p == pk => {
                     *n += 1;
                     *string |= sk.is_empty();
                 }
-                _ => keys.push((pk, 1, sk.is_empty())),
+                _ => {
+                    if let Some((done, n, string)) = current.replace((pk, 1, sk.is_empty())) {
+                        batch.insert(&self.keys, index_key(&done), encode_info(n, string));
+                        key_count += 1;
+                    }
+                }
             }
-            batch.insert(&self.records, key.as_slice(), value.as_slice());
-            if let Some(deadline) = super::value::expires_at(value) {
+            if let Some(deadline) = super::value::expires_at(&value) {
                 any_deadline = true;
-                batch.insert(&self.meta, self.deadline_key(deadline, key), []);
+                batch.insert(&self.meta, self.deadline_key(deadline, &key), []);
+            }
+            held += key.len() + value.len() + 64;
+            batch.insert(&self.records, key, value);
+            if held >= RESTORE_BATCH_BYTES {
+                std::mem::replace(&mut batch, self.db.batch()).commit()?;
+                held = 0;
             }
         }
-        for (pk, n, string) in &keys {
-            batch.insert(&self.keys, index_key(pk), encode_info(*n, *string));
+        if let Some((done, n, string)) = current {
+            batch.insert(&self.keys, index_key(&done), encode_info(n, string));
+            key_count += 1;
         }
         batch.insert(
             &self.meta,
             self.tag_key(KEY_COUNT_TAG),
-            (keys.len() as u64).to_be_bytes(),
+            key_count.to_be_bytes(),
         );
         batch.insert(&self.meta, self.tag_key(KEY_INDEX_BUILT_TAG), [1u8]);
         batch.insert(
@@ -237,13 +274,48 @@ impl PartitionStore {
         let mut restored = next_offset.to_be_bytes().to_vec();
         restored.extend_from_slice(source.as_bytes());
         batch.insert(&self.meta, self.tag_key(RESTORED_TAG), restored);
-        if any_deadline {
-            self.deadlines.store(true, Ordering::Release);
-        }
+        batch.remove(&self.meta, self.tag_key(RESTORING_TAG));
         batch.commit()?;
         if !any_deadline {
             self.deadlines.store(false, Ordering::Release);
         }
+        Ok(())
+    }
+
+    /// Removes the partition's records, key index, deadline index, outcomes and key count, a
+    /// bounded batch at a time (what a restore replaces; its next offset and marks are the
+    /// caller's).
+    fn clear_state(&self) -> Result<()> {
+        let snapshot = self.db.snapshot();
+        let mut batch = self.db.batch();
+        let mut held = 0usize;
+        let mut remove = |batch: &mut fjall::OwnedWriteBatch, keyspace: &Keyspace, key: Slice| {
+            held += key.len() + 64;
+            batch.remove(keyspace, key);
+            if held >= RESTORE_BATCH_BYTES {
+                held = 0;
+                return std::mem::replace(batch, self.db.batch()).commit();
+            }
+            Ok(())
+        };
+        for guard in snapshot.iter(&self.records) {
+            remove(&mut batch, &self.records, guard.key()?)?;
+        }
+        for guard in snapshot.iter(&self.keys) {
+            remove(&mut batch, &self.keys, guard.key()?)?;
+        }
+        for tag in [
+            REJECTION_TAG,
+            RETURNED_TAG,
+            RETURNED_BATCH_TAG,
+            DEADLINE_TAG,
+        ] {
+            for guard in snapshot.prefix(&self.meta, self.tag_key(tag)) {
+                remove(&mut batch, &self.meta, guard.key()?)?;
+            }
+        }
+        batch.remove(&self.meta, self.tag_key(KEY_COUNT_TAG));
+        batch.commit()?;
         Ok(())
     }
 
@@ -727,6 +799,7 @@ impl PartitionStore {
         batch.remove(&self.meta, self.tag_key(KEY_COUNT_TAG));
         batch.remove(&self.meta, self.tag_key(KEY_INDEX_BUILT_TAG));
         batch.remove(&self.meta, self.tag_key(RESTORED_TAG));
+        batch.remove(&self.meta, self.tag_key(RESTORING_TAG));
         batch.commit()?;
         self.db.delete_keyspace(self.records.clone())?;
         self.db.delete_keyspace(self.keys.clone())?;

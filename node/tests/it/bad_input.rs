@@ -61,6 +61,9 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         ("/records/list", json!({"pk":"keep","if":"data.v > \"x\""}).to_string(), 400, "if_failed"),
         ("/records/get", json!({"Records":[{"pk":"keep","sk":"me"}],"min_offsets":[{"Partition":99,"Offset":0}]}).to_string(), 400, "bad_min_offsets"),
         ("/records/get", json!({"Records":[{"pk":"keep","sk":"me"}],"min_offsets":[{"Partition":0}]}).to_string(), 400, "bad_position"),
+        // So is a read waiting for a position past the end of the log (another namespace's):
+        // refused once the log says so, not after the whole wait.
+        ("/records/get", json!({"Records":[{"pk":"keep","sk":"me"}],"min_offsets":[{"Partition":0,"Offset":999_999}]}).to_string(), 400, "bad_min_offsets"),
         ("/records/outcomes", json!({"Positions":(0..101).map(|i| json!({"Partition":0,"Offset":i})).collect::<Vec<_>>()}).to_string(), 400, "too_many_positions"),
         ("/records/outcomes", json!({"Positions":[{"Partition":99,"Offset":0}]}).to_string(), 400, "bad_position"),
         // A position past the end of its partition's log (another namespace's) holds no entry:

@@ -630,7 +630,9 @@ fn a_restored_replica_purges_exactly_as_the_one_that_replayed() {
         .collect();
     let other = tempfile::tempdir().unwrap();
     let restored = open_partition(other.path(), 1);
-    restored.restore(&snapshot, next, "test").unwrap();
+    restored
+        .restore(snapshot.into_iter().map(Ok::<_, String>), next, "test")
+        .unwrap();
     assert!(
         index_of(&restored).len() < index_of(&replayed).len(),
         "the replayed index has stale entries the rebuilt one lacks"

@@ -74,6 +74,10 @@ impl std::str::FromStr for Token {
                 ),
             )
         };
+        // Digits only: Rust's integer parse also takes a leading `+`, which no token has.
+        if text.contains('+') {
+            return Err(bad());
+        }
         let mut positions = BTreeMap::new();
         for part in text.split(',').filter(|p| !p.trim().is_empty()) {
             let (partition, position) = part.trim().split_once(':').ok_or_else(bad)?;
@@ -658,7 +662,9 @@ mod tests {
         assert_eq!(token.get(0), Some((15, 2)));
         assert_eq!(token.get(3), Some((1042, 0)));
         assert_eq!(token.to_string(), "0:15.2,3:1042");
-        for bad in ["x", "1:", "1:a", "1:2.x", "-1:5", "0:1,0:2"] {
+        for bad in [
+            "x", "1:", "1:a", "1:2.x", "-1:5", "0:1,0:2", "+1:5", "1:+5", "1:5.+2",
+        ] {
             let e = bad.parse::<Token>().unwrap_err();
             assert_eq!(e.code, "bad_token", "{bad}");
         }
