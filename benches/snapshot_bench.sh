@@ -8,12 +8,17 @@
 # node's peak RSS.
 #
 #   benches/snapshot_bench.sh          # RECORDS=1000000
+#   FIRESCROLL_BIN=/path/to/firescroll benches/snapshot_bench.sh   # another build (say, an older
+#                                                                  # commit's), not built here
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/firescroll/bench-target}"
 RECORDS="${RECORDS:-1000000}"
 scripts/s3-server.sh install >&2
-cargo build --release -q -p firescroll
+if [ -z "${FIRESCROLL_BIN:-}" ]; then
+    cargo build --release -q -p firescroll
+    FIRESCROLL_BIN="$CARGO_TARGET_DIR/release/firescroll"
+fi
 work=$(mktemp -d)
 S3_PORT=18014
 export S3_DATA_DIR="$work/s3"
@@ -32,7 +37,7 @@ export S3_BUCKET=bench S3_ENDPOINT=http://127.0.0.1:$S3_PORT AWS_ACCESS_KEY_ID=t
 export LOG_SEGMENT_BYTES=4294967296
 export SNAPSHOT_INTERVAL=24h DB_PATH="$work/data" API_PORT=18190 INTERNAL_PORT=18191 RESP_PORT=18379 LOG_LEVEL=warn
 start_node() {
-    local run=("$CARGO_TARGET_DIR/release/firescroll")
+    local run=("$FIRESCROLL_BIN")
     [ -n "${NO_S3:-}" ] && run=(env -u S3_BUCKET "${run[@]}")
     "${run[@]}" >>"$work/node.log" 2>&1 &
     pids+=($!)

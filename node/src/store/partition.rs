@@ -34,6 +34,8 @@ const RESTORING_TAG: u8 = b'x';
 const RESTORE_BATCH_BYTES: usize = 16 << 20;
 #[cfg(test)]
 const RESTORE_BATCH_BYTES: usize = 16 << 10;
+/// Memtables a restore lets wait for fjall's background flushes before it waits for them too.
+const RESTORE_WRITE_BUFFER_BYTES: u64 = 4 * RESTORE_BATCH_BYTES as u64;
 /// The deadline index: `e ++ partition ++ deadline ++ stored key` for every record with a
 /// deadline (see [`PartitionStore::due`]). Derived from the records, like the key index: not
 /// in the digest, rebuilt on restore.
@@ -253,6 +255,12 @@ impl PartitionStore {
             batch.insert(&self.records, key, value);
             if held >= RESTORE_BATCH_BYTES {
                 std::mem::replace(&mut batch, self.db.batch()).commit()?;
+                // A restore writes faster than fjall flushes memtables in the background, and
+                // they piled up in memory (a 1M-record partition restored at 455 MB resident):
+                // past a few batches' worth, it waits for them to be written out.
+                if self.db.write_buffer_size() > RESTORE_WRITE_BUFFER_BYTES {
+                    self.records.rotate_memtable_and_wait()?;
+                }
                 held = 0;
             }
         }
