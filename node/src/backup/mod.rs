@@ -264,15 +264,7 @@ impl Snapshots {
                 tokio::fs::remove_file(entry.path()).await.map_err(local)?;
             }
         }
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.settings.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| s3_error("GetObject", key, e))?;
-        let mut body = out.body;
+        let mut body = self.object(key).await?;
         let mut file = tokio::fs::File::create(&snapshot.path)
             .await
             .map_err(local)?;
@@ -376,7 +368,8 @@ impl Snapshots {
         Ok(())
     }
 
-    pub(super) async fn get(&self, key: &str) -> Result<Vec<u8>, BackupError> {
+    /// The body of object `key`, to be read as it arrives.
+    async fn object(&self, key: &str) -> Result<ByteStream, BackupError> {
         let out = self
             .client
             .get_object()
@@ -385,8 +378,13 @@ impl Snapshots {
             .send()
             .await
             .map_err(|e| s3_error("GetObject", key, e))?;
-        let body = out
-            .body
+        Ok(out.body)
+    }
+
+    pub(super) async fn get(&self, key: &str) -> Result<Vec<u8>, BackupError> {
+        let body = self
+            .object(key)
+            .await?
             .collect()
             .await
             .map_err(|e| s3_error("GetObject", key, e))?;

@@ -58,6 +58,15 @@ fn put(pk: &str, sk: &str, data: &str, cond: Option<&str>) -> Op {
     }
 }
 
+/// The offsets a batch rejected, and why.
+fn rejection_kinds(batch: &AppliedBatch) -> Vec<(u64, RejectionKind)> {
+    batch
+        .rejections
+        .iter()
+        .map(|(offset, r)| (*offset, r.kind))
+        .collect()
+}
+
 fn rmw(kind: OpKind, pk: &str, sk: &str, operand: &str) -> Op {
     Op {
         op: kind,
@@ -556,11 +565,7 @@ fn puts_that_skip_together_write_all_or_none_and_the_entry_goes_on() {
         ]
     );
     assert_eq!(
-        batch
-            .rejections
-            .iter()
-            .map(|(offset, r)| (*offset, r.kind))
-            .collect::<Vec<_>>(),
+        rejection_kinds(&batch),
         [(1, RejectionKind::ConditionError)]
     );
     let data = |sk: &str| get(&store, pk, sk).map(|r| r.data_json);
@@ -631,14 +636,7 @@ fn an_op_that_fails_alone_writes_nothing_and_the_entry_goes_on() {
     assert!(errors[0].contains("not an integer"), "{errors:?}");
     assert!(errors[1].contains("would grow"), "{errors:?}");
     assert!(errors[2].contains("doesn't exist"), "{errors:?}");
-    assert_eq!(
-        batch
-            .rejections
-            .iter()
-            .map(|(offset, r)| (*offset, r.kind))
-            .collect::<Vec<_>>(),
-        [(1, RejectionKind::ValueError)]
-    );
+    assert_eq!(rejection_kinds(&batch), [(1, RejectionKind::ValueError)]);
     let data = |sk: &str| get(&store, pk, sk).map(|r| r.data_json);
     assert_eq!(data("t").as_deref(), Some(r#""abcd""#));
     assert_eq!(data("n").as_deref(), Some(r#""5""#));
@@ -691,13 +689,8 @@ fn a_false_skipping_condition_skips_its_op_alone() {
         .collect();
     assert_eq!(batch.returned[0].0, 0);
     assert_eq!(returned, [(0, Some("1")), (1, Some("0")), (3, Some("0"))]);
-    let kinds: Vec<(u64, RejectionKind)> = batch
-        .rejections
-        .iter()
-        .map(|(offset, r)| (*offset, r.kind))
-        .collect();
     assert_eq!(
-        kinds,
+        rejection_kinds(&batch),
         [
             (1, RejectionKind::ConditionError),
             (2, RejectionKind::ConditionFailed)
