@@ -107,6 +107,12 @@ pub fn encode<K: AsRef<[u8]>, V: AsRef<[u8]>, E>(
 /// A record as stored: its encoded key and its stored value.
 pub type StoredRecord = (Vec<u8>, Vec<u8>);
 
+/// The longest key or value a snapshot may hold: stored values stay below 64 MiB
+/// (`MAX_VALUE_BYTES` must, and edits at apply keep a document within its size or 1 MiB) plus
+/// their header, so anything longer is damage (a gzip stream of zeros decompresses to any
+/// length), refused before it is held.
+const MAX_PART_BYTES: u32 = 2 * crate::model::READ_ANSWER_BYTES as u32;
+
 /// Bytes the header line and the trailer may take: far more than either needs, so a damaged
 /// object cannot make the reader hold an unbounded line.
 const MAX_LINE_BYTES: u64 = 64 << 10;
@@ -120,6 +126,9 @@ pub struct Reader<R: Read> {
     header: Header,
     hasher: Sha256,
     records: u64,
+    /// The last key read: each must sort after it, as the store's keys do (a restore writes
+    /// the key index one pk at a time, and a digest is over keys in order).
+    last_key: Vec<u8>,
     /// Set once the end marker was read and the trailer verified.
     trailer: Option<Trailer>,
 }
@@ -150,6 +159,7 @@ impl<R: Read> Reader<R> {
             header,
             hasher: Sha256::new(),
             records: 0,
+            last_key: Vec::new(),
             trailer: None,
         })
     }
@@ -176,6 +186,13 @@ impl<R: Read> Reader<R> {
             return Ok(None);
         }
         let key = self.part(len, "a key")?;
+        if self.records > 0 && key <= self.last_key {
+            return Err(FormatError::Corrupt(format!(
+                "record {} is not in key order",
+                self.records
+            )));
+        }
+        self.last_key.clone_from(&key);
         let len = self.length("a length")?;
         let value = self.part(len, "a value")?;
         for part in [&key, &value] {
@@ -195,6 +212,11 @@ impl<R: Read> Reader<R> {
     }
 
     fn part(&mut self, len: u32, what: &str) -> Result<Vec<u8>, FormatError> {
+        if len > MAX_PART_BYTES {
+            return Err(FormatError::Corrupt(format!(
+                "{what} of {len} bytes, longer than any stored record"
+            )));
+        }
         // Grown as the bytes arrive, not allocated from the length up front.
         let mut part = Vec::new();
         (&mut self.input)
@@ -304,18 +326,32 @@ mod tests {
             Err(FormatError::Corrupt(_) | FormatError::NotASnapshot)
         ));
         // A length that lies (4 GiB in a tiny object) is an error, not a 4 GiB allocation.
-        let lying = {
+        let lying = |length: u32| {
             let mut raw = MAGIC.to_vec();
             raw.extend_from_slice(
                 b"{\"namespace\":\"ns\",\"partition\":3,\"partitions\":4,\"next_offset\":42}\n",
             );
-            raw.extend_from_slice(&(u32::MAX - 1).to_be_bytes());
+            raw.extend_from_slice(&length.to_be_bytes());
             raw.extend_from_slice(b"short");
             let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
             gz.write_all(&raw).unwrap();
             gz.finish().unwrap()
         };
-        let e = decode(&lying).expect_err("a lying length");
+        let e = decode(&lying(u32::MAX - 1)).expect_err("a length past any record");
+        assert!(
+            e.to_string().contains("longer than any stored record"),
+            "{e}"
+        );
+        // Below the bound, only the bytes there are held.
+        let e = decode(&lying(MAX_PART_BYTES)).expect_err("a lying length");
         assert!(e.to_string().contains("cut short in a key"), "{e}");
+        // Records out of key order (their own hash matching) would build a wrong key index.
+        let unordered = [("b", "1"), ("a", "2")].map(|(k, v)| Ok::<_, ()>((k, v)));
+        let (bytes, _) = encode(&header(), unordered).unwrap();
+        let e = decode(&bytes).expect_err("records out of order");
+        assert!(e.to_string().contains("not in key order"), "{e}");
+        let twice = [("a", "1"), ("a", "2")].map(|(k, v)| Ok::<_, ()>((k, v)));
+        let (bytes, _) = encode(&header(), twice).unwrap();
+        assert!(decode(&bytes).is_err(), "a key twice");
     }
 }

@@ -303,12 +303,7 @@ impl Service {
             } else {
                 None
             };
-            if let Some(why) = why {
-                return Err(ServiceError::bad_request(
-                    "bad_if_skips",
-                    format!("record {i}: {why}"),
-                ));
-            }
+            refuse_record("bad_if_skips", i, why)?;
             members_until = end;
         }
         Ok(())
@@ -481,12 +476,7 @@ impl Service {
                     } else {
                         None
                     };
-                    if let Some(why) = why {
-                        return Err(ServiceError::bad_request(
-                            "bad_if_skips",
-                            format!("record {i}: {why}"),
-                        ));
-                    }
+                    refuse_record("bad_if_skips", i, why)?;
                 }
                 if op.fails_alone {
                     let why = if version < 9 {
@@ -502,12 +492,7 @@ impl Service {
                     } else {
                         None
                     };
-                    if let Some(why) = why {
-                        return Err(ServiceError::bad_request(
-                            "bad_fails_alone",
-                            format!("record {i}: {why}"),
-                        ));
-                    }
+                    refuse_record("bad_fails_alone", i, why)?;
                 }
                 if op.field_ttl && op.op != OpKind::Expire {
                     return Err(ServiceError::bad_request(
@@ -875,4 +860,15 @@ fn number_out_of_range(what: &str, number: &str) -> ServiceError {
              (about ±1.8e308); store it as a string"
         ),
     )
+}
+
+/// Refuses record `i` of a request with error `code` when there is a reason `why`.
+fn refuse_record(code: &'static str, i: usize, why: Option<String>) -> Result<(), ServiceError> {
+    match why {
+        Some(why) => Err(ServiceError::bad_request(
+            code,
+            format!("record {i}: {why}"),
+        )),
+        None => Ok(()),
+    }
 }

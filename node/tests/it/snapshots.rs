@@ -381,6 +381,12 @@ fn a_kill_9_during_restore_leaves_nothing_half_restored_and_the_next_start_compl
             "every partition was restored: {p}"
         );
     }
+    // The downloads the kills left behind, and the last ones, are gone.
+    let downloads = node.data.join("snapshot-downloads");
+    let left: Vec<_> = std::fs::read_dir(&downloads)
+        .map(|dir| dir.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in {}: {left:?}", downloads.display());
 }
 
 #[test]
