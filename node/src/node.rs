@@ -107,6 +107,7 @@ pub async fn run(
             stop_patience: config.shutdown_timeout / 2,
             snapshots: snapshots.clone(),
             snapshot_download_dir: config.db_path.join("snapshot-downloads"),
+            min_free_disk_bytes: config.min_free_disk_bytes,
             standby_until_served_elsewhere: config.cluster.is_some(),
             ..EngineConfig::default()
         },

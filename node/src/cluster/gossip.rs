@@ -185,14 +185,19 @@ pub async fn drive(
         while let Some(notification) = runtime.to_notify() {
             let now = Instant::now();
             match notification {
-                OwnedNotification::MemberUp(id) => tracing::info!(member = %id, "member up"),
+                OwnedNotification::MemberUp(id) => {
+                    tracing::info!(member = %id, "member up");
+                    shared.table.lock().expect("table lock").member_up(id);
+                }
                 OwnedNotification::MemberDown(id) => {
                     tracing::warn!(member = %id, "member down");
                     shared.table.lock().expect("table lock").remove(id, now);
                 }
                 OwnedNotification::Rename(old, new) => {
                     tracing::info!(old = %old, new = %new, "member restarted");
-                    shared.table.lock().expect("table lock").remove(old, now);
+                    let mut table = shared.table.lock().expect("table lock");
+                    table.remove(old, now);
+                    table.member_up(new);
                 }
                 OwnedNotification::Idle => tracing::info!("no other gossip members yet"),
                 OwnedNotification::Defunct => {

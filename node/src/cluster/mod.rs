@@ -253,11 +253,13 @@ impl Cluster {
         })
     }
 
-    /// Waits, up to `bound`, until this node has the card of another member of the region —
-    /// unless every seed is this node itself (the first member of a region has nobody to hear
-    /// from). Until then it knows no owner of anything it does not serve: a node restarted
-    /// into a live region answered its first reads "no node in this region serves it" for the
-    /// few milliseconds gossip took. False when the bound ran out.
+    /// Waits, up to `bound`, until this node has the card of every member of the region SWIM
+    /// reports alive (and knows of one) — unless every seed is this node itself (the first
+    /// member of a region has nobody to hear from). Until then it knows no owner of what it
+    /// does not serve: a node restarted into a live region answered its first reads "no node
+    /// in this region serves it" for the few milliseconds gossip took, and waiting for only the
+    /// first card was not enough when that member did not serve the partition asked for. False
+    /// when the bound ran out.
     pub async fn wait_for_region(&self, bound: Duration) -> bool {
         if self.seeds_are_self {
             return true;
@@ -270,8 +272,7 @@ impl Cluster {
                 .table
                 .lock()
                 .expect("table lock")
-                .member_count(now)
-                > 1
+                .heard_from_every_member(now)
             {
                 return true;
             }

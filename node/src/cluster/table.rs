@@ -5,7 +5,7 @@
 use super::card::Card;
 use super::identity::NodeId;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,6 +44,10 @@ pub struct Table {
     /// is never reused (a restarted process has a new one), so this only grows by departures
     /// and is trimmed after an hour.
     gone: HashMap<NodeId, Instant>,
+    /// The other members SWIM reports alive (its `MemberUp` notifications), whether or not
+    /// their cards have reached us yet: a node that just joined knows them from the join's
+    /// member feed a moment before their cards arrive.
+    alive: HashSet<NodeId>,
 }
 
 /// Whether a received card was new.
@@ -64,6 +68,7 @@ impl Table {
             stale_after,
             cards: HashMap::new(),
             gone: HashMap::new(),
+            alive: HashSet::new(),
         }
     }
 
@@ -119,8 +124,30 @@ impl Table {
         Accepted::New
     }
 
+    /// SWIM reports `id` alive (it joined, or this node just learned of it). Another
+    /// process's identity at this node's own address (this node before a restart) is not a
+    /// member to hear from.
+    pub fn member_up(&mut self, id: NodeId) {
+        if id.addr != self.local.addr && !self.gone.contains_key(&id) {
+            self.alive.insert(id);
+        }
+    }
+
+    /// Whether this node has a current card from every member SWIM reports alive, and knows
+    /// of at least one: until then a read of a partition served elsewhere may find no owner
+    /// only because the owner's card has not arrived yet.
+    pub fn heard_from_every_member(&self, now: Instant) -> bool {
+        !self.alive.is_empty()
+            && self.alive.iter().all(|id| {
+                self.cards
+                    .get(id)
+                    .is_some_and(|k| now.duration_since(k.received) < self.stale_after)
+            })
+    }
+
     /// SWIM declared `id` down, or it left: it serves nothing from now on.
     pub fn remove(&mut self, id: NodeId, now: Instant) {
+        self.alive.remove(&id);
         if self.cards.remove(&id).is_some() {
             tracing::info!(member = %id, "member left the partition map");
         }
@@ -312,6 +339,35 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn a_member_is_heard_from_once_every_live_members_card_arrived() {
+        let now = Instant::now();
+        let mut t = Table::new(id(1), "ns", "r", Duration::from_secs(5));
+        assert!(!t.heard_from_every_member(now), "nobody known yet");
+        // This node's own earlier process, still in the others' feeds, is nobody to wait for.
+        t.member_up(NodeId {
+            addr: id(1).addr,
+            incarnation: 0,
+        });
+        assert!(!t.heard_from_every_member(now));
+        t.member_up(id(2));
+        t.member_up(id(3));
+        t.accept(card(2, 1, &[0]), now);
+        assert!(
+            !t.heard_from_every_member(now),
+            "n3's card (which may name the partition a read wants) has not arrived"
+        );
+        t.accept(card(3, 1, &[1]), now);
+        assert!(t.heard_from_every_member(now));
+        // A card gone stale is a member not heard from.
+        assert!(!t.heard_from_every_member(now + Duration::from_secs(6)));
+        // A member that left is not waited for.
+        t.remove(id(3), now);
+        assert!(t.heard_from_every_member(now));
+        t.member_up(id(3));
+        assert!(t.heard_from_every_member(now), "departures are final");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 mod applier;
 mod apply;
 mod checkpoint;
+mod disk_floor;
 mod feed;
 mod feed_file;
 mod json_edit;
@@ -27,6 +28,7 @@ pub use apply::{
     AppliedBatch, ENTRY_READ_BYTES, MAX_COMPUTED_BYTES, Rules, apply_and_commit, apply_batch,
     compute_read_modify_write, edit_json_alone,
 };
+pub use disk_floor::free_bytes;
 pub use feed::{
     Change, ChangeKind, EntryChanges, Feed, Published, Subscription, TooOld, watch_prefix,
 };
@@ -91,6 +93,10 @@ pub struct EngineConfig {
     /// Where a snapshot is downloaded to before a partition is restored from it (read from
     /// the file as it restores; removed after).
     pub snapshot_download_dir: std::path::PathBuf,
+    /// The free space a restore leaves on the volume of `snapshot_download_dir`
+    /// (`MIN_FREE_DISK_BYTES`): a snapshot whose download would take the volume under it is not
+    /// fetched, and a restore stops when the volume falls under it (0: not checked).
+    pub min_free_disk_bytes: u64,
     /// Threads that apply the owned partitions (0: one per core).
     pub apply_threads: usize,
     /// Entries rejected unread (REJECT_ENTRIES_AT).
@@ -119,6 +125,7 @@ impl Default for EngineConfig {
             // One folder per process: engines of different processes never share downloads.
             snapshot_download_dir: std::env::temp_dir()
                 .join(format!("firescroll-snapshots-{}", std::process::id())),
+            min_free_disk_bytes: 0,
             apply_threads: 0,
             reject_entries_at: Arc::default(),
             standby_until_served_elsewhere: false,

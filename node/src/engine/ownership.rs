@@ -151,7 +151,15 @@ impl Engine {
         let (next, no_restore) = match &self.inner.config.snapshots {
             Some(snapshots) => match self.restore_if_newer(&store, snapshots, next) {
                 Ok(next) => (next, None),
-                Err(why) => (next, Some(why)),
+                // A restore that failed once it began emptied the partition: read again where
+                // it starts.
+                Err(why) => match store.next_offset() {
+                    Ok(next) => (next, Some(why)),
+                    Err(e) => {
+                        let reason = failed(format!("reading the applied offset failed: {e}"));
+                        return Ok(Arc::new(PartitionRuntime::failed(store, 0, reason)));
+                    }
+                },
             },
             None => (next, None),
         };
@@ -377,6 +385,20 @@ impl Engine {
             }
             tracing::info!(partition = id, snapshot = %manifest.object_key, "restoring partition {id} from a snapshot");
             let dir = &self.inner.config.snapshot_download_dir;
+            let min_free = self.inner.config.min_free_disk_bytes;
+            let volume = dir.ancestors().find(|d| d.exists()).unwrap_or(dir);
+            if let Err(low) =
+                super::disk_floor::check(volume, "the download", manifest.object_bytes, min_free)
+            {
+                self.inner
+                    .metrics
+                    .snapshot_restores
+                    .with_label_values(&["failed"])
+                    .inc();
+                tracing::warn!(partition = id, snapshot = %manifest.object_key, error = %low, "snapshot not fetched");
+                why = format!("{} not fetched: {low}", manifest.object_key);
+                continue;
+            }
             let snapshot = match self.until_stopped(&handle, snapshots.fetch_to(manifest, dir))? {
                 Ok(snapshot) => snapshot,
                 Err(e) => {
@@ -418,6 +440,7 @@ impl Engine {
             };
             // Its standby state must not answer reads while the restore replaces it.
             self.drop_standby(id);
+            let records = super::disk_floor::FloorChecked::new(records, volume, min_free);
             return match store.restore(records, manifest.next_offset, &manifest.object_key) {
                 Ok(()) => {
                     self.inner
@@ -435,7 +458,12 @@ impl Engine {
                     Ok(manifest.next_offset)
                 }
                 Err(e) => {
-                    tracing::error!(partition = id, error = %e, "restoring a snapshot failed");
+                    self.inner
+                        .metrics
+                        .snapshot_restores
+                        .with_label_values(&["failed"])
+                        .inc();
+                    tracing::error!(partition = id, error = %e, "restoring a snapshot failed; the partition was emptied");
                     Err(format!("restoring {} failed: {e}", manifest.object_key))
                 }
             };

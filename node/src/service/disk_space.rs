@@ -136,9 +136,8 @@ impl DiskSpace {
         self.looked_at_ms
             .store(self.elapsed_ms(), Ordering::Relaxed);
         self.admitted.store(0, Ordering::Relaxed);
-        let low = match rustix::fs::statvfs(&self.path) {
-            Ok(stat) => {
-                let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        let low = match crate::engine::free_bytes(&self.path) {
+            Ok(free) => {
                 self.free.store(free.min(u64::MAX - 1), Ordering::Relaxed);
                 free < self.min_free
             }
@@ -178,8 +177,7 @@ mod tests {
     use super::*;
 
     fn free_here(dir: &std::path::Path) -> u64 {
-        let stat = rustix::fs::statvfs(dir).expect("statvfs");
-        stat.f_bavail * stat.f_frsize
+        crate::engine::free_bytes(dir).expect("statvfs")
     }
 
     #[test]

@@ -395,8 +395,16 @@ mod tests {
         assert_eq!(p.digest().unwrap().sha256, expected);
         let due: Vec<Deadline> = p.due(None, i64::MAX).map(Result::unwrap).collect();
         assert_eq!(due, vec![(9_000, encode_key("z", ""))]);
-        // A restore cut short halfway (its snapshot unreadable, or the node stopping): what it
-        // committed is partial, so the next open starts the partition empty.
+        let empty = |p: &PartitionStore| {
+            assert_eq!(p.next_offset().unwrap(), 0);
+            assert_eq!(p.key_count().unwrap(), 0);
+            assert_eq!(p.digest().unwrap().records, 0);
+            assert_eq!(p.restored_from().unwrap(), None);
+            assert_eq!(p.due(None, i64::MAX).count(), 0);
+        };
+        // A restore cut short halfway (its snapshot unreadable, the disk full): the partition
+        // is emptied at once, a new disk's state, never the old state mixed with part of the
+        // snapshot.
         let cut = records
             .iter()
             .take(16)
@@ -408,17 +416,30 @@ mod tests {
             e.contains("the disk went away") && e.contains("snap-b"),
             "{e}"
         );
+        empty(&p);
+        p.restore(records.iter().cloned().map(Ok::<_, String>), 100, "snap-a")
+            .unwrap();
+        // A restore stopped in the middle with no chance to clean up (the node stopping, here
+        // a panic): what it committed is partial, so the next open starts the partition empty.
+        let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let stop = records
+                .iter()
+                .take(16)
+                .cloned()
+                .map(Ok)
+                .chain(std::iter::once_with(
+                    || -> Result<(Vec<u8>, Vec<u8>), String> { panic!("the node stops") },
+                ));
+            p.restore(stop, 200, "snap-c")
+        }));
+        assert!(stopped.is_err());
         assert!(
             p.get("k01", "").unwrap().is_some(),
-            "the first commits of the cut restore are in the store"
+            "the first commits of the stopped restore are in the store"
         );
         drop(p);
         let p = store.partition(0).unwrap();
-        assert_eq!(p.next_offset().unwrap(), 0);
-        assert_eq!(p.key_count().unwrap(), 0);
-        assert_eq!(p.digest().unwrap().records, 0);
-        assert_eq!(p.restored_from().unwrap(), None);
-        assert_eq!(p.due(None, i64::MAX).count(), 0);
+        empty(&p);
         // And a restore after it is whole again.
         p.restore(records.iter().cloned().map(Ok::<_, String>), 100, "snap-a")
             .unwrap();

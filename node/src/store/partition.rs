@@ -204,7 +204,9 @@ impl PartitionStore {
     /// state partial and a last one that makes it whole: a node that stops in between finds
     /// the mark when it opens the partition again and starts it empty (a new disk's state,
     /// restored or replayed again), never a mix. An error reading `records` stops the restore
-    /// there, the state left partial (and so emptied at the next open).
+    /// there and empties the partition (as a new disk: its next offset is 0), so no caller can
+    /// go on from a mix of the old state and part of the snapshot; if even that fails, the mark
+    /// stays and the next open empties it.
     pub fn restore<E: std::fmt::Display>(
         &self,
         records: impl IntoIterator<Item = std::result::Result<(Vec<u8>, Vec<u8>), E>>,
@@ -218,9 +220,29 @@ impl PartitionStore {
         batch.remove(&self.meta, self.next_offset_key());
         batch.remove(&self.meta, self.tag_key(KEY_INDEX_BUILT_TAG));
         batch.remove(&self.meta, self.tag_key(RESTORED_TAG));
+        // Failing here, nothing changed.
         batch.commit()?;
         // Nothing is skipped while the state is partial.
         self.deadlines.store(true, Ordering::Release);
+        let restored = self.restore_after_mark(records, next_offset, source);
+        if restored.is_err() {
+            let emptied = self
+                .clear_state()
+                .and_then(|()| Ok(self.meta.remove(self.tag_key(RESTORING_TAG))?));
+            if let Err(e) = emptied {
+                tracing::error!(partition = self.id, error = %e, "emptying a partition after a failed restore failed; it is emptied when next opened");
+            }
+        }
+        restored
+    }
+
+    /// The restore once its mark is committed: the old state removed, the records written.
+    fn restore_after_mark<E: std::fmt::Display>(
+        &self,
+        records: impl IntoIterator<Item = std::result::Result<(Vec<u8>, Vec<u8>), E>>,
+        next_offset: u64,
+        source: &str,
+    ) -> Result<()> {
         self.clear_state()?;
         let mut batch = self.db.batch();
         let mut held = 0usize;

@@ -347,6 +347,58 @@ fn a_single_node_restores_onto_an_empty_disk_and_numbers_after_the_snapshot() {
     assert_eq!(gated("1.1.0"), "rejected", "the restored plugin runs");
 }
 
+/// A restore writes a whole partition past the write path's disk check: one that would take the
+/// volume under `MIN_FREE_DISK_BYTES` is not started (a full disk stops fjall, and with it every
+/// partition, until a restart), says why, and a later start with room restores.
+#[test]
+fn a_restore_that_would_take_the_disk_under_its_floor_is_not_started() {
+    let s3 = S3Server::start();
+    let mut node = start_node(&s3, &[]);
+    put_many(&node, 0, 400);
+    let taken = snapshot(&node);
+    let before = node.digests();
+    node.terminate();
+    std::fs::remove_dir_all(&node.data).unwrap();
+    // A floor above any free space here: every download would go under it.
+    node.set_env("MIN_FREE_DISK_BYTES", &(1u64 << 60).to_string());
+    node.spawn();
+    let failed = r#"firescroll_snapshot_restores_total{result="failed"}"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while node.metric(failed) < taken.len() as f64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} restores counted failed of {}:\n{}",
+            node.metric(failed),
+            taken.len(),
+            node.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let log = node.log();
+    assert!(
+        log.contains("snapshot not fetched") && log.contains("below MIN_FREE_DISK_BYTES"),
+        "{log}"
+    );
+    assert_eq!(
+        node.metric(r#"firescroll_snapshot_restores_total{result="ok"}"#),
+        0.0
+    );
+    for p in node.partitions() {
+        assert!(p["restored_from"].is_null(), "nothing restored: {p}");
+    }
+    let downloads = node.data.join("snapshot-downloads");
+    let left: Vec<_> = std::fs::read_dir(&downloads)
+        .map(|dir| dir.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "downloaded anyway: {left:?}");
+    // With room again (nothing was written meanwhile: the floor refused writes too), the next
+    // start restores every partition.
+    node.terminate();
+    node.set_env("MIN_FREE_DISK_BYTES", "0");
+    node.spawn();
+    wait_for_digests(&node, &before);
+}
+
 #[test]
 fn a_kill_9_during_restore_leaves_nothing_half_restored_and_the_next_start_completes_it() {
     let s3 = S3Server::start();
