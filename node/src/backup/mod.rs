@@ -237,8 +237,8 @@ impl Snapshots {
 
     /// Downloads the snapshot `manifest` names into a file in `dir` as it arrives (memory
     /// stays at one chunk whatever its size) and verifies it: object size and hash, the
-    /// records' hash, and that it is the snapshot the manifest says. Earlier downloads of the
-    /// partition left in `dir` (a node that stopped during one) are removed first.
+    /// records' hash, and that it is the snapshot the manifest says. The file is removed when
+    /// the [`SnapshotFile`] is dropped (what a stopped node left, its engine removes at start).
     pub async fn fetch_to(
         &self,
         manifest: &Manifest,
@@ -251,19 +251,15 @@ impl Snapshots {
             key: key.clone(),
             reason,
         };
-        let prefix = format!("p{:05}-", manifest.partition);
         let snapshot = SnapshotFile {
-            path: dir.join(format!("{prefix}{:020}.snap.gz", manifest.next_offset)),
+            path: dir.join(format!(
+                "p{:05}-{:020}.snap.gz",
+                manifest.partition, manifest.next_offset
+            )),
             key: key.clone(),
         };
         let local = |source| snapshot.local(source);
         tokio::fs::create_dir_all(dir).await.map_err(local)?;
-        let mut left = tokio::fs::read_dir(dir).await.map_err(local)?;
-        while let Some(entry) = left.next_entry().await.map_err(local)? {
-            if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                tokio::fs::remove_file(entry.path()).await.map_err(local)?;
-            }
-        }
         let mut body = self.object(key).await?;
         let mut file = tokio::fs::File::create(&snapshot.path)
             .await

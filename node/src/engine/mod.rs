@@ -91,7 +91,8 @@ pub struct EngineConfig {
     /// snapshot the log still continues is restored from it first.
     pub snapshots: Option<Arc<crate::backup::Snapshots>>,
     /// Where a snapshot is downloaded to before a partition is restored from it (read from
-    /// the file as it restores; removed after).
+    /// the file as it restores; removed after, and what an earlier run left is removed when
+    /// the engine starts).
     pub snapshot_download_dir: std::path::PathBuf,
     /// The free space a restore leaves on the volume of `snapshot_download_dir`
     /// (`MIN_FREE_DISK_BYTES`): a snapshot whose download would take the volume under it is not
@@ -193,6 +194,16 @@ impl Engine {
         metrics: Arc<Metrics>,
         config: EngineConfig,
     ) -> (Engine, Vec<JoinHandle<()>>) {
+        // Downloads an earlier process left (it stopped during a restore) are of no use: no
+        // restore is under way before this start opens a partition.
+        match std::fs::remove_dir_all(&config.snapshot_download_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => tracing::warn!(
+                dir = %config.snapshot_download_dir.display(),
+                error = %e,
+                "cannot remove the snapshot downloads an earlier run left"
+            ),
+            _ => {}
+        }
         let pool = pool::ApplierPool::new(config.apply_threads);
         let engine = Engine {
             inner: Arc::new(Inner {

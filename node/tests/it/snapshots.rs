@@ -424,6 +424,15 @@ fn a_kill_9_during_restore_leaves_nothing_half_restored_and_the_next_start_compl
         }
         node.kill9();
     }
+    // A download of a partition that no longer restores here (its ownership moved on while the
+    // node was down) is removed at the next start too.
+    let downloads = node.data.join("snapshot-downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    std::fs::write(
+        downloads.join("p00099-00000000000000000007.snap.gz"),
+        b"left",
+    )
+    .unwrap();
     node.spawn();
     wait_for_digests(&node, &before);
     assert_eq!(node.get_url(&node.url("/ready")).0, 200);
@@ -434,7 +443,6 @@ fn a_kill_9_during_restore_leaves_nothing_half_restored_and_the_next_start_compl
         );
     }
     // The downloads the kills left behind, and the last ones, are gone.
-    let downloads = node.data.join("snapshot-downloads");
     let left: Vec<_> = std::fs::read_dir(&downloads)
         .map(|dir| dir.map(|e| e.unwrap().file_name()).collect())
         .unwrap_or_default();
