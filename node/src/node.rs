@@ -156,11 +156,11 @@ pub async fn run(
                 .await
                 .context("cannot start gossip")?;
             // Reads of partitions served elsewhere need the region's cards: the ports open
-            // once another member is heard from (a moment), or after a bound.
+            // once every member SWIM knows has sent its card (a moment), or after a bound.
             if !cluster.wait_for_region(REGION_WAIT).await {
                 tracing::info!(
                     waited = ?REGION_WAIT,
-                    "no other member of the region heard from yet; serving anyway"
+                    "the cards of the region's members (which partitions each serves) have not all arrived yet; serving anyway"
                 );
             }
             service = service.with_cluster(cluster.clone());
