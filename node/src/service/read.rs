@@ -78,14 +78,14 @@ impl Service {
             return Ok(self.read_one(&runtime, key)?.into_iter().collect());
         }
         // A partition that leaves this node while the read waits for it here is routed again
-        // (once): the member serving it now answers.
-        let found = match self
-            .get_routed(&keys, min_offsets, token.as_deref_mut(), true)
+        // (once): the member serving it now answers. Boxed: the routed read's future (waits,
+        // owners asked, joins) is kilobytes, and every HTTP get's future would otherwise be as
+        // large and be copied whole as it is boxed and moved, the usual case above included.
+        let found = match Box::pin(self.get_routed(&keys, min_offsets, token.as_deref_mut(), true))
             .await?
         {
             Some(found) => found,
-            None => self
-                .get_routed(&keys, min_offsets, token, false)
+            None => Box::pin(self.get_routed(&keys, min_offsets, token, false))
                 .await?
                 .ok_or_else(|| ServiceError::internal("a read that may not move moved"))?,
         };

@@ -134,107 +134,15 @@ async fn dispatch(
     op: &str,
     body: &[u8],
 ) -> Result<(Vec<u8>, Option<String>), ServiceError> {
+    // A get's future is awaited in place; the others are boxed, so what every request's future
+    // holds (and is copied with, when it is boxed and moved) is sized for a get, not for the
+    // largest operation: it was 5 KiB.
     match op {
-        "get" => {
-            let req: GetBody = parse(body)?;
-            let keys: Vec<Key> = required_records(req.records)?
-                .into_iter()
-                .map(|k| Key { pk: k.pk, sk: k.sk })
-                .collect();
-            let path = req.path.as_deref().map(read_path).transpose()?;
-            if path.is_some() && req.transform.is_some() {
-                return Err(ServiceError::bad_request(
-                    "bad_path",
-                    "`path` selects from the stored document and `transform` rewrites it: use \
-                     one of them",
-                ));
-            }
-            let min_offsets = positions(req.min_offsets)?;
-            let (mut records, token) = service.get_with_token(keys, &min_offsets).await?;
-            if let Some(name) = &req.transform {
-                records = service.read_transform(name, req.args, records).await?;
-            }
-            if let Some(path) = &path {
-                JsonRead::default().select(path, &mut records)?;
-            }
-            Ok((response::records(&records, None), token))
-        }
-        "list" => {
-            let req: ListBody = parse(body)?;
-            let limit = page_limit(req.limit)?;
-            let page = service
-                .list(ListRequest {
-                    pk: req.pk,
-                    sk_prefix: req.sk_prefix,
-                    limit,
-                    cond: req.cond,
-                    if_stop: req.if_stop.unwrap_or(false),
-                    skip_prefix_itself: true,
-                    cursor: req.cursor,
-                    min_offsets: positions(req.min_offsets)?,
-                })
-                .await?;
-            let records = match &req.transform {
-                Some(name) => service.read_transform(name, req.args, page.records).await?,
-                None => page.records,
-            };
-            Ok((
-                response::records(&records, page.next_cursor.as_deref()),
-                page.token,
-            ))
-        }
-        "scan" => {
-            let req: ScanBody = parse(body)?;
-            let limit = page_limit(req.limit)? as usize;
-            let page = service
-                .scan(
-                    req.cursor.as_deref(),
-                    req.pk_prefix.as_deref().unwrap_or_default(),
-                    limit,
-                    &positions(req.min_offsets)?,
-                )
-                .await?;
-            Ok((
-                response::records(&page.records, page.next_cursor.as_deref()),
-                page.token.text_if_any(),
-            ))
-        }
-        "put" | "delete" | "batch" => {
-            let req: MutateBody = parse(body)?;
-            let records = required_records(req.records)?;
-            let (mode, fixed) = match op {
-                "put" => (WriteMode::PerRecord, Some(OpKind::Put)),
-                "delete" => (WriteMode::PerRecord, Some(OpKind::Delete)),
-                _ => (WriteMode::Atomic, None),
-            };
-            let ops = records
-                .into_iter()
-                .enumerate()
-                .map(|(i, r)| write_op(i, r, fixed))
-                .collect::<Result<_, _>>()?;
-            let results = service
-                .mutate(WriteRequest {
-                    ops,
-                    mode,
-                    wait: req.wait.unwrap_or(false),
-                })
-                .await?;
-            Ok((response::positions(&results), None))
-        }
-        "outcomes" => {
-            let req: OutcomesBody = parse(body)?;
-            let positions = positions(req.positions)?;
-            if positions.is_empty() {
-                return Err(ServiceError::bad_request(
-                    "empty_positions",
-                    "`Positions` must hold at least one {\"Partition\",\"Offset\"}",
-                ));
-            }
-            Ok((
-                response::outcomes(&service.outcomes(&positions).await?),
-                None,
-            ))
-        }
+        "get" => get(service, body).await,
+        "list" => Box::pin(list(service, body)).await,
+        "scan" => Box::pin(scan(service, body)).await,
+        "put" | "delete" | "batch" => Box::pin(mutate(service, op, body)).await,
+        "outcomes" => Box::pin(outcomes(service, body)).await,
         other => Err(ServiceError::bad_request(
             "unknown_operation",
             format!(
@@ -243,6 +151,123 @@ async fn dispatch(
             ),
         )),
     }
+}
+
+/// `/records/get`.
+async fn get(service: &Service, body: &[u8]) -> Result<(Vec<u8>, Option<String>), ServiceError> {
+    let req: GetBody = parse(body)?;
+    let keys: Vec<Key> = required_records(req.records)?
+        .into_iter()
+        .map(|k| Key { pk: k.pk, sk: k.sk })
+        .collect();
+    let path = req.path.as_deref().map(read_path).transpose()?;
+    if path.is_some() && req.transform.is_some() {
+        return Err(ServiceError::bad_request(
+            "bad_path",
+            "`path` selects from the stored document and `transform` rewrites it: use \
+             one of them",
+        ));
+    }
+    let min_offsets = positions(req.min_offsets)?;
+    let (mut records, token) = service.get_with_token(keys, &min_offsets).await?;
+    if let Some(name) = &req.transform {
+        records = service.read_transform(name, req.args, records).await?;
+    }
+    if let Some(path) = &path {
+        JsonRead::default().select(path, &mut records)?;
+    }
+    Ok((response::records(&records, None), token))
+}
+
+/// `/records/list`.
+async fn list(service: &Service, body: &[u8]) -> Result<(Vec<u8>, Option<String>), ServiceError> {
+    let req: ListBody = parse(body)?;
+    let limit = page_limit(req.limit)?;
+    let page = service
+        .list(ListRequest {
+            pk: req.pk,
+            sk_prefix: req.sk_prefix,
+            limit,
+            cond: req.cond,
+            if_stop: req.if_stop.unwrap_or(false),
+            skip_prefix_itself: true,
+            cursor: req.cursor,
+            min_offsets: positions(req.min_offsets)?,
+        })
+        .await?;
+    let records = match &req.transform {
+        Some(name) => service.read_transform(name, req.args, page.records).await?,
+        None => page.records,
+    };
+    Ok((
+        response::records(&records, page.next_cursor.as_deref()),
+        page.token,
+    ))
+}
+
+/// `/records/scan`.
+async fn scan(service: &Service, body: &[u8]) -> Result<(Vec<u8>, Option<String>), ServiceError> {
+    let req: ScanBody = parse(body)?;
+    let limit = page_limit(req.limit)? as usize;
+    let page = service
+        .scan(
+            req.cursor.as_deref(),
+            req.pk_prefix.as_deref().unwrap_or_default(),
+            limit,
+            &positions(req.min_offsets)?,
+        )
+        .await?;
+    Ok((
+        response::records(&page.records, page.next_cursor.as_deref()),
+        page.token.text_if_any(),
+    ))
+}
+
+/// `/records/put`, `/records/delete` and `/records/batch`.
+async fn mutate(
+    service: &Service,
+    op: &str,
+    body: &[u8],
+) -> Result<(Vec<u8>, Option<String>), ServiceError> {
+    let req: MutateBody = parse(body)?;
+    let records = required_records(req.records)?;
+    let (mode, fixed) = match op {
+        "put" => (WriteMode::PerRecord, Some(OpKind::Put)),
+        "delete" => (WriteMode::PerRecord, Some(OpKind::Delete)),
+        _ => (WriteMode::Atomic, None),
+    };
+    let ops = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| write_op(i, r, fixed))
+        .collect::<Result<_, _>>()?;
+    let results = service
+        .mutate(WriteRequest {
+            ops,
+            mode,
+            wait: req.wait.unwrap_or(false),
+        })
+        .await?;
+    Ok((response::positions(&results), None))
+}
+
+/// `/records/outcomes`.
+async fn outcomes(
+    service: &Service,
+    body: &[u8],
+) -> Result<(Vec<u8>, Option<String>), ServiceError> {
+    let req: OutcomesBody = parse(body)?;
+    let positions = positions(req.positions)?;
+    if positions.is_empty() {
+        return Err(ServiceError::bad_request(
+            "empty_positions",
+            "`Positions` must hold at least one {\"Partition\",\"Offset\"}",
+        ));
+    }
+    Ok((
+        response::outcomes(&service.outcomes(&positions).await?),
+        None,
+    ))
 }
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ServiceError> {
