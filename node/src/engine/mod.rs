@@ -47,7 +47,7 @@ pub use rmw::{RmwError, parse_finite_float, parse_redis_integer};
 pub use waiters::{OutcomeError, WaitError};
 
 /// Why an owned partition is not open yet, as errors and `/ready` say it.
-pub const OPENING: &str = "looking for, or restoring, a newer S3 snapshot";
+pub const OPENING: &str = "opening its store and its place in the log, and with S3 on, looking for or restoring a newer snapshot";
 
 use crate::cond::Conditions;
 use crate::log::MutationLog;

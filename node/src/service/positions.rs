@@ -134,7 +134,13 @@ impl Service {
                 .engine
                 .wait_applied(position, left.min(ASK_THE_LOG_AFTER))
                 .await;
-            if matches!(result, Err(WaitError::Timeout { .. })) && left > ASK_THE_LOG_AFTER {
+            // Not applied yet, or its partition still opening: either way the read goes on
+            // waiting its whole bound (an opening partition once answered after 250 ms).
+            if matches!(
+                result,
+                Err(WaitError::Timeout { .. } | WaitError::Opening { .. })
+            ) && left > ASK_THE_LOG_AFTER
+            {
                 // One ask per read at most (a log that cannot say for one partition now will
                 // not for the next either).
                 if !asked {
@@ -180,12 +186,10 @@ impl Service {
                 Ok(Waited::Moved(partition))
             }
             Err(WaitError::NotOwned(partition)) => Err(not_here(partition)),
-            Err(e @ WaitError::Opening { .. }) => Err(ServiceError::new(
-                ErrorKind::Unavailable,
-                "partition_opening",
-                format!("{e}; try again shortly"),
-            )),
-            Err(e @ WaitError::Timeout { .. }) => Err(timed_out(e)),
+            // The wait ran its whole bound, the partition opening all along: the same answer as
+            // a wait that ran out on an open partition (HTTP 504; a 503 once broke that promise
+            // when a partition the log gave back took seconds to open), saying why.
+            Err(e @ (WaitError::Opening { .. } | WaitError::Timeout { .. })) => Err(timed_out(e)),
         }
     }
 

@@ -226,9 +226,13 @@ impl PartitionStore {
         self.deadlines.store(true, Ordering::Release);
         let restored = self.restore_after_mark(records, next_offset, source);
         if restored.is_err() {
-            let emptied = self
-                .clear_state()
-                .and_then(|()| Ok(self.meta.remove(self.tag_key(RESTORING_TAG))?));
+            let emptied = self.clear_state().and_then(|()| {
+                // Empty, and whole: the key index of no records is built.
+                let mut batch = self.db.batch();
+                batch.insert(&self.meta, self.tag_key(KEY_INDEX_BUILT_TAG), [1u8]);
+                batch.remove(&self.meta, self.tag_key(RESTORING_TAG));
+                Ok(batch.commit()?)
+            });
             if let Err(e) = emptied {
                 tracing::error!(partition = self.id, error = %e, "emptying a partition after a failed restore failed; it is emptied when next opened");
             }

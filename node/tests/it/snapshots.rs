@@ -599,6 +599,7 @@ fn a_node_restarting_while_s3_hangs_serves_and_says_which_partitions_are_opening
     // A read of an opening partition is refused with a reason (Redis clients see LOADING);
     // a read of an open one is answered.
     let mut opening = 0;
+    let mut answered = None;
     for user in 0..37 {
         let get = json!({"Records": [{"pk": format!("user{user}"), "sk": "s1"}]});
         let (status, reply) = node.post("/records/get", get);
@@ -607,6 +608,7 @@ fn a_node_restarting_while_s3_hangs_serves_and_says_which_partitions_are_opening
             opening += 1;
         } else {
             assert_eq!(status, 200, "{reply}");
+            answered = Some(user);
         }
     }
     assert!(
@@ -640,6 +642,53 @@ fn a_node_restarting_while_s3_hangs_serves_and_says_which_partitions_are_opening
         replies.iter().all(|r| r == "LOADING" || r == "answered"),
         "{replies:?}"
     );
+    // A read that waits for a position of a partition still opening waits its whole bound,
+    // then answers as any wait past its bound does, saying why (it once answered 503 instead).
+    // Its key must be in a partition already open (a key of an opening one is refused before
+    // any wait): the first opens once its listing gives up, after 10 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let user = loop {
+        if let Some(user) = answered {
+            break user;
+        }
+        assert!(std::time::Instant::now() < deadline, "no partition opened");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        answered = (0..37).find(|user| {
+            let get = json!({"Records": [{"pk": format!("user{user}"), "sk": "s1"}]});
+            node.post("/records/get", get).0 == 200
+        });
+    };
+    {
+        let (_, ready) = node.get_url(&node.url("/ready"));
+        let last_opening = before
+            .iter()
+            .map(|p| p["partition"].as_u64().unwrap())
+            .filter(|p| ready.contains(&format!("partition {p} is opening")))
+            .max()
+            .expect("a partition still opening");
+        let position = before
+            .iter()
+            .find(|p| p["partition"] == last_opening)
+            .unwrap()["applied_offset"]
+            .clone();
+        let (status, reply) = node.post(
+            "/records/get",
+            json!({"Records": [{"pk": format!("user{user}"), "sk": "s1"}],
+                   "min_offsets": [{"Partition": last_opening, "Offset": position}]}),
+        );
+        assert_eq!(status, 504, "{reply}");
+        assert_eq!(reply["error"]["code"], "min_offsets_timeout", "{reply}");
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(message.contains("still opening"), "{message}");
+        // After the whole bound (5 s), not after the 250 ms at which a wait asks the log.
+        let waited: u64 = message
+            .split("after ")
+            .nth(1)
+            .and_then(|rest| rest.split(" ms").next())
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or_else(|| panic!("{message}"));
+        assert!(waited >= 4_000, "{message}");
+    }
     // A write taken meanwhile is applied once its partition opens, and its `wait` waits for
     // that (it once answered at once, without an outcome: "not served by this node").
     let waiting = {
