@@ -102,10 +102,13 @@ impl Table {
         if let Some(rival) = rival {
             if rival.incarnation > card.id.incarnation {
                 self.gone.insert(card.id, now);
+                self.alive.remove(&card.id);
                 return Accepted::Ignored;
             }
             self.cards.remove(&rival);
             self.gone.insert(rival, now);
+            // Its restarted self is the member now: no card of the old one will come.
+            self.alive.remove(&rival);
         }
         if let Some(known) = self.cards.get(&card.id)
             && known.card.seq >= card.seq
@@ -368,6 +371,19 @@ mod tests {
         assert!(t.heard_from_every_member(now));
         t.member_up(id(3));
         assert!(t.heard_from_every_member(now), "departures are final");
+        // A member restarted (a new identity at its address) whose card came before SWIM said
+        // so: its old self is not waited for.
+        t.member_up(id(4));
+        t.accept(card(4, 1, &[2]), now);
+        let restarted = NodeId {
+            incarnation: 2,
+            ..id(4)
+        };
+        t.member_up(restarted);
+        let mut renewed = card(4, 1, &[2]);
+        renewed.id = restarted;
+        t.accept(renewed, now);
+        assert!(t.heard_from_every_member(now));
     }
 
     #[test]
