@@ -123,9 +123,14 @@ impl Default for EngineConfig {
             stall_threshold: Duration::from_secs(10),
             stop_patience: Duration::from_secs(5),
             snapshots: None,
-            // One folder per process: engines of different processes never share downloads.
-            snapshot_download_dir: std::env::temp_dir()
-                .join(format!("firescroll-snapshots-{}", std::process::id())),
+            // One folder per process and per config: an engine removes what is in its folder
+            // when it starts, so two engines must never share one.
+            snapshot_download_dir: {
+                static CONFIGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = CONFIGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                std::env::temp_dir()
+                    .join(format!("firescroll-snapshots-{}-{n}", std::process::id()))
+            },
             min_free_disk_bytes: 0,
             apply_threads: 0,
             reject_entries_at: Arc::default(),
