@@ -75,7 +75,8 @@ pub struct Metrics {
     /// to the manifest written.
     pub snapshot_duration: Histogram,
     /// `firescroll_requests_refused_total{reason}`: requests refused to protect the node (busy:
-    /// too many expensive lists at once; connections: the HTTP connection cap).
+    /// too many expensive lists at once; connections: the HTTP connection cap; disk_space;
+    /// new_disk: writes to a partition not yet restored onto a new disk).
     pub requests_refused: IntCounterVec,
     /// `firescroll_client_memory_bytes`: requests still arriving and answers not yet taken by
     /// their clients (Redis and HTTP), node-wide (bounded by CLIENT_MEMORY_MAX_BYTES).
@@ -340,7 +341,8 @@ impl Metrics {
             Opts::new(
                 "firescroll_requests_refused_total",
                 "Requests refused to protect the node: busy (expensive lists), connections (cap), \
-                 disk_space (writes while the disk is almost full).",
+                 disk_space (writes while the disk is almost full), new_disk (writes to a \
+                 partition not yet restored from S3 onto a new disk).",
             ),
             &["reason"],
         )

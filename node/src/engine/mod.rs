@@ -13,6 +13,7 @@ mod feed;
 mod feed_file;
 mod json_edit;
 mod long_double;
+mod new_disk;
 mod ownership;
 mod partition;
 mod plugins;
@@ -37,6 +38,7 @@ pub use json_edit::{
     operand_expected as json_operand_expected, operand_fits as json_operand_fits,
 };
 pub use long_double::LongDouble;
+pub use new_disk::OPENING_ON_NEW_DISK;
 pub use partition::{Health, PartitionRuntime, Stall, plugin_wait_advice};
 pub use plugins::{
     PluginResolver, PluginRestoreError, PluginSetupError, Plugins, Resolved, plugins_to_back_up,

@@ -1,6 +1,7 @@
 //! Following ownership: opening the partitions the log assigns to this node (from the store,
 //! or as a visible gap when the log no longer covers them) and stopping the ones it takes away.
 
+use super::new_disk::NotRestored;
 use super::*;
 use crate::log::{LogError, Ownership};
 use std::collections::BTreeSet;
@@ -153,8 +154,11 @@ impl Engine {
                 Ok(next) => (next, None),
                 // A restore that failed once it began emptied the partition: read again where
                 // it starts.
-                Err(why) => match store.next_offset() {
-                    Ok(next) => (next, Some(why)),
+                Err(not) => match store.next_offset() {
+                    Ok(next) if not.missed && self.new_disk(id, next) => {
+                        return Ok(Arc::new(self.unrestored(store, not.why)));
+                    }
+                    Ok(next) => (next, Some(not.why)),
                     Err(e) => {
                         let reason = failed(format!("reading the applied offset failed: {e}"));
                         return Ok(Arc::new(PartitionRuntime::failed(store, 0, reason)));
@@ -167,6 +171,10 @@ impl Engine {
             .applied_offset
             .with_label_values(&[&label])
             .set(next as i64 - 1);
+        if let Err(reason) = self.log_behind_store(id, next) {
+            let reason = failed(reason);
+            return Ok(Arc::new(PartitionRuntime::failed(store, next, reason)));
+        }
         let reader = match self.inner.log.reader(id, next) {
             Ok(reader) => reader,
             Err(LogError::Truncated { start, .. }) => {
@@ -325,38 +333,42 @@ impl Engine {
         store: &crate::store::PartitionStore,
         snapshots: &crate::backup::Snapshots,
         next: u64,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, NotRestored> {
         let id = store.id();
         let (start, end) = self
             .inner
             .log
             .bounds(id)
-            .map_err(|e| format!("the log's bounds are unknown: {e}"))?;
+            .map_err(|e| NotRestored::missed(format!("the log's bounds are unknown: {e}")))?;
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return Err("no async runtime to reach S3 from".into());
+            return Err(NotRestored::missed("no async runtime to reach S3 from"));
         };
         // Opening partitions one after another holds up ownership changes: a slow S3 must not.
-        let listed = self.until_stopped(
-            &handle,
-            tokio::time::timeout(LIST_TIMEOUT, snapshots.list(Some(id))),
-        )?;
+        let listed = self
+            .until_stopped(
+                &handle,
+                tokio::time::timeout(LIST_TIMEOUT, snapshots.list(Some(id))),
+            )
+            .map_err(NotRestored::missed)?;
         let manifests = match listed {
             Ok(Ok(manifests)) => manifests,
             Ok(Err(e)) => {
                 tracing::warn!(partition = id, error = %e, "cannot list snapshots; following the log");
-                return Err(format!("S3 unreachable: {e}"));
+                return Err(NotRestored::missed(format!("S3 unreachable: {e}")));
             }
             Err(_) => {
                 tracing::warn!(
                     partition = id,
                     "listing snapshots timed out; following the log"
                 );
-                return Err(format!(
+                return Err(NotRestored::missed(format!(
                     "S3 unreachable: listing snapshots took over {} s",
                     LIST_TIMEOUT.as_secs()
-                ));
+                )));
             }
         };
+        // Whether a snapshot this partition could have restored was there and was not.
+        let mut missed = false;
         let mut why = match manifests.last() {
             None => "the bucket holds no snapshot of this partition".to_string(),
             Some(newest) => format!(
@@ -383,6 +395,7 @@ impl Engine {
             if (manifest.next_offset > end && !resumable) || manifest.next_offset < start {
                 continue;
             }
+            missed = true;
             tracing::info!(partition = id, snapshot = %manifest.object_key, "restoring partition {id} from a snapshot");
             let dir = &self.inner.config.snapshot_download_dir;
             let min_free = self.inner.config.min_free_disk_bytes;
@@ -399,7 +412,10 @@ impl Engine {
                 why = format!("{} not fetched: {low}", manifest.object_key);
                 continue;
             }
-            let snapshot = match self.until_stopped(&handle, snapshots.fetch_to(manifest, dir))? {
+            let snapshot = match self
+                .until_stopped(&handle, snapshots.fetch_to(manifest, dir))
+                .map_err(NotRestored::missed)?
+            {
                 Ok(snapshot) => snapshot,
                 Err(e) => {
                     // S3 or the local disk failing is not the snapshot's fault.
@@ -423,8 +439,9 @@ impl Engine {
                 }
             };
             if manifest.next_offset > end
-                && let Err(e) =
-                    self.until_stopped(&handle, self.inner.log.resume_at(id, manifest.next_offset))?
+                && let Err(e) = self
+                    .until_stopped(&handle, self.inner.log.resume_at(id, manifest.next_offset))
+                    .map_err(NotRestored::missed)?
             {
                 tracing::info!(partition = id, error = %e, "the log cannot continue after this snapshot");
                 why = format!("the log cannot continue after {}: {e}", manifest.object_key);
@@ -464,23 +481,27 @@ impl Engine {
                         .with_label_values(&["failed"])
                         .inc();
                     tracing::error!(partition = id, error = %e, "restoring a snapshot failed; the partition was emptied");
-                    Err(format!("restoring {} failed: {e}", manifest.object_key))
+                    Err(NotRestored::missed(format!(
+                        "restoring {} failed: {e}",
+                        manifest.object_key
+                    )))
                 }
             };
         }
-        Err(why)
+        Err(NotRestored { why, missed })
     }
 
-    /// Tries again to open each partition that is not served because of a gap in the log (a
-    /// snapshot may have appeared since, or S3 come back); a partition that now opens serving
-    /// replaces the unserved one. Called periodically when snapshots are on.
+    /// Tries again to open each partition that is not served because of a gap in the log, or
+    /// left unrestored on a new disk (a snapshot may have appeared since, S3 come back, or the
+    /// disk got room); a partition that now opens serving replaces the unserved one. Called
+    /// periodically when snapshots are on.
     pub fn retry_gaps(&self) {
         // One open of a partition at a time, and none running through shutdown's flush.
         let _reconciling = self.inner.reconciling.lock().expect("reconciling lock");
         let gaps: Vec<Arc<PartitionRuntime>> = self
             .partitions()
             .into_iter()
-            .filter(|runtime| matches!(runtime.health(), Health::Gap { .. }))
+            .filter(|runtime| runtime.health().retried())
             .collect();
         for old in gaps {
             let id = old.id();
@@ -515,7 +536,7 @@ impl Engine {
     /// (a runtime worker or a blocking thread), or drops it once the node begins to stop: the
     /// runtime goes away soon after, and a call still running then (the S3 client's retry
     /// timers) would panic in it.
-    fn until_stopped<F: std::future::Future>(
+    pub(super) fn until_stopped<F: std::future::Future>(
         &self,
         handle: &tokio::runtime::Handle,
         future: F,

@@ -33,6 +33,12 @@ pub enum Health {
         #[serde(skip_serializing_if = "Option::is_none")]
         snapshots: Option<String>,
     },
+    /// Its disk is new (its store and the embedded log both empty) and S3 may hold its past,
+    /// but no snapshot of it was restored (`reason`: S3 away, a snapshot that did not verify,
+    /// no room on the disk). Serving it, or taking writes for it, would number new entries
+    /// from 0 and leave everything the snapshots hold behind them for good, so it does
+    /// neither until a restore succeeds or the bucket holds no snapshot of it.
+    Unrestored { reason: String },
     /// The entry at `offset` is of a newer log format (`version`) than this build applies.
     /// Rejecting it would make this replica disagree with newer ones, so the partition stops
     /// before it; reads see the state before it. A build that applies the version resumes there.
@@ -44,6 +50,18 @@ pub enum Health {
 }
 
 impl Health {
+    /// Whether the partition's store may answer reads (a gap's is behind entries the log no
+    /// longer holds; an unrestored one's is empty in place of what its snapshots hold).
+    fn has_state(&self) -> bool {
+        !matches!(self, Health::Gap { .. } | Health::Unrestored { .. })
+    }
+
+    /// Whether a retry may serve the partition: a gap a snapshot may fill now, or a
+    /// restore that may succeed now.
+    pub(super) fn retried(&self) -> bool {
+        matches!(self, Health::Gap { .. } | Health::Unrestored { .. })
+    }
+
     /// Why the partition is not serving, in words that say what to do (`None` while serving).
     pub fn reason(&self) -> Option<String> {
         match self {
@@ -59,6 +77,13 @@ impl Health {
                     .as_deref()
                     .map(|why| format!("; no S3 snapshot fills it: {why}"))
                     .unwrap_or_default()
+            )),
+            Health::Unrestored { reason } => Some(format!(
+                "its disk is new and no S3 snapshot of it was restored ({reason}); it takes no \
+                 writes until one is, so that new entries are numbered after the snapshot's \
+                 and nothing it holds is lost. The node retries: bring S3 back or give the disk \
+                 room; to start the partition empty instead, delete its snapshots from the \
+                 bucket"
             )),
             Health::NewerFormat { offset, version } => Some(format!(
                 "the entry at offset {offset} is log format v{version}, newer than this node \
@@ -156,7 +181,7 @@ impl PartitionRuntime {
             feed: Feed::with_history(saved, next_offset, feed.0, feed.1),
             next_offset: watch::channel(next_offset).0,
             next_offset_now: std::sync::atomic::AtomicU64::new(next_offset),
-            readable: AtomicBool::new(!matches!(health, Health::Gap { .. })),
+            readable: AtomicBool::new(health.has_state()),
             serving: AtomicBool::new(health == Health::Serving),
             outcomes_pruned_below: AtomicU64::new(0),
             recent: Mutex::new(super::recent::RecentOutcomes::new(next_offset)),
@@ -371,8 +396,7 @@ impl PartitionRuntime {
     }
 
     pub(super) fn set_health(&self, health: Health) {
-        self.readable
-            .store(!matches!(health, Health::Gap { .. }), Ordering::SeqCst);
+        self.readable.store(health.has_state(), Ordering::SeqCst);
         self.serving
             .store(health == Health::Serving, Ordering::SeqCst);
         *self.health.lock().expect("health lock") = health;

@@ -109,7 +109,7 @@ impl Engine {
     }
 
     /// Waits up to `timeout` for `partition` to leave the opening list; its runtime once open.
-    async fn wait_opened(
+    pub(super) async fn wait_opened(
         &self,
         partition: u32,
         timeout: Duration,

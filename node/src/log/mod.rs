@@ -171,6 +171,13 @@ pub trait MutationLog: Send + Sync {
         })
     }
 
+    /// Whether [`MutationLog::resume_at`] can make an empty partition continue after a
+    /// snapshot: true for a log whose entries live on this node's disk (the embedded log), so
+    /// that a lost disk takes them with it and only S3 snapshots hold the partition's past.
+    fn resumes_after_snapshots(&self) -> bool {
+        false
+    }
+
     /// Why the log refuses every append until the node restarts, if it does (the embedded log
     /// after a failed write or sync, or once its files were deleted under it). A log that may
     /// recover by itself (a broker that went away) says `None`: its appends fail one by one.

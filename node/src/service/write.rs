@@ -94,6 +94,7 @@ impl Service {
                 .or_default()
                 .push((i, op));
         }
+        self.admit_partitions(by_partition.keys()).await?;
         let ts_ms = super::now_ms();
         // A pipeline waited on shares entries (see `WriteMode::Pipeline`).
         let shared = request.mode == WriteMode::Pipeline && request.wait;
@@ -654,6 +655,41 @@ impl Service {
                 .inc();
             ServiceError::new(ErrorKind::InsufficientStorage, "disk_full", low.to_string())
         })
+    }
+
+    /// Refuses a write to a partition that must take no entry yet (opening, or left
+    /// unrestored, on a new disk: see `engine/new_disk.rs`) once it has waited up to the write
+    /// wait bound for an opening one; nothing of the request is written.
+    async fn admit_partitions<'a>(
+        &self,
+        partitions: impl Iterator<Item = &'a u32>,
+    ) -> Result<(), ServiceError> {
+        for &partition in partitions {
+            if self.engine.write_hold(partition).is_none() {
+                continue;
+            }
+            let waited = self
+                .engine
+                .write_hold_after_open(partition, self.config.write_wait_timeout);
+            let Some(why) = Box::pin(waited).await else {
+                continue;
+            };
+            self.metrics
+                .requests_refused
+                .with_label_values(&["new_disk"])
+                .inc();
+            // An opening partition is refused as reads of it are (Redis clients: LOADING).
+            let code = match self.engine.is_opening(partition) {
+                true => "partition_opening",
+                false => "partition_unrestored",
+            };
+            return Err(ServiceError::new(
+                ErrorKind::Unavailable,
+                code,
+                format!("partition {partition} takes no writes now: {why}; nothing was written"),
+            ));
+        }
+        Ok(())
     }
 
     /// Appends every partition's entries concurrently; positions come back in partition order.

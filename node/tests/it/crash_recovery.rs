@@ -238,3 +238,103 @@ fn reads_after_a_restart_wait_for_the_replay_of_what_the_store_lost() {
     assert_eq!(status, 200, "{got}");
     assert_eq!(got["Records"][0]["Data"]["n"], REPLAYED_BATCHES, "{got}");
 }
+
+/// Puts `data` at (`pk`, "") and waits: its position.
+fn put_one(node: &Node, pk: &str, data: Value) -> Value {
+    let (status, reply) = node.post(
+        "/records/put",
+        json!({"Records": [{"pk": pk, "sk": "", "data": data}], "wait": true}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(position(&reply)["Outcome"]["Status"], "applied", "{reply}");
+    position(&reply)
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The embedded log's folder lost while the store stays: new writes once were numbered from 0
+/// again, as entries the store had applied, and acknowledged "applied" with those entries'
+/// outcomes while nothing of them was applied. The log now continues after the store.
+#[test]
+fn a_store_that_outlived_its_log_continues_it_and_loses_no_write() {
+    let mut node = Node::start();
+    let first = put_one(&node, "k1", json!(1));
+    put_one(&node, "k1", json!(2));
+    node.terminate();
+    std::fs::remove_dir_all(node.data.join("log")).unwrap();
+    node.spawn();
+    let next = put_one(&node, "k1", json!(3));
+    assert_eq!(next["Partition"], first["Partition"]);
+    assert_eq!(next["Offset"], 2, "numbered after what the store applied");
+    let (status, reply) = node.post("/records/get", json!({"Records": [{"pk": "k1", "sk": ""}]}));
+    assert_eq!(
+        (status, &reply["Records"][0]["Data"]),
+        (200, &json!(3)),
+        "{reply}"
+    );
+    assert!(
+        node.log()
+            .contains("it continues after what the store applied")
+    );
+    // And it survives another restart.
+    node.terminate();
+    node.spawn();
+    let (_, reply) = node.post("/records/get", json!({"Records": [{"pk": "k1", "sk": ""}]}));
+    assert_eq!(reply["Records"][0]["Data"], 3, "{reply}");
+}
+
+/// A log that kept entries but ends before what the store applied (an older copy of its folder
+/// put back): its partition is not served and takes no writes, saying why, rather than
+/// number them as entries the store already applied.
+#[test]
+fn a_log_that_ends_before_its_store_takes_no_writes_for_that_partition() {
+    let mut node = Node::start();
+    let first = put_one(&node, "k1", json!(1));
+    node.terminate();
+    let old_log = tempfile::tempdir().unwrap();
+    copy_dir(&node.data.join("log"), old_log.path());
+    node.spawn();
+    put_one(&node, "k1", json!(2));
+    put_one(&node, "k1", json!(3));
+    node.terminate();
+    std::fs::remove_dir_all(node.data.join("log")).unwrap();
+    copy_dir(old_log.path(), &node.data.join("log"));
+    node.spawn();
+    let (status, reply) = node.post(
+        "/records/put",
+        json!({"Records": [{"pk": "k1", "sk": "", "data": 4}], "wait": true}),
+    );
+    assert_eq!(status, 503, "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("the log ends at offset 1") && message.contains("nothing was written"),
+        "{message}"
+    );
+    let partition = first["Partition"].as_u64().unwrap();
+    let (status, ready) = node.get_url(&node.url("/ready"));
+    assert_eq!(status, 503, "{ready}");
+    assert!(
+        ready.contains(&format!("partition {partition} is not served")),
+        "{ready}"
+    );
+    // Other partitions take writes as before.
+    let other = (0..100).map(|i| format!("other{i}")).find(|pk| {
+        let (status, reply) = node.post(
+            "/records/put",
+            json!({"Records": [{"pk": pk, "sk": "", "data": 1}], "wait": true}),
+        );
+        status == 200 && position(&reply)["Partition"] != first["Partition"]
+    });
+    assert!(other.is_some(), "no other partition took a write");
+}

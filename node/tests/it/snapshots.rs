@@ -347,6 +347,109 @@ fn a_single_node_restores_onto_an_empty_disk_and_numbers_after_the_snapshot() {
     assert_eq!(gated("1.1.0"), "rejected", "the restored plugin runs");
 }
 
+/// A node on the embedded log that lost its whole data directory while S3 is away once served
+/// its partitions empty from offset 0 and took writes there: the snapshots could never be
+/// continued after that, and everything they held was lost for good once S3 came back. Such a
+/// partition now takes no writes while it opens and none while it is left unrestored, says why,
+/// and is restored, numbering after its snapshot, once S3 is back.
+#[test]
+fn a_node_that_lost_its_disk_while_s3_is_away_takes_no_writes_until_it_restores() {
+    let mut s3 = S3Server::start();
+    let mut node = start_node(&s3, &[]);
+    put_many(&node, 0, 400);
+    let taken = snapshot(&node);
+    let before = node.digests();
+    node.terminate();
+    std::fs::remove_dir_all(&node.data).unwrap();
+    // Unserved partitions are retried every min(SNAPSHOT_INTERVAL, 30 s); a write to an opening
+    // one waits for it up to WRITE_WAIT_TIMEOUT_MS (here shorter than a listing's 10 s).
+    node.set_env("SNAPSHOT_INTERVAL", "2s");
+    node.set_env("WRITE_WAIT_TIMEOUT_MS", "2000");
+    // S3 hangs: the partitions stay opening (each listing waits up to 10 s).
+    s3.signal("STOP");
+    node.spawn();
+    let write = |node: &Node| {
+        node.post(
+            "/records/put",
+            json!({"Records": [{"pk": "user5", "sk": "new", "data": 1}], "wait": true}),
+        )
+    };
+    let (status, reply) = write(&node);
+    assert_eq!(status, 503, "{reply}");
+    assert_eq!(reply["error"]["code"], "partition_opening", "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("still opening on a new disk"),
+        "{reply}"
+    );
+    let mut redis = redis::Client::open(format!("redis://127.0.0.1:{}/", node.resp))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let refused = redis::cmd("SET")
+        .arg("flag")
+        .arg("on")
+        .query::<String>(&mut redis)
+        .unwrap_err();
+    assert_eq!(refused.code(), Some("LOADING"), "{refused}");
+    // S3 goes away altogether: no partition can be restored, and none is served or written.
+    s3.stop();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let (status, ready) = node.get_url(&node.url("/ready"));
+        assert_eq!(status, 503, "{ready}");
+        if ready.matches("no S3 snapshot of it was restored").count() == taken.len() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{ready}\n{}",
+            node.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (status, reply) = write(&node);
+    assert_eq!(status, 503, "{reply}");
+    assert_eq!(reply["error"]["code"], "partition_unrestored", "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("S3 unreachable") && message.contains("nothing was written"),
+        "{message}"
+    );
+    let refused = redis::cmd("SET")
+        .arg("flag")
+        .arg("on")
+        .query::<String>(&mut redis)
+        .unwrap_err();
+    assert!(refused.to_string().contains("takes no writes"), "{refused}");
+    let (status, reply) = node.post(
+        "/records/get",
+        json!({"Records": [{"pk": "user5", "sk": "s5"}]}),
+    );
+    assert_eq!(status, 503, "not served empty: {reply}");
+    assert!(
+        node.metric(r#"firescroll_requests_refused_total{reason="new_disk"}"#) >= 3.0,
+        "{}",
+        node.log()
+    );
+    // S3 is back: the retry restores every partition, and new writes number after the
+    // snapshot, as if the log had never been lost.
+    s3.spawn();
+    wait_for_digests(&node, &before);
+    let (status, reply) = write(&node);
+    assert_eq!(status, 200, "{reply}");
+    let position = &reply["Positions"][0];
+    let snapshot_of = taken
+        .iter()
+        .find(|t| t["Partition"] == position["Partition"])
+        .unwrap();
+    assert_eq!(position["Offset"], snapshot_of["Offset"], "{reply}");
+    let (status, ready) = node.get_url(&node.url("/ready"));
+    assert_eq!(status, 200, "{ready}");
+}
+
 /// A restore writes a whole partition past the write path's disk check: one that would take the
 /// volume under `MIN_FREE_DISK_BYTES` is not started (a full disk stops fjall, and with it every
 /// partition, until a restart), says why, and a later start with room restores.

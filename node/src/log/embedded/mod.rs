@@ -350,6 +350,10 @@ impl MutationLog for EmbeddedLog {
         }
     }
 
+    fn resumes_after_snapshots(&self) -> bool {
+        true
+    }
+
     fn refuses_writes(&self) -> Option<String> {
         // The writer marks every partition at once when it fails.
         let partition = self.partitions.first()?;
