@@ -64,6 +64,35 @@ fn snapshot(node: &Node) -> Vec<Value> {
     body["Snapshots"].as_array().unwrap().clone()
 }
 
+/// A node with 400 records, snapshotted, then stopped and its whole data directory (store and
+/// embedded log) deleted: the node, the snapshots taken and the digests before.
+fn snapshotted_then_disk_lost(s3: &S3Server) -> (Node, Vec<Value>, Vec<(Value, Value, Value)>) {
+    let mut node = start_node(s3, &[]);
+    put_many(&node, 0, 400);
+    let taken = snapshot(&node);
+    let before = node.digests();
+    node.terminate();
+    std::fs::remove_dir_all(&node.data).unwrap();
+    (node, taken, before)
+}
+
+/// Writes a record and checks it was numbered right after the snapshot of its partition in
+/// `taken` (as if the log had never been lost) and applied.
+fn assert_written_after_the_snapshot(node: &Node, taken: &[Value]) {
+    let (status, reply) = node.post(
+        "/records/put",
+        json!({"Records": [{"pk": "user5", "sk": "new", "data": 1}], "wait": true}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let position = &reply["Positions"][0];
+    let snapshot_of = taken
+        .iter()
+        .find(|t| t["Partition"] == position["Partition"])
+        .unwrap();
+    assert_eq!(position["Offset"], snapshot_of["Offset"], "{reply}");
+    assert_eq!(position["Outcome"]["Status"], "applied", "{reply}");
+}
+
 #[test]
 fn snapshots_prove_the_digest_keep_the_newest_and_restore_a_lost_store() {
     let s3 = S3Server::start();
@@ -315,18 +344,7 @@ fn a_single_node_restores_onto_an_empty_disk_and_numbers_after_the_snapshot() {
     node.spawn();
     wait_for_digests(&node, &before);
     // New writes are numbered after the snapshot, as if the log had never been lost.
-    let (status, reply) = node.post(
-        "/records/put",
-        json!({"Records": [{"pk": "user5", "sk": "new", "data": 1}], "wait": true}),
-    );
-    assert_eq!(status, 200, "{reply}");
-    let position = &reply["Positions"][0];
-    let snapshot_of = taken
-        .iter()
-        .find(|t| t["Partition"] == position["Partition"])
-        .unwrap();
-    assert_eq!(position["Offset"], snapshot_of["Offset"], "{reply}");
-    assert_eq!(position["Outcome"]["Status"], "applied", "{reply}");
+    assert_written_after_the_snapshot(&node, &taken);
     let (status, _) = node.get_url(&node.url("/ready"));
     assert_eq!(status, 200);
     // The plugins came back with the partitions (the embedded log has no plugins topic).
@@ -355,12 +373,7 @@ fn a_single_node_restores_onto_an_empty_disk_and_numbers_after_the_snapshot() {
 #[test]
 fn a_node_that_lost_its_disk_while_s3_is_away_takes_no_writes_until_it_restores() {
     let mut s3 = S3Server::start();
-    let mut node = start_node(&s3, &[]);
-    put_many(&node, 0, 400);
-    let taken = snapshot(&node);
-    let before = node.digests();
-    node.terminate();
-    std::fs::remove_dir_all(&node.data).unwrap();
+    let (mut node, taken, before) = snapshotted_then_disk_lost(&s3);
     // Unserved partitions are retried every min(SNAPSHOT_INTERVAL, 30 s); a write to an opening
     // one waits for it up to WRITE_WAIT_TIMEOUT_MS (here shorter than a listing's 10 s).
     node.set_env("SNAPSHOT_INTERVAL", "2s");
@@ -438,14 +451,7 @@ fn a_node_that_lost_its_disk_while_s3_is_away_takes_no_writes_until_it_restores(
     // snapshot, as if the log had never been lost.
     s3.spawn();
     wait_for_digests(&node, &before);
-    let (status, reply) = write(&node);
-    assert_eq!(status, 200, "{reply}");
-    let position = &reply["Positions"][0];
-    let snapshot_of = taken
-        .iter()
-        .find(|t| t["Partition"] == position["Partition"])
-        .unwrap();
-    assert_eq!(position["Offset"], snapshot_of["Offset"], "{reply}");
+    assert_written_after_the_snapshot(&node, &taken);
     let (status, ready) = node.get_url(&node.url("/ready"));
     assert_eq!(status, 200, "{ready}");
 }
@@ -456,12 +462,7 @@ fn a_node_that_lost_its_disk_while_s3_is_away_takes_no_writes_until_it_restores(
 #[test]
 fn a_restore_that_would_take_the_disk_under_its_floor_is_not_started() {
     let s3 = S3Server::start();
-    let mut node = start_node(&s3, &[]);
-    put_many(&node, 0, 400);
-    let taken = snapshot(&node);
-    let before = node.digests();
-    node.terminate();
-    std::fs::remove_dir_all(&node.data).unwrap();
+    let (mut node, taken, before) = snapshotted_then_disk_lost(&s3);
     // A floor above any free space here: every download would go under it.
     node.set_env("MIN_FREE_DISK_BYTES", &(1u64 << 60).to_string());
     node.spawn();

@@ -109,11 +109,20 @@ fn release(counts: &mut HashMap<Bytes, usize>, name: &Bytes) {
     }
 }
 
+/// Most invalidations a NOLOOP connection's writes in flight hold back; past it they go out
+/// (a client told of its own write only drops a cached value).
+const MAX_HELD_INVALIDATIONS: usize = 1024;
+
 struct Conn {
     tx: mpsc::Sender<Push>,
     tracking: Option<Tracking>,
     /// Positions this connection wrote (for NOLOOP), newest last.
     own_writes: std::collections::VecDeque<(u32, u64)>,
+    /// Its writes on their way (for NOLOOP): a change applied meanwhile may be one of them,
+    /// its position not known here yet.
+    writes_in_flight: u32,
+    /// Invalidations held until its writes in flight are known (key, partition, offset).
+    held: Vec<(Bytes, u32, u64)>,
     channels: HashSet<Bytes>,
     patterns: HashSet<Bytes>,
     /// Set when its queue overflowed: the connection closes.
@@ -355,6 +364,8 @@ impl Hub {
                 tx,
                 tracking: None,
                 own_writes: Default::default(),
+                writes_in_flight: 0,
+                held: Vec::new(),
                 channels: HashSet::new(),
                 patterns: HashSet::new(),
                 overflowed: overflowed.clone(),
@@ -441,6 +452,65 @@ impl Hub {
                     .unwrap_or(id);
                 send_invalidation(&state, target, Some(vec![key.clone()]));
             }
+        }
+    }
+
+    /// Connection `id` sends a write to the log (for NOLOOP): until the returned guard drops
+    /// (after [`Hub::wrote`] noted where it went), an invalidation for it waits, since the
+    /// change may be that write's own, applied before its position came back here.
+    pub fn writing(&self, id: u64) -> WriteInFlight<'_> {
+        let mut state = self.state.lock().expect("hub lock");
+        let counted = match state.conns.get_mut(&id) {
+            Some(conn) if conn.tracking.as_ref().is_some_and(|t| t.noloop) => {
+                conn.writes_in_flight += 1;
+                true
+            }
+            _ => false,
+        };
+        WriteInFlight {
+            hub: self,
+            id,
+            counted,
+        }
+    }
+
+    /// A write of connection `id` came back: once none is in flight, the invalidations held
+    /// meanwhile go out, but for the connection's own writes.
+    fn write_done(&self, id: u64) {
+        let mut state = self.state.lock().expect("hub lock");
+        let State { conns, tracked, .. } = &mut *state;
+        let Some(conn) = conns.get_mut(&id) else {
+            return;
+        };
+        conn.writes_in_flight = conn.writes_in_flight.saturating_sub(1);
+        if conn.writes_in_flight > 0 || conn.held.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut conn.held);
+        let own = &conn.own_writes;
+        let target = conn
+            .tracking
+            .as_ref()
+            .and_then(|t| t.redirect)
+            .unwrap_or(id);
+        let mut foreign = Vec::new();
+        for (key, partition, offset) in held {
+            if own.contains(&(partition, offset)) {
+                continue;
+            }
+            // Kept tracked while held; told now, it is dropped unless read again since.
+            if let Some(readers) = tracked.get_mut(&key)
+                && readers.get(&id) == Some(&(offset + 1))
+            {
+                readers.remove(&id);
+                if readers.is_empty() {
+                    tracked.remove(&key);
+                }
+            }
+            foreign.push(key);
+        }
+        for key in foreign {
+            send_invalidation(&state, target, Some(vec![key]));
         }
     }
 
@@ -572,6 +642,7 @@ impl Hub {
         }
         targets.sort_unstable();
         targets.dedup();
+        let mut held = Vec::new();
         for id in targets {
             let Some(conn) = state.conns.get(&id) else {
                 continue;
@@ -579,17 +650,31 @@ impl Hub {
             let Some(tracking) = &conn.tracking else {
                 continue;
             };
-            if tracking.noloop && conn.own_writes.contains(&(partition, offset)) {
+            let own = tracking.noloop && conn.own_writes.contains(&(partition, offset));
+            // Maybe its own: one of its writes is on its way.
+            let maybe_own = tracking.noloop
+                && !own
+                && conn.writes_in_flight > 0
+                && conn.held.len() < MAX_HELD_INVALIDATIONS;
+            if own || maybe_own {
                 // Not told of its own write, so it must stay tracked: the key is dropped from
                 // the table only together with an invalidation (this one may apply after the
                 // connection read the key again).
                 if !tracking.bcast {
                     kept.insert(id, offset + 1);
                 }
+                if maybe_own {
+                    held.push(id);
+                }
                 continue;
             }
             let target = tracking.redirect.unwrap_or(id);
             send_invalidation(&state, target, Some(vec![key.clone()]));
+        }
+        for id in held {
+            if let Some(conn) = state.conns.get_mut(&id) {
+                conn.held.push((key.clone(), partition, offset));
+            }
         }
         if !kept.is_empty() {
             state.tracked.entry(key.clone()).or_default().extend(kept);
@@ -668,6 +753,21 @@ fn queue(conn: &Conn, push: Push) {
     }
 }
 
+/// A NOLOOP connection's write on its way ([`Hub::writing`]).
+pub struct WriteInFlight<'a> {
+    hub: &'a Hub,
+    id: u64,
+    counted: bool,
+}
+
+impl Drop for WriteInFlight<'_> {
+    fn drop(&mut self) {
+        if self.counted {
+            self.hub.write_done(self.id);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -709,6 +809,46 @@ mod tests {
         hub.changed(0, 10, "k", "", ChangeKind::Put);
         assert!(rx.try_recv().is_err(), "the read already saw offset 10");
         hub.changed(0, 11, "k", "", ChangeKind::Put);
+        assert_eq!(invalidated(&mut rx), Some(vec![key]));
+    }
+
+    #[test]
+    fn noloop_holds_an_invalidation_until_its_write_in_flight_is_known() {
+        let hub = Hub::new(2);
+        let (mut rx, _) = hub.register(1);
+        hub.set_tracking(
+            1,
+            Some(Tracking {
+                noloop: true,
+                ..Tracking::default()
+            }),
+        );
+        hub.followed[0].store(true, Ordering::Release);
+        let key = Bytes::from_static(b"k");
+        // Its own write, applied before its position came back to the connection: no
+        // invalidation, and the key stays tracked.
+        hub.track(1, vec![(key.clone(), 0, hub.handled(0))]);
+        let write = hub.writing(1);
+        hub.changed(0, 3, "k", "", ChangeKind::Put);
+        hub.wrote(1, (0, 3));
+        drop(write);
+        assert!(rx.try_recv().is_err(), "told of its own write");
+        // Another client's write while one of its own is on its way: told once that write is
+        // known not to be it.
+        let write = hub.writing(1);
+        hub.changed(0, 4, "k", "", ChangeKind::Put);
+        assert!(rx.try_recv().is_err(), "held while its write is in flight");
+        hub.wrote(1, (1, 0));
+        drop(write);
+        assert_eq!(invalidated(&mut rx), Some(vec![key.clone()]));
+        // Told, the key is no longer tracked: the next change says nothing.
+        hub.changed(0, 5, "k", "", ChangeKind::Put);
+        assert!(rx.try_recv().is_err(), "tracked after its invalidation");
+        // A write that failed (no position came back) lets what it held go out.
+        hub.track(1, vec![(key.clone(), 0, hub.handled(0))]);
+        let write = hub.writing(1);
+        hub.changed(0, 6, "k", "", ChangeKind::Put);
+        drop(write);
         assert_eq!(invalidated(&mut rx), Some(vec![key]));
     }
 

@@ -694,6 +694,7 @@ pub async fn send_collected(
     }
     let wait = !deferred.is_empty();
     let slots = ctx.written.slots_of(&ops);
+    let _in_flight = ctx.in_flight();
     let (results, located) = ctx
         .service
         .mutate_located(WriteRequest {
@@ -1003,6 +1004,18 @@ fn data_of(value: &Bytes) -> Box<RawValue> {
     // Serialized straight into a raw value: `RawValue::from_string` would parse the quoted
     // text again to check it is JSON, which a serialized string always is.
     serde_json::value::to_raw_value(text).expect("strings serialize")
+}
+
+impl<'a> Context<'a> {
+    /// Marks a write of this connection on its way, for NOLOOP tracking (see
+    /// [`Hub::writing`]); `None` for a connection that does not track.
+    fn in_flight(&self) -> Option<super::push::WriteInFlight<'a>> {
+        let hub: &'a Hub = self.hub;
+        self.session
+            .tracking
+            .is_some()
+            .then(|| hub.writing(self.session.id))
+    }
 }
 
 impl Context<'_> {
@@ -1480,6 +1493,7 @@ impl Context<'_> {
             return Ok(Vec::new());
         }
         let slots = self.written.slots_of(&ops);
+        let _in_flight = self.in_flight();
         let results = self
             .service
             .mutate(WriteRequest { ops, mode, wait })
@@ -1611,6 +1625,7 @@ impl Context<'_> {
         ops: Vec<WriteOp>,
     ) -> Result<(Vec<crate::service::EntryResult>, Vec<(usize, u32)>), Reply> {
         let slots = self.written.slots_of(&ops);
+        let _in_flight = self.in_flight();
         let (results, located) = self
             .service
             .mutate_located(WriteRequest {
