@@ -48,6 +48,9 @@ pub struct Table {
     /// their cards have reached us yet: a node that just joined knows them from the join's
     /// member feed a moment before their cards arrive.
     alive: HashSet<NodeId>,
+    /// Members whose cards name another namespace or region (gossip seeds shared by
+    /// mistake): never waited for.
+    strangers: HashSet<NodeId>,
 }
 
 /// Whether a received card was new.
@@ -69,6 +72,7 @@ impl Table {
             cards: HashMap::new(),
             gone: HashMap::new(),
             alive: HashSet::new(),
+            strangers: HashSet::new(),
         }
     }
 
@@ -84,6 +88,9 @@ impl Table {
                 member = %card.id, namespace = %card.namespace, region = %card.region,
                 "ignoring a gossip card from another namespace or region: check GOSSIP_PEERS"
             );
+            // Its card will never count: a start must not wait for it.
+            self.alive.remove(&card.id);
+            self.strangers.insert(card.id);
             return Accepted::Ignored;
         }
         if self.gone.contains_key(&card.id) {
@@ -131,7 +138,10 @@ impl Table {
     /// process's identity at this node's own address (this node before a restart) is not a
     /// member to hear from.
     pub fn member_up(&mut self, id: NodeId) {
-        if id.addr != self.local.addr && !self.gone.contains_key(&id) {
+        if id.addr != self.local.addr
+            && !self.gone.contains_key(&id)
+            && !self.strangers.contains(&id)
+        {
             self.alive.insert(id);
         }
     }
@@ -151,6 +161,7 @@ impl Table {
     /// SWIM declared `id` down, or it left: it serves nothing from now on.
     pub fn remove(&mut self, id: NodeId, now: Instant) {
         self.alive.remove(&id);
+        self.strangers.remove(&id);
         if self.cards.remove(&id).is_some() {
             tracing::info!(member = %id, "member left the partition map");
         }
@@ -383,6 +394,20 @@ mod tests {
         let mut renewed = card(4, 1, &[2]);
         renewed.id = restarted;
         t.accept(renewed, now);
+        assert!(t.heard_from_every_member(now));
+        // A member of another namespace on the same gossip seeds: its cards never count, so
+        // it is not waited for, whether its card comes before SWIM's word of it or after.
+        t.member_up(id(5));
+        let mut stranger = card(5, 1, &[3]);
+        stranger.namespace = "other".into();
+        assert_eq!(t.accept(stranger.clone(), now), Accepted::Ignored);
+        assert!(t.heard_from_every_member(now));
+        t.member_up(id(5));
+        assert!(t.heard_from_every_member(now));
+        let mut far = card(6, 1, &[3]);
+        far.region = "elsewhere".into();
+        t.accept(far, now);
+        t.member_up(id(6));
         assert!(t.heard_from_every_member(now));
     }
 

@@ -399,6 +399,9 @@ impl Engine {
             runtime.stop_applier(&self.inner.pool, self.inner.config.stop_patience);
         }
         self.inner.pool.shutdown();
+        // No restore runs any more: the download folder goes when empty (in the temp dir by
+        // default, one per engine, each start leaving one behind otherwise).
+        let _ = std::fs::remove_dir(&self.inner.config.snapshot_download_dir);
         if let Err(e) = self.inner.store.persist() {
             tracing::error!(error = %e, "final store flush failed");
             // Nothing below the applied offsets may be released: the store did not keep them.

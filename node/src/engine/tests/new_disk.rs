@@ -77,7 +77,11 @@ async fn a_new_disk_with_s3_away_serves_nothing_and_takes_no_writes() {
         engine.partition(0).unwrap().health(),
         Health::Unrestored { .. }
     ));
+    // The download folder a restore makes goes with the engine when it is empty.
+    let downloads = dir.path().join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
     engine.shutdown();
+    assert!(!downloads.exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
