@@ -301,8 +301,8 @@ impl Engine {
             partition = id,
             next_offset = next,
             log_start = start,
-            "NOT SERVING partition {id}: it needs log entries from offset {next}, but the log now starts at {start} \
-             (retention removed them); {remedy}"
+            "NOT SERVING partition {id}: {}; {remedy}",
+            super::partition::gap_words(next, start)
         );
         self.inner
             .metrics

@@ -72,7 +72,8 @@ impl Health {
                 log_start,
                 snapshots,
             } => Some(format!(
-                "it needs log entries from offset {next_offset}, but the log starts at {log_start}{}",
+                "{}{}",
+                gap_words(*next_offset, *log_start),
                 snapshots
                     .as_deref()
                     .map(|why| format!("; no S3 snapshot fills it: {why}"))
@@ -98,6 +99,24 @@ impl Health {
                     .into(),
             ),
         }
+    }
+}
+
+/// What a gap is, in words: the log starts after the entry the partition needs next
+/// (retention removed it), or — the log holding no entry at that offset although it starts
+/// before it — it ends before it: it lost entries this store applied.
+pub(super) fn gap_words(next_offset: u64, log_start: u64) -> String {
+    if log_start > next_offset {
+        format!(
+            "it needs log entries from offset {next_offset}, but the log starts at {log_start} \
+             (retention removed them)"
+        )
+    } else {
+        format!(
+            "it needs log entries from offset {next_offset}, but the log ends before it: the \
+             log lost entries this store applied (a topic deleted and created again, an unclean \
+             leader election, or a damaged log)"
+        )
     }
 }
 

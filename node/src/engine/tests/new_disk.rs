@@ -104,3 +104,16 @@ async fn a_disk_that_holds_entries_serves_with_s3_away() {
     }
     engine.shutdown();
 }
+
+#[test]
+fn a_gap_says_whether_the_log_starts_after_the_partition_or_ends_before_it() {
+    let retention = super::super::partition::gap_words(0, 30);
+    assert!(
+        retention.contains("starts at 30 (retention removed them)"),
+        "{retention}"
+    );
+    // A log that starts before the offset but has no entry there ended before it.
+    let lost = super::super::partition::gap_words(9, 0);
+    assert!(lost.contains("ends before it"), "{lost}");
+    assert!(!lost.contains("starts at"), "{lost}");
+}
