@@ -137,25 +137,28 @@ impl Engine {
         {
             return Some(OPENING_ON_NEW_DISK.to_string());
         }
-        let runtime = self.partition(partition)?;
-        if runtime.serving() {
-            return None;
-        }
-        match runtime.health() {
-            health @ Health::Unrestored { .. } => health.reason(),
-            // A log that ends before what the partition applied would number a write as an
-            // entry already applied, and answer it with that entry's outcome.
-            health @ Health::Failed { .. }
-                if self
-                    .inner
-                    .log
-                    .bounds(partition)
-                    .is_ok_and(|(_, end)| end < runtime.next_offset()) =>
-            {
-                health.reason()
+        // Without taking a reference: every write asks (an atomic each would write to).
+        self.with_partition(partition, |runtime| {
+            if runtime.serving() {
+                return None;
             }
-            _ => None,
-        }
+            match runtime.health() {
+                health @ Health::Unrestored { .. } => health.reason(),
+                // A log that ends before what the partition applied would number a write as
+                // an entry already applied, and answer it with that entry's outcome.
+                health @ Health::Failed { .. }
+                    if self
+                        .inner
+                        .log
+                        .bounds(partition)
+                        .is_ok_and(|(_, end)| end < runtime.next_offset()) =>
+                {
+                    health.reason()
+                }
+                _ => None,
+            }
+        })
+        .flatten()
     }
 
     /// [`Engine::write_hold`], after waiting up to `timeout` for a partition opening on a new

@@ -94,7 +94,9 @@ impl Service {
                 .or_default()
                 .push((i, op));
         }
-        self.admit_partitions(by_partition.keys()).await?;
+        // One bound for the request: waiting for partitions to open, then for outcomes.
+        let deadline = Instant::now() + self.config.write_wait_timeout;
+        self.admit_partitions(by_partition.keys(), deadline).await?;
         let ts_ms = super::now_ms();
         // A pipeline waited on shares entries (see `WriteMode::Pipeline`).
         let shared = request.mode == WriteMode::Pipeline && request.wait;
@@ -170,7 +172,6 @@ impl Service {
             return Ok((results, located));
         }
         let mut results = Vec::with_capacity(positions.len());
-        let deadline = Instant::now() + self.config.write_wait_timeout;
         for position in positions {
             let outcome = self.await_outcome(position, deadline).await?;
             results.push(EntryResult {
@@ -658,19 +659,20 @@ impl Service {
     }
 
     /// Refuses a write to a partition that must take no entry yet (opening, or left
-    /// unrestored, on a new disk: see `engine/new_disk.rs`) once it has waited up to the write
-    /// wait bound for an opening one; nothing of the request is written.
+    /// unrestored, on a new disk; or whose log ends before its store: see
+    /// `engine/new_disk.rs`) once it has waited for opening ones up to the write wait bound
+    /// (`deadline`, the request's); nothing of the request is written.
     async fn admit_partitions<'a>(
         &self,
         partitions: impl Iterator<Item = &'a u32>,
+        deadline: Instant,
     ) -> Result<(), ServiceError> {
         for &partition in partitions {
             if self.engine.write_hold(partition).is_none() {
                 continue;
             }
-            let waited = self
-                .engine
-                .write_hold_after_open(partition, self.config.write_wait_timeout);
+            let left = deadline.saturating_duration_since(Instant::now());
+            let waited = self.engine.write_hold_after_open(partition, left);
             let Some(why) = Box::pin(waited).await else {
                 continue;
             };
