@@ -29,6 +29,11 @@ pub struct Header {
     pub partitions: u32,
     /// The log offset the partition applies next: the snapshot holds every entry below it.
     pub next_offset: u64,
+    /// The last entry the partition applied: a node restoring the snapshot checks that its
+    /// log holds that entry there before it applies more (absent in snapshots made before
+    /// 2026-12-07, and of a partition that applied nothing since its own restore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_entry: Option<crate::model::AppliedEntry>,
 }
 
 /// What the trailer says of the records.
@@ -278,6 +283,7 @@ mod tests {
             partition: 3,
             partitions: 4,
             next_offset: 42,
+            last_entry: Some(crate::model::AppliedEntry::of(41, b"entry")),
         }
     }
 

@@ -199,13 +199,20 @@ impl Snapshots {
         format!("{}/p{partition:05}/", self.prefix)
     }
 
-    /// The header a snapshot of `partition` at `next_offset` carries.
-    pub fn header(&self, partition: u32, next_offset: u64) -> Header {
+    /// The header a snapshot of `partition` at `next_offset`, whose last entry applied was
+    /// `last_entry`, carries.
+    pub fn header(
+        &self,
+        partition: u32,
+        next_offset: u64,
+        last_entry: Option<crate::model::AppliedEntry>,
+    ) -> Header {
         Header {
             namespace: self.namespace.clone(),
             partition,
             partitions: self.partitions,
             next_offset,
+            last_entry,
         }
     }
 

@@ -14,6 +14,26 @@ use std::time::{Duration, Instant};
 const READ_RETRY: Duration = Duration::from_secs(1);
 
 impl Engine {
+    /// Stops partition `runtime` as [`Health::Diverged`]: the log's entry at `offset` (or, at
+    /// `found`, the first after it) is not the last one its state applied.
+    fn diverged(&self, runtime: &PartitionRuntime, offset: u64, found: u64) {
+        let id = runtime.id();
+        let health = Health::Diverged { offset };
+        tracing::error!(
+            partition = id,
+            offset,
+            first_entry_read = found,
+            "NOT SERVING partition {id}: {}",
+            health.reason().unwrap_or_default()
+        );
+        self.inner
+            .metrics
+            .partition_healthy
+            .with_label_values(&[&id.to_string()])
+            .set(0);
+        runtime.set_health(health);
+    }
+
     /// Applies at most one batch of partition `runtime`, reading its log without waiting.
     pub(super) fn apply_turn(&self, runtime: &PartitionRuntime, work: &mut Work) -> Turn {
         let id = runtime.id();
@@ -43,6 +63,17 @@ impl Engine {
         };
         let records = match read {
             Ok(mut records) => {
+                if let Some(last) = work.lineage
+                    && let Some(first) = records.first()
+                {
+                    // The reader started at the last entry applied: the first entry it gives
+                    // must be that one, or this is not the log the state came from.
+                    if first.offset != last.offset || !last.is(&first.payload) {
+                        self.diverged(runtime, last.offset, first.offset);
+                        return Turn::Finished;
+                    }
+                    work.lineage = None;
+                }
                 // Exactly once: whatever a log re-delivers below the applied offset is skipped.
                 let next = runtime.next_offset();
                 records.retain(|r| r.offset >= next);

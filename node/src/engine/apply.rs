@@ -6,11 +6,11 @@ use super::plugins::{PluginResolver, Resolved};
 use super::read_index::ReadIndex;
 use crate::cond::{Budget, CondError, Conditions, ENTRY_LIMITS, Subject};
 use crate::log::LogRecord;
+use crate::model::{AppliedEntry, Rejection, RejectionKind, Returned};
 use crate::model::{
     DecodeError, Digest, ExpireIf, LogEntry, Op, OpKind, PluginRef, Position, StoredRecord,
     partition_of, pk_version,
 };
-use crate::model::{Rejection, RejectionKind, Returned};
 use crate::plugins::{Input, PluginFailure};
 use crate::store::{
     BatchMeta, Deadline, KeyChange, PartitionStore, StoreError, decode_value, encode_key,
@@ -305,6 +305,11 @@ pub fn apply_and_commit(
             deadlines_added: &added,
             deadlines_removed: &removed,
             next_offset: batch.next_offset,
+            // Which log this state is of: the offset alone does not say (`model/lineage.rs`).
+            last_entry: Some(AppliedEntry::of(
+                records[batch.entries - 1].offset,
+                &records[batch.entries - 1].payload,
+            )),
         },
     )?;
     Ok(batch)

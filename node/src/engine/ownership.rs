@@ -4,6 +4,7 @@
 use super::new_disk::NotRestored;
 use super::*;
 use crate::log::{LogError, Ownership};
+use crate::model::AppliedEntry;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -175,8 +176,8 @@ impl Engine {
             let reason = failed(reason);
             return Ok(Arc::new(PartitionRuntime::failed(store, next, reason)));
         }
-        let reader = match self.inner.log.reader(id, next) {
-            Ok(reader) => reader,
+        let (reader, lineage) = match self.lineage_reader(&store, next) {
+            Ok(opened) => opened,
             Err(LogError::Truncated { start, .. }) => {
                 return Ok(Arc::new(self.gap(store, next, start, no_restore)));
             }
@@ -268,7 +269,7 @@ impl Engine {
                 None
             }
         };
-        let slot = self.inner.pool.add(runtime.clone(), reader);
+        let slot = self.inner.pool.add(runtime.clone(), reader, lineage);
         *runtime.applier.lock().expect("applier lock") = Some(slot);
         match catch_up {
             Some(end) => tracing::info!(
@@ -280,6 +281,36 @@ impl Engine {
             None => tracing::info!(partition = id, next_offset = next, "partition opened"),
         }
         Ok(runtime)
+    }
+
+    /// A reader of partition `store` from `next`, or from the last entry its state applied
+    /// when the log still holds that offset, with that entry: the applier then checks that the
+    /// log holds the same entry there before it applies anything after it (`model/lineage.rs`).
+    /// An entry the log no longer holds (retention), or a state whose last entry is not known
+    /// (restored from a snapshot that did not say it), is not checked.
+    #[allow(clippy::type_complexity)]
+    fn lineage_reader(
+        &self,
+        store: &crate::store::PartitionStore,
+        next: u64,
+    ) -> Result<(Box<dyn crate::log::PartitionReader>, Option<AppliedEntry>), LogError> {
+        let id = store.id();
+        let last = match store.last_entry() {
+            Ok(last) => last.filter(|last| last.offset < next),
+            Err(e) => {
+                tracing::warn!(partition = id, error = %e, "the last applied entry is unreadable; the log is not checked against it");
+                None
+            }
+        };
+        if let Some(last) = last {
+            match self.inner.log.reader(id, last.offset) {
+                Ok(reader) => return Ok((reader, Some(last))),
+                // Retention removed it: nothing to compare with.
+                Err(LogError::Truncated { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((self.inner.log.reader(id, next)?, None))
     }
 
     pub(super) fn gap(
@@ -457,8 +488,15 @@ impl Engine {
             };
             // Its standby state must not answer reads while the restore replaces it.
             self.drop_standby(id);
+            let last_entry = records.header().last_entry;
             let records = super::disk_floor::FloorChecked::new(records, volume, min_free);
-            return match store.restore(records, manifest.next_offset, &manifest.object_key) {
+            let restored = store.restore(
+                records,
+                manifest.next_offset,
+                last_entry,
+                &manifest.object_key,
+            );
+            return match restored {
                 Ok(()) => {
                     self.inner
                         .metrics

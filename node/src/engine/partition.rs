@@ -39,6 +39,13 @@ pub enum Health {
     /// from 0 and leave everything the snapshots hold behind them for good, so it does
     /// neither until a restore succeeds or the bucket holds no snapshot of it.
     Unrestored { reason: String },
+    /// The log holds another entry at `offset` than the one this partition's state last
+    /// applied there (or none): it is not the log the state was applied from (a topic deleted
+    /// and created again, an unclean leader election, another node's log folder). Applying on
+    /// would skip the new log's entries before it for good, and the old state is not the new
+    /// log's, so the partition is neither applied nor served until an operator decides which
+    /// one is right.
+    Diverged { offset: u64 },
     /// The entry at `offset` is of a newer log format (`version`) than this build applies.
     /// Rejecting it would make this replica disagree with newer ones, so the partition stops
     /// before it; reads see the state before it. A build that applies the version resumes there.
@@ -53,7 +60,10 @@ impl Health {
     /// Whether the partition's store may answer reads (a gap's is behind entries the log no
     /// longer holds; an unrestored one's is empty in place of what its snapshots hold).
     fn has_state(&self) -> bool {
-        !matches!(self, Health::Gap { .. } | Health::Unrestored { .. })
+        !matches!(
+            self,
+            Health::Gap { .. } | Health::Unrestored { .. } | Health::Diverged { .. }
+        )
     }
 
     /// Whether a retry may serve the partition: a gap a snapshot may fill now, or a
@@ -85,6 +95,16 @@ impl Health {
                  and nothing it holds is lost. The node retries: bring S3 back or give the disk \
                  room; to start the partition empty instead, delete its snapshots from the \
                  bucket"
+            )),
+            Health::Diverged { offset } => Some(format!(
+                "the log holds another entry at offset {offset} than the one this node applied \
+                 there: it is not the log this partition's state came from (a topic deleted and \
+                 created again, an unclean leader election, another node's log folder put in \
+                 place). Nothing more is applied and the partition is not served. If the log is \
+                 the wrong one, point the node at the right one and restart it; if the log is \
+                 right, this state is not of it: stop the node, remove its DB_PATH, and delete \
+                 the partition's S3 snapshots made from the old log, then start it to rebuild \
+                 from the log"
             )),
             Health::NewerFormat { offset, version } => Some(format!(
                 "the entry at offset {offset} is log format v{version}, newer than this node \
@@ -340,14 +360,15 @@ impl PartitionRuntime {
         self.store.digest()
     }
 
-    /// The offset this partition applies next and its records, from one store snapshot (see
-    /// [`PartitionStore::frozen`]): what an S3 snapshot is made of.
+    /// The offset this partition applies next, the last entry it applied and its records,
+    /// from one store snapshot (see [`PartitionStore::frozen`]): what an S3 snapshot is made of.
     #[allow(clippy::type_complexity)]
     pub fn frozen(
         &self,
     ) -> Result<
         (
             u64,
+            Option<crate::model::AppliedEntry>,
             impl Iterator<Item = Result<(fjall::Slice, fjall::Slice), StoreError>> + use<>,
         ),
         StoreError,

@@ -22,7 +22,7 @@
 use super::partition::PartitionRuntime;
 use super::{Engine, Inner};
 use crate::log::{LogRecord, PartitionReader};
-use crate::model::Digest;
+use crate::model::{AppliedEntry, Digest};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
@@ -47,6 +47,9 @@ pub(super) struct Work {
     pub waiting_for: Option<(Digest, u64)>,
     /// After a failed read: not before this instant again.
     pub retry_at: Option<Instant>,
+    /// The last entry the partition's state applied, until the log has shown it holds that
+    /// entry at its offset (the reader starts there; see `model/lineage.rs`).
+    pub lineage: Option<AppliedEntry>,
 }
 
 /// How a turn ended.
@@ -162,6 +165,7 @@ impl ApplierPool {
         &self,
         runtime: Arc<PartitionRuntime>,
         mut reader: Box<dyn PartitionReader>,
+        lineage: Option<AppliedEntry>,
     ) -> Arc<Slot> {
         let slot = Arc::new(Slot {
             runtime,
@@ -172,6 +176,7 @@ impl ApplierPool {
                 carried: Vec::new(),
                 waiting_for: None,
                 retry_at: None,
+                lineage,
             }),
         });
         // The waker holds the slot: a slot dropped inside a log's callback would drop its

@@ -1850,6 +1850,7 @@ fn read_budgets_decide_alike_however_entries_are_batched() {
 
 mod expiry;
 mod foreign;
+mod lineage;
 mod new_disk;
 
 /// Reconciles `engine` with an assignment of `owned` and `unsettled` partitions, as a log's

@@ -128,14 +128,16 @@ impl Engine {
         }
     }
 
-    /// The outcome of the entry at `position`: `None` while it is not applied here yet.
+    /// The outcome of the entry at `position`: `None` while it is not applied here yet, or
+    /// while the partition's state is not the log's (a gap, a diverged log: the entry there
+    /// may be another than the one this state applied at that offset).
     pub fn outcome(&self, position: Position) -> Result<Option<Outcome>, OutcomeError> {
         let runtime = self
             .partition(position.partition)
             .or_else(|| self.standby(position.partition))
             .ok_or(OutcomeError::NotOwned(position.partition))?;
         let next = runtime.next_offset();
-        if next <= position.offset {
+        if next <= position.offset || !runtime.readable() {
             return Ok(None);
         }
         if position.offset < next.saturating_sub(self.inner.config.outcome_retention) {

@@ -6,6 +6,7 @@ mod digest;
 mod entry;
 mod json_bytes;
 mod json_path;
+mod lineage;
 mod nesting;
 mod outcome;
 mod partition;
@@ -25,6 +26,7 @@ pub use json_path::{
     Found, JsonPath, MAX_PATH_BYTES, PathError, READ_ANSWER_BYTES, READ_VISITS, Step, charge_text,
     json_type_name,
 };
+pub use lineage::AppliedEntry;
 pub use nesting::{
     MAX_JSON_DEPTH, json_lone_surrogate, json_nests_deeper_than, json_number_out_of_range,
     structural_bytes,

@@ -227,10 +227,10 @@ impl Service {
         let started = Instant::now();
         // One store snapshot fixes the offset (and so the object's key) before encoding starts;
         // the encoder streams from it on a blocking thread while the parts upload.
-        let (next_offset, records) = runtime
+        let (next_offset, last_entry, records) = runtime
             .frozen()
             .map_err(|e| self.read_failed(partition, e))?;
-        let header = state.store.header(partition, next_offset);
+        let header = state.store.header(partition, next_offset, last_entry);
         let (sink, parts) = upload::part_channel(state.store.settings().part_bytes);
         let encoding = {
             let header = header.clone();

@@ -97,6 +97,10 @@ impl Service {
         // One bound for the request: waiting for partitions to open, then for outcomes.
         let deadline = Instant::now() + self.config.write_wait_timeout;
         self.admit_partitions(by_partition.keys(), deadline).await?;
+        let floors = match request.wait {
+            true => self.applied_floors(by_partition.keys()),
+            false => Vec::new(),
+        };
         let ts_ms = super::now_ms();
         // A pipeline waited on shares entries (see `WriteMode::Pipeline`).
         let shared = request.mode == WriteMode::Pipeline && request.wait;
@@ -173,7 +177,21 @@ impl Service {
         }
         let mut results = Vec::with_capacity(positions.len());
         for position in positions {
-            let outcome = self.await_outcome(position, deadline).await?;
+            let outcome = match below_floor(&floors, position) {
+                Some(floor) => {
+                    // What this node holds at that offset is another entry's outcome.
+                    tracing::error!(
+                        partition = position.partition,
+                        offset = position.offset,
+                        applied_before = floor,
+                        "the log numbered a write below what this node had already applied: the \
+                         log went backwards (a topic deleted and created again, an unclean leader \
+                         election); the write's outcome is not known"
+                    );
+                    None
+                }
+                None => self.await_outcome(position, deadline).await?,
+            };
             results.push(EntryResult {
                 position,
                 outcome: Some(outcome),
@@ -694,6 +712,17 @@ impl Service {
         Ok(())
     }
 
+    /// How far this node had applied each of `partitions` that it applies, before a write to
+    /// them is appended: the log numbers the write at or after that, unless it went backwards.
+    fn applied_floors<'a>(&self, partitions: impl Iterator<Item = &'a u32>) -> Vec<(u32, u64)> {
+        partitions
+            .filter_map(|&p| {
+                self.engine
+                    .with_partition(p, |runtime| (p, runtime.next_offset()))
+            })
+            .collect()
+    }
+
     /// Appends every partition's entries concurrently; positions come back in partition order.
     async fn append_all(
         &self,
@@ -734,6 +763,17 @@ impl Service {
             Some(error) => Err(append_error(error, &positions)),
         }
     }
+}
+
+/// The offset this node had applied of `position`'s partition before the write was appended,
+/// when the position is below it: the log numbered the write with an offset of an entry this
+/// node already applied (see [`Service::applied_floors`]).
+fn below_floor(floors: &[(u32, u64)], position: Position) -> Option<u64> {
+    floors
+        .iter()
+        .find(|(partition, _)| *partition == position.partition)
+        .map(|&(_, floor)| floor)
+        .filter(|&floor| position.offset < floor)
 }
 
 /// About how many bytes `op` adds to an encoded entry.

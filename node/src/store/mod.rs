@@ -267,6 +267,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::AppliedEntry;
 
     #[test]
     fn storage_errors_say_what_to_do() {
@@ -364,10 +365,15 @@ mod tests {
             &BatchMeta {
                 rejections: &[(3, b"{}".to_vec())],
                 next_offset: 5,
+                last_entry: Some(AppliedEntry::of(4, b"old log")),
                 ..Default::default()
             },
         )
         .unwrap();
+        assert_eq!(
+            p.last_entry().unwrap(),
+            Some(AppliedEntry::of(4, b"old log"))
+        );
         // Twelve keys of two records each, and one with a deadline: several restore commits.
         let mut records: Vec<(Vec<u8>, Vec<u8>)> = (0..12)
             .flat_map(|i| {
@@ -384,9 +390,17 @@ mod tests {
         ));
         let expected =
             crate::model::pk_version(records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
-        p.restore(records.iter().cloned().map(Ok::<_, String>), 100, "snap-a")
-            .unwrap();
+        let snapshot_last = Some(AppliedEntry::of(99, b"snapshot's log"));
+        p.restore(
+            records.iter().cloned().map(Ok::<_, String>),
+            100,
+            snapshot_last,
+            "snap-a",
+        )
+        .unwrap();
         assert_eq!(p.next_offset().unwrap(), 100);
+        // The snapshot's last entry replaces the old state's.
+        assert_eq!(p.last_entry().unwrap(), snapshot_last);
         assert_eq!(p.key_count().unwrap(), 13);
         assert_eq!(p.record_count("k03", usize::MAX).unwrap(), Some(2));
         assert!(p.get("old", "").unwrap().is_none());
@@ -400,6 +414,7 @@ mod tests {
             assert_eq!(p.key_count().unwrap(), 0);
             assert_eq!(p.digest().unwrap().records, 0);
             assert_eq!(p.restored_from().unwrap(), None);
+            assert_eq!(p.last_entry().unwrap(), None);
             assert_eq!(p.due(None, i64::MAX).count(), 0);
         };
         // A restore cut short halfway (its snapshot unreadable, the disk full): the partition
@@ -411,14 +426,22 @@ mod tests {
             .cloned()
             .map(Ok)
             .chain([Err("the disk went away".to_string())]);
-        let e = p.restore(cut, 200, "snap-b").unwrap_err().to_string();
+        let e = p
+            .restore(cut, 200, snapshot_last, "snap-b")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("the disk went away") && e.contains("snap-b"),
             "{e}"
         );
         empty(&p);
-        p.restore(records.iter().cloned().map(Ok::<_, String>), 100, "snap-a")
-            .unwrap();
+        p.restore(
+            records.iter().cloned().map(Ok::<_, String>),
+            100,
+            None,
+            "snap-a",
+        )
+        .unwrap();
         // A restore stopped in the middle with no chance to clean up (the node stopping, here
         // a panic): what it committed is partial, so the next open starts the partition empty.
         let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -430,7 +453,7 @@ mod tests {
                 .chain(std::iter::once_with(
                     || -> Result<(Vec<u8>, Vec<u8>), String> { panic!("the node stops") },
                 ));
-            p.restore(stop, 200, "snap-c")
+            p.restore(stop, 200, None, "snap-c")
         }));
         assert!(stopped.is_err());
         assert!(
@@ -441,8 +464,13 @@ mod tests {
         let p = store.partition(0).unwrap();
         empty(&p);
         // And a restore after it is whole again.
-        p.restore(records.iter().cloned().map(Ok::<_, String>), 100, "snap-a")
-            .unwrap();
+        p.restore(
+            records.iter().cloned().map(Ok::<_, String>),
+            100,
+            None,
+            "snap-a",
+        )
+        .unwrap();
         assert_eq!(p.digest().unwrap().sha256, expected);
     }
 

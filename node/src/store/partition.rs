@@ -5,7 +5,7 @@ use super::keys::{decode_key, encode_key, pk_prefix, sk_of};
 use super::value::{decode_value, is_expired, is_expired_now};
 use super::{Result, StoreError};
 use crate::model::now_ms;
-use crate::model::{Record, Returned};
+use crate::model::{AppliedEntry, Record, Returned};
 use fjall::{Database, Keyspace, Readable, Slice};
 use sha2::{Digest as _, Sha256};
 use std::ops::Bound;
@@ -23,6 +23,9 @@ const RETURNED_BATCH_TAG: u8 = b'w';
 const KEY_COUNT_TAG: u8 = b'k';
 const KEY_INDEX_BUILT_TAG: u8 = b'i';
 const RESTORED_TAG: u8 = b's';
+/// The last entry applied (offset and the digest of its bytes, [`AppliedEntry`]): which log
+/// the state was applied from. Absent after a restore from a snapshot that did not say it.
+const LAST_ENTRY_TAG: u8 = b'l';
 /// Set while a restore replaces the partition's state (the snapshot's offset and name): the
 /// state is partial until the restore's last commit removes it. A partition opened with it set
 /// (the node stopped mid-restore) starts empty.
@@ -64,6 +67,8 @@ pub struct BatchMeta<'a> {
     pub deadlines_removed: &'a [Deadline],
     /// The offset to apply next.
     pub next_offset: u64,
+    /// The batch's last entry (none in a batch that applied no entry).
+    pub last_entry: Option<AppliedEntry>,
 }
 
 /// A partition's content fingerprint: replicas at the same offset have equal digests.
@@ -211,6 +216,7 @@ impl PartitionStore {
         &self,
         records: impl IntoIterator<Item = std::result::Result<(Vec<u8>, Vec<u8>), E>>,
         next_offset: u64,
+        last_entry: Option<AppliedEntry>,
         source: &str,
     ) -> Result<()> {
         let mut mark = next_offset.to_be_bytes().to_vec();
@@ -220,11 +226,12 @@ impl PartitionStore {
         batch.remove(&self.meta, self.next_offset_key());
         batch.remove(&self.meta, self.tag_key(KEY_INDEX_BUILT_TAG));
         batch.remove(&self.meta, self.tag_key(RESTORED_TAG));
+        batch.remove(&self.meta, self.tag_key(LAST_ENTRY_TAG));
         // Failing here, nothing changed.
         batch.commit()?;
         // Nothing is skipped while the state is partial.
         self.deadlines.store(true, Ordering::Release);
-        let restored = self.restore_after_mark(records, next_offset, source);
+        let restored = self.restore_after_mark(records, next_offset, last_entry, source);
         if restored.is_err() {
             let emptied = self.clear_state().and_then(|()| {
                 // Empty, and whole: the key index of no records is built.
@@ -245,6 +252,7 @@ impl PartitionStore {
         &self,
         records: impl IntoIterator<Item = std::result::Result<(Vec<u8>, Vec<u8>), E>>,
         next_offset: u64,
+        last_entry: Option<AppliedEntry>,
         source: &str,
     ) -> Result<()> {
         self.clear_state()?;
@@ -308,6 +316,10 @@ impl PartitionStore {
         let mut restored = next_offset.to_be_bytes().to_vec();
         restored.extend_from_slice(source.as_bytes());
         batch.insert(&self.meta, self.tag_key(RESTORED_TAG), restored);
+        // Only an entry below the snapshot's offset can be its last.
+        if let Some(entry) = last_entry.filter(|entry| entry.offset < next_offset) {
+            batch.insert(&self.meta, self.tag_key(LAST_ENTRY_TAG), entry.to_bytes());
+        }
         batch.remove(&self.meta, self.tag_key(RESTORING_TAG));
         batch.commit()?;
         if !any_deadline {
@@ -631,6 +643,7 @@ impl PartitionStore {
             deadlines_added,
             deadlines_removed,
             next_offset,
+            last_entry,
         } = *meta;
         if !deadlines_added.is_empty() {
             self.deadlines.store(true, Ordering::Release);
@@ -693,8 +706,22 @@ impl PartitionStore {
             self.next_offset_key(),
             next_offset.to_be_bytes(),
         );
+        if let Some(entry) = last_entry {
+            batch.insert(&self.meta, self.tag_key(LAST_ENTRY_TAG), entry.to_bytes());
+        }
         batch.commit()?;
         Ok(())
+    }
+
+    /// The last entry applied, when known (not after a restore from a snapshot that did not
+    /// say which it was, nor in a store written before it was kept).
+    pub fn last_entry(&self) -> Result<Option<AppliedEntry>> {
+        match self.meta.get(self.tag_key(LAST_ENTRY_TAG))? {
+            None => Ok(None),
+            Some(bytes) => AppliedEntry::from_bytes(&bytes)
+                .map(Some)
+                .ok_or_else(|| StoreError::Corrupt("the last applied entry is malformed".into())),
+        }
     }
 
     /// Deletes the recorded outcomes (rejections and returned values) of entries at offsets in
@@ -767,11 +794,23 @@ impl PartitionStore {
             .map(|guard| guard.into_inner().map_err(StoreError::from))
     }
 
-    /// One consistent view of the partition for a snapshot: the offset it applies next, and
-    /// every (stored key, stored value) in key order, both from one store snapshot taken now
-    /// (apply and reads go on meanwhile).
-    pub fn frozen(&self) -> Result<(u64, impl Iterator<Item = Result<(Slice, Slice)>> + use<>)> {
+    /// One consistent view of the partition for a snapshot: the offset it applies next, the
+    /// last entry applied (when known), and every (stored key, stored value) in key order, all
+    /// from one store snapshot taken now (apply and reads go on meanwhile).
+    pub fn frozen(
+        &self,
+    ) -> Result<(
+        u64,
+        Option<AppliedEntry>,
+        impl Iterator<Item = Result<(Slice, Slice)>> + use<>,
+    )> {
         let snapshot = self.db.snapshot();
+        let last_entry = match snapshot.get(&self.meta, self.tag_key(LAST_ENTRY_TAG))? {
+            None => None,
+            Some(bytes) => Some(AppliedEntry::from_bytes(&bytes).ok_or_else(|| {
+                StoreError::Corrupt("the last applied entry is malformed".into())
+            })?),
+        };
         let next = match snapshot.get(&self.meta, self.next_offset_key())? {
             None => 0,
             Some(bytes) => u64::from_be_bytes(
@@ -784,7 +823,7 @@ impl PartitionStore {
         let records = snapshot
             .iter(&self.records)
             .map(|guard| guard.into_inner().map_err(StoreError::from));
-        Ok((next, records))
+        Ok((next, last_entry, records))
     }
 
     /// Every (encoded key, stored value) of the partition, in key order, from one snapshot.
@@ -834,6 +873,7 @@ impl PartitionStore {
         batch.remove(&self.meta, self.tag_key(KEY_INDEX_BUILT_TAG));
         batch.remove(&self.meta, self.tag_key(RESTORED_TAG));
         batch.remove(&self.meta, self.tag_key(RESTORING_TAG));
+        batch.remove(&self.meta, self.tag_key(LAST_ENTRY_TAG));
         batch.commit()?;
         self.db.delete_keyspace(self.records.clone())?;
         self.db.delete_keyspace(self.keys.clone())?;

@@ -621,7 +621,7 @@ fn a_restored_replica_purges_exactly_as_the_one_that_replayed() {
     let replayed = open_partition(dir.path(), 1);
     apply_and_commit(&replayed, rules.rules(), &log[..split]).unwrap();
     // A snapshot of it, restored elsewhere: records only; the index is rebuilt from them.
-    let (next, entries) = replayed.frozen().unwrap();
+    let (next, last_entry, entries) = replayed.frozen().unwrap();
     let snapshot: Vec<(Vec<u8>, Vec<u8>)> = entries
         .map(|e| {
             let (k, v) = e.unwrap();
@@ -631,7 +631,12 @@ fn a_restored_replica_purges_exactly_as_the_one_that_replayed() {
     let other = tempfile::tempdir().unwrap();
     let restored = open_partition(other.path(), 1);
     restored
-        .restore(snapshot.into_iter().map(Ok::<_, String>), next, "test")
+        .restore(
+            snapshot.into_iter().map(Ok::<_, String>),
+            next,
+            last_entry,
+            "test",
+        )
         .unwrap();
     assert!(
         index_of(&restored).len() < index_of(&replayed).len(),
