@@ -387,11 +387,12 @@ async fn open_log(
     };
     store.check_log_identity(store_path, &format!("kafka:{}", kafka.namespace))?;
     let offsets = store.clone();
-    // A partition this node gains starts where this node's store left off.
+    // A partition this node gains starts where this node's store left off (at the last entry
+    // it applied, which the engine checks the log still holds).
     let start_offsets: StartOffsets = Arc::new(move |partition| {
         offsets
             .partition(partition)
-            .and_then(|p| p.next_offset())
+            .and_then(|p| p.read_from())
             .unwrap_or_else(|e| {
                 tracing::error!(partition, error = %e, "cannot read the applied offset; the engine will report it");
                 0

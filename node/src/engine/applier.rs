@@ -14,15 +14,14 @@ use std::time::{Duration, Instant};
 const READ_RETRY: Duration = Duration::from_secs(1);
 
 impl Engine {
-    /// Stops partition `runtime` as [`Health::Diverged`]: the log's entry at `offset` (or, at
-    /// `found`, the first after it) is not the last one its state applied.
-    fn diverged(&self, runtime: &PartitionRuntime, offset: u64, found: u64) {
+    /// Stops partition `runtime` as [`Health::Diverged`]: the log's entry at `offset` is not
+    /// the last one its state applied.
+    fn diverged(&self, runtime: &PartitionRuntime, offset: u64) {
         let id = runtime.id();
         let health = Health::Diverged { offset };
         tracing::error!(
             partition = id,
             offset,
-            first_entry_read = found,
             "NOT SERVING partition {id}: {}",
             health.reason().unwrap_or_default()
         );
@@ -63,16 +62,19 @@ impl Engine {
         };
         let records = match read {
             Ok(mut records) => {
-                if let Some(last) = work.lineage
-                    && let Some(first) = records.first()
-                {
-                    // The reader started at the last entry applied: the first entry it gives
-                    // must be that one, or this is not the log the state came from.
-                    if first.offset != last.offset || !last.is(&first.payload) {
-                        self.diverged(runtime, last.offset, first.offset);
-                        return Turn::Finished;
+                if let Some(last) = work.lineage {
+                    // The reader started at (or before) the last entry applied: the log must
+                    // hold that entry there, or it is not the log the state came from. A
+                    // reader that starts after it (Kafka's assignment began at the next offset)
+                    // has nothing to compare.
+                    match records.iter().find(|r| r.offset >= last.offset) {
+                        Some(r) if r.offset == last.offset && !last.is(&r.payload) => {
+                            self.diverged(runtime, last.offset);
+                            return Turn::Finished;
+                        }
+                        Some(_) => work.lineage = None,
+                        None => {}
                     }
-                    work.lineage = None;
                 }
                 // Exactly once: whatever a log re-delivers below the applied offset is skipped.
                 let next = runtime.next_offset();

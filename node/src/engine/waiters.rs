@@ -128,6 +128,18 @@ impl Engine {
         }
     }
 
+    /// How far this node has applied `partition` (the offset it applies next), as its applier
+    /// says, or, while the partition is not open here, as its store last committed (`None` when
+    /// unreadable). The log numbers an entry appended after this was read at or after it,
+    /// unless the log went backwards (a topic deleted and created again, an unclean leader
+    /// election): an outcome this node holds below it is another entry's.
+    pub fn applied_floor(&self, partition: u32) -> Option<u64> {
+        match self.with_partition(partition, |runtime| runtime.next_offset()) {
+            Some(next) => Some(next),
+            None => self.inner.store.next_offset(partition).ok(),
+        }
+    }
+
     /// The outcome of the entry at `position`: `None` while it is not applied here yet, or
     /// while the partition's state is not the log's (a gap, a diverged log: the entry there
     /// may be another than the one this state applied at that offset).

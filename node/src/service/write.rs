@@ -712,14 +712,12 @@ impl Service {
         Ok(())
     }
 
-    /// How far this node had applied each of `partitions` that it applies, before a write to
-    /// them is appended: the log numbers the write at or after that, unless it went backwards.
+    /// How far this node had applied each of `partitions` before a write to them is appended
+    /// ([`crate::engine::Engine::applied_floor`]): the log numbers the write at or after that,
+    /// unless it went backwards.
     fn applied_floors<'a>(&self, partitions: impl Iterator<Item = &'a u32>) -> Vec<(u32, u64)> {
         partitions
-            .filter_map(|&p| {
-                self.engine
-                    .with_partition(p, |runtime| (p, runtime.next_offset()))
-            })
+            .filter_map(|&p| self.engine.applied_floor(p).map(|floor| (p, floor)))
             .collect()
     }
 

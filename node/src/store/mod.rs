@@ -227,6 +227,11 @@ impl Store {
     }
 
     /// Opens partition `id`'s records (creating its keyspace on first use).
+    /// The log offset partition `id` applies next as committed here, without opening it.
+    pub fn next_offset(&self, id: u32) -> Result<u64> {
+        partition::next_offset_in(&self.meta, id)
+    }
+
     pub fn partition(&self, id: u32) -> Result<PartitionStore> {
         if id >= self.partitions {
             return Err(StoreError::NoSuchPartition {

@@ -71,6 +71,19 @@ pub struct BatchMeta<'a> {
     pub last_entry: Option<AppliedEntry>,
 }
 
+/// The log offset partition `id` applies next, as committed in the shared `meta` keyspace (0
+/// for a partition never applied): readable without opening the partition's own keyspaces.
+pub(super) fn next_offset_in(meta: &Keyspace, id: u32) -> Result<u64> {
+    let mut key = [NEXT_OFFSET_TAG; 5];
+    key[1..].copy_from_slice(&id.to_be_bytes());
+    match meta.get(key)? {
+        None => Ok(0),
+        Some(b) => Ok(u64::from_be_bytes(b.as_ref().try_into().map_err(|_| {
+            StoreError::Corrupt(format!("partition {id} next offset is not 8 bytes"))
+        })?)),
+    }
+}
+
 /// A partition's content fingerprint: replicas at the same offset have equal digests.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Digest {
@@ -544,12 +557,7 @@ impl PartitionStore {
 
     /// The log offset this partition applies next (0 for a new partition).
     pub fn next_offset(&self) -> Result<u64> {
-        match self.meta.get(self.next_offset_key())? {
-            None => Ok(0),
-            Some(b) => Ok(u64::from_be_bytes(b.as_ref().try_into().map_err(|_| {
-                StoreError::Corrupt(format!("partition {} next offset is not 8 bytes", self.id))
-            })?)),
-        }
+        next_offset_in(&self.meta, self.id)
     }
 
     /// The raw stored value of an encoded key (the applier's read).
@@ -711,6 +719,17 @@ impl PartitionStore {
         }
         batch.commit()?;
         Ok(())
+    }
+
+    /// Where a reader of this partition starts: at the last entry applied when it is known, so
+    /// that the log can be checked to hold that entry there (`model/lineage.rs`), else at the
+    /// next offset to apply.
+    pub fn read_from(&self) -> Result<u64> {
+        let next = self.next_offset()?;
+        Ok(match self.last_entry()? {
+            Some(last) if last.offset < next => last.offset,
+            _ => next,
+        })
     }
 
     /// The last entry applied, when known (not after a restore from a snapshot that did not

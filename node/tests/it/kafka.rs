@@ -1218,3 +1218,121 @@ fn a_node_opening_partitions_while_s3_hangs_keeps_answering() {
     });
     put(&a, "after", json!(1), None);
 }
+
+/// Deletes `namespace`'s mutations topic and creates it again, empty, with the same partitions
+/// (what an operator resetting a topic does).
+fn recreate_mutations_topic(broker: &Broker, namespace: &str) {
+    let topic = format!("firescroll_{namespace}_mutations");
+    runtime().block_on(async {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", broker.seeds());
+        let admin: AdminClient<DefaultClientContext> = config.create().unwrap();
+        for r in admin
+            .delete_topics(&[&topic], &AdminOptions::new())
+            .await
+            .unwrap()
+        {
+            r.unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let created = admin
+                .create_topics(
+                    &[NewTopic::new(
+                        &topic,
+                        PARTITIONS as i32,
+                        TopicReplication::Fixed(1),
+                    )],
+                    &AdminOptions::new(),
+                )
+                .await
+                .unwrap();
+            match created.into_iter().next().unwrap() {
+                Ok(_) => break,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("creating {topic} again: {e:?}; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("creating {topic} again: {e:?}"),
+            }
+        }
+    });
+}
+
+#[test]
+fn a_topic_created_again_is_never_continued_and_its_writes_are_not_told_older_outcomes() {
+    let broker = Broker::start();
+    let env = kafka_env(&broker, "reborn", "rg", "solo");
+    let mut node = Node::start_env(&env);
+    node.wait_until("owns every partition", Duration::from_secs(30), owns_all);
+    let positions: Vec<Value> = (0..6)
+        .map(|n| put(&node, "rk", json!({"n": n}), None))
+        .collect();
+    let partition = positions[0]["Partition"].as_u64().unwrap();
+    assert_eq!(positions[5]["Offset"], 5, "{positions:?}");
+    node.terminate();
+
+    // The topic deleted and created again: its offsets start over at 0.
+    recreate_mutations_topic(&broker, "reborn");
+    node.spawn();
+    node.wait_until(
+        "owns every partition again",
+        Duration::from_secs(60),
+        owns_all,
+    );
+    // A write to it is numbered 0 again. The store holds the outcome of the old topic's entry 0
+    // ("applied"); that is not this write's.
+    let (status, reply) = node.post(
+        "/records/put",
+        json!({"Records": [{"pk": "rk", "sk": "s", "data": {"n": 100}}], "wait": true}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["Positions"][0]["Offset"], 0, "{reply}");
+    assert_eq!(
+        reply["Positions"][0]["Outcome"]["Status"], "pending",
+        "an older entry's outcome was told: {reply}"
+    );
+    for n in 101..108 {
+        let (status, reply) = node.post(
+            "/records/put",
+            json!({"Records": [{"pk": "rk", "sk": "s", "data": {"n": n}}]}),
+        );
+        assert_eq!(status, 200, "{reply}");
+    }
+
+    // Now the new topic is longer than what the store applied: by offsets alone the node went
+    // on at 6 and never applied the new topic's entries 0..6. Its entry at 5 is not the one the
+    // store applied there, which the node's reader, started at that entry, finds.
+    let diverged = |n: &Node| {
+        let (status, body) = n.get_url(&n.url("/ready"));
+        status == 503 && body.contains("another entry at offset 5")
+    };
+    node.wait_until(
+        "not ready: the topic is not the one the store applied",
+        Duration::from_secs(30),
+        diverged,
+    );
+    // And so after a restart: the check is made again, and nothing of the topic applied.
+    node.terminate();
+    node.spawn();
+    node.wait_until(
+        "owns every partition again",
+        Duration::from_secs(60),
+        owns_all,
+    );
+    node.wait_until(
+        "still not ready after a restart",
+        Duration::from_secs(30),
+        diverged,
+    );
+    let (status, reply) = node.post(
+        "/records/get",
+        json!({"Records": [{"pk": "rk", "sk": "s"}]}),
+    );
+    assert_eq!(status, 503, "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("another entry at offset 5") && message.contains("remove its DB_PATH"),
+        "{reply}"
+    );
+}

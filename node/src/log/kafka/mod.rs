@@ -37,7 +37,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// Where each partition this node gains should start: the store's next offset to apply.
+/// Where each partition this node gains should start: the store's last entry applied (which
+/// the engine checks the log still holds, `model/lineage.rs`), or its next offset to apply.
 pub type StartOffsets = Arc<dyn Fn(u32) -> u64 + Send + Sync>;
 
 /// State shared by the log and its consumer's rebalance callback.
@@ -47,8 +48,9 @@ struct Shared {
     partitions: u32,
     start_offsets: StartOffsets,
     consumer: OnceLock<Weak<BaseConsumer<GroupContext>>>,
-    /// Queues of newly assigned partitions, waiting for the engine to open a reader.
-    queues: Mutex<HashMap<u32, PartitionQueue<GroupContext>>>,
+    /// Queues of newly assigned partitions, waiting for the engine to open a reader, with the
+    /// offset each assignment starts at (`None`: the partition's beginning).
+    queues: Mutex<HashMap<u32, (PartitionQueue<GroupContext>, Option<u64>)>>,
     /// Where each open reader is, kept current by the poller thread.
     positions: ReaderPositions,
     ownership: watch::Sender<Ownership>,
@@ -105,8 +107,10 @@ impl ConsumerContext for GroupContext {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 // Only the known partitions, each at this node's own next offset.
                 let mut assignment = TopicPartitionList::new();
+                let mut starts = HashMap::new();
                 for &p in &partitions {
                     let next = (shared.start_offsets)(p as u32);
+                    starts.insert(p as u32, (next > 0).then_some(next));
                     // An empty store starts at the log's first entry: the partition may be
                     // restored from a snapshot before it is read, and the reader then skips
                     // what the snapshot holds. (Offset 0 itself may be gone, which the broker
@@ -124,7 +128,8 @@ impl ConsumerContext for GroupContext {
                     let mut queues = shared.queues.lock().expect("queues lock");
                     for &p in &partitions {
                         if let Some(queue) = consumer_arc.split_partition_queue(&shared.topic, p) {
-                            queues.insert(p as u32, queue);
+                            let start = starts.get(&(p as u32)).copied().flatten();
+                            queues.insert(p as u32, (queue, start));
                         }
                     }
                 }
@@ -364,7 +369,7 @@ impl MutationLog for KafkaLog {
                 start: low as u64,
             });
         }
-        let queue = self
+        let (queue, assigned_at) = self
             .shared
             .queues
             .lock()
@@ -375,6 +380,29 @@ impl MutationLog for KafkaLog {
                     "partition {partition} is not assigned to this node"
                 ))
             })?;
+        // The assignment began at the store's last entry (to check the log still holds it),
+        // but retention removed it while `from` is still held: fetching there would fail as
+        // out of range, so the reader starts where it was asked to.
+        if let (Some(assigned_at), Ok((low, _))) = (assigned_at, &watermarks)
+            && assigned_at < (*low).max(0) as u64
+            && assigned_at < from
+            && let Err(e) = self.consumer.seek(
+                topic,
+                partition as i32,
+                Offset::Offset(from as i64),
+                Duration::from_secs(5),
+            )
+        {
+            // The queue goes back, so the partition can be opened again.
+            self.shared
+                .queues
+                .lock()
+                .expect("queues lock")
+                .insert(partition, (queue, Some(assigned_at)));
+            return Err(unavailable(format!(
+                "moving partition {partition}'s reader to offset {from}: {e}"
+            )));
+        }
         Ok(Box::new(KafkaReader {
             queue,
             partition,
