@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::engine::{Engine, EngineConfig, Plugins};
 use crate::log::MutationLog;
 use crate::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
-use crate::log::kafka::{KafkaLog, StartOffsets};
+use crate::log::kafka::{KafkaLog, StartAt, StartOffsets};
 use crate::metrics::Metrics;
 use crate::service::{DiskSpace, Service};
 use crate::store::Store;
@@ -392,10 +392,18 @@ async fn open_log(
     let start_offsets: StartOffsets = Arc::new(move |partition| {
         offsets
             .partition(partition)
-            .and_then(|p| p.read_from())
+            .and_then(|p| {
+                Ok(StartAt {
+                    next: p.next_offset()?,
+                    last_applied: p.last_entry()?.map(|last| last.offset),
+                })
+            })
             .unwrap_or_else(|e| {
                 tracing::error!(partition, error = %e, "cannot read the applied offset; the engine will report it");
-                0
+                StartAt {
+                    next: 0,
+                    last_applied: None,
+                }
             })
     });
     let log = KafkaLog::connect(kafka.clone(), start_offsets).await?;

@@ -721,17 +721,6 @@ impl PartitionStore {
         Ok(())
     }
 
-    /// Where a reader of this partition starts: at the last entry applied when it is known, so
-    /// that the log can be checked to hold that entry there (`model/lineage.rs`), else at the
-    /// next offset to apply.
-    pub fn read_from(&self) -> Result<u64> {
-        let next = self.next_offset()?;
-        Ok(match self.last_entry()? {
-            Some(last) if last.offset < next => last.offset,
-            _ => next,
-        })
-    }
-
     /// The last entry applied, when known (not after a restore from a snapshot that did not
     /// say which it was, nor in a store written before it was kept).
     pub fn last_entry(&self) -> Result<Option<AppliedEntry>> {
@@ -816,6 +805,7 @@ impl PartitionStore {
     /// One consistent view of the partition for a snapshot: the offset it applies next, the
     /// last entry applied (when known), and every (stored key, stored value) in key order, all
     /// from one store snapshot taken now (apply and reads go on meanwhile).
+    #[allow(clippy::type_complexity)]
     pub fn frozen(
         &self,
     ) -> Result<(

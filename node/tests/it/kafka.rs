@@ -1270,6 +1270,11 @@ fn a_topic_created_again_is_never_continued_and_its_writes_are_not_told_older_ou
         .collect();
     let partition = positions[0]["Partition"].as_u64().unwrap();
     assert_eq!(positions[5]["Offset"], 5, "{positions:?}");
+    let (status, reply) = node.post(
+        "/records/get",
+        json!({"Records": [{"pk": "rk", "sk": "s"}], "min_offsets": [positions[5]]}),
+    );
+    assert_eq!(status, 200, "{reply}");
     node.terminate();
 
     // The topic deleted and created again: its offsets start over at 0.
@@ -1287,6 +1292,7 @@ fn a_topic_created_again_is_never_continued_and_its_writes_are_not_told_older_ou
         json!({"Records": [{"pk": "rk", "sk": "s", "data": {"n": 100}}], "wait": true}),
     );
     assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["Positions"][0]["Partition"], partition, "{reply}");
     assert_eq!(reply["Positions"][0]["Offset"], 0, "{reply}");
     assert_eq!(
         reply["Positions"][0]["Outcome"]["Status"], "pending",
@@ -1335,4 +1341,54 @@ fn a_topic_created_again_is_never_continued_and_its_writes_are_not_told_older_ou
         message.contains("another entry at offset 5") && message.contains("remove its DB_PATH"),
         "{reply}"
     );
+}
+
+#[test]
+fn a_partition_whose_last_applied_entry_retention_removed_goes_on_from_the_next() {
+    let broker = Broker::start();
+    let env = kafka_env(&broker, "trimmed", "rg", "solo");
+    let mut node = Node::start_env(&env);
+    node.wait_until("owns every partition", Duration::from_secs(30), owns_all);
+    let written: Vec<Value> = (0..3)
+        .map(|n| put(&node, "tk", json!({"n": n}), None))
+        .collect();
+    let last = written[2].clone();
+    let partition = last["Partition"].as_i64().unwrap() as i32;
+    let applied = last["Offset"].as_i64().unwrap();
+    let (status, reply) = node.post(
+        "/records/get",
+        json!({"Records": [{"pk": "tk", "sk": "s"}], "min_offsets": [last]}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    node.terminate();
+    // While the node is down, more is written, and retention removes everything up to the
+    // first entry it has not applied: the last one it applied (where its reader would start,
+    // to check the log still holds it) is gone.
+    let entry = |n: u32| {
+        format!(
+            r#"{{"v":1,"ts_ms":1,"ops":[{{"op":"put","pk":"tk","sk":"s","data":{{"n":{n}}}}}]}}"#
+        )
+    };
+    let written: Vec<Value> = (3..6)
+        .map(|n| produce(&broker, "trimmed", "tk", &entry(n)))
+        .collect();
+    assert_eq!(written[0]["Offset"], applied + 1);
+    delete_log_head(&broker, "trimmed", &[(partition, applied + 1)]);
+    node.spawn();
+    node.wait_until(
+        "owns every partition again",
+        Duration::from_secs(60),
+        owns_all,
+    );
+    node.wait_until("ready", Duration::from_secs(30), |n| {
+        n.get_url(&n.url("/ready")).0 == 200
+    });
+    let (status, reply) = node.post(
+        "/records/get",
+        json!({"Records": [{"pk": "tk", "sk": "s"}], "min_offsets": [written[2]]}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["Records"][0]["Data"], json!({"n": 5}), "{reply}");
+    let (status, body) = node.get_url(&node.url("/ready"));
+    assert_eq!(status, 200, "{body}");
 }

@@ -37,9 +37,18 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// Where each partition this node gains should start: the store's last entry applied (which
-/// the engine checks the log still holds, `model/lineage.rs`), or its next offset to apply.
-pub type StartOffsets = Arc<dyn Fn(u32) -> u64 + Send + Sync>;
+/// Where each partition this node gains should start, as its store says.
+pub type StartOffsets = Arc<dyn Fn(u32) -> StartAt + Send + Sync>;
+
+/// What a partition's store says of where its reader starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartAt {
+    /// The offset it applies next.
+    pub next: u64,
+    /// The offset of the last entry it applied, when known: the reader starts there while the
+    /// log holds it, so the engine can check it is the entry applied (`model/lineage.rs`).
+    pub last_applied: Option<u64>,
+}
 
 /// State shared by the log and its consumer's rebalance callback.
 struct Shared {
@@ -48,9 +57,8 @@ struct Shared {
     partitions: u32,
     start_offsets: StartOffsets,
     consumer: OnceLock<Weak<BaseConsumer<GroupContext>>>,
-    /// Queues of newly assigned partitions, waiting for the engine to open a reader, with the
-    /// offset each assignment starts at (`None`: the partition's beginning).
-    queues: Mutex<HashMap<u32, (PartitionQueue<GroupContext>, Option<u64>)>>,
+    /// Queues of newly assigned partitions, waiting for the engine to open a reader.
+    queues: Mutex<HashMap<u32, PartitionQueue<GroupContext>>>,
     /// Where each open reader is, kept current by the poller thread.
     positions: ReaderPositions,
     ownership: watch::Sender<Ownership>,
@@ -105,12 +113,19 @@ impl ConsumerContext for GroupContext {
         );
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                // Only the known partitions, each at this node's own next offset.
+                // Only the known partitions, each at this node's own next offset (or its last
+                // entry applied, while the log holds it).
+                let starts: Vec<(i32, StartAt)> = partitions
+                    .iter()
+                    .map(|&p| (p, (shared.start_offsets)(p as u32)))
+                    .collect();
+                let held = first_offsets(consumer, &shared.topic, &starts);
                 let mut assignment = TopicPartitionList::new();
-                let mut starts = HashMap::new();
-                for &p in &partitions {
-                    let next = (shared.start_offsets)(p as u32);
-                    starts.insert(p as u32, (next > 0).then_some(next));
+                for &(p, at) in &starts {
+                    let next = match at.last_applied {
+                        Some(last) if held.get(&p).is_some_and(|&first| first <= last) => last,
+                        _ => at.next,
+                    };
                     // An empty store starts at the log's first entry: the partition may be
                     // restored from a snapshot before it is read, and the reader then skips
                     // what the snapshot holds. (Offset 0 itself may be gone, which the broker
@@ -128,8 +143,7 @@ impl ConsumerContext for GroupContext {
                     let mut queues = shared.queues.lock().expect("queues lock");
                     for &p in &partitions {
                         if let Some(queue) = consumer_arc.split_partition_queue(&shared.topic, p) {
-                            let start = starts.get(&(p as u32)).copied().flatten();
-                            queues.insert(p as u32, (queue, start));
+                            queues.insert(p as u32, queue);
                         }
                     }
                 }
@@ -369,7 +383,7 @@ impl MutationLog for KafkaLog {
                 start: low as u64,
             });
         }
-        let (queue, assigned_at) = self
+        let queue = self
             .shared
             .queues
             .lock()
@@ -380,29 +394,6 @@ impl MutationLog for KafkaLog {
                     "partition {partition} is not assigned to this node"
                 ))
             })?;
-        // The assignment began at the store's last entry (to check the log still holds it),
-        // but retention removed it while `from` is still held: fetching there would fail as
-        // out of range, so the reader starts where it was asked to.
-        if let (Some(assigned_at), Ok((low, _))) = (assigned_at, &watermarks)
-            && assigned_at < (*low).max(0) as u64
-            && assigned_at < from
-            && let Err(e) = self.consumer.seek(
-                topic,
-                partition as i32,
-                Offset::Offset(from as i64),
-                Duration::from_secs(5),
-            )
-        {
-            // The queue goes back, so the partition can be opened again.
-            self.shared
-                .queues
-                .lock()
-                .expect("queues lock")
-                .insert(partition, (queue, Some(assigned_at)));
-            return Err(unavailable(format!(
-                "moving partition {partition}'s reader to offset {from}: {e}"
-            )));
-        }
         Ok(Box::new(KafkaReader {
             queue,
             partition,
@@ -463,6 +454,40 @@ impl MutationLog for KafkaLog {
 impl Drop for KafkaLog {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// The first offset the log holds of each partition in `starts` whose store knows its last
+/// entry applied, in one request (bounded); none when the broker does not answer (their
+/// readers then start at the next offset, unchecked).
+fn first_offsets(
+    consumer: &BaseConsumer<GroupContext>,
+    topic: &str,
+    starts: &[(i32, StartAt)],
+) -> HashMap<i32, u64> {
+    let mut asked = TopicPartitionList::new();
+    for &(p, at) in starts {
+        if at.last_applied.is_some_and(|last| last < at.next) {
+            // ListOffsets' "earliest" timestamp: the partition's first offset.
+            let _ = asked.add_partition_offset(topic, p, Offset::Beginning);
+        }
+    }
+    if asked.count() == 0 {
+        return HashMap::new();
+    }
+    match consumer.offsets_for_times(asked, Duration::from_secs(5)) {
+        Ok(answered) => answered
+            .elements_for_topic(topic)
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(first) if first >= 0 => Some((e.partition(), first as u64)),
+                _ => None,
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "the log's first offsets are unknown; partitions start at their next offset, their last entry applied unchecked");
+            HashMap::new()
+        }
     }
 }
 
