@@ -1,7 +1,8 @@
 //! The snapshot object: one partition's records at one applied offset, gzip-compressed.
 //!
 //! Inside the gzip stream: the magic line `FIRESCROLL-SNAPSHOT 1\n`, a header (JSON, one line:
-//! namespace, partition, partition count, the offset to apply next), then each record as
+//! namespace, partition, partition count, the offset to apply next, and — since 2026-12-07, a
+//! field older readers skip — the last entry applied, `model/lineage.rs`), then each record as
 //! `u32 key length, key, u32 value length, value` (big-endian; key and value exactly as stored),
 //! in key order, then the end marker `u32 0xFFFFFFFF` and a trailer (JSON: record count, content
 //! SHA-256). The content SHA-256 is computed exactly as the partition digest
