@@ -1392,3 +1392,87 @@ fn a_partition_whose_last_applied_entry_retention_removed_goes_on_from_the_next(
     let (status, body) = node.get_url(&node.url("/ready"));
     assert_eq!(status, 200, "{body}");
 }
+
+#[test]
+fn a_gap_met_while_running_is_filled_by_a_snapshot_without_a_restart() {
+    let broker = Broker::start();
+    let s3 = common::S3Server::start();
+    let with_s3 = |group: &str, instance: &str| {
+        let mut env = kafka_env(&broker, "midgap", group, instance);
+        env.extend(s3.env());
+        // Snapshots only when asked (a's); b retries its unserved partitions every second,
+        // and stays in its group while it is stopped below.
+        let interval = if group == "rg1" { "24h" } else { "1s" };
+        env.push(("SNAPSHOT_INTERVAL".into(), interval.into()));
+        env.retain(|(k, _)| k != "KAFKA_SESSION_MS");
+        env.push(("KAFKA_SESSION_MS".into(), "60000".into()));
+        env
+    };
+    let a = Node::start_env(&with_s3("rg1", "a"));
+    let b = Node::start_env(&with_s3("rg2", "b"));
+    a.wait_until("a owns every partition", Duration::from_secs(30), owns_all);
+    b.wait_until("b owns every partition", Duration::from_secs(60), owns_all);
+    let mut last = Value::Null;
+    for i in 0..40 {
+        last = put(&a, &format!("k{i}"), json!(i), None);
+    }
+    let (status, reply) = b.post(
+        "/records/get",
+        json!({"Records": [{"pk": "k39", "sk": "s"}], "min_offsets": [last]}),
+    );
+    assert_eq!(status, 200, "{reply}");
+
+    // b stops (its consumer too) while more is written, a snapshots, and retention removes
+    // everything b has not read: b meets the gap while running, at its next fetch.
+    b.signal("STOP");
+    for i in 0..40 {
+        last = put(&a, &format!("later{i}"), json!(i), None);
+    }
+    let _ = a.post(
+        "/records/get",
+        json!({"Records": [{"pk": "later39", "sk": "s"}], "min_offsets": [last]}),
+    );
+    let reply = a.client().post(a.url("/admin/snapshots")).send().unwrap();
+    assert_eq!(reply.status(), 200, "{}", reply.text().unwrap());
+    let ends: Vec<(i32, i64)> = a
+        .partitions()
+        .iter()
+        .map(|p| {
+            (
+                p["partition"].as_i64().unwrap() as i32,
+                p["applied_offset"].as_i64().unwrap() + 1,
+            )
+        })
+        .collect();
+    delete_log_head(&broker, "midgap", &ends);
+    b.signal("CONT");
+
+    // Each partition's retry restores a's snapshot and reads on after it, without a restart.
+    b.wait_until(
+        "b met the gap while running",
+        Duration::from_secs(30),
+        |b| b.log().contains("NOT SERVING partition"),
+    );
+    b.wait_until("b serves again", Duration::from_secs(60), |b| {
+        b.get_url(&b.url("/ready")).0 == 200
+    });
+    let (status, reply) = b.post(
+        "/records/get",
+        json!({"Records": [{"pk": "later39", "sk": "s"}]}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["Records"][0]["Data"], json!(39), "{reply}");
+    // And it goes on applying what is written after.
+    let next = put(&a, "after", json!("yes"), None);
+    let (status, reply) = b.post(
+        "/records/get",
+        json!({"Records": [{"pk": "after", "sk": "s"}], "min_offsets": [next]}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["Records"][0]["Data"], json!("yes"), "{reply}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.digests() != b.digests() {
+        assert!(Instant::now() < deadline, "digests differ:\n{}", b.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -323,6 +323,51 @@ impl KafkaLog {
     }
 }
 
+impl KafkaLog {
+    /// Takes `partition`, owned here, out of the consumer's assignment and assigns it again at
+    /// offset `from`, with a new queue of its own.
+    fn assign_again(
+        &self,
+        partition: u32,
+        from: u64,
+    ) -> Result<PartitionQueue<GroupContext>, LogError> {
+        let topic = &self.shared.topic;
+        if !matches!(
+            self.consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        ) {
+            return Err(unavailable(format!(
+                "partition {partition} is not assigned to this node (a reader stopped at an \
+                 error is read again only after the next rebalance with an eager assignor)"
+            )));
+        }
+        let failed = |e: KafkaError| {
+            unavailable(format!(
+                "assigning partition {partition} again at offset {from}: {e}"
+            ))
+        };
+        let mut taken = TopicPartitionList::new();
+        taken.add_partition(topic, partition as i32);
+        self.consumer.incremental_unassign(&taken).map_err(failed)?;
+        // Split before assigning, so no message of it reaches the main queue.
+        let queue = self
+            .consumer
+            .split_partition_queue(topic, partition as i32)
+            .ok_or_else(|| unavailable(format!("no queue for partition {partition}")))?;
+        let mut given = TopicPartitionList::new();
+        given
+            .add_partition_offset(topic, partition as i32, Offset::Offset(from as i64))
+            .map_err(failed)?;
+        self.consumer.incremental_assign(&given).map_err(failed)?;
+        tracing::info!(
+            partition,
+            offset = from,
+            "partition assigned again to read it from a new offset"
+        );
+        Ok(queue)
+    }
+}
+
 impl MutationLog for KafkaLog {
     fn partition_count(&self) -> u32 {
         self.settings.partitions
@@ -388,12 +433,20 @@ impl MutationLog for KafkaLog {
             .queues
             .lock()
             .expect("queues lock")
-            .remove(&partition)
-            .ok_or_else(|| {
-                unavailable(format!(
+            .remove(&partition);
+        let queue = match queue {
+            Some(queue) => queue,
+            // Its last reader stopped at an error (a gap found while reading): librdkafka stops
+            // fetching there and refuses to move, so it is assigned again where asked.
+            None if self.shared.ownership.borrow().contains(&partition) => {
+                self.assign_again(partition, from)?
+            }
+            None => {
+                return Err(unavailable(format!(
                     "partition {partition} is not assigned to this node"
-                ))
-            })?;
+                )));
+            }
+        };
         Ok(Box::new(KafkaReader {
             queue,
             partition,
