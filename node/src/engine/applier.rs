@@ -17,19 +17,8 @@ impl Engine {
     /// Stops partition `runtime` as [`Health::Diverged`]: the log's entry at `offset` is not
     /// the last one its state applied.
     fn diverged(&self, runtime: &PartitionRuntime, offset: u64) {
-        let id = runtime.id();
         let health = Health::Diverged { offset };
-        tracing::error!(
-            partition = id,
-            offset,
-            "NOT SERVING partition {id}: {}",
-            health.reason().unwrap_or_default()
-        );
-        self.inner
-            .metrics
-            .partition_healthy
-            .with_label_values(&[&id.to_string()])
-            .set(0);
+        self.report_not_serving(runtime.id(), &health);
         runtime.set_health(health);
     }
 

@@ -108,18 +108,8 @@ impl Engine {
     /// The runtime of a partition left unrestored on a new disk: not served, its writes
     /// refused, retried with the gaps.
     pub(super) fn unrestored(&self, store: PartitionStore, why: String) -> PartitionRuntime {
-        let id = store.id();
         let health = Health::Unrestored { reason: why };
-        tracing::error!(
-            partition = id,
-            "NOT SERVING partition {id}: {}",
-            health.reason().unwrap_or_default()
-        );
-        self.inner
-            .metrics
-            .partition_healthy
-            .with_label_values(&[&id.to_string()])
-            .set(0);
+        self.report_not_serving(store.id(), &health);
         PartitionRuntime::new(store, 0, health, ReadIndex::off(), (0, 1), None)
     }
 

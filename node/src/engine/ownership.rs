@@ -313,6 +313,21 @@ impl Engine {
         Ok((self.inner.log.reader(id, next)?, None))
     }
 
+    /// Says (an error in the log, `firescroll_partition_healthy` 0) that partition `id` is not
+    /// served, and why.
+    pub(super) fn report_not_serving(&self, id: u32, health: &Health) {
+        tracing::error!(
+            partition = id,
+            "NOT SERVING partition {id}: {}",
+            health.reason().unwrap_or_default()
+        );
+        self.inner
+            .metrics
+            .partition_healthy
+            .with_label_values(&[&id.to_string()])
+            .set(0);
+    }
+
     pub(super) fn gap(
         &self,
         store: crate::store::PartitionStore,

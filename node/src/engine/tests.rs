@@ -159,11 +159,17 @@ fn test_plugins(
 }
 
 fn open_log(dir: &std::path::Path) -> Arc<EmbeddedLog> {
+    open_log_in_segments_of(dir, 1 << 20)
+}
+
+/// An embedded log in `dir` whose segments hold `segment_bytes` (64: one entry each, so
+/// retention can remove any prefix).
+fn open_log_in_segments_of(dir: &std::path::Path, segment_bytes: u64) -> Arc<EmbeddedLog> {
     Arc::new(
         EmbeddedLog::open(EmbeddedLogConfig {
             dir: dir.join("log"),
             partitions: PARTITIONS,
-            segment_bytes: 1 << 20,
+            segment_bytes,
             max_entry_bytes: 1 << 20,
             journal_bytes: crate::log::embedded::DEFAULT_JOURNAL_BYTES,
         })
@@ -1302,16 +1308,7 @@ async fn an_entry_of_a_newer_format_stops_its_partition_before_it_until_rejected
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_in_the_log_is_never_served_silently() {
     let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(
-        EmbeddedLog::open(EmbeddedLogConfig {
-            dir: dir.path().join("log"),
-            partitions: PARTITIONS,
-            segment_bytes: 64,
-            max_entry_bytes: 1 << 20,
-            journal_bytes: crate::log::embedded::DEFAULT_JOURNAL_BYTES,
-        })
-        .unwrap(),
-    );
+    let log = open_log_in_segments_of(dir.path(), 64);
     let pk = pks_in(3, 1).remove(0);
     for i in 0..40 {
         let entry = LogEntry::new(i, vec![put(&pk, &format!("s{i}"), "1", None)]);

@@ -1086,18 +1086,42 @@ fn delete_log_head(broker: &Broker, namespace: &str, offsets: &[(i32, i64)]) {
     });
 }
 
+/// Retention removes every entry `node` applied, in every partition of `namespace`.
+fn delete_applied(broker: &Broker, namespace: &str, node: &Node) {
+    let ends: Vec<(i32, i64)> = node
+        .partitions()
+        .iter()
+        .map(|p| {
+            (
+                p["partition"].as_i64().unwrap() as i32,
+                p["applied_offset"].as_i64().unwrap() + 1,
+            )
+        })
+        .collect();
+    delete_log_head(broker, namespace, &ends);
+}
+
+/// A node's env with snapshots to `s3`: in replica group "rg1" only when asked, elsewhere
+/// every second (so its unserved partitions are retried every second).
+fn snapshot_env(
+    broker: &Broker,
+    s3: &common::S3Server,
+    namespace: &str,
+    group: &str,
+    instance: &str,
+) -> Vec<(String, String)> {
+    let mut env = kafka_env(broker, namespace, group, instance);
+    env.extend(s3.env());
+    let interval = if group == "rg1" { "24h" } else { "1s" };
+    env.push(("SNAPSHOT_INTERVAL".into(), interval.into()));
+    env
+}
+
 #[test]
 fn a_gap_no_snapshot_fills_is_not_served_and_is_served_once_one_does() {
     let broker = Broker::start();
     let mut s3 = common::S3Server::start();
-    let with_s3 = |group: &str, instance: &str| {
-        let mut env = kafka_env(&broker, "gap", group, instance);
-        env.extend(s3.env());
-        // Snapshots only when asked (a's), and b retries its unserved partitions every second.
-        let interval = if group == "rg1" { "24h" } else { "1s" };
-        env.push(("SNAPSHOT_INTERVAL".into(), interval.into()));
-        env
-    };
+    let with_s3 = |group: &str, instance: &str| snapshot_env(&broker, &s3, "gap", group, instance);
     let a = Node::start_env(&with_s3("rg1", "a"));
     a.wait_until("a owns every partition", Duration::from_secs(30), owns_all);
     for i in 0..200 {
@@ -1114,17 +1138,7 @@ fn a_gap_no_snapshot_fills_is_not_served_and_is_served_once_one_does() {
         "/records/get",
         json!({"Records": [{"pk": "later199", "sk": "s"}], "min_offsets": [last]}),
     );
-    let ends: Vec<(i32, i64)> = a
-        .partitions()
-        .iter()
-        .map(|p| {
-            (
-                p["partition"].as_i64().unwrap() as i32,
-                p["applied_offset"].as_i64().unwrap() + 1,
-            )
-        })
-        .collect();
-    delete_log_head(&broker, "gap", &ends);
+    delete_applied(&broker, "gap", &a);
 
     let b = Node::start_env(&with_s3("rg2", "b"));
     b.wait_until("b owns every partition", Duration::from_secs(30), owns_all);
@@ -1398,12 +1412,8 @@ fn a_gap_met_while_running_is_filled_by_a_snapshot_without_a_restart() {
     let broker = Broker::start();
     let s3 = common::S3Server::start();
     let with_s3 = |group: &str, instance: &str| {
-        let mut env = kafka_env(&broker, "midgap", group, instance);
-        env.extend(s3.env());
-        // Snapshots only when asked (a's); b retries its unserved partitions every second,
-        // and stays in its group while it is stopped below.
-        let interval = if group == "rg1" { "24h" } else { "1s" };
-        env.push(("SNAPSHOT_INTERVAL".into(), interval.into()));
+        let mut env = snapshot_env(&broker, &s3, "midgap", group, instance);
+        // b stays in its group while it is stopped below.
         env.retain(|(k, _)| k != "KAFKA_SESSION_MS");
         env.push(("KAFKA_SESSION_MS".into(), "60000".into()));
         env
@@ -1434,17 +1444,7 @@ fn a_gap_met_while_running_is_filled_by_a_snapshot_without_a_restart() {
     );
     let reply = a.client().post(a.url("/admin/snapshots")).send().unwrap();
     assert_eq!(reply.status(), 200, "{}", reply.text().unwrap());
-    let ends: Vec<(i32, i64)> = a
-        .partitions()
-        .iter()
-        .map(|p| {
-            (
-                p["partition"].as_i64().unwrap() as i32,
-                p["applied_offset"].as_i64().unwrap() + 1,
-            )
-        })
-        .collect();
-    delete_log_head(&broker, "midgap", &ends);
+    delete_applied(&broker, "midgap", &a);
     b.signal("CONT");
 
     // Each partition's retry restores a's snapshot and reads on after it, without a restart.

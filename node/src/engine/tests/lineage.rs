@@ -117,16 +117,7 @@ async fn a_log_holding_another_entry_where_the_state_applied_its_last_is_not_app
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_last_entry_the_log_no_longer_holds_is_not_checked() {
     let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(
-        EmbeddedLog::open(EmbeddedLogConfig {
-            dir: dir.path().join("log"),
-            partitions: PARTITIONS,
-            segment_bytes: 64,
-            max_entry_bytes: 1 << 20,
-            journal_bytes: crate::log::embedded::DEFAULT_JOURNAL_BYTES,
-        })
-        .unwrap(),
-    );
+    let log = open_log_in_segments_of(dir.path(), 64);
     let pk = pks_in(1, 1).remove(0);
     write(&log, 1, &pk, 0..10, "1").await;
     let store = crate::store::Store::open(&dir.path().join("store"), PARTITIONS).unwrap();
