@@ -133,7 +133,9 @@ impl Engine {
                 return None;
             }
             match runtime.health() {
-                health @ Health::Unrestored { .. } => health.reason(),
+                // The log here is not the one its state came from: a write numbered in it is
+                // lost if the operator decides the log is the wrong one.
+                health @ (Health::Unrestored { .. } | Health::Diverged { .. }) => health.reason(),
                 // A log that ends before what the partition applied would number a write as
                 // an entry already applied, and answer it with that entry's outcome.
                 health @ Health::Failed { .. }

@@ -97,7 +97,8 @@ impl Service {
                     threshold.as_millis()
                 ));
             }
-            if let Some(to) = runtime.catching_up() {
+            // A partition not served says why below; catching up is not its problem.
+            if let Some(to) = runtime.catching_up().filter(|_| runtime.serving()) {
                 problems.push(format!(
                     "partition {} is catching up: it has applied {} of the {to} entries the log \
                      held when it opened here (its reads wait until it has)",

@@ -694,15 +694,23 @@ impl Service {
             let Some(why) = Box::pin(waited).await else {
                 continue;
             };
+            // An opening partition is refused as reads of it are (Redis clients: LOADING).
+            let unrestored = self.engine.with_partition(partition, |runtime| {
+                matches!(runtime.health(), crate::engine::Health::Unrestored { .. })
+            });
+            let (code, reason) = if self.engine.is_opening(partition) {
+                ("partition_opening", "new_disk")
+            } else if unrestored == Some(true) {
+                ("partition_unrestored", "new_disk")
+            } else {
+                // Its log is not the one its state came from: the log ends before it, or
+                // holds another entry where it applied its last.
+                ("log_mismatch", "log_mismatch")
+            };
             self.metrics
                 .requests_refused
-                .with_label_values(&["new_disk"])
+                .with_label_values(&[reason])
                 .inc();
-            // An opening partition is refused as reads of it are (Redis clients: LOADING).
-            let code = match self.engine.is_opening(partition) {
-                true => "partition_opening",
-                false => "partition_unrestored",
-            };
             return Err(ServiceError::new(
                 ErrorKind::Unavailable,
                 code,

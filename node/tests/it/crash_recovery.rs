@@ -316,6 +316,7 @@ fn a_log_that_ends_before_its_store_takes_no_writes_for_that_partition() {
         json!({"Records": [{"pk": "k1", "sk": "", "data": 4}], "wait": true}),
     );
     assert_eq!(status, 503, "{reply}");
+    assert_eq!(reply["error"]["code"], "log_mismatch", "{reply}");
     let message = reply["error"]["message"].as_str().unwrap();
     assert!(
         message.contains("the log ends at offset 1") && message.contains("nothing was written"),
@@ -337,4 +338,57 @@ fn a_log_that_ends_before_its_store_takes_no_writes_for_that_partition() {
         status == 200 && position(&reply)["Partition"] != first["Partition"]
     });
     assert!(other.is_some(), "no other partition took a write");
+}
+
+/// Another node's log folder put in place of this node's, holding more entries than its store
+/// applied: by offsets alone the node would go on after what it applied, skipping that log's
+/// first entries for good. The partition stops instead, unserved, and takes no writes.
+#[test]
+fn another_nodes_log_put_in_place_is_not_continued() {
+    let mut node = Node::start();
+    let first: Vec<Value> = (1..=3).map(|i| put_one(&node, "k1", json!(i))).collect();
+    node.terminate();
+    let mut other = Node::start();
+    for i in 1..=6 {
+        put_one(&other, "k1", json!(100 + i));
+    }
+    other.terminate();
+    std::fs::remove_dir_all(node.data.join("log")).unwrap();
+    copy_dir(&other.data.join("log"), &node.data.join("log"));
+    node.spawn();
+    let partition = first[0]["Partition"].as_u64().unwrap();
+    let last = first[2]["Offset"].as_u64().unwrap();
+    node.wait_until("the partition stops", Duration::from_secs(30), |n| {
+        let (status, ready) = n.get_url(&n.url("/ready"));
+        status == 503 && ready.contains(&format!("another entry at offset {last}"))
+    });
+    let (status, ready) = node.get_url(&node.url("/ready"));
+    assert!(
+        !ready.contains("catching up"),
+        "a partition not served is not said to catch up: {ready}"
+    );
+    assert_eq!(status, 503);
+    let (status, reply) = node.post("/records/get", json!({"Records": [{"pk": "k1", "sk": ""}]}));
+    assert_eq!(status, 503, "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("partition {partition} is not served")),
+        "{reply}"
+    );
+    let (status, reply) = node.post(
+        "/records/put",
+        json!({"Records": [{"pk": "k1", "sk": "", "data": 4}], "wait": true}),
+    );
+    assert_eq!(status, 503, "{reply}");
+    assert_eq!(reply["error"]["code"], "log_mismatch", "{reply}");
+    // Redis writes alike.
+    let mut redis = redis::Client::open(format!("redis://127.0.0.1:{}/", node.resp))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let refused: redis::RedisResult<()> = redis::cmd("SET").arg("k1").arg("5").query(&mut redis);
+    let e = refused.unwrap_err().to_string();
+    assert!(e.contains("another entry at offset"), "{e}");
 }

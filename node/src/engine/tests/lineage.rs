@@ -104,6 +104,11 @@ async fn a_log_holding_another_entry_where_the_state_applied_its_last_is_not_app
     // What this state holds at offset 3 is the first log's entry's outcome, not the one at 3
     // now: it is not told.
     assert_eq!(engine.outcome(at(3)).unwrap(), None);
+    // Nor does the embedded log take writes for it: a write numbered in a log the operator
+    // may then decide is the wrong one would be lost.
+    let held = engine.write_hold(2).expect("writes refused");
+    assert!(held.contains("another entry at offset 5"), "{held}");
+    assert_eq!(engine.write_hold(0), None);
     assert!(
         metrics
             .render()
