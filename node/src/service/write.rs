@@ -10,6 +10,7 @@ use crate::model::{
 };
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;
 
 /// One op of a write request: a log entry op whose plugins (`if_plugin`, `transform`) are named;
@@ -179,15 +180,19 @@ impl Service {
         for position in positions {
             let outcome = match below_floor(&floors, position) {
                 Some(floor) => {
-                    // What this node holds at that offset is another entry's outcome.
-                    tracing::error!(
-                        partition = position.partition,
-                        offset = position.offset,
-                        applied_before = floor,
-                        "the log numbered a write below what this node had already applied: the \
-                         log went backwards (a topic deleted and created again, an unclean leader \
-                         election); the write's outcome is not known"
-                    );
+                    // What this node holds at that offset is another entry's outcome. Said
+                    // once in a while: every write to such a partition meets it.
+                    if once_per(&BACKWARDS_LOGGED_MS, BACKWARDS_LOG_EVERY_MS) {
+                        tracing::error!(
+                            partition = position.partition,
+                            offset = position.offset,
+                            applied_before = floor,
+                            "the log numbered a write below what this node had already applied: \
+                             the log went backwards (a topic deleted and created again, an \
+                             unclean leader election); the write's outcome is not known (said \
+                             once per 10 s)"
+                        );
+                    }
                     None
                 }
                 None => self.await_outcome(position, deadline).await?,
@@ -771,6 +776,22 @@ impl Service {
     }
 }
 
+/// When a write was last told that the log went backwards under it (unix ms), and how often
+/// that is logged at most.
+static BACKWARDS_LOGGED_MS: AtomicI64 = AtomicI64::new(i64::MIN);
+const BACKWARDS_LOG_EVERY_MS: i64 = 10_000;
+
+/// Whether `every_ms` has passed since `last` (unix ms) was set, setting it if so: true for
+/// one caller at a time however many ask at once.
+fn once_per(last: &AtomicI64, every_ms: i64) -> bool {
+    let now = crate::model::now_ms();
+    let seen = last.load(Ordering::Relaxed);
+    now.saturating_sub(seen) >= every_ms
+        && last
+            .compare_exchange(seen, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
+
 /// The offset this node had applied of `position`'s partition before the write was appended,
 /// when the position is below it: the log numbered the write with an offset of an entry this
 /// node already applied (see [`Service::applied_floors`]).
@@ -954,5 +975,18 @@ fn refuse_record(code: &'static str, i: usize, why: Option<String>) -> Result<()
             format!("record {i}: {why}"),
         )),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn once_per_lets_one_caller_through_per_interval() {
+        let last = AtomicI64::new(i64::MIN);
+        let through = (0..10_000).filter(|_| once_per(&last, 60_000)).count();
+        assert_eq!(through, 1, "a burst is said once");
+        assert!(once_per(&last, 0), "after the interval, again");
     }
 }
