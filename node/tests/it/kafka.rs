@@ -1357,6 +1357,82 @@ fn a_topic_created_again_is_never_continued_and_its_writes_are_not_told_older_ou
     );
 }
 
+/// S3 still holds snapshots made from the topic before it was deleted and created again: a
+/// new replica restores one (the new topic holds its offset) and must find that the topic's
+/// entry at the snapshot's last offset is another, rather than apply the new topic's entries
+/// on top of the old topic's state and serve that mix.
+#[test]
+fn a_snapshot_of_the_topic_before_it_was_created_again_is_not_continued() {
+    let broker = Broker::start();
+    let s3 = common::S3Server::start();
+    let a = Node::start_env(&snapshot_env(&broker, &s3, "resnap", "rg1", "a"));
+    a.wait_until("a owns every partition", Duration::from_secs(30), owns_all);
+    let written: Vec<Value> = (0..6)
+        .map(|n| put(&a, "rk", json!({"n": n}), None))
+        .collect();
+    assert_eq!(written[5]["Offset"], 5, "{written:?}");
+    let (status, reply) = a.post(
+        "/records/get",
+        json!({"Records": [{"pk": "rk", "sk": "s"}], "min_offsets": [written[5]]}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let reply = a.client().post(a.url("/admin/snapshots")).send().unwrap();
+    assert_eq!(reply.status(), 200, "{}", reply.text().unwrap());
+    drop(a);
+
+    // The topic deleted and created again, and longer than the snapshot by the time a new
+    // replica starts: by offsets alone the snapshot (next offset 6) fits it.
+    recreate_mutations_topic(&broker, "resnap");
+    let entry = |n: u32| {
+        format!(
+            r#"{{"v":1,"ts_ms":1,"ops":[{{"op":"put","pk":"rk","sk":"s","data":{{"n":{n}}}}}]}}"#
+        )
+    };
+    let produced: Vec<Value> = (100..109)
+        .map(|n| produce(&broker, "resnap", "rk", &entry(n)))
+        .collect();
+    assert_eq!(produced[8]["Offset"], 8, "{produced:?}");
+
+    let b = Node::start_env(&snapshot_env(&broker, &s3, "resnap", "rg2", "b"));
+    b.wait_until("b owns every partition", Duration::from_secs(60), owns_all);
+    b.wait_until(
+        "b not ready: the snapshot is not of this topic",
+        Duration::from_secs(30),
+        |b| {
+            let (status, body) = b.get_url(&b.url("/ready"));
+            status == 503 && body.contains("another entry at offset 5")
+        },
+    );
+    assert!(
+        b.log().contains("from a snapshot"),
+        "b did not restore the snapshot, so this tested nothing:\n{}",
+        b.log()
+    );
+    // Neither the old topic's state nor a mix of it and the new topic's entries 6..8 is served.
+    let (status, reply) = b.post(
+        "/records/get",
+        json!({"Records": [{"pk": "rk", "sk": "s"}]}),
+    );
+    assert_eq!(status, 503, "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("delete the partition's S3 snapshots made from the old log"),
+        "{reply}"
+    );
+    let partition = produced[0]["Partition"].as_u64().unwrap();
+    let report = b
+        .partitions()
+        .into_iter()
+        .find(|p| p["partition"] == partition)
+        .unwrap();
+    assert_eq!(
+        report["applied_offset"], 5,
+        "nothing of the new topic applied: {report}"
+    );
+}
+
 #[test]
 fn a_partition_whose_last_applied_entry_retention_removed_goes_on_from_the_next() {
     let broker = Broker::start();
