@@ -15,9 +15,16 @@ const READ_RETRY: Duration = Duration::from_secs(1);
 
 impl Engine {
     /// Stops partition `runtime` as [`Health::Diverged`]: the log's entry at `offset` is not
-    /// the last one its state applied.
+    /// the last one its state applied. When that entry is the last of the snapshot the state
+    /// was restored from, with nothing applied after it, the state is the snapshot's alone.
     fn diverged(&self, runtime: &PartitionRuntime, offset: u64) {
-        let health = Health::Diverged { offset };
+        let snapshot = match runtime.store.restored_from() {
+            Ok(Some((next, key))) if next == offset + 1 && runtime.next_offset() == next => {
+                Some(key)
+            }
+            _ => None,
+        };
+        let health = Health::Diverged { offset, snapshot };
         self.report_not_serving(runtime.id(), &health);
         runtime.set_health(health);
     }

@@ -176,6 +176,10 @@ struct Inner {
     stop: tokio::sync::watch::Sender<bool>,
     /// Held while ownership changes are applied, so shutdown can wait for one in progress.
     reconciling: Mutex<()>,
+    /// S3 snapshots (object keys) found made from another log than the one this node reads:
+    /// restores skip them. Kept in memory only: after a restart one may be restored once more,
+    /// found out again and set aside.
+    foreign_snapshots: Mutex<BTreeSet<String>>,
     /// The threads that apply the owned partitions.
     pool: pool::ApplierPool,
 }
@@ -231,6 +235,7 @@ impl Engine {
                 opening: tokio::sync::watch::Sender::new(BTreeSet::new()),
                 stop: tokio::sync::watch::Sender::new(false),
                 reconciling: Mutex::new(()),
+                foreign_snapshots: Mutex::new(BTreeSet::new()),
             }),
         };
         engine.inner.pool.start(Arc::downgrade(&engine.inner));

@@ -434,6 +434,16 @@ impl Engine {
                 tracing::warn!(partition = id, snapshot = %manifest.object_key, "snapshot of another layout; skipped");
                 continue;
             }
+            if self
+                .inner
+                .foreign_snapshots
+                .lock()
+                .expect("foreign snapshots lock")
+                .contains(&manifest.object_key)
+            {
+                // Restored once, and the log held another entry at its last offset.
+                continue;
+            }
             if manifest.next_offset <= next {
                 // Nothing newer than what the store holds.
                 return Ok(next);
@@ -558,6 +568,33 @@ impl Engine {
             .collect();
         for old in gaps {
             let id = old.id();
+            if let Health::Diverged {
+                offset,
+                snapshot: Some(snapshot),
+            } = old.health()
+            {
+                // Its state is that snapshot's alone (nothing applied after it), and the log
+                // holds another entry at the snapshot's last offset: the snapshot is a copy of
+                // another log's prefix. Emptied, the partition is rebuilt from the log, or from
+                // an older snapshot that is of it.
+                if let Err(e) = old.store.empty() {
+                    tracing::error!(partition = id, error = %e, "emptying a partition restored from a snapshot of another log failed");
+                    continue;
+                }
+                tracing::warn!(
+                    partition = id,
+                    snapshot = %snapshot,
+                    offset,
+                    "the snapshot this partition was restored from is of another log (the log holds \
+                     another entry at its last offset, as after a topic was deleted and created \
+                     again): set aside, and the partition rebuilt from the log"
+                );
+                self.inner
+                    .foreign_snapshots
+                    .lock()
+                    .expect("foreign snapshots lock")
+                    .insert(snapshot);
+            }
             let Ok(fresh) = self.open_partition(id) else {
                 continue;
             };

@@ -44,8 +44,15 @@ pub enum Health {
     /// and created again, an unclean leader election, another node's log folder). Applying on
     /// would skip the new log's entries before it for good, and the old state is not the new
     /// log's, so the partition is neither applied nor served until an operator decides which
-    /// one is right.
-    Diverged { offset: u64 },
+    /// one is right — unless its whole state is the S3 snapshot `snapshot` this node restored
+    /// (nothing applied after it): a snapshot is only a copy of a log's prefix, and one of
+    /// another log is set aside at the next retry, the partition emptied and rebuilt from the
+    /// log (or an older snapshot of it).
+    Diverged {
+        offset: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        snapshot: Option<String>,
+    },
     /// The entry at `offset` is of a newer log format (`version`) than this build applies.
     /// Rejecting it would make this replica disagree with newer ones, so the partition stops
     /// before it; reads see the state before it. A build that applies the version resumes there.
@@ -66,10 +73,19 @@ impl Health {
         )
     }
 
-    /// Whether a retry may serve the partition: a gap a snapshot may fill now, or a
-    /// restore that may succeed now.
+    /// Whether a retry may serve the partition: a gap a snapshot may fill now, a restore
+    /// that may succeed now, or a state restored from a snapshot of another log, which the
+    /// retry sets aside.
     pub(super) fn retried(&self) -> bool {
-        matches!(self, Health::Gap { .. } | Health::Unrestored { .. })
+        matches!(
+            self,
+            Health::Gap { .. }
+                | Health::Unrestored { .. }
+                | Health::Diverged {
+                    snapshot: Some(_),
+                    ..
+                }
+        )
     }
 
     /// Why the partition is not serving, in words that say what to do (`None` while serving).
@@ -96,15 +112,24 @@ impl Health {
                  room; to start the partition empty instead, delete its snapshots from the \
                  bucket"
             )),
-            Health::Diverged { offset } => Some(format!(
+            Health::Diverged {
+                offset,
+                snapshot: Some(snapshot),
+            } => Some(format!(
+                "the log holds another entry at offset {offset} than the snapshot {snapshot} \
+                 this node restored it from: the snapshot was made from another log (a topic \
+                 deleted and created again). It is set aside at the next retry and the \
+                 partition rebuilt from the log"
+            )),
+            Health::Diverged { offset, .. } => Some(format!(
                 "the log holds another entry at offset {offset} than the one this node applied \
                  there: it is not the log this partition's state came from (a topic deleted and \
                  created again, an unclean leader election, another node's log folder put in \
                  place). Nothing more is applied and the partition is not served. If the log is \
                  the wrong one, point the node at the right one and restart it; if the log is \
-                 right, this state is not of it: stop the node, remove its DB_PATH, and delete \
-                 the partition's S3 snapshots made from the old log, then start it to rebuild \
-                 from the log"
+                 right, this state is not of it: stop the node, remove its DB_PATH and start \
+                 it; it rebuilds from the log, setting aside any S3 snapshot made from the old \
+                 log that it restores"
             )),
             Health::NewerFormat { offset, version } => Some(format!(
                 "the entry at offset {offset} is log format v{version}, newer than this node \

@@ -472,11 +472,16 @@ mod tests {
         p.restore(
             records.iter().cloned().map(Ok::<_, String>),
             100,
-            None,
+            snapshot_last,
             "snap-a",
         )
         .unwrap();
         assert_eq!(p.digest().unwrap().sha256, expected);
+        // A restored state set aside (its snapshot is of another log) is emptied the same way.
+        p.empty().unwrap();
+        empty(&p);
+        drop(p);
+        empty(&store.partition(0).unwrap());
     }
 
     #[test]

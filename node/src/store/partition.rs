@@ -129,8 +129,9 @@ impl PartitionStore {
             tracing::warn!(
                 partition = id,
                 snapshot = %String::from_utf8_lossy(mark.get(8..).unwrap_or_default()),
-                "a restore from a snapshot did not finish (the node stopped during it): the \
-                 partition starts empty, and is restored or replayed again"
+                "a restore from a snapshot (or emptying the partition) did not finish: the \
+                 node stopped during it; the partition starts empty, and is restored or \
+                 replayed again"
             );
             store.clear_state()?;
             store.meta.remove(store.tag_key(RESTORING_TAG))?;
@@ -245,19 +246,37 @@ impl PartitionStore {
         // Nothing is skipped while the state is partial.
         self.deadlines.store(true, Ordering::Release);
         let restored = self.restore_after_mark(records, next_offset, last_entry, source);
-        if restored.is_err() {
-            let emptied = self.clear_state().and_then(|()| {
-                // Empty, and whole: the key index of no records is built.
-                let mut batch = self.db.batch();
-                batch.insert(&self.meta, self.tag_key(KEY_INDEX_BUILT_TAG), [1u8]);
-                batch.remove(&self.meta, self.tag_key(RESTORING_TAG));
-                Ok(batch.commit()?)
-            });
-            if let Err(e) = emptied {
-                tracing::error!(partition = self.id, error = %e, "emptying a partition after a failed restore failed; it is emptied when next opened");
-            }
+        if restored.is_err()
+            && let Err(e) = self.empty()
+        {
+            tracing::error!(partition = self.id, error = %e, "emptying a partition after a failed restore failed; it is emptied when next opened");
         }
         restored
+    }
+
+    /// Empties the partition as a new disk's: no records, outcomes or deadlines, next offset 0,
+    /// no snapshot restored and no last entry (what a restore that failed, or a state set
+    /// aside, leaves). Removed a bounded batch at a time between a first commit that marks the
+    /// state partial (as a restore's) and a last one: a node that stops in between finds the
+    /// mark when it opens the partition again and empties it.
+    pub fn empty(&self) -> Result<()> {
+        let mut batch = self.db.batch();
+        let mut mark = 0u64.to_be_bytes().to_vec();
+        mark.extend_from_slice(b"(emptied)");
+        batch.insert(&self.meta, self.tag_key(RESTORING_TAG), mark);
+        batch.remove(&self.meta, self.next_offset_key());
+        batch.remove(&self.meta, self.tag_key(KEY_INDEX_BUILT_TAG));
+        batch.remove(&self.meta, self.tag_key(RESTORED_TAG));
+        batch.remove(&self.meta, self.tag_key(LAST_ENTRY_TAG));
+        batch.commit()?;
+        self.clear_state()?;
+        let mut batch = self.db.batch();
+        // Empty, and whole: the key index of no records is built.
+        batch.insert(&self.meta, self.tag_key(KEY_INDEX_BUILT_TAG), [1u8]);
+        batch.remove(&self.meta, self.tag_key(RESTORING_TAG));
+        batch.commit()?;
+        self.deadlines.store(false, Ordering::Release);
+        Ok(())
     }
 
     /// The restore once its mark is committed: the old state removed, the records written.

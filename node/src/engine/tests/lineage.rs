@@ -83,7 +83,13 @@ async fn a_log_holding_another_entry_where_the_state_applied_its_last_is_not_app
     write(&log, 2, &pk, 0..9, "\"second\"").await;
     let (engine, _tasks, metrics) = start(log.clone());
     let health = stopped(&engine, 2).await;
-    assert_eq!(health, Health::Diverged { offset: 5 });
+    assert_eq!(
+        health,
+        Health::Diverged {
+            offset: 5,
+            snapshot: None
+        }
+    );
     let reason = health.reason().unwrap();
     assert!(
         reason.contains("another entry at offset 5") && reason.contains("remove its DB_PATH"),
