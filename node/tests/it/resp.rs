@@ -1385,7 +1385,17 @@ assert resp3.smembers("r3") == {{b"a", b"b"}} and resp3.sinter("r3", "r3") == {{
 # SPOP looks at, so the later pops find the members the earlier ones left).
 for start in range(0, 3000, 1000):
     ours.sadd("q", *[f"m{{i:04d}}" for i in range(start, start + 1000)])
+# An exception in a thread is printed and lost: each worker notes its own, asserted on below.
+errors = []
+def guarded(work):
+    def run(*args):
+        try:
+            work(*args)
+        except Exception as e:
+            errors.append(repr(e))
+    return run
 got = [[], [], []]
+@guarded
 def worker(i):
     client = redis.Redis(port={port})
     while True:
@@ -1408,17 +1418,80 @@ try:
     raise SystemExit("a union of 1001 keys was taken")
 except redis.ResponseError as e:
     assert "MAX_RECORDS_PER_REQUEST" in str(e), e
-# MULTI holds SADD, SREM and the one-key reads; SPOP (it reads before it writes) is refused.
+# MULTI holds SADD, SREM and the one-key reads.
 p = ours.pipeline(transaction=True)
 p.sadd("tx", "a", "b").srem("tx", "a").smembers("tx").scard("tx")
 assert p.execute() == [2, 1, {{b"b"}}, 1]
-try:
-    p = ours.pipeline(transaction=True)
-    p.spop("tx")
-    p.execute()
-    raise SystemExit("SPOP was taken in a transaction")
-except redis.ResponseError as e:
-    assert "cannot be used in a transaction" in str(e), e
+# And SPOP: it sees the transaction's earlier writes, the reads after it see what it popped,
+# and its reply is what it removed, as from redis-server side by side.
+def popping(client):
+    client.delete("txp")
+    client.sadd("txp", "a", "b", "c")
+    p = client.pipeline(transaction=True)
+    p.sadd("txp", "d").spop("txp", 2).scard("txp").spop("txp").scard("txp").spop("txp", 5)
+    p.smembers("txp").spop("txp").spop("txp", 3).exists("txp")
+    return p.execute()
+for got in (popping(ours), popping(theirs)):
+    assert got[0] == 1 and len(got[1]) == 2 and got[2] == 2 and got[3] is not None, got
+    assert got[4] == 1 and len(got[5]) == 1 and got[6] == set() and got[7] is None, got
+    assert got[8] == [] and got[9] == 0, got
+    assert sorted(list(got[1]) + [got[3]] + list(got[5])) == [b"a", b"b", b"c", b"d"], got
+# Transactions popping from a set other clients add to meanwhile (each change makes EXEC
+# run its commands again): every member popped exactly once.
+ours.sadd("q2", *[f"n{{i:04d}}" for i in range(600)])
+adding = [True]
+@guarded
+def adder():
+    client = redis.Redis(port={port})
+    for start in range(600, 900, 10):
+        client.sadd("q2", *[f"n{{i:04d}}" for i in range(start, start + 10)])
+    adding[0] = False
+got = [[], [], []]
+@guarded
+def transactional_popper(i):
+    client = redis.Redis(port={port})
+    while True:
+        p = client.pipeline(transaction=True)
+        p.spop("q2", 7).scard("q2")
+        popped, left = p.execute()
+        got[i].extend(popped)
+        if errors or (not popped and not adding[0] and left == 0):
+            break
+threads = [threading.Thread(target=transactional_popper, args=(i,)) for i in range(3)]
+threads.append(threading.Thread(target=adder))
+[t.start() for t in threads]
+[t.join() for t in threads]
+every = got[0] + got[1] + got[2]
+assert not errors, errors
+assert len(every) == 900 and len(set(every)) == 900 and ours.scard("q2") == 0, (len(every), len(set(every)))
+# Four transactions at a time popping from a set of one member at a time: all but one pick
+# what another takes first, and run again (nothing written meanwhile).
+adding[0] = True
+@guarded
+def one_by_one():
+    client = redis.Redis(port={port})
+    for i in range(200):
+        client.sadd("q3", f"o{{i:03d}}")
+    adding[0] = False
+got = [[], [], [], []]
+@guarded
+def single_popper(i):
+    client = redis.Redis(port={port})
+    while True:
+        p = client.pipeline(transaction=True)
+        p.spop("q3").scard("q3")
+        popped, left = p.execute()
+        if popped is not None:
+            got[i].append(popped)
+        elif errors or (not adding[0] and left == 0):
+            break
+threads = [threading.Thread(target=single_popper, args=(i,)) for i in range(4)]
+threads.append(threading.Thread(target=one_by_one))
+[t.start() for t in threads]
+[t.join() for t in threads]
+every = got[0] + got[1] + got[2] + got[3]
+assert not errors, errors
+assert len(every) == 200 and len(set(every)) == 200, (len(every), len(set(every)))
 # TTL of a key the transaction writes is read at apply, after the writes before it.
 p = ours.pipeline(transaction=True)
 p.set("tx:ttl", "v", ex=100).ttl("tx:ttl").get("tx:ttl").persist("tx:ttl").ttl("tx:ttl")

@@ -74,6 +74,9 @@ pub struct Session {
     /// from what its ops return at apply: (index of its first op among the collected ones, how
     /// to make the reply).
     deferred: Option<(usize, Shape)>,
+    /// Set by `SPOP` inside `EXEC`: the members it chose and where their removals are among
+    /// the collected ops (its reply is the members the removals found, once applied).
+    popping: Option<transaction::Popped>,
     /// Bytes of documents the reads inside this `EXEC` may still parse to replay its pending
     /// JSON edits (each read replays every edit before it: unbounded, 500 edits read 500 times
     /// would hold the connection's thread for minutes). Atomic only because reads borrow the
@@ -287,6 +290,7 @@ impl Session {
             skip_groups: Vec::new(),
             deleting_expires: Vec::new(),
             deferred: None,
+            popping: None,
             pending_json_bytes: std::sync::atomic::AtomicU64::new(0),
             last_written: Vec::new(),
             watched: Vec::new(),

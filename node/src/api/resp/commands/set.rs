@@ -258,6 +258,9 @@ pub async fn spop(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         [] => return wrong_arity("spop"),
         _ => return Reply::err("syntax error"),
     };
+    if ctx.session.collecting.is_some() {
+        return spop_in_transaction(ctx, key, count).await;
+    }
     let want = count.unwrap_or(1);
     let mut popped: Vec<Bytes> = Vec::new();
     for _ in 0..POP_ROUNDS {
@@ -323,4 +326,57 @@ pub async fn spop(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         None => popped.pop().map_or(Reply::Null, Reply::Bulk),
         Some(_) => Reply::Set(popped.into_iter().map(Reply::Bulk).collect()),
     }
+}
+
+/// `SPOP` inside `EXEC`: picks among every member the transaction sees there (its earlier
+/// writes included) and adds their removals to its entry, each on the condition that its
+/// member is there when the entry applies: if another client took one meanwhile, nothing is
+/// written and `EXEC` runs the transaction again. The reply is made from what the removals
+/// found, once applied (see `transaction::Popped`).
+async fn spop_in_transaction(ctx: &mut Context<'_>, key: &Bytes, count: Option<usize>) -> Reply {
+    let records = match all_fields(ctx, std::slice::from_ref(key), "spop").await {
+        Ok(records) => records,
+        Err(e) => return e,
+    };
+    let want = count
+        .unwrap_or(1)
+        .min(records.len())
+        .min(ctx.service.limits().max_records);
+    if want == 0 {
+        // Nothing to pop: nothing written, the reply known now.
+        return match count {
+            None => Reply::Null,
+            Some(_) => Reply::Set(Vec::new()),
+        };
+    }
+    // Distinct members, in a random order: a partial Fisher-Yates shuffle.
+    let mut order: Vec<usize> = (0..records.len()).collect();
+    for i in 0..want {
+        let j = i + (super::random() % (order.len() - i) as u64) as usize;
+        order.swap(i, j);
+    }
+    let chosen = &order[..want];
+    let ops = chosen.iter().map(|&i| WriteOp {
+        op: OpKind::Delete,
+        pk: records[i].pk.clone(),
+        sk: records[i].sk.clone(),
+        return_existed: true,
+        cond: Some("data != nil".into()),
+        ..WriteOp::default()
+    });
+    let members = chosen
+        .iter()
+        .map(|&i| super::wire_key(&records[i].sk))
+        .collect();
+    let Some(collected) = ctx.session.collecting.as_mut() else {
+        return Reply::err("SPOP's transaction form outside a transaction");
+    };
+    ctx.session.popping = Some(super::transaction::Popped {
+        first_op: collected.len(),
+        members,
+        single: count.is_none(),
+    });
+    collected.extend(ops);
+    // Replaced once the transaction applied.
+    Reply::Null
 }

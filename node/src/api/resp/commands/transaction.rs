@@ -13,6 +13,12 @@
 //! through any node, either protocol — every replica rejects the entry alike and `EXEC` answers
 //! nil. Watched keys share the transaction's partition (else CROSSSLOT). A version read from a
 //! node that lags makes `EXEC` fail and the client retry, never succeed wrongly.
+//!
+//! `SPOP` reads before it writes: each removal of a member it picked holds the condition that
+//! the member is still there. When another client took one in between (a pop, a removal), the
+//! entry is rejected whole, nothing written, and `EXEC` runs the commands again (at most
+//! [`POP_ATTEMPTS`] times; `MONITOR` and the command counts see each run), so it never hands a
+//! member to two clients nor answers one it did not remove.
 
 use super::{Context, Shape, command_table, deferred_reply, is_write, run, text, unknown_command};
 use crate::api::resp::reply::Reply;
@@ -30,10 +36,41 @@ pub struct Queued {
     refused: bool,
 }
 
-/// Writes that read before they write (`SPOP`): refused inside a transaction. (`SETNX`,
-/// `HSETNX` and `SET ... NX|XX` are skipped alone when their condition is false, from log
-/// format v4; `MSETNX` and `HSETEX FNX|FXX` set all their keys or none, from v8.)
-const CONDITIONAL_WRITES: [&str; 1] = ["spop"];
+/// How many times `EXEC` runs a transaction holding `SPOP` when other clients took members it
+/// picked between its read of the set and the apply (each time, nothing was written).
+const POP_ATTEMPTS: usize = 32;
+
+/// What `SPOP` inside `EXEC` chose: the members, whose removals are the collected ops from
+/// `first_op` on, one each, and whether it was asked for one member (a bulk reply) or a count
+/// (an array).
+#[derive(Debug)]
+pub struct Popped {
+    pub first_op: usize,
+    pub members: Vec<Bytes>,
+    pub single: bool,
+}
+
+impl Popped {
+    /// Whether the collected op at `index` is one of its removals.
+    fn removes(&self, index: usize) -> bool {
+        (self.first_op..self.first_op + self.members.len()).contains(&index)
+    }
+
+    /// The reply once the transaction applied: the members whose removal found them.
+    fn reply(self, returned: &[crate::model::Returned]) -> Reply {
+        let mut found = self
+            .members
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| super::returned_by(returned, self.first_op + i) == Some("1"))
+            .map(|(_, member)| member);
+        if self.single {
+            found.next().map_or(Reply::Null, Reply::Bulk)
+        } else {
+            Reply::Set(found.map(Reply::Bulk).collect())
+        }
+    }
+}
 
 /// Writes whose condition decides for all their keys together: below log format v8 (no
 /// `skips_with`) it would decide the whole transaction, and they are refused inside one.
@@ -86,11 +123,9 @@ const QUEUEABLE_READS: [&str; 41] = [
 ];
 
 /// Whether a transaction may hold `name`, with entries of log format `version`: every write
-/// but the conditional ones, and the reads.
+/// (below v8, but the group ones), and the reads.
 fn queueable(name: &str, version: u32) -> bool {
-    (is_write(name)
-        && !CONDITIONAL_WRITES.contains(&name)
-        && (version >= 8 || !GROUP_WRITES.contains(&name)))
+    (is_write(name) && (version >= 8 || !GROUP_WRITES.contains(&name)))
         || QUEUEABLE_READS.contains(&name)
 }
 
@@ -128,13 +163,13 @@ pub async fn intercept(
                 queue.refused = true;
                 // What may be queued, in a few words (a list of every write was 60 names).
                 return Some(Reply::err(format!(
-                    "'{name}' cannot be used in a transaction here: one holds writes (but not \
-                     {}) and the reads {}; run it before MULTI or after EXEC",
+                    "'{name}' cannot be used in a transaction here: one holds writes{} and the \
+                     reads {}; run it before MULTI or after EXEC",
                     if version >= 8 {
-                        CONDITIONAL_WRITES.join(", ")
+                        String::new()
                     } else {
                         // Below v8 their condition would decide the whole transaction.
-                        [CONDITIONAL_WRITES, GROUP_WRITES].concat().join(", ")
+                        format!(" (but not {})", GROUP_WRITES.join(", "))
                     },
                     QUEUEABLE_READS.join(", ")
                 )));
@@ -272,33 +307,61 @@ async fn exec(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             ..WriteOp::default()
         })
         .collect();
+    for _ in 0..POP_ATTEMPTS {
+        if let Ran::Done(reply) = run_once(ctx, &queue.commands, checks.clone()).await {
+            return reply;
+        }
+    }
+    Reply::err(format!(
+        "other clients popped or removed the members SPOP picked inside this transaction, \
+         between reading its set and applying the transaction, {POP_ATTEMPTS} times; nothing \
+         was written: run it again"
+    ))
+}
+
+/// How one run of a transaction's commands ended.
+enum Ran {
+    /// With this reply to `EXEC`.
+    Done(Reply),
+    /// Rejected, nothing written: a member `SPOP` picked was gone when the entry applied.
+    Popped,
+}
+
+/// Runs the queued `commands` once, their writes after `checks` (the watched keys'), and sends
+/// the entry.
+async fn run_once(ctx: &mut Context<'_>, commands: &[Vec<Bytes>], checks: Vec<WriteOp>) -> Ran {
     let check_count = checks.len();
     // Every command in order: writes are collected instead of sent, and reads see the writes
     // collected before them, as in Redis.
     ctx.session.collecting = Some(checks);
     ctx.session.skip_groups.clear();
     ctx.session.deleting_expires.clear();
+    ctx.session.popping = None;
     *ctx.session.pending_json_bytes.get_mut() = super::PENDING_JSON_BYTES;
-    let mut replies = Vec::with_capacity(queue.commands.len());
+    let mut replies = Vec::with_capacity(commands.len());
     let mut deferred: Vec<(usize, usize, Shape)> = Vec::new();
-    for command in queue.commands {
-        let reply = Box::pin(run(ctx, &command)).await;
+    let mut pops: Vec<(usize, Popped)> = Vec::new();
+    for command in commands {
+        let reply = Box::pin(run(ctx, command)).await;
         if let Some((op, shape)) = ctx.session.deferred.take() {
             deferred.push((replies.len(), op, shape));
+        }
+        if let Some(popped) = ctx.session.popping.take() {
+            pops.push((replies.len(), popped));
         }
         replies.push(reply);
     }
     let ops: Vec<WriteOp> = ctx.session.collecting.take().unwrap_or_default();
     if ops.is_empty() {
-        return Reply::Array(replies);
+        return Ran::Done(Reply::Array(replies));
     }
-    let wait = check_count > 0 || !deferred.is_empty();
+    let wait = check_count > 0 || !deferred.is_empty() || !pops.is_empty();
     let results = match ctx.send(ops, WriteMode::Atomic, wait).await {
         Ok(results) => results,
-        Err(e) => return e,
+        Err(e) => return Ran::Done(e),
     };
     if !wait {
-        return Reply::Array(replies);
+        return Ran::Done(Reply::Array(replies));
     }
     let outcome = results.first().and_then(|r| r.outcome.clone()).flatten();
     match &outcome {
@@ -308,22 +371,36 @@ async fn exec(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
             if r.kind == RejectionKind::ConditionFailed
                 && r.op.is_some_and(|op| (op as usize) < check_count) =>
         {
-            return Reply::Null;
+            return Ran::Done(Reply::Null);
+        }
+        // A member SPOP picked was gone: nothing was written; pick again.
+        Some(Outcome::Rejected(r))
+            if r.kind == RejectionKind::ConditionFailed
+                && r.op.is_some_and(|op| {
+                    pops.iter().any(|(_, popped)| popped.removes(op as usize))
+                }) =>
+        {
+            return Ran::Popped;
         }
         Some(Outcome::Rejected(r)) => {
-            return Reply::err(format!(
+            return Ran::Done(Reply::err(format!(
                 "the transaction was rejected when applied, nothing was written: {}",
                 r.message
-            ));
+            )));
         }
         Some(Outcome::Expired) | None => {
-            return Reply::err(
+            return Ran::Done(Reply::err(
                 "the transaction is durable but was not applied in time; read its keys to see",
-            );
+            ));
         }
     }
     for (reply, op, shape) in deferred {
         replies[reply] = deferred_reply(shape, op, |op| (outcome.as_ref(), op));
     }
-    Reply::Array(replies)
+    if let Some(Outcome::Applied(returned)) = &outcome {
+        for (reply, popped) in pops {
+            replies[reply] = popped.reply(returned);
+        }
+    }
+    Ran::Done(Reply::Array(replies))
 }
