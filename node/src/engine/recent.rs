@@ -89,6 +89,16 @@ impl RecentOutcomes {
         if !(self.from..self.to).contains(&offset) {
             return None;
         }
+        // Where every entry returned something (a run of `INCR`s, `HSET`s), the outcome of
+        // `offset` sits exactly as far from the first kept one: one look instead of a binary
+        // search over up to `KEPT_OFFSETS` entries, a cache miss each (every such write asks).
+        let dense = self.notable.front().and_then(|(first, _)| {
+            let i = usize::try_from(offset.checked_sub(*first)?).ok()?;
+            self.notable.get(i).filter(|(at, _)| *at == offset)
+        });
+        if let Some((_, outcome)) = dense {
+            return Some(outcome.clone());
+        }
         Some(
             match self.notable.binary_search_by_key(&offset, |(o, _)| *o) {
                 Ok(i) => self.notable[i].1.clone(),
@@ -146,6 +156,37 @@ mod tests {
         recent.record(14, 15, vec![], vec![(14, returned("2"))]);
         assert_eq!(recent.get(11), Some(Outcome::Rejected(rejection("no"))));
         assert_eq!(recent.get(14), Some(Outcome::Applied(returned("2"))));
+    }
+
+    #[test]
+    fn answers_runs_where_every_entry_returned_and_runs_with_holes_alike() {
+        let mut recent = RecentOutcomes::new(0);
+        // Every offset returned a value (INCRs), then a hole at 7..9 (plain puts), then more.
+        recent.record(
+            0,
+            7,
+            vec![],
+            (0..7).map(|o| (o, returned(&o.to_string()))).collect(),
+        );
+        recent.record(7, 9, vec![], vec![]);
+        recent.record(
+            9,
+            12,
+            vec![(10, rejection("no"))],
+            vec![(9, returned("9")), (11, returned("11"))],
+        );
+        for o in 0..7 {
+            assert_eq!(
+                recent.get(o),
+                Some(Outcome::Applied(returned(&o.to_string())))
+            );
+        }
+        assert_eq!(recent.get(7), Some(Outcome::Applied(vec![])));
+        assert_eq!(recent.get(8), Some(Outcome::Applied(vec![])));
+        assert_eq!(recent.get(9), Some(Outcome::Applied(returned("9"))));
+        assert_eq!(recent.get(10), Some(Outcome::Rejected(rejection("no"))));
+        assert_eq!(recent.get(11), Some(Outcome::Applied(returned("11"))));
+        assert_eq!(recent.get(12), None);
     }
 
     #[test]

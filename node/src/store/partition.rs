@@ -233,16 +233,8 @@ impl PartitionStore {
         last_entry: Option<AppliedEntry>,
         source: &str,
     ) -> Result<()> {
-        let mut mark = next_offset.to_be_bytes().to_vec();
-        mark.extend_from_slice(source.as_bytes());
-        let mut batch = self.db.batch();
-        batch.insert(&self.meta, self.tag_key(RESTORING_TAG), mark);
-        batch.remove(&self.meta, self.next_offset_key());
-        batch.remove(&self.meta, self.tag_key(KEY_INDEX_BUILT_TAG));
-        batch.remove(&self.meta, self.tag_key(RESTORED_TAG));
-        batch.remove(&self.meta, self.tag_key(LAST_ENTRY_TAG));
         // Failing here, nothing changed.
-        batch.commit()?;
+        self.mark_partial(next_offset, source.as_bytes())?;
         // Nothing is skipped while the state is partial.
         self.deadlines.store(true, Ordering::Release);
         let restored = self.restore_after_mark(records, next_offset, last_entry, source);
@@ -260,15 +252,7 @@ impl PartitionStore {
     /// state partial (as a restore's) and a last one: a node that stops in between finds the
     /// mark when it opens the partition again and empties it.
     pub fn empty(&self) -> Result<()> {
-        let mut batch = self.db.batch();
-        let mut mark = 0u64.to_be_bytes().to_vec();
-        mark.extend_from_slice(b"(emptied)");
-        batch.insert(&self.meta, self.tag_key(RESTORING_TAG), mark);
-        batch.remove(&self.meta, self.next_offset_key());
-        batch.remove(&self.meta, self.tag_key(KEY_INDEX_BUILT_TAG));
-        batch.remove(&self.meta, self.tag_key(RESTORED_TAG));
-        batch.remove(&self.meta, self.tag_key(LAST_ENTRY_TAG));
-        batch.commit()?;
+        self.mark_partial(0, b"(emptied)")?;
         self.clear_state()?;
         let mut batch = self.db.batch();
         // Empty, and whole: the key index of no records is built.
@@ -276,6 +260,22 @@ impl PartitionStore {
         batch.remove(&self.meta, self.tag_key(RESTORING_TAG));
         batch.commit()?;
         self.deadlines.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// Marks the state partial (a restore of `source` to `next_offset`, or an emptying, under
+    /// way: the next open empties what it finds) and forgets its next offset, key index, last
+    /// restore and last entry, in one commit.
+    fn mark_partial(&self, next_offset: u64, source: &[u8]) -> Result<()> {
+        let mut mark = next_offset.to_be_bytes().to_vec();
+        mark.extend_from_slice(source);
+        let mut batch = self.db.batch();
+        batch.insert(&self.meta, self.tag_key(RESTORING_TAG), mark);
+        batch.remove(&self.meta, self.next_offset_key());
+        batch.remove(&self.meta, self.tag_key(KEY_INDEX_BUILT_TAG));
+        batch.remove(&self.meta, self.tag_key(RESTORED_TAG));
+        batch.remove(&self.meta, self.tag_key(LAST_ENTRY_TAG));
+        batch.commit()?;
         Ok(())
     }
 
