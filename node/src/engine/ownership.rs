@@ -568,6 +568,7 @@ impl Engine {
             .collect();
         for old in gaps {
             let id = old.id();
+            let mut set_aside = false;
             if let Health::Diverged {
                 offset,
                 snapshot: Some(snapshot),
@@ -594,15 +595,19 @@ impl Engine {
                     .lock()
                     .expect("foreign snapshots lock")
                     .insert(snapshot);
+                set_aside = true;
             }
             let Ok(fresh) = self.open_partition(id) else {
                 continue;
             };
-            if !fresh.serving() {
+            if !fresh.serving() && !set_aside {
                 // Still a gap: keep the old runtime, with the newest reason.
                 old.set_health(fresh.health());
                 continue;
             }
+            // Served or not, a set-aside partition's new runtime replaces the old one, which
+            // still holds the foreign snapshot's offset and read index: given a health that
+            // has state (an open that failed), it would answer outcomes of that snapshot.
             // Ownership moved on meanwhile when another runtime is there: the new one is not
             // wanted.
             let replaced = self.change_partitions(|map| match map.get(&id) {
@@ -612,9 +617,9 @@ impl Engine {
                 }
                 _ => false,
             });
-            if replaced {
+            if replaced && fresh.serving() {
                 tracing::info!(partition = id, "partition served again after a gap");
-            } else {
+            } else if !replaced {
                 fresh.stop_applier(&self.inner.pool, self.inner.config.stop_patience);
             }
         }

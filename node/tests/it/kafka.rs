@@ -60,6 +60,11 @@ fn produce(broker: &Broker, namespace: &str, pk: &str, payload: &str) -> Value {
     json!({"Partition": partition, "Offset": offset})
 }
 
+/// A log entry (v1) of one put of `{"n": n}` at (pk, "s"), as another producer writes it.
+fn put_entry(pk: &str, n: u32) -> String {
+    format!(r#"{{"v":1,"ts_ms":1,"ops":[{{"op":"put","pk":"{pk}","sk":"s","data":{{"n":{n}}}}}]}}"#)
+}
+
 #[test]
 fn one_replica_group_splits_partitions_and_survives_a_kill_9() {
     let broker = Broker::start();
@@ -1384,11 +1389,7 @@ fn a_snapshot_of_the_topic_before_it_was_created_again_is_set_aside() {
     // The topic deleted and created again, and longer than the snapshot by the time a new
     // replica starts: by offsets alone the snapshot (next offset 6) fits it.
     recreate_mutations_topic(&broker, "resnap");
-    let entry = |n: u32| {
-        format!(
-            r#"{{"v":1,"ts_ms":1,"ops":[{{"op":"put","pk":"rk","sk":"s","data":{{"n":{n}}}}}]}}"#
-        )
-    };
+    let entry = |n: u32| put_entry("rk", n);
     let produced: Vec<Value> = (100..109)
         .map(|n| produce(&broker, "resnap", "rk", &entry(n)))
         .collect();
@@ -1452,11 +1453,7 @@ fn a_partition_whose_last_applied_entry_retention_removed_goes_on_from_the_next(
     // While the node is down, more is written, and retention removes everything up to the
     // first entry it has not applied: the last one it applied (where its reader would start,
     // to check the log still holds it) is gone.
-    let entry = |n: u32| {
-        format!(
-            r#"{{"v":1,"ts_ms":1,"ops":[{{"op":"put","pk":"tk","sk":"s","data":{{"n":{n}}}}}]}}"#
-        )
-    };
+    let entry = |n: u32| put_entry("tk", n);
     let written: Vec<Value> = (3..6)
         .map(|n| produce(&broker, "trimmed", "tk", &entry(n)))
         .collect();
